@@ -1,0 +1,94 @@
+package command
+
+// Type tells what a command does.
+type Type uint8
+
+const (
+	// TypeCommit applies a transaction: mutations and offsets, atomically.
+	TypeCommit Type = 1
+	// TypeExpire deletes entries whose TTL ran out before Now.
+	TypeExpire Type = 2
+)
+
+// Op is the operation of one mutation.
+type Op uint8
+
+// The values match stated.v1's MutationKind so that the daemon maps them
+// one to one, but the log format depends only on these constants.
+const (
+	OpPut          Op = 1
+	OpDelete       Op = 2
+	OpMapPut       Op = 3
+	OpMapDelete    Op = 4
+	OpListAppend   Op = 5
+	OpCounterAdd   Op = 6
+	OpDeletePrefix Op = 7
+	opMax             = OpDeletePrefix
+)
+
+// Valid reports whether o is a known operation.
+func (o Op) Valid() bool { return o >= OpPut && o <= opMax }
+
+func (o Op) String() string {
+	switch o {
+	case OpPut:
+		return "put"
+	case OpDelete:
+		return "delete"
+	case OpMapPut:
+		return "map-put"
+	case OpMapDelete:
+		return "map-delete"
+	case OpListAppend:
+		return "list-append"
+	case OpCounterAdd:
+		return "counter-add"
+	case OpDeletePrefix:
+		return "delete-prefix"
+	}
+	return "unknown"
+}
+
+// Command is one Raft log entry.
+type Command struct {
+	Type Type
+	// Now is the leader's wall-clock time in Unix nanoseconds when it
+	// accepted the command. Expiry is judged against it, never a local clock.
+	Now int64
+	// Commit is set when Type is TypeCommit.
+	Commit *Commit
+	// ExpireLimit caps how many expired entries a TypeExpire command
+	// deletes, so that one entry never stalls the apply loop.
+	ExpireLimit uint32
+}
+
+// Commit is a transaction: every mutation and every offset, or none.
+type Commit struct {
+	// ClientID and Seq identify the commit for retries; both may be empty.
+	ClientID  string
+	Seq       uint64
+	Mutations []Mutation
+	Offsets   []Offset
+}
+
+// Mutation changes the state under one key.
+type Mutation struct {
+	Op        Op
+	Namespace string
+	Key       []byte
+	SubKey    []byte
+	Value     []byte
+	Delta     int64
+	// TTL, when positive, is how many nanoseconds after the command's Now
+	// the written entry expires; zero means never. Because Now is fixed by
+	// the leader, every replica computes the same expiry time.
+	TTL int64
+}
+
+// Offset is the next offset to consume for a partition of a topic.
+type Offset struct {
+	Group     string
+	Topic     string
+	Partition int32
+	Offset    int64
+}
