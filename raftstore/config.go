@@ -1,0 +1,90 @@
+package raftstore
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Config configures a Store.
+type Config struct {
+	// NodeID names this node in the Raft cluster; it must not change for
+	// the life of the data directory.
+	NodeID string
+	// Dir is the data directory: raft/ (log, stable store, snapshots) and
+	// state/ (Pebble) are created below it.
+	Dir string
+	// RaftBind is the TCP address the Raft transport listens on; port 0
+	// picks a free one.
+	RaftBind string
+	// RaftAdvertise is the address peers reach this node at; empty means
+	// the bound address.
+	RaftAdvertise string
+	// Bootstrap starts a new single-node cluster when Dir holds no Raft
+	// state yet.
+	Bootstrap bool
+	// Logger receives the store's, Raft's and Pebble's logs.
+	Logger *slog.Logger
+
+	// ApplyTimeout bounds how long Commit waits to enqueue an entry.
+	ApplyTimeout time.Duration
+	// SnapshotThreshold and SnapshotInterval decide when Raft snapshots
+	// the state and compacts its log; TrailingLogs entries are kept after
+	// a snapshot so that slightly lagging followers need no snapshot.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+	// SnapshotRetain is how many Raft snapshots are kept on disk.
+	SnapshotRetain int
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+}
+
+// DefaultConfig returns the defaults; NodeID and Dir must still be set.
+func DefaultConfig() Config {
+	return Config{
+		RaftBind:           "127.0.0.1:7421",
+		Bootstrap:          true,
+		ApplyTimeout:       10 * time.Second,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   2 * time.Minute,
+		TrailingLogs:       10240,
+		SnapshotRetain:     2,
+		HeartbeatTimeout:   1000 * time.Millisecond,
+		ElectionTimeout:    1000 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
+	}
+}
+
+// Validate reports the first bad field.
+func (c *Config) Validate() error {
+	switch {
+	case c.NodeID == "":
+		return errors.New("raftstore: config: NodeID is empty")
+	case len(c.NodeID) > 255:
+		return fmt.Errorf("raftstore: config: NodeID is %d bytes, limit 255", len(c.NodeID))
+	case c.Dir == "":
+		return errors.New("raftstore: config: Dir is empty")
+	case c.ApplyTimeout <= 0:
+		return errors.New("raftstore: config: ApplyTimeout must be positive")
+	case c.SnapshotRetain < 1:
+		return errors.New("raftstore: config: SnapshotRetain must be at least 1")
+	case c.LeaderLeaseTimeout > c.HeartbeatTimeout:
+		return errors.New("raftstore: config: LeaderLeaseTimeout must not exceed HeartbeatTimeout")
+	}
+	if _, _, err := net.SplitHostPort(c.RaftBind); err != nil {
+		return fmt.Errorf("raftstore: config: RaftBind %q: %w", c.RaftBind, err)
+	}
+	if c.RaftAdvertise != "" {
+		if _, _, err := net.SplitHostPort(c.RaftAdvertise); err != nil {
+			return fmt.Errorf("raftstore: config: RaftAdvertise %q: %w", c.RaftAdvertise, err)
+		}
+	}
+	return nil
+}

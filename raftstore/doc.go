@@ -1,0 +1,17 @@
+// Package raftstore is stated's replicated store: a hashicorp/raft node whose
+// log and stable store are raft-boltdb (bbolt) and whose state machine is
+// package fsm over Pebble.
+//
+// A Store accepts commits on the leader, stamps them with the leader's time,
+// proposes them as one Raft entry each, and returns once the local state
+// machine has applied them. Reads go to the local Pebble after a read
+// barrier (local, session or linearizable).
+//
+// Durability: the Raft log is fsynced before a commit is acknowledged;
+// Pebble is not. On Open, if the state machine is behind the newest Raft
+// snapshot (a crash during restore, or unsynced Pebble writes lost with the
+// machine), the snapshot is restored before Raft starts, because Raft only
+// replays the entries after its newest snapshot.
+//
+// raftstore knows nothing of gRPC, Kafka or blob storage.
+package raftstore

@@ -1,0 +1,204 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// applier writes one command into an indexed batch, which lets it read its
+// own earlier writes (two counter adds to one key in one commit).
+type applier struct {
+	b   *pebble.Batch
+	now int64
+}
+
+func (a *applier) commit(c *command.Commit) error {
+	if c == nil {
+		return nil
+	}
+	for i := range c.Mutations {
+		if err := a.mutation(i, &c.Mutations[i]); err != nil {
+			return err
+		}
+	}
+	for i := range c.Offsets {
+		if err := a.offset(i, &c.Offsets[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func reject(field, format string, args ...any) error {
+	return &RejectError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+func (a *applier) expiresAt(i int, ttl int64) (int64, error) {
+	if ttl <= 0 {
+		return 0, nil
+	}
+	if a.now > math.MaxInt64-ttl {
+		return 0, reject(fmt.Sprintf("mutations[%d].ttl", i), "expiry overflows")
+	}
+	return a.now + ttl, nil
+}
+
+func (a *applier) mutation(i int, m *command.Mutation) error {
+	exp, err := a.expiresAt(i, m.TTL)
+	if err != nil {
+		return err
+	}
+	switch m.Op {
+	case command.OpPut:
+		return a.put(stateKey(m.Namespace, m.Key, KindValue, nil), exp, m.Value)
+	case command.OpMapPut:
+		return a.put(stateKey(m.Namespace, m.Key, KindMap, m.SubKey), exp, m.Value)
+	case command.OpMapDelete:
+		return a.b.Delete(stateKey(m.Namespace, m.Key, KindMap, m.SubKey), nil)
+	case command.OpDelete:
+		p := keyPrefix(m.Namespace, m.Key)
+		return a.b.DeleteRange(p, prefixEnd(p), nil)
+	case command.OpDeletePrefix:
+		p := appendEscaped(namespacePrefix(m.Namespace), m.Key)
+		return a.b.DeleteRange(p, prefixEnd(p), nil)
+	case command.OpListAppend:
+		return a.listAppend(m, exp)
+	case command.OpCounterAdd:
+		return a.counterAdd(i, m, exp)
+	}
+	return reject(fmt.Sprintf("mutations[%d].kind", i), "unknown mutation kind %d", m.Op)
+}
+
+func (a *applier) put(k []byte, exp int64, payload []byte) error {
+	if err := a.b.Set(k, encodeEntry(nil, exp, payload), nil); err != nil {
+		return err
+	}
+	if exp != 0 {
+		return a.b.Set(expiryKey(exp, k), nil, nil)
+	}
+	return nil
+}
+
+// get reads k through the batch, so it sees this command's own writes.
+func (a *applier) get(k []byte) ([]byte, bool, error) {
+	v, closer, err := a.b.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	closer.Close()
+	return out, true, nil
+}
+
+func (a *applier) listAppend(m *command.Mutation, exp int64) error {
+	meta := stateKey(m.Namespace, m.Key, KindList, nil)
+	var next uint64
+	v, ok, err := a.get(meta)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if len(v) != 8 {
+			return fmt.Errorf("%w: list position of %d bytes", ErrCorrupt, len(v))
+		}
+		next = binary.BigEndian.Uint64(v)
+	}
+	if err := a.put(stateKey(m.Namespace, m.Key, KindList, listPosition(next)), exp, m.Value); err != nil {
+		return err
+	}
+	return a.b.Set(meta, listPosition(next+1), nil)
+}
+
+func (a *applier) counterAdd(i int, m *command.Mutation, exp int64) error {
+	k := stateKey(m.Namespace, m.Key, KindCounter, nil)
+	var cur int64
+	v, ok, err := a.get(k)
+	if err != nil {
+		return err
+	}
+	if ok {
+		curExp, payload, err := decodeEntry(v)
+		if err != nil {
+			return err
+		}
+		if !expired(curExp, a.now) {
+			if cur, err = decodeCounter(payload); err != nil {
+				return err
+			}
+			if exp == 0 {
+				// An add without a TTL keeps the counter's expiry.
+				exp = curExp
+			}
+		}
+	}
+	if (m.Delta > 0 && cur > math.MaxInt64-m.Delta) || (m.Delta < 0 && cur < math.MinInt64-m.Delta) {
+		return reject(fmt.Sprintf("mutations[%d].delta", i), "counter %d + %d overflows int64", cur, m.Delta)
+	}
+	return a.put(k, exp, encodeCounter(cur+m.Delta))
+}
+
+func (a *applier) offset(i int, o *command.Offset) error {
+	k := offsetKey(o.Group, o.Topic, o.Partition)
+	v, ok, err := a.get(k)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if len(v) != 8 {
+			return fmt.Errorf("%w: offset of %d bytes", ErrCorrupt, len(v))
+		}
+		if stored := int64(binary.BigEndian.Uint64(v)); o.Offset < stored {
+			return reject(fmt.Sprintf("offsets[%d].offset", i),
+				"%d is lower than the stored %d for group %q topic %q partition %d",
+				o.Offset, stored, o.Group, o.Topic, o.Partition)
+		}
+	}
+	return a.b.Set(k, binary.BigEndian.AppendUint64(nil, uint64(o.Offset)), nil)
+}
+
+// expire deletes up to limit entries whose expiry time is at or before now.
+// The expiry index may hold stale records (the entry was overwritten or
+// deleted since); those are dropped without touching the entry.
+func (a *applier) expire(limit uint32) error {
+	lower := []byte{prefixExpiry}
+	upper := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, uint64(a.now)+1)
+	it, err := a.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	var due [][]byte
+	for ok := it.First(); ok && uint32(len(due)) < limit; ok = it.Next() {
+		due = append(due, append([]byte(nil), it.Key()...))
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	for _, ek := range due {
+		exp := int64(binary.BigEndian.Uint64(ek[1:9]))
+		sk := ek[9:]
+		v, ok, err := a.get(sk)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if cur, _, err := decodeEntry(v); err == nil && cur == exp {
+				if err := a.b.Delete(sk, nil); err != nil {
+					return err
+				}
+			}
+		}
+		if err := a.b.Delete(ek, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,20 @@
+// Package fsm is stated's replicated state machine: it applies Raft log
+// entries (see package command) to a Pebble database.
+//
+// Guarantees:
+//   - Each entry is applied as one Pebble batch together with its Raft
+//     index, or, if it is rejected (an offset moving backwards, a counter
+//     overflow), not at all. Every replica rejects the same entries.
+//   - Apply is deterministic: it reads no clock, draws no random number and
+//     never depends on map iteration order. Time arrives in the command.
+//   - Pebble writes are not synced: the Raft log is the durable record. On
+//     restart entries at or below the stored applied index are skipped.
+//     Snapshot syncs Pebble's WAL first, so the state is never behind a Raft
+//     snapshot that lets Raft compact its log.
+//   - Restore replaces the whole state with the snapshot's.
+//
+// Key layout (see keys.go) keeps (namespace, key, kind, sub-key) in Pebble's
+// byte order, so a namespace, a key or a key prefix is one contiguous range.
+//
+// The FSM must never do I/O beyond its own Pebble directory.
+package fsm

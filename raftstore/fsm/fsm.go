@@ -1,0 +1,240 @@
+package fsm
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/hashicorp/raft"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// FSM applies Raft log entries to Pebble. It implements raft.FSM.
+//
+// Apply, Snapshot and Restore are called by Raft from one goroutine; reads
+// may run concurrently with them.
+type FSM struct {
+	dir    string // the Pebble directory
+	logger *slog.Logger
+
+	// mu guards db against Restore swapping it; readers and Apply take it
+	// shared, Restore and Close exclusively.
+	mu     sync.RWMutex
+	db     *pebble.DB
+	closed bool
+
+	applied atomic.Uint64
+
+	waitMu sync.Mutex
+	waitCh chan struct{} // closed and replaced whenever applied moves
+}
+
+// Open opens (or creates) the state in dir.
+func Open(dir string, logger *slog.Logger) (*FSM, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := recoverInterruptedRestore(dir); err != nil {
+		return nil, err
+	}
+	db, err := openPebble(dir, logger)
+	if err != nil {
+		return nil, err
+	}
+	f := &FSM{dir: dir, logger: logger, db: db, waitCh: make(chan struct{})}
+	idx, err := readAppliedIndex(db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	f.applied.Store(idx)
+	return f, nil
+}
+
+func openPebble(dir string, logger *slog.Logger) (*pebble.DB, error) {
+	opts := &pebble.Options{Logger: pebbleLogger{logger}}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("fsm: open pebble in %s: %w", dir, err)
+	}
+	return db, nil
+}
+
+func readAppliedIndex(r pebble.Reader) (uint64, error) {
+	v, closer, err := r.Get(keyAppliedIndex)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("fsm: read applied index: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%w: applied index of %d bytes", ErrCorrupt, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// Close closes Pebble. Reads after Close return ErrClosed.
+func (f *FSM) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil
+	}
+	f.closed = true
+	f.notifyApplied()
+	return f.db.Close()
+}
+
+// AppliedIndex is the Raft index of the last entry applied.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// WaitApplied blocks until the applied index reaches index or ctx ends.
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		f.waitMu.Lock()
+		ch := f.waitCh
+		f.waitMu.Unlock()
+		if f.applied.Load() >= index {
+			return nil
+		}
+		f.mu.RLock()
+		closed := f.closed
+		f.mu.RUnlock()
+		if closed {
+			return ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (f *FSM) setApplied(index uint64) {
+	f.applied.Store(index)
+	f.notifyApplied()
+}
+
+func (f *FSM) notifyApplied() {
+	f.waitMu.Lock()
+	close(f.waitCh)
+	f.waitCh = make(chan struct{})
+	f.waitMu.Unlock()
+}
+
+// Apply applies one Raft log entry and returns a *Result.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	if l.Index <= f.applied.Load() {
+		// Already in Pebble: a replay after restart.
+		return &Result{Index: l.Index}
+	}
+	res := &Result{Index: l.Index}
+	cmd, err := command.Decode(l.Data)
+	if err != nil {
+		// Every replica decodes the same bytes the same way; a command
+		// that does not decode is refused by all of them.
+		res.Err = &RejectError{Field: "command", Reason: err.Error()}
+		f.setApplied(l.Index)
+		return res
+	}
+	f.mu.RLock()
+	if f.closed {
+		f.mu.RUnlock()
+		res.Err = ErrClosed
+		return res
+	}
+	res.Err = f.applyCommand(l.Index, cmd)
+	f.mu.RUnlock()
+	if res.Err != nil && !errors.Is(res.Err, ErrRejected) {
+		// Pebble failed to write: the replica cannot go on without
+		// diverging from its peers.
+		f.logger.Error("fsm: apply failed; stopping to avoid divergence", "index", l.Index, "error", res.Err)
+		panic(fmt.Sprintf("fsm: apply of index %d failed: %v", l.Index, res.Err))
+	}
+	f.setApplied(l.Index)
+	return res
+}
+
+// applyCommand writes cmd and the applied index in one batch, or nothing
+// when the command is rejected.
+func (f *FSM) applyCommand(index uint64, cmd *command.Command) error {
+	b := f.db.NewIndexedBatch()
+	defer b.Close()
+	a := applier{b: b, now: cmd.Now}
+	var err error
+	switch cmd.Type {
+	case command.TypeCommit:
+		err = a.commit(cmd.Commit)
+	case command.TypeExpire:
+		err = a.expire(cmd.ExpireLimit)
+	}
+	if err != nil {
+		return err
+	}
+	if err := b.Set(keyAppliedIndex, binary.BigEndian.AppendUint64(nil, index), nil); err != nil {
+		return err
+	}
+	return b.Commit(pebble.NoSync)
+}
+
+// recoverInterruptedRestore puts the state directory back in order after a
+// crash during Restore: a complete old state is kept if the new one was not
+// yet in place, and leftovers are removed.
+func recoverInterruptedRestore(dir string) error {
+	old, tmp := dir+".old", dir+".restore"
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(old); err == nil {
+			if err := os.Rename(old, dir); err != nil {
+				return fmt.Errorf("fsm: recover state after interrupted restore: %w", err)
+			}
+		}
+	}
+	for _, p := range []string{old, tmp} {
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("fsm: remove %s: %w", p, err)
+		}
+	}
+	return syncDir(filepath.Dir(dir))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// pebbleLogger sends Pebble's log lines to slog.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...interface{}) {
+	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (p pebbleLogger) Errorf(format string, args ...interface{}) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (p pebbleLogger) Fatalf(format string, args ...interface{}) {
+	msg := fmt.Sprintf(format, args...)
+	p.l.Error(msg, "component", "pebble")
+	panic(msg)
+}
+
+var _ raft.FSM = (*FSM)(nil)
+var _ io.Closer = (*FSM)(nil)

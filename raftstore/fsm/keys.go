@@ -1,0 +1,126 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+)
+
+// Every Pebble key starts with one of these bytes.
+const (
+	prefixSystem = 0x00 // applied index and other metadata
+	prefixOffset = 0x01 // group, topic, partition -> next offset
+	prefixState  = 0x02 // namespace, key, kind, sub-key -> entry
+	prefixExpiry = 0x03 // expiry time, state key -> nothing
+)
+
+var keyAppliedIndex = []byte{prefixSystem, 'a'}
+
+// Variable-length components are escaped so that order is preserved and a
+// component's prefix is a prefix of its encoding: 0x00 becomes 0x00 0xFF and
+// every component ends with 0x00 0x01.
+const (
+	escByte  = 0x00
+	escEsc   = 0xFF
+	escTerm  = 0x01
+	termSize = 2
+)
+
+func appendEscaped(dst, s []byte) []byte {
+	for {
+		i := bytes.IndexByte(s, escByte)
+		if i < 0 {
+			return append(dst, s...)
+		}
+		dst = append(dst, s[:i]...)
+		dst = append(dst, escByte, escEsc)
+		s = s[i+1:]
+	}
+}
+
+func appendComponent(dst, s []byte) []byte {
+	return append(appendEscaped(dst, s), escByte, escTerm)
+}
+
+// readComponent decodes one escaped component from b and returns it and the
+// rest of b.
+func readComponent(b []byte) (comp, rest []byte, err error) {
+	var out []byte
+	for {
+		i := bytes.IndexByte(b, escByte)
+		if i < 0 || i+1 >= len(b) {
+			return nil, nil, fmt.Errorf("%w: unterminated key component", ErrCorrupt)
+		}
+		out = append(out, b[:i]...)
+		switch b[i+1] {
+		case escTerm:
+			return out, b[i+2:], nil
+		case escEsc:
+			out = append(out, escByte)
+			b = b[i+2:]
+		default:
+			return nil, nil, fmt.Errorf("%w: bad escape 0x%02x in key", ErrCorrupt, b[i+1])
+		}
+	}
+}
+
+// namespacePrefix is the start of every state key of ns.
+func namespacePrefix(ns string) []byte {
+	return appendComponent([]byte{prefixState}, []byte(ns))
+}
+
+// keyPrefix is the start of every state key of (ns, key), of every kind.
+func keyPrefix(ns string, key []byte) []byte {
+	return appendComponent(namespacePrefix(ns), key)
+}
+
+// stateKey is where an entry of kind lives. For a value or a counter sub is
+// empty; for a map it is the sub-key; for a list it is the 8-byte position,
+// and the empty sub-key of a list holds the list's next position.
+func stateKey(ns string, key []byte, kind Kind, sub []byte) []byte {
+	k := keyPrefix(ns, key)
+	k = append(k, byte(kind))
+	return append(k, sub...)
+}
+
+// decodeStateKey splits a state key of a known namespace prefix length.
+func decodeStateKey(k []byte, nsPrefixLen int) (key []byte, kind Kind, sub []byte, err error) {
+	key, rest, err := readComponent(k[nsPrefixLen:])
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if len(rest) < 1 {
+		return nil, 0, nil, fmt.Errorf("%w: state key without kind", ErrCorrupt)
+	}
+	return key, Kind(rest[0]), rest[1:], nil
+}
+
+func offsetKey(group, topic string, partition int32) []byte {
+	k := appendComponent([]byte{prefixOffset}, []byte(group))
+	k = appendComponent(k, []byte(topic))
+	return binary.BigEndian.AppendUint32(k, uint32(partition))
+}
+
+func offsetGroupPrefix(group string) []byte {
+	return appendComponent([]byte{prefixOffset}, []byte(group))
+}
+
+func expiryKey(expiresAt int64, sk []byte) []byte {
+	k := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, uint64(expiresAt))
+	return append(k, sk...)
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix p,
+// or nil when there is none.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+func listPosition(pos uint64) []byte { return binary.BigEndian.AppendUint64(nil, pos) }

@@ -1,0 +1,194 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// Get reads the value, counter or map entry (kind KindMap with subKey) at
+// key, as of time now (Unix nanoseconds): an expired entry is not found.
+func (f *FSM) Get(ns string, key []byte, kind Kind, subKey []byte, now int64) (Entry, bool, error) {
+	if kind != KindMap {
+		subKey = nil
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return Entry{}, false, ErrClosed
+	}
+	v, closer, err := f.db.Get(stateKey(ns, key, kind, subKey))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Entry{}, false, nil
+	}
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("fsm: get: %w", err)
+	}
+	defer closer.Close()
+	e := Entry{Kind: kind, Key: key, SubKey: subKey}
+	ok, err := fillEntry(&e, v, now, true)
+	return e, ok, err
+}
+
+// fillEntry decodes a stored entry into e; it reports false for an expired
+// entry. With clone, e owns its bytes.
+func fillEntry(e *Entry, v []byte, now int64, clone bool) (bool, error) {
+	exp, payload, err := decodeEntry(v)
+	if err != nil {
+		return false, err
+	}
+	if expired(exp, now) {
+		return false, nil
+	}
+	e.ExpiresAt = exp
+	if e.Kind == KindCounter {
+		e.Counter, err = decodeCounter(payload)
+		return err == nil, err
+	}
+	if clone {
+		payload = append([]byte{}, payload...)
+	}
+	e.Value = payload
+	return true, nil
+}
+
+// Scan calls fn for every live entry q selects, in key order, as of time
+// now. The slices of the Entry are valid only during the call. Scan holds a
+// read lock on the state for its duration, so a Restore waits for it.
+func (f *FSM) Scan(q ScanQuery, now int64, fn func(Entry) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return ErrClosed
+	}
+	nsp := namespacePrefix(q.Namespace)
+	var lower, upper []byte
+	switch q.Kind {
+	case KindMap, KindList:
+		base := stateKey(q.Namespace, q.Key, q.Kind, nil)
+		lower, upper = bounds(base, q.Prefix, q.Start, q.End, false)
+		if q.Kind == KindList {
+			// Skip the list's own position record (the empty sub-key).
+			lower = append(append([]byte(nil), base...), 0)
+		}
+	default:
+		lower, upper = bounds(nsp, q.Prefix, q.Start, q.End, true)
+	}
+	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return fmt.Errorf("fsm: scan: %w", err)
+	}
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		key, kind, sub, err := decodeStateKey(it.Key(), len(nsp))
+		if err != nil {
+			it.Close()
+			return err
+		}
+		if kind == KindList && len(sub) == 0 {
+			continue // a list's position record, not an element
+		}
+		if q.Kind != KindAny && kind != q.Kind {
+			continue
+		}
+		e := Entry{Kind: kind, Key: key, SubKey: sub}
+		live, err := fillEntry(&e, it.Value(), now, false)
+		if err != nil {
+			it.Close()
+			return err
+		}
+		if !live {
+			continue
+		}
+		if err := fn(e); err != nil {
+			it.Close()
+			return err
+		}
+		if n++; q.Limit > 0 && n >= q.Limit {
+			break
+		}
+	}
+	return it.Close()
+}
+
+// bounds turns a prefix and a [start, end) range of key components after
+// base into Pebble bounds. Keys are escaped when they are a component
+// followed by more (escaped is true); map sub-keys are the last component
+// and stored raw.
+func bounds(base, prefix, start, end []byte, escaped bool) (lower, upper []byte) {
+	enc := func(b []byte) []byte {
+		k := append([]byte(nil), base...)
+		if escaped {
+			return appendEscaped(k, b)
+		}
+		return append(k, b...)
+	}
+	lower, upper = base, prefixEnd(base)
+	if len(prefix) > 0 {
+		p := enc(prefix)
+		lower, upper = p, prefixEnd(p)
+	}
+	if len(start) > 0 {
+		if s := enc(start); bytes.Compare(s, lower) > 0 {
+			lower = s
+		}
+	}
+	if len(end) > 0 {
+		if e := enc(end); upper == nil || bytes.Compare(e, upper) < 0 {
+			upper = e
+		}
+	}
+	return lower, upper
+}
+
+// Offsets returns the offsets stored for group, ordered by topic and
+// partition.
+func (f *FSM) Offsets(group string) ([]command.Offset, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return nil, ErrClosed
+	}
+	p := offsetGroupPrefix(group)
+	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return nil, fmt.Errorf("fsm: offsets: %w", err)
+	}
+	var out []command.Offset
+	for ok := it.First(); ok; ok = it.Next() {
+		topic, rest, err := readComponent(it.Key()[len(p):])
+		if err != nil || len(rest) != 4 || len(it.Value()) != 8 {
+			it.Close()
+			return nil, fmt.Errorf("%w: offset record %x", ErrCorrupt, it.Key())
+		}
+		out = append(out, command.Offset{
+			Group:     group,
+			Topic:     string(topic),
+			Partition: int32(binary.BigEndian.Uint32(rest)),
+			Offset:    int64(binary.BigEndian.Uint64(it.Value())),
+		})
+	}
+	return out, it.Close()
+}
+
+// ExpiryDue reports whether some entry's expiry time is at or before now,
+// so that the leader proposes an expiry command only when there is work.
+func (f *FSM) ExpiryDue(now int64) (bool, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return false, ErrClosed
+	}
+	upper := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, uint64(now)+1)
+	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixExpiry}, UpperBound: upper})
+	if err != nil {
+		return false, err
+	}
+	due := it.First()
+	return due, it.Close()
+}

@@ -1,0 +1,373 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/statedhq/stated/raftstore/command"
+	"github.com/statedhq/stated/raftstore/fsm"
+)
+
+// Store is one node of the replicated store.
+type Store struct {
+	cfg    Config
+	logger *slog.Logger
+
+	fsm       *fsm.FSM
+	raft      *raft.Raft
+	bolt      *raftboltdb.BoltStore
+	transport *raft.NetworkTransport
+	snaps     *raft.FileSnapshotStore
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens the store in cfg.Dir and starts its Raft node. With
+// cfg.Bootstrap and no Raft state in cfg.Dir, it bootstraps a single-node
+// cluster of itself.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{cfg: cfg, logger: logger}
+	if err := s.open(ctx); err != nil {
+		s.closeParts()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) open(ctx context.Context) error {
+	raftDir := filepath.Join(s.cfg.Dir, "raft")
+	if err := os.MkdirAll(raftDir, 0o700); err != nil {
+		return fmt.Errorf("raftstore: %w", err)
+	}
+	if err := checkNodeID(raftDir, s.cfg.NodeID); err != nil {
+		return err
+	}
+	hlog := hclogAdapter(s.logger)
+
+	var err error
+	if s.fsm, err = fsm.Open(filepath.Join(s.cfg.Dir, "state"), s.logger); err != nil {
+		return err
+	}
+	if s.bolt, err = raftboltdb.NewBoltStore(filepath.Join(raftDir, "raft.db")); err != nil {
+		return fmt.Errorf("raftstore: open raft log: %w", err)
+	}
+	if s.snaps, err = raft.NewFileSnapshotStoreWithLogger(raftDir, s.cfg.SnapshotRetain, hlog); err != nil {
+		return fmt.Errorf("raftstore: open snapshot store: %w", err)
+	}
+	if err := s.catchUpFromSnapshot(); err != nil {
+		return err
+	}
+	if s.transport, err = s.newTransport(hlog); err != nil {
+		return err
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(s.cfg.NodeID)
+	rc.Logger = hlog
+	rc.SnapshotThreshold = s.cfg.SnapshotThreshold
+	rc.SnapshotInterval = s.cfg.SnapshotInterval
+	rc.TrailingLogs = s.cfg.TrailingLogs
+	rc.HeartbeatTimeout = s.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = s.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = s.cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = s.cfg.CommitTimeout
+	// Pebble keeps the state across restarts; Raft need only replay the
+	// entries after its newest snapshot (see catchUpFromSnapshot).
+	rc.NoSnapshotRestoreOnStart = true
+
+	existing, err := raft.HasExistingState(s.bolt, s.bolt, s.snaps)
+	if err != nil {
+		return fmt.Errorf("raftstore: %w", err)
+	}
+	if s.raft, err = raft.NewRaft(rc, s.fsm, s.bolt, s.bolt, s.snaps, s.transport); err != nil {
+		return fmt.Errorf("raftstore: start raft: %w", err)
+	}
+	if !existing && s.cfg.Bootstrap {
+		f := s.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter,
+			ID:       rc.LocalID,
+			Address:  s.transport.LocalAddr(),
+		}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fmt.Errorf("raftstore: bootstrap: %w", err)
+		}
+		s.logger.Info("bootstrapped a new single-node cluster", "node", s.cfg.NodeID, "raft_addr", s.transport.LocalAddr())
+	}
+	return nil
+}
+
+func (s *Store) newTransport(hlog hclog.Logger) (*raft.NetworkTransport, error) {
+	var adv net.Addr
+	if s.cfg.RaftAdvertise != "" {
+		a, err := net.ResolveTCPAddr("tcp", s.cfg.RaftAdvertise)
+		if err != nil {
+			return nil, fmt.Errorf("raftstore: RaftAdvertise: %w", err)
+		}
+		adv = a
+	}
+	t, err := raft.NewTCPTransportWithLogger(s.cfg.RaftBind, adv, 3, 10*time.Second, hlog)
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: raft transport on %s: %w", s.cfg.RaftBind, err)
+	}
+	return t, nil
+}
+
+// catchUpFromSnapshot restores the newest Raft snapshot into the state
+// machine when the state machine is behind it: with
+// NoSnapshotRestoreOnStart, Raft replays only the entries after the
+// snapshot, so a state machine behind it would silently miss entries.
+func (s *Store) catchUpFromSnapshot() error {
+	metas, err := s.snaps.List()
+	if err != nil {
+		return fmt.Errorf("raftstore: list snapshots: %w", err)
+	}
+	if len(metas) == 0 || metas[0].Index <= s.fsm.AppliedIndex() {
+		return nil
+	}
+	s.logger.Warn("state is behind the newest raft snapshot; restoring it",
+		"applied", s.fsm.AppliedIndex(), "snapshot", metas[0].ID, "snapshot_index", metas[0].Index)
+	_, rc, err := s.snaps.Open(metas[0].ID)
+	if err != nil {
+		return fmt.Errorf("raftstore: open snapshot %s: %w", metas[0].ID, err)
+	}
+	return s.fsm.Restore(rc)
+}
+
+// checkNodeID records the node id in a fresh raft directory and refuses to
+// open a directory that belongs to another node.
+func checkNodeID(raftDir, id string) error {
+	p := filepath.Join(raftDir, "node-id")
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.WriteFile(p, []byte(id+"\n"), 0o600); err != nil {
+			return fmt.Errorf("raftstore: %w", err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("raftstore: %w", err)
+	}
+	if got := strings.TrimSpace(string(b)); got != id {
+		return fmt.Errorf("%w: %s belongs to node %q, not %q", ErrClusterMismatch, raftDir, got, id)
+	}
+	return nil
+}
+
+// Close shuts Raft down, then closes the log store and Pebble.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.closeParts() })
+	return s.closeErr
+}
+
+func (s *Store) closeParts() error {
+	var errs []error
+	if s.raft != nil {
+		errs = append(errs, s.raft.Shutdown().Error())
+	}
+	if s.transport != nil {
+		errs = append(errs, s.transport.Close())
+	}
+	if s.bolt != nil {
+		errs = append(errs, s.bolt.Close())
+	}
+	if s.fsm != nil {
+		errs = append(errs, s.fsm.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// WaitLeader blocks until this node knows a leader.
+func (s *Store) WaitLeader(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if addr, _ := s.raft.LeaderWithID(); addr != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("raftstore: no leader: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// IsLeader reports whether this node is the Raft leader.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// NodeID is this node's id.
+func (s *Store) NodeID() string { return s.cfg.NodeID }
+
+// RaftAddr is the address of this node's Raft transport.
+func (s *Store) RaftAddr() string { return string(s.transport.LocalAddr()) }
+
+// AppliedIndex is the index of the last entry this node applied.
+func (s *Store) AppliedIndex() uint64 { return s.fsm.AppliedIndex() }
+
+// Commit proposes a transaction and waits until this node applied it. It
+// returns the entry's index, a *fsm.RejectError (errors.Is ErrRejected)
+// when the state machine refused it and nothing applied, or ErrNotLeader.
+func (s *Store) Commit(ctx context.Context, c *command.Commit) (uint64, error) {
+	return s.propose(ctx, &command.Command{Type: command.TypeCommit, Commit: c})
+}
+
+// Expire deletes up to limit expired entries, proposing an entry only when
+// something is due. It reports whether it proposed one.
+func (s *Store) Expire(ctx context.Context, limit uint32) (bool, error) {
+	due, err := s.fsm.ExpiryDue(time.Now().UnixNano())
+	if err != nil || !due {
+		return false, err
+	}
+	_, err = s.propose(ctx, &command.Command{Type: command.TypeExpire, ExpireLimit: limit})
+	return err == nil, err
+}
+
+func (s *Store) propose(ctx context.Context, cmd *command.Command) (uint64, error) {
+	if s.raft.State() != raft.Leader {
+		return 0, ErrNotLeader
+	}
+	cmd.Now = time.Now().UnixNano()
+	timeout := s.cfg.ApplyTimeout
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+		timeout = time.Until(d)
+	}
+	f := s.raft.Apply(command.Encode(nil, cmd), timeout)
+	done := make(chan struct{})
+	go func() { f.Error(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		// Once proposed, the entry may still commit: the outcome is
+		// unknown, and a retry with the same client id and sequence is
+		// the safe way to learn it.
+		return 0, fmt.Errorf("raftstore: commit outcome unknown: %w", ctx.Err())
+	}
+	if err := f.Error(); err != nil {
+		return 0, raftError(err)
+	}
+	res := f.Response().(*fsm.Result)
+	return res.Index, res.Err
+}
+
+func raftError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("raftstore: %w: %v", context.DeadlineExceeded, err)
+	}
+	return fmt.Errorf("raftstore: %w", err)
+}
+
+// Consistency is how fresh a read must be.
+type Consistency int
+
+const (
+	// Local reads this node's state as it is.
+	Local Consistency = iota
+	// Session waits until this node has applied a given index.
+	Session
+	// Linearizable has the leader confirm its leadership and apply its
+	// commit index before reading.
+	Linearizable
+)
+
+// ReadBarrier waits until a read at consistency c may proceed and returns
+// the applied index the read will see at least.
+func (s *Store) ReadBarrier(ctx context.Context, c Consistency, minIndex uint64) (uint64, error) {
+	switch c {
+	case Session:
+		if err := s.fsm.WaitApplied(ctx, minIndex); err != nil {
+			return 0, s.waitError(err)
+		}
+	case Linearizable:
+		if s.raft.State() != raft.Leader {
+			return 0, ErrNotLeader
+		}
+		// Read the commit index first, then confirm leadership: whatever
+		// was committed before the read began is at or below it.
+		commit := s.raft.CommitIndex()
+		if err := s.raft.VerifyLeader().Error(); err != nil {
+			return 0, raftError(err)
+		}
+		if err := s.fsm.WaitApplied(ctx, max(commit, minIndex)); err != nil {
+			return 0, s.waitError(err)
+		}
+	}
+	return s.fsm.AppliedIndex(), nil
+}
+
+func (s *Store) waitError(err error) error {
+	if errors.Is(err, fsm.ErrClosed) {
+		return ErrClosed
+	}
+	return err
+}
+
+// Get reads a value, a counter or a map entry; expired entries are not
+// found.
+func (s *Store) Get(ns string, key []byte, kind fsm.Kind, subKey []byte) (fsm.Entry, bool, error) {
+	e, ok, err := s.fsm.Get(ns, key, kind, subKey, time.Now().UnixNano())
+	return e, ok, s.waitError(err)
+}
+
+// Scan calls fn for each live entry q selects, in key order. The Entry's
+// slices are valid only during the call.
+func (s *Store) Scan(q fsm.ScanQuery, fn func(fsm.Entry) error) error {
+	return s.waitError(s.fsm.Scan(q, time.Now().UnixNano(), fn))
+}
+
+// Offsets returns the offsets stored for group, by topic and partition.
+func (s *Store) Offsets(group string) ([]command.Offset, error) {
+	o, err := s.fsm.Offsets(group)
+	return o, s.waitError(err)
+}
+
+// hclogAdapter sends Raft's logs (hclog) to slog at Info, filtered by
+// hclog at its own level.
+func hclogAdapter(l *slog.Logger) hclog.Logger {
+	std := log.New(slogWriter{l}, "", 0)
+	return hclog.FromStandardLogger(std, &hclog.LoggerOptions{Name: "raft", Level: hclog.Info})
+}
+
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Info(strings.TrimSpace(string(p)), "component", "raft")
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}
+
+// Snapshot makes Raft take a snapshot now and compact its log.
+func (s *Store) Snapshot() error {
+	if err := s.raft.Snapshot().Error(); err != nil {
+		return fmt.Errorf("raftstore: snapshot: %w", err)
+	}
+	return nil
+}

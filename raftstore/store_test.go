@@ -1,0 +1,169 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/statedhq/stated/raftstore/command"
+	"github.com/statedhq/stated/raftstore/fsm"
+)
+
+func testConfig(dir string) Config {
+	cfg := DefaultConfig()
+	cfg.NodeID = "n1"
+	cfg.Dir = dir
+	cfg.RaftBind = "127.0.0.1:0"
+	cfg.HeartbeatTimeout = 100 * time.Millisecond
+	cfg.ElectionTimeout = 100 * time.Millisecond
+	cfg.LeaderLeaseTimeout = 50 * time.Millisecond
+	return cfg
+}
+
+func openStore(t *testing.T, cfg Config) *Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitLeader(ctx); err != nil {
+		s.Close()
+		t.Fatal(err)
+	}
+	for !s.IsLeader() {
+		if ctx.Err() != nil {
+			t.Fatal("single node did not become leader")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return s
+}
+
+func addOne(t *testing.T, s *Store) uint64 {
+	t.Helper()
+	idx, err := s.Commit(context.Background(), &command.Commit{Mutations: []command.Mutation{
+		{Op: command.OpCounterAdd, Namespace: "ns", Key: []byte("c"), Delta: 1},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx
+}
+
+func counter(t *testing.T, s *Store) int64 {
+	t.Helper()
+	e, _, err := s.Get("ns", []byte("c"), fsm.KindCounter, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.Counter
+}
+
+func TestCommitIsAppliedBeforeItIsAcknowledged(t *testing.T) {
+	s := openStore(t, testConfig(t.TempDir()))
+	defer s.Close()
+	for i := 1; i <= 20; i++ {
+		idx := addOne(t, s)
+		if s.AppliedIndex() < idx {
+			t.Fatalf("acknowledged index %d but applied only %d", idx, s.AppliedIndex())
+		}
+		if got := counter(t, s); got != int64(i) {
+			t.Fatalf("counter = %d after %d commits", got, i)
+		}
+	}
+	for _, c := range []Consistency{Local, Session, Linearizable} {
+		applied, err := s.ReadBarrier(context.Background(), c, s.AppliedIndex())
+		if err != nil || applied < s.AppliedIndex() {
+			t.Fatalf("ReadBarrier(%d) = %d, %v", c, applied, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.ReadBarrier(ctx, Session, s.AppliedIndex()+100); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("session read of a future index: err = %v, want deadline exceeded", err)
+	}
+}
+
+func TestRestartKeepsEveryAcknowledgedCommitOnce(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	s := openStore(t, cfg)
+	for range 50 {
+		addOne(t, s)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, cfg)
+	defer s.Close()
+	if got := counter(t, s); got != 50 {
+		t.Fatalf("counter after restart = %d, want 50", got)
+	}
+	addOne(t, s)
+	if got := counter(t, s); got != 51 {
+		t.Fatalf("counter = %d, want 51", got)
+	}
+}
+
+func TestLostStateIsRebuiltFromRaftSnapshotAndLog(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.TrailingLogs = 5 // compact hard, so the log alone cannot rebuild the state
+	s := openStore(t, cfg)
+	for range 100 {
+		addOne(t, s)
+	}
+	if err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		addOne(t, s)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The Pebble state is lost; the Raft log and snapshot survive.
+	if err := os.RemoveAll(filepath.Join(cfg.Dir, "state")); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, cfg)
+	defer s.Close()
+	// Raft replays the entries after the snapshot once it commits again.
+	addOne(t, s)
+	if got := counter(t, s); got != 111 {
+		t.Fatalf("counter = %d, want 111", got)
+	}
+}
+
+func TestOpenRefusesAnotherNodesDataDir(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	s := openStore(t, cfg)
+	s.Close()
+	cfg.NodeID = "n2"
+	_, err := Open(context.Background(), cfg)
+	if !errors.Is(err, ErrClusterMismatch) {
+		t.Fatalf("err = %v, want ErrClusterMismatch", err)
+	}
+}
+
+func TestConfigValidateNamesTheField(t *testing.T) {
+	for name, mut := range map[string]func(*Config){
+		"NodeID":       func(c *Config) { c.NodeID = "" },
+		"Dir":          func(c *Config) { c.Dir = "" },
+		"RaftBind":     func(c *Config) { c.RaftBind = "nope" },
+		"ApplyTimeout": func(c *Config) { c.ApplyTimeout = 0 },
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := testConfig("/tmp/x")
+			mut(&cfg)
+			err := cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Fatalf("err = %v, want it to name %s", err, name)
+			}
+		})
+	}
+}
