@@ -15,6 +15,9 @@ var ErrCorrupt = errors.New("command: corrupt encoding")
 
 // Encode appends the encoding of c to dst and returns it.
 func Encode(dst []byte, c *Command) []byte {
+	if dst == nil {
+		dst = make([]byte, 0, encodedSizeHint(c))
+	}
 	dst = append(dst, version, byte(c.Type))
 	dst = binary.AppendVarint(dst, c.Now)
 	switch c.Type {
@@ -24,6 +27,23 @@ func Encode(dst []byte, c *Command) []byte {
 		dst = binary.AppendUvarint(dst, uint64(c.ExpireLimit))
 	}
 	return dst
+}
+
+// encodedSizeHint is an upper bound of the encoded size, so that Encode
+// allocates once.
+func encodedSizeHint(c *Command) int {
+	n := 2 + binary.MaxVarintLen64*2
+	if m := c.Commit; m != nil {
+		n += len(m.ClientID) + 3*binary.MaxVarintLen64
+		for i := range m.Mutations {
+			mu := &m.Mutations[i]
+			n += 1 + len(mu.Namespace) + len(mu.Key) + len(mu.SubKey) + len(mu.Value) + 6*binary.MaxVarintLen64
+		}
+		for i := range m.Offsets {
+			n += len(m.Offsets[i].Group) + len(m.Offsets[i].Topic) + 4*binary.MaxVarintLen64
+		}
+	}
+	return n
 }
 
 func encodeCommit(dst []byte, m *Commit) []byte {

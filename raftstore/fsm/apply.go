@@ -15,6 +15,7 @@ import (
 // own earlier writes (two counter adds to one key in one commit).
 type applier struct {
 	b   *pebble.Batch
+	r   pebble.Reader // b when it is indexed, else the database
 	now int64
 }
 
@@ -85,9 +86,10 @@ func (a *applier) put(k []byte, exp int64, payload []byte) error {
 	return nil
 }
 
-// get reads k through the batch, so it sees this command's own writes.
+// get reads k through the applier's reader, which sees this command's own
+// writes whenever the command needs them (see readsOwnWrites).
 func (a *applier) get(k []byte) ([]byte, bool, error) {
-	v, closer, err := a.b.Get(k)
+	v, closer, err := a.r.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false, nil
 	}
@@ -171,7 +173,7 @@ func (a *applier) offset(i int, o *command.Offset) error {
 func (a *applier) expire(limit uint32) error {
 	lower := []byte{prefixExpiry}
 	upper := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, uint64(a.now)+1)
-	it, err := a.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	it, err := a.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return err
 	}
