@@ -348,8 +348,8 @@ func (s *Store) Offsets(group string) ([]command.Offset, error) {
 	return o, s.waitError(err)
 }
 
-// hclogAdapter sends Raft's logs (hclog) to slog at Info, filtered by
-// hclog at its own level.
+// hclogAdapter sends Raft's logs (hclog) to slog, at the level hclog
+// wrote them with.
 func hclogAdapter(l *slog.Logger) hclog.Logger {
 	std := log.New(slogWriter{l}, "", 0)
 	return hclog.FromStandardLogger(std, &hclog.LoggerOptions{Name: "raft", Level: hclog.Info})
@@ -357,8 +357,26 @@ func hclogAdapter(l *slog.Logger) hclog.Logger {
 
 type slogWriter struct{ l *slog.Logger }
 
+var hclogLevels = []struct {
+	prefix string
+	level  slog.Level
+}{
+	{"[ERROR]", slog.LevelError},
+	{"[WARN]", slog.LevelWarn},
+	{"[INFO]", slog.LevelInfo},
+	{"[DEBUG]", slog.LevelDebug},
+	{"[TRACE]", slog.LevelDebug},
+}
+
 func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Info(strings.TrimSpace(string(p)), "component", "raft")
+	msg, level := strings.TrimSpace(string(p)), slog.LevelInfo
+	for _, l := range hclogLevels {
+		if rest, ok := strings.CutPrefix(msg, l.prefix); ok {
+			msg, level = strings.TrimSpace(rest), l.level
+			break
+		}
+	}
+	w.l.Log(context.Background(), level, msg, "component", "raft")
 	return len(p), nil
 }
 

@@ -3,9 +3,11 @@ package raftstore
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -165,5 +167,37 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 				t.Fatalf("err = %v, want it to name %s", err, name)
 			}
 		})
+	}
+}
+
+type recordHandler struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (h *recordHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *recordHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.records = append(h.records, r)
+	return nil
+}
+func (h *recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *recordHandler) WithGroup(string) slog.Handler      { return h }
+
+func TestRaftLogsKeepTheirLevelInSlog(t *testing.T) {
+	h := &recordHandler{}
+	hl := hclogAdapter(slog.New(h))
+	hl.Warn("peer unreachable", "peer", "n2")
+	hl.Error("disk full")
+	hl.Info("entering leader state")
+	want := []slog.Level{slog.LevelWarn, slog.LevelError, slog.LevelInfo}
+	if len(h.records) != len(want) {
+		t.Fatalf("%d records, want %d", len(h.records), len(want))
+	}
+	for i, r := range h.records {
+		if r.Level != want[i] || strings.HasPrefix(r.Message, "[") {
+			t.Errorf("record %d: level %v message %q; want level %v without the hclog prefix", i, r.Level, r.Message, want[i])
+		}
 	}
 }

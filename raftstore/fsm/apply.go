@@ -17,6 +17,17 @@ type applier struct {
 	b   *pebble.Batch
 	r   pebble.Reader // b when it is indexed, else the database
 	now int64
+
+	// Scratch buffers for keys and values: Batch.Set copies its arguments,
+	// so one buffer serves every mutation of a command.
+	kbuf, vbuf, ebuf []byte
+}
+
+// key builds a state key in the applier's scratch buffer; it is valid
+// until the next call.
+func (a *applier) key(ns string, key []byte, kind Kind, sub []byte) []byte {
+	a.kbuf = appendStateKey(a.kbuf[:0], ns, key, kind, sub)
+	return a.kbuf
 }
 
 func (a *applier) commit(c *command.Commit) error {
@@ -57,11 +68,11 @@ func (a *applier) mutation(i int, m *command.Mutation) error {
 	}
 	switch m.Op {
 	case command.OpPut:
-		return a.put(stateKey(m.Namespace, m.Key, KindValue, nil), exp, m.Value)
+		return a.put(a.key(m.Namespace, m.Key, KindValue, nil), exp, m.Value)
 	case command.OpMapPut:
-		return a.put(stateKey(m.Namespace, m.Key, KindMap, m.SubKey), exp, m.Value)
+		return a.put(a.key(m.Namespace, m.Key, KindMap, m.SubKey), exp, m.Value)
 	case command.OpMapDelete:
-		return a.b.Delete(stateKey(m.Namespace, m.Key, KindMap, m.SubKey), nil)
+		return a.b.Delete(a.key(m.Namespace, m.Key, KindMap, m.SubKey), nil)
 	case command.OpDelete:
 		p := keyPrefix(m.Namespace, m.Key)
 		return a.b.DeleteRange(p, prefixEnd(p), nil)
@@ -77,11 +88,13 @@ func (a *applier) mutation(i int, m *command.Mutation) error {
 }
 
 func (a *applier) put(k []byte, exp int64, payload []byte) error {
-	if err := a.b.Set(k, encodeEntry(nil, exp, payload), nil); err != nil {
+	a.vbuf = encodeEntry(a.vbuf[:0], exp, payload)
+	if err := a.b.Set(k, a.vbuf, nil); err != nil {
 		return err
 	}
 	if exp != 0 {
-		return a.b.Set(expiryKey(exp, k), nil, nil)
+		a.ebuf = appendExpiryKey(a.ebuf[:0], exp, k)
+		return a.b.Set(a.ebuf, nil, nil)
 	}
 	return nil
 }
@@ -121,7 +134,7 @@ func (a *applier) listAppend(m *command.Mutation, exp int64) error {
 }
 
 func (a *applier) counterAdd(i int, m *command.Mutation, exp int64) error {
-	k := stateKey(m.Namespace, m.Key, KindCounter, nil)
+	k := a.key(m.Namespace, m.Key, KindCounter, nil)
 	var cur int64
 	v, ok, err := a.get(k)
 	if err != nil {

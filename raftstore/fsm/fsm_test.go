@@ -433,6 +433,7 @@ func TestScanSelectsByKindPrefixAndRange(t *testing.T) {
 		{"map prefix", ScanQuery{Namespace: "ns", Kind: KindMap, Key: []byte("m"), Prefix: []byte("a")}, []string{"m.a", "m.ab"}},
 		{"map range", ScanQuery{Namespace: "ns", Kind: KindMap, Key: []byte("m"), Start: []byte("ab"), End: []byte("c")}, []string{"m.ab", "m.b"}},
 		{"list in append order", ScanQuery{Namespace: "ns", Kind: KindList, Key: []byte("l")}, []string{"l=first", "l=second", "l=third"}},
+		{"list from a position", ScanQuery{Namespace: "ns", Kind: KindList, Key: []byte("l"), Start: listPosition(1)}, []string{"l=second", "l=third"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := collect(tc.q); !slices.Equal(got, tc.want) {

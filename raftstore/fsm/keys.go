@@ -78,9 +78,17 @@ func keyPrefix(ns string, key []byte) []byte {
 // empty; for a map it is the sub-key; for a list it is the 8-byte position,
 // and the empty sub-key of a list holds the list's next position.
 func stateKey(ns string, key []byte, kind Kind, sub []byte) []byte {
-	k := keyPrefix(ns, key)
-	k = append(k, byte(kind))
-	return append(k, sub...)
+	return appendStateKey(make([]byte, 0, 1+len(ns)+len(key)+len(sub)+2*termSize+1+8), ns, key, kind, sub)
+}
+
+// appendStateKey appends the state key to dst, for callers that reuse a
+// buffer.
+func appendStateKey(dst []byte, ns string, key []byte, kind Kind, sub []byte) []byte {
+	dst = append(dst, prefixState)
+	dst = appendComponent(dst, []byte(ns))
+	dst = appendComponent(dst, key)
+	dst = append(dst, byte(kind))
+	return append(dst, sub...)
 }
 
 // decodeStateKey splits a state key of a known namespace prefix length.
@@ -105,9 +113,10 @@ func offsetGroupPrefix(group string) []byte {
 	return appendComponent([]byte{prefixOffset}, []byte(group))
 }
 
-func expiryKey(expiresAt int64, sk []byte) []byte {
-	k := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, uint64(expiresAt))
-	return append(k, sk...)
+func appendExpiryKey(dst []byte, expiresAt int64, sk []byte) []byte {
+	dst = append(dst, prefixExpiry)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(expiresAt))
+	return append(dst, sk...)
 }
 
 // prefixEnd returns the smallest key greater than every key with prefix p,

@@ -74,7 +74,9 @@ func (f *FSM) Scan(q ScanQuery, now int64, fn func(Entry) error) error {
 		lower, upper = bounds(base, q.Prefix, q.Start, q.End, false)
 		if q.Kind == KindList {
 			// Skip the list's own position record (the empty sub-key).
-			lower = append(append([]byte(nil), base...), 0)
+			if first := append(append([]byte(nil), base...), 0); bytes.Compare(first, lower) > 0 {
+				lower = first
+			}
 		}
 	default:
 		lower, upper = bounds(nsp, q.Prefix, q.Start, q.End, true)
