@@ -1,0 +1,121 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// maxSocketPath is the longest unix socket path every supported platform
+// accepts (sockaddr_un.sun_path is 104 bytes on macOS and 108 on Linux,
+// including the terminating NUL).
+const maxSocketPath = 103
+
+// Config configures a Daemon. Build it from DefaultConfig and override what
+// differs. Start fills in SocketPath, MaxMessageBytes, ExpiryInterval and
+// Logger when they are zero; the other fields must be set.
+type Config struct {
+	// NodeID names this node in the Raft cluster. Default: os.Hostname().
+	NodeID string
+	// DataDir holds the Raft log, the state and the unix socket. Default
+	// "./stated-data"; created with mode 0700.
+	DataDir string
+	// GRPCAddr is the TCP address gRPC listens on. Default
+	// "127.0.0.1:7420"; "" disables TCP (the unix socket is always served).
+	GRPCAddr string
+	// SocketPath is the unix socket gRPC listens on. Default
+	// DataDir/stated.sock.
+	SocketPath string
+	// RaftAddr is the address Raft binds to and advertises. Default
+	// "127.0.0.1:7421".
+	RaftAddr string
+	// Bootstrap makes a single-node cluster when DataDir has no Raft state.
+	// Default true.
+	Bootstrap bool
+	// MaxMessageBytes caps the size of a gRPC message the daemon receives
+	// or sends. Default 64 MiB.
+	MaxMessageBytes int
+	// ExpiryInterval is how often the leader looks for entries whose TTL
+	// ran out and deletes them. Default 5s.
+	ExpiryInterval time.Duration
+	// Logger receives the daemon's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the configuration `stated run` uses without flags.
+// NodeID is the host name, or "stated" if the host has none.
+func DefaultConfig() Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "stated"
+	}
+	return Config{
+		NodeID:          host,
+		DataDir:         "./stated-data",
+		GRPCAddr:        "127.0.0.1:7420",
+		RaftAddr:        "127.0.0.1:7421",
+		Bootstrap:       true,
+		MaxMessageBytes: 64 << 20,
+		ExpiryInterval:  5 * time.Second,
+	}
+}
+
+// socketPath is where the unix socket lives once defaults are applied.
+func (c *Config) socketPath() string {
+	if c.SocketPath != "" {
+		return c.SocketPath
+	}
+	return filepath.Join(c.DataDir, "stated.sock")
+}
+
+// Validate reports every invalid field of c, each error naming its field.
+// Optional fields left zero are valid: Start fills them in.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("daemon: config: NodeID is empty"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("daemon: config: DataDir is empty"))
+	}
+	if c.GRPCAddr != "" {
+		if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
+			errs = append(errs, fmt.Errorf("daemon: config: GRPCAddr %q: %w", c.GRPCAddr, err))
+		}
+	}
+	if c.RaftAddr == "" {
+		errs = append(errs, errors.New("daemon: config: RaftAddr is empty"))
+	} else if _, _, err := net.SplitHostPort(c.RaftAddr); err != nil {
+		errs = append(errs, fmt.Errorf("daemon: config: RaftAddr %q: %w", c.RaftAddr, err))
+	}
+	if p := c.socketPath(); c.DataDir != "" && len(p) > maxSocketPath {
+		errs = append(errs, fmt.Errorf("daemon: config: SocketPath %q is %d bytes, longer than the %d a unix socket allows; set a shorter SocketPath", p, len(p), maxSocketPath))
+	}
+	if c.MaxMessageBytes != 0 && c.MaxMessageBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("daemon: config: MaxMessageBytes %d is below 1 MiB, too small for one maximum-size value", c.MaxMessageBytes))
+	}
+	if c.ExpiryInterval < 0 {
+		errs = append(errs, fmt.Errorf("daemon: config: ExpiryInterval %s is negative", c.ExpiryInterval))
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults returns c with its optional zero fields filled in.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	c.SocketPath = c.socketPath()
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if c.ExpiryInterval == 0 {
+		c.ExpiryInterval = d.ExpiryInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}

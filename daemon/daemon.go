@@ -1,0 +1,264 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/statedhq/stated/daemon/grpcapi"
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	"github.com/statedhq/stated/raftstore"
+)
+
+// gracefulStopTimeout bounds how long Close waits for in-flight RPCs before
+// it cuts them off.
+const gracefulStopTimeout = 5 * time.Second
+
+// expiryBatch caps the entries one expiry command deletes.
+const expiryBatch = 1000
+
+// Daemon is a running stated node: a raftstore.Store served over gRPC on a
+// unix socket and, optionally, TCP.
+type Daemon struct {
+	cfg    Config
+	logger *slog.Logger
+	store  *raftstore.Store
+	server *grpc.Server
+	health *health.Server
+
+	unixLn net.Listener
+	tcpLn  net.Listener
+
+	stopExpiry context.CancelFunc
+	bg         sync.WaitGroup // Serve loops and the expiry ticker
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start opens the store in cfg.DataDir, waits until the cluster has a
+// leader (bounded by ctx) and serves gRPC. The caller must Close the
+// Daemon. Start refuses to run when another live daemon answers on the unix
+// socket; a stale socket file left by a crash is removed.
+func Start(ctx context.Context, cfg Config) (*Daemon, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("daemon: create data dir: %w", err)
+	}
+	d := &Daemon{cfg: cfg, logger: cfg.Logger}
+	if err := d.listen(); err != nil {
+		return nil, err
+	}
+	if err := d.openStore(ctx); err != nil {
+		d.closeListeners()
+		return nil, err
+	}
+	d.serve()
+	return d, nil
+}
+
+// listen takes the unix socket (and the TCP port) before the store is
+// opened, so a second daemon on the same socket fails fast and clearly, and
+// clients that connect during startup wait in the accept queue.
+func (d *Daemon) listen() error {
+	if err := removeStaleSocket(d.cfg.SocketPath); err != nil {
+		return err
+	}
+	ln, err := net.Listen("unix", d.cfg.SocketPath)
+	if err != nil {
+		return fmt.Errorf("daemon: listen on unix socket %s: %w", d.cfg.SocketPath, err)
+	}
+	d.unixLn = ln
+	if d.cfg.GRPCAddr != "" {
+		ln, err := net.Listen("tcp", d.cfg.GRPCAddr)
+		if err != nil {
+			d.closeListeners()
+			return fmt.Errorf("daemon: listen on %s: %w", d.cfg.GRPCAddr, err)
+		}
+		d.tcpLn = ln
+	}
+	return nil
+}
+
+// removeStaleSocket removes a socket file no process answers on. It refuses
+// to remove a live daemon's socket or a file that is not a socket.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("daemon: inspect socket %s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("daemon: socket path %s exists and is not a socket; refusing to remove it", path)
+	}
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		conn.Close()
+		return fmt.Errorf("daemon: another daemon is serving on %s", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("daemon: remove stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
+func (d *Daemon) openStore(ctx context.Context) error {
+	rc := raftstore.DefaultConfig()
+	rc.NodeID = d.cfg.NodeID
+	rc.Dir = d.cfg.DataDir
+	rc.RaftBind = d.cfg.RaftAddr
+	rc.Bootstrap = d.cfg.Bootstrap
+	rc.Logger = d.logger
+	s, err := raftstore.Open(ctx, rc)
+	if err != nil {
+		return fmt.Errorf("daemon: open store: %w", err)
+	}
+	if err := s.WaitLeader(ctx); err != nil {
+		s.Close()
+		return fmt.Errorf("daemon: wait for a raft leader: %w", err)
+	}
+	d.store = s
+	return nil
+}
+
+func (d *Daemon) serve() {
+	d.server = grpc.NewServer(
+		grpc.MaxRecvMsgSize(d.cfg.MaxMessageBytes),
+		grpc.MaxSendMsgSize(d.cfg.MaxMessageBytes),
+	)
+	statedv1.RegisterStateServer(d.server, grpcapi.New(d.store, grpcapi.WithLogger(d.logger)))
+	d.health = health.NewServer()
+	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	d.health.SetServingStatus(statedv1.State_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(d.server, d.health)
+	reflection.Register(d.server)
+
+	for _, ln := range d.listeners() {
+		d.bg.Add(1)
+		go func() {
+			defer d.bg.Done()
+			if err := d.server.Serve(ln); err != nil {
+				d.logger.Error("daemon: grpc serve stopped", "addr", ln.Addr().String(), "error", err)
+			}
+		}()
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stopExpiry = cancel
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		d.expireLoop(ctx)
+	}()
+}
+
+// expireLoop deletes expired entries on the leader every ExpiryInterval.
+// Reads already hide expired entries; this reclaims their space.
+func (d *Daemon) expireLoop(ctx context.Context) {
+	t := time.NewTicker(d.cfg.ExpiryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !d.store.IsLeader() {
+			continue
+		}
+		_, err := d.store.Expire(ctx, expiryBatch)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil, errors.Is(err, raftstore.ErrNotLeader), errors.Is(err, raftstore.ErrClosed):
+			// Leadership moved or the daemon is closing: nothing to report.
+		default:
+			d.logger.Warn("daemon: expire entries", "error", err)
+		}
+	}
+}
+
+func (d *Daemon) listeners() []net.Listener {
+	if d.tcpLn == nil {
+		return []net.Listener{d.unixLn}
+	}
+	return []net.Listener{d.unixLn, d.tcpLn}
+}
+
+func (d *Daemon) closeListeners() {
+	for _, ln := range d.listeners() {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// TCPAddr is the TCP address gRPC is served on, with the port the system
+// picked for ":0"; "" when TCP is disabled.
+func (d *Daemon) TCPAddr() string {
+	if d.tcpLn == nil {
+		return ""
+	}
+	return d.tcpLn.Addr().String()
+}
+
+// SocketPath is the unix socket gRPC is served on.
+func (d *Daemon) SocketPath() string { return d.cfg.SocketPath }
+
+// NodeID is the node's Raft id.
+func (d *Daemon) NodeID() string { return d.cfg.NodeID }
+
+// Store is the daemon's replicated store.
+func (d *Daemon) Store() *raftstore.Store { return d.store }
+
+// Close stops serving (waiting up to a few seconds for in-flight RPCs),
+// shuts Raft down, closes the state and removes the socket file. It is
+// safe to call more than once; later calls return the first result.
+func (d *Daemon) Close() error {
+	d.closeOnce.Do(func() { d.closeErr = d.close() })
+	return d.closeErr
+}
+
+func (d *Daemon) close() error {
+	d.health.Shutdown() // NOT_SERVING, so load balancers stop sending first
+	d.stopExpiry()
+
+	stopped := make(chan struct{})
+	go func() {
+		d.server.GracefulStop()
+		close(stopped)
+	}()
+	timer := time.NewTimer(gracefulStopTimeout)
+	select {
+	case <-stopped:
+		timer.Stop()
+	case <-timer.C:
+		d.logger.Warn("daemon: in-flight RPCs did not finish; cutting them off", "waited", gracefulStopTimeout)
+		d.server.Stop()
+		<-stopped
+	}
+	d.bg.Wait()
+
+	var errs []error
+	if err := d.store.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("daemon: close store: %w", err))
+	}
+	if err := os.Remove(d.cfg.SocketPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("daemon: remove socket: %w", err))
+	}
+	return errors.Join(errs...)
+}

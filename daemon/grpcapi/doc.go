@@ -1,0 +1,49 @@
+// Package grpcapi serves the stated.v1 State service over a Store.
+//
+// It is a thin adapter: it validates every request, converts it to a
+// raftstore command or read, and maps errors to gRPC status codes in one
+// place (toStatus in errors.go). Validation runs before anything is
+// proposed, so a refused commit changes nothing and costs no Raft entry;
+// the state machine's own refusals (an offset lower than the stored one)
+// come back as InvalidArgument too, also with nothing applied. Every
+// InvalidArgument message starts with the path of the offending field, e.g.
+// "mutations[3].key: empty".
+//
+// # Limits
+//
+// | what                         | limit                                                        |
+// | ---------------------------- | ------------------------------------------------------------ |
+// | namespace                    | 1..256 bytes, valid UTF-8, no control characters             |
+// | key                          | 1..4096 bytes (DELETE_PREFIX: 0..4096, empty = whole namespace) |
+// | sub_key                      | 1..4096 bytes for MAP_PUT and MAP_DELETE; empty otherwise     |
+// | value                        | 0..4 MiB (4,194,304 bytes); only PUT, MAP_PUT, LIST_APPEND    |
+// | delta                        | only COUNTER_ADD                                              |
+// | ttl_millis                   | 0 (never) .. 100 years; only PUT, MAP_PUT, LIST_APPEND, COUNTER_ADD |
+// | mutations per commit         | 100,000                                                       |
+// | offsets per commit           | 10,000; one per (group, topic, partition)                     |
+// | group                        | 1..255 bytes                                                  |
+// | topic                        | 1..249 characters of [a-zA-Z0-9._-], not "." or ".."          |
+// | partition, offset            | ≥ 0; an offset never goes below the stored one                |
+// | client_id                    | 0..256 bytes; sequence needs a client_id                      |
+// | scan key, prefix, start, end | 0..4096 bytes                                                 |
+// | whole message                | the daemon's MaxMessageBytes (default 64 MiB): ResourceExhausted |
+//
+// Reads: Get reads KIND_VALUE, KIND_COUNTER or KIND_MAP (with sub_key).
+// Scan of KIND_MAP or KIND_LIST needs the key of the one map or list; other
+// scans take no key and bound keys with prefix, start and end.
+//
+// # Error codes
+//
+// | cause                                                    | code             |
+// | -------------------------------------------------------- | ---------------- |
+// | a request that breaks a limit or a rule above            | InvalidArgument  |
+// | this node is not the leader (writes, linearizable reads) | Unavailable      |
+// | the node is shutting down                                | Unavailable      |
+// | the caller's deadline passed (a commit's outcome is then unknown) | DeadlineExceeded |
+// | the caller cancelled                                     | Canceled         |
+// | a request larger than MaxMessageBytes                    | ResourceExhausted |
+// | anything else (logged)                                   | Internal         |
+//
+// Scans stream batches of at most 256 entries or about 1 MiB, and are not
+// a point-in-time view across batches (see Server.Scan).
+package grpcapi

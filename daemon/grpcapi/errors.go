@@ -1,0 +1,61 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/fsm"
+)
+
+// fieldError is a request the daemon refuses before proposing it. Field is
+// the path of the offending field, e.g. "mutations[3].key".
+type fieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *fieldError) Error() string { return e.Field + ": " + e.Reason }
+
+func invalid(field, format string, args ...any) error {
+	return &fieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// toStatus is the one place that maps errors to gRPC status codes. Errors
+// it does not know are Internal and logged, since they are bugs or failing
+// disks that an operator has to see.
+func (s *Server) toStatus(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	var fe *fieldError
+	var re *fsm.RejectError
+	switch {
+	case errors.As(err, &fe):
+		return status.Error(codes.InvalidArgument, fe.Error())
+	case errors.As(err, &re):
+		return status.Error(codes.InvalidArgument, re.Field+": "+re.Reason)
+	case errors.Is(err, fsm.ErrRejected):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, raftstore.ErrNotLeader):
+		return status.Error(codes.Unavailable, "stated: this node is not the raft leader; retry on the leader")
+	case errors.Is(err, raftstore.ErrClosed), errors.Is(err, fsm.ErrClosed):
+		return status.Error(codes.Unavailable, "stated: the node is shutting down")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	if st, ok := status.FromError(err); ok {
+		// Already a status, e.g. from a failed stream Send: keep its code.
+		return st.Err()
+	}
+	method, _ := grpc.Method(ctx)
+	s.logger.Error("grpcapi: internal error", "method", method, "error", err)
+	return status.Error(codes.Internal, "stated: internal error: "+err.Error())
+}

@@ -1,0 +1,75 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/command"
+	"github.com/statedhq/stated/raftstore/fsm"
+)
+
+func TestEveryMutationKindMapsToTheCommandOpOfTheSameName(t *testing.T) {
+	for v, name := range statedv1.MutationKind_name {
+		kind := statedv1.MutationKind(v)
+		if kind == statedv1.MutationKind_MUTATION_KIND_UNSPECIFIED {
+			continue
+		}
+		op := command.Op(kind)
+		want := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(name, "MUTATION_KIND_"), "_", "-"))
+		if !op.Valid() || op.String() != want {
+			t.Errorf("%s maps to op %d %q, want %q", name, op, op, want)
+		}
+		if _, ok := rulesByKind[kind]; !ok {
+			t.Errorf("%s has no validation rules", name)
+		}
+	}
+}
+
+func TestTTLConvertsMillisecondsToNanosecondsWithoutOverflow(t *testing.T) {
+	c := toCommand(&statedv1.CommitRequest{Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, TtlMillis: MaxTTLMillis}}})
+	if got, want := c.Mutations[0].TTL, int64(MaxTTLMillis)*1_000_000; got != want || got <= 0 {
+		t.Errorf("TTL = %d, want %d", got, want)
+	}
+}
+
+func TestNamespaceMustBeValidUTF8(t *testing.T) {
+	// gRPC refuses invalid UTF-8 in string fields while decoding, so this
+	// rule is only reachable in-process.
+	err := validateNamespace("namespace", "a\xffb")
+	if err == nil || err.Error() != "namespace: not valid UTF-8" {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestToStatusMapsEachErrorToItsCode(t *testing.T) {
+	s := New(nil, WithLogger(slog.New(slog.DiscardHandler)))
+	cases := []struct {
+		err  error
+		code codes.Code
+		msg  string
+	}{
+		{invalid("mutations[3].key", "empty"), codes.InvalidArgument, "mutations[3].key: empty"},
+		{fmt.Errorf("raftstore: %w", &fsm.RejectError{Field: "offsets[2].offset", Reason: "5 is lower than the stored 6"}), codes.InvalidArgument, "offsets[2].offset: 5 is lower than the stored 6"},
+		{fmt.Errorf("%w: leadership lost", raftstore.ErrNotLeader), codes.Unavailable, "not the raft leader"},
+		{raftstore.ErrClosed, codes.Unavailable, "shutting down"},
+		{fmt.Errorf("raftstore: commit outcome unknown: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "outcome unknown"},
+		{context.Canceled, codes.Canceled, "canceled"},
+		{status.Error(codes.Unavailable, "transport closing"), codes.Unavailable, "transport closing"},
+		{errors.New("pebble: disk on fire"), codes.Internal, "disk on fire"},
+	}
+	for _, tc := range cases {
+		st, _ := status.FromError(s.toStatus(context.Background(), tc.err))
+		if st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+			t.Errorf("toStatus(%v) = %s %q, want %s containing %q", tc.err, st.Code(), st.Message(), tc.code, tc.msg)
+		}
+	}
+}

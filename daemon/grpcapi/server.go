@@ -1,0 +1,169 @@
+package grpcapi
+
+import (
+	"context"
+	"log/slog"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/command"
+	"github.com/statedhq/stated/raftstore/fsm"
+)
+
+// Store is what the gRPC API needs from the replicated store;
+// *raftstore.Store satisfies it.
+type Store interface {
+	// Commit proposes c and waits until it is applied; it returns the Raft
+	// index of the entry. A *fsm.RejectError means nothing was applied.
+	Commit(ctx context.Context, c *command.Commit) (uint64, error)
+	// ReadBarrier waits until a read at consistency c, after minIndex, may
+	// be served from the local state.
+	ReadBarrier(ctx context.Context, c raftstore.Consistency, minIndex uint64) (uint64, error)
+	Get(ns string, key []byte, kind fsm.Kind, subKey []byte) (fsm.Entry, bool, error)
+	// Scan calls fn for each entry q selects; the Entry's slices are valid
+	// only during the call.
+	Scan(q fsm.ScanQuery, fn func(fsm.Entry) error) error
+	Offsets(group string) ([]command.Offset, error)
+	AppliedIndex() uint64
+}
+
+// Server implements statedv1.StateServer over a Store.
+type Server struct {
+	statedv1.UnimplementedStateServer
+	store  Store
+	logger *slog.Logger
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithLogger sets where the server logs internal errors. Default: discard.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Server) {
+		if l != nil {
+			s.logger = l
+		}
+	}
+}
+
+// New returns a Server serving store.
+func New(store Store, opts ...Option) *Server {
+	s := &Server{store: store, logger: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Commit validates the transaction and proposes it as one Raft entry.
+func (s *Server) Commit(ctx context.Context, r *statedv1.CommitRequest) (*statedv1.CommitResponse, error) {
+	if err := validateCommit(r); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	idx, err := s.store.Commit(ctx, toCommand(r))
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return &statedv1.CommitResponse{Index: idx}, nil
+}
+
+// Get reads one value, counter or map entry.
+func (s *Server) Get(ctx context.Context, r *statedv1.GetRequest) (*statedv1.GetResponse, error) {
+	if err := validateGet(r); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	if err := s.barrier(ctx, r.GetRead()); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	applied := s.store.AppliedIndex()
+	e, found, err := s.store.Get(r.GetNamespace(), r.GetKey(), fsm.Kind(r.GetKind()), r.GetSubKey())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	resp := &statedv1.GetResponse{Found: found, AppliedIndex: applied}
+	if found {
+		resp.Value = e.Value
+		resp.Counter = e.Counter
+		resp.ExpiresAtUnixMillis = unixMillis(e.ExpiresAt)
+	}
+	return resp, nil
+}
+
+// GetOffsets returns the offsets stored for a consumer group.
+func (s *Server) GetOffsets(ctx context.Context, r *statedv1.GetOffsetsRequest) (*statedv1.GetOffsetsResponse, error) {
+	if err := validateGetOffsets(r); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	if err := s.barrier(ctx, r.GetRead()); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	applied := s.store.AppliedIndex()
+	offs, err := s.store.Offsets(r.GetGroup())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	resp := &statedv1.GetOffsetsResponse{AppliedIndex: applied, Offsets: make([]*statedv1.Offset, len(offs))}
+	for i, o := range offs {
+		resp.Offsets[i] = &statedv1.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset}
+	}
+	return resp, nil
+}
+
+// barrier waits until the read r asks for may be served locally.
+func (s *Server) barrier(ctx context.Context, r *statedv1.ReadOptions) error {
+	_, err := s.store.ReadBarrier(ctx, consistency(r), r.GetMinIndex())
+	return err
+}
+
+// consistency maps the requested level; UNSPECIFIED is SESSION when the
+// client sent an index to wait for, else LOCAL.
+func consistency(r *statedv1.ReadOptions) raftstore.Consistency {
+	switch r.GetConsistency() {
+	case statedv1.Consistency_CONSISTENCY_LOCAL:
+		return raftstore.Local
+	case statedv1.Consistency_CONSISTENCY_SESSION:
+		return raftstore.Session
+	case statedv1.Consistency_CONSISTENCY_LINEARIZABLE:
+		return raftstore.Linearizable
+	}
+	if r.GetMinIndex() > 0 {
+		return raftstore.Session
+	}
+	return raftstore.Local
+}
+
+// toCommand converts a validated request. Mutation kinds and command.Op
+// share their values (1..7), so the conversion is a cast; TTLs go from
+// milliseconds to nanoseconds, which validation keeps from overflowing.
+func toCommand(r *statedv1.CommitRequest) *command.Commit {
+	c := &command.Commit{
+		ClientID:  r.GetClientId(),
+		Seq:       r.GetSequence(),
+		Mutations: make([]command.Mutation, len(r.GetMutations())),
+		Offsets:   make([]command.Offset, len(r.GetOffsets())),
+	}
+	for i, m := range r.GetMutations() {
+		c.Mutations[i] = command.Mutation{
+			Op:        command.Op(m.GetKind()),
+			Namespace: m.GetNamespace(),
+			Key:       m.GetKey(),
+			SubKey:    m.GetSubKey(),
+			Value:     m.GetValue(),
+			Delta:     m.GetDelta(),
+			TTL:       m.GetTtlMillis() * 1e6,
+		}
+	}
+	for i, o := range r.GetOffsets() {
+		c.Offsets[i] = command.Offset{Group: o.GetGroup(), Topic: o.GetTopic(), Partition: o.GetPartition(), Offset: o.GetOffset()}
+	}
+	return c
+}
+
+// unixMillis converts an fsm expiry time (Unix nanoseconds, zero for
+// never) to the wire's Unix milliseconds.
+func unixMillis(nanos int64) int64 {
+	if nanos == 0 {
+		return 0
+	}
+	return nanos / 1e6
+}
