@@ -1,0 +1,256 @@
+package stated
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+)
+
+// DefaultMaxMessageSize is the largest gRPC message a Client sends or
+// receives unless WithMaxMessageSize says otherwise. It matches the daemon's
+// default, so a commit too large for the daemon fails on the client at once.
+const DefaultMaxMessageSize = 64 << 20
+
+// Client is a connection to one stated daemon. It is safe for concurrent
+// use by many goroutines; open one per process and share it.
+//
+// A Client remembers the highest commit index it has seen (LastIndex), and
+// by default its reads wait until the daemon has applied that index, so a
+// read always sees the client's own earlier commits (read-your-writes).
+type Client struct {
+	conn        *grpc.ClientConn
+	rpc         statedv1.StateClient
+	id          string
+	consistency Consistency
+
+	seq       atomic.Uint64 // sequence of the last commit sent
+	lastIndex atomic.Uint64 // highest commit index seen
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Option configures a Client in Dial.
+type Option func(*clientOptions)
+
+type clientOptions struct {
+	dialOpts    []grpc.DialOption
+	clientID    string
+	consistency Consistency
+	maxMsgSize  int
+	block       bool
+}
+
+// WithDialOptions adds gRPC dial options, applied after the Client's own
+// (transport credentials, message size limits), so they can override them:
+// pass grpc.WithTransportCredentials to use TLS.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *clientOptions) { o.dialOpts = append(o.dialOpts, opts...) }
+}
+
+// WithClientID sets the id the Client sends with every commit. Together with
+// the commit's sequence number it identifies the commit, so that the daemon
+// can apply a retried commit once. The default is 16 random hex characters;
+// two live Clients must never share an id.
+func WithClientID(id string) Option {
+	return func(o *clientOptions) { o.clientID = id }
+}
+
+// WithDefaultConsistency sets the consistency of reads that do not choose
+// one with WithConsistency. ConsistencyDefault (the default) means
+// read-your-writes: ConsistencySession once the Client has committed,
+// ConsistencyLocal before.
+func WithDefaultConsistency(c Consistency) Option {
+	return func(o *clientOptions) { o.consistency = c }
+}
+
+// WithMaxMessageSize caps the size of one gRPC message in both directions
+// (default DefaultMaxMessageSize, 64 MiB). A commit larger than that fails
+// on the client, without reaching the daemon, with an error for which
+// status.Code returns codes.ResourceExhausted. A size of zero or less keeps
+// the default.
+func WithMaxMessageSize(bytes int) Option {
+	return func(o *clientOptions) {
+		if bytes > 0 {
+			o.maxMsgSize = bytes
+		}
+	}
+}
+
+// WithBlock makes Dial wait until the connection to the daemon is ready. It
+// fails with ErrUnavailable as soon as the first attempt to connect fails,
+// and with ctx's error if ctx ends first. Without it Dial returns at once and
+// an unreachable daemon shows up as ErrUnavailable from the first call.
+func WithBlock() Option {
+	return func(o *clientOptions) { o.block = true }
+}
+
+// Dial opens a Client to the daemon at addr, which is one of
+//
+//   - "unix:///abs/path.sock" or "unix:relative.sock": a unix socket, in
+//     gRPC's own target syntax;
+//   - a file path that starts with "/", "./" or "../", or ends in ".sock":
+//     a unix socket (relative paths are resolved against the working
+//     directory now);
+//   - "host:port": TCP without TLS (give WithDialOptions credentials for
+//     TLS);
+//   - any other gRPC target with an explicit "dns:" or "passthrough:" scheme.
+//
+// Dial does not wait for the connection unless given WithBlock; ctx bounds
+// that wait only. Close the Client when done.
+func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
+	o := clientOptions{maxMsgSize: DefaultMaxMessageSize}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	target, err := parseAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	if o.clientID == "" {
+		if o.clientID, err = randomClientID(); err != nil {
+			return nil, err
+		}
+	}
+	dialOpts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallSendMsgSize(o.maxMsgSize),
+			grpc.MaxCallRecvMsgSize(o.maxMsgSize),
+		),
+	}, o.dialOpts...)
+	conn, err := grpc.NewClient(target, dialOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("stated: dial %q: %w", addr, err)
+	}
+	c := newClient(conn, statedv1.NewStateClient(conn), o)
+	if o.block {
+		if err := waitReady(ctx, conn); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("stated: dial %q: %w", addr, err)
+		}
+	} else {
+		conn.Connect()
+	}
+	return c, nil
+}
+
+// newClient builds a Client over rpc; conn may be nil in tests.
+func newClient(conn *grpc.ClientConn, rpc statedv1.StateClient, o clientOptions) *Client {
+	return &Client{conn: conn, rpc: rpc, id: o.clientID, consistency: o.consistency}
+}
+
+// waitReady connects conn and waits until it is ready, its first attempt
+// failed, or ctx ended.
+func waitReady(ctx context.Context, conn *grpc.ClientConn) error {
+	conn.Connect()
+	for {
+		s := conn.GetState()
+		switch s {
+		case connectivity.Ready:
+			return nil
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			return wrapStatus("connect", status.Errorf(codes.Unavailable, "connection %s", strings.ToLower(s.String())))
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			return wrapStatus("connect", status.FromContextError(ctx.Err()).Err())
+		}
+	}
+}
+
+// parseAddr turns a user's address into a gRPC target.
+func parseAddr(addr string) (string, error) {
+	switch {
+	case addr == "":
+		return "", fmt.Errorf("stated: dial: empty address")
+	case strings.HasPrefix(addr, "unix:"), strings.HasPrefix(addr, "unix-abstract:"),
+		strings.HasPrefix(addr, "dns:"), strings.HasPrefix(addr, "passthrough:"):
+		return addr, nil
+	case strings.HasPrefix(addr, "/"), strings.HasPrefix(addr, "./"), strings.HasPrefix(addr, "../"),
+		strings.HasSuffix(addr, ".sock"):
+		abs, err := filepath.Abs(addr)
+		if err != nil {
+			return "", fmt.Errorf("stated: dial %q: %w", addr, err)
+		}
+		// Escaped, so that a path with '?', '#' or '%' survives gRPC's URL
+		// parsing of the target.
+		return "unix://" + (&url.URL{Path: filepath.ToSlash(abs)}).EscapedPath(), nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return "", fmt.Errorf("stated: dial %q: not a unix socket path or host:port: %w", addr, err)
+	}
+	return addr, nil
+}
+
+// randomClientID returns 16 random hex characters.
+func randomClientID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("stated: client id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// Close closes the connection. Calls in flight fail; later calls return
+// ErrClosed. Closing twice is harmless.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		if c.conn != nil {
+			c.closeErr = c.conn.Close()
+		}
+	})
+	return c.closeErr
+}
+
+// LastIndex returns the highest commit index this Client has seen: the Raft
+// index of its latest successful commit. It is 0 before the first one.
+func (c *Client) LastIndex() uint64 { return c.lastIndex.Load() }
+
+// ClientID returns the id the Client sends with its commits.
+func (c *Client) ClientID() string { return c.id }
+
+// observeIndex raises lastIndex to index if index is higher.
+func (c *Client) observeIndex(index uint64) {
+	for {
+		cur := c.lastIndex.Load()
+		if index <= cur || c.lastIndex.CompareAndSwap(cur, index) {
+			return
+		}
+	}
+}
+
+// rpcErr converts an error from a call named op into the SDK's error, and
+// into ErrClosed when the Client was closed under the call.
+func (c *Client) rpcErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if c.closed.Load() && status.Code(err) == codes.Canceled {
+		return fmt.Errorf("stated: %s: %w", op, ErrClosed)
+	}
+	return wrapStatus(op, err)
+}
+
+// checkOpen returns ErrClosed once the Client is closed.
+func (c *Client) checkOpen(op string) error {
+	if c.closed.Load() {
+		return fmt.Errorf("stated: %s: %w", op, ErrClosed)
+	}
+	return nil
+}

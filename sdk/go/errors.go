@@ -1,0 +1,87 @@
+package stated
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Sentinel errors. Errors from the daemon match one of these with errors.Is
+// according to their gRPC code, keep that code for status.Code, and carry
+// the daemon's message (which names the offending field) in Error().
+var (
+	// ErrInvalidArgument: the daemon refused a request as malformed or over
+	// a limit (codes.InvalidArgument). Nothing of it was applied.
+	ErrInvalidArgument = errors.New("stated: invalid argument")
+	// ErrFailedPrecondition: the request conflicts with the stored state,
+	// e.g. a commit from a fenced-out partition owner
+	// (codes.FailedPrecondition). Nothing of it was applied.
+	ErrFailedPrecondition = errors.New("stated: failed precondition")
+	// ErrUnavailable: the daemon cannot be reached, is shutting down or is
+	// not the leader (codes.Unavailable). A commit that failed with it may
+	// or may not have been applied.
+	ErrUnavailable = errors.New("stated: unavailable")
+	// ErrResourceExhausted: a message exceeded a size limit, usually a
+	// commit larger than the maximum message size (codes.ResourceExhausted).
+	ErrResourceExhausted = errors.New("stated: resource exhausted")
+	// ErrCodec: a typed handle's codec failed to encode or decode a value.
+	ErrCodec = errors.New("stated: codec")
+	// ErrTxnDone: Commit was called on a Txn that was already committed.
+	ErrTxnDone = errors.New("stated: transaction already committed")
+	// ErrClosed: the Client was closed.
+	ErrClosed = errors.New("stated: client closed")
+)
+
+// sentinelByCode maps gRPC codes to the errors users test for. Deadline and
+// cancellation map to the context package's errors, so that
+// errors.Is(err, context.DeadlineExceeded) works on a timed-out call.
+var sentinelByCode = map[codes.Code]error{
+	codes.InvalidArgument:    ErrInvalidArgument,
+	codes.FailedPrecondition: ErrFailedPrecondition,
+	codes.Unavailable:        ErrUnavailable,
+	codes.ResourceExhausted:  ErrResourceExhausted,
+	codes.DeadlineExceeded:   context.DeadlineExceeded,
+	codes.Canceled:           context.Canceled,
+}
+
+// statusError is a failed call: the gRPC status, the operation that failed
+// and the sentinel for its code (nil for codes without one).
+type statusError struct {
+	op       string
+	st       *status.Status
+	sentinel error
+}
+
+// wrapStatus converts err, returned by the call named op, into a
+// *statusError. An error without a gRPC status becomes codes.Unknown.
+func wrapStatus(op string, err error) error {
+	st := status.Convert(err)
+	return &statusError{op: op, st: st, sentinel: sentinelByCode[st.Code()]}
+}
+
+// Error reads "stated: <op>: <code>: <daemon's message>".
+func (e *statusError) Error() string {
+	return fmt.Sprintf("stated: %s: %s: %s", e.op, e.st.Code(), e.st.Message())
+}
+
+// GRPCStatus lets status.Code and status.FromError see the original status.
+func (e *statusError) GRPCStatus() *status.Status { return e.st }
+
+// Is reports whether target is the sentinel for e's code.
+func (e *statusError) Is(target error) bool {
+	return e.sentinel != nil && target == e.sentinel
+}
+
+// localError is an error the SDK detects before sending anything, in the
+// same shape as the daemon's: code, and a message naming the field.
+func localError(op string, code codes.Code, format string, args ...any) error {
+	return wrapStatus(op, status.Errorf(code, format, args...))
+}
+
+// codecError wraps a codec failure so that it matches both ErrCodec and err.
+func codecError(what string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrCodec, what, err)
+}

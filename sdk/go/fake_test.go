@@ -1,0 +1,98 @@
+package stated
+
+import (
+	"context"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+)
+
+// fakeState is a statedv1.StateClient that records requests and answers
+// from canned responses, for tests of what the SDK sends and how it reads
+// answers. Tests against a real daemon live in /test.
+type fakeState struct {
+	mu          sync.Mutex
+	commits     []*statedv1.CommitRequest
+	gets        []*statedv1.GetRequest
+	scans       []*statedv1.ScanRequest
+	indexes     []uint64 // Commit answers these in turn
+	commitErr   error
+	getResp     *statedv1.GetResponse
+	getErr      error
+	scanBatches [][]*statedv1.Entry
+	scanErr     error // returned by Recv after the batches
+	scanCtx     context.Context
+}
+
+func (f *fakeState) Commit(_ context.Context, in *statedv1.CommitRequest, _ ...grpc.CallOption) (*statedv1.CommitResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.commits = append(f.commits, in)
+	if f.commitErr != nil {
+		return nil, f.commitErr
+	}
+	var idx uint64
+	if len(f.indexes) > 0 {
+		idx, f.indexes = f.indexes[0], f.indexes[1:]
+	}
+	return &statedv1.CommitResponse{Index: idx}, nil
+}
+
+func (f *fakeState) Get(_ context.Context, in *statedv1.GetRequest, _ ...grpc.CallOption) (*statedv1.GetResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gets = append(f.gets, in)
+	if f.getErr != nil {
+		return nil, f.getErr
+	}
+	if f.getResp == nil {
+		return &statedv1.GetResponse{}, nil
+	}
+	return f.getResp, nil
+}
+
+func (f *fakeState) Scan(ctx context.Context, in *statedv1.ScanRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[statedv1.ScanResponse], error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.scans = append(f.scans, in)
+	f.scanCtx = ctx
+	return &fakeScanStream{ctx: ctx, batches: f.scanBatches, err: f.scanErr}, nil
+}
+
+func (f *fakeState) GetOffsets(context.Context, *statedv1.GetOffsetsRequest, ...grpc.CallOption) (*statedv1.GetOffsetsResponse, error) {
+	return &statedv1.GetOffsetsResponse{}, nil
+}
+
+type fakeScanStream struct {
+	grpc.ClientStream // nil: only Recv is used
+	ctx               context.Context
+	batches           [][]*statedv1.Entry
+	err               error
+}
+
+func (s *fakeScanStream) Recv() (*statedv1.ScanResponse, error) {
+	if err := s.ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(s.batches) == 0 {
+		if s.err != nil {
+			return nil, s.err
+		}
+		return nil, io.EOF
+	}
+	b := s.batches[0]
+	s.batches = s.batches[1:]
+	return &statedv1.ScanResponse{Entries: b}, nil
+}
+
+// newFakeClient returns a Client that talks to f.
+func newFakeClient(f *fakeState, opts ...Option) *Client {
+	o := clientOptions{clientID: "test-client"}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return newClient(nil, f, o)
+}

@@ -1,0 +1,202 @@
+package stated
+
+import (
+	"bytes"
+	"context"
+	"time"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+)
+
+// Txn collects mutations and Kafka offsets that commit atomically, in one
+// Commit call: the daemon applies all of them or none. Build one with
+// Client.Txn or Client.Update. A Txn is not safe for concurrent use, and it
+// commits at most once.
+//
+// The builder methods copy their byte arguments, so a caller may reuse its
+// buffers at once. They validate nothing: the daemon checks names, sizes
+// and offsets at Commit and refuses the whole Txn with ErrInvalidArgument,
+// naming the offending field (e.g. "mutations[3].key").
+type Txn struct {
+	c         *Client
+	mutations []*statedv1.Mutation
+	offsets   []*statedv1.Offset
+	err       error // the first error of a typed handle; Commit returns it
+	done      bool
+}
+
+// CommitResult describes a successful commit.
+type CommitResult struct {
+	// Index is the Raft log index of the commit. Reads with
+	// ConsistencySession wait until the daemon has applied it.
+	Index uint64
+}
+
+// WriteOption adjusts one write.
+type WriteOption func(*writeOptions)
+
+type writeOptions struct {
+	ttl time.Duration
+}
+
+// WithTTL makes the written entry expire ttl after the daemon's leader
+// accepts the commit. It is sent in whole milliseconds, rounded up, so a
+// positive ttl below 1ms becomes 1ms. Zero means no expiry.
+func WithTTL(ttl time.Duration) WriteOption {
+	return func(o *writeOptions) { o.ttl = ttl }
+}
+
+// ttlMillis converts write options into the wire's ttl_millis.
+func ttlMillis(opts []WriteOption) int64 {
+	var o writeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ms := o.ttl.Milliseconds() // truncates toward zero
+	switch {
+	case o.ttl > 0 && o.ttl%time.Millisecond != 0:
+		ms++
+	case o.ttl < 0 && ms == 0:
+		ms = -1 // keep it negative, for the daemon to refuse
+	}
+	return ms
+}
+
+// Txn starts an empty transaction.
+func (c *Client) Txn() *Txn { return &Txn{c: c} }
+
+func (t *Txn) add(m *statedv1.Mutation) *Txn {
+	t.mutations = append(t.mutations, m)
+	return t
+}
+
+// Put sets the value at key in namespace ns.
+func (t *Txn) Put(ns string, key, value []byte, opts ...WriteOption) *Txn {
+	return t.add(&statedv1.Mutation{
+		Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: ns,
+		Key: bytes.Clone(key), Value: bytes.Clone(value), TtlMillis: ttlMillis(opts),
+	})
+}
+
+// Delete removes everything stored under key in ns, of every kind: its
+// value, map, list and counter.
+func (t *Txn) Delete(ns string, key []byte) *Txn {
+	return t.add(&statedv1.Mutation{
+		Kind: statedv1.MutationKind_MUTATION_KIND_DELETE, Namespace: ns, Key: bytes.Clone(key),
+	})
+}
+
+// MapPut sets subKey of the map at key in ns.
+func (t *Txn) MapPut(ns string, key, subKey, value []byte, opts ...WriteOption) *Txn {
+	return t.add(&statedv1.Mutation{
+		Kind: statedv1.MutationKind_MUTATION_KIND_MAP_PUT, Namespace: ns,
+		Key: bytes.Clone(key), SubKey: bytes.Clone(subKey), Value: bytes.Clone(value), TtlMillis: ttlMillis(opts),
+	})
+}
+
+// MapDelete removes subKey of the map at key in ns.
+func (t *Txn) MapDelete(ns string, key, subKey []byte) *Txn {
+	return t.add(&statedv1.Mutation{
+		Kind: statedv1.MutationKind_MUTATION_KIND_MAP_DELETE, Namespace: ns,
+		Key: bytes.Clone(key), SubKey: bytes.Clone(subKey),
+	})
+}
+
+// ListAppend appends value to the list at key in ns.
+func (t *Txn) ListAppend(ns string, key, value []byte, opts ...WriteOption) *Txn {
+	return t.add(&statedv1.Mutation{
+		Kind: statedv1.MutationKind_MUTATION_KIND_LIST_APPEND, Namespace: ns,
+		Key: bytes.Clone(key), Value: bytes.Clone(value), TtlMillis: ttlMillis(opts),
+	})
+}
+
+// CounterAdd adds delta (which may be negative) to the counter at key in ns.
+// The daemon does the addition, so concurrent adds never lose updates.
+func (t *Txn) CounterAdd(ns string, key []byte, delta int64, opts ...WriteOption) *Txn {
+	return t.add(&statedv1.Mutation{
+		Kind: statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, Namespace: ns,
+		Key: bytes.Clone(key), Delta: delta, TtlMillis: ttlMillis(opts),
+	})
+}
+
+// DeletePrefix removes everything stored under every key of ns that starts
+// with prefix, of every kind. An empty prefix clears the namespace.
+func (t *Txn) DeletePrefix(ns string, prefix []byte) *Txn {
+	return t.add(&statedv1.Mutation{
+		Kind: statedv1.MutationKind_MUTATION_KIND_DELETE_PREFIX, Namespace: ns, Key: bytes.Clone(prefix),
+	})
+}
+
+// CommitOffset records, in the same commit as the Txn's state changes, that
+// the consumer group has processed topic's partition up to next-1: next is
+// the offset of the last processed record plus one, as Kafka commits it.
+// The daemon refuses an offset lower than the one it stores.
+func (t *Txn) CommitOffset(group, topic string, partition int32, next int64) *Txn {
+	t.offsets = append(t.offsets, &statedv1.Offset{Group: group, Topic: topic, Partition: partition, Offset: next})
+	return t
+}
+
+// Len returns the number of mutations and offsets in the Txn.
+func (t *Txn) Len() int { return len(t.mutations) + len(t.offsets) }
+
+// setErr remembers the first error of a typed handle, for Commit to return.
+func (t *Txn) setErr(err error) {
+	if t.err == nil {
+		t.err = err
+	}
+}
+
+// request builds the wire request for the commit with sequence seq.
+func (t *Txn) request(seq uint64) *statedv1.CommitRequest {
+	return &statedv1.CommitRequest{
+		Mutations: t.mutations,
+		Offsets:   t.offsets,
+		ClientId:  t.c.id,
+		Sequence:  seq,
+	}
+}
+
+// Commit sends the Txn to the daemon and returns once it is committed. An
+// empty Txn is sent as well. If a typed handle failed to encode a value, the
+// Txn is not sent and Commit returns that error (it matches ErrCodec). A
+// second Commit returns ErrTxnDone, whatever the first returned.
+//
+// After an ErrUnavailable or a context error the commit may or may not have
+// been applied.
+func (t *Txn) Commit(ctx context.Context) (CommitResult, error) {
+	if t.done {
+		return CommitResult{}, ErrTxnDone
+	}
+	t.done = true
+	if t.err != nil {
+		return CommitResult{}, t.err
+	}
+	c := t.c
+	if err := c.checkOpen("commit"); err != nil {
+		return CommitResult{}, err
+	}
+	resp, err := c.rpc.Commit(ctx, t.request(c.seq.Add(1)))
+	if err != nil {
+		return CommitResult{}, c.rpcErr("commit", err)
+	}
+	c.observeIndex(resp.GetIndex())
+	return CommitResult{Index: resp.GetIndex()}, nil
+}
+
+// Update builds a Txn with fn and commits it. If fn returns an error,
+// nothing is sent and Update returns that error.
+func (c *Client) Update(ctx context.Context, fn func(*Txn) error) (CommitResult, error) {
+	t := c.Txn()
+	if err := fn(t); err != nil {
+		return CommitResult{}, err
+	}
+	return t.Commit(ctx)
+}
+
+// DeletePrefix removes everything stored under every key of ns that starts
+// with prefix, in a commit of its own. An empty prefix clears the
+// namespace.
+func (c *Client) DeletePrefix(ctx context.Context, ns string, prefix []byte) error {
+	_, err := c.Txn().DeletePrefix(ns, prefix).Commit(ctx)
+	return err
+}
