@@ -1,0 +1,26 @@
+// Command stated is the stated daemon and its command-line client.
+//
+//	stated run                       serve a node (single-node cluster in ./stated-data by default)
+//	stated kv put NS KEY VALUE       write a value (--ttl 10s)
+//	stated kv get NS KEY             read a value, counter (--kind counter) or map entry (--kind map --sub-key S)
+//	stated kv del NS KEY             delete everything under a key
+//	stated kv del-prefix NS PREFIX   delete every key that starts with PREFIX
+//	stated kv scan NS [PREFIX]       list entries in key order (--limit N)
+//	stated kv add NS KEY DELTA       add to a counter
+//	stated offsets get GROUP         the Kafka offsets stored for a consumer group
+//
+// Every flag of `run` (including --log-level), and the client flags --addr
+// and --timeout, can also be set with an environment variable named
+// STATED_ and the flag in upper snake case (STATED_DATA_DIR for
+// --data-dir); a flag on the command line wins over the environment.
+//
+// Client commands talk to a running daemon through the Go SDK. --json
+// prints one JSON object per line. Exit codes: 0 success; 1 the request
+// failed (a missing key, an invalid argument, a server error); 2 the daemon
+// could not be reached or did not answer in time; 64 the command line
+// itself was wrong (unknown command, wrong arguments or flags).
+//
+// This package holds flags, configuration, logging, signals and output
+// formatting only: what a node does lives in package daemon, and what a
+// client does in the SDK.
+package main

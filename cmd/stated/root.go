@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes; see doc.go.
+const (
+	exitOK          = 0
+	exitFailed      = 1
+	exitUnreachable = 2
+	exitUsage       = 64
+)
+
+// defaultAddr is where `stated run` puts its socket when started without
+// flags in the same directory.
+const defaultAddr = "./stated-data/stated.sock"
+
+// lookupEnv is os.LookupEnv, injected so that tests set no process state.
+type lookupEnv func(string) (string, bool)
+
+// cli holds what every command shares.
+type cli struct {
+	stdout, stderr io.Writer
+	env            lookupEnv
+
+	addr    string
+	timeout time.Duration
+}
+
+// exitError carries the exit code of a failure whose message the command
+// already chose.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// execute runs the command line args and returns the process exit code.
+// Cobra's own error and usage printing is off: runtime failures print one
+// line, command-line mistakes a line and a hint.
+func execute(ctx context.Context, args []string, stdout, stderr io.Writer, env lookupEnv) int {
+	c := &cli{stdout: stdout, stderr: stderr, env: env}
+	root := c.rootCommand()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		fmt.Fprintf(stderr, "stated: %v\n", ee.err)
+		return ee.code
+	}
+	fmt.Fprintf(stderr, "stated: %v\nRun '%s --help' for usage.\n", err, cmd.CommandPath())
+	return exitUsage
+}
+
+func (c *cli) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "stated",
+		Short:         "stated keeps the state of stream-processing services and makes it recoverable",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		// Environment variables fill the flags the command line left unset.
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd.Flags(), c.env)
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
+	f := root.PersistentFlags()
+	f.StringVar(&c.addr, "addr", defaultAddr, "daemon address for client commands: a unix socket path or host:port")
+	f.DurationVar(&c.timeout, "timeout", 5*time.Second, "how long a client command waits for the daemon")
+	bindEnv(f, "addr", "timeout")
+	root.AddCommand(c.runCommand(), c.kvCommand(), c.offsetsCommand())
+	return root
+}
+
+// runtime wraps a command's function so that its failures are reported as
+// runtime errors (exit 1 unless they say otherwise), not usage errors.
+func runtime(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		err := fn(cmd, args)
+		if err == nil {
+			return nil
+		}
+		var ee *exitError
+		if errors.As(err, &ee) {
+			return err
+		}
+		return &exitError{code: exitFailed, err: err}
+	}
+}
