@@ -1,0 +1,189 @@
+package test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/statedhq/stated/daemon/daemontest"
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	"github.com/statedhq/stated/raftstore/fsm"
+)
+
+// The benchmarks run stated in-process (real Raft, bbolt and Pebble in a
+// temp dir) and talk to it over its unix socket, next to the machine's
+// limits measured in the same run: a raw fsync and raw Pebble synced batch
+// commits. Run them with:
+//
+//	go test ./test -run '^$' -bench . -benchtime 3s -count 5
+
+func benchClient(b *testing.B) statedv1.StateClient {
+	d := daemontest.Start(b)
+	conn, err := grpc.NewClient("unix://"+d.SocketPath(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20), grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return statedv1.NewStateClient(conn)
+}
+
+func commitRequest(muts int, base uint64) *statedv1.CommitRequest {
+	req := &statedv1.CommitRequest{Mutations: make([]*statedv1.Mutation, muts)}
+	value := make([]byte, 100)
+	for i := range req.Mutations {
+		req.Mutations[i] = &statedv1.Mutation{
+			Kind:      statedv1.MutationKind_MUTATION_KIND_PUT,
+			Namespace: "bench",
+			Key:       binary.BigEndian.AppendUint64([]byte("key/"), base+uint64(i)),
+			Value:     value,
+		}
+	}
+	return req
+}
+
+// latencies collects per-operation latencies from parallel goroutines.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d []time.Duration) { l.mu.Lock(); l.d = append(l.d, d...); l.mu.Unlock() }
+
+func (l *latencies) report(b *testing.B) {
+	if len(l.d) == 0 {
+		return
+	}
+	slices.Sort(l.d)
+	q := func(p float64) float64 { return float64(l.d[int(p*float64(len(l.d)-1))].Microseconds()) }
+	b.ReportMetric(q(0.50), "p50-µs")
+	b.ReportMetric(q(0.99), "p99-µs")
+}
+
+// BenchmarkCommit measures Commit over the unix socket with 100-byte
+// values: mutations per commit × concurrent clients.
+func BenchmarkCommit(b *testing.B) {
+	for _, tc := range []struct{ muts, conc int }{
+		{1, 1}, {1, 64}, {100, 1}, {100, 8}, {1000, 1}, {1000, 4}, {1000, 16},
+	} {
+		b.Run(fmt.Sprintf("mutations=%d/concurrency=%d", tc.muts, tc.conc), func(b *testing.B) {
+			client := benchClient(b)
+			var lat latencies
+			var mu sync.Mutex
+			base, issued := uint64(0), 0
+			// Exactly tc.conc clients share b.N commits.
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for range tc.conc {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var mine []time.Duration
+					defer func() { lat.add(mine) }()
+					for {
+						mu.Lock()
+						if issued == b.N {
+							mu.Unlock()
+							return
+						}
+						issued++
+						req := commitRequest(tc.muts, base)
+						base += uint64(tc.muts)
+						mu.Unlock()
+						start := time.Now()
+						if _, err := client.Commit(context.Background(), req); err != nil {
+							b.Error(err)
+							return
+						}
+						mine = append(mine, time.Since(start))
+					}
+				}()
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N*tc.muts)/b.Elapsed().Seconds(), "mutations/s")
+			lat.report(b)
+		})
+	}
+}
+
+// BenchmarkGet measures a local-consistency Get of a 100-byte value over
+// the unix socket, one client.
+func BenchmarkGet(b *testing.B) {
+	client := benchClient(b)
+	if _, err := client.Commit(context.Background(), commitRequest(1000, 0)); err != nil {
+		b.Fatal(err)
+	}
+	var lat latencies
+	d := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		resp, err := client.Get(context.Background(), &statedv1.GetRequest{
+			Namespace: "bench", Kind: statedv1.Kind_KIND_VALUE,
+			Key: binary.BigEndian.AppendUint64([]byte("key/"), uint64(i%1000)),
+		})
+		if err != nil || !resp.Found {
+			b.Fatal(err, resp)
+		}
+		d = append(d, time.Since(start))
+	}
+	lat.add(d)
+	lat.report(b)
+}
+
+// BenchmarkRawPebbleSyncedBatch is the baseline: Pebble alone, with the
+// options the state machine uses, committing batches of the same 100-byte
+// puts with fsync, one writer.
+func BenchmarkRawPebbleSyncedBatch(b *testing.B) {
+	for _, muts := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("mutations=%d", muts), func(b *testing.B) {
+			db, err := pebble.Open(filepath.Join(b.TempDir(), "p"), fsm.PebbleOptions())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			value := make([]byte, 100)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				batch := db.NewBatch()
+				for j := 0; j < muts; j++ {
+					batch.Set(binary.BigEndian.AppendUint64([]byte("key/"), uint64(i*muts+j)), value, nil)
+				}
+				if err := batch.Commit(pebble.Sync); err != nil {
+					b.Fatal(err)
+				}
+				batch.Close()
+			}
+			b.ReportMetric(float64(b.N*muts)/b.Elapsed().Seconds(), "mutations/s")
+		})
+	}
+}
+
+// BenchmarkFsync is the disk's limit: a 4 KiB write and fsync of one file.
+func BenchmarkFsync(b *testing.B) {
+	f, err := os.Create(filepath.Join(b.TempDir(), "f"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := f.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
