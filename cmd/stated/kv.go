@@ -205,7 +205,7 @@ func (c *cli) kvScan() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if err := c.printEntry(e, asJSON); err != nil {
+				if err := c.printEntry(args[0], e, asJSON); err != nil {
 					return err
 				}
 			}

@@ -149,7 +149,7 @@ func TestKVScanListsEntriesInKeyOrder(t *testing.T) {
 		t.Fatalf("scan --json printed %d lines: %q", len(lines), out)
 	}
 	var e getOutput
-	if err := json.Unmarshal([]byte(lines[1]), &e); err != nil || e.Key != "b/2" || e.Kind != "value" || e.Value == nil || *e.Value != "two" {
+	if err := json.Unmarshal([]byte(lines[1]), &e); err != nil || e.Namespace != "ns" || e.Key != "b/2" || e.Kind != "value" || e.Value == nil || *e.Value != "two" {
 		t.Errorf("second line %q: %+v, %v", lines[1], e, err)
 	}
 }
@@ -193,6 +193,10 @@ func TestOffsetsGetPrintsTopicPartitionAndOffset(t *testing.T) {
 	out := mustSucceed(t, client(t, d, "offsets", "get", "g", "--json"))
 	if want := `{"group":"g","topic":"orders","partition":0,"offset":7}` + "\n" + `{"group":"g","topic":"orders","partition":1,"offset":12}` + "\n"; out != want {
 		t.Errorf("offsets --json = %q, want %q", out, want)
+	}
+	r := client(t, d, "offsets", "get", "unknown-group")
+	if r.code != 0 || r.stdout != "" || r.stderr != "no offsets stored for group \"unknown-group\"\n" {
+		t.Errorf("offsets of an unknown group: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 }
 
@@ -296,7 +300,7 @@ func TestRunServesUntilItsContextEndsAndTakesFlagsFromTheEnvironment(t *testing.
 	if strings.Contains(out.String(), "127.0.0.1:7420") {
 		t.Errorf("the environment's grpc address won over the flag: %q", out.String())
 	}
-	if !strings.Contains(errOut.String(), "checkpoints are not configured yet") {
+	if !strings.Contains(errOut.String(), "no checkpoints: ") || !strings.Contains(errOut.String(), "losing that disk loses it") {
 		t.Errorf("no checkpoint warning on stderr: %q", errOut.String())
 	}
 	if r := cliRun(t, nil, "--addr", sock, "kv", "put", "ns", "k", "v"); r.code != 0 {

@@ -31,6 +31,9 @@ func (c *cli) offsetsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if len(offs) == 0 && !asJSON {
+				fmt.Fprintf(c.stderr, "no offsets stored for group %q\n", args[0])
+			}
 			for _, o := range offs {
 				if asJSON {
 					b, err := json.Marshal(offsetOutput{Group: args[0], Topic: o.Topic, Partition: o.Partition, Offset: o.Offset})

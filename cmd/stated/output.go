@@ -58,10 +58,10 @@ func (c *cli) printGet(o getOutput, asJSON bool) error {
 // printEntry prints a scanned entry: KEY, a tab and the value; map entries
 // as KEY[SUB], list elements as KEY[#POSITION], counters as the number.
 // Bytes that are not printable UTF-8 are quoted.
-func (c *cli) printEntry(e stated.Entry, asJSON bool) error {
+func (c *cli) printEntry(ns string, e stated.Entry, asJSON bool) error {
 	kind := e.Kind.String()
 	if asJSON {
-		o := getOutput{Key: string(e.Key), Kind: kind}
+		o := getOutput{Namespace: ns, Key: string(e.Key), Kind: kind}
 		switch kind {
 		case "counter":
 			n := e.Counter

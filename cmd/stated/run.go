@@ -56,9 +56,9 @@ func (c *cli) serve(cmd *cobra.Command, cfg daemon.Config) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := cfg.Logger
-	log.Warn("checkpoints are not configured yet: checkpoints come in a later issue. "+
-		"Until then the state lives only in the Raft log and Pebble under the data directory, "+
-		"and losing that disk loses it.", "data_dir", cfg.DataDir)
+	log.Warn("no checkpoints: this version does not upload checkpoints to blob storage yet, "+
+		"so the state lives only in the Raft log and Pebble under the data directory, "+
+		"and losing that disk loses it", "data_dir", cfg.DataDir)
 	log.Info("starting; waiting for a raft leader", "node_id", cfg.NodeID, "data_dir", cfg.DataDir, "raft_addr", cfg.RaftAddr)
 
 	d, err := daemon.Start(ctx, cfg)
