@@ -128,9 +128,9 @@ func (d *Daemon) openStore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("daemon: open store: %w", err)
 	}
-	if err := s.WaitLeader(ctx); err != nil {
+	if err := s.WaitReady(ctx); err != nil {
 		s.Close()
-		return fmt.Errorf("daemon: wait for a raft leader: %w", err)
+		return fmt.Errorf("daemon: wait for a raft leader and the replay of its log: %w", err)
 	}
 	d.store = s
 	return nil

@@ -214,6 +214,28 @@ func (s *Store) WaitLeader(ctx context.Context) error {
 	}
 }
 
+// WaitReady blocks until this node knows a leader and, when it is the
+// leader itself, has applied every entry committed before (a Raft
+// barrier). After a restart Raft replays the log into the state machine in
+// the background; a node that served local reads before that would show
+// acknowledged commits as missing.
+func (s *Store) WaitReady(ctx context.Context) error {
+	if err := s.WaitLeader(ctx); err != nil {
+		return err
+	}
+	if s.raft.State() != raft.Leader {
+		return nil
+	}
+	timeout := s.cfg.ApplyTimeout
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+		timeout = time.Until(d)
+	}
+	if err := s.raft.Barrier(timeout).Error(); err != nil {
+		return fmt.Errorf("raftstore: apply the log before serving: %w", raftError(err))
+	}
+	return nil
+}
+
 // IsLeader reports whether this node is the Raft leader.
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
 

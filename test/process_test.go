@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/statedhq/stated/daemon/daemontest"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
@@ -66,26 +66,8 @@ type node struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *daemontest.Buffer
 	done chan struct{}
-}
-
-// syncBuffer is a bytes.Buffer that a process may write while a test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func freeAddr(t *testing.T) string {
@@ -124,7 +106,7 @@ func newNode(t *testing.T) *node {
 func (n *node) start(ctx context.Context) {
 	n.t.Helper()
 	n.mu.Lock()
-	n.logs = &syncBuffer{}
+	n.logs = &daemontest.Buffer{}
 	n.cmd = exec.Command(statedBinary(n.t), "run",
 		"--node-id", "n1", "--data-dir", n.dataDir, "--socket", n.socket,
 		"--grpc-addr", n.grpcAddr, "--raft-addr", n.raftAddr)

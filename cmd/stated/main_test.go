@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,25 +17,6 @@ import (
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
-// syncBuffer is a bytes.Buffer safe for a command writing while the test
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type result struct {
 	stdout, stderr string
 	code           int
@@ -47,7 +26,7 @@ type result struct {
 // whole environment.
 func cliRun(t *testing.T, env map[string]string, args ...string) result {
 	t.Helper()
-	var out, errOut syncBuffer
+	var out, errOut daemontest.Buffer
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	code := execute(context.Background(), args, &out, &errOut, lookup)
 	return result{out.String(), errOut.String(), code}
@@ -273,7 +252,7 @@ func TestRunServesUntilItsContextEndsAndTakesFlagsFromTheEnvironment(t *testing.
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut daemontest.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- execute(ctx, []string{"run", "--socket", sock, "--grpc-addr", "127.0.0.1:0", "--log-level", "warn"},
