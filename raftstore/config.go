@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // Config configures a Store.
@@ -22,9 +24,16 @@ type Config struct {
 	// RaftAdvertise is the address peers reach this node at; empty means
 	// the bound address.
 	RaftAdvertise string
+	// GRPCAddr is the gRPC address this node advertises to its peers (for
+	// forwarding writes to the leader); it is recorded in the cluster
+	// metadata through Raft.
+	GRPCAddr string
 	// Bootstrap starts a new single-node cluster when Dir holds no Raft
-	// state yet.
+	// state yet. A node that joins an existing cluster leaves it false.
 	Bootstrap bool
+	// StreamLayer, when set, wraps the listener of the Raft transport;
+	// tests use it to inject network faults. Nil means plain TCP.
+	StreamLayer func(ln net.Listener) raft.StreamLayer
 	// Logger receives the store's, Raft's and Pebble's logs.
 	Logger *slog.Logger
 

@@ -8,7 +8,13 @@ var (
 	ErrNotLeader = errors.New("raftstore: not leader")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("raftstore: closed")
-	// ErrClusterMismatch is returned by Open when the data directory
-	// belongs to another node or cluster.
-	ErrClusterMismatch = errors.New("raftstore: data directory belongs to another node")
+	// ErrClusterMismatch is returned when a data directory or a joining
+	// node belongs to another node or cluster.
+	ErrClusterMismatch = errors.New("raftstore: belongs to another node or cluster")
+	// ErrMemberConflict is returned by Join when the node id is a member at
+	// another address, or the address is used by another member.
+	ErrMemberConflict = errors.New("raftstore: member conflict")
+	// ErrUnknownMember is returned by Remove for a node that is not a
+	// member.
+	ErrUnknownMember = errors.New("raftstore: unknown member")
 )

@@ -35,6 +35,11 @@ type Store struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// The leadership watcher; see watchLeadership.
+	watchCtx  context.Context
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
 }
 
 // Open opens the store in cfg.Dir and starts its Raft node. With
@@ -104,6 +109,9 @@ func (s *Store) open(ctx context.Context) error {
 	if s.raft, err = raft.NewRaft(rc, s.fsm, s.bolt, s.bolt, s.snaps, s.transport); err != nil {
 		return fmt.Errorf("raftstore: start raft: %w", err)
 	}
+	s.watchCtx, s.stopWatch = context.WithCancel(context.Background())
+	s.watchDone = make(chan struct{})
+	go s.watchLeadership()
 	if !existing && s.cfg.Bootstrap {
 		f := s.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter,
@@ -119,19 +127,40 @@ func (s *Store) open(ctx context.Context) error {
 }
 
 func (s *Store) newTransport(hlog hclog.Logger) (*raft.NetworkTransport, error) {
-	var adv net.Addr
-	if s.cfg.RaftAdvertise != "" {
-		a, err := net.ResolveTCPAddr("tcp", s.cfg.RaftAdvertise)
-		if err != nil {
-			return nil, fmt.Errorf("raftstore: RaftAdvertise: %w", err)
-		}
-		adv = a
-	}
-	t, err := raft.NewTCPTransportWithLogger(s.cfg.RaftBind, adv, 3, 10*time.Second, hlog)
+	ln, err := net.Listen("tcp", s.cfg.RaftBind)
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: raft transport on %s: %w", s.cfg.RaftBind, err)
 	}
-	return t, nil
+	var layer raft.StreamLayer
+	if s.cfg.StreamLayer != nil {
+		layer = s.cfg.StreamLayer(ln)
+	} else {
+		tl := &tcpLayer{Listener: ln, advertise: ln.Addr()}
+		if s.cfg.RaftAdvertise != "" {
+			a, err := net.ResolveTCPAddr("tcp", s.cfg.RaftAdvertise)
+			if err != nil {
+				ln.Close()
+				return nil, fmt.Errorf("raftstore: RaftAdvertise: %w", err)
+			}
+			tl.advertise = a
+		}
+		layer = tl
+	}
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
+	}), nil
+}
+
+// tcpLayer is the plain TCP stream layer of the Raft transport.
+type tcpLayer struct {
+	net.Listener
+	advertise net.Addr
+}
+
+func (t *tcpLayer) Addr() net.Addr { return t.advertise }
+
+func (t *tcpLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", string(addr), timeout)
 }
 
 // catchUpFromSnapshot restores the newest Raft snapshot into the state
@@ -183,8 +212,14 @@ func (s *Store) Close() error {
 
 func (s *Store) closeParts() error {
 	var errs []error
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
 	if s.raft != nil {
 		errs = append(errs, s.raft.Shutdown().Error())
+	}
+	if s.watchDone != nil {
+		<-s.watchDone // futures fail once Raft is shut down
 	}
 	if s.transport != nil {
 		errs = append(errs, s.transport.Close())
@@ -226,12 +261,19 @@ func (s *Store) WaitReady(ctx context.Context) error {
 	if s.raft.State() != raft.Leader {
 		return nil
 	}
-	timeout := s.cfg.ApplyTimeout
-	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
-		timeout = time.Until(d)
-	}
-	if err := s.raft.Barrier(timeout).Error(); err != nil {
+	if err := s.raft.Barrier(s.timeout(ctx)).Error(); err != nil {
 		return fmt.Errorf("raftstore: apply the log before serving: %w", raftError(err))
+	}
+	// The first leader of a new cluster records its id just after the
+	// election (see watchLeadership).
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for s.ClusterID() == "" {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("raftstore: no cluster id recorded: %w", ctx.Err())
+		case <-t.C:
+		}
 	}
 	return nil
 }
@@ -271,11 +313,7 @@ func (s *Store) propose(ctx context.Context, cmd *command.Command) (uint64, erro
 		return 0, ErrNotLeader
 	}
 	cmd.Now = time.Now().UnixNano()
-	timeout := s.cfg.ApplyTimeout
-	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
-		timeout = time.Until(d)
-	}
-	f := s.raft.Apply(command.Encode(nil, cmd), timeout)
+	f := s.raft.Apply(command.Encode(nil, cmd), s.timeout(ctx))
 	done := make(chan struct{})
 	go func() { f.Error(); close(done) }()
 	select {

@@ -221,3 +221,39 @@ func TestRaftLogsKeepTheirLevelInSlog(t *testing.T) {
 		}
 	}
 }
+
+func TestANewClusterRecordsItsIDAndLeaderAddresses(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.GRPCAddr = "127.0.0.1:9999"
+	s := openStore(t, cfg)
+	id := s.ClusterID()
+	if id == "" {
+		t.Fatal("no cluster id after WaitReady")
+	}
+	members, leader, err := s.Members()
+	if err != nil || leader != "n1" || len(members) != 1 || members[0].GRPCAddr != "127.0.0.1:9999" || !members[0].Voter {
+		t.Fatalf("members = %+v, leader %q, %v", members, leader, err)
+	}
+	if lid, addr := s.Leader(); lid != "n1" || addr != "127.0.0.1:9999" {
+		t.Fatalf("Leader() = %q %q", lid, addr)
+	}
+	st := s.Status()
+	if st.Role != "leader" || st.ClusterID != id || st.AppliedIndex == 0 || st.Term == 0 {
+		t.Fatalf("status = %+v", st)
+	}
+	s.Close()
+	s = openStore(t, cfg)
+	defer s.Close()
+	if s.ClusterID() != id {
+		t.Fatalf("cluster id changed across a restart: %q -> %q", id, s.ClusterID())
+	}
+	if _, err := s.Join(context.Background(), Member{ID: "n1", RaftAddr: "127.0.0.1:1"}, ""); !errors.Is(err, ErrMemberConflict) {
+		t.Fatalf("joining our own id at another address: err = %v, want ErrMemberConflict", err)
+	}
+	if _, err := s.Join(context.Background(), Member{ID: "n9", RaftAddr: "127.0.0.1:2"}, "other-cluster"); !errors.Is(err, ErrClusterMismatch) {
+		t.Fatalf("joining from another cluster: err = %v, want ErrClusterMismatch", err)
+	}
+	if err := s.Remove(context.Background(), "nobody"); !errors.Is(err, ErrUnknownMember) {
+		t.Fatalf("removing an unknown member: err = %v", err)
+	}
+}

@@ -212,6 +212,525 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_statedv1_stated_proto_rawDescGZIP(), []int{2}
 }
 
+type JoinRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	// cluster_id is the cluster the joining node's data belongs to; empty
+	// for a node with no data yet.
+	ClusterId     string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *JoinRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+type JoinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	LeaderId      string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *JoinResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *JoinResponse) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+type RemoveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveRequest) Reset() {
+	*x = RemoveRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveRequest) ProtoMessage() {}
+
+func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
+func (*RemoveRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RemoveRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type RemoveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveResponse) Reset() {
+	*x = RemoveResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveResponse) ProtoMessage() {}
+
+func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
+func (*RemoveResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{3}
+}
+
+type MembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembersRequest) Reset() {
+	*x = MembersRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembersRequest) ProtoMessage() {}
+
+func (x *MembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
+func (*MembersRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{4}
+}
+
+type Member struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	Voter         bool                   `protobuf:"varint,4,opt,name=voter,proto3" json:"voter,omitempty"`
+	Leader        bool                   `protobuf:"varint,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_statedv1_stated_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Member) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *Member) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *Member) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *Member) GetVoter() bool {
+	if x != nil {
+		return x.Voter
+	}
+	return false
+}
+
+func (x *Member) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
+type MembersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	ClusterId     string                 `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	LeaderId      string                 `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembersResponse) Reset() {
+	*x = MembersResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembersResponse) ProtoMessage() {}
+
+func (x *MembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
+func (*MembersResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *MembersResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *MembersResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *MembersResponse) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+type NodeStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeStatusRequest) Reset() {
+	*x = NodeStatusRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeStatusRequest) ProtoMessage() {}
+
+func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
+func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{7}
+}
+
+type NodeStatusResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeId    string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	ClusterId string                 `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// role is "leader", "follower", "candidate" or "shutdown".
+	Role           string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	Term           uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	LastLogIndex   uint64 `protobuf:"varint,5,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
+	CommitIndex    uint64 `protobuf:"varint,6,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	AppliedIndex   uint64 `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	LeaderId       string `protobuf:"bytes,8,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	LeaderGrpcAddr string `protobuf:"bytes,9,opt,name=leader_grpc_addr,json=leaderGrpcAddr,proto3" json:"leader_grpc_addr,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *NodeStatusResponse) Reset() {
+	*x = NodeStatusResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeStatusResponse) ProtoMessage() {}
+
+func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
+func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *NodeStatusResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *NodeStatusResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *NodeStatusResponse) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *NodeStatusResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *NodeStatusResponse) GetLastLogIndex() uint64 {
+	if x != nil {
+		return x.LastLogIndex
+	}
+	return 0
+}
+
+func (x *NodeStatusResponse) GetCommitIndex() uint64 {
+	if x != nil {
+		return x.CommitIndex
+	}
+	return 0
+}
+
+func (x *NodeStatusResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *NodeStatusResponse) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *NodeStatusResponse) GetLeaderGrpcAddr() string {
+	if x != nil {
+		return x.LeaderGrpcAddr
+	}
+	return ""
+}
+
 type Mutation struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Kind      MutationKind           `protobuf:"varint,1,opt,name=kind,proto3,enum=stated.v1.MutationKind" json:"kind,omitempty"`
@@ -229,7 +748,7 @@ type Mutation struct {
 
 func (x *Mutation) Reset() {
 	*x = Mutation{}
-	mi := &file_statedv1_stated_proto_msgTypes[0]
+	mi := &file_statedv1_stated_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -241,7 +760,7 @@ func (x *Mutation) String() string {
 func (*Mutation) ProtoMessage() {}
 
 func (x *Mutation) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[0]
+	mi := &file_statedv1_stated_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -254,7 +773,7 @@ func (x *Mutation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mutation.ProtoReflect.Descriptor instead.
 func (*Mutation) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{0}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Mutation) GetKind() MutationKind {
@@ -320,7 +839,7 @@ type Offset struct {
 
 func (x *Offset) Reset() {
 	*x = Offset{}
-	mi := &file_statedv1_stated_proto_msgTypes[1]
+	mi := &file_statedv1_stated_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +851,7 @@ func (x *Offset) String() string {
 func (*Offset) ProtoMessage() {}
 
 func (x *Offset) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[1]
+	mi := &file_statedv1_stated_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,7 +864,7 @@ func (x *Offset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Offset.ProtoReflect.Descriptor instead.
 func (*Offset) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{1}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Offset) GetGroup() string {
@@ -390,7 +909,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[2]
+	mi := &file_statedv1_stated_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +921,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[2]
+	mi := &file_statedv1_stated_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +934,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{2}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CommitRequest) GetMutations() []*Mutation {
@@ -456,7 +975,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[3]
+	mi := &file_statedv1_stated_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +987,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[3]
+	mi := &file_statedv1_stated_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +1000,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{3}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CommitResponse) GetIndex() uint64 {
@@ -501,7 +1020,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_statedv1_stated_proto_msgTypes[4]
+	mi := &file_statedv1_stated_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -513,7 +1032,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[4]
+	mi := &file_statedv1_stated_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -526,7 +1045,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{4}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReadOptions) GetConsistency() Consistency {
@@ -557,7 +1076,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[5]
+	mi := &file_statedv1_stated_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +1088,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[5]
+	mi := &file_statedv1_stated_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +1101,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{5}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetRequest) GetNamespace() string {
@@ -635,7 +1154,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[6]
+	mi := &file_statedv1_stated_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +1166,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[6]
+	mi := &file_statedv1_stated_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +1179,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{6}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -720,7 +1239,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[7]
+	mi := &file_statedv1_stated_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +1251,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[7]
+	mi := &file_statedv1_stated_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +1264,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{7}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ScanRequest) GetNamespace() string {
@@ -820,7 +1339,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_statedv1_stated_proto_msgTypes[8]
+	mi := &file_statedv1_stated_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +1351,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[8]
+	mi := &file_statedv1_stated_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +1364,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{8}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Entry) GetKind() Kind {
@@ -900,7 +1419,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[9]
+	mi := &file_statedv1_stated_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +1431,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[9]
+	mi := &file_statedv1_stated_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +1444,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{9}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ScanResponse) GetEntries() []*Entry {
@@ -952,7 +1471,7 @@ type GetOffsetsRequest struct {
 
 func (x *GetOffsetsRequest) Reset() {
 	*x = GetOffsetsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[10]
+	mi := &file_statedv1_stated_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -964,7 +1483,7 @@ func (x *GetOffsetsRequest) String() string {
 func (*GetOffsetsRequest) ProtoMessage() {}
 
 func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[10]
+	mi := &file_statedv1_stated_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -977,7 +1496,7 @@ func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{10}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetOffsetsRequest) GetGroup() string {
@@ -1004,7 +1523,7 @@ type GetOffsetsResponse struct {
 
 func (x *GetOffsetsResponse) Reset() {
 	*x = GetOffsetsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[11]
+	mi := &file_statedv1_stated_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1535,7 @@ func (x *GetOffsetsResponse) String() string {
 func (*GetOffsetsResponse) ProtoMessage() {}
 
 func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[11]
+	mi := &file_statedv1_stated_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1548,7 @@ func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{11}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetOffsetsResponse) GetOffsets() []*Offset {
@@ -1050,7 +1569,44 @@ var File_statedv1_stated_proto protoreflect.FileDescriptor
 
 const file_statedv1_stated_proto_rawDesc = "" +
 	"\n" +
-	"\x15statedv1/stated.proto\x12\tstated.v1\"\xcb\x01\n" +
+	"\x15statedv1/stated.proto\x12\tstated.v1\"\x7f\n" +
+	"\vJoinRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\"J\n" +
+	"\fJoinResponse\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1b\n" +
+	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"(\n" +
+	"\rRemoveRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x10\n" +
+	"\x0eRemoveResponse\"\x10\n" +
+	"\x0eMembersRequest\"\x89\x01\n" +
+	"\x06Member\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
+	"\x05voter\x18\x04 \x01(\bR\x05voter\x12\x16\n" +
+	"\x06leader\x18\x05 \x01(\bR\x06leader\"z\n" +
+	"\x0fMembersResponse\x12+\n" +
+	"\amembers\x18\x01 \x03(\v2\x11.stated.v1.MemberR\amembers\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\x12\x1b\n" +
+	"\tleader_id\x18\x03 \x01(\tR\bleaderId\"\x13\n" +
+	"\x11NodeStatusRequest\"\xa9\x02\n" +
+	"\x12NodeStatusResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x12\n" +
+	"\x04term\x18\x04 \x01(\x04R\x04term\x12$\n" +
+	"\x0elast_log_index\x18\x05 \x01(\x04R\flastLogIndex\x12!\n" +
+	"\fcommit_index\x18\x06 \x01(\x04R\vcommitIndex\x12#\n" +
+	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12\x1b\n" +
+	"\tleader_id\x18\b \x01(\tR\bleaderId\x12(\n" +
+	"\x10leader_grpc_addr\x18\t \x01(\tR\x0eleaderGrpcAddr\"\xcb\x01\n" +
 	"\bMutation\x12+\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x17.stated.v1.MutationKindR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
@@ -1139,7 +1695,13 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x03Get\x12\x15.stated.v1.GetRequest\x1a\x16.stated.v1.GetResponse\x129\n" +
 	"\x04Scan\x12\x16.stated.v1.ScanRequest\x1a\x17.stated.v1.ScanResponse0\x01\x12I\n" +
 	"\n" +
-	"GetOffsets\x12\x1c.stated.v1.GetOffsetsRequest\x1a\x1d.stated.v1.GetOffsetsResponseB4Z2github.com/statedhq/stated/proto/statedv1;statedv1b\x06proto3"
+	"GetOffsets\x12\x1c.stated.v1.GetOffsetsRequest\x1a\x1d.stated.v1.GetOffsetsResponse2\x8e\x02\n" +
+	"\aCluster\x127\n" +
+	"\x04Join\x12\x16.stated.v1.JoinRequest\x1a\x17.stated.v1.JoinResponse\x12=\n" +
+	"\x06Remove\x12\x18.stated.v1.RemoveRequest\x1a\x19.stated.v1.RemoveResponse\x12@\n" +
+	"\aMembers\x12\x19.stated.v1.MembersRequest\x1a\x1a.stated.v1.MembersResponse\x12I\n" +
+	"\n" +
+	"NodeStatus\x12\x1c.stated.v1.NodeStatusRequest\x1a\x1d.stated.v1.NodeStatusResponseB4Z2github.com/statedhq/stated/proto/statedv1;statedv1b\x06proto3"
 
 var (
 	file_statedv1_stated_proto_rawDescOnce sync.Once
@@ -1154,50 +1716,68 @@ func file_statedv1_stated_proto_rawDescGZIP() []byte {
 }
 
 var file_statedv1_stated_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_statedv1_stated_proto_goTypes = []any{
 	(Kind)(0),                  // 0: stated.v1.Kind
 	(MutationKind)(0),          // 1: stated.v1.MutationKind
 	(Consistency)(0),           // 2: stated.v1.Consistency
-	(*Mutation)(nil),           // 3: stated.v1.Mutation
-	(*Offset)(nil),             // 4: stated.v1.Offset
-	(*CommitRequest)(nil),      // 5: stated.v1.CommitRequest
-	(*CommitResponse)(nil),     // 6: stated.v1.CommitResponse
-	(*ReadOptions)(nil),        // 7: stated.v1.ReadOptions
-	(*GetRequest)(nil),         // 8: stated.v1.GetRequest
-	(*GetResponse)(nil),        // 9: stated.v1.GetResponse
-	(*ScanRequest)(nil),        // 10: stated.v1.ScanRequest
-	(*Entry)(nil),              // 11: stated.v1.Entry
-	(*ScanResponse)(nil),       // 12: stated.v1.ScanResponse
-	(*GetOffsetsRequest)(nil),  // 13: stated.v1.GetOffsetsRequest
-	(*GetOffsetsResponse)(nil), // 14: stated.v1.GetOffsetsResponse
+	(*JoinRequest)(nil),        // 3: stated.v1.JoinRequest
+	(*JoinResponse)(nil),       // 4: stated.v1.JoinResponse
+	(*RemoveRequest)(nil),      // 5: stated.v1.RemoveRequest
+	(*RemoveResponse)(nil),     // 6: stated.v1.RemoveResponse
+	(*MembersRequest)(nil),     // 7: stated.v1.MembersRequest
+	(*Member)(nil),             // 8: stated.v1.Member
+	(*MembersResponse)(nil),    // 9: stated.v1.MembersResponse
+	(*NodeStatusRequest)(nil),  // 10: stated.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil), // 11: stated.v1.NodeStatusResponse
+	(*Mutation)(nil),           // 12: stated.v1.Mutation
+	(*Offset)(nil),             // 13: stated.v1.Offset
+	(*CommitRequest)(nil),      // 14: stated.v1.CommitRequest
+	(*CommitResponse)(nil),     // 15: stated.v1.CommitResponse
+	(*ReadOptions)(nil),        // 16: stated.v1.ReadOptions
+	(*GetRequest)(nil),         // 17: stated.v1.GetRequest
+	(*GetResponse)(nil),        // 18: stated.v1.GetResponse
+	(*ScanRequest)(nil),        // 19: stated.v1.ScanRequest
+	(*Entry)(nil),              // 20: stated.v1.Entry
+	(*ScanResponse)(nil),       // 21: stated.v1.ScanResponse
+	(*GetOffsetsRequest)(nil),  // 22: stated.v1.GetOffsetsRequest
+	(*GetOffsetsResponse)(nil), // 23: stated.v1.GetOffsetsResponse
 }
 var file_statedv1_stated_proto_depIdxs = []int32{
-	1,  // 0: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
-	3,  // 1: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
-	4,  // 2: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
-	2,  // 3: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
-	0,  // 4: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
-	7,  // 5: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 6: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
-	7,  // 7: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 8: stated.v1.Entry.kind:type_name -> stated.v1.Kind
-	11, // 9: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
-	7,  // 10: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
-	4,  // 11: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
-	5,  // 12: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
-	8,  // 13: stated.v1.State.Get:input_type -> stated.v1.GetRequest
-	10, // 14: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
-	13, // 15: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
-	6,  // 16: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
-	9,  // 17: stated.v1.State.Get:output_type -> stated.v1.GetResponse
-	12, // 18: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
-	14, // 19: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
-	16, // [16:20] is the sub-list for method output_type
-	12, // [12:16] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	8,  // 0: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
+	1,  // 1: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
+	12, // 2: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
+	13, // 3: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
+	2,  // 4: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
+	0,  // 5: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
+	16, // 6: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 7: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
+	16, // 8: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 9: stated.v1.Entry.kind:type_name -> stated.v1.Kind
+	20, // 10: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
+	16, // 11: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
+	13, // 12: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
+	14, // 13: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
+	17, // 14: stated.v1.State.Get:input_type -> stated.v1.GetRequest
+	19, // 15: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
+	22, // 16: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
+	3,  // 17: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
+	5,  // 18: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
+	7,  // 19: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
+	10, // 20: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
+	15, // 21: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
+	18, // 22: stated.v1.State.Get:output_type -> stated.v1.GetResponse
+	21, // 23: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
+	23, // 24: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
+	4,  // 25: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
+	6,  // 26: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
+	9,  // 27: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
+	11, // 28: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
+	21, // [21:29] is the sub-list for method output_type
+	13, // [13:21] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_statedv1_stated_proto_init() }
@@ -1211,9 +1791,9 @@ func file_statedv1_stated_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_statedv1_stated_proto_rawDesc), len(file_statedv1_stated_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   12,
+			NumMessages:   21,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_statedv1_stated_proto_goTypes,
 		DependencyIndexes: file_statedv1_stated_proto_depIdxs,

@@ -8,6 +8,13 @@ const (
 	TypeCommit Type = 1
 	// TypeExpire deletes entries whose TTL ran out before Now.
 	TypeExpire Type = 2
+	// TypeSetClusterID records the cluster's id, once: a later one is
+	// ignored, so that the first leader's choice stands.
+	TypeSetClusterID Type = 3
+	// TypeSetMember records a member's addresses in cluster metadata.
+	TypeSetMember Type = 4
+	// TypeRemoveMember drops a member from cluster metadata.
+	TypeRemoveMember Type = 5
 )
 
 // Op is the operation of one mutation.
@@ -60,6 +67,18 @@ type Command struct {
 	// ExpireLimit caps how many expired entries a TypeExpire command
 	// deletes, so that one entry never stalls the apply loop.
 	ExpireLimit uint32
+	// ClusterID is set when Type is TypeSetClusterID.
+	ClusterID string
+	// Member is set when Type is TypeSetMember, and its ID alone when
+	// Type is TypeRemoveMember.
+	Member *Member
+}
+
+// Member is a node of the cluster as its metadata records it.
+type Member struct {
+	ID       string
+	RaftAddr string
+	GRPCAddr string
 }
 
 // Commit is a transaction: every mutation and every offset, or none.

@@ -25,6 +25,16 @@ func Encode(dst []byte, c *Command) []byte {
 		dst = encodeCommit(dst, c.Commit)
 	case TypeExpire:
 		dst = binary.AppendUvarint(dst, uint64(c.ExpireLimit))
+	case TypeSetClusterID:
+		dst = appendBytes(dst, []byte(c.ClusterID))
+	case TypeSetMember, TypeRemoveMember:
+		m := c.Member
+		if m == nil {
+			m = &Member{}
+		}
+		dst = appendBytes(dst, []byte(m.ID))
+		dst = appendBytes(dst, []byte(m.RaftAddr))
+		dst = appendBytes(dst, []byte(m.GRPCAddr))
 	}
 	return dst
 }
@@ -32,7 +42,10 @@ func Encode(dst []byte, c *Command) []byte {
 // encodedSizeHint is an upper bound of the encoded size, so that Encode
 // allocates once.
 func encodedSizeHint(c *Command) int {
-	n := 2 + binary.MaxVarintLen64*2
+	n := 2 + binary.MaxVarintLen64*2 + len(c.ClusterID) + binary.MaxVarintLen64
+	if m := c.Member; m != nil {
+		n += len(m.ID) + len(m.RaftAddr) + len(m.GRPCAddr) + 3*binary.MaxVarintLen64
+	}
 	if m := c.Commit; m != nil {
 		n += len(m.ClientID) + 3*binary.MaxVarintLen64
 		for i := range m.Mutations {
@@ -95,6 +108,10 @@ func Decode(buf []byte) (*Command, error) {
 		c.Commit = d.commit()
 	case TypeExpire:
 		c.ExpireLimit = uint32(d.uvarint())
+	case TypeSetClusterID:
+		c.ClusterID = string(d.bytes())
+	case TypeSetMember, TypeRemoveMember:
+		c.Member = &Member{ID: string(d.bytes()), RaftAddr: string(d.bytes()), GRPCAddr: string(d.bytes())}
 	default:
 		if d.err == nil {
 			return nil, fmt.Errorf("%w: unknown command type %d", ErrCorrupt, c.Type)

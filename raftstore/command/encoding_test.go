@@ -26,9 +26,12 @@ func sampleCommit() *Command {
 
 func TestEncodeDecodeRoundTrip(t *testing.T) {
 	for name, c := range map[string]*Command{
-		"commit":       sampleCommit(),
-		"empty commit": {Type: TypeCommit, Commit: &Commit{}},
-		"expire":       {Type: TypeExpire, Now: 5, ExpireLimit: 1000},
+		"commit":        sampleCommit(),
+		"empty commit":  {Type: TypeCommit, Commit: &Commit{}},
+		"expire":        {Type: TypeExpire, Now: 5, ExpireLimit: 1000},
+		"cluster id":    {Type: TypeSetClusterID, ClusterID: "c1"},
+		"set member":    {Type: TypeSetMember, Member: &Member{ID: "n1", RaftAddr: "127.0.0.1:1", GRPCAddr: "127.0.0.1:2"}},
+		"remove member": {Type: TypeRemoveMember, Member: &Member{ID: "n1"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := Decode(Encode(nil, c))

@@ -217,3 +217,36 @@ func (a *applier) expire(limit uint32) error {
 	}
 	return nil
 }
+
+// remember records a commit's (client id, sequence) for DedupWindow, in
+// the expiry index like any entry with a TTL, so that Expire forgets it.
+func (a *applier) remember(c *command.Commit, index uint64) error {
+	if c == nil || c.ClientID == "" || c.Seq == 0 {
+		return nil
+	}
+	return a.put(dedupKey(c.ClientID, c.Seq), a.now+int64(DedupWindow), binary.BigEndian.AppendUint64(nil, index))
+}
+
+// setClusterID records the cluster id unless one is recorded already.
+func (a *applier) setClusterID(id string) error {
+	if _, ok, err := a.get(keyClusterID); err != nil || ok {
+		return err
+	}
+	return a.b.Set(keyClusterID, []byte(id), nil)
+}
+
+func (a *applier) setMember(m *command.Member) error {
+	if m == nil || m.ID == "" {
+		return reject("member.id", "empty")
+	}
+	v := appendComponent(nil, []byte(m.RaftAddr))
+	v = appendComponent(v, []byte(m.GRPCAddr))
+	return a.b.Set(memberKey(m.ID), v, nil)
+}
+
+func (a *applier) removeMember(m *command.Member) error {
+	if m == nil || m.ID == "" {
+		return reject("member.id", "empty")
+	}
+	return a.b.Delete(memberKey(m.ID), nil)
+}

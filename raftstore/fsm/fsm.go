@@ -171,7 +171,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		res.Err = ErrClosed
 		return res
 	}
-	res.Err = f.applyCommand(l.Index, cmd)
+	res.Index, res.Duplicate, res.Err = f.applyCommand(l.Index, cmd)
 	f.mu.RUnlock()
 	if res.Err != nil && !errors.Is(res.Err, ErrRejected) {
 		// Pebble failed to write: the replica cannot go on without
@@ -184,8 +184,41 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 }
 
 // applyCommand writes cmd and the applied index in one batch, or nothing
-// when the command is rejected.
-func (f *FSM) applyCommand(index uint64, cmd *command.Command) error {
+// when the command is rejected or a retry of one applied before. It returns
+// the index the caller should see: index, or the first application's.
+func (f *FSM) applyCommand(index uint64, cmd *command.Command) (uint64, bool, error) {
+	if first, ok, err := f.duplicateOf(cmd); err != nil || ok {
+		return first, ok, err
+	}
+	return index, false, f.writeCommand(index, cmd)
+}
+
+// duplicateOf reports whether cmd is a commit whose (client id, sequence)
+// was applied within the dedup window, and at which index.
+func (f *FSM) duplicateOf(cmd *command.Command) (uint64, bool, error) {
+	c := cmd.Commit
+	if cmd.Type != command.TypeCommit || c == nil || c.ClientID == "" || c.Seq == 0 {
+		return 0, false, nil
+	}
+	v, closer, err := f.db.Get(dedupKey(c.ClientID, c.Seq))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	defer closer.Close()
+	exp, payload, err := decodeEntry(v)
+	if err != nil || len(payload) != 8 {
+		return 0, false, fmt.Errorf("%w: dedup record", ErrCorrupt)
+	}
+	if expired(exp, cmd.Now) {
+		return 0, false, nil
+	}
+	return binary.BigEndian.Uint64(payload), true, nil
+}
+
+func (f *FSM) writeCommand(index uint64, cmd *command.Command) error {
 	// A command that reads what it wrote (a counter or list touched twice)
 	// needs an indexed batch; plain puts and deletes do not pay for one.
 	var b *pebble.Batch
@@ -201,9 +234,17 @@ func (f *FSM) applyCommand(index uint64, cmd *command.Command) error {
 	var err error
 	switch cmd.Type {
 	case command.TypeCommit:
-		err = a.commit(cmd.Commit)
+		if err = a.commit(cmd.Commit); err == nil {
+			err = a.remember(cmd.Commit, index)
+		}
 	case command.TypeExpire:
 		err = a.expire(cmd.ExpireLimit)
+	case command.TypeSetClusterID:
+		err = a.setClusterID(cmd.ClusterID)
+	case command.TypeSetMember:
+		err = a.setMember(cmd.Member)
+	case command.TypeRemoveMember:
+		err = a.removeMember(cmd.Member)
 	}
 	if err != nil {
 		return err
@@ -217,7 +258,11 @@ func (f *FSM) applyCommand(index uint64, cmd *command.Command) error {
 // readsOwnWrites reports whether applying cmd reads keys it may have
 // written itself earlier in the same command.
 func readsOwnWrites(cmd *command.Command) bool {
-	if cmd.Type != command.TypeCommit {
+	switch cmd.Type {
+	case command.TypeCommit:
+	case command.TypeSetMember, command.TypeRemoveMember:
+		return false
+	default:
 		return true
 	}
 	if c := cmd.Commit; c != nil {

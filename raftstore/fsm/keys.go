@@ -12,9 +12,23 @@ const (
 	prefixOffset = 0x01 // group, topic, partition -> next offset
 	prefixState  = 0x02 // namespace, key, kind, sub-key -> entry
 	prefixExpiry = 0x03 // expiry time, state key -> nothing
+	prefixDedup  = 0x04 // client id, sequence -> index of the commit
 )
 
-var keyAppliedIndex = []byte{prefixSystem, 'a'}
+var (
+	keyAppliedIndex = []byte{prefixSystem, 'a'}
+	keyClusterID    = []byte{prefixSystem, 'c'}
+	prefixMember    = []byte{prefixSystem, 'n'} // node id -> raft and gRPC addresses
+)
+
+func memberKey(id string) []byte {
+	return appendComponent(append([]byte(nil), prefixMember...), []byte(id))
+}
+
+func dedupKey(clientID string, seq uint64) []byte {
+	k := appendComponent([]byte{prefixDedup}, []byte(clientID))
+	return binary.BigEndian.AppendUint64(k, seq)
+}
 
 // Variable-length components are escaped so that order is preserved and a
 // component's prefix is a prefix of its encoding: 0x00 becomes 0x00 0xFF and

@@ -194,3 +194,46 @@ func (f *FSM) ExpiryDue(now int64) (bool, error) {
 	due := it.First()
 	return due, it.Close()
 }
+
+// ClusterID returns the recorded cluster id, or "" before one is.
+func (f *FSM) ClusterID() (string, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return "", ErrClosed
+	}
+	v, closer, err := f.db.Get(keyClusterID)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer closer.Close()
+	return string(v), nil
+}
+
+// Members returns the cluster metadata of every recorded member, by id.
+func (f *FSM) Members() ([]command.Member, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return nil, ErrClosed
+	}
+	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: prefixMember, UpperBound: prefixEnd(prefixMember)})
+	if err != nil {
+		return nil, err
+	}
+	var out []command.Member
+	for ok := it.First(); ok; ok = it.Next() {
+		id, _, err1 := readComponent(it.Key()[len(prefixMember):])
+		raftAddr, rest, err2 := readComponent(it.Value())
+		grpcAddr, _, err3 := readComponent(rest)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			it.Close()
+			return nil, err
+		}
+		out = append(out, command.Member{ID: string(id), RaftAddr: string(raftAddr), GRPCAddr: string(grpcAddr)})
+	}
+	return out, it.Close()
+}

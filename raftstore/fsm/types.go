@@ -1,5 +1,7 @@
 package fsm
 
+import "time"
+
 // Kind is the kind of state stored under a key. The values match
 // stated.v1's Kind; one key may hold state of several kinds at once.
 type Kind uint8
@@ -59,4 +61,13 @@ type ScanQuery struct {
 type Result struct {
 	Index uint64
 	Err   error
+	// Duplicate is set when the commit's (client id, sequence) was applied
+	// before; Index is then the index of that first application and
+	// nothing was applied again.
+	Duplicate bool
 }
+
+// DedupWindow is how long the state machine remembers a commit's (client
+// id, sequence) to recognise a retry. A retry later than that after the
+// first attempt would be applied again; clients retry within seconds.
+const DedupWindow = time.Hour

@@ -1,0 +1,258 @@
+package raftstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// Member is a node of the cluster: its Raft configuration entry and the
+// gRPC address it advertised.
+type Member struct {
+	ID       string
+	RaftAddr string
+	GRPCAddr string
+	Voter    bool
+}
+
+// Status is the Raft state of this node.
+type Status struct {
+	NodeID         string
+	ClusterID      string
+	Role           string // "leader", "follower", "candidate" or "shutdown"
+	Term           uint64
+	LastLogIndex   uint64
+	CommitIndex    uint64
+	AppliedIndex   uint64
+	LeaderID       string
+	LeaderGRPCAddr string
+}
+
+// Join adds m to the cluster as a voter and records its addresses. It runs
+// on the leader only. Joining again with the same id and addresses is a
+// no-op, so a node whose disk was wiped can rejoin; an id that is a member
+// at another Raft address, or a Raft address used by another member, is
+// ErrMemberConflict; a clusterID other than this cluster's is
+// ErrClusterMismatch. It returns the cluster id.
+func (s *Store) Join(ctx context.Context, m Member, clusterID string) (string, error) {
+	if s.raft.State() != raft.Leader {
+		return "", ErrNotLeader
+	}
+	if m.ID == "" || m.RaftAddr == "" {
+		return "", fmt.Errorf("%w: a joining node needs an id and a raft address", ErrMemberConflict)
+	}
+	own := s.ClusterID()
+	if clusterID != "" && own != "" && clusterID != own {
+		return "", fmt.Errorf("%w: node %q has data of cluster %s, this is cluster %s", ErrClusterMismatch, m.ID, clusterID, own)
+	}
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return "", raftError(err)
+	}
+	present := false
+	for _, srv := range cf.Configuration().Servers {
+		switch {
+		case string(srv.ID) == m.ID && string(srv.Address) != m.RaftAddr:
+			return "", fmt.Errorf("%w: node id %q is already a member at %s", ErrMemberConflict, m.ID, srv.Address)
+		case string(srv.ID) != m.ID && string(srv.Address) == m.RaftAddr:
+			return "", fmt.Errorf("%w: raft address %s is already used by node %q", ErrMemberConflict, m.RaftAddr, srv.ID)
+		case string(srv.ID) == m.ID:
+			present = srv.Suffrage == raft.Voter
+		}
+	}
+	if m.GRPCAddr != "" {
+		meta, err := s.fsm.Members()
+		if err != nil {
+			return "", err
+		}
+		for _, o := range meta {
+			if o.ID != m.ID && o.GRPCAddr == m.GRPCAddr {
+				return "", fmt.Errorf("%w: grpc address %s is already used by node %q", ErrMemberConflict, m.GRPCAddr, o.ID)
+			}
+		}
+	}
+	if !present {
+		if err := s.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, s.timeout(ctx)).Error(); err != nil {
+			return "", raftError(err)
+		}
+		s.logger.Info("added a voter", "node", m.ID, "raft_addr", m.RaftAddr, "grpc_addr", m.GRPCAddr)
+	}
+	if _, err := s.propose(ctx, &command.Command{Type: command.TypeSetMember, Member: &command.Member{
+		ID: m.ID, RaftAddr: m.RaftAddr, GRPCAddr: m.GRPCAddr,
+	}}); err != nil {
+		return "", err
+	}
+	return s.ClusterID(), nil
+}
+
+// Remove removes a member from the cluster. It runs on the leader only.
+func (s *Store) Remove(ctx context.Context, id string) error {
+	if s.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return raftError(err)
+	}
+	found := false
+	for _, srv := range cf.Configuration().Servers {
+		found = found || string(srv.ID) == id
+	}
+	if !found {
+		return fmt.Errorf("%w: %q", ErrUnknownMember, id)
+	}
+	// Metadata first: once the leader has removed itself it can propose
+	// nothing more.
+	if _, err := s.propose(ctx, &command.Command{Type: command.TypeRemoveMember, Member: &command.Member{ID: id}}); err != nil {
+		return err
+	}
+	if err := s.raft.RemoveServer(raft.ServerID(id), 0, s.timeout(ctx)).Error(); err != nil {
+		return raftError(err)
+	}
+	s.logger.Info("removed a member", "node", id)
+	return nil
+}
+
+// Members returns the members of the Raft configuration, by id order of
+// the configuration, with the gRPC addresses from the cluster metadata,
+// and the id of the leader ("" when unknown).
+func (s *Store) Members() ([]Member, string, error) {
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, "", raftError(err)
+	}
+	grpcAddr, err := s.grpcAddrs()
+	if err != nil {
+		return nil, "", err
+	}
+	var out []Member
+	for _, srv := range cf.Configuration().Servers {
+		out = append(out, Member{
+			ID:       string(srv.ID),
+			RaftAddr: string(srv.Address),
+			GRPCAddr: grpcAddr[string(srv.ID)],
+			Voter:    srv.Suffrage == raft.Voter,
+		})
+	}
+	_, leader := s.raft.LeaderWithID()
+	return out, string(leader), nil
+}
+
+func (s *Store) grpcAddrs() (map[string]string, error) {
+	meta, err := s.fsm.Members()
+	if err != nil {
+		return nil, s.waitError(err)
+	}
+	m := make(map[string]string, len(meta))
+	for _, o := range meta {
+		m[o.ID] = o.GRPCAddr
+	}
+	return m, nil
+}
+
+// Leader returns the leader's id and advertised gRPC address; both are ""
+// while no leader is known, and the address is "" until the leader's
+// metadata is applied here.
+func (s *Store) Leader() (id, grpcAddr string) {
+	_, lid := s.raft.LeaderWithID()
+	if lid == "" {
+		return "", ""
+	}
+	addrs, err := s.grpcAddrs()
+	if err != nil {
+		return string(lid), ""
+	}
+	return string(lid), addrs[string(lid)]
+}
+
+// ClusterID returns the cluster's id as applied here, or "" before it is.
+func (s *Store) ClusterID() string {
+	id, _ := s.fsm.ClusterID()
+	return id
+}
+
+// Status returns this node's Raft state.
+func (s *Store) Status() Status {
+	lid, laddr := s.Leader()
+	role := "shutdown"
+	switch s.raft.State() {
+	case raft.Leader:
+		role = "leader"
+	case raft.Follower:
+		role = "follower"
+	case raft.Candidate:
+		role = "candidate"
+	}
+	return Status{
+		NodeID:         s.cfg.NodeID,
+		ClusterID:      s.ClusterID(),
+		Role:           role,
+		Term:           s.raft.CurrentTerm(),
+		LastLogIndex:   s.raft.LastIndex(),
+		CommitIndex:    s.raft.CommitIndex(),
+		AppliedIndex:   s.fsm.AppliedIndex(),
+		LeaderID:       lid,
+		LeaderGRPCAddr: laddr,
+	}
+}
+
+// watchLeadership runs for the life of the store. Each time this node
+// becomes leader it applies the log (a barrier), then records a cluster id
+// if the cluster has none (the first leader of a new cluster picks it) and
+// its own addresses if the metadata lacks or differs from them.
+func (s *Store) watchLeadership() {
+	defer close(s.watchDone)
+	ch := s.raft.LeaderCh()
+	for {
+		select {
+		case <-s.watchCtx.Done():
+			return
+		case leader := <-ch:
+			if !leader {
+				continue
+			}
+			if err := s.onLeadership(s.watchCtx); err != nil && s.watchCtx.Err() == nil {
+				s.logger.Warn("recording cluster metadata after election", "error", err)
+			}
+		}
+	}
+}
+
+func (s *Store) onLeadership(ctx context.Context) error {
+	if err := s.raft.Barrier(s.timeout(ctx)).Error(); err != nil {
+		return raftError(err)
+	}
+	if s.ClusterID() == "" {
+		b := make([]byte, 8)
+		rand.Read(b)
+		if _, err := s.propose(ctx, &command.Command{Type: command.TypeSetClusterID, ClusterID: hex.EncodeToString(b)}); err != nil {
+			return err
+		}
+	}
+	addrs, err := s.grpcAddrs()
+	if err != nil {
+		return err
+	}
+	if got, ok := addrs[s.cfg.NodeID]; ok && got == s.cfg.GRPCAddr {
+		return nil
+	}
+	_, err = s.propose(ctx, &command.Command{Type: command.TypeSetMember, Member: &command.Member{
+		ID: s.cfg.NodeID, RaftAddr: s.RaftAddr(), GRPCAddr: s.cfg.GRPCAddr,
+	}})
+	return err
+}
+
+// timeout is the store's apply timeout, shortened to ctx's deadline.
+func (s *Store) timeout(ctx context.Context) time.Duration {
+	t := s.cfg.ApplyTimeout
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < t {
+		t = max(time.Until(d), time.Millisecond)
+	}
+	return t
+}
