@@ -39,7 +39,11 @@ type Status struct {
 // no-op, so a node whose disk was wiped can rejoin; an id that is a member
 // at another Raft address, or a Raft address used by another member, is
 // ErrMemberConflict; a clusterID other than this cluster's is
-// ErrClusterMismatch. It returns the cluster id.
+// ErrClusterMismatch. The same id and Raft address with another gRPC
+// address updates the metadata: a restarted node may move its gRPC port.
+// The gRPC address is recorded after the node is added, and a joining node
+// may wait for that record to know it has caught up. It returns the
+// cluster id.
 func (s *Store) Join(ctx context.Context, m Member, clusterID string) (string, error) {
 	if s.raft.State() != raft.Leader {
 		return "", ErrNotLeader

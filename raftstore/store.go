@@ -33,6 +33,8 @@ type Store struct {
 	transport *raft.NetworkTransport
 	snaps     *raft.FileSnapshotStore
 
+	hadState bool // Dir held Raft state when the store was opened
+
 	closeOnce sync.Once
 	closeErr  error
 
@@ -106,6 +108,7 @@ func (s *Store) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("raftstore: %w", err)
 	}
+	s.hadState = existing
 	if s.raft, err = raft.NewRaft(rc, s.fsm, s.bolt, s.bolt, s.snaps, s.transport); err != nil {
 		return fmt.Errorf("raftstore: start raft: %w", err)
 	}
@@ -278,6 +281,11 @@ func (s *Store) WaitReady(ctx context.Context) error {
 	return nil
 }
 
+// HadState reports whether the data directory held Raft state when the
+// store was opened: a node that did is a member already and must not join
+// or bootstrap again.
+func (s *Store) HadState() bool { return s.hadState }
+
 // IsLeader reports whether this node is the Raft leader.
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
 
@@ -375,11 +383,31 @@ func (s *Store) ReadBarrier(ctx context.Context, c Consistency, minIndex uint64)
 		if err := s.raft.VerifyLeader().Error(); err != nil {
 			return 0, raftError(err)
 		}
-		if err := s.fsm.WaitApplied(ctx, max(commit, minIndex)); err != nil {
+		if err := s.fsm.WaitApplied(ctx, s.lastCommandAtOrBelow(max(commit, minIndex))); err != nil {
 			return 0, s.waitError(err)
 		}
 	}
 	return s.fsm.AppliedIndex(), nil
+}
+
+// lastCommandAtOrBelow returns the index of the last command entry at or
+// below index, or the applied index if every entry above it is something
+// else. Raft commits entries that never reach the state machine (the no-op
+// a new leader appends, barriers, configuration changes), so the state
+// machine's applied index may stay below the commit index for good; the
+// state is current once the last command is applied.
+func (s *Store) lastCommandAtOrBelow(index uint64) uint64 {
+	applied := s.fsm.AppliedIndex()
+	for i := index; i > applied; i-- {
+		var l raft.Log
+		if err := s.bolt.GetLog(i, &l); err != nil {
+			return i // not in the log: wait for it rather than guess
+		}
+		if l.Type == raft.LogCommand {
+			return i
+		}
+	}
+	return applied
 }
 
 func (s *Store) waitError(err error) error {

@@ -257,3 +257,18 @@ func TestANewClusterRecordsItsIDAndLeaderAddresses(t *testing.T) {
 		t.Fatalf("removing an unknown member: err = %v", err)
 	}
 }
+
+func TestLinearizableReadReturnsWhenTheLastEntriesAreNotCommands(t *testing.T) {
+	// Right after start the log ends with the election's no-op and the
+	// WaitReady barrier, which the state machine never sees.
+	s := openStore(t, testConfig(t.TempDir()))
+	defer s.Close()
+	if err := s.raft.Barrier(time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := s.ReadBarrier(ctx, Linearizable, 0); err != nil {
+		t.Fatalf("linearizable read on an idle leader: %v (commit %d, applied %d)", err, s.raft.CommitIndex(), s.AppliedIndex())
+	}
+}
