@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/statedhq/stated/raftstore"
 )
 
 // maxSocketPath is the longest unix socket path every supported platform
@@ -16,8 +18,9 @@ import (
 const maxSocketPath = 103
 
 // Config configures a Daemon. Build it from DefaultConfig and override what
-// differs. Start fills in SocketPath, MaxMessageBytes, ExpiryInterval and
-// Logger when they are zero; the other fields must be set.
+// differs. Start fills in SocketPath, MaxMessageBytes, ExpiryInterval,
+// JoinTimeout, AdvertiseGRPCAddr and Logger when they are zero; NodeID,
+// DataDir and RaftAddr must be set.
 type Config struct {
 	// NodeID names this node in the Raft cluster. Default: os.Hostname().
 	NodeID string
@@ -33,12 +36,31 @@ type Config struct {
 	// RaftAddr is the address Raft binds to and advertises. Default
 	// "127.0.0.1:7421".
 	RaftAddr string
-	// Bootstrap makes a single-node cluster when DataDir has no Raft state.
-	// Default true.
+	// Bootstrap makes a new single-node cluster when DataDir has no Raft
+	// state and Join is empty. Default true. It is ignored when Join is
+	// set: a node either starts a cluster or joins one.
 	Bootstrap bool
+	// Join lists gRPC addresses (host:port) of members of an existing
+	// cluster. A node whose DataDir has no Raft state asks them, in turn
+	// and with retries until Start's ctx ends, to add it as a voter. A node
+	// that already has Raft state is a member already and ignores Join.
+	Join []string
+	// JoinTimeout bounds how long Start keeps asking the Join addresses
+	// (within Start's ctx). Default 1 minute.
+	JoinTimeout time.Duration
+	// AdvertiseGRPCAddr is the gRPC address (host:port) other members and
+	// clients reach this node at, recorded in the cluster metadata through
+	// Raft so that followers can forward to the leader. Default: the bound
+	// TCP address of GRPCAddr. A node in a multi-node cluster needs TCP.
+	AdvertiseGRPCAddr string
 	// MaxMessageBytes caps the size of a gRPC message the daemon receives
 	// or sends. Default 64 MiB.
 	MaxMessageBytes int
+	// SnapshotThreshold, SnapshotInterval and TrailingLogs tune Raft
+	// snapshots (see raftstore.Config); zero keeps raftstore's defaults.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
 	// ExpiryInterval is how often the leader looks for entries whose TTL
 	// ran out and deletes them. Default 5s.
 	ExpiryInterval time.Duration
@@ -49,6 +71,7 @@ type Config struct {
 // DefaultConfig returns the configuration `stated run` uses without flags.
 // NodeID is the host name, or "stated" if the host has none.
 func DefaultConfig() Config {
+	raftDefaults := raftstore.DefaultConfig()
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "stated"
@@ -61,6 +84,11 @@ func DefaultConfig() Config {
 		Bootstrap:       true,
 		MaxMessageBytes: 64 << 20,
 		ExpiryInterval:  5 * time.Second,
+		JoinTimeout:     time.Minute,
+
+		SnapshotThreshold: raftDefaults.SnapshotThreshold,
+		SnapshotInterval:  raftDefaults.SnapshotInterval,
+		TrailingLogs:      raftDefaults.TrailingLogs,
 	}
 }
 
@@ -92,11 +120,27 @@ func (c *Config) Validate() error {
 	} else if _, _, err := net.SplitHostPort(c.RaftAddr); err != nil {
 		errs = append(errs, fmt.Errorf("daemon: config: RaftAddr %q: %w", c.RaftAddr, err))
 	}
+	for i, a := range c.Join {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("daemon: config: Join[%d] %q: want host:port: %w", i, a, err))
+		}
+	}
+	if len(c.Join) > 0 && c.GRPCAddr == "" && c.AdvertiseGRPCAddr == "" {
+		errs = append(errs, errors.New("daemon: config: Join needs TCP: set GRPCAddr so that the other members can reach this node"))
+	}
+	if c.AdvertiseGRPCAddr != "" {
+		if _, _, err := net.SplitHostPort(c.AdvertiseGRPCAddr); err != nil {
+			errs = append(errs, fmt.Errorf("daemon: config: AdvertiseGRPCAddr %q: %w", c.AdvertiseGRPCAddr, err))
+		}
+	}
 	if p := c.socketPath(); c.DataDir != "" && len(p) > maxSocketPath {
 		errs = append(errs, fmt.Errorf("daemon: config: SocketPath %q is %d bytes, longer than the %d a unix socket allows; set a shorter SocketPath", p, len(p), maxSocketPath))
 	}
 	if c.MaxMessageBytes != 0 && c.MaxMessageBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("daemon: config: MaxMessageBytes %d is below 1 MiB, too small for one maximum-size value", c.MaxMessageBytes))
+	}
+	if c.JoinTimeout < 0 {
+		errs = append(errs, fmt.Errorf("daemon: config: JoinTimeout %s is negative", c.JoinTimeout))
 	}
 	if c.ExpiryInterval < 0 {
 		errs = append(errs, fmt.Errorf("daemon: config: ExpiryInterval %s is negative", c.ExpiryInterval))
@@ -113,6 +157,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ExpiryInterval == 0 {
 		c.ExpiryInterval = d.ExpiryInterval
+	}
+	if c.JoinTimeout == 0 {
+		c.JoinTimeout = d.JoinTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -35,6 +35,7 @@ type Daemon struct {
 	store  *raftstore.Store
 	server *grpc.Server
 	health *health.Server
+	conns  *connCache // connections to leaders, for forwarding
 
 	unixLn net.Listener
 	tcpLn  net.Listener
@@ -46,10 +47,16 @@ type Daemon struct {
 	closeErr  error
 }
 
-// Start opens the store in cfg.DataDir, waits until the cluster has a
-// leader (bounded by ctx) and serves gRPC. The caller must Close the
-// Daemon. Start refuses to run when another live daemon answers on the unix
-// socket; a stale socket file left by a crash is removed.
+// Start opens the store in cfg.DataDir, joins the cluster at cfg.Join if
+// this node is new to it, waits until the cluster has a leader and this
+// node has caught up (bounded by ctx) and serves gRPC. The caller must
+// Close the Daemon. Start refuses to run when another live daemon answers
+// on the unix socket; a stale socket file left by a crash is removed.
+//
+// A join that the cluster refuses (the node id or an address is taken, or
+// the data belongs to another cluster), or Join addresses where no stated
+// node answers, make Start fail with an error naming the problem; the
+// cluster is left as it was.
 func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -58,7 +65,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("daemon: create data dir: %w", err)
 	}
-	d := &Daemon{cfg: cfg, logger: cfg.Logger}
+	d := &Daemon{cfg: cfg, logger: cfg.Logger, conns: newConnCache(cfg.MaxMessageBytes)}
 	if err := d.listen(); err != nil {
 		return nil, err
 	}
@@ -122,11 +129,25 @@ func (d *Daemon) openStore(ctx context.Context) error {
 	rc.NodeID = d.cfg.NodeID
 	rc.Dir = d.cfg.DataDir
 	rc.RaftBind = d.cfg.RaftAddr
-	rc.Bootstrap = d.cfg.Bootstrap
+	rc.GRPCAddr = d.AdvertiseGRPCAddr()
+	rc.Bootstrap = d.cfg.Bootstrap && len(d.cfg.Join) == 0
 	rc.Logger = d.logger
+	if d.cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = d.cfg.SnapshotThreshold
+	}
+	if d.cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = d.cfg.SnapshotInterval
+	}
+	if d.cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = d.cfg.TrailingLogs
+	}
 	s, err := raftstore.Open(ctx, rc)
 	if err != nil {
 		return fmt.Errorf("daemon: open store: %w", err)
+	}
+	if err := d.joinIfNew(ctx, s); err != nil {
+		s.Close()
+		return err
 	}
 	if err := s.WaitReady(ctx); err != nil {
 		s.Close()
@@ -141,10 +162,13 @@ func (d *Daemon) serve() {
 		grpc.MaxRecvMsgSize(d.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(d.cfg.MaxMessageBytes),
 	)
-	statedv1.RegisterStateServer(d.server, grpcapi.New(d.store, grpcapi.WithLogger(d.logger)))
+	opts := []grpcapi.Option{grpcapi.WithLogger(d.logger), grpcapi.WithForwarder(d.conns)}
+	statedv1.RegisterStateServer(d.server, grpcapi.New(d.store, opts...))
+	statedv1.RegisterClusterServer(d.server, grpcapi.NewCluster(d.store, opts...))
 	d.health = health.NewServer()
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	d.health.SetServingStatus(statedv1.State_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	d.health.SetServingStatus(statedv1.Cluster_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(d.server, d.health)
 	reflection.Register(d.server)
 
@@ -216,6 +240,16 @@ func (d *Daemon) TCPAddr() string {
 	return d.tcpLn.Addr().String()
 }
 
+// AdvertiseGRPCAddr is the gRPC address this node advertises to the
+// cluster: Config.AdvertiseGRPCAddr, else the bound TCP address; "" when
+// TCP is disabled and nothing is advertised.
+func (d *Daemon) AdvertiseGRPCAddr() string {
+	if d.cfg.AdvertiseGRPCAddr != "" {
+		return d.cfg.AdvertiseGRPCAddr
+	}
+	return d.TCPAddr()
+}
+
 // SocketPath is the unix socket gRPC is served on.
 func (d *Daemon) SocketPath() string { return d.cfg.SocketPath }
 
@@ -254,6 +288,9 @@ func (d *Daemon) close() error {
 	d.bg.Wait()
 
 	var errs []error
+	if err := d.conns.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("daemon: close connections to the leader: %w", err))
+	}
 	if err := d.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("daemon: close store: %w", err))
 	}

@@ -14,6 +14,23 @@
 // another daemon answers on it, and removes it only when nobody does (a
 // crash leaves the file behind).
 //
-// Not yet: forwarding writes from followers to the leader (a follower
-// answers Unavailable), checkpoints, Kafka and metrics.
+// # Clusters
+//
+// A node bootstraps a new cluster when its data dir has no Raft state and
+// Config.Join is empty. With Join and no Raft state it opens its store
+// without bootstrapping, asks the Join addresses (gRPC Cluster.Join, in
+// turn, retried with backoff for Config.JoinTimeout) to add it as a voter,
+// and serves only once it has applied the metadata entry that recorded its
+// own membership, so that it never serves state older than its join. A
+// node with Raft state is a member already and ignores Join. A refused join
+// (FailedPrecondition: id or address taken, another cluster's data) or
+// Join addresses that are not stated nodes fail Start with the reason.
+//
+// A follower forwards the calls only the leader can serve (commits, joins,
+// removals, linearizable reads) over gRPC to the leader's advertised
+// address, which Raft replicates as cluster metadata; connections are
+// cached per address and closed by Close. Local and session reads are
+// served on every node. See grpcapi for the forwarding rules.
+//
+// Not yet: checkpoints, Kafka and metrics.
 package daemon

@@ -59,6 +59,9 @@ func TestMain(m *testing.M) {
 // restarts.
 type node struct {
 	t        *testing.T
+	id       string
+	args     []string // extra flags for `stated run`
+	wrap     []string // a command that runs stated, e.g. ip netns exec NS
 	dataDir  string
 	socket   string
 	grpcAddr string
@@ -80,7 +83,10 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func newNode(t *testing.T) *node {
+func newNode(t *testing.T) *node { return newNamedNode(t, "n1") }
+
+// newNamedNode is a node with its own id, data dir, socket and ports.
+func newNamedNode(t *testing.T, id string) *node {
 	sockDir, err := os.MkdirTemp("", "stated")
 	if err != nil {
 		t.Fatal(err)
@@ -88,6 +94,7 @@ func newNode(t *testing.T) *node {
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	n := &node{
 		t:        t,
+		id:       id,
 		dataDir:  t.TempDir(),
 		socket:   filepath.Join(sockDir, "s.sock"),
 		grpcAddr: freeAddr(t),
@@ -107,9 +114,10 @@ func (n *node) start(ctx context.Context) {
 	n.t.Helper()
 	n.mu.Lock()
 	n.logs = &daemontest.Buffer{}
-	n.cmd = exec.Command(statedBinary(n.t), "run",
-		"--node-id", "n1", "--data-dir", n.dataDir, "--socket", n.socket,
-		"--grpc-addr", n.grpcAddr, "--raft-addr", n.raftAddr)
+	argv := append([]string{statedBinary(n.t), "run", "--node-id", n.id, "--data-dir", n.dataDir,
+		"--socket", n.socket, "--grpc-addr", n.grpcAddr, "--raft-addr", n.raftAddr}, n.args...)
+	argv = append(append([]string{}, n.wrap...), argv...)
+	n.cmd = exec.Command(argv[0], argv[1:]...)
 	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
 	if err := n.cmd.Start(); err != nil {
 		n.mu.Unlock()

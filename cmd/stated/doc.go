@@ -1,6 +1,7 @@
 // Command stated is the stated daemon and its command-line client.
 //
 //	stated run                       serve a node (single-node cluster in ./stated-data by default)
+//	stated run --join ADDR[,ADDR]    serve a node that joins the cluster at ADDR when its data dir is new
 //	stated kv put NS KEY VALUE       write a value (--ttl 10s)
 //	stated kv get NS KEY             read a value, counter (--kind counter) or map entry (--kind map --sub-key S)
 //	stated kv del NS KEY             delete everything under a key
@@ -8,13 +9,19 @@
 //	stated kv scan NS [PREFIX]       list entries in key order (--limit N)
 //	stated kv add NS KEY DELTA       add to a counter
 //	stated offsets get GROUP         the Kafka offsets stored for a consumer group
+//	stated cluster members           the members, their addresses and the leader (--json)
+//	stated cluster remove NODE       remove a member (forwarded to the leader)
+//	stated status                    every member's role, term, last log, commit and applied index (--json)
 //
 // Every flag of `run` (including --log-level), and the client flags --addr
 // and --timeout, can also be set with an environment variable named
 // STATED_ and the flag in upper snake case (STATED_DATA_DIR for
 // --data-dir); a flag on the command line wins over the environment.
 //
-// Client commands talk to a running daemon through the Go SDK. --json
+// Client commands talk to a running daemon through the Go SDK; --addr
+// may list several daemons of one cluster, comma-separated, and the client
+// moves on to the next when one is down. Reads take --consistency local,
+// session or linearizable. --json
 // prints one JSON object per line. Exit codes: 0 success; 1 the request
 // failed (a missing key, an invalid argument, a server error); 2 the daemon
 // could not be reached or did not answer in time; 64 the command line

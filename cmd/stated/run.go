@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -21,7 +22,12 @@ func (c *cli) runCommand() *cobra.Command {
 		Use:   "run",
 		Short: "Run a stated node until SIGINT or SIGTERM",
 		Long: `Run a stated node. Without flags it bootstraps a single-node cluster in
-./stated-data and serves gRPC on ./stated-data/stated.sock and 127.0.0.1:7420.`,
+./stated-data and serves gRPC on ./stated-data/stated.sock and 127.0.0.1:7420.
+
+With --join ADDR[,ADDR...] (gRPC addresses of members of a running cluster),
+a node whose data dir is new asks them to add it as a voter instead of
+bootstrapping; a node that already has Raft state ignores --join. Every
+member must have a distinct --node-id, --raft-addr and --grpc-addr.`,
 		Args: cobra.NoArgs,
 	}
 	cmd.RunE = runtime(func(cmd *cobra.Command, _ []string) error {
@@ -29,6 +35,9 @@ func (c *cli) runCommand() *cobra.Command {
 			if cmd.Flags().Changed(n) {
 				return &exitError{code: exitUsage, err: fmt.Errorf("run: --%s is for client commands; a node listens on --grpc-addr and --socket", n)}
 			}
+		}
+		if cmd.Flags().Changed("bootstrap") && cfg.Bootstrap && len(cfg.Join) > 0 {
+			return &exitError{code: exitUsage, err: errors.New("run: --bootstrap starts a new cluster and --join joins one; give one of them")}
 		}
 		var level slog.Level
 		if err := level.UnmarshalText([]byte(logLevel)); err != nil {
@@ -43,11 +52,17 @@ func (c *cli) runCommand() *cobra.Command {
 	f.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, `TCP address to serve gRPC on; "" serves the unix socket only`)
 	f.StringVar(&cfg.SocketPath, "socket", "", "unix socket to serve gRPC on (default DATA_DIR/stated.sock)")
 	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "address Raft binds to and advertises")
-	f.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "bootstrap a single-node cluster when the data dir has no Raft state")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "bootstrap a single-node cluster when the data dir has no Raft state and --join is not given")
+	f.StringSliceVar(&cfg.Join, "join", nil, "gRPC addresses (host:port, comma-separated) of cluster members to join through when the data dir is new")
+	f.DurationVar(&cfg.JoinTimeout, "join-timeout", cfg.JoinTimeout, "how long to keep trying the --join addresses")
+	f.StringVar(&cfg.AdvertiseGRPCAddr, "advertise-grpc-addr", "", "gRPC address other members and clients reach this node at (default: the bound --grpc-addr)")
 	f.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", cfg.MaxMessageBytes, "largest gRPC message received or sent")
 	f.DurationVar(&cfg.ExpiryInterval, "expiry-interval", cfg.ExpiryInterval, "how often the leader deletes expired entries")
+	f.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", cfg.SnapshotThreshold, "Raft log entries between snapshots")
+	f.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", cfg.SnapshotInterval, "how often Raft checks whether to snapshot")
+	f.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", cfg.TrailingLogs, "Raft log entries kept after a snapshot, so that lagging followers need no snapshot")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "bootstrap", "max-message-bytes", "expiry-interval", "log-level")
+	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "bootstrap", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-snapshot-threshold", "raft-snapshot-interval", "raft-trailing-logs", "log-level")
 	return cmd
 }
 
@@ -59,7 +74,7 @@ func (c *cli) serve(cmd *cobra.Command, cfg daemon.Config) error {
 	log.Warn("no checkpoints: this version does not upload checkpoints to blob storage yet, "+
 		"so the state lives only in the Raft log and Pebble under the data directory, "+
 		"and losing that disk loses it", "data_dir", cfg.DataDir)
-	log.Info("starting; waiting for a raft leader", "node_id", cfg.NodeID, "data_dir", cfg.DataDir, "raft_addr", cfg.RaftAddr)
+	log.Info("starting; waiting for a raft leader", "node_id", cfg.NodeID, "data_dir", cfg.DataDir, "raft_addr", cfg.RaftAddr, "join", strings.Join(cfg.Join, ","))
 
 	d, err := daemon.Start(ctx, cfg)
 	if err != nil {
@@ -77,6 +92,9 @@ func (c *cli) serve(cmd *cobra.Command, cfg daemon.Config) error {
 	fmt.Fprintf(c.stdout, "  unix socket: %s\n", socket)
 	if tcp := d.TCPAddr(); tcp != "" {
 		fmt.Fprintf(c.stdout, "  tcp:         %s\n", tcp)
+		if adv := d.AdvertiseGRPCAddr(); adv != tcp {
+			fmt.Fprintf(c.stdout, "  advertised:  %s\n", adv)
+		}
 	} else {
 		fmt.Fprintf(c.stdout, "  tcp:         disabled\n")
 	}

@@ -2,9 +2,11 @@ package daemontest
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -22,8 +24,38 @@ const startTimeout = 30 * time.Second
 // Clients reach it on d.SocketPath() or d.TCPAddr().
 func Start(t testing.TB, opts ...func(*daemon.Config)) *daemon.Daemon {
 	t.Helper()
-	// Unix socket paths are limited to ~104 bytes; t.TempDir() can be
-	// longer, so the socket gets a short directory of its own.
+	cfg, logs := config(t, "node1")
+	for _, o := range opts {
+		o(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	d, err := daemon.Start(ctx, cfg)
+	if err != nil {
+		logs.flush()
+		t.Fatalf("daemontest: start daemon %s: %v", cfg.NodeID, err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Errorf("daemontest: close daemon %s: %v", cfg.NodeID, err)
+		}
+	})
+	return d
+}
+
+// Config returns the configuration Start uses for a node named nodeID:
+// data in t.TempDir(), loopback ports the system picks, the unix socket in
+// a short temporary directory (socket paths are limited to ~104 bytes and
+// t.TempDir() can be longer), and logs to the test. Use it to start a
+// daemon by hand, e.g. one whose Start is expected to fail.
+func Config(t testing.TB, nodeID string) daemon.Config {
+	t.Helper()
+	cfg, _ := config(t, nodeID)
+	return cfg
+}
+
+func config(t testing.TB, nodeID string) (daemon.Config, *testHandler) {
+	t.Helper()
 	sockDir, err := os.MkdirTemp("", "stated")
 	if err != nil {
 		t.Fatalf("daemontest: socket dir: %v", err)
@@ -32,27 +64,60 @@ func Start(t testing.TB, opts ...func(*daemon.Config)) *daemon.Daemon {
 
 	logs := newTestHandler(t)
 	cfg := daemon.DefaultConfig()
-	cfg.NodeID = "node1"
+	cfg.NodeID = nodeID
 	cfg.DataDir = t.TempDir()
 	cfg.GRPCAddr = "127.0.0.1:0"
 	cfg.RaftAddr = "127.0.0.1:0"
-	cfg.SocketPath = filepath.Join(sockDir, "stated.sock")
+	cfg.SocketPath = filepath.Join(sockDir, "s.sock")
 	cfg.Logger = slog.New(logs)
-	for _, o := range opts {
-		o(&cfg)
-	}
+	return cfg, logs
+}
 
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	d, err := daemon.Start(ctx, cfg)
-	if err != nil {
-		logs.flush()
-		t.Fatalf("daemontest: start daemon: %v", err)
+// StartCluster starts an n-node cluster for the test: node1 bootstraps it,
+// and node2..nodeN join it through node1's gRPC address, one after the
+// other, each started like Start. opts apply to every node. It returns the
+// daemons in node order; node1 is the leader when StartCluster returns.
+// Every daemon is closed when the test ends.
+func StartCluster(t testing.TB, n int, opts ...func(*daemon.Config)) []*daemon.Daemon {
+	t.Helper()
+	if n < 1 {
+		t.Fatalf("daemontest: StartCluster(%d): want at least one node", n)
 	}
-	t.Cleanup(func() {
-		if err := d.Close(); err != nil {
-			t.Errorf("daemontest: close daemon: %v", err)
+	nodes := []*daemon.Daemon{Start(t, opts...)}
+	for i := 2; i <= n; i++ {
+		join := nodes[0].TCPAddr()
+		nodes = append(nodes, Start(t, append(slices.Clone(opts), func(c *daemon.Config) {
+			c.NodeID = fmt.Sprintf("node%d", i)
+			c.Join = []string{join}
+		})...))
+	}
+	waitSettled(t, nodes)
+	return nodes
+}
+
+// waitSettled waits until every node knows every member with its gRPC
+// address, so that tests start from a cluster whose metadata has reached
+// every node.
+func waitSettled(t testing.TB, nodes []*daemon.Daemon) {
+	t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	for _, d := range nodes {
+		for {
+			members, leader, err := d.Store().Members()
+			known := 0
+			for _, m := range members {
+				if m.GRPCAddr != "" {
+					known++
+				}
+			}
+			if err == nil && leader != "" && known == len(nodes) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("daemontest: %s knows %d of %d members' addresses (leader %q, err %v) after %s",
+					d.NodeID(), known, len(nodes), leader, err, startTimeout)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-	})
-	return d
+	}
 }

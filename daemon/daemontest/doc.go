@@ -1,4 +1,5 @@
-// Package daemontest starts real single-node stated daemons for tests.
+// Package daemontest starts real stated daemons for tests: single nodes
+// (Start) and clusters whose nodes join the first one (StartCluster).
 //
 // A daemon from Start keeps its data in t.TempDir(), listens on loopback
 // ports the system picks and on a unix socket in a short temporary

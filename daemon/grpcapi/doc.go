@@ -1,4 +1,5 @@
-// Package grpcapi serves the stated.v1 State service over a Store.
+// Package grpcapi serves the stated.v1 State and Cluster services over a
+// Store.
 //
 // It is a thin adapter: it validates every request, converts it to a
 // raftstore command or read, and maps errors to gRPC status codes in one
@@ -28,6 +29,19 @@
 // | scan key, prefix, start, end | 0..4096 bytes                                                 |
 // | whole message                | the daemon's MaxMessageBytes (default 64 MiB): ResourceExhausted |
 //
+// # Forwarding
+//
+// Commits, Join, Remove and LINEARIZABLE reads (Get, Scan, GetOffsets) need
+// the leader. A follower given a Forwarder sends them on to the leader's
+// gRPC address (from the cluster metadata) and passes its answer back
+// unchanged, marking the call with the metadata key ForwardedKey. A
+// forwarded call that lands on a node that is no longer the leader is not
+// forwarded again: it fails Unavailable ("not leader; leader is X") and the
+// client retries; so does any such call while no leader is known. LOCAL and
+// SESSION reads are served by whichever node receives them (SESSION first
+// waits until the node has applied min_index). Members and NodeStatus
+// answer from the receiving node.
+//
 // Reads: Get reads KIND_VALUE, KIND_COUNTER or KIND_MAP (with sub_key).
 // Scan of KIND_MAP or KIND_LIST needs the key of the one map or list; other
 // scans take no key and bound keys with prefix, start and end.
@@ -37,7 +51,10 @@
 // | cause                                                    | code             |
 // | -------------------------------------------------------- | ---------------- |
 // | a request that breaks a limit or a rule above            | InvalidArgument  |
-// | this node is not the leader (writes, linearizable reads) | Unavailable      |
+// | no leader known, or a forwarded call reached a follower  | Unavailable      |
+// | this node lost leadership during the call                | Unavailable      |
+// | a join whose node id or address is taken, or whose data is another cluster's | FailedPrecondition |
+// | removing a node that is not a member                     | NotFound         |
 // | the node is shutting down                                | Unavailable      |
 // | the caller's deadline passed (a commit's outcome is then unknown) | DeadlineExceeded |
 // | the caller cancelled                                     | Canceled         |

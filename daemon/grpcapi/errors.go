@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -26,15 +27,21 @@ func invalid(field, format string, args ...any) error {
 	return &fieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
-// toStatus is the one place that maps errors to gRPC status codes. Errors
+// toStatus maps err to a gRPC status; see statusOf.
+func (s *Server) toStatus(ctx context.Context, err error) error {
+	return statusOf(ctx, s.logger, err)
+}
+
+// statusOf is the one place that maps errors to gRPC status codes. Errors
 // it does not know are Internal and logged, since they are bugs or failing
 // disks that an operator has to see.
-func (s *Server) toStatus(ctx context.Context, err error) error {
+func statusOf(ctx context.Context, logger *slog.Logger, err error) error {
 	if err == nil {
 		return nil
 	}
 	var fe *fieldError
 	var re *fsm.RejectError
+	var nl *notLeaderError
 	switch {
 	case errors.As(err, &fe):
 		return status.Error(codes.InvalidArgument, fe.Error())
@@ -42,8 +49,14 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		return status.Error(codes.InvalidArgument, re.Field+": "+re.Reason)
 	case errors.Is(err, fsm.ErrRejected):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.As(err, &nl):
+		return status.Error(codes.Unavailable, nl.Error())
 	case errors.Is(err, raftstore.ErrNotLeader):
 		return status.Error(codes.Unavailable, "stated: this node is not the raft leader; retry on the leader")
+	case errors.Is(err, raftstore.ErrMemberConflict), errors.Is(err, raftstore.ErrClusterMismatch):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, raftstore.ErrUnknownMember):
+		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, raftstore.ErrClosed), errors.Is(err, fsm.ErrClosed):
 		return status.Error(codes.Unavailable, "stated: the node is shutting down")
 	case errors.Is(err, context.DeadlineExceeded):
@@ -56,6 +69,6 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		return st.Err()
 	}
 	method, _ := grpc.Method(ctx)
-	s.logger.Error("grpcapi: internal error", "method", method, "error", err)
+	logger.Error("grpcapi: internal error", "method", method, "error", err)
 	return status.Error(codes.Internal, "stated: internal error: "+err.Error())
 }

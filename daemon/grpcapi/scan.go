@@ -2,8 +2,12 @@ package grpcapi
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"io"
 	"math"
+
+	"google.golang.org/grpc"
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore/fsm"
@@ -27,6 +31,12 @@ func (s *Server) Scan(r *statedv1.ScanRequest, stream statedv1.State_ScanServer)
 	ctx := stream.Context()
 	if err := validateScan(r); err != nil {
 		return s.toStatus(ctx, err)
+	}
+	if conn, fctx, err := s.readLeaderConn(ctx, r.GetRead()); err != nil || conn != nil {
+		if err != nil {
+			return s.toStatus(ctx, err)
+		}
+		return s.toStatus(ctx, forwardScan(fctx, conn, r, stream))
 	}
 	if err := s.barrier(ctx, r.GetRead()); err != nil {
 		return s.toStatus(ctx, err)
@@ -75,6 +85,28 @@ func (s *Server) Scan(r *statedv1.ScanRequest, stream statedv1.State_ScanServer)
 		}
 	}
 	return nil
+}
+
+// forwardScan relays the leader's answer to a scan to stream.
+func forwardScan(ctx context.Context, conn grpc.ClientConnInterface, r *statedv1.ScanRequest, stream statedv1.State_ScanServer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the leader's stream when the client goes away
+	up, err := statedv1.NewStateClient(conn).Scan(ctx, r)
+	if err != nil {
+		return forwardedError(err)
+	}
+	for {
+		resp, err := up.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return forwardedError(err)
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
 }
 
 // batch is a ScanResponse being filled.

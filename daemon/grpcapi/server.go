@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 
+	"google.golang.org/grpc"
+
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore"
 	"github.com/statedhq/stated/raftstore/command"
@@ -25,6 +27,7 @@ type Store interface {
 	Scan(q fsm.ScanQuery, fn func(fsm.Entry) error) error
 	Offsets(group string) ([]command.Offset, error)
 	AppliedIndex() uint64
+	Leadership
 }
 
 // Server implements statedv1.StateServer over a Store.
@@ -32,33 +35,60 @@ type Server struct {
 	statedv1.UnimplementedStateServer
 	store  Store
 	logger *slog.Logger
+	fwd    forwarding
 }
 
-// Option configures a Server.
-type Option func(*Server)
+// Option configures a Server or a ClusterServer.
+type Option func(*options)
+
+type options struct {
+	logger    *slog.Logger
+	forwarder Forwarder
+}
+
+func newOptions(opts []Option) options {
+	o := options{logger: slog.New(slog.DiscardHandler)}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
 
 // WithLogger sets where the server logs internal errors. Default: discard.
 func WithLogger(l *slog.Logger) Option {
-	return func(s *Server) {
+	return func(o *options) {
 		if l != nil {
-			s.logger = l
+			o.logger = l
 		}
 	}
 }
 
-// New returns a Server serving store.
-func New(store Store, opts ...Option) *Server {
-	s := &Server{store: store, logger: slog.New(slog.DiscardHandler)}
-	for _, o := range opts {
-		o(s)
-	}
-	return s
+// WithForwarder lets a follower forward the calls only the leader serves
+// (commits, joins, removals and linearizable reads) to the leader through
+// f. Without it a follower answers them Unavailable.
+func WithForwarder(f Forwarder) Option {
+	return func(o *options) { o.forwarder = f }
 }
 
-// Commit validates the transaction and proposes it as one Raft entry.
+// New returns a Server serving store.
+func New(store Store, opts ...Option) *Server {
+	o := newOptions(opts)
+	return &Server{store: store, logger: o.logger, fwd: forwarding{lead: store, fwd: o.forwarder}}
+}
+
+// Commit validates the transaction and proposes it as one Raft entry; a
+// follower forwards it to the leader.
 func (s *Server) Commit(ctx context.Context, r *statedv1.CommitRequest) (*statedv1.CommitResponse, error) {
 	if err := validateCommit(r); err != nil {
 		return nil, s.toStatus(ctx, err)
+	}
+	conn, fctx, err := s.fwd.leaderConn(ctx)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	if conn != nil {
+		resp, err := statedv1.NewStateClient(conn).Commit(fctx, r)
+		return resp, s.toStatus(ctx, forwardedError(err))
 	}
 	idx, err := s.store.Commit(ctx, toCommand(r))
 	if err != nil {
@@ -71,6 +101,13 @@ func (s *Server) Commit(ctx context.Context, r *statedv1.CommitRequest) (*stated
 func (s *Server) Get(ctx context.Context, r *statedv1.GetRequest) (*statedv1.GetResponse, error) {
 	if err := validateGet(r); err != nil {
 		return nil, s.toStatus(ctx, err)
+	}
+	if conn, fctx, err := s.readLeaderConn(ctx, r.GetRead()); err != nil || conn != nil {
+		if err != nil {
+			return nil, s.toStatus(ctx, err)
+		}
+		resp, err := statedv1.NewStateClient(conn).Get(fctx, r)
+		return resp, s.toStatus(ctx, forwardedError(err))
 	}
 	if err := s.barrier(ctx, r.GetRead()); err != nil {
 		return nil, s.toStatus(ctx, err)
@@ -94,6 +131,13 @@ func (s *Server) GetOffsets(ctx context.Context, r *statedv1.GetOffsetsRequest) 
 	if err := validateGetOffsets(r); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
+	if conn, fctx, err := s.readLeaderConn(ctx, r.GetRead()); err != nil || conn != nil {
+		if err != nil {
+			return nil, s.toStatus(ctx, err)
+		}
+		resp, err := statedv1.NewStateClient(conn).GetOffsets(fctx, r)
+		return resp, s.toStatus(ctx, forwardedError(err))
+	}
 	if err := s.barrier(ctx, r.GetRead()); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -107,6 +151,16 @@ func (s *Server) GetOffsets(ctx context.Context, r *statedv1.GetOffsetsRequest) 
 		resp.Offsets[i] = &statedv1.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset}
 	}
 	return resp, nil
+}
+
+// readLeaderConn returns a connection to the leader when r is a
+// linearizable read and this node is a follower; nil when the read is
+// served here. Local and session reads are always served here.
+func (s *Server) readLeaderConn(ctx context.Context, r *statedv1.ReadOptions) (grpc.ClientConnInterface, context.Context, error) {
+	if consistency(r) != raftstore.Linearizable {
+		return nil, ctx, nil
+	}
+	return s.fwd.leaderConn(ctx)
 }
 
 // barrier waits until the read r asks for may be served locally.

@@ -26,7 +26,8 @@ import (
 // default, so a commit too large for the daemon fails on the client at once.
 const DefaultMaxMessageSize = 64 << 20
 
-// Client is a connection to one stated daemon. It is safe for concurrent
+// Client is a connection to a stated daemon (one at a time of the
+// addresses it was given). It is safe for concurrent
 // use by many goroutines; open one per process and share it.
 //
 // A Client remembers the highest commit index it has seen (LastIndex), and
@@ -35,8 +36,10 @@ const DefaultMaxMessageSize = 64 << 20
 type Client struct {
 	conn        *grpc.ClientConn
 	rpc         statedv1.StateClient
+	cluster     statedv1.ClusterClient
 	id          string
 	consistency Consistency
+	retry       retryPolicy
 
 	seq       atomic.Uint64 // sequence of the last commit sent
 	lastIndex atomic.Uint64 // highest commit index seen
@@ -54,6 +57,8 @@ type clientOptions struct {
 	consistency Consistency
 	maxMsgSize  int
 	block       bool
+	addresses   []string
+	retry       retryPolicy
 }
 
 // WithDialOptions adds gRPC dial options, applied after the Client's own
@@ -100,7 +105,17 @@ func WithBlock() Option {
 	return func(o *clientOptions) { o.block = true }
 }
 
-// Dial opens a Client to the daemon at addr, which is one of
+// WithAddresses adds daemon addresses to the one(s) given to Dial, in the
+// same forms. With more than one address the Client talks to one daemon
+// at a time, the first in the list that accepts a connection, and moves
+// on to the next that does when its daemon goes away.
+func WithAddresses(addrs ...string) Option {
+	return func(o *clientOptions) { o.addresses = append(o.addresses, addrs...) }
+}
+
+// Dial opens a Client to the daemon at addr. addr may list several
+// daemons of one cluster separated by commas (see WithAddresses); each is
+// one of
 //
 //   - "unix:///abs/path.sock" or "unix:relative.sock": a unix socket, in
 //     gRPC's own target syntax;
@@ -111,14 +126,33 @@ func WithBlock() Option {
 //     TLS);
 //   - any other gRPC target with an explicit "dns:" or "passthrough:" scheme.
 //
+// With several addresses, only unix socket paths and host:port are
+// accepted.
+//
 // Dial does not wait for the connection unless given WithBlock; ctx bounds
 // that wait only. Close the Client when done.
 func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
-	o := clientOptions{maxMsgSize: DefaultMaxMessageSize}
+	o := clientOptions{maxMsgSize: DefaultMaxMessageSize, retry: defaultRetryPolicy()}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	target, err := parseAddr(addr)
+	var addrs []string
+	for _, a := range append(strings.Split(addr, ","), o.addresses...) {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	var target string
+	var targetOpts []grpc.DialOption
+	var err error
+	switch len(addrs) {
+	case 0:
+		return nil, fmt.Errorf("stated: dial: empty address")
+	case 1:
+		target, err = parseAddr(addrs[0])
+	default:
+		target, targetOpts, err = multiTarget(addrs)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -127,18 +161,19 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 			return nil, err
 		}
 	}
-	dialOpts := append([]grpc.DialOption{
+	dialOpts := append(append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallSendMsgSize(o.maxMsgSize),
 			grpc.MaxCallRecvMsgSize(o.maxMsgSize),
 		),
-	}, o.dialOpts...)
+	}, targetOpts...), o.dialOpts...)
 	conn, err := grpc.NewClient(target, dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("stated: dial %q: %w", addr, err)
 	}
 	c := newClient(conn, statedv1.NewStateClient(conn), o)
+	c.cluster = statedv1.NewClusterClient(conn)
 	if o.block {
 		if err := waitReady(ctx, conn); err != nil {
 			conn.Close()
@@ -152,7 +187,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 
 // newClient builds a Client over rpc; conn may be nil in tests.
 func newClient(conn *grpc.ClientConn, rpc statedv1.StateClient, o clientOptions) *Client {
-	return &Client{conn: conn, rpc: rpc, id: o.clientID, consistency: o.consistency}
+	return &Client{conn: conn, rpc: rpc, id: o.clientID, consistency: o.consistency, retry: o.retry}
 }
 
 // waitReady connects conn and waits until it is ready, its first attempt

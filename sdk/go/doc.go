@@ -13,6 +13,13 @@
 //	}
 //	defer c.Close()
 //
+// Any member of a cluster serves every call (followers forward writes and
+// linearizable reads to the leader). Give Dial several members,
+// comma-separated, and the Client talks to the first that accepts a
+// connection and moves to another when that one goes away:
+//
+//	c, err := stated.Dial(ctx, "10.0.0.1:7420,10.0.0.2:7420,10.0.0.3:7420")
+//
 // # State
 //
 // A namespace holds keys; a key may hold a value, a map (ordered sub-keys),
@@ -52,6 +59,22 @@
 // index, so a Client always reads its own writes, on any replica
 // (ConsistencySession). WithConsistency and WithDefaultConsistency choose
 // ConsistencyLocal (no waiting) or ConsistencyLinearizable instead.
+//
+// # Retries
+//
+// A call that fails with Unavailable (the daemon is unreachable, shutting
+// down, or between leaders: "not leader; leader is X") or whose attempt
+// ran out of time (WithAttemptTimeout, default 5 s) is sent again, after
+// an exponential, jittered backoff from 20 ms up to 1 s, until it
+// succeeds or the caller's ctx ends; then the last attempt's error is
+// returned. A retried commit carries the same client id and sequence
+// number as the first attempt, and the daemon applies a (client id,
+// sequence) once and answers a repeat with the original index, so a retry
+// never applies a commit twice (within the daemon's de-duplication window
+// of an hour). InvalidArgument, FailedPrecondition, ResourceExhausted,
+// NotFound and cancellation are never retried. Reads retry the same way; a
+// Scan retries only until its first batch arrives. RemoveMember is never
+// retried. WithoutRetries makes every call a single attempt.
 //
 // # Errors
 //

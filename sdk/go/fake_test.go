@@ -4,8 +4,11 @@ import (
 	"context"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
@@ -20,6 +23,7 @@ type fakeState struct {
 	scans       []*statedv1.ScanRequest
 	indexes     []uint64 // Commit answers these in turn
 	commitErr   error
+	commitHook  func(ctx context.Context) error // if set, runs first; an error is returned
 	getResp     *statedv1.GetResponse
 	getErr      error
 	scanBatches [][]*statedv1.Entry
@@ -27,10 +31,18 @@ type fakeState struct {
 	scanCtx     context.Context
 }
 
-func (f *fakeState) Commit(_ context.Context, in *statedv1.CommitRequest, _ ...grpc.CallOption) (*statedv1.CommitResponse, error) {
+func (f *fakeState) Commit(ctx context.Context, in *statedv1.CommitRequest, _ ...grpc.CallOption) (*statedv1.CommitResponse, error) {
+	f.mu.Lock()
+	f.commits = append(f.commits, in)
+	hook := f.commitHook
+	f.mu.Unlock()
+	if hook != nil {
+		if err := hook(ctx); err != nil {
+			return nil, err
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.commits = append(f.commits, in)
 	if f.commitErr != nil {
 		return nil, f.commitErr
 	}
@@ -95,4 +107,18 @@ func newFakeClient(f *fakeState, opts ...Option) *Client {
 		opt(&o)
 	}
 	return newClient(nil, f, o)
+}
+
+// flakyGets fails the first failures Gets with Unavailable.
+type flakyGets struct {
+	*fakeState
+	failures int32
+	calls    *atomic.Int32
+}
+
+func (f *flakyGets) Get(ctx context.Context, in *statedv1.GetRequest, opts ...grpc.CallOption) (*statedv1.GetResponse, error) {
+	if f.calls.Add(1) <= f.failures {
+		return nil, status.Error(codes.Unavailable, "connection refused")
+	}
+	return f.fakeState.Get(ctx, in, opts...)
 }

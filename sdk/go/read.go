@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
@@ -72,7 +73,12 @@ func (c *Client) get(ctx context.Context, op string, req *statedv1.GetRequest, o
 		return nil, err
 	}
 	req.Read = c.readOptions(opts)
-	resp, err := c.rpc.Get(ctx, req)
+	var resp *statedv1.GetResponse
+	err := c.withRetries(ctx, func(ctx context.Context) error {
+		var err error
+		resp, err = c.rpc.Get(ctx, req)
+		return err
+	})
 	if err != nil {
 		return nil, c.rpcErr(op, err)
 	}
@@ -187,7 +193,7 @@ func (c *Client) Scan(ctx context.Context, q ScanQuery, opts ...ReadOption) iter
 		// when the consumer breaks out early.
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		stream, err := c.rpc.Scan(ctx, &statedv1.ScanRequest{
+		req := &statedv1.ScanRequest{
 			Namespace: q.Namespace,
 			Kind:      statedv1.Kind(q.Kind),
 			Key:       q.Key,
@@ -196,13 +202,19 @@ func (c *Client) Scan(ctx context.Context, q ScanQuery, opts ...ReadOption) iter
 			End:       q.End,
 			Limit:     uint64(q.Limit),
 			Read:      c.readOptions(opts),
-		})
+		}
+		stream, first, err := c.openScan(ctx, req)
 		if err != nil {
 			yield(Entry{}, c.rpcErr("scan", err))
 			return
 		}
-		for {
-			resp, err := stream.Recv()
+		for resp := first; ; {
+			for _, e := range resp.GetEntries() {
+				if !yield(entryOf(e), nil) {
+					return
+				}
+			}
+			resp, err = stream.Recv()
 			if errors.Is(err, io.EOF) {
 				return
 			}
@@ -210,13 +222,33 @@ func (c *Client) Scan(ctx context.Context, q ScanQuery, opts ...ReadOption) iter
 				yield(Entry{}, c.rpcErr("scan", err))
 				return
 			}
-			for _, e := range resp.GetEntries() {
-				if !yield(entryOf(e), nil) {
-					return
-				}
-			}
 		}
 	}
+}
+
+// openScan starts a scan stream and reads its first response, retrying
+// both like a unary call: until the first response nothing was yielded, so
+// a retry is invisible. A failure after that ends the scan. The stream's
+// ctx is the caller's, never bounded by the attempt timeout.
+func (c *Client) openScan(ctx context.Context, req *statedv1.ScanRequest) (grpc.ServerStreamingClient[statedv1.ScanResponse], *statedv1.ScanResponse, error) {
+	var stream grpc.ServerStreamingClient[statedv1.ScanResponse]
+	var first *statedv1.ScanResponse
+	err := c.retryLoop(ctx, 0, func(context.Context) error {
+		s, err := c.rpc.Scan(ctx, req)
+		if err != nil {
+			return err
+		}
+		resp, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			resp, err = &statedv1.ScanResponse{}, nil
+		}
+		if err != nil {
+			return err
+		}
+		stream, first = s, resp
+		return nil
+	})
+	return stream, first, err
 }
 
 // Offset is the next offset to consume for one partition of a topic: the
@@ -234,7 +266,13 @@ func (c *Client) GetOffsets(ctx context.Context, group string, opts ...ReadOptio
 	if err := c.checkOpen("get offsets"); err != nil {
 		return nil, err
 	}
-	resp, err := c.rpc.GetOffsets(ctx, &statedv1.GetOffsetsRequest{Group: group, Read: c.readOptions(opts)})
+	req := &statedv1.GetOffsetsRequest{Group: group, Read: c.readOptions(opts)}
+	var resp *statedv1.GetOffsetsResponse
+	err := c.withRetries(ctx, func(ctx context.Context) error {
+		var err error
+		resp, err = c.rpc.GetOffsets(ctx, req)
+		return err
+	})
 	if err != nil {
 		return nil, c.rpcErr("get offsets", err)
 	}

@@ -161,7 +161,9 @@ func (t *Txn) request(seq uint64) *statedv1.CommitRequest {
 // Txn is not sent and Commit returns that error (it matches ErrCodec). A
 // second Commit returns ErrTxnDone, whatever the first returned.
 //
-// After an ErrUnavailable or a context error the commit may or may not have
+// Commit retries while the daemon is unavailable (see "Retries" in the
+// package documentation); it never retries a refused commit. After it
+// returns ErrUnavailable or a context error the commit may or may not have
 // been applied.
 func (t *Txn) Commit(ctx context.Context) (CommitResult, error) {
 	if t.done {
@@ -175,7 +177,15 @@ func (t *Txn) Commit(ctx context.Context) (CommitResult, error) {
 	if err := c.checkOpen("commit"); err != nil {
 		return CommitResult{}, err
 	}
-	resp, err := c.rpc.Commit(ctx, t.request(c.seq.Add(1)))
+	// One request, so that every attempt carries the same client id and
+	// sequence: the daemon applies a retried commit once.
+	req := t.request(c.seq.Add(1))
+	var resp *statedv1.CommitResponse
+	err := c.withRetries(ctx, func(ctx context.Context) error {
+		var err error
+		resp, err = c.rpc.Commit(ctx, req)
+		return err
+	})
 	if err != nil {
 		return CommitResult{}, c.rpcErr("commit", err)
 	}

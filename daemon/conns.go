@@ -1,0 +1,77 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// errConnsClosed is returned by connCache.Conn once the daemon is closing.
+var errConnsClosed = errors.New("daemon: closing; no new connections to other nodes")
+
+// connCache keeps one gRPC client connection per address of another node,
+// for forwarding calls to the leader (it is the grpcapi.Forwarder). It
+// holds one connection per leader address seen, which in a cluster of a few
+// nodes is a few; Close closes them all.
+type connCache struct {
+	maxMsg int
+
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	closed bool
+}
+
+func newConnCache(maxMsg int) *connCache {
+	return &connCache{maxMsg: maxMsg, conns: make(map[string]*grpc.ClientConn)}
+}
+
+// Conn returns the connection to addr, creating it on first use. gRPC
+// connects lazily and reconnects by itself, so a cached connection to a
+// node that restarted recovers.
+func (c *connCache) Conn(addr string) (grpc.ClientConnInterface, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errConnsClosed
+	}
+	if cc, ok := c.conns[addr]; ok {
+		return cc, nil
+	}
+	cc, err := dialNode(addr, c.maxMsg)
+	if err != nil {
+		return nil, err
+	}
+	c.conns[addr] = cc
+	return cc, nil
+}
+
+// Close closes every connection; later Conn calls fail.
+func (c *connCache) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	var errs []error
+	for addr, cc := range c.conns {
+		if err := cc.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+		}
+		delete(c.conns, addr)
+	}
+	return errors.Join(errs...)
+}
+
+// dialNode opens a connection to another node's gRPC server at addr
+// (host:port) without TLS. It does not wait for the connection.
+func dialNode(addr string, maxMsg int) (*grpc.ClientConn, error) {
+	cc, err := grpc.NewClient("passthrough:///"+addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMsg), grpc.MaxCallRecvMsgSize(maxMsg)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: connect to %s: %w", addr, err)
+	}
+	return cc, nil
+}

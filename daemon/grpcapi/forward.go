@@ -1,0 +1,97 @@
+package grpcapi
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// ForwardedKey is the gRPC metadata key that marks a call one node
+// forwarded to the leader. A node that receives a forwarded call and is not
+// the leader (leadership moved meanwhile) answers Unavailable instead of
+// forwarding again, so a call never travels in circles between nodes that
+// disagree about who leads; the client retries.
+const ForwardedKey = "stated-forwarded"
+
+// Leadership says who leads the cluster; *raftstore.Store satisfies it.
+type Leadership interface {
+	// IsLeader reports whether this node is the Raft leader.
+	IsLeader() bool
+	// Leader returns the leader's node id and its advertised gRPC
+	// address, either "" when unknown.
+	Leader() (id, grpcAddr string)
+}
+
+// Forwarder reaches other nodes' gRPC servers. The daemon implements it
+// with a small cache of connections that it closes when it stops.
+type Forwarder interface {
+	// Conn returns a connection to the gRPC server at addr (host:port).
+	// The caller must not close it.
+	Conn(addr string) (grpc.ClientConnInterface, error)
+}
+
+// notLeaderError is a call that needs the leader on a node that cannot
+// hand it on: no leader is known, there is no Forwarder, or the call was
+// already forwarded once. It maps to Unavailable: the client retries.
+type notLeaderError struct {
+	leaderID string
+	reason   string
+}
+
+func (e *notLeaderError) Error() string {
+	if e.leaderID == "" {
+		return "stated: not leader; no leader is known (election in progress?); retry"
+	}
+	return fmt.Sprintf("stated: not leader; leader is %s (%s); retry", e.leaderID, e.reason)
+}
+
+// forwarding decides whether a call that needs the leader is served here
+// or forwarded, and opens the connection to the leader.
+type forwarding struct {
+	lead Leadership
+	fwd  Forwarder // nil: never forward
+}
+
+// leaderConn returns nil, nil when this node leads and serves the call
+// itself; else a connection to the leader and ctx marked as forwarded; else
+// a *notLeaderError.
+func (f forwarding) leaderConn(ctx context.Context) (grpc.ClientConnInterface, context.Context, error) {
+	if f.lead.IsLeader() {
+		return nil, ctx, nil
+	}
+	id, addr := f.lead.Leader()
+	switch {
+	case id == "":
+		return nil, ctx, &notLeaderError{}
+	case isForwarded(ctx):
+		return nil, ctx, &notLeaderError{leaderID: id, reason: "a forwarded call is not forwarded again"}
+	case f.fwd == nil:
+		return nil, ctx, &notLeaderError{leaderID: id, reason: "this node does not forward"}
+	case addr == "":
+		return nil, ctx, &notLeaderError{leaderID: id, reason: "its gRPC address is not known yet"}
+	}
+	conn, err := f.fwd.Conn(addr)
+	if err != nil {
+		return nil, ctx, &notLeaderError{leaderID: id, reason: fmt.Sprintf("cannot connect to %s: %v", addr, err)}
+	}
+	return conn, metadata.AppendToOutgoingContext(ctx, ForwardedKey, "1"), nil
+}
+
+// isForwarded reports whether the incoming call was forwarded by a node.
+func isForwarded(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get(ForwardedKey)) > 0
+}
+
+// forwardedError passes on the leader's answer: a status keeps its code and
+// message (the leader already chose them), anything else is the transport's
+// failure, reported as such.
+func forwardedError(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return fmt.Errorf("grpcapi: forward to the leader: %w", err)
+}

@@ -1,0 +1,193 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	"github.com/statedhq/stated/raftstore"
+)
+
+// Join timing: one attempt may wait for the leader to add this node as a
+// voter, which replicates the configuration to it; rounds over all the
+// Join addresses are spaced by an exponential backoff.
+const (
+	joinAttemptTimeout = 30 * time.Second
+	joinBackoffMin     = 100 * time.Millisecond
+	joinBackoffMax     = 2 * time.Second
+	catchUpPoll        = 20 * time.Millisecond
+	// clusterCheckTimeout bounds the question a restarting member asks
+	// its Join addresses: which cluster they serve.
+	clusterCheckTimeout = 2 * time.Second
+)
+
+// joinIfNew asks the cluster at Config.Join to add this node, when Join is
+// set and the store has no Raft state yet; then it waits until this node
+// has applied its own membership, so that it serves nothing older than the
+// moment it joined. A node with Raft state is a member already: it ignores
+// Join, and Raft brings it up to date.
+func (d *Daemon) joinIfNew(ctx context.Context, s *raftstore.Store) error {
+	if len(d.cfg.Join) == 0 {
+		return nil
+	}
+	if s.HadState() {
+		st := s.Status()
+		d.logger.Info("the data dir has raft state: already a member; ignoring join addresses",
+			"join", strings.Join(d.cfg.Join, ","), "cluster_id", st.ClusterID)
+		return d.checkSameCluster(ctx, st.ClusterID)
+	}
+	if host, _, err := net.SplitHostPort(d.AdvertiseGRPCAddr()); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			d.logger.Warn("the advertised gRPC address listens on every interface; other nodes cannot dial it; set the advertised gRPC address",
+				"grpc_addr", d.AdvertiseGRPCAddr())
+		}
+	}
+	req := &statedv1.JoinRequest{
+		NodeId:    s.NodeID(),
+		RaftAddr:  s.RaftAddr(),
+		GrpcAddr:  d.AdvertiseGRPCAddr(),
+		ClusterId: s.ClusterID(),
+	}
+	via, err := d.join(ctx, req)
+	if err != nil {
+		return err
+	}
+	d.logger.Info("joined the cluster; catching up", "via", via)
+	if err := waitMember(ctx, s, req.GetGrpcAddr()); err != nil {
+		return fmt.Errorf("daemon: joined via %s, but did not catch up with the leader: %w", via, err)
+	}
+	return nil
+}
+
+// checkSameCluster refuses to start a member whose data belongs to
+// another cluster than the one its Join addresses serve. It asks each
+// address once, briefly; addresses that do not answer are skipped, since
+// a restarting member must not depend on them.
+func (d *Daemon) checkSameCluster(ctx context.Context, own string) error {
+	if own == "" {
+		return nil
+	}
+	for _, addr := range d.joinAddrs() {
+		cc, err := dialNode(addr, d.cfg.MaxMessageBytes)
+		if err != nil {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, clusterCheckTimeout)
+		resp, err := statedv1.NewClusterClient(cc).Members(actx, &statedv1.MembersRequest{})
+		cancel()
+		cc.Close()
+		if err == nil && resp.GetClusterId() != "" && resp.GetClusterId() != own {
+			return fmt.Errorf("daemon: the data dir %s belongs to cluster %s, but the join address %s serves cluster %s: %w",
+				d.cfg.DataDir, own, addr, resp.GetClusterId(), raftstore.ErrClusterMismatch)
+		}
+	}
+	return nil
+}
+
+// joinAddrs is Config.Join without duplicates and without this node's own
+// addresses (a list given to every member names each of them).
+func (d *Daemon) joinAddrs() []string {
+	var addrs []string
+	for _, a := range d.cfg.Join {
+		if !slices.Contains(addrs, a) && a != d.AdvertiseGRPCAddr() && a != d.TCPAddr() {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}
+
+// join sends req to the Join addresses in turn, in rounds, until one
+// accepts it, the cluster refuses it, or ctx ends. It returns the address
+// that accepted.
+func (d *Daemon) join(ctx context.Context, req *statedv1.JoinRequest) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.JoinTimeout)
+	defer cancel()
+	addrs := d.joinAddrs()
+	if len(addrs) == 0 {
+		return "", fmt.Errorf("daemon: join: the join addresses %s name only this node; give the address of a running member",
+			strings.Join(d.cfg.Join, ", "))
+	}
+	notStated := make(map[string]bool) // answered gRPC without the Cluster service
+	var last error
+	backoff := joinBackoffMin
+	for {
+		for _, addr := range addrs {
+			if notStated[addr] {
+				continue
+			}
+			err := d.joinVia(ctx, addr, req)
+			switch code := status.Code(err); {
+			case err == nil:
+				return addr, nil
+			case code == codes.Unimplemented:
+				notStated[addr] = true
+				last = fmt.Errorf("%s serves gRPC but is not a stated node (it has no %s service)", addr, statedv1.Cluster_ServiceDesc.ServiceName)
+			case code == codes.FailedPrecondition, code == codes.InvalidArgument, code == codes.AlreadyExists, code == codes.NotFound:
+				return "", fmt.Errorf("daemon: join via %s: the cluster refused node %q: %s", addr, req.GetNodeId(), status.Convert(err).Message())
+			default:
+				last = fmt.Errorf("%s: %w", addr, err)
+			}
+		}
+		if len(notStated) == len(addrs) {
+			return "", fmt.Errorf("daemon: join: none of the join addresses is a stated node: %w", last)
+		}
+		d.logger.Warn("join: no member accepted yet; retrying", "join", strings.Join(addrs, ","), "last_error", last, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", fmt.Errorf("daemon: join: no stated node at %s accepted this node within the join timeout (is each a running stated node, reachable on its gRPC address?); last error: %v: %w",
+				strings.Join(addrs, ", "), last, ctx.Err())
+		case <-t.C:
+		}
+		backoff = min(2*backoff, joinBackoffMax)
+	}
+}
+
+// joinVia sends one Join request to addr.
+func (d *Daemon) joinVia(ctx context.Context, addr string, req *statedv1.JoinRequest) error {
+	cc, err := dialNode(addr, d.cfg.MaxMessageBytes)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, joinAttemptTimeout)
+	defer cancel()
+	_, err = statedv1.NewClusterClient(cc).Join(ctx, req)
+	return err
+}
+
+// waitMember waits until this node knows a leader and has applied the
+// cluster metadata entry that recorded its own gRPC address, which the
+// leader appends after adding it: from then on its state includes
+// everything committed before it joined.
+func waitMember(ctx context.Context, s *raftstore.Store, grpcAddr string) error {
+	t := time.NewTicker(catchUpPoll)
+	defer t.Stop()
+	for {
+		if id, _ := s.Leader(); id != "" {
+			members, _, err := s.Members()
+			if err != nil && !errors.Is(err, raftstore.ErrClosed) {
+				return err
+			}
+			for _, m := range members {
+				if m.ID == s.NodeID() && m.GRPCAddr == grpcAddr {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,105 @@
+package stated
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Retry defaults; see the package documentation, "Retries".
+const (
+	// DefaultAttemptTimeout bounds one attempt of a call the Client
+	// retries, unless WithAttemptTimeout says otherwise.
+	DefaultAttemptTimeout = 5 * time.Second
+	retryBackoffMin       = 20 * time.Millisecond
+	retryBackoffMax       = time.Second
+)
+
+// retryPolicy says whether and how the Client retries. The zero value
+// makes one attempt per call.
+type retryPolicy struct {
+	enabled        bool
+	attemptTimeout time.Duration // 0: an attempt may use the caller's whole ctx
+}
+
+func defaultRetryPolicy() retryPolicy {
+	return retryPolicy{enabled: true, attemptTimeout: DefaultAttemptTimeout}
+}
+
+// WithoutRetries makes every call one attempt: an Unavailable or timed-out
+// call returns its error at once.
+func WithoutRetries() Option {
+	return func(o *clientOptions) { o.retry = retryPolicy{} }
+}
+
+// WithAttemptTimeout bounds each attempt of a retried call (default
+// DefaultAttemptTimeout); an attempt that runs out is retried while the
+// caller's ctx lasts. Zero lets one attempt use the caller's whole ctx.
+// It does not apply to the stream of a Scan once it has started.
+func WithAttemptTimeout(d time.Duration) Option {
+	return func(o *clientOptions) {
+		if d >= 0 {
+			o.retry.attemptTimeout = d
+		}
+	}
+}
+
+// retryable reports whether an attempt that failed with err may be sent
+// again: the daemon was unreachable, shutting down or not (yet) able to
+// reach a leader, or the attempt (not the caller) ran out of time. The
+// caller's ctx must still be live.
+func retryable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
+	return false
+}
+
+// withRetries runs attempt until it succeeds, fails in a way that is not
+// retryable, the Client is closed, or ctx ends; between attempts it waits
+// an exponential, jittered backoff from 20 ms to 1 s. It returns the last
+// attempt's error.
+func (c *Client) withRetries(ctx context.Context, attempt func(ctx context.Context) error) error {
+	return c.retryLoop(ctx, c.retry.attemptTimeout, attempt)
+}
+
+// retryLoop is withRetries with attempts bounded by attemptTimeout (0: by
+// ctx only).
+func (c *Client) retryLoop(ctx context.Context, attemptTimeout time.Duration, attempt func(ctx context.Context) error) error {
+	backoff := retryBackoffMin
+	for {
+		err := c.attempt(ctx, attemptTimeout, attempt)
+		if err == nil || !c.retry.enabled || c.closed.Load() || !retryable(ctx, err) {
+			return err
+		}
+		// Full jitter over the upper half, so that clients that failed
+		// together do not retry together.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		backoff = min(2*backoff, retryBackoffMax)
+	}
+}
+
+// attempt runs one attempt, bounded by the attempt timeout when the Client
+// retries.
+func (c *Client) attempt(ctx context.Context, timeout time.Duration, attempt func(ctx context.Context) error) error {
+	if !c.retry.enabled || timeout <= 0 {
+		return attempt(ctx)
+	}
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return attempt(actx)
+}
