@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore/fsm"
@@ -27,9 +28,23 @@ import (
 //
 //	go test ./test -run '^$' -bench . -benchtime 3s -count 5
 
-func benchClient(b *testing.B) statedv1.StateClient {
-	d := daemontest.Start(b)
-	conn, err := grpc.NewClient("unix://"+d.SocketPath(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+// benchClient starts stated with n nodes and returns a client of the
+// leader's unix socket.
+func benchClient(b *testing.B, n int) statedv1.StateClient {
+	var leader *daemon.Daemon
+	if n == 1 {
+		leader = daemontest.Start(b)
+	} else {
+		for _, d := range daemontest.StartCluster(b, n) {
+			if d.Store().IsLeader() {
+				leader = d
+			}
+		}
+		if leader == nil {
+			b.Fatal("no leader")
+		}
+	}
+	conn, err := grpc.NewClient("unix://"+leader.SocketPath(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20), grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
 		b.Fatal(err)
@@ -70,56 +85,70 @@ func (l *latencies) report(b *testing.B) {
 	b.ReportMetric(q(0.99), "p99-µs")
 }
 
-// BenchmarkCommit measures Commit over the unix socket with 100-byte
-// values: mutations per commit × concurrent clients.
+type commitCase struct{ muts, conc int }
+
+func (c commitCase) String() string {
+	return fmt.Sprintf("mutations=%d/concurrency=%d", c.muts, c.conc)
+}
+
+// BenchmarkCommit measures Commit over the unix socket of a single node
+// with 100-byte values: mutations per commit x concurrent clients.
 func BenchmarkCommit(b *testing.B) {
-	for _, tc := range []struct{ muts, conc int }{
-		{1, 1}, {1, 64}, {100, 1}, {100, 8}, {1000, 1}, {1000, 4}, {1000, 16},
-	} {
-		b.Run(fmt.Sprintf("mutations=%d/concurrency=%d", tc.muts, tc.conc), func(b *testing.B) {
-			client := benchClient(b)
-			var lat latencies
-			var mu sync.Mutex
-			base, issued := uint64(0), 0
-			// Exactly tc.conc clients share b.N commits.
-			b.ResetTimer()
-			var wg sync.WaitGroup
-			for range tc.conc {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					var mine []time.Duration
-					defer func() { lat.add(mine) }()
-					for {
-						mu.Lock()
-						if issued == b.N {
-							mu.Unlock()
-							return
-						}
-						issued++
-						req := commitRequest(tc.muts, base)
-						base += uint64(tc.muts)
-						mu.Unlock()
-						start := time.Now()
-						if _, err := client.Commit(context.Background(), req); err != nil {
-							b.Error(err)
-							return
-						}
-						mine = append(mine, time.Since(start))
-					}
-				}()
-			}
-			wg.Wait()
-			b.ReportMetric(float64(b.N*tc.muts)/b.Elapsed().Seconds(), "mutations/s")
-			lat.report(b)
-		})
+	for _, tc := range []commitCase{{1, 1}, {1, 64}, {100, 1}, {100, 8}, {1000, 1}, {1000, 4}, {1000, 16}} {
+		b.Run(tc.String(), func(b *testing.B) { runCommits(b, benchClient(b, 1), tc) })
 	}
+}
+
+// BenchmarkClusterCommit is BenchmarkCommit against the leader of a
+// three-node cluster on loopback: every commit is fsynced by a majority.
+func BenchmarkClusterCommit(b *testing.B) {
+	for _, tc := range []commitCase{{1, 1}, {1, 64}, {100, 8}, {1000, 4}, {1000, 16}} {
+		b.Run(tc.String(), func(b *testing.B) { runCommits(b, benchClient(b, 3), tc) })
+	}
+}
+
+// runCommits has exactly tc.conc clients share b.N commits of tc.muts puts
+// each and reports mutations/s and the commit latency percentiles.
+func runCommits(b *testing.B, client statedv1.StateClient, tc commitCase) {
+	var lat latencies
+	var mu sync.Mutex
+	base, issued := uint64(0), 0
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for range tc.conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			defer func() { lat.add(mine) }()
+			for {
+				mu.Lock()
+				if issued == b.N {
+					mu.Unlock()
+					return
+				}
+				issued++
+				req := commitRequest(tc.muts, base)
+				base += uint64(tc.muts)
+				mu.Unlock()
+				start := time.Now()
+				if _, err := client.Commit(context.Background(), req); err != nil {
+					b.Error(err)
+					return
+				}
+				mine = append(mine, time.Since(start))
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N*tc.muts)/b.Elapsed().Seconds(), "mutations/s")
+	lat.report(b)
 }
 
 // BenchmarkGet measures a local-consistency Get of a 100-byte value over
 // the unix socket, one client.
 func BenchmarkGet(b *testing.B) {
-	client := benchClient(b)
+	client := benchClient(b, 1)
 	if _, err := client.Commit(context.Background(), commitRequest(1000, 0)); err != nil {
 		b.Fatal(err)
 	}

@@ -186,11 +186,12 @@ func TestKillingTheLeaderLosesNoCommitAndDoublesNone(t *testing.T) {
 	w.waitFor(ctx, t, 300)
 
 	old := leaderOf(ctx, t, nodes)
+	killed := time.Now()
 	nodes[old].kill()
 	t.Logf("SIGKILL leader %s after %d commits", nodes[old].id, w.total.Load())
 	rest := append(append([]*node{}, nodes[:old]...), nodes[old+1:]...)
 	newLeader := leaderOf(ctx, t, rest)
-	t.Logf("new leader %s", rest[newLeader].id)
+	t.Logf("new leader %s %v after the kill", rest[newLeader].id, time.Since(killed).Round(time.Millisecond))
 	w.waitFor(ctx, t, w.total.Load()+300)
 
 	nodes[old].start(ctx)
