@@ -229,8 +229,8 @@ func (s *Store) watchLeadership() {
 }
 
 func (s *Store) onLeadership(ctx context.Context) error {
-	if err := s.raft.Barrier(s.timeout(ctx)).Error(); err != nil {
-		return raftError(err)
+	if err := s.ensureTermCommitted(ctx); err != nil {
+		return err
 	}
 	if s.ClusterID() == "" {
 		b := make([]byte, 8)

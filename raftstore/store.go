@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -34,6 +35,9 @@ type Store struct {
 	snaps     *raft.FileSnapshotStore
 
 	hadState bool // Dir held Raft state when the store was opened
+	// readyTerm is the last term in which this node, as leader, saw an
+	// entry of its own term commit; see ensureTermCommitted.
+	readyTerm atomic.Uint64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -267,18 +271,33 @@ func (s *Store) WaitReady(ctx context.Context) error {
 	if err := s.raft.Barrier(s.timeout(ctx)).Error(); err != nil {
 		return fmt.Errorf("raftstore: apply the log before serving: %w", raftError(err))
 	}
-	// The first leader of a new cluster records its id just after the
-	// election (see watchLeadership).
+	// A new leader records the cluster id (the first leader of a new
+	// cluster) and its own addresses just after the election (see
+	// watchLeadership); clients may ask for both as soon as we serve.
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for s.ClusterID() == "" {
+	for !s.metadataRecorded() {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("raftstore: no cluster id recorded: %w", ctx.Err())
+			return fmt.Errorf("raftstore: cluster id and own addresses not recorded: %w", ctx.Err())
 		case <-t.C:
 		}
 	}
 	return nil
+}
+
+// metadataRecorded reports whether the cluster id and this node's own
+// addresses are applied here.
+func (s *Store) metadataRecorded() bool {
+	if s.ClusterID() == "" {
+		return false
+	}
+	addrs, err := s.grpcAddrs()
+	if err != nil {
+		return false
+	}
+	got, ok := addrs[s.cfg.NodeID]
+	return ok && got == s.cfg.GRPCAddr
 }
 
 // HadState reports whether the data directory held Raft state when the
@@ -366,7 +385,10 @@ const (
 )
 
 // ReadBarrier waits until a read at consistency c may proceed and returns
-// the applied index the read will see at least.
+// the applied index the read will see at least. For Session, minIndex must
+// be an index Commit returned (or an applied index): Raft also commits
+// entries the state machine never applies, and the applied index may never
+// reach such an entry's index.
 func (s *Store) ReadBarrier(ctx context.Context, c Consistency, minIndex uint64) (uint64, error) {
 	switch c {
 	case Session:
@@ -376,6 +398,11 @@ func (s *Store) ReadBarrier(ctx context.Context, c Consistency, minIndex uint64)
 	case Linearizable:
 		if s.raft.State() != raft.Leader {
 			return 0, ErrNotLeader
+		}
+		// A new leader's commit index may lag the old leader's until an
+		// entry of its own term commits (Raft thesis, 6.4).
+		if err := s.ensureTermCommitted(ctx); err != nil {
+			return 0, err
 		}
 		// Read the commit index first, then confirm leadership: whatever
 		// was committed before the read began is at or below it.
@@ -388,6 +415,20 @@ func (s *Store) ReadBarrier(ctx context.Context, c Consistency, minIndex uint64)
 		}
 	}
 	return s.fsm.AppliedIndex(), nil
+}
+
+// ensureTermCommitted makes sure an entry of the leader's current term has
+// committed, with a barrier if watchLeadership has not done it yet.
+func (s *Store) ensureTermCommitted(ctx context.Context) error {
+	term := s.raft.CurrentTerm()
+	if s.readyTerm.Load() == term {
+		return nil
+	}
+	if err := s.raft.Barrier(s.timeout(ctx)).Error(); err != nil {
+		return raftError(err)
+	}
+	s.readyTerm.Store(term)
+	return nil
 }
 
 // lastCommandAtOrBelow returns the index of the last command entry at or

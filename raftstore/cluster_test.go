@@ -1,0 +1,510 @@
+package raftstore_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/command"
+	"github.com/statedhq/stated/raftstore/fsm"
+	"github.com/statedhq/stated/raftstore/raftstoretest"
+)
+
+// Every wait in these tests is bounded by this.
+const waitTimeout = raftstoretest.WaitTimeout
+
+func increment(clientID string, seq uint64, key string, delta int64) *command.Commit {
+	return &command.Commit{ClientID: clientID, Seq: seq, Mutations: []command.Mutation{
+		{Op: command.OpCounterAdd, Namespace: "ns", Key: []byte(key), Delta: delta},
+	}}
+}
+
+func readCounter(t *testing.T, s *raftstore.Store, key string) int64 {
+	t.Helper()
+	e, _, err := s.Get("ns", []byte(key), fsm.KindCounter, nil)
+	if err != nil {
+		t.Fatalf("%s: get %s: %v", s.NodeID(), key, err)
+	}
+	return e.Counter
+}
+
+// writers commit increments of one key, each through whichever node leads,
+// retrying a commit with the same (client id, sequence) until it is
+// acknowledged: no sequence is ever abandoned, so every increment applied
+// is an acknowledged one.
+type writers struct {
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	acked atomic.Int64
+	// firstIndex is the index client w0 got for its sequence 1.
+	firstIndex atomic.Uint64
+	errs       chan error
+}
+
+const maxCommitsPerWriter = 3000
+
+func startWriters(t *testing.T, c *raftstoretest.Cluster, n int, key string) *writers {
+	w := &writers{stop: make(chan struct{}), errs: make(chan error, n)}
+	for i := range n {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			client := fmt.Sprintf("w%d", i)
+			for seq := uint64(1); seq <= maxCommitsPerWriter; seq++ {
+				select {
+				case <-w.stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+				idx, err := c.Commit(ctx, increment(client, seq, key, 1), time.Second)
+				cancel()
+				if err != nil {
+					w.errs <- fmt.Errorf("%s seq %d: %w", client, seq, err)
+					return
+				}
+				if i == 0 && seq == 1 {
+					w.firstIndex.Store(idx)
+				}
+				w.acked.Add(1)
+			}
+		}()
+	}
+	t.Cleanup(w.halt)
+	return w
+}
+
+func (w *writers) halt() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	w.wg.Wait()
+}
+
+// finish stops the writers and returns how many commits were acknowledged.
+func (w *writers) finish(t *testing.T) int64 {
+	t.Helper()
+	w.halt()
+	select {
+	case err := <-w.errs:
+		t.Fatalf("writer: %v", err)
+	default:
+	}
+	return w.acked.Load()
+}
+
+// await waits until at least n commits are acknowledged.
+func (w *writers) await(t *testing.T, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for w.acked.Load() < n {
+		select {
+		case err := <-w.errs:
+			t.Fatalf("writer: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d commits acknowledged within %v", w.acked.Load(), n, waitTimeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// lastCommandIndex is the index of the newest commit the ready leader has
+// applied: at least that of every acknowledged commit. (Not the Raft
+// commit index: no-op, barrier and configuration entries have indexes the
+// state machine never applies; see TestLinearizableReadOnAnIdleClusterReturns.)
+func lastCommandIndex(t *testing.T, c *raftstoretest.Cluster) uint64 {
+	t.Helper()
+	return c.Leader(t).AppliedIndex()
+}
+
+// checkEveryNode waits until every running node has applied the leader's
+// last commit (a session barrier) and checks that each holds want under
+// key.
+func checkEveryNode(t *testing.T, c *raftstoretest.Cluster, key string, want int64) {
+	t.Helper()
+	idx := lastCommandIndex(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	for _, s := range c.Running() {
+		if _, err := s.ReadBarrier(ctx, raftstore.Session, idx); err != nil {
+			t.Fatalf("%s: session barrier at %d: %v", s.NodeID(), idx, err)
+		}
+		if got := readCounter(t, s, key); got != want {
+			t.Errorf("%s: %s = %d, want %d acknowledged increments", s.NodeID(), key, got, want)
+		}
+	}
+}
+
+func TestLeaderFailoverLosesNoAcknowledgedCommit(t *testing.T) {
+	c := raftstoretest.NewCluster(t, 3)
+	w := startWriters(t, c, 3, "c")
+	w.await(t, 50)
+
+	old := c.Leader(t)
+	oldTerm, oldIdx := old.Status().Term, c.Index(old.NodeID())
+	c.Stop(oldIdx) // mid-way: writers have commits in flight at it
+	w.await(t, w.acked.Load()+50)
+	l := c.Leader(t)
+	if l.NodeID() == old.NodeID() || l.Status().Term <= oldTerm {
+		t.Fatalf("leader after failover: %s in term %d; old: %s in term %d", l.NodeID(), l.Status().Term, old.NodeID(), oldTerm)
+	}
+
+	c.Restart(t, oldIdx)
+	w.await(t, w.acked.Load()+50)
+	acked := w.finish(t)
+	checkEveryNode(t, c, "c", acked)
+
+	// A retry of an acknowledged commit returns its first index and
+	// applies nothing.
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	idx, err := c.Commit(ctx, increment("w0", 1, "c", 1), time.Second)
+	if err != nil || idx != w.firstIndex.Load() {
+		t.Fatalf("retry of w0/1 = %d, %v; want its first index %d", idx, err, w.firstIndex.Load())
+	}
+	checkEveryNode(t, c, "c", acked)
+}
+
+// recorder keeps the messages each node logs.
+type recorder struct {
+	mu   sync.Mutex
+	msgs map[string][]string // node -> messages
+}
+
+type recordHandler struct {
+	r    *recorder
+	node string
+}
+
+func (h recordHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
+	h.r.mu.Lock()
+	defer h.r.mu.Unlock()
+	h.r.msgs[h.node] = append(h.r.msgs[h.node], r.Message)
+	return nil
+}
+func (h recordHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	for _, a := range as {
+		if a.Key == "node" {
+			h.node = a.Value.String()
+		}
+	}
+	return h
+}
+func (h recordHandler) WithGroup(string) slog.Handler { return h }
+
+func (r *recorder) logged(node, substr string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.msgs[node] {
+		if strings.Contains(m, substr) {
+			return true
+		}
+	}
+	return false
+}
+
+// snapshotIndexes lists the indexes of the Raft snapshots in a node's
+// data directory.
+func snapshotIndexes(t *testing.T, dir string) []uint64 {
+	t.Helper()
+	metas, err := filepath.Glob(filepath.Join(dir, "raft", "snapshots", "*", "meta.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []uint64
+	for _, p := range metas {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m raft.SnapshotMeta
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		out = append(out, m.Index)
+	}
+	return out
+}
+
+func TestWipedFollowerRejoinsFromSnapshot(t *testing.T) {
+	rec := &recorder{msgs: map[string][]string{}}
+	c := raftstoretest.NewCluster(t, 3,
+		raftstoretest.WithLogger(slog.New(recordHandler{r: rec})),
+		raftstoretest.WithConfig(func(cfg *raftstore.Config) {
+			cfg.SnapshotThreshold = 64
+			cfg.TrailingLogs = 16
+			cfg.SnapshotInterval = 100 * time.Millisecond
+		}))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
+	defer cancel()
+	var acked int64
+	commit := func(n int) {
+		t.Helper()
+		for range n {
+			acked++
+			if _, err := c.Commit(ctx, increment("t", uint64(acked), "c", 1), time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	commit(150)
+	f := c.Index(c.Followers()[0].NodeID())
+	id := c.ID(f)
+	c.Wipe(f)
+	commit(150)
+	// Compact the leader's log well past anything the wiped node had:
+	// from now on it can only catch up from a snapshot.
+	l := c.Leader(t)
+	if err := l.Snapshot(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		t.Fatal(err)
+	}
+	if len(snapshotIndexes(t, c.Dir(c.Index(l.NodeID())))) == 0 {
+		t.Fatal("the leader took no snapshot")
+	}
+
+	c.Restart(t, f) // joins again with the same id and address
+	s := c.Node(f)
+	if !rec.logged(id, "Installed remote snapshot") {
+		t.Errorf("%s caught up without installing a snapshot", id)
+	}
+	if len(snapshotIndexes(t, c.Dir(f))) == 0 {
+		t.Errorf("%s keeps no snapshot after installing one", id)
+	}
+	members, _, err := c.Leader(t).Members()
+	if err != nil || len(members) != 3 {
+		t.Fatalf("members after the rejoin = %+v, %v; want 3", members, err)
+	}
+
+	// Session reads at the rejoined node include every commit, those in
+	// the snapshot and those after it.
+	commit(20)
+	idx := lastCommandIndex(t, c)
+	if _, err := s.ReadBarrier(ctx, raftstore.Session, idx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readCounter(t, s, "c"); got != acked {
+		t.Fatalf("rejoined %s: counter %d, want %d", id, got, acked)
+	}
+	checkEveryNode(t, c, "c", acked)
+}
+
+func TestPartitionedLeaderCannotCommitAndMajorityMovesOn(t *testing.T) {
+	c := raftstoretest.NewCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
+	defer cancel()
+	var acked int64
+	commit := func(n int) {
+		t.Helper()
+		for range n {
+			acked++
+			if _, err := c.Commit(ctx, increment("t", uint64(acked), "c", 1), time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	commit(20)
+
+	old := c.Leader(t)
+	oldTerm, before := old.Status().Term, old.Status().LastLogIndex
+	c.Network().Isolate(old.NodeID())
+	// Proposed right after the cut, while old still believes it leads:
+	// the entry reaches its log and no one else's.
+	gctx, gcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	_, err := old.Commit(gctx, increment("ghost", 1, "ghost", 1))
+	gcancel()
+	if err == nil {
+		t.Fatal("an isolated leader acknowledged a commit")
+	}
+	if !errors.Is(err, raftstore.ErrNotLeader) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("isolated leader's commit: err = %v, want ErrNotLeader or a timeout", err)
+	}
+	appended := old.Status().LastLogIndex > before
+	t.Logf("isolated leader's commit failed with %v; its entry reached its log: %v", err, appended)
+
+	// The majority elects a leader among itself and commits.
+	var l *raftstore.Store
+	deadline := time.Now().Add(waitTimeout)
+	for l == nil || l.NodeID() == old.NodeID() {
+		if time.Now().After(deadline) {
+			t.Fatal("the majority elected no leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+		l = c.CurrentLeader()
+	}
+	commit(20)
+	if old.IsLeader() {
+		t.Fatal("the isolated leader still leads after the majority committed")
+	}
+	if _, err := old.Commit(ctx, increment("ghost", 2, "ghost", 1)); !errors.Is(err, raftstore.ErrNotLeader) {
+		t.Fatalf("deposed leader's commit: err = %v, want ErrNotLeader", err)
+	}
+
+	c.Network().Heal()
+	// The old leader rejoins as a follower of a later term, its uncommitted
+	// entry replaced by the new leader's log.
+	for old.IsLeader() || old.Status().Term <= oldTerm || old.Status().LeaderID == "" {
+		if time.Now().After(deadline.Add(waitTimeout)) {
+			t.Fatalf("old leader after healing: %+v", old.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	commit(5)
+	checkEveryNode(t, c, "c", acked)
+	for _, s := range c.Running() {
+		if got := readCounter(t, s, "ghost"); got != 0 {
+			t.Errorf("%s: the isolated leader's unacknowledged write is present: ghost = %d", s.NodeID(), got)
+		}
+	}
+}
+
+func TestMembershipChangesUnderLoad(t *testing.T) {
+	c := raftstoretest.NewCluster(t, 3)
+	w := startWriters(t, c, 2, "c")
+	w.await(t, 30)
+
+	c.AddNode(t)
+	w.await(t, w.acked.Load()+30)
+	c.AddNode(t)
+	w.await(t, w.acked.Load()+30)
+	assertVoters(t, c, 5, "")
+
+	// Remove a follower that was there from the start.
+	gone := -1
+	for i := range 3 {
+		if !c.Node(i).IsLeader() {
+			gone = i
+			break
+		}
+	}
+	c.Remove(t, gone)
+	w.await(t, w.acked.Load()+30)
+	assertVoters(t, c, 4, c.ID(gone))
+
+	acked := w.finish(t)
+	checkEveryNode(t, c, "c", acked)
+}
+
+func assertVoters(t *testing.T, c *raftstoretest.Cluster, want int, absent string) {
+	t.Helper()
+	members, _, err := c.Leader(t).Members()
+	if err != nil {
+		t.Fatal(err)
+	}
+	voters := 0
+	for _, m := range members {
+		if m.ID == absent {
+			t.Fatalf("removed node %s is still a member: %+v", absent, members)
+		}
+		if m.Voter {
+			voters++
+		}
+	}
+	if voters != want || len(members) != want {
+		t.Fatalf("members = %+v; want %d voters", members, want)
+	}
+}
+
+func TestLinearizableReadsNeverGoBackInTime(t *testing.T) {
+	c := raftstoretest.NewCluster(t, 3)
+	h := raftstoretest.NewHistory()
+	const (
+		clients      = 4
+		opsPerClient = 80
+		runFor       = 3 * time.Second
+	)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for client := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(client), uint64(start.UnixNano())))
+			id := fmt.Sprintf("lin%d", client)
+			seq := uint64(0)
+			for range opsPerClient {
+				if time.Since(start) > runFor {
+					return
+				}
+				if rng.IntN(2) == 0 {
+					seq++
+					delta := int64(1 + rng.IntN(3))
+					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					call := time.Now()
+					_, err := c.Commit(ctx, increment(id, seq, "c", delta), 300*time.Millisecond)
+					ret := time.Now()
+					cancel()
+					// An add that was not acknowledged may still apply:
+					// its outcome is unknown.
+					h.Add(client, delta, call, ret, err == nil)
+					continue
+				}
+				l := c.CurrentLeader()
+				if l == nil {
+					time.Sleep(2 * time.Millisecond)
+					continue
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				call := time.Now()
+				_, err := l.ReadBarrier(ctx, raftstore.Linearizable, 0)
+				cancel()
+				if err != nil {
+					continue // no read happened
+				}
+				e, _, err := l.Get("ns", []byte("c"), fsm.KindCounter, nil)
+				if err != nil {
+					continue
+				}
+				h.Read(client, e.Counter, call, time.Now())
+			}
+		}()
+	}
+
+	time.Sleep(runFor / 3)
+	old := c.Index(c.Leader(t).NodeID())
+	c.Stop(old)
+	time.Sleep(runFor / 3)
+	c.Restart(t, old)
+	wg.Wait()
+
+	if h.Len() < clients*10 {
+		t.Fatalf("only %d operations recorded; the history proves little", h.Len())
+	}
+	if err := raftstoretest.CheckCounter(h, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d operations linearizable", h.Len())
+}
+
+// A linearizable read must not wait for a write that may never come. The
+// leader's commit index often ends with an entry the state machine never
+// sees (the no-op of an election, the barrier of WaitReady, a membership
+// change), so waiting until the state machine's applied index reaches it
+// waits for the next commit.
+func TestLinearizableReadOnAnIdleClusterReturns(t *testing.T) {
+	c := raftstoretest.NewCluster(t, 3)
+	l := c.Leader(t) // WaitReady: a barrier entry is the newest one
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := l.ReadBarrier(ctx, raftstore.Linearizable, 0); err != nil {
+		t.Fatalf("linearizable read on an idle cluster: %v; leader status %+v", err, l.Status())
+	}
+}
