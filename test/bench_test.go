@@ -85,16 +85,29 @@ func (l *latencies) report(b *testing.B) {
 	b.ReportMetric(q(0.99), "p99-µs")
 }
 
-type commitCase struct{ muts, conc int }
+// commitCase is one shape of load. Commits carry a client id and sequence
+// as the SDK's do, so the state machine records each for retries (a point
+// read and two more keys per commit), unless noClientID is set.
+type commitCase struct {
+	muts, conc int
+	noClientID bool
+}
 
 func (c commitCase) String() string {
-	return fmt.Sprintf("mutations=%d/concurrency=%d", c.muts, c.conc)
+	s := fmt.Sprintf("mutations=%d/concurrency=%d", c.muts, c.conc)
+	if c.noClientID {
+		s += "/no-client-id"
+	}
+	return s
 }
 
 // BenchmarkCommit measures Commit over the unix socket of a single node
 // with 100-byte values: mutations per commit x concurrent clients.
 func BenchmarkCommit(b *testing.B) {
-	for _, tc := range []commitCase{{1, 1}, {1, 64}, {100, 1}, {100, 8}, {1000, 1}, {1000, 4}, {1000, 16}} {
+	for _, tc := range []commitCase{
+		{muts: 1, conc: 1}, {muts: 1, conc: 1, noClientID: true}, {muts: 1, conc: 64}, {muts: 1, conc: 64, noClientID: true},
+		{muts: 100, conc: 1}, {muts: 100, conc: 8}, {muts: 1000, conc: 1}, {muts: 1000, conc: 4}, {muts: 1000, conc: 16},
+	} {
 		b.Run(tc.String(), func(b *testing.B) { runCommits(b, benchClient(b, 1), tc) })
 	}
 }
@@ -102,7 +115,7 @@ func BenchmarkCommit(b *testing.B) {
 // BenchmarkClusterCommit is BenchmarkCommit against the leader of a
 // three-node cluster on loopback: every commit is fsynced by a majority.
 func BenchmarkClusterCommit(b *testing.B) {
-	for _, tc := range []commitCase{{1, 1}, {1, 64}, {100, 8}, {1000, 4}, {1000, 16}} {
+	for _, tc := range []commitCase{{muts: 1, conc: 1}, {muts: 1, conc: 64}, {muts: 100, conc: 8}, {muts: 1000, conc: 4}, {muts: 1000, conc: 16}} {
 		b.Run(tc.String(), func(b *testing.B) { runCommits(b, benchClient(b, 3), tc) })
 	}
 }
@@ -129,6 +142,9 @@ func runCommits(b *testing.B, client statedv1.StateClient, tc commitCase) {
 				}
 				issued++
 				req := commitRequest(tc.muts, base)
+				if !tc.noClientID {
+					req.ClientId, req.Sequence = "bench", uint64(issued)
+				}
 				base += uint64(tc.muts)
 				mu.Unlock()
 				start := time.Now()
