@@ -336,8 +336,18 @@ func (s *Store) Expire(ctx context.Context, limit uint32) (bool, error) {
 }
 
 func (s *Store) propose(ctx context.Context, cmd *command.Command) (uint64, error) {
+	res, err := s.proposeResult(ctx, cmd)
+	if err != nil {
+		return 0, err
+	}
+	return res.Index, res.Err
+}
+
+// proposeResult proposes cmd and returns the state machine's result, or
+// the error that kept the entry from applying.
+func (s *Store) proposeResult(ctx context.Context, cmd *command.Command) (*fsm.Result, error) {
 	if s.raft.State() != raft.Leader {
-		return 0, ErrNotLeader
+		return nil, ErrNotLeader
 	}
 	cmd.Now = time.Now().UnixNano()
 	f := s.raft.Apply(command.Encode(nil, cmd), s.timeout(ctx))
@@ -349,13 +359,35 @@ func (s *Store) propose(ctx context.Context, cmd *command.Command) (uint64, erro
 		// Once proposed, the entry may still commit: the outcome is
 		// unknown, and a retry with the same client id and sequence is
 		// the safe way to learn it.
-		return 0, fmt.Errorf("raftstore: commit outcome unknown: %w", ctx.Err())
+		return nil, fmt.Errorf("raftstore: commit outcome unknown: %w", ctx.Err())
 	}
 	if err := f.Error(); err != nil {
-		return 0, raftError(err)
+		return nil, raftError(err)
 	}
-	res := f.Response().(*fsm.Result)
-	return res.Index, res.Err
+	return f.Response().(*fsm.Result), nil
+}
+
+// Claim gives each of c's partitions a new epoch owned by c.Owner, which
+// fences out every earlier claimant's commits, and returns the epochs with
+// the offsets stored when the claim applied, and the claim's index.
+func (s *Store) Claim(ctx context.Context, c *command.Claim) ([]fsm.ClaimedPartition, uint64, error) {
+	res, err := s.proposeResult(ctx, &command.Command{Type: command.TypeClaim, Claim: c})
+	if err != nil {
+		return nil, 0, err
+	}
+	return res.Claimed, res.Index, res.Err
+}
+
+// Release gives up c's partitions at the epochs given, where c.Owner still
+// holds them; it returns the entry's index.
+func (s *Store) Release(ctx context.Context, c *command.Claim) (uint64, error) {
+	return s.propose(ctx, &command.Command{Type: command.TypeRelease, Claim: c})
+}
+
+// Claims returns group's partition claims, by topic and partition.
+func (s *Store) Claims(group string) ([]fsm.Claim, error) {
+	c, err := s.fsm.Claims(group)
+	return c, s.waitError(err)
 }
 
 func raftError(err error) error {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore"
 	"github.com/statedhq/stated/raftstore/fsm"
 )
@@ -41,8 +42,11 @@ func statusOf(ctx context.Context, logger *slog.Logger, err error) error {
 	}
 	var fe *fieldError
 	var re *fsm.RejectError
+	var fence *fsm.FenceError
 	var nl *notLeaderError
 	switch {
+	case errors.As(err, &fence):
+		return fencedStatus(fence)
 	case errors.As(err, &fe):
 		return status.Error(codes.InvalidArgument, fe.Error())
 	case errors.As(err, &re):
@@ -71,4 +75,17 @@ func statusOf(ctx context.Context, logger *slog.Logger, err error) error {
 	method, _ := grpc.Method(ctx)
 	logger.Error("grpcapi: internal error", "method", method, "error", err)
 	return status.Error(codes.Internal, "stated: internal error: "+err.Error())
+}
+
+// fencedStatus is FAILED_PRECONDITION with the fenced partition in the
+// details, so that a client learns which partition to stop processing.
+func fencedStatus(e *fsm.FenceError) error {
+	st := status.New(codes.FailedPrecondition, fmt.Sprintf("%s: group %q topic %q partition %d: %s", e.Field, e.Group, e.Topic, e.Partition, e.Reason))
+	if d, err := st.WithDetails(&statedv1.FencedPartition{
+		Group: e.Group, Topic: e.Topic, Partition: e.Partition,
+		Epoch: e.Epoch, CurrentEpoch: e.Current, Owner: e.Owner, Reason: e.Reason,
+	}); err == nil {
+		st = d
+	}
+	return st.Err()
 }

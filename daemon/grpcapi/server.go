@@ -26,6 +26,10 @@ type Store interface {
 	// only during the call.
 	Scan(q fsm.ScanQuery, fn func(fsm.Entry) error) error
 	Offsets(group string) ([]command.Offset, error)
+	// Claim and Release propose partition claims; Claims reads them.
+	Claim(ctx context.Context, c *command.Claim) ([]fsm.ClaimedPartition, uint64, error)
+	Release(ctx context.Context, c *command.Claim) (uint64, error)
+	Claims(group string) ([]fsm.Claim, error)
 	AppliedIndex() uint64
 	Leadership
 }
@@ -146,11 +150,11 @@ func (s *Server) GetOffsets(ctx context.Context, r *statedv1.GetOffsetsRequest) 
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	resp := &statedv1.GetOffsetsResponse{AppliedIndex: applied, Offsets: make([]*statedv1.Offset, len(offs))}
-	for i, o := range offs {
-		resp.Offsets[i] = &statedv1.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset}
+	claims, err := s.store.Claims(r.GetGroup())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
 	}
-	return resp, nil
+	return offsetsResponse(applied, offs, claims), nil
 }
 
 // readLeaderConn returns a connection to the leader when r is a
@@ -208,7 +212,7 @@ func toCommand(r *statedv1.CommitRequest) *command.Commit {
 		}
 	}
 	for i, o := range r.GetOffsets() {
-		c.Offsets[i] = command.Offset{Group: o.GetGroup(), Topic: o.GetTopic(), Partition: o.GetPartition(), Offset: o.GetOffset()}
+		c.Offsets[i] = command.Offset{Group: o.GetGroup(), Topic: o.GetTopic(), Partition: o.GetPartition(), Offset: o.GetOffset(), Epoch: o.GetEpoch()}
 	}
 	return c
 }

@@ -39,6 +39,9 @@ func validateCommit(r *statedv1.CommitRequest) error {
 		if err := validateOffset(o); err != nil {
 			return within(fmt.Sprintf("offsets[%d]", i), err)
 		}
+		if o.GetEpoch() != 0 && r.GetClientId() == "" {
+			return invalid(fmt.Sprintf("offsets[%d].epoch", i), "set without client_id: a claimed partition's offsets move only with its owner's client id")
+		}
 		p := partition{o.GetGroup(), o.GetTopic(), o.GetPartition()}
 		if j, dup := seen[p]; dup {
 			return invalid(fmt.Sprintf("offsets[%d]", i), "duplicate of offsets[%d] (group %q, topic %q, partition %d)", j, p.group, p.topic, p.partition)
@@ -288,4 +291,55 @@ func kindString(k statedv1.Kind) string {
 		return k.String()
 	}
 	return fmt.Sprintf("unknown kind %d", int32(k))
+}
+
+func validateClaim(r *statedv1.ClaimRequest) error {
+	return validatePartitions(r.GetGroup(), r.GetOwner(), len(r.GetPartitions()), func(i int) (string, int32) {
+		p := r.GetPartitions()[i]
+		return p.GetTopic(), p.GetPartition()
+	})
+}
+
+func validateRelease(r *statedv1.ReleaseRequest) error {
+	return validatePartitions(r.GetGroup(), r.GetOwner(), len(r.GetPartitions()), func(i int) (string, int32) {
+		p := r.GetPartitions()[i]
+		return p.GetTopic(), p.GetPartition()
+	})
+}
+
+// validatePartitions checks the group, owner and partitions of a claim or
+// a release; part returns partition i.
+func validatePartitions(group, owner string, n int, part func(int) (string, int32)) error {
+	if err := validateGroup("group", group); err != nil {
+		return err
+	}
+	switch {
+	case owner == "":
+		return invalid("owner", "empty")
+	case len(owner) > MaxClientIDBytes:
+		return invalid("owner", "%d bytes, limit %d", len(owner), MaxClientIDBytes)
+	case n == 0:
+		return invalid("partitions", "empty")
+	case n > MaxOffsetsPerCommit:
+		return invalid("partitions", "%d partitions, limit %d", n, MaxOffsetsPerCommit)
+	}
+	type tp struct {
+		topic     string
+		partition int32
+	}
+	seen := make(map[tp]int, n)
+	for i := range n {
+		topic, p := part(i)
+		if err := validateTopic(fmt.Sprintf("partitions[%d].topic", i), topic); err != nil {
+			return err
+		}
+		if p < 0 {
+			return invalid(fmt.Sprintf("partitions[%d].partition", i), "negative (%d)", p)
+		}
+		if j, dup := seen[tp{topic, p}]; dup {
+			return invalid(fmt.Sprintf("partitions[%d]", i), "duplicate of partitions[%d] (topic %q, partition %d)", j, topic, p)
+		}
+		seen[tp{topic, p}] = i
+	}
+	return nil
 }

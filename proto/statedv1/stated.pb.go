@@ -828,11 +828,15 @@ func (x *Mutation) GetTtlMillis() int64 {
 // Offset is the next offset to consume for one partition of a topic, as
 // Kafka commits it: the offset of the last processed record plus one.
 type Offset struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
-	Topic         string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
-	Partition     int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
-	Offset        int64                  `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Group     string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Topic     string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	Offset    int64                  `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	// epoch is the committer's claim epoch on the partition (see Claim);
+	// zero for a partition that was never claimed. In a GetOffsetsResponse
+	// it is the partition's newest claim epoch.
+	Epoch         uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -895,6 +899,507 @@ func (x *Offset) GetOffset() int64 {
 	return 0
 }
 
+func (x *Offset) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type TopicPartition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicPartition) Reset() {
+	*x = TopicPartition{}
+	mi := &file_statedv1_stated_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicPartition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicPartition) ProtoMessage() {}
+
+func (x *TopicPartition) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicPartition.ProtoReflect.Descriptor instead.
+func (*TopicPartition) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *TopicPartition) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *TopicPartition) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+type ClaimRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Group string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// owner is the claimant's client id: the client_id of its commits.
+	Owner         string            `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	Partitions    []*TopicPartition `protobuf:"bytes,3,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimRequest) Reset() {
+	*x = ClaimRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimRequest) ProtoMessage() {}
+
+func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimRequest.ProtoReflect.Descriptor instead.
+func (*ClaimRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ClaimRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ClaimRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ClaimRequest) GetPartitions() []*TopicPartition {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+type ClaimedPartition struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Epoch     uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// has_offset tells whether an offset is stored for the partition;
+	// offset is the next offset to consume when it is.
+	HasOffset     bool  `protobuf:"varint,4,opt,name=has_offset,json=hasOffset,proto3" json:"has_offset,omitempty"`
+	Offset        int64 `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimedPartition) Reset() {
+	*x = ClaimedPartition{}
+	mi := &file_statedv1_stated_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimedPartition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimedPartition) ProtoMessage() {}
+
+func (x *ClaimedPartition) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimedPartition.ProtoReflect.Descriptor instead.
+func (*ClaimedPartition) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ClaimedPartition) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *ClaimedPartition) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ClaimedPartition) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ClaimedPartition) GetHasOffset() bool {
+	if x != nil {
+		return x.HasOffset
+	}
+	return false
+}
+
+func (x *ClaimedPartition) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+type ClaimResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Partitions []*ClaimedPartition    `protobuf:"bytes,1,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	// index is the Raft index of the claim.
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimResponse) Reset() {
+	*x = ClaimResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimResponse) ProtoMessage() {}
+
+func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimResponse.ProtoReflect.Descriptor instead.
+func (*ClaimResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ClaimResponse) GetPartitions() []*ClaimedPartition {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *ClaimResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type PartitionEpoch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionEpoch) Reset() {
+	*x = PartitionEpoch{}
+	mi := &file_statedv1_stated_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionEpoch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionEpoch) ProtoMessage() {}
+
+func (x *PartitionEpoch) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionEpoch.ProtoReflect.Descriptor instead.
+func (*PartitionEpoch) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PartitionEpoch) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *PartitionEpoch) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionEpoch) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type ReleaseRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Owner         string                 `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	Partitions    []*PartitionEpoch      `protobuf:"bytes,3,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseRequest) Reset() {
+	*x = ReleaseRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseRequest) ProtoMessage() {}
+
+func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ReleaseRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ReleaseRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ReleaseRequest) GetPartitions() []*PartitionEpoch {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+type ReleaseResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseResponse) Reset() {
+	*x = ReleaseResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseResponse) ProtoMessage() {}
+
+func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ReleaseResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// PartitionClaim is the current claim on a partition.
+type PartitionClaim struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Epoch     uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Owner     string                 `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
+	// released is set when the owner gave the partition up.
+	Released            bool  `protobuf:"varint,5,opt,name=released,proto3" json:"released,omitempty"`
+	ClaimedAtUnixMillis int64 `protobuf:"varint,6,opt,name=claimed_at_unix_millis,json=claimedAtUnixMillis,proto3" json:"claimed_at_unix_millis,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *PartitionClaim) Reset() {
+	*x = PartitionClaim{}
+	mi := &file_statedv1_stated_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionClaim) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionClaim) ProtoMessage() {}
+
+func (x *PartitionClaim) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionClaim.ProtoReflect.Descriptor instead.
+func (*PartitionClaim) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PartitionClaim) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *PartitionClaim) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionClaim) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *PartitionClaim) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *PartitionClaim) GetReleased() bool {
+	if x != nil {
+		return x.Released
+	}
+	return false
+}
+
+func (x *PartitionClaim) GetClaimedAtUnixMillis() int64 {
+	if x != nil {
+		return x.ClaimedAtUnixMillis
+	}
+	return 0
+}
+
 type CommitRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Mutations []*Mutation            `protobuf:"bytes,1,rep,name=mutations,proto3" json:"mutations,omitempty"`
@@ -909,7 +1414,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[11]
+	mi := &file_statedv1_stated_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -921,7 +1426,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[11]
+	mi := &file_statedv1_stated_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -934,7 +1439,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{11}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CommitRequest) GetMutations() []*Mutation {
@@ -975,7 +1480,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[12]
+	mi := &file_statedv1_stated_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1492,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[12]
+	mi := &file_statedv1_stated_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1505,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{12}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CommitResponse) GetIndex() uint64 {
@@ -1020,7 +1525,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_statedv1_stated_proto_msgTypes[13]
+	mi := &file_statedv1_stated_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1537,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[13]
+	mi := &file_statedv1_stated_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1550,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{13}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReadOptions) GetConsistency() Consistency {
@@ -1076,7 +1581,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[14]
+	mi := &file_statedv1_stated_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1593,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[14]
+	mi := &file_statedv1_stated_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1606,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{14}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetRequest) GetNamespace() string {
@@ -1154,7 +1659,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[15]
+	mi := &file_statedv1_stated_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1671,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[15]
+	mi := &file_statedv1_stated_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1684,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{15}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -1239,7 +1744,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[16]
+	mi := &file_statedv1_stated_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1756,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[16]
+	mi := &file_statedv1_stated_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1769,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{16}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ScanRequest) GetNamespace() string {
@@ -1339,7 +1844,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_statedv1_stated_proto_msgTypes[17]
+	mi := &file_statedv1_stated_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1856,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[17]
+	mi := &file_statedv1_stated_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1869,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{17}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Entry) GetKind() Kind {
@@ -1419,7 +1924,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[18]
+	mi := &file_statedv1_stated_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1431,7 +1936,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[18]
+	mi := &file_statedv1_stated_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1444,7 +1949,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{18}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ScanResponse) GetEntries() []*Entry {
@@ -1471,7 +1976,7 @@ type GetOffsetsRequest struct {
 
 func (x *GetOffsetsRequest) Reset() {
 	*x = GetOffsetsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[19]
+	mi := &file_statedv1_stated_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1988,7 @@ func (x *GetOffsetsRequest) String() string {
 func (*GetOffsetsRequest) ProtoMessage() {}
 
 func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[19]
+	mi := &file_statedv1_stated_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +2001,7 @@ func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{19}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetOffsetsRequest) GetGroup() string {
@@ -1514,16 +2019,18 @@ func (x *GetOffsetsRequest) GetRead() *ReadOptions {
 }
 
 type GetOffsetsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Offsets       []*Offset              `protobuf:"bytes,1,rep,name=offsets,proto3" json:"offsets,omitempty"`
-	AppliedIndex  uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Offsets      []*Offset              `protobuf:"bytes,1,rep,name=offsets,proto3" json:"offsets,omitempty"`
+	AppliedIndex uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// claims are the group's partition claims, by topic and partition.
+	Claims        []*PartitionClaim `protobuf:"bytes,3,rep,name=claims,proto3" json:"claims,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetOffsetsResponse) Reset() {
 	*x = GetOffsetsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[20]
+	mi := &file_statedv1_stated_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +2042,7 @@ func (x *GetOffsetsResponse) String() string {
 func (*GetOffsetsResponse) ProtoMessage() {}
 
 func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[20]
+	mi := &file_statedv1_stated_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +2055,7 @@ func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{20}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetOffsetsResponse) GetOffsets() []*Offset {
@@ -1563,6 +2070,111 @@ func (x *GetOffsetsResponse) GetAppliedIndex() uint64 {
 		return x.AppliedIndex
 	}
 	return 0
+}
+
+func (x *GetOffsetsResponse) GetClaims() []*PartitionClaim {
+	if x != nil {
+		return x.Claims
+	}
+	return nil
+}
+
+// FencedPartition is the detail of a commit refused with
+// FAILED_PRECONDITION because it moved the offset of a partition its
+// client does not hold the current claim on. The status carries it in
+// its details.
+type FencedPartition struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Group     string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Topic     string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	// epoch is the commit's; current_epoch and owner the newest claim's
+	// (zero and empty when the partition was never claimed).
+	Epoch         uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	CurrentEpoch  uint64 `protobuf:"varint,5,opt,name=current_epoch,json=currentEpoch,proto3" json:"current_epoch,omitempty"`
+	Owner         string `protobuf:"bytes,6,opt,name=owner,proto3" json:"owner,omitempty"`
+	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FencedPartition) Reset() {
+	*x = FencedPartition{}
+	mi := &file_statedv1_stated_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FencedPartition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FencedPartition) ProtoMessage() {}
+
+func (x *FencedPartition) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FencedPartition.ProtoReflect.Descriptor instead.
+func (*FencedPartition) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *FencedPartition) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *FencedPartition) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *FencedPartition) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *FencedPartition) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *FencedPartition) GetCurrentEpoch() uint64 {
+	if x != nil {
+		return x.CurrentEpoch
+	}
+	return 0
+}
+
+func (x *FencedPartition) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *FencedPartition) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 var File_statedv1_stated_proto protoreflect.FileDescriptor
@@ -1615,12 +2227,53 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x05value\x18\x05 \x01(\fR\x05value\x12\x14\n" +
 	"\x05delta\x18\x06 \x01(\x03R\x05delta\x12\x1d\n" +
 	"\n" +
-	"ttl_millis\x18\a \x01(\x03R\tttlMillis\"j\n" +
+	"ttl_millis\x18\a \x01(\x03R\tttlMillis\"\x80\x01\n" +
 	"\x06Offset\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12\x16\n" +
-	"\x06offset\x18\x04 \x01(\x03R\x06offset\"\xa8\x01\n" +
+	"\x06offset\x18\x04 \x01(\x03R\x06offset\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"D\n" +
+	"\x0eTopicPartition\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\"u\n" +
+	"\fClaimRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\x129\n" +
+	"\n" +
+	"partitions\x18\x03 \x03(\v2\x19.stated.v1.TopicPartitionR\n" +
+	"partitions\"\x93\x01\n" +
+	"\x10ClaimedPartition\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x1d\n" +
+	"\n" +
+	"has_offset\x18\x04 \x01(\bR\thasOffset\x12\x16\n" +
+	"\x06offset\x18\x05 \x01(\x03R\x06offset\"b\n" +
+	"\rClaimResponse\x12;\n" +
+	"\n" +
+	"partitions\x18\x01 \x03(\v2\x1b.stated.v1.ClaimedPartitionR\n" +
+	"partitions\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"Z\n" +
+	"\x0ePartitionEpoch\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"w\n" +
+	"\x0eReleaseRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\x129\n" +
+	"\n" +
+	"partitions\x18\x03 \x03(\v2\x19.stated.v1.PartitionEpochR\n" +
+	"partitions\"'\n" +
+	"\x0fReleaseResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\xc1\x01\n" +
+	"\x0ePartitionClaim\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05owner\x18\x04 \x01(\tR\x05owner\x12\x1a\n" +
+	"\breleased\x18\x05 \x01(\bR\breleased\x123\n" +
+	"\x16claimed_at_unix_millis\x18\x06 \x01(\x03R\x13claimedAtUnixMillis\"\xa8\x01\n" +
 	"\rCommitRequest\x121\n" +
 	"\tmutations\x18\x01 \x03(\v2\x13.stated.v1.MutationR\tmutations\x12+\n" +
 	"\aoffsets\x18\x02 \x03(\v2\x11.stated.v1.OffsetR\aoffsets\x12\x1b\n" +
@@ -1665,10 +2318,19 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\"U\n" +
 	"\x11GetOffsetsRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12*\n" +
-	"\x04read\x18\x02 \x01(\v2\x16.stated.v1.ReadOptionsR\x04read\"f\n" +
+	"\x04read\x18\x02 \x01(\v2\x16.stated.v1.ReadOptionsR\x04read\"\x99\x01\n" +
 	"\x12GetOffsetsResponse\x12+\n" +
 	"\aoffsets\x18\x01 \x03(\v2\x11.stated.v1.OffsetR\aoffsets\x12#\n" +
-	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex*[\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x121\n" +
+	"\x06claims\x18\x03 \x03(\v2\x19.stated.v1.PartitionClaimR\x06claims\"\xc4\x01\n" +
+	"\x0fFencedPartition\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12#\n" +
+	"\rcurrent_epoch\x18\x05 \x01(\x04R\fcurrentEpoch\x12\x14\n" +
+	"\x05owner\x18\x06 \x01(\tR\x05owner\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason*[\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -1689,13 +2351,15 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CONSISTENCY_LOCAL\x10\x01\x12\x17\n" +
 	"\x13CONSISTENCY_SESSION\x10\x02\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\x82\x02\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\x80\x03\n" +
 	"\x05State\x12=\n" +
 	"\x06Commit\x12\x18.stated.v1.CommitRequest\x1a\x19.stated.v1.CommitResponse\x124\n" +
 	"\x03Get\x12\x15.stated.v1.GetRequest\x1a\x16.stated.v1.GetResponse\x129\n" +
 	"\x04Scan\x12\x16.stated.v1.ScanRequest\x1a\x17.stated.v1.ScanResponse0\x01\x12I\n" +
 	"\n" +
-	"GetOffsets\x12\x1c.stated.v1.GetOffsetsRequest\x1a\x1d.stated.v1.GetOffsetsResponse2\x8e\x02\n" +
+	"GetOffsets\x12\x1c.stated.v1.GetOffsetsRequest\x1a\x1d.stated.v1.GetOffsetsResponse\x12:\n" +
+	"\x05Claim\x12\x17.stated.v1.ClaimRequest\x1a\x18.stated.v1.ClaimResponse\x12@\n" +
+	"\aRelease\x12\x19.stated.v1.ReleaseRequest\x1a\x1a.stated.v1.ReleaseResponse2\x8e\x02\n" +
 	"\aCluster\x127\n" +
 	"\x04Join\x12\x16.stated.v1.JoinRequest\x1a\x17.stated.v1.JoinResponse\x12=\n" +
 	"\x06Remove\x12\x18.stated.v1.RemoveRequest\x1a\x19.stated.v1.RemoveResponse\x12@\n" +
@@ -1716,7 +2380,7 @@ func file_statedv1_stated_proto_rawDescGZIP() []byte {
 }
 
 var file_statedv1_stated_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_statedv1_stated_proto_goTypes = []any{
 	(Kind)(0),                  // 0: stated.v1.Kind
 	(MutationKind)(0),          // 1: stated.v1.MutationKind
@@ -1732,52 +2396,69 @@ var file_statedv1_stated_proto_goTypes = []any{
 	(*NodeStatusResponse)(nil), // 11: stated.v1.NodeStatusResponse
 	(*Mutation)(nil),           // 12: stated.v1.Mutation
 	(*Offset)(nil),             // 13: stated.v1.Offset
-	(*CommitRequest)(nil),      // 14: stated.v1.CommitRequest
-	(*CommitResponse)(nil),     // 15: stated.v1.CommitResponse
-	(*ReadOptions)(nil),        // 16: stated.v1.ReadOptions
-	(*GetRequest)(nil),         // 17: stated.v1.GetRequest
-	(*GetResponse)(nil),        // 18: stated.v1.GetResponse
-	(*ScanRequest)(nil),        // 19: stated.v1.ScanRequest
-	(*Entry)(nil),              // 20: stated.v1.Entry
-	(*ScanResponse)(nil),       // 21: stated.v1.ScanResponse
-	(*GetOffsetsRequest)(nil),  // 22: stated.v1.GetOffsetsRequest
-	(*GetOffsetsResponse)(nil), // 23: stated.v1.GetOffsetsResponse
+	(*TopicPartition)(nil),     // 14: stated.v1.TopicPartition
+	(*ClaimRequest)(nil),       // 15: stated.v1.ClaimRequest
+	(*ClaimedPartition)(nil),   // 16: stated.v1.ClaimedPartition
+	(*ClaimResponse)(nil),      // 17: stated.v1.ClaimResponse
+	(*PartitionEpoch)(nil),     // 18: stated.v1.PartitionEpoch
+	(*ReleaseRequest)(nil),     // 19: stated.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),    // 20: stated.v1.ReleaseResponse
+	(*PartitionClaim)(nil),     // 21: stated.v1.PartitionClaim
+	(*CommitRequest)(nil),      // 22: stated.v1.CommitRequest
+	(*CommitResponse)(nil),     // 23: stated.v1.CommitResponse
+	(*ReadOptions)(nil),        // 24: stated.v1.ReadOptions
+	(*GetRequest)(nil),         // 25: stated.v1.GetRequest
+	(*GetResponse)(nil),        // 26: stated.v1.GetResponse
+	(*ScanRequest)(nil),        // 27: stated.v1.ScanRequest
+	(*Entry)(nil),              // 28: stated.v1.Entry
+	(*ScanResponse)(nil),       // 29: stated.v1.ScanResponse
+	(*GetOffsetsRequest)(nil),  // 30: stated.v1.GetOffsetsRequest
+	(*GetOffsetsResponse)(nil), // 31: stated.v1.GetOffsetsResponse
+	(*FencedPartition)(nil),    // 32: stated.v1.FencedPartition
 }
 var file_statedv1_stated_proto_depIdxs = []int32{
 	8,  // 0: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
 	1,  // 1: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
-	12, // 2: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
-	13, // 3: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
-	2,  // 4: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
-	0,  // 5: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
-	16, // 6: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 7: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
-	16, // 8: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 9: stated.v1.Entry.kind:type_name -> stated.v1.Kind
-	20, // 10: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
-	16, // 11: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
-	13, // 12: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
-	14, // 13: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
-	17, // 14: stated.v1.State.Get:input_type -> stated.v1.GetRequest
-	19, // 15: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
-	22, // 16: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
-	3,  // 17: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
-	5,  // 18: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
-	7,  // 19: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
-	10, // 20: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
-	15, // 21: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
-	18, // 22: stated.v1.State.Get:output_type -> stated.v1.GetResponse
-	21, // 23: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
-	23, // 24: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
-	4,  // 25: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
-	6,  // 26: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
-	9,  // 27: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
-	11, // 28: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
-	21, // [21:29] is the sub-list for method output_type
-	13, // [13:21] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	14, // 2: stated.v1.ClaimRequest.partitions:type_name -> stated.v1.TopicPartition
+	16, // 3: stated.v1.ClaimResponse.partitions:type_name -> stated.v1.ClaimedPartition
+	18, // 4: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
+	12, // 5: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
+	13, // 6: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
+	2,  // 7: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
+	0,  // 8: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
+	24, // 9: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 10: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
+	24, // 11: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 12: stated.v1.Entry.kind:type_name -> stated.v1.Kind
+	28, // 13: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
+	24, // 14: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
+	13, // 15: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
+	21, // 16: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
+	22, // 17: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
+	25, // 18: stated.v1.State.Get:input_type -> stated.v1.GetRequest
+	27, // 19: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
+	30, // 20: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
+	15, // 21: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
+	19, // 22: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
+	3,  // 23: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
+	5,  // 24: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
+	7,  // 25: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
+	10, // 26: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
+	23, // 27: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
+	26, // 28: stated.v1.State.Get:output_type -> stated.v1.GetResponse
+	29, // 29: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
+	31, // 30: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
+	17, // 31: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
+	20, // 32: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
+	4,  // 33: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
+	6,  // 34: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
+	9,  // 35: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
+	11, // 36: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
+	27, // [27:37] is the sub-list for method output_type
+	17, // [17:27] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_statedv1_stated_proto_init() }
@@ -1791,7 +2472,7 @@ func file_statedv1_stated_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_statedv1_stated_proto_rawDesc), len(file_statedv1_stated_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   21,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

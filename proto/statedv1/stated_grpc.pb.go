@@ -28,6 +28,8 @@ const (
 	State_Get_FullMethodName        = "/stated.v1.State/Get"
 	State_Scan_FullMethodName       = "/stated.v1.State/Scan"
 	State_GetOffsets_FullMethodName = "/stated.v1.State/GetOffsets"
+	State_Claim_FullMethodName      = "/stated.v1.State/Claim"
+	State_Release_FullMethodName    = "/stated.v1.State/Release"
 )
 
 // StateClient is the client API for State service.
@@ -44,8 +46,19 @@ type StateClient interface {
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
 	// Scan streams the entries of a namespace, a map or a list in key order.
 	Scan(ctx context.Context, in *ScanRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ScanResponse], error)
-	// GetOffsets returns the offsets stored for a consumer group.
+	// GetOffsets returns the offsets stored for a consumer group, and the
+	// claims on its partitions.
 	GetOffsets(ctx context.Context, in *GetOffsetsRequest, opts ...grpc.CallOption) (*GetOffsetsResponse, error)
+	// Claim makes owner the owner of partitions of a consumer group, each
+	// with a new epoch, and returns the offsets stored for them at that
+	// point. From then on a commit that moves one of these partitions'
+	// offsets must carry owner as its client_id and the epoch in its Offset;
+	// commits of every earlier owner are refused with FAILED_PRECONDITION
+	// (fencing). A retried Claim claims again, with a newer epoch.
+	Claim(ctx context.Context, in *ClaimRequest, opts ...grpc.CallOption) (*ClaimResponse, error)
+	// Release gives up partitions at the epochs given; a partition claimed
+	// by someone else since is left alone.
+	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
 }
 
 type stateClient struct {
@@ -105,6 +118,26 @@ func (c *stateClient) GetOffsets(ctx context.Context, in *GetOffsetsRequest, opt
 	return out, nil
 }
 
+func (c *stateClient) Claim(ctx context.Context, in *ClaimRequest, opts ...grpc.CallOption) (*ClaimResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClaimResponse)
+	err := c.cc.Invoke(ctx, State_Claim_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateClient) Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseResponse)
+	err := c.cc.Invoke(ctx, State_Release_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StateServer is the server API for State service.
 // All implementations must embed UnimplementedStateServer
 // for forward compatibility.
@@ -119,8 +152,19 @@ type StateServer interface {
 	Get(context.Context, *GetRequest) (*GetResponse, error)
 	// Scan streams the entries of a namespace, a map or a list in key order.
 	Scan(*ScanRequest, grpc.ServerStreamingServer[ScanResponse]) error
-	// GetOffsets returns the offsets stored for a consumer group.
+	// GetOffsets returns the offsets stored for a consumer group, and the
+	// claims on its partitions.
 	GetOffsets(context.Context, *GetOffsetsRequest) (*GetOffsetsResponse, error)
+	// Claim makes owner the owner of partitions of a consumer group, each
+	// with a new epoch, and returns the offsets stored for them at that
+	// point. From then on a commit that moves one of these partitions'
+	// offsets must carry owner as its client_id and the epoch in its Offset;
+	// commits of every earlier owner are refused with FAILED_PRECONDITION
+	// (fencing). A retried Claim claims again, with a newer epoch.
+	Claim(context.Context, *ClaimRequest) (*ClaimResponse, error)
+	// Release gives up partitions at the epochs given; a partition claimed
+	// by someone else since is left alone.
+	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
 	mustEmbedUnimplementedStateServer()
 }
 
@@ -142,6 +186,12 @@ func (UnimplementedStateServer) Scan(*ScanRequest, grpc.ServerStreamingServer[Sc
 }
 func (UnimplementedStateServer) GetOffsets(context.Context, *GetOffsetsRequest) (*GetOffsetsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetOffsets not implemented")
+}
+func (UnimplementedStateServer) Claim(context.Context, *ClaimRequest) (*ClaimResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Claim not implemented")
+}
+func (UnimplementedStateServer) Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Release not implemented")
 }
 func (UnimplementedStateServer) mustEmbedUnimplementedStateServer() {}
 func (UnimplementedStateServer) testEmbeddedByValue()               {}
@@ -229,6 +279,42 @@ func _State_GetOffsets_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _State_Claim_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClaimRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateServer).Claim(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: State_Claim_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateServer).Claim(ctx, req.(*ClaimRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _State_Release_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateServer).Release(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: State_Release_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateServer).Release(ctx, req.(*ReleaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // State_ServiceDesc is the grpc.ServiceDesc for State service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -247,6 +333,14 @@ var State_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetOffsets",
 			Handler:    _State_GetOffsets_Handler,
+		},
+		{
+			MethodName: "Claim",
+			Handler:    _State_Claim_Handler,
+		},
+		{
+			MethodName: "Release",
+			Handler:    _State_Release_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

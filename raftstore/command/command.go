@@ -15,6 +15,11 @@ const (
 	TypeSetMember Type = 4
 	// TypeRemoveMember drops a member from cluster metadata.
 	TypeRemoveMember Type = 5
+	// TypeClaim claims partitions of a consumer group for an owner, each
+	// with a fresh epoch that fences out every earlier owner.
+	TypeClaim Type = 6
+	// TypeRelease gives up partitions claimed at the given epochs.
+	TypeRelease Type = 7
 )
 
 // Op is the operation of one mutation.
@@ -72,6 +77,26 @@ type Command struct {
 	// Member is set when Type is TypeSetMember, and its ID alone when
 	// Type is TypeRemoveMember.
 	Member *Member
+	// Claim is set when Type is TypeClaim or TypeRelease.
+	Claim *Claim
+}
+
+// Claim names partitions of a consumer group that Owner claims (TypeClaim)
+// or releases (TypeRelease).
+type Claim struct {
+	Group string
+	// Owner is the client id of the claimant; commits that move a claimed
+	// partition's offset must carry it as their client id.
+	Owner      string
+	Partitions []PartitionEpoch
+}
+
+// PartitionEpoch is a partition of a topic and, where it matters (a
+// release), the epoch of its claim.
+type PartitionEpoch struct {
+	Topic     string
+	Partition int32
+	Epoch     uint64
 }
 
 // Member is a node of the cluster as its metadata records it.
@@ -110,4 +135,8 @@ type Offset struct {
 	Topic     string
 	Partition int32
 	Offset    int64
+	// Epoch is the epoch of the committer's claim on the partition, zero
+	// for a partition that was never claimed. A commit whose epoch is not
+	// the partition's current claim is refused (fencing).
+	Epoch uint64
 }

@@ -7,8 +7,12 @@ import (
 )
 
 // version is the format of an encoded command. Bump it, and keep decoding
-// the old one, whenever the layout changes.
-const version = 1
+// the old one, whenever the layout changes. Version 2 added claims and the
+// epoch of each offset; version 1 commands decode with zero epochs.
+const (
+	version   = 2
+	versionV1 = 1
+)
 
 // ErrCorrupt reports an encoding that cannot be decoded.
 var ErrCorrupt = errors.New("command: corrupt encoding")
@@ -35,6 +39,24 @@ func Encode(dst []byte, c *Command) []byte {
 		dst = appendBytes(dst, []byte(m.ID))
 		dst = appendBytes(dst, []byte(m.RaftAddr))
 		dst = appendBytes(dst, []byte(m.GRPCAddr))
+	case TypeClaim, TypeRelease:
+		dst = encodeClaim(dst, c.Claim)
+	}
+	return dst
+}
+
+func encodeClaim(dst []byte, c *Claim) []byte {
+	if c == nil {
+		c = &Claim{}
+	}
+	dst = appendBytes(dst, []byte(c.Group))
+	dst = appendBytes(dst, []byte(c.Owner))
+	dst = binary.AppendUvarint(dst, uint64(len(c.Partitions)))
+	for i := range c.Partitions {
+		p := &c.Partitions[i]
+		dst = appendBytes(dst, []byte(p.Topic))
+		dst = binary.AppendVarint(dst, int64(p.Partition))
+		dst = binary.AppendUvarint(dst, p.Epoch)
 	}
 	return dst
 }
@@ -46,6 +68,12 @@ func encodedSizeHint(c *Command) int {
 	if m := c.Member; m != nil {
 		n += len(m.ID) + len(m.RaftAddr) + len(m.GRPCAddr) + 3*binary.MaxVarintLen64
 	}
+	if cl := c.Claim; cl != nil {
+		n += len(cl.Group) + len(cl.Owner) + 3*binary.MaxVarintLen64
+		for i := range cl.Partitions {
+			n += len(cl.Partitions[i].Topic) + 3*binary.MaxVarintLen64
+		}
+	}
 	if m := c.Commit; m != nil {
 		n += len(m.ClientID) + 3*binary.MaxVarintLen64
 		for i := range m.Mutations {
@@ -53,7 +81,7 @@ func encodedSizeHint(c *Command) int {
 			n += 1 + len(mu.Namespace) + len(mu.Key) + len(mu.SubKey) + len(mu.Value) + 6*binary.MaxVarintLen64
 		}
 		for i := range m.Offsets {
-			n += len(m.Offsets[i].Group) + len(m.Offsets[i].Topic) + 4*binary.MaxVarintLen64
+			n += len(m.Offsets[i].Group) + len(m.Offsets[i].Topic) + 5*binary.MaxVarintLen64
 		}
 	}
 	return n
@@ -83,6 +111,7 @@ func encodeCommit(dst []byte, m *Commit) []byte {
 		dst = appendBytes(dst, []byte(o.Topic))
 		dst = binary.AppendVarint(dst, int64(o.Partition))
 		dst = binary.AppendVarint(dst, o.Offset)
+		dst = binary.AppendUvarint(dst, o.Epoch)
 	}
 	return dst
 }
@@ -96,11 +125,12 @@ func appendBytes(dst, b []byte) []byte {
 // buf, which the caller must not modify while the command is in use.
 func Decode(buf []byte) (*Command, error) {
 	d := decoder{buf: buf}
-	if v := d.byte(); v != version {
-		if d.err != nil {
-			return nil, d.err
-		}
-		return nil, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, v)
+	d.version = d.byte()
+	if d.err != nil {
+		return nil, d.err
+	}
+	if d.version != version && d.version != versionV1 {
+		return nil, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, d.version)
 	}
 	c := &Command{Type: Type(d.byte()), Now: d.varint()}
 	switch c.Type {
@@ -112,6 +142,11 @@ func Decode(buf []byte) (*Command, error) {
 		c.ClusterID = string(d.bytes())
 	case TypeSetMember, TypeRemoveMember:
 		c.Member = &Member{ID: string(d.bytes()), RaftAddr: string(d.bytes()), GRPCAddr: string(d.bytes())}
+	case TypeClaim, TypeRelease:
+		if d.version == versionV1 {
+			return nil, fmt.Errorf("%w: command type %d in format version 1", ErrCorrupt, c.Type)
+		}
+		c.Claim = d.claim()
 	default:
 		if d.err == nil {
 			return nil, fmt.Errorf("%w: unknown command type %d", ErrCorrupt, c.Type)
@@ -127,8 +162,9 @@ func Decode(buf []byte) (*Command, error) {
 }
 
 type decoder struct {
-	buf []byte
-	err error
+	buf     []byte
+	err     error
+	version byte
 }
 
 func (d *decoder) fail(what string) {
@@ -217,7 +253,25 @@ func (d *decoder) commit() *Commit {
 			o.Topic = string(d.bytes())
 			o.Partition = int32(d.varint())
 			o.Offset = d.varint()
+			if d.version > versionV1 {
+				o.Epoch = d.uvarint()
+			}
 		}
 	}
 	return m
+}
+
+func (d *decoder) claim() *Claim {
+	c := &Claim{Group: string(d.bytes()), Owner: string(d.bytes())}
+	// A partition takes at least 3 bytes.
+	if n := d.count(3); n > 0 {
+		c.Partitions = make([]PartitionEpoch, n)
+		for i := range c.Partitions {
+			p := &c.Partitions[i]
+			p.Topic = string(d.bytes())
+			p.Partition = int32(d.varint())
+			p.Epoch = d.uvarint()
+		}
+	}
+	return c
 }

@@ -32,6 +32,12 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		"cluster id":    {Type: TypeSetClusterID, ClusterID: "c1"},
 		"set member":    {Type: TypeSetMember, Member: &Member{ID: "n1", RaftAddr: "127.0.0.1:1", GRPCAddr: "127.0.0.1:2"}},
 		"remove member": {Type: TypeRemoveMember, Member: &Member{ID: "n1"}},
+		"claim": {Type: TypeClaim, Now: 7, Claim: &Claim{Group: "g", Owner: "c1", Partitions: []PartitionEpoch{
+			{Topic: "t", Partition: 0}, {Topic: "t", Partition: 1 << 30},
+		}}},
+		"release": {Type: TypeRelease, Claim: &Claim{Group: "g", Owner: "c1", Partitions: []PartitionEpoch{
+			{Topic: "t", Partition: 2, Epoch: 1 << 50},
+		}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := Decode(Encode(nil, c))
@@ -80,4 +86,27 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-encoding a decoded command does not decode: %v", err)
 		}
 	})
+}
+
+// TestDecodeVersion1 keeps decoding logs written before offsets carried
+// epochs: a version 1 commit decodes with zero epochs.
+func TestDecodeVersion1(t *testing.T) {
+	c := sampleCommit()
+	c.Commit.Offsets[0].Epoch = 0
+	buf := Encode(nil, c)
+	// Version 2 appends the epoch (one zero byte here) after each offset;
+	// version 1 ends at the offset itself.
+	v1 := append([]byte{versionV1}, buf[1:len(buf)-1]...)
+	got, err := Decode(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(Encode(nil, got), buf) {
+		t.Fatalf("version 1 decode = %+v, want %+v", got.Commit, c.Commit)
+	}
+	claim := Encode(nil, &Command{Type: TypeClaim, Claim: &Claim{Group: "g"}})
+	claim[0] = versionV1
+	if _, err := Decode(claim); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("claim in version 1: err = %v, want ErrCorrupt", err)
+	}
 }

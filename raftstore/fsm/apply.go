@@ -40,6 +40,9 @@ func (a *applier) commit(c *command.Commit) error {
 		}
 	}
 	for i := range c.Offsets {
+		if err := a.fence(i, &c.Offsets[i], c.ClientID); err != nil {
+			return err
+		}
 		if err := a.offset(i, &c.Offsets[i]); err != nil {
 			return err
 		}

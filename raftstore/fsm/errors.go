@@ -12,6 +12,11 @@ var (
 	ErrRejected = errors.New("fsm: command rejected")
 	// ErrClosed is returned by reads after Close.
 	ErrClosed = errors.New("fsm: closed")
+	// ErrFenced marks a commit refused because it moves the offset of a
+	// partition its client does not hold the current claim on: a zombie
+	// after a rebalance. It matches ErrRejected too; test with errors.As
+	// for the *FenceError.
+	ErrFenced = errors.New("fsm: partition claim fenced")
 	// ErrCorrupt marks stored state that cannot be decoded.
 	ErrCorrupt = errors.New("fsm: corrupt state")
 )
@@ -26,3 +31,25 @@ type RejectError struct {
 func (e *RejectError) Error() string { return fmt.Sprintf("fsm: %s: %s", e.Field, e.Reason) }
 
 func (e *RejectError) Is(target error) bool { return target == ErrRejected }
+
+// FenceError is a commit refused by partition fencing: the epoch it
+// carries for a partition is not that partition's current claim.
+type FenceError struct {
+	Field     string // e.g. "offsets[0].epoch"
+	Group     string
+	Topic     string
+	Partition int32
+	// Epoch is the commit's epoch, Current the partition's newest claim
+	// (zero when it was never claimed) and Owner that claim's owner.
+	Epoch   uint64
+	Current uint64
+	Owner   string
+	Reason  string
+}
+
+func (e *FenceError) Error() string {
+	return fmt.Sprintf("fsm: %s: group %q topic %q partition %d: %s", e.Field, e.Group, e.Topic, e.Partition, e.Reason)
+}
+
+// Is matches ErrFenced, and ErrRejected: nothing of the commit applied.
+func (e *FenceError) Is(target error) bool { return target == ErrFenced || target == ErrRejected }

@@ -162,8 +162,6 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		// Every replica decodes the same bytes the same way; a command
 		// that does not decode is refused by all of them.
 		res.Err = &RejectError{Field: "command", Reason: err.Error()}
-		f.setApplied(l.Index)
-		return res
 	}
 	f.mu.RLock()
 	if f.closed {
@@ -171,13 +169,24 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		res.Err = ErrClosed
 		return res
 	}
-	res.Index, res.Duplicate, res.Err = f.applyCommand(l.Index, cmd)
+	if cmd != nil {
+		res.Index, res.Duplicate, res.Claimed, res.Err = f.applyCommand(l.Index, cmd)
+	}
+	var err2 error
+	if res.Duplicate || errors.Is(res.Err, ErrRejected) {
+		// Nothing was written, but the entry is applied: record its index,
+		// so that Pebble's applied index equals Raft's for snapshots.
+		err2 = f.db.Set(keyAppliedIndex, binary.BigEndian.AppendUint64(nil, l.Index), pebble.NoSync)
+	}
 	f.mu.RUnlock()
-	if res.Err != nil && !errors.Is(res.Err, ErrRejected) {
+	if err2 == nil && res.Err != nil && !errors.Is(res.Err, ErrRejected) {
+		err2 = res.Err
+	}
+	if err2 != nil {
 		// Pebble failed to write: the replica cannot go on without
 		// diverging from its peers.
-		f.logger.Error("fsm: apply failed; stopping to avoid divergence", "index", l.Index, "error", res.Err)
-		panic(fmt.Sprintf("fsm: apply of index %d failed: %v", l.Index, res.Err))
+		f.logger.Error("fsm: apply failed; stopping to avoid divergence", "index", l.Index, "error", err2)
+		panic(fmt.Sprintf("fsm: apply of index %d failed: %v", l.Index, err2))
 	}
 	f.setApplied(l.Index)
 	return res
@@ -185,12 +194,14 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 
 // applyCommand writes cmd and the applied index in one batch, or nothing
 // when the command is rejected or a retry of one applied before. It returns
-// the index the caller should see: index, or the first application's.
-func (f *FSM) applyCommand(index uint64, cmd *command.Command) (uint64, bool, error) {
+// the index the caller should see: index, or the first application's, and
+// a claim's result.
+func (f *FSM) applyCommand(index uint64, cmd *command.Command) (uint64, bool, []ClaimedPartition, error) {
 	if first, ok, err := f.duplicateOf(cmd); err != nil || ok {
-		return first, ok, err
+		return first, ok, nil, err
 	}
-	return index, false, f.writeCommand(index, cmd)
+	claimed, err := f.writeCommand(index, cmd)
+	return index, false, claimed, err
 }
 
 // duplicateOf reports whether cmd is a commit whose (client id, sequence)
@@ -218,7 +229,7 @@ func (f *FSM) duplicateOf(cmd *command.Command) (uint64, bool, error) {
 	return binary.BigEndian.Uint64(payload), true, nil
 }
 
-func (f *FSM) writeCommand(index uint64, cmd *command.Command) error {
+func (f *FSM) writeCommand(index uint64, cmd *command.Command) ([]ClaimedPartition, error) {
 	// A command that reads what it wrote (a counter or list touched twice)
 	// needs an indexed batch; plain puts and deletes do not pay for one.
 	var b *pebble.Batch
@@ -232,6 +243,7 @@ func (f *FSM) writeCommand(index uint64, cmd *command.Command) error {
 	defer b.Close()
 	a := applier{b: b, r: r, now: cmd.Now}
 	var err error
+	var claimed []ClaimedPartition
 	switch cmd.Type {
 	case command.TypeCommit:
 		if err = a.commit(cmd.Commit); err == nil {
@@ -245,14 +257,20 @@ func (f *FSM) writeCommand(index uint64, cmd *command.Command) error {
 		err = a.setMember(cmd.Member)
 	case command.TypeRemoveMember:
 		err = a.removeMember(cmd.Member)
+	case command.TypeClaim:
+		claimed, err = a.claim(cmd.Claim)
+	case command.TypeRelease:
+		err = a.release(cmd.Claim)
+	default:
+		err = reject("type", "unknown command type %d", cmd.Type)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := b.Set(keyAppliedIndex, binary.BigEndian.AppendUint64(nil, index), nil); err != nil {
-		return err
+		return nil, err
 	}
-	return b.Commit(pebble.NoSync)
+	return claimed, b.Commit(pebble.NoSync)
 }
 
 // readsOwnWrites reports whether applying cmd reads keys it may have

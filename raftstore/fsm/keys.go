@@ -13,6 +13,7 @@ const (
 	prefixState  = 0x02 // namespace, key, kind, sub-key -> entry
 	prefixExpiry = 0x03 // expiry time, state key -> nothing
 	prefixDedup  = 0x04 // client id, sequence -> index of the commit
+	prefixClaim  = 0x05 // group, topic, partition -> epoch, owner
 )
 
 var (

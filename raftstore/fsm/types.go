@@ -65,6 +65,9 @@ type Result struct {
 	// before; Index is then the index of that first application and
 	// nothing was applied again.
 	Duplicate bool
+	// Claimed is set for a TypeClaim command: each partition's new epoch
+	// and stored offset.
+	Claimed []ClaimedPartition
 }
 
 // DedupWindow is how long the state machine remembers a commit's (client

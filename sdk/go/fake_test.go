@@ -78,6 +78,14 @@ func (f *fakeState) GetOffsets(context.Context, *statedv1.GetOffsetsRequest, ...
 	return &statedv1.GetOffsetsResponse{}, nil
 }
 
+func (f *fakeState) Claim(context.Context, *statedv1.ClaimRequest, ...grpc.CallOption) (*statedv1.ClaimResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "fakeState: claims are tested against a real daemon")
+}
+
+func (f *fakeState) Release(context.Context, *statedv1.ReleaseRequest, ...grpc.CallOption) (*statedv1.ReleaseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "fakeState: claims are tested against a real daemon")
+}
+
 type fakeScanStream struct {
 	grpc.ClientStream // nil: only Recv is used
 	ctx               context.Context

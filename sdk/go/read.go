@@ -258,11 +258,26 @@ type Offset struct {
 	Topic     string
 	Partition int32
 	Offset    int64
+	// Epoch is the partition's newest claim epoch, zero when it was never
+	// claimed (see Client.Claim).
+	Epoch uint64
 }
 
 // GetOffsets returns the offsets stored for a consumer group, sorted by
 // topic and partition. It returns an empty slice for an unknown group.
 func (c *Client) GetOffsets(ctx context.Context, group string, opts ...ReadOption) ([]Offset, error) {
+	resp, err := c.getOffsets(ctx, group, opts)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Offset, 0, len(resp.GetOffsets()))
+	for _, o := range resp.GetOffsets() {
+		out = append(out, Offset{Group: o.GetGroup(), Topic: o.GetTopic(), Partition: o.GetPartition(), Offset: o.GetOffset(), Epoch: o.GetEpoch()})
+	}
+	return out, nil
+}
+
+func (c *Client) getOffsets(ctx context.Context, group string, opts []ReadOption) (*statedv1.GetOffsetsResponse, error) {
 	if err := c.checkOpen("get offsets"); err != nil {
 		return nil, err
 	}
@@ -276,9 +291,5 @@ func (c *Client) GetOffsets(ctx context.Context, group string, opts ...ReadOptio
 	if err != nil {
 		return nil, c.rpcErr("get offsets", err)
 	}
-	out := make([]Offset, 0, len(resp.GetOffsets()))
-	for _, o := range resp.GetOffsets() {
-		out = append(out, Offset{Group: o.GetGroup(), Topic: o.GetTopic(), Partition: o.GetPartition(), Offset: o.GetOffset()})
-	}
-	return out, nil
+	return resp, nil
 }

@@ -187,7 +187,7 @@ func (t *Txn) Commit(ctx context.Context) (CommitResult, error) {
 		return err
 	})
 	if err != nil {
-		return CommitResult{}, c.rpcErr("commit", err)
+		return CommitResult{}, asFenced(c.rpcErr("commit", err))
 	}
 	c.observeIndex(resp.GetIndex())
 	return CommitResult{Index: resp.GetIndex()}, nil
