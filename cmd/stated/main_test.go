@@ -166,15 +166,23 @@ func TestOffsetsGetPrintsTopicPartitionAndOffset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out := mustSucceed(t, client(t, d, "offsets", "get", "g")); out != "orders\t0\t7\norders\t1\t12\n" {
+	if _, err := statedv1.NewStateClient(conn).Claim(ctx, &statedv1.ClaimRequest{Group: "g", Owner: "proc-a", Partitions: []*statedv1.TopicPartition{
+		{Topic: "orders", Partition: 2}, {Topic: "orders", Partition: 1},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustSucceed(t, client(t, d, "offsets", "get", "g")); out != "orders\t0\t7\t-\t-\t-\norders\t1\t12\t1\tproc-a\tclaimed\norders\t2\t-\t1\tproc-a\tclaimed\n" {
 		t.Errorf("offsets = %q", out)
 	}
 	out := mustSucceed(t, client(t, d, "offsets", "get", "g", "--json"))
-	if want := `{"group":"g","topic":"orders","partition":0,"offset":7}` + "\n" + `{"group":"g","topic":"orders","partition":1,"offset":12}` + "\n"; out != want {
-		t.Errorf("offsets --json = %q, want %q", out, want)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || lines[0] != `{"group":"g","topic":"orders","partition":0,"offset":7}` ||
+		!strings.HasPrefix(lines[1], `{"group":"g","topic":"orders","partition":1,"offset":12,"epoch":1,"owner":"proc-a","claim":"claimed","claimed_at":"20`) ||
+		!strings.HasPrefix(lines[2], `{"group":"g","topic":"orders","partition":2,"epoch":1,"owner":"proc-a","claim":"claimed","claimed_at":"20`) {
+		t.Errorf("offsets --json = %q", out)
 	}
 	r := client(t, d, "offsets", "get", "unknown-group")
-	if r.code != 0 || r.stdout != "" || r.stderr != "no offsets stored for group \"unknown-group\"\n" {
+	if r.code != 0 || r.stdout != "" || r.stderr != "no offsets or claims stored for group \"unknown-group\"\n" {
 		t.Errorf("offsets of an unknown group: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 }

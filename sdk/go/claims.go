@@ -30,7 +30,7 @@ type PartitionClaim struct {
 	HasOffset bool
 }
 
-// ClaimInfo is a partition's current claim as GetClaims reports it.
+// ClaimInfo is a partition's current claim as GetGroup reports it.
 type ClaimInfo struct {
 	Topic     string
 	Partition int32
@@ -100,16 +100,23 @@ func (c *Client) Release(ctx context.Context, group string, claims []PartitionCl
 	return nil
 }
 
-// GetClaims returns the claims on a consumer group's partitions, sorted by
-// topic and partition.
-func (c *Client) GetClaims(ctx context.Context, group string, opts ...ReadOption) ([]ClaimInfo, error) {
+// GroupState is what the daemon stores for a consumer group: the offsets
+// and the claims on its partitions, read together.
+type GroupState struct {
+	Offsets []Offset
+	Claims  []ClaimInfo
+}
+
+// GetGroup returns a consumer group's offsets and partition claims, each
+// sorted by topic and partition, from one read.
+func (c *Client) GetGroup(ctx context.Context, group string, opts ...ReadOption) (GroupState, error) {
 	resp, err := c.getOffsets(ctx, group, opts)
 	if err != nil {
-		return nil, err
+		return GroupState{}, err
 	}
-	out := make([]ClaimInfo, 0, len(resp.GetClaims()))
+	out := GroupState{Offsets: toOffsets(resp), Claims: make([]ClaimInfo, 0, len(resp.GetClaims()))}
 	for _, p := range resp.GetClaims() {
-		out = append(out, ClaimInfo{
+		out.Claims = append(out.Claims, ClaimInfo{
 			Topic: p.GetTopic(), Partition: p.GetPartition(), Epoch: p.GetEpoch(), Owner: p.GetOwner(),
 			Released: p.GetReleased(), ClaimedAt: time.UnixMilli(p.GetClaimedAtUnixMillis()),
 		})

@@ -270,11 +270,15 @@ func (c *Client) GetOffsets(ctx context.Context, group string, opts ...ReadOptio
 	if err != nil {
 		return nil, err
 	}
+	return toOffsets(resp), nil
+}
+
+func toOffsets(resp *statedv1.GetOffsetsResponse) []Offset {
 	out := make([]Offset, 0, len(resp.GetOffsets()))
 	for _, o := range resp.GetOffsets() {
 		out = append(out, Offset{Group: o.GetGroup(), Topic: o.GetTopic(), Partition: o.GetPartition(), Offset: o.GetOffset(), Epoch: o.GetEpoch()})
 	}
-	return out, nil
+	return out
 }
 
 func (c *Client) getOffsets(ctx context.Context, group string, opts []ReadOption) (*statedv1.GetOffsetsResponse, error) {
