@@ -1,0 +1,464 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	stated "github.com/statedhq/stated/sdk/go"
+)
+
+// Handler processes one record: it adds the record's state changes to txn,
+// which commits them together with the record's offset. It may read state
+// through the Client (reads do not see txn's own pending changes). It may
+// be called again for the same record, after a failed commit or a handler
+// error in its batch, with a fresh txn: only the changes of the run that
+// commits are applied.
+type Handler func(ctx context.Context, txn *stated.Txn, rec *kgo.Record) error
+
+// BatchHandler processes the records of one poll, in partition order (the
+// records of one partition in offset order), adding their state changes to
+// txn. The same rules as for Handler apply.
+type BatchHandler func(ctx context.Context, txn *stated.Txn, recs []*kgo.Record) error
+
+// Config configures a Processor.
+type Config struct {
+	// State is the stated client. Its client id owns the processor's
+	// partition claims, so give every processor its own Client.
+	State *stated.Client
+	// Group is the Kafka consumer group, and the group under which stated
+	// stores the offsets.
+	Group string
+	// Topics are the topics to consume.
+	Topics []string
+	// KafkaOptions configure the franz-go client: at least
+	// kgo.SeedBrokers, and TLS, SASL or timeouts as needed. The processor
+	// sets the consumer group, the topics, the offsets and the rebalance
+	// callbacks itself (see Run); do not pass options for those.
+	KafkaOptions []kgo.Opt
+	// Exactly one of Handler and BatchHandler must be set.
+	Handler      Handler
+	BatchHandler BatchHandler
+	// StartOffset is where a partition for which stated has no offset
+	// starts. Nil means the partition's earliest offset.
+	StartOffset *kgo.Offset
+	// MaxPollRecords caps the records of one poll, and so of one stated
+	// commit and of the time a rebalance may wait for it. Zero means 5000.
+	MaxPollRecords int
+	// RetryBackoff is the first wait after a handler error before the
+	// batch is processed again; it doubles up to 5 s. Zero means 100 ms.
+	RetryBackoff time.Duration
+	// OnFenced, if set, is called when stated refuses a commit because
+	// another processor claimed the partition since (this one is a
+	// zombie for it). The processor stops consuming the partition until
+	// Kafka assigns it again.
+	OnFenced func(err *stated.FencedError)
+	// Logger receives the processor's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+const (
+	defaultMaxPollRecords = 5000
+	defaultRetryBackoff   = 100 * time.Millisecond
+	maxRetryBackoff       = 5 * time.Second
+	releaseTimeout        = 5 * time.Second
+)
+
+// ErrConfig is matched by the errors New returns for a bad Config.
+var ErrConfig = errors.New("kafka: invalid config")
+
+func configError(field, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrConfig, field, fmt.Sprintf(format, args...))
+}
+
+func (c *Config) check() error {
+	switch {
+	case c.State == nil:
+		return configError("State", "nil")
+	case c.Group == "":
+		return configError("Group", "empty")
+	case len(c.Topics) == 0:
+		return configError("Topics", "empty")
+	case (c.Handler == nil) == (c.BatchHandler == nil):
+		return configError("Handler", "set exactly one of Handler and BatchHandler")
+	case c.MaxPollRecords < 0:
+		return configError("MaxPollRecords", "negative (%d)", c.MaxPollRecords)
+	case c.RetryBackoff < 0:
+		return configError("RetryBackoff", "negative (%s)", c.RetryBackoff)
+	}
+	for i, t := range c.Topics {
+		if t == "" {
+			return configError(fmt.Sprintf("Topics[%d]", i), "empty")
+		}
+	}
+	return nil
+}
+
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// owned is a partition this processor holds a claim on.
+type owned struct {
+	claim stated.PartitionClaim
+	// next is the offset of the next record to process: records below it
+	// are committed already. -1 until the first record when stated had no
+	// offset for the partition.
+	next int64
+}
+
+// Processor consumes Kafka records into stated with exactly-once effect:
+// see Run.
+type Processor struct {
+	cfg    Config
+	logger *slog.Logger
+	cl     *kgo.Client
+
+	mu    sync.Mutex
+	owned map[topicPartition]*owned
+}
+
+// New checks cfg and creates a Processor; Run starts it.
+func New(cfg Config) (*Processor, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxPollRecords == 0 {
+		cfg.MaxPollRecords = defaultMaxPollRecords
+	}
+	if cfg.RetryBackoff == 0 {
+		cfg.RetryBackoff = defaultRetryBackoff
+	}
+	if cfg.StartOffset == nil {
+		start := kgo.NewOffset().AtStart()
+		cfg.StartOffset = &start
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Processor{cfg: cfg, logger: logger, owned: map[topicPartition]*owned{}}
+	opts := append([]kgo.Opt(nil), cfg.KafkaOptions...)
+	opts = append(opts,
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topics...),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.AdjustFetchOffsetsFn(p.onAssigned),
+		kgo.OnPartitionsRevoked(p.onRevoked),
+		kgo.OnPartitionsLost(p.onLost),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: new client: %w", err)
+	}
+	p.cl = cl
+	return p, nil
+}
+
+// Run consumes until ctx ends or processing fails, then leaves the group
+// and closes the Kafka client. It returns nil when ctx ended, else the
+// error that stopped it; a Processor runs once.
+//
+// When Kafka assigns partitions, Run claims them in stated (fencing out
+// any earlier owner) and starts each at the offset stored in stated, or at
+// StartOffset when there is none. Kafka's committed offsets are not used:
+// stated is the source of truth. For each poll it runs the handler and
+// commits the state changes together with each partition's next offset in
+// one stated transaction. Rebalances wait while a batch is in flight
+// (kgo.BlockRebalanceOnPoll), so revoked partitions are committed or
+// abandoned before they move; their claims are released.
+//
+// A handler error abandons the batch: nothing of it is committed, and its
+// partitions are rewound and processed again after a backoff. A commit
+// that stated refuses because a partition was claimed by another processor
+// drops that partition (see Config.OnFenced) and processes the rest of the
+// batch again. Any other refused commit stops Run with the error.
+func (p *Processor) Run(ctx context.Context) error {
+	defer p.close()
+	backoff := p.cfg.RetryBackoff
+	for {
+		fetches := p.cl.PollRecords(ctx, p.cfg.MaxPollRecords)
+		if ctx.Err() != nil {
+			p.cl.AllowRebalance()
+			return nil
+		}
+		if err := fatalFetchError(fetches); err != nil {
+			p.cl.AllowRebalance()
+			return err
+		}
+		batch := p.batch(fetches)
+		err := p.process(ctx, batch)
+		switch {
+		case err == nil:
+			backoff = p.cfg.RetryBackoff
+		case ctx.Err() != nil:
+			p.cl.AllowRebalance()
+			return nil
+		case errors.Is(err, errHandler):
+			p.logger.Warn("kafka: handler failed; the batch will be processed again", "group", p.cfg.Group, "records", batch.records, "backoff", backoff, "error", err)
+			p.rewind(batch)
+			p.cl.AllowRebalance()
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, maxRetryBackoff)
+			continue
+		default:
+			p.cl.AllowRebalance()
+			return err
+		}
+		p.cl.AllowRebalance()
+	}
+}
+
+// fatalFetchError returns the first fetch error that consuming cannot go on
+// from; franz-go retries the others itself.
+func fatalFetchError(fetches kgo.Fetches) error {
+	for _, fe := range fetches.Errors() {
+		if errors.Is(fe.Err, context.Canceled) || errors.Is(fe.Err, context.DeadlineExceeded) {
+			continue
+		}
+		if errors.Is(fe.Err, kgo.ErrClientClosed) {
+			return fmt.Errorf("kafka: %w", fe.Err)
+		}
+		var de *kgo.ErrDataLoss
+		if errors.As(fe.Err, &de) {
+			// franz-go reset the partition past lost records; the count
+			// of lost records belongs in the logs, and consuming goes on.
+			continue
+		}
+		return fmt.Errorf("kafka: fetch topic %q partition %d: %w", fe.Topic, fe.Partition, fe.Err)
+	}
+	return nil
+}
+
+// partBatch is the records of one partition in a poll.
+type partBatch struct {
+	tp      topicPartition
+	claim   stated.PartitionClaim
+	records []*kgo.Record
+}
+
+type batch struct {
+	parts   []*partBatch
+	records int
+}
+
+// batch keeps the records of partitions this processor owns that it has
+// not committed yet, grouped by partition.
+func (p *Processor) batch(fetches kgo.Fetches) *batch {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := &batch{}
+	fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
+		tp := topicPartition{ftp.Topic, ftp.Partition}
+		o, ok := p.owned[tp]
+		if !ok {
+			return // revoked, lost or fenced since the fetch
+		}
+		pb := &partBatch{tp: tp, claim: o.claim}
+		for _, r := range ftp.Records {
+			if o.next >= 0 && r.Offset < o.next {
+				continue // committed already: a fetch from before a rewind
+			}
+			pb.records = append(pb.records, r)
+		}
+		if len(pb.records) > 0 {
+			b.parts = append(b.parts, pb)
+			b.records += len(pb.records)
+		}
+	})
+	return b
+}
+
+var errHandler = errors.New("kafka: handler failed")
+
+// process runs the handler over b and commits, dropping fenced partitions
+// and processing the rest again until the commit succeeds.
+func (p *Processor) process(ctx context.Context, b *batch) error {
+	for len(b.parts) > 0 {
+		txn := p.cfg.State.Txn()
+		if err := p.handle(ctx, txn, b); err != nil {
+			return fmt.Errorf("%w: %w", errHandler, err)
+		}
+		for _, pb := range b.parts {
+			txn.CommitClaimedOffset(p.cfg.Group, pb.claim, pb.records[len(pb.records)-1].Offset+1)
+		}
+		_, err := txn.Commit(ctx)
+		var fe *stated.FencedError
+		if errors.As(err, &fe) {
+			p.fenced(fe)
+			b.parts = dropPartition(b.parts, topicPartition{fe.Topic, fe.Partition})
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("kafka: commit of %d records: %w", b.records, err)
+		}
+		p.committed(b)
+		return nil
+	}
+	return nil
+}
+
+func (p *Processor) handle(ctx context.Context, txn *stated.Txn, b *batch) error {
+	if p.cfg.BatchHandler != nil {
+		recs := make([]*kgo.Record, 0, b.records)
+		for _, pb := range b.parts {
+			recs = append(recs, pb.records...)
+		}
+		return p.cfg.BatchHandler(ctx, txn, recs)
+	}
+	for _, pb := range b.parts {
+		for _, r := range pb.records {
+			if err := p.cfg.Handler(ctx, txn, r); err != nil {
+				return fmt.Errorf("topic %q partition %d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
+			}
+		}
+	}
+	return nil
+}
+
+func dropPartition(parts []*partBatch, tp topicPartition) []*partBatch {
+	out := parts[:0]
+	for _, pb := range parts {
+		if pb.tp != tp {
+			out = append(out, pb)
+		}
+	}
+	return out
+}
+
+// committed moves each partition's next offset past the committed batch.
+func (p *Processor) committed(b *batch) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pb := range b.parts {
+		if o, ok := p.owned[pb.tp]; ok && o.claim.Epoch == pb.claim.Epoch {
+			o.next = pb.records[len(pb.records)-1].Offset + 1
+		}
+	}
+}
+
+// rewind seeks the partitions of an abandoned batch back to their first
+// uncommitted record, so that the next polls return the batch again.
+func (p *Processor) rewind(b *batch) {
+	seek := map[string]map[int32]kgo.EpochOffset{}
+	for _, pb := range b.parts {
+		if seek[pb.tp.topic] == nil {
+			seek[pb.tp.topic] = map[int32]kgo.EpochOffset{}
+		}
+		seek[pb.tp.topic][pb.tp.partition] = kgo.EpochOffset{Epoch: -1, Offset: pb.records[0].Offset}
+	}
+	p.cl.SetOffsets(seek)
+}
+
+// fenced drops a partition another processor claimed since, and stops
+// fetching it until Kafka assigns it to this processor again.
+func (p *Processor) fenced(fe *stated.FencedError) {
+	tp := topicPartition{fe.Topic, fe.Partition}
+	p.mu.Lock()
+	delete(p.owned, tp)
+	p.mu.Unlock()
+	p.cl.PauseFetchPartitions(map[string][]int32{fe.Topic: {fe.Partition}})
+	p.logger.Warn("kafka: partition claimed by another processor; stopped consuming it",
+		"group", p.cfg.Group, "topic", fe.Topic, "partition", fe.Partition, "epoch", fe.Epoch, "current_epoch", fe.CurrentEpoch, "owner", fe.Owner)
+	if p.cfg.OnFenced != nil {
+		p.cfg.OnFenced(fe)
+	}
+}
+
+// onAssigned claims newly assigned partitions in stated and starts each at
+// the offset stored there. franz-go calls it after fetching the group's
+// committed offsets and before consuming; an error ends the group session
+// and franz-go joins again.
+func (p *Processor) onAssigned(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	var parts []stated.TopicPartition
+	for topic, ps := range offsets {
+		for partition := range ps {
+			parts = append(parts, stated.TopicPartition{Topic: topic, Partition: partition})
+		}
+	}
+	if len(parts) == 0 {
+		return offsets, nil
+	}
+	claims, err := p.cfg.State.Claim(ctx, p.cfg.Group, parts)
+	if err != nil {
+		p.logger.Warn("kafka: claiming assigned partitions failed; rejoining", "group", p.cfg.Group, "partitions", len(parts), "error", err)
+		return nil, fmt.Errorf("kafka: claim %d partitions in stated: %w", len(parts), err)
+	}
+	out := make(map[string]map[int32]kgo.Offset, len(offsets))
+	resume := map[string][]int32{}
+	p.mu.Lock()
+	for _, c := range claims {
+		o := &owned{claim: c, next: -1}
+		start := *p.cfg.StartOffset
+		if c.HasOffset {
+			o.next = c.Offset
+			start = kgo.NewOffset().At(c.Offset).WithEpoch(-1)
+		}
+		p.owned[topicPartition{c.Topic, c.Partition}] = o
+		if out[c.Topic] == nil {
+			out[c.Topic] = map[int32]kgo.Offset{}
+		}
+		out[c.Topic][c.Partition] = start
+		resume[c.Topic] = append(resume[c.Topic], c.Partition)
+	}
+	p.mu.Unlock()
+	// A partition fenced earlier was paused; it is ours again.
+	p.cl.ResumeFetchPartitions(resume)
+	p.logger.Info("kafka: claimed assigned partitions", "group", p.cfg.Group, "partitions", len(claims))
+	return out, nil
+}
+
+// onRevoked releases the claims of revoked partitions. With
+// BlockRebalanceOnPoll it runs between batches, so nothing is in flight.
+func (p *Processor) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	p.drop(ctx, revoked)
+}
+
+// onLost forgets partitions lost with the group session; their claims are
+// released too, which changes nothing where another processor has claimed
+// them since.
+func (p *Processor) onLost(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
+	p.drop(ctx, lost)
+}
+
+func (p *Processor) drop(ctx context.Context, parts map[string][]int32) {
+	var claims []stated.PartitionClaim
+	p.mu.Lock()
+	for topic, ps := range parts {
+		for _, partition := range ps {
+			tp := topicPartition{topic, partition}
+			if o, ok := p.owned[tp]; ok {
+				claims = append(claims, o.claim)
+				delete(p.owned, tp)
+			}
+		}
+	}
+	p.mu.Unlock()
+	if len(claims) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	if err := p.cfg.State.Release(ctx, p.cfg.Group, claims); err != nil {
+		// The claims stay until another processor claims the partitions,
+		// which it does on assignment whatever their state.
+		p.logger.Warn("kafka: releasing revoked partitions failed", "group", p.cfg.Group, "partitions", len(claims), "error", err)
+	}
+}
+
+// close leaves the group (revoking and releasing every partition) and
+// closes the Kafka client.
+func (p *Processor) close() {
+	p.cl.Close()
+}
