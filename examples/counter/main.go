@@ -55,6 +55,7 @@ func run() error {
 	clientID := flag.String("client-id", "", "stated client id (default: random)")
 	demo := flag.Int("demo-records", 1000, "records to produce when --brokers is empty")
 	maxPoll := flag.Int("max-poll-records", 0, "records per poll and per stated commit (0: the helper's default)")
+	sessionTimeout := flag.Duration("session-timeout", 0, "Kafka group session timeout: how soon a crashed member's partitions move (0: franz-go's 45s)")
 	verbose := flag.Bool("v", false, "log the helper's decisions")
 	flag.Parse()
 
@@ -103,11 +104,15 @@ func run() error {
 	defer client.Close()
 	counts := stated.NewCounter(client, *ns)
 
+	kopts := []kgo.Opt{kgo.SeedBrokers(strings.Split(*brokers, ",")...)}
+	if *sessionTimeout > 0 {
+		kopts = append(kopts, kgo.SessionTimeout(*sessionTimeout), kgo.HeartbeatInterval(*sessionTimeout/5))
+	}
 	p, err := kafka.New(kafka.Config{
 		State:          client,
 		Group:          *group,
 		Topics:         []string{*topic},
-		KafkaOptions:   []kgo.Opt{kgo.SeedBrokers(strings.Split(*brokers, ",")...)},
+		KafkaOptions:   kopts,
 		MaxPollRecords: *maxPoll,
 		Logger:         logger,
 		Handler: func(_ context.Context, txn *stated.Txn, r *kgo.Record) error {
