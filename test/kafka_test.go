@@ -36,7 +36,7 @@ type kafkaEnv struct {
 // newKafka starts kfake with a topic of the given partitions. Group
 // sessions may be as short as 200ms, so that a killed processor's
 // partitions move within a second.
-func newKafka(t *testing.T, topic string, partitions int32) *kafkaEnv {
+func newKafka(t testing.TB, topic string, partitions int32) *kafkaEnv {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic), kfake.GroupMinSessionTimeout(200*time.Millisecond))
 	if err != nil {
