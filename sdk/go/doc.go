@@ -52,6 +52,17 @@
 //
 // After a restart, GetOffsets says where to resume consuming.
 //
+// # Partition claims and fencing
+//
+// A consumer that owns partitions claims them (Claim): each gets a new
+// epoch, and the daemon then refuses, with a *FencedError, every commit
+// that moves one of their offsets without the claimant's client id and the
+// current epoch (Txn.CommitClaimedOffset). A zombie (a consumer that lost
+// its partitions in a rebalance without noticing) therefore cannot move
+// state or offsets after the new owner has claimed them. Claim returns the
+// stored offsets, which is where the new owner resumes. Package
+// sdk/go/kafka does all of this for a franz-go consumer group.
+//
 // # Consistency
 //
 // Every commit returns its Raft index, and the Client remembers the highest
