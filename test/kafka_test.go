@@ -492,3 +492,45 @@ func TestKafkaProcessorRefusesABadConfigNamingTheField(t *testing.T) {
 		}
 	}
 }
+
+// TestKafkaBatchHandlerCommitsEachPollOnce: a BatchHandler that adds one
+// counter delta per key per poll counts exactly like the per-record one.
+func TestKafkaBatchHandlerCommitsEachPollOnce(t *testing.T) {
+	ctx := kafkaTestContext(t)
+	d := daemontest.Start(t)
+	k := newKafka(t, "events", 3)
+	k.produce(ctx, t, 30000, 41)
+	c := sdkDial(ctx, t, d.SocketPath())
+	counts := stated.NewCounter(c, "counts")
+	var polls, largest atomic.Int64
+	cfg := k.countingConfig(c, "g", "counts")
+	cfg.Handler = nil
+	cfg.MaxPollRecords = 1000
+	cfg.BatchHandler = func(_ context.Context, txn *stated.Txn, recs []*kgo.Record) error {
+		polls.Add(1)
+		if int64(len(recs)) > largest.Load() {
+			largest.Store(int64(len(recs)))
+		}
+		perKey := map[string]int64{}
+		for _, r := range recs {
+			perKey[string(r.Key)]++
+		}
+		for key, n := range perKey {
+			counts.In(txn).Add(key, n)
+		}
+		return nil
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := startProcessor(pctx, t, cfg)
+	k.waitDrained(ctx, t, c, "g", errc)
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if largest.Load() > 1000 {
+		t.Errorf("a batch of %d records, over MaxPollRecords 1000", largest.Load())
+	}
+	t.Logf("%d polls, the largest of %d records", polls.Load(), largest.Load())
+	k.checkCounts(ctx, t, c, "counts")
+}
