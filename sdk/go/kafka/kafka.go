@@ -189,7 +189,7 @@ func (p *Processor) Run(ctx context.Context) error {
 			p.cl.AllowRebalance()
 			return nil
 		}
-		if err := fatalFetchError(fetches); err != nil {
+		if err := p.fatalFetchError(fetches); err != nil {
 			p.cl.AllowRebalance()
 			return err
 		}
@@ -220,23 +220,19 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 }
 
-// fatalFetchError returns the first fetch error that consuming cannot go on
-// from; franz-go retries the others itself.
-func fatalFetchError(fetches kgo.Fetches) error {
+// fatalFetchError returns the error that consuming cannot go on from: the
+// client was closed. franz-go injects the others into polls to inform
+// (a failed group join, a partition error, data loss) and keeps retrying
+// by itself, so they are logged and consuming goes on.
+func (p *Processor) fatalFetchError(fetches kgo.Fetches) error {
 	for _, fe := range fetches.Errors() {
-		if errors.Is(fe.Err, context.Canceled) || errors.Is(fe.Err, context.DeadlineExceeded) {
-			continue
-		}
-		if errors.Is(fe.Err, kgo.ErrClientClosed) {
+		switch {
+		case errors.Is(fe.Err, context.Canceled), errors.Is(fe.Err, context.DeadlineExceeded):
+		case errors.Is(fe.Err, kgo.ErrClientClosed):
 			return fmt.Errorf("kafka: %w", fe.Err)
+		default:
+			p.logger.Warn("kafka: fetch error; franz-go retries", "group", p.cfg.Group, "topic", fe.Topic, "partition", fe.Partition, "error", fe.Err)
 		}
-		var de *kgo.ErrDataLoss
-		if errors.As(fe.Err, &de) {
-			// franz-go reset the partition past lost records; the count
-			// of lost records belongs in the logs, and consuming goes on.
-			continue
-		}
-		return fmt.Errorf("kafka: fetch topic %q partition %d: %w", fe.Topic, fe.Partition, fe.Err)
 	}
 	return nil
 }
