@@ -384,6 +384,39 @@ func (s *Store) Release(ctx context.Context, c *command.Claim) (uint64, error) {
 	return s.propose(ctx, &command.Command{Type: command.TypeRelease, Claim: c})
 }
 
+// Checkpoint proposes the barrier of a new checkpoint epoch and waits
+// until this node applied it: every replica makes a local Pebble
+// checkpoint of the state as of the barrier. It returns the epoch, the
+// barrier's index and term, and this node's checkpoint directory.
+func (s *Store) Checkpoint(ctx context.Context) (fsm.CheckpointResult, error) {
+	res, err := s.proposeResult(ctx, &command.Command{Type: command.TypeCheckpoint})
+	if err != nil {
+		return fsm.CheckpointResult{}, err
+	}
+	if res.Err != nil {
+		return fsm.CheckpointResult{}, res.Err
+	}
+	cp := *res.Checkpoint
+	return cp, cp.Err
+}
+
+// CompleteCheckpoint records that epoch's manifest is written; replicas
+// drop their local checkpoints up to it.
+func (s *Store) CompleteCheckpoint(ctx context.Context, epoch uint64) error {
+	_, err := s.propose(ctx, &command.Command{Type: command.TypeCheckpointDone, Epoch: epoch})
+	return err
+}
+
+// CheckpointState returns the newest barrier epoch and the newest
+// completed one, as this node has applied them.
+func (s *Store) CheckpointState() (fsm.CheckpointState, error) {
+	st, err := s.fsm.CheckpointState()
+	return st, s.waitError(err)
+}
+
+// Term returns the current Raft term.
+func (s *Store) Term() uint64 { return s.raft.CurrentTerm() }
+
 // Claims returns group's partition claims, by topic and partition.
 func (s *Store) Claims(group string) ([]fsm.Claim, error) {
 	c, err := s.fsm.Claims(group)

@@ -20,6 +20,13 @@ const (
 	TypeClaim Type = 6
 	// TypeRelease gives up partitions claimed at the given epochs.
 	TypeRelease Type = 7
+	// TypeCheckpoint is the barrier of a checkpoint epoch: the state
+	// machine numbers it (the last epoch plus one) and every replica makes
+	// a local Pebble checkpoint of the state as of this entry.
+	TypeCheckpoint Type = 8
+	// TypeCheckpointDone records that checkpoint Epoch was uploaded and
+	// its manifest written; replicas drop their local copies up to it.
+	TypeCheckpointDone Type = 9
 )
 
 // Op is the operation of one mutation.
@@ -79,6 +86,8 @@ type Command struct {
 	Member *Member
 	// Claim is set when Type is TypeClaim or TypeRelease.
 	Claim *Claim
+	// Epoch is set when Type is TypeCheckpointDone.
+	Epoch uint64
 }
 
 // Claim names partitions of a consumer group that Owner claims (TypeClaim)

@@ -41,6 +41,8 @@ func Encode(dst []byte, c *Command) []byte {
 		dst = appendBytes(dst, []byte(m.GRPCAddr))
 	case TypeClaim, TypeRelease:
 		dst = encodeClaim(dst, c.Claim)
+	case TypeCheckpointDone:
+		dst = binary.AppendUvarint(dst, c.Epoch)
 	}
 	return dst
 }
@@ -147,6 +149,15 @@ func Decode(buf []byte) (*Command, error) {
 			return nil, fmt.Errorf("%w: command type %d in format version 1", ErrCorrupt, c.Type)
 		}
 		c.Claim = d.claim()
+	case TypeCheckpoint:
+		if d.version == versionV1 {
+			return nil, fmt.Errorf("%w: command type %d in format version 1", ErrCorrupt, c.Type)
+		}
+	case TypeCheckpointDone:
+		if d.version == versionV1 {
+			return nil, fmt.Errorf("%w: command type %d in format version 1", ErrCorrupt, c.Type)
+		}
+		c.Epoch = d.uvarint()
 	default:
 		if d.err == nil {
 			return nil, fmt.Errorf("%w: unknown command type %d", ErrCorrupt, c.Type)

@@ -35,6 +35,8 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		"claim": {Type: TypeClaim, Now: 7, Claim: &Claim{Group: "g", Owner: "c1", Partitions: []PartitionEpoch{
 			{Topic: "t", Partition: 0}, {Topic: "t", Partition: 1 << 30},
 		}}},
+		"checkpoint":      {Type: TypeCheckpoint, Now: 9},
+		"checkpoint done": {Type: TypeCheckpointDone, Now: 9, Epoch: 1 << 40},
 		"release": {Type: TypeRelease, Claim: &Claim{Group: "g", Owner: "c1", Partitions: []PartitionEpoch{
 			{Topic: "t", Partition: 2, Epoch: 1 << 50},
 		}}},

@@ -34,6 +34,8 @@ type FSM struct {
 
 	applied atomic.Uint64
 
+	checkpointDir string // local checkpoints, one directory per epoch
+
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed and replaced whenever applied moves
 }
@@ -50,7 +52,8 @@ func Open(dir string, logger *slog.Logger) (*FSM, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &FSM{dir: dir, logger: logger, db: db, waitCh: make(chan struct{})}
+	f := &FSM{dir: dir, logger: logger, db: db, waitCh: make(chan struct{}),
+		checkpointDir: filepath.Join(filepath.Dir(dir), "local-checkpoints")}
 	idx, err := readAppliedIndex(db)
 	if err != nil {
 		db.Close()
@@ -170,7 +173,24 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		return res
 	}
 	if cmd != nil {
-		res.Index, res.Duplicate, res.Claimed, res.Err = f.applyCommand(l.Index, cmd)
+		var out applyOut
+		res.Index, res.Duplicate, out, res.Err = f.applyCommand(l.Index, cmd)
+		res.Claimed = out.claimed
+		if res.Err == nil && out.epoch != 0 {
+			switch cmd.Type {
+			case command.TypeCheckpoint:
+				cp := &CheckpointResult{Epoch: out.epoch, Index: l.Index, Term: l.Term}
+				cp.Dir, cp.Err = f.makeCheckpoint(out.epoch)
+				if cp.Err != nil {
+					f.logger.Error("fsm: local checkpoint failed", "epoch", out.epoch, "error", cp.Err)
+				}
+				res.Checkpoint = cp
+			case command.TypeCheckpointDone:
+				if err := f.removeCheckpoints(out.epoch); err != nil {
+					f.logger.Warn("fsm: removing uploaded local checkpoints failed", "epoch", out.epoch, "error", err)
+				}
+			}
+		}
 	}
 	var err2 error
 	if res.Duplicate || errors.Is(res.Err, ErrRejected) {
@@ -192,16 +212,23 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	return res
 }
 
+// applyOut is what applying a command produced besides its writes.
+type applyOut struct {
+	claimed []ClaimedPartition
+	// epoch is the checkpoint epoch of a TypeCheckpoint or
+	// TypeCheckpointDone command.
+	epoch uint64
+}
+
 // applyCommand writes cmd and the applied index in one batch, or nothing
 // when the command is rejected or a retry of one applied before. It returns
-// the index the caller should see: index, or the first application's, and
-// a claim's result.
-func (f *FSM) applyCommand(index uint64, cmd *command.Command) (uint64, bool, []ClaimedPartition, error) {
+// the index the caller should see: index, or the first application's.
+func (f *FSM) applyCommand(index uint64, cmd *command.Command) (uint64, bool, applyOut, error) {
 	if first, ok, err := f.duplicateOf(cmd); err != nil || ok {
-		return first, ok, nil, err
+		return first, ok, applyOut{}, err
 	}
-	claimed, err := f.writeCommand(index, cmd)
-	return index, false, claimed, err
+	out, err := f.writeCommand(index, cmd)
+	return index, false, out, err
 }
 
 // duplicateOf reports whether cmd is a commit whose (client id, sequence)
@@ -229,7 +256,7 @@ func (f *FSM) duplicateOf(cmd *command.Command) (uint64, bool, error) {
 	return binary.BigEndian.Uint64(payload), true, nil
 }
 
-func (f *FSM) writeCommand(index uint64, cmd *command.Command) ([]ClaimedPartition, error) {
+func (f *FSM) writeCommand(index uint64, cmd *command.Command) (applyOut, error) {
 	// A command that reads what it wrote (a counter or list touched twice)
 	// needs an indexed batch; plain puts and deletes do not pay for one.
 	var b *pebble.Batch
@@ -243,7 +270,7 @@ func (f *FSM) writeCommand(index uint64, cmd *command.Command) ([]ClaimedPartiti
 	defer b.Close()
 	a := applier{b: b, r: r, now: cmd.Now}
 	var err error
-	var claimed []ClaimedPartition
+	var out applyOut
 	switch cmd.Type {
 	case command.TypeCommit:
 		if err = a.commit(cmd.Commit); err == nil {
@@ -258,19 +285,24 @@ func (f *FSM) writeCommand(index uint64, cmd *command.Command) ([]ClaimedPartiti
 	case command.TypeRemoveMember:
 		err = a.removeMember(cmd.Member)
 	case command.TypeClaim:
-		claimed, err = a.claim(cmd.Claim)
+		out.claimed, err = a.claim(cmd.Claim)
 	case command.TypeRelease:
 		err = a.release(cmd.Claim)
+	case command.TypeCheckpoint:
+		out.epoch, err = a.checkpointBarrier()
+	case command.TypeCheckpointDone:
+		out.epoch = cmd.Epoch
+		err = a.checkpointDone(cmd.Epoch)
 	default:
 		err = reject("type", "unknown command type %d", cmd.Type)
 	}
 	if err != nil {
-		return nil, err
+		return applyOut{}, err
 	}
 	if err := b.Set(keyAppliedIndex, binary.BigEndian.AppendUint64(nil, index), nil); err != nil {
-		return nil, err
+		return applyOut{}, err
 	}
-	return claimed, b.Commit(pebble.NoSync)
+	return out, b.Commit(pebble.NoSync)
 }
 
 // readsOwnWrites reports whether applying cmd reads keys it may have

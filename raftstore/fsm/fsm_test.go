@@ -80,6 +80,10 @@ func randomLog(seed uint64, n int) []*command.Command {
 			log = append(log, &command.Command{Type: command.TypeExpire, Now: now, ExpireLimit: uint32(1 + r.IntN(5))})
 			continue
 		}
+		if r.IntN(40) == 2 {
+			log = append(log, &command.Command{Type: command.TypeCheckpoint, Now: now})
+			continue
+		}
 		if r.IntN(10) == 1 {
 			// Claims and releases of partitions 3 and 4; commits below
 			// move them with epochs that are sometimes stale.

@@ -19,6 +19,10 @@ const (
 var (
 	keyAppliedIndex = []byte{prefixSystem, 'a'}
 	keyClusterID    = []byte{prefixSystem, 'c'}
+	// keyCheckpointEpoch is the epoch of the newest checkpoint barrier;
+	// keyCheckpointDone the newest completed epoch and when it completed.
+	keyCheckpointEpoch = []byte{prefixSystem, 'e'}
+	keyCheckpointDone  = []byte{prefixSystem, 'd'}
 	prefixMember    = []byte{prefixSystem, 'n'} // node id -> raft and gRPC addresses
 )
 

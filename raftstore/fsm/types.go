@@ -68,6 +68,8 @@ type Result struct {
 	// Claimed is set for a TypeClaim command: each partition's new epoch
 	// and stored offset.
 	Claimed []ClaimedPartition
+	// Checkpoint is set for a TypeCheckpoint command.
+	Checkpoint *CheckpointResult
 }
 
 // DedupWindow is how long the state machine remembers a commit's (client

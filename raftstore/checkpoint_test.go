@@ -1,0 +1,69 @@
+package raftstore_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/fsm"
+	"github.com/statedhq/stated/raftstore/raftstoretest"
+)
+
+// TestCheckpointBarrierCutsTheSameStateOnEveryReplica: at the barrier
+// entry every replica makes a local checkpoint, and each holds the same
+// index, epoch and offsets; completing the epoch removes them everywhere.
+func TestCheckpointBarrierCutsTheSameStateOnEveryReplica(t *testing.T) {
+	c := raftstoretest.NewCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	leader := c.Leader(t)
+	for i := range 20 {
+		if _, err := c.Commit(ctx, increment("w", uint64(i+1), "k", 1), time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cp, err := leader.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.Epoch != 1 || cp.Term != leader.Term() {
+		t.Fatalf("checkpoint = %+v, want epoch 1 in term %d", cp, leader.Term())
+	}
+	for i := range c.Len() {
+		s := c.Node(i)
+		if _, err := s.ReadBarrier(ctx, raftstore.Session, cp.Index); err != nil {
+			t.Fatal(err)
+		}
+		dir := c.Dir(i) + "/local-checkpoints/00000000000000000001"
+		info, err := fsm.ReadCheckpoint(dir)
+		if err != nil {
+			t.Fatalf("%s: %v", s.NodeID(), err)
+		}
+		if info.Epoch != 1 || info.AppliedIndex != cp.Index || info.Keys != 1 {
+			t.Fatalf("%s: checkpoint info %+v, want epoch 1 at index %d", s.NodeID(), info, cp.Index)
+		}
+	}
+	if err := leader.CompleteCheckpoint(ctx, cp.Epoch); err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.Len() {
+		dir := c.Dir(i) + "/local-checkpoints/00000000000000000001"
+		deadline := time.Now().Add(waitTimeout)
+		for {
+			st, err := c.Node(i).CheckpointState()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, statErr := os.Stat(dir); st.Completed == 1 && errors.Is(statErr, os.ErrNotExist) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d: state %+v, local checkpoint still at %s", i, st, dir)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}

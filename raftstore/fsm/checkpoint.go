@@ -1,0 +1,245 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// CheckpointResult is what a TypeCheckpoint entry returns: the epoch the
+// state machine gave it and the local Pebble checkpoint of the state as of
+// the entry.
+type CheckpointResult struct {
+	Epoch uint64
+	Index uint64
+	Term  uint64
+	// Dir is the local checkpoint directory; Err is why it could not be
+	// made (the epoch is still used up, and fails).
+	Dir string
+	Err error
+}
+
+// CheckpointState is what the state machine records of checkpoints.
+type CheckpointState struct {
+	// LastEpoch is the epoch of the newest barrier.
+	LastEpoch uint64
+	// Completed is the newest epoch whose upload completed, and
+	// CompletedAt the leader's Unix nanosecond time of that.
+	Completed   uint64
+	CompletedAt int64
+}
+
+// SetCheckpointDir sets the directory under which replicas make their
+// local checkpoints, one subdirectory per epoch. Call it before Raft
+// applies entries; the default is local-checkpoints beside the state
+// directory.
+func (f *FSM) SetCheckpointDir(dir string) { f.checkpointDir = dir }
+
+// CheckpointDir returns the directory of epoch's local checkpoint.
+func (f *FSM) CheckpointDir(epoch uint64) string {
+	return filepath.Join(f.checkpointDir, fmt.Sprintf("%020d", epoch))
+}
+
+func (a *applier) loadCheckpointState() (CheckpointState, error) {
+	var st CheckpointState
+	if v, ok, err := a.get(keyCheckpointEpoch); err != nil {
+		return st, err
+	} else if ok {
+		if len(v) != 8 {
+			return st, fmt.Errorf("%w: checkpoint epoch of %d bytes", ErrCorrupt, len(v))
+		}
+		st.LastEpoch = binary.BigEndian.Uint64(v)
+	}
+	if v, ok, err := a.get(keyCheckpointDone); err != nil {
+		return st, err
+	} else if ok {
+		if len(v) != 16 {
+			return st, fmt.Errorf("%w: completed checkpoint of %d bytes", ErrCorrupt, len(v))
+		}
+		st.Completed = binary.BigEndian.Uint64(v)
+		st.CompletedAt = int64(binary.BigEndian.Uint64(v[8:]))
+	}
+	return st, nil
+}
+
+// checkpointBarrier numbers a new epoch; the local checkpoint is made
+// once the batch is committed (makeCheckpoint).
+func (a *applier) checkpointBarrier() (uint64, error) {
+	st, err := a.loadCheckpointState()
+	if err != nil {
+		return 0, err
+	}
+	epoch := st.LastEpoch + 1
+	return epoch, a.b.Set(keyCheckpointEpoch, binary.BigEndian.AppendUint64(nil, epoch), nil)
+}
+
+// checkpointDone records epoch as completed unless a newer one is.
+func (a *applier) checkpointDone(epoch uint64) error {
+	st, err := a.loadCheckpointState()
+	if err != nil {
+		return err
+	}
+	if epoch > st.LastEpoch {
+		return reject("epoch", "checkpoint %d was never started (last barrier %d)", epoch, st.LastEpoch)
+	}
+	if epoch <= st.Completed {
+		return nil
+	}
+	v := binary.BigEndian.AppendUint64(nil, epoch)
+	return a.b.Set(keyCheckpointDone, binary.BigEndian.AppendUint64(v, uint64(a.now)), nil)
+}
+
+// makeCheckpoint makes the local checkpoint of epoch, after the barrier's
+// batch is committed: hard links of the SSTs and a copy of the flushed
+// WAL, so it holds exactly the state as of the barrier. Older local
+// checkpoints are removed first: their uploads are done or abandoned.
+func (f *FSM) makeCheckpoint(epoch uint64) (string, error) {
+	if err := f.removeCheckpoints(epoch - 1); err != nil {
+		f.logger.Warn("fsm: removing old local checkpoints failed", "error", err)
+	}
+	dir := f.CheckpointDir(epoch)
+	if err := os.RemoveAll(dir); err != nil {
+		return "", fmt.Errorf("fsm: checkpoint %d: %w", epoch, err)
+	}
+	if err := os.MkdirAll(f.checkpointDir, 0o755); err != nil {
+		return "", fmt.Errorf("fsm: checkpoint %d: %w", epoch, err)
+	}
+	if err := f.db.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("fsm: checkpoint %d: %w", epoch, err)
+	}
+	return dir, nil
+}
+
+// removeCheckpoints deletes the local checkpoints of epochs up to upTo.
+func (f *FSM) removeCheckpoints(upTo uint64) error {
+	entries, err := os.ReadDir(f.checkpointDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		n, err := strconv.ParseUint(strings.TrimSuffix(e.Name(), ".tmp"), 10, 64)
+		if err != nil || n > upTo {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(f.checkpointDir, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CheckpointState returns what the state machine records of checkpoints.
+func (f *FSM) CheckpointState() (CheckpointState, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return CheckpointState{}, ErrClosed
+	}
+	a := applier{r: f.db}
+	return a.loadCheckpointState()
+}
+
+// CheckpointInfo is what a local checkpoint holds, read from its files.
+type CheckpointInfo struct {
+	Epoch        uint64
+	AppliedIndex uint64
+	ClusterID    string
+	// Offsets are every group's offsets, by group, topic and partition.
+	Offsets []command.Offset
+	// Keys and Bytes count the state entries and their key and value
+	// bytes (system records, offsets and claims excluded).
+	Keys  uint64
+	Bytes uint64
+}
+
+// ReadCheckpoint opens a local checkpoint read-only and reads its epoch,
+// applied index, cluster id and offsets, and counts its state. The
+// checkpoint is a consistent cut, so the offsets belong to exactly that
+// state.
+func ReadCheckpoint(dir string) (CheckpointInfo, error) {
+	// Opening takes Pebble's LOCK file, which a checkpoint does not have:
+	// remove it afterwards so that the directory is as it was made.
+	lock := filepath.Join(dir, "LOCK")
+	_, statErr := os.Stat(lock)
+	opts := &pebble.Options{ReadOnly: true, Logger: pebbleLogger{slog.New(slog.DiscardHandler)}}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return CheckpointInfo{}, fmt.Errorf("fsm: open checkpoint %s: %w", dir, err)
+	}
+	defer func() {
+		db.Close()
+		if errors.Is(statErr, os.ErrNotExist) {
+			os.Remove(lock)
+		}
+	}()
+	var info CheckpointInfo
+	if info.AppliedIndex, err = readAppliedIndex(db); err != nil {
+		return info, err
+	}
+	a := applier{r: db}
+	st, err := a.loadCheckpointState()
+	if err != nil {
+		return info, err
+	}
+	info.Epoch = st.LastEpoch
+	if v, ok, err := a.get(keyClusterID); err != nil {
+		return info, err
+	} else if ok {
+		info.ClusterID = string(v)
+	}
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixOffset}, UpperBound: []byte{prefixOffset + 1}})
+	if err != nil {
+		return info, err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		o, err := decodeOffset(it.Key(), it.Value())
+		if err != nil {
+			it.Close()
+			return info, err
+		}
+		info.Offsets = append(info.Offsets, o)
+	}
+	if err := it.Close(); err != nil {
+		return info, err
+	}
+	it, err = db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixState}, UpperBound: []byte{prefixState + 1}})
+	if err != nil {
+		return info, err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		info.Keys++
+		info.Bytes += uint64(len(it.Key()) + len(it.Value()))
+	}
+	return info, it.Close()
+}
+
+// decodeOffset decodes an offset record of any group.
+func decodeOffset(k, v []byte) (command.Offset, error) {
+	group, rest, err := readComponent(k[1:])
+	if err == nil {
+		var topic []byte
+		topic, rest, err = readComponent(rest)
+		if err == nil && len(rest) == 4 && len(v) == 8 {
+			return command.Offset{
+				Group: string(group), Topic: string(topic),
+				Partition: int32(binary.BigEndian.Uint32(rest)),
+				Offset:    int64(binary.BigEndian.Uint64(v)),
+			}, nil
+		}
+	}
+	return command.Offset{}, fmt.Errorf("%w: offset record %x", ErrCorrupt, k)
+}
