@@ -21,18 +21,27 @@ import (
 )
 
 var (
-	buildOnce sync.Once
-	binDir    string
-	statedBin string
-	buildErr  error
+	binDirOnce sync.Once
+	binDirErr  error
+	buildOnce  sync.Once
+	binDir     string
+	statedBin  string
+	buildErr   error
 )
+
+// binaryDir creates binDir, where the tests' binaries are built, once;
+// TestMain removes it.
+func binaryDir() (string, error) {
+	binDirOnce.Do(func() { binDir, binDirErr = os.MkdirTemp("", "stated-bin") })
+	return binDir, binDirErr
+}
 
 // statedBinary builds cmd/stated once for the package's tests that run it
 // as a process, and returns its path.
 func statedBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "stated-bin"); buildErr != nil {
+		if _, buildErr = binaryDir(); buildErr != nil {
 			return
 		}
 		statedBin = filepath.Join(binDir, "stated")
@@ -45,6 +54,32 @@ func statedBinary(t *testing.T) string {
 		t.Fatal(buildErr)
 	}
 	return statedBin
+}
+
+var (
+	counterOnce sync.Once
+	counterBin  string
+	counterErr  error
+)
+
+// counterBinary builds examples/counter once for the tests that run it as
+// a process, and returns its path.
+func counterBinary(t *testing.T) string {
+	t.Helper()
+	counterOnce.Do(func() {
+		if _, counterErr = binaryDir(); counterErr != nil {
+			return
+		}
+		counterBin = filepath.Join(binDir, "counter")
+		out, err := exec.Command("go", "build", "-o", counterBin, "../examples/counter").CombinedOutput()
+		if err != nil {
+			counterErr = fmt.Errorf("building examples/counter: %v\n%s", err, out)
+		}
+	})
+	if counterErr != nil {
+		t.Fatal(counterErr)
+	}
+	return counterBin
 }
 
 func TestMain(m *testing.M) {
