@@ -66,8 +66,37 @@ func (r *rate) report(b *testing.B) {
 
 // BenchmarkKafkaProcessor runs sdk/go/kafka against a single stated node
 // on its unix socket: each poll's counter adds and offsets commit in one
-// stated transaction.
+// stated transaction. per-record adds one mutation per record (Handler);
+// per-key sums a poll's records per key first (BatchHandler), one
+// mutation per key and poll.
 func BenchmarkKafkaProcessor(b *testing.B) {
+	b.Run("per-record", func(b *testing.B) {
+		benchProcessor(b, func(counts *stated.Counter, r *rate) (kafka.Handler, kafka.BatchHandler) {
+			return func(_ context.Context, txn *stated.Txn, rec *kgo.Record) error {
+				r.record()
+				counts.In(txn).Add(string(rec.Key), 1)
+				return nil
+			}, nil
+		})
+	})
+	b.Run("per-key", func(b *testing.B) {
+		benchProcessor(b, func(counts *stated.Counter, r *rate) (kafka.Handler, kafka.BatchHandler) {
+			return nil, func(_ context.Context, txn *stated.Txn, recs []*kgo.Record) error {
+				sums := map[string]int64{}
+				for _, rec := range recs {
+					r.record()
+					sums[string(rec.Key)]++
+				}
+				for k, n := range sums {
+					counts.In(txn).Add(k, n)
+				}
+				return nil
+			}
+		})
+	})
+}
+
+func benchProcessor(b *testing.B, handlers func(*stated.Counter, *rate) (kafka.Handler, kafka.BatchHandler)) {
 	k := benchTopic(b)
 	d := daemontest.Start(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -77,16 +106,12 @@ func BenchmarkKafkaProcessor(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	counts := stated.NewCounter(c, "counts")
 	var r rate
+	h, bh := handlers(stated.NewCounter(c, "counts"), &r)
 	p, err := kafka.New(kafka.Config{
 		State: c, Group: "bench", Topics: []string{k.topic},
 		KafkaOptions: []kgo.Opt{kgo.SeedBrokers(k.brokers...)},
-		Handler: func(_ context.Context, txn *stated.Txn, rec *kgo.Record) error {
-			r.record()
-			counts.In(txn).Add(string(rec.Key), 1)
-			return nil
-		},
+		Handler:      h, BatchHandler: bh,
 	})
 	if err != nil {
 		b.Fatal(err)
