@@ -23,7 +23,7 @@ var (
 	// keyCheckpointDone the newest completed epoch and when it completed.
 	keyCheckpointEpoch = []byte{prefixSystem, 'e'}
 	keyCheckpointDone  = []byte{prefixSystem, 'd'}
-	prefixMember    = []byte{prefixSystem, 'n'} // node id -> raft and gRPC addresses
+	prefixMember       = []byte{prefixSystem, 'n'} // node id -> raft and gRPC addresses
 )
 
 func memberKey(id string) []byte {
