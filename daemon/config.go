@@ -64,6 +64,27 @@ type Config struct {
 	// ExpiryInterval is how often the leader looks for entries whose TTL
 	// ran out and deletes them. Default 5s.
 	ExpiryInterval time.Duration
+
+	// CheckpointURL is the bucket checkpoints go to (file://, s3://,
+	// gs://, azblob://, mem://). Default: file:// DataDir/checkpoints,
+	// which shares the data's disk; Start logs a warning about it.
+	CheckpointURL string
+	// CheckpointInterval is how often the leader takes a checkpoint; at
+	// least 1s, or zero for checkpoints on request only. DefaultConfig
+	// sets 10s.
+	CheckpointInterval time.Duration
+	// CheckpointRetain is how many completed checkpoints retention keeps,
+	// besides savepoints. Default 3.
+	CheckpointRetain int
+	// CheckpointWorkers is how many files upload in parallel. Default 4.
+	CheckpointWorkers int
+	// CheckpointGCGrace protects unreferenced blobs younger than it from
+	// garbage collection (an upload on another node may still reference
+	// them). Default 10 minutes.
+	CheckpointGCGrace time.Duration
+	// KafkaBrokers, when set, are the brokers the leader commits each
+	// completed checkpoint's offsets to, group by group.
+	KafkaBrokers []string
 	// Logger receives the daemon's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -85,6 +106,9 @@ func DefaultConfig() Config {
 		MaxMessageBytes: 64 << 20,
 		ExpiryInterval:  5 * time.Second,
 		JoinTimeout:     time.Minute,
+
+		CheckpointInterval: 10 * time.Second,
+		CheckpointRetain:   3,
 
 		SnapshotThreshold: raftDefaults.SnapshotThreshold,
 		SnapshotInterval:  raftDefaults.SnapshotInterval,
@@ -145,6 +169,23 @@ func (c *Config) Validate() error {
 	if c.ExpiryInterval < 0 {
 		errs = append(errs, fmt.Errorf("daemon: config: ExpiryInterval %s is negative", c.ExpiryInterval))
 	}
+	if c.CheckpointInterval < 0 || c.CheckpointInterval > 0 && c.CheckpointInterval < time.Second {
+		errs = append(errs, fmt.Errorf("daemon: config: CheckpointInterval %s is below the 1s minimum (zero means on request only)", c.CheckpointInterval))
+	}
+	if c.CheckpointRetain < 0 {
+		errs = append(errs, fmt.Errorf("daemon: config: CheckpointRetain %d is below 1", c.CheckpointRetain))
+	}
+	if c.CheckpointWorkers < 0 {
+		errs = append(errs, fmt.Errorf("daemon: config: CheckpointWorkers %d is negative", c.CheckpointWorkers))
+	}
+	if c.CheckpointGCGrace < 0 {
+		errs = append(errs, fmt.Errorf("daemon: config: CheckpointGCGrace %s is negative", c.CheckpointGCGrace))
+	}
+	for i, b := range c.KafkaBrokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			errs = append(errs, fmt.Errorf("daemon: config: KafkaBrokers[%d] %q: want host:port: %w", i, b, err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -160,6 +201,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.JoinTimeout == 0 {
 		c.JoinTimeout = d.JoinTimeout
+	}
+	if c.CheckpointRetain == 0 {
+		c.CheckpointRetain = d.CheckpointRetain
+	}
+	if c.CheckpointWorkers == 0 {
+		c.CheckpointWorkers = 4
+	}
+	if c.CheckpointGCGrace == 0 {
+		c.CheckpointGCGrace = 10 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

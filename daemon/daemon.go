@@ -36,12 +36,13 @@ type Daemon struct {
 	server *grpc.Server
 	health *health.Server
 	conns  *connCache // connections to leaders, for forwarding
+	ckpt   *coordinator
 
 	unixLn net.Listener
 	tcpLn  net.Listener
 
-	stopExpiry context.CancelFunc
-	bg         sync.WaitGroup // Serve loops and the expiry ticker
+	stopBackground context.CancelFunc
+	bg             sync.WaitGroup // Serve loops and the expiry ticker
 
 	closeOnce sync.Once
 	closeErr  error
@@ -70,6 +71,11 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	if err := d.openStore(ctx); err != nil {
+		d.closeListeners()
+		return nil, err
+	}
+	if err := d.openCheckpoints(ctx); err != nil {
+		d.store.Close()
 		d.closeListeners()
 		return nil, err
 	}
@@ -157,6 +163,28 @@ func (d *Daemon) openStore(ctx context.Context) error {
 	return nil
 }
 
+// openCheckpoints opens the checkpoint bucket: a URL that cannot be
+// opened fails Start.
+func (d *Daemon) openCheckpoints(ctx context.Context) error {
+	if d.cfg.CheckpointURL == "" {
+		u, err := defaultCheckpointURL(d.cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		d.cfg.CheckpointURL = u
+	}
+	c, err := openCoordinator(ctx, d.cfg, d.store, d.logger)
+	if err != nil {
+		return err
+	}
+	if st := c.Status(); st.SharesDiskWithData {
+		d.logger.Warn("daemon: checkpoints go to the data dir's disk; losing that disk loses both: point --checkpoint-url at other storage",
+			"bucket", st.Bucket)
+	}
+	d.ckpt = c
+	return nil
+}
+
 func (d *Daemon) serve() {
 	d.server = grpc.NewServer(
 		grpc.MaxRecvMsgSize(d.cfg.MaxMessageBytes),
@@ -165,6 +193,7 @@ func (d *Daemon) serve() {
 	opts := []grpcapi.Option{grpcapi.WithLogger(d.logger), grpcapi.WithForwarder(d.conns)}
 	statedv1.RegisterStateServer(d.server, grpcapi.New(d.store, opts...))
 	statedv1.RegisterClusterServer(d.server, grpcapi.NewCluster(d.store, opts...))
+	statedv1.RegisterCheckpointsServer(d.server, grpcapi.NewCheckpoints(d.store, checkpointsAPI{d.ckpt}, opts...))
 	d.health = health.NewServer()
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	d.health.SetServingStatus(statedv1.State_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -183,11 +212,16 @@ func (d *Daemon) serve() {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	d.stopExpiry = cancel
+	d.stopBackground = cancel
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
 		d.expireLoop(ctx)
+	}()
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		d.ckpt.run(ctx)
 	}()
 }
 
@@ -259,6 +293,10 @@ func (d *Daemon) NodeID() string { return d.cfg.NodeID }
 // Store is the daemon's replicated store.
 func (d *Daemon) Store() *raftstore.Store { return d.store }
 
+// CheckpointStatus is this node's checkpoint coordinator state (it runs
+// checkpoints only while the node leads).
+func (d *Daemon) CheckpointStatus() CheckpointStatus { return d.ckpt.Status() }
+
 // Close stops serving (waiting up to a few seconds for in-flight RPCs),
 // shuts Raft down, closes the state and removes the socket file. It is
 // safe to call more than once; later calls return the first result.
@@ -269,7 +307,7 @@ func (d *Daemon) Close() error {
 
 func (d *Daemon) close() error {
 	d.health.Shutdown() // NOT_SERVING, so load balancers stop sending first
-	d.stopExpiry()
+	d.stopBackground()
 
 	stopped := make(chan struct{})
 	go func() {
@@ -288,6 +326,7 @@ func (d *Daemon) close() error {
 	d.bg.Wait()
 
 	var errs []error
+	d.ckpt.close()
 	if err := d.conns.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("daemon: close connections to the leader: %w", err))
 	}

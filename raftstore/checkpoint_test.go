@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/command"
 	"github.com/statedhq/stated/raftstore/fsm"
 	"github.com/statedhq/stated/raftstore/raftstoretest"
 )
@@ -46,7 +47,7 @@ func TestCheckpointBarrierCutsTheSameStateOnEveryReplica(t *testing.T) {
 			t.Fatalf("%s: checkpoint info %+v, want epoch 1 at index %d", s.NodeID(), info, cp.Index)
 		}
 	}
-	if err := leader.CompleteCheckpoint(ctx, cp.Epoch); err != nil {
+	if err := leader.CompleteCheckpoint(ctx, cp.Epoch, []command.Offset{{Group: "g", Topic: "t", Partition: 0, Offset: 20}}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range c.Len() {
@@ -58,6 +59,10 @@ func TestCheckpointBarrierCutsTheSameStateOnEveryReplica(t *testing.T) {
 				t.Fatal(err)
 			}
 			if _, statErr := os.Stat(dir); st.Completed == 1 && errors.Is(statErr, os.ErrNotExist) {
+				offs, err := c.Node(i).CheckpointedOffsets("g")
+				if err != nil || len(offs) != 1 || offs[0].Offset != 20 {
+					t.Fatalf("node %d: checkpointed offsets %+v, %v; want t/0 at 20", i, offs, err)
+				}
 				break
 			}
 			if time.Now().After(deadline) {

@@ -400,11 +400,18 @@ func (s *Store) Checkpoint(ctx context.Context) (fsm.CheckpointResult, error) {
 	return cp, cp.Err
 }
 
-// CompleteCheckpoint records that epoch's manifest is written; replicas
-// drop their local checkpoints up to it.
-func (s *Store) CompleteCheckpoint(ctx context.Context, epoch uint64) error {
-	_, err := s.propose(ctx, &command.Command{Type: command.TypeCheckpointDone, Epoch: epoch})
+// CompleteCheckpoint records that epoch's manifest is written, with the
+// checkpoint's offsets; replicas drop their local checkpoints up to it.
+func (s *Store) CompleteCheckpoint(ctx context.Context, epoch uint64, offsets []command.Offset) error {
+	_, err := s.propose(ctx, &command.Command{Type: command.TypeCheckpointDone, Epoch: epoch, Offsets: offsets})
 	return err
+}
+
+// CheckpointedOffsets returns group's offsets as of the newest completed
+// checkpoint.
+func (s *Store) CheckpointedOffsets(group string) ([]command.Offset, error) {
+	o, err := s.fsm.CheckpointedOffsets(group)
+	return o, s.waitError(err)
 }
 
 // CheckpointState returns the newest barrier epoch and the newest

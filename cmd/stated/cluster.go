@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
 
 	stated "github.com/statedhq/stated/sdk/go"
 )
@@ -103,9 +106,11 @@ type nodeStatusOutput struct {
 }
 
 type statusOutput struct {
-	ClusterID string             `json:"cluster_id"`
-	LeaderID  string             `json:"leader_id"`
-	Members   []nodeStatusOutput `json:"members"`
+	ClusterID        string             `json:"cluster_id"`
+	LeaderID         string             `json:"leader_id"`
+	Members          []nodeStatusOutput `json:"members"`
+	Checkpoints      *checkpointsOutput `json:"checkpoints,omitempty"`
+	CheckpointsError string             `json:"checkpoints_error,omitempty"`
 }
 
 func (c *cli) statusCommand() *cobra.Command {
@@ -134,6 +139,11 @@ shown as unreachable.`,
 				}()
 			}
 			wg.Wait()
+			if st, err := statedv1.NewCheckpointsClient(client.Conn()).Status(ctx, &statedv1.CheckpointStatusRequest{}); err == nil {
+				out.Checkpoints = checkpointStatusOutput(st)
+			} else {
+				out.CheckpointsError = err.Error()
+			}
 			if asJSON {
 				return c.printJSON(out)
 			}
@@ -183,7 +193,75 @@ func (c *cli) printStatus(out statusOutput) error {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%t\t%s\n", m.NodeID, m.GRPCAddr, m.Role, m.Term,
 			m.LastLogIndex, m.CommitIndex, m.AppliedIndex, m.IsLeader, m.Error)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return c.printCheckpointStatus(out)
+}
+
+// checkpointsOutput is the checkpoint part of `status`.
+type checkpointsOutput struct {
+	Bucket             string            `json:"bucket"`
+	IntervalSeconds    float64           `json:"interval_seconds"`
+	Retain             int32             `json:"retain"`
+	SharesDiskWithData bool              `json:"shares_disk_with_data"`
+	LastCompleted      *checkpointOutput `json:"last_completed,omitempty"`
+	LastAgeSeconds     float64           `json:"last_age_seconds,omitempty"`
+	LastDurationMillis int64             `json:"last_duration_millis,omitempty"`
+	LastBytesUploaded  uint64            `json:"last_bytes_uploaded"`
+	LastFilesUploaded  uint64            `json:"last_files_uploaded"`
+	Completed          uint64            `json:"completed"`
+	Failures           uint64            `json:"failures"`
+	LastError          string            `json:"last_error,omitempty"`
+	KafkaError         string            `json:"kafka_error,omitempty"`
+	InProgressEpoch    uint64            `json:"in_progress_epoch,omitempty"`
+	Coordinator        string            `json:"coordinator"`
+}
+
+func checkpointStatusOutput(st *statedv1.CheckpointStatus) *checkpointsOutput {
+	out := &checkpointsOutput{
+		Bucket: st.GetBucket(), IntervalSeconds: float64(st.GetIntervalMillis()) / 1000, Retain: st.GetRetain(),
+		SharesDiskWithData: st.GetSharesDiskWithData(), LastDurationMillis: st.GetLastDurationMillis(),
+		LastBytesUploaded: st.GetLastBytesUploaded(), LastFilesUploaded: st.GetLastFilesUploaded(),
+		Completed: st.GetCompleted(), Failures: st.GetFailures(), LastError: st.GetLastError(),
+		KafkaError: st.GetKafkaError(), InProgressEpoch: st.GetInProgressEpoch(), Coordinator: st.GetNodeId(),
+	}
+	if s := st.GetLastCompleted(); s != nil {
+		o := summaryOutput(s)
+		out.LastCompleted = &o
+		out.LastAgeSeconds = time.Since(o.CreatedAt).Seconds()
+	}
+	return out
+}
+
+func (c *cli) printCheckpointStatus(out statusOutput) error {
+	if out.Checkpoints == nil {
+		fmt.Fprintf(c.stdout, "\ncheckpoints: unknown (%s)\n", out.CheckpointsError)
+		return nil
+	}
+	st := out.Checkpoints
+	fmt.Fprintf(c.stdout, "\ncheckpoints to %s every %gs, keeping %d (coordinator %s)\n", st.Bucket, st.IntervalSeconds, st.Retain, st.Coordinator)
+	if st.SharesDiskWithData {
+		fmt.Fprintln(c.stdout, "  warning: the bucket is on the data dir's disk; losing that disk loses both")
+	}
+	if lc := st.LastCompleted; lc != nil {
+		fmt.Fprintf(c.stdout, "  last completed: epoch %d, %s ago, took %dms, uploaded %d files (%s) of %d\n", lc.Epoch,
+			time.Duration(st.LastAgeSeconds*float64(time.Second)).Round(time.Second), st.LastDurationMillis,
+			st.LastFilesUploaded, humanBytes(st.LastBytesUploaded), lc.Files)
+	} else {
+		fmt.Fprintln(c.stdout, "  last completed: none since the coordinator started")
+	}
+	fmt.Fprintf(c.stdout, "  completed %d, failed %d\n", st.Completed, st.Failures)
+	if st.InProgressEpoch != 0 {
+		fmt.Fprintf(c.stdout, "  in progress: epoch %d\n", st.InProgressEpoch)
+	}
+	if st.LastError != "" {
+		fmt.Fprintf(c.stdout, "  last error: %s\n", st.LastError)
+	}
+	if st.KafkaError != "" {
+		fmt.Fprintf(c.stdout, "  kafka: %s\n", st.KafkaError)
+	}
+	return nil
 }
 
 func orDash(s string) string {

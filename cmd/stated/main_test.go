@@ -287,8 +287,10 @@ func TestRunServesUntilItsContextEndsAndTakesFlagsFromTheEnvironment(t *testing.
 	if strings.Contains(out.String(), "127.0.0.1:7420") {
 		t.Errorf("the environment's grpc address won over the flag: %q", out.String())
 	}
-	if !strings.Contains(errOut.String(), "no checkpoints: ") || !strings.Contains(errOut.String(), "losing that disk loses it") {
-		t.Errorf("no checkpoint warning on stderr: %q", errOut.String())
+	if !strings.Contains(errOut.String(), "checkpoints go to the data dir's disk; losing that disk loses both") ||
+		!strings.Contains(out.String(), "checkpoints: file://"+dataDir+"/checkpoints every 10s, keeping 3") ||
+		!strings.Contains(out.String(), "warning:     the checkpoint bucket is on the data dir's disk") {
+		t.Errorf("no warning that the default checkpoints share the data's disk: stdout %q stderr %q", out.String(), errOut.String())
 	}
 	if r := cliRun(t, nil, "--addr", sock, "kv", "put", "ns", "k", "v"); r.code != 0 {
 		t.Errorf("client against run: exit %d, %q", r.code, r.stderr)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -39,6 +40,12 @@ member must have a distinct --node-id, --raft-addr and --grpc-addr.`,
 		if cmd.Flags().Changed("bootstrap") && cfg.Bootstrap && len(cfg.Join) > 0 {
 			return &exitError{code: exitUsage, err: errors.New("run: --bootstrap starts a new cluster and --join joins one; give one of them")}
 		}
+		if cfg.CheckpointInterval < time.Second {
+			return &exitError{code: exitUsage, err: fmt.Errorf("run: --checkpoint-interval %s is below the 1s minimum", cfg.CheckpointInterval)}
+		}
+		if cfg.CheckpointRetain < 1 {
+			return &exitError{code: exitUsage, err: fmt.Errorf("run: --checkpoint-retain %d is below 1: at least one completed checkpoint must be kept", cfg.CheckpointRetain)}
+		}
 		var level slog.Level
 		if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 			return &exitError{code: exitUsage, err: fmt.Errorf("run: --log-level %q: want debug, info, warn or error", logLevel)}
@@ -61,8 +68,14 @@ member must have a distinct --node-id, --raft-addr and --grpc-addr.`,
 	f.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", cfg.SnapshotThreshold, "Raft log entries between snapshots")
 	f.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", cfg.SnapshotInterval, "how often Raft checks whether to snapshot")
 	f.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", cfg.TrailingLogs, "Raft log entries kept after a snapshot, so that lagging followers need no snapshot")
+	f.StringVar(&cfg.CheckpointURL, "checkpoint-url", "", "bucket for checkpoints: file:///path, s3://bucket?endpoint=...&use_path_style=true, gs://bucket, azblob://container, mem:// (default file://DATA_DIR/checkpoints)")
+	f.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", cfg.CheckpointInterval, "how often the leader takes a checkpoint (at least 1s)")
+	f.IntVar(&cfg.CheckpointRetain, "checkpoint-retain", cfg.CheckpointRetain, "completed checkpoints to keep, besides savepoints (at least 1)")
+	f.IntVar(&cfg.CheckpointWorkers, "checkpoint-workers", 4, "files uploaded in parallel")
+	f.StringSliceVar(&cfg.KafkaBrokers, "kafka-brokers", nil, "Kafka brokers (host:port, comma-separated) to commit each completed checkpoint's offsets to")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "bootstrap", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-snapshot-threshold", "raft-snapshot-interval", "raft-trailing-logs", "log-level")
+	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "bootstrap", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-snapshot-threshold", "raft-snapshot-interval", "raft-trailing-logs",
+		"checkpoint-url", "checkpoint-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "log-level")
 	return cmd
 }
 
@@ -71,9 +84,6 @@ func (c *cli) serve(cmd *cobra.Command, cfg daemon.Config) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := cfg.Logger
-	log.Warn("no checkpoints: this version does not upload checkpoints to blob storage yet, "+
-		"so the state lives only in the Raft log and Pebble under the data directory, "+
-		"and losing that disk loses it", "data_dir", cfg.DataDir)
 	log.Info("starting; waiting for a raft leader", "node_id", cfg.NodeID, "data_dir", cfg.DataDir, "raft_addr", cfg.RaftAddr, "join", strings.Join(cfg.Join, ","))
 
 	d, err := daemon.Start(ctx, cfg)
@@ -100,6 +110,11 @@ func (c *cli) serve(cmd *cobra.Command, cfg daemon.Config) error {
 	}
 	fmt.Fprintf(c.stdout, "  raft:        %s\n", d.Store().RaftAddr())
 	fmt.Fprintf(c.stdout, "  data dir:    %s\n", cfg.DataDir)
+	st := d.CheckpointStatus()
+	fmt.Fprintf(c.stdout, "  checkpoints: %s every %s, keeping %d\n", st.Bucket, st.Interval, st.Retain)
+	if st.SharesDiskWithData {
+		fmt.Fprintf(c.stdout, "  warning:     the checkpoint bucket is on the data dir's disk; losing that disk loses both (set --checkpoint-url)\n")
+	}
 
 	<-ctx.Done()
 	log.Info("signal received; shutting down")

@@ -13,6 +13,7 @@ import (
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore"
 	"github.com/statedhq/stated/raftstore/fsm"
+	"github.com/statedhq/stated/uploader"
 )
 
 // fieldError is a request the daemon refuses before proposing it. Field is
@@ -59,8 +60,10 @@ func statusOf(ctx context.Context, logger *slog.Logger, err error) error {
 		return status.Error(codes.Unavailable, "stated: this node is not the raft leader; retry on the leader")
 	case errors.Is(err, raftstore.ErrMemberConflict), errors.Is(err, raftstore.ErrClusterMismatch):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, raftstore.ErrUnknownMember):
+	case errors.Is(err, raftstore.ErrUnknownMember), errors.Is(err, uploader.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, uploader.ErrFormat):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, raftstore.ErrClosed), errors.Is(err, fsm.ErrClosed):
 		return status.Error(codes.Unavailable, "stated: the node is shutting down")
 	case errors.Is(err, context.DeadlineExceeded):

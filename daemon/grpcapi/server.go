@@ -30,6 +30,9 @@ type Store interface {
 	Claim(ctx context.Context, c *command.Claim) ([]fsm.ClaimedPartition, uint64, error)
 	Release(ctx context.Context, c *command.Claim) (uint64, error)
 	Claims(group string) ([]fsm.Claim, error)
+	// CheckpointedOffsets are group's offsets in the newest completed
+	// checkpoint.
+	CheckpointedOffsets(group string) ([]command.Offset, error)
 	AppliedIndex() uint64
 	Leadership
 }
@@ -154,7 +157,15 @@ func (s *Server) GetOffsets(ctx context.Context, r *statedv1.GetOffsetsRequest) 
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return offsetsResponse(applied, offs, claims), nil
+	ckpt, err := s.store.CheckpointedOffsets(r.GetGroup())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	resp := offsetsResponse(applied, offs, claims)
+	for _, o := range ckpt {
+		resp.Checkpointed = append(resp.Checkpointed, &statedv1.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset})
+	}
+	return resp, nil
 }
 
 // readLeaderConn returns a connection to the leader when r is a

@@ -212,6 +212,901 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_statedv1_stated_proto_rawDescGZIP(), []int{2}
 }
 
+type TriggerCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Wait          bool                   `protobuf:"varint,1,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TriggerCheckpointRequest) Reset() {
+	*x = TriggerCheckpointRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TriggerCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TriggerCheckpointRequest) ProtoMessage() {}
+
+func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TriggerCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*TriggerCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *TriggerCheckpointRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+type TriggerCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// epoch is the checkpoint's epoch; summary is set when wait was.
+	Epoch         uint64             `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Summary       *CheckpointSummary `protobuf:"bytes,2,opt,name=summary,proto3" json:"summary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TriggerCheckpointResponse) Reset() {
+	*x = TriggerCheckpointResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TriggerCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TriggerCheckpointResponse) ProtoMessage() {}
+
+func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TriggerCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*TriggerCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TriggerCheckpointResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *TriggerCheckpointResponse) GetSummary() *CheckpointSummary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+type ListCheckpointsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCheckpointsRequest) Reset() {
+	*x = ListCheckpointsRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCheckpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCheckpointsRequest) ProtoMessage() {}
+
+func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCheckpointsRequest.ProtoReflect.Descriptor instead.
+func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{2}
+}
+
+type ListCheckpointsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoints   []*CheckpointSummary   `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCheckpointsResponse) Reset() {
+	*x = ListCheckpointsResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCheckpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCheckpointsResponse) ProtoMessage() {}
+
+func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCheckpointsResponse.ProtoReflect.Descriptor instead.
+func (*ListCheckpointsResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointSummary {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+type GetCheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// epoch selects a checkpoint; zero with latest unset is invalid.
+	Epoch  uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Latest bool   `protobuf:"varint,2,opt,name=latest,proto3" json:"latest,omitempty"`
+	// savepoint selects a checkpoint by its savepoint name.
+	Savepoint     string `protobuf:"bytes,3,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCheckpointRequest) Reset() {
+	*x = GetCheckpointRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCheckpointRequest) ProtoMessage() {}
+
+func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetCheckpointRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *GetCheckpointRequest) GetLatest() bool {
+	if x != nil {
+		return x.Latest
+	}
+	return false
+}
+
+func (x *GetCheckpointRequest) GetSavepoint() string {
+	if x != nil {
+		return x.Savepoint
+	}
+	return ""
+}
+
+type SavepointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// epoch is the checkpoint to pin; zero pins the latest.
+	Epoch         uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SavepointRequest) Reset() {
+	*x = SavepointRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SavepointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SavepointRequest) ProtoMessage() {}
+
+func (x *SavepointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SavepointRequest.ProtoReflect.Descriptor instead.
+func (*SavepointRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SavepointRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *SavepointRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type SavepointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SavepointResponse) Reset() {
+	*x = SavepointResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SavepointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SavepointResponse) ProtoMessage() {}
+
+func (x *SavepointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SavepointResponse.ProtoReflect.Descriptor instead.
+func (*SavepointResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SavepointResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type DeleteCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCheckpointRequest) Reset() {
+	*x = DeleteCheckpointRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCheckpointRequest) ProtoMessage() {}
+
+func (x *DeleteCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*DeleteCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DeleteCheckpointRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type DeleteCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCheckpointResponse) Reset() {
+	*x = DeleteCheckpointResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCheckpointResponse) ProtoMessage() {}
+
+func (x *DeleteCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*DeleteCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{8}
+}
+
+type CheckpointSummary struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Epoch               uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	RaftIndex           uint64                 `protobuf:"varint,2,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	RaftTerm            uint64                 `protobuf:"varint,3,opt,name=raft_term,json=raftTerm,proto3" json:"raft_term,omitempty"`
+	CreatedAtUnixMillis int64                  `protobuf:"varint,4,opt,name=created_at_unix_millis,json=createdAtUnixMillis,proto3" json:"created_at_unix_millis,omitempty"`
+	ClusterId           string                 `protobuf:"bytes,5,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// files and bytes are what the checkpoint consists of in the bucket.
+	Files uint64 `protobuf:"varint,6,opt,name=files,proto3" json:"files,omitempty"`
+	Bytes uint64 `protobuf:"varint,7,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// keys and state_bytes count the state it holds.
+	Keys       uint64 `protobuf:"varint,8,opt,name=keys,proto3" json:"keys,omitempty"`
+	StateBytes uint64 `protobuf:"varint,9,opt,name=state_bytes,json=stateBytes,proto3" json:"state_bytes,omitempty"`
+	// savepoint is the name it is pinned under, if any.
+	Savepoint string `protobuf:"bytes,10,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
+	// offsets is the number of partitions with offsets.
+	Offsets       uint64 `protobuf:"varint,11,opt,name=offsets,proto3" json:"offsets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointSummary) Reset() {
+	*x = CheckpointSummary{}
+	mi := &file_statedv1_stated_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointSummary) ProtoMessage() {}
+
+func (x *CheckpointSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointSummary.ProtoReflect.Descriptor instead.
+func (*CheckpointSummary) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CheckpointSummary) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *CheckpointSummary) GetRaftIndex() uint64 {
+	if x != nil {
+		return x.RaftIndex
+	}
+	return 0
+}
+
+func (x *CheckpointSummary) GetRaftTerm() uint64 {
+	if x != nil {
+		return x.RaftTerm
+	}
+	return 0
+}
+
+func (x *CheckpointSummary) GetCreatedAtUnixMillis() int64 {
+	if x != nil {
+		return x.CreatedAtUnixMillis
+	}
+	return 0
+}
+
+func (x *CheckpointSummary) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *CheckpointSummary) GetFiles() uint64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *CheckpointSummary) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *CheckpointSummary) GetKeys() uint64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *CheckpointSummary) GetStateBytes() uint64 {
+	if x != nil {
+		return x.StateBytes
+	}
+	return 0
+}
+
+func (x *CheckpointSummary) GetSavepoint() string {
+	if x != nil {
+		return x.Savepoint
+	}
+	return ""
+}
+
+func (x *CheckpointSummary) GetOffsets() uint64 {
+	if x != nil {
+		return x.Offsets
+	}
+	return 0
+}
+
+type CheckpointFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256        string                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointFile) Reset() {
+	*x = CheckpointFile{}
+	mi := &file_statedv1_stated_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointFile) ProtoMessage() {}
+
+func (x *CheckpointFile) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointFile.ProtoReflect.Descriptor instead.
+func (*CheckpointFile) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CheckpointFile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *CheckpointFile) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *CheckpointFile) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+type CheckpointManifest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Summary       *CheckpointSummary     `protobuf:"bytes,1,opt,name=summary,proto3" json:"summary,omitempty"`
+	Offsets       []*Offset              `protobuf:"bytes,2,rep,name=offsets,proto3" json:"offsets,omitempty"`
+	Files         []*CheckpointFile      `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty"`
+	FormatVersion int32                  `protobuf:"varint,4,opt,name=format_version,json=formatVersion,proto3" json:"format_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointManifest) Reset() {
+	*x = CheckpointManifest{}
+	mi := &file_statedv1_stated_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointManifest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointManifest) ProtoMessage() {}
+
+func (x *CheckpointManifest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointManifest.ProtoReflect.Descriptor instead.
+func (*CheckpointManifest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CheckpointManifest) GetSummary() *CheckpointSummary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *CheckpointManifest) GetOffsets() []*Offset {
+	if x != nil {
+		return x.Offsets
+	}
+	return nil
+}
+
+func (x *CheckpointManifest) GetFiles() []*CheckpointFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+func (x *CheckpointManifest) GetFormatVersion() int32 {
+	if x != nil {
+		return x.FormatVersion
+	}
+	return 0
+}
+
+type CheckpointStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointStatusRequest) Reset() {
+	*x = CheckpointStatusRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointStatusRequest) ProtoMessage() {}
+
+func (x *CheckpointStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointStatusRequest.ProtoReflect.Descriptor instead.
+func (*CheckpointStatusRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{12}
+}
+
+type CheckpointStatus struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Enabled bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// bucket is the bucket URL without credentials.
+	Bucket         string `protobuf:"bytes,2,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	IntervalMillis int64  `protobuf:"varint,3,opt,name=interval_millis,json=intervalMillis,proto3" json:"interval_millis,omitempty"`
+	Retain         int32  `protobuf:"varint,4,opt,name=retain,proto3" json:"retain,omitempty"`
+	// shares_disk_with_data is set when the bucket is a file:// bucket on
+	// the data dir's file system: losing the disk loses both.
+	SharesDiskWithData    bool               `protobuf:"varint,5,opt,name=shares_disk_with_data,json=sharesDiskWithData,proto3" json:"shares_disk_with_data,omitempty"`
+	LastCompleted         *CheckpointSummary `protobuf:"bytes,6,opt,name=last_completed,json=lastCompleted,proto3" json:"last_completed,omitempty"`
+	LastDurationMillis    int64              `protobuf:"varint,7,opt,name=last_duration_millis,json=lastDurationMillis,proto3" json:"last_duration_millis,omitempty"`
+	LastBytesUploaded     uint64             `protobuf:"varint,8,opt,name=last_bytes_uploaded,json=lastBytesUploaded,proto3" json:"last_bytes_uploaded,omitempty"`
+	LastFilesUploaded     uint64             `protobuf:"varint,9,opt,name=last_files_uploaded,json=lastFilesUploaded,proto3" json:"last_files_uploaded,omitempty"`
+	Completed             uint64             `protobuf:"varint,10,opt,name=completed,proto3" json:"completed,omitempty"`
+	Failures              uint64             `protobuf:"varint,11,opt,name=failures,proto3" json:"failures,omitempty"`
+	LastError             string             `protobuf:"bytes,12,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastErrorAtUnixMillis int64              `protobuf:"varint,13,opt,name=last_error_at_unix_millis,json=lastErrorAtUnixMillis,proto3" json:"last_error_at_unix_millis,omitempty"`
+	// in_progress_epoch is the epoch being uploaded, zero when none.
+	InProgressEpoch      uint64 `protobuf:"varint,14,opt,name=in_progress_epoch,json=inProgressEpoch,proto3" json:"in_progress_epoch,omitempty"`
+	InProgressBytesDone  uint64 `protobuf:"varint,15,opt,name=in_progress_bytes_done,json=inProgressBytesDone,proto3" json:"in_progress_bytes_done,omitempty"`
+	InProgressBytesTotal uint64 `protobuf:"varint,16,opt,name=in_progress_bytes_total,json=inProgressBytesTotal,proto3" json:"in_progress_bytes_total,omitempty"`
+	// kafka_error is the last failure to commit a checkpoint's offsets to
+	// Kafka, if the last attempt failed.
+	KafkaError string `protobuf:"bytes,17,opt,name=kafka_error,json=kafkaError,proto3" json:"kafka_error,omitempty"`
+	// node_id is the node whose coordinator answered (the leader).
+	NodeId        string `protobuf:"bytes,18,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointStatus) Reset() {
+	*x = CheckpointStatus{}
+	mi := &file_statedv1_stated_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointStatus) ProtoMessage() {}
+
+func (x *CheckpointStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointStatus.ProtoReflect.Descriptor instead.
+func (*CheckpointStatus) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CheckpointStatus) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *CheckpointStatus) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
+func (x *CheckpointStatus) GetIntervalMillis() int64 {
+	if x != nil {
+		return x.IntervalMillis
+	}
+	return 0
+}
+
+func (x *CheckpointStatus) GetRetain() int32 {
+	if x != nil {
+		return x.Retain
+	}
+	return 0
+}
+
+func (x *CheckpointStatus) GetSharesDiskWithData() bool {
+	if x != nil {
+		return x.SharesDiskWithData
+	}
+	return false
+}
+
+func (x *CheckpointStatus) GetLastCompleted() *CheckpointSummary {
+	if x != nil {
+		return x.LastCompleted
+	}
+	return nil
+}
+
+func (x *CheckpointStatus) GetLastDurationMillis() int64 {
+	if x != nil {
+		return x.LastDurationMillis
+	}
+	return 0
+}
+
+func (x *CheckpointStatus) GetLastBytesUploaded() uint64 {
+	if x != nil {
+		return x.LastBytesUploaded
+	}
+	return 0
+}
+
+func (x *CheckpointStatus) GetLastFilesUploaded() uint64 {
+	if x != nil {
+		return x.LastFilesUploaded
+	}
+	return 0
+}
+
+func (x *CheckpointStatus) GetCompleted() uint64 {
+	if x != nil {
+		return x.Completed
+	}
+	return 0
+}
+
+func (x *CheckpointStatus) GetFailures() uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *CheckpointStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *CheckpointStatus) GetLastErrorAtUnixMillis() int64 {
+	if x != nil {
+		return x.LastErrorAtUnixMillis
+	}
+	return 0
+}
+
+func (x *CheckpointStatus) GetInProgressEpoch() uint64 {
+	if x != nil {
+		return x.InProgressEpoch
+	}
+	return 0
+}
+
+func (x *CheckpointStatus) GetInProgressBytesDone() uint64 {
+	if x != nil {
+		return x.InProgressBytesDone
+	}
+	return 0
+}
+
+func (x *CheckpointStatus) GetInProgressBytesTotal() uint64 {
+	if x != nil {
+		return x.InProgressBytesTotal
+	}
+	return 0
+}
+
+func (x *CheckpointStatus) GetKafkaError() string {
+	if x != nil {
+		return x.KafkaError
+	}
+	return ""
+}
+
+func (x *CheckpointStatus) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
 type JoinRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -226,7 +1121,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[0]
+	mi := &file_statedv1_stated_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -238,7 +1133,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[0]
+	mi := &file_statedv1_stated_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -251,7 +1146,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{0}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -292,7 +1187,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[1]
+	mi := &file_statedv1_stated_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +1199,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[1]
+	mi := &file_statedv1_stated_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +1212,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{1}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *JoinResponse) GetClusterId() string {
@@ -343,7 +1238,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[2]
+	mi := &file_statedv1_stated_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +1250,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[2]
+	mi := &file_statedv1_stated_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +1263,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{2}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveRequest) GetNodeId() string {
@@ -386,7 +1281,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[3]
+	mi := &file_statedv1_stated_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +1293,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[3]
+	mi := &file_statedv1_stated_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +1306,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{3}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{17}
 }
 
 type MembersRequest struct {
@@ -422,7 +1317,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[4]
+	mi := &file_statedv1_stated_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +1329,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[4]
+	mi := &file_statedv1_stated_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +1342,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{4}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{18}
 }
 
 type Member struct {
@@ -463,7 +1358,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_statedv1_stated_proto_msgTypes[5]
+	mi := &file_statedv1_stated_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +1370,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[5]
+	mi := &file_statedv1_stated_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +1383,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{5}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Member) GetNodeId() string {
@@ -537,7 +1432,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[6]
+	mi := &file_statedv1_stated_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -549,7 +1444,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[6]
+	mi := &file_statedv1_stated_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -562,7 +1457,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{6}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -594,7 +1489,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[7]
+	mi := &file_statedv1_stated_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -606,7 +1501,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[7]
+	mi := &file_statedv1_stated_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -619,7 +1514,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{7}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{21}
 }
 
 type NodeStatusResponse struct {
@@ -640,7 +1535,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[8]
+	mi := &file_statedv1_stated_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +1547,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[8]
+	mi := &file_statedv1_stated_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +1560,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{8}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeStatusResponse) GetNodeId() string {
@@ -748,7 +1643,7 @@ type Mutation struct {
 
 func (x *Mutation) Reset() {
 	*x = Mutation{}
-	mi := &file_statedv1_stated_proto_msgTypes[9]
+	mi := &file_statedv1_stated_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +1655,7 @@ func (x *Mutation) String() string {
 func (*Mutation) ProtoMessage() {}
 
 func (x *Mutation) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[9]
+	mi := &file_statedv1_stated_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +1668,7 @@ func (x *Mutation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mutation.ProtoReflect.Descriptor instead.
 func (*Mutation) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{9}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Mutation) GetKind() MutationKind {
@@ -843,7 +1738,7 @@ type Offset struct {
 
 func (x *Offset) Reset() {
 	*x = Offset{}
-	mi := &file_statedv1_stated_proto_msgTypes[10]
+	mi := &file_statedv1_stated_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +1750,7 @@ func (x *Offset) String() string {
 func (*Offset) ProtoMessage() {}
 
 func (x *Offset) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[10]
+	mi := &file_statedv1_stated_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +1763,7 @@ func (x *Offset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Offset.ProtoReflect.Descriptor instead.
 func (*Offset) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{10}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Offset) GetGroup() string {
@@ -916,7 +1811,7 @@ type TopicPartition struct {
 
 func (x *TopicPartition) Reset() {
 	*x = TopicPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[11]
+	mi := &file_statedv1_stated_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1823,7 @@ func (x *TopicPartition) String() string {
 func (*TopicPartition) ProtoMessage() {}
 
 func (x *TopicPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[11]
+	mi := &file_statedv1_stated_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1836,7 @@ func (x *TopicPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicPartition.ProtoReflect.Descriptor instead.
 func (*TopicPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{11}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TopicPartition) GetTopic() string {
@@ -970,7 +1865,7 @@ type ClaimRequest struct {
 
 func (x *ClaimRequest) Reset() {
 	*x = ClaimRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[12]
+	mi := &file_statedv1_stated_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1877,7 @@ func (x *ClaimRequest) String() string {
 func (*ClaimRequest) ProtoMessage() {}
 
 func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[12]
+	mi := &file_statedv1_stated_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1890,7 @@ func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimRequest.ProtoReflect.Descriptor instead.
 func (*ClaimRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{12}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ClaimRequest) GetGroup() string {
@@ -1034,7 +1929,7 @@ type ClaimedPartition struct {
 
 func (x *ClaimedPartition) Reset() {
 	*x = ClaimedPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[13]
+	mi := &file_statedv1_stated_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1941,7 @@ func (x *ClaimedPartition) String() string {
 func (*ClaimedPartition) ProtoMessage() {}
 
 func (x *ClaimedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[13]
+	mi := &file_statedv1_stated_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1954,7 @@ func (x *ClaimedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimedPartition.ProtoReflect.Descriptor instead.
 func (*ClaimedPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{13}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ClaimedPartition) GetTopic() string {
@@ -1108,7 +2003,7 @@ type ClaimResponse struct {
 
 func (x *ClaimResponse) Reset() {
 	*x = ClaimResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[14]
+	mi := &file_statedv1_stated_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +2015,7 @@ func (x *ClaimResponse) String() string {
 func (*ClaimResponse) ProtoMessage() {}
 
 func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[14]
+	mi := &file_statedv1_stated_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +2028,7 @@ func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimResponse.ProtoReflect.Descriptor instead.
 func (*ClaimResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{14}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ClaimResponse) GetPartitions() []*ClaimedPartition {
@@ -1161,7 +2056,7 @@ type PartitionEpoch struct {
 
 func (x *PartitionEpoch) Reset() {
 	*x = PartitionEpoch{}
-	mi := &file_statedv1_stated_proto_msgTypes[15]
+	mi := &file_statedv1_stated_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +2068,7 @@ func (x *PartitionEpoch) String() string {
 func (*PartitionEpoch) ProtoMessage() {}
 
 func (x *PartitionEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[15]
+	mi := &file_statedv1_stated_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +2081,7 @@ func (x *PartitionEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionEpoch.ProtoReflect.Descriptor instead.
 func (*PartitionEpoch) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{15}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PartitionEpoch) GetTopic() string {
@@ -1221,7 +2116,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[16]
+	mi := &file_statedv1_stated_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1233,7 +2128,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[16]
+	mi := &file_statedv1_stated_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1246,7 +2141,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{16}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReleaseRequest) GetGroup() string {
@@ -1279,7 +2174,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[17]
+	mi := &file_statedv1_stated_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +2186,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[17]
+	mi := &file_statedv1_stated_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +2199,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{17}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReleaseResponse) GetIndex() uint64 {
@@ -1330,7 +2225,7 @@ type PartitionClaim struct {
 
 func (x *PartitionClaim) Reset() {
 	*x = PartitionClaim{}
-	mi := &file_statedv1_stated_proto_msgTypes[18]
+	mi := &file_statedv1_stated_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +2237,7 @@ func (x *PartitionClaim) String() string {
 func (*PartitionClaim) ProtoMessage() {}
 
 func (x *PartitionClaim) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[18]
+	mi := &file_statedv1_stated_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +2250,7 @@ func (x *PartitionClaim) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionClaim.ProtoReflect.Descriptor instead.
 func (*PartitionClaim) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{18}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PartitionClaim) GetTopic() string {
@@ -1414,7 +2309,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[19]
+	mi := &file_statedv1_stated_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +2321,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[19]
+	mi := &file_statedv1_stated_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +2334,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{19}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CommitRequest) GetMutations() []*Mutation {
@@ -1480,7 +2375,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[20]
+	mi := &file_statedv1_stated_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +2387,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[20]
+	mi := &file_statedv1_stated_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +2400,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{20}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CommitResponse) GetIndex() uint64 {
@@ -1525,7 +2420,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_statedv1_stated_proto_msgTypes[21]
+	mi := &file_statedv1_stated_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +2432,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[21]
+	mi := &file_statedv1_stated_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +2445,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{21}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadOptions) GetConsistency() Consistency {
@@ -1581,7 +2476,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[22]
+	mi := &file_statedv1_stated_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1593,7 +2488,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[22]
+	mi := &file_statedv1_stated_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1606,7 +2501,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{22}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetRequest) GetNamespace() string {
@@ -1659,7 +2554,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[23]
+	mi := &file_statedv1_stated_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +2566,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[23]
+	mi := &file_statedv1_stated_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +2579,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{23}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -1744,7 +2639,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[24]
+	mi := &file_statedv1_stated_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +2651,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[24]
+	mi := &file_statedv1_stated_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +2664,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{24}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ScanRequest) GetNamespace() string {
@@ -1844,7 +2739,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_statedv1_stated_proto_msgTypes[25]
+	mi := &file_statedv1_stated_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +2751,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[25]
+	mi := &file_statedv1_stated_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +2764,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{25}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Entry) GetKind() Kind {
@@ -1924,7 +2819,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[26]
+	mi := &file_statedv1_stated_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2831,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[26]
+	mi := &file_statedv1_stated_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2844,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{26}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ScanResponse) GetEntries() []*Entry {
@@ -1976,7 +2871,7 @@ type GetOffsetsRequest struct {
 
 func (x *GetOffsetsRequest) Reset() {
 	*x = GetOffsetsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[27]
+	mi := &file_statedv1_stated_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2883,7 @@ func (x *GetOffsetsRequest) String() string {
 func (*GetOffsetsRequest) ProtoMessage() {}
 
 func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[27]
+	mi := &file_statedv1_stated_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2896,7 @@ func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{27}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetOffsetsRequest) GetGroup() string {
@@ -2023,14 +2918,18 @@ type GetOffsetsResponse struct {
 	Offsets      []*Offset              `protobuf:"bytes,1,rep,name=offsets,proto3" json:"offsets,omitempty"`
 	AppliedIndex uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	// claims are the group's partition claims, by topic and partition.
-	Claims        []*PartitionClaim `protobuf:"bytes,3,rep,name=claims,proto3" json:"claims,omitempty"`
+	Claims []*PartitionClaim `protobuf:"bytes,3,rep,name=claims,proto3" json:"claims,omitempty"`
+	// checkpointed are the group's offsets in the newest completed
+	// checkpoint: offsets a restore can always bring the state back to, and
+	// so the ones to commit to Kafka.
+	Checkpointed  []*Offset `protobuf:"bytes,4,rep,name=checkpointed,proto3" json:"checkpointed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetOffsetsResponse) Reset() {
 	*x = GetOffsetsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[28]
+	mi := &file_statedv1_stated_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2941,7 @@ func (x *GetOffsetsResponse) String() string {
 func (*GetOffsetsResponse) ProtoMessage() {}
 
 func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[28]
+	mi := &file_statedv1_stated_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2055,7 +2954,7 @@ func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{28}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetOffsetsResponse) GetOffsets() []*Offset {
@@ -2075,6 +2974,13 @@ func (x *GetOffsetsResponse) GetAppliedIndex() uint64 {
 func (x *GetOffsetsResponse) GetClaims() []*PartitionClaim {
 	if x != nil {
 		return x.Claims
+	}
+	return nil
+}
+
+func (x *GetOffsetsResponse) GetCheckpointed() []*Offset {
+	if x != nil {
+		return x.Checkpointed
 	}
 	return nil
 }
@@ -2100,7 +3006,7 @@ type FencedPartition struct {
 
 func (x *FencedPartition) Reset() {
 	*x = FencedPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[29]
+	mi := &file_statedv1_stated_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2112,7 +3018,7 @@ func (x *FencedPartition) String() string {
 func (*FencedPartition) ProtoMessage() {}
 
 func (x *FencedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[29]
+	mi := &file_statedv1_stated_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2125,7 +3031,7 @@ func (x *FencedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FencedPartition.ProtoReflect.Descriptor instead.
 func (*FencedPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{29}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FencedPartition) GetGroup() string {
@@ -2181,7 +3087,75 @@ var File_statedv1_stated_proto protoreflect.FileDescriptor
 
 const file_statedv1_stated_proto_rawDesc = "" +
 	"\n" +
-	"\x15statedv1/stated.proto\x12\tstated.v1\"\x7f\n" +
+	"\x15statedv1/stated.proto\x12\tstated.v1\".\n" +
+	"\x18TriggerCheckpointRequest\x12\x12\n" +
+	"\x04wait\x18\x01 \x01(\bR\x04wait\"i\n" +
+	"\x19TriggerCheckpointResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x126\n" +
+	"\asummary\x18\x02 \x01(\v2\x1c.stated.v1.CheckpointSummaryR\asummary\"\x18\n" +
+	"\x16ListCheckpointsRequest\"Y\n" +
+	"\x17ListCheckpointsResponse\x12>\n" +
+	"\vcheckpoints\x18\x01 \x03(\v2\x1c.stated.v1.CheckpointSummaryR\vcheckpoints\"b\n" +
+	"\x14GetCheckpointRequest\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
+	"\x06latest\x18\x02 \x01(\bR\x06latest\x12\x1c\n" +
+	"\tsavepoint\x18\x03 \x01(\tR\tsavepoint\"<\n" +
+	"\x10SavepointRequest\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\")\n" +
+	"\x11SavepointResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"/\n" +
+	"\x17DeleteCheckpointRequest\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\x1a\n" +
+	"\x18DeleteCheckpointResponse\"\xd2\x02\n" +
+	"\x11CheckpointSummary\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1d\n" +
+	"\n" +
+	"raft_index\x18\x02 \x01(\x04R\traftIndex\x12\x1b\n" +
+	"\traft_term\x18\x03 \x01(\x04R\braftTerm\x123\n" +
+	"\x16created_at_unix_millis\x18\x04 \x01(\x03R\x13createdAtUnixMillis\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x05 \x01(\tR\tclusterId\x12\x14\n" +
+	"\x05files\x18\x06 \x01(\x04R\x05files\x12\x14\n" +
+	"\x05bytes\x18\a \x01(\x04R\x05bytes\x12\x12\n" +
+	"\x04keys\x18\b \x01(\x04R\x04keys\x12\x1f\n" +
+	"\vstate_bytes\x18\t \x01(\x04R\n" +
+	"stateBytes\x12\x1c\n" +
+	"\tsavepoint\x18\n" +
+	" \x01(\tR\tsavepoint\x12\x18\n" +
+	"\aoffsets\x18\v \x01(\x04R\aoffsets\"P\n" +
+	"\x0eCheckpointFile\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"\xd1\x01\n" +
+	"\x12CheckpointManifest\x126\n" +
+	"\asummary\x18\x01 \x01(\v2\x1c.stated.v1.CheckpointSummaryR\asummary\x12+\n" +
+	"\aoffsets\x18\x02 \x03(\v2\x11.stated.v1.OffsetR\aoffsets\x12/\n" +
+	"\x05files\x18\x03 \x03(\v2\x19.stated.v1.CheckpointFileR\x05files\x12%\n" +
+	"\x0eformat_version\x18\x04 \x01(\x05R\rformatVersion\"\x19\n" +
+	"\x17CheckpointStatusRequest\"\xf4\x05\n" +
+	"\x10CheckpointStatus\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x16\n" +
+	"\x06bucket\x18\x02 \x01(\tR\x06bucket\x12'\n" +
+	"\x0finterval_millis\x18\x03 \x01(\x03R\x0eintervalMillis\x12\x16\n" +
+	"\x06retain\x18\x04 \x01(\x05R\x06retain\x121\n" +
+	"\x15shares_disk_with_data\x18\x05 \x01(\bR\x12sharesDiskWithData\x12C\n" +
+	"\x0elast_completed\x18\x06 \x01(\v2\x1c.stated.v1.CheckpointSummaryR\rlastCompleted\x120\n" +
+	"\x14last_duration_millis\x18\a \x01(\x03R\x12lastDurationMillis\x12.\n" +
+	"\x13last_bytes_uploaded\x18\b \x01(\x04R\x11lastBytesUploaded\x12.\n" +
+	"\x13last_files_uploaded\x18\t \x01(\x04R\x11lastFilesUploaded\x12\x1c\n" +
+	"\tcompleted\x18\n" +
+	" \x01(\x04R\tcompleted\x12\x1a\n" +
+	"\bfailures\x18\v \x01(\x04R\bfailures\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\f \x01(\tR\tlastError\x128\n" +
+	"\x19last_error_at_unix_millis\x18\r \x01(\x03R\x15lastErrorAtUnixMillis\x12*\n" +
+	"\x11in_progress_epoch\x18\x0e \x01(\x04R\x0finProgressEpoch\x123\n" +
+	"\x16in_progress_bytes_done\x18\x0f \x01(\x04R\x13inProgressBytesDone\x125\n" +
+	"\x17in_progress_bytes_total\x18\x10 \x01(\x04R\x14inProgressBytesTotal\x12\x1f\n" +
+	"\vkafka_error\x18\x11 \x01(\tR\n" +
+	"kafkaError\x12\x17\n" +
+	"\anode_id\x18\x12 \x01(\tR\x06nodeId\"\x7f\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -2318,11 +3292,12 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\"U\n" +
 	"\x11GetOffsetsRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12*\n" +
-	"\x04read\x18\x02 \x01(\v2\x16.stated.v1.ReadOptionsR\x04read\"\x99\x01\n" +
+	"\x04read\x18\x02 \x01(\v2\x16.stated.v1.ReadOptionsR\x04read\"\xd0\x01\n" +
 	"\x12GetOffsetsResponse\x12+\n" +
 	"\aoffsets\x18\x01 \x03(\v2\x11.stated.v1.OffsetR\aoffsets\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x121\n" +
-	"\x06claims\x18\x03 \x03(\v2\x19.stated.v1.PartitionClaimR\x06claims\"\xc4\x01\n" +
+	"\x06claims\x18\x03 \x03(\v2\x19.stated.v1.PartitionClaimR\x06claims\x125\n" +
+	"\fcheckpointed\x18\x04 \x03(\v2\x11.stated.v1.OffsetR\fcheckpointed\"\xc4\x01\n" +
 	"\x0fFencedPartition\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
@@ -2365,7 +3340,14 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x06Remove\x12\x18.stated.v1.RemoveRequest\x1a\x19.stated.v1.RemoveResponse\x12@\n" +
 	"\aMembers\x12\x19.stated.v1.MembersRequest\x1a\x1a.stated.v1.MembersResponse\x12I\n" +
 	"\n" +
-	"NodeStatus\x12\x1c.stated.v1.NodeStatusRequest\x1a\x1d.stated.v1.NodeStatusResponseB4Z2github.com/statedhq/stated/proto/statedv1;statedv1b\x06proto3"
+	"NodeStatus\x12\x1c.stated.v1.NodeStatusRequest\x1a\x1d.stated.v1.NodeStatusResponse2\xdf\x03\n" +
+	"\vCheckpoints\x12T\n" +
+	"\aTrigger\x12#.stated.v1.TriggerCheckpointRequest\x1a$.stated.v1.TriggerCheckpointResponse\x12M\n" +
+	"\x04List\x12!.stated.v1.ListCheckpointsRequest\x1a\".stated.v1.ListCheckpointsResponse\x12E\n" +
+	"\x03Get\x12\x1f.stated.v1.GetCheckpointRequest\x1a\x1d.stated.v1.CheckpointManifest\x12F\n" +
+	"\tSavepoint\x12\x1b.stated.v1.SavepointRequest\x1a\x1c.stated.v1.SavepointResponse\x12Q\n" +
+	"\x06Delete\x12\".stated.v1.DeleteCheckpointRequest\x1a#.stated.v1.DeleteCheckpointResponse\x12I\n" +
+	"\x06Status\x12\".stated.v1.CheckpointStatusRequest\x1a\x1b.stated.v1.CheckpointStatusB4Z2github.com/statedhq/stated/proto/statedv1;statedv1b\x06proto3"
 
 var (
 	file_statedv1_stated_proto_rawDescOnce sync.Once
@@ -2380,85 +3362,118 @@ func file_statedv1_stated_proto_rawDescGZIP() []byte {
 }
 
 var file_statedv1_stated_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_statedv1_stated_proto_goTypes = []any{
-	(Kind)(0),                  // 0: stated.v1.Kind
-	(MutationKind)(0),          // 1: stated.v1.MutationKind
-	(Consistency)(0),           // 2: stated.v1.Consistency
-	(*JoinRequest)(nil),        // 3: stated.v1.JoinRequest
-	(*JoinResponse)(nil),       // 4: stated.v1.JoinResponse
-	(*RemoveRequest)(nil),      // 5: stated.v1.RemoveRequest
-	(*RemoveResponse)(nil),     // 6: stated.v1.RemoveResponse
-	(*MembersRequest)(nil),     // 7: stated.v1.MembersRequest
-	(*Member)(nil),             // 8: stated.v1.Member
-	(*MembersResponse)(nil),    // 9: stated.v1.MembersResponse
-	(*NodeStatusRequest)(nil),  // 10: stated.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil), // 11: stated.v1.NodeStatusResponse
-	(*Mutation)(nil),           // 12: stated.v1.Mutation
-	(*Offset)(nil),             // 13: stated.v1.Offset
-	(*TopicPartition)(nil),     // 14: stated.v1.TopicPartition
-	(*ClaimRequest)(nil),       // 15: stated.v1.ClaimRequest
-	(*ClaimedPartition)(nil),   // 16: stated.v1.ClaimedPartition
-	(*ClaimResponse)(nil),      // 17: stated.v1.ClaimResponse
-	(*PartitionEpoch)(nil),     // 18: stated.v1.PartitionEpoch
-	(*ReleaseRequest)(nil),     // 19: stated.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),    // 20: stated.v1.ReleaseResponse
-	(*PartitionClaim)(nil),     // 21: stated.v1.PartitionClaim
-	(*CommitRequest)(nil),      // 22: stated.v1.CommitRequest
-	(*CommitResponse)(nil),     // 23: stated.v1.CommitResponse
-	(*ReadOptions)(nil),        // 24: stated.v1.ReadOptions
-	(*GetRequest)(nil),         // 25: stated.v1.GetRequest
-	(*GetResponse)(nil),        // 26: stated.v1.GetResponse
-	(*ScanRequest)(nil),        // 27: stated.v1.ScanRequest
-	(*Entry)(nil),              // 28: stated.v1.Entry
-	(*ScanResponse)(nil),       // 29: stated.v1.ScanResponse
-	(*GetOffsetsRequest)(nil),  // 30: stated.v1.GetOffsetsRequest
-	(*GetOffsetsResponse)(nil), // 31: stated.v1.GetOffsetsResponse
-	(*FencedPartition)(nil),    // 32: stated.v1.FencedPartition
+	(Kind)(0),                         // 0: stated.v1.Kind
+	(MutationKind)(0),                 // 1: stated.v1.MutationKind
+	(Consistency)(0),                  // 2: stated.v1.Consistency
+	(*TriggerCheckpointRequest)(nil),  // 3: stated.v1.TriggerCheckpointRequest
+	(*TriggerCheckpointResponse)(nil), // 4: stated.v1.TriggerCheckpointResponse
+	(*ListCheckpointsRequest)(nil),    // 5: stated.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),   // 6: stated.v1.ListCheckpointsResponse
+	(*GetCheckpointRequest)(nil),      // 7: stated.v1.GetCheckpointRequest
+	(*SavepointRequest)(nil),          // 8: stated.v1.SavepointRequest
+	(*SavepointResponse)(nil),         // 9: stated.v1.SavepointResponse
+	(*DeleteCheckpointRequest)(nil),   // 10: stated.v1.DeleteCheckpointRequest
+	(*DeleteCheckpointResponse)(nil),  // 11: stated.v1.DeleteCheckpointResponse
+	(*CheckpointSummary)(nil),         // 12: stated.v1.CheckpointSummary
+	(*CheckpointFile)(nil),            // 13: stated.v1.CheckpointFile
+	(*CheckpointManifest)(nil),        // 14: stated.v1.CheckpointManifest
+	(*CheckpointStatusRequest)(nil),   // 15: stated.v1.CheckpointStatusRequest
+	(*CheckpointStatus)(nil),          // 16: stated.v1.CheckpointStatus
+	(*JoinRequest)(nil),               // 17: stated.v1.JoinRequest
+	(*JoinResponse)(nil),              // 18: stated.v1.JoinResponse
+	(*RemoveRequest)(nil),             // 19: stated.v1.RemoveRequest
+	(*RemoveResponse)(nil),            // 20: stated.v1.RemoveResponse
+	(*MembersRequest)(nil),            // 21: stated.v1.MembersRequest
+	(*Member)(nil),                    // 22: stated.v1.Member
+	(*MembersResponse)(nil),           // 23: stated.v1.MembersResponse
+	(*NodeStatusRequest)(nil),         // 24: stated.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),        // 25: stated.v1.NodeStatusResponse
+	(*Mutation)(nil),                  // 26: stated.v1.Mutation
+	(*Offset)(nil),                    // 27: stated.v1.Offset
+	(*TopicPartition)(nil),            // 28: stated.v1.TopicPartition
+	(*ClaimRequest)(nil),              // 29: stated.v1.ClaimRequest
+	(*ClaimedPartition)(nil),          // 30: stated.v1.ClaimedPartition
+	(*ClaimResponse)(nil),             // 31: stated.v1.ClaimResponse
+	(*PartitionEpoch)(nil),            // 32: stated.v1.PartitionEpoch
+	(*ReleaseRequest)(nil),            // 33: stated.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),           // 34: stated.v1.ReleaseResponse
+	(*PartitionClaim)(nil),            // 35: stated.v1.PartitionClaim
+	(*CommitRequest)(nil),             // 36: stated.v1.CommitRequest
+	(*CommitResponse)(nil),            // 37: stated.v1.CommitResponse
+	(*ReadOptions)(nil),               // 38: stated.v1.ReadOptions
+	(*GetRequest)(nil),                // 39: stated.v1.GetRequest
+	(*GetResponse)(nil),               // 40: stated.v1.GetResponse
+	(*ScanRequest)(nil),               // 41: stated.v1.ScanRequest
+	(*Entry)(nil),                     // 42: stated.v1.Entry
+	(*ScanResponse)(nil),              // 43: stated.v1.ScanResponse
+	(*GetOffsetsRequest)(nil),         // 44: stated.v1.GetOffsetsRequest
+	(*GetOffsetsResponse)(nil),        // 45: stated.v1.GetOffsetsResponse
+	(*FencedPartition)(nil),           // 46: stated.v1.FencedPartition
 }
 var file_statedv1_stated_proto_depIdxs = []int32{
-	8,  // 0: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
-	1,  // 1: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
-	14, // 2: stated.v1.ClaimRequest.partitions:type_name -> stated.v1.TopicPartition
-	16, // 3: stated.v1.ClaimResponse.partitions:type_name -> stated.v1.ClaimedPartition
-	18, // 4: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
-	12, // 5: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
-	13, // 6: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
-	2,  // 7: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
-	0,  // 8: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
-	24, // 9: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 10: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
-	24, // 11: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 12: stated.v1.Entry.kind:type_name -> stated.v1.Kind
-	28, // 13: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
-	24, // 14: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
-	13, // 15: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
-	21, // 16: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
-	22, // 17: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
-	25, // 18: stated.v1.State.Get:input_type -> stated.v1.GetRequest
-	27, // 19: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
-	30, // 20: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
-	15, // 21: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
-	19, // 22: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
-	3,  // 23: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
-	5,  // 24: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
-	7,  // 25: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
-	10, // 26: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
-	23, // 27: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
-	26, // 28: stated.v1.State.Get:output_type -> stated.v1.GetResponse
-	29, // 29: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
-	31, // 30: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
-	17, // 31: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
-	20, // 32: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
-	4,  // 33: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
-	6,  // 34: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
-	9,  // 35: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
-	11, // 36: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
-	27, // [27:37] is the sub-list for method output_type
-	17, // [17:27] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	12, // 0: stated.v1.TriggerCheckpointResponse.summary:type_name -> stated.v1.CheckpointSummary
+	12, // 1: stated.v1.ListCheckpointsResponse.checkpoints:type_name -> stated.v1.CheckpointSummary
+	12, // 2: stated.v1.CheckpointManifest.summary:type_name -> stated.v1.CheckpointSummary
+	27, // 3: stated.v1.CheckpointManifest.offsets:type_name -> stated.v1.Offset
+	13, // 4: stated.v1.CheckpointManifest.files:type_name -> stated.v1.CheckpointFile
+	12, // 5: stated.v1.CheckpointStatus.last_completed:type_name -> stated.v1.CheckpointSummary
+	22, // 6: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
+	1,  // 7: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
+	28, // 8: stated.v1.ClaimRequest.partitions:type_name -> stated.v1.TopicPartition
+	30, // 9: stated.v1.ClaimResponse.partitions:type_name -> stated.v1.ClaimedPartition
+	32, // 10: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
+	26, // 11: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
+	27, // 12: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
+	2,  // 13: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
+	0,  // 14: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
+	38, // 15: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 16: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
+	38, // 17: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 18: stated.v1.Entry.kind:type_name -> stated.v1.Kind
+	42, // 19: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
+	38, // 20: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
+	27, // 21: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
+	35, // 22: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
+	27, // 23: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
+	36, // 24: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
+	39, // 25: stated.v1.State.Get:input_type -> stated.v1.GetRequest
+	41, // 26: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
+	44, // 27: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
+	29, // 28: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
+	33, // 29: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
+	17, // 30: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
+	19, // 31: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
+	21, // 32: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
+	24, // 33: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
+	3,  // 34: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
+	5,  // 35: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
+	7,  // 36: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
+	8,  // 37: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
+	10, // 38: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
+	15, // 39: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
+	37, // 40: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
+	40, // 41: stated.v1.State.Get:output_type -> stated.v1.GetResponse
+	43, // 42: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
+	45, // 43: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
+	31, // 44: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
+	34, // 45: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
+	18, // 46: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
+	20, // 47: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
+	23, // 48: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
+	25, // 49: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
+	4,  // 50: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
+	6,  // 51: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
+	14, // 52: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
+	9,  // 53: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
+	11, // 54: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
+	16, // 55: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
+	40, // [40:56] is the sub-list for method output_type
+	24, // [24:40] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_statedv1_stated_proto_init() }
@@ -2472,9 +3487,9 @@ func file_statedv1_stated_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_statedv1_stated_proto_rawDesc), len(file_statedv1_stated_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   30,
+			NumMessages:   44,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_statedv1_stated_proto_goTypes,
 		DependencyIndexes: file_statedv1_stated_proto_depIdxs,

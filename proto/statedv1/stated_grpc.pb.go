@@ -588,3 +588,325 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "statedv1/stated.proto",
 }
+
+const (
+	Checkpoints_Trigger_FullMethodName   = "/stated.v1.Checkpoints/Trigger"
+	Checkpoints_List_FullMethodName      = "/stated.v1.Checkpoints/List"
+	Checkpoints_Get_FullMethodName       = "/stated.v1.Checkpoints/Get"
+	Checkpoints_Savepoint_FullMethodName = "/stated.v1.Checkpoints/Savepoint"
+	Checkpoints_Delete_FullMethodName    = "/stated.v1.Checkpoints/Delete"
+	Checkpoints_Status_FullMethodName    = "/stated.v1.Checkpoints/Status"
+)
+
+// CheckpointsClient is the client API for Checkpoints service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Checkpoints manages checkpoint epochs: consistent snapshots of all state
+// with their Kafka offsets, uploaded to blob storage. Any member accepts
+// these calls and forwards them to the leader, whose coordinator runs
+// the checkpoints.
+type CheckpointsClient interface {
+	// Trigger starts a checkpoint now (or joins the one in progress). With
+	// wait it returns once the checkpoint completed, or failed.
+	Trigger(ctx context.Context, in *TriggerCheckpointRequest, opts ...grpc.CallOption) (*TriggerCheckpointResponse, error)
+	// List returns the completed checkpoints in the bucket, oldest first.
+	List(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error)
+	// Get returns one checkpoint's manifest.
+	Get(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*CheckpointManifest, error)
+	// Savepoint pins a completed checkpoint under a name: retention keeps
+	// it until it is deleted.
+	Savepoint(ctx context.Context, in *SavepointRequest, opts ...grpc.CallOption) (*SavepointResponse, error)
+	// Delete removes a checkpoint's manifest; its files go at the next GC
+	// unless another retained checkpoint uses them.
+	Delete(ctx context.Context, in *DeleteCheckpointRequest, opts ...grpc.CallOption) (*DeleteCheckpointResponse, error)
+	// Status is the coordinator's state: the last completed checkpoint,
+	// the one in progress, failures.
+	Status(ctx context.Context, in *CheckpointStatusRequest, opts ...grpc.CallOption) (*CheckpointStatus, error)
+}
+
+type checkpointsClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewCheckpointsClient(cc grpc.ClientConnInterface) CheckpointsClient {
+	return &checkpointsClient{cc}
+}
+
+func (c *checkpointsClient) Trigger(ctx context.Context, in *TriggerCheckpointRequest, opts ...grpc.CallOption) (*TriggerCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TriggerCheckpointResponse)
+	err := c.cc.Invoke(ctx, Checkpoints_Trigger_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *checkpointsClient) List(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCheckpointsResponse)
+	err := c.cc.Invoke(ctx, Checkpoints_List_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *checkpointsClient) Get(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*CheckpointManifest, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckpointManifest)
+	err := c.cc.Invoke(ctx, Checkpoints_Get_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *checkpointsClient) Savepoint(ctx context.Context, in *SavepointRequest, opts ...grpc.CallOption) (*SavepointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SavepointResponse)
+	err := c.cc.Invoke(ctx, Checkpoints_Savepoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *checkpointsClient) Delete(ctx context.Context, in *DeleteCheckpointRequest, opts ...grpc.CallOption) (*DeleteCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteCheckpointResponse)
+	err := c.cc.Invoke(ctx, Checkpoints_Delete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *checkpointsClient) Status(ctx context.Context, in *CheckpointStatusRequest, opts ...grpc.CallOption) (*CheckpointStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckpointStatus)
+	err := c.cc.Invoke(ctx, Checkpoints_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CheckpointsServer is the server API for Checkpoints service.
+// All implementations must embed UnimplementedCheckpointsServer
+// for forward compatibility.
+//
+// Checkpoints manages checkpoint epochs: consistent snapshots of all state
+// with their Kafka offsets, uploaded to blob storage. Any member accepts
+// these calls and forwards them to the leader, whose coordinator runs
+// the checkpoints.
+type CheckpointsServer interface {
+	// Trigger starts a checkpoint now (or joins the one in progress). With
+	// wait it returns once the checkpoint completed, or failed.
+	Trigger(context.Context, *TriggerCheckpointRequest) (*TriggerCheckpointResponse, error)
+	// List returns the completed checkpoints in the bucket, oldest first.
+	List(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error)
+	// Get returns one checkpoint's manifest.
+	Get(context.Context, *GetCheckpointRequest) (*CheckpointManifest, error)
+	// Savepoint pins a completed checkpoint under a name: retention keeps
+	// it until it is deleted.
+	Savepoint(context.Context, *SavepointRequest) (*SavepointResponse, error)
+	// Delete removes a checkpoint's manifest; its files go at the next GC
+	// unless another retained checkpoint uses them.
+	Delete(context.Context, *DeleteCheckpointRequest) (*DeleteCheckpointResponse, error)
+	// Status is the coordinator's state: the last completed checkpoint,
+	// the one in progress, failures.
+	Status(context.Context, *CheckpointStatusRequest) (*CheckpointStatus, error)
+	mustEmbedUnimplementedCheckpointsServer()
+}
+
+// UnimplementedCheckpointsServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedCheckpointsServer struct{}
+
+func (UnimplementedCheckpointsServer) Trigger(context.Context, *TriggerCheckpointRequest) (*TriggerCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Trigger not implemented")
+}
+func (UnimplementedCheckpointsServer) List(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedCheckpointsServer) Get(context.Context, *GetCheckpointRequest) (*CheckpointManifest, error) {
+	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
+}
+func (UnimplementedCheckpointsServer) Savepoint(context.Context, *SavepointRequest) (*SavepointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Savepoint not implemented")
+}
+func (UnimplementedCheckpointsServer) Delete(context.Context, *DeleteCheckpointRequest) (*DeleteCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedCheckpointsServer) Status(context.Context, *CheckpointStatusRequest) (*CheckpointStatus, error) {
+	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedCheckpointsServer) mustEmbedUnimplementedCheckpointsServer() {}
+func (UnimplementedCheckpointsServer) testEmbeddedByValue()                     {}
+
+// UnsafeCheckpointsServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to CheckpointsServer will
+// result in compilation errors.
+type UnsafeCheckpointsServer interface {
+	mustEmbedUnimplementedCheckpointsServer()
+}
+
+func RegisterCheckpointsServer(s grpc.ServiceRegistrar, srv CheckpointsServer) {
+	// If the following call panics, it indicates UnimplementedCheckpointsServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Checkpoints_ServiceDesc, srv)
+}
+
+func _Checkpoints_Trigger_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TriggerCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CheckpointsServer).Trigger(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Checkpoints_Trigger_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CheckpointsServer).Trigger(ctx, req.(*TriggerCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Checkpoints_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCheckpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CheckpointsServer).List(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Checkpoints_List_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CheckpointsServer).List(ctx, req.(*ListCheckpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Checkpoints_Get_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CheckpointsServer).Get(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Checkpoints_Get_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CheckpointsServer).Get(ctx, req.(*GetCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Checkpoints_Savepoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SavepointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CheckpointsServer).Savepoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Checkpoints_Savepoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CheckpointsServer).Savepoint(ctx, req.(*SavepointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Checkpoints_Delete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CheckpointsServer).Delete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Checkpoints_Delete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CheckpointsServer).Delete(ctx, req.(*DeleteCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Checkpoints_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckpointStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CheckpointsServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Checkpoints_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CheckpointsServer).Status(ctx, req.(*CheckpointStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Checkpoints_ServiceDesc is the grpc.ServiceDesc for Checkpoints service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Checkpoints_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "stated.v1.Checkpoints",
+	HandlerType: (*CheckpointsServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Trigger",
+			Handler:    _Checkpoints_Trigger_Handler,
+		},
+		{
+			MethodName: "List",
+			Handler:    _Checkpoints_List_Handler,
+		},
+		{
+			MethodName: "Get",
+			Handler:    _Checkpoints_Get_Handler,
+		},
+		{
+			MethodName: "Savepoint",
+			Handler:    _Checkpoints_Savepoint_Handler,
+		},
+		{
+			MethodName: "Delete",
+			Handler:    _Checkpoints_Delete_Handler,
+		},
+		{
+			MethodName: "Status",
+			Handler:    _Checkpoints_Status_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "statedv1/stated.proto",
+}

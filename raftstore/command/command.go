@@ -86,8 +86,11 @@ type Command struct {
 	Member *Member
 	// Claim is set when Type is TypeClaim or TypeRelease.
 	Claim *Claim
-	// Epoch is set when Type is TypeCheckpointDone.
-	Epoch uint64
+	// Epoch is set when Type is TypeCheckpointDone, and Offsets to the
+	// completed checkpoint's offsets: replicas record them as the group's
+	// checkpointed offsets, which consumers commit to Kafka.
+	Epoch   uint64
+	Offsets []Offset
 }
 
 // Claim names partitions of a consumer group that Owner claims (TypeClaim)

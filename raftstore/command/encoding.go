@@ -43,6 +43,14 @@ func Encode(dst []byte, c *Command) []byte {
 		dst = encodeClaim(dst, c.Claim)
 	case TypeCheckpointDone:
 		dst = binary.AppendUvarint(dst, c.Epoch)
+		dst = binary.AppendUvarint(dst, uint64(len(c.Offsets)))
+		for i := range c.Offsets {
+			o := &c.Offsets[i]
+			dst = appendBytes(dst, []byte(o.Group))
+			dst = appendBytes(dst, []byte(o.Topic))
+			dst = binary.AppendVarint(dst, int64(o.Partition))
+			dst = binary.AppendVarint(dst, o.Offset)
+		}
 	}
 	return dst
 }
@@ -69,6 +77,9 @@ func encodedSizeHint(c *Command) int {
 	n := 2 + binary.MaxVarintLen64*2 + len(c.ClusterID) + binary.MaxVarintLen64
 	if m := c.Member; m != nil {
 		n += len(m.ID) + len(m.RaftAddr) + len(m.GRPCAddr) + 3*binary.MaxVarintLen64
+	}
+	for i := range c.Offsets {
+		n += len(c.Offsets[i].Group) + len(c.Offsets[i].Topic) + 4*binary.MaxVarintLen64
 	}
 	if cl := c.Claim; cl != nil {
 		n += len(cl.Group) + len(cl.Owner) + 3*binary.MaxVarintLen64
@@ -158,6 +169,16 @@ func Decode(buf []byte) (*Command, error) {
 			return nil, fmt.Errorf("%w: command type %d in format version 1", ErrCorrupt, c.Type)
 		}
 		c.Epoch = d.uvarint()
+		if n := d.count(4); n > 0 {
+			c.Offsets = make([]Offset, n)
+			for i := range c.Offsets {
+				o := &c.Offsets[i]
+				o.Group = string(d.bytes())
+				o.Topic = string(d.bytes())
+				o.Partition = int32(d.varint())
+				o.Offset = d.varint()
+			}
+		}
 	default:
 		if d.err == nil {
 			return nil, fmt.Errorf("%w: unknown command type %d", ErrCorrupt, c.Type)

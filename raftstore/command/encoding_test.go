@@ -36,7 +36,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 			{Topic: "t", Partition: 0}, {Topic: "t", Partition: 1 << 30},
 		}}},
 		"checkpoint":      {Type: TypeCheckpoint, Now: 9},
-		"checkpoint done": {Type: TypeCheckpointDone, Now: 9, Epoch: 1 << 40},
+		"checkpoint done": {Type: TypeCheckpointDone, Now: 9, Epoch: 1 << 40, Offsets: []Offset{{Group: "g", Topic: "t", Partition: 3, Offset: 77}}},
 		"release": {Type: TypeRelease, Claim: &Claim{Group: "g", Owner: "c1", Partitions: []PartitionEpoch{
 			{Topic: "t", Partition: 2, Epoch: 1 << 50},
 		}}},

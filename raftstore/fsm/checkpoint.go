@@ -82,8 +82,9 @@ func (a *applier) checkpointBarrier() (uint64, error) {
 	return epoch, a.b.Set(keyCheckpointEpoch, binary.BigEndian.AppendUint64(nil, epoch), nil)
 }
 
-// checkpointDone records epoch as completed unless a newer one is.
-func (a *applier) checkpointDone(epoch uint64) error {
+// checkpointDone records epoch as completed, with its offsets as the
+// checkpointed offsets of their groups, unless a newer epoch completed.
+func (a *applier) checkpointDone(epoch uint64, offsets []command.Offset) error {
 	st, err := a.loadCheckpointState()
 	if err != nil {
 		return err
@@ -94,8 +95,39 @@ func (a *applier) checkpointDone(epoch uint64) error {
 	if epoch <= st.Completed {
 		return nil
 	}
+	for _, o := range offsets {
+		if err := a.b.Set(checkpointedOffsetKey(o.Group, o.Topic, o.Partition), binary.BigEndian.AppendUint64(nil, uint64(o.Offset)), nil); err != nil {
+			return err
+		}
+	}
 	v := binary.BigEndian.AppendUint64(nil, epoch)
 	return a.b.Set(keyCheckpointDone, binary.BigEndian.AppendUint64(v, uint64(a.now)), nil)
+}
+
+// CheckpointedOffsets returns group's offsets as of the newest completed
+// checkpoint, by topic and partition: offsets Kafka may be told, because
+// a restore can always bring the state back to them.
+func (f *FSM) CheckpointedOffsets(group string) ([]command.Offset, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return nil, ErrClosed
+	}
+	p := appendComponent([]byte{prefixCkptOffset}, []byte(group))
+	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return nil, err
+	}
+	var out []command.Offset
+	for ok := it.First(); ok; ok = it.Next() {
+		o, err := decodeOffset(it.Key(), it.Value())
+		if err != nil {
+			it.Close()
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, it.Close()
 }
 
 // makeCheckpoint makes the local checkpoint of epoch, after the barrier's

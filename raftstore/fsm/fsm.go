@@ -292,7 +292,7 @@ func (f *FSM) writeCommand(index uint64, cmd *command.Command) (applyOut, error)
 		out.epoch, err = a.checkpointBarrier()
 	case command.TypeCheckpointDone:
 		out.epoch = cmd.Epoch
-		err = a.checkpointDone(cmd.Epoch)
+		err = a.checkpointDone(cmd.Epoch, cmd.Offsets)
 	default:
 		err = reject("type", "unknown command type %d", cmd.Type)
 	}

@@ -8,12 +8,13 @@ import (
 
 // Every Pebble key starts with one of these bytes.
 const (
-	prefixSystem = 0x00 // applied index and other metadata
-	prefixOffset = 0x01 // group, topic, partition -> next offset
-	prefixState  = 0x02 // namespace, key, kind, sub-key -> entry
-	prefixExpiry = 0x03 // expiry time, state key -> nothing
-	prefixDedup  = 0x04 // client id, sequence -> index of the commit
-	prefixClaim  = 0x05 // group, topic, partition -> epoch, owner
+	prefixSystem     = 0x00 // applied index and other metadata
+	prefixOffset     = 0x01 // group, topic, partition -> next offset
+	prefixState      = 0x02 // namespace, key, kind, sub-key -> entry
+	prefixExpiry     = 0x03 // expiry time, state key -> nothing
+	prefixDedup      = 0x04 // client id, sequence -> index of the commit
+	prefixClaim      = 0x05 // group, topic, partition -> epoch, owner
+	prefixCkptOffset = 0x06 // group, topic, partition -> offset in the newest completed checkpoint
 )
 
 var (
@@ -124,6 +125,12 @@ func decodeStateKey(k []byte, nsPrefixLen int) (key []byte, kind Kind, sub []byt
 
 func offsetKey(group, topic string, partition int32) []byte {
 	k := appendComponent([]byte{prefixOffset}, []byte(group))
+	k = appendComponent(k, []byte(topic))
+	return binary.BigEndian.AppendUint32(k, uint32(partition))
+}
+
+func checkpointedOffsetKey(group, topic string, partition int32) []byte {
+	k := appendComponent([]byte{prefixCkptOffset}, []byte(group))
 	k = appendComponent(k, []byte(topic))
 	return binary.BigEndian.AppendUint32(k, uint32(partition))
 }

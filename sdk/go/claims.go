@@ -105,6 +105,10 @@ func (c *Client) Release(ctx context.Context, group string, claims []PartitionCl
 type GroupState struct {
 	Offsets []Offset
 	Claims  []ClaimInfo
+	// Checkpointed are the group's offsets in the newest completed
+	// checkpoint: a restore can always bring the state back to them, so
+	// they are the offsets to commit to Kafka.
+	Checkpointed []Offset
 }
 
 // GetGroup returns a consumer group's offsets and partition claims, each
@@ -115,6 +119,9 @@ func (c *Client) GetGroup(ctx context.Context, group string, opts ...ReadOption)
 		return GroupState{}, err
 	}
 	out := GroupState{Offsets: toOffsets(resp), Claims: make([]ClaimInfo, 0, len(resp.GetClaims()))}
+	for _, o := range resp.GetCheckpointed() {
+		out.Checkpointed = append(out.Checkpointed, Offset{Group: o.GetGroup(), Topic: o.GetTopic(), Partition: o.GetPartition(), Offset: o.GetOffset()})
+	}
 	for _, p := range resp.GetClaims() {
 		out.Claims = append(out.Claims, ClaimInfo{
 			Topic: p.GetTopic(), Partition: p.GetPartition(), Epoch: p.GetEpoch(), Owner: p.GetOwner(),

@@ -257,6 +257,11 @@ func (c *Client) Close() error {
 // index of its latest successful commit. It is 0 before the first one.
 func (c *Client) LastIndex() uint64 { return c.lastIndex.Load() }
 
+// Conn returns the Client's gRPC connection, for daemon services the SDK
+// does not wrap (such as stated.v1.Checkpoints, which the CLI uses). Calls
+// on it get none of the Client's retries.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
 // ClientID returns the id the Client sends with its commits.
 func (c *Client) ClientID() string { return c.id }
 

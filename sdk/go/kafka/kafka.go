@@ -8,7 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	stated "github.com/statedhq/stated/sdk/go"
 )
@@ -58,15 +60,24 @@ type Config struct {
 	// zombie for it). The processor stops consuming the partition until
 	// Kafka assigns it again.
 	OnFenced func(err *stated.FencedError)
+	// KafkaCommitInterval is how often the processor commits, to the
+	// Kafka group, the offsets of the newest completed stated checkpoint
+	// for the partitions it owns, so that Kafka's committed offsets (what
+	// lag tools read) show real progress and never run ahead of a
+	// recoverable checkpoint. Kafka accepts commits for an active group
+	// from its members only, which is why the processor does it. Zero
+	// means 5s; a negative interval turns it off.
+	KafkaCommitInterval time.Duration
 	// Logger receives the processor's logs; nil discards them.
 	Logger *slog.Logger
 }
 
 const (
-	defaultMaxPollRecords = 5000
-	defaultRetryBackoff   = 100 * time.Millisecond
-	maxRetryBackoff       = 5 * time.Second
-	releaseTimeout        = 5 * time.Second
+	defaultKafkaCommitInterval = 5 * time.Second
+	defaultMaxPollRecords      = 5000
+	defaultRetryBackoff        = 100 * time.Millisecond
+	maxRetryBackoff            = 5 * time.Second
+	releaseTimeout             = 5 * time.Second
 )
 
 // ErrConfig is matched by the errors New returns for a bad Config.
@@ -122,6 +133,9 @@ type Processor struct {
 
 	mu    sync.Mutex
 	owned map[topicPartition]*owned
+
+	lastKafkaCommit time.Time
+	kafkaCommitted  map[topicPartition]int64 // what this processor told Kafka
 }
 
 // New checks cfg and creates a Processor; Run starts it.
@@ -135,6 +149,9 @@ func New(cfg Config) (*Processor, error) {
 	if cfg.RetryBackoff == 0 {
 		cfg.RetryBackoff = defaultRetryBackoff
 	}
+	if cfg.KafkaCommitInterval == 0 {
+		cfg.KafkaCommitInterval = defaultKafkaCommitInterval
+	}
 	if cfg.StartOffset == nil {
 		start := kgo.NewOffset().AtStart()
 		cfg.StartOffset = &start
@@ -143,7 +160,7 @@ func New(cfg Config) (*Processor, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Processor{cfg: cfg, logger: logger, owned: map[topicPartition]*owned{}}
+	p := &Processor{cfg: cfg, logger: logger, owned: map[topicPartition]*owned{}, kafkaCommitted: map[topicPartition]int64{}}
 	opts := append([]kgo.Opt(nil), cfg.KafkaOptions...)
 	opts = append(opts,
 		kgo.ConsumerGroup(cfg.Group),
@@ -184,7 +201,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	defer p.close()
 	backoff := p.cfg.RetryBackoff
 	for {
-		fetches := p.cl.PollRecords(ctx, p.cfg.MaxPollRecords)
+		fetches := p.poll(ctx)
 		if ctx.Err() != nil {
 			p.cl.AllowRebalance()
 			return nil
@@ -198,6 +215,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		switch {
 		case err == nil:
 			backoff = p.cfg.RetryBackoff
+			p.maybeCommitToKafka(ctx)
 		case ctx.Err() != nil:
 			p.cl.AllowRebalance()
 			return nil
@@ -218,6 +236,17 @@ func (p *Processor) Run(ctx context.Context) error {
 		}
 		p.cl.AllowRebalance()
 	}
+}
+
+// poll waits for records, but no longer than the Kafka commit interval, so
+// that an idle processor still commits new checkpoints' offsets.
+func (p *Processor) poll(ctx context.Context) kgo.Fetches {
+	if p.cfg.KafkaCommitInterval < 0 {
+		return p.cl.PollRecords(ctx, p.cfg.MaxPollRecords)
+	}
+	pctx, cancel := context.WithTimeout(ctx, p.cfg.KafkaCommitInterval)
+	defer cancel()
+	return p.cl.PollRecords(pctx, p.cfg.MaxPollRecords)
 }
 
 // fatalFetchError returns the error that consuming cannot go on from: the
@@ -451,6 +480,63 @@ func (p *Processor) drop(ctx context.Context, parts map[string][]int32) {
 		// which it does on assignment whatever their state.
 		p.logger.Warn("kafka: releasing revoked partitions failed", "group", p.cfg.Group, "partitions", len(claims), "error", err)
 	}
+}
+
+// maybeCommitToKafka commits the newest completed checkpoint's offsets of
+// the owned partitions to the Kafka group, every KafkaCommitInterval. It
+// runs between batches, while no rebalance can run, so it only ever
+// commits partitions this member owns.
+func (p *Processor) maybeCommitToKafka(ctx context.Context) {
+	if p.cfg.KafkaCommitInterval < 0 || time.Since(p.lastKafkaCommit) < p.cfg.KafkaCommitInterval {
+		return
+	}
+	p.lastKafkaCommit = time.Now()
+	g, err := p.cfg.State.GetGroup(ctx, p.cfg.Group, stated.WithConsistency(stated.ConsistencyLocal))
+	if err != nil {
+		p.logger.Warn("kafka: reading checkpointed offsets", "group", p.cfg.Group, "error", err)
+		return
+	}
+	commit := map[string]map[int32]kgo.EpochOffset{}
+	var tps []topicPartition
+	p.mu.Lock()
+	for _, o := range g.Checkpointed {
+		tp := topicPartition{o.Topic, o.Partition}
+		if _, ok := p.owned[tp]; !ok || o.Offset <= p.kafkaCommitted[tp] {
+			continue
+		}
+		if commit[o.Topic] == nil {
+			commit[o.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		commit[o.Topic][o.Partition] = kgo.EpochOffset{Epoch: -1, Offset: o.Offset}
+		tps = append(tps, tp)
+	}
+	p.mu.Unlock()
+	if len(tps) == 0 {
+		return
+	}
+	var commitErr error
+	p.cl.CommitOffsetsSync(ctx, commit, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			commitErr = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, pr := range t.Partitions {
+				if err := kerr.ErrorForCode(pr.ErrorCode); err != nil && commitErr == nil {
+					commitErr = fmt.Errorf("topic %q partition %d: %w", t.Topic, pr.Partition, err)
+				}
+			}
+		}
+	})
+	if commitErr != nil {
+		p.logger.Warn("kafka: committing checkpointed offsets to the group", "group", p.cfg.Group, "error", commitErr)
+		return
+	}
+	p.mu.Lock()
+	for _, tp := range tps {
+		p.kafkaCommitted[tp] = commit[tp.topic][tp.partition].Offset
+	}
+	p.mu.Unlock()
 }
 
 // close leaves the group (revoking and releasing every partition) and

@@ -1,0 +1,335 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	stated "github.com/statedhq/stated/sdk/go"
+)
+
+func (c *cli) checkpointCommand() *cobra.Command {
+	cp := &cobra.Command{
+		Use:   "checkpoint",
+		Short: "Trigger, list, show, pin and delete checkpoints",
+		Long: `A checkpoint is a consistent snapshot of all state together with the Kafka
+offsets of exactly that state, uploaded to the bucket of --checkpoint-url.
+The leader takes one every --checkpoint-interval; these commands ask any
+node, which forwards to the leader.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cp.AddCommand(c.checkpointTrigger(), c.checkpointList(), c.checkpointShow(), c.checkpointSavepoint(), c.checkpointDelete())
+	return cp
+}
+
+// withCheckpoints runs fn with a client of the daemon's Checkpoints service.
+func (c *cli) withCheckpoints(cmd *cobra.Command, fn func(ctx context.Context, cp statedv1.CheckpointsClient) error) error {
+	return c.withClient(cmd, func(ctx context.Context, client *stated.Client) error {
+		return fn(ctx, statedv1.NewCheckpointsClient(client.Conn()))
+	})
+}
+
+func (c *cli) checkpointTrigger() *cobra.Command {
+	var wait, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "trigger",
+		Short: "Take a checkpoint now; with --wait, until it is uploaded",
+		Args:  cobra.NoArgs,
+	}
+	cmd.RunE = runtime(func(cmd *cobra.Command, _ []string) error {
+		return c.withCheckpoints(cmd, func(ctx context.Context, cp statedv1.CheckpointsClient) error {
+			if !wait {
+				resp, err := cp.Trigger(ctx, &statedv1.TriggerCheckpointRequest{})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return c.printJSON(map[string]uint64{"epoch": resp.GetEpoch()})
+				}
+				fmt.Fprintf(c.stdout, "checkpoint %d started\n", resp.GetEpoch())
+				return nil
+			}
+			stop := c.showProgress(ctx, cp)
+			resp, err := cp.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+			stop()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return c.printJSON(summaryOutput(resp.GetSummary()))
+			}
+			s := resp.GetSummary()
+			fmt.Fprintf(c.stdout, "checkpoint %d completed: %d files, %s, %d keys\n", s.GetEpoch(), s.GetFiles(), humanBytes(s.GetBytes()), s.GetKeys())
+			return nil
+		})
+	})
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the checkpoint is uploaded (a progress bar on a terminal)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// showProgress draws a progress bar of the upload in progress while the
+// output is a terminal; the returned func stops it.
+func (c *cli) showProgress(ctx context.Context, cp statedv1.CheckpointsClient) func() {
+	f, ok := c.stderr.(*os.File)
+	if !ok || !isTerminal(f) {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var bar *progressbar.ProgressBar
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				if bar != nil {
+					bar.Finish()
+					fmt.Fprintln(f)
+				}
+				return
+			case <-t.C:
+			}
+			st, err := cp.Status(ctx, &statedv1.CheckpointStatusRequest{})
+			if err != nil || st.GetInProgressEpoch() == 0 || st.GetInProgressBytesTotal() == 0 {
+				continue
+			}
+			if bar == nil {
+				bar = progressbar.NewOptions64(int64(st.GetInProgressBytesTotal()),
+					progressbar.OptionSetWriter(f), progressbar.OptionShowBytes(true),
+					progressbar.OptionSetDescription(fmt.Sprintf("checkpoint %d", st.GetInProgressEpoch())),
+					progressbar.OptionThrottle(100*time.Millisecond))
+			}
+			bar.Set64(int64(st.GetInProgressBytesDone()))
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// checkpointOutput is one checkpoint in `checkpoint list --json`.
+type checkpointOutput struct {
+	Epoch      uint64    `json:"epoch"`
+	RaftIndex  uint64    `json:"raft_index"`
+	RaftTerm   uint64    `json:"raft_term"`
+	CreatedAt  time.Time `json:"created_at"`
+	ClusterID  string    `json:"cluster_id"`
+	Files      uint64    `json:"files"`
+	Bytes      uint64    `json:"bytes"`
+	Keys       uint64    `json:"keys"`
+	StateBytes uint64    `json:"state_bytes"`
+	Offsets    uint64    `json:"partitions_with_offsets"`
+	Savepoint  string    `json:"savepoint,omitempty"`
+}
+
+func summaryOutput(s *statedv1.CheckpointSummary) checkpointOutput {
+	return checkpointOutput{
+		Epoch: s.GetEpoch(), RaftIndex: s.GetRaftIndex(), RaftTerm: s.GetRaftTerm(),
+		CreatedAt: time.UnixMilli(s.GetCreatedAtUnixMillis()).UTC(), ClusterID: s.GetClusterId(),
+		Files: s.GetFiles(), Bytes: s.GetBytes(), Keys: s.GetKeys(), StateBytes: s.GetStateBytes(),
+		Offsets: s.GetOffsets(), Savepoint: s.GetSavepoint(),
+	}
+}
+
+func (c *cli) checkpointList() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the completed checkpoints in the bucket, oldest first",
+		Args:  cobra.NoArgs,
+	}
+	cmd.RunE = runtime(func(cmd *cobra.Command, _ []string) error {
+		return c.withCheckpoints(cmd, func(ctx context.Context, cp statedv1.CheckpointsClient) error {
+			resp, err := cp.List(ctx, &statedv1.ListCheckpointsRequest{})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				out := []checkpointOutput{}
+				for _, s := range resp.GetCheckpoints() {
+					out = append(out, summaryOutput(s))
+				}
+				return c.printJSON(out)
+			}
+			if len(resp.GetCheckpoints()) == 0 {
+				fmt.Fprintln(c.stderr, "no completed checkpoints in the bucket")
+				return nil
+			}
+			w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "EPOCH\tCREATED\tAGE\tRAFT INDEX\tFILES\tSIZE\tKEYS\tSAVEPOINT")
+			for _, s := range resp.GetCheckpoints() {
+				at := time.UnixMilli(s.GetCreatedAtUnixMillis())
+				fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%s\t%d\t%s\n", s.GetEpoch(), at.UTC().Format(time.RFC3339), time.Since(at).Round(time.Second),
+					s.GetRaftIndex(), s.GetFiles(), humanBytes(s.GetBytes()), s.GetKeys(), orDash(s.GetSavepoint()))
+			}
+			return w.Flush()
+		})
+	})
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	return cmd
+}
+
+func (c *cli) checkpointShow() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show EPOCH|latest|SAVEPOINT",
+		Short: "Show a checkpoint's manifest: offsets and files",
+		Args:  cobra.ExactArgs(1),
+	}
+	cmd.RunE = runtime(func(cmd *cobra.Command, args []string) error {
+		req, err := checkpointSelector(args[0])
+		if err != nil {
+			return err
+		}
+		return c.withCheckpoints(cmd, func(ctx context.Context, cp statedv1.CheckpointsClient) error {
+			m, err := cp.Get(ctx, req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return c.printJSON(manifestOutput(m))
+			}
+			s := m.GetSummary()
+			w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "epoch:\t%d\n", s.GetEpoch())
+			if s.GetSavepoint() != "" {
+				fmt.Fprintf(w, "savepoint:\t%s\n", s.GetSavepoint())
+			}
+			at := time.UnixMilli(s.GetCreatedAtUnixMillis())
+			fmt.Fprintf(w, "created:\t%s (%s ago)\n", at.UTC().Format(time.RFC3339), time.Since(at).Round(time.Second))
+			fmt.Fprintf(w, "raft index, term:\t%d, %d\n", s.GetRaftIndex(), s.GetRaftTerm())
+			fmt.Fprintf(w, "cluster id:\t%s\n", s.GetClusterId())
+			fmt.Fprintf(w, "state:\t%d keys, %s\n", s.GetKeys(), humanBytes(s.GetStateBytes()))
+			fmt.Fprintf(w, "files:\t%d, %s\n", s.GetFiles(), humanBytes(s.GetBytes()))
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if len(m.GetOffsets()) > 0 {
+				fmt.Fprintln(c.stdout, "\noffsets:")
+				w = tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "GROUP\tTOPIC\tPARTITION\tOFFSET")
+				for _, o := range m.GetOffsets() {
+					fmt.Fprintf(w, "%s\t%s\t%d\t%d\n", o.GetGroup(), o.GetTopic(), o.GetPartition(), o.GetOffset())
+				}
+				return w.Flush()
+			}
+			return nil
+		})
+	})
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the manifest as JSON, files included")
+	return cmd
+}
+
+func checkpointSelector(arg string) (*statedv1.GetCheckpointRequest, error) {
+	if arg == "latest" {
+		return &statedv1.GetCheckpointRequest{Latest: true}, nil
+	}
+	if n, err := strconv.ParseUint(arg, 10, 64); err == nil {
+		if n == 0 {
+			return nil, &exitError{code: exitUsage, err: fmt.Errorf("checkpoint: epoch 0 does not exist; epochs start at 1")}
+		}
+		return &statedv1.GetCheckpointRequest{Epoch: n}, nil
+	}
+	return &statedv1.GetCheckpointRequest{Savepoint: arg}, nil
+}
+
+type offsetRow struct {
+	Group     string `json:"group"`
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+}
+
+type fileRow struct {
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+type manifestJSON struct {
+	checkpointOutput
+	FormatVersion int32       `json:"format_version"`
+	OffsetList    []offsetRow `json:"offsets"`
+	FileList      []fileRow   `json:"files"`
+}
+
+func manifestOutput(m *statedv1.CheckpointManifest) manifestJSON {
+	out := manifestJSON{checkpointOutput: summaryOutput(m.GetSummary()), FormatVersion: m.GetFormatVersion(), OffsetList: []offsetRow{}, FileList: []fileRow{}}
+	for _, o := range m.GetOffsets() {
+		out.OffsetList = append(out.OffsetList, offsetRow{o.GetGroup(), o.GetTopic(), o.GetPartition(), o.GetOffset()})
+	}
+	for _, f := range m.GetFiles() {
+		out.FileList = append(out.FileList, fileRow{f.GetPath(), f.GetSize(), f.GetSha256()})
+	}
+	return out
+}
+
+func (c *cli) checkpointSavepoint() *cobra.Command {
+	var epoch uint64
+	cmd := &cobra.Command{
+		Use:   "savepoint NAME",
+		Short: "Pin a completed checkpoint (the latest, or --epoch) under NAME; retention keeps it",
+		Args:  cobra.ExactArgs(1),
+	}
+	cmd.RunE = runtime(func(cmd *cobra.Command, args []string) error {
+		return c.withCheckpoints(cmd, func(ctx context.Context, cp statedv1.CheckpointsClient) error {
+			resp, err := cp.Savepoint(ctx, &statedv1.SavepointRequest{Epoch: epoch, Name: args[0]})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "checkpoint %d pinned as savepoint %q\n", resp.GetEpoch(), args[0])
+			return nil
+		})
+	})
+	cmd.Flags().Uint64Var(&epoch, "epoch", 0, "the checkpoint to pin (default: the latest)")
+	return cmd
+}
+
+func (c *cli) checkpointDelete() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "delete EPOCH",
+		Short: "Delete a checkpoint's manifest; its files go at the next garbage collection",
+		Args:  cobra.ExactArgs(1),
+	}
+	cmd.RunE = runtime(func(cmd *cobra.Command, args []string) error {
+		n, err := strconv.ParseUint(args[0], 10, 64)
+		if err != nil || n == 0 {
+			return &exitError{code: exitUsage, err: fmt.Errorf("checkpoint delete: %q is not an epoch (a number from 1)", args[0])}
+		}
+		return c.withCheckpoints(cmd, func(ctx context.Context, cp statedv1.CheckpointsClient) error {
+			if _, err := cp.Delete(ctx, &statedv1.DeleteCheckpointRequest{Epoch: n}); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "checkpoint %d deleted\n", n)
+			return nil
+		})
+	})
+	return cmd
+}
+
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

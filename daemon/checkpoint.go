@@ -1,0 +1,342 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"gocloud.dev/blob"
+
+	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/fsm"
+	"github.com/statedhq/stated/uploader"
+)
+
+// ErrCheckpointsDisabled is returned by checkpoint calls when the daemon
+// runs without a checkpoint bucket.
+var ErrCheckpointsDisabled = errors.New("daemon: checkpoints are disabled")
+
+// CheckpointStatus is what the coordinator reports of its checkpoints.
+type CheckpointStatus struct {
+	Enabled            bool
+	Bucket             string // URL without credentials
+	Interval           time.Duration
+	Retain             int
+	SharesDiskWithData bool
+
+	LastCompleted     *uploader.Manifest
+	LastDuration      time.Duration
+	LastBytesUploaded int64
+	LastFilesUploaded int
+	Completed         uint64
+	Failures          uint64
+	LastError         string
+	LastErrorAt       time.Time
+	KafkaError        string
+
+	InProgressEpoch      uint64
+	InProgressBytesDone  int64
+	InProgressBytesTotal int64
+}
+
+// coordinator runs checkpoint epochs on the leader: a barrier entry, the
+// upload of the leader's local checkpoint, the completion entry, the
+// offsets to Kafka, then retention.
+type coordinator struct {
+	store   *raftstore.Store
+	bucket  *blob.Bucket
+	up      *uploader.Uploader
+	kafka   *kafkaCommitter // nil without brokers
+	logger  *slog.Logger
+	retain  int
+	every   time.Duration
+	pollFor time.Duration // how often leadership is checked during a checkpoint
+
+	triggers chan *trigger
+
+	mu sync.Mutex
+	st CheckpointStatus
+}
+
+// trigger is a request for a checkpoint now: started receives the epoch
+// (or an error) once the barrier applied, done the outcome.
+type trigger struct {
+	started chan triggerResult
+	done    chan triggerResult
+}
+
+type triggerResult struct {
+	epoch    uint64
+	manifest *uploader.Manifest
+	err      error
+}
+
+// openCoordinator opens the bucket; a bad URL fails here, at start.
+func openCoordinator(ctx context.Context, cfg Config, store *raftstore.Store, logger *slog.Logger) (*coordinator, error) {
+	b, err := uploader.OpenBucket(ctx, cfg.CheckpointURL)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: checkpoint bucket: %w", err)
+	}
+	up, err := uploader.New(uploader.Config{Bucket: b, Workers: cfg.CheckpointWorkers, GCGrace: cfg.CheckpointGCGrace, Logger: logger})
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("daemon: checkpoint uploader: %w", err)
+	}
+	c := &coordinator{
+		store: store, bucket: b, up: up, logger: logger,
+		retain: cfg.CheckpointRetain, every: cfg.CheckpointInterval, pollFor: 50 * time.Millisecond,
+		triggers: make(chan *trigger),
+	}
+	c.st = CheckpointStatus{
+		Enabled: true, Bucket: redactURL(cfg.CheckpointURL), Interval: cfg.CheckpointInterval, Retain: cfg.CheckpointRetain,
+		SharesDiskWithData: sharesDisk(cfg.CheckpointURL, cfg.DataDir),
+	}
+	if len(cfg.KafkaBrokers) > 0 {
+		if c.kafka, err = newKafkaCommitter(cfg.KafkaBrokers, logger); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (c *coordinator) close() {
+	if c.kafka != nil {
+		c.kafka.close()
+	}
+	c.bucket.Close()
+}
+
+// run takes a checkpoint every interval and on request, while this node
+// leads, until ctx ends.
+func (c *coordinator) run(ctx context.Context) {
+	var tick <-chan time.Time
+	if c.every > 0 {
+		t := time.NewTicker(c.every)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		var tr *trigger
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+			if !c.store.IsLeader() {
+				continue
+			}
+		case tr = <-c.triggers:
+		}
+		c.checkpoint(ctx, tr)
+	}
+}
+
+// Trigger asks for a checkpoint now and returns its epoch once its barrier
+// applied; with wait, once it completed, with its manifest.
+func (c *coordinator) Trigger(ctx context.Context, wait bool) (uint64, *uploader.Manifest, error) {
+	if !c.store.IsLeader() {
+		return 0, nil, raftstore.ErrNotLeader
+	}
+	tr := &trigger{started: make(chan triggerResult, 1), done: make(chan triggerResult, 1)}
+	select {
+	case c.triggers <- tr:
+	case <-ctx.Done():
+		return 0, nil, ctx.Err()
+	}
+	var r triggerResult
+	select {
+	case r = <-tr.started:
+	case <-ctx.Done():
+		return 0, nil, ctx.Err()
+	}
+	if r.err != nil || !wait {
+		return r.epoch, nil, r.err
+	}
+	select {
+	case r = <-tr.done:
+		return r.epoch, r.manifest, r.err
+	case <-ctx.Done():
+		return r.epoch, nil, ctx.Err()
+	}
+}
+
+// checkpoint runs one epoch. Leadership is watched throughout: when this
+// node stops leading, the upload is abandoned before its manifest, and the
+// next leader starts a new epoch.
+func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go c.watchLeadership(ctx, cancel)
+
+	start := time.Now()
+	cp, err := c.store.Checkpoint(ctx)
+	if tr != nil {
+		tr.started <- triggerResult{epoch: cp.Epoch, err: err}
+	}
+	if err != nil {
+		c.failed(tr, cp.Epoch, fmt.Errorf("checkpoint barrier: %w", err))
+		return
+	}
+	c.mu.Lock()
+	c.st.InProgressEpoch, c.st.InProgressBytesDone, c.st.InProgressBytesTotal = cp.Epoch, 0, 0
+	c.mu.Unlock()
+
+	info, err := fsm.ReadCheckpoint(cp.Dir)
+	if err != nil {
+		c.failed(tr, cp.Epoch, err)
+		return
+	}
+	meta := uploader.Meta{
+		Epoch: cp.Epoch, RaftIndex: cp.Index, RaftTerm: cp.Term, ClusterID: info.ClusterID,
+		CreatedAt: start.UTC(), Stats: uploader.Stats{Keys: info.Keys, Bytes: info.Bytes},
+	}
+	for _, o := range info.Offsets {
+		meta.Offsets = append(meta.Offsets, uploader.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset})
+	}
+	m, us, err := c.up.Upload(ctx, cp.Dir, meta, c.progress)
+	if err != nil {
+		c.failed(tr, cp.Epoch, fmt.Errorf("upload: %w", err))
+		return
+	}
+	if err := c.store.CompleteCheckpoint(ctx, cp.Epoch, info.Offsets); err != nil {
+		// The manifest is written and the checkpoint restorable; only the
+		// replicas' bookkeeping missed it, and the next epoch catches up.
+		c.logger.Warn("daemon: checkpoint uploaded but its completion entry failed", "epoch", cp.Epoch, "error", err)
+	}
+	dur := time.Since(start)
+	c.logger.Info("daemon: checkpoint completed", "epoch", cp.Epoch, "index", cp.Index, "duration", dur,
+		"files", us.Files, "files_uploaded", us.FilesUploaded, "bytes", us.Bytes, "bytes_uploaded", us.BytesUploaded)
+	var kafkaErr string
+	if c.kafka != nil {
+		if err := c.kafka.commit(ctx, m); err != nil {
+			kafkaErr = err.Error()
+			c.logger.Warn("daemon: committing checkpoint offsets to Kafka", "epoch", cp.Epoch, "error", err)
+		}
+	}
+	c.mu.Lock()
+	c.st.LastCompleted, c.st.LastDuration = m, dur
+	c.st.LastBytesUploaded, c.st.LastFilesUploaded = us.BytesUploaded, us.FilesUploaded
+	c.st.Completed++
+	c.st.InProgressEpoch = 0
+	c.st.KafkaError = kafkaErr
+	c.mu.Unlock()
+	if tr != nil {
+		tr.done <- triggerResult{epoch: cp.Epoch, manifest: m}
+	}
+	if _, err := c.up.Retain(ctx, c.retain); err != nil {
+		c.logger.Warn("daemon: checkpoint retention", "error", err)
+		c.mu.Lock()
+		c.st.LastError, c.st.LastErrorAt = "retention: "+err.Error(), time.Now()
+		c.mu.Unlock()
+	}
+}
+
+// watchLeadership cancels the checkpoint as soon as this node stops
+// leading.
+func (c *coordinator) watchLeadership(ctx context.Context, cancel context.CancelFunc) {
+	t := time.NewTicker(c.pollFor)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if !c.store.IsLeader() {
+				cancel()
+				return
+			}
+		}
+	}
+}
+
+func (c *coordinator) progress(done, total int64) {
+	c.mu.Lock()
+	c.st.InProgressBytesDone, c.st.InProgressBytesTotal = done, total
+	c.mu.Unlock()
+}
+
+func (c *coordinator) failed(tr *trigger, epoch uint64, err error) {
+	if errors.Is(err, context.Canceled) && !c.store.IsLeader() {
+		err = fmt.Errorf("abandoned: this node stopped leading: %w", err)
+	}
+	c.logger.Warn("daemon: checkpoint failed", "epoch", epoch, "error", err)
+	c.mu.Lock()
+	c.st.Failures++
+	c.st.LastError, c.st.LastErrorAt = fmt.Sprintf("epoch %d: %v", epoch, err), time.Now()
+	c.st.InProgressEpoch = 0
+	c.mu.Unlock()
+	if tr != nil {
+		tr.done <- triggerResult{epoch: epoch, err: err}
+	}
+}
+
+// Status returns the coordinator's state.
+func (c *coordinator) Status() CheckpointStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.st
+}
+
+// redactURL drops credentials from a bucket URL.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	u.User = nil
+	q := u.Query()
+	for k := range q {
+		switch k {
+		case "access_key_id", "secret_access_key", "session_token", "sas_token", "key":
+			q.Set(k, "REDACTED")
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// sharesDisk reports whether a file:// bucket lies on the file system of
+// the data dir, so that losing that disk loses both.
+func sharesDisk(bucketURL, dataDir string) bool {
+	u, err := url.Parse(bucketURL)
+	if err != nil || u.Scheme != "file" {
+		return false
+	}
+	dev := func(p string) (uint64, bool) {
+		for ; ; p = filepath.Dir(p) {
+			var st syscall.Stat_t
+			if err := syscall.Stat(p, &st); err == nil {
+				return uint64(st.Dev), true
+			}
+			if p == filepath.Dir(p) {
+				return 0, false
+			}
+		}
+	}
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return false
+	}
+	a, ok1 := dev(abs)
+	b, ok2 := dev(u.Path)
+	return ok1 && ok2 && a == b
+}
+
+// defaultCheckpointURL is the file:// bucket under the data dir.
+func defaultCheckpointURL(dataDir string) (string, error) {
+	abs, err := filepath.Abs(filepath.Join(dataDir, "checkpoints"))
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return "", fmt.Errorf("daemon: create checkpoint dir: %w", err)
+	}
+	return (&url.URL{Scheme: "file", Path: abs}).String(), nil
+}

@@ -1,0 +1,75 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/statedhq/stated/daemon/grpcapi"
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	"github.com/statedhq/stated/uploader"
+)
+
+// checkpointsAPI serves the Checkpoints gRPC service from the coordinator.
+type checkpointsAPI struct{ c *coordinator }
+
+func (a checkpointsAPI) Trigger(ctx context.Context, wait bool) (uint64, *uploader.Manifest, error) {
+	return a.c.Trigger(ctx, wait)
+}
+
+func (a checkpointsAPI) List(ctx context.Context) ([]*uploader.Manifest, error) {
+	return a.c.up.List(ctx)
+}
+
+func (a checkpointsAPI) Get(ctx context.Context, epoch uint64, latest bool, savepoint string) (*uploader.Manifest, error) {
+	switch {
+	case latest:
+		return a.c.up.Latest(ctx)
+	case savepoint != "":
+		ms, err := a.c.up.List(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range ms {
+			if m.Savepoint == savepoint {
+				return m, nil
+			}
+		}
+		return nil, fmt.Errorf("savepoint %q: %w", savepoint, uploader.ErrNotFound)
+	}
+	return a.c.up.Get(ctx, epoch)
+}
+
+func (a checkpointsAPI) Savepoint(ctx context.Context, epoch uint64, name string) (uint64, error) {
+	if epoch == 0 {
+		m, err := a.c.up.Latest(ctx)
+		if err != nil {
+			return 0, err
+		}
+		epoch = m.Epoch
+	}
+	return epoch, a.c.up.Savepoint(ctx, epoch, name)
+}
+
+func (a checkpointsAPI) Delete(ctx context.Context, epoch uint64) error {
+	return a.c.up.Delete(ctx, epoch)
+}
+
+func (a checkpointsAPI) Status(context.Context) (*statedv1.CheckpointStatus, error) {
+	st := a.c.Status()
+	out := &statedv1.CheckpointStatus{
+		Enabled: st.Enabled, Bucket: st.Bucket, IntervalMillis: st.Interval.Milliseconds(), Retain: int32(st.Retain),
+		SharesDiskWithData: st.SharesDiskWithData,
+		LastDurationMillis: st.LastDuration.Milliseconds(), LastBytesUploaded: uint64(st.LastBytesUploaded),
+		LastFilesUploaded: uint64(st.LastFilesUploaded), Completed: st.Completed, Failures: st.Failures,
+		LastError: st.LastError, KafkaError: st.KafkaError,
+		InProgressEpoch: st.InProgressEpoch, InProgressBytesDone: uint64(st.InProgressBytesDone),
+		InProgressBytesTotal: uint64(st.InProgressBytesTotal), NodeId: a.c.store.NodeID(),
+	}
+	if !st.LastErrorAt.IsZero() {
+		out.LastErrorAtUnixMillis = st.LastErrorAt.UnixMilli()
+	}
+	if st.LastCompleted != nil {
+		out.LastCompleted = grpcapi.Summary(st.LastCompleted)
+	}
+	return out, nil
+}

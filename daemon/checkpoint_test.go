@@ -1,0 +1,215 @@
+package daemon_test
+
+import (
+	"context"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/statedhq/stated/daemon"
+	"github.com/statedhq/stated/daemon/daemontest"
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	"github.com/statedhq/stated/raftstore/fsm"
+	"github.com/statedhq/stated/uploader"
+)
+
+// fileBucket returns a file:// bucket URL in a temp dir the test can open
+// as well.
+func fileBucket(t *testing.T) string {
+	return (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
+}
+
+func openBucket(t *testing.T, u string) *uploader.Uploader {
+	t.Helper()
+	b, err := uploader.OpenBucket(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	up, err := uploader.New(uploader.Config{Bucket: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return up
+}
+
+// restoreState downloads m and opens its state.
+func restoreState(t *testing.T, up *uploader.Uploader, m *uploader.Manifest) *fsm.FSM {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "state")
+	if _, err := up.Download(context.Background(), m, dir, nil); err != nil {
+		t.Fatalf("download checkpoint %d: %v", m.Epoch, err)
+	}
+	f, err := fsm.Open(dir, nil)
+	if err != nil {
+		t.Fatalf("open checkpoint %d: %v", m.Epoch, err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// TestEveryCheckpointsOffsetsMatchItsState runs a writer that moves a
+// counter and its offset together (counter n, offset n) while checkpoints
+// are taken; every manifest's offset equals the counter in its files.
+func TestEveryCheckpointsOffsetsMatchItsState(t *testing.T) {
+	bucket := fileBucket(t)
+	d := daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL = bucket; c.CheckpointInterval = 0; c.CheckpointRetain = 10 })
+	conn := dial(t, "unix://"+d.SocketPath())
+	state, cps := statedv1.NewStateClient(conn), statedv1.NewCheckpointsClient(conn)
+	ctx := testContext(t)
+
+	var n atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := int64(1); ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, err := state.Commit(ctx, &statedv1.CommitRequest{
+				Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, Namespace: "ns", Key: []byte("n"), Delta: 1}},
+				Offsets:   []*statedv1.Offset{{Group: "g", Topic: "t", Partition: 0, Offset: i}},
+			})
+			if err != nil {
+				t.Errorf("commit %d: %v", i, err)
+				return
+			}
+			n.Store(i)
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	var epochs []uint64
+	for len(epochs) < 5 {
+		before := n.Load()
+		for n.Load() < before+20 {
+			time.Sleep(time.Millisecond)
+		}
+		resp, err := cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		epochs = append(epochs, resp.GetEpoch())
+	}
+	up := openBucket(t, bucket)
+	for _, e := range epochs {
+		m, err := up.Get(ctx, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Offsets) != 1 {
+			t.Fatalf("checkpoint %d offsets = %+v", e, m.Offsets)
+		}
+		f := restoreState(t, up, m)
+		ent, _, err := f.Get("ns", []byte("n"), fsm.KindCounter, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ent.Counter != m.Offsets[0].Offset || ent.Counter == 0 {
+			t.Fatalf("checkpoint %d: counter %d, offset %d: the cut is not consistent", e, ent.Counter, m.Offsets[0].Offset)
+		}
+		if f.AppliedIndex() != m.RaftIndex {
+			t.Fatalf("checkpoint %d: applied index %d, manifest says %d", e, f.AppliedIndex(), m.RaftIndex)
+		}
+		t.Logf("checkpoint %d at index %d: counter = offset = %d, %d files", e, m.RaftIndex, ent.Counter, len(m.Files))
+	}
+}
+
+func TestCheckpointCommandsAndStatus(t *testing.T) {
+	bucket := fileBucket(t)
+	d := daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL = bucket; c.CheckpointInterval = 0; c.CheckpointRetain = 2 })
+	cps := statedv1.NewCheckpointsClient(dial(t, "unix://"+d.SocketPath()))
+	ctx := testContext(t)
+	for range 4 {
+		if _, err := cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := cps.List(ctx, &statedv1.ListCheckpointsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := list.GetCheckpoints(); len(got) != 2 || got[0].GetEpoch() != 3 || got[1].GetEpoch() != 4 {
+		t.Fatalf("retained checkpoints = %v, want epochs 3 and 4", got)
+	}
+	if _, err := cps.Savepoint(ctx, &statedv1.SavepointRequest{Name: "before-deploy"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := cps.Get(ctx, &statedv1.GetCheckpointRequest{Savepoint: "before-deploy"})
+	if err != nil || m.GetSummary().GetEpoch() != 4 {
+		t.Fatalf("savepoint = %v, %v; want epoch 4 kept", m, err)
+	}
+	latest, err := cps.Get(ctx, &statedv1.GetCheckpointRequest{Latest: true})
+	if err != nil || latest.GetSummary().GetEpoch() != 7 {
+		t.Fatalf("latest = %v, %v", latest.GetSummary(), err)
+	}
+	st, err := cps.Status(ctx, &statedv1.CheckpointStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetCompleted() != 7 || st.GetFailures() != 0 || st.GetLastCompleted().GetEpoch() != 7 || !st.GetEnabled() {
+		t.Fatalf("status = %v", st)
+	}
+	for name, tc := range map[string]struct {
+		call func() error
+		code codes.Code
+		msg  string
+	}{
+		"unknown epoch": {func() error { _, err := cps.Get(ctx, &statedv1.GetCheckpointRequest{Epoch: 99}); return err }, codes.NotFound, "99"},
+		"no selector":   {func() error { _, err := cps.Get(ctx, &statedv1.GetCheckpointRequest{}); return err }, codes.InvalidArgument, "epoch: set exactly one of"},
+		"bad savepoint name": {func() error {
+			_, err := cps.Savepoint(ctx, &statedv1.SavepointRequest{Name: "a/b"})
+			return err
+		}, codes.InvalidArgument, "name: invalid character '/'"},
+		"delete epoch 0": {func() error { _, err := cps.Delete(ctx, &statedv1.DeleteCheckpointRequest{}); return err }, codes.InvalidArgument, "epoch: zero"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := tc.call()
+			if st, ok := status.FromError(err); !ok || st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+				t.Fatalf("err = %v, want %s containing %q", err, tc.code, tc.msg)
+			}
+		})
+	}
+}
+
+func TestStartRefusesABadCheckpointConfig(t *testing.T) {
+	for name, tc := range map[string]struct {
+		set  func(*daemon.Config)
+		want string
+	}{
+		"unknown scheme":   {func(c *daemon.Config) { c.CheckpointURL = "ftp://host/x" }, "ftp"},
+		"interval too low": {func(c *daemon.Config) { c.CheckpointInterval = 500 * time.Millisecond }, "CheckpointInterval 500ms is below the 1s minimum"},
+		"negative retain":  {func(c *daemon.Config) { c.CheckpointRetain = -1 }, "CheckpointRetain -1 is below 1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := daemontest.Config(t, "n1")
+			tc.set(&cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			d, err := daemon.Start(ctx, cfg)
+			if err == nil {
+				d.Close()
+				t.Fatal("Start succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}

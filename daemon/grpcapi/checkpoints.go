@@ -1,0 +1,198 @@
+package grpcapi
+
+import (
+	"context"
+	"log/slog"
+
+	"google.golang.org/grpc"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	"github.com/statedhq/stated/uploader"
+)
+
+// Checkpointer is what the Checkpoints service needs from the daemon's
+// checkpoint coordinator.
+type Checkpointer interface {
+	// Trigger starts a checkpoint and returns its epoch once its barrier
+	// applied, and with wait its manifest once it completed.
+	Trigger(ctx context.Context, wait bool) (uint64, *uploader.Manifest, error)
+	List(ctx context.Context) ([]*uploader.Manifest, error)
+	// Get selects by epoch, the latest, or a savepoint name.
+	Get(ctx context.Context, epoch uint64, latest bool, savepoint string) (*uploader.Manifest, error)
+	// Savepoint pins epoch (zero: the latest) under name.
+	Savepoint(ctx context.Context, epoch uint64, name string) (uint64, error)
+	Delete(ctx context.Context, epoch uint64) error
+	Status(ctx context.Context) (*statedv1.CheckpointStatus, error)
+}
+
+// CheckpointsServer implements statedv1.CheckpointsServer. The leader's
+// coordinator runs the checkpoints, so a follower forwards every call.
+type CheckpointsServer struct {
+	statedv1.UnimplementedCheckpointsServer
+	ckpt   Checkpointer
+	logger *slog.Logger
+	fwd    forwarding
+}
+
+// NewCheckpoints returns a CheckpointsServer over ckpt; lead tells whether
+// this node leads, and where the leader is.
+func NewCheckpoints(lead Leadership, ckpt Checkpointer, opts ...Option) *CheckpointsServer {
+	o := newOptions(opts)
+	return &CheckpointsServer{ckpt: ckpt, logger: o.logger, fwd: forwarding{lead: lead, fwd: o.forwarder}}
+}
+
+// leader returns a client of the leader's Checkpoints service when this
+// node is a follower, nil when it leads.
+func (s *CheckpointsServer) leader(ctx context.Context) (statedv1.CheckpointsClient, context.Context, error) {
+	conn, fctx, err := s.fwd.leaderConn(ctx)
+	if err != nil || conn == nil {
+		return nil, ctx, err
+	}
+	return statedv1.NewCheckpointsClient(conn), fctx, nil
+}
+
+func forward[Req, Resp any](ctx context.Context, s *CheckpointsServer, r Req,
+	call func(statedv1.CheckpointsClient, context.Context, Req, ...grpc.CallOption) (Resp, error),
+	local func() (Resp, error)) (Resp, error) {
+	var zero Resp
+	c, fctx, err := s.leader(ctx)
+	if err != nil {
+		return zero, statusOf(ctx, s.logger, err)
+	}
+	if c != nil {
+		resp, err := call(c, fctx, r)
+		return resp, statusOf(ctx, s.logger, forwardedError(err))
+	}
+	resp, err := local()
+	if err != nil {
+		return zero, statusOf(ctx, s.logger, err)
+	}
+	return resp, nil
+}
+
+// Trigger starts a checkpoint on the leader.
+func (s *CheckpointsServer) Trigger(ctx context.Context, r *statedv1.TriggerCheckpointRequest) (*statedv1.TriggerCheckpointResponse, error) {
+	return forward(ctx, s, r, statedv1.CheckpointsClient.Trigger, func() (*statedv1.TriggerCheckpointResponse, error) {
+		epoch, m, err := s.ckpt.Trigger(ctx, r.GetWait())
+		if err != nil {
+			return nil, err
+		}
+		resp := &statedv1.TriggerCheckpointResponse{Epoch: epoch}
+		if m != nil {
+			resp.Summary = Summary(m)
+		}
+		return resp, nil
+	})
+}
+
+// List returns the completed checkpoints, oldest first.
+func (s *CheckpointsServer) List(ctx context.Context, r *statedv1.ListCheckpointsRequest) (*statedv1.ListCheckpointsResponse, error) {
+	return forward(ctx, s, r, statedv1.CheckpointsClient.List, func() (*statedv1.ListCheckpointsResponse, error) {
+		ms, err := s.ckpt.List(ctx)
+		if err != nil {
+			return nil, err
+		}
+		resp := &statedv1.ListCheckpointsResponse{}
+		for _, m := range ms {
+			resp.Checkpoints = append(resp.Checkpoints, Summary(m))
+		}
+		return resp, nil
+	})
+}
+
+// Get returns one checkpoint's manifest.
+func (s *CheckpointsServer) Get(ctx context.Context, r *statedv1.GetCheckpointRequest) (*statedv1.CheckpointManifest, error) {
+	n := 0
+	for _, set := range []bool{r.GetEpoch() != 0, r.GetLatest(), r.GetSavepoint() != ""} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, statusOf(ctx, s.logger, invalid("epoch", "set exactly one of epoch, latest and savepoint"))
+	}
+	return forward(ctx, s, r, statedv1.CheckpointsClient.Get, func() (*statedv1.CheckpointManifest, error) {
+		m, err := s.ckpt.Get(ctx, r.GetEpoch(), r.GetLatest(), r.GetSavepoint())
+		if err != nil {
+			return nil, err
+		}
+		return ManifestProto(m), nil
+	})
+}
+
+// Savepoint pins a checkpoint under a name.
+func (s *CheckpointsServer) Savepoint(ctx context.Context, r *statedv1.SavepointRequest) (*statedv1.SavepointResponse, error) {
+	if err := validateSavepointName("name", r.GetName()); err != nil {
+		return nil, statusOf(ctx, s.logger, err)
+	}
+	return forward(ctx, s, r, statedv1.CheckpointsClient.Savepoint, func() (*statedv1.SavepointResponse, error) {
+		epoch, err := s.ckpt.Savepoint(ctx, r.GetEpoch(), r.GetName())
+		if err != nil {
+			return nil, err
+		}
+		return &statedv1.SavepointResponse{Epoch: epoch}, nil
+	})
+}
+
+// Delete removes a checkpoint's manifest.
+func (s *CheckpointsServer) Delete(ctx context.Context, r *statedv1.DeleteCheckpointRequest) (*statedv1.DeleteCheckpointResponse, error) {
+	if r.GetEpoch() == 0 {
+		return nil, statusOf(ctx, s.logger, invalid("epoch", "zero"))
+	}
+	return forward(ctx, s, r, statedv1.CheckpointsClient.Delete, func() (*statedv1.DeleteCheckpointResponse, error) {
+		if err := s.ckpt.Delete(ctx, r.GetEpoch()); err != nil {
+			return nil, err
+		}
+		return &statedv1.DeleteCheckpointResponse{}, nil
+	})
+}
+
+// Status is the leader coordinator's state.
+func (s *CheckpointsServer) Status(ctx context.Context, r *statedv1.CheckpointStatusRequest) (*statedv1.CheckpointStatus, error) {
+	return forward(ctx, s, r, statedv1.CheckpointsClient.Status, func() (*statedv1.CheckpointStatus, error) {
+		return s.ckpt.Status(ctx)
+	})
+}
+
+func validateSavepointName(field, name string) error {
+	switch {
+	case name == "":
+		return invalid(field, "empty")
+	case len(name) > 128:
+		return invalid(field, "%d characters, limit 128", len(name))
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return invalid(field, "invalid character %q at %d; savepoint names use [a-zA-Z0-9._-]", c, i)
+		}
+	}
+	return nil
+}
+
+// Summary converts a manifest's header.
+func Summary(m *uploader.Manifest) *statedv1.CheckpointSummary {
+	var bytes int64
+	for _, f := range m.Files {
+		bytes += f.Size
+	}
+	return &statedv1.CheckpointSummary{
+		Epoch: m.Epoch, RaftIndex: m.RaftIndex, RaftTerm: m.RaftTerm,
+		CreatedAtUnixMillis: m.CreatedAt.UnixMilli(), ClusterId: m.ClusterID,
+		Files: uint64(len(m.Files)), Bytes: uint64(bytes),
+		Keys: m.Stats.Keys, StateBytes: m.Stats.Bytes,
+		Savepoint: m.Savepoint, Offsets: uint64(len(m.Offsets)),
+	}
+}
+
+// ManifestProto converts a whole manifest.
+func ManifestProto(m *uploader.Manifest) *statedv1.CheckpointManifest {
+	out := &statedv1.CheckpointManifest{Summary: Summary(m), FormatVersion: int32(m.FormatVersion)}
+	for _, o := range m.Offsets {
+		out.Offsets = append(out.Offsets, &statedv1.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset})
+	}
+	for _, f := range m.Files {
+		out.Files = append(out.Files, &statedv1.CheckpointFile{Path: f.Path, Size: f.Size, Sha256: f.SHA256})
+	}
+	return out
+}
