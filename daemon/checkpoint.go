@@ -176,6 +176,11 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	go c.watchLeadership(ctx, cancel)
 
 	start := time.Now()
+	// Flush first, so that the checkpoint's WAL, which is uploaded whole
+	// every time, holds only the writes since; writers are not paused.
+	if err := c.store.Flush(); err != nil {
+		c.logger.Warn("daemon: flush before checkpoint", "error", err)
+	}
 	cp, err := c.store.Checkpoint(ctx)
 	if tr != nil {
 		tr.started <- triggerResult{epoch: cp.Epoch, err: err}

@@ -400,6 +400,9 @@ func (s *Store) Checkpoint(ctx context.Context) (fsm.CheckpointResult, error) {
 	return cp, cp.Err
 }
 
+// Flush writes this node's memtable to a table (see fsm.FSM.Flush).
+func (s *Store) Flush() error { return s.waitError(s.fsm.Flush()) }
+
 // CompleteCheckpoint records that epoch's manifest is written, with the
 // checkpoint's offsets; replicas drop their local checkpoints up to it.
 func (s *Store) CompleteCheckpoint(ctx context.Context, epoch uint64, offsets []command.Offset) error {

@@ -174,6 +174,20 @@ func (f *FSM) removeCheckpoints(upTo uint64) error {
 	return errors.Join(errs...)
 }
 
+// Flush writes Pebble's memtable to a table and starts a new WAL. Writes
+// go on meanwhile into a new memtable. The coordinator flushes before a
+// checkpoint barrier, so that the checkpoint's WAL holds only the writes
+// since (a WAL file changes with every write and is uploaded whole, while
+// tables never change and are uploaded once).
+func (f *FSM) Flush() error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return ErrClosed
+	}
+	return f.db.Flush()
+}
+
 // CheckpointState returns what the state machine records of checkpoints.
 func (f *FSM) CheckpointState() (CheckpointState, error) {
 	f.mu.RLock()
