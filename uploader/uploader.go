@@ -391,7 +391,16 @@ func (u *Uploader) present(ctx context.Context, files []localFile) (map[string]b
 }
 
 // put uploads one file and checks what the bucket then holds.
-func (u *Uploader) put(ctx context.Context, f localFile) error {
+func (u *Uploader) put(ctx context.Context, f localFile) (err error) {
+	defer func() {
+		// gocloud's azureblob writer (v0.47.0) can dereference a nil pipe
+		// in Close when the upload itself failed (its upload goroutine
+		// clears the pipe while Close reads it): report that as the failed
+		// upload it is rather than crash the daemon.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("blob driver panicked while closing the upload: %v", r)
+		}
+	}()
 	src, err := os.Open(f.abs)
 	if err != nil {
 		return err
