@@ -193,6 +193,12 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	c.st.InProgressEpoch, c.st.InProgressBytesDone, c.st.InProgressBytesTotal = cp.Epoch, 0, 0
 	c.mu.Unlock()
 
+	if cut, err := fsm.TrimCheckpointWAL(cp.Dir); err != nil {
+		c.failed(tr, cp.Epoch, err)
+		return
+	} else if cut > 0 {
+		c.logger.Debug("daemon: trimmed the recycled tail of the checkpoint's WAL", "epoch", cp.Epoch, "bytes", cut)
+	}
 	info, err := fsm.ReadCheckpoint(cp.Dir)
 	if err != nil {
 		c.failed(tr, cp.Epoch, err)

@@ -2,7 +2,11 @@ package daemon_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -211,5 +215,124 @@ func TestStartRefusesABadCheckpointConfig(t *testing.T) {
 				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// bucketFilesBytes sums the sizes of the blobs under files/ in a file://
+// bucket: what reached the bucket, counted on its side.
+func bucketFilesBytes(t *testing.T, bucketURL string) int64 {
+	t.Helper()
+	u, err := url.Parse(bucketURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	entries, err := os.ReadDir(filepath.Join(u.Path, "files"))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") || strings.HasSuffix(e.Name(), ".tmp") || strings.HasSuffix(e.Name(), ".attrs") {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += fi.Size()
+	}
+	return n
+}
+
+// TestIncrementalCheckpointOfA200MBStateSendsLittle: with 200 MB of state
+// in steady state, changing 1% of the keys makes the next checkpoint send
+// at most 5% of the state's bytes to the bucket.
+func TestIncrementalCheckpointOfA200MBStateSendsLittle(t *testing.T) {
+	if raceEnabled {
+		t.Skip("writes 200 MB: too slow under the race detector; `go test ./daemon` runs it")
+	}
+	bucket := fileBucket(t)
+	d := daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL = bucket; c.CheckpointInterval = 0; c.CheckpointRetain = 50 })
+	conn := dial(t, "unix://"+d.SocketPath())
+	state, cps := statedv1.NewStateClient(conn), statedv1.NewCheckpointsClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	const keys, valueSize, perCommit = 200_000, 1024, 1000
+	r := rand.New(rand.NewPCG(1, 2))
+	value := func() []byte {
+		b := make([]byte, valueSize)
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		return b
+	}
+	put := func(ks []int) {
+		req := &statedv1.CommitRequest{}
+		for _, k := range ks {
+			req.Mutations = append(req.Mutations, &statedv1.Mutation{Kind: statedv1.MutationKind_MUTATION_KIND_PUT,
+				Namespace: "ns", Key: fmt.Appendf(nil, "key-%08d", k), Value: value()})
+		}
+		if _, err := state.Commit(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for start := 0; start < keys; start += perCommit {
+		ks := make([]int, perCommit)
+		for i := range ks {
+			ks[i] = start + i
+		}
+		put(ks)
+	}
+	// Steady state: checkpoints until one sends almost nothing, so that
+	// the compactions the bulk load started are over.
+	var last *statedv1.TriggerCheckpointResponse
+	for i := 0; ; i++ {
+		before := bucketFilesBytes(t, bucket)
+		resp, err := cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = resp
+		sent := bucketFilesBytes(t, bucket) - before
+		t.Logf("checkpoint %d: %d files, %d MB, sent %d KB", resp.GetEpoch(), resp.GetSummary().GetFiles(), resp.GetSummary().GetBytes()>>20, sent>>10)
+		if i > 0 && sent < int64(resp.GetSummary().GetStateBytes())/100 {
+			break
+		}
+		if i == 20 {
+			t.Fatal("the checkpoints never settled")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	stateBytes := last.GetSummary().GetStateBytes()
+	if stateBytes < 200_000_000 {
+		t.Fatalf("state holds %d bytes, want at least 200 MB", stateBytes)
+	}
+	// Change 1% of the keys, spread over the key space.
+	changed := r.Perm(keys)[:keys/100]
+	for i := 0; i < len(changed); i += perCommit {
+		put(changed[i:min(i+perCommit, len(changed))])
+	}
+	before := bucketFilesBytes(t, bucket)
+	resp, err := cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := bucketFilesBytes(t, bucket) - before
+	st, err := cps.Status(ctx, &statedv1.CheckpointStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pct := 100 * float64(sent) / float64(stateBytes)
+	t.Logf("after changing 1%% of %d keys: checkpoint %d sent %d KB to the bucket (%.2f%% of %d MB of state; the coordinator counted %d KB)",
+		keys, resp.GetEpoch(), sent>>10, pct, stateBytes>>20, st.GetLastBytesUploaded()>>10)
+	if pct > 5 {
+		t.Fatalf("the incremental checkpoint sent %.2f%% of the state, want at most 5%%", pct)
+	}
+	if uint64(sent) != st.GetLastBytesUploaded() {
+		t.Errorf("the bucket received %d bytes, the coordinator reports %d", sent, st.GetLastBytesUploaded())
 	}
 }
