@@ -40,6 +40,9 @@ type CheckpointStatus struct {
 	LastError         string
 	LastErrorAt       time.Time
 	KafkaError        string
+	// KafkaMemberGroups are the last checkpoint's groups that Kafka left
+	// to their live members to commit.
+	KafkaMemberGroups []string
 
 	InProgressEpoch      uint64
 	InProgressBytesDone  int64
@@ -225,10 +228,16 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	c.logger.Info("daemon: checkpoint completed", "epoch", cp.Epoch, "index", cp.Index, "duration", dur,
 		"files", us.Files, "files_uploaded", us.FilesUploaded, "bytes", us.Bytes, "bytes_uploaded", us.BytesUploaded)
 	var kafkaErr string
+	var memberGroups []string
 	if c.kafka != nil {
-		if err := c.kafka.commit(ctx, m); err != nil {
+		var err error
+		memberGroups, err = c.kafka.commit(ctx, m)
+		if err != nil {
 			kafkaErr = err.Error()
 			c.logger.Warn("daemon: committing checkpoint offsets to Kafka", "epoch", cp.Epoch, "error", err)
+		}
+		if len(memberGroups) > 0 {
+			c.logger.Debug("daemon: groups with live members commit their own checkpointed offsets", "epoch", cp.Epoch, "groups", memberGroups)
 		}
 	}
 	c.mu.Lock()
@@ -236,7 +245,7 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	c.st.LastBytesUploaded, c.st.LastFilesUploaded = us.BytesUploaded, us.FilesUploaded
 	c.st.Completed++
 	c.st.InProgressEpoch = 0
-	c.st.KafkaError = kafkaErr
+	c.st.KafkaError, c.st.KafkaMemberGroups = kafkaErr, memberGroups
 	c.mu.Unlock()
 	if tr != nil {
 		tr.done <- triggerResult{epoch: cp.Epoch, manifest: m}

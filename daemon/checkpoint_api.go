@@ -64,6 +64,7 @@ func (a checkpointsAPI) Status(context.Context) (*statedv1.CheckpointStatus, err
 		LastError: st.LastError, KafkaError: st.KafkaError,
 		InProgressEpoch: st.InProgressEpoch, InProgressBytesDone: uint64(st.InProgressBytesDone),
 		InProgressBytesTotal: uint64(st.InProgressBytesTotal), NodeId: a.c.store.NodeID(),
+		KafkaMemberGroups: st.KafkaMemberGroups,
 	}
 	if !st.LastErrorAt.IsZero() {
 		out.LastErrorAtUnixMillis = st.LastErrorAt.UnixMilli()

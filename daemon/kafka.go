@@ -35,14 +35,11 @@ func newKafkaCommitter(brokers []string, logger *slog.Logger) (*kafkaCommitter, 
 
 func (k *kafkaCommitter) close() { k.cl.Close() }
 
-// errGroupActive marks a group Kafka refused an admin commit for because
-// it has live members: Kafka accepts commits for such a group from its
-// members only.
-var errGroupActive = errors.New("the group has active members, and Kafka accepts their commits only")
-
-// commit commits m's offsets group by group. A group with live members is
-// reported, not retried: Kafka refuses commits from outside such a group.
-func (k *kafkaCommitter) commit(ctx context.Context, m *uploader.Manifest) error {
+// commit commits m's offsets group by group. It returns the groups Kafka
+// refused because they have live members (Kafka accepts commits for such
+// a group from its members only; sdk/go/kafka processors commit the
+// checkpointed offsets themselves), and the other failures.
+func (k *kafkaCommitter) commit(ctx context.Context, m *uploader.Manifest) (memberGroups []string, err error) {
 	groups := map[string]kadm.Offsets{}
 	for _, o := range m.Offsets {
 		offs := groups[o.Group]
@@ -63,12 +60,13 @@ func (k *kafkaCommitter) commit(ctx context.Context, m *uploader.Manifest) error
 		if err == nil {
 			err = resp.Error()
 		}
-		if errors.Is(err, kerr.UnknownMemberID) || errors.Is(err, kerr.IllegalGeneration) || errors.Is(err, kerr.RebalanceInProgress) {
-			err = fmt.Errorf("%w (%v)", errGroupActive, err)
-		}
-		if err != nil {
+		switch {
+		case err == nil:
+		case errors.Is(err, kerr.UnknownMemberID), errors.Is(err, kerr.IllegalGeneration), errors.Is(err, kerr.RebalanceInProgress):
+			memberGroups = append(memberGroups, g)
+		default:
 			errs = append(errs, fmt.Errorf("group %q: %w", g, err))
 		}
 	}
-	return errors.Join(errs...)
+	return memberGroups, errors.Join(errs...)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -214,6 +215,7 @@ type checkpointsOutput struct {
 	Failures           uint64            `json:"failures"`
 	LastError          string            `json:"last_error,omitempty"`
 	KafkaError         string            `json:"kafka_error,omitempty"`
+	KafkaMemberGroups  []string          `json:"kafka_member_groups,omitempty"`
 	InProgressEpoch    uint64            `json:"in_progress_epoch,omitempty"`
 	Coordinator        string            `json:"coordinator"`
 }
@@ -224,7 +226,7 @@ func checkpointStatusOutput(st *statedv1.CheckpointStatus) *checkpointsOutput {
 		SharesDiskWithData: st.GetSharesDiskWithData(), LastDurationMillis: st.GetLastDurationMillis(),
 		LastBytesUploaded: st.GetLastBytesUploaded(), LastFilesUploaded: st.GetLastFilesUploaded(),
 		Completed: st.GetCompleted(), Failures: st.GetFailures(), LastError: st.GetLastError(),
-		KafkaError: st.GetKafkaError(), InProgressEpoch: st.GetInProgressEpoch(), Coordinator: st.GetNodeId(),
+		KafkaError: st.GetKafkaError(), KafkaMemberGroups: st.GetKafkaMemberGroups(), InProgressEpoch: st.GetInProgressEpoch(), Coordinator: st.GetNodeId(),
 	}
 	if s := st.GetLastCompleted(); s != nil {
 		o := summaryOutput(s)
@@ -260,6 +262,9 @@ func (c *cli) printCheckpointStatus(out statusOutput) error {
 	}
 	if st.KafkaError != "" {
 		fmt.Fprintf(c.stdout, "  kafka: %s\n", st.KafkaError)
+	}
+	if len(st.KafkaMemberGroups) > 0 {
+		fmt.Fprintf(c.stdout, "  kafka: groups with live members commit their own checkpointed offsets: %s\n", strings.Join(st.KafkaMemberGroups, ", "))
 	}
 	return nil
 }

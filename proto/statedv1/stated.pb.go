@@ -946,9 +946,14 @@ type CheckpointStatus struct {
 	// Kafka, if the last attempt failed.
 	KafkaError string `protobuf:"bytes,17,opt,name=kafka_error,json=kafkaError,proto3" json:"kafka_error,omitempty"`
 	// node_id is the node whose coordinator answered (the leader).
-	NodeId        string `protobuf:"bytes,18,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	NodeId string `protobuf:"bytes,18,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// kafka_member_groups are the groups of the last checkpoint whose
+	// offsets Kafka left to their live members to commit (it refuses
+	// commits from outside an active group); sdk/go/kafka processors commit
+	// the checkpointed offsets themselves.
+	KafkaMemberGroups []string `protobuf:"bytes,19,rep,name=kafka_member_groups,json=kafkaMemberGroups,proto3" json:"kafka_member_groups,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CheckpointStatus) Reset() {
@@ -1105,6 +1110,13 @@ func (x *CheckpointStatus) GetNodeId() string {
 		return x.NodeId
 	}
 	return ""
+}
+
+func (x *CheckpointStatus) GetKafkaMemberGroups() []string {
+	if x != nil {
+		return x.KafkaMemberGroups
+	}
+	return nil
 }
 
 type JoinRequest struct {
@@ -3133,7 +3145,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\aoffsets\x18\x02 \x03(\v2\x11.stated.v1.OffsetR\aoffsets\x12/\n" +
 	"\x05files\x18\x03 \x03(\v2\x19.stated.v1.CheckpointFileR\x05files\x12%\n" +
 	"\x0eformat_version\x18\x04 \x01(\x05R\rformatVersion\"\x19\n" +
-	"\x17CheckpointStatusRequest\"\xf4\x05\n" +
+	"\x17CheckpointStatusRequest\"\xa4\x06\n" +
 	"\x10CheckpointStatus\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x16\n" +
 	"\x06bucket\x18\x02 \x01(\tR\x06bucket\x12'\n" +
@@ -3155,7 +3167,8 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x17in_progress_bytes_total\x18\x10 \x01(\x04R\x14inProgressBytesTotal\x12\x1f\n" +
 	"\vkafka_error\x18\x11 \x01(\tR\n" +
 	"kafkaError\x12\x17\n" +
-	"\anode_id\x18\x12 \x01(\tR\x06nodeId\"\x7f\n" +
+	"\anode_id\x18\x12 \x01(\tR\x06nodeId\x12.\n" +
+	"\x13kafka_member_groups\x18\x13 \x03(\tR\x11kafkaMemberGroups\"\x7f\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +

@@ -607,8 +607,9 @@ const (
 // these calls and forwards them to the leader, whose coordinator runs
 // the checkpoints.
 type CheckpointsClient interface {
-	// Trigger starts a checkpoint now (or joins the one in progress). With
-	// wait it returns once the checkpoint completed, or failed.
+	// Trigger starts a checkpoint now; one requested while another is in
+	// progress starts when that one ends. With wait it returns once the
+	// checkpoint completed, or failed.
 	Trigger(ctx context.Context, in *TriggerCheckpointRequest, opts ...grpc.CallOption) (*TriggerCheckpointResponse, error)
 	// List returns the completed checkpoints in the bucket, oldest first.
 	List(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error)
@@ -702,8 +703,9 @@ func (c *checkpointsClient) Status(ctx context.Context, in *CheckpointStatusRequ
 // these calls and forwards them to the leader, whose coordinator runs
 // the checkpoints.
 type CheckpointsServer interface {
-	// Trigger starts a checkpoint now (or joins the one in progress). With
-	// wait it returns once the checkpoint completed, or failed.
+	// Trigger starts a checkpoint now; one requested while another is in
+	// progress starts when that one ends. With wait it returns once the
+	// checkpoint completed, or failed.
 	Trigger(context.Context, *TriggerCheckpointRequest) (*TriggerCheckpointResponse, error)
 	// List returns the completed checkpoints in the bucket, oldest first.
 	List(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error)
