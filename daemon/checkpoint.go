@@ -87,6 +87,18 @@ func openCoordinator(ctx context.Context, cfg Config, store *raftstore.Store, lo
 	if err != nil {
 		return nil, fmt.Errorf("daemon: checkpoint bucket: %w", err)
 	}
+	// Opening a bucket only parses its URL; list it once, so that a
+	// bucket that does not exist or cannot be reached fails the start.
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	ok, err := b.IsAccessible(pctx)
+	cancel()
+	if err != nil || !ok {
+		b.Close()
+		if err == nil {
+			err = errors.New("it does not exist")
+		}
+		return nil, fmt.Errorf("daemon: checkpoint bucket %s cannot be used: %w", redactURL(cfg.CheckpointURL), err)
+	}
 	up, err := uploader.New(uploader.Config{Bucket: b, Workers: cfg.CheckpointWorkers, GCGrace: cfg.CheckpointGCGrace, Logger: logger})
 	if err != nil {
 		b.Close()

@@ -197,7 +197,10 @@ func TestStartRefusesABadCheckpointConfig(t *testing.T) {
 		set  func(*daemon.Config)
 		want string
 	}{
-		"unknown scheme":   {func(c *daemon.Config) { c.CheckpointURL = "ftp://host/x" }, "ftp"},
+		"unknown scheme": {func(c *daemon.Config) { c.CheckpointURL = "ftp://host/x" }, "ftp"},
+		"unreachable S3": {func(c *daemon.Config) {
+			c.CheckpointURL = "s3://ckpt?endpoint=http://127.0.0.1:1&use_path_style=true&region=us-east-1&disable_https=true"
+		}, "checkpoint bucket s3://ckpt"},
 		"interval too low": {func(c *daemon.Config) { c.CheckpointInterval = 500 * time.Millisecond }, "CheckpointInterval 500ms is below the 1s minimum"},
 		"negative retain":  {func(c *daemon.Config) { c.CheckpointRetain = -1 }, "CheckpointRetain -1 is below 1"},
 	} {
