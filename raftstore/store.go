@@ -424,6 +424,13 @@ func (s *Store) CheckpointState() (fsm.CheckpointState, error) {
 	return st, s.waitError(err)
 }
 
+// RestoredFrom returns the checkpoint this cluster's state was restored
+// from, if it was.
+func (s *Store) RestoredFrom() (fsm.RestoredFrom, bool, error) {
+	r, ok, err := s.fsm.RestoredFrom()
+	return r, ok, s.waitError(err)
+}
+
 // Term returns the current Raft term.
 func (s *Store) Term() uint64 { return s.raft.CurrentTerm() }
 

@@ -542,5 +542,5 @@ func (p *Processor) maybeCommitToKafka(ctx context.Context) {
 // close leaves the group (revoking and releasing every partition) and
 // closes the Kafka client.
 func (p *Processor) close() {
-	p.cl.Close()
+	p.cl.CloseAllowingRebalance()
 }

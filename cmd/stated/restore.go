@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/statedhq/stated/daemon/recovery"
+	"github.com/statedhq/stated/uploader"
+)
+
+// selector parses --checkpoint: an epoch, "latest" or a savepoint name.
+func selector(s string) (recovery.Selector, error) {
+	if s == "" || s == "latest" {
+		return recovery.Selector{}, nil
+	}
+	if n, err := strconv.ParseUint(s, 10, 64); err == nil {
+		if n == 0 {
+			return recovery.Selector{}, errors.New("--checkpoint 0: epochs start at 1")
+		}
+		return recovery.Selector{Epoch: n}, nil
+	}
+	return recovery.Selector{Savepoint: s}, nil
+}
+
+// openUploader opens the bucket of --from.
+func openUploader(ctx context.Context, from string) (*uploader.Uploader, func(), error) {
+	if from == "" {
+		return nil, nil, &exitError{code: exitUsage, err: errors.New("--from URL is required: the bucket the checkpoints are in")}
+	}
+	b, err := uploader.OpenBucket(ctx, from)
+	if err != nil {
+		return nil, nil, &exitError{code: exitFailed, err: err}
+	}
+	up, err := uploader.New(uploader.Config{Bucket: b, Workers: 8})
+	if err != nil {
+		b.Close()
+		return nil, nil, err
+	}
+	return up, func() { b.Close() }, nil
+}
+
+// kafkaAdmin returns an admin client for --kafka-brokers, or nil.
+func kafkaAdmin(brokers []string) (*kadm.Client, func(), error) {
+	if len(brokers) == 0 {
+		return nil, func() {}, nil
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return nil, nil, &exitError{code: exitUsage, err: fmt.Errorf("--kafka-brokers: %w", err)}
+	}
+	return kadm.NewClient(cl), cl.Close, nil
+}
+
+func (c *cli) restoreCommand() *cobra.Command {
+	var from, which, dataDir string
+	var force, fallback bool
+	var brokers []string
+	cmd := &cobra.Command{
+		Use:   "restore --from URL --data-dir DIR [--checkpoint N|latest|NAME]",
+		Short: "Restore a checkpoint from a bucket into a new data dir",
+		Long: `Restore reads a checkpoint's manifest from the bucket, downloads every file
+in parallel, verifies the size and SHA-256 of each, and materialises the
+state in --data-dir. ` + "`stated run --data-dir DIR`" + ` then bootstraps a new
+single-node cluster from it (a new cluster id, with the restored checkpoint
+recorded); other nodes join it as usual.
+
+Files already in the data dir with the right checksum are not downloaded
+again. A non-empty data dir is refused unless --force. With
+--kafka-brokers, each group's committed offsets are reset to the
+checkpoint's, so that consumers that ignore stated resume at the right
+place too (stop the consumers first). A missing or corrupt file fails the
+restore naming the file; --fallback restores the newest intact older
+checkpoint instead, and says so.`,
+		Args: cobra.NoArgs,
+	}
+	cmd.RunE = runtime(func(cmd *cobra.Command, _ []string) error {
+		sel, err := selector(which)
+		if err != nil {
+			return &exitError{code: exitUsage, err: err}
+		}
+		if dataDir == "" {
+			return &exitError{code: exitUsage, err: errors.New("--data-dir is required")}
+		}
+		ctx := cmd.Context()
+		up, closeBucket, err := openUploader(ctx, from)
+		if err != nil {
+			return err
+		}
+		defer closeBucket()
+		adm, closeKafka, err := kafkaAdmin(brokers)
+		if err != nil {
+			return err
+		}
+		defer closeKafka()
+		bar := c.downloadBar()
+		res, err := recovery.Restore(ctx, recovery.RestoreOptions{
+			Uploader: up, Select: sel, DataDir: dataDir, Force: force, Fallback: fallback, Kafka: adm, Progress: bar.progress,
+		})
+		bar.finish()
+		if err != nil {
+			return &exitError{code: exitFailed, err: err}
+		}
+		for _, s := range res.Skipped {
+			fmt.Fprintf(c.stdout, "skipped %s\n", s)
+		}
+		m := res.Manifest
+		if len(res.Skipped) > 0 {
+			fmt.Fprintf(c.stdout, "fell back to checkpoint %d, the newest intact one before %s\n", m.Epoch, sel)
+		}
+		fmt.Fprintf(c.stdout, "restored checkpoint %d (%s, %s old) into %s: %d keys, %d files, downloaded %d (%s), kept %d already present\n",
+			m.Epoch, m.CreatedAt.UTC().Format(time.RFC3339), time.Since(m.CreatedAt).Round(time.Second), dataDir,
+			m.Stats.Keys, len(m.Files), res.Download.FilesDownloaded, humanBytes(uint64(res.Download.BytesDownloaded)),
+			res.Download.Files-res.Download.FilesDownloaded)
+		if len(res.KafkaGroups) > 0 {
+			fmt.Fprintf(c.stdout, "reset Kafka's committed offsets of %s to the checkpoint's\n", strings.Join(res.KafkaGroups, ", "))
+		}
+		fmt.Fprintf(c.stdout, "next: stated run --data-dir %s   (bootstraps a new cluster from it; other nodes --join it)\n", dataDir)
+		return nil
+	})
+	f := cmd.Flags()
+	f.StringVar(&from, "from", "", "bucket URL the checkpoints are in (as --checkpoint-url)")
+	f.StringVar(&which, "checkpoint", "latest", "checkpoint epoch, latest, or a savepoint name")
+	f.StringVar(&dataDir, "data-dir", "", "data dir of the new node")
+	f.BoolVar(&force, "force", false, "replace what the data dir holds")
+	f.BoolVar(&fallback, "fallback", false, "restore the newest intact older checkpoint when the selected one is not intact")
+	f.StringSliceVar(&brokers, "kafka-brokers", nil, "Kafka brokers; reset each group's committed offsets to the checkpoint's")
+	return cmd
+}
+
+// downloadBar draws a progress bar on a terminal.
+type downloadBar struct{ bar *progressbar.ProgressBar }
+
+func (c *cli) downloadBar() *downloadBar {
+	f, ok := c.stderr.(*os.File)
+	if !ok || !isTerminal(f) {
+		return &downloadBar{}
+	}
+	return &downloadBar{bar: progressbar.NewOptions64(-1, progressbar.OptionSetWriter(f), progressbar.OptionShowBytes(true),
+		progressbar.OptionSetDescription("restore"), progressbar.OptionThrottle(100*time.Millisecond))}
+}
+
+func (d *downloadBar) progress(done, total int64) {
+	if d.bar == nil {
+		return
+	}
+	if d.bar.GetMax64() != total {
+		d.bar.ChangeMax64(total)
+	}
+	d.bar.Set64(done)
+}
+
+func (d *downloadBar) finish() {
+	if d.bar != nil {
+		d.bar.Finish()
+	}
+}
+
+func (c *cli) recoveryCommand() *cobra.Command {
+	var from, which string
+	var brokers []string
+	var asJSON, noVerify bool
+	cmd := &cobra.Command{
+		Use:   "recovery --from URL [--checkpoint N|latest|NAME] [--kafka-brokers LIST]",
+		Short: "Report the extent of a recovery: what comes back, what Kafka replays, what is lost",
+		Long: `Report what recovering from a checkpoint gives back: the checkpoint (epoch,
+time, age, Raft index, cluster id), what it holds (keys, bytes), whether
+every file of it is present and intact, and per group, topic and
+partition the checkpoint's offset, Kafka's log start and end offsets, how
+many records will be replayed, and how many can no longer be replayed
+because retention deleted them (lost). Without --kafka-brokers it reports
+the stated side alone.`,
+		Args: cobra.NoArgs,
+	}
+	cmd.RunE = runtime(func(cmd *cobra.Command, _ []string) error {
+		sel, err := selector(which)
+		if err != nil {
+			return &exitError{code: exitUsage, err: err}
+		}
+		ctx := cmd.Context()
+		up, closeBucket, err := openUploader(ctx, from)
+		if err != nil {
+			return err
+		}
+		defer closeBucket()
+		adm, closeKafka, err := kafkaAdmin(brokers)
+		if err != nil {
+			return err
+		}
+		defer closeKafka()
+		m, err := recovery.Select(ctx, up, sel)
+		if errors.Is(err, uploader.ErrNotFound) && sel == (recovery.Selector{}) {
+			err = fmt.Errorf("the bucket at %s holds no checkpoint", from)
+		}
+		if err != nil {
+			return &exitError{code: exitFailed, err: err}
+		}
+		kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		r, err := recovery.Build(kctx, up, m, recovery.Options{Verify: !noVerify, Kafka: adm})
+		if err != nil {
+			return &exitError{code: exitFailed, err: err}
+		}
+		if asJSON {
+			if err := c.printJSON(r); err != nil {
+				return err
+			}
+		} else {
+			printReport(c.stdout, r)
+		}
+		if r.KafkaError != "" {
+			return &exitError{code: exitUnreachable, err: fmt.Errorf("Kafka: %s", r.KafkaError)}
+		}
+		return nil
+	})
+	f := cmd.Flags()
+	f.StringVar(&from, "from", "", "bucket URL the checkpoints are in (as --checkpoint-url)")
+	f.StringVar(&which, "checkpoint", "latest", "checkpoint epoch, latest, or a savepoint name")
+	f.StringSliceVar(&brokers, "kafka-brokers", nil, "Kafka brokers, for each partition's log start and end")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.BoolVar(&noVerify, "no-verify", false, "do not read every file to check its checksum")
+	return cmd
+}
+
+func printReport(w io.Writer, r *recovery.Report) {
+	name := ""
+	if r.Savepoint != "" {
+		name = fmt.Sprintf(" (savepoint %q)", r.Savepoint)
+	}
+	fmt.Fprintf(w, "checkpoint %d%s, taken %s, %s ago, Raft index %d (term %d), cluster %s\n",
+		r.Epoch, name, r.CreatedAt.UTC().Format(time.RFC3339), r.Age.Round(time.Second), r.RaftIndex, r.RaftTerm, r.ClusterID)
+	fmt.Fprintf(w, "holds %d keys, %s of state, in %d files (%s)\n", r.Keys, humanBytes(r.Bytes), r.Files, humanBytes(uint64(r.FileBytes)))
+	switch {
+	case !r.Verified:
+		fmt.Fprintln(w, "files: not verified (--no-verify)")
+	case r.Intact:
+		fmt.Fprintln(w, "files: all present and intact")
+	default:
+		fmt.Fprintf(w, "files: NOT INTACT, %d of %d bad; a restore of this checkpoint fails (--fallback takes an older one):\n", len(r.Problems), r.Files)
+		for _, p := range r.Problems {
+			fmt.Fprintf(w, "  %s (%s): %s\n", p.Path, p.BlobKey, p.Problem)
+		}
+	}
+	if len(r.Partitions) == 0 {
+		fmt.Fprintln(w, "no Kafka offsets in this checkpoint")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GROUP\tTOPIC\tPARTITION\tCHECKPOINT OFFSET\tLOG START\tLOG END\tREPLAY\tLOST")
+	for _, p := range r.Partitions {
+		if !r.KafkaChecked || p.Error != "" {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t-\t-\t-\t-\t%s\n", p.Group, p.Topic, p.Partition, p.CheckpointOffset, p.Error)
+			continue
+		}
+		lost := strconv.FormatInt(p.Lost, 10)
+		if p.Lost > 0 {
+			lost += " LOST"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", p.Group, p.Topic, p.Partition, p.CheckpointOffset, p.LogStart, p.LogEnd, p.Replay, lost)
+	}
+	tw.Flush()
+	switch {
+	case r.KafkaChecked:
+		fmt.Fprintf(w, "Kafka will replay %d records; %d records are lost for good (deleted by retention before they were checkpointed)\n", r.Replay, r.Lost)
+	case r.KafkaError != "":
+		fmt.Fprintf(w, "Kafka did not answer: %s\n", r.KafkaError)
+	default:
+		fmt.Fprintln(w, "Kafka not asked (--kafka-brokers): replay and loss unknown")
+	}
+}

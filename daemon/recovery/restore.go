@@ -1,0 +1,222 @@
+package recovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/statedhq/stated/raftstore/fsm"
+	"github.com/statedhq/stated/uploader"
+)
+
+// RestoreOptions say what Restore restores, and where.
+type RestoreOptions struct {
+	Uploader *uploader.Uploader
+	Select   Selector
+	// DataDir is the new node's data dir. It must be empty or missing
+	// unless Force is set, which replaces what it holds.
+	DataDir string
+	Force   bool
+	// Fallback restores the newest intact checkpoint older than the
+	// selected one when the selected one has a missing or corrupt file.
+	Fallback bool
+	// Kafka, when set, has each group's committed offsets reset to the
+	// checkpoint's. The groups must have no live members.
+	Kafka    *kadm.Client
+	Progress uploader.Progress
+	Logger   *slog.Logger
+}
+
+// RestoreResult says what Restore did.
+type RestoreResult struct {
+	Manifest *uploader.Manifest
+	// Skipped lists the checkpoints passed over by Fallback, newest
+	// first, each with why.
+	Skipped  []string
+	Download uploader.DownloadStats
+	// KafkaGroups are the groups whose committed offsets were reset.
+	KafkaGroups []string
+}
+
+// kafkaProbeTimeout bounds the check that Kafka answers, made before
+// anything is written.
+const kafkaProbeTimeout = 15 * time.Second
+
+// ErrDataDirNotEmpty is returned when the data dir holds something and
+// Force is not set.
+var ErrDataDirNotEmpty = errors.New("recovery: the data dir is not empty")
+
+// Restore materialises a checkpoint as the state of a new single-node
+// cluster in opts.DataDir: it downloads every file (keeping local files
+// that already have the right checksum), verifies each, and prepares the
+// state so that `stated run` on the data dir bootstraps a new cluster
+// from it (a new cluster id, with the restored checkpoint recorded).
+// Nothing is written to the data dir before the checkpoint is selected
+// and, with Kafka, Kafka has answered; a failed download leaves the data
+// dir as it was.
+func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if !opts.Force {
+		if empty, err := emptyDir(opts.DataDir); err != nil {
+			return nil, err
+		} else if !empty {
+			return nil, fmt.Errorf("%w: %s holds files; --force replaces them", ErrDataDirNotEmpty, opts.DataDir)
+		}
+	}
+	m, err := Select(ctx, opts.Uploader, opts.Select)
+	if errors.Is(err, uploader.ErrNotFound) && opts.Select == (Selector{}) {
+		return nil, ErrNoCheckpoint
+	}
+	if err != nil {
+		return nil, err
+	}
+	all, err := opts.Uploader.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var maxEpoch uint64
+	for _, c := range all {
+		maxEpoch = max(maxEpoch, c.Epoch)
+	}
+	if opts.Kafka != nil {
+		pctx, cancel := context.WithTimeout(ctx, kafkaProbeTimeout)
+		_, err := opts.Kafka.ListBrokers(pctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("recovery: Kafka does not answer: %w", err)
+		}
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("recovery: %w", err)
+	}
+	res := &RestoreResult{}
+	staging := filepath.Join(opts.DataDir, ".restore")
+	defer os.RemoveAll(staging)
+	for {
+		res.Download, err = download(ctx, opts, m, staging)
+		if err == nil {
+			break
+		}
+		if !opts.Fallback || ctx.Err() != nil {
+			return nil, err
+		}
+		res.Skipped = append(res.Skipped, fmt.Sprintf("checkpoint %d: %v", m.Epoch, err))
+		logger.Warn("recovery: checkpoint not intact; falling back to an older one", "epoch", m.Epoch, "error", err)
+		older := slices.DeleteFunc(slices.Clone(all), func(c *uploader.Manifest) bool { return c.Epoch >= m.Epoch })
+		if len(older) == 0 {
+			return nil, fmt.Errorf("recovery: no intact checkpoint: %w", err)
+		}
+		m = older[len(older)-1]
+	}
+	res.Manifest = m
+	from := fsm.RestoredFrom{Epoch: m.Epoch, RaftIndex: m.RaftIndex, ClusterID: m.ClusterID}
+	if err := fsm.PrepareRestore(staging, from, maxEpoch); err != nil {
+		return nil, err
+	}
+	// Replace what the data dir held: the old Raft log and state would
+	// belong to the cluster the checkpoint came from.
+	for _, p := range []string{"raft", "state", "state.old", "state.restore", "local-checkpoints"} {
+		if err := os.RemoveAll(filepath.Join(opts.DataDir, p)); err != nil {
+			return nil, fmt.Errorf("recovery: %w", err)
+		}
+	}
+	if err := os.Rename(staging, filepath.Join(opts.DataDir, "state")); err != nil {
+		return nil, fmt.Errorf("recovery: %w", err)
+	}
+	if opts.Kafka != nil {
+		if res.KafkaGroups, err = resetKafka(ctx, opts.Kafka, m); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// download fetches m into staging, which starts as hard links of the data
+// dir's current state, so that unchanged files are not fetched again.
+func download(ctx context.Context, opts RestoreOptions, m *uploader.Manifest, staging string) (uploader.DownloadStats, error) {
+	if err := os.RemoveAll(staging); err != nil {
+		return uploader.DownloadStats{}, err
+	}
+	if err := os.MkdirAll(staging, 0o700); err != nil {
+		return uploader.DownloadStats{}, err
+	}
+	want := map[string]bool{}
+	for _, f := range m.Files {
+		want[filepath.FromSlash(f.Path)] = true
+	}
+	old := filepath.Join(opts.DataDir, "state")
+	_ = filepath.WalkDir(old, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		rel, err := filepath.Rel(old, p)
+		if err != nil || !want[rel] {
+			return nil
+		}
+		dst := filepath.Join(staging, rel)
+		if os.MkdirAll(filepath.Dir(dst), 0o700) == nil {
+			_ = os.Link(p, dst) // a copy would defeat the purpose; skip on failure
+		}
+		return nil
+	})
+	return opts.Uploader.Download(ctx, m, staging, opts.Progress)
+}
+
+// resetKafka commits m's offsets to each of its groups.
+func resetKafka(ctx context.Context, adm *kadm.Client, m *uploader.Manifest) ([]string, error) {
+	groups := map[string]kadm.Offsets{}
+	for _, o := range m.Offsets {
+		offs := groups[o.Group]
+		if offs == nil {
+			offs = kadm.Offsets{}
+			groups[o.Group] = offs
+		}
+		offs.Add(kadm.Offset{Topic: o.Topic, Partition: o.Partition, At: o.Offset, LeaderEpoch: -1})
+	}
+	var done []string
+	var errs []error
+	for g, offs := range groups {
+		resp, err := adm.CommitOffsets(ctx, g, offs)
+		if err == nil {
+			err = resp.Error()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("group %q: %w (stop the group's consumers before a restore)", g, err))
+			continue
+		}
+		done = append(done, g)
+	}
+	slices.Sort(done)
+	if len(errs) > 0 {
+		return done, fmt.Errorf("recovery: resetting Kafka offsets: %w", errors.Join(errs...))
+	}
+	return done, nil
+}
+
+// emptyDir reports whether dir is missing or holds nothing.
+func emptyDir(dir string) (bool, error) {
+	f, err := os.Open(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("recovery: %w", err)
+	}
+	defer f.Close()
+	_, err = f.Readdirnames(1)
+	if errors.Is(err, io.EOF) {
+		return true, nil
+	}
+	return false, err
+}

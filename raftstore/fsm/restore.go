@@ -1,0 +1,90 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// keyRestoredFrom records the checkpoint a cluster's state was restored
+// from: epoch, Raft index and the old cluster's id.
+var keyRestoredFrom = []byte{prefixSystem, 'r'}
+
+// RestoredFrom is the checkpoint a state was restored from.
+type RestoredFrom struct {
+	Epoch     uint64
+	RaftIndex uint64
+	ClusterID string
+}
+
+// PrepareRestore turns the Pebble state in dir, materialised from a
+// checkpoint of another cluster (or of this one, in the past), into the
+// initial state of a new cluster: the applied index goes back to zero (the
+// new Raft log starts at index 1), the old cluster's id and members are
+// dropped (the new cluster's first leader records its own), the
+// checkpoint it came from is recorded, and epochs continue above
+// nextEpochAfter so that the new cluster's checkpoints never reuse an
+// epoch the bucket holds. State, offsets and partition claims are kept.
+func PrepareRestore(dir string, from RestoredFrom, nextEpochAfter uint64) error {
+	opts := PebbleOptions()
+	opts.Logger = pebbleLogger{slog.New(slog.DiscardHandler)}
+	opts.ErrorIfNotExists = true
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return fmt.Errorf("fsm: open restored state %s: %w", dir, err)
+	}
+	b := db.NewBatch()
+	defer b.Close()
+	if err := b.Delete(keyAppliedIndex, nil); err != nil {
+		return err
+	}
+	if err := b.Delete(keyClusterID, nil); err != nil {
+		return err
+	}
+	if err := b.DeleteRange(prefixMember, prefixEnd(prefixMember), nil); err != nil {
+		return err
+	}
+	if err := b.Delete(keyCheckpointDone, nil); err != nil {
+		return err
+	}
+	if err := b.Set(keyCheckpointEpoch, binary.BigEndian.AppendUint64(nil, max(nextEpochAfter, from.Epoch)), nil); err != nil {
+		return err
+	}
+	v := binary.BigEndian.AppendUint64(nil, from.Epoch)
+	v = binary.BigEndian.AppendUint64(v, from.RaftIndex)
+	v = append(v, from.ClusterID...)
+	if err := b.Set(keyRestoredFrom, v, nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		db.Close()
+		return fmt.Errorf("fsm: prepare restored state: %w", err)
+	}
+	// Flush, so that the rewrite lives in tables, not only in the WAL.
+	if err := db.Flush(); err != nil {
+		db.Close()
+		return fmt.Errorf("fsm: prepare restored state: %w", err)
+	}
+	return db.Close()
+}
+
+// RestoredFrom returns the checkpoint this state was restored from, if it
+// was.
+func (f *FSM) RestoredFrom() (RestoredFrom, bool, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return RestoredFrom{}, false, ErrClosed
+	}
+	a := applier{r: f.db}
+	v, ok, err := a.get(keyRestoredFrom)
+	if err != nil || !ok {
+		return RestoredFrom{}, false, err
+	}
+	if len(v) < 16 {
+		return RestoredFrom{}, false, fmt.Errorf("%w: restored-from record of %d bytes", ErrCorrupt, len(v))
+	}
+	return RestoredFrom{Epoch: binary.BigEndian.Uint64(v), RaftIndex: binary.BigEndian.Uint64(v[8:]), ClusterID: string(v[16:])}, true, nil
+}
