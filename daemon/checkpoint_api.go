@@ -3,8 +3,10 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/statedhq/stated/daemon/grpcapi"
+	"github.com/statedhq/stated/daemon/recovery"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/uploader"
 )
@@ -73,4 +75,18 @@ func (a checkpointsAPI) Status(context.Context) (*statedv1.CheckpointStatus, err
 		out.LastCompleted = grpcapi.Summary(st.LastCompleted)
 	}
 	return out, nil
+}
+
+func (a checkpointsAPI) Recovery(ctx context.Context, sel recovery.Selector, verify bool) (*recovery.Report, error) {
+	m, err := recovery.Select(ctx, a.c.up, sel)
+	if err != nil {
+		return nil, err
+	}
+	opts := recovery.Options{Verify: verify}
+	if a.c.kafka != nil {
+		opts.Kafka = a.c.kafka.adm
+	}
+	kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return recovery.Build(kctx, a.c.up, m, opts)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/statedhq/stated/daemon/recovery"
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/uploader"
 )
 
@@ -188,6 +189,18 @@ the stated side alone.`,
 		if err != nil {
 			return &exitError{code: exitUsage, err: err}
 		}
+		if from == "" {
+			if len(brokers) > 0 {
+				return &exitError{code: exitUsage, err: errors.New("--kafka-brokers needs --from; without --from the daemon reports with its own brokers")}
+			}
+			return c.withCheckpoints(cmd, func(ctx context.Context, cp statedv1.CheckpointsClient) error {
+				resp, err := cp.Recovery(ctx, &statedv1.RecoveryRequest{Epoch: sel.Epoch, Savepoint: sel.Savepoint, SkipVerify: noVerify})
+				if err != nil {
+					return err
+				}
+				return c.printRecovery(reportFromProto(resp), asJSON)
+			})
+		}
 		ctx := cmd.Context()
 		up, closeBucket, err := openUploader(ctx, from)
 		if err != nil {
@@ -212,25 +225,51 @@ the stated side alone.`,
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
-		if asJSON {
-			if err := c.printJSON(r); err != nil {
-				return err
-			}
-		} else {
-			printReport(c.stdout, r)
-		}
-		if r.KafkaError != "" {
-			return &exitError{code: exitUnreachable, err: fmt.Errorf("Kafka: %s", r.KafkaError)}
-		}
-		return nil
+		return c.printRecovery(r, asJSON)
 	})
 	f := cmd.Flags()
-	f.StringVar(&from, "from", "", "bucket URL the checkpoints are in (as --checkpoint-url)")
+	f.StringVar(&from, "from", "", "bucket URL the checkpoints are in (as --checkpoint-url); without it, ask the daemon at --addr")
 	f.StringVar(&which, "checkpoint", "latest", "checkpoint epoch, latest, or a savepoint name")
-	f.StringSliceVar(&brokers, "kafka-brokers", nil, "Kafka brokers, for each partition's log start and end")
+	f.StringSliceVar(&brokers, "kafka-brokers", nil, "Kafka brokers, for each partition's log start and end (with --from)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.BoolVar(&noVerify, "no-verify", false, "do not read every file to check its checksum")
 	return cmd
+}
+
+// printRecovery prints r, and fails with exit 2 when Kafka did not answer.
+func (c *cli) printRecovery(r *recovery.Report, asJSON bool) error {
+	if asJSON {
+		if err := c.printJSON(r); err != nil {
+			return err
+		}
+	} else {
+		printReport(c.stdout, r)
+	}
+	if r.KafkaError != "" {
+		return &exitError{code: exitUnreachable, err: fmt.Errorf("Kafka: %s", r.KafkaError)}
+	}
+	return nil
+}
+
+// reportFromProto converts the daemon's report.
+func reportFromProto(p *statedv1.RecoveryReport) *recovery.Report {
+	s := p.GetCheckpoint()
+	r := &recovery.Report{
+		Epoch: s.GetEpoch(), Savepoint: s.GetSavepoint(), CreatedAt: time.UnixMilli(s.GetCreatedAtUnixMillis()).UTC(),
+		Age: time.Duration(p.GetAgeMillis()) * time.Millisecond, RaftIndex: s.GetRaftIndex(), RaftTerm: s.GetRaftTerm(),
+		ClusterID: s.GetClusterId(), Keys: s.GetKeys(), Bytes: s.GetStateBytes(), Files: int(s.GetFiles()), FileBytes: int64(s.GetBytes()),
+		Verified: p.GetVerified(), Intact: p.GetIntact(), KafkaChecked: p.GetKafkaChecked(), KafkaError: p.GetKafkaError(),
+		Replay: p.GetReplay(), Lost: p.GetLost(), Partitions: []recovery.Partition{},
+	}
+	for _, f := range p.GetProblems() {
+		r.Problems = append(r.Problems, uploader.FileProblem{Path: f.GetPath(), BlobKey: f.GetBlobKey(), Problem: f.GetProblem()})
+	}
+	for _, q := range p.GetPartitions() {
+		r.Partitions = append(r.Partitions, recovery.Partition{Group: q.GetGroup(), Topic: q.GetTopic(), Partition: q.GetPartition(),
+			CheckpointOffset: q.GetCheckpointOffset(), LogStart: q.GetLogStart(), LogEnd: q.GetLogEnd(),
+			Replay: q.GetReplay(), Lost: q.GetLost(), Error: q.GetError()})
+	}
+	return r
 }
 
 func printReport(w io.Writer, r *recovery.Report) {

@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/statedhq/stated/daemon/recovery"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/uploader"
 )
@@ -23,6 +24,9 @@ type Checkpointer interface {
 	Savepoint(ctx context.Context, epoch uint64, name string) (uint64, error)
 	Delete(ctx context.Context, epoch uint64) error
 	Status(ctx context.Context) (*statedv1.CheckpointStatus, error)
+	// Recovery reports the extent of a recovery from the selected
+	// checkpoint.
+	Recovery(ctx context.Context, sel recovery.Selector, verify bool) (*recovery.Report, error)
 }
 
 // CheckpointsServer implements statedv1.CheckpointsServer. The leader's
@@ -152,6 +156,48 @@ func (s *CheckpointsServer) Status(ctx context.Context, r *statedv1.CheckpointSt
 	return forward(ctx, s, r, statedv1.CheckpointsClient.Status, func() (*statedv1.CheckpointStatus, error) {
 		return s.ckpt.Status(ctx)
 	})
+}
+
+// Recovery reports the extent of a recovery from a checkpoint.
+func (s *CheckpointsServer) Recovery(ctx context.Context, r *statedv1.RecoveryRequest) (*statedv1.RecoveryReport, error) {
+	if r.GetEpoch() != 0 && r.GetSavepoint() != "" {
+		return nil, statusOf(ctx, s.logger, invalid("epoch", "set at most one of epoch and savepoint"))
+	}
+	if r.GetSavepoint() != "" {
+		if err := validateSavepointName("savepoint", r.GetSavepoint()); err != nil {
+			return nil, statusOf(ctx, s.logger, err)
+		}
+	}
+	return forward(ctx, s, r, statedv1.CheckpointsClient.Recovery, func() (*statedv1.RecoveryReport, error) {
+		rep, err := s.ckpt.Recovery(ctx, recovery.Selector{Epoch: r.GetEpoch(), Savepoint: r.GetSavepoint()}, !r.GetSkipVerify())
+		if err != nil {
+			return nil, err
+		}
+		return RecoveryProto(rep), nil
+	})
+}
+
+// RecoveryProto converts a recovery report.
+func RecoveryProto(r *recovery.Report) *statedv1.RecoveryReport {
+	out := &statedv1.RecoveryReport{
+		Checkpoint: &statedv1.CheckpointSummary{
+			Epoch: r.Epoch, RaftIndex: r.RaftIndex, RaftTerm: r.RaftTerm, CreatedAtUnixMillis: r.CreatedAt.UnixMilli(),
+			ClusterId: r.ClusterID, Files: uint64(r.Files), Bytes: uint64(r.FileBytes), Keys: r.Keys, StateBytes: r.Bytes,
+			Savepoint: r.Savepoint, Offsets: uint64(len(r.Partitions)),
+		},
+		AgeMillis: r.Age.Milliseconds(), Verified: r.Verified, Intact: r.Intact,
+		KafkaChecked: r.KafkaChecked, KafkaError: r.KafkaError, Replay: r.Replay, Lost: r.Lost,
+	}
+	for _, p := range r.Problems {
+		out.Problems = append(out.Problems, &statedv1.FileProblem{Path: p.Path, BlobKey: p.BlobKey, Problem: p.Problem})
+	}
+	for _, p := range r.Partitions {
+		out.Partitions = append(out.Partitions, &statedv1.PartitionRecovery{
+			Group: p.Group, Topic: p.Topic, Partition: p.Partition, CheckpointOffset: p.CheckpointOffset,
+			LogStart: p.LogStart, LogEnd: p.LogEnd, Replay: p.Replay, Lost: p.Lost, Error: p.Error,
+		})
+	}
+	return out
 }
 
 func validateSavepointName(field, name string) error {

@@ -212,6 +212,355 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_statedv1_stated_proto_rawDescGZIP(), []int{2}
 }
 
+type RecoveryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Select a checkpoint as GetCheckpointRequest does; none set means the
+	// latest.
+	Epoch     uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Savepoint string `protobuf:"bytes,2,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
+	// skip_verify skips reading every file to check its checksum.
+	SkipVerify    bool `protobuf:"varint,3,opt,name=skip_verify,json=skipVerify,proto3" json:"skip_verify,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoveryRequest) Reset() {
+	*x = RecoveryRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoveryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoveryRequest) ProtoMessage() {}
+
+func (x *RecoveryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoveryRequest.ProtoReflect.Descriptor instead.
+func (*RecoveryRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RecoveryRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RecoveryRequest) GetSavepoint() string {
+	if x != nil {
+		return x.Savepoint
+	}
+	return ""
+}
+
+func (x *RecoveryRequest) GetSkipVerify() bool {
+	if x != nil {
+		return x.SkipVerify
+	}
+	return false
+}
+
+type FileProblem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	BlobKey       string                 `protobuf:"bytes,2,opt,name=blob_key,json=blobKey,proto3" json:"blob_key,omitempty"`
+	Problem       string                 `protobuf:"bytes,3,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileProblem) Reset() {
+	*x = FileProblem{}
+	mi := &file_statedv1_stated_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileProblem) ProtoMessage() {}
+
+func (x *FileProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileProblem.ProtoReflect.Descriptor instead.
+func (*FileProblem) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *FileProblem) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FileProblem) GetBlobKey() string {
+	if x != nil {
+		return x.BlobKey
+	}
+	return ""
+}
+
+func (x *FileProblem) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+type PartitionRecovery struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Group            string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Topic            string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition        int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	CheckpointOffset int64                  `protobuf:"varint,4,opt,name=checkpoint_offset,json=checkpointOffset,proto3" json:"checkpoint_offset,omitempty"`
+	// log_start and log_end are -1 when Kafka was not asked or did not
+	// answer for the partition.
+	LogStart      int64  `protobuf:"varint,5,opt,name=log_start,json=logStart,proto3" json:"log_start,omitempty"`
+	LogEnd        int64  `protobuf:"varint,6,opt,name=log_end,json=logEnd,proto3" json:"log_end,omitempty"`
+	Replay        int64  `protobuf:"varint,7,opt,name=replay,proto3" json:"replay,omitempty"`
+	Lost          int64  `protobuf:"varint,8,opt,name=lost,proto3" json:"lost,omitempty"`
+	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionRecovery) Reset() {
+	*x = PartitionRecovery{}
+	mi := &file_statedv1_stated_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionRecovery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionRecovery) ProtoMessage() {}
+
+func (x *PartitionRecovery) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionRecovery.ProtoReflect.Descriptor instead.
+func (*PartitionRecovery) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PartitionRecovery) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *PartitionRecovery) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *PartitionRecovery) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionRecovery) GetCheckpointOffset() int64 {
+	if x != nil {
+		return x.CheckpointOffset
+	}
+	return 0
+}
+
+func (x *PartitionRecovery) GetLogStart() int64 {
+	if x != nil {
+		return x.LogStart
+	}
+	return 0
+}
+
+func (x *PartitionRecovery) GetLogEnd() int64 {
+	if x != nil {
+		return x.LogEnd
+	}
+	return 0
+}
+
+func (x *PartitionRecovery) GetReplay() int64 {
+	if x != nil {
+		return x.Replay
+	}
+	return 0
+}
+
+func (x *PartitionRecovery) GetLost() int64 {
+	if x != nil {
+		return x.Lost
+	}
+	return 0
+}
+
+func (x *PartitionRecovery) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type RecoveryReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoint    *CheckpointSummary     `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	AgeMillis     int64                  `protobuf:"varint,2,opt,name=age_millis,json=ageMillis,proto3" json:"age_millis,omitempty"`
+	Verified      bool                   `protobuf:"varint,3,opt,name=verified,proto3" json:"verified,omitempty"`
+	Intact        bool                   `protobuf:"varint,4,opt,name=intact,proto3" json:"intact,omitempty"`
+	Problems      []*FileProblem         `protobuf:"bytes,5,rep,name=problems,proto3" json:"problems,omitempty"`
+	KafkaChecked  bool                   `protobuf:"varint,6,opt,name=kafka_checked,json=kafkaChecked,proto3" json:"kafka_checked,omitempty"`
+	KafkaError    string                 `protobuf:"bytes,7,opt,name=kafka_error,json=kafkaError,proto3" json:"kafka_error,omitempty"`
+	Partitions    []*PartitionRecovery   `protobuf:"bytes,8,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	Replay        int64                  `protobuf:"varint,9,opt,name=replay,proto3" json:"replay,omitempty"`
+	Lost          int64                  `protobuf:"varint,10,opt,name=lost,proto3" json:"lost,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoveryReport) Reset() {
+	*x = RecoveryReport{}
+	mi := &file_statedv1_stated_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoveryReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoveryReport) ProtoMessage() {}
+
+func (x *RecoveryReport) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoveryReport.ProtoReflect.Descriptor instead.
+func (*RecoveryReport) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RecoveryReport) GetCheckpoint() *CheckpointSummary {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *RecoveryReport) GetAgeMillis() int64 {
+	if x != nil {
+		return x.AgeMillis
+	}
+	return 0
+}
+
+func (x *RecoveryReport) GetVerified() bool {
+	if x != nil {
+		return x.Verified
+	}
+	return false
+}
+
+func (x *RecoveryReport) GetIntact() bool {
+	if x != nil {
+		return x.Intact
+	}
+	return false
+}
+
+func (x *RecoveryReport) GetProblems() []*FileProblem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+func (x *RecoveryReport) GetKafkaChecked() bool {
+	if x != nil {
+		return x.KafkaChecked
+	}
+	return false
+}
+
+func (x *RecoveryReport) GetKafkaError() string {
+	if x != nil {
+		return x.KafkaError
+	}
+	return ""
+}
+
+func (x *RecoveryReport) GetPartitions() []*PartitionRecovery {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *RecoveryReport) GetReplay() int64 {
+	if x != nil {
+		return x.Replay
+	}
+	return 0
+}
+
+func (x *RecoveryReport) GetLost() int64 {
+	if x != nil {
+		return x.Lost
+	}
+	return 0
+}
+
 type TriggerCheckpointRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Wait          bool                   `protobuf:"varint,1,opt,name=wait,proto3" json:"wait,omitempty"`
@@ -221,7 +570,7 @@ type TriggerCheckpointRequest struct {
 
 func (x *TriggerCheckpointRequest) Reset() {
 	*x = TriggerCheckpointRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[0]
+	mi := &file_statedv1_stated_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -233,7 +582,7 @@ func (x *TriggerCheckpointRequest) String() string {
 func (*TriggerCheckpointRequest) ProtoMessage() {}
 
 func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[0]
+	mi := &file_statedv1_stated_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -246,7 +595,7 @@ func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{0}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TriggerCheckpointRequest) GetWait() bool {
@@ -267,7 +616,7 @@ type TriggerCheckpointResponse struct {
 
 func (x *TriggerCheckpointResponse) Reset() {
 	*x = TriggerCheckpointResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[1]
+	mi := &file_statedv1_stated_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -279,7 +628,7 @@ func (x *TriggerCheckpointResponse) String() string {
 func (*TriggerCheckpointResponse) ProtoMessage() {}
 
 func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[1]
+	mi := &file_statedv1_stated_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -292,7 +641,7 @@ func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{1}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TriggerCheckpointResponse) GetEpoch() uint64 {
@@ -317,7 +666,7 @@ type ListCheckpointsRequest struct {
 
 func (x *ListCheckpointsRequest) Reset() {
 	*x = ListCheckpointsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[2]
+	mi := &file_statedv1_stated_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -329,7 +678,7 @@ func (x *ListCheckpointsRequest) String() string {
 func (*ListCheckpointsRequest) ProtoMessage() {}
 
 func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[2]
+	mi := &file_statedv1_stated_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -342,7 +691,7 @@ func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{2}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{6}
 }
 
 type ListCheckpointsResponse struct {
@@ -354,7 +703,7 @@ type ListCheckpointsResponse struct {
 
 func (x *ListCheckpointsResponse) Reset() {
 	*x = ListCheckpointsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[3]
+	mi := &file_statedv1_stated_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +715,7 @@ func (x *ListCheckpointsResponse) String() string {
 func (*ListCheckpointsResponse) ProtoMessage() {}
 
 func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[3]
+	mi := &file_statedv1_stated_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +728,7 @@ func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{3}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointSummary {
@@ -402,7 +751,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[4]
+	mi := &file_statedv1_stated_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +763,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[4]
+	mi := &file_statedv1_stated_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +776,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{4}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetCheckpointRequest) GetEpoch() uint64 {
@@ -462,7 +811,7 @@ type SavepointRequest struct {
 
 func (x *SavepointRequest) Reset() {
 	*x = SavepointRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[5]
+	mi := &file_statedv1_stated_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +823,7 @@ func (x *SavepointRequest) String() string {
 func (*SavepointRequest) ProtoMessage() {}
 
 func (x *SavepointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[5]
+	mi := &file_statedv1_stated_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +836,7 @@ func (x *SavepointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SavepointRequest.ProtoReflect.Descriptor instead.
 func (*SavepointRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{5}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SavepointRequest) GetEpoch() uint64 {
@@ -513,7 +862,7 @@ type SavepointResponse struct {
 
 func (x *SavepointResponse) Reset() {
 	*x = SavepointResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[6]
+	mi := &file_statedv1_stated_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +874,7 @@ func (x *SavepointResponse) String() string {
 func (*SavepointResponse) ProtoMessage() {}
 
 func (x *SavepointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[6]
+	mi := &file_statedv1_stated_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +887,7 @@ func (x *SavepointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SavepointResponse.ProtoReflect.Descriptor instead.
 func (*SavepointResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{6}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SavepointResponse) GetEpoch() uint64 {
@@ -557,7 +906,7 @@ type DeleteCheckpointRequest struct {
 
 func (x *DeleteCheckpointRequest) Reset() {
 	*x = DeleteCheckpointRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[7]
+	mi := &file_statedv1_stated_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +918,7 @@ func (x *DeleteCheckpointRequest) String() string {
 func (*DeleteCheckpointRequest) ProtoMessage() {}
 
 func (x *DeleteCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[7]
+	mi := &file_statedv1_stated_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +931,7 @@ func (x *DeleteCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*DeleteCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{7}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteCheckpointRequest) GetEpoch() uint64 {
@@ -600,7 +949,7 @@ type DeleteCheckpointResponse struct {
 
 func (x *DeleteCheckpointResponse) Reset() {
 	*x = DeleteCheckpointResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[8]
+	mi := &file_statedv1_stated_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +961,7 @@ func (x *DeleteCheckpointResponse) String() string {
 func (*DeleteCheckpointResponse) ProtoMessage() {}
 
 func (x *DeleteCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[8]
+	mi := &file_statedv1_stated_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +974,7 @@ func (x *DeleteCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*DeleteCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{8}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{12}
 }
 
 type CheckpointSummary struct {
@@ -651,7 +1000,7 @@ type CheckpointSummary struct {
 
 func (x *CheckpointSummary) Reset() {
 	*x = CheckpointSummary{}
-	mi := &file_statedv1_stated_proto_msgTypes[9]
+	mi := &file_statedv1_stated_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +1012,7 @@ func (x *CheckpointSummary) String() string {
 func (*CheckpointSummary) ProtoMessage() {}
 
 func (x *CheckpointSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[9]
+	mi := &file_statedv1_stated_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +1025,7 @@ func (x *CheckpointSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointSummary.ProtoReflect.Descriptor instead.
 func (*CheckpointSummary) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{9}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CheckpointSummary) GetEpoch() uint64 {
@@ -767,7 +1116,7 @@ type CheckpointFile struct {
 
 func (x *CheckpointFile) Reset() {
 	*x = CheckpointFile{}
-	mi := &file_statedv1_stated_proto_msgTypes[10]
+	mi := &file_statedv1_stated_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +1128,7 @@ func (x *CheckpointFile) String() string {
 func (*CheckpointFile) ProtoMessage() {}
 
 func (x *CheckpointFile) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[10]
+	mi := &file_statedv1_stated_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +1141,7 @@ func (x *CheckpointFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointFile.ProtoReflect.Descriptor instead.
 func (*CheckpointFile) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{10}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CheckpointFile) GetPath() string {
@@ -828,7 +1177,7 @@ type CheckpointManifest struct {
 
 func (x *CheckpointManifest) Reset() {
 	*x = CheckpointManifest{}
-	mi := &file_statedv1_stated_proto_msgTypes[11]
+	mi := &file_statedv1_stated_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +1189,7 @@ func (x *CheckpointManifest) String() string {
 func (*CheckpointManifest) ProtoMessage() {}
 
 func (x *CheckpointManifest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[11]
+	mi := &file_statedv1_stated_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +1202,7 @@ func (x *CheckpointManifest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointManifest.ProtoReflect.Descriptor instead.
 func (*CheckpointManifest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{11}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CheckpointManifest) GetSummary() *CheckpointSummary {
@@ -892,7 +1241,7 @@ type CheckpointStatusRequest struct {
 
 func (x *CheckpointStatusRequest) Reset() {
 	*x = CheckpointStatusRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[12]
+	mi := &file_statedv1_stated_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +1253,7 @@ func (x *CheckpointStatusRequest) String() string {
 func (*CheckpointStatusRequest) ProtoMessage() {}
 
 func (x *CheckpointStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[12]
+	mi := &file_statedv1_stated_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +1266,7 @@ func (x *CheckpointStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointStatusRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointStatusRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{12}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{16}
 }
 
 type CheckpointStatus struct {
@@ -958,7 +1307,7 @@ type CheckpointStatus struct {
 
 func (x *CheckpointStatus) Reset() {
 	*x = CheckpointStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[13]
+	mi := &file_statedv1_stated_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1319,7 @@ func (x *CheckpointStatus) String() string {
 func (*CheckpointStatus) ProtoMessage() {}
 
 func (x *CheckpointStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[13]
+	mi := &file_statedv1_stated_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1332,7 @@ func (x *CheckpointStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointStatus.ProtoReflect.Descriptor instead.
 func (*CheckpointStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{13}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CheckpointStatus) GetEnabled() bool {
@@ -1133,7 +1482,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[14]
+	mi := &file_statedv1_stated_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1494,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[14]
+	mi := &file_statedv1_stated_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1507,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{14}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -1199,7 +1548,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[15]
+	mi := &file_statedv1_stated_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1560,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[15]
+	mi := &file_statedv1_stated_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1573,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{15}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JoinResponse) GetClusterId() string {
@@ -1250,7 +1599,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[16]
+	mi := &file_statedv1_stated_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1611,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[16]
+	mi := &file_statedv1_stated_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1624,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{16}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RemoveRequest) GetNodeId() string {
@@ -1293,7 +1642,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[17]
+	mi := &file_statedv1_stated_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1654,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[17]
+	mi := &file_statedv1_stated_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1667,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{17}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{21}
 }
 
 type MembersRequest struct {
@@ -1329,7 +1678,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[18]
+	mi := &file_statedv1_stated_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1690,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[18]
+	mi := &file_statedv1_stated_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1703,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{18}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{22}
 }
 
 type Member struct {
@@ -1370,7 +1719,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_statedv1_stated_proto_msgTypes[19]
+	mi := &file_statedv1_stated_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1731,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[19]
+	mi := &file_statedv1_stated_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1744,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{19}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Member) GetNodeId() string {
@@ -1444,7 +1793,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[20]
+	mi := &file_statedv1_stated_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1805,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[20]
+	mi := &file_statedv1_stated_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1818,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{20}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1501,7 +1850,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[21]
+	mi := &file_statedv1_stated_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1513,7 +1862,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[21]
+	mi := &file_statedv1_stated_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1526,7 +1875,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{21}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{25}
 }
 
 type NodeStatusResponse struct {
@@ -1547,7 +1896,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[22]
+	mi := &file_statedv1_stated_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1908,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[22]
+	mi := &file_statedv1_stated_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1921,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{22}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *NodeStatusResponse) GetNodeId() string {
@@ -1655,7 +2004,7 @@ type Mutation struct {
 
 func (x *Mutation) Reset() {
 	*x = Mutation{}
-	mi := &file_statedv1_stated_proto_msgTypes[23]
+	mi := &file_statedv1_stated_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +2016,7 @@ func (x *Mutation) String() string {
 func (*Mutation) ProtoMessage() {}
 
 func (x *Mutation) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[23]
+	mi := &file_statedv1_stated_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +2029,7 @@ func (x *Mutation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mutation.ProtoReflect.Descriptor instead.
 func (*Mutation) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{23}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Mutation) GetKind() MutationKind {
@@ -1750,7 +2099,7 @@ type Offset struct {
 
 func (x *Offset) Reset() {
 	*x = Offset{}
-	mi := &file_statedv1_stated_proto_msgTypes[24]
+	mi := &file_statedv1_stated_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +2111,7 @@ func (x *Offset) String() string {
 func (*Offset) ProtoMessage() {}
 
 func (x *Offset) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[24]
+	mi := &file_statedv1_stated_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +2124,7 @@ func (x *Offset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Offset.ProtoReflect.Descriptor instead.
 func (*Offset) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{24}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Offset) GetGroup() string {
@@ -1823,7 +2172,7 @@ type TopicPartition struct {
 
 func (x *TopicPartition) Reset() {
 	*x = TopicPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[25]
+	mi := &file_statedv1_stated_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +2184,7 @@ func (x *TopicPartition) String() string {
 func (*TopicPartition) ProtoMessage() {}
 
 func (x *TopicPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[25]
+	mi := &file_statedv1_stated_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +2197,7 @@ func (x *TopicPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicPartition.ProtoReflect.Descriptor instead.
 func (*TopicPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{25}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TopicPartition) GetTopic() string {
@@ -1877,7 +2226,7 @@ type ClaimRequest struct {
 
 func (x *ClaimRequest) Reset() {
 	*x = ClaimRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[26]
+	mi := &file_statedv1_stated_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +2238,7 @@ func (x *ClaimRequest) String() string {
 func (*ClaimRequest) ProtoMessage() {}
 
 func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[26]
+	mi := &file_statedv1_stated_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +2251,7 @@ func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimRequest.ProtoReflect.Descriptor instead.
 func (*ClaimRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{26}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ClaimRequest) GetGroup() string {
@@ -1941,7 +2290,7 @@ type ClaimedPartition struct {
 
 func (x *ClaimedPartition) Reset() {
 	*x = ClaimedPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[27]
+	mi := &file_statedv1_stated_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2302,7 @@ func (x *ClaimedPartition) String() string {
 func (*ClaimedPartition) ProtoMessage() {}
 
 func (x *ClaimedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[27]
+	mi := &file_statedv1_stated_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2315,7 @@ func (x *ClaimedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimedPartition.ProtoReflect.Descriptor instead.
 func (*ClaimedPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{27}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ClaimedPartition) GetTopic() string {
@@ -2015,7 +2364,7 @@ type ClaimResponse struct {
 
 func (x *ClaimResponse) Reset() {
 	*x = ClaimResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[28]
+	mi := &file_statedv1_stated_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2027,7 +2376,7 @@ func (x *ClaimResponse) String() string {
 func (*ClaimResponse) ProtoMessage() {}
 
 func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[28]
+	mi := &file_statedv1_stated_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2040,7 +2389,7 @@ func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimResponse.ProtoReflect.Descriptor instead.
 func (*ClaimResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{28}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ClaimResponse) GetPartitions() []*ClaimedPartition {
@@ -2068,7 +2417,7 @@ type PartitionEpoch struct {
 
 func (x *PartitionEpoch) Reset() {
 	*x = PartitionEpoch{}
-	mi := &file_statedv1_stated_proto_msgTypes[29]
+	mi := &file_statedv1_stated_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2080,7 +2429,7 @@ func (x *PartitionEpoch) String() string {
 func (*PartitionEpoch) ProtoMessage() {}
 
 func (x *PartitionEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[29]
+	mi := &file_statedv1_stated_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2093,7 +2442,7 @@ func (x *PartitionEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionEpoch.ProtoReflect.Descriptor instead.
 func (*PartitionEpoch) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{29}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PartitionEpoch) GetTopic() string {
@@ -2128,7 +2477,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[30]
+	mi := &file_statedv1_stated_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2140,7 +2489,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[30]
+	mi := &file_statedv1_stated_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2153,7 +2502,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{30}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReleaseRequest) GetGroup() string {
@@ -2186,7 +2535,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[31]
+	mi := &file_statedv1_stated_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2198,7 +2547,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[31]
+	mi := &file_statedv1_stated_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2211,7 +2560,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{31}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReleaseResponse) GetIndex() uint64 {
@@ -2237,7 +2586,7 @@ type PartitionClaim struct {
 
 func (x *PartitionClaim) Reset() {
 	*x = PartitionClaim{}
-	mi := &file_statedv1_stated_proto_msgTypes[32]
+	mi := &file_statedv1_stated_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2249,7 +2598,7 @@ func (x *PartitionClaim) String() string {
 func (*PartitionClaim) ProtoMessage() {}
 
 func (x *PartitionClaim) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[32]
+	mi := &file_statedv1_stated_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2262,7 +2611,7 @@ func (x *PartitionClaim) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionClaim.ProtoReflect.Descriptor instead.
 func (*PartitionClaim) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{32}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PartitionClaim) GetTopic() string {
@@ -2321,7 +2670,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[33]
+	mi := &file_statedv1_stated_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2682,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[33]
+	mi := &file_statedv1_stated_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2695,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{33}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CommitRequest) GetMutations() []*Mutation {
@@ -2387,7 +2736,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[34]
+	mi := &file_statedv1_stated_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2399,7 +2748,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[34]
+	mi := &file_statedv1_stated_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2412,7 +2761,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{34}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CommitResponse) GetIndex() uint64 {
@@ -2432,7 +2781,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_statedv1_stated_proto_msgTypes[35]
+	mi := &file_statedv1_stated_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2444,7 +2793,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[35]
+	mi := &file_statedv1_stated_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2457,7 +2806,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{35}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReadOptions) GetConsistency() Consistency {
@@ -2488,7 +2837,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[36]
+	mi := &file_statedv1_stated_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2500,7 +2849,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[36]
+	mi := &file_statedv1_stated_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2513,7 +2862,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{36}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetRequest) GetNamespace() string {
@@ -2566,7 +2915,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[37]
+	mi := &file_statedv1_stated_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2578,7 +2927,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[37]
+	mi := &file_statedv1_stated_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2591,7 +2940,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{37}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -2651,7 +3000,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[38]
+	mi := &file_statedv1_stated_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2663,7 +3012,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[38]
+	mi := &file_statedv1_stated_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2676,7 +3025,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{38}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ScanRequest) GetNamespace() string {
@@ -2751,7 +3100,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_statedv1_stated_proto_msgTypes[39]
+	mi := &file_statedv1_stated_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2763,7 +3112,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[39]
+	mi := &file_statedv1_stated_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2776,7 +3125,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{39}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Entry) GetKind() Kind {
@@ -2831,7 +3180,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[40]
+	mi := &file_statedv1_stated_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2843,7 +3192,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[40]
+	mi := &file_statedv1_stated_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2856,7 +3205,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{40}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ScanResponse) GetEntries() []*Entry {
@@ -2883,7 +3232,7 @@ type GetOffsetsRequest struct {
 
 func (x *GetOffsetsRequest) Reset() {
 	*x = GetOffsetsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[41]
+	mi := &file_statedv1_stated_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2895,7 +3244,7 @@ func (x *GetOffsetsRequest) String() string {
 func (*GetOffsetsRequest) ProtoMessage() {}
 
 func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[41]
+	mi := &file_statedv1_stated_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2908,7 +3257,7 @@ func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{41}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetOffsetsRequest) GetGroup() string {
@@ -2941,7 +3290,7 @@ type GetOffsetsResponse struct {
 
 func (x *GetOffsetsResponse) Reset() {
 	*x = GetOffsetsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[42]
+	mi := &file_statedv1_stated_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2953,7 +3302,7 @@ func (x *GetOffsetsResponse) String() string {
 func (*GetOffsetsResponse) ProtoMessage() {}
 
 func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[42]
+	mi := &file_statedv1_stated_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2966,7 +3315,7 @@ func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{42}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetOffsetsResponse) GetOffsets() []*Offset {
@@ -3018,7 +3367,7 @@ type FencedPartition struct {
 
 func (x *FencedPartition) Reset() {
 	*x = FencedPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[43]
+	mi := &file_statedv1_stated_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3030,7 +3379,7 @@ func (x *FencedPartition) String() string {
 func (*FencedPartition) ProtoMessage() {}
 
 func (x *FencedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[43]
+	mi := &file_statedv1_stated_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3043,7 +3392,7 @@ func (x *FencedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FencedPartition.ProtoReflect.Descriptor instead.
 func (*FencedPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{43}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *FencedPartition) GetGroup() string {
@@ -3099,7 +3448,44 @@ var File_statedv1_stated_proto protoreflect.FileDescriptor
 
 const file_statedv1_stated_proto_rawDesc = "" +
 	"\n" +
-	"\x15statedv1/stated.proto\x12\tstated.v1\".\n" +
+	"\x15statedv1/stated.proto\x12\tstated.v1\"f\n" +
+	"\x0fRecoveryRequest\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1c\n" +
+	"\tsavepoint\x18\x02 \x01(\tR\tsavepoint\x12\x1f\n" +
+	"\vskip_verify\x18\x03 \x01(\bR\n" +
+	"skipVerify\"V\n" +
+	"\vFileProblem\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x19\n" +
+	"\bblob_key\x18\x02 \x01(\tR\ablobKey\x12\x18\n" +
+	"\aproblem\x18\x03 \x01(\tR\aproblem\"\x82\x02\n" +
+	"\x11PartitionRecovery\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12+\n" +
+	"\x11checkpoint_offset\x18\x04 \x01(\x03R\x10checkpointOffset\x12\x1b\n" +
+	"\tlog_start\x18\x05 \x01(\x03R\blogStart\x12\x17\n" +
+	"\alog_end\x18\x06 \x01(\x03R\x06logEnd\x12\x16\n" +
+	"\x06replay\x18\a \x01(\x03R\x06replay\x12\x12\n" +
+	"\x04lost\x18\b \x01(\x03R\x04lost\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\x85\x03\n" +
+	"\x0eRecoveryReport\x12<\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\v2\x1c.stated.v1.CheckpointSummaryR\n" +
+	"checkpoint\x12\x1d\n" +
+	"\n" +
+	"age_millis\x18\x02 \x01(\x03R\tageMillis\x12\x1a\n" +
+	"\bverified\x18\x03 \x01(\bR\bverified\x12\x16\n" +
+	"\x06intact\x18\x04 \x01(\bR\x06intact\x122\n" +
+	"\bproblems\x18\x05 \x03(\v2\x16.stated.v1.FileProblemR\bproblems\x12#\n" +
+	"\rkafka_checked\x18\x06 \x01(\bR\fkafkaChecked\x12\x1f\n" +
+	"\vkafka_error\x18\a \x01(\tR\n" +
+	"kafkaError\x12<\n" +
+	"\n" +
+	"partitions\x18\b \x03(\v2\x1c.stated.v1.PartitionRecoveryR\n" +
+	"partitions\x12\x16\n" +
+	"\x06replay\x18\t \x01(\x03R\x06replay\x12\x12\n" +
+	"\x04lost\x18\n" +
+	" \x01(\x03R\x04lost\".\n" +
 	"\x18TriggerCheckpointRequest\x12\x12\n" +
 	"\x04wait\x18\x01 \x01(\bR\x04wait\"i\n" +
 	"\x19TriggerCheckpointResponse\x12\x14\n" +
@@ -3353,14 +3739,15 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x06Remove\x12\x18.stated.v1.RemoveRequest\x1a\x19.stated.v1.RemoveResponse\x12@\n" +
 	"\aMembers\x12\x19.stated.v1.MembersRequest\x1a\x1a.stated.v1.MembersResponse\x12I\n" +
 	"\n" +
-	"NodeStatus\x12\x1c.stated.v1.NodeStatusRequest\x1a\x1d.stated.v1.NodeStatusResponse2\xdf\x03\n" +
+	"NodeStatus\x12\x1c.stated.v1.NodeStatusRequest\x1a\x1d.stated.v1.NodeStatusResponse2\xa2\x04\n" +
 	"\vCheckpoints\x12T\n" +
 	"\aTrigger\x12#.stated.v1.TriggerCheckpointRequest\x1a$.stated.v1.TriggerCheckpointResponse\x12M\n" +
 	"\x04List\x12!.stated.v1.ListCheckpointsRequest\x1a\".stated.v1.ListCheckpointsResponse\x12E\n" +
 	"\x03Get\x12\x1f.stated.v1.GetCheckpointRequest\x1a\x1d.stated.v1.CheckpointManifest\x12F\n" +
 	"\tSavepoint\x12\x1b.stated.v1.SavepointRequest\x1a\x1c.stated.v1.SavepointResponse\x12Q\n" +
 	"\x06Delete\x12\".stated.v1.DeleteCheckpointRequest\x1a#.stated.v1.DeleteCheckpointResponse\x12I\n" +
-	"\x06Status\x12\".stated.v1.CheckpointStatusRequest\x1a\x1b.stated.v1.CheckpointStatusB4Z2github.com/statedhq/stated/proto/statedv1;statedv1b\x06proto3"
+	"\x06Status\x12\".stated.v1.CheckpointStatusRequest\x1a\x1b.stated.v1.CheckpointStatus\x12A\n" +
+	"\bRecovery\x12\x1a.stated.v1.RecoveryRequest\x1a\x19.stated.v1.RecoveryReportB4Z2github.com/statedhq/stated/proto/statedv1;statedv1b\x06proto3"
 
 var (
 	file_statedv1_stated_proto_rawDescOnce sync.Once
@@ -3375,118 +3762,127 @@ func file_statedv1_stated_proto_rawDescGZIP() []byte {
 }
 
 var file_statedv1_stated_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_statedv1_stated_proto_goTypes = []any{
 	(Kind)(0),                         // 0: stated.v1.Kind
 	(MutationKind)(0),                 // 1: stated.v1.MutationKind
 	(Consistency)(0),                  // 2: stated.v1.Consistency
-	(*TriggerCheckpointRequest)(nil),  // 3: stated.v1.TriggerCheckpointRequest
-	(*TriggerCheckpointResponse)(nil), // 4: stated.v1.TriggerCheckpointResponse
-	(*ListCheckpointsRequest)(nil),    // 5: stated.v1.ListCheckpointsRequest
-	(*ListCheckpointsResponse)(nil),   // 6: stated.v1.ListCheckpointsResponse
-	(*GetCheckpointRequest)(nil),      // 7: stated.v1.GetCheckpointRequest
-	(*SavepointRequest)(nil),          // 8: stated.v1.SavepointRequest
-	(*SavepointResponse)(nil),         // 9: stated.v1.SavepointResponse
-	(*DeleteCheckpointRequest)(nil),   // 10: stated.v1.DeleteCheckpointRequest
-	(*DeleteCheckpointResponse)(nil),  // 11: stated.v1.DeleteCheckpointResponse
-	(*CheckpointSummary)(nil),         // 12: stated.v1.CheckpointSummary
-	(*CheckpointFile)(nil),            // 13: stated.v1.CheckpointFile
-	(*CheckpointManifest)(nil),        // 14: stated.v1.CheckpointManifest
-	(*CheckpointStatusRequest)(nil),   // 15: stated.v1.CheckpointStatusRequest
-	(*CheckpointStatus)(nil),          // 16: stated.v1.CheckpointStatus
-	(*JoinRequest)(nil),               // 17: stated.v1.JoinRequest
-	(*JoinResponse)(nil),              // 18: stated.v1.JoinResponse
-	(*RemoveRequest)(nil),             // 19: stated.v1.RemoveRequest
-	(*RemoveResponse)(nil),            // 20: stated.v1.RemoveResponse
-	(*MembersRequest)(nil),            // 21: stated.v1.MembersRequest
-	(*Member)(nil),                    // 22: stated.v1.Member
-	(*MembersResponse)(nil),           // 23: stated.v1.MembersResponse
-	(*NodeStatusRequest)(nil),         // 24: stated.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),        // 25: stated.v1.NodeStatusResponse
-	(*Mutation)(nil),                  // 26: stated.v1.Mutation
-	(*Offset)(nil),                    // 27: stated.v1.Offset
-	(*TopicPartition)(nil),            // 28: stated.v1.TopicPartition
-	(*ClaimRequest)(nil),              // 29: stated.v1.ClaimRequest
-	(*ClaimedPartition)(nil),          // 30: stated.v1.ClaimedPartition
-	(*ClaimResponse)(nil),             // 31: stated.v1.ClaimResponse
-	(*PartitionEpoch)(nil),            // 32: stated.v1.PartitionEpoch
-	(*ReleaseRequest)(nil),            // 33: stated.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),           // 34: stated.v1.ReleaseResponse
-	(*PartitionClaim)(nil),            // 35: stated.v1.PartitionClaim
-	(*CommitRequest)(nil),             // 36: stated.v1.CommitRequest
-	(*CommitResponse)(nil),            // 37: stated.v1.CommitResponse
-	(*ReadOptions)(nil),               // 38: stated.v1.ReadOptions
-	(*GetRequest)(nil),                // 39: stated.v1.GetRequest
-	(*GetResponse)(nil),               // 40: stated.v1.GetResponse
-	(*ScanRequest)(nil),               // 41: stated.v1.ScanRequest
-	(*Entry)(nil),                     // 42: stated.v1.Entry
-	(*ScanResponse)(nil),              // 43: stated.v1.ScanResponse
-	(*GetOffsetsRequest)(nil),         // 44: stated.v1.GetOffsetsRequest
-	(*GetOffsetsResponse)(nil),        // 45: stated.v1.GetOffsetsResponse
-	(*FencedPartition)(nil),           // 46: stated.v1.FencedPartition
+	(*RecoveryRequest)(nil),           // 3: stated.v1.RecoveryRequest
+	(*FileProblem)(nil),               // 4: stated.v1.FileProblem
+	(*PartitionRecovery)(nil),         // 5: stated.v1.PartitionRecovery
+	(*RecoveryReport)(nil),            // 6: stated.v1.RecoveryReport
+	(*TriggerCheckpointRequest)(nil),  // 7: stated.v1.TriggerCheckpointRequest
+	(*TriggerCheckpointResponse)(nil), // 8: stated.v1.TriggerCheckpointResponse
+	(*ListCheckpointsRequest)(nil),    // 9: stated.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),   // 10: stated.v1.ListCheckpointsResponse
+	(*GetCheckpointRequest)(nil),      // 11: stated.v1.GetCheckpointRequest
+	(*SavepointRequest)(nil),          // 12: stated.v1.SavepointRequest
+	(*SavepointResponse)(nil),         // 13: stated.v1.SavepointResponse
+	(*DeleteCheckpointRequest)(nil),   // 14: stated.v1.DeleteCheckpointRequest
+	(*DeleteCheckpointResponse)(nil),  // 15: stated.v1.DeleteCheckpointResponse
+	(*CheckpointSummary)(nil),         // 16: stated.v1.CheckpointSummary
+	(*CheckpointFile)(nil),            // 17: stated.v1.CheckpointFile
+	(*CheckpointManifest)(nil),        // 18: stated.v1.CheckpointManifest
+	(*CheckpointStatusRequest)(nil),   // 19: stated.v1.CheckpointStatusRequest
+	(*CheckpointStatus)(nil),          // 20: stated.v1.CheckpointStatus
+	(*JoinRequest)(nil),               // 21: stated.v1.JoinRequest
+	(*JoinResponse)(nil),              // 22: stated.v1.JoinResponse
+	(*RemoveRequest)(nil),             // 23: stated.v1.RemoveRequest
+	(*RemoveResponse)(nil),            // 24: stated.v1.RemoveResponse
+	(*MembersRequest)(nil),            // 25: stated.v1.MembersRequest
+	(*Member)(nil),                    // 26: stated.v1.Member
+	(*MembersResponse)(nil),           // 27: stated.v1.MembersResponse
+	(*NodeStatusRequest)(nil),         // 28: stated.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),        // 29: stated.v1.NodeStatusResponse
+	(*Mutation)(nil),                  // 30: stated.v1.Mutation
+	(*Offset)(nil),                    // 31: stated.v1.Offset
+	(*TopicPartition)(nil),            // 32: stated.v1.TopicPartition
+	(*ClaimRequest)(nil),              // 33: stated.v1.ClaimRequest
+	(*ClaimedPartition)(nil),          // 34: stated.v1.ClaimedPartition
+	(*ClaimResponse)(nil),             // 35: stated.v1.ClaimResponse
+	(*PartitionEpoch)(nil),            // 36: stated.v1.PartitionEpoch
+	(*ReleaseRequest)(nil),            // 37: stated.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),           // 38: stated.v1.ReleaseResponse
+	(*PartitionClaim)(nil),            // 39: stated.v1.PartitionClaim
+	(*CommitRequest)(nil),             // 40: stated.v1.CommitRequest
+	(*CommitResponse)(nil),            // 41: stated.v1.CommitResponse
+	(*ReadOptions)(nil),               // 42: stated.v1.ReadOptions
+	(*GetRequest)(nil),                // 43: stated.v1.GetRequest
+	(*GetResponse)(nil),               // 44: stated.v1.GetResponse
+	(*ScanRequest)(nil),               // 45: stated.v1.ScanRequest
+	(*Entry)(nil),                     // 46: stated.v1.Entry
+	(*ScanResponse)(nil),              // 47: stated.v1.ScanResponse
+	(*GetOffsetsRequest)(nil),         // 48: stated.v1.GetOffsetsRequest
+	(*GetOffsetsResponse)(nil),        // 49: stated.v1.GetOffsetsResponse
+	(*FencedPartition)(nil),           // 50: stated.v1.FencedPartition
 }
 var file_statedv1_stated_proto_depIdxs = []int32{
-	12, // 0: stated.v1.TriggerCheckpointResponse.summary:type_name -> stated.v1.CheckpointSummary
-	12, // 1: stated.v1.ListCheckpointsResponse.checkpoints:type_name -> stated.v1.CheckpointSummary
-	12, // 2: stated.v1.CheckpointManifest.summary:type_name -> stated.v1.CheckpointSummary
-	27, // 3: stated.v1.CheckpointManifest.offsets:type_name -> stated.v1.Offset
-	13, // 4: stated.v1.CheckpointManifest.files:type_name -> stated.v1.CheckpointFile
-	12, // 5: stated.v1.CheckpointStatus.last_completed:type_name -> stated.v1.CheckpointSummary
-	22, // 6: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
-	1,  // 7: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
-	28, // 8: stated.v1.ClaimRequest.partitions:type_name -> stated.v1.TopicPartition
-	30, // 9: stated.v1.ClaimResponse.partitions:type_name -> stated.v1.ClaimedPartition
-	32, // 10: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
-	26, // 11: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
-	27, // 12: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
-	2,  // 13: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
-	0,  // 14: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
-	38, // 15: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 16: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
-	38, // 17: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 18: stated.v1.Entry.kind:type_name -> stated.v1.Kind
-	42, // 19: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
-	38, // 20: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
-	27, // 21: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
-	35, // 22: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
-	27, // 23: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
-	36, // 24: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
-	39, // 25: stated.v1.State.Get:input_type -> stated.v1.GetRequest
-	41, // 26: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
-	44, // 27: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
-	29, // 28: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
-	33, // 29: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
-	17, // 30: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
-	19, // 31: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
-	21, // 32: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
-	24, // 33: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
-	3,  // 34: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
-	5,  // 35: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
-	7,  // 36: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
-	8,  // 37: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
-	10, // 38: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
-	15, // 39: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
-	37, // 40: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
-	40, // 41: stated.v1.State.Get:output_type -> stated.v1.GetResponse
-	43, // 42: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
-	45, // 43: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
-	31, // 44: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
-	34, // 45: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
-	18, // 46: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
-	20, // 47: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
-	23, // 48: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
-	25, // 49: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
-	4,  // 50: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
-	6,  // 51: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
-	14, // 52: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
-	9,  // 53: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
-	11, // 54: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
-	16, // 55: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
-	40, // [40:56] is the sub-list for method output_type
-	24, // [24:40] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	16, // 0: stated.v1.RecoveryReport.checkpoint:type_name -> stated.v1.CheckpointSummary
+	4,  // 1: stated.v1.RecoveryReport.problems:type_name -> stated.v1.FileProblem
+	5,  // 2: stated.v1.RecoveryReport.partitions:type_name -> stated.v1.PartitionRecovery
+	16, // 3: stated.v1.TriggerCheckpointResponse.summary:type_name -> stated.v1.CheckpointSummary
+	16, // 4: stated.v1.ListCheckpointsResponse.checkpoints:type_name -> stated.v1.CheckpointSummary
+	16, // 5: stated.v1.CheckpointManifest.summary:type_name -> stated.v1.CheckpointSummary
+	31, // 6: stated.v1.CheckpointManifest.offsets:type_name -> stated.v1.Offset
+	17, // 7: stated.v1.CheckpointManifest.files:type_name -> stated.v1.CheckpointFile
+	16, // 8: stated.v1.CheckpointStatus.last_completed:type_name -> stated.v1.CheckpointSummary
+	26, // 9: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
+	1,  // 10: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
+	32, // 11: stated.v1.ClaimRequest.partitions:type_name -> stated.v1.TopicPartition
+	34, // 12: stated.v1.ClaimResponse.partitions:type_name -> stated.v1.ClaimedPartition
+	36, // 13: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
+	30, // 14: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
+	31, // 15: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
+	2,  // 16: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
+	0,  // 17: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
+	42, // 18: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 19: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
+	42, // 20: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 21: stated.v1.Entry.kind:type_name -> stated.v1.Kind
+	46, // 22: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
+	42, // 23: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
+	31, // 24: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
+	39, // 25: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
+	31, // 26: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
+	40, // 27: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
+	43, // 28: stated.v1.State.Get:input_type -> stated.v1.GetRequest
+	45, // 29: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
+	48, // 30: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
+	33, // 31: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
+	37, // 32: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
+	21, // 33: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
+	23, // 34: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
+	25, // 35: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
+	28, // 36: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
+	7,  // 37: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
+	9,  // 38: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
+	11, // 39: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
+	12, // 40: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
+	14, // 41: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
+	19, // 42: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
+	3,  // 43: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
+	41, // 44: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
+	44, // 45: stated.v1.State.Get:output_type -> stated.v1.GetResponse
+	47, // 46: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
+	49, // 47: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
+	35, // 48: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
+	38, // 49: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
+	22, // 50: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
+	24, // 51: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
+	27, // 52: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
+	29, // 53: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
+	8,  // 54: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
+	10, // 55: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
+	18, // 56: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
+	13, // 57: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
+	15, // 58: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
+	20, // 59: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
+	6,  // 60: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
+	44, // [44:61] is the sub-list for method output_type
+	27, // [27:44] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_statedv1_stated_proto_init() }
@@ -3500,7 +3896,7 @@ func file_statedv1_stated_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_statedv1_stated_proto_rawDesc), len(file_statedv1_stated_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   44,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

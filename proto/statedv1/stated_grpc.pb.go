@@ -596,6 +596,7 @@ const (
 	Checkpoints_Savepoint_FullMethodName = "/stated.v1.Checkpoints/Savepoint"
 	Checkpoints_Delete_FullMethodName    = "/stated.v1.Checkpoints/Delete"
 	Checkpoints_Status_FullMethodName    = "/stated.v1.Checkpoints/Status"
+	Checkpoints_Recovery_FullMethodName  = "/stated.v1.Checkpoints/Recovery"
 )
 
 // CheckpointsClient is the client API for Checkpoints service.
@@ -624,6 +625,11 @@ type CheckpointsClient interface {
 	// Status is the coordinator's state: the last completed checkpoint,
 	// the one in progress, failures.
 	Status(ctx context.Context, in *CheckpointStatusRequest, opts ...grpc.CallOption) (*CheckpointStatus, error)
+	// Recovery reports the extent of a recovery from a checkpoint of this
+	// cluster's bucket: what it holds, whether every file is intact, and
+	// per partition what Kafka (the daemon's --kafka-brokers) replays and
+	// what retention has deleted.
+	Recovery(ctx context.Context, in *RecoveryRequest, opts ...grpc.CallOption) (*RecoveryReport, error)
 }
 
 type checkpointsClient struct {
@@ -694,6 +700,16 @@ func (c *checkpointsClient) Status(ctx context.Context, in *CheckpointStatusRequ
 	return out, nil
 }
 
+func (c *checkpointsClient) Recovery(ctx context.Context, in *RecoveryRequest, opts ...grpc.CallOption) (*RecoveryReport, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecoveryReport)
+	err := c.cc.Invoke(ctx, Checkpoints_Recovery_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CheckpointsServer is the server API for Checkpoints service.
 // All implementations must embed UnimplementedCheckpointsServer
 // for forward compatibility.
@@ -720,6 +736,11 @@ type CheckpointsServer interface {
 	// Status is the coordinator's state: the last completed checkpoint,
 	// the one in progress, failures.
 	Status(context.Context, *CheckpointStatusRequest) (*CheckpointStatus, error)
+	// Recovery reports the extent of a recovery from a checkpoint of this
+	// cluster's bucket: what it holds, whether every file is intact, and
+	// per partition what Kafka (the daemon's --kafka-brokers) replays and
+	// what retention has deleted.
+	Recovery(context.Context, *RecoveryRequest) (*RecoveryReport, error)
 	mustEmbedUnimplementedCheckpointsServer()
 }
 
@@ -747,6 +768,9 @@ func (UnimplementedCheckpointsServer) Delete(context.Context, *DeleteCheckpointR
 }
 func (UnimplementedCheckpointsServer) Status(context.Context, *CheckpointStatusRequest) (*CheckpointStatus, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedCheckpointsServer) Recovery(context.Context, *RecoveryRequest) (*RecoveryReport, error) {
+	return nil, status.Error(codes.Unimplemented, "method Recovery not implemented")
 }
 func (UnimplementedCheckpointsServer) mustEmbedUnimplementedCheckpointsServer() {}
 func (UnimplementedCheckpointsServer) testEmbeddedByValue()                     {}
@@ -877,6 +901,24 @@ func _Checkpoints_Status_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Checkpoints_Recovery_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecoveryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CheckpointsServer).Recovery(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Checkpoints_Recovery_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CheckpointsServer).Recovery(ctx, req.(*RecoveryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Checkpoints_ServiceDesc is the grpc.ServiceDesc for Checkpoints service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -907,6 +949,10 @@ var Checkpoints_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Checkpoints_Status_Handler,
+		},
+		{
+			MethodName: "Recovery",
+			Handler:    _Checkpoints_Recovery_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
