@@ -359,3 +359,51 @@ func TestRestoreFromS3(t *testing.T) {
 		t.Fatalf("restored from S3: counter %d, checkpoint offset %d; want 100 and 50", got, res.Manifest.Offsets[0].Offset)
 	}
 }
+
+// TestRestoreResetsKafkaOffsetsToTheCheckpoints: with Kafka, a restore
+// sets each group's committed offsets to the checkpoint's, so consumers
+// that ignore stated resume at the right place too.
+func TestRestoreResetsKafkaOffsetsToTheCheckpoints(t *testing.T) {
+	ctx := testCtx(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	recs := make([]*kgo.Record, 50)
+	for i := range recs {
+		recs[i] = &kgo.Record{Value: []byte("x")}
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	adm := kadm.NewClient(cl)
+	// Kafka's group is ahead of the checkpoint (a consumer that ignored
+	// stated committed 40).
+	ahead := kadm.Offsets{}
+	ahead.Add(kadm.Offset{Topic: "t", Partition: 0, At: 40, LeaderEpoch: -1})
+	if _, err := adm.CommitOffsets(ctx, "g", ahead); err != nil {
+		t.Fatal(err)
+	}
+	bucket, _ := fileBucket(t)
+	n := start(t, bucket)
+	n.commit(ctx, t, 25, 25)
+	n.checkpoint(ctx, t)
+	n.d.Close()
+	_, res := restoreAndStart(ctx, t, bucket, recovery.RestoreOptions{Kafka: adm})
+	if len(res.KafkaGroups) != 1 || res.KafkaGroups[0] != "g" {
+		t.Fatalf("groups reset = %v", res.KafkaGroups)
+	}
+	fetched, err := adm.FetchOffsets(ctx, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := fetched.Lookup("t", 0); !ok || o.At != 25 {
+		t.Fatalf("Kafka's committed offset for g = %+v, want the checkpoint's 25", o)
+	}
+}
