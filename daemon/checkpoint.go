@@ -259,14 +259,16 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	c.st.InProgressEpoch = 0
 	c.st.KafkaError, c.st.KafkaMemberGroups = kafkaErr, memberGroups
 	c.mu.Unlock()
-	if tr != nil {
-		tr.done <- triggerResult{epoch: cp.Epoch, manifest: m}
-	}
+	// Retention runs before a waiting trigger is answered, so that what
+	// the caller lists next is what retention kept.
 	if _, err := c.up.Retain(ctx, c.retain); err != nil {
 		c.logger.Warn("daemon: checkpoint retention", "error", err)
 		c.mu.Lock()
 		c.st.LastError, c.st.LastErrorAt = "retention: "+err.Error(), time.Now()
 		c.mu.Unlock()
+	}
+	if tr != nil {
+		tr.done <- triggerResult{epoch: cp.Epoch, manifest: m}
 	}
 }
 

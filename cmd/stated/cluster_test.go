@@ -14,9 +14,13 @@ func TestStatusShowsEveryMembersRaftStateAndTheLeader(t *testing.T) {
 	mustSucceed(t, client(t, nodes[2], "kv", "put", "ns", "k", "v")) // forwarded to node1
 
 	out := mustSucceed(t, client(t, nodes[1], "status"))
-	lines := strings.Split(strings.TrimSpace(out), "\n")
+	members, ckpts, _ := strings.Cut(out, "\n\n")
+	lines := strings.Split(strings.TrimSpace(members), "\n")
 	if len(lines) != 5 {
-		t.Fatalf("status printed %d lines, want a title, a header and 3 rows:\n%s", len(lines), out)
+		t.Fatalf("status printed %d member lines, want a title, a header and 3 rows:\n%s", len(lines), out)
+	}
+	if !strings.HasPrefix(ckpts, "checkpoints to file://") || !strings.Contains(ckpts, "(coordinator node1)") {
+		t.Errorf("status lacks the leader's checkpoint section:\n%s", out)
 	}
 	if !strings.HasPrefix(lines[0], "cluster ") || !strings.Contains(lines[0], "leader node1") {
 		t.Errorf("title = %q", lines[0])
