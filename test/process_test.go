@@ -38,7 +38,7 @@ func binaryDir() (string, error) {
 
 // statedBinary builds cmd/stated once for the package's tests that run it
 // as a process, and returns its path.
-func statedBinary(t *testing.T) string {
+func statedBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		if _, buildErr = binaryDir(); buildErr != nil {

@@ -31,6 +31,9 @@ func PrepareRestore(dir string, from RestoredFrom, nextEpochAfter uint64) error 
 	opts := PebbleOptions()
 	opts.Logger = pebbleLogger{slog.New(slog.DiscardHandler)}
 	opts.ErrorIfNotExists = true
+	// No compactions here: they would rewrite the checkpoint's tables, and
+	// a later restore into this data dir could no longer keep them.
+	opts.DisableAutomaticCompactions = true
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		return fmt.Errorf("fsm: open restored state %s: %w", dir, err)
