@@ -18,6 +18,7 @@ import (
 
 	"github.com/statedhq/stated/daemon/recovery"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	"github.com/statedhq/stated/raftstore"
 	"github.com/statedhq/stated/uploader"
 )
 
@@ -65,17 +66,19 @@ func kafkaAdmin(brokers []string) (*kadm.Client, func(), error) {
 }
 
 func (c *cli) restoreCommand() *cobra.Command {
-	var from, which, dataDir string
+	var from, which, dataDir, nodeID, raftAddr string
 	var force, fallback bool
 	var brokers []string
 	cmd := &cobra.Command{
-		Use:   "restore --from URL --data-dir DIR [--checkpoint N|latest|NAME]",
+		Use:   "restore --from URL --data-dir DIR [--checkpoint N|latest|NAME] [--node-id ID]",
 		Short: "Restore a checkpoint from a bucket into a new data dir",
 		Long: `Restore reads a checkpoint's manifest from the bucket, downloads every file
 in parallel, verifies the size and SHA-256 of each, and materialises the
-state in --data-dir. ` + "`stated run --data-dir DIR`" + ` then bootstraps a new
-single-node cluster from it (a new cluster id, with the restored checkpoint
-recorded); other nodes join it as usual.
+state in --data-dir. With --node-id it then bootstraps a new single-node
+cluster from it right away (a new cluster id, with the restored checkpoint
+recorded) and prints the cluster id; run the node with the same --node-id
+and --raft-addr. Without --node-id, ` + "`stated run --data-dir DIR`" + ` bootstraps
+it on first start. Other nodes join it as usual.
 
 Files already in the data dir with the right checksum are not downloaded
 again. A non-empty data dir is refused unless --force. With
@@ -127,7 +130,16 @@ checkpoint instead, and says so.`,
 		if len(res.KafkaGroups) > 0 {
 			fmt.Fprintf(c.stdout, "reset Kafka's committed offsets of %s to the checkpoint's\n", strings.Join(res.KafkaGroups, ", "))
 		}
-		fmt.Fprintf(c.stdout, "next: stated run --data-dir %s   (bootstraps a new cluster from it; other nodes --join it)\n", dataDir)
+		if nodeID == "" {
+			fmt.Fprintf(c.stdout, "next: stated run --data-dir %s   (bootstraps a new cluster from it; other nodes --join it)\n", dataDir)
+			return nil
+		}
+		clusterID, err := bootstrapRestored(ctx, dataDir, nodeID, raftAddr)
+		if err != nil {
+			return &exitError{code: exitFailed, err: err}
+		}
+		fmt.Fprintf(c.stdout, "bootstrapped cluster %s with node %s (raft %s) from checkpoint %d\n", clusterID, nodeID, raftAddr, m.Epoch)
+		fmt.Fprintf(c.stdout, "next: stated run --data-dir %s --node-id %s --raft-addr %s   (other nodes --join it)\n", dataDir, nodeID, raftAddr)
 		return nil
 	})
 	f := cmd.Flags()
@@ -135,9 +147,30 @@ checkpoint instead, and says so.`,
 	f.StringVar(&which, "checkpoint", "latest", "checkpoint epoch, latest, or a savepoint name")
 	f.StringVar(&dataDir, "data-dir", "", "data dir of the new node")
 	f.BoolVar(&force, "force", false, "replace what the data dir holds")
+	f.StringVar(&nodeID, "node-id", "", "bootstrap the new single-node cluster now, as this node (run it with the same --node-id)")
+	f.StringVar(&raftAddr, "raft-addr", raftstore.DefaultConfig().RaftBind, "with --node-id: the Raft address the node will run with")
 	f.BoolVar(&fallback, "fallback", false, "restore the newest intact older checkpoint when the selected one is not intact")
 	f.StringSliceVar(&brokers, "kafka-brokers", nil, "Kafka brokers; reset each group's committed offsets to the checkpoint's")
 	return cmd
+}
+
+// bootstrapRestored starts the restored state as a new single-node
+// cluster: Raft elects the node, which records a new cluster id, then it
+// stops.
+func bootstrapRestored(ctx context.Context, dataDir, nodeID, raftAddr string) (string, error) {
+	cfg := raftstore.DefaultConfig()
+	cfg.NodeID, cfg.Dir, cfg.RaftBind, cfg.Bootstrap = nodeID, dataDir, raftAddr, true
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	s, err := raftstore.Open(ctx, cfg)
+	if err != nil {
+		return "", fmt.Errorf("bootstrap the restored state: %w", err)
+	}
+	defer s.Close()
+	if err := s.WaitReady(ctx); err != nil {
+		return "", fmt.Errorf("bootstrap the restored state: %w", err)
+	}
+	return s.ClusterID(), nil
 }
 
 // downloadBar draws a progress bar on a terminal.

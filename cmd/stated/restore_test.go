@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -48,6 +49,26 @@ func TestRecoveryAndRestoreCommands(t *testing.T) {
 	if out := mustSucceed(t, client(t, n, "kv", "get", "ns", "clicks", "--kind", "counter")); strings.TrimSpace(out) != "7" {
 		t.Errorf("restored counter = %q, want 7", out)
 	}
+	if n.Store().ClusterID() == d.Store().ClusterID() {
+		t.Error("the restored node kept the old cluster id")
+	}
+
+	// With --node-id the restore bootstraps the new cluster itself.
+	dir2 := filepath.Join(t.TempDir(), "boot")
+	raftAddr := freeAddr(t)
+	out = mustSucceed(t, cliRun(t, nil, "restore", "--from", bucket, "--data-dir", dir2, "--node-id", "r2", "--raft-addr", raftAddr))
+	_, rest, ok := strings.Cut(out, "bootstrapped cluster ")
+	clusterID, _, _ := strings.Cut(rest, " ")
+	if !ok || clusterID == "" || clusterID == d.Store().ClusterID() {
+		t.Fatalf("restore --node-id = %q", out)
+	}
+	n2 := daemontest.Start(t, func(c *daemon.Config) { c.DataDir = dir2; c.NodeID = "r2"; c.RaftAddr = raftAddr })
+	if n2.Store().ClusterID() != clusterID {
+		t.Errorf("the node runs cluster %q, the restore bootstrapped %q", n2.Store().ClusterID(), clusterID)
+	}
+	if out := mustSucceed(t, client(t, n2, "kv", "get", "ns", "clicks", "--kind", "counter")); strings.TrimSpace(out) != "7" {
+		t.Errorf("counter on the bootstrapped node = %q, want 7", out)
+	}
 
 	empty := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
 	full := t.TempDir()
@@ -71,4 +92,14 @@ func TestRecoveryAndRestoreCommands(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, res.code, res.stderr, tc.code, tc.msg)
 		}
 	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
