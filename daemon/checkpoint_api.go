@@ -56,6 +56,10 @@ func (a checkpointsAPI) Delete(ctx context.Context, epoch uint64) error {
 	return a.c.up.Delete(ctx, epoch)
 }
 
+func (a checkpointsAPI) DeleteSavepoint(ctx context.Context, name string) error {
+	return a.c.up.DeleteSavepoint(ctx, name)
+}
+
 func (a checkpointsAPI) Status(context.Context) (*statedv1.CheckpointStatus, error) {
 	st := a.c.Status()
 	out := &statedv1.CheckpointStatus{

@@ -1,39 +1,82 @@
 // Package uploader moves checkpoints between a node's local Pebble
-// checkpoint directories and a bucket, through gocloud.dev/blob only, so
-// that every driver works: file://, mem://, s3:// (and S3-compatible
-// servers), gs://, azblob://. It knows nothing of Raft, gRPC or Kafka.
+// checkpoint directories and a bucket. It goes through gocloud.dev/blob
+// only, so every driver works (file://, mem://, s3:// and S3-compatible
+// servers, gs://, azblob://), and it knows nothing of Raft, gRPC or
+// Kafka: the caller hands it a directory and the checkpoint's metadata.
 //
 // # Bucket layout
 //
-//	files/<sha256>                 a checkpoint file, content-addressed
-//	manifests/<epoch, 20 digits>.json   a completed checkpoint
-//	savepoints/<name>.json         a pinned copy of a manifest
+//	files/<sha256>                        a checkpoint file, by content
+//	manifests/<epoch, 20 digits>.json     a completed checkpoint
+//	savepoints/<name>.json                a pinned copy of a manifest
 //
-// A file is stored once under its SHA-256, whichever checkpoints use it:
-// Pebble's tables are immutable, so an incremental checkpoint sends only
-// the tables written since the last one, plus the small MANIFEST, OPTIONS
-// and WAL files.
+// With OpenBucket's prefix= parameter all of it sits under that prefix.
+// A manifest (FormatVersion 1, JSON) holds the epoch, Raft index and
+// term, cluster id, creation time, the consumer offsets of exactly that
+// state, key and byte counts, and every file with its path, size and
+// SHA-256.
+//
+// # Content addressing
+//
+// A file is stored once under its SHA-256, whichever checkpoints use it.
+// Pebble's tables are immutable and never reuse a number, so an
+// incremental checkpoint sends only the tables written since the last
+// one, plus the small MANIFEST, OPTIONS and WAL files. Which files the
+// bucket holds is learnt from one listing of files/, not a request per
+// file. The checksums of tables are cached by (name, size, mtime, inode),
+// which a hard-linked table keeps from one checkpoint to the next; the
+// cache is seeded from the newest manifest, whose files carry those
+// hints, so a restarted node does not read its whole state again.
 //
 // # The commit point
 //
-// Upload sends the missing files, checks that every file the checkpoint
-// lists is in the bucket with its size, and writes the manifest last. A
-// checkpoint exists when its manifest does; a failed or abandoned upload
-// leaves blobs no manifest references, which garbage collection removes.
+// Upload hashes and sends the missing files with Config.Workers workers.
+// Each blob is written with its MD5 as WriterOptions.ContentMD5, so that
+// gocloud refuses bytes that differ from those hashed (a file changed
+// since) and a store that checks it (GCS) refuses a damaged transfer;
+// then its size, and its MD5 where the store reports one, are read back.
+// In a file:// bucket the blobs, then the directories holding them, are
+// fsynced. Then a second listing confirms that every file the checkpoint
+// names is in the bucket, and the manifest is written, last, and fsynced:
+// a checkpoint exists when its manifest does. A failed, cancelled or
+// abandoned upload leaves only blobs no manifest references (an Upload
+// that fails even removes a manifest whose write was reported failed but
+// may have landed), and garbage collection removes them.
 //
 // # Retention and garbage collection
 //
-// Retain keeps the newest K manifests and every savepoint, then deletes
-// the blobs under files/ that none of them references. A blob modified
-// within the grace period (Config.GCGrace, 10 minutes by default) is
-// kept even when unreferenced, because an upload in progress, possibly
-// on a node that has just lost the leadership, may still be about to
-// reference it.
+// Retain(K) keeps the newest K manifests and every savepoint, deletes the
+// other manifests, then deletes the blobs under files/ that none of the
+// remaining manifests and savepoints references. A blob modified within
+// the grace period (Config.GCGrace, 10 minutes by default) is kept even
+// when unreferenced: an upload in progress on another node (a leader
+// that has just lost the leadership, say) may be about to reference it.
+// An Upload and a Retain of the same Uploader never overlap. A manifest
+// that cannot be read stops the collection before any blob is deleted.
+//
+// One race remains between two nodes that both upload: an upload that
+// reuses an old blob referenced by no retained manifest can lose it to
+// the other node's collection between its last listing and its
+// manifest. The listing just before the manifest makes that window
+// milliseconds wide, and Verify and Download report such a checkpoint as
+// not intact rather than restore it.
+//
+// # Savepoints
+//
+// Savepoint pins a checkpoint under a name; retention keeps it until
+// DeleteSavepoint. Delete refuses a pinned checkpoint (ErrPinned).
 //
 // # Downloads
 //
-// Download verifies the size and SHA-256 of every file as it writes it
-// and names the file, its blob and the checkpoint when one is missing or
-// corrupt. Files already present locally with the right checksum are not
-// downloaded again.
+// Download verifies the size and SHA-256 of every file as it writes it,
+// writes each under a temporary name and renames it into place, and
+// names the file, its blob and the checkpoint when one is missing or
+// corrupt (ErrCorrupt). Files already present locally with the right
+// checksum are not downloaded again. Verify checks a checkpoint in the
+// bucket without writing anything.
+//
+// Transient bucket errors are retried with exponential backoff and
+// jitter (Config.MaxAttempts, Config.Backoff); local file system errors
+// are not, and a blob found missing or corrupt is read once more before
+// it is reported.
 package uploader

@@ -1,164 +1,167 @@
 package uploader_test
 
 import (
-	"context"
-	"errors"
-	"io"
+	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
+	"testing"
 	"time"
 
-	"gocloud.dev/blob"
-	"gocloud.dev/blob/driver"
-	"gocloud.dev/gcerrors"
+	"github.com/statedhq/stated/uploader"
 )
 
-// faults decide what a faultBucket does to each operation.
-type faults struct {
-	mu    sync.Mutex
-	rng   *rand.Rand
-	fail  float64 // probability a write or read fails
-	trunc float64 // probability a write silently loses its tail
-	delay time.Duration
-	// only limits faults to keys with this prefix; empty means all.
-	only string
-}
-
-func (f *faults) roll(key string, p float64) bool {
-	if p == 0 || !strings.HasPrefix(key, f.only) {
-		return false
+// TestFaultsNeverLeaveAManifestReferringToAMissingOrWrongFile uploads an
+// evolving checkpoint through a bucket that fails, loses
+// acknowledgements, truncates, corrupts and delays writes, and fails and
+// cuts reads, at random, with few retries: many uploads fail. Then,
+// through a clean view of the same bucket: there is a manifest for
+// exactly the uploads that succeeded, every one verifies clean, and every
+// one downloads to the directory as it was at that epoch.
+func TestFaultsNeverLeaveAManifestReferringToAMissingOrWrongFile(t *testing.T) {
+	ctx := testCtx(t)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	r := rand.New(rand.NewPCG(seed, 5))
+	inner := open(t, "mem://")
+	b, _ := newFaultBucket(inner, &faults{
+		rng:  rand.New(rand.NewPCG(seed, 6)),
+		Fail: 0.1, LostAck: 0.05, Trunc: 0.1, Corrupt: 0.05, ReadFail: 0.05, ReadCut: 0.05,
+		Delay: 200 * time.Microsecond,
+	})
+	u := newUploader(t, b, func(c *uploader.Config) { c.MaxAttempts = 2 })
+	dir, _ := checkpointDir(t, r, 8)
+	want := map[uint64]map[string][]byte{} // the directory at each successful epoch
+	var ok, failed int
+	for epoch := uint64(1); epoch <= 30; epoch++ {
+		// A flush adds a table, a compaction sometimes replaces two.
+		writeFiles(t, dir, map[string][]byte{
+			fmt.Sprintf("%06d.sst", 100+epoch): randomBytes(r, 2000+r.IntN(20_000)),
+			"wal/000002.log":                   randomBytes(r, 3000),
+		})
+		if epoch%4 == 0 {
+			tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+			slices.Sort(tables)
+			os.Remove(tables[0])
+			os.Remove(tables[1])
+			writeFiles(t, dir, map[string][]byte{fmt.Sprintf("%06d.sst", 500+epoch): randomBytes(r, 30_000)})
+		}
+		if _, _, err := u.Upload(ctx, dir, meta(epoch), nil); err != nil {
+			failed++
+			if !strings.Contains(err.Error(), fmt.Sprintf("checkpoint %d", epoch)) {
+				t.Errorf("epoch %d: error %q does not name the checkpoint", epoch, err)
+			}
+			continue
+		}
+		ok++
+		want[epoch] = readDir(t, dir)
+		if epoch%5 == 0 {
+			// Retention through the faulty bucket: it may fail, and must
+			// never delete what a kept manifest needs.
+			u.Retain(ctx, 3)
+		}
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.rng.Float64() < p
-}
-
-// faultBucket is a driver.Bucket over a real bucket that fails, truncates
-// or delays writes and reads at random, and counts the bytes written.
-type faultBucket struct {
-	inner   *blob.Bucket
-	f       *faults
-	written atomic.Int64
-	writes  atomic.Int64
-}
-
-var errInjected = errors.New("injected fault")
-
-func newFaultBucket(inner *blob.Bucket, f *faults) (*blob.Bucket, *faultBucket) {
-	fb := &faultBucket{inner: inner, f: f}
-	return blob.NewBucket(fb), fb
-}
-
-func (b *faultBucket) ErrorCode(err error) gcerrors.ErrorCode {
-	if errors.Is(err, errInjected) {
-		return gcerrors.Internal
+	t.Logf("%d uploads succeeded, %d failed; %+v", ok, failed, u.Metrics())
+	if ok == 0 || failed == 0 {
+		t.Fatalf("%d succeeded and %d failed: the fault rates exercise too little", ok, failed)
 	}
-	return gcerrors.Code(err)
-}
-func (b *faultBucket) As(any) bool             { return false }
-func (b *faultBucket) ErrorAs(error, any) bool { return false }
-func (b *faultBucket) Close() error            { return nil }
-func (b *faultBucket) SignedURL(context.Context, string, *driver.SignedURLOptions) (string, error) {
-	return "", errors.New("not supported")
-}
-
-func (b *faultBucket) Attributes(ctx context.Context, key string) (*driver.Attributes, error) {
-	a, err := b.inner.Attributes(ctx, key)
+	clean := newUploader(t, inner)
+	ms, err := clean.List(ctx)
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
 	}
-	return &driver.Attributes{ContentType: a.ContentType, ModTime: a.ModTime, Size: a.Size, MD5: a.MD5, ETag: a.ETag}, nil
+	if len(ms) == 0 {
+		t.Fatal("no manifest survived")
+	}
+	for _, m := range ms {
+		files, ok := want[m.Epoch]
+		if !ok {
+			t.Fatalf("checkpoint %d has a manifest, but its upload failed", m.Epoch)
+		}
+		if probs, err := clean.Verify(ctx, m); err != nil || len(probs) > 0 {
+			t.Fatalf("checkpoint %d: %v %v", m.Epoch, probs, err)
+		}
+		out := t.TempDir()
+		if _, err := clean.Download(ctx, m, out, nil); err != nil {
+			t.Fatal(err)
+		}
+		sameFiles(t, out, files)
+	}
 }
 
-func (b *faultBucket) ListPaged(ctx context.Context, opts *driver.ListOptions) (*driver.ListPage, error) {
-	size := opts.PageSize
-	if size <= 0 {
-		size = 1000
+// TestTransientFaultsAreRetried: with enough attempts, every upload and
+// download succeeds through a bucket that fails or damages a third of
+// the writes and a fifth of the reads.
+func TestTransientFaultsAreRetried(t *testing.T) {
+	ctx := testCtx(t)
+	r := rand.New(rand.NewPCG(7, 8))
+	inner := open(t, "mem://")
+	b, _ := newFaultBucket(inner, &faults{
+		rng:  rand.New(rand.NewPCG(9, 10)),
+		Fail: 0.15, LostAck: 0.05, Trunc: 0.1, Corrupt: 0.05, ReadFail: 0.1, ReadCut: 0.1,
+	})
+	u := newUploader(t, b, func(c *uploader.Config) { c.MaxAttempts = 15 })
+	dir, files := checkpointDir(t, r, 10)
+	for epoch := uint64(1); epoch <= 5; epoch++ {
+		writeFiles(t, dir, map[string][]byte{fmt.Sprintf("%06d.sst", 100+epoch): randomBytes(r, 5000)})
+		files[fmt.Sprintf("%06d.sst", 100+epoch)] = readDir(t, dir)[fmt.Sprintf("%06d.sst", 100+epoch)]
+		if _, _, err := u.Upload(ctx, dir, meta(epoch), nil); err != nil {
+			t.Fatalf("epoch %d: %v", epoch, err)
+		}
 	}
-	objs, next, err := b.inner.ListPage(ctx, opts.PageToken, size, &blob.ListOptions{Prefix: opts.Prefix, Delimiter: opts.Delimiter})
+	if n := u.Metrics().Retries; n == 0 {
+		t.Fatal("no retries: the faults exercise nothing")
+	}
+	m, err := u.Get(ctx, 5)
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
 	}
-	page := &driver.ListPage{NextPageToken: next}
-	for _, o := range objs {
-		page.Objects = append(page.Objects, &driver.ListObject{Key: o.Key, ModTime: o.ModTime, Size: o.Size, MD5: o.MD5, IsDir: o.IsDir})
+	out := t.TempDir()
+	if _, err := u.Download(ctx, m, out, nil); err != nil {
+		t.Fatal(err)
 	}
-	return page, nil
+	sameFiles(t, out, files)
+	if probs, err := newUploader(t, inner).Verify(ctx, m); err != nil || len(probs) > 0 {
+		t.Fatalf("verify: %v %v", probs, err)
+	}
 }
 
-type faultReader struct {
-	io.ReadCloser
-	attrs driver.ReaderAttributes
+// TestPermanentFailureNamesTheFileAndLeavesNoManifest: a bucket that
+// refuses every write of blobs fails the upload with an error naming a
+// file and its blob, and no manifest.
+func TestPermanentFailureNamesTheFileAndLeavesNoManifest(t *testing.T) {
+	ctx := testCtx(t)
+	inner := open(t, "mem://")
+	b, _ := newFaultBucket(inner, &faults{Only: "files/", Fail: 1})
+	u := newUploader(t, b, func(c *uploader.Config) { c.MaxAttempts = 3 })
+	dir, _ := checkpointDir(t, rand.New(rand.NewPCG(11, 12)), 3)
+	_, _, err := u.Upload(ctx, dir, meta(1), nil)
+	if err == nil || !strings.Contains(err.Error(), "checkpoint 1: file ") || !strings.Contains(err.Error(), "(blob files/") || !strings.Contains(err.Error(), "injected fault") {
+		t.Fatalf("upload through a failing bucket: %v", err)
+	}
+	if keys := blobKeys(t, inner, "manifests/"); len(keys) != 0 {
+		t.Fatalf("manifests after a failed upload: %v", keys)
+	}
+	if n := u.Metrics().Retries; n < 2 {
+		t.Fatalf("%d retries, want the attempts used", n)
+	}
 }
 
-func (r *faultReader) Attributes() *driver.ReaderAttributes { return &r.attrs }
-func (r *faultReader) As(any) bool                          { return false }
-
-func (b *faultBucket) NewRangeReader(ctx context.Context, key string, offset, length int64, _ *driver.ReaderOptions) (driver.Reader, error) {
-	if b.f.roll(key, b.f.fail) {
-		return nil, errInjected
+// TestLostManifestAcknowledgementLeavesNoManifest: the manifest reaches
+// the store but every write of it is reported failed; the upload fails
+// and removes it.
+func TestLostManifestAcknowledgementLeavesNoManifest(t *testing.T) {
+	ctx := testCtx(t)
+	inner := open(t, "mem://")
+	b, _ := newFaultBucket(inner, &faults{Only: "manifests/", LostAck: 1})
+	u := newUploader(t, b, func(c *uploader.Config) { c.MaxAttempts = 2 })
+	dir, _ := checkpointDir(t, rand.New(rand.NewPCG(13, 14)), 3)
+	if _, _, err := u.Upload(ctx, dir, meta(1), nil); err == nil || !strings.Contains(err.Error(), "write manifest") {
+		t.Fatalf("upload: %v", err)
 	}
-	time.Sleep(b.f.delay)
-	r, err := b.inner.NewRangeReader(ctx, key, offset, length, nil)
-	if err != nil {
-		return nil, err
+	if keys := blobKeys(t, inner, "manifests/"); len(keys) != 0 {
+		t.Fatalf("manifests after a failed upload: %v", keys)
 	}
-	return &faultReader{ReadCloser: r, attrs: driver.ReaderAttributes{ContentType: r.ContentType(), ModTime: r.ModTime(), Size: r.Size()}}, nil
-}
-
-type faultWriter struct {
-	w     *blob.Writer
-	b     *faultBucket
-	fail  bool
-	trunc bool
-	n     int64
-}
-
-func (w *faultWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	if w.trunc && len(p) > 1 {
-		p = p[:len(p)/2] // claims success, loses the rest
-	}
-	if _, err := w.w.Write(p); err != nil {
-		return 0, err
-	}
-	w.b.written.Add(int64(len(p)))
-	return n, nil
-}
-
-func (w *faultWriter) Close() error {
-	if w.fail {
-		// Abort the write: nothing appears under the key.
-		w.w.Close()
-		return errInjected
-	}
-	return w.w.Close()
-}
-
-func (b *faultBucket) NewTypedWriter(ctx context.Context, key, contentType string, opts *driver.WriterOptions) (driver.Writer, error) {
-	time.Sleep(b.f.delay)
-	fail, trunc := b.f.roll(key, b.f.fail), b.f.roll(key, b.f.trunc)
-	wctx := ctx
-	if fail {
-		// Cancelling the inner writer's context makes its Close abort.
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithCancel(ctx)
-		cancel()
-	}
-	w, err := b.inner.NewWriter(wctx, key, &blob.WriterOptions{ContentType: contentType, ContentMD5: opts.ContentMD5, Metadata: opts.Metadata})
-	if err != nil {
-		return nil, err
-	}
-	b.writes.Add(1)
-	return &faultWriter{w: w, b: b, fail: fail, trunc: trunc}, nil
-}
-
-func (b *faultBucket) Copy(ctx context.Context, dst, src string, _ *driver.CopyOptions) error {
-	return b.inner.Copy(ctx, dst, src, nil)
-}
-
-func (b *faultBucket) Delete(ctx context.Context, key string, _ *driver.DeleteOptions) error {
-	return b.inner.Delete(ctx, key)
 }

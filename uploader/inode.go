@@ -1,3 +1,5 @@
+//go:build unix
+
 package uploader
 
 import (
@@ -5,7 +7,7 @@ import (
 	"syscall"
 )
 
-// inode returns fi's inode number, or zero where the platform has none.
+// inode returns fi's inode number.
 func inode(fi os.FileInfo) uint64 {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		return uint64(st.Ino)

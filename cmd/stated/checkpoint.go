@@ -300,24 +300,33 @@ func (c *cli) checkpointSavepoint() *cobra.Command {
 }
 
 func (c *cli) checkpointDelete() *cobra.Command {
+	var savepoint bool
 	cmd := &cobra.Command{
-		Use:   "delete EPOCH",
-		Short: "Delete a checkpoint's manifest; its files go at the next garbage collection",
+		Use:   "delete EPOCH | delete --savepoint NAME",
+		Short: "Delete a checkpoint's manifest (its files go at the next GC), or with --savepoint a savepoint's pin",
 		Args:  cobra.ExactArgs(1),
 	}
 	cmd.RunE = runtime(func(cmd *cobra.Command, args []string) error {
-		n, err := strconv.ParseUint(args[0], 10, 64)
-		if err != nil || n == 0 {
-			return &exitError{code: exitUsage, err: fmt.Errorf("checkpoint delete: %q is not an epoch (a number from 1)", args[0])}
+		req := &statedv1.DeleteCheckpointRequest{}
+		what := ""
+		if savepoint {
+			req.Savepoint, what = args[0], fmt.Sprintf("savepoint %q", args[0])
+		} else {
+			n, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil || n == 0 {
+				return &exitError{code: exitUsage, err: fmt.Errorf("checkpoint delete: %q is not an epoch (a number from 1); --savepoint deletes a savepoint", args[0])}
+			}
+			req.Epoch, what = n, fmt.Sprintf("checkpoint %d", n)
 		}
 		return c.withCheckpoints(cmd, func(ctx context.Context, cp statedv1.CheckpointsClient) error {
-			if _, err := cp.Delete(ctx, &statedv1.DeleteCheckpointRequest{Epoch: n}); err != nil {
+			if _, err := cp.Delete(ctx, req); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.stdout, "checkpoint %d deleted\n", n)
+			fmt.Fprintf(c.stdout, "%s deleted\n", what)
 			return nil
 		})
 	})
+	cmd.Flags().BoolVar(&savepoint, "savepoint", false, "delete the savepoint NAME (the pin), not a checkpoint")
 	return cmd
 }
 

@@ -51,6 +51,13 @@ func TestCheckpointCommands(t *testing.T) {
 	if out := mustSucceed(t, client(t, d, "checkpoint", "delete", "1")); out != "checkpoint 1 deleted\n" {
 		t.Errorf("delete = %q", out)
 	}
+	if r := client(t, d, "checkpoint", "delete", "2"); r.code != 1 || !strings.Contains(r.stderr, "v1.4") {
+		t.Errorf("delete of a pinned checkpoint: exit %d, %q; want a refusal naming the savepoint", r.code, r.stderr)
+	}
+	if out := mustSucceed(t, client(t, d, "checkpoint", "delete", "--savepoint", "v1.4")); out != "savepoint \"v1.4\" deleted\n" {
+		t.Errorf("delete --savepoint = %q", out)
+	}
+	mustSucceed(t, client(t, d, "checkpoint", "delete", "2"))
 	for _, tc := range []struct {
 		args []string
 		code int

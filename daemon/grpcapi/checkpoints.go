@@ -23,6 +23,7 @@ type Checkpointer interface {
 	// Savepoint pins epoch (zero: the latest) under name.
 	Savepoint(ctx context.Context, epoch uint64, name string) (uint64, error)
 	Delete(ctx context.Context, epoch uint64) error
+	DeleteSavepoint(ctx context.Context, name string) error
 	Status(ctx context.Context) (*statedv1.CheckpointStatus, error)
 	// Recovery reports the extent of a recovery from the selected
 	// checkpoint.
@@ -140,11 +141,24 @@ func (s *CheckpointsServer) Savepoint(ctx context.Context, r *statedv1.Savepoint
 
 // Delete removes a checkpoint's manifest.
 func (s *CheckpointsServer) Delete(ctx context.Context, r *statedv1.DeleteCheckpointRequest) (*statedv1.DeleteCheckpointResponse, error) {
-	if r.GetEpoch() == 0 {
-		return nil, statusOf(ctx, s.logger, invalid("epoch", "zero"))
+	switch {
+	case r.GetEpoch() == 0 && r.GetSavepoint() == "":
+		return nil, statusOf(ctx, s.logger, invalid("epoch", "zero; set an epoch or a savepoint"))
+	case r.GetEpoch() != 0 && r.GetSavepoint() != "":
+		return nil, statusOf(ctx, s.logger, invalid("epoch", "set an epoch or a savepoint, not both"))
+	case r.GetSavepoint() != "":
+		if err := validateSavepointName("savepoint", r.GetSavepoint()); err != nil {
+			return nil, statusOf(ctx, s.logger, err)
+		}
 	}
 	return forward(ctx, s, r, statedv1.CheckpointsClient.Delete, func() (*statedv1.DeleteCheckpointResponse, error) {
-		if err := s.ckpt.Delete(ctx, r.GetEpoch()); err != nil {
+		var err error
+		if r.GetSavepoint() != "" {
+			err = s.ckpt.DeleteSavepoint(ctx, r.GetSavepoint())
+		} else {
+			err = s.ckpt.Delete(ctx, r.GetEpoch())
+		}
+		if err != nil {
 			return nil, err
 		}
 		return &statedv1.DeleteCheckpointResponse{}, nil

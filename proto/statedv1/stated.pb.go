@@ -898,8 +898,12 @@ func (x *SavepointResponse) GetEpoch() uint64 {
 }
 
 type DeleteCheckpointRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// epoch deletes a checkpoint; one pinned as a savepoint is refused
+	// until its savepoint is deleted.
+	Epoch uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// savepoint deletes a savepoint (the pin, not the checkpoint).
+	Savepoint     string `protobuf:"bytes,2,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -939,6 +943,13 @@ func (x *DeleteCheckpointRequest) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *DeleteCheckpointRequest) GetSavepoint() string {
+	if x != nil {
+		return x.Savepoint
+	}
+	return ""
 }
 
 type DeleteCheckpointResponse struct {
@@ -3502,9 +3513,10 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\")\n" +
 	"\x11SavepointResponse\x12\x14\n" +
-	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"/\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"M\n" +
 	"\x17DeleteCheckpointRequest\x12\x14\n" +
-	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\x1a\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1c\n" +
+	"\tsavepoint\x18\x02 \x01(\tR\tsavepoint\"\x1a\n" +
 	"\x18DeleteCheckpointResponse\"\xd2\x02\n" +
 	"\x11CheckpointSummary\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1d\n" +

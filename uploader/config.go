@@ -1,0 +1,140 @@
+package uploader
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gocloud.dev/blob"
+)
+
+// Config configures an Uploader. A zero field takes its default, so
+// Config{Bucket: b} is a working configuration.
+type Config struct {
+	// Bucket is where checkpoints go; see OpenBucket. The Uploader does
+	// not close it.
+	Bucket *blob.Bucket
+	// Workers is how many files are hashed, uploaded, downloaded or
+	// verified at once. Default 4.
+	Workers int
+	// MaxAttempts bounds the attempts of one blob operation: transient
+	// errors are retried with exponential backoff and jitter. Default 5.
+	MaxAttempts int
+	// Backoff is the wait before the first retry; it doubles with each
+	// attempt, up to 5 s. Default 100 ms.
+	Backoff time.Duration
+	// GCGrace protects unreferenced blobs modified more recently than
+	// this from garbage collection: an upload in progress, possibly on a
+	// node that has just lost the leadership, may be about to reference
+	// them. Default 10 minutes; a negative grace means none (tests).
+	GCGrace time.Duration
+	// Logger receives retries at Warn and summaries at Debug; nil
+	// discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults, for a bucket still to be set.
+func DefaultConfig() Config {
+	return Config{Workers: 4, MaxAttempts: 5, Backoff: 100 * time.Millisecond, GCGrace: 10 * time.Minute}
+}
+
+// Validate reports a configuration New would refuse.
+func (c Config) Validate() error {
+	switch {
+	case c.Bucket == nil:
+		return invalidf("Config.Bucket is nil")
+	case c.Workers < 0:
+		return invalidf("Config.Workers %d is negative", c.Workers)
+	case c.MaxAttempts < 0:
+		return invalidf("Config.MaxAttempts %d is negative", c.MaxAttempts)
+	case c.Backoff < 0:
+		return invalidf("Config.Backoff %s is negative", c.Backoff)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Workers == 0 {
+		c.Workers = d.Workers
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = d.MaxAttempts
+	}
+	if c.Backoff == 0 {
+		c.Backoff = d.Backoff
+	}
+	switch {
+	case c.GCGrace == 0:
+		c.GCGrace = d.GCGrace
+	case c.GCGrace < 0:
+		c.GCGrace = 0
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Uploader moves checkpoints to and from one bucket. Its methods are safe
+// for concurrent use; an Upload and a Retain of the same Uploader never
+// overlap (Retain waits), so that its garbage collection cannot take a
+// blob this process is about to reference.
+type Uploader struct {
+	cfg    Config
+	b      *blob.Bucket
+	logger *slog.Logger
+
+	// gcMu is held shared by Upload and exclusively by Retain.
+	gcMu sync.RWMutex
+
+	cacheMu sync.Mutex
+	seeded  bool               // the cache was seeded from the bucket
+	hashes  map[hashKey]digest // checksums of local immutable files
+
+	m metrics
+}
+
+// New returns an Uploader over cfg.Bucket.
+func New(cfg Config) (*Uploader, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	return &Uploader{cfg: cfg, b: cfg.Bucket, logger: cfg.Logger, hashes: map[hashKey]digest{}}, nil
+}
+
+// Metrics are cumulative counters of an Uploader since New.
+type Metrics struct {
+	Uploads, UploadsFailed     int64 // Upload calls that wrote a manifest, and that failed
+	BlobsUploaded              int64 // blobs written under files/
+	BytesUploaded              int64
+	BlobsDownloaded            int64 // files written by Download
+	BytesDownloaded            int64
+	FilesHashed, BytesHashed   int64 // local files read to compute their checksums
+	HashCacheHits              int64 // local files whose checksums came from the cache
+	Retries                    int64 // blob operations tried again after a transient error
+	BlobsDeleted, BytesDeleted int64 // by Retain
+	ManifestsDeleted           int64 // by Retain and Delete
+}
+
+type metrics struct {
+	uploads, uploadsFailed, blobsUploaded, bytesUploaded  atomic.Int64
+	blobsDownloaded, bytesDownloaded                      atomic.Int64
+	filesHashed, bytesHashed, hashCacheHits               atomic.Int64
+	retries, blobsDeleted, bytesDeleted, manifestsDeleted atomic.Int64
+}
+
+// Metrics returns the Uploader's counters.
+func (u *Uploader) Metrics() Metrics {
+	m := &u.m
+	return Metrics{
+		Uploads: m.uploads.Load(), UploadsFailed: m.uploadsFailed.Load(),
+		BlobsUploaded: m.blobsUploaded.Load(), BytesUploaded: m.bytesUploaded.Load(),
+		BlobsDownloaded: m.blobsDownloaded.Load(), BytesDownloaded: m.bytesDownloaded.Load(),
+		FilesHashed: m.filesHashed.Load(), BytesHashed: m.bytesHashed.Load(), HashCacheHits: m.hashCacheHits.Load(),
+		Retries: m.retries.Load(), BlobsDeleted: m.blobsDeleted.Load(), BytesDeleted: m.bytesDeleted.Load(),
+		ManifestsDeleted: m.manifestsDeleted.Load(),
+	}
+}

@@ -1,0 +1,425 @@
+package uploader
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"gocloud.dev/gcerrors"
+)
+
+// FormatVersion is the manifest format this package writes and reads.
+const FormatVersion = 1
+
+// Bucket key layout; see the package documentation.
+const (
+	filesPrefix      = "files/"
+	manifestsPrefix  = "manifests/"
+	savepointsPrefix = "savepoints/"
+)
+
+// BlobKey is the bucket key of the file with this SHA-256 (hex).
+func BlobKey(sha256Hex string) string { return filesPrefix + sha256Hex }
+
+func manifestKey(epoch uint64) string { return fmt.Sprintf("%s%020d.json", manifestsPrefix, epoch) }
+
+func savepointKey(name string) string { return savepointsPrefix + name + ".json" }
+
+// Offset is a consumer group's next offset in a partition.
+type Offset struct {
+	Group     string `json:"group"`
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+}
+
+// Stats count the state a checkpoint holds, as its caller computed them.
+type Stats struct {
+	Keys  uint64 `json:"keys"`
+	Bytes uint64 `json:"bytes"` // logical bytes of keys and values
+}
+
+// Meta is what the caller knows of a checkpoint; Upload stores it in the
+// manifest as given.
+type Meta struct {
+	Epoch     uint64    `json:"epoch"` // from 1; names the manifest
+	RaftIndex uint64    `json:"raft_index"`
+	RaftTerm  uint64    `json:"raft_term"`
+	ClusterID string    `json:"cluster_id"`
+	CreatedAt time.Time `json:"created_at"`
+	Offsets   []Offset  `json:"offsets"`
+	Stats     Stats     `json:"stats"`
+}
+
+// File is one file of a checkpoint.
+type File struct {
+	// Path is relative to the checkpoint directory, slash-separated.
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+	// SHA256 is the content's checksum in lower-case hex; the file's
+	// blob is BlobKey(SHA256).
+	SHA256 string `json:"sha256"`
+	// LocalInode and LocalModTime (Unix nanoseconds) identify the local
+	// file the uploader read. They are hints that let an uploader
+	// restarted on the same node reuse the checksums of unchanged SST
+	// files instead of reading them again; nothing else uses them.
+	LocalInode   uint64 `json:"local_inode,omitempty"`
+	LocalModTime int64  `json:"local_mtime_ns,omitempty"`
+}
+
+// Manifest describes a completed checkpoint. Written last, it is the
+// checkpoint's commit point: a manifest exists only once every file it
+// lists is in the bucket.
+type Manifest struct {
+	FormatVersion int `json:"format_version"`
+	Meta
+	Files []File `json:"files"`
+	// Savepoint is the name the checkpoint is pinned under, if any.
+	Savepoint string `json:"savepoint,omitempty"`
+}
+
+// Bytes is the total size of the manifest's files.
+func (m *Manifest) Bytes() int64 {
+	var n int64
+	for _, f := range m.Files {
+		n += f.Size
+	}
+	return n
+}
+
+// validate checks what Download and GC rely on: paths that stay inside
+// the checkpoint directory, each once, and well-formed checksums.
+func (m *Manifest) validate() error {
+	if m.FormatVersion != FormatVersion {
+		return fmt.Errorf("%w: format version %d; this stated reads version %d", ErrFormat, m.FormatVersion, FormatVersion)
+	}
+	seen := make(map[string]bool, len(m.Files))
+	for _, f := range m.Files {
+		switch {
+		case !validPath(f.Path):
+			return fmt.Errorf("%w: checkpoint %d: file path %q is not a clean relative path", ErrFormat, m.Epoch, f.Path)
+		case seen[f.Path]:
+			return fmt.Errorf("%w: checkpoint %d: file %s is listed twice", ErrFormat, m.Epoch, f.Path)
+		case f.Size < 0:
+			return fmt.Errorf("%w: checkpoint %d: file %s has size %d", ErrFormat, m.Epoch, f.Path, f.Size)
+		case !validSHA256(f.SHA256):
+			return fmt.Errorf("%w: checkpoint %d: file %s has checksum %q, want 64 lower-case hex digits", ErrFormat, m.Epoch, f.Path, f.SHA256)
+		}
+		seen[f.Path] = true
+	}
+	return nil
+}
+
+func validPath(p string) bool {
+	return p != "" && !strings.ContainsRune(p, 0) && path.Clean(p) == p && !path.IsAbs(p) && p != "." && p != ".." && !strings.HasPrefix(p, "../")
+}
+
+func validSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkName validates a savepoint name: 1 to 128 of [A-Za-z0-9._-].
+func checkName(name string) error {
+	if name == "" || len(name) > 128 {
+		return invalidf("savepoint name %q: want 1 to 128 characters", name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return invalidf("savepoint name %q: invalid character %q; use [A-Za-z0-9._-]", name, c)
+		}
+	}
+	if name == "." || name == ".." {
+		return invalidf("savepoint name %q is reserved", name)
+	}
+	return nil
+}
+
+// readManifest reads and checks the manifest under key. A manifest that
+// is missing is ErrNotFound; one of another format, or that does not
+// parse, is ErrFormat.
+func (u *Uploader) readManifest(ctx context.Context, key string) (*Manifest, error) {
+	var b []byte
+	err := u.retry(ctx, "read "+key, func() error {
+		var err error
+		b, err = u.b.ReadAll(ctx, key)
+		return err
+	})
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("uploader: read %s: %w", key, err)
+	}
+	// The version first: a newer format may not fit today's struct.
+	var v struct {
+		FormatVersion int `json:"format_version"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("%w: manifest %s does not parse: %v", ErrFormat, key, err)
+	}
+	if v.FormatVersion != FormatVersion {
+		return nil, fmt.Errorf("%w: manifest %s has format version %d; this stated reads version %d", ErrFormat, key, v.FormatVersion, FormatVersion)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%w: manifest %s does not parse: %v", ErrFormat, key, err)
+	}
+	if err := m.validate(); err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", key, err)
+	}
+	if strings.HasPrefix(key, manifestsPrefix) && key != manifestKey(m.Epoch) {
+		return nil, fmt.Errorf("%w: manifest %s holds checkpoint %d", ErrFormat, key, m.Epoch)
+	}
+	return &m, nil
+}
+
+// writeManifest writes m under key, durably, and checks what the bucket
+// then holds.
+func (u *Uploader) writeManifest(ctx context.Context, key string, m *Manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return fmt.Errorf("uploader: encode %s: %w", key, err)
+	}
+	sum := md5.Sum(b)
+	return u.retry(ctx, "write "+key, func() error {
+		p, err := u.writeBlob(ctx, key, bytes.NewReader(b), sum[:], "application/json")
+		if err != nil {
+			return err
+		}
+		if err := u.syncFiles(ctx, []string{p}); err != nil {
+			return err
+		}
+		return u.checkBlob(ctx, key, int64(len(b)), sum[:])
+	})
+}
+
+// readAll reads the manifests under keys in parallel, skipping those
+// deleted since they were listed.
+func (u *Uploader) readAll(ctx context.Context, keys []string) ([]*Manifest, error) {
+	out := make([]*Manifest, len(keys))
+	err := u.parallel(ctx, len(keys), func(ctx context.Context, i int) error {
+		m, err := u.readManifest(ctx, keys[i])
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		out[i] = m
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(out, func(m *Manifest) bool { return m == nil }), nil
+}
+
+// savepoints returns the savepoints by name.
+func (u *Uploader) savepoints(ctx context.Context) (map[string]*Manifest, error) {
+	keys, _, err := u.keys(ctx, savepointsPrefix)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := u.readAll(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*Manifest, len(ms))
+	for _, m := range ms {
+		out[m.Savepoint] = m
+	}
+	return out, nil
+}
+
+// pinnedAs returns the savepoint names of each pinned epoch, sorted.
+func pinnedAs(sps map[string]*Manifest) map[uint64][]string {
+	out := map[uint64][]string{}
+	for name, m := range sps {
+		out[m.Epoch] = append(out[m.Epoch], name)
+	}
+	for _, names := range out {
+		slices.Sort(names)
+	}
+	return out
+}
+
+// List returns the completed checkpoints, oldest first. A checkpoint
+// pinned as a savepoint carries its name; a savepoint whose manifest
+// retention or Delete removed is listed from its savepoint copy.
+func (u *Uploader) List(ctx context.Context) ([]*Manifest, error) {
+	var (
+		wg           sync.WaitGroup
+		sps          map[string]*Manifest
+		spErr, mErr  error
+		ms           []*Manifest
+		manifestKeys []string
+	)
+	wg.Go(func() { sps, spErr = u.savepoints(ctx) })
+	wg.Go(func() {
+		if manifestKeys, _, mErr = u.keys(ctx, manifestsPrefix); mErr == nil {
+			ms, mErr = u.readAll(ctx, manifestKeys)
+		}
+	})
+	wg.Wait()
+	if err := errors.Join(mErr, spErr); err != nil {
+		return nil, err
+	}
+	byEpoch := make(map[uint64]*Manifest, len(ms))
+	for _, m := range ms {
+		byEpoch[m.Epoch] = m
+	}
+	for epoch, names := range pinnedAs(sps) {
+		sp := sps[names[0]]
+		if m, ok := byEpoch[epoch]; ok {
+			m.Savepoint = sp.Savepoint
+		} else {
+			byEpoch[epoch] = sp
+		}
+	}
+	out := make([]*Manifest, 0, len(byEpoch))
+	for _, m := range byEpoch {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b *Manifest) int { return cmpUint(a.Epoch, b.Epoch) })
+	return out, nil
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Get returns checkpoint epoch's manifest, marked with its savepoint name
+// if it is pinned; ErrNotFound if the bucket holds neither its manifest
+// nor a savepoint of it.
+func (u *Uploader) Get(ctx context.Context, epoch uint64) (*Manifest, error) {
+	m, err := u.readManifest(ctx, manifestKey(epoch))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	sps, err := u.savepoints(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if names := pinnedAs(sps)[epoch]; len(names) > 0 {
+		if m == nil {
+			return sps[names[0]], nil
+		}
+		m.Savepoint = names[0]
+	}
+	if m == nil {
+		return nil, fmt.Errorf("%w: checkpoint %d is not in the bucket", ErrNotFound, epoch)
+	}
+	return m, nil
+}
+
+// Latest returns the newest completed checkpoint; ErrNotFound if there
+// is none.
+func (u *Uploader) Latest(ctx context.Context) (*Manifest, error) {
+	all, err := u.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(all) == 0 {
+		return nil, fmt.Errorf("%w: the bucket holds no checkpoint", ErrNotFound)
+	}
+	return all[len(all)-1], nil
+}
+
+// GetSavepoint returns the checkpoint pinned under name.
+func (u *Uploader) GetSavepoint(ctx context.Context, name string) (*Manifest, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	m, err := u.readManifest(ctx, savepointKey(name))
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%w: no savepoint named %q", ErrNotFound, name)
+	}
+	return m, err
+}
+
+// Savepoint pins checkpoint epoch under name, which must be 1 to 128 of
+// [A-Za-z0-9._-] and not in use: a copy of its manifest goes under
+// savepoints/, and retention keeps it and its files until
+// DeleteSavepoint. A checkpoint has at most one savepoint name.
+func (u *Uploader) Savepoint(ctx context.Context, epoch uint64, name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	sps, err := u.savepoints(ctx)
+	if err != nil {
+		return err
+	}
+	if sp, ok := sps[name]; ok {
+		return invalidf("savepoint %q exists already (checkpoint %d)", name, sp.Epoch)
+	}
+	if names := pinnedAs(sps)[epoch]; len(names) > 0 {
+		return invalidf("checkpoint %d is pinned already as savepoint %q", epoch, names[0])
+	}
+	m, err := u.readManifest(ctx, manifestKey(epoch))
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%w: checkpoint %d is not in the bucket", ErrNotFound, epoch)
+	}
+	if err != nil {
+		return err
+	}
+	m.Savepoint = name
+	if err := u.writeManifest(ctx, savepointKey(name), m); err != nil {
+		return fmt.Errorf("uploader: savepoint %q: %w", name, err)
+	}
+	return nil
+}
+
+// DeleteSavepoint removes the pin name. The checkpoint stays while
+// retention keeps its manifest; otherwise it, and the files no other
+// checkpoint uses, go at the next Retain.
+func (u *Uploader) DeleteSavepoint(ctx context.Context, name string) error {
+	if _, err := u.GetSavepoint(ctx, name); err != nil {
+		return err
+	}
+	return u.delete(ctx, savepointKey(name))
+}
+
+// Delete removes checkpoint epoch's manifest; its files go at the next
+// Retain unless another kept checkpoint uses them. A checkpoint pinned as
+// a savepoint is refused with ErrPinned, naming the savepoint: pins exist
+// to survive mistakes, so removing one takes its own call,
+// DeleteSavepoint.
+func (u *Uploader) Delete(ctx context.Context, epoch uint64) error {
+	sps, err := u.savepoints(ctx)
+	if err != nil {
+		return err
+	}
+	if names := pinnedAs(sps)[epoch]; len(names) > 0 {
+		return fmt.Errorf("%w: checkpoint %d is savepoint %q; delete the savepoint first", ErrPinned, epoch, names[0])
+	}
+	key := manifestKey(epoch)
+	if _, err := u.readManifest(ctx, key); errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%w: checkpoint %d is not in the bucket", ErrNotFound, epoch)
+	}
+	// Another error (say, a newer format) does not stop the deletion.
+	if err := u.delete(ctx, key); err != nil {
+		return err
+	}
+	u.m.manifestsDeleted.Add(1)
+	return nil
+}

@@ -1,0 +1,128 @@
+package uploader
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+)
+
+// GCStats say what Retain did.
+type GCStats struct {
+	ManifestsDeleted int
+	BlobsDeleted     int
+	BytesDeleted     int64
+	// BlobsKept counts unreferenced blobs spared because they are younger
+	// than the grace period.
+	BlobsKept int
+	// LeftoversDeleted counts malformed keys under manifests/ and
+	// savepoints/, such as the temporary file of a write a crash
+	// interrupted.
+	LeftoversDeleted int
+}
+
+// Retain keeps the newest keep (at least 1) checkpoints and every
+// savepoint: it deletes the other manifests, then every blob under files/
+// that no remaining manifest or savepoint references and that was
+// modified longer than GCGrace ago. That also clears what failed or
+// abandoned uploads left behind. A manifest or savepoint that cannot be
+// read, say of a newer format, stops the collection before any blob is
+// deleted: what it references is unknown.
+//
+// Retain waits for an Upload of this Uploader in progress to finish; the
+// grace period protects uploads by other processes.
+func (u *Uploader) Retain(ctx context.Context, keep int) (GCStats, error) {
+	var st GCStats
+	if keep < 1 {
+		return st, invalidf("retain %d: keep at least one checkpoint", keep)
+	}
+	u.gcMu.Lock()
+	defer u.gcMu.Unlock()
+
+	mkeys, mstray, err := u.keys(ctx, manifestsPrefix) // zero-padded epochs: oldest first
+	if err != nil {
+		return st, err
+	}
+	if len(mkeys) > keep {
+		old := mkeys[:len(mkeys)-keep]
+		mkeys = mkeys[len(mkeys)-keep:]
+		for _, k := range old {
+			if err := u.delete(ctx, k); err != nil {
+				return st, err
+			}
+			st.ManifestsDeleted++
+			u.m.manifestsDeleted.Add(1)
+		}
+	}
+	skeys, sstray, err := u.keys(ctx, savepointsPrefix)
+	if err != nil {
+		return st, err
+	}
+	// Blobs are listed before the manifests are read: a blob that appears
+	// later is not considered, and a new blob whose manifest appears
+	// later is young, kept by the grace period.
+	blobs, err := u.list(ctx, filesPrefix)
+	if err != nil {
+		return st, err
+	}
+	ms, err := u.readAll(ctx, slices.Concat(mkeys, skeys))
+	if err != nil {
+		return st, fmt.Errorf("uploader: gc: no blob deleted: %w", err)
+	}
+	referenced := map[string]bool{}
+	for _, m := range ms {
+		for _, f := range m.Files {
+			referenced[BlobKey(f.SHA256)] = true
+		}
+	}
+	cutoff := time.Now().Add(-u.cfg.GCGrace)
+	var doomed []string
+	for k, info := range blobs {
+		switch {
+		case referenced[k]:
+		case info.modTime.After(cutoff):
+			st.BlobsKept++
+		default:
+			doomed = append(doomed, k)
+			st.BytesDeleted += info.size
+		}
+	}
+	// Leftovers of interrupted manifest writes go by the same rule.
+	maps.Copy(sstray, mstray)
+	for k, info := range sstray {
+		if !info.modTime.After(cutoff) {
+			if err := u.delete(ctx, k); err != nil {
+				return st, err
+			}
+			st.LeftoversDeleted++
+		}
+	}
+	slices.Sort(doomed)
+	errs := make([]error, len(doomed))
+	_ = u.parallel(ctx, len(doomed), func(ctx context.Context, i int) error {
+		errs[i] = u.delete(ctx, doomed[i])
+		return nil // go on with the others
+	})
+	var failed int
+	var first error
+	for i, err := range errs {
+		if err == nil {
+			st.BlobsDeleted++
+			continue
+		}
+		st.BytesDeleted -= blobs[doomed[i]].size
+		if failed++; first == nil {
+			first = err
+		}
+	}
+	u.m.blobsDeleted.Add(int64(st.BlobsDeleted))
+	u.m.bytesDeleted.Add(st.BytesDeleted)
+	if first != nil {
+		return st, fmt.Errorf("uploader: gc: %d of %d unreferenced blobs not deleted: %w", failed, len(doomed), first)
+	}
+	if err := context.Cause(ctx); err != nil {
+		return st, fmt.Errorf("uploader: gc: %w", err)
+	}
+	return st, nil
+}

@@ -1,0 +1,303 @@
+package uploader
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// UploadStats say what an Upload did.
+type UploadStats struct {
+	Files int   // files in the checkpoint
+	Bytes int64 // their total size
+	// FilesUploaded and BytesUploaded count the blobs sent: files the
+	// bucket did not hold yet, each distinct content once.
+	FilesUploaded int
+	BytesUploaded int64
+	Duration      time.Duration
+}
+
+// Progress is told the bytes done of a total. Upload counts the bytes of
+// the files that may need sending (those whose checksum it must compute,
+// or whose blob is missing) and counts one done as it is sent or found in
+// the bucket; Download counts the bytes it fetches. It is called from
+// worker goroutines, often, and must be cheap; done can go back when a
+// failed attempt is retried.
+type Progress func(done, total int64)
+
+// localFile is a file of the checkpoint directory being uploaded.
+type localFile struct {
+	File
+	abs    string
+	key    hashKey
+	md5    []byte // nil until hashed, when the checksum came from a seeded entry
+	hashed bool   // SHA256 is known
+}
+
+// Upload sends the files of dir that the bucket does not hold yet, then
+// writes the manifest of checkpoint meta.Epoch, and returns it.
+//
+// Files are content-addressed: a file whose SHA-256 the bucket already
+// holds, with its size, is never sent again, and the checksums of tables
+// already hashed (by this Uploader, or by the one on this node that wrote
+// the newest manifest) are not computed again. Files are hashed and sent
+// by Config.Workers workers at once. Every write is checked, its size
+// read back and, in a file:// bucket, fsynced. The manifest goes last,
+// once a listing shows every file it names in the bucket: it is the
+// commit point. If ctx ends or a file cannot be sent after retries, no
+// manifest is written and the error names the file.
+func (u *Uploader) Upload(ctx context.Context, dir string, meta Meta, progress Progress) (*Manifest, UploadStats, error) {
+	start := time.Now()
+	m, st, err := u.upload(ctx, dir, meta, progress)
+	st.Duration = time.Since(start)
+	if err != nil {
+		u.m.uploadsFailed.Add(1)
+		return nil, st, err
+	}
+	u.m.uploads.Add(1)
+	u.logger.Debug("uploader: checkpoint uploaded", "epoch", meta.Epoch, "files", st.Files, "bytes", st.Bytes,
+		"files_uploaded", st.FilesUploaded, "bytes_uploaded", st.BytesUploaded, "duration", st.Duration)
+	return m, st, nil
+}
+
+func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress Progress) (*Manifest, UploadStats, error) {
+	var st UploadStats
+	if meta.Epoch == 0 {
+		return nil, st, invalidf("checkpoint epoch 0: epochs start at 1")
+	}
+	fail := func(err error) (*Manifest, UploadStats, error) {
+		return nil, st, fmt.Errorf("uploader: checkpoint %d: %w", meta.Epoch, err)
+	}
+	u.gcMu.RLock()
+	defer u.gcMu.RUnlock()
+	u.seed(ctx)
+	files, err := u.scan(dir)
+	if err != nil {
+		return fail(err)
+	}
+	held, err := u.list(ctx, filesPrefix)
+	if err != nil {
+		return fail(err)
+	}
+
+	// The work: files to hash, and files whose blob is missing. Hashing
+	// one and sending it run in the same worker, so that the disk and the
+	// CPU are busy together.
+	var work []int
+	var total int64
+	for i := range files {
+		st.Files++
+		st.Bytes += files[i].Size
+		if f := files[i]; !f.hashed || !heldAs(held, f) {
+			work = append(work, i)
+			total += f.Size
+		}
+	}
+	slices.SortFunc(work, func(a, b int) int { return cmp.Compare(files[b].Size, files[a].Size) })
+	add := progressCounter(progress, total)
+	var (
+		mu              sync.Mutex
+		sending         = map[string]bool{}
+		sent, sentBytes atomic.Int64
+		written         = make([]string, len(work)) // blob files, in a file:// bucket
+	)
+	err = u.parallel(ctx, len(work), func(ctx context.Context, w int) error {
+		f := &files[work[w]]
+		if !f.hashed {
+			d, n, err := u.hashFile(f.abs)
+			if err != nil {
+				return err
+			}
+			if n != f.Size {
+				return local(fmt.Errorf("%s changed while it was read (%d bytes, then %d)", f.abs, f.Size, n))
+			}
+			f.SHA256, f.md5, f.hashed = d.sha256, d.md5, true
+			u.remember(f.key, d)
+		}
+		mu.Lock()
+		skip := heldAs(held, *f) || sending[f.SHA256]
+		sending[f.SHA256] = true
+		mu.Unlock()
+		if skip {
+			add(f.Size)
+			return nil
+		}
+		err := u.retry(ctx, "upload "+f.Path, func() error {
+			var err error
+			written[w], err = u.put(ctx, f, add)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("file %s (blob %s): %w", f.Path, BlobKey(f.SHA256), err)
+		}
+		sent.Add(1)
+		sentBytes.Add(f.Size)
+		return nil
+	})
+	st.FilesUploaded, st.BytesUploaded = int(sent.Load()), sentBytes.Load()
+	if err != nil {
+		return fail(err)
+	}
+	keys := make([]hashKey, len(files))
+	for i, f := range files {
+		keys[i] = f.key
+	}
+	u.keepOnly(keys)
+	if err := u.syncFiles(ctx, written); err != nil {
+		return fail(err)
+	}
+
+	m := &Manifest{FormatVersion: FormatVersion, Meta: meta, Files: make([]File, len(files))}
+	for i, f := range files {
+		m.Files[i] = f.File
+	}
+	if err := m.validate(); err != nil {
+		return fail(err)
+	}
+	// The commit point. Every file must be in the bucket now, whoever
+	// sent it: a blob found at the start may have been collected since.
+	if held, err = u.list(ctx, filesPrefix); err != nil {
+		return fail(err)
+	}
+	for _, f := range files {
+		if info, ok := held[BlobKey(f.SHA256)]; !ok || !info.holds(f.Size, f.md5) {
+			return fail(fmt.Errorf("file %s (blob %s) is not in the bucket as sent (listed: %t, %d bytes, MD5 %x; want %d bytes, MD5 %x): %w",
+				f.Path, BlobKey(f.SHA256), ok, info.size, info.md5, f.Size, f.md5, ErrCorrupt))
+		}
+	}
+	if err := context.Cause(ctx); err != nil {
+		return fail(err)
+	}
+	if err := u.writeManifest(ctx, manifestKey(meta.Epoch), m); err != nil {
+		u.unwriteManifest(ctx, meta.Epoch)
+		return fail(fmt.Errorf("write manifest: %w", err))
+	}
+	return m, st, nil
+}
+
+// heldAs reports whether the listing shows f's blob, with its size and,
+// where both are known, its MD5.
+func heldAs(held map[string]blobInfo, f localFile) bool {
+	info, ok := held[BlobKey(f.SHA256)]
+	return ok && info.holds(f.Size, f.md5)
+}
+
+// unwriteManifest removes the manifest of a failed Upload, which may have
+// reached the store though its write was reported failed, so that an
+// Upload that fails leaves no manifest (unless this fails too).
+func (u *Uploader) unwriteManifest(ctx context.Context, epoch uint64) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := u.delete(ctx, manifestKey(epoch)); err != nil {
+		u.logger.Warn("uploader: a failed upload may have left its manifest", "epoch", epoch, "error", err)
+	}
+}
+
+// scan lists dir's files, sorted by path, with the checksums the cache
+// knows. Only regular files and directories may be in it: anything else
+// (a symlink, a socket) is an error rather than a file silently left out.
+func (u *Uploader) scan(dir string) ([]localFile, error) {
+	var files []localFile
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case d.IsDir():
+			return nil
+		case !d.Type().IsRegular():
+			return fmt.Errorf("%s is not a regular file (%s); a checkpoint holds only files and directories", p, d.Type())
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		k := hashKey{name: d.Name(), size: fi.Size(), mtime: fi.ModTime().UnixNano(), ino: inode(fi)}
+		f := localFile{
+			File: File{Path: filepath.ToSlash(rel), Size: k.size, LocalInode: k.ino, LocalModTime: k.mtime},
+			abs:  p, key: k,
+		}
+		if c, ok := u.cached(k); ok {
+			u.m.hashCacheHits.Add(1)
+			f.SHA256, f.md5, f.hashed = c.sha256, c.md5, true
+		}
+		files = append(files, f)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint dir: %w", local(err))
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("checkpoint dir %s holds no files", dir)
+	}
+	slices.SortFunc(files, func(a, b localFile) int { return strings.Compare(a.Path, b.Path) })
+	return files, nil
+}
+
+// put uploads one file in one attempt; in a file:// bucket it returns
+// the path of the blob's file, still to be fsynced.
+func (u *Uploader) put(ctx context.Context, f *localFile, add func(int64)) (string, error) {
+	if f.md5 == nil {
+		// A seeded checksum: read the file once more for its MD5, and
+		// make sure the seed was right.
+		d, _, err := u.hashFile(f.abs)
+		if err != nil {
+			return "", err
+		}
+		if d.sha256 != f.SHA256 {
+			u.forget(f.SHA256)
+			return "", local(fmt.Errorf("%s has SHA-256 %s, not the %s of the manifest it was seeded from", f.abs, d.sha256, f.SHA256))
+		}
+		f.md5 = d.md5
+	}
+	src, err := os.Open(f.abs)
+	if err != nil {
+		return "", local(err)
+	}
+	defer src.Close()
+	// gocloud refuses a write whose bytes do not have the ContentMD5
+	// computed with the SHA-256, so a file that changed since it was
+	// hashed is never stored under a wrong name; a change of size is
+	// caught here too, as local and not worth retrying.
+	pr := &progressReader{r: src, add: add, local: true}
+	p, err := u.writeBlob(ctx, BlobKey(f.SHA256), &sizeCheck{r: pr, size: f.Size}, f.md5, "application/octet-stream")
+	if err == nil {
+		err = u.checkBlob(ctx, BlobKey(f.SHA256), f.Size, f.md5)
+	}
+	if err != nil {
+		pr.undo()
+		return "", err
+	}
+	u.m.blobsUploaded.Add(1)
+	u.m.bytesUploaded.Add(f.Size)
+	return p, nil
+}
+
+// sizeCheck fails the read that reaches EOF if the bytes read are not
+// the expected size, so that the write is abandoned.
+type sizeCheck struct {
+	r    io.Reader
+	size int64
+	n    int64
+}
+
+func (c *sizeCheck) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	if err == io.EOF && c.n != c.size {
+		return n, local(fmt.Errorf("the file changed after it was hashed: %d bytes, want %d", c.n, c.size))
+	}
+	return n, err
+}
