@@ -353,13 +353,14 @@ func timed(b *testing.B, what string, fn func() error) time.Duration {
 
 // BenchmarkCheckpointUpload measures a checkpoint to a file:// bucket on
 // the same disk, as the coordinator runs it (flush, barrier,
-// ReadCheckpoint, Upload), next to copies of the same checkpoint
-// directory: `cp -r` (which copies in the kernel with copy_file_range),
-// a read/write copy in Go, and that copy with an fsync of each file. The
-// full upload goes to a fresh bucket; then 1% of the keys, picked at
-// random over the key space, get new values and the next checkpoint is
-// uploaded incrementally by the same uploader; then, after a checkpoint
-// interval (10 s) without writes, which lets compactions run, one more.
+// fsm.TrimCheckpointWAL, ReadCheckpoint, Upload), next to copies of the
+// same checkpoint directory: `cp -r` (which copies in the kernel with
+// copy_file_range) alone and followed by sync(2), a read/write copy in
+// Go, and that copy with an fsync of each file. The full upload goes to a
+// fresh bucket; then 1% of the keys, picked at random over the key space,
+// get new values and the next checkpoint is uploaded incrementally by the
+// same uploader; then, after a checkpoint interval (10 s) without writes,
+// which lets compactions run, one more.
 func BenchmarkCheckpointUpload(b *testing.B) {
 	ctx := context.Background()
 	const mb = 1e6
@@ -367,12 +368,15 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 		b.Run("state="+size.name, func(b *testing.B) {
 			s := newCkptState(b, size.bytes)
 			type ckptRun struct {
-				flush, barrier, read, upload time.Duration
-				st                           uploader.UploadStats
-				info                         fsm.CheckpointInfo
-				files                        ckptFiles
+				flush, barrier, trim, read, upload time.Duration
+				trimmed                            int64
+				st                                 uploader.UploadStats
+				info                               fsm.CheckpointInfo
+				files                              ckptFiles
 			}
 			var up *uploader.Uploader
+			// checkpoint runs one epoch as the coordinator does, up to the
+			// upload; the completion entry is applied by the caller.
 			checkpoint := func() (*fsm.CheckpointResult, ckptRun) {
 				var r ckptRun
 				r.flush = s.flush()
@@ -380,6 +384,11 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				cp, r.barrier = s.barrier()
 				start := time.Now()
 				var err error
+				if r.trimmed, err = fsm.TrimCheckpointWAL(cp.Dir); err != nil {
+					b.Fatal(err)
+				}
+				r.trim = time.Since(start)
+				start = time.Now()
 				if r.info, err = fsm.ReadCheckpoint(cp.Dir); err != nil {
 					b.Fatal(err)
 				}
@@ -394,7 +403,20 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				})
 				return cp, r
 			}
-			total := func(r ckptRun) time.Duration { return r.flush + r.barrier + r.read + r.upload }
+			total := func(r ckptRun) time.Duration { return r.flush + r.barrier + r.trim + r.read + r.upload }
+			// cpR copies src with cp -r, then syncs: it returns both times.
+			cpR := func(src, dst string) (cp, sync time.Duration) {
+				cp = timed(b, "cp -r", func() error {
+					out, err := exec.Command("cp", "-r", src, dst).CombinedOutput()
+					if err != nil {
+						return fmt.Errorf("%v: %s", err, out)
+					}
+					return nil
+				})
+				start := time.Now()
+				syscall.Sync()
+				return cp, time.Since(start)
+			}
 
 			sum := map[string]float64{}
 			b.ResetTimer()
@@ -403,20 +425,15 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				if err := os.MkdirAll(work, 0o755); err != nil {
 					b.Fatal(err)
 				}
-				// The copies, of a checkpoint taken as the coordinator does.
+				// The copies, of a checkpoint taken and trimmed as the
+				// coordinator does.
 				s.flush()
 				cp0, _ := s.barrier()
-				files := checkpointFiles(b, cp0.Dir)
-				cpCmd := func(src, dst string) func() error {
-					return func() error {
-						out, err := exec.Command("cp", "-r", src, dst).CombinedOutput()
-						if err != nil {
-							return fmt.Errorf("%v: %s", err, out)
-						}
-						return nil
-					}
+				if _, err := fsm.TrimCheckpointWAL(cp0.Dir); err != nil {
+					b.Fatal(err)
 				}
-				cp1 := timed(b, "cp -r", cpCmd(cp0.Dir, filepath.Join(work, "cp1")))
+				files := checkpointFiles(b, cp0.Dir)
+				cp1, sync1 := cpR(cp0.Dir, filepath.Join(work, "cp1"))
 				os.RemoveAll(filepath.Join(work, "cp1"))
 				goCopy := timed(b, "copy", func() error { return copyTree(cp0.Dir, filepath.Join(work, "copy"), false) })
 				os.RemoveAll(filepath.Join(work, "copy"))
@@ -441,10 +458,13 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				// barrier's, which holds the same tables.
 				s.flush()
 				cpAgain, _ := s.barrier()
-				cp2 := timed(b, "cp -r", cpCmd(cpAgain.Dir, filepath.Join(work, "cp2")))
+				if _, err := fsm.TrimCheckpointWAL(cpAgain.Dir); err != nil {
+					b.Fatal(err)
+				}
+				cp2, sync2 := cpR(cpAgain.Dir, filepath.Join(work, "cp2"))
 				os.RemoveAll(filepath.Join(work, "cp2"))
 				s.done(cpAgain.Epoch)
-				cpTime := (cp1 + cp2) / 2
+				cpTime, cpSyncTime := (cp1+cp2)/2, (cp1+sync1+cp2+sync2)/2
 
 				// 1% of the keys change; the next checkpoint is incremental.
 				s.overwrite(s.keys / 100)
@@ -465,9 +485,11 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				add("cp-s", cpTime.Seconds())
 				add("cp-before-s", cp1.Seconds())
 				add("cp-after-s", cp2.Seconds())
+				add("cp+sync-s", cpSyncTime.Seconds())
 				add("cp-MB/s", float64(files.bytes)/mb/cpTime.Seconds())
 				add("gocopy-s", goCopy.Seconds())
 				add("gocopy-fsync-s", goCopySync.Seconds())
+				add("full-trim-s", full.trim.Seconds())
 				add("full-read-s", full.read.Seconds())
 				add("full-upload-s", full.upload.Seconds())
 				add("full-upload-MB/s", float64(full.st.BytesUploaded)/mb/full.upload.Seconds())
@@ -475,21 +497,26 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				add("full-files", float64(full.st.FilesUploaded))
 				add("full-ckpt-s", total(full).Seconds())
 				add("full-upload/cp", full.upload.Seconds()/cpTime.Seconds())
+				add("full-upload/cp+sync", full.upload.Seconds()/cpSyncTime.Seconds())
 				add("full-ckpt/cp", total(full).Seconds()/cpTime.Seconds())
+				add("full-ckpt/cp+sync", total(full).Seconds()/cpSyncTime.Seconds())
 				add("full-upload/copy-fsync", full.upload.Seconds()/goCopySync.Seconds())
 				add("incr-upload-s", incr.upload.Seconds())
+				add("incr-read-s", incr.read.Seconds())
 				add("incr-ckpt-s", total(incr).Seconds())
 				add("incr-uploaded-MB", float64(incr.st.BytesUploaded)/mb)
 				add("incr-files", float64(incr.st.FilesUploaded))
 				add("incr-%", 100*float64(incr.st.BytesUploaded)/float64(incr.st.Bytes))
 				add("incr-wal-MB", float64(incr.files.walBytes)/mb)
+				add("incr-wal-trimmed-MB", float64(incr.trimmed)/mb)
 				add("incr-manifest-MB", float64(incr.files.mfBytes)/mb)
 				add("next-uploaded-MB", float64(next.st.BytesUploaded)/mb)
 				add("next-files", float64(next.st.FilesUploaded))
 				add("next-%", 100*float64(next.st.BytesUploaded)/float64(next.st.Bytes))
+				add("next-wal-MB", float64(next.files.walBytes)/mb)
 				add("next-ckpt-s", total(next).Seconds())
-				b.Logf("full %+v (flush %v barrier %v read %v upload %v); incremental %+v (upload %v); next %+v; cp -r %v / %v, copy %v, copy+fsync %v",
-					full.st, full.flush, full.barrier, full.read, full.upload, incr.st, incr.upload, next.st, cp1, cp2, goCopy, goCopySync)
+				b.Logf("full %+v (flush %v barrier %v trim %v (%d B) read %v upload %v); incremental %+v (upload %v, WAL %d B after trimming %d B); next %+v; cp -r %v+%v sync / %v+%v sync, copy %v, copy+fsync %v",
+					full.st, full.flush, full.barrier, full.trim, full.trimmed, full.read, full.upload, incr.st, incr.upload, incr.files.walBytes, incr.trimmed, next.st, cp1, sync1, cp2, sync2, goCopy, goCopySync)
 			}
 			b.StopTimer()
 			for k, v := range sum {
