@@ -219,8 +219,10 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 		c.failed(tr, cp.Epoch, err)
 		return
 	}
+	// The checkpoint holds the state as of its own applied index: the
+	// barrier's, or a later entry's (it is made off the apply loop).
 	meta := uploader.Meta{
-		Epoch: cp.Epoch, RaftIndex: cp.Index, RaftTerm: cp.Term, ClusterID: info.ClusterID,
+		Epoch: cp.Epoch, RaftIndex: info.AppliedIndex, RaftTerm: cp.Term, ClusterID: info.ClusterID,
 		CreatedAt: start.UTC(), Stats: uploader.Stats{Keys: info.Keys, Bytes: info.Bytes},
 	}
 	for _, o := range info.Offsets {

@@ -39,7 +39,14 @@ func TestCheckpointBarrierCutsTheSameStateOnEveryReplica(t *testing.T) {
 			t.Fatal(err)
 		}
 		dir := c.Dir(i) + "/local-checkpoints/00000000000000000001"
-		info, err := fsm.ReadCheckpoint(dir)
+		// Replicas make their local checkpoint in the background.
+		var info fsm.CheckpointInfo
+		var err error
+		for deadline := time.Now().Add(waitTimeout); ; time.Sleep(10 * time.Millisecond) {
+			if info, err = fsm.ReadCheckpoint(dir); err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
 		if err != nil {
 			t.Fatalf("%s: %v", s.NodeID(), err)
 		}

@@ -396,8 +396,8 @@ func (s *Store) Checkpoint(ctx context.Context) (fsm.CheckpointResult, error) {
 	if res.Err != nil {
 		return fsm.CheckpointResult{}, res.Err
 	}
-	cp := *res.Checkpoint
-	return cp, cp.Err
+	err = res.Checkpoint.Wait()
+	return *res.Checkpoint, err
 }
 
 // Flush writes this node's memtable to a table (see fsm.FSM.Flush).

@@ -145,7 +145,9 @@ func (s *ckptState) barrier() (*fsm.CheckpointResult, time.Duration) {
 	start := time.Now()
 	res := s.apply(&command.Command{Type: command.TypeCheckpoint, Now: time.Now().UnixNano()})
 	d := time.Since(start)
-	if res.Checkpoint == nil || res.Checkpoint.Err != nil {
+	// The apply loop is free once Apply returns; the local checkpoint is
+	// made in the background, and the coordinator waits for it.
+	if res.Checkpoint == nil || res.Checkpoint.Wait() != nil {
 		s.b.Fatalf("barrier: %+v", res.Checkpoint)
 	}
 	return res.Checkpoint, d

@@ -23,9 +23,20 @@ type CheckpointResult struct {
 	Index uint64
 	Term  uint64
 	// Dir is the local checkpoint directory; Err is why it could not be
-	// made (the epoch is still used up, and fails).
-	Dir string
-	Err error
+	// made (the epoch is still used up, and fails). Both are set once
+	// Wait returns.
+	Dir  string
+	Err  error
+	done chan struct{}
+}
+
+// Wait blocks until the local checkpoint is made, or failed, and returns
+// why it failed.
+func (c *CheckpointResult) Wait() error {
+	if c.done != nil {
+		<-c.done
+	}
+	return c.Err
 }
 
 // CheckpointState is what the state machine records of checkpoints.
@@ -130,11 +141,31 @@ func (f *FSM) CheckpointedOffsets(group string) ([]command.Offset, error) {
 	return out, it.Close()
 }
 
-// makeCheckpoint makes the local checkpoint of epoch, after the barrier's
-// batch is committed: hard links of the SSTs and a copy of the flushed
-// WAL, so it holds exactly the state as of the barrier. Older local
-// checkpoints are removed first: their uploads are done or abandoned.
-func (f *FSM) makeCheckpoint(epoch uint64) (string, error) {
+// startCheckpoint makes the local checkpoint of a barrier in the
+// background, so that the apply loop does not wait for Pebble to link
+// every table and copy the WAL. The checkpoint then holds the state as of
+// the barrier or of a later entry: every entry applies atomically, so the
+// cut is consistent whichever it is, and ReadCheckpoint reads its own
+// applied index and offsets from it.
+func (f *FSM) startCheckpoint(cp *CheckpointResult) {
+	f.ckptWG.Wait() // the previous one, if a slow disk still makes it
+	cp.done = make(chan struct{})
+	db := f.db
+	f.ckptWG.Add(1)
+	go func() {
+		defer f.ckptWG.Done()
+		defer close(cp.done)
+		cp.Dir, cp.Err = f.makeCheckpoint(db, cp.Epoch)
+		if cp.Err != nil {
+			f.logger.Error("fsm: local checkpoint failed", "epoch", cp.Epoch, "error", cp.Err)
+		}
+	}()
+}
+
+// makeCheckpoint makes the local checkpoint of epoch: hard links of the
+// SSTs and a copy of the flushed WAL. Older local checkpoints are removed
+// first: their uploads are done or abandoned.
+func (f *FSM) makeCheckpoint(db *pebble.DB, epoch uint64) (string, error) {
 	if err := f.removeCheckpoints(epoch - 1); err != nil {
 		f.logger.Warn("fsm: removing old local checkpoints failed", "error", err)
 	}
@@ -145,7 +176,7 @@ func (f *FSM) makeCheckpoint(epoch uint64) (string, error) {
 	if err := os.MkdirAll(f.checkpointDir, 0o755); err != nil {
 		return "", fmt.Errorf("fsm: checkpoint %d: %w", epoch, err)
 	}
-	if err := f.db.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
+	if err := db.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
 		os.RemoveAll(dir)
 		return "", fmt.Errorf("fsm: checkpoint %d: %w", epoch, err)
 	}

@@ -28,6 +28,9 @@ func TestCheckpointIsAConsistentCutOfStateAndOffsets(t *testing.T) {
 	idx++
 	res := apply(t, f, idx, &command.Command{Type: command.TypeCheckpoint, Now: 5})
 	cp := res.Checkpoint
+	if cp != nil {
+		cp.Wait()
+	}
 	if res.Err != nil || cp == nil || cp.Err != nil || cp.Epoch != 1 || cp.Index != idx {
 		t.Fatalf("checkpoint result = %+v, %+v", res, cp)
 	}
@@ -49,6 +52,9 @@ func TestCheckpointIsAConsistentCutOfStateAndOffsets(t *testing.T) {
 	// A second barrier: a new epoch, and the first local copy goes.
 	idx++
 	res = apply(t, f, idx, &command.Command{Type: command.TypeCheckpoint, Now: 6})
+	if res.Checkpoint != nil {
+		res.Checkpoint.Wait()
+	}
 	if res.Checkpoint == nil || res.Checkpoint.Epoch != 2 {
 		t.Fatalf("second checkpoint = %+v", res.Checkpoint)
 	}

@@ -34,7 +34,8 @@ type FSM struct {
 
 	applied atomic.Uint64
 
-	checkpointDir string // local checkpoints, one directory per epoch
+	checkpointDir string         // local checkpoints, one directory per epoch
+	ckptWG        sync.WaitGroup // the local checkpoint being made, if any
 
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed and replaced whenever applied moves
@@ -105,6 +106,7 @@ func readAppliedIndex(r pebble.Reader) (uint64, error) {
 
 // Close closes Pebble. Reads after Close return ErrClosed.
 func (f *FSM) Close() error {
+	f.ckptWG.Wait() // a local checkpoint reads the database
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
@@ -180,12 +182,10 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 			switch cmd.Type {
 			case command.TypeCheckpoint:
 				cp := &CheckpointResult{Epoch: out.epoch, Index: l.Index, Term: l.Term}
-				cp.Dir, cp.Err = f.makeCheckpoint(out.epoch)
-				if cp.Err != nil {
-					f.logger.Error("fsm: local checkpoint failed", "epoch", out.epoch, "error", cp.Err)
-				}
+				f.startCheckpoint(cp)
 				res.Checkpoint = cp
 			case command.TypeCheckpointDone:
+				f.ckptWG.Wait()
 				if err := f.removeCheckpoints(out.epoch); err != nil {
 					f.logger.Warn("fsm: removing uploaded local checkpoints failed", "epoch", out.epoch, "error", err)
 				}

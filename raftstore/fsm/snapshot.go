@@ -105,6 +105,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
 
+	f.ckptWG.Wait() // a local checkpoint reads the database being replaced
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
