@@ -169,15 +169,24 @@ func (f *FSM) makeCheckpoint(db *pebble.DB, epoch uint64) (string, error) {
 	if err := f.removeCheckpoints(epoch - 1); err != nil {
 		f.logger.Warn("fsm: removing old local checkpoints failed", "error", err)
 	}
+	// Made under a temporary name and renamed when complete, so that a
+	// checkpoint directory under its epoch's name is always whole.
 	dir := f.CheckpointDir(epoch)
-	if err := os.RemoveAll(dir); err != nil {
-		return "", fmt.Errorf("fsm: checkpoint %d: %w", epoch, err)
+	tmp := dir + ".tmp"
+	for _, p := range []string{dir, tmp} {
+		if err := os.RemoveAll(p); err != nil {
+			return "", fmt.Errorf("fsm: checkpoint %d: %w", epoch, err)
+		}
 	}
 	if err := os.MkdirAll(f.checkpointDir, 0o755); err != nil {
 		return "", fmt.Errorf("fsm: checkpoint %d: %w", epoch, err)
 	}
-	if err := db.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
-		os.RemoveAll(dir)
+	if err := db.Checkpoint(tmp, pebble.WithFlushedWAL()); err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("fsm: checkpoint %d: %w", epoch, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
 		return "", fmt.Errorf("fsm: checkpoint %d: %w", epoch, err)
 	}
 	return dir, nil
@@ -252,7 +261,7 @@ func ReadCheckpoint(dir string) (CheckpointInfo, error) {
 	// remove it afterwards so that the directory is as it was made.
 	lock := filepath.Join(dir, "LOCK")
 	_, statErr := os.Stat(lock)
-	opts := &pebble.Options{ReadOnly: true, Logger: pebbleLogger{slog.New(slog.DiscardHandler)}}
+	opts := &pebble.Options{ReadOnly: true, ErrorIfNotExists: true, Logger: pebbleLogger{slog.New(slog.DiscardHandler)}}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		return CheckpointInfo{}, fmt.Errorf("fsm: open checkpoint %s: %w", dir, err)
