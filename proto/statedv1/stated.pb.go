@@ -212,6 +212,70 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_statedv1_stated_proto_rawDescGZIP(), []int{2}
 }
 
+type SessionRefused_Reason int32
+
+const (
+	SessionRefused_REASON_UNSPECIFIED SessionRefused_Reason = 0
+	// SUPERSEDED: client_id opened a newer session (current_session_id);
+	// this session is fenced for good.
+	SessionRefused_REASON_SUPERSEDED SessionRefused_Reason = 1
+	// NOT_OPEN: the session expired after its idle timeout, or was never
+	// opened on this cluster (for example before a restore). Open a new
+	// one; a commit whose earlier attempt may have applied is of unknown
+	// outcome.
+	SessionRefused_REASON_NOT_OPEN SessionRefused_Reason = 2
+	// SEQUENCE_REUSED: the lane's highest sequence is this one, but it
+	// was applied with other mutations or offsets.
+	SessionRefused_REASON_SEQUENCE_REUSED SessionRefused_Reason = 3
+	// SEQUENCE_STALE: the sequence is below the lane's highest.
+	SessionRefused_REASON_SEQUENCE_STALE SessionRefused_Reason = 4
+)
+
+// Enum value maps for SessionRefused_Reason.
+var (
+	SessionRefused_Reason_name = map[int32]string{
+		0: "REASON_UNSPECIFIED",
+		1: "REASON_SUPERSEDED",
+		2: "REASON_NOT_OPEN",
+		3: "REASON_SEQUENCE_REUSED",
+		4: "REASON_SEQUENCE_STALE",
+	}
+	SessionRefused_Reason_value = map[string]int32{
+		"REASON_UNSPECIFIED":     0,
+		"REASON_SUPERSEDED":      1,
+		"REASON_NOT_OPEN":        2,
+		"REASON_SEQUENCE_REUSED": 3,
+		"REASON_SEQUENCE_STALE":  4,
+	}
+)
+
+func (x SessionRefused_Reason) Enum() *SessionRefused_Reason {
+	p := new(SessionRefused_Reason)
+	*p = x
+	return p
+}
+
+func (x SessionRefused_Reason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SessionRefused_Reason) Descriptor() protoreflect.EnumDescriptor {
+	return file_statedv1_stated_proto_enumTypes[3].Descriptor()
+}
+
+func (SessionRefused_Reason) Type() protoreflect.EnumType {
+	return &file_statedv1_stated_proto_enumTypes[3]
+}
+
+func (x SessionRefused_Reason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SessionRefused_Reason.Descriptor instead.
+func (SessionRefused_Reason) EnumDescriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{42, 0}
+}
+
 type RecoveryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Select a checkpoint as GetCheckpointRequest does; none set means the
@@ -1901,8 +1965,12 @@ type NodeStatusResponse struct {
 	AppliedIndex   uint64 `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	LeaderId       string `protobuf:"bytes,8,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
 	LeaderGrpcAddr string `protobuf:"bytes,9,opt,name=leader_grpc_addr,json=leaderGrpcAddr,proto3" json:"leader_grpc_addr,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The bookkeeping this node holds, counted in its state: open client
+	// sessions and their lanes, entries with a TTL not yet deleted, and the
+	// keyed state's entries and bytes (keys plus values).
+	Counts        *StateCounts `protobuf:"bytes,10,opt,name=counts,proto3" json:"counts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatusResponse) Reset() {
@@ -1998,6 +2066,99 @@ func (x *NodeStatusResponse) GetLeaderGrpcAddr() string {
 	return ""
 }
 
+func (x *NodeStatusResponse) GetCounts() *StateCounts {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+type StateCounts struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Sessions     uint64                 `protobuf:"varint,1,opt,name=sessions,proto3" json:"sessions,omitempty"`
+	SessionLanes uint64                 `protobuf:"varint,2,opt,name=session_lanes,json=sessionLanes,proto3" json:"session_lanes,omitempty"`
+	TtlPending   uint64                 `protobuf:"varint,3,opt,name=ttl_pending,json=ttlPending,proto3" json:"ttl_pending,omitempty"`
+	StateKeys    uint64                 `protobuf:"varint,4,opt,name=state_keys,json=stateKeys,proto3" json:"state_keys,omitempty"`
+	StateBytes   uint64                 `protobuf:"varint,5,opt,name=state_bytes,json=stateBytes,proto3" json:"state_bytes,omitempty"`
+	// legacy_retry_records are per-commit retry records written before
+	// sessions existed; TTL expiry deletes them within an hour.
+	LegacyRetryRecords uint64 `protobuf:"varint,6,opt,name=legacy_retry_records,json=legacyRetryRecords,proto3" json:"legacy_retry_records,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *StateCounts) Reset() {
+	*x = StateCounts{}
+	mi := &file_statedv1_stated_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateCounts) ProtoMessage() {}
+
+func (x *StateCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateCounts.ProtoReflect.Descriptor instead.
+func (*StateCounts) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *StateCounts) GetSessions() uint64 {
+	if x != nil {
+		return x.Sessions
+	}
+	return 0
+}
+
+func (x *StateCounts) GetSessionLanes() uint64 {
+	if x != nil {
+		return x.SessionLanes
+	}
+	return 0
+}
+
+func (x *StateCounts) GetTtlPending() uint64 {
+	if x != nil {
+		return x.TtlPending
+	}
+	return 0
+}
+
+func (x *StateCounts) GetStateKeys() uint64 {
+	if x != nil {
+		return x.StateKeys
+	}
+	return 0
+}
+
+func (x *StateCounts) GetStateBytes() uint64 {
+	if x != nil {
+		return x.StateBytes
+	}
+	return 0
+}
+
+func (x *StateCounts) GetLegacyRetryRecords() uint64 {
+	if x != nil {
+		return x.LegacyRetryRecords
+	}
+	return 0
+}
+
 type Mutation struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Kind      MutationKind           `protobuf:"varint,1,opt,name=kind,proto3,enum=stated.v1.MutationKind" json:"kind,omitempty"`
@@ -2015,7 +2176,7 @@ type Mutation struct {
 
 func (x *Mutation) Reset() {
 	*x = Mutation{}
-	mi := &file_statedv1_stated_proto_msgTypes[27]
+	mi := &file_statedv1_stated_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2027,7 +2188,7 @@ func (x *Mutation) String() string {
 func (*Mutation) ProtoMessage() {}
 
 func (x *Mutation) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[27]
+	mi := &file_statedv1_stated_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2040,7 +2201,7 @@ func (x *Mutation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mutation.ProtoReflect.Descriptor instead.
 func (*Mutation) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{27}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Mutation) GetKind() MutationKind {
@@ -2110,7 +2271,7 @@ type Offset struct {
 
 func (x *Offset) Reset() {
 	*x = Offset{}
-	mi := &file_statedv1_stated_proto_msgTypes[28]
+	mi := &file_statedv1_stated_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2283,7 @@ func (x *Offset) String() string {
 func (*Offset) ProtoMessage() {}
 
 func (x *Offset) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[28]
+	mi := &file_statedv1_stated_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2296,7 @@ func (x *Offset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Offset.ProtoReflect.Descriptor instead.
 func (*Offset) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{28}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Offset) GetGroup() string {
@@ -2183,7 +2344,7 @@ type TopicPartition struct {
 
 func (x *TopicPartition) Reset() {
 	*x = TopicPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[29]
+	mi := &file_statedv1_stated_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2356,7 @@ func (x *TopicPartition) String() string {
 func (*TopicPartition) ProtoMessage() {}
 
 func (x *TopicPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[29]
+	mi := &file_statedv1_stated_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2369,7 @@ func (x *TopicPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicPartition.ProtoReflect.Descriptor instead.
 func (*TopicPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{29}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TopicPartition) GetTopic() string {
@@ -2237,7 +2398,7 @@ type ClaimRequest struct {
 
 func (x *ClaimRequest) Reset() {
 	*x = ClaimRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[30]
+	mi := &file_statedv1_stated_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2249,7 +2410,7 @@ func (x *ClaimRequest) String() string {
 func (*ClaimRequest) ProtoMessage() {}
 
 func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[30]
+	mi := &file_statedv1_stated_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2262,7 +2423,7 @@ func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimRequest.ProtoReflect.Descriptor instead.
 func (*ClaimRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{30}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ClaimRequest) GetGroup() string {
@@ -2301,7 +2462,7 @@ type ClaimedPartition struct {
 
 func (x *ClaimedPartition) Reset() {
 	*x = ClaimedPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[31]
+	mi := &file_statedv1_stated_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2313,7 +2474,7 @@ func (x *ClaimedPartition) String() string {
 func (*ClaimedPartition) ProtoMessage() {}
 
 func (x *ClaimedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[31]
+	mi := &file_statedv1_stated_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2326,7 +2487,7 @@ func (x *ClaimedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimedPartition.ProtoReflect.Descriptor instead.
 func (*ClaimedPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{31}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ClaimedPartition) GetTopic() string {
@@ -2375,7 +2536,7 @@ type ClaimResponse struct {
 
 func (x *ClaimResponse) Reset() {
 	*x = ClaimResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[32]
+	mi := &file_statedv1_stated_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2387,7 +2548,7 @@ func (x *ClaimResponse) String() string {
 func (*ClaimResponse) ProtoMessage() {}
 
 func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[32]
+	mi := &file_statedv1_stated_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2400,7 +2561,7 @@ func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimResponse.ProtoReflect.Descriptor instead.
 func (*ClaimResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{32}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ClaimResponse) GetPartitions() []*ClaimedPartition {
@@ -2428,7 +2589,7 @@ type PartitionEpoch struct {
 
 func (x *PartitionEpoch) Reset() {
 	*x = PartitionEpoch{}
-	mi := &file_statedv1_stated_proto_msgTypes[33]
+	mi := &file_statedv1_stated_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2440,7 +2601,7 @@ func (x *PartitionEpoch) String() string {
 func (*PartitionEpoch) ProtoMessage() {}
 
 func (x *PartitionEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[33]
+	mi := &file_statedv1_stated_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2453,7 +2614,7 @@ func (x *PartitionEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionEpoch.ProtoReflect.Descriptor instead.
 func (*PartitionEpoch) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{33}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PartitionEpoch) GetTopic() string {
@@ -2488,7 +2649,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[34]
+	mi := &file_statedv1_stated_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2500,7 +2661,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[34]
+	mi := &file_statedv1_stated_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2513,7 +2674,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{34}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReleaseRequest) GetGroup() string {
@@ -2546,7 +2707,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[35]
+	mi := &file_statedv1_stated_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2558,7 +2719,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[35]
+	mi := &file_statedv1_stated_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2571,7 +2732,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{35}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReleaseResponse) GetIndex() uint64 {
@@ -2597,7 +2758,7 @@ type PartitionClaim struct {
 
 func (x *PartitionClaim) Reset() {
 	*x = PartitionClaim{}
-	mi := &file_statedv1_stated_proto_msgTypes[36]
+	mi := &file_statedv1_stated_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2609,7 +2770,7 @@ func (x *PartitionClaim) String() string {
 func (*PartitionClaim) ProtoMessage() {}
 
 func (x *PartitionClaim) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[36]
+	mi := &file_statedv1_stated_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2622,7 +2783,7 @@ func (x *PartitionClaim) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionClaim.ProtoReflect.Descriptor instead.
 func (*PartitionClaim) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{36}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PartitionClaim) GetTopic() string {
@@ -2671,17 +2832,28 @@ type CommitRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Mutations []*Mutation            `protobuf:"bytes,1,rep,name=mutations,proto3" json:"mutations,omitempty"`
 	Offsets   []*Offset              `protobuf:"bytes,2,rep,name=offsets,proto3" json:"offsets,omitempty"`
-	// client_id and sequence identify a commit so that a retry is applied
-	// once. Both are optional.
-	ClientId      string `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// client_id names the committer; commits that move a claimed partition's
+	// offset must carry the claim's owner here. Optional otherwise.
+	ClientId string `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// session_id, lane and sequence make a commit idempotent: with a
+	// session opened by OpenSession for client_id, the state machine applies
+	// each (lane, sequence) at most once. A lane is one ordered stream of
+	// commits within the session (the SDK uses one per commit in flight);
+	// its sequences must grow. A commit whose sequence equals the lane's
+	// highest and whose mutations and offsets match is a retry, answered
+	// with the original index; one that does not match, or a sequence below
+	// the lane's highest, is refused with FAILED_PRECONDITION. sequence
+	// requires session_id, and session_id requires client_id and sequence.
 	Sequence      uint64 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	SessionId     uint64 `protobuf:"varint,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Lane          uint32 `protobuf:"varint,6,opt,name=lane,proto3" json:"lane,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[37]
+	mi := &file_statedv1_stated_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2693,7 +2865,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[37]
+	mi := &file_statedv1_stated_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2706,7 +2878,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{37}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CommitRequest) GetMutations() []*Mutation {
@@ -2737,17 +2909,34 @@ func (x *CommitRequest) GetSequence() uint64 {
 	return 0
 }
 
+func (x *CommitRequest) GetSessionId() uint64 {
+	if x != nil {
+		return x.SessionId
+	}
+	return 0
+}
+
+func (x *CommitRequest) GetLane() uint32 {
+	if x != nil {
+		return x.Lane
+	}
+	return 0
+}
+
 type CommitResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// index is the Raft log index of the commit.
-	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// duplicate is set when the commit was a retry of one applied before:
+	// index is then the first application's, and nothing applied again.
+	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[38]
+	mi := &file_statedv1_stated_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2759,7 +2948,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[38]
+	mi := &file_statedv1_stated_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2772,7 +2961,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{38}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CommitResponse) GetIndex() uint64 {
@@ -2780,6 +2969,222 @@ func (x *CommitResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *CommitResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+type OpenSessionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenSessionRequest) Reset() {
+	*x = OpenSessionRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenSessionRequest) ProtoMessage() {}
+
+func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenSessionRequest.ProtoReflect.Descriptor instead.
+func (*OpenSessionRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *OpenSessionRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+type OpenSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// session_id is the new session's id; commits carry it.
+	SessionId uint64 `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// index is the Raft index of the entry that opened the session.
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// idle_timeout_millis is how long the session lives without a commit.
+	IdleTimeoutMillis int64 `protobuf:"varint,3,opt,name=idle_timeout_millis,json=idleTimeoutMillis,proto3" json:"idle_timeout_millis,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *OpenSessionResponse) Reset() {
+	*x = OpenSessionResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenSessionResponse) ProtoMessage() {}
+
+func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenSessionResponse.ProtoReflect.Descriptor instead.
+func (*OpenSessionResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *OpenSessionResponse) GetSessionId() uint64 {
+	if x != nil {
+		return x.SessionId
+	}
+	return 0
+}
+
+func (x *OpenSessionResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *OpenSessionResponse) GetIdleTimeoutMillis() int64 {
+	if x != nil {
+		return x.IdleTimeoutMillis
+	}
+	return 0
+}
+
+// SessionRefused is the detail of a commit refused by its session
+// (FAILED_PRECONDITION). Nothing of the commit applied.
+type SessionRefused struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	ClientId         string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	SessionId        uint64                 `protobuf:"varint,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	CurrentSessionId uint64                 `protobuf:"varint,3,opt,name=current_session_id,json=currentSessionId,proto3" json:"current_session_id,omitempty"`
+	Reason           SessionRefused_Reason  `protobuf:"varint,4,opt,name=reason,proto3,enum=stated.v1.SessionRefused_Reason" json:"reason,omitempty"`
+	Lane             uint32                 `protobuf:"varint,5,opt,name=lane,proto3" json:"lane,omitempty"`
+	Sequence         uint64                 `protobuf:"varint,6,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	HighestSequence  uint64                 `protobuf:"varint,7,opt,name=highest_sequence,json=highestSequence,proto3" json:"highest_sequence,omitempty"`
+	Message          string                 `protobuf:"bytes,8,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SessionRefused) Reset() {
+	*x = SessionRefused{}
+	mi := &file_statedv1_stated_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionRefused) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionRefused) ProtoMessage() {}
+
+func (x *SessionRefused) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionRefused.ProtoReflect.Descriptor instead.
+func (*SessionRefused) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *SessionRefused) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *SessionRefused) GetSessionId() uint64 {
+	if x != nil {
+		return x.SessionId
+	}
+	return 0
+}
+
+func (x *SessionRefused) GetCurrentSessionId() uint64 {
+	if x != nil {
+		return x.CurrentSessionId
+	}
+	return 0
+}
+
+func (x *SessionRefused) GetReason() SessionRefused_Reason {
+	if x != nil {
+		return x.Reason
+	}
+	return SessionRefused_REASON_UNSPECIFIED
+}
+
+func (x *SessionRefused) GetLane() uint32 {
+	if x != nil {
+		return x.Lane
+	}
+	return 0
+}
+
+func (x *SessionRefused) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *SessionRefused) GetHighestSequence() uint64 {
+	if x != nil {
+		return x.HighestSequence
+	}
+	return 0
+}
+
+func (x *SessionRefused) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
 }
 
 type ReadOptions struct {
@@ -2792,7 +3197,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_statedv1_stated_proto_msgTypes[39]
+	mi := &file_statedv1_stated_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2804,7 +3209,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[39]
+	mi := &file_statedv1_stated_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2817,7 +3222,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{39}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReadOptions) GetConsistency() Consistency {
@@ -2848,7 +3253,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[40]
+	mi := &file_statedv1_stated_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2860,7 +3265,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[40]
+	mi := &file_statedv1_stated_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2873,7 +3278,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{40}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetRequest) GetNamespace() string {
@@ -2926,7 +3331,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[41]
+	mi := &file_statedv1_stated_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2938,7 +3343,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[41]
+	mi := &file_statedv1_stated_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2951,7 +3356,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{41}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -3011,7 +3416,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[42]
+	mi := &file_statedv1_stated_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3023,7 +3428,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[42]
+	mi := &file_statedv1_stated_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3036,7 +3441,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{42}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ScanRequest) GetNamespace() string {
@@ -3111,7 +3516,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_statedv1_stated_proto_msgTypes[43]
+	mi := &file_statedv1_stated_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3123,7 +3528,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[43]
+	mi := &file_statedv1_stated_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3136,7 +3541,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{43}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Entry) GetKind() Kind {
@@ -3191,7 +3596,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[44]
+	mi := &file_statedv1_stated_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3203,7 +3608,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[44]
+	mi := &file_statedv1_stated_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3216,7 +3621,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{44}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ScanResponse) GetEntries() []*Entry {
@@ -3243,7 +3648,7 @@ type GetOffsetsRequest struct {
 
 func (x *GetOffsetsRequest) Reset() {
 	*x = GetOffsetsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[45]
+	mi := &file_statedv1_stated_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3255,7 +3660,7 @@ func (x *GetOffsetsRequest) String() string {
 func (*GetOffsetsRequest) ProtoMessage() {}
 
 func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[45]
+	mi := &file_statedv1_stated_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3268,7 +3673,7 @@ func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{45}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetOffsetsRequest) GetGroup() string {
@@ -3301,7 +3706,7 @@ type GetOffsetsResponse struct {
 
 func (x *GetOffsetsResponse) Reset() {
 	*x = GetOffsetsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[46]
+	mi := &file_statedv1_stated_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3313,7 +3718,7 @@ func (x *GetOffsetsResponse) String() string {
 func (*GetOffsetsResponse) ProtoMessage() {}
 
 func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[46]
+	mi := &file_statedv1_stated_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3326,7 +3731,7 @@ func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{46}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetOffsetsResponse) GetOffsets() []*Offset {
@@ -3378,7 +3783,7 @@ type FencedPartition struct {
 
 func (x *FencedPartition) Reset() {
 	*x = FencedPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[47]
+	mi := &file_statedv1_stated_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3390,7 +3795,7 @@ func (x *FencedPartition) String() string {
 func (*FencedPartition) ProtoMessage() {}
 
 func (x *FencedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[47]
+	mi := &file_statedv1_stated_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3403,7 +3808,7 @@ func (x *FencedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FencedPartition.ProtoReflect.Descriptor instead.
 func (*FencedPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{47}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *FencedPartition) GetGroup() string {
@@ -3592,7 +3997,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\x02 \x01(\tR\tclusterId\x12\x1b\n" +
 	"\tleader_id\x18\x03 \x01(\tR\bleaderId\"\x13\n" +
-	"\x11NodeStatusRequest\"\xa9\x02\n" +
+	"\x11NodeStatusRequest\"\xd9\x02\n" +
 	"\x12NodeStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
 	"\n" +
@@ -3603,7 +4008,19 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\fcommit_index\x18\x06 \x01(\x04R\vcommitIndex\x12#\n" +
 	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12\x1b\n" +
 	"\tleader_id\x18\b \x01(\tR\bleaderId\x12(\n" +
-	"\x10leader_grpc_addr\x18\t \x01(\tR\x0eleaderGrpcAddr\"\xcb\x01\n" +
+	"\x10leader_grpc_addr\x18\t \x01(\tR\x0eleaderGrpcAddr\x12.\n" +
+	"\x06counts\x18\n" +
+	" \x01(\v2\x16.stated.v1.StateCountsR\x06counts\"\xe1\x01\n" +
+	"\vStateCounts\x12\x1a\n" +
+	"\bsessions\x18\x01 \x01(\x04R\bsessions\x12#\n" +
+	"\rsession_lanes\x18\x02 \x01(\x04R\fsessionLanes\x12\x1f\n" +
+	"\vttl_pending\x18\x03 \x01(\x04R\n" +
+	"ttlPending\x12\x1d\n" +
+	"\n" +
+	"state_keys\x18\x04 \x01(\x04R\tstateKeys\x12\x1f\n" +
+	"\vstate_bytes\x18\x05 \x01(\x04R\n" +
+	"stateBytes\x120\n" +
+	"\x14legacy_retry_records\x18\x06 \x01(\x04R\x12legacyRetryRecords\"\xcb\x01\n" +
 	"\bMutation\x12+\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x17.stated.v1.MutationKindR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
@@ -3658,14 +4075,41 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05owner\x18\x04 \x01(\tR\x05owner\x12\x1a\n" +
 	"\breleased\x18\x05 \x01(\bR\breleased\x123\n" +
-	"\x16claimed_at_unix_millis\x18\x06 \x01(\x03R\x13claimedAtUnixMillis\"\xa8\x01\n" +
+	"\x16claimed_at_unix_millis\x18\x06 \x01(\x03R\x13claimedAtUnixMillis\"\xdb\x01\n" +
 	"\rCommitRequest\x121\n" +
 	"\tmutations\x18\x01 \x03(\v2\x13.stated.v1.MutationR\tmutations\x12+\n" +
 	"\aoffsets\x18\x02 \x03(\v2\x11.stated.v1.OffsetR\aoffsets\x12\x1b\n" +
 	"\tclient_id\x18\x03 \x01(\tR\bclientId\x12\x1a\n" +
-	"\bsequence\x18\x04 \x01(\x04R\bsequence\"&\n" +
+	"\bsequence\x18\x04 \x01(\x04R\bsequence\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x05 \x01(\x04R\tsessionId\x12\x12\n" +
+	"\x04lane\x18\x06 \x01(\rR\x04lane\"D\n" +
 	"\x0eCommitResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"d\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"1\n" +
+	"\x12OpenSessionRequest\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\"z\n" +
+	"\x13OpenSessionResponse\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12.\n" +
+	"\x13idle_timeout_millis\x18\x03 \x01(\x03R\x11idleTimeoutMillis\"\xaf\x03\n" +
+	"\x0eSessionRefused\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\x04R\tsessionId\x12,\n" +
+	"\x12current_session_id\x18\x03 \x01(\x04R\x10currentSessionId\x128\n" +
+	"\x06reason\x18\x04 \x01(\x0e2 .stated.v1.SessionRefused.ReasonR\x06reason\x12\x12\n" +
+	"\x04lane\x18\x05 \x01(\rR\x04lane\x12\x1a\n" +
+	"\bsequence\x18\x06 \x01(\x04R\bsequence\x12)\n" +
+	"\x10highest_sequence\x18\a \x01(\x04R\x0fhighestSequence\x12\x18\n" +
+	"\amessage\x18\b \x01(\tR\amessage\"\x83\x01\n" +
+	"\x06Reason\x12\x16\n" +
+	"\x12REASON_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11REASON_SUPERSEDED\x10\x01\x12\x13\n" +
+	"\x0fREASON_NOT_OPEN\x10\x02\x12\x1a\n" +
+	"\x16REASON_SEQUENCE_REUSED\x10\x03\x12\x19\n" +
+	"\x15REASON_SEQUENCE_STALE\x10\x04\"d\n" +
 	"\vReadOptions\x128\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2\x16.stated.v1.ConsistencyR\vconsistency\x12\x1b\n" +
 	"\tmin_index\x18\x02 \x01(\x04R\bminIndex\"\xa6\x01\n" +
@@ -3737,7 +4181,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CONSISTENCY_LOCAL\x10\x01\x12\x17\n" +
 	"\x13CONSISTENCY_SESSION\x10\x02\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\x80\x03\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\xce\x03\n" +
 	"\x05State\x12=\n" +
 	"\x06Commit\x12\x18.stated.v1.CommitRequest\x1a\x19.stated.v1.CommitResponse\x124\n" +
 	"\x03Get\x12\x15.stated.v1.GetRequest\x1a\x16.stated.v1.GetResponse\x129\n" +
@@ -3745,7 +4189,8 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\n" +
 	"GetOffsets\x12\x1c.stated.v1.GetOffsetsRequest\x1a\x1d.stated.v1.GetOffsetsResponse\x12:\n" +
 	"\x05Claim\x12\x17.stated.v1.ClaimRequest\x1a\x18.stated.v1.ClaimResponse\x12@\n" +
-	"\aRelease\x12\x19.stated.v1.ReleaseRequest\x1a\x1a.stated.v1.ReleaseResponse2\x8e\x02\n" +
+	"\aRelease\x12\x19.stated.v1.ReleaseRequest\x1a\x1a.stated.v1.ReleaseResponse\x12L\n" +
+	"\vOpenSession\x12\x1d.stated.v1.OpenSessionRequest\x1a\x1e.stated.v1.OpenSessionResponse2\x8e\x02\n" +
 	"\aCluster\x127\n" +
 	"\x04Join\x12\x16.stated.v1.JoinRequest\x1a\x17.stated.v1.JoinResponse\x12=\n" +
 	"\x06Remove\x12\x18.stated.v1.RemoveRequest\x1a\x19.stated.v1.RemoveResponse\x12@\n" +
@@ -3773,128 +4218,137 @@ func file_statedv1_stated_proto_rawDescGZIP() []byte {
 	return file_statedv1_stated_proto_rawDescData
 }
 
-var file_statedv1_stated_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_statedv1_stated_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_statedv1_stated_proto_goTypes = []any{
 	(Kind)(0),                         // 0: stated.v1.Kind
 	(MutationKind)(0),                 // 1: stated.v1.MutationKind
 	(Consistency)(0),                  // 2: stated.v1.Consistency
-	(*RecoveryRequest)(nil),           // 3: stated.v1.RecoveryRequest
-	(*FileProblem)(nil),               // 4: stated.v1.FileProblem
-	(*PartitionRecovery)(nil),         // 5: stated.v1.PartitionRecovery
-	(*RecoveryReport)(nil),            // 6: stated.v1.RecoveryReport
-	(*TriggerCheckpointRequest)(nil),  // 7: stated.v1.TriggerCheckpointRequest
-	(*TriggerCheckpointResponse)(nil), // 8: stated.v1.TriggerCheckpointResponse
-	(*ListCheckpointsRequest)(nil),    // 9: stated.v1.ListCheckpointsRequest
-	(*ListCheckpointsResponse)(nil),   // 10: stated.v1.ListCheckpointsResponse
-	(*GetCheckpointRequest)(nil),      // 11: stated.v1.GetCheckpointRequest
-	(*SavepointRequest)(nil),          // 12: stated.v1.SavepointRequest
-	(*SavepointResponse)(nil),         // 13: stated.v1.SavepointResponse
-	(*DeleteCheckpointRequest)(nil),   // 14: stated.v1.DeleteCheckpointRequest
-	(*DeleteCheckpointResponse)(nil),  // 15: stated.v1.DeleteCheckpointResponse
-	(*CheckpointSummary)(nil),         // 16: stated.v1.CheckpointSummary
-	(*CheckpointFile)(nil),            // 17: stated.v1.CheckpointFile
-	(*CheckpointManifest)(nil),        // 18: stated.v1.CheckpointManifest
-	(*CheckpointStatusRequest)(nil),   // 19: stated.v1.CheckpointStatusRequest
-	(*CheckpointStatus)(nil),          // 20: stated.v1.CheckpointStatus
-	(*JoinRequest)(nil),               // 21: stated.v1.JoinRequest
-	(*JoinResponse)(nil),              // 22: stated.v1.JoinResponse
-	(*RemoveRequest)(nil),             // 23: stated.v1.RemoveRequest
-	(*RemoveResponse)(nil),            // 24: stated.v1.RemoveResponse
-	(*MembersRequest)(nil),            // 25: stated.v1.MembersRequest
-	(*Member)(nil),                    // 26: stated.v1.Member
-	(*MembersResponse)(nil),           // 27: stated.v1.MembersResponse
-	(*NodeStatusRequest)(nil),         // 28: stated.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),        // 29: stated.v1.NodeStatusResponse
-	(*Mutation)(nil),                  // 30: stated.v1.Mutation
-	(*Offset)(nil),                    // 31: stated.v1.Offset
-	(*TopicPartition)(nil),            // 32: stated.v1.TopicPartition
-	(*ClaimRequest)(nil),              // 33: stated.v1.ClaimRequest
-	(*ClaimedPartition)(nil),          // 34: stated.v1.ClaimedPartition
-	(*ClaimResponse)(nil),             // 35: stated.v1.ClaimResponse
-	(*PartitionEpoch)(nil),            // 36: stated.v1.PartitionEpoch
-	(*ReleaseRequest)(nil),            // 37: stated.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),           // 38: stated.v1.ReleaseResponse
-	(*PartitionClaim)(nil),            // 39: stated.v1.PartitionClaim
-	(*CommitRequest)(nil),             // 40: stated.v1.CommitRequest
-	(*CommitResponse)(nil),            // 41: stated.v1.CommitResponse
-	(*ReadOptions)(nil),               // 42: stated.v1.ReadOptions
-	(*GetRequest)(nil),                // 43: stated.v1.GetRequest
-	(*GetResponse)(nil),               // 44: stated.v1.GetResponse
-	(*ScanRequest)(nil),               // 45: stated.v1.ScanRequest
-	(*Entry)(nil),                     // 46: stated.v1.Entry
-	(*ScanResponse)(nil),              // 47: stated.v1.ScanResponse
-	(*GetOffsetsRequest)(nil),         // 48: stated.v1.GetOffsetsRequest
-	(*GetOffsetsResponse)(nil),        // 49: stated.v1.GetOffsetsResponse
-	(*FencedPartition)(nil),           // 50: stated.v1.FencedPartition
+	(SessionRefused_Reason)(0),        // 3: stated.v1.SessionRefused.Reason
+	(*RecoveryRequest)(nil),           // 4: stated.v1.RecoveryRequest
+	(*FileProblem)(nil),               // 5: stated.v1.FileProblem
+	(*PartitionRecovery)(nil),         // 6: stated.v1.PartitionRecovery
+	(*RecoveryReport)(nil),            // 7: stated.v1.RecoveryReport
+	(*TriggerCheckpointRequest)(nil),  // 8: stated.v1.TriggerCheckpointRequest
+	(*TriggerCheckpointResponse)(nil), // 9: stated.v1.TriggerCheckpointResponse
+	(*ListCheckpointsRequest)(nil),    // 10: stated.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),   // 11: stated.v1.ListCheckpointsResponse
+	(*GetCheckpointRequest)(nil),      // 12: stated.v1.GetCheckpointRequest
+	(*SavepointRequest)(nil),          // 13: stated.v1.SavepointRequest
+	(*SavepointResponse)(nil),         // 14: stated.v1.SavepointResponse
+	(*DeleteCheckpointRequest)(nil),   // 15: stated.v1.DeleteCheckpointRequest
+	(*DeleteCheckpointResponse)(nil),  // 16: stated.v1.DeleteCheckpointResponse
+	(*CheckpointSummary)(nil),         // 17: stated.v1.CheckpointSummary
+	(*CheckpointFile)(nil),            // 18: stated.v1.CheckpointFile
+	(*CheckpointManifest)(nil),        // 19: stated.v1.CheckpointManifest
+	(*CheckpointStatusRequest)(nil),   // 20: stated.v1.CheckpointStatusRequest
+	(*CheckpointStatus)(nil),          // 21: stated.v1.CheckpointStatus
+	(*JoinRequest)(nil),               // 22: stated.v1.JoinRequest
+	(*JoinResponse)(nil),              // 23: stated.v1.JoinResponse
+	(*RemoveRequest)(nil),             // 24: stated.v1.RemoveRequest
+	(*RemoveResponse)(nil),            // 25: stated.v1.RemoveResponse
+	(*MembersRequest)(nil),            // 26: stated.v1.MembersRequest
+	(*Member)(nil),                    // 27: stated.v1.Member
+	(*MembersResponse)(nil),           // 28: stated.v1.MembersResponse
+	(*NodeStatusRequest)(nil),         // 29: stated.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),        // 30: stated.v1.NodeStatusResponse
+	(*StateCounts)(nil),               // 31: stated.v1.StateCounts
+	(*Mutation)(nil),                  // 32: stated.v1.Mutation
+	(*Offset)(nil),                    // 33: stated.v1.Offset
+	(*TopicPartition)(nil),            // 34: stated.v1.TopicPartition
+	(*ClaimRequest)(nil),              // 35: stated.v1.ClaimRequest
+	(*ClaimedPartition)(nil),          // 36: stated.v1.ClaimedPartition
+	(*ClaimResponse)(nil),             // 37: stated.v1.ClaimResponse
+	(*PartitionEpoch)(nil),            // 38: stated.v1.PartitionEpoch
+	(*ReleaseRequest)(nil),            // 39: stated.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),           // 40: stated.v1.ReleaseResponse
+	(*PartitionClaim)(nil),            // 41: stated.v1.PartitionClaim
+	(*CommitRequest)(nil),             // 42: stated.v1.CommitRequest
+	(*CommitResponse)(nil),            // 43: stated.v1.CommitResponse
+	(*OpenSessionRequest)(nil),        // 44: stated.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),       // 45: stated.v1.OpenSessionResponse
+	(*SessionRefused)(nil),            // 46: stated.v1.SessionRefused
+	(*ReadOptions)(nil),               // 47: stated.v1.ReadOptions
+	(*GetRequest)(nil),                // 48: stated.v1.GetRequest
+	(*GetResponse)(nil),               // 49: stated.v1.GetResponse
+	(*ScanRequest)(nil),               // 50: stated.v1.ScanRequest
+	(*Entry)(nil),                     // 51: stated.v1.Entry
+	(*ScanResponse)(nil),              // 52: stated.v1.ScanResponse
+	(*GetOffsetsRequest)(nil),         // 53: stated.v1.GetOffsetsRequest
+	(*GetOffsetsResponse)(nil),        // 54: stated.v1.GetOffsetsResponse
+	(*FencedPartition)(nil),           // 55: stated.v1.FencedPartition
 }
 var file_statedv1_stated_proto_depIdxs = []int32{
-	16, // 0: stated.v1.RecoveryReport.checkpoint:type_name -> stated.v1.CheckpointSummary
-	4,  // 1: stated.v1.RecoveryReport.problems:type_name -> stated.v1.FileProblem
-	5,  // 2: stated.v1.RecoveryReport.partitions:type_name -> stated.v1.PartitionRecovery
-	16, // 3: stated.v1.TriggerCheckpointResponse.summary:type_name -> stated.v1.CheckpointSummary
-	16, // 4: stated.v1.ListCheckpointsResponse.checkpoints:type_name -> stated.v1.CheckpointSummary
-	16, // 5: stated.v1.CheckpointManifest.summary:type_name -> stated.v1.CheckpointSummary
-	31, // 6: stated.v1.CheckpointManifest.offsets:type_name -> stated.v1.Offset
-	17, // 7: stated.v1.CheckpointManifest.files:type_name -> stated.v1.CheckpointFile
-	16, // 8: stated.v1.CheckpointStatus.last_completed:type_name -> stated.v1.CheckpointSummary
-	26, // 9: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
-	1,  // 10: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
-	32, // 11: stated.v1.ClaimRequest.partitions:type_name -> stated.v1.TopicPartition
-	34, // 12: stated.v1.ClaimResponse.partitions:type_name -> stated.v1.ClaimedPartition
-	36, // 13: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
-	30, // 14: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
-	31, // 15: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
-	2,  // 16: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
-	0,  // 17: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
-	42, // 18: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 19: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
-	42, // 20: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 21: stated.v1.Entry.kind:type_name -> stated.v1.Kind
-	46, // 22: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
-	42, // 23: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
-	31, // 24: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
-	39, // 25: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
-	31, // 26: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
-	40, // 27: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
-	43, // 28: stated.v1.State.Get:input_type -> stated.v1.GetRequest
-	45, // 29: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
-	48, // 30: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
-	33, // 31: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
-	37, // 32: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
-	21, // 33: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
-	23, // 34: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
-	25, // 35: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
-	28, // 36: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
-	7,  // 37: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
-	9,  // 38: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
-	11, // 39: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
-	12, // 40: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
-	14, // 41: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
-	19, // 42: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
-	3,  // 43: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
-	41, // 44: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
-	44, // 45: stated.v1.State.Get:output_type -> stated.v1.GetResponse
-	47, // 46: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
-	49, // 47: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
-	35, // 48: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
-	38, // 49: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
-	22, // 50: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
-	24, // 51: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
-	27, // 52: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
-	29, // 53: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
-	8,  // 54: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
-	10, // 55: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
-	18, // 56: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
-	13, // 57: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
-	15, // 58: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
-	20, // 59: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
-	6,  // 60: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
-	44, // [44:61] is the sub-list for method output_type
-	27, // [27:44] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	17, // 0: stated.v1.RecoveryReport.checkpoint:type_name -> stated.v1.CheckpointSummary
+	5,  // 1: stated.v1.RecoveryReport.problems:type_name -> stated.v1.FileProblem
+	6,  // 2: stated.v1.RecoveryReport.partitions:type_name -> stated.v1.PartitionRecovery
+	17, // 3: stated.v1.TriggerCheckpointResponse.summary:type_name -> stated.v1.CheckpointSummary
+	17, // 4: stated.v1.ListCheckpointsResponse.checkpoints:type_name -> stated.v1.CheckpointSummary
+	17, // 5: stated.v1.CheckpointManifest.summary:type_name -> stated.v1.CheckpointSummary
+	33, // 6: stated.v1.CheckpointManifest.offsets:type_name -> stated.v1.Offset
+	18, // 7: stated.v1.CheckpointManifest.files:type_name -> stated.v1.CheckpointFile
+	17, // 8: stated.v1.CheckpointStatus.last_completed:type_name -> stated.v1.CheckpointSummary
+	27, // 9: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
+	31, // 10: stated.v1.NodeStatusResponse.counts:type_name -> stated.v1.StateCounts
+	1,  // 11: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
+	34, // 12: stated.v1.ClaimRequest.partitions:type_name -> stated.v1.TopicPartition
+	36, // 13: stated.v1.ClaimResponse.partitions:type_name -> stated.v1.ClaimedPartition
+	38, // 14: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
+	32, // 15: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
+	33, // 16: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
+	3,  // 17: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
+	2,  // 18: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
+	0,  // 19: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
+	47, // 20: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 21: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
+	47, // 22: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 23: stated.v1.Entry.kind:type_name -> stated.v1.Kind
+	51, // 24: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
+	47, // 25: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
+	33, // 26: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
+	41, // 27: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
+	33, // 28: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
+	42, // 29: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
+	48, // 30: stated.v1.State.Get:input_type -> stated.v1.GetRequest
+	50, // 31: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
+	53, // 32: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
+	35, // 33: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
+	39, // 34: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
+	44, // 35: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
+	22, // 36: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
+	24, // 37: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
+	26, // 38: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
+	29, // 39: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
+	8,  // 40: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
+	10, // 41: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
+	12, // 42: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
+	13, // 43: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
+	15, // 44: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
+	20, // 45: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
+	4,  // 46: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
+	43, // 47: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
+	49, // 48: stated.v1.State.Get:output_type -> stated.v1.GetResponse
+	52, // 49: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
+	54, // 50: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
+	37, // 51: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
+	40, // 52: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
+	45, // 53: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
+	23, // 54: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
+	25, // 55: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
+	28, // 56: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
+	30, // 57: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
+	9,  // 58: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
+	11, // 59: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
+	19, // 60: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
+	14, // 61: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
+	16, // 62: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
+	21, // 63: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
+	7,  // 64: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
+	47, // [47:65] is the sub-list for method output_type
+	29, // [29:47] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_statedv1_stated_proto_init() }
@@ -3907,8 +4361,8 @@ func file_statedv1_stated_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_statedv1_stated_proto_rawDesc), len(file_statedv1_stated_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   48,
+			NumEnums:      4,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

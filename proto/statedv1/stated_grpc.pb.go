@@ -24,12 +24,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	State_Commit_FullMethodName     = "/stated.v1.State/Commit"
-	State_Get_FullMethodName        = "/stated.v1.State/Get"
-	State_Scan_FullMethodName       = "/stated.v1.State/Scan"
-	State_GetOffsets_FullMethodName = "/stated.v1.State/GetOffsets"
-	State_Claim_FullMethodName      = "/stated.v1.State/Claim"
-	State_Release_FullMethodName    = "/stated.v1.State/Release"
+	State_Commit_FullMethodName      = "/stated.v1.State/Commit"
+	State_Get_FullMethodName         = "/stated.v1.State/Get"
+	State_Scan_FullMethodName        = "/stated.v1.State/Scan"
+	State_GetOffsets_FullMethodName  = "/stated.v1.State/GetOffsets"
+	State_Claim_FullMethodName       = "/stated.v1.State/Claim"
+	State_Release_FullMethodName     = "/stated.v1.State/Release"
+	State_OpenSession_FullMethodName = "/stated.v1.State/OpenSession"
 )
 
 // StateClient is the client API for State service.
@@ -59,6 +60,17 @@ type StateClient interface {
 	// Release gives up partitions at the epochs given; a partition claimed
 	// by someone else since is left alone.
 	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
+	// OpenSession opens a client session for client_id, as a replicated
+	// command. Commits that carry the session's id and a sequence are applied
+	// at most once: a retry of a sequence already applied is answered with
+	// the original response. Opening a session fences every older session of
+	// the same client_id: their commits are refused with FAILED_PRECONDITION
+	// and a SessionRefused detail (reason SUPERSEDED). A session expires
+	// after idle_timeout_millis without a commit, judged by the leader's
+	// clock written into the log; a commit on it is then refused (reason
+	// NOT_OPEN). A retried OpenSession opens another session, which fences
+	// the first.
+	OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (*OpenSessionResponse, error)
 }
 
 type stateClient struct {
@@ -138,6 +150,16 @@ func (c *stateClient) Release(ctx context.Context, in *ReleaseRequest, opts ...g
 	return out, nil
 }
 
+func (c *stateClient) OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (*OpenSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OpenSessionResponse)
+	err := c.cc.Invoke(ctx, State_OpenSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StateServer is the server API for State service.
 // All implementations must embed UnimplementedStateServer
 // for forward compatibility.
@@ -165,6 +187,17 @@ type StateServer interface {
 	// Release gives up partitions at the epochs given; a partition claimed
 	// by someone else since is left alone.
 	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
+	// OpenSession opens a client session for client_id, as a replicated
+	// command. Commits that carry the session's id and a sequence are applied
+	// at most once: a retry of a sequence already applied is answered with
+	// the original response. Opening a session fences every older session of
+	// the same client_id: their commits are refused with FAILED_PRECONDITION
+	// and a SessionRefused detail (reason SUPERSEDED). A session expires
+	// after idle_timeout_millis without a commit, judged by the leader's
+	// clock written into the log; a commit on it is then refused (reason
+	// NOT_OPEN). A retried OpenSession opens another session, which fences
+	// the first.
+	OpenSession(context.Context, *OpenSessionRequest) (*OpenSessionResponse, error)
 	mustEmbedUnimplementedStateServer()
 }
 
@@ -192,6 +225,9 @@ func (UnimplementedStateServer) Claim(context.Context, *ClaimRequest) (*ClaimRes
 }
 func (UnimplementedStateServer) Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Release not implemented")
+}
+func (UnimplementedStateServer) OpenSession(context.Context, *OpenSessionRequest) (*OpenSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method OpenSession not implemented")
 }
 func (UnimplementedStateServer) mustEmbedUnimplementedStateServer() {}
 func (UnimplementedStateServer) testEmbeddedByValue()               {}
@@ -315,6 +351,24 @@ func _State_Release_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _State_OpenSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OpenSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateServer).OpenSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: State_OpenSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateServer).OpenSession(ctx, req.(*OpenSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // State_ServiceDesc is the grpc.ServiceDesc for State service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -341,6 +395,10 @@ var State_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Release",
 			Handler:    _State_Release_Handler,
+		},
+		{
+			MethodName: "OpenSession",
+			Handler:    _State_OpenSession_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
