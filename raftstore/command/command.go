@@ -1,5 +1,7 @@
 package command
 
+import "crypto/sha256"
+
 // Type tells what a command does.
 type Type uint8
 
@@ -27,6 +29,13 @@ const (
 	// TypeCheckpointDone records that checkpoint Epoch was uploaded and
 	// its manifest written; replicas drop their local copies up to it.
 	TypeCheckpointDone Type = 9
+	// TypeOpenSession opens a client session for Session.ClientID with
+	// the id Session.ID, fencing every older session of that client id.
+	TypeOpenSession Type = 10
+	// TypeExpireSessions deletes the sessions listed in Expired whose idle
+	// timeout ran out before Now and which saw no commit since the leader
+	// listed them.
+	TypeExpireSessions Type = 11
 )
 
 // Op is the operation of one mutation.
@@ -91,6 +100,35 @@ type Command struct {
 	// checkpointed offsets, which consumers commit to Kafka.
 	Epoch   uint64
 	Offsets []Offset
+	// Session is set when Type is TypeOpenSession.
+	Session *Session
+	// Expired is set when Type is TypeExpireSessions.
+	Expired []SessionRef
+	// Version is the format version the command was decoded from (zero
+	// for a command built in memory, which encodes as the newest). Commits
+	// of versions before 3 keep their per-commit retry records, so that a
+	// log written by an older stated applies as it did then.
+	Version byte
+}
+
+// Session is a client session as TypeOpenSession opens it.
+type Session struct {
+	ClientID string
+	// ID is the session's id, drawn at random by the leader (never zero),
+	// so that ids stay distinct across clusters and restores.
+	ID uint64
+	// IdleTimeout, in nanoseconds, is how long the session lives after
+	// its last commit (or its opening), by the leader's clocks.
+	IdleTimeout int64
+}
+
+// SessionRef names a session the leader found idle past its timeout, with
+// the last activity it saw; the state machine deletes the session only if
+// it is still that session and still idle.
+type SessionRef struct {
+	ClientID   string
+	ID         uint64
+	LastActive int64
 }
 
 // Claim names partitions of a consumer group that Owner claims (TypeClaim)
@@ -120,9 +158,17 @@ type Member struct {
 
 // Commit is a transaction: every mutation and every offset, or none.
 type Commit struct {
-	// ClientID and Seq identify the commit for retries; both may be empty.
-	ClientID  string
+	// ClientID names the committer (the owner of claimed partitions).
+	ClientID string
+	// SessionID, Lane and Seq identify the commit for retries: with a
+	// session open, each (lane, sequence) applies at most once. Zero
+	// SessionID and Seq mean no retry protection.
+	SessionID uint64
+	Lane      uint32
 	Seq       uint64
+	// Hash is PayloadHash of the commit, set by the leader when the commit
+	// has a session: a retry must match it.
+	Hash      [16]byte
 	Mutations []Mutation
 	Offsets   []Offset
 }
@@ -151,4 +197,15 @@ type Offset struct {
 	// for a partition that was never claimed. A commit whose epoch is not
 	// the partition's current claim is refused (fencing).
 	Epoch uint64
+}
+
+// PayloadHash is a digest of what the commit changes, its mutations and
+// offsets in their encoded form, without its identity (client, session,
+// lane, sequence) or the leader's time. A retry of a commit has the same
+// hash; any change to a mutation or an offset gives another.
+func (c *Commit) PayloadHash() [16]byte {
+	h := sha256.Sum256(appendPayload(nil, c))
+	var out [16]byte
+	copy(out[:], h[:])
+	return out
 }

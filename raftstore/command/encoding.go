@@ -9,8 +9,11 @@ import (
 // version is the format of an encoded command. Bump it, and keep decoding
 // the old one, whenever the layout changes. Version 2 added claims and the
 // epoch of each offset; version 1 commands decode with zero epochs.
+// Version 3 added client sessions: a commit's session, lane and payload
+// hash, and the session commands.
 const (
-	version   = 2
+	version   = 3
+	versionV2 = 2
 	versionV1 = 1
 )
 
@@ -41,6 +44,22 @@ func Encode(dst []byte, c *Command) []byte {
 		dst = appendBytes(dst, []byte(m.GRPCAddr))
 	case TypeClaim, TypeRelease:
 		dst = encodeClaim(dst, c.Claim)
+	case TypeOpenSession:
+		s := c.Session
+		if s == nil {
+			s = &Session{}
+		}
+		dst = appendBytes(dst, []byte(s.ClientID))
+		dst = binary.AppendUvarint(dst, s.ID)
+		dst = binary.AppendVarint(dst, s.IdleTimeout)
+	case TypeExpireSessions:
+		dst = binary.AppendUvarint(dst, uint64(len(c.Expired)))
+		for i := range c.Expired {
+			r := &c.Expired[i]
+			dst = appendBytes(dst, []byte(r.ClientID))
+			dst = binary.AppendUvarint(dst, r.ID)
+			dst = binary.AppendVarint(dst, r.LastActive)
+		}
 	case TypeCheckpointDone:
 		dst = binary.AppendUvarint(dst, c.Epoch)
 		dst = binary.AppendUvarint(dst, uint64(len(c.Offsets)))
@@ -87,8 +106,14 @@ func encodedSizeHint(c *Command) int {
 			n += len(cl.Partitions[i].Topic) + 3*binary.MaxVarintLen64
 		}
 	}
+	if s := c.Session; s != nil {
+		n += len(s.ClientID) + 3*binary.MaxVarintLen64
+	}
+	for i := range c.Expired {
+		n += len(c.Expired[i].ClientID) + 3*binary.MaxVarintLen64
+	}
 	if m := c.Commit; m != nil {
-		n += len(m.ClientID) + 3*binary.MaxVarintLen64
+		n += len(m.ClientID) + 5*binary.MaxVarintLen64 + len(m.Hash)
 		for i := range m.Mutations {
 			mu := &m.Mutations[i]
 			n += 1 + len(mu.Namespace) + len(mu.Key) + len(mu.SubKey) + len(mu.Value) + 6*binary.MaxVarintLen64
@@ -106,6 +131,16 @@ func encodeCommit(dst []byte, m *Commit) []byte {
 	}
 	dst = appendBytes(dst, []byte(m.ClientID))
 	dst = binary.AppendUvarint(dst, m.Seq)
+	dst = binary.AppendUvarint(dst, m.SessionID)
+	dst = binary.AppendUvarint(dst, uint64(m.Lane))
+	if m.SessionID != 0 {
+		dst = append(dst, m.Hash[:]...)
+	}
+	return appendPayload(dst, m)
+}
+
+// appendPayload appends what a commit changes: its mutations and offsets.
+func appendPayload(dst []byte, m *Commit) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(m.Mutations)))
 	for i := range m.Mutations {
 		mu := &m.Mutations[i]
@@ -142,10 +177,10 @@ func Decode(buf []byte) (*Command, error) {
 	if d.err != nil {
 		return nil, d.err
 	}
-	if d.version != version && d.version != versionV1 {
+	if d.version < versionV1 || d.version > version {
 		return nil, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, d.version)
 	}
-	c := &Command{Type: Type(d.byte()), Now: d.varint()}
+	c := &Command{Type: Type(d.byte()), Now: d.varint(), Version: d.version}
 	switch c.Type {
 	case TypeCommit:
 		c.Commit = d.commit()
@@ -160,6 +195,18 @@ func Decode(buf []byte) (*Command, error) {
 			return nil, fmt.Errorf("%w: command type %d in format version 1", ErrCorrupt, c.Type)
 		}
 		c.Claim = d.claim()
+	case TypeOpenSession, TypeExpireSessions:
+		if d.version < version {
+			return nil, fmt.Errorf("%w: command type %d in format version %d", ErrCorrupt, c.Type, d.version)
+		}
+		if c.Type == TypeOpenSession {
+			c.Session = &Session{ClientID: string(d.bytes()), ID: d.uvarint(), IdleTimeout: d.varint()}
+		} else if n := d.count(3); n > 0 {
+			c.Expired = make([]SessionRef, n)
+			for i := range c.Expired {
+				c.Expired[i] = SessionRef{ClientID: string(d.bytes()), ID: d.uvarint(), LastActive: d.varint()}
+			}
+		}
 	case TypeCheckpoint:
 		if d.version == versionV1 {
 			return nil, fmt.Errorf("%w: command type %d in format version 1", ErrCorrupt, c.Type)
@@ -263,6 +310,18 @@ func (d *decoder) count(minSize int) int {
 
 func (d *decoder) commit() *Commit {
 	m := &Commit{ClientID: string(d.bytes()), Seq: d.uvarint()}
+	if d.version >= version {
+		m.SessionID = d.uvarint()
+		m.Lane = uint32(d.uvarint())
+		if m.SessionID != 0 {
+			if len(d.buf) < len(m.Hash) {
+				d.fail("hash")
+				return m
+			}
+			copy(m.Hash[:], d.buf)
+			d.buf = d.buf[len(m.Hash):]
+		}
+	}
 	// A mutation takes at least 7 bytes, an offset at least 4.
 	if n := d.count(7); n > 0 {
 		m.Mutations = make([]Mutation, n)

@@ -1,6 +1,7 @@
 package command
 
 import (
+	"encoding/binary"
 	"errors"
 	"reflect"
 	"testing"
@@ -37,6 +38,10 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		}}},
 		"checkpoint":      {Type: TypeCheckpoint, Now: 9},
 		"checkpoint done": {Type: TypeCheckpointDone, Now: 9, Epoch: 1 << 40, Offsets: []Offset{{Group: "g", Topic: "t", Partition: 3, Offset: 77}}},
+		"session commit": {Type: TypeCommit, Now: 3, Commit: &Commit{ClientID: "c", SessionID: 1 << 62, Lane: 9, Seq: 5,
+			Hash: [16]byte{1, 2, 3}, Mutations: []Mutation{{Op: OpPut, Namespace: "ns", Key: []byte("k")}}}},
+		"open session":    {Type: TypeOpenSession, Now: 4, Session: &Session{ClientID: "c", ID: 77, IdleTimeout: 3600e9}},
+		"expire sessions": {Type: TypeExpireSessions, Now: 4, Expired: []SessionRef{{ClientID: "a", ID: 1, LastActive: 2}, {ClientID: "b", ID: 3, LastActive: 4}}},
 		"release": {Type: TypeRelease, Claim: &Claim{Group: "g", Owner: "c1", Partitions: []PartitionEpoch{
 			{Topic: "t", Partition: 2, Epoch: 1 << 50},
 		}}},
@@ -90,25 +95,74 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
+// encodeV2 encodes a commit as format version 2 wrote it: no session,
+// lane or hash after the sequence.
+func encodeV2(c *Command) []byte {
+	dst := []byte{versionV2, byte(c.Type)}
+	dst = binary.AppendVarint(dst, c.Now)
+	dst = appendBytes(dst, []byte(c.Commit.ClientID))
+	dst = binary.AppendUvarint(dst, c.Commit.Seq)
+	return appendPayload(dst, c.Commit)
+}
+
 // TestDecodeVersion1 keeps decoding logs written before offsets carried
-// epochs: a version 1 commit decodes with zero epochs.
+// epochs: a version 1 commit decodes with zero epochs; and logs written
+// before sessions: a version 2 commit decodes with no session.
 func TestDecodeVersion1(t *testing.T) {
 	c := sampleCommit()
 	c.Commit.Offsets[0].Epoch = 0
-	buf := Encode(nil, c)
+	c.Commit.SessionID, c.Commit.Lane, c.Commit.Hash = 0, 0, [16]byte{}
+	v2 := encodeV2(c)
 	// Version 2 appends the epoch (one zero byte here) after each offset;
 	// version 1 ends at the offset itself.
-	v1 := append([]byte{versionV1}, buf[1:len(buf)-1]...)
-	got, err := Decode(v1)
-	if err != nil {
-		t.Fatal(err)
+	v1 := append([]byte{versionV1}, v2[1:len(v2)-1]...)
+	for _, tc := range []struct {
+		name    string
+		buf     []byte
+		version byte
+	}{{"v1", v1, versionV1}, {"v2", v2, versionV2}} {
+		got, err := Decode(tc.buf)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got.Version != tc.version || !reflect.DeepEqual(Encode(nil, got), Encode(nil, c)) {
+			t.Fatalf("%s decode = version %d %+v, want %d %+v", tc.name, got.Version, got.Commit, tc.version, c.Commit)
+		}
 	}
-	if !reflect.DeepEqual(Encode(nil, got), buf) {
-		t.Fatalf("version 1 decode = %+v, want %+v", got.Commit, c.Commit)
+	for _, typ := range []Type{TypeOpenSession, TypeExpireSessions} {
+		buf := Encode(nil, &Command{Type: typ, Session: &Session{ClientID: "c", ID: 1}})
+		buf[0] = versionV2
+		if _, err := Decode(buf); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("type %d in version 2: err = %v, want ErrCorrupt", typ, err)
+		}
 	}
 	claim := Encode(nil, &Command{Type: TypeClaim, Claim: &Claim{Group: "g"}})
 	claim[0] = versionV1
 	if _, err := Decode(claim); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("claim in version 1: err = %v, want ErrCorrupt", err)
+	}
+}
+
+func TestPayloadHashIgnoresIdentityAndSeesEveryChange(t *testing.T) {
+	a := sampleCommit().Commit
+	b := sampleCommit().Commit
+	b.ClientID, b.Seq, b.SessionID, b.Lane = "other", 99, 5, 3
+	if a.PayloadHash() != b.PayloadHash() {
+		t.Fatal("identity changed the payload hash")
+	}
+	for name, change := range map[string]func(c *Commit){
+		"value":  func(c *Commit) { c.Mutations[0].Value = []byte("w") },
+		"delta":  func(c *Commit) { c.Mutations[2].Delta++ },
+		"ttl":    func(c *Commit) { c.Mutations[0].TTL++ },
+		"offset": func(c *Commit) { c.Offsets[0].Offset++ },
+		"epoch":  func(c *Commit) { c.Offsets[0].Epoch++ },
+		"order":  func(c *Commit) { c.Mutations[0], c.Mutations[1] = c.Mutations[1], c.Mutations[0] },
+		"fewer":  func(c *Commit) { c.Mutations = c.Mutations[:3] },
+	} {
+		c := sampleCommit().Commit
+		change(c)
+		if c.PayloadHash() == a.PayloadHash() {
+			t.Errorf("%s: changed commit has the same payload hash", name)
+		}
 	}
 }
