@@ -366,3 +366,13 @@ func (d *decoder) claim() *Claim {
 	}
 	return c
 }
+
+// EncodeVersion2 encodes a commit in format version 2, which had no
+// sessions; it exists for tests of logs written by older versions.
+func EncodeVersion2(c *Command) []byte {
+	dst := []byte{versionV2, byte(TypeCommit)}
+	dst = binary.AppendVarint(dst, c.Now)
+	dst = appendBytes(dst, []byte(c.Commit.ClientID))
+	dst = binary.AppendUvarint(dst, c.Commit.Seq)
+	return appendPayload(dst, c.Commit)
+}

@@ -1,7 +1,6 @@
 package command
 
 import (
-	"encoding/binary"
 	"errors"
 	"reflect"
 	"testing"
@@ -95,16 +94,6 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// encodeV2 encodes a commit as format version 2 wrote it: no session,
-// lane or hash after the sequence.
-func encodeV2(c *Command) []byte {
-	dst := []byte{versionV2, byte(c.Type)}
-	dst = binary.AppendVarint(dst, c.Now)
-	dst = appendBytes(dst, []byte(c.Commit.ClientID))
-	dst = binary.AppendUvarint(dst, c.Commit.Seq)
-	return appendPayload(dst, c.Commit)
-}
-
 // TestDecodeVersion1 keeps decoding logs written before offsets carried
 // epochs: a version 1 commit decodes with zero epochs; and logs written
 // before sessions: a version 2 commit decodes with no session.
@@ -112,7 +101,7 @@ func TestDecodeVersion1(t *testing.T) {
 	c := sampleCommit()
 	c.Commit.Offsets[0].Epoch = 0
 	c.Commit.SessionID, c.Commit.Lane, c.Commit.Hash = 0, 0, [16]byte{}
-	v2 := encodeV2(c)
+	v2 := EncodeVersion2(c)
 	// Version 2 appends the epoch (one zero byte here) after each offset;
 	// version 1 ends at the offset itself.
 	v1 := append([]byte{versionV1}, v2[1:len(v2)-1]...)

@@ -221,7 +221,7 @@ func (a *applier) expire(limit uint32) error {
 	return nil
 }
 
-// remember records a commit's (client id, sequence) for DedupWindow, in
+// remember records a version 2 commit's (client id, sequence) for DedupWindow, in
 // the expiry index like any entry with a TTL, so that Expire forgets it.
 func (a *applier) remember(c *command.Commit, index uint64) error {
 	if c == nil || c.ClientID == "" || c.Seq == 0 {

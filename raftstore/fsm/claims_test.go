@@ -131,15 +131,16 @@ func TestClaimWithoutOwnerIsRejected(t *testing.T) {
 func TestRetryOfAFencedOutCommitIsStillAcknowledged(t *testing.T) {
 	f := openFSM(t)
 	apply(t, f, 1, claimCmd(command.TypeClaim, "a", command.PartitionEpoch{Topic: "t"}))
+	apply(t, f, 2, openSessionCmd("a", 11, 0))
 	c := offsetCommit("a", 0, 1, 1)
-	c.Commit.Seq = 7
-	if res := apply(t, f, 2, c); res.Err != nil {
+	inSession(c, 11, 0, 7)
+	if res := apply(t, f, 3, c); res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	apply(t, f, 3, claimCmd(command.TypeClaim, "b", command.PartitionEpoch{Topic: "t"}))
-	res := apply(t, f, 4, c)
-	if res.Err != nil || !res.Duplicate || res.Index != 2 {
-		t.Fatalf("retry = %+v, want a duplicate of index 2", res)
+	apply(t, f, 4, claimCmd(command.TypeClaim, "b", command.PartitionEpoch{Topic: "t"}))
+	res := apply(t, f, 5, c)
+	if res.Err != nil || !res.Duplicate || res.Index != 3 {
+		t.Fatalf("retry = %+v, want a duplicate of index 3", res)
 	}
 	if got := counter(t, f); got != 1 {
 		t.Fatalf("counter = %d, want 1", got)

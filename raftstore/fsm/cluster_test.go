@@ -4,10 +4,15 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/statedhq/stated/raftstore/command"
 )
 
-func TestRetriedCommitIsAppliedOnceEvenOutOfOrder(t *testing.T) {
+// TestLegacyRetriedCommitIsAppliedOnceEvenOutOfOrder keeps a log written
+// before client sessions (format version 2) applying as it did: commits
+// with a (client id, sequence) are deduplicated by per-commit records.
+func TestLegacyRetriedCommitIsAppliedOnceEvenOutOfOrder(t *testing.T) {
 	f := openFSM(t)
 	now := int64(1e18)
 	add := func(seq uint64, at int64) *command.Command {
@@ -29,7 +34,7 @@ func TestRetriedCommitIsAppliedOnceEvenOutOfOrder(t *testing.T) {
 		{2, 4, true},
 	}
 	for i, st := range steps {
-		r := apply(t, f, uint64(i+1), add(st.seq, now))
+		r := applyV2(t, f, uint64(i+1), add(st.seq, now))
 		if r.Err != nil || r.Index != st.wantIndex || r.Duplicate != st.wantDup {
 			t.Fatalf("step %d (seq %d): index %d dup %v err %v; want index %d dup %v", i, st.seq, r.Index, r.Duplicate, r.Err, st.wantIndex, st.wantDup)
 		}
@@ -40,15 +45,20 @@ func TestRetriedCommitIsAppliedOnceEvenOutOfOrder(t *testing.T) {
 	// Another client's seq 1 is its own.
 	other := add(1, now)
 	other.Commit.ClientID = "client-b"
-	if r := apply(t, f, 7, other); r.Duplicate {
+	if r := applyV2(t, f, 7, other); r.Duplicate {
 		t.Fatal("client-b's seq 1 was taken for client-a's")
 	}
 	// Past the window, and once expired, the record is forgotten.
 	later := now + int64(DedupWindow) + 1
 	apply(t, f, 8, &command.Command{Type: command.TypeExpire, Now: later, ExpireLimit: 100})
-	if r := apply(t, f, 9, add(1, later)); r.Duplicate || r.Index != 9 {
+	if r := applyV2(t, f, 9, add(1, later)); r.Duplicate || r.Index != 9 {
 		t.Fatalf("after the dedup window: index %d dup %v", r.Index, r.Duplicate)
 	}
+}
+
+func applyV2(t *testing.T, f *FSM, index uint64, cmd *command.Command) *Result {
+	t.Helper()
+	return f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: command.EncodeVersion2(cmd)}).(*Result)
 }
 
 func TestClusterIDIsSetOnceAndMembersAreRecorded(t *testing.T) {

@@ -17,6 +17,11 @@ var (
 	// after a rebalance. It matches ErrRejected too; test with errors.As
 	// for the *FenceError.
 	ErrFenced = errors.New("fsm: partition claim fenced")
+	// ErrSessionRefused marks a commit refused by its client session:
+	// fenced by a newer session of its client id, expired, or a sequence
+	// that is not the lane's next nor a faithful retry. It matches
+	// ErrRejected too; test with errors.As for the *SessionError.
+	ErrSessionRefused = errors.New("fsm: refused by the client session")
 	// ErrCorrupt marks stored state that cannot be decoded.
 	ErrCorrupt = errors.New("fsm: corrupt state")
 )

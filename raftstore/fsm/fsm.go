@@ -182,6 +182,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 			switch cmd.Type {
 			case command.TypeCheckpoint:
 				cp := &CheckpointResult{Epoch: out.epoch, Index: l.Index, Term: l.Term}
+		res.Session = out.session
 				f.startCheckpoint(cp)
 				res.Checkpoint = cp
 			case command.TypeCheckpointDone:
@@ -217,27 +218,48 @@ type applyOut struct {
 	claimed []ClaimedPartition
 	// epoch is the checkpoint epoch of a TypeCheckpoint or
 	// TypeCheckpointDone command.
-	epoch uint64
+	epoch   uint64
+	session *SessionOpened
 }
 
 // applyCommand writes cmd and the applied index in one batch, or nothing
 // when the command is rejected or a retry of one applied before. It returns
 // the index the caller should see: index, or the first application's.
 func (f *FSM) applyCommand(index uint64, cmd *command.Command) (uint64, bool, applyOut, error) {
-	if first, ok, err := f.duplicateOf(cmd); err != nil || ok {
-		return first, ok, applyOut{}, err
+	var chk *sessionCheck
+	if c := cmd.Commit; cmd.Type == command.TypeCommit && c != nil {
+		switch {
+		case legacyRetry(cmd):
+			if first, ok, err := f.duplicateOf(cmd); err != nil || ok {
+				return first, ok, applyOut{}, err
+			}
+		case c.SessionID != 0:
+			s, first, dup, err := checkSession(f.db, c, cmd.Now)
+			if err != nil || dup {
+				return first, dup, applyOut{}, err
+			}
+			chk = &s
+		case c.Seq != 0:
+			return 0, false, applyOut{}, reject("session_id", "a commit with a sequence needs a session; open one with OpenSession")
+		}
 	}
-	out, err := f.writeCommand(index, cmd)
+	out, err := f.writeCommand(index, cmd, chk)
 	return index, false, out, err
 }
 
-// duplicateOf reports whether cmd is a commit whose (client id, sequence)
-// was applied within the dedup window, and at which index.
+// legacyRetry reports whether cmd is a commit of format version 2 or
+// older with a (client id, sequence): such commits, from a log written
+// before client sessions, keep their per-commit retry records.
+func legacyRetry(cmd *command.Command) bool {
+	c := cmd.Commit
+	return cmd.Version != 0 && cmd.Version < 3 && c.ClientID != "" && c.Seq != 0
+}
+
+// duplicateOf reports whether cmd, a commit of format version 2, has a
+// (client id, sequence) that was applied within the dedup window, and at
+// which index.
 func (f *FSM) duplicateOf(cmd *command.Command) (uint64, bool, error) {
 	c := cmd.Commit
-	if cmd.Type != command.TypeCommit || c == nil || c.ClientID == "" || c.Seq == 0 {
-		return 0, false, nil
-	}
 	v, closer, err := f.db.Get(dedupKey(c.ClientID, c.Seq))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0, false, nil
@@ -256,7 +278,7 @@ func (f *FSM) duplicateOf(cmd *command.Command) (uint64, bool, error) {
 	return binary.BigEndian.Uint64(payload), true, nil
 }
 
-func (f *FSM) writeCommand(index uint64, cmd *command.Command) (applyOut, error) {
+func (f *FSM) writeCommand(index uint64, cmd *command.Command, chk *sessionCheck) (applyOut, error) {
 	// A command that reads what it wrote (a counter or list touched twice)
 	// needs an indexed batch; plain puts and deletes do not pay for one.
 	var b *pebble.Batch
@@ -273,13 +295,22 @@ func (f *FSM) writeCommand(index uint64, cmd *command.Command) (applyOut, error)
 	var out applyOut
 	switch cmd.Type {
 	case command.TypeCommit:
-		if err = a.commit(cmd.Commit); err == nil {
+		err = a.commit(cmd.Commit)
+		switch {
+		case err != nil:
+		case chk != nil:
+			err = a.recordSession(cmd.Commit, chk, index)
+		case legacyRetry(cmd):
 			err = a.remember(cmd.Commit, index)
 		}
 	case command.TypeExpire:
 		err = a.expire(cmd.ExpireLimit)
 	case command.TypeSetClusterID:
 		err = a.setClusterID(cmd.ClusterID)
+	case command.TypeOpenSession:
+		out.session, err = a.openSession(cmd.Session, index)
+	case command.TypeExpireSessions:
+		err = a.expireSessions(cmd.Expired)
 	case command.TypeSetMember:
 		err = a.setMember(cmd.Member)
 	case command.TypeRemoveMember:
@@ -310,7 +341,7 @@ func (f *FSM) writeCommand(index uint64, cmd *command.Command) (applyOut, error)
 func readsOwnWrites(cmd *command.Command) bool {
 	switch cmd.Type {
 	case command.TypeCommit:
-	case command.TypeSetMember, command.TypeRemoveMember:
+	case command.TypeSetMember, command.TypeRemoveMember, command.TypeOpenSession:
 		return false
 	default:
 		return true

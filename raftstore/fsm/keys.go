@@ -12,9 +12,11 @@ const (
 	prefixOffset     = 0x01 // group, topic, partition -> next offset
 	prefixState      = 0x02 // namespace, key, kind, sub-key -> entry
 	prefixExpiry     = 0x03 // expiry time, state key -> nothing
-	prefixDedup      = 0x04 // client id, sequence -> index of the commit
+	prefixDedup      = 0x04 // client id, sequence -> index of the commit (format version 2 commits only)
 	prefixClaim      = 0x05 // group, topic, partition -> epoch, owner
 	prefixCkptOffset = 0x06 // group, topic, partition -> offset in the newest completed checkpoint
+	prefixSession    = 0x07 // client id -> its current session (see session.go)
+	prefixLane       = 0x08 // client id, lane -> the lane's highest sequence
 )
 
 var (

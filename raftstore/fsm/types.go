@@ -70,9 +70,11 @@ type Result struct {
 	Claimed []ClaimedPartition
 	// Checkpoint is set for a TypeCheckpoint command.
 	Checkpoint *CheckpointResult
+	// Session is set for a TypeOpenSession command.
+	Session *SessionOpened
 }
 
-// DedupWindow is how long the state machine remembers a commit's (client
-// id, sequence) to recognise a retry. A retry later than that after the
-// first attempt would be applied again; clients retry within seconds.
+// DedupWindow is how long the state machine remembers the (client id,
+// sequence) of a commit of format version 2 or older, written before client
+// sessions existed, to recognise its retry in an old log.
 const DedupWindow = time.Hour

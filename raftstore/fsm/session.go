@@ -1,0 +1,380 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// Client sessions (the Raft dissertation, §6.3; Kafka's idempotent
+// producer). A session is opened by a replicated command and names one
+// client id's current incarnation: opening a new one for the same client id
+// fences every older one. Within a session, commits travel in lanes: a lane
+// is an ordered stream of commits, one at a time (the SDK uses one lane per
+// commit in flight), and the state machine keeps, per lane, the highest
+// sequence applied, its payload hash and its index. A retry of that
+// sequence with the same payload is answered with the original index and
+// applied nothing; anything else at or below it is refused.
+//
+// The records:
+//
+//	prefixSession, client id         -> id, opened index, idle timeout, last activity
+//	prefixLane, client id, lane (u32) -> session id, sequence, index, payload hash
+//
+// so the bookkeeping is one record per session and one per lane, whatever
+// the number of commits. Idle sessions are deleted by TypeExpireSessions,
+// which the leader proposes after listing them (IdleSessions); expiry is
+// judged by the leader's clock written into each command, never by a clock
+// read here.
+
+// SessionReason says why a commit was refused by its session.
+type SessionReason uint8
+
+const (
+	// SessionSuperseded: the client id opened a newer session.
+	SessionSuperseded SessionReason = 1
+	// SessionNotOpen: the session expired, or was never opened here.
+	SessionNotOpen SessionReason = 2
+	// SequenceReused: the lane's highest sequence carried another payload.
+	SequenceReused SessionReason = 3
+	// SequenceStale: the sequence is below the lane's highest.
+	SequenceStale SessionReason = 4
+)
+
+func (r SessionReason) String() string {
+	switch r {
+	case SessionSuperseded:
+		return "superseded"
+	case SessionNotOpen:
+		return "not open"
+	case SequenceReused:
+		return "sequence reused"
+	case SequenceStale:
+		return "sequence stale"
+	}
+	return "unknown"
+}
+
+// SessionError is a commit refused by its session: nothing of it applied.
+// It matches ErrSessionRefused and ErrRejected.
+type SessionError struct {
+	ClientID  string
+	SessionID uint64
+	// Current is the client id's current session, zero when it has none.
+	Current uint64
+	Reason  SessionReason
+	Lane    uint32
+	Seq     uint64
+	// Highest is the lane's highest applied sequence.
+	Highest uint64
+	Message string
+}
+
+func (e *SessionError) Error() string { return "fsm: session: " + e.Message }
+
+// Is matches ErrSessionRefused and ErrRejected.
+func (e *SessionError) Is(target error) bool {
+	return target == ErrSessionRefused || target == ErrRejected
+}
+
+// SessionOpened is what a TypeOpenSession command returns.
+type SessionOpened struct {
+	ID          uint64
+	Index       uint64
+	IdleTimeout int64
+}
+
+// session is a session record.
+type session struct {
+	id          uint64
+	opened      uint64 // index of the entry that opened it
+	idleTimeout int64  // nanoseconds
+	lastActive  int64  // leader's Unix nanoseconds of its last commit or opening
+}
+
+const sessionRecordSize = 32
+
+func (s *session) encode(dst []byte) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, s.id)
+	dst = binary.BigEndian.AppendUint64(dst, s.opened)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(s.idleTimeout))
+	return binary.BigEndian.AppendUint64(dst, uint64(s.lastActive))
+}
+
+func decodeSession(v []byte) (session, error) {
+	if len(v) != sessionRecordSize {
+		return session{}, fmt.Errorf("%w: session record of %d bytes", ErrCorrupt, len(v))
+	}
+	return session{
+		id:          binary.BigEndian.Uint64(v),
+		opened:      binary.BigEndian.Uint64(v[8:]),
+		idleTimeout: int64(binary.BigEndian.Uint64(v[16:])),
+		lastActive:  int64(binary.BigEndian.Uint64(v[24:])),
+	}, nil
+}
+
+// expiredAt reports whether the session's idle timeout ran out before now.
+func (s *session) expiredAt(now int64) bool {
+	if s.lastActive > math.MaxInt64-s.idleTimeout {
+		return false
+	}
+	return now > s.lastActive+s.idleTimeout
+}
+
+// lane is a lane record.
+type lane struct {
+	session uint64
+	seq     uint64
+	index   uint64
+	hash    [16]byte
+}
+
+const laneRecordSize = 40
+
+func (l *lane) encode(dst []byte) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, l.session)
+	dst = binary.BigEndian.AppendUint64(dst, l.seq)
+	dst = binary.BigEndian.AppendUint64(dst, l.index)
+	return append(dst, l.hash[:]...)
+}
+
+func decodeLane(v []byte) (lane, error) {
+	if len(v) != laneRecordSize {
+		return lane{}, fmt.Errorf("%w: session lane record of %d bytes", ErrCorrupt, len(v))
+	}
+	l := lane{
+		session: binary.BigEndian.Uint64(v),
+		seq:     binary.BigEndian.Uint64(v[8:]),
+		index:   binary.BigEndian.Uint64(v[16:]),
+	}
+	copy(l.hash[:], v[24:])
+	return l, nil
+}
+
+func sessionKey(clientID string) []byte {
+	return appendComponent([]byte{prefixSession}, []byte(clientID))
+}
+
+func laneClientPrefix(clientID string) []byte {
+	return appendComponent([]byte{prefixLane}, []byte(clientID))
+}
+
+func laneKey(clientID string, l uint32) []byte {
+	return binary.BigEndian.AppendUint32(laneClientPrefix(clientID), l)
+}
+
+// getRecord reads key from r; ok is false when it is absent.
+func getRecord(r pebble.Reader, key []byte) ([]byte, bool, error) {
+	v, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	return out, true, closer.Close()
+}
+
+// sessionCheck is a commit's session, checked and ready to be recorded.
+type sessionCheck struct {
+	sess session
+	lane lane
+}
+
+// checkSession decides what to do with a commit c that carries a session,
+// at the leader's time now: apply it (the returned check is recorded with
+// it), answer it as a duplicate of the commit at index first, or refuse it
+// with a *SessionError.
+func checkSession(r pebble.Reader, c *command.Commit, now int64) (chk sessionCheck, first uint64, dup bool, err error) {
+	refuse := func(reason SessionReason, current, highest uint64, format string, args ...any) error {
+		return &SessionError{ClientID: c.ClientID, SessionID: c.SessionID, Current: current, Reason: reason,
+			Lane: c.Lane, Seq: c.Seq, Highest: highest, Message: fmt.Sprintf(format, args...)}
+	}
+	if c.Seq == 0 {
+		return chk, 0, false, reject("sequence", "a commit with session_id needs a sequence above 0")
+	}
+	v, ok, err := getRecord(r, sessionKey(c.ClientID))
+	if err != nil {
+		return chk, 0, false, err
+	}
+	if !ok {
+		return chk, 0, false, refuse(SessionNotOpen, 0, 0,
+			"session %d of client %q is not open: it expired after its idle timeout, or was opened on another cluster (before a restore); open a new session",
+			c.SessionID, c.ClientID)
+	}
+	s, err := decodeSession(v)
+	if err != nil {
+		return chk, 0, false, err
+	}
+	if s.id != c.SessionID {
+		return chk, 0, false, refuse(SessionSuperseded, s.id, 0,
+			"session %d of client %q is fenced: the client id opened session %d (at index %d) since; another process uses this client id",
+			c.SessionID, c.ClientID, s.id, s.opened)
+	}
+	if s.expiredAt(now) {
+		return chk, 0, false, refuse(SessionNotOpen, s.id, 0,
+			"session %d of client %q expired: no commit for more than its idle timeout of %s; open a new session",
+			c.SessionID, c.ClientID, fmtNanos(s.idleTimeout))
+	}
+	chk.sess = s
+	chk.lane = lane{session: s.id, seq: c.Seq, hash: c.Hash}
+	v, ok, err = getRecord(r, laneKey(c.ClientID, c.Lane))
+	if err != nil || !ok {
+		return chk, 0, false, err
+	}
+	l, err := decodeLane(v)
+	if err != nil {
+		return chk, 0, false, err
+	}
+	if l.session != s.id {
+		// A lane of an older session (opening a session deletes them):
+		// the lane starts afresh.
+		return chk, 0, false, nil
+	}
+	switch {
+	case c.Seq > l.seq:
+		return chk, 0, false, nil
+	case c.Seq < l.seq:
+		return chk, 0, false, refuse(SequenceStale, s.id, l.seq,
+			"sequence %d of lane %d of session %d is below the lane's highest, %d: a late or reordered retry; it was not applied",
+			c.Seq, c.Lane, c.SessionID, l.seq)
+	case c.Hash != l.hash:
+		return chk, 0, false, refuse(SequenceReused, s.id, l.seq,
+			"sequence %d of lane %d of session %d was applied at index %d with other mutations or offsets; this commit was not applied",
+			c.Seq, c.Lane, c.SessionID, l.index)
+	}
+	return chk, l.index, true, nil
+}
+
+func fmtNanos(n int64) string { return time.Duration(n).String() }
+
+// recordSession writes a commit's lane and its session's last activity.
+func (a *applier) recordSession(c *command.Commit, chk *sessionCheck, index uint64) error {
+	chk.lane.index = index
+	a.vbuf = chk.lane.encode(a.vbuf[:0])
+	if err := a.b.Set(laneKey(c.ClientID, c.Lane), a.vbuf, nil); err != nil {
+		return err
+	}
+	chk.sess.lastActive = a.now
+	a.vbuf = chk.sess.encode(a.vbuf[:0])
+	return a.b.Set(sessionKey(c.ClientID), a.vbuf, nil)
+}
+
+// openSession opens s, replacing (and so fencing) the client id's current
+// session and dropping that session's lanes.
+func (a *applier) openSession(s *command.Session, index uint64) (*SessionOpened, error) {
+	switch {
+	case s == nil || s.ClientID == "":
+		return nil, reject("client_id", "empty")
+	case s.ID == 0:
+		return nil, reject("session.id", "zero")
+	case s.IdleTimeout <= 0:
+		return nil, reject("session.idle_timeout", "%d is not positive", s.IdleTimeout)
+	}
+	rec := session{id: s.ID, opened: index, idleTimeout: s.IdleTimeout, lastActive: a.now}
+	if err := a.dropLanes(s.ClientID); err != nil {
+		return nil, err
+	}
+	if err := a.b.Set(sessionKey(s.ClientID), rec.encode(nil), nil); err != nil {
+		return nil, err
+	}
+	return &SessionOpened{ID: s.ID, Index: index, IdleTimeout: s.IdleTimeout}, nil
+}
+
+func (a *applier) dropLanes(clientID string) error {
+	p := laneClientPrefix(clientID)
+	return a.b.DeleteRange(p, prefixEnd(p), nil)
+}
+
+// expireSessions deletes each listed session that is still the client id's
+// session, saw no commit since it was listed, and is idle past its timeout
+// at the command's time.
+func (a *applier) expireSessions(refs []command.SessionRef) error {
+	for _, ref := range refs {
+		v, ok, err := a.get(sessionKey(ref.ClientID))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		s, err := decodeSession(v)
+		if err != nil {
+			return err
+		}
+		if s.id != ref.ID || s.lastActive != ref.LastActive || !s.expiredAt(a.now) {
+			continue
+		}
+		if err := a.b.Delete(sessionKey(ref.ClientID), nil); err != nil {
+			return err
+		}
+		if err := a.dropLanes(ref.ClientID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// IdleSessions lists up to limit sessions whose idle timeout ran out before
+// now, for the leader to propose their expiry.
+func (f *FSM) IdleSessions(now int64, limit int) ([]command.SessionRef, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return nil, ErrClosed
+	}
+	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixSession}, UpperBound: []byte{prefixSession + 1}})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []command.SessionRef
+	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
+		id, _, err := readComponent(it.Key()[1:])
+		if err != nil {
+			return nil, err
+		}
+		s, err := decodeSession(it.Value())
+		if err != nil {
+			return nil, err
+		}
+		if s.expiredAt(now) {
+			out = append(out, command.SessionRef{ClientID: string(id), ID: s.id, LastActive: s.lastActive})
+		}
+	}
+	return out, it.Error()
+}
+
+// ClientSession is a session as Session reports it.
+type ClientSession struct {
+	ID          uint64
+	OpenedIndex uint64
+	IdleTimeout int64
+	LastActive  int64
+}
+
+// Session returns clientID's current session, if it has one (expired
+// sessions not yet deleted included).
+func (f *FSM) Session(clientID string) (ClientSession, bool, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return ClientSession{}, false, ErrClosed
+	}
+	v, ok, err := getRecord(f.db, sessionKey(clientID))
+	if err != nil || !ok {
+		return ClientSession{}, false, err
+	}
+	s, err := decodeSession(v)
+	if err != nil {
+		return ClientSession{}, false, err
+	}
+	return ClientSession{ID: s.id, OpenedIndex: s.opened, IdleTimeout: s.idleTimeout, LastActive: s.lastActive}, true, nil
+}
