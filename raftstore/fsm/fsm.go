@@ -36,6 +36,7 @@ type FSM struct {
 
 	checkpointDir string         // local checkpoints, one directory per epoch
 	ckptWG        sync.WaitGroup // the local checkpoint being made, if any
+	snaps         liveSnapshots  // snapshots Raft has not persisted or released yet
 
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed and replaced whenever applied moves
@@ -55,6 +56,7 @@ func Open(dir string, logger *slog.Logger) (*FSM, error) {
 	}
 	f := &FSM{dir: dir, logger: logger, db: db, waitCh: make(chan struct{}),
 		checkpointDir: filepath.Join(filepath.Dir(dir), "local-checkpoints")}
+	f.snaps.init()
 	idx, err := readAppliedIndex(db)
 	if err != nil {
 		db.Close()
@@ -106,12 +108,14 @@ func readAppliedIndex(r pebble.Reader) (uint64, error) {
 
 // Close closes Pebble. Reads after Close return ErrClosed.
 func (f *FSM) Close() error {
-	f.ckptWG.Wait() // a local checkpoint reads the database
+	f.ckptWG.Wait()     // a local checkpoint reads the database
+	f.snaps.detachAll() // so does a snapshot being persisted
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
 		return nil
 	}
+	f.snaps.detachAll()
 	f.closed = true
 	f.notifyApplied()
 	return f.db.Close()

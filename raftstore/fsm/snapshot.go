@@ -2,13 +2,16 @@ package fsm
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash"
 	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/raft"
@@ -25,6 +28,11 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // the state on disk is at least as new as the snapshot: Raft may compact its
 // log up to the snapshot, and restart replays only the entries after it.
 // Persist streams from a Pebble snapshot while Apply goes on.
+//
+// Raft persists a snapshot on a goroutine of its own, and does not order
+// it with Restore or with the state machine's Close: both wait for a
+// Persist that is running, and detach the snapshots not yet persisted
+// (their Persist then fails), before they close the database.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -34,16 +42,101 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err := f.db.LogData([]byte("snapshot"), pebble.Sync); err != nil {
 		return nil, fmt.Errorf("fsm: sync before snapshot: %w", err)
 	}
-	return &snapshot{snap: f.db.NewSnapshot()}, nil
+	s := &snapshot{live: &f.snaps, snap: f.db.NewSnapshot()}
+	f.snaps.add(s)
+	return s, nil
+}
+
+// errSnapshotDetached is returned by Persist when the state the snapshot
+// was taken of has been replaced by Restore or closed.
+var errSnapshotDetached = errors.New("fsm: the state was replaced by a restore or closed before the snapshot was persisted")
+
+// liveSnapshots are the snapshots handed to Raft that still hold a Pebble
+// snapshot of the current database.
+type liveSnapshots struct {
+	mu         sync.Mutex
+	cond       sync.Cond // signalled when a Persist ends
+	set        map[*snapshot]struct{}
+	persisting int
+}
+
+func (l *liveSnapshots) init() {
+	l.cond.L = &l.mu
+	l.set = map[*snapshot]struct{}{}
+}
+
+func (l *liveSnapshots) add(s *snapshot) {
+	l.mu.Lock()
+	l.set[s] = struct{}{}
+	l.mu.Unlock()
+}
+
+// beginPersist marks s as being persisted, or fails if it was detached.
+func (l *liveSnapshots) beginPersist(s *snapshot) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s.snap == nil || s.persisting {
+		return errSnapshotDetached
+	}
+	s.persisting = true
+	l.persisting++
+	return nil
+}
+
+// endPersist frees s's Pebble snapshot: once written, it is not read again.
+func (l *liveSnapshots) endPersist(s *snapshot) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s.snap.Close()
+	s.snap = nil
+	delete(l.set, s)
+	l.persisting--
+	l.cond.Broadcast()
+}
+
+func (l *liveSnapshots) release(s *snapshot) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s.snap != nil && !s.persisting {
+		s.snap.Close()
+		s.snap = nil
+		delete(l.set, s)
+	}
+}
+
+// detachAll waits for every running Persist to end and frees the Pebble
+// snapshots of the others, whose Persist will fail. After it, no snapshot
+// reads the database, which may then be closed.
+func (l *liveSnapshots) detachAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.persisting > 0 {
+		l.cond.Wait()
+	}
+	for s := range l.set {
+		s.snap.Close()
+		s.snap = nil
+	}
+	clear(l.set)
 }
 
 type snapshot struct {
-	snap *pebble.Snapshot
+	live *liveSnapshots
+	// snap is nil once the snapshot is persisted, released or detached;
+	// persisting is set while Persist writes. Both are guarded by live.mu.
+	snap       *pebble.Snapshot
+	persisting bool
 }
 
 // Persist writes the snapshot to sink and closes it, or cancels it on error.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.write(sink); err != nil {
+	if err := s.live.beginPersist(s); err != nil {
+		sink.Cancel()
+		return err
+	}
+	err := s.write(sink)
+	s.live.endPersist(s)
+	if err != nil {
 		sink.Cancel()
 		return fmt.Errorf("fsm: persist snapshot: %w", err)
 	}
@@ -87,8 +180,38 @@ func (s *snapshot) write(w io.Writer) error {
 	return err
 }
 
-// Release frees the Pebble snapshot.
-func (s *snapshot) Release() { s.snap.Close() }
+// Release frees the Pebble snapshot, if Persist has not.
+func (s *snapshot) Release() { s.live.release(s) }
+
+// SnapshotAppliedIndex reads the applied index held by the state in a
+// snapshot stream, without reading the rest of it: the applied index is
+// among the first records. A state that never applied an entry has 0.
+func SnapshotAppliedIndex(r io.Reader) (uint64, error) {
+	cr := &crcReader{r: bufio.NewReader(r), h: crc32.New(crcTable)}
+	magic := make([]byte, len(snapshotMagic))
+	if _, err := io.ReadFull(cr, magic); err != nil || string(magic) != snapshotMagic {
+		return 0, fmt.Errorf("%w: not a stated snapshot", ErrCorrupt)
+	}
+	for {
+		key, err := readRecord(cr)
+		if err != nil || key == nil {
+			return 0, err
+		}
+		val, err := readRecord(cr)
+		if err != nil {
+			return 0, err
+		}
+		switch c := bytes.Compare(key, keyAppliedIndex); {
+		case c > 0:
+			return 0, nil // records are in key order: there is none
+		case c == 0:
+			if len(val) != 8 {
+				return 0, fmt.Errorf("%w: applied index of %d bytes", ErrCorrupt, len(val))
+			}
+			return binary.BigEndian.Uint64(val), nil
+		}
+	}
+}
 
 // Restore replaces the whole state with the snapshot in rc. The new state is
 // built beside the current one, synced, and swapped in by renames, so a
@@ -105,29 +228,46 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
 
-	f.ckptWG.Wait() // a local checkpoint reads the database being replaced
+	f.ckptWG.Wait()     // a local checkpoint reads the database being replaced
+	f.snaps.detachAll() // so does a snapshot Raft persists, unordered with us
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
 		os.RemoveAll(tmp)
 		return ErrClosed
 	}
+	f.snaps.detachAll() // none can start now; this only makes sure
 	if err := f.db.Close(); err != nil {
-		return fmt.Errorf("fsm: restore: close current state: %w", err)
+		// The state is being replaced: what matters is the new one.
+		f.logger.Warn("fsm: restore: closing the replaced state failed", "error", err)
 	}
+	if err := f.swapIn(tmp); err != nil {
+		return f.reopenAfterFailedSwap(fmt.Errorf("fsm: restore: %w", err))
+	}
+	return nil
+}
+
+// swapIn renames the state built in tmp into place and opens it. f.mu is
+// held and the current database closed.
+func (f *FSM) swapIn(tmp string) error {
 	old := f.dir + ".old"
 	if err := os.Rename(f.dir, old); err != nil {
-		return fmt.Errorf("fsm: restore: %w", err)
+		return err
 	}
 	if err := os.Rename(tmp, f.dir); err != nil {
-		return fmt.Errorf("fsm: restore: %w", err)
+		return err
 	}
 	if err := syncDir(filepath.Dir(f.dir)); err != nil {
-		return fmt.Errorf("fsm: restore: %w", err)
+		return err
 	}
 	if err := os.RemoveAll(old); err != nil {
 		f.logger.Warn("fsm: could not remove the replaced state", "dir", old, "error", err)
 	}
+	return f.reopen()
+}
+
+// reopen opens the database in f.dir and reads its applied index.
+func (f *FSM) reopen() error {
 	db, err := openPebble(f.dir, f.logger)
 	if err != nil {
 		return err
@@ -140,6 +280,24 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.db = db
 	f.setApplied(idx)
 	return nil
+}
+
+// reopenAfterFailedSwap puts whichever state is whole back in place (see
+// recoverInterruptedRestore) and reopens it, so that the state machine
+// is never left with a closed database; if even that fails, it is marked
+// closed, and Apply and reads return ErrClosed.
+func (f *FSM) reopenAfterFailedSwap(err error) error {
+	rerr := recoverInterruptedRestore(f.dir)
+	if rerr == nil {
+		rerr = f.reopen()
+	}
+	if rerr != nil {
+		f.closed = true
+		f.notifyApplied()
+		f.logger.Error("fsm: restore failed and the state could not be reopened; the state machine is closed", "error", rerr)
+		return errors.Join(err, rerr)
+	}
+	return err
 }
 
 func (f *FSM) buildFromSnapshot(dir string, r io.Reader) error {
