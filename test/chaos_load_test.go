@@ -1,0 +1,342 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	stated "github.com/statedhq/stated/sdk/go"
+)
+
+// The load generator's namespace, and its shared counters c/00..c/15.
+const (
+	loadNS       = "chaos"
+	loadCounters = 16
+	// loadCommitTimeout bounds one Commit, retries included; a commit
+	// that runs out has an unknown outcome.
+	loadCommitTimeout = 10 * time.Second
+)
+
+// Outcomes of a load commit.
+const (
+	outcomeNone    uint8 = iota // not sent yet
+	outcomeAcked                // Commit returned its index
+	outcomeUnknown              // Commit failed: applied once or not at all
+)
+
+// loadCommit is one commit of a load worker: it writes the marker key
+// m/<worker>/<seq> with the name of the counter it adds 1 to, in the same
+// transaction.
+type loadCommit struct {
+	counter uint8
+	outcome uint8
+	index   uint64 // when acknowledged
+}
+
+// loadWorker commits one transaction at a time through a Client of its
+// own, as one application process would.
+type loadWorker struct {
+	id      string // phase and number, e.g. p1w3
+	phase   int
+	mu      sync.Mutex
+	commits []loadCommit // by sequence - 1
+	lastAck time.Time
+}
+
+func (w *loadWorker) record(seq int, c loadCommit) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.commits[seq-1] = c
+	if c.outcome == outcomeAcked {
+		w.lastAck = time.Now()
+	}
+}
+
+// loadGen is a set of load workers started together (one phase).
+type loadGen struct {
+	phase   int
+	workers []*loadWorker
+	halting atomic.Bool
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+
+	mu      sync.Mutex
+	refused map[string]int // errors other than "unavailable", by message
+	errs    map[string]int // error kinds of unknown outcomes, for the summary
+}
+
+func markerKey(worker string, seq int) string { return fmt.Sprintf("m/%s/%08d", worker, seq) }
+func counterKey(c uint8) string               { return fmt.Sprintf("c/%02d", c) }
+
+// startLoad starts n workers of phase, each with its own Client to the
+// cluster (through every node's socket, starting at a different one).
+func startLoad(ctx context.Context, t *testing.T, cl *chaosCluster, r *rand.Rand, phase, n int) *loadGen {
+	t.Helper()
+	wctx, stop := context.WithCancel(ctx)
+	g := &loadGen{phase: phase, stop: stop, refused: map[string]int{}, errs: map[string]int{}}
+	for i := range n {
+		c, err := stated.Dial(ctx, cl.sockets(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := &loadWorker{id: fmt.Sprintf("p%dw%d", phase, i), phase: phase}
+		g.workers = append(g.workers, w)
+		wr := rand.New(rand.NewPCG(r.Uint64(), uint64(i)))
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			defer c.Close()
+			g.run(wctx, c, w, wr)
+		}()
+	}
+	return g
+}
+
+// run commits until ctx ends, or, once halting, until a commit is
+// acknowledged: with client sessions no earlier commit of the worker can
+// be applied after that, so the state is final for the check.
+func (g *loadGen) run(ctx context.Context, c *stated.Client, w *loadWorker, r *rand.Rand) {
+	acked := false
+	for seq := 1; ctx.Err() == nil; seq++ {
+		if acked && g.halting.Load() {
+			return
+		}
+		lc := loadCommit{counter: uint8(r.IntN(loadCounters)), outcome: outcomeUnknown}
+		w.mu.Lock()
+		w.commits = append(w.commits, lc)
+		w.mu.Unlock()
+		cctx, cancel := context.WithTimeout(ctx, loadCommitTimeout)
+		res, err := c.Txn().
+			Put(loadNS, []byte(markerKey(w.id, seq)), []byte(counterKey(lc.counter))).
+			CounterAdd(loadNS, []byte(counterKey(lc.counter)), 1).
+			Commit(cctx)
+		cancel()
+		acked = err == nil
+		if acked {
+			lc.outcome, lc.index = outcomeAcked, res.Index
+		} else {
+			g.noteErr(ctx, err)
+		}
+		w.record(seq, lc)
+		time.Sleep(time.Duration(1+r.IntN(4)) * time.Millisecond)
+	}
+}
+
+// noteErr counts a failed commit by kind. Unavailable and timed-out
+// commits are expected while nodes are down; anything else is a refusal
+// that none of the suite's faults justifies.
+func (g *loadGen) noteErr(ctx context.Context, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case ctx.Err() != nil:
+		g.errs["abandoned at the end of the phase"]++
+	case errors.Is(err, stated.ErrUnavailable), errors.Is(err, context.DeadlineExceeded),
+		status.Code(err) == codes.DeadlineExceeded, status.Code(err) == codes.Unavailable:
+		g.errs["unavailable or timed out"]++
+	default:
+		g.errs["refused"]++
+		msg := err.Error()
+		if len(msg) > 200 {
+			msg = msg[:200]
+		}
+		g.refused[msg]++
+	}
+}
+
+// halt stops the workers after their next acknowledged commit and waits,
+// bounded, for them. It returns the workers that got no acknowledgement
+// within the bound (they are stopped all the same).
+func (g *loadGen) halt(within time.Duration) []string {
+	g.halting.Store(true)
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	var stuck []string
+	select {
+	case <-done:
+	case <-time.After(within):
+		for _, w := range g.workers {
+			w.mu.Lock()
+			if n := len(w.commits); n == 0 || w.commits[n-1].outcome != outcomeAcked {
+				stuck = append(stuck, w.id)
+			}
+			w.mu.Unlock()
+		}
+	}
+	g.stop()
+	<-done
+	return stuck
+}
+
+// abandon stops the workers at once: their commits in flight end with an
+// unknown outcome.
+func (g *loadGen) abandon() { g.stop(); g.wg.Wait() }
+
+// ackedSince says whether every worker had a commit acknowledged after t.
+func (g *loadGen) ackedSince(t time.Time) bool {
+	for _, w := range g.workers {
+		w.mu.Lock()
+		ok := w.lastAck.After(t)
+		w.mu.Unlock()
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// loadTally is what a check of the load's state found.
+type loadTally struct {
+	attempted, acked, unknown     int
+	unknownApplied, rolledBack    int
+	markers                       int
+	counted                       int64
+	missing, unexpected, mismatch []string
+}
+
+// checkLoad reads the load namespace (linearizable, after every worker
+// stopped, so nothing changes while the scan runs) and checks it against
+// what the workers of gens recorded. It is exact:
+//   - every acknowledged commit's marker is present, except those of a
+//     phase in rolledBack acknowledged at an index above the restored
+//     checkpoint's, which must be absent (a total loss restores the
+//     checkpoint, no more);
+//   - a commit with an unknown outcome was applied at most once: its
+//     marker may or may not be present;
+//   - no marker exists that no worker sent, and each names the counter
+//     its commit added to;
+//   - every counter equals the number of markers that name it: each
+//     applied commit was applied whole and exactly once (a commit applied
+//     twice adds twice but writes one marker).
+//
+// So for each counter: acknowledged ≤ counted ≤ attempted, and exactly
+// acknowledged + the unknown commits that were applied.
+func checkLoad(ctx context.Context, t *testing.T, c *stated.Client, gens []*loadGen, rolledBack map[int]uint64) loadTally {
+	t.Helper()
+	present := map[string]string{}
+	counters := map[string]int64{}
+	for e, err := range c.Scan(ctx, stated.ScanQuery{Namespace: loadNS}, stated.WithConsistency(stated.ConsistencyLinearizable)) {
+		if err != nil {
+			t.Fatalf("scan of the load namespace: %v", err)
+		}
+		k := string(e.Key)
+		switch {
+		case strings.HasPrefix(k, "m/"):
+			present[k] = string(e.Value)
+		case strings.HasPrefix(k, "c/"):
+			counters[k] = e.Counter
+		default:
+			t.Errorf("load namespace holds a key no worker writes: %q", k)
+		}
+	}
+	var tl loadTally
+	named := map[string]int64{}
+	seen := map[string]bool{}
+	for _, g := range gens {
+		restored, rolled := rolledBack[g.phase]
+		for _, w := range g.workers {
+			w.mu.Lock()
+			commits := append([]loadCommit(nil), w.commits...)
+			w.mu.Unlock()
+			for i, lc := range commits {
+				key := markerKey(w.id, i+1)
+				val, ok := present[key]
+				seen[key] = true
+				tl.attempted++
+				if ok {
+					named[val]++
+					if val != counterKey(lc.counter) {
+						tl.mismatch = append(tl.mismatch, fmt.Sprintf("%s names %s, its commit added to %s", key, val, counterKey(lc.counter)))
+					}
+				}
+				switch lc.outcome {
+				case outcomeAcked:
+					tl.acked++
+					switch {
+					case rolled && lc.index > restored:
+						tl.rolledBack++
+						if ok {
+							tl.unexpected = append(tl.unexpected, fmt.Sprintf("%s acknowledged at index %d survived the restore of a checkpoint at index %d", key, lc.index, restored))
+						}
+					case !ok:
+						tl.missing = append(tl.missing, fmt.Sprintf("%s (acknowledged at index %d)", key, lc.index))
+					}
+				default:
+					tl.unknown++
+					if ok {
+						tl.unknownApplied++
+					}
+				}
+			}
+		}
+	}
+	for key := range present {
+		if !seen[key] {
+			tl.unexpected = append(tl.unexpected, key+" exists but no worker sent it")
+		}
+	}
+	for i := range loadCounters {
+		k := counterKey(uint8(i))
+		tl.counted += counters[k]
+		if counters[k] != named[k] {
+			tl.mismatch = append(tl.mismatch, fmt.Sprintf("counter %s is %d but %d applied commits name it: a commit was applied twice or in part", k, counters[k], named[k]))
+		}
+	}
+	tl.markers = len(present)
+	report := func(what string, list []string) {
+		if len(list) == 0 {
+			return
+		}
+		sort.Strings(list)
+		t.Errorf("%d %s, e.g.:\n  %s", len(list), what, strings.Join(list[:min(10, len(list))], "\n  "))
+	}
+	report("acknowledged commits missing", tl.missing)
+	report("markers that must not exist", tl.unexpected)
+	report("counters or markers that disagree", tl.mismatch)
+	return tl
+}
+
+func (tl loadTally) String() string {
+	s := fmt.Sprintf("%d commits sent, %d acknowledged, %d with an unknown outcome (%d of them applied), counters sum %d = %d markers",
+		tl.attempted, tl.acked, tl.unknown, tl.unknownApplied, tl.counted, tl.markers)
+	if tl.rolledBack > 0 {
+		s += fmt.Sprintf("; %d acknowledged after the restored checkpoint, rolled back by the restore as documented", tl.rolledBack)
+	}
+	return s
+}
+
+// errSummary merges the error kinds of gens for the summary.
+func errSummary(gens []*loadGen) (kinds string, refused []string) {
+	all := map[string]int{}
+	for _, g := range gens {
+		g.mu.Lock()
+		for k, n := range g.errs {
+			all[k] += n
+		}
+		for m, n := range g.refused {
+			refused = append(refused, fmt.Sprintf("%dx %s", n, m))
+		}
+		g.mu.Unlock()
+	}
+	var parts []string
+	for k, n := range all {
+		parts = append(parts, k+": "+strconv.Itoa(n))
+	}
+	sort.Strings(parts)
+	sort.Strings(refused)
+	if len(parts) == 0 {
+		return "none", refused
+	}
+	return strings.Join(parts, ", "), refused
+}

@@ -1,0 +1,369 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	stated "github.com/statedhq/stated/sdk/go"
+)
+
+// chaosConfig sizes a chaos run. The short version runs in `go test
+// ./...`; STATED_CHAOS_DURATION=10m runs the long one (docs/TESTING.md).
+type chaosConfig struct {
+	long     bool
+	duration time.Duration // of the phase of random faults
+	// progressBound is how soon after the last fault every load worker
+	// must have a commit acknowledged and the processors must have
+	// counted every record produced.
+	progressBound time.Duration
+	workers       int // load workers per phase
+	processors    int
+	rate          int // records produced per second
+}
+
+func chaosConfigFromEnv(t *testing.T) chaosConfig {
+	t.Helper()
+	cfg := chaosConfig{duration: 12 * time.Second, progressBound: 45 * time.Second, workers: 4, processors: 2, rate: 1000}
+	if s := os.Getenv("STATED_CHAOS_DURATION"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 10*time.Second {
+			t.Fatalf("STATED_CHAOS_DURATION=%q: want a duration of at least 10s (e.g. 10m): %v", s, err)
+		}
+		cfg.long, cfg.duration, cfg.processors = true, d, 3
+	}
+	return cfg
+}
+
+// Fault kinds.
+const (
+	faultKillNode      = "SIGKILL of a stated node"
+	faultKillProcessor = "SIGKILL of a processor"
+	faultPartition     = "partition of a stated node"
+	faultWipe          = "disk of a stated node wiped"
+	faultTotalLoss     = "total loss restored from the bucket"
+)
+
+// chaosRun is one run of the suite and its summary.
+type chaosRun struct {
+	t    *testing.T
+	ctx  context.Context
+	cfg  chaosConfig
+	r    *rand.Rand
+	seed uint64
+	cl   *chaosCluster
+	ck   *chaosKafka
+
+	faults  map[string]int
+	skipped []string
+	checks  []string
+	notes   []string
+	start   time.Time
+}
+
+func (run *chaosRun) fault(kind, format string, args ...any) {
+	run.faults[kind]++
+	run.t.Logf("%6.1fs fault: %s", time.Since(run.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func (run *chaosRun) check(format string, args ...any) {
+	run.checks = append(run.checks, fmt.Sprintf(format, args...))
+}
+
+// idle lets d pass with the load running, restarting crashed processors.
+func (run *chaosRun) idle(d time.Duration) {
+	for end := time.Now().Add(d); time.Now().Before(end) && run.ctx.Err() == nil; {
+		run.ck.supervise()
+		time.Sleep(min(50*time.Millisecond, time.Until(end)))
+	}
+}
+
+func (run *chaosRun) between(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(run.r.Int64N(int64(hi-lo)+1))
+}
+
+// target picks a node: the leader half of the time, else any.
+func (run *chaosRun) target() (int, string) {
+	if run.r.IntN(2) == 0 {
+		if l := run.cl.leader(run.ctx); l >= 0 {
+			return l, run.cl.nodes[l].id + " (leader)"
+		}
+	}
+	i := run.r.IntN(len(run.cl.nodes))
+	return i, run.cl.nodes[i].id
+}
+
+// inject applies one fault, holds it while the load runs, and heals it.
+func (run *chaosRun) inject(kind string) {
+	t := run.t
+	switch kind {
+	case faultKillNode:
+		i, who := run.target()
+		hold := run.between(200*time.Millisecond, 2*time.Second)
+		run.cl.nodes[i].kill()
+		run.idle(hold)
+		run.cl.restart(run.ctx, i)
+		run.fault(kind, "SIGKILL stated %s, restarted after %s", who, hold.Round(time.Millisecond))
+	case faultKillProcessor:
+		s := run.r.IntN(len(run.ck.procs))
+		id := run.ck.procs[s].id
+		hold := run.between(0, 2*time.Second)
+		run.ck.kill(s)
+		run.idle(hold)
+		run.ck.start(s)
+		run.fault(kind, "SIGKILL processor %s, a new one started after %s", id, hold.Round(time.Millisecond))
+	case faultPartition:
+		i, who := run.target()
+		hold := run.between(time.Second, 4*time.Second)
+		run.cl.partition(i)
+		run.idle(hold)
+		run.cl.heal()
+		run.fault(kind, "partition of stated %s (its cable unplugged) for %s", who, hold.Round(time.Millisecond))
+	case faultWipe:
+		i, who := run.target()
+		began := time.Now()
+		run.cl.wipe(run.ctx, i)
+		run.fault(kind, "stated %s killed, its data dir deleted, rejoined empty and serving after %s", who, time.Since(began).Round(time.Millisecond))
+	default:
+		t.Fatalf("unknown fault %q", kind)
+	}
+}
+
+// schedule runs random faults for the configured duration: first each
+// kind once, in random order, then kinds drawn at random, with quiet
+// gaps between them. It is bounded in count as well as time.
+func (run *chaosRun) schedule() {
+	kinds := []string{faultKillNode, faultKillProcessor, faultWipe}
+	if run.cl.lab != nil {
+		kinds = append(kinds, faultPartition)
+	}
+	// Weights of the random draws after the first round.
+	weighted := []string{faultKillNode, faultKillNode, faultKillNode, faultKillProcessor, faultKillProcessor, faultKillProcessor, faultWipe}
+	if run.cl.lab != nil {
+		weighted = append(weighted, faultPartition, faultPartition)
+	}
+	first := append([]string(nil), kinds...)
+	run.r.Shuffle(len(first), func(i, j int) { first[i], first[j] = first[j], first[i] })
+	began := time.Now()
+	maxFaults := int(run.cfg.duration/(500*time.Millisecond)) + len(first)
+	for n := 0; n < maxFaults && run.ctx.Err() == nil; n++ {
+		if n >= len(first) && time.Since(began) >= run.cfg.duration {
+			break
+		}
+		kind := ""
+		if n < len(first) {
+			kind = first[n]
+		} else {
+			kind = weighted[run.r.IntN(len(weighted))]
+		}
+		run.inject(kind)
+		run.idle(run.between(200*time.Millisecond, 1500*time.Millisecond))
+	}
+}
+
+// awaitLoad waits until every worker of g has a commit acknowledged since
+// the last fault; past the bound it fails, saying what stated is doing.
+func (run *chaosRun) awaitLoad(g *loadGen, since time.Time) {
+	t := run.t
+	for !g.ackedSince(since) {
+		if time.Since(since) > run.cfg.progressBound {
+			nodes, leader := run.cl.statusLine(context.Background())
+			var probes []string
+			for _, n := range run.cl.nodes {
+				probes = append(probes, fmt.Sprintf("%s: %v", n.id, probeCommit(context.Background(), n)))
+			}
+			t.Fatalf("progress did not resume: a load worker had no commit acknowledged within %s of the last fault: stated is stuck (leader=%v)\nnodes: %s\nprobe commits: %s",
+				run.cfg.progressBound, leader, nodes, strings.Join(probes, "; "))
+		}
+		run.idle(20 * time.Millisecond)
+	}
+}
+
+// halt stops g's workers after their next acknowledged commit.
+func (run *chaosRun) halt(g *loadGen) {
+	if stuck := g.halt(run.cfg.progressBound); len(stuck) > 0 {
+		nodes, _ := run.cl.statusLine(context.Background())
+		run.t.Fatalf("load workers %v got no commit acknowledged within %s while stopping: stated is stuck\nnodes: %s", stuck, run.cfg.progressBound, nodes)
+	}
+}
+
+func (run *chaosRun) summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "chaos summary: seed %d (STATED_TEST_SEED=%d replays the schedule), %s, %s of faults, %s in all\n",
+		run.seed, run.seed, map[bool]string{true: "long version", false: "short version"}[run.cfg.long],
+		run.cfg.duration, time.Since(run.start).Round(time.Second))
+	var kinds []string
+	total := 0
+	for k, n := range run.faults {
+		kinds = append(kinds, fmt.Sprintf("%s: %d", k, n))
+		total += n
+	}
+	sort.Strings(kinds)
+	fmt.Fprintf(&b, "faults (%d): %s\n", total, strings.Join(kinds, ", "))
+	for _, s := range run.skipped {
+		fmt.Fprintf(&b, "skipped: %s\n", s)
+	}
+	for _, s := range run.notes {
+		fmt.Fprintf(&b, "%s\n", s)
+	}
+	for _, c := range run.checks {
+		fmt.Fprintf(&b, "check passed: %s\n", c)
+	}
+	return b.String()
+}
+
+// TestChaosLosesNoAcknowledgedCommitAndCountsEveryRecordOnce runs three
+// `stated run` processes, load workers committing through the SDK and
+// examples/counter processes counting a Kafka topic (kfake in the test
+// process) while a seeded random schedule SIGKILLs and restarts stated
+// nodes and processors, partitions a node (as root, in network
+// namespaces), wipes a node's disk and lets it rejoin, and finally loses
+// every node and restores the cluster from the checkpoint bucket with
+// `stated restore`. It checks that every acknowledged commit is present
+// and every commit was applied at most once (exactly, see checkLoad),
+// that every record's count is exact after the restore and the replay
+// from Kafka, and that progress resumed within a bound after the last
+// fault, saying otherwise whether stated or the broker is stuck.
+//
+// The short version takes well under a minute; STATED_CHAOS_DURATION
+// runs the long one (docs/TESTING.md).
+func TestChaosLosesNoAcknowledgedCommitAndCountsEveryRecordOnce(t *testing.T) {
+	cfg := chaosConfigFromEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.duration+5*time.Minute)
+	defer cancel()
+	seed, r := chaosRand(t)
+	run := &chaosRun{t: t, ctx: ctx, cfg: cfg, r: r, seed: seed, faults: map[string]int{}, start: time.Now()}
+	statedBinary(t)
+	counterBinary(t)
+	run.start = time.Now() // after the builds
+	t.Cleanup(func() { t.Logf("%s", run.summary()) })
+
+	partitions := true
+	switch _, lookErr := exec.LookPath("ip"); {
+	case os.Geteuid() != 0:
+		partitions = false
+		run.skipped = append(run.skipped, faultPartition+": network namespaces need root; the nodes share 127.0.0.1")
+	case lookErr != nil:
+		partitions = false
+		run.skipped = append(run.skipped, faultPartition+": the ip command (iproute2) is not installed")
+	}
+	for _, s := range run.skipped {
+		t.Logf("skipped: %s", s)
+	}
+	run.cl = newChaosCluster(ctx, t, partitions)
+	run.ck = newChaosKafka(t, run.cl, r, cfg.processors)
+	if !run.ck.rebTimeo {
+		run.notes = append(run.notes, "note: examples/counter has no --rebalance-timeout; processors use franz-go's default")
+	}
+	run.ck.produce(ctx, cfg.rate)
+	run.ck.startAll()
+	load1 := startLoad(ctx, t, run.cl, r, 1, cfg.workers)
+
+	// Phase 1: random faults, then every acknowledged commit is checked.
+	run.schedule()
+	healed := time.Now()
+	run.awaitLoad(load1, healed)
+	run.halt(load1)
+	mon, err := stated.Dial(ctx, run.cl.sockets(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := checkLoad(ctx, t, mon, []*loadGen{load1}, nil)
+	mon.Close()
+	if t.Failed() {
+		t.FailNow()
+	}
+	run.check("after %d faults every acknowledged commit is present and every commit applied at most once: %s", sum(run.faults), tl)
+
+	// Phase 2: load until a checkpoint completes during it and a little
+	// after, then every node is lost at once.
+	before := run.cl.latestCheckpoint(ctx, 0, time.Minute)
+	load2 := startLoad(ctx, t, run.cl, r, 2, cfg.workers)
+	run.cl.latestCheckpoint(ctx, before.Epoch, time.Minute)
+	run.idle(run.between(200*time.Millisecond, 1500*time.Millisecond))
+	run.ck.killAll()
+	run.cl.killAll()
+	load2.abandon() // the nodes are dead: nothing in flight can land anywhere
+	m := run.cl.latestCheckpoint(ctx, 0, time.Second)
+	ri := r.IntN(len(run.cl.nodes))
+	out := run.cl.restore(ctx, m, ri)
+	healed = time.Now()
+	run.fault(faultTotalLoss, "every node SIGKILLed and its data dir deleted; %s restored checkpoint %d (Raft index %d, %s old at the loss): %s",
+		run.cl.nodes[ri].id, m.Epoch, m.RaftIndex, healed.Sub(m.CreatedAt).Round(time.Millisecond), restoredLine(out))
+
+	// Phase 3: processing resumes on the restored cluster.
+	run.ck.startAll()
+	load3 := startLoad(ctx, t, run.cl, r, 3, cfg.workers)
+	run.awaitLoad(load3, healed)
+	run.idle(run.between(time.Second, 3*time.Second))
+	run.ck.finishProducing()
+	produced := run.ck.k.producedRecords()
+	mon, err = stated.Dial(ctx, run.cl.sockets(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Close()
+	run.ck.waitDrained(ctx, mon, time.Until(healed.Add(run.cfg.progressBound)))
+	run.check("processing resumed after the last fault: every one of %d records counted %s after the restore (bound %s)",
+		produced, time.Since(healed).Round(time.Millisecond), cfg.progressBound)
+	run.halt(load3)
+	tl = checkLoad(ctx, t, mon, []*loadGen{load1, load2, load3}, map[int]uint64{1: m.RaftIndex, 2: m.RaftIndex})
+	if !t.Failed() {
+		run.check("after the restore every acknowledged commit up to the checkpoint and since the restore is present, none after the checkpoint survived, each applied at most once: %s", tl)
+	}
+	run.ck.k.checkCounts(ctx, t, mon, chaosCounts)
+	if !t.Failed() {
+		run.check("every key's count is exact: %d records, each counted once (the checkpoint's counts plus Kafka's replay from its offsets)", produced)
+	}
+
+	kinds, refused := errSummary([]*loadGen{load1, load2, load3})
+	run.notes = append(run.notes, "load commits not acknowledged, by kind: "+kinds)
+	if len(refused) > 0 {
+		t.Errorf("stated refused load commits that no fault justifies:\n  %s", strings.Join(refused, "\n  "))
+	}
+	if crashes := run.ck.crashSummary(); len(crashes) > 0 {
+		run.notes = append(run.notes, fmt.Sprintf("processors that exited by themselves and were restarted (%d):\n  %s", len(crashes), strings.Join(crashes, "\n  ")))
+	}
+}
+
+// restoredLine is the line of `stated restore`'s output that says what
+// it restored.
+func restoredLine(out string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "restored checkpoint") {
+			return l
+		}
+	}
+	return strings.TrimSpace(out)
+}
+
+// chaosRand returns the run's seed and a source drawn from it; the seed
+// is STATED_TEST_SEED when set (as for testRand), else the clock.
+func chaosRand(t *testing.T) (uint64, *rand.Rand) {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("STATED_TEST_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("STATED_TEST_SEED=%q: want an unsigned integer: %v", s, err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (STATED_TEST_SEED=%d replays the schedule's choices)", seed, seed)
+	return seed, rand.New(rand.NewPCG(seed, 1))
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
