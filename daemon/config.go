@@ -62,8 +62,12 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
 	// ExpiryInterval is how often the leader looks for entries whose TTL
-	// ran out and deletes them. Default 5s.
+	// ran out, and client sessions idle past their timeout, and deletes
+	// them. Default 5s.
 	ExpiryInterval time.Duration
+	// SessionIdleTimeout is how long a client session lives without a
+	// commit (see raftstore.Config). Default 1 hour.
+	SessionIdleTimeout time.Duration
 
 	// CheckpointURL is the bucket checkpoints go to (file://, s3://,
 	// gs://, azblob://, mem://). Default: file:// DataDir/checkpoints,
@@ -106,6 +110,8 @@ func DefaultConfig() Config {
 		MaxMessageBytes: 64 << 20,
 		ExpiryInterval:  5 * time.Second,
 		JoinTimeout:     time.Minute,
+
+		SessionIdleTimeout: raftDefaults.SessionIdleTimeout,
 
 		CheckpointInterval: 10 * time.Second,
 		CheckpointRetain:   3,
@@ -169,6 +175,9 @@ func (c *Config) Validate() error {
 	if c.ExpiryInterval < 0 {
 		errs = append(errs, fmt.Errorf("daemon: config: ExpiryInterval %s is negative", c.ExpiryInterval))
 	}
+	if c.SessionIdleTimeout < 0 || c.SessionIdleTimeout > 0 && c.SessionIdleTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("daemon: config: SessionIdleTimeout %s is below the 1s minimum", c.SessionIdleTimeout))
+	}
 	if c.CheckpointInterval < 0 || c.CheckpointInterval > 0 && c.CheckpointInterval < time.Second {
 		errs = append(errs, fmt.Errorf("daemon: config: CheckpointInterval %s is below the 1s minimum (zero means on request only)", c.CheckpointInterval))
 	}
@@ -201,6 +210,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.JoinTimeout == 0 {
 		c.JoinTimeout = d.JoinTimeout
+	}
+	if c.SessionIdleTimeout == 0 {
+		c.SessionIdleTimeout = d.SessionIdleTimeout
 	}
 	if c.CheckpointRetain == 0 {
 		c.CheckpointRetain = d.CheckpointRetain

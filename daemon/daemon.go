@@ -24,8 +24,16 @@ import (
 // it cuts them off.
 const gracefulStopTimeout = 5 * time.Second
 
-// expiryBatch caps the entries one expiry command deletes.
-const expiryBatch = 1000
+// expiryBatch caps the entries one expiry command deletes, and
+// sessionExpiryBatch the sessions. The leader proposes such commands back to
+// back while more are due, up to expiryRounds per ExpiryInterval, so expiry
+// keeps pace with any write rate the log sustains (expiryRounds ×
+// expiryBatch per interval) without one entry stalling the apply loop.
+const (
+	expiryBatch        = 10_000
+	sessionExpiryBatch = 1_000
+	expiryRounds       = 1_000
+)
 
 // Daemon is a running stated node: a raftstore.Store served over gRPC on a
 // unix socket and, optionally, TCP.
@@ -138,6 +146,7 @@ func (d *Daemon) openStore(ctx context.Context) error {
 	rc.GRPCAddr = d.AdvertiseGRPCAddr()
 	rc.Bootstrap = d.cfg.Bootstrap && len(d.cfg.Join) == 0
 	rc.Logger = d.logger
+	rc.SessionIdleTimeout = d.cfg.SessionIdleTimeout
 	if d.cfg.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = d.cfg.SnapshotThreshold
 	}
@@ -225,8 +234,9 @@ func (d *Daemon) serve() {
 	}()
 }
 
-// expireLoop deletes expired entries on the leader every ExpiryInterval.
-// Reads already hide expired entries; this reclaims their space.
+// expireLoop deletes expired entries and idle client sessions on the
+// leader every ExpiryInterval. Reads already hide expired entries; this
+// reclaims their space and keeps the bookkeeping bounded.
 func (d *Daemon) expireLoop(ctx context.Context) {
 	t := time.NewTicker(d.cfg.ExpiryInterval)
 	defer t.Stop()
@@ -239,7 +249,7 @@ func (d *Daemon) expireLoop(ctx context.Context) {
 		if !d.store.IsLeader() {
 			continue
 		}
-		_, err := d.store.Expire(ctx, expiryBatch)
+		err := d.expireDue(ctx)
 		switch {
 		case err == nil:
 		case ctx.Err() != nil, errors.Is(err, raftstore.ErrNotLeader), errors.Is(err, raftstore.ErrClosed):
@@ -248,6 +258,30 @@ func (d *Daemon) expireLoop(ctx context.Context) {
 			d.logger.Warn("daemon: expire entries", "error", err)
 		}
 	}
+}
+
+// expireDue proposes expiry commands while entries or sessions are due,
+// at most expiryRounds of each.
+func (d *Daemon) expireDue(ctx context.Context) error {
+	for range expiryRounds {
+		more, err := d.store.Expire(ctx, expiryBatch)
+		if err != nil {
+			return err
+		}
+		if !more {
+			break
+		}
+	}
+	for range expiryRounds {
+		n, err := d.store.ExpireSessions(ctx, sessionExpiryBatch)
+		if err != nil {
+			return err
+		}
+		if n < sessionExpiryBatch {
+			break
+		}
+	}
+	return nil
 }
 
 func (d *Daemon) listeners() []net.Listener {

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/statedhq/stated/raftstore/command"
+	"github.com/statedhq/stated/raftstore/fsm"
 )
 
 // Member is a node of the cluster: its Raft configuration entry and the
@@ -182,6 +183,13 @@ func (s *Store) ClusterID() string {
 }
 
 // Status returns this node's Raft state.
+// Counts counts this node's bookkeeping and keyed state (see fsm.Counts;
+// it scans the state).
+func (s *Store) Counts() (fsm.Counts, error) {
+	c, err := s.fsm.Counts()
+	return c, s.waitError(err)
+}
+
 func (s *Store) Status() Status {
 	lid, laddr := s.Leader()
 	role := "shutdown"

@@ -49,8 +49,9 @@ type writers struct {
 	stop  chan struct{}
 	wg    sync.WaitGroup
 	acked atomic.Int64
-	// firstIndex is the index client w0 got for its sequence 1.
-	firstIndex atomic.Uint64
+	// lastSeq and lastIndex are client w0's last acknowledged sequence and
+	// the index it got for it.
+	lastSeq, lastIndex atomic.Uint64
 	errs       chan error
 }
 
@@ -76,8 +77,9 @@ func startWriters(t *testing.T, c *raftstoretest.Cluster, n int, key string) *wr
 					w.errs <- fmt.Errorf("%s seq %d: %w", client, seq, err)
 					return
 				}
-				if i == 0 && seq == 1 {
-					w.firstIndex.Store(idx)
+				if i == 0 {
+					w.lastIndex.Store(idx)
+					w.lastSeq.Store(seq)
 				}
 				w.acked.Add(1)
 			}
@@ -171,13 +173,18 @@ func TestLeaderFailoverLosesNoAcknowledgedCommit(t *testing.T) {
 	acked := w.finish(t)
 	checkEveryNode(t, c, "c", acked)
 
-	// A retry of an acknowledged commit returns its first index and
-	// applies nothing.
+	// A retry of the last acknowledged commit, after failovers, returns
+	// its first index and applies nothing; a retry of an older one is
+	// refused, never applied.
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	idx, err := c.Commit(ctx, increment("w0", 1, "c", 1), time.Second)
-	if err != nil || idx != w.firstIndex.Load() {
-		t.Fatalf("retry of w0/1 = %d, %v; want its first index %d", idx, err, w.firstIndex.Load())
+	last := w.lastSeq.Load()
+	idx, err := c.Commit(ctx, increment("w0", last, "c", 1), time.Second)
+	if err != nil || idx != w.lastIndex.Load() {
+		t.Fatalf("retry of w0/%d = %d, %v; want its first index %d", last, idx, err, w.lastIndex.Load())
+	}
+	if _, err := c.Commit(ctx, increment("w0", last-1, "c", 1), time.Second); !errors.Is(err, fsm.ErrSessionRefused) {
+		t.Fatalf("retry of w0/%d below the highest: %v, want a session refusal", last-1, err)
 	}
 	checkEveryNode(t, c, "c", acked)
 }
@@ -329,7 +336,7 @@ func TestPartitionedLeaderCannotCommitAndMajorityMovesOn(t *testing.T) {
 	// Proposed right after the cut, while old still believes it leads:
 	// the entry reaches its log and no one else's.
 	gctx, gcancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	_, err := old.Commit(gctx, increment("ghost", 1, "ghost", 1))
+	_, _, err := old.Commit(gctx, increment("ghost", 0, "ghost", 1))
 	gcancel()
 	if err == nil {
 		t.Fatal("an isolated leader acknowledged a commit")
@@ -354,7 +361,7 @@ func TestPartitionedLeaderCannotCommitAndMajorityMovesOn(t *testing.T) {
 	if old.IsLeader() {
 		t.Fatal("the isolated leader still leads after the majority committed")
 	}
-	if _, err := old.Commit(ctx, increment("ghost", 2, "ghost", 1)); !errors.Is(err, raftstore.ErrNotLeader) {
+	if _, _, err := old.Commit(ctx, increment("ghost", 2, "ghost", 1)); !errors.Is(err, raftstore.ErrNotLeader) {
 		t.Fatalf("deposed leader's commit: err = %v, want ErrNotLeader", err)
 	}
 

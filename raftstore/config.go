@@ -48,11 +48,20 @@ type Config struct {
 	// SnapshotRetain is how many Raft snapshots are kept on disk.
 	SnapshotRetain int
 
+	// SessionIdleTimeout is how long a client session lives without a
+	// commit; the leader writes it into each session it opens.
+	SessionIdleTimeout time.Duration
+
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
 }
+
+// DefaultSessionIdleTimeout is how long a client session lives without a
+// commit unless Config.SessionIdleTimeout says otherwise. A client whose
+// session expired opens a new one on its next commit.
+const DefaultSessionIdleTimeout = time.Hour
 
 // DefaultConfig returns the defaults; NodeID and Dir must still be set.
 func DefaultConfig() Config {
@@ -64,6 +73,7 @@ func DefaultConfig() Config {
 		SnapshotInterval:   2 * time.Minute,
 		TrailingLogs:       10240,
 		SnapshotRetain:     2,
+		SessionIdleTimeout: DefaultSessionIdleTimeout,
 		HeartbeatTimeout:   1000 * time.Millisecond,
 		ElectionTimeout:    1000 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
@@ -84,6 +94,8 @@ func (c *Config) Validate() error {
 		return errors.New("raftstore: config: ApplyTimeout must be positive")
 	case c.SnapshotRetain < 1:
 		return errors.New("raftstore: config: SnapshotRetain must be at least 1")
+	case c.SessionIdleTimeout <= 0:
+		return fmt.Errorf("raftstore: config: SessionIdleTimeout %s must be positive", c.SessionIdleTimeout)
 	case c.LeaderLeaseTimeout > c.HeartbeatTimeout:
 		return errors.New("raftstore: config: LeaderLeaseTimeout must not exceed HeartbeatTimeout")
 	}

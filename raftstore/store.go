@@ -2,6 +2,8 @@ package raftstore
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -320,8 +322,62 @@ func (s *Store) AppliedIndex() uint64 { return s.fsm.AppliedIndex() }
 // Commit proposes a transaction and waits until this node applied it. It
 // returns the entry's index, a *fsm.RejectError (errors.Is ErrRejected)
 // when the state machine refused it and nothing applied, or ErrNotLeader.
-func (s *Store) Commit(ctx context.Context, c *command.Commit) (uint64, error) {
-	return s.propose(ctx, &command.Command{Type: command.TypeCommit, Commit: c})
+//
+// A commit with a session (SessionID set) is applied at most once per
+// (lane, sequence): a retry is answered with the first application's index
+// and dup set; a refusal by the session is a *fsm.SessionError.
+func (s *Store) Commit(ctx context.Context, c *command.Commit) (index uint64, dup bool, err error) {
+	if c.SessionID != 0 {
+		c.Hash = c.PayloadHash()
+	}
+	res, err := s.proposeResult(ctx, &command.Command{Type: command.TypeCommit, Commit: c})
+	if err != nil {
+		return 0, false, err
+	}
+	return res.Index, res.Duplicate, res.Err
+}
+
+// OpenSession opens a client session for clientID with a fresh random id
+// and the configured idle timeout, fencing the client id's older sessions.
+func (s *Store) OpenSession(ctx context.Context, clientID string) (fsm.SessionOpened, error) {
+	var id uint64
+	for id == 0 {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return fsm.SessionOpened{}, fmt.Errorf("raftstore: session id: %w", err)
+		}
+		id = binary.BigEndian.Uint64(b[:]) >> 1 // positive in every language's int64
+	}
+	res, err := s.proposeResult(ctx, &command.Command{Type: command.TypeOpenSession, Session: &command.Session{
+		ClientID: clientID, ID: id, IdleTimeout: int64(s.cfg.SessionIdleTimeout),
+	}})
+	if err != nil {
+		return fsm.SessionOpened{}, err
+	}
+	if res.Err != nil {
+		return fsm.SessionOpened{}, res.Err
+	}
+	return *res.Session, nil
+}
+
+// ExpireSessions deletes up to limit sessions idle past their timeout,
+// proposing an entry only when there are some. It reports how many it
+// proposed to delete.
+func (s *Store) ExpireSessions(ctx context.Context, limit int) (int, error) {
+	idle, err := s.fsm.IdleSessions(time.Now().UnixNano(), limit)
+	if err != nil || len(idle) == 0 {
+		return 0, s.waitError(err)
+	}
+	if _, err := s.propose(ctx, &command.Command{Type: command.TypeExpireSessions, Expired: idle}); err != nil {
+		return 0, err
+	}
+	return len(idle), nil
+}
+
+// Session returns clientID's current session, if it has one.
+func (s *Store) Session(clientID string) (fsm.ClientSession, bool, error) {
+	cs, ok, err := s.fsm.Session(clientID)
+	return cs, ok, s.waitError(err)
 }
 
 // Expire deletes up to limit expired entries, proposing an entry only when

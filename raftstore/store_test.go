@@ -47,7 +47,7 @@ func openStore(t *testing.T, cfg Config) *Store {
 
 func addOne(t *testing.T, s *Store) uint64 {
 	t.Helper()
-	idx, err := s.Commit(context.Background(), &command.Commit{Mutations: []command.Mutation{
+	idx, _, err := s.Commit(context.Background(), &command.Commit{Mutations: []command.Mutation{
 		{Op: command.OpCounterAdd, Namespace: "ns", Key: []byte("c"), Delta: 1},
 	}})
 	if err != nil {

@@ -126,12 +126,22 @@ func runCommits(b *testing.B, client statedv1.StateClient, tc commitCase) {
 	var lat latencies
 	var mu sync.Mutex
 	base, issued := uint64(0), 0
+	var session uint64
+	if !tc.noClientID {
+		// As the SDK does: one session, a lane per client in flight.
+		resp, err := client.OpenSession(context.Background(), &statedv1.OpenSessionRequest{ClientId: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		session = resp.GetSessionId()
+	}
 	b.ResetTimer()
 	var wg sync.WaitGroup
-	for range tc.conc {
+	for lane := range tc.conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			seq := uint64(0)
 			var mine []time.Duration
 			defer func() { lat.add(mine) }()
 			for {
@@ -143,7 +153,8 @@ func runCommits(b *testing.B, client statedv1.StateClient, tc commitCase) {
 				issued++
 				req := commitRequest(tc.muts, base)
 				if !tc.noClientID {
-					req.ClientId, req.Sequence = "bench", uint64(issued)
+					seq++
+					req.ClientId, req.SessionId, req.Lane, req.Sequence = "bench", session, uint32(lane), seq
 				}
 				base += uint64(tc.muts)
 				mu.Unlock()

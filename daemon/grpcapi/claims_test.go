@@ -25,9 +25,11 @@ func claim(t *testing.T, c statedv1.StateClient, owner string, parts ...*statedv
 	return resp
 }
 
-func counterCommit(client string, seq uint64, offs ...*statedv1.Offset) *statedv1.CommitRequest {
+// counterCommit is a commit of client without a session: these tests are
+// about fencing of partitions, not retries; seq only numbers the calls.
+func counterCommit(client string, _ uint64, offs ...*statedv1.Offset) *statedv1.CommitRequest {
 	return &statedv1.CommitRequest{
-		ClientId: client, Sequence: seq, Offsets: offs,
+		ClientId: client, Offsets: offs,
 		Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, Namespace: "ns", Key: []byte("n"), Delta: 1}},
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/fsm"
 )
 
 // ClusterStore is what the Cluster service needs from the replicated
@@ -22,6 +23,8 @@ type ClusterStore interface {
 	Members() ([]raftstore.Member, string, error)
 	ClusterID() string
 	Status() raftstore.Status
+	// Counts counts the node's bookkeeping and keyed state.
+	Counts() (fsm.Counts, error)
 	NodeID() string
 	Leadership
 }
@@ -103,10 +106,18 @@ func (s *ClusterServer) Members(ctx context.Context, _ *statedv1.MembersRequest)
 	return resp, nil
 }
 
-// NodeStatus reports this node's Raft state.
-func (s *ClusterServer) NodeStatus(context.Context, *statedv1.NodeStatusRequest) (*statedv1.NodeStatusResponse, error) {
+// NodeStatus reports this node's Raft state and bookkeeping counts.
+func (s *ClusterServer) NodeStatus(ctx context.Context, _ *statedv1.NodeStatusRequest) (*statedv1.NodeStatusResponse, error) {
 	st := s.store.Status()
+	c, err := s.store.Counts()
+	if err != nil {
+		return nil, statusOf(ctx, s.logger, err)
+	}
 	return &statedv1.NodeStatusResponse{
+		Counts: &statedv1.StateCounts{
+			Sessions: c.Sessions, SessionLanes: c.SessionLanes, TtlPending: c.TTLPending,
+			StateKeys: c.StateKeys, StateBytes: c.StateBytes, LegacyRetryRecords: c.LegacyRetryRecords,
+		},
 		NodeId:         st.NodeID,
 		ClusterId:      st.ClusterID,
 		Role:           st.Role,

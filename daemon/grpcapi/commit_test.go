@@ -99,7 +99,10 @@ func TestCommitRejectsInvalidRequestsNamingTheFieldAndAppliesNothing(t *testing.
 			Offsets:   []*statedv1.Offset{offset("g", "t", 0, 1), offset("g", "u", 0, 1), offset("g", "t", 0, 2)},
 		}, `offsets[2]: duplicate of offsets[0] (group "g", topic "t", partition 0)`},
 		{"client id over 256 bytes", &statedv1.CommitRequest{ClientId: strings.Repeat("c", 257), Mutations: []*statedv1.Mutation{put(ns, "a", "1")}}, "client_id: 257 bytes, limit 256"},
-		{"sequence without client id", &statedv1.CommitRequest{Sequence: 7, Mutations: []*statedv1.Mutation{put(ns, "a", "1")}}, "sequence: set without client_id"},
+		{"sequence without session", &statedv1.CommitRequest{ClientId: "c", Sequence: 7, Mutations: []*statedv1.Mutation{put(ns, "a", "1")}}, "session_id: 0 with a sequence: open a session with OpenSession and send its id, so that a retry is recognised"},
+		{"session without client id", &statedv1.CommitRequest{SessionId: 5, Sequence: 7}, "session_id: set without client_id"},
+		{"session without sequence", &statedv1.CommitRequest{ClientId: "c", SessionId: 5}, "sequence: 0 with a session_id: sequences start at 1"},
+		{"lane without session", &statedv1.CommitRequest{ClientId: "c", Lane: 2}, "lane: set without session_id"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -218,7 +221,6 @@ func TestCommitOfEveryMutationKindIsReadBack(t *testing.T) {
 		},
 		Offsets:  []*statedv1.Offset{offset("g", "t", 3, 7)},
 		ClientId: "client-1",
-		Sequence: 1,
 	})
 	if idx == 0 {
 		t.Fatal("commit returned index 0")

@@ -44,10 +44,13 @@ func statusOf(ctx context.Context, logger *slog.Logger, err error) error {
 	var fe *fieldError
 	var re *fsm.RejectError
 	var fence *fsm.FenceError
+	var sess *fsm.SessionError
 	var nl *notLeaderError
 	switch {
 	case errors.As(err, &fence):
 		return fencedStatus(fence)
+	case errors.As(err, &sess):
+		return sessionStatus(sess)
 	case errors.As(err, &fe):
 		return status.Error(codes.InvalidArgument, fe.Error())
 	case errors.As(err, &re):
@@ -89,6 +92,28 @@ func fencedStatus(e *fsm.FenceError) error {
 	if d, err := st.WithDetails(&statedv1.FencedPartition{
 		Group: e.Group, Topic: e.Topic, Partition: e.Partition,
 		Epoch: e.Epoch, CurrentEpoch: e.Current, Owner: e.Owner, Reason: e.Reason,
+	}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// sessionReasons maps the state machine's session refusals to the wire's.
+var sessionReasons = map[fsm.SessionReason]statedv1.SessionRefused_Reason{
+	fsm.SessionSuperseded: statedv1.SessionRefused_REASON_SUPERSEDED,
+	fsm.SessionNotOpen:    statedv1.SessionRefused_REASON_NOT_OPEN,
+	fsm.SequenceReused:    statedv1.SessionRefused_REASON_SEQUENCE_REUSED,
+	fsm.SequenceStale:     statedv1.SessionRefused_REASON_SEQUENCE_STALE,
+}
+
+// sessionStatus is FAILED_PRECONDITION with a SessionRefused detail, so
+// that a client tells a fenced session from an expired one.
+func sessionStatus(e *fsm.SessionError) error {
+	st := status.New(codes.FailedPrecondition, "session: "+e.Message)
+	if d, err := st.WithDetails(&statedv1.SessionRefused{
+		ClientId: e.ClientID, SessionId: e.SessionID, CurrentSessionId: e.Current,
+		Reason: sessionReasons[e.Reason], Lane: e.Lane, Sequence: e.Seq, HighestSequence: e.Highest,
+		Message: e.Message,
 	}); err == nil {
 		st = d
 	}

@@ -16,8 +16,13 @@ import (
 // *raftstore.Store satisfies it.
 type Store interface {
 	// Commit proposes c and waits until it is applied; it returns the Raft
-	// index of the entry. A *fsm.RejectError means nothing was applied.
-	Commit(ctx context.Context, c *command.Commit) (uint64, error)
+	// index of the entry, or of its first application when dup is set (a
+	// retry in a session). A *fsm.RejectError or *fsm.SessionError means
+	// nothing was applied.
+	Commit(ctx context.Context, c *command.Commit) (index uint64, dup bool, err error)
+	// OpenSession opens a client session, fencing the client id's older
+	// ones.
+	OpenSession(ctx context.Context, clientID string) (fsm.SessionOpened, error)
 	// ReadBarrier waits until a read at consistency c, after minIndex, may
 	// be served from the local state.
 	ReadBarrier(ctx context.Context, c raftstore.Consistency, minIndex uint64) (uint64, error)
@@ -97,11 +102,34 @@ func (s *Server) Commit(ctx context.Context, r *statedv1.CommitRequest) (*stated
 		resp, err := statedv1.NewStateClient(conn).Commit(fctx, r)
 		return resp, s.toStatus(ctx, forwardedError(err))
 	}
-	idx, err := s.store.Commit(ctx, toCommand(r))
+	idx, dup, err := s.store.Commit(ctx, toCommand(r))
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &statedv1.CommitResponse{Index: idx}, nil
+	return &statedv1.CommitResponse{Index: idx, Duplicate: dup}, nil
+}
+
+// OpenSession opens a client session as a replicated command; a follower
+// forwards it to the leader.
+func (s *Server) OpenSession(ctx context.Context, r *statedv1.OpenSessionRequest) (*statedv1.OpenSessionResponse, error) {
+	if err := validateOpenSession(r); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	conn, fctx, err := s.fwd.leaderConn(ctx)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	if conn != nil {
+		resp, err := statedv1.NewStateClient(conn).OpenSession(fctx, r)
+		return resp, s.toStatus(ctx, forwardedError(err))
+	}
+	opened, err := s.store.OpenSession(ctx, r.GetClientId())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return &statedv1.OpenSessionResponse{
+		SessionId: opened.ID, Index: opened.Index, IdleTimeoutMillis: opened.IdleTimeout / 1e6,
+	}, nil
 }
 
 // Get reads one value, counter or map entry.
@@ -207,6 +235,8 @@ func consistency(r *statedv1.ReadOptions) raftstore.Consistency {
 func toCommand(r *statedv1.CommitRequest) *command.Commit {
 	c := &command.Commit{
 		ClientID:  r.GetClientId(),
+		SessionID: r.GetSessionId(),
+		Lane:      r.GetLane(),
 		Seq:       r.GetSequence(),
 		Mutations: make([]command.Mutation, len(r.GetMutations())),
 		Offsets:   make([]command.Offset, len(r.GetOffsets())),

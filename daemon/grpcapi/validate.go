@@ -22,8 +22,15 @@ func validateCommit(r *statedv1.CommitRequest) error {
 	if n := len(r.GetClientId()); n > MaxClientIDBytes {
 		return invalid("client_id", "%d bytes, limit %d", n, MaxClientIDBytes)
 	}
-	if r.GetSequence() != 0 && r.GetClientId() == "" {
-		return invalid("sequence", "set without client_id")
+	switch {
+	case r.GetSessionId() != 0 && r.GetClientId() == "":
+		return invalid("session_id", "set without client_id")
+	case r.GetSessionId() != 0 && r.GetSequence() == 0:
+		return invalid("sequence", "0 with a session_id: sequences start at 1")
+	case r.GetSequence() != 0 && r.GetSessionId() == 0:
+		return invalid("session_id", "0 with a sequence: open a session with OpenSession and send its id, so that a retry is recognised")
+	case r.GetLane() != 0 && r.GetSessionId() == 0:
+		return invalid("lane", "set without session_id")
 	}
 	for i, m := range r.GetMutations() {
 		if err := validateMutation(m); err != nil {
@@ -47,6 +54,16 @@ func validateCommit(r *statedv1.CommitRequest) error {
 			return invalid(fmt.Sprintf("offsets[%d]", i), "duplicate of offsets[%d] (group %q, topic %q, partition %d)", j, p.group, p.topic, p.partition)
 		}
 		seen[p] = i
+	}
+	return nil
+}
+
+func validateOpenSession(r *statedv1.OpenSessionRequest) error {
+	switch n := len(r.GetClientId()); {
+	case n == 0:
+		return invalid("client_id", "empty")
+	case n > MaxClientIDBytes:
+		return invalid("client_id", "%d bytes, limit %d", n, MaxClientIDBytes)
 	}
 	return nil
 }

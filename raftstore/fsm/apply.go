@@ -183,9 +183,12 @@ func (a *applier) offset(i int, o *command.Offset) error {
 	return a.b.Set(k, binary.BigEndian.AppendUint64(nil, uint64(o.Offset)), nil)
 }
 
-// expire deletes up to limit entries whose expiry time is at or before now.
-// The expiry index may hold stale records (the entry was overwritten or
-// deleted since); those are dropped without touching the entry.
+// expire deletes up to limit entries whose expiry time is at or before now,
+// with their expiry index records. The expiry index may hold stale records
+// (the entry was overwritten or deleted since); those are dropped without
+// touching the entry. The index records go in one range deletion, so a
+// command costs one point deletion per expired entry and one tombstone,
+// whatever the limit.
 func (a *applier) expire(limit uint32) error {
 	lower := []byte{prefixExpiry}
 	upper := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, uint64(a.now)+1)
@@ -199,6 +202,9 @@ func (a *applier) expire(limit uint32) error {
 	}
 	if err := it.Close(); err != nil {
 		return err
+	}
+	if len(due) == 0 {
+		return nil
 	}
 	for _, ek := range due {
 		exp := int64(binary.BigEndian.Uint64(ek[1:9]))
@@ -214,11 +220,11 @@ func (a *applier) expire(limit uint32) error {
 				}
 			}
 		}
-		if err := a.b.Delete(ek, nil); err != nil {
-			return err
-		}
 	}
-	return nil
+	// Every index key from the first due one to the last is due: they
+	// were read in order, with nothing skipped.
+	last := due[len(due)-1]
+	return a.b.DeleteRange(due[0], append(last[:len(last):len(last)], 0), nil)
 }
 
 // remember records a version 2 commit's (client id, sequence) for DedupWindow, in

@@ -48,8 +48,9 @@ type Cluster struct {
 	nw   *Network
 	opts options
 
-	mu    sync.Mutex
-	nodes []*node
+	mu       sync.Mutex
+	nodes    []*node
+	sessions map[string]uint64 // client id -> session opened by Commit
 }
 
 type node struct {
@@ -418,21 +419,73 @@ func (c *Cluster) Remove(t testing.TB, i int) {
 // another leader after ErrNotLeader, a closed node or a timeout, until it
 // is acknowledged, the state machine rejects it, or ctx ends. Each try
 // waits at most attemptTimeout. Trying again is safe only for a commit
-// with a ClientID and Seq: the state machine applies those once.
+// with a ClientID and Seq: Commit opens a session for the client id the
+// first time it sees it (see OpenSession) and sends the commit in it, so
+// the state machine applies it once.
 func (c *Cluster) Commit(ctx context.Context, cmd *command.Commit, attemptTimeout time.Duration) (uint64, error) {
+	if cmd.ClientID != "" && cmd.Seq != 0 && cmd.SessionID == 0 {
+		id, err := c.session(ctx, cmd.ClientID, attemptTimeout)
+		if err != nil {
+			return 0, err
+		}
+		cmd.SessionID = id
+	}
+	var idx uint64
+	err := c.onLeader(ctx, attemptTimeout, "commit", func(ctx context.Context, l *raftstore.Store) error {
+		var err error
+		idx, _, err = l.Commit(ctx, cmd)
+		return err
+	})
+	return idx, err
+}
+
+// OpenSession opens a new session for clientID through the leader and
+// returns its id; Commit uses it for that client id from then on.
+func (c *Cluster) OpenSession(ctx context.Context, clientID string, attemptTimeout time.Duration) (uint64, error) {
+	var id uint64
+	err := c.onLeader(ctx, attemptTimeout, "open session", func(ctx context.Context, l *raftstore.Store) error {
+		s, err := l.OpenSession(ctx, clientID)
+		id = s.ID
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	if c.sessions == nil {
+		c.sessions = map[string]uint64{}
+	}
+	c.sessions[clientID] = id
+	c.mu.Unlock()
+	return id, nil
+}
+
+func (c *Cluster) session(ctx context.Context, clientID string, attemptTimeout time.Duration) (uint64, error) {
+	c.mu.Lock()
+	id, ok := c.sessions[clientID]
+	c.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	return c.OpenSession(ctx, clientID, attemptTimeout)
+}
+
+// onLeader runs call on whichever node is leader until it succeeds, the
+// state machine refuses it, or ctx ends.
+func (c *Cluster) onLeader(ctx context.Context, attemptTimeout time.Duration, what string, call func(context.Context, *raftstore.Store) error) error {
 	var last error = raftstore.ErrNotLeader
 	for {
 		if l := c.CurrentLeader(); l != nil {
 			actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-			idx, err := l.Commit(actx, cmd)
+			err := call(actx, l)
 			cancel()
 			if err == nil || errors.Is(err, fsm.ErrRejected) {
-				return idx, err
+				return err
 			}
 			last = err
 		}
 		if !sleep(ctx, 5*time.Millisecond) {
-			return 0, fmt.Errorf("raftstoretest: commit: %w (last error: %v)", ctx.Err(), last)
+			return fmt.Errorf("raftstoretest: %s: %w (last error: %v)", what, ctx.Err(), last)
 		}
 	}
 }

@@ -41,7 +41,9 @@ type Client struct {
 	consistency Consistency
 	retry       retryPolicy
 
-	seq       atomic.Uint64 // sequence of the last commit sent
+	sess      sessionState
+	life      context.Context // ends when the Client is closed
+	stop      context.CancelFunc
 	lastIndex atomic.Uint64 // highest commit index seen
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -59,6 +61,7 @@ type clientOptions struct {
 	block       bool
 	addresses   []string
 	retry       retryPolicy
+	lazySession bool
 }
 
 // WithDialOptions adds gRPC dial options, applied after the Client's own
@@ -68,12 +71,24 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *clientOptions) { o.dialOpts = append(o.dialOpts, opts...) }
 }
 
-// WithClientID sets the id the Client sends with every commit. Together with
-// the commit's sequence number it identifies the commit, so that the daemon
-// can apply a retried commit once. The default is 16 random hex characters;
-// two live Clients must never share an id.
+// WithClientID sets the id the Client opens its session for and sends with
+// every commit. The default is 16 random hex characters. A process that
+// restarts may reuse its id (a Kafka processor with a fixed id, say): its
+// new Client opens a new session, which fences the old one, so a zombie of
+// the previous process can no longer commit (its commits fail with
+// ErrSessionFenced). Two live Clients with one id fence each other: the
+// one that dialled last wins.
 func WithClientID(id string) Option {
 	return func(o *clientOptions) { o.clientID = id }
+}
+
+// WithLazySession makes the Client open its session at its first commit
+// rather than when it is dialled: for clients that mostly read, such as
+// command-line tools, so that they leave no session behind when they never
+// commit. A Client that replaces a dead process under the same client id
+// should not use it: the dial is what fences the old process.
+func WithLazySession() Option {
+	return func(o *clientOptions) { o.lazySession = true }
 }
 
 // WithDefaultConsistency sets the consistency of reads that do not choose
@@ -176,18 +191,28 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	c.cluster = statedv1.NewClusterClient(conn)
 	if o.block {
 		if err := waitReady(ctx, conn); err != nil {
-			conn.Close()
+			c.Close()
 			return nil, fmt.Errorf("stated: dial %q: %w", addr, err)
 		}
-	} else {
-		conn.Connect()
+		if !o.lazySession {
+			if _, err := c.acquireLane(ctx); err != nil {
+				c.Close()
+				return nil, fmt.Errorf("stated: dial %q: %w", addr, err)
+			}
+		}
+		return c, nil
+	}
+	conn.Connect()
+	if !o.lazySession {
+		c.openSessionAsync()
 	}
 	return c, nil
 }
 
 // newClient builds a Client over rpc; conn may be nil in tests.
 func newClient(conn *grpc.ClientConn, rpc statedv1.StateClient, o clientOptions) *Client {
-	return &Client{conn: conn, rpc: rpc, id: o.clientID, consistency: o.consistency, retry: o.retry}
+	life, stop := context.WithCancel(context.Background())
+	return &Client{conn: conn, rpc: rpc, id: o.clientID, consistency: o.consistency, retry: o.retry, life: life, stop: stop}
 }
 
 // waitReady connects conn and waits until it is ready, its first attempt
@@ -246,6 +271,7 @@ func randomClientID() (string, error) {
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
+		c.stop()
 		if c.conn != nil {
 			c.closeErr = c.conn.Close()
 		}

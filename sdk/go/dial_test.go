@@ -103,6 +103,10 @@ func (s *commitServer) Commit(context.Context, *statedv1.CommitRequest) (*stated
 	return &statedv1.CommitResponse{Index: s.commits.Add(1)}, nil
 }
 
+func (s *commitServer) OpenSession(context.Context, *statedv1.OpenSessionRequest) (*statedv1.OpenSessionResponse, error) {
+	return &statedv1.OpenSessionResponse{SessionId: 1, IdleTimeoutMillis: 3600_000}, nil
+}
+
 // serve runs a gRPC server with srv on l until the test ends.
 func serve(t *testing.T, l net.Listener, srv statedv1.StateServer, opts ...grpc.ServerOption) {
 	t.Helper()

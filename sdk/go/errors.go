@@ -33,6 +33,18 @@ var (
 	ErrTxnDone = errors.New("stated: transaction already committed")
 	// ErrClosed: the Client was closed.
 	ErrClosed = errors.New("stated: client closed")
+	// ErrSessionFenced: another Client opened a session with the same
+	// client id, so this one may no longer commit: it is a zombie of a
+	// process that was replaced. It matches ErrFailedPrecondition too;
+	// errors.As gives the *SessionError.
+	ErrSessionFenced = errors.New("stated: session fenced by a newer session of the client id")
+	// ErrSessionExpired: the Client's session expired (idle past the
+	// daemon's --session-idle-timeout, or lost in a restore) while a commit
+	// was being retried, so an earlier attempt of it may or may not have
+	// applied. The next commit opens a new session. A commit whose first
+	// attempt finds its session expired is sent again in a new session
+	// without this error.
+	ErrSessionExpired = errors.New("stated: session expired")
 )
 
 // sentinelByCode maps gRPC codes to the errors users test for. Deadline and

@@ -18,6 +18,8 @@ import (
 // answers. Tests against a real daemon live in /test.
 type fakeState struct {
 	mu          sync.Mutex
+	opens       []*statedv1.OpenSessionRequest
+	sessionIDs  []uint64 // OpenSession answers these in turn, then 77
 	commits     []*statedv1.CommitRequest
 	gets        []*statedv1.GetRequest
 	scans       []*statedv1.ScanRequest
@@ -51,6 +53,17 @@ func (f *fakeState) Commit(ctx context.Context, in *statedv1.CommitRequest, _ ..
 		idx, f.indexes = f.indexes[0], f.indexes[1:]
 	}
 	return &statedv1.CommitResponse{Index: idx}, nil
+}
+
+func (f *fakeState) OpenSession(_ context.Context, in *statedv1.OpenSessionRequest, _ ...grpc.CallOption) (*statedv1.OpenSessionResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.opens = append(f.opens, in)
+	id := uint64(77)
+	if len(f.sessionIDs) > 0 {
+		id, f.sessionIDs = f.sessionIDs[0], f.sessionIDs[1:]
+	}
+	return &statedv1.OpenSessionResponse{SessionId: id, IdleTimeoutMillis: 3600_000}, nil
 }
 
 func (f *fakeState) Get(_ context.Context, in *statedv1.GetRequest, _ ...grpc.CallOption) (*statedv1.GetResponse, error) {

@@ -30,6 +30,10 @@ type CommitResult struct {
 	// Index is the Raft log index of the commit. Reads with
 	// ConsistencySession wait until the daemon has applied it.
 	Index uint64
+	// Duplicate is set when an earlier attempt of this commit had been
+	// applied already (its answer was lost): Index is that attempt's, and
+	// nothing was applied twice.
+	Duplicate bool
 }
 
 // WriteOption adjusts one write.
@@ -146,13 +150,15 @@ func (t *Txn) setErr(err error) {
 	}
 }
 
-// request builds the wire request for the commit with sequence seq.
-func (t *Txn) request(seq uint64) *statedv1.CommitRequest {
+// request builds the wire request for the commit on lane l.
+func (t *Txn) request(l *lane) *statedv1.CommitRequest {
 	return &statedv1.CommitRequest{
 		Mutations: t.mutations,
 		Offsets:   t.offsets,
 		ClientId:  t.c.id,
-		Sequence:  seq,
+		SessionId: l.session,
+		Lane:      l.id,
+		Sequence:  l.next,
 	}
 }
 
@@ -161,10 +167,14 @@ func (t *Txn) request(seq uint64) *statedv1.CommitRequest {
 // Txn is not sent and Commit returns that error (it matches ErrCodec). A
 // second Commit returns ErrTxnDone, whatever the first returned.
 //
-// Commit retries while the daemon is unavailable (see "Retries" in the
-// package documentation); it never retries a refused commit. After it
-// returns ErrUnavailable or a context error the commit may or may not have
-// been applied.
+// Commit sends the Txn in the Client's session (it waits for the session to
+// open, see "Sessions" in the package documentation) and retries while the
+// daemon is unavailable (see "Retries"); every attempt carries the same
+// session, lane and sequence, so the daemon applies the Txn at most once.
+// It never retries a refused commit. After it returns ErrUnavailable or a
+// context error the commit may or may not have been applied. A Client
+// fenced by a newer session of its client id returns ErrSessionFenced from
+// then on.
 func (t *Txn) Commit(ctx context.Context) (CommitResult, error) {
 	if t.done {
 		return CommitResult{}, ErrTxnDone
@@ -177,20 +187,50 @@ func (t *Txn) Commit(ctx context.Context) (CommitResult, error) {
 	if err := c.checkOpen("commit"); err != nil {
 		return CommitResult{}, err
 	}
-	// One request, so that every attempt carries the same client id and
-	// sequence: the daemon applies a retried commit once.
-	req := t.request(c.seq.Add(1))
+	// A session that expired while the Client was idle is reopened once,
+	// for a commit that no attempt has sent in the old session yet.
+	for reopened := false; ; reopened = true {
+		res, attempts, err := t.commitInSession(ctx)
+		se := asSessionError(err)
+		switch {
+		case se == nil:
+			return res, err
+		case se.Reason == "not open" && attempts == 1 && !reopened:
+			continue
+		case se.Reason == "not open" && attempts > 1:
+			return CommitResult{}, sessionUnknownOutcome(se)
+		}
+		return CommitResult{}, se
+	}
+}
+
+// commitInSession sends the Txn on a lane of the Client's session, with
+// retries, and reports how many attempts it sent.
+func (t *Txn) commitInSession(ctx context.Context) (CommitResult, int, error) {
+	c := t.c
+	l, err := c.acquireLane(ctx)
+	if err != nil {
+		return CommitResult{}, 0, err
+	}
+	req := t.request(l)
+	attempts := 0
 	var resp *statedv1.CommitResponse
-	err := c.withRetries(ctx, func(ctx context.Context) error {
+	err = c.withRetries(ctx, func(ctx context.Context) error {
+		attempts++
 		var err error
 		resp, err = c.rpc.Commit(ctx, req)
 		return err
 	})
+	c.releaseLane(l)
 	if err != nil {
-		return CommitResult{}, asFenced(c.rpcErr("commit", err))
+		err = asFenced(c.rpcErr("commit", err))
+		if se := asSessionError(err); se != nil {
+			return CommitResult{}, attempts, c.sessionRefused(l, se)
+		}
+		return CommitResult{}, attempts, err
 	}
 	c.observeIndex(resp.GetIndex())
-	return CommitResult{Index: resp.GetIndex()}, nil
+	return CommitResult{Index: resp.GetIndex(), Duplicate: resp.GetDuplicate()}, attempts, nil
 }
 
 // Update builds a Txn with fn and commits it. If fn returns an error,

@@ -38,11 +38,13 @@ func TestTxnBuildsOneCommitRequestWithEveryMutationAndOffsetInOrder(t *testing.T
 			{Kind: statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, Namespace: "ns", Key: []byte("c"), Delta: -5},
 			{Kind: statedv1.MutationKind_MUTATION_KIND_DELETE_PREFIX, Namespace: "ns", Key: []byte("user/")},
 		},
-		Offsets:  []*statedv1.Offset{{Group: "g", Topic: "orders", Partition: 2, Offset: 101}},
-		ClientId: "test-client",
-		Sequence: 7,
+		Offsets:   []*statedv1.Offset{{Group: "g", Topic: "orders", Partition: 2, Offset: 101}},
+		ClientId:  "test-client",
+		SessionId: 77,
+		Lane:      3,
+		Sequence:  7,
 	}
-	if got := txn.request(7); !proto.Equal(got, want) {
+	if got := txn.request(&lane{session: 77, id: 3, next: 7}); !proto.Equal(got, want) {
 		t.Errorf("request:\n got %v\nwant %v", got, want)
 	}
 }
@@ -54,7 +56,7 @@ func TestTxnCopiesCallerBuffers(t *testing.T) {
 	txn := c.Txn().Put("ns", buf, val)
 	copy(buf, "XXXX")
 	copy(val, "YYYY")
-	m := txn.request(1).Mutations[0]
+	m := txn.request(&lane{session: 1, next: 1}).Mutations[0]
 	if string(m.Key) != "key1" || string(m.Value) != "val1" {
 		t.Errorf("mutation changed with the caller's buffers: key %q value %q", m.Key, m.Value)
 	}
@@ -74,7 +76,7 @@ func TestTypedHandlesBuildTheSameMutationsAsTheByteAPI(t *testing.T) {
 		MapPut("m", []byte("k"), []byte("s"), one).MapDelete("m", []byte("k"), []byte("s2")).Delete("m", []byte("k2")).
 		ListAppend("l", []byte("k"), []byte("e")).Delete("l", []byte("k2")).
 		CounterAdd("c", []byte("k"), 3).Delete("c", []byte("k2"))
-	if got, want := typed.request(1), raw.request(1); !proto.Equal(got, want) {
+	if got, want := typed.request(&lane{next: 1}), raw.request(&lane{next: 1}); !proto.Equal(got, want) {
 		t.Errorf("typed handles built\n %v\nwant\n %v", got, want)
 	}
 }
@@ -106,7 +108,7 @@ func TestWithTTLSendsWholeMillisecondsRoundedUp(t *testing.T) {
 	}
 }
 
-func TestCommitSendsClientIDAndASequenceThatStartsAtOneAndIncreases(t *testing.T) {
+func TestCommitSendsItsSessionAndASequenceThatStartsAtOneAndIncreases(t *testing.T) {
 	f := &fakeState{indexes: []uint64{10, 12, 11}}
 	c := newFakeClient(f, WithClientID("svc-a"))
 	ctx := context.Background()
@@ -116,9 +118,12 @@ func TestCommitSendsClientIDAndASequenceThatStartsAtOneAndIncreases(t *testing.T
 		}
 	}
 	for i, r := range f.commits {
-		if r.ClientId != "svc-a" || r.Sequence != uint64(i+1) {
-			t.Errorf("commit %d: client_id %q sequence %d, want %q %d", i, r.ClientId, r.Sequence, "svc-a", i+1)
+		if r.ClientId != "svc-a" || r.SessionId != 77 || r.Lane != 0 || r.Sequence != uint64(i+1) {
+			t.Errorf("commit %d: client_id %q session %d lane %d sequence %d, want %q 77 0 %d", i, r.ClientId, r.SessionId, r.Lane, r.Sequence, "svc-a", i+1)
 		}
+	}
+	if len(f.opens) != 1 || f.opens[0].GetClientId() != "svc-a" {
+		t.Errorf("opened sessions %v, want one for svc-a", f.opens)
 	}
 	// The commit answered with 11 after 12 must not lower LastIndex.
 	if got := c.LastIndex(); got != 12 {

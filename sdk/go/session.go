@@ -1,0 +1,246 @@
+package stated
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+)
+
+// Sessions (see "Sessions" in the package documentation). A Client opens a
+// session for its client id when it is dialled and sends every commit in
+// it. Within the session, each commit in flight holds a lane: an ordered
+// stream of commits with its own sequence, so that concurrent commits of
+// one Client never overtake one another within a lane. A retried attempt
+// carries the same session, lane and sequence; the daemon applies it once.
+
+// sessionState is the Client's session and its lanes.
+type sessionState struct {
+	mu sync.Mutex
+	// id is the open session, zero when none is: before the first open
+	// succeeded, or after the daemon said it expired.
+	id uint64
+	// idleTimeout is the daemon's idle timeout of the session.
+	idleTimeout time.Duration
+	// opening is closed when the open in flight ends; nil when none is.
+	opening chan struct{}
+	// openErr is the last failed open's error (nil once one succeeded).
+	openErr error
+	// fenced is set once a newer session of the client id fenced this
+	// Client: every later commit returns it.
+	fenced error
+	// free lanes of session id, and how many lanes it has.
+	free   []*lane
+	nLanes uint32
+}
+
+// lane is a lane of one session, held by one commit at a time.
+type lane struct {
+	session uint64
+	id      uint32
+	next    uint64 // the sequence of the lane's next commit
+}
+
+// SessionError is a commit refused by the daemon because of its session:
+// nothing of it was applied. It matches ErrFailedPrecondition, and
+// ErrSessionFenced when another Client opened a session with the same
+// client id, or ErrSessionExpired when the session expired under a commit
+// whose earlier attempt may have applied.
+type SessionError struct {
+	ClientID  string
+	SessionID uint64
+	// CurrentSessionID is the client id's newer session, when fenced.
+	CurrentSessionID uint64
+	// Reason is the daemon's: "superseded", "not open", "sequence reused"
+	// or "sequence stale".
+	Reason string
+	err    error
+}
+
+func (e *SessionError) Error() string { return e.err.Error() }
+
+// Unwrap returns the underlying daemon error (ErrFailedPrecondition).
+func (e *SessionError) Unwrap() error { return e.err }
+
+// Is matches ErrSessionFenced for a superseded session and
+// ErrSessionExpired for one that is not open.
+func (e *SessionError) Is(target error) bool {
+	switch e.Reason {
+	case "superseded":
+		return target == ErrSessionFenced
+	case "not open":
+		return target == ErrSessionExpired
+	}
+	return false
+}
+
+var sessionReasonNames = map[statedv1.SessionRefused_Reason]string{
+	statedv1.SessionRefused_REASON_SUPERSEDED:      "superseded",
+	statedv1.SessionRefused_REASON_NOT_OPEN:        "not open",
+	statedv1.SessionRefused_REASON_SEQUENCE_REUSED: "sequence reused",
+	statedv1.SessionRefused_REASON_SEQUENCE_STALE:  "sequence stale",
+}
+
+// asSessionError returns err as a *SessionError when its status carries a
+// SessionRefused detail, else nil.
+func asSessionError(err error) *SessionError {
+	var se *statusError
+	if !errors.As(err, &se) {
+		return nil
+	}
+	for _, d := range se.st.Details() {
+		if sr, ok := d.(*statedv1.SessionRefused); ok {
+			return &SessionError{ClientID: sr.GetClientId(), SessionID: sr.GetSessionId(),
+				CurrentSessionID: sr.GetCurrentSessionId(), Reason: sessionReasonNames[sr.GetReason()], err: err}
+		}
+	}
+	return nil
+}
+
+// SessionID returns the id of the Client's open session, zero while it has
+// none (before the first open succeeded, or after its session expired and
+// before the next commit opened another).
+func (c *Client) SessionID() uint64 {
+	c.sess.mu.Lock()
+	defer c.sess.mu.Unlock()
+	return c.sess.id
+}
+
+// openSessionAsync starts opening the Client's session in the background,
+// for Dial; commits wait for it. It retries, as the Client's retry policy
+// says, until it succeeds or the Client is closed.
+func (c *Client) openSessionAsync() {
+	c.sess.mu.Lock()
+	ch := c.startOpenLocked()
+	c.sess.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	go c.runOpen(c.life, ch)
+}
+
+// startOpenLocked marks an open in flight and returns its channel, or nil
+// when one is in flight already or a session is open.
+func (c *Client) startOpenLocked() chan struct{} {
+	if c.sess.opening != nil || c.sess.id != 0 || c.sess.fenced != nil {
+		return nil
+	}
+	ch := make(chan struct{})
+	c.sess.opening = ch
+	return ch
+}
+
+// runOpen opens a session under ctx and ends the open in flight, ch.
+func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
+	var resp *statedv1.OpenSessionResponse
+	err := c.withRetries(ctx, func(ctx context.Context) error {
+		var err error
+		resp, err = c.rpc.OpenSession(ctx, &statedv1.OpenSessionRequest{ClientId: c.id})
+		return err
+	})
+	c.sess.mu.Lock()
+	defer c.sess.mu.Unlock()
+	c.sess.opening = nil
+	close(ch)
+	if err != nil {
+		c.sess.openErr = c.rpcErr("open session", err)
+		return
+	}
+	c.sess.id = resp.GetSessionId()
+	c.sess.idleTimeout = time.Duration(resp.GetIdleTimeoutMillis()) * time.Millisecond
+	c.sess.openErr = nil
+	c.sess.free, c.sess.nLanes = nil, 0
+}
+
+// acquireLane waits until the Client has a session and takes a lane of
+// it, with the lane's next sequence reserved for the caller.
+func (c *Client) acquireLane(ctx context.Context) (*lane, error) {
+	for {
+		c.sess.mu.Lock()
+		if err := c.sess.fenced; err != nil {
+			c.sess.mu.Unlock()
+			return nil, err
+		}
+		if c.sess.id != 0 {
+			l := c.takeLaneLocked()
+			c.sess.mu.Unlock()
+			return l, nil
+		}
+		ch := c.sess.opening
+		if ch == nil {
+			// No open in flight: this caller runs one, under its own ctx.
+			ch = c.startOpenLocked()
+			c.sess.mu.Unlock()
+			c.runOpen(ctx, ch)
+			c.sess.mu.Lock()
+			id, err := c.sess.id, c.sess.openErr
+			c.sess.mu.Unlock()
+			if id == 0 && err != nil {
+				return nil, err
+			}
+			continue
+		}
+		lastErr := c.sess.openErr
+		c.sess.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			if lastErr != nil {
+				return nil, lastErr
+			}
+			return nil, c.rpcErr("open session", ctx.Err())
+		}
+	}
+}
+
+func (c *Client) takeLaneLocked() *lane {
+	var l *lane
+	if n := len(c.sess.free); n > 0 {
+		l, c.sess.free = c.sess.free[n-1], c.sess.free[:n-1]
+	} else {
+		l = &lane{session: c.sess.id, id: c.sess.nLanes, next: 1}
+		c.sess.nLanes++
+	}
+	return l
+}
+
+// releaseLane returns l after its commit ended, whatever the outcome: its
+// sequence moves on, so a commit given up on is never sent again under a
+// sequence a later commit uses.
+func (c *Client) releaseLane(l *lane) {
+	l.next++
+	c.sess.mu.Lock()
+	defer c.sess.mu.Unlock()
+	if l.session == c.sess.id {
+		c.sess.free = append(c.sess.free, l)
+	}
+}
+
+// sessionRefused handles a commit's session refusal: a fenced Client stays
+// fenced; an expired session is dropped, so that the next commit opens a
+// new one. It returns the error for the caller.
+func (c *Client) sessionRefused(l *lane, se *SessionError) error {
+	c.sess.mu.Lock()
+	defer c.sess.mu.Unlock()
+	switch se.Reason {
+	case "superseded":
+		if c.sess.fenced == nil {
+			c.sess.fenced = se
+		}
+	case "not open":
+		if c.sess.id == l.session {
+			c.sess.id = 0
+			c.sess.free, c.sess.nLanes = nil, 0
+		}
+	}
+	return se
+}
+
+// sessionUnknownOutcome is the error of a commit whose session expired
+// while it was being retried: an earlier attempt may have applied.
+func sessionUnknownOutcome(se *SessionError) error {
+	return fmt.Errorf("stated: commit: the session expired while the commit was retried, so an earlier attempt may or may not have applied: %w", se)
+}

@@ -1,0 +1,150 @@
+package stated
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+)
+
+func sessionRefusal(reason statedv1.SessionRefused_Reason) error {
+	st, err := status.New(codes.FailedPrecondition, "session: refused").WithDetails(&statedv1.SessionRefused{Reason: reason, SessionId: 77})
+	if err != nil {
+		panic(err)
+	}
+	return st.Err()
+}
+
+// refuseCommits makes f answer its next commits with errs, in turn.
+func refuseCommits(f *fakeState, errs ...error) {
+	var mu sync.Mutex
+	f.commitHook = func(context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(errs) == 0 {
+			return nil
+		}
+		err := errs[0]
+		errs = errs[1:]
+		return err
+	}
+}
+
+func TestCommitOnAnExpiredSessionOpensANewOneAndSendsItThere(t *testing.T) {
+	f := &fakeState{sessionIDs: []uint64{77, 78}}
+	refuseCommits(f, sessionRefusal(statedv1.SessionRefused_REASON_NOT_OPEN))
+	c := newFakeClient(f)
+	_, err := c.Txn().Put("ns", []byte("k"), []byte("v")).Commit(context.Background())
+	if err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if len(f.opens) != 2 || len(f.commits) != 2 {
+		t.Fatalf("%d opens and %d commits, want 2 and 2", len(f.opens), len(f.commits))
+	}
+	if a, b := f.commits[0], f.commits[1]; a.SessionId != 77 || b.SessionId != 78 || b.Sequence != 1 {
+		t.Fatalf("attempts in sessions %d and %d (sequence %d), want 77 then 78 from sequence 1", a.SessionId, b.SessionId, b.Sequence)
+	}
+	if c.SessionID() != 78 {
+		t.Fatalf("SessionID() = %d, want 78", c.SessionID())
+	}
+}
+
+// TestCommitWhoseSessionExpiredDuringRetriesIsOfUnknownOutcome: an earlier
+// attempt may have applied before the session expired, so sending it again
+// in a new session could apply it twice; the caller is told instead.
+func TestCommitWhoseSessionExpiredDuringRetriesIsOfUnknownOutcome(t *testing.T) {
+	f := &fakeState{}
+	refuseCommits(f, status.Error(codes.Unavailable, "leader lost"), sessionRefusal(statedv1.SessionRefused_REASON_NOT_OPEN))
+	c := newFakeClient(f, func(o *clientOptions) { o.retry = defaultRetryPolicy() })
+	_, err := c.Txn().Put("ns", []byte("k"), []byte("v")).Commit(context.Background())
+	if !errors.Is(err, ErrSessionExpired) || !errors.Is(err, ErrFailedPrecondition) {
+		t.Fatalf("commit: %v, want ErrSessionExpired", err)
+	}
+	if len(f.commits) != 2 {
+		t.Fatalf("%d attempts, want 2 and no third in a new session", len(f.commits))
+	}
+	// The next commit opens a new session.
+	if _, err := c.Txn().Put("ns", []byte("k"), []byte("w")).Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.opens) != 2 {
+		t.Fatalf("%d opens, want a second one", len(f.opens))
+	}
+}
+
+func TestAFencedClientStaysFenced(t *testing.T) {
+	f := &fakeState{}
+	refuseCommits(f, sessionRefusal(statedv1.SessionRefused_REASON_SUPERSEDED))
+	c := newFakeClient(f)
+	_, err := c.Txn().Put("ns", []byte("k"), []byte("v")).Commit(context.Background())
+	var se *SessionError
+	if !errors.Is(err, ErrSessionFenced) || !errors.Is(err, ErrFailedPrecondition) || !errors.As(err, &se) || se.Reason != "superseded" {
+		t.Fatalf("commit: %v, want ErrSessionFenced", err)
+	}
+	// It never reopens: that would fence the process that replaced it.
+	_, err = c.Txn().Put("ns", []byte("k"), []byte("v")).Commit(context.Background())
+	if !errors.Is(err, ErrSessionFenced) || len(f.commits) != 1 || len(f.opens) != 1 {
+		t.Fatalf("second commit: %v after %d commits and %d opens; want fenced without sending", err, len(f.commits), len(f.opens))
+	}
+}
+
+func TestConcurrentCommitsTakeDistinctLanesWithIncreasingSequences(t *testing.T) {
+	f := &fakeState{}
+	block := make(chan struct{})
+	var inFlight atomic.Int32
+	f.commitHook = func(context.Context) error {
+		if inFlight.Add(1) <= 8 {
+			<-block // hold the first eight, so eight lanes are in use at once
+		}
+		return nil
+	}
+	c := newFakeClient(f)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 5 {
+				if _, err := c.Txn().CounterAdd("ns", []byte("c"), 1).Commit(context.Background()); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	for inFlight.Load() < 8 {
+		waitABit()
+	}
+	close(block)
+	wg.Wait()
+	type laneSeq struct {
+		lane uint32
+		seq  uint64
+	}
+	seen := map[laneSeq]bool{}
+	last := map[uint32]uint64{}
+	for _, r := range f.commits {
+		k := laneSeq{r.Lane, r.Sequence}
+		if seen[k] {
+			t.Fatalf("lane %d sequence %d sent twice", r.Lane, r.Sequence)
+		}
+		seen[k] = true
+		last[r.Lane] = max(last[r.Lane], r.Sequence)
+	}
+	if len(last) != 8 {
+		t.Fatalf("%d lanes, want 8 (one per commit in flight)", len(last))
+	}
+	var total uint64
+	for _, n := range last {
+		total += n
+	}
+	if total != 40 {
+		t.Fatalf("sequences add up to %d across lanes, want 40 commits with no gaps", total)
+	}
+}
+
+func waitABit() { time.Sleep(time.Millisecond) }
