@@ -17,4 +17,7 @@ var (
 	// ErrUnknownMember is returned by Remove for a node that is not a
 	// member.
 	ErrUnknownMember = errors.New("raftstore: unknown member")
+	// ErrStateWithoutLog is returned by Open when the data dir holds
+	// state that has applied entries but no Raft log.
+	ErrStateWithoutLog = errors.New("raftstore: state without a Raft log")
 )

@@ -70,7 +70,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 }
 
 func (s *Store) open(ctx context.Context) error {
-	raftDir := filepath.Join(s.cfg.Dir, "raft")
+	// A restore interrupted by a crash is completed or rolled back before
+	// anything is read.
+	if err := RecoverDataDir(s.cfg.Dir); err != nil {
+		return err
+	}
+	raftDir := filepath.Join(s.cfg.Dir, raftDirName)
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
 		return fmt.Errorf("raftstore: %w", err)
 	}
@@ -80,7 +85,7 @@ func (s *Store) open(ctx context.Context) error {
 	hlog := hclogAdapter(s.logger)
 
 	var err error
-	if s.fsm, err = fsm.Open(filepath.Join(s.cfg.Dir, "state"), s.logger); err != nil {
+	if s.fsm, err = fsm.Open(filepath.Join(s.cfg.Dir, stateDirName), s.logger); err != nil {
 		return err
 	}
 	if s.bolt, err = raftboltdb.NewBoltStore(filepath.Join(raftDir, "raft.db")); err != nil {
@@ -88,6 +93,9 @@ func (s *Store) open(ctx context.Context) error {
 	}
 	if s.snaps, err = raft.NewFileSnapshotStoreWithLogger(raftDir, s.cfg.SnapshotRetain, hlog); err != nil {
 		return fmt.Errorf("raftstore: open snapshot store: %w", err)
+	}
+	if err := s.checkStateHasLog(); err != nil {
+		return err
 	}
 	if err := s.catchUpFromSnapshot(); err != nil {
 		return err
@@ -172,25 +180,77 @@ func (t *tcpLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Con
 	return net.DialTimeout("tcp", string(addr), timeout)
 }
 
+// checkStateHasLog refuses state that has applied entries but no Raft
+// log to go with it. Such state was left by an interrupted restore of an
+// older version, or by a deleted raft/ dir; Raft would bootstrap a new log
+// on it, and the state machine would skip every new entry at or below its
+// applied index without applying it.
+func (s *Store) checkStateHasLog() error {
+	applied := s.fsm.AppliedIndex()
+	if applied == 0 {
+		return nil
+	}
+	existing, err := raft.HasExistingState(s.bolt, s.bolt, s.snaps)
+	if err != nil {
+		return fmt.Errorf("raftstore: %w", err)
+	}
+	if existing {
+		return nil
+	}
+	return fmt.Errorf("%w: data dir %s holds state applied up to index %d but no Raft log: "+
+		"it was left by an interrupted restore or a deleted %s/ dir; run `stated restore` again, "+
+		"or wipe the data dir and rejoin with --join",
+		ErrStateWithoutLog, s.cfg.Dir, applied, raftDirName)
+}
+
 // catchUpFromSnapshot restores the newest Raft snapshot into the state
 // machine when the state machine is behind it: with
 // NoSnapshotRestoreOnStart, Raft replays only the entries after the
 // snapshot, so a state machine behind it would silently miss entries.
+//
+// A snapshot's Raft index counts every entry, the state machine's applied
+// index only commands: a snapshot taken when the log ended on a no-op, a
+// barrier or a configuration change has an index above the applied index
+// it holds. So when the Raft index is ahead, the snapshot's own applied
+// index decides.
 func (s *Store) catchUpFromSnapshot() error {
 	metas, err := s.snaps.List()
 	if err != nil {
 		return fmt.Errorf("raftstore: list snapshots: %w", err)
 	}
-	if len(metas) == 0 || metas[0].Index <= s.fsm.AppliedIndex() {
+	applied := s.fsm.AppliedIndex()
+	if len(metas) == 0 || metas[0].Index <= applied {
+		return nil
+	}
+	snapApplied, err := s.snapshotAppliedIndex(metas[0].ID)
+	if err != nil {
+		return err
+	}
+	if snapApplied <= applied {
 		return nil
 	}
 	s.logger.Warn("state is behind the newest raft snapshot; restoring it",
-		"applied", s.fsm.AppliedIndex(), "snapshot", metas[0].ID, "snapshot_index", metas[0].Index)
+		"applied", applied, "snapshot", metas[0].ID, "snapshot_index", metas[0].Index, "snapshot_applied", snapApplied)
 	_, rc, err := s.snaps.Open(metas[0].ID)
 	if err != nil {
 		return fmt.Errorf("raftstore: open snapshot %s: %w", metas[0].ID, err)
 	}
 	return s.fsm.Restore(rc)
+}
+
+// snapshotAppliedIndex reads the applied index the state in snapshot id
+// holds; it reads only the start of the snapshot.
+func (s *Store) snapshotAppliedIndex(id string) (uint64, error) {
+	_, rc, err := s.snaps.Open(id)
+	if err != nil {
+		return 0, fmt.Errorf("raftstore: open snapshot %s: %w", id, err)
+	}
+	defer rc.Close()
+	idx, err := fsm.SnapshotAppliedIndex(rc)
+	if err != nil {
+		return 0, fmt.Errorf("raftstore: snapshot %s: %w", id, err)
+	}
+	return idx, nil
 }
 
 // checkNodeID records the node id in a fresh raft directory and refuses to

@@ -13,6 +13,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/statedhq/stated/raftstore"
 	"github.com/statedhq/stated/raftstore/fsm"
 	"github.com/statedhq/stated/uploader"
 )
@@ -61,7 +62,10 @@ var ErrDataDirNotEmpty = errors.New("recovery: the data dir is not empty")
 // from it (a new cluster id, with the restored checkpoint recorded).
 // Nothing is written to the data dir before the checkpoint is selected
 // and, with Kafka, Kafka has answered; a failed download leaves the data
-// dir as it was.
+// dir as it was. The new state is staged whole beside the old one and
+// swapped in crash-safely: a crash or kill at any point leaves the old
+// data dir or the new one, and the next `stated run` (or restore)
+// completes the swap.
 func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
 	logger := opts.Logger
 	if logger == nil {
@@ -100,9 +104,20 @@ func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("recovery: %w", err)
 	}
+	// Finish (or roll back) a swap that an earlier restore left
+	// interrupted, so that the state linked from below is whole.
+	if err := raftstore.RecoverDataDir(opts.DataDir); err != nil {
+		return nil, err
+	}
 	res := &RestoreResult{}
-	staging := filepath.Join(opts.DataDir, ".restore")
-	defer os.RemoveAll(staging)
+	staging := raftstore.RestoreStagingDir(opts.DataDir)
+	installing := false
+	defer func() {
+		// Once the swap has begun, its recovery owns the staged state.
+		if !installing {
+			os.RemoveAll(staging)
+		}
+	}()
 	for {
 		res.Download, err = download(ctx, opts, m, staging)
 		if err == nil {
@@ -125,14 +140,12 @@ func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
 		return nil, err
 	}
 	// Replace what the data dir held: the old Raft log and state would
-	// belong to the cluster the checkpoint came from.
-	for _, p := range []string{"raft", "state", "state.old", "state.restore", "local-checkpoints"} {
-		if err := os.RemoveAll(filepath.Join(opts.DataDir, p)); err != nil {
-			return nil, fmt.Errorf("recovery: %w", err)
-		}
-	}
-	if err := os.Rename(staging, filepath.Join(opts.DataDir, "state")); err != nil {
-		return nil, fmt.Errorf("recovery: %w", err)
+	// belong to the cluster the checkpoint came from. A crash in the swap
+	// leaves the old data dir or the new one, whole (see
+	// raftstore.InstallRestoredState).
+	installing = true
+	if err := raftstore.InstallRestoredState(opts.DataDir); err != nil {
+		return nil, err
 	}
 	if opts.Kafka != nil {
 		if res.KafkaGroups, err = resetKafka(ctx, opts.Kafka, m); err != nil {
