@@ -29,6 +29,12 @@ type Config struct {
 	// node that has just lost the leadership, may be about to reference
 	// them. Default 10 minutes; a negative grace means none (tests).
 	GCGrace time.Duration
+	// GCLease bounds a collection's deletions in time: Retain stops
+	// deleting once half of it has passed since it announced what it
+	// deletes, and an Upload or Savepoint waits at most this long, from
+	// when it first sees an announcement naming one of its blobs, for that
+	// collection to end. Default 1 minute.
+	GCLease time.Duration
 	// Logger receives retries at Warn and summaries at Debug; nil
 	// discards them.
 	Logger *slog.Logger
@@ -36,7 +42,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults, for a bucket still to be set.
 func DefaultConfig() Config {
-	return Config{Workers: 4, MaxAttempts: 5, Backoff: 100 * time.Millisecond, GCGrace: 10 * time.Minute}
+	return Config{Workers: 4, MaxAttempts: 5, Backoff: 100 * time.Millisecond, GCGrace: 10 * time.Minute, GCLease: time.Minute}
 }
 
 // Validate reports a configuration New would refuse.
@@ -50,6 +56,8 @@ func (c Config) Validate() error {
 		return invalidf("Config.MaxAttempts %d is negative", c.MaxAttempts)
 	case c.Backoff < 0:
 		return invalidf("Config.Backoff %s is negative", c.Backoff)
+	case c.GCLease < 0:
+		return invalidf("Config.GCLease %s is negative", c.GCLease)
 	}
 	return nil
 }
@@ -70,6 +78,9 @@ func (c Config) withDefaults() Config {
 		c.GCGrace = d.GCGrace
 	case c.GCGrace < 0:
 		c.GCGrace = 0
+	}
+	if c.GCLease == 0 {
+		c.GCLease = d.GCLease
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -117,6 +128,9 @@ type Metrics struct {
 	Retries                    int64 // blob operations tried again after a transient error
 	BlobsDeleted, BytesDeleted int64 // by Retain
 	ManifestsDeleted           int64 // by Retain and Delete
+	// BlobsResent counts blobs an Upload sent again after its manifest
+	// was written, because another node's collection had deleted them.
+	BlobsResent int64
 }
 
 type metrics struct {
@@ -124,6 +138,7 @@ type metrics struct {
 	blobsDownloaded, bytesDownloaded                      atomic.Int64
 	filesHashed, bytesHashed, hashCacheHits               atomic.Int64
 	retries, blobsDeleted, bytesDeleted, manifestsDeleted atomic.Int64
+	blobsResent                                           atomic.Int64
 }
 
 // Metrics returns the Uploader's counters.
@@ -135,6 +150,6 @@ func (u *Uploader) Metrics() Metrics {
 		BlobsDownloaded: m.blobsDownloaded.Load(), BytesDownloaded: m.bytesDownloaded.Load(),
 		FilesHashed: m.filesHashed.Load(), BytesHashed: m.bytesHashed.Load(), HashCacheHits: m.hashCacheHits.Load(),
 		Retries: m.retries.Load(), BlobsDeleted: m.blobsDeleted.Load(), BytesDeleted: m.bytesDeleted.Load(),
-		ManifestsDeleted: m.manifestsDeleted.Load(),
+		ManifestsDeleted: m.manifestsDeleted.Load(), BlobsResent: m.blobsResent.Load(),
 	}
 }

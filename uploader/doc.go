@@ -9,6 +9,7 @@
 //	files/<sha256>                        a checkpoint file, by content
 //	manifests/<epoch, 20 digits>.json     a completed checkpoint
 //	savepoints/<name>.json                a pinned copy of a manifest
+//	gc/<time>-<id>.json                   blobs a collection is deleting
 //
 // With OpenBucket's prefix= parameter all of it sits under that prefix.
 // A manifest (FormatVersion 1, JSON) holds the epoch, Raft index and
@@ -54,17 +55,25 @@
 // An Upload and a Retain of the same Uploader never overlap. A manifest
 // that cannot be read stops the collection before any blob is deleted.
 //
-// One race remains between two nodes that both upload: an upload that
-// reuses an old blob referenced by no retained manifest can lose it to
-// the other node's collection between its last listing and its
-// manifest. The listing just before the manifest makes that window
-// milliseconds wide, and Verify and Download report such a checkpoint as
-// not intact rather than restore it.
+// Retention on one node and an Upload or Savepoint on another never lose
+// a blob to each other. Before deleting, Retain announces the doomed
+// blobs under gc/ and reads the manifests and savepoints again; after
+// writing its manifest or pin, a writer waits for the announcements that
+// name one of its blobs to go, then lists files/. Each side writes before
+// it reads, so one of them sees the other: the collection spares the
+// blobs, or the writer finds them gone. Upload then sends them again from
+// the local checkpoint (Metrics.BlobsResent); Savepoint removes its pin
+// and fails with ErrNotFound. A collection stops deleting after half of
+// Config.GCLease (1 minute by default), and writers wait for an
+// announcement at most that long, so a crash that leaves one behind
+// costs a wait, not a blob; a later Retain removes it.
 //
 // # Savepoints
 //
 // Savepoint pins a checkpoint under a name; retention keeps it until
-// DeleteSavepoint. Delete refuses a pinned checkpoint (ErrPinned).
+// DeleteSavepoint. It returns only once the pin is in place and every
+// file of the checkpoint is in the bucket. Delete refuses a pinned
+// checkpoint (ErrPinned).
 //
 // # Downloads
 //

@@ -64,6 +64,12 @@ type faultBucket struct {
 	written    atomic.Int64 // bytes they stored
 	fileWrites atomic.Int64 // of them, under files/
 	fileBytes  atomic.Int64
+
+	// Hooks, set before use: onWrite runs before a write reaches the
+	// store, afterWrite once it has, onDelete before a deletion. They let
+	// a test interleave two nodes' operations exactly.
+	onWrite, afterWrite, onDelete func(key string)
+	onList                        func(prefix string) // before a listing
 }
 
 var errInjected = errors.New("injected fault")
@@ -104,6 +110,9 @@ func (b *faultBucket) Attributes(ctx context.Context, key string) (*driver.Attri
 
 func (b *faultBucket) ListPaged(ctx context.Context, opts *driver.ListOptions) (*driver.ListPage, error) {
 	b.f.sleep()
+	if b.onList != nil && len(opts.PageToken) == 0 {
+		b.onList(opts.Prefix)
+	}
 	size := opts.PageSize
 	if size <= 0 {
 		size = 1000
@@ -193,6 +202,9 @@ func (w *faultWriter) Close() error {
 	if w.fail || f.roll(w.key, f.Fail) {
 		return errInjected
 	}
+	if b.onWrite != nil {
+		b.onWrite(w.key)
+	}
 	data, md5sum := w.buf, w.md5
 	switch {
 	case len(data) > 1 && f.roll(w.key, f.Trunc):
@@ -204,6 +216,9 @@ func (w *faultWriter) Close() error {
 	}
 	if err := b.inner.WriteAll(w.ctx, w.key, data, &blob.WriterOptions{ContentType: w.ct, ContentMD5: md5sum}); err != nil {
 		return err
+	}
+	if b.afterWrite != nil {
+		b.afterWrite(w.key)
 	}
 	b.writes.Add(1)
 	b.written.Add(int64(len(data)))
@@ -227,5 +242,8 @@ func (b *faultBucket) Copy(ctx context.Context, dst, src string, _ *driver.CopyO
 }
 
 func (b *faultBucket) Delete(ctx context.Context, key string, _ *driver.DeleteOptions) error {
+	if b.onDelete != nil {
+		b.onDelete(key)
+	}
 	return b.inner.Delete(ctx, key)
 }

@@ -197,6 +197,12 @@ func (u *Uploader) writeManifest(ctx context.Context, key string, m *Manifest) e
 	if err != nil {
 		return fmt.Errorf("uploader: encode %s: %w", key, err)
 	}
+	return u.writeDurably(ctx, key, b)
+}
+
+// writeDurably writes the JSON b under key, fsynced in a file:// bucket,
+// and checks what the bucket then holds.
+func (u *Uploader) writeDurably(ctx context.Context, key string, b []byte) error {
 	sum := md5.Sum(b)
 	return u.retry(ctx, "write "+key, func() error {
 		p, err := u.writeBlob(ctx, key, bytes.NewReader(b), sum[:], "application/json")
@@ -361,6 +367,11 @@ func (u *Uploader) GetSavepoint(ctx context.Context, name string) (*Manifest, er
 // [A-Za-z0-9._-] and not in use: a copy of its manifest goes under
 // savepoints/, and retention keeps it and its files until
 // DeleteSavepoint. A checkpoint has at most one savepoint name.
+//
+// Savepoint returns only once every file of the checkpoint is in the
+// bucket with the pin in place, whatever retention runs meanwhile on any
+// node. A checkpoint that retention took apart while it was being pinned
+// is not pinned, and the error matches ErrNotFound.
 func (u *Uploader) Savepoint(ctx context.Context, epoch uint64, name string) error {
 	if err := checkName(name); err != nil {
 		return err
@@ -386,7 +397,27 @@ func (u *Uploader) Savepoint(ctx context.Context, epoch uint64, name string) err
 	if err := u.writeManifest(ctx, savepointKey(name), m); err != nil {
 		return fmt.Errorf("uploader: savepoint %q: %w", name, err)
 	}
-	return nil
+	// A collection on another node may have decided to delete the
+	// checkpoint's blobs before the pin was written: see announce.go.
+	missing, err := u.settle(ctx, m)
+	if err == nil && len(missing) == 0 {
+		return nil
+	}
+	u.unpin(ctx, name)
+	if err != nil {
+		return fmt.Errorf("uploader: savepoint %q: checking that checkpoint %d is whole after pinning it: %w; it is not pinned", name, epoch, err)
+	}
+	return fmt.Errorf("%w: savepoint %q: checkpoint %d lost %d of its files to retention while it was being pinned (first: %s, blob %s); it is not pinned: pin a newer checkpoint",
+		ErrNotFound, name, epoch, len(missing), missing[0].Path, BlobKey(missing[0].SHA256))
+}
+
+// unpin removes the pin of a Savepoint that failed.
+func (u *Uploader) unpin(ctx context.Context, name string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := u.delete(ctx, savepointKey(name)); err != nil {
+		u.logger.Warn("uploader: a failed savepoint may have left its pin", "savepoint", name, "error", err)
+	}
 }
 
 // DeleteSavepoint removes the pin name. The checkpoint stays while

@@ -16,6 +16,9 @@ type GCStats struct {
 	// BlobsKept counts unreferenced blobs spared because they are younger
 	// than the grace period.
 	BlobsKept int
+	// BlobsSpared counts unreferenced blobs that a manifest or savepoint
+	// written during the collection took back before they were deleted.
+	BlobsSpared int
 	// LeftoversDeleted counts malformed keys under manifests/ and
 	// savepoints/, such as the temporary file of a write a crash
 	// interrupted.
@@ -30,8 +33,13 @@ type GCStats struct {
 // read, say of a newer format, stops the collection before any blob is
 // deleted: what it references is unknown.
 //
-// Retain waits for an Upload of this Uploader in progress to finish; the
-// grace period protects uploads by other processes.
+// Before deleting blobs Retain announces them under gc/ and reads the
+// manifests and savepoints again, so that an Upload or Savepoint on any
+// node never loses a blob it references (see announce.go); it stops
+// deleting after half of Config.GCLease, leaving the rest to the next
+// collection. Retain waits for an Upload of this Uploader in progress to
+// finish; the grace period protects the blobs of uploads in progress on
+// other nodes.
 func (u *Uploader) Retain(ctx context.Context, keep int) (GCStats, error) {
 	var st GCStats
 	if keep < 1 {
@@ -98,9 +106,47 @@ func (u *Uploader) Retain(ctx context.Context, keep int) (GCStats, error) {
 			st.LeftoversDeleted++
 		}
 	}
+	// Announcements a crash left behind go once surely dead.
+	if err := u.clearAnnouncements(ctx); err != nil {
+		return st, err
+	}
+	if len(doomed) == 0 {
+		return st, context.Cause(ctx)
+	}
+	// Announce the deletions, then read the manifests and savepoints once
+	// more: one written since the first reading takes its blobs back, and
+	// a writer that did not see the announcement is seen here (announce.go).
 	slices.Sort(doomed)
+	start := time.Now()
+	announced, err := u.announce(ctx, doomed)
+	if err != nil {
+		return st, err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := u.delete(ctx, announced); err != nil {
+			u.logger.Warn("uploader: gc: could not remove its announcement; uploads wait for it until Config.GCLease passes", "key", announced, "error", err)
+		}
+	}()
+	again, err := u.references(ctx)
+	if err != nil {
+		return st, fmt.Errorf("uploader: gc: no blob deleted: %w", err)
+	}
+	doomed = slices.DeleteFunc(doomed, func(k string) bool {
+		if again[k] {
+			st.BlobsSpared++
+			st.BytesDeleted -= blobs[k].size
+			return true
+		}
+		return false
+	})
 	errs := make([]error, len(doomed))
 	_ = u.parallel(ctx, len(doomed), func(ctx context.Context, i int) error {
+		if time.Since(start) > u.cfg.GCLease/2 {
+			errs[i] = errLeaseOver
+			return nil
+		}
 		errs[i] = u.delete(ctx, doomed[i])
 		return nil // go on with the others
 	})
@@ -125,4 +171,22 @@ func (u *Uploader) Retain(ctx context.Context, keep int) (GCStats, error) {
 		return st, fmt.Errorf("uploader: gc: %w", err)
 	}
 	return st, nil
+}
+
+// clearAnnouncements deletes announcements older than both the grace
+// period and twice the lease: a crash left them, their collection is over.
+func (u *Uploader) clearAnnouncements(ctx context.Context) error {
+	keys, err := u.list(ctx, gcPrefix)
+	if err != nil {
+		return err
+	}
+	cutoff := time.Now().Add(-max(u.cfg.GCGrace, 2*u.cfg.GCLease))
+	for k, info := range keys {
+		if info.modTime.Before(cutoff) {
+			if err := u.delete(ctx, k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -55,6 +55,11 @@ type localFile struct {
 // once a listing shows every file it names in the bucket: it is the
 // commit point. If ctx ends or a file cannot be sent after retries, no
 // manifest is written and the error names the file.
+//
+// After the manifest, Upload waits for any collection on another node
+// that may not have seen it to end, and sends again the blobs it deleted
+// (a table reused from an old checkpoint no retained manifest referenced),
+// so that a checkpoint it returns has every file in the bucket.
 func (u *Uploader) Upload(ctx context.Context, dir string, meta Meta, progress Progress) (*Manifest, UploadStats, error) {
 	start := time.Now()
 	m, st, err := u.upload(ctx, dir, meta, progress)
@@ -181,7 +186,47 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 		u.unwriteManifest(ctx, meta.Epoch)
 		return fail(fmt.Errorf("write manifest: %w", err))
 	}
+	// A collection on another node may have decided to delete a blob
+	// this checkpoint reuses before the manifest was written: wait for it,
+	// and send again what it took (announce.go).
+	if err := u.resend(ctx, m, files); err != nil {
+		u.unwriteManifest(ctx, meta.Epoch)
+		return fail(fmt.Errorf("after writing the manifest: %w", err))
+	}
 	return m, st, nil
+}
+
+// resend waits until no collection can still delete a blob of m, then
+// sends again, from the local checkpoint, every blob of m the bucket lost.
+func (u *Uploader) resend(ctx context.Context, m *Manifest, files []localFile) error {
+	missing, err := u.settle(ctx, m)
+	if err != nil || len(missing) == 0 {
+		return err
+	}
+	bySHA := make(map[string]*localFile, len(files))
+	for i := range files {
+		bySHA[files[i].SHA256] = &files[i]
+	}
+	u.logger.Warn("uploader: a collection on another node deleted blobs this checkpoint uses; sending them again",
+		"epoch", m.Epoch, "blobs", len(missing), "first", missing[0].Path)
+	written := make([]string, len(missing))
+	err = u.parallel(ctx, len(missing), func(ctx context.Context, i int) error {
+		f := bySHA[missing[i].SHA256]
+		err := u.retry(ctx, "upload "+f.Path, func() error {
+			var err error
+			written[i], err = u.put(ctx, f, func(int64) {})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("file %s (blob %s), deleted by a collection after it was listed: %w", f.Path, BlobKey(f.SHA256), err)
+		}
+		u.m.blobsResent.Add(1)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return u.syncFiles(ctx, written)
 }
 
 // heldAs reports whether the listing shows f's blob, with its size and,
