@@ -111,7 +111,7 @@ func (u *Uploader) settle(ctx context.Context, m *Manifest) ([]File, error) {
 	for _, f := range m.Files {
 		need[BlobKey(f.SHA256)] = true
 	}
-	seen := map[string]time.Time{}       // announcement key -> first seen
+	seen := map[string]time.Time{}          // announcement key -> first seen
 	content := map[string]map[string]bool{} // announcements are never rewritten
 	poll := min(max(u.cfg.GCLease/50, 10*time.Millisecond), time.Second)
 	for {
