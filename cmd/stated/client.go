@@ -30,7 +30,7 @@ func (e *notFoundError) Error() string {
 func (c *cli) withClient(cmd *cobra.Command, fn func(ctx context.Context, client *stated.Client) error) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), c.timeout)
 	defer cancel()
-	client, err := stated.Dial(ctx, c.addr)
+	client, err := stated.Dial(ctx, c.addr, stated.WithLazySession())
 	if err != nil {
 		return &exitError{code: exitUnreachable, err: fmt.Errorf("cannot reach the daemon at %s: %w", c.addr, err)}
 	}

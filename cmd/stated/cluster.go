@@ -104,6 +104,8 @@ type nodeStatusOutput struct {
 	CommitIndex  uint64 `json:"commit_index,omitempty"`
 	AppliedIndex uint64 `json:"applied_index,omitempty"`
 	Error        string `json:"error,omitempty"`
+	// Counts is the node's bookkeeping, when it answered.
+	Counts *stated.StateCounts `json:"counts,omitempty"`
 }
 
 type statusOutput struct {
@@ -118,10 +120,12 @@ func (c *cli) statusCommand() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show every member's Raft state: role, term, log, commit and applied index",
+		Short: "Show every member's Raft state, bookkeeping counts and the checkpoints",
 		Long: `Ask the --addr node for the members, then each member for its Raft state
-over its gRPC address. A member that does not answer within --timeout is
-shown as unreachable.`,
+(role, term, log, commit and applied index) and its bookkeeping (open client
+sessions and their lanes, entries with a TTL not yet deleted, and the keyed
+state's keys and bytes) over its gRPC address. A member that does not answer
+within --timeout is shown as unreachable. Counting scans the node's state.`,
 		Args: cobra.NoArgs,
 	}
 	cmd.RunE = runtime(func(cmd *cobra.Command, _ []string) error {
@@ -162,7 +166,7 @@ func memberStatus(ctx context.Context, m stated.Member) nodeStatusOutput {
 		o.Error = "no gRPC address recorded for this member"
 		return o
 	}
-	mc, err := stated.Dial(ctx, m.GRPCAddr, stated.WithoutRetries())
+	mc, err := stated.Dial(ctx, m.GRPCAddr, stated.WithoutRetries(), stated.WithLazySession())
 	if err != nil {
 		o.Error = err.Error()
 		return o
@@ -176,6 +180,7 @@ func memberStatus(ctx context.Context, m stated.Member) nodeStatusOutput {
 	o.Reachable = true
 	o.Role, o.Term = st.Role, st.Term
 	o.LastLogIndex, o.CommitIndex, o.AppliedIndex = st.LastLogIndex, st.CommitIndex, st.AppliedIndex
+	o.Counts = &st.Counts
 	if st.NodeID != m.NodeID {
 		o.Error = fmt.Sprintf("the node at %s is %q, not %q", m.GRPCAddr, st.NodeID, m.NodeID)
 	}
@@ -197,7 +202,23 @@ func (c *cli) printStatus(out statusOutput) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
+	if err := c.printCounts(out); err != nil {
+		return err
+	}
 	return c.printCheckpointStatus(out)
+}
+
+// printCounts prints each reachable member's bookkeeping.
+func (c *cli) printCounts(out statusOutput) error {
+	fmt.Fprintln(c.stdout)
+	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NODE\tSESSIONS\tSESSION LANES\tTTL PENDING\tSTATE KEYS\tSTATE BYTES")
+	for _, m := range out.Members {
+		if k := m.Counts; k != nil {
+			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\n", m.NodeID, k.Sessions, k.SessionLanes, k.TTLPending, k.StateKeys, k.StateBytes)
+		}
+	}
+	return w.Flush()
 }
 
 // checkpointsOutput is the checkpoint part of `status`.

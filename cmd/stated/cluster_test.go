@@ -14,7 +14,8 @@ func TestStatusShowsEveryMembersRaftStateAndTheLeader(t *testing.T) {
 	mustSucceed(t, client(t, nodes[2], "kv", "put", "ns", "k", "v")) // forwarded to node1
 
 	out := mustSucceed(t, client(t, nodes[1], "status"))
-	members, ckpts, _ := strings.Cut(out, "\n\n")
+	members, rest, _ := strings.Cut(out, "\n\n")
+	counts, ckpts, _ := strings.Cut(rest, "\n\n")
 	lines := strings.Split(strings.TrimSpace(members), "\n")
 	if len(lines) != 5 {
 		t.Fatalf("status printed %d member lines, want a title, a header and 3 rows:\n%s", len(lines), out)
@@ -27,6 +28,21 @@ func TestStatusShowsEveryMembersRaftStateAndTheLeader(t *testing.T) {
 	}
 	if h := strings.Fields(lines[1]); strings.Join(h, " ") != "NODE GRPC ADDR ROLE TERM LAST LOG COMMIT APPLIED IS LEADER ERROR" {
 		t.Errorf("header = %q", lines[1])
+	}
+	// Every member's bookkeeping. The CLI's put opened one session (at
+	// its commit: the CLI dials lazily), and the leader counts it and the
+	// one key (followers may not have applied them yet).
+	countLines := strings.Split(strings.TrimSpace(counts), "\n")
+	if len(countLines) != 4 || strings.Join(strings.Fields(countLines[0]), " ") != "NODE SESSIONS SESSION LANES TTL PENDING STATE KEYS STATE BYTES" {
+		t.Fatalf("counts section:\n%s", counts)
+	}
+	for i, d := range nodes {
+		f := strings.Fields(countLines[1+i])
+		if len(f) != 6 || f[0] != d.NodeID() {
+			t.Errorf("counts row %d = %q, want %s and 5 counts", i, countLines[1+i], d.NodeID())
+		} else if i == 0 && (f[1] != "1" || f[2] != "1" || f[4] != "1") {
+			t.Errorf("leader's counts = %q, want 1 session, 1 lane, 1 state key", countLines[1])
+		}
 	}
 	for i, d := range nodes {
 		f := strings.Fields(lines[2+i])

@@ -37,6 +37,27 @@ type NodeStatus struct {
 	AppliedIndex   uint64
 	LeaderID       string
 	LeaderGRPCAddr string
+	// Counts is the bookkeeping the daemon holds.
+	Counts StateCounts
+}
+
+// StateCounts is what a daemon's state holds besides what it serves: the
+// bookkeeping that must stay bounded under any load, and the keyed state's
+// size.
+type StateCounts struct {
+	// Sessions and SessionLanes are the open client sessions and their
+	// lanes (one lane per commit a Client had in flight at once).
+	Sessions     uint64 `json:"sessions"`
+	SessionLanes uint64 `json:"session_lanes"`
+	// TTLPending is the number of entries with a TTL that expiry has not
+	// deleted yet.
+	TTLPending uint64 `json:"ttl_pending"`
+	// StateKeys and StateBytes are the keyed state's entries and bytes.
+	StateKeys  uint64 `json:"state_keys"`
+	StateBytes uint64 `json:"state_bytes"`
+	// LegacyRetryRecords are per-commit retry records left by a stated
+	// from before client sessions; expiry deletes them within an hour.
+	LegacyRetryRecords uint64 `json:"legacy_retry_records,omitempty"`
 }
 
 // Members returns the cluster's members as the daemon the Client talks to
@@ -91,6 +112,11 @@ func (c *Client) NodeStatus(ctx context.Context) (NodeStatus, error) {
 		AppliedIndex:   r.GetAppliedIndex(),
 		LeaderID:       r.GetLeaderId(),
 		LeaderGRPCAddr: r.GetLeaderGrpcAddr(),
+		Counts: StateCounts{
+			Sessions: r.GetCounts().GetSessions(), SessionLanes: r.GetCounts().GetSessionLanes(),
+			TTLPending: r.GetCounts().GetTtlPending(), StateKeys: r.GetCounts().GetStateKeys(),
+			StateBytes: r.GetCounts().GetStateBytes(), LegacyRetryRecords: r.GetCounts().GetLegacyRetryRecords(),
+		},
 	}, nil
 }
 
