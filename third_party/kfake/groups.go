@@ -1511,6 +1511,13 @@ func (g *group) updateHeartbeat(m *groupMember) {
 		if g.members[m.memberID] != m {
 			return
 		}
+		// stated patch 2: keep a member alive while its JoinGroup or
+		// SyncGroup is parked, as Kafka does (shouldKeepAlive): clients
+		// do not heartbeat then. The rebalance timeout bounds the wait,
+		// and answering the request re-arms this timer (reply).
+		if !m.waitingReply.empty() {
+			return
+		}
 		g.updateMemberAndRebalance(m, nil, nil)
 	})
 }
@@ -1570,8 +1577,12 @@ func (g *group) removeMember(m *groupMember) {
 	if m.t != nil {
 		m.t.Stop()
 	}
+	// stated patch 3: only a parked JoinGroup counts in nJoining, not a
+	// parked SyncGroup.
 	if !m.waitingReply.empty() {
-		g.nJoining--
+		if _, joining := m.waitingReply.kreq.(*kmsg.JoinGroupRequest); joining {
+			g.nJoining--
+		}
 	}
 }
 
@@ -1706,9 +1717,12 @@ func (g *group) reply(creq *clientReq, kresp kmsg.Response, m *groupMember) {
 	if m != nil {
 		m.waitingReply = nil
 	}
-	if !creq.reply(kresp) {
-		return
-	}
+	creq.reply(kresp)
+	// stated patch 1: arm the session timer whether or not the send
+	// succeeded. A member whose client died while its request was parked
+	// has no timer running (a new member's pending timer is stopped when
+	// it joins), so skipping this on a failed send left a "ghost" in the
+	// group for good.
 	if m != nil {
 		g.updateHeartbeat(m)
 	}
