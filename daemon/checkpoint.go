@@ -63,6 +63,9 @@ type coordinator struct {
 	pollFor time.Duration // how often leadership is checked during a checkpoint
 
 	triggers chan *trigger
+	// cutHook, for tests, may replace the local checkpoint directory of
+	// an epoch before it is read.
+	cutHook func(epoch uint64, dir string) string
 
 	mu sync.Mutex
 	st CheckpointStatus
@@ -197,6 +200,9 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 		c.logger.Warn("daemon: flush before checkpoint", "error", err)
 	}
 	cp, err := c.store.Checkpoint(ctx)
+	if err == nil && c.cutHook != nil {
+		cp.Dir = c.cutHook(cp.Epoch, cp.Dir)
+	}
 	if tr != nil {
 		tr.started <- triggerResult{epoch: cp.Epoch, err: err}
 	}
@@ -219,14 +225,11 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 		c.failed(tr, cp.Epoch, err)
 		return
 	}
-	// The checkpoint holds the state as of its own applied index: the
-	// barrier's, or a later entry's (it is made off the apply loop).
-	meta := uploader.Meta{
-		Epoch: cp.Epoch, RaftIndex: info.AppliedIndex, RaftTerm: cp.Term, ClusterID: info.ClusterID,
-		CreatedAt: start.UTC(), Stats: uploader.Stats{Keys: info.Keys, Bytes: info.Bytes},
-	}
-	for _, o := range info.Offsets {
-		meta.Offsets = append(meta.Offsets, uploader.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset})
+	meta, err := checkpointMeta(cp, info, start, c.store.TermAt)
+	if err != nil {
+		c.logger.Error("daemon: checkpoint refused before its upload", "epoch", cp.Epoch, "error", err)
+		c.failed(tr, cp.Epoch, err)
+		return
 	}
 	m, us, err := c.up.Upload(ctx, cp.Dir, meta, c.progress)
 	if err != nil {
@@ -272,6 +275,39 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	if tr != nil {
 		tr.done <- triggerResult{epoch: cp.Epoch, manifest: m}
 	}
+}
+
+// errNotTheCut is a local checkpoint that does not hold the state its
+// barrier cut: uploading it would pair an epoch with other state.
+var errNotTheCut = errors.New("daemon: the local checkpoint is not its barrier's cut")
+
+// checkpointMeta checks that the local checkpoint read as info holds the
+// state its barrier cp cut, and returns the manifest's metadata. The
+// checkpoint is made off the apply loop, so it holds the state as of the
+// barrier or of a later entry, but never an earlier one, and never a
+// later barrier's epoch. Its Raft index is its own applied index, and its
+// term that entry's, read from the log by termAt: the barrier's term
+// describes another entry when the term changed in between.
+func checkpointMeta(cp fsm.CheckpointResult, info fsm.CheckpointInfo, start time.Time, termAt func(uint64) (uint64, error)) (uploader.Meta, error) {
+	if info.Epoch != cp.Epoch || info.AppliedIndex < cp.Index {
+		return uploader.Meta{}, fmt.Errorf("%w: %s holds epoch %d at applied index %d, but barrier %d applied at index %d; it is not uploaded",
+			errNotTheCut, cp.Dir, info.Epoch, info.AppliedIndex, cp.Epoch, cp.Index)
+	}
+	term := cp.Term
+	if info.AppliedIndex != cp.Index {
+		var err error
+		if term, err = termAt(info.AppliedIndex); err != nil {
+			return uploader.Meta{}, fmt.Errorf("checkpoint %d: the term of its applied index %d: %w", cp.Epoch, info.AppliedIndex, err)
+		}
+	}
+	meta := uploader.Meta{
+		Epoch: cp.Epoch, RaftIndex: info.AppliedIndex, RaftTerm: term, ClusterID: info.ClusterID,
+		CreatedAt: start.UTC(), Stats: uploader.Stats{Keys: info.Keys, Bytes: info.Bytes},
+	}
+	for _, o := range info.Offsets {
+		meta.Offsets = append(meta.Offsets, uploader.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset})
+	}
+	return meta, nil
 }
 
 // watchLeadership cancels the checkpoint as soon as this node stops

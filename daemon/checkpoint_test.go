@@ -339,3 +339,76 @@ func TestIncrementalCheckpointOfA200MBStateSendsLittle(t *testing.T) {
 		t.Errorf("the bucket received %d bytes, the coordinator reports %d", sent, st.GetLastBytesUploaded())
 	}
 }
+
+// copyDir copies the files of a local checkpoint directory.
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	err := filepath.WalkDir(from, func(p string, e os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, p)
+		if e.IsDir() {
+			return os.MkdirAll(filepath.Join(to, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(to, rel), b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestACheckpointThatIsNotItsBarriersCutFailsAndIsNotUploaded: when the
+// local checkpoint of epoch 2 holds epoch 1's state (here swapped in by a
+// hook), the epoch fails loudly and no manifest 2 is written; the next
+// epoch goes through.
+func TestACheckpointThatIsNotItsBarriersCutFailsAndIsNotUploaded(t *testing.T) {
+	bucket := fileBucket(t)
+	d := daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL = bucket; c.CheckpointInterval = 0 })
+	stash := filepath.Join(t.TempDir(), "epoch-1")
+	daemon.SetCheckpointCutHook(d, func(epoch uint64, dir string) string {
+		switch epoch {
+		case 1:
+			copyDir(t, dir, stash)
+		case 2:
+			return stash
+		}
+		return dir
+	})
+	conn := dial(t, "unix://"+d.SocketPath())
+	state, cps := statedv1.NewStateClient(conn), statedv1.NewCheckpointsClient(conn)
+	ctx := testContext(t)
+	commit := func() {
+		if _, err := state.Commit(ctx, &statedv1.CommitRequest{Mutations: []*statedv1.Mutation{
+			{Kind: statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, Namespace: "ns", Key: []byte("n"), Delta: 1}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit()
+	if _, err := cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true}); err != nil {
+		t.Fatal(err)
+	}
+	commit()
+	_, err := cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+	if err == nil || !strings.Contains(err.Error(), "holds epoch 1") || !strings.Contains(err.Error(), "barrier 2") {
+		t.Fatalf("checkpoint 2 over epoch 1's state: err = %v, want a refusal naming both epochs", err)
+	}
+	if _, err := openBucket(t, bucket).Get(ctx, 2); !errors.Is(err, uploader.ErrNotFound) {
+		t.Fatalf("manifest 2: %v, want none", err)
+	}
+	st, err := cps.Status(ctx, &statedv1.CheckpointStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetFailures() != 1 || !strings.Contains(st.GetLastError(), "not its barrier's cut") {
+		t.Fatalf("status: %d failures, last error %q", st.GetFailures(), st.GetLastError())
+	}
+	resp, err := cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+	if err != nil || resp.GetEpoch() != 3 {
+		t.Fatalf("checkpoint after the refused one: %v, %v", resp, err)
+	}
+}
