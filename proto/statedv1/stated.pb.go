@@ -967,7 +967,12 @@ type DeleteCheckpointRequest struct {
 	// until its savepoint is deleted.
 	Epoch uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// savepoint deletes a savepoint (the pin, not the checkpoint).
-	Savepoint     string `protobuf:"bytes,2,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
+	Savepoint string `protobuf:"bytes,2,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
+	// force deletes the newest completed checkpoint, which is refused
+	// otherwise (FAILED_PRECONDITION): Kafka's committed offsets and the
+	// replicated checkpoint offsets are its, so after it no restorable
+	// checkpoint matches them until the next one completes.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1014,6 +1019,13 @@ func (x *DeleteCheckpointRequest) GetSavepoint() string {
 		return x.Savepoint
 	}
 	return ""
+}
+
+func (x *DeleteCheckpointRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 type DeleteCheckpointResponse struct {
@@ -3918,10 +3930,11 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\")\n" +
 	"\x11SavepointResponse\x12\x14\n" +
-	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"M\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"c\n" +
 	"\x17DeleteCheckpointRequest\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1c\n" +
-	"\tsavepoint\x18\x02 \x01(\tR\tsavepoint\"\x1a\n" +
+	"\tsavepoint\x18\x02 \x01(\tR\tsavepoint\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"\x1a\n" +
 	"\x18DeleteCheckpointResponse\"\xd2\x02\n" +
 	"\x11CheckpointSummary\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1d\n" +
