@@ -233,6 +233,22 @@ func TestOpenRefusesStateWithoutARaftLog(t *testing.T) {
 				t.Errorf("refusal %q does not say %q", err, want)
 			}
 		}
+		if _, err := os.Lstat(filepath.Join(cfg.Dir, raftDirName)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("the refusal created %s/ (%v)", raftDirName, err)
+		}
+	}
+	// A log file that holds nothing is no log either.
+	if err := os.MkdirAll(filepath.Join(cfg.Dir, raftDirName), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.Dir, raftDirName, "raft.db"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(context.Background(), cfg); !errors.Is(err, ErrStateWithoutLog) {
+		if err == nil {
+			s.Close()
+		}
+		t.Fatalf("with an empty raft.db: err = %v, want ErrStateWithoutLog", err)
 	}
 }
 

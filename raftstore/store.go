@@ -76,6 +76,15 @@ func (s *Store) open(ctx context.Context) error {
 		return err
 	}
 	raftDir := filepath.Join(s.cfg.Dir, raftDirName)
+	var err error
+	if s.fsm, err = fsm.Open(filepath.Join(s.cfg.Dir, stateDirName), s.logger); err != nil {
+		return err
+	}
+	// Refuse state without a log before creating one (checked again
+	// below, on the log's contents).
+	if err := s.checkStateHasLog(raftDir); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
 		return fmt.Errorf("raftstore: %w", err)
 	}
@@ -83,18 +92,13 @@ func (s *Store) open(ctx context.Context) error {
 		return err
 	}
 	hlog := hclogAdapter(s.logger)
-
-	var err error
-	if s.fsm, err = fsm.Open(filepath.Join(s.cfg.Dir, stateDirName), s.logger); err != nil {
-		return err
-	}
 	if s.bolt, err = raftboltdb.NewBoltStore(filepath.Join(raftDir, "raft.db")); err != nil {
 		return fmt.Errorf("raftstore: open raft log: %w", err)
 	}
 	if s.snaps, err = raft.NewFileSnapshotStoreWithLogger(raftDir, s.cfg.SnapshotRetain, hlog); err != nil {
 		return fmt.Errorf("raftstore: open snapshot store: %w", err)
 	}
-	if err := s.checkStateHasLog(); err != nil {
+	if err := s.checkStateHasLog(raftDir); err != nil {
 		return err
 	}
 	if err := s.catchUpFromSnapshot(); err != nil {
@@ -184,18 +188,26 @@ func (t *tcpLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Con
 // log to go with it. Such state was left by an interrupted restore of an
 // older version, or by a deleted raft/ dir; Raft would bootstrap a new log
 // on it, and the state machine would skip every new entry at or below its
-// applied index without applying it.
-func (s *Store) checkStateHasLog() error {
+// applied index without applying it. Before the log store is open, it
+// looks only for the log's file.
+func (s *Store) checkStateHasLog(raftDir string) error {
 	applied := s.fsm.AppliedIndex()
 	if applied == 0 {
 		return nil
 	}
-	existing, err := raft.HasExistingState(s.bolt, s.bolt, s.snaps)
-	if err != nil {
-		return fmt.Errorf("raftstore: %w", err)
-	}
-	if existing {
-		return nil
+	if s.bolt == nil {
+		_, err := os.Stat(filepath.Join(raftDir, "raft.db"))
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil // there is a log file; its contents decide
+		}
+	} else {
+		existing, err := raft.HasExistingState(s.bolt, s.bolt, s.snaps)
+		if err != nil {
+			return fmt.Errorf("raftstore: %w", err)
+		}
+		if existing {
+			return nil
+		}
 	}
 	return fmt.Errorf("%w: data dir %s holds state applied up to index %d but no Raft log: "+
 		"it was left by an interrupted restore or a deleted %s/ dir; run `stated restore` again, "+
