@@ -10,6 +10,7 @@ package test
 import (
 	"context"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -91,6 +92,9 @@ type rawMember struct {
 	session   time.Duration
 	rebalance time.Duration
 
+	// id and generation are written by join's goroutine; read them
+	// after its answer, or under mu while it runs.
+	mu          sync.Mutex
 	id          string
 	generation  int32
 	syncWritten atomic.Bool // a SyncGroup request was written to the coordinator
@@ -128,7 +132,9 @@ func (m *rawMember) join(ctx context.Context) <-chan joinResult {
 		for {
 			req := kmsg.NewPtrJoinGroupRequest()
 			req.Group = m.g.name
+			m.mu.Lock()
 			req.MemberID = m.id
+			m.mu.Unlock()
 			req.SessionTimeoutMillis = int32(m.session.Milliseconds())
 			req.RebalanceTimeoutMillis = int32(m.rebalance.Milliseconds())
 			req.ProtocolType = "consumer"
@@ -136,13 +142,16 @@ func (m *rawMember) join(ctx context.Context) <-chan joinResult {
 			meta.Topics = []string{rawGroupTopic}
 			req.Protocols = []kmsg.JoinGroupRequestProtocol{{Name: "range", Metadata: meta.AppendTo(nil)}}
 			resp, err := req.RequestWith(ctx, m.cl)
+			m.mu.Lock()
 			if err == nil && resp.ErrorCode == kerr.MemberIDRequired.Code && m.id == "" {
 				m.id = resp.MemberID
+				m.mu.Unlock()
 				continue
 			}
 			if err == nil && resp.ErrorCode == 0 {
 				m.id, m.generation = resp.MemberID, resp.Generation
 			}
+			m.mu.Unlock()
 			out <- joinResult{resp, err}
 			return
 		}
@@ -174,7 +183,9 @@ func (m *rawMember) waitMemberID(ctx context.Context) {
 	m.g.t.Helper()
 	eventually(m.g.t, 10*time.Second, "member id assigned", func() bool {
 		_, ids := m.g.describe(ctx)
-		return slices.Contains(ids, m.id)
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.id != "" && slices.Contains(ids, m.id)
 	})
 }
 
