@@ -52,7 +52,7 @@ type writers struct {
 	// lastSeq and lastIndex are client w0's last acknowledged sequence and
 	// the index it got for it.
 	lastSeq, lastIndex atomic.Uint64
-	errs       chan error
+	errs               chan error
 }
 
 const maxCommitsPerWriter = 3000

@@ -26,7 +26,8 @@ type RestoredFrom struct {
 // dropped (the new cluster's first leader records its own), the
 // checkpoint it came from is recorded, and epochs continue above
 // nextEpochAfter so that the new cluster's checkpoints never reuse an
-// epoch the bucket holds. State, offsets and partition claims are kept.
+// epoch the bucket holds. Client sessions and retry records are dropped.
+// State, offsets and partition claims are kept.
 func PrepareRestore(dir string, from RestoredFrom, nextEpochAfter uint64) error {
 	opts := PebbleOptions()
 	opts.Logger = pebbleLogger{slog.New(slog.DiscardHandler)}
@@ -48,6 +49,14 @@ func PrepareRestore(dir string, from RestoredFrom, nextEpochAfter uint64) error 
 	}
 	if err := b.DeleteRange(prefixMember, prefixEnd(prefixMember), nil); err != nil {
 		return err
+	}
+	// Client sessions and retry records name indexes of the old log,
+	// which mean nothing in the new one: clients open new sessions (a
+	// commit sent in an old session is refused as not open).
+	for _, p := range []byte{prefixDedup, prefixSession, prefixLane} {
+		if err := b.DeleteRange([]byte{p}, []byte{p + 1}, nil); err != nil {
+			return err
+		}
 	}
 	if err := b.Delete(keyCheckpointDone, nil); err != nil {
 		return err

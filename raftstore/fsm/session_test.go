@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -224,4 +225,38 @@ func TestOpenSessionRefusesBadInput(t *testing.T) {
 	if _, ok, _ := f.Session("c"); ok {
 		t.Fatal("a refused open left a session")
 	}
+}
+
+// TestPrepareRestoreDropsSessions: a restored state starts a new log, in
+// which the old sessions' indexes mean nothing; clients open new ones, and
+// a commit in an old session is refused, never taken for a retry.
+func TestPrepareRestoreDropsSessions(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	f, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(t, f, 1, openSessionCmd("c", 7, 0))
+	apply(t, f, 2, inSession(addCmd("c", 1), 7, 0, 1))
+	legacy := addCmd("old", 1)
+	legacy.Now, legacy.Commit.Seq = 1e18, 3
+	applyV2(t, f, 3, legacy)
+	if c, err := f.Counts(); err != nil || c.Sessions != 1 || c.SessionLanes != 1 || c.LegacyRetryRecords != 1 {
+		t.Fatalf("counts before = %+v, %v", c, err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := PrepareRestore(dir, RestoredFrom{Epoch: 1, RaftIndex: 3, ClusterID: "old"}, 1); err != nil {
+		t.Fatal(err)
+	}
+	f, err = Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if c, err := f.Counts(); err != nil || c.Sessions != 0 || c.SessionLanes != 0 || c.LegacyRetryRecords != 0 || c.StateKeys != 1 {
+		t.Fatalf("counts after = %+v, %v; want no bookkeeping and the counter", c, err)
+	}
+	sessionErr(t, apply(t, f, 1, inSession(addCmd("c", 1), 7, 0, 1)), SessionNotOpen)
 }
