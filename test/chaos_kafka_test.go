@@ -120,14 +120,20 @@ func (ck *chaosKafka) finishProducing() {
 	}
 }
 
-// start starts a processor in slot s. Every process gets a client id of
-// its own, so that stated's claims name the process that made them.
+// start starts a processor in slot s. Half of the processes get a client
+// id of their own, the others the slot's fixed id (as a service with a
+// fixed --client-id restarted on the same host): each new session of
+// that id fences the dead process's. Either way stated's claims name the
+// slot that made them.
 func (ck *chaosKafka) start(s int) {
 	ck.t.Helper()
 	ck.mu.Lock()
 	ck.starts++
 	id := fmt.Sprintf("proc%d-%d", s, ck.starts)
 	ck.mu.Unlock()
+	if ck.r.IntN(2) == 0 {
+		id = fmt.Sprintf("proc%d", s)
+	}
 	args := []string{"--brokers", strings.Join(ck.k.brokers, ","), "--stated", ck.cl.sockets(s),
 		"--group", chaosGroup, "--topic", ck.k.topic, "--namespace", chaosCounts, "--client-id", id,
 		"--session-timeout", chaosSessionTimeout.String(), "--max-poll-records", strconv.Itoa(50 + ck.r.IntN(451))}
@@ -304,6 +310,8 @@ func (ck *chaosKafka) diagnose(ctx context.Context) string {
 	switch {
 	case !leader || !commits:
 		fmt.Fprintf(&b, "VERDICT: stated is stuck: leader=%v, commits fail: %s\n", leader, strings.Join(commitErrs, "; "))
+	case len(live) == 0:
+		fmt.Fprintf(&b, "VERDICT: no processor is running (see the exits below), stated commits fine\n")
 	case groupErr != nil:
 		fmt.Fprintf(&b, "VERDICT: the broker is stuck: the group cannot be described: %v\n", groupErr)
 	case group.State != "Stable":

@@ -23,9 +23,12 @@ import (
 const (
 	loadNS       = "chaos"
 	loadCounters = 16
-	// loadCommitTimeout bounds one Commit, retries included; a commit
-	// that runs out has an unknown outcome.
-	loadCommitTimeout = 10 * time.Second
+	// loadCommitTimeout bounds one Commit, retries included, unless the
+	// worker draws a short bound (one commit in four): a commit that runs
+	// out during a fault has an unknown outcome, which the check allows
+	// to have been applied once or not at all, never twice.
+	loadCommitTimeout      = 10 * time.Second
+	loadShortCommitTimeout = time.Second
 )
 
 // Outcomes of a load commit.
@@ -116,7 +119,11 @@ func (g *loadGen) run(ctx context.Context, c *stated.Client, w *loadWorker, r *r
 		w.mu.Lock()
 		w.commits = append(w.commits, lc)
 		w.mu.Unlock()
-		cctx, cancel := context.WithTimeout(ctx, loadCommitTimeout)
+		timeout := loadCommitTimeout
+		if r.IntN(4) == 0 {
+			timeout = loadShortCommitTimeout
+		}
+		cctx, cancel := context.WithTimeout(ctx, timeout)
 		res, err := c.Txn().
 			Put(loadNS, []byte(markerKey(w.id, seq)), []byte(counterKey(lc.counter))).
 			CounterAdd(loadNS, []byte(counterKey(lc.counter)), 1).
