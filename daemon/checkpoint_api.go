@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -52,8 +53,18 @@ func (a checkpointsAPI) Savepoint(ctx context.Context, epoch uint64, name string
 	return epoch, a.c.up.Savepoint(ctx, epoch, name)
 }
 
-func (a checkpointsAPI) Delete(ctx context.Context, epoch uint64) error {
-	return a.c.up.Delete(ctx, epoch)
+// Delete removes a checkpoint's manifest. The newest one is refused
+// unless force: Kafka's committed offsets and the replicated checkpoint
+// offsets are its, and without it they point past every checkpoint a
+// restore could use until the next one completes.
+func (a checkpointsAPI) Delete(ctx context.Context, epoch uint64, force bool) error {
+	err := a.c.up.Delete(ctx, epoch, force)
+	if errors.Is(err, uploader.ErrNewest) {
+		return fmt.Errorf("%w: Kafka's committed offsets and the checkpointed offsets are this checkpoint's, so deleting it leaves them "+
+			"ahead of every checkpoint a restore could use (a restore would skip the records in between) until the next checkpoint completes; "+
+			"take a new checkpoint first (stated checkpoint trigger --wait), or delete it anyway with force (stated checkpoint delete --force)", err)
+	}
+	return err
 }
 
 func (a checkpointsAPI) DeleteSavepoint(ctx context.Context, name string) error {

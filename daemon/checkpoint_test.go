@@ -182,6 +182,10 @@ func TestCheckpointCommandsAndStatus(t *testing.T) {
 			return err
 		}, codes.InvalidArgument, "name: invalid character '/'"},
 		"delete epoch 0": {func() error { _, err := cps.Delete(ctx, &statedv1.DeleteCheckpointRequest{}); return err }, codes.InvalidArgument, "epoch: zero"},
+		"delete the newest": {func() error {
+			_, err := cps.Delete(ctx, &statedv1.DeleteCheckpointRequest{Epoch: 7})
+			return err
+		}, codes.FailedPrecondition, "checkpoint 7 is the newest checkpoint in the bucket: Kafka's committed offsets"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := tc.call()

@@ -21,6 +21,9 @@ var (
 	// ErrPinned is returned by Delete for a checkpoint pinned as a
 	// savepoint; DeleteSavepoint removes the pin.
 	ErrPinned = errors.New("uploader: checkpoint is pinned as a savepoint")
+	// ErrNewest is returned by Delete for the newest checkpoint, unless
+	// forced: the offsets consumers were told are that checkpoint's.
+	ErrNewest = errors.New("uploader: the newest checkpoint")
 )
 
 // corruptError is a blob that is missing or whose content is not what

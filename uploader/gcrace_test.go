@@ -122,7 +122,7 @@ func TestUploadSendsAgainABlobAnotherNodesCollectionDeleted(t *testing.T) {
 			}
 			// Checkpoint 1 goes (as by `checkpoint delete --force`), its
 			// blobs stay until a collection: checkpoint 2 reuses them all.
-			if err := writer.Delete(ctx, 1); err != nil {
+			if err := writer.Delete(ctx, 1, true); err != nil {
 				t.Fatal(err)
 			}
 			collected := make(chan error, 1)

@@ -434,14 +434,25 @@ func (u *Uploader) DeleteSavepoint(ctx context.Context, name string) error {
 // Retain unless another kept checkpoint uses them. A checkpoint pinned as
 // a savepoint is refused with ErrPinned, naming the savepoint: pins exist
 // to survive mistakes, so removing one takes its own call,
-// DeleteSavepoint.
-func (u *Uploader) Delete(ctx context.Context, epoch uint64) error {
+// DeleteSavepoint. The newest checkpoint is refused with ErrNewest unless
+// force is set: it is the one whose offsets the caller has handed on (to
+// Kafka, say), and without it nothing restorable matches them.
+func (u *Uploader) Delete(ctx context.Context, epoch uint64, force bool) error {
 	sps, err := u.savepoints(ctx)
 	if err != nil {
 		return err
 	}
 	if names := pinnedAs(sps)[epoch]; len(names) > 0 {
 		return fmt.Errorf("%w: checkpoint %d is savepoint %q; delete the savepoint first", ErrPinned, epoch, names[0])
+	}
+	if !force {
+		mkeys, _, err := u.keys(ctx, manifestsPrefix)
+		if err != nil {
+			return err
+		}
+		if len(mkeys) > 0 && mkeys[len(mkeys)-1] == manifestKey(epoch) {
+			return fmt.Errorf("%w: checkpoint %d is the newest checkpoint in the bucket", ErrNewest, epoch)
+		}
 	}
 	key := manifestKey(epoch)
 	if _, err := u.readManifest(ctx, key); errors.Is(err, ErrNotFound) {

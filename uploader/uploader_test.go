@@ -364,13 +364,20 @@ func TestListGetLatestAndSavepoints(t *testing.T) {
 	}
 
 	// Delete: a pinned checkpoint is refused until its savepoint goes.
-	if err := u.Delete(ctx, 2); !errors.Is(err, uploader.ErrPinned) || !strings.Contains(err.Error(), `"v1.4_rc-1"`) {
+	if err := u.Delete(ctx, 2, true); !errors.Is(err, uploader.ErrPinned) || !strings.Contains(err.Error(), `"v1.4_rc-1"`) {
 		t.Fatalf("Delete of a savepoint: %v", err)
 	}
-	if err := u.Delete(ctx, 9); !errors.Is(err, uploader.ErrNotFound) {
+	if err := u.Delete(ctx, 9, false); !errors.Is(err, uploader.ErrNotFound) {
 		t.Fatalf("Delete of an unknown checkpoint: %v", err)
 	}
-	if err := u.Delete(ctx, 3); err != nil {
+	// The newest checkpoint only with force.
+	if err := u.Delete(ctx, 4, false); !errors.Is(err, uploader.ErrNewest) || !strings.Contains(err.Error(), "checkpoint 4 is the newest") {
+		t.Fatalf("Delete of the newest checkpoint: %v, want ErrNewest", err)
+	}
+	if _, err := u.Get(ctx, 4); err != nil {
+		t.Fatalf("the refused Delete removed checkpoint 4: %v", err)
+	}
+	if err := u.Delete(ctx, 3, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := u.Get(ctx, 3); !errors.Is(err, uploader.ErrNotFound) {

@@ -300,14 +300,24 @@ func (c *cli) checkpointSavepoint() *cobra.Command {
 }
 
 func (c *cli) checkpointDelete() *cobra.Command {
-	var savepoint bool
+	var savepoint, force bool
 	cmd := &cobra.Command{
 		Use:   "delete EPOCH | delete --savepoint NAME",
 		Short: "Delete a checkpoint's manifest (its files go at the next GC), or with --savepoint a savepoint's pin",
-		Args:  cobra.ExactArgs(1),
+		Long: `Delete a checkpoint's manifest; its files go at the next garbage collection
+unless another kept checkpoint uses them. A checkpoint pinned as a
+savepoint is refused until its savepoint is deleted (--savepoint NAME).
+
+The newest completed checkpoint is refused unless --force: Kafka's
+committed offsets and the offsets stated reports as checkpointed are that
+checkpoint's. Without it they point past every checkpoint a restore could
+use, so a restore before the next checkpoint completes would skip the
+records in between. Take a new checkpoint first (checkpoint trigger
+--wait), or pass --force if that is what you want.`,
+		Args: cobra.ExactArgs(1),
 	}
 	cmd.RunE = runtime(func(cmd *cobra.Command, args []string) error {
-		req := &statedv1.DeleteCheckpointRequest{}
+		req := &statedv1.DeleteCheckpointRequest{Force: force}
 		what := ""
 		if savepoint {
 			req.Savepoint, what = args[0], fmt.Sprintf("savepoint %q", args[0])
@@ -327,6 +337,7 @@ func (c *cli) checkpointDelete() *cobra.Command {
 		})
 	})
 	cmd.Flags().BoolVar(&savepoint, "savepoint", false, "delete the savepoint NAME (the pin), not a checkpoint")
+	cmd.Flags().BoolVar(&force, "force", false, "delete the newest completed checkpoint too, leaving Kafka's committed offsets ahead of every restorable checkpoint until the next one")
 	return cmd
 }
 

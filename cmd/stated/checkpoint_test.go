@@ -58,6 +58,16 @@ func TestCheckpointCommands(t *testing.T) {
 		t.Errorf("delete --savepoint = %q", out)
 	}
 	mustSucceed(t, client(t, d, "checkpoint", "delete", "2"))
+	// The newest checkpoint: refused, saying why, unless --force.
+	if r := client(t, d, "checkpoint", "delete", "3"); r.code != 1 || !strings.Contains(r.stderr, "checkpoint 3 is the newest") || !strings.Contains(r.stderr, "--force") {
+		t.Errorf("delete of the newest checkpoint: exit %d, %q; want a refusal naming --force", r.code, r.stderr)
+	}
+	if out := mustSucceed(t, client(t, d, "checkpoint", "show", "3")); !strings.Contains(out, "epoch:") {
+		t.Errorf("the refused delete removed checkpoint 3: %q", out)
+	}
+	if out := mustSucceed(t, client(t, d, "checkpoint", "delete", "--force", "3")); out != "checkpoint 3 deleted\n" {
+		t.Errorf("delete --force = %q", out)
+	}
 	for _, tc := range []struct {
 		args []string
 		code int

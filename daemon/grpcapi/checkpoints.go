@@ -22,7 +22,9 @@ type Checkpointer interface {
 	Get(ctx context.Context, epoch uint64, latest bool, savepoint string) (*uploader.Manifest, error)
 	// Savepoint pins epoch (zero: the latest) under name.
 	Savepoint(ctx context.Context, epoch uint64, name string) (uint64, error)
-	Delete(ctx context.Context, epoch uint64) error
+	// Delete removes epoch's manifest; the newest checkpoint only with
+	// force (else an error matching uploader.ErrNewest).
+	Delete(ctx context.Context, epoch uint64, force bool) error
 	DeleteSavepoint(ctx context.Context, name string) error
 	Status(ctx context.Context) (*statedv1.CheckpointStatus, error)
 	// Recovery reports the extent of a recovery from the selected
@@ -156,7 +158,7 @@ func (s *CheckpointsServer) Delete(ctx context.Context, r *statedv1.DeleteCheckp
 		if r.GetSavepoint() != "" {
 			err = s.ckpt.DeleteSavepoint(ctx, r.GetSavepoint())
 		} else {
-			err = s.ckpt.Delete(ctx, r.GetEpoch())
+			err = s.ckpt.Delete(ctx, r.GetEpoch(), r.GetForce())
 		}
 		if err != nil {
 			return nil, err
