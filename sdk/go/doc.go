@@ -71,6 +71,41 @@
 // (ConsistencySession). WithConsistency and WithDefaultConsistency choose
 // ConsistencyLocal (no waiting) or ConsistencyLinearizable instead.
 //
+// # Sessions
+//
+// Every Client commits in a client session. Dial opens one for the
+// Client's id (WithClientID, random by default) as a replicated command,
+// before it returns with WithBlock and in the background otherwise; a
+// commit waits for it. The session lives in the cluster's replicated state,
+// so it survives reconnects, a daemon's restart and leader failover.
+//
+//   - Each commit in flight takes a lane of the session: an ordered stream
+//     of commits with its own sequence numbers (the Client keeps one lane
+//     per commit it has in flight at once, and reuses them). Every attempt
+//     of a commit carries the same session, lane and sequence. The daemon
+//     keeps, per lane, the highest sequence applied, a hash of its
+//     mutations and offsets, and its index: a retry is answered with the
+//     original index (CommitResult.Duplicate is set) and applies nothing;
+//     anything else at or below that sequence is refused, never
+//     acknowledged.
+//   - Opening a session fences every older session of the same client id:
+//     their commits fail with ErrSessionFenced (a *SessionError), and a
+//     fenced Client stays fenced. A process restarted with a fixed client
+//     id therefore fences its own zombie, and never has a commit taken for
+//     a retry of the dead process's.
+//   - A session expires after the daemon's --session-idle-timeout (default
+//     1 hour) without a commit, judged by the leader's clock written into
+//     the log. The next commit on it is refused as not open; if that was
+//     the commit's first attempt, the Client opens a new session and sends
+//     it there, so an idle Client notices nothing. If an earlier attempt
+//     of the commit may have applied before the session expired, Commit
+//     returns ErrSessionExpired instead: its outcome is unknown. The same
+//     holds after a cluster is restored from a checkpoint, which drops
+//     every session.
+//
+// WithLazySession opens the session at the first commit instead, for
+// clients that mostly read.
+//
 // # Retries
 //
 // A call that fails with Unavailable (the daemon is unreachable, shutting
@@ -78,11 +113,9 @@
 // ran out of time (WithAttemptTimeout, default 5 s) is sent again, after
 // an exponential, jittered backoff from 20 ms up to 1 s, until it
 // succeeds or the caller's ctx ends; then the last attempt's error is
-// returned. A retried commit carries the same client id and sequence
-// number as the first attempt, and the daemon applies a (client id,
-// sequence) once and answers a repeat with the original index, so a retry
-// never applies a commit twice (within the daemon's de-duplication window
-// of an hour). InvalidArgument, FailedPrecondition, ResourceExhausted,
+// returned. A retried commit carries the same session, lane and sequence
+// as the first attempt, so a retry never applies a commit twice (see
+// Sessions). InvalidArgument, FailedPrecondition, ResourceExhausted,
 // NotFound and cancellation are never retried. Reads retry the same way; a
 // Scan retries only until its first batch arrives. RemoveMember is never
 // retried. WithoutRetries makes every call a single attempt.
@@ -94,8 +127,9 @@
 // works on them) and message, which names the offending field, and match
 // ErrInvalidArgument, ErrFailedPrecondition, ErrUnavailable,
 // ErrResourceExhausted, context.DeadlineExceeded or context.Canceled with
-// errors.Is. A commit that fails with ErrUnavailable or a context error may
-// or may not have been applied.
+// errors.Is; refusals by a session also match ErrSessionFenced or
+// ErrSessionExpired. A commit that fails with ErrUnavailable, a context
+// error or ErrSessionExpired may or may not have been applied.
 //
 // The SDK never imports the daemon's packages: it speaks only the stated.v1
 // gRPC contract (package statedv1).
