@@ -86,7 +86,12 @@ again. A non-empty data dir is refused unless --force. With
 checkpoint's, so that consumers that ignore stated resume at the right
 place too (stop the consumers first). A missing or corrupt file fails the
 restore naming the file; --fallback restores the newest intact older
-checkpoint instead, and says so.`,
+checkpoint instead, and says so.
+
+The new state is staged whole beside the old one and swapped in
+crash-safely: if the restore is killed at any point, the data dir holds
+the old node or the restored one, whole, and the next run (or restore)
+finishes the swap.`,
 		Args: cobra.NoArgs,
 	}
 	cmd.RunE = runtime(func(cmd *cobra.Command, _ []string) error {
