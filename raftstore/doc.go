@@ -11,7 +11,14 @@
 // Pebble is not. On Open, if the state machine is behind the newest Raft
 // snapshot (a crash during restore, or unsynced Pebble writes lost with the
 // machine), the snapshot is restored before Raft starts, because Raft only
-// replays the entries after its newest snapshot.
+// replays the entries after its newest snapshot. "Behind" compares the
+// applied index the snapshot holds, not its Raft index, which also counts
+// entries the state machine never sees.
+//
+// Open first completes or rolls back a restore swap a crash interrupted
+// (InstallRestoredState, RecoverDataDir), and refuses state that has
+// applied entries but no Raft log (ErrStateWithoutLog): a log bootstrapped
+// on it would have its first entries skipped as already applied.
 //
 // raftstore knows nothing of gRPC, Kafka or blob storage.
 package raftstore
