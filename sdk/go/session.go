@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/status"
+
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
@@ -139,6 +141,13 @@ func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
 	err := c.withRetries(ctx, func(ctx context.Context) error {
 		var err error
 		resp, err = c.rpc.OpenSession(ctx, &statedv1.OpenSessionRequest{ClientId: c.id})
+		if err != nil {
+			// Visible to commits waiting for this open, which report it
+			// if their ctx ends first.
+			c.sess.mu.Lock()
+			c.sess.openErr = c.rpcErr("open session", err)
+			c.sess.mu.Unlock()
+		}
 		return err
 	})
 	c.sess.mu.Lock()
@@ -183,15 +192,17 @@ func (c *Client) acquireLane(ctx context.Context) (*lane, error) {
 			}
 			continue
 		}
-		lastErr := c.sess.openErr
 		c.sess.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			c.sess.mu.Lock()
+			lastErr := c.sess.openErr
+			c.sess.mu.Unlock()
 			if lastErr != nil {
 				return nil, lastErr
 			}
-			return nil, c.rpcErr("open session", ctx.Err())
+			return nil, c.rpcErr("open session", status.FromContextError(ctx.Err()).Err())
 		}
 	}
 }

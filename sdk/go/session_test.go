@@ -3,6 +3,7 @@ package stated
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -148,3 +149,19 @@ func TestConcurrentCommitsTakeDistinctLanesWithIncreasingSequences(t *testing.T)
 }
 
 func waitABit() { time.Sleep(time.Millisecond) }
+
+// TestCommitToAnUnreachableDaemonFailsUnavailable: while the session
+// cannot be opened, a commit ends with its ctx and reports why.
+func TestCommitToAnUnreachableDaemonFailsUnavailable(t *testing.T) {
+	c, err := Dial(context.Background(), filepath.Join(t.TempDir(), "none.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = c.Txn().Put("ns", []byte("k"), []byte("v")).Commit(ctx)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("commit: %v, want ErrUnavailable", err)
+	}
+}
