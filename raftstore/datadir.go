@@ -67,6 +67,14 @@ func InstallRestoredState(dataDir string) error {
 	if desc, err := pebble.Peek(staging, vfs.Default); err != nil || !desc.Exists {
 		return fmt.Errorf("raftstore: install restored state: %s holds no Pebble database (%v)", staging, err)
 	}
+	// A node running on the data dir holds its state's Pebble lock; the
+	// swap would pull its files from under it. Hold the lock until the old
+	// state is moved aside, so that no node starts on it meanwhile.
+	unlock, err := lockState(dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := syncTree(staging); err != nil {
 		return fmt.Errorf("raftstore: install restored state: sync %s: %w", staging, err)
 	}
@@ -169,6 +177,33 @@ func rollForward(dataDir string) error {
 		return wrap(err)
 	}
 	return nil
+}
+
+// CheckNotInUse returns ErrDataDirInUse when a running node holds
+// dataDir's state. A restore checks it before it downloads anything;
+// InstallRestoredState checks again, and holds the lock while it swaps.
+func CheckNotInUse(dataDir string) error {
+	unlock, err := lockState(dataDir)
+	if err != nil {
+		return err
+	}
+	unlock()
+	return nil
+}
+
+// lockState takes the Pebble lock of dataDir's state, if there is a
+// state, and returns its release.
+func lockState(dataDir string) (func(), error) {
+	state := filepath.Join(dataDir, stateDirName)
+	if _, err := os.Stat(state); errors.Is(err, fs.ErrNotExist) {
+		return func() {}, nil
+	}
+	l, err := vfs.Default.Lock(filepath.Join(state, "LOCK"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s is in use, probably by a running stated; stop it before restoring into its data dir (%v)",
+			ErrDataDirInUse, dataDir, err)
+	}
+	return func() { l.Close() }, nil
 }
 
 // writeMarker creates the marker file durably: the file, then its

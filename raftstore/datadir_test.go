@@ -203,6 +203,29 @@ func TestInstallRestoredStateRefusesAStagingWithoutADatabase(t *testing.T) {
 	checkWholeDataDir(t, dir, false)
 }
 
+func TestInstallRestoredStateRefusesADataDirInUse(t *testing.T) {
+	oldDir, staged := restoreFixtures(t)
+	dir := filepath.Join(t.TempDir(), "data")
+	copyDir(t, oldDir, dir)
+	s := openStore(t, testConfig(dir))
+	copyDir(t, staged, RestoreStagingDir(dir))
+	if err := InstallRestoredState(dir); !errors.Is(err, ErrDataDirInUse) {
+		s.Close()
+		t.Fatalf("restore into the data dir of a running node: err = %v, want ErrDataDirInUse", err)
+	}
+	addOne(t, s) // the running node is untouched
+	if got := counter(t, s); got != 6 {
+		t.Fatalf("counter of the running node = %d, want 6", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := InstallRestoredState(dir); err != nil {
+		t.Fatalf("restore once the node stopped: %v", err)
+	}
+	checkWholeDataDir(t, dir, true)
+}
+
 func TestOpenRefusesStateWithoutARaftLog(t *testing.T) {
 	cfg := testConfig(t.TempDir())
 	cfg.Bootstrap = true

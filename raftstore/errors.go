@@ -20,4 +20,7 @@ var (
 	// ErrStateWithoutLog is returned by Open when the data dir holds
 	// state that has applied entries but no Raft log.
 	ErrStateWithoutLog = errors.New("raftstore: state without a Raft log")
+	// ErrDataDirInUse is returned by InstallRestoredState when a running
+	// node holds the data dir's state.
+	ErrDataDirInUse = errors.New("raftstore: data dir in use")
 )

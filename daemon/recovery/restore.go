@@ -93,6 +93,9 @@ func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
 	for _, c := range all {
 		maxEpoch = max(maxEpoch, c.Epoch)
 	}
+	if err := raftstore.CheckNotInUse(opts.DataDir); err != nil {
+		return nil, err
+	}
 	if opts.Kafka != nil {
 		pctx, cancel := context.WithTimeout(ctx, kafkaProbeTimeout)
 		_, err := opts.Kafka.ListBrokers(pctx)

@@ -30,6 +30,12 @@ func TestRestoreOverStateWithoutARaftLogBringsTheNodeBack(t *testing.T) {
 	for i := int64(11); i <= 30; i++ {
 		old.commit(ctx, t, 1, i) // applied well above the restored state's index
 	}
+	// Not while the node runs on it: that would pull its files away.
+	if _, err := recovery.Restore(ctx, recovery.RestoreOptions{Uploader: openUploader(t, bucket), DataDir: dir, Force: true,
+		Select: recovery.Selector{Epoch: e}}); !errors.Is(err, raftstore.ErrDataDirInUse) {
+		t.Fatalf("restore into the data dir of a running node: err = %v, want ErrDataDirInUse", err)
+	}
+	old.commit(ctx, t, 1, 31)
 	if err := old.d.Close(); err != nil {
 		t.Fatal(err)
 	}
