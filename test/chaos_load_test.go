@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"sort"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	stated "github.com/statedhq/stated/sdk/go"
 )
 
@@ -229,7 +231,7 @@ type loadTally struct {
 //
 // So for each counter: acknowledged ≤ counted ≤ attempted, and exactly
 // acknowledged + the unknown commits that were applied.
-func checkLoad(ctx context.Context, t *testing.T, c *stated.Client, gens []*loadGen, rolledBack map[int]uint64) loadTally {
+func checkLoad(ctx context.Context, t *testing.T, cl *chaosCluster, c *stated.Client, gens []*loadGen, rolledBack map[int]uint64) loadTally {
 	t.Helper()
 	present := map[string]string{}
 	counters := map[string]int64{}
@@ -311,7 +313,76 @@ func checkLoad(ctx context.Context, t *testing.T, c *stated.Client, gens []*load
 	report("acknowledged commits missing", tl.missing)
 	report("markers that must not exist", tl.unexpected)
 	report("counters or markers that disagree", tl.mismatch)
+	if len(tl.missing)+len(tl.unexpected)+len(tl.mismatch) > 0 {
+		t.Errorf("the linearizable read found %d markers and counters summing to %d; %s\neach node's own state:\n  %s",
+			tl.markers, tl.counted, tl, strings.Join(cl.loadOnEachNode(ctx, maxAckedIndex(gens)), "\n  "))
+	}
 	return tl
+}
+
+func maxAckedIndex(gens []*loadGen) uint64 {
+	var m uint64
+	for _, g := range gens {
+		for _, w := range g.workers {
+			w.mu.Lock()
+			for _, c := range w.commits {
+				if c.outcome == outcomeAcked {
+					m = max(m, c.index)
+				}
+			}
+			w.mu.Unlock()
+		}
+	}
+	return m
+}
+
+// loadOnEachNode reads the load namespace from each node's own state (at
+// session consistency: once it applied minIndex), for a failure message
+// that says which node diverged.
+func (c *chaosCluster) loadOnEachNode(ctx context.Context, minIndex uint64) []string {
+	var out []string
+	for _, n := range c.nodes {
+		st, err := nodeStatus(ctx, n)
+		role := fmt.Sprint(err)
+		if err == nil {
+			role = fmt.Sprintf("%s, term %d, applied %d", st.Role, st.Term, st.AppliedIndex)
+		}
+		client, closeConn := n.client()
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		markers, sum, err := scanLoad(cctx, client, minIndex)
+		cancel()
+		closeConn()
+		if err != nil {
+			out = append(out, fmt.Sprintf("%s (%s): %v", n.id, role, err))
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s (%s): %d markers, counters sum %d", n.id, role, markers, sum))
+	}
+	return out
+}
+
+func scanLoad(ctx context.Context, client statedv1.StateClient, minIndex uint64) (markers int, sum int64, err error) {
+	stream, err := client.Scan(ctx, &statedv1.ScanRequest{Namespace: loadNS, Read: &statedv1.ReadOptions{
+		Consistency: statedv1.Consistency_CONSISTENCY_SESSION, MinIndex: minIndex}})
+	if err != nil {
+		return 0, 0, err
+	}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return markers, sum, nil
+		}
+		if err != nil {
+			return markers, sum, err
+		}
+		for _, e := range resp.Entries {
+			if strings.HasPrefix(string(e.Key), "m/") {
+				markers++
+			} else {
+				sum += e.Counter
+			}
+		}
+	}
 }
 
 func (tl loadTally) String() string {

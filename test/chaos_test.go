@@ -278,7 +278,7 @@ func TestChaosLosesNoAcknowledgedCommitAndCountsEveryRecordOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tl := checkLoad(ctx, t, mon, []*loadGen{load1}, nil)
+	tl := checkLoad(ctx, t, run.cl, mon, []*loadGen{load1}, nil)
 	mon.Close()
 	if t.Failed() {
 		t.FailNow()
@@ -318,7 +318,7 @@ func TestChaosLosesNoAcknowledgedCommitAndCountsEveryRecordOnce(t *testing.T) {
 	run.check("processing resumed after the last fault: every one of %d records counted %s after the restore (bound %s)",
 		produced, time.Since(healed).Round(time.Millisecond), cfg.progressBound)
 	run.halt(load3)
-	tl = checkLoad(ctx, t, mon, []*loadGen{load1, load2, load3}, map[int]uint64{1: m.RaftIndex, 2: m.RaftIndex})
+	tl = checkLoad(ctx, t, run.cl, mon, []*loadGen{load1, load2, load3}, map[int]uint64{1: m.RaftIndex, 2: m.RaftIndex})
 	if !t.Failed() {
 		run.check("after the restore every acknowledged commit up to the checkpoint and since the restore is present, none after the checkpoint survived, each applied at most once: %s", tl)
 	}
