@@ -59,10 +59,10 @@ func RestoreStagingDir(dataDir string) string { return filepath.Join(dataDir, re
 // Before the marker exists, recovery drops the staging; after, it rolls
 // the swap forward. Every step is made durable with an fsync of the
 // directory it changed.
+//
+// A marker or old parts left by an earlier, interrupted swap do no harm:
+// this swap's roll forward replaces them.
 func InstallRestoredState(dataDir string) error {
-	if err := recoverDataDir(dataDir, true); err != nil {
-		return err
-	}
 	staging := RestoreStagingDir(dataDir)
 	if desc, err := pebble.Peek(staging, vfs.Default); err != nil || !desc.Exists {
 		return fmt.Errorf("raftstore: install restored state: %s holds no Pebble database (%v)", staging, err)
@@ -96,9 +96,7 @@ func InstallRestoredState(dataDir string) error {
 // interrupted (see InstallRestoredState), and removes what an interrupted
 // restore left behind. Open calls it before it reads anything; it is a
 // no-op on a data dir in order.
-func RecoverDataDir(dataDir string) error { return recoverDataDir(dataDir, false) }
-
-func recoverDataDir(dataDir string, keepStaging bool) error {
+func RecoverDataDir(dataDir string) error {
 	_, err := os.Stat(filepath.Join(dataDir, restoreMarkerName))
 	switch {
 	case err == nil:
@@ -109,11 +107,7 @@ func recoverDataDir(dataDir string, keepStaging bool) error {
 	// No swap was committed: the old data dir is in place. Whatever a
 	// restore left (a staged state it never installed, the old parts of a
 	// finished swap) is garbage.
-	leftovers := []string{restoreOldName}
-	if !keepStaging {
-		leftovers = append(leftovers, restoreStagingName)
-	}
-	for _, p := range leftovers {
+	for _, p := range []string{restoreOldName, restoreStagingName} {
 		if err := os.RemoveAll(filepath.Join(dataDir, p)); err != nil {
 			return fmt.Errorf("raftstore: recover data dir: remove %s: %w", p, err)
 		}

@@ -157,17 +157,22 @@ func TestRestoreSwapLeavesTheOldOrTheNewDataDirWholeWhateverStepItCrashesAt(t *t
 		// crashes are (operation, failpoint) in order; the recovery that
 		// Open runs follows the last.
 		crashes [][2]string
-		wantNew bool
+		// reinstall runs InstallRestoredState again after the crashes,
+		// before any recovery.
+		reinstall bool
+		wantNew   bool
 	}{
-		{"no crash", nil, true},
-		{"staged, not committed", [][2]string{{"install", "staged"}}, false},
-		{"committed", [][2]string{{"install", "committed"}}, true},
-		{"raft moved aside", [][2]string{{"install", "moved raft"}}, true},
-		{"local checkpoints moved aside", [][2]string{{"install", "moved local-checkpoints"}}, true},
-		{"state moved aside", [][2]string{{"install", "moved state"}}, true},
-		{"new state in place", [][2]string{{"install", "installed"}}, true},
-		{"marker removed", [][2]string{{"install", "uncommitted"}}, true},
-		{"again during recovery", [][2]string{{"install", "moved raft"}, {"recover", "moved state"}, {"recover", "installed"}}, true},
+		{"no crash", nil, false, true},
+		{"staged, not committed", [][2]string{{"install", "staged"}}, false, false},
+		{"committed", [][2]string{{"install", "committed"}}, false, true},
+		{"raft moved aside", [][2]string{{"install", "moved raft"}}, false, true},
+		{"local checkpoints moved aside", [][2]string{{"install", "moved local-checkpoints"}}, false, true},
+		{"state moved aside", [][2]string{{"install", "moved state"}}, false, true},
+		{"new state in place", [][2]string{{"install", "installed"}}, false, true},
+		{"marker removed", [][2]string{{"install", "uncommitted"}}, false, true},
+		{"again during recovery", [][2]string{{"install", "moved raft"}, {"recover", "moved state"}, {"recover", "installed"}}, false, true},
+		{"installed again over a committed swap", [][2]string{{"install", "moved state"}}, true, true},
+		{"installed again over an uncommitted swap", [][2]string{{"install", "staged"}}, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "data")
@@ -180,6 +185,11 @@ func TestRestoreSwapLeavesTheOldOrTheNewDataDirWholeWhateverStepItCrashesAt(t *t
 			}
 			for _, c := range tc.crashes {
 				crashAt(t, dir, c[0], c[1])
+			}
+			if tc.reinstall {
+				if err := InstallRestoredState(dir); err != nil {
+					t.Fatalf("install again: %v", err)
+				}
 			}
 			checkWholeDataDir(t, dir, tc.wantNew)
 		})
