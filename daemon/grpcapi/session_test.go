@@ -1,0 +1,74 @@
+package grpcapi_test
+
+import (
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/statedhq/stated/daemon/daemontest"
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+)
+
+func sessionDetail(t *testing.T, err error) *statedv1.SessionRefused {
+	t.Helper()
+	for _, d := range status.Convert(err).Details() {
+		if v, ok := d.(*statedv1.SessionRefused); ok {
+			return v
+		}
+	}
+	t.Fatalf("%v carries no SessionRefused detail", err)
+	return nil
+}
+
+// TestSessionsWorkThroughAFollower opens sessions and commits in them
+// through a follower, so that every call and every refusal crosses the
+// forwarding path with its details.
+func TestSessionsWorkThroughAFollower(t *testing.T) {
+	t.Parallel()
+	nodes := daemontest.StartCluster(t, 3)
+	leader, follower := dial(t, "unix://"+nodes[0].SocketPath()), dial(t, "unix://"+nodes[2].SocketPath())
+	ctx := testContext(t)
+
+	open := func(c statedv1.StateClient) *statedv1.OpenSessionResponse {
+		t.Helper()
+		r, err := c.OpenSession(ctx, &statedv1.OpenSessionRequest{ClientId: "svc"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetSessionId() == 0 || r.GetIndex() == 0 || r.GetIdleTimeoutMillis() != 3600_000 {
+			t.Fatalf("open = %v", r)
+		}
+		return r
+	}
+	s1 := open(follower)
+	commit := func(session uint64, seq uint64, key string) *statedv1.CommitRequest {
+		return &statedv1.CommitRequest{ClientId: "svc", SessionId: session, Lane: 2, Sequence: seq,
+			Mutations: []*statedv1.Mutation{put("ns", key, "v")}}
+	}
+	first, err := follower.Commit(ctx, commit(s1.GetSessionId(), 1, "a"))
+	if err != nil || first.GetDuplicate() {
+		t.Fatalf("commit: %v, %v", first, err)
+	}
+	retry, err := leader.Commit(ctx, commit(s1.GetSessionId(), 1, "a"))
+	if err != nil || !retry.GetDuplicate() || retry.GetIndex() != first.GetIndex() {
+		t.Fatalf("retry = %v, %v; want a duplicate of index %d", retry, err, first.GetIndex())
+	}
+	_, err = follower.Commit(ctx, commit(s1.GetSessionId(), 1, "other"))
+	wantStatus(t, err, codes.FailedPrecondition, "was applied at index")
+	if d := sessionDetail(t, err); d.GetReason() != statedv1.SessionRefused_REASON_SEQUENCE_REUSED || d.GetHighestSequence() != 1 || d.GetLane() != 2 {
+		t.Fatalf("detail = %v", d)
+	}
+
+	s2 := open(leader)
+	_, err = follower.Commit(ctx, commit(s1.GetSessionId(), 2, "zombie"))
+	wantStatus(t, err, codes.FailedPrecondition, "is fenced")
+	if d := sessionDetail(t, err); d.GetReason() != statedv1.SessionRefused_REASON_SUPERSEDED || d.GetCurrentSessionId() != s2.GetSessionId() || d.GetClientId() != "svc" {
+		t.Fatalf("detail = %v", d)
+	}
+	if r := get(t, leader, "ns", "zombie"); r.GetFound() {
+		t.Fatal("the fenced commit applied")
+	}
+	_, err = follower.OpenSession(ctx, &statedv1.OpenSessionRequest{})
+	wantStatus(t, err, codes.InvalidArgument, "client_id: empty")
+}
