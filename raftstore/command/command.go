@@ -1,6 +1,9 @@
 package command
 
-import "crypto/sha256"
+import (
+	"crypto/sha256"
+	"sync"
+)
 
 // Type tells what a command does.
 type Type uint8
@@ -204,8 +207,21 @@ type Offset struct {
 // lane, sequence) or the leader's time. A retry of a commit has the same
 // hash; any change to a mutation or an offset gives another.
 func (c *Commit) PayloadHash() [16]byte {
-	h := sha256.Sum256(appendPayload(nil, c))
+	bp := payloadBufs.Get().(*[]byte)
+	buf := appendPayload((*bp)[:0], c)
+	h := sha256.Sum256(buf)
+	if cap(buf) <= maxPooledPayload {
+		*bp = buf
+		payloadBufs.Put(bp)
+	}
 	var out [16]byte
 	copy(out[:], h[:])
 	return out
 }
+
+// payloadBufs holds encoding buffers for PayloadHash, which the leader
+// runs for every commit in a session; buffers past maxPooledPayload (a
+// rare huge commit) are left to the garbage collector.
+var payloadBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+const maxPooledPayload = 1 << 20
