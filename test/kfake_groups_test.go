@@ -91,6 +91,8 @@ type rawMember struct {
 	cl        *kgo.Client
 	session   time.Duration
 	rebalance time.Duration
+	protocol  string // the one assignor the member offers
+	topic     string // the topic it subscribes to
 
 	// id and generation are written by join's goroutine; read them
 	// after its answer, or under mu while it runs.
@@ -101,7 +103,7 @@ type rawMember struct {
 }
 
 func (g *rawGroup) member(session, rebalance time.Duration) *rawMember {
-	m := &rawMember{g: g, session: session, rebalance: rebalance}
+	m := &rawMember{g: g, session: session, rebalance: rebalance, protocol: "range", topic: rawGroupTopic}
 	m.cl = g.client(kgo.WithHooks(syncWriteHook{&m.syncWritten}))
 	return m
 }
@@ -139,8 +141,8 @@ func (m *rawMember) join(ctx context.Context) <-chan joinResult {
 			req.RebalanceTimeoutMillis = int32(m.rebalance.Milliseconds())
 			req.ProtocolType = "consumer"
 			meta := kmsg.NewConsumerMemberMetadata()
-			meta.Topics = []string{rawGroupTopic}
-			req.Protocols = []kmsg.JoinGroupRequestProtocol{{Name: "range", Metadata: meta.AppendTo(nil)}}
+			meta.Topics = []string{m.topic}
+			req.Protocols = []kmsg.JoinGroupRequestProtocol{{Name: m.protocol, Metadata: meta.AppendTo(nil)}}
 			resp, err := req.RequestWith(ctx, m.cl)
 			m.mu.Lock()
 			if err == nil && resp.ErrorCode == kerr.MemberIDRequired.Code && m.id == "" {
@@ -197,14 +199,14 @@ func (m *rawMember) sync(ctx context.Context, assign ...*rawMember) (*kmsg.SyncG
 	req.MemberID = m.id
 	req.Generation = m.generation
 	req.ProtocolType = kmsg.StringPtr("consumer")
-	req.Protocol = kmsg.StringPtr("range")
+	req.Protocol = kmsg.StringPtr(m.protocol)
 	byMember := map[string][]int32{}
 	for i, a := range assign {
 		byMember[a.id] = append(byMember[a.id], int32(i))
 	}
 	for id, parts := range byMember {
 		a := kmsg.NewConsumerMemberAssignment()
-		a.Topics = []kmsg.ConsumerMemberAssignmentTopic{{Topic: rawGroupTopic, Partitions: parts}}
+		a.Topics = []kmsg.ConsumerMemberAssignmentTopic{{Topic: m.topic, Partitions: parts}}
 		req.GroupAssignment = append(req.GroupAssignment, kmsg.SyncGroupRequestGroupAssignment{MemberID: id, MemberAssignment: a.AppendTo(nil)})
 	}
 	resp, err := req.RequestWith(ctx, m.cl)

@@ -33,7 +33,36 @@
 // counts. Effects outside stated (an HTTP call, a produce) are at least
 // once.
 //
-// The Processor neither reads nor commits Kafka's offsets for the group:
-// stated is the source of truth, and Kafka's committed offsets (which lag
-// tools read) are left to the daemon.
+// # Kafka's committed offsets
+//
+// The Processor never reads Kafka's committed offsets for the group, and
+// never commits the position it has processed to Kafka: stated is the
+// source of truth, and where a partition starts comes from stated.
+//
+// It does commit offsets to the Kafka group, for lag tools, and only the
+// offsets of the newest completed stated checkpoint. Every
+// Config.KafkaCommitInterval (5s by default; a negative interval turns it
+// off), between two batches, while no rebalance can run, it reads the
+// group's checkpointed offsets from its stated node (GetGroup, local
+// read) and commits to Kafka, with leader epoch -1, those of the
+// partitions it owns that moved past what it committed last. A failure is
+// logged and retried at the next interval. So Kafka's committed offsets
+// trail the checkpoints and never run ahead of a recoverable one. An idle
+// processor still does it: a poll waits at most one interval. The daemon
+// commits the same checkpointed offsets itself after each checkpoint when
+// it is configured with Kafka brokers, but Kafka accepts them only while
+// the group has no members; while processors run, theirs are the commits
+// that land.
+//
+// # Never waiting silently
+//
+// Whatever the Processor waits for longer than Config.WaitLogInterval (10s
+// by default) it logs as a warning ("kafka: processor waiting"), again at
+// every interval while it lasts, and says when the wait ended ("kafka:
+// processor no longer waiting"). Each line carries waiting_on, the
+// WaitKind, and side, "kafka" or "stated", so that a stall of the broker
+// (a consumer group rebalance that does not complete, partitions fenced
+// and not reassigned) is told apart from a stall of stated (a commit or a
+// claim that the client keeps retrying). Processor.Stats reports the same
+// at any time, with counters for metrics.
 package kafka

@@ -68,6 +68,13 @@ type Config struct {
 	// from its members only, which is why the processor does it. Zero
 	// means 5s; a negative interval turns it off.
 	KafkaCommitInterval time.Duration
+	// WaitLogInterval is how long the processor may wait for one thing
+	// (the Kafka group, a commit to stated, a fenced partition's
+	// reassignment: see WaitKind) before it logs a warning saying so, and
+	// how often it logs again while the wait lasts. Stats reports the
+	// waits whatever the interval. Zero means 10s; a negative interval
+	// turns the warnings off.
+	WaitLogInterval time.Duration
 	// Logger receives the processor's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -78,6 +85,7 @@ const (
 	defaultRetryBackoff        = 100 * time.Millisecond
 	maxRetryBackoff            = 5 * time.Second
 	releaseTimeout             = 5 * time.Second
+	defaultWaitLogInterval     = 10 * time.Second
 )
 
 // ErrConfig is matched by the errors New returns for a bad Config.
@@ -130,9 +138,17 @@ type Processor struct {
 	cfg    Config
 	logger *slog.Logger
 	cl     *kgo.Client
+	// clReady is closed once cl is set: the client joins the group as
+	// soon as it exists, so its callbacks can run before New returns.
+	clReady chan struct{}
 
 	mu    sync.Mutex
 	owned map[topicPartition]*owned
+	// fencedParts are partitions stated fenced since Kafka last assigned
+	// them, paused until it revokes or assigns them again.
+	fencedParts map[topicPartition]struct{}
+
+	waits *waits
 
 	lastKafkaCommit time.Time
 	kafkaCommitted  map[topicPartition]int64 // what this processor told Kafka
@@ -152,6 +168,9 @@ func New(cfg Config) (*Processor, error) {
 	if cfg.KafkaCommitInterval == 0 {
 		cfg.KafkaCommitInterval = defaultKafkaCommitInterval
 	}
+	if cfg.WaitLogInterval == 0 {
+		cfg.WaitLogInterval = defaultWaitLogInterval
+	}
 	if cfg.StartOffset == nil {
 		start := kgo.NewOffset().AtStart()
 		cfg.StartOffset = &start
@@ -160,7 +179,10 @@ func New(cfg Config) (*Processor, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Processor{cfg: cfg, logger: logger, owned: map[topicPartition]*owned{}, kafkaCommitted: map[topicPartition]int64{}}
+	p := &Processor{cfg: cfg, logger: logger, owned: map[topicPartition]*owned{}, fencedParts: map[topicPartition]struct{}{},
+		waits: newWaits(), kafkaCommitted: map[topicPartition]int64{}, clReady: make(chan struct{})}
+	// The member joins the group as soon as the client exists.
+	p.waits.begin(WaitKafkaGroup, "joining the group")
 	opts := append([]kgo.Opt(nil), cfg.KafkaOptions...)
 	opts = append(opts,
 		kgo.ConsumerGroup(cfg.Group),
@@ -168,14 +190,17 @@ func New(cfg Config) (*Processor, error) {
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.AdjustFetchOffsetsFn(p.onAssigned),
+		kgo.OnPartitionsAssigned(p.onAssignedDone),
 		kgo.OnPartitionsRevoked(p.onRevoked),
 		kgo.OnPartitionsLost(p.onLost),
+		kgo.WithHooks(groupHooks{p.waits}),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new client: %w", err)
 	}
 	p.cl = cl
+	close(p.clReady)
 	return p, nil
 }
 
@@ -197,7 +222,13 @@ func New(cfg Config) (*Processor, error) {
 // that stated refuses because a partition was claimed by another processor
 // drops that partition (see Config.OnFenced) and processes the rest of the
 // batch again. Any other refused commit stops Run with the error.
+//
+// Run never waits silently: whatever it waits for longer than
+// Config.WaitLogInterval (the Kafka group, a commit to stated, a fenced
+// partition) it logs as a warning, again at every interval, and Stats
+// reports at any time.
 func (p *Processor) Run(ctx context.Context) error {
+	defer p.startWatch()() // after close: leaving the group can take long too
 	defer p.close()
 	backoff := p.cfg.RetryBackoff
 	for {
@@ -318,7 +349,9 @@ func (p *Processor) process(ctx context.Context, b *batch) error {
 		for _, pb := range b.parts {
 			txn.CommitClaimedOffset(p.cfg.Group, pb.claim, pb.records[len(pb.records)-1].Offset+1)
 		}
+		p.waits.begin(WaitStatedCommit, fmt.Sprintf("commit of %d records from %d partitions, unanswered (the client retries while stated is unavailable)", b.records, len(b.parts)))
 		_, err := txn.Commit(ctx)
+		p.waits.end(WaitStatedCommit)
 		var fe *stated.FencedError
 		if errors.As(err, &fe) {
 			p.fenced(fe)
@@ -329,6 +362,7 @@ func (p *Processor) process(ctx context.Context, b *batch) error {
 			return fmt.Errorf("kafka: commit of %d records: %w", b.records, err)
 		}
 		p.committed(b)
+		p.waits.committed(b.records)
 		return nil
 	}
 	return nil
@@ -392,6 +426,8 @@ func (p *Processor) fenced(fe *stated.FencedError) {
 	tp := topicPartition{fe.Topic, fe.Partition}
 	p.mu.Lock()
 	delete(p.owned, tp)
+	p.fencedParts[tp] = struct{}{}
+	p.updateFencedWait()
 	p.mu.Unlock()
 	p.cl.PauseFetchPartitions(map[string][]int32{fe.Topic: {fe.Partition}})
 	p.logger.Warn("kafka: partition claimed by another processor; stopped consuming it",
@@ -415,7 +451,9 @@ func (p *Processor) onAssigned(ctx context.Context, offsets map[string]map[int32
 	if len(parts) == 0 {
 		return offsets, nil
 	}
+	p.waits.begin(WaitStatedClaim, fmt.Sprintf("claim of %d assigned partitions, unanswered (the client retries while stated is unavailable)", len(parts)))
 	claims, err := p.cfg.State.Claim(ctx, p.cfg.Group, parts)
+	p.waits.end(WaitStatedClaim)
 	if err != nil {
 		p.logger.Warn("kafka: claiming assigned partitions failed; rejoining", "group", p.cfg.Group, "partitions", len(parts), "error", err)
 		return nil, fmt.Errorf("kafka: claim %d partitions in stated: %w", len(parts), err)
@@ -431,14 +469,17 @@ func (p *Processor) onAssigned(ctx context.Context, offsets map[string]map[int32
 			start = kgo.NewOffset().At(c.Offset).WithEpoch(-1)
 		}
 		p.owned[topicPartition{c.Topic, c.Partition}] = o
+		delete(p.fencedParts, topicPartition{c.Topic, c.Partition})
 		if out[c.Topic] == nil {
 			out[c.Topic] = map[int32]kgo.Offset{}
 		}
 		out[c.Topic][c.Partition] = start
 		resume[c.Topic] = append(resume[c.Topic], c.Partition)
 	}
+	p.updateFencedWait()
 	p.mu.Unlock()
 	// A partition fenced earlier was paused; it is ours again.
+	<-p.clReady
 	p.cl.ResumeFetchPartitions(resume)
 	p.logger.Info("kafka: claimed assigned partitions", "group", p.cfg.Group, "partitions", len(claims))
 	return out, nil
@@ -463,12 +504,14 @@ func (p *Processor) drop(ctx context.Context, parts map[string][]int32) {
 	for topic, ps := range parts {
 		for _, partition := range ps {
 			tp := topicPartition{topic, partition}
+			delete(p.fencedParts, tp)
 			if o, ok := p.owned[tp]; ok {
 				claims = append(claims, o.claim)
 				delete(p.owned, tp)
 			}
 		}
 	}
+	p.updateFencedWait()
 	p.mu.Unlock()
 	if len(claims) == 0 {
 		return
@@ -491,7 +534,9 @@ func (p *Processor) maybeCommitToKafka(ctx context.Context) {
 		return
 	}
 	p.lastKafkaCommit = time.Now()
+	p.waits.begin(WaitStatedRead, "reading the newest checkpoint's offsets, unanswered")
 	g, err := p.cfg.State.GetGroup(ctx, p.cfg.Group, stated.WithConsistency(stated.ConsistencyLocal))
+	p.waits.end(WaitStatedRead)
 	if err != nil {
 		p.logger.Warn("kafka: reading checkpointed offsets", "group", p.cfg.Group, "error", err)
 		return
@@ -515,6 +560,8 @@ func (p *Processor) maybeCommitToKafka(ctx context.Context) {
 		return
 	}
 	var commitErr error
+	p.waits.begin(WaitKafkaOffsetCommit, fmt.Sprintf("committing checkpointed offsets of %d partitions to the group, unanswered", len(tps)))
+	defer p.waits.end(WaitKafkaOffsetCommit)
 	p.cl.CommitOffsetsSync(ctx, commit, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		if err != nil {
 			commitErr = err
