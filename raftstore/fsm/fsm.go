@@ -182,11 +182,11 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		var out applyOut
 		res.Index, res.Duplicate, out, res.Err = f.applyCommand(l.Index, cmd)
 		res.Claimed = out.claimed
+		res.Session = out.session
 		if res.Err == nil && out.epoch != 0 {
 			switch cmd.Type {
 			case command.TypeCheckpoint:
 				cp := &CheckpointResult{Epoch: out.epoch, Index: l.Index, Term: l.Term}
-		res.Session = out.session
 				f.startCheckpoint(cp)
 				res.Checkpoint = cp
 			case command.TypeCheckpointDone:
@@ -307,14 +307,14 @@ func (f *FSM) writeCommand(index uint64, cmd *command.Command, chk *sessionCheck
 		case legacyRetry(cmd):
 			err = a.remember(cmd.Commit, index)
 		}
-	case command.TypeExpire:
-		err = a.expire(cmd.ExpireLimit)
-	case command.TypeSetClusterID:
-		err = a.setClusterID(cmd.ClusterID)
 	case command.TypeOpenSession:
 		out.session, err = a.openSession(cmd.Session, index)
 	case command.TypeExpireSessions:
 		err = a.expireSessions(cmd.Expired)
+	case command.TypeExpire:
+		err = a.expire(cmd.ExpireLimit)
+	case command.TypeSetClusterID:
+		err = a.setClusterID(cmd.ClusterID)
 	case command.TypeSetMember:
 		err = a.setMember(cmd.Member)
 	case command.TypeRemoveMember:
