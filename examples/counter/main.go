@@ -18,6 +18,12 @@
 //
 //	go run ./cmd/stated run &
 //	go run ./examples/counter --demo-records 10000
+//
+// --session-timeout shortens the group session, so that a killed
+// counter's partitions move sooner; --rebalance-timeout follows it unless
+// set (see groupTimeouts for why it should not be longer). The processor
+// warns whenever it waits on the Kafka group or on stated for longer than
+// --wait-log-interval, and says which.
 package main
 
 import (
@@ -56,6 +62,8 @@ func run() error {
 	demo := flag.Int("demo-records", 1000, "records to produce when --brokers is empty")
 	maxPoll := flag.Int("max-poll-records", 0, "records per poll and per stated commit (0: the helper's default)")
 	sessionTimeout := flag.Duration("session-timeout", 0, "Kafka group session timeout: how soon a crashed member's partitions move (0: franz-go's 45s)")
+	rebalanceTimeout := flag.Duration("rebalance-timeout", 0, "Kafka group rebalance timeout: how long a rebalance waits for members to join again (0: the session timeout when --session-timeout is set, else franz-go's 60s); keep it at or below the session timeout")
+	waitLog := flag.Duration("wait-log-interval", 0, "warn when the processor waits this long on the Kafka group or on stated, and again at this interval (0: 10s; negative: never)")
 	verbose := flag.Bool("v", false, "log the helper's decisions")
 	flag.Parse()
 
@@ -67,6 +75,10 @@ func run() error {
 		level = slog.LevelInfo
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	kopts, err := groupTimeouts(logger, *sessionTimeout, *rebalanceTimeout)
+	if err != nil {
+		return err
+	}
 
 	var drainTo map[int32]int64
 	if *brokers == "" {
@@ -104,17 +116,15 @@ func run() error {
 	defer client.Close()
 	counts := stated.NewCounter(client, *ns)
 
-	kopts := []kgo.Opt{kgo.SeedBrokers(strings.Split(*brokers, ",")...)}
-	if *sessionTimeout > 0 {
-		kopts = append(kopts, kgo.SessionTimeout(*sessionTimeout), kgo.HeartbeatInterval(*sessionTimeout/5))
-	}
+	kopts = append(kopts, kgo.SeedBrokers(strings.Split(*brokers, ",")...))
 	p, err := kafka.New(kafka.Config{
-		State:          client,
-		Group:          *group,
-		Topics:         []string{*topic},
-		KafkaOptions:   kopts,
-		MaxPollRecords: *maxPoll,
-		Logger:         logger,
+		State:           client,
+		Group:           *group,
+		Topics:          []string{*topic},
+		KafkaOptions:    kopts,
+		MaxPollRecords:  *maxPoll,
+		WaitLogInterval: *waitLog,
+		Logger:          logger,
 		Handler: func(_ context.Context, txn *stated.Txn, r *kgo.Record) error {
 			counts.In(txn).Add(string(r.Key), 1)
 			return nil
@@ -147,6 +157,46 @@ func run() error {
 		fmt.Printf("%s\t%d\n", e.Key, e.Counter)
 	}
 	return nil
+}
+
+// groupTimeouts returns the franz-go options for the group's session and
+// rebalance timeouts.
+//
+// A member does not heartbeat while it joins the group: from its
+// JoinGroup until the rebalance completes, which the coordinator lets
+// last up to the largest rebalance timeout of the members. A short
+// session timeout therefore needs a rebalance timeout no longer than it.
+// Otherwise a rebalance that waits for a slow or dead member outlasts the
+// session timeout of the members already joined, and a coordinator that
+// counts that time against them (kfake did, see
+// third_party/kfake/PATCHES.md) expires them mid-join; each then hangs
+// for its request timeout (rebalance timeout + 10s) before it joins
+// again, and the group can stall in rebalances. So the rebalance timeout
+// follows a short session timeout unless it is set too. It also bounds how
+// long a batch in flight (a commit that waits for stated) may delay the
+// member's rejoin before the group moves on without it.
+func groupTimeouts(logger *slog.Logger, session, rebalance time.Duration) ([]kgo.Opt, error) {
+	switch {
+	case session < 0:
+		return nil, fmt.Errorf("--session-timeout: negative (%s)", session)
+	case rebalance < 0:
+		return nil, fmt.Errorf("--rebalance-timeout: negative (%s)", rebalance)
+	}
+	var opts []kgo.Opt
+	if session > 0 {
+		opts = append(opts, kgo.SessionTimeout(session), kgo.HeartbeatInterval(session/5))
+		if rebalance == 0 {
+			rebalance = session
+		}
+	}
+	if rebalance > 0 {
+		opts = append(opts, kgo.RebalanceTimeout(rebalance))
+	}
+	if session > 0 && rebalance > session {
+		logger.Warn("counter: --rebalance-timeout is longer than --session-timeout; members do not heartbeat while they join, so a long rebalance can expire them mid-join on some brokers",
+			"session_timeout", session, "rebalance_timeout", rebalance)
+	}
+	return opts, nil
 }
 
 // produceDemo writes n records with 20 keys and returns each partition's

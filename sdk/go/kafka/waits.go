@@ -270,7 +270,8 @@ func (p *Processor) watchWaits(interval time.Duration, done <-chan struct{}) {
 		for k := range logged {
 			if !on[k] {
 				delete(logged, k)
-				p.logger.Info("kafka: processor no longer waiting", "group", p.cfg.Group, "waiting_on", string(k.kind),
+				// At the warning's level: whoever saw the warning sees its end.
+				p.logger.Warn("kafka: processor no longer waiting", "group", p.cfg.Group, "waiting_on", string(k.kind),
 					"side", side(k.kind), "after", now.Sub(k.since).Round(time.Millisecond))
 			}
 		}
