@@ -120,19 +120,19 @@ func (ck *chaosKafka) finishProducing() {
 	}
 }
 
-// start starts a processor in slot s. Half of the processes get a client
-// id of their own, the others the slot's fixed id (as a service with a
-// fixed --client-id restarted on the same host): each new session of
-// that id fences the dead process's. Either way stated's claims name the
-// slot that made them.
+// start starts a processor in slot s. Slot 0's processes all have the
+// fixed client id proc0, as a service with a fixed --client-id restarted
+// on the same host: each new session of that id fences the dead
+// process's. The other slots' processes get ids of their own, procS-N.
+// Either way stated's claims name the slot that made them.
 func (ck *chaosKafka) start(s int) {
 	ck.t.Helper()
 	ck.mu.Lock()
 	ck.starts++
 	id := fmt.Sprintf("proc%d-%d", s, ck.starts)
 	ck.mu.Unlock()
-	if ck.r.IntN(2) == 0 {
-		id = fmt.Sprintf("proc%d", s)
+	if s == 0 {
+		id = "proc0"
 	}
 	args := []string{"--brokers", strings.Join(ck.k.brokers, ","), "--stated", ck.cl.sockets(s),
 		"--group", chaosGroup, "--topic", ck.k.topic, "--namespace", chaosCounts, "--client-id", id,
