@@ -1,0 +1,536 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// TestStateMachineMatchesModel applies random command logs to the FSM and
+// to the reference model (model_test.go) and compares, after every entry,
+// the Result and everything a reader can see. The logs mix client sessions
+// (several processes per client id, so that sessions fence each other;
+// retries with the same and another payload, stale sequences, gaps, idle
+// expiry and sweeps), format version 2 commits with their retry records,
+// every mutation kind with TTLs and expiry, claims and fenced offsets,
+// checkpoint barriers, cluster metadata and entries that do not decode.
+// Mid-run the FSM is closed, reopened and fed the applied entries again;
+// at the end the log is applied to a second FSM, which must hold the same
+// bytes, and a snapshot of the first is restored into a third.
+//
+// Each run uses three fixed seeds and one new one, all logged, with 1,500
+// entries each (under -race or -short, one fixed and one new seed with 400
+// entries). Replay a seed with STATED_FSM_MODEL_SEED=<seed>, and set
+// STATED_FSM_MODEL_STEPS=<n> for a longer or shorter log.
+func TestStateMachineMatchesModel(t *testing.T) {
+	seeds := []uint64{1, 2, 3, uint64(time.Now().UnixNano())}
+	steps := 1500
+	if testing.Short() || modelRace {
+		seeds, steps = []uint64{1, seeds[3]}, 400
+	}
+	if s := os.Getenv("STATED_FSM_MODEL_SEED"); s != "" {
+		seed, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("STATED_FSM_MODEL_SEED=%q: %v", s, err)
+		}
+		seeds = []uint64{seed}
+	}
+	if s := os.Getenv("STATED_FSM_MODEL_STEPS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("STATED_FSM_MODEL_STEPS=%q: want a positive number", s)
+		}
+		steps = n
+	}
+	for _, seed := range seeds {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Logf("seed %d, %d steps; replay with STATED_FSM_MODEL_SEED=%d", seed, steps, seed)
+			runModel(t, seed, steps)
+		})
+	}
+}
+
+type modelRun struct {
+	t    *testing.T
+	seed uint64
+	dir  string
+	f    *FSM
+	m    *model
+	g    *gen
+	log  [][]byte
+	got  []*Result
+	kind map[string]int // what the run exercised, for the log
+}
+
+func runModel(t *testing.T, seed uint64, steps int) {
+	dir := filepath.Join(t.TempDir(), "state")
+	f, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	m := newModel()
+	run := &modelRun{t: t, seed: seed, dir: dir, f: f, m: m, g: newGen(seed, m, steps), kind: map[string]int{}}
+	restartAt := steps/2 + run.g.r.IntN(steps/4+1)
+	for step := 1; step <= steps; step++ {
+		run.step(step)
+		if step == restartAt {
+			run.restart()
+		}
+	}
+	run.replayElsewhere()
+	t.Logf("outcomes: %v", run.kind)
+	for _, k := range []string{"applied", "duplicate", "fenced", "session superseded", "session not open",
+		"session sequence reused", "session sequence stale", "reject offsets", "reject mutations", "reject command"} {
+		if run.kind[k] == 0 && steps >= 1000 {
+			t.Errorf("the log never produced %q: the generator exercises too little", k)
+		}
+	}
+}
+
+func (r *modelRun) fail(step int, data []byte, format string, args ...any) {
+	r.t.Helper()
+	var hist strings.Builder
+	for i := max(0, len(r.log)-6); i < len(r.log); i++ {
+		fmt.Fprintf(&hist, "\n  %d: %s", i+1, describe(r.log[i]))
+	}
+	r.t.Fatalf("seed %d step %d (index %d): %s\ncommand: %s\nlast entries:%s\nreplay with STATED_FSM_MODEL_SEED=%d",
+		r.seed, step, len(r.log), fmt.Sprintf(format, args...), describe(data), hist.String(), r.seed)
+}
+
+func (r *modelRun) step(step int) {
+	data := r.g.next(step)
+	r.log = append(r.log, data)
+	index := uint64(len(r.log))
+	cmd, _ := command.Decode(data)
+	want := r.m.apply(index, cmd)
+	r.g.observe(want)
+	got := r.f.Apply(&raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}).(*Result)
+	r.got = append(r.got, got)
+	r.kind[outcome(got)]++
+	if d := diffResult(got, want); d != "" {
+		r.fail(step, data, "result: %s", d)
+	}
+	if got.Checkpoint != nil {
+		r.checkBarrier(step, data, got.Checkpoint)
+	}
+	if cmd != nil && cmd.Type == command.TypeCheckpointDone && got.Err == nil && cmd.Epoch != 0 {
+		for e := uint64(1); e <= cmd.Epoch; e++ {
+			if _, err := os.Stat(r.f.CheckpointDir(e)); !errors.Is(err, os.ErrNotExist) {
+				r.fail(step, data, "local checkpoint %d is still there after checkpoint %d completed (%v)", e, cmd.Epoch, err)
+			}
+		}
+	}
+	// Reads at the step's time, and sometimes a little later, when more
+	// entries have expired than the state machine deleted.
+	now := r.g.now
+	if step%3 == 0 {
+		now += r.g.r.Int64N(int64(2 * time.Second))
+	}
+	if d := r.diffState(now); d != "" {
+		r.fail(step, data, "state at now=%d: %s", now, d)
+	}
+}
+
+// checkBarrier waits for a barrier's local checkpoint and checks that it
+// holds the state as of the barrier.
+func (r *modelRun) checkBarrier(step int, data []byte, cp *CheckpointResult) {
+	if err := cp.Wait(); err != nil {
+		r.fail(step, data, "local checkpoint: %v", err)
+	}
+	info, err := ReadCheckpoint(cp.Dir)
+	if err != nil {
+		r.fail(step, data, "read checkpoint: %v", err)
+	}
+	var offs []command.Offset
+	for _, grp := range genGroups {
+		offs = append(offs, r.m.offsetsOf(r.m.offsets, grp)...)
+	}
+	if info.Epoch != cp.Epoch || info.AppliedIndex != cp.Index || !slices.Equal(info.Offsets, offs) ||
+		info.Keys != r.m.counts().StateKeys {
+		r.fail(step, data, "checkpoint holds epoch %d index %d offsets %v keys %d; want epoch %d index %d offsets %v keys %d",
+			info.Epoch, info.AppliedIndex, info.Offsets, info.Keys, cp.Epoch, cp.Index, offs, r.m.counts().StateKeys)
+	}
+}
+
+// restart closes the FSM, opens it again and replays every applied entry,
+// as Raft does after a restart: nothing may change.
+func (r *modelRun) restart() {
+	t := r.t
+	before := dump(t, r.f)
+	if err := r.f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(r.dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.f = f
+	t.Cleanup(func() { f.Close() })
+	last := uint64(len(r.log))
+	if f.AppliedIndex() != last {
+		t.Fatalf("seed %d: applied index after reopen = %d, want %d", r.seed, f.AppliedIndex(), last)
+	}
+	for i, data := range r.log {
+		res := f.Apply(&raft.Log{Index: uint64(i + 1), Term: 1, Type: raft.LogCommand, Data: data}).(*Result)
+		if res.Index != uint64(i+1) || res.Err != nil || res.Duplicate || res.Claimed != nil || res.Session != nil || res.Checkpoint != nil {
+			t.Fatalf("seed %d: replay of applied entry %d after reopen returned %+v, want only its index", r.seed, i+1, res)
+		}
+	}
+	if f.AppliedIndex() != last {
+		t.Fatalf("seed %d: replay moved the applied index to %d", r.seed, f.AppliedIndex())
+	}
+	after := dump(t, f)
+	if !slices.EqualFunc(before, after, func(a, b [2][]byte) bool { return bytes.Equal(a[0], b[0]) && bytes.Equal(a[1], b[1]) }) {
+		t.Fatalf("seed %d: reopening and replaying changed the state (%d keys before, %d after)", r.seed, len(before), len(after))
+	}
+	if d := r.diffState(r.g.now); d != "" {
+		t.Fatalf("seed %d: after reopen: %s", r.seed, d)
+	}
+}
+
+// replayElsewhere applies the whole log to a second FSM, which must return
+// the same results and hold the same bytes, and restores a snapshot of the
+// first into a third.
+func (r *modelRun) replayElsewhere() {
+	t := r.t
+	b := openFSM(t)
+	for i, data := range r.log {
+		res := b.Apply(&raft.Log{Index: uint64(i + 1), Term: 1, Type: raft.LogCommand, Data: data}).(*Result)
+		if d := diffResults(res, r.got[i]); d != "" {
+			t.Fatalf("seed %d: entry %d on a second replica: %s\ncommand: %s", r.seed, i+1, d, describe(data))
+		}
+		if res.Checkpoint != nil {
+			if err := res.Checkpoint.Wait(); err != nil {
+				t.Fatalf("seed %d: second replica's checkpoint: %v", r.seed, err)
+			}
+		}
+	}
+	sameContents(t, r.f, b)
+	c := openFSM(t)
+	if err := c.Restore(nopCloser{bytes.NewReader(snapshotBytes(t, r.f))}); err != nil {
+		t.Fatal(err)
+	}
+	sameContents(t, r.f, c)
+}
+
+type nopCloser struct{ *bytes.Reader }
+
+func (nopCloser) Close() error { return nil }
+
+// outcome names a result for the tally of what a run exercised.
+func outcome(res *Result) string {
+	var se *SessionError
+	var fe *FenceError
+	var re *RejectError
+	switch {
+	case res.Duplicate:
+		return "duplicate"
+	case errors.As(res.Err, &se):
+		return "session " + se.Reason.String()
+	case errors.As(res.Err, &fe):
+		return "fenced"
+	case errors.As(res.Err, &re):
+		return "reject " + strings.SplitN(strings.SplitN(re.Field, "[", 2)[0], ".", 2)[0]
+	case res.Err != nil:
+		return "error"
+	}
+	return "applied"
+}
+
+// refusalIndexZero: a commit refused by its session, or for a sequence
+// without a session or a session without a sequence, returns Result.Index
+// 0 instead of its entry's index, which every other refusal returns
+// (applyCommand returns the duplicate's first index, zero, with the error).
+// Callers ignore the index of a refused commit, so the model tolerates it
+// while it lasts; TestRefusedCommitReturnsItsEntryIndex reproduces it.
+const refusalIndexZero = true
+
+// refusedBeforeApplying reports whether err is a refusal that applyCommand
+// makes before writing anything: a session refusal or a rejection of the
+// sequence or session id.
+func refusedBeforeApplying(err error) bool {
+	var se *SessionError
+	var re *RejectError
+	return errors.As(err, &se) || errors.As(err, &re) && (re.Field == "sequence" || re.Field == "session_id")
+}
+
+// diffResult compares a Result with what the model says, error fields
+// included but not messages.
+func diffResult(got *Result, want mResult) string {
+	if refusalIndexZero && got.Index == 0 && refusedBeforeApplying(want.err) {
+		// See refusalIndexZero: compare the rest.
+		got = &Result{Index: want.index, Err: got.Err, Duplicate: got.Duplicate, Claimed: got.Claimed,
+			Session: got.Session, Checkpoint: got.Checkpoint}
+	}
+	if got.Index != want.index || got.Duplicate != want.dup {
+		return fmt.Sprintf("index %d duplicate %v (err %v), want index %d duplicate %v (err %v)",
+			got.Index, got.Duplicate, got.Err, want.index, want.dup, want.err)
+	}
+	if d := diffErr(got.Err, want.err); d != "" {
+		return d
+	}
+	if (got.Claimed == nil) != (want.claimed == nil) || !slices.Equal(got.Claimed, want.claimed) {
+		return fmt.Sprintf("claimed %+v, want %+v", got.Claimed, want.claimed)
+	}
+	if (got.Session == nil) != (want.session == nil) || got.Session != nil && *got.Session != *want.session {
+		return fmt.Sprintf("session %+v, want %+v", got.Session, want.session)
+	}
+	switch {
+	case (got.Checkpoint == nil) != (want.ckptEpoch == 0):
+		return fmt.Sprintf("checkpoint %+v, want epoch %d", got.Checkpoint, want.ckptEpoch)
+	case got.Checkpoint != nil && (got.Checkpoint.Epoch != want.ckptEpoch || got.Checkpoint.Index != want.index):
+		return fmt.Sprintf("checkpoint epoch %d index %d, want epoch %d index %d",
+			got.Checkpoint.Epoch, got.Checkpoint.Index, want.ckptEpoch, want.index)
+	}
+	return ""
+}
+
+func diffErr(got, want error) string {
+	if want == nil {
+		if got != nil {
+			return fmt.Sprintf("err %v, want none", got)
+		}
+		return ""
+	}
+	if !errors.Is(got, ErrRejected) {
+		return fmt.Sprintf("err %v does not match ErrRejected; want %#v", got, want)
+	}
+	switch w := want.(type) {
+	case *RejectError:
+		var g *RejectError
+		if !errors.As(got, &g) || g.Field != w.Field || errors.Is(got, ErrFenced) || errors.Is(got, ErrSessionRefused) {
+			return fmt.Sprintf("err %v, want a rejection of field %q", got, w.Field)
+		}
+	case *SessionError:
+		var g *SessionError
+		if !errors.As(got, &g) || !errors.Is(got, ErrSessionRefused) {
+			return fmt.Sprintf("err %v, want a session refusal %q", got, w.Reason)
+		}
+		gc := *g
+		gc.Message = ""
+		if gc != *w {
+			return fmt.Sprintf("session refusal %+v, want %+v", gc, *w)
+		}
+	case *FenceError:
+		var g *FenceError
+		if !errors.As(got, &g) || !errors.Is(got, ErrFenced) {
+			return fmt.Sprintf("err %v, want fenced (%s)", got, w.Reason)
+		}
+		gc := *g
+		gc.Reason = w.Reason
+		if gc != *w || !strings.Contains(g.Reason, w.Reason) {
+			return fmt.Sprintf("fence %+v, want %+v", *g, *w)
+		}
+	default:
+		panic(fmt.Sprintf("model error of type %T", want))
+	}
+	return ""
+}
+
+// diffResults compares two replicas' results for one entry.
+func diffResults(a, b *Result) string {
+	ea, eb := fmt.Sprint(a.Err), fmt.Sprint(b.Err)
+	if a.Index != b.Index || a.Duplicate != b.Duplicate || ea != eb || !slices.Equal(a.Claimed, b.Claimed) ||
+		(a.Session == nil) != (b.Session == nil) || a.Session != nil && *a.Session != *b.Session ||
+		(a.Checkpoint == nil) != (b.Checkpoint == nil) || a.Checkpoint != nil && a.Checkpoint.Epoch != b.Checkpoint.Epoch {
+		return fmt.Sprintf("%+v (err %s) vs %+v (err %s)", a, ea, b, eb)
+	}
+	return ""
+}
+
+// diffState compares everything a reader of the FSM can see at now with
+// the model.
+func (r *modelRun) diffState(now int64) string {
+	f, m := r.f, r.m
+	if got, want := f.AppliedIndex(), uint64(len(r.log)); got != want {
+		return fmt.Sprintf("applied index %d, want %d", got, want)
+	}
+	for _, ns := range genNamespaces {
+		if d := diffScan(f, ScanQuery{Namespace: ns}, now, m.live(ns, now)); d != "" {
+			return d
+		}
+	}
+	// One map, one list and one key prefix, picked at random.
+	ns, key := pick(r.g.r, genNamespaces), pick(r.g.r, genKeys)
+	filter := func(keep func(e mEntry) bool) []mEntry {
+		return slices.DeleteFunc(m.live(ns, now), func(e mEntry) bool { return !keep(e) })
+	}
+	for _, q := range []struct {
+		q    ScanQuery
+		want []mEntry
+	}{
+		{ScanQuery{Namespace: ns, Kind: KindMap, Key: []byte(key)}, filter(func(e mEntry) bool { return e.kind == KindMap && e.key == key })},
+		{ScanQuery{Namespace: ns, Kind: KindList, Key: []byte(key)}, filter(func(e mEntry) bool { return e.kind == KindList && e.key == key })},
+		{ScanQuery{Namespace: ns, Prefix: []byte(key)}, filter(func(e mEntry) bool { return strings.HasPrefix(e.key, key) })},
+		{ScanQuery{Namespace: ns, Kind: KindCounter}, filter(func(e mEntry) bool { return e.kind == KindCounter })},
+	} {
+		if d := diffScan(f, q.q, now, q.want); d != "" {
+			return d
+		}
+	}
+	// Every entry the model stores, live or expired, through Get.
+	for _, e := range m.entries {
+		if e.kind == KindList {
+			continue
+		}
+		got, ok, err := f.Get(e.ns, []byte(e.key), e.kind, []byte(e.sub), now)
+		live := e.exp == 0 || e.exp > now
+		switch {
+		case err != nil:
+			return fmt.Sprintf("get %q/%q %v %q: %v", e.ns, e.key, e.kind, e.sub, err)
+		case ok != live:
+			return fmt.Sprintf("get %q/%q %v %q: found %v, want %v (expires %d)", e.ns, e.key, e.kind, e.sub, ok, live, e.exp)
+		case ok:
+			if d := diffEntry(got, e); d != "" {
+				return "get: " + d
+			}
+		}
+	}
+	if got, err := f.Counts(); err != nil || got != m.counts() {
+		return fmt.Sprintf("counts %+v (%v), want %+v", got, err, m.counts())
+	}
+	for _, c := range append(genClients, genLegacy...) {
+		got, ok, err := f.Session(c)
+		s, want := m.sessions[c]
+		if err != nil || ok != want || ok && got != (ClientSession{ID: s.id, OpenedIndex: s.opened, IdleTimeout: s.idle, LastActive: s.lastActive}) {
+			return fmt.Sprintf("session of %q: %+v %v (%v), want %+v %v", c, got, ok, err, s, want)
+		}
+	}
+	if got, err := f.IdleSessions(now, 100); err != nil || !slices.Equal(got, m.idleSessions(now, 100)) {
+		return fmt.Sprintf("idle sessions %+v (%v), want %+v", got, err, m.idleSessions(now, 100))
+	}
+	if got, err := f.ExpiryDue(now); err != nil || got != m.expiryDue(now) {
+		return fmt.Sprintf("expiry due %v (%v), want %v", got, err, m.expiryDue(now))
+	}
+	for _, grp := range genGroups {
+		if got, err := f.Offsets(grp); err != nil || !slices.Equal(got, m.offsetsOf(m.offsets, grp)) {
+			return fmt.Sprintf("offsets of %q: %+v (%v), want %+v", grp, got, err, m.offsetsOf(m.offsets, grp))
+		}
+		if got, err := f.CheckpointedOffsets(grp); err != nil || !slices.Equal(got, m.offsetsOf(m.ckptOffsets, grp)) {
+			return fmt.Sprintf("checkpointed offsets of %q: %+v (%v), want %+v", grp, got, err, m.offsetsOf(m.ckptOffsets, grp))
+		}
+		if got, err := f.Claims(grp); err != nil || !slices.Equal(got, m.claimsOf(grp)) {
+			return fmt.Sprintf("claims of %q: %+v (%v), want %+v", grp, got, err, m.claimsOf(grp))
+		}
+	}
+	want := CheckpointState{LastEpoch: m.lastEpoch, Completed: m.completed, CompletedAt: m.completedAt}
+	if got, err := f.CheckpointState(); err != nil || got != want {
+		return fmt.Sprintf("checkpoint state %+v (%v), want %+v", got, err, want)
+	}
+	if got, err := f.ClusterID(); err != nil || got != m.clusterID {
+		return fmt.Sprintf("cluster id %q (%v), want %q", got, err, m.clusterID)
+	}
+	if got, err := f.Members(); err != nil || !slices.Equal(got, m.membersSorted()) {
+		return fmt.Sprintf("members %+v (%v), want %+v", got, err, m.membersSorted())
+	}
+	return ""
+}
+
+func diffScan(f *FSM, q ScanQuery, now int64, want []mEntry) string {
+	var got []Entry
+	err := f.Scan(q, now, func(e Entry) error {
+		e.Key, e.SubKey, e.Value = slices.Clone(e.Key), slices.Clone(e.SubKey), slices.Clone(e.Value)
+		got = append(got, e)
+		return nil
+	})
+	if err != nil {
+		return fmt.Sprintf("scan %+v: %v", q, err)
+	}
+	for i := 0; i < len(got) || i < len(want); i++ {
+		switch {
+		case i >= len(got):
+			return fmt.Sprintf("scan %+v: %d entries, missing %s", q, len(got), fmtModelEntry(want[i]))
+		case i >= len(want):
+			return fmt.Sprintf("scan %+v: extra entry %s after %d", q, fmtEntry(got[i]), len(want))
+		}
+		if d := diffEntry(got[i], want[i]); d != "" {
+			return fmt.Sprintf("scan %+v entry %d: %s", q, i, d)
+		}
+	}
+	return ""
+}
+
+func diffEntry(got Entry, want mEntry) string {
+	ok := got.Kind == want.kind && string(got.Key) == want.key && string(got.SubKey) == want.sub && got.ExpiresAt == want.exp
+	if want.kind == KindCounter {
+		ok = ok && got.Counter == want.counter
+	} else {
+		ok = ok && bytes.Equal(got.Value, want.value)
+	}
+	if !ok {
+		return fmt.Sprintf("got %s, want %s", fmtEntry(got), fmtModelEntry(want))
+	}
+	return ""
+}
+
+func fmtEntry(e Entry) string {
+	return fmt.Sprintf("{%v %q sub %q value %q counter %d expires %d}", e.Kind, e.Key, e.SubKey, e.Value, e.Counter, e.ExpiresAt)
+}
+
+func fmtModelEntry(e mEntry) string {
+	sub := fmt.Sprintf("%q", e.sub)
+	if e.kind == KindList {
+		sub = fmt.Sprint("pos ", listPos(e.sub))
+	}
+	return fmt.Sprintf("{%v %q/%q sub %s value %q counter %d expires %d}", e.kind, e.ns, e.key, sub, e.value, e.counter, e.exp)
+}
+
+// describe renders an encoded command for a failure message.
+func describe(data []byte) string {
+	cmd, err := command.Decode(data)
+	if err != nil {
+		return fmt.Sprintf("%x (does not decode: %v)", data, err)
+	}
+	s := fmt.Sprintf("v%d %s now=%d", cmd.Version, typeName(cmd.Type), cmd.Now)
+	if c := cmd.Commit; c != nil {
+		s += fmt.Sprintf(" client=%q session=%d lane=%d seq=%d hash=%x", c.ClientID, c.SessionID, c.Lane, c.Seq, c.Hash[:4])
+		for _, mu := range c.Mutations {
+			s += fmt.Sprintf(" [%v %q/%q sub=%q value=%q delta=%d ttl=%d]", mu.Op, mu.Namespace, mu.Key, mu.SubKey, mu.Value, mu.Delta, mu.TTL)
+		}
+		for _, o := range c.Offsets {
+			s += fmt.Sprintf(" [offset %s/%s/%d=%d epoch %d]", o.Group, o.Topic, o.Partition, o.Offset, o.Epoch)
+		}
+	}
+	switch {
+	case cmd.Claim != nil:
+		s += fmt.Sprintf(" %+v", *cmd.Claim)
+	case cmd.Session != nil:
+		s += fmt.Sprintf(" %+v", *cmd.Session)
+	case cmd.Member != nil:
+		s += fmt.Sprintf(" %+v", *cmd.Member)
+	case cmd.Type == command.TypeExpire:
+		s += fmt.Sprintf(" limit=%d", cmd.ExpireLimit)
+	case cmd.Type == command.TypeExpireSessions:
+		s += fmt.Sprintf(" %+v", cmd.Expired)
+	case cmd.Type == command.TypeCheckpointDone:
+		s += fmt.Sprintf(" epoch=%d offsets=%+v", cmd.Epoch, cmd.Offsets)
+	case cmd.Type == command.TypeSetClusterID:
+		s += fmt.Sprintf(" %q", cmd.ClusterID)
+	}
+	return s
+}
+
+func typeName(t command.Type) string {
+	names := map[command.Type]string{
+		command.TypeCommit: "commit", command.TypeExpire: "expire", command.TypeSetClusterID: "set-cluster-id",
+		command.TypeSetMember: "set-member", command.TypeRemoveMember: "remove-member", command.TypeClaim: "claim",
+		command.TypeRelease: "release", command.TypeCheckpoint: "checkpoint", command.TypeCheckpointDone: "checkpoint-done",
+		command.TypeOpenSession: "open-session", command.TypeExpireSessions: "expire-sessions",
+	}
+	if n, ok := names[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("type-%d", t)
+}
