@@ -7,11 +7,14 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/statedhq/stated/daemon/daemontest"
 	stated "github.com/statedhq/stated/sdk/go"
@@ -266,4 +269,90 @@ func TestKafkaExactlyOnceWhileTheStatedLeaderIsKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	k.checkCounts(ctx, t, mon, "counts")
+}
+
+// processorWait is one "kafka: processor waiting" warning of a processor's
+// text log (examples/counter writes slog's text format to stderr).
+type processorWait struct {
+	WaitingOn string        // a kafka.WaitKind: kafka_group, stated_commit, ...
+	Side      string        // "kafka" (the broker) or "stated"
+	For       time.Duration // how long the wait had lasted
+	Detail    string
+}
+
+var logField = regexp.MustCompile(`(\w+)=("(?:[^"\\]|\\.)*"|\S*)`)
+
+// processorWaits returns the wait warnings in a processor's log, in the
+// order logged. A chaos test tells a stall of the broker (Side "kafka")
+// from a stall of stated (Side "stated") with it; ended reports the waits
+// whose end was logged since ("kafka: processor no longer waiting").
+func processorWaits(log string) (waits []processorWait, ended map[string]int) {
+	ended = map[string]int{}
+	for line := range strings.Lines(log) {
+		fields := map[string]string{}
+		for _, m := range logField.FindAllStringSubmatch(line, -1) {
+			v := m[2]
+			if u, err := strconv.Unquote(v); err == nil {
+				v = u
+			}
+			fields[m[1]] = v
+		}
+		switch fields["msg"] {
+		case "kafka: processor waiting":
+			d, _ := time.ParseDuration(fields["for"])
+			waits = append(waits, processorWait{WaitingOn: fields["waiting_on"], Side: fields["side"], For: d, Detail: fields["detail"]})
+		case "kafka: processor no longer waiting":
+			ended[fields["waiting_on"]]++
+		}
+	}
+	return waits, ended
+}
+
+// TestCounterProcessNamesAStalledGroupInItsLog: a counter process whose
+// consumer group cannot complete a rebalance (a member joined and went
+// silent) says in its log, at every --wait-log-interval, that it waits on
+// the Kafka group and which request; when the member leaves, it logs that
+// the wait ended and counts every record. This is what the chaos suite
+// reads to tell a stalled broker from a stalled stated.
+func TestCounterProcessNamesAStalledGroupInItsLog(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	counterBinary(t)
+	d := daemontest.Start(t)
+	k := newKafka(t, "events", 2)
+	k.produce(ctx, t, 2000, 23)
+	c := sdkDial(ctx, t, d.SocketPath())
+
+	g := &rawGroup{t: t, brokers: k.brokers, name: "g"}
+	g.admin = g.client()
+	silent := g.member(2*time.Minute, 2*time.Minute)
+	silent.protocol, silent.topic = "cooperative-sticky", k.topic
+	g.stable(ctx, silent)
+
+	p := startCounterProc(t, "counter", "--brokers", strings.Join(k.brokers, ","), "--stated", "unix://"+d.SocketPath(),
+		"--group", "g", "--topic", k.topic, "--namespace", "counts", "--session-timeout", "1s", "--wait-log-interval", "200ms")
+	var waits []processorWait
+	eventually(t, 30*time.Second, "the counter logs twice that it waits on the Kafka group", func() bool {
+		waits, _ = processorWaits(p.logs.String())
+		return len(waits) >= 2
+	})
+	for _, w := range waits {
+		if w.Side != "kafka" || w.WaitingOn != "kafka_group" || !strings.Contains(w.Detail, "JoinGroup") || w.For < 200*time.Millisecond {
+			t.Fatalf("wait %+v, want kafka_group on the kafka side, a JoinGroup in flight, at least 200ms", w)
+		}
+	}
+
+	leave := kmsg.NewPtrLeaveGroupRequest()
+	leave.Group = g.name
+	leave.Members = []kmsg.LeaveGroupRequestMember{{MemberID: silent.id}}
+	if _, err := leave.RequestWith(ctx, silent.cl); err != nil {
+		t.Fatal(err)
+	}
+	k.waitDrained(ctx, t, c, "g", p.exited())
+	eventually(t, 30*time.Second, "the counter logs the end of the wait", func() bool {
+		_, ended := processorWaits(p.logs.String())
+		return ended["kafka_group"] > 0
+	})
+	p.signal(syscall.SIGTERM)
+	k.checkCounts(ctx, t, c, "counts")
 }

@@ -42,6 +42,15 @@ type Config struct {
 	// kgo.SeedBrokers, and TLS, SASL or timeouts as needed. The processor
 	// sets the consumer group, the topics, the offsets and the rebalance
 	// callbacks itself (see Run); do not pass options for those.
+	//
+	// A member does not heartbeat while it joins the group, and a
+	// rebalance may last up to the largest rebalance timeout of the
+	// members. When you shorten kgo.SessionTimeout, set
+	// kgo.RebalanceTimeout no longer than it (a broker that counts the
+	// join against the session expires members mid-join otherwise), yet
+	// longer than a commit to stated can take during a failover: a member
+	// that rejoins later than the rebalance timeout is dropped, and its
+	// batch is fenced and processed again by the new owner.
 	KafkaOptions []kgo.Opt
 	// Exactly one of Handler and BatchHandler must be set.
 	Handler      Handler
