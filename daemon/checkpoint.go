@@ -200,9 +200,6 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 		c.logger.Warn("daemon: flush before checkpoint", "error", err)
 	}
 	cp, err := c.store.Checkpoint(ctx)
-	if err == nil && c.cutHook != nil {
-		cp.Dir = c.cutHook(cp.Epoch, cp.Dir)
-	}
 	if tr != nil {
 		tr.started <- triggerResult{epoch: cp.Epoch, err: err}
 	}
@@ -213,6 +210,9 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	c.mu.Lock()
 	c.st.InProgressEpoch, c.st.InProgressBytesDone, c.st.InProgressBytesTotal = cp.Epoch, 0, 0
 	c.mu.Unlock()
+	if c.cutHook != nil {
+		cp.Dir = c.cutHook(cp.Epoch, cp.Dir)
+	}
 
 	if cut, err := fsm.TrimCheckpointWAL(cp.Dir); err != nil {
 		c.failed(tr, cp.Epoch, err)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+
 	"github.com/statedhq/stated/daemon/grpcapi"
 	"github.com/statedhq/stated/daemon/recovery"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
@@ -97,11 +99,31 @@ func (a checkpointsAPI) Recovery(ctx context.Context, sel recovery.Selector, ver
 	if err != nil {
 		return nil, err
 	}
-	opts := recovery.Options{Verify: verify}
+	var adm *kadm.Client
 	if a.c.kafka != nil {
-		opts.Kafka = a.c.kafka.adm
+		adm = a.c.kafka.adm
 	}
-	kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	return BuildRecovery(ctx, a.c.up, m, verify, adm)
+}
+
+// KafkaTimeout bounds the questions a recovery report asks Kafka.
+const KafkaTimeout = 30 * time.Second
+
+// BuildRecovery builds the recovery report of m. Verifying reads every
+// file of the checkpoint and takes as long as that takes (ctx bounds it);
+// Kafka, if adm is set, gets KafkaTimeout to answer, and a Kafka that does
+// not is reported in the report, not as an error.
+func BuildRecovery(ctx context.Context, up *uploader.Uploader, m *uploader.Manifest, verify bool, adm *kadm.Client) (*recovery.Report, error) {
+	r, err := recovery.Build(ctx, up, m, recovery.Options{Verify: verify})
+	if err != nil || adm == nil {
+		return r, err
+	}
+	kctx, cancel := context.WithTimeout(ctx, KafkaTimeout)
 	defer cancel()
-	return recovery.Build(kctx, a.c.up, m, opts)
+	k, err := recovery.Build(kctx, up, m, recovery.Options{Kafka: adm})
+	if err != nil {
+		return nil, err
+	}
+	r.Partitions, r.Replay, r.Lost, r.KafkaChecked, r.KafkaError = k.Partitions, k.Replay, k.Lost, k.KafkaChecked, k.KafkaError
+	return r, nil
 }

@@ -42,11 +42,20 @@ func (c *cli) checkpointTrigger() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "trigger",
 		Short: "Take a checkpoint now; with --wait, until it is uploaded",
-		Args:  cobra.NoArgs,
+		Long: `Take a checkpoint now: the leader proposes its barrier and the command
+prints its epoch once the barrier applied.
+
+With --wait it returns once the checkpoint is uploaded and its manifest
+written, drawing a progress bar of the upload on a terminal. That takes as
+long as the upload takes (minutes for a large first checkpoint): --wait is
+not bounded by the default --timeout, only by a --timeout you give. When
+that bound is reached the command exits 2 saying what is still running;
+the checkpoint goes on in the daemon (see stated checkpoint list).`,
+		Args: cobra.NoArgs,
 	}
 	cmd.RunE = runtime(func(cmd *cobra.Command, _ []string) error {
-		return c.withCheckpoints(cmd, func(ctx context.Context, cp statedv1.CheckpointsClient) error {
-			if !wait {
+		if !wait {
+			return c.withCheckpoints(cmd, func(ctx context.Context, cp statedv1.CheckpointsClient) error {
 				resp, err := cp.Trigger(ctx, &statedv1.TriggerCheckpointRequest{})
 				if err != nil {
 					return err
@@ -56,7 +65,16 @@ func (c *cli) checkpointTrigger() *cobra.Command {
 				}
 				fmt.Fprintf(c.stdout, "checkpoint %d started\n", resp.GetEpoch())
 				return nil
-			}
+			})
+		}
+		cps := func(client *stated.Client) statedv1.CheckpointsClient {
+			return statedv1.NewCheckpointsClient(client.Conn())
+		}
+		return c.withLongClient(cmd, func(ctx context.Context, client *stated.Client) error {
+			_, err := cps(client).Status(ctx, &statedv1.CheckpointStatusRequest{})
+			return err
+		}, func(ctx context.Context, client *stated.Client) error {
+			cp := cps(client)
 			stop := c.showProgress(ctx, cp)
 			resp, err := cp.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
 			stop()
@@ -69,11 +87,27 @@ func (c *cli) checkpointTrigger() *cobra.Command {
 			s := resp.GetSummary()
 			fmt.Fprintf(c.stdout, "checkpoint %d completed: %d files, %s, %d keys\n", s.GetEpoch(), s.GetFiles(), humanBytes(s.GetBytes()), s.GetKeys())
 			return nil
+		}, func(ctx context.Context, client *stated.Client) string {
+			return c.checkpointStill(ctx, cps(client))
 		})
 	})
-	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the checkpoint is uploaded (a progress bar on a terminal)")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the checkpoint is uploaded (a progress bar on a terminal); bounded only by an explicit --timeout")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// checkpointStill says what a checkpoint --wait gave up on is doing.
+func (c *cli) checkpointStill(ctx context.Context, cp statedv1.CheckpointsClient) string {
+	st, err := cp.Status(ctx, &statedv1.CheckpointStatusRequest{})
+	if err == nil && st.GetInProgressEpoch() != 0 {
+		progress := ""
+		if total := st.GetInProgressBytesTotal(); total > 0 {
+			progress = fmt.Sprintf(" (%s of %s sent)", humanBytes(st.GetInProgressBytesDone()), humanBytes(total))
+		}
+		return fmt.Sprintf("checkpoint %d is still uploading%s after %s (--timeout); it goes on in the daemon: see `stated checkpoint list` and `stated status`",
+			st.GetInProgressEpoch(), progress, c.timeout)
+	}
+	return fmt.Sprintf("the checkpoint did not complete within %s (--timeout); it may still be starting, or have finished since: see `stated checkpoint list` and `stated status`", c.timeout)
 }
 
 // showProgress draws a progress bar of the upload in progress while the
@@ -283,16 +317,26 @@ func (c *cli) checkpointSavepoint() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "savepoint NAME",
 		Short: "Pin a completed checkpoint (the latest, or --epoch) under NAME; retention keeps it",
-		Args:  cobra.ExactArgs(1),
+		Long: `Pin a completed checkpoint (the latest, or --epoch) under NAME, 1 to 128 of
+[A-Za-z0-9._-]; retention keeps it and its files until
+stated checkpoint delete --savepoint NAME.
+
+The command returns once the pin is written and every file of the
+checkpoint is confirmed in the bucket; if retention on another node is
+deleting files at that moment, it waits for it to end (up to a minute). It
+is not bounded by the default --timeout, only by a --timeout you give.`,
+		Args: cobra.ExactArgs(1),
 	}
 	cmd.RunE = runtime(func(cmd *cobra.Command, args []string) error {
-		return c.withCheckpoints(cmd, func(ctx context.Context, cp statedv1.CheckpointsClient) error {
-			resp, err := cp.Savepoint(ctx, &statedv1.SavepointRequest{Epoch: epoch, Name: args[0]})
+		return c.withLongClient(cmd, nil, func(ctx context.Context, client *stated.Client) error {
+			resp, err := statedv1.NewCheckpointsClient(client.Conn()).Savepoint(ctx, &statedv1.SavepointRequest{Epoch: epoch, Name: args[0]})
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(c.stdout, "checkpoint %d pinned as savepoint %q\n", resp.GetEpoch(), args[0])
 			return nil
+		}, func(context.Context, *stated.Client) string {
+			return fmt.Sprintf("savepoint %q was not confirmed within %s (--timeout) and was abandoned; see `stated checkpoint list` for whether it is pinned", args[0], c.timeout)
 		})
 	})
 	cmd.Flags().Uint64Var(&epoch, "epoch", 0, "the checkpoint to pin (default: the latest)")

@@ -2,11 +2,18 @@ package main
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
@@ -124,4 +131,86 @@ func shortSocket(t *testing.T) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return filepath.Join(dir, "s.sock")
+}
+
+// blockedCheckpoints starts a daemon whose checkpoints go to an S3
+// server (gofakes3 on loopback) that holds every upload of a checkpoint
+// file until the returned func is called (also at cleanup). entered
+// receives a value when the first such upload arrives.
+func blockedCheckpoints(t *testing.T) (d *daemon.Daemon, entered <-chan struct{}, release func()) {
+	t.Helper()
+	backend := s3mem.New()
+	if err := backend.CreateBucket("ckpt"); err != nil {
+		t.Fatal(err)
+	}
+	s3 := gofakes3.New(backend).Server()
+	in, gate := make(chan struct{}), make(chan struct{})
+	var first, once sync.Once
+	release = func() { once.Do(func() { close(gate) }) }
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/files/") {
+			first.Do(func() { close(in) })
+			<-gate
+		}
+		s3.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	t.Setenv("AWS_ACCESS_KEY_ID", "k")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "s")
+	t.Setenv("AWS_REGION", "us-east-1")
+	bucket := "s3://ckpt?endpoint=" + srv.URL + "&use_path_style=true&region=us-east-1&disable_https=true"
+	d = daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL = bucket; c.CheckpointInterval = 0 })
+	t.Cleanup(release) // runs before the daemon and the server close
+	return d, in, release
+}
+
+// TestCheckpointTriggerWaitOutlastsTheDefaultTimeout: --wait waits for
+// the upload however long it takes, without an explicit --timeout.
+func TestCheckpointTriggerWaitOutlastsTheDefaultTimeout(t *testing.T) {
+	d, entered, release := blockedCheckpoints(t)
+	done := make(chan result, 1)
+	go func() { done <- client(t, d, "checkpoint", "trigger", "--wait") }()
+	<-entered
+	// The condition is the passing of time itself: past the default bound.
+	select {
+	case r := <-done:
+		t.Fatalf("trigger --wait returned while the checkpoint was still uploading: exit %d, %q", r.code, r.stderr)
+	case <-time.After(defaultTimeout + time.Second):
+	}
+	release()
+	if out := mustSucceed(t, <-done); !strings.HasPrefix(out, "checkpoint 1 completed: ") {
+		t.Fatalf("trigger --wait = %q", out)
+	}
+}
+
+// TestCheckpointTriggerWaitStopsAtAnExplicitTimeoutSayingWhatRuns: a
+// --timeout (or STATED_TIMEOUT) the user gives bounds --wait, and the
+// message says what still runs; the checkpoint goes on in the daemon.
+func TestCheckpointTriggerWaitStopsAtAnExplicitTimeoutSayingWhatRuns(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+	}{
+		{"--timeout", nil, []string{"--timeout", "300ms"}},
+		{"STATED_TIMEOUT", map[string]string{"STATED_TIMEOUT": "300ms"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _, release := blockedCheckpoints(t)
+			args := append(append([]string{"--addr", d.SocketPath()}, tc.args...), "checkpoint", "trigger", "--wait")
+			r := cliRun(t, tc.env, args...)
+			if r.code != 2 || !strings.Contains(r.stderr, "checkpoint 1 is still uploading") ||
+				!strings.Contains(r.stderr, "after 300ms (--timeout); it goes on in the daemon: see `stated checkpoint list`") {
+				t.Fatalf("exit %d, %q; want 2 and what is still running", r.code, r.stderr)
+			}
+			release()
+			deadline := time.Now().Add(30 * time.Second)
+			for !strings.Contains(mustSucceed(t, client(t, d, "checkpoint", "list")), "\n1 ") {
+				if time.Now().After(deadline) {
+					t.Fatal("checkpoint 1 never completed after trigger --wait gave up")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
@@ -63,4 +64,81 @@ func (c *cli) clientError(err error) error {
 		return &exitError{code: exitUnreachable, err: fmt.Errorf("no answer from the daemon at %s within %s", c.addr, c.timeout)}
 	}
 	return &exitError{code: exitFailed, err: fmt.Errorf("%s: %s", st.Code(), st.Message())}
+}
+
+// defaultTimeout bounds a quick call to the daemon when --timeout is not
+// given.
+const defaultTimeout = 5 * time.Second
+
+// Operations that take as long as the work takes (checkpoint trigger
+// --wait, checkpoint savepoint, recovery, restore) are not bounded by the
+// default --timeout, which is meant for quick calls: only a --timeout (or
+// STATED_TIMEOUT) the user gave bounds them. The daemon must still answer
+// a quick call within the default.
+
+// explicitTimeout reports whether the user gave --timeout or
+// STATED_TIMEOUT.
+func (c *cli) explicitTimeout(cmd *cobra.Command) bool {
+	if f := cmd.Flags().Lookup("timeout"); f != nil && f.Changed {
+		return true
+	}
+	if c.env == nil {
+		return false
+	}
+	_, ok := c.env(envName("timeout"))
+	return ok
+}
+
+// opContext returns the context of a long operation: bounded by an
+// explicit --timeout, else by nothing but the command's own context.
+func (c *cli) opContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	if c.explicitTimeout(cmd) {
+		return context.WithTimeout(cmd.Context(), c.timeout)
+	}
+	return context.WithCancel(cmd.Context())
+}
+
+// boundReached reports whether err ended an operation of ctx because its
+// explicit --timeout passed.
+func boundReached(ctx context.Context, err error) bool {
+	if err == nil || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return false
+	}
+	return errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded || status.Code(err) == codes.Canceled
+}
+
+// stillRunning is the failure of a long operation whose --timeout passed:
+// msg says what is still running, or was stopped.
+func (c *cli) stillRunning(msg string) error {
+	return &exitError{code: exitUnreachable, err: errors.New(msg)}
+}
+
+// withLongClient runs fn, a long operation, with a client of the daemon
+// at --addr. ping, a quick call, runs first within the default --timeout
+// so that a daemon that does not answer is reported at once. When an
+// explicit --timeout ends fn, still (called with a fresh context of
+// --timeout) says what is still running.
+func (c *cli) withLongClient(cmd *cobra.Command, ping func(ctx context.Context, client *stated.Client) error,
+	fn func(ctx context.Context, client *stated.Client) error, still func(ctx context.Context, client *stated.Client) string) error {
+	dctx, cancel := context.WithTimeout(cmd.Context(), c.timeout)
+	defer cancel()
+	client, err := stated.Dial(dctx, c.addr)
+	if err != nil {
+		return &exitError{code: exitUnreachable, err: fmt.Errorf("cannot reach the daemon at %s: %w", c.addr, err)}
+	}
+	defer client.Close()
+	if ping != nil {
+		if err := ping(dctx, client); err != nil {
+			return c.clientError(err)
+		}
+	}
+	ctx, cancelOp := c.opContext(cmd)
+	defer cancelOp()
+	err = fn(ctx, client)
+	if boundReached(ctx, err) {
+		qctx, qcancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), c.timeout)
+		defer qcancel()
+		return c.stillRunning(still(qctx, client))
+	}
+	return c.clientError(err)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -16,9 +17,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/recovery"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore"
+	stated "github.com/statedhq/stated/sdk/go"
 	"github.com/statedhq/stated/uploader"
 )
 
@@ -91,7 +94,12 @@ checkpoint instead, and says so.
 The new state is staged whole beside the old one and swapped in
 crash-safely: if the restore is killed at any point, the data dir holds
 the old node or the restored one, whole, and the next run (or restore)
-finishes the swap.`,
+finishes the swap.
+
+A restore takes as long as the download takes: the default --timeout,
+meant for quick calls to a daemon, does not apply; a --timeout you give
+bounds it, and when it is reached the restore stops, says how far it got,
+and leaves the data dir as it was.`,
 		Args: cobra.NoArgs,
 	}
 	cmd.RunE = runtime(func(cmd *cobra.Command, _ []string) error {
@@ -102,7 +110,8 @@ finishes the swap.`,
 		if dataDir == "" {
 			return &exitError{code: exitUsage, err: errors.New("--data-dir is required")}
 		}
-		ctx := cmd.Context()
+		ctx, cancel := c.opContext(cmd)
+		defer cancel()
 		up, closeBucket, err := openUploader(ctx, from)
 		if err != nil {
 			return err
@@ -118,6 +127,11 @@ finishes the swap.`,
 			Uploader: up, Select: sel, DataDir: dataDir, Force: force, Fallback: fallback, Kafka: adm, Progress: bar.progress,
 		})
 		bar.finish()
+		if boundReached(ctx, err) {
+			done, total := bar.state()
+			return c.stillRunning(fmt.Sprintf("restore stopped after %s (--timeout) with %s of %s downloaded; %s is left as it was; run it again with a larger --timeout, or none",
+				c.timeout, humanBytes(uint64(done)), humanBytes(uint64(total)), dataDir))
+		}
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
@@ -178,8 +192,13 @@ func bootstrapRestored(ctx context.Context, dataDir, nodeID, raftAddr string) (s
 	return s.ClusterID(), nil
 }
 
-// downloadBar draws a progress bar on a terminal.
-type downloadBar struct{ bar *progressbar.ProgressBar }
+// downloadBar draws a progress bar on a terminal, and remembers how far
+// the download got.
+type downloadBar struct {
+	bar         *progressbar.ProgressBar
+	mu          sync.Mutex
+	done, total int64
+}
 
 func (c *cli) downloadBar() *downloadBar {
 	f, ok := c.stderr.(*os.File)
@@ -190,7 +209,17 @@ func (c *cli) downloadBar() *downloadBar {
 		progressbar.OptionSetDescription("restore"), progressbar.OptionThrottle(100*time.Millisecond))}
 }
 
+// state returns the bytes downloaded and to download.
+func (d *downloadBar) state() (done, total int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.done, d.total
+}
+
 func (d *downloadBar) progress(done, total int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.done, d.total = done, total
 	if d.bar == nil {
 		return
 	}
@@ -219,7 +248,12 @@ every file of it is present and intact, and per group, topic and
 partition the checkpoint's offset, Kafka's log start and end offsets, how
 many records will be replayed, and how many can no longer be replayed
 because retention deleted them (lost). Without --kafka-brokers it reports
-the stated side alone.`,
+the stated side alone.
+
+Verifying reads every file of the checkpoint, which takes as long as it
+takes: the report is not bounded by the default --timeout, only by a
+--timeout you give (Kafka gets 30 s to answer; --no-verify skips the
+verification).`,
 		Args: cobra.NoArgs,
 	}
 	cmd.RunE = runtime(func(cmd *cobra.Command, _ []string) error {
@@ -231,15 +265,19 @@ the stated side alone.`,
 			if len(brokers) > 0 {
 				return &exitError{code: exitUsage, err: errors.New("--kafka-brokers needs --from; without --from the daemon reports with its own brokers")}
 			}
-			return c.withCheckpoints(cmd, func(ctx context.Context, cp statedv1.CheckpointsClient) error {
+			return c.withLongClient(cmd, nil, func(ctx context.Context, client *stated.Client) error {
+				cp := statedv1.NewCheckpointsClient(client.Conn())
 				resp, err := cp.Recovery(ctx, &statedv1.RecoveryRequest{Epoch: sel.Epoch, Savepoint: sel.Savepoint, SkipVerify: noVerify})
 				if err != nil {
 					return err
 				}
 				return c.printRecovery(reportFromProto(resp), asJSON)
+			}, func(context.Context, *stated.Client) string {
+				return c.recoveryStill(noVerify)
 			})
 		}
-		ctx := cmd.Context()
+		ctx, cancel := c.opContext(cmd)
+		defer cancel()
 		up, closeBucket, err := openUploader(ctx, from)
 		if err != nil {
 			return err
@@ -251,15 +289,19 @@ the stated side alone.`,
 		}
 		defer closeKafka()
 		m, err := recovery.Select(ctx, up, sel)
+		if boundReached(ctx, err) {
+			return c.stillRunning(c.recoveryStill(noVerify))
+		}
 		if errors.Is(err, uploader.ErrNotFound) && sel == (recovery.Selector{}) {
 			err = fmt.Errorf("the bucket at %s holds no checkpoint", from)
 		}
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
-		kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		r, err := recovery.Build(kctx, up, m, recovery.Options{Verify: !noVerify, Kafka: adm})
+		r, err := daemon.BuildRecovery(ctx, up, m, !noVerify, adm)
+		if boundReached(ctx, err) {
+			return c.stillRunning(c.recoveryStill(noVerify))
+		}
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
@@ -272,6 +314,15 @@ the stated side alone.`,
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.BoolVar(&noVerify, "no-verify", false, "do not read every file to check its checksum")
 	return cmd
+}
+
+// recoveryStill says what a recovery report stopped by --timeout was
+// doing.
+func (c *cli) recoveryStill(noVerify bool) string {
+	if noVerify {
+		return fmt.Sprintf("the recovery report did not finish within %s (--timeout)", c.timeout)
+	}
+	return fmt.Sprintf("the recovery report did not finish within %s (--timeout): it was still verifying every file of the checkpoint, which reads them all; it stopped. Give a larger --timeout or none, or --no-verify to skip the verification", c.timeout)
 }
 
 // printRecovery prints r, and fails with exit 2 when Kafka did not answer.

@@ -103,3 +103,31 @@ func freeAddr(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// TestRestoreAndRecoveryStopAtAnExplicitTimeoutSayingHowFarTheyGot: the
+// default --timeout does not bound them (the other tests run them without
+// one), but a --timeout the user gives does, and the message says so.
+func TestRestoreAndRecoveryStopAtAnExplicitTimeoutSayingHowFarTheyGot(t *testing.T) {
+	t.Parallel()
+	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
+	d := daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL = bucket; c.CheckpointInterval = 0 })
+	mustSucceed(t, client(t, d, "kv", "add", "ns", "clicks", "7"))
+	mustSucceed(t, client(t, d, "checkpoint", "trigger", "--wait"))
+	dir := filepath.Join(t.TempDir(), "new")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"restore", "--from", bucket, "--data-dir", dir}, "restore stopped after 1ns (--timeout) with "},
+		{[]string{"recovery", "--from", bucket}, "the recovery report did not finish within 1ns (--timeout): it was still verifying"},
+	} {
+		r := cliRun(t, nil, append(tc.args, "--timeout", "1ns")...)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v --timeout 1ns: exit %d, %q; want 2 and %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+	// Run again without the bound, the restore completes.
+	if out := mustSucceed(t, cliRun(t, nil, "restore", "--from", bucket, "--data-dir", dir)); !strings.Contains(out, "restored checkpoint 1 ") {
+		t.Errorf("restore after the stopped one = %q", out)
+	}
+}

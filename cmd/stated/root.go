@@ -80,7 +80,7 @@ func (c *cli) rootCommand() *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
 	f := root.PersistentFlags()
 	f.StringVar(&c.addr, "addr", defaultAddr, "daemon address for client commands: a unix socket path or host:port; several members of a cluster, comma-separated")
-	f.DurationVar(&c.timeout, "timeout", 5*time.Second, "how long a client command waits for the daemon")
+	f.DurationVar(&c.timeout, "timeout", defaultTimeout, "how long a client command waits for the daemon; commands that wait for an operation (checkpoint trigger --wait, checkpoint savepoint, recovery, restore) wait as long as it takes unless --timeout is given")
 	bindEnv(f, "addr", "timeout")
 	root.AddCommand(c.runCommand(), c.kvCommand(), c.offsetsCommand(), c.clusterCommand(), c.statusCommand(), c.checkpointCommand(), c.restoreCommand(), c.recoveryCommand())
 	return root
