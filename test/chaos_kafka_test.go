@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +25,9 @@ const (
 	// chaosSessionTimeout is the processors' Kafka session timeout: a
 	// SIGKILLed processor's partitions move after it.
 	chaosSessionTimeout = 2 * time.Second
+	// chaosWaitLogInterval is how often a waiting processor says what it
+	// waits on.
+	chaosWaitLogInterval = time.Second
 )
 
 // chaosKafka is the broker (kfake in the test process), a producer that
@@ -41,10 +43,9 @@ type chaosKafka struct {
 	stopProducing context.CancelFunc
 	producerDone  chan error
 
-	mu       sync.Mutex
-	starts   int
-	crashes  []string // processors that exited without being killed
-	rebTimeo bool     // examples/counter has --rebalance-timeout
+	mu      sync.Mutex
+	starts  int
+	crashes []string // processors that exited without being killed
 }
 
 // chaosProc is one processor slot: the process running in it now.
@@ -57,8 +58,6 @@ type chaosProc struct {
 func newChaosKafka(t *testing.T, cl *chaosCluster, r *rand.Rand, processors int) *chaosKafka {
 	t.Helper()
 	ck := &chaosKafka{t: t, k: newKafka(t, "events", 4), cl: cl, r: r}
-	help, _ := exec.Command(counterBinary(t), "-h").CombinedOutput()
-	ck.rebTimeo = strings.Contains(string(help), "rebalance-timeout")
 	for i := range processors {
 		ck.procs = append(ck.procs, &chaosProc{slot: i})
 	}
@@ -137,12 +136,13 @@ func (ck *chaosKafka) start(s int) {
 	args := []string{"--brokers", strings.Join(ck.k.brokers, ","), "--stated", ck.cl.sockets(s),
 		"--group", chaosGroup, "--topic", ck.k.topic, "--namespace", chaosCounts, "--client-id", id,
 		"--session-timeout", chaosSessionTimeout.String(), "--max-poll-records", strconv.Itoa(50 + ck.r.IntN(451))}
-	if ck.rebTimeo {
-		// Below the session timeout: a member does not heartbeat while
-		// it joins, so a longer rebalance lets the broker expire it
-		// mid-join (see examples/counter).
-		args = append(args, "--rebalance-timeout", (chaosSessionTimeout * 3 / 4).String())
-	}
+	// The rebalance timeout below the session timeout: a member does not
+	// heartbeat while it joins, so a longer rebalance lets the broker
+	// expire it mid-join (see examples/counter). A processor that waits
+	// on the group or on stated says so at the wait-log interval, which
+	// the diagnosis of a stall reads.
+	args = append(args, "--rebalance-timeout", (chaosSessionTimeout * 3 / 4).String(),
+		"--wait-log-interval", chaosWaitLogInterval.String())
 	ck.procs[s].p = startCounterProc(ck.t, id, args...)
 	ck.procs[s].id = id
 }
@@ -307,9 +307,30 @@ func (ck *chaosKafka) diagnose(ctx context.Context) string {
 		}
 	}
 
+	// What the processors say they wait on now: the wait warnings they
+	// log within a few intervals.
+	waits := ck.currentWaits(3 * chaosWaitLogInterval)
+	var onStated, onKafka []string
+	for id, ws := range waits {
+		for _, w := range ws {
+			desc := fmt.Sprintf("%s waits on %s for %s (%s)", id, w.WaitingOn, w.For, w.Detail)
+			if w.Side == "stated" {
+				onStated = append(onStated, desc)
+			} else {
+				onKafka = append(onKafka, desc)
+			}
+		}
+	}
+	sort.Strings(onStated)
+	sort.Strings(onKafka)
+
 	switch {
 	case !leader || !commits:
 		fmt.Fprintf(&b, "VERDICT: stated is stuck: leader=%v, commits fail: %s\n", leader, strings.Join(commitErrs, "; "))
+	case len(onStated) > 0:
+		fmt.Fprintf(&b, "VERDICT: stated is stuck for the processors: %s\n", strings.Join(onStated, "; "))
+	case len(onKafka) > 0:
+		fmt.Fprintf(&b, "VERDICT: the broker's consumer group is stuck: %s; stated commits fine\n", strings.Join(onKafka, "; "))
 	case len(live) == 0:
 		fmt.Fprintf(&b, "VERDICT: no processor is running (see the exits below), stated commits fine\n")
 	case groupErr != nil:
@@ -332,6 +353,33 @@ func (ck *chaosKafka) diagnose(ctx context.Context) string {
 		}
 	}
 	return b.String()
+}
+
+// currentWaits watches the live processors' logs for window and returns
+// the wait warnings each logs meanwhile (processorWaits), by client id.
+func (ck *chaosKafka) currentWaits(window time.Duration) map[string][]processorWait {
+	from := map[*chaosProc]int{}
+	for _, cp := range ck.procs {
+		if cp.p != nil {
+			from[cp] = len(cp.p.logs.String())
+		}
+	}
+	time.Sleep(window)
+	out := map[string][]processorWait{}
+	for cp, n := range from {
+		log := cp.p.logs.String()
+		if waits, _ := processorWaits(log[min(n, len(log)):]); len(waits) > 0 {
+			// The newest warning of each kind says how long it has lasted.
+			last := map[string]processorWait{}
+			for _, w := range waits {
+				last[w.WaitingOn] = w
+			}
+			for _, w := range last {
+				out[cp.id] = append(out[cp.id], w)
+			}
+		}
+	}
+	return out
 }
 
 // lastLines returns the last n lines of s.

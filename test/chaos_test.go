@@ -262,9 +262,6 @@ func TestChaosLosesNoAcknowledgedCommitAndCountsEveryRecordOnce(t *testing.T) {
 	}
 	run.cl = newChaosCluster(ctx, t, partitions)
 	run.ck = newChaosKafka(t, run.cl, r, cfg.processors)
-	if !run.ck.rebTimeo {
-		run.notes = append(run.notes, "note: examples/counter has no --rebalance-timeout; processors use franz-go's default")
-	}
 	run.ck.produce(ctx, cfg.rate)
 	run.ck.startAll()
 	load1 := startLoad(ctx, t, run.cl, r, 1, cfg.workers)
