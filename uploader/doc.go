@@ -73,7 +73,8 @@
 // Savepoint pins a checkpoint under a name; retention keeps it until
 // DeleteSavepoint. It returns only once the pin is in place and every
 // file of the checkpoint is in the bucket. Delete refuses a pinned
-// checkpoint (ErrPinned).
+// checkpoint (ErrPinned), and the newest checkpoint unless forced
+// (ErrNewest): its offsets are the ones consumers were told.
 //
 // # Downloads
 //
