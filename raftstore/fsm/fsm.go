@@ -234,17 +234,24 @@ func (f *FSM) applyCommand(index uint64, cmd *command.Command) (uint64, bool, ap
 	if c := cmd.Commit; cmd.Type == command.TypeCommit && c != nil {
 		switch {
 		case legacyRetry(cmd):
-			if first, ok, err := f.duplicateOf(cmd); err != nil || ok {
-				return first, ok, applyOut{}, err
+			first, ok, err := f.duplicateOf(cmd)
+			if err != nil {
+				return index, false, applyOut{}, err
+			}
+			if ok {
+				return first, true, applyOut{}, nil
 			}
 		case c.SessionID != 0:
 			s, first, dup, err := checkSession(f.db, c, cmd.Now)
-			if err != nil || dup {
-				return first, dup, applyOut{}, err
+			if err != nil {
+				return index, false, applyOut{}, err
+			}
+			if dup {
+				return first, true, applyOut{}, nil
 			}
 			chk = &s
 		case c.Seq != 0:
-			return 0, false, applyOut{}, reject("session_id", "a commit with a sequence needs a session; open one with OpenSession")
+			return index, false, applyOut{}, reject("session_id", "a commit with a sequence needs a session; open one with OpenSession")
 		}
 	}
 	out, err := f.writeCommand(index, cmd, chk)
