@@ -71,6 +71,21 @@ type modelRun struct {
 	log  [][]byte
 	got  []*Result
 	kind map[string]int // what the run exercised, for the log
+
+	// barrier is a barrier whose local checkpoint is checked only after
+	// the next entry applied, so that the two run concurrently.
+	barrier *pendingBarrier
+	// snap is a snapshot taken some entries ago and not yet persisted,
+	// with the state it must hold.
+	snap     raft.FSMSnapshot
+	snapDump [][2][]byte
+}
+
+type pendingBarrier struct {
+	cp   *CheckpointResult
+	m    *model // the model as of the barrier
+	step int
+	data []byte
 }
 
 func runModel(t *testing.T, seed uint64, steps int) {
@@ -83,12 +98,20 @@ func runModel(t *testing.T, seed uint64, steps int) {
 	m := newModel()
 	run := &modelRun{t: t, seed: seed, dir: dir, f: f, m: m, g: newGen(seed, m, steps), kind: map[string]int{}}
 	restartAt := steps/2 + run.g.r.IntN(steps/4+1)
+	snapAt := steps/4 + run.g.r.IntN(steps/8+1)
 	for step := 1; step <= steps; step++ {
 		run.step(step)
-		if step == restartAt {
+		switch step {
+		case snapAt:
+			run.takeSnapshot()
+		case snapAt + 20:
+			run.persistSnapshot()
+		case restartAt:
 			run.restart()
 		}
 	}
+	run.settleBarrier(nil)
+	run.persistSnapshot()
 	run.replayElsewhere()
 	t.Logf("outcomes: %v", run.kind)
 	for _, k := range []string{"applied", "duplicate", "fenced", "session superseded", "session not open",
@@ -122,8 +145,9 @@ func (r *modelRun) step(step int) {
 	if d := diffResult(got, want); d != "" {
 		r.fail(step, data, "result: %s", d)
 	}
+	r.settleBarrier(cmd)
 	if got.Checkpoint != nil {
-		r.checkBarrier(step, data, got.Checkpoint)
+		r.barrier = &pendingBarrier{cp: got.Checkpoint, m: r.m.clone(), step: step, data: data}
 	}
 	if cmd != nil && cmd.Type == command.TypeCheckpointDone && got.Err == nil && cmd.Epoch != 0 {
 		for e := uint64(1); e <= cmd.Epoch; e++ {
@@ -143,24 +167,73 @@ func (r *modelRun) step(step int) {
 	}
 }
 
-// checkBarrier waits for a barrier's local checkpoint and checks that it
-// holds the state as of the barrier.
-func (r *modelRun) checkBarrier(step int, data []byte, cp *CheckpointResult) {
-	if err := cp.Wait(); err != nil {
-		r.fail(step, data, "local checkpoint: %v", err)
+// settleBarrier waits for the local checkpoint of the pending barrier and
+// checks that it holds the state as of the barrier or of the entry after
+// it (next, nil at the end of the run), which applied while the
+// checkpoint was being made.
+func (r *modelRun) settleBarrier(next *command.Command) {
+	b := r.barrier
+	if b == nil {
+		return
 	}
-	info, err := ReadCheckpoint(cp.Dir)
+	r.barrier = nil
+	if err := b.cp.Wait(); err != nil {
+		r.fail(b.step, b.data, "local checkpoint: %v", err)
+	}
+	if next != nil && next.Type == command.TypeCheckpointDone && next.Epoch >= b.cp.Epoch {
+		return // the next entry completed the epoch and removed its local copy
+	}
+	info, err := ReadCheckpoint(b.cp.Dir)
 	if err != nil {
-		r.fail(step, data, "read checkpoint: %v", err)
+		r.fail(b.step, b.data, "read checkpoint: %v", err)
+	}
+	m := b.m
+	switch info.AppliedIndex {
+	case b.cp.Index:
+	case uint64(len(r.log)):
+		m = r.m
+	default:
+		r.fail(b.step, b.data, "checkpoint of the barrier at index %d holds applied index %d", b.cp.Index, info.AppliedIndex)
 	}
 	var offs []command.Offset
 	for _, grp := range genGroups {
-		offs = append(offs, r.m.offsetsOf(r.m.offsets, grp)...)
+		offs = append(offs, m.offsetsOf(m.offsets, grp)...)
 	}
-	if info.Epoch != cp.Epoch || info.AppliedIndex != cp.Index || !slices.Equal(info.Offsets, offs) ||
-		info.Keys != r.m.counts().StateKeys {
-		r.fail(step, data, "checkpoint holds epoch %d index %d offsets %v keys %d; want epoch %d index %d offsets %v keys %d",
-			info.Epoch, info.AppliedIndex, info.Offsets, info.Keys, cp.Epoch, cp.Index, offs, r.m.counts().StateKeys)
+	if info.Epoch != m.lastEpoch || !slices.Equal(info.Offsets, offs) || info.Keys != m.counts().StateKeys {
+		r.fail(b.step, b.data, "checkpoint at index %d holds epoch %d offsets %v keys %d; want epoch %d offsets %v keys %d",
+			info.AppliedIndex, info.Epoch, info.Offsets, info.Keys, m.lastEpoch, offs, m.counts().StateKeys)
+	}
+}
+
+// takeSnapshot takes a snapshot for Raft; persistSnapshot persists it
+// entries later and checks that it holds the state as of when it was
+// taken.
+func (r *modelRun) takeSnapshot() {
+	snap, err := r.f.Snapshot()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.snap, r.snapDump = snap, dump(r.t, r.f)
+}
+
+func (r *modelRun) persistSnapshot() {
+	if r.snap == nil {
+		return
+	}
+	t := r.t
+	var sink bufSink
+	err := r.snap.Persist(&sink)
+	r.snap.Release()
+	r.snap = nil
+	if err != nil {
+		t.Fatalf("seed %d: persist snapshot: %v", r.seed, err)
+	}
+	c := openFSM(t)
+	if err := c.Restore(nopCloser{bytes.NewReader(sink.Bytes())}); err != nil {
+		t.Fatal(err)
+	}
+	if got := dump(t, c); !slices.EqualFunc(got, r.snapDump, func(a, b [2][]byte) bool { return bytes.Equal(a[0], b[0]) && bytes.Equal(a[1], b[1]) }) {
+		t.Fatalf("seed %d: a snapshot persisted while entries applied does not hold the state it was taken of (%d keys, want %d)", r.seed, len(got), len(r.snapDump))
 	}
 }
 
@@ -168,6 +241,7 @@ func (r *modelRun) checkBarrier(step int, data []byte, cp *CheckpointResult) {
 // as Raft does after a restart: nothing may change.
 func (r *modelRun) restart() {
 	t := r.t
+	r.persistSnapshot()
 	before := dump(t, r.f)
 	if err := r.f.Close(); err != nil {
 		t.Fatal(err)

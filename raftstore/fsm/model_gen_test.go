@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"math"
@@ -23,7 +24,7 @@ var (
 	genLegacy     = []string{"L1", "L2"}
 	genGroups     = []string{"g", "h"}
 	genTopics     = []string{"t", "u"}
-	genIdle       = []int64{int64(time.Second), int64(3 * time.Second), int64(10 * time.Second), int64(time.Hour)}
+	genIdle       = []int64{int64(time.Second), int64(3 * time.Second), int64(10 * time.Second), int64(time.Hour), math.MaxInt64}
 )
 
 // gen draws a random command log. It reads the model to aim its commands
@@ -72,7 +73,9 @@ func pick[T any](r *rand.Rand, s []T) T { return s[r.IntN(len(s))] }
 // leader whose clock is behind).
 func (g *gen) tick() {
 	switch x := g.r.IntN(100); {
-	case x < 5:
+	case x < 4:
+		g.toDeadline()
+	case x < 7:
 	case x < 75:
 		g.now += g.r.Int64N(int64(300 * time.Millisecond))
 	case x < 95:
@@ -82,6 +85,30 @@ func (g *gen) tick() {
 	default:
 		g.now -= g.r.Int64N(int64(time.Second))
 	}
+}
+
+// toDeadline moves the clock to a deadline the model holds, or just past
+// it: a session's idle timeout, an entry's expiry, a legacy retry
+// record's window. Boundaries are where off-by-one errors hide.
+func (g *gen) toDeadline() {
+	var ds []int64
+	for _, s := range g.m.sessions {
+		if s.lastActive <= math.MaxInt64-s.idle {
+			ds = append(ds, s.lastActive+s.idle)
+		}
+	}
+	for _, e := range g.m.entries {
+		ds = append(ds, e.exp)
+	}
+	for _, d := range g.m.dedup {
+		ds = append(ds, d.exp)
+	}
+	ds = slices.DeleteFunc(ds, func(d int64) bool { return d < g.now || d > g.now+int64(2*time.Hour) })
+	if len(ds) == 0 {
+		return
+	}
+	slices.Sort(ds) // map order must not decide: a seed replays the same log
+	g.now = pick(g.r, ds) + g.r.Int64N(2)
 }
 
 // next returns the encoded command of step.
@@ -226,8 +253,21 @@ func (g *gen) legacyCommit() *command.Command {
 		c.ClientID = "" // a sequence without a client id
 	}
 	c.Mutations, c.Offsets = g.payload(c.ClientID)
-	if len(g.legacy) > 0 && g.r.IntN(100) < 30 {
+	switch x := g.r.IntN(100); {
+	case x < 30 && len(g.legacy) > 0:
 		c = pick(g.r, g.legacy)
+	case x < 45:
+		// A retry at the edge of its record's window.
+		ids := slices.SortedFunc(maps.Keys(g.m.dedup), func(a, b mDedupID) int {
+			return cmp.Or(cmp.Compare(a.client, b.client), cmp.Compare(a.seq, b.seq))
+		})
+		for _, id := range ids {
+			if exp := g.m.dedup[id].exp; exp > g.now {
+				g.now = exp - 1 + g.r.Int64N(3)
+				c.ClientID, c.Seq = id.client, id.seq
+				break
+			}
+		}
 	}
 	g.legacy = append(g.legacy, c)
 	return &command.Command{Type: command.TypeCommit, Now: g.now, Commit: c}
@@ -372,7 +412,13 @@ func (g *gen) release() *command.Claim {
 // listing that commits or a new session made stale since, sometimes made
 // up.
 func (g *gen) sweep() []command.SessionRef {
-	listing := g.m.idleSessions(g.now, 1+g.r.IntN(4))
+	// The leader lists at its own time, which may be ahead of the time of
+	// entries still to apply; a listing can also wait for a later sweep.
+	at := g.now
+	if g.r.IntN(2) == 0 {
+		at += g.r.Int64N(int64(5 * time.Second))
+	}
+	listing := g.m.idleSessions(at, 1+g.r.IntN(4))
 	switch x := g.r.IntN(100); {
 	case x < 55:
 		g.refs = listing
