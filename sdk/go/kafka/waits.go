@@ -204,7 +204,14 @@ func (h groupHooks) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e2e kgo.Brok
 		h.w.detail(WaitKafkaGroup, fmt.Sprintf("%s to broker %d failed after %s: %v", name, meta.NodeID, e2e.DurationE2E().Round(time.Millisecond), err))
 		return
 	}
-	h.w.detail(WaitKafkaGroup, fmt.Sprintf("%s answered by broker %d after %s", name, meta.NodeID, e2e.DurationE2E().Round(time.Millisecond)))
+	detail := fmt.Sprintf("%s answered by broker %d after %s", name, meta.NodeID, e2e.DurationE2E().Round(time.Millisecond))
+	if key == kmsg.SyncGroup.Int16() {
+		// franz-go hands out the assignment between two batches: a wait
+		// that stays here waits for the batch in flight (see the other
+		// waits), or joins again if the answer was an error.
+		detail += "; handing out the assignment once no batch is in flight"
+	}
+	h.w.detail(WaitKafkaGroup, detail)
 }
 
 func (h groupHooks) OnGroupManageError(err error) {
