@@ -436,8 +436,14 @@ func (r *modelRun) diffState(now int64) string {
 			return d
 		}
 	}
-	// One map, one list and one key prefix, picked at random.
-	ns, key := pick(r.g.r, genNamespaces), pick(r.g.r, genKeys)
+	// One map, one list, a key prefix and ranges, picked at random.
+	rnd := r.g.r
+	ns, key := pick(rnd, genNamespaces), pick(rnd, genKeys)
+	start, end, limit := pick(rnd, genKeys), pick(rnd, genKeys), rnd.IntN(4)
+	kind := pick(rnd, []Kind{KindAny, KindValue, KindCounter})
+	sub, subStart, subEnd := pick(rnd, genSubs), pick(rnd, genSubs), pick(rnd, genSubs)
+	pos := listPosition(uint64(rnd.IntN(3)))
+	inRange := func(k, start, end string) bool { return k >= start && (end == "" || k < end) }
 	filter := func(keep func(e mEntry) bool) []mEntry {
 		return slices.DeleteFunc(m.live(ns, now), func(e mEntry) bool { return !keep(e) })
 	}
@@ -449,6 +455,15 @@ func (r *modelRun) diffState(now int64) string {
 		{ScanQuery{Namespace: ns, Kind: KindList, Key: []byte(key)}, filter(func(e mEntry) bool { return e.kind == KindList && e.key == key })},
 		{ScanQuery{Namespace: ns, Prefix: []byte(key)}, filter(func(e mEntry) bool { return strings.HasPrefix(e.key, key) })},
 		{ScanQuery{Namespace: ns, Kind: KindCounter}, filter(func(e mEntry) bool { return e.kind == KindCounter })},
+		{ScanQuery{Namespace: ns, Kind: kind, Start: []byte(start), End: []byte(end), Limit: limit}, firstN(filter(func(e mEntry) bool {
+			return (kind == KindAny || e.kind == kind) && inRange(e.key, start, end)
+		}), limit)},
+		{ScanQuery{Namespace: ns, Kind: KindMap, Key: []byte(key), Prefix: []byte(sub), Start: []byte(subStart), End: []byte(subEnd)}, filter(func(e mEntry) bool {
+			return e.kind == KindMap && e.key == key && strings.HasPrefix(e.sub, sub) && inRange(e.sub, subStart, subEnd)
+		})},
+		{ScanQuery{Namespace: ns, Kind: KindList, Key: []byte(key), Start: pos}, filter(func(e mEntry) bool {
+			return e.kind == KindList && e.key == key && e.sub >= string(pos)
+		})},
 	} {
 		if d := diffScan(f, q.q, now, q.want); d != "" {
 			return d
@@ -510,6 +525,13 @@ func (r *modelRun) diffState(now int64) string {
 		return fmt.Sprintf("members %+v (%v), want %+v", got, err, m.membersSorted())
 	}
 	return ""
+}
+
+func firstN(es []mEntry, n int) []mEntry {
+	if n > 0 && len(es) > n {
+		return es[:n]
+	}
+	return es
 }
 
 func diffScan(f *FSM, q ScanQuery, now int64, want []mEntry) string {
