@@ -126,6 +126,10 @@ func TestEveryCheckpointsOffsetsMatchItsState(t *testing.T) {
 		if f.AppliedIndex() != m.RaftIndex {
 			t.Fatalf("checkpoint %d: applied index %d, manifest says %d", e, f.AppliedIndex(), m.RaftIndex)
 		}
+		// Index and term name the same entry of the log.
+		if term, err := d.Store().TermAt(m.RaftIndex); err != nil || term != m.RaftTerm {
+			t.Fatalf("checkpoint %d: entry %d has term %d (%v), manifest says %d", e, m.RaftIndex, term, err, m.RaftTerm)
+		}
 		t.Logf("checkpoint %d at index %d: counter = offset = %d, %d files", e, m.RaftIndex, ent.Counter, len(m.Files))
 	}
 }
