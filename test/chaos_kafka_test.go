@@ -28,6 +28,9 @@ const (
 	// chaosWaitLogInterval is how often a waiting processor says what it
 	// waits on.
 	chaosWaitLogInterval = time.Second
+	// maxProcessorCrashes bounds the restarts of processors that exit by
+	// themselves: past it the run fails instead of restarting them.
+	maxProcessorCrashes = 20
 )
 
 // chaosKafka is the broker (kfake in the test process), a producer that
@@ -185,7 +188,11 @@ func (ck *chaosKafka) supervise() {
 		}
 		ck.mu.Lock()
 		ck.crashes = append(ck.crashes, fmt.Sprintf("%s exited (%v): %s", cp.id, cp.p.err, lastLines(cp.p.logs.String(), 3)))
+		n := len(ck.crashes)
 		ck.mu.Unlock()
+		if n > maxProcessorCrashes {
+			ck.t.Fatalf("processors exited by themselves %d times; the last: %s", n, ck.crashes[n-1])
+		}
 		ck.t.Logf("%s exited by itself (%v); restarting it", cp.id, cp.p.err)
 		ck.start(s)
 	}

@@ -315,7 +315,7 @@ func checkLoad(ctx context.Context, t *testing.T, cl *chaosCluster, c *stated.Cl
 	report("counters or markers that disagree", tl.mismatch)
 	if len(tl.missing)+len(tl.unexpected)+len(tl.mismatch) > 0 {
 		t.Errorf("the linearizable read found %d markers and counters summing to %d; %s\neach node's own state:\n  %s",
-			tl.markers, tl.counted, tl, strings.Join(cl.loadOnEachNode(ctx, maxAckedIndex(gens)), "\n  "))
+			tl.markers, tl.counted, tl, strings.Join(toStrings(cl.loadOnEachNode(ctx, maxAckedIndex(gens))), "\n  "))
 	}
 	return tl
 }
@@ -336,27 +336,64 @@ func maxAckedIndex(gens []*loadGen) uint64 {
 	return m
 }
 
+// nodeLoad is what one node's own state holds of the load.
+type nodeLoad struct {
+	id, role string
+	markers  int
+	sum      int64
+	err      error
+}
+
+func (l nodeLoad) String() string {
+	if l.err != nil {
+		return fmt.Sprintf("%s (%s): %v", l.id, l.role, l.err)
+	}
+	return fmt.Sprintf("%s (%s): %d markers, counters sum %d", l.id, l.role, l.markers, l.sum)
+}
+
 // loadOnEachNode reads the load namespace from each node's own state (at
-// session consistency: once it applied minIndex), for a failure message
-// that says which node diverged.
-func (c *chaosCluster) loadOnEachNode(ctx context.Context, minIndex uint64) []string {
-	var out []string
+// session consistency: once it applied minIndex).
+func (c *chaosCluster) loadOnEachNode(ctx context.Context, minIndex uint64) []nodeLoad {
+	var out []nodeLoad
 	for _, n := range c.nodes {
+		l := nodeLoad{id: n.id}
 		st, err := nodeStatus(ctx, n)
-		role := fmt.Sprint(err)
+		l.role = fmt.Sprint(err)
 		if err == nil {
-			role = fmt.Sprintf("%s, term %d, applied %d", st.Role, st.Term, st.AppliedIndex)
+			l.role = fmt.Sprintf("%s, term %d, applied %d", st.Role, st.Term, st.AppliedIndex)
 		}
 		client, closeConn := n.client()
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		markers, sum, err := scanLoad(cctx, client, minIndex)
+		l.markers, l.sum, l.err = scanLoad(cctx, client, minIndex)
 		cancel()
 		closeConn()
-		if err != nil {
-			out = append(out, fmt.Sprintf("%s (%s): %v", n.id, role, err))
-			continue
+		out = append(out, l)
+	}
+	return out
+}
+
+// checkReplicas checks that every node's own state holds what the
+// linearizable read found: once the load stopped, the replicas agree.
+// Every load commit the cluster applied is at or below the newest
+// acknowledged index of the workers that ran on it (gens): each worker
+// stopped after an acknowledged commit, and a session never applies an
+// earlier sequence after a later one.
+func checkReplicas(ctx context.Context, t *testing.T, cl *chaosCluster, gens []*loadGen, tl loadTally) {
+	t.Helper()
+	nodes := cl.loadOnEachNode(ctx, maxAckedIndex(gens))
+	for _, l := range nodes {
+		if l.err != nil || l.markers != tl.markers || l.sum != tl.counted {
+			t.Errorf("replicas disagree: the linearizable read found %d markers and counters summing to %d; each node's own state:\n  %s",
+				tl.markers, tl.counted, strings.Join(toStrings(nodes), "\n  "))
+			return
 		}
-		out = append(out, fmt.Sprintf("%s (%s): %d markers, counters sum %d", n.id, role, markers, sum))
+	}
+}
+
+func toStrings[T fmt.Stringer](v []T) []string {
+	out := make([]string, len(v))
+	for i, x := range v {
+		out[i] = x.String()
 	}
 	return out
 }

@@ -281,6 +281,10 @@ func TestChaosLosesNoAcknowledgedCommitAndCountsEveryRecordOnce(t *testing.T) {
 		t.FailNow()
 	}
 	run.check("after %d faults every acknowledged commit is present and every commit applied at most once: %s", sum(run.faults), tl)
+	checkReplicas(ctx, t, run.cl, []*loadGen{load1}, tl)
+	if !t.Failed() {
+		run.check("the three replicas hold the same load state (%d markers)", tl.markers)
+	}
 
 	// Phase 2: load until a checkpoint completes during it and a little
 	// after, then every node is lost at once.
@@ -315,9 +319,11 @@ func TestChaosLosesNoAcknowledgedCommitAndCountsEveryRecordOnce(t *testing.T) {
 	run.check("processing resumed after the last fault: every one of %d records counted %s after the restore (bound %s)",
 		produced, time.Since(healed).Round(time.Millisecond), cfg.progressBound)
 	run.halt(load3)
-	tl = checkLoad(ctx, t, run.cl, mon, []*loadGen{load1, load2, load3}, map[int]uint64{1: m.RaftIndex, 2: m.RaftIndex})
+	all := []*loadGen{load1, load2, load3}
+	tl = checkLoad(ctx, t, run.cl, mon, all, map[int]uint64{1: m.RaftIndex, 2: m.RaftIndex})
 	if !t.Failed() {
 		run.check("after the restore every acknowledged commit up to the checkpoint and since the restore is present, none after the checkpoint survived, each applied at most once: %s", tl)
+		checkReplicas(ctx, t, run.cl, []*loadGen{load3}, tl)
 	}
 	run.ck.k.checkCounts(ctx, t, mon, chaosCounts)
 	if !t.Failed() {
