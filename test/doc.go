@@ -7,7 +7,7 @@
 // kfake under a seeded random schedule of faults (SIGKILLs, a partition in
 // network namespaces as root, a wiped disk, a total loss restored from the
 // bucket) and checks that no acknowledged commit is lost, no commit is
-// applied twice, every record is counted once, and progress resumes after
-// the last fault. Its short version runs with the other tests;
+// applied twice, the replicas agree, every record is counted once, and
+// progress resumes after the last fault. Its short version runs with the other tests;
 // STATED_CHAOS_DURATION runs a long one. docs/TESTING.md describes both.
 package test
