@@ -324,6 +324,9 @@ func TestChaosLosesNoAcknowledgedCommitAndCountsEveryRecordOnce(t *testing.T) {
 	if !t.Failed() {
 		run.check("after the restore every acknowledged commit up to the checkpoint and since the restore is present, none after the checkpoint survived, each applied at most once: %s", tl)
 		checkReplicas(ctx, t, run.cl, []*loadGen{load3}, tl)
+		if !t.Failed() {
+			run.check("the three replicas of the restored cluster hold the same load state (%d markers)", tl.markers)
+		}
 	}
 	run.ck.k.checkCounts(ctx, t, mon, chaosCounts)
 	if !t.Failed() {
