@@ -356,3 +356,46 @@ func TestCounterProcessNamesAStalledGroupInItsLog(t *testing.T) {
 	p.signal(syscall.SIGTERM)
 	k.checkCounts(ctx, t, c, "counts")
 }
+
+// TestKafkaCountingResumesAfterMembersAreKilledWhileJoining: a counter
+// runs; again and again a second one starts, joins the group and is
+// SIGKILLed a random moment later, often while its JoinGroup is parked at
+// the coordinator. Counting must resume every time: the killed member's
+// partitions move back once its session times out, and the group never
+// keeps a ghost member (the kfake bug fixed in third_party/kfake) that
+// holds partitions nobody consumes.
+func TestKafkaCountingResumesAfterMembersAreKilledWhileJoining(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := testRand(t)
+	counterBinary(t)
+	d := daemontest.Start(t)
+	k := newKafka(t, "events", 4)
+	c := sdkDial(ctx, t, d.SocketPath())
+	args := []string{"--brokers", strings.Join(k.brokers, ","), "--stated", "unix://" + d.SocketPath(),
+		"--group", "g", "--topic", k.topic, "--namespace", "counts", "--session-timeout", "1s",
+		"--max-poll-records", "200", "--wait-log-interval", "2s"}
+	a := startCounterProc(t, "counter a", args...)
+	k.produce(ctx, t, 5000, 31)
+	k.waitDrained(ctx, t, c, "g", a.exited())
+
+	const rounds = 6
+	for round := range rounds {
+		b := startCounterProc(t, fmt.Sprint("counter b", round), args...)
+		k.produce(ctx, t, 2000, 31)
+		time.Sleep(time.Duration(20+r.IntN(400)) * time.Millisecond) // a random moment of b's join
+		b.signal(syscall.SIGKILL)
+		// Within the killed member's 1s session, a rebalance and franz-go's
+		// fetch wait (5s) counting resumes; 30s leaves room for a loaded
+		// machine, not for a ghost. Unpatched kfake fails this in about
+		// half the runs, and stalls 11s in most (a member expired
+		// mid-join waits for its request timeout).
+		start := time.Now()
+		rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+		k.waitDrained(rctx, t, c, "g", a.exited())
+		rcancel()
+		t.Logf("round %d: drained %s after the kill", round, time.Since(start).Round(time.Millisecond))
+	}
+	a.signal(syscall.SIGTERM)
+	k.checkCounts(ctx, t, c, "counts")
+}
