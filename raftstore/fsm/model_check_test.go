@@ -34,7 +34,8 @@ import (
 // entries). Replay a seed with STATED_FSM_MODEL_SEED=<seed>, and set
 // STATED_FSM_MODEL_STEPS=<n> for a longer or shorter log.
 func TestStateMachineMatchesModel(t *testing.T) {
-	seeds := []uint64{1, 2, 3, uint64(time.Now().UnixNano())}
+	fixed := []uint64{1, 2, 3}
+	seeds := append(fixed, uint64(time.Now().UnixNano()))
 	steps := 1500
 	if testing.Short() || modelRace {
 		seeds, steps = []uint64{1, seeds[3]}, 400
@@ -56,7 +57,7 @@ func TestStateMachineMatchesModel(t *testing.T) {
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			t.Logf("seed %d, %d steps; replay with STATED_FSM_MODEL_SEED=%d", seed, steps, seed)
-			runModel(t, seed, steps)
+			runModel(t, seed, steps, slices.Contains(fixed, seed) && steps >= 1000)
 		})
 	}
 }
@@ -88,7 +89,10 @@ type pendingBarrier struct {
 	data []byte
 }
 
-func runModel(t *testing.T, seed uint64, steps int) {
+// runModel runs one log of steps entries; with wantAll, it checks that
+// the log produced every kind of outcome (only for fixed seeds, so that a
+// new seed cannot fail for drawing a dull log).
+func runModel(t *testing.T, seed uint64, steps int, wantAll bool) {
 	dir := filepath.Join(t.TempDir(), "state")
 	f, err := Open(dir, nil)
 	if err != nil {
@@ -116,7 +120,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 	t.Logf("outcomes: %v", run.kind)
 	for _, k := range []string{"applied", "duplicate", "fenced", "session superseded", "session not open",
 		"session sequence reused", "session sequence stale", "reject offsets", "reject mutations", "reject command"} {
-		if run.kind[k] == 0 && steps >= 1000 {
+		if run.kind[k] == 0 && wantAll {
 			t.Errorf("the log never produced %q: the generator exercises too little", k)
 		}
 	}

@@ -212,6 +212,10 @@ func (g *gen) sessionCommit() *command.Command {
 	if s := g.sent[lk]; s != nil {
 		highest = s.Seq
 	}
+	var applied uint64 // the lane's highest applied sequence
+	if l, ok := g.m.lanes[mLaneID{client, lk.lane}]; ok && l.session == sid {
+		applied = l.seq
+	}
 	c := &command.Commit{ClientID: client, SessionID: sid, Lane: lk.lane}
 	fresh := func() { c.Mutations, c.Offsets = g.payload(client) }
 	switch x := g.r.IntN(100); {
@@ -222,13 +226,13 @@ func (g *gen) sessionCommit() *command.Command {
 	case x < 26 && highest > 0:
 		c.Seq = highest // the same sequence with another payload
 		fresh()
-	case x < 33 && highest > 1:
-		c.Seq = 1 + g.r.Uint64N(highest-1)
+	case x < 36 && applied > 1:
+		c.Seq = 1 + g.r.Uint64N(applied-1) // below the lane's highest
 		fresh()
-	case x < 41:
+	case x < 44:
 		c.Seq = highest + 2 + g.r.Uint64N(4)
 		fresh()
-	case x < 43:
+	case x < 46:
 		c.Seq = 0
 		fresh()
 	default:
