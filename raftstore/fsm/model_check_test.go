@@ -327,31 +327,9 @@ func outcome(res *Result) string {
 	return "applied"
 }
 
-// refusalIndexZero: a commit refused by its session, or for a sequence
-// without a session or a session without a sequence, returns Result.Index
-// 0 instead of its entry's index, which every other refusal returns
-// (applyCommand returns the duplicate's first index, zero, with the error).
-// Callers ignore the index of a refused commit, so the model tolerates it
-// while it lasts; TestRefusedCommitReturnsItsEntryIndex reproduces it.
-const refusalIndexZero = true
-
-// refusedBeforeApplying reports whether err is a refusal that applyCommand
-// makes before writing anything: a session refusal or a rejection of the
-// sequence or session id.
-func refusedBeforeApplying(err error) bool {
-	var se *SessionError
-	var re *RejectError
-	return errors.As(err, &se) || errors.As(err, &re) && (re.Field == "sequence" || re.Field == "session_id")
-}
-
 // diffResult compares a Result with what the model says, error fields
 // included but not messages.
 func diffResult(got *Result, want mResult) string {
-	if refusalIndexZero && got.Index == 0 && refusedBeforeApplying(want.err) {
-		// See refusalIndexZero: compare the rest.
-		got = &Result{Index: want.index, Err: got.Err, Duplicate: got.Duplicate, Claimed: got.Claimed,
-			Session: got.Session, Checkpoint: got.Checkpoint}
-	}
 	if got.Index != want.index || got.Duplicate != want.dup {
 		return fmt.Sprintf("index %d duplicate %v (err %v), want index %d duplicate %v (err %v)",
 			got.Index, got.Duplicate, got.Err, want.index, want.dup, want.err)

@@ -8,12 +8,9 @@ import (
 
 // TestRefusedCommitReturnsItsEntryIndex is what TestStateMachineMatchesModel
 // found: a commit refused by its session (or for a sequence without a
-// session, or a session without a sequence) returns Result.Index 0, while
+// session, or a session without a sequence) returned Result.Index 0, while
 // a commit refused for its mutations or offsets returns its entry's index.
-// refusalIndexZero in model_check_test.go tolerates it in the model until
-// it is fixed; then remove the skip and set refusalIndexZero to false.
 func TestRefusedCommitReturnsItsEntryIndex(t *testing.T) {
-	t.Skip("known: applyCommand returns index 0 with a refusal made before writing (reported to the lead, issue 11 §5)")
 	f := openFSM(t)
 	apply(t, f, 1, openSessionCmd("c", 7, 0))
 	noSeq := putCmd("c", "k", "v")
@@ -23,7 +20,7 @@ func TestRefusedCommitReturnsItsEntryIndex(t *testing.T) {
 		inSession(putCmd("d", "k", "v"), 9, 0, 1), // not open
 		inSession(putCmd("c", "k", "v"), 7, 0, 0), // session without a sequence
 		noSeq, // sequence without a session
-		commitCmd(1e18, nil, []command.Offset{{Group: "g", Topic: "t", Epoch: 4}}), // fenced: returns its index today
+		commitCmd(1e18, nil, []command.Offset{{Group: "g", Topic: "t", Epoch: 4}}), // fenced
 	} {
 		index := uint64(i + 2)
 		if res := apply(t, f, index, cmd); res.Err == nil || res.Index != index {
