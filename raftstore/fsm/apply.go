@@ -117,23 +117,51 @@ func (a *applier) get(k []byte) ([]byte, bool, error) {
 	return out, true, nil
 }
 
+// listAppend appends to a list. The list's position record (its empty
+// sub-key) holds the next position; it expires with the list's last
+// element, so that a list whose elements all had a TTL leaves nothing
+// behind: it expires at the latest expiry of its elements, or never once
+// an element without a TTL was appended. It is stored as 8 bytes when it
+// never expires, and as an entry with its expiry otherwise.
 func (a *applier) listAppend(m *command.Mutation, exp int64) error {
 	meta := stateKey(m.Namespace, m.Key, KindList, nil)
 	var next uint64
+	metaExp := exp
 	v, ok, err := a.get(meta)
 	if err != nil {
 		return err
 	}
 	if ok {
-		if len(v) != 8 {
-			return fmt.Errorf("%w: list position of %d bytes", ErrCorrupt, len(v))
+		var curExp int64
+		if next, curExp, err = decodeListMeta(v); err != nil {
+			return err
 		}
-		next = binary.BigEndian.Uint64(v)
+		if curExp == 0 {
+			metaExp = 0
+		} else if metaExp != 0 {
+			metaExp = max(metaExp, curExp)
+		}
 	}
 	if err := a.put(stateKey(m.Namespace, m.Key, KindList, listPosition(next)), exp, m.Value); err != nil {
 		return err
 	}
-	return a.b.Set(meta, listPosition(next+1), nil)
+	if metaExp == 0 {
+		return a.b.Set(meta, listPosition(next+1), nil)
+	}
+	return a.put(meta, metaExp, listPosition(next+1))
+}
+
+// decodeListMeta decodes a list's position record: the next position, and
+// when the record expires (zero: never).
+func decodeListMeta(v []byte) (next uint64, exp int64, err error) {
+	if len(v) == 8 {
+		return binary.BigEndian.Uint64(v), 0, nil
+	}
+	exp, payload, err := decodeEntry(v)
+	if err != nil || exp == 0 || len(payload) != 8 {
+		return 0, 0, fmt.Errorf("%w: list position of %d bytes", ErrCorrupt, len(v))
+	}
+	return binary.BigEndian.Uint64(payload), exp, nil
 }
 
 func (a *applier) counterAdd(i int, m *command.Mutation, exp int64) error {

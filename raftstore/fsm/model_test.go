@@ -22,8 +22,10 @@ type model struct {
 	// entries is the keyed state as stored, expired entries included until
 	// an expire command or a write removes them, by encoded state key.
 	entries map[string]mEntry
-	// listNext is each list's next position: its position record.
-	listNext map[mListID]uint64
+	// listNext is each list's position record: the next position, and when
+	// the record expires (the latest expiry of the list's elements, or
+	// never once an element without a TTL was appended).
+	listNext map[mListID]mListMeta
 	// expiry is the expiry index, stale records included.
 	expiry map[mExpiryRec]struct{}
 	// dedup holds the retry records of format version 2 commits.
@@ -53,6 +55,11 @@ type mEntry struct {
 }
 
 type mListID struct{ ns, key string }
+
+type mListMeta struct {
+	next uint64
+	exp  int64
+}
 
 // mExpiryRec is a record of the expiry index: an expiry time and the
 // encoded key (state or legacy retry record) it was written for.
@@ -101,7 +108,7 @@ type mLane struct {
 func newModel() *model {
 	return &model{
 		entries:     map[string]mEntry{},
-		listNext:    map[mListID]uint64{},
+		listNext:    map[mListID]mListMeta{},
 		expiry:      map[mExpiryRec]struct{}{},
 		dedup:       map[mDedupID]mDedup{},
 		offsets:     map[mPart]int64{},
@@ -311,12 +318,22 @@ func (m *model) mutation(now int64, i int, mu *command.Mutation) error {
 			return len(k) >= len(key) && k[:len(key)] == key
 		}
 		maps.DeleteFunc(m.entries, func(_ string, e mEntry) bool { return e.ns == ns && hit(e.key) })
-		maps.DeleteFunc(m.listNext, func(l mListID, _ uint64) bool { return l.ns == ns && hit(l.key) })
+		maps.DeleteFunc(m.listNext, func(l mListID, _ mListMeta) bool { return l.ns == ns && hit(l.key) })
 	case command.OpListAppend:
 		id := mListID{ns, key}
-		pos := m.listNext[id]
-		m.put(mEntry{ns: ns, key: key, kind: KindList, sub: string(listPosition(pos)), exp: exp, value: mu.Value})
-		m.listNext[id] = pos + 1
+		meta, ok := m.listNext[id]
+		m.put(mEntry{ns: ns, key: key, kind: KindList, sub: string(listPosition(meta.next)), exp: exp, value: mu.Value})
+		metaExp := exp
+		switch {
+		case ok && meta.exp == 0:
+			metaExp = 0
+		case ok && metaExp != 0:
+			metaExp = max(metaExp, meta.exp)
+		}
+		m.listNext[id] = mListMeta{next: meta.next + 1, exp: metaExp}
+		if metaExp != 0 {
+			m.expiry[mExpiryRec{metaExp, string(stateKey(ns, mu.Key, KindList, nil))}] = struct{}{}
+		}
 	case command.OpCounterAdd:
 		var cur int64
 		if e, ok := m.entries[string(stateKey(ns, mu.Key, KindCounter, nil))]; ok && !(e.exp != 0 && e.exp <= now) {
@@ -437,6 +454,11 @@ func (m *model) expire(now int64, limit uint32) {
 		if e, ok := m.entries[r.key]; ok && e.exp == r.exp {
 			delete(m.entries, r.key)
 		}
+		for id, l := range m.listNext {
+			if l.exp == r.exp && string(stateKey(id.ns, []byte(id.key), KindList, nil)) == r.key {
+				delete(m.listNext, id)
+			}
+		}
 		for id, d := range m.dedup {
 			if string(dedupKey(id.client, id.seq)) == r.key && d.exp == r.exp {
 				delete(m.dedup, id)
@@ -504,8 +526,11 @@ func (m *model) counts() Counts {
 			c.StateBytes += 8
 		}
 	}
-	for l := range m.listNext {
+	for l, meta := range m.listNext {
 		c.StateBytes += uint64(len(stateKey(l.ns, []byte(l.key), KindList, nil))) + 8
+		if meta.exp != 0 {
+			c.StateBytes += 1 + 8 // stored as an entry: flags and expiry
+		}
 	}
 	return c
 }
