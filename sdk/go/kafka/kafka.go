@@ -230,7 +230,10 @@ func New(cfg Config) (*Processor, error) {
 // partitions are rewound and processed again after a backoff. A commit
 // that stated refuses because a partition was claimed by another processor
 // drops that partition (see Config.OnFenced) and processes the rest of the
-// batch again. Any other refused commit stops Run with the error.
+// batch again. Any other refused commit stops Run with the error; so does
+// stated.ErrSessionFenced, which says another process opened a session
+// with the same client id: this processor is a zombie, and its commits
+// would all be refused.
 //
 // Run never waits silently: whatever it waits for longer than
 // Config.WaitLogInterval (the Kafka group, a commit to stated, a fenced
