@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/statedhq/stated/daemon/daemontest"
 	stated "github.com/statedhq/stated/sdk/go"
@@ -155,4 +158,53 @@ func TestCounterRestartedWithAFixedClientIDCountsExactly(t *testing.T) {
 	k.waitDrained(ctx, t, c, "g", p.exited())
 	p.signal(syscall.SIGTERM)
 	k.checkCounts(ctx, t, c, "counts")
+}
+
+// TestProcessorWhoseClientIDIsTakenStopsFenced: a processor whose client
+// id another process dials (a replacement started while the old one still
+// runs) stops with ErrSessionFenced at its next commit, and none of its
+// records after the replacement dialled is counted.
+func TestProcessorWhoseClientIDIsTakenStopsFenced(t *testing.T) {
+	ctx := kafkaTestContext(t)
+	d := daemontest.Start(t)
+	k := newKafka(t, "events", 2)
+	k.produce(ctx, t, 2000, 17)
+	old := sdkDial(ctx, t, d.SocketPath(), stated.WithClientID("proc"))
+	cfg := k.countingConfig(old, "g", "counts")
+	cfg.MaxPollRecords = 50
+	stalled, wake := make(chan struct{}), make(chan struct{})
+	var handled atomic.Int64
+	h := cfg.Handler
+	cfg.Handler = func(ctx context.Context, txn *stated.Txn, r *kgo.Record) error {
+		if handled.Add(1) == 300 {
+			close(stalled)
+			<-wake
+		}
+		return h(ctx, txn, r)
+	}
+	errc := startProcessor(ctx, t, cfg)
+	select {
+	case <-stalled:
+	case err := <-errc:
+		t.Fatalf("processor stopped early: %v", err)
+	}
+	before, err := k.committedRecords(ctx, old, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdkDial(ctx, t, d.SocketPath(), stated.WithClientID("proc")) // the replacement
+	close(wake)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, stated.ErrSessionFenced) {
+			t.Fatalf("processor stopped with %v, want ErrSessionFenced", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the fenced processor never stopped")
+	}
+	probe := sdkDial(ctx, t, d.SocketPath(), stated.WithLazySession())
+	after, err := k.committedRecords(ctx, probe, "g")
+	if err != nil || after != before {
+		t.Fatalf("committed records %d after the fence, %d before (%v): the zombie's batch applied", after, before, err)
+	}
 }
