@@ -144,6 +144,59 @@ func (s *Store) open(ctx context.Context) error {
 		}
 		s.logger.Info("bootstrapped a new single-node cluster", "node", s.cfg.NodeID, "raft_addr", s.transport.LocalAddr())
 	}
+	return s.snapshotRestoredState(ctx)
+}
+
+// snapshotRestoredState makes a cluster restored from a checkpoint hand its
+// state to the nodes that join it. The restored state is in Pebble, not in
+// the new Raft log, which starts at index 1: a joining node replicating
+// that log from the start would apply the few entries since the restore to
+// an empty state. So the restored cluster's single node takes a Raft
+// snapshot of its state and compacts its whole log before it serves
+// anything; a node that joins then needs entries the log no longer has,
+// and is sent the snapshot (InstallSnapshot). It runs until such a
+// snapshot exists, so a crash right after the bootstrap is caught up on
+// the next start.
+func (s *Store) snapshotRestoredState(ctx context.Context) error {
+	if _, restored, err := s.fsm.RestoredFrom(); err != nil || !restored {
+		return err
+	}
+	snaps, err := s.snaps.List()
+	if err != nil {
+		return fmt.Errorf("raftstore: list snapshots: %w", err)
+	}
+	if len(snaps) > 0 {
+		return nil
+	}
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return fmt.Errorf("raftstore: %w", err)
+	}
+	if servers := cf.Configuration().Servers; len(servers) != 1 || servers[0].ID != raft.ServerID(s.cfg.NodeID) {
+		// Not the restored cluster's first node: it got its state from
+		// the snapshot, or joins and will.
+		return nil
+	}
+	if err := s.WaitLeader(ctx); err != nil {
+		return fmt.Errorf("raftstore: restored state: %w", err)
+	}
+	if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err != nil {
+		return fmt.Errorf("raftstore: restored state: %w", raftError(err))
+	}
+	orig := s.raft.ReloadableConfig()
+	compact := orig
+	compact.TrailingLogs = 0
+	if err := s.raft.ReloadConfig(compact); err != nil {
+		return fmt.Errorf("raftstore: restored state: %w", err)
+	}
+	err = s.raft.Snapshot().Error()
+	if rerr := s.raft.ReloadConfig(orig); err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return fmt.Errorf("raftstore: snapshot of the restored state: %w", err)
+	}
+	s.logger.Info("took a Raft snapshot of the restored state, so that joining nodes receive it", "node", s.cfg.NodeID, "index", s.raft.LastIndex())
 	return nil
 }
 
@@ -646,13 +699,19 @@ func (s *Store) ensureTermCommitted(ctx context.Context) error {
 // else. Raft commits entries that never reach the state machine (the no-op
 // a new leader appends, barriers, configuration changes), so the state
 // machine's applied index may stay below the commit index for good; the
-// state is current once the last command is applied.
+// state is current once the last command is applied. Entries compacted
+// into a snapshot are in the state already.
 func (s *Store) lastCommandAtOrBelow(index uint64) uint64 {
 	applied := s.fsm.AppliedIndex()
 	for i := index; i > applied; i-- {
 		var l raft.Log
 		if err := s.bolt.GetLog(i, &l); err != nil {
-			return i // not in the log: wait for it rather than guess
+			if first, ferr := s.bolt.FirstIndex(); ferr == nil && (first == 0 || i < first) {
+				// Compacted into a snapshot, which this node's state
+				// includes: it was taken from it or restored from it.
+				return applied
+			}
+			return i // not in the log yet: wait for it rather than guess
 		}
 		if l.Type == raft.LogCommand {
 			return i
