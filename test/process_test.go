@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -106,6 +107,8 @@ type node struct {
 	cmd  *exec.Cmd
 	logs *daemontest.Buffer
 	done chan struct{}
+	// started is set once stated first became healthy.
+	started bool
 }
 
 func freeAddr(t *testing.T) string {
@@ -145,7 +148,31 @@ func newNamedNode(t *testing.T, id string) *node {
 }
 
 // start runs `stated run` and waits until its health service says SERVING.
+//
+// The ports freeAddr picked are free when picked, not when stated binds
+// them: another process of the test run may take one in between. So the
+// first start of a node whose stated exits because an address is in use
+// picks new ports and starts again (a few times at most); a restart keeps
+// its addresses, which its cluster knows it by.
 func (n *node) start(ctx context.Context) {
+	n.t.Helper()
+	for attempt := 1; ; attempt++ {
+		exited := n.startOnce(ctx)
+		if !exited {
+			n.started = true
+			return
+		}
+		if n.started || attempt == 3 || len(n.wrap) > 0 || !strings.Contains(n.logs.String(), "address already in use") {
+			n.t.Fatalf("stated exited during start")
+		}
+		n.t.Logf("%s: a port was taken between picking and binding it; starting again on new ports", n.id)
+		n.grpcAddr, n.raftAddr = freeAddr(n.t), freeAddr(n.t)
+	}
+}
+
+// startOnce runs stated and waits until it is healthy; it reports whether
+// stated exited first.
+func (n *node) startOnce(ctx context.Context) (exited bool) {
 	n.t.Helper()
 	n.mu.Lock()
 	n.logs = &daemontest.Buffer{}
@@ -170,13 +197,16 @@ func (n *node) start(ctx context.Context) {
 		resp, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
 		cancel()
 		if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
-			return
+			return false
 		}
 		select {
 		case <-ctx.Done():
 			n.t.Fatalf("stated did not become healthy: %v (last: %v)", ctx.Err(), err)
 		case <-n.done:
-			n.t.Fatalf("stated exited during start")
+			n.mu.Lock()
+			n.cmd = nil
+			n.mu.Unlock()
+			return true
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
