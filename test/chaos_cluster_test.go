@@ -10,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	stated "github.com/statedhq/stated/sdk/go"
 	"github.com/statedhq/stated/uploader"
 )
 
@@ -100,10 +104,19 @@ func (c *chaosCluster) other(i int) int { return (i + 1) % len(c.nodes) }
 
 // wipe kills node i, deletes its data dir and starts it empty: it joins
 // through another node and is brought up to date by Raft.
+//
+// The node is removed from the cluster before it comes back empty, as the
+// README's procedure for a lost disk says: a voter that rejoins under its
+// old id with an empty log can vote, before the leader has caught it up,
+// for a candidate that lacks entries the lost disk had acknowledged, and
+// those entries are then lost (seen in this suite: a follower's applied
+// suffix cleared by such a leader). Rejoining without the removal is a
+// known defect, not exercised here.
 func (c *chaosCluster) wipe(ctx context.Context, i int) {
 	c.t.Helper()
 	n := c.nodes[i]
 	n.kill()
+	c.remove(ctx, n.id, c.nodes[c.other(i)])
 	if err := os.RemoveAll(n.dataDir); err != nil {
 		c.t.Fatal(err)
 	}
@@ -111,6 +124,30 @@ func (c *chaosCluster) wipe(ctx context.Context, i int) {
 		c.t.Fatal(err)
 	}
 	c.start(ctx, i, c.nodes[c.other(i)].grpcAddr)
+}
+
+// remove removes member id through the live node via, retrying while the
+// cluster elects a leader; an id that is no longer a member is done.
+func (c *chaosCluster) remove(ctx context.Context, id string, via *node) {
+	c.t.Helper()
+	cl, err := stated.Dial(ctx, via.socket, stated.WithLazySession())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer cl.Close()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := cl.RemoveMember(rctx, id)
+		cancel()
+		if err == nil || status.Code(err) == codes.NotFound {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("remove %s before wiping it: %v", id, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (c *chaosCluster) partition(i int) {
