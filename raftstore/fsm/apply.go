@@ -104,8 +104,12 @@ func (a *applier) put(k []byte, exp int64, payload []byte) error {
 
 // get reads k through the applier's reader, which sees this command's own
 // writes whenever the command needs them (see readsOwnWrites).
-func (a *applier) get(k []byte) ([]byte, bool, error) {
-	v, closer, err := a.r.Get(k)
+func (a *applier) get(k []byte) ([]byte, bool, error) { return getRecord(a.r, k) }
+
+// getRecord reads a copy of key's value from r; ok is false when it is
+// absent.
+func getRecord(r pebble.Reader, key []byte) ([]byte, bool, error) {
+	v, closer, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false, nil
 	}
@@ -113,8 +117,7 @@ func (a *applier) get(k []byte) ([]byte, bool, error) {
 		return nil, false, err
 	}
 	out := append([]byte(nil), v...)
-	closer.Close()
-	return out, true, nil
+	return out, true, closer.Close()
 }
 
 // listAppend appends to a list. The list's position record (its empty

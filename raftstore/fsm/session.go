@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -167,19 +166,6 @@ func laneClientPrefix(clientID string) []byte {
 
 func laneKey(clientID string, l uint32) []byte {
 	return binary.BigEndian.AppendUint32(laneClientPrefix(clientID), l)
-}
-
-// getRecord reads key from r; ok is false when it is absent.
-func getRecord(r pebble.Reader, key []byte) ([]byte, bool, error) {
-	v, closer, err := r.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	out := append([]byte(nil), v...)
-	return out, true, closer.Close()
 }
 
 // sessionCheck is a commit's session, checked and ready to be recorded.
