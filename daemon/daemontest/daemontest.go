@@ -121,3 +121,18 @@ func waitSettled(t testing.TB, nodes []*daemon.Daemon) {
 		}
 	}
 }
+
+// WaitLeader waits until d knows a leader, so that a test giving a call a
+// short deadline measures that call and not the cluster's first election
+// (a fresh single node elects itself after a heartbeat timeout, about
+// 1–2 s).
+func WaitLeader(t testing.TB, d *daemon.Daemon) {
+	t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	for d.Store().Status().LeaderID == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemontest: %s knows no leader after %s", d.NodeID(), startTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
