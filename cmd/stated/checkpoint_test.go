@@ -161,7 +161,7 @@ func blockedCheckpoints(t *testing.T) (d *daemon.Daemon, entered <-chan struct{}
 	bucket := "s3://ckpt?endpoint=" + srv.URL + "&use_path_style=true&region=us-east-1&disable_https=true"
 	d = daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL = bucket; c.CheckpointInterval = 0 })
 	daemontest.WaitLeader(t, d) // callers give the CLI deadlines as short as 300ms
-	t.Cleanup(release) // runs before the daemon and the server close
+	t.Cleanup(release)          // runs before the daemon and the server close
 	return d, in, release
 }
 
