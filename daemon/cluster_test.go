@@ -180,6 +180,8 @@ func TestJoinIsRefusedForATakenIDOrAddressAndMembershipStaysTheSame(t *testing.T
 			&statedv1.JoinRequest{NodeId: "node9", RaftAddr: nodes[1].Store().RaftAddr(), GrpcAddr: "127.0.0.1:2"}, nodes[1].Store().RaftAddr()},
 		{"grpc address used by another node",
 			&statedv1.JoinRequest{NodeId: "node9", RaftAddr: "127.0.0.1:1", GrpcAddr: nodes[1].TCPAddr()}, nodes[1].TCPAddr()},
+		{"the leader's own id and address",
+			&statedv1.JoinRequest{NodeId: "node1", RaftAddr: nodes[0].Store().RaftAddr(), GrpcAddr: nodes[0].TCPAddr()}, `"node1"`},
 		{"data of another cluster",
 			&statedv1.JoinRequest{NodeId: "node9", RaftAddr: "127.0.0.1:1", GrpcAddr: "127.0.0.1:2", ClusterId: "another-cluster"}, "another-cluster"},
 	}
@@ -266,6 +268,46 @@ func TestStartFailsClearlyWhenAJoinAddressIsNotAStatedNode(t *testing.T) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestANodeWhoseJoinFailedStillHasToJoin: a node whose join did not
+// complete is not a member, whatever its data dir holds. Restarted without
+// --join it refuses to start and says to give one (it must not bootstrap a
+// cluster of its own); restarted with the address of a member it joins.
+func TestANodeWhoseJoinFailedStillHasToJoin(t *testing.T) {
+	t.Parallel()
+	nodes := daemontest.StartCluster(t, 1)
+	cfg := daemontest.Config(t, "node2")
+	cfg.Join = []string{"127.0.0.1:1"} // nobody listens
+	cfg.JoinTimeout = 300 * time.Millisecond
+	if d, err := daemon.Start(testContext(t), cfg); err == nil {
+		d.Close()
+		t.Fatal("Start joined through an address nobody listens on")
+	}
+
+	cfg.Join = nil // and Bootstrap is true, as by default
+	d, err := daemon.Start(testContext(t), cfg)
+	if err == nil {
+		d.Close()
+		t.Fatal("a node whose join failed started without --join")
+	}
+	if !strings.Contains(err.Error(), "--join") || !strings.Contains(err.Error(), "has to join") {
+		t.Errorf("error %q does not say the node has to join and how", err)
+	}
+
+	cfg.Join = []string{nodes[0].TCPAddr()}
+	cfg.JoinTimeout = time.Minute
+	d, err = daemon.Start(testContext(t), cfg)
+	if err != nil {
+		t.Fatalf("join after a failed one: %v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	if d.Store().NeedsJoin() {
+		t.Error("the node still needs a join after joining")
+	}
+	if got := memberIDs(t, nodes[0]); len(got) != 2 || !strings.HasPrefix(got[0], "node1@") || !strings.HasPrefix(got[1], "node2@") {
+		t.Errorf("members = %v, want node1 and node2", got)
 	}
 }
 

@@ -29,20 +29,24 @@ const (
 	clusterCheckTimeout = 2 * time.Second
 )
 
-// joinIfNew asks the cluster at Config.Join to add this node, when Join is
-// set and the store has no Raft state yet; then it waits until this node
-// has applied its own membership, so that it serves nothing older than the
-// moment it joined. A node with Raft state is a member already: it ignores
-// Join, and Raft brings it up to date.
+// joinIfNew asks the cluster at Config.Join to add this node when the
+// store needs a join: it has no Raft state and did not bootstrap, or an
+// earlier join never completed. Then it tells the store it may vote, and
+// waits until this node has applied its own membership, so that it serves
+// nothing older than the moment it joined. A node that is a member
+// already ignores Join, and Raft brings it up to date.
 func (d *Daemon) joinIfNew(ctx context.Context, s *raftstore.Store) error {
-	if len(d.cfg.Join) == 0 {
+	if !s.NeedsJoin() {
+		if len(d.cfg.Join) > 0 {
+			st := s.Status()
+			d.logger.Info("the data dir has raft state: already a member; ignoring join addresses",
+				"join", strings.Join(d.cfg.Join, ","), "cluster_id", st.ClusterID)
+			return d.checkSameCluster(ctx, st.ClusterID)
+		}
 		return nil
 	}
-	if s.HadState() {
-		st := s.Status()
-		d.logger.Info("the data dir has raft state: already a member; ignoring join addresses",
-			"join", strings.Join(d.cfg.Join, ","), "cluster_id", st.ClusterID)
-		return d.checkSameCluster(ctx, st.ClusterID)
+	if len(d.cfg.Join) == 0 {
+		return fmt.Errorf("daemon: the node in %s has to join a cluster (its data dir has no Raft state and --bootstrap is off, or an earlier join did not complete): give --join with the address of a member", d.cfg.DataDir)
 	}
 	if host, _, err := net.SplitHostPort(d.AdvertiseGRPCAddr()); err == nil {
 		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
@@ -59,6 +63,9 @@ func (d *Daemon) joinIfNew(ctx context.Context, s *raftstore.Store) error {
 	via, err := d.join(ctx, req)
 	if err != nil {
 		return err
+	}
+	if err := s.Joined(); err != nil {
+		return fmt.Errorf("daemon: joined via %s: %w", via, err)
 	}
 	d.logger.Info("joined the cluster; catching up", "via", via)
 	if err := waitMember(ctx, s, req.GetGrpcAddr()); err != nil {

@@ -36,21 +36,33 @@ type Status struct {
 }
 
 // Join adds m to the cluster as a voter and records its addresses. It runs
-// on the leader only. Joining again with the same id and addresses is a
-// no-op, so a node whose disk was wiped can rejoin; an id that is a member
-// at another Raft address, or a Raft address used by another member, is
-// ErrMemberConflict; a clusterID other than this cluster's is
-// ErrClusterMismatch. The same id and Raft address with another gRPC
-// address updates the metadata: a restarted node may move its gRPC port.
-// The gRPC address is recorded after the node is added, and a joining node
-// may wait for that record to know it has caught up. It returns the
-// cluster id.
+// on the leader only, and returns the cluster id.
+//
+// Only a node without Raft state asks to join (see NeedsJoin), so an id
+// that is already a member at the same Raft address is a node that lost
+// its data dir and comes back empty, or one whose earlier join attempt
+// the leader accepted without its answer arriving. Its old incarnation's
+// log and votes are gone; counting the new one in its place would let a
+// quorum mix the two and elect a leader missing acknowledged commits. So
+// Join first removes the old incarnation, which commits on the other
+// members, and then adds the new one: like etcd's member remove and add,
+// in one call. With a majority of the other members down the removal
+// cannot commit, and Join waits (up to ctx) rather than risk the log.
+//
+// An id that is a member at another Raft address, or a Raft address used
+// by another member, is ErrMemberConflict, as is this leader's own id; a
+// clusterID other than this cluster's is ErrClusterMismatch. The gRPC
+// address is recorded after the node is added, and a joining node may
+// wait for that record to know it has caught up.
 func (s *Store) Join(ctx context.Context, m Member, clusterID string) (string, error) {
 	if s.raft.State() != raft.Leader {
 		return "", ErrNotLeader
 	}
 	if m.ID == "" || m.RaftAddr == "" {
 		return "", fmt.Errorf("%w: a joining node needs an id and a raft address", ErrMemberConflict)
+	}
+	if m.ID == s.cfg.NodeID {
+		return "", fmt.Errorf("%w: node id %q is the leader's own; two nodes cannot share an id", ErrMemberConflict, m.ID)
 	}
 	own := s.ClusterID()
 	if clusterID != "" && own != "" && clusterID != own {
@@ -68,7 +80,7 @@ func (s *Store) Join(ctx context.Context, m Member, clusterID string) (string, e
 		case string(srv.ID) != m.ID && string(srv.Address) == m.RaftAddr:
 			return "", fmt.Errorf("%w: raft address %s is already used by node %q", ErrMemberConflict, m.RaftAddr, srv.ID)
 		case string(srv.ID) == m.ID:
-			present = srv.Suffrage == raft.Voter
+			present = true
 		}
 	}
 	if m.GRPCAddr != "" {
@@ -82,12 +94,17 @@ func (s *Store) Join(ctx context.Context, m Member, clusterID string) (string, e
 			}
 		}
 	}
-	if !present {
-		if err := s.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, s.timeout(ctx)).Error(); err != nil {
+	if present {
+		s.logger.Warn("a member asks to join again without its Raft state (a lost or wiped data dir, or a retried join): removing its old incarnation before adding it back",
+			"node", m.ID, "raft_addr", m.RaftAddr)
+		if err := s.raft.RemoveServer(raft.ServerID(m.ID), 0, s.timeout(ctx)).Error(); err != nil {
 			return "", raftError(err)
 		}
-		s.logger.Info("added a voter", "node", m.ID, "raft_addr", m.RaftAddr, "grpc_addr", m.GRPCAddr)
 	}
+	if err := s.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, s.timeout(ctx)).Error(); err != nil {
+		return "", raftError(err)
+	}
+	s.logger.Info("added a voter", "node", m.ID, "raft_addr", m.RaftAddr, "grpc_addr", m.GRPCAddr)
 	if _, err := s.propose(ctx, &command.Command{Type: command.TypeSetMember, Member: &command.Member{
 		ID: m.ID, RaftAddr: m.RaftAddr, GRPCAddr: m.GRPCAddr,
 	}}); err != nil {

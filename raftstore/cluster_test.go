@@ -314,6 +314,123 @@ func TestWipedFollowerRejoinsFromSnapshot(t *testing.T) {
 	checkEveryNode(t, c, "c", acked)
 }
 
+// TestWipedVoterCannotElectALeaderMissingCommitsItAcknowledged is the
+// loss the chaos suite found: commits acknowledged by the leader and one
+// follower only; that follower loses its disk and comes back empty under
+// its old id; the leader dies. Raft would let the third, stale node win
+// the empty node's vote and then truncate the acknowledged commits when
+// the old leader returns. The empty node must refuse every vote until the
+// cluster has accepted its join, and the join must replace its old
+// incarnation; then the old leader's return elects a complete leader and
+// every commit survives on every node.
+func TestWipedVoterCannotElectALeaderMissingCommitsItAcknowledged(t *testing.T) {
+	rec := &recorder{msgs: map[string][]string{}}
+	c := raftstoretest.NewCluster(t, 3, raftstoretest.WithLogger(slog.New(recordHandler{r: rec})))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
+	defer cancel()
+	var acked int64
+	commit := func(n int) {
+		t.Helper()
+		for range n {
+			if _, err := c.Commit(ctx, increment("t", uint64(acked+1), "c", 1), time.Second); err != nil {
+				t.Fatal(err)
+			}
+			acked++
+		}
+	}
+
+	commit(20)
+	leader := c.Index(c.Leader(t).NodeID())
+	fs := c.Followers()
+	stale, wiped := c.Index(fs[0].NodeID()), c.Index(fs[1].NodeID())
+	// These commits are acknowledged by the leader and the node about to
+	// lose its disk, and by nobody else.
+	c.Network().Isolate(c.ID(stale))
+	commit(50)
+	c.Wipe(wiped)
+	c.Stop(leader)
+	c.Network().Heal()
+
+	joined := c.RestartInBackground(wiped)
+	// The stale node campaigns; only the empty node can answer it.
+	for !rec.logged(c.ID(wiped), "refused a vote") {
+		if c.Node(stale).IsLeader() {
+			t.Fatalf("%s, missing %d acknowledged commits, was elected with the vote of the wiped %s", c.ID(stale), 50, c.ID(wiped))
+		}
+		select {
+		case err := <-joined:
+			t.Fatalf("the wiped %s joined (err %v) while the only node with every acknowledged commit was down: a leader was elected without them", c.ID(wiped), err)
+		case <-ctx.Done():
+			t.Fatalf("%s never asked the wiped %s for a vote: %v", c.ID(stale), c.ID(wiped), ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if c.Node(stale).IsLeader() {
+		t.Fatalf("%s was elected leader without the acknowledged commits", c.ID(stale))
+	}
+
+	// The old leader returns: it is elected (the stale node votes for its
+	// longer log), replaces the wiped node's old incarnation and adds the
+	// new one, which then votes again.
+	c.Restart(t, leader)
+	if err := <-joined; err != nil {
+		t.Fatal(err)
+	}
+	if c.Node(wiped).NeedsJoin() {
+		t.Fatalf("%s still needs a join after joining", c.ID(wiped))
+	}
+	members, _, err := c.Leader(t).Members()
+	if err != nil || len(members) != 3 {
+		t.Fatalf("members after the rejoin = %+v, %v; want 3", members, err)
+	}
+	commit(5)
+	checkEveryNode(t, c, "c", acked)
+}
+
+// TestNodeThatCrashedBeforeItsJoinCompletedStillRefusesVotes: the state
+// "joining" is on disk. A node that has no Raft state and does not
+// bootstrap is marked joining when it opens, and stays so across a
+// restart until Joined. (A node that joined and then received nothing
+// has no Raft state on its next start and joins again, which is safe.)
+func TestNodeThatCrashedBeforeItsJoinCompletedStillRefusesVotes(t *testing.T) {
+	cfg := raftstore.DefaultConfig()
+	cfg.NodeID = "n1"
+	cfg.Dir = t.TempDir()
+	cfg.RaftBind = "127.0.0.1:0"
+	cfg.Bootstrap = false
+	open := func() *raftstore.Store {
+		t.Helper()
+		s, err := raftstore.Open(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	if !s.NeedsJoin() {
+		t.Fatal("a node without state that does not bootstrap does not need a join")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Bootstrap on the next start must not turn a joining node into a
+	// cluster of its own.
+	cfg.Bootstrap = true
+	s = open()
+	if !s.NeedsJoin() || s.HadState() {
+		t.Fatalf("restarted joining node: NeedsJoin %v, HadState %v; want true, false", s.NeedsJoin(), s.HadState())
+	}
+	if err := s.Joined(); err != nil {
+		t.Fatal(err)
+	}
+	if s.NeedsJoin() {
+		t.Fatal("NeedsJoin after Joined")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestPartitionedLeaderCannotCommitAndMajorityMovesOn(t *testing.T) {
 	c := raftstoretest.NewCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)

@@ -34,7 +34,9 @@ type Store struct {
 	raft      *raft.Raft
 	bolt      *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
+	gate      *voteGate // non-nil while this node has to join; see votegate.go
 	snaps     *raft.FileSnapshotStore
+	raftDir   string
 
 	hadState bool // Dir held Raft state when the store was opened
 	// readyTerm is the last term in which this node, as leader, saw an
@@ -104,8 +106,30 @@ func (s *Store) open(ctx context.Context) error {
 	if err := s.catchUpFromSnapshot(); err != nil {
 		return err
 	}
+	existing, err := raft.HasExistingState(s.bolt, s.bolt, s.snaps)
+	if err != nil {
+		return fmt.Errorf("raftstore: %w", err)
+	}
+	s.hadState = existing
+	s.raftDir = raftDir
+	joining, err := isJoining(raftDir)
+	if err != nil {
+		return err
+	}
+	if !existing && !s.cfg.Bootstrap && !joining {
+		if err := markJoining(raftDir); err != nil {
+			return err
+		}
+		joining = true
+	}
 	if s.transport, err = s.newTransport(hlog); err != nil {
 		return err
+	}
+	var trans raft.Transport = s.transport
+	if joining {
+		s.gate = newVoteGate(s.transport, s.cfg.NodeID, s.logger)
+		trans = s.gate
+		s.logger.Info("this node has to join its cluster: it refuses votes until its join is accepted", "node", s.cfg.NodeID)
 	}
 
 	rc := raft.DefaultConfig()
@@ -122,18 +146,16 @@ func (s *Store) open(ctx context.Context) error {
 	// entries after its newest snapshot (see catchUpFromSnapshot).
 	rc.NoSnapshotRestoreOnStart = true
 
-	existing, err := raft.HasExistingState(s.bolt, s.bolt, s.snaps)
-	if err != nil {
-		return fmt.Errorf("raftstore: %w", err)
-	}
-	s.hadState = existing
-	if s.raft, err = raft.NewRaft(rc, s.fsm, s.bolt, s.bolt, s.snaps, s.transport); err != nil {
+	if s.raft, err = raft.NewRaft(rc, s.fsm, s.bolt, s.bolt, s.snaps, trans); err != nil {
 		return fmt.Errorf("raftstore: start raft: %w", err)
+	}
+	if s.gate != nil {
+		s.gate.follow(s.raft)
 	}
 	s.watchCtx, s.stopWatch = context.WithCancel(context.Background())
 	s.watchDone = make(chan struct{})
 	go s.watchLeadership()
-	if !existing && s.cfg.Bootstrap {
+	if !existing && s.cfg.Bootstrap && !joining {
 		f := s.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter,
 			ID:       rc.LocalID,
@@ -355,6 +377,9 @@ func (s *Store) closeParts() error {
 	if s.watchDone != nil {
 		<-s.watchDone // futures fail once Raft is shut down
 	}
+	if s.gate != nil {
+		s.gate.close()
+	}
 	if s.transport != nil {
 		errs = append(errs, s.transport.Close())
 	}
@@ -428,9 +453,32 @@ func (s *Store) metadataRecorded() bool {
 }
 
 // HadState reports whether the data directory held Raft state when the
-// store was opened: a node that did is a member already and must not join
-// or bootstrap again.
+// store was opened. A node that did is a member already and must not
+// bootstrap again; it must still join when NeedsJoin says so.
 func (s *Store) HadState() bool { return s.hadState }
+
+// NeedsJoin reports whether this node has to be added to its cluster
+// through Join before it counts as a member: it was opened without Raft
+// state and without Bootstrap, or an earlier join never completed (the
+// node may have received part of the log meanwhile). Until Joined is
+// called, the node refuses every vote: its data dir may have replaced a
+// lost one, and a vote cast without the lost log could elect a leader
+// missing acknowledged commits.
+func (s *Store) NeedsJoin() bool { return s.gate != nil && !s.gate.opened.Load() }
+
+// Joined records that the cluster's leader has accepted this node's Join
+// (Store.Join returned): the node votes from now on, and on later starts
+// too. Call it only after Join succeeded.
+func (s *Store) Joined() error {
+	if s.gate == nil {
+		return nil
+	}
+	if err := clearJoining(s.raftDir); err != nil {
+		return err
+	}
+	s.gate.open()
+	return nil
+}
 
 // IsLeader reports whether this node is the Raft leader.
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }

@@ -128,9 +128,14 @@ func (run *chaosRun) inject(kind string) {
 		run.fault(kind, "partition of stated %s (its cable unplugged) for %s", who, hold.Round(time.Millisecond))
 	case faultWipe:
 		i, who := run.target()
+		removeFirst := run.r.IntN(2) == 0
+		how := "rejoined empty under its old id"
+		if removeFirst {
+			how = "removed from the cluster, rejoined empty"
+		}
 		began := time.Now()
-		run.cl.wipe(run.ctx, i)
-		run.fault(kind, "stated %s killed, its data dir deleted, rejoined empty and serving after %s", who, time.Since(began).Round(time.Millisecond))
+		run.cl.wipe(run.ctx, i, removeFirst)
+		run.fault(kind, "stated %s killed, its data dir deleted, %s and serving after %s", who, how, time.Since(began).Round(time.Millisecond))
 	default:
 		t.Fatalf("unknown fault %q", kind)
 	}

@@ -158,11 +158,31 @@ func grpcAddr(id string) string { return id + ".grpc.invalid:1" }
 // is the only live node ever started, and joins it otherwise.
 func (c *Cluster) start(t testing.TB, i int) {
 	t.Helper()
+	if err := c.open(i); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// RestartInBackground is Restart without waiting: it opens stopped node i
+// and, for a wiped node, keeps trying to join it through whichever node
+// leads. The channel receives the outcome (nil once the node runs and has
+// caught up) and is closed. Tests use it when the join cannot succeed
+// yet, e.g. while the cluster has no leader.
+func (c *Cluster) RestartInBackground(i int) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		defer close(done)
+		done <- c.open(i)
+	}()
+	return done
+}
+
+func (c *Cluster) open(i int) error {
 	c.mu.Lock()
 	n := c.nodes[i]
 	if n.store != nil || n.removed {
 		c.mu.Unlock()
-		t.Fatalf("raftstoretest: start %s: already running or removed", n.id)
+		return fmt.Errorf("raftstoretest: start %s: already running or removed", n.id)
 	}
 	bootstrap := n.fresh && i == 0 && len(c.nodes) == 1
 	c.mu.Unlock()
@@ -171,7 +191,7 @@ func (c *Cluster) start(t testing.TB, i int) {
 	defer cancel()
 	s, err := raftstore.Open(ctx, c.config(n, bootstrap))
 	if err != nil {
-		t.Fatalf("raftstoretest: open %s: %v", n.id, err)
+		return fmt.Errorf("raftstoretest: open %s: %w", n.id, err)
 	}
 	c.mu.Lock()
 	n.store = s
@@ -180,34 +200,39 @@ func (c *Cluster) start(t testing.TB, i int) {
 	switch {
 	case bootstrap:
 		if err := s.WaitReady(ctx); err != nil {
-			t.Fatalf("raftstoretest: %s: %v", n.id, err)
+			return fmt.Errorf("raftstoretest: %s: %w", n.id, err)
 		}
-	case n.fresh:
-		c.join(t, ctx, n)
+	case s.NeedsJoin():
+		if err := c.join(ctx, n); err != nil {
+			return err
+		}
 	}
 	c.mu.Lock()
 	n.fresh = false
 	c.mu.Unlock()
+	return nil
 }
 
-// join adds n through whichever node is leader, then waits until n has
-// applied the join.
-func (c *Cluster) join(t testing.TB, ctx context.Context, n *node) {
-	t.Helper()
+// join adds n through whichever node is leader, tells n it joined, then
+// waits until n has applied the join.
+func (c *Cluster) join(ctx context.Context, n *node) error {
 	m := raftstore.Member{ID: n.id, RaftAddr: n.addr, GRPCAddr: grpcAddr(n.id), Voter: true}
 	var last error
 	for {
-		if l := c.CurrentLeader(); l != nil {
+		if l := c.CurrentLeader(); l != nil && l != c.store(n) {
 			if _, err := l.Join(ctx, m, ""); err == nil {
+				if err := c.store(n).Joined(); err != nil {
+					return fmt.Errorf("raftstoretest: %s joined: %w", n.id, err)
+				}
 				break
 			} else if !retryable(err) {
-				t.Fatalf("raftstoretest: join %s: %v", n.id, err)
+				return fmt.Errorf("raftstoretest: join %s: %w", n.id, err)
 			} else {
 				last = err
 			}
 		}
 		if !sleep(ctx, 10*time.Millisecond) {
-			t.Fatalf("raftstoretest: join %s: %v (last error: %v)", n.id, ctx.Err(), last)
+			return fmt.Errorf("raftstoretest: join %s: %w (last error: %v)", n.id, ctx.Err(), last)
 		}
 	}
 	// The join proposed the member's metadata; once n has applied what
@@ -219,13 +244,13 @@ func (c *Cluster) join(t testing.TB, ctx context.Context, n *node) {
 		if l != nil {
 			idx := l.AppliedIndex()
 			if _, err := c.store(n).ReadBarrier(ctx, raftstore.Session, idx); err == nil {
-				return
+				return nil
 			} else if ctx.Err() != nil {
-				t.Fatalf("raftstoretest: %s did not catch up to index %d: %v", n.id, idx, err)
+				return fmt.Errorf("raftstoretest: %s did not catch up to index %d: %w", n.id, idx, err)
 			}
 		}
 		if !sleep(ctx, 10*time.Millisecond) {
-			t.Fatalf("raftstoretest: %s did not catch up: %v", n.id, ctx.Err())
+			return fmt.Errorf("raftstoretest: %s did not catch up: %w", n.id, ctx.Err())
 		}
 	}
 }
