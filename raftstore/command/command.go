@@ -39,6 +39,13 @@ const (
 	// timeout ran out before Now and which saw no commit since the leader
 	// listed them.
 	TypeExpireSessions Type = 11
+	// TypeDefineWindows defines the window namespace Windows (format
+	// version 4): once, immutably; the same spec again is a no-op.
+	TypeDefineWindows Type = 12
+	// TypeWindowTick recomputes every window namespace's watermark at Now,
+	// so that sources idle past their timeout stop holding it back, and
+	// closes the windows and fires the timers that became due.
+	TypeWindowTick Type = 13
 )
 
 // Op is the operation of one mutation.
@@ -107,6 +114,8 @@ type Command struct {
 	Session *Session
 	// Expired is set when Type is TypeExpireSessions.
 	Expired []SessionRef
+	// Windows is set when Type is TypeDefineWindows.
+	Windows *WindowSpec
 	// Version is the format version the command was decoded from (zero
 	// for a command built in memory, which encodes as the newest). Commits
 	// of versions before 3 keep their per-commit retry records, so that a
@@ -174,6 +183,13 @@ type Commit struct {
 	Hash      [16]byte
 	Mutations []Mutation
 	Offsets   []Offset
+	// Window parts (format version 4): records added to windows,
+	// watermark hints, acknowledged emissions and timers, applied with
+	// the mutations and offsets, atomically.
+	WindowAdds     []WindowAdd
+	WatermarkHints []WatermarkHint
+	Acks           []EmissionAck
+	Timers         []TimerOp
 }
 
 // Mutation changes the state under one key.
@@ -202,13 +218,18 @@ type Offset struct {
 	Epoch uint64
 }
 
-// PayloadHash is a digest of what the commit changes, its mutations and
-// offsets in their encoded form, without its identity (client, session,
+// PayloadHash is a digest of what the commit changes, its mutations,
+// offsets and window parts in their encoded form, without its identity (client, session,
 // lane, sequence) or the leader's time. A retry of a commit has the same
 // hash; any change to a mutation or an offset gives another.
 func (c *Commit) PayloadHash() [16]byte {
 	bp := payloadBufs.Get().(*[]byte)
-	buf := appendPayload((*bp)[:0], c)
+	// A commit without window parts hashes as format version 3 did, so
+	// that a retry across an upgrade still matches its lane's record.
+	buf := appendStatePayload((*bp)[:0], c)
+	if len(c.WindowAdds)+len(c.WatermarkHints)+len(c.Acks)+len(c.Timers) > 0 {
+		buf = appendWindowPayload(buf, c)
+	}
 	h := sha256.Sum256(buf)
 	if cap(buf) <= maxPooledPayload {
 		*bp = buf

@@ -10,9 +10,12 @@ import (
 // the old one, whenever the layout changes. Version 2 added claims and the
 // epoch of each offset; version 1 commands decode with zero epochs.
 // Version 3 added client sessions: a commit's session, lane and payload
-// hash, and the session commands.
+// hash, and the session commands. Version 4 added window state: a
+// commit's window adds, watermark hints, acknowledgements and timers, and
+// the commands that define window namespaces and tick their watermarks.
 const (
-	version   = 3
+	version   = 4
+	versionV3 = 3
 	versionV2 = 2
 	versionV1 = 1
 )
@@ -60,6 +63,9 @@ func Encode(dst []byte, c *Command) []byte {
 			dst = binary.AppendUvarint(dst, r.ID)
 			dst = binary.AppendVarint(dst, r.LastActive)
 		}
+	case TypeDefineWindows:
+		dst = appendWindowSpec(dst, c.Windows)
+	case TypeWindowTick:
 	case TypeCheckpointDone:
 		dst = binary.AppendUvarint(dst, c.Epoch)
 		dst = binary.AppendUvarint(dst, uint64(len(c.Offsets)))
@@ -112,7 +118,11 @@ func encodedSizeHint(c *Command) int {
 	for i := range c.Expired {
 		n += len(c.Expired[i].ClientID) + 3*binary.MaxVarintLen64
 	}
+	if w := c.Windows; w != nil {
+		n += len(w.Namespace) + 4 + 10*binary.MaxVarintLen64
+	}
 	if m := c.Commit; m != nil {
+		n += windowSizeHint(m)
 		n += len(m.ClientID) + 5*binary.MaxVarintLen64 + len(m.Hash)
 		for i := range m.Mutations {
 			mu := &m.Mutations[i]
@@ -139,8 +149,15 @@ func encodeCommit(dst []byte, m *Commit) []byte {
 	return appendPayload(dst, m)
 }
 
-// appendPayload appends what a commit changes: its mutations and offsets.
+// appendPayload appends what a commit changes: its mutations, offsets and
+// window parts.
 func appendPayload(dst []byte, m *Commit) []byte {
+	return appendWindowPayload(appendStatePayload(dst, m), m)
+}
+
+// appendStatePayload appends a commit's mutations and offsets, the whole
+// payload of format versions 1 to 3.
+func appendStatePayload(dst []byte, m *Commit) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(m.Mutations)))
 	for i := range m.Mutations {
 		mu := &m.Mutations[i]
@@ -195,8 +212,15 @@ func Decode(buf []byte) (*Command, error) {
 			return nil, fmt.Errorf("%w: command type %d in format version 1", ErrCorrupt, c.Type)
 		}
 		c.Claim = d.claim()
-	case TypeOpenSession, TypeExpireSessions:
+	case TypeDefineWindows, TypeWindowTick:
 		if d.version < version {
+			return nil, fmt.Errorf("%w: command type %d in format version %d", ErrCorrupt, c.Type, d.version)
+		}
+		if c.Type == TypeDefineWindows {
+			c.Windows = d.windowSpec()
+		}
+	case TypeOpenSession, TypeExpireSessions:
+		if d.version < versionV3 {
 			return nil, fmt.Errorf("%w: command type %d in format version %d", ErrCorrupt, c.Type, d.version)
 		}
 		if c.Type == TypeOpenSession {
@@ -310,7 +334,7 @@ func (d *decoder) count(minSize int) int {
 
 func (d *decoder) commit() *Commit {
 	m := &Commit{ClientID: string(d.bytes()), Seq: d.uvarint()}
-	if d.version >= version {
+	if d.version >= versionV3 {
 		m.SessionID = d.uvarint()
 		m.Lane = uint32(d.uvarint())
 		if m.SessionID != 0 {
@@ -349,6 +373,9 @@ func (d *decoder) commit() *Commit {
 			}
 		}
 	}
+	if d.version >= version {
+		d.windowPayload(m)
+	}
 	return m
 }
 
@@ -374,5 +401,5 @@ func EncodeVersion2(c *Command) []byte {
 	dst = binary.AppendVarint(dst, c.Now)
 	dst = appendBytes(dst, []byte(c.Commit.ClientID))
 	dst = binary.AppendUvarint(dst, c.Commit.Seq)
-	return appendPayload(dst, c.Commit)
+	return appendStatePayload(dst, c.Commit)
 }

@@ -41,6 +41,19 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 			Hash: [16]byte{1, 2, 3}, Mutations: []Mutation{{Op: OpPut, Namespace: "ns", Key: []byte("k")}}}},
 		"open session":    {Type: TypeOpenSession, Now: 4, Session: &Session{ClientID: "c", ID: 77, IdleTimeout: 3600e9}},
 		"expire sessions": {Type: TypeExpireSessions, Now: 4, Expired: []SessionRef{{ClientID: "a", ID: 1, LastActive: 2}, {ClientID: "b", ID: 3, LastActive: 4}}},
+		"define windows": {Type: TypeDefineWindows, Now: 5, Windows: &WindowSpec{Namespace: "clicks", Shape: ShapeHopping,
+			SizeMs: 300_000, AdvanceMs: 60_000, GraceMs: 10_000, MaxOutOfOrderMs: 5_000, RetentionMs: 1 << 40, IdleTimeoutMs: 30_000,
+			Aggregate: AggList, MaxListValues: 100, Emit: EmitUpdates, Late: LateReturn, MaxPendingEmissions: 7}},
+		"window tick": {Type: TypeWindowTick, Now: 6},
+		"window commit": {Type: TypeCommit, Now: 3, Commit: &Commit{ClientID: "c", SessionID: 5, Lane: 1, Seq: 2, Hash: [16]byte{9},
+			WindowAdds: []WindowAdd{
+				{Namespace: "clicks", Source: "t/3", Key: []byte("u\x00"), EventTimeMs: MaxEventTime, Int: -1, Float: -0.5, Bytes: []byte("v")},
+				{Namespace: "clicks", EventTimeMs: 0},
+			},
+			WatermarkHints: []WatermarkHint{{Namespace: "clicks", Source: "t/3", TimeMs: 12}},
+			Acks:           []EmissionAck{{Namespace: "clicks", ID: 1 << 60}},
+			Timers:         []TimerOp{{Namespace: "clicks", Key: []byte("u"), TimeMs: 99}, {Namespace: "x", TimeMs: 1, Delete: true}},
+		}},
 		"release": {Type: TypeRelease, Claim: &Claim{Group: "g", Owner: "c1", Partitions: []PartitionEpoch{
 			{Topic: "t", Partition: 2, Epoch: 1 << 50},
 		}}},
@@ -153,5 +166,61 @@ func TestPayloadHashIgnoresIdentityAndSeesEveryChange(t *testing.T) {
 		if c.PayloadHash() == a.PayloadHash() {
 			t.Errorf("%s: changed commit has the same payload hash", name)
 		}
+	}
+}
+
+func TestPayloadHashOfACommitWithoutWindowPartsIsThatOfVersion3(t *testing.T) {
+	c := sampleCommit().Commit
+	h := c.PayloadHash()
+	c.WatermarkHints = []WatermarkHint{{Namespace: "w", TimeMs: 1}}
+	if c.PayloadHash() == h {
+		t.Fatal("a watermark hint does not change the payload hash")
+	}
+	c.WatermarkHints = nil
+	if c.PayloadHash() != h {
+		t.Fatal("the hash of a commit without window parts changed")
+	}
+}
+
+func TestValidateWindowSpecNamesTheField(t *testing.T) {
+	ok := WindowSpec{Namespace: "w", Shape: ShapeTumbling, SizeMs: 60_000, Aggregate: AggCount, Emit: EmitFinal, Late: LateDrop}
+	if err := ValidateWindowSpec(&ok); err != nil {
+		t.Fatalf("valid spec refused: %v", err)
+	}
+	for _, tc := range []struct {
+		field string
+		edit  func(*WindowSpec)
+	}{
+		{"namespace", func(s *WindowSpec) { s.Namespace = "" }},
+		{"size_ms", func(s *WindowSpec) { s.SizeMs = 0 }},
+		{"size_ms", func(s *WindowSpec) { s.SizeMs = -5 }},
+		{"gap_ms", func(s *WindowSpec) { s.Shape = ShapeSession }},
+		{"advance_ms", func(s *WindowSpec) { s.Shape = ShapeHopping; s.AdvanceMs = 120_000 }},
+		{"grace_ms", func(s *WindowSpec) { s.GraceMs = -1 }},
+		{"max_out_of_order_ms", func(s *WindowSpec) { s.MaxOutOfOrderMs = -1 }},
+		{"retention_ms", func(s *WindowSpec) { s.GraceMs = 10_000; s.RetentionMs = 65_000 }},
+		{"aggregate", func(s *WindowSpec) { s.Aggregate = 99 }},
+		{"aggregate", func(s *WindowSpec) { s.Shape = ShapeHopping; s.AdvanceMs = 1000; s.Aggregate = AggOpaque }},
+		{"max_list_values", func(s *WindowSpec) { s.Aggregate = AggList }},
+		{"max_list_values", func(s *WindowSpec) { s.MaxListValues = 3 }},
+		{"emit", func(s *WindowSpec) { s.Emit = 0 }},
+		{"late", func(s *WindowSpec) { s.Late = 9 }},
+		{"idle_timeout_ms", func(s *WindowSpec) { s.IdleTimeoutMs = MaxDuration + 1 }},
+	} {
+		s := ok
+		tc.edit(&s)
+		err := ValidateWindowSpec(&s)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("spec %+v: error %v, want one naming %s", s, err, tc.field)
+		}
+	}
+	if f, _, _ := DiffWindowSpecs(ok, ok.WithDefaults()); f != "" {
+		t.Errorf("a spec and the same spec with its defaults differ in %s", f)
+	}
+	other := ok
+	other.GraceMs = 5
+	if f, was, now := DiffWindowSpecs(ok, other); f != "grace_ms" || was != "0" || now != "5" {
+		t.Errorf("diff = %s %s %s, want grace_ms 0 5", f, was, now)
 	}
 }
