@@ -212,6 +212,356 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_statedv1_stated_proto_rawDescGZIP(), []int{2}
 }
 
+type WindowShape int32
+
+const (
+	WindowShape_WINDOW_SHAPE_UNSPECIFIED WindowShape = 0
+	// TUMBLING: adjacent windows of size_ms.
+	WindowShape_WINDOW_SHAPE_TUMBLING WindowShape = 1
+	// HOPPING: windows of size_ms starting every advance_ms.
+	WindowShape_WINDOW_SHAPE_HOPPING WindowShape = 2
+	// SESSION: per key, records less than gap_ms apart; a session is
+	// reported as [first event, last event + 1).
+	WindowShape_WINDOW_SHAPE_SESSION WindowShape = 3
+)
+
+// Enum value maps for WindowShape.
+var (
+	WindowShape_name = map[int32]string{
+		0: "WINDOW_SHAPE_UNSPECIFIED",
+		1: "WINDOW_SHAPE_TUMBLING",
+		2: "WINDOW_SHAPE_HOPPING",
+		3: "WINDOW_SHAPE_SESSION",
+	}
+	WindowShape_value = map[string]int32{
+		"WINDOW_SHAPE_UNSPECIFIED": 0,
+		"WINDOW_SHAPE_TUMBLING":    1,
+		"WINDOW_SHAPE_HOPPING":     2,
+		"WINDOW_SHAPE_SESSION":     3,
+	}
+)
+
+func (x WindowShape) Enum() *WindowShape {
+	p := new(WindowShape)
+	*p = x
+	return p
+}
+
+func (x WindowShape) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WindowShape) Descriptor() protoreflect.EnumDescriptor {
+	return file_statedv1_stated_proto_enumTypes[3].Descriptor()
+}
+
+func (WindowShape) Type() protoreflect.EnumType {
+	return &file_statedv1_stated_proto_enumTypes[3]
+}
+
+func (x WindowShape) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WindowShape.Descriptor instead.
+func (WindowShape) EnumDescriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{3}
+}
+
+type WindowAggregate int32
+
+const (
+	WindowAggregate_WINDOW_AGGREGATE_UNSPECIFIED WindowAggregate = 0
+	// COUNT counts records (every window counts its records in count
+	// whatever its aggregate).
+	WindowAggregate_WINDOW_AGGREGATE_COUNT WindowAggregate = 1
+	// SUM_INT sums int_value; an overflow refuses the commit.
+	WindowAggregate_WINDOW_AGGREGATE_SUM_INT   WindowAggregate = 2
+	WindowAggregate_WINDOW_AGGREGATE_SUM_FLOAT WindowAggregate = 3
+	WindowAggregate_WINDOW_AGGREGATE_MIN_INT   WindowAggregate = 4
+	WindowAggregate_WINDOW_AGGREGATE_MAX_INT   WindowAggregate = 5
+	WindowAggregate_WINDOW_AGGREGATE_MIN_FLOAT WindowAggregate = 6
+	WindowAggregate_WINDOW_AGGREGATE_MAX_FLOAT WindowAggregate = 7
+	// LAST keeps bytes_value of the record with the greatest event time
+	// (of equal times, the later add).
+	WindowAggregate_WINDOW_AGGREGATE_LAST WindowAggregate = 8
+	// LIST keeps bytes_value of the first max_list_values records in event
+	// time order (ties in add order); truncated says more arrived.
+	WindowAggregate_WINDOW_AGGREGATE_LIST WindowAggregate = 9
+	// OPAQUE: each add's bytes_value replaces the window's bytes; the
+	// application reads the current bytes (Get) and computes the new ones.
+	// Tumbling windows only.
+	WindowAggregate_WINDOW_AGGREGATE_OPAQUE WindowAggregate = 10
+)
+
+// Enum value maps for WindowAggregate.
+var (
+	WindowAggregate_name = map[int32]string{
+		0:  "WINDOW_AGGREGATE_UNSPECIFIED",
+		1:  "WINDOW_AGGREGATE_COUNT",
+		2:  "WINDOW_AGGREGATE_SUM_INT",
+		3:  "WINDOW_AGGREGATE_SUM_FLOAT",
+		4:  "WINDOW_AGGREGATE_MIN_INT",
+		5:  "WINDOW_AGGREGATE_MAX_INT",
+		6:  "WINDOW_AGGREGATE_MIN_FLOAT",
+		7:  "WINDOW_AGGREGATE_MAX_FLOAT",
+		8:  "WINDOW_AGGREGATE_LAST",
+		9:  "WINDOW_AGGREGATE_LIST",
+		10: "WINDOW_AGGREGATE_OPAQUE",
+	}
+	WindowAggregate_value = map[string]int32{
+		"WINDOW_AGGREGATE_UNSPECIFIED": 0,
+		"WINDOW_AGGREGATE_COUNT":       1,
+		"WINDOW_AGGREGATE_SUM_INT":     2,
+		"WINDOW_AGGREGATE_SUM_FLOAT":   3,
+		"WINDOW_AGGREGATE_MIN_INT":     4,
+		"WINDOW_AGGREGATE_MAX_INT":     5,
+		"WINDOW_AGGREGATE_MIN_FLOAT":   6,
+		"WINDOW_AGGREGATE_MAX_FLOAT":   7,
+		"WINDOW_AGGREGATE_LAST":        8,
+		"WINDOW_AGGREGATE_LIST":        9,
+		"WINDOW_AGGREGATE_OPAQUE":      10,
+	}
+)
+
+func (x WindowAggregate) Enum() *WindowAggregate {
+	p := new(WindowAggregate)
+	*p = x
+	return p
+}
+
+func (x WindowAggregate) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WindowAggregate) Descriptor() protoreflect.EnumDescriptor {
+	return file_statedv1_stated_proto_enumTypes[4].Descriptor()
+}
+
+func (WindowAggregate) Type() protoreflect.EnumType {
+	return &file_statedv1_stated_proto_enumTypes[4]
+}
+
+func (x WindowAggregate) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WindowAggregate.Descriptor instead.
+func (WindowAggregate) EnumDescriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{4}
+}
+
+type WindowEmit int32
+
+const (
+	WindowEmit_WINDOW_EMIT_UNSPECIFIED WindowEmit = 0
+	// FINAL: one emission per window, when it closes.
+	WindowEmit_WINDOW_EMIT_FINAL WindowEmit = 1
+	// UPDATES: also an UPDATE emission of every window an on-time add
+	// changed.
+	WindowEmit_WINDOW_EMIT_UPDATES WindowEmit = 2
+)
+
+// Enum value maps for WindowEmit.
+var (
+	WindowEmit_name = map[int32]string{
+		0: "WINDOW_EMIT_UNSPECIFIED",
+		1: "WINDOW_EMIT_FINAL",
+		2: "WINDOW_EMIT_UPDATES",
+	}
+	WindowEmit_value = map[string]int32{
+		"WINDOW_EMIT_UNSPECIFIED": 0,
+		"WINDOW_EMIT_FINAL":       1,
+		"WINDOW_EMIT_UPDATES":     2,
+	}
+)
+
+func (x WindowEmit) Enum() *WindowEmit {
+	p := new(WindowEmit)
+	*p = x
+	return p
+}
+
+func (x WindowEmit) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WindowEmit) Descriptor() protoreflect.EnumDescriptor {
+	return file_statedv1_stated_proto_enumTypes[5].Descriptor()
+}
+
+func (WindowEmit) Type() protoreflect.EnumType {
+	return &file_statedv1_stated_proto_enumTypes[5]
+}
+
+func (x WindowEmit) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WindowEmit.Descriptor instead.
+func (WindowEmit) EnumDescriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{5}
+}
+
+type LatePolicy int32
+
+const (
+	LatePolicy_LATE_POLICY_UNSPECIFIED LatePolicy = 0
+	// DROP: a late record is dropped and counted (late_dropped).
+	LatePolicy_LATE_POLICY_DROP LatePolicy = 1
+	// RETURN: a late record is counted (late_returned) and its add result
+	// says so, for the caller to handle it.
+	LatePolicy_LATE_POLICY_RETURN LatePolicy = 2
+)
+
+// Enum value maps for LatePolicy.
+var (
+	LatePolicy_name = map[int32]string{
+		0: "LATE_POLICY_UNSPECIFIED",
+		1: "LATE_POLICY_DROP",
+		2: "LATE_POLICY_RETURN",
+	}
+	LatePolicy_value = map[string]int32{
+		"LATE_POLICY_UNSPECIFIED": 0,
+		"LATE_POLICY_DROP":        1,
+		"LATE_POLICY_RETURN":      2,
+	}
+)
+
+func (x LatePolicy) Enum() *LatePolicy {
+	p := new(LatePolicy)
+	*p = x
+	return p
+}
+
+func (x LatePolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LatePolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_statedv1_stated_proto_enumTypes[6].Descriptor()
+}
+
+func (LatePolicy) Type() protoreflect.EnumType {
+	return &file_statedv1_stated_proto_enumTypes[6]
+}
+
+func (x LatePolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LatePolicy.Descriptor instead.
+func (LatePolicy) EnumDescriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{6}
+}
+
+type AddStatus int32
+
+const (
+	AddStatus_ADD_STATUS_UNSPECIFIED   AddStatus = 0
+	AddStatus_ADD_STATUS_ON_TIME       AddStatus = 1
+	AddStatus_ADD_STATUS_LATE_DROPPED  AddStatus = 2
+	AddStatus_ADD_STATUS_LATE_RETURNED AddStatus = 3
+)
+
+// Enum value maps for AddStatus.
+var (
+	AddStatus_name = map[int32]string{
+		0: "ADD_STATUS_UNSPECIFIED",
+		1: "ADD_STATUS_ON_TIME",
+		2: "ADD_STATUS_LATE_DROPPED",
+		3: "ADD_STATUS_LATE_RETURNED",
+	}
+	AddStatus_value = map[string]int32{
+		"ADD_STATUS_UNSPECIFIED":   0,
+		"ADD_STATUS_ON_TIME":       1,
+		"ADD_STATUS_LATE_DROPPED":  2,
+		"ADD_STATUS_LATE_RETURNED": 3,
+	}
+)
+
+func (x AddStatus) Enum() *AddStatus {
+	p := new(AddStatus)
+	*p = x
+	return p
+}
+
+func (x AddStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AddStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_statedv1_stated_proto_enumTypes[7].Descriptor()
+}
+
+func (AddStatus) Type() protoreflect.EnumType {
+	return &file_statedv1_stated_proto_enumTypes[7]
+}
+
+func (x AddStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AddStatus.Descriptor instead.
+func (AddStatus) EnumDescriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{7}
+}
+
+type EmissionKind int32
+
+const (
+	EmissionKind_EMISSION_KIND_UNSPECIFIED EmissionKind = 0
+	// FINAL: a window closed; its final result.
+	EmissionKind_EMISSION_KIND_FINAL EmissionKind = 1
+	// UPDATE: an open window changed (EMIT_UPDATES).
+	EmissionKind_EMISSION_KIND_UPDATE EmissionKind = 2
+	// TIMER: a timer fired; start_ms and end_ms are its time.
+	EmissionKind_EMISSION_KIND_TIMER EmissionKind = 3
+)
+
+// Enum value maps for EmissionKind.
+var (
+	EmissionKind_name = map[int32]string{
+		0: "EMISSION_KIND_UNSPECIFIED",
+		1: "EMISSION_KIND_FINAL",
+		2: "EMISSION_KIND_UPDATE",
+		3: "EMISSION_KIND_TIMER",
+	}
+	EmissionKind_value = map[string]int32{
+		"EMISSION_KIND_UNSPECIFIED": 0,
+		"EMISSION_KIND_FINAL":       1,
+		"EMISSION_KIND_UPDATE":      2,
+		"EMISSION_KIND_TIMER":       3,
+	}
+)
+
+func (x EmissionKind) Enum() *EmissionKind {
+	p := new(EmissionKind)
+	*p = x
+	return p
+}
+
+func (x EmissionKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EmissionKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_statedv1_stated_proto_enumTypes[8].Descriptor()
+}
+
+func (EmissionKind) Type() protoreflect.EnumType {
+	return &file_statedv1_stated_proto_enumTypes[8]
+}
+
+func (x EmissionKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EmissionKind.Descriptor instead.
+func (EmissionKind) EnumDescriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{8}
+}
+
 type SessionRefused_Reason int32
 
 const (
@@ -260,11 +610,11 @@ func (x SessionRefused_Reason) String() string {
 }
 
 func (SessionRefused_Reason) Descriptor() protoreflect.EnumDescriptor {
-	return file_statedv1_stated_proto_enumTypes[3].Descriptor()
+	return file_statedv1_stated_proto_enumTypes[9].Descriptor()
 }
 
 func (SessionRefused_Reason) Type() protoreflect.EnumType {
-	return &file_statedv1_stated_proto_enumTypes[3]
+	return &file_statedv1_stated_proto_enumTypes[9]
 }
 
 func (x SessionRefused_Reason) Number() protoreflect.EnumNumber {
@@ -2095,8 +2445,14 @@ type StateCounts struct {
 	// legacy_retry_records are per-commit retry records written before
 	// sessions existed; TTL expiry deletes them within an hour.
 	LegacyRetryRecords uint64 `protobuf:"varint,6,opt,name=legacy_retry_records,json=legacyRetryRecords,proto3" json:"legacy_retry_records,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// window_namespaces, open_windows and pending_emissions count window
+	// state: namespaces defined, windows not closed yet, and emissions not
+	// acknowledged yet.
+	WindowNamespaces uint64 `protobuf:"varint,7,opt,name=window_namespaces,json=windowNamespaces,proto3" json:"window_namespaces,omitempty"`
+	OpenWindows      uint64 `protobuf:"varint,8,opt,name=open_windows,json=openWindows,proto3" json:"open_windows,omitempty"`
+	PendingEmissions uint64 `protobuf:"varint,9,opt,name=pending_emissions,json=pendingEmissions,proto3" json:"pending_emissions,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StateCounts) Reset() {
@@ -2167,6 +2523,27 @@ func (x *StateCounts) GetStateBytes() uint64 {
 func (x *StateCounts) GetLegacyRetryRecords() uint64 {
 	if x != nil {
 		return x.LegacyRetryRecords
+	}
+	return 0
+}
+
+func (x *StateCounts) GetWindowNamespaces() uint64 {
+	if x != nil {
+		return x.WindowNamespaces
+	}
+	return 0
+}
+
+func (x *StateCounts) GetOpenWindows() uint64 {
+	if x != nil {
+		return x.OpenWindows
+	}
+	return 0
+}
+
+func (x *StateCounts) GetPendingEmissions() uint64 {
+	if x != nil {
+		return x.PendingEmissions
 	}
 	return 0
 }
@@ -2856,11 +3233,22 @@ type CommitRequest struct {
 	// with the original index; one that does not match, or a sequence below
 	// the lane's highest, is refused with FAILED_PRECONDITION. sequence
 	// requires session_id, and session_id requires client_id and sequence.
-	Sequence      uint64 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	SessionId     uint64 `protobuf:"varint,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Lane          uint32 `protobuf:"varint,6,opt,name=lane,proto3" json:"lane,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Sequence  uint64 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	SessionId uint64 `protobuf:"varint,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Lane      uint32 `protobuf:"varint,6,opt,name=lane,proto3" json:"lane,omitempty"`
+	// window_adds add records to window namespaces (see service Windows);
+	// watermark_hints raise sources' watermarks; acks acknowledge pending
+	// emissions, which leave the outbox with this commit (acknowledging an
+	// emission that is not pending refuses the whole commit); timers register
+	// or delete event-time timers. A commit that adds to or hints a namespace
+	// whose outbox holds max_pending_emissions or more is refused with
+	// RESOURCE_EXHAUSTED and an OutboxFull detail.
+	WindowAdds     []*WindowAdd     `protobuf:"bytes,7,rep,name=window_adds,json=windowAdds,proto3" json:"window_adds,omitempty"`
+	WatermarkHints []*WatermarkHint `protobuf:"bytes,8,rep,name=watermark_hints,json=watermarkHints,proto3" json:"watermark_hints,omitempty"`
+	Acks           []*EmissionAck   `protobuf:"bytes,9,rep,name=acks,proto3" json:"acks,omitempty"`
+	Timers         []*TimerOp       `protobuf:"bytes,10,rep,name=timers,proto3" json:"timers,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CommitRequest) Reset() {
@@ -2933,6 +3321,34 @@ func (x *CommitRequest) GetLane() uint32 {
 		return x.Lane
 	}
 	return 0
+}
+
+func (x *CommitRequest) GetWindowAdds() []*WindowAdd {
+	if x != nil {
+		return x.WindowAdds
+	}
+	return nil
+}
+
+func (x *CommitRequest) GetWatermarkHints() []*WatermarkHint {
+	if x != nil {
+		return x.WatermarkHints
+	}
+	return nil
+}
+
+func (x *CommitRequest) GetAcks() []*EmissionAck {
+	if x != nil {
+		return x.Acks
+	}
+	return nil
+}
+
+func (x *CommitRequest) GetTimers() []*TimerOp {
+	if x != nil {
+		return x.Timers
+	}
+	return nil
 }
 
 type CommitResponse struct {
@@ -3872,6 +4288,1621 @@ func (x *FencedPartition) GetReason() string {
 	return ""
 }
 
+// WindowSpec defines a window namespace.
+type WindowSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// namespace: non-empty valid UTF-8, at most 256 bytes. Window namespaces
+	// are separate from keyed-state namespaces.
+	Namespace string      `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Shape     WindowShape `protobuf:"varint,2,opt,name=shape,proto3,enum=stated.v1.WindowShape" json:"shape,omitempty"`
+	// size_ms: tumbling and hopping; advance_ms: hopping, 0 < advance <=
+	// size; gap_ms: session. The fields a shape does not use must be 0.
+	SizeMs    int64 `protobuf:"varint,3,opt,name=size_ms,json=sizeMs,proto3" json:"size_ms,omitempty"`
+	AdvanceMs int64 `protobuf:"varint,4,opt,name=advance_ms,json=advanceMs,proto3" json:"advance_ms,omitempty"`
+	GapMs     int64 `protobuf:"varint,5,opt,name=gap_ms,json=gapMs,proto3" json:"gap_ms,omitempty"`
+	// grace_ms and max_out_of_order_ms are required (0 means no lateness):
+	// a window closes when the watermark reaches its end plus grace_ms (a
+	// session: its last event + gap + grace), and a source's watermark
+	// trails its greatest event time by max_out_of_order_ms.
+	GraceMs         *int64 `protobuf:"varint,6,opt,name=grace_ms,json=graceMs,proto3,oneof" json:"grace_ms,omitempty"`
+	MaxOutOfOrderMs *int64 `protobuf:"varint,7,opt,name=max_out_of_order_ms,json=maxOutOfOrderMs,proto3,oneof" json:"max_out_of_order_ms,omitempty"`
+	// retention_ms: how long a closed window stays queryable, from its
+	// start; 0 means size + grace (session: gap + grace), and a lower value
+	// is refused.
+	RetentionMs int64 `protobuf:"varint,8,opt,name=retention_ms,json=retentionMs,proto3" json:"retention_ms,omitempty"`
+	// idle_timeout_ms: a source silent this long (by the leader's clock)
+	// stops holding the namespace's watermark back; 0 means 60000.
+	IdleTimeoutMs int64           `protobuf:"varint,9,opt,name=idle_timeout_ms,json=idleTimeoutMs,proto3" json:"idle_timeout_ms,omitempty"`
+	Aggregate     WindowAggregate `protobuf:"varint,10,opt,name=aggregate,proto3,enum=stated.v1.WindowAggregate" json:"aggregate,omitempty"`
+	// max_list_values: LIST only, 1 to 10000.
+	MaxListValues int32      `protobuf:"varint,11,opt,name=max_list_values,json=maxListValues,proto3" json:"max_list_values,omitempty"`
+	Emit          WindowEmit `protobuf:"varint,12,opt,name=emit,proto3,enum=stated.v1.WindowEmit" json:"emit,omitempty"`
+	Late          LatePolicy `protobuf:"varint,13,opt,name=late,proto3,enum=stated.v1.LatePolicy" json:"late,omitempty"`
+	// max_pending_emissions caps the outbox: a commit that adds to or hints
+	// a namespace with this many unacknowledged emissions is refused
+	// (RESOURCE_EXHAUSTED). 0 means 100000.
+	MaxPendingEmissions int64 `protobuf:"varint,14,opt,name=max_pending_emissions,json=maxPendingEmissions,proto3" json:"max_pending_emissions,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *WindowSpec) Reset() {
+	*x = WindowSpec{}
+	mi := &file_statedv1_stated_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowSpec) ProtoMessage() {}
+
+func (x *WindowSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowSpec.ProtoReflect.Descriptor instead.
+func (*WindowSpec) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *WindowSpec) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *WindowSpec) GetShape() WindowShape {
+	if x != nil {
+		return x.Shape
+	}
+	return WindowShape_WINDOW_SHAPE_UNSPECIFIED
+}
+
+func (x *WindowSpec) GetSizeMs() int64 {
+	if x != nil {
+		return x.SizeMs
+	}
+	return 0
+}
+
+func (x *WindowSpec) GetAdvanceMs() int64 {
+	if x != nil {
+		return x.AdvanceMs
+	}
+	return 0
+}
+
+func (x *WindowSpec) GetGapMs() int64 {
+	if x != nil {
+		return x.GapMs
+	}
+	return 0
+}
+
+func (x *WindowSpec) GetGraceMs() int64 {
+	if x != nil && x.GraceMs != nil {
+		return *x.GraceMs
+	}
+	return 0
+}
+
+func (x *WindowSpec) GetMaxOutOfOrderMs() int64 {
+	if x != nil && x.MaxOutOfOrderMs != nil {
+		return *x.MaxOutOfOrderMs
+	}
+	return 0
+}
+
+func (x *WindowSpec) GetRetentionMs() int64 {
+	if x != nil {
+		return x.RetentionMs
+	}
+	return 0
+}
+
+func (x *WindowSpec) GetIdleTimeoutMs() int64 {
+	if x != nil {
+		return x.IdleTimeoutMs
+	}
+	return 0
+}
+
+func (x *WindowSpec) GetAggregate() WindowAggregate {
+	if x != nil {
+		return x.Aggregate
+	}
+	return WindowAggregate_WINDOW_AGGREGATE_UNSPECIFIED
+}
+
+func (x *WindowSpec) GetMaxListValues() int32 {
+	if x != nil {
+		return x.MaxListValues
+	}
+	return 0
+}
+
+func (x *WindowSpec) GetEmit() WindowEmit {
+	if x != nil {
+		return x.Emit
+	}
+	return WindowEmit_WINDOW_EMIT_UNSPECIFIED
+}
+
+func (x *WindowSpec) GetLate() LatePolicy {
+	if x != nil {
+		return x.Late
+	}
+	return LatePolicy_LATE_POLICY_UNSPECIFIED
+}
+
+func (x *WindowSpec) GetMaxPendingEmissions() int64 {
+	if x != nil {
+		return x.MaxPendingEmissions
+	}
+	return 0
+}
+
+type DefineWindowsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *WindowSpec            `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DefineWindowsRequest) Reset() {
+	*x = DefineWindowsRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DefineWindowsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DefineWindowsRequest) ProtoMessage() {}
+
+func (x *DefineWindowsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DefineWindowsRequest.ProtoReflect.Descriptor instead.
+func (*DefineWindowsRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *DefineWindowsRequest) GetSpec() *WindowSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type DefineWindowsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// index is the Raft index of the definition (of the entry that found it
+	// already defined, when it was).
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DefineWindowsResponse) Reset() {
+	*x = DefineWindowsResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DefineWindowsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DefineWindowsResponse) ProtoMessage() {}
+
+func (x *DefineWindowsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DefineWindowsResponse.ProtoReflect.Descriptor instead.
+func (*DefineWindowsResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *DefineWindowsResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// WindowAdd adds a record to the windows of key that contain
+// event_time_ms. The value field that counts depends on the namespace's
+// aggregate: int_value for the int aggregates, float_value for the float
+// ones, bytes_value for LAST, LIST and OPAQUE; COUNT uses none.
+type WindowAdd struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// source names the record's source partition (the SDK's Kafka processor
+	// uses "topic/partition"); each source has its own watermark. Empty is
+	// the default source.
+	Source        string  `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	Key           []byte  `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	EventTimeMs   int64   `protobuf:"varint,4,opt,name=event_time_ms,json=eventTimeMs,proto3" json:"event_time_ms,omitempty"`
+	IntValue      int64   `protobuf:"varint,5,opt,name=int_value,json=intValue,proto3" json:"int_value,omitempty"`
+	FloatValue    float64 `protobuf:"fixed64,6,opt,name=float_value,json=floatValue,proto3" json:"float_value,omitempty"`
+	BytesValue    []byte  `protobuf:"bytes,7,opt,name=bytes_value,json=bytesValue,proto3" json:"bytes_value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowAdd) Reset() {
+	*x = WindowAdd{}
+	mi := &file_statedv1_stated_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowAdd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowAdd) ProtoMessage() {}
+
+func (x *WindowAdd) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowAdd.ProtoReflect.Descriptor instead.
+func (*WindowAdd) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *WindowAdd) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *WindowAdd) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *WindowAdd) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *WindowAdd) GetEventTimeMs() int64 {
+	if x != nil {
+		return x.EventTimeMs
+	}
+	return 0
+}
+
+func (x *WindowAdd) GetIntValue() int64 {
+	if x != nil {
+		return x.IntValue
+	}
+	return 0
+}
+
+func (x *WindowAdd) GetFloatValue() float64 {
+	if x != nil {
+		return x.FloatValue
+	}
+	return 0
+}
+
+func (x *WindowAdd) GetBytesValue() []byte {
+	if x != nil {
+		return x.BytesValue
+	}
+	return nil
+}
+
+// WatermarkHint raises a source's watermark to time_ms (it never goes
+// back).
+type WatermarkHint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	TimeMs        int64                  `protobuf:"varint,3,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatermarkHint) Reset() {
+	*x = WatermarkHint{}
+	mi := &file_statedv1_stated_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatermarkHint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatermarkHint) ProtoMessage() {}
+
+func (x *WatermarkHint) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatermarkHint.ProtoReflect.Descriptor instead.
+func (*WatermarkHint) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *WatermarkHint) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *WatermarkHint) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *WatermarkHint) GetTimeMs() int64 {
+	if x != nil {
+		return x.TimeMs
+	}
+	return 0
+}
+
+// EmissionAck acknowledges a pending emission: it leaves the outbox with
+// the commit that carries the ack.
+type EmissionAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EmissionAck) Reset() {
+	*x = EmissionAck{}
+	mi := &file_statedv1_stated_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EmissionAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmissionAck) ProtoMessage() {}
+
+func (x *EmissionAck) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmissionAck.ProtoReflect.Descriptor instead.
+func (*EmissionAck) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *EmissionAck) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *EmissionAck) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+// TimerOp registers an event-time timer of key, which fires (an Emission
+// of kind TIMER) once the namespace's watermark reaches time_ms; with
+// delete it removes one. Registering an existing timer and deleting a
+// missing one change nothing.
+type TimerOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	TimeMs        int64                  `protobuf:"varint,3,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	Delete        bool                   `protobuf:"varint,4,opt,name=delete,proto3" json:"delete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimerOp) Reset() {
+	*x = TimerOp{}
+	mi := &file_statedv1_stated_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimerOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimerOp) ProtoMessage() {}
+
+func (x *TimerOp) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimerOp.ProtoReflect.Descriptor instead.
+func (*TimerOp) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *TimerOp) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *TimerOp) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *TimerOp) GetTimeMs() int64 {
+	if x != nil {
+		return x.TimeMs
+	}
+	return 0
+}
+
+func (x *TimerOp) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
+type AddResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        AddStatus              `protobuf:"varint,1,opt,name=status,proto3,enum=stated.v1.AddStatus" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddResult) Reset() {
+	*x = AddResult{}
+	mi := &file_statedv1_stated_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddResult) ProtoMessage() {}
+
+func (x *AddResult) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddResult.ProtoReflect.Descriptor instead.
+func (*AddResult) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *AddResult) GetStatus() AddStatus {
+	if x != nil {
+		return x.Status
+	}
+	return AddStatus_ADD_STATUS_UNSPECIFIED
+}
+
+// Emission is a closed window's result, an update of an open window, or a
+// fired timer. It stays in its namespace's outbox until acknowledged.
+type Emission struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// id numbers the namespace's emissions from 1 in the order the state
+	// machine wrote them: the same on every replica, after any restart,
+	// replay or restore.
+	Id      uint64       `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	Kind    EmissionKind `protobuf:"varint,3,opt,name=kind,proto3,enum=stated.v1.EmissionKind" json:"kind,omitempty"`
+	Key     []byte       `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
+	StartMs int64        `protobuf:"varint,5,opt,name=start_ms,json=startMs,proto3" json:"start_ms,omitempty"`
+	EndMs   int64        `protobuf:"varint,6,opt,name=end_ms,json=endMs,proto3" json:"end_ms,omitempty"`
+	// count is the window's number of records.
+	Count      int64    `protobuf:"varint,7,opt,name=count,proto3" json:"count,omitempty"`
+	IntValue   int64    `protobuf:"varint,8,opt,name=int_value,json=intValue,proto3" json:"int_value,omitempty"`
+	FloatValue float64  `protobuf:"fixed64,9,opt,name=float_value,json=floatValue,proto3" json:"float_value,omitempty"`
+	BytesValue []byte   `protobuf:"bytes,10,opt,name=bytes_value,json=bytesValue,proto3" json:"bytes_value,omitempty"`
+	Values     [][]byte `protobuf:"bytes,11,rep,name=values,proto3" json:"values,omitempty"`
+	Truncated  bool     `protobuf:"varint,12,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// watermark is the namespace's watermark when the emission was written.
+	Watermark     int64 `protobuf:"varint,13,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Emission) Reset() {
+	*x = Emission{}
+	mi := &file_statedv1_stated_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Emission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Emission) ProtoMessage() {}
+
+func (x *Emission) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Emission.ProtoReflect.Descriptor instead.
+func (*Emission) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *Emission) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Emission) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Emission) GetKind() EmissionKind {
+	if x != nil {
+		return x.Kind
+	}
+	return EmissionKind_EMISSION_KIND_UNSPECIFIED
+}
+
+func (x *Emission) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Emission) GetStartMs() int64 {
+	if x != nil {
+		return x.StartMs
+	}
+	return 0
+}
+
+func (x *Emission) GetEndMs() int64 {
+	if x != nil {
+		return x.EndMs
+	}
+	return 0
+}
+
+func (x *Emission) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Emission) GetIntValue() int64 {
+	if x != nil {
+		return x.IntValue
+	}
+	return 0
+}
+
+func (x *Emission) GetFloatValue() float64 {
+	if x != nil {
+		return x.FloatValue
+	}
+	return 0
+}
+
+func (x *Emission) GetBytesValue() []byte {
+	if x != nil {
+		return x.BytesValue
+	}
+	return nil
+}
+
+func (x *Emission) GetValues() [][]byte {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *Emission) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+func (x *Emission) GetWatermark() int64 {
+	if x != nil {
+		return x.Watermark
+	}
+	return 0
+}
+
+// OutboxFull is the detail of a commit refused with RESOURCE_EXHAUSTED
+// because a namespace it adds to or hints has too many unacknowledged
+// emissions. Nothing of the commit applied.
+type OutboxFull struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Namespace           string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pending             int64                  `protobuf:"varint,2,opt,name=pending,proto3" json:"pending,omitempty"`
+	MaxPendingEmissions int64                  `protobuf:"varint,3,opt,name=max_pending_emissions,json=maxPendingEmissions,proto3" json:"max_pending_emissions,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *OutboxFull) Reset() {
+	*x = OutboxFull{}
+	mi := &file_statedv1_stated_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxFull) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxFull) ProtoMessage() {}
+
+func (x *OutboxFull) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxFull.ProtoReflect.Descriptor instead.
+func (*OutboxFull) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *OutboxFull) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *OutboxFull) GetPending() int64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *OutboxFull) GetMaxPendingEmissions() int64 {
+	if x != nil {
+		return x.MaxPendingEmissions
+	}
+	return 0
+}
+
+type Window struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Key     []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	StartMs int64                  `protobuf:"varint,2,opt,name=start_ms,json=startMs,proto3" json:"start_ms,omitempty"`
+	EndMs   int64                  `protobuf:"varint,3,opt,name=end_ms,json=endMs,proto3" json:"end_ms,omitempty"`
+	// close_ms is the watermark at which the window closes: end + grace
+	// (a session: last event + gap + grace).
+	CloseMs       int64    `protobuf:"varint,4,opt,name=close_ms,json=closeMs,proto3" json:"close_ms,omitempty"`
+	Closed        bool     `protobuf:"varint,5,opt,name=closed,proto3" json:"closed,omitempty"`
+	Count         int64    `protobuf:"varint,6,opt,name=count,proto3" json:"count,omitempty"`
+	IntValue      int64    `protobuf:"varint,7,opt,name=int_value,json=intValue,proto3" json:"int_value,omitempty"`
+	FloatValue    float64  `protobuf:"fixed64,8,opt,name=float_value,json=floatValue,proto3" json:"float_value,omitempty"`
+	BytesValue    []byte   `protobuf:"bytes,9,opt,name=bytes_value,json=bytesValue,proto3" json:"bytes_value,omitempty"`
+	Values        [][]byte `protobuf:"bytes,10,rep,name=values,proto3" json:"values,omitempty"`
+	Truncated     bool     `protobuf:"varint,11,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Window) Reset() {
+	*x = Window{}
+	mi := &file_statedv1_stated_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Window) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Window) ProtoMessage() {}
+
+func (x *Window) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Window.ProtoReflect.Descriptor instead.
+func (*Window) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *Window) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Window) GetStartMs() int64 {
+	if x != nil {
+		return x.StartMs
+	}
+	return 0
+}
+
+func (x *Window) GetEndMs() int64 {
+	if x != nil {
+		return x.EndMs
+	}
+	return 0
+}
+
+func (x *Window) GetCloseMs() int64 {
+	if x != nil {
+		return x.CloseMs
+	}
+	return 0
+}
+
+func (x *Window) GetClosed() bool {
+	if x != nil {
+		return x.Closed
+	}
+	return false
+}
+
+func (x *Window) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Window) GetIntValue() int64 {
+	if x != nil {
+		return x.IntValue
+	}
+	return 0
+}
+
+func (x *Window) GetFloatValue() float64 {
+	if x != nil {
+		return x.FloatValue
+	}
+	return 0
+}
+
+func (x *Window) GetBytesValue() []byte {
+	if x != nil {
+		return x.BytesValue
+	}
+	return nil
+}
+
+func (x *Window) GetValues() [][]byte {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *Window) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+type GetWindowsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Key       []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// from_ms (inclusive) and to_ms (exclusive) bound the windows' starts;
+	// to_ms 0 means no upper bound.
+	FromMs        int64        `protobuf:"varint,3,opt,name=from_ms,json=fromMs,proto3" json:"from_ms,omitempty"`
+	ToMs          int64        `protobuf:"varint,4,opt,name=to_ms,json=toMs,proto3" json:"to_ms,omitempty"`
+	Read          *ReadOptions `protobuf:"bytes,5,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWindowsRequest) Reset() {
+	*x = GetWindowsRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWindowsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWindowsRequest) ProtoMessage() {}
+
+func (x *GetWindowsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWindowsRequest.ProtoReflect.Descriptor instead.
+func (*GetWindowsRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *GetWindowsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *GetWindowsRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *GetWindowsRequest) GetFromMs() int64 {
+	if x != nil {
+		return x.FromMs
+	}
+	return 0
+}
+
+func (x *GetWindowsRequest) GetToMs() int64 {
+	if x != nil {
+		return x.ToMs
+	}
+	return 0
+}
+
+func (x *GetWindowsRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type GetWindowsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Windows       []*Window              `protobuf:"bytes,1,rep,name=windows,proto3" json:"windows,omitempty"`
+	AppliedIndex  uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWindowsResponse) Reset() {
+	*x = GetWindowsResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWindowsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWindowsResponse) ProtoMessage() {}
+
+func (x *GetWindowsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWindowsResponse.ProtoReflect.Descriptor instead.
+func (*GetWindowsResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *GetWindowsResponse) GetWindows() []*Window {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
+func (x *GetWindowsResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+type ListOpenWindowsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// after_key and after_start_ms are the cursor: windows after (key,
+	// start) in (key, start) order. An empty after_key starts at the first.
+	AfterKey     []byte `protobuf:"bytes,2,opt,name=after_key,json=afterKey,proto3" json:"after_key,omitempty"`
+	AfterStartMs int64  `protobuf:"varint,3,opt,name=after_start_ms,json=afterStartMs,proto3" json:"after_start_ms,omitempty"`
+	// limit caps the page; 0 means 1000, and at most 10000.
+	Limit         uint32       `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	Read          *ReadOptions `protobuf:"bytes,5,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOpenWindowsRequest) Reset() {
+	*x = ListOpenWindowsRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOpenWindowsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOpenWindowsRequest) ProtoMessage() {}
+
+func (x *ListOpenWindowsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOpenWindowsRequest.ProtoReflect.Descriptor instead.
+func (*ListOpenWindowsRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *ListOpenWindowsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ListOpenWindowsRequest) GetAfterKey() []byte {
+	if x != nil {
+		return x.AfterKey
+	}
+	return nil
+}
+
+func (x *ListOpenWindowsRequest) GetAfterStartMs() int64 {
+	if x != nil {
+		return x.AfterStartMs
+	}
+	return 0
+}
+
+func (x *ListOpenWindowsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListOpenWindowsRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type ListOpenWindowsResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Windows []*Window              `protobuf:"bytes,1,rep,name=windows,proto3" json:"windows,omitempty"`
+	// more is set when the page is full; the next page is after the last
+	// window's (key, start_ms).
+	More          bool   `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
+	AppliedIndex  uint64 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOpenWindowsResponse) Reset() {
+	*x = ListOpenWindowsResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOpenWindowsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOpenWindowsResponse) ProtoMessage() {}
+
+func (x *ListOpenWindowsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOpenWindowsResponse.ProtoReflect.Descriptor instead.
+func (*ListOpenWindowsResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ListOpenWindowsResponse) GetWindows() []*Window {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
+func (x *ListOpenWindowsResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+func (x *ListOpenWindowsResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+type ReadEmissionsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// after_id: emissions with a greater id; 0 reads from the first pending.
+	AfterId uint64 `protobuf:"varint,2,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"`
+	// limit caps the page; 0 means 1000, and at most 10000.
+	Limit         uint32       `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	Read          *ReadOptions `protobuf:"bytes,4,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadEmissionsRequest) Reset() {
+	*x = ReadEmissionsRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadEmissionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadEmissionsRequest) ProtoMessage() {}
+
+func (x *ReadEmissionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadEmissionsRequest.ProtoReflect.Descriptor instead.
+func (*ReadEmissionsRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ReadEmissionsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ReadEmissionsRequest) GetAfterId() uint64 {
+	if x != nil {
+		return x.AfterId
+	}
+	return 0
+}
+
+func (x *ReadEmissionsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ReadEmissionsRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type ReadEmissionsResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Emissions []*Emission            `protobuf:"bytes,1,rep,name=emissions,proto3" json:"emissions,omitempty"`
+	// more is set when the page is full.
+	More          bool   `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
+	AppliedIndex  uint64 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadEmissionsResponse) Reset() {
+	*x = ReadEmissionsResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadEmissionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadEmissionsResponse) ProtoMessage() {}
+
+func (x *ReadEmissionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadEmissionsResponse.ProtoReflect.Descriptor instead.
+func (*ReadEmissionsResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *ReadEmissionsResponse) GetEmissions() []*Emission {
+	if x != nil {
+		return x.Emissions
+	}
+	return nil
+}
+
+func (x *ReadEmissionsResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+func (x *ReadEmissionsResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+type WindowStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// namespace selects one namespace; empty reports every one.
+	Namespace     string       `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Read          *ReadOptions `protobuf:"bytes,2,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowStatusRequest) Reset() {
+	*x = WindowStatusRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowStatusRequest) ProtoMessage() {}
+
+func (x *WindowStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowStatusRequest.ProtoReflect.Descriptor instead.
+func (*WindowStatusRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *WindowStatusRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *WindowStatusRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type WindowSourceStatus struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Source string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// watermark is -1 until the source's records or hints move it.
+	Watermark    int64 `protobuf:"varint,2,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	MaxEventTime int64 `protobuf:"varint,3,opt,name=max_event_time,json=maxEventTime,proto3" json:"max_event_time,omitempty"`
+	// last_active_unix_millis is when the source last added or hinted, by
+	// the leader's clock.
+	LastActiveUnixMillis int64 `protobuf:"varint,4,opt,name=last_active_unix_millis,json=lastActiveUnixMillis,proto3" json:"last_active_unix_millis,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *WindowSourceStatus) Reset() {
+	*x = WindowSourceStatus{}
+	mi := &file_statedv1_stated_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowSourceStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowSourceStatus) ProtoMessage() {}
+
+func (x *WindowSourceStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowSourceStatus.ProtoReflect.Descriptor instead.
+func (*WindowSourceStatus) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *WindowSourceStatus) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *WindowSourceStatus) GetWatermark() int64 {
+	if x != nil {
+		return x.Watermark
+	}
+	return 0
+}
+
+func (x *WindowSourceStatus) GetMaxEventTime() int64 {
+	if x != nil {
+		return x.MaxEventTime
+	}
+	return 0
+}
+
+func (x *WindowSourceStatus) GetLastActiveUnixMillis() int64 {
+	if x != nil {
+		return x.LastActiveUnixMillis
+	}
+	return 0
+}
+
+type WindowNamespaceStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// spec has its defaults filled in.
+	Spec *WindowSpec `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// watermark is -1 until anything moves it; max_event_time is the
+	// greatest event time added.
+	Watermark    int64 `protobuf:"varint,2,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	MaxEventTime int64 `protobuf:"varint,3,opt,name=max_event_time,json=maxEventTime,proto3" json:"max_event_time,omitempty"`
+	OpenWindows  int64 `protobuf:"varint,4,opt,name=open_windows,json=openWindows,proto3" json:"open_windows,omitempty"`
+	// pending is the number of unacknowledged emissions.
+	Pending      int64 `protobuf:"varint,5,opt,name=pending,proto3" json:"pending,omitempty"`
+	LateDropped  int64 `protobuf:"varint,6,opt,name=late_dropped,json=lateDropped,proto3" json:"late_dropped,omitempty"`
+	LateReturned int64 `protobuf:"varint,7,opt,name=late_returned,json=lateReturned,proto3" json:"late_returned,omitempty"`
+	// adds counts every record added (on time or late).
+	Adds          int64                 `protobuf:"varint,8,opt,name=adds,proto3" json:"adds,omitempty"`
+	Sources       []*WindowSourceStatus `protobuf:"bytes,9,rep,name=sources,proto3" json:"sources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowNamespaceStatus) Reset() {
+	*x = WindowNamespaceStatus{}
+	mi := &file_statedv1_stated_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowNamespaceStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowNamespaceStatus) ProtoMessage() {}
+
+func (x *WindowNamespaceStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowNamespaceStatus.ProtoReflect.Descriptor instead.
+func (*WindowNamespaceStatus) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *WindowNamespaceStatus) GetSpec() *WindowSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *WindowNamespaceStatus) GetWatermark() int64 {
+	if x != nil {
+		return x.Watermark
+	}
+	return 0
+}
+
+func (x *WindowNamespaceStatus) GetMaxEventTime() int64 {
+	if x != nil {
+		return x.MaxEventTime
+	}
+	return 0
+}
+
+func (x *WindowNamespaceStatus) GetOpenWindows() int64 {
+	if x != nil {
+		return x.OpenWindows
+	}
+	return 0
+}
+
+func (x *WindowNamespaceStatus) GetPending() int64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *WindowNamespaceStatus) GetLateDropped() int64 {
+	if x != nil {
+		return x.LateDropped
+	}
+	return 0
+}
+
+func (x *WindowNamespaceStatus) GetLateReturned() int64 {
+	if x != nil {
+		return x.LateReturned
+	}
+	return 0
+}
+
+func (x *WindowNamespaceStatus) GetAdds() int64 {
+	if x != nil {
+		return x.Adds
+	}
+	return 0
+}
+
+func (x *WindowNamespaceStatus) GetSources() []*WindowSourceStatus {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+type WindowStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// namespaces, by name.
+	Namespaces    []*WindowNamespaceStatus `protobuf:"bytes,1,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	AppliedIndex  uint64                   `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowStatusResponse) Reset() {
+	*x = WindowStatusResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowStatusResponse) ProtoMessage() {}
+
+func (x *WindowStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowStatusResponse.ProtoReflect.Descriptor instead.
+func (*WindowStatusResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *WindowStatusResponse) GetNamespaces() []*WindowNamespaceStatus {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+func (x *WindowStatusResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
 var File_statedv1_stated_proto protoreflect.FileDescriptor
 
 const file_statedv1_stated_proto_rawDesc = "" +
@@ -4023,7 +6054,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\tleader_id\x18\b \x01(\tR\bleaderId\x12(\n" +
 	"\x10leader_grpc_addr\x18\t \x01(\tR\x0eleaderGrpcAddr\x12.\n" +
 	"\x06counts\x18\n" +
-	" \x01(\v2\x16.stated.v1.StateCountsR\x06counts\"\xe1\x01\n" +
+	" \x01(\v2\x16.stated.v1.StateCountsR\x06counts\"\xde\x02\n" +
 	"\vStateCounts\x12\x1a\n" +
 	"\bsessions\x18\x01 \x01(\x04R\bsessions\x12#\n" +
 	"\rsession_lanes\x18\x02 \x01(\x04R\fsessionLanes\x12\x1f\n" +
@@ -4033,7 +6064,10 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"state_keys\x18\x04 \x01(\x04R\tstateKeys\x12\x1f\n" +
 	"\vstate_bytes\x18\x05 \x01(\x04R\n" +
 	"stateBytes\x120\n" +
-	"\x14legacy_retry_records\x18\x06 \x01(\x04R\x12legacyRetryRecords\"\xcb\x01\n" +
+	"\x14legacy_retry_records\x18\x06 \x01(\x04R\x12legacyRetryRecords\x12+\n" +
+	"\x11window_namespaces\x18\a \x01(\x04R\x10windowNamespaces\x12!\n" +
+	"\fopen_windows\x18\b \x01(\x04R\vopenWindows\x12+\n" +
+	"\x11pending_emissions\x18\t \x01(\x04R\x10pendingEmissions\"\xcb\x01\n" +
 	"\bMutation\x12+\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x17.stated.v1.MutationKindR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
@@ -4088,7 +6122,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05owner\x18\x04 \x01(\tR\x05owner\x12\x1a\n" +
 	"\breleased\x18\x05 \x01(\bR\breleased\x123\n" +
-	"\x16claimed_at_unix_millis\x18\x06 \x01(\x03R\x13claimedAtUnixMillis\"\xdb\x01\n" +
+	"\x16claimed_at_unix_millis\x18\x06 \x01(\x03R\x13claimedAtUnixMillis\"\xad\x03\n" +
 	"\rCommitRequest\x121\n" +
 	"\tmutations\x18\x01 \x03(\v2\x13.stated.v1.MutationR\tmutations\x12+\n" +
 	"\aoffsets\x18\x02 \x03(\v2\x11.stated.v1.OffsetR\aoffsets\x12\x1b\n" +
@@ -4096,7 +6130,13 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\bsequence\x18\x04 \x01(\x04R\bsequence\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x05 \x01(\x04R\tsessionId\x12\x12\n" +
-	"\x04lane\x18\x06 \x01(\rR\x04lane\"D\n" +
+	"\x04lane\x18\x06 \x01(\rR\x04lane\x125\n" +
+	"\vwindow_adds\x18\a \x03(\v2\x14.stated.v1.WindowAddR\n" +
+	"windowAdds\x12A\n" +
+	"\x0fwatermark_hints\x18\b \x03(\v2\x18.stated.v1.WatermarkHintR\x0ewatermarkHints\x12*\n" +
+	"\x04acks\x18\t \x03(\v2\x16.stated.v1.EmissionAckR\x04acks\x12*\n" +
+	"\x06timers\x18\n" +
+	" \x03(\v2\x12.stated.v1.TimerOpR\x06timers\"D\n" +
 	"\x0eCommitResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"1\n" +
@@ -4173,7 +6213,143 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12#\n" +
 	"\rcurrent_epoch\x18\x05 \x01(\x04R\fcurrentEpoch\x12\x14\n" +
 	"\x05owner\x18\x06 \x01(\tR\x05owner\x12\x16\n" +
-	"\x06reason\x18\a \x01(\tR\x06reason*[\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"\xd6\x04\n" +
+	"\n" +
+	"WindowSpec\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12,\n" +
+	"\x05shape\x18\x02 \x01(\x0e2\x16.stated.v1.WindowShapeR\x05shape\x12\x17\n" +
+	"\asize_ms\x18\x03 \x01(\x03R\x06sizeMs\x12\x1d\n" +
+	"\n" +
+	"advance_ms\x18\x04 \x01(\x03R\tadvanceMs\x12\x15\n" +
+	"\x06gap_ms\x18\x05 \x01(\x03R\x05gapMs\x12\x1e\n" +
+	"\bgrace_ms\x18\x06 \x01(\x03H\x00R\agraceMs\x88\x01\x01\x121\n" +
+	"\x13max_out_of_order_ms\x18\a \x01(\x03H\x01R\x0fmaxOutOfOrderMs\x88\x01\x01\x12!\n" +
+	"\fretention_ms\x18\b \x01(\x03R\vretentionMs\x12&\n" +
+	"\x0fidle_timeout_ms\x18\t \x01(\x03R\ridleTimeoutMs\x128\n" +
+	"\taggregate\x18\n" +
+	" \x01(\x0e2\x1a.stated.v1.WindowAggregateR\taggregate\x12&\n" +
+	"\x0fmax_list_values\x18\v \x01(\x05R\rmaxListValues\x12)\n" +
+	"\x04emit\x18\f \x01(\x0e2\x15.stated.v1.WindowEmitR\x04emit\x12)\n" +
+	"\x04late\x18\r \x01(\x0e2\x15.stated.v1.LatePolicyR\x04late\x122\n" +
+	"\x15max_pending_emissions\x18\x0e \x01(\x03R\x13maxPendingEmissionsB\v\n" +
+	"\t_grace_msB\x16\n" +
+	"\x14_max_out_of_order_ms\"A\n" +
+	"\x14DefineWindowsRequest\x12)\n" +
+	"\x04spec\x18\x01 \x01(\v2\x15.stated.v1.WindowSpecR\x04spec\"-\n" +
+	"\x15DefineWindowsResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\xd6\x01\n" +
+	"\tWindowAdd\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\fR\x03key\x12\"\n" +
+	"\revent_time_ms\x18\x04 \x01(\x03R\veventTimeMs\x12\x1b\n" +
+	"\tint_value\x18\x05 \x01(\x03R\bintValue\x12\x1f\n" +
+	"\vfloat_value\x18\x06 \x01(\x01R\n" +
+	"floatValue\x12\x1f\n" +
+	"\vbytes_value\x18\a \x01(\fR\n" +
+	"bytesValue\"^\n" +
+	"\rWatermarkHint\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x17\n" +
+	"\atime_ms\x18\x03 \x01(\x03R\x06timeMs\";\n" +
+	"\vEmissionAck\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"j\n" +
+	"\aTimerOp\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x17\n" +
+	"\atime_ms\x18\x03 \x01(\x03R\x06timeMs\x12\x16\n" +
+	"\x06delete\x18\x04 \x01(\bR\x06delete\"9\n" +
+	"\tAddResult\x12,\n" +
+	"\x06status\x18\x01 \x01(\x0e2\x14.stated.v1.AddStatusR\x06status\"\xf2\x02\n" +
+	"\bEmission\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12+\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x17.stated.v1.EmissionKindR\x04kind\x12\x10\n" +
+	"\x03key\x18\x04 \x01(\fR\x03key\x12\x19\n" +
+	"\bstart_ms\x18\x05 \x01(\x03R\astartMs\x12\x15\n" +
+	"\x06end_ms\x18\x06 \x01(\x03R\x05endMs\x12\x14\n" +
+	"\x05count\x18\a \x01(\x03R\x05count\x12\x1b\n" +
+	"\tint_value\x18\b \x01(\x03R\bintValue\x12\x1f\n" +
+	"\vfloat_value\x18\t \x01(\x01R\n" +
+	"floatValue\x12\x1f\n" +
+	"\vbytes_value\x18\n" +
+	" \x01(\fR\n" +
+	"bytesValue\x12\x16\n" +
+	"\x06values\x18\v \x03(\fR\x06values\x12\x1c\n" +
+	"\ttruncated\x18\f \x01(\bR\ttruncated\x12\x1c\n" +
+	"\twatermark\x18\r \x01(\x03R\twatermark\"x\n" +
+	"\n" +
+	"OutboxFull\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
+	"\apending\x18\x02 \x01(\x03R\apending\x122\n" +
+	"\x15max_pending_emissions\x18\x03 \x01(\x03R\x13maxPendingEmissions\"\xaa\x02\n" +
+	"\x06Window\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x19\n" +
+	"\bstart_ms\x18\x02 \x01(\x03R\astartMs\x12\x15\n" +
+	"\x06end_ms\x18\x03 \x01(\x03R\x05endMs\x12\x19\n" +
+	"\bclose_ms\x18\x04 \x01(\x03R\acloseMs\x12\x16\n" +
+	"\x06closed\x18\x05 \x01(\bR\x06closed\x12\x14\n" +
+	"\x05count\x18\x06 \x01(\x03R\x05count\x12\x1b\n" +
+	"\tint_value\x18\a \x01(\x03R\bintValue\x12\x1f\n" +
+	"\vfloat_value\x18\b \x01(\x01R\n" +
+	"floatValue\x12\x1f\n" +
+	"\vbytes_value\x18\t \x01(\fR\n" +
+	"bytesValue\x12\x16\n" +
+	"\x06values\x18\n" +
+	" \x03(\fR\x06values\x12\x1c\n" +
+	"\ttruncated\x18\v \x01(\bR\ttruncated\"\x9d\x01\n" +
+	"\x11GetWindowsRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x17\n" +
+	"\afrom_ms\x18\x03 \x01(\x03R\x06fromMs\x12\x13\n" +
+	"\x05to_ms\x18\x04 \x01(\x03R\x04toMs\x12*\n" +
+	"\x04read\x18\x05 \x01(\v2\x16.stated.v1.ReadOptionsR\x04read\"f\n" +
+	"\x12GetWindowsResponse\x12+\n" +
+	"\awindows\x18\x01 \x03(\v2\x11.stated.v1.WindowR\awindows\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\"\xbb\x01\n" +
+	"\x16ListOpenWindowsRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1b\n" +
+	"\tafter_key\x18\x02 \x01(\fR\bafterKey\x12$\n" +
+	"\x0eafter_start_ms\x18\x03 \x01(\x03R\fafterStartMs\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12*\n" +
+	"\x04read\x18\x05 \x01(\v2\x16.stated.v1.ReadOptionsR\x04read\"\x7f\n" +
+	"\x17ListOpenWindowsResponse\x12+\n" +
+	"\awindows\x18\x01 \x03(\v2\x11.stated.v1.WindowR\awindows\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\x12#\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"\x91\x01\n" +
+	"\x14ReadEmissionsRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x19\n" +
+	"\bafter_id\x18\x02 \x01(\x04R\aafterId\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12*\n" +
+	"\x04read\x18\x04 \x01(\v2\x16.stated.v1.ReadOptionsR\x04read\"\x83\x01\n" +
+	"\x15ReadEmissionsResponse\x121\n" +
+	"\temissions\x18\x01 \x03(\v2\x13.stated.v1.EmissionR\temissions\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\x12#\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"_\n" +
+	"\x13WindowStatusRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12*\n" +
+	"\x04read\x18\x02 \x01(\v2\x16.stated.v1.ReadOptionsR\x04read\"\xa7\x01\n" +
+	"\x12WindowSourceStatus\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x1c\n" +
+	"\twatermark\x18\x02 \x01(\x03R\twatermark\x12$\n" +
+	"\x0emax_event_time\x18\x03 \x01(\x03R\fmaxEventTime\x125\n" +
+	"\x17last_active_unix_millis\x18\x04 \x01(\x03R\x14lastActiveUnixMillis\"\xd8\x02\n" +
+	"\x15WindowNamespaceStatus\x12)\n" +
+	"\x04spec\x18\x01 \x01(\v2\x15.stated.v1.WindowSpecR\x04spec\x12\x1c\n" +
+	"\twatermark\x18\x02 \x01(\x03R\twatermark\x12$\n" +
+	"\x0emax_event_time\x18\x03 \x01(\x03R\fmaxEventTime\x12!\n" +
+	"\fopen_windows\x18\x04 \x01(\x03R\vopenWindows\x12\x18\n" +
+	"\apending\x18\x05 \x01(\x03R\apending\x12!\n" +
+	"\flate_dropped\x18\x06 \x01(\x03R\vlateDropped\x12#\n" +
+	"\rlate_returned\x18\a \x01(\x03R\flateReturned\x12\x12\n" +
+	"\x04adds\x18\b \x01(\x03R\x04adds\x127\n" +
+	"\asources\x18\t \x03(\v2\x1d.stated.v1.WindowSourceStatusR\asources\"}\n" +
+	"\x14WindowStatusResponse\x12@\n" +
+	"\n" +
+	"namespaces\x18\x01 \x03(\v2 .stated.v1.WindowNamespaceStatusR\n" +
+	"namespaces\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex*[\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -4194,7 +6370,45 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CONSISTENCY_LOCAL\x10\x01\x12\x17\n" +
 	"\x13CONSISTENCY_SESSION\x10\x02\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\xce\x03\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x03*z\n" +
+	"\vWindowShape\x12\x1c\n" +
+	"\x18WINDOW_SHAPE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15WINDOW_SHAPE_TUMBLING\x10\x01\x12\x18\n" +
+	"\x14WINDOW_SHAPE_HOPPING\x10\x02\x12\x18\n" +
+	"\x14WINDOW_SHAPE_SESSION\x10\x03*\xdc\x02\n" +
+	"\x0fWindowAggregate\x12 \n" +
+	"\x1cWINDOW_AGGREGATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16WINDOW_AGGREGATE_COUNT\x10\x01\x12\x1c\n" +
+	"\x18WINDOW_AGGREGATE_SUM_INT\x10\x02\x12\x1e\n" +
+	"\x1aWINDOW_AGGREGATE_SUM_FLOAT\x10\x03\x12\x1c\n" +
+	"\x18WINDOW_AGGREGATE_MIN_INT\x10\x04\x12\x1c\n" +
+	"\x18WINDOW_AGGREGATE_MAX_INT\x10\x05\x12\x1e\n" +
+	"\x1aWINDOW_AGGREGATE_MIN_FLOAT\x10\x06\x12\x1e\n" +
+	"\x1aWINDOW_AGGREGATE_MAX_FLOAT\x10\a\x12\x19\n" +
+	"\x15WINDOW_AGGREGATE_LAST\x10\b\x12\x19\n" +
+	"\x15WINDOW_AGGREGATE_LIST\x10\t\x12\x1b\n" +
+	"\x17WINDOW_AGGREGATE_OPAQUE\x10\n" +
+	"*Y\n" +
+	"\n" +
+	"WindowEmit\x12\x1b\n" +
+	"\x17WINDOW_EMIT_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11WINDOW_EMIT_FINAL\x10\x01\x12\x17\n" +
+	"\x13WINDOW_EMIT_UPDATES\x10\x02*W\n" +
+	"\n" +
+	"LatePolicy\x12\x1b\n" +
+	"\x17LATE_POLICY_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10LATE_POLICY_DROP\x10\x01\x12\x16\n" +
+	"\x12LATE_POLICY_RETURN\x10\x02*z\n" +
+	"\tAddStatus\x12\x1a\n" +
+	"\x16ADD_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12ADD_STATUS_ON_TIME\x10\x01\x12\x1b\n" +
+	"\x17ADD_STATUS_LATE_DROPPED\x10\x02\x12\x1c\n" +
+	"\x18ADD_STATUS_LATE_RETURNED\x10\x03*y\n" +
+	"\fEmissionKind\x12\x1d\n" +
+	"\x19EMISSION_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13EMISSION_KIND_FINAL\x10\x01\x12\x18\n" +
+	"\x14EMISSION_KIND_UPDATE\x10\x02\x12\x17\n" +
+	"\x13EMISSION_KIND_TIMER\x10\x032\xce\x03\n" +
 	"\x05State\x12=\n" +
 	"\x06Commit\x12\x18.stated.v1.CommitRequest\x1a\x19.stated.v1.CommitResponse\x124\n" +
 	"\x03Get\x12\x15.stated.v1.GetRequest\x1a\x16.stated.v1.GetResponse\x129\n" +
@@ -4217,7 +6431,13 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\tSavepoint\x12\x1b.stated.v1.SavepointRequest\x1a\x1c.stated.v1.SavepointResponse\x12Q\n" +
 	"\x06Delete\x12\".stated.v1.DeleteCheckpointRequest\x1a#.stated.v1.DeleteCheckpointResponse\x12I\n" +
 	"\x06Status\x12\".stated.v1.CheckpointStatusRequest\x1a\x1b.stated.v1.CheckpointStatus\x12A\n" +
-	"\bRecovery\x12\x1a.stated.v1.RecoveryRequest\x1a\x19.stated.v1.RecoveryReportB4Z2github.com/statedhq/stated/proto/statedv1;statedv1b\x06proto3"
+	"\bRecovery\x12\x1a.stated.v1.RecoveryRequest\x1a\x19.stated.v1.RecoveryReport2\x88\x03\n" +
+	"\aWindows\x12K\n" +
+	"\x06Define\x12\x1f.stated.v1.DefineWindowsRequest\x1a .stated.v1.DefineWindowsResponse\x12B\n" +
+	"\x03Get\x12\x1c.stated.v1.GetWindowsRequest\x1a\x1d.stated.v1.GetWindowsResponse\x12Q\n" +
+	"\bListOpen\x12!.stated.v1.ListOpenWindowsRequest\x1a\".stated.v1.ListOpenWindowsResponse\x12N\n" +
+	"\tEmissions\x12\x1f.stated.v1.ReadEmissionsRequest\x1a .stated.v1.ReadEmissionsResponse\x12I\n" +
+	"\x06Status\x12\x1e.stated.v1.WindowStatusRequest\x1a\x1f.stated.v1.WindowStatusResponseB4Z2github.com/statedhq/stated/proto/statedv1;statedv1b\x06proto3"
 
 var (
 	file_statedv1_stated_proto_rawDescOnce sync.Once
@@ -4231,137 +6451,195 @@ func file_statedv1_stated_proto_rawDescGZIP() []byte {
 	return file_statedv1_stated_proto_rawDescData
 }
 
-var file_statedv1_stated_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_statedv1_stated_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
+var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_statedv1_stated_proto_goTypes = []any{
 	(Kind)(0),                         // 0: stated.v1.Kind
 	(MutationKind)(0),                 // 1: stated.v1.MutationKind
 	(Consistency)(0),                  // 2: stated.v1.Consistency
-	(SessionRefused_Reason)(0),        // 3: stated.v1.SessionRefused.Reason
-	(*RecoveryRequest)(nil),           // 4: stated.v1.RecoveryRequest
-	(*FileProblem)(nil),               // 5: stated.v1.FileProblem
-	(*PartitionRecovery)(nil),         // 6: stated.v1.PartitionRecovery
-	(*RecoveryReport)(nil),            // 7: stated.v1.RecoveryReport
-	(*TriggerCheckpointRequest)(nil),  // 8: stated.v1.TriggerCheckpointRequest
-	(*TriggerCheckpointResponse)(nil), // 9: stated.v1.TriggerCheckpointResponse
-	(*ListCheckpointsRequest)(nil),    // 10: stated.v1.ListCheckpointsRequest
-	(*ListCheckpointsResponse)(nil),   // 11: stated.v1.ListCheckpointsResponse
-	(*GetCheckpointRequest)(nil),      // 12: stated.v1.GetCheckpointRequest
-	(*SavepointRequest)(nil),          // 13: stated.v1.SavepointRequest
-	(*SavepointResponse)(nil),         // 14: stated.v1.SavepointResponse
-	(*DeleteCheckpointRequest)(nil),   // 15: stated.v1.DeleteCheckpointRequest
-	(*DeleteCheckpointResponse)(nil),  // 16: stated.v1.DeleteCheckpointResponse
-	(*CheckpointSummary)(nil),         // 17: stated.v1.CheckpointSummary
-	(*CheckpointFile)(nil),            // 18: stated.v1.CheckpointFile
-	(*CheckpointManifest)(nil),        // 19: stated.v1.CheckpointManifest
-	(*CheckpointStatusRequest)(nil),   // 20: stated.v1.CheckpointStatusRequest
-	(*CheckpointStatus)(nil),          // 21: stated.v1.CheckpointStatus
-	(*JoinRequest)(nil),               // 22: stated.v1.JoinRequest
-	(*JoinResponse)(nil),              // 23: stated.v1.JoinResponse
-	(*RemoveRequest)(nil),             // 24: stated.v1.RemoveRequest
-	(*RemoveResponse)(nil),            // 25: stated.v1.RemoveResponse
-	(*MembersRequest)(nil),            // 26: stated.v1.MembersRequest
-	(*Member)(nil),                    // 27: stated.v1.Member
-	(*MembersResponse)(nil),           // 28: stated.v1.MembersResponse
-	(*NodeStatusRequest)(nil),         // 29: stated.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),        // 30: stated.v1.NodeStatusResponse
-	(*StateCounts)(nil),               // 31: stated.v1.StateCounts
-	(*Mutation)(nil),                  // 32: stated.v1.Mutation
-	(*Offset)(nil),                    // 33: stated.v1.Offset
-	(*TopicPartition)(nil),            // 34: stated.v1.TopicPartition
-	(*ClaimRequest)(nil),              // 35: stated.v1.ClaimRequest
-	(*ClaimedPartition)(nil),          // 36: stated.v1.ClaimedPartition
-	(*ClaimResponse)(nil),             // 37: stated.v1.ClaimResponse
-	(*PartitionEpoch)(nil),            // 38: stated.v1.PartitionEpoch
-	(*ReleaseRequest)(nil),            // 39: stated.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),           // 40: stated.v1.ReleaseResponse
-	(*PartitionClaim)(nil),            // 41: stated.v1.PartitionClaim
-	(*CommitRequest)(nil),             // 42: stated.v1.CommitRequest
-	(*CommitResponse)(nil),            // 43: stated.v1.CommitResponse
-	(*OpenSessionRequest)(nil),        // 44: stated.v1.OpenSessionRequest
-	(*OpenSessionResponse)(nil),       // 45: stated.v1.OpenSessionResponse
-	(*SessionRefused)(nil),            // 46: stated.v1.SessionRefused
-	(*ReadOptions)(nil),               // 47: stated.v1.ReadOptions
-	(*GetRequest)(nil),                // 48: stated.v1.GetRequest
-	(*GetResponse)(nil),               // 49: stated.v1.GetResponse
-	(*ScanRequest)(nil),               // 50: stated.v1.ScanRequest
-	(*Entry)(nil),                     // 51: stated.v1.Entry
-	(*ScanResponse)(nil),              // 52: stated.v1.ScanResponse
-	(*GetOffsetsRequest)(nil),         // 53: stated.v1.GetOffsetsRequest
-	(*GetOffsetsResponse)(nil),        // 54: stated.v1.GetOffsetsResponse
-	(*FencedPartition)(nil),           // 55: stated.v1.FencedPartition
+	(WindowShape)(0),                  // 3: stated.v1.WindowShape
+	(WindowAggregate)(0),              // 4: stated.v1.WindowAggregate
+	(WindowEmit)(0),                   // 5: stated.v1.WindowEmit
+	(LatePolicy)(0),                   // 6: stated.v1.LatePolicy
+	(AddStatus)(0),                    // 7: stated.v1.AddStatus
+	(EmissionKind)(0),                 // 8: stated.v1.EmissionKind
+	(SessionRefused_Reason)(0),        // 9: stated.v1.SessionRefused.Reason
+	(*RecoveryRequest)(nil),           // 10: stated.v1.RecoveryRequest
+	(*FileProblem)(nil),               // 11: stated.v1.FileProblem
+	(*PartitionRecovery)(nil),         // 12: stated.v1.PartitionRecovery
+	(*RecoveryReport)(nil),            // 13: stated.v1.RecoveryReport
+	(*TriggerCheckpointRequest)(nil),  // 14: stated.v1.TriggerCheckpointRequest
+	(*TriggerCheckpointResponse)(nil), // 15: stated.v1.TriggerCheckpointResponse
+	(*ListCheckpointsRequest)(nil),    // 16: stated.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),   // 17: stated.v1.ListCheckpointsResponse
+	(*GetCheckpointRequest)(nil),      // 18: stated.v1.GetCheckpointRequest
+	(*SavepointRequest)(nil),          // 19: stated.v1.SavepointRequest
+	(*SavepointResponse)(nil),         // 20: stated.v1.SavepointResponse
+	(*DeleteCheckpointRequest)(nil),   // 21: stated.v1.DeleteCheckpointRequest
+	(*DeleteCheckpointResponse)(nil),  // 22: stated.v1.DeleteCheckpointResponse
+	(*CheckpointSummary)(nil),         // 23: stated.v1.CheckpointSummary
+	(*CheckpointFile)(nil),            // 24: stated.v1.CheckpointFile
+	(*CheckpointManifest)(nil),        // 25: stated.v1.CheckpointManifest
+	(*CheckpointStatusRequest)(nil),   // 26: stated.v1.CheckpointStatusRequest
+	(*CheckpointStatus)(nil),          // 27: stated.v1.CheckpointStatus
+	(*JoinRequest)(nil),               // 28: stated.v1.JoinRequest
+	(*JoinResponse)(nil),              // 29: stated.v1.JoinResponse
+	(*RemoveRequest)(nil),             // 30: stated.v1.RemoveRequest
+	(*RemoveResponse)(nil),            // 31: stated.v1.RemoveResponse
+	(*MembersRequest)(nil),            // 32: stated.v1.MembersRequest
+	(*Member)(nil),                    // 33: stated.v1.Member
+	(*MembersResponse)(nil),           // 34: stated.v1.MembersResponse
+	(*NodeStatusRequest)(nil),         // 35: stated.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),        // 36: stated.v1.NodeStatusResponse
+	(*StateCounts)(nil),               // 37: stated.v1.StateCounts
+	(*Mutation)(nil),                  // 38: stated.v1.Mutation
+	(*Offset)(nil),                    // 39: stated.v1.Offset
+	(*TopicPartition)(nil),            // 40: stated.v1.TopicPartition
+	(*ClaimRequest)(nil),              // 41: stated.v1.ClaimRequest
+	(*ClaimedPartition)(nil),          // 42: stated.v1.ClaimedPartition
+	(*ClaimResponse)(nil),             // 43: stated.v1.ClaimResponse
+	(*PartitionEpoch)(nil),            // 44: stated.v1.PartitionEpoch
+	(*ReleaseRequest)(nil),            // 45: stated.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),           // 46: stated.v1.ReleaseResponse
+	(*PartitionClaim)(nil),            // 47: stated.v1.PartitionClaim
+	(*CommitRequest)(nil),             // 48: stated.v1.CommitRequest
+	(*CommitResponse)(nil),            // 49: stated.v1.CommitResponse
+	(*OpenSessionRequest)(nil),        // 50: stated.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),       // 51: stated.v1.OpenSessionResponse
+	(*SessionRefused)(nil),            // 52: stated.v1.SessionRefused
+	(*ReadOptions)(nil),               // 53: stated.v1.ReadOptions
+	(*GetRequest)(nil),                // 54: stated.v1.GetRequest
+	(*GetResponse)(nil),               // 55: stated.v1.GetResponse
+	(*ScanRequest)(nil),               // 56: stated.v1.ScanRequest
+	(*Entry)(nil),                     // 57: stated.v1.Entry
+	(*ScanResponse)(nil),              // 58: stated.v1.ScanResponse
+	(*GetOffsetsRequest)(nil),         // 59: stated.v1.GetOffsetsRequest
+	(*GetOffsetsResponse)(nil),        // 60: stated.v1.GetOffsetsResponse
+	(*FencedPartition)(nil),           // 61: stated.v1.FencedPartition
+	(*WindowSpec)(nil),                // 62: stated.v1.WindowSpec
+	(*DefineWindowsRequest)(nil),      // 63: stated.v1.DefineWindowsRequest
+	(*DefineWindowsResponse)(nil),     // 64: stated.v1.DefineWindowsResponse
+	(*WindowAdd)(nil),                 // 65: stated.v1.WindowAdd
+	(*WatermarkHint)(nil),             // 66: stated.v1.WatermarkHint
+	(*EmissionAck)(nil),               // 67: stated.v1.EmissionAck
+	(*TimerOp)(nil),                   // 68: stated.v1.TimerOp
+	(*AddResult)(nil),                 // 69: stated.v1.AddResult
+	(*Emission)(nil),                  // 70: stated.v1.Emission
+	(*OutboxFull)(nil),                // 71: stated.v1.OutboxFull
+	(*Window)(nil),                    // 72: stated.v1.Window
+	(*GetWindowsRequest)(nil),         // 73: stated.v1.GetWindowsRequest
+	(*GetWindowsResponse)(nil),        // 74: stated.v1.GetWindowsResponse
+	(*ListOpenWindowsRequest)(nil),    // 75: stated.v1.ListOpenWindowsRequest
+	(*ListOpenWindowsResponse)(nil),   // 76: stated.v1.ListOpenWindowsResponse
+	(*ReadEmissionsRequest)(nil),      // 77: stated.v1.ReadEmissionsRequest
+	(*ReadEmissionsResponse)(nil),     // 78: stated.v1.ReadEmissionsResponse
+	(*WindowStatusRequest)(nil),       // 79: stated.v1.WindowStatusRequest
+	(*WindowSourceStatus)(nil),        // 80: stated.v1.WindowSourceStatus
+	(*WindowNamespaceStatus)(nil),     // 81: stated.v1.WindowNamespaceStatus
+	(*WindowStatusResponse)(nil),      // 82: stated.v1.WindowStatusResponse
 }
 var file_statedv1_stated_proto_depIdxs = []int32{
-	17, // 0: stated.v1.RecoveryReport.checkpoint:type_name -> stated.v1.CheckpointSummary
-	5,  // 1: stated.v1.RecoveryReport.problems:type_name -> stated.v1.FileProblem
-	6,  // 2: stated.v1.RecoveryReport.partitions:type_name -> stated.v1.PartitionRecovery
-	17, // 3: stated.v1.TriggerCheckpointResponse.summary:type_name -> stated.v1.CheckpointSummary
-	17, // 4: stated.v1.ListCheckpointsResponse.checkpoints:type_name -> stated.v1.CheckpointSummary
-	17, // 5: stated.v1.CheckpointManifest.summary:type_name -> stated.v1.CheckpointSummary
-	33, // 6: stated.v1.CheckpointManifest.offsets:type_name -> stated.v1.Offset
-	18, // 7: stated.v1.CheckpointManifest.files:type_name -> stated.v1.CheckpointFile
-	17, // 8: stated.v1.CheckpointStatus.last_completed:type_name -> stated.v1.CheckpointSummary
-	27, // 9: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
-	31, // 10: stated.v1.NodeStatusResponse.counts:type_name -> stated.v1.StateCounts
+	23, // 0: stated.v1.RecoveryReport.checkpoint:type_name -> stated.v1.CheckpointSummary
+	11, // 1: stated.v1.RecoveryReport.problems:type_name -> stated.v1.FileProblem
+	12, // 2: stated.v1.RecoveryReport.partitions:type_name -> stated.v1.PartitionRecovery
+	23, // 3: stated.v1.TriggerCheckpointResponse.summary:type_name -> stated.v1.CheckpointSummary
+	23, // 4: stated.v1.ListCheckpointsResponse.checkpoints:type_name -> stated.v1.CheckpointSummary
+	23, // 5: stated.v1.CheckpointManifest.summary:type_name -> stated.v1.CheckpointSummary
+	39, // 6: stated.v1.CheckpointManifest.offsets:type_name -> stated.v1.Offset
+	24, // 7: stated.v1.CheckpointManifest.files:type_name -> stated.v1.CheckpointFile
+	23, // 8: stated.v1.CheckpointStatus.last_completed:type_name -> stated.v1.CheckpointSummary
+	33, // 9: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
+	37, // 10: stated.v1.NodeStatusResponse.counts:type_name -> stated.v1.StateCounts
 	1,  // 11: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
-	34, // 12: stated.v1.ClaimRequest.partitions:type_name -> stated.v1.TopicPartition
-	36, // 13: stated.v1.ClaimResponse.partitions:type_name -> stated.v1.ClaimedPartition
-	38, // 14: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
-	32, // 15: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
-	33, // 16: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
-	3,  // 17: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
-	2,  // 18: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
-	0,  // 19: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
-	47, // 20: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 21: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
-	47, // 22: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 23: stated.v1.Entry.kind:type_name -> stated.v1.Kind
-	51, // 24: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
-	47, // 25: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
-	33, // 26: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
-	41, // 27: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
-	33, // 28: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
-	42, // 29: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
-	48, // 30: stated.v1.State.Get:input_type -> stated.v1.GetRequest
-	50, // 31: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
-	53, // 32: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
-	35, // 33: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
-	39, // 34: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
-	44, // 35: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
-	22, // 36: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
-	24, // 37: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
-	26, // 38: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
-	29, // 39: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
-	8,  // 40: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
-	10, // 41: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
-	12, // 42: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
-	13, // 43: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
-	15, // 44: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
-	20, // 45: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
-	4,  // 46: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
-	43, // 47: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
-	49, // 48: stated.v1.State.Get:output_type -> stated.v1.GetResponse
-	52, // 49: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
-	54, // 50: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
-	37, // 51: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
-	40, // 52: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
-	45, // 53: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
-	23, // 54: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
-	25, // 55: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
-	28, // 56: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
-	30, // 57: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
-	9,  // 58: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
-	11, // 59: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
-	19, // 60: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
-	14, // 61: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
-	16, // 62: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
-	21, // 63: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
-	7,  // 64: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
-	47, // [47:65] is the sub-list for method output_type
-	29, // [29:47] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	40, // 12: stated.v1.ClaimRequest.partitions:type_name -> stated.v1.TopicPartition
+	42, // 13: stated.v1.ClaimResponse.partitions:type_name -> stated.v1.ClaimedPartition
+	44, // 14: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
+	38, // 15: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
+	39, // 16: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
+	65, // 17: stated.v1.CommitRequest.window_adds:type_name -> stated.v1.WindowAdd
+	66, // 18: stated.v1.CommitRequest.watermark_hints:type_name -> stated.v1.WatermarkHint
+	67, // 19: stated.v1.CommitRequest.acks:type_name -> stated.v1.EmissionAck
+	68, // 20: stated.v1.CommitRequest.timers:type_name -> stated.v1.TimerOp
+	9,  // 21: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
+	2,  // 22: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
+	0,  // 23: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
+	53, // 24: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 25: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
+	53, // 26: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 27: stated.v1.Entry.kind:type_name -> stated.v1.Kind
+	57, // 28: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
+	53, // 29: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
+	39, // 30: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
+	47, // 31: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
+	39, // 32: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
+	3,  // 33: stated.v1.WindowSpec.shape:type_name -> stated.v1.WindowShape
+	4,  // 34: stated.v1.WindowSpec.aggregate:type_name -> stated.v1.WindowAggregate
+	5,  // 35: stated.v1.WindowSpec.emit:type_name -> stated.v1.WindowEmit
+	6,  // 36: stated.v1.WindowSpec.late:type_name -> stated.v1.LatePolicy
+	62, // 37: stated.v1.DefineWindowsRequest.spec:type_name -> stated.v1.WindowSpec
+	7,  // 38: stated.v1.AddResult.status:type_name -> stated.v1.AddStatus
+	8,  // 39: stated.v1.Emission.kind:type_name -> stated.v1.EmissionKind
+	53, // 40: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	72, // 41: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
+	53, // 42: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	72, // 43: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
+	53, // 44: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
+	70, // 45: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
+	53, // 46: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
+	62, // 47: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
+	80, // 48: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
+	81, // 49: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
+	48, // 50: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
+	54, // 51: stated.v1.State.Get:input_type -> stated.v1.GetRequest
+	56, // 52: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
+	59, // 53: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
+	41, // 54: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
+	45, // 55: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
+	50, // 56: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
+	28, // 57: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
+	30, // 58: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
+	32, // 59: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
+	35, // 60: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
+	14, // 61: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
+	16, // 62: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
+	18, // 63: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
+	19, // 64: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
+	21, // 65: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
+	26, // 66: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
+	10, // 67: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
+	63, // 68: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
+	73, // 69: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
+	75, // 70: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
+	77, // 71: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
+	79, // 72: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
+	49, // 73: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
+	55, // 74: stated.v1.State.Get:output_type -> stated.v1.GetResponse
+	58, // 75: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
+	60, // 76: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
+	43, // 77: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
+	46, // 78: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
+	51, // 79: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
+	29, // 80: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
+	31, // 81: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
+	34, // 82: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
+	36, // 83: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
+	15, // 84: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
+	17, // 85: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
+	25, // 86: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
+	20, // 87: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
+	22, // 88: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
+	27, // 89: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
+	13, // 90: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
+	64, // 91: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
+	74, // 92: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
+	76, // 93: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
+	78, // 94: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
+	82, // 95: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
+	73, // [73:96] is the sub-list for method output_type
+	50, // [50:73] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_statedv1_stated_proto_init() }
@@ -4369,15 +6647,16 @@ func file_statedv1_stated_proto_init() {
 	if File_statedv1_stated_proto != nil {
 		return
 	}
+	file_statedv1_stated_proto_msgTypes[52].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_statedv1_stated_proto_rawDesc), len(file_statedv1_stated_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   52,
+			NumEnums:      10,
+			NumMessages:   73,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_statedv1_stated_proto_goTypes,
 		DependencyIndexes: file_statedv1_stated_proto_depIdxs,

@@ -1016,3 +1016,299 @@ var Checkpoints_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "statedv1/stated.proto",
 }
+
+const (
+	Windows_Define_FullMethodName    = "/stated.v1.Windows/Define"
+	Windows_Get_FullMethodName       = "/stated.v1.Windows/Get"
+	Windows_ListOpen_FullMethodName  = "/stated.v1.Windows/ListOpen"
+	Windows_Emissions_FullMethodName = "/stated.v1.Windows/Emissions"
+	Windows_Status_FullMethodName    = "/stated.v1.Windows/Status"
+)
+
+// WindowsClient is the client API for Windows service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Windows serves window state: namespaces of event-time windows (tumbling,
+// hopping or session) that the daemon assigns records to, aggregates, and
+// closes once the namespace's watermark passes a window's end plus its
+// grace. A closed window's result (an Emission) waits in the namespace's
+// outbox until a commit acknowledges it (CommitRequest.acks). Records,
+// watermark hints, acknowledgements and timers travel in State.Commit, so
+// that they are atomic with the rest of a transaction. Any member serves
+// these calls; Define is a write and a follower forwards it to the leader.
+type WindowsClient interface {
+	// Define defines a window namespace. A namespace is immutable: defining
+	// one that exists with the same spec (after defaults are filled in)
+	// succeeds and changes nothing; a different spec is refused with
+	// INVALID_ARGUMENT naming the first field that differs.
+	Define(ctx context.Context, in *DefineWindowsRequest, opts ...grpc.CallOption) (*DefineWindowsResponse, error)
+	// Get returns one key's windows whose start is in [from_ms, to_ms):
+	// open ones, and closed ones still retained (closed = true).
+	Get(ctx context.Context, in *GetWindowsRequest, opts ...grpc.CallOption) (*GetWindowsResponse, error)
+	// ListOpen lists a namespace's open windows in (key, start) order, a
+	// page at a time.
+	ListOpen(ctx context.Context, in *ListOpenWindowsRequest, opts ...grpc.CallOption) (*ListOpenWindowsResponse, error)
+	// Emissions reads a namespace's pending (unacknowledged) emissions in id
+	// order, after a cursor.
+	Emissions(ctx context.Context, in *ReadEmissionsRequest, opts ...grpc.CallOption) (*ReadEmissionsResponse, error)
+	// Status reports every window namespace (or one): its spec, watermark,
+	// open windows, pending emissions, late-record counts and sources.
+	Status(ctx context.Context, in *WindowStatusRequest, opts ...grpc.CallOption) (*WindowStatusResponse, error)
+}
+
+type windowsClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewWindowsClient(cc grpc.ClientConnInterface) WindowsClient {
+	return &windowsClient{cc}
+}
+
+func (c *windowsClient) Define(ctx context.Context, in *DefineWindowsRequest, opts ...grpc.CallOption) (*DefineWindowsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DefineWindowsResponse)
+	err := c.cc.Invoke(ctx, Windows_Define_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *windowsClient) Get(ctx context.Context, in *GetWindowsRequest, opts ...grpc.CallOption) (*GetWindowsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetWindowsResponse)
+	err := c.cc.Invoke(ctx, Windows_Get_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *windowsClient) ListOpen(ctx context.Context, in *ListOpenWindowsRequest, opts ...grpc.CallOption) (*ListOpenWindowsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListOpenWindowsResponse)
+	err := c.cc.Invoke(ctx, Windows_ListOpen_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *windowsClient) Emissions(ctx context.Context, in *ReadEmissionsRequest, opts ...grpc.CallOption) (*ReadEmissionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadEmissionsResponse)
+	err := c.cc.Invoke(ctx, Windows_Emissions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *windowsClient) Status(ctx context.Context, in *WindowStatusRequest, opts ...grpc.CallOption) (*WindowStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WindowStatusResponse)
+	err := c.cc.Invoke(ctx, Windows_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// WindowsServer is the server API for Windows service.
+// All implementations must embed UnimplementedWindowsServer
+// for forward compatibility.
+//
+// Windows serves window state: namespaces of event-time windows (tumbling,
+// hopping or session) that the daemon assigns records to, aggregates, and
+// closes once the namespace's watermark passes a window's end plus its
+// grace. A closed window's result (an Emission) waits in the namespace's
+// outbox until a commit acknowledges it (CommitRequest.acks). Records,
+// watermark hints, acknowledgements and timers travel in State.Commit, so
+// that they are atomic with the rest of a transaction. Any member serves
+// these calls; Define is a write and a follower forwards it to the leader.
+type WindowsServer interface {
+	// Define defines a window namespace. A namespace is immutable: defining
+	// one that exists with the same spec (after defaults are filled in)
+	// succeeds and changes nothing; a different spec is refused with
+	// INVALID_ARGUMENT naming the first field that differs.
+	Define(context.Context, *DefineWindowsRequest) (*DefineWindowsResponse, error)
+	// Get returns one key's windows whose start is in [from_ms, to_ms):
+	// open ones, and closed ones still retained (closed = true).
+	Get(context.Context, *GetWindowsRequest) (*GetWindowsResponse, error)
+	// ListOpen lists a namespace's open windows in (key, start) order, a
+	// page at a time.
+	ListOpen(context.Context, *ListOpenWindowsRequest) (*ListOpenWindowsResponse, error)
+	// Emissions reads a namespace's pending (unacknowledged) emissions in id
+	// order, after a cursor.
+	Emissions(context.Context, *ReadEmissionsRequest) (*ReadEmissionsResponse, error)
+	// Status reports every window namespace (or one): its spec, watermark,
+	// open windows, pending emissions, late-record counts and sources.
+	Status(context.Context, *WindowStatusRequest) (*WindowStatusResponse, error)
+	mustEmbedUnimplementedWindowsServer()
+}
+
+// UnimplementedWindowsServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedWindowsServer struct{}
+
+func (UnimplementedWindowsServer) Define(context.Context, *DefineWindowsRequest) (*DefineWindowsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Define not implemented")
+}
+func (UnimplementedWindowsServer) Get(context.Context, *GetWindowsRequest) (*GetWindowsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
+}
+func (UnimplementedWindowsServer) ListOpen(context.Context, *ListOpenWindowsRequest) (*ListOpenWindowsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListOpen not implemented")
+}
+func (UnimplementedWindowsServer) Emissions(context.Context, *ReadEmissionsRequest) (*ReadEmissionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Emissions not implemented")
+}
+func (UnimplementedWindowsServer) Status(context.Context, *WindowStatusRequest) (*WindowStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedWindowsServer) mustEmbedUnimplementedWindowsServer() {}
+func (UnimplementedWindowsServer) testEmbeddedByValue()                 {}
+
+// UnsafeWindowsServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to WindowsServer will
+// result in compilation errors.
+type UnsafeWindowsServer interface {
+	mustEmbedUnimplementedWindowsServer()
+}
+
+func RegisterWindowsServer(s grpc.ServiceRegistrar, srv WindowsServer) {
+	// If the following call panics, it indicates UnimplementedWindowsServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Windows_ServiceDesc, srv)
+}
+
+func _Windows_Define_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DefineWindowsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WindowsServer).Define(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Windows_Define_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WindowsServer).Define(ctx, req.(*DefineWindowsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Windows_Get_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetWindowsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WindowsServer).Get(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Windows_Get_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WindowsServer).Get(ctx, req.(*GetWindowsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Windows_ListOpen_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListOpenWindowsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WindowsServer).ListOpen(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Windows_ListOpen_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WindowsServer).ListOpen(ctx, req.(*ListOpenWindowsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Windows_Emissions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadEmissionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WindowsServer).Emissions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Windows_Emissions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WindowsServer).Emissions(ctx, req.(*ReadEmissionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Windows_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WindowStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WindowsServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Windows_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WindowsServer).Status(ctx, req.(*WindowStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Windows_ServiceDesc is the grpc.ServiceDesc for Windows service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Windows_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "stated.v1.Windows",
+	HandlerType: (*WindowsServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Define",
+			Handler:    _Windows_Define_Handler,
+		},
+		{
+			MethodName: "Get",
+			Handler:    _Windows_Get_Handler,
+		},
+		{
+			MethodName: "ListOpen",
+			Handler:    _Windows_ListOpen_Handler,
+		},
+		{
+			MethodName: "Emissions",
+			Handler:    _Windows_Emissions_Handler,
+		},
+		{
+			MethodName: "Status",
+			Handler:    _Windows_Status_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "statedv1/stated.proto",
+}
