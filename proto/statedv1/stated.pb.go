@@ -3357,7 +3357,17 @@ type CommitResponse struct {
 	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	// duplicate is set when the commit was a retry of one applied before:
 	// index is then the first application's, and nothing applied again.
-	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Duplicate bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// add_results has one result per window_adds entry, in order: whether
+	// the record was on time or late (and then dropped or returned).
+	AddResults []*AddResult `protobuf:"bytes,3,rep,name=add_results,json=addResults,proto3" json:"add_results,omitempty"`
+	// emissions are the emissions the commit's entry created, in every
+	// namespace, in the order they were written: windows it closed, updates
+	// (EMIT_UPDATES) and timers it fired. They are also in the outbox until
+	// acknowledged. A duplicate commit carries neither add_results nor
+	// emissions: its emissions wait in the outbox (service Windows,
+	// Emissions) and its add results are not kept.
+	Emissions     []*Emission `protobuf:"bytes,4,rep,name=emissions,proto3" json:"emissions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3404,6 +3414,20 @@ func (x *CommitResponse) GetDuplicate() bool {
 		return x.Duplicate
 	}
 	return false
+}
+
+func (x *CommitResponse) GetAddResults() []*AddResult {
+	if x != nil {
+		return x.AddResults
+	}
+	return nil
+}
+
+func (x *CommitResponse) GetEmissions() []*Emission {
+	if x != nil {
+		return x.Emissions
+	}
+	return nil
 }
 
 type OpenSessionRequest struct {
@@ -6136,10 +6160,13 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x0fwatermark_hints\x18\b \x03(\v2\x18.stated.v1.WatermarkHintR\x0ewatermarkHints\x12*\n" +
 	"\x04acks\x18\t \x03(\v2\x16.stated.v1.EmissionAckR\x04acks\x12*\n" +
 	"\x06timers\x18\n" +
-	" \x03(\v2\x12.stated.v1.TimerOpR\x06timers\"D\n" +
+	" \x03(\v2\x12.stated.v1.TimerOpR\x06timers\"\xae\x01\n" +
 	"\x0eCommitResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"1\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x125\n" +
+	"\vadd_results\x18\x03 \x03(\v2\x14.stated.v1.AddResultR\n" +
+	"addResults\x121\n" +
+	"\temissions\x18\x04 \x03(\v2\x13.stated.v1.EmissionR\temissions\"1\n" +
 	"\x12OpenSessionRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\"z\n" +
 	"\x13OpenSessionResponse\x12\x1d\n" +
@@ -6560,86 +6587,88 @@ var file_statedv1_stated_proto_depIdxs = []int32{
 	66, // 18: stated.v1.CommitRequest.watermark_hints:type_name -> stated.v1.WatermarkHint
 	67, // 19: stated.v1.CommitRequest.acks:type_name -> stated.v1.EmissionAck
 	68, // 20: stated.v1.CommitRequest.timers:type_name -> stated.v1.TimerOp
-	9,  // 21: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
-	2,  // 22: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
-	0,  // 23: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
-	53, // 24: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 25: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
-	53, // 26: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 27: stated.v1.Entry.kind:type_name -> stated.v1.Kind
-	57, // 28: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
-	53, // 29: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
-	39, // 30: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
-	47, // 31: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
-	39, // 32: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
-	3,  // 33: stated.v1.WindowSpec.shape:type_name -> stated.v1.WindowShape
-	4,  // 34: stated.v1.WindowSpec.aggregate:type_name -> stated.v1.WindowAggregate
-	5,  // 35: stated.v1.WindowSpec.emit:type_name -> stated.v1.WindowEmit
-	6,  // 36: stated.v1.WindowSpec.late:type_name -> stated.v1.LatePolicy
-	62, // 37: stated.v1.DefineWindowsRequest.spec:type_name -> stated.v1.WindowSpec
-	7,  // 38: stated.v1.AddResult.status:type_name -> stated.v1.AddStatus
-	8,  // 39: stated.v1.Emission.kind:type_name -> stated.v1.EmissionKind
-	53, // 40: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	72, // 41: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
-	53, // 42: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	72, // 43: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
-	53, // 44: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
-	70, // 45: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
-	53, // 46: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
-	62, // 47: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
-	80, // 48: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
-	81, // 49: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
-	48, // 50: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
-	54, // 51: stated.v1.State.Get:input_type -> stated.v1.GetRequest
-	56, // 52: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
-	59, // 53: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
-	41, // 54: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
-	45, // 55: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
-	50, // 56: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
-	28, // 57: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
-	30, // 58: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
-	32, // 59: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
-	35, // 60: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
-	14, // 61: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
-	16, // 62: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
-	18, // 63: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
-	19, // 64: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
-	21, // 65: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
-	26, // 66: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
-	10, // 67: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
-	63, // 68: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
-	73, // 69: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
-	75, // 70: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
-	77, // 71: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
-	79, // 72: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
-	49, // 73: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
-	55, // 74: stated.v1.State.Get:output_type -> stated.v1.GetResponse
-	58, // 75: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
-	60, // 76: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
-	43, // 77: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
-	46, // 78: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
-	51, // 79: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
-	29, // 80: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
-	31, // 81: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
-	34, // 82: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
-	36, // 83: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
-	15, // 84: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
-	17, // 85: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
-	25, // 86: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
-	20, // 87: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
-	22, // 88: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
-	27, // 89: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
-	13, // 90: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
-	64, // 91: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
-	74, // 92: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
-	76, // 93: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
-	78, // 94: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
-	82, // 95: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
-	73, // [73:96] is the sub-list for method output_type
-	50, // [50:73] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	69, // 21: stated.v1.CommitResponse.add_results:type_name -> stated.v1.AddResult
+	70, // 22: stated.v1.CommitResponse.emissions:type_name -> stated.v1.Emission
+	9,  // 23: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
+	2,  // 24: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
+	0,  // 25: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
+	53, // 26: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 27: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
+	53, // 28: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 29: stated.v1.Entry.kind:type_name -> stated.v1.Kind
+	57, // 30: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
+	53, // 31: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
+	39, // 32: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
+	47, // 33: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
+	39, // 34: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
+	3,  // 35: stated.v1.WindowSpec.shape:type_name -> stated.v1.WindowShape
+	4,  // 36: stated.v1.WindowSpec.aggregate:type_name -> stated.v1.WindowAggregate
+	5,  // 37: stated.v1.WindowSpec.emit:type_name -> stated.v1.WindowEmit
+	6,  // 38: stated.v1.WindowSpec.late:type_name -> stated.v1.LatePolicy
+	62, // 39: stated.v1.DefineWindowsRequest.spec:type_name -> stated.v1.WindowSpec
+	7,  // 40: stated.v1.AddResult.status:type_name -> stated.v1.AddStatus
+	8,  // 41: stated.v1.Emission.kind:type_name -> stated.v1.EmissionKind
+	53, // 42: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	72, // 43: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
+	53, // 44: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	72, // 45: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
+	53, // 46: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
+	70, // 47: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
+	53, // 48: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
+	62, // 49: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
+	80, // 50: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
+	81, // 51: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
+	48, // 52: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
+	54, // 53: stated.v1.State.Get:input_type -> stated.v1.GetRequest
+	56, // 54: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
+	59, // 55: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
+	41, // 56: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
+	45, // 57: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
+	50, // 58: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
+	28, // 59: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
+	30, // 60: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
+	32, // 61: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
+	35, // 62: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
+	14, // 63: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
+	16, // 64: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
+	18, // 65: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
+	19, // 66: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
+	21, // 67: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
+	26, // 68: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
+	10, // 69: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
+	63, // 70: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
+	73, // 71: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
+	75, // 72: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
+	77, // 73: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
+	79, // 74: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
+	49, // 75: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
+	55, // 76: stated.v1.State.Get:output_type -> stated.v1.GetResponse
+	58, // 77: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
+	60, // 78: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
+	43, // 79: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
+	46, // 80: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
+	51, // 81: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
+	29, // 82: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
+	31, // 83: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
+	34, // 84: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
+	36, // 85: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
+	15, // 86: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
+	17, // 87: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
+	25, // 88: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
+	20, // 89: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
+	22, // 90: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
+	27, // 91: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
+	13, // 92: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
+	64, // 93: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
+	74, // 94: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
+	76, // 95: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
+	78, // 96: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
+	82, // 97: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
+	75, // [75:98] is the sub-list for method output_type
+	52, // [52:75] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_statedv1_stated_proto_init() }

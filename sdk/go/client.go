@@ -37,6 +37,7 @@ type Client struct {
 	conn        *grpc.ClientConn
 	rpc         statedv1.StateClient
 	cluster     statedv1.ClusterClient
+	windows     statedv1.WindowsClient
 	id          string
 	consistency Consistency
 	retry       retryPolicy
@@ -189,6 +190,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	}
 	c := newClient(conn, statedv1.NewStateClient(conn), o)
 	c.cluster = statedv1.NewClusterClient(conn)
+	c.windows = statedv1.NewWindowsClient(conn)
 	if o.block {
 		if err := waitReady(ctx, conn); err != nil {
 			c.Close()

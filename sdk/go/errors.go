@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
 // Sentinel errors. Errors from the daemon match one of these with errors.Is
@@ -45,6 +47,12 @@ var (
 	// attempt finds its session expired is sent again in a new session
 	// without this error.
 	ErrSessionExpired = errors.New("stated: session expired")
+	// ErrOutboxFull: a commit added to or hinted a window namespace whose
+	// outbox holds its MaxPendingEmissions unacknowledged emissions
+	// (codes.ResourceExhausted, so it matches ErrResourceExhausted too).
+	// Nothing of it was applied. Acknowledge pending emissions (Txn.Ack)
+	// and commit again.
+	ErrOutboxFull = errors.New("stated: window outbox full")
 )
 
 // sentinelByCode maps gRPC codes to the errors users test for. Deadline and
@@ -82,9 +90,27 @@ func (e *statusError) Error() string {
 // GRPCStatus lets status.Code and status.FromError see the original status.
 func (e *statusError) GRPCStatus() *status.Status { return e.st }
 
-// Is reports whether target is the sentinel for e's code.
+// Is reports whether target is the sentinel for e's code, or
+// ErrOutboxFull for a refusal with an OutboxFull detail.
 func (e *statusError) Is(target error) bool {
+	if target == ErrOutboxFull {
+		return isOutboxFull(e.st)
+	}
 	return e.sentinel != nil && target == e.sentinel
+}
+
+// isOutboxFull reports whether st is the daemon's refusal of a commit
+// because a window namespace's outbox is full.
+func isOutboxFull(st *status.Status) bool {
+	if st.Code() != codes.ResourceExhausted {
+		return false
+	}
+	for _, d := range st.Details() {
+		if _, ok := d.(*statedv1.OutboxFull); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // localError is an error the SDK detects before sending anything, in the

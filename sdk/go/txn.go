@@ -21,8 +21,13 @@ type Txn struct {
 	c         *Client
 	mutations []*statedv1.Mutation
 	offsets   []*statedv1.Offset
-	err       error // the first error of a typed handle; Commit returns it
-	done      bool
+	// Window parts (windows.go).
+	windowAdds []*statedv1.WindowAdd
+	hints      []*statedv1.WatermarkHint
+	acks       []*statedv1.EmissionAck
+	timers     []*statedv1.TimerOp
+	err        error // the first error of a typed handle; Commit returns it
+	done       bool
 }
 
 // CommitResult describes a successful commit.
@@ -34,6 +39,15 @@ type CommitResult struct {
 	// applied already (its answer was lost): Index is that attempt's, and
 	// nothing was applied twice.
 	Duplicate bool
+	// Adds has one result per AddWindow of the Txn, in order: whether the
+	// record was on time, or late and dropped or returned.
+	Adds []AddResult
+	// Emissions are what the commit's Raft entry emitted, in every window
+	// namespace: windows it closed, updates (EmitUpdates) and timers it
+	// fired. They stay pending until a later Txn acknowledges them (Ack).
+	// A Duplicate commit has neither Adds nor Emissions: its emissions
+	// wait in the outbox (Client.Emissions).
+	Emissions []Emission
 }
 
 // WriteOption adjusts one write.
@@ -140,8 +154,11 @@ func (t *Txn) CommitOffset(group, topic string, partition int32, next int64) *Tx
 	return t
 }
 
-// Len returns the number of mutations and offsets in the Txn.
-func (t *Txn) Len() int { return len(t.mutations) + len(t.offsets) }
+// Len returns the number of mutations, offsets, window adds, watermark
+// hints, acknowledgements and timer operations in the Txn.
+func (t *Txn) Len() int {
+	return len(t.mutations) + len(t.offsets) + len(t.windowAdds) + len(t.hints) + len(t.acks) + len(t.timers)
+}
 
 // setErr remembers the first error of a typed handle, for Commit to return.
 func (t *Txn) setErr(err error) {
@@ -159,6 +176,11 @@ func (t *Txn) request(l *lane) *statedv1.CommitRequest {
 		SessionId: l.session,
 		Lane:      l.id,
 		Sequence:  l.next,
+
+		WindowAdds:     t.windowAdds,
+		WatermarkHints: t.hints,
+		Acks:           t.acks,
+		Timers:         t.timers,
 	}
 }
 
@@ -230,7 +252,10 @@ func (t *Txn) commitInSession(ctx context.Context) (CommitResult, int, error) {
 		return CommitResult{}, attempts, err
 	}
 	c.observeIndex(resp.GetIndex())
-	return CommitResult{Index: resp.GetIndex(), Duplicate: resp.GetDuplicate()}, attempts, nil
+	return CommitResult{
+		Index: resp.GetIndex(), Duplicate: resp.GetDuplicate(),
+		Adds: t.addResults(resp.GetAddResults()), Emissions: emissionsOf(resp.GetEmissions()),
+	}, attempts, nil
 }
 
 // Update builds a Txn with fn and commits it. If fn returns an error,
