@@ -84,6 +84,13 @@ type Config struct {
 	// waits whatever the interval. Zero means 10s; a negative interval
 	// turns the warnings off.
 	WaitLogInterval time.Duration
+	// OutboxInterval is how often, between batches, a processor with
+	// OnWindowClosed callbacks reads their namespaces' outboxes for
+	// emissions that no commit of its own returned: windows the daemon
+	// closed because a source went idle, or emissions another processor
+	// left unacknowledged. Zero means 1s; a negative interval reads them
+	// only when Run starts and after an error.
+	OutboxInterval time.Duration
 	// Logger receives the processor's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -161,6 +168,8 @@ type Processor struct {
 
 	lastKafkaCommit time.Time
 	kafkaCommitted  map[topicPartition]int64 // what this processor told Kafka
+
+	windows windowDelivery // OnWindowClosed callbacks
 }
 
 // New checks cfg and creates a Processor; Run starts it.
@@ -179,6 +188,9 @@ func New(cfg Config) (*Processor, error) {
 	}
 	if cfg.WaitLogInterval == 0 {
 		cfg.WaitLogInterval = defaultWaitLogInterval
+	}
+	if cfg.OutboxInterval == 0 {
+		cfg.OutboxInterval = defaultOutboxInterval
 	}
 	if cfg.StartOffset == nil {
 		start := kgo.NewOffset().AtStart()
@@ -242,8 +254,39 @@ func New(cfg Config) (*Processor, error) {
 func (p *Processor) Run(ctx context.Context) error {
 	defer p.startWatch()() // after close: leaving the group can take long too
 	defer p.close()
+	p.windows.start()
 	backoff := p.cfg.RetryBackoff
+	// pause waits out the backoff after a failure, and doubles it; it
+	// reports false when ctx ended.
+	pause := func() bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxRetryBackoff)
+		return true
+	}
 	for {
+		// Pending window emissions go first: at start (a crash may have
+		// left them unacknowledged), after an error, and every
+		// OutboxInterval. Between batches, so no rebalance waits for it.
+		if p.outboxDue() {
+			err := p.deliverPending(ctx)
+			switch {
+			case err == nil:
+			case ctx.Err() != nil:
+				return nil
+			case errors.Is(err, errCallback):
+				p.logger.Warn("kafka: window emissions not delivered; trying again", "group", p.cfg.Group, "backoff", backoff, "error", err)
+				if !pause() {
+					return nil
+				}
+				continue
+			default:
+				return err
+			}
+		}
 		fetches := p.poll(ctx)
 		if ctx.Err() != nil {
 			p.cl.AllowRebalance()
@@ -254,7 +297,12 @@ func (p *Processor) Run(ctx context.Context) error {
 			return err
 		}
 		batch := p.batch(fetches)
-		err := p.process(ctx, batch)
+		res, err := p.process(ctx, batch)
+		if err == nil {
+			// The batch is committed; the windows it closed go to their
+			// callbacks now, or, if that fails, before the next batch.
+			err = p.deliverCommitted(ctx, res.Emissions)
+		}
 		switch {
 		case err == nil:
 			backoff = p.cfg.RetryBackoff
@@ -262,16 +310,27 @@ func (p *Processor) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			p.cl.AllowRebalance()
 			return nil
-		case errors.Is(err, errHandler):
-			p.logger.Warn("kafka: handler failed; the batch will be processed again", "group", p.cfg.Group, "records", batch.records, "backoff", backoff, "error", err)
+		case errors.Is(err, errHandler), errors.Is(err, errOutboxFull):
+			what := "handler failed"
+			if errors.Is(err, errOutboxFull) {
+				// Delivering the pending emissions acknowledges them.
+				what = "a window outbox is full; delivering its emissions first"
+				p.windows.stale = true
+			}
+			p.logger.Warn("kafka: "+what+"; the batch will be processed again", "group", p.cfg.Group, "records", batch.records, "backoff", backoff, "error", err)
 			p.rewind(batch)
 			p.cl.AllowRebalance()
-			select {
-			case <-ctx.Done():
+			if !pause() {
 				return nil
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, maxRetryBackoff)
+			continue
+		case errors.Is(err, errCallback):
+			// The batch committed; its emissions wait in the outbox.
+			p.logger.Warn("kafka: window emissions not delivered; trying again before the next batch", "group", p.cfg.Group, "backoff", backoff, "error", err)
+			p.cl.AllowRebalance()
+			if !pause() {
+				return nil
+			}
 			continue
 		default:
 			p.cl.AllowRebalance()
@@ -282,12 +341,17 @@ func (p *Processor) Run(ctx context.Context) error {
 }
 
 // poll waits for records, but no longer than the Kafka commit interval, so
-// that an idle processor still commits new checkpoints' offsets.
+// that an idle processor still commits new checkpoints' offsets, nor than
+// the outbox interval when it has window callbacks.
 func (p *Processor) poll(ctx context.Context) kgo.Fetches {
-	if p.cfg.KafkaCommitInterval < 0 {
+	limit := p.cfg.KafkaCommitInterval
+	if p.windows.active() && p.cfg.OutboxInterval > 0 && (limit < 0 || p.cfg.OutboxInterval < limit) {
+		limit = p.cfg.OutboxInterval
+	}
+	if limit < 0 {
 		return p.cl.PollRecords(ctx, p.cfg.MaxPollRecords)
 	}
-	pctx, cancel := context.WithTimeout(ctx, p.cfg.KafkaCommitInterval)
+	pctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	return p.cl.PollRecords(pctx, p.cfg.MaxPollRecords)
 }
@@ -352,17 +416,17 @@ var errHandler = errors.New("kafka: handler failed")
 
 // process runs the handler over b and commits, dropping fenced partitions
 // and processing the rest again until the commit succeeds.
-func (p *Processor) process(ctx context.Context, b *batch) error {
+func (p *Processor) process(ctx context.Context, b *batch) (stated.CommitResult, error) {
 	for len(b.parts) > 0 {
 		txn := p.cfg.State.Txn()
 		if err := p.handle(ctx, txn, b); err != nil {
-			return fmt.Errorf("%w: %w", errHandler, err)
+			return stated.CommitResult{}, fmt.Errorf("%w: %w", errHandler, err)
 		}
 		for _, pb := range b.parts {
 			txn.CommitClaimedOffset(p.cfg.Group, pb.claim, pb.records[len(pb.records)-1].Offset+1)
 		}
 		p.waits.begin(WaitStatedCommit, fmt.Sprintf("commit of %d records from %d partitions, unanswered (the client retries while stated is unavailable)", b.records, len(b.parts)))
-		_, err := txn.Commit(ctx)
+		res, err := txn.Commit(ctx)
 		p.waits.end(WaitStatedCommit)
 		var fe *stated.FencedError
 		if errors.As(err, &fe) {
@@ -370,14 +434,17 @@ func (p *Processor) process(ctx context.Context, b *batch) error {
 			b.parts = dropPartition(b.parts, topicPartition{fe.Topic, fe.Partition})
 			continue
 		}
+		if errors.Is(err, stated.ErrOutboxFull) {
+			return stated.CommitResult{}, fmt.Errorf("%w: commit of %d records: %w", errOutboxFull, b.records, err)
+		}
 		if err != nil {
-			return fmt.Errorf("kafka: commit of %d records: %w", b.records, err)
+			return stated.CommitResult{}, fmt.Errorf("kafka: commit of %d records: %w", b.records, err)
 		}
 		p.committed(b)
 		p.waits.committed(b.records)
-		return nil
+		return res, nil
 	}
-	return nil
+	return stated.CommitResult{}, nil
 }
 
 func (p *Processor) handle(ctx context.Context, txn *stated.Txn, b *batch) error {

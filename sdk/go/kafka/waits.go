@@ -73,6 +73,9 @@ type Stats struct {
 	// records in them; LastCommit is when the last one committed.
 	Batches, Records int64
 	LastCommit       time.Time
+	// Emissions counts the window emissions delivered to OnWindowClosed
+	// callbacks whose transactions committed (acknowledging them).
+	Emissions int64
 	// Assignments counts the group assignments Kafka handed out to this
 	// member (the ends of its rebalances).
 	Assignments int64
@@ -152,6 +155,12 @@ func (w *waits) committed(records int) {
 	w.stats.Batches++
 	w.stats.Records += int64(records)
 	w.stats.LastCommit = time.Now()
+}
+
+func (w *waits) delivered(emissions int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stats.Emissions += int64(emissions)
 }
 
 func (w *waits) snapshot() Stats {
