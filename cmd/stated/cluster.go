@@ -123,8 +123,9 @@ func (c *cli) statusCommand() *cobra.Command {
 		Short: "Show every member's Raft state, bookkeeping counts and the checkpoints",
 		Long: `Ask the --addr node for the members, then each member for its Raft state
 (role, term, log, commit and applied index) and its bookkeeping (open client
-sessions and their lanes, entries with a TTL not yet deleted, and the keyed
-state's keys and bytes) over its gRPC address. A member that does not answer
+sessions and their lanes, entries with a TTL not yet deleted, the keyed
+state's keys and bytes, and window state: namespaces, open windows and
+pending emissions) over its gRPC address. A member that does not answer
 within --timeout is shown as unreachable. Counting scans the node's state.`,
 		Args: cobra.NoArgs,
 	}
@@ -212,10 +213,11 @@ func (c *cli) printStatus(out statusOutput) error {
 func (c *cli) printCounts(out statusOutput) error {
 	fmt.Fprintln(c.stdout)
 	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NODE\tSESSIONS\tSESSION LANES\tTTL PENDING\tSTATE KEYS\tSTATE BYTES")
+	fmt.Fprintln(w, "NODE\tSESSIONS\tSESSION LANES\tTTL PENDING\tSTATE KEYS\tSTATE BYTES\tWINDOW NAMESPACES\tOPEN WINDOWS\tPENDING EMISSIONS")
 	for _, m := range out.Members {
 		if k := m.Counts; k != nil {
-			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\n", m.NodeID, k.Sessions, k.SessionLanes, k.TTLPending, k.StateKeys, k.StateBytes)
+			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", m.NodeID, k.Sessions, k.SessionLanes, k.TTLPending, k.StateKeys, k.StateBytes,
+				k.WindowNamespaces, k.OpenWindows, k.PendingEmissions)
 		}
 	}
 	return w.Flush()

@@ -58,6 +58,12 @@ type StateCounts struct {
 	// LegacyRetryRecords are per-commit retry records left by a stated
 	// from before client sessions; expiry deletes them within an hour.
 	LegacyRetryRecords uint64 `json:"legacy_retry_records,omitempty"`
+	// WindowNamespaces, OpenWindows and PendingEmissions count window
+	// state: namespaces defined, windows not closed yet and emissions not
+	// acknowledged yet.
+	WindowNamespaces uint64 `json:"window_namespaces"`
+	OpenWindows      uint64 `json:"open_windows"`
+	PendingEmissions uint64 `json:"pending_emissions"`
 }
 
 // Members returns the cluster's members as the daemon the Client talks to
@@ -116,6 +122,8 @@ func (c *Client) NodeStatus(ctx context.Context) (NodeStatus, error) {
 			Sessions: r.GetCounts().GetSessions(), SessionLanes: r.GetCounts().GetSessionLanes(),
 			TTLPending: r.GetCounts().GetTtlPending(), StateKeys: r.GetCounts().GetStateKeys(),
 			StateBytes: r.GetCounts().GetStateBytes(), LegacyRetryRecords: r.GetCounts().GetLegacyRetryRecords(),
+			WindowNamespaces: r.GetCounts().GetWindowNamespaces(), OpenWindows: r.GetCounts().GetOpenWindows(),
+			PendingEmissions: r.GetCounts().GetPendingEmissions(),
 		},
 	}, nil
 }
