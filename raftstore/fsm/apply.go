@@ -21,6 +21,9 @@ type applier struct {
 	// Scratch buffers for keys and values: Batch.Set copies its arguments,
 	// so one buffer serves every mutation of a command.
 	kbuf, vbuf, ebuf []byte
+
+	// win is the window part of the command, once it touches one.
+	win *windowApply
 }
 
 // key builds a state key in the applier's scratch buffer; it is valid
@@ -47,7 +50,7 @@ func (a *applier) commit(c *command.Commit) error {
 			return err
 		}
 	}
-	return nil
+	return a.windowCommit(c)
 }
 
 func reject(field, format string, args ...any) error {

@@ -22,6 +22,12 @@ type Counts struct {
 	// LegacyRetryRecords are per-commit retry records of commits written
 	// before client sessions; expiry deletes them after DedupWindow.
 	LegacyRetryRecords uint64
+	// WindowNamespaces are the defined window namespaces; OpenWindows
+	// their open windows and PendingEmissions their unacknowledged
+	// emissions, summed.
+	WindowNamespaces uint64
+	OpenWindows      uint64
+	PendingEmissions uint64
 }
 
 // Counts counts the bookkeeping and the keyed state. It reads every key it
@@ -60,6 +66,19 @@ func (f *FSM) Counts() (Counts, error) {
 		if err := it.Close(); err != nil {
 			return Counts{}, err
 		}
+	}
+	names, err := windowNames(snap)
+	if err != nil {
+		return Counts{}, err
+	}
+	for _, ns := range names {
+		_, m, _, err := readWindowNS(snap, ns)
+		if err != nil {
+			return Counts{}, err
+		}
+		c.WindowNamespaces++
+		c.OpenWindows += uint64(max(m.OpenWindows, 0))
+		c.PendingEmissions += uint64(max(m.Pending, 0))
 	}
 	return c, nil
 }

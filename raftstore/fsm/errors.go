@@ -22,6 +22,11 @@ var (
 	// that is not the lane's next nor a faithful retry. It matches
 	// ErrRejected too; test with errors.As for the *SessionError.
 	ErrSessionRefused = errors.New("fsm: refused by the client session")
+	// ErrOutboxFull marks a commit refused because it adds to or hints a
+	// window namespace whose outbox holds MaxPendingEmissions
+	// unacknowledged emissions. It matches ErrRejected too; test with
+	// errors.As for the *OutboxFullError.
+	ErrOutboxFull = errors.New("fsm: window outbox full")
 	// ErrCorrupt marks stored state that cannot be decoded.
 	ErrCorrupt = errors.New("fsm: corrupt state")
 )

@@ -183,6 +183,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		res.Index, res.Duplicate, out, res.Err = f.applyCommand(l.Index, cmd)
 		res.Claimed = out.claimed
 		res.Session = out.session
+		res.Adds, res.Emissions, res.WindowsCreated = out.adds, out.emissions, out.windowsCreated
 		if res.Err == nil && out.epoch != 0 {
 			switch cmd.Type {
 			case command.TypeCheckpoint:
@@ -224,6 +225,11 @@ type applyOut struct {
 	// TypeCheckpointDone command.
 	epoch   uint64
 	session *SessionOpened
+	// The window parts' outcome: each add's status, the emissions the
+	// entry wrote, and whether a TypeDefineWindows created its namespace.
+	adds           []command.AddStatus
+	emissions      []command.Emission
+	windowsCreated bool
 }
 
 // applyCommand writes cmd and the applied index in one batch, or nothing
@@ -335,6 +341,10 @@ func (f *FSM) writeCommand(index uint64, cmd *command.Command, chk *sessionCheck
 	case command.TypeCheckpointDone:
 		out.epoch = cmd.Epoch
 		err = a.checkpointDone(cmd.Epoch, cmd.Offsets)
+	case command.TypeDefineWindows:
+		out.windowsCreated, err = a.defineWindows(cmd.Windows)
+	case command.TypeWindowTick:
+		err = a.tickWindows()
 	default:
 		err = reject("type", "unknown command type %d", cmd.Type)
 	}
@@ -343,6 +353,9 @@ func (f *FSM) writeCommand(index uint64, cmd *command.Command, chk *sessionCheck
 	}
 	if err := b.Set(keyAppliedIndex, binary.BigEndian.AppendUint64(nil, index), nil); err != nil {
 		return applyOut{}, err
+	}
+	if a.win != nil {
+		out.adds, out.emissions = a.win.adds, a.win.emitted
 	}
 	return out, b.Commit(pebble.NoSync)
 }
@@ -358,7 +371,7 @@ func readsOwnWrites(cmd *command.Command) bool {
 		return true
 	}
 	if c := cmd.Commit; c != nil {
-		if len(c.Offsets) > 1 {
+		if len(c.Offsets) > 1 || hasWindowParts(c) {
 			return true
 		}
 		for i := range c.Mutations {

@@ -17,6 +17,14 @@ const (
 	prefixCkptOffset = 0x06 // group, topic, partition -> offset in the newest completed checkpoint
 	prefixSession    = 0x07 // client id -> its current session (see session.go)
 	prefixLane       = 0x08 // client id, lane -> the lane's highest sequence
+	// Window state (see windows_keys.go).
+	prefixWindowSpec   = 0x09 // ns -> window spec
+	prefixWindowMeta   = 0x0A // ns -> watermark and counters
+	prefixWindowSource = 0x0B // ns, source -> the source's watermark
+	prefixWindowData   = 0x0C // ns, segment, key, start -> aggregate
+	prefixWindowIndex  = 0x0D // ns, close time, key, start -> segment
+	prefixWindowOutbox = 0x0E // ns, emission id -> emission
+	prefixWindowTimer  = 0x0F // ns, time, key -> nothing
 )
 
 var (

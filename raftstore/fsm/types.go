@@ -1,6 +1,10 @@
 package fsm
 
-import "time"
+import (
+	"time"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
 
 // Kind is the kind of state stored under a key. The values match
 // stated.v1's Kind; one key may hold state of several kinds at once.
@@ -72,6 +76,15 @@ type Result struct {
 	Checkpoint *CheckpointResult
 	// Session is set for a TypeOpenSession command.
 	Session *SessionOpened
+	// Adds is the status of each of a commit's window adds, in order.
+	Adds []command.AddStatus
+	// Emissions are the emissions the entry wrote to window outboxes (a
+	// commit's updates, closed windows and fired timers; a tick's), in the
+	// order the entry wrote them (per namespace, by id).
+	Emissions []command.Emission
+	// WindowsCreated is set when a TypeDefineWindows created its
+	// namespace, and false when the namespace existed with the same spec.
+	WindowsCreated bool
 }
 
 // DedupWindow is how long the state machine remembers the (client id,

@@ -1,0 +1,169 @@
+package fsm
+
+import (
+	"math"
+	"slices"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// addRecord folds one record at event time t into s. It reports false
+// when an int sum would overflow int64 (the commit is then refused).
+func (s *aggState) addRecord(spec *command.WindowSpec, t int64, a *command.WindowAdd) bool {
+	first := s.Count == 0
+	switch spec.Aggregate {
+	case command.AggSumInt:
+		sum, ok := checkedAdd(s.Int, a.Int)
+		if !ok {
+			return false
+		}
+		s.Int = sum
+	case command.AggSumFloat:
+		s.Float += a.Float
+	case command.AggMinInt:
+		if first || a.Int < s.Int {
+			s.Int = a.Int
+		}
+	case command.AggMaxInt:
+		if first || a.Int > s.Int {
+			s.Int = a.Int
+		}
+	case command.AggMinFloat:
+		if first || a.Float < s.Float {
+			s.Float = a.Float
+		}
+	case command.AggMaxFloat:
+		if first || a.Float > s.Float {
+			s.Float = a.Float
+		}
+	case command.AggLast:
+		// Ties go to the later add: this one.
+		if first || t >= s.LastTime {
+			s.Bytes, s.LastTime = slices.Clone(a.Bytes), t
+		}
+	case command.AggList:
+		// After every value of an equal or earlier time: ties keep add order.
+		i, _ := slices.BinarySearchFunc(s.Values, t, func(v timedValue, t int64) int {
+			if v.T <= t {
+				return -1
+			}
+			return 1
+		})
+		s.Values = slices.Insert(s.Values, i, timedValue{T: t, V: slices.Clone(a.Bytes)})
+		if n := int(spec.MaxListValues); len(s.Values) > n {
+			s.Values = s.Values[:n]
+			s.Truncated = true
+		}
+	case command.AggOpaque:
+		s.Bytes = slices.Clone(a.Bytes)
+	}
+	s.Count++
+	return true
+}
+
+// combine folds o, the aggregate of records disjoint in time from s's
+// (another slice or session), into s. An int sum that overflows saturates
+// and ok is false.
+func (s *aggState) combine(spec *command.WindowSpec, o *aggState) (ok bool) {
+	ok = true
+	if o.Count == 0 {
+		return ok
+	}
+	if s.Count == 0 {
+		last := s.SessionLast
+		*s = o.clone()
+		s.SessionLast = max(last, o.SessionLast)
+		return ok
+	}
+	switch spec.Aggregate {
+	case command.AggSumInt:
+		var sum int64
+		if sum, ok = checkedAdd(s.Int, o.Int); !ok {
+			sum = math.MaxInt64
+			if o.Int < 0 {
+				sum = math.MinInt64
+			}
+		}
+		s.Int = sum
+	case command.AggSumFloat:
+		s.Float += o.Float
+	case command.AggMinInt:
+		s.Int = min(s.Int, o.Int)
+	case command.AggMaxInt:
+		s.Int = max(s.Int, o.Int)
+	case command.AggMinFloat:
+		if o.Float < s.Float {
+			s.Float = o.Float
+		}
+	case command.AggMaxFloat:
+		if o.Float > s.Float {
+			s.Float = o.Float
+		}
+	case command.AggLast:
+		if o.LastTime >= s.LastTime {
+			s.Bytes, s.LastTime = slices.Clone(o.Bytes), o.LastTime
+		}
+	case command.AggList:
+		// Each side keeps its own first values; merged by time, the
+		// first MaxListValues of the union are among them.
+		merged := make([]timedValue, 0, len(s.Values)+len(o.Values))
+		i, j := 0, 0
+		for i < len(s.Values) || j < len(o.Values) {
+			if j == len(o.Values) || (i < len(s.Values) && s.Values[i].T <= o.Values[j].T) {
+				merged = append(merged, s.Values[i])
+				i++
+			} else {
+				merged = append(merged, timedValue{T: o.Values[j].T, V: slices.Clone(o.Values[j].V)})
+				j++
+			}
+		}
+		s.Truncated = s.Truncated || o.Truncated
+		if n := int(spec.MaxListValues); len(merged) > n {
+			merged = merged[:n]
+			s.Truncated = true
+		}
+		s.Values = merged
+	}
+	s.Count += o.Count
+	s.SessionLast = max(s.SessionLast, o.SessionLast)
+	return ok
+}
+
+func (s *aggState) clone() aggState {
+	c := *s
+	c.Bytes = slices.Clone(s.Bytes)
+	c.Values = slices.Clone(s.Values)
+	return c
+}
+
+func checkedAdd(a, b int64) (int64, bool) {
+	if (b > 0 && a > math.MaxInt64-b) || (b < 0 && a < math.MinInt64-b) {
+		return 0, false
+	}
+	return a + b, true
+}
+
+// result fills the aggregate fields of a query's Window from s.
+func (s *aggState) window(w *Window) {
+	w.Count, w.Int, w.Float, w.Truncated = s.Count, s.Int, s.Float, s.Truncated
+	w.Bytes = s.Bytes
+	w.Values = listValues(s.Values)
+}
+
+// emission builds an emission's result fields from s.
+func (s *aggState) emission(e *command.Emission) {
+	e.Count, e.Int, e.Float, e.Truncated = s.Count, s.Int, s.Float, s.Truncated
+	e.Bytes = s.Bytes
+	e.Values = listValues(s.Values)
+}
+
+func listValues(vs []timedValue) [][]byte {
+	if len(vs) == 0 {
+		return nil
+	}
+	out := make([][]byte, len(vs))
+	for i, v := range vs {
+		out[i] = v.V
+	}
+	return out
+}

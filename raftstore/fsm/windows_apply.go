@@ -1,0 +1,856 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// winNS is one window namespace as an entry sees it: its spec, and its
+// bookkeeping and sources as the entry changes them; written back when the
+// entry finishes.
+type winNS struct {
+	name string
+	spec command.WindowSpec // defaults filled in
+	meta windowMeta
+	// wm0 is the watermark at the start of the entry: lateness is judged
+	// against it.
+	wm0     int64
+	sources map[string]*sourceState // read or written by this entry
+	dirty   map[string]bool
+}
+
+// segment is the data segment of an anchor time (see windows_keys.go).
+func (n *winNS) segment(t int64) uint64 { return uint64(t / segmentWidth(&n.spec)) }
+
+// segmentWidth is the time span of a data segment: half the retention, so
+// that a segment is dropped at most 1.5 retentions after its first window
+// starts, and at least a second, so that fine windows share segments.
+func segmentWidth(s *command.WindowSpec) int64 { return max(s.RetentionMs/2, 1000) }
+
+func (n *winNS) late() command.AddStatus {
+	if n.spec.Late == command.LateReturn {
+		n.meta.LateReturned++
+		return command.AddLateReturned
+	}
+	n.meta.LateDropped++
+	return command.AddLateDropped
+}
+
+// windowApply is the window part of one entry.
+type windowApply struct {
+	a       *applier
+	nss     map[string]*winNS
+	adds    []command.AddStatus
+	emitted []command.Emission
+}
+
+func (a *applier) windows() *windowApply {
+	if a.win == nil {
+		a.win = &windowApply{a: a, nss: map[string]*winNS{}}
+	}
+	return a.win
+}
+
+// fieldReject turns a command.FieldError into the state machine's refusal.
+func fieldReject(err error) error {
+	var fe *command.FieldError
+	if errors.As(err, &fe) {
+		return &RejectError{Field: fe.Field, Reason: fe.Reason}
+	}
+	return err
+}
+
+func hasWindowParts(c *command.Commit) bool {
+	return c != nil && len(c.WindowAdds)+len(c.WatermarkHints)+len(c.Acks)+len(c.Timers) > 0
+}
+
+// ns returns the namespace named in field, or refuses the entry when it is
+// not defined.
+func (w *windowApply) ns(field, name string) (*winNS, error) {
+	if n, ok := w.nss[name]; ok {
+		return n, nil
+	}
+	v, ok, err := w.a.get(windowSpecKey(name))
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, reject(field, "window namespace %q is not defined", name)
+	}
+	spec, err := command.DecodeWindowSpec(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: window spec of %q: %v", ErrCorrupt, name, err)
+	}
+	mv, ok, err := w.a.get(windowMetaKey(name))
+	if err != nil {
+		return nil, err
+	}
+	meta := newWindowMeta()
+	if ok {
+		if meta, err = decodeWindowMeta(mv); err != nil {
+			return nil, err
+		}
+	}
+	n := &winNS{name: name, spec: spec.WithDefaults(), meta: meta, wm0: meta.Watermark,
+		sources: map[string]*sourceState{}, dirty: map[string]bool{}}
+	w.nss[name] = n
+	return n, nil
+}
+
+// defineWindows records a window namespace, or does nothing when it exists
+// with the same spec. It reports whether it created the namespace.
+func (a *applier) defineWindows(s *command.WindowSpec) (bool, error) {
+	if s == nil {
+		return false, reject("windows", "a window spec is required")
+	}
+	if err := command.ValidateWindowSpec(s); err != nil {
+		return false, fieldReject(err)
+	}
+	spec := s.WithDefaults()
+	v, ok, err := a.get(windowSpecKey(spec.Namespace))
+	if err != nil {
+		return false, err
+	}
+	if ok {
+		was, err := command.DecodeWindowSpec(v)
+		if err != nil {
+			return false, fmt.Errorf("%w: window spec of %q: %v", ErrCorrupt, spec.Namespace, err)
+		}
+		if field, wasV, nowV := command.DiffWindowSpecs(*was, spec); field != "" {
+			return false, reject(field, "redefining window namespace %q: %s is %s, not %s", spec.Namespace, field, wasV, nowV)
+		}
+		return false, nil
+	}
+	if err := a.b.Set(windowSpecKey(spec.Namespace), command.EncodeWindowSpec(&spec), nil); err != nil {
+		return false, err
+	}
+	m := newWindowMeta()
+	return true, a.b.Set(windowMetaKey(spec.Namespace), m.encode(), nil)
+}
+
+// windowCommit applies a commit's window parts: acknowledgements first
+// (so that a commit may make room in a full outbox), then adds, hints and
+// timers in order; then every namespace the commit names recomputes its
+// watermark and closes what became due.
+func (a *applier) windowCommit(c *command.Commit) error {
+	if !hasWindowParts(c) {
+		return nil
+	}
+	w := a.windows()
+	for i := range c.WindowAdds {
+		ad := &c.WindowAdds[i]
+		if _, err := w.ns(fmt.Sprintf("window_adds[%d].namespace", i), ad.Namespace); err != nil {
+			return err
+		}
+		if err := command.ValidateEventTime(fmt.Sprintf("window_adds[%d].event_time_ms", i), ad.EventTimeMs); err != nil {
+			return fieldReject(err)
+		}
+	}
+	for i := range c.WatermarkHints {
+		h := &c.WatermarkHints[i]
+		if _, err := w.ns(fmt.Sprintf("watermark_hints[%d].namespace", i), h.Namespace); err != nil {
+			return err
+		}
+		if err := command.ValidateEventTime(fmt.Sprintf("watermark_hints[%d].time_ms", i), h.TimeMs); err != nil {
+			return fieldReject(err)
+		}
+	}
+	for i := range c.Acks {
+		if _, err := w.ns(fmt.Sprintf("acks[%d].namespace", i), c.Acks[i].Namespace); err != nil {
+			return err
+		}
+	}
+	for i := range c.Timers {
+		t := &c.Timers[i]
+		if _, err := w.ns(fmt.Sprintf("timers[%d].namespace", i), t.Namespace); err != nil {
+			return err
+		}
+		if err := command.ValidateEventTime(fmt.Sprintf("timers[%d].time_ms", i), t.TimeMs); err != nil {
+			return fieldReject(err)
+		}
+	}
+	for i := range c.Acks {
+		if err := w.ack(i, &c.Acks[i]); err != nil {
+			return err
+		}
+	}
+	if err := w.checkOutbox(c); err != nil {
+		return err
+	}
+	for i := range c.WindowAdds {
+		if err := w.add(i, &c.WindowAdds[i]); err != nil {
+			return err
+		}
+	}
+	for i := range c.WatermarkHints {
+		h := &c.WatermarkHints[i]
+		n := w.nss[h.Namespace]
+		src, err := w.source(n, h.Source)
+		if err != nil {
+			return err
+		}
+		src.Watermark = max(src.Watermark, h.TimeMs)
+		src.LastActive = a.now
+	}
+	for i := range c.Timers {
+		t := &c.Timers[i]
+		k := timerKey(t.Namespace, t.TimeMs, t.Key)
+		var err error
+		if t.Delete {
+			err = a.b.Delete(k, nil)
+		} else {
+			err = a.b.Set(k, nil, nil)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return w.finish(slices.Sorted(mapsKeys(w.nss)))
+}
+
+func mapsKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func (w *windowApply) ack(i int, ack *command.EmissionAck) error {
+	n := w.nss[ack.Namespace]
+	k := outboxKey(ack.Namespace, ack.ID)
+	_, ok, err := w.a.get(k)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return reject(fmt.Sprintf("acks[%d].id", i), "emission %d of %q is not pending (never emitted or already acknowledged)", ack.ID, ack.Namespace)
+	}
+	n.meta.Pending--
+	return w.a.b.Delete(k, nil)
+}
+
+// checkOutbox refuses a commit that adds to or hints a namespace whose
+// outbox is full.
+func (w *windowApply) checkOutbox(c *command.Commit) error {
+	check := func(ns string) error {
+		n := w.nss[ns]
+		if n.meta.Pending >= n.spec.MaxPendingEmissions {
+			return &OutboxFullError{Namespace: ns, Pending: n.meta.Pending}
+		}
+		return nil
+	}
+	for i := range c.WindowAdds {
+		if err := check(c.WindowAdds[i].Namespace); err != nil {
+			return err
+		}
+	}
+	for i := range c.WatermarkHints {
+		if err := check(c.WatermarkHints[i].Namespace); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// source returns a source's state, to read or change; it is written when
+// the entry finishes.
+func (w *windowApply) source(n *winNS, name string) (*sourceState, error) {
+	if s, ok := n.sources[name]; ok {
+		n.dirty[name] = true
+		return s, nil
+	}
+	s := &sourceState{Watermark: MinWatermark, MaxEventTime: MinWatermark}
+	v, ok, err := w.a.get(windowSourceKey(n.name, name))
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		if *s, err = decodeSourceState(v); err != nil {
+			return nil, err
+		}
+	}
+	n.sources[name], n.dirty[name] = s, true
+	return s, nil
+}
+
+func (w *windowApply) add(i int, ad *command.WindowAdd) error {
+	n := w.nss[ad.Namespace]
+	t := ad.EventTimeMs
+	src, err := w.source(n, ad.Source)
+	if err != nil {
+		return err
+	}
+	src.MaxEventTime = max(src.MaxEventTime, t)
+	src.Watermark = max(src.Watermark, src.MaxEventTime-n.spec.MaxOutOfOrderMs)
+	src.LastActive = w.a.now
+	n.meta.MaxEventTime = max(n.meta.MaxEventTime, t)
+	n.meta.Adds++
+	var st command.AddStatus
+	switch n.spec.Shape {
+	case command.ShapeTumbling:
+		st, err = w.addTumbling(i, n, ad)
+	case command.ShapeHopping:
+		st, err = w.addHopping(i, n, ad)
+	default:
+		st, err = w.addSession(i, n, ad)
+	}
+	if err != nil {
+		return err
+	}
+	w.adds = append(w.adds, st)
+	return nil
+}
+
+func overflowReject(i int, key []byte, start, end int64) error {
+	return reject(fmt.Sprintf("window_adds[%d].int", i), "the sum of window [%d, %d) of key %q would overflow int64", start, end, key)
+}
+
+func (w *windowApply) getAgg(k []byte) (aggState, bool, error) {
+	v, ok, err := w.a.get(k)
+	if err != nil || !ok {
+		return aggState{}, false, err
+	}
+	s, err := decodeAggState(v)
+	return s, true, err
+}
+
+func (w *windowApply) setAgg(k []byte, s *aggState) error {
+	w.a.vbuf = s.encode(w.a.vbuf[:0])
+	return w.a.b.Set(k, w.a.vbuf, nil)
+}
+
+// index records an open window in the close index.
+func (w *windowApply) index(n *winNS, closeMs int64, key []byte, start int64, seg uint64) error {
+	w.a.ebuf = appendWindowIndexKey(w.a.ebuf[:0], n.name, closeMs, key, start)
+	return w.a.b.Set(w.a.ebuf, segmentValue(seg), nil)
+}
+
+func segmentValue(seg uint64) []byte {
+	return []byte{byte(seg >> 56), byte(seg >> 48), byte(seg >> 40), byte(seg >> 32), byte(seg >> 24), byte(seg >> 16), byte(seg >> 8), byte(seg)}
+}
+
+func (w *windowApply) addTumbling(i int, n *winNS, ad *command.WindowAdd) (command.AddStatus, error) {
+	t, size := ad.EventTimeMs, n.spec.SizeMs
+	start := t - t%size
+	end := start + size
+	closeMs := end + n.spec.GraceMs
+	if closeMs <= n.wm0 {
+		return n.late(), nil
+	}
+	seg := n.segment(start)
+	k := appendWindowDataKey(nil, n.name, seg, ad.Key, start)
+	st, existed, err := w.getAgg(k)
+	if err != nil {
+		return 0, err
+	}
+	// The window's data exists exactly when it is open: a closed one's
+	// records would be late.
+	if !st.addRecord(&n.spec, t, ad) {
+		return 0, overflowReject(i, ad.Key, start, end)
+	}
+	if err := w.setAgg(k, &st); err != nil {
+		return 0, err
+	}
+	if !existed {
+		if err := w.index(n, closeMs, ad.Key, start, seg); err != nil {
+			return 0, err
+		}
+		n.meta.OpenWindows++
+	}
+	if n.spec.Emit == command.EmitUpdates {
+		w.emit(n, command.EmissionUpdate, ad.Key, start, end, &st)
+	}
+	return command.AddOnTime, nil
+}
+
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// addHopping adds the record to its slice, of width gcd(size, advance):
+// every window boundary is a slice boundary, so a window is the
+// combination of the slices in it. The close index holds the windows.
+func (w *windowApply) addHopping(i int, n *winNS, ad *command.WindowAdd) (command.AddStatus, error) {
+	t, size, adv, grace := ad.EventTimeMs, n.spec.SizeMs, n.spec.AdvanceMs, n.spec.GraceMs
+	lastStart := t - t%adv
+	if lastStart+size+grace <= n.wm0 {
+		return n.late(), nil
+	}
+	g := gcd(size, adv)
+	slice := t - t%g
+	seg := n.segment(slice)
+	k := appendWindowDataKey(nil, n.name, seg, ad.Key, slice)
+	st, existed, err := w.getAgg(k)
+	if err != nil {
+		return 0, err
+	}
+	if !st.addRecord(&n.spec, t, ad) {
+		return 0, overflowReject(i, ad.Key, slice, slice+g)
+	}
+	if err := w.setAgg(k, &st); err != nil {
+		return 0, err
+	}
+	open := hoppingOpenWindows(t, size, adv, grace, n.wm0)
+	if !existed {
+		// A new slice may be the first of its windows; an existing one's
+		// open windows are indexed since it was written.
+		for _, s := range open {
+			w.a.ebuf = appendWindowIndexKey(w.a.ebuf[:0], n.name, s+size+grace, ad.Key, s)
+			_, ok, err := w.a.get(w.a.ebuf)
+			if err != nil {
+				return 0, err
+			}
+			if !ok {
+				if err := w.index(n, s+size+grace, ad.Key, s, n.segment(s)); err != nil {
+					return 0, err
+				}
+				n.meta.OpenWindows++
+			}
+		}
+	}
+	if n.spec.Emit == command.EmitUpdates {
+		for _, s := range open {
+			agg, _, err := combineSlices(w.a.r, n.name, &n.spec, n.meta.LowestSegment, ad.Key, s, s+size)
+			if err != nil {
+				return 0, err
+			}
+			w.emit(n, command.EmissionUpdate, ad.Key, s, s+size, &agg)
+		}
+	}
+	return command.AddOnTime, nil
+}
+
+// hoppingOpenWindows lists the starts, ascending, of the windows that
+// contain t and close after wm. Windows start at 0 or later.
+func hoppingOpenWindows(t, size, adv, grace, wm int64) []int64 {
+	var out []int64
+	for s := t - t%adv; s > t-size && s >= 0; s -= adv {
+		if s+size+grace > wm {
+			out = append(out, s)
+		}
+	}
+	slices.Reverse(out)
+	return out
+}
+
+// combineSlices combines the hopping slices of key that start in [from,
+// to). ok is false when an int sum saturated.
+func combineSlices(r pebble.Reader, ns string, spec *command.WindowSpec, lowest uint64, key []byte, from, to int64) (aggState, bool, error) {
+	var agg aggState
+	ok := true
+	w := segmentWidth(spec)
+	err := scanKeyData(r, ns, key, max(uint64(from/w), lowest), uint64((to-1)/w), from, to, func(_ uint64, _ int64, v []byte) error {
+		s, err := decodeAggState(v)
+		if err != nil {
+			return err
+		}
+		ok = agg.combine(spec, &s) && ok
+		return nil
+	})
+	return agg, ok, err
+}
+
+// scanKeyData calls fn for every data record of key in ns in segments
+// segLo to segHi whose start is in [lo, hi), in (segment, start) order. It
+// seeks from segment to segment, skipping the empty ones.
+func scanKeyData(r pebble.Reader, ns string, key []byte, segLo, segHi uint64, lo, hi int64, fn func(seg uint64, start int64, v []byte) error) error {
+	if segLo > segHi || lo >= hi {
+		return nil
+	}
+	nsp := windowNSKey(prefixWindowData, ns)
+	upper := appendWindowDataKey(nil, ns, segHi, key, hi)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: appendWindowDataKey(nil, ns, segLo, key, lo), UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	seg := segLo
+	var buf []byte
+	valid := it.First()
+	for valid {
+		k := it.Key()
+		if !bytes.HasPrefix(k, nsp) {
+			break
+		}
+		s, kk, start, err := decodeWindowDataKey(k[len(nsp):])
+		if err != nil {
+			it.Close()
+			return err
+		}
+		if s == seg && bytes.Equal(kk, key) && start >= lo && start < hi {
+			if err := fn(s, start, it.Value()); err != nil {
+				it.Close()
+				return err
+			}
+			valid = it.Next()
+			continue
+		}
+		switch {
+		case s > seg && s <= segHi:
+			seg = s // the next segment with data: seek to the key in it
+		case s == seg && s < segHi:
+			seg++
+		default:
+			valid = false
+			continue
+		}
+		buf = appendWindowDataKey(buf[:0], ns, seg, key, lo)
+		valid = it.SeekGE(buf)
+	}
+	return it.Close()
+}
+
+// sessionCandidate is an open session that a record may merge with.
+type sessionCandidate struct {
+	seg   uint64
+	start int64
+	st    aggState
+}
+
+// addSession merges the record with every open session of its key it
+// bridges (start - gap <= t <= last + gap) into one session.
+func (w *windowApply) addSession(i int, n *winNS, ad *command.WindowAdd) (command.AddStatus, error) {
+	t, gap, grace := ad.EventTimeMs, n.spec.GapMs, n.spec.GraceMs
+	var cands []sessionCandidate
+	// A candidate's last event is in [t-gap, the namespace's greatest
+	// event time]; it is stored in the segment of its last event.
+	segLo := max(n.segment(max(t-gap, 0)), n.meta.LowestSegment)
+	err := scanKeyData(w.a.r, n.name, ad.Key, segLo, n.segment(n.meta.MaxEventTime), 0, t+gap+1,
+		func(seg uint64, start int64, v []byte) error {
+			st, err := decodeAggState(v)
+			if err != nil {
+				return err
+			}
+			if st.SessionLast < t-gap || st.SessionLast+gap+grace <= n.wm0 {
+				return nil // too early, or closed: closed sessions never merge
+			}
+			cands = append(cands, sessionCandidate{seg: seg, start: start, st: st})
+			return nil
+		})
+	if err != nil {
+		return 0, err
+	}
+	if len(cands) == 0 && t+gap+grace <= n.wm0 {
+		return n.late(), nil
+	}
+	slices.SortFunc(cands, func(a, b sessionCandidate) int { return cmpInt(a.start, b.start) })
+	start, st := t, aggState{SessionLast: t}
+	for _, c := range cands {
+		start = min(start, c.start)
+		if !st.combine(&n.spec, &c.st) {
+			return 0, overflowReject(i, ad.Key, start, st.SessionLast+1)
+		}
+	}
+	if !st.addRecord(&n.spec, t, ad) {
+		return 0, overflowReject(i, ad.Key, start, st.SessionLast+1)
+	}
+	last := st.SessionLast
+	seg := n.segment(last)
+	newKey := appendWindowDataKey(nil, n.name, seg, ad.Key, start)
+	for _, c := range cands {
+		if old := appendWindowDataKey(nil, n.name, c.seg, ad.Key, c.start); !bytes.Equal(old, newKey) {
+			if err := w.a.b.Delete(old, nil); err != nil {
+				return 0, err
+			}
+		}
+		if err := w.a.b.Delete(appendWindowIndexKey(nil, n.name, c.st.SessionLast+gap+grace, ad.Key, c.start), nil); err != nil {
+			return 0, err
+		}
+	}
+	if err := w.setAgg(newKey, &st); err != nil {
+		return 0, err
+	}
+	if err := w.index(n, last+gap+grace, ad.Key, start, seg); err != nil {
+		return 0, err
+	}
+	n.meta.OpenWindows += 1 - int64(len(cands))
+	if n.spec.Emit == command.EmitUpdates {
+		w.emit(n, command.EmissionUpdate, ad.Key, start, last+1, &st)
+	}
+	return command.AddOnTime, nil
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// emit writes an emission to n's outbox under its next id.
+func (w *windowApply) emit(n *winNS, kind command.EmissionKind, key []byte, start, end int64, st *aggState) {
+	e := command.Emission{Namespace: n.name, ID: n.meta.NextEmissionID, Kind: kind, Key: slices.Clone(key),
+		StartMs: start, EndMs: end, Watermark: n.meta.Watermark}
+	if st != nil {
+		st.emission(&e)
+	}
+	n.meta.NextEmissionID++
+	n.meta.Pending++
+	w.emitted = append(w.emitted, e)
+}
+
+// finish ends the entry for the namespaces named, in order: it writes
+// their sources, recomputes their watermarks, closes the windows and fires
+// the timers that became due, drops expired segments, and writes their
+// bookkeeping and the entry's emissions.
+func (w *windowApply) finish(names []string) error {
+	for _, name := range names {
+		n := w.nss[name]
+		for _, src := range slices.Sorted(mapsKeys(n.dirty)) {
+			s := n.sources[src]
+			if err := w.a.b.Set(windowSourceKey(name, src), s.encode(), nil); err != nil {
+				return err
+			}
+		}
+		wm, err := namespaceWatermark(w.a.r, n, w.a.now)
+		if err != nil {
+			return err
+		}
+		n.meta.Watermark = wm
+		if err := w.closeDue(n); err != nil {
+			return err
+		}
+		if err := w.fireTimers(n); err != nil {
+			return err
+		}
+		if err := w.dropSegments(n); err != nil {
+			return err
+		}
+		if err := w.a.b.Set(windowMetaKey(name), n.meta.encode(), nil); err != nil {
+			return err
+		}
+	}
+	for i := range w.emitted {
+		e := &w.emitted[i]
+		if err := w.a.b.Set(outboxKey(e.Namespace, e.ID), encodeEmission(e), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// namespaceWatermark is n's watermark at now: the least watermark of its
+// sources that are not idle, or, when every source is idle, the greatest;
+// never below the watermark it had.
+func namespaceWatermark(r pebble.Reader, n *winNS, now int64) (int64, error) {
+	p := windowNSKey(prefixWindowSource, n.name)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return 0, err
+	}
+	var srcs []sourceState
+	for ok := it.First(); ok; ok = it.Next() {
+		s, err := decodeSourceState(it.Value())
+		if err != nil {
+			it.Close()
+			return 0, err
+		}
+		srcs = append(srcs, s)
+	}
+	if err := it.Close(); err != nil {
+		return 0, err
+	}
+	return watermarkOf(n.meta.Watermark, srcs, now, n.spec.IdleTimeoutMs*1_000_000), nil
+}
+
+func watermarkOf(prev int64, srcs []sourceState, now, idle int64) int64 {
+	if len(srcs) == 0 {
+		return prev
+	}
+	active, lo, hi := false, int64(0), int64(MinWatermark)
+	for _, s := range srcs {
+		hi = max(hi, s.Watermark)
+		if now-s.LastActive >= idle {
+			continue
+		}
+		if !active || s.Watermark < lo {
+			lo = s.Watermark
+		}
+		active = true
+	}
+	if !active {
+		lo = hi
+	}
+	return max(prev, lo)
+}
+
+// dueWindow is a close index record at or below the watermark.
+type dueWindow struct {
+	closeMs int64
+	key     []byte
+	start   int64
+	seg     uint64
+}
+
+// closeDue closes every window of n whose close time is at or below its
+// watermark, in (close time, key, start) order, and removes their index
+// records with one range deletion.
+func (w *windowApply) closeDue(n *winNS) error {
+	lower := windowNSKey(prefixWindowIndex, n.name)
+	upper := appendTime(slices.Clone(lower), n.meta.Watermark+1)
+	it, err := w.a.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	var due []dueWindow
+	for ok := it.First(); ok; ok = it.Next() {
+		c, key, start, err := decodeWindowIndexKey(it.Key()[len(lower):])
+		if err != nil || len(it.Value()) != 8 {
+			it.Close()
+			return errors.Join(err, fmt.Errorf("%w: window index record", ErrCorrupt))
+		}
+		v := it.Value()
+		seg := uint64(v[0])<<56 | uint64(v[1])<<48 | uint64(v[2])<<40 | uint64(v[3])<<32 | uint64(v[4])<<24 | uint64(v[5])<<16 | uint64(v[6])<<8 | uint64(v[7])
+		due = append(due, dueWindow{closeMs: c, key: key, start: start, seg: seg})
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	if len(due) == 0 {
+		return nil
+	}
+	for _, d := range due {
+		st, end, err := windowResult(w.a.r, n.name, &n.spec, n.meta.LowestSegment, d.key, d.start, d.seg)
+		if err != nil {
+			return err
+		}
+		w.emit(n, command.EmissionFinal, d.key, d.start, end, &st)
+		n.meta.OpenWindows--
+	}
+	return w.a.b.DeleteRange(lower, upper, nil)
+}
+
+// windowResult reads the aggregate of the window of key starting at
+// start, stored in segment seg (tumbling, session), and its end.
+func windowResult(r pebble.Reader, ns string, spec *command.WindowSpec, lowest uint64, key []byte, start int64, seg uint64) (aggState, int64, error) {
+	if spec.Shape == command.ShapeHopping {
+		st, _, err := combineSlices(r, ns, spec, lowest, key, start, start+spec.SizeMs)
+		return st, start + spec.SizeMs, err
+	}
+	v, ok, err := getRecord(r, appendWindowDataKey(nil, ns, seg, key, start))
+	if err != nil {
+		return aggState{}, 0, err
+	}
+	if !ok {
+		return aggState{}, 0, fmt.Errorf("%w: window [%d, ...) of key %q in %q is indexed but has no data", ErrCorrupt, start, key, ns)
+	}
+	st, err := decodeAggState(v)
+	if err != nil {
+		return aggState{}, 0, err
+	}
+	if spec.Shape == command.ShapeSession {
+		return st, st.SessionLast + 1, nil
+	}
+	return st, start + spec.SizeMs, nil
+}
+
+// fireTimers fires n's timers at or below its watermark, in (time, key)
+// order, and removes them with one range deletion.
+func (w *windowApply) fireTimers(n *winNS) error {
+	lower := windowNSKey(prefixWindowTimer, n.name)
+	upper := appendTime(slices.Clone(lower), n.meta.Watermark+1)
+	it, err := w.a.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	fired := false
+	for ok := it.First(); ok; ok = it.Next() {
+		t, rest, err := readTime(it.Key()[len(lower):])
+		if err != nil {
+			it.Close()
+			return err
+		}
+		key, _, err := readComponent(rest)
+		if err != nil {
+			it.Close()
+			return err
+		}
+		w.emit(n, command.EmissionTimer, key, t, t, nil)
+		fired = true
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	if !fired {
+		return nil
+	}
+	return w.a.b.DeleteRange(lower, upper, nil)
+}
+
+// dropSegments deletes, with one range deletion, the data segments whose
+// every window closed at least a retention ago: segment s when
+// (s+1)*W + retention <= watermark.
+func (w *windowApply) dropSegments(n *winNS) error {
+	past := n.meta.Watermark - n.spec.RetentionMs
+	if past < 0 {
+		return nil
+	}
+	cut := uint64(past / segmentWidth(&n.spec))
+	if cut <= n.meta.LowestSegment {
+		return nil
+	}
+	lo := binary8(windowNSKey(prefixWindowData, n.name), n.meta.LowestSegment)
+	hi := binary8(windowNSKey(prefixWindowData, n.name), cut)
+	n.meta.LowestSegment = cut
+	return w.a.b.DeleteRange(lo, hi, nil)
+}
+
+func binary8(dst []byte, v uint64) []byte { return append(dst, segmentValue(v)...) }
+
+// tickWindows recomputes every namespace's watermark at the entry's time
+// and closes what became due.
+func (a *applier) tickWindows() error {
+	w := a.windows()
+	it, err := a.r.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixWindowSpec}, UpperBound: []byte{prefixWindowSpec + 1}})
+	if err != nil {
+		return err
+	}
+	var names []string
+	for ok := it.First(); ok; ok = it.Next() {
+		name, _, err := readComponent(it.Key()[1:])
+		if err != nil {
+			it.Close()
+			return err
+		}
+		names = append(names, string(name))
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	for _, name := range names {
+		if _, err := w.ns("namespace", name); err != nil {
+			return err
+		}
+	}
+	return w.finish(names)
+}
+
+// OutboxFullError refuses a commit that adds to or hints a namespace whose
+// outbox holds MaxPendingEmissions unacknowledged emissions or more.
+type OutboxFullError struct {
+	Namespace string
+	Pending   int64
+}
+
+func (e *OutboxFullError) Error() string {
+	return fmt.Sprintf("fsm: namespace %q has %d unacknowledged emissions; acknowledge them first", e.Namespace, e.Pending)
+}
+
+// Is matches ErrOutboxFull and ErrRejected: nothing of the commit applied.
+func (e *OutboxFullError) Is(target error) bool {
+	return target == ErrOutboxFull || target == ErrRejected
+}
