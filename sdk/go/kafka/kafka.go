@@ -557,6 +557,7 @@ func (p *Processor) onAssigned(ctx context.Context, offsets map[string]map[int32
 	}
 	p.updateFencedWait()
 	p.mu.Unlock()
+	p.registerSources(ctx, claims)
 	// A partition fenced earlier was paused; it is ours again.
 	<-p.clReady
 	p.cl.ResumeFetchPartitions(resume)

@@ -279,3 +279,41 @@ func (p *Processor) someAcknowledged(ctx context.Context, ns string, ems []state
 	}
 	return false, nil
 }
+
+// registerSources makes each claimed partition a watermark source of
+// every namespace with a callback, before any of its records is fetched:
+// a watermark hint at time 0, which moves no watermark but holds the
+// namespace's back. Without it, at the first start, a partition whose
+// records came later than another's would not be a source yet, the
+// namespace's watermark would follow the other partitions alone, and its
+// first records could be counted late. A partition that then stays
+// silent stops holding the watermark after the namespace's idle timeout.
+// A failure is logged: the partition becomes a source with its first
+// record.
+func (p *Processor) registerSources(ctx context.Context, claims []stated.PartitionClaim) {
+	names := p.windows.namespaces()
+	if len(names) == 0 || len(claims) == 0 {
+		return
+	}
+	txn := p.cfg.State.Txn()
+	for _, ns := range names {
+		for _, c := range claims {
+			txn.AdvanceWatermark(ns, c.Topic+"/"+strconv.FormatInt(int64(c.Partition), 10), time.UnixMilli(0))
+		}
+	}
+	p.waits.begin(WaitStatedClaim, fmt.Sprintf("registering %d assigned partitions as watermark sources of %d window namespaces, unanswered", len(claims), len(names)))
+	_, err := txn.Commit(ctx)
+	p.waits.end(WaitStatedClaim)
+	if err != nil {
+		p.logger.Warn("kafka: registering assigned partitions as watermark sources failed; each becomes one with its first record",
+			"group", p.cfg.Group, "partitions", len(claims), "namespaces", names, "error", err)
+	}
+}
+
+// namespaces returns the namespaces with a callback; safe from any
+// goroutine.
+func (w *windowDelivery) namespaces() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.names)
+}
