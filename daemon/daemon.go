@@ -50,7 +50,7 @@ type Daemon struct {
 	tcpLn  net.Listener
 
 	stopBackground context.CancelFunc
-	bg             sync.WaitGroup // Serve loops and the expiry ticker
+	bg             sync.WaitGroup // Serve loops, the expiry and window tickers
 
 	closeOnce sync.Once
 	closeErr  error
@@ -203,10 +203,12 @@ func (d *Daemon) serve() {
 	statedv1.RegisterStateServer(d.server, grpcapi.New(d.store, opts...))
 	statedv1.RegisterClusterServer(d.server, grpcapi.NewCluster(d.store, opts...))
 	statedv1.RegisterCheckpointsServer(d.server, grpcapi.NewCheckpoints(d.store, checkpointsAPI{d.ckpt}, opts...))
+	statedv1.RegisterWindowsServer(d.server, grpcapi.NewWindows(d.store, opts...))
 	d.health = health.NewServer()
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	d.health.SetServingStatus(statedv1.State_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	d.health.SetServingStatus(statedv1.Cluster_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	d.health.SetServingStatus(statedv1.Windows_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(d.server, d.health)
 	reflection.Register(d.server)
 
@@ -226,6 +228,11 @@ func (d *Daemon) serve() {
 	go func() {
 		defer d.bg.Done()
 		d.expireLoop(ctx)
+	}()
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		d.windowTickLoop(ctx)
 	}()
 	d.bg.Add(1)
 	go func() {

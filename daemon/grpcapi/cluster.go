@@ -117,6 +117,7 @@ func (s *ClusterServer) NodeStatus(ctx context.Context, _ *statedv1.NodeStatusRe
 		Counts: &statedv1.StateCounts{
 			Sessions: c.Sessions, SessionLanes: c.SessionLanes, TtlPending: c.TTLPending,
 			StateKeys: c.StateKeys, StateBytes: c.StateBytes, LegacyRetryRecords: c.LegacyRetryRecords,
+			WindowNamespaces: c.WindowNamespaces, OpenWindows: c.OpenWindows, PendingEmissions: c.PendingEmissions,
 		},
 		NodeId:         st.NodeID,
 		ClusterId:      st.ClusterID,

@@ -12,6 +12,7 @@ import (
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/command"
 	"github.com/statedhq/stated/raftstore/fsm"
 	"github.com/statedhq/stated/uploader"
 )
@@ -46,7 +47,13 @@ func statusOf(ctx context.Context, logger *slog.Logger, err error) error {
 	var fence *fsm.FenceError
 	var sess *fsm.SessionError
 	var nl *notLeaderError
+	var full *fsm.OutboxFullError
+	var cfe *command.FieldError
 	switch {
+	case errors.As(err, &full):
+		return outboxFullStatus(full, 0)
+	case errors.As(err, &cfe):
+		return status.Error(codes.InvalidArgument, cfe.Error())
 	case errors.As(err, &fence):
 		return fencedStatus(fence)
 	case errors.As(err, &sess):

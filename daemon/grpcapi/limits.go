@@ -25,6 +25,18 @@ const (
 	MaxTopicLength = 249
 	// MaxClientIDBytes is the longest client id.
 	MaxClientIDBytes = 256
+	// MaxWindowAddsPerCommit, MaxWatermarkHintsPerCommit, MaxAcksPerCommit
+	// and MaxTimersPerCommit bound a commit's window parts.
+	MaxWindowAddsPerCommit     = 100_000
+	MaxWatermarkHintsPerCommit = 10_000
+	MaxAcksPerCommit           = 100_000
+	MaxTimersPerCommit         = 100_000
+	// MaxSourceBytes is the longest source name of a window add or hint.
+	MaxSourceBytes = 256
+	// MaxWindowPage is the largest page of windows or emissions one read
+	// returns; a read that asks for 0 gets defaultWindowPage.
+	MaxWindowPage     = 10_000
+	defaultWindowPage = 1000
 )
 
 // Scan batching: one ScanResponse carries at most scanBatchEntries entries

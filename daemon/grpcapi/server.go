@@ -2,6 +2,7 @@ package grpcapi
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"google.golang.org/grpc"
@@ -15,11 +16,14 @@ import (
 // Store is what the gRPC API needs from the replicated store;
 // *raftstore.Store satisfies it.
 type Store interface {
-	// Commit proposes c and waits until it is applied; it returns the Raft
-	// index of the entry, or of its first application when dup is set (a
-	// retry in a session). A *fsm.RejectError or *fsm.SessionError means
-	// nothing was applied.
-	Commit(ctx context.Context, c *command.Commit) (index uint64, dup bool, err error)
+	// CommitOutcome proposes c and waits until it is applied; it returns
+	// the Raft index of the entry (of its first application when Duplicate
+	// is set: a retry in a session), and the window adds' statuses and the
+	// emissions of the entry. A *fsm.RejectError, *fsm.SessionError,
+	// *fsm.FenceError or *fsm.OutboxFullError means nothing was applied.
+	CommitOutcome(ctx context.Context, c *command.Commit) (raftstore.CommitOutcome, error)
+	// WindowSpec returns a window namespace's spec, defaults filled in.
+	WindowSpec(ns string) (command.WindowSpec, bool, error)
 	// OpenSession opens a client session, fencing the client id's older
 	// ones.
 	OpenSession(ctx context.Context, clientID string) (fsm.SessionOpened, error)
@@ -102,11 +106,19 @@ func (s *Server) Commit(ctx context.Context, r *statedv1.CommitRequest) (*stated
 		resp, err := statedv1.NewStateClient(conn).Commit(fctx, r)
 		return resp, s.toStatus(ctx, forwardedError(err))
 	}
-	idx, dup, err := s.store.Commit(ctx, toCommand(r))
+	out, err := s.store.CommitOutcome(ctx, toCommand(r))
 	if err != nil {
+		var full *fsm.OutboxFullError
+		if errors.As(err, &full) {
+			spec, _, _ := s.store.WindowSpec(full.Namespace) // for the detail only; 0 when unknown
+			return nil, outboxFullStatus(full, spec.MaxPendingEmissions)
+		}
 		return nil, s.toStatus(ctx, err)
 	}
-	return &statedv1.CommitResponse{Index: idx, Duplicate: dup}, nil
+	return &statedv1.CommitResponse{
+		Index: out.Index, Duplicate: out.Duplicate,
+		AddResults: addResultsToWire(out.Adds), Emissions: emissionsToWire(out.Emissions),
+	}, nil
 }
 
 // OpenSession opens a client session as a replicated command; a follower
@@ -255,6 +267,7 @@ func toCommand(r *statedv1.CommitRequest) *command.Commit {
 	for i, o := range r.GetOffsets() {
 		c.Offsets[i] = command.Offset{Group: o.GetGroup(), Topic: o.GetTopic(), Partition: o.GetPartition(), Offset: o.GetOffset(), Epoch: o.GetEpoch()}
 	}
+	windowParts(c, r)
 	return c
 }
 

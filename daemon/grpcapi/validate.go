@@ -55,7 +55,7 @@ func validateCommit(r *statedv1.CommitRequest) error {
 		}
 		seen[p] = i
 	}
-	return nil
+	return validateWindowParts(r)
 }
 
 func validateOpenSession(r *statedv1.OpenSessionRequest) error {

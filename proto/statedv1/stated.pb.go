@@ -4524,9 +4524,11 @@ func (x *DefineWindowsRequest) GetSpec() *WindowSpec {
 
 type DefineWindowsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// index is the Raft index of the definition (of the entry that found it
-	// already defined, when it was).
-	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// index is the leader's applied index once the definition applied: a
+	// read that waits for it (ReadOptions.min_index) sees the namespace.
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// created is false when the namespace existed with the same spec.
+	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4566,6 +4568,13 @@ func (x *DefineWindowsResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *DefineWindowsResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
 }
 
 // WindowAdd adds a record to the windows of key that contain
@@ -6262,9 +6271,10 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\t_grace_msB\x16\n" +
 	"\x14_max_out_of_order_ms\"A\n" +
 	"\x14DefineWindowsRequest\x12)\n" +
-	"\x04spec\x18\x01 \x01(\v2\x15.stated.v1.WindowSpecR\x04spec\"-\n" +
+	"\x04spec\x18\x01 \x01(\v2\x15.stated.v1.WindowSpecR\x04spec\"G\n" +
 	"\x15DefineWindowsResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"\xd6\x01\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"\xd6\x01\n" +
 	"\tWindowAdd\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x10\n" +
