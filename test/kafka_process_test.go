@@ -36,7 +36,7 @@ func testRand(t *testing.T) *rand.Rand {
 	return rand.New(rand.NewPCG(seed, 1))
 }
 
-// counterProc is one examples/counter process.
+// counterProc is one examples/counter (or examples/sessionizer) process.
 type counterProc struct {
 	t    *testing.T
 	name string
@@ -50,8 +50,14 @@ type counterProc struct {
 // when the test ends, and its output logged if the test failed.
 func startCounterProc(t *testing.T, name string, args ...string) *counterProc {
 	t.Helper()
+	return startProc(t, name, counterBinary(t), args...)
+}
+
+// startProc runs the binary bin with args, as startCounterProc does.
+func startProc(t *testing.T, name, bin string, args ...string) *counterProc {
+	t.Helper()
 	p := &counterProc{t: t, name: name, logs: &daemontest.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(counterBinary(t), args...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("%s: %v", name, err)

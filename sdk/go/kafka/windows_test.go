@@ -1,0 +1,387 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/statedhq/stated/daemon/daemontest"
+	stated "github.com/statedhq/stated/sdk/go"
+)
+
+// windowEnv is a real daemon and an in-process Kafka whose topic holds
+// clicks with event times, counted in tumbling windows.
+type windowEnv struct {
+	t       *testing.T
+	sock    string
+	brokers []string
+	topic   string
+	ns      string
+	// want is each window's count by "key@start(ms)", from what was
+	// produced.
+	want map[string]int64
+	ends map[int32]int64
+	last time.Time
+}
+
+const windowSize = 10 * time.Second
+
+var windowBase = time.UnixMilli(1_700_000_000_000).Truncate(windowSize)
+
+func newWindowEnv(t *testing.T, pending int64) *windowEnv {
+	t.Helper()
+	d := daemontest.Start(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "clicks"), kfake.GroupMinSessionTimeout(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	e := &windowEnv{t: t, sock: d.SocketPath(), brokers: c.ListenAddrs(), topic: "clicks", ns: "clicks",
+		want: map[string]int64{}, ends: map[int32]int64{}}
+	cl := e.dial(context.Background())
+	defer cl.Close()
+	err = cl.DefineWindows(context.Background(), stated.WindowSpec{
+		Namespace: e.ns, Shape: stated.Tumbling, Size: windowSize, Grace: 0, MaxOutOfOrder: 0,
+		// No source goes idle during the test: windows close by data alone.
+		IdleTimeout: time.Hour, Aggregate: stated.Count, Emit: stated.EmitFinal, Late: stated.LateDrop,
+		MaxPendingEmissions: pending,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *windowEnv) dial(ctx context.Context) *stated.Client {
+	e.t.Helper()
+	c, err := stated.Dial(ctx, "unix://"+e.sock, stated.WithBlock())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
+// produce writes n clicks of 5 keys, each 700ms after the last, so that
+// every partition's event times only grow and no click is late.
+func (e *windowEnv) produce(ctx context.Context, n int) {
+	e.t.Helper()
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		if e.last.IsZero() {
+			e.last = windowBase
+		} else {
+			e.last = e.last.Add(700 * time.Millisecond)
+		}
+		key := fmt.Sprintf("k%d", i%5)
+		recs[i] = &kgo.Record{Key: []byte(key), Value: []byte("click"), Timestamp: e.last}
+		e.want[fmt.Sprintf("%s@%d", key, e.last.Truncate(windowSize).UnixMilli())]++
+	}
+	e.write(ctx, recs)
+}
+
+// produceLate writes n clicks of the first window's time, whose window
+// has closed: they are late, and dropped.
+func (e *windowEnv) produceLate(ctx context.Context, n int) {
+	e.t.Helper()
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		recs[i] = &kgo.Record{Key: []byte("k0"), Value: []byte("late click"), Timestamp: windowBase}
+	}
+	e.write(ctx, recs)
+}
+
+func (e *windowEnv) write(ctx context.Context, recs []*kgo.Record) {
+	e.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.DefaultProduceTopic(e.topic))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer cl.Close()
+	for _, r := range cl.ProduceSync(ctx, recs...) {
+		if r.Err != nil {
+			e.t.Fatal(r.Err)
+		}
+		e.ends[r.Record.Partition] = max(e.ends[r.Record.Partition], r.Record.Offset+1)
+	}
+}
+
+// config is a processor whose handler adds each click to its window, with
+// its partition as the source.
+func (e *windowEnv) config(c *stated.Client) Config {
+	return Config{
+		State: c, Group: "g", Topics: []string{e.topic},
+		KafkaOptions: []kgo.Opt{kgo.SeedBrokers(e.brokers...), kgo.SessionTimeout(time.Second),
+			kgo.HeartbeatInterval(200 * time.Millisecond), kgo.RebalanceTimeout(3 * time.Second)},
+		RetryBackoff: 20 * time.Millisecond,
+		Handler: func(_ context.Context, txn *stated.Txn, r *kgo.Record) error {
+			txn.AddWindow(e.ns, r.Key, r.Timestamp, stated.NoValue(), stated.FromSource(SourceOf(r)))
+			return nil
+		},
+	}
+}
+
+// recordingCallback records each window it is handed in stated, in the
+// callback's transaction: the counter "key@start" of namespace
+// "delivered" counts how many times the window reached the application.
+func recordingCallback(calls *atomic.Int64) WindowClosedFunc {
+	return func(_ context.Context, txn *stated.Txn, ems []stated.Emission) error {
+		calls.Add(1)
+		for _, em := range ems {
+			if em.Kind != stated.EmissionFinal {
+				return fmt.Errorf("emission %d is a %s, want final", em.ID, em.Kind)
+			}
+			txn.CounterAdd("delivered", fmt.Appendf(nil, "%s@%d", em.Key, em.Start.UnixMilli()), 1)
+			txn.CounterAdd("counted", fmt.Appendf(nil, "%s@%d", em.Key, em.Start.UnixMilli()), em.Count)
+		}
+		return nil
+	}
+}
+
+// run starts p and returns a function that stops it and returns Run's
+// result.
+func run(t *testing.T, p *Processor) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-errc:
+			case <-time.After(30 * time.Second):
+				err = errors.New("Run did not return within 30s of its context's end")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// waitFor polls cond until it holds, for at most a minute.
+func waitFor(t *testing.T, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ok, err := cond()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a minute: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *windowEnv) drained(ctx context.Context, c *stated.Client) func() (bool, error) {
+	return func() (bool, error) {
+		offs, err := c.GetOffsets(ctx, "g")
+		if err != nil {
+			return false, err
+		}
+		done := 0
+		for _, o := range offs {
+			if o.Offset >= e.ends[o.Partition] {
+				done++
+			}
+		}
+		return done == len(e.ends), nil
+	}
+}
+
+func pending(ctx context.Context, c *stated.Client, ns string) (int, error) {
+	ems, err := c.Emissions(ctx, ns, 0, 10000)
+	return len(ems), err
+}
+
+// counters returns the counters of namespace ns by key.
+func counters(ctx context.Context, t *testing.T, c *stated.Client, ns string) map[string]int64 {
+	t.Helper()
+	got := map[string]int64{}
+	for e, err := range c.Scan(ctx, stated.ScanQuery{Namespace: ns}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[string(e.Key)] = e.Counter
+	}
+	return got
+}
+
+// closeAll advances every partition's watermark past the last click, so
+// that every window closes; the emissions go to the outbox, for the
+// running processor to find.
+func (e *windowEnv) closeAll(ctx context.Context, c *stated.Client) {
+	e.t.Helper()
+	txn := c.Txn()
+	for part := range e.ends {
+		txn.AdvanceWatermark(e.ns, fmt.Sprintf("%s/%d", e.topic, part), e.last.Add(windowSize))
+	}
+	if _, err := txn.Commit(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// TestWindowEmissionsAreDeliveredAgainAfterACrashAndNeverTwiceOnceAcked:
+// a processor whose application dies before acknowledging (its callback
+// closes the stated client and fails) leaves the windows its commits
+// closed pending in the outbox. A new processor delivers them first, then
+// the rest as its own commits and the final watermark close them; every
+// window reaches the application exactly once, with its full count, and a
+// third processor finds nothing left to deliver.
+func TestWindowEmissionsAreDeliveredAgainAfterACrashAndNeverTwiceOnceAcked(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := newWindowEnv(t, 0)
+	e.produce(ctx, 300)
+	check := e.dial(ctx)
+	defer check.Close()
+
+	// The first processor commits batches (closing windows) but its
+	// application dies before any acknowledgement.
+	c1 := e.dial(ctx)
+	cfg1 := e.config(c1)
+	cfg1.MaxPollRecords = 40
+	p1, err := New(cfg1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var died atomic.Bool
+	p1.OnWindowClosed(e.ns, func(context.Context, *stated.Txn, []stated.Emission) error {
+		died.Store(true)
+		c1.Close()
+		return errors.New("the application died")
+	})
+	stop1 := run(t, p1)
+	waitFor(t, "the first processor's commits to close windows", func() (bool, error) {
+		n, err := pending(ctx, check, e.ns)
+		return n > 0 && died.Load(), err
+	})
+	stop1()
+	left, err := pending(ctx, check, e.ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := counters(ctx, t, check, "delivered"); len(got) != 0 {
+		t.Fatalf("delivered %v before any acknowledgement", got)
+	}
+	t.Logf("the first processor died with %d emissions pending", left)
+
+	// The second delivers them, processes the rest, and delivers the
+	// windows the final watermark closes.
+	c2 := e.dial(ctx)
+	defer c2.Close()
+	var calls2 atomic.Int64
+	p2, err := New(e.config(c2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2.OnWindowClosed(e.ns, recordingCallback(&calls2))
+	stop2 := run(t, p2)
+	waitFor(t, "the topic drained", e.drained(ctx, check))
+	e.closeAll(ctx, check)
+	waitFor(t, "every window delivered", func() (bool, error) {
+		n, err := pending(ctx, check, e.ns)
+		return n == 0, err
+	})
+	if err := stop2(); err != nil {
+		t.Fatal(err)
+	}
+	delivered, counted := counters(ctx, t, check, "delivered"), counters(ctx, t, check, "counted")
+	for w, n := range e.want {
+		if delivered[w] != 1 || counted[w] != n {
+			t.Errorf("window %s: delivered %d times with count %d; want once with %d", w, delivered[w], counted[w], n)
+		}
+	}
+	if len(delivered) != len(e.want) {
+		t.Errorf("%d windows delivered, want %d", len(delivered), len(e.want))
+	}
+	if s := p2.Stats(); s.Emissions != int64(len(e.want)) {
+		t.Errorf("Stats().Emissions = %d, want %d", s.Emissions, len(e.want))
+	}
+
+	// A third processor, after more clicks of the windows' time (late,
+	// dropped), has nothing to deliver again.
+	e.produceLate(ctx, 5)
+	c3 := e.dial(ctx)
+	defer c3.Close()
+	var calls3 atomic.Int64
+	p3, err := New(e.config(c3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p3.OnWindowClosed(e.ns, recordingCallback(&calls3))
+	stop3 := run(t, p3)
+	waitFor(t, "the new clicks committed", e.drained(ctx, check))
+	if err := stop3(); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls3.Load(); n != 0 {
+		t.Fatalf("the third processor's callback ran %d times; everything was acknowledged", n)
+	}
+	if got := counters(ctx, t, check, "delivered"); len(got) != len(e.want) {
+		t.Fatalf("%d windows delivered after the third processor, want %d", len(got), len(e.want))
+	}
+}
+
+// TestAFullOutboxHoldsBatchesUntilItsEmissionsAreDelivered: windows that
+// another client's commit closed wait in the outbox, which the processor
+// does not read on its own (OutboxInterval < 0), until the outbox is full
+// and stated refuses the processor's next batch (backpressure). The
+// processor delivers the pending emissions and commits the batch again:
+// it does not stop.
+func TestAFullOutboxHoldsBatchesUntilItsEmissionsAreDelivered(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := newWindowEnv(t, 3)
+	e.produce(ctx, 100)
+	check := e.dial(ctx)
+	defer check.Close()
+	c := e.dial(ctx)
+	defer c.Close()
+	cfg := e.config(c)
+	cfg.OutboxInterval = -1
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int64
+	p.OnWindowClosed(e.ns, recordingCallback(&calls))
+	stop := run(t, p)
+	waitFor(t, "the topic drained", e.drained(ctx, check))
+	e.closeAll(ctx, check) // closes more windows than the outbox may hold
+	if n, err := pending(ctx, check, e.ns); err != nil || n < 3 {
+		t.Fatalf("%d emissions pending (%v), want at least 3", n, err)
+	}
+	e.produceLate(ctx, 10) // their batch is refused while the outbox is full
+	waitFor(t, "the late clicks committed", e.drained(ctx, check))
+	waitFor(t, "every window delivered", func() (bool, error) {
+		n, err := pending(ctx, check, e.ns)
+		return n == 0, err
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	delivered := counters(ctx, t, check, "delivered")
+	for w := range delivered {
+		if delivered[w] != 1 {
+			t.Errorf("window %s delivered %d times", w, delivered[w])
+		}
+	}
+	if len(delivered) != len(e.want) {
+		t.Errorf("%d windows delivered, want %d", len(delivered), len(e.want))
+	}
+}
