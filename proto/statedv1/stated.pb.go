@@ -623,7 +623,7 @@ func (x SessionRefused_Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionRefused_Reason.Descriptor instead.
 func (SessionRefused_Reason) EnumDescriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{42, 0}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{43, 0}
 }
 
 type RecoveryRequest struct {
@@ -859,25 +859,111 @@ func (x *PartitionRecovery) GetError() string {
 	return ""
 }
 
+// WindowNamespaceRecovery is a window namespace as a checkpoint holds it.
+type WindowNamespaceRecovery struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// watermark is the namespace's watermark in ms since the Unix epoch, -1
+	// before any record or hint moved it.
+	Watermark    int64 `protobuf:"varint,2,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	MaxEventTime int64 `protobuf:"varint,3,opt,name=max_event_time,json=maxEventTime,proto3" json:"max_event_time,omitempty"`
+	// pending_emissions were emitted but not acknowledged at the checkpoint:
+	// a restore delivers them again.
+	PendingEmissions int64 `protobuf:"varint,4,opt,name=pending_emissions,json=pendingEmissions,proto3" json:"pending_emissions,omitempty"`
+	OpenWindows      int64 `protobuf:"varint,5,opt,name=open_windows,json=openWindows,proto3" json:"open_windows,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *WindowNamespaceRecovery) Reset() {
+	*x = WindowNamespaceRecovery{}
+	mi := &file_statedv1_stated_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowNamespaceRecovery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowNamespaceRecovery) ProtoMessage() {}
+
+func (x *WindowNamespaceRecovery) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowNamespaceRecovery.ProtoReflect.Descriptor instead.
+func (*WindowNamespaceRecovery) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WindowNamespaceRecovery) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *WindowNamespaceRecovery) GetWatermark() int64 {
+	if x != nil {
+		return x.Watermark
+	}
+	return 0
+}
+
+func (x *WindowNamespaceRecovery) GetMaxEventTime() int64 {
+	if x != nil {
+		return x.MaxEventTime
+	}
+	return 0
+}
+
+func (x *WindowNamespaceRecovery) GetPendingEmissions() int64 {
+	if x != nil {
+		return x.PendingEmissions
+	}
+	return 0
+}
+
+func (x *WindowNamespaceRecovery) GetOpenWindows() int64 {
+	if x != nil {
+		return x.OpenWindows
+	}
+	return 0
+}
+
 type RecoveryReport struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Checkpoint    *CheckpointSummary     `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
-	AgeMillis     int64                  `protobuf:"varint,2,opt,name=age_millis,json=ageMillis,proto3" json:"age_millis,omitempty"`
-	Verified      bool                   `protobuf:"varint,3,opt,name=verified,proto3" json:"verified,omitempty"`
-	Intact        bool                   `protobuf:"varint,4,opt,name=intact,proto3" json:"intact,omitempty"`
-	Problems      []*FileProblem         `protobuf:"bytes,5,rep,name=problems,proto3" json:"problems,omitempty"`
-	KafkaChecked  bool                   `protobuf:"varint,6,opt,name=kafka_checked,json=kafkaChecked,proto3" json:"kafka_checked,omitempty"`
-	KafkaError    string                 `protobuf:"bytes,7,opt,name=kafka_error,json=kafkaError,proto3" json:"kafka_error,omitempty"`
-	Partitions    []*PartitionRecovery   `protobuf:"bytes,8,rep,name=partitions,proto3" json:"partitions,omitempty"`
-	Replay        int64                  `protobuf:"varint,9,opt,name=replay,proto3" json:"replay,omitempty"`
-	Lost          int64                  `protobuf:"varint,10,opt,name=lost,proto3" json:"lost,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoint   *CheckpointSummary     `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	AgeMillis    int64                  `protobuf:"varint,2,opt,name=age_millis,json=ageMillis,proto3" json:"age_millis,omitempty"`
+	Verified     bool                   `protobuf:"varint,3,opt,name=verified,proto3" json:"verified,omitempty"`
+	Intact       bool                   `protobuf:"varint,4,opt,name=intact,proto3" json:"intact,omitempty"`
+	Problems     []*FileProblem         `protobuf:"bytes,5,rep,name=problems,proto3" json:"problems,omitempty"`
+	KafkaChecked bool                   `protobuf:"varint,6,opt,name=kafka_checked,json=kafkaChecked,proto3" json:"kafka_checked,omitempty"`
+	KafkaError   string                 `protobuf:"bytes,7,opt,name=kafka_error,json=kafkaError,proto3" json:"kafka_error,omitempty"`
+	Partitions   []*PartitionRecovery   `protobuf:"bytes,8,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	Replay       int64                  `protobuf:"varint,9,opt,name=replay,proto3" json:"replay,omitempty"`
+	Lost         int64                  `protobuf:"varint,10,opt,name=lost,proto3" json:"lost,omitempty"`
+	// windows are the checkpoint's window namespaces, by name, when
+	// windows_recorded is set (its manifest records them: checkpoints made
+	// before window state do not).
+	Windows         []*WindowNamespaceRecovery `protobuf:"bytes,11,rep,name=windows,proto3" json:"windows,omitempty"`
+	WindowsRecorded bool                       `protobuf:"varint,12,opt,name=windows_recorded,json=windowsRecorded,proto3" json:"windows_recorded,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RecoveryReport) Reset() {
 	*x = RecoveryReport{}
-	mi := &file_statedv1_stated_proto_msgTypes[3]
+	mi := &file_statedv1_stated_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +975,7 @@ func (x *RecoveryReport) String() string {
 func (*RecoveryReport) ProtoMessage() {}
 
 func (x *RecoveryReport) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[3]
+	mi := &file_statedv1_stated_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +988,7 @@ func (x *RecoveryReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoveryReport.ProtoReflect.Descriptor instead.
 func (*RecoveryReport) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{3}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RecoveryReport) GetCheckpoint() *CheckpointSummary {
@@ -975,6 +1061,20 @@ func (x *RecoveryReport) GetLost() int64 {
 	return 0
 }
 
+func (x *RecoveryReport) GetWindows() []*WindowNamespaceRecovery {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
+func (x *RecoveryReport) GetWindowsRecorded() bool {
+	if x != nil {
+		return x.WindowsRecorded
+	}
+	return false
+}
+
 type TriggerCheckpointRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Wait          bool                   `protobuf:"varint,1,opt,name=wait,proto3" json:"wait,omitempty"`
@@ -984,7 +1084,7 @@ type TriggerCheckpointRequest struct {
 
 func (x *TriggerCheckpointRequest) Reset() {
 	*x = TriggerCheckpointRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[4]
+	mi := &file_statedv1_stated_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1096,7 @@ func (x *TriggerCheckpointRequest) String() string {
 func (*TriggerCheckpointRequest) ProtoMessage() {}
 
 func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[4]
+	mi := &file_statedv1_stated_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1009,7 +1109,7 @@ func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{4}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TriggerCheckpointRequest) GetWait() bool {
@@ -1030,7 +1130,7 @@ type TriggerCheckpointResponse struct {
 
 func (x *TriggerCheckpointResponse) Reset() {
 	*x = TriggerCheckpointResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[5]
+	mi := &file_statedv1_stated_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1142,7 @@ func (x *TriggerCheckpointResponse) String() string {
 func (*TriggerCheckpointResponse) ProtoMessage() {}
 
 func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[5]
+	mi := &file_statedv1_stated_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1155,7 @@ func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{5}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TriggerCheckpointResponse) GetEpoch() uint64 {
@@ -1080,7 +1180,7 @@ type ListCheckpointsRequest struct {
 
 func (x *ListCheckpointsRequest) Reset() {
 	*x = ListCheckpointsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[6]
+	mi := &file_statedv1_stated_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1192,7 @@ func (x *ListCheckpointsRequest) String() string {
 func (*ListCheckpointsRequest) ProtoMessage() {}
 
 func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[6]
+	mi := &file_statedv1_stated_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1205,7 @@ func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{6}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{7}
 }
 
 type ListCheckpointsResponse struct {
@@ -1117,7 +1217,7 @@ type ListCheckpointsResponse struct {
 
 func (x *ListCheckpointsResponse) Reset() {
 	*x = ListCheckpointsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[7]
+	mi := &file_statedv1_stated_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1229,7 @@ func (x *ListCheckpointsResponse) String() string {
 func (*ListCheckpointsResponse) ProtoMessage() {}
 
 func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[7]
+	mi := &file_statedv1_stated_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1242,7 @@ func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{7}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointSummary {
@@ -1165,7 +1265,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[8]
+	mi := &file_statedv1_stated_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1277,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[8]
+	mi := &file_statedv1_stated_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1290,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{8}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetCheckpointRequest) GetEpoch() uint64 {
@@ -1225,7 +1325,7 @@ type SavepointRequest struct {
 
 func (x *SavepointRequest) Reset() {
 	*x = SavepointRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[9]
+	mi := &file_statedv1_stated_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1337,7 @@ func (x *SavepointRequest) String() string {
 func (*SavepointRequest) ProtoMessage() {}
 
 func (x *SavepointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[9]
+	mi := &file_statedv1_stated_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1350,7 @@ func (x *SavepointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SavepointRequest.ProtoReflect.Descriptor instead.
 func (*SavepointRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{9}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SavepointRequest) GetEpoch() uint64 {
@@ -1276,7 +1376,7 @@ type SavepointResponse struct {
 
 func (x *SavepointResponse) Reset() {
 	*x = SavepointResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[10]
+	mi := &file_statedv1_stated_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1388,7 @@ func (x *SavepointResponse) String() string {
 func (*SavepointResponse) ProtoMessage() {}
 
 func (x *SavepointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[10]
+	mi := &file_statedv1_stated_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1401,7 @@ func (x *SavepointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SavepointResponse.ProtoReflect.Descriptor instead.
 func (*SavepointResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{10}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SavepointResponse) GetEpoch() uint64 {
@@ -1329,7 +1429,7 @@ type DeleteCheckpointRequest struct {
 
 func (x *DeleteCheckpointRequest) Reset() {
 	*x = DeleteCheckpointRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[11]
+	mi := &file_statedv1_stated_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1441,7 @@ func (x *DeleteCheckpointRequest) String() string {
 func (*DeleteCheckpointRequest) ProtoMessage() {}
 
 func (x *DeleteCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[11]
+	mi := &file_statedv1_stated_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1454,7 @@ func (x *DeleteCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*DeleteCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{11}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeleteCheckpointRequest) GetEpoch() uint64 {
@@ -1386,7 +1486,7 @@ type DeleteCheckpointResponse struct {
 
 func (x *DeleteCheckpointResponse) Reset() {
 	*x = DeleteCheckpointResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[12]
+	mi := &file_statedv1_stated_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1498,7 @@ func (x *DeleteCheckpointResponse) String() string {
 func (*DeleteCheckpointResponse) ProtoMessage() {}
 
 func (x *DeleteCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[12]
+	mi := &file_statedv1_stated_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1511,7 @@ func (x *DeleteCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*DeleteCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{12}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{13}
 }
 
 type CheckpointSummary struct {
@@ -1437,7 +1537,7 @@ type CheckpointSummary struct {
 
 func (x *CheckpointSummary) Reset() {
 	*x = CheckpointSummary{}
-	mi := &file_statedv1_stated_proto_msgTypes[13]
+	mi := &file_statedv1_stated_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1549,7 @@ func (x *CheckpointSummary) String() string {
 func (*CheckpointSummary) ProtoMessage() {}
 
 func (x *CheckpointSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[13]
+	mi := &file_statedv1_stated_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1562,7 @@ func (x *CheckpointSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointSummary.ProtoReflect.Descriptor instead.
 func (*CheckpointSummary) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{13}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CheckpointSummary) GetEpoch() uint64 {
@@ -1553,7 +1653,7 @@ type CheckpointFile struct {
 
 func (x *CheckpointFile) Reset() {
 	*x = CheckpointFile{}
-	mi := &file_statedv1_stated_proto_msgTypes[14]
+	mi := &file_statedv1_stated_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1665,7 @@ func (x *CheckpointFile) String() string {
 func (*CheckpointFile) ProtoMessage() {}
 
 func (x *CheckpointFile) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[14]
+	mi := &file_statedv1_stated_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1678,7 @@ func (x *CheckpointFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointFile.ProtoReflect.Descriptor instead.
 func (*CheckpointFile) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{14}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CheckpointFile) GetPath() string {
@@ -1614,7 +1714,7 @@ type CheckpointManifest struct {
 
 func (x *CheckpointManifest) Reset() {
 	*x = CheckpointManifest{}
-	mi := &file_statedv1_stated_proto_msgTypes[15]
+	mi := &file_statedv1_stated_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1726,7 @@ func (x *CheckpointManifest) String() string {
 func (*CheckpointManifest) ProtoMessage() {}
 
 func (x *CheckpointManifest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[15]
+	mi := &file_statedv1_stated_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1739,7 @@ func (x *CheckpointManifest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointManifest.ProtoReflect.Descriptor instead.
 func (*CheckpointManifest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{15}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CheckpointManifest) GetSummary() *CheckpointSummary {
@@ -1678,7 +1778,7 @@ type CheckpointStatusRequest struct {
 
 func (x *CheckpointStatusRequest) Reset() {
 	*x = CheckpointStatusRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[16]
+	mi := &file_statedv1_stated_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1790,7 @@ func (x *CheckpointStatusRequest) String() string {
 func (*CheckpointStatusRequest) ProtoMessage() {}
 
 func (x *CheckpointStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[16]
+	mi := &file_statedv1_stated_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1803,7 @@ func (x *CheckpointStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointStatusRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointStatusRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{16}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{17}
 }
 
 type CheckpointStatus struct {
@@ -1744,7 +1844,7 @@ type CheckpointStatus struct {
 
 func (x *CheckpointStatus) Reset() {
 	*x = CheckpointStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[17]
+	mi := &file_statedv1_stated_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +1856,7 @@ func (x *CheckpointStatus) String() string {
 func (*CheckpointStatus) ProtoMessage() {}
 
 func (x *CheckpointStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[17]
+	mi := &file_statedv1_stated_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +1869,7 @@ func (x *CheckpointStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointStatus.ProtoReflect.Descriptor instead.
 func (*CheckpointStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{17}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CheckpointStatus) GetEnabled() bool {
@@ -1919,7 +2019,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[18]
+	mi := &file_statedv1_stated_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2031,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[18]
+	mi := &file_statedv1_stated_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +2044,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{18}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -1985,7 +2085,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[19]
+	mi := &file_statedv1_stated_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2097,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[19]
+	mi := &file_statedv1_stated_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2110,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{19}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JoinResponse) GetClusterId() string {
@@ -2036,7 +2136,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[20]
+	mi := &file_statedv1_stated_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2048,7 +2148,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[20]
+	mi := &file_statedv1_stated_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2061,7 +2161,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{20}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemoveRequest) GetNodeId() string {
@@ -2079,7 +2179,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[21]
+	mi := &file_statedv1_stated_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2091,7 +2191,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[21]
+	mi := &file_statedv1_stated_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2104,7 +2204,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{21}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{22}
 }
 
 type MembersRequest struct {
@@ -2115,7 +2215,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[22]
+	mi := &file_statedv1_stated_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2127,7 +2227,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[22]
+	mi := &file_statedv1_stated_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2140,7 +2240,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{22}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{23}
 }
 
 type Member struct {
@@ -2156,7 +2256,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_statedv1_stated_proto_msgTypes[23]
+	mi := &file_statedv1_stated_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2168,7 +2268,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[23]
+	mi := &file_statedv1_stated_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2181,7 +2281,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{23}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Member) GetNodeId() string {
@@ -2230,7 +2330,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[24]
+	mi := &file_statedv1_stated_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2242,7 +2342,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[24]
+	mi := &file_statedv1_stated_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2255,7 +2355,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{24}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -2287,7 +2387,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[25]
+	mi := &file_statedv1_stated_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2399,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[25]
+	mi := &file_statedv1_stated_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2412,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{25}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{26}
 }
 
 type NodeStatusResponse struct {
@@ -2337,7 +2437,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[26]
+	mi := &file_statedv1_stated_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2349,7 +2449,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[26]
+	mi := &file_statedv1_stated_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2362,7 +2462,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{26}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NodeStatusResponse) GetNodeId() string {
@@ -2457,7 +2557,7 @@ type StateCounts struct {
 
 func (x *StateCounts) Reset() {
 	*x = StateCounts{}
-	mi := &file_statedv1_stated_proto_msgTypes[27]
+	mi := &file_statedv1_stated_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2469,7 +2569,7 @@ func (x *StateCounts) String() string {
 func (*StateCounts) ProtoMessage() {}
 
 func (x *StateCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[27]
+	mi := &file_statedv1_stated_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2482,7 +2582,7 @@ func (x *StateCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateCounts.ProtoReflect.Descriptor instead.
 func (*StateCounts) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{27}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StateCounts) GetSessions() uint64 {
@@ -2565,7 +2665,7 @@ type Mutation struct {
 
 func (x *Mutation) Reset() {
 	*x = Mutation{}
-	mi := &file_statedv1_stated_proto_msgTypes[28]
+	mi := &file_statedv1_stated_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2577,7 +2677,7 @@ func (x *Mutation) String() string {
 func (*Mutation) ProtoMessage() {}
 
 func (x *Mutation) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[28]
+	mi := &file_statedv1_stated_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2590,7 +2690,7 @@ func (x *Mutation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mutation.ProtoReflect.Descriptor instead.
 func (*Mutation) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{28}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Mutation) GetKind() MutationKind {
@@ -2660,7 +2760,7 @@ type Offset struct {
 
 func (x *Offset) Reset() {
 	*x = Offset{}
-	mi := &file_statedv1_stated_proto_msgTypes[29]
+	mi := &file_statedv1_stated_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2672,7 +2772,7 @@ func (x *Offset) String() string {
 func (*Offset) ProtoMessage() {}
 
 func (x *Offset) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[29]
+	mi := &file_statedv1_stated_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2685,7 +2785,7 @@ func (x *Offset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Offset.ProtoReflect.Descriptor instead.
 func (*Offset) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{29}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Offset) GetGroup() string {
@@ -2733,7 +2833,7 @@ type TopicPartition struct {
 
 func (x *TopicPartition) Reset() {
 	*x = TopicPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[30]
+	mi := &file_statedv1_stated_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2745,7 +2845,7 @@ func (x *TopicPartition) String() string {
 func (*TopicPartition) ProtoMessage() {}
 
 func (x *TopicPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[30]
+	mi := &file_statedv1_stated_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2758,7 +2858,7 @@ func (x *TopicPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicPartition.ProtoReflect.Descriptor instead.
 func (*TopicPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{30}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TopicPartition) GetTopic() string {
@@ -2787,7 +2887,7 @@ type ClaimRequest struct {
 
 func (x *ClaimRequest) Reset() {
 	*x = ClaimRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[31]
+	mi := &file_statedv1_stated_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2799,7 +2899,7 @@ func (x *ClaimRequest) String() string {
 func (*ClaimRequest) ProtoMessage() {}
 
 func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[31]
+	mi := &file_statedv1_stated_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2812,7 +2912,7 @@ func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimRequest.ProtoReflect.Descriptor instead.
 func (*ClaimRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{31}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ClaimRequest) GetGroup() string {
@@ -2851,7 +2951,7 @@ type ClaimedPartition struct {
 
 func (x *ClaimedPartition) Reset() {
 	*x = ClaimedPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[32]
+	mi := &file_statedv1_stated_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2863,7 +2963,7 @@ func (x *ClaimedPartition) String() string {
 func (*ClaimedPartition) ProtoMessage() {}
 
 func (x *ClaimedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[32]
+	mi := &file_statedv1_stated_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2876,7 +2976,7 @@ func (x *ClaimedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimedPartition.ProtoReflect.Descriptor instead.
 func (*ClaimedPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{32}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ClaimedPartition) GetTopic() string {
@@ -2925,7 +3025,7 @@ type ClaimResponse struct {
 
 func (x *ClaimResponse) Reset() {
 	*x = ClaimResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[33]
+	mi := &file_statedv1_stated_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2937,7 +3037,7 @@ func (x *ClaimResponse) String() string {
 func (*ClaimResponse) ProtoMessage() {}
 
 func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[33]
+	mi := &file_statedv1_stated_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2950,7 +3050,7 @@ func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimResponse.ProtoReflect.Descriptor instead.
 func (*ClaimResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{33}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ClaimResponse) GetPartitions() []*ClaimedPartition {
@@ -2978,7 +3078,7 @@ type PartitionEpoch struct {
 
 func (x *PartitionEpoch) Reset() {
 	*x = PartitionEpoch{}
-	mi := &file_statedv1_stated_proto_msgTypes[34]
+	mi := &file_statedv1_stated_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2990,7 +3090,7 @@ func (x *PartitionEpoch) String() string {
 func (*PartitionEpoch) ProtoMessage() {}
 
 func (x *PartitionEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[34]
+	mi := &file_statedv1_stated_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3003,7 +3103,7 @@ func (x *PartitionEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionEpoch.ProtoReflect.Descriptor instead.
 func (*PartitionEpoch) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{34}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PartitionEpoch) GetTopic() string {
@@ -3038,7 +3138,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[35]
+	mi := &file_statedv1_stated_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3050,7 +3150,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[35]
+	mi := &file_statedv1_stated_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3063,7 +3163,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{35}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReleaseRequest) GetGroup() string {
@@ -3096,7 +3196,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[36]
+	mi := &file_statedv1_stated_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3108,7 +3208,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[36]
+	mi := &file_statedv1_stated_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3121,7 +3221,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{36}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReleaseResponse) GetIndex() uint64 {
@@ -3147,7 +3247,7 @@ type PartitionClaim struct {
 
 func (x *PartitionClaim) Reset() {
 	*x = PartitionClaim{}
-	mi := &file_statedv1_stated_proto_msgTypes[37]
+	mi := &file_statedv1_stated_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3159,7 +3259,7 @@ func (x *PartitionClaim) String() string {
 func (*PartitionClaim) ProtoMessage() {}
 
 func (x *PartitionClaim) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[37]
+	mi := &file_statedv1_stated_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3172,7 +3272,7 @@ func (x *PartitionClaim) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionClaim.ProtoReflect.Descriptor instead.
 func (*PartitionClaim) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{37}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PartitionClaim) GetTopic() string {
@@ -3253,7 +3353,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[38]
+	mi := &file_statedv1_stated_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3265,7 +3365,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[38]
+	mi := &file_statedv1_stated_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3278,7 +3378,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{38}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CommitRequest) GetMutations() []*Mutation {
@@ -3374,7 +3474,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[39]
+	mi := &file_statedv1_stated_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3386,7 +3486,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[39]
+	mi := &file_statedv1_stated_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3399,7 +3499,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{39}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CommitResponse) GetIndex() uint64 {
@@ -3439,7 +3539,7 @@ type OpenSessionRequest struct {
 
 func (x *OpenSessionRequest) Reset() {
 	*x = OpenSessionRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[40]
+	mi := &file_statedv1_stated_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3451,7 +3551,7 @@ func (x *OpenSessionRequest) String() string {
 func (*OpenSessionRequest) ProtoMessage() {}
 
 func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[40]
+	mi := &file_statedv1_stated_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3464,7 +3564,7 @@ func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionRequest.ProtoReflect.Descriptor instead.
 func (*OpenSessionRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{40}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *OpenSessionRequest) GetClientId() string {
@@ -3488,7 +3588,7 @@ type OpenSessionResponse struct {
 
 func (x *OpenSessionResponse) Reset() {
 	*x = OpenSessionResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[41]
+	mi := &file_statedv1_stated_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3500,7 +3600,7 @@ func (x *OpenSessionResponse) String() string {
 func (*OpenSessionResponse) ProtoMessage() {}
 
 func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[41]
+	mi := &file_statedv1_stated_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3513,7 +3613,7 @@ func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionResponse.ProtoReflect.Descriptor instead.
 func (*OpenSessionResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{41}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *OpenSessionResponse) GetSessionId() uint64 {
@@ -3555,7 +3655,7 @@ type SessionRefused struct {
 
 func (x *SessionRefused) Reset() {
 	*x = SessionRefused{}
-	mi := &file_statedv1_stated_proto_msgTypes[42]
+	mi := &file_statedv1_stated_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3567,7 +3667,7 @@ func (x *SessionRefused) String() string {
 func (*SessionRefused) ProtoMessage() {}
 
 func (x *SessionRefused) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[42]
+	mi := &file_statedv1_stated_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3580,7 +3680,7 @@ func (x *SessionRefused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRefused.ProtoReflect.Descriptor instead.
 func (*SessionRefused) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{42}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SessionRefused) GetClientId() string {
@@ -3649,7 +3749,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_statedv1_stated_proto_msgTypes[43]
+	mi := &file_statedv1_stated_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3661,7 +3761,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[43]
+	mi := &file_statedv1_stated_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3674,7 +3774,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{43}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReadOptions) GetConsistency() Consistency {
@@ -3705,7 +3805,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[44]
+	mi := &file_statedv1_stated_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3717,7 +3817,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[44]
+	mi := &file_statedv1_stated_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3730,7 +3830,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{44}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetRequest) GetNamespace() string {
@@ -3783,7 +3883,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[45]
+	mi := &file_statedv1_stated_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3795,7 +3895,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[45]
+	mi := &file_statedv1_stated_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3808,7 +3908,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{45}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -3868,7 +3968,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[46]
+	mi := &file_statedv1_stated_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3880,7 +3980,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[46]
+	mi := &file_statedv1_stated_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3893,7 +3993,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{46}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ScanRequest) GetNamespace() string {
@@ -3968,7 +4068,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_statedv1_stated_proto_msgTypes[47]
+	mi := &file_statedv1_stated_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3980,7 +4080,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[47]
+	mi := &file_statedv1_stated_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3993,7 +4093,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{47}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Entry) GetKind() Kind {
@@ -4048,7 +4148,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[48]
+	mi := &file_statedv1_stated_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4060,7 +4160,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[48]
+	mi := &file_statedv1_stated_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4073,7 +4173,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{48}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ScanResponse) GetEntries() []*Entry {
@@ -4100,7 +4200,7 @@ type GetOffsetsRequest struct {
 
 func (x *GetOffsetsRequest) Reset() {
 	*x = GetOffsetsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[49]
+	mi := &file_statedv1_stated_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4112,7 +4212,7 @@ func (x *GetOffsetsRequest) String() string {
 func (*GetOffsetsRequest) ProtoMessage() {}
 
 func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[49]
+	mi := &file_statedv1_stated_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4125,7 +4225,7 @@ func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{49}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetOffsetsRequest) GetGroup() string {
@@ -4158,7 +4258,7 @@ type GetOffsetsResponse struct {
 
 func (x *GetOffsetsResponse) Reset() {
 	*x = GetOffsetsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[50]
+	mi := &file_statedv1_stated_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4170,7 +4270,7 @@ func (x *GetOffsetsResponse) String() string {
 func (*GetOffsetsResponse) ProtoMessage() {}
 
 func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[50]
+	mi := &file_statedv1_stated_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4183,7 +4283,7 @@ func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{50}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetOffsetsResponse) GetOffsets() []*Offset {
@@ -4235,7 +4335,7 @@ type FencedPartition struct {
 
 func (x *FencedPartition) Reset() {
 	*x = FencedPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[51]
+	mi := &file_statedv1_stated_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4247,7 +4347,7 @@ func (x *FencedPartition) String() string {
 func (*FencedPartition) ProtoMessage() {}
 
 func (x *FencedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[51]
+	mi := &file_statedv1_stated_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4260,7 +4360,7 @@ func (x *FencedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FencedPartition.ProtoReflect.Descriptor instead.
 func (*FencedPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{51}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *FencedPartition) GetGroup() string {
@@ -4352,7 +4452,7 @@ type WindowSpec struct {
 
 func (x *WindowSpec) Reset() {
 	*x = WindowSpec{}
-	mi := &file_statedv1_stated_proto_msgTypes[52]
+	mi := &file_statedv1_stated_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4364,7 +4464,7 @@ func (x *WindowSpec) String() string {
 func (*WindowSpec) ProtoMessage() {}
 
 func (x *WindowSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[52]
+	mi := &file_statedv1_stated_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4377,7 +4477,7 @@ func (x *WindowSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSpec.ProtoReflect.Descriptor instead.
 func (*WindowSpec) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{52}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *WindowSpec) GetNamespace() string {
@@ -4487,7 +4587,7 @@ type DefineWindowsRequest struct {
 
 func (x *DefineWindowsRequest) Reset() {
 	*x = DefineWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[53]
+	mi := &file_statedv1_stated_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4499,7 +4599,7 @@ func (x *DefineWindowsRequest) String() string {
 func (*DefineWindowsRequest) ProtoMessage() {}
 
 func (x *DefineWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[53]
+	mi := &file_statedv1_stated_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4512,7 +4612,7 @@ func (x *DefineWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefineWindowsRequest.ProtoReflect.Descriptor instead.
 func (*DefineWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{53}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *DefineWindowsRequest) GetSpec() *WindowSpec {
@@ -4535,7 +4635,7 @@ type DefineWindowsResponse struct {
 
 func (x *DefineWindowsResponse) Reset() {
 	*x = DefineWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[54]
+	mi := &file_statedv1_stated_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4547,7 +4647,7 @@ func (x *DefineWindowsResponse) String() string {
 func (*DefineWindowsResponse) ProtoMessage() {}
 
 func (x *DefineWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[54]
+	mi := &file_statedv1_stated_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4560,7 +4660,7 @@ func (x *DefineWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefineWindowsResponse.ProtoReflect.Descriptor instead.
 func (*DefineWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{54}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *DefineWindowsResponse) GetIndex() uint64 {
@@ -4599,7 +4699,7 @@ type WindowAdd struct {
 
 func (x *WindowAdd) Reset() {
 	*x = WindowAdd{}
-	mi := &file_statedv1_stated_proto_msgTypes[55]
+	mi := &file_statedv1_stated_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4611,7 +4711,7 @@ func (x *WindowAdd) String() string {
 func (*WindowAdd) ProtoMessage() {}
 
 func (x *WindowAdd) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[55]
+	mi := &file_statedv1_stated_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4624,7 +4724,7 @@ func (x *WindowAdd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowAdd.ProtoReflect.Descriptor instead.
 func (*WindowAdd) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{55}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *WindowAdd) GetNamespace() string {
@@ -4689,7 +4789,7 @@ type WatermarkHint struct {
 
 func (x *WatermarkHint) Reset() {
 	*x = WatermarkHint{}
-	mi := &file_statedv1_stated_proto_msgTypes[56]
+	mi := &file_statedv1_stated_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4701,7 +4801,7 @@ func (x *WatermarkHint) String() string {
 func (*WatermarkHint) ProtoMessage() {}
 
 func (x *WatermarkHint) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[56]
+	mi := &file_statedv1_stated_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4714,7 +4814,7 @@ func (x *WatermarkHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatermarkHint.ProtoReflect.Descriptor instead.
 func (*WatermarkHint) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{56}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *WatermarkHint) GetNamespace() string {
@@ -4750,7 +4850,7 @@ type EmissionAck struct {
 
 func (x *EmissionAck) Reset() {
 	*x = EmissionAck{}
-	mi := &file_statedv1_stated_proto_msgTypes[57]
+	mi := &file_statedv1_stated_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4762,7 +4862,7 @@ func (x *EmissionAck) String() string {
 func (*EmissionAck) ProtoMessage() {}
 
 func (x *EmissionAck) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[57]
+	mi := &file_statedv1_stated_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4775,7 +4875,7 @@ func (x *EmissionAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmissionAck.ProtoReflect.Descriptor instead.
 func (*EmissionAck) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{57}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *EmissionAck) GetNamespace() string {
@@ -4808,7 +4908,7 @@ type TimerOp struct {
 
 func (x *TimerOp) Reset() {
 	*x = TimerOp{}
-	mi := &file_statedv1_stated_proto_msgTypes[58]
+	mi := &file_statedv1_stated_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4820,7 +4920,7 @@ func (x *TimerOp) String() string {
 func (*TimerOp) ProtoMessage() {}
 
 func (x *TimerOp) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[58]
+	mi := &file_statedv1_stated_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4833,7 +4933,7 @@ func (x *TimerOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerOp.ProtoReflect.Descriptor instead.
 func (*TimerOp) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{58}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *TimerOp) GetNamespace() string {
@@ -4873,7 +4973,7 @@ type AddResult struct {
 
 func (x *AddResult) Reset() {
 	*x = AddResult{}
-	mi := &file_statedv1_stated_proto_msgTypes[59]
+	mi := &file_statedv1_stated_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4885,7 +4985,7 @@ func (x *AddResult) String() string {
 func (*AddResult) ProtoMessage() {}
 
 func (x *AddResult) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[59]
+	mi := &file_statedv1_stated_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4898,7 +4998,7 @@ func (x *AddResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddResult.ProtoReflect.Descriptor instead.
 func (*AddResult) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{59}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *AddResult) GetStatus() AddStatus {
@@ -4936,7 +5036,7 @@ type Emission struct {
 
 func (x *Emission) Reset() {
 	*x = Emission{}
-	mi := &file_statedv1_stated_proto_msgTypes[60]
+	mi := &file_statedv1_stated_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4948,7 +5048,7 @@ func (x *Emission) String() string {
 func (*Emission) ProtoMessage() {}
 
 func (x *Emission) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[60]
+	mi := &file_statedv1_stated_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4961,7 +5061,7 @@ func (x *Emission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Emission.ProtoReflect.Descriptor instead.
 func (*Emission) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{60}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *Emission) GetNamespace() string {
@@ -5069,7 +5169,7 @@ type OutboxFull struct {
 
 func (x *OutboxFull) Reset() {
 	*x = OutboxFull{}
-	mi := &file_statedv1_stated_proto_msgTypes[61]
+	mi := &file_statedv1_stated_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5081,7 +5181,7 @@ func (x *OutboxFull) String() string {
 func (*OutboxFull) ProtoMessage() {}
 
 func (x *OutboxFull) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[61]
+	mi := &file_statedv1_stated_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5094,7 +5194,7 @@ func (x *OutboxFull) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxFull.ProtoReflect.Descriptor instead.
 func (*OutboxFull) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{61}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *OutboxFull) GetNamespace() string {
@@ -5139,7 +5239,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_statedv1_stated_proto_msgTypes[62]
+	mi := &file_statedv1_stated_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5151,7 +5251,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[62]
+	mi := &file_statedv1_stated_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5164,7 +5264,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{62}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *Window) GetKey() []byte {
@@ -5259,7 +5359,7 @@ type GetWindowsRequest struct {
 
 func (x *GetWindowsRequest) Reset() {
 	*x = GetWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[63]
+	mi := &file_statedv1_stated_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5271,7 +5371,7 @@ func (x *GetWindowsRequest) String() string {
 func (*GetWindowsRequest) ProtoMessage() {}
 
 func (x *GetWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[63]
+	mi := &file_statedv1_stated_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5284,7 +5384,7 @@ func (x *GetWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWindowsRequest.ProtoReflect.Descriptor instead.
 func (*GetWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{63}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *GetWindowsRequest) GetNamespace() string {
@@ -5332,7 +5432,7 @@ type GetWindowsResponse struct {
 
 func (x *GetWindowsResponse) Reset() {
 	*x = GetWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[64]
+	mi := &file_statedv1_stated_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5344,7 +5444,7 @@ func (x *GetWindowsResponse) String() string {
 func (*GetWindowsResponse) ProtoMessage() {}
 
 func (x *GetWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[64]
+	mi := &file_statedv1_stated_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5357,7 +5457,7 @@ func (x *GetWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWindowsResponse.ProtoReflect.Descriptor instead.
 func (*GetWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{64}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *GetWindowsResponse) GetWindows() []*Window {
@@ -5390,7 +5490,7 @@ type ListOpenWindowsRequest struct {
 
 func (x *ListOpenWindowsRequest) Reset() {
 	*x = ListOpenWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[65]
+	mi := &file_statedv1_stated_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5402,7 +5502,7 @@ func (x *ListOpenWindowsRequest) String() string {
 func (*ListOpenWindowsRequest) ProtoMessage() {}
 
 func (x *ListOpenWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[65]
+	mi := &file_statedv1_stated_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5415,7 +5515,7 @@ func (x *ListOpenWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenWindowsRequest.ProtoReflect.Descriptor instead.
 func (*ListOpenWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{65}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListOpenWindowsRequest) GetNamespace() string {
@@ -5466,7 +5566,7 @@ type ListOpenWindowsResponse struct {
 
 func (x *ListOpenWindowsResponse) Reset() {
 	*x = ListOpenWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[66]
+	mi := &file_statedv1_stated_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5478,7 +5578,7 @@ func (x *ListOpenWindowsResponse) String() string {
 func (*ListOpenWindowsResponse) ProtoMessage() {}
 
 func (x *ListOpenWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[66]
+	mi := &file_statedv1_stated_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5491,7 +5591,7 @@ func (x *ListOpenWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenWindowsResponse.ProtoReflect.Descriptor instead.
 func (*ListOpenWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{66}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ListOpenWindowsResponse) GetWindows() []*Window {
@@ -5529,7 +5629,7 @@ type ReadEmissionsRequest struct {
 
 func (x *ReadEmissionsRequest) Reset() {
 	*x = ReadEmissionsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[67]
+	mi := &file_statedv1_stated_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5541,7 +5641,7 @@ func (x *ReadEmissionsRequest) String() string {
 func (*ReadEmissionsRequest) ProtoMessage() {}
 
 func (x *ReadEmissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[67]
+	mi := &file_statedv1_stated_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5554,7 +5654,7 @@ func (x *ReadEmissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEmissionsRequest.ProtoReflect.Descriptor instead.
 func (*ReadEmissionsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{67}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ReadEmissionsRequest) GetNamespace() string {
@@ -5597,7 +5697,7 @@ type ReadEmissionsResponse struct {
 
 func (x *ReadEmissionsResponse) Reset() {
 	*x = ReadEmissionsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[68]
+	mi := &file_statedv1_stated_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5609,7 +5709,7 @@ func (x *ReadEmissionsResponse) String() string {
 func (*ReadEmissionsResponse) ProtoMessage() {}
 
 func (x *ReadEmissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[68]
+	mi := &file_statedv1_stated_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5622,7 +5722,7 @@ func (x *ReadEmissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEmissionsResponse.ProtoReflect.Descriptor instead.
 func (*ReadEmissionsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{68}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ReadEmissionsResponse) GetEmissions() []*Emission {
@@ -5657,7 +5757,7 @@ type WindowStatusRequest struct {
 
 func (x *WindowStatusRequest) Reset() {
 	*x = WindowStatusRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[69]
+	mi := &file_statedv1_stated_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5669,7 +5769,7 @@ func (x *WindowStatusRequest) String() string {
 func (*WindowStatusRequest) ProtoMessage() {}
 
 func (x *WindowStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[69]
+	mi := &file_statedv1_stated_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5682,7 +5782,7 @@ func (x *WindowStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStatusRequest.ProtoReflect.Descriptor instead.
 func (*WindowStatusRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{69}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *WindowStatusRequest) GetNamespace() string {
@@ -5714,7 +5814,7 @@ type WindowSourceStatus struct {
 
 func (x *WindowSourceStatus) Reset() {
 	*x = WindowSourceStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[70]
+	mi := &file_statedv1_stated_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5726,7 +5826,7 @@ func (x *WindowSourceStatus) String() string {
 func (*WindowSourceStatus) ProtoMessage() {}
 
 func (x *WindowSourceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[70]
+	mi := &file_statedv1_stated_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5739,7 +5839,7 @@ func (x *WindowSourceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSourceStatus.ProtoReflect.Descriptor instead.
 func (*WindowSourceStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{70}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *WindowSourceStatus) GetSource() string {
@@ -5792,7 +5892,7 @@ type WindowNamespaceStatus struct {
 
 func (x *WindowNamespaceStatus) Reset() {
 	*x = WindowNamespaceStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[71]
+	mi := &file_statedv1_stated_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5804,7 +5904,7 @@ func (x *WindowNamespaceStatus) String() string {
 func (*WindowNamespaceStatus) ProtoMessage() {}
 
 func (x *WindowNamespaceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[71]
+	mi := &file_statedv1_stated_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5817,7 +5917,7 @@ func (x *WindowNamespaceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowNamespaceStatus.ProtoReflect.Descriptor instead.
 func (*WindowNamespaceStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{71}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *WindowNamespaceStatus) GetSpec() *WindowSpec {
@@ -5894,7 +5994,7 @@ type WindowStatusResponse struct {
 
 func (x *WindowStatusResponse) Reset() {
 	*x = WindowStatusResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[72]
+	mi := &file_statedv1_stated_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5906,7 +6006,7 @@ func (x *WindowStatusResponse) String() string {
 func (*WindowStatusResponse) ProtoMessage() {}
 
 func (x *WindowStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[72]
+	mi := &file_statedv1_stated_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5919,7 +6019,7 @@ func (x *WindowStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStatusResponse.ProtoReflect.Descriptor instead.
 func (*WindowStatusResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{72}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *WindowStatusResponse) GetNamespaces() []*WindowNamespaceStatus {
@@ -5959,7 +6059,13 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\alog_end\x18\x06 \x01(\x03R\x06logEnd\x12\x16\n" +
 	"\x06replay\x18\a \x01(\x03R\x06replay\x12\x12\n" +
 	"\x04lost\x18\b \x01(\x03R\x04lost\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\x85\x03\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\xcb\x01\n" +
+	"\x17WindowNamespaceRecovery\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1c\n" +
+	"\twatermark\x18\x02 \x01(\x03R\twatermark\x12$\n" +
+	"\x0emax_event_time\x18\x03 \x01(\x03R\fmaxEventTime\x12+\n" +
+	"\x11pending_emissions\x18\x04 \x01(\x03R\x10pendingEmissions\x12!\n" +
+	"\fopen_windows\x18\x05 \x01(\x03R\vopenWindows\"\xee\x03\n" +
 	"\x0eRecoveryReport\x12<\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\v2\x1c.stated.v1.CheckpointSummaryR\n" +
@@ -5977,7 +6083,9 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"partitions\x12\x16\n" +
 	"\x06replay\x18\t \x01(\x03R\x06replay\x12\x12\n" +
 	"\x04lost\x18\n" +
-	" \x01(\x03R\x04lost\".\n" +
+	" \x01(\x03R\x04lost\x12<\n" +
+	"\awindows\x18\v \x03(\v2\".stated.v1.WindowNamespaceRecoveryR\awindows\x12)\n" +
+	"\x10windows_recorded\x18\f \x01(\bR\x0fwindowsRecorded\".\n" +
 	"\x18TriggerCheckpointRequest\x12\x12\n" +
 	"\x04wait\x18\x01 \x01(\bR\x04wait\"i\n" +
 	"\x19TriggerCheckpointResponse\x12\x14\n" +
@@ -6489,7 +6597,7 @@ func file_statedv1_stated_proto_rawDescGZIP() []byte {
 }
 
 var file_statedv1_stated_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
+var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_statedv1_stated_proto_goTypes = []any{
 	(Kind)(0),                         // 0: stated.v1.Kind
 	(MutationKind)(0),                 // 1: stated.v1.MutationKind
@@ -6504,181 +6612,183 @@ var file_statedv1_stated_proto_goTypes = []any{
 	(*RecoveryRequest)(nil),           // 10: stated.v1.RecoveryRequest
 	(*FileProblem)(nil),               // 11: stated.v1.FileProblem
 	(*PartitionRecovery)(nil),         // 12: stated.v1.PartitionRecovery
-	(*RecoveryReport)(nil),            // 13: stated.v1.RecoveryReport
-	(*TriggerCheckpointRequest)(nil),  // 14: stated.v1.TriggerCheckpointRequest
-	(*TriggerCheckpointResponse)(nil), // 15: stated.v1.TriggerCheckpointResponse
-	(*ListCheckpointsRequest)(nil),    // 16: stated.v1.ListCheckpointsRequest
-	(*ListCheckpointsResponse)(nil),   // 17: stated.v1.ListCheckpointsResponse
-	(*GetCheckpointRequest)(nil),      // 18: stated.v1.GetCheckpointRequest
-	(*SavepointRequest)(nil),          // 19: stated.v1.SavepointRequest
-	(*SavepointResponse)(nil),         // 20: stated.v1.SavepointResponse
-	(*DeleteCheckpointRequest)(nil),   // 21: stated.v1.DeleteCheckpointRequest
-	(*DeleteCheckpointResponse)(nil),  // 22: stated.v1.DeleteCheckpointResponse
-	(*CheckpointSummary)(nil),         // 23: stated.v1.CheckpointSummary
-	(*CheckpointFile)(nil),            // 24: stated.v1.CheckpointFile
-	(*CheckpointManifest)(nil),        // 25: stated.v1.CheckpointManifest
-	(*CheckpointStatusRequest)(nil),   // 26: stated.v1.CheckpointStatusRequest
-	(*CheckpointStatus)(nil),          // 27: stated.v1.CheckpointStatus
-	(*JoinRequest)(nil),               // 28: stated.v1.JoinRequest
-	(*JoinResponse)(nil),              // 29: stated.v1.JoinResponse
-	(*RemoveRequest)(nil),             // 30: stated.v1.RemoveRequest
-	(*RemoveResponse)(nil),            // 31: stated.v1.RemoveResponse
-	(*MembersRequest)(nil),            // 32: stated.v1.MembersRequest
-	(*Member)(nil),                    // 33: stated.v1.Member
-	(*MembersResponse)(nil),           // 34: stated.v1.MembersResponse
-	(*NodeStatusRequest)(nil),         // 35: stated.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),        // 36: stated.v1.NodeStatusResponse
-	(*StateCounts)(nil),               // 37: stated.v1.StateCounts
-	(*Mutation)(nil),                  // 38: stated.v1.Mutation
-	(*Offset)(nil),                    // 39: stated.v1.Offset
-	(*TopicPartition)(nil),            // 40: stated.v1.TopicPartition
-	(*ClaimRequest)(nil),              // 41: stated.v1.ClaimRequest
-	(*ClaimedPartition)(nil),          // 42: stated.v1.ClaimedPartition
-	(*ClaimResponse)(nil),             // 43: stated.v1.ClaimResponse
-	(*PartitionEpoch)(nil),            // 44: stated.v1.PartitionEpoch
-	(*ReleaseRequest)(nil),            // 45: stated.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),           // 46: stated.v1.ReleaseResponse
-	(*PartitionClaim)(nil),            // 47: stated.v1.PartitionClaim
-	(*CommitRequest)(nil),             // 48: stated.v1.CommitRequest
-	(*CommitResponse)(nil),            // 49: stated.v1.CommitResponse
-	(*OpenSessionRequest)(nil),        // 50: stated.v1.OpenSessionRequest
-	(*OpenSessionResponse)(nil),       // 51: stated.v1.OpenSessionResponse
-	(*SessionRefused)(nil),            // 52: stated.v1.SessionRefused
-	(*ReadOptions)(nil),               // 53: stated.v1.ReadOptions
-	(*GetRequest)(nil),                // 54: stated.v1.GetRequest
-	(*GetResponse)(nil),               // 55: stated.v1.GetResponse
-	(*ScanRequest)(nil),               // 56: stated.v1.ScanRequest
-	(*Entry)(nil),                     // 57: stated.v1.Entry
-	(*ScanResponse)(nil),              // 58: stated.v1.ScanResponse
-	(*GetOffsetsRequest)(nil),         // 59: stated.v1.GetOffsetsRequest
-	(*GetOffsetsResponse)(nil),        // 60: stated.v1.GetOffsetsResponse
-	(*FencedPartition)(nil),           // 61: stated.v1.FencedPartition
-	(*WindowSpec)(nil),                // 62: stated.v1.WindowSpec
-	(*DefineWindowsRequest)(nil),      // 63: stated.v1.DefineWindowsRequest
-	(*DefineWindowsResponse)(nil),     // 64: stated.v1.DefineWindowsResponse
-	(*WindowAdd)(nil),                 // 65: stated.v1.WindowAdd
-	(*WatermarkHint)(nil),             // 66: stated.v1.WatermarkHint
-	(*EmissionAck)(nil),               // 67: stated.v1.EmissionAck
-	(*TimerOp)(nil),                   // 68: stated.v1.TimerOp
-	(*AddResult)(nil),                 // 69: stated.v1.AddResult
-	(*Emission)(nil),                  // 70: stated.v1.Emission
-	(*OutboxFull)(nil),                // 71: stated.v1.OutboxFull
-	(*Window)(nil),                    // 72: stated.v1.Window
-	(*GetWindowsRequest)(nil),         // 73: stated.v1.GetWindowsRequest
-	(*GetWindowsResponse)(nil),        // 74: stated.v1.GetWindowsResponse
-	(*ListOpenWindowsRequest)(nil),    // 75: stated.v1.ListOpenWindowsRequest
-	(*ListOpenWindowsResponse)(nil),   // 76: stated.v1.ListOpenWindowsResponse
-	(*ReadEmissionsRequest)(nil),      // 77: stated.v1.ReadEmissionsRequest
-	(*ReadEmissionsResponse)(nil),     // 78: stated.v1.ReadEmissionsResponse
-	(*WindowStatusRequest)(nil),       // 79: stated.v1.WindowStatusRequest
-	(*WindowSourceStatus)(nil),        // 80: stated.v1.WindowSourceStatus
-	(*WindowNamespaceStatus)(nil),     // 81: stated.v1.WindowNamespaceStatus
-	(*WindowStatusResponse)(nil),      // 82: stated.v1.WindowStatusResponse
+	(*WindowNamespaceRecovery)(nil),   // 13: stated.v1.WindowNamespaceRecovery
+	(*RecoveryReport)(nil),            // 14: stated.v1.RecoveryReport
+	(*TriggerCheckpointRequest)(nil),  // 15: stated.v1.TriggerCheckpointRequest
+	(*TriggerCheckpointResponse)(nil), // 16: stated.v1.TriggerCheckpointResponse
+	(*ListCheckpointsRequest)(nil),    // 17: stated.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),   // 18: stated.v1.ListCheckpointsResponse
+	(*GetCheckpointRequest)(nil),      // 19: stated.v1.GetCheckpointRequest
+	(*SavepointRequest)(nil),          // 20: stated.v1.SavepointRequest
+	(*SavepointResponse)(nil),         // 21: stated.v1.SavepointResponse
+	(*DeleteCheckpointRequest)(nil),   // 22: stated.v1.DeleteCheckpointRequest
+	(*DeleteCheckpointResponse)(nil),  // 23: stated.v1.DeleteCheckpointResponse
+	(*CheckpointSummary)(nil),         // 24: stated.v1.CheckpointSummary
+	(*CheckpointFile)(nil),            // 25: stated.v1.CheckpointFile
+	(*CheckpointManifest)(nil),        // 26: stated.v1.CheckpointManifest
+	(*CheckpointStatusRequest)(nil),   // 27: stated.v1.CheckpointStatusRequest
+	(*CheckpointStatus)(nil),          // 28: stated.v1.CheckpointStatus
+	(*JoinRequest)(nil),               // 29: stated.v1.JoinRequest
+	(*JoinResponse)(nil),              // 30: stated.v1.JoinResponse
+	(*RemoveRequest)(nil),             // 31: stated.v1.RemoveRequest
+	(*RemoveResponse)(nil),            // 32: stated.v1.RemoveResponse
+	(*MembersRequest)(nil),            // 33: stated.v1.MembersRequest
+	(*Member)(nil),                    // 34: stated.v1.Member
+	(*MembersResponse)(nil),           // 35: stated.v1.MembersResponse
+	(*NodeStatusRequest)(nil),         // 36: stated.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),        // 37: stated.v1.NodeStatusResponse
+	(*StateCounts)(nil),               // 38: stated.v1.StateCounts
+	(*Mutation)(nil),                  // 39: stated.v1.Mutation
+	(*Offset)(nil),                    // 40: stated.v1.Offset
+	(*TopicPartition)(nil),            // 41: stated.v1.TopicPartition
+	(*ClaimRequest)(nil),              // 42: stated.v1.ClaimRequest
+	(*ClaimedPartition)(nil),          // 43: stated.v1.ClaimedPartition
+	(*ClaimResponse)(nil),             // 44: stated.v1.ClaimResponse
+	(*PartitionEpoch)(nil),            // 45: stated.v1.PartitionEpoch
+	(*ReleaseRequest)(nil),            // 46: stated.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),           // 47: stated.v1.ReleaseResponse
+	(*PartitionClaim)(nil),            // 48: stated.v1.PartitionClaim
+	(*CommitRequest)(nil),             // 49: stated.v1.CommitRequest
+	(*CommitResponse)(nil),            // 50: stated.v1.CommitResponse
+	(*OpenSessionRequest)(nil),        // 51: stated.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),       // 52: stated.v1.OpenSessionResponse
+	(*SessionRefused)(nil),            // 53: stated.v1.SessionRefused
+	(*ReadOptions)(nil),               // 54: stated.v1.ReadOptions
+	(*GetRequest)(nil),                // 55: stated.v1.GetRequest
+	(*GetResponse)(nil),               // 56: stated.v1.GetResponse
+	(*ScanRequest)(nil),               // 57: stated.v1.ScanRequest
+	(*Entry)(nil),                     // 58: stated.v1.Entry
+	(*ScanResponse)(nil),              // 59: stated.v1.ScanResponse
+	(*GetOffsetsRequest)(nil),         // 60: stated.v1.GetOffsetsRequest
+	(*GetOffsetsResponse)(nil),        // 61: stated.v1.GetOffsetsResponse
+	(*FencedPartition)(nil),           // 62: stated.v1.FencedPartition
+	(*WindowSpec)(nil),                // 63: stated.v1.WindowSpec
+	(*DefineWindowsRequest)(nil),      // 64: stated.v1.DefineWindowsRequest
+	(*DefineWindowsResponse)(nil),     // 65: stated.v1.DefineWindowsResponse
+	(*WindowAdd)(nil),                 // 66: stated.v1.WindowAdd
+	(*WatermarkHint)(nil),             // 67: stated.v1.WatermarkHint
+	(*EmissionAck)(nil),               // 68: stated.v1.EmissionAck
+	(*TimerOp)(nil),                   // 69: stated.v1.TimerOp
+	(*AddResult)(nil),                 // 70: stated.v1.AddResult
+	(*Emission)(nil),                  // 71: stated.v1.Emission
+	(*OutboxFull)(nil),                // 72: stated.v1.OutboxFull
+	(*Window)(nil),                    // 73: stated.v1.Window
+	(*GetWindowsRequest)(nil),         // 74: stated.v1.GetWindowsRequest
+	(*GetWindowsResponse)(nil),        // 75: stated.v1.GetWindowsResponse
+	(*ListOpenWindowsRequest)(nil),    // 76: stated.v1.ListOpenWindowsRequest
+	(*ListOpenWindowsResponse)(nil),   // 77: stated.v1.ListOpenWindowsResponse
+	(*ReadEmissionsRequest)(nil),      // 78: stated.v1.ReadEmissionsRequest
+	(*ReadEmissionsResponse)(nil),     // 79: stated.v1.ReadEmissionsResponse
+	(*WindowStatusRequest)(nil),       // 80: stated.v1.WindowStatusRequest
+	(*WindowSourceStatus)(nil),        // 81: stated.v1.WindowSourceStatus
+	(*WindowNamespaceStatus)(nil),     // 82: stated.v1.WindowNamespaceStatus
+	(*WindowStatusResponse)(nil),      // 83: stated.v1.WindowStatusResponse
 }
 var file_statedv1_stated_proto_depIdxs = []int32{
-	23, // 0: stated.v1.RecoveryReport.checkpoint:type_name -> stated.v1.CheckpointSummary
+	24, // 0: stated.v1.RecoveryReport.checkpoint:type_name -> stated.v1.CheckpointSummary
 	11, // 1: stated.v1.RecoveryReport.problems:type_name -> stated.v1.FileProblem
 	12, // 2: stated.v1.RecoveryReport.partitions:type_name -> stated.v1.PartitionRecovery
-	23, // 3: stated.v1.TriggerCheckpointResponse.summary:type_name -> stated.v1.CheckpointSummary
-	23, // 4: stated.v1.ListCheckpointsResponse.checkpoints:type_name -> stated.v1.CheckpointSummary
-	23, // 5: stated.v1.CheckpointManifest.summary:type_name -> stated.v1.CheckpointSummary
-	39, // 6: stated.v1.CheckpointManifest.offsets:type_name -> stated.v1.Offset
-	24, // 7: stated.v1.CheckpointManifest.files:type_name -> stated.v1.CheckpointFile
-	23, // 8: stated.v1.CheckpointStatus.last_completed:type_name -> stated.v1.CheckpointSummary
-	33, // 9: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
-	37, // 10: stated.v1.NodeStatusResponse.counts:type_name -> stated.v1.StateCounts
-	1,  // 11: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
-	40, // 12: stated.v1.ClaimRequest.partitions:type_name -> stated.v1.TopicPartition
-	42, // 13: stated.v1.ClaimResponse.partitions:type_name -> stated.v1.ClaimedPartition
-	44, // 14: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
-	38, // 15: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
-	39, // 16: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
-	65, // 17: stated.v1.CommitRequest.window_adds:type_name -> stated.v1.WindowAdd
-	66, // 18: stated.v1.CommitRequest.watermark_hints:type_name -> stated.v1.WatermarkHint
-	67, // 19: stated.v1.CommitRequest.acks:type_name -> stated.v1.EmissionAck
-	68, // 20: stated.v1.CommitRequest.timers:type_name -> stated.v1.TimerOp
-	69, // 21: stated.v1.CommitResponse.add_results:type_name -> stated.v1.AddResult
-	70, // 22: stated.v1.CommitResponse.emissions:type_name -> stated.v1.Emission
-	9,  // 23: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
-	2,  // 24: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
-	0,  // 25: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
-	53, // 26: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 27: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
-	53, // 28: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 29: stated.v1.Entry.kind:type_name -> stated.v1.Kind
-	57, // 30: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
-	53, // 31: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
-	39, // 32: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
-	47, // 33: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
-	39, // 34: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
-	3,  // 35: stated.v1.WindowSpec.shape:type_name -> stated.v1.WindowShape
-	4,  // 36: stated.v1.WindowSpec.aggregate:type_name -> stated.v1.WindowAggregate
-	5,  // 37: stated.v1.WindowSpec.emit:type_name -> stated.v1.WindowEmit
-	6,  // 38: stated.v1.WindowSpec.late:type_name -> stated.v1.LatePolicy
-	62, // 39: stated.v1.DefineWindowsRequest.spec:type_name -> stated.v1.WindowSpec
-	7,  // 40: stated.v1.AddResult.status:type_name -> stated.v1.AddStatus
-	8,  // 41: stated.v1.Emission.kind:type_name -> stated.v1.EmissionKind
-	53, // 42: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	72, // 43: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
-	53, // 44: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	72, // 45: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
-	53, // 46: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
-	70, // 47: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
-	53, // 48: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
-	62, // 49: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
-	80, // 50: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
-	81, // 51: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
-	48, // 52: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
-	54, // 53: stated.v1.State.Get:input_type -> stated.v1.GetRequest
-	56, // 54: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
-	59, // 55: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
-	41, // 56: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
-	45, // 57: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
-	50, // 58: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
-	28, // 59: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
-	30, // 60: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
-	32, // 61: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
-	35, // 62: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
-	14, // 63: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
-	16, // 64: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
-	18, // 65: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
-	19, // 66: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
-	21, // 67: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
-	26, // 68: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
-	10, // 69: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
-	63, // 70: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
-	73, // 71: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
-	75, // 72: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
-	77, // 73: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
-	79, // 74: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
-	49, // 75: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
-	55, // 76: stated.v1.State.Get:output_type -> stated.v1.GetResponse
-	58, // 77: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
-	60, // 78: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
-	43, // 79: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
-	46, // 80: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
-	51, // 81: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
-	29, // 82: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
-	31, // 83: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
-	34, // 84: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
-	36, // 85: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
-	15, // 86: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
-	17, // 87: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
-	25, // 88: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
-	20, // 89: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
-	22, // 90: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
-	27, // 91: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
-	13, // 92: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
-	64, // 93: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
-	74, // 94: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
-	76, // 95: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
-	78, // 96: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
-	82, // 97: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
-	75, // [75:98] is the sub-list for method output_type
-	52, // [52:75] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	13, // 3: stated.v1.RecoveryReport.windows:type_name -> stated.v1.WindowNamespaceRecovery
+	24, // 4: stated.v1.TriggerCheckpointResponse.summary:type_name -> stated.v1.CheckpointSummary
+	24, // 5: stated.v1.ListCheckpointsResponse.checkpoints:type_name -> stated.v1.CheckpointSummary
+	24, // 6: stated.v1.CheckpointManifest.summary:type_name -> stated.v1.CheckpointSummary
+	40, // 7: stated.v1.CheckpointManifest.offsets:type_name -> stated.v1.Offset
+	25, // 8: stated.v1.CheckpointManifest.files:type_name -> stated.v1.CheckpointFile
+	24, // 9: stated.v1.CheckpointStatus.last_completed:type_name -> stated.v1.CheckpointSummary
+	34, // 10: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
+	38, // 11: stated.v1.NodeStatusResponse.counts:type_name -> stated.v1.StateCounts
+	1,  // 12: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
+	41, // 13: stated.v1.ClaimRequest.partitions:type_name -> stated.v1.TopicPartition
+	43, // 14: stated.v1.ClaimResponse.partitions:type_name -> stated.v1.ClaimedPartition
+	45, // 15: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
+	39, // 16: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
+	40, // 17: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
+	66, // 18: stated.v1.CommitRequest.window_adds:type_name -> stated.v1.WindowAdd
+	67, // 19: stated.v1.CommitRequest.watermark_hints:type_name -> stated.v1.WatermarkHint
+	68, // 20: stated.v1.CommitRequest.acks:type_name -> stated.v1.EmissionAck
+	69, // 21: stated.v1.CommitRequest.timers:type_name -> stated.v1.TimerOp
+	70, // 22: stated.v1.CommitResponse.add_results:type_name -> stated.v1.AddResult
+	71, // 23: stated.v1.CommitResponse.emissions:type_name -> stated.v1.Emission
+	9,  // 24: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
+	2,  // 25: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
+	0,  // 26: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
+	54, // 27: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 28: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
+	54, // 29: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 30: stated.v1.Entry.kind:type_name -> stated.v1.Kind
+	58, // 31: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
+	54, // 32: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
+	40, // 33: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
+	48, // 34: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
+	40, // 35: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
+	3,  // 36: stated.v1.WindowSpec.shape:type_name -> stated.v1.WindowShape
+	4,  // 37: stated.v1.WindowSpec.aggregate:type_name -> stated.v1.WindowAggregate
+	5,  // 38: stated.v1.WindowSpec.emit:type_name -> stated.v1.WindowEmit
+	6,  // 39: stated.v1.WindowSpec.late:type_name -> stated.v1.LatePolicy
+	63, // 40: stated.v1.DefineWindowsRequest.spec:type_name -> stated.v1.WindowSpec
+	7,  // 41: stated.v1.AddResult.status:type_name -> stated.v1.AddStatus
+	8,  // 42: stated.v1.Emission.kind:type_name -> stated.v1.EmissionKind
+	54, // 43: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	73, // 44: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
+	54, // 45: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	73, // 46: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
+	54, // 47: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
+	71, // 48: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
+	54, // 49: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
+	63, // 50: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
+	81, // 51: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
+	82, // 52: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
+	49, // 53: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
+	55, // 54: stated.v1.State.Get:input_type -> stated.v1.GetRequest
+	57, // 55: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
+	60, // 56: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
+	42, // 57: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
+	46, // 58: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
+	51, // 59: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
+	29, // 60: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
+	31, // 61: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
+	33, // 62: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
+	36, // 63: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
+	15, // 64: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
+	17, // 65: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
+	19, // 66: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
+	20, // 67: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
+	22, // 68: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
+	27, // 69: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
+	10, // 70: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
+	64, // 71: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
+	74, // 72: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
+	76, // 73: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
+	78, // 74: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
+	80, // 75: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
+	50, // 76: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
+	56, // 77: stated.v1.State.Get:output_type -> stated.v1.GetResponse
+	59, // 78: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
+	61, // 79: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
+	44, // 80: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
+	47, // 81: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
+	52, // 82: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
+	30, // 83: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
+	32, // 84: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
+	35, // 85: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
+	37, // 86: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
+	16, // 87: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
+	18, // 88: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
+	26, // 89: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
+	21, // 90: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
+	23, // 91: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
+	28, // 92: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
+	14, // 93: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
+	65, // 94: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
+	75, // 95: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
+	77, // 96: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
+	79, // 97: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
+	83, // 98: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
+	76, // [76:99] is the sub-list for method output_type
+	53, // [53:76] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_statedv1_stated_proto_init() }
@@ -6686,14 +6796,14 @@ func file_statedv1_stated_proto_init() {
 	if File_statedv1_stated_proto != nil {
 		return
 	}
-	file_statedv1_stated_proto_msgTypes[52].OneofWrappers = []any{}
+	file_statedv1_stated_proto_msgTypes[53].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_statedv1_stated_proto_rawDesc), len(file_statedv1_stated_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   73,
+			NumMessages:   74,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
