@@ -231,6 +231,11 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 		c.failed(tr, cp.Epoch, err)
 		return
 	}
+	// Statistics only: a checkpoint whose windows cannot be read is still
+	// uploaded, and its manifest says nothing of them.
+	if meta.Stats.Windows, err = checkpointWindows(cp.Dir, info.AppliedIndex, c.store.WindowStatuses); err != nil {
+		c.logger.Warn("daemon: reading the checkpoint's window namespaces for its manifest", "epoch", cp.Epoch, "error", err)
+	}
 	m, us, err := c.up.Upload(ctx, cp.Dir, meta, c.progress)
 	if err != nil {
 		c.failed(tr, cp.Epoch, fmt.Errorf("upload: %w", err))

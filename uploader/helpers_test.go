@@ -103,7 +103,8 @@ func meta(epoch uint64) uploader.Meta {
 	return uploader.Meta{
 		Epoch: epoch, RaftIndex: 100 * epoch, RaftTerm: 2, ClusterID: "c1", CreatedAt: time.Unix(1_700_000_000, 0).UTC(),
 		Offsets: []uploader.Offset{{Group: "g", Topic: "t", Partition: 0, Offset: int64(epoch)}},
-		Stats:   uploader.Stats{Keys: 10, Bytes: 1000},
+		Stats: uploader.Stats{Keys: 10, Bytes: 1000, Windows: []uploader.WindowStats{
+			{Namespace: "clicks", Watermark: 60_000, MaxEventTime: 65_000, Pending: 3, OpenWindows: 7}}},
 	}
 }
 

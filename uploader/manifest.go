@@ -45,6 +45,23 @@ type Offset struct {
 type Stats struct {
 	Keys  uint64 `json:"keys"`
 	Bytes uint64 `json:"bytes"` // logical bytes of keys and values
+	// Windows are the checkpoint's window namespaces, by name: empty when
+	// it has none, nil when the manifest does not say (one written before
+	// window state, or whose caller could not read them).
+	Windows []WindowStats `json:"windows"`
+}
+
+// WindowStats is a window namespace as a checkpoint holds it.
+type WindowStats struct {
+	Namespace string `json:"namespace"`
+	// Watermark is the namespace's watermark (ms since the Unix epoch),
+	// -1 before any record or hint moved it.
+	Watermark    int64 `json:"watermark_ms"`
+	MaxEventTime int64 `json:"max_event_time_ms"`
+	// Pending counts the emissions not acknowledged at the checkpoint: a
+	// restore hands them to the application again.
+	Pending     int64 `json:"pending_emissions"`
+	OpenWindows int64 `json:"open_windows"`
 }
 
 // Meta is what the caller knows of a checkpoint; Upload stores it in the

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -55,7 +56,7 @@ func roundTrip(t *testing.T, b *blob.Bucket, extra map[string][]byte) {
 		t.Fatal(err)
 	}
 	if got.RaftIndex != 100 || got.RaftTerm != 2 || got.ClusterID != "c1" || got.Offsets[0] != m.Offsets[0] ||
-		!got.CreatedAt.Equal(m.CreatedAt) || got.Stats != m.Stats || !slices.Equal(got.Files, m.Files) {
+		!got.CreatedAt.Equal(m.CreatedAt) || !reflect.DeepEqual(got.Stats, m.Stats) || !slices.Equal(got.Files, m.Files) {
 		t.Fatalf("manifest read back = %+v, want %+v", got, m)
 	}
 	if probs, err := u.Verify(ctx, got); err != nil || len(probs) != 0 {

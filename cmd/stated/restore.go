@@ -243,7 +243,8 @@ func (c *cli) recoveryCommand() *cobra.Command {
 		Use:   "recovery --from URL [--checkpoint N|latest|NAME] [--kafka-brokers LIST]",
 		Short: "Report the extent of a recovery: what comes back, what Kafka replays, what is lost",
 		Long: `Report what recovering from a checkpoint gives back: the checkpoint (epoch,
-time, age, Raft index, cluster id), what it holds (keys, bytes), whether
+time, age, Raft index, cluster id), what it holds (keys, bytes, and each
+window namespace's watermark, pending emissions and open windows), whether
 every file of it is present and intact, and per group, topic and
 partition the checkpoint's offset, Kafka's log start and end offsets, how
 many records will be replayed, and how many can no longer be replayed
@@ -358,6 +359,13 @@ func reportFromProto(p *statedv1.RecoveryReport) *recovery.Report {
 			CheckpointOffset: q.GetCheckpointOffset(), LogStart: q.GetLogStart(), LogEnd: q.GetLogEnd(),
 			Replay: q.GetReplay(), Lost: q.GetLost(), Error: q.GetError()})
 	}
+	if p.GetWindowsRecorded() {
+		r.Windows = []uploader.WindowStats{}
+		for _, w := range p.GetWindows() {
+			r.Windows = append(r.Windows, uploader.WindowStats{Namespace: w.GetNamespace(), Watermark: w.GetWatermark(),
+				MaxEventTime: w.GetMaxEventTime(), Pending: w.GetPendingEmissions(), OpenWindows: w.GetOpenWindows()})
+		}
+	}
 	return r
 }
 
@@ -369,6 +377,7 @@ func printReport(w io.Writer, r *recovery.Report) {
 	fmt.Fprintf(w, "checkpoint %d%s, taken %s, %s ago, Raft index %d (term %d), cluster %s\n",
 		r.Epoch, name, r.CreatedAt.UTC().Format(time.RFC3339), r.Age.Round(time.Second), r.RaftIndex, r.RaftTerm, r.ClusterID)
 	fmt.Fprintf(w, "holds %d keys, %s of state, in %d files (%s)\n", r.Keys, humanBytes(r.Bytes), r.Files, humanBytes(uint64(r.FileBytes)))
+	printWindowsRecovery(w, r.Windows)
 	switch {
 	case !r.Verified:
 		fmt.Fprintln(w, "files: not verified (--no-verify)")
@@ -406,4 +415,29 @@ func printReport(w io.Writer, r *recovery.Report) {
 	default:
 		fmt.Fprintln(w, "Kafka not asked (--kafka-brokers): replay and loss unknown")
 	}
+}
+
+// printWindowsRecovery prints the checkpoint's window namespaces: what a
+// restore brings back of each (its watermark and open windows) and the
+// emissions it hands to the application again (pending).
+func printWindowsRecovery(w io.Writer, ws []uploader.WindowStats) {
+	switch {
+	case ws == nil:
+		fmt.Fprintln(w, "window namespaces: not recorded (a checkpoint of a stated without window state)")
+		return
+	case len(ws) == 0:
+		fmt.Fprintln(w, "window namespaces: none")
+		return
+	}
+	fmt.Fprintf(w, "window namespaces: %d; a restore keeps their watermarks and open windows, and delivers their pending emissions again\n", len(ws))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NAMESPACE\tWATERMARK\tPENDING EMISSIONS\tOPEN WINDOWS")
+	for _, n := range ws {
+		wm := "none yet"
+		if n.Watermark >= 0 {
+			wm = time.UnixMilli(n.Watermark).UTC().Format("2006-01-02T15:04:05.000Z")
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\n", n.Namespace, wm, n.Pending, n.OpenWindows)
+	}
+	tw.Flush()
 }

@@ -1,7 +1,8 @@
 // Package recovery reports the extent of a recovery from a checkpoint:
-// which checkpoint, what it holds, whether every file of it is intact,
-// and per partition what Kafka will replay and what retention has already
-// deleted (lost for good).
+// which checkpoint, what it holds (keys, bytes, and each window
+// namespace's watermark, pending emissions and open windows), whether
+// every file of it is intact, and per partition what Kafka will replay and
+// what retention has already deleted (lost for good).
 package recovery
 
 import (
@@ -90,6 +91,10 @@ type Report struct {
 	Partitions   []Partition `json:"partitions"`
 	Replay       int64       `json:"replay"`
 	Lost         int64       `json:"lost"`
+	// Windows are the checkpoint's window namespaces: each one's
+	// watermark, the emissions a restore delivers again (pending) and its
+	// open windows. Nil (JSON null) when the manifest does not record them.
+	Windows []uploader.WindowStats `json:"windows"`
 }
 
 // Options say how much the report checks.
@@ -112,7 +117,7 @@ func Build(ctx context.Context, up *uploader.Uploader, m *uploader.Manifest, opt
 		Epoch: m.Epoch, Savepoint: m.Savepoint, CreatedAt: m.CreatedAt, Age: now.Sub(m.CreatedAt),
 		RaftIndex: m.RaftIndex, RaftTerm: m.RaftTerm, ClusterID: m.ClusterID,
 		Keys: m.Stats.Keys, Bytes: m.Stats.Bytes, Files: len(m.Files), FileBytes: m.Bytes(),
-		Partitions: []Partition{},
+		Partitions: []Partition{}, Windows: m.Stats.Windows,
 	}
 	if opts.Verify {
 		probs, err := up.Verify(ctx, m)

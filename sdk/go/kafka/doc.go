@@ -54,6 +54,38 @@
 // the group has no members; while processors run, theirs are the commits
 // that land.
 //
+// # Window state
+//
+// A handler adds records to window namespaces with Txn.AddWindow, in the
+// batch's transaction, so each record counts once in its windows, with
+// its offset. Pass stated.FromSource(kafka.SourceOf(r)) with each add:
+// every partition is then a watermark source of its own, and a
+// partition that lags holds the namespace's watermark back until it
+// catches up or goes idle. Processor.OnWindowClosed(ns, fn) hands the
+// namespace's emissions (closed windows, updates, timers) to fn in a new
+// transaction that also acknowledges them, so the application's use of
+// an emission and its acknowledgement commit together:
+//
+//	p.OnWindowClosed("clicks-per-minute", func(ctx context.Context, txn *stated.Txn, ems []stated.Emission) error {
+//		for _, e := range ems {
+//			totals.In(txn).Add(string(e.Key), e.Count)
+//		}
+//		return nil
+//	})
+//
+// The processor delivers the emissions each of its commits returns right
+// after the commit, and at start, after an error and every
+// Config.OutboxInterval it reads the namespace's outbox for pending ones
+// (left by a crash before their acknowledgement, or closed by the
+// daemon's tick when a source went idle), so every emission is delivered
+// until one delivery commits, and never after. A callback that fails
+// holds the processor (nothing more is consumed) until it succeeds. When
+// a namespace's outbox is full, stated refuses the batches that add to
+// it; the processor delivers the pending emissions and commits the batch
+// again. On assignment the processor registers each partition as a
+// source of every namespace with a callback (a watermark hint at 0), so
+// that a partition whose first records come late is not counted late.
+//
 // # Never waiting silently
 //
 // Whatever the Processor waits for longer than Config.WaitLogInterval (10s
