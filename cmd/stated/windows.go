@@ -30,7 +30,7 @@ func (c *cli) windowsCommand() *cobra.Command {
 // specFlags are the flags of `windows define`, by the wire field each
 // sets, so that a refusal of a field can name the flag.
 var specFlags = map[string]string{
-	"size_ms": "--tumbling/--hopping", "advance_ms": "--advance", "gap_ms": "--session",
+	"size_ms": "--tumbling", "advance_ms": "--advance", "gap_ms": "--session",
 	"grace_ms": "--grace", "max_out_of_order_ms": "--max-out-of-order", "retention_ms": "--retention",
 	"idle_timeout_ms": "--idle-timeout", "aggregate": "--aggregate", "max_list_values": "--max-list-values",
 	"emit": "--emit", "late": "--late", "max_pending_emissions": "--max-pending", "namespace": "NS",
@@ -176,7 +176,11 @@ func (d *defineFlags) spec(fs *pflag.FlagSet, ns string) (stated.WindowSpec, err
 	if err := command.ValidateWindowSpec(commandSpec(s)); err != nil {
 		var fe *command.FieldError
 		if errors.As(err, &fe) {
-			return s, fmt.Errorf("%s: %s", specFlags[fe.Field], fe.Reason)
+			flag := specFlags[fe.Field]
+			if fe.Field == "size_ms" {
+				flag = "--" + s.Shape.String()
+			}
+			return s, fmt.Errorf("%s: %s", flag, fe.Reason)
 		}
 		return s, err
 	}
