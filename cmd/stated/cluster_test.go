@@ -33,13 +33,13 @@ func TestStatusShowsEveryMembersRaftStateAndTheLeader(t *testing.T) {
 	// its commit: the CLI dials lazily), and the leader counts it and the
 	// one key (followers may not have applied them yet).
 	countLines := strings.Split(strings.TrimSpace(counts), "\n")
-	if len(countLines) != 4 || strings.Join(strings.Fields(countLines[0]), " ") != "NODE SESSIONS SESSION LANES TTL PENDING STATE KEYS STATE BYTES" {
+	if len(countLines) != 4 || strings.Join(strings.Fields(countLines[0]), " ") != "NODE SESSIONS SESSION LANES TTL PENDING STATE KEYS STATE BYTES WINDOW NAMESPACES OPEN WINDOWS PENDING EMISSIONS" {
 		t.Fatalf("counts section:\n%s", counts)
 	}
 	for i, d := range nodes {
 		f := strings.Fields(countLines[1+i])
-		if len(f) != 6 || f[0] != d.NodeID() {
-			t.Errorf("counts row %d = %q, want %s and 5 counts", i, countLines[1+i], d.NodeID())
+		if len(f) != 9 || f[0] != d.NodeID() {
+			t.Errorf("counts row %d = %q, want %s and 8 counts", i, countLines[1+i], d.NodeID())
 		} else if i == 0 && (f[1] != "1" || f[2] != "1" || f[4] != "1") {
 			t.Errorf("leader's counts = %q, want 1 session, 1 lane, 1 state key", countLines[1])
 		}

@@ -12,6 +12,11 @@
 //	stated cluster members           the members, their addresses and the leader (--json)
 //	stated cluster remove NODE       remove a member (forwarded to the leader)
 //	stated status                    every member's role, term, last log, commit and applied index (--json)
+//	stated windows define NS ...     define a window namespace (--tumbling|--hopping --advance|--session, --grace, --max-out-of-order, --aggregate)
+//	stated windows list              window namespaces: watermark, lag, open windows, pending emissions, late records
+//	stated windows get NS KEY        a key's windows (--from, --to)
+//	stated windows open NS           open windows in key and start order
+//	stated windows emissions NS      pending emissions (--after ID)
 //
 // Every flag of `run` (including --log-level), and the client flags --addr
 // and --timeout, can also be set with an environment variable named

@@ -1,5 +1,5 @@
-// Package grpcapi serves the stated.v1 State and Cluster services over a
-// Store.
+// Package grpcapi serves the stated.v1 State, Cluster, Checkpoints and
+// Windows services over a Store.
 //
 // It is a thin adapter: it validates every request, converts it to a
 // raftstore command or read, and maps errors to gRPC status codes in one
@@ -27,13 +27,22 @@
 // | partition, offset            | ≥ 0; an offset never goes below the stored one                |
 // | client_id                    | 0..256 bytes; sequence needs a client_id                      |
 // | scan key, prefix, start, end | 0..4096 bytes                                                 |
+// | window_adds / watermark_hints / acks / timers per commit | 100,000 / 10,000 / 100,000 / 100,000 |
+// | window namespace             | 1..256 bytes, valid UTF-8                                     |
+// | window key, timer key        | 1..4096 bytes                                                 |
+// | source                       | 0..256 bytes, valid UTF-8 ("" is the default source)          |
+// | event_time_ms, time_ms       | 0 .. 2^53-1                                                   |
+// | float_value                  | finite (no NaN or ±Inf)                                       |
+// | acks                         | id ≥ 1; one per (namespace, id); must be pending              |
+// | window read page (limit)     | 0 (= 1000) .. 10,000                                          |
 // | whole message                | the daemon's MaxMessageBytes (default 64 MiB): ResourceExhausted |
 //
 // # Forwarding
 //
-// Commits, Join, Remove and LINEARIZABLE reads (Get, Scan, GetOffsets) need
-// the leader. A follower given a Forwarder sends them on to the leader's
-// gRPC address (from the cluster metadata) and passes its answer back
+// Commits, Join, Remove, Windows.Define and LINEARIZABLE reads (Get, Scan,
+// GetOffsets and the Windows reads) need the leader. A follower given a
+// Forwarder sends them on to the leader's gRPC address (from the cluster
+// metadata) and passes its answer back
 // unchanged, marking the call with the metadata key ForwardedKey. A
 // forwarded call that lands on a node that is no longer the leader is not
 // forwarded again: it fails Unavailable ("not leader; leader is X") and the
@@ -59,6 +68,7 @@
 // | the caller's deadline passed (a commit's outcome is then unknown) | DeadlineExceeded |
 // | the caller cancelled                                     | Canceled         |
 // | a request larger than MaxMessageBytes                    | ResourceExhausted |
+// | a commit that adds to or hints a window namespace whose outbox is full (OutboxFull detail) | ResourceExhausted |
 // | anything else (logged)                                   | Internal         |
 //
 // Scans stream batches of at most 256 entries or about 1 MiB, and are not
