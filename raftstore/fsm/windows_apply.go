@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -396,29 +397,31 @@ func (w *windowApply) addHopping(i int, n *winNS, ad *command.WindowAdd) (comman
 	if err != nil {
 		return 0, err
 	}
+	open := hoppingOpenWindows(t, size, adv, grace, n.wm0)
+	if !existed && len(open) > 0 {
+		// A new slice may be the first of its open windows; an existing
+		// one's open windows are indexed since it was written. A window
+		// is new when no other slice of the key lies in it: the nearest
+		// slices before and after tell.
+		prev, next, err := neighbourSlices(w.a.r, n, ad.Key, slice)
+		if err != nil {
+			return 0, err
+		}
+		for _, s := range open {
+			if prev >= s || next < s+size {
+				continue
+			}
+			if err := w.index(n, s+size+grace, ad.Key, s, n.segment(s)); err != nil {
+				return 0, err
+			}
+			n.meta.OpenWindows++
+		}
+	}
 	if !st.addRecord(&n.spec, t, ad) {
 		return 0, overflowReject(i, ad.Key, slice, slice+g)
 	}
 	if err := w.setAgg(k, &st); err != nil {
 		return 0, err
-	}
-	open := hoppingOpenWindows(t, size, adv, grace, n.wm0)
-	if !existed {
-		// A new slice may be the first of its windows; an existing one's
-		// open windows are indexed since it was written.
-		for _, s := range open {
-			w.a.ebuf = appendWindowIndexKey(w.a.ebuf[:0], n.name, s+size+grace, ad.Key, s)
-			_, ok, err := w.a.get(w.a.ebuf)
-			if err != nil {
-				return 0, err
-			}
-			if !ok {
-				if err := w.index(n, s+size+grace, ad.Key, s, n.segment(s)); err != nil {
-					return 0, err
-				}
-				n.meta.OpenWindows++
-			}
-		}
 	}
 	if n.spec.Emit == command.EmitUpdates {
 		for _, s := range open {
@@ -431,6 +434,55 @@ func (w *windowApply) addHopping(i int, n *winNS, ad *command.WindowAdd) (comman
 	}
 	return command.AddOnTime, nil
 }
+
+// neighbourSlices returns the starts of key's nearest slices before and
+// after the slice starting at ss, within a window size of it: prev is -1
+// and next MaxInt64 when there is none. Slices in dropped segments belong
+// to closed windows only, and are not looked for.
+func neighbourSlices(r pebble.Reader, n *winNS, key []byte, ss int64) (prev, next int64, err error) {
+	size := n.spec.SizeMs
+	prev, next = -1, math.MaxInt64
+	lo := max(ss-size+1, 0)
+	segLo := max(n.segment(lo), n.meta.LowestSegment)
+	err = scanKeyData(r, n.name, key, n.segment(ss), n.segment(ss+size-1), ss+1, ss+size, func(_ uint64, start int64, _ []byte) error {
+		next = start
+		return errStopScan
+	})
+	if err != nil && err != errStopScan {
+		return 0, 0, err
+	}
+	if lo >= ss || segLo > n.segment(ss) {
+		return prev, next, nil
+	}
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: appendWindowDataKey(nil, n.name, segLo, key, lo),
+		UpperBound: appendWindowDataKey(nil, n.name, n.segment(ss), key, ss)})
+	if err != nil {
+		return 0, 0, err
+	}
+	nsp := windowNSKey(prefixWindowData, n.name)
+	for seg := n.segment(ss); ; seg-- {
+		// The last record below (seg, key, ss): in seg, key's last slice
+		// before ss if it has one.
+		if it.SeekLT(appendWindowDataKey(nil, n.name, seg, key, ss)) {
+			s, k, start, err := decodeWindowDataKey(it.Key()[len(nsp):])
+			if err != nil {
+				it.Close()
+				return 0, 0, err
+			}
+			if s == seg && bytes.Equal(k, key) && start >= lo {
+				prev = start
+				break
+			}
+		}
+		if seg == segLo {
+			break
+		}
+	}
+	return prev, next, it.Close()
+}
+
+// errStopScan ends a scanKeyData early.
+var errStopScan = errors.New("fsm: stop scan")
 
 // hoppingOpenWindows lists the starts, ascending, of the windows that
 // contain t and close after wm. Windows start at 0 or later.

@@ -1,0 +1,82 @@
+package fsm
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// BenchmarkWindowAdd measures applying window adds, 100 per commit, to a
+// namespace holding 100,000 open windows: tumbling windows (100,000 keys),
+// and hopping windows with size/advance = 60 (1,667 keys, 60 windows
+// each), adding to slices that exist and, in "new-slice", to a new slice
+// with every add (its 60 windows' index records read). ns/op is per add;
+// no window closes during the run.
+func BenchmarkWindowAdd(b *testing.B) {
+	const hour, minute = 3_600_000, 60_000
+	base := int64(1_700_000_000_000) / (100 * hour) * (100 * hour)
+	for _, c := range []struct {
+		name string
+		spec command.WindowSpec
+		keys int
+		// at is the event time of the i-th add.
+		at func(i int64) int64
+	}{
+		{"tumbling", command.WindowSpec{Shape: command.ShapeTumbling, SizeMs: hour}, 100_000,
+			func(i int64) int64 { return base + i%hour }},
+		{"hopping-60", command.WindowSpec{Shape: command.ShapeHopping, SizeMs: hour, AdvanceMs: minute}, 100_000 / 60,
+			func(i int64) int64 { return base + 59*minute + i%minute }},
+		{"hopping-60-new-slice", command.WindowSpec{Shape: command.ShapeHopping, SizeMs: 60 * minute, AdvanceMs: minute}, 100_000 / 60,
+			func(i int64) int64 { return base + (59+i/(100_000/60))*minute }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			f, err := Open(b.TempDir()+"/state", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			spec := c.spec
+			spec.Namespace, spec.Aggregate, spec.Emit, spec.Late = "n", command.AggSumInt, command.EmitFinal, command.LateDrop
+			// The watermark stays where the windows opened: nothing closes.
+			spec.MaxOutOfOrderMs, spec.GraceMs = 100*hour, 0
+			idx := uint64(1)
+			run := func(cmd *command.Command) {
+				if res := f.Apply(rlog(idx, command.Encode(nil, cmd))).(*Result); res.Err != nil {
+					b.Fatal(res.Err)
+				}
+				idx++
+			}
+			run(&command.Command{Type: command.TypeDefineWindows, Windows: &spec})
+			keys := make([][]byte, c.keys)
+			for k := range keys {
+				keys[k] = fmt.Appendf(nil, "user-%06d", k)
+			}
+			const perCommit = 100
+			adds := func(from, n int64, at func(int64) int64) {
+				c := &command.Commit{WindowAdds: make([]command.WindowAdd, n)}
+				for j := range n {
+					i := from + j
+					c.WindowAdds[j] = command.WindowAdd{Namespace: "n", Source: "t/0", Key: keys[i%int64(len(keys))], EventTimeMs: at(i), Int: 1}
+				}
+				run(&command.Command{Type: command.TypeCommit, Now: 1e18, Commit: c})
+			}
+			// Open the windows: every key gets its window (hopping: its 60).
+			for i := int64(0); i < int64(c.keys); i += 1000 {
+				adds(i, min(1000, int64(c.keys)-i), func(int64) int64 { return base + 59*minute })
+			}
+			sts, err := f.WindowStatuses()
+			if err != nil || sts[0].OpenWindows < 100_000-60 {
+				b.Fatalf("%+v %v", sts, err)
+			}
+			b.ResetTimer()
+			for i := int64(0); i < int64(b.N); i += perCommit {
+				adds(i, min(perCommit, int64(b.N)-i), c.at)
+			}
+			b.StopTimer()
+			if sts, _ := f.WindowStatuses(); sts[0].Pending != 0 {
+				b.Fatalf("windows closed during the run: %+v", sts[0])
+			}
+		})
+	}
+}
