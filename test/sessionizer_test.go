@@ -44,8 +44,8 @@ func sessionizerBinary(t *testing.T) string {
 }
 
 // sessionLine is a session as the sessionizer prints it: "session USER
-// FIRST LAST DURATION N clicks", tab-separated.
-var sessionLine = regexp.MustCompile(`^session (\S+)\t(\S+)\t(\S+)\t(\S+)\t(\d+) clicks$`)
+// FIRST LAST DURATION N clicks" ("1 click"), tab-separated.
+var sessionLine = regexp.MustCompile(`^session (\S+)\t(\S+)\t(\S+)\t(\S+)\t(\d+) clicks?$`)
 
 var summaryLine = regexp.MustCompile(`^summary: (\d+) sessions of (\d+) users, (\d+) of (\d+) clicks in sessions, (\d+) late clicks dropped$`)
 

@@ -10,7 +10,7 @@
 //
 // Against a running Kafka and stated:
 //
-//	go run ./examples/counter --brokers localhost:9092 --stated unix://./stated-data/stated.sock --topic clicks
+//	go run ./examples/counter --brokers localhost:9092 --stated ./stated-data/stated.sock --topic clicks
 //
 // With no --brokers it starts an in-process Kafka (franz-go's kfake),
 // produces --demo-records records to a 4-partition topic, counts them and
@@ -54,7 +54,7 @@ func main() {
 
 func run() error {
 	brokers := flag.String("brokers", "", "comma-separated Kafka brokers; empty starts an in-process kfake cluster with demo records")
-	addr := flag.String("stated", "unix://./stated-data/stated.sock", "stated daemon address(es), comma-separated")
+	addr := flag.String("stated", "./stated-data/stated.sock", "stated daemon address(es), comma-separated: a unix socket path or host:port")
 	group := flag.String("group", "counter", "Kafka consumer group")
 	topic := flag.String("topic", "events", "topic to count")
 	ns := flag.String("namespace", "counts", "stated namespace of the per-key counters")

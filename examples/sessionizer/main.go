@@ -15,7 +15,7 @@
 //
 // Against a running Kafka and stated:
 //
-//	go run ./examples/sessionizer --brokers localhost:9092 --stated unix://./stated-data/stated.sock --topic clicks
+//	go run ./examples/sessionizer --brokers localhost:9092 --stated ./stated-data/stated.sock --topic clicks
 //
 // With no --brokers it starts an in-process Kafka (franz-go's kfake),
 // produces --demo-records generated clicks of --demo-users users to a
@@ -77,7 +77,7 @@ type config struct {
 func parseFlags() *config {
 	c := &config{}
 	flag.StringVar(&c.brokers, "brokers", "", "comma-separated Kafka brokers; empty starts an in-process kfake cluster with generated demo clicks")
-	flag.StringVar(&c.addr, "stated", "unix://./stated-data/stated.sock", "stated daemon address(es), comma-separated")
+	flag.StringVar(&c.addr, "stated", "./stated-data/stated.sock", "stated daemon address(es), comma-separated: a unix socket path or host:port")
 	flag.StringVar(&c.group, "group", "sessionizer", "Kafka consumer group")
 	flag.StringVar(&c.topic, "topic", "clicks", "topic of clicks: key = user, timestamp = the click's event time")
 	flag.StringVar(&c.ns, "namespace", "sessions", "stated window namespace of the sessions, and keyed-state namespace of the recorded sessions")
@@ -192,8 +192,8 @@ func run() error {
 				continue
 			}
 			last := e.End.Add(-time.Millisecond) // a session's End is its last click + 1ms
-			fmt.Printf("session %s\t%s\t%s\t%s\t%d clicks\n", e.Key, e.Start.UTC().Format(time.RFC3339),
-				last.UTC().Format(time.RFC3339), last.Sub(e.Start), e.Count)
+			fmt.Printf("session %s\t%s\t%s\t%s\t%s\n", e.Key, e.Start.UTC().Format(time.RFC3339),
+				last.UTC().Format(time.RFC3339), last.Sub(e.Start), plural(e.Count, "click"))
 			sessions.In(txn).Put(string(e.Key), sessionKey(e.Start), sessionValue(last, e.Count))
 			totals.In(txn).Add("sessions", 1)
 			totals.In(txn).Add("clicks", e.Count)
@@ -245,6 +245,13 @@ func run() error {
 		fmt.Printf("summary: %.1f clicks per session on average\n", float64(clicks)/float64(n))
 	}
 	return nil
+}
+
+func plural(n int64, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // sessionKey is the map sub-key of a session: its start, so that a
