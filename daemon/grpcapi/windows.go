@@ -65,8 +65,14 @@ func (s *WindowsServer) Define(ctx context.Context, r *statedv1.DefineWindowsReq
 		return resp, statusOf(ctx, s.logger, forwardedError(err))
 	}
 	created, err := s.store.DefineWindows(ctx, spec)
+	var re *fsm.RejectError
+	if errors.As(err, &re) {
+		// A redefinition, refused naming a spec field: name it as the
+		// request has it.
+		err = invalid("spec."+re.Field, "%s", re.Reason)
+	}
 	if err != nil {
-		return nil, statusOf(ctx, s.logger, err)
+		return nil, statusOf(ctx, s.logger, under("spec", err))
 	}
 	return &statedv1.DefineWindowsResponse{Index: s.store.AppliedIndex(), Created: created}, nil
 }
