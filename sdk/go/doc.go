@@ -52,6 +52,30 @@
 //
 // After a restart, GetOffsets says where to resume consuming.
 //
+// # Windows
+//
+// A window namespace (DefineWindows, immutable once defined) keeps
+// event-time windows in the daemon: tumbling, hopping or session, with a
+// grace, a maximum out-of-orderness and an Aggregate. Txn.AddWindow adds a
+// record in the same commit as the offsets it accounts for; each source
+// partition (FromSource) has a watermark, and the daemon closes a window
+// once the namespace's watermark passes its end plus its grace. A closed
+// window becomes an Emission, returned in CommitResult.Emissions of the
+// commit that closed it and kept in the namespace's outbox until a later
+// Txn acknowledges it (Txn.Ack) together with what the service did with
+// it; Client.Emissions reads the pending ones after a crash:
+//
+//	res, err := c.Update(ctx, func(t *stated.Txn) error {
+//		t.AddWindow("clicks", key, eventTime, stated.NoValue(), stated.FromSource("clicks/3"))
+//		t.CommitOffset("clicks-per-minute", "clicks", 3, next)
+//		return nil
+//	})
+//	// later, with the results written:
+//	_, err = c.Update(ctx, func(t *stated.Txn) error { t.Ack(res.Emissions...); return nil })
+//
+// CommitResult.Adds says which records were late. A full outbox refuses
+// adds with ErrOutboxFull. docs/WINDOWS.md has the whole story.
+//
 // # Partition claims and fencing
 //
 // A consumer that owns partitions claims them (Claim): each gets a new
@@ -128,7 +152,8 @@
 // ErrInvalidArgument, ErrFailedPrecondition, ErrUnavailable,
 // ErrResourceExhausted, context.DeadlineExceeded or context.Canceled with
 // errors.Is; refusals by a session also match ErrSessionFenced or
-// ErrSessionExpired. A commit that fails with ErrUnavailable, a context
+// ErrSessionExpired, and a commit refused for a full window outbox
+// ErrOutboxFull. A commit that fails with ErrUnavailable, a context
 // error or ErrSessionExpired may or may not have been applied.
 //
 // The SDK never imports the daemon's packages: it speaks only the stated.v1
