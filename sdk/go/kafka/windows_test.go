@@ -385,3 +385,88 @@ func TestAFullOutboxHoldsBatchesUntilItsEmissionsAreDelivered(t *testing.T) {
 		t.Errorf("%d windows delivered, want %d", len(delivered), len(e.want))
 	}
 }
+
+// TestEmissionsAnotherProcessorAcknowledgedAreSkipped: when another
+// processor acknowledges emissions between this one reading them and
+// committing its callback's transaction, the commit is refused as a whole
+// (the acks find them no longer pending); the processor goes on with the
+// rest instead of stopping, and nothing of the refused transaction
+// applies.
+func TestEmissionsAnotherProcessorAcknowledgedAreSkipped(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := newWindowEnv(t, 0)
+	e.produce(ctx, 200)
+	check := e.dial(ctx)
+	defer check.Close()
+	other := e.dial(ctx) // the other processor's client
+	defer other.Close()
+
+	c := e.dial(ctx)
+	defer c.Close()
+	p, err := New(e.config(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int64
+	record := recordingCallback(&calls)
+	var stolen atomic.Int64
+	p.OnWindowClosed(e.ns, func(ctx context.Context, txn *stated.Txn, ems []stated.Emission) error {
+		if stolen.Load() == 0 {
+			// The other processor acknowledges them first, with what it
+			// did with them.
+			ack := other.Txn()
+			for _, em := range ems {
+				ack.CounterAdd("delivered", fmt.Appendf(nil, "%s@%d", em.Key, em.Start.UnixMilli()), 1)
+				ack.CounterAdd("counted", fmt.Appendf(nil, "%s@%d", em.Key, em.Start.UnixMilli()), em.Count)
+			}
+			if _, err := ack.Ack(ems...).Commit(ctx); err != nil {
+				return err
+			}
+			stolen.Add(int64(len(ems)))
+		}
+		return record(ctx, txn, ems)
+	})
+	ctxRun, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctxRun) }()
+	stopped := func() (bool, error) {
+		select {
+		case err := <-errc:
+			return false, fmt.Errorf("Run stopped: %v", err)
+		default:
+			return false, nil
+		}
+	}
+	waitFor(t, "the topic drained", func() (bool, error) {
+		if _, err := stopped(); err != nil {
+			return false, err
+		}
+		return e.drained(ctx, check)()
+	})
+	e.closeAll(ctx, check)
+	waitFor(t, "every window delivered", func() (bool, error) {
+		if _, err := stopped(); err != nil {
+			return false, err
+		}
+		n, err := pending(ctx, check, e.ns)
+		return n == 0, err
+	})
+	stopRun()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if stolen.Load() == 0 {
+		t.Fatal("the other processor acknowledged nothing")
+	}
+	delivered, counted := counters(ctx, t, check, "delivered"), counters(ctx, t, check, "counted")
+	for w, n := range e.want {
+		if delivered[w] != 1 || counted[w] != n {
+			t.Errorf("window %s: delivered %d times with count %d; want once with %d", w, delivered[w], counted[w], n)
+		}
+	}
+	if s := p.Stats(); s.Emissions+stolen.Load() != int64(len(e.want)) {
+		t.Errorf("the processor delivered %d and the other %d emissions, want %d in all", s.Emissions, stolen.Load(), len(e.want))
+	}
+}
