@@ -136,7 +136,7 @@ func specToWire(s command.WindowSpec) *statedv1.WindowSpec {
 	}
 }
 
-// read serves a read as State does: a LINEARIZABLE one on a follower is
+// windowRead serves a read as State does: a LINEARIZABLE one on a follower is
 // forwarded (forward is called with the leader's connection), any other
 // waits for its consistency and runs local with the applied index.
 func windowRead[Resp any](ctx context.Context, s *WindowsServer, ro *statedv1.ReadOptions,

@@ -298,10 +298,17 @@ func TestWindowsDefineThroughAFollowerIsForwardedAndLinearizableReadsToo(t *test
 	_, err = followerW.Define(ctx, &statedv1.DefineWindowsRequest{Spec: other})
 	wantStatus(t, err, codes.InvalidArgument, `spec.grace_ms: redefining window namespace "clicks": grace_ms is 10000, not 0`)
 
-	mustCommit(t, fs, &statedv1.CommitRequest{WindowAdds: []*statedv1.WindowAdd{add("clicks", "ann", 5)}})
+	// A commit through the follower gets the leader's add results and
+	// emissions back.
+	cr, err := fs.Commit(ctx, &statedv1.CommitRequest{WindowAdds: []*statedv1.WindowAdd{add("clicks", "ann", 5)},
+		WatermarkHints: []*statedv1.WatermarkHint{{Namespace: "clicks", TimeMs: 70_000}}})
+	if err != nil || len(cr.GetAddResults()) != 1 || cr.GetAddResults()[0].GetStatus() != statedv1.AddStatus_ADD_STATUS_ON_TIME ||
+		len(cr.GetEmissions()) != 1 || cr.GetEmissions()[0].GetCount() != 1 {
+		t.Fatalf("commit through the follower = %v, %v; want an on-time add and ann's window closed", cr, err)
+	}
 	lin := &statedv1.ReadOptions{Consistency: statedv1.Consistency_CONSISTENCY_LINEARIZABLE}
 	got, err := followerW.Get(ctx, &statedv1.GetWindowsRequest{Namespace: "clicks", Key: []byte("ann"), Read: lin})
-	if err != nil || len(got.GetWindows()) != 1 || got.GetWindows()[0].GetCount() != 1 {
+	if err != nil || len(got.GetWindows()) != 1 || got.GetWindows()[0].GetCount() != 1 || !got.GetWindows()[0].GetClosed() {
 		t.Fatalf("linearizable get through the follower = %v, %v", got, err)
 	}
 }

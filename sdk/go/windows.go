@@ -331,8 +331,8 @@ func (t *Txn) AddWindow(ns string, key []byte, eventTime time.Time, v WindowValu
 	return t
 }
 
-// AdvanceWatermark raises the watermark of source in ns to t (it never
-// goes back): the source promises no record older than t. The Kafka
+// AdvanceWatermark raises the watermark of source in ns to at (it never
+// goes back): the source promises no record older than at. The Kafka
 // processor uses it for partitions that are caught up. Windows it lets
 // close are closed in this commit, and their emissions come back in its
 // CommitResult.
