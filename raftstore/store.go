@@ -500,14 +500,8 @@ func (s *Store) AppliedIndex() uint64 { return s.fsm.AppliedIndex() }
 // (lane, sequence): a retry is answered with the first application's index
 // and dup set; a refusal by the session is a *fsm.SessionError.
 func (s *Store) Commit(ctx context.Context, c *command.Commit) (index uint64, dup bool, err error) {
-	if c.SessionID != 0 {
-		c.Hash = c.PayloadHash()
-	}
-	res, err := s.proposeResult(ctx, &command.Command{Type: command.TypeCommit, Commit: c})
-	if err != nil {
-		return 0, false, err
-	}
-	return res.Index, res.Duplicate, res.Err
+	out, err := s.CommitOutcome(ctx, c)
+	return out.Index, out.Duplicate, err
 }
 
 // OpenSession opens a client session for clientID with a fresh random id
