@@ -244,7 +244,7 @@ func windowStatus(ctx context.Context, client *stated.Client, ns string) (stated
 
 // namespaceOutput is one namespace in `windows list --json`. Watermarks
 // and event times are milliseconds since the Unix epoch; watermark is -1
-// until something moved it.
+// until something moved it, max_event_time before the first record.
 type namespaceOutput struct {
 	Spec         specOutput     `json:"spec"`
 	Watermark    int64          `json:"watermark"`
@@ -274,7 +274,7 @@ func watermarkMs(t time.Time, ok bool) int64 {
 func namespaceOutputOf(st stated.WindowStatus) namespaceOutput {
 	o := namespaceOutput{
 		Spec: specOutputOf(st.Spec), Watermark: watermarkMs(st.Watermark, st.HasWatermark),
-		MaxEventTime: st.MaxEventTime.UnixMilli(), LagMs: st.Lag.Milliseconds(), OpenWindows: st.OpenWindows,
+		MaxEventTime: watermarkMs(st.MaxEventTime, !st.MaxEventTime.IsZero()), LagMs: st.Lag.Milliseconds(), OpenWindows: st.OpenWindows,
 		Pending: st.Pending, LateDropped: st.LateDropped, LateReturned: st.LateReturned, Adds: st.Adds,
 		Sources: []sourceOutput{},
 	}

@@ -5802,7 +5802,8 @@ func (x *WindowStatusRequest) GetRead() *ReadOptions {
 type WindowSourceStatus struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Source string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
-	// watermark is -1 until the source's records or hints move it.
+	// watermark is -1 until the source's records or hints move it;
+	// max_event_time is -1 until its first record.
 	Watermark    int64 `protobuf:"varint,2,opt,name=watermark,proto3" json:"watermark,omitempty"`
 	MaxEventTime int64 `protobuf:"varint,3,opt,name=max_event_time,json=maxEventTime,proto3" json:"max_event_time,omitempty"`
 	// last_active_unix_millis is when the source last added or hinted, by
@@ -5875,7 +5876,7 @@ type WindowNamespaceStatus struct {
 	// spec has its defaults filled in.
 	Spec *WindowSpec `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
 	// watermark is -1 until anything moves it; max_event_time is the
-	// greatest event time added.
+	// greatest event time added, -1 before the first record.
 	Watermark    int64 `protobuf:"varint,2,opt,name=watermark,proto3" json:"watermark,omitempty"`
 	MaxEventTime int64 `protobuf:"varint,3,opt,name=max_event_time,json=maxEventTime,proto3" json:"max_event_time,omitempty"`
 	OpenWindows  int64 `protobuf:"varint,4,opt,name=open_windows,json=openWindows,proto3" json:"open_windows,omitempty"`

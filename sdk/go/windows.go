@@ -617,7 +617,8 @@ type WindowStatus struct {
 	// moved it (then Watermark is zero).
 	Watermark    time.Time
 	HasWatermark bool
-	// MaxEventTime is the greatest event time added.
+	// MaxEventTime is the greatest event time added; zero before the
+	// first record.
 	MaxEventTime time.Time
 	// Lag is how far the watermark trails MaxEventTime: what holds windows
 	// open (out-of-orderness, a lagging source). Zero without a watermark.
@@ -639,13 +640,16 @@ type SourceStatus struct {
 	// a record or a hint moved it.
 	Watermark    time.Time
 	HasWatermark bool
+	// MaxEventTime is the greatest event time it sent; zero before its
+	// first record.
 	MaxEventTime time.Time
 	// LastActive is when it last sent a record or a hint, by the daemon
 	// leader's clock.
 	LastActive time.Time
 }
 
-// watermarkOf converts a wire watermark, -1 before anything moved it.
+// watermarkOf converts a wire watermark or greatest event time, -1
+// before anything moved it.
 func watermarkOf(ms int64) (time.Time, bool) {
 	if ms < 0 {
 		return time.Time{}, false
@@ -653,9 +657,15 @@ func watermarkOf(ms int64) (time.Time, bool) {
 	return time.UnixMilli(ms), true
 }
 
+// eventTimeOf converts a wire greatest event time: zero when -1.
+func eventTimeOf(ms int64) time.Time {
+	t, _ := watermarkOf(ms)
+	return t
+}
+
 func windowStatusOf(n *statedv1.WindowNamespaceStatus) WindowStatus {
 	s := WindowStatus{
-		Spec: windowSpecOf(n.GetSpec()), MaxEventTime: time.UnixMilli(n.GetMaxEventTime()),
+		Spec: windowSpecOf(n.GetSpec()), MaxEventTime: eventTimeOf(n.GetMaxEventTime()),
 		OpenWindows: n.GetOpenWindows(), Pending: n.GetPending(),
 		LateDropped: n.GetLateDropped(), LateReturned: n.GetLateReturned(), Adds: n.GetAdds(),
 	}
@@ -665,7 +675,7 @@ func windowStatusOf(n *statedv1.WindowNamespaceStatus) WindowStatus {
 	}
 	for _, src := range n.GetSources() {
 		ss := SourceStatus{
-			Source: src.GetSource(), MaxEventTime: time.UnixMilli(src.GetMaxEventTime()),
+			Source: src.GetSource(), MaxEventTime: eventTimeOf(src.GetMaxEventTime()),
 			LastActive: time.UnixMilli(src.GetLastActiveUnixMillis()),
 		}
 		ss.Watermark, ss.HasWatermark = watermarkOf(src.GetWatermark())
