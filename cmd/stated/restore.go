@@ -423,7 +423,7 @@ func printReport(w io.Writer, r *recovery.Report) {
 func printWindowsRecovery(w io.Writer, ws []uploader.WindowStats) {
 	switch {
 	case ws == nil:
-		fmt.Fprintln(w, "window namespaces: not recorded (a checkpoint of a stated without window state)")
+		fmt.Fprintln(w, "window namespaces: unknown (the checkpoint's manifest predates window state, or the daemon that answered does not report them)")
 		return
 	case len(ws) == 0:
 		fmt.Fprintln(w, "window namespaces: none")
