@@ -423,3 +423,30 @@ func TestWindowsListOpenPagesInKeyAndStartOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestWindowsASumThatWouldOverflowRefusesTheCommitNamingTheAdd(t *testing.T) {
+	t.Parallel()
+	d := daemontest.Start(t)
+	s, w := windowClients(t, d)
+	ctx := testContext(t)
+	sp := tumblingCount("revenue")
+	sp.Aggregate = statedv1.WindowAggregate_WINDOW_AGGREGATE_SUM_INT
+	define(t, w, sp)
+	mustCommit(t, s, &statedv1.CommitRequest{WindowAdds: []*statedv1.WindowAdd{{Namespace: "revenue", Key: []byte("shop"), EventTimeMs: 1, IntValue: math.MaxInt64 - 1}}})
+	before := windowStatus(t, w)
+	_, err := s.Commit(ctx, &statedv1.CommitRequest{
+		Mutations: []*statedv1.Mutation{put("out", "k", "v")},
+		WindowAdds: []*statedv1.WindowAdd{
+			{Namespace: "revenue", Key: []byte("other"), EventTimeMs: 2, IntValue: 5},
+			{Namespace: "revenue", Key: []byte("shop"), EventTimeMs: 2, IntValue: 2},
+		}})
+	wantStatus(t, err, codes.InvalidArgument, "window_adds[1]")
+	wantStatus(t, err, codes.InvalidArgument, "would overflow int64")
+	if after := windowStatus(t, w); !proto.Equal(before, after) || get(t, s, "out", "k").GetFound() {
+		t.Fatalf("the refused commit applied: before %v after %v", before, after)
+	}
+	got, err := w.Get(ctx, &statedv1.GetWindowsRequest{Namespace: "revenue", Key: []byte("shop")})
+	if err != nil || len(got.GetWindows()) != 1 || got.GetWindows()[0].GetIntValue() != math.MaxInt64-1 {
+		t.Fatalf("shop's window = %v, %v; want the sum unchanged", got, err)
+	}
+}
