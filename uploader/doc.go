@@ -14,8 +14,10 @@
 // With OpenBucket's prefix= parameter all of it sits under that prefix.
 // A manifest (FormatVersion 1, JSON) holds the epoch, Raft index and
 // term, cluster id, creation time, the consumer offsets of exactly that
-// state, key and byte counts, and every file with its path, size and
-// SHA-256.
+// state, key and byte counts, each window namespace's watermark, pending
+// emissions and open windows (Stats.Windows; absent in manifests written
+// before window state, which still read), and every file with its path,
+// size and SHA-256.
 //
 // # Content addressing
 //
