@@ -63,3 +63,19 @@ func (e *FenceError) Error() string {
 
 // Is matches ErrFenced, and ErrRejected: nothing of the commit applied.
 func (e *FenceError) Is(target error) bool { return target == ErrFenced || target == ErrRejected }
+
+// OutboxFullError refuses a commit that adds to or hints a namespace whose
+// outbox holds MaxPendingEmissions unacknowledged emissions or more.
+type OutboxFullError struct {
+	Namespace string
+	Pending   int64
+}
+
+func (e *OutboxFullError) Error() string {
+	return fmt.Sprintf("fsm: namespace %q has %d unacknowledged emissions; acknowledge them first", e.Namespace, e.Pending)
+}
+
+// Is matches ErrOutboxFull and ErrRejected: nothing of the commit applied.
+func (e *OutboxFullError) Is(target error) bool {
+	return target == ErrOutboxFull || target == ErrRejected
+}

@@ -3,6 +3,7 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -337,7 +338,7 @@ func (run *wRun) diffState() string {
 			return fmt.Sprintf("namespace %q is not in the model", st.Spec.Namespace)
 		}
 		var srcs []SourceStatus
-		for _, name := range slices.Sorted(mapsKeys(n.sources)) {
+		for _, name := range slices.Sorted(maps.Keys(n.sources)) {
 			s := n.sources[name]
 			srcs = append(srcs, SourceStatus{Source: name, Watermark: s.Watermark, MaxEventTime: s.MaxEventTime, LastActive: s.LastActive})
 		}

@@ -1,0 +1,236 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// finish ends the entry for the namespaces named, in order: it writes
+// their sources, recomputes their watermarks, closes the windows and fires
+// the timers that became due, drops expired segments, and writes their
+// bookkeeping and the entry's emissions.
+func (w *windowApply) finish(names []string) error {
+	for _, name := range names {
+		n := w.nss[name]
+		for _, src := range slices.Sorted(maps.Keys(n.dirty)) {
+			s := n.sources[src]
+			if err := w.a.b.Set(windowSourceKey(name, src), s.encode(), nil); err != nil {
+				return err
+			}
+		}
+		wm, err := namespaceWatermark(w.a.r, n, w.a.now)
+		if err != nil {
+			return err
+		}
+		n.meta.Watermark = wm
+		if err := w.closeDue(n); err != nil {
+			return err
+		}
+		if err := w.fireTimers(n); err != nil {
+			return err
+		}
+		if err := w.dropSegments(n); err != nil {
+			return err
+		}
+		if err := w.a.b.Set(windowMetaKey(name), n.meta.encode(), nil); err != nil {
+			return err
+		}
+	}
+	for i := range w.emitted {
+		e := &w.emitted[i]
+		if err := w.a.b.Set(outboxKey(e.Namespace, e.ID), encodeEmission(e), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// namespaceWatermark is n's watermark at now: the least watermark of its
+// sources that are not idle, or, when every source is idle, the greatest;
+// never below the watermark it had.
+func namespaceWatermark(r pebble.Reader, n *winNS, now int64) (int64, error) {
+	p := windowNSKey(prefixWindowSource, n.name)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return 0, err
+	}
+	var srcs []sourceState
+	for ok := it.First(); ok; ok = it.Next() {
+		s, err := decodeSourceState(it.Value())
+		if err != nil {
+			it.Close()
+			return 0, err
+		}
+		srcs = append(srcs, s)
+	}
+	if err := it.Close(); err != nil {
+		return 0, err
+	}
+	return watermarkOf(n.meta.Watermark, srcs, now, n.spec.IdleTimeoutMs*1_000_000), nil
+}
+
+func watermarkOf(prev int64, srcs []sourceState, now, idle int64) int64 {
+	if len(srcs) == 0 {
+		return prev
+	}
+	active, lo, hi := false, int64(0), int64(MinWatermark)
+	for _, s := range srcs {
+		hi = max(hi, s.Watermark)
+		if now-s.LastActive >= idle {
+			continue
+		}
+		if !active || s.Watermark < lo {
+			lo = s.Watermark
+		}
+		active = true
+	}
+	if !active {
+		lo = hi
+	}
+	return max(prev, lo)
+}
+
+// dueWindow is a close index record at or below the watermark.
+type dueWindow struct {
+	closeMs int64
+	key     []byte
+	start   int64
+	seg     uint64
+}
+
+// closeDue closes every window of n whose close time is at or below its
+// watermark, in (close time, key, start) order, and removes their index
+// records with one range deletion.
+func (w *windowApply) closeDue(n *winNS) error {
+	lower := windowNSKey(prefixWindowIndex, n.name)
+	upper := appendTime(slices.Clone(lower), n.meta.Watermark+1)
+	it, err := w.a.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	var due []dueWindow
+	for ok := it.First(); ok; ok = it.Next() {
+		c, key, start, err := decodeWindowIndexKey(it.Key()[len(lower):])
+		if err != nil || len(it.Value()) != 8 {
+			it.Close()
+			return errors.Join(err, fmt.Errorf("%w: window index record", ErrCorrupt))
+		}
+		v := it.Value()
+		seg := uint64(v[0])<<56 | uint64(v[1])<<48 | uint64(v[2])<<40 | uint64(v[3])<<32 | uint64(v[4])<<24 | uint64(v[5])<<16 | uint64(v[6])<<8 | uint64(v[7])
+		due = append(due, dueWindow{closeMs: c, key: key, start: start, seg: seg})
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	if len(due) == 0 {
+		return nil
+	}
+	for _, d := range due {
+		st, end, err := windowResult(w.a.r, n.name, &n.spec, n.meta.LowestSegment, d.key, d.start, d.seg)
+		if err != nil {
+			return err
+		}
+		w.emit(n, command.EmissionFinal, d.key, d.start, end, &st)
+		n.meta.OpenWindows--
+	}
+	return w.a.b.DeleteRange(lower, upper, nil)
+}
+
+// windowResult reads the aggregate of the window of key starting at
+// start, stored in segment seg (tumbling, session), and its end.
+func windowResult(r pebble.Reader, ns string, spec *command.WindowSpec, lowest uint64, key []byte, start int64, seg uint64) (aggState, int64, error) {
+	if spec.Shape == command.ShapeHopping {
+		st, _, err := combineSlices(r, ns, spec, lowest, key, start, start+spec.SizeMs)
+		return st, start + spec.SizeMs, err
+	}
+	v, ok, err := getRecord(r, appendWindowDataKey(nil, ns, seg, key, start))
+	if err != nil {
+		return aggState{}, 0, err
+	}
+	if !ok {
+		return aggState{}, 0, fmt.Errorf("%w: window [%d, ...) of key %q in %q is indexed but has no data", ErrCorrupt, start, key, ns)
+	}
+	st, err := decodeAggState(v)
+	if err != nil {
+		return aggState{}, 0, err
+	}
+	if spec.Shape == command.ShapeSession {
+		return st, st.SessionLast + 1, nil
+	}
+	return st, start + spec.SizeMs, nil
+}
+
+// fireTimers fires n's timers at or below its watermark, in (time, key)
+// order, and removes them with one range deletion.
+func (w *windowApply) fireTimers(n *winNS) error {
+	lower := windowNSKey(prefixWindowTimer, n.name)
+	upper := appendTime(slices.Clone(lower), n.meta.Watermark+1)
+	it, err := w.a.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	fired := false
+	for ok := it.First(); ok; ok = it.Next() {
+		t, rest, err := readTime(it.Key()[len(lower):])
+		if err != nil {
+			it.Close()
+			return err
+		}
+		key, _, err := readComponent(rest)
+		if err != nil {
+			it.Close()
+			return err
+		}
+		w.emit(n, command.EmissionTimer, key, t, t, nil)
+		fired = true
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	if !fired {
+		return nil
+	}
+	return w.a.b.DeleteRange(lower, upper, nil)
+}
+
+// dropSegments deletes, with one range deletion, the data segments whose
+// every window closed at least a retention ago: segment s when
+// (s+1)*W + retention <= watermark.
+func (w *windowApply) dropSegments(n *winNS) error {
+	past := n.meta.Watermark - n.spec.RetentionMs
+	if past < 0 {
+		return nil
+	}
+	cut := uint64(past / segmentWidth(&n.spec))
+	if cut <= n.meta.LowestSegment {
+		return nil
+	}
+	lo := binary8(windowNSKey(prefixWindowData, n.name), n.meta.LowestSegment)
+	hi := binary8(windowNSKey(prefixWindowData, n.name), cut)
+	n.meta.LowestSegment = cut
+	return w.a.b.DeleteRange(lo, hi, nil)
+}
+
+func binary8(dst []byte, v uint64) []byte { return append(dst, segmentValue(v)...) }
+
+// tickWindows recomputes every namespace's watermark at the entry's time
+// and closes what became due.
+func (a *applier) tickWindows() error {
+	w := a.windows()
+	names, err := windowNames(a.r)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if _, err := w.ns("namespace", name); err != nil {
+			return err
+		}
+	}
+	return w.finish(names)
+}
