@@ -223,4 +223,9 @@ func TestValidateWindowSpecNamesTheField(t *testing.T) {
 	if f, was, now := DiffWindowSpecs(ok, other); f != "grace_ms" || was != "0" || now != "5" {
 		t.Errorf("diff = %s %s %s, want grace_ms 0 5", f, was, now)
 	}
+	other = ok
+	other.Aggregate = AggSumFloat
+	if f, was, now := DiffWindowSpecs(ok, other); f != "aggregate" || was != "count" || now != "sum-float" {
+		t.Errorf("diff = %s %s %s, want aggregate count sum-float: enums print by name", f, was, now)
+	}
 }

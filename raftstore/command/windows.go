@@ -479,3 +479,45 @@ func windowSizeHint(m *Commit) int {
 	}
 	return n
 }
+
+func (s Shape) String() string {
+	switch s {
+	case ShapeTumbling:
+		return "tumbling"
+	case ShapeHopping:
+		return "hopping"
+	case ShapeSession:
+		return "session"
+	}
+	return fmt.Sprintf("shape(%d)", uint8(s))
+}
+
+var aggNames = [...]string{AggCount: "count", AggSumInt: "sum-int", AggSumFloat: "sum-float", AggMinInt: "min-int",
+	AggMaxInt: "max-int", AggMinFloat: "min-float", AggMaxFloat: "max-float", AggLast: "last", AggList: "list", AggOpaque: "opaque"}
+
+func (a Aggregate) String() string {
+	if a >= AggCount && a <= aggMax {
+		return aggNames[a]
+	}
+	return fmt.Sprintf("aggregate(%d)", uint8(a))
+}
+
+func (e EmitMode) String() string {
+	switch e {
+	case EmitFinal:
+		return "final"
+	case EmitUpdates:
+		return "updates"
+	}
+	return fmt.Sprintf("emit(%d)", uint8(e))
+}
+
+func (l LatePolicy) String() string {
+	switch l {
+	case LateDrop:
+		return "drop"
+	case LateReturn:
+		return "return"
+	}
+	return fmt.Sprintf("late(%d)", uint8(l))
+}
