@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -130,11 +131,15 @@ func TestSessionizerDemoSessionizesEveryClickTheSameWayForTheSameSeed(t *testing
 
 // TestSessionizerKilledMidStreamRecordsEverySessionOnce runs
 // examples/sessionizer against a Kafka of the test's (--brokers) and a
-// `stated run` process, and SIGKILLs it while it sessionizes, twice; a
-// third one runs until the topic is drained and the test has moved every
-// partition's watermark past the end. The sessions it recorded in stated
-// (in the transactions that acknowledged them) are the reference
-// sessionizer's, each once, whatever the kills cut off.
+// `stated run` process, and SIGKILLs it while it sessionizes, twice, each
+// time between a commit that closed sessions and the commit that
+// acknowledges them (the test freezes it with SIGSTOP at random moments
+// until the outbox holds unacknowledged sessions, then kills it); a third
+// one runs until the topic is drained and the test has moved every
+// partition's watermark past the end. The sessions recorded in stated (in
+// the transactions that acknowledged them) are the reference
+// sessionizer's, each once: those the kills left unacknowledged were
+// delivered again, none twice.
 func TestSessionizerKilledMidStreamRecordsEverySessionOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -143,20 +148,32 @@ func TestSessionizerKilledMidStreamRecordsEverySessionOnce(t *testing.T) {
 	n := newNode(t)
 	n.start(ctx)
 	k := newKafka(t, "clicks", 4)
-	clicks := genClicks(r, 20_000, 40, 30*time.Minute, 10*time.Second)
+	clicks := genClicks(r, 40_000, 40, 30*time.Minute, 10*time.Second)
 	want := sessionize(clicks, 30*time.Minute)
 	k.produceClicks(ctx, t, clicks)
 	c := sdkDial(ctx, t, "unix://"+n.socket)
 	args := []string{"-v", "--brokers", strings.Join(k.brokers, ","), "--stated", "unix://" + n.socket,
 		"--group", "g", "--topic", k.topic, "--namespace", "sessions", "--session-timeout", "1s",
-		"--max-poll-records", "200"}
+		"--max-poll-records", "100"}
 
 	start := func(name string) *counterProc { return startProc(t, name, bin, args...) }
+	// Round 0 is killed with closed sessions unacknowledged; round 1
+	// delivers them before anything else, and is killed anywhere.
+	var left []stated.Emission
 	for round := range 2 {
 		p := start(fmt.Sprint("sessionizer ", round))
+		if round == 1 {
+			waitAcknowledged(ctx, t, p, c, "sessions", left[len(left)-1].ID)
+			t.Logf("round 1 delivered the %d sessions round 0 left unacknowledged (ids %d to %d)", len(left), left[0].ID, left[len(left)-1].ID)
+		}
 		done, _ := k.committedRecords(ctx, c, "g")
-		k.waitCommitted(ctx, t, r, c, "g", done+3000+int64(r.IntN(4000)), p.exited())
-		p.signal(syscall.SIGKILL)
+		// The kills land in the first half of the stream.
+		k.waitCommitted(ctx, t, r, c, "g", min(done+2000+int64(r.IntN(4000)), int64(len(clicks))/2), p.exited())
+		if round == 0 {
+			left = killWithPending(ctx, t, r, p, c, "sessions")
+		} else {
+			p.signal(syscall.SIGKILL)
+		}
 		committed, err := k.committedRecords(ctx, c, "g")
 		if err != nil {
 			t.Fatal(err)
@@ -234,4 +251,52 @@ func TestSessionizerKilledMidStreamRecordsEverySessionOnce(t *testing.T) {
 		t.Fatalf("counters: %d sessions of %d clicks; want %d of %d: a session was recorded twice or not at all", sessions, recorded, len(want), len(clicks))
 	}
 	t.Logf("%d sessions of %d clicks, each recorded once", sessions, recorded)
+}
+
+// killWithPending freezes p (SIGSTOP) at random moments until the window
+// namespace ns holds emissions p has not acknowledged, and then kills it
+// (SIGKILL); it returns them.
+func killWithPending(ctx context.Context, t *testing.T, r *rand.Rand, p *counterProc, c *stated.Client, ns string) []stated.Emission {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; {
+		if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatalf("%s: SIGSTOP: %v", p.name, err)
+		}
+		ems, err := c.Emissions(ctx, ns, 0, 10000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ems) > 0 {
+			p.signal(syscall.SIGKILL)
+			return ems
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never stopped between a commit that closed sessions and their acknowledgement in a minute", p.name)
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatalf("%s: SIGCONT: %v", p.name, err)
+		}
+		time.Sleep(time.Duration(r.IntN(3000)) * time.Microsecond)
+	}
+}
+
+// waitAcknowledged waits until no emission of ns up to id is pending.
+func waitAcknowledged(ctx context.Context, t *testing.T, p *counterProc, c *stated.Client, ns string, id uint64) {
+	t.Helper()
+	for {
+		ems, err := c.Emissions(ctx, ns, 0, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ems) == 0 || ems[0].ID > id {
+			return
+		}
+		select {
+		case err := <-p.exited():
+			t.Fatal(err)
+		case <-ctx.Done():
+			t.Fatalf("emission %d of %s still pending: %v", ems[0].ID, ns, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
