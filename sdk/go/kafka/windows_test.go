@@ -470,3 +470,59 @@ func TestEmissionsAnotherProcessorAcknowledgedAreSkipped(t *testing.T) {
 		t.Errorf("the processor delivered %d and the other %d emissions, want %d in all", s.Emissions, stolen.Load(), len(e.want))
 	}
 }
+
+// TestAPartitionWithoutRecordsYetHoldsTheWatermark: a processor with a
+// window callback makes every assigned partition a watermark source when
+// Kafka assigns it, so a partition whose records arrive after another
+// partition's newer ones holds the namespace's watermark back instead of
+// finding its windows closed (its records late and dropped).
+func TestAPartitionWithoutRecordsYetHoldsTheWatermark(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newWindowEnv(t, 0)
+	check := e.dial(ctx)
+	defer check.Close()
+	toPartition := func(part int32, from time.Time, n int) {
+		t.Helper()
+		cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.DefaultProduceTopic(e.topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		for i := range n {
+			r := &kgo.Record{Key: []byte("k"), Partition: part, Timestamp: from.Add(time.Duration(i) * time.Second)}
+			if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			e.ends[part] = max(e.ends[part], r.Offset+1)
+		}
+	}
+	toPartition(0, windowBase, 30) // 30 s of clicks on partition 0
+
+	c := e.dial(ctx)
+	defer c.Close()
+	p, err := New(e.config(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int64
+	p.OnWindowClosed(e.ns, recordingCallback(&calls))
+	stop := run(t, p)
+	waitFor(t, "partition 0 committed", e.drained(ctx, check))
+
+	toPartition(1, windowBase, 5) // partition 1's first clicks: the first window's
+	waitFor(t, "partition 1 committed", e.drained(ctx, check))
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	sts, err := check.WindowStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sts) != 1 || sts[0].LateDropped != 0 || sts[0].Adds != 35 {
+		t.Fatalf("status %+v: want 35 adds, none late", sts)
+	}
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("the callback ran %d times: a window closed while partition 1 had sent nothing", n)
+	}
+}
