@@ -362,6 +362,11 @@ func TestAFullOutboxHoldsBatchesUntilItsEmissionsAreDelivered(t *testing.T) {
 	p.OnWindowClosed(e.ns, recordingCallback(&calls))
 	stop := run(t, p)
 	waitFor(t, "the topic drained", e.drained(ctx, check))
+	// The processor delivers what its last commit closed right after it.
+	waitFor(t, "the processor's emissions delivered", func() (bool, error) {
+		n, err := pending(ctx, check, e.ns)
+		return n == 0, err
+	})
 	e.closeAll(ctx, check) // closes more windows than the outbox may hold
 	if n, err := pending(ctx, check, e.ns); err != nil || n < 3 {
 		t.Fatalf("%d emissions pending (%v), want at least 3", n, err)
