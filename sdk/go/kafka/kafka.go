@@ -312,12 +312,12 @@ func (p *Processor) Run(ctx context.Context) error {
 			return nil
 		case errors.Is(err, errHandler), errors.Is(err, errOutboxFull):
 			what := "handler failed"
+			p.windows.stale = p.windows.active() // after any error
 			if errors.Is(err, errOutboxFull) {
 				what = "a window outbox is full; waiting for its emissions to be acknowledged"
 				if p.windows.active() {
 					// Delivering the pending emissions acknowledges them.
 					what = "a window outbox is full; delivering its emissions first"
-					p.windows.stale = true
 				}
 			}
 			p.logger.Warn("kafka: "+what+"; the batch will be processed again", "group", p.cfg.Group, "records", batch.records, "backoff", backoff, "error", err)
