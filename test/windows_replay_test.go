@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -429,9 +430,16 @@ func TestWindowReplayFromACheckpointEmitsEverySessionOnce(t *testing.T) {
 		t.Fatalf("stated recovery: %v\n%s", err, out)
 	}
 	t.Logf("stated recovery:\n%s", out)
+	windowsLine := regexp.MustCompile(`(?m)^window namespaces: 1;.*\n\s+NAMESPACE.*\n\s+sessions\s+\S+\s+\d+\s+\d+\s*$`)
+	if !windowsLine.Match(out) {
+		t.Fatalf("the recovery report does not list the window namespace sessions:\n%s", out)
+	}
 	out, err = exec.CommandContext(ctx, statedBinary(t), "restore", "--from", bucket, "--data-dir", nodes[0].dataDir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("stated restore: %v\n%s", err, out)
+	}
+	if !windowsLine.Match(out) {
+		t.Fatalf("the restore does not list the window namespace sessions:\n%s", out)
 	}
 	for _, n := range nodes {
 		n.start(ctx)

@@ -146,6 +146,9 @@ and leaves the data dir as it was.`,
 			m.Epoch, m.CreatedAt.UTC().Format(time.RFC3339), time.Since(m.CreatedAt).Round(time.Second), dataDir,
 			m.Stats.Keys, len(m.Files), res.Download.FilesDownloaded, humanBytes(uint64(res.Download.BytesDownloaded)),
 			res.Download.Files-res.Download.FilesDownloaded)
+		if len(m.Stats.Windows) > 0 {
+			printWindowsRecovery(c.stdout, m.Stats.Windows)
+		}
 		if len(res.KafkaGroups) > 0 {
 			fmt.Fprintf(c.stdout, "reset Kafka's committed offsets of %s to the checkpoint's\n", strings.Join(res.KafkaGroups, ", "))
 		}
