@@ -249,9 +249,8 @@ func (f *FSM) Windows(ns string, key []byte, fromMs, toMs int64) ([]Window, erro
 	return out, err
 }
 
-// hoppingWindows combines key's slices into the windows that start in
-// [from, to) and hold at least one record. A window is retained while its
-// first slice's segment is.
+// hoppingWindows combines key's slices into the open windows that start
+// in [from, to) and hold at least one record.
 func hoppingWindows(r pebble.Reader, spec *command.WindowSpec, m windowMeta, ns string, key []byte, from, to int64) ([]Window, error) {
 	size, adv, w := spec.SizeMs, spec.AdvanceMs, segmentWidth(spec)
 	from = (from + adv - 1) / adv * adv // the first window start at or after from
@@ -288,7 +287,10 @@ func hoppingWindows(r pebble.Reader, spec *command.WindowSpec, m windowMeta, ns 
 	}
 	var out []Window
 	for _, ws := range starts {
-		if uint64(ws/w) < m.LowestSegment {
+		// A closed hopping window's slices go on changing for the windows
+		// still open that share them: its final result is its emission
+		// alone, and a query shows only open hopping windows.
+		if uint64(ws/w) < m.LowestSegment || ws+size+spec.GraceMs <= m.Watermark {
 			continue
 		}
 		var agg aggState

@@ -300,7 +300,7 @@ func (w *windowApply) add(i int, ad *command.WindowAdd) error {
 }
 
 func overflowReject(i int, key []byte, start, end int64) error {
-	return reject(fmt.Sprintf("window_adds[%d].int", i), "the sum of window [%d, %d) of key %q would overflow int64", start, end, key)
+	return reject(fmt.Sprintf("window_adds[%d].int_value", i), "the sum of window [%d, %d) of key %q would overflow int64", start, end, key)
 }
 
 func (w *windowApply) getAgg(k []byte) (aggState, bool, error) {

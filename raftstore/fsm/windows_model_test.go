@@ -267,7 +267,7 @@ func (m *wModel) add(i int, n *wmNS, a command.WindowAdd, now int64, out *wmOutc
 		n.recs = append(n.recs, rec)
 		n.open[wmWin{key, start}] = true
 		if n.windowResult(n.recs, key, start, start+sp.SizeMs).overflow {
-			return 0, wmReject(fmt.Sprintf("window_adds[%d].int", i))
+			return 0, wmReject(fmt.Sprintf("window_adds[%d].int_value", i))
 		}
 		if sp.Emit == command.EmitUpdates {
 			n.emit(out, command.EmissionUpdate, key, start, start+sp.SizeMs, n.windowResult(n.recs, key, start, start+sp.SizeMs))
@@ -306,7 +306,7 @@ func (m *wModel) add(i int, n *wmNS, a command.WindowAdd, now int64, out *wmOutc
 		n.sessions = append(keep, ses)
 		r := n.windowResult(ses.recs, key, 0, command.MaxEventTime+1)
 		if r.overflow {
-			return 0, wmReject(fmt.Sprintf("window_adds[%d].int", i))
+			return 0, wmReject(fmt.Sprintf("window_adds[%d].int_value", i))
 		}
 		if sp.Emit == command.EmitUpdates {
 			n.emit(out, command.EmissionUpdate, key, ses.start(), ses.last()+1, r)
@@ -499,7 +499,10 @@ func (n *wmNS) windows(key string, from, to int64) []wmWindow {
 			}
 		}
 		for _, s := range slices.Sorted(maps.Keys(starts)) {
-			if s >= from && s < to && (s+sp.SizeMs+sp.GraceMs > n.wm || n.retained(s)) {
+			// Closed hopping windows are not shown: their slices go on
+			// changing for the later windows that share them.
+			open := s+sp.SizeMs+sp.GraceMs > n.wm
+			if s >= from && s < to && (open || (sp.Shape == command.ShapeTumbling && n.retained(s))) {
 				mk(s, s+sp.SizeMs, s+sp.SizeMs+sp.GraceMs, n.windowResult(n.recs, key, s, s+sp.SizeMs))
 			}
 		}

@@ -223,7 +223,7 @@ func TestWindowCommitRefusalsApplyNothing(t *testing.T) {
 		{"ack to an undefined namespace", "acks[0].namespace", command.Commit{Acks: []command.EmissionAck{{Namespace: "x", ID: 1}}}},
 		{"timer to an undefined namespace", "timers[0].namespace", command.Commit{Timers: []command.TimerOp{{Namespace: "x", TimeMs: 5}}}},
 		{"timer out of range", "timers[0].time_ms", command.Commit{Timers: []command.TimerOp{{Namespace: "sums", TimeMs: -5}}}},
-		{"sum overflow", "window_adds[1].int", command.Commit{WindowAdds: []command.WindowAdd{ok, addIntRec("sums", "k", 2600, math.MaxInt64)}}},
+		{"sum overflow", "window_adds[1].int_value", command.Commit{WindowAdds: []command.WindowAdd{ok, addIntRec("sums", "k", 2600, math.MaxInt64)}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			// The keyed mutation and offset of the same commit do not apply either.
