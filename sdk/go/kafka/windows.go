@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -200,7 +201,7 @@ func (p *Processor) deliverCommitted(ctx context.Context, ems []stated.Emission)
 		if len(got) == 0 {
 			continue
 		}
-		slices.SortFunc(got, func(a, b stated.Emission) int { return cmpID(a.ID, b.ID) })
+		slices.SortFunc(got, func(a, b stated.Emission) int { return cmp.Compare(a.ID, b.ID) })
 		if w.stale || got[0].ID != w.delivered[ns]+1 {
 			// deliverPending reads every namespace: it catches up here too.
 			return p.deliverPending(ctx)
@@ -214,16 +215,6 @@ func (p *Processor) deliverCommitted(ctx context.Context, ems []stated.Emission)
 		}
 	}
 	return nil
-}
-
-func cmpID(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // deliver runs ns's callback over ems in a new Txn, acknowledges them in

@@ -168,6 +168,27 @@ func run(t *testing.T, p *Processor) (stop func() error) {
 	return stop
 }
 
+// start creates a processor of cfg with fn as the callback of the
+// test's namespace and runs it; stop ends it and returns Run's result.
+func (e *windowEnv) start(t *testing.T, cfg Config, fn WindowClosedFunc) (p *Processor, stop func() error) {
+	t.Helper()
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.OnWindowClosed(e.ns, fn)
+	return p, run(t, p)
+}
+
+// noPending reports whether the test's namespace has no emission left
+// to acknowledge.
+func (e *windowEnv) noPending(ctx context.Context, c *stated.Client) func() (bool, error) {
+	return func() (bool, error) {
+		n, err := pending(ctx, c, e.ns)
+		return n == 0, err
+	}
+}
+
 // waitFor polls cond until it holds, for at most a minute.
 func waitFor(t *testing.T, what string, cond func() (bool, error)) {
 	t.Helper()
@@ -255,17 +276,12 @@ func TestWindowEmissionsAreDeliveredAgainAfterACrashAndNeverTwiceOnceAcked(t *te
 	c1 := e.dial(ctx)
 	cfg1 := e.config(c1)
 	cfg1.MaxPollRecords = 40
-	p1, err := New(cfg1)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var died atomic.Bool
-	p1.OnWindowClosed(e.ns, func(context.Context, *stated.Txn, []stated.Emission) error {
+	_, stop1 := e.start(t, cfg1, func(context.Context, *stated.Txn, []stated.Emission) error {
 		died.Store(true)
 		c1.Close()
 		return errors.New("the application died")
 	})
-	stop1 := run(t, p1)
 	waitFor(t, "the first processor's commits to close windows", func() (bool, error) {
 		n, err := pending(ctx, check, e.ns)
 		return n > 0 && died.Load(), err
@@ -285,18 +301,10 @@ func TestWindowEmissionsAreDeliveredAgainAfterACrashAndNeverTwiceOnceAcked(t *te
 	c2 := e.dial(ctx)
 	defer c2.Close()
 	var calls2 atomic.Int64
-	p2, err := New(e.config(c2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p2.OnWindowClosed(e.ns, recordingCallback(&calls2))
-	stop2 := run(t, p2)
+	p2, stop2 := e.start(t, e.config(c2), recordingCallback(&calls2))
 	waitFor(t, "the topic drained", e.drained(ctx, check))
 	e.closeAll(ctx, check)
-	waitFor(t, "every window delivered", func() (bool, error) {
-		n, err := pending(ctx, check, e.ns)
-		return n == 0, err
-	})
+	waitFor(t, "every window delivered", e.noPending(ctx, check))
 	if err := stop2(); err != nil {
 		t.Fatal(err)
 	}
@@ -319,12 +327,7 @@ func TestWindowEmissionsAreDeliveredAgainAfterACrashAndNeverTwiceOnceAcked(t *te
 	c3 := e.dial(ctx)
 	defer c3.Close()
 	var calls3 atomic.Int64
-	p3, err := New(e.config(c3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p3.OnWindowClosed(e.ns, recordingCallback(&calls3))
-	stop3 := run(t, p3)
+	_, stop3 := e.start(t, e.config(c3), recordingCallback(&calls3))
 	waitFor(t, "the new clicks committed", e.drained(ctx, check))
 	if err := stop3(); err != nil {
 		t.Fatal(err)
@@ -354,29 +357,18 @@ func TestAFullOutboxHoldsBatchesUntilItsEmissionsAreDelivered(t *testing.T) {
 	defer c.Close()
 	cfg := e.config(c)
 	cfg.OutboxInterval = -1
-	p, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var calls atomic.Int64
-	p.OnWindowClosed(e.ns, recordingCallback(&calls))
-	stop := run(t, p)
+	_, stop := e.start(t, cfg, recordingCallback(&calls))
 	waitFor(t, "the topic drained", e.drained(ctx, check))
 	// The processor delivers what its last commit closed right after it.
-	waitFor(t, "the processor's emissions delivered", func() (bool, error) {
-		n, err := pending(ctx, check, e.ns)
-		return n == 0, err
-	})
+	waitFor(t, "the processor's emissions delivered", e.noPending(ctx, check))
 	e.closeAll(ctx, check) // closes more windows than the outbox may hold
 	if n, err := pending(ctx, check, e.ns); err != nil || n < 3 {
 		t.Fatalf("%d emissions pending (%v), want at least 3", n, err)
 	}
 	e.produceLate(ctx, 10) // their batch is refused while the outbox is full
 	waitFor(t, "the late clicks committed", e.drained(ctx, check))
-	waitFor(t, "every window delivered", func() (bool, error) {
-		n, err := pending(ctx, check, e.ns)
-		return n == 0, err
-	})
+	waitFor(t, "every window delivered", e.noPending(ctx, check))
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -506,13 +498,8 @@ func TestAPartitionWithoutRecordsYetHoldsTheWatermark(t *testing.T) {
 
 	c := e.dial(ctx)
 	defer c.Close()
-	p, err := New(e.config(c))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var calls atomic.Int64
-	p.OnWindowClosed(e.ns, recordingCallback(&calls))
-	stop := run(t, p)
+	_, stop := e.start(t, e.config(c), recordingCallback(&calls))
 	waitFor(t, "partition 0 committed", e.drained(ctx, check))
 
 	toPartition(1, windowBase, 5) // partition 1's first clicks: the first window's
