@@ -53,8 +53,11 @@ const (
 // OnWindowClosed makes the Processor hand the emissions of window
 // namespace ns to fn, exactly once: each emission is acknowledged in the
 // transaction that commits fn's effects, and until it is, it is delivered
-// again. Call it before Run, at most once per namespace; it panics
-// otherwise (a programming error, like registering a route twice).
+// again. Call it right after New, before Run, at most once per
+// namespace; it panics otherwise (a programming error, like registering
+// a route twice). From then on, each partition Kafka assigns is made a
+// watermark source of ns before its records are fetched (see
+// registerSources), so call it before the group can assign any.
 //
 // The Processor delivers:
 //   - the emissions each of its commits returns (the windows that commit
@@ -138,7 +141,7 @@ var errCallback = errors.New("kafka: window emissions not delivered")
 // the pending emissions and processes the batch again.
 var errOutboxFull = errors.New("kafka: window outbox full")
 
-// due reports whether the outboxes should be read now.
+// outboxDue reports whether the outboxes should be read now.
 func (p *Processor) outboxDue() bool {
 	w := &p.windows
 	if !w.active() {
