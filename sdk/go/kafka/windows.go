@@ -56,8 +56,10 @@ const (
 // again. Call it right after New, before Run, at most once per
 // namespace; it panics otherwise (a programming error, like registering
 // a route twice). From then on, each partition Kafka assigns is made a
-// watermark source of ns before its records are fetched (see
-// registerSources), so call it before the group can assign any.
+// watermark source of ns (a watermark hint at time 0) before its records
+// are fetched, so that a partition whose records come later than the
+// others' still holds the watermark back: call it before the group, which
+// New joins, can assign any.
 //
 // The Processor delivers:
 //   - the emissions each of its commits returns (the windows that commit
