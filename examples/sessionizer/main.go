@@ -177,7 +177,7 @@ func run() error {
 		WaitLogInterval: cfg.waitLog,
 		Logger:          logger,
 		Handler: func(_ context.Context, txn *stated.Txn, r *kgo.Record) error {
-			txn.AddWindow(cfg.ns, r.Key, r.Timestamp, stated.NoValue(), stated.FromSource(kafka.SourceOf(r)))
+			txn.AddWindow(cfg.ns, r.Key, r.Timestamp, stated.NoValue())
 			return nil
 		},
 	})

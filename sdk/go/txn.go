@@ -26,7 +26,8 @@ type Txn struct {
 	hints      []*statedv1.WatermarkHint
 	acks       []*statedv1.EmissionAck
 	timers     []*statedv1.TimerOp
-	err        error // the first error of a typed handle; Commit returns it
+	source     string // AddWindow's source without FromSource (SetDefaultSource)
+	err        error  // the first error of a typed handle; Commit returns it
 	done       bool
 }
 

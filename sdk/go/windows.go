@@ -301,7 +301,8 @@ func NoValue() WindowValue { return WindowValue{} }
 type AddOption func(*addOptions)
 
 type addOptions struct {
-	source string
+	source    string
+	sourceSet bool
 }
 
 // FromSource names the source partition the record comes from, e.g.
@@ -310,7 +311,7 @@ type addOptions struct {
 // active sources', so that one partition that lags holds the windows
 // open. Without it a record belongs to the default source "".
 func FromSource(source string) AddOption {
-	return func(o *addOptions) { o.source = source }
+	return func(o *addOptions) { o.source, o.sourceSet = source, true }
 }
 
 // AddWindow adds a record with event time eventTime (sent in whole
@@ -324,10 +325,23 @@ func (t *Txn) AddWindow(ns string, key []byte, eventTime time.Time, v WindowValu
 	for _, opt := range opts {
 		opt(&o)
 	}
+	src := t.source
+	if o.sourceSet {
+		src = o.source
+	}
 	t.windowAdds = append(t.windowAdds, &statedv1.WindowAdd{
-		Namespace: ns, Source: o.source, Key: bytes.Clone(key), EventTimeMs: eventTime.UnixMilli(),
+		Namespace: ns, Source: src, Key: bytes.Clone(key), EventTimeMs: eventTime.UnixMilli(),
 		IntValue: v.Int, FloatValue: v.Float, BytesValue: bytes.Clone(v.Bytes),
 	})
+	return t
+}
+
+// SetDefaultSource makes source the source of the AddWindow calls that
+// follow without FromSource. The Kafka processor sets it to the record's
+// "topic/partition" before it calls its Handler with each record, so that
+// a handler's adds feed that partition's watermark without naming it.
+func (t *Txn) SetDefaultSource(source string) *Txn {
+	t.source = source
 	return t
 }
 

@@ -1,6 +1,7 @@
 package stated
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -122,5 +123,21 @@ func TestWindowEnumsMirrorTheWireEnums(t *testing.T) {
 		if p.sdk != int(p.wire) {
 			t.Errorf("SDK value %d, wire %d", p.sdk, p.wire)
 		}
+	}
+}
+
+func TestAddWindowTakesTheTxnsDefaultSourceUnlessFromSourceNamesOne(t *testing.T) {
+	var txn Txn
+	txn.AddWindow("w", []byte("a"), time.UnixMilli(1), NoValue())
+	txn.SetDefaultSource("clicks/3")
+	txn.AddWindow("w", []byte("b"), time.UnixMilli(2), NoValue())
+	txn.AddWindow("w", []byte("c"), time.UnixMilli(3), NoValue(), FromSource(""))
+	txn.AddWindow("w", []byte("d"), time.UnixMilli(4), NoValue(), FromSource("clicks/4"))
+	var got []string
+	for _, a := range txn.windowAdds {
+		got = append(got, a.GetSource())
+	}
+	if want := []string{"", "clicks/3", "", "clicks/4"}; !slices.Equal(got, want) {
+		t.Fatalf("sources = %q, want %q", got, want)
 	}
 }

@@ -58,7 +58,8 @@
 //
 // A handler adds records to window namespaces with Txn.AddWindow, in the
 // batch's transaction, so each record counts once in its windows, with
-// its offset. Pass stated.FromSource(kafka.SourceOf(r)) with each add:
+// its offset. The processor makes each record's partition the source of
+// the adds its Handler makes (Txn.SetDefaultSource(kafka.SourceOf(r))):
 // every partition is then a watermark source of its own, and a
 // partition that lags holds the namespace's watermark back until it
 // catches up or goes idle. Processor.OnWindowClosed(ns, fn) hands the

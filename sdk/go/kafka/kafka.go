@@ -460,6 +460,7 @@ func (p *Processor) handle(ctx context.Context, txn *stated.Txn, b *batch) error
 	}
 	for _, pb := range b.parts {
 		for _, r := range pb.records {
+			txn.SetDefaultSource(SourceOf(r))
 			if err := p.cfg.Handler(ctx, txn, r); err != nil {
 				return fmt.Errorf("topic %q partition %d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
 			}

@@ -26,10 +26,12 @@ import (
 type WindowClosedFunc func(ctx context.Context, txn *stated.Txn, ems []stated.Emission) error
 
 // SourceOf is the watermark source of a record's partition, "topic/3".
-// Pass it with every window add a handler makes, so that each partition
-// has its own watermark and one that lags holds the namespace's
-// watermark (and so its windows) back until it catches up or goes idle,
-// as Kafka Streams and Flink do per partition:
+// The processor sets it as the Txn's default source before it calls the
+// Handler with each record, so a handler's window adds need not name it:
+// each partition has its own watermark, and one that lags holds the
+// namespace's watermark (and so its windows) back until it catches up or
+// goes idle, as Kafka Streams and Flink do per partition. A BatchHandler
+// sees many records at once and passes it itself:
 //
 //	txn.AddWindow("clicks", r.Key, r.Timestamp, stated.NoValue(), stated.FromSource(kafka.SourceOf(r)))
 //

@@ -112,8 +112,8 @@ func (e *windowEnv) write(ctx context.Context, recs []*kgo.Record) {
 	}
 }
 
-// config is a processor whose handler adds each click to its window, with
-// its partition as the source.
+// config is a processor whose handler adds each click to its window; the
+// processor makes its partition the source.
 func (e *windowEnv) config(c *stated.Client) Config {
 	return Config{
 		State: c, Group: "g", Topics: []string{e.topic},
@@ -121,7 +121,9 @@ func (e *windowEnv) config(c *stated.Client) Config {
 			kgo.HeartbeatInterval(200 * time.Millisecond), kgo.RebalanceTimeout(3 * time.Second)},
 		RetryBackoff: 20 * time.Millisecond,
 		Handler: func(_ context.Context, txn *stated.Txn, r *kgo.Record) error {
-			txn.AddWindow(e.ns, r.Key, r.Timestamp, stated.NoValue(), stated.FromSource(SourceOf(r)))
+			// No FromSource: the processor sets the record's partition as
+			// the Txn's default source.
+			txn.AddWindow(e.ns, r.Key, r.Timestamp, stated.NoValue())
 			return nil
 		},
 	}
@@ -516,5 +518,16 @@ func TestAPartitionWithoutRecordsYetHoldsTheWatermark(t *testing.T) {
 	}
 	if n := calls.Load(); n != 0 {
 		t.Fatalf("the callback ran %d times: a window closed while partition 1 had sent nothing", n)
+	}
+	// The handler named no source: the processor made each record's
+	// partition the source of its adds.
+	last := map[string]time.Time{}
+	for _, src := range sts[0].Sources {
+		last[src.Source] = src.MaxEventTime
+	}
+	for part, want := range map[int32]time.Time{0: windowBase.Add(29 * time.Second), 1: windowBase.Add(4 * time.Second)} {
+		if got := last[fmt.Sprintf("%s/%d", e.topic, part)]; !got.Equal(want) {
+			t.Errorf("source %s/%d: greatest event time %v, want %v (sources %v)", e.topic, part, got, want, last)
+		}
 	}
 }
