@@ -68,4 +68,9 @@ func TestRecoveryReportListsWindowNamespaces(t *testing.T) {
 		r.Windows[0].Pending != 4 || r.Windows[0].OpenWindows != 2 {
 		t.Fatalf("recovery --json windows = %+v", r.Windows)
 	}
+	// The same report through the daemon (no --from): its RPC carries the
+	// window namespaces too.
+	if out := mustSucceed(t, client(t, d, "recovery", "--no-verify")); !strings.Contains(out, "window namespaces: 1;") || !row.MatchString(out) {
+		t.Fatalf("the daemon's report lacks the window namespace clicks:\n%s", out)
+	}
 }

@@ -213,6 +213,17 @@ func RecoveryProto(r *recovery.Report) *statedv1.RecoveryReport {
 			LogStart: p.LogStart, LogEnd: p.LogEnd, Replay: p.Replay, Lost: p.Lost, Error: p.Error,
 		})
 	}
+	// A manifest from before window statistics has none (nil): unknown,
+	// not "no window namespaces".
+	if r.Windows != nil {
+		out.WindowsRecorded = true
+		for _, w := range r.Windows {
+			out.Windows = append(out.Windows, &statedv1.WindowNamespaceRecovery{
+				Namespace: w.Namespace, Watermark: w.Watermark, MaxEventTime: w.MaxEventTime,
+				PendingEmissions: w.Pending, OpenWindows: w.OpenWindows,
+			})
+		}
+	}
 	return out
 }
 
