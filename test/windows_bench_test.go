@@ -3,13 +3,19 @@ package test
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
+	"github.com/statedhq/stated/raftstore/fsm"
 	stated "github.com/statedhq/stated/sdk/go"
 )
 
@@ -321,7 +327,7 @@ func BenchmarkWindowCloseLatency(b *testing.B) {
 // retention and one segment hold, none that started before that, and the
 // outbox holds no more than one commit's closings.
 func TestWindowStateStaysFlatUnderSteadyLoad(t *testing.T) {
-	ctx, client, _ := sdkSetup(t)
+	ctx, client, d := sdkSetup(t)
 	const (
 		keys, commits, stepMs = 100, 3005, 50
 		sizeMs, retentionMs   = 1000, 10_000
@@ -341,6 +347,7 @@ func TestWindowStateStaysFlatUnderSteadyLoad(t *testing.T) {
 	type sample struct {
 		commits, created, open, pending, stored int64
 		wm, earliest                            int64
+		disk                                    windowDisk
 	}
 	var got []sample
 	var prev []stated.Emission
@@ -367,6 +374,10 @@ func TestWindowStateStaysFlatUnderSteadyLoad(t *testing.T) {
 		if limit := s.wm - retentionMs - 2*segmentMs; s.earliest >= 0 && s.earliest < limit {
 			t.Errorf("after %d commits a window starting at %d is still stored, %d ms before the watermark %d",
 				c, s.earliest, s.wm-s.earliest, s.wm)
+		}
+		s.disk = windowRecordsOnDisk(ctx, t, d)
+		if s.disk.data > keys*perKeyBound {
+			t.Errorf("after %d commits the state holds %d window data records, more than %d", c, s.disk.data, keys*perKeyBound)
 		}
 		if s.open > 2*keys || s.pending > 2*keys {
 			t.Errorf("after %d commits: %d open windows, %d pending emissions; want at most %d of each", c, s.open, s.pending, 2*keys)
@@ -396,9 +407,11 @@ func TestWindowStateStaysFlatUnderSteadyLoad(t *testing.T) {
 			take(c + 1)
 		}
 	}
-	t.Logf("%8s %8s %10s %6s %8s %8s %10s", "commits", "adds", "windows", "open", "pending", "stored", "stored/key")
+	t.Logf("%8s %8s %10s %6s %8s %8s %10s %8s %8s %8s %10s", "commits", "adds", "windows", "open", "pending", "stored", "stored/key",
+		"data", "index", "outbox", "sst bytes")
 	for _, s := range got {
-		t.Logf("%8d %8d %10d %6d %8d %8d %10.1f", s.commits, s.commits*keys, s.created, s.open, s.pending, s.stored, float64(s.stored)/keys)
+		t.Logf("%8d %8d %10d %6d %8d %8d %10.1f %8d %8d %8d %10d", s.commits, s.commits*keys, s.created, s.open, s.pending, s.stored,
+			float64(s.stored)/keys, s.disk.data, s.disk.index, s.disk.outbox, s.disk.sstBytes)
 	}
 	// Flat: the last sample stores no more than the first (which is past
 	// the first retention: 500 commits are 25 s of event time), while the
@@ -407,10 +420,57 @@ func TestWindowStateStaysFlatUnderSteadyLoad(t *testing.T) {
 	if first.wm-windowBenchBase < retentionMs+2*segmentMs {
 		t.Fatalf("first sample at watermark +%d ms, before retention could drop anything", first.wm-windowBenchBase)
 	}
-	if last.stored > first.stored+keys {
-		t.Errorf("stored windows grew from %d to %d", first.stored, last.stored)
+	if last.stored > first.stored+keys || last.disk.data > first.disk.data+keys {
+		t.Errorf("stored windows grew from %d to %d, data records from %d to %d", first.stored, last.stored, first.disk.data, last.disk.data)
 	}
 	if last.created < 5*first.created {
 		t.Errorf("windows created: %d at the first sample, %d at the last", first.created, last.created)
 	}
+}
+
+// windowDisk is what a local checkpoint of the state holds of window
+// state: records under the window data, close index and outbox prefixes
+// (0x0C, 0x0D, 0x0E, listed in docs/WINDOWS.md), and the bytes of all its
+// tables.
+type windowDisk struct {
+	data, index, outbox, sstBytes int64
+}
+
+// windowRecordsOnDisk flushes d's memtable, makes a local checkpoint of
+// its state (a checkpoint barrier through Raft, as the checkpoint
+// coordinator does) and counts its window records in Pebble itself, so
+// that records a query no longer shows (those of dropped segments) count
+// until they are deleted.
+func windowRecordsOnDisk(ctx context.Context, t *testing.T, d *daemon.Daemon) windowDisk {
+	t.Helper()
+	must(t, d.Store().Flush())
+	cp, err := d.Store().Checkpoint(ctx)
+	must(t, err)
+	var out windowDisk
+	files, err := os.ReadDir(cp.Dir)
+	must(t, err)
+	for _, f := range files {
+		if strings.HasSuffix(f.Name(), ".sst") {
+			fi, err := f.Info()
+			must(t, err)
+			out.sstBytes += fi.Size()
+		}
+	}
+	opts := fsm.PebbleOptions()
+	opts.ReadOnly, opts.ErrorIfNotExists = true, true
+	db, err := pebble.Open(cp.Dir, opts)
+	must(t, err)
+	defer db.Close()
+	for _, r := range []struct {
+		prefix byte
+		n      *int64
+	}{{0x0C, &out.data}, {0x0D, &out.index}, {0x0E, &out.outbox}} {
+		it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{r.prefix}, UpperBound: []byte{r.prefix + 1}})
+		must(t, err)
+		for ok := it.First(); ok; ok = it.Next() {
+			*r.n++
+		}
+		must(t, it.Close())
+	}
+	return out
 }
