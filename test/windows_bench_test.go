@@ -347,11 +347,13 @@ func pendingEmissions(ctx context.Context, b *testing.B, client *stated.Client, 
 // windows, 10 s retention, records up to 200 ms out of order), each commit
 // acknowledging the emissions of the one before, as a service does. It
 // samples the window state as it goes: open windows and pending emissions
-// (NodeStatus), and the windows the daemon still stores (open and
-// retained closed ones, read key by key with Client.Windows). Expiry must
-// keep up: however long the stream, a key stores no more windows than its
-// retention and one segment hold, none that started before that, and the
-// outbox holds no more than one commit's closings.
+// (NodeStatus), the windows the daemon still stores (open and retained
+// closed ones, read key by key with Client.Windows), and the window
+// records in Pebble itself (windowRecordsOnDisk). Expiry must keep up:
+// however long the stream, a key stores no more windows than its
+// retention and one segment hold, none that started before that, the data
+// records stay within that bound, and the outbox holds no more than a
+// commit's closings.
 func TestWindowStateStaysFlatUnderSteadyLoad(t *testing.T) {
 	_, client, d := sdkSetup(t)
 	// Longer than sdkSetup's bound: under -race the stream takes a minute.
