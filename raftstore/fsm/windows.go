@@ -115,27 +115,16 @@ func windowNames(r pebble.Reader) ([]string, error) {
 	return names, it.Close()
 }
 
-func readSources(r pebble.Reader, ns string) ([]SourceStatus, error) {
-	p := windowNSKey(prefixWindowSource, ns)
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
-	if err != nil {
-		return nil, err
-	}
-	var out []SourceStatus
-	for ok := it.First(); ok; ok = it.Next() {
-		name, _, err := readComponent(it.Key()[len(p):])
+func readSources(r pebble.Reader, ns string, names []string) ([]SourceStatus, error) {
+	out := make([]SourceStatus, 0, len(names))
+	for _, name := range names {
+		s, err := readSource(r, ns, name)
 		if err != nil {
-			it.Close()
 			return nil, err
 		}
-		s, err := decodeSourceState(it.Value())
-		if err != nil {
-			it.Close()
-			return nil, err
-		}
-		out = append(out, SourceStatus{Source: string(name), Watermark: s.Watermark, MaxEventTime: s.MaxEventTime, LastActive: s.LastActive})
+		out = append(out, SourceStatus{Source: name, Watermark: s.Watermark, MaxEventTime: s.MaxEventTime, LastActive: s.LastActive})
 	}
-	return out, it.Close()
+	return out, nil
 }
 
 // WindowStatuses returns every window namespace's status, by name.
@@ -155,7 +144,7 @@ func (f *FSM) WindowStatuses() ([]WindowStatus, error) {
 		if err != nil {
 			return nil, err
 		}
-		srcs, err := readSources(r, ns)
+		srcs, err := readSources(r, ns, m.Sources)
 		if err != nil {
 			return nil, err
 		}

@@ -266,6 +266,8 @@ func (w *windowApply) source(n *winNS, name string) (*sourceState, error) {
 		if *s, err = decodeSourceState(v); err != nil {
 			return nil, err
 		}
+	} else if i, found := slices.BinarySearch(n.meta.Sources, name); !found {
+		n.meta.Sources = slices.Insert(n.meta.Sources, i, name)
 	}
 	n.sources[name], n.dirty[name] = s, true
 	return s, nil

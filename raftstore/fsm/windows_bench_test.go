@@ -80,3 +80,33 @@ func BenchmarkWindowAdd(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWindowCommitsOfOneSource applies b.N one-add commits from one
+// source, the same memtable throughout. Each entry recomputes the
+// namespace's watermark from its sources; iterating the source records
+// stepped over one overwritten version per earlier commit, so that the
+// 20,000th commit cost 1.7 ms against 46 µs for the first. Run it with
+// -benchtime 20000x: ns/op must stay that of a short run.
+func BenchmarkWindowCommitsOfOneSource(b *testing.B) {
+	f, err := Open(b.TempDir()+"/state", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	idx := uint64(1)
+	run := func(cmd *command.Command) {
+		if res := f.Apply(rlog(idx, command.Encode(nil, cmd))).(*Result); res.Err != nil {
+			b.Fatal(res.Err)
+		}
+		idx++
+	}
+	spec := command.WindowSpec{Namespace: "n", Shape: command.ShapeTumbling, SizeMs: 3_600_000, Aggregate: command.AggSumInt,
+		Emit: command.EmitFinal, Late: command.LateDrop, MaxOutOfOrderMs: 360_000_000}
+	run(&command.Command{Type: command.TypeDefineWindows, Windows: &spec})
+	base := int64(1_700_000_000_000) / 360_000_000 * 360_000_000
+	b.ResetTimer()
+	for i := range b.N {
+		run(&command.Command{Type: command.TypeCommit, Now: 1e18, Commit: &command.Commit{WindowAdds: []command.WindowAdd{{
+			Namespace: "n", Source: "t/0", Key: fmt.Appendf(nil, "k%d", i%1000), EventTimeMs: base, Int: 1}}}})
+	}
+}

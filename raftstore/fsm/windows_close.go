@@ -55,24 +55,32 @@ func (w *windowApply) finish(names []string) error {
 // sources that are not idle, or, when every source is idle, the greatest;
 // never below the watermark it had.
 func namespaceWatermark(r pebble.Reader, n *winNS, now int64) (int64, error) {
-	p := windowNSKey(prefixWindowSource, n.name)
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
-	if err != nil {
-		return 0, err
-	}
-	var srcs []sourceState
-	for ok := it.First(); ok; ok = it.Next() {
-		s, err := decodeSourceState(it.Value())
+	srcs := make([]sourceState, 0, len(n.meta.Sources))
+	for _, name := range n.meta.Sources {
+		if s, ok := n.sources[name]; ok {
+			srcs = append(srcs, *s)
+			continue
+		}
+		s, err := readSource(r, n.name, name)
 		if err != nil {
-			it.Close()
 			return 0, err
 		}
 		srcs = append(srcs, s)
 	}
-	if err := it.Close(); err != nil {
-		return 0, err
-	}
 	return watermarkOf(n.meta.Watermark, srcs, now, n.spec.IdleTimeoutMs*1_000_000), nil
+}
+
+// readSource reads a source's record, which must exist: the namespace's
+// meta names it.
+func readSource(r pebble.Reader, ns, name string) (sourceState, error) {
+	v, ok, err := getRecord(r, windowSourceKey(ns, name))
+	if err != nil {
+		return sourceState{}, err
+	}
+	if !ok {
+		return sourceState{}, fmt.Errorf("%w: window namespace %q names source %q, which has no record", ErrCorrupt, ns, name)
+	}
+	return decodeSourceState(v)
 }
 
 func watermarkOf(prev int64, srcs []sourceState, now, idle int64) int64 {
