@@ -114,6 +114,11 @@ type statusOutput struct {
 	Members          []nodeStatusOutput `json:"members"`
 	Checkpoints      *checkpointsOutput `json:"checkpoints,omitempty"`
 	CheckpointsError string             `json:"checkpoints_error,omitempty"`
+	// WindowNamespaces are the --addr node's window namespaces, as
+	// `windows list` shows them.
+	WindowNamespaces []namespaceOutput `json:"window_namespaces"`
+	WindowsError     string            `json:"windows_error,omitempty"`
+	windows          []stated.WindowStatus
 }
 
 func (c *cli) statusCommand() *cobra.Command {
@@ -125,7 +130,9 @@ func (c *cli) statusCommand() *cobra.Command {
 (role, term, log, commit and applied index) and its bookkeeping (open client
 sessions and their lanes, entries with a TTL not yet deleted, the keyed
 state's keys and bytes, and window state: namespaces, open windows and
-pending emissions) over its gRPC address. A member that does not answer
+pending emissions) over its gRPC address; then, as ` + "`windows list`" + ` does, each
+window namespace's watermark, lag, open windows, pending emissions and late
+records. A member that does not answer
 within --timeout is shown as unreachable. Counting scans the node's state.`,
 		Args: cobra.NoArgs,
 	}
@@ -149,6 +156,15 @@ within --timeout is shown as unreachable. Counting scans the node's state.`,
 				out.Checkpoints = checkpointStatusOutput(st)
 			} else {
 				out.CheckpointsError = err.Error()
+			}
+			if ws, err := client.WindowStatus(ctx); err == nil {
+				out.windows = ws
+				out.WindowNamespaces = make([]namespaceOutput, 0, len(ws))
+				for _, st := range ws {
+					out.WindowNamespaces = append(out.WindowNamespaces, namespaceOutputOf(st))
+				}
+			} else {
+				out.WindowsError = err.Error()
 			}
 			if asJSON {
 				return c.printJSON(out)
@@ -205,6 +221,15 @@ func (c *cli) printStatus(out statusOutput) error {
 	}
 	if err := c.printCounts(out); err != nil {
 		return err
+	}
+	switch {
+	case out.WindowsError != "":
+		fmt.Fprintf(c.stdout, "\nwindow namespaces: unknown (%s)\n", out.WindowsError)
+	case len(out.windows) > 0:
+		fmt.Fprintln(c.stdout)
+		if err := c.printWindowNamespaces(out.windows); err != nil {
+			return err
+		}
 	}
 	return c.printCheckpointStatus(out)
 }

@@ -315,21 +315,27 @@ returned, records added, and the number of sources.`,
 				fmt.Fprintln(c.stderr, "no window namespaces defined")
 				return nil
 			}
-			w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAMESPACE\tSPEC\tWATERMARK\tLAG\tOPEN\tPENDING\tLATE DROPPED\tLATE RETURNED\tADDS\tSOURCES")
-			for _, st := range all {
-				wm, lag := "-", "-"
-				if st.HasWatermark {
-					wm, lag = eventTime(st.Watermark), st.Lag.String()
-				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", st.Spec.Namespace, st.Spec, wm, lag,
-					st.OpenWindows, st.Pending, st.LateDropped, st.LateReturned, st.Adds, len(st.Sources))
-			}
-			return w.Flush()
+			return c.printWindowNamespaces(all)
 		})
 	})
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per namespace")
 	return cmd
+}
+
+// printWindowNamespaces prints one line per window namespace: `windows
+// list`, and the window part of `status`.
+func (c *cli) printWindowNamespaces(all []stated.WindowStatus) error {
+	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAMESPACE\tSPEC\tWATERMARK\tLAG\tOPEN\tPENDING\tLATE DROPPED\tLATE RETURNED\tADDS\tSOURCES")
+	for _, st := range all {
+		wm, lag := "-", "-"
+		if st.HasWatermark {
+			wm, lag = eventTime(st.Watermark), st.Lag.String()
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", st.Spec.Namespace, st.Spec, wm, lag,
+			st.OpenWindows, st.Pending, st.LateDropped, st.LateReturned, st.Adds, len(st.Sources))
+	}
+	return w.Flush()
 }
 
 // eventTime formats an event time: RFC 3339 in UTC with milliseconds.

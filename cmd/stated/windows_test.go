@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +129,17 @@ func TestWindowsDefineListGetOpenAndEmissions(t *testing.T) {
 	}
 	if k := st.Members[0].Counts; k.WindowNamespaces != 2 || k.OpenWindows != 1 || k.PendingEmissions != 1 {
 		t.Errorf("status counts = %+v, want 2 window namespaces, 1 open window, 1 pending emission", k)
+	}
+	// And each namespace's watermark, lag, open windows, pending emissions
+	// and late records, as windows list shows them.
+	if len(st.WindowNamespaces) != 2 || st.WindowNamespaces[0].Spec.Namespace != "clicks" || st.WindowNamespaces[0].OpenWindows != 1 ||
+		st.WindowNamespaces[0].Pending != 1 || st.WindowNamespaces[0].Watermark != 70_000 {
+		t.Errorf("status --json window namespaces = %+v", st.WindowNamespaces)
+	}
+	out = mustSucceed(t, client(t, d, "status"))
+	row := regexp.MustCompile(`(?m)^clicks\s+tumbling 1m0s .*\s+1970-01-01T00:01:10\.000Z\s+\S+\s+1\s+1\s+\d+\s+\d+\s+\d+\s+\d+\s*$`)
+	if !strings.Contains(out, "NAMESPACE  ") || !row.MatchString(out) {
+		t.Errorf("status does not list the window namespace clicks with its watermark, 1 open, 1 pending:\n%s", out)
 	}
 }
 
