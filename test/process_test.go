@@ -259,3 +259,17 @@ func (n *node) stop(sig syscall.Signal) int {
 	n.cmd = nil
 	return code
 }
+
+// skipUnderRace skips a long end-to-end test in the race detector's run
+// of the CI (.ci/run's second stage). The README's test command runs it
+// without -race; what it runs in this process (the SDK, the Kafka
+// processor, an in-process daemon's window code) runs under -race in the
+// tests of sdk/go, sdk/go/kafka, daemon and raftstore, and the stated
+// processes it starts are not built with -race. Skipping keeps the CI
+// under 20 minutes on two cores.
+func skipUnderRace(t *testing.T) {
+	t.Helper()
+	if raceEnabled {
+		t.Skip("long end-to-end test: runs without -race (go test ./...); its in-process code runs under -race in its own packages")
+	}
+}
