@@ -34,7 +34,8 @@ type Store struct {
 	raft      *raft.Raft
 	bolt      *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
-	gate      *voteGate // non-nil while this node has to join; see votegate.go
+	guard     *guardedTransport // the transport Raft uses; see transport.go
+	gate      *voteGate         // non-nil while this node has to join; see votegate.go
 	snaps     *raft.FileSnapshotStore
 	raftDir   string
 
@@ -125,9 +126,10 @@ func (s *Store) open(ctx context.Context) error {
 	if s.transport, err = s.newTransport(hlog); err != nil {
 		return err
 	}
-	var trans raft.Transport = s.transport
+	s.guard = &guardedTransport{NetworkTransport: s.transport}
+	var trans raft.Transport = s.guard
 	if joining {
-		s.gate = newVoteGate(s.transport, s.cfg.NodeID, s.logger)
+		s.gate = newVoteGate(s.guard, s.cfg.NodeID, s.logger)
 		trans = s.gate
 		s.logger.Info("this node has to join its cluster: it refuses votes until its join is accepted", "node", s.cfg.NodeID)
 	}
@@ -376,6 +378,9 @@ func (s *Store) closeParts() error {
 	}
 	if s.watchDone != nil {
 		<-s.watchDone // futures fail once Raft is shut down
+	}
+	if s.guard != nil {
+		s.guard.stopHeartbeats()
 	}
 	if s.gate != nil {
 		s.gate.close()

@@ -56,7 +56,7 @@ const joiningFile = "joining"
 // success without installing it, as the Raft paper's InstallSnapshot rule
 // 6 does for a snapshot whose last entry the follower has.
 type voteGate struct {
-	*raft.NetworkTransport
+	*guardedTransport
 	raft   atomic.Pointer[progressOf] // set once Raft runs
 	rpcs   chan raft.RPC
 	header raft.RPCHeader
@@ -72,9 +72,9 @@ type voteGate struct {
 	lastLogged atomic.Int64 // unix nanoseconds of the last refusal logged
 }
 
-func newVoteGate(t *raft.NetworkTransport, nodeID string, logger *slog.Logger) *voteGate {
+func newVoteGate(t *guardedTransport, nodeID string, logger *slog.Logger) *voteGate {
 	g := &voteGate{
-		NetworkTransport: t,
+		guardedTransport: t,
 		rpcs:             make(chan raft.RPC),
 		header: raft.RPCHeader{
 			ProtocolVersion: raft.ProtocolVersionMax,
