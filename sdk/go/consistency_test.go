@@ -93,3 +93,63 @@ func TestKindsAndConsistenciesMirrorTheWireEnums(t *testing.T) {
 		}
 	}
 }
+
+func TestWithMinIndexRaisesTheReadsFloorAndNeverLowersIt(t *testing.T) {
+	const (
+		local  = statedv1.Consistency_CONSISTENCY_LOCAL
+		sess   = statedv1.Consistency_CONSISTENCY_SESSION
+		linear = statedv1.Consistency_CONSISTENCY_LINEARIZABLE
+	)
+	tests := []struct {
+		name          string
+		clientDefault Consistency
+		read          []ReadOption
+		lastIndex     uint64
+		want          statedv1.Consistency
+		wantMinIndex  uint64
+	}{
+		{"default before any commit waits for the given index", ConsistencyDefault, []ReadOption{WithMinIndex(50)}, 0, sess, 50},
+		{"default waits for the given index above the last", ConsistencyDefault, []ReadOption{WithMinIndex(50)}, 42, sess, 50},
+		{"default keeps the last index above the given one", ConsistencyDefault, []ReadOption{WithMinIndex(10)}, 42, sess, 42},
+		{"zero adds nothing before a commit", ConsistencyDefault, []ReadOption{WithMinIndex(0)}, 0, local, 0},
+		{"session takes the higher index", ConsistencyDefault, []ReadOption{WithConsistency(ConsistencySession), WithMinIndex(50)}, 42, sess, 50},
+		{"local waits for the given index only", ConsistencyDefault, []ReadOption{WithConsistency(ConsistencyLocal), WithMinIndex(10)}, 42, sess, 10},
+		{"local with zero still does not wait", ConsistencyDefault, []ReadOption{WithMinIndex(0), WithConsistency(ConsistencyLocal)}, 42, local, 0},
+		{"client default local waits for the given index", ConsistencyLocal, []ReadOption{WithMinIndex(7)}, 42, sess, 7},
+		{"linearizable carries the index to the leader", ConsistencyDefault, []ReadOption{WithMinIndex(50), WithConsistency(ConsistencyLinearizable)}, 42, linear, 50},
+		{"the highest of several indexes counts", ConsistencyDefault, []ReadOption{WithMinIndex(60), WithMinIndex(50)}, 0, sess, 60},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newFakeClient(&fakeState{}, WithDefaultConsistency(tt.clientDefault))
+			c.observeIndex(tt.lastIndex)
+			got := c.readOptions(tt.read)
+			if got.GetConsistency() != tt.want || got.GetMinIndex() != tt.wantMinIndex {
+				t.Errorf("got %v min_index %d, want %v min_index %d", got.GetConsistency(), got.GetMinIndex(), tt.want, tt.wantMinIndex)
+			}
+		})
+	}
+}
+
+func TestReadsSendTheIndexGivenWithMinIndex(t *testing.T) {
+	f := &fakeState{}
+	c := newFakeClient(f)
+	ctx := context.Background()
+	if _, _, err := c.MapGet(ctx, "ns", []byte("k"), []byte("s"), WithMinIndex(99)); err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range c.Scan(ctx, ScanQuery{Namespace: "ns"}, WithMinIndex(98)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := f.gets[0].GetRead(); r.GetConsistency() != statedv1.Consistency_CONSISTENCY_SESSION || r.GetMinIndex() != 99 {
+		t.Errorf("MapGet sent %v, want SESSION min_index 99", r)
+	}
+	if len(f.scans) != 1 {
+		t.Fatalf("%d scans sent, want 1", len(f.scans))
+	}
+	if r := f.scans[0].GetRead(); r.GetConsistency() != statedv1.Consistency_CONSISTENCY_SESSION || r.GetMinIndex() != 98 {
+		t.Errorf("Scan sent %v, want SESSION min_index 98", r)
+	}
+}
