@@ -33,9 +33,15 @@ type Config struct {
 	// SocketPath is the unix socket gRPC listens on. Default
 	// DataDir/stated.sock.
 	SocketPath string
-	// RaftAddr is the address Raft binds to and advertises. Default
-	// "127.0.0.1:7421".
+	// RaftAddr is the address Raft binds to, and advertises unless
+	// AdvertiseRaftAddr is set. Default "127.0.0.1:7421".
 	RaftAddr string
+	// AdvertiseRaftAddr is the Raft address (host:port) peers dial,
+	// recorded in the cluster configuration as written: a DNS name stays a
+	// name, resolved by each dial, so that a node that comes back with
+	// another IP (a Kubernetes pod) is still reached. Needed when RaftAddr
+	// binds every interface (0.0.0.0 or [::]). Default: RaftAddr.
+	AdvertiseRaftAddr string
 	// Bootstrap makes a new single-node cluster when DataDir has no Raft
 	// state and Join is empty. Default true. It is ignored when Join is
 	// set: a node either starts a cluster or joins one.
@@ -45,6 +51,12 @@ type Config struct {
 	// and with retries until Start's ctx ends, to add it as a voter. A node
 	// that already has Raft state is a member already and ignores Join.
 	Join []string
+	// BootstrapNodeID lets every member of a cluster run with the same
+	// Join list (a Kubernetes StatefulSet): the node whose NodeID it is
+	// bootstraps the cluster when none of the other Join addresses
+	// answers as a member of one, and joins through them otherwise (as
+	// after losing its disk); every other node joins. It needs Join.
+	BootstrapNodeID string
 	// JoinTimeout bounds how long Start keeps asking the Join addresses
 	// (within Start's ctx). Default 1 minute.
 	JoinTimeout time.Duration
@@ -149,6 +161,25 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("daemon: config: RaftAddr is empty"))
 	} else if _, _, err := net.SplitHostPort(c.RaftAddr); err != nil {
 		errs = append(errs, fmt.Errorf("daemon: config: RaftAddr %q: %w", c.RaftAddr, err))
+	}
+	if c.RaftAddr != "" && c.AdvertiseRaftAddr == "" {
+		if host, _, err := net.SplitHostPort(c.RaftAddr); err == nil {
+			if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+				errs = append(errs, fmt.Errorf("daemon: config: RaftAddr %q binds every interface, which peers cannot dial: set AdvertiseRaftAddr (--advertise-raft-addr)", c.RaftAddr))
+			}
+		}
+	}
+	if c.AdvertiseRaftAddr != "" {
+		host, port, err := net.SplitHostPort(c.AdvertiseRaftAddr)
+		switch ip := net.ParseIP(host); {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("daemon: config: AdvertiseRaftAddr %q: want host:port: %w", c.AdvertiseRaftAddr, err))
+		case host == "" || port == "" || port == "0" || ip != nil && ip.IsUnspecified():
+			errs = append(errs, fmt.Errorf("daemon: config: AdvertiseRaftAddr %q: want a host peers can dial and a port other than 0", c.AdvertiseRaftAddr))
+		}
+	}
+	if c.BootstrapNodeID != "" && len(c.Join) == 0 {
+		errs = append(errs, errors.New("daemon: config: BootstrapNodeID needs Join: give every member the same --join list of all members' gRPC addresses"))
 	}
 	for i, a := range c.Join {
 		if _, _, err := net.SplitHostPort(a); err != nil {

@@ -143,8 +143,12 @@ func (d *Daemon) openStore(ctx context.Context) error {
 	rc.NodeID = d.cfg.NodeID
 	rc.Dir = d.cfg.DataDir
 	rc.RaftBind = d.cfg.RaftAddr
+	rc.RaftAdvertise = d.cfg.AdvertiseRaftAddr
 	rc.GRPCAddr = d.AdvertiseGRPCAddr()
 	rc.Bootstrap = d.cfg.Bootstrap && len(d.cfg.Join) == 0
+	if d.cfg.BootstrapNodeID != "" && d.cfg.BootstrapNodeID == d.cfg.NodeID {
+		rc.Bootstrap = !d.clusterAnswers(ctx)
+	}
 	rc.Logger = d.logger
 	rc.SessionIdleTimeout = d.cfg.SessionIdleTimeout
 	if d.cfg.SnapshotThreshold > 0 {

@@ -228,6 +228,12 @@ func TestConfigValidateNamesTheBadField(t *testing.T) {
 		{"data dir too deep for the default socket", func(c *daemon.Config) { c.DataDir = "/tmp/" + strings.Repeat("d", 120) }, "SocketPath"},
 		{"tiny message size", func(c *daemon.Config) { c.MaxMessageBytes = 1000 }, "MaxMessageBytes"},
 		{"negative expiry interval", func(c *daemon.Config) { c.ExpiryInterval = -time.Second }, "ExpiryInterval"},
+		{"raft bound to every interface, not advertised", func(c *daemon.Config) { c.RaftAddr = "0.0.0.0:7421" }, "AdvertiseRaftAddr"},
+		{"raft bound to an empty host, not advertised", func(c *daemon.Config) { c.RaftAddr = ":7421" }, "AdvertiseRaftAddr"},
+		{"raft advertised without a port", func(c *daemon.Config) { c.AdvertiseRaftAddr = "stated-0.peers" }, "AdvertiseRaftAddr"},
+		{"raft advertised on every interface", func(c *daemon.Config) { c.AdvertiseRaftAddr = "0.0.0.0:7421" }, "AdvertiseRaftAddr"},
+		{"raft advertised on port 0", func(c *daemon.Config) { c.AdvertiseRaftAddr = "stated-0.peers:0" }, "AdvertiseRaftAddr"},
+		{"bootstrap node without a join list", func(c *daemon.Config) { c.BootstrapNodeID = "n1" }, "BootstrapNodeID"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -243,5 +249,11 @@ func TestConfigValidateNamesTheBadField(t *testing.T) {
 	cfg.GRPCAddr = ""
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("default config with TCP disabled: %v", err)
+	}
+	cfg = daemon.DefaultConfig()
+	cfg.RaftAddr, cfg.AdvertiseRaftAddr = "0.0.0.0:7421", "stated-0.stated-peers.default.svc.cluster.local:7421"
+	cfg.Join, cfg.BootstrapNodeID = []string{"stated-0.stated-peers:7420", "stated-1.stated-peers:7420"}, "stated-0"
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("a StatefulSet member's config: %v", err)
 	}
 }

@@ -99,6 +99,55 @@ func (d *Daemon) checkSameCluster(ctx context.Context, own string) error {
 	return nil
 }
 
+// bootstrapProbeTimeout bounds the question the bootstrap node asks each
+// of the other Join addresses before it decides to bootstrap: is there a
+// cluster already? An address that does not resolve or refuses the
+// connection answers at once; one that accepts and says nothing is given
+// this long.
+const bootstrapProbeTimeout = 5 * time.Second
+
+// clusterAnswers asks the other Join addresses, in parallel, whether they
+// are members of a cluster. The bootstrap node (Config.BootstrapNodeID)
+// bootstraps only when none is: a cluster that exists already is joined,
+// so the bootstrap node that lost its disk rejoins its cluster instead of
+// starting a second one. A node whose data dir has Raft state ignores the
+// answer either way.
+func (d *Daemon) clusterAnswers(ctx context.Context) bool {
+	addrs := d.joinAddrs()
+	answers := make(chan string, len(addrs))
+	for _, addr := range addrs {
+		go func() {
+			answers <- d.clusterAt(ctx, addr)
+		}()
+	}
+	for range addrs {
+		if id := <-answers; id != "" {
+			d.logger.Info("bootstrap node: a join address is a member of a cluster; joining it rather than bootstrapping", "cluster_id", id)
+			return true
+		}
+	}
+	d.logger.Info("bootstrap node: no other join address is a member of a cluster; bootstrapping unless the data dir has raft state",
+		"join", strings.Join(addrs, ","))
+	return false
+}
+
+// clusterAt returns the id of the cluster the stated node at addr is a
+// member of, or "" when it does not answer as one.
+func (d *Daemon) clusterAt(ctx context.Context, addr string) string {
+	cc, err := dialNode(addr, d.cfg.MaxMessageBytes)
+	if err != nil {
+		return ""
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, bootstrapProbeTimeout)
+	defer cancel()
+	resp, err := statedv1.NewClusterClient(cc).Members(ctx, &statedv1.MembersRequest{})
+	if err != nil || len(resp.GetMembers()) == 0 {
+		return ""
+	}
+	return resp.GetClusterId()
+}
+
 // joinAddrs is Config.Join without duplicates and without this node's own
 // addresses (a list given to every member names each of them).
 func (d *Daemon) joinAddrs() []string {

@@ -21,8 +21,9 @@ type Config struct {
 	// RaftBind is the TCP address the Raft transport listens on; port 0
 	// picks a free one.
 	RaftBind string
-	// RaftAdvertise is the address peers reach this node at; empty means
-	// the bound address.
+	// RaftAdvertise is the address (host:port) peers reach this node at,
+	// recorded in the cluster configuration as written: a DNS name stays
+	// a name and is resolved by each dial. Empty means the bound address.
 	RaftAdvertise string
 	// GRPCAddr is the gRPC address this node advertises to its peers (for
 	// forwarding writes to the leader); it is recorded in the cluster
@@ -103,8 +104,15 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("raftstore: config: RaftBind %q: %w", c.RaftBind, err)
 	}
 	if c.RaftAdvertise != "" {
-		if _, _, err := net.SplitHostPort(c.RaftAdvertise); err != nil {
+		host, port, err := net.SplitHostPort(c.RaftAdvertise)
+		if err != nil {
 			return fmt.Errorf("raftstore: config: RaftAdvertise %q: %w", c.RaftAdvertise, err)
+		}
+		if host == "" || port == "" || port == "0" {
+			return fmt.Errorf("raftstore: config: RaftAdvertise %q: want a host and a port other than 0", c.RaftAdvertise)
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			return fmt.Errorf("raftstore: config: RaftAdvertise %q: an unspecified address cannot be dialled by peers", c.RaftAdvertise)
 		}
 	}
 	return nil

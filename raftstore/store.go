@@ -235,12 +235,11 @@ func (s *Store) newTransport(hlog hclog.Logger) (*raft.NetworkTransport, error) 
 	} else {
 		tl := &tcpLayer{Listener: ln, advertise: ln.Addr()}
 		if s.cfg.RaftAdvertise != "" {
-			a, err := net.ResolveTCPAddr("tcp", s.cfg.RaftAdvertise)
-			if err != nil {
-				ln.Close()
-				return nil, fmt.Errorf("raftstore: RaftAdvertise: %w", err)
-			}
-			tl.advertise = a
+			// Kept as written, a DNS name included: peers resolve it
+			// whenever they dial, so a node that comes back with another
+			// IP (a Kubernetes pod) is still reached at the address its
+			// cluster configuration holds.
+			tl.advertise = namedAddr(s.cfg.RaftAdvertise)
 		}
 		layer = tl
 	}
@@ -256,6 +255,12 @@ type tcpLayer struct {
 }
 
 func (t *tcpLayer) Addr() net.Addr { return t.advertise }
+
+// namedAddr is an advertised host:port, which may name its host.
+type namedAddr string
+
+func (a namedAddr) Network() string { return "tcp" }
+func (a namedAddr) String() string  { return string(a) }
 
 func (t *tcpLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	return net.DialTimeout("tcp", string(addr), timeout)

@@ -58,9 +58,11 @@ member must have a distinct --node-id, --raft-addr and --grpc-addr.`,
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the Raft log, the state and the socket")
 	f.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, `TCP address to serve gRPC on; "" serves the unix socket only`)
 	f.StringVar(&cfg.SocketPath, "socket", "", "unix socket to serve gRPC on (default DATA_DIR/stated.sock)")
-	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "address Raft binds to and advertises")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "address Raft binds to, and advertises unless --advertise-raft-addr is given")
+	f.StringVar(&cfg.AdvertiseRaftAddr, "advertise-raft-addr", "", "Raft address (host:port) peers dial, kept as a DNS name if it is one (needed when --raft-addr binds 0.0.0.0)")
 	f.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "bootstrap a single-node cluster when the data dir has no Raft state and --join is not given")
 	f.StringSliceVar(&cfg.Join, "join", nil, "gRPC addresses (host:port, comma-separated) of cluster members to join through when the data dir is new")
+	f.StringVar(&cfg.BootstrapNodeID, "bootstrap-node-id", "", "with the same --join list on every member (a StatefulSet): the node with this id bootstraps the cluster if none of the other --join addresses is a member of one; the others join")
 	f.DurationVar(&cfg.JoinTimeout, "join-timeout", cfg.JoinTimeout, "how long to keep trying the --join addresses")
 	f.StringVar(&cfg.AdvertiseGRPCAddr, "advertise-grpc-addr", "", "gRPC address other members and clients reach this node at (default: the bound --grpc-addr)")
 	f.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", cfg.MaxMessageBytes, "largest gRPC message received or sent")
@@ -75,7 +77,7 @@ member must have a distinct --node-id, --raft-addr and --grpc-addr.`,
 	f.IntVar(&cfg.CheckpointWorkers, "checkpoint-workers", 4, "files uploaded in parallel")
 	f.StringSliceVar(&cfg.KafkaBrokers, "kafka-brokers", nil, "Kafka brokers (host:port, comma-separated) to commit each completed checkpoint's offsets to")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "bootstrap", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-snapshot-threshold", "raft-snapshot-interval", "raft-trailing-logs",
+	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-snapshot-threshold", "raft-snapshot-interval", "raft-trailing-logs",
 		"checkpoint-url", "checkpoint-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "log-level")
 	return cmd
 }
