@@ -82,7 +82,7 @@ func (c *cli) rootCommand() *cobra.Command {
 	f.StringVar(&c.addr, "addr", defaultAddr, "daemon address for client commands: a unix socket path or host:port; several members of a cluster, comma-separated")
 	f.DurationVar(&c.timeout, "timeout", defaultTimeout, "how long a client command waits for the daemon; commands that wait for an operation (checkpoint trigger --wait, checkpoint savepoint, recovery, restore) wait as long as it takes unless --timeout is given")
 	bindEnv(f, "addr", "timeout")
-	root.AddCommand(c.runCommand(), c.kvCommand(), c.offsetsCommand(), c.clusterCommand(), c.statusCommand(), c.checkpointCommand(), c.restoreCommand(), c.recoveryCommand(), c.windowsCommand())
+	root.AddCommand(c.runCommand(), c.kvCommand(), c.offsetsCommand(), c.clusterCommand(), c.statusCommand(), c.checkpointCommand(), c.restoreCommand(), c.recoveryCommand(), c.windowsCommand(), c.demoCommand())
 	return root
 }
 

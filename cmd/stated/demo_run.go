@@ -1,0 +1,730 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	stated "github.com/statedhq/stated/sdk/go"
+)
+
+// demo is one run of `stated demo`: what it started and what it produced.
+type demo struct {
+	o      demoOptions
+	dir    string
+	bucket string // the checkpoint bucket's URL
+	out    io.Writer
+	start  time.Time
+	procs  *children
+
+	kafka    *kfake.Cluster
+	brokers  string
+	producer *kgo.Client
+	admin    *kadm.Client
+
+	nodes     []*demoNode
+	monitor   *stated.Client // the demo's own reads, through every node
+	processor *child
+
+	produced int
+	expected map[string]int64 // records produced per key
+	ends     map[int32]int64  // end offset per partition
+}
+
+// demoNode is one stated node: its flags, its process and a client of it
+// alone.
+type demoNode struct {
+	id, dataDir, socket, grpcAddr, raftAddr string
+	args                                    []string
+	proc                                    *child
+	client                                  *stated.Client
+}
+
+func newDemo(o demoOptions, dir, bin string, stdout, stderr io.Writer) *demo {
+	return &demo{
+		o: o, dir: dir, out: stdout, start: time.Now(),
+		bucket:   (&url.URL{Scheme: "file", Path: filepath.Join(dir, "bucket")}).String(),
+		procs:    newChildren(bin, filepath.Join(dir, "logs"), o.verbose, stderr),
+		expected: map[string]int64{},
+		ends:     map[int32]int64{},
+	}
+}
+
+// say prints one line of what happens, with the time since the start.
+func (d *demo) say(format string, args ...any) {
+	fmt.Fprintf(d.out, "%5.1fs  %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// sayBlock prints a command a user would type and what it printed.
+func (d *demo) sayBlock(args []string, output string) {
+	d.say("$ stated %s", strings.Join(args, " "))
+	for line := range strings.Lines(strings.TrimRight(output, "\n")) {
+		fmt.Fprintf(d.out, "        %s", line)
+		if !strings.HasSuffix(line, "\n") {
+			fmt.Fprintln(d.out)
+		}
+	}
+}
+
+func (d *demo) port(i int) int { return d.o.basePort + i }
+
+func (d *demo) addr(i int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(d.port(i))) }
+
+// run runs every step; the caller cleans up.
+func (d *demo) run(ctx context.Context) error {
+	if d.o.keep || d.o.dir != "" {
+		d.say("stated demo: everything on 127.0.0.1, files in %s", d.dir)
+	} else {
+		d.say("stated demo: everything on 127.0.0.1, files in %s (removed at the end; --keep keeps them)", d.dir)
+	}
+	if err := d.startKafka(); err != nil {
+		return err
+	}
+	if err := d.startCluster(ctx); err != nil {
+		return err
+	}
+	if err := d.nodeAndProcessorCrash(ctx); err != nil {
+		return err
+	}
+	if err := d.totalLoss(ctx); err != nil {
+		return err
+	}
+	if err := d.shutdown(); err != nil {
+		return err
+	}
+	d.say("demo passed in %s: %d records over %d keys counted exactly once through a leader and processor crash and the loss of every node",
+		time.Since(d.start).Round(100*time.Millisecond), d.produced, len(d.expected))
+	return nil
+}
+
+// startKafka starts kfake in this process with the demo's topic.
+func (d *demo) startKafka() error {
+	kport := d.port(demoPorts - 1)
+	cl, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(kport), kfake.SeedTopics(demoPartitions, demoTopic),
+		kfake.GroupMinSessionTimeout(200*time.Millisecond))
+	if err != nil {
+		if strings.Contains(err.Error(), "address already in use") {
+			return busyPortError(kport, d.o.basePort, err)
+		}
+		return fmt.Errorf("start kfake: %w", err)
+	}
+	d.kafka = cl
+	d.brokers = strings.Join(cl.ListenAddrs(), ",")
+	if d.producer, err = kgo.NewClient(kgo.SeedBrokers(cl.ListenAddrs()...), kgo.DefaultProduceTopic(demoTopic)); err != nil {
+		return fmt.Errorf("kafka producer: %w", err)
+	}
+	d.admin = kadm.NewClient(d.producer)
+	d.say("kafka (kfake, in this process) on %s: topic %q with %d partitions", d.brokers, demoTopic, demoPartitions)
+	return nil
+}
+
+// startCluster starts n1 (which bootstraps), then n2 and n3 (which join
+// it), and waits for three members with a leader.
+func (d *demo) startCluster(ctx context.Context) error {
+	var grpcAddrs []string
+	for i := range demoNodes {
+		id := fmt.Sprintf("n%d", i+1)
+		n := &demoNode{id: id, dataDir: filepath.Join(d.dir, id), socket: demoSocket(d.dir, id),
+			grpcAddr: d.addr(2 * i), raftAddr: d.addr(2*i + 1)}
+		n.args = []string{"run", "--node-id", id, "--data-dir", n.dataDir, "--socket", n.socket,
+			"--grpc-addr", n.grpcAddr, "--raft-addr", n.raftAddr,
+			"--checkpoint-url", d.bucket, "--checkpoint-interval", "2s", "--kafka-brokers", d.brokers}
+		if i > 0 {
+			n.args = append(n.args, "--join", d.nodes[0].grpcAddr)
+		}
+		c, err := stated.Dial(ctx, n.grpcAddr, stated.WithLazySession())
+		if err != nil {
+			return err
+		}
+		n.client = c
+		d.nodes = append(d.nodes, n)
+		grpcAddrs = append(grpcAddrs, n.grpcAddr)
+	}
+	mon, err := stated.Dial(ctx, strings.Join(grpcAddrs, ","), stated.WithLazySession())
+	if err != nil {
+		return err
+	}
+	d.monitor = mon
+	for i, n := range d.nodes {
+		how := "bootstraps the cluster"
+		if i > 0 {
+			how = "joins n1"
+		}
+		if err := d.startNode(ctx, n); err != nil {
+			return err
+		}
+		d.say("%s up (%s): gRPC %s, Raft %s", n.id, how, n.grpcAddr, n.raftAddr)
+	}
+	leader, err := d.waitMembers(ctx)
+	if err != nil {
+		return err
+	}
+	d.say("cluster up: 3 members, leader %s; checkpoints every 2s to %s", leader, d.bucket)
+	return nil
+}
+
+// startNode starts n's process and waits until it serves.
+func (d *demo) startNode(ctx context.Context, n *demoNode) error {
+	p, err := d.procs.start(n.id, n.args...)
+	if err != nil {
+		return err
+	}
+	n.proc = p
+	health := healthpb.NewHealthClient(n.client.Conn())
+	return d.waitFor(ctx, fmt.Sprintf("%s to serve gRPC on %s", n.id, n.grpcAddr), 30*time.Second, func(ctx context.Context) (bool, error) {
+		if p.exited() {
+			return false, fatal(d.exitedError(p))
+		}
+		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING, err
+	})
+}
+
+// exitedError says that a child exited when it should not have, and why
+// if its log tells.
+func (d *demo) exitedError(p *child) error {
+	if p.logged("address already in use") {
+		for i := range demoPorts {
+			if p.logged(d.addr(i) + ": bind: address already in use") {
+				return busyPortError(d.port(i), d.o.basePort, errors.New("address already in use"))
+			}
+		}
+		return fmt.Errorf("%s exited: an address it needs is in use; pick other ports with --base-port (log %s)", p.name, p.log)
+	}
+	if tail := p.tail(5); tail != "" {
+		return fmt.Errorf("%s exited (%v); the end of its log %s:\n%s", p.name, p.err, p.log, tail)
+	}
+	return fmt.Errorf("%s exited: %v", p.name, p.err)
+}
+
+// waitMembers waits until the cluster has three voters and a leader, and
+// returns the leader's id.
+func (d *demo) waitMembers(ctx context.Context) (string, error) {
+	var leader string
+	err := d.waitFor(ctx, "3 members with a leader", 30*time.Second, func(ctx context.Context) (bool, error) {
+		m, err := d.monitor.Members(ctx)
+		if err != nil {
+			return false, err
+		}
+		voters := 0
+		for _, mb := range m.Members {
+			if mb.Voter {
+				voters++
+			}
+		}
+		leader = m.LeaderID
+		return voters == demoNodes && leader != "", nil
+	})
+	return leader, err
+}
+
+// leader returns the index of the live node that says it leads.
+func (d *demo) leader(ctx context.Context) (int, error) {
+	at := -1
+	err := d.waitFor(ctx, "a leader", 30*time.Second, func(ctx context.Context) (bool, error) {
+		for i, n := range d.nodes {
+			if n.proc == nil || n.proc.exited() {
+				continue
+			}
+			if st, err := n.client.NodeStatus(ctx); err == nil && st.Role == "leader" {
+				at = i
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return at, err
+}
+
+// startProcessor starts the counter as a child process.
+func (d *demo) startProcessor() error {
+	var socks []string
+	for _, n := range d.nodes {
+		socks = append(socks, n.socket)
+	}
+	args := []string{"demo", "processor", "--stated", strings.Join(socks, ","), "--brokers", d.brokers,
+		"--topic", demoTopic, "--group", demoGroup, "--namespace", demoNamespace}
+	if d.o.verbose {
+		args = append(args, "-v")
+	}
+	p, err := d.procs.start("processor", args...)
+	if err != nil {
+		return err
+	}
+	d.processor = p
+	return nil
+}
+
+// produce writes n records whose keys cycle through the demo's keys, and
+// records what it wrote.
+func (d *demo) produce(ctx context.Context, n int) error {
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		seq := d.produced + i
+		recs[i] = &kgo.Record{Key: fmt.Appendf(nil, "key-%03d", seq%d.o.keys), Value: fmt.Appendf(nil, "%d", seq)}
+	}
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for _, r := range d.producer.ProduceSync(pctx, recs...) {
+		if r.Err != nil {
+			return fmt.Errorf("produce to kafka: %w", r.Err)
+		}
+		d.expected[string(r.Record.Key)]++
+		d.ends[r.Record.Partition] = max(d.ends[r.Record.Partition], r.Record.Offset+1)
+	}
+	d.produced += n
+	return nil
+}
+
+// offsets reads the group's offsets in stated (linearizable): the next
+// record to process, per partition of the topic.
+func (d *demo) offsets(ctx context.Context) (map[int32]int64, error) {
+	offs, err := d.monitor.GetOffsets(ctx, demoGroup, stated.WithConsistency(stated.ConsistencyLinearizable))
+	if err != nil {
+		return nil, err
+	}
+	m := map[int32]int64{}
+	for _, o := range offs {
+		if o.Topic == demoTopic {
+			m[o.Partition] = o.Offset
+		}
+	}
+	return m, nil
+}
+
+// committed returns the records processed and committed in stated.
+func (d *demo) committed(ctx context.Context) (int64, error) {
+	offs, err := d.offsets(ctx)
+	var n int64
+	for _, o := range offs {
+		n += o
+	}
+	return n, err
+}
+
+// processorAlive fails when the processor has exited.
+func (d *demo) processorAlive() error {
+	if d.processor.exited() {
+		return fatal(d.exitedError(d.processor))
+	}
+	return nil
+}
+
+// waitCommitted waits until at least target records are committed, and
+// returns how many are.
+func (d *demo) waitCommitted(ctx context.Context, target int64) (int64, error) {
+	var n int64
+	err := d.waitFor(ctx, fmt.Sprintf("the processor to commit %d records", target), time.Minute, func(ctx context.Context) (bool, error) {
+		if err := d.processorAlive(); err != nil {
+			return false, err
+		}
+		var err error
+		n, err = d.committed(ctx)
+		return err == nil && n >= target, err
+	})
+	return n, err
+}
+
+// waitDrained waits until stated's offsets reach the end of every
+// partition produced to.
+func (d *demo) waitDrained(ctx context.Context) error {
+	return d.waitFor(ctx, fmt.Sprintf("the processor to reach the end of every partition (%d records)", d.produced), time.Minute, func(ctx context.Context) (bool, error) {
+		if err := d.processorAlive(); err != nil {
+			return false, err
+		}
+		offs, err := d.offsets(ctx)
+		if err != nil {
+			return false, err
+		}
+		for p, end := range d.ends {
+			if offs[p] > end {
+				return false, fatal(fmt.Errorf("CHECK FAILED: partition %d: stated's offset %d is past the end of the partition, %d", p, offs[p], end))
+			}
+			if offs[p] < end {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// checkCounts reads every counter on every node, each once it has
+// applied everything committed so far (the highest commit index any node
+// reports), and through a linearizable read, and compares them with the
+// records produced.
+func (d *demo) checkCounts(ctx context.Context, when string) error {
+	var index uint64
+	for _, n := range d.nodes {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := n.client.NodeStatus(sctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("status of %s: %w", n.id, err)
+		}
+		index = max(index, st.CommitIndex, st.AppliedIndex)
+	}
+	var ids []string
+	for _, n := range d.nodes {
+		err := d.waitFor(ctx, fmt.Sprintf("%s to apply index %d", n.id, index), 30*time.Second, func(ctx context.Context) (bool, error) {
+			st, err := n.client.NodeStatus(ctx)
+			return err == nil && st.AppliedIndex >= index, err
+		})
+		if err != nil {
+			return err
+		}
+		if err := d.compareCounts(ctx, n.id, n.client, stated.ConsistencyLocal); err != nil {
+			return err
+		}
+		ids = append(ids, n.id)
+	}
+	if err := d.compareCounts(ctx, "a linearizable read", d.monitor, stated.ConsistencyLinearizable); err != nil {
+		return err
+	}
+	d.say("counts exact %s: %d records over %d keys on %s (each read locally at index %d or later) and linearizably",
+		when, d.produced, len(d.expected), strings.Join(ids, " "), index)
+	return nil
+}
+
+// compareCounts scans the counters through c and fails listing the keys
+// whose count differs from the records produced.
+func (d *demo) compareCounts(ctx context.Context, where string, c *stated.Client, cons stated.Consistency) error {
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	got := map[string]int64{}
+	for e, err := range c.Scan(sctx, stated.ScanQuery{Namespace: demoNamespace, Kind: stated.KindCounter}, stated.WithConsistency(cons)) {
+		if err != nil {
+			return fmt.Errorf("read the counts on %s: %w", where, err)
+		}
+		got[string(e.Key)] = e.Counter
+	}
+	var diffs []string
+	var total int64
+	for k, want := range d.expected {
+		total += got[k]
+		if got[k] != want {
+			diffs = append(diffs, fmt.Sprintf("%s counted %d, produced %d", k, got[k], want))
+		}
+	}
+	for k, n := range got {
+		if _, ok := d.expected[k]; !ok {
+			total += n
+			diffs = append(diffs, fmt.Sprintf("%s counted %d, never produced", k, n))
+		}
+	}
+	if len(diffs) == 0 {
+		return nil
+	}
+	shown := diffs[:min(len(diffs), 10)]
+	return fmt.Errorf("CHECK FAILED: counts on %s: %d of %d keys differ, %d records counted of %d produced:\n  %s",
+		where, len(diffs), len(d.expected), total, d.produced, strings.Join(shown, "\n  "))
+}
+
+// nodeAndProcessorCrash streams records in three bursts and SIGKILLs the
+// leader and the processor in the middle of the stream; both restart and
+// every count must come out exact.
+func (d *demo) nodeAndProcessorCrash(ctx context.Context) error {
+	if err := d.startProcessor(); err != nil {
+		return err
+	}
+	d.say("processor started (pid %d): counts each key in namespace %q, committing counters and offsets together, group %q",
+		d.processor.cmd.Process.Pid, demoNamespace, demoGroup)
+	burst1 := d.o.records * 2 / 5
+	burst2 := d.o.records * 3 / 10
+	burst3 := d.o.records - burst1 - burst2
+	if err := d.produce(ctx, burst1); err != nil {
+		return err
+	}
+	d.say("produced %d records over %d keys (burst 1 of 3)", burst1, d.o.keys)
+
+	at, err := d.waitCommitted(ctx, int64(burst1/2))
+	if err != nil {
+		return err
+	}
+	li, err := d.leader(ctx)
+	if err != nil {
+		return err
+	}
+	old := d.nodes[li]
+	d.processor.cmd.Process.Kill()
+	old.proc.cmd.Process.Kill()
+	if err := errors.Join(d.processor.kill(), old.proc.kill()); err != nil {
+		return err
+	}
+	killed := time.Now()
+	d.say("killed %s (the leader) and the processor with SIGKILL, %d of %d records committed", old.id, at, d.produced)
+
+	nl, err := d.leader(ctx)
+	if err != nil {
+		return err
+	}
+	d.say("%s leads after %s", d.nodes[nl].id, time.Since(killed).Round(100*time.Millisecond))
+	if err := d.produce(ctx, burst2); err != nil {
+		return err
+	}
+	d.say("produced %d records while the processor was down (burst 2 of 3)", burst2)
+
+	if err := d.startNode(ctx, old); err != nil {
+		return err
+	}
+	if err := d.waitCaughtUp(ctx, old, nl); err != nil {
+		return err
+	}
+	if _, err := d.waitMembers(ctx); err != nil {
+		return err
+	}
+	d.say("%s back and caught up; 3 members", old.id)
+	if err := d.startProcessor(); err != nil {
+		return err
+	}
+	d.say("processor restarted: it resumes from the offsets stored in stated")
+	if err := d.produce(ctx, burst3); err != nil {
+		return err
+	}
+	d.say("produced %d records (burst 3 of 3)", burst3)
+	if err := d.waitDrained(ctx); err != nil {
+		return err
+	}
+	d.say("processor caught up: stated's offsets are at the end of every partition (%d records)", d.produced)
+	return d.checkCounts(ctx, "after the crash")
+}
+
+// waitCaughtUp waits until n has applied what the leader had committed
+// when n came back.
+func (d *demo) waitCaughtUp(ctx context.Context, n *demoNode, leader int) error {
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	st, err := d.nodes[leader].client.NodeStatus(sctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("status of the leader %s: %w", d.nodes[leader].id, err)
+	}
+	return d.waitFor(ctx, fmt.Sprintf("%s to catch up to index %d", n.id, st.CommitIndex), 30*time.Second, func(ctx context.Context) (bool, error) {
+		s, err := n.client.NodeStatus(ctx)
+		return err == nil && s.AppliedIndex >= st.CommitIndex, err
+	})
+}
+
+// replayLine is the recovery report's summary of what Kafka replays.
+var replayLine = regexp.MustCompile(`Kafka will replay (\d+) records; (\d+) records are lost`)
+
+// totalLoss takes a checkpoint, produces more, kills every node and the
+// processor, wipes every data dir, restores from the bucket as a user
+// would, and lets the processor replay from the checkpoint's offsets.
+func (d *demo) totalLoss(ctx context.Context) error {
+	cps := statedv1.NewCheckpointsClient(d.monitor.Conn())
+	var sum *statedv1.CheckpointSummary
+	err := d.waitFor(ctx, "a checkpoint to complete", 30*time.Second, func(ctx context.Context) (bool, error) {
+		tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		resp, err := cps.Trigger(tctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+		if err != nil {
+			return false, err
+		}
+		sum = resp.GetSummary()
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	d.say("checkpoint %d completed: %d keys, %d files, offsets at %d records, in %s", sum.GetEpoch(), sum.GetKeys(), sum.GetFiles(), d.produced, d.bucket)
+
+	extra := max(d.o.records/4, 1)
+	before := d.produced
+	if err := d.produce(ctx, extra); err != nil {
+		return err
+	}
+	d.say("produced %d more records", extra)
+	at, err := d.waitCommitted(ctx, int64(before+extra/2))
+	if err != nil {
+		return err
+	}
+	d.processor.cmd.Process.Kill()
+	for _, n := range d.nodes {
+		n.proc.cmd.Process.Kill()
+	}
+	errs := []error{d.processor.kill()}
+	for _, n := range d.nodes {
+		errs = append(errs, n.proc.kill())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	d.say("total loss: killed n1 n2 n3 and the processor with SIGKILL, at least %d of %d records committed", at, d.produced)
+	for _, n := range d.nodes {
+		if err := os.RemoveAll(n.dataDir); err != nil {
+			return fmt.Errorf("wipe %s: %w", n.dataDir, err)
+		}
+	}
+	d.say("wiped the data dirs of n1 n2 n3: what is left is the bucket, and Kafka")
+
+	// A restore resets the group's offsets in Kafka, which Kafka accepts
+	// once the group has no members: the killed processor leaves it when
+	// its session times out.
+	if err := d.waitGroupEmpty(ctx); err != nil {
+		return err
+	}
+	reportArgs := []string{"recovery", "--from", d.bucket, "--kafka-brokers", d.brokers}
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	report, err := d.procs.run(rctx, reportArgs...)
+	cancel()
+	d.sayBlock(reportArgs, report)
+	if err != nil {
+		return err
+	}
+	m := replayLine.FindStringSubmatch(report)
+	if m == nil {
+		return fmt.Errorf("the recovery report does not say what Kafka replays")
+	}
+	replay, _ := strconv.ParseInt(m[1], 10, 64)
+	lost, _ := strconv.ParseInt(m[2], 10, 64)
+
+	n1 := d.nodes[0]
+	restoreArgs := []string{"restore", "--from", d.bucket, "--data-dir", n1.dataDir, "--node-id", n1.id,
+		"--raft-addr", n1.raftAddr, "--kafka-brokers", d.brokers}
+	rctx, cancel = context.WithTimeout(ctx, time.Minute)
+	out, err := d.procs.run(rctx, restoreArgs...)
+	cancel()
+	d.sayBlock(restoreArgs, out)
+	if err != nil {
+		return err
+	}
+	for i, n := range d.nodes {
+		how := "restored from the bucket"
+		if i > 0 {
+			how = "empty; joins n1 and gets the state from it"
+		}
+		if err := d.startNode(ctx, n); err != nil {
+			return err
+		}
+		d.say("%s up (%s)", n.id, how)
+	}
+	if _, err := d.waitMembers(ctx); err != nil {
+		return err
+	}
+	restored, err := d.committed(ctx)
+	if err != nil {
+		return fmt.Errorf("read the restored offsets: %w", err)
+	}
+	if restored+replay != int64(d.produced) || lost != 0 {
+		return fmt.Errorf("CHECK FAILED: the restored offsets cover %d records and the report says Kafka replays %d and %d are lost; %d were produced",
+			restored, replay, lost, d.produced)
+	}
+	d.say("cluster restored: 3 members; offsets at %d records (the checkpoint's); %d processed after it died with the nodes; Kafka replays %d",
+		restored, max(at-restored, 0), replay)
+	if err := d.startProcessor(); err != nil {
+		return err
+	}
+	d.say("processor restarted: it replays from the checkpoint's offsets")
+	if err := d.waitDrained(ctx); err != nil {
+		return err
+	}
+	d.say("processor caught up: stated's offsets are at the end of every partition (%d records)", d.produced)
+	return d.checkCounts(ctx, "after the restore")
+}
+
+// waitGroupEmpty waits until the demo's consumer group has no members.
+func (d *demo) waitGroupEmpty(ctx context.Context) error {
+	return d.waitFor(ctx, fmt.Sprintf("Kafka to drop the killed processor from group %q (its session timeout)", demoGroup), 30*time.Second, func(ctx context.Context) (bool, error) {
+		gs, err := d.admin.DescribeGroups(ctx, demoGroup)
+		if err != nil {
+			return false, err
+		}
+		g, ok := gs[demoGroup]
+		if !ok {
+			return true, nil
+		}
+		if g.Err != nil {
+			return false, g.Err
+		}
+		return len(g.Members) == 0, nil
+	})
+}
+
+// shutdown stops the processor and the nodes cleanly.
+func (d *demo) shutdown() error {
+	var errs []error
+	if d.processor != nil {
+		errs = append(errs, d.processor.stop())
+	}
+	for _, n := range d.nodes {
+		if n.proc != nil {
+			errs = append(errs, n.proc.stop())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// close kills every child still running and closes what the demo holds.
+func (d *demo) close() error {
+	err := d.procs.killAll()
+	if d.monitor != nil {
+		d.monitor.Close()
+	}
+	for _, n := range d.nodes {
+		n.client.Close()
+	}
+	if d.producer != nil {
+		d.producer.Close()
+	}
+	if d.kafka != nil {
+		d.kafka.Close()
+	}
+	return err
+}
+
+// fatalError ends a wait at once.
+type fatalError struct{ err error }
+
+func (f *fatalError) Error() string { return f.err.Error() }
+
+func fatal(err error) error { return &fatalError{err} }
+
+// waitFor polls cond until it holds, at most for bound. An error cond
+// returns is kept for the message when the bound is reached, unless it is
+// fatal, which ends the wait.
+func (d *demo) waitFor(ctx context.Context, what string, bound time.Duration, cond func(context.Context) (bool, error)) error {
+	deadline := time.Now().Add(bound)
+	var last error
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		ok, err := cond(cctx)
+		cancel()
+		if ok {
+			return nil
+		}
+		var f *fatalError
+		if errors.As(err, &f) {
+			return f.err
+		}
+		if err != nil {
+			last = err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("while waiting for %s: %w", what, context.Cause(ctx))
+		}
+		if time.Now().After(deadline) {
+			if last != nil {
+				return fmt.Errorf("waited %s for %s; the last error: %v", bound, what, last)
+			}
+			return fmt.Errorf("waited %s for %s", bound, what)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
