@@ -86,7 +86,7 @@ func run() error {
 		// group and namespace unless told otherwise.
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		run := time.Now().UTC().Format("20060102-150405")
+		run := time.Now().UTC().Format("20060102-150405.000") // two runs in one second must not share a group
 		if !set["group"] {
 			*group += "-demo-" + run
 		}

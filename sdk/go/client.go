@@ -133,11 +133,13 @@ func WithAddresses(addrs ...string) Option {
 // daemons of one cluster separated by commas (see WithAddresses); each is
 // one of
 //
-//   - "unix:///abs/path.sock" or "unix:relative.sock": a unix socket, in
-//     gRPC's own target syntax;
-//   - a file path that starts with "/", "./" or "../", or ends in ".sock":
-//     a unix socket (relative paths are resolved against the working
-//     directory now);
+//   - a unix socket: a file path that starts with "/", "./" or "../", or
+//     ends in ".sock"; or "unix:" and a path ("unix:x.sock",
+//     "unix:/abs/x.sock"); or "unix://" and an absolute path
+//     ("unix:///abs/x.sock") or one starting with "./" or "../"
+//     ("unix://./x.sock"). A relative path is resolved against the
+//     working directory now, the same in every form; "unix://x.sock" is
+//     refused with a message saying how to write it;
 //   - "host:port": TCP without TLS (give WithDialOptions credentials for
 //     TLS);
 //   - any other gRPC target with an explicit "dns:" or "passthrough:" scheme.
@@ -235,28 +237,57 @@ func waitReady(ctx context.Context, conn *grpc.ClientConn) error {
 	}
 }
 
-// parseAddr turns a user's address into a gRPC target.
+// parseAddr turns a user's address into a gRPC target. Every form of a
+// unix socket path becomes "unix://" and the absolute path, resolved
+// against the working directory now, so that a relative path means the
+// same in every form and in every program.
 func parseAddr(addr string) (string, error) {
 	switch {
 	case addr == "":
 		return "", fmt.Errorf("stated: dial: empty address")
-	case strings.HasPrefix(addr, "unix:"), strings.HasPrefix(addr, "unix-abstract:"),
+	case strings.HasPrefix(addr, "unix://"):
+		rest := strings.TrimPrefix(addr, "unix://")
+		switch {
+		case strings.HasPrefix(rest, "/"): // unix:///abs/path
+			u, err := url.Parse(addr)
+			if err != nil {
+				return "", fmt.Errorf("stated: dial %q: %w", addr, err)
+			}
+			return unixTarget(addr, u.Path)
+		case strings.HasPrefix(rest, "./"), strings.HasPrefix(rest, "../"): // unix://./rel
+			return unixTarget(addr, rest)
+		}
+		return "", fmt.Errorf("stated: dial %q: after unix:// comes an absolute path (unix:///run/stated/stated.sock); "+
+			"for a path relative to the working directory write ./%s, unix:%s or unix://./%s", addr, rest, rest, rest)
+	case strings.HasPrefix(addr, "unix:"): // unix:rel or unix:/abs
+		path := strings.TrimPrefix(addr, "unix:")
+		if path == "" {
+			return "", fmt.Errorf("stated: dial %q: no socket path after unix:", addr)
+		}
+		return unixTarget(addr, path)
+	case strings.HasPrefix(addr, "unix-abstract:"),
 		strings.HasPrefix(addr, "dns:"), strings.HasPrefix(addr, "passthrough:"):
 		return addr, nil
 	case strings.HasPrefix(addr, "/"), strings.HasPrefix(addr, "./"), strings.HasPrefix(addr, "../"),
 		strings.HasSuffix(addr, ".sock"):
-		abs, err := filepath.Abs(addr)
-		if err != nil {
-			return "", fmt.Errorf("stated: dial %q: %w", addr, err)
-		}
-		// Escaped, so that a path with '?', '#' or '%' survives gRPC's URL
-		// parsing of the target.
-		return "unix://" + (&url.URL{Path: filepath.ToSlash(abs)}).EscapedPath(), nil
+		return unixTarget(addr, addr)
 	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return "", fmt.Errorf("stated: dial %q: not a unix socket path or host:port: %w", addr, err)
+		return "", fmt.Errorf("stated: dial %q: not a unix socket path (/abs/x.sock, ./x.sock, x.sock, unix:x.sock, unix:///abs/x.sock) or host:port: %w", addr, err)
 	}
 	return addr, nil
+}
+
+// unixTarget is the gRPC target of the unix socket at path, which may be
+// relative to the working directory.
+func unixTarget(addr, path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("stated: dial %q: %w", addr, err)
+	}
+	// Escaped, so that a path with '?', '#' or '%' survives gRPC's URL
+	// parsing of the target.
+	return "unix://" + (&url.URL{Path: filepath.ToSlash(abs)}).EscapedPath(), nil
 }
 
 // randomClientID returns 16 random hex characters.

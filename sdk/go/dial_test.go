@@ -30,7 +30,13 @@ func TestDialAddressParsing(t *testing.T) {
 		wantPath string // for unix targets: the socket path gRPC will see
 	}{
 		{addr: "unix:///run/stated/stated.sock", want: "unix:///run/stated/stated.sock", wantPath: "/run/stated/stated.sock"},
-		{addr: "unix:relative.sock", want: "unix:relative.sock"},
+		{addr: "unix:relative.sock", want: "unix://" + filepath.Join(cwd, "relative.sock"), wantPath: filepath.Join(cwd, "relative.sock")},
+		{addr: "unix:./d/x.sock", want: "unix://" + filepath.Join(cwd, "d/x.sock"), wantPath: filepath.Join(cwd, "d/x.sock")},
+		{addr: "unix:/run/x.sock", want: "unix:///run/x.sock", wantPath: "/run/x.sock"},
+		{addr: "unix://./stated-data/stated.sock", want: "unix://" + filepath.Join(cwd, "stated-data/stated.sock"), wantPath: filepath.Join(cwd, "stated-data/stated.sock")},
+		{addr: "unix://../x.sock", want: "unix://" + filepath.Join(filepath.Dir(cwd), "x.sock"), wantPath: filepath.Join(filepath.Dir(cwd), "x.sock")},
+		{addr: "unix:///tmp/odd%20dir/s.sock", want: "unix:///tmp/odd%20dir/s.sock", wantPath: "/tmp/odd dir/s.sock"},
+		{addr: "unix-abstract:stated", want: "unix-abstract:stated"},
 		{addr: "/run/stated.sock", want: "unix:///run/stated.sock", wantPath: "/run/stated.sock"},
 		{addr: "/run/stated/socket", want: "unix:///run/stated/socket", wantPath: "/run/stated/socket"},
 		{addr: "./stated-data/stated.sock", want: "unix://" + filepath.Join(cwd, "stated-data/stated.sock"), wantPath: filepath.Join(cwd, "stated-data/stated.sock")},
@@ -56,9 +62,19 @@ func TestDialAddressParsing(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{"", "localhost", "stated"} {
-		if got, err := parseAddr(bad); err == nil {
-			t.Errorf("parseAddr(%q) = %q, want an error", bad, got)
+	for _, bad := range []struct{ addr, say string }{
+		{"", "empty"},
+		{"localhost", "host:port"},
+		{"stated", "host:port"},
+		{"unix:", "no socket path"},
+		// gRPC reads the host of unix://HOST/PATH as an authority and
+		// refuses it; say how to write a relative path instead.
+		{"unix://stated.sock", "unix:stated.sock"},
+		{"unix://stated-data/stated.sock", "./stated-data/stated.sock"},
+	} {
+		got, err := parseAddr(bad.addr)
+		if err == nil || !strings.Contains(err.Error(), bad.say) {
+			t.Errorf("parseAddr(%q) = %q, %v; want an error saying %q", bad.addr, got, err, bad.say)
 		}
 	}
 }
