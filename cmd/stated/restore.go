@@ -20,7 +20,6 @@ import (
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/recovery"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
-	"github.com/statedhq/stated/raftstore"
 	stated "github.com/statedhq/stated/sdk/go"
 	"github.com/statedhq/stated/uploader"
 )
@@ -156,7 +155,7 @@ and leaves the data dir as it was.`,
 			fmt.Fprintf(c.stdout, "next: stated run --data-dir %s   (bootstraps a new cluster from it; other nodes --join it)\n", dataDir)
 			return nil
 		}
-		clusterID, err := bootstrapRestored(ctx, dataDir, nodeID, raftAddr)
+		clusterID, err := recovery.Bootstrap(ctx, recovery.BootstrapOptions{DataDir: dataDir, NodeID: nodeID, RaftAddr: raftAddr})
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
@@ -170,29 +169,10 @@ and leaves the data dir as it was.`,
 	f.StringVar(&dataDir, "data-dir", "", "data dir of the new node")
 	f.BoolVar(&force, "force", false, "replace what the data dir holds")
 	f.StringVar(&nodeID, "node-id", "", "bootstrap the new single-node cluster now, as this node (run it with the same --node-id)")
-	f.StringVar(&raftAddr, "raft-addr", raftstore.DefaultConfig().RaftBind, "with --node-id: the Raft address the node will run with")
+	f.StringVar(&raftAddr, "raft-addr", daemon.DefaultConfig().RaftAddr, "with --node-id: the Raft address the node will run with")
 	f.BoolVar(&fallback, "fallback", false, "restore the newest intact older checkpoint when the selected one is not intact")
 	f.StringSliceVar(&brokers, "kafka-brokers", nil, "Kafka brokers; reset each group's committed offsets to the checkpoint's")
 	return cmd
-}
-
-// bootstrapRestored starts the restored state as a new single-node
-// cluster: Raft elects the node, which records a new cluster id, then it
-// stops.
-func bootstrapRestored(ctx context.Context, dataDir, nodeID, raftAddr string) (string, error) {
-	cfg := raftstore.DefaultConfig()
-	cfg.NodeID, cfg.Dir, cfg.RaftBind, cfg.Bootstrap = nodeID, dataDir, raftAddr, true
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	s, err := raftstore.Open(ctx, cfg)
-	if err != nil {
-		return "", fmt.Errorf("bootstrap the restored state: %w", err)
-	}
-	defer s.Close()
-	if err := s.WaitReady(ctx); err != nil {
-		return "", fmt.Errorf("bootstrap the restored state: %w", err)
-	}
-	return s.ClusterID(), nil
 }
 
 // downloadBar draws a progress bar on a terminal, and remembers how far
