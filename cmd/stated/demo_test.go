@@ -94,13 +94,14 @@ func TestDemoRefusesADirThatIsAFileOrNotEmpty(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ name, dir, want string }{
-		{"a file", file, "not a directory"},
-		{"a non-empty directory", full, "not empty"},
+		{"a file", file, "--dir " + file + ": not a directory; give an empty or new directory"},
+		{"a non-empty directory", full, "--dir " + full + ": not empty (1 entries, e.g. data); give an empty or new directory"},
+		{"a path under a file", filepath.Join(file, "sub"), "--dir " + filepath.Join(file, "sub") + ": stat " + filepath.Join(file, "sub") + ": not a directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := cliRun(t, nil, "demo", "--dir", tc.dir, "--base-port", strconv.Itoa(freeBasePort(t)))
-			if r.code == 0 || !strings.Contains(r.stderr, "--dir "+tc.dir+": "+tc.want) {
-				t.Errorf("exit %d, stderr %q; want non-zero and %q", r.code, r.stderr, "--dir "+tc.dir+": "+tc.want)
+			if r.code == 0 || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("exit %d, stderr %q; want non-zero and %q", r.code, r.stderr, tc.want)
 			}
 		})
 	}
