@@ -174,9 +174,12 @@ func (n *node) start(ctx context.Context) {
 // stated exited first.
 func (n *node) startOnce(ctx context.Context) (exited bool) {
 	n.t.Helper()
+	// Built before n.mu is taken: a failed build ends the test, and the
+	// cleanup's kill takes n.mu.
+	bin := statedBinary(n.t)
 	n.mu.Lock()
 	n.logs = &daemontest.Buffer{}
-	argv := append([]string{statedBinary(n.t), "run", "--node-id", n.id, "--data-dir", n.dataDir,
+	argv := append([]string{bin, "run", "--node-id", n.id, "--data-dir", n.dataDir,
 		"--socket", n.socket, "--grpc-addr", n.grpcAddr, "--raft-addr", n.raftAddr}, n.args...)
 	argv = append(append([]string{}, n.wrap...), argv...)
 	n.cmd = exec.Command(argv[0], argv[1:]...)
