@@ -270,171 +270,6 @@ func (d *demo) startProcessor() error {
 	return nil
 }
 
-// produce writes n records whose keys cycle through the demo's keys, and
-// records what it wrote.
-func (d *demo) produce(ctx context.Context, n int) error {
-	recs := make([]*kgo.Record, n)
-	for i := range recs {
-		seq := d.produced + i
-		recs[i] = &kgo.Record{Key: fmt.Appendf(nil, "key-%03d", seq%d.o.keys), Value: fmt.Appendf(nil, "%d", seq)}
-	}
-	pctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	for _, r := range d.producer.ProduceSync(pctx, recs...) {
-		if r.Err != nil {
-			return fmt.Errorf("produce to kafka: %w", r.Err)
-		}
-		d.expected[string(r.Record.Key)]++
-		d.ends[r.Record.Partition] = max(d.ends[r.Record.Partition], r.Record.Offset+1)
-	}
-	d.produced += n
-	return nil
-}
-
-// offsets reads the group's offsets in stated (linearizable): the next
-// record to process, per partition of the topic.
-func (d *demo) offsets(ctx context.Context) (map[int32]int64, error) {
-	offs, err := d.monitor.GetOffsets(ctx, demoGroup, stated.WithConsistency(stated.ConsistencyLinearizable))
-	if err != nil {
-		return nil, err
-	}
-	m := map[int32]int64{}
-	for _, o := range offs {
-		if o.Topic == demoTopic {
-			m[o.Partition] = o.Offset
-		}
-	}
-	return m, nil
-}
-
-// committed returns the records processed and committed in stated.
-func (d *demo) committed(ctx context.Context) (int64, error) {
-	offs, err := d.offsets(ctx)
-	var n int64
-	for _, o := range offs {
-		n += o
-	}
-	return n, err
-}
-
-// processorAlive fails when the processor has exited.
-func (d *demo) processorAlive() error {
-	if d.processor.exited() {
-		return fatal(d.exitedError(d.processor))
-	}
-	return nil
-}
-
-// waitCommitted waits until at least target records are committed, and
-// returns how many are. It polls often, so that a kill that follows lands
-// while the processor is busy.
-func (d *demo) waitCommitted(ctx context.Context, target int64) (int64, error) {
-	var n int64
-	err := d.waitEvery(ctx, fmt.Sprintf("the processor to commit %d records", target), time.Minute, 2*time.Millisecond, func(ctx context.Context) (bool, error) {
-		if err := d.processorAlive(); err != nil {
-			return false, err
-		}
-		var err error
-		n, err = d.committed(ctx)
-		return err == nil && n >= target, err
-	})
-	return n, err
-}
-
-// waitDrained waits until stated's offsets reach the end of every
-// partition produced to.
-func (d *demo) waitDrained(ctx context.Context) error {
-	return d.waitFor(ctx, fmt.Sprintf("the processor to reach the end of every partition (%d records)", d.produced), time.Minute, func(ctx context.Context) (bool, error) {
-		if err := d.processorAlive(); err != nil {
-			return false, err
-		}
-		offs, err := d.offsets(ctx)
-		if err != nil {
-			return false, err
-		}
-		for p, end := range d.ends {
-			if offs[p] > end {
-				return false, fatal(fmt.Errorf("CHECK FAILED: partition %d: stated's offset %d is past the end of the partition, %d", p, offs[p], end))
-			}
-			if offs[p] < end {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
-}
-
-// checkCounts reads every counter on every node, each once it has
-// applied everything committed so far (the highest commit index any node
-// reports), and through a linearizable read, and compares them with the
-// records produced.
-func (d *demo) checkCounts(ctx context.Context, when string) error {
-	var index uint64
-	for _, n := range d.nodes {
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		st, err := n.client.NodeStatus(sctx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("status of %s: %w", n.id, err)
-		}
-		index = max(index, st.CommitIndex, st.AppliedIndex)
-	}
-	var ids []string
-	for _, n := range d.nodes {
-		err := d.waitFor(ctx, fmt.Sprintf("%s to apply index %d", n.id, index), 30*time.Second, func(ctx context.Context) (bool, error) {
-			st, err := n.client.NodeStatus(ctx)
-			return err == nil && st.AppliedIndex >= index, err
-		})
-		if err != nil {
-			return err
-		}
-		if err := d.compareCounts(ctx, n.id, n.client, stated.ConsistencyLocal); err != nil {
-			return err
-		}
-		ids = append(ids, n.id)
-	}
-	if err := d.compareCounts(ctx, "a linearizable read", d.monitor, stated.ConsistencyLinearizable); err != nil {
-		return err
-	}
-	d.say("counts exact %s: %d records over %d keys on %s (each read locally at index %d or later) and linearizably",
-		when, d.produced, len(d.expected), strings.Join(ids, " "), index)
-	return nil
-}
-
-// compareCounts scans the counters through c and fails listing the keys
-// whose count differs from the records produced.
-func (d *demo) compareCounts(ctx context.Context, where string, c *stated.Client, cons stated.Consistency) error {
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	got := map[string]int64{}
-	for e, err := range c.Scan(sctx, stated.ScanQuery{Namespace: demoNamespace, Kind: stated.KindCounter}, stated.WithConsistency(cons)) {
-		if err != nil {
-			return fmt.Errorf("read the counts on %s: %w", where, err)
-		}
-		got[string(e.Key)] = e.Counter
-	}
-	var diffs []string
-	var total int64
-	for k, want := range d.expected {
-		total += got[k]
-		if got[k] != want {
-			diffs = append(diffs, fmt.Sprintf("%s counted %d, produced %d", k, got[k], want))
-		}
-	}
-	for k, n := range got {
-		if _, ok := d.expected[k]; !ok {
-			total += n
-			diffs = append(diffs, fmt.Sprintf("%s counted %d, never produced", k, n))
-		}
-	}
-	if len(diffs) == 0 {
-		return nil
-	}
-	shown := diffs[:min(len(diffs), 10)]
-	return fmt.Errorf("CHECK FAILED: counts on %s: %d of %d keys differ, %d records counted of %d produced:\n  %s",
-		where, len(diffs), len(d.expected), total, d.produced, strings.Join(shown, "\n  "))
-}
-
 // nodeAndProcessorCrash streams records in three bursts and SIGKILLs the
 // leader and the processor in the middle of the stream; both restart and
 // every count must come out exact.
@@ -519,25 +354,11 @@ func (d *demo) waitCaughtUp(ctx context.Context, n *demoNode, leader int) error 
 	})
 }
 
-// replayLine is the recovery report's summary of what Kafka replays.
-var replayLine = regexp.MustCompile(`Kafka will replay (\d+) records; (\d+) records are lost`)
-
 // totalLoss takes a checkpoint, produces more, kills every node and the
 // processor, wipes every data dir, restores from the bucket as a user
 // would, and lets the processor replay from the checkpoint's offsets.
 func (d *demo) totalLoss(ctx context.Context) error {
-	cps := statedv1.NewCheckpointsClient(d.monitor.Conn())
-	var sum *statedv1.CheckpointSummary
-	err := d.waitFor(ctx, "a checkpoint to complete", 30*time.Second, func(ctx context.Context) (bool, error) {
-		tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
-		resp, err := cps.Trigger(tctx, &statedv1.TriggerCheckpointRequest{Wait: true})
-		if err != nil {
-			return false, err
-		}
-		sum = resp.GetSummary()
-		return true, nil
-	})
+	sum, err := d.checkpointNow(ctx)
 	if err != nil {
 		return err
 	}
@@ -553,15 +374,7 @@ func (d *demo) totalLoss(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.processor.cmd.Process.Kill()
-	for _, n := range d.nodes {
-		n.proc.cmd.Process.Kill()
-	}
-	errs := []error{d.processor.kill()}
-	for _, n := range d.nodes {
-		errs = append(errs, n.proc.kill())
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := d.killEverything(); err != nil {
 		return err
 	}
 	d.say("total loss: killed n1 n2 n3 and the processor with SIGKILL, at least %d of %d records committed", at, d.produced)
@@ -581,42 +394,11 @@ func (d *demo) totalLoss(ctx context.Context) error {
 	if err := d.waitGroupEmpty(ctx); err != nil {
 		return err
 	}
-	reportArgs := []string{"recovery", "--from", d.bucket, "--kafka-brokers", d.brokers}
-	rctx, cancel := context.WithTimeout(ctx, time.Minute)
-	report, err := d.procs.run(rctx, reportArgs...)
-	cancel()
-	d.sayBlock(reportArgs, report)
+	replay, lost, err := d.recoveryReport(ctx)
 	if err != nil {
 		return err
 	}
-	m := replayLine.FindStringSubmatch(report)
-	if m == nil {
-		return fmt.Errorf("the recovery report does not say what Kafka replays")
-	}
-	replay, _ := strconv.ParseInt(m[1], 10, 64)
-	lost, _ := strconv.ParseInt(m[2], 10, 64)
-
-	n1 := d.nodes[0]
-	restoreArgs := []string{"restore", "--from", d.bucket, "--data-dir", n1.dataDir, "--node-id", n1.id,
-		"--raft-addr", n1.raftAddr, "--kafka-brokers", d.brokers}
-	rctx, cancel = context.WithTimeout(ctx, time.Minute)
-	out, err := d.procs.run(rctx, restoreArgs...)
-	cancel()
-	d.sayBlock(restoreArgs, out)
-	if err != nil {
-		return err
-	}
-	for i, n := range d.nodes {
-		how := "restored from the bucket"
-		if i > 0 {
-			how = "empty; joins n1 and gets the state from it"
-		}
-		if err := d.startNode(ctx, n); err != nil {
-			return err
-		}
-		d.say("%s up (%s)", n.id, how)
-	}
-	if _, err := d.waitMembers(ctx); err != nil {
+	if err := d.restoreCluster(ctx); err != nil {
 		return err
 	}
 	restored, err := d.committed(ctx)
@@ -638,6 +420,91 @@ func (d *demo) totalLoss(ctx context.Context) error {
 	}
 	d.say("processor caught up: stated's offsets are at the end of every partition (%d records)", d.produced)
 	return d.checkCounts(ctx, "after the restore")
+}
+
+// checkpointNow takes a checkpoint and waits until it is in the bucket.
+func (d *demo) checkpointNow(ctx context.Context) (*statedv1.CheckpointSummary, error) {
+	cps := statedv1.NewCheckpointsClient(d.monitor.Conn())
+	var sum *statedv1.CheckpointSummary
+	err := d.waitFor(ctx, "a checkpoint to complete", 30*time.Second, func(ctx context.Context) (bool, error) {
+		tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		resp, err := cps.Trigger(tctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+		if err != nil {
+			return false, err
+		}
+		sum = resp.GetSummary()
+		return true, nil
+	})
+	return sum, err
+}
+
+// killEverything SIGKILLs the processor and every node at once.
+func (d *demo) killEverything() error {
+	all := []*child{d.processor}
+	for _, n := range d.nodes {
+		all = append(all, n.proc)
+	}
+	for _, c := range all {
+		c.cmd.Process.Kill()
+	}
+	var errs []error
+	for _, c := range all {
+		errs = append(errs, c.kill())
+	}
+	return errors.Join(errs...)
+}
+
+// replayLine is the recovery report's summary of what Kafka replays.
+var replayLine = regexp.MustCompile(`Kafka will replay (\d+) records; (\d+) records are lost`)
+
+// recoveryReport runs `stated recovery` against the bucket and Kafka,
+// prints it, and returns how many records it says Kafka replays and how
+// many are lost.
+func (d *demo) recoveryReport(ctx context.Context) (replay, lost int64, err error) {
+	args := []string{"recovery", "--from", d.bucket, "--kafka-brokers", d.brokers}
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	report, err := d.procs.run(rctx, args...)
+	d.sayBlock(args, report)
+	if err != nil {
+		return 0, 0, err
+	}
+	m := replayLine.FindStringSubmatch(report)
+	if m == nil {
+		return 0, 0, errors.New("the recovery report does not say what Kafka replays")
+	}
+	replay, _ = strconv.ParseInt(m[1], 10, 64)
+	lost, _ = strconv.ParseInt(m[2], 10, 64)
+	return replay, lost, nil
+}
+
+// restoreCluster restores n1 from the bucket with `stated restore`, as
+// the README's total loss says, starts it, and starts n2 and n3 empty to
+// join it (Raft sends them the state), then waits for three members.
+func (d *demo) restoreCluster(ctx context.Context) error {
+	n1 := d.nodes[0]
+	args := []string{"restore", "--from", d.bucket, "--data-dir", n1.dataDir, "--node-id", n1.id,
+		"--raft-addr", n1.raftAddr, "--kafka-brokers", d.brokers}
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	out, err := d.procs.run(rctx, args...)
+	cancel()
+	d.sayBlock(args, out)
+	if err != nil {
+		return err
+	}
+	for i, n := range d.nodes {
+		how := "restored from the bucket"
+		if i > 0 {
+			how = "empty; joins n1 and gets the state from it"
+		}
+		if err := d.startNode(ctx, n); err != nil {
+			return err
+		}
+		d.say("%s up (%s)", n.id, how)
+	}
+	_, err = d.waitMembers(ctx)
+	return err
 }
 
 // waitGroupEmpty waits until the demo's consumer group has no members.
@@ -688,52 +555,4 @@ func (d *demo) close() error {
 		d.kafka.Close()
 	}
 	return err
-}
-
-// fatalError ends a wait at once.
-type fatalError struct{ err error }
-
-func (f *fatalError) Error() string { return f.err.Error() }
-
-func fatal(err error) error { return &fatalError{err} }
-
-// waitFor polls cond until it holds, at most for bound. An error cond
-// returns is kept for the message when the bound is reached, unless it is
-// fatal, which ends the wait.
-func (d *demo) waitFor(ctx context.Context, what string, bound time.Duration, cond func(context.Context) (bool, error)) error {
-	return d.waitEvery(ctx, what, bound, 25*time.Millisecond, cond)
-}
-
-// waitEvery is waitFor polling at the given interval.
-func (d *demo) waitEvery(ctx context.Context, what string, bound, every time.Duration, cond func(context.Context) (bool, error)) error {
-	deadline := time.Now().Add(bound)
-	var last error
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		ok, err := cond(cctx)
-		cancel()
-		if ok {
-			return nil
-		}
-		var f *fatalError
-		if errors.As(err, &f) {
-			return f.err
-		}
-		if err != nil {
-			last = err
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("while waiting for %s: %w", what, context.Cause(ctx))
-		}
-		if time.Now().After(deadline) {
-			if last != nil {
-				return fmt.Errorf("waited %s for %s; the last error: %v", bound, what, last)
-			}
-			return fmt.Errorf("waited %s for %s", bound, what)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(every):
-		}
-	}
 }
