@@ -24,8 +24,8 @@ import (
 // through examples/userstore over HTTP, SIGKILLs the stated sidecar twice
 // (once its process, as a crash or the OOM killer would, once with
 // `podman kill --signal KILL`), and checks that stated comes back and
-// every acknowledged write reads back through the app. Then it tears the
-// pod and its volume down.
+// every acknowledged write reads back through the app, also from a new pod
+// on the same volume. Then it tears the pod and its volume down.
 //
 // It skips, saying why, when podman is not installed or cannot run a
 // container; .ci/run installs and configures it.
@@ -94,6 +94,13 @@ func TestSinglePodManifestKeepsEveryAcknowledgedWriteWhenStatedIsKilled(t *testi
 	t.Logf("%d fields and %d counter adds acknowledged, all read back; %d writes failed while stated was down",
 		len(w.acked), w.addsAckedTotal(), w.failed)
 
+	// The data lives on the claim's named volume: a new pod played from
+	// the same manifest reads it all.
+	p.removePod(t)
+	p.play(t)
+	p.waitReady(t, 90*time.Second)
+	w.verify(t)
+
 	p.down(t)
 	if out := runBounded(t, time.Minute, "", "podman", "pod", "exists", p.name); out.err == nil {
 		t.Errorf("pod %s still exists after podman kube down", p.name)
@@ -151,7 +158,6 @@ func playSinglePod(t *testing.T) *singlePod {
 		n        int
 	}{
 		{"metadata:\n  name: userstore\n", "metadata:\n  name: " + p.name + "\n", 1},
-		{"name: userstore-data\n", "name: " + p.volume + "\n", 1},
 		{"claimName: userstore-data\n", "claimName: " + p.volume + "\n", 1},
 		// podman 4.3 names an emptyDir's volume after it, not after the pod.
 		{"name: sock\n", "name: " + p.name + "-sock\n", 3},
@@ -162,7 +168,7 @@ func playSinglePod(t *testing.T) *singlePod {
 		}
 		text = strings.ReplaceAll(text, r.old, r.new)
 	}
-	dir := t.TempDir() // kube play looks for a build context named like each image in its cwd
+	dir := t.TempDir()
 	p.manifest = filepath.Join(dir, "single-pod.yaml")
 	if err := os.WriteFile(p.manifest, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -176,19 +182,34 @@ func playSinglePod(t *testing.T) *singlePod {
 		}
 		p.down(t)
 	})
-	if out := runBounded(t, 2*time.Minute, dir, "podman", "kube", "play", p.manifest); out.err != nil {
-		t.Fatalf("podman kube play: %v\n%s", out.err, out.out)
-	}
+	p.play(t)
 	return p
 }
 
-// down removes the pod and its volume; it is safe to call twice.
-func (p *singlePod) down(t *testing.T) {
+// play runs podman kube play on the manifest.
+func (p *singlePod) play(t *testing.T) {
+	t.Helper()
+	// kube play looks for a build context named like each image in its
+	// working directory: it runs in the manifest's own temporary one.
+	out := runBounded(t, 2*time.Minute, filepath.Dir(p.manifest), "podman", "kube", "play", "--build=false", p.manifest)
+	if out.err != nil {
+		t.Fatalf("podman kube play: %v\n%s", out.err, out.out)
+	}
+}
+
+// removePod removes the pod (podman kube down), keeping its volume.
+func (p *singlePod) removePod(t *testing.T) {
 	t.Helper()
 	if out := runBounded(t, 2*time.Minute, filepath.Dir(p.manifest), "podman", "kube", "down", p.manifest); out.err != nil && !strings.Contains(out.out, "no such pod") {
 		t.Logf("podman kube down: %v\n%s", out.err, out.out)
 		runBounded(t, time.Minute, "", "podman", "pod", "rm", "--force", p.name)
 	}
+}
+
+// down removes the pod and its volume; it is safe to call twice.
+func (p *singlePod) down(t *testing.T) {
+	t.Helper()
+	p.removePod(t)
 	runBounded(t, time.Minute, "", "podman", "volume", "rm", "--force", p.volume)
 }
 
