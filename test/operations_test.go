@@ -408,3 +408,45 @@ func newKgo(t *testing.T, brokers []string) *kgo.Client {
 	t.Cleanup(cl.Close)
 	return cl
 }
+
+// TestOperationsMajorityLossStopsCommitsUntilAMajorityIsBack follows
+// OPERATIONS.md "A minority or a majority of nodes lost": with two of
+// three nodes down the survivor keeps what it has and serves local
+// reads, and cannot commit or serve linearizable reads; once one node is
+// back, commits go on, and every earlier commit is there.
+func TestOperationsMajorityLossStopsCommitsUntilAMajorityIsBack(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	nodes := startCluster(ctx, t, 3)
+	n1 := nodes[0].socket
+	mustStated(ctx, t, "kv", "put", "ops", "k", "before", "--addr", n1)
+	waitStated(ctx, t, equals("before"), "kv", "get", "ops", "k", "--consistency", "local", "--addr", nodes[2].socket)
+	nodes[1].kill()
+	nodes[2].kill()
+
+	r := runStated(ctx, t, "kv", "put", "ops", "k", "during", "--addr", n1, "--timeout", "3s")
+	t.Logf("a commit without a majority: exit %d, %s", r.code, r.stderr)
+	if r.code == 0 {
+		t.Fatalf("a commit succeeded with two of three nodes down: %s", r.stdout)
+	}
+	if got := mustStated(ctx, t, "kv", "get", "ops", "k", "--consistency", "local", "--addr", n1); strings.TrimSpace(got) != "before" && strings.TrimSpace(got) != "during" {
+		t.Errorf("local read on the survivor: %q", got)
+	}
+	r = runStated(ctx, t, "kv", "get", "ops", "k", "--consistency", "linearizable", "--addr", n1, "--timeout", "3s")
+	t.Logf("a linearizable read without a majority: exit %d, %s", r.code, r.stderr)
+	if r.code == 0 {
+		t.Errorf("a linearizable read succeeded with two of three nodes down: %s", r.stdout)
+	}
+	status := mustStated(ctx, t, "status", "--addr", n1, "--timeout", "2s")
+	t.Logf("status without a majority:\n%s", status)
+	if strings.Count(status, "unreachable") != 2 {
+		t.Errorf("status does not show the two nodes down as unreachable:\n%s", status)
+	}
+
+	nodes[1].start(ctx)
+	mustStated(ctx, t, "kv", "put", "ops", "k", "after", "--addr", n1)
+	nodes[2].start(ctx)
+	for _, n := range nodes {
+		waitStated(ctx, t, equals("after"), "kv", "get", "ops", "k", "--consistency", "local", "--addr", n.socket)
+	}
+}
