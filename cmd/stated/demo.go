@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -68,7 +69,8 @@ bursts, and then:
 It exits 0 only if every check passed, and 1 saying what differed
 otherwise. The nodes use ports --base-port to --base-port+5 (gRPC and Raft)
 and Kafka --base-port+6. Child logs go to DIR/logs (-v: to the terminal).
-On failure, SIGINT or SIGTERM every child process is killed and waited for.`,
+On failure, SIGINT or SIGTERM every child process is killed and waited for;
+a failure keeps the directory, even a temporary one, for its logs.`,
 		Args: cobra.NoArgs,
 	}
 	cmd.RunE = runtime(func(cmd *cobra.Command, _ []string) error {
@@ -215,16 +217,23 @@ func (c *cli) runDemo(parent context.Context, o demoOptions) error {
 	if cerr := d.close(); err == nil && cerr != nil {
 		err = cerr
 	}
-	if err != nil && sigCtx.Err() != nil && parent.Err() == nil {
-		err = errors.New("interrupted by a signal; every child process was killed")
-	}
 	if err != nil {
-		fmt.Fprintf(c.stderr, "demo FAILED after %s: %v\n", time.Since(d.start).Round(100*time.Millisecond), err)
-		if !o.verbose {
-			fmt.Fprintf(c.stderr, "child logs: %s\n", filepath.Join(dir, "logs"))
+		what := "FAILED"
+		if sigCtx.Err() != nil && parent.Err() == nil {
+			what, err = "stopped", errors.New("interrupted by a signal; every child process was killed")
 		}
-		fmt.Fprintf(c.stderr, "kept %s\n", dir)
-		return &exitError{code: exitFailed, err: errors.New("demo failed")}
+		fmt.Fprintf(c.stderr, "demo %s after %s: %v\n", what, time.Since(d.start).Round(100*time.Millisecond), err)
+		switch {
+		case what == "stopped" && temp && !o.keep:
+			os.RemoveAll(dir)
+		default:
+			// A failure keeps even a temporary directory: its logs say why.
+			if !o.verbose {
+				fmt.Fprintf(c.stderr, "child logs: %s\n", filepath.Join(dir, "logs"))
+			}
+			fmt.Fprintf(c.stderr, "kept %s\n", dir)
+		}
+		return &exitError{code: exitFailed, err: fmt.Errorf("demo %s", strings.ToLower(what))}
 	}
 	switch {
 	case temp && !o.keep:
