@@ -17,6 +17,10 @@
 //	stated windows get NS KEY        a key's windows (--from, --to)
 //	stated windows open NS           open windows in key and start order
 //	stated windows emissions NS      pending emissions (--after ID)
+//	stated checkpoint trigger|list|show|savepoint|delete   checkpoints in the bucket
+//	stated restore --from URL --data-dir DIR   a new node's state from a checkpoint (--node-id bootstraps it)
+//	stated recovery [--from URL]     the recovery report: what a restore brings back, what Kafka replays, what is lost
+//	stated demo                      the whole mission on 127.0.0.1: kfake, 3 nodes, a processor, crashes, total loss, restore; checks every count
 //
 // Every flag of `run` (including --log-level), and the client flags --addr
 // and --timeout, can also be set with an environment variable named
