@@ -149,6 +149,7 @@ func loseAndRestore(ctx context.Context, t *testing.T, nodes []*node, bucket, ch
 // offsets are the checkpoint's. (With a processor replaying the topic:
 // TestTotalLossRestoreCountsEveryRecordExactly.)
 func TestOperationsTotalLossComesBackFromTheBucketWithTheCheckpointsState(t *testing.T) {
+	skipUnderRace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	k := newKafka(t, "events", 1)
@@ -215,6 +216,7 @@ func TestOperationsTotalLossComesBackFromTheBucketWithTheCheckpointsState(t *tes
 // savepoint's state and offsets; Kafka's committed offsets are reset to
 // them, so the consumers replay what the bad deploy processed.
 func TestOperationsRollbackToASavepointRestoresItsStateAndOffsets(t *testing.T) {
+	skipUnderRace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	k := newKafka(t, "events", 1)
