@@ -35,12 +35,13 @@ func socketForms(dir string) []string {
 const badSocketForm = "unix://s.sock"
 
 // TestEverySocketAddressFormWorksInTheSDKTheCLIAndTheExamples runs the
-// SDK, `stated kv`, examples/counter and examples/sessionizer with every
-// form of a relative, and an absolute, socket address.
+// SDK, `stated kv`, examples/counter, examples/sessionizer and
+// examples/userstore with the forms of a relative, and an absolute,
+// socket address.
 func TestEverySocketAddressFormWorksInTheSDKTheCLIAndTheExamples(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	bin, counter, sessionizer := statedBinary(t), counterBinary(t), sessionizerBinary(t)
+	bin, counter, sessionizer, userstore := statedBinary(t), counterBinary(t), sessionizerBinary(t), userstoreBinary(t)
 	n := newNode(t)
 	n.start(ctx)
 	dir := filepath.Dir(n.socket)
@@ -115,6 +116,20 @@ func TestEverySocketAddressFormWorksInTheSDKTheCLIAndTheExamples(t *testing.T) {
 			return []string{sessionizer, "--stated", form, "--demo-records", "40", "--seed", "1"}
 		}, "summary:"},
 	}
+	t.Run("userstore", func(t *testing.T) {
+		for i, form := range exampleForms {
+			app := startUserstore(ctx, t, fmt.Sprint("userstore-", i), form)
+			app.waitReady(ctx, 200)
+			app.expect(ctx, 200, "PUT", fmt.Sprint("/users/forms/f", i), []byte(form))
+			if r := app.expect(ctx, 200, "GET", fmt.Sprint("/users/forms/f", i), nil); string(r.body) != form {
+				t.Errorf("userstore --stated %s read back %q", form, r.body)
+			}
+		}
+		out, err := run(ctx, userstore, "--stated", badSocketForm, "--listen", "127.0.0.1:0")
+		if err == nil || !strings.Contains(out, "unix:s.sock") {
+			t.Errorf("userstore --stated %s: %v; want a failure saying to write unix:s.sock\n%s", badSocketForm, err, out)
+		}
+	})
 	for _, ex := range examples {
 		t.Run(ex.name, func(t *testing.T) {
 			for i, form := range exampleForms {
