@@ -94,6 +94,9 @@
 // index, so a Client always reads its own writes, on any replica
 // (ConsistencySession). WithConsistency and WithDefaultConsistency choose
 // ConsistencyLocal (no waiting) or ConsistencyLinearizable instead.
+// WithMinIndex(i) makes a read wait for index i too: a service that got i
+// from another client's commit (through another replica) reads that
+// commit on any replica (examples/userstore passes it in a header).
 //
 // # Sessions
 //
