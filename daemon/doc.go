@@ -1,8 +1,10 @@
 // Package daemon wires a stated node together: it opens the replicated
 // store (raftstore) in the data directory, serves the gRPC API (grpcapi),
 // the standard gRPC health service and server reflection on a unix socket
-// and optionally TCP, and runs the leader's background work (deleting
-// expired entries).
+// and optionally TCP, and runs the leader's background work: deleting
+// expired entries and idle sessions, ticking window namespaces, and
+// coordinating checkpoint epochs (checkpoint.go) with their upload to the
+// bucket (uploader) and the commit of their offsets to Kafka (kafka.go).
 //
 // It holds no logic of its own beyond that wiring: validation and the
 // mapping of errors to gRPC codes live in grpcapi, replication and storage
@@ -26,11 +28,19 @@
 // (FailedPrecondition: id or address taken, another cluster's data) or
 // Join addresses that are not stated nodes fail Start with the reason.
 //
+// Config.BootstrapNodeID lets every member run with one Join list (a
+// Kubernetes StatefulSet): the node it names asks the other Join
+// addresses whether a cluster exists, bootstraps one only if none does,
+// and joins otherwise; Config.AdvertiseRaftAddr keeps a DNS name in the
+// Raft configuration, so that a pod that comes back with another IP is
+// still reached.
+//
 // A follower forwards the calls only the leader can serve (commits, joins,
 // removals, linearizable reads) over gRPC to the leader's advertised
 // address, which Raft replicates as cluster metadata; connections are
 // cached per address and closed by Close. Local and session reads are
 // served on every node. See grpcapi for the forwarding rules.
 //
-// Not yet: checkpoints, Kafka and metrics.
+// Restores and the recovery report are in daemon/recovery. Not yet:
+// metrics.
 package daemon

@@ -68,7 +68,7 @@ func kafkaAdmin(brokers []string) (*kadm.Client, func(), error) {
 }
 
 func (c *cli) restoreCommand() *cobra.Command {
-	var from, which, dataDir, nodeID, raftAddr string
+	var from, which, dataDir, nodeID, raftAddr, advertiseRaft string
 	var force, fallback bool
 	var brokers []string
 	cmd := &cobra.Command{
@@ -155,12 +155,18 @@ and leaves the data dir as it was.`,
 			fmt.Fprintf(c.stdout, "next: stated run --data-dir %s   (bootstraps a new cluster from it; other nodes --join it)\n", dataDir)
 			return nil
 		}
-		clusterID, err := recovery.Bootstrap(ctx, recovery.BootstrapOptions{DataDir: dataDir, NodeID: nodeID, RaftAddr: raftAddr})
+		clusterID, err := recovery.Bootstrap(ctx, recovery.BootstrapOptions{DataDir: dataDir, NodeID: nodeID, RaftAddr: raftAddr, AdvertiseRaftAddr: advertiseRaft})
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
-		fmt.Fprintf(c.stdout, "bootstrapped cluster %s with node %s (raft %s) from checkpoint %d\n", clusterID, nodeID, raftAddr, m.Epoch)
-		fmt.Fprintf(c.stdout, "next: stated run --data-dir %s --node-id %s --raft-addr %s   (other nodes --join it)\n", dataDir, nodeID, raftAddr)
+		runFlags := fmt.Sprintf("--data-dir %s --node-id %s --raft-addr %s", dataDir, nodeID, raftAddr)
+		advertised := raftAddr
+		if advertiseRaft != "" {
+			runFlags += " --advertise-raft-addr " + advertiseRaft
+			advertised = advertiseRaft
+		}
+		fmt.Fprintf(c.stdout, "bootstrapped cluster %s with node %s (raft %s) from checkpoint %d\n", clusterID, nodeID, advertised, m.Epoch)
+		fmt.Fprintf(c.stdout, "next: stated run %s   (other nodes --join it)\n", runFlags)
 		return nil
 	})
 	f := cmd.Flags()
@@ -170,6 +176,7 @@ and leaves the data dir as it was.`,
 	f.BoolVar(&force, "force", false, "replace what the data dir holds")
 	f.StringVar(&nodeID, "node-id", "", "bootstrap the new single-node cluster now, as this node (run it with the same --node-id)")
 	f.StringVar(&raftAddr, "raft-addr", daemon.DefaultConfig().RaftAddr, "with --node-id: the Raft address the node will run with")
+	f.StringVar(&advertiseRaft, "advertise-raft-addr", "", "with --node-id: the Raft address the node will advertise (as stated run --advertise-raft-addr)")
 	f.BoolVar(&fallback, "fallback", false, "restore the newest intact older checkpoint when the selected one is not intact")
 	f.StringSliceVar(&brokers, "kafka-brokers", nil, "Kafka brokers; reset each group's committed offsets to the checkpoint's")
 	return cmd

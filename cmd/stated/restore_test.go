@@ -70,6 +70,26 @@ func TestRecoveryAndRestoreCommands(t *testing.T) {
 		t.Errorf("counter on the bootstrapped node = %q, want 7", out)
 	}
 
+	// With --advertise-raft-addr the bootstrapped configuration holds the
+	// name the node advertises (a pod's DNS name), not the bound address.
+	dir3 := filepath.Join(t.TempDir(), "named")
+	raftAddr3 := freeAddr(t)
+	_, port, _ := net.SplitHostPort(raftAddr3)
+	named := "localhost:" + port
+	out = mustSucceed(t, cliRun(t, nil, "restore", "--from", bucket, "--data-dir", dir3, "--node-id", "r3", "--raft-addr", raftAddr3, "--advertise-raft-addr", named))
+	if !strings.Contains(out, "(raft "+named+")") || !strings.Contains(out, "--advertise-raft-addr "+named) {
+		t.Errorf("restore --advertise-raft-addr = %q", out)
+	}
+	n3 := daemontest.Start(t, func(c *daemon.Config) {
+		c.DataDir = dir3
+		c.NodeID = "r3"
+		c.RaftAddr = raftAddr3
+		c.AdvertiseRaftAddr = named
+	})
+	if members, _, err := n3.Store().Members(); err != nil || len(members) != 1 || members[0].RaftAddr != named {
+		t.Errorf("the restored node's members = %+v, %v; want r3 at %s", members, err, named)
+	}
+
 	empty := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
 	full := t.TempDir()
 	os.WriteFile(filepath.Join(full, "x"), nil, 0o600)

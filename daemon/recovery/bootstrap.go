@@ -21,7 +21,11 @@ type BootstrapOptions struct {
 	// run` on the data dir must use the same.
 	NodeID   string
 	RaftAddr string
-	Logger   *slog.Logger
+	// AdvertiseRaftAddr, when set, is the Raft address recorded in the
+	// new cluster's configuration (see daemon.Config.AdvertiseRaftAddr);
+	// `stated run` must advertise the same.
+	AdvertiseRaftAddr string
+	Logger            *slog.Logger
 }
 
 // Bootstrap starts the state Restore prepared in opts.DataDir as a new
@@ -35,6 +39,7 @@ func Bootstrap(ctx context.Context, opts BootstrapOptions) (clusterID string, er
 	}
 	cfg := raftstore.DefaultConfig()
 	cfg.NodeID, cfg.Dir, cfg.RaftBind, cfg.Bootstrap = opts.NodeID, opts.DataDir, opts.RaftAddr, true
+	cfg.RaftAdvertise = opts.AdvertiseRaftAddr
 	cfg.Logger = opts.Logger
 	ctx, cancel := context.WithTimeout(ctx, bootstrapTimeout)
 	defer cancel()
