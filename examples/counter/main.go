@@ -55,6 +55,7 @@ func main() {
 func run() error {
 	brokers := flag.String("brokers", "", "comma-separated Kafka brokers; empty starts an in-process kfake cluster with demo records")
 	addr := flag.String("stated", "./stated-data/stated.sock", "stated daemon address(es), comma-separated: a unix socket path or host:port")
+	dialTimeout := flag.Duration("dial-timeout", 30*time.Second, "how long to wait at start for stated to answer")
 	group := flag.String("group", "counter", "Kafka consumer group")
 	topic := flag.String("topic", "events", "topic to count")
 	ns := flag.String("namespace", "counts", "stated namespace of the per-key counters")
@@ -105,13 +106,17 @@ func run() error {
 		fmt.Printf("kfake on %s: produced %d records to %q; counting as group %q into namespace %q\n", *brokers, *demo, *topic, *group, *ns)
 	}
 
-	opts := []stated.Option{stated.WithBlock()}
+	// stated may come up after the counter (a sidecar in the same pod, or
+	// `stated run &` a moment earlier): wait for it, within --dial-timeout.
+	opts := []stated.Option{stated.WithWaitForDaemon(0)}
 	if *clientID != "" {
 		opts = append(opts, stated.WithClientID(*clientID))
 	}
-	client, err := stated.Dial(ctx, *addr, opts...)
+	dctx, dcancel := context.WithTimeout(ctx, *dialTimeout)
+	client, err := stated.Dial(dctx, *addr, opts...)
+	dcancel()
 	if err != nil {
-		return fmt.Errorf("dial stated at %s: %w", *addr, err)
+		return fmt.Errorf("dial stated at %s (waited up to --dial-timeout %s): %w", *addr, *dialTimeout, err)
 	}
 	defer client.Close()
 	counts := stated.NewCounter(client, *ns)

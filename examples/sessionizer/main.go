@@ -67,6 +67,7 @@ func main() {
 // config is the sessionizer's flags.
 type config struct {
 	brokers, addr, group, topic, ns, clientID string
+	dialTimeout                               time.Duration
 	gap, grace, outOfOrder, idleTimeout       time.Duration
 	demoRecords, demoUsers, maxPoll           int
 	seed                                      uint64
@@ -78,6 +79,7 @@ func parseFlags() *config {
 	c := &config{}
 	flag.StringVar(&c.brokers, "brokers", "", "comma-separated Kafka brokers; empty starts an in-process kfake cluster with generated demo clicks")
 	flag.StringVar(&c.addr, "stated", "./stated-data/stated.sock", "stated daemon address(es), comma-separated: a unix socket path or host:port")
+	flag.DurationVar(&c.dialTimeout, "dial-timeout", 30*time.Second, "how long to wait at start for stated to answer")
 	flag.StringVar(&c.group, "group", "sessionizer", "Kafka consumer group")
 	flag.StringVar(&c.topic, "topic", "clicks", "topic of clicks: key = user, timestamp = the click's event time")
 	flag.StringVar(&c.ns, "namespace", "sessions", "stated window namespace of the sessions, and keyed-state namespace of the recorded sessions")
@@ -146,13 +148,18 @@ func run() error {
 			cfg.brokers, len(clicks), cfg.demoUsers, cfg.topic, cfg.seed, cfg.group, cfg.ns)
 	}
 
-	opts := []stated.Option{stated.WithBlock()}
+	// stated may come up after the sessionizer (a sidecar in the same
+	// pod, or `stated run &` a moment earlier): wait for it, within
+	// --dial-timeout.
+	opts := []stated.Option{stated.WithWaitForDaemon(0)}
 	if cfg.clientID != "" {
 		opts = append(opts, stated.WithClientID(cfg.clientID))
 	}
-	client, err := stated.Dial(ctx, cfg.addr, opts...)
+	dctx, dcancel := context.WithTimeout(ctx, cfg.dialTimeout)
+	client, err := stated.Dial(dctx, cfg.addr, opts...)
+	dcancel()
 	if err != nil {
-		return fmt.Errorf("dial stated at %s: %w", cfg.addr, err)
+		return fmt.Errorf("dial stated at %s (waited up to --dial-timeout %s): %w", cfg.addr, cfg.dialTimeout, err)
 	}
 	defer client.Close()
 

@@ -11,8 +11,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
@@ -55,14 +57,15 @@ type Client struct {
 type Option func(*clientOptions)
 
 type clientOptions struct {
-	dialOpts    []grpc.DialOption
-	clientID    string
-	consistency Consistency
-	maxMsgSize  int
-	block       bool
-	addresses   []string
-	retry       retryPolicy
-	lazySession bool
+	dialOpts      []grpc.DialOption
+	clientID      string
+	consistency   Consistency
+	maxMsgSize    int
+	block         bool
+	waitForDaemon bool
+	addresses     []string
+	retry         retryPolicy
+	lazySession   bool
 }
 
 // WithDialOptions adds gRPC dial options, applied after the Client's own
@@ -119,6 +122,25 @@ func WithMaxMessageSize(bytes int) Option {
 // an unreachable daemon shows up as ErrUnavailable from the first call.
 func WithBlock() Option {
 	return func(o *clientOptions) { o.block = true }
+}
+
+// WithWaitForDaemon makes Dial wait until the connection to the daemon is
+// ready, through failed attempts, until ctx ends: for a service that may
+// start before its stated (a sidecar starting in the same pod, or `stated
+// run &` a moment earlier). gRPC tries again with a backoff of 1 s growing
+// to at most maxBackoff (0: 2 s). When ctx ends first, Dial fails with
+// ErrUnavailable, saying what the last attempt met.
+func WithWaitForDaemon(maxBackoff time.Duration) Option {
+	if maxBackoff <= 0 {
+		maxBackoff = 2 * time.Second
+	}
+	return func(o *clientOptions) {
+		o.block, o.waitForDaemon = true, true
+		o.dialOpts = append(o.dialOpts, grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: min(time.Second, maxBackoff), Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff},
+			MinConnectTimeout: 5 * time.Second,
+		}))
+	}
 }
 
 // WithAddresses adds daemon addresses to the one(s) given to Dial, in the
@@ -194,7 +216,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	c.cluster = statedv1.NewClusterClient(conn)
 	c.windows = statedv1.NewWindowsClient(conn)
 	if o.block {
-		if err := waitReady(ctx, conn); err != nil {
+		if err := waitReady(ctx, conn, o.waitForDaemon); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("stated: dial %q: %w", addr, err)
 		}
@@ -219,19 +241,28 @@ func newClient(conn *grpc.ClientConn, rpc statedv1.StateClient, o clientOptions)
 	return &Client{conn: conn, rpc: rpc, id: o.clientID, consistency: o.consistency, retry: o.retry, life: life, stop: stop}
 }
 
-// waitReady connects conn and waits until it is ready, its first attempt
-// failed, or ctx ended.
-func waitReady(ctx context.Context, conn *grpc.ClientConn) error {
+// waitReady connects conn and waits until it is ready, ctx ended, or
+// (unless throughFailures) its first attempt failed.
+func waitReady(ctx context.Context, conn *grpc.ClientConn, throughFailures bool) error {
 	conn.Connect()
+	failed := false
 	for {
 		s := conn.GetState()
 		switch s {
 		case connectivity.Ready:
 			return nil
-		case connectivity.TransientFailure, connectivity.Shutdown:
+		case connectivity.Shutdown:
 			return wrapStatus("connect", status.Errorf(codes.Unavailable, "connection %s", strings.ToLower(s.String())))
+		case connectivity.TransientFailure:
+			if !throughFailures {
+				return wrapStatus("connect", status.Errorf(codes.Unavailable, "connection %s", strings.ToLower(s.String())))
+			}
+			failed = true
 		}
 		if !conn.WaitForStateChange(ctx, s) {
+			if failed {
+				return wrapStatus("connect", status.Errorf(codes.Unavailable, "no daemon answered before %v", ctx.Err()))
+			}
 			return wrapStatus("connect", status.FromContextError(ctx.Err()).Err())
 		}
 	}

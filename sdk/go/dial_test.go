@@ -181,6 +181,57 @@ func TestDialWithBlockFailsFastWhenNothingListens(t *testing.T) {
 	}
 }
 
+// TestDialWithWaitForDaemonWaitsForADaemonThatStartsLater dials a socket
+// nobody listens on yet, as a service does that starts before its
+// sidecar, and starts the server a moment later: Dial returns once it
+// answers, and a commit goes through.
+func TestDialWithWaitForDaemonWaitsForADaemonThatStartsLater(t *testing.T) {
+	dir, err := os.MkdirTemp("", "sdk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "s.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	type dialed struct {
+		c   *Client
+		err error
+	}
+	done := make(chan dialed, 1)
+	go func() {
+		c, err := Dial(ctx, sock, WithWaitForDaemon(200*time.Millisecond))
+		done <- dialed{c, err}
+	}()
+	// The first attempts fail (no socket); then the daemon comes up.
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case d := <-done:
+		t.Fatalf("Dial returned before a daemon listened: %v", d.err)
+	default:
+	}
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, l, &commitServer{})
+	d := <-done
+	if d.err != nil {
+		t.Fatalf("Dial: %v", d.err)
+	}
+	defer d.c.Close()
+	if res, err := d.c.Txn().Commit(ctx); err != nil || res.Index == 0 {
+		t.Fatalf("Commit = %+v, %v", res, err)
+	}
+
+	// Nobody ever listens: Dial fails with ErrUnavailable when ctx ends.
+	sctx, scancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	defer scancel()
+	if _, err := Dial(sctx, filepath.Join(dir, "none.sock"), WithWaitForDaemon(0)); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "no daemon answered") {
+		t.Fatalf("Dial with nobody listening: %v, want ErrUnavailable saying no daemon answered", err)
+	}
+}
+
 func TestCallsAfterCloseReturnErrClosed(t *testing.T) {
 	c, err := Dial(context.Background(), "127.0.0.1:1")
 	if err != nil {
