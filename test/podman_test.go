@@ -30,24 +30,20 @@ import (
 // It skips, saying why, when podman is not installed or cannot run a
 // container; .ci/run installs and configures it.
 func TestSinglePodManifestKeepsEveryAcknowledgedWriteWhenStatedIsKilled(t *testing.T) {
-	if _, err := exec.LookPath("podman"); err != nil {
-		t.Skip("podman is not installed: the single-pod manifest is not run (.ci/run installs podman and runc; see deploy/README.md)")
-	}
+	skipUnderRace(t) // the processes it checks run in containers, not under -race
 	started := time.Now()
-	build := runBounded(t, 10*time.Minute, "..", "bash", "deploy/build-images.sh")
-	if build.err != nil {
-		t.Fatalf("bash deploy/build-images.sh: %v\n%s", build.err, build.out)
-	}
-	t.Logf("images built in %s:\n%s", time.Since(started).Round(time.Second), build.out)
-	if probe := runBounded(t, time.Minute, "", "podman", "run", "--rm", "--network=none", "localhost/stated:dev", "--help"); probe.err != nil {
-		t.Skipf("podman cannot run a container here, so the single-pod manifest is not run: %v\n%s(see deploy/README.md for the containers.conf that podman needs on these machines)", probe.err, probe.out)
-	}
+	podmanImages(t)
 
 	p := playSinglePod(t)
 	p.waitReady(t, 90*time.Second)
 
 	if uid := p.containerUID(t, p.stated); uid != "65532" {
 		t.Errorf("the stated container runs as uid %s, want 65532", uid)
+	}
+	for _, c := range []string{p.stated, p.name + "-userstore"} {
+		if ro := p.inspect(t, c, "{{.HostConfig.ReadonlyRootfs}}"); ro != "true" {
+			t.Errorf("container %s: read-only root filesystem %s, want true (readOnlyRootFilesystem)", c, ro)
+		}
 	}
 
 	// Writes while stated is up: every one must be acknowledged.
@@ -75,14 +71,14 @@ func TestSinglePodManifestKeepsEveryAcknowledgedWriteWhenStatedIsKilled(t *testi
 	// The same through podman: `podman kill` marks the container as
 	// stopped by the user, and podman 4.3 does not restart it by itself
 	// (Kubernetes would); the test says which it saw and starts it.
-	if out := runBounded(t, time.Minute, "", "podman", "kill", "--signal", "KILL", p.stated); out.err != nil {
+	if out := runBounded(time.Minute, "", "podman", "kill", "--signal", "KILL", p.stated); out.err != nil {
 		t.Fatalf("podman kill: %v\n%s", out.err, out.out)
 	}
 	if podComesBack(t, p, 5*time.Second) {
 		t.Log("podman restarted the stated container after podman kill --signal KILL")
 	} else {
 		t.Log("podman did not restart the container after podman kill --signal KILL (podman treats it as stopped by the user); starting it with podman start")
-		if out := runBounded(t, time.Minute, "", "podman", "start", p.stated); out.err != nil {
+		if out := runBounded(time.Minute, "", "podman", "start", p.stated); out.err != nil {
 			t.Fatalf("podman start: %v\n%s", out.err, out.out)
 		}
 	}
@@ -102,13 +98,48 @@ func TestSinglePodManifestKeepsEveryAcknowledgedWriteWhenStatedIsKilled(t *testi
 	w.verify(t)
 
 	p.down(t)
-	if out := runBounded(t, time.Minute, "", "podman", "pod", "exists", p.name); out.err == nil {
+	if out := runBounded(time.Minute, "", "podman", "pod", "exists", p.name); out.err == nil {
 		t.Errorf("pod %s still exists after podman kube down", p.name)
 	}
-	if out := runBounded(t, time.Minute, "", "podman", "volume", "exists", p.volume); out.err == nil {
+	if out := runBounded(time.Minute, "", "podman", "volume", "exists", p.volume); out.err == nil {
 		t.Errorf("volume %s still exists after podman volume rm", p.volume)
 	}
 	t.Logf("the whole test took %s", time.Since(started).Round(time.Second))
+}
+
+var (
+	podmanOnce  sync.Once
+	podmanSkip  string // why the podman tests skip; "" when they run
+	podmanError error  // the images did not build
+)
+
+// podmanImages skips t, saying why, when podman is not installed or
+// cannot run a container, and otherwise builds the images once (bash
+// deploy/build-images.sh) for the package's podman tests.
+func podmanImages(t *testing.T) {
+	t.Helper()
+	podmanOnce.Do(func() {
+		if _, err := exec.LookPath("podman"); err != nil {
+			podmanSkip = "podman is not installed: the manifests are not run under podman (.ci/run installs podman and runc; see deploy/README.md)"
+			return
+		}
+		started := time.Now()
+		build := runBounded(10*time.Minute, "..", "bash", "deploy/build-images.sh")
+		if build.err != nil {
+			podmanError = fmt.Errorf("bash deploy/build-images.sh: %v\n%s", build.err, build.out)
+			return
+		}
+		t.Logf("images built in %s:\n%s", time.Since(started).Round(time.Second), build.out)
+		if probe := runBounded(time.Minute, "", "podman", "run", "--rm", "--network=none", "localhost/stated:dev", "--help"); probe.err != nil {
+			podmanSkip = fmt.Sprintf("podman cannot run a container here, so the manifests are not run under podman: %v\n%s(see deploy/README.md for the containers.conf that podman needs on these machines)", probe.err, probe.out)
+		}
+	})
+	if podmanSkip != "" {
+		t.Skip(podmanSkip)
+	}
+	if podmanError != nil {
+		t.Fatal(podmanError)
+	}
 }
 
 type podCmdResult struct {
@@ -118,8 +149,7 @@ type podCmdResult struct {
 
 // runBounded runs a command (podman, or the build script) in dir, bounded by
 // timeout, and returns its combined output.
-func runBounded(t *testing.T, timeout time.Duration, dir string, name string, args ...string) podCmdResult {
-	t.Helper()
+func runBounded(timeout time.Duration, dir string, name string, args ...string) podCmdResult {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
@@ -176,7 +206,7 @@ func playSinglePod(t *testing.T) *singlePod {
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, c := range []string{p.name + "-userstore", p.stated} {
-				logs := runBounded(t, time.Minute, "", "podman", "logs", "--tail", "40", c)
+				logs := runBounded(time.Minute, "", "podman", "logs", "--tail", "40", c)
 				t.Logf("podman logs %s:\n%s", c, logs.out)
 			}
 		}
@@ -191,7 +221,7 @@ func (p *singlePod) play(t *testing.T) {
 	t.Helper()
 	// kube play looks for a build context named like each image in its
 	// working directory: it runs in the manifest's own temporary one.
-	out := runBounded(t, 2*time.Minute, filepath.Dir(p.manifest), "podman", "kube", "play", "--build=false", p.manifest)
+	out := runBounded(2*time.Minute, filepath.Dir(p.manifest), "podman", "kube", "play", "--build=false", p.manifest)
 	if out.err != nil {
 		t.Fatalf("podman kube play: %v\n%s", out.err, out.out)
 	}
@@ -200,9 +230,9 @@ func (p *singlePod) play(t *testing.T) {
 // removePod removes the pod (podman kube down), keeping its volume.
 func (p *singlePod) removePod(t *testing.T) {
 	t.Helper()
-	if out := runBounded(t, 2*time.Minute, filepath.Dir(p.manifest), "podman", "kube", "down", p.manifest); out.err != nil && !strings.Contains(out.out, "no such pod") {
+	if out := runBounded(2*time.Minute, filepath.Dir(p.manifest), "podman", "kube", "down", p.manifest); out.err != nil && !strings.Contains(out.out, "no such pod") {
 		t.Logf("podman kube down: %v\n%s", out.err, out.out)
-		runBounded(t, time.Minute, "", "podman", "pod", "rm", "--force", p.name)
+		runBounded(time.Minute, "", "podman", "pod", "rm", "--force", p.name)
 	}
 }
 
@@ -210,12 +240,12 @@ func (p *singlePod) removePod(t *testing.T) {
 func (p *singlePod) down(t *testing.T) {
 	t.Helper()
 	p.removePod(t)
-	runBounded(t, time.Minute, "", "podman", "volume", "rm", "--force", p.volume)
+	runBounded(time.Minute, "", "podman", "volume", "rm", "--force", p.volume)
 }
 
 func (p *singlePod) inspect(t *testing.T, container, format string) string {
 	t.Helper()
-	out := runBounded(t, time.Minute, "", "podman", "inspect", "--format", format, container)
+	out := runBounded(time.Minute, "", "podman", "inspect", "--format", format, container)
 	if out.err != nil {
 		t.Fatalf("podman inspect %s: %v\n%s", container, out.err, out.out)
 	}
