@@ -37,7 +37,6 @@ var kinds = map[string]func() any{
 	"policy/v1/PodDisruptionBudget": func() any { return &policyv1.PodDisruptionBudget{} },
 }
 
-
 // document is one decoded YAML document.
 type document struct {
 	where string // file:index
@@ -218,4 +217,3 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 	}
 	return fields
 }
-
