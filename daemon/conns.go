@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -63,12 +65,23 @@ func (c *connCache) Close() error {
 	return errors.Join(errs...)
 }
 
+// peerBackoff is how a connection to another node tries again after a
+// failure. gRPC's default grows to 2 minutes; a node that comes back (a
+// restarted pod, under its name with a new IP) must be reached again
+// within the time clients retry a forwarded write, so it grows to 2 s.
+var peerBackoff = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+	MinConnectTimeout: 5 * time.Second,
+}
+
 // dialNode opens a connection to another node's gRPC server at addr
-// (host:port) without TLS. It does not wait for the connection.
+// (host:port) without TLS. It does not wait for the connection. The
+// address's name is resolved at every connection attempt.
 func dialNode(addr string, maxMsg int) (*grpc.ClientConn, error) {
 	cc, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMsg), grpc.MaxCallRecvMsgSize(maxMsg)),
+		grpc.WithConnectParams(peerBackoff),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: connect to %s: %w", addr, err)
