@@ -279,6 +279,7 @@ func TestOperationsRollbackToASavepointRestoresItsStateAndOffsets(t *testing.T) 
 // remove n3` retires n3 (replaced by n4), which is then stopped; the
 // cluster of n1, n2, n4 commits, and every member serves every commit.
 func TestOperationsAddReplaceAndRemoveMembers(t *testing.T) {
+	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	nodes := startCluster(ctx, t, 3)
@@ -417,6 +418,7 @@ func newKgo(t *testing.T, brokers []string) *kgo.Client {
 // reads, and cannot commit or serve linearizable reads; once one node is
 // back, commits go on, and every earlier commit is there.
 func TestOperationsMajorityLossStopsCommitsUntilAMajorityIsBack(t *testing.T) {
+	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	nodes := startCluster(ctx, t, 3)

@@ -180,6 +180,7 @@ func minIndex(idx uint64) []string {
 }
 
 func TestUserstoreReadsYourWritesAcrossReplicasAndSumsCountersExactly(t *testing.T) {
+	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
 	buildUserstoreBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
@@ -275,6 +276,7 @@ func TestUserstoreReadsYourWritesAcrossReplicasAndSumsCountersExactly(t *testing
 }
 
 func TestUserstoreFieldWithTTLExpiresAndOthersStay(t *testing.T) {
+	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
 	buildUserstoreBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
@@ -307,6 +309,7 @@ func TestUserstoreFieldWithTTLExpiresAndOthersStay(t *testing.T) {
 }
 
 func TestUserstoreKeepsEveryAcknowledgedWriteWhenItsStatedIsKilled(t *testing.T) {
+	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
 	buildUserstoreBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Second)
 	defer cancel()
@@ -411,6 +414,7 @@ func TestUserstoreKeepsEveryAcknowledgedWriteWhenItsStatedIsKilled(t *testing.T)
 }
 
 func TestUserstoreRefusesBadInputNamingItAndWritesNothing(t *testing.T) {
+	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
 	buildUserstoreBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
