@@ -43,6 +43,12 @@ type CheckpointStatus struct {
 	// KafkaMemberGroups are the last checkpoint's groups that Kafka left
 	// to their live members to commit.
 	KafkaMemberGroups []string
+	// BytesUploadedTotal sums LastBytesUploaded over the completed
+	// checkpoints; KafkaCommits, KafkaCommitErrors and
+	// KafkaMemberCommits count consumer groups committed, failed and
+	// left to their members. All count since the daemon started.
+	BytesUploadedTotal                                  int64
+	KafkaCommits, KafkaCommitErrors, KafkaMemberCommits uint64
 
 	InProgressEpoch      uint64
 	InProgressBytesDone  int64
@@ -66,6 +72,9 @@ type coordinator struct {
 	// cutHook, for tests, may replace the local checkpoint directory of
 	// an epoch before it is read.
 	cutHook func(epoch uint64, dir string) string
+	// completed, if set before run, is called with each completed
+	// checkpoint's duration (for metrics).
+	completed func(time.Duration)
 
 	mu sync.Mutex
 	st CheckpointStatus
@@ -265,10 +274,14 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	c.mu.Lock()
 	c.st.LastCompleted, c.st.LastDuration = m, dur
 	c.st.LastBytesUploaded, c.st.LastFilesUploaded = us.BytesUploaded, us.FilesUploaded
+	c.st.BytesUploadedTotal += us.BytesUploaded
 	c.st.Completed++
 	c.st.InProgressEpoch = 0
 	c.st.KafkaError, c.st.KafkaMemberGroups = kafkaErr, memberGroups
 	c.mu.Unlock()
+	if c.completed != nil {
+		c.completed(dur)
+	}
 	// Retention runs before a waiting trigger is answered, so that what
 	// the caller lists next is what retention kept.
 	if _, err := c.up.Retain(ctx, c.retain); err != nil {
@@ -357,8 +370,12 @@ func (c *coordinator) failed(tr *trigger, epoch uint64, err error) {
 // Status returns the coordinator's state.
 func (c *coordinator) Status() CheckpointStatus {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.st
+	st := c.st
+	c.mu.Unlock()
+	if c.kafka != nil {
+		st.KafkaCommits, st.KafkaCommitErrors, st.KafkaMemberCommits = c.kafka.committed.Load(), c.kafka.failed.Load(), c.kafka.members.Load()
+	}
+	return st
 }
 
 // redactURL drops credentials from a bucket URL.

@@ -101,6 +101,10 @@ type Config struct {
 	// KafkaBrokers, when set, are the brokers the leader commits each
 	// completed checkpoint's offsets to, group by group.
 	KafkaBrokers []string
+	// MetricsAddr is the TCP address (host:port) an HTTP server serves
+	// Prometheus metrics on, at /metrics; "" serves none. See
+	// docs/METRICS.md.
+	MetricsAddr string
 	// Logger receives the daemon's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -155,6 +159,11 @@ func (c *Config) Validate() error {
 	if c.GRPCAddr != "" {
 		if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
 			errs = append(errs, fmt.Errorf("daemon: config: GRPCAddr %q: %w", c.GRPCAddr, err))
+		}
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			errs = append(errs, fmt.Errorf("daemon: config: MetricsAddr %q: want host:port: %w", c.MetricsAddr, err))
 		}
 	}
 	if c.RaftAddr == "" {

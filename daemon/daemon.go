@@ -45,6 +45,8 @@ type Daemon struct {
 	health *health.Server
 	conns  *connCache // connections to leaders, for forwarding
 	ckpt   *coordinator
+	// metrics serves Prometheus metrics; nil without MetricsAddr.
+	metrics *metricsServer
 
 	unixLn net.Listener
 	tcpLn  net.Listener
@@ -76,6 +78,10 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, logger: cfg.Logger, conns: newConnCache(cfg.MaxMessageBytes)}
 	if err := d.listen(); err != nil {
+		return nil, err
+	}
+	if err := d.listenMetrics(); err != nil {
+		d.closeListeners()
 		return nil, err
 	}
 	if err := d.openStore(ctx); err != nil {
@@ -199,10 +205,10 @@ func (d *Daemon) openCheckpoints(ctx context.Context) error {
 }
 
 func (d *Daemon) serve() {
-	d.server = grpc.NewServer(
+	d.server = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(d.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(d.cfg.MaxMessageBytes),
-	)
+	}, d.metricsServerOptions()...)...)
 	opts := []grpcapi.Option{grpcapi.WithLogger(d.logger), grpcapi.WithForwarder(d.conns)}
 	statedv1.RegisterStateServer(d.server, grpcapi.New(d.store, opts...))
 	statedv1.RegisterClusterServer(d.server, grpcapi.NewCluster(d.store, opts...))
@@ -215,6 +221,7 @@ func (d *Daemon) serve() {
 	d.health.SetServingStatus(statedv1.Windows_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(d.server, d.health)
 	reflection.Register(d.server)
+	d.serveMetrics()
 
 	for _, ln := range d.listeners() {
 		d.bg.Add(1)
@@ -308,6 +315,7 @@ func (d *Daemon) closeListeners() {
 			ln.Close()
 		}
 	}
+	d.closeMetrics()
 }
 
 // TCPAddr is the TCP address gRPC is served on, with the port the system
@@ -353,6 +361,7 @@ func (d *Daemon) Close() error {
 func (d *Daemon) close() error {
 	d.health.Shutdown() // NOT_SERVING, so load balancers stop sending first
 	d.stopBackground()
+	d.closeMetrics()
 
 	stopped := make(chan struct{})
 	go func() {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -23,6 +24,10 @@ type kafkaCommitter struct {
 	cl     *kgo.Client
 	adm    *kadm.Client
 	logger *slog.Logger
+
+	// Groups committed, failed, and left to their live members, since
+	// start (for metrics).
+	committed, failed, members atomic.Uint64
 }
 
 func newKafkaCommitter(brokers []string, logger *slog.Logger) (*kafkaCommitter, error) {
@@ -62,9 +67,12 @@ func (k *kafkaCommitter) commit(ctx context.Context, m *uploader.Manifest) (memb
 		}
 		switch {
 		case err == nil:
+			k.committed.Add(1)
 		case errors.Is(err, kerr.UnknownMemberID), errors.Is(err, kerr.IllegalGeneration), errors.Is(err, kerr.RebalanceInProgress):
+			k.members.Add(1)
 			memberGroups = append(memberGroups, g)
 		default:
+			k.failed.Add(1)
 			errs = append(errs, fmt.Errorf("group %q: %w", g, err))
 		}
 	}

@@ -1,0 +1,132 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+
+	"github.com/statedhq/stated/daemon/metrics"
+)
+
+// countsEvery rate-limits the state scan behind the sessions, TTL backlog
+// and state size gauges (see fsm.Counts): scrapes in between report the
+// last scan again.
+const countsEvery = 10 * time.Second
+
+// metricsServer serves the daemon's own Prometheus registry over HTTP.
+type metricsServer struct {
+	ln   net.Listener
+	reg  *prometheus.Registry
+	grpc *metrics.GRPC
+	srv  *http.Server
+	done chan struct{}
+}
+
+// listenMetrics takes MetricsAddr, with the other listeners, so that a
+// busy address fails Start before the store opens.
+func (d *Daemon) listenMetrics() error {
+	if d.cfg.MetricsAddr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", d.cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("daemon: metrics: listen on %s (--metrics-addr): %w", d.cfg.MetricsAddr, err)
+	}
+	d.metrics = &metricsServer{ln: ln, reg: prometheus.NewRegistry()}
+	return nil
+}
+
+// metricsServerOptions registers the collectors and returns the gRPC
+// interceptors that count and time every RPC; none without MetricsAddr.
+// It runs before the checkpoint coordinator starts, so that no completed
+// checkpoint goes unobserved.
+func (d *Daemon) metricsServerOptions() []grpc.ServerOption {
+	m := d.metrics
+	if m == nil {
+		return nil
+	}
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.grpc = metrics.NewGRPC(m.reg)
+	m.reg.MustRegister(metrics.NewStoreCollector(d.store, countsEvery))
+	ck := metrics.NewCheckpoints(m.reg, d.checkpointStats)
+	d.ckpt.completed = ck.Observe
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(m.grpc.Unary),
+		grpc.ChainStreamInterceptor(m.grpc.Stream),
+	}
+}
+
+// checkpointStats is what the metrics read of checkpoints: this node's
+// coordinator's counters, and the last completed checkpoint as the
+// cluster recorded it (every node reports it, not only the leader).
+func (d *Daemon) checkpointStats() metrics.CheckpointStats {
+	st := d.ckpt.Status()
+	s := metrics.CheckpointStats{
+		Enabled: st.Enabled, Completed: st.Completed, Failures: st.Failures, BytesUploaded: uint64(st.BytesUploadedTotal),
+		KafkaCommits: st.KafkaCommits, KafkaCommitErrors: st.KafkaCommitErrors, KafkaMemberCommits: st.KafkaMemberCommits,
+	}
+	if cs, err := d.store.CheckpointState(); err == nil && cs.Completed > 0 {
+		s.LastEpoch = cs.Completed
+		if cs.CompletedAt > 0 {
+			s.LastCompletedAt = time.Unix(0, cs.CompletedAt)
+		}
+	}
+	return s
+}
+
+// serveMetrics serves /metrics until closeMetrics.
+func (d *Daemon) serveMetrics() {
+	m := d.metrics
+	if m == nil {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		Registry:      m.reg,
+		ErrorHandling: promhttp.ContinueOnError,
+	}))
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	m.done = make(chan struct{})
+	go func() {
+		defer close(m.done)
+		if err := m.srv.Serve(m.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.logger.Error("daemon: metrics server stopped", "addr", m.ln.Addr().String(), "error", err)
+		}
+	}()
+}
+
+// closeMetrics stops the metrics server, letting a scrape in progress
+// finish for a moment; it closes the listener if the server never ran.
+func (d *Daemon) closeMetrics() {
+	m := d.metrics
+	if m == nil {
+		return
+	}
+	if m.srv == nil {
+		m.ln.Close()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := m.srv.Shutdown(ctx); err != nil {
+		m.srv.Close()
+	}
+	<-m.done
+}
+
+// MetricsAddr is the address /metrics is served on, with the port the
+// system picked for ":0"; "" without Config.MetricsAddr.
+func (d *Daemon) MetricsAddr() string {
+	if d.metrics == nil {
+		return ""
+	}
+	return d.metrics.ln.Addr().String()
+}

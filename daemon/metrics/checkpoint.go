@@ -1,0 +1,92 @@
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// CheckpointBuckets are the histogram buckets, in seconds, of a
+// checkpoint's duration: from a small state on local disk to minutes of
+// uploading.
+var CheckpointBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+
+// CheckpointStats is what the checkpoint collector reads of the
+// coordinator: counters since the daemon started and the last completed
+// checkpoint.
+type CheckpointStats struct {
+	Enabled            bool
+	Completed          uint64
+	Failures           uint64
+	BytesUploaded      uint64 // summed over completed checkpoints
+	LastEpoch          uint64 // 0 before the first completed checkpoint
+	LastCompletedAt    time.Time
+	KafkaCommits       uint64 // groups whose offsets were committed
+	KafkaCommitErrors  uint64 // groups whose commit failed
+	KafkaMemberCommits uint64 // groups left to their live members to commit
+}
+
+// Checkpoints reports the coordinator's checkpoints: counters and the
+// last completed one read at scrape time through stats, and each
+// completion's duration through Observe.
+type Checkpoints struct {
+	stats    func() CheckpointStats
+	duration prometheus.Histogram
+
+	epoch, lastAt, completed, failures, bytes *prometheus.Desc
+	kafkaCommits, kafkaErrors, kafkaMember    *prometheus.Desc
+}
+
+// NewCheckpoints makes the checkpoint instruments over stats and
+// registers them on reg.
+func NewCheckpoints(reg prometheus.Registerer, stats func() CheckpointStats) *Checkpoints {
+	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
+	c := &Checkpoints{
+		stats: stats,
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "stated_checkpoint_duration_seconds", Buckets: CheckpointBuckets,
+			Help: "Time from a checkpoint's barrier to its completion (upload and manifest included), of the checkpoints this node completed as leader.",
+		}),
+		epoch:        d("stated_checkpoint_epoch", "Epoch of the last checkpoint this node completed; 0 before the first."),
+		lastAt:       d("stated_checkpoint_last_completed_timestamp_seconds", "Unix time of the last checkpoint this node completed; absent before the first. Its age is time() minus it."),
+		completed:    d("stated_checkpoints_completed_total", "Checkpoints this node completed as leader."),
+		failures:     d("stated_checkpoint_failures_total", "Checkpoints this node started as leader that failed or were abandoned."),
+		bytes:        d("stated_checkpoint_uploaded_bytes_total", "Bytes uploaded to the checkpoint bucket by completed checkpoints (files the bucket already held are not sent again)."),
+		kafkaCommits: d("stated_kafka_offset_commits_total", "Consumer groups whose checkpointed offsets this node committed to Kafka."),
+		kafkaErrors:  d("stated_kafka_offset_commit_errors_total", "Consumer groups whose checkpointed offsets Kafka refused or could not take."),
+		kafkaMember:  d("stated_kafka_offset_commits_left_to_members_total", "Consumer groups with live members, which commit their own checkpointed offsets; Kafka refuses the daemon's commit for them."),
+	}
+	reg.MustRegister(c.duration, c)
+	return c
+}
+
+// Observe records a completed checkpoint's duration.
+func (c *Checkpoints) Observe(d time.Duration) { c.duration.Observe(d.Seconds()) }
+
+// Describe implements prometheus.Collector.
+func (c *Checkpoints) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.epoch, c.lastAt, c.completed, c.failures, c.bytes, c.kafkaCommits, c.kafkaErrors, c.kafkaMember} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Checkpoints) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	if !s.Enabled {
+		return
+	}
+	m := func(d *prometheus.Desc, t prometheus.ValueType, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, t, v)
+	}
+	m(c.epoch, prometheus.GaugeValue, float64(s.LastEpoch))
+	if !s.LastCompletedAt.IsZero() {
+		m(c.lastAt, prometheus.GaugeValue, float64(s.LastCompletedAt.UnixNano())/1e9)
+	}
+	m(c.completed, prometheus.CounterValue, float64(s.Completed))
+	m(c.failures, prometheus.CounterValue, float64(s.Failures))
+	m(c.bytes, prometheus.CounterValue, float64(s.BytesUploaded))
+	m(c.kafkaCommits, prometheus.CounterValue, float64(s.KafkaCommits))
+	m(c.kafkaErrors, prometheus.CounterValue, float64(s.KafkaCommitErrors))
+	m(c.kafkaMember, prometheus.CounterValue, float64(s.KafkaMemberCommits))
+}

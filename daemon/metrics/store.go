@@ -1,0 +1,141 @@
+package metrics
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/fsm"
+)
+
+// Store is what the store collector reads; *raftstore.Store satisfies it.
+type Store interface {
+	// Status is the node's Raft state; cheap.
+	Status() raftstore.Status
+	// Counts scans the state (see fsm.Counts): the collector calls it at
+	// most once per CountsEvery.
+	Counts() (fsm.Counts, error)
+	// WindowStatuses lists the window namespaces and their progress.
+	WindowStatuses() ([]fsm.WindowStatus, error)
+}
+
+// roles are the values of stated_raft_role's role label.
+var roles = []string{"leader", "follower", "candidate", "shutdown"}
+
+// StoreCollector reports the store's Raft state, its bookkeeping counts
+// and its window namespaces, read at scrape time.
+type StoreCollector struct {
+	store       Store
+	countsEvery time.Duration
+	now         func() time.Time
+
+	role, term, commitIndex, appliedIndex, lastIndex *prometheus.Desc
+	hasLeader, leaderChanges                         *prometheus.Desc
+	sessions, ttlBacklog, keys, bytes, namespaces    *prometheus.Desc
+	wmLag, openWindows, pending, lateDropped         *prometheus.Desc
+
+	mu         sync.Mutex
+	lastLeader string
+	seenLeader bool
+	changes    uint64
+	counts     fsm.Counts
+	countsOK   bool
+	countsAt   time.Time
+}
+
+// NewStoreCollector returns a collector over s. Counts, which scans the
+// state, runs at most once per countsEvery (zero: on every scrape);
+// between scans the last counts are reported again.
+func NewStoreCollector(s Store, countsEvery time.Duration) *StoreCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	return &StoreCollector{
+		store: s, countsEvery: countsEvery, now: time.Now,
+		role:          d("stated_raft_role", "1 for this node's current Raft role, 0 for the others.", "role"),
+		term:          d("stated_raft_term", "This node's current Raft term."),
+		commitIndex:   d("stated_raft_commit_index", "The highest Raft log index this node knows to be committed."),
+		appliedIndex:  d("stated_raft_applied_index", "The highest Raft log index applied to this node's state."),
+		lastIndex:     d("stated_raft_last_log_index", "The last index in this node's Raft log."),
+		hasLeader:     d("stated_raft_has_leader", "1 when this node knows a Raft leader, else 0."),
+		leaderChanges: d("stated_raft_leader_changes_total", "Changes of the leader this node knows of (a loss of leader counts as one), as seen by scrapes: two changes between two scrapes count as at most one."),
+		sessions:      d("stated_sessions", "Open client sessions, expired ones not yet deleted included."),
+		ttlBacklog:    d("stated_ttl_backlog_entries", "Entries in the expiry index: entries with a TTL not yet deleted by expiry."),
+		keys:          d("stated_state_keys", "Entries of keyed state."),
+		bytes:         d("stated_state_bytes", "Bytes of keyed state (keys plus values, as stored)."),
+		namespaces:    d("stated_window_namespaces", "Defined window namespaces."),
+		wmLag:         d("stated_window_watermark_lag_seconds", "How far a window namespace's watermark trails this node's clock; absent until the namespace has a watermark.", "namespace"),
+		openWindows:   d("stated_window_open_windows", "Open windows of a window namespace.", "namespace"),
+		pending:       d("stated_window_pending_emissions", "Emissions of a window namespace not yet acknowledged.", "namespace"),
+		lateDropped:   d("stated_window_late_dropped_total", "Records a window namespace dropped as too late.", "namespace"),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *StoreCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.role, c.term, c.commitIndex, c.appliedIndex, c.lastIndex, c.hasLeader, c.leaderChanges,
+		c.sessions, c.ttlBacklog, c.keys, c.bytes, c.namespaces, c.wmLag, c.openWindows, c.pending, c.lateDropped} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *StoreCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.store.Status()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, r := range roles {
+		gauge(c.role, boolFloat(st.Role == r), r)
+	}
+	gauge(c.term, float64(st.Term))
+	gauge(c.commitIndex, float64(st.CommitIndex))
+	gauge(c.appliedIndex, float64(st.AppliedIndex))
+	gauge(c.lastIndex, float64(st.LastLogIndex))
+	gauge(c.hasLeader, boolFloat(st.LeaderID != ""))
+
+	c.mu.Lock()
+	if c.seenLeader && st.LeaderID != c.lastLeader {
+		c.changes++
+	}
+	c.lastLeader, c.seenLeader = st.LeaderID, true
+	ch <- prometheus.MustNewConstMetric(c.leaderChanges, prometheus.CounterValue, float64(c.changes))
+	now := c.now()
+	if !c.countsOK || now.Sub(c.countsAt) >= c.countsEvery {
+		if n, err := c.store.Counts(); err == nil {
+			c.counts, c.countsOK, c.countsAt = n, true, now
+		}
+	}
+	n, ok := c.counts, c.countsOK
+	c.mu.Unlock()
+	if ok {
+		gauge(c.sessions, float64(n.Sessions))
+		gauge(c.ttlBacklog, float64(n.TTLPending))
+		gauge(c.keys, float64(n.StateKeys))
+		gauge(c.bytes, float64(n.StateBytes))
+	}
+
+	ws, err := c.store.WindowStatuses()
+	if err != nil {
+		return
+	}
+	gauge(c.namespaces, float64(len(ws)))
+	for _, w := range ws {
+		ns := w.Spec.Namespace
+		gauge(c.openWindows, float64(w.OpenWindows), ns)
+		gauge(c.pending, float64(w.Pending), ns)
+		ch <- prometheus.MustNewConstMetric(c.lateDropped, prometheus.CounterValue, float64(w.LateDropped), ns)
+		if w.Watermark > fsm.MinWatermark {
+			gauge(c.wmLag, now.Sub(time.UnixMilli(w.Watermark)).Seconds(), ns)
+		}
+	}
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
