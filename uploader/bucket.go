@@ -2,6 +2,7 @@ package uploader
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -13,6 +14,8 @@ import (
 	_ "gocloud.dev/blob/gcsblob"   // gs://
 	_ "gocloud.dev/blob/memblob"   // mem://
 	_ "gocloud.dev/blob/s3blob"    // s3://
+
+	"github.com/statedhq/stated/internal/redact"
 )
 
 // Schemes are the bucket URL schemes OpenBucket supports.
@@ -48,16 +51,22 @@ var Schemes = []string{"file", "mem", "s3", "gs", "azblob"}
 // not know. An unknown scheme, or a URL that cannot be opened, is an
 // error naming the URL. The caller closes the bucket.
 func OpenBucket(ctx context.Context, rawURL string) (*blob.Bucket, error) {
+	// Messages name the URL with its credentials masked.
+	shown := redact.URL(rawURL)
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("uploader: bucket URL %q: %w", rawURL, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL it quotes
+		}
+		return nil, fmt.Errorf("uploader: bucket URL %q: %w", shown, err)
 	}
 	supported := strings.Join(Schemes, "://, ") + "://"
 	switch {
 	case u.Scheme == "":
-		return nil, fmt.Errorf("uploader: bucket URL %q has no scheme; supported: %s (e.g. file:///var/lib/stated/checkpoints)", rawURL, supported)
+		return nil, fmt.Errorf("uploader: bucket URL %q has no scheme; supported: %s (e.g. file:///var/lib/stated/checkpoints)", shown, supported)
 	case !slices.Contains(Schemes, u.Scheme):
-		return nil, fmt.Errorf("uploader: bucket URL %q: unknown scheme %q; supported: %s", rawURL, u.Scheme, supported)
+		return nil, fmt.Errorf("uploader: bucket URL %q: unknown scheme %q; supported: %s", shown, u.Scheme, supported)
 	}
 	q := u.Query()
 	if p := q.Get("prefix"); p != "" && !strings.HasSuffix(p, "/") {
@@ -66,7 +75,7 @@ func OpenBucket(ctx context.Context, rawURL string) (*blob.Bucket, error) {
 	switch u.Scheme {
 	case "file":
 		if u.Path == "" || u.Opaque != "" {
-			return nil, fmt.Errorf("uploader: bucket URL %q: file:// needs a path, e.g. file:///var/lib/stated/checkpoints", rawURL)
+			return nil, fmt.Errorf("uploader: bucket URL %q: file:// needs a path, e.g. file:///var/lib/stated/checkpoints", shown)
 		}
 		for k, v := range map[string]string{"create_dir": "true", "no_tmp_dir": "true", "dir_file_mode": "0700", "metadata": "skip"} {
 			if !q.Has(k) {
@@ -75,16 +84,16 @@ func OpenBucket(ctx context.Context, rawURL string) (*blob.Bucket, error) {
 		}
 	case "s3", "gs", "azblob":
 		if u.Host == "" {
-			return nil, fmt.Errorf("uploader: bucket URL %q names no bucket, e.g. %s://my-bucket", rawURL, u.Scheme)
+			return nil, fmt.Errorf("uploader: bucket URL %q names no bucket, e.g. %s://my-bucket", shown, u.Scheme)
 		}
 		if u.Path != "" && u.Path != "/" {
-			return nil, fmt.Errorf("uploader: bucket URL %q: a path after the bucket name is not supported; use ?prefix=%s/", rawURL, strings.Trim(u.Path, "/"))
+			return nil, fmt.Errorf("uploader: bucket URL %q: a path after the bucket name is not supported; use ?prefix=%s/", shown, strings.Trim(u.Path, "/"))
 		}
 	}
 	u.RawQuery = q.Encode()
 	b, err := blob.OpenBucket(ctx, u.String())
 	if err != nil {
-		return nil, fmt.Errorf("uploader: open bucket %q: %w", rawURL, err)
+		return nil, fmt.Errorf("uploader: open bucket %q: %w", shown, err)
 	}
 	return b, nil
 }

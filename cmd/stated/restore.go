@@ -19,6 +19,7 @@ import (
 
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/recovery"
+	"github.com/statedhq/stated/internal/redact"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	stated "github.com/statedhq/stated/sdk/go"
 	"github.com/statedhq/stated/uploader"
@@ -284,7 +285,7 @@ verification).`,
 			return c.stillRunning(c.recoveryStill(noVerify))
 		}
 		if errors.Is(err, uploader.ErrNotFound) && sel == (recovery.Selector{}) {
-			err = fmt.Errorf("the bucket at %s holds no checkpoint", from)
+			err = fmt.Errorf("the bucket at %s holds no checkpoint", redact.URL(from))
 		}
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
