@@ -1,0 +1,328 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/statedhq/stated/daemon"
+	"github.com/statedhq/stated/daemon/daemontest"
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+)
+
+// scrape GETs addr's /metrics and parses it.
+func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	c := &http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("scrape: %s: %s", resp.Status, b)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse the scrape: %v", err)
+	}
+	return fams
+}
+
+// sample finds the metric of family name whose labels include labels
+// (name=value pairs); nil if there is none.
+func sample(fams map[string]*dto.MetricFamily, name string, labels ...string) *dto.Metric {
+	f := fams[name]
+	if f == nil {
+		return nil
+	}
+next:
+	for _, m := range f.GetMetric() {
+		for i := 0; i+1 < len(labels); i += 2 {
+			found := false
+			for _, l := range m.GetLabel() {
+				if l.GetName() == labels[i] && l.GetValue() == labels[i+1] {
+					found = true
+				}
+			}
+			if !found {
+				continue next
+			}
+		}
+		return m
+	}
+	return nil
+}
+
+// value is a counter's or gauge's value; it fails the test if the sample
+// is missing.
+func value(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	t.Helper()
+	m := sample(fams, name, labels...)
+	switch {
+	case m == nil:
+		t.Fatalf("no sample %s%v", name, labels)
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	}
+	t.Fatalf("%s%v is neither a counter nor a gauge", name, labels)
+	return 0
+}
+
+// observations is a histogram's sample count; 0 if the series is absent.
+func observations(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels ...string) uint64 {
+	t.Helper()
+	m := sample(fams, name, labels...)
+	if m == nil {
+		return 0
+	}
+	if m.Histogram == nil {
+		t.Fatalf("%s%v is not a histogram", name, labels)
+	}
+	return m.Histogram.GetSampleCount()
+}
+
+func TestMetricsCountAKnownWorkloadExactly(t *testing.T) {
+	const (
+		commits   = 7 // keyed-state commits
+		mutations = 3 // per commit
+		reads     = 4 // Gets at each consistency level
+	)
+	d := daemontest.Start(t, func(c *daemon.Config) {
+		c.MetricsAddr = "127.0.0.1:0"
+		c.CheckpointInterval = 0 // checkpoints on request only: the workload's one
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := grpc.NewClient("unix://"+d.SocketPath(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	must(t, err)
+	defer conn.Close()
+	st, win, ck := statedv1.NewStateClient(conn), statedv1.NewWindowsClient(conn), statedv1.NewCheckpointsClient(conn)
+	start := time.Now()
+
+	var commitBytes int
+	var last uint64
+	for i := range commits {
+		req := &statedv1.CommitRequest{}
+		for j := range mutations {
+			req.Mutations = append(req.Mutations, &statedv1.Mutation{Kind: statedv1.MutationKind_MUTATION_KIND_PUT,
+				Namespace: "m", Key: fmt.Appendf(nil, "k-%d-%d", i, j), Value: []byte("value")})
+		}
+		resp, err := st.Commit(ctx, req)
+		must(t, err)
+		commitBytes += proto.Size(req)
+		last = resp.GetIndex()
+	}
+	// A refused commit counts as a request with its code and in the
+	// commit latency, not as a commit.
+	_, err = st.Commit(ctx, &statedv1.CommitRequest{Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Key: []byte("k")}}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("commit without a namespace: %v, want InvalidArgument", err)
+	}
+	// A window namespace whose watermark is a minute behind the clock.
+	spec := &statedv1.WindowSpec{
+		Namespace: "clicks", Shape: statedv1.WindowShape_WINDOW_SHAPE_TUMBLING, SizeMs: 60_000,
+		GraceMs: proto.Int64(0), MaxOutOfOrderMs: proto.Int64(0),
+		Aggregate: statedv1.WindowAggregate_WINDOW_AGGREGATE_COUNT,
+		Emit:      statedv1.WindowEmit_WINDOW_EMIT_FINAL, Late: statedv1.LatePolicy_LATE_POLICY_DROP,
+	}
+	_, err = win.Define(ctx, &statedv1.DefineWindowsRequest{Spec: spec})
+	must(t, err)
+	wm := time.Now().Add(-time.Minute).UnixMilli()
+	windowCommit := &statedv1.CommitRequest{
+		WindowAdds:     []*statedv1.WindowAdd{{Namespace: "clicks", Key: []byte("u"), EventTimeMs: wm}},
+		WatermarkHints: []*statedv1.WatermarkHint{{Namespace: "clicks", TimeMs: wm}},
+	}
+	_, err = st.Commit(ctx, windowCommit)
+	must(t, err)
+	commitBytes += proto.Size(windowCommit)
+	_, err = st.OpenSession(ctx, &statedv1.OpenSessionRequest{ClientId: "metrics-test"})
+	must(t, err)
+
+	levels := map[string]*statedv1.ReadOptions{
+		"unspecified":  nil, // reads like local
+		"local":        {Consistency: statedv1.Consistency_CONSISTENCY_LOCAL},
+		"session":      {Consistency: statedv1.Consistency_CONSISTENCY_SESSION, MinIndex: last},
+		"linearizable": {Consistency: statedv1.Consistency_CONSISTENCY_LINEARIZABLE},
+	}
+	for _, o := range levels {
+		for range reads {
+			_, err := st.Get(ctx, &statedv1.GetRequest{Namespace: "m", Key: []byte("k-0-0"), Kind: statedv1.Kind_KIND_VALUE, Read: o})
+			must(t, err)
+		}
+	}
+	scan, err := st.Scan(ctx, &statedv1.ScanRequest{Namespace: "m", Read: levels["linearizable"]})
+	must(t, err)
+	for {
+		if _, err := scan.Recv(); err == io.EOF {
+			break
+		} else {
+			must(t, err)
+		}
+	}
+	tr, err := ck.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+	must(t, err)
+
+	fams := scrape(t, d.MetricsAddr())
+	eq := func(what string, got, want float64) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s = %v, want %v", what, got, want)
+		}
+	}
+	const commitM = "stated.v1.State/Commit"
+	eq("stated_commits_total", value(t, fams, "stated_commits_total"), commits+1)
+	eq("stated_commit_mutations_total", value(t, fams, "stated_commit_mutations_total"), commits*mutations)
+	eq("stated_commit_bytes_total", value(t, fams, "stated_commit_bytes_total"), float64(commitBytes))
+	eq("commit latency observations", float64(observations(t, fams, "stated_commit_duration_seconds")), commits+2)
+	eq("OK commits", value(t, fams, "stated_grpc_requests_total", "method", commitM, "code", "OK"), commits+1)
+	eq("refused commits", value(t, fams, "stated_grpc_requests_total", "method", commitM, "code", "InvalidArgument"), 1)
+	eq("commit RPC latency observations", float64(observations(t, fams, "stated_grpc_request_duration_seconds", "method", commitM)), commits+2)
+	eq("Trigger requests", value(t, fams, "stated_grpc_requests_total", "method", "stated.v1.Checkpoints/Trigger", "code", "OK"), 1)
+	for level, want := range map[string]uint64{"local": 2 * reads, "session": reads, "linearizable": reads} {
+		eq("Get reads at "+level, float64(observations(t, fams, "stated_read_duration_seconds", "method", "stated.v1.State/Get", "consistency", level)), float64(want))
+	}
+	eq("Scan reads", float64(observations(t, fams, "stated_read_duration_seconds", "method", "stated.v1.State/Scan", "consistency", "linearizable")), 1)
+	eq("Get RPCs", value(t, fams, "stated_grpc_requests_total", "method", "stated.v1.State/Get", "code", "OK"), 4*reads)
+
+	eq("checkpoint duration observations", float64(observations(t, fams, "stated_checkpoint_duration_seconds")), 1)
+	eq("stated_checkpoints_completed_total", value(t, fams, "stated_checkpoints_completed_total"), 1)
+	eq("stated_checkpoint_failures_total", value(t, fams, "stated_checkpoint_failures_total"), 0)
+	eq("stated_checkpoint_epoch", value(t, fams, "stated_checkpoint_epoch"), float64(tr.GetEpoch()))
+	if b := value(t, fams, "stated_checkpoint_uploaded_bytes_total"); b <= 0 {
+		t.Errorf("stated_checkpoint_uploaded_bytes_total = %v, want the first checkpoint's files", b)
+	}
+	if at := value(t, fams, "stated_checkpoint_last_completed_timestamp_seconds"); at < float64(start.Unix()) || at > float64(time.Now().Unix()+1) {
+		t.Errorf("stated_checkpoint_last_completed_timestamp_seconds = %v, want within the test (%d..now)", at, start.Unix())
+	}
+
+	eq("stated_raft_role{leader}", value(t, fams, "stated_raft_role", "role", "leader"), 1)
+	eq("stated_raft_role{follower}", value(t, fams, "stated_raft_role", "role", "follower"), 0)
+	eq("stated_raft_has_leader", value(t, fams, "stated_raft_has_leader"), 1)
+	eq("stated_raft_leader_changes_total", value(t, fams, "stated_raft_leader_changes_total"), 0)
+	if term := value(t, fams, "stated_raft_term"); term < 1 {
+		t.Errorf("stated_raft_term = %v, want at least 1", term)
+	}
+	if ai, ci := value(t, fams, "stated_raft_applied_index"), value(t, fams, "stated_raft_commit_index"); ai < float64(last) || ci < float64(last) {
+		t.Errorf("applied index %v, commit index %v: want at least the last commit's %d", ai, ci, last)
+	}
+	eq("stated_state_keys", value(t, fams, "stated_state_keys"), commits*mutations)
+	eq("stated_sessions", value(t, fams, "stated_sessions"), 1)
+	eq("stated_ttl_backlog_entries", value(t, fams, "stated_ttl_backlog_entries"), 0)
+	eq("stated_window_namespaces", value(t, fams, "stated_window_namespaces"), 1)
+	eq("stated_window_open_windows{clicks}", value(t, fams, "stated_window_open_windows", "namespace", "clicks"), 1)
+	if lag := value(t, fams, "stated_window_watermark_lag_seconds", "namespace", "clicks"); lag < 60 || lag > 60+time.Since(start).Seconds()+1 {
+		t.Errorf("stated_window_watermark_lag_seconds{clicks} = %v, want a minute and the test's duration at most", lag)
+	}
+	for _, name := range []string{"go_goroutines", "go_memstats_heap_alloc_bytes", "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"} {
+		if fams[name] == nil {
+			t.Errorf("no %s: the Go or process collector is missing", name)
+		}
+	}
+}
+
+func TestMetricsAddressInUseFailsStartNamingIt(t *testing.T) {
+	d := daemontest.Start(t, func(c *daemon.Config) { c.MetricsAddr = "127.0.0.1:0" })
+	cfg := daemontest.Config(t, "node2")
+	cfg.MetricsAddr = d.MetricsAddr()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d2, err := daemon.Start(ctx, cfg)
+	if err == nil {
+		d2.Close()
+		t.Fatalf("a second daemon started on metrics address %s", cfg.MetricsAddr)
+	}
+	if !strings.Contains(err.Error(), cfg.MetricsAddr) || !strings.Contains(err.Error(), "--metrics-addr") {
+		t.Fatalf("error %q does not name the metrics address %s and its flag", err, cfg.MetricsAddr)
+	}
+	// The first daemon still serves its metrics.
+	if fams := scrape(t, d.MetricsAddr()); fams["stated_raft_term"] == nil {
+		t.Fatal("the first daemon's scrape lost stated_raft_term")
+	}
+
+	cfg = daemontest.Config(t, "node3")
+	cfg.MetricsAddr = "9420"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "MetricsAddr") {
+		t.Fatalf("MetricsAddr without a host: Validate() = %v, want an error naming MetricsAddr", err)
+	}
+}
+
+// TestGrafanaDashboardQueriesMetricsTheDaemonServes parses the shipped
+// dashboard and checks that every stated_ metric its queries name is one
+// docs/METRICS.md documents, and that the metrics of a running daemon
+// that the dashboard plots without windows or Kafka are served.
+func TestGrafanaDashboardQueriesMetricsTheDaemonServes(t *testing.T) {
+	raw, err := os.ReadFile("../deploy/grafana/stated.json")
+	must(t, err)
+	var dash struct {
+		Title  string `json:"title"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("deploy/grafana/stated.json: %v", err)
+	}
+	doc, err := os.ReadFile("../docs/METRICS.md")
+	must(t, err)
+
+	d := daemontest.Start(t, func(c *daemon.Config) { c.MetricsAddr = "127.0.0.1:0" })
+	fams := scrape(t, d.MetricsAddr())
+	served := func(name string) bool {
+		for _, suffix := range []string{"", "_bucket", "_sum", "_count"} {
+			if base, ok := strings.CutSuffix(name, suffix); ok && fams[base] != nil {
+				return true
+			}
+		}
+		return false
+	}
+	// Metrics that need a workload, windows or Kafka to appear.
+	onlyWithUse := []string{"stated_grpc_", "stated_commit", "stated_read_", "stated_window_", "stated_kafka_", "stated_checkpoint_duration", "stated_checkpoint_last_completed"}
+
+	metricName := regexp.MustCompile(`\b(stated|go|process)_[a-z0-9_]+\b`)
+	exprs := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			exprs++
+			for _, name := range metricName.FindAllString(tg.Expr, -1) {
+				base := name
+				for _, s := range []string{"_bucket", "_sum", "_count"} {
+					base = strings.TrimSuffix(base, s)
+				}
+				if strings.HasPrefix(name, "stated_") && !strings.Contains(string(doc), "`"+base+"`") {
+					t.Errorf("panel %q: %s is not documented in docs/METRICS.md", p.Title, base)
+				}
+				if !served(name) && !slices.ContainsFunc(onlyWithUse, func(p string) bool { return strings.HasPrefix(name, p) }) {
+					t.Errorf("panel %q: %s is not served by a running daemon", p.Title, name)
+				}
+			}
+		}
+	}
+	if exprs < 10 {
+		t.Fatalf("the dashboard has %d queries; want its panels' queries", exprs)
+	}
+}
