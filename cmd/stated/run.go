@@ -76,9 +76,10 @@ member must have a distinct --node-id, --raft-addr and --grpc-addr.`,
 	f.IntVar(&cfg.CheckpointRetain, "checkpoint-retain", cfg.CheckpointRetain, "completed checkpoints to keep, besides savepoints (at least 1)")
 	f.IntVar(&cfg.CheckpointWorkers, "checkpoint-workers", 4, "files uploaded in parallel")
 	f.StringSliceVar(&cfg.KafkaBrokers, "kafka-brokers", nil, "Kafka brokers (host:port, comma-separated) to commit each completed checkpoint's offsets to")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", `address (host:port) to serve Prometheus metrics on at /metrics, e.g. 127.0.0.1:9420; "" serves none (see docs/METRICS.md)`)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-snapshot-threshold", "raft-snapshot-interval", "raft-trailing-logs",
-		"checkpoint-url", "checkpoint-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "log-level")
+		"checkpoint-url", "checkpoint-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr", "log-level")
 	return cmd
 }
 
@@ -112,6 +113,9 @@ func (c *cli) serve(cmd *cobra.Command, cfg daemon.Config) error {
 		fmt.Fprintf(c.stdout, "  tcp:         disabled\n")
 	}
 	fmt.Fprintf(c.stdout, "  raft:        %s\n", d.Store().RaftAddr())
+	if m := d.MetricsAddr(); m != "" {
+		fmt.Fprintf(c.stdout, "  metrics:     http://%s/metrics\n", m)
+	}
 	fmt.Fprintf(c.stdout, "  data dir:    %s\n", cfg.DataDir)
 	st := d.CheckpointStatus()
 	fmt.Fprintf(c.stdout, "  checkpoints: %s every %s, keeping %d\n", st.Bucket, st.Interval, st.Retain)
