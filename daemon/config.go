@@ -33,6 +33,9 @@ type Config struct {
 	// SocketPath is the unix socket gRPC listens on. Default
 	// DataDir/stated.sock.
 	SocketPath string
+	// SocketMode is the permission bits of the unix socket: who may
+	// connect. Default 0600, this user only; 0660 lets its group in.
+	SocketMode os.FileMode
 	// RaftAddr is the address Raft binds to, and advertises unless
 	// AdvertiseRaftAddr is set. Default "127.0.0.1:7421".
 	RaftAddr string
@@ -206,6 +209,9 @@ func (c *Config) Validate() error {
 	if p := c.socketPath(); c.DataDir != "" && len(p) > maxSocketPath {
 		errs = append(errs, fmt.Errorf("daemon: config: SocketPath %q is %d bytes, longer than the %d a unix socket allows; set a shorter SocketPath", p, len(p), maxSocketPath))
 	}
+	if c.SocketMode&^os.ModePerm != 0 {
+		errs = append(errs, fmt.Errorf("daemon: config: SocketMode %#o: want permission bits only, at most 0777", uint32(c.SocketMode)))
+	}
 	if c.MaxMessageBytes != 0 && c.MaxMessageBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("daemon: config: MaxMessageBytes %d is below 1 MiB, too small for one maximum-size value", c.MaxMessageBytes))
 	}
@@ -242,6 +248,9 @@ func (c *Config) Validate() error {
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	c.SocketPath = c.socketPath()
+	if c.SocketMode == 0 {
+		c.SocketMode = 0o600
+	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = d.MaxMessageBytes
 	}

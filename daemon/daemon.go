@@ -109,6 +109,13 @@ func (d *Daemon) listen() error {
 		return fmt.Errorf("daemon: listen on unix socket %s: %w", d.cfg.SocketPath, err)
 	}
 	d.unixLn = ln
+	// Right after bind, before any client is served: the socket's mode
+	// came from the umask, and the data dir (0700) shields the default
+	// path meanwhile.
+	if err := os.Chmod(d.cfg.SocketPath, d.cfg.SocketMode); err != nil {
+		d.closeListeners()
+		return fmt.Errorf("daemon: set mode %#o on unix socket %s: %w", uint32(d.cfg.SocketMode), d.cfg.SocketPath, err)
+	}
 	if d.cfg.GRPCAddr != "" {
 		ln, err := net.Listen("tcp", d.cfg.GRPCAddr)
 		if err != nil {
