@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,7 +17,8 @@ import (
 
 func (c *cli) runCommand() *cobra.Command {
 	cfg := daemon.DefaultConfig()
-	var logLevel string
+	var logLevel, logFormat, socketMode, configPath string
+	var showConfig bool
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run a stated node until SIGINT or SIGTERM",
@@ -28,7 +28,18 @@ func (c *cli) runCommand() *cobra.Command {
 With --join ADDR[,ADDR...] (gRPC addresses of members of a running cluster),
 a node whose data dir is new asks them to add it as a voter instead of
 bootstrapping; a node that already has Raft state ignores --join. Every
-member must have a distinct --node-id, --raft-addr and --grpc-addr.`,
+member must have a distinct --node-id, --raft-addr and --grpc-addr.
+
+Every flag can also come from the environment (STATED_ and the flag in
+upper snake case) and from a YAML config file (--config FILE or
+STATED_CONFIG), keyed by the flag's name without its dashes:
+
+  node-id: n1
+  join: [10.0.0.1:7420, 10.0.0.2:7420]
+  checkpoint-interval: 10s
+
+A flag wins over the environment, and both over the file.
+--print-config shows the result, and where each value came from.`,
 		Args: cobra.NoArgs,
 	}
 	cmd.RunE = runtime(func(cmd *cobra.Command, _ []string) error {
@@ -37,7 +48,11 @@ member must have a distinct --node-id, --raft-addr and --grpc-addr.`,
 				return &exitError{code: exitUsage, err: fmt.Errorf("run: --%s is for client commands; a node listens on --grpc-addr and --socket", n)}
 			}
 		}
-		if cmd.Flags().Changed("bootstrap") && cfg.Bootstrap && len(cfg.Join) > 0 {
+		fromFile, err := c.applyConfigFile(cmd.LocalFlags(), configPath)
+		if err != nil {
+			return &exitError{code: exitUsage, err: fmt.Errorf("run: %w", err)}
+		}
+		if explicit(cmd.Flags().Lookup("bootstrap"), c.env, fromFile) && cfg.Bootstrap && len(cfg.Join) > 0 {
 			return &exitError{code: exitUsage, err: errors.New("run: --bootstrap starts a new cluster and --join joins one; give one of them")}
 		}
 		if cfg.CheckpointInterval < time.Second {
@@ -46,11 +61,19 @@ member must have a distinct --node-id, --raft-addr and --grpc-addr.`,
 		if cfg.CheckpointRetain < 1 {
 			return &exitError{code: exitUsage, err: fmt.Errorf("run: --checkpoint-retain %d is below 1: at least one completed checkpoint must be kept", cfg.CheckpointRetain)}
 		}
-		var level slog.Level
-		if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-			return &exitError{code: exitUsage, err: fmt.Errorf("run: --log-level %q: want debug, info, warn or error", logLevel)}
+		mode, err := parseSocketMode(socketMode)
+		if err != nil {
+			return &exitError{code: exitUsage, err: fmt.Errorf("run: %w", err)}
 		}
-		cfg.Logger = slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+		cfg.SocketMode = mode
+		logger, err := newLogger(c.stderr, logFormat, logLevel)
+		if err != nil {
+			return &exitError{code: exitUsage, err: fmt.Errorf("run: %w", err)}
+		}
+		if showConfig {
+			return printConfig(c.stdout, cmd.LocalFlags(), c.env, configPath, fromFile)
+		}
+		cfg.Logger = logger
 		return c.serve(cmd, cfg)
 	})
 	f := cmd.Flags()
@@ -78,8 +101,12 @@ member must have a distinct --node-id, --raft-addr and --grpc-addr.`,
 	f.StringSliceVar(&cfg.KafkaBrokers, "kafka-brokers", nil, "Kafka brokers (host:port, comma-separated) to commit each completed checkpoint's offsets to")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", `address (host:port) to serve Prometheus metrics on at /metrics, e.g. 127.0.0.1:9420; "" serves none (see docs/METRICS.md)`)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text (key=value lines) or json (one JSON object per line)")
+	f.StringVar(&socketMode, "socket-mode", "0600", "file mode of the unix socket, in octal: 0600 lets only this user connect, 0660 its group too")
+	f.StringVar(&configPath, "config", "", "YAML file holding run flags by name (node-id: n1); flags and STATED_* variables override it")
+	f.BoolVar(&showConfig, "print-config", false, "print the effective configuration as YAML, each value's source and secrets masked, and exit")
 	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-snapshot-threshold", "raft-snapshot-interval", "raft-trailing-logs",
-		"checkpoint-url", "checkpoint-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr", "log-level")
+		"checkpoint-url", "checkpoint-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr", "log-level", "log-format", "socket-mode", "config")
 	return cmd
 }
 
