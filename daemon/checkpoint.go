@@ -14,6 +14,7 @@ import (
 
 	"gocloud.dev/blob"
 
+	"github.com/statedhq/stated/internal/redact"
 	"github.com/statedhq/stated/raftstore"
 	"github.com/statedhq/stated/raftstore/fsm"
 	"github.com/statedhq/stated/uploader"
@@ -378,23 +379,8 @@ func (c *coordinator) Status() CheckpointStatus {
 	return st
 }
 
-// redactURL drops credentials from a bucket URL.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	u.User = nil
-	q := u.Query()
-	for k := range q {
-		switch k {
-		case "access_key_id", "secret_access_key", "session_token", "sas_token", "key":
-			q.Set(k, "REDACTED")
-		}
-	}
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+// redactURL masks the credentials of a bucket URL (see redact.URL).
+func redactURL(raw string) string { return redact.URL(raw) }
 
 // sharesDisk reports whether a file:// bucket lies on the file system of
 // the data dir, so that losing that disk loses both.
