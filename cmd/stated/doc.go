@@ -2,6 +2,7 @@
 //
 //	stated run                       serve a node (single-node cluster in ./stated-data by default)
 //	stated run --join ADDR[,ADDR]    serve a node that joins the cluster at ADDR when its data dir is new
+//	stated run --config FILE         serve a node configured by a YAML file (--print-config shows the result)
 //	stated kv put NS KEY VALUE       write a value (--ttl 10s)
 //	stated kv get NS KEY             read a value, counter (--kind counter) or map entry (--kind map --sub-key S)
 //	stated kv del NS KEY             delete everything under a key
@@ -22,10 +23,14 @@
 //	stated recovery [--from URL]     the recovery report: what a restore brings back, what Kafka replays, what is lost
 //	stated demo                      the whole mission on 127.0.0.1: kfake, 3 nodes, a processor, crashes, total loss, restore; checks every count
 //
-// Every flag of `run` (including --log-level), and the client flags --addr
-// and --timeout, can also be set with an environment variable named
-// STATED_ and the flag in upper snake case (STATED_DATA_DIR for
-// --data-dir); a flag on the command line wins over the environment.
+// Every flag of `run` (including --log-level and --log-format), and the
+// client flags --addr and --timeout, can also be set with an environment
+// variable named STATED_ and the flag in upper snake case (STATED_DATA_DIR
+// for --data-dir). `run` also reads a YAML config file (--config FILE or
+// STATED_CONFIG) keyed by flag name without the dashes (data-dir: /var/lib/stated);
+// an unknown key is an error naming it. A flag on the command line wins
+// over the environment, and both over the file; `stated run --print-config`
+// prints the result with each value's source and credentials masked.
 //
 // Client commands talk to a running daemon through the Go SDK; --addr
 // may list several daemons of one cluster, comma-separated, and the client
