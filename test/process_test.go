@@ -57,31 +57,47 @@ func statedBinary(t testing.TB) string {
 	return statedBin
 }
 
+// exampleBuild is one examples/<name> binary, built once per test run.
+type exampleBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
 var (
-	counterOnce sync.Once
-	counterBin  string
-	counterErr  error
+	examplesMu sync.Mutex
+	examples   = map[string]*exampleBuild{}
 )
 
-// counterBinary builds examples/counter once for the tests that run it as
-// a process, and returns its path.
-func counterBinary(t *testing.T) string {
+// exampleBinary builds examples/<name> once for the package's tests that
+// run it as a process, and returns its path.
+func exampleBinary(t *testing.T, name string) string {
 	t.Helper()
-	counterOnce.Do(func() {
-		if _, counterErr = binaryDir(); counterErr != nil {
+	examplesMu.Lock()
+	b := examples[name]
+	if b == nil {
+		b = &exampleBuild{}
+		examples[name] = b
+	}
+	examplesMu.Unlock()
+	b.once.Do(func() {
+		dir, err := binaryDir()
+		if err != nil {
+			b.err = err
 			return
 		}
-		counterBin = filepath.Join(binDir, "counter")
-		out, err := exec.Command("go", "build", "-o", counterBin, "../examples/counter").CombinedOutput()
-		if err != nil {
-			counterErr = fmt.Errorf("building examples/counter: %v\n%s", err, out)
+		b.path = filepath.Join(dir, name)
+		if out, err := exec.Command("go", "build", "-o", b.path, "../examples/"+name).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("building examples/%s: %v\n%s", name, err, out)
 		}
 	})
-	if counterErr != nil {
-		t.Fatal(counterErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return counterBin
+	return b.path
 }
+
+func counterBinary(t *testing.T) string { return exampleBinary(t, "counter") }
 
 func TestMain(m *testing.M) {
 	code := m.Run()

@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,31 +16,7 @@ import (
 	stated "github.com/statedhq/stated/sdk/go"
 )
 
-var (
-	sessionizerOnce sync.Once
-	sessionizerBin  string
-	sessionizerErr  error
-)
-
-// sessionizerBinary builds examples/sessionizer once and returns its
-// path.
-func sessionizerBinary(t *testing.T) string {
-	t.Helper()
-	sessionizerOnce.Do(func() {
-		if _, sessionizerErr = binaryDir(); sessionizerErr != nil {
-			return
-		}
-		sessionizerBin = filepath.Join(binDir, "sessionizer")
-		out, err := exec.Command("go", "build", "-o", sessionizerBin, "../examples/sessionizer").CombinedOutput()
-		if err != nil {
-			sessionizerErr = fmt.Errorf("building examples/sessionizer: %v\n%s", err, out)
-		}
-	})
-	if sessionizerErr != nil {
-		t.Fatal(sessionizerErr)
-	}
-	return sessionizerBin
-}
+func sessionizerBinary(t *testing.T) string { return exampleBinary(t, "sessionizer") }
 
 // sessionLine is a session as the sessionizer prints it: "session USER
 // FIRST LAST DURATION N clicks" ("1 click"), tab-separated.

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -20,31 +18,7 @@ import (
 	stated "github.com/statedhq/stated/sdk/go"
 )
 
-var (
-	userstoreOnce sync.Once
-	userstoreBin  string
-	userstoreErr  error
-)
-
-// userstoreBinary builds examples/userstore once for the tests that run it
-// as a process, and returns its path.
-func userstoreBinary(t *testing.T) string {
-	t.Helper()
-	userstoreOnce.Do(func() {
-		if _, userstoreErr = binaryDir(); userstoreErr != nil {
-			return
-		}
-		userstoreBin = filepath.Join(binDir, "userstore")
-		out, err := exec.Command("go", "build", "-o", userstoreBin, "../examples/userstore").CombinedOutput()
-		if err != nil {
-			userstoreErr = fmt.Errorf("building examples/userstore: %v\n%s", err, out)
-		}
-	})
-	if userstoreErr != nil {
-		t.Fatal(userstoreErr)
-	}
-	return userstoreBin
-}
+func userstoreBinary(t *testing.T) string { return exampleBinary(t, "userstore") }
 
 // buildUserstoreBinaries builds stated and the example before a test's
 // clock starts.
