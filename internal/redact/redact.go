@@ -54,16 +54,25 @@ func URL(raw string) string {
 	if keySchemes[strings.ToLower(u.Scheme)] {
 		return u.Scheme + "://" + Mask
 	}
-	hadUser := u.User != nil
-	u.User = nil
-	u.RawQuery = query(u.RawQuery)
-	s := u.String()
-	if hadUser {
-		if i := strings.Index(s, "://"); i >= 0 {
-			s = s[:i+3] + Mask + "@" + s[i+3:]
-		} else {
+	// Mask in the text itself, so that what needs no mask keeps its form.
+	s := raw
+	if u.User != nil {
+		i := strings.Index(s, "://")
+		if i < 0 {
 			return Mask
 		}
+		host := s[i+3:]
+		if end := strings.IndexAny(host, "/?#"); end >= 0 {
+			host = host[:end]
+		}
+		at := strings.LastIndex(host, "@")
+		if at < 0 {
+			return Mask
+		}
+		s = s[:i+3] + Mask + s[i+3+at:]
+	}
+	if u.RawQuery != "" {
+		s = strings.Replace(s, "?"+u.RawQuery, "?"+query(u.RawQuery), 1)
 	}
 	return s
 }
