@@ -93,7 +93,8 @@ func OpenBucket(ctx context.Context, rawURL string) (*blob.Bucket, error) {
 	u.RawQuery = q.Encode()
 	b, err := blob.OpenBucket(ctx, u.String())
 	if err != nil {
-		return nil, fmt.Errorf("uploader: open bucket %q: %w", shown, err)
+		// gocloud's message quotes the URL it was given.
+		return nil, fmt.Errorf("uploader: open bucket %q: %w", shown, redact.Error(err, u.String(), rawURL))
 	}
 	return b, nil
 }

@@ -158,7 +158,7 @@ func (cf *configFile) apply(fs *pflag.FlagSet, env lookupEnv) (sources map[strin
 	for _, k := range keys {
 		if fv := freshValue(flags[k]); fv != nil {
 			if err := setValue(fv, cf.values[k]); err != nil {
-				return nil, fmt.Errorf("config file %s: key %q: value %s: %w", cf.path, k, showValue(k, cf.values[k]), err)
+				return nil, fmt.Errorf("config file %s: key %q: %w", cf.path, k, valueError(k, cf.values[k], err))
 			}
 		}
 	}
@@ -169,7 +169,7 @@ func (cf *configFile) apply(fs *pflag.FlagSet, env lookupEnv) (sources map[strin
 			continue
 		}
 		if err := setValue(f.Value, cf.values[k]); err != nil {
-			return nil, fmt.Errorf("config file %s: key %q: value %s: %w", cf.path, k, showValue(k, cf.values[k]), err)
+			return nil, fmt.Errorf("config file %s: key %q: %w", cf.path, k, valueError(k, cf.values[k], err))
 		}
 		sources[k] = sourceFile
 	}
@@ -223,6 +223,16 @@ func setValue(fv pflag.Value, v configValue) error {
 		return fv.Set(strings.Join(v.list, ","))
 	}
 	return fv.Set(v.text)
+}
+
+// valueError is a flag's refusal of v, for a message: the value masked
+// if k names a secret, and then without the flag's own words, which may
+// quote it.
+func valueError(k string, v configValue, err error) error {
+	if redact.Sensitive(k) {
+		return fmt.Errorf("value %s is not valid for --%s", showValue(k, v), k)
+	}
+	return fmt.Errorf("value %s: %w", showValue(k, v), err)
 }
 
 // showValue is v quoted for an error message, masked if k names a secret.
@@ -322,12 +332,6 @@ func (c *cli) applyConfigFile(fs *pflag.FlagSet, path string) (map[string]string
 		return nil, err
 	}
 	return cf.apply(fs, c.env)
-}
-
-// explicit reports whether f was given by a flag, the environment or the
-// config file, rather than left at its default.
-func explicit(f *pflag.Flag, env lookupEnv, fromFile map[string]string) bool {
-	return flagSource(f, env, fromFile) != sourceDefault
 }
 
 // parseSocketMode parses --socket-mode: permission bits in octal.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -376,5 +377,24 @@ func TestShowValueMasksSecretKeysAndURLCredentials(t *testing.T) {
 		if got := showValue(tc.key, tc.v); got != tc.want {
 			t.Errorf("showValue(%s) = %s, want %s", tc.key, got, tc.want)
 		}
+	}
+}
+
+func TestValueErrorsNeverQuoteASecret(t *testing.T) {
+	err := valueError("tls-key", configValue{text: "hunter2"}, errors.New(`parsing "hunter2": invalid`))
+	if strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "--tls-key") {
+		t.Errorf("valueError = %q", err)
+	}
+	err = valueError("checkpoint-interval", configValue{text: "10"}, errors.New("missing unit"))
+	if got, want := err.Error(), `value "10": missing unit`; got != want {
+		t.Errorf("valueError = %q, want %q", got, want)
+	}
+}
+
+func TestEnvironmentValueErrorNamesTheVariableAndValue(t *testing.T) {
+	t.Parallel()
+	r := cliRun(t, map[string]string{"STATED_CHECKPOINT_INTERVAL": "soon"}, "run", "--print-config")
+	if r.code != exitUsage || !strings.Contains(r.stderr, `STATED_CHECKPOINT_INTERVAL: value "soon"`) {
+		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
 	}
 }

@@ -41,7 +41,7 @@ func applyEnv(fs *pflag.FlagSet, env lookupEnv) error {
 			return
 		}
 		if e := f.Value.Set(v); e != nil {
-			err = fmt.Errorf("environment variable %s=%q: %w", names[0], v, e)
+			err = fmt.Errorf("environment variable %s: %w", names[0], valueError(f.Name, configValue{text: v}, e))
 		}
 	})
 	return err

@@ -52,7 +52,9 @@ A flag wins over the environment, and both over the file.
 		if err != nil {
 			return &exitError{code: exitUsage, err: fmt.Errorf("run: %w", err)}
 		}
-		if explicit(cmd.Flags().Lookup("bootstrap"), c.env, fromFile) && cfg.Bootstrap && len(cfg.Join) > 0 {
+		// Only on the command line, as before: --print-config output, read
+		// back as a config file, holds bootstrap: true beside join.
+		if cmd.Flags().Changed("bootstrap") && cfg.Bootstrap && len(cfg.Join) > 0 {
 			return &exitError{code: exitUsage, err: errors.New("run: --bootstrap starts a new cluster and --join joins one; give one of them")}
 		}
 		if cfg.CheckpointInterval < time.Second {

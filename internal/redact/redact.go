@@ -109,3 +109,30 @@ func query(raw string) string {
 	}
 	return strings.Join(pairs, "&")
 }
+
+// Error returns err with each of urls in its message masked by URL, for
+// errors from libraries that quote the URL they were given. errors.Is and
+// errors.As still see err.
+func Error(err error, urls ...string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	for _, u := range urls {
+		if u != "" {
+			msg = strings.ReplaceAll(msg, u, URL(u))
+		}
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &maskedError{msg: msg, err: err}
+}
+
+type maskedError struct {
+	msg string
+	err error
+}
+
+func (e *maskedError) Error() string { return e.msg }
+func (e *maskedError) Unwrap() error { return e.err }

@@ -1,6 +1,8 @@
 package redact
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -52,5 +54,20 @@ func TestSensitiveNames(t *testing.T) {
 		if got := Sensitive(name); got != want {
 			t.Errorf("Sensitive(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+func TestErrorMasksTheURLsItQuotesAndStillUnwraps(t *testing.T) {
+	inner := errors.New("unknown query parameter")
+	raw := "s3://u:hunter2@b?secret_access_key=hunter2"
+	err := Error(fmt.Errorf("open bucket %s: %w", raw, inner), raw)
+	if strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "s3://***@b?secret_access_key=***") {
+		t.Errorf("Error = %q", err)
+	}
+	if !errors.Is(err, inner) {
+		t.Error("the masked error does not unwrap to its cause")
+	}
+	if Error(nil, raw) != nil || Error(inner, raw) != inner {
+		t.Error("an error without the URL changed")
 	}
 }
