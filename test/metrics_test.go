@@ -326,3 +326,24 @@ func TestGrafanaDashboardQueriesMetricsTheDaemonServes(t *testing.T) {
 		t.Fatalf("the dashboard has %d queries; want its panels' queries", exprs)
 	}
 }
+
+// TestRunServesMetricsOnMetricsAddr runs `stated run --metrics-addr` as a
+// process and scrapes it.
+func TestRunServesMetricsOnMetricsAddr(t *testing.T) {
+	n := newNode(t)
+	addr := freeAddr(t)
+	n.args = []string{"--metrics-addr", addr}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n.start(ctx)
+	fams := scrape(t, addr)
+	if v := value(t, fams, "stated_raft_role", "role", "leader"); v != 1 {
+		t.Errorf(`stated_raft_role{role="leader"} = %v, want 1`, v)
+	}
+	if fams["process_cpu_seconds_total"] == nil {
+		t.Error("no process_cpu_seconds_total")
+	}
+	if !strings.Contains(n.logs.String(), "metrics:     http://"+addr+"/metrics") {
+		t.Errorf("the serving banner does not show the metrics URL:\n%s", n.logs)
+	}
+}
