@@ -41,6 +41,9 @@
 // cached per address and closed by Close. Local and session reads are
 // served on every node. See grpcapi for the forwarding rules.
 //
-// Restores and the recovery report are in daemon/recovery. Not yet:
-// metrics.
+// Restores and the recovery report are in daemon/recovery. With
+// Config.MetricsAddr the daemon serves Prometheus metrics from a registry
+// of its own (metrics.go, daemon/metrics): gRPC interceptors, and
+// collectors that read the store's, the checkpoint coordinator's and the
+// Kafka committer's counters at scrape time.
 package daemon
