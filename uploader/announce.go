@@ -109,7 +109,7 @@ func (u *Uploader) announcementKeys(ctx context.Context) (map[string]blobInfo, e
 func (u *Uploader) settle(ctx context.Context, m *Manifest) ([]File, error) {
 	need := make(map[string]bool, len(m.Files))
 	for _, f := range m.Files {
-		need[BlobKey(f.SHA256)] = true
+		need[f.Blob()] = true
 	}
 	seen := map[string]time.Time{}          // announcement key -> first seen
 	content := map[string]map[string]bool{} // announcements are never rewritten
@@ -159,7 +159,7 @@ func (u *Uploader) settle(ctx context.Context, m *Manifest) ([]File, error) {
 	}
 	var missing []File
 	for _, f := range m.Files {
-		if info, ok := held[BlobKey(f.SHA256)]; !ok || info.size != f.Size {
+		if info, ok := held[f.Blob()]; !ok || info.size != f.StoredSize() {
 			missing = append(missing, f)
 		}
 	}
@@ -196,7 +196,7 @@ func (u *Uploader) references(ctx context.Context) (map[string]bool, error) {
 	out := map[string]bool{}
 	for _, m := range ms {
 		for _, f := range m.Files {
-			out[BlobKey(f.SHA256)] = true
+			out[f.Blob()] = true
 		}
 	}
 	return out, nil

@@ -65,7 +65,7 @@ func withCause(ctx context.Context, err error) error {
 // again.
 func transient(err error) bool {
 	var le *localError
-	if errors.As(err, &le) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.As(err, &le) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrWrongKey) {
 		return false
 	}
 	switch gcerrors.Code(err) {

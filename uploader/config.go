@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"gocloud.dev/blob"
+	"gocloud.dev/secrets"
 )
 
 // Config configures an Uploader. A zero field takes its default, so
@@ -35,6 +36,17 @@ type Config struct {
 	// when it first sees an announcement naming one of its blobs, for that
 	// collection to end. Default 1 minute.
 	GCLease time.Duration
+	// Keeper, when set, encrypts every file of a checkpoint Upload writes
+	// and decrypts those of an encrypted checkpoint Download reads
+	// (encrypt.go). Verify needs no Keeper. The Uploader does not close
+	// it.
+	Keeper *secrets.Keeper
+	// KeeperScheme is the URL scheme Keeper was opened with (e.g.
+	// "base64key"), recorded in the manifest; never the key.
+	KeeperScheme string
+	// TempDir holds files being sealed before they are sent; default
+	// os.TempDir().
+	TempDir string
 	// Logger receives retries at Warn and summaries at Debug; nil
 	// discards them.
 	Logger *slog.Logger
@@ -103,6 +115,9 @@ type Uploader struct {
 	cacheMu sync.Mutex
 	seeded  bool               // the cache was seeded from the bucket
 	hashes  map[hashKey]digest // checksums of local immutable files
+	// sealedAs maps a plaintext SHA-256 to the blob this Uploader sealed
+	// it into, so that an encrypted table is sent once.
+	sealedAs map[string]sealed
 
 	m metrics
 }
@@ -113,7 +128,7 @@ func New(cfg Config) (*Uploader, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Uploader{cfg: cfg, b: cfg.Bucket, logger: cfg.Logger, hashes: map[hashKey]digest{}}, nil
+	return &Uploader{cfg: cfg, b: cfg.Bucket, logger: cfg.Logger, hashes: map[hashKey]digest{}, sealedAs: map[string]sealed{}}, nil
 }
 
 // Metrics are cumulative counters of an Uploader since New.

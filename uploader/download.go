@@ -52,6 +52,9 @@ func (u *Uploader) Download(ctx context.Context, m *Manifest, dir string, progre
 	if err := m.validate(); err != nil {
 		return st, fmt.Errorf("uploader: download of checkpoint %d refused: %w", m.Epoch, err)
 	}
+	if m.Encryption != nil && u.cfg.Keeper == nil {
+		return st, fmt.Errorf("%w: checkpoint %d is encrypted (keeper %s)", ErrKeyNeeded, m.Epoch, m.Encryption.Keeper)
+	}
 	st.Files, st.Bytes = len(m.Files), m.Bytes()
 	have := make([]bool, len(m.Files))
 	_ = u.parallel(ctx, len(m.Files), func(ctx context.Context, i int) error {
@@ -78,7 +81,7 @@ func (u *Uploader) Download(ctx context.Context, m *Manifest, dir string, progre
 		dirs[i] = filepath.Dir(dst)
 		err := u.retry(ctx, "download "+f.Path, func() error { return u.get(ctx, f, dst, add) })
 		if err != nil {
-			return fmt.Errorf("uploader: checkpoint %d: file %s (blob %s): %w", m.Epoch, f.Path, BlobKey(f.SHA256), err)
+			return fmt.Errorf("uploader: checkpoint %d: file %s (blob %s): %w", m.Epoch, f.Path, f.Blob(), err)
 		}
 		u.m.blobsDownloaded.Add(1)
 		u.m.bytesDownloaded.Add(f.Size)
@@ -119,6 +122,9 @@ func holds(p string, f File) bool {
 func (u *Uploader) get(ctx context.Context, f File, dst string, add func(int64)) (err error) {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return local(err)
+	}
+	if f.Stored != nil {
+		return u.getSealed(ctx, f, dst, add)
 	}
 	r, err := u.b.NewReader(ctx, BlobKey(f.SHA256), nil)
 	if gcerrors.Code(err) == gcerrors.NotFound {
@@ -195,7 +201,8 @@ type FileProblem struct {
 	Problem string // e.g. "missing from the bucket", "corrupt: SHA-256 ..."
 }
 
-// Verify reads and hashes every blob m lists and returns those that are
+// Verify reads and hashes every blob m lists (for an encrypted
+// checkpoint, the ciphertext, so no key is needed) and returns those that are
 // missing or whose size or SHA-256 is wrong, sorted by path; none means
 // the checkpoint is intact. The error is for a manifest that does not
 // validate, or a bucket that cannot be read.
@@ -216,12 +223,12 @@ func (u *Uploader) Verify(ctx context.Context, m *Manifest) ([]FileProblem, erro
 		var ce *corruptError
 		if errors.As(err, &ce) {
 			mu.Lock()
-			out = append(out, FileProblem{Path: f.Path, BlobKey: BlobKey(f.SHA256), Problem: ce.problem})
+			out = append(out, FileProblem{Path: f.Path, BlobKey: f.Blob(), Problem: ce.problem})
 			mu.Unlock()
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("uploader: verify checkpoint %d: file %s (blob %s): %w", m.Epoch, f.Path, BlobKey(f.SHA256), err)
+			return fmt.Errorf("uploader: verify checkpoint %d: file %s (blob %s): %w", m.Epoch, f.Path, f.Blob(), err)
 		}
 		return nil
 	})
@@ -229,8 +236,12 @@ func (u *Uploader) Verify(ctx context.Context, m *Manifest) ([]FileProblem, erro
 	return out, err
 }
 
-// check reads and hashes f's blob in one attempt.
+// check reads and hashes f's blob in one attempt. An encrypted file's
+// blob is checked against its Stored checksum: no key is needed.
 func (u *Uploader) check(ctx context.Context, f File) error {
+	if f.Stored != nil {
+		f = File{Path: f.Path, Size: f.Stored.Size, SHA256: f.Stored.SHA256}
+	}
 	r, err := u.b.NewReader(ctx, BlobKey(f.SHA256), nil)
 	if gcerrors.Code(err) == gcerrors.NotFound {
 		return &corruptError{"missing from the bucket"}

@@ -158,7 +158,7 @@ func referenced(ms []*uploader.Manifest) []string {
 	set := map[string]bool{}
 	for _, m := range ms {
 		for _, f := range m.Files {
-			set[uploader.BlobKey(f.SHA256)] = true
+			set[f.Blob()] = true
 		}
 	}
 	var out []string

@@ -90,6 +90,10 @@ type File struct {
 	// files instead of reading them again; nothing else uses them.
 	LocalInode   uint64 `json:"local_inode,omitempty"`
 	LocalModTime int64  `json:"local_mtime_ns,omitempty"`
+	// Stored is set in an encrypted checkpoint: the blob the file is
+	// kept as, sealed (see encrypt.go). Its checksum is checkable
+	// without the key; SHA256 and Size stay the plaintext's.
+	Stored *Stored `json:"stored,omitempty"`
 }
 
 // Manifest describes a completed checkpoint. Written last, it is the
@@ -99,6 +103,9 @@ type Manifest struct {
 	FormatVersion int `json:"format_version"`
 	Meta
 	Files []File `json:"files"`
+	// Encryption is set when the files are encrypted; every file then
+	// has Stored.
+	Encryption *Encryption `json:"encryption,omitempty"`
 	// Savepoint is the name the checkpoint is pinned under, if any.
 	Savepoint string `json:"savepoint,omitempty"`
 }
@@ -129,6 +136,10 @@ func (m *Manifest) validate() error {
 			return fmt.Errorf("%w: checkpoint %d: file %s has size %d", ErrFormat, m.Epoch, f.Path, f.Size)
 		case !validSHA256(f.SHA256):
 			return fmt.Errorf("%w: checkpoint %d: file %s has checksum %q, want 64 lower-case hex digits", ErrFormat, m.Epoch, f.Path, f.SHA256)
+		case (m.Encryption != nil) != (f.Stored != nil):
+			return fmt.Errorf("%w: checkpoint %d: file %s: encryption %t but stored blob %t", ErrFormat, m.Epoch, f.Path, m.Encryption != nil, f.Stored != nil)
+		case f.Stored != nil && (!validSHA256(f.Stored.SHA256) || f.Stored.Size < 0):
+			return fmt.Errorf("%w: checkpoint %d: file %s has a stored blob with checksum %q and size %d", ErrFormat, m.Epoch, f.Path, f.Stored.SHA256, f.Stored.Size)
 		}
 		seen[f.Path] = true
 	}
@@ -425,7 +436,7 @@ func (u *Uploader) Savepoint(ctx context.Context, epoch uint64, name string) err
 		return fmt.Errorf("uploader: savepoint %q: checking that checkpoint %d is whole after pinning it: %w; it is not pinned", name, epoch, err)
 	}
 	return fmt.Errorf("%w: savepoint %q: checkpoint %d lost %d of its files to retention while it was being pinned (first: %s, blob %s); it is not pinned: pin a newer checkpoint",
-		ErrNotFound, name, epoch, len(missing), missing[0].Path, BlobKey(missing[0].SHA256))
+		ErrNotFound, name, epoch, len(missing), missing[0].Path, missing[0].Blob())
 }
 
 // unpin removes the pin of a Savepoint that failed.

@@ -81,7 +81,7 @@ func (u *Uploader) Retain(ctx context.Context, keep int) (GCStats, error) {
 	referenced := map[string]bool{}
 	for _, m := range ms {
 		for _, f := range m.Files {
-			referenced[BlobKey(f.SHA256)] = true
+			referenced[f.Blob()] = true
 		}
 	}
 	cutoff := time.Now().Add(-u.cfg.GCGrace)

@@ -41,6 +41,15 @@ type localFile struct {
 	key    hashKey
 	md5    []byte // nil until hashed, when the checksum came from a seeded entry
 	hashed bool   // SHA256 is known
+	smd5   []byte // the MD5 of the Stored blob, in an encrypted checkpoint
+}
+
+// storedMD5 is the MD5 of f's blob, if known.
+func (f localFile) storedMD5() []byte {
+	if f.Stored != nil {
+		return f.smd5
+	}
+	return f.md5
 }
 
 // Upload sends the files of dir that the bucket does not hold yet, then
@@ -102,7 +111,7 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 	for i := range files {
 		st.Files++
 		st.Bytes += files[i].Size
-		if f := files[i]; !f.hashed || !heldAs(held, f) {
+		if f := files[i]; !f.hashed || !u.heldAs(held, f) {
 			work = append(work, i)
 			total += f.Size
 		}
@@ -129,7 +138,7 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 			u.remember(f.key, d)
 		}
 		mu.Lock()
-		skip := heldAs(held, *f) || sending[f.SHA256]
+		skip := u.heldAs(held, *f) || sending[f.SHA256]
 		sending[f.SHA256] = true
 		mu.Unlock()
 		if skip {
@@ -162,6 +171,12 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 	}
 
 	m := &Manifest{FormatVersion: FormatVersion, Meta: meta, Files: make([]File, len(files))}
+	if u.cfg.Keeper != nil {
+		m.Encryption = &Encryption{Keeper: u.cfg.KeeperScheme, Format: EncryptionFormat, ChunkSize: encChunk}
+		if err := u.useSealed(files); err != nil {
+			return fail(err)
+		}
+	}
 	for i, f := range files {
 		m.Files[i] = f.File
 	}
@@ -174,9 +189,9 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 		return fail(err)
 	}
 	for _, f := range files {
-		if info, ok := held[BlobKey(f.SHA256)]; !ok || !info.holds(f.Size, f.md5) {
+		if info, ok := held[f.Blob()]; !ok || !info.holds(f.StoredSize(), f.storedMD5()) {
 			return fail(fmt.Errorf("file %s (blob %s) is not in the bucket as sent (listed: %t, %d bytes, MD5 %x; want %d bytes, MD5 %x): %w",
-				f.Path, BlobKey(f.SHA256), ok, info.size, info.md5, f.Size, f.md5, ErrCorrupt))
+				f.Path, f.Blob(), ok, info.size, info.md5, f.StoredSize(), f.storedMD5(), ErrCorrupt))
 		}
 	}
 	if err := context.Cause(ctx); err != nil {
@@ -202,6 +217,12 @@ func (u *Uploader) resend(ctx context.Context, m *Manifest, files []localFile) e
 	missing, err := u.settle(ctx, m)
 	if err != nil || len(missing) == 0 {
 		return err
+	}
+	if m.Encryption != nil {
+		// A sealed blob cannot be made again (a new seal has another
+		// checksum): abandon the checkpoint; the next one seals afresh.
+		u.forgetSealed()
+		return fmt.Errorf("file %s (blob %s) was deleted by a collection on another node after it was listed: %w", missing[0].Path, missing[0].Blob(), ErrCorrupt)
 	}
 	bySHA := make(map[string]*localFile, len(files))
 	for i := range files {
@@ -230,8 +251,17 @@ func (u *Uploader) resend(ctx context.Context, m *Manifest, files []localFile) e
 }
 
 // heldAs reports whether the listing shows f's blob, with its size and,
-// where both are known, its MD5.
-func heldAs(held map[string]blobInfo, f localFile) bool {
+// where both are known, its MD5. An encrypted file's blob is the one this
+// Uploader sealed it into, if any.
+func (u *Uploader) heldAs(held map[string]blobInfo, f localFile) bool {
+	if u.cfg.Keeper != nil {
+		s, ok := u.sealedOf(f.SHA256)
+		if !ok {
+			return false
+		}
+		info, ok := held[BlobKey(s.SHA256)]
+		return ok && info.holds(s.Size, s.md5)
+	}
 	info, ok := held[BlobKey(f.SHA256)]
 	return ok && info.holds(f.Size, f.md5)
 }
@@ -294,6 +324,9 @@ func (u *Uploader) scan(dir string) ([]localFile, error) {
 // put uploads one file in one attempt; in a file:// bucket it returns
 // the path of the blob's file, still to be fsynced.
 func (u *Uploader) put(ctx context.Context, f *localFile, add func(int64)) (string, error) {
+	if u.cfg.Keeper != nil {
+		return u.putSealed(ctx, f, add)
+	}
 	if f.md5 == nil {
 		// A seeded checksum: read the file once more for its MD5, and
 		// make sure the seed was right.
