@@ -108,6 +108,16 @@ type Config struct {
 	// Prometheus metrics on, at /metrics; "" serves none. See
 	// docs/METRICS.md.
 	MetricsAddr string
+	// TLSCertFile and TLSKeyFile, when set, make the TCP gRPC port serve
+	// TLS with this certificate (PEM files, reloaded by Reload); the unix
+	// socket stays plaintext. TLSClientCAFile, when set, requires clients
+	// to present a certificate issued by a CA in it. See tls.go.
+	TLSCertFile, TLSKeyFile, TLSClientCAFile string
+	// PeerTLSCertFile, PeerTLSKeyFile and PeerTLSCAFile, when set, make
+	// Raft's transport mutual TLS against PeerTLSCAFile, and the gRPC
+	// connections to other nodes present the peer certificate. They need
+	// TLSCertFile, issued by a CA in PeerTLSCAFile. See tls.go.
+	PeerTLSCertFile, PeerTLSKeyFile, PeerTLSCAFile string
 	// Logger receives the daemon's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -241,6 +251,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("daemon: config: KafkaBrokers[%d] %q: want host:port: %w", i, b, err))
 		}
 	}
+	errs = append(errs, c.validateTLS()...)
 	return errors.Join(errs...)
 }
 

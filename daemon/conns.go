@@ -8,7 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 )
 
 // errConnsClosed is returned by connCache.Conn once the daemon is closing.
@@ -20,14 +20,15 @@ var errConnsClosed = errors.New("daemon: closing; no new connections to other no
 // nodes is a few; Close closes them all.
 type connCache struct {
 	maxMsg int
+	creds  func(addr string) credentials.TransportCredentials
 
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
 	closed bool
 }
 
-func newConnCache(maxMsg int) *connCache {
-	return &connCache{maxMsg: maxMsg, conns: make(map[string]*grpc.ClientConn)}
+func newConnCache(maxMsg int, creds func(addr string) credentials.TransportCredentials) *connCache {
+	return &connCache{maxMsg: maxMsg, creds: creds, conns: make(map[string]*grpc.ClientConn)}
 }
 
 // Conn returns the connection to addr, creating it on first use. gRPC
@@ -42,7 +43,7 @@ func (c *connCache) Conn(addr string) (grpc.ClientConnInterface, error) {
 	if cc, ok := c.conns[addr]; ok {
 		return cc, nil
 	}
-	cc, err := dialNode(addr, c.maxMsg)
+	cc, err := dialNode(addr, c.maxMsg, c.creds(addr))
 	if err != nil {
 		return nil, err
 	}
@@ -75,11 +76,12 @@ var peerBackoff = grpc.ConnectParams{
 }
 
 // dialNode opens a connection to another node's gRPC server at addr
-// (host:port) without TLS. It does not wait for the connection. The
-// address's name is resolved at every connection attempt.
-func dialNode(addr string, maxMsg int) (*grpc.ClientConn, error) {
+// (host:port) with creds (the peer certificate with peer TLS, plaintext
+// without). It does not wait for the connection. The address's name is
+// resolved at every connection attempt.
+func dialNode(addr string, maxMsg int, creds credentials.TransportCredentials) (*grpc.ClientConn, error) {
 	cc, err := grpc.NewClient("passthrough:///"+addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMsg), grpc.MaxCallRecvMsgSize(maxMsg)),
 		grpc.WithConnectParams(peerBackoff),
 	)

@@ -50,6 +50,7 @@ type Daemon struct {
 
 	unixLn net.Listener
 	tcpLn  net.Listener
+	tls    *nodeTLS
 
 	stopBackground context.CancelFunc
 	bg             sync.WaitGroup // Serve loops, the expiry and window tickers
@@ -76,7 +77,11 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("daemon: create data dir: %w", err)
 	}
-	d := &Daemon{cfg: cfg, logger: cfg.Logger, conns: newConnCache(cfg.MaxMessageBytes)}
+	certs, err := loadTLS(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, logger: cfg.Logger, tls: certs, conns: newConnCache(cfg.MaxMessageBytes, certs.peerCreds)}
 	if err := d.listen(); err != nil {
 		return nil, err
 	}
@@ -122,7 +127,7 @@ func (d *Daemon) listen() error {
 			d.closeListeners()
 			return fmt.Errorf("daemon: listen on %s: %w", d.cfg.GRPCAddr, err)
 		}
-		d.tcpLn = ln
+		d.tcpLn = d.tls.wrapGRPCListener(ln)
 	}
 	return nil
 }
@@ -162,6 +167,7 @@ func (d *Daemon) openStore(ctx context.Context) error {
 	if d.cfg.BootstrapNodeID != "" && d.cfg.BootstrapNodeID == d.cfg.NodeID {
 		rc.Bootstrap = !d.clusterAnswers(ctx)
 	}
+	rc.StreamLayer = d.tls.raftLayer(d.cfg.AdvertiseRaftAddr)
 	rc.Logger = d.logger
 	rc.SessionIdleTimeout = d.cfg.SessionIdleTimeout
 	if d.cfg.SnapshotThreshold > 0 {
@@ -323,6 +329,21 @@ func (d *Daemon) closeListeners() {
 		}
 	}
 	d.closeMetrics()
+}
+
+// Reload re-reads the TLS certificates and CA bundles from their files, so
+// that new connections use them; established connections keep theirs. A
+// file that is unreadable, does not parse, does not match its key or is
+// outside its validity keeps the old certificate: Reload logs and returns
+// why. Without TLS it does nothing.
+func (d *Daemon) Reload() error {
+	err := d.tls.reload()
+	if err != nil {
+		d.logger.Error("certificate reload refused", "error", err)
+	} else if d.tls.client != nil || d.tls.peer != nil {
+		d.logger.Info("certificates reloaded")
+	}
+	return err
 }
 
 // TCPAddr is the TCP address gRPC is served on, with the port the system

@@ -83,7 +83,7 @@ func (d *Daemon) checkSameCluster(ctx context.Context, own string) error {
 		return nil
 	}
 	for _, addr := range d.joinAddrs() {
-		cc, err := dialNode(addr, d.cfg.MaxMessageBytes)
+		cc, err := dialNode(addr, d.cfg.MaxMessageBytes, d.tls.peerCreds(addr))
 		if err != nil {
 			continue
 		}
@@ -134,7 +134,7 @@ func (d *Daemon) clusterAnswers(ctx context.Context) bool {
 // clusterAt returns the id of the cluster the stated node at addr is a
 // member of, or "" when it does not answer as one.
 func (d *Daemon) clusterAt(ctx context.Context, addr string) string {
-	cc, err := dialNode(addr, d.cfg.MaxMessageBytes)
+	cc, err := dialNode(addr, d.cfg.MaxMessageBytes, d.tls.peerCreds(addr))
 	if err != nil {
 		return ""
 	}
@@ -210,7 +210,7 @@ func (d *Daemon) join(ctx context.Context, req *statedv1.JoinRequest) (string, e
 
 // joinVia sends one Join request to addr.
 func (d *Daemon) joinVia(ctx context.Context, addr string, req *statedv1.JoinRequest) error {
-	cc, err := dialNode(addr, d.cfg.MaxMessageBytes)
+	cc, err := dialNode(addr, d.cfg.MaxMessageBytes, d.tls.peerCreds(addr))
 	if err != nil {
 		return err
 	}

@@ -212,8 +212,8 @@ func (r *Reloader) ServerConfig(requireClient bool, extraClientCAs func() []*x50
 
 // ClientConfig is a client tls.Config that presents the current
 // certificate and verifies the server's certificate, and its name against
-// serverName (or, when empty, the name the caller sets, as gRPC does from
-// the address), against the CA pool current at each handshake.
+// serverName (a DNS name or an IP address), against the CA pool current at
+// each handshake.
 func (r *Reloader) ClientConfig(serverName string) *tls.Config {
 	return &tls.Config{
 		MinVersion:           tls.VersionTLS12,
@@ -224,12 +224,12 @@ func (r *Reloader) ClientConfig(serverName string) *tls.Config {
 		// connections; it is never skipped.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return r.verifyServer(cs)
+			return r.verifyServer(cs, serverName)
 		},
 	}
 }
 
-func (r *Reloader) verifyServer(cs tls.ConnectionState) error {
+func (r *Reloader) verifyServer(cs tls.ConnectionState, serverName string) error {
 	pool := r.cur.Load().pool
 	if pool == nil {
 		return errors.New("tlsutil: no CA to verify the server's certificate")
@@ -237,7 +237,7 @@ func (r *Reloader) verifyServer(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("tlsutil: the server sent no certificate")
 	}
-	if cs.ServerName == "" {
+	if serverName == "" {
 		return errors.New("tlsutil: no server name to verify the server's certificate against")
 	}
 	inter := x509.NewCertPool()
@@ -245,7 +245,7 @@ func (r *Reloader) verifyServer(cs tls.ConnectionState) error {
 		inter.AddCert(c)
 	}
 	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
-		Roots: pool, Intermediates: inter, DNSName: cs.ServerName,
+		Roots: pool, Intermediates: inter, DNSName: serverName,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	})
 	if err != nil {
