@@ -64,6 +64,11 @@ func (c *Config) validateTLS() []error {
 	return errs
 }
 
+// ValidateTLS reports half-given TLS settings (a certificate without its
+// key, peer TLS without its CA or without TLS on gRPC), naming the flags;
+// Validate includes it. stated run calls it to report them as usage errors.
+func (c *Config) ValidateTLS() error { return errors.Join(c.validateTLS()...) }
+
 // nodeTLS holds the daemon's reloadable certificates; nil fields are off.
 type nodeTLS struct {
 	client *tlsutil.Reloader

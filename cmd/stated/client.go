@@ -31,7 +31,11 @@ func (e *notFoundError) Error() string {
 func (c *cli) withClient(cmd *cobra.Command, fn func(ctx context.Context, client *stated.Client) error) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), c.timeout)
 	defer cancel()
-	client, err := stated.Dial(ctx, c.addr, stated.WithLazySession())
+	tlsOpts, err := c.tlsOptions()
+	if err != nil {
+		return err
+	}
+	client, err := stated.Dial(ctx, c.addr, append(tlsOpts, stated.WithLazySession())...)
 	if err != nil {
 		return &exitError{code: exitUnreachable, err: fmt.Errorf("cannot reach the daemon at %s: %w", c.addr, err)}
 	}
@@ -122,7 +126,11 @@ func (c *cli) withLongClient(cmd *cobra.Command, ping func(ctx context.Context, 
 	fn func(ctx context.Context, client *stated.Client) error, still func(ctx context.Context, client *stated.Client) string) error {
 	dctx, cancel := context.WithTimeout(cmd.Context(), c.timeout)
 	defer cancel()
-	client, err := stated.Dial(dctx, c.addr)
+	tlsOpts, err := c.tlsOptions()
+	if err != nil {
+		return err
+	}
+	client, err := stated.Dial(dctx, c.addr, tlsOpts...)
 	if err != nil {
 		return &exitError{code: exitUnreachable, err: fmt.Errorf("cannot reach the daemon at %s: %w", c.addr, err)}
 	}

@@ -32,6 +32,8 @@ type cli struct {
 
 	addr    string
 	timeout time.Duration
+	// tlsCA and tlsServerName make client commands use TLS; see tls.go.
+	tlsCA, tlsServerName string
 }
 
 // exitError carries the exit code of a failure whose message the command
@@ -81,7 +83,9 @@ func (c *cli) rootCommand() *cobra.Command {
 	f := root.PersistentFlags()
 	f.StringVar(&c.addr, "addr", defaultAddr, "daemon address for client commands: a unix socket path or host:port; several members of a cluster, comma-separated")
 	f.DurationVar(&c.timeout, "timeout", defaultTimeout, "how long a client command waits for the daemon; commands that wait for an operation (checkpoint trigger --wait, checkpoint savepoint, recovery, restore) wait as long as it takes unless --timeout is given")
-	bindEnv(f, "addr", "timeout")
+	f.StringVar(&c.tlsCA, "tls-ca", "", "client commands connect with TLS, trusting the CA certificates in this PEM file (the daemon's --tls-cert issuer)")
+	f.StringVar(&c.tlsServerName, "tls-server-name", "", "with --tls-ca: the name the daemon's certificate must hold (default: the --addr host)")
+	bindEnv(f, "addr", "timeout", "tls-ca", "tls-server-name")
 	root.AddCommand(c.runCommand(), c.kvCommand(), c.offsetsCommand(), c.clusterCommand(), c.statusCommand(), c.checkpointCommand(), c.restoreCommand(), c.recoveryCommand(), c.windowsCommand(), c.demoCommand())
 	return root
 }

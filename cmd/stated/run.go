@@ -43,9 +43,9 @@ A flag wins over the environment, and both over the file.
 		Args: cobra.NoArgs,
 	}
 	cmd.RunE = runtime(func(cmd *cobra.Command, _ []string) error {
-		for _, n := range []string{"addr", "timeout"} {
+		for _, n := range []string{"addr", "timeout", "tls-ca", "tls-server-name"} {
 			if cmd.Flags().Changed(n) {
-				return &exitError{code: exitUsage, err: fmt.Errorf("run: --%s is for client commands; a node listens on --grpc-addr and --socket", n)}
+				return &exitError{code: exitUsage, err: fmt.Errorf("run: --%s is for client commands; a node listens on --grpc-addr and --socket (TLS: --tls-cert, --tls-key)", n)}
 			}
 		}
 		fromFile, err := c.applyConfigFile(cmd.LocalFlags(), configPath)
@@ -62,6 +62,9 @@ A flag wins over the environment, and both over the file.
 		}
 		if cfg.CheckpointRetain < 1 {
 			return &exitError{code: exitUsage, err: fmt.Errorf("run: --checkpoint-retain %d is below 1: at least one completed checkpoint must be kept", cfg.CheckpointRetain)}
+		}
+		if err := cfg.ValidateTLS(); err != nil {
+			return &exitError{code: exitUsage, err: fmt.Errorf("run: %w", err)}
 		}
 		mode, err := parseSocketMode(socketMode)
 		if err != nil {
@@ -102,13 +105,20 @@ A flag wins over the environment, and both over the file.
 	f.IntVar(&cfg.CheckpointWorkers, "checkpoint-workers", 4, "files uploaded in parallel")
 	f.StringSliceVar(&cfg.KafkaBrokers, "kafka-brokers", nil, "Kafka brokers (host:port, comma-separated) to commit each completed checkpoint's offsets to")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", `address (host:port) to serve Prometheus metrics on at /metrics, e.g. 127.0.0.1:9420; "" serves none (see docs/METRICS.md)`)
+	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate to serve TLS with on --grpc-addr (the unix socket stays plaintext); reloaded on SIGHUP")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&cfg.TLSClientCAFile, "tls-client-ca", "", "PEM CA bundle: clients on --grpc-addr must present a certificate it issued")
+	f.StringVar(&cfg.PeerTLSCertFile, "peer-tls-cert", "", "PEM certificate this node presents to its peers (Raft and gRPC forwarding, mutual TLS); needs --tls-cert issued by a CA in --peer-tls-ca")
+	f.StringVar(&cfg.PeerTLSKeyFile, "peer-tls-key", "", "PEM private key of --peer-tls-cert")
+	f.StringVar(&cfg.PeerTLSCAFile, "peer-tls-ca", "", "PEM CA bundle peers' certificates must come from")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text (key=value lines) or json (one JSON object per line)")
 	f.StringVar(&socketMode, "socket-mode", "0600", "file mode of the unix socket, in octal: 0600 lets only this user connect, 0660 its group too")
 	f.StringVar(&configPath, "config", "", "YAML file holding run flags by name (node-id: n1); flags and STATED_* variables override it")
 	f.BoolVar(&showConfig, "print-config", false, "print the effective configuration as YAML, each value's source and secrets masked, and exit")
 	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-snapshot-threshold", "raft-snapshot-interval", "raft-trailing-logs",
-		"checkpoint-url", "checkpoint-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr", "log-level", "log-format", "socket-mode", "config")
+		"checkpoint-url", "checkpoint-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr",
+		"tls-cert", "tls-key", "tls-client-ca", "peer-tls-cert", "peer-tls-key", "peer-tls-ca", "log-level", "log-format", "socket-mode", "config")
 	return cmd
 }
 
@@ -116,6 +126,10 @@ A flag wins over the environment, and both over the file.
 func (c *cli) serve(cmd *cobra.Command, cfg daemon.Config) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP reloads the certificates; one that comes during start waits.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	log := cfg.Logger
 	log.Info("starting; waiting for a raft leader", "node_id", cfg.NodeID, "data_dir", cfg.DataDir, "raft_addr", cfg.RaftAddr, "join", strings.Join(cfg.Join, ","))
 
@@ -152,7 +166,14 @@ func (c *cli) serve(cmd *cobra.Command, cfg daemon.Config) error {
 		fmt.Fprintf(c.stdout, "  warning:     the checkpoint bucket is on the data dir's disk; losing that disk loses both (set --checkpoint-url)\n")
 	}
 
-	<-ctx.Done()
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-hup:
+			log.Info("SIGHUP: reloading certificates")
+			_ = d.Reload() // it logs why a certificate was refused
+		}
+	}
 	log.Info("signal received; shutting down")
 	if err := d.Close(); err != nil {
 		return fmt.Errorf("shut down: %w", err)

@@ -3,6 +3,7 @@ package stated
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -66,6 +68,7 @@ type clientOptions struct {
 	addresses     []string
 	retry         retryPolicy
 	lazySession   bool
+	tls           *tls.Config
 }
 
 // WithDialOptions adds gRPC dial options, applied after the Client's own
@@ -73,6 +76,16 @@ type clientOptions struct {
 // pass grpc.WithTransportCredentials to use TLS.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *clientOptions) { o.dialOpts = append(o.dialOpts, opts...) }
+}
+
+// WithTLS makes the Client connect with TLS configured by cfg: RootCAs
+// holds the CA that issued the daemon's --tls-cert (nil: the system's),
+// and Certificates a client certificate when the daemon requires one
+// (--tls-client-ca). gRPC verifies the server's name against the address's
+// host unless cfg.ServerName is set; with several addresses, set it. A
+// daemon serves TLS on its TCP port only; its unix socket is plaintext.
+func WithTLS(cfg *tls.Config) Option {
+	return func(o *clientOptions) { o.tls = cfg }
 }
 
 // WithClientID sets the id the Client opens its session for and sends with
@@ -162,8 +175,7 @@ func WithAddresses(addrs ...string) Option {
 //     ("unix://./x.sock"). A relative path is resolved against the
 //     working directory now, the same in every form; "unix://x.sock" is
 //     refused with a message saying how to write it;
-//   - "host:port": TCP without TLS (give WithDialOptions credentials for
-//     TLS);
+//   - "host:port": TCP, without TLS unless WithTLS is given;
 //   - any other gRPC target with an explicit "dns:" or "passthrough:" scheme.
 //
 // With several addresses, only unix socket paths and host:port are
@@ -201,8 +213,12 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 			return nil, err
 		}
 	}
+	creds := insecure.NewCredentials()
+	if o.tls != nil {
+		creds = credentials.NewTLS(o.tls)
+	}
 	dialOpts := append(append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallSendMsgSize(o.maxMsgSize),
 			grpc.MaxCallRecvMsgSize(o.maxMsgSize),
