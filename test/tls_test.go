@@ -73,6 +73,11 @@ func TestRunServesTLSAndReloadsItsCertificateOnSIGHUP(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "over-tls") {
 		t.Fatalf("stated kv get with STATED_TLS_CA: %v\n%s", err, out)
 	}
+	// stated status reaches each member over TLS too.
+	out, err = exec.Command(bin, "status", "--json", "--addr", n.grpcAddr, "--tls-ca", ca.File).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"reachable":true`) {
+		t.Fatalf("stated status --tls-ca: %v\n%s", err, out)
+	}
 	if out, err := exec.Command(bin, "kv", "get", "ns", "k", "--addr", n.grpcAddr, "--timeout", "2s").CombinedOutput(); err == nil {
 		t.Fatalf("a plaintext stated kv get succeeded on the TLS port:\n%s", out)
 	}

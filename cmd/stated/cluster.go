@@ -143,12 +143,16 @@ within --timeout is shown as unreachable. Counting scans the node's state.`,
 				return err
 			}
 			out := statusOutput{ClusterID: ms.ClusterID, LeaderID: ms.LeaderID, Members: make([]nodeStatusOutput, len(ms.Members))}
+			tlsOpts, err := c.tlsOptions() // withClient checked it already
+			if err != nil {
+				return err
+			}
 			var wg sync.WaitGroup
 			for i, m := range ms.Members {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					out.Members[i] = memberStatus(ctx, m)
+					out.Members[i] = memberStatus(ctx, m, tlsOpts...)
 				}()
 			}
 			wg.Wait()
@@ -176,14 +180,15 @@ within --timeout is shown as unreachable. Counting scans the node's state.`,
 	return cmd
 }
 
-// memberStatus reads m's status over its advertised gRPC address.
-func memberStatus(ctx context.Context, m stated.Member) nodeStatusOutput {
+// memberStatus reads m's status over its advertised gRPC address; opts
+// carry the client's TLS settings.
+func memberStatus(ctx context.Context, m stated.Member, opts ...stated.Option) nodeStatusOutput {
 	o := nodeStatusOutput{NodeID: m.NodeID, GRPCAddr: m.GRPCAddr, IsLeader: m.Leader}
 	if m.GRPCAddr == "" {
 		o.Error = "no gRPC address recorded for this member"
 		return o
 	}
-	mc, err := stated.Dial(ctx, m.GRPCAddr, stated.WithoutRetries(), stated.WithLazySession())
+	mc, err := stated.Dial(ctx, m.GRPCAddr, append(opts, stated.WithoutRetries(), stated.WithLazySession())...)
 	if err != nil {
 		o.Error = err.Error()
 		return o
