@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"gocloud.dev/blob"
+	"gocloud.dev/secrets"
 
 	"github.com/statedhq/stated/internal/redact"
 	"github.com/statedhq/stated/raftstore"
@@ -31,6 +32,9 @@ type CheckpointStatus struct {
 	Interval           time.Duration
 	Retain             int
 	SharesDiskWithData bool
+	// Encryption is the scheme of the keeper checkpoint files are
+	// encrypted with (never the key); "" when they are not.
+	Encryption string
 
 	LastCompleted     *uploader.Manifest
 	LastDuration      time.Duration
@@ -62,6 +66,7 @@ type CheckpointStatus struct {
 type coordinator struct {
 	store   *raftstore.Store
 	bucket  *blob.Bucket
+	keeper  *secrets.Keeper // nil: checkpoints are not encrypted
 	up      *uploader.Uploader
 	kafka   *kafkaCommitter // nil without brokers
 	logger  *slog.Logger
@@ -112,23 +117,32 @@ func openCoordinator(ctx context.Context, cfg Config, store *raftstore.Store, lo
 		}
 		return nil, fmt.Errorf("daemon: checkpoint bucket %s cannot be used: %w", redactURL(cfg.CheckpointURL), err)
 	}
-	up, err := uploader.New(uploader.Config{Bucket: b, Workers: cfg.CheckpointWorkers, GCGrace: cfg.CheckpointGCGrace, Logger: logger})
+	ucfg := uploader.Config{Bucket: b, Workers: cfg.CheckpointWorkers, GCGrace: cfg.CheckpointGCGrace, Logger: logger}
+	if cfg.CheckpointKeyURL != "" {
+		if ucfg.Keeper, ucfg.KeeperScheme, err = uploader.OpenKeeper(ctx, cfg.CheckpointKeyURL); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("daemon: checkpoint key: %w", err)
+		}
+	}
+	up, err := uploader.New(ucfg)
 	if err != nil {
 		b.Close()
+		closeKeeper(ucfg.Keeper)
 		return nil, fmt.Errorf("daemon: checkpoint uploader: %w", err)
 	}
 	c := &coordinator{
-		store: store, bucket: b, up: up, logger: logger,
+		store: store, bucket: b, up: up, logger: logger, keeper: ucfg.Keeper,
 		retain: cfg.CheckpointRetain, every: cfg.CheckpointInterval, pollFor: 50 * time.Millisecond,
 		triggers: make(chan *trigger),
 	}
 	c.st = CheckpointStatus{
 		Enabled: true, Bucket: redactURL(cfg.CheckpointURL), Interval: cfg.CheckpointInterval, Retain: cfg.CheckpointRetain,
-		SharesDiskWithData: sharesDisk(cfg.CheckpointURL, cfg.DataDir),
+		SharesDiskWithData: sharesDisk(cfg.CheckpointURL, cfg.DataDir), Encryption: ucfg.KeeperScheme,
 	}
 	if len(cfg.KafkaBrokers) > 0 {
 		if c.kafka, err = newKafkaCommitter(cfg.KafkaBrokers, logger); err != nil {
 			b.Close()
+			closeKeeper(c.keeper)
 			return nil, err
 		}
 	}
@@ -140,6 +154,13 @@ func (c *coordinator) close() {
 		c.kafka.close()
 	}
 	c.bucket.Close()
+	closeKeeper(c.keeper)
+}
+
+func closeKeeper(k *secrets.Keeper) {
+	if k != nil {
+		k.Close()
+	}
 }
 
 // run takes a checkpoint every interval and on request, while this node

@@ -88,6 +88,11 @@ type Config struct {
 	// gs://, azblob://, mem://). Default: file:// DataDir/checkpoints,
 	// which shares the data's disk; Start logs a warning about it.
 	CheckpointURL string
+	// CheckpointKeyURL, when set, encrypts every checkpoint file before
+	// upload with the key it names (base64key://<32 bytes in base64>;
+	// see uploader.OpenKeeper). A URL that cannot be opened fails Start,
+	// never falls back to plaintext. It is a secret: never logged.
+	CheckpointKeyURL string
 	// CheckpointInterval is how often the leader takes a checkpoint; at
 	// least 1s, or zero for checkpoints on request only. DefaultConfig
 	// sets 10s.

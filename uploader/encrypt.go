@@ -2,6 +2,7 @@ package uploader
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -372,4 +373,52 @@ func (u *Uploader) getSealed(ctx context.Context, f File, dst string, add func(i
 		return local(err)
 	}
 	return local(os.Rename(tmp.Name(), dst))
+}
+
+// CheckKey reports, before anything is written, whether this Uploader
+// can decrypt m: nil for a plain checkpoint; ErrKeyNeeded without a
+// Keeper; ErrWrongKey when the Keeper does not unwrap the data key of m's
+// smallest blob, whose ciphertext is checked first (a mismatch is
+// ErrCorrupt, not a key problem).
+func (u *Uploader) CheckKey(ctx context.Context, m *Manifest) error {
+	if m == nil || m.Encryption == nil || len(m.Files) == 0 {
+		return nil
+	}
+	if u.cfg.Keeper == nil {
+		return fmt.Errorf("%w: checkpoint %d is encrypted (keeper %s)", ErrKeyNeeded, m.Epoch, m.Encryption.Keeper)
+	}
+	if err := m.validate(); err != nil {
+		return fmt.Errorf("uploader: checkpoint %d: %w", m.Epoch, err)
+	}
+	f := m.Files[0]
+	for _, g := range m.Files[1:] {
+		if g.Stored.Size < f.Stored.Size {
+			f = g
+		}
+	}
+	err := u.retry(ctx, "check key with "+f.Path, func() error {
+		r, err := u.b.NewReader(ctx, f.Blob(), nil)
+		if gcerrors.Code(err) == gcerrors.NotFound {
+			return &corruptError{"missing from the bucket"}
+		}
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		var buf bytes.Buffer
+		h := sha256.New()
+		n, err := io.Copy(io.MultiWriter(&buf, h), io.LimitReader(r, f.Stored.Size+1))
+		if err != nil {
+			return err
+		}
+		if err := checkContent(n, h, File{Size: f.Stored.Size, SHA256: f.Stored.SHA256}); err != nil {
+			return err
+		}
+		_, err = u.open(ctx, &buf, io.Discard)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("uploader: checkpoint %d: file %s (blob %s): %w", m.Epoch, f.Path, f.Blob(), err)
+	}
+	return nil
 }

@@ -125,6 +125,16 @@ func TestEncryptedCheckpointRestoresOnlyWithItsKey(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the key is checked before anything is written", func(t *testing.T) {
+		for _, c := range []struct {
+			cfg  []func(*uploader.Config)
+			want error
+		}{{nil, uploader.ErrKeyNeeded}, {[]func(*uploader.Config){withKey(t, otherKeyURL)}, uploader.ErrWrongKey}, {[]func(*uploader.Config){withKey(t, testKeyURL)}, nil}} {
+			if err := newUploader(t, b, c.cfg...).CheckKey(testCtx(t), m); !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
+				t.Fatalf("CheckKey = %v, want %v", err, c.want)
+			}
+		}
+	})
 	t.Run("integrity without the key", func(t *testing.T) {
 		problems, err := newUploader(t, b).Verify(testCtx(t), m)
 		if err != nil || len(problems) != 0 {

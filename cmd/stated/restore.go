@@ -40,20 +40,48 @@ func selector(s string) (recovery.Selector, error) {
 }
 
 // openUploader opens the bucket of --from.
-func openUploader(ctx context.Context, from string) (*uploader.Uploader, func(), error) {
+func openUploader(ctx context.Context, from, keyURL string) (*uploader.Uploader, func(), error) {
 	if from == "" {
 		return nil, nil, &exitError{code: exitUsage, err: errors.New("--from URL is required: the bucket the checkpoints are in")}
 	}
+	cfg := uploader.Config{Workers: 8}
+	if keyURL != "" {
+		k, scheme, err := uploader.OpenKeeper(ctx, keyURL)
+		if err != nil {
+			return nil, nil, &exitError{code: exitUsage, err: fmt.Errorf("--checkpoint-key-url: %w", err)}
+		}
+		cfg.Keeper, cfg.KeeperScheme = k, scheme
+	}
+	closeKeeper := func() {
+		if cfg.Keeper != nil {
+			cfg.Keeper.Close()
+		}
+	}
 	b, err := uploader.OpenBucket(ctx, from)
 	if err != nil {
+		closeKeeper()
 		return nil, nil, &exitError{code: exitFailed, err: err}
 	}
-	up, err := uploader.New(uploader.Config{Bucket: b, Workers: 8})
+	cfg.Bucket = b
+	up, err := uploader.New(cfg)
 	if err != nil {
 		b.Close()
+		closeKeeper()
 		return nil, nil, err
 	}
-	return up, func() { b.Close() }, nil
+	return up, func() { b.Close(); closeKeeper() }, nil
+}
+
+// keyError says what to do about a checkpoint that the key given (or
+// none) does not decrypt.
+func keyError(err error, epoch uint64) error {
+	switch {
+	case errors.Is(err, uploader.ErrKeyNeeded):
+		return fmt.Errorf("checkpoint %d is encrypted; give --checkpoint-key-url (the key it was written with). Nothing was written: %w", epoch, err)
+	case errors.Is(err, uploader.ErrWrongKey):
+		return fmt.Errorf("the key does not decrypt checkpoint %d: wrong key? Give the --checkpoint-key-url it was written with. Nothing was written: %w", epoch, err)
+	}
+	return err
 }
 
 // kafkaAdmin returns an admin client for --kafka-brokers, or nil.
@@ -69,7 +97,7 @@ func kafkaAdmin(brokers []string) (*kadm.Client, func(), error) {
 }
 
 func (c *cli) restoreCommand() *cobra.Command {
-	var from, which, dataDir, nodeID, raftAddr, advertiseRaft string
+	var from, which, dataDir, nodeID, raftAddr, advertiseRaft, keyURL string
 	var force, fallback bool
 	var brokers []string
 	cmd := &cobra.Command{
@@ -112,7 +140,7 @@ and leaves the data dir as it was.`,
 		}
 		ctx, cancel := c.opContext(cmd)
 		defer cancel()
-		up, closeBucket, err := openUploader(ctx, from)
+		up, closeBucket, err := openUploader(ctx, from, keyURL)
 		if err != nil {
 			return err
 		}
@@ -133,7 +161,11 @@ and leaves the data dir as it was.`,
 				c.timeout, humanBytes(uint64(done)), humanBytes(uint64(total)), dataDir))
 		}
 		if err != nil {
-			return &exitError{code: exitFailed, err: err}
+			var epoch uint64
+			if m, serr := recovery.Select(ctx, up, sel); serr == nil {
+				epoch = m.Epoch
+			}
+			return &exitError{code: exitFailed, err: keyError(err, epoch)}
 		}
 		for _, s := range res.Skipped {
 			fmt.Fprintf(c.stdout, "skipped %s\n", s)
@@ -180,6 +212,8 @@ and leaves the data dir as it was.`,
 	f.StringVar(&advertiseRaft, "advertise-raft-addr", "", "with --node-id: the Raft address the node will advertise (as stated run --advertise-raft-addr)")
 	f.BoolVar(&fallback, "fallback", false, "restore the newest intact older checkpoint when the selected one is not intact")
 	f.StringSliceVar(&brokers, "kafka-brokers", nil, "Kafka brokers; reset each group's committed offsets to the checkpoint's")
+	f.StringVar(&keyURL, "checkpoint-key-url", "", "the key an encrypted checkpoint was written with (as stated run --checkpoint-key-url)")
+	bindEnv(f, "checkpoint-key-url")
 	return cmd
 }
 
@@ -227,7 +261,7 @@ func (d *downloadBar) finish() {
 }
 
 func (c *cli) recoveryCommand() *cobra.Command {
-	var from, which string
+	var from, which, keyURL string
 	var brokers []string
 	var asJSON, noVerify bool
 	cmd := &cobra.Command{
@@ -270,7 +304,7 @@ verification).`,
 		}
 		ctx, cancel := c.opContext(cmd)
 		defer cancel()
-		up, closeBucket, err := openUploader(ctx, from)
+		up, closeBucket, err := openUploader(ctx, from, keyURL)
 		if err != nil {
 			return err
 		}
@@ -297,7 +331,11 @@ verification).`,
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
-		return c.printRecovery(r, asJSON)
+		err = c.printRecovery(r, asJSON)
+		if e := m.Encryption; e != nil && !asJSON {
+			fmt.Fprintf(c.stdout, "encryption: the checkpoint's files are encrypted (keeper %s); their checksums were checked without the key; restoring needs --checkpoint-key-url\n", e.Keeper)
+		}
+		return err
 	})
 	f := cmd.Flags()
 	f.StringVar(&from, "from", "", "bucket URL the checkpoints are in (as --checkpoint-url); without it, ask the daemon at --addr")
@@ -305,6 +343,8 @@ verification).`,
 	f.StringSliceVar(&brokers, "kafka-brokers", nil, "Kafka brokers, for each partition's log start and end (with --from)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.BoolVar(&noVerify, "no-verify", false, "do not read every file to check its checksum")
+	f.StringVar(&keyURL, "checkpoint-key-url", "", "the key of an encrypted checkpoint; not needed: checksums are checked without it")
+	bindEnv(f, "checkpoint-key-url")
 	return cmd
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/statedhq/stated/daemon"
+	"github.com/statedhq/stated/uploader"
 )
 
 func (c *cli) runCommand() *cobra.Command {
@@ -63,6 +64,13 @@ A flag wins over the environment, and both over the file.
 		if cfg.CheckpointRetain < 1 {
 			return &exitError{code: exitUsage, err: fmt.Errorf("run: --checkpoint-retain %d is below 1: at least one completed checkpoint must be kept", cfg.CheckpointRetain)}
 		}
+		if cfg.CheckpointKeyURL != "" {
+			k, _, err := uploader.OpenKeeper(cmd.Context(), cfg.CheckpointKeyURL)
+			if err != nil {
+				return &exitError{code: exitUsage, err: fmt.Errorf("run: --checkpoint-key-url: %w", err)}
+			}
+			k.Close()
+		}
 		if err := cfg.ValidateTLS(); err != nil {
 			return &exitError{code: exitUsage, err: fmt.Errorf("run: %w", err)}
 		}
@@ -100,6 +108,7 @@ A flag wins over the environment, and both over the file.
 	f.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", cfg.SnapshotInterval, "how often Raft checks whether to snapshot")
 	f.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", cfg.TrailingLogs, "Raft log entries kept after a snapshot, so that lagging followers need no snapshot")
 	f.StringVar(&cfg.CheckpointURL, "checkpoint-url", "", "bucket for checkpoints: file:///path, s3://bucket?endpoint=...&use_path_style=true, gs://bucket, azblob://container, mem:// (default file://DATA_DIR/checkpoints)")
+	f.StringVar(&cfg.CheckpointKeyURL, "checkpoint-key-url", "", "encrypt checkpoint files with this key before upload: base64key://<32 bytes in base64>; restore needs the same key")
 	f.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", cfg.CheckpointInterval, "how often the leader takes a checkpoint (at least 1s)")
 	f.IntVar(&cfg.CheckpointRetain, "checkpoint-retain", cfg.CheckpointRetain, "completed checkpoints to keep, besides savepoints (at least 1)")
 	f.IntVar(&cfg.CheckpointWorkers, "checkpoint-workers", 4, "files uploaded in parallel")
@@ -117,7 +126,7 @@ A flag wins over the environment, and both over the file.
 	f.StringVar(&configPath, "config", "", "YAML file holding run flags by name (node-id: n1); flags and STATED_* variables override it")
 	f.BoolVar(&showConfig, "print-config", false, "print the effective configuration as YAML, each value's source and secrets masked, and exit")
 	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-snapshot-threshold", "raft-snapshot-interval", "raft-trailing-logs",
-		"checkpoint-url", "checkpoint-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr",
+		"checkpoint-url", "checkpoint-key-url", "checkpoint-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr",
 		"tls-cert", "tls-key", "tls-client-ca", "peer-tls-cert", "peer-tls-key", "peer-tls-ca", "log-level", "log-format", "socket-mode", "config")
 	return cmd
 }
@@ -162,6 +171,9 @@ func (c *cli) serve(cmd *cobra.Command, cfg daemon.Config) error {
 	fmt.Fprintf(c.stdout, "  data dir:    %s\n", cfg.DataDir)
 	st := d.CheckpointStatus()
 	fmt.Fprintf(c.stdout, "  checkpoints: %s every %s, keeping %d\n", st.Bucket, st.Interval, st.Retain)
+	if st.Encryption != "" {
+		fmt.Fprintf(c.stdout, "  encryption:  checkpoint files encrypted (%s)\n", st.Encryption)
+	}
 	if st.SharesDiskWithData {
 		fmt.Fprintf(c.stdout, "  warning:     the checkpoint bucket is on the data dir's disk; losing that disk loses both (set --checkpoint-url)\n")
 	}

@@ -85,6 +85,11 @@ func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	// An encrypted checkpoint the key given (or none) cannot decrypt
+	// fails here, before the data dir is touched.
+	if err := opts.Uploader.CheckKey(ctx, m); keyProblem(err) {
+		return nil, err
+	}
 	all, err := opts.Uploader.List(ctx)
 	if err != nil {
 		return nil, err
@@ -126,7 +131,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
 		if err == nil {
 			break
 		}
-		if !opts.Fallback || ctx.Err() != nil {
+		if !opts.Fallback || ctx.Err() != nil || keyProblem(err) {
 			return nil, err
 		}
 		res.Skipped = append(res.Skipped, fmt.Sprintf("checkpoint %d: %v", m.Epoch, err))
@@ -235,4 +240,10 @@ func emptyDir(dir string) (bool, error) {
 		return true, nil
 	}
 	return false, err
+}
+
+// keyProblem reports whether err says the key is missing or wrong: not
+// a checkpoint to fall back from, and never corruption.
+func keyProblem(err error) bool {
+	return errors.Is(err, uploader.ErrKeyNeeded) || errors.Is(err, uploader.ErrWrongKey)
 }
