@@ -7,6 +7,7 @@
 // # Bucket layout
 //
 //	files/<sha256>                        a checkpoint file, by content
+//	                                      (encrypted: by its ciphertext's)
 //	manifests/<epoch, 20 digits>.json     a completed checkpoint
 //	savepoints/<name>.json                a pinned copy of a manifest
 //	gc/<time>-<id>.json                   blobs a collection is deleting
@@ -18,6 +19,21 @@
 // emissions and open windows (Stats.Windows; absent in manifests written
 // before window state, which still read), and every file with its path,
 // size and SHA-256.
+//
+// # Encryption
+//
+// With Config.Keeper (OpenKeeper: base64key://) every file is sealed
+// before upload (encrypt.go: a random data key per blob wrapped by the
+// keeper, AES-256-GCM in 4 MiB chunks bound to their position) and stored
+// under its ciphertext's SHA-256; the manifest says encryption (the
+// keeper's scheme, never the key) and records per file the plaintext
+// size and SHA-256 and the stored blob's. Verify checks the ciphertext,
+// so integrity is checkable without the key; Download checks the
+// ciphertext, then decrypts and checks the plaintext. No key is
+// ErrKeyNeeded, a key that does not unwrap the data key ErrWrongKey, and
+// a ciphertext mismatch ErrCorrupt, checked first. A sealed table is
+// reused by later checkpoints of the same Uploader; plain and encrypted
+// checkpoints share a bucket without sharing blobs.
 //
 // # Content addressing
 //
