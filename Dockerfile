@@ -23,14 +23,17 @@ COPY .build/bin/stated /stated
 # --raft-addr 0.0.0.0:7421 with --advertise-raft-addr and
 # --advertise-grpc-addr set to the pod's DNS name, and --node-id. The
 # default node id is fixed, not the container's hostname, so a new
-# container on the same volume is the same Raft node.
+# container on the same volume is the same Raft node. STATED_INSECURE
+# accepts gRPC on every interface without TLS or tokens (stated run refuses
+# that otherwise): give --tls-cert or --token-file for a port others reach.
 ENV STATED_DATA_DIR=/var/lib/stated \
     STATED_SOCKET=/run/stated/stated.sock \
     STATED_ADDR=/run/stated/stated.sock \
     STATED_GRPC_ADDR=0.0.0.0:7420 \
     STATED_ADVERTISE_GRPC_ADDR=127.0.0.1:7420 \
     STATED_RAFT_ADDR=127.0.0.1:7421 \
-    STATED_NODE_ID=stated
+    STATED_NODE_ID=stated \
+    STATED_INSECURE=true
 
 USER 65532:65532
 VOLUME /var/lib/stated

@@ -123,6 +123,13 @@ type Config struct {
 	// connections to other nodes present the peer certificate. They need
 	// TLSCertFile, issued by a CA in PeerTLSCAFile. See tls.go.
 	PeerTLSCertFile, PeerTLSKeyFile, PeerTLSCAFile string
+	// TokenFile, when set, is a YAML file of bearer-token grants (see
+	// package authz) that every call, on the unix socket and TCP, must
+	// satisfy; Reload re-reads it. "" keeps every call open.
+	TokenFile string
+	// Insecure lets GRPCAddr listen on a non-loopback address with
+	// neither TLS nor a TokenFile; without it such a config is refused.
+	Insecure bool
 	// Logger receives the daemon's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -178,6 +185,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
 			errs = append(errs, fmt.Errorf("daemon: config: GRPCAddr %q: %w", c.GRPCAddr, err))
 		}
+	}
+	if c.GRPCAddr != "" && !c.Insecure && c.TLSCertFile == "" && c.TokenFile == "" && !loopbackAddr(c.GRPCAddr) {
+		errs = append(errs, fmt.Errorf("daemon: config: GRPCAddr %q listens beyond this machine with neither TLS nor tokens: anyone who reaches it may read and change every namespace; set TLSCertFile (--tls-cert) or TokenFile (--token-file), or Insecure (--insecure) to accept that", c.GRPCAddr))
 	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
@@ -292,4 +302,18 @@ func (c Config) withDefaults() Config {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c
+}
+
+// loopbackAddr reports whether host:port names a loopback address
+// (127.0.0.0/8, ::1 or "localhost"). An unparsable address is not.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -15,6 +15,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/statedhq/stated/daemon/authz"
 	"github.com/statedhq/stated/daemon/grpcapi"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore"
@@ -51,6 +52,7 @@ type Daemon struct {
 	unixLn net.Listener
 	tcpLn  net.Listener
 	tls    *nodeTLS
+	authz  *authz.Authorizer // nil: no token file, every call open
 
 	stopBackground context.CancelFunc
 	bg             sync.WaitGroup // Serve loops, the expiry and window tickers
@@ -81,7 +83,11 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, logger: cfg.Logger, tls: certs, conns: newConnCache(cfg.MaxMessageBytes, certs.peerCreds)}
+	az, err := loadAuthz(cfg)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, logger: cfg.Logger, tls: certs, authz: az, conns: newConnCache(cfg.MaxMessageBytes, certs.peerCreds)}
 	if err := d.listen(); err != nil {
 		return nil, err
 	}
@@ -221,7 +227,7 @@ func (d *Daemon) serve() {
 	d.server = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(d.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(d.cfg.MaxMessageBytes),
-	}, d.metricsServerOptions()...)...)
+	}, append(d.metricsServerOptions(), d.authzServerOptions()...)...)...)
 	opts := []grpcapi.Option{grpcapi.WithLogger(d.logger), grpcapi.WithForwarder(d.conns)}
 	statedv1.RegisterStateServer(d.server, grpcapi.New(d.store, opts...))
 	statedv1.RegisterClusterServer(d.server, grpcapi.NewCluster(d.store, opts...))
@@ -335,7 +341,8 @@ func (d *Daemon) closeListeners() {
 // that new connections use them; established connections keep theirs. A
 // file that is unreadable, does not parse, does not match its key or is
 // outside its validity keeps the old certificate: Reload logs and returns
-// why. Without TLS it does nothing.
+// why. It also re-reads the token file (see reloadAuthz). Without TLS and
+// tokens it does nothing.
 func (d *Daemon) Reload() error {
 	err := d.tls.reload()
 	if err != nil {
@@ -343,7 +350,7 @@ func (d *Daemon) Reload() error {
 	} else if d.tls.client != nil || d.tls.peer != nil {
 		d.logger.Info("certificates reloaded")
 	}
-	return err
+	return errors.Join(err, d.reloadAuthz())
 }
 
 // TCPAddr is the TCP address gRPC is served on, with the port the system

@@ -44,7 +44,7 @@ A flag wins over the environment, and both over the file.
 		Args: cobra.NoArgs,
 	}
 	cmd.RunE = runtime(func(cmd *cobra.Command, _ []string) error {
-		for _, n := range []string{"addr", "timeout", "tls-ca", "tls-server-name"} {
+		for _, n := range []string{"addr", "timeout", "tls-ca", "tls-server-name", "token"} {
 			if cmd.Flags().Changed(n) {
 				return &exitError{code: exitUsage, err: fmt.Errorf("run: --%s is for client commands; a node listens on --grpc-addr and --socket (TLS: --tls-cert, --tls-key)", n)}
 			}
@@ -120,6 +120,8 @@ A flag wins over the environment, and both over the file.
 	f.StringVar(&cfg.PeerTLSCertFile, "peer-tls-cert", "", "PEM certificate this node presents to its peers (Raft and gRPC forwarding, mutual TLS); needs --tls-cert issued by a CA in --peer-tls-ca")
 	f.StringVar(&cfg.PeerTLSKeyFile, "peer-tls-key", "", "PEM private key of --peer-tls-cert")
 	f.StringVar(&cfg.PeerTLSCAFile, "peer-tls-ca", "", "PEM CA bundle peers' certificates must come from")
+	f.StringVar(&cfg.TokenFile, "token-file", "", "YAML file of bearer-token grants (name, sha256 of the token, namespaces, operations) every call must satisfy; reloaded on SIGHUP; none: every call is open")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "allow --grpc-addr on a non-loopback address with neither --tls-cert nor --token-file")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text (key=value lines) or json (one JSON object per line)")
 	f.StringVar(&socketMode, "socket-mode", "0600", "file mode of the unix socket, in octal: 0600 lets only this user connect, 0660 its group too")
@@ -127,7 +129,7 @@ A flag wins over the environment, and both over the file.
 	f.BoolVar(&showConfig, "print-config", false, "print the effective configuration as YAML, each value's source and secrets masked, and exit")
 	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-snapshot-threshold", "raft-snapshot-interval", "raft-trailing-logs",
 		"checkpoint-url", "checkpoint-key-url", "checkpoint-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr",
-		"tls-cert", "tls-key", "tls-client-ca", "peer-tls-cert", "peer-tls-key", "peer-tls-ca", "log-level", "log-format", "socket-mode", "config")
+		"tls-cert", "tls-key", "tls-client-ca", "peer-tls-cert", "peer-tls-key", "peer-tls-ca", "token-file", "insecure", "log-level", "log-format", "socket-mode", "config")
 	return cmd
 }
 
@@ -174,6 +176,9 @@ func (c *cli) serve(cmd *cobra.Command, cfg daemon.Config) error {
 	if st.Encryption != "" {
 		fmt.Fprintf(c.stdout, "  encryption:  checkpoint files encrypted (%s)\n", st.Encryption)
 	}
+	if cfg.TokenFile != "" {
+		fmt.Fprintf(c.stdout, "  tokens:      every call needs a bearer token granted in %s\n", cfg.TokenFile)
+	}
 	if st.SharesDiskWithData {
 		fmt.Fprintf(c.stdout, "  warning:     the checkpoint bucket is on the data dir's disk; losing that disk loses both (set --checkpoint-url)\n")
 	}
@@ -182,8 +187,8 @@ func (c *cli) serve(cmd *cobra.Command, cfg daemon.Config) error {
 		select {
 		case <-ctx.Done():
 		case <-hup:
-			log.Info("SIGHUP: reloading certificates")
-			_ = d.Reload() // it logs why a certificate was refused
+			log.Info("SIGHUP: reloading certificates and the token file")
+			_ = d.Reload() // it logs why a certificate or token file was refused
 		}
 	}
 	log.Info("signal received; shutting down")

@@ -13,7 +13,7 @@ import (
 // tlsOptions are the SDK options of client commands: TLS trusting --tls-ca
 // when it is given, none otherwise. A CA file that cannot be used is a
 // usage error naming the flag; it never falls back to plaintext.
-func (c *cli) tlsOptions() ([]stated.Option, error) {
+func (c *cli) tlsOnlyOptions() ([]stated.Option, error) {
 	if c.tlsCA == "" {
 		if c.tlsServerName != "" {
 			return nil, &exitError{code: exitUsage, err: errors.New("--tls-server-name is given without --tls-ca")}

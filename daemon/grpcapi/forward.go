@@ -77,7 +77,15 @@ func (f forwarding) leaderConn(ctx context.Context) (grpc.ClientConnInterface, c
 	if err != nil {
 		return nil, ctx, &notLeaderError{leaderID: id, reason: fmt.Sprintf("cannot connect to %s: %v", addr, err)}
 	}
-	return conn, metadata.AppendToOutgoingContext(ctx, ForwardedKey, "1"), nil
+	out := metadata.AppendToOutgoingContext(ctx, ForwardedKey, "1")
+	// The leader checks the client's bearer token again (package authz):
+	// carry it along.
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		for _, v := range md.Get("authorization") {
+			out = metadata.AppendToOutgoingContext(out, "authorization", v)
+		}
+	}
+	return conn, out, nil
 }
 
 // isForwarded reports whether the incoming call was forwarded by a node.

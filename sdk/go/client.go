@@ -69,6 +69,7 @@ type clientOptions struct {
 	retry         retryPolicy
 	lazySession   bool
 	tls           *tls.Config
+	token         string
 }
 
 // WithDialOptions adds gRPC dial options, applied after the Client's own
@@ -87,6 +88,25 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 func WithTLS(cfg *tls.Config) Option {
 	return func(o *clientOptions) { o.tls = cfg }
 }
+
+// WithToken makes every call send "authorization: Bearer <token>", the
+// bearer token a daemon with --token-file checks. It is sent on the unix
+// socket and on plaintext TCP too: without WithTLS anyone who can watch
+// the network between the Client and the daemon can read the token, so
+// use TLS for TCP beyond loopback.
+func WithToken(token string) Option {
+	return func(o *clientOptions) { o.token = token }
+}
+
+// bearerToken is the per-RPC credential of WithToken. It does not require
+// transport security, because the unix socket is plaintext.
+type bearerToken string
+
+func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+func (bearerToken) RequireTransportSecurity() bool { return false }
 
 // WithClientID sets the id the Client opens its session for and sends with
 // every commit. The default is 16 random hex characters. A process that
@@ -224,6 +244,9 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 			grpc.MaxCallRecvMsgSize(o.maxMsgSize),
 		),
 	}, targetOpts...), o.dialOpts...)
+	if o.token != "" {
+		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(bearerToken(o.token)))
+	}
 	conn, err := grpc.NewClient(target, dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("stated: dial %q: %w", addr, err)
