@@ -1,7 +1,10 @@
 package daemon
 
 import (
+	"context"
+
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/statedhq/stated/daemon/authz"
 )
@@ -45,4 +48,14 @@ func (d *Daemon) reloadAuthz() error {
 	}
 	d.logger.Info("token file reloaded", "token_file", d.cfg.TokenFile, "grants", d.authz.Len())
 	return nil
+}
+
+// joinTokenContext adds Config.JoinToken to the calls a new node makes to
+// the Join addresses (Members, Join), which need admin on "*" when the
+// members have a token file.
+func (d *Daemon) joinTokenContext(ctx context.Context) context.Context {
+	if d.cfg.JoinToken == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+d.cfg.JoinToken)
 }

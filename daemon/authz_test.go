@@ -341,3 +341,32 @@ func TestStartRefusesAMalformedTokenFileAndOpenNonLoopbackTCP(t *testing.T) {
 		}
 	}
 }
+
+func TestAClusterWithTokensJoinsWithTheJoinTokenAndForwardsTheClientsToken(t *testing.T) {
+	tokens := filepath.Join(t.TempDir(), "tokens.yaml")
+	writeTokenFile(t, tokens)
+	nodes := daemontest.StartCluster(t, 2, func(c *daemon.Config) {
+		c.TokenFile = tokens
+		c.JoinToken = "root-tok"
+	})
+	ctx := testContext(t)
+	follower := dial(t, "unix://"+nodes[1].SocketPath())
+	commit := func(token, ns string) error {
+		_, err := statedv1.NewStateClient(follower).Commit(asToken(ctx, token), &statedv1.CommitRequest{
+			Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: ns, Key: []byte("k"), Value: []byte("v")}},
+		})
+		return err
+	}
+	// The follower forwards to the leader, which checks the same token.
+	if err := commit("other-tok", "other"); err != nil {
+		t.Fatalf("a granted commit through the follower: %v", err)
+	}
+	if err := commit("other-tok", "ns"); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a commit outside the grant through the follower: %v, want PermissionDenied", err)
+	}
+	leader := dial(t, "unix://"+nodes[0].SocketPath())
+	got, err := statedv1.NewStateClient(leader).Get(asToken(ctx, "root-tok"), &statedv1.GetRequest{Namespace: "other", Key: []byte("k"), Kind: statedv1.Kind_KIND_VALUE})
+	if err != nil || !got.GetFound() {
+		t.Fatalf("the forwarded commit on the leader: %v, found %v", err, got.GetFound())
+	}
+}

@@ -127,6 +127,10 @@ type Config struct {
 	// package authz) that every call, on the unix socket and TCP, must
 	// satisfy; Reload re-reads it. "" keeps every call open.
 	TokenFile string
+	// JoinToken is the bearer token this node sends to the Join
+	// addresses when it joins (or looks for) a cluster whose members
+	// have a TokenFile: it needs admin on "*". A secret: never logged.
+	JoinToken string
 	// Insecure lets GRPCAddr listen on a non-loopback address with
 	// neither TLS nor a TokenFile; without it such a config is refused.
 	Insecure bool

@@ -88,7 +88,7 @@ func (d *Daemon) checkSameCluster(ctx context.Context, own string) error {
 			continue
 		}
 		actx, cancel := context.WithTimeout(ctx, clusterCheckTimeout)
-		resp, err := statedv1.NewClusterClient(cc).Members(actx, &statedv1.MembersRequest{})
+		resp, err := statedv1.NewClusterClient(cc).Members(d.joinTokenContext(actx), &statedv1.MembersRequest{})
 		cancel()
 		cc.Close()
 		if err == nil && resp.GetClusterId() != "" && resp.GetClusterId() != own {
@@ -141,7 +141,7 @@ func (d *Daemon) clusterAt(ctx context.Context, addr string) string {
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(ctx, bootstrapProbeTimeout)
 	defer cancel()
-	resp, err := statedv1.NewClusterClient(cc).Members(ctx, &statedv1.MembersRequest{})
+	resp, err := statedv1.NewClusterClient(cc).Members(d.joinTokenContext(ctx), &statedv1.MembersRequest{})
 	if err != nil || len(resp.GetMembers()) == 0 {
 		return ""
 	}
@@ -217,7 +217,7 @@ func (d *Daemon) joinVia(ctx context.Context, addr string, req *statedv1.JoinReq
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(ctx, joinAttemptTimeout)
 	defer cancel()
-	_, err = statedv1.NewClusterClient(cc).Join(ctx, req)
+	_, err = statedv1.NewClusterClient(cc).Join(d.joinTokenContext(ctx), req)
 	return err
 }
 

@@ -121,6 +121,7 @@ A flag wins over the environment, and both over the file.
 	f.StringVar(&cfg.PeerTLSKeyFile, "peer-tls-key", "", "PEM private key of --peer-tls-cert")
 	f.StringVar(&cfg.PeerTLSCAFile, "peer-tls-ca", "", "PEM CA bundle peers' certificates must come from")
 	f.StringVar(&cfg.TokenFile, "token-file", "", "YAML file of bearer-token grants (name, sha256 of the token, namespaces, operations) every call must satisfy; reloaded on SIGHUP; none: every call is open")
+	f.StringVar(&cfg.JoinToken, "join-token", "", "bearer token (admin on \"*\") this node sends to the --join addresses when their members have --token-file; prefer STATED_JOIN_TOKEN")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "allow --grpc-addr on a non-loopback address with neither --tls-cert nor --token-file")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text (key=value lines) or json (one JSON object per line)")
@@ -129,7 +130,7 @@ A flag wins over the environment, and both over the file.
 	f.BoolVar(&showConfig, "print-config", false, "print the effective configuration as YAML, each value's source and secrets masked, and exit")
 	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-snapshot-threshold", "raft-snapshot-interval", "raft-trailing-logs",
 		"checkpoint-url", "checkpoint-key-url", "checkpoint-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr",
-		"tls-cert", "tls-key", "tls-client-ca", "peer-tls-cert", "peer-tls-key", "peer-tls-ca", "token-file", "insecure", "log-level", "log-format", "socket-mode", "config")
+		"tls-cert", "tls-key", "tls-client-ca", "peer-tls-cert", "peer-tls-key", "peer-tls-ca", "token-file", "join-token", "insecure", "log-level", "log-format", "socket-mode", "config")
 	return cmd
 }
 
