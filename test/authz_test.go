@@ -32,7 +32,8 @@ func TestRunWithATokenFileServesTheSDKAndCLIByTokenAndReloadsOnSIGHUP(t *testing
 	writeTokens(fmt.Sprintf(`
 - {name: svc, sha256: %s, namespaces: [ns], operations: [read, write]}
 - {name: reader, sha256: %s, namespaces: [ns], operations: [read]}
-`, sha256Hex("svc-tok"), sha256Hex("reader-tok")))
+- {name: ops, sha256: %s, namespaces: ["*"], operations: [admin]}
+`, sha256Hex("svc-tok"), sha256Hex("reader-tok"), sha256Hex("ops-tok")))
 	n := newNode(t)
 	n.args = []string{"--token-file", tokens}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -89,6 +90,19 @@ func TestRunWithATokenFileServesTheSDKAndCLIByTokenAndReloadsOnSIGHUP(t *testing
 	}
 	if out, err := kvGet(""); err == nil || !strings.Contains(out, "bearer token") {
 		t.Fatalf("stated kv get without a token: %v, want a refusal about the bearer token\n%s", err, out)
+	}
+
+	// A checkpoint needs admin on "*": the ops token takes one, the
+	// reader may not.
+	trigger := func(token string) (string, error) {
+		out, err := exec.Command(bin, "checkpoint", "trigger", "--wait", "--addr", n.socket, "--timeout", "30s", "--token", token).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := trigger("ops-tok"); err != nil {
+		t.Fatalf("stated checkpoint trigger with an admin token: %v\n%s", err, out)
+	}
+	if out, err := trigger("reader-tok"); err == nil || !strings.Contains(out, "may not admin") {
+		t.Fatalf("stated checkpoint trigger with a read token: %v, want a refusal naming admin\n%s", err, out)
 	}
 
 	// SIGHUP: a new file takes effect for new calls.
