@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,9 @@ import (
 func TestFaultsNeverLeaveAManifestReferringToAMissingOrWrongFile(t *testing.T) {
 	ctx := testCtx(t)
 	seed := uint64(time.Now().UnixNano())
+	if v, err := strconv.ParseUint(os.Getenv("STATED_TEST_SEED"), 10, 64); err == nil {
+		seed = v // replays a failed run's faults
+	}
 	t.Logf("seed %d", seed)
 	r := rand.New(rand.NewPCG(seed, 5))
 	inner := open(t, "mem://")
@@ -31,7 +35,11 @@ func TestFaultsNeverLeaveAManifestReferringToAMissingOrWrongFile(t *testing.T) {
 		Fail: 0.1, LostAck: 0.05, Trunc: 0.1, Corrupt: 0.05, ReadFail: 0.05, ReadCut: 0.05,
 		Delay: 200 * time.Microsecond,
 	})
-	u := newUploader(t, b, func(c *uploader.Config) { c.MaxAttempts = 2 })
+	// A retention whose announcement the faults left behind holds up the
+	// uploads that need its blobs until its lease runs out (settle); a
+	// short lease keeps that within the test's deadline (with the default
+	// minute, one such seed stalled the test into its 60 s deadline).
+	u := newUploader(t, b, func(c *uploader.Config) { c.MaxAttempts = 2; c.GCLease = 2 * time.Second })
 	dir, _ := checkpointDir(t, r, 8)
 	want := map[uint64]map[string][]byte{} // the directory at each successful epoch
 	var ok, failed int
@@ -156,7 +164,11 @@ func TestLostManifestAcknowledgementLeavesNoManifest(t *testing.T) {
 	ctx := testCtx(t)
 	inner := open(t, "mem://")
 	b, _ := newFaultBucket(inner, &faults{Only: "manifests/", LostAck: 1})
-	u := newUploader(t, b, func(c *uploader.Config) { c.MaxAttempts = 2 })
+	// A retention whose announcement the faults left behind holds up the
+	// uploads that need its blobs until its lease runs out (settle); a
+	// short lease keeps that within the test's deadline (with the default
+	// minute, one such seed stalled the test into its 60 s deadline).
+	u := newUploader(t, b, func(c *uploader.Config) { c.MaxAttempts = 2; c.GCLease = 2 * time.Second })
 	dir, _ := checkpointDir(t, rand.New(rand.NewPCG(13, 14)), 3)
 	if _, _, err := u.Upload(ctx, dir, meta(1), nil); err == nil || !strings.Contains(err.Error(), "write manifest") {
 		t.Fatalf("upload: %v", err)
