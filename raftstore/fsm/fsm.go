@@ -86,6 +86,9 @@ func PebbleOptions() *pebble.Options {
 		L0CompactionThreshold:       4,
 		L0StopWritesThreshold:       24,
 		Logger:                      pebbleLogger{slog.New(slog.DiscardHandler)},
+		// No WAL recycling: a checkpoint's WAL copy then ends at its
+		// last record (cleaner.go).
+		Cleaner: deleteNoRecycle{},
 	}
 	opts.EnsureDefaults()
 	return opts

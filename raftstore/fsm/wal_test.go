@@ -19,11 +19,16 @@ import (
 // walCheckpoint writes n keys, one synced batch each, into a real Pebble
 // database, after filling and flushing enough to make Pebble recycle a WAL
 // file when recycle is set, and returns a checkpoint of it (with its
-// flushed WAL) and the path of its one WAL file.
+// flushed WAL) and the path of its one WAL file. The state machine's
+// options no longer recycle WAL files (cleaner.go); with recycle, Pebble's
+// default cleaner does, as in a data dir written by an older stated.
 func walCheckpoint(t *testing.T, n int, recycle bool) (dir, log string) {
 	t.Helper()
 	opts := PebbleOptions()
 	opts.MemTableSize = 1 << 20 // small logs, quick to fill
+	if recycle {
+		opts.Cleaner = pebble.DeleteCleaner{}
+	}
 	db, err := pebble.Open(filepath.Join(t.TempDir(), "db"), opts)
 	if err != nil {
 		t.Fatal(err)
