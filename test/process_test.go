@@ -110,7 +110,7 @@ func TestMain(m *testing.M) {
 // node is one `stated run` process and the directories it keeps across
 // restarts.
 type node struct {
-	t        *testing.T
+	t        testing.TB
 	id       string
 	args     []string // extra flags for `stated run`
 	wrap     []string // a command that runs stated, e.g. ip netns exec NS
@@ -127,7 +127,7 @@ type node struct {
 	started bool
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -137,10 +137,10 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func newNode(t *testing.T) *node { return newNamedNode(t, "n1") }
+func newNode(t testing.TB) *node { return newNamedNode(t, "n1") }
 
 // newNamedNode is a node with its own id, data dir, socket and ports.
-func newNamedNode(t *testing.T, id string) *node {
+func newNamedNode(t testing.TB, id string) *node {
 	sockDir, err := os.MkdirTemp("", "stated")
 	if err != nil {
 		t.Fatal(err)
