@@ -2,6 +2,7 @@ package uploader
 
 import (
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,6 +116,12 @@ type Uploader struct {
 	cacheMu sync.Mutex
 	seeded  bool               // the cache was seeded from the bucket
 	hashes  map[hashKey]digest // checksums of local immutable files
+	// wantMD5 is set unless the bucket is a file:// one: other stores
+	// report blobs' MD5s in listings and check ContentMD5, so files are
+	// hashed with MD5 as well as SHA-256. fileblob (opened by OpenBucket
+	// without sidecars) records none, and MD5 costs more CPU than the
+	// SHA-256 that already names and checks every blob.
+	wantMD5 bool
 	// sealedAs maps a plaintext SHA-256 to the blob this Uploader sealed
 	// it into, so that an encrypted table is sent once.
 	sealedAs map[string]sealed
@@ -128,7 +135,9 @@ func New(cfg Config) (*Uploader, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Uploader{cfg: cfg, b: cfg.Bucket, logger: cfg.Logger, hashes: map[hashKey]digest{}, sealedAs: map[string]sealed{}}, nil
+	var fi os.FileInfo // what a file:// bucket's As gives: its directory's
+	return &Uploader{cfg: cfg, b: cfg.Bucket, logger: cfg.Logger, hashes: map[hashKey]digest{}, sealedAs: map[string]sealed{},
+		wantMD5: !cfg.Bucket.As(&fi)}, nil
 }
 
 // Metrics are cumulative counters of an Uploader since New.

@@ -114,7 +114,7 @@ func holds(p string, f File) bool {
 	if err != nil || !fi.Mode().IsRegular() || fi.Size() != f.Size {
 		return false
 	}
-	d, _, err := hashFile(p)
+	d, _, err := hashFile(p, false)
 	return err == nil && d.sha256 == f.SHA256
 }
 

@@ -1,6 +1,7 @@
 package uploader
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -126,8 +127,13 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 	)
 	err = u.parallel(ctx, len(work), func(ctx context.Context, w int) error {
 		f := &files[work[w]]
+		// A file hashed here is read once: a small one into memory, and
+		// sent from there.
+		var c content
+		defer c.release()
 		if !f.hashed {
-			d, n, err := u.hashFile(f.abs)
+			d, n, whole, err := u.hashFile(f.abs, f.Size)
+			c = whole
 			if err != nil {
 				return err
 			}
@@ -147,7 +153,7 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 		}
 		err := u.retry(ctx, "upload "+f.Path, func() error {
 			var err error
-			written[w], err = u.put(ctx, f, add)
+			written[w], err = u.put(ctx, f, c, add)
 			return err
 		})
 		if err != nil {
@@ -235,7 +241,7 @@ func (u *Uploader) resend(ctx context.Context, m *Manifest, files []localFile) e
 		f := bySHA[missing[i].SHA256]
 		err := u.retry(ctx, "upload "+f.Path, func() error {
 			var err error
-			written[i], err = u.put(ctx, f, func(int64) {})
+			written[i], err = u.put(ctx, f, content{}, func(int64) {})
 			return err
 		})
 		if err != nil {
@@ -322,40 +328,59 @@ func (u *Uploader) scan(dir string) ([]localFile, error) {
 }
 
 // put uploads one file in one attempt; in a file:// bucket it returns
-// the path of the blob's file, still to be fsynced.
-func (u *Uploader) put(ctx context.Context, f *localFile, add func(int64)) (string, error) {
+// the path of the blob's file, still to be fsynced. c, when it holds the
+// file's bytes, is what was hashed: the blob is written from it.
+// Otherwise the file is read again, and the write is abandoned if what
+// was read does not have f's SHA-256, so that a file that changed since
+// it was hashed is never stored under a wrong name.
+func (u *Uploader) put(ctx context.Context, f *localFile, c content, add func(int64)) (string, error) {
 	if u.cfg.Keeper != nil {
 		return u.putSealed(ctx, f, add)
 	}
-	if f.md5 == nil {
-		// A seeded checksum: read the file once more for its MD5, and
-		// make sure the seed was right.
-		d, _, err := u.hashFile(f.abs)
+	if f.md5 == nil && u.wantMD5 {
+		// A checksum from the cache or a seed, without the MD5 the
+		// bucket checks: read the file once more for it, and make sure
+		// the SHA-256 was right.
+		d, _, err := hashFile(f.abs, true)
 		if err != nil {
 			return "", err
 		}
 		if d.sha256 != f.SHA256 {
 			u.forget(f.SHA256)
-			return "", local(fmt.Errorf("%s has SHA-256 %s, not the %s of the manifest it was seeded from", f.abs, d.sha256, f.SHA256))
+			return "", local(fmt.Errorf("%s has SHA-256 %s, not the %s it was seeded with (from a manifest or the checksum cache)", f.abs, d.sha256, f.SHA256))
 		}
 		f.md5 = d.md5
 	}
-	src, err := os.Open(f.abs)
-	if err != nil {
-		return "", local(err)
+	var r io.Reader
+	var check *shaCheck
+	if c.buf != nil {
+		r = bytes.NewReader(c.bytes(f.Size))
+	} else {
+		src, err := os.Open(f.abs)
+		if err != nil {
+			return "", local(err)
+		}
+		defer src.Close()
+		check = newSHACheck(src, f.SHA256)
+		r = check
 	}
-	defer src.Close()
-	// gocloud refuses a write whose bytes do not have the ContentMD5
-	// computed with the SHA-256, so a file that changed since it was
-	// hashed is never stored under a wrong name; a change of size is
-	// caught here too, as local and not worth retrying.
-	pr := &progressReader{r: src, add: add, local: true}
-	p, err := u.writeBlob(ctx, BlobKey(f.SHA256), &sizeCheck{r: pr, size: f.Size}, f.md5, "application/octet-stream")
+	// In a bucket that checks MD5s, gocloud also refuses a write whose
+	// bytes do not have ContentMD5; a change of size is caught here too,
+	// as local and not worth retrying.
+	var md5sum []byte
+	if u.wantMD5 {
+		md5sum = f.md5
+	}
+	pr := &progressReader{r: r, add: add, local: true}
+	p, err := u.writeBlob(ctx, BlobKey(f.SHA256), &sizeCheck{r: pr, size: f.Size}, md5sum, "application/octet-stream")
 	if err == nil {
-		err = u.checkBlob(ctx, BlobKey(f.SHA256), f.Size, f.md5)
+		err = u.checkBlob(ctx, BlobKey(f.SHA256), f.Size, md5sum)
 	}
 	if err != nil {
 		pr.undo()
+		if check != nil && check.mismatch {
+			u.forget(f.SHA256) // a cached checksum may be what is wrong
+		}
 		return "", err
 	}
 	u.m.blobsUploaded.Add(1)

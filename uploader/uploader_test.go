@@ -209,49 +209,58 @@ func TestUnchangedTablesAreNotHashedAgain(t *testing.T) {
 // TestWrongSeededChecksumIsCaughtBeforeUpload: a table whose content
 // changed under the same name, size, inode and mtime (which Pebble never
 // does) gets a wrong checksum from the seeded cache; if its blob must be
-// sent, the upload reads it again, refuses, and the next one succeeds.
+// sent, the upload reads it again, refuses, and the next one succeeds. A
+// bucket that checks MD5s (mem://) reads it for its MD5 first; a file://
+// one, which needs no MD5, checks the SHA-256 of the bytes it sends.
 func TestWrongSeededChecksumIsCaughtBeforeUpload(t *testing.T) {
-	ctx := testCtx(t)
-	r := rand.New(rand.NewPCG(23, 24))
-	b := open(t, "mem://")
-	dir, _ := checkpointDir(t, r, 3)
-	m, _, err := newUploader(t, b).Upload(ctx, dir, meta(1), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, "000010.sst")
-	fi, err := os.Stat(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(p, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(randomBytes(r, int(fi.Size()))); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
-		t.Fatal(err)
-	}
-	i := slices.IndexFunc(m.Files, func(f uploader.File) bool { return f.Path == "000010.sst" })
-	if err := b.Delete(ctx, uploader.BlobKey(m.Files[i].SHA256)); err != nil {
-		t.Fatal(err)
-	}
-	u := newUploader(t, b)
-	if _, _, err := u.Upload(ctx, dir, meta(2), nil); err == nil || !strings.Contains(err.Error(), "seeded") {
-		t.Fatalf("upload with a wrong seeded checksum: %v", err)
-	}
-	if _, err := u.Get(ctx, 2); !errors.Is(err, uploader.ErrNotFound) {
-		t.Fatalf("a failed upload left a manifest: %v", err)
-	}
-	m2, _, err := u.Upload(ctx, dir, meta(3), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if probs, err := u.Verify(ctx, m2); err != nil || len(probs) > 0 {
-		t.Fatalf("verify: %v %v", probs, err)
+	for _, bucket := range []string{"mem", "file"} {
+		t.Run(bucket, func(t *testing.T) {
+			ctx := testCtx(t)
+			r := rand.New(rand.NewPCG(23, 24))
+			b := open(t, "mem://")
+			if bucket == "file" {
+				b = open(t, fileURL(filepath.Join(t.TempDir(), "bucket")))
+			}
+			dir, _ := checkpointDir(t, r, 3)
+			m, _, err := newUploader(t, b).Upload(ctx, dir, meta(1), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(dir, "000010.sst")
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Write(randomBytes(r, int(fi.Size()))); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
+				t.Fatal(err)
+			}
+			i := slices.IndexFunc(m.Files, func(f uploader.File) bool { return f.Path == "000010.sst" })
+			if err := b.Delete(ctx, uploader.BlobKey(m.Files[i].SHA256)); err != nil {
+				t.Fatal(err)
+			}
+			u := newUploader(t, b)
+			if _, _, err := u.Upload(ctx, dir, meta(2), nil); err == nil || !strings.Contains(err.Error(), "seeded") {
+				t.Fatalf("upload with a wrong seeded checksum: %v", err)
+			}
+			if _, err := u.Get(ctx, 2); !errors.Is(err, uploader.ErrNotFound) {
+				t.Fatalf("a failed upload left a manifest: %v", err)
+			}
+			m2, _, err := u.Upload(ctx, dir, meta(3), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if probs, err := u.Verify(ctx, m2); err != nil || len(probs) > 0 {
+				t.Fatalf("verify: %v %v", probs, err)
+			}
+		})
 	}
 }
 
