@@ -1,0 +1,168 @@
+package bench
+
+import "fmt"
+
+// The benchmarks the table reads, without "Benchmark".
+const (
+	fsync   = "Machine/fsync-4KiB"
+	seq     = "Machine/seqwrite-256MB"
+	kafkaPR = "KafkaProcessor/per-record"
+	kafkaPK = "KafkaProcessor/per-key"
+	kafkaFG = "KafkaPlainFranzGo"
+)
+
+func pebbleB(batch, writers int) string {
+	return fmt.Sprintf("RawPebble/batch=%d/writers=%d", batch, writers)
+}
+func redisB(aof, shape string) string        { return "Redis/aof=" + aof + "/" + shape }
+func statedB(nodes int, shape string) string { return fmt.Sprintf("Stated/nodes=%d/%s", nodes, shape) }
+
+// latency units shown after a rate.
+func lat(bench string, p999 bool) []metric {
+	ms := []metric{m(bench, "p50-µs"), m(bench, "p99-µs")}
+	if p999 {
+		ms = append(ms, m(bench, "p999-µs"))
+	}
+	return ms
+}
+
+func rate(bench, unit string, p999 bool) []metric {
+	return append([]metric{m(bench, unit)}, lat(bench, p999)...)
+}
+
+// vs compares the same unit of two benchmarks.
+func vs(label, bench, den, unit, note string) reference {
+	return reference{label: label, show: []metric{m(den, unit)}, num: m(bench, unit), den: m(den, unit), note: note}
+}
+
+// fsyncs compares a latency of bench with the fsync p50.
+func fsyncs(bench, unit, note string) reference {
+	return reference{label: "fsync", show: []metric{m(fsync, "p50-µs")}, num: m(bench, unit), den: m(fsync, "p50-µs"), note: note}
+}
+
+// rows lists the table: the machine, raw Pebble, Redis, stated on 1 and 3
+// nodes, then the Kafka, checkpoint and restore benchmarks of test/.
+func rows(res Results) []row {
+	var out []row
+	add := func(r row) { out = append(out, r) }
+	add(row{"machine", "fsync of 4 KiB", append(lat(fsync, false), m(fsync, "ops/s")), nil})
+	add(row{"machine", "sequential write 256 MB + fsync", []metric{m(seq, "MB/s")}, nil})
+
+	for _, batch := range []int{1, 100, 1000} {
+		for _, w := range []int{1, 64} {
+			b := pebbleB(batch, w)
+			add(row{"raw Pebble", fmt.Sprintf("synced batch of %d puts, %d writer(s)", batch, w), rate(b, "mutations/s", false),
+				[]reference{fsyncs(b, "p50-µs", "fsyncs per batch (p50)")}})
+		}
+	}
+
+	for _, aof := range []string{"always", "everysec"} {
+		group := "Redis AOF " + aof
+		// everysec is compared with always; always with the disk and Pebble.
+		ref := func(shape, unit, pebble string) []reference {
+			if aof == "everysec" {
+				return []reference{vs("AOF always", redisB(aof, shape), redisB("always", shape), unit, "")}
+			}
+			if pebble != "" {
+				return []reference{vs("raw Pebble", redisB(aof, shape), pebble, unit, "")}
+			}
+			return []reference{fsyncs(redisB(aof, shape), "p50-µs", "fsyncs (p50)")}
+		}
+		add(row{group, "SET, 1 client", rate(redisB(aof, "set/clients=1"), "mutations/s", true), ref("set/clients=1", "mutations/s", "")})
+		add(row{group, "SET, 64 clients", rate(redisB(aof, "set/clients=64"), "mutations/s", true), ref("set/clients=64", "mutations/s", pebbleB(1, 64))})
+		for _, s := range []struct {
+			n, c int
+		}{{100, 8}, {1000, 4}} {
+			for _, kind := range []string{"pipeline", "multi"} {
+				shape := fmt.Sprintf("%s=%d/clients=%d", kind, s.n, s.c)
+				what := "pipeline of"
+				if kind == "multi" {
+					what = "MULTI/EXEC of"
+				}
+				add(row{group, fmt.Sprintf("%s %d SETs, %d clients", what, s.n, s.c), rate(redisB(aof, shape), "mutations/s", false),
+					ref(shape, "mutations/s", pebbleB(s.n, 1))})
+			}
+		}
+		get := []reference{}
+		if aof == "everysec" {
+			get = []reference{vs("AOF always", redisB(aof, "get/clients=1"), redisB("always", "get/clients=1"), "p50-µs", "(p50)")}
+		}
+		add(row{group, "GET, 1 client", append(lat(redisB(aof, "get/clients=1"), false), m(redisB(aof, "get/clients=1"), "reads/s")), get})
+	}
+
+	for _, nodes := range []int{1, 3} {
+		group := fmt.Sprintf("stated, %d node", nodes)
+		if nodes > 1 {
+			group += "s"
+		}
+		one := func(shape, unit string) []reference {
+			if nodes == 1 {
+				return nil
+			}
+			return []reference{vs("1 node", statedB(nodes, shape), statedB(1, shape), unit, "")}
+		}
+		tail := func(shape string) reference {
+			b := statedB(nodes, shape)
+			return reference{label: "own p50", num: m(b, "p99-µs"), den: m(b, "p50-µs"), note: "p99/p50"}
+		}
+		commit := func(shape, workload string, refs ...reference) {
+			b := statedB(nodes, shape)
+			refs = append(append(one(shape, "mutations/s"), refs...), tail(shape))
+			add(row{group, workload, rate(b, "mutations/s", true), refs})
+		}
+		single := statedB(nodes, "commit=1/clients=1")
+		commit("commit=1/clients=1", "single commit, 1 client (mutations/s = commits/s)",
+			fsyncs(single, "p50-µs", "fsyncs (p50)"),
+			vs("Redis always", single, redisB("always", "set/clients=1"), "mutations/s", ""))
+		commit("commit=1/clients=64", "single commits, 64 clients",
+			vs("Redis always", statedB(nodes, "commit=1/clients=64"), redisB("always", "set/clients=64"), "mutations/s", ""))
+		commit("commit=100/clients=8", "100-mutation commits, 8 clients",
+			vs("Redis always pipeline 100 × 8", statedB(nodes, "commit=100/clients=8"), redisB("always", "pipeline=100/clients=8"), "mutations/s", ""),
+			vs("raw Pebble 100-batches", statedB(nodes, "commit=100/clients=8"), pebbleB(100, 1), "mutations/s", ""))
+		commit("commit=1000/clients=4", "1000-mutation commits, 4 clients",
+			vs("raw Pebble 1000-batches", statedB(nodes, "commit=1000/clients=4"), pebbleB(1000, 1), "mutations/s", ""),
+			vs("Redis always MULTI 1000 × 4", statedB(nodes, "commit=1000/clients=4"), redisB("always", "multi=1000/clients=4"), "mutations/s", ""))
+		for _, cons := range []string{"local", "session", "linearizable"} {
+			b := statedB(nodes, "read="+cons)
+			refs := one("read="+cons, "p50-µs")
+			if cons == "local" {
+				refs = append(refs, vs("Redis GET", b, redisB("always", "get/clients=1"), "p50-µs", "(p50)"))
+			} else {
+				refs = append(refs, vs("local", b, statedB(nodes, "read=local"), "p50-µs", "(p50)"))
+			}
+			add(row{group, "Get, " + cons + ", 1 client", append(lat(b, false), m(b, "reads/s")), refs})
+		}
+		rss := statedB(nodes, "rss")
+		add(row{group, "RSS of the largest process after the rows above", []metric{m(rss, "VmHWM-MB"), m(rss, "VmRSS-MB")}, one("rss", "VmHWM-MB")})
+	}
+
+	add(row{"Kafka", "processor, one counter add per record", []metric{m(kafkaPR, "records/s")},
+		[]reference{vs("plain franz-go", kafkaPR, kafkaFG, "records/s", "")}})
+	add(row{"Kafka", "processor, per-key sums per poll", []metric{m(kafkaPK, "records/s")},
+		[]reference{vs("plain franz-go", kafkaPK, kafkaFG, "records/s", "")}})
+
+	for _, st := range res.subNames("CheckpointBarrierPause/state=") {
+		b := "CheckpointBarrierPause/state=" + st
+		add(row{"checkpoint", "barrier pause of the apply loop, state " + st, []metric{m(b, "barrier-p50-µs"), m(b, "barrier-p99-µs")},
+			[]reference{fsyncs(b, "barrier-p99-µs", "fsyncs (p99)")}})
+		add(row{"checkpoint", "completion-entry pause, state " + st, []metric{m(b, "done-p50-µs"), m(b, "done-p99-µs")},
+			[]reference{fsyncs(b, "done-p99-µs", "fsyncs (p99)")}})
+	}
+	for _, st := range res.subNames("CheckpointUpload/state=") {
+		b := "CheckpointUpload/state=" + st
+		add(row{"checkpoint", "full checkpoint to file://, state " + st, []metric{m(b, "full-ckpt-s"), m(b, "ckpt-MB"), m(b, "full-upload-MB/s")},
+			[]reference{{label: "cp -r", show: []metric{m(b, "cp-s"), m(b, "cp-MB/s")}, num: m(b, "full-ckpt-s"), den: m(b, "cp-s"), note: "time of cp -r"}}})
+		add(row{"checkpoint", "incremental checkpoint after overwrites, state " + st, []metric{m(b, "incr-ckpt-s"), m(b, "incr-uploaded-MB"), m(b, "incr-%")},
+			[]reference{{label: "full checkpoint", show: []metric{m(b, "full-ckpt-s")}, num: m(b, "incr-ckpt-s"), den: m(b, "full-ckpt-s"), note: "time of full"}}})
+	}
+	for _, st := range res.subNames("Restore/state=") {
+		b := "Restore/state=" + st
+		add(row{"restore", "restore from file:// (download, verify, materialise), state " + st, []metric{m(b, "restore-s"), m(b, "restore-MB/s")},
+			[]reference{{label: "cp -r + sync", show: []metric{m(b, "cp-s")}, num: m(b, "restore-s"), den: m(b, "cp-s"), note: "time of cp -r"}}})
+	}
+	if _, ok := res.val(m("RestartAfterSIGKILL", "p50-s")); ok {
+		add(row{"restore", "restart after SIGKILL to a linearizable read, 100 MB", []metric{m("RestartAfterSIGKILL", "p50-s"), m("RestartAfterSIGKILL", "max-s")},
+			[]reference{{label: "own p50", num: m("RestartAfterSIGKILL", "max-s"), den: m("RestartAfterSIGKILL", "p50-s"), note: "max/p50"}}})
+	}
+	return out
+}
