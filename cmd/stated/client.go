@@ -130,7 +130,9 @@ func (c *cli) withLongClient(cmd *cobra.Command, ping func(ctx context.Context, 
 	if err != nil {
 		return err
 	}
-	client, err := stated.Dial(dctx, c.addr, tlsOpts...)
+	// No command commits through this client: a session would be left
+	// behind, and opening one needs write, which an admin token lacks.
+	client, err := stated.Dial(dctx, c.addr, append(tlsOpts, stated.WithLazySession())...)
 	if err != nil {
 		return &exitError{code: exitUnreachable, err: fmt.Errorf("cannot reach the daemon at %s: %w", c.addr, err)}
 	}

@@ -34,6 +34,8 @@ type cli struct {
 	timeout time.Duration
 	// tlsCA and tlsServerName make client commands use TLS; see tls.go.
 	tlsCA, tlsServerName string
+	// tlsCert and tlsKey are the client certificate they present.
+	tlsCert, tlsKey string
 	// token is the bearer token client commands send; see token.go.
 	token string
 }
@@ -87,8 +89,10 @@ func (c *cli) rootCommand() *cobra.Command {
 	f.DurationVar(&c.timeout, "timeout", defaultTimeout, "how long a client command waits for the daemon; commands that wait for an operation (checkpoint trigger --wait, checkpoint savepoint, recovery, restore) wait as long as it takes unless --timeout is given")
 	f.StringVar(&c.tlsCA, "tls-ca", "", "client commands connect with TLS, trusting the CA certificates in this PEM file (the daemon's --tls-cert issuer)")
 	f.StringVar(&c.tlsServerName, "tls-server-name", "", "with --tls-ca: the name the daemon's certificate must hold (default: the --addr host)")
+	f.StringVar(&c.tlsCert, "tls-cert", "", "client commands present this PEM certificate, for a daemon with --tls-client-ca (with --tls-key); for stated run, --tls-cert is the certificate it serves")
+	f.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of the client commands' --tls-cert")
 	f.StringVar(&c.token, "token", "", "bearer token client commands send, for a daemon with --token-file; prefer the environment variable, which stays out of the process list")
-	bindEnv(f, "addr", "timeout", "tls-ca", "tls-server-name", "token")
+	bindEnv(f, "addr", "timeout", "tls-ca", "tls-server-name", "tls-cert", "tls-key", "token")
 	root.AddCommand(c.runCommand(), c.kvCommand(), c.offsetsCommand(), c.clusterCommand(), c.statusCommand(), c.checkpointCommand(), c.restoreCommand(), c.recoveryCommand(), c.windowsCommand(), c.demoCommand())
 	return root
 }
