@@ -94,6 +94,13 @@ func WithTLS(cfg *tls.Config) Option {
 // socket and on plaintext TCP too: without WithTLS anyone who can watch
 // the network between the Client and the daemon can read the token, so
 // use TLS for TCP beyond loopback.
+//
+// A token that may not write (read or admin only) is refused a session,
+// which Dial opens for commits: Dial does not fail on that, even with
+// WithBlock. The Client reads without a session, and its first commit
+// asks for one again, failing with PermissionDenied unless the token has
+// since been granted write. A writer's session still opens at Dial,
+// fencing an older Client of its client id as before.
 func WithToken(token string) Option {
 	return func(o *clientOptions) { o.token = token }
 }
@@ -260,7 +267,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 			return nil, fmt.Errorf("stated: dial %q: %w", addr, err)
 		}
 		if !o.lazySession {
-			if _, err := c.acquireLane(ctx); err != nil {
+			if _, err := c.acquireLane(ctx); err != nil && !sessionNotGranted(err) {
 				c.Close()
 				return nil, fmt.Errorf("stated: dial %q: %w", addr, err)
 			}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
@@ -162,6 +163,15 @@ func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
 	c.sess.idleTimeout = time.Duration(resp.GetIdleTimeoutMillis()) * time.Millisecond
 	c.sess.openErr = nil
 	c.sess.free, c.sess.nLanes = nil, 0
+}
+
+// sessionNotGranted reports whether err is the daemon's refusal to open a
+// session because the Client's token may not write (PermissionDenied):
+// such a Client reads without a session, so Dial does not fail on it. Its
+// first commit tries to open one again, and fails as the daemon says
+// unless the token has since been granted write.
+func sessionNotGranted(err error) bool {
+	return status.Code(err) == codes.PermissionDenied
 }
 
 // acquireLane waits until the Client has a session and takes a lane of
