@@ -71,7 +71,7 @@ func benchSocket(b *testing.B, target string) string {
 	return n.socket
 }
 
-func rawClient(b *testing.B, socket string) statedv1.StateClient {
+func rawClient(b testing.TB, socket string) statedv1.StateClient {
 	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.Fatal(err)

@@ -52,6 +52,20 @@
 //
 // After a restart, GetOffsets says where to resume consuming.
 //
+// # Counters
+//
+// Adds to one counter key in one Txn, as in the loop above, are sent as one
+// add of their sum when that changes nothing observable: the adds have the
+// same TTL and deltas of one sign (zero goes with either), their sum fits in
+// an int64, and no other mutation of the key (Put, Delete, a DeletePrefix
+// covering it) comes between them; otherwise a new run starts. The daemon
+// refuses a commit whose add takes a counter out of int64; because the
+// partial sums of a run move one way, the merged commit is refused exactly
+// when the unmerged one would be, and the counters end equal either way. A
+// refused field is named by its index in the Txn as built; a merged add's
+// refusal names the run's first add and reports the run's sum. Txn.Len
+// counts the mutations as built.
+//
 // # Windows
 //
 // A window namespace (DefineWindows, immutable once defined) keeps

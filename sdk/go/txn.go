@@ -28,6 +28,7 @@ type Txn struct {
 	timers     []*statedv1.TimerOp
 	source     string // AddWindow's source without FromSource (SetDefaultSource)
 	err        error  // the first error of a typed handle; Commit returns it
+	origin     []int  // the sent mutations' indexes in mutations, when counter adds were merged
 	done       bool
 }
 
@@ -131,6 +132,8 @@ func (t *Txn) ListAppend(ns string, key, value []byte, opts ...WriteOption) *Txn
 
 // CounterAdd adds delta (which may be negative) to the counter at key in ns.
 // The daemon does the addition, so concurrent adds never lose updates.
+// Adds to one key in one Txn are sent as one add of their sum where that
+// changes no outcome (see "Counters" in the package documentation).
 func (t *Txn) CounterAdd(ns string, key []byte, delta int64, opts ...WriteOption) *Txn {
 	return t.add(&statedv1.Mutation{
 		Kind: statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, Namespace: ns,
@@ -168,10 +171,14 @@ func (t *Txn) setErr(err error) {
 	}
 }
 
-// request builds the wire request for the commit on lane l.
+// request builds the wire request for the commit on lane l, with its
+// counter adds merged (merge.go); t.origin maps the request's mutation
+// indexes back to the Txn's, nil when they are the same.
 func (t *Txn) request(l *lane) *statedv1.CommitRequest {
+	var muts []*statedv1.Mutation
+	muts, t.origin = mergeCounterAdds(t.mutations)
 	return &statedv1.CommitRequest{
-		Mutations: t.mutations,
+		Mutations: muts,
 		Offsets:   t.offsets,
 		ClientId:  t.c.id,
 		SessionId: l.session,
@@ -246,7 +253,7 @@ func (t *Txn) commitInSession(ctx context.Context) (CommitResult, int, error) {
 	})
 	c.releaseLane(l)
 	if err != nil {
-		err = asFenced(c.rpcErr("commit", err))
+		err = asFenced(c.rpcErr("commit", remapFieldIndex(err, t.origin)))
 		if se := asSessionError(err); se != nil {
 			return CommitResult{}, attempts, c.sessionRefused(l, se)
 		}

@@ -1,0 +1,101 @@
+package test
+
+import (
+	"math"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	stated "github.com/statedhq/stated/sdk/go"
+)
+
+// TestMergedCounterAddsEndAsUnmergedOnes commits each case's Txn through
+// the SDK (which merges adds to one key) into one namespace, and the same
+// mutations unmerged through a raw client into another, from the same
+// seeded counters: the commit is accepted or refused alike, and every
+// counter ends equal.
+func TestMergedCounterAddsEndAsUnmergedOnes(t *testing.T) {
+	ctx, c, d := sdkSetup(t)
+	raw := rawClient(t, d.SocketPath())
+	type op struct {
+		kind  statedv1.MutationKind
+		key   string
+		delta int64
+	}
+	add := func(key string, d int64) op { return op{statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, key, d} }
+	del := func(key string) op { return op{kind: statedv1.MutationKind_MUTATION_KIND_DELETE, key: key} }
+	put := func(key string) op { return op{kind: statedv1.MutationKind_MUTATION_KIND_PUT, key: key} }
+	for i, tc := range []struct {
+		name string
+		seed map[string]int64
+		ops  []op
+	}{
+		{"interleaved adds to a few keys", nil,
+			[]op{add("a", 1), add("b", 5), add("a", 2), add("c", -1), add("b", 5), add("a", 3), add("c", -7)}},
+		{"+max then -max on 5 overflows at the first add", map[string]int64{"a": 5},
+			[]op{add("a", math.MaxInt64), add("a", -math.MaxInt64)}},
+		{"three adds of 3 on max-10 fit", map[string]int64{"a": math.MaxInt64 - 10},
+			[]op{add("a", 3), add("a", 3), add("a", 3)}},
+		{"four adds of 3 on max-10 overflow", map[string]int64{"a": math.MaxInt64 - 10},
+			[]op{add("a", 3), add("a", 3), add("a", 3), add("a", 3)}},
+		{"two adds of max on min fit though their sum does not", map[string]int64{"a": math.MinInt64},
+			[]op{add("a", math.MaxInt64), add("a", math.MaxInt64)}},
+		{"negative adds under min overflow", map[string]int64{"a": math.MinInt64 + 4},
+			[]op{add("a", -2), add("a", -2), add("a", -1)}},
+		{"a delete between adds", map[string]int64{"a": 100},
+			[]op{add("a", 1), del("a"), add("a", 2), add("a", 3)}},
+		{"a put of the key between adds", map[string]int64{"a": 100},
+			[]op{add("a", 1), put("a"), add("a", 2), add("a", 3)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nsMerged, nsPlain := "merged"+string(rune('a'+i)), "plain"+string(rune('a'+i))
+			keys := map[string]bool{}
+			for k, v := range tc.seed {
+				keys[k] = true
+				_, err := c.Update(ctx, func(x *stated.Txn) error {
+					x.CounterAdd(nsMerged, []byte(k), v).CounterAdd(nsPlain, []byte(k), v)
+					return nil
+				})
+				must(t, err)
+			}
+			x := c.Txn()
+			req := &statedv1.CommitRequest{}
+			for _, o := range tc.ops {
+				keys[o.key] = true
+				switch o.kind {
+				case statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD:
+					x.CounterAdd(nsMerged, []byte(o.key), o.delta)
+				case statedv1.MutationKind_MUTATION_KIND_DELETE:
+					x.Delete(nsMerged, []byte(o.key))
+				case statedv1.MutationKind_MUTATION_KIND_PUT:
+					x.Put(nsMerged, []byte(o.key), []byte("v"))
+				}
+				m := &statedv1.Mutation{Kind: o.kind, Namespace: nsPlain, Key: []byte(o.key), Delta: o.delta}
+				if o.kind == statedv1.MutationKind_MUTATION_KIND_PUT {
+					m.Value = []byte("v")
+				}
+				req.Mutations = append(req.Mutations, m)
+			}
+			_, mergedErr := x.Commit(ctx)
+			_, plainErr := raw.Commit(ctx, req)
+			if status.Code(mergedErr) != status.Code(plainErr) {
+				t.Fatalf("merged commit: %v; unmerged: %v", mergedErr, plainErr)
+			}
+			if plainErr != nil && status.Code(plainErr) != codes.InvalidArgument {
+				t.Fatalf("unmerged commit: %v", plainErr)
+			}
+			for k := range keys {
+				got, err := c.GetCounter(ctx, nsMerged, []byte(k), stated.WithConsistency(stated.ConsistencyLinearizable))
+				must(t, err)
+				want, err := c.GetCounter(ctx, nsPlain, []byte(k), stated.WithConsistency(stated.ConsistencyLinearizable))
+				must(t, err)
+				if got != want {
+					t.Errorf("counter %q = %d merged, %d unmerged (commit errors: %v; %v)", k, got, want, mergedErr, plainErr)
+				}
+			}
+			t.Logf("outcome: %v", plainErr)
+		})
+	}
+}
