@@ -74,6 +74,7 @@ func TestCheckpointIsAConsistentCutOfStateAndOffsets(t *testing.T) {
 	if r := apply(t, f, idx, &command.Command{Type: command.TypeCheckpointDone, Epoch: 2, Now: 8}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
+	f.removals.wait() // the removal runs off the apply loop
 	if _, err := os.Stat(res.Checkpoint.Dir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("epoch 2's local checkpoint survived its completion: %v", err)
 	}

@@ -38,6 +38,13 @@ type FSM struct {
 	ckptWG        sync.WaitGroup // the local checkpoint being made, if any
 	snaps         liveSnapshots  // snapshots Raft has not persisted or released yet
 
+	// lastCkpt is the newest local checkpoint started; only the apply loop
+	// reads and writes it.
+	lastCkpt *CheckpointResult
+	// removals are the removals of uploaded local checkpoints, made in the
+	// background one after the other (see removeUploaded).
+	removals removalQueue
+
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed and replaced whenever applied moves
 }
@@ -112,6 +119,7 @@ func readAppliedIndex(r pebble.Reader) (uint64, error) {
 // Close closes Pebble. Reads after Close return ErrClosed.
 func (f *FSM) Close() error {
 	f.ckptWG.Wait()     // a local checkpoint reads the database
+	f.removals.wait()   // and removals of uploaded ones must not outlive us
 	f.snaps.detachAll() // so does a snapshot being persisted
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -162,63 +170,10 @@ func (f *FSM) notifyApplied() {
 	f.waitMu.Unlock()
 }
 
-// Apply applies one Raft log entry and returns a *Result.
+// Apply applies one Raft log entry and returns a *Result. It is
+// ApplyBatch of one entry.
 func (f *FSM) Apply(l *raft.Log) interface{} {
-	if l.Index <= f.applied.Load() {
-		// Already in Pebble: a replay after restart.
-		return &Result{Index: l.Index}
-	}
-	res := &Result{Index: l.Index}
-	cmd, err := command.Decode(l.Data)
-	if err != nil {
-		// Every replica decodes the same bytes the same way; a command
-		// that does not decode is refused by all of them.
-		res.Err = &RejectError{Field: "command", Reason: err.Error()}
-	}
-	f.mu.RLock()
-	if f.closed {
-		f.mu.RUnlock()
-		res.Err = ErrClosed
-		return res
-	}
-	if cmd != nil {
-		var out applyOut
-		res.Index, res.Duplicate, out, res.Err = f.applyCommand(l.Index, cmd)
-		res.Claimed = out.claimed
-		res.Session = out.session
-		res.Adds, res.Emissions, res.WindowsCreated = out.adds, out.emissions, out.windowsCreated
-		if res.Err == nil && out.epoch != 0 {
-			switch cmd.Type {
-			case command.TypeCheckpoint:
-				cp := &CheckpointResult{Epoch: out.epoch, Index: l.Index, Term: l.Term}
-				f.startCheckpoint(cp)
-				res.Checkpoint = cp
-			case command.TypeCheckpointDone:
-				f.ckptWG.Wait()
-				if err := f.removeCheckpoints(out.epoch); err != nil {
-					f.logger.Warn("fsm: removing uploaded local checkpoints failed", "epoch", out.epoch, "error", err)
-				}
-			}
-		}
-	}
-	var err2 error
-	if res.Duplicate || errors.Is(res.Err, ErrRejected) {
-		// Nothing was written, but the entry is applied: record its index,
-		// so that Pebble's applied index equals Raft's for snapshots.
-		err2 = f.db.Set(keyAppliedIndex, binary.BigEndian.AppendUint64(nil, l.Index), pebble.NoSync)
-	}
-	f.mu.RUnlock()
-	if err2 == nil && res.Err != nil && !errors.Is(res.Err, ErrRejected) {
-		err2 = res.Err
-	}
-	if err2 != nil {
-		// Pebble failed to write: the replica cannot go on without
-		// diverging from its peers.
-		f.logger.Error("fsm: apply failed; stopping to avoid divergence", "index", l.Index, "error", err2)
-		panic(fmt.Sprintf("fsm: apply of index %d failed: %v", l.Index, err2))
-	}
-	f.setApplied(l.Index)
-	return res
+	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
 // applyOut is what applying a command produced besides its writes.
@@ -235,15 +190,17 @@ type applyOut struct {
 	windowsCreated bool
 }
 
-// applyCommand writes cmd and the applied index in one batch, or nothing
-// when the command is rejected or a retry of one applied before. It returns
-// the index the caller should see: index, or the first application's.
-func (f *FSM) applyCommand(index uint64, cmd *command.Command) (uint64, bool, applyOut, error) {
+// applyCommand writes cmd into b, reading the state through r (which
+// sees b's earlier writes whenever cmd needs them), or reports that it is
+// rejected or a retry of one applied before; the caller then discards what
+// it wrote into b. It returns the index the caller should see: index, or
+// the first application's.
+func applyCommand(b *pebble.Batch, r pebble.Reader, index uint64, cmd *command.Command) (uint64, bool, applyOut, error) {
 	var chk *sessionCheck
 	if c := cmd.Commit; cmd.Type == command.TypeCommit && c != nil {
 		switch {
 		case legacyRetry(cmd):
-			first, ok, err := f.duplicateOf(cmd)
+			first, ok, err := duplicateOf(r, cmd)
 			if err != nil {
 				return index, false, applyOut{}, err
 			}
@@ -251,7 +208,7 @@ func (f *FSM) applyCommand(index uint64, cmd *command.Command) (uint64, bool, ap
 				return first, true, applyOut{}, nil
 			}
 		case c.SessionID != 0:
-			s, first, dup, err := checkSession(f.db, c, cmd.Now)
+			s, first, dup, err := checkSession(r, c, cmd.Now)
 			if err != nil {
 				return index, false, applyOut{}, err
 			}
@@ -263,7 +220,7 @@ func (f *FSM) applyCommand(index uint64, cmd *command.Command) (uint64, bool, ap
 			return index, false, applyOut{}, reject("session_id", "a commit with a sequence needs a session; open one with OpenSession")
 		}
 	}
-	out, err := f.writeCommand(index, cmd, chk)
+	out, err := writeCommand(b, r, index, cmd, chk)
 	return index, false, out, err
 }
 
@@ -278,9 +235,9 @@ func legacyRetry(cmd *command.Command) bool {
 // duplicateOf reports whether cmd, a commit of format version 2, has a
 // (client id, sequence) that was applied within the dedup window, and at
 // which index.
-func (f *FSM) duplicateOf(cmd *command.Command) (uint64, bool, error) {
+func duplicateOf(r pebble.Reader, cmd *command.Command) (uint64, bool, error) {
 	c := cmd.Commit
-	v, closer, err := f.db.Get(dedupKey(c.ClientID, c.Seq))
+	v, closer, err := r.Get(dedupKey(c.ClientID, c.Seq))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0, false, nil
 	}
@@ -298,18 +255,8 @@ func (f *FSM) duplicateOf(cmd *command.Command) (uint64, bool, error) {
 	return binary.BigEndian.Uint64(payload), true, nil
 }
 
-func (f *FSM) writeCommand(index uint64, cmd *command.Command, chk *sessionCheck) (applyOut, error) {
-	// A command that reads what it wrote (a counter or list touched twice)
-	// needs an indexed batch; plain puts and deletes do not pay for one.
-	var b *pebble.Batch
-	var r pebble.Reader = f.db
-	if readsOwnWrites(cmd) {
-		b = f.db.NewIndexedBatch()
-		r = b
-	} else {
-		b = f.db.NewBatch()
-	}
-	defer b.Close()
+// writeCommand writes cmd into b; r is what it reads the state through.
+func writeCommand(b *pebble.Batch, r pebble.Reader, index uint64, cmd *command.Command, chk *sessionCheck) (applyOut, error) {
 	a := applier{b: b, r: r, now: cmd.Now}
 	var err error
 	var out applyOut
@@ -354,13 +301,10 @@ func (f *FSM) writeCommand(index uint64, cmd *command.Command, chk *sessionCheck
 	if err != nil {
 		return applyOut{}, err
 	}
-	if err := b.Set(keyAppliedIndex, binary.BigEndian.AppendUint64(nil, index), nil); err != nil {
-		return applyOut{}, err
-	}
 	if a.win != nil {
 		out.adds, out.emissions = a.win.adds, a.win.emitted
 	}
-	return out, b.Commit(pebble.NoSync)
+	return out, nil
 }
 
 // readsOwnWrites reports whether applying cmd reads keys it may have
@@ -434,5 +378,5 @@ func (p pebbleLogger) Fatalf(format string, args ...interface{}) {
 	panic(msg)
 }
 
-var _ raft.FSM = (*FSM)(nil)
+var _ raft.BatchingFSM = (*FSM)(nil)
 var _ io.Closer = (*FSM)(nil)

@@ -123,6 +123,13 @@ func runWindowModel(t *testing.T, seed uint64, shape command.Shape, agg command.
 		g.Apply(l)
 	}
 	sameContents(t, run.f, g)
+	// And in batches of random sizes (ApplyBatch): the same results,
+	// entry by entry, and the same bytes.
+	var data [][]byte
+	for _, l := range run.log {
+		data = append(data, l.Data)
+	}
+	applyInBatches(t, seed, data)
 	t.Logf("outcomes: %v", run.seen)
 	if run.seen["closed"] == 0 || run.seen["late"] == 0 {
 		t.Errorf("the log closed %d windows and saw %d late records: the generator exercises too little", run.seen["closed"], run.seen["late"])

@@ -1,0 +1,229 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/batchrepr"
+	"github.com/hashicorp/raft"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// ApplyBatch applies committed log entries in order and returns one value
+// per entry: a *Result for each command, and nil for a configuration
+// change (raft.Raft passes those to a BatchingFSM too; Apply never saw
+// them, and the state machine keeps nothing of them).
+//
+// The commands go into one Pebble batch, committed once with the applied
+// index of the last of them, so that a batch of entries costs one Pebble
+// commit and one wake-up of the readers waiting for an index. Every entry
+// still applies as if alone:
+//   - it reads the state through the batch, so it sees the entries before
+//     it (a counter added to twice, a sequence retried in the same batch);
+//   - a rejected entry, or a retry answered as a duplicate, leaves nothing
+//     in the batch (its writes are cut off again);
+//   - a checkpoint barrier commits the batch up to and including itself
+//     before its local checkpoint starts, so the checkpoint holds every
+//     entry up to the barrier and the applied index that says so.
+//
+// The applied index, in Pebble and for WaitApplied, moves only once the
+// writes of the entries up to it are committed. A Pebble write that fails
+// stops the replica with a panic rather than let it diverge.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		for i, l := range logs {
+			if l.Type == raft.LogCommand {
+				out[i] = &Result{Index: l.Index, Err: ErrClosed}
+			}
+		}
+		return out
+	}
+	g := group{f: f}
+	applied := f.applied.Load()
+	for _, l := range logs {
+		if l.Type == raft.LogCommand && l.Index > applied {
+			g.entries++
+		}
+	}
+	defer g.close()
+	for i, l := range logs {
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		if l.Index <= applied {
+			// Already in Pebble: a replay after restart.
+			out[i] = &Result{Index: l.Index}
+			continue
+		}
+		out[i] = g.apply(l)
+	}
+	g.commit()
+	return out
+}
+
+// group is the Pebble batch that one ApplyBatch writes its entries into.
+type group struct {
+	f *FSM
+	// entries is how many entries the call applies. With more than one,
+	// b is an indexed batch that every entry reads the state through;
+	// a lone entry gets an indexed batch only when it reads its own
+	// writes (readsOwnWrites), as plain puts do not pay for an index.
+	entries int
+	b       *pebble.Batch
+	// last is the index of the newest entry in b; zero when b holds
+	// nothing to commit.
+	last uint64
+	// done are the epochs completed by entries in b, whose local
+	// checkpoints are removed once b is committed.
+	done []uint64
+}
+
+// batch returns the batch cmd writes into and the reader it reads through.
+func (g *group) batch(cmd *command.Command) (*pebble.Batch, pebble.Reader) {
+	if g.b == nil {
+		if g.entries > 1 || readsOwnWrites(cmd) {
+			g.b = g.f.db.NewIndexedBatch()
+		} else {
+			g.b = g.f.db.NewBatch()
+		}
+	}
+	if g.b.Indexed() {
+		return g.b, g.b
+	}
+	return g.b, g.f.db
+}
+
+// apply applies one command entry into the group's batch.
+func (g *group) apply(l *raft.Log) *Result {
+	res := &Result{Index: l.Index}
+	g.last = l.Index
+	cmd, err := command.Decode(l.Data)
+	if err != nil {
+		// Every replica decodes the same bytes the same way; a command
+		// that does not decode is refused by all of them.
+		res.Err = &RejectError{Field: "command", Reason: err.Error()}
+		return res
+	}
+	b, r := g.batch(cmd)
+	before := g.mark()
+	var out applyOut
+	res.Index, res.Duplicate, out, res.Err = applyCommand(b, r, l.Index, cmd)
+	res.Claimed = out.claimed
+	res.Session = out.session
+	res.Adds, res.Emissions, res.WindowsCreated = out.adds, out.emissions, out.windowsCreated
+	switch {
+	case res.Duplicate || errors.Is(res.Err, ErrRejected):
+		// Nothing of it is written, but the entry is applied: its index
+		// is recorded with the batch, so that Pebble's applied index
+		// equals Raft's for snapshots.
+		if err := g.cut(before); err != nil {
+			g.fail(l.Index, err)
+		}
+	case res.Err != nil:
+		g.fail(l.Index, res.Err)
+	case out.epoch != 0 && cmd.Type == command.TypeCheckpoint:
+		// The local checkpoint reads the database, which must hold
+		// every entry up to this one.
+		g.commit()
+		cp := &CheckpointResult{Epoch: out.epoch, Index: l.Index, Term: l.Term}
+		g.f.startCheckpoint(cp)
+		g.f.lastCkpt = cp
+		res.Checkpoint = cp
+	case out.epoch != 0 && cmd.Type == command.TypeCheckpointDone:
+		g.done = append(g.done, out.epoch)
+	}
+	return res
+}
+
+// fail stops the replica: Pebble failed to write, and it cannot go on
+// without diverging from its peers.
+func (g *group) fail(index uint64, err error) {
+	g.f.logger.Error("fsm: apply failed; stopping to avoid divergence", "index", index, "error", err)
+	panic(fmt.Sprintf("fsm: apply of index %d failed: %v", index, err))
+}
+
+// batchMark is how far a batch was written.
+type batchMark struct {
+	count uint32
+	len   int
+}
+
+func (g *group) mark() batchMark {
+	if g.b == nil {
+		return batchMark{}
+	}
+	return batchMark{count: g.b.Count(), len: g.b.Len()}
+}
+
+// cut drops what was written into the batch after m. A Pebble batch cannot
+// be truncated, so the batch is rebuilt from the records before m (a
+// rejection that wrote something first is rare; most are refused before
+// their first write and cost nothing here).
+func (g *group) cut(m batchMark) error {
+	if g.b == nil || g.b.Count() == m.count {
+		return nil
+	}
+	var nb *pebble.Batch
+	if g.b.Indexed() {
+		nb = g.f.db.NewIndexedBatch()
+	} else {
+		nb = g.f.db.NewBatch()
+	}
+	if m.count > 0 {
+		prefix := append([]byte(nil), g.b.Repr()[:m.len]...)
+		batchrepr.SetCount(prefix, m.count)
+		src := g.f.db.NewBatch()
+		err := src.SetRepr(prefix)
+		if err == nil {
+			err = nb.Apply(src, nil)
+		}
+		src.Close()
+		if err != nil {
+			nb.Close()
+			return fmt.Errorf("fsm: drop a rejected entry's writes: %w", err)
+		}
+	}
+	g.b.Close()
+	g.b = nb
+	return nil
+}
+
+// commit commits the batch with the applied index of its last entry, then
+// moves the applied index and starts the removals the batch's completion
+// entries asked for.
+func (g *group) commit() {
+	if g.last == 0 {
+		return
+	}
+	if g.b == nil {
+		g.b = g.f.db.NewBatch()
+	}
+	err := g.b.Set(keyAppliedIndex, binary.BigEndian.AppendUint64(nil, g.last), nil)
+	if err == nil {
+		err = g.b.Commit(pebble.NoSync)
+	}
+	if err != nil {
+		g.fail(g.last, err)
+	}
+	g.b.Close()
+	g.b = nil
+	g.f.setApplied(g.last)
+	g.last = 0
+	for _, epoch := range g.done {
+		g.f.removeUploaded(epoch)
+	}
+	g.done = g.done[:0]
+}
+
+func (g *group) close() {
+	if g.b != nil {
+		g.b.Close()
+		g.b = nil
+	}
+}

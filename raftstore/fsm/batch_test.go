@@ -1,0 +1,305 @@
+package fsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// applyInBatches applies the commands of data to two new state machines,
+// one entry at a time to the first and with ApplyBatch in batches of
+// random sizes (one entry included, configuration changes mixed in, as
+// Raft sends them) to the second. Every entry's result, the applied index
+// after every batch, the local checkpoints of barriers and the final bytes
+// must be the same.
+func applyInBatches(t *testing.T, seed uint64, data [][]byte) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 0xba7c4))
+	var logs []*raft.Log
+	for _, d := range data {
+		if r.IntN(16) == 0 {
+			logs = append(logs, &raft.Log{Index: uint64(len(logs) + 1), Type: raft.LogConfiguration, Data: []byte("conf")})
+		}
+		logs = append(logs, &raft.Log{Index: uint64(len(logs) + 1), Term: 1, Type: raft.LogCommand, Data: d})
+	}
+	one, batched := openFSM(t), openFSM(t)
+	want := make([]*Result, len(logs))
+	for i, l := range logs {
+		if l.Type == raft.LogCommand {
+			want[i] = one.Apply(l).(*Result)
+			if cp := want[i].Checkpoint; cp != nil {
+				if err := cp.Wait(); err != nil {
+					t.Fatalf("seed %d: checkpoint at index %d: %v", seed, l.Index, err)
+				}
+			}
+		}
+	}
+	var lastCmd uint64
+	for i := 0; i < len(logs); {
+		n := 1 + r.IntN(24)
+		if r.IntN(4) == 0 {
+			n = 1
+		}
+		batch := logs[i:min(i+n, len(logs))]
+		got := batched.ApplyBatch(batch)
+		if len(got) != len(batch) {
+			t.Fatalf("seed %d: ApplyBatch of %d entries returned %d results", seed, len(batch), len(got))
+		}
+		for j, l := range batch {
+			if l.Type != raft.LogCommand {
+				if got[j] != nil {
+					t.Fatalf("seed %d: configuration entry %d returned %v, want nil", seed, l.Index, got[j])
+				}
+				continue
+			}
+			lastCmd = l.Index
+			res := got[j].(*Result)
+			if d := diffBatchResult(res, want[i+j]); d != "" {
+				t.Fatalf("seed %d: entry %d in a batch of %d (position %d): %s\none by one: %s\ncommand: %s",
+					seed, l.Index, len(batch), j, d, fmtResult(want[i+j]), describe(l.Data))
+			}
+			if cp := res.Checkpoint; cp != nil {
+				checkBarrierCut(t, seed, cp, batch[len(batch)-1].Index)
+			}
+		}
+		if got := batched.AppliedIndex(); got != lastCmd {
+			t.Fatalf("seed %d: applied index %d after a batch ending at %d, want %d (its last command)", seed, got, batch[len(batch)-1].Index, lastCmd)
+		}
+		i += len(batch)
+	}
+	sameContents(t, one, batched)
+}
+
+// checkBarrierCut checks that a barrier's local checkpoint holds the state
+// as of the barrier or as of a later entry of its batch (it is made while
+// the rest of the batch applies), never of an entry before it.
+func checkBarrierCut(t *testing.T, seed uint64, cp *CheckpointResult, batchEnd uint64) {
+	t.Helper()
+	if err := cp.Wait(); err != nil {
+		t.Fatalf("seed %d: checkpoint at index %d: %v", seed, cp.Index, err)
+	}
+	info, err := ReadCheckpoint(cp.Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return // a completion entry later in the batch removed it
+	}
+	if err != nil {
+		t.Fatalf("seed %d: read checkpoint at index %d: %v", seed, cp.Index, err)
+	}
+	if info.AppliedIndex < cp.Index || info.AppliedIndex > batchEnd {
+		t.Fatalf("seed %d: checkpoint of the barrier at index %d holds applied index %d (batch ends at %d)", seed, cp.Index, info.AppliedIndex, batchEnd)
+	}
+	if info.Epoch < cp.Epoch {
+		t.Fatalf("seed %d: checkpoint of epoch %d at index %d holds epoch %d", seed, cp.Epoch, cp.Index, info.Epoch)
+	}
+}
+
+// diffBatchResult compares every field of two results of one entry.
+func diffBatchResult(got, want *Result) string {
+	if d := diffResults(got, want); d != "" {
+		return d
+	}
+	if !reflect.DeepEqual(got.Claimed, want.Claimed) || !reflect.DeepEqual(got.Adds, want.Adds) ||
+		!reflect.DeepEqual(got.Emissions, want.Emissions) || got.WindowsCreated != want.WindowsCreated ||
+		got.Checkpoint != nil && got.Checkpoint.Index != want.Checkpoint.Index {
+		return fmt.Sprintf("%s vs %s", fmtResult(got), fmtResult(want))
+	}
+	return ""
+}
+
+func fmtResult(r *Result) string {
+	s := fmt.Sprintf("{index %d dup %v err %v claimed %v adds %v emissions %v created %v", r.Index, r.Duplicate, r.Err, r.Claimed, r.Adds, r.Emissions, r.WindowsCreated)
+	if r.Session != nil {
+		s += fmt.Sprintf(" session %+v", *r.Session)
+	}
+	if r.Checkpoint != nil {
+		s += fmt.Sprintf(" checkpoint epoch %d index %d", r.Checkpoint.Epoch, r.Checkpoint.Index)
+	}
+	return s + "}"
+}
+
+func encodeAll(cmds ...*command.Command) [][]byte {
+	var out [][]byte
+	for _, c := range cmds {
+		out = append(out, command.Encode(nil, c))
+	}
+	return out
+}
+
+// batchLogs makes one batch of command entries from index 1.
+func batchLogs(cmds ...*command.Command) []*raft.Log {
+	var logs []*raft.Log
+	for i, d := range encodeAll(cmds...) {
+		logs = append(logs, &raft.Log{Index: uint64(i + 1), Term: 1, Type: raft.LogCommand, Data: d})
+	}
+	return logs
+}
+
+func TestApplyBatchEntriesSeeTheEarlierEntriesOfTheirBatch(t *testing.T) {
+	const now = int64(1_700_000_000_000_000_000)
+	add := func(delta int64) command.Mutation {
+		return command.Mutation{Op: command.OpCounterAdd, Namespace: "n", Key: []byte("c"), Delta: delta}
+	}
+	put := command.Mutation{Op: command.OpPut, Namespace: "n", Key: []byte("p"), Value: []byte("v")}
+	session := func(seq uint64, hash byte, muts ...command.Mutation) *command.Command {
+		return &command.Command{Type: command.TypeCommit, Now: now, Commit: &command.Commit{
+			ClientID: "cl", SessionID: 7, Seq: seq, Hash: [16]byte{hash}, Mutations: muts}}
+	}
+	open := &command.Command{Type: command.TypeOpenSession, Now: now,
+		Session: &command.Session{ClientID: "cl", ID: 7, IdleTimeout: int64(time.Hour)}}
+	claim := &command.Command{Type: command.TypeClaim, Now: now, Claim: &command.Claim{
+		Group: "g", Owner: "o", Partitions: []command.PartitionEpoch{{Topic: "t", Partition: 0}}}}
+	fenced := func(epoch uint64, offset int64) *command.Command {
+		return &command.Command{Type: command.TypeCommit, Now: now, Commit: &command.Commit{
+			ClientID: "o", Offsets: []command.Offset{{Group: "g", Topic: "t", Partition: 0, Offset: offset, Epoch: epoch}}}}
+	}
+	for _, tc := range []struct {
+		name  string
+		cmds  []*command.Command
+		check func(t *testing.T, f *FSM, res []*Result)
+	}{
+		{"two counter adds to one key", []*command.Command{commitCmd(now, []command.Mutation{add(2)}, nil), commitCmd(now, []command.Mutation{add(3)}, nil)},
+			func(t *testing.T, f *FSM, res []*Result) {
+				if v := counterValue(t, f, "n", "c", now); v != 5 {
+					t.Fatalf("counter = %d after adds of 2 and 3 in one batch, want 5", v)
+				}
+			}},
+		{"a sequence retried in the batch that applied it", []*command.Command{open, session(1, 11, add(1)), session(1, 11, add(1)), session(2, 12, add(1))},
+			func(t *testing.T, f *FSM, res []*Result) {
+				if !res[2].Duplicate || res[2].Index != 2 || res[2].Err != nil {
+					t.Fatalf("the retry returned %s, want a duplicate of index 2", fmtResult(res[2]))
+				}
+				if v := counterValue(t, f, "n", "c", now); v != 2 {
+					t.Fatalf("counter = %d, want 2: the retry must not apply again", v)
+				}
+			}},
+		{"a sequence reused with other contents in the batch", []*command.Command{open, session(1, 11, add(1)), session(1, 99, add(1))},
+			func(t *testing.T, f *FSM, res []*Result) {
+				var se *SessionError
+				if !errors.As(res[2].Err, &se) || se.Reason != SequenceReused {
+					t.Fatalf("the reuse returned %s, want a sequence-reused refusal", fmtResult(res[2]))
+				}
+			}},
+		{"a claim then an offset commit of its epoch, and one of the epoch before", []*command.Command{claim, fenced(1, 10), fenced(0, 11)},
+			func(t *testing.T, f *FSM, res []*Result) {
+				if res[1].Err != nil || len(res[0].Claimed) != 1 || res[0].Claimed[0].Epoch != 1 {
+					t.Fatalf("claim %s then commit %s: want epoch 1 claimed and the commit applied", fmtResult(res[0]), fmtResult(res[1]))
+				}
+				if !errors.Is(res[2].Err, ErrFenced) {
+					t.Fatalf("a commit of epoch 0 after the claim returned %s, want fenced", fmtResult(res[2]))
+				}
+			}},
+		{"an offset lower than the one the entry before stored", []*command.Command{fenced(0, 10), fenced(0, 5)},
+			func(t *testing.T, f *FSM, res []*Result) {
+				var re *RejectError
+				if !errors.As(res[1].Err, &re) || re.Field != "offsets[0].offset" {
+					t.Fatalf("the lower offset returned %s, want a rejection of offsets[0].offset", fmtResult(res[1]))
+				}
+			}},
+		{"a rejected entry that wrote before its refusal leaves nothing", []*command.Command{
+			commitCmd(now, []command.Mutation{add(math.MaxInt64 - 1)}, nil),
+			commitCmd(now, []command.Mutation{put, add(5)}, nil), // the put, then an overflow
+			commitCmd(now, []command.Mutation{add(-1)}, nil)},
+			func(t *testing.T, f *FSM, res []*Result) {
+				if !errors.Is(res[1].Err, ErrRejected) {
+					t.Fatalf("the overflowing add returned %s, want a rejection", fmtResult(res[1]))
+				}
+				if _, ok, err := f.Get("n", []byte("p"), KindValue, nil, now); ok || err != nil {
+					t.Fatalf("the rejected entry's put is visible (found %v, err %v)", ok, err)
+				}
+				if v := counterValue(t, f, "n", "c", now); v != math.MaxInt64-2 {
+					t.Fatalf("counter = %d, want %d", v, int64(math.MaxInt64-2))
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := batchLogs(tc.cmds...)
+			one := openFSM(t)
+			var want []*Result
+			for _, l := range logs {
+				want = append(want, one.Apply(l).(*Result))
+			}
+			f := openFSM(t)
+			out := f.ApplyBatch(logs)
+			var got []*Result
+			for i, o := range out {
+				got = append(got, o.(*Result))
+				if d := diffBatchResult(got[i], want[i]); d != "" {
+					t.Fatalf("entry %d: batched %s", i+1, d)
+				}
+			}
+			tc.check(t, f, got)
+			tc.check(t, one, want)
+			if f.AppliedIndex() != uint64(len(logs)) {
+				t.Fatalf("applied index %d, want %d", f.AppliedIndex(), len(logs))
+			}
+			sameContents(t, one, f)
+		})
+	}
+}
+
+func counterValue(t *testing.T, f *FSM, ns, key string, now int64) int64 {
+	t.Helper()
+	e, ok, err := f.Get(ns, []byte(key), KindCounter, nil, now)
+	if err != nil || !ok {
+		t.Fatalf("counter %s/%s: found %v, err %v", ns, key, ok, err)
+	}
+	return e.Counter
+}
+
+// TestApplyBatchMovesTheAppliedIndexOnlyOverCommittedWrites has readers
+// wait for each index while batches apply: whatever index they see, the
+// writes up to it must be readable.
+func TestApplyBatchMovesTheAppliedIndexOnlyOverCommittedWrites(t *testing.T) {
+	f := openFSM(t)
+	const entries = 600
+	add := command.Mutation{Op: command.OpCounterAdd, Namespace: "n", Key: []byte("c"), Delta: 1}
+	var logs []*raft.Log
+	for i := 1; i <= entries; i++ {
+		logs = append(logs, &raft.Log{Index: uint64(i), Type: raft.LogCommand, Data: command.Encode(nil, commitCmd(1, []command.Mutation{add}, nil))})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for want := uint64(1); want <= entries; want++ {
+				if err := f.WaitApplied(ctx, want); err != nil {
+					errs <- err
+					return
+				}
+				idx := f.AppliedIndex()
+				e, ok, err := f.Get("n", []byte("c"), KindCounter, nil, 1)
+				if err != nil || !ok || e.Counter < int64(idx) {
+					errs <- fmt.Errorf("applied index %d but the counter reads %d (found %v, err %v)", idx, e.Counter, ok, err)
+					return
+				}
+				want = idx
+			}
+		}()
+	}
+	r := rand.New(rand.NewPCG(7, 7))
+	for i := 0; i < len(logs); {
+		n := 1 + r.IntN(64)
+		f.ApplyBatch(logs[i:min(i+n, len(logs))])
+		i += n
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
