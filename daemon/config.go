@@ -71,6 +71,12 @@ type Config struct {
 	// MaxMessageBytes caps the size of a gRPC message the daemon receives
 	// or sends. Default 64 MiB.
 	MaxMessageBytes int
+	// RaftLogStore is the store of the Raft log: "wal" (raft-wal) or
+	// "boltdb" (raft-boltdb); see raftstore.Config.LogStore. Empty means
+	// the store DataDir already holds, or raftstore.DefaultLogStore for a
+	// new DataDir. A DataDir holding the other store is refused: it
+	// cannot be switched in place.
+	RaftLogStore string
 	// SnapshotThreshold, SnapshotInterval and TrailingLogs tune Raft
 	// snapshots (see raftstore.Config); zero keeps raftstore's defaults.
 	SnapshotThreshold uint64
@@ -219,6 +225,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("daemon: config: AdvertiseRaftAddr %q: want a host peers can dial and a port other than 0", c.AdvertiseRaftAddr))
 		}
 	}
+	if err := CheckRaftLogStore(c.RaftLogStore); err != nil {
+		errs = append(errs, fmt.Errorf("daemon: config: RaftLogStore %q: %w", c.RaftLogStore, err))
+	}
 	if c.BootstrapNodeID != "" && len(c.Join) == 0 {
 		errs = append(errs, errors.New("daemon: config: BootstrapNodeID needs Join: give every member the same --join list of all members' gRPC addresses"))
 	}
@@ -272,6 +281,16 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.validateTLS()...)
 	return errors.Join(errs...)
+}
+
+// CheckRaftLogStore says what is wrong with kind as a RaftLogStore, if
+// anything: it must be "wal", "boltdb" or empty.
+func CheckRaftLogStore(kind string) error {
+	if raftstore.ValidLogStore(kind) {
+		return nil
+	}
+	return fmt.Errorf("want %s or %s (or empty: the data dir's own store, %s for a new data dir)",
+		raftstore.LogStoreWAL, raftstore.LogStoreBoltDB, raftstore.DefaultLogStore)
 }
 
 // withDefaults returns c with its optional zero fields filled in.

@@ -168,6 +168,7 @@ func (d *Daemon) openStore(ctx context.Context) error {
 	rc.Dir = d.cfg.DataDir
 	rc.RaftBind = d.cfg.RaftAddr
 	rc.RaftAdvertise = d.cfg.AdvertiseRaftAddr
+	rc.LogStore = d.cfg.RaftLogStore
 	rc.GRPCAddr = d.AdvertiseGRPCAddr()
 	rc.Bootstrap = d.cfg.Bootstrap && len(d.cfg.Join) == 0
 	if d.cfg.BootstrapNodeID != "" && d.cfg.BootstrapNodeID == d.cfg.NodeID {

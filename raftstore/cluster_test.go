@@ -26,6 +26,14 @@ import (
 // Every wait in these tests is bounded by this.
 const waitTimeout = raftstoretest.WaitTimeout
 
+// forEachLogStore runs test once on each Raft log store, as a subtest
+// named after it.
+func forEachLogStore(t *testing.T, test func(t *testing.T, logStore string)) {
+	for _, ls := range []string{raftstore.LogStoreBoltDB, raftstore.LogStoreWAL} {
+		t.Run(ls, func(t *testing.T) { test(t, ls) })
+	}
+}
+
 func increment(clientID string, seq uint64, key string, delta int64) *command.Commit {
 	return &command.Commit{ClientID: clientID, Seq: seq, Mutations: []command.Mutation{
 		{Op: command.OpCounterAdd, Namespace: "ns", Key: []byte(key), Delta: delta},
@@ -155,38 +163,40 @@ func checkEveryNode(t *testing.T, c *raftstoretest.Cluster, key string, want int
 }
 
 func TestLeaderFailoverLosesNoAcknowledgedCommit(t *testing.T) {
-	c := raftstoretest.NewCluster(t, 3)
-	w := startWriters(t, c, 3, "c")
-	w.await(t, 50)
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		c := raftstoretest.NewCluster(t, 3, raftstoretest.WithLogStore(logStore))
+		w := startWriters(t, c, 3, "c")
+		w.await(t, 50)
 
-	old := c.Leader(t)
-	oldTerm, oldIdx := old.Status().Term, c.Index(old.NodeID())
-	c.Stop(oldIdx) // mid-way: writers have commits in flight at it
-	w.await(t, w.acked.Load()+50)
-	l := c.Leader(t)
-	if l.NodeID() == old.NodeID() || l.Status().Term <= oldTerm {
-		t.Fatalf("leader after failover: %s in term %d; old: %s in term %d", l.NodeID(), l.Status().Term, old.NodeID(), oldTerm)
-	}
+		old := c.Leader(t)
+		oldTerm, oldIdx := old.Status().Term, c.Index(old.NodeID())
+		c.Stop(oldIdx) // mid-way: writers have commits in flight at it
+		w.await(t, w.acked.Load()+50)
+		l := c.Leader(t)
+		if l.NodeID() == old.NodeID() || l.Status().Term <= oldTerm {
+			t.Fatalf("leader after failover: %s in term %d; old: %s in term %d", l.NodeID(), l.Status().Term, old.NodeID(), oldTerm)
+		}
 
-	c.Restart(t, oldIdx)
-	w.await(t, w.acked.Load()+50)
-	acked := w.finish(t)
-	checkEveryNode(t, c, "c", acked)
+		c.Restart(t, oldIdx)
+		w.await(t, w.acked.Load()+50)
+		acked := w.finish(t)
+		checkEveryNode(t, c, "c", acked)
 
-	// A retry of the last acknowledged commit, after failovers, returns
-	// its first index and applies nothing; a retry of an older one is
-	// refused, never applied.
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	last := w.lastSeq.Load()
-	idx, err := c.Commit(ctx, increment("w0", last, "c", 1), time.Second)
-	if err != nil || idx != w.lastIndex.Load() {
-		t.Fatalf("retry of w0/%d = %d, %v; want its first index %d", last, idx, err, w.lastIndex.Load())
-	}
-	if _, err := c.Commit(ctx, increment("w0", last-1, "c", 1), time.Second); !errors.Is(err, fsm.ErrSessionRefused) {
-		t.Fatalf("retry of w0/%d below the highest: %v, want a session refusal", last-1, err)
-	}
-	checkEveryNode(t, c, "c", acked)
+		// A retry of the last acknowledged commit, after failovers, returns
+		// its first index and applies nothing; a retry of an older one is
+		// refused, never applied.
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		last := w.lastSeq.Load()
+		idx, err := c.Commit(ctx, increment("w0", last, "c", 1), time.Second)
+		if err != nil || idx != w.lastIndex.Load() {
+			t.Fatalf("retry of w0/%d = %d, %v; want its first index %d", last, idx, err, w.lastIndex.Load())
+		}
+		if _, err := c.Commit(ctx, increment("w0", last-1, "c", 1), time.Second); !errors.Is(err, fsm.ErrSessionRefused) {
+			t.Fatalf("retry of w0/%d below the highest: %v, want a session refusal", last-1, err)
+		}
+		checkEveryNode(t, c, "c", acked)
+	})
 }
 
 // recorder keeps the messages each node logs.
@@ -252,66 +262,68 @@ func snapshotIndexes(t *testing.T, dir string) []uint64 {
 }
 
 func TestWipedFollowerRejoinsFromSnapshot(t *testing.T) {
-	rec := &recorder{msgs: map[string][]string{}}
-	c := raftstoretest.NewCluster(t, 3,
-		raftstoretest.WithLogger(slog.New(recordHandler{r: rec})),
-		raftstoretest.WithConfig(func(cfg *raftstore.Config) {
-			cfg.SnapshotThreshold = 64
-			cfg.TrailingLogs = 16
-			cfg.SnapshotInterval = 100 * time.Millisecond
-		}))
-	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
-	defer cancel()
-	var acked int64
-	commit := func(n int) {
-		t.Helper()
-		for range n {
-			acked++
-			if _, err := c.Commit(ctx, increment("t", uint64(acked), "c", 1), time.Second); err != nil {
-				t.Fatal(err)
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		rec := &recorder{msgs: map[string][]string{}}
+		c := raftstoretest.NewCluster(t, 3, raftstoretest.WithLogStore(logStore),
+			raftstoretest.WithLogger(slog.New(recordHandler{r: rec})),
+			raftstoretest.WithConfig(func(cfg *raftstore.Config) {
+				cfg.SnapshotThreshold = 64
+				cfg.TrailingLogs = 16
+				cfg.SnapshotInterval = 100 * time.Millisecond
+			}))
+		ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
+		defer cancel()
+		var acked int64
+		commit := func(n int) {
+			t.Helper()
+			for range n {
+				acked++
+				if _, err := c.Commit(ctx, increment("t", uint64(acked), "c", 1), time.Second); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
-	}
 
-	commit(150)
-	f := c.Index(c.Followers()[0].NodeID())
-	id := c.ID(f)
-	c.Wipe(f)
-	commit(150)
-	// Compact the leader's log well past anything the wiped node had:
-	// from now on it can only catch up from a snapshot.
-	l := c.Leader(t)
-	if err := l.Snapshot(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
-		t.Fatal(err)
-	}
-	if len(snapshotIndexes(t, c.Dir(c.Index(l.NodeID())))) == 0 {
-		t.Fatal("the leader took no snapshot")
-	}
+		commit(150)
+		f := c.Index(c.Followers()[0].NodeID())
+		id := c.ID(f)
+		c.Wipe(f)
+		commit(150)
+		// Compact the leader's log well past anything the wiped node had:
+		// from now on it can only catch up from a snapshot.
+		l := c.Leader(t)
+		if err := l.Snapshot(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+			t.Fatal(err)
+		}
+		if len(snapshotIndexes(t, c.Dir(c.Index(l.NodeID())))) == 0 {
+			t.Fatal("the leader took no snapshot")
+		}
 
-	c.Restart(t, f) // joins again with the same id and address
-	s := c.Node(f)
-	if !rec.logged(id, "Installed remote snapshot") {
-		t.Errorf("%s caught up without installing a snapshot", id)
-	}
-	if len(snapshotIndexes(t, c.Dir(f))) == 0 {
-		t.Errorf("%s keeps no snapshot after installing one", id)
-	}
-	members, _, err := c.Leader(t).Members()
-	if err != nil || len(members) != 3 {
-		t.Fatalf("members after the rejoin = %+v, %v; want 3", members, err)
-	}
+		c.Restart(t, f) // joins again with the same id and address
+		s := c.Node(f)
+		if !rec.logged(id, "Installed remote snapshot") {
+			t.Errorf("%s caught up without installing a snapshot", id)
+		}
+		if len(snapshotIndexes(t, c.Dir(f))) == 0 {
+			t.Errorf("%s keeps no snapshot after installing one", id)
+		}
+		members, _, err := c.Leader(t).Members()
+		if err != nil || len(members) != 3 {
+			t.Fatalf("members after the rejoin = %+v, %v; want 3", members, err)
+		}
 
-	// Session reads at the rejoined node include every commit, those in
-	// the snapshot and those after it.
-	commit(20)
-	idx := lastCommandIndex(t, c)
-	if _, err := s.ReadBarrier(ctx, raftstore.Session, idx); err != nil {
-		t.Fatal(err)
-	}
-	if got := readCounter(t, s, "c"); got != acked {
-		t.Fatalf("rejoined %s: counter %d, want %d", id, got, acked)
-	}
-	checkEveryNode(t, c, "c", acked)
+		// Session reads at the rejoined node include every commit, those in
+		// the snapshot and those after it.
+		commit(20)
+		idx := lastCommandIndex(t, c)
+		if _, err := s.ReadBarrier(ctx, raftstore.Session, idx); err != nil {
+			t.Fatal(err)
+		}
+		if got := readCounter(t, s, "c"); got != acked {
+			t.Fatalf("rejoined %s: counter %d, want %d", id, got, acked)
+		}
+		checkEveryNode(t, c, "c", acked)
+	})
 }
 
 // TestWipedVoterCannotElectALeaderMissingCommitsItAcknowledged is the
@@ -324,67 +336,69 @@ func TestWipedFollowerRejoinsFromSnapshot(t *testing.T) {
 // incarnation; then the old leader's return elects a complete leader and
 // every commit survives on every node.
 func TestWipedVoterCannotElectALeaderMissingCommitsItAcknowledged(t *testing.T) {
-	rec := &recorder{msgs: map[string][]string{}}
-	c := raftstoretest.NewCluster(t, 3, raftstoretest.WithLogger(slog.New(recordHandler{r: rec})))
-	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
-	defer cancel()
-	var acked int64
-	commit := func(n int) {
-		t.Helper()
-		for range n {
-			if _, err := c.Commit(ctx, increment("t", uint64(acked+1), "c", 1), time.Second); err != nil {
-				t.Fatal(err)
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		rec := &recorder{msgs: map[string][]string{}}
+		c := raftstoretest.NewCluster(t, 3, raftstoretest.WithLogStore(logStore), raftstoretest.WithLogger(slog.New(recordHandler{r: rec})))
+		ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
+		defer cancel()
+		var acked int64
+		commit := func(n int) {
+			t.Helper()
+			for range n {
+				if _, err := c.Commit(ctx, increment("t", uint64(acked+1), "c", 1), time.Second); err != nil {
+					t.Fatal(err)
+				}
+				acked++
 			}
-			acked++
 		}
-	}
 
-	commit(20)
-	leader := c.Index(c.Leader(t).NodeID())
-	fs := c.Followers()
-	stale, wiped := c.Index(fs[0].NodeID()), c.Index(fs[1].NodeID())
-	// These commits are acknowledged by the leader and the node about to
-	// lose its disk, and by nobody else.
-	c.Network().Isolate(c.ID(stale))
-	commit(50)
-	c.Wipe(wiped)
-	c.Stop(leader)
-	c.Network().Heal()
+		commit(20)
+		leader := c.Index(c.Leader(t).NodeID())
+		fs := c.Followers()
+		stale, wiped := c.Index(fs[0].NodeID()), c.Index(fs[1].NodeID())
+		// These commits are acknowledged by the leader and the node about to
+		// lose its disk, and by nobody else.
+		c.Network().Isolate(c.ID(stale))
+		commit(50)
+		c.Wipe(wiped)
+		c.Stop(leader)
+		c.Network().Heal()
 
-	joined := c.RestartInBackground(wiped)
-	// The stale node campaigns; only the empty node can answer it.
-	for !rec.logged(c.ID(wiped), "refused a vote") {
+		joined := c.RestartInBackground(wiped)
+		// The stale node campaigns; only the empty node can answer it.
+		for !rec.logged(c.ID(wiped), "refused a vote") {
+			if c.Node(stale).IsLeader() {
+				t.Fatalf("%s, missing %d acknowledged commits, was elected with the vote of the wiped %s", c.ID(stale), 50, c.ID(wiped))
+			}
+			select {
+			case err := <-joined:
+				t.Fatalf("the wiped %s joined (err %v) while the only node with every acknowledged commit was down: a leader was elected without them", c.ID(wiped), err)
+			case <-ctx.Done():
+				t.Fatalf("%s never asked the wiped %s for a vote: %v", c.ID(stale), c.ID(wiped), ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
 		if c.Node(stale).IsLeader() {
-			t.Fatalf("%s, missing %d acknowledged commits, was elected with the vote of the wiped %s", c.ID(stale), 50, c.ID(wiped))
+			t.Fatalf("%s was elected leader without the acknowledged commits", c.ID(stale))
 		}
-		select {
-		case err := <-joined:
-			t.Fatalf("the wiped %s joined (err %v) while the only node with every acknowledged commit was down: a leader was elected without them", c.ID(wiped), err)
-		case <-ctx.Done():
-			t.Fatalf("%s never asked the wiped %s for a vote: %v", c.ID(stale), c.ID(wiped), ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	if c.Node(stale).IsLeader() {
-		t.Fatalf("%s was elected leader without the acknowledged commits", c.ID(stale))
-	}
 
-	// The old leader returns: it is elected (the stale node votes for its
-	// longer log), replaces the wiped node's old incarnation and adds the
-	// new one, which then votes again.
-	c.Restart(t, leader)
-	if err := <-joined; err != nil {
-		t.Fatal(err)
-	}
-	if c.Node(wiped).NeedsJoin() {
-		t.Fatalf("%s still needs a join after joining", c.ID(wiped))
-	}
-	members, _, err := c.Leader(t).Members()
-	if err != nil || len(members) != 3 {
-		t.Fatalf("members after the rejoin = %+v, %v; want 3", members, err)
-	}
-	commit(5)
-	checkEveryNode(t, c, "c", acked)
+		// The old leader returns: it is elected (the stale node votes for its
+		// longer log), replaces the wiped node's old incarnation and adds the
+		// new one, which then votes again.
+		c.Restart(t, leader)
+		if err := <-joined; err != nil {
+			t.Fatal(err)
+		}
+		if c.Node(wiped).NeedsJoin() {
+			t.Fatalf("%s still needs a join after joining", c.ID(wiped))
+		}
+		members, _, err := c.Leader(t).Members()
+		if err != nil || len(members) != 3 {
+			t.Fatalf("members after the rejoin = %+v, %v; want 3", members, err)
+		}
+		commit(5)
+		checkEveryNode(t, c, "c", acked)
+	})
 }
 
 // TestNodeThatCrashedBeforeItsJoinCompletedStillRefusesVotes: the state
@@ -393,138 +407,145 @@ func TestWipedVoterCannotElectALeaderMissingCommitsItAcknowledged(t *testing.T) 
 // restart until Joined. (A node that joined and then received nothing
 // has no Raft state on its next start and joins again, which is safe.)
 func TestNodeThatCrashedBeforeItsJoinCompletedStillRefusesVotes(t *testing.T) {
-	cfg := raftstore.DefaultConfig()
-	cfg.NodeID = "n1"
-	cfg.Dir = t.TempDir()
-	cfg.RaftBind = "127.0.0.1:0"
-	cfg.Bootstrap = false
-	open := func() *raftstore.Store {
-		t.Helper()
-		s, err := raftstore.Open(context.Background(), cfg)
-		if err != nil {
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		cfg := raftstore.DefaultConfig()
+		cfg.NodeID = "n1"
+		cfg.Dir = t.TempDir()
+		cfg.LogStore = logStore
+		cfg.RaftBind = "127.0.0.1:0"
+		cfg.Bootstrap = false
+		open := func() *raftstore.Store {
+			t.Helper()
+			s, err := raftstore.Open(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		s := open()
+		if !s.NeedsJoin() {
+			t.Fatal("a node without state that does not bootstrap does not need a join")
+		}
+		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-		return s
-	}
-	s := open()
-	if !s.NeedsJoin() {
-		t.Fatal("a node without state that does not bootstrap does not need a join")
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	// Bootstrap on the next start must not turn a joining node into a
-	// cluster of its own.
-	cfg.Bootstrap = true
-	s = open()
-	if !s.NeedsJoin() || s.HadState() {
-		t.Fatalf("restarted joining node: NeedsJoin %v, HadState %v; want true, false", s.NeedsJoin(), s.HadState())
-	}
-	if err := s.Joined(); err != nil {
-		t.Fatal(err)
-	}
-	if s.NeedsJoin() {
-		t.Fatal("NeedsJoin after Joined")
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+		// Bootstrap on the next start must not turn a joining node into a
+		// cluster of its own.
+		cfg.Bootstrap = true
+		s = open()
+		if !s.NeedsJoin() || s.HadState() {
+			t.Fatalf("restarted joining node: NeedsJoin %v, HadState %v; want true, false", s.NeedsJoin(), s.HadState())
+		}
+		if err := s.Joined(); err != nil {
+			t.Fatal(err)
+		}
+		if s.NeedsJoin() {
+			t.Fatal("NeedsJoin after Joined")
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func TestPartitionedLeaderCannotCommitAndMajorityMovesOn(t *testing.T) {
-	c := raftstoretest.NewCluster(t, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
-	defer cancel()
-	var acked int64
-	commit := func(n int) {
-		t.Helper()
-		for range n {
-			acked++
-			if _, err := c.Commit(ctx, increment("t", uint64(acked), "c", 1), time.Second); err != nil {
-				t.Fatal(err)
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		c := raftstoretest.NewCluster(t, 3, raftstoretest.WithLogStore(logStore))
+		ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
+		defer cancel()
+		var acked int64
+		commit := func(n int) {
+			t.Helper()
+			for range n {
+				acked++
+				if _, err := c.Commit(ctx, increment("t", uint64(acked), "c", 1), time.Second); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
-	}
-	commit(20)
+		commit(20)
 
-	old := c.Leader(t)
-	oldTerm, before := old.Status().Term, old.Status().LastLogIndex
-	c.Network().Isolate(old.NodeID())
-	// Proposed right after the cut, while old still believes it leads:
-	// the entry reaches its log and no one else's.
-	gctx, gcancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	_, _, err := old.Commit(gctx, increment("ghost", 0, "ghost", 1))
-	gcancel()
-	if err == nil {
-		t.Fatal("an isolated leader acknowledged a commit")
-	}
-	if !errors.Is(err, raftstore.ErrNotLeader) && !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("isolated leader's commit: err = %v, want ErrNotLeader or a timeout", err)
-	}
-	appended := old.Status().LastLogIndex > before
-	t.Logf("isolated leader's commit failed with %v; its entry reached its log: %v", err, appended)
+		old := c.Leader(t)
+		oldTerm, before := old.Status().Term, old.Status().LastLogIndex
+		c.Network().Isolate(old.NodeID())
+		// Proposed right after the cut, while old still believes it leads:
+		// the entry reaches its log and no one else's.
+		gctx, gcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		_, _, err := old.Commit(gctx, increment("ghost", 0, "ghost", 1))
+		gcancel()
+		if err == nil {
+			t.Fatal("an isolated leader acknowledged a commit")
+		}
+		if !errors.Is(err, raftstore.ErrNotLeader) && !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("isolated leader's commit: err = %v, want ErrNotLeader or a timeout", err)
+		}
+		appended := old.Status().LastLogIndex > before
+		t.Logf("isolated leader's commit failed with %v; its entry reached its log: %v", err, appended)
 
-	// The majority elects a leader among itself and commits.
-	var l *raftstore.Store
-	deadline := time.Now().Add(waitTimeout)
-	for l == nil || l.NodeID() == old.NodeID() {
-		if time.Now().After(deadline) {
-			t.Fatal("the majority elected no leader")
+		// The majority elects a leader among itself and commits.
+		var l *raftstore.Store
+		deadline := time.Now().Add(waitTimeout)
+		for l == nil || l.NodeID() == old.NodeID() {
+			if time.Now().After(deadline) {
+				t.Fatal("the majority elected no leader")
+			}
+			time.Sleep(10 * time.Millisecond)
+			l = c.CurrentLeader()
 		}
-		time.Sleep(10 * time.Millisecond)
-		l = c.CurrentLeader()
-	}
-	commit(20)
-	if old.IsLeader() {
-		t.Fatal("the isolated leader still leads after the majority committed")
-	}
-	if _, _, err := old.Commit(ctx, increment("ghost", 2, "ghost", 1)); !errors.Is(err, raftstore.ErrNotLeader) {
-		t.Fatalf("deposed leader's commit: err = %v, want ErrNotLeader", err)
-	}
+		commit(20)
+		if old.IsLeader() {
+			t.Fatal("the isolated leader still leads after the majority committed")
+		}
+		if _, _, err := old.Commit(ctx, increment("ghost", 2, "ghost", 1)); !errors.Is(err, raftstore.ErrNotLeader) {
+			t.Fatalf("deposed leader's commit: err = %v, want ErrNotLeader", err)
+		}
 
-	c.Network().Heal()
-	// The old leader rejoins as a follower of a later term, its uncommitted
-	// entry replaced by the new leader's log.
-	for old.IsLeader() || old.Status().Term <= oldTerm || old.Status().LeaderID == "" {
-		if time.Now().After(deadline.Add(waitTimeout)) {
-			t.Fatalf("old leader after healing: %+v", old.Status())
+		c.Network().Heal()
+		// The old leader rejoins as a follower of a later term, its uncommitted
+		// entry replaced by the new leader's log.
+		for old.IsLeader() || old.Status().Term <= oldTerm || old.Status().LeaderID == "" {
+			if time.Now().After(deadline.Add(waitTimeout)) {
+				t.Fatalf("old leader after healing: %+v", old.Status())
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	commit(5)
-	checkEveryNode(t, c, "c", acked)
-	for _, s := range c.Running() {
-		if got := readCounter(t, s, "ghost"); got != 0 {
-			t.Errorf("%s: the isolated leader's unacknowledged write is present: ghost = %d", s.NodeID(), got)
+		commit(5)
+		checkEveryNode(t, c, "c", acked)
+		for _, s := range c.Running() {
+			if got := readCounter(t, s, "ghost"); got != 0 {
+				t.Errorf("%s: the isolated leader's unacknowledged write is present: ghost = %d", s.NodeID(), got)
+			}
 		}
-	}
+	})
 }
 
 func TestMembershipChangesUnderLoad(t *testing.T) {
-	c := raftstoretest.NewCluster(t, 3)
-	w := startWriters(t, c, 2, "c")
-	w.await(t, 30)
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		c := raftstoretest.NewCluster(t, 3, raftstoretest.WithLogStore(logStore))
+		w := startWriters(t, c, 2, "c")
+		w.await(t, 30)
 
-	c.AddNode(t)
-	w.await(t, w.acked.Load()+30)
-	c.AddNode(t)
-	w.await(t, w.acked.Load()+30)
-	assertVoters(t, c, 5, "")
+		c.AddNode(t)
+		w.await(t, w.acked.Load()+30)
+		c.AddNode(t)
+		w.await(t, w.acked.Load()+30)
+		assertVoters(t, c, 5, "")
 
-	// Remove a follower that was there from the start.
-	gone := -1
-	for i := range 3 {
-		if !c.Node(i).IsLeader() {
-			gone = i
-			break
+		// Remove a follower that was there from the start.
+		gone := -1
+		for i := range 3 {
+			if !c.Node(i).IsLeader() {
+				gone = i
+				break
+			}
 		}
-	}
-	c.Remove(t, gone)
-	w.await(t, w.acked.Load()+30)
-	assertVoters(t, c, 4, c.ID(gone))
+		c.Remove(t, gone)
+		w.await(t, w.acked.Load()+30)
+		assertVoters(t, c, 4, c.ID(gone))
 
-	acked := w.finish(t)
-	checkEveryNode(t, c, "c", acked)
+		acked := w.finish(t)
+		checkEveryNode(t, c, "c", acked)
+	})
 }
 
 func assertVoters(t *testing.T, c *raftstoretest.Cluster, want int, absent string) {

@@ -18,6 +18,12 @@ type Config struct {
 	// Dir is the data directory: raft/ (log, stable store, snapshots) and
 	// state/ (Pebble) are created below it.
 	Dir string
+	// LogStore is the Raft log and stable store: LogStoreWAL (raft-wal,
+	// in raft/wal/) or LogStoreBoltDB (raft-boltdb, raft/raft.db). Empty
+	// means the store Dir already holds, or DefaultLogStore for a new Dir.
+	// A Dir that holds the other store is refused (ErrLogStoreMismatch):
+	// the store of an existing log cannot be switched in place.
+	LogStore string
 	// RaftBind is the TCP address the Raft transport listens on; port 0
 	// picks a free one.
 	RaftBind string
@@ -91,6 +97,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("raftstore: config: NodeID is %d bytes, limit 255", len(c.NodeID))
 	case c.Dir == "":
 		return errors.New("raftstore: config: Dir is empty")
+	case !ValidLogStore(c.LogStore):
+		return fmt.Errorf("raftstore: config: LogStore %q: want %q, %q, or empty for the data dir's own", c.LogStore, LogStoreWAL, LogStoreBoltDB)
 	case c.ApplyTimeout <= 0:
 		return errors.New("raftstore: config: ApplyTimeout must be positive")
 	case c.SnapshotRetain < 1:

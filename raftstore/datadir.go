@@ -13,7 +13,7 @@ import (
 
 // The layout of a data dir, as far as the store is concerned.
 const (
-	raftDirName  = "raft"  // raft-boltdb log, Raft snapshots, node-id
+	raftDirName  = "raft"  // the Raft log (raft.db or wal/, see logstore.go), Raft snapshots, node-id
 	stateDirName = "state" // Pebble, the state machine
 	// restoreStagingName holds a restored state while it is prepared, and
 	// until InstallRestoredState swaps it in.

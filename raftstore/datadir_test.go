@@ -75,11 +75,11 @@ func copyDir(t *testing.T, src, dst string) {
 // restoreFixtures makes, once, the data dir of a node whose counter is at
 // 5, with a Raft log and a local checkpoint (the old one), and a state
 // prepared by fsm.PrepareRestore whose counter is at 7 (the new one).
-func restoreFixtures(t *testing.T) (oldDir, staged string) {
+func restoreFixtures(t *testing.T, logStore string) (oldDir, staged string) {
 	t.Helper()
 	root := t.TempDir()
 	oldDir = filepath.Join(root, "old")
-	s := openStore(t, testConfig(oldDir))
+	s := openStore(t, storeConfig(logStore, oldDir))
 	for range 5 {
 		addOne(t, s)
 	}
@@ -92,7 +92,7 @@ func restoreFixtures(t *testing.T) (oldDir, staged string) {
 		t.Fatal(err)
 	}
 	other := filepath.Join(root, "other")
-	s = openStore(t, testConfig(other))
+	s = openStore(t, storeConfig(logStore, other))
 	for range 7 {
 		addOne(t, s)
 	}
@@ -112,9 +112,9 @@ func restoreFixtures(t *testing.T) (oldDir, staged string) {
 // dir (counter 5, its Raft log and local checkpoint) or the new one
 // (counter 7, a new cluster bootstrapped on the restored state), whole;
 // then that a commit applies, and survives a restart.
-func checkWholeDataDir(t *testing.T, dir string, wantNew bool) {
+func checkWholeDataDir(t *testing.T, logStore, dir string, wantNew bool) {
 	t.Helper()
-	cfg := testConfig(dir)
+	cfg := storeConfig(logStore, dir)
 	cfg.Bootstrap = true
 	s := openStore(t, cfg)
 	defer func() { s.Close() }()
@@ -151,53 +151,55 @@ func checkWholeDataDir(t *testing.T, dir string, wantNew bool) {
 }
 
 func TestRestoreSwapLeavesTheOldOrTheNewDataDirWholeWhateverStepItCrashesAt(t *testing.T) {
-	oldDir, staged := restoreFixtures(t)
-	for _, tc := range []struct {
-		name string
-		// crashes are (operation, failpoint) in order; the recovery that
-		// Open runs follows the last.
-		crashes [][2]string
-		// reinstall runs InstallRestoredState again after the crashes,
-		// before any recovery.
-		reinstall bool
-		wantNew   bool
-	}{
-		{"no crash", nil, false, true},
-		{"staged, not committed", [][2]string{{"install", "staged"}}, false, false},
-		{"committed", [][2]string{{"install", "committed"}}, false, true},
-		{"raft moved aside", [][2]string{{"install", "moved raft"}}, false, true},
-		{"local checkpoints moved aside", [][2]string{{"install", "moved local-checkpoints"}}, false, true},
-		{"state moved aside", [][2]string{{"install", "moved state"}}, false, true},
-		{"new state in place", [][2]string{{"install", "installed"}}, false, true},
-		{"marker removed", [][2]string{{"install", "uncommitted"}}, false, true},
-		{"again during recovery", [][2]string{{"install", "moved raft"}, {"recover", "moved state"}, {"recover", "installed"}}, false, true},
-		{"installed again over a committed swap", [][2]string{{"install", "moved state"}}, true, true},
-		{"installed again over an uncommitted swap", [][2]string{{"install", "staged"}}, true, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "data")
-			copyDir(t, oldDir, dir)
-			copyDir(t, staged, RestoreStagingDir(dir))
-			if len(tc.crashes) == 0 {
-				if err := InstallRestoredState(dir); err != nil {
-					t.Fatal(err)
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		oldDir, staged := restoreFixtures(t, logStore)
+		for _, tc := range []struct {
+			name string
+			// crashes are (operation, failpoint) in order; the recovery that
+			// Open runs follows the last.
+			crashes [][2]string
+			// reinstall runs InstallRestoredState again after the crashes,
+			// before any recovery.
+			reinstall bool
+			wantNew   bool
+		}{
+			{"no crash", nil, false, true},
+			{"staged, not committed", [][2]string{{"install", "staged"}}, false, false},
+			{"committed", [][2]string{{"install", "committed"}}, false, true},
+			{"raft moved aside", [][2]string{{"install", "moved raft"}}, false, true},
+			{"local checkpoints moved aside", [][2]string{{"install", "moved local-checkpoints"}}, false, true},
+			{"state moved aside", [][2]string{{"install", "moved state"}}, false, true},
+			{"new state in place", [][2]string{{"install", "installed"}}, false, true},
+			{"marker removed", [][2]string{{"install", "uncommitted"}}, false, true},
+			{"again during recovery", [][2]string{{"install", "moved raft"}, {"recover", "moved state"}, {"recover", "installed"}}, false, true},
+			{"installed again over a committed swap", [][2]string{{"install", "moved state"}}, true, true},
+			{"installed again over an uncommitted swap", [][2]string{{"install", "staged"}}, true, true},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				dir := filepath.Join(t.TempDir(), "data")
+				copyDir(t, oldDir, dir)
+				copyDir(t, staged, RestoreStagingDir(dir))
+				if len(tc.crashes) == 0 {
+					if err := InstallRestoredState(dir); err != nil {
+						t.Fatal(err)
+					}
 				}
-			}
-			for _, c := range tc.crashes {
-				crashAt(t, dir, c[0], c[1])
-			}
-			if tc.reinstall {
-				if err := InstallRestoredState(dir); err != nil {
-					t.Fatalf("install again: %v", err)
+				for _, c := range tc.crashes {
+					crashAt(t, dir, c[0], c[1])
 				}
-			}
-			checkWholeDataDir(t, dir, tc.wantNew)
-		})
-	}
+				if tc.reinstall {
+					if err := InstallRestoredState(dir); err != nil {
+						t.Fatalf("install again: %v", err)
+					}
+				}
+				checkWholeDataDir(t, logStore, dir, tc.wantNew)
+			})
+		}
+	})
 }
 
 func TestInstallRestoredStateRefusesAStagingWithoutADatabase(t *testing.T) {
-	oldDir, _ := restoreFixtures(t)
+	oldDir, _ := restoreFixtures(t, LogStoreBoltDB)
 	dir := filepath.Join(t.TempDir(), "data")
 	copyDir(t, oldDir, dir)
 	if err := os.MkdirAll(RestoreStagingDir(dir), 0o700); err != nil {
@@ -210,11 +212,11 @@ func TestInstallRestoredStateRefusesAStagingWithoutADatabase(t *testing.T) {
 	if err := os.RemoveAll(RestoreStagingDir(dir)); err != nil {
 		t.Fatal(err)
 	}
-	checkWholeDataDir(t, dir, false)
+	checkWholeDataDir(t, LogStoreBoltDB, dir, false)
 }
 
 func TestInstallRestoredStateRefusesADataDirInUse(t *testing.T) {
-	oldDir, staged := restoreFixtures(t)
+	oldDir, staged := restoreFixtures(t, LogStoreBoltDB)
 	dir := filepath.Join(t.TempDir(), "data")
 	copyDir(t, oldDir, dir)
 	s := openStore(t, testConfig(dir))
@@ -233,99 +235,137 @@ func TestInstallRestoredStateRefusesADataDirInUse(t *testing.T) {
 	if err := InstallRestoredState(dir); err != nil {
 		t.Fatalf("restore once the node stopped: %v", err)
 	}
-	checkWholeDataDir(t, dir, true)
+	checkWholeDataDir(t, LogStoreBoltDB, dir, true)
 }
 
 func TestOpenRefusesStateWithoutARaftLog(t *testing.T) {
-	cfg := testConfig(t.TempDir())
-	cfg.Bootstrap = true
-	s := openStore(t, cfg)
-	for range 5 {
-		addOne(t, s)
-	}
-	applied := s.AppliedIndex()
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	// What an interrupted restore of an older version left: state applied
-	// up to some index, and no Raft log.
-	if err := os.RemoveAll(filepath.Join(cfg.Dir, raftDirName)); err != nil {
-		t.Fatal(err)
-	}
-	for range 2 { // refusing changes nothing: it refuses again
-		s, err := Open(context.Background(), cfg)
-		if err == nil {
-			s.Close()
-			t.Fatal("Open bootstrapped a new cluster on state without a Raft log")
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		cfg := storeConfig(logStore, t.TempDir())
+		cfg.Bootstrap = true
+		s := openStore(t, cfg)
+		for range 5 {
+			addOne(t, s)
 		}
-		if !errors.Is(err, ErrStateWithoutLog) {
-			t.Fatalf("err = %v, want ErrStateWithoutLog", err)
+		applied := s.AppliedIndex()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
 		}
-		for _, want := range []string{cfg.Dir, "index " + strconv.FormatUint(applied, 10), "stated restore", "--join"} {
-			if !strings.Contains(err.Error(), want) {
-				t.Errorf("refusal %q does not say %q", err, want)
+		// What an interrupted restore of an older version left: state applied
+		// up to some index, and no Raft log.
+		if err := os.RemoveAll(filepath.Join(cfg.Dir, raftDirName)); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // refusing changes nothing: it refuses again
+			s, err := Open(context.Background(), cfg)
+			if err == nil {
+				s.Close()
+				t.Fatal("Open bootstrapped a new cluster on state without a Raft log")
+			}
+			if !errors.Is(err, ErrStateWithoutLog) {
+				t.Fatalf("err = %v, want ErrStateWithoutLog", err)
+			}
+			for _, want := range []string{cfg.Dir, "index " + strconv.FormatUint(applied, 10), "stated restore", "--join"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("refusal %q does not say %q", err, want)
+				}
+			}
+			if _, err := os.Lstat(filepath.Join(cfg.Dir, raftDirName)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("the refusal created %s/ (%v)", raftDirName, err)
 			}
 		}
-		if _, err := os.Lstat(filepath.Join(cfg.Dir, raftDirName)); !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("the refusal created %s/ (%v)", raftDirName, err)
+		// A log that holds nothing is no log either.
+		if err := os.MkdirAll(filepath.Join(cfg.Dir, raftDirName), 0o700); err != nil {
+			t.Fatal(err)
 		}
-	}
-	// A log file that holds nothing is no log either.
-	if err := os.MkdirAll(filepath.Join(cfg.Dir, raftDirName), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(cfg.Dir, raftDirName, "raft.db"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if s, err := Open(context.Background(), cfg); !errors.Is(err, ErrStateWithoutLog) {
-		if err == nil {
-			s.Close()
+		empty := filepath.Join(cfg.Dir, logStorePath(logStore))
+		if logStore == LogStoreWAL {
+			if err := os.Mkdir(empty, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := os.WriteFile(empty, nil, 0o600); err != nil {
+			t.Fatal(err)
 		}
-		t.Fatalf("with an empty raft.db: err = %v, want ErrStateWithoutLog", err)
-	}
+		if s, err := Open(context.Background(), cfg); !errors.Is(err, ErrStateWithoutLog) {
+			if err == nil {
+				s.Close()
+			}
+			t.Fatalf("with an empty %s: err = %v, want ErrStateWithoutLog", empty, err)
+		}
+	})
 }
 
 func TestRestartWithCurrentStateDoesNotRebuildItWhenTheSnapshotEndsOnANonCommand(t *testing.T) {
-	cfg := testConfig(t.TempDir())
-	s := openStore(t, cfg)
-	for range 10 {
-		addOne(t, s)
-	}
-	// End the log on entries the state machine never sees (a barrier),
-	// then snapshot: the snapshot's Raft index is above the applied index.
-	if err := s.raft.Barrier(5 * time.Second).Error(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Snapshot(); err != nil {
-		t.Fatal(err)
-	}
-	metas, err := s.snaps.List()
-	if err != nil || len(metas) == 0 {
-		t.Fatalf("no snapshot: %v", err)
-	}
-	if metas[0].Index <= s.AppliedIndex() {
-		t.Fatalf("snapshot index %d is not above the applied index %d: the test does not test anything", metas[0].Index, s.AppliedIndex())
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 2 {
-		before, err := os.Stat(filepath.Join(cfg.Dir, stateDirName))
-		if err != nil {
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		cfg := storeConfig(logStore, t.TempDir())
+		s := openStore(t, cfg)
+		for range 10 {
+			addOne(t, s)
+		}
+		// End the log on entries the state machine never sees (a barrier),
+		// then snapshot: the snapshot's Raft index is above the applied index.
+		if err := s.raft.Barrier(5 * time.Second).Error(); err != nil {
 			t.Fatal(err)
 		}
+		if err := s.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+		metas, err := s.snaps.List()
+		if err != nil || len(metas) == 0 {
+			t.Fatalf("no snapshot: %v", err)
+		}
+		if metas[0].Index <= s.AppliedIndex() {
+			t.Fatalf("snapshot index %d is not above the applied index %d: the test does not test anything", metas[0].Index, s.AppliedIndex())
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2 {
+			before, err := os.Stat(filepath.Join(cfg.Dir, stateDirName))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s = openStore(t, cfg)
+			after, err := os.Stat(filepath.Join(cfg.Dir, stateDirName))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !os.SameFile(before, after) {
+				t.Fatalf("restart %d rebuilt the current state from the snapshot (the state dir was replaced)", i+1)
+			}
+			if got := counter(t, s); got != int64(10+i) {
+				t.Fatalf("counter after restart %d = %d, want %d", i+1, got, 10+i)
+			}
+			addOne(t, s)
+			if err := s.raft.Barrier(5 * time.Second).Error(); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Snapshot(); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+func TestStateBehindTheSnapshotIsStillRebuilt(t *testing.T) {
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		cfg := storeConfig(logStore, t.TempDir())
+		cfg.TrailingLogs = 5
+		s := openStore(t, cfg)
+		for range 20 {
+			addOne(t, s)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		stale := filepath.Join(t.TempDir(), "stale-state")
+		copyDir(t, filepath.Join(cfg.Dir, stateDirName), stale)
 		s = openStore(t, cfg)
-		after, err := os.Stat(filepath.Join(cfg.Dir, stateDirName))
-		if err != nil {
-			t.Fatal(err)
+		for range 30 {
+			addOne(t, s)
 		}
-		if !os.SameFile(before, after) {
-			t.Fatalf("restart %d rebuilt the current state from the snapshot (the state dir was replaced)", i+1)
-		}
-		if got := counter(t, s); got != int64(10+i) {
-			t.Fatalf("counter after restart %d = %d, want %d", i+1, got, 10+i)
-		}
-		addOne(t, s)
 		if err := s.raft.Barrier(5 * time.Second).Error(); err != nil {
 			t.Fatal(err)
 		}
@@ -335,42 +375,15 @@ func TestRestartWithCurrentStateDoesNotRebuildItWhenTheSnapshotEndsOnANonCommand
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-func TestStateBehindTheSnapshotIsStillRebuilt(t *testing.T) {
-	cfg := testConfig(t.TempDir())
-	cfg.TrailingLogs = 5
-	s := openStore(t, cfg)
-	for range 20 {
-		addOne(t, s)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	stale := filepath.Join(t.TempDir(), "stale-state")
-	copyDir(t, filepath.Join(cfg.Dir, stateDirName), stale)
-	s = openStore(t, cfg)
-	for range 30 {
-		addOne(t, s)
-	}
-	if err := s.raft.Barrier(5 * time.Second).Error(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Snapshot(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	// Pebble went back to counter 20 while the log was compacted past it.
-	if err := os.RemoveAll(filepath.Join(cfg.Dir, stateDirName)); err != nil {
-		t.Fatal(err)
-	}
-	copyDir(t, stale, filepath.Join(cfg.Dir, stateDirName))
-	s = openStore(t, cfg)
-	defer s.Close()
-	if got := counter(t, s); got != 50 {
-		t.Fatalf("counter = %d, want 50", got)
-	}
+		// Pebble went back to counter 20 while the log was compacted past it.
+		if err := os.RemoveAll(filepath.Join(cfg.Dir, stateDirName)); err != nil {
+			t.Fatal(err)
+		}
+		copyDir(t, stale, filepath.Join(cfg.Dir, stateDirName))
+		s = openStore(t, cfg)
+		defer s.Close()
+		if got := counter(t, s); got != 50 {
+			t.Fatalf("counter = %d, want 50", got)
+		}
+	})
 }

@@ -1,6 +1,8 @@
 // Package raftstore is stated's replicated store: a hashicorp/raft node whose
-// log and stable store are raft-boltdb (bbolt) and whose state machine is
-// package fsm over Pebble.
+// log and stable store are raft-boltdb (bbolt) or raft-wal (Config.LogStore)
+// and whose state machine is package fsm over Pebble. A data dir keeps the
+// log store it was created with: Open refuses to open it with the other one
+// (ErrLogStoreMismatch) rather than start an empty log beside it.
 //
 // A Store accepts commits on the leader, stamps them with the leader's time,
 // proposes them as one Raft entry each, and returns once the local state

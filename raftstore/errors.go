@@ -20,6 +20,9 @@ var (
 	// ErrStateWithoutLog is returned by Open when the data dir holds
 	// state that has applied entries but no Raft log.
 	ErrStateWithoutLog = errors.New("raftstore: state without a Raft log")
+	// ErrLogStoreMismatch is returned by Open when the data dir's Raft
+	// log is another kind of store than Config.LogStore asks for.
+	ErrLogStoreMismatch = errors.New("raftstore: Raft log store mismatch")
 	// ErrDataDirInUse is returned by InstallRestoredState when a running
 	// node holds the data dir's state.
 	ErrDataDirInUse = errors.New("raftstore: data dir in use")

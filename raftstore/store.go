@@ -19,7 +19,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/statedhq/stated/raftstore/command"
 	"github.com/statedhq/stated/raftstore/fsm"
@@ -32,7 +31,8 @@ type Store struct {
 
 	fsm       *fsm.FSM
 	raft      *raft.Raft
-	bolt      *raftboltdb.BoltStore
+	log       logStore // see logstore.go
+	logKind   string   // LogStoreWAL or LogStoreBoltDB
 	transport *raft.NetworkTransport
 	guard     *guardedTransport // the transport Raft uses; see transport.go
 	gate      *voteGate         // non-nil while this node has to join; see votegate.go
@@ -79,7 +79,12 @@ func (s *Store) open(ctx context.Context) error {
 		return err
 	}
 	raftDir := filepath.Join(s.cfg.Dir, raftDirName)
+	// Decide the log store before anything is written: a data dir whose
+	// log is the other kind is refused as it is.
 	var err error
+	if s.logKind, err = resolveLogStore(raftDir, s.cfg.LogStore); err != nil {
+		return err
+	}
 	if s.fsm, err = fsm.Open(filepath.Join(s.cfg.Dir, stateDirName), s.logger); err != nil {
 		return err
 	}
@@ -95,9 +100,10 @@ func (s *Store) open(ctx context.Context) error {
 		return err
 	}
 	hlog := hclogAdapter(s.logger)
-	if s.bolt, err = raftboltdb.NewBoltStore(filepath.Join(raftDir, "raft.db")); err != nil {
-		return fmt.Errorf("raftstore: open raft log: %w", err)
+	if s.log, err = openLogStore(raftDir, s.logKind, hlog); err != nil {
+		return err
 	}
+	s.logger.Info("opened the raft log", "store", s.logKind, "path", filepath.Join(s.cfg.Dir, logStorePath(s.logKind)))
 	if s.snaps, err = raft.NewFileSnapshotStoreWithLogger(raftDir, s.cfg.SnapshotRetain, hlog); err != nil {
 		return fmt.Errorf("raftstore: open snapshot store: %w", err)
 	}
@@ -107,7 +113,7 @@ func (s *Store) open(ctx context.Context) error {
 	if err := s.catchUpFromSnapshot(); err != nil {
 		return err
 	}
-	existing, err := raft.HasExistingState(s.bolt, s.bolt, s.snaps)
+	existing, err := raft.HasExistingState(s.log, s.log, s.snaps)
 	if err != nil {
 		return fmt.Errorf("raftstore: %w", err)
 	}
@@ -148,7 +154,7 @@ func (s *Store) open(ctx context.Context) error {
 	// entries after its newest snapshot (see catchUpFromSnapshot).
 	rc.NoSnapshotRestoreOnStart = true
 
-	if s.raft, err = raft.NewRaft(rc, s.fsm, s.bolt, s.bolt, s.snaps, trans); err != nil {
+	if s.raft, err = raft.NewRaft(rc, s.fsm, s.log, s.log, s.snaps, trans); err != nil {
 		return fmt.Errorf("raftstore: start raft: %w", err)
 	}
 	if s.gate != nil {
@@ -271,19 +277,19 @@ func (t *tcpLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Con
 // older version, or by a deleted raft/ dir; Raft would bootstrap a new log
 // on it, and the state machine would skip every new entry at or below its
 // applied index without applying it. Before the log store is open, it
-// looks only for the log's file.
+// looks only for the log's files (either store's).
 func (s *Store) checkStateHasLog(raftDir string) error {
 	applied := s.fsm.AppliedIndex()
 	if applied == 0 {
 		return nil
 	}
-	if s.bolt == nil {
-		_, err := os.Stat(filepath.Join(raftDir, "raft.db"))
-		if !errors.Is(err, os.ErrNotExist) {
-			return nil // there is a log file; its contents decide
+	if s.log == nil {
+		kind, err := detectLogStore(raftDir)
+		if err != nil || kind != "" {
+			return err // there is a log; its contents decide
 		}
 	} else {
-		existing, err := raft.HasExistingState(s.bolt, s.bolt, s.snaps)
+		existing, err := raft.HasExistingState(s.log, s.log, s.snaps)
 		if err != nil {
 			return fmt.Errorf("raftstore: %w", err)
 		}
@@ -393,8 +399,8 @@ func (s *Store) closeParts() error {
 	if s.transport != nil {
 		errs = append(errs, s.transport.Close())
 	}
-	if s.bolt != nil {
-		errs = append(errs, s.bolt.Close())
+	if s.log != nil {
+		errs = append(errs, s.log.Close())
 	}
 	if s.fsm != nil {
 		errs = append(errs, s.fsm.Close())
@@ -757,8 +763,8 @@ func (s *Store) lastCommandAtOrBelow(index uint64) uint64 {
 	applied := s.fsm.AppliedIndex()
 	for i := index; i > applied; i-- {
 		var l raft.Log
-		if err := s.bolt.GetLog(i, &l); err != nil {
-			if first, ferr := s.bolt.FirstIndex(); ferr == nil && (first == 0 || i < first) {
+		if err := s.log.GetLog(i, &l); err != nil {
+			if first, ferr := s.log.FirstIndex(); ferr == nil && (first == 0 || i < first) {
 				// Compacted into a snapshot, which this node's state
 				// includes: it was taken from it or restored from it.
 				return applied

@@ -26,6 +26,21 @@ func testConfig(dir string) Config {
 	return cfg
 }
 
+// storeConfig is testConfig with the Raft log in logStore.
+func storeConfig(logStore, dir string) Config {
+	cfg := testConfig(dir)
+	cfg.LogStore = logStore
+	return cfg
+}
+
+// forEachLogStore runs test once on each Raft log store, as a subtest
+// named after it.
+func forEachLogStore(t *testing.T, test func(t *testing.T, logStore string)) {
+	for _, ls := range []string{LogStoreBoltDB, LogStoreWAL} {
+		t.Run(ls, func(t *testing.T) { test(t, ls) })
+	}
+}
+
 func openStore(t *testing.T, cfg Config) *Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -66,99 +81,107 @@ func counter(t *testing.T, s *Store) int64 {
 }
 
 func TestCommitIsAppliedBeforeItIsAcknowledged(t *testing.T) {
-	s := openStore(t, testConfig(t.TempDir()))
-	defer s.Close()
-	for i := 1; i <= 20; i++ {
-		idx := addOne(t, s)
-		if s.AppliedIndex() < idx {
-			t.Fatalf("acknowledged index %d but applied only %d", idx, s.AppliedIndex())
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		s := openStore(t, storeConfig(logStore, t.TempDir()))
+		defer s.Close()
+		for i := 1; i <= 20; i++ {
+			idx := addOne(t, s)
+			if s.AppliedIndex() < idx {
+				t.Fatalf("acknowledged index %d but applied only %d", idx, s.AppliedIndex())
+			}
+			if got := counter(t, s); got != int64(i) {
+				t.Fatalf("counter = %d after %d commits", got, i)
+			}
 		}
-		if got := counter(t, s); got != int64(i) {
-			t.Fatalf("counter = %d after %d commits", got, i)
+		for _, c := range []Consistency{Local, Session, Linearizable} {
+			applied, err := s.ReadBarrier(context.Background(), c, s.AppliedIndex())
+			if err != nil || applied < s.AppliedIndex() {
+				t.Fatalf("ReadBarrier(%d) = %d, %v", c, applied, err)
+			}
 		}
-	}
-	for _, c := range []Consistency{Local, Session, Linearizable} {
-		applied, err := s.ReadBarrier(context.Background(), c, s.AppliedIndex())
-		if err != nil || applied < s.AppliedIndex() {
-			t.Fatalf("ReadBarrier(%d) = %d, %v", c, applied, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		if _, err := s.ReadBarrier(ctx, Session, s.AppliedIndex()+100); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("session read of a future index: err = %v, want deadline exceeded", err)
 		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if _, err := s.ReadBarrier(ctx, Session, s.AppliedIndex()+100); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("session read of a future index: err = %v, want deadline exceeded", err)
-	}
+	})
 }
 
 func TestRestartKeepsEveryAcknowledgedCommitOnce(t *testing.T) {
-	cfg := testConfig(t.TempDir())
-	s := openStore(t, cfg)
-	for range 50 {
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		cfg := storeConfig(logStore, t.TempDir())
+		s := openStore(t, cfg)
+		for range 50 {
+			addOne(t, s)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s = openStore(t, cfg)
+		defer s.Close()
+		if got := counter(t, s); got != 50 {
+			t.Fatalf("counter after restart = %d, want 50", got)
+		}
 		addOne(t, s)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = openStore(t, cfg)
-	defer s.Close()
-	if got := counter(t, s); got != 50 {
-		t.Fatalf("counter after restart = %d, want 50", got)
-	}
-	addOne(t, s)
-	if got := counter(t, s); got != 51 {
-		t.Fatalf("counter = %d, want 51", got)
-	}
+		if got := counter(t, s); got != 51 {
+			t.Fatalf("counter = %d, want 51", got)
+		}
+	})
 }
 
 func TestReadsRightAfterRestartSeeEveryCommitWhilePebbleLostItsTail(t *testing.T) {
-	cfg := testConfig(t.TempDir())
-	s := openStore(t, cfg)
-	for range 1000 {
-		addOne(t, s)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	// Unsynced Pebble writes lost with a crash look like this, at the
-	// extreme: the Raft log has every entry, Pebble none. WaitReady must
-	// not return before the replay has applied them.
-	if err := os.RemoveAll(filepath.Join(cfg.Dir, "state")); err != nil {
-		t.Fatal(err)
-	}
-	s = openStore(t, cfg)
-	defer s.Close()
-	if got := counter(t, s); got != 1000 {
-		t.Fatalf("counter read right after WaitReady = %d, want 1000", got)
-	}
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		cfg := storeConfig(logStore, t.TempDir())
+		s := openStore(t, cfg)
+		for range 1000 {
+			addOne(t, s)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Unsynced Pebble writes lost with a crash look like this, at the
+		// extreme: the Raft log has every entry, Pebble none. WaitReady must
+		// not return before the replay has applied them.
+		if err := os.RemoveAll(filepath.Join(cfg.Dir, "state")); err != nil {
+			t.Fatal(err)
+		}
+		s = openStore(t, cfg)
+		defer s.Close()
+		if got := counter(t, s); got != 1000 {
+			t.Fatalf("counter read right after WaitReady = %d, want 1000", got)
+		}
+	})
 }
 
 func TestLostStateIsRebuiltFromRaftSnapshotAndLog(t *testing.T) {
-	cfg := testConfig(t.TempDir())
-	cfg.TrailingLogs = 5 // compact hard, so the log alone cannot rebuild the state
-	s := openStore(t, cfg)
-	for range 100 {
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		cfg := storeConfig(logStore, t.TempDir())
+		cfg.TrailingLogs = 5 // compact hard, so the log alone cannot rebuild the state
+		s := openStore(t, cfg)
+		for range 100 {
+			addOne(t, s)
+		}
+		if err := s.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+		for range 10 {
+			addOne(t, s)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// The Pebble state is lost; the Raft log and snapshot survive.
+		if err := os.RemoveAll(filepath.Join(cfg.Dir, "state")); err != nil {
+			t.Fatal(err)
+		}
+		s = openStore(t, cfg)
+		defer s.Close()
+		// Raft replays the entries after the snapshot once it commits again.
 		addOne(t, s)
-	}
-	if err := s.Snapshot(); err != nil {
-		t.Fatal(err)
-	}
-	for range 10 {
-		addOne(t, s)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	// The Pebble state is lost; the Raft log and snapshot survive.
-	if err := os.RemoveAll(filepath.Join(cfg.Dir, "state")); err != nil {
-		t.Fatal(err)
-	}
-	s = openStore(t, cfg)
-	defer s.Close()
-	// Raft replays the entries after the snapshot once it commits again.
-	addOne(t, s)
-	if got := counter(t, s); got != 111 {
-		t.Fatalf("counter = %d, want 111", got)
-	}
+		if got := counter(t, s); got != 111 {
+			t.Fatalf("counter = %d, want 111", got)
+		}
+	})
 }
 
 func TestOpenRefusesAnotherNodesDataDir(t *testing.T) {
@@ -178,6 +201,7 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		"Dir":          func(c *Config) { c.Dir = "" },
 		"RaftBind":     func(c *Config) { c.RaftBind = "nope" },
 		"ApplyTimeout": func(c *Config) { c.ApplyTimeout = 0 },
+		"LogStore":     func(c *Config) { c.LogStore = "bolt" },
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := testConfig("/tmp/x")
@@ -223,52 +247,56 @@ func TestRaftLogsKeepTheirLevelInSlog(t *testing.T) {
 }
 
 func TestANewClusterRecordsItsIDAndLeaderAddresses(t *testing.T) {
-	cfg := testConfig(t.TempDir())
-	cfg.GRPCAddr = "127.0.0.1:9999"
-	s := openStore(t, cfg)
-	id := s.ClusterID()
-	if id == "" {
-		t.Fatal("no cluster id after WaitReady")
-	}
-	members, leader, err := s.Members()
-	if err != nil || leader != "n1" || len(members) != 1 || members[0].GRPCAddr != "127.0.0.1:9999" || !members[0].Voter {
-		t.Fatalf("members = %+v, leader %q, %v", members, leader, err)
-	}
-	if lid, addr := s.Leader(); lid != "n1" || addr != "127.0.0.1:9999" {
-		t.Fatalf("Leader() = %q %q", lid, addr)
-	}
-	st := s.Status()
-	if st.Role != "leader" || st.ClusterID != id || st.AppliedIndex == 0 || st.Term == 0 {
-		t.Fatalf("status = %+v", st)
-	}
-	s.Close()
-	s = openStore(t, cfg)
-	defer s.Close()
-	if s.ClusterID() != id {
-		t.Fatalf("cluster id changed across a restart: %q -> %q", id, s.ClusterID())
-	}
-	if _, err := s.Join(context.Background(), Member{ID: "n1", RaftAddr: "127.0.0.1:1"}, ""); !errors.Is(err, ErrMemberConflict) {
-		t.Fatalf("joining our own id at another address: err = %v, want ErrMemberConflict", err)
-	}
-	if _, err := s.Join(context.Background(), Member{ID: "n9", RaftAddr: "127.0.0.1:2"}, "other-cluster"); !errors.Is(err, ErrClusterMismatch) {
-		t.Fatalf("joining from another cluster: err = %v, want ErrClusterMismatch", err)
-	}
-	if err := s.Remove(context.Background(), "nobody"); !errors.Is(err, ErrUnknownMember) {
-		t.Fatalf("removing an unknown member: err = %v", err)
-	}
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		cfg := storeConfig(logStore, t.TempDir())
+		cfg.GRPCAddr = "127.0.0.1:9999"
+		s := openStore(t, cfg)
+		id := s.ClusterID()
+		if id == "" {
+			t.Fatal("no cluster id after WaitReady")
+		}
+		members, leader, err := s.Members()
+		if err != nil || leader != "n1" || len(members) != 1 || members[0].GRPCAddr != "127.0.0.1:9999" || !members[0].Voter {
+			t.Fatalf("members = %+v, leader %q, %v", members, leader, err)
+		}
+		if lid, addr := s.Leader(); lid != "n1" || addr != "127.0.0.1:9999" {
+			t.Fatalf("Leader() = %q %q", lid, addr)
+		}
+		st := s.Status()
+		if st.Role != "leader" || st.ClusterID != id || st.AppliedIndex == 0 || st.Term == 0 {
+			t.Fatalf("status = %+v", st)
+		}
+		s.Close()
+		s = openStore(t, cfg)
+		defer s.Close()
+		if s.ClusterID() != id {
+			t.Fatalf("cluster id changed across a restart: %q -> %q", id, s.ClusterID())
+		}
+		if _, err := s.Join(context.Background(), Member{ID: "n1", RaftAddr: "127.0.0.1:1"}, ""); !errors.Is(err, ErrMemberConflict) {
+			t.Fatalf("joining our own id at another address: err = %v, want ErrMemberConflict", err)
+		}
+		if _, err := s.Join(context.Background(), Member{ID: "n9", RaftAddr: "127.0.0.1:2"}, "other-cluster"); !errors.Is(err, ErrClusterMismatch) {
+			t.Fatalf("joining from another cluster: err = %v, want ErrClusterMismatch", err)
+		}
+		if err := s.Remove(context.Background(), "nobody"); !errors.Is(err, ErrUnknownMember) {
+			t.Fatalf("removing an unknown member: err = %v", err)
+		}
+	})
 }
 
 func TestLinearizableReadReturnsWhenTheLastEntriesAreNotCommands(t *testing.T) {
-	// Right after start the log ends with the election's no-op and the
-	// WaitReady barrier, which the state machine never sees.
-	s := openStore(t, testConfig(t.TempDir()))
-	defer s.Close()
-	if err := s.raft.Barrier(time.Second).Error(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if _, err := s.ReadBarrier(ctx, Linearizable, 0); err != nil {
-		t.Fatalf("linearizable read on an idle leader: %v (commit %d, applied %d)", err, s.raft.CommitIndex(), s.AppliedIndex())
-	}
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		// Right after start the log ends with the election's no-op and the
+		// WaitReady barrier, which the state machine never sees.
+		s := openStore(t, storeConfig(logStore, t.TempDir()))
+		defer s.Close()
+		if err := s.raft.Barrier(time.Second).Error(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if _, err := s.ReadBarrier(ctx, Linearizable, 0); err != nil {
+			t.Fatalf("linearizable read on an idle leader: %v (commit %d, applied %d)", err, s.raft.CommitIndex(), s.AppliedIndex())
+		}
+	})
 }

@@ -11,7 +11,7 @@ import (
 // the log no longer holds the entry (compacted into a snapshot).
 func (s *Store) TermAt(index uint64) (uint64, error) {
 	var l raft.Log
-	if err := s.bolt.GetLog(index, &l); err != nil {
+	if err := s.log.GetLog(index, &l); err != nil {
 		return 0, fmt.Errorf("raftstore: the Raft log does not hold entry %d: %w", index, err)
 	}
 	return l.Term, nil

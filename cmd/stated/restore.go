@@ -97,7 +97,7 @@ func kafkaAdmin(brokers []string) (*kadm.Client, func(), error) {
 }
 
 func (c *cli) restoreCommand() *cobra.Command {
-	var from, which, dataDir, nodeID, raftAddr, advertiseRaft, keyURL string
+	var from, which, dataDir, nodeID, raftAddr, advertiseRaft, keyURL, logStore string
 	var force, fallback bool
 	var brokers []string
 	cmd := &cobra.Command{
@@ -184,11 +184,17 @@ and leaves the data dir as it was.`,
 		if len(res.KafkaGroups) > 0 {
 			fmt.Fprintf(c.stdout, "reset Kafka's committed offsets of %s to the checkpoint's\n", strings.Join(res.KafkaGroups, ", "))
 		}
+		storeFlag := ""
+		if logStore != "" {
+			storeFlag = " --raft-log-store " + logStore
+		}
 		if nodeID == "" {
-			fmt.Fprintf(c.stdout, "next: stated run --data-dir %s   (bootstraps a new cluster from it; other nodes --join it)\n", dataDir)
+			fmt.Fprintf(c.stdout, "next: stated run --data-dir %s%s   (bootstraps a new cluster from it; other nodes --join it)\n", dataDir, storeFlag)
 			return nil
 		}
-		clusterID, err := recovery.Bootstrap(ctx, recovery.BootstrapOptions{DataDir: dataDir, NodeID: nodeID, RaftAddr: raftAddr, AdvertiseRaftAddr: advertiseRaft})
+		clusterID, err := recovery.Bootstrap(ctx, recovery.BootstrapOptions{
+			DataDir: dataDir, NodeID: nodeID, RaftAddr: raftAddr, AdvertiseRaftAddr: advertiseRaft, RaftLogStore: logStore,
+		})
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
@@ -198,6 +204,7 @@ and leaves the data dir as it was.`,
 			runFlags += " --advertise-raft-addr " + advertiseRaft
 			advertised = advertiseRaft
 		}
+		runFlags += storeFlag
 		fmt.Fprintf(c.stdout, "bootstrapped cluster %s with node %s (raft %s) from checkpoint %d\n", clusterID, nodeID, advertised, m.Epoch)
 		fmt.Fprintf(c.stdout, "next: stated run %s   (other nodes --join it)\n", runFlags)
 		return nil
@@ -210,10 +217,11 @@ and leaves the data dir as it was.`,
 	f.StringVar(&nodeID, "node-id", "", "bootstrap the new single-node cluster now, as this node (run it with the same --node-id)")
 	f.StringVar(&raftAddr, "raft-addr", daemon.DefaultConfig().RaftAddr, "with --node-id: the Raft address the node will run with")
 	f.StringVar(&advertiseRaft, "advertise-raft-addr", "", "with --node-id: the Raft address the node will advertise (as stated run --advertise-raft-addr)")
+	f.Var(raftLogStoreValue{&logStore}, "raft-log-store", "the new node's "+raftLogStoreHelp+"; with --node-id the Raft log is created now, otherwise by the first stated run")
 	f.BoolVar(&fallback, "fallback", false, "restore the newest intact older checkpoint when the selected one is not intact")
 	f.StringSliceVar(&brokers, "kafka-brokers", nil, "Kafka brokers; reset each group's committed offsets to the checkpoint's")
 	f.StringVar(&keyURL, "checkpoint-key-url", "", "the key an encrypted checkpoint was written with (as stated run --checkpoint-key-url)")
-	bindEnv(f, "checkpoint-key-url")
+	bindEnv(f, "checkpoint-key-url", "raft-log-store")
 	return cmd
 }
 

@@ -43,6 +43,12 @@ func Start(t testing.TB, opts ...func(*daemon.Config)) *daemon.Daemon {
 	return d
 }
 
+// WithRaftLogStore is an option of Start and StartCluster that keeps the
+// Raft log in the store kind (raftstore.LogStoreWAL or LogStoreBoltDB).
+func WithRaftLogStore(kind string) func(*daemon.Config) {
+	return func(c *daemon.Config) { c.RaftLogStore = kind }
+}
+
 // Config returns the configuration Start uses for a node named nodeID:
 // data in t.TempDir(), loopback ports the system picks, the unix socket in
 // a short temporary directory (socket paths are limited to ~104 bytes and

@@ -25,7 +25,11 @@ type BootstrapOptions struct {
 	// new cluster's configuration (see daemon.Config.AdvertiseRaftAddr);
 	// `stated run` must advertise the same.
 	AdvertiseRaftAddr string
-	Logger            *slog.Logger
+	// RaftLogStore is the store of the new Raft log (see
+	// raftstore.Config.LogStore); `stated run` on the data dir opens
+	// that store whatever its own default.
+	RaftLogStore string
+	Logger       *slog.Logger
 }
 
 // Bootstrap starts the state Restore prepared in opts.DataDir as a new
@@ -40,6 +44,7 @@ func Bootstrap(ctx context.Context, opts BootstrapOptions) (clusterID string, er
 	cfg := raftstore.DefaultConfig()
 	cfg.NodeID, cfg.Dir, cfg.RaftBind, cfg.Bootstrap = opts.NodeID, opts.DataDir, opts.RaftAddr, true
 	cfg.RaftAdvertise = opts.AdvertiseRaftAddr
+	cfg.LogStore = opts.RaftLogStore
 	cfg.Logger = opts.Logger
 	ctx, cancel := context.WithTimeout(ctx, bootstrapTimeout)
 	defer cancel()

@@ -35,6 +35,12 @@ func WithConfig(f func(*raftstore.Config)) Option {
 	return func(o *options) { o.configure = append(o.configure, f) }
 }
 
+// WithLogStore keeps every node's Raft log in the log store kind
+// (raftstore.LogStoreWAL or raftstore.LogStoreBoltDB).
+func WithLogStore(kind string) Option {
+	return WithConfig(func(c *raftstore.Config) { c.LogStore = kind })
+}
+
 // WithLogger sends every node's logs to l, with a "node" attribute
 // naming the node; by default they are dropped.
 func WithLogger(l *slog.Logger) Option {
