@@ -19,6 +19,8 @@ type Store interface {
 	Counts() (fsm.Counts, error)
 	// WindowStatuses lists the window namespaces and their progress.
 	WindowStatuses() ([]fsm.WindowStatus, error)
+	// SnapshotCounts are the Raft snapshots taken and installed; cheap.
+	SnapshotCounts() fsm.SnapshotCounts
 }
 
 // roles are the values of stated_raft_role's role label.
@@ -33,6 +35,7 @@ type StoreCollector struct {
 
 	role, term, commitIndex, appliedIndex, lastIndex *prometheus.Desc
 	hasLeader, leaderChanges                         *prometheus.Desc
+	snapshotsTaken, snapshotsInstalled               *prometheus.Desc
 	sessions, ttlBacklog, keys, bytes, namespaces    *prometheus.Desc
 	wmLag, openWindows, pending, lateDropped         *prometheus.Desc
 
@@ -61,21 +64,26 @@ func NewStoreCollector(s Store, countsEvery time.Duration) *StoreCollector {
 		lastIndex:     d("stated_raft_last_log_index", "The last index in this node's Raft log."),
 		hasLeader:     d("stated_raft_has_leader", "1 when this node knows a Raft leader, else 0."),
 		leaderChanges: d("stated_raft_leader_changes_total", "Changes of the leader this node knows of (a loss of leader counts as one), as seen by scrapes: two changes between two scrapes count as at most one."),
-		sessions:      d("stated_sessions", "Open client sessions, expired ones not yet deleted included."),
-		ttlBacklog:    d("stated_ttl_backlog_entries", "Entries in the expiry index: entries with a TTL not yet deleted by expiry."),
-		keys:          d("stated_state_keys", "Entries of keyed state."),
-		bytes:         d("stated_state_bytes", "Bytes of keyed state (keys plus values, as stored)."),
-		namespaces:    d("stated_window_namespaces", "Defined window namespaces."),
-		wmLag:         d("stated_window_watermark_lag_seconds", "How far a window namespace's watermark trails this node's clock; absent until the namespace has a watermark.", "namespace"),
-		openWindows:   d("stated_window_open_windows", "Open windows of a window namespace.", "namespace"),
-		pending:       d("stated_window_pending_emissions", "Emissions of a window namespace not yet acknowledged.", "namespace"),
-		lateDropped:   d("stated_window_late_dropped_total", "Records a window namespace dropped as too late.", "namespace"),
+		snapshotsTaken: d("stated_raft_snapshots_taken_total",
+			"Raft snapshots this node took and persisted (each compacts its Raft log) since it started."),
+		snapshotsInstalled: d("stated_raft_snapshots_installed_total",
+			"Raft snapshots that replaced this node's state since it started: sent by the leader (InstallSnapshot, a follower too far behind for the log), or its own newest one when it started behind it."),
+		sessions:    d("stated_sessions", "Open client sessions, expired ones not yet deleted included."),
+		ttlBacklog:  d("stated_ttl_backlog_entries", "Entries in the expiry index: entries with a TTL not yet deleted by expiry."),
+		keys:        d("stated_state_keys", "Entries of keyed state."),
+		bytes:       d("stated_state_bytes", "Bytes of keyed state (keys plus values, as stored)."),
+		namespaces:  d("stated_window_namespaces", "Defined window namespaces."),
+		wmLag:       d("stated_window_watermark_lag_seconds", "How far a window namespace's watermark trails this node's clock; absent until the namespace has a watermark.", "namespace"),
+		openWindows: d("stated_window_open_windows", "Open windows of a window namespace.", "namespace"),
+		pending:     d("stated_window_pending_emissions", "Emissions of a window namespace not yet acknowledged.", "namespace"),
+		lateDropped: d("stated_window_late_dropped_total", "Records a window namespace dropped as too late.", "namespace"),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *StoreCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.role, c.term, c.commitIndex, c.appliedIndex, c.lastIndex, c.hasLeader, c.leaderChanges,
+		c.snapshotsTaken, c.snapshotsInstalled,
 		c.sessions, c.ttlBacklog, c.keys, c.bytes, c.namespaces, c.wmLag, c.openWindows, c.pending, c.lateDropped} {
 		ch <- d
 	}
@@ -95,6 +103,9 @@ func (c *StoreCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.appliedIndex, float64(st.AppliedIndex))
 	gauge(c.lastIndex, float64(st.LastLogIndex))
 	gauge(c.hasLeader, boolFloat(st.LeaderID != ""))
+	snaps := c.store.SnapshotCounts()
+	ch <- prometheus.MustNewConstMetric(c.snapshotsTaken, prometheus.CounterValue, float64(snaps.Persisted))
+	ch <- prometheus.MustNewConstMetric(c.snapshotsInstalled, prometheus.CounterValue, float64(snaps.Restored))
 
 	c.mu.Lock()
 	if c.seenLeader && st.LeaderID != c.lastLeader {

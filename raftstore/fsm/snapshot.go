@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/raft"
@@ -58,6 +59,25 @@ type liveSnapshots struct {
 	cond       sync.Cond // signalled when a Persist ends
 	set        map[*snapshot]struct{}
 	persisting int
+
+	// persisted and restored count snapshots since Open; see
+	// SnapshotCounts.
+	persisted, restored atomic.Uint64
+}
+
+// SnapshotCounts are the snapshots of the state since the FSM was opened.
+type SnapshotCounts struct {
+	// Persisted counts snapshots Raft took that were written and closed.
+	Persisted uint64
+	// Restored counts snapshots that replaced the state: sent by the
+	// leader (InstallSnapshot), or restored when the node started behind
+	// its newest local snapshot.
+	Restored uint64
+}
+
+// SnapshotCounts returns the snapshot counts; cheap.
+func (f *FSM) SnapshotCounts() SnapshotCounts {
+	return SnapshotCounts{Persisted: f.snaps.persisted.Load(), Restored: f.snaps.restored.Load()}
 }
 
 func (l *liveSnapshots) init() {
@@ -140,7 +160,11 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 		sink.Cancel()
 		return fmt.Errorf("fsm: persist snapshot: %w", err)
 	}
-	return sink.Close()
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	s.live.persisted.Add(1)
+	return nil
 }
 
 func (s *snapshot) write(w io.Writer) error {
@@ -244,6 +268,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err := f.swapIn(tmp); err != nil {
 		return f.reopenAfterFailedSwap(fmt.Errorf("fsm: restore: %w", err))
 	}
+	f.snaps.restored.Add(1)
 	return nil
 }
 
