@@ -21,7 +21,8 @@ BenchmarkStated/nodes=1/commit=1/clients=1-2         	    2000	    500000 ns/op	
 BenchmarkStated/nodes=1/commit=1/clients=64-2        	   25000	     40000 ns/op	     25000 mutations/s	      2600 p50-µs	      5000 p99-µs	      6000 p999-µs
 BenchmarkStated/nodes=1/commit=1000/clients=4-2      	     400	   2500000 ns/op	    400000 mutations/s	      5000 p50-µs	     20000 p99-µs	     21000 p999-µs
 BenchmarkStated/nodes=3/commit=1000/clients=4-2      	     200	   5000000 ns/op	    200000 mutations/s	     10000 p50-µs	     40000 p99-µs	     41000 p999-µs
-BenchmarkStated/nodes=1/rss-2                        	  100000	     10000 ns/op	       143.5 VmHWM-MB	       142.2 VmRSS-MB
+BenchmarkStated/nodes=1/rss-2                        	  100000	     10000 ns/op	       143.5 VmHWM-MB	       142.2 VmRSS-MB	       143.5 n1-VmHWM-MB	       142.2 n1-VmRSS-MB
+BenchmarkStated/nodes=3/rss-2                        	  100000	     10000 ns/op	       150 VmHWM-MB	       140 VmRSS-MB	       150 n1-VmHWM-MB	       140 n1-VmRSS-MB	       120 n2-VmHWM-MB	       110 n2-VmRSS-MB	       110 n3-VmHWM-MB	       100 n3-VmRSS-MB
 --- SKIP: BenchmarkKafkaProcessor
 PASS
 ok  	github.com/statedhq/stated/bench	58.825s
@@ -50,7 +51,8 @@ func TestReportTableHasRatiosToReferencesOfTheSameRun(t *testing.T) {
 		"| stated, 1 node | 1000-mutation commits, 4 clients | 400,000/s, p50 5.00 ms, p99 20.0 ms, p999 21.0 ms | raw Pebble 1000-batches 800,000/s; Redis always MULTI 1000 × 4 not measured; own p50 | 0.50×; —; 4.00× p99/p50 |",
 		"| stated, 3 nodes | 1000-mutation commits, 4 clients | 200,000/s, p50 10.0 ms, p99 40.0 ms, p999 41.0 ms | 1 node 400,000/s; raw Pebble 1000-batches 800,000/s; Redis always MULTI 1000 × 4 not measured; own p50 | 0.50×; 0.25×; —; 4.00× p99/p50 |",
 		"| Redis AOF always | SET, 64 clients | 50,000/s, p50 1.20 ms, p99 2.50 ms, p999 3.00 ms | raw Pebble not measured | — |",
-		"| stated, 1 node | RSS of the largest process after the rows above | VmHWM 144 MB, VmRSS 142 MB | — | — |",
+		"| stated, 1 node | RSS after the rows above: the largest process (peak, now), then each node's peak | VmHWM 144 MB, VmRSS 142 MB | — | — |",
+		"| stated, 3 nodes | RSS after the rows above: the largest process (peak, now), then each node's peak | VmHWM 150 MB, VmRSS 140 MB, n1-VmHWM 150 MB, n2-VmHWM 120 MB, n3-VmHWM 110 MB | 1 node VmHWM 144 MB | 1.05× |",
 	} {
 		if !strings.Contains(table, line+"\n") {
 			t.Errorf("table lacks\n%s\ntable:\n%s", line, table)

@@ -51,8 +51,18 @@ func rows(res Results) []row {
 	for _, batch := range []int{1, 100, 1000} {
 		for _, w := range []int{1, 64} {
 			b := pebbleB(batch, w)
-			add(row{"raw Pebble", fmt.Sprintf("synced batch of %d puts, %d writer(s)", batch, w), rate(b, "mutations/s", false),
-				[]reference{fsyncs(b, "p50-µs", "fsyncs per batch (p50)")}})
+			writers := "1 writer"
+			if w > 1 {
+				writers = fmt.Sprintf("%d writers", w)
+			}
+			// One writer's batch is measured in fsyncs; 64 writers' (which
+			// queue behind each other) against one writer's throughput.
+			ref := fsyncs(b, "p50-µs", "fsyncs per batch (p50)")
+			if w > 1 {
+				ref = vs("1 writer", b, pebbleB(batch, 1), "mutations/s", "")
+			}
+			add(row{"raw Pebble", fmt.Sprintf("synced batches of %d puts, %s", batch, writers), rate(b, "mutations/s", false),
+				[]reference{ref}})
 		}
 	}
 
@@ -133,7 +143,11 @@ func rows(res Results) []row {
 			add(row{group, "Get, " + cons + ", 1 client", append(lat(b, false), m(b, "reads/s")), refs})
 		}
 		rss := statedB(nodes, "rss")
-		add(row{group, "RSS of the largest process after the rows above", []metric{m(rss, "VmHWM-MB"), m(rss, "VmRSS-MB")}, one("rss", "VmHWM-MB")})
+		mem := []metric{m(rss, "VmHWM-MB"), m(rss, "VmRSS-MB")}
+		for i := 1; i <= nodes && nodes > 1; i++ {
+			mem = append(mem, m(rss, fmt.Sprintf("n%d-VmHWM-MB", i)))
+		}
+		add(row{group, "RSS after the rows above: the largest process (peak, now), then each node's peak", mem, one("rss", "VmHWM-MB")})
 	}
 
 	add(row{"Kafka", "processor, one counter add per record", []metric{m(kafkaPR, "records/s")},

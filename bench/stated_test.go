@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 
@@ -83,19 +84,24 @@ func benchReads(b *testing.B, c *stated.Client, key *atomic.Uint64, cons stated.
 }
 
 // benchRSS reports the peak (VmHWM) and current (VmRSS) resident memory of
-// the cluster's processes, the largest over the nodes, in MB. Its b.N
-// loop times reading them, which is not a figure of stated.
+// each of the cluster's processes ("n1-VmHWM-MB") and the largest over
+// them ("VmHWM-MB"), in MB. Its b.N loop times reading them, which is not
+// a figure of stated.
 func benchRSS(b *testing.B, nodes []*node) {
-	var hwm, rss float64
+	hwm, rss := make([]float64, len(nodes)), make([]float64, len(nodes))
 	for range b.N {
-		for _, nd := range nodes {
+		for i, nd := range nodes {
 			h, r, err := nd.memory()
 			if err != nil {
 				b.Fatal(err)
 			}
-			hwm, rss = max(hwm, h), max(rss, r)
+			hwm[i], rss[i] = h, r
 		}
 	}
-	b.ReportMetric(hwm, "VmHWM-MB")
-	b.ReportMetric(rss, "VmRSS-MB")
+	for i, nd := range nodes {
+		b.ReportMetric(hwm[i], nd.id+"-VmHWM-MB")
+		b.ReportMetric(rss[i], nd.id+"-VmRSS-MB")
+	}
+	b.ReportMetric(slices.Max(hwm), "VmHWM-MB")
+	b.ReportMetric(slices.Max(rss), "VmRSS-MB")
 }

@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# bench/run.sh: stated's benchmarks and their references in one run, one
+# markdown table. bench/README.md explains every row; --help the knobs.
+set -euo pipefail
+
+usage() {
+	cat <<'EOF'
+Usage: bash bench/run.sh [--help]
+
+Runs, in one go and on one machine, stated's benchmarks and the references
+they are compared with, and prints one markdown table (medians over
+BENCH_COUNT runs, each row with its reference from the same run and the
+ratio) to stdout and to bench/out/<UTC time>.md; the raw `go test -bench`
+output goes to bench/out/<UTC time>.txt (benchstat reads it).
+
+What runs (bench/README.md describes each row):
+  the machine   fsync of 4 KiB (p50/p99) and sequential write of 256 MB in
+                the data dir's filesystem
+  raw Pebble    synced batches of 1, 100, 1000 puts, 1 and 64 writers
+  Redis         redis-server on a unix socket, AOF appendfsync always and
+                everysec: SET (1, 64 clients), pipelines and MULTI/EXEC of
+                100 and 1000 SETs, GET. Installed with apt-get when missing,
+                if root and online; otherwise its rows are skipped and the
+                output says why.
+  stated        `stated run` processes built from this tree, 1 and 3 nodes,
+                through the Go SDK: single commits (1, 64 clients), 100 x 8
+                and 1000 x 4 commits, Gets at local/session/linearizable,
+                the processes' RSS
+  test/         the Kafka processor vs plain franz-go, the checkpoint
+                barrier and completion pauses, a full and an incremental
+                checkpoint vs cp -r, restore vs cp -r, restart after SIGKILL
+
+Environment:
+  BENCH_COUNT=N         runs of every benchmark, medians taken (default 3)
+  BENCH_QUICK=1         a smoke run of about 3 minutes: 1 run, short
+                        benchtimes (figures too rough to quote)
+  BENCH_DIR=DIR         where data dirs, Redis's AOF and the temp files go
+                        (default: a new directory in ${TMPDIR:-/tmp});
+                        its filesystem is the one measured
+  BENCH_CKPT_STATE=S    state size of the checkpoint and restore rows:
+                        100MB (default) or 1GB (adds ~10 minutes)
+  BENCH_STATED_FLAGS=.. extra `stated run` flags for the stated rows,
+                        e.g. "--checkpoint-interval 1s"
+  BENCH_KEEP=1          keep BENCH_DIR's contents afterwards
+
+The default run takes about 15 minutes on 2 cores. Figures are only
+comparable within one run: the ratios are the point.
+EOF
+}
+
+for arg in "$@"; do
+	case $arg in
+	-h | --help)
+		usage
+		exit 0
+		;;
+	*)
+		echo "bench/run.sh: unknown argument $arg (see --help)" >&2
+		exit 2
+		;;
+	esac
+done
+
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+count=${BENCH_COUNT:-3}
+quick=${BENCH_QUICK:-0}
+ckpt_state=${BENCH_CKPT_STATE:-100MB}
+case $count in '' | *[!0-9]* | 0)
+	echo "bench/run.sh: BENCH_COUNT must be a positive integer, not '$count'" >&2
+	exit 2
+	;;
+esac
+case $quick in 0 | 1) ;; *)
+	echo "bench/run.sh: BENCH_QUICK must be 0 or 1, not '$quick'" >&2
+	exit 2
+	;;
+esac
+case $ckpt_state in 100MB | 1GB) ;; *)
+	echo "bench/run.sh: BENCH_CKPT_STATE must be 100MB or 1GB, not '$ckpt_state'" >&2
+	exit 2
+	;;
+esac
+command -v go >/dev/null || {
+	echo "bench/run.sh: go is not on PATH" >&2
+	exit 2
+}
+
+# benchtimes: per-sub-benchmark time for the rate rows, iterations for the
+# test/ benchmarks that build state first.
+if [ "$quick" = 1 ]; then
+	count=1
+	bt=200ms
+	kafka_n=20000x
+	restarts=1x
+else
+	bt=1s
+	kafka_n=200000x
+	restarts=3x
+fi
+
+stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
+mkdir -p bench/out
+out_md=bench/out/$stamp.md
+out_raw=bench/out/$stamp.txt
+out_log=bench/out/$stamp.log
+: >"$out_raw"
+: >"$out_log"
+
+if [ -n "${BENCH_DIR:-}" ]; then
+	mkdir -p "$BENCH_DIR"
+	work=$(mktemp -d "$BENCH_DIR/stated-bench.XXXXXX")
+else
+	work=$(mktemp -d "${TMPDIR:-/tmp}/stated-bench.XXXXXX")
+fi
+# Unix socket paths are limited to 107 bytes: Redis's go in a short
+# directory of their own.
+sockdir=$(mktemp -d /tmp/sb.XXXXXX)
+redis_pids=()
+
+cleanup() {
+	local pid
+	for pid in "${redis_pids[@]}"; do
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$sockdir"
+	if [ "${BENCH_KEEP:-0}" != 1 ]; then
+		rm -rf "$work"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+started=$SECONDS
+say() { echo "bench/run.sh: [$(((SECONDS - started) / 60))m$(((SECONDS - started) % 60))s] $*" >&2; }
+notes=()
+note() {
+	notes+=("$*")
+	say "$*"
+}
+
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+load_before=$(load)
+
+# bench PKG REGEX BENCHTIME [ENV...]: one `go test -bench` invocation, its
+# output appended to the raw file; a failure is noted, not fatal.
+bench() {
+	local pkg=$1 regex=$2 benchtime=$3
+	shift 3
+	say "go test $pkg -bench '$regex' -benchtime $benchtime -count $count"
+	if ! env TMPDIR="$work" BENCH_STATED_BIN="$work/bin/stated" "$@" \
+		go test "$pkg" -run '^$' -bench "$regex" -benchtime "$benchtime" -count "$count" -timeout 60m \
+		>>"$out_raw" 2>>"$out_log"; then
+		note "\`go test $pkg -bench '$regex'\` failed; its rows are not measured (output in $out_raw and $out_log)."
+	fi
+}
+
+say "data dir $work; raw output $out_raw"
+mkdir -p "$work/bin"
+go build -o "$work/bin/stated" ./cmd/stated
+
+# --- Redis -------------------------------------------------------------
+redis_sockets=""
+start_redis() {
+	if ! command -v redis-server >/dev/null; then
+		if [ "$(id -u)" != 0 ]; then
+			note "Redis rows skipped: redis-server is not installed and installing it needs root (apt-get install -y redis-server)."
+			return
+		fi
+		if ! command -v apt-get >/dev/null; then
+			note "Redis rows skipped: redis-server is not installed and there is no apt-get to install it."
+			return
+		fi
+		say "installing redis-server with apt-get"
+		if ! DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server >>"$out_log" 2>&1; then
+			DEBIAN_FRONTEND=noninteractive apt-get update >>"$out_log" 2>&1 || true
+			if ! DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server >>"$out_log" 2>&1; then
+				note "Redis rows skipped: apt-get install -y redis-server failed (offline?); see $out_log."
+				return
+			fi
+		fi
+		# Debian's package starts a service of its own where it can: stop
+		# it, so only the harness's servers run.
+		if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
+			systemctl stop redis-server || true
+		elif command -v service >/dev/null; then
+			service redis-server stop >>"$out_log" 2>&1 || true
+		elif [ -x /etc/init.d/redis-server ]; then
+			/etc/init.d/redis-server stop >>"$out_log" 2>&1 || true
+		fi
+	fi
+	local mode dir sock i
+	for mode in always everysec; do
+		dir=$work/redis-$mode
+		sock=$sockdir/$mode.sock
+		mkdir -p "$dir"
+		redis-server --port 0 --unixsocket "$sock" --unixsocketperm 700 --dir "$dir" \
+			--appendonly yes --appendfsync "$mode" --save '' --daemonize no \
+			--logfile "$dir/redis.log" &
+		redis_pids+=("$!")
+		for ((i = 0; i < 200; i++)); do
+			[ -S "$sock" ] && break
+			sleep 0.05
+		done
+		if [ ! -S "$sock" ]; then
+			note "Redis rows skipped: redis-server (appendfsync $mode) did not open $sock within 10 s: $(tail -3 "$dir/redis.log" 2>/dev/null)"
+			redis_sockets=""
+			return
+		fi
+		redis_sockets+="${redis_sockets:+,}$mode=$sock"
+	done
+}
+start_redis
+redis_version=""
+if [ -n "$redis_sockets" ]; then
+	redis_version=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
+fi
+
+# --- the runs --------------------------------------------------------
+bench ./bench '^BenchmarkMachine$' "$bt"
+bench ./bench '^BenchmarkRawPebble$' "$bt"
+if [ -n "$redis_sockets" ]; then
+	bench ./bench '^BenchmarkRedis$' "$bt" BENCH_REDIS_SOCKETS="$redis_sockets"
+fi
+bench ./bench '^BenchmarkStated$' "$bt"
+bench ./test '^Benchmark(KafkaProcessor|KafkaPlainFranzGo)$' "$kafka_n"
+bench ./test "^BenchmarkCheckpointBarrierPause\$/^state=$ckpt_state\$" 1x
+bench ./test "^BenchmarkCheckpointUpload\$/^state=$ckpt_state\$" 1x
+bench ./test "^BenchmarkRestore\$/^state=$ckpt_state\$" 1x
+bench ./test '^BenchmarkRestartAfterSIGKILL$' "$restarts"
+load_after=$(load)
+
+# --- the table -------------------------------------------------------
+fs=$(df -PT "$work" | awk 'NR == 2 { print $2 " on " $1 ", mounted at " $7 }')
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+	commit+=" (with uncommitted changes)"
+fi
+cmd="bash bench/run.sh"
+[ "$quick" = 1 ] && cmd="BENCH_QUICK=1 $cmd"
+[ -n "${BENCH_COUNT:-}" ] && [ "$quick" != 1 ] && cmd="BENCH_COUNT=$count $cmd"
+[ "$ckpt_state" != 100MB ] && cmd="BENCH_CKPT_STATE=$ckpt_state $cmd"
+[ -n "${BENCH_STATED_FLAGS:-}" ] && cmd="BENCH_STATED_FLAGS='$BENCH_STATED_FLAGS' $cmd"
+
+table=$(go run ./bench/report "$out_raw" 2>>"$out_log") || {
+	note "bench/report failed: see $out_log"
+	table=""
+}
+
+{
+	echo "## stated benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo
+	echo "**Command:** \`$cmd\` (medians of $count run(s); 100-byte values; raw output \`$out_raw\`)"
+	echo
+	echo "**Machine:** $cpu, $(nproc) cores, $mem; \`$(uname -a)\`"
+	echo
+	echo "**Software:** commit $commit; $(go version | sed 's/^go version //')${redis_version:+; Redis $redis_version}"
+	echo
+	echo "**Data dir:** $fs (stated's data dirs, Pebble, Redis's AOF and the checkpoint files all in it)"
+	echo
+	echo "**Load average** (1, 5, 15 min): before $load_before, after $load_after"
+	echo
+	echo "$table"
+	if [ "${#notes[@]}" -gt 0 ]; then
+		echo
+		echo "**Notes:**"
+		echo
+		for n in "${notes[@]}"; do echo "- $n"; done
+	fi
+} | tee "$out_md"
+say "written to $out_md"
