@@ -22,9 +22,16 @@ import (
 // acknowledged lost). The one commit per worker in flight at the kill may
 // or may not have landed.
 func TestSIGKILLLosesNoAcknowledgedCommitAndAppliesNoneTwice(t *testing.T) {
+	killMidLoadAndCheck(t, newNode(t))
+}
+
+// killMidLoadAndCheck is the body of
+// TestSIGKILLLosesNoAcknowledgedCommitAndAppliesNoneTwice on node n: three
+// rounds of load each ended by SIGKILL, the state checked after every
+// restart.
+func killMidLoadAndCheck(t *testing.T, n *node) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	n := newNode(t)
 	const workers, rounds = 8, 3
 	acked := make([]int64, workers) // highest acknowledged sequence per worker
 	for round := 0; round <= rounds; round++ {

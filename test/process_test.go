@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -99,7 +100,25 @@ func exampleBinary(t *testing.T, name string) string {
 
 func counterBinary(t *testing.T) string { return exampleBinary(t, "counter") }
 
+// testRaftLogStore is STATED_TEST_RAFT_LOG_STORE: the Raft log store (wal
+// or boltdb) of every `stated run` and `stated restore` the tests start,
+// so that the crash and chaos suite runs on either. Empty: stated's
+// default. A test that gives --raft-log-store itself keeps its own.
+var testRaftLogStore = os.Getenv("STATED_TEST_RAFT_LOG_STORE")
+
 func TestMain(m *testing.M) {
+	switch testRaftLogStore {
+	case "", "wal", "boltdb":
+	default:
+		fmt.Fprintf(os.Stderr, "STATED_TEST_RAFT_LOG_STORE %q: want wal or boltdb\n", testRaftLogStore)
+		os.Exit(2)
+	}
+	if testRaftLogStore != "" {
+		// `stated restore --node-id` creates a Raft log too; it reads
+		// STATED_RAFT_LOG_STORE, which every stated the tests start
+		// inherits.
+		os.Setenv("STATED_RAFT_LOG_STORE", testRaftLogStore)
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
@@ -204,6 +223,9 @@ func (n *node) startOnce(ctx context.Context) (exited bool) {
 			// a non-loopback address open unless told so.
 			argv = append(argv, "--insecure")
 		}
+	}
+	if testRaftLogStore != "" && !slices.Contains(n.args, "--raft-log-store") {
+		argv = append(argv, "--raft-log-store", testRaftLogStore)
 	}
 	argv = append(append([]string{}, n.wrap...), argv...)
 	n.cmd = exec.Command(argv[0], argv[1:]...)
