@@ -21,21 +21,33 @@ import (
 	"github.com/statedhq/stated/raftstore/fsm"
 )
 
-// The benchmarks run stated in-process (real Raft, bbolt and Pebble in a
-// temp dir) and talk to it over its unix socket, next to the machine's
-// limits measured in the same run: a raw fsync and raw Pebble synced batch
-// commits. Run them with:
+// The benchmarks run stated in-process (real Raft, its log store and Pebble
+// in a temp dir) and talk to it over its unix socket, next to the
+// machine's limits measured in the same run: a raw fsync and raw Pebble
+// synced batch commits. Run them with:
 //
 //	go test ./test -run '^$' -bench . -benchtime 3s -count 5
+//
+// STATED_TEST_RAFT_LOG_STORE=wal|boltdb puts their Raft log in that store
+// (stated's default otherwise); BenchmarkCommitLogStore measures both
+// stores side by side in one run.
 
-// benchClient starts stated with n nodes and returns a client of the
-// leader's unix socket.
+// benchClient starts stated with n nodes, its Raft log in the store
+// STATED_TEST_RAFT_LOG_STORE names, and returns a client of the leader's
+// unix socket.
 func benchClient(b *testing.B, n int) statedv1.StateClient {
+	return benchClientOn(b, n, testRaftLogStore)
+}
+
+// benchClientOn is benchClient with the Raft log in logStore ("" for
+// stated's default).
+func benchClientOn(b *testing.B, n int, logStore string) statedv1.StateClient {
+	store := daemontest.WithRaftLogStore(logStore)
 	var leader *daemon.Daemon
 	if n == 1 {
-		leader = daemontest.Start(b)
+		leader = daemontest.Start(b, store)
 	} else {
-		for _, d := range daemontest.StartCluster(b, n) {
+		for _, d := range daemontest.StartCluster(b, n, store) {
 			if d.Store().IsLeader() {
 				leader = d
 			}
@@ -109,6 +121,17 @@ func BenchmarkCommit(b *testing.B) {
 		{muts: 100, conc: 1}, {muts: 100, conc: 8}, {muts: 1000, conc: 1}, {muts: 1000, conc: 4}, {muts: 1000, conc: 16},
 	} {
 		b.Run(tc.String(), func(b *testing.B) { runCommits(b, benchClient(b, 1), tc) })
+	}
+}
+
+// BenchmarkCommitLogStore is BenchmarkCommit's single-commit rows on
+// each Raft log store, side by side in one run: raft-boltdb syncs bbolt
+// twice per append, raft-wal once.
+func BenchmarkCommitLogStore(b *testing.B) {
+	for _, store := range []string{"boltdb", "wal"} {
+		for _, tc := range []commitCase{{muts: 1, conc: 1}, {muts: 1, conc: 64}, {muts: 100, conc: 8}} {
+			b.Run("store="+store+"/"+tc.String(), func(b *testing.B) { runCommits(b, benchClientOn(b, 1, store), tc) })
+		}
 	}
 }
 
