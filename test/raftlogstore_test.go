@@ -12,6 +12,7 @@ import (
 	"time"
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	stated "github.com/statedhq/stated/sdk/go"
 )
 
 // TestSIGKILLOnEachRaftLogStoreLosesNoAcknowledgedCommit kills `stated run
@@ -155,4 +156,51 @@ func TestRestoreCreatesTheRaftLogInTheChosenStore(t *testing.T) {
 	client, closeConn = n.client()
 	defer closeConn()
 	checkDurable(ctx, t, client, acked)
+}
+
+// TestMovingANodeToTheOtherRaftLogStoreByRejoiningLosesNothing follows
+// the README's way to switch a node's Raft log store: stop it, move its
+// data dir away, and start it with the other store, its old id and
+// addresses, and --join. It catches up (from a snapshot: the leader has
+// compacted its log) and serves every commit, in a cluster whose other
+// members keep their store.
+func TestMovingANodeToTheOtherRaftLogStoreByRejoiningLosesNothing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	snapshots := []string{"--raft-snapshot-threshold", "64", "--raft-snapshot-interval", "100ms", "--raft-trailing-logs", "16"}
+	nodes := startCluster(ctx, t, 3, append([]string{"--raft-log-store", "boltdb"}, snapshots...)...)
+	c, err := stated.Dial(ctx, addrs(nodes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := startCounterWorkers(ctx, t, c, 2)
+	defer w.halt()
+	w.waitFor(ctx, t, 200)
+
+	moved := nodes[(leaderOf(ctx, t, nodes)+1)%3]
+	moved.kill()
+	if err := os.Rename(moved.dataDir, moved.dataDir+".boltdb"); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor(ctx, t, w.total.Load()+400)
+	join := nodes[0].grpcAddr
+	if moved == nodes[0] {
+		join = nodes[1].grpcAddr
+	}
+	moved.args = append(append([]string{"--raft-log-store", "wal"}, snapshots...), "--join", join)
+	moved.start(ctx)
+	w.waitFor(ctx, t, w.total.Load()+100)
+	w.halt()
+	w.checkNode(ctx, t, moved)
+	if _, err := os.Stat(filepath.Join(moved.dataDir, "raft", "wal")); err != nil {
+		t.Fatalf("the moved node has no raft/wal: %v", err)
+	}
+	for _, n := range nodes {
+		if n != moved {
+			if _, err := os.Stat(filepath.Join(n.dataDir, "raft", "raft.db")); err != nil {
+				t.Fatalf("%s lost its boltdb log: %v", n.id, err)
+			}
+		}
+	}
 }
