@@ -234,6 +234,7 @@ func TestConfigValidateNamesTheBadField(t *testing.T) {
 		{"raft advertised on every interface", func(c *daemon.Config) { c.AdvertiseRaftAddr = "0.0.0.0:7421" }, "AdvertiseRaftAddr"},
 		{"raft advertised on port 0", func(c *daemon.Config) { c.AdvertiseRaftAddr = "stated-0.peers:0" }, "AdvertiseRaftAddr"},
 		{"bootstrap node without a join list", func(c *daemon.Config) { c.BootstrapNodeID = "n1" }, "BootstrapNodeID"},
+		{"unknown raft log store", func(c *daemon.Config) { c.RaftLogStore = "bolt" }, "RaftLogStore"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
