@@ -151,6 +151,13 @@ func TestApplyBatchEntriesSeeTheEarlierEntriesOfTheirBatch(t *testing.T) {
 		return command.Mutation{Op: command.OpCounterAdd, Namespace: "n", Key: []byte("c"), Delta: delta}
 	}
 	put := command.Mutation{Op: command.OpPut, Namespace: "n", Key: []byte("p"), Value: []byte("v")}
+	puts := func(n int) []command.Mutation {
+		var muts []command.Mutation
+		for i := range n {
+			muts = append(muts, command.Mutation{Op: command.OpPut, Namespace: "n", Key: fmt.Appendf(nil, "b%d", i), Value: []byte("v")})
+		}
+		return muts
+	}
 	session := func(seq uint64, hash byte, muts ...command.Mutation) *command.Command {
 		return &command.Command{Type: command.TypeCommit, Now: now, Commit: &command.Commit{
 			ClientID: "cl", SessionID: 7, Seq: seq, Hash: [16]byte{hash}, Mutations: muts}}
@@ -219,6 +226,20 @@ func TestApplyBatchEntriesSeeTheEarlierEntriesOfTheirBatch(t *testing.T) {
 				}
 				if v := counterValue(t, f, "n", "c", now); v != math.MaxInt64-2 {
 					t.Fatalf("counter = %d, want %d", v, int64(math.MaxInt64-2))
+				}
+			}},
+		{"commits too big to share the batch, between small ones", []*command.Command{
+			commitCmd(now, []command.Mutation{add(1)}, nil),
+			commitCmd(now, append(puts(groupMaxOps), add(10)), nil),            // alone: reads the add before it
+			commitCmd(now, []command.Mutation{add(100)}, nil),                  // reads the big one from the database
+			commitCmd(now, append(puts(groupMaxOps), add(math.MaxInt64)), nil), // alone, rejected after its puts
+			commitCmd(now, []command.Mutation{add(1000)}, nil)},
+			func(t *testing.T, f *FSM, res []*Result) {
+				if res[1].Err != nil || !errors.Is(res[3].Err, ErrRejected) {
+					t.Fatalf("big commits returned %s and %s, want applied and rejected", fmtResult(res[1]), fmtResult(res[3]))
+				}
+				if v := counterValue(t, f, "n", "c", now); v != 1111 {
+					t.Fatalf("counter = %d, want 1111", v)
 				}
 			}},
 	} {
