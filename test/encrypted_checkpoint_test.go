@@ -174,7 +174,7 @@ func TestEncryptedCheckpointHidesStateAndRestoresOnlyWithItsKey(t *testing.T) {
 func TestRunRefusesAnUnknownCheckpointKeyURL(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for _, key := range []string{"nosuch://k", "awskms://alias/stated", "base64key://c2hvcnQta2V5"} {
+	for _, key := range []string{"nosuch://k", "awskms://", "gcpkms://projects/p", "azurekeyvault://example.com/keys/k", "base64key://c2hvcnQta2V5"} {
 		dataDir := filepath.Join(t.TempDir(), "data")
 		r := runStated(ctx, t, "run", "--data-dir", dataDir, "--checkpoint-key-url", key,
 			"--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0")

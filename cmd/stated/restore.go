@@ -220,7 +220,7 @@ and leaves the data dir as it was.`,
 	f.Var(raftLogStoreValue{&logStore}, "raft-log-store", "the new node's "+raftLogStoreHelp+"; with --node-id the Raft log is created now, otherwise by the first stated run")
 	f.BoolVar(&fallback, "fallback", false, "restore the newest intact older checkpoint when the selected one is not intact")
 	f.StringSliceVar(&brokers, "kafka-brokers", nil, "Kafka brokers; reset each group's committed offsets to the checkpoint's")
-	f.StringVar(&keyURL, "checkpoint-key-url", "", "the key an encrypted checkpoint was written with (as stated run --checkpoint-key-url)")
+	f.StringVar(&keyURL, "checkpoint-key-url", "", "the key an encrypted checkpoint was written with, as stated run --checkpoint-key-url took it: base64key://, awskms://, gcpkms:// or azurekeyvault:// (see stated run --help for the forms and credentials)")
 	bindEnv(f, "checkpoint-key-url", "raft-log-store")
 	return cmd
 }

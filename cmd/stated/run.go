@@ -109,7 +109,7 @@ A flag wins over the environment, and both over the file.
 	f.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", cfg.SnapshotInterval, "how often Raft checks whether to snapshot")
 	f.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", cfg.TrailingLogs, "Raft log entries kept after a snapshot, so that lagging followers need no snapshot")
 	f.StringVar(&cfg.CheckpointURL, "checkpoint-url", "", "bucket for checkpoints: file:///path, s3://bucket?endpoint=...&use_path_style=true, gs://bucket, azblob://container, mem:// (default file://DATA_DIR/checkpoints)")
-	f.StringVar(&cfg.CheckpointKeyURL, "checkpoint-key-url", "", "encrypt checkpoint files with this key before upload: base64key://<32 bytes in base64>; restore needs the same key")
+	f.StringVar(&cfg.CheckpointKeyURL, "checkpoint-key-url", "", "encrypt checkpoint files before upload with the key of this URL; restore needs the same key. Forms: "+uploader.KeyURLForms)
 	f.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", cfg.CheckpointInterval, "how often the leader takes a checkpoint (at least 1s)")
 	f.IntVar(&cfg.CheckpointRetain, "checkpoint-retain", cfg.CheckpointRetain, "completed checkpoints to keep, besides savepoints (at least 1)")
 	f.IntVar(&cfg.CheckpointWorkers, "checkpoint-workers", 4, "files uploaded in parallel")
