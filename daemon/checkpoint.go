@@ -40,11 +40,25 @@ type CheckpointStatus struct {
 	LastDuration      time.Duration
 	LastBytesUploaded int64
 	LastFilesUploaded int
-	Completed         uint64
-	Failures          uint64
-	LastError         string
-	LastErrorAt       time.Time
-	KafkaError        string
+	// LastBytesHashed and LastFilesHashed count the local files the last
+	// completed checkpoint read to compute their checksums: those whose
+	// checksums were not cached (see BackgroundBytesHashed).
+	LastBytesHashed int64
+	LastFilesHashed int
+	// BytesHashedTotal sums LastBytesHashed over the completed
+	// checkpoints since the daemon started.
+	BytesHashedTotal int64
+	// BackgroundHashPasses and BackgroundBytesHashed count the passes in
+	// which this node, while a follower, hashed the tables of its state
+	// ahead of time, and the bytes they read: so that when it becomes
+	// the leader its first checkpoint reads only what changed.
+	BackgroundHashPasses  uint64
+	BackgroundBytesHashed int64
+	Completed             uint64
+	Failures              uint64
+	LastError             string
+	LastErrorAt           time.Time
+	KafkaError            string
 	// KafkaMemberGroups are the last checkpoint's groups that Kafka left
 	// to their live members to commit.
 	KafkaMemberGroups []string
@@ -73,6 +87,9 @@ type coordinator struct {
 	retain  int
 	every   time.Duration
 	pollFor time.Duration // how often leadership is checked during a checkpoint
+	// stateDir is this node's Pebble directory, whose tables a follower
+	// hashes ahead of time (prehash).
+	stateDir string
 
 	triggers chan *trigger
 	// cutHook, for tests, may replace the local checkpoint directory of
@@ -117,7 +134,8 @@ func openCoordinator(ctx context.Context, cfg Config, store *raftstore.Store, lo
 		}
 		return nil, fmt.Errorf("daemon: checkpoint bucket %s cannot be used: %w", redactURL(cfg.CheckpointURL), err)
 	}
-	ucfg := uploader.Config{Bucket: b, Workers: cfg.CheckpointWorkers, GCGrace: cfg.CheckpointGCGrace, Logger: logger}
+	ucfg := uploader.Config{Bucket: b, Workers: cfg.CheckpointWorkers, GCGrace: cfg.CheckpointGCGrace, Logger: logger,
+		HashCacheFile: filepath.Join(cfg.DataDir, hashCacheFileName)}
 	if cfg.CheckpointKeyURL != "" {
 		if ucfg.Keeper, ucfg.KeeperScheme, err = uploader.OpenKeeper(ctx, cfg.CheckpointKeyURL); err != nil {
 			b.Close()
@@ -133,7 +151,7 @@ func openCoordinator(ctx context.Context, cfg Config, store *raftstore.Store, lo
 	c := &coordinator{
 		store: store, bucket: b, up: up, logger: logger, keeper: ucfg.Keeper,
 		retain: cfg.CheckpointRetain, every: cfg.CheckpointInterval, pollFor: 50 * time.Millisecond,
-		triggers: make(chan *trigger),
+		triggers: make(chan *trigger), stateDir: filepath.Join(cfg.DataDir, stateDirName),
 	}
 	c.st = CheckpointStatus{
 		Enabled: true, Bucket: redactURL(cfg.CheckpointURL), Interval: cfg.CheckpointInterval, Retain: cfg.CheckpointRetain,
@@ -163,9 +181,20 @@ func closeKeeper(k *secrets.Keeper) {
 	}
 }
 
+// The checksum cache file in the data dir (uploader.Config.HashCacheFile),
+// and raftstore's Pebble directory in it.
+const (
+	hashCacheFileName = "checkpoint-hashes.json"
+	stateDirName      = "state"
+)
+
 // run takes a checkpoint every interval and on request, while this node
-// leads, until ctx ends.
+// leads, until ctx ends. While it follows, it hashes its tables ahead of
+// time (prehashLoop).
 func (c *coordinator) run(ctx context.Context) {
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	bg.Go(func() { c.prehashLoop(ctx) })
 	var tick <-chan time.Time
 	if c.every > 0 {
 		t := time.NewTicker(c.every)
@@ -279,7 +308,8 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	}
 	dur := time.Since(start)
 	c.logger.Info("daemon: checkpoint completed", "epoch", cp.Epoch, "index", cp.Index, "duration", dur,
-		"files", us.Files, "files_uploaded", us.FilesUploaded, "bytes", us.Bytes, "bytes_uploaded", us.BytesUploaded)
+		"files", us.Files, "files_uploaded", us.FilesUploaded, "bytes", us.Bytes, "bytes_uploaded", us.BytesUploaded,
+		"bytes_hashed", us.BytesHashed)
 	var kafkaErr string
 	var memberGroups []string
 	if c.kafka != nil {
@@ -296,6 +326,8 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	c.mu.Lock()
 	c.st.LastCompleted, c.st.LastDuration = m, dur
 	c.st.LastBytesUploaded, c.st.LastFilesUploaded = us.BytesUploaded, us.FilesUploaded
+	c.st.LastBytesHashed, c.st.LastFilesHashed = us.BytesHashed, us.FilesHashed
+	c.st.BytesHashedTotal += us.BytesHashed
 	c.st.BytesUploadedTotal += us.BytesUploaded
 	c.st.Completed++
 	c.st.InProgressEpoch = 0
@@ -348,6 +380,57 @@ func checkpointMeta(cp fsm.CheckpointResult, info fsm.CheckpointInfo, start time
 		meta.Offsets = append(meta.Offsets, uploader.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset})
 	}
 	return meta, nil
+}
+
+// prehashLoop, every checkpoint interval (10 s when checkpoints are only
+// taken on request), while this node follows, flushes its memtable, as
+// the leader does before each checkpoint, and hashes the tables of its
+// state that the uploader's cache does not know yet (uploader.Prehash),
+// one at a time. Every replica holds the same state in its own tables, so
+// a leader's checksums are no use to it: without this, a node that
+// becomes the leader reads its whole state for its first checkpoint. The
+// cache is kept in the data dir, so a restarted follower does not start
+// over.
+func (c *coordinator) prehashLoop(ctx context.Context) {
+	every := c.every
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if c.store.IsLeader() {
+			continue
+		}
+		c.prehash(ctx)
+	}
+}
+
+// prehash runs one pass of prehashLoop.
+func (c *coordinator) prehash(ctx context.Context) {
+	if err := c.store.Flush(); err != nil {
+		c.logger.Debug("daemon: flush before hashing the state's tables", "error", err)
+		return
+	}
+	st, err := c.up.Prehash(ctx, c.stateDir)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.logger.Warn("daemon: hashing the state's tables ahead of a checkpoint", "error", err)
+		}
+		return
+	}
+	if st.FilesHashed > 0 {
+		c.logger.Debug("daemon: hashed new tables ahead of a checkpoint", "tables", st.Tables, "hashed", st.FilesHashed, "bytes", st.BytesHashed)
+	}
+	c.mu.Lock()
+	c.st.BackgroundHashPasses++
+	c.st.BackgroundBytesHashed += st.BytesHashed
+	c.mu.Unlock()
 }
 
 // watchLeadership cancels the checkpoint as soon as this node stops

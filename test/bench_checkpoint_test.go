@@ -494,6 +494,27 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				time.Sleep(10 * time.Second)
 				cpNext, next := checkpoint()
 				s.done(cpNext.Epoch)
+
+				// A new leader's first checkpoint, after another 1% changed:
+				// a new Uploader on the same bucket, as a node that just
+				// took over has. Without hashing ahead of time it reads
+				// every table; a follower that ran uploader.Prehash over
+				// its state directory before the change reads what changed.
+				newLeader := func(prehash bool) ckptRun {
+					if up, err = uploader.New(uploader.Config{Bucket: bucket}); err != nil {
+						b.Fatal(err)
+					}
+					if prehash {
+						if _, err := up.Prehash(ctx, s.dir); err != nil {
+							b.Fatal(err)
+						}
+					}
+					s.overwrite(s.keys / 100)
+					cp, r := checkpoint()
+					s.done(cp.Epoch)
+					return r
+				}
+				cold, warm := newLeader(false), newLeader(true)
 				bucket.Close()
 				os.RemoveAll(work)
 
@@ -534,6 +555,11 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				add("next-%", 100*float64(next.st.BytesUploaded)/float64(next.st.Bytes))
 				add("next-wal-MB", float64(next.files.walBytes)/mb)
 				add("next-ckpt-s", total(next).Seconds())
+				add("newleader-cold-hashed-MB", float64(cold.st.BytesHashed)/mb)
+				add("newleader-cold-upload-s", cold.upload.Seconds())
+				add("newleader-prehashed-hashed-MB", float64(warm.st.BytesHashed)/mb)
+				add("newleader-prehashed-upload-s", warm.upload.Seconds())
+				add("incr-hashed-MB", float64(incr.st.BytesHashed)/mb)
 				b.Logf("full %+v (flush %v barrier %v trim %v (%d B) read %v upload %v); incremental %+v (upload %v, WAL %d B after trimming %d B); next %+v; cp -r %v+%v sync / %v+%v sync, copy %v, copy+fsync %v",
 					full.st, full.flush, full.barrier, full.trim, full.trimmed, full.read, full.upload, incr.st, incr.upload, incr.files.walBytes, incr.trimmed, next.st, cp1, sync1, cp2, sync2, goCopy, goCopySync)
 			}
@@ -545,22 +571,11 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 	}
 }
 
-// noWALRecycling is Pebble's DeleteCleaner that also claims to need the
-// contents of obsolete files (through the embedded ArchiveCleaner's
-// marker method), which is the one way to turn off WAL recycling from
-// outside Pebble: with recycling, a new WAL reuses an old file at its
-// old size, and a checkpoint copies the whole file.
-type noWALRecycling struct {
-	pebble.DeleteCleaner
-	archiveMarker
-}
-
-type archiveMarker struct{ pebble.ArchiveCleaner }
-
 // BenchmarkCheckpointRawPebble is the barrier of
 // BenchmarkCheckpointBarrierPause on Pebble alone, with the state
-// machine's options, with WAL recycling on (Pebble's default, as in the
-// state machine) and off: a batch, the removal of the previous
+// machine's options, with WAL recycling on (Pebble's default, and the
+// state machine's before it turned recycling off) and off (the state
+// machine's options now): a batch, the removal of the previous
 // checkpoint, Checkpoint with WithFlushedWAL, after a flush and 100 KB of
 // writes. It tells what the barrier would cost if the checkpoint's WAL
 // held only the writes since the flush.
@@ -571,8 +586,8 @@ func BenchmarkCheckpointRawPebble(b *testing.B) {
 			b.Run(fmt.Sprintf("state=%s/wal-recycling=%v", size.name, recycle), func(b *testing.B) {
 				root := b.TempDir()
 				opts := fsm.PebbleOptions()
-				if !recycle {
-					opts.Cleaner = noWALRecycling{}
+				if recycle {
+					opts.Cleaner = pebble.DeleteCleaner{}
 				}
 				db, err := pebble.Open(filepath.Join(root, "state"), opts)
 				if err != nil {

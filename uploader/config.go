@@ -48,6 +48,11 @@ type Config struct {
 	// TempDir holds files being sealed before they are sent; default
 	// os.TempDir().
 	TempDir string
+	// HashCacheFile, when set, keeps the checksums of the local tables
+	// (see Prehash) across restarts: loaded by the first Upload or
+	// Prehash, written after each. A missing or unreadable file only
+	// costs hashing again.
+	HashCacheFile string
 	// Logger receives retries at Warn and summaries at Debug; nil
 	// discards them.
 	Logger *slog.Logger
@@ -147,7 +152,7 @@ type Metrics struct {
 	BytesUploaded              int64
 	BlobsDownloaded            int64 // files written by Download
 	BytesDownloaded            int64
-	FilesHashed, BytesHashed   int64 // local files read to compute their checksums
+	FilesHashed, BytesHashed   int64 // local files read to compute their checksums (Upload and Prehash)
 	HashCacheHits              int64 // local files whose checksums came from the cache
 	Retries                    int64 // blob operations tried again after a transient error
 	BlobsDeleted, BytesDeleted int64 // by Retain

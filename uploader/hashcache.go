@@ -53,6 +53,7 @@ func (u *Uploader) seed(ctx context.Context) {
 	if seeded {
 		return
 	}
+	u.loadCache()
 	m, err := u.Latest(ctx)
 	if err != nil {
 		if !errors.Is(err, ErrNotFound) {

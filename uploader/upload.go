@@ -24,7 +24,11 @@ type UploadStats struct {
 	// bucket did not hold yet, each distinct content once.
 	FilesUploaded int
 	BytesUploaded int64
-	Duration      time.Duration
+	// FilesHashed and BytesHashed count the local files this Upload read
+	// to compute their checksums: those the cache did not know.
+	FilesHashed int
+	BytesHashed int64
+	Duration    time.Duration
 }
 
 // Progress is told the bytes done of a total. Upload counts the bytes of
@@ -123,6 +127,7 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 		mu              sync.Mutex
 		sending         = map[string]bool{}
 		sent, sentBytes atomic.Int64
+		hashed, hashedB atomic.Int64
 		written         = make([]string, len(work)) // blob files, in a file:// bucket
 	)
 	err = u.parallel(ctx, len(work), func(ctx context.Context, w int) error {
@@ -142,6 +147,8 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 			}
 			f.SHA256, f.md5, f.hashed = d.sha256, d.md5, true
 			u.remember(f.key, d)
+			hashed.Add(1)
+			hashedB.Add(n)
 		}
 		mu.Lock()
 		skip := u.heldAs(held, *f) || sending[f.SHA256]
@@ -164,6 +171,7 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 		return nil
 	})
 	st.FilesUploaded, st.BytesUploaded = int(sent.Load()), sentBytes.Load()
+	st.FilesHashed, st.BytesHashed = int(hashed.Load()), hashedB.Load()
 	if err != nil {
 		return fail(err)
 	}
@@ -172,6 +180,7 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 		keys[i] = f.key
 	}
 	u.keepOnly(keys)
+	u.saveCache()
 	if err := u.syncFiles(ctx, written); err != nil {
 		return fail(err)
 	}
