@@ -40,7 +40,8 @@ Environment:
   BENCH_CKPT_STATE=S    state size of the checkpoint and restore rows:
                         100MB (default) or 1GB (adds ~10 minutes)
   BENCH_STATED_FLAGS=.. extra `stated run` flags for the stated rows,
-                        e.g. "--checkpoint-interval 1s"
+                        e.g. "--raft-log-store boltdb" to measure the
+                        other Raft log store, "--checkpoint-interval 1s"
   BENCH_KEEP=1          keep BENCH_DIR's contents afterwards
 
 The default run takes about 15 minutes on 2 cores. Figures are only
