@@ -211,3 +211,45 @@ func TestReadAndAdminTokensRunTheirCommandsWithoutASession(t *testing.T) {
 		t.Errorf("the daemon logged errors for read-only and admin clients:\n%s", n.logs)
 	}
 }
+
+func TestRecoveryReportSaysWhetherACheckpointIsEncryptedNeverTheKey(t *testing.T) {
+	const key = "base64key://AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	keyText := strings.TrimPrefix(key, "base64key://")
+	bucket := "file://" + t.TempDir()
+	n := newNode(t)
+	n.args = []string{"--checkpoint-url", bucket, "--checkpoint-interval", "1h", "--checkpoint-key-url", key}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	n.start(ctx)
+	sock := []string{"--addr", n.socket, "--timeout", "30s"}
+	if out, err := runCLI(t, nil, append([]string{"kv", "put", "ns", "k", "v"}, sock...)...); err != nil {
+		t.Fatalf("stated kv put: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, nil, append([]string{"checkpoint", "trigger", "--wait"}, sock...)...); err != nil {
+		t.Fatalf("stated checkpoint trigger: %v\n%s", err, out)
+	}
+
+	// Through the daemon (the Recovery RPC) and from the bucket, without
+	// the key: JSON and text say encrypted, with the keeper's scheme.
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"the daemon", sock},
+		{"the bucket", []string{"--from", bucket}},
+	} {
+		t.Run("from "+tc.name, func(t *testing.T) {
+			out, err := runCLI(t, []string{"STATED_CHECKPOINT_KEY_URL="}, append([]string{"recovery", "--json"}, tc.args...)...)
+			if err != nil || !strings.Contains(out, `"encrypted":true`) || !strings.Contains(out, `"encryption_keeper":"base64key"`) || !strings.Contains(out, `"intact":true`) {
+				t.Fatalf("stated recovery --json: %v, want encrypted with keeper base64key and intact\n%s", err, out)
+			}
+			text, err := runCLI(t, nil, append([]string{"recovery"}, tc.args...)...)
+			if err != nil || !strings.Contains(text, "encrypted (keeper base64key)") || !strings.Contains(text, "restoring needs --checkpoint-key-url") {
+				t.Fatalf("stated recovery: %v, want the encryption line\n%s", err, text)
+			}
+			if strings.Contains(out+text, keyText) {
+				t.Fatalf("the recovery report shows the key:\n%s\n%s", out, text)
+			}
+		})
+	}
+}

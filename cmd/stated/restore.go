@@ -339,11 +339,7 @@ verification).`,
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
-		err = c.printRecovery(r, asJSON)
-		if e := m.Encryption; e != nil && !asJSON {
-			fmt.Fprintf(c.stdout, "encryption: the checkpoint's files are encrypted (keeper %s); their checksums were checked without the key; restoring needs --checkpoint-key-url\n", e.Keeper)
-		}
-		return err
+		return c.printRecovery(r, asJSON)
 	})
 	f := cmd.Flags()
 	f.StringVar(&from, "from", "", "bucket URL the checkpoints are in (as --checkpoint-url); without it, ask the daemon at --addr")
@@ -389,6 +385,7 @@ func reportFromProto(p *statedv1.RecoveryReport) *recovery.Report {
 		ClusterID: s.GetClusterId(), Keys: s.GetKeys(), Bytes: s.GetStateBytes(), Files: int(s.GetFiles()), FileBytes: int64(s.GetBytes()),
 		Verified: p.GetVerified(), Intact: p.GetIntact(), KafkaChecked: p.GetKafkaChecked(), KafkaError: p.GetKafkaError(),
 		Replay: p.GetReplay(), Lost: p.GetLost(), Partitions: []recovery.Partition{},
+		Encrypted: s.GetEncrypted(), Keeper: s.GetEncryptionKeeper(),
 	}
 	for _, f := range p.GetProblems() {
 		r.Problems = append(r.Problems, uploader.FileProblem{Path: f.GetPath(), BlobKey: f.GetBlobKey(), Problem: f.GetProblem()})
@@ -417,6 +414,13 @@ func printReport(w io.Writer, r *recovery.Report) {
 		r.Epoch, name, r.CreatedAt.UTC().Format(time.RFC3339), r.Age.Round(time.Second), r.RaftIndex, r.RaftTerm, r.ClusterID)
 	fmt.Fprintf(w, "holds %d keys, %s of state, in %d files (%s)\n", r.Keys, humanBytes(r.Bytes), r.Files, humanBytes(uint64(r.FileBytes)))
 	printWindowsRecovery(w, r.Windows)
+	if r.Encrypted {
+		keeper := r.Keeper
+		if keeper == "" {
+			keeper = "not recorded"
+		}
+		fmt.Fprintf(w, "encryption: the checkpoint's files are encrypted (keeper %s); their checksums are checked without the key; restoring needs --checkpoint-key-url with the key they were written with\n", keeper)
+	}
 	switch {
 	case !r.Verified:
 		fmt.Fprintln(w, "files: not verified (--no-verify)")

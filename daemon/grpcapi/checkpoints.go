@@ -200,6 +200,7 @@ func RecoveryProto(r *recovery.Report) *statedv1.RecoveryReport {
 			Epoch: r.Epoch, RaftIndex: r.RaftIndex, RaftTerm: r.RaftTerm, CreatedAtUnixMillis: r.CreatedAt.UnixMilli(),
 			ClusterId: r.ClusterID, Files: uint64(r.Files), Bytes: uint64(r.FileBytes), Keys: r.Keys, StateBytes: r.Bytes,
 			Savepoint: r.Savepoint, Offsets: uint64(len(r.Partitions)),
+			Encrypted: r.Encrypted, EncryptionKeeper: r.Keeper,
 		},
 		AgeMillis: r.Age.Milliseconds(), Verified: r.Verified, Intact: r.Intact,
 		KafkaChecked: r.KafkaChecked, KafkaError: r.KafkaError, Replay: r.Replay, Lost: r.Lost,
@@ -249,13 +250,17 @@ func Summary(m *uploader.Manifest) *statedv1.CheckpointSummary {
 	for _, f := range m.Files {
 		bytes += f.Size
 	}
-	return &statedv1.CheckpointSummary{
+	s := &statedv1.CheckpointSummary{
 		Epoch: m.Epoch, RaftIndex: m.RaftIndex, RaftTerm: m.RaftTerm,
 		CreatedAtUnixMillis: m.CreatedAt.UnixMilli(), ClusterId: m.ClusterID,
 		Files: uint64(len(m.Files)), Bytes: uint64(bytes),
 		Keys: m.Stats.Keys, StateBytes: m.Stats.Bytes,
 		Savepoint: m.Savepoint, Offsets: uint64(len(m.Offsets)),
 	}
+	if e := m.Encryption; e != nil {
+		s.Encrypted, s.EncryptionKeeper = true, e.Keeper
+	}
+	return s
 }
 
 // ManifestProto converts a whole manifest.

@@ -95,6 +95,12 @@ type Report struct {
 	// watermark, the emissions a restore delivers again (pending) and its
 	// open windows. Nil (JSON null) when the manifest does not record them.
 	Windows []uploader.WindowStats `json:"windows"`
+	// Encrypted is set when the checkpoint's files are encrypted: a restore
+	// needs the key (--checkpoint-key-url); verifying does not. Keeper is
+	// the secrets URL scheme the manifest records (base64key, awskms,
+	// gcpkms, azurekeyvault), never the key.
+	Encrypted bool   `json:"encrypted"`
+	Keeper    string `json:"encryption_keeper,omitempty"`
 }
 
 // Options say how much the report checks.
@@ -118,6 +124,9 @@ func Build(ctx context.Context, up *uploader.Uploader, m *uploader.Manifest, opt
 		RaftIndex: m.RaftIndex, RaftTerm: m.RaftTerm, ClusterID: m.ClusterID,
 		Keys: m.Stats.Keys, Bytes: m.Stats.Bytes, Files: len(m.Files), FileBytes: m.Bytes(),
 		Partitions: []Partition{}, Windows: m.Stats.Windows,
+	}
+	if m.Encryption != nil {
+		r.Encrypted, r.Keeper = true, m.Encryption.Keeper
 	}
 	if opts.Verify {
 		probs, err := up.Verify(ctx, m)

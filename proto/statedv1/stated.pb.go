@@ -1530,9 +1530,15 @@ type CheckpointSummary struct {
 	// savepoint is the name it is pinned under, if any.
 	Savepoint string `protobuf:"bytes,10,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
 	// offsets is the number of partitions with offsets.
-	Offsets       uint64 `protobuf:"varint,11,opt,name=offsets,proto3" json:"offsets,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Offsets uint64 `protobuf:"varint,11,opt,name=offsets,proto3" json:"offsets,omitempty"`
+	// encrypted is set when its files are encrypted: restoring it needs the
+	// key it was written with (--checkpoint-key-url); verifying does not.
+	// encryption_keeper is the secrets URL scheme its manifest records
+	// (base64key, awskms, gcpkms, azurekeyvault); never the key.
+	Encrypted        bool   `protobuf:"varint,12,opt,name=encrypted,proto3" json:"encrypted,omitempty"`
+	EncryptionKeeper string `protobuf:"bytes,13,opt,name=encryption_keeper,json=encryptionKeeper,proto3" json:"encryption_keeper,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CheckpointSummary) Reset() {
@@ -1640,6 +1646,20 @@ func (x *CheckpointSummary) GetOffsets() uint64 {
 		return x.Offsets
 	}
 	return 0
+}
+
+func (x *CheckpointSummary) GetEncrypted() bool {
+	if x != nil {
+		return x.Encrypted
+	}
+	return false
+}
+
+func (x *CheckpointSummary) GetEncryptionKeeper() string {
+	if x != nil {
+		return x.EncryptionKeeper
+	}
+	return ""
 }
 
 type CheckpointFile struct {
@@ -6108,7 +6128,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1c\n" +
 	"\tsavepoint\x18\x02 \x01(\tR\tsavepoint\x12\x14\n" +
 	"\x05force\x18\x03 \x01(\bR\x05force\"\x1a\n" +
-	"\x18DeleteCheckpointResponse\"\xd2\x02\n" +
+	"\x18DeleteCheckpointResponse\"\x9d\x03\n" +
 	"\x11CheckpointSummary\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1d\n" +
 	"\n" +
@@ -6124,7 +6144,9 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"stateBytes\x12\x1c\n" +
 	"\tsavepoint\x18\n" +
 	" \x01(\tR\tsavepoint\x12\x18\n" +
-	"\aoffsets\x18\v \x01(\x04R\aoffsets\"P\n" +
+	"\aoffsets\x18\v \x01(\x04R\aoffsets\x12\x1c\n" +
+	"\tencrypted\x18\f \x01(\bR\tencrypted\x12+\n" +
+	"\x11encryption_keeper\x18\r \x01(\tR\x10encryptionKeeper\"P\n" +
 	"\x0eCheckpointFile\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
