@@ -280,7 +280,7 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	} else if cut > 0 {
 		c.logger.Debug("daemon: trimmed the recycled tail of the checkpoint's WAL", "epoch", cp.Epoch, "bytes", cut)
 	}
-	info, err := fsm.ReadCheckpoint(cp.Dir)
+	info, err := fsm.ReadCheckpointMeta(cp.Dir)
 	if err != nil {
 		c.failed(tr, cp.Epoch, err)
 		return
@@ -296,7 +296,14 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	if meta.Stats.Windows, err = checkpointWindows(cp.Dir, info.AppliedIndex, c.store.WindowStatuses); err != nil {
 		c.logger.Warn("daemon: reading the checkpoint's window namespaces for its manifest", "epoch", cp.Epoch, "error", err)
 	}
-	m, us, err := c.up.Upload(ctx, cp.Dir, meta, c.progress)
+	// The state's counts take a read of the whole state: they are made
+	// while the files are sent, and the manifest waits for them.
+	counted := c.countState(ctx, cp.Dir)
+	m, us, err := c.up.UploadFinishing(ctx, cp.Dir, meta, c.progress, func(m *uploader.Meta) error {
+		r := <-counted
+		m.Stats.Keys, m.Stats.Bytes = r.keys, r.bytes
+		return r.err
+	})
 	if err != nil {
 		c.failed(tr, cp.Epoch, fmt.Errorf("upload: %w", err))
 		return
@@ -347,6 +354,27 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	if tr != nil {
 		tr.done <- triggerResult{epoch: cp.Epoch, manifest: m}
 	}
+}
+
+// stateCount is what fsm.CountCheckpoint found.
+type stateCount struct {
+	keys, bytes uint64
+	err         error
+}
+
+// countState counts the state of the local checkpoint in dir in the
+// background; the result arrives on the channel. It stops when ctx ends.
+func (c *coordinator) countState(ctx context.Context, dir string) <-chan stateCount {
+	out := make(chan stateCount, 1)
+	go func() {
+		var r stateCount
+		r.keys, r.bytes, r.err = fsm.CountCheckpoint(ctx, dir)
+		if r.err != nil {
+			r.err = fmt.Errorf("count the checkpoint's state: %w", r.err)
+		}
+		out <- r
+	}()
+	return out
 }
 
 // errNotTheCut is a local checkpoint that does not hold the state its

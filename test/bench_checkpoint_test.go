@@ -408,16 +408,32 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				}
 				r.trim = time.Since(start)
 				start = time.Now()
-				if r.info, err = fsm.ReadCheckpoint(cp.Dir); err != nil {
+				if r.info, err = fsm.ReadCheckpointMeta(cp.Dir); err != nil {
 					b.Fatal(err)
 				}
 				r.read = time.Since(start)
 				r.files = checkpointFiles(b, cp.Dir)
-				meta := uploader.Meta{Epoch: cp.Epoch, RaftIndex: cp.Index, RaftTerm: cp.Term, CreatedAt: time.Now().UTC(),
-					Stats: uploader.Stats{Keys: r.info.Keys, Bytes: r.info.Bytes}}
+				meta := uploader.Meta{Epoch: cp.Epoch, RaftIndex: cp.Index, RaftTerm: cp.Term, CreatedAt: time.Now().UTC()}
+				// As the coordinator does: the state is counted while the
+				// files are sent (timed within the upload).
 				r.upload = timed(b, "upload", func() error {
+					type count struct {
+						keys, bytes uint64
+						err         error
+					}
+					counted := make(chan count, 1)
+					go func() {
+						var c count
+						c.keys, c.bytes, c.err = fsm.CountCheckpoint(ctx, cp.Dir)
+						counted <- c
+					}()
 					var err error
-					_, r.st, err = up.Upload(ctx, cp.Dir, meta, nil)
+					_, r.st, err = up.UploadFinishing(ctx, cp.Dir, meta, nil, func(m *uploader.Meta) error {
+						c := <-counted
+						m.Stats.Keys, m.Stats.Bytes = c.keys, c.bytes
+						r.info.Keys, r.info.Bytes = c.keys, c.bytes
+						return c.err
+					})
 					return err
 				})
 				return cp, r
@@ -496,12 +512,20 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				s.done(cpNext.Epoch)
 
 				// A new leader's first checkpoint, after another 1% changed:
-				// a new Uploader on the same bucket, as a node that just
-				// took over has. Without hashing ahead of time it reads
-				// every table; a follower that ran uploader.Prehash over
-				// its state directory before the change reads what changed.
+				// a new Uploader, as a node that just took over has, on a
+				// bucket of its own here, because a real new leader finds
+				// no manifest naming its own tables' inodes (this node's
+				// would seed the cache). Without hashing ahead of time it
+				// reads every table; a follower that ran uploader.Prehash
+				// over its state directory before the change reads what
+				// changed. Both send every file: only the hashing differs.
 				newLeader := func(prehash bool) ckptRun {
-					if up, err = uploader.New(uploader.Config{Bucket: bucket}); err != nil {
+					nb, err := uploader.OpenBucket(ctx, (&url.URL{Scheme: "file", Path: filepath.Join(work, fmt.Sprintf("bucket-newleader-%v", prehash))}).String())
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer nb.Close()
+					if up, err = uploader.New(uploader.Config{Bucket: nb}); err != nil {
 						b.Fatal(err)
 					}
 					if prehash {

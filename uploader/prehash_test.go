@@ -1,6 +1,7 @@
 package uploader_test
 
 import (
+	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -114,5 +115,32 @@ func TestPrehashIgnoresABrokenCacheFile(t *testing.T) {
 	}
 	if st, err := newUploader(t, open(t, "mem://"), func(c *uploader.Config) { c.HashCacheFile = cacheFile }).Prehash(ctx, live); err != nil || st.FilesHashed != 0 {
 		t.Fatalf("Prehash with the rewritten cache file = %+v, %v; want nothing hashed", st, err)
+	}
+}
+
+// TestUploadFinishingCompletesTheManifestOrFailsIt: finish fills in what
+// the manifest records once the files are sent; an error from it fails
+// the upload, which then writes no manifest.
+func TestUploadFinishingCompletesTheManifestOrFailsIt(t *testing.T) {
+	ctx := testCtx(t)
+	r := rand.New(rand.NewPCG(35, 36))
+	dir, _ := checkpointDir(t, r, 3)
+	u := newUploader(t, open(t, "mem://"))
+	m, _, err := u.UploadFinishing(ctx, dir, meta(1), nil, func(m *uploader.Meta) error {
+		m.Stats.Keys, m.Stats.Bytes = 42, 4242
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := u.Get(ctx, 1); err != nil || got.Stats.Keys != 42 || got.Stats.Bytes != 4242 || m.Stats.Keys != 42 {
+		t.Fatalf("manifest stats = %+v, %v; want 42 keys, 4242 bytes", got, err)
+	}
+	boom := errors.New("count failed")
+	if _, _, err := u.UploadFinishing(ctx, dir, meta(2), nil, func(*uploader.Meta) error { return boom }); !errors.Is(err, boom) {
+		t.Fatalf("upload with a failing finish = %v, want %v", err, boom)
+	}
+	if _, err := u.Get(ctx, 2); !errors.Is(err, uploader.ErrNotFound) {
+		t.Fatalf("a failed finish left a manifest: %v", err)
 	}
 }

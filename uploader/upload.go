@@ -75,8 +75,16 @@ func (f localFile) storedMD5() []byte {
 // (a table reused from an old checkpoint no retained manifest referenced),
 // so that a checkpoint it returns has every file in the bucket.
 func (u *Uploader) Upload(ctx context.Context, dir string, meta Meta, progress Progress) (*Manifest, UploadStats, error) {
+	return u.UploadFinishing(ctx, dir, meta, progress, nil)
+}
+
+// UploadFinishing is Upload, with finish, if not nil, called once the
+// files are sent and before the manifest is made, to complete meta: the
+// caller can compute what the manifest records (its statistics) while
+// the files are sent. An error from finish fails the upload.
+func (u *Uploader) UploadFinishing(ctx context.Context, dir string, meta Meta, progress Progress, finish func(*Meta) error) (*Manifest, UploadStats, error) {
 	start := time.Now()
-	m, st, err := u.upload(ctx, dir, meta, progress)
+	m, st, err := u.upload(ctx, dir, meta, progress, finish)
 	st.Duration = time.Since(start)
 	if err != nil {
 		u.m.uploadsFailed.Add(1)
@@ -88,13 +96,14 @@ func (u *Uploader) Upload(ctx context.Context, dir string, meta Meta, progress P
 	return m, st, nil
 }
 
-func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress Progress) (*Manifest, UploadStats, error) {
+func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress Progress, finish func(*Meta) error) (*Manifest, UploadStats, error) {
 	var st UploadStats
 	if meta.Epoch == 0 {
 		return nil, st, invalidf("checkpoint epoch 0: epochs start at 1")
 	}
+	m0Epoch := meta.Epoch
 	fail := func(err error) (*Manifest, UploadStats, error) {
-		return nil, st, fmt.Errorf("uploader: checkpoint %d: %w", meta.Epoch, err)
+		return nil, st, fmt.Errorf("uploader: checkpoint %d: %w", m0Epoch, err)
 	}
 	u.gcMu.RLock()
 	defer u.gcMu.RUnlock()
@@ -183,6 +192,14 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 	u.saveCache()
 	if err := u.syncFiles(ctx, written); err != nil {
 		return fail(err)
+	}
+	if finish != nil {
+		if err := finish(&meta); err != nil {
+			return fail(err)
+		}
+		if meta.Epoch != m0Epoch {
+			return fail(fmt.Errorf("finish changed the epoch from %d to %d", m0Epoch, meta.Epoch))
+		}
 	}
 
 	m := &Manifest{FormatVersion: FormatVersion, Meta: meta, Files: make([]File, len(files))}

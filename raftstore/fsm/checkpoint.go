@@ -1,9 +1,11 @@
 package fsm
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/statedhq/stated/raftstore/command"
 )
@@ -253,25 +256,27 @@ type CheckpointInfo struct {
 }
 
 // ReadCheckpoint opens a local checkpoint read-only and reads its epoch,
-// applied index, cluster id and offsets, and counts its state. The
-// checkpoint is a consistent cut, so the offsets belong to exactly that
-// state.
+// applied index, cluster id and offsets (ReadCheckpointMeta), and counts
+// its state (CountCheckpoint). The checkpoint is a consistent cut, so the
+// offsets belong to exactly that state.
 func ReadCheckpoint(dir string) (CheckpointInfo, error) {
-	// Opening takes Pebble's LOCK file, which a checkpoint does not have:
-	// remove it afterwards so that the directory is as it was made.
-	lock := filepath.Join(dir, "LOCK")
-	_, statErr := os.Stat(lock)
-	opts := &pebble.Options{ReadOnly: true, ErrorIfNotExists: true, Logger: pebbleLogger{slog.New(slog.DiscardHandler)}}
-	db, err := pebble.Open(dir, opts)
+	info, err := ReadCheckpointMeta(dir)
 	if err != nil {
-		return CheckpointInfo{}, fmt.Errorf("fsm: open checkpoint %s: %w", dir, err)
+		return info, err
 	}
-	defer func() {
-		db.Close()
-		if errors.Is(statErr, os.ErrNotExist) {
-			os.Remove(lock)
-		}
-	}()
+	info.Keys, info.Bytes, err = CountCheckpoint(context.Background(), dir)
+	return info, err
+}
+
+// ReadCheckpointMeta reads what ReadCheckpoint does except the counts of
+// the state (Keys and Bytes stay zero): a few point reads and the
+// offsets, whatever the state's size.
+func ReadCheckpointMeta(dir string) (CheckpointInfo, error) {
+	db, err := openCheckpoint(dir)
+	if err != nil {
+		return CheckpointInfo{}, err
+	}
+	defer db.Close()
 	var info CheckpointInfo
 	if info.AppliedIndex, err = readAppliedIndex(db); err != nil {
 		return info, err
@@ -299,19 +304,51 @@ func ReadCheckpoint(dir string) (CheckpointInfo, error) {
 		}
 		info.Offsets = append(info.Offsets, o)
 	}
-	if err := it.Close(); err != nil {
-		return info, err
-	}
-	it, err = db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixState}, UpperBound: []byte{prefixState + 1}})
-	if err != nil {
-		return info, err
-	}
-	for ok := it.First(); ok; ok = it.Next() {
-		info.Keys++
-		info.Bytes += uint64(len(it.Key()) + len(it.Value()))
-	}
 	return info, it.Close()
 }
+
+// CountCheckpoint counts the state entries of a local checkpoint and
+// their key and value bytes. It reads the whole state, so it takes as
+// long as the state is large: the coordinator runs it while the files
+// are uploaded. It stops when ctx ends.
+func CountCheckpoint(ctx context.Context, dir string) (keys, bytes uint64, err error) {
+	db, err := openCheckpoint(dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer db.Close()
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixState}, UpperBound: []byte{prefixState + 1}})
+	if err != nil {
+		return 0, 0, err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		keys++
+		bytes += uint64(len(it.Key()) + len(it.Value()))
+		if keys%4096 == 0 && ctx.Err() != nil {
+			it.Close()
+			return 0, 0, context.Cause(ctx)
+		}
+	}
+	return keys, bytes, it.Close()
+}
+
+// openCheckpoint opens a local checkpoint read-only. Nothing writes a
+// checkpoint, so Pebble's LOCK file is not taken: it would appear in the
+// directory (a checkpoint has none) while an upload lists and reads it.
+func openCheckpoint(dir string) (*pebble.DB, error) {
+	opts := &pebble.Options{ReadOnly: true, ErrorIfNotExists: true, Logger: pebbleLogger{slog.New(slog.DiscardHandler)},
+		FS: noLockFS{vfs.Default}}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("fsm: open checkpoint %s: %w", dir, err)
+	}
+	return db, nil
+}
+
+// noLockFS is a file system whose Lock takes no lock and creates no file.
+type noLockFS struct{ vfs.FS }
+
+func (noLockFS) Lock(string) (io.Closer, error) { return io.NopCloser(nil), nil }
 
 // decodeOffset decodes an offset record of any group.
 func decodeOffset(k, v []byte) (command.Offset, error) {
