@@ -165,14 +165,17 @@ func rows(res Results) []row {
 	for _, st := range res.subNames("CheckpointUpload/state=") {
 		b := "CheckpointUpload/state=" + st
 		add(row{"checkpoint", "full checkpoint to file://, state " + st, []metric{m(b, "full-ckpt-s"), m(b, "ckpt-MB"), m(b, "full-upload-MB/s")},
-			[]reference{{label: "cp -r", show: []metric{m(b, "cp-s"), m(b, "cp-MB/s")}, num: m(b, "full-ckpt-s"), den: m(b, "cp-s"), note: "time of cp -r"}}})
+			[]reference{
+				{label: "`cp -r`:", show: []metric{m(b, "cp-s"), m(b, "cp-MB/s")}, num: m(b, "full-ckpt-s"), den: m(b, "cp-s"), note: "time of cp -r"},
+				{label: "`cp -r` + `sync`:", show: []metric{m(b, "cp+sync-s")}, num: m(b, "full-ckpt-s"), den: m(b, "cp+sync-s"), note: "time of cp -r + sync"},
+			}})
 		add(row{"checkpoint", "incremental checkpoint after overwrites, state " + st, []metric{m(b, "incr-ckpt-s"), m(b, "incr-uploaded-MB"), m(b, "incr-%")},
-			[]reference{{label: "full checkpoint", show: []metric{m(b, "full-ckpt-s")}, num: m(b, "incr-ckpt-s"), den: m(b, "full-ckpt-s"), note: "time of full"}}})
+			[]reference{{label: "full checkpoint:", show: []metric{m(b, "full-ckpt-s")}, num: m(b, "incr-ckpt-s"), den: m(b, "full-ckpt-s"), note: "time of full"}}})
 	}
 	for _, st := range res.subNames("Restore/state=") {
 		b := "Restore/state=" + st
 		add(row{"restore", "restore from file:// (download, verify, materialise), state " + st, []metric{m(b, "restore-s"), m(b, "restore-MB/s")},
-			[]reference{{label: "cp -r + sync", show: []metric{m(b, "cp-s")}, num: m(b, "restore-s"), den: m(b, "cp-s"), note: "time of cp -r"}}})
+			[]reference{{label: "`cp -r` + `sync`:", show: []metric{m(b, "cp-s")}, num: m(b, "restore-s"), den: m(b, "cp-s"), note: "time of cp -r"}}})
 	}
 	if _, ok := res.val(m("RestartAfterSIGKILL", "p50-s")); ok {
 		add(row{"restore", "restart after SIGKILL to a linearizable read, 100 MB", []metric{m("RestartAfterSIGKILL", "p50-s"), m("RestartAfterSIGKILL", "max-s")},
