@@ -78,6 +78,21 @@ func everyRPC() []rpcCase {
 			})
 			return err
 		}},
+		// A batch passes the call's check with write anywhere; each commit
+		// in it is then checked as a Commit: its refusal is the call's error
+		// here.
+		{statedv1.State_CommitBatch_FullMethodName, authz.Write, "ns", func(ctx context.Context, c *grpc.ClientConn) error {
+			resp, err := st(c).CommitBatch(ctx, &statedv1.CommitBatchRequest{Commits: []*statedv1.CommitRequest{{
+				Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: "ns", Key: []byte("k"), Value: []byte("v")}},
+			}}})
+			if err != nil {
+				return err
+			}
+			if e := resp.GetResults()[0].GetError(); e != nil {
+				return status.Error(codes.Code(e.GetCode()), e.GetMessage())
+			}
+			return nil
+		}},
 		{statedv1.State_Get_FullMethodName, authz.Read, "ns", func(ctx context.Context, c *grpc.ClientConn) error {
 			_, err := st(c).Get(ctx, &statedv1.GetRequest{Namespace: "ns", Key: []byte("k"), Kind: statedv1.Kind_KIND_VALUE})
 			return err

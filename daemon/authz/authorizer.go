@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
 // Authorizer checks calls against the grants of a token file.
@@ -116,11 +118,30 @@ func bearer(ctx context.Context) (string, error) {
 }
 
 // UnaryInterceptor authorizes each unary call before its handler runs.
+// A CommitBatch passes with write on any namespace; its handler checks
+// each commit it carries with AuthorizeCommit, which finds the Authorizer
+// in the call's context.
 func (a *Authorizer) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if err := a.Authorize(ctx, info.FullMethod, req); err != nil {
 		return nil, err
 	}
+	if info.FullMethod == statedv1.State_CommitBatch_FullMethodName {
+		ctx = context.WithValue(ctx, authorizerKey{}, a)
+	}
 	return handler(ctx, req)
+}
+
+type authorizerKey struct{}
+
+// AuthorizeCommit checks one commit of a CommitBatch as a Commit call
+// would be checked, against the call's token. Without an Authorizer in
+// ctx (the daemon has no token file) every commit passes.
+func AuthorizeCommit(ctx context.Context, r *statedv1.CommitRequest) error {
+	a, _ := ctx.Value(authorizerKey{}).(*Authorizer)
+	if a == nil {
+		return nil
+	}
+	return a.Authorize(ctx, statedv1.State_Commit_FullMethodName, r)
 }
 
 // StreamInterceptor authorizes a streaming call on each request message

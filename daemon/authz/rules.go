@@ -44,6 +44,8 @@ var Rules = map[string]Rule{
 	statedv1.State_Claim_FullMethodName:       nsRule(Write, func(r *statedv1.ClaimRequest) string { return GroupNamespace(r.GetGroup()) }),
 	statedv1.State_Release_FullMethodName:     nsRule(Write, func(r *statedv1.ReleaseRequest) string { return GroupNamespace(r.GetGroup()) }),
 	statedv1.State_OpenSession_FullMethodName: anyWrite,
+	// Each commit of a batch is then checked as a Commit (AuthorizeCommit).
+	statedv1.State_CommitBatch_FullMethodName: anyWrite,
 
 	// Cluster: membership changes are admin; looking is for any token.
 	statedv1.Cluster_Join_FullMethodName:       adminCluster,

@@ -21,6 +21,7 @@
 // | delta                        | only COUNTER_ADD                                              |
 // | ttl_millis                   | 0 (never) .. 100 years; only PUT, MAP_PUT, LIST_APPEND, COUNTER_ADD |
 // | mutations per commit         | 100,000                                                       |
+// | commits per CommitBatch      | 1,024                                                         |
 // | offsets per commit           | 10,000; one per (group, topic, partition)                     |
 // | group                        | 1..255 bytes                                                  |
 // | topic                        | 1..249 characters of [a-zA-Z0-9._-], not "." or ".."          |

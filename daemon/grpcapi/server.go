@@ -106,6 +106,11 @@ func (s *Server) Commit(ctx context.Context, r *statedv1.CommitRequest) (*stated
 		resp, err := statedv1.NewStateClient(conn).Commit(fctx, r)
 		return resp, s.toStatus(ctx, forwardedError(err))
 	}
+	return s.commitHere(ctx, r)
+}
+
+// commitHere proposes the validated commit r on this node, the leader.
+func (s *Server) commitHere(ctx context.Context, r *statedv1.CommitRequest) (*statedv1.CommitResponse, error) {
 	out, err := s.store.CommitOutcome(ctx, toCommand(r))
 	if err != nil {
 		var full *fsm.OutboxFullError

@@ -14,6 +14,7 @@ package statedv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -623,7 +624,7 @@ func (x SessionRefused_Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionRefused_Reason.Descriptor instead.
 func (SessionRefused_Reason) EnumDescriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{43, 0}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{47, 0}
 }
 
 type RecoveryRequest struct {
@@ -3550,6 +3551,212 @@ func (x *CommitResponse) GetEmissions() []*Emission {
 	return nil
 }
 
+type CommitBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// commits are at most 1024 commits; each as Commit takes it.
+	Commits       []*CommitRequest `protobuf:"bytes,1,rep,name=commits,proto3" json:"commits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitBatchRequest) Reset() {
+	*x = CommitBatchRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitBatchRequest) ProtoMessage() {}
+
+func (x *CommitBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitBatchRequest.ProtoReflect.Descriptor instead.
+func (*CommitBatchRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *CommitBatchRequest) GetCommits() []*CommitRequest {
+	if x != nil {
+		return x.Commits
+	}
+	return nil
+}
+
+type CommitBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results has one result per commit of the request, in the same order.
+	Results       []*CommitBatchResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitBatchResponse) Reset() {
+	*x = CommitBatchResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitBatchResponse) ProtoMessage() {}
+
+func (x *CommitBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitBatchResponse.ProtoReflect.Descriptor instead.
+func (*CommitBatchResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *CommitBatchResponse) GetResults() []*CommitBatchResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// CommitBatchResult is one commit's outcome: response when it was
+// applied, else error.
+type CommitBatchResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Response      *CommitResponse        `protobuf:"bytes,1,opt,name=response,proto3" json:"response,omitempty"`
+	Error         *CommitError           `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitBatchResult) Reset() {
+	*x = CommitBatchResult{}
+	mi := &file_statedv1_stated_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitBatchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitBatchResult) ProtoMessage() {}
+
+func (x *CommitBatchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitBatchResult.ProtoReflect.Descriptor instead.
+func (*CommitBatchResult) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *CommitBatchResult) GetResponse() *CommitResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *CommitBatchResult) GetError() *CommitError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// CommitError is the status Commit would have failed with: a gRPC status
+// code, its message and its details (google.rpc.Status's shape).
+type CommitError struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Details       []*anypb.Any           `protobuf:"bytes,3,rep,name=details,proto3" json:"details,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitError) Reset() {
+	*x = CommitError{}
+	mi := &file_statedv1_stated_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitError) ProtoMessage() {}
+
+func (x *CommitError) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitError.ProtoReflect.Descriptor instead.
+func (*CommitError) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *CommitError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *CommitError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CommitError) GetDetails() []*anypb.Any {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
 type OpenSessionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
@@ -3559,7 +3766,7 @@ type OpenSessionRequest struct {
 
 func (x *OpenSessionRequest) Reset() {
 	*x = OpenSessionRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[41]
+	mi := &file_statedv1_stated_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3571,7 +3778,7 @@ func (x *OpenSessionRequest) String() string {
 func (*OpenSessionRequest) ProtoMessage() {}
 
 func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[41]
+	mi := &file_statedv1_stated_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3584,7 +3791,7 @@ func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionRequest.ProtoReflect.Descriptor instead.
 func (*OpenSessionRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{41}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *OpenSessionRequest) GetClientId() string {
@@ -3608,7 +3815,7 @@ type OpenSessionResponse struct {
 
 func (x *OpenSessionResponse) Reset() {
 	*x = OpenSessionResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[42]
+	mi := &file_statedv1_stated_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3620,7 +3827,7 @@ func (x *OpenSessionResponse) String() string {
 func (*OpenSessionResponse) ProtoMessage() {}
 
 func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[42]
+	mi := &file_statedv1_stated_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3633,7 +3840,7 @@ func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionResponse.ProtoReflect.Descriptor instead.
 func (*OpenSessionResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{42}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *OpenSessionResponse) GetSessionId() uint64 {
@@ -3675,7 +3882,7 @@ type SessionRefused struct {
 
 func (x *SessionRefused) Reset() {
 	*x = SessionRefused{}
-	mi := &file_statedv1_stated_proto_msgTypes[43]
+	mi := &file_statedv1_stated_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3687,7 +3894,7 @@ func (x *SessionRefused) String() string {
 func (*SessionRefused) ProtoMessage() {}
 
 func (x *SessionRefused) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[43]
+	mi := &file_statedv1_stated_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3700,7 +3907,7 @@ func (x *SessionRefused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRefused.ProtoReflect.Descriptor instead.
 func (*SessionRefused) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{43}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SessionRefused) GetClientId() string {
@@ -3769,7 +3976,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_statedv1_stated_proto_msgTypes[44]
+	mi := &file_statedv1_stated_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3781,7 +3988,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[44]
+	mi := &file_statedv1_stated_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3794,7 +4001,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{44}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReadOptions) GetConsistency() Consistency {
@@ -3825,7 +4032,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[45]
+	mi := &file_statedv1_stated_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3837,7 +4044,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[45]
+	mi := &file_statedv1_stated_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3850,7 +4057,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{45}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetRequest) GetNamespace() string {
@@ -3903,7 +4110,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[46]
+	mi := &file_statedv1_stated_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3915,7 +4122,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[46]
+	mi := &file_statedv1_stated_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3928,7 +4135,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{46}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -3988,7 +4195,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[47]
+	mi := &file_statedv1_stated_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4000,7 +4207,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[47]
+	mi := &file_statedv1_stated_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4013,7 +4220,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{47}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ScanRequest) GetNamespace() string {
@@ -4088,7 +4295,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_statedv1_stated_proto_msgTypes[48]
+	mi := &file_statedv1_stated_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4100,7 +4307,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[48]
+	mi := &file_statedv1_stated_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4113,7 +4320,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{48}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Entry) GetKind() Kind {
@@ -4168,7 +4375,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[49]
+	mi := &file_statedv1_stated_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4180,7 +4387,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[49]
+	mi := &file_statedv1_stated_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4193,7 +4400,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{49}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ScanResponse) GetEntries() []*Entry {
@@ -4220,7 +4427,7 @@ type GetOffsetsRequest struct {
 
 func (x *GetOffsetsRequest) Reset() {
 	*x = GetOffsetsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[50]
+	mi := &file_statedv1_stated_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4232,7 +4439,7 @@ func (x *GetOffsetsRequest) String() string {
 func (*GetOffsetsRequest) ProtoMessage() {}
 
 func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[50]
+	mi := &file_statedv1_stated_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4245,7 +4452,7 @@ func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{50}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetOffsetsRequest) GetGroup() string {
@@ -4278,7 +4485,7 @@ type GetOffsetsResponse struct {
 
 func (x *GetOffsetsResponse) Reset() {
 	*x = GetOffsetsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[51]
+	mi := &file_statedv1_stated_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4290,7 +4497,7 @@ func (x *GetOffsetsResponse) String() string {
 func (*GetOffsetsResponse) ProtoMessage() {}
 
 func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[51]
+	mi := &file_statedv1_stated_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4303,7 +4510,7 @@ func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{51}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetOffsetsResponse) GetOffsets() []*Offset {
@@ -4355,7 +4562,7 @@ type FencedPartition struct {
 
 func (x *FencedPartition) Reset() {
 	*x = FencedPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[52]
+	mi := &file_statedv1_stated_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4367,7 +4574,7 @@ func (x *FencedPartition) String() string {
 func (*FencedPartition) ProtoMessage() {}
 
 func (x *FencedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[52]
+	mi := &file_statedv1_stated_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4380,7 +4587,7 @@ func (x *FencedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FencedPartition.ProtoReflect.Descriptor instead.
 func (*FencedPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{52}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *FencedPartition) GetGroup() string {
@@ -4472,7 +4679,7 @@ type WindowSpec struct {
 
 func (x *WindowSpec) Reset() {
 	*x = WindowSpec{}
-	mi := &file_statedv1_stated_proto_msgTypes[53]
+	mi := &file_statedv1_stated_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4484,7 +4691,7 @@ func (x *WindowSpec) String() string {
 func (*WindowSpec) ProtoMessage() {}
 
 func (x *WindowSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[53]
+	mi := &file_statedv1_stated_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4497,7 +4704,7 @@ func (x *WindowSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSpec.ProtoReflect.Descriptor instead.
 func (*WindowSpec) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{53}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *WindowSpec) GetNamespace() string {
@@ -4607,7 +4814,7 @@ type DefineWindowsRequest struct {
 
 func (x *DefineWindowsRequest) Reset() {
 	*x = DefineWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[54]
+	mi := &file_statedv1_stated_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4619,7 +4826,7 @@ func (x *DefineWindowsRequest) String() string {
 func (*DefineWindowsRequest) ProtoMessage() {}
 
 func (x *DefineWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[54]
+	mi := &file_statedv1_stated_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4632,7 +4839,7 @@ func (x *DefineWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefineWindowsRequest.ProtoReflect.Descriptor instead.
 func (*DefineWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{54}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *DefineWindowsRequest) GetSpec() *WindowSpec {
@@ -4655,7 +4862,7 @@ type DefineWindowsResponse struct {
 
 func (x *DefineWindowsResponse) Reset() {
 	*x = DefineWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[55]
+	mi := &file_statedv1_stated_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4667,7 +4874,7 @@ func (x *DefineWindowsResponse) String() string {
 func (*DefineWindowsResponse) ProtoMessage() {}
 
 func (x *DefineWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[55]
+	mi := &file_statedv1_stated_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4680,7 +4887,7 @@ func (x *DefineWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefineWindowsResponse.ProtoReflect.Descriptor instead.
 func (*DefineWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{55}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *DefineWindowsResponse) GetIndex() uint64 {
@@ -4719,7 +4926,7 @@ type WindowAdd struct {
 
 func (x *WindowAdd) Reset() {
 	*x = WindowAdd{}
-	mi := &file_statedv1_stated_proto_msgTypes[56]
+	mi := &file_statedv1_stated_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4731,7 +4938,7 @@ func (x *WindowAdd) String() string {
 func (*WindowAdd) ProtoMessage() {}
 
 func (x *WindowAdd) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[56]
+	mi := &file_statedv1_stated_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4744,7 +4951,7 @@ func (x *WindowAdd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowAdd.ProtoReflect.Descriptor instead.
 func (*WindowAdd) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{56}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *WindowAdd) GetNamespace() string {
@@ -4809,7 +5016,7 @@ type WatermarkHint struct {
 
 func (x *WatermarkHint) Reset() {
 	*x = WatermarkHint{}
-	mi := &file_statedv1_stated_proto_msgTypes[57]
+	mi := &file_statedv1_stated_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4821,7 +5028,7 @@ func (x *WatermarkHint) String() string {
 func (*WatermarkHint) ProtoMessage() {}
 
 func (x *WatermarkHint) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[57]
+	mi := &file_statedv1_stated_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4834,7 +5041,7 @@ func (x *WatermarkHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatermarkHint.ProtoReflect.Descriptor instead.
 func (*WatermarkHint) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{57}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *WatermarkHint) GetNamespace() string {
@@ -4870,7 +5077,7 @@ type EmissionAck struct {
 
 func (x *EmissionAck) Reset() {
 	*x = EmissionAck{}
-	mi := &file_statedv1_stated_proto_msgTypes[58]
+	mi := &file_statedv1_stated_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4882,7 +5089,7 @@ func (x *EmissionAck) String() string {
 func (*EmissionAck) ProtoMessage() {}
 
 func (x *EmissionAck) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[58]
+	mi := &file_statedv1_stated_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4895,7 +5102,7 @@ func (x *EmissionAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmissionAck.ProtoReflect.Descriptor instead.
 func (*EmissionAck) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{58}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *EmissionAck) GetNamespace() string {
@@ -4928,7 +5135,7 @@ type TimerOp struct {
 
 func (x *TimerOp) Reset() {
 	*x = TimerOp{}
-	mi := &file_statedv1_stated_proto_msgTypes[59]
+	mi := &file_statedv1_stated_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4940,7 +5147,7 @@ func (x *TimerOp) String() string {
 func (*TimerOp) ProtoMessage() {}
 
 func (x *TimerOp) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[59]
+	mi := &file_statedv1_stated_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4953,7 +5160,7 @@ func (x *TimerOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerOp.ProtoReflect.Descriptor instead.
 func (*TimerOp) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{59}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *TimerOp) GetNamespace() string {
@@ -4993,7 +5200,7 @@ type AddResult struct {
 
 func (x *AddResult) Reset() {
 	*x = AddResult{}
-	mi := &file_statedv1_stated_proto_msgTypes[60]
+	mi := &file_statedv1_stated_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5005,7 +5212,7 @@ func (x *AddResult) String() string {
 func (*AddResult) ProtoMessage() {}
 
 func (x *AddResult) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[60]
+	mi := &file_statedv1_stated_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5018,7 +5225,7 @@ func (x *AddResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddResult.ProtoReflect.Descriptor instead.
 func (*AddResult) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{60}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *AddResult) GetStatus() AddStatus {
@@ -5056,7 +5263,7 @@ type Emission struct {
 
 func (x *Emission) Reset() {
 	*x = Emission{}
-	mi := &file_statedv1_stated_proto_msgTypes[61]
+	mi := &file_statedv1_stated_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5068,7 +5275,7 @@ func (x *Emission) String() string {
 func (*Emission) ProtoMessage() {}
 
 func (x *Emission) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[61]
+	mi := &file_statedv1_stated_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5081,7 +5288,7 @@ func (x *Emission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Emission.ProtoReflect.Descriptor instead.
 func (*Emission) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{61}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *Emission) GetNamespace() string {
@@ -5189,7 +5396,7 @@ type OutboxFull struct {
 
 func (x *OutboxFull) Reset() {
 	*x = OutboxFull{}
-	mi := &file_statedv1_stated_proto_msgTypes[62]
+	mi := &file_statedv1_stated_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5201,7 +5408,7 @@ func (x *OutboxFull) String() string {
 func (*OutboxFull) ProtoMessage() {}
 
 func (x *OutboxFull) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[62]
+	mi := &file_statedv1_stated_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5214,7 +5421,7 @@ func (x *OutboxFull) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxFull.ProtoReflect.Descriptor instead.
 func (*OutboxFull) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{62}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *OutboxFull) GetNamespace() string {
@@ -5259,7 +5466,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_statedv1_stated_proto_msgTypes[63]
+	mi := &file_statedv1_stated_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5271,7 +5478,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[63]
+	mi := &file_statedv1_stated_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5284,7 +5491,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{63}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *Window) GetKey() []byte {
@@ -5379,7 +5586,7 @@ type GetWindowsRequest struct {
 
 func (x *GetWindowsRequest) Reset() {
 	*x = GetWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[64]
+	mi := &file_statedv1_stated_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5391,7 +5598,7 @@ func (x *GetWindowsRequest) String() string {
 func (*GetWindowsRequest) ProtoMessage() {}
 
 func (x *GetWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[64]
+	mi := &file_statedv1_stated_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5404,7 +5611,7 @@ func (x *GetWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWindowsRequest.ProtoReflect.Descriptor instead.
 func (*GetWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{64}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetWindowsRequest) GetNamespace() string {
@@ -5452,7 +5659,7 @@ type GetWindowsResponse struct {
 
 func (x *GetWindowsResponse) Reset() {
 	*x = GetWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[65]
+	mi := &file_statedv1_stated_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5464,7 +5671,7 @@ func (x *GetWindowsResponse) String() string {
 func (*GetWindowsResponse) ProtoMessage() {}
 
 func (x *GetWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[65]
+	mi := &file_statedv1_stated_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5477,7 +5684,7 @@ func (x *GetWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWindowsResponse.ProtoReflect.Descriptor instead.
 func (*GetWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{65}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *GetWindowsResponse) GetWindows() []*Window {
@@ -5510,7 +5717,7 @@ type ListOpenWindowsRequest struct {
 
 func (x *ListOpenWindowsRequest) Reset() {
 	*x = ListOpenWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[66]
+	mi := &file_statedv1_stated_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5522,7 +5729,7 @@ func (x *ListOpenWindowsRequest) String() string {
 func (*ListOpenWindowsRequest) ProtoMessage() {}
 
 func (x *ListOpenWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[66]
+	mi := &file_statedv1_stated_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5535,7 +5742,7 @@ func (x *ListOpenWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenWindowsRequest.ProtoReflect.Descriptor instead.
 func (*ListOpenWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{66}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListOpenWindowsRequest) GetNamespace() string {
@@ -5586,7 +5793,7 @@ type ListOpenWindowsResponse struct {
 
 func (x *ListOpenWindowsResponse) Reset() {
 	*x = ListOpenWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[67]
+	mi := &file_statedv1_stated_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5598,7 +5805,7 @@ func (x *ListOpenWindowsResponse) String() string {
 func (*ListOpenWindowsResponse) ProtoMessage() {}
 
 func (x *ListOpenWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[67]
+	mi := &file_statedv1_stated_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5611,7 +5818,7 @@ func (x *ListOpenWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenWindowsResponse.ProtoReflect.Descriptor instead.
 func (*ListOpenWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{67}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListOpenWindowsResponse) GetWindows() []*Window {
@@ -5649,7 +5856,7 @@ type ReadEmissionsRequest struct {
 
 func (x *ReadEmissionsRequest) Reset() {
 	*x = ReadEmissionsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[68]
+	mi := &file_statedv1_stated_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5661,7 +5868,7 @@ func (x *ReadEmissionsRequest) String() string {
 func (*ReadEmissionsRequest) ProtoMessage() {}
 
 func (x *ReadEmissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[68]
+	mi := &file_statedv1_stated_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5674,7 +5881,7 @@ func (x *ReadEmissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEmissionsRequest.ProtoReflect.Descriptor instead.
 func (*ReadEmissionsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{68}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ReadEmissionsRequest) GetNamespace() string {
@@ -5717,7 +5924,7 @@ type ReadEmissionsResponse struct {
 
 func (x *ReadEmissionsResponse) Reset() {
 	*x = ReadEmissionsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[69]
+	mi := &file_statedv1_stated_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5729,7 +5936,7 @@ func (x *ReadEmissionsResponse) String() string {
 func (*ReadEmissionsResponse) ProtoMessage() {}
 
 func (x *ReadEmissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[69]
+	mi := &file_statedv1_stated_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5742,7 +5949,7 @@ func (x *ReadEmissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEmissionsResponse.ProtoReflect.Descriptor instead.
 func (*ReadEmissionsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{69}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ReadEmissionsResponse) GetEmissions() []*Emission {
@@ -5777,7 +5984,7 @@ type WindowStatusRequest struct {
 
 func (x *WindowStatusRequest) Reset() {
 	*x = WindowStatusRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[70]
+	mi := &file_statedv1_stated_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5789,7 +5996,7 @@ func (x *WindowStatusRequest) String() string {
 func (*WindowStatusRequest) ProtoMessage() {}
 
 func (x *WindowStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[70]
+	mi := &file_statedv1_stated_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5802,7 +6009,7 @@ func (x *WindowStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStatusRequest.ProtoReflect.Descriptor instead.
 func (*WindowStatusRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{70}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *WindowStatusRequest) GetNamespace() string {
@@ -5835,7 +6042,7 @@ type WindowSourceStatus struct {
 
 func (x *WindowSourceStatus) Reset() {
 	*x = WindowSourceStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[71]
+	mi := &file_statedv1_stated_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5847,7 +6054,7 @@ func (x *WindowSourceStatus) String() string {
 func (*WindowSourceStatus) ProtoMessage() {}
 
 func (x *WindowSourceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[71]
+	mi := &file_statedv1_stated_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5860,7 +6067,7 @@ func (x *WindowSourceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSourceStatus.ProtoReflect.Descriptor instead.
 func (*WindowSourceStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{71}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *WindowSourceStatus) GetSource() string {
@@ -5913,7 +6120,7 @@ type WindowNamespaceStatus struct {
 
 func (x *WindowNamespaceStatus) Reset() {
 	*x = WindowNamespaceStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[72]
+	mi := &file_statedv1_stated_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5925,7 +6132,7 @@ func (x *WindowNamespaceStatus) String() string {
 func (*WindowNamespaceStatus) ProtoMessage() {}
 
 func (x *WindowNamespaceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[72]
+	mi := &file_statedv1_stated_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5938,7 +6145,7 @@ func (x *WindowNamespaceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowNamespaceStatus.ProtoReflect.Descriptor instead.
 func (*WindowNamespaceStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{72}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *WindowNamespaceStatus) GetSpec() *WindowSpec {
@@ -6015,7 +6222,7 @@ type WindowStatusResponse struct {
 
 func (x *WindowStatusResponse) Reset() {
 	*x = WindowStatusResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[73]
+	mi := &file_statedv1_stated_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6027,7 +6234,7 @@ func (x *WindowStatusResponse) String() string {
 func (*WindowStatusResponse) ProtoMessage() {}
 
 func (x *WindowStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[73]
+	mi := &file_statedv1_stated_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6040,7 +6247,7 @@ func (x *WindowStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStatusResponse.ProtoReflect.Descriptor instead.
 func (*WindowStatusResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{73}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *WindowStatusResponse) GetNamespaces() []*WindowNamespaceStatus {
@@ -6061,7 +6268,7 @@ var File_statedv1_stated_proto protoreflect.FileDescriptor
 
 const file_statedv1_stated_proto_rawDesc = "" +
 	"\n" +
-	"\x15statedv1/stated.proto\x12\tstated.v1\"f\n" +
+	"\x15statedv1/stated.proto\x12\tstated.v1\x1a\x19google/protobuf/any.proto\"f\n" +
 	"\x0fRecoveryRequest\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1c\n" +
 	"\tsavepoint\x18\x02 \x01(\tR\tsavepoint\x12\x1f\n" +
@@ -6306,7 +6513,18 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x125\n" +
 	"\vadd_results\x18\x03 \x03(\v2\x14.stated.v1.AddResultR\n" +
 	"addResults\x121\n" +
-	"\temissions\x18\x04 \x03(\v2\x13.stated.v1.EmissionR\temissions\"1\n" +
+	"\temissions\x18\x04 \x03(\v2\x13.stated.v1.EmissionR\temissions\"H\n" +
+	"\x12CommitBatchRequest\x122\n" +
+	"\acommits\x18\x01 \x03(\v2\x18.stated.v1.CommitRequestR\acommits\"M\n" +
+	"\x13CommitBatchResponse\x126\n" +
+	"\aresults\x18\x01 \x03(\v2\x1c.stated.v1.CommitBatchResultR\aresults\"x\n" +
+	"\x11CommitBatchResult\x125\n" +
+	"\bresponse\x18\x01 \x01(\v2\x19.stated.v1.CommitResponseR\bresponse\x12,\n" +
+	"\x05error\x18\x02 \x01(\v2\x16.stated.v1.CommitErrorR\x05error\"k\n" +
+	"\vCommitError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
+	"\adetails\x18\x03 \x03(\v2\x14.google.protobuf.AnyR\adetails\"1\n" +
 	"\x12OpenSessionRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\"z\n" +
 	"\x13OpenSessionResponse\x12\x1d\n" +
@@ -6576,7 +6794,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x19EMISSION_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EMISSION_KIND_FINAL\x10\x01\x12\x18\n" +
 	"\x14EMISSION_KIND_UPDATE\x10\x02\x12\x17\n" +
-	"\x13EMISSION_KIND_TIMER\x10\x032\xce\x03\n" +
+	"\x13EMISSION_KIND_TIMER\x10\x032\x9c\x04\n" +
 	"\x05State\x12=\n" +
 	"\x06Commit\x12\x18.stated.v1.CommitRequest\x1a\x19.stated.v1.CommitResponse\x124\n" +
 	"\x03Get\x12\x15.stated.v1.GetRequest\x1a\x16.stated.v1.GetResponse\x129\n" +
@@ -6585,7 +6803,8 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"GetOffsets\x12\x1c.stated.v1.GetOffsetsRequest\x1a\x1d.stated.v1.GetOffsetsResponse\x12:\n" +
 	"\x05Claim\x12\x17.stated.v1.ClaimRequest\x1a\x18.stated.v1.ClaimResponse\x12@\n" +
 	"\aRelease\x12\x19.stated.v1.ReleaseRequest\x1a\x1a.stated.v1.ReleaseResponse\x12L\n" +
-	"\vOpenSession\x12\x1d.stated.v1.OpenSessionRequest\x1a\x1e.stated.v1.OpenSessionResponse2\x8e\x02\n" +
+	"\vOpenSession\x12\x1d.stated.v1.OpenSessionRequest\x1a\x1e.stated.v1.OpenSessionResponse\x12L\n" +
+	"\vCommitBatch\x12\x1d.stated.v1.CommitBatchRequest\x1a\x1e.stated.v1.CommitBatchResponse2\x8e\x02\n" +
 	"\aCluster\x127\n" +
 	"\x04Join\x12\x16.stated.v1.JoinRequest\x1a\x17.stated.v1.JoinResponse\x12=\n" +
 	"\x06Remove\x12\x18.stated.v1.RemoveRequest\x1a\x19.stated.v1.RemoveResponse\x12@\n" +
@@ -6620,7 +6839,7 @@ func file_statedv1_stated_proto_rawDescGZIP() []byte {
 }
 
 var file_statedv1_stated_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
 var file_statedv1_stated_proto_goTypes = []any{
 	(Kind)(0),                         // 0: stated.v1.Kind
 	(MutationKind)(0),                 // 1: stated.v1.MutationKind
@@ -6673,39 +6892,44 @@ var file_statedv1_stated_proto_goTypes = []any{
 	(*PartitionClaim)(nil),            // 48: stated.v1.PartitionClaim
 	(*CommitRequest)(nil),             // 49: stated.v1.CommitRequest
 	(*CommitResponse)(nil),            // 50: stated.v1.CommitResponse
-	(*OpenSessionRequest)(nil),        // 51: stated.v1.OpenSessionRequest
-	(*OpenSessionResponse)(nil),       // 52: stated.v1.OpenSessionResponse
-	(*SessionRefused)(nil),            // 53: stated.v1.SessionRefused
-	(*ReadOptions)(nil),               // 54: stated.v1.ReadOptions
-	(*GetRequest)(nil),                // 55: stated.v1.GetRequest
-	(*GetResponse)(nil),               // 56: stated.v1.GetResponse
-	(*ScanRequest)(nil),               // 57: stated.v1.ScanRequest
-	(*Entry)(nil),                     // 58: stated.v1.Entry
-	(*ScanResponse)(nil),              // 59: stated.v1.ScanResponse
-	(*GetOffsetsRequest)(nil),         // 60: stated.v1.GetOffsetsRequest
-	(*GetOffsetsResponse)(nil),        // 61: stated.v1.GetOffsetsResponse
-	(*FencedPartition)(nil),           // 62: stated.v1.FencedPartition
-	(*WindowSpec)(nil),                // 63: stated.v1.WindowSpec
-	(*DefineWindowsRequest)(nil),      // 64: stated.v1.DefineWindowsRequest
-	(*DefineWindowsResponse)(nil),     // 65: stated.v1.DefineWindowsResponse
-	(*WindowAdd)(nil),                 // 66: stated.v1.WindowAdd
-	(*WatermarkHint)(nil),             // 67: stated.v1.WatermarkHint
-	(*EmissionAck)(nil),               // 68: stated.v1.EmissionAck
-	(*TimerOp)(nil),                   // 69: stated.v1.TimerOp
-	(*AddResult)(nil),                 // 70: stated.v1.AddResult
-	(*Emission)(nil),                  // 71: stated.v1.Emission
-	(*OutboxFull)(nil),                // 72: stated.v1.OutboxFull
-	(*Window)(nil),                    // 73: stated.v1.Window
-	(*GetWindowsRequest)(nil),         // 74: stated.v1.GetWindowsRequest
-	(*GetWindowsResponse)(nil),        // 75: stated.v1.GetWindowsResponse
-	(*ListOpenWindowsRequest)(nil),    // 76: stated.v1.ListOpenWindowsRequest
-	(*ListOpenWindowsResponse)(nil),   // 77: stated.v1.ListOpenWindowsResponse
-	(*ReadEmissionsRequest)(nil),      // 78: stated.v1.ReadEmissionsRequest
-	(*ReadEmissionsResponse)(nil),     // 79: stated.v1.ReadEmissionsResponse
-	(*WindowStatusRequest)(nil),       // 80: stated.v1.WindowStatusRequest
-	(*WindowSourceStatus)(nil),        // 81: stated.v1.WindowSourceStatus
-	(*WindowNamespaceStatus)(nil),     // 82: stated.v1.WindowNamespaceStatus
-	(*WindowStatusResponse)(nil),      // 83: stated.v1.WindowStatusResponse
+	(*CommitBatchRequest)(nil),        // 51: stated.v1.CommitBatchRequest
+	(*CommitBatchResponse)(nil),       // 52: stated.v1.CommitBatchResponse
+	(*CommitBatchResult)(nil),         // 53: stated.v1.CommitBatchResult
+	(*CommitError)(nil),               // 54: stated.v1.CommitError
+	(*OpenSessionRequest)(nil),        // 55: stated.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),       // 56: stated.v1.OpenSessionResponse
+	(*SessionRefused)(nil),            // 57: stated.v1.SessionRefused
+	(*ReadOptions)(nil),               // 58: stated.v1.ReadOptions
+	(*GetRequest)(nil),                // 59: stated.v1.GetRequest
+	(*GetResponse)(nil),               // 60: stated.v1.GetResponse
+	(*ScanRequest)(nil),               // 61: stated.v1.ScanRequest
+	(*Entry)(nil),                     // 62: stated.v1.Entry
+	(*ScanResponse)(nil),              // 63: stated.v1.ScanResponse
+	(*GetOffsetsRequest)(nil),         // 64: stated.v1.GetOffsetsRequest
+	(*GetOffsetsResponse)(nil),        // 65: stated.v1.GetOffsetsResponse
+	(*FencedPartition)(nil),           // 66: stated.v1.FencedPartition
+	(*WindowSpec)(nil),                // 67: stated.v1.WindowSpec
+	(*DefineWindowsRequest)(nil),      // 68: stated.v1.DefineWindowsRequest
+	(*DefineWindowsResponse)(nil),     // 69: stated.v1.DefineWindowsResponse
+	(*WindowAdd)(nil),                 // 70: stated.v1.WindowAdd
+	(*WatermarkHint)(nil),             // 71: stated.v1.WatermarkHint
+	(*EmissionAck)(nil),               // 72: stated.v1.EmissionAck
+	(*TimerOp)(nil),                   // 73: stated.v1.TimerOp
+	(*AddResult)(nil),                 // 74: stated.v1.AddResult
+	(*Emission)(nil),                  // 75: stated.v1.Emission
+	(*OutboxFull)(nil),                // 76: stated.v1.OutboxFull
+	(*Window)(nil),                    // 77: stated.v1.Window
+	(*GetWindowsRequest)(nil),         // 78: stated.v1.GetWindowsRequest
+	(*GetWindowsResponse)(nil),        // 79: stated.v1.GetWindowsResponse
+	(*ListOpenWindowsRequest)(nil),    // 80: stated.v1.ListOpenWindowsRequest
+	(*ListOpenWindowsResponse)(nil),   // 81: stated.v1.ListOpenWindowsResponse
+	(*ReadEmissionsRequest)(nil),      // 82: stated.v1.ReadEmissionsRequest
+	(*ReadEmissionsResponse)(nil),     // 83: stated.v1.ReadEmissionsResponse
+	(*WindowStatusRequest)(nil),       // 84: stated.v1.WindowStatusRequest
+	(*WindowSourceStatus)(nil),        // 85: stated.v1.WindowSourceStatus
+	(*WindowNamespaceStatus)(nil),     // 86: stated.v1.WindowNamespaceStatus
+	(*WindowStatusResponse)(nil),      // 87: stated.v1.WindowStatusResponse
+	(*anypb.Any)(nil),                 // 88: google.protobuf.Any
 }
 var file_statedv1_stated_proto_depIdxs = []int32{
 	24, // 0: stated.v1.RecoveryReport.checkpoint:type_name -> stated.v1.CheckpointSummary
@@ -6726,92 +6950,99 @@ var file_statedv1_stated_proto_depIdxs = []int32{
 	45, // 15: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
 	39, // 16: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
 	40, // 17: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
-	66, // 18: stated.v1.CommitRequest.window_adds:type_name -> stated.v1.WindowAdd
-	67, // 19: stated.v1.CommitRequest.watermark_hints:type_name -> stated.v1.WatermarkHint
-	68, // 20: stated.v1.CommitRequest.acks:type_name -> stated.v1.EmissionAck
-	69, // 21: stated.v1.CommitRequest.timers:type_name -> stated.v1.TimerOp
-	70, // 22: stated.v1.CommitResponse.add_results:type_name -> stated.v1.AddResult
-	71, // 23: stated.v1.CommitResponse.emissions:type_name -> stated.v1.Emission
-	9,  // 24: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
-	2,  // 25: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
-	0,  // 26: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
-	54, // 27: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 28: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
-	54, // 29: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 30: stated.v1.Entry.kind:type_name -> stated.v1.Kind
-	58, // 31: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
-	54, // 32: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
-	40, // 33: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
-	48, // 34: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
-	40, // 35: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
-	3,  // 36: stated.v1.WindowSpec.shape:type_name -> stated.v1.WindowShape
-	4,  // 37: stated.v1.WindowSpec.aggregate:type_name -> stated.v1.WindowAggregate
-	5,  // 38: stated.v1.WindowSpec.emit:type_name -> stated.v1.WindowEmit
-	6,  // 39: stated.v1.WindowSpec.late:type_name -> stated.v1.LatePolicy
-	63, // 40: stated.v1.DefineWindowsRequest.spec:type_name -> stated.v1.WindowSpec
-	7,  // 41: stated.v1.AddResult.status:type_name -> stated.v1.AddStatus
-	8,  // 42: stated.v1.Emission.kind:type_name -> stated.v1.EmissionKind
-	54, // 43: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	73, // 44: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
-	54, // 45: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	73, // 46: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
-	54, // 47: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
-	71, // 48: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
-	54, // 49: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
-	63, // 50: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
-	81, // 51: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
-	82, // 52: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
-	49, // 53: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
-	55, // 54: stated.v1.State.Get:input_type -> stated.v1.GetRequest
-	57, // 55: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
-	60, // 56: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
-	42, // 57: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
-	46, // 58: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
-	51, // 59: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
-	29, // 60: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
-	31, // 61: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
-	33, // 62: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
-	36, // 63: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
-	15, // 64: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
-	17, // 65: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
-	19, // 66: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
-	20, // 67: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
-	22, // 68: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
-	27, // 69: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
-	10, // 70: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
-	64, // 71: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
-	74, // 72: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
-	76, // 73: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
-	78, // 74: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
-	80, // 75: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
-	50, // 76: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
-	56, // 77: stated.v1.State.Get:output_type -> stated.v1.GetResponse
-	59, // 78: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
-	61, // 79: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
-	44, // 80: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
-	47, // 81: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
-	52, // 82: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
-	30, // 83: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
-	32, // 84: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
-	35, // 85: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
-	37, // 86: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
-	16, // 87: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
-	18, // 88: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
-	26, // 89: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
-	21, // 90: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
-	23, // 91: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
-	28, // 92: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
-	14, // 93: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
-	65, // 94: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
-	75, // 95: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
-	77, // 96: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
-	79, // 97: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
-	83, // 98: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
-	76, // [76:99] is the sub-list for method output_type
-	53, // [53:76] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	70, // 18: stated.v1.CommitRequest.window_adds:type_name -> stated.v1.WindowAdd
+	71, // 19: stated.v1.CommitRequest.watermark_hints:type_name -> stated.v1.WatermarkHint
+	72, // 20: stated.v1.CommitRequest.acks:type_name -> stated.v1.EmissionAck
+	73, // 21: stated.v1.CommitRequest.timers:type_name -> stated.v1.TimerOp
+	74, // 22: stated.v1.CommitResponse.add_results:type_name -> stated.v1.AddResult
+	75, // 23: stated.v1.CommitResponse.emissions:type_name -> stated.v1.Emission
+	49, // 24: stated.v1.CommitBatchRequest.commits:type_name -> stated.v1.CommitRequest
+	53, // 25: stated.v1.CommitBatchResponse.results:type_name -> stated.v1.CommitBatchResult
+	50, // 26: stated.v1.CommitBatchResult.response:type_name -> stated.v1.CommitResponse
+	54, // 27: stated.v1.CommitBatchResult.error:type_name -> stated.v1.CommitError
+	88, // 28: stated.v1.CommitError.details:type_name -> google.protobuf.Any
+	9,  // 29: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
+	2,  // 30: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
+	0,  // 31: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
+	58, // 32: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 33: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
+	58, // 34: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 35: stated.v1.Entry.kind:type_name -> stated.v1.Kind
+	62, // 36: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
+	58, // 37: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
+	40, // 38: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
+	48, // 39: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
+	40, // 40: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
+	3,  // 41: stated.v1.WindowSpec.shape:type_name -> stated.v1.WindowShape
+	4,  // 42: stated.v1.WindowSpec.aggregate:type_name -> stated.v1.WindowAggregate
+	5,  // 43: stated.v1.WindowSpec.emit:type_name -> stated.v1.WindowEmit
+	6,  // 44: stated.v1.WindowSpec.late:type_name -> stated.v1.LatePolicy
+	67, // 45: stated.v1.DefineWindowsRequest.spec:type_name -> stated.v1.WindowSpec
+	7,  // 46: stated.v1.AddResult.status:type_name -> stated.v1.AddStatus
+	8,  // 47: stated.v1.Emission.kind:type_name -> stated.v1.EmissionKind
+	58, // 48: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	77, // 49: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
+	58, // 50: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	77, // 51: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
+	58, // 52: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
+	75, // 53: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
+	58, // 54: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
+	67, // 55: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
+	85, // 56: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
+	86, // 57: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
+	49, // 58: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
+	59, // 59: stated.v1.State.Get:input_type -> stated.v1.GetRequest
+	61, // 60: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
+	64, // 61: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
+	42, // 62: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
+	46, // 63: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
+	55, // 64: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
+	51, // 65: stated.v1.State.CommitBatch:input_type -> stated.v1.CommitBatchRequest
+	29, // 66: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
+	31, // 67: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
+	33, // 68: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
+	36, // 69: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
+	15, // 70: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
+	17, // 71: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
+	19, // 72: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
+	20, // 73: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
+	22, // 74: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
+	27, // 75: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
+	10, // 76: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
+	68, // 77: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
+	78, // 78: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
+	80, // 79: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
+	82, // 80: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
+	84, // 81: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
+	50, // 82: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
+	60, // 83: stated.v1.State.Get:output_type -> stated.v1.GetResponse
+	63, // 84: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
+	65, // 85: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
+	44, // 86: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
+	47, // 87: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
+	56, // 88: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
+	52, // 89: stated.v1.State.CommitBatch:output_type -> stated.v1.CommitBatchResponse
+	30, // 90: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
+	32, // 91: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
+	35, // 92: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
+	37, // 93: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
+	16, // 94: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
+	18, // 95: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
+	26, // 96: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
+	21, // 97: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
+	23, // 98: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
+	28, // 99: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
+	14, // 100: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
+	69, // 101: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
+	79, // 102: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
+	81, // 103: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
+	83, // 104: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
+	87, // 105: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
+	82, // [82:106] is the sub-list for method output_type
+	58, // [58:82] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_statedv1_stated_proto_init() }
@@ -6819,14 +7050,14 @@ func file_statedv1_stated_proto_init() {
 	if File_statedv1_stated_proto != nil {
 		return
 	}
-	file_statedv1_stated_proto_msgTypes[53].OneofWrappers = []any{}
+	file_statedv1_stated_proto_msgTypes[57].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_statedv1_stated_proto_rawDesc), len(file_statedv1_stated_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   74,
+			NumMessages:   78,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

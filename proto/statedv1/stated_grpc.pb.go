@@ -31,6 +31,7 @@ const (
 	State_Claim_FullMethodName       = "/stated.v1.State/Claim"
 	State_Release_FullMethodName     = "/stated.v1.State/Release"
 	State_OpenSession_FullMethodName = "/stated.v1.State/OpenSession"
+	State_CommitBatch_FullMethodName = "/stated.v1.State/CommitBatch"
 )
 
 // StateClient is the client API for State service.
@@ -71,6 +72,16 @@ type StateClient interface {
 	// NOT_OPEN). A retried OpenSession opens another session, which fences
 	// the first.
 	OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (*OpenSessionResponse, error)
+	// CommitBatch carries several independent commits in one call, to spare
+	// the per-call cost when one client has many commits in flight. Each
+	// commit is checked, authorized and applied exactly as Commit would do
+	// it: atomically, as its own Raft entry, in its own session lane and
+	// sequence. They are proposed concurrently, in no particular order, so
+	// commits that must apply in order belong in separate calls. The
+	// response has one result per commit, in order: Commit's response or
+	// its error. The call itself fails only when the batch as a whole cannot
+	// be served (no leader, no token, too many commits).
+	CommitBatch(ctx context.Context, in *CommitBatchRequest, opts ...grpc.CallOption) (*CommitBatchResponse, error)
 }
 
 type stateClient struct {
@@ -160,6 +171,16 @@ func (c *stateClient) OpenSession(ctx context.Context, in *OpenSessionRequest, o
 	return out, nil
 }
 
+func (c *stateClient) CommitBatch(ctx context.Context, in *CommitBatchRequest, opts ...grpc.CallOption) (*CommitBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CommitBatchResponse)
+	err := c.cc.Invoke(ctx, State_CommitBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StateServer is the server API for State service.
 // All implementations must embed UnimplementedStateServer
 // for forward compatibility.
@@ -198,6 +219,16 @@ type StateServer interface {
 	// NOT_OPEN). A retried OpenSession opens another session, which fences
 	// the first.
 	OpenSession(context.Context, *OpenSessionRequest) (*OpenSessionResponse, error)
+	// CommitBatch carries several independent commits in one call, to spare
+	// the per-call cost when one client has many commits in flight. Each
+	// commit is checked, authorized and applied exactly as Commit would do
+	// it: atomically, as its own Raft entry, in its own session lane and
+	// sequence. They are proposed concurrently, in no particular order, so
+	// commits that must apply in order belong in separate calls. The
+	// response has one result per commit, in order: Commit's response or
+	// its error. The call itself fails only when the batch as a whole cannot
+	// be served (no leader, no token, too many commits).
+	CommitBatch(context.Context, *CommitBatchRequest) (*CommitBatchResponse, error)
 	mustEmbedUnimplementedStateServer()
 }
 
@@ -228,6 +259,9 @@ func (UnimplementedStateServer) Release(context.Context, *ReleaseRequest) (*Rele
 }
 func (UnimplementedStateServer) OpenSession(context.Context, *OpenSessionRequest) (*OpenSessionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method OpenSession not implemented")
+}
+func (UnimplementedStateServer) CommitBatch(context.Context, *CommitBatchRequest) (*CommitBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CommitBatch not implemented")
 }
 func (UnimplementedStateServer) mustEmbedUnimplementedStateServer() {}
 func (UnimplementedStateServer) testEmbeddedByValue()               {}
@@ -369,6 +403,24 @@ func _State_OpenSession_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _State_CommitBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CommitBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateServer).CommitBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: State_CommitBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateServer).CommitBatch(ctx, req.(*CommitBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // State_ServiceDesc is the grpc.ServiceDesc for State service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -399,6 +451,10 @@ var State_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "OpenSession",
 			Handler:    _State_OpenSession_Handler,
+		},
+		{
+			MethodName: "CommitBatch",
+			Handler:    _State_CommitBatch_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

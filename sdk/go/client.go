@@ -47,6 +47,7 @@ type Client struct {
 	retry       retryPolicy
 
 	sess      sessionState
+	batch     *coalescer      // nil: WithCommitCoalescing(false)
 	life      context.Context // ends when the Client is closed
 	stop      context.CancelFunc
 	lastIndex atomic.Uint64 // highest commit index seen
@@ -70,6 +71,7 @@ type clientOptions struct {
 	lazySession   bool
 	tls           *tls.Config
 	token         string
+	noCoalescing  bool
 }
 
 // WithDialOptions adds gRPC dial options, applied after the Client's own
@@ -284,7 +286,11 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 // newClient builds a Client over rpc; conn may be nil in tests.
 func newClient(conn *grpc.ClientConn, rpc statedv1.StateClient, o clientOptions) *Client {
 	life, stop := context.WithCancel(context.Background())
-	return &Client{conn: conn, rpc: rpc, id: o.clientID, consistency: o.consistency, retry: o.retry, life: life, stop: stop}
+	c := &Client{conn: conn, rpc: rpc, id: o.clientID, consistency: o.consistency, retry: o.retry, life: life, stop: stop}
+	if !o.noCoalescing {
+		c.batch = &coalescer{rpc: rpc, life: life}
+	}
+	return c
 }
 
 // waitReady connects conn and waits until it is ready, ctx ended, or

@@ -147,6 +147,21 @@
 // WithLazySession opens the session at the first commit instead, for
 // clients that mostly read.
 //
+// # Commit coalescing
+//
+// While one of a Client's commits is on its way to the daemon, the commits
+// its other goroutines send wait; when it returns, all that waits goes in
+// one CommitBatch call. A lone commit goes at once as a plain Commit, so
+// coalescing adds no delay; under concurrency it spares most of the
+// per-call cost of gRPC on both sides. Nothing else changes: each commit
+// holds its own lane and sequence, the daemon checks, authorizes and
+// applies it as a Commit, as its own Raft entry (Raft appends concurrent
+// entries together anyway), and each Commit call returns its own result
+// or error and retries on its own. Commits sent together are applied in
+// no particular order, as concurrent commits always were. Against a
+// daemon without CommitBatch the Client falls back to plain Commits.
+// WithCommitCoalescing(false) sends every commit as its own call.
+//
 // # Retries
 //
 // A call that fails with Unavailable (the daemon is unreachable, shutting

@@ -31,6 +31,11 @@ type fakeState struct {
 	scanBatches [][]*statedv1.Entry
 	scanErr     error // returned by Recv after the batches
 	scanCtx     context.Context
+	// CommitBatch (coalesce_test.go) records batches and answers each
+	// commit with batchResult, or fails the call with batchErr.
+	batches     []*statedv1.CommitBatchRequest
+	batchErr    error
+	batchResult func(*statedv1.CommitRequest) *statedv1.CommitBatchResult
 }
 
 func (f *fakeState) Commit(ctx context.Context, in *statedv1.CommitRequest, _ ...grpc.CallOption) (*statedv1.CommitResponse, error) {

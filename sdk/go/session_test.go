@@ -106,7 +106,10 @@ func TestConcurrentCommitsTakeDistinctLanesWithIncreasingSequences(t *testing.T)
 		}
 		return nil
 	}
-	c := newFakeClient(f)
+	// Without coalescing, so that eight Commit calls are in flight at once
+	// (coalesced commits queue behind the call in flight; their lanes are
+	// checked in coalesce_test.go).
+	c := newFakeClient(f, WithCommitCoalescing(false))
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {

@@ -248,7 +248,7 @@ func (t *Txn) commitInSession(ctx context.Context) (CommitResult, int, error) {
 	err = c.withRetries(ctx, func(ctx context.Context) error {
 		attempts++
 		var err error
-		resp, err = c.rpc.Commit(ctx, req)
+		resp, err = c.sendCommit(ctx, req)
 		return err
 	})
 	c.releaseLane(l)

@@ -1,0 +1,216 @@
+package stated
+
+import (
+	"context"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+)
+
+// Commit coalescing (see "Commit coalescing" in the package
+// documentation). While a Client's commit call is in flight, the commits
+// its other goroutines send wait in a queue; when the call returns, what
+// waits goes in one CommitBatch call. A lone commit goes at once, as a
+// plain Commit, so coalescing adds no delay; under load, many commits
+// share one call's cost. The daemon applies each commit of a batch as it
+// applies a Commit: atomically, as its own Raft entry, with its own
+// session lane and sequence and its own error. Every attempt of a retried
+// commit goes through the queue again.
+
+// maxBatch is the daemon's MaxCommitsPerBatch.
+const maxBatch = 1024
+
+// WithCommitCoalescing turns commit coalescing on (the default) or off.
+// Off, every commit is its own Commit call.
+func WithCommitCoalescing(on bool) Option {
+	return func(o *clientOptions) { o.noCoalescing = !on }
+}
+
+// coalescer queues the commits of a Client's goroutines while its call is
+// in flight.
+type coalescer struct {
+	rpc  statedv1.StateClient
+	life context.Context // the Client's
+
+	mu       sync.Mutex
+	pending  []*queuedCommit
+	inFlight bool
+	// batchless is set once the daemon answered CommitBatch Unimplemented
+	// (an older daemon): every commit then goes as a plain Commit.
+	batchless bool
+}
+
+// queuedCommit is one attempt of a commit waiting in the queue or in a
+// call; done is closed once resp or err is set.
+type queuedCommit struct {
+	ctx  context.Context
+	req  *statedv1.CommitRequest
+	resp *statedv1.CommitResponse
+	err  error
+	done chan struct{}
+}
+
+// commit sends req, alone or with whatever else is queued, and returns
+// its own response or error, or ctx's error if ctx ends first (the commit
+// may then still be applied, as with a Commit call given up on).
+func (q *coalescer) commit(ctx context.Context, req *statedv1.CommitRequest) (*statedv1.CommitResponse, error) {
+	qc := &queuedCommit{ctx: ctx, req: req, done: make(chan struct{})}
+	q.mu.Lock()
+	if q.batchless {
+		q.mu.Unlock()
+		return q.rpc.Commit(ctx, req)
+	}
+	q.pending = append(q.pending, qc)
+	var batch []*queuedCommit
+	if !q.inFlight {
+		batch = q.takeLocked()
+	}
+	q.mu.Unlock()
+	if batch != nil {
+		q.send(batch)
+	}
+	select {
+	case <-qc.done:
+		return qc.resp, qc.err
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// takeLocked marks a call in flight and takes up to maxBatch queued
+// commits for it; nil when none is queued.
+func (q *coalescer) takeLocked() []*queuedCommit {
+	if len(q.pending) == 0 {
+		q.inFlight = false
+		return nil
+	}
+	n := min(len(q.pending), maxBatch)
+	batch := q.pending[:n:n]
+	q.pending = append([]*queuedCommit(nil), q.pending[n:]...)
+	q.inFlight = true
+	return batch
+}
+
+// send makes one call for batch and delivers each commit its answer, then
+// hands what was queued meanwhile to a call of its own.
+func (q *coalescer) send(batch []*queuedCommit) {
+	live := batch[:0:0]
+	for _, qc := range batch {
+		if err := qc.ctx.Err(); err != nil {
+			// Its caller has gone: never sent, so never applied.
+			qc.err = status.FromContextError(err).Err()
+			close(qc.done)
+			continue
+		}
+		live = append(live, qc)
+	}
+	switch len(live) {
+	case 0:
+	case 1:
+		qc := live[0]
+		qc.resp, qc.err = q.rpc.Commit(qc.ctx, qc.req)
+		close(qc.done)
+	default:
+		q.sendBatch(live)
+	}
+	q.mu.Lock()
+	next := q.takeLocked()
+	q.mu.Unlock()
+	if next != nil {
+		go q.send(next)
+	}
+}
+
+// sendBatch sends live in one CommitBatch call, bounded by the Client's
+// life and the latest of the callers' deadlines (each caller stops
+// waiting at its own).
+func (q *coalescer) sendBatch(live []*queuedCommit) {
+	ctx, cancel := batchContext(q.life, live)
+	defer cancel()
+	req := &statedv1.CommitBatchRequest{Commits: make([]*statedv1.CommitRequest, len(live))}
+	for i, qc := range live {
+		req.Commits[i] = qc.req
+	}
+	resp, err := q.rpc.CommitBatch(ctx, req)
+	if status.Code(err) == codes.Unimplemented {
+		// A daemon without CommitBatch: from now on, plain Commits.
+		q.mu.Lock()
+		q.batchless = true
+		q.mu.Unlock()
+		var wg sync.WaitGroup
+		for _, qc := range live {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				qc.resp, qc.err = q.rpc.Commit(qc.ctx, qc.req)
+				close(qc.done)
+			}()
+		}
+		wg.Wait()
+		return
+	}
+	if err == nil && len(resp.GetResults()) != len(live) {
+		err = status.Errorf(codes.Internal, "stated: commit batch: %d results for %d commits", len(resp.GetResults()), len(live))
+	}
+	for i, qc := range live {
+		if err != nil {
+			qc.err = err
+		} else {
+			qc.resp, qc.err = resultOf(resp.GetResults()[i])
+		}
+		close(qc.done)
+	}
+}
+
+// batchContext is the Client's life bounded by the latest deadline of
+// live's callers, none if one of them has none.
+func batchContext(life context.Context, live []*queuedCommit) (context.Context, context.CancelFunc) {
+	var latest context.Context
+	for _, qc := range live {
+		d, ok := qc.ctx.Deadline()
+		if !ok {
+			return context.WithCancel(life)
+		}
+		if latest == nil {
+			latest = qc.ctx
+		} else if ld, _ := latest.Deadline(); d.After(ld) {
+			latest = qc.ctx
+		}
+	}
+	d, _ := latest.Deadline()
+	return context.WithDeadline(life, d)
+}
+
+// resultOf turns one batch result into what a Commit call returns.
+func resultOf(r *statedv1.CommitBatchResult) (*statedv1.CommitResponse, error) {
+	if e := r.GetError(); e != nil {
+		st := status.New(codes.Code(e.GetCode()), e.GetMessage())
+		var details []protoadapt.MessageV1
+		for _, a := range e.GetDetails() {
+			if m, err := a.UnmarshalNew(); err == nil {
+				details = append(details, protoadapt.MessageV1Of(m))
+			}
+		}
+		if withDetails, err := st.WithDetails(details...); err == nil && len(details) > 0 {
+			st = withDetails
+		}
+		return nil, st.Err()
+	}
+	if r.GetResponse() == nil {
+		return nil, status.Error(codes.Internal, "stated: commit batch: a result with neither response nor error")
+	}
+	return r.GetResponse(), nil
+}
+
+// sendCommit sends one attempt of a commit, through the coalescer unless
+// coalescing is off.
+func (c *Client) sendCommit(ctx context.Context, req *statedv1.CommitRequest) (*statedv1.CommitResponse, error) {
+	if c.batch == nil {
+		return c.rpc.Commit(ctx, req)
+	}
+	return c.batch.commit(ctx, req)
+}

@@ -1,0 +1,223 @@
+package stated
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+)
+
+// CommitBatch answers each commit from batchResult when set, else as the
+// fake's Commit does, all at once as the daemon does; it records the
+// batches. With batchErr set, the whole call fails.
+func (f *fakeState) CommitBatch(ctx context.Context, in *statedv1.CommitBatchRequest, _ ...grpc.CallOption) (*statedv1.CommitBatchResponse, error) {
+	f.mu.Lock()
+	f.batches = append(f.batches, in)
+	batchErr, result := f.batchErr, f.batchResult
+	f.mu.Unlock()
+	if batchErr != nil {
+		return nil, batchErr
+	}
+	resp := &statedv1.CommitBatchResponse{Results: make([]*statedv1.CommitBatchResult, len(in.GetCommits()))}
+	var wg sync.WaitGroup
+	for i, c := range in.GetCommits() {
+		if result != nil {
+			resp.Results[i] = result(c)
+			continue
+		}
+		wg.Go(func() {
+			r, err := f.Commit(ctx, c)
+			if err != nil {
+				resp.Results[i] = errorResultOf(status.Convert(err))
+				return
+			}
+			resp.Results[i] = &statedv1.CommitBatchResult{Response: r}
+		})
+	}
+	wg.Wait()
+	return resp, nil
+}
+
+// gatedState is a fakeState whose plain Commits wait until gate is
+// closed, so that commits sent meanwhile queue up behind them.
+type gatedState struct {
+	*fakeState
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (g *gatedState) Commit(ctx context.Context, in *statedv1.CommitRequest, opts ...grpc.CallOption) (*statedv1.CommitResponse, error) {
+	g.entered <- struct{}{}
+	<-g.gate
+	return g.fakeState.Commit(ctx, in, opts...)
+}
+
+// queued waits until q holds n commits.
+func queued(t *testing.T, q *coalescer, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q.mu.Lock()
+		got := len(q.pending)
+		q.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d commits queued after 10s, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestCoalescingSendsCommitsQueuedBehindACallInOneBatchEachWithItsOwnOutcome(t *testing.T) {
+	f := &fakeState{batchResult: func(c *statedv1.CommitRequest) *statedv1.CommitBatchResult {
+		switch string(c.GetMutations()[0].GetKey()) {
+		case "bad":
+			return errorResultOf(status.New(codes.InvalidArgument, "mutations[0].namespace: must not be empty"))
+		case "fenced":
+			st, _ := status.New(codes.FailedPrecondition, "session superseded").WithDetails(&statedv1.SessionRefused{
+				ClientId: "test-client", SessionId: 77, CurrentSessionId: 78, Reason: statedv1.SessionRefused_REASON_SUPERSEDED})
+			return errorResultOf(st)
+		}
+		// Each commit holds its own lane: the index tells them apart.
+		return &statedv1.CommitBatchResult{Response: &statedv1.CommitResponse{Index: 100 + uint64(c.GetLane())}}
+	}}
+	g := &gatedState{fakeState: f, entered: make(chan struct{}, 1), gate: make(chan struct{})}
+	c := newClient(nil, g, clientOptions{clientID: "test-client", retry: defaultRetryPolicy()})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	type outcome struct {
+		res CommitResult
+		err error
+	}
+	keys := []string{"first", "ok1", "bad", "ok2", "fenced"}
+	outcomes := make([]outcome, len(keys))
+	var wg sync.WaitGroup
+	commit := func(i int) {
+		defer wg.Done()
+		res, err := c.Txn().Put("ns", []byte(keys[i]), []byte("v")).Commit(ctx)
+		outcomes[i] = outcome{res, err}
+	}
+	wg.Add(1)
+	go commit(0)
+	<-g.entered // the first commit's call is in flight
+	for i := 1; i < len(keys); i++ {
+		wg.Add(1)
+		go commit(i)
+	}
+	queued(t, c.batch, len(keys)-1)
+	close(g.gate)
+	wg.Wait()
+
+	f.mu.Lock()
+	commits, batches := len(f.commits), f.batches
+	f.mu.Unlock()
+	if commits != 1 || len(batches) != 1 || len(batches[0].GetCommits()) != 4 {
+		t.Fatalf("%d plain commits and batches %v, want the first alone and the four queued in one batch", commits, batches)
+	}
+	if outcomes[0].err != nil {
+		t.Errorf("first commit: %v", outcomes[0].err)
+	}
+	for _, i := range []int{1, 3} {
+		if outcomes[i].err != nil || outcomes[i].res.Index < 100 {
+			t.Errorf("commit %q = %+v, %v; want its own index from the batch", keys[i], outcomes[i].res, outcomes[i].err)
+		}
+	}
+	if outcomes[1].res.Index == outcomes[3].res.Index {
+		t.Errorf("two commits of the batch got the same index %d: each has its own lane and sequence", outcomes[1].res.Index)
+	}
+	if err := outcomes[2].err; !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("commit %q = %v, want ErrInvalidArgument", keys[2], err)
+	}
+	if err := outcomes[4].err; !errors.Is(err, ErrSessionFenced) {
+		t.Errorf("commit %q = %v, want ErrSessionFenced from the result's SessionRefused detail", keys[4], err)
+	}
+	if _, err := c.Txn().Put("ns", []byte("later"), nil).Commit(ctx); !errors.Is(err, ErrSessionFenced) {
+		t.Errorf("commit after the fence = %v, want ErrSessionFenced", err)
+	}
+}
+
+func errorResultOf(st *status.Status) *statedv1.CommitBatchResult {
+	p := st.Proto()
+	return &statedv1.CommitBatchResult{Error: &statedv1.CommitError{Code: p.GetCode(), Message: p.GetMessage(), Details: p.GetDetails()}}
+}
+
+func TestCoalescingOffOrALoneCommitSendsPlainCommits(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []Option
+		conc int
+	}{
+		{"a lone commit at a time", nil, 1},
+		{"coalescing off", []Option{WithCommitCoalescing(false)}, 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeState{}
+			c := newFakeClient(f, tc.opts...)
+			var wg sync.WaitGroup
+			for i := range tc.conc {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for j := range 5 {
+						if _, err := c.Txn().Put("ns", fmt.Appendf(nil, "%d/%d", i, j), nil).Commit(context.Background()); err != nil {
+							t.Error(err)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if len(f.commits) != 5*tc.conc || len(f.batches) != 0 {
+				t.Errorf("%d plain commits and %d batches, want %d plain commits and no batch", len(f.commits), len(f.batches), 5*tc.conc)
+			}
+		})
+	}
+}
+
+func TestCoalescingFallsBackToPlainCommitsOnADaemonWithoutCommitBatch(t *testing.T) {
+	f := &fakeState{batchErr: status.Error(codes.Unimplemented, "unknown method CommitBatch")}
+	g := &gatedState{fakeState: f, entered: make(chan struct{}, 8), gate: make(chan struct{})}
+	c := newClient(nil, g, clientOptions{clientID: "test-client"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = c.Txn().Put("ns", fmt.Appendf(nil, "%d", i), nil).Commit(ctx)
+		}()
+		if i == 0 {
+			<-g.entered
+		}
+	}
+	queued(t, c.batch, 3)
+	close(g.gate)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("commit %d: %v", i, err)
+		}
+	}
+	if _, err := c.Txn().Put("ns", []byte("after"), nil).Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.batches) != 1 || len(f.commits) != 5 {
+		t.Errorf("%d batches and %d plain commits, want the one refused batch and then 5 plain commits", len(f.batches), len(f.commits))
+	}
+}
