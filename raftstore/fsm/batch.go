@@ -12,7 +12,7 @@ import (
 	"github.com/statedhq/stated/raftstore/command"
 )
 
-// ApplyBatch applies committed log entries in order and returns one value
+// applyBatch applies committed log entries in order and returns one value
 // per entry: a *Result for each command, and nil for a configuration
 // change (raft.Raft passes those to a BatchingFSM too; Apply never saw
 // them, and the state machine keeps nothing of them).
@@ -32,7 +32,15 @@ import (
 // The applied index, in Pebble and for WaitApplied, moves only once the
 // writes of the entries up to it are committed. A Pebble write that fails
 // stops the replica with a panic rather than let it diverge.
-func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+//
+// Raft batches only through Batching (f itself has no ApplyBatch, so that
+// raft.Raft sees a plain raft.FSM): raft.Raft answers the entries of a
+// batch only once the whole batch is applied, so a commit waits for the
+// ones after it, and on the shared 2-core machine BenchmarkCommit measured
+// 1000-mutation commits from 4 clients at 0.46–1.32× (median 0.76×) of
+// one-by-one Apply and 1-put commits from 64 clients within noise. Pass
+// f.Batching() to raft.NewRaft once a quiet machine says it pays.
+func (f *FSM) applyBatch(logs []*raft.Log) []interface{} {
 	out := make([]interface{}, len(logs))
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -67,7 +75,17 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	return out
 }
 
-// group is the Pebble batch that one ApplyBatch writes its entries into.
+// Batching returns f as a raft.BatchingFSM, so that Raft hands it its
+// committed entries a batch at a time (see applyBatch); f itself is only
+// a raft.FSM, which Raft applies one entry at a time.
+func (f *FSM) Batching() raft.BatchingFSM { return batchingFSM{f} }
+
+// batchingFSM is an FSM that Raft gives batches to.
+type batchingFSM struct{ *FSM }
+
+func (b batchingFSM) ApplyBatch(logs []*raft.Log) []interface{} { return b.applyBatch(logs) }
+
+// group is the Pebble batch that one applyBatch writes its entries into.
 type group struct {
 	f *FSM
 	// entries is how many entries the call applies. With more than one,

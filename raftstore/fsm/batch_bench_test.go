@@ -44,7 +44,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 					}
 					b.StartTimer()
 					if mode == "batch" {
-						f.ApplyBatch(logs)
+						f.Batching().ApplyBatch(logs)
 					} else {
 						for _, l := range logs {
 							f.Apply(l)

@@ -4,11 +4,11 @@
 // Guarantees:
 //   - Each entry is applied atomically, or, if it is rejected (an offset
 //     moving backwards, a counter overflow), not at all. Every replica
-//     rejects the same entries. The entries of one ApplyBatch share one
-//     Pebble batch, committed with the Raft index of the last of them
-//     (a checkpoint barrier commits what comes before it); each reads
-//     the state through that batch, so it sees the entries before it
-//     exactly as if they had been applied one by one.
+//     rejects the same entries. The entries of one batch (FSM.Batching)
+//     share one Pebble batch, committed with the Raft index of the last
+//     of them (a checkpoint barrier commits what comes before it); each
+//     reads the state through that batch, so it sees the entries before
+//     it exactly as if they had been applied one by one.
 //   - Apply is deterministic: it reads no clock, draws no random number and
 //     never depends on map iteration order. Time arrives in the command.
 //   - Pebble writes are not synced: the Raft log is the durable record. On

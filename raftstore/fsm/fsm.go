@@ -170,10 +170,10 @@ func (f *FSM) notifyApplied() {
 	f.waitMu.Unlock()
 }
 
-// Apply applies one Raft log entry and returns a *Result. It is
-// ApplyBatch of one entry.
+// Apply applies one Raft log entry and returns a *Result: a batch of one
+// (see applyBatch).
 func (f *FSM) Apply(l *raft.Log) interface{} {
-	return f.ApplyBatch([]*raft.Log{l})[0]
+	return f.applyBatch([]*raft.Log{l})[0]
 }
 
 // applyOut is what applying a command produced besides its writes.
@@ -378,5 +378,6 @@ func (p pebbleLogger) Fatalf(format string, args ...interface{}) {
 	panic(msg)
 }
 
-var _ raft.BatchingFSM = (*FSM)(nil)
+var _ raft.FSM = (*FSM)(nil)
+var _ raft.BatchingFSM = batchingFSM{}
 var _ io.Closer = (*FSM)(nil)
