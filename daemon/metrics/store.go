@@ -21,6 +21,9 @@ type Store interface {
 	WindowStatuses() ([]fsm.WindowStatus, error)
 	// SnapshotCounts are the Raft snapshots taken and installed; cheap.
 	SnapshotCounts() fsm.SnapshotCounts
+	// RestoredFrom is the checkpoint the cluster's state was restored
+	// from, if it was, with how long that restore took; one point read.
+	RestoredFrom() (fsm.RestoredFrom, bool, error)
 }
 
 // roles are the values of stated_raft_role's role label.
@@ -36,6 +39,7 @@ type StoreCollector struct {
 	role, term, commitIndex, appliedIndex, lastIndex *prometheus.Desc
 	hasLeader, leaderChanges                         *prometheus.Desc
 	snapshotsTaken, snapshotsInstalled               *prometheus.Desc
+	restoreDuration, restoreTime, restoredEpoch      *prometheus.Desc
 	sessions, ttlBacklog, keys, bytes, namespaces    *prometheus.Desc
 	wmLag, openWindows, pending, lateDropped         *prometheus.Desc
 
@@ -68,6 +72,12 @@ func NewStoreCollector(s Store, countsEvery time.Duration) *StoreCollector {
 			"Raft snapshots this node took and persisted (each compacts its Raft log) since it started."),
 		snapshotsInstalled: d("stated_raft_snapshots_installed_total",
 			"Raft snapshots that replaced this node's state since it started: sent by the leader (InstallSnapshot, a follower too far behind for the log), or its own newest one when it started behind it."),
+		restoreDuration: d("stated_restore_duration_seconds",
+			"How long the restore this cluster's state came from took (stated restore: selecting, downloading and verifying the checkpoint, and preparing the state); absent when the state was never restored or the restore predates the record."),
+		restoreTime: d("stated_restore_timestamp_seconds",
+			"When the restore this cluster's state came from prepared it, in Unix seconds; absent as stated_restore_duration_seconds is."),
+		restoredEpoch: d("stated_restored_checkpoint_epoch",
+			"The checkpoint epoch this cluster's state was restored from; absent when it was never restored."),
 		sessions:    d("stated_sessions", "Open client sessions, expired ones not yet deleted included."),
 		ttlBacklog:  d("stated_ttl_backlog_entries", "Entries in the expiry index: entries with a TTL not yet deleted by expiry."),
 		keys:        d("stated_state_keys", "Entries of keyed state."),
@@ -83,7 +93,7 @@ func NewStoreCollector(s Store, countsEvery time.Duration) *StoreCollector {
 // Describe implements prometheus.Collector.
 func (c *StoreCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.role, c.term, c.commitIndex, c.appliedIndex, c.lastIndex, c.hasLeader, c.leaderChanges,
-		c.snapshotsTaken, c.snapshotsInstalled,
+		c.snapshotsTaken, c.snapshotsInstalled, c.restoreDuration, c.restoreTime, c.restoredEpoch,
 		c.sessions, c.ttlBacklog, c.keys, c.bytes, c.namespaces, c.wmLag, c.openWindows, c.pending, c.lateDropped} {
 		ch <- d
 	}
@@ -106,6 +116,13 @@ func (c *StoreCollector) Collect(ch chan<- prometheus.Metric) {
 	snaps := c.store.SnapshotCounts()
 	ch <- prometheus.MustNewConstMetric(c.snapshotsTaken, prometheus.CounterValue, float64(snaps.Persisted))
 	ch <- prometheus.MustNewConstMetric(c.snapshotsInstalled, prometheus.CounterValue, float64(snaps.Restored))
+	if from, ok, err := c.store.RestoredFrom(); err == nil && ok {
+		gauge(c.restoredEpoch, float64(from.Epoch))
+		if from.Took > 0 {
+			gauge(c.restoreDuration, from.Took.Seconds())
+			gauge(c.restoreTime, float64(from.At.UnixNano())/1e9)
+		}
+	}
 
 	c.mu.Lock()
 	if c.seenLeader && st.LeaderID != c.lastLeader {

@@ -67,6 +67,7 @@ var ErrDataDirNotEmpty = errors.New("recovery: the data dir is not empty")
 // data dir or the new one, and the next `stated run` (or restore)
 // completes the swap.
 func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
+	start := time.Now()
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -143,7 +144,10 @@ func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
 		m = older[len(older)-1]
 	}
 	res.Manifest = m
-	from := fsm.RestoredFrom{Epoch: m.Epoch, RaftIndex: m.RaftIndex, ClusterID: m.ClusterID}
+	// The state records how long its restore took, for the daemon's
+	// stated_restore_duration_seconds.
+	now := time.Now()
+	from := fsm.RestoredFrom{Epoch: m.Epoch, RaftIndex: m.RaftIndex, ClusterID: m.ClusterID, At: now, Took: now.Sub(start)}
 	if err := fsm.PrepareRestore(staging, from, maxEpoch); err != nil {
 		return nil, err
 	}

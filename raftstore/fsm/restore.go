@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -12,11 +13,21 @@ import (
 // from: epoch, Raft index and the old cluster's id.
 var keyRestoredFrom = []byte{prefixSystem, 'r'}
 
+// keyRestoreTiming records when the restore that made this state finished
+// preparing it and how long it took: two big-endian int64 nanoseconds. It
+// is absent for states restored before it was recorded.
+var keyRestoreTiming = []byte{prefixSystem, 's'}
+
 // RestoredFrom is the checkpoint a state was restored from.
 type RestoredFrom struct {
 	Epoch     uint64
 	RaftIndex uint64
 	ClusterID string
+	// At is when the restore prepared the state, and Took how long it
+	// ran until then (selecting, downloading and verifying the
+	// checkpoint). Both are zero when the restore did not record them.
+	At   time.Time
+	Took time.Duration
 }
 
 // PrepareRestore turns the Pebble state in dir, materialised from a
@@ -70,6 +81,16 @@ func PrepareRestore(dir string, from RestoredFrom, nextEpochAfter uint64) error 
 	if err := b.Set(keyRestoredFrom, v, nil); err != nil {
 		return err
 	}
+	if from.Took > 0 {
+		t := binary.BigEndian.AppendUint64(nil, uint64(from.At.UnixNano()))
+		t = binary.BigEndian.AppendUint64(t, uint64(from.Took))
+		err = b.Set(keyRestoreTiming, t, nil)
+	} else {
+		err = b.Delete(keyRestoreTiming, nil)
+	}
+	if err != nil {
+		return err
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		db.Close()
 		return fmt.Errorf("fsm: prepare restored state: %w", err)
@@ -98,5 +119,17 @@ func (f *FSM) RestoredFrom() (RestoredFrom, bool, error) {
 	if len(v) < 16 {
 		return RestoredFrom{}, false, fmt.Errorf("%w: restored-from record of %d bytes", ErrCorrupt, len(v))
 	}
-	return RestoredFrom{Epoch: binary.BigEndian.Uint64(v), RaftIndex: binary.BigEndian.Uint64(v[8:]), ClusterID: string(v[16:])}, true, nil
+	from := RestoredFrom{Epoch: binary.BigEndian.Uint64(v), RaftIndex: binary.BigEndian.Uint64(v[8:]), ClusterID: string(v[16:])}
+	t, ok, err := a.get(keyRestoreTiming)
+	if err != nil {
+		return RestoredFrom{}, false, err
+	}
+	if ok {
+		if len(t) != 16 {
+			return RestoredFrom{}, false, fmt.Errorf("%w: restore timing record of %d bytes", ErrCorrupt, len(t))
+		}
+		from.At = time.Unix(0, int64(binary.BigEndian.Uint64(t)))
+		from.Took = time.Duration(binary.BigEndian.Uint64(t[8:]))
+	}
+	return from, true, nil
 }
