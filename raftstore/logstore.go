@@ -30,9 +30,10 @@ const (
 // is empty. An existing data dir keeps the store it was created with.
 // wal is faster (one fsync per append against bbolt's two: a single
 // commit's p50 272-297 µs against 634-666 µs in one run, BENCHMARKS.md),
-// but it is not the default: in the chaos test a wal node once failed to
-// restart with raft-wal's "sealed segment has no index block" (see the
-// README), which is not yet understood.
+// but it is not the default: in the chaos test a wal node failed to
+// restart with raft-wal's "sealed segment has no index block", raft-wal
+// v0.4.0's issue 31 (a tail truncation seals the segment without its
+// index block), fixed upstream in v0.4.1.
 const DefaultLogStore = LogStoreBoltDB
 
 // Where each log store lives in the raft dir.

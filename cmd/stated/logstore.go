@@ -4,7 +4,7 @@ import "github.com/statedhq/stated/daemon"
 
 // raftLogStoreHelp is the help of --raft-log-store, for run and restore.
 const raftLogStoreHelp = `store of the Raft log: wal (raft-wal: segment files, one fsync per append) or boltdb (raft-boltdb: one bbolt file); ` +
-	`default: the data dir's own store, boltdb for a new data dir (wal is faster but experimental: see the README). The store of an existing data dir cannot be switched in place`
+	`default: the data dir's own store, boltdb for a new data dir (wal is faster but experimental: raft-wal v0.4.0 can fail to restart after Raft truncates its tail; see the README). The store of an existing data dir cannot be switched in place`
 
 // raftLogStoreValue is the value of --raft-log-store: "wal", "boltdb",
 // or empty for the data dir's own store. A bad value is refused when it
