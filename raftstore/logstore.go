@@ -131,14 +131,9 @@ func openLogStore(raftDir, kind string, hlog hclog.Logger) (logStore, error) {
 	return s, nil
 }
 
-// walStore is raft-wal with its metadata store closed on Close: raft-wal
-// v0.4.0's WAL.Close leaves its bbolt file (wal-meta.db) open, and with it
-// the file's lock, so a store reopened in the same process (a restart in
-// tests, recovery.Bootstrap followed by daemon.Start) would wait forever
-// for that lock.
+// walStore is raft-wal with GetLog limited to the log's range (below).
 type walStore struct {
 	*wal.WAL
-	meta *metadb.BoltMetaDB
 }
 
 func openWAL(dir string, hlog hclog.Logger) (*walStore, error) {
@@ -147,17 +142,23 @@ func openWAL(dir string, hlog hclog.Logger) (*walStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raftstore: open raft log: %w", err)
 	}
+	// The metadata store (wal-meta.db, a bbolt file) is ours to close when
+	// wal.Open fails: raft-wal (v0.4.1 still) returns Open's errors after
+	// loading it without closing it, and the file's lock would make the
+	// next open in this process (a retry, recovery.Bootstrap then
+	// daemon.Start) wait forever. Once Open succeeds, WAL.Close closes it
+	// (since v0.4.1).
 	meta := &metadb.BoltMetaDB{}
 	w, err := wal.Open(dir, wal.WithMetaStore(meta), wal.WithLogger(hlog.Named("wal")))
 	if err != nil {
 		meta.Close()
 		return nil, fmt.Errorf("raftstore: open raft log %s: %w", logStorePath(LogStoreWAL), err)
 	}
-	return &walStore{WAL: w, meta: meta}, nil
+	return &walStore{WAL: w}, nil
 }
 
 // GetLog hides the entries outside [FirstIndex, LastIndex]. raft-wal
-// v0.4.0 still reads an entry that a head truncation (Raft's log
+// (v0.4.0 and v0.4.1) still reads an entry that a head truncation (Raft's log
 // compaction after a snapshot) removed, for as long as the segment file
 // holding it lives, which is until the segment is full. Raft relies on
 // ErrLogNotFound to send a follower that lags past the compaction a
@@ -177,10 +178,6 @@ func (s *walStore) GetLog(index uint64, l *raft.Log) error {
 		return raft.ErrLogNotFound
 	}
 	return s.WAL.GetLog(index, l)
-}
-
-func (s *walStore) Close() error {
-	return errors.Join(s.WAL.Close(), s.meta.Close())
 }
 
 var (

@@ -168,8 +168,9 @@ func TestOpenRefusesADataDirHoldingBothLogStores(t *testing.T) {
 }
 
 func TestWALStoreReopensInTheSameProcess(t *testing.T) {
-	// raft-wal v0.4.0 leaves its metadata file open (and locked) on
-	// Close; a reopen in the same process would wait for the lock forever.
+	// raft-wal v0.4.0 left its metadata file open (and locked) on Close;
+	// a reopen in the same process waited for the lock forever. v0.4.1
+	// closes it.
 	dir := t.TempDir()
 	hlog := hclogAdapter(slog.New(slog.DiscardHandler))
 	for i := range 3 {
@@ -189,6 +190,56 @@ func TestWALStoreReopensInTheSameProcess(t *testing.T) {
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatalf("open %d still waits after 30s: the previous Close left the log's files locked", i)
+		}
+	}
+}
+
+func TestWALStoreReopensInTheSameProcessAfterAFailedOpen(t *testing.T) {
+	// raft-wal's Open returns errors found after it opened its metadata
+	// file without closing it (v0.4.1 too); openWAL closes it, or the
+	// next open in this process would wait for the file's lock forever.
+	dir := t.TempDir()
+	hlog := hclogAdapter(slog.New(slog.DiscardHandler))
+	ls, err := openLogStore(dir, LogStoreWAL, hlog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs []*raft.Log
+	for i := uint64(1); i <= 10; i++ {
+		logs = append(logs, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand})
+	}
+	// A tail truncation seals the first segment and starts another.
+	if err := errors.Join(ls.StoreLogs(logs), ls.DeleteRange(9, 10), ls.Close()); err != nil {
+		t.Fatal(err)
+	}
+	segs, err := filepath.Glob(filepath.Join(dir, walDirName, "*.wal"))
+	if err != nil || len(segs) != 2 {
+		t.Fatalf("segments after a tail truncation: %v, %v; want 2", segs, err)
+	}
+	// The sealed segment (the lowest base index, first by name) goes:
+	// Open finds the metadata naming it and fails.
+	if err := os.Remove(segs[0]); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		opened := make(chan error, 1)
+		go func() {
+			ls, err := openLogStore(dir, LogStoreWAL, hlog)
+			if err == nil {
+				ls.Close()
+			}
+			opened <- err
+		}()
+		select {
+		case err := <-opened:
+			if err == nil {
+				t.Fatalf("open %d of a log missing a segment succeeded", i)
+			}
+			if !strings.Contains(err.Error(), logStorePath(LogStoreWAL)) {
+				t.Fatalf("open %d: error %q does not name %s", i, err, logStorePath(LogStoreWAL))
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("open %d still waits after 30s: the failed open before it left wal-meta.db locked", i)
 		}
 	}
 }
