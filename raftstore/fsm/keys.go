@@ -21,7 +21,7 @@ const (
 	prefixWindowSpec   = 0x09 // ns -> window spec
 	prefixWindowMeta   = 0x0A // ns -> watermark and counters
 	prefixWindowSource = 0x0B // ns, source -> the source's watermark
-	prefixWindowData   = 0x0C // ns, segment, key, start -> aggregate
+	prefixWindowData   = 0x0C // ns, segment, key, start[, last] -> aggregate
 	prefixWindowIndex  = 0x0D // ns, close time, key, start -> segment
 	prefixWindowOutbox = 0x0E // ns, emission id -> emission
 	prefixWindowTimer  = 0x0F // ns, time, key -> nothing

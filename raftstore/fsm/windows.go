@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -208,7 +209,7 @@ func (f *FSM) Windows(ns string, key []byte, fromMs, toMs int64) ([]Window, erro
 	switch spec.Shape {
 	case command.ShapeTumbling:
 		err = scanKeyData(r, ns, key, max(uint64(fromMs/w), m.LowestSegment), uint64((toMs-1)/w), fromMs, toMs,
-			func(_ uint64, start int64, v []byte) error {
+			func(_ uint64, start int64, _ bool, v []byte) error {
 				st, err := decodeAggState(v)
 				if err != nil {
 					return err
@@ -220,12 +221,14 @@ func (f *FSM) Windows(ns string, key []byte, fromMs, toMs int64) ([]Window, erro
 		out, err = hoppingWindows(r, spec, m, ns, key, fromMs, toMs)
 	case command.ShapeSession:
 		// A session is stored in the segment of its last event, at or
-		// after its start.
+		// after its start. Sessions of a key that start together (a
+		// closed one, and a later one that bridged back to its start)
+		// come by end.
 		if m.MaxEventTime < fromMs {
 			return nil, nil
 		}
 		err = scanKeyData(r, ns, key, max(uint64(fromMs/w), m.LowestSegment), uint64(m.MaxEventTime/w), fromMs, toMs,
-			func(_ uint64, start int64, v []byte) error {
+			func(_ uint64, start int64, _ bool, v []byte) error {
 				st, err := decodeAggState(v)
 				if err != nil {
 					return err
@@ -233,7 +236,7 @@ func (f *FSM) Windows(ns string, key []byte, fromMs, toMs int64) ([]Window, erro
 				out = append(out, makeWindow(spec, m.Watermark, key, start, st.SessionLast+1, &st))
 				return nil
 			})
-		slices.SortFunc(out, func(a, b Window) int { return cmpInt(a.StartMs, b.StartMs) })
+		slices.SortFunc(out, func(a, b Window) int { return cmp.Or(cmpInt(a.StartMs, b.StartMs), cmpInt(a.EndMs, b.EndMs)) })
 	}
 	return out, err
 }
@@ -253,7 +256,7 @@ func hoppingWindows(r pebble.Reader, spec *command.WindowSpec, m windowMeta, ns 
 	var sl []slice
 	hi := min(to-1+size, command.MaxEventTime+1)
 	err := scanKeyData(r, ns, key, max(uint64(from/w), m.LowestSegment), uint64((hi-1)/w), from, hi,
-		func(_ uint64, start int64, v []byte) error {
+		func(_ uint64, start int64, _ bool, v []byte) error {
 			st, err := decodeAggState(v)
 			if err != nil {
 				return err

@@ -437,17 +437,30 @@ type sessionCandidate struct {
 func (w *windowApply) addSession(i int, n *winNS, ad *command.WindowAdd) (command.AddStatus, error) {
 	t, gap, grace := ad.EventTimeMs, n.spec.GapMs, n.spec.GraceMs
 	var cands []sessionCandidate
+	// closedAt lists the closed sessions the scan saw under a short key:
+	// the new session may need one's key (see windows_keys.go).
+	var closedAt []sessionCandidate
 	// A candidate's last event is in [t-gap, the namespace's greatest
 	// event time]; it is stored in the segment of its last event.
 	segLo := max(n.segment(max(t-gap, 0)), n.meta.LowestSegment)
 	err := scanKeyData(w.a.r, n.name, ad.Key, segLo, n.segment(n.meta.MaxEventTime), 0, t+gap+1,
-		func(seg uint64, start int64, v []byte) error {
+		func(seg uint64, start int64, displaced bool, v []byte) error {
+			if displaced {
+				return nil // closed, and under a key no new session takes
+			}
 			st, err := decodeAggState(v)
 			if err != nil {
 				return err
 			}
-			if st.SessionLast < t-gap || st.SessionLast+gap+grace <= n.wm0 {
-				return nil // too early, or closed: closed sessions never merge
+			if st.SessionLast+gap+grace <= n.wm0 {
+				// Closed: closed sessions never merge.
+				if start <= t {
+					closedAt = append(closedAt, sessionCandidate{seg: seg, start: start, st: st})
+				}
+				return nil
+			}
+			if st.SessionLast < t-gap {
+				return nil // too early
 			}
 			cands = append(cands, sessionCandidate{seg: seg, start: start, st: st})
 			return nil
@@ -480,6 +493,16 @@ func (w *windowApply) addSession(i int, n *winNS, ad *command.WindowAdd) (comman
 		}
 		if err := w.a.b.Delete(appendWindowIndexKey(nil, n.name, c.st.SessionLast+gap+grace, ad.Key, c.start), nil); err != nil {
 			return 0, err
+		}
+	}
+	for _, c := range closedAt {
+		if c.seg == seg && c.start == start {
+			// A closed session holds the new one's key: move it to its
+			// long key, which ends in its last event time.
+			if err := w.setAgg(appendDisplacedSessionKey(nil, n.name, seg, ad.Key, start, c.st.SessionLast), &c.st); err != nil {
+				return 0, err
+			}
+			break
 		}
 	}
 	if err := w.setAgg(newKey, &st); err != nil {

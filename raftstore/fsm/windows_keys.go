@@ -17,9 +17,26 @@ import (
 //	prefixWindowMeta,   ns                       -> windowMeta
 //	prefixWindowSource, ns, source               -> sourceState
 //	prefixWindowData,   ns, segment, key, start  -> aggState
+//	prefixWindowData,   ns, segment, key, start, last -> aggState (a closed session, displaced)
 //	prefixWindowIndex,  ns, close time, key, start -> segment
 //	prefixWindowOutbox, ns, id                   -> emission
 //	prefixWindowTimer,  ns, time, key            -> nothing
+//
+// A data key without the trailing last event time is the only form of
+// tumbling windows and hopping slices, and the form every session is
+// written in, open or closed. A closed session is retained for queries
+// until its segment is dropped, and a later session of the same key can
+// start where it starts and end in the same segment: a record at the
+// closed session's start is on time when it bridges into an open session
+// (lateness is judged on the merged session). Before the new session is
+// written under that key, addSession moves the closed one to the key with
+// its last event time appended, which is unique: every later session with
+// its start ends after it. So an open session is always under the short
+// key, where the close index's (key, start, segment) finds it; the long
+// key holds closed sessions only, sorts right after the short key, and
+// lies in the same segment's range, so retention drops it with the rest.
+// State written before the long form existed has short keys only, and
+// reads the same.
 
 func appendTime(dst []byte, t int64) []byte {
 	return binary.BigEndian.AppendUint64(dst, uint64(t)^(1<<63))
@@ -52,21 +69,35 @@ func appendWindowDataKey(dst []byte, ns string, seg uint64, key []byte, start in
 	return appendTime(dst, start)
 }
 
-// decodeWindowDataKey splits a data key after its namespace prefix.
-func decodeWindowDataKey(rest []byte) (seg uint64, key []byte, start int64, err error) {
+// appendDisplacedSessionKey appends the data key of a closed session that
+// a later session with the same start took the short key from: the short
+// key with the session's last event time appended.
+func appendDisplacedSessionKey(dst []byte, ns string, seg uint64, key []byte, start, last int64) []byte {
+	return appendTime(appendWindowDataKey(dst, ns, seg, key, start), last)
+}
+
+// decodeWindowDataKey splits a data key after its namespace prefix;
+// displaced reports the long form of a closed session.
+func decodeWindowDataKey(rest []byte) (seg uint64, key []byte, start int64, displaced bool, err error) {
 	if len(rest) < 8 {
-		return 0, nil, 0, fmt.Errorf("%w: short window data key", ErrCorrupt)
+		return 0, nil, 0, false, fmt.Errorf("%w: short window data key", ErrCorrupt)
 	}
 	seg = binary.BigEndian.Uint64(rest)
 	key, rest, err = readComponent(rest[8:])
 	if err != nil {
-		return 0, nil, 0, err
+		return 0, nil, 0, false, err
 	}
-	start, rest, err = readTime(rest)
-	if err == nil && len(rest) != 0 {
+	if start, rest, err = readTime(rest); err != nil {
+		return 0, nil, 0, false, err
+	}
+	switch len(rest) {
+	case 0:
+	case 8:
+		displaced = true
+	default:
 		err = fmt.Errorf("%w: window data key with %d trailing bytes", ErrCorrupt, len(rest))
 	}
-	return seg, key, start, err
+	return seg, key, start, displaced, err
 }
 
 func appendWindowIndexKey(dst []byte, ns string, closeMs int64, key []byte, start int64) []byte {

@@ -512,7 +512,7 @@ func (n *wmNS) windows(key string, from, to int64) []wmWindow {
 				mk(s.start(), s.last()+1, s.last()+sp.GapMs+sp.GraceMs, n.windowResult(s.recs, key, 0, command.MaxEventTime+1))
 			}
 		}
-		slices.SortFunc(out, func(a, b wmWindow) int { return cmp.Compare(a.start, b.start) })
+		slices.SortFunc(out, func(a, b wmWindow) int { return cmp.Or(cmp.Compare(a.start, b.start), cmp.Compare(a.end, b.end)) })
 	}
 	return out
 }

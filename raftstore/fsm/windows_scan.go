@@ -20,7 +20,7 @@ func neighbourSlices(r pebble.Reader, n *winNS, key []byte, ss int64) (prev, nex
 	prev, next = -1, math.MaxInt64
 	lo := max(ss-size+1, 0)
 	segLo := max(n.segment(lo), n.meta.LowestSegment)
-	err = scanKeyData(r, n.name, key, n.segment(ss), n.segment(ss+size-1), ss+1, ss+size, func(_ uint64, start int64, _ []byte) error {
+	err = scanKeyData(r, n.name, key, n.segment(ss), n.segment(ss+size-1), ss+1, ss+size, func(_ uint64, start int64, _ bool, _ []byte) error {
 		next = start
 		return errStopScan
 	})
@@ -40,7 +40,7 @@ func neighbourSlices(r pebble.Reader, n *winNS, key []byte, ss int64) (prev, nex
 		// The last record below (seg, key, ss): in seg, key's last slice
 		// before ss if it has one.
 		if it.SeekLT(appendWindowDataKey(nil, n.name, seg, key, ss)) {
-			s, k, start, err := decodeWindowDataKey(it.Key()[len(nsp):])
+			s, k, start, _, err := decodeWindowDataKey(it.Key()[len(nsp):])
 			if err != nil {
 				it.Close()
 				return 0, 0, err
@@ -79,7 +79,7 @@ func combineSlices(r pebble.Reader, ns string, spec *command.WindowSpec, lowest 
 	var agg aggState
 	ok := true
 	w := segmentWidth(spec)
-	err := scanKeyData(r, ns, key, max(uint64(from/w), lowest), uint64((to-1)/w), from, to, func(_ uint64, _ int64, v []byte) error {
+	err := scanKeyData(r, ns, key, max(uint64(from/w), lowest), uint64((to-1)/w), from, to, func(_ uint64, _ int64, _ bool, v []byte) error {
 		s, err := decodeAggState(v)
 		if err != nil {
 			return err
@@ -91,9 +91,11 @@ func combineSlices(r pebble.Reader, ns string, spec *command.WindowSpec, lowest 
 }
 
 // scanKeyData calls fn for every data record of key in ns in segments
-// segLo to segHi whose start is in [lo, hi), in (segment, start) order. It
-// seeks from segment to segment, skipping the empty ones.
-func scanKeyData(r pebble.Reader, ns string, key []byte, segLo, segHi uint64, lo, hi int64, fn func(seg uint64, start int64, v []byte) error) error {
+// segLo to segHi whose start is in [lo, hi), in (segment, start) order
+// (a displaced closed session right after the record with its start; see
+// windows_keys.go). It seeks from segment to segment, skipping the empty
+// ones.
+func scanKeyData(r pebble.Reader, ns string, key []byte, segLo, segHi uint64, lo, hi int64, fn func(seg uint64, start int64, displaced bool, v []byte) error) error {
 	if segLo > segHi || lo >= hi {
 		return nil
 	}
@@ -111,13 +113,13 @@ func scanKeyData(r pebble.Reader, ns string, key []byte, segLo, segHi uint64, lo
 		if !bytes.HasPrefix(k, nsp) {
 			break
 		}
-		s, kk, start, err := decodeWindowDataKey(k[len(nsp):])
+		s, kk, start, displaced, err := decodeWindowDataKey(k[len(nsp):])
 		if err != nil {
 			it.Close()
 			return err
 		}
 		if s == seg && bytes.Equal(kk, key) && start >= lo && start < hi {
-			if err := fn(s, start, it.Value()); err != nil {
+			if err := fn(s, start, displaced, it.Value()); err != nil {
 				it.Close()
 				return err
 			}
