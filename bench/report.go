@@ -93,8 +93,25 @@ type row struct {
 // Table writes the markdown table of res: every row that has a figure,
 // with each reference's value and the ratio from the same run (a
 // reference that did not run says "not measured" and its ratio "—"),
-// then a line naming the rows whose benchmarks did not run.
+// then a line naming the rows whose benchmarks did not run; then the
+// growth study's tables (GrowthTable) if res has its results. Output of
+// the growth study alone (run.sh --growth) gets only those.
 func Table(w io.Writer, res Results) error {
+	if res.HasGrowth() {
+		if err := mainTable(w, res, true); err != nil {
+			return err
+		}
+		return GrowthTable(w, res)
+	}
+	return mainTable(w, res, false)
+}
+
+// mainTable writes the table of rows(res); with growth, it writes
+// nothing when none of its rows ran and ends with a blank line otherwise.
+func mainTable(w io.Writer, res Results, growth bool) error {
+	if growth && !slices.ContainsFunc(rows(res), func(rw row) bool { return res.show(rw.fig) != notMeasured }) {
+		return nil
+	}
 	bw := bufio.NewWriter(w)
 	fmt.Fprintln(bw, "| group | workload | figure (median) | reference, same run | ratio |")
 	fmt.Fprintln(bw, "| --- | --- | ---: | ---: | ---: |")
@@ -115,6 +132,9 @@ func Table(w io.Writer, res Results) error {
 	}
 	if len(missing) > 0 {
 		fmt.Fprintf(bw, "\nNot measured in this run: %s.\n", strings.Join(missing, "; "))
+	}
+	if growth {
+		fmt.Fprintln(bw)
 	}
 	return bw.Flush()
 }

@@ -1,0 +1,595 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	stated "github.com/statedhq/stated/sdk/go"
+)
+
+// BenchmarkGrowth is the growth study of issue 15: how stated's costs move
+// as its state grows. For each size in BENCH_GROWTH (keyed state, e.g.
+// "1GB,10GB") and each count in BENCH_GROWTH_WINDOWS (open windows, e.g.
+// "100000,1000000") it builds the state in a `stated run` process through
+// the SDK (setup, not measured) and then measures, in this order: single
+// and 100-mutation commits (BENCH_GROWTH_COMMIT_TIME each, default 5s), a
+// full checkpoint to a file:// bucket, an incremental one after changing
+// 1% of the keys (or windows), another after a second 1% once the first
+// change's compactions settled, `stated restore` of that checkpoint into
+// a new data dir, and a SIGKILL and restart until the first commit
+// succeeds; the process's VmHWM/VmRSS throughout. GrowthTable (go run
+// ./bench/report) puts the sizes side by side. Each size is built once:
+// run it with -benchtime 1x (run.sh --growth does).
+func BenchmarkGrowth(b *testing.B) {
+	sizes, counts, err := growthKnobs()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(sizes) == 0 && len(counts) == 0 {
+		b.Skip("set BENCH_GROWTH (e.g. 1GB,10GB) and/or BENCH_GROWTH_WINDOWS (e.g. 100000,1000000), or run bash bench/run.sh --growth")
+	}
+	opts := growthOptions{commitTime: 5 * time.Second, quiet: 3 * time.Second}
+	if s := os.Getenv("BENCH_GROWTH_COMMIT_TIME"); s != "" {
+		if opts.commitTime, err = time.ParseDuration(s); err != nil || opts.commitTime <= 0 {
+			b.Fatalf("BENCH_GROWTH_COMMIT_TIME=%q: want a positive duration such as 5s", s)
+		}
+	}
+	for _, s := range sizes {
+		b.Run("state="+s.label, func(b *testing.B) { runGrowth(b, keyedGrowth(s.bytes), opts) })
+	}
+	for _, n := range counts {
+		b.Run(fmt.Sprintf("windows=%d", n), func(b *testing.B) { runGrowth(b, windowGrowth(n), opts) })
+	}
+}
+
+type growthSize struct {
+	label string
+	bytes int64
+}
+
+// growthKnobs reads BENCH_GROWTH and BENCH_GROWTH_WINDOWS (comma-separated;
+// unset or empty: none).
+func growthKnobs() ([]growthSize, []int, error) {
+	var sizes []growthSize
+	var counts []int
+	for _, f := range strings.FieldsFunc(os.Getenv("BENCH_GROWTH"), func(r rune) bool { return r == ',' || r == ' ' }) {
+		n, err := ParseSize(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("BENCH_GROWTH: %w", err)
+		}
+		sizes = append(sizes, growthSize{f, n})
+	}
+	for _, f := range strings.FieldsFunc(os.Getenv("BENCH_GROWTH_WINDOWS"), func(r rune) bool { return r == ',' || r == ' ' }) {
+		n, err := ParseWindowCount(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("BENCH_GROWTH_WINDOWS: %w", err)
+		}
+		counts = append(counts, n)
+	}
+	return sizes, counts, nil
+}
+
+type growthOptions struct {
+	// commitTime is how long each commit row runs; quiet how long the
+	// state's files must stay unchanged for its compactions to count as
+	// settled.
+	commitTime, quiet time.Duration
+}
+
+// growthCase is one kind of state at one size: how to build it, how to
+// change 1% of it, and the single and batched commits measured on it.
+type growthCase struct {
+	// diskNeed is the free space the run needs in TMPDIR.
+	diskNeed int64
+	// build fills the state; change rewrites 1% of it and returns the
+	// bytes it wrote (keys and values), or 0 if it cannot say.
+	build  func(ctx context.Context, tb testing.TB, c *stated.Client)
+	change func(ctx context.Context, tb testing.TB, c *stated.Client) int64
+	// op adds n operations (puts or window adds) of worker w to txn.
+	op func(w int, txn *stated.Txn, n int)
+	// check is a read after the restart that must find the state.
+	check func(ctx context.Context, tb testing.TB, c *stated.Client)
+}
+
+// growthFlags are the `stated run` flags of the growth runs besides
+// BENCH_STATED_FLAGS: checkpoints in effect on request only (the study
+// triggers them; the flag's zero is refused), to a file:// bucket in
+// TMPDIR; and at most 1024 Raft log entries
+// kept after a snapshot, since with the default 10240 and the build's
+// 1 MB commits the log would keep up to 10 GB of them beside the state.
+func growthFlags(bucket string) []string {
+	return []string{"--checkpoint-interval", "1000h", "--checkpoint-url", bucket, "--raft-trailing-logs", "1024"}
+}
+
+// runGrowth builds gc's state in a new `stated run` process and reports
+// the growth study's figures of it (units in growth.go's table).
+func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
+	if b.N > 1 {
+		b.Fatalf("BenchmarkGrowth builds its state once: run it with -benchtime 1x (b.N = %d)", b.N)
+	}
+	checkDisk(b, gc.diskNeed)
+	ctx := context.Background()
+	bucketDir := filepath.Join(b.TempDir(), "bucket")
+	if err := os.MkdirAll(bucketDir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	bucket := (&url.URL{Scheme: "file", Path: bucketDir}).String()
+	flags := growthFlags(bucket)
+	nodes := startClusterWith(b, 1, flags)
+	nd := nodes[0]
+	c := dial(b, nd)
+
+	start := time.Now()
+	gc.build(ctx, b, c)
+	// A state in use has its tables compacted down, not the side-by-side
+	// L0 tables of an ordered build: a 1% change and settled compactions
+	// give it that shape (as test/'s checkpoint benchmarks do).
+	gc.change(ctx, b, c)
+	waitStateQuiet(b, nd.dataDir, opts.quiet)
+	b.ReportMetric(time.Since(start).Seconds(), "build-s")
+	b.ReportMetric(float64(dirSize(b, filepath.Join(nd.dataDir, "state")))/(1<<20), "state-MB")
+
+	growthCommits(b, "single", opts.commitTime, 1, 1, gc.op, c)
+	growthCommits(b, "batch", opts.commitTime, 8, 100, gc.op, c)
+
+	cp := checkpointsClient(b, nd)
+	checkpoint(ctx, b, cp, "full")
+	changed := gc.change(ctx, b, c)
+	if changed > 0 {
+		b.ReportMetric(float64(changed)/(1<<20), "changed-MB")
+	}
+	checkpoint(ctx, b, cp, "incr")
+	waitStateQuiet(b, nd.dataDir, opts.quiet)
+	gc.change(ctx, b, c)
+	checkpoint(ctx, b, cp, "incr2")
+	reportMemory(b, nd)
+
+	restoreCheckpoint(b, bucket)
+
+	t0 := time.Now()
+	nd.kill()
+	nd.rerun(b, flags)
+	c2 := firstCommit(b, nd, gc.op)
+	b.ReportMetric(time.Since(t0).Seconds(), "restart-s")
+	gc.check(ctx, b, c2)
+	_, rss, err := nd.memory()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(rss, "restart-VmRSS-MB")
+}
+
+// checkDisk fails the run if TMPDIR's filesystem has less than need free.
+func checkDisk(b *testing.B, need int64) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(os.TempDir(), &st); err != nil {
+		b.Fatal(err)
+	}
+	if free := int64(st.Bavail) * st.Bsize; free < need {
+		b.Fatalf("%s has %d MB free; this size needs about %d MB (state, Raft log and snapshot, bucket, restored copy): choose a smaller size or point BENCH_DIR elsewhere",
+			os.TempDir(), free>>20, need>>20)
+	}
+}
+
+// startClusterWith is startCluster with flags added to every node (after
+// which BENCH_STATED_FLAGS still come).
+func startClusterWith(b *testing.B, n int, flags []string) []*node {
+	old, had := os.LookupEnv("BENCH_STATED_FLAGS")
+	b.Setenv("BENCH_STATED_FLAGS", strings.Join(append(append([]string{}, flags...), strings.Fields(old)...), " "))
+	nodes := startCluster(b, n)
+	if had {
+		os.Setenv("BENCH_STATED_FLAGS", old)
+	} else {
+		os.Unsetenv("BENCH_STATED_FLAGS")
+	}
+	return nodes
+}
+
+// rerun starts the node's process again on its data dir, socket and
+// ports, as a supervisor restarting it would, without waiting for it.
+func (nd *node) rerun(tb testing.TB, flags []string) {
+	tb.Helper()
+	args := append([]string{"run", "--node-id", nd.id, "--data-dir", nd.dataDir, "--socket", nd.socket,
+		"--grpc-addr", nd.grpcAddr, "--raft-addr", nd.raftAddr, "--log-level", "warn"}, flags...)
+	args = append(args, strings.Fields(os.Getenv("BENCH_STATED_FLAGS"))...)
+	nd.logs = &safeBuffer{}
+	nd.cmd = exec.Command(statedBinary(tb), args...)
+	nd.cmd.Stdout, nd.cmd.Stderr = nd.logs, nd.logs
+	if err := nd.cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	nd.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(nd.cmd, nd.done)
+}
+
+// firstCommit polls the restarted node until a commit of one operation
+// succeeds through a new SDK Client, and returns that Client.
+func firstCommit(tb testing.TB, nd *node, op func(int, *stated.Txn, int)) *stated.Client {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		select {
+		case <-nd.done:
+			tb.Fatalf("%s exited after the restart:\n%s", nd.id, nd.logs)
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		c, err := stated.Dial(ctx, nd.socket, stated.WithBlock())
+		if err == nil {
+			txn := c.Txn()
+			op(0, txn, 1)
+			if _, err = txn.Commit(ctx); err == nil {
+				cancel()
+				tb.Cleanup(func() { c.Close() })
+				return c
+			}
+			c.Close()
+		}
+		cancel()
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: no commit succeeded within 10 minutes of the restart: %v\n%s", nd.id, err, nd.logs)
+		}
+		time.Sleep(5 * time.Millisecond) // polling with a deadline
+	}
+}
+
+// growthCommits has clients goroutines commit Txns of n operations for d
+// and reports PREFIX-ops/s and the commit latency quantiles.
+func growthCommits(b *testing.B, prefix string, d time.Duration, clients, n int, op func(int, *stated.Txn, int), c *stated.Client) {
+	ctx := context.Background()
+	var lat latencies
+	var failed atomic.Pointer[error]
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
+	for w := range clients {
+		wg.Go(func() {
+			var mine []time.Duration
+			defer func() { lat.add(mine) }()
+			for time.Now().Before(end) && failed.Load() == nil {
+				txn := c.Txn()
+				op(w, txn, n)
+				t := time.Now()
+				if _, err := txn.Commit(ctx); err != nil {
+					failed.Store(&err)
+					return
+				}
+				mine = append(mine, time.Since(t))
+			}
+		})
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		b.Fatalf("%s commits: %v", prefix, *err)
+	}
+	b.ReportMetric(float64(len(lat.d)*n)/time.Since(start).Seconds(), prefix+"-ops/s")
+	b.ReportMetric(lat.quantile(0.50), prefix+"-p50-µs")
+	b.ReportMetric(lat.quantile(0.99), prefix+"-p99-µs")
+}
+
+// reportMemory reports the process's peak RSS over its life so far
+// (VmHWM, which covers the build) and its RSS now.
+func reportMemory(b *testing.B, nd *node) {
+	hwm, rss, err := nd.memory()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(hwm, "VmHWM-MB")
+	b.ReportMetric(rss, "VmRSS-MB")
+}
+
+func checkpointsClient(b *testing.B, nd *node) statedv1.CheckpointsClient {
+	conn, err := grpc.NewClient("unix://"+nd.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return statedv1.NewCheckpointsClient(conn)
+}
+
+// checkpoint triggers a checkpoint, waits until its manifest is written,
+// and reports how long the trigger took (PREFIX-ckpt-s) and what the
+// coordinator says it uploaded (PREFIX-uploaded-MB).
+func checkpoint(ctx context.Context, b *testing.B, cp statedv1.CheckpointsClient, prefix string) {
+	start := time.Now()
+	resp, err := cp.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+	if err != nil {
+		b.Fatalf("%s checkpoint: %v", prefix, err)
+	}
+	d := time.Since(start)
+	st, err := cp.Status(ctx, &statedv1.CheckpointStatusRequest{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if got := st.GetLastCompleted().GetEpoch(); got != resp.GetEpoch() {
+		b.Fatalf("%s checkpoint: epoch %d triggered, the last completed is %d", prefix, resp.GetEpoch(), got)
+	}
+	b.Logf("%s checkpoint: epoch %d in %v (coordinator: %d ms), %d files and %d bytes uploaded",
+		prefix, resp.GetEpoch(), d.Round(time.Millisecond), st.GetLastDurationMillis(), st.GetLastFilesUploaded(), st.GetLastBytesUploaded())
+	b.ReportMetric(d.Seconds(), prefix+"-ckpt-s")
+	b.ReportMetric(float64(st.GetLastBytesUploaded())/(1<<20), prefix+"-uploaded-MB")
+}
+
+// restoreCheckpoint times `stated restore` of the bucket's latest
+// checkpoint into a new data dir, which it then removes.
+func restoreCheckpoint(b *testing.B, bucket string) {
+	dir := filepath.Join(b.TempDir(), "restored")
+	start := time.Now()
+	out, err := exec.Command(statedBinary(b), "restore", "--from", bucket, "--data-dir", dir).CombinedOutput()
+	d := time.Since(start)
+	if err != nil {
+		b.Fatalf("stated restore: %v\n%s", err, out)
+	}
+	size := dirSize(b, filepath.Join(dir, "state"))
+	if size == 0 {
+		b.Fatalf("stated restore left no state in %s:\n%s", dir, out)
+	}
+	b.ReportMetric(d.Seconds(), "restore-s")
+	b.ReportMetric(float64(size)/(1<<20)/d.Seconds(), "restore-MB/s")
+	if err := os.RemoveAll(dir); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// dirSize is the bytes of the regular files under dir.
+func dirSize(tb testing.TB, dir string) int64 {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		fi, err := d.Info()
+		if err == nil {
+			n += fi.Size()
+		}
+		return err
+	})
+	if err != nil && !os.IsNotExist(err) {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+// waitStateQuiet waits until the names and sizes of the files of the
+// node's Pebble directory stayed the same for quiet: its compactions are
+// done. It gives up after 15 minutes, saying so in the log.
+func waitStateQuiet(tb testing.TB, dataDir string, quiet time.Duration) {
+	dir := filepath.Join(dataDir, "state")
+	listing := func() string {
+		var sb strings.Builder
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				if fi, err := d.Info(); err == nil {
+					fmt.Fprintf(&sb, "%s %d\n", p, fi.Size())
+				}
+			}
+			return nil
+		})
+		return sb.String()
+	}
+	last, since := listing(), time.Now()
+	for deadline := time.Now().Add(15 * time.Minute); time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond) // polling with a deadline
+		if l := listing(); l != last {
+			last, since = l, time.Now()
+		} else if time.Since(since) >= quiet {
+			return
+		}
+	}
+	tb.Logf("%s still changing after 15 minutes", dir)
+}
+
+// --- keyed state -----------------------------------------------------
+
+const (
+	growthNamespace = "growth"
+	growthValueSize = 1 << 10
+	growthBuildTxn  = 1000 // puts per build commit: 1 MB
+	growthBuilders  = 4    // concurrent build commits
+)
+
+func growthKey(k uint64) []byte { return binary.BigEndian.AppendUint64([]byte("key/"), k) }
+
+// keyedGrowth is size bytes of 1 KiB random values under distinct keys
+// in one namespace. The build commits 1000 puts per Txn from 4 goroutines
+// (the SDK coalesces their commits into CommitBatch calls), in key order;
+// the measured commits put 100-byte values under random existing keys;
+// a change overwrites 1% of the keys, picked at random, with new 1 KiB
+// values.
+func keyedGrowth(size int64) growthCase {
+	keys := uint64(size / growthValueSize)
+	var seed atomic.Uint64
+	newRand := func() *rand.Rand { s := seed.Add(1); return rand.New(rand.NewPCG(s, s*7919)) }
+	var mu sync.Mutex
+	pickers := map[int]*rand.Rand{}
+	picker := func(w int) *rand.Rand {
+		mu.Lock()
+		defer mu.Unlock()
+		if pickers[w] == nil {
+			pickers[w] = newRand()
+		}
+		return pickers[w]
+	}
+	small := make([]byte, 100)
+	// puts commits the keys key(0..n-1) in Txns of up to 1000 puts of
+	// fresh random 1 KiB values, from growthBuilders goroutines.
+	puts := func(ctx context.Context, tb testing.TB, c *stated.Client, n uint64, key func(*rand.Rand, uint64) uint64) {
+		var next atomic.Uint64
+		var failed atomic.Pointer[error]
+		var wg sync.WaitGroup
+		for range growthBuilders {
+			wg.Go(func() {
+				r := newRand()
+				var chachaSeed [32]byte
+				for i := range 4 {
+					binary.LittleEndian.PutUint64(chachaSeed[8*i:], r.Uint64())
+				}
+				fill := rand.NewChaCha8(chachaSeed)
+				values := make([]byte, growthBuildTxn*growthValueSize)
+				for failed.Load() == nil {
+					first := next.Add(growthBuildTxn) - growthBuildTxn
+					if first >= n {
+						return
+					}
+					m := min(growthBuildTxn, n-first)
+					fill.Read(values[:m*growthValueSize])
+					txn := c.Txn()
+					for j := range m {
+						txn.Put(growthNamespace, growthKey(key(r, first+j)), values[j*growthValueSize:(j+1)*growthValueSize])
+					}
+					if _, err := txn.Commit(ctx); err != nil {
+						failed.Store(&err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if err := failed.Load(); err != nil {
+			tb.Fatalf("building the state: %v", *err)
+		}
+	}
+	return growthCase{
+		diskNeed: 5*size + 1<<30,
+		build: func(ctx context.Context, tb testing.TB, c *stated.Client) {
+			puts(ctx, tb, c, keys, func(_ *rand.Rand, k uint64) uint64 { return k })
+			st, err := c.NodeStatus(ctx)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if st.Counts.StateKeys < keys {
+				tb.Fatalf("built %d keys, the daemon counts %d", keys, st.Counts.StateKeys)
+			}
+		},
+		change: func(ctx context.Context, tb testing.TB, c *stated.Client) int64 {
+			n := keys / 100
+			puts(ctx, tb, c, n, func(r *rand.Rand, _ uint64) uint64 { return r.Uint64N(keys) })
+			return int64(n) * int64(growthValueSize+len(growthKey(0)))
+		},
+		op: func(w int, txn *stated.Txn, n int) {
+			r := picker(w)
+			for range n {
+				txn.Put(growthNamespace, growthKey(r.Uint64N(keys)), small)
+			}
+		},
+		check: func(ctx context.Context, tb testing.TB, c *stated.Client) {
+			for _, k := range []uint64{0, keys - 1} {
+				if _, found, err := c.Get(ctx, growthNamespace, growthKey(k), stated.WithConsistency(stated.ConsistencySession)); err != nil || !found {
+					tb.Fatalf("after the restart, key %d of %d: found %v, %v", k, keys, found, err)
+				}
+			}
+		},
+	}
+}
+
+// --- window state ----------------------------------------------------
+
+// growthWindowBase is where the windows' event times start: a whole hour.
+const growthWindowBase = int64(1_700_000_000_000) / 3_600_000 * 3_600_000
+
+// windowGrowth is n open windows: tumbling hour windows summing ints, one
+// for each of n keys, the watermark held 100 hours behind the records so
+// that none closes (as test/'s BenchmarkWindowAdd). The build adds 1000
+// records per Txn from 4 goroutines; the measured commits and a change
+// (1% of the windows) add to existing windows of random keys.
+func windowGrowth(n int) growthCase {
+	key := func(k int) []byte { return fmt.Appendf(nil, "user-%08d", k) }
+	var mu sync.Mutex
+	pickers := map[int]*rand.Rand{}
+	picker := func(w int) *rand.Rand {
+		mu.Lock()
+		defer mu.Unlock()
+		if pickers[w] == nil {
+			pickers[w] = rand.New(rand.NewPCG(uint64(w)+1, 42))
+		}
+		return pickers[w]
+	}
+	add := func(txn *stated.Txn, k int, r *rand.Rand) {
+		txn.AddWindow(growthNamespace, key(k), time.UnixMilli(growthWindowBase+r.Int64N(3_600_000)), stated.Int(1), stated.FromSource("t/0"))
+	}
+	adds := func(ctx context.Context, tb testing.TB, c *stated.Client, count int, which func(r *rand.Rand, i int) int) {
+		var next atomic.Int64
+		var failed atomic.Pointer[error]
+		var wg sync.WaitGroup
+		for w := range growthBuilders {
+			wg.Go(func() {
+				r := rand.New(rand.NewPCG(uint64(w), 7))
+				for failed.Load() == nil {
+					first := int(next.Add(growthBuildTxn) - growthBuildTxn)
+					if first >= count {
+						return
+					}
+					txn := c.Txn()
+					for i := first; i < min(first+growthBuildTxn, count); i++ {
+						add(txn, which(r, i), r)
+					}
+					if _, err := txn.Commit(ctx); err != nil {
+						failed.Store(&err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if err := failed.Load(); err != nil {
+			tb.Fatalf("adding to windows: %v", *err)
+		}
+	}
+	open := func(ctx context.Context, tb testing.TB, c *stated.Client) int64 {
+		sts, err := c.WindowStatus(ctx, stated.WithConsistency(stated.ConsistencySession))
+		if err != nil || len(sts) != 1 {
+			tb.Fatalf("window status: %+v, %v", sts, err)
+		}
+		if sts[0].Pending != 0 || sts[0].LateDropped != 0 {
+			tb.Fatalf("windows closed or records were late: %+v", sts[0])
+		}
+		return sts[0].OpenWindows
+	}
+	return growthCase{
+		// Window state is a few hundred bytes a window, kept 5 times over.
+		diskNeed: int64(n)*2<<10 + 1<<30,
+		build: func(ctx context.Context, tb testing.TB, c *stated.Client) {
+			spec := stated.WindowSpec{Namespace: growthNamespace, Shape: stated.Tumbling, Size: time.Hour,
+				MaxOutOfOrder: 100 * time.Hour, Aggregate: stated.SumInt, Emit: stated.EmitFinal, Late: stated.LateDrop}
+			if err := c.DefineWindows(ctx, spec); err != nil {
+				tb.Fatal(err)
+			}
+			adds(ctx, tb, c, n, func(_ *rand.Rand, i int) int { return i })
+			if got := open(ctx, tb, c); got != int64(n) {
+				tb.Fatalf("%d windows open after the build, want %d", got, n)
+			}
+		},
+		// The bytes a window add rewrites are not known from outside:
+		// the table compares the upload with the full checkpoint instead.
+		change: func(ctx context.Context, tb testing.TB, c *stated.Client) int64 {
+			adds(ctx, tb, c, max(n/100, 1), func(r *rand.Rand, _ int) int { return r.IntN(n) })
+			return 0
+		},
+		op: func(w int, txn *stated.Txn, count int) {
+			r := picker(w)
+			for range count {
+				add(txn, r.IntN(n), r)
+			}
+		},
+		check: func(ctx context.Context, tb testing.TB, c *stated.Client) {
+			if got := open(ctx, tb, c); got != int64(n) {
+				tb.Fatalf("after the restart %d windows are open, want %d", got, n)
+			}
+		},
+	}
+}
