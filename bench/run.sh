@@ -5,7 +5,7 @@ set -euo pipefail
 
 usage() {
 	cat <<'EOF'
-Usage: bash bench/run.sh [--help]
+Usage: bash bench/run.sh [--growth] [--help]
 
 Runs, in one go and on one machine, stated's benchmarks and the references
 they are compared with, and prints one markdown table (medians over
@@ -46,14 +46,36 @@ Environment:
 
 The default run takes about 15 minutes on 2 cores. Figures are only
 comparable within one run: the ratios are the point.
+
+--growth runs the growth study instead (issue 15, "cost as state grows"):
+for each size, a `stated run` process is filled through the SDK (setup,
+not measured), then: single and 100-mutation commits, a full checkpoint
+to a file:// bucket, incremental ones after changing 1% of the keys,
+`stated restore` of it, SIGKILL and restart until the first commit, and
+the process's VmHWM/VmRSS. One table per kind of state, a column per
+size, the ratio of the largest to the smallest and the targets' verdicts
+(bench/README.md). One run of each size (BENCH_COUNT is ignored).
+  BENCH_GROWTH=S,S..          keyed state sizes (KB, MB, GB), default
+                              1GB,10GB; empty: none
+  BENCH_GROWTH_WINDOWS=N,N..  open windows (digits or 10^k), default
+                              100000,1000000; empty: none
+  BENCH_GROWTH_COMMIT_TIME=D  how long each commit row runs (default 5s)
+A size needs about 5 times its bytes free in BENCH_DIR's filesystem
+(state, Raft log and snapshot, bucket, the restored copy) and is refused
+otherwise. BENCH_GROWTH=100MB,1GB BENCH_GROWTH_WINDOWS=10000,100000 is a
+run of about 10 minutes; 1GB,10GB takes about an hour.
 EOF
 }
 
+growth=0
 for arg in "$@"; do
 	case $arg in
 	-h | --help)
 		usage
 		exit 0
+		;;
+	--growth)
+		growth=1
 		;;
 	*)
 		echo "bench/run.sh: unknown argument $arg (see --help)" >&2
@@ -83,6 +105,31 @@ case $ckpt_state in 100MB | 1GB) ;; *)
 	exit 2
 	;;
 esac
+growth_sizes=${BENCH_GROWTH-1GB,10GB}
+growth_windows=${BENCH_GROWTH_WINDOWS-100000,1000000}
+if [ "$growth" = 1 ]; then
+	for s in ${growth_sizes//,/ }; do
+		[[ $s =~ ^[1-9][0-9]*(KB|MB|GB)$ ]] || {
+			echo "bench/run.sh: BENCH_GROWTH: '$s' is not a size such as 100MB or 10GB" >&2
+			exit 2
+		}
+	done
+	for n in ${growth_windows//,/ }; do
+		[[ $n =~ ^([1-9][0-9]*|10\^[0-8])$ ]] || {
+			echo "bench/run.sh: BENCH_GROWTH_WINDOWS: '$n' is not a window count such as 100000 or 10^6" >&2
+			exit 2
+		}
+	done
+	if [ -n "${BENCH_GROWTH_COMMIT_TIME:-}" ] && ! [[ $BENCH_GROWTH_COMMIT_TIME =~ ^[0-9]+(\.[0-9]+)?(ms|s|m)$ ]]; then
+		echo "bench/run.sh: BENCH_GROWTH_COMMIT_TIME must be a duration such as 5s or 500ms, not '$BENCH_GROWTH_COMMIT_TIME'" >&2
+		exit 2
+	fi
+	if [ -z "${growth_sizes//[, ]/}${growth_windows//[, ]/}" ]; then
+		echo "bench/run.sh: --growth with BENCH_GROWTH and BENCH_GROWTH_WINDOWS both empty measures nothing" >&2
+		exit 2
+	fi
+	count=1
+fi
 command -v go >/dev/null || {
 	echo "bench/run.sh: go is not on PATH" >&2
 	exit 2
@@ -100,6 +147,9 @@ else
 	kafka_n=200000x
 	restarts=3x
 fi
+
+timeout=60m
+[ "$growth" = 1 ] && timeout=300m
 
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
 mkdir -p bench/out
@@ -152,7 +202,7 @@ bench() {
 	shift 3
 	say "go test $pkg -bench '$regex' -benchtime $benchtime -count $count"
 	if ! env TMPDIR="$work" BENCH_STATED_BIN="$work/bin/stated" "$@" \
-		go test "$pkg" -run '^$' -bench "$regex" -benchtime "$benchtime" -count "$count" -timeout 60m \
+		go test "$pkg" -run '^$' -bench "$regex" -benchtime "$benchtime" -count "$count" -timeout "$timeout" \
 		>>"$out_raw" 2>>"$out_log"; then
 		note "\`go test $pkg -bench '$regex'\` failed; its rows are not measured (output in $out_raw and $out_log)."
 	fi
@@ -165,6 +215,9 @@ go build -o "$work/bin/stated" ./cmd/stated
 # --- Redis -------------------------------------------------------------
 redis_sockets=""
 start_redis() {
+	if [ "$growth" = 1 ]; then
+		return # the growth study has no Redis rows
+	fi
 	if ! command -v redis-server >/dev/null; then
 		if [ "$(id -u)" != 0 ]; then
 			note "Redis rows skipped: redis-server is not installed and installing it needs root (apt-get install -y redis-server)."
@@ -220,17 +273,21 @@ if [ -n "$redis_sockets" ]; then
 fi
 
 # --- the runs --------------------------------------------------------
-bench ./bench '^BenchmarkMachine$' "$bt"
-bench ./bench '^BenchmarkRawPebble$' "$bt"
-if [ -n "$redis_sockets" ]; then
-	bench ./bench '^BenchmarkRedis$' "$bt" BENCH_REDIS_SOCKETS="$redis_sockets"
+if [ "$growth" = 1 ]; then
+	bench ./bench '^BenchmarkGrowth$' 1x BENCH_GROWTH="$growth_sizes" BENCH_GROWTH_WINDOWS="$growth_windows"
+else
+	bench ./bench '^BenchmarkMachine$' "$bt"
+	bench ./bench '^BenchmarkRawPebble$' "$bt"
+	if [ -n "$redis_sockets" ]; then
+		bench ./bench '^BenchmarkRedis$' "$bt" BENCH_REDIS_SOCKETS="$redis_sockets"
+	fi
+	bench ./bench '^BenchmarkStated$' "$bt"
+	bench ./test '^Benchmark(KafkaProcessor|KafkaPlainFranzGo)$' "$kafka_n"
+	bench ./test "^BenchmarkCheckpointBarrierPause\$/^state=$ckpt_state\$" 1x
+	bench ./test "^BenchmarkCheckpointUpload\$/^state=$ckpt_state\$" 1x
+	bench ./test "^BenchmarkRestore\$/^state=$ckpt_state\$" 1x
+	bench ./test '^BenchmarkRestartAfterSIGKILL$' "$restarts"
 fi
-bench ./bench '^BenchmarkStated$' "$bt"
-bench ./test '^Benchmark(KafkaProcessor|KafkaPlainFranzGo)$' "$kafka_n"
-bench ./test "^BenchmarkCheckpointBarrierPause\$/^state=$ckpt_state\$" 1x
-bench ./test "^BenchmarkCheckpointUpload\$/^state=$ckpt_state\$" 1x
-bench ./test "^BenchmarkRestore\$/^state=$ckpt_state\$" 1x
-bench ./test '^BenchmarkRestartAfterSIGKILL$' "$restarts"
 load_after=$(load)
 
 # --- the table -------------------------------------------------------
@@ -245,6 +302,9 @@ cmd="bash bench/run.sh"
 [ "$quick" = 1 ] && cmd="BENCH_QUICK=1 $cmd"
 [ -n "${BENCH_COUNT:-}" ] && [ "$quick" != 1 ] && cmd="BENCH_COUNT=$count $cmd"
 [ "$ckpt_state" != 100MB ] && cmd="BENCH_CKPT_STATE=$ckpt_state $cmd"
+if [ "$growth" = 1 ]; then
+	cmd="BENCH_GROWTH=$growth_sizes BENCH_GROWTH_WINDOWS=$growth_windows${BENCH_GROWTH_COMMIT_TIME:+ BENCH_GROWTH_COMMIT_TIME=$BENCH_GROWTH_COMMIT_TIME} bash bench/run.sh --growth"
+fi
 [ -n "${BENCH_STATED_FLAGS:-}" ] && cmd="BENCH_STATED_FLAGS='$BENCH_STATED_FLAGS' $cmd"
 
 table=$(go run ./bench/report "$out_raw" 2>>"$out_log") || {
@@ -253,9 +313,15 @@ table=$(go run ./bench/report "$out_raw" 2>>"$out_log") || {
 }
 
 {
-	echo "## stated benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
-	echo
-	echo "**Command:** \`$cmd\` (medians of $count run(s); 100-byte values; raw output \`$out_raw\`)"
+	if [ "$growth" = 1 ]; then
+		echo "## stated growth study, $(date -u '+%Y-%m-%d %H:%M UTC')"
+		echo
+		echo "**Command:** \`$cmd\` (one run of each size; 1 KiB values, 100-byte values in the commit rows; raw output \`$out_raw\`)"
+	else
+		echo "## stated benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
+		echo
+		echo "**Command:** \`$cmd\` (medians of $count run(s); 100-byte values; raw output \`$out_raw\`)"
+	fi
 	echo
 	echo "**Machine:** $cpu, $(nproc) cores, $mem; \`$(uname -a)\`"
 	echo
