@@ -75,19 +75,153 @@ func clickAdd(src, key string, ts int64) command.WindowAdd {
 	return command.WindowAdd{Namespace: "clicks", Source: src, Key: []byte(key), EventTimeMs: ts, Int: 1}
 }
 
+// windowWriter proposes a test's window commands the way a client does:
+// through whichever node leads, commits in a session, and each one tried
+// again when a leader change refuses it or loses its outcome. The test
+// cluster's leader lease is 100 ms, and on a loaded machine a leader now
+// and then hears from no follower for that long and steps down, as Raft
+// should; a test that proposes once and fails on ErrNotLeader tests the
+// machine's load. A retry of a commit that did apply is answered as a
+// duplicate, without its add statuses and emissions: the writer then reads
+// the emissions from the outbox (ids above the last one it saw), where
+// they stay until acknowledged, as a client does.
+type windowWriter struct {
+	t       *testing.T
+	c       *raftstoretest.Cluster
+	ctx     context.Context
+	ns      string
+	client  string
+	session uint64
+	seq     uint64
+	seen    uint64           // the highest emission id seen
+	node    *raftstore.Store // the node that applied the last write
+	index   uint64           // and its index
+}
+
+func newWindowWriter(ctx context.Context, t *testing.T, c *raftstoretest.Cluster, ns string) *windowWriter {
+	return &windowWriter{t: t, c: c, ctx: ctx, ns: ns, client: "writer-" + ns}
+}
+
+// retry reports whether a proposal that failed with err may be tried
+// again at the leader: leadership moved, or the attempt timed out while
+// the test's own deadline holds.
+func (w *windowWriter) retry(err error) bool {
+	if errors.Is(err, raftstore.ErrNotLeader) || errors.Is(err, raftstore.ErrClosed) ||
+		(errors.Is(err, context.DeadlineExceeded) && w.ctx.Err() == nil) {
+		// Wait for the cluster to settle before the next try.
+		select {
+		case <-w.ctx.Done():
+			return false
+		case <-time.After(10 * time.Millisecond):
+		}
+		return true
+	}
+	return false
+}
+
+// propose runs call on the leader until it returns an error not worth
+// retrying (nil included), and returns that error.
+func (w *windowWriter) propose(call func(ctx context.Context, l *raftstore.Store) error) error {
+	w.t.Helper()
+	for {
+		l := w.c.Leader(w.t)
+		actx, cancel := context.WithTimeout(w.ctx, waitTimeout)
+		err := call(actx, l)
+		cancel()
+		if !w.retry(err) {
+			w.node = l
+			return err
+		}
+		w.t.Logf("trying again after: %v", err)
+	}
+}
+
+// commit commits cm in the writer's session and returns its outcome; on
+// a duplicate, Adds is empty and Emissions come from the outbox.
+func (w *windowWriter) commit(cm *command.Commit) raftstore.CommitOutcome {
+	w.t.Helper()
+	if w.session == 0 {
+		id, err := w.c.OpenSession(w.ctx, w.client, waitTimeout)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		w.session = id
+	}
+	w.seq++
+	cm.ClientID, cm.SessionID, cm.Seq = w.client, w.session, w.seq
+	var out raftstore.CommitOutcome
+	err := w.propose(func(ctx context.Context, l *raftstore.Store) error {
+		var err error
+		out, err = l.CommitOutcome(ctx, cm)
+		return err
+	})
+	if err != nil {
+		w.t.Fatalf("commit %d: %v", cm.Seq, err)
+	}
+	w.index = out.Index
+	if out.Duplicate {
+		if out.Emissions, err = w.node.Emissions(w.ns, w.seen, 0); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	w.saw(out.Emissions)
+	return out
+}
+
+func (w *windowWriter) saw(ems []command.Emission) {
+	for _, e := range ems {
+		w.seen = max(w.seen, e.ID)
+	}
+}
+
+// define defines a namespace. uncertain reports that an earlier attempt
+// failed with its outcome unknown: it may have created the namespace, and
+// then a retry reports created false.
+func (w *windowWriter) define(spec command.WindowSpec) (created, uncertain bool, err error) {
+	w.t.Helper()
+	err = w.propose(func(ctx context.Context, l *raftstore.Store) error {
+		var err error
+		created, err = l.DefineWindows(ctx, spec)
+		if errors.Is(err, raftstore.ErrNotLeader) || errors.Is(err, context.DeadlineExceeded) {
+			uncertain = true
+		}
+		return err
+	})
+	return created, uncertain, err
+}
+
+// tick proposes a window tick if one is due, and reports whether it did.
+func (w *windowWriter) tick() bool {
+	w.t.Helper()
+	var ticked bool
+	err := w.propose(func(ctx context.Context, l *raftstore.Store) error {
+		var err error
+		ticked, err = l.TickWindows(ctx)
+		return err
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if ticked {
+		w.index = w.node.AppliedIndex()
+	}
+	return ticked
+}
+
 func TestWindowsCloseIdenticallyOnEveryNodeAndKeepTheirWatermarkAcrossFailover(t *testing.T) {
 	c := raftstoretest.NewCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
 	defer cancel()
-	l := c.Leader(t)
+	w := newWindowWriter(ctx, t, c, "clicks")
 	spec := command.WindowSpec{Namespace: "clicks", Shape: command.ShapeTumbling, SizeMs: 1000, GraceMs: 100,
 		Aggregate: command.AggSumInt, Emit: command.EmitFinal, Late: command.LateReturn, IdleTimeoutMs: 1000}
-	if created, err := l.DefineWindows(ctx, spec); err != nil || !created {
+	if created, uncertain, err := w.define(spec); err != nil || !(created || uncertain) {
 		t.Fatalf("define: %v %v", created, err)
 	}
-	if created, err := l.DefineWindows(ctx, spec); err != nil || created {
+	if created, _, err := w.define(spec); err != nil || created {
 		t.Fatalf("identical redefinition: %v %v", created, err)
 	}
+	l := c.Leader(t)
 	before := l.AppliedIndex()
 	bad := spec
 	bad.SizeMs = 0
@@ -98,74 +232,75 @@ func TestWindowsCloseIdenticallyOnEveryNodeAndKeepTheirWatermarkAcrossFailover(t
 	other := spec
 	other.GraceMs = 200
 	var re *fsm.RejectError
-	if _, err := l.DefineWindows(ctx, other); !errors.As(err, &re) || re.Field != "grace_ms" {
+	if _, _, err := w.define(other); !errors.As(err, &re) || re.Field != "grace_ms" {
 		t.Fatalf("redefinition: %v", err)
 	}
 
-	out, err := l.CommitOutcome(ctx, &command.Commit{WindowAdds: []command.WindowAdd{
+	out := w.commit(&command.Commit{WindowAdds: []command.WindowAdd{
 		clickAdd("p0", "a", 100), clickAdd("p0", "b", 200), clickAdd("p1", "a", 900), clickAdd("p1", "b", 1500)}})
-	if err != nil || len(out.Adds) != 4 || len(out.Emissions) != 0 {
-		t.Fatalf("commit: %+v %v", out, err)
+	if (!out.Duplicate && len(out.Adds) != 4) || len(out.Emissions) != 0 {
+		t.Fatalf("commit: %+v", out)
 	}
 	// p0 moves past [0,1000)'s close; p1 (at 1500) too: both windows close.
-	out, err = l.CommitOutcome(ctx, &command.Commit{WindowAdds: []command.WindowAdd{clickAdd("p0", "a", 1200)}})
-	if err != nil || len(out.Emissions) != 2 || out.Emissions[0].ID != 1 || string(out.Emissions[0].Key) != "a" ||
+	out = w.commit(&command.Commit{WindowAdds: []command.WindowAdd{clickAdd("p0", "a", 1200)}})
+	if len(out.Emissions) != 2 || out.Emissions[0].ID != 1 || string(out.Emissions[0].Key) != "a" ||
 		out.Emissions[0].Int != 2 || string(out.Emissions[1].Key) != "b" {
-		t.Fatalf("closing commit: %+v %v", out, err)
+		t.Fatalf("closing commit: %+v", out)
 	}
-	view := windowView(t, l, "a", "b")
-	sameWindowsEverywhere(t, c, out.Index, view, "a", "b")
+	view := windowView(t, w.node, "a", "b")
+	sameWindowsEverywhere(t, c, w.index, view, "a", "b")
 
 	// The leader dies; the new one keeps the watermark (1200) and the
 	// emission ids.
-	old := c.Index(l.NodeID())
+	old := c.Index(c.Leader(t).NodeID())
 	c.Stop(old)
 	l = c.Leader(t)
 	sts, err := l.WindowStatuses()
 	if err != nil || len(sts) != 1 || sts[0].Watermark != 1200 || sts[0].Pending != 2 {
 		t.Fatalf("after failover: %+v %v", sts, err)
 	}
-	out, err = l.CommitOutcome(ctx, &command.Commit{WindowAdds: []command.WindowAdd{clickAdd("p1", "a", 500), clickAdd("p1", "a", 2200),
+	sent := time.Now()
+	out = w.commit(&command.Commit{WindowAdds: []command.WindowAdd{clickAdd("p1", "a", 500), clickAdd("p1", "a", 2200),
 		clickAdd("p0", "b", 2300)}, Acks: []command.EmissionAck{{Namespace: "clicks", ID: 1}}})
-	if err != nil || out.Adds[0] != command.AddLateReturned || len(out.Emissions) != 2 || out.Emissions[0].ID != 3 ||
+	if (!out.Duplicate && out.Adds[0] != command.AddLateReturned) || len(out.Emissions) != 2 || out.Emissions[0].ID != 3 ||
 		out.Emissions[1].ID != 4 || out.Emissions[0].StartMs != 1000 {
-		t.Fatalf("after failover: %+v %v", out, err)
+		t.Fatalf("after failover: %+v", out)
+	}
+	if sts, err := w.node.WindowStatuses(); err != nil || sts[0].LateReturned != 1 {
+		t.Fatalf("after failover, one late record returned: %+v %v", sts, err)
 	}
 	// p1 (at 2200) falls silent: once it is idle, the leader's tick
-	// closes [2000,3000) at p0's watermark.
-	if due, err := l.TickWindows(ctx); err != nil || due {
-		t.Fatalf("a tick with nothing due: %v %v", due, err)
+	// closes [2000,3000) at p0's watermark. Until then (both sources were
+	// active when that commit was proposed, at or after sent) no tick is
+	// due. (An early tick, on a machine so slow that a second passed,
+	// would only move the watermark to 2300, closing nothing.)
+	if w.tick() && time.Since(sent) < time.Duration(spec.IdleTimeoutMs)*time.Millisecond {
+		t.Fatal("a tick with nothing due proposed one")
 	}
-	out, err = l.CommitOutcome(ctx, &command.Commit{WindowAdds: []command.WindowAdd{clickAdd("p0", "b", 3300)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(out.Emissions) == 0 { // else p1 was idle already when the commit applied (a slow machine)
-		deadline := time.Now().Add(waitTimeout)
-		for {
-			ticked, err := l.TickWindows(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ticked {
-				break
-			}
+	out = w.commit(&command.Commit{WindowAdds: []command.WindowAdd{clickAdd("p0", "b", 3300)}})
+	var ems []command.Emission
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		// The emissions come from the commit when p1 was idle already
+		// when it applied (a slow machine), or else from a tick.
+		if ems, err = w.node.Emissions("clicks", 4, 0); err != nil || len(ems) > 0 {
+			break
+		}
+		if !w.tick() {
 			if time.Now().After(deadline) {
 				t.Fatal("no tick proposed after p1 went idle")
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	ems, err := l.Emissions("clicks", 4, 0)
 	if err != nil || len(ems) != 2 || ems[0].StartMs != 2000 || ems[0].Watermark != 3300 {
 		t.Fatalf("after the tick: %+v %v", ems, err)
 	}
+	w.saw(ems)
 	c.Restart(t, old)
-	if _, err := l.CommitOutcome(ctx, &command.Commit{WindowAdds: []command.WindowAdd{clickAdd("p0", "c", 3400)}}); err != nil {
-		t.Fatal(err)
-	}
-	view = windowView(t, l, "a", "b", "c")
-	sameWindowsEverywhere(t, c, l.AppliedIndex(), view, "a", "b", "c")
+	w.commit(&command.Commit{WindowAdds: []command.WindowAdd{clickAdd("p0", "c", 3400)}})
+	view = windowView(t, w.node, "a", "b", "c")
+	sameWindowsEverywhere(t, c, w.index, view, "a", "b", "c")
 }
 
 func TestWindowsReachAFollowerThroughAnInstalledSnapshot(t *testing.T) {
@@ -179,8 +314,8 @@ func TestWindowsReachAFollowerThroughAnInstalledSnapshot(t *testing.T) {
 		}))
 	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
 	defer cancel()
-	l := c.Leader(t)
-	if _, err := l.DefineWindows(ctx, command.WindowSpec{Namespace: "clicks", Shape: command.ShapeHopping, SizeMs: 300, AdvanceMs: 100,
+	w := newWindowWriter(ctx, t, c, "clicks")
+	if _, _, err := w.define(command.WindowSpec{Namespace: "clicks", Shape: command.ShapeHopping, SizeMs: 300, AdvanceMs: 100,
 		Aggregate: command.AggCount, Emit: command.EmitFinal, Late: command.LateDrop}); err != nil {
 		t.Fatal(err)
 	}
@@ -189,10 +324,7 @@ func TestWindowsReachAFollowerThroughAnInstalledSnapshot(t *testing.T) {
 		t.Helper()
 		for range n {
 			ts += 37
-			if _, err := c.Leader(t).CommitOutcome(ctx, &command.Commit{WindowAdds: []command.WindowAdd{
-				clickAdd("", fmt.Sprint("k", ts%5), ts)}}); err != nil {
-				t.Fatal(err)
-			}
+			w.commit(&command.Commit{WindowAdds: []command.WindowAdd{clickAdd("", fmt.Sprint("k", ts%5), ts)}})
 		}
 	}
 	commit(40)
@@ -200,7 +332,7 @@ func TestWindowsReachAFollowerThroughAnInstalledSnapshot(t *testing.T) {
 	id := c.ID(f)
 	c.Wipe(f)
 	commit(120)
-	l = c.Leader(t)
+	l := c.Leader(t)
 	if err := l.Snapshot(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 		t.Fatal(err)
 	}
@@ -210,7 +342,7 @@ func TestWindowsReachAFollowerThroughAnInstalledSnapshot(t *testing.T) {
 	}
 	commit(5)
 	keys := []string{"k0", "k1", "k2", "k3", "k4"}
-	sameWindowsEverywhere(t, c, c.Leader(t).AppliedIndex(), windowView(t, c.Leader(t), keys...), keys...)
+	sameWindowsEverywhere(t, c, w.index, windowView(t, w.node, keys...), keys...)
 	if sts, _ := c.Node(f).WindowStatuses(); len(sts) != 1 || sts[0].Watermark != ts || sts[0].Pending == 0 {
 		t.Fatalf("rejoined node's windows: %+v", sts)
 	}
