@@ -163,6 +163,10 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 
 	restoreCheckpoint(b, bucket)
 
+	// What a restart reads: the Raft log since the last Raft snapshot is
+	// replayed (the state machine skips what it holds), and bbolt's pages
+	// of it are mapped into the process.
+	b.ReportMetric(float64(dirSize(b, filepath.Join(nd.dataDir, "raft")))/(1<<20), "raft-dir-MB")
 	t0 := time.Now()
 	nd.kill()
 	nd.rerun(b, flags)
@@ -174,6 +178,29 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(rss, "restart-VmRSS-MB")
+	b.ReportMetric(rssAnon(b, nd), "restart-RssAnon-MB")
+}
+
+// rssAnon is the process's anonymous resident memory (RssAnon: the Go
+// heap, Pebble's block cache and memtables), in MB. VmRSS adds file pages
+// mapped into the process, such as bbolt's Raft log, which the kernel
+// reclaims under pressure.
+func rssAnon(tb testing.TB, nd *node) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", nd.cmd.Process.Pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			var kb float64
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%g kB", &kb); err != nil {
+				tb.Fatalf("RssAnon %q: %v", rest, err)
+			}
+			return kb / 1024
+		}
+	}
+	tb.Fatalf("/proc/%d/status has no RssAnon", nd.cmd.Process.Pid)
+	return 0
 }
 
 // checkDisk fails the run if TMPDIR's filesystem has less than need free.
@@ -293,6 +320,7 @@ func reportMemory(b *testing.B, nd *node) {
 	}
 	b.ReportMetric(hwm, "VmHWM-MB")
 	b.ReportMetric(rss, "VmRSS-MB")
+	b.ReportMetric(rssAnon(b, nd), "RssAnon-MB")
 }
 
 func checkpointsClient(b *testing.B, nd *node) statedv1.CheckpointsClient {
