@@ -388,10 +388,15 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 			s := newCkptState(b, size.bytes)
 			type ckptRun struct {
 				flush, barrier, trim, read, upload time.Duration
-				trimmed                            int64
-				st                                 uploader.UploadStats
-				info                               fsm.CheckpointInfo
-				files                              ckptFiles
+				// count is how long counting the state took, and sent
+				// how long the upload took to send the files (until it
+				// waited for the counts): the longer of the two is the
+				// upload's critical path.
+				count, sent time.Duration
+				trimmed     int64
+				st          uploader.UploadStats
+				info        fsm.CheckpointInfo
+				files       ckptFiles
 			}
 			var up *uploader.Uploader
 			// checkpoint runs one epoch as the coordinator does, up to the
@@ -419,17 +424,22 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				r.upload = timed(b, "upload", func() error {
 					type count struct {
 						keys, bytes uint64
+						took        time.Duration
 						err         error
 					}
 					counted := make(chan count, 1)
+					start := time.Now()
 					go func() {
 						var c count
 						c.keys, c.bytes, c.err = fsm.CountCheckpoint(ctx, cp.Dir)
+						c.took = time.Since(start)
 						counted <- c
 					}()
 					var err error
 					_, r.st, err = up.UploadFinishing(ctx, cp.Dir, meta, nil, func(m *uploader.Meta) error {
+						r.sent = time.Since(start)
 						c := <-counted
+						r.count = c.took
 						m.Stats.Keys, m.Stats.Bytes = c.keys, c.bytes
 						r.info.Keys, r.info.Bytes = c.keys, c.bytes
 						return c.err
@@ -556,6 +566,12 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				add("full-trim-s", full.trim.Seconds())
 				add("full-read-s", full.read.Seconds())
 				add("full-upload-s", full.upload.Seconds())
+				add("full-count-s", full.count.Seconds())
+				add("full-sent-s", full.sent.Seconds())
+				add("incr-count-s", incr.count.Seconds())
+				add("incr-sent-s", incr.sent.Seconds())
+				add("next-count-s", next.count.Seconds())
+				add("next-sent-s", next.sent.Seconds())
 				add("full-upload-MB/s", float64(full.st.BytesUploaded)/mb/full.upload.Seconds())
 				add("full-uploaded-MB", float64(full.st.BytesUploaded)/mb)
 				add("full-files", float64(full.st.FilesUploaded))
