@@ -245,7 +245,11 @@ func (g growthRows) rows(op string) []growthRow {
 		return secs(v) + g.opt(i, "restore-MB/s")
 	}, "—")
 	add("restart after SIGKILL until the first commit succeeds, and the Raft directory it replays from", "restart-s", func(i int, v float64) string {
-		return secs(v) + g.opt(i, "raft-dir-MB")
+		s := secs(v)
+		if led, ok := g.val(i, "restart-leader-s"); ok {
+			s += fmt.Sprintf(" (Raft leader after %s)", secs(led))
+		}
+		return s + g.opt(i, "raft-dir-MB")
 	}, "—")
 	add("RSS after the checkpoints: peak over the process's life (VmHWM), now (VmRSS), its anonymous part (RssAnon: heap, Pebble's cache and memtables; the rest is mapped files such as bbolt's log)", "RssAnon-MB", func(i int, v float64) string {
 		return strings.TrimPrefix(g.opt(i, "VmHWM-MB")+g.opt(i, "VmRSS-MB"), ", ") + ", " + formatMetric("RssAnon-MB", v)

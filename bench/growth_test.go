@@ -167,11 +167,18 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 	// replayed (the state machine skips what it holds), and bbolt's pages
 	// of it are mapped into the process.
 	b.ReportMetric(float64(dirSize(b, filepath.Join(nd.dataDir, "raft")))/(1<<20), "raft-dir-MB")
-	t0 := time.Now()
 	nd.kill()
-	nd.rerun(b, flags)
+	t0 := time.Now()
+	// At info level the log says when Raft led again; the rest until the
+	// first commit is the log's replay, serving and the commit.
+	nd.rerun(b, append(flags, "--log-level", "info"))
 	c2 := firstCommit(b, nd, gc.op)
 	b.ReportMetric(time.Since(t0).Seconds(), "restart-s")
+	if led, ok := logTime(nd.logs.String(), "raft: entering leader state"); ok {
+		b.ReportMetric(led.Sub(t0).Seconds(), "restart-leader-s")
+	} else {
+		b.Logf("the restarted process's log has no \"entering leader state\":\n%s", nd.logs)
+	}
 	gc.check(ctx, b, c2)
 	_, rss, err := nd.memory()
 	if err != nil {
@@ -179,6 +186,23 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 	}
 	b.ReportMetric(rss, "restart-VmRSS-MB")
 	b.ReportMetric(rssAnon(b, nd), "restart-RssAnon-MB")
+}
+
+// logTime is the time= of the first line of a text-format log holding
+// msg.
+func logTime(logs, msg string) (time.Time, bool) {
+	for _, line := range strings.Split(logs, "\n") {
+		if !strings.Contains(line, msg) {
+			continue
+		}
+		ts, ok := strings.CutPrefix(strings.Fields(line)[0], "time=")
+		if !ok {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		return t, err == nil
+	}
+	return time.Time{}, false
 }
 
 // rssAnon is the process's anonymous resident memory (RssAnon: the Go
