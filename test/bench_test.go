@@ -42,12 +42,32 @@ func benchClient(b *testing.B, n int) statedv1.StateClient {
 // benchClientOn is benchClient with the Raft log in logStore ("" for
 // stated's default).
 func benchClientOn(b *testing.B, n int, logStore string) statedv1.StateClient {
-	store := daemontest.WithRaftLogStore(logStore)
+	return startBench(b, n, logStore).client
+}
+
+// benchNodes is a started benchmark target: a client of the leader's
+// unix socket, the nodes and their data dirs, in node order.
+type benchNodes struct {
+	client   statedv1.StateClient
+	nodes    []*daemon.Daemon
+	dataDirs []string
+}
+
+// startBench starts stated with n nodes, the Raft log in logStore.
+func startBench(b *testing.B, n int, logStore string) *benchNodes {
+	bn := &benchNodes{}
+	opts := []func(*daemon.Config){daemontest.WithRaftLogStore(logStore), func(c *daemon.Config) {
+		// Start applies the options once per node, in node order.
+		c.DataDir = b.TempDir()
+		bn.dataDirs = append(bn.dataDirs, c.DataDir)
+	}}
 	var leader *daemon.Daemon
 	if n == 1 {
-		leader = daemontest.Start(b, store)
+		leader = daemontest.Start(b, opts...)
+		bn.nodes = []*daemon.Daemon{leader}
 	} else {
-		for _, d := range daemontest.StartCluster(b, n, store) {
+		bn.nodes = daemontest.StartCluster(b, n, opts...)
+		for _, d := range bn.nodes {
 			if d.Store().IsLeader() {
 				leader = d
 			}
@@ -62,7 +82,8 @@ func benchClientOn(b *testing.B, n int, logStore string) statedv1.StateClient {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { conn.Close() })
-	return statedv1.NewStateClient(conn)
+	bn.client = statedv1.NewStateClient(conn)
+	return bn
 }
 
 func commitRequest(muts int, base uint64) *statedv1.CommitRequest {
@@ -95,6 +116,16 @@ func (l *latencies) report(b *testing.B) {
 	q := func(p float64) float64 { return float64(l.d[int(p*float64(len(l.d)-1))].Microseconds()) }
 	b.ReportMetric(q(0.50), "p50-µs")
 	b.ReportMetric(q(0.99), "p99-µs")
+}
+
+// reportTail adds p999 and the slowest operation, in µs, to report's.
+func (l *latencies) reportTail(b *testing.B) {
+	if len(l.d) == 0 {
+		return
+	}
+	slices.Sort(l.d)
+	b.ReportMetric(float64(l.d[int(0.999*float64(len(l.d)-1))].Microseconds()), "p999-µs")
+	b.ReportMetric(float64(l.d[len(l.d)-1].Microseconds()), "max-µs")
 }
 
 // commitCase is one shape of load. Commits carry a client id and sequence
@@ -137,15 +168,31 @@ func BenchmarkCommitLogStore(b *testing.B) {
 
 // BenchmarkClusterCommit is BenchmarkCommit against the leader of a
 // three-node cluster on loopback: every commit is fsynced by a majority.
+// It also reports p999 and the slowest commit. With
+// STATED_BENCH_TIMELINE=dir each run writes its commits and the nodes'
+// progress over time to dir (see timeline.go), to line a tail up with
+// what the nodes were doing.
 func BenchmarkClusterCommit(b *testing.B) {
 	for _, tc := range []commitCase{{muts: 1, conc: 1}, {muts: 1, conc: 64}, {muts: 100, conc: 8}, {muts: 1000, conc: 4}, {muts: 1000, conc: 16}} {
-		b.Run(tc.String(), func(b *testing.B) { runCommits(b, benchClient(b, 3), tc) })
+		b.Run(tc.String(), func(b *testing.B) {
+			bn := startBench(b, 3, testRaftLogStore)
+			tl := startTimeline(b, bn)
+			lat := runCommitsTimed(b, bn.client, tc, tl)
+			tl.stop(b)
+			lat.reportTail(b)
+		})
 	}
 }
 
 // runCommits has exactly tc.conc clients share b.N commits of tc.muts puts
 // each and reports mutations/s and the commit latency percentiles.
 func runCommits(b *testing.B, client statedv1.StateClient, tc commitCase) {
+	runCommitsTimed(b, client, tc, nil)
+}
+
+// runCommitsTimed is runCommits, recording each commit in tl if it is not
+// nil; it returns the latencies it reported.
+func runCommitsTimed(b *testing.B, client statedv1.StateClient, tc commitCase, tl *timeline) *latencies {
 	var lat latencies
 	var mu sync.Mutex
 	base, issued := uint64(0), 0
@@ -182,17 +229,21 @@ func runCommits(b *testing.B, client statedv1.StateClient, tc commitCase) {
 				base += uint64(tc.muts)
 				mu.Unlock()
 				start := time.Now()
-				if _, err := client.Commit(context.Background(), req); err != nil {
+				resp, err := client.Commit(context.Background(), req)
+				if err != nil {
 					b.Error(err)
 					return
 				}
-				mine = append(mine, time.Since(start))
+				took := time.Since(start)
+				mine = append(mine, took)
+				tl.commit(start, took, lane, resp.GetIndex())
 			}
 		}()
 	}
 	wg.Wait()
 	b.ReportMetric(float64(b.N*tc.muts)/b.Elapsed().Seconds(), "mutations/s")
 	lat.report(b)
+	return &lat
 }
 
 // BenchmarkGet measures a local-consistency Get of a 100-byte value over
