@@ -307,31 +307,6 @@ func ReadCheckpointMeta(dir string) (CheckpointInfo, error) {
 	return info, it.Close()
 }
 
-// CountCheckpoint counts the state entries of a local checkpoint and
-// their key and value bytes. It reads the whole state, so it takes as
-// long as the state is large: the coordinator runs it while the files
-// are uploaded. It stops when ctx ends.
-func CountCheckpoint(ctx context.Context, dir string) (keys, bytes uint64, err error) {
-	db, err := openCheckpoint(dir)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer db.Close()
-	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixState}, UpperBound: []byte{prefixState + 1}})
-	if err != nil {
-		return 0, 0, err
-	}
-	for ok := it.First(); ok; ok = it.Next() {
-		keys++
-		bytes += uint64(len(it.Key()) + len(it.Value()))
-		if keys%4096 == 0 && ctx.Err() != nil {
-			it.Close()
-			return 0, 0, context.Cause(ctx)
-		}
-	}
-	return keys, bytes, it.Close()
-}
-
 // openCheckpoint opens a local checkpoint read-only. Nothing writes a
 // checkpoint, so Pebble's LOCK file is not taken: it would appear in the
 // directory (a checkpoint has none) while an upload lists and reads it.

@@ -1,0 +1,116 @@
+package fsm
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// BenchmarkCountCheckpoint counts the state of one local checkpoint in
+// one range (the plain iteration CountCheckpoint did before) and split
+// into 2 and 4 ranges counted at once, alternately on the same files. The
+// state is STATED_BENCH_COUNT_MB (default 1024) MB of 1 KiB random
+// values under distinct keys, with 1% overwritten, settled, as
+// test.BenchmarkCheckpointUpload builds it. cpu-ms is the process's CPU
+// time per count, which a busy machine disturbs less than the wall time.
+//
+//	go test ./raftstore/fsm -run '^$' -bench CountCheckpoint -benchtime 3x -timeout 30m
+func BenchmarkCountCheckpoint(b *testing.B) {
+	size := int64(1024)
+	if v := os.Getenv("STATED_BENCH_COUNT_MB"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			b.Fatalf("STATED_BENCH_COUNT_MB=%q: want a positive number of MB", v)
+		}
+		size = n
+	}
+	_, dir := countBenchState(b, size<<20)
+	want, wantBytes, err := countCheckpoint(context.Background(), dir, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, parts := range []int{1, 2, 4, 1, 2, 4, 1, 2, 4} {
+		b.Run(fmt.Sprintf("parts=%d", parts), func(b *testing.B) {
+			var cpu time.Duration
+			for range b.N {
+				before := cpuTime()
+				keys, bytes, err := countCheckpoint(context.Background(), dir, parts)
+				cpu += cpuTime() - before
+				if err != nil {
+					b.Fatal(err)
+				}
+				if keys != want || bytes != wantBytes {
+					b.Fatalf("counted %d keys, %d bytes; the plain iteration counted %d, %d", keys, bytes, want, wantBytes)
+				}
+			}
+			b.ReportMetric(float64(wantBytes)/1e6/b.Elapsed().Seconds()*float64(b.N), "MB/s")
+			b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N), "cpu-ms/op")
+		})
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// countBenchState builds a state of size bytes of 1 KiB values, lets its
+// compactions settle, and makes a local checkpoint of it.
+func countBenchState(b *testing.B, size int64) (*FSM, string) {
+	f, err := Open(filepath.Join(b.TempDir(), "state"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	fill, pick := rand.NewChaCha8([32]byte{1}), rand.New(rand.NewPCG(1, 2))
+	keys := int(size >> 10)
+	value := make([]byte, 1000<<10)
+	var idx uint64
+	write := func(n int, key func(i int) int) {
+		fill.Read(value[:n<<10])
+		muts := make([]command.Mutation, n)
+		for i := range muts {
+			muts[i] = command.Mutation{Op: command.OpPut, Namespace: "bench",
+				Key: binary.BigEndian.AppendUint64([]byte("key/"), uint64(key(i))), Value: value[i<<10 : (i+1)<<10]}
+		}
+		idx++
+		res := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: command.Encode(nil, &command.Command{Type: command.TypeCommit, Now: 1, Commit: &command.Commit{Mutations: muts}})}).(*Result)
+		if res.Err != nil {
+			b.Fatal(res.Err)
+		}
+	}
+	for first := 0; first < keys; first += 1000 {
+		write(min(1000, keys-first), func(i int) int { return first + i })
+	}
+	for n := keys / 100; n > 0; n -= 1000 {
+		write(min(n, 1000), func(int) int { return pick.IntN(keys) })
+	}
+	if err := f.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	// Settled: no compaction running or owed for 3 s.
+	quiet := time.Now()
+	for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline) && time.Since(quiet) < 3*time.Second; time.Sleep(250 * time.Millisecond) {
+		if m := f.db.Metrics(); m.Compact.NumInProgress > 0 || m.Compact.EstimatedDebt > 0 {
+			quiet = time.Now()
+		}
+	}
+	idx++
+	res := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: command.Encode(nil, &command.Command{Type: command.TypeCheckpoint, Now: 1})}).(*Result)
+	if res.Err != nil || res.Checkpoint == nil || res.Checkpoint.Wait() != nil {
+		b.Fatalf("checkpoint: %+v", res)
+	}
+	return f, res.Checkpoint.Dir
+}
