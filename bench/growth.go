@@ -244,10 +244,13 @@ func (g growthRows) rows(op string) []growthRow {
 	add("`stated restore` of the incremental checkpoint into a new data dir", "restore-s", func(i int, v float64) string {
 		return secs(v) + g.opt(i, "restore-MB/s")
 	}, "—")
-	add("restart after SIGKILL until the first commit succeeds, and the Raft directory it replays from", "restart-s", func(i int, v float64) string {
+	add("restart after SIGKILL until the first commit succeeds; what it replays: the entries after the last Raft snapshot, the Raft directory", "restart-s", func(i int, v float64) string {
 		s := secs(v)
 		if led, ok := g.val(i, "restart-leader-s"); ok {
 			s += fmt.Sprintf(" (Raft leader after %s)", secs(led))
+		}
+		if n, ok := g.val(i, "replay-entries"); ok {
+			s += fmt.Sprintf(", %s log entries after the last Raft snapshot", thousands(n))
 		}
 		return s + g.opt(i, "raft-dir-MB")
 	}, "—")

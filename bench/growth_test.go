@@ -167,6 +167,16 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 	// replayed (the state machine skips what it holds), and bbolt's pages
 	// of it are mapped into the process.
 	b.ReportMetric(float64(dirSize(b, filepath.Join(nd.dataDir, "raft")))/(1<<20), "raft-dir-MB")
+	// A restart replays the entries after the newest Raft snapshot (the
+	// default threshold is counted in entries, so its bytes depend on
+	// the commits' sizes): how many there are decides much of its time.
+	txn := c.Txn()
+	gc.op(0, txn, 1)
+	last, err := txn.Commit(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(last.Index-snapshotIndex(b, nd.dataDir)), "replay-entries")
 	nd.kill()
 	t0 := time.Now()
 	// At info level the log says when Raft led again; the rest until the
@@ -186,6 +196,23 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 	}
 	b.ReportMetric(rss, "restart-VmRSS-MB")
 	b.ReportMetric(rssAnon(b, nd), "restart-RssAnon-MB")
+}
+
+// snapshotIndex is the Raft index of the newest Raft snapshot in the
+// data dir (hashicorp/raft names them TERM-INDEX-MILLIS), 0 if none.
+func snapshotIndex(tb testing.TB, dataDir string) uint64 {
+	entries, err := os.ReadDir(filepath.Join(dataDir, "raft", "snapshots"))
+	if err != nil && !os.IsNotExist(err) {
+		tb.Fatal(err)
+	}
+	var newest uint64
+	for _, e := range entries {
+		var term, index, ms uint64
+		if _, err := fmt.Sscanf(e.Name(), "%d-%d-%d", &term, &index, &ms); err == nil && !strings.HasSuffix(e.Name(), ".tmp") {
+			newest = max(newest, index)
+		}
+	}
+	return newest
 }
 
 // logTime is the time= of the first line of a text-format log holding
