@@ -257,6 +257,16 @@ func (g growthRows) rows(op string) []growthRow {
 	add("RSS after the checkpoints: peak over the process's life (VmHWM), now (VmRSS), its anonymous part (RssAnon: heap, Pebble's cache and memtables; the rest is mapped files such as bbolt's log)", "RssAnon-MB", func(i int, v float64) string {
 		return strings.TrimPrefix(g.opt(i, "VmHWM-MB")+g.opt(i, "VmRSS-MB"), ", ") + ", " + formatMetric("RssAnon-MB", v)
 	}, g.ceilingVerdict("RssAnon-MB", growthRSSCeiling, "bounded by configuration (RssAnon within 20%)"))
+	add("RssAnon along the way: after the build, after the commit rows, after the full checkpoint", "built-RssAnon-MB", func(i int, v float64) string {
+		s := "built " + mb(v)
+		if c, ok := g.val(i, "commits-RssAnon-MB"); ok {
+			s += ", commits " + mb(c)
+		}
+		if f, ok := g.val(i, "full-RssAnon-MB"); ok {
+			s += ", full checkpoint " + mb(f)
+		}
+		return s
+	}, "—")
 	add("RSS after the restart and its first commit: VmRSS, RssAnon", "restart-RssAnon-MB", func(i int, v float64) string {
 		return strings.TrimPrefix(g.opt(i, "restart-VmRSS-MB"), ", ") + ", " + formatMetric("restart-RssAnon-MB", v)
 	}, g.ceilingVerdict("restart-RssAnon-MB", growthRSSCeiling, "bounded by configuration (RssAnon within 20%)"))

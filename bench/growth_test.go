@@ -145,12 +145,15 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 	waitStateQuiet(b, nd.dataDir, opts.quiet)
 	b.ReportMetric(time.Since(start).Seconds(), "build-s")
 	b.ReportMetric(float64(dirSize(b, filepath.Join(nd.dataDir, "state")))/(1<<20), "state-MB")
+	b.ReportMetric(rssAnon(b, nd), "built-RssAnon-MB")
 
 	growthCommits(b, "single", opts.commitTime, 1, 1, gc.op, c)
 	growthCommits(b, "batch", opts.commitTime, 8, 100, gc.op, c)
 
 	cp := checkpointsClient(b, nd)
+	b.ReportMetric(rssAnon(b, nd), "commits-RssAnon-MB")
 	checkpoint(ctx, b, cp, "full")
+	b.ReportMetric(rssAnon(b, nd), "full-RssAnon-MB")
 	changed := gc.change(ctx, b, c)
 	if changed > 0 {
 		b.ReportMetric(float64(changed)/(1<<20), "changed-MB")
@@ -186,6 +189,7 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 	b.ReportMetric(time.Since(t0).Seconds(), "restart-s")
 	if led, ok := logTime(nd.logs.String(), "raft: entering leader state"); ok {
 		b.ReportMetric(led.Sub(t0).Seconds(), "restart-leader-s")
+		b.Logf("restart at %s; the restarted process's log until it led:\n%s", t0.UTC().Format(time.RFC3339Nano), logUntil(nd.logs.String(), "raft: entering leader state"))
 	} else {
 		b.Logf("the restarted process's log has no \"entering leader state\":\n%s", nd.logs)
 	}
@@ -196,6 +200,16 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 	}
 	b.ReportMetric(rss, "restart-VmRSS-MB")
 	b.ReportMetric(rssAnon(b, nd), "restart-RssAnon-MB")
+}
+
+// logUntil is logs up to the first line holding msg, that line included.
+func logUntil(logs, msg string) string {
+	if i := strings.Index(logs, msg); i >= 0 {
+		if j := strings.IndexByte(logs[i:], '\n'); j >= 0 {
+			return logs[:i+j]
+		}
+	}
+	return logs
 }
 
 // snapshotIndex is the Raft index of the newest Raft snapshot in the
