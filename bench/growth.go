@@ -282,7 +282,7 @@ func (g growthRows) floorVerdict(unit string, floor float64, target string) stri
 	if r >= floor {
 		return target + ": met"
 	}
-	return fmt.Sprintf("%s: missed by %s%%", target, sig((floor-r)*100/floor))
+	return fmt.Sprintf("%s: missed (%s×, below %s×)", target, sig(r), sig(floor))
 }
 
 // ceilingVerdict: the ratio of unit must be at most ceiling.
