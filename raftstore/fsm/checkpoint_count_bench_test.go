@@ -18,7 +18,7 @@ import (
 )
 
 // BenchmarkCountCheckpoint counts the state of one local checkpoint in
-// one range (the plain iteration CountCheckpoint did before) and split
+// one range (what CountCheckpoint does, countInParallel off) and split
 // into 2 and 4 ranges counted at once, alternately on the same files. The
 // state is STATED_BENCH_COUNT_MB (default 1024) MB of 1 KiB random
 // values under distinct keys, with 1% overwritten, settled, as
