@@ -62,8 +62,8 @@ size, the ratio of the largest to the smallest and the targets' verdicts
   BENCH_GROWTH_COMMIT_TIME=D  how long each commit row runs (default 5s)
 A size needs about 5 times its bytes free in BENCH_DIR's filesystem
 (state, Raft log and snapshot, bucket, the restored copy) and is refused
-otherwise. BENCH_GROWTH=100MB,1GB BENCH_GROWTH_WINDOWS=10000,100000 is a
-run of about 10 minutes; 1GB,10GB takes about an hour.
+otherwise. On the loaded 2-core dev VM, BENCH_GROWTH=1GB,4GB with the
+default windows took 5 to 7 minutes; 10GB needs about 51 GB free.
 EOF
 }
 
