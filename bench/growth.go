@@ -226,9 +226,12 @@ func (g growthRows) rows(op string) []growthRow {
 	add("full checkpoint to file:// (first): time, bytes uploaded", "full-ckpt-s", func(i int, v float64) string {
 		return secs(v) + g.opt(i, "full-uploaded-MB")
 	}, "—")
+	add("the next checkpoint once the compactions of the commit rows' writes settled: time, bytes uploaded", "settle-ckpt-s", func(i int, v float64) string {
+		return secs(v) + g.opt(i, "settle-uploaded-MB")
+	}, "—")
 	for _, c := range []struct{ prefix, what string }{
 		{"incr", "incremental checkpoint after changing 1% of " + map[string]string{"mutation": "keys", "add": "windows"}[op]},
-		{"incr2", "the next one, after another 1% (the first change compacted)"},
+		{"incr2", "the next one, after another 1% once the first change's compactions settled (they are in it)"},
 	} {
 		add(c.what+": time, bytes uploaded, and the change's bytes", c.prefix+"-ckpt-s", func(i int, v float64) string {
 			s := secs(v) + g.opt(i, c.prefix+"-uploaded-MB")
