@@ -509,24 +509,33 @@ func growthKey(k uint64) []byte { return binary.BigEndian.AppendUint64([]byte("k
 // keyedGrowth is size bytes of 1 KiB random values under distinct keys
 // in one namespace. The build commits 1000 puts per Txn from 4 goroutines
 // (the SDK coalesces their commits into CommitBatch calls), in key order;
-// the measured commits put 100-byte values under random existing keys;
+// the measured commits put new 1 KiB random values under random existing
+// keys;
 // a change overwrites 1% of the keys, picked at random, with new 1 KiB
 // values.
 func keyedGrowth(size int64) growthCase {
 	keys := uint64(size / growthValueSize)
 	var seed atomic.Uint64
 	newRand := func() *rand.Rand { s := seed.Add(1); return rand.New(rand.NewPCG(s, s*7919)) }
+	// Each commit worker's keys, values and value buffer: a Txn holds
+	// its values until Commit returns, and a worker commits one at a
+	// time.
+	type worker struct {
+		pick *rand.Rand
+		fill *rand.ChaCha8
+		buf  []byte
+	}
 	var mu sync.Mutex
-	pickers := map[int]*rand.Rand{}
-	picker := func(w int) *rand.Rand {
+	workers := map[int]*worker{}
+	workerOf := func(w int) *worker {
 		mu.Lock()
 		defer mu.Unlock()
-		if pickers[w] == nil {
-			pickers[w] = newRand()
+		if workers[w] == nil {
+			r := newRand()
+			workers[w] = &worker{pick: r, fill: newChaCha8(r)}
 		}
-		return pickers[w]
+		return workers[w]
 	}
-	small := make([]byte, 100)
 	// puts commits the keys key(0..n-1) in Txns of up to 1000 puts of
 	// fresh random 1 KiB values, from growthBuilders goroutines.
 	puts := func(ctx context.Context, tb testing.TB, c *stated.Client, n uint64, key func(*rand.Rand, uint64) uint64) {
@@ -536,11 +545,7 @@ func keyedGrowth(size int64) growthCase {
 		for range growthBuilders {
 			wg.Go(func() {
 				r := newRand()
-				var chachaSeed [32]byte
-				for i := range 4 {
-					binary.LittleEndian.PutUint64(chachaSeed[8*i:], r.Uint64())
-				}
-				fill := rand.NewChaCha8(chachaSeed)
+				fill := newChaCha8(r)
 				values := make([]byte, growthBuildTxn*growthValueSize)
 				for failed.Load() == nil {
 					first := next.Add(growthBuildTxn) - growthBuildTxn
@@ -582,10 +587,17 @@ func keyedGrowth(size int64) growthCase {
 			puts(ctx, tb, c, n, func(r *rand.Rand, _ uint64) uint64 { return r.Uint64N(keys) })
 			return int64(n) * int64(growthValueSize+len(growthKey(0)))
 		},
+		// Updates of existing keys with values like theirs, so that the
+		// commit rows leave the state its size and shape (100-byte zero
+		// values, the first version, shrank a 100 MB state to 3 MB).
 		op: func(w int, txn *stated.Txn, n int) {
-			r := picker(w)
-			for range n {
-				txn.Put(growthNamespace, growthKey(r.Uint64N(keys)), small)
+			wk := workerOf(w)
+			if need := n * growthValueSize; cap(wk.buf) < need {
+				wk.buf = make([]byte, need)
+			}
+			wk.fill.Read(wk.buf[:n*growthValueSize])
+			for j := range n {
+				txn.Put(growthNamespace, growthKey(wk.pick.Uint64N(keys)), wk.buf[j*growthValueSize:(j+1)*growthValueSize])
 			}
 		},
 		check: func(ctx context.Context, tb testing.TB, c *stated.Client) {
@@ -596,6 +608,15 @@ func keyedGrowth(size int64) growthCase {
 			}
 		},
 	}
+}
+
+// newChaCha8 is a source of incompressible value bytes seeded from r.
+func newChaCha8(r *rand.Rand) *rand.ChaCha8 {
+	var seed [32]byte
+	for i := range 4 {
+		binary.LittleEndian.PutUint64(seed[8*i:], r.Uint64())
+	}
+	return rand.NewChaCha8(seed)
 }
 
 // --- window state ----------------------------------------------------

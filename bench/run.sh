@@ -316,7 +316,7 @@ table=$(go run ./bench/report "$out_raw" 2>>"$out_log") || {
 	if [ "$growth" = 1 ]; then
 		echo "## stated growth study, $(date -u '+%Y-%m-%d %H:%M UTC')"
 		echo
-		echo "**Command:** \`$cmd\` (one run of each size; 1 KiB values, 100-byte values in the commit rows; raw output \`$out_raw\`)"
+		echo "**Command:** \`$cmd\` (one run of each size; 1 KiB random values, in the commit rows too; raw output \`$out_raw\`)"
 	else
 		echo "## stated benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
 		echo
