@@ -54,8 +54,19 @@ func TestCheckpointBarrierCutsTheSameStateOnEveryReplica(t *testing.T) {
 			t.Fatalf("%s: checkpoint info %+v, want epoch 1 at index %d", s.NodeID(), info, cp.Index)
 		}
 	}
-	if err := leader.CompleteCheckpoint(ctx, cp.Epoch, []command.Offset{{Group: "g", Topic: "t", Partition: 0, Offset: 20}}); err != nil {
-		t.Fatal(err)
+	// Complete the epoch as the coordinator would: through whichever node
+	// leads, again when leadership moved under load (completion is
+	// idempotent, so a retry of one that applied changes nothing).
+	done := []command.Offset{{Group: "g", Topic: "t", Partition: 0, Offset: 20}}
+	for attempt := 1; ; attempt++ {
+		err := c.Leader(t).CompleteCheckpoint(ctx, cp.Epoch, done)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, raftstore.ErrNotLeader) || attempt == 10 {
+			t.Fatal(err)
+		}
+		t.Logf("completing epoch %d, attempt %d: %v; trying the leader again", cp.Epoch, attempt, err)
 	}
 	for i := range c.Len() {
 		dir := c.Dir(i) + "/local-checkpoints/00000000000000000001"
