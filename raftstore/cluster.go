@@ -199,13 +199,52 @@ func (s *Store) ClusterID() string {
 	return id
 }
 
-// Status returns this node's Raft state.
-// Counts counts this node's bookkeeping and keyed state (see fsm.Counts;
-// it scans the state).
-func (s *Store) Counts() (fsm.Counts, error) {
-	c, err := s.fsm.Counts()
-	return c, s.waitError(err)
+// Counts counts this node's bookkeeping and keyed state (see fsm.Counts:
+// it scans the state, seconds per GB). Callers share scans: one that asks
+// while a scan runs waits for that scan instead of starting another, so
+// repeated or retried calls (a client's attempt timeout, scrapes, `stated
+// status` in a loop) never pile scans up on a large state. A caller whose
+// ctx ends stops waiting; the scan it started runs on for those that come
+// after it, and stops when the store closes.
+func (s *Store) Counts(ctx context.Context) (fsm.Counts, error) {
+	s.countsMu.Lock()
+	r := s.countsRun
+	if r == nil {
+		r = &countsRun{done: make(chan struct{})}
+		s.countsRun = r
+		go func() {
+			countsScanHook()
+			r.c, r.err = s.fsm.CountsContext(s.watchCtx)
+			s.countsMu.Lock()
+			s.countsRun = nil
+			s.countsMu.Unlock()
+			close(r.done)
+		}()
+	}
+	s.countsMu.Unlock()
+	select {
+	case <-r.done:
+		if r.err != nil && s.watchCtx.Err() != nil {
+			return fsm.Counts{}, ErrClosed
+		}
+		return r.c, s.waitError(r.err)
+	case <-ctx.Done():
+		return fsm.Counts{}, context.Cause(ctx)
+	}
 }
+
+// countsScanHook runs as a scan of Counts starts; tests hold scans
+// with it.
+var countsScanHook = func() {}
+
+// countsRun is a scan of Counts that callers wait for together.
+type countsRun struct {
+	done chan struct{}
+	c    fsm.Counts
+	err  error
+}
+
+// Status returns this node's Raft state.
 
 func (s *Store) Status() Status {
 	lid, laddr := s.Leader()

@@ -47,10 +47,15 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	// The leadership watcher; see watchLeadership.
+	// The leadership watcher; see watchLeadership. Its context also ends
+	// the scans of Counts when the store closes.
 	watchCtx  context.Context
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
+
+	// The running scan of Counts, shared by its callers; see Counts.
+	countsMu  sync.Mutex
+	countsRun *countsRun
 }
 
 // Open opens the store in cfg.Dir and starts its Raft node. With

@@ -24,7 +24,7 @@ type ClusterStore interface {
 	ClusterID() string
 	Status() raftstore.Status
 	// Counts counts the node's bookkeeping and keyed state.
-	Counts() (fsm.Counts, error)
+	Counts(ctx context.Context) (fsm.Counts, error)
 	NodeID() string
 	Leadership
 }
@@ -109,7 +109,7 @@ func (s *ClusterServer) Members(ctx context.Context, _ *statedv1.MembersRequest)
 // NodeStatus reports this node's Raft state and bookkeeping counts.
 func (s *ClusterServer) NodeStatus(ctx context.Context, _ *statedv1.NodeStatusRequest) (*statedv1.NodeStatusResponse, error) {
 	st := s.store.Status()
-	c, err := s.store.Counts()
+	c, err := s.store.Counts(ctx)
 	if err != nil {
 		return nil, statusOf(ctx, s.logger, err)
 	}

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -15,8 +16,8 @@ type Store interface {
 	// Status is the node's Raft state; cheap.
 	Status() raftstore.Status
 	// Counts scans the state (see fsm.Counts): the collector calls it at
-	// most once per CountsEvery.
-	Counts() (fsm.Counts, error)
+	// most once per CountsEvery, in the background.
+	Counts(ctx context.Context) (fsm.Counts, error)
 	// WindowStatuses lists the window namespaces and their progress.
 	WindowStatuses() ([]fsm.WindowStatus, error)
 	// SnapshotCounts are the Raft snapshots taken and installed; cheap.
@@ -50,11 +51,21 @@ type StoreCollector struct {
 	counts     fsm.Counts
 	countsOK   bool
 	countsAt   time.Time
+	// refreshing is closed when the running scan of the counts ends; nil
+	// while none runs.
+	refreshing chan struct{}
 }
 
+// countsWait is how long a scrape waits for a scan of the counts it
+// started before it reports the counts it had: a scan of a large state
+// takes longer than a scrape may (Prometheus's default scrape timeout is
+// 10 s), and it goes on in the background for the next scrape.
+var countsWait = 2 * time.Second
+
 // NewStoreCollector returns a collector over s. Counts, which scans the
-// state, runs at most once per countsEvery (zero: on every scrape);
-// between scans the last counts are reported again.
+// state, runs at most once per countsEvery (zero: on every scrape), in the
+// background; a scrape waits up to countsWait for a scan it started, and
+// otherwise, or between scans, reports the last counts again.
 func NewStoreCollector(s Store, countsEvery time.Duration) *StoreCollector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, labels, nil)
@@ -131,11 +142,24 @@ func (c *StoreCollector) Collect(ch chan<- prometheus.Metric) {
 	c.lastLeader, c.seenLeader = st.LeaderID, true
 	ch <- prometheus.MustNewConstMetric(c.leaderChanges, prometheus.CounterValue, float64(c.changes))
 	now := c.now()
+	var scan chan struct{}
 	if !c.countsOK || now.Sub(c.countsAt) >= c.countsEvery {
-		if n, err := c.store.Counts(); err == nil {
-			c.counts, c.countsOK, c.countsAt = n, true, now
+		if c.refreshing == nil {
+			c.refreshing = make(chan struct{})
+			go c.refreshCounts(c.refreshing)
 		}
+		scan = c.refreshing
 	}
+	c.mu.Unlock()
+	if scan != nil {
+		t := time.NewTimer(countsWait)
+		select {
+		case <-scan:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	c.mu.Lock()
 	n, ok := c.counts, c.countsOK
 	c.mu.Unlock()
 	if ok {
@@ -166,4 +190,16 @@ func boolFloat(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// refreshCounts scans the counts and keeps them, then closes done.
+func (c *StoreCollector) refreshCounts(done chan struct{}) {
+	n, err := c.store.Counts(context.Background())
+	c.mu.Lock()
+	if err == nil {
+		c.counts, c.countsOK, c.countsAt = n, true, c.now()
+	}
+	c.refreshing = nil
+	c.mu.Unlock()
+	close(done)
 }

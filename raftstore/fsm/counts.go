@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"context"
+
 	"github.com/cockroachdb/pebble/v2"
 )
 
@@ -33,7 +35,12 @@ type Counts struct {
 // Counts counts the bookkeeping and the keyed state. It reads every key it
 // counts, so it costs a scan of the state: an operator's call, not one for
 // a hot path.
-func (f *FSM) Counts() (Counts, error) {
+func (f *FSM) Counts() (Counts, error) { return f.CountsContext(context.Background()) }
+
+// CountsContext is Counts that stops, with ctx's cause, when ctx ends: a
+// scan of a large state takes seconds, and nobody may be waiting for it
+// any more.
+func (f *FSM) CountsContext(ctx context.Context) (Counts, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.closed {
@@ -61,6 +68,10 @@ func (f *FSM) Counts() (Counts, error) {
 			*r.keys++
 			if r.bytes != nil {
 				*r.bytes += uint64(len(it.Key()) + len(it.Value()))
+			}
+			if *r.keys%4096 == 0 && ctx.Err() != nil {
+				it.Close()
+				return Counts{}, context.Cause(ctx)
 			}
 		}
 		if err := it.Close(); err != nil {

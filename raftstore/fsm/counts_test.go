@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -75,4 +77,27 @@ func scanAll(t *testing.T, f *FSM, q ScanQuery, now int64) []Entry {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestCountsStopsWhenItsContextEnds: a scan of the counts whose caller
+// left stops with the context's cause instead of reading the rest of the
+// state, and an unended one counts everything.
+func TestCountsStopsWhenItsContextEnds(t *testing.T) {
+	f := openFSM(t)
+	muts := make([]command.Mutation, 0, 10_000)
+	for i := range 10_000 {
+		muts = append(muts, command.Mutation{Op: command.OpPut, Namespace: "ns", Key: []byte(fmt.Sprint("k", i)), Value: []byte("v")})
+	}
+	if res := apply(t, f, 1, commitCmd(1e18, muts, nil)); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	stop := errors.New("the caller left")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(stop)
+	if c, err := f.CountsContext(ctx); !errors.Is(err, stop) {
+		t.Fatalf("CountsContext with an ended context = %+v, %v; want the context's cause", c, err)
+	}
+	if c, err := f.CountsContext(context.Background()); err != nil || c.StateKeys != 10_000 {
+		t.Fatalf("CountsContext = %+v, %v; want 10000 state keys", c, err)
+	}
 }
