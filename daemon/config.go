@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/fsm"
 )
 
 // maxSocketPath is the longest unix socket path every supported platform
@@ -77,6 +78,11 @@ type Config struct {
 	// new DataDir. A DataDir holding the other store is refused: it
 	// cannot be switched in place.
 	RaftLogStore string
+	// CacheSize is the size in bytes of the block cache of the state's
+	// Pebble (see raftstore.Config.CacheSize): memory the node uses on
+	// top of its memtables and Go heap. Zero keeps raftstore's default
+	// (128 MiB).
+	CacheSize int64
 	// SnapshotThreshold, SnapshotInterval and TrailingLogs tune Raft
 	// snapshots (see raftstore.Config); zero keeps raftstore's defaults.
 	SnapshotThreshold uint64
@@ -168,6 +174,7 @@ func DefaultConfig() Config {
 		CheckpointRetain:   3,
 
 		SnapshotThreshold: raftDefaults.SnapshotThreshold,
+		CacheSize:         raftDefaults.CacheSize,
 		SnapshotInterval:  raftDefaults.SnapshotInterval,
 		TrailingLogs:      raftDefaults.TrailingLogs,
 	}
@@ -250,6 +257,11 @@ func (c *Config) Validate() error {
 	if c.SocketMode&^os.ModePerm != 0 {
 		errs = append(errs, fmt.Errorf("daemon: config: SocketMode %#o: want permission bits only, at most 0777", uint32(c.SocketMode)))
 	}
+	if c.CacheSize != 0 {
+		if err := CheckCacheSize(c.CacheSize); err != nil {
+			errs = append(errs, fmt.Errorf("daemon: config: CacheSize %d: %w", c.CacheSize, err))
+		}
+	}
 	if c.MaxMessageBytes != 0 && c.MaxMessageBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("daemon: config: MaxMessageBytes %d is below 1 MiB, too small for one maximum-size value", c.MaxMessageBytes))
 	}
@@ -291,6 +303,15 @@ func CheckRaftLogStore(kind string) error {
 	}
 	return fmt.Errorf("want %s or %s (or empty: the data dir's own store, %s for a new data dir)",
 		raftstore.LogStoreWAL, raftstore.LogStoreBoltDB, raftstore.DefaultLogStore)
+}
+
+// CheckCacheSize says what is wrong with bytes as a CacheSize, if
+// anything: it must be at least fsm.MinCacheSize (1 MiB).
+func CheckCacheSize(bytes int64) error {
+	if bytes < fsm.MinCacheSize {
+		return fmt.Errorf("below the minimum of 1MiB (%d bytes)", int64(fsm.MinCacheSize))
+	}
+	return nil
 }
 
 // withDefaults returns c with its optional zero fields filled in.

@@ -169,6 +169,9 @@ func (d *Daemon) openStore(ctx context.Context) error {
 	rc.RaftBind = d.cfg.RaftAddr
 	rc.RaftAdvertise = d.cfg.AdvertiseRaftAddr
 	rc.LogStore = d.cfg.RaftLogStore
+	if d.cfg.CacheSize > 0 {
+		rc.CacheSize = d.cfg.CacheSize
+	}
 	rc.GRPCAddr = d.AdvertiseGRPCAddr()
 	rc.Bootstrap = d.cfg.Bootstrap && len(d.cfg.Join) == 0
 	if d.cfg.BootstrapNodeID != "" && d.cfg.BootstrapNodeID == d.cfg.NodeID {

@@ -235,6 +235,7 @@ func TestConfigValidateNamesTheBadField(t *testing.T) {
 		{"raft advertised on port 0", func(c *daemon.Config) { c.AdvertiseRaftAddr = "stated-0.peers:0" }, "AdvertiseRaftAddr"},
 		{"bootstrap node without a join list", func(c *daemon.Config) { c.BootstrapNodeID = "n1" }, "BootstrapNodeID"},
 		{"unknown raft log store", func(c *daemon.Config) { c.RaftLogStore = "bolt" }, "RaftLogStore"},
+		{"block cache below 1 MiB", func(c *daemon.Config) { c.CacheSize = 1000 }, "CacheSize"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

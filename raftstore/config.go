@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/statedhq/stated/raftstore/fsm"
 )
 
 // Config configures a Store.
@@ -24,6 +26,9 @@ type Config struct {
 	// A Dir that holds the other store is refused (ErrLogStoreMismatch):
 	// the store of an existing log cannot be switched in place.
 	LogStore string
+	// CacheSize is the size in bytes of the block cache of the state's
+	// Pebble, at least fsm.MinCacheSize; 0 means fsm.DefaultCacheSize.
+	CacheSize int64
 	// RaftBind is the TCP address the Raft transport listens on; port 0
 	// picks a free one.
 	RaftBind string
@@ -81,6 +86,7 @@ func DefaultConfig() Config {
 		TrailingLogs:       10240,
 		SnapshotRetain:     2,
 		SessionIdleTimeout: DefaultSessionIdleTimeout,
+		CacheSize:          fsm.DefaultCacheSize,
 		HeartbeatTimeout:   1000 * time.Millisecond,
 		ElectionTimeout:    1000 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
@@ -99,6 +105,8 @@ func (c *Config) Validate() error {
 		return errors.New("raftstore: config: Dir is empty")
 	case !ValidLogStore(c.LogStore):
 		return fmt.Errorf("raftstore: config: LogStore %q: want %q, %q, or empty for the data dir's own", c.LogStore, LogStoreWAL, LogStoreBoltDB)
+	case c.CacheSize != 0 && c.CacheSize < fsm.MinCacheSize:
+		return fmt.Errorf("raftstore: config: CacheSize %d is below the %d-byte minimum", c.CacheSize, fsm.MinCacheSize)
 	case c.ApplyTimeout <= 0:
 		return errors.New("raftstore: config: ApplyTimeout must be positive")
 	case c.SnapshotRetain < 1:

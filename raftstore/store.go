@@ -90,7 +90,7 @@ func (s *Store) open(ctx context.Context) error {
 	if s.logKind, err = resolveLogStore(raftDir, s.cfg.LogStore); err != nil {
 		return err
 	}
-	if s.fsm, err = fsm.Open(filepath.Join(s.cfg.Dir, stateDirName), s.logger); err != nil {
+	if s.fsm, err = fsm.Open(filepath.Join(s.cfg.Dir, stateDirName), s.logger, s.fsmOptions()...); err != nil {
 		return err
 	}
 	// Refuse state without a log before creating one (checked again
@@ -850,3 +850,14 @@ func (s *Store) Snapshot() error {
 	}
 	return nil
 }
+
+// fsmOptions are the state machine's options from the config.
+func (s *Store) fsmOptions() []fsm.Option {
+	if s.cfg.CacheSize == 0 {
+		return nil
+	}
+	return []fsm.Option{fsm.WithCacheSize(s.cfg.CacheSize)}
+}
+
+// CacheMaxSize is the size limit in bytes of the state's block cache.
+func (s *Store) CacheMaxSize() int64 { return s.fsm.CacheMaxSize() }

@@ -293,7 +293,7 @@ func (f *FSM) swapIn(tmp string) error {
 
 // reopen opens the database in f.dir and reads its applied index.
 func (f *FSM) reopen() error {
-	db, err := openPebble(f.dir, f.logger)
+	db, err := f.openPebble(f.dir)
 	if err != nil {
 		return err
 	}
@@ -331,7 +331,7 @@ func (f *FSM) buildFromSnapshot(dir string, r io.Reader) error {
 	if _, err := io.ReadFull(cr, magic); err != nil || string(magic) != snapshotMagic {
 		return fmt.Errorf("%w: not a stated snapshot", ErrCorrupt)
 	}
-	db, err := openPebble(dir, f.logger)
+	db, err := f.openPebble(dir)
 	if err != nil {
 		return err
 	}

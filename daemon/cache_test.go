@@ -1,0 +1,33 @@
+package daemon_test
+
+import (
+	"testing"
+
+	"github.com/statedhq/stated/daemon"
+	"github.com/statedhq/stated/raftstore/fsm"
+)
+
+func TestStartOpensTheStateWithTheConfiguredBlockCache(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		size int64
+		want int64
+	}{
+		{"configured", 3 << 20, 3 << 20},
+		{"zero keeps the default", 0, fsm.DefaultCacheSize},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.CacheSize = tc.size
+			d, err := daemon.Start(testContext(t), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if got := d.Store().CacheMaxSize(); got != tc.want {
+				t.Errorf("the state's block cache is %d bytes, want %d", got, tc.want)
+			}
+		})
+	}
+}
