@@ -1,0 +1,87 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/statedhq/stated/daemon"
+)
+
+// cacheSizeHelp is the help of --cache-size.
+const cacheSizeHelp = `size of the block cache of the state's Pebble (decoded blocks of the state, kept in memory beside up to 4 × 64 MiB of memtables), ` +
+	`e.g. 64MiB, 512MB, 1GiB (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024, a bare number is bytes); at least 1MiB. ` +
+	`Larger state with reads spread over it wants a larger cache; size the container's memory limit with it (docs/OPERATIONS.md, Memory)`
+
+// byteUnits are the suffixes a size may carry, longest first so that
+// "MiB" is not read as "B" after a number "12Mi".
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40},
+	{"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12},
+	{"b", 1},
+}
+
+// parseByteSize parses a whole number of bytes with an optional unit
+// (case-insensitive): 64MiB, 512MB, 1GiB, 1048576.
+func parseByteSize(s string) (int64, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range byteUnits {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size: want a whole number with an optional unit, e.g. 64MiB, 512MB, 1GiB", s)
+	}
+	if n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n * mult, nil
+}
+
+// formatByteSize is n in the largest unit that divides it exactly, as
+// parseByteSize reads it back: 128MiB, 512MB, 1000.
+func formatByteSize(n int64) string {
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KiB", 1 << 10}, {"KB", 1e3}} {
+		if n != 0 && n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// cacheSizeValue is the value of --cache-size. A bad value is refused
+// when it is set, from the command line, the environment or a config
+// file.
+type cacheSizeValue struct{ p *int64 }
+
+func (v cacheSizeValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return formatByteSize(*v.p)
+}
+
+func (v cacheSizeValue) Set(s string) error {
+	n, err := parseByteSize(s)
+	if err != nil {
+		return err
+	}
+	if err := daemon.CheckCacheSize(n); err != nil {
+		return fmt.Errorf("%s is %w", s, err)
+	}
+	*v.p = n
+	return nil
+}
+
+func (v cacheSizeValue) Type() string { return "size" }
