@@ -79,9 +79,9 @@ type Config struct {
 	// cannot be switched in place.
 	RaftLogStore string
 	// CacheSize is the size in bytes of the block cache of the state's
-	// Pebble (see raftstore.Config.CacheSize): memory the node uses on
-	// top of its memtables and Go heap. Zero keeps raftstore's default
-	// (128 MiB).
+	// Pebble (see raftstore.Config.CacheSize), shared with its memtables
+	// (Pebble reserves their size in it). Zero keeps raftstore's default
+	// (256 MiB).
 	CacheSize int64
 	// SnapshotThreshold, SnapshotInterval and TrailingLogs tune Raft
 	// snapshots (see raftstore.Config); zero keeps raftstore's defaults.

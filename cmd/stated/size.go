@@ -10,7 +10,7 @@ import (
 )
 
 // cacheSizeHelp is the help of --cache-size.
-const cacheSizeHelp = `size of the block cache of the state's Pebble (decoded blocks of the state, kept in memory beside up to 4 × 64 MiB of memtables), ` +
+const cacheSizeHelp = `size of the block cache of the state's Pebble: decoded blocks of the state, sharing the space with the memtables (64 MiB each, reserved in it), ` +
 	`e.g. 64MiB, 512MB, 1GiB (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024, a bare number is bytes); at least 1MiB. ` +
 	`Larger state with reads spread over it wants a larger cache; size the container's memory limit with it (docs/OPERATIONS.md, Memory)`
 

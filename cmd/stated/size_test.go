@@ -64,7 +64,7 @@ func TestPrintConfigShowsTheCacheSizeAndItsSource(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, nil, `cache-size: "128MiB"  # default`},
+		{nil, nil, `cache-size: "256MiB"  # default`},
 		{map[string]string{"STATED_CACHE_SIZE": "64MiB"}, nil, `cache-size: "64MiB"  # env STATED_CACHE_SIZE`},
 		{nil, []string{"--config", writeConfig(t, "cache-size: 512MB\n")}, `cache-size: "512MB"  # file`},
 		{map[string]string{"STATED_CACHE_SIZE": "64MiB"}, []string{"--cache-size", "1GiB"}, `cache-size: "1GiB"  # flag`},

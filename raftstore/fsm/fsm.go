@@ -55,13 +55,14 @@ type FSM struct {
 }
 
 // DefaultCacheSize is the size of the block cache of the state's Pebble
-// unless WithCacheSize says otherwise: Pebble's own default is 8 MiB,
-// which, once the state is many times larger, leaves almost every read of
-// an entry or a window's aggregate to decompress a block from the page
-// cache. 128 MiB keeps the hot part of a large state decoded while
-// staying, with the memtables (up to 4 × 64 MiB), within a 512 MiB
-// container limit.
-const DefaultCacheSize = 128 << 20
+// unless WithCacheSize says otherwise. Pebble reserves each memtable's
+// size (64 MiB here) in the block cache, so its own 8 MB default held no
+// blocks at all once a memtable existed, and every read of an entry or a
+// window's aggregate decompressed a block again. 256 MiB is what the
+// memtables could already take (MemTableStopWritesThreshold × 64 MiB):
+// the cache and the memtables share it, so the peak stays where it was,
+// and with one memtable 192 MiB hold decoded blocks.
+const DefaultCacheSize = 256 << 20
 
 // MinCacheSize is the smallest block cache Open accepts.
 const MinCacheSize = 1 << 20
