@@ -89,9 +89,9 @@ func TestTheValidationCatchesTypos(t *testing.T) {
 		{"variable that is not declared", sts, "--node-id=$(POD_NAME)", "--node-id=$(POD_NAM)", "$(POD_NAM)"},
 		{"app dials another socket", pod, "unix:///run/stated/stated.sock", "unix:///run/stated/state.sock", "socket"},
 		{"app without the socket volume", sts, "          volumeMounts:\n            - name: sock\n              mountPath: /run/stated\n        - name: stated", "        - name: stated", "socket"},
-		{"root filesystem writable", pod, "          memory: 512Mi\n      securityContext:\n        allowPrivilegeEscalation: false\n        readOnlyRootFilesystem: true", "          memory: 512Mi\n      securityContext:\n        allowPrivilegeEscalation: false\n        readOnlyRootFilesystem: false", "readOnlyRootFilesystem"},
+		{"root filesystem writable", pod, "          memory: 768Mi\n      securityContext:\n        allowPrivilegeEscalation: false\n        readOnlyRootFilesystem: true", "          memory: 768Mi\n      securityContext:\n        allowPrivilegeEscalation: false\n        readOnlyRootFilesystem: false", "readOnlyRootFilesystem"},
 		{"runs as root", sts, "runAsUser: 65532", "runAsUser: 0", "runAsUser"},
-		{"no memory limit", pod, "        limits:\n          memory: 512Mi\n", "", "memory limit"},
+		{"no memory limit", pod, "        limits:\n          memory: 768Mi\n", "", "memory limit"},
 		{"single pod not restarted", pod, "restartPolicy: Always", "restartPolicy: Never", "restartPolicy"},
 	}
 	files := readManifests(t)
