@@ -221,6 +221,7 @@ func (s *Store) Counts(ctx context.Context) (fsm.Counts, error) {
 			close(r.done)
 		}()
 	}
+	r.callers++
 	s.countsMu.Unlock()
 	select {
 	case <-r.done:
@@ -239,9 +240,10 @@ var countsScanHook = func() {}
 
 // countsRun is a scan of Counts that callers wait for together.
 type countsRun struct {
-	done chan struct{}
-	c    fsm.Counts
-	err  error
+	done    chan struct{}
+	callers int // calls that waited for it, guarded by Store.countsMu
+	c       fsm.Counts
+	err     error
 }
 
 // Status returns this node's Raft state.

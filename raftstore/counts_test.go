@@ -58,6 +58,12 @@ func TestCountsCallersShareOneScan(t *testing.T) {
 		c, err := s.Counts(context.Background())
 		second <- result{c.StateKeys, err}
 	}()
+	// Release the scan only once the second waiter joined it: 7 calls.
+	for deadline := time.Now().Add(10 * time.Second); callers(s) < 7; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls joined the running scan, want 7", callers(s))
+		}
+	}
 	close(release)
 	for i, ch := range []chan result{first, second} {
 		r := <-ch
@@ -77,4 +83,15 @@ func TestCountsCallersShareOneScan(t *testing.T) {
 	if n := scans.Load(); n != 2 {
 		t.Fatalf("%d scans after a call made once the first ended, want 2", n)
 	}
+}
+
+// callers is how many calls joined the running scan of Counts, 0 when
+// none runs.
+func callers(s *Store) int {
+	s.countsMu.Lock()
+	defer s.countsMu.Unlock()
+	if s.countsRun == nil {
+		return 0
+	}
+	return s.countsRun.callers
 }
