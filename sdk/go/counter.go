@@ -1,6 +1,10 @@
 package stated
 
-import "context"
+import (
+	"context"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+)
 
 // Counter is a handle on the counters of one namespace: each string key
 // holds an int64 that the daemon adds to, so concurrent adds from any
@@ -47,7 +51,12 @@ type CounterTx struct {
 
 // Add adds delta to the counter at key when the Txn commits.
 func (x CounterTx) Add(key string, delta int64, opts ...WriteOption) CounterTx {
-	x.t.CounterAdd(x.n.ns, []byte(key), delta, opts...)
+	// The conversion is the mutation's own copy of key (CounterAdd would
+	// copy it again).
+	x.t.add(&statedv1.Mutation{
+		Kind: statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, Namespace: x.n.ns,
+		Key: []byte(key), Delta: delta, TtlMillis: ttlMillis(opts),
+	})
 	return x
 }
 

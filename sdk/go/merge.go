@@ -44,8 +44,6 @@ type counterRun struct {
 	copied   bool // merged[at] is the run's own copy
 }
 
-type nsKey struct{ ns, key string }
-
 // mergeCounterAdds returns muts with runs of counter adds merged, and for
 // each merged mutation the index in muts it stands for; origin is nil when
 // nothing was merged (muts is returned as it is).
@@ -59,25 +57,32 @@ func mergeCounterAdds(muts []*statedv1.Mutation) (merged []*statedv1.Mutation, o
 	if adds < 2 || len(muts) > maxMergeMutations {
 		return muts, nil
 	}
-	runs := make(map[nsKey]*counterRun, adds)
+	// runs is keyed by namespace, then key: looking a key up converts its
+	// bytes without allocating.
+	runs := make(map[string]map[string]*counterRun, 1)
 	merged = make([]*statedv1.Mutation, 0, len(muts))
 	origin = make([]int, 0, len(muts))
 	for i, m := range muts {
-		k := nsKey{m.GetNamespace(), string(m.GetKey())}
+		ns, key := m.GetNamespace(), m.GetKey()
 		switch m.GetKind() {
 		case statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD:
-			if r := runs[k]; r != nil && r.extend(merged, m) {
+			inNS := runs[ns]
+			if r := inNS[string(key)]; r != nil && r.extend(merged, m) {
 				continue
 			}
-			runs[k] = &counterRun{at: len(merged), ttl: m.GetTtlMillis(), pos: m.GetDelta() > 0, neg: m.GetDelta() < 0}
+			if inNS == nil {
+				inNS = make(map[string]*counterRun)
+				runs[ns] = inNS
+			}
+			inNS[string(key)] = &counterRun{at: len(merged), ttl: m.GetTtlMillis(), pos: m.GetDelta() > 0, neg: m.GetDelta() < 0}
 		case statedv1.MutationKind_MUTATION_KIND_PUT, statedv1.MutationKind_MUTATION_KIND_DELETE,
 			statedv1.MutationKind_MUTATION_KIND_MAP_PUT, statedv1.MutationKind_MUTATION_KIND_MAP_DELETE,
 			statedv1.MutationKind_MUTATION_KIND_LIST_APPEND:
-			delete(runs, k)
+			delete(runs[ns], string(key))
 		case statedv1.MutationKind_MUTATION_KIND_DELETE_PREFIX:
-			for rk := range runs {
-				if rk.ns == k.ns && strings.HasPrefix(rk.key, k.key) {
-					delete(runs, rk)
+			for rk := range runs[ns] {
+				if strings.HasPrefix(rk, string(key)) {
+					delete(runs[ns], rk)
 				}
 			}
 		default: // a kind this SDK does not know: merge nothing across it

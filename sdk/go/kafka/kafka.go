@@ -459,8 +459,12 @@ func (p *Processor) handle(ctx context.Context, txn *stated.Txn, b *batch) error
 		return p.cfg.BatchHandler(ctx, txn, recs)
 	}
 	for _, pb := range b.parts {
+		// A partBatch's records share their topic and partition, and so
+		// their source; it is set again for each record, since a handler
+		// may have set another.
+		src := SourceOf(pb.records[0])
 		for _, r := range pb.records {
-			txn.SetDefaultSource(SourceOf(r))
+			txn.SetDefaultSource(src)
 			if err := p.cfg.Handler(ctx, txn, r); err != nil {
 				return fmt.Errorf("topic %q partition %d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
 			}
