@@ -125,6 +125,12 @@ type Config struct {
 	// Prometheus metrics on, at /metrics; "" serves none. See
 	// docs/METRICS.md.
 	MetricsAddr string
+	// EnablePprof also serves Go's runtime profiles (net/http/pprof) at
+	// /debug/pprof/ on MetricsAddr, which it needs: heap, CPU, goroutine
+	// and the others, for finding where memory and time go. They show
+	// the process's internals to whoever reaches the address, so it is
+	// off by default.
+	EnablePprof bool
 	// TLSCertFile and TLSKeyFile, when set, make the TCP gRPC port serve
 	// TLS with this certificate (PEM files, reloaded by Reload); the unix
 	// socket stays plaintext. TLSClientCAFile, when set, requires clients
@@ -210,6 +216,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
 			errs = append(errs, fmt.Errorf("daemon: config: MetricsAddr %q: want host:port: %w", c.MetricsAddr, err))
 		}
+	}
+	if c.EnablePprof && c.MetricsAddr == "" {
+		errs = append(errs, errors.New("daemon: config: EnablePprof (--enable-pprof) serves on MetricsAddr (--metrics-addr), which is empty"))
 	}
 	if c.RaftAddr == "" {
 		errs = append(errs, errors.New("daemon: config: RaftAddr is empty"))

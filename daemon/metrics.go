@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,6 +94,15 @@ func (d *Daemon) serveMetrics() {
 		Registry:      m.reg,
 		ErrorHandling: promhttp.ContinueOnError,
 	}))
+	if d.cfg.EnablePprof {
+		// What net/http/pprof registers on http.DefaultServeMux, which
+		// the daemon does not serve.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	m.done = make(chan struct{})
 	go func() {

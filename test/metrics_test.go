@@ -268,6 +268,43 @@ func TestMetricsAddressInUseFailsStartNamingIt(t *testing.T) {
 	}
 }
 
+// TestPprofIsServedOnTheMetricsAddressOnlyWhenEnabled: --enable-pprof
+// serves the runtime's profiles beside /metrics, a heap profile among
+// them; without it /debug/pprof/ is not found; and it needs a metrics
+// address.
+func TestPprofIsServedOnTheMetricsAddressOnlyWhenEnabled(t *testing.T) {
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		must(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		must(t, err)
+		return resp.StatusCode, string(body)
+	}
+	on := daemontest.Start(t, func(c *daemon.Config) { c.MetricsAddr, c.EnablePprof = "127.0.0.1:0", true })
+	if code, body := get("http://" + on.MetricsAddr() + "/debug/pprof/heap?debug=1"); code != http.StatusOK || !strings.Contains(body, "heap profile:") {
+		t.Fatalf("GET /debug/pprof/heap?debug=1 with EnablePprof: %d %.200q, want 200 and a heap profile", code, body)
+	}
+	if code, body := get("http://" + on.MetricsAddr() + "/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !strings.Contains(body, "goroutine profile:") {
+		t.Fatalf("GET /debug/pprof/goroutine?debug=1 with EnablePprof: %d %.200q, want 200 and a goroutine profile", code, body)
+	}
+	if fams := scrape(t, on.MetricsAddr()); fams["stated_raft_term"] == nil {
+		t.Fatal("with EnablePprof, /metrics lost stated_raft_term")
+	}
+
+	off := daemontest.Start(t, func(c *daemon.Config) { c.MetricsAddr = "127.0.0.1:0" })
+	if code, _ := get("http://" + off.MetricsAddr() + "/debug/pprof/heap?debug=1"); code != http.StatusNotFound {
+		t.Fatalf("GET /debug/pprof/heap without EnablePprof: %d, want 404", code)
+	}
+
+	cfg := daemontest.Config(t, "node3")
+	cfg.EnablePprof = true
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--enable-pprof") || !strings.Contains(err.Error(), "--metrics-addr") {
+		t.Fatalf("EnablePprof without MetricsAddr: Validate() = %v, want an error naming --enable-pprof and --metrics-addr", err)
+	}
+}
+
 // TestGrafanaDashboardQueriesMetricsTheDaemonServes parses the shipped
 // dashboard and checks that every stated_ metric its queries name is one
 // docs/METRICS.md documents, and that the metrics of a running daemon

@@ -112,6 +112,7 @@ func TestRunRefusesBadCheckpointFlags(t *testing.T) {
 		{[]string{"--checkpoint-interval", "500ms"}, 64, "--checkpoint-interval 500ms is below the 1s minimum"},
 		{[]string{"--checkpoint-retain", "0"}, 64, "--checkpoint-retain 0 is below 1"},
 		{[]string{"--checkpoint-url", "ftp://x/y"}, 1, `unknown scheme "ftp"`},
+		{[]string{"--enable-pprof"}, 64, "--enable-pprof serves the profiles on --metrics-addr, which is not set"},
 	} {
 		dir := t.TempDir()
 		args := append([]string{"run", "--data-dir", dir, "--socket", shortSocket(t), "--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0"}, tc.args...)

@@ -61,6 +61,9 @@ A flag wins over the environment, and both over the file.
 		if cfg.CheckpointInterval < time.Second {
 			return &exitError{code: exitUsage, err: fmt.Errorf("run: --checkpoint-interval %s is below the 1s minimum", cfg.CheckpointInterval)}
 		}
+		if cfg.EnablePprof && cfg.MetricsAddr == "" {
+			return &exitError{code: exitUsage, err: errors.New("run: --enable-pprof serves the profiles on --metrics-addr, which is not set")}
+		}
 		if cfg.CheckpointRetain < 1 {
 			return &exitError{code: exitUsage, err: fmt.Errorf("run: --checkpoint-retain %d is below 1: at least one completed checkpoint must be kept", cfg.CheckpointRetain)}
 		}
@@ -116,6 +119,7 @@ A flag wins over the environment, and both over the file.
 	f.IntVar(&cfg.CheckpointWorkers, "checkpoint-workers", 4, "files uploaded in parallel")
 	f.StringSliceVar(&cfg.KafkaBrokers, "kafka-brokers", nil, "Kafka brokers (host:port, comma-separated) to commit each completed checkpoint's offsets to")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", `address (host:port) to serve Prometheus metrics on at /metrics, e.g. 127.0.0.1:9420; "" serves none (see docs/METRICS.md)`)
+	f.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "also serve Go's runtime profiles (heap, CPU, goroutines) at /debug/pprof/ on --metrics-addr, which it needs; they expose the process's internals to whoever reaches that address")
 	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate to serve TLS with on --grpc-addr (the unix socket stays plaintext); reloaded on SIGHUP")
 	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&cfg.TLSClientCAFile, "tls-client-ca", "", "PEM CA bundle: clients on --grpc-addr must present a certificate it issued")
@@ -131,7 +135,7 @@ A flag wins over the environment, and both over the file.
 	f.StringVar(&configPath, "config", "", "YAML file holding run flags by name (node-id: n1); flags and STATED_* variables override it")
 	f.BoolVar(&showConfig, "print-config", false, "print the effective configuration as YAML, each value's source and secrets masked, and exit")
 	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-log-store", "cache-size", "raft-snapshot-threshold", "raft-snapshot-interval", "raft-trailing-logs",
-		"checkpoint-url", "checkpoint-key-url", "checkpoint-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr",
+		"checkpoint-url", "checkpoint-key-url", "checkpoint-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr", "enable-pprof",
 		"tls-cert", "tls-key", "tls-client-ca", "peer-tls-cert", "peer-tls-key", "peer-tls-ca", "token-file", "join-token", "insecure", "log-level", "log-format", "socket-mode", "config")
 	return cmd
 }
@@ -172,6 +176,9 @@ func (c *cli) serve(cmd *cobra.Command, cfg daemon.Config) error {
 	fmt.Fprintf(c.stdout, "  raft:        %s\n", d.Store().RaftAddr())
 	if m := d.MetricsAddr(); m != "" {
 		fmt.Fprintf(c.stdout, "  metrics:     http://%s/metrics\n", m)
+		if cfg.EnablePprof {
+			fmt.Fprintf(c.stdout, "  pprof:       http://%s/debug/pprof/\n", m)
+		}
 	}
 	fmt.Fprintf(c.stdout, "  data dir:    %s\n", cfg.DataDir)
 	st := d.CheckpointStatus()
