@@ -148,7 +148,7 @@ func openWAL(dir string, hlog hclog.Logger) (*walStore, error) {
 	// daemon.Start) wait forever. Once Open succeeds, WAL.Close closes it
 	// (since v0.4.1).
 	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(dir, wal.WithMetaStore(meta), wal.WithLogger(hlog.Named("wal")))
+	w, err := wal.Open(dir, wal.WithMetaStore(meta), wal.WithSegmentFiler(newReleasingFiler(dir)), wal.WithLogger(hlog.Named("wal")))
 	if err != nil {
 		meta.Close()
 		return nil, fmt.Errorf("raftstore: open raft log %s: %w", logStorePath(LogStoreWAL), err)

@@ -1,0 +1,205 @@
+package raftstore
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft-wal/fs"
+	"github.com/hashicorp/raft-wal/segment"
+	"github.com/hashicorp/raft-wal/types"
+)
+
+// releasingFiler is raft-wal's own segment filer, except that a segment
+// it wrote is read, once sealed, through a reader of its file instead of
+// through its writer.
+//
+// raft-wal (v0.4.1) keeps a sealed segment's writer as the segment's
+// reader for as long as the segment lives, and the writer keeps its
+// append buffer, which grew to the largest batch Raft appended to it
+// (up to MaxAppendEntries entries of up to --max-message-bytes each). The
+// log holds every entry since the last Raft snapshot plus the trailing
+// ones, so with large commits that memory grew with the log: 280 MB of
+// the Go heap at 4 GB of state in the growth study (BENCHMARKS.md,
+// "Cost as state grows"), then twice that in RSS under the Go GC's
+// default target. A sealed segment's reader holds only its file.
+//
+// Segments opened sealed at start are readers already; the tail recovered
+// at start is wrapped like a new segment.
+type releasingFiler struct {
+	*segment.Filer
+	files *trackingVFS
+}
+
+func newReleasingFiler(dir string) *releasingFiler {
+	v := &trackingVFS{VFS: fs.New(), open: map[string]types.WritableFile{}}
+	return &releasingFiler{Filer: segment.NewFiler(dir, v), files: v}
+}
+
+// Create creates the segment as raft-wal does, wrapped.
+func (f *releasingFiler) Create(info types.SegmentInfo) (types.SegmentWriter, error) {
+	w, err := f.Filer.Create(info)
+	file := f.files.take(segment.FileName(info))
+	if err != nil {
+		return nil, err
+	}
+	return newReleasingWriter(f.Filer, info, w, file), nil
+}
+
+// RecoverTail recovers the unsealed tail as raft-wal does, wrapped.
+func (f *releasingFiler) RecoverTail(info types.SegmentInfo) (types.SegmentWriter, error) {
+	w, err := f.Filer.RecoverTail(info)
+	file := f.files.take(segment.FileName(info))
+	if err != nil {
+		return nil, err
+	}
+	return newReleasingWriter(f.Filer, info, w, file), nil
+}
+
+// trackingVFS is raft-wal's file system, remembering each file it opens
+// for writing until the filer takes it: the filer closes it itself once
+// the segment's writer is dropped.
+type trackingVFS struct {
+	types.VFS
+	mu   sync.Mutex
+	open map[string]types.WritableFile
+}
+
+func (v *trackingVFS) Create(dir, name string, size uint64) (types.WritableFile, error) {
+	f, err := v.VFS.Create(dir, name, size)
+	if err == nil {
+		v.keep(name, f)
+	}
+	return f, err
+}
+
+func (v *trackingVFS) OpenWriter(dir, name string) (types.WritableFile, error) {
+	f, err := v.VFS.OpenWriter(dir, name)
+	if err == nil {
+		v.keep(name, f)
+	}
+	return f, err
+}
+
+func (v *trackingVFS) keep(name string, f types.WritableFile) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.open[name] = f
+}
+
+// take returns the file opened for writing as name, and forgets it.
+func (v *trackingVFS) take(name string) types.WritableFile {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	f := v.open[name]
+	delete(v.open, name)
+	return f
+}
+
+// releasingWriter is a segment writer that, once its segment is sealed,
+// reads through a reader of the sealed file and drops the writer (and so
+// its append buffer and in-memory index).
+//
+// raft-wal calls Append, Sealed and ForceSeal one at a time (under its
+// write lock), and GetLog and LastIndex at any time; Close once no reader
+// uses the segment any more.
+type releasingWriter struct {
+	filer *segment.Filer
+	info  types.SegmentInfo
+	file  types.WritableFile // the writer's file; nil if the VFS did not hand it over
+
+	w          atomic.Pointer[types.SegmentWriter] // nil once released
+	read       atomic.Pointer[types.SegmentReader] // the writer, then the sealed reader
+	last       atomic.Uint64                       // LastIndex once released
+	indexStart uint64                              // set when sealed
+}
+
+func newReleasingWriter(filer *segment.Filer, info types.SegmentInfo, w types.SegmentWriter, file types.WritableFile) *releasingWriter {
+	rw := &releasingWriter{filer: filer, info: info, file: file}
+	var r types.SegmentReader = w
+	rw.w.Store(&w)
+	rw.read.Store(&r)
+	return rw
+}
+
+func (rw *releasingWriter) writer() types.SegmentWriter {
+	if p := rw.w.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (rw *releasingWriter) Append(entries []types.LogEntry) error {
+	w := rw.writer()
+	if w == nil {
+		return types.ErrSealed
+	}
+	return w.Append(entries)
+}
+
+func (rw *releasingWriter) Sealed() (bool, uint64, error) {
+	if rw.indexStart != 0 {
+		return true, rw.indexStart, nil
+	}
+	sealed, indexStart, err := rw.writer().Sealed()
+	if err == nil && sealed {
+		rw.indexStart = indexStart
+		rw.release()
+	}
+	return sealed, indexStart, err
+}
+
+func (rw *releasingWriter) ForceSeal() (uint64, error) {
+	if rw.indexStart != 0 {
+		return rw.indexStart, nil
+	}
+	indexStart, err := rw.writer().ForceSeal()
+	if err == nil {
+		rw.indexStart = indexStart
+		rw.release()
+	}
+	return indexStart, err
+}
+
+// release opens the sealed segment for reading and drops the writer. If
+// the file cannot be opened, or its handle is unknown (so it could not be
+// closed), the writer stays: nothing is lost but the memory.
+func (rw *releasingWriter) release() {
+	w := rw.writer()
+	if rw.file == nil || w == nil {
+		return
+	}
+	info := rw.info
+	info.IndexStart = rw.indexStart
+	info.MaxIndex = w.LastIndex()
+	r, err := rw.filer.Open(info)
+	if err != nil {
+		return
+	}
+	rw.last.Store(info.MaxIndex)
+	rw.read.Store(&r)
+	rw.w.Store(nil)
+}
+
+func (rw *releasingWriter) LastIndex() uint64 {
+	if w := rw.writer(); w != nil {
+		return w.LastIndex()
+	}
+	return rw.last.Load()
+}
+
+func (rw *releasingWriter) GetLog(idx uint64) (*types.PooledBuffer, error) {
+	return (*rw.read.Load()).GetLog(idx)
+}
+
+// Close closes the writer, or, once released, the sealed reader and the
+// file the writer wrote.
+func (rw *releasingWriter) Close() error {
+	if w := rw.writer(); w != nil {
+		return w.Close()
+	}
+	err := (*rw.read.Load()).Close()
+	if cerr := rw.file.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
