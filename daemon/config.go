@@ -88,6 +88,11 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
+	// SnapshotBytes is raftstore.Config.SnapshotBytes: a node also takes
+	// a Raft snapshot once the log since its newest one holds
+	// max(SnapshotBytes, size of the state at that snapshot) bytes. Unlike
+	// the fields above, zero turns it off; DefaultConfig gives 256 MiB.
+	SnapshotBytes int64
 	// ExpiryInterval is how often the leader looks for entries whose TTL
 	// ran out, and client sessions idle past their timeout, and deletes
 	// them. Default 5s.
@@ -183,6 +188,7 @@ func DefaultConfig() Config {
 		CacheSize:         raftDefaults.CacheSize,
 		SnapshotInterval:  raftDefaults.SnapshotInterval,
 		TrailingLogs:      raftDefaults.TrailingLogs,
+		SnapshotBytes:     raftDefaults.SnapshotBytes,
 	}
 }
 
@@ -270,6 +276,9 @@ func (c *Config) Validate() error {
 		if err := CheckCacheSize(c.CacheSize); err != nil {
 			errs = append(errs, fmt.Errorf("daemon: config: CacheSize %d: %w", c.CacheSize, err))
 		}
+	}
+	if c.SnapshotBytes < 0 {
+		errs = append(errs, fmt.Errorf("daemon: config: SnapshotBytes %d is negative (0 turns the size trigger of Raft snapshots off)", c.SnapshotBytes))
 	}
 	if c.MaxMessageBytes != 0 && c.MaxMessageBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("daemon: config: MaxMessageBytes %d is below 1 MiB, too small for one maximum-size value", c.MaxMessageBytes))

@@ -189,6 +189,7 @@ func (d *Daemon) openStore(ctx context.Context) error {
 	if d.cfg.TrailingLogs > 0 {
 		rc.TrailingLogs = d.cfg.TrailingLogs
 	}
+	rc.SnapshotBytes = d.cfg.SnapshotBytes
 	s, err := raftstore.Open(ctx, rc)
 	if err != nil {
 		return fmt.Errorf("daemon: open store: %w", err)

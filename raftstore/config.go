@@ -57,6 +57,13 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
+	// SnapshotBytes adds a size trigger to Raft's entry count: a node
+	// also snapshots once the log entries it applied since its newest
+	// snapshot hold max(SnapshotBytes, size of the state at that
+	// snapshot) bytes, which bounds the log a restart replays to about
+	// that size. 0 turns the size trigger off. DefaultSnapshotBytes says
+	// why 256 MiB.
+	SnapshotBytes int64
 	// SnapshotRetain is how many Raft snapshots are kept on disk.
 	SnapshotRetain int
 
@@ -82,6 +89,7 @@ func DefaultConfig() Config {
 		Bootstrap:          true,
 		ApplyTimeout:       10 * time.Second,
 		SnapshotThreshold:  8192,
+		SnapshotBytes:      DefaultSnapshotBytes,
 		SnapshotInterval:   2 * time.Minute,
 		TrailingLogs:       10240,
 		SnapshotRetain:     2,
@@ -109,6 +117,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("raftstore: config: CacheSize %d is below the %d-byte minimum", c.CacheSize, fsm.MinCacheSize)
 	case c.ApplyTimeout <= 0:
 		return errors.New("raftstore: config: ApplyTimeout must be positive")
+	case c.SnapshotBytes < 0:
+		return fmt.Errorf("raftstore: config: SnapshotBytes %d is negative (0 turns the size trigger off)", c.SnapshotBytes)
 	case c.SnapshotRetain < 1:
 		return errors.New("raftstore: config: SnapshotRetain must be at least 1")
 	case c.SessionIdleTimeout <= 0:

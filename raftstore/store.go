@@ -56,6 +56,8 @@ type Store struct {
 	// The running scan of Counts, shared by its callers; see Counts.
 	countsMu  sync.Mutex
 	countsRun *countsRun
+
+	trigger snapshotTrigger // the size trigger of Raft snapshots; see snapbytes.go
 }
 
 // Open opens the store in cfg.Dir and starts its Raft node. With
@@ -179,7 +181,13 @@ func (s *Store) open(ctx context.Context) error {
 		}
 		s.logger.Info("bootstrapped a new single-node cluster", "node", s.cfg.NodeID, "raft_addr", s.transport.LocalAddr())
 	}
-	return s.snapshotRestoredState(ctx)
+	if err := s.snapshotRestoredState(ctx); err != nil {
+		return err
+	}
+	if err := s.startSnapshotTrigger(); err != nil {
+		return fmt.Errorf("raftstore: list snapshots: %w", err)
+	}
+	return nil
 }
 
 // snapshotRestoredState makes a cluster restored from a checkpoint hand its
@@ -389,9 +397,11 @@ func (s *Store) closeParts() error {
 	if s.stopWatch != nil {
 		s.stopWatch()
 	}
+	s.stopSnapshotTrigger()
 	if s.raft != nil {
 		errs = append(errs, s.raft.Shutdown().Error())
 	}
+	s.waitSnapshotTrigger() // a snapshot it waits for ends with Raft
 	if s.watchDone != nil {
 		<-s.watchDone // futures fail once Raft is shut down
 	}

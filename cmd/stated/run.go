@@ -110,6 +110,7 @@ A flag wins over the environment, and both over the file.
 	f.Var(raftLogStoreValue{&cfg.RaftLogStore}, "raft-log-store", raftLogStoreHelp)
 	f.Var(cacheSizeValue{&cfg.CacheSize}, "cache-size", cacheSizeHelp)
 	f.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", cfg.SnapshotThreshold, "Raft log entries between snapshots")
+	f.Var(snapshotBytesValue{&cfg.SnapshotBytes}, "raft-snapshot-bytes", raftSnapshotBytesHelp)
 	f.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", cfg.SnapshotInterval, "how often Raft checks whether to snapshot")
 	f.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", cfg.TrailingLogs, "Raft log entries kept after a snapshot, so that lagging followers need no snapshot")
 	f.StringVar(&cfg.CheckpointURL, "checkpoint-url", "", "bucket for checkpoints: file:///path, s3://bucket?endpoint=...&use_path_style=true, gs://bucket, azblob://container, mem:// (default file://DATA_DIR/checkpoints)")
@@ -134,7 +135,7 @@ A flag wins over the environment, and both over the file.
 	f.StringVar(&socketMode, "socket-mode", "0600", "file mode of the unix socket, in octal: 0600 lets only this user connect, 0660 its group too")
 	f.StringVar(&configPath, "config", "", "YAML file holding run flags by name (node-id: n1); flags and STATED_* variables override it")
 	f.BoolVar(&showConfig, "print-config", false, "print the effective configuration as YAML, each value's source and secrets masked, and exit")
-	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-log-store", "cache-size", "raft-snapshot-threshold", "raft-snapshot-interval", "raft-trailing-logs",
+	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-log-store", "cache-size", "raft-snapshot-threshold", "raft-snapshot-bytes", "raft-snapshot-interval", "raft-trailing-logs",
 		"checkpoint-url", "checkpoint-key-url", "checkpoint-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr", "enable-pprof",
 		"tls-cert", "tls-key", "tls-client-ca", "peer-tls-cert", "peer-tls-key", "peer-tls-ca", "token-file", "join-token", "insecure", "log-level", "log-format", "socket-mode", "config")
 	return cmd

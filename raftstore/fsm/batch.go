@@ -42,6 +42,7 @@ import (
 // f.Batching() to raft.NewRaft once a quiet machine says it pays.
 func (f *FSM) applyBatch(logs []*raft.Log) []interface{} {
 	out := make([]interface{}, len(logs))
+	f.logBytes.count(logs)
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.closed {

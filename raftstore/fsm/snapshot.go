@@ -43,7 +43,8 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err := f.db.LogData([]byte("snapshot"), pebble.Sync); err != nil {
 		return nil, fmt.Errorf("fsm: sync before snapshot: %w", err)
 	}
-	s := &snapshot{live: &f.snaps, snap: f.db.NewSnapshot()}
+	s := &snapshot{live: &f.snaps, snap: f.db.NewSnapshot(), counts: &f.logBytes}
+	s.from = f.logBytes.markSnapshot()
 	f.snaps.add(s)
 	return s, nil
 }
@@ -146,6 +147,12 @@ type snapshot struct {
 	// persisting is set while Persist writes. Both are guarded by live.mu.
 	snap       *pebble.Snapshot
 	persisting bool
+
+	// counts is the state machine's log byte count, whose mark Snapshot
+	// moved from; Release moves it back unless Persist succeeded.
+	counts    *logBytes
+	from      markFrom
+	persisted bool
 }
 
 // Persist writes the snapshot to sink and closes it, or cancels it on error.
@@ -154,7 +161,8 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 		sink.Cancel()
 		return err
 	}
-	err := s.write(sink)
+	cw := &countingWriter{w: sink}
+	err := s.write(cw)
 	s.live.endPersist(s)
 	if err != nil {
 		sink.Cancel()
@@ -164,6 +172,8 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 		return err
 	}
 	s.live.persisted.Add(1)
+	s.persisted = true
+	s.counts.state.Store(cw.n)
 	return nil
 }
 
@@ -204,8 +214,15 @@ func (s *snapshot) write(w io.Writer) error {
 	return err
 }
 
-// Release frees the Pebble snapshot, if Persist has not.
-func (s *snapshot) Release() { s.live.release(s) }
+// Release frees the Pebble snapshot, if Persist has not. Raft calls it
+// after Persist, on the same goroutine; a snapshot not persisted leaves
+// the log uncompacted, so its mark of the log's bytes is undone.
+func (s *snapshot) Release() {
+	s.live.release(s)
+	if !s.persisted {
+		s.counts.unmark(s.from)
+	}
+}
 
 // SnapshotAppliedIndex reads the applied index held by the state in a
 // snapshot stream, without reading the rest of it: the applied index is
@@ -247,7 +264,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err := os.RemoveAll(tmp); err != nil {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
-	if err := f.buildFromSnapshot(tmp, rc); err != nil {
+	cr := &countingReader{ReadCloser: rc}
+	if err := f.buildFromSnapshot(tmp, cr); err != nil {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
@@ -269,6 +287,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return f.reopenAfterFailedSwap(fmt.Errorf("fsm: restore: %w", err))
 	}
 	f.snaps.restored.Add(1)
+	// The log now starts after the restored snapshot.
+	f.logBytes.markSnapshot()
+	f.logBytes.state.Store(cr.n)
 	return nil
 }
 
