@@ -38,8 +38,10 @@ type snapshotTrigger struct {
 
 // SnapshotBytesStatus is where the log stands against the size trigger.
 type SnapshotBytesStatus struct {
-	// SinceSnapshot is the bytes of log entries since the newest snapshot.
+	// SinceSnapshot is the bytes of log entries since the newest snapshot,
+	// in Entries command entries.
 	SinceSnapshot uint64
+	Entries       uint64
 	// StateAtSnapshot is the size of the state the newest snapshot wrote
 	// (0 if this node has none).
 	StateAtSnapshot uint64
@@ -51,7 +53,7 @@ type SnapshotBytesStatus struct {
 // SnapshotBytesStatus returns the size trigger's counts; cheap.
 func (s *Store) SnapshotBytesStatus() SnapshotBytesStatus {
 	lb := s.fsm.LogBytes()
-	st := SnapshotBytesStatus{SinceSnapshot: lb.SinceSnapshot, StateAtSnapshot: lb.StateAtSnapshot}
+	st := SnapshotBytesStatus{SinceSnapshot: lb.SinceSnapshot, Entries: lb.Entries, StateAtSnapshot: lb.StateAtSnapshot}
 	if st.StateAtSnapshot == 0 {
 		st.StateAtSnapshot = s.trigger.openState
 	}
@@ -145,8 +147,24 @@ func (s *Store) snapshotIfDue() error {
 		t.mu.Unlock()
 		return nil
 	}
+	orig := s.raft.ReloadableConfig()
+	trailing := trailingEntries(st, orig.TrailingLogs)
 	s.logger.Info("taking a raft snapshot: the log since the last one reached the size threshold",
-		"log_bytes_since_snapshot", st.SinceSnapshot, "threshold", st.Threshold, "state_bytes_at_last_snapshot", st.StateAtSnapshot)
+		"log_bytes_since_snapshot", st.SinceSnapshot, "threshold", st.Threshold, "state_bytes_at_last_snapshot", st.StateAtSnapshot,
+		"trailing_logs", trailing)
+	if trailing < orig.TrailingLogs {
+		rc := orig
+		rc.TrailingLogs = trailing
+		if err := s.raft.ReloadConfig(rc); err != nil {
+			t.mu.Unlock()
+			return err
+		}
+		defer func() {
+			if err := s.raft.ReloadConfig(orig); err != nil {
+				s.logger.Warn("restoring raft's trailing logs after a size-triggered snapshot", "error", err)
+			}
+		}()
+	}
 	f := s.raft.Snapshot()
 	t.mu.Unlock()
 	err := f.Error()
@@ -155,4 +173,19 @@ func (s *Store) snapshotIfDue() error {
 		return nil
 	}
 	return err
+}
+
+// trailingEntries is how many entries a size-triggered snapshot keeps in
+// the log: Config.TrailingLogs, but no more than about the threshold's
+// bytes at the entries' average size. TrailingLogs counts entries: 10240
+// of 1 MB would keep 10 GB of log after every snapshot, which is the disk
+// this trigger exists to bound. A follower further behind than that is
+// sent the snapshot instead, which holds the state and so is no larger
+// than the threshold either.
+func trailingEntries(st SnapshotBytesStatus, trailingLogs uint64) uint64 {
+	if st.Entries == 0 || st.SinceSnapshot == 0 {
+		return trailingLogs
+	}
+	avg := max(st.SinceSnapshot/st.Entries, 1)
+	return min(trailingLogs, max(st.Threshold/avg, 1))
 }

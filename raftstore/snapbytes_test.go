@@ -225,3 +225,48 @@ func TestCloseStartsNoSizeTriggeredSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSizeTriggeredSnapshotKeepsAboutTheThresholdOfTrailingLogNotTrailingLogsEntries(t *testing.T) {
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		cfg := sizeTriggerConfig(logStore, t.TempDir(), 1<<20)
+		cfg.TrailingLogs = 10240 // the default: 10240 entries of 64 KiB would be 640 MiB
+		s := openStore(t, cfg)
+		defer s.Close()
+		first := firstIndex(t, s)
+		for i := range 40 {
+			putBig(t, s, fmt.Sprintf("k-%d", i), 64<<10, 'a')
+		}
+		waitFor(t, "a size-triggered snapshot", func() bool { return s.SnapshotCounts().Persisted >= 1 })
+		waitFor(t, "the log compacted", func() bool { return firstIndex(t, s) > first })
+		// About 1 MiB of trailing 64 KiB entries: 16, and a few non-command ones.
+		last, err := s.log.LastIndex()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kept := last - firstIndex(t, s) + 1; kept > 40 {
+			t.Fatalf("the log keeps %d entries after size-triggered snapshots, want about 16", kept)
+		}
+		// Lowered for the size-triggered snapshots only.
+		waitFor(t, "TrailingLogs back at 10240 once the trigger is idle", func() bool {
+			st := s.SnapshotBytesStatus()
+			return st.SinceSnapshot < st.Threshold && s.raft.ReloadableConfig().TrailingLogs == 10240
+		})
+	})
+}
+
+func TestTrailingEntriesCapsTrailingLogsAtTheThresholdsBytes(t *testing.T) {
+	for _, tc := range []struct {
+		st   SnapshotBytesStatus
+		want uint64
+	}{
+		{SnapshotBytesStatus{SinceSnapshot: 256 << 20, Entries: 256, Threshold: 256 << 20}, 256},       // 1 MiB entries
+		{SnapshotBytesStatus{SinceSnapshot: 256 << 20, Entries: 1 << 20, Threshold: 256 << 20}, 10240}, // 256-byte entries: TrailingLogs
+		{SnapshotBytesStatus{SinceSnapshot: 8 << 30, Entries: 2, Threshold: 256 << 20}, 1},             // entries larger than the threshold
+		{SnapshotBytesStatus{SinceSnapshot: 0, Entries: 0, Threshold: 256 << 20}, 10240},               // nothing counted
+		{SnapshotBytesStatus{SinceSnapshot: 1 << 30, Entries: 1024, Threshold: 4 << 30}, 4096},         // state-sized threshold
+	} {
+		if got := trailingEntries(tc.st, 10240); got != tc.want {
+			t.Errorf("trailingEntries(%+v, 10240) = %d, want %d", tc.st, got, tc.want)
+		}
+	}
+}
