@@ -14,16 +14,18 @@ import (
 // Raft's own trigger counts entries (SnapshotThreshold, 8192): with small
 // commits it snapshots long before 256 MiB of log (8192 entries of 32 KiB
 // are 256 MiB), so this trigger only acts on large commits, whose 8192
-// entries could hold 8 to 32 GB. A restart replays the log after the newest
-// snapshot at roughly 150-200 MB/s on the dev VM (5.9 s for 1 GB), so 256
-// MiB bounds that replay to 1-2 s; and since the threshold is at least the
-// state's size, a snapshot writes at most about as many bytes as the
-// commits since the one before (a small state pays a few percent).
+// entries could hold 8 to 32 GB. A restart re-reads the log after the
+// newest snapshot: the growth study's restart took 5.9 s with 1 GB of it,
+// so 256 MiB keeps that part to a second or two. Below it, snapshots would
+// cost more than they save: a state of S bytes smaller than the threshold
+// is written once per threshold of commits, S/256 MiB of the commit bytes
+// (under 1 since the threshold is at least S), and at 64 MiB a 60 MB state
+// would double the bytes written for a restart shorter by about a second.
 const DefaultSnapshotBytes = 256 << 20
 
 // snapshotTrigger takes a Raft snapshot when the log since the newest
 // snapshot holds max(Config.SnapshotBytes, size of the state at that
-// snapshot) bytes of entries; see Store.SnapshotBytesDue.
+// snapshot) bytes of entries; see snapshotIfDue.
 type snapshotTrigger struct {
 	// mu orders the start of a snapshot with Close: once closing is set,
 	// none starts.
