@@ -161,7 +161,7 @@ func blockedCheckpoints(t *testing.T) (d *daemon.Daemon, entered <-chan struct{}
 	t.Setenv("AWS_REGION", "us-east-1")
 	bucket := "s3://ckpt?endpoint=" + srv.URL + "&use_path_style=true&region=us-east-1&disable_https=true"
 	d = daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL = bucket; c.CheckpointInterval = 0 })
-	daemontest.WaitLeader(t, d) // callers give the CLI deadlines as short as 300ms
+	daemontest.WaitLeader(t, d) // callers give the CLI deadlines as short as 2s
 	t.Cleanup(release)          // runs before the daemon and the server close
 	return d, in, release
 }
@@ -194,15 +194,17 @@ func TestCheckpointTriggerWaitStopsAtAnExplicitTimeoutSayingWhatRuns(t *testing.
 		env  map[string]string
 		args []string
 	}{
-		{"--timeout", nil, []string{"--timeout", "300ms"}},
-		{"STATED_TIMEOUT", map[string]string{"STATED_TIMEOUT": "300ms"}, nil},
+		// The bound covers the dial and the Status call before the wait
+		// too: 300ms was once too short for them on a loaded CI machine.
+		{"--timeout", nil, []string{"--timeout", "2s"}},
+		{"STATED_TIMEOUT", map[string]string{"STATED_TIMEOUT": "2s"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, _, release := blockedCheckpoints(t)
 			args := append(append([]string{"--addr", d.SocketPath()}, tc.args...), "checkpoint", "trigger", "--wait")
 			r := cliRun(t, tc.env, args...)
 			if r.code != 2 || !strings.Contains(r.stderr, "checkpoint 1 is still uploading") ||
-				!strings.Contains(r.stderr, "after 300ms (--timeout); it goes on in the daemon: see `stated checkpoint list`") {
+				!strings.Contains(r.stderr, "after 2s (--timeout); it goes on in the daemon: see `stated checkpoint list`") {
 				t.Fatalf("exit %d, %q; want 2 and what is still running", r.code, r.stderr)
 			}
 			release()
