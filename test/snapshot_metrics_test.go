@@ -24,6 +24,17 @@ func counter(t *testing.T, addr, name string) float64 {
 	return m.GetCounter().GetValue()
 }
 
+// gaugeValue is a gauge's value in a scrape of addr; the gauge must be
+// there.
+func gaugeValue(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	m := sample(scrape(t, addr), name)
+	if m == nil {
+		t.Fatalf("%s is not served", name)
+	}
+	return m.GetGauge().GetValue()
+}
+
 func TestRaftSnapshotMetricsCountTakenAndInstalledSnapshots(t *testing.T) {
 	opts := func(c *daemon.Config) {
 		c.MetricsAddr = "127.0.0.1:0"
@@ -40,6 +51,10 @@ func TestRaftSnapshotMetricsCountTakenAndInstalledSnapshots(t *testing.T) {
 	if fams := scrape(t, leader.MetricsAddr()); fams["stated_raft_snapshots_taken_total"] == nil || fams["stated_raft_snapshots_installed_total"] == nil {
 		t.Fatal("the snapshot counters are not served before the first snapshot")
 	}
+	if v := gaugeValue(t, leader.MetricsAddr(), "stated_raft_snapshot_bytes_threshold"); v != 256<<20 {
+		t.Fatalf("stated_raft_snapshot_bytes_threshold is %v, want the default --raft-snapshot-bytes, 256 MiB, while the state is smaller", v)
+	}
+	before := gaugeValue(t, leader.MetricsAddr(), "stated_raft_log_bytes_since_snapshot")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -52,7 +67,14 @@ func TestRaftSnapshotMetricsCountTakenAndInstalledSnapshots(t *testing.T) {
 			Namespace: "m", Key: fmt.Appendf(nil, "k%d", i), Value: []byte("v")}}})
 		must(t, err)
 	}
+	// 20 commits each of a key, a value and their framing.
+	if v := gaugeValue(t, leader.MetricsAddr(), "stated_raft_log_bytes_since_snapshot"); v < before+20*4 {
+		t.Fatalf("stated_raft_log_bytes_since_snapshot is %v after 20 commits, was %v before: want at least 80 bytes more", v, before)
+	}
 	must(t, leader.Store().Snapshot())
+	if v := gaugeValue(t, leader.MetricsAddr(), "stated_raft_log_bytes_since_snapshot"); v != 0 {
+		t.Fatalf("stated_raft_log_bytes_since_snapshot is %v right after a snapshot, want 0", v)
+	}
 	if v := counter(t, leader.MetricsAddr(), "stated_raft_snapshots_taken_total"); v != 1 {
 		t.Fatalf("after one snapshot stated_raft_snapshots_taken_total is %v, want 1", v)
 	}

@@ -22,6 +22,9 @@ type Store interface {
 	WindowStatuses() ([]fsm.WindowStatus, error)
 	// SnapshotCounts are the Raft snapshots taken and installed; cheap.
 	SnapshotCounts() fsm.SnapshotCounts
+	// SnapshotBytesStatus is the log's size since the newest snapshot and
+	// the size that triggers the next one; cheap.
+	SnapshotBytesStatus() raftstore.SnapshotBytesStatus
 	// RestoredFrom is the checkpoint the cluster's state was restored
 	// from, if it was, with how long that restore took; one point read.
 	RestoredFrom() (fsm.RestoredFrom, bool, error)
@@ -40,6 +43,7 @@ type StoreCollector struct {
 	role, term, commitIndex, appliedIndex, lastIndex *prometheus.Desc
 	hasLeader, leaderChanges                         *prometheus.Desc
 	snapshotsTaken, snapshotsInstalled               *prometheus.Desc
+	logBytes, snapshotThreshold                      *prometheus.Desc
 	restoreDuration, restoreTime, restoredEpoch      *prometheus.Desc
 	sessions, ttlBacklog, keys, bytes, namespaces    *prometheus.Desc
 	wmLag, openWindows, pending, lateDropped         *prometheus.Desc
@@ -83,6 +87,10 @@ func NewStoreCollector(s Store, countsEvery time.Duration) *StoreCollector {
 			"Raft snapshots this node took and persisted (each compacts its Raft log) since it started."),
 		snapshotsInstalled: d("stated_raft_snapshots_installed_total",
 			"Raft snapshots that replaced this node's state since it started: sent by the leader (InstallSnapshot, a follower too far behind for the log), or its own newest one when it started behind it."),
+		logBytes: d("stated_raft_log_bytes_since_snapshot",
+			"Bytes of command entries in this node's Raft log after its newest snapshot: what a restart re-reads, and what the size trigger counts."),
+		snapshotThreshold: d("stated_raft_snapshot_bytes_threshold",
+			"The log size after which this node takes its next Raft snapshot: the larger of --raft-snapshot-bytes and the state's size at the last snapshot; 0 when the size trigger is off."),
 		restoreDuration: d("stated_restore_duration_seconds",
 			"How long the restore this cluster's state came from took (stated restore: selecting, downloading and verifying the checkpoint, and preparing the state); absent when the state was never restored or the restore predates the record."),
 		restoreTime: d("stated_restore_timestamp_seconds",
@@ -104,7 +112,7 @@ func NewStoreCollector(s Store, countsEvery time.Duration) *StoreCollector {
 // Describe implements prometheus.Collector.
 func (c *StoreCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.role, c.term, c.commitIndex, c.appliedIndex, c.lastIndex, c.hasLeader, c.leaderChanges,
-		c.snapshotsTaken, c.snapshotsInstalled, c.restoreDuration, c.restoreTime, c.restoredEpoch,
+		c.snapshotsTaken, c.snapshotsInstalled, c.logBytes, c.snapshotThreshold, c.restoreDuration, c.restoreTime, c.restoredEpoch,
 		c.sessions, c.ttlBacklog, c.keys, c.bytes, c.namespaces, c.wmLag, c.openWindows, c.pending, c.lateDropped} {
 		ch <- d
 	}
@@ -127,6 +135,9 @@ func (c *StoreCollector) Collect(ch chan<- prometheus.Metric) {
 	snaps := c.store.SnapshotCounts()
 	ch <- prometheus.MustNewConstMetric(c.snapshotsTaken, prometheus.CounterValue, float64(snaps.Persisted))
 	ch <- prometheus.MustNewConstMetric(c.snapshotsInstalled, prometheus.CounterValue, float64(snaps.Restored))
+	sb := c.store.SnapshotBytesStatus()
+	gauge(c.logBytes, float64(sb.SinceSnapshot))
+	gauge(c.snapshotThreshold, float64(sb.Threshold))
 	if from, ok, err := c.store.RestoredFrom(); err == nil && ok {
 		gauge(c.restoredEpoch, float64(from.Epoch))
 		if from.Took > 0 {
