@@ -9,50 +9,21 @@ import (
 
 func TestRaftLogStoreRefusesAnUnknownStoreNamingWhereItCameFrom(t *testing.T) {
 	t.Parallel()
-	file := writeConfig(t, "raft-log-store: bolt\n")
-	for _, tc := range []struct {
-		name string
-		env  map[string]string
-		args []string
-		msg  string
-	}{
+	checkRefusedNamingSource(t, []sourceCase{
 		{"flag", nil, []string{"--raft-log-store", "bolt"}, `invalid argument "bolt" for "--raft-log-store"`},
 		{"env", map[string]string{"STATED_RAFT_LOG_STORE": "bolt"}, nil, `STATED_RAFT_LOG_STORE: value "bolt"`},
-		{"file", nil, []string{"--config", file}, `key "raft-log-store": value "bolt"`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dataDir := filepath.Join(t.TempDir(), "data")
-			r := cliRun(t, tc.env, append([]string{"run", "--data-dir", dataDir}, tc.args...)...)
-			if r.code != exitUsage || !strings.Contains(r.stderr, tc.msg) || !strings.Contains(r.stderr, "want wal or boltdb") {
-				t.Errorf("exit %d, stderr %q; want 64, %q and the stores", r.code, r.stderr, tc.msg)
-			}
-			if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
-				t.Errorf("the data dir was created: %v", err)
-			}
-		})
-	}
+		{"file", nil, []string{"--config", writeConfig(t, "raft-log-store: bolt\n")}, `key "raft-log-store": value "bolt"`},
+	}, "want wal or boltdb")
 }
 
 func TestPrintConfigShowsTheRaftLogStoreAndItsSource(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		env  map[string]string
-		args []string
-		want string
-	}{
-		{nil, nil, `raft-log-store: ""  # default`},
-		{map[string]string{"STATED_RAFT_LOG_STORE": "wal"}, nil, `raft-log-store: "wal"  # env STATED_RAFT_LOG_STORE`},
-		{nil, []string{"--config", writeConfig(t, "raft-log-store: boltdb\n")}, `raft-log-store: "boltdb"  # file`},
-		{map[string]string{"STATED_RAFT_LOG_STORE": "wal"}, []string{"--raft-log-store", "boltdb"}, `raft-log-store: "boltdb"  # flag`},
-	} {
-		r := cliRun(t, tc.env, append([]string{"run", "--print-config"}, tc.args...)...)
-		if r.code != exitOK {
-			t.Fatalf("%v %v: exit %d, stderr %q", tc.env, tc.args, r.code, r.stderr)
-		}
-		if got := printedLine(t, r.stdout, "raft-log-store"); got != tc.want {
-			t.Errorf("%v %v: %q, want %q", tc.env, tc.args, got, tc.want)
-		}
-	}
+	checkPrintedWithSource(t, "raft-log-store", []sourceCase{
+		{"default", nil, nil, `raft-log-store: ""  # default`},
+		{"env", map[string]string{"STATED_RAFT_LOG_STORE": "wal"}, nil, `raft-log-store: "wal"  # env STATED_RAFT_LOG_STORE`},
+		{"file", nil, []string{"--config", writeConfig(t, "raft-log-store: boltdb\n")}, `raft-log-store: "boltdb"  # file`},
+		{"flag over env", map[string]string{"STATED_RAFT_LOG_STORE": "wal"}, []string{"--raft-log-store", "boltdb"}, `raft-log-store: "boltdb"  # flag`},
+	})
 }
 
 // TestRunRefusesADataDirOfTheOtherRaftLogStoreAndOpensItsOwnWithoutTheFlag:

@@ -14,6 +14,11 @@ const cacheSizeHelp = `size of the block cache of the state's Pebble: decoded bl
 	`e.g. 64MiB, 512MB, 1GiB (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024, a bare number is bytes); at least 1MiB. ` +
 	`Larger state with reads spread over it wants a larger cache; size the container's memory limit with it (docs/OPERATIONS.md, Memory)`
 
+// raftSnapshotBytesHelp is the help of --raft-snapshot-bytes.
+const raftSnapshotBytesHelp = `also take a Raft snapshot once the log since the last one holds this many bytes, or the size of the state at the last snapshot if larger: ` +
+	`bounds what a restart replays and the log's disk with large commits, which --raft-snapshot-threshold counts as entries. ` +
+	`A size such as 256MiB, 1GiB, 500MB or bytes; 0 snapshots by entries only`
+
 // byteUnits are the suffixes a size may carry, longest first so that
 // "MiB" is not read as "B" after a number "12Mi".
 var byteUnits = []struct {
@@ -60,28 +65,50 @@ func formatByteSize(n int64) string {
 	return strconv.FormatInt(n, 10)
 }
 
-// cacheSizeValue is the value of --cache-size. A bad value is refused
-// when it is set, from the command line, the environment or a config
-// file.
-type cacheSizeValue struct{ p *int64 }
+// sizeValue is the value of a size flag (--cache-size,
+// --raft-snapshot-bytes). A bad value is refused when it is set, from the
+// command line, the environment or a config file.
+type sizeValue struct {
+	p *int64
+	// hint follows an error parsing the size, if set.
+	hint string
+	// check, if set, refuses a size out of the flag's range; its error
+	// follows "<value> is ".
+	check func(int64) error
+}
 
-func (v cacheSizeValue) String() string {
+// cacheSizeValue is the value of --cache-size: at least
+// daemon.CheckCacheSize's minimum.
+func cacheSizeValue(p *int64) sizeValue { return sizeValue{p: p, check: daemon.CheckCacheSize} }
+
+// snapshotBytesValue is the value of --raft-snapshot-bytes: a size, 0 for
+// none.
+func snapshotBytesValue(p *int64) sizeValue {
+	return sizeValue{p: p, hint: "0 turns the size trigger off"}
+}
+
+func (v sizeValue) String() string {
 	if v.p == nil {
 		return ""
 	}
 	return formatByteSize(*v.p)
 }
 
-func (v cacheSizeValue) Set(s string) error {
+func (v sizeValue) Set(s string) error {
 	n, err := parseByteSize(s)
 	if err != nil {
+		if v.hint != "" {
+			return fmt.Errorf("%w (%s)", err, v.hint)
+		}
 		return err
 	}
-	if err := daemon.CheckCacheSize(n); err != nil {
-		return fmt.Errorf("%s is %w", s, err)
+	if v.check != nil {
+		if err := v.check(n); err != nil {
+			return fmt.Errorf("%s is %w", s, err)
+		}
 	}
 	*v.p = n
 	return nil
 }
 
-func (v cacheSizeValue) Type() string { return "size" }
+func (v sizeValue) Type() string { return "size" }
