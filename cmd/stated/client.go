@@ -103,10 +103,18 @@ func (c *cli) opContext(cmd *cobra.Command) (context.Context, context.CancelFunc
 }
 
 // boundReached reports whether err ended an operation of ctx because its
-// explicit --timeout passed.
+// explicit --timeout passed. The deadline is read from the clock, not only
+// from ctx.Err(): the daemon's copy of the deadline can fire, and its
+// DeadlineExceeded arrive, before the goroutine that cancels ctx has run
+// on a loaded machine, and the user must then still hear what runs on.
 func boundReached(ctx context.Context, err error) bool {
-	if err == nil || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if err == nil {
 		return false
+	}
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if dl, ok := ctx.Deadline(); !ok || time.Now().Before(dl) {
+			return false
+		}
 	}
 	return errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded || status.Code(err) == codes.Canceled
 }
