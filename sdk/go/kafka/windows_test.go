@@ -307,6 +307,13 @@ func TestWindowEmissionsAreDeliveredAgainAfterACrashAndNeverTwiceOnceAcked(t *te
 	waitFor(t, "the topic drained", e.drained(ctx, check))
 	e.closeAll(ctx, check)
 	waitFor(t, "every window delivered", e.noPending(ctx, check))
+	// The outbox is empty once the last acknowledgement applied, a moment
+	// before its commit returns to p2 and p2 counts it: stopping p2 in
+	// between would leave that commit's outcome unknown to p2, and
+	// uncounted.
+	waitFor(t, "p2 counting every emission it delivered", func() (bool, error) {
+		return p2.Stats().Emissions >= int64(len(e.want)), nil
+	})
 	if err := stop2(); err != nil {
 		t.Fatal(err)
 	}
