@@ -310,6 +310,87 @@ func TestKafkaHandlerErrorRetriesTheBatch(t *testing.T) {
 	k.checkCounts(ctx, t, c, "counts")
 }
 
+// produceSpread writes perPartition records to each partition, keys
+// cycling through keys distinct values.
+func (k *kafkaEnv) produceSpread(ctx context.Context, t *testing.T, perPartition, keys int) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.brokers...), kgo.DefaultProduceTopic(k.topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for i := range perPartition {
+		for p := range k.partitions {
+			n := len(recs)
+			recs = append(recs, &kgo.Record{Partition: p, Key: fmt.Appendf(nil, "k%03d", n%keys), Value: fmt.Appendf(nil, "%d/%d", p, i)})
+		}
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, r := range cl.ProduceSync(ctx, recs...) {
+		if r.Err != nil {
+			t.Fatalf("produce: %v", r.Err)
+		}
+		k.expected[string(r.Record.Key)]++
+		k.ends[r.Record.Partition] = max(k.ends[r.Record.Partition], r.Record.Offset+1)
+	}
+}
+
+// TestKafkaHandlerErrorInTheSecondBatchLosesNoRecordOfAnyPartition: the
+// topic's 4 partitions hold 8 records each and batches are of 5 records,
+// so batches mix partitions and records of every partition follow the
+// second one. A handler failure there abandons that batch only; the
+// records after it, of every partition, are processed once: every count
+// is exact.
+func TestKafkaHandlerErrorInTheSecondBatchLosesNoRecordOfAnyPartition(t *testing.T) {
+	ctx := kafkaTestContext(t)
+	d := daemontest.Start(t)
+	k := newKafka(t, "events", 4)
+	k.produceSpread(ctx, t, 8, 7)
+	c := sdkDial(ctx, t, d.SocketPath())
+	counts := stated.NewCounter(c, "counts")
+	cfg := k.countingConfig(c, "g", "counts")
+	cfg.RetryBackoff = 10 * time.Millisecond
+	cfg.MaxPollRecords = 5
+	var (
+		mu      sync.Mutex
+		txns    = map[*stated.Txn]bool{}
+		failed  bool
+		batches []int // records handled per batch, in order
+	)
+	cfg.Handler = func(_ context.Context, txn *stated.Txn, r *kgo.Record) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !txns[txn] {
+			txns[txn] = true
+			batches = append(batches, 0)
+			if len(txns) == 2 && !failed {
+				failed = true
+				return errors.New("injected failure in the second batch")
+			}
+		}
+		batches[len(batches)-1]++
+		counts.In(txn).Add(string(r.Key), 1)
+		return nil
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := startProcessor(pctx, t, cfg)
+	k.waitDrained(ctx, t, c, "g", errc)
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	t.Logf("records per batch handled: %v", batches)
+	if !failed {
+		t.Fatal("the second batch never ran")
+	}
+	mu.Unlock()
+	k.checkCounts(ctx, t, c, "counts")
+}
+
 // TestKafkaRebalanceMovesPartitionsWithoutLossOrDoubles: a second
 // processor joins the group while the first is consuming and takes part
 // of the partitions; both commit, and every count is exact.

@@ -392,6 +392,50 @@ func TestAFullOutboxHoldsBatchesUntilItsEmissionsAreDelivered(t *testing.T) {
 	}
 }
 
+// TestACallbackFailureLosesNoRecordAfterItsBatch: when a callback fails
+// after its batch committed, the processor goes on from the records after
+// that batch, delivering the pending windows again first: every window is
+// delivered once, with the count of every click produced.
+func TestACallbackFailureLosesNoRecordAfterItsBatch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := newWindowEnv(t, 0)
+	e.produce(ctx, 200)
+	check := e.dial(ctx)
+	defer check.Close()
+	c := e.dial(ctx)
+	defer c.Close()
+	cfg := e.config(c)
+	cfg.MaxPollRecords = 10
+	var calls, failures atomic.Int64
+	record := recordingCallback(&calls)
+	_, stop := e.start(t, cfg, func(ctx context.Context, txn *stated.Txn, ems []stated.Emission) error {
+		if failures.Load() == 0 {
+			failures.Add(1)
+			return errors.New("injected failure of the first callback")
+		}
+		return record(ctx, txn, ems)
+	})
+	waitFor(t, "the topic drained", e.drained(ctx, check))
+	e.closeAll(ctx, check)
+	waitFor(t, "every window delivered", e.noPending(ctx, check))
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if failures.Load() != 1 {
+		t.Fatalf("%d callback failures, want the one injected", failures.Load())
+	}
+	delivered, counted := counters(ctx, t, check, "delivered"), counters(ctx, t, check, "counted")
+	for w, n := range e.want {
+		if delivered[w] != 1 || counted[w] != n {
+			t.Errorf("window %s: delivered %d times with count %d; want once with %d", w, delivered[w], counted[w], n)
+		}
+	}
+	if len(delivered) != len(e.want) {
+		t.Errorf("%d windows delivered, want %d", len(delivered), len(e.want))
+	}
+}
+
 // TestEmissionsAnotherProcessorAcknowledgedAreSkipped: when another
 // processor acknowledges emissions between this one reading them and
 // committing its callback's transaction, the commit is refused as a whole
