@@ -1,12 +1,14 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -389,6 +391,81 @@ func TestKafkaHandlerErrorInTheSecondBatchLosesNoRecordOfAnyPartition(t *testing
 	}
 	mu.Unlock()
 	k.checkCounts(ctx, t, c, "counts")
+}
+
+// TestKafkaBatchTooLargeForOneCommitIsCommittedInParts: each record puts
+// a 1 KiB value, so a batch of 1,000 records is far larger than the
+// client's 64 KiB message limit. The commit is refused before anything
+// applies, and the processor commits the batch in halves (and halves of
+// halves) instead of stopping: every record's count and value is there
+// once. A single record too large on its own still stops Run, naming the
+// size limit.
+func TestKafkaBatchTooLargeForOneCommitIsCommittedInParts(t *testing.T) {
+	ctx := kafkaTestContext(t)
+	d := daemontest.Start(t)
+	k := newKafka(t, "events", 2)
+	k.produce(ctx, t, 3000, 17)
+	c := sdkDial(ctx, t, d.SocketPath(), stated.WithMaxMessageSize(64<<10))
+	counts := stated.NewCounter(c, "counts")
+	var logs daemontest.Buffer
+	cfg := k.countingConfig(c, "g", "counts")
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	cfg.MaxPollRecords = 1000
+	value := bytes.Repeat([]byte("v"), 1024)
+	cfg.Handler = func(_ context.Context, txn *stated.Txn, r *kgo.Record) error {
+		counts.In(txn).Add(string(r.Key), 1)
+		txn.Put("values", fmt.Appendf(nil, "%d/%d", r.Partition, r.Offset), append(value, r.Value...))
+		return nil
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := startProcessor(pctx, t, cfg)
+	k.waitDrained(ctx, t, c, "g", errc)
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	k.checkCounts(ctx, t, c, "counts")
+	n := 0
+	check := sdkDial(ctx, t, d.SocketPath()) // c's limit also caps what it receives
+	for e, err := range check.Scan(ctx, stated.ScanQuery{Namespace: "values"}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(e.Value, value) {
+			t.Fatalf("value of %s: %d bytes, not the record's", e.Key, len(e.Value))
+		}
+		n++
+	}
+	if n != 3000 {
+		t.Errorf("%d values, want one per record (3000)", n)
+	}
+	if !strings.Contains(logs.String(), "committing it in halves") {
+		t.Errorf("no batch was split: the test no longer exceeds the message size\n%s", logs.String())
+	}
+	if got := strings.Count(logs.String(), "committing it in halves"); got != 1 {
+		t.Errorf("the split was logged %d times, want once", got)
+	}
+
+	// One record larger than the limit on its own cannot be split.
+	k2 := newKafka(t, "big", 1)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k2.brokers...), kgo.DefaultProduceTopic(k2.topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte("k"), Value: bytes.Repeat([]byte("x"), 100<<10)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cfg2 := k2.countingConfig(c, "g2", "big")
+	cfg2.Handler = func(_ context.Context, txn *stated.Txn, r *kgo.Record) error {
+		txn.Put("big", r.Key, r.Value)
+		return nil
+	}
+	err = <-startProcessor(ctx, t, cfg2)
+	if !errors.Is(err, stated.ErrResourceExhausted) || !strings.Contains(err.Error(), "commit of 1 records") {
+		t.Fatalf("Run with a record larger than the message size = %v; want its commit refused as too large", err)
+	}
 }
 
 // TestKafkaRebalanceMovesPartitionsWithoutLossOrDoubles: a second

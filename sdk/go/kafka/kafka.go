@@ -60,6 +60,9 @@ type Config struct {
 	StartOffset *kgo.Offset
 	// MaxPollRecords caps the records of one poll, and so of one stated
 	// commit and of the time a rebalance may wait for it. Zero means 5000.
+	// A batch whose commit exceeds the maximum message size is committed
+	// in halves (halved again as needed); only a single record too large
+	// on its own stops Run.
 	MaxPollRecords int
 	// RetryBackoff is the first wait after a handler error before the
 	// batch is processed again; it doubles up to 5 s. Zero means 100 ms.
@@ -157,6 +160,9 @@ type Processor struct {
 	// clReady is closed once cl is set: the client joins the group as
 	// soon as it exists, so its callbacks can run before New returns.
 	clReady chan struct{}
+	// splitLogged is set once a batch too large for one commit was
+	// split (Run's goroutine only).
+	splitLogged bool
 
 	mu    sync.Mutex
 	owned map[topicPartition]*owned
@@ -242,7 +248,9 @@ func New(cfg Config) (*Processor, error) {
 // partitions are rewound and processed again after a backoff. A commit
 // that stated refuses because a partition was claimed by another processor
 // drops that partition (see Config.OnFenced) and processes the rest of the
-// batch again. Any other refused commit stops Run with the error; so does
+// batch again. A commit larger than the maximum message size is made again
+// in halves (see Config.MaxPollRecords). Any other refused commit stops
+// Run with the error; so does
 // stated.ErrSessionFenced, which says another process opened a session
 // with the same client id: this processor is a zombie, and its commits
 // would all be refused.
@@ -434,11 +442,31 @@ func (p *Processor) process(ctx context.Context, b *batch) (stated.CommitResult,
 		var fe *stated.FencedError
 		if errors.As(err, &fe) {
 			p.fenced(fe)
-			b.parts = dropPartition(b.parts, topicPartition{fe.Topic, fe.Partition})
+			b.drop(topicPartition{fe.Topic, fe.Partition})
 			continue
 		}
 		if errors.Is(err, stated.ErrOutboxFull) {
 			return stated.CommitResult{}, fmt.Errorf("%w: commit of %d records: %w", errOutboxFull, b.records, err)
+		}
+		if errors.Is(err, stated.ErrResourceExhausted) && b.records > 1 {
+			// Larger than the maximum message size: refused before the
+			// daemon applied anything. Each half commits on its own, and
+			// halves again if it is still too large. Should the second
+			// half fail, the caller's rewind of b also covers the first,
+			// whose records batch() then skips as committed.
+			first, second := b.halves()
+			if !p.splitLogged { // once: every large batch may need it
+				p.splitLogged = true
+				p.logger.Warn("kafka: a batch's commit is larger than the maximum message size; committing it in halves (this is logged once; lower MaxPollRecords, or raise the message size of the client and the daemon)",
+					"group", p.cfg.Group, "records", b.records, "error", err)
+			}
+			res, err := p.process(ctx, first)
+			if err != nil {
+				return res, err
+			}
+			res2, err := p.process(ctx, second)
+			res2.Emissions = append(res.Emissions, res2.Emissions...)
+			return res2, err
 		}
 		if err != nil {
 			return stated.CommitResult{}, fmt.Errorf("kafka: commit of %d records: %w", b.records, err)
@@ -473,14 +501,36 @@ func (p *Processor) handle(ctx context.Context, txn *stated.Txn, b *batch) error
 	return nil
 }
 
-func dropPartition(parts []*partBatch, tp topicPartition) []*partBatch {
-	out := parts[:0]
-	for _, pb := range parts {
-		if pb.tp != tp {
-			out = append(out, pb)
+// halves splits b into two batches of half its records each (the first
+// gets the odd one), keeping each partition's records in order.
+func (b *batch) halves() (first, second *batch) {
+	first, second = &batch{}, &batch{}
+	want := (b.records + 1) / 2
+	for _, pb := range b.parts {
+		n := min(len(pb.records), want-first.records)
+		if n > 0 {
+			first.parts = append(first.parts, &partBatch{tp: pb.tp, claim: pb.claim, records: pb.records[:n:n]})
+			first.records += n
+		}
+		if n < len(pb.records) {
+			second.parts = append(second.parts, &partBatch{tp: pb.tp, claim: pb.claim, records: pb.records[n:]})
+			second.records += len(pb.records) - n
 		}
 	}
-	return out
+	return first, second
+}
+
+// drop removes partition tp's records from b.
+func (b *batch) drop(tp topicPartition) {
+	out := b.parts[:0]
+	for _, pb := range b.parts {
+		if pb.tp == tp {
+			b.records -= len(pb.records)
+			continue
+		}
+		out = append(out, pb)
+	}
+	b.parts = out
 }
 
 // committed moves each partition's next offset past the committed batch.
