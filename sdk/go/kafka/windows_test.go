@@ -503,6 +503,11 @@ func TestEmissionsAnotherProcessorAcknowledgedAreSkipped(t *testing.T) {
 		n, err := pending(ctx, check, e.ns)
 		return n == 0, err
 	})
+	// The outbox is empty once the last acknowledgement applied, a moment
+	// before its commit returns to p and p counts it.
+	waitFor(t, "p counting every emission it delivered", func() (bool, error) {
+		return p.Stats().Emissions+stolen.Load() >= int64(len(e.want)), nil
+	})
 	stopRun()
 	if err := <-errc; err != nil {
 		t.Fatal(err)
