@@ -468,6 +468,62 @@ func TestKafkaBatchTooLargeForOneCommitIsCommittedInParts(t *testing.T) {
 	}
 }
 
+// TestKafkaFencingWhileABatchIsSplitIsReportedOnce: another processor
+// claims the partition while this one handles a batch too large for one
+// commit. The first part's commit is refused as fenced; the rest of the
+// batch, of the same partition, is then dropped without being committed
+// again, so OnFenced hears of the fencing once.
+func TestKafkaFencingWhileABatchIsSplitIsReportedOnce(t *testing.T) {
+	ctx := kafkaTestContext(t)
+	d := daemontest.Start(t)
+	k := newKafka(t, "events", 1)
+	k.produce(ctx, t, 1000, 5)
+	c := sdkDial(ctx, t, d.SocketPath(), stated.WithMaxMessageSize(64<<10))
+	other := sdkDial(ctx, t, d.SocketPath(), stated.WithClientID("the-other-processor"))
+	cfg := k.countingConfig(c, "g", "counts")
+	cfg.MaxPollRecords = 1000
+	value := bytes.Repeat([]byte("v"), 1024)
+	var claimed atomic.Bool
+	cfg.Handler = func(ctx context.Context, txn *stated.Txn, r *kgo.Record) error {
+		if !claimed.Load() {
+			if _, err := other.Claim(ctx, "g", []stated.TopicPartition{{Topic: k.topic, Partition: r.Partition}}); err != nil {
+				return err
+			}
+			claimed.Store(true)
+		}
+		txn.Put("values", fmt.Appendf(nil, "%d", r.Offset), value)
+		return nil
+	}
+	var fenced atomic.Int32
+	cfg.OnFenced = func(*stated.FencedError) { fenced.Add(1) }
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p, err := kafka.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(pctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(p.Stats().Fenced) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the processor never saw its partition fenced")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // the rest of the split, were it still committing
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if n := fenced.Load(); n != 1 {
+		t.Errorf("OnFenced called %d times for one fencing, want once", n)
+	}
+	if s := p.Stats(); s.Records != 0 {
+		t.Errorf("Stats().Records = %d after every commit was fenced, want 0", s.Records)
+	}
+}
+
 // TestKafkaRebalanceMovesPartitionsWithoutLossOrDoubles: a second
 // processor joins the group while the first is consuming and takes part
 // of the partitions; both commit, and every count is exact.

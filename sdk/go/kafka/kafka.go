@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -464,6 +465,7 @@ func (p *Processor) process(ctx context.Context, b *batch) (stated.CommitResult,
 			if err != nil {
 				return res, err
 			}
+			p.dropFenced(second) // fenced while the first half committed
 			res2, err := p.process(ctx, second)
 			res2.Emissions = append(res.Emissions, res2.Emissions...)
 			return res2, err
@@ -518,6 +520,18 @@ func (b *batch) halves() (first, second *batch) {
 		}
 	}
 	return first, second
+}
+
+// dropFenced removes from b the partitions this processor no longer owns
+// under b's claims.
+func (p *Processor) dropFenced(b *batch) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pb := range slices.Clone(b.parts) {
+		if o, ok := p.owned[pb.tp]; !ok || o.claim.Epoch != pb.claim.Epoch {
+			b.drop(pb.tp)
+		}
+	}
 }
 
 // drop removes partition tp's records from b.
