@@ -152,6 +152,21 @@ func (k *kafkaEnv) waitDrained(ctx context.Context, t *testing.T, c *stated.Clie
 	}
 }
 
+// runUntilDrained runs a processor of cfg until the group's offsets in
+// stated reach the end of every partition, then stops it; Run must return
+// nil.
+func (k *kafkaEnv) runUntilDrained(ctx context.Context, t *testing.T, c *stated.Client, group string, cfg kafka.Config) {
+	t.Helper()
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := startProcessor(pctx, t, cfg)
+	k.waitDrained(ctx, t, c, group, errc)
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // checkCounts compares every key's counter in ns with the records
 // produced with that key.
 func (k *kafkaEnv) checkCounts(ctx context.Context, t *testing.T, c *stated.Client, ns string) {
@@ -251,14 +266,7 @@ func TestKafkaExactlyOnceAcrossCancelledProcessors(t *testing.T) {
 		}
 	}
 	c := sdkDial(ctx, t, d.SocketPath())
-	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := startProcessor(pctx, t, k.countingConfig(c, "g", "counts"))
-	k.waitDrained(ctx, t, c, "g", errc)
-	cancel()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	k.runUntilDrained(ctx, t, c, "g", k.countingConfig(c, "g", "counts"))
 	k.checkCounts(ctx, t, c, "counts")
 }
 
@@ -298,14 +306,7 @@ func TestKafkaHandlerErrorRetriesTheBatch(t *testing.T) {
 		counts.In(txn).Add(string(r.Key), 1)
 		return nil
 	}
-	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := startProcessor(pctx, t, cfg)
-	k.waitDrained(ctx, t, c, "g", errc)
-	cancel()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	k.runUntilDrained(ctx, t, c, "g", cfg)
 	if failures.Load() != 2 || seen.Load() != 3 {
 		t.Fatalf("record seen %d times with %d failures, want 3 and 2", seen.Load(), failures.Load())
 	}
@@ -376,14 +377,7 @@ func TestKafkaHandlerErrorInTheSecondBatchLosesNoRecordOfAnyPartition(t *testing
 		counts.In(txn).Add(string(r.Key), 1)
 		return nil
 	}
-	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := startProcessor(pctx, t, cfg)
-	k.waitDrained(ctx, t, c, "g", errc)
-	cancel()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	k.runUntilDrained(ctx, t, c, "g", cfg)
 	mu.Lock()
 	t.Logf("records per batch handled: %v", batches)
 	if !failed {
@@ -417,14 +411,7 @@ func TestKafkaBatchTooLargeForOneCommitIsCommittedInParts(t *testing.T) {
 		txn.Put("values", fmt.Appendf(nil, "%d/%d", r.Partition, r.Offset), append(value, r.Value...))
 		return nil
 	}
-	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := startProcessor(pctx, t, cfg)
-	k.waitDrained(ctx, t, c, "g", errc)
-	cancel()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	k.runUntilDrained(ctx, t, c, "g", cfg)
 	k.checkCounts(ctx, t, c, "counts")
 	n := 0
 	check := sdkDial(ctx, t, d.SocketPath()) // c's limit also caps what it receives
@@ -734,14 +721,7 @@ func TestKafkaBatchHandlerCommitsEachPollOnce(t *testing.T) {
 		}
 		return nil
 	}
-	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := startProcessor(pctx, t, cfg)
-	k.waitDrained(ctx, t, c, "g", errc)
-	cancel()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	k.runUntilDrained(ctx, t, c, "g", cfg)
 	if largest.Load() > 1000 {
 		t.Errorf("a batch of %d records, over MaxPollRecords 1000", largest.Load())
 	}

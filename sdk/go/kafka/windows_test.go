@@ -244,6 +244,21 @@ func counters(ctx context.Context, t *testing.T, c *stated.Client, ns string) ma
 	return got
 }
 
+// checkEachWindowDeliveredOnce checks that recordingCallback saw every
+// produced window exactly once, with its full count, and no other window.
+func (e *windowEnv) checkEachWindowDeliveredOnce(ctx context.Context, check *stated.Client) {
+	e.t.Helper()
+	delivered, counted := counters(ctx, e.t, check, "delivered"), counters(ctx, e.t, check, "counted")
+	for w, n := range e.want {
+		if delivered[w] != 1 || counted[w] != n {
+			e.t.Errorf("window %s: delivered %d times with count %d; want once with %d", w, delivered[w], counted[w], n)
+		}
+	}
+	if len(delivered) != len(e.want) {
+		e.t.Errorf("%d windows delivered, want %d", len(delivered), len(e.want))
+	}
+}
+
 // closeAll advances every partition's watermark past the last click, so
 // that every window closes; the emissions go to the outbox, for the
 // running processor to find.
@@ -317,15 +332,7 @@ func TestWindowEmissionsAreDeliveredAgainAfterACrashAndNeverTwiceOnceAcked(t *te
 	if err := stop2(); err != nil {
 		t.Fatal(err)
 	}
-	delivered, counted := counters(ctx, t, check, "delivered"), counters(ctx, t, check, "counted")
-	for w, n := range e.want {
-		if delivered[w] != 1 || counted[w] != n {
-			t.Errorf("window %s: delivered %d times with count %d; want once with %d", w, delivered[w], counted[w], n)
-		}
-	}
-	if len(delivered) != len(e.want) {
-		t.Errorf("%d windows delivered, want %d", len(delivered), len(e.want))
-	}
+	e.checkEachWindowDeliveredOnce(ctx, check)
 	if s := p2.Stats(); s.Emissions != int64(len(e.want)) {
 		t.Errorf("Stats().Emissions = %d, want %d", s.Emissions, len(e.want))
 	}
@@ -425,15 +432,7 @@ func TestACallbackFailureLosesNoRecordAfterItsBatch(t *testing.T) {
 	if failures.Load() != 1 {
 		t.Fatalf("%d callback failures, want the one injected", failures.Load())
 	}
-	delivered, counted := counters(ctx, t, check, "delivered"), counters(ctx, t, check, "counted")
-	for w, n := range e.want {
-		if delivered[w] != 1 || counted[w] != n {
-			t.Errorf("window %s: delivered %d times with count %d; want once with %d", w, delivered[w], counted[w], n)
-		}
-	}
-	if len(delivered) != len(e.want) {
-		t.Errorf("%d windows delivered, want %d", len(delivered), len(e.want))
-	}
+	e.checkEachWindowDeliveredOnce(ctx, check)
 }
 
 // TestEmissionsAnotherProcessorAcknowledgedAreSkipped: when another
