@@ -28,8 +28,11 @@ const (
 // wrote, at every size.
 const (
 	growthCommitFloor = 0.8
-	growthRSSCeiling  = 1.2
-	growthIncrCeiling = 2.0
+	// growthIntervalFloor: commits with a checkpoint every second keep
+	// at least this share of their rate without (the 5%).
+	growthIntervalFloor = 0.95
+	growthRSSCeiling    = 1.2
+	growthIncrCeiling   = 2.0
 )
 
 // ParseSize reads a state size such as "20MB", "1GB" or "10GB" (binary
@@ -270,10 +273,45 @@ func (g growthRows) rows(op string) []growthRow {
 		}
 		return s
 	}, "—")
+	add(fmt.Sprintf("commits of 100 %ss, 8 clients, with a checkpoint every second, against none, side by side after the restart: %ss/s, the checkpoints taken and their mean time", op, op), "ckpt1s-ops/s", func(i int, v float64) string {
+		s := thousands(v) + "/s"
+		if q, ok := g.val(i, "nockpt-ops/s"); ok && q > 0 {
+			s += fmt.Sprintf(" against %s/s (%s×)", thousands(q), sig(v/q))
+		}
+		if n, ok := g.val(i, "ckpt1s-checkpoints"); ok {
+			s += fmt.Sprintf(", %s checkpoints", thousands(n))
+		}
+		return s + g.opt(i, "ckpt1s-ckpt-s")
+	}, g.intervalVerdict())
 	add("RSS after the restart and its first commit: VmRSS, RssAnon", "restart-RssAnon-MB", func(i int, v float64) string {
 		return strings.TrimPrefix(g.opt(i, "restart-VmRSS-MB"), ", ") + ", " + formatMetric("restart-RssAnon-MB", v)
 	}, g.ceilingVerdict("restart-RssAnon-MB", growthRSSCeiling, "bounded by configuration (RssAnon within 20%)"))
 	return out
+}
+
+// intervalVerdict: at every size, commits with a checkpoint every
+// second run at least growthIntervalFloor of the rate without.
+func (g growthRows) intervalVerdict() string {
+	const target = "a 1 s checkpoint interval costs under 5% of commit throughput"
+	worst, measured := 0.0, false
+	for i := range g.benches {
+		v, ok1 := g.val(i, "ckpt1s-ops/s")
+		q, ok2 := g.val(i, "nockpt-ops/s")
+		if !ok1 || !ok2 || q == 0 {
+			continue
+		}
+		if r := v / q; !measured || r < worst {
+			worst = r
+		}
+		measured = true
+	}
+	switch {
+	case !measured:
+		return target + ": not measured"
+	case worst >= growthIntervalFloor:
+		return target + ": met"
+	}
+	return fmt.Sprintf("%s: missed (%s× at worst)", target, sig(worst))
 }
 
 // floorVerdict: the ratio of unit must be at least floor.

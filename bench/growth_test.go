@@ -207,6 +207,56 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 	}
 	b.ReportMetric(rss, "restart-VmRSS-MB")
 	b.ReportMetric(rssAnon(b, nd), "restart-RssAnon-MB")
+
+	// What a checkpoint every second costs the commits: the batch row
+	// twice more, side by side, without checkpoints and then with one
+	// triggered every second as --checkpoint-interval 1s takes them.
+	growthCommits(b, "nockpt", 2*opts.commitTime, 8, 100, gc.op, c2)
+	growthCommitsCheckpointing(b, "ckpt1s", 2*opts.commitTime, time.Second, 8, 100, gc.op, c2, checkpointsClient(b, nd))
+}
+
+// growthCommitsCheckpointing runs growthCommits while it triggers a
+// checkpoint every interval, as the coordinator's ticker does: the next
+// starts when its tick has come and the one before completed. It reports
+// the checkpoints completed (PREFIX-checkpoints) and their mean time
+// (PREFIX-ckpt-s).
+func growthCommitsCheckpointing(b *testing.B, prefix string, d, every time.Duration, clients, n int, op func(int, *stated.Txn, int), c *stated.Client, cp statedv1.CheckpointsClient) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var done int
+	var took time.Duration
+	var failed error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			start := time.Now()
+			if _, err := cp.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true}); err != nil {
+				if ctx.Err() == nil {
+					failed = err
+				}
+				return
+			}
+			done++
+			took += time.Since(start)
+		}
+	})
+	growthCommits(b, prefix, d, clients, n, op, c)
+	cancel()
+	wg.Wait()
+	if failed != nil {
+		b.Fatalf("%s: a checkpoint failed: %v", prefix, failed)
+	}
+	if done == 0 {
+		b.Fatalf("%s: no checkpoint completed in %v", prefix, d)
+	}
+	b.ReportMetric(float64(done), prefix+"-checkpoints")
+	b.ReportMetric(took.Seconds()/float64(done), prefix+"-ckpt-s")
 }
 
 // logUntil is logs up to the first line holding msg, that line included.

@@ -69,6 +69,13 @@ type CheckpointStatus struct {
 	BytesUploadedTotal                                  int64
 	KafkaCommits, KafkaCommitErrors, KafkaMemberCommits uint64
 
+	// LastCount is how the last completed checkpoint's state was
+	// counted for its manifest: from the checkpoint counted before it
+	// (LastCount.Whole empty), reading only the tables that changed, or
+	// whole; LastCountDuration is how long that took.
+	LastCount         fsm.CheckpointCount
+	LastCountDuration time.Duration
+
 	InProgressEpoch      uint64
 	InProgressBytesDone  int64
 	InProgressBytesTotal int64
@@ -90,6 +97,9 @@ type coordinator struct {
 	// stateDir is this node's Pebble directory, whose tables a follower
 	// hashes ahead of time (prehash).
 	stateDir string
+	// counter counts each local checkpoint's state from the last one
+	// counted, kept in the data dir (fsm.CountBaseDir).
+	counter *fsm.CheckpointCounter
 
 	triggers chan *trigger
 	// cutHook, for tests, may replace the local checkpoint directory of
@@ -152,6 +162,7 @@ func openCoordinator(ctx context.Context, cfg Config, store *raftstore.Store, lo
 		store: store, bucket: b, up: up, logger: logger, keeper: ucfg.Keeper,
 		retain: cfg.CheckpointRetain, every: cfg.CheckpointInterval, pollFor: 50 * time.Millisecond,
 		triggers: make(chan *trigger), stateDir: filepath.Join(cfg.DataDir, stateDirName),
+		counter: fsm.NewCheckpointCounter(filepath.Join(cfg.DataDir, fsm.CountBaseDir)),
 	}
 	c.st = CheckpointStatus{
 		Enabled: true, Bucket: redactURL(cfg.CheckpointURL), Interval: cfg.CheckpointInterval, Retain: cfg.CheckpointRetain,
@@ -298,11 +309,12 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	}
 	// The state's counts take a read of the whole state: they are made
 	// while the files are sent, and the manifest waits for them.
-	counted := c.countState(ctx, cp.Dir)
+	counted := c.countState(ctx, cp.Epoch, cp.Dir)
+	var count stateCount
 	m, us, err := c.up.UploadFinishing(ctx, cp.Dir, meta, c.progress, func(m *uploader.Meta) error {
-		r := <-counted
-		m.Stats.Keys, m.Stats.Bytes = r.keys, r.bytes
-		return r.err
+		count = <-counted
+		m.Stats.Keys, m.Stats.Bytes = count.Keys, count.Bytes
+		return count.err
 	})
 	if err != nil {
 		c.failed(tr, cp.Epoch, fmt.Errorf("upload: %w", err))
@@ -316,7 +328,7 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	dur := time.Since(start)
 	c.logger.Info("daemon: checkpoint completed", "epoch", cp.Epoch, "index", cp.Index, "duration", dur,
 		"files", us.Files, "files_uploaded", us.FilesUploaded, "bytes", us.Bytes, "bytes_uploaded", us.BytesUploaded,
-		"bytes_hashed", us.BytesHashed)
+		"bytes_hashed", us.BytesHashed, "count", count.how())
 	var kafkaErr string
 	var memberGroups []string
 	if c.kafka != nil {
@@ -332,6 +344,7 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	}
 	c.mu.Lock()
 	c.st.LastCompleted, c.st.LastDuration = m, dur
+	c.st.LastCount, c.st.LastCountDuration = count.CheckpointCount, count.took
 	c.st.LastBytesUploaded, c.st.LastFilesUploaded = us.BytesUploaded, us.FilesUploaded
 	c.st.LastBytesHashed, c.st.LastFilesHashed = us.BytesHashed, us.FilesHashed
 	c.st.BytesHashedTotal += us.BytesHashed
@@ -356,21 +369,38 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	}
 }
 
-// stateCount is what fsm.CountCheckpoint found.
+// stateCount is what the counter found.
 type stateCount struct {
-	keys, bytes uint64
-	err         error
+	fsm.CheckpointCount
+	took time.Duration
+	err  error
 }
 
-// countState counts the state of the local checkpoint in dir in the
-// background; the result arrives on the channel. It stops when ctx ends.
-func (c *coordinator) countState(ctx context.Context, dir string) <-chan stateCount {
+// how says how the state was counted, for the log.
+func (r stateCount) how() string {
+	if r.Whole != "" {
+		return fmt.Sprintf("whole in %v (%s)", r.took.Round(time.Millisecond), r.Whole)
+	}
+	return fmt.Sprintf("from epoch %d in %v (%d changed tables, %d bytes, %d keys and %d ranges compared)",
+		r.BaseEpoch, r.took.Round(time.Millisecond), r.TablesRead, r.TableBytesRead, r.KeysCompared, r.RangesCompared)
+}
+
+// countState counts the state of epoch's local checkpoint in dir in the
+// background, from the last one counted when it can, then keeps it as
+// the base of the next count; the result arrives on the channel. It
+// stops when ctx ends.
+func (c *coordinator) countState(ctx context.Context, epoch uint64, dir string) <-chan stateCount {
 	out := make(chan stateCount, 1)
 	go func() {
 		var r stateCount
-		r.keys, r.bytes, r.err = fsm.CountCheckpoint(ctx, dir)
+		start := time.Now()
+		r.CheckpointCount, r.err = c.counter.Count(ctx, dir)
+		r.took = time.Since(start)
 		if r.err != nil {
 			r.err = fmt.Errorf("count the checkpoint's state: %w", r.err)
+		} else if err := c.counter.Keep(dir, epoch, r.CheckpointCount); err != nil {
+			// The next count is whole; this one stands.
+			c.logger.Warn("daemon: keeping the checkpoint to count the next one from", "epoch", epoch, "error", err)
 		}
 		out <- r
 	}()
@@ -434,6 +464,11 @@ func (c *coordinator) prehashLoop(ctx context.Context) {
 		}
 		if c.store.IsLeader() {
 			continue
+		}
+		// A follower counts nothing: its base would only hold tables its
+		// store has compacted away.
+		if err := c.counter.Drop(); err != nil {
+			c.logger.Warn("daemon: removing the base of checkpoint counts", "error", err)
 		}
 		c.prehash(ctx)
 	}

@@ -346,6 +346,20 @@ func TestIncrementalCheckpointOfA200MBStateSendsLittle(t *testing.T) {
 	if uint64(sent) != st.GetLastBytesUploaded() {
 		t.Errorf("the bucket received %d bytes, the coordinator reports %d", sent, st.GetLastBytesUploaded())
 	}
+	// Its counts were made from the checkpoint before, reading only what
+	// changed, and they are exact: the same keys, overwritten with values
+	// of the same size.
+	lc := d.CheckpointStatus().LastCount
+	t.Logf("counted in %v: %+v", d.CheckpointStatus().LastCountDuration, lc)
+	if lc.Whole != "" {
+		t.Errorf("the checkpoint after a 1%% change counted its state whole (%s), want it counted from the checkpoint before", lc.Whole)
+	}
+	if lc.TableBytesRead > stateBytes/5 {
+		t.Errorf("counting from the checkpoint before read %d bytes of tables, more than a fifth of the %d of state", lc.TableBytesRead, stateBytes)
+	}
+	if got := resp.GetSummary().GetKeys(); got != keys || resp.GetSummary().GetStateBytes() != stateBytes {
+		t.Errorf("the manifest counts %d keys, %d bytes; want %d keys and the %d bytes of the checkpoint before", got, resp.GetSummary().GetStateBytes(), keys, stateBytes)
+	}
 }
 
 // copyDir copies the files of a local checkpoint directory.

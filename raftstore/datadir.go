@@ -9,6 +9,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/statedhq/stated/raftstore/fsm"
 )
 
 // The layout of a data dir, as far as the store is concerned.
@@ -27,10 +29,12 @@ const (
 
 // replacedByRestore are the parts of a data dir that belong to the old
 // cluster and that a restore replaces: the Raft log, the state, the state
-// machine's own restore leftovers and its local checkpoints. Anything
+// machine's own restore leftovers, its local checkpoints and the base of
+// checkpoint counts (fsm.CountBaseDir). Anything
 // else (the default checkpoint bucket under checkpoints/, the socket) is
 // left alone.
-var replacedByRestore = []string{raftDirName, "local-checkpoints", stateDirName + ".old", stateDirName + ".restore", stateDirName}
+var replacedByRestore = []string{raftDirName, "local-checkpoints", stateDirName + ".old", stateDirName + ".restore", stateDirName,
+	fsm.CountBaseDir, fsm.CountBaseDir + ".tmp", fsm.CountBaseDir + ".old"}
 
 // swapFailpoint, when set (by tests only), is called at each step of
 // InstallRestoredState and of the recovery of an interrupted swap.

@@ -393,6 +393,7 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				// waited for the counts): the longer of the two is the
 				// upload's critical path.
 				count, sent time.Duration
+				counted     fsm.CheckpointCount
 				trimmed     int64
 				st          uploader.UploadStats
 				info        fsm.CheckpointInfo
@@ -400,8 +401,10 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 			}
 			var up *uploader.Uploader
 			// checkpoint runs one epoch as the coordinator does, up to the
-			// upload; the completion entry is applied by the caller.
-			checkpoint := func() (*fsm.CheckpointResult, ckptRun) {
+			// upload, counting the state with counter (from its base, if
+			// it kept one) and keeping the checkpoint as its next base;
+			// the completion entry is applied by the caller.
+			checkpoint := func(counter *fsm.CheckpointCounter) (*fsm.CheckpointResult, ckptRun) {
 				var r ckptRun
 				r.flush = s.flush()
 				var cp *fsm.CheckpointResult
@@ -423,25 +426,28 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				// files are sent (timed within the upload).
 				r.upload = timed(b, "upload", func() error {
 					type count struct {
-						keys, bytes uint64
-						took        time.Duration
-						err         error
+						fsm.CheckpointCount
+						took time.Duration
+						err  error
 					}
 					counted := make(chan count, 1)
 					start := time.Now()
 					go func() {
 						var c count
-						c.keys, c.bytes, c.err = fsm.CountCheckpoint(ctx, cp.Dir)
+						c.CheckpointCount, c.err = counter.Count(ctx, cp.Dir)
 						c.took = time.Since(start)
+						if c.err == nil {
+							c.err = counter.Keep(cp.Dir, cp.Epoch, c.CheckpointCount)
+						}
 						counted <- c
 					}()
 					var err error
 					_, r.st, err = up.UploadFinishing(ctx, cp.Dir, meta, nil, func(m *uploader.Meta) error {
 						r.sent = time.Since(start)
 						c := <-counted
-						r.count = c.took
-						m.Stats.Keys, m.Stats.Bytes = c.keys, c.bytes
-						r.info.Keys, r.info.Bytes = c.keys, c.bytes
+						r.count, r.counted = c.took, c.CheckpointCount
+						m.Stats.Keys, m.Stats.Bytes = c.Keys, c.Bytes
+						r.info.Keys, r.info.Bytes = c.Keys, c.Bytes
 						return c.err
 					})
 					return err
@@ -494,7 +500,11 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				if up, err = uploader.New(uploader.Config{Bucket: bucket}); err != nil {
 					b.Fatal(err)
 				}
-				cpFull, full := checkpoint()
+				// This node's counter: none kept yet, so the full
+				// checkpoint counts its state whole, and the next ones
+				// count from the one before.
+				counter := fsm.NewCheckpointCounter(filepath.Join(work, "count-base"))
+				cpFull, full := checkpoint(counter)
 				s.done(cpFull.Epoch)
 
 				// cp -r again after the upload, so that cp's figure is the
@@ -513,12 +523,12 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 
 				// 1% of the keys change; the next checkpoint is incremental.
 				s.overwrite(s.keys / 100)
-				cpIncr, incr := checkpoint()
+				cpIncr, incr := checkpoint(counter)
 				s.done(cpIncr.Epoch)
 
 				// A checkpoint interval later, with no writes in between.
 				time.Sleep(10 * time.Second)
-				cpNext, next := checkpoint()
+				cpNext, next := checkpoint(counter)
 				s.done(cpNext.Epoch)
 
 				// A new leader's first checkpoint, after another 1% changed:
@@ -544,7 +554,8 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 						}
 					}
 					s.overwrite(s.keys / 100)
-					cp, r := checkpoint()
+					// A node that just took over kept no base.
+					cp, r := checkpoint(fsm.NewCheckpointCounter(filepath.Join(work, fmt.Sprintf("count-base-newleader-%v", prehash))))
 					s.done(cp.Epoch)
 					return r
 				}
@@ -569,6 +580,10 @@ func BenchmarkCheckpointUpload(b *testing.B) {
 				add("full-count-s", full.count.Seconds())
 				add("full-sent-s", full.sent.Seconds())
 				add("incr-count-s", incr.count.Seconds())
+				// 1 when a count was made from the checkpoint before.
+				add("incr-count-from-base", boolFigure(incr.counted.Whole == ""))
+				add("next-count-from-base", boolFigure(next.counted.Whole == ""))
+				add("incr-count-read-MB", float64(incr.counted.TableBytesRead)/mb)
 				add("incr-sent-s", incr.sent.Seconds())
 				add("next-count-s", next.count.Seconds())
 				add("next-sent-s", next.sent.Seconds())
@@ -704,4 +719,12 @@ func BenchmarkCheckpointRawPebble(b *testing.B) {
 			})
 		}
 	}
+}
+
+// boolFigure is 1 for true and 0 for false, for a benchmark's figures.
+func boolFigure(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -114,3 +114,92 @@ func countBenchState(b *testing.B, size int64) (*FSM, string) {
 	}
 	return f, res.Checkpoint.Dir
 }
+
+// BenchmarkCountCheckpointFromBase counts a checkpoint taken after 1% of
+// the keys of the state BenchmarkCountCheckpoint builds were overwritten,
+// from the checkpoint before it (CheckpointCounter), and whole, alternately.
+//
+//	go test ./raftstore/fsm -run '^$' -bench CountCheckpointFromBase -benchtime 3x -timeout 30m
+func BenchmarkCountCheckpointFromBase(b *testing.B) {
+	size := int64(1024)
+	if v := os.Getenv("STATED_BENCH_COUNT_MB"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			b.Fatalf("STATED_BENCH_COUNT_MB=%q: want a positive number of MB", v)
+		}
+		size = n
+	}
+	f, base := countBenchState(b, size<<20)
+	c := NewCheckpointCounter(filepath.Join(b.TempDir(), "base"))
+	n, err := c.Count(context.Background(), base)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Keep(base, 1, n); err != nil {
+		b.Fatal(err)
+	}
+	// 1% of the keys overwritten, flushed, and a new checkpoint.
+	fill, pick := rand.NewChaCha8([32]byte{3}), rand.New(rand.NewPCG(3, 4))
+	keys := int(size << 10) // of 1 KiB
+	value := make([]byte, 1000<<10)
+	idx := f.applied.Load()
+	for left := keys / 100; left > 0; left -= 1000 {
+		m := min(left, 1000)
+		fill.Read(value[:m<<10])
+		muts := make([]command.Mutation, m)
+		for i := range muts {
+			muts[i] = command.Mutation{Op: command.OpPut, Namespace: "bench",
+				Key: binary.BigEndian.AppendUint64([]byte("key/"), uint64(pick.IntN(keys))), Value: value[i<<10 : (i+1)<<10]}
+		}
+		idx++
+		if res := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: command.Encode(nil, &command.Command{Type: command.TypeCommit, Now: 1, Commit: &command.Commit{Mutations: muts}})}).(*Result); res.Err != nil {
+			b.Fatal(res.Err)
+		}
+	}
+	if err := f.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	idx++
+	res := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: command.Encode(nil, &command.Command{Type: command.TypeCheckpoint, Now: 1})}).(*Result)
+	if res.Err != nil || res.Checkpoint == nil || res.Checkpoint.Wait() != nil {
+		b.Fatalf("checkpoint: %+v", res)
+	}
+	dir := res.Checkpoint.Dir
+	if n, err := c.Count(context.Background(), dir); err == nil {
+		b.Logf("from the base: %+v", n)
+	}
+	want, wantBytes, err := countCheckpoint(context.Background(), dir, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, how := range []string{"from-base", "whole", "from-base", "whole", "from-base", "whole"} {
+		b.Run(how, func(b *testing.B) {
+			var cpu time.Duration
+			var read uint64
+			for range b.N {
+				before := cpuTime()
+				var keys, bytes uint64
+				var err error
+				if how == "whole" {
+					keys, bytes, err = countCheckpoint(context.Background(), dir, 1)
+				} else {
+					var n CheckpointCount
+					n, err = c.Count(context.Background(), dir)
+					if err == nil && n.Whole != "" {
+						b.Fatalf("counted whole: %s", n.Whole)
+					}
+					keys, bytes, read = n.Keys, n.Bytes, n.TableBytesRead
+				}
+				cpu += cpuTime() - before
+				if err != nil {
+					b.Fatal(err)
+				}
+				if keys != want || bytes != wantBytes {
+					b.Fatalf("counted %d keys, %d bytes; a whole count %d, %d", keys, bytes, want, wantBytes)
+				}
+			}
+			b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N), "cpu-ms/op")
+			b.ReportMetric(float64(read)/1e6, "tables-read-MB")
+		})
+	}
+}

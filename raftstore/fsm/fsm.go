@@ -36,6 +36,7 @@ type FSM struct {
 	// it on Restore; the FSM holds one reference from Open to Close.
 	cache        *pebble.Cache
 	releaseCache sync.Once
+	tune         func(*pebble.Options) // see openOptions
 
 	applied atomic.Uint64
 
@@ -73,6 +74,9 @@ type Option func(*openOptions)
 
 type openOptions struct {
 	cacheSize int64
+	// tune changes the Pebble options, in tests that want an LSM of many
+	// small tables.
+	tune func(*pebble.Options)
 }
 
 // WithCacheSize sets the size in bytes of the block cache of the state's
@@ -98,7 +102,7 @@ func Open(dir string, logger *slog.Logger, opts ...Option) (*FSM, error) {
 	}
 	f := &FSM{dir: dir, logger: logger, waitCh: make(chan struct{}),
 		checkpointDir: filepath.Join(filepath.Dir(dir), "local-checkpoints"),
-		cache:         pebble.NewCache(o.cacheSize)}
+		cache:         pebble.NewCache(o.cacheSize), tune: o.tune}
 	db, err := f.openPebble(dir)
 	if err != nil {
 		f.cache.Unref()
@@ -122,6 +126,9 @@ func (f *FSM) openPebble(dir string) (*pebble.DB, error) {
 	opts := PebbleOptions()
 	opts.Logger = pebbleLogger{f.logger}
 	opts.Cache = f.cache
+	if f.tune != nil {
+		f.tune(opts)
+	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("fsm: open pebble in %s: %w", dir, err)
