@@ -210,9 +210,12 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 
 	// What a checkpoint every second costs the commits: the batch row
 	// twice more, side by side, without checkpoints and then with one
-	// triggered every second as --checkpoint-interval 1s takes them.
-	growthCommits(b, "nockpt", 2*opts.commitTime, 8, 100, gc.op, c2)
-	growthCommitsCheckpointing(b, "ckpt1s", 2*opts.commitTime, time.Second, 8, 100, gc.op, c2, checkpointsClient(b, nd))
+	// triggered every second as --checkpoint-interval 1s takes them, for
+	// twice the commit rows' time (at least 3 s) each.
+	// Long enough for several checkpoints, whatever the commit rows' time.
+	rowTime := max(2*opts.commitTime, 3*time.Second)
+	growthCommits(b, "nockpt", rowTime, 8, 100, gc.op, c2)
+	growthCommitsCheckpointing(b, "ckpt1s", rowTime, time.Second, 8, 100, gc.op, c2, checkpointsClient(b, nd))
 }
 
 // growthCommitsCheckpointing runs growthCommits while it triggers a

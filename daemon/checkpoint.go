@@ -311,11 +311,19 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	// while the files are sent, and the manifest waits for them.
 	counted := c.countState(ctx, cp.Epoch, cp.Dir)
 	var count stateCount
+	received := false
 	m, us, err := c.up.UploadFinishing(ctx, cp.Dir, meta, c.progress, func(m *uploader.Meta) error {
-		count = <-counted
+		count, received = <-counted, true
 		m.Stats.Keys, m.Stats.Bytes = count.Keys, count.Bytes
 		return count.err
 	})
+	if !received {
+		// The upload failed before it needed the counts: stop the count
+		// and wait for it, so that it does not read (or keep) this
+		// checkpoint while the next epoch removes it.
+		cancel()
+		count = <-counted
+	}
 	if err != nil {
 		c.failed(tr, cp.Epoch, fmt.Errorf("upload: %w", err))
 		return
