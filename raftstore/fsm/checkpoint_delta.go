@@ -329,12 +329,12 @@ func (c *CheckpointCounter) countFromBase(ctx context.Context, dir string) (Chec
 			return n, err
 		}
 	}
+	defer d.close()
 	for _, t := range changed {
 		if err := d.openTable(ctx, t); err != nil {
 			return n, err
 		}
 	}
-	defer d.close()
 	n.TablesRead, n.TableBytesRead = len(changed), changedBytes
 	oldKeys, oldBytes, newKeys, newBytes, err := d.compare(ctx, oldDB, newDB)
 	if err != nil {
