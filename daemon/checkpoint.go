@@ -307,8 +307,9 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	if meta.Stats.Windows, err = checkpointWindows(cp.Dir, info.AppliedIndex, c.store.WindowStatuses); err != nil {
 		c.logger.Warn("daemon: reading the checkpoint's window namespaces for its manifest", "epoch", cp.Epoch, "error", err)
 	}
-	// The state's counts take a read of the whole state: they are made
-	// while the files are sent, and the manifest waits for them.
+	// The state's counts read what changed since the last checkpoint
+	// counted, or the whole state: they are made while the files are
+	// sent, and the manifest waits for them.
 	counted := c.countState(ctx, cp.Epoch, cp.Dir)
 	var count stateCount
 	received := false
