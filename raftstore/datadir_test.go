@@ -91,6 +91,16 @@ func restoreFixtures(t *testing.T, logStore string) (oldDir, staged string) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// The base the old node's checkpoint coordinator counts from.
+	counts := fsm.NewCheckpointCounter(filepath.Join(oldDir, fsm.CountBaseDir))
+	ckpt := filepath.Join(oldDir, "local-checkpoints", "00000000000000000001")
+	n, err := counts.Count(ctx, ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := counts.Keep(ckpt, 1, n); err != nil {
+		t.Fatal(err)
+	}
 	other := filepath.Join(root, "other")
 	s = openStore(t, storeConfig(logStore, other))
 	for range 7 {
@@ -123,14 +133,16 @@ func checkWholeDataDir(t *testing.T, logStore, dir string, wantNew bool) {
 		t.Fatal(err)
 	}
 	ckpts, _ := os.ReadDir(filepath.Join(dir, "local-checkpoints"))
+	_, err = os.Stat(filepath.Join(dir, fsm.CountBaseDir))
+	base := err == nil
 	got := counter(t, s)
 	switch {
-	case wantNew && (got != 7 || !restored || s.HadState() || len(ckpts) != 0):
-		t.Fatalf("want the new data dir whole: counter %d (want 7), restored %v, had Raft state %v, local checkpoints %d",
-			got, restored, s.HadState(), len(ckpts))
-	case !wantNew && (got != 5 || restored || !s.HadState() || len(ckpts) != 1):
-		t.Fatalf("want the old data dir whole: counter %d (want 5), restored %v, had Raft state %v, local checkpoints %d",
-			got, restored, s.HadState(), len(ckpts))
+	case wantNew && (got != 7 || !restored || s.HadState() || len(ckpts) != 0 || base):
+		t.Fatalf("want the new data dir whole: counter %d (want 7), restored %v, had Raft state %v, local checkpoints %d, the old count base %v",
+			got, restored, s.HadState(), len(ckpts), base)
+	case !wantNew && (got != 5 || restored || !s.HadState() || len(ckpts) != 1 || !base):
+		t.Fatalf("want the old data dir whole: counter %d (want 5), restored %v, had Raft state %v, local checkpoints %d, its count base %v",
+			got, restored, s.HadState(), len(ckpts), base)
 	}
 	for _, p := range []string{restoreStagingName, restoreOldName, restoreMarkerName} {
 		if _, err := os.Lstat(filepath.Join(dir, p)); !errors.Is(err, os.ErrNotExist) {
@@ -169,6 +181,7 @@ func TestRestoreSwapLeavesTheOldOrTheNewDataDirWholeWhateverStepItCrashesAt(t *t
 			{"raft moved aside", [][2]string{{"install", "moved raft"}}, false, true},
 			{"local checkpoints moved aside", [][2]string{{"install", "moved local-checkpoints"}}, false, true},
 			{"state moved aside", [][2]string{{"install", "moved state"}}, false, true},
+			{"count base moved aside", [][2]string{{"install", "moved " + fsm.CountBaseDir}}, false, true},
 			{"new state in place", [][2]string{{"install", "installed"}}, false, true},
 			{"marker removed", [][2]string{{"install", "uncommitted"}}, false, true},
 			{"again during recovery", [][2]string{{"install", "moved raft"}, {"recover", "moved state"}, {"recover", "installed"}}, false, true},
