@@ -27,14 +27,7 @@ import (
 //
 //	go test ./raftstore/fsm -run '^$' -bench CountCheckpoint -benchtime 3x -timeout 30m
 func BenchmarkCountCheckpoint(b *testing.B) {
-	size := int64(1024)
-	if v := os.Getenv("STATED_BENCH_COUNT_MB"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n <= 0 {
-			b.Fatalf("STATED_BENCH_COUNT_MB=%q: want a positive number of MB", v)
-		}
-		size = n
-	}
+	size := countBenchMB(b)
 	_, dir := countBenchState(b, size<<20)
 	want, wantBytes, err := countCheckpoint(context.Background(), dir, 1)
 	if err != nil {
@@ -60,6 +53,20 @@ func BenchmarkCountCheckpoint(b *testing.B) {
 	}
 }
 
+// countBenchMB is the state's size in MB: STATED_BENCH_COUNT_MB, 1024 by
+// default.
+func countBenchMB(b *testing.B) int64 {
+	v := os.Getenv("STATED_BENCH_COUNT_MB")
+	if v == "" {
+		return 1024
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		b.Fatalf("STATED_BENCH_COUNT_MB=%q: want a positive number of MB", v)
+	}
+	return n
+}
+
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
@@ -76,27 +83,8 @@ func countBenchState(b *testing.B, size int64) (*FSM, string) {
 	b.Cleanup(func() { f.Close() })
 	fill, pick := rand.NewChaCha8([32]byte{1}), rand.New(rand.NewPCG(1, 2))
 	keys := int(size >> 10)
-	value := make([]byte, 1000<<10)
-	var idx uint64
-	write := func(n int, key func(i int) int) {
-		fill.Read(value[:n<<10])
-		muts := make([]command.Mutation, n)
-		for i := range muts {
-			muts[i] = command.Mutation{Op: command.OpPut, Namespace: "bench",
-				Key: binary.BigEndian.AppendUint64([]byte("key/"), uint64(key(i))), Value: value[i<<10 : (i+1)<<10]}
-		}
-		idx++
-		res := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: command.Encode(nil, &command.Command{Type: command.TypeCommit, Now: 1, Commit: &command.Commit{Mutations: muts}})}).(*Result)
-		if res.Err != nil {
-			b.Fatal(res.Err)
-		}
-	}
-	for first := 0; first < keys; first += 1000 {
-		write(min(1000, keys-first), func(i int) int { return first + i })
-	}
-	for n := keys / 100; n > 0; n -= 1000 {
-		write(min(n, 1000), func(int) int { return pick.IntN(keys) })
-	}
+	benchPuts(b, f, fill, keys, func(i int) int { return i })
+	benchPuts(b, f, fill, keys/100, func(int) int { return pick.IntN(keys) })
 	if err := f.Flush(); err != nil {
 		b.Fatal(err)
 	}
@@ -107,12 +95,35 @@ func countBenchState(b *testing.B, size int64) (*FSM, string) {
 			quiet = time.Now()
 		}
 	}
-	idx++
-	res := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: command.Encode(nil, &command.Command{Type: command.TypeCheckpoint, Now: 1})}).(*Result)
+	return f, benchCheckpoint(b, f)
+}
+
+// benchPuts applies n puts of 1 KiB random values to f, under the keys
+// key(0..n-1), in commits of up to 1000.
+func benchPuts(b *testing.B, f *FSM, fill *rand.ChaCha8, n int, key func(i int) int) {
+	value := make([]byte, 1000<<10)
+	for first := 0; first < n; first += 1000 {
+		m := min(1000, n-first)
+		fill.Read(value[:m<<10])
+		muts := make([]command.Mutation, m)
+		for i := range muts {
+			muts[i] = command.Mutation{Op: command.OpPut, Namespace: "bench",
+				Key: binary.BigEndian.AppendUint64([]byte("key/"), uint64(key(first+i))), Value: value[i<<10 : (i+1)<<10]}
+		}
+		res := f.Apply(&raft.Log{Index: f.applied.Load() + 1, Type: raft.LogCommand, Data: command.Encode(nil, &command.Command{Type: command.TypeCommit, Now: 1, Commit: &command.Commit{Mutations: muts}})}).(*Result)
+		if res.Err != nil {
+			b.Fatal(res.Err)
+		}
+	}
+}
+
+// benchCheckpoint makes a local checkpoint of f and returns its directory.
+func benchCheckpoint(b *testing.B, f *FSM) string {
+	res := f.Apply(&raft.Log{Index: f.applied.Load() + 1, Type: raft.LogCommand, Data: command.Encode(nil, &command.Command{Type: command.TypeCheckpoint, Now: 1})}).(*Result)
 	if res.Err != nil || res.Checkpoint == nil || res.Checkpoint.Wait() != nil {
 		b.Fatalf("checkpoint: %+v", res)
 	}
-	return f, res.Checkpoint.Dir
+	return res.Checkpoint.Dir
 }
 
 // BenchmarkCountCheckpointFromBase counts a checkpoint taken after 1% of
@@ -121,14 +132,7 @@ func countBenchState(b *testing.B, size int64) (*FSM, string) {
 //
 //	go test ./raftstore/fsm -run '^$' -bench CountCheckpointFromBase -benchtime 3x -timeout 30m
 func BenchmarkCountCheckpointFromBase(b *testing.B) {
-	size := int64(1024)
-	if v := os.Getenv("STATED_BENCH_COUNT_MB"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n <= 0 {
-			b.Fatalf("STATED_BENCH_COUNT_MB=%q: want a positive number of MB", v)
-		}
-		size = n
-	}
+	size := countBenchMB(b)
 	f, base := countBenchState(b, size<<20)
 	c := NewCheckpointCounter(filepath.Join(b.TempDir(), "base"))
 	n, err := c.Count(context.Background(), base)
@@ -141,30 +145,11 @@ func BenchmarkCountCheckpointFromBase(b *testing.B) {
 	// 1% of the keys overwritten, flushed, and a new checkpoint.
 	fill, pick := rand.NewChaCha8([32]byte{3}), rand.New(rand.NewPCG(3, 4))
 	keys := int(size << 10) // of 1 KiB
-	value := make([]byte, 1000<<10)
-	idx := f.applied.Load()
-	for left := keys / 100; left > 0; left -= 1000 {
-		m := min(left, 1000)
-		fill.Read(value[:m<<10])
-		muts := make([]command.Mutation, m)
-		for i := range muts {
-			muts[i] = command.Mutation{Op: command.OpPut, Namespace: "bench",
-				Key: binary.BigEndian.AppendUint64([]byte("key/"), uint64(pick.IntN(keys))), Value: value[i<<10 : (i+1)<<10]}
-		}
-		idx++
-		if res := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: command.Encode(nil, &command.Command{Type: command.TypeCommit, Now: 1, Commit: &command.Commit{Mutations: muts}})}).(*Result); res.Err != nil {
-			b.Fatal(res.Err)
-		}
-	}
+	benchPuts(b, f, fill, keys/100, func(int) int { return pick.IntN(keys) })
 	if err := f.Flush(); err != nil {
 		b.Fatal(err)
 	}
-	idx++
-	res := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: command.Encode(nil, &command.Command{Type: command.TypeCheckpoint, Now: 1})}).(*Result)
-	if res.Err != nil || res.Checkpoint == nil || res.Checkpoint.Wait() != nil {
-		b.Fatalf("checkpoint: %+v", res)
-	}
-	dir := res.Checkpoint.Dir
+	dir := benchCheckpoint(b, f)
 	if n, err := c.Count(context.Background(), dir); err == nil {
 		b.Logf("from the base: %+v", n)
 	}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -393,20 +392,15 @@ func (d *delta) inState(k []byte) bool {
 // readWALs reads the WAL files of the checkpoint in dir: every key and
 // range they write may be in its memtable.
 func (d *delta) readWALs(dir string) error {
-	entries, err := os.ReadDir(dir)
+	logs, err := checkpointWALs(dir)
 	if err != nil {
 		return err
 	}
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasSuffix(name, ".log") || !e.Type().IsRegular() {
-			continue
+	for _, l := range logs {
+		if l.segment {
+			return countWhole("%s has a WAL segment %s", dir, filepath.Base(l.path))
 		}
-		num, err := strconv.ParseUint(strings.TrimSuffix(name, ".log"), 10, 64)
-		if err != nil {
-			return countWhole("%s has a WAL segment %s", dir, name)
-		}
-		if err := d.readWAL(filepath.Join(dir, name), num); err != nil {
+		if err := d.readWAL(l.path, l.num); err != nil {
 			return err
 		}
 	}

@@ -30,27 +30,49 @@ import (
 // and the offsets, so that the checkpoint fails rather than silently
 // dropping the writes after the damage.
 func TrimCheckpointWAL(dir string) (int64, error) {
-	entries, err := os.ReadDir(dir)
+	logs, err := checkpointWALs(dir)
 	if err != nil {
 		return 0, fmt.Errorf("fsm: trim checkpoint WAL: %w", err)
 	}
 	var cut int64
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasSuffix(name, ".log") || !e.Type().IsRegular() {
-			continue
-		}
-		num, err := strconv.ParseUint(strings.TrimSuffix(name, ".log"), 10, 64)
-		if err != nil {
+	for _, l := range logs {
+		if l.segment {
 			continue // a segment of a failover WAL, e.g. 000012-001.log: keep it whole
 		}
-		n, err := trimLog(filepath.Join(dir, name), num)
+		n, err := trimLog(l.path, l.num)
 		if err != nil {
 			return cut, err
 		}
 		cut += n
 	}
 	return cut, nil
+}
+
+// walFile is a WAL file of a local checkpoint: log num at path, or a
+// segment of a failover WAL (e.g. 000012-001.log), whose name is no
+// number.
+type walFile struct {
+	path    string
+	num     uint64
+	segment bool
+}
+
+// checkpointWALs lists the WAL files of the checkpoint in dir.
+func checkpointWALs(dir string) ([]walFile, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var logs []walFile
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".log") || !e.Type().IsRegular() {
+			continue
+		}
+		num, err := strconv.ParseUint(strings.TrimSuffix(name, ".log"), 10, 64)
+		logs = append(logs, walFile{path: filepath.Join(dir, name), num: num, segment: err != nil})
+	}
+	return logs, nil
 }
 
 // trimLog truncates the log file at p after its last record of log num.
