@@ -1,7 +1,9 @@
 package test
 
 import (
+	"errors"
 	"math"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -97,5 +99,50 @@ func TestMergedCounterAddsEndAsUnmergedOnes(t *testing.T) {
 			}
 			t.Logf("outcome: %v", plainErr)
 		})
+	}
+}
+
+// TestATxnOfMoreAddsThanACommitCarriesIsRefusedAsUnmerged checks the
+// limit on mutations per commit against the Txn as built: 100,001 adds to
+// one key, which the SDK merges into one, are refused with the daemon's
+// own refusal of 100,001 mutations (the SDK refuses them itself, sending
+// nothing), and 100,000 of them commit as one add of their sum.
+func TestATxnOfMoreAddsThanACommitCarriesIsRefusedAsUnmerged(t *testing.T) {
+	ctx, c, d := sdkSetup(t)
+	raw := rawClient(t, d.SocketPath())
+	const limit = 100_000
+	build := func(n int) (*stated.Txn, *statedv1.CommitRequest) {
+		x, req := c.Txn(), &statedv1.CommitRequest{}
+		counter := stated.NewCounter(c, "hits")
+		for range n {
+			counter.In(x).Add("k", 1)
+			req.Mutations = append(req.Mutations, &statedv1.Mutation{
+				Kind: statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, Namespace: "raw", Key: []byte("k"), Delta: 1,
+			})
+		}
+		return x, req
+	}
+
+	x, req := build(limit + 1)
+	if x.Len() != limit+1 {
+		t.Fatalf("Len() = %d, want %d", x.Len(), limit+1)
+	}
+	_, sdkErr := x.Commit(ctx)
+	_, rawErr := raw.Commit(ctx, req)
+	st, _ := status.FromError(rawErr)
+	if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "mutations: 100001 mutations, limit 100000") {
+		t.Fatalf("the daemon answered %d mutations with %v", limit+1, rawErr)
+	}
+	if !errors.Is(sdkErr, stated.ErrInvalidArgument) || status.Code(sdkErr) != codes.InvalidArgument || !strings.Contains(sdkErr.Error(), st.Message()) {
+		t.Fatalf("the SDK answered %d adds with %v, want the daemon's %q", limit+1, sdkErr, st.Message())
+	}
+
+	x, _ = build(limit)
+	res, err := x.Commit(ctx)
+	must(t, err)
+	got, err := c.GetCounter(ctx, "hits", []byte("k"), stated.WithConsistency(stated.ConsistencyLinearizable))
+	must(t, err)
+	if got != limit {
+		t.Fatalf("counter = %d after %d adds of 1 (index %d)", got, limit, res.Index)
 	}
 }

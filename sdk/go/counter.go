@@ -51,12 +51,15 @@ type CounterTx struct {
 
 // Add adds delta to the counter at key when the Txn commits.
 func (x CounterTx) Add(key string, delta int64, opts ...WriteOption) CounterTx {
-	// The conversion is the mutation's own copy of key (CounterAdd would
-	// copy it again).
-	x.t.add(&statedv1.Mutation{
-		Kind: statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, Namespace: x.n.ns,
-		Key: []byte(key), Delta: delta, TtlMillis: ttlMillis(opts),
-	})
+	// An add that merges into its key's run allocates nothing. A new
+	// run's add converts key, which is the mutation's own copy.
+	ttl := ttlMillis(opts)
+	if !mergeAdd(x.t, x.n.ns, key, delta, ttl) {
+		x.t.add(&statedv1.Mutation{
+			Kind: statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, Namespace: x.n.ns,
+			Key: []byte(key), Delta: delta, TtlMillis: ttl,
+		})
+	}
 	return x
 }
 

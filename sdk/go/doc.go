@@ -66,6 +66,14 @@
 // refusal names the run's first add and reports the run's sum. Txn.Len
 // counts the mutations as built.
 //
+// The Txn merges as it is built: an add that joins its key's run only adds
+// its delta to the run's first add, about 30 ns and no allocation, so a
+// handler may add once per record (the Kafka processor's Handler does)
+// rather than summing per key itself. The daemon's limit of 100,000
+// mutations per commit applies to the Txn as built: a Txn built of more
+// is refused with ErrInvalidArgument, as the daemon refuses such a commit,
+// without being sent.
+//
 // # Windows
 //
 // A window namespace (DefineWindows, immutable once defined) keeps

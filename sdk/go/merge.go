@@ -1,6 +1,7 @@
 package stated
 
 import (
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -27,97 +28,122 @@ import (
 //     that covers the key, comes between them (an add after a Put, Delete
 //     or DeletePrefix of its key is never merged across it).
 //
-// The merged add takes the place of the run's first add. The daemon names
-// a refused field by its index in what it received; refusals are mapped
-// back to the Txn's own indexes (mutations[i] of the i-th builder call),
-// so a merged add's refusal names the run's first add.
+// The Txn merges as it is built: an add that extends its key's open run
+// adds its delta to the run's first add and allocates nothing, which is
+// what lets a per-record handler add once per record (one poll of the
+// Kafka processor is thousands of adds over a few keys). The merged add
+// takes the place of the run's first add. The daemon names a refused
+// field by its index in what it received; refusals are mapped back to the
+// Txn's own indexes (mutations[i] of the i-th builder call), so a merged
+// add's refusal names the run's first add.
 
-// maxMergeMutations is the daemon's MaxMutationsPerCommit: a Txn over it is
-// sent as built, so that the daemon refuses it as it would unmerged.
+// maxMergeMutations is the daemon's MaxMutationsPerCommit. A Txn built of
+// more mutations is refused as the daemon refuses one that carries them,
+// even when merged it would carry fewer.
 const maxMergeMutations = 100_000
 
 // counterRun is the open run of adds to one namespace and key.
 type counterRun struct {
-	at       int // index in the merged list
+	at       int // index in Txn.mutations of the run's add
 	ttl      int64
 	pos, neg bool // a positive, a negative delta is in the run
-	copied   bool // merged[at] is the run's own copy
 }
 
-// mergeCounterAdds returns muts with runs of counter adds merged, and for
-// each merged mutation the index in muts it stands for; origin is nil when
-// nothing was merged (muts is returned as it is).
-func mergeCounterAdds(muts []*statedv1.Mutation) (merged []*statedv1.Mutation, origin []int) {
-	adds := 0
-	for _, m := range muts {
-		if m.GetKind() == statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD {
-			adds++
+// counterRuns are a Txn's open runs, by namespace, then key: looking a
+// key up converts its bytes without allocating.
+type counterRuns map[string]map[string]*counterRun
+
+// add appends m, built by the Txn's builder call number t.built, to the
+// mutations to send, ending the runs it touches; a counter add starts a
+// run. Counter adds that may merge come through counterAdd.
+func (t *Txn) add(m *statedv1.Mutation) *Txn {
+	ns, key := m.GetNamespace(), m.GetKey()
+	switch m.GetKind() {
+	case statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD:
+		t.startRun(ns, string(key), m)
+	case statedv1.MutationKind_MUTATION_KIND_PUT, statedv1.MutationKind_MUTATION_KIND_DELETE,
+		statedv1.MutationKind_MUTATION_KIND_MAP_PUT, statedv1.MutationKind_MUTATION_KIND_MAP_DELETE,
+		statedv1.MutationKind_MUTATION_KIND_LIST_APPEND:
+		delete(t.runs[ns], string(key))
+	case statedv1.MutationKind_MUTATION_KIND_DELETE_PREFIX:
+		for rk := range t.runs[ns] {
+			if strings.HasPrefix(rk, string(key)) {
+				delete(t.runs[ns], rk)
+			}
 		}
+	default: // a kind this SDK does not know: merge nothing across it
+		clear(t.runs)
 	}
-	if adds < 2 || len(muts) > maxMergeMutations {
-		return muts, nil
-	}
-	// runs is keyed by namespace, then key: looking a key up converts its
-	// bytes without allocating.
-	runs := make(map[string]map[string]*counterRun, 1)
-	merged = make([]*statedv1.Mutation, 0, len(muts))
-	origin = make([]int, 0, len(muts))
-	for i, m := range muts {
-		ns, key := m.GetNamespace(), m.GetKey()
-		switch m.GetKind() {
-		case statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD:
-			inNS := runs[ns]
-			if r := inNS[string(key)]; r != nil && r.extend(merged, m) {
-				continue
-			}
-			if inNS == nil {
-				inNS = make(map[string]*counterRun)
-				runs[ns] = inNS
-			}
-			inNS[string(key)] = &counterRun{at: len(merged), ttl: m.GetTtlMillis(), pos: m.GetDelta() > 0, neg: m.GetDelta() < 0}
-		case statedv1.MutationKind_MUTATION_KIND_PUT, statedv1.MutationKind_MUTATION_KIND_DELETE,
-			statedv1.MutationKind_MUTATION_KIND_MAP_PUT, statedv1.MutationKind_MUTATION_KIND_MAP_DELETE,
-			statedv1.MutationKind_MUTATION_KIND_LIST_APPEND:
-			delete(runs[ns], string(key))
-		case statedv1.MutationKind_MUTATION_KIND_DELETE_PREFIX:
-			for rk := range runs[ns] {
-				if strings.HasPrefix(rk, string(key)) {
-					delete(runs[ns], rk)
-				}
-			}
-		default: // a kind this SDK does not know: merge nothing across it
-			clear(runs)
-		}
-		merged = append(merged, m)
-		origin = append(origin, i)
-	}
-	if len(merged) == len(muts) {
-		return muts, nil
-	}
-	return merged, origin
+	t.appendBuilt(m)
+	return t
 }
 
-// extend adds m to the run whose add is merged[r.at] and reports whether
-// it could: same TTL, same sign, and a sum that fits in an int64.
-func (r *counterRun) extend(merged []*statedv1.Mutation, m *statedv1.Mutation) bool {
+// appendBuilt appends m as the mutation of builder call t.built.
+func (t *Txn) appendBuilt(m *statedv1.Mutation) {
+	if t.origin != nil {
+		t.origin = append(t.origin, t.built)
+	}
+	t.mutations = append(t.mutations, m)
+	t.built++
+}
+
+// startRun makes the add m, about to be appended, the open run of its key.
+func (t *Txn) startRun(ns, key string, m *statedv1.Mutation) {
+	inNS := t.runs[ns]
+	if inNS == nil {
+		if t.runs == nil {
+			t.runs = make(counterRuns, 1)
+		}
+		inNS = make(map[string]*counterRun)
+		t.runs[ns] = inNS
+	}
 	d := m.GetDelta()
-	if m.GetTtlMillis() != r.ttl || (d > 0 && r.neg) || (d < 0 && r.pos) {
+	inNS[key] = &counterRun{at: len(t.mutations), ttl: m.GetTtlMillis(), pos: d > 0, neg: d < 0}
+}
+
+// mergeAdd adds delta to the open run of key in ns, counting one builder
+// call, and reports whether it could (see extend); ttl is in
+// milliseconds, as sent. Looking key up allocates nothing, whether it is
+// a string or bytes.
+func mergeAdd[K string | []byte](t *Txn, ns string, key K, delta, ttl int64) bool {
+	r := t.runs[ns][string(key)]
+	if r == nil || !t.extend(r, delta, ttl) {
 		return false
 	}
-	sum := merged[r.at].GetDelta()
+	t.built++
+	return true
+}
+
+// extend adds delta to the run r's add and reports whether it could: same
+// TTL, same sign, and a sum that fits in an int64. The first time, the
+// mutations' builder indexes (origin) start to differ from their places.
+func (t *Txn) extend(r *counterRun, d, ttl int64) bool {
+	if ttl != r.ttl || (d > 0 && r.neg) || (d < 0 && r.pos) {
+		return false
+	}
+	m := t.mutations[r.at]
+	sum := m.GetDelta()
 	if (d > 0 && sum > math.MaxInt64-d) || (d < 0 && sum < math.MinInt64-d) {
 		return false
 	}
-	if !r.copied {
-		// The Txn's own mutation stays as built; the run's add is a copy
-		// from its second member on.
-		f := merged[r.at]
-		merged[r.at] = &statedv1.Mutation{Kind: f.GetKind(), Namespace: f.GetNamespace(), Key: f.GetKey(), Delta: sum, TtlMillis: f.GetTtlMillis()}
-		r.copied = true
+	if t.origin == nil {
+		t.origin = make([]int, len(t.mutations), cap(t.mutations))
+		for i := range t.origin {
+			t.origin[i] = i
+		}
 	}
-	merged[r.at].Delta = sum + d
+	m.Delta = sum + d
 	r.pos, r.neg = r.pos || d > 0, r.neg || d < 0
 	return true
+}
+
+// tooManyMutations is the daemon's refusal of a commit of more than
+// maxMergeMutations mutations, for a Txn built of that many, or nil.
+func (t *Txn) tooManyMutations() error {
+	if t.built <= maxMergeMutations {
+		return nil
+	}
+	return status.Error(codes.InvalidArgument, fmt.Sprintf("mutations: %d mutations, limit %d", t.built, maxMergeMutations))
 }
 
 // remapFieldIndex rewrites the daemon's refusal of a merged request so

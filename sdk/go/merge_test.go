@@ -1,9 +1,14 @@
 package stated
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"math"
+	"math/big"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -97,7 +102,6 @@ func TestTxnMergesCounterAddsOnlyWhereTheOutcomeStaysTheSame(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			x := newFakeClient(&fakeState{}).Txn()
 			tc.build(x)
-			built := len(x.mutations)
 			req := x.request(&lane{session: 1, next: 1})
 			if len(req.Mutations) != len(tc.want) {
 				t.Fatalf("sent %d mutations %v, want %v", len(req.Mutations), req.Mutations, tc.want)
@@ -110,11 +114,28 @@ func TestTxnMergesCounterAddsOnlyWhereTheOutcomeStaysTheSame(t *testing.T) {
 			if len(x.origin) != len(tc.origin) || (tc.origin != nil && !equalInts(x.origin, tc.origin)) {
 				t.Errorf("origin = %v, want %v", x.origin, tc.origin)
 			}
-			if x.Len() != built || len(x.mutations) != built {
-				t.Errorf("Len() = %d after request, want the %d built", x.Len(), built)
+			if want := builderCalls[tc.name]; x.Len() != want {
+				t.Errorf("Len() = %d, want the %d built", x.Len(), want)
 			}
 		})
 	}
+}
+
+// builderCalls is how many mutations each case above builds: what Len
+// counts, merged or not.
+var builderCalls = map[string]int{
+	"one add is sent as built": 1,
+	"adds to one key become one add of their sum at the first's place":                    4,
+	"the same key in another namespace is another counter":                                2,
+	"negative adds merge with negative ones, and zero with either":                        3,
+	"a sign change starts a new run: +max then -max on a counter at 5 overflows unmerged": 2,
+	"a sum out of int64 starts a new run, which merges what follows":                      4,
+	"different TTLs are not merged":                                                       3,
+	"equal TTLs are merged":                                                               2,
+	"a put of the key ends the run":                                                       4,
+	"a delete of the key ends the run":                                                    3,
+	"a delete prefix covering the key ends the run; one that does not, does not":          5,
+	"a put of another key does not end the run":                                           3,
 }
 
 func equalInts(a, b []int) bool {
@@ -154,7 +175,7 @@ func TestMergedTxnRefusalNamesTheTxnsOwnMutationIndex(t *testing.T) {
 
 // BenchmarkCounterAddsOfAPoll builds what the Kafka processor's
 // per-record handler builds for one poll, 5,000 counter adds over 100
-// keys, and merges them as Commit does: one op is one add.
+// keys, merged as they are added: one op is one add.
 func BenchmarkCounterAddsOfAPoll(b *testing.B) {
 	const adds, keys = 5000, 100
 	names := make([]string, keys)
@@ -168,10 +189,168 @@ func BenchmarkCounterAddsOfAPoll(b *testing.B) {
 		for i := range adds {
 			counts.In(t).Add(names[i%keys], 1)
 		}
-		if merged, _ := mergeCounterAdds(t.mutations); len(merged) != keys {
-			b.Fatalf("merged into %d adds, want %d", len(merged), keys)
+		if len(t.mutations) != keys {
+			b.Fatalf("merged into %d adds, want %d", len(t.mutations), keys)
 		}
 	}
 	b.SetBytes(0)
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*adds), "ns/add")
+}
+
+// TestTxnMergedAsBuiltCommitsWhatItsBuilderCallsCommit builds random Txns
+// of counter adds (through CounterAdd and a Counter handle, with and
+// without a TTL, deltas up to the int64 limits) among puts, deletes and
+// prefix deletes of a few keys, and applies both the builder calls one by
+// one and the merged mutations to a model of the daemon's counters, which
+// refuses the whole commit when an add leaves int64. Both must be refused
+// alike or end with equal counters, and every sent mutation must stand,
+// through origin, for a builder call of the same kind, key and TTL.
+func TestTxnMergedAsBuiltCommitsWhatItsBuilderCallsCommit(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	namespaces, keys := []string{"ns", "other"}, []string{"a", "ab", "b"}
+	deltas := []int64{0, 1, 2, 7, -1, -3}
+	extremes := []int64{math.MaxInt64, math.MinInt64, math.MaxInt64/2 + 1, math.MinInt64/2 - 1}
+	starts := []int64{0, 5, -5, math.MaxInt64 - 10, math.MinInt64 + 10}
+	merged, refused := 0, 0
+	for round := range 3000 {
+		x := newFakeClient(&fakeState{}).Txn()
+		var built []*statedv1.Mutation
+		for range 1 + rng.IntN(40) {
+			ns, key := namespaces[rng.IntN(len(namespaces))], keys[rng.IntN(len(keys))]
+			m := &statedv1.Mutation{Namespace: ns, Key: []byte(key)}
+			switch rng.IntN(12) {
+			case 0:
+				m.Kind, m.Value = statedv1.MutationKind_MUTATION_KIND_PUT, []byte("v")
+				x.Put(ns, m.Key, m.Value)
+			case 1:
+				m.Kind = statedv1.MutationKind_MUTATION_KIND_DELETE
+				x.Delete(ns, m.Key)
+			case 2:
+				m.Kind, m.Key = statedv1.MutationKind_MUTATION_KIND_DELETE_PREFIX, []byte(key[:1])
+				x.DeletePrefix(ns, m.Key)
+			case 3:
+				m.Kind, m.SubKey, m.Value = statedv1.MutationKind_MUTATION_KIND_MAP_PUT, []byte("s"), []byte("v")
+				x.MapPut(ns, m.Key, m.SubKey, m.Value)
+			default:
+				m.Kind, m.Delta = statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, deltas[rng.IntN(len(deltas))]
+				if rng.IntN(8) == 0 {
+					m.Delta = extremes[rng.IntN(len(extremes))]
+				}
+				var opts []WriteOption
+				if rng.IntN(4) == 0 {
+					opts, m.TtlMillis = []WriteOption{WithTTL(time.Second)}, 1000
+				}
+				if rng.IntN(2) == 0 {
+					x.CounterAdd(ns, m.Key, m.Delta, opts...)
+				} else {
+					(&Counter{ns: ns}).In(x).Add(key, m.Delta, opts...)
+				}
+			}
+			built = append(built, m)
+		}
+		sent := x.request(&lane{session: 1, next: 1}).GetMutations()
+		if x.Len() != len(built) {
+			t.Fatalf("round %d: Len() = %d, want the %d built", round, x.Len(), len(built))
+		}
+		origin := func(j int) int {
+			if x.origin == nil {
+				return j
+			}
+			return x.origin[j]
+		}
+		if x.origin != nil && len(x.origin) != len(sent) {
+			t.Fatalf("round %d: %d origins for %d mutations sent", round, len(x.origin), len(sent))
+		}
+		for j, m := range sent {
+			b := built[origin(j)]
+			if b.GetKind() != m.GetKind() || b.GetNamespace() != m.GetNamespace() || !bytes.Equal(b.GetKey(), m.GetKey()) || b.GetTtlMillis() != m.GetTtlMillis() {
+				t.Fatalf("round %d: sent mutations[%d] %v stands for builder call %d, %v", round, j, m, origin(j), b)
+			}
+			if j > 0 && origin(j) <= origin(j-1) {
+				t.Fatalf("round %d: origins out of order: %v", round, x.origin)
+			}
+		}
+		if len(sent) < len(built) {
+			merged++
+		}
+		// Merging moves no delta to another key or TTL, and wraps none.
+		if b, s := deltaSums(built), deltaSums(sent); !maps.EqualFunc(b, s, func(x, y *big.Int) bool { return x.Cmp(y) == 0 }) {
+			t.Fatalf("round %d: deltas by key and TTL sum to %v built, %v sent", round, b, s)
+		}
+		start := map[string]int64{}
+		for _, ns := range namespaces {
+			for _, k := range keys {
+				start[ns+"/"+k] = starts[rng.IntN(len(starts))]
+			}
+		}
+		wantAt, want := applyCounterModel(built, start)
+		gotAt, got := applyCounterModel(sent, start)
+		switch {
+		case (wantAt < 0) != (gotAt < 0):
+			t.Fatalf("round %d: built refused at %d, merged refused at %d\nbuilt %v\nsent %v", round, wantAt, gotAt, built, sent)
+		case gotAt >= 0:
+			refused++
+			// The refusal names the first add of a run that overflows (it
+			// may be another key's than the builder call that overflowed
+			// first unmerged: the commit is refused whole either way).
+			if b := built[origin(gotAt)]; b.GetKind() != statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD {
+				t.Fatalf("round %d: merged refusal names builder call %d, %v, not an add", round, origin(gotAt), b)
+			}
+		default:
+			for k, v := range want {
+				if got[k] != v {
+					t.Fatalf("round %d: counter %s = %d merged, %d built\nbuilt %v\nsent %v", round, k, got[k], v, built, sent)
+				}
+			}
+		}
+	}
+	t.Logf("3000 Txns: %d merged something, %d refused", merged, refused)
+	if merged < 1000 || refused < 100 {
+		t.Fatalf("the random Txns merged %d times and overflowed %d times: too few to check the rules", merged, refused)
+	}
+}
+
+// deltaSums sums the counter adds' deltas by namespace, key and TTL.
+func deltaSums(muts []*statedv1.Mutation) map[string]*big.Int {
+	s := map[string]*big.Int{}
+	for _, m := range muts {
+		if m.GetKind() == statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD {
+			k := fmt.Sprintf("%s/%s ttl %d", m.GetNamespace(), m.GetKey(), m.GetTtlMillis())
+			if s[k] == nil {
+				s[k] = new(big.Int)
+			}
+			s[k].Add(s[k], big.NewInt(m.GetDelta()))
+		}
+	}
+	return s
+}
+
+// applyCounterModel applies muts to the counters in start (keyed
+// "ns/key") as the daemon does: an add that leaves int64 refuses the
+// whole commit, and a delete or covering prefix delete resets a counter.
+// It returns the refused mutation's index, or -1 and the counters.
+func applyCounterModel(muts []*statedv1.Mutation, start map[string]int64) (int, map[string]int64) {
+	c := maps.Clone(start)
+	for i, m := range muts {
+		k := m.GetNamespace() + "/" + string(m.GetKey())
+		switch m.GetKind() {
+		case statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD:
+			v, d := c[k], m.GetDelta()
+			if (d > 0 && v > math.MaxInt64-d) || (d < 0 && v < math.MinInt64-d) {
+				return i, nil
+			}
+			c[k] = v + d
+		case statedv1.MutationKind_MUTATION_KIND_DELETE:
+			c[k] = 0
+		case statedv1.MutationKind_MUTATION_KIND_DELETE_PREFIX:
+			for ck := range c {
+				if strings.HasPrefix(ck, k) {
+					c[ck] = 0
+				}
+			}
+		}
+	}
+	return -1, c
 }

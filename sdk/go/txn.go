@@ -18,8 +18,14 @@ import (
 // and offsets at Commit and refuses the whole Txn with ErrInvalidArgument,
 // naming the offending field (e.g. "mutations[3].key").
 type Txn struct {
-	c         *Client
+	c *Client
+	// mutations are the mutations to send, counter adds merged as they
+	// are added (merge.go); built counts the builder calls that made them,
+	// and origin, once an add was merged, has each one's builder index.
 	mutations []*statedv1.Mutation
+	built     int
+	origin    []int
+	runs      counterRuns
 	offsets   []*statedv1.Offset
 	// Window parts (windows.go).
 	windowAdds []*statedv1.WindowAdd
@@ -28,7 +34,6 @@ type Txn struct {
 	timers     []*statedv1.TimerOp
 	source     string // AddWindow's source without FromSource (SetDefaultSource)
 	err        error  // the first error of a typed handle; Commit returns it
-	origin     []int  // the sent mutations' indexes in mutations, when counter adds were merged
 	done       bool
 }
 
@@ -68,6 +73,9 @@ func WithTTL(ttl time.Duration) WriteOption {
 
 // ttlMillis converts write options into the wire's ttl_millis.
 func ttlMillis(opts []WriteOption) int64 {
+	if len(opts) == 0 {
+		return 0 // without allocating o below, which escapes into opt
+	}
 	var o writeOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -84,11 +92,6 @@ func ttlMillis(opts []WriteOption) int64 {
 
 // Txn starts an empty transaction.
 func (c *Client) Txn() *Txn { return &Txn{c: c} }
-
-func (t *Txn) add(m *statedv1.Mutation) *Txn {
-	t.mutations = append(t.mutations, m)
-	return t
-}
 
 // Put sets the value at key in namespace ns.
 func (t *Txn) Put(ns string, key, value []byte, opts ...WriteOption) *Txn {
@@ -135,9 +138,13 @@ func (t *Txn) ListAppend(ns string, key, value []byte, opts ...WriteOption) *Txn
 // Adds to one key in one Txn are sent as one add of their sum where that
 // changes no outcome (see "Counters" in the package documentation).
 func (t *Txn) CounterAdd(ns string, key []byte, delta int64, opts ...WriteOption) *Txn {
+	ttl := ttlMillis(opts)
+	if mergeAdd(t, ns, key, delta, ttl) {
+		return t
+	}
 	return t.add(&statedv1.Mutation{
 		Kind: statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, Namespace: ns,
-		Key: bytes.Clone(key), Delta: delta, TtlMillis: ttlMillis(opts),
+		Key: bytes.Clone(key), Delta: delta, TtlMillis: ttl,
 	})
 }
 
@@ -161,7 +168,7 @@ func (t *Txn) CommitOffset(group, topic string, partition int32, next int64) *Tx
 // Len returns the number of mutations, offsets, window adds, watermark
 // hints, acknowledgements and timer operations in the Txn.
 func (t *Txn) Len() int {
-	return len(t.mutations) + len(t.offsets) + len(t.windowAdds) + len(t.hints) + len(t.acks) + len(t.timers)
+	return t.built + len(t.offsets) + len(t.windowAdds) + len(t.hints) + len(t.acks) + len(t.timers)
 }
 
 // setErr remembers the first error of a typed handle, for Commit to return.
@@ -175,10 +182,8 @@ func (t *Txn) setErr(err error) {
 // counter adds merged (merge.go); t.origin maps the request's mutation
 // indexes back to the Txn's, nil when they are the same.
 func (t *Txn) request(l *lane) *statedv1.CommitRequest {
-	var muts []*statedv1.Mutation
-	muts, t.origin = mergeCounterAdds(t.mutations)
 	return &statedv1.CommitRequest{
-		Mutations: muts,
+		Mutations: t.mutations,
 		Offsets:   t.offsets,
 		ClientId:  t.c.id,
 		SessionId: l.session,
@@ -216,6 +221,9 @@ func (t *Txn) Commit(ctx context.Context) (CommitResult, error) {
 	c := t.c
 	if err := c.checkOpen("commit"); err != nil {
 		return CommitResult{}, err
+	}
+	if err := t.tooManyMutations(); err != nil {
+		return CommitResult{}, c.rpcErr("commit", err)
 	}
 	// A session that expired while the Client was idle is reopened once,
 	// for a commit that no attempt has sent in the old session yet.

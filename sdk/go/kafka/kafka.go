@@ -409,12 +409,13 @@ func (p *Processor) batch(fetches kgo.Fetches) *batch {
 		if !ok {
 			return // revoked, lost or fenced since the fetch
 		}
-		pb := &partBatch{tp: tp, claim: o.claim}
-		for _, r := range ftp.Records {
-			if o.next >= 0 && r.Offset < o.next {
-				continue // committed already: a fetch from before a rewind
-			}
-			pb.records = append(pb.records, r)
+		// The fetch's own records, less those committed already (a fetch
+		// from before a rewind), copied only when there are such.
+		n := len(ftp.Records)
+		pb := &partBatch{tp: tp, claim: o.claim, records: ftp.Records[:n:n]}
+		committed := func(r *kgo.Record) bool { return o.next >= 0 && r.Offset < o.next }
+		if slices.ContainsFunc(pb.records, committed) {
+			pb.records = slices.DeleteFunc(slices.Clone(pb.records), committed)
 		}
 		if len(pb.records) > 0 {
 			b.parts = append(b.parts, pb)
