@@ -90,6 +90,11 @@ func (a checkpointsAPI) Status(context.Context) (*statedv1.CheckpointStatus, err
 	}
 	if st.LastCompleted != nil {
 		out.LastCompleted = grpcapi.Summary(st.LastCompleted)
+		n := st.LastCount
+		out.LastCount = &statedv1.CheckpointCountInfo{
+			WholeReason: n.Whole, BaseEpoch: n.BaseEpoch, TablesRead: uint64(n.TablesRead), TableBytesRead: n.TableBytesRead,
+			KeysCompared: n.KeysCompared, RangesCompared: uint64(n.RangesCompared), DurationMillis: st.LastCountDuration.Milliseconds(),
+		}
 	}
 	return out, nil
 }

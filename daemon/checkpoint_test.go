@@ -357,6 +357,12 @@ func TestIncrementalCheckpointOfA200MBStateSendsLittle(t *testing.T) {
 	if lc.TableBytesRead > stateBytes/5 {
 		t.Errorf("counting from the checkpoint before read %d bytes of tables, more than a fifth of the %d of state", lc.TableBytesRead, stateBytes)
 	}
+	// The gRPC status says the same.
+	if n := st.GetLastCount(); n.GetWholeReason() != lc.Whole || n.GetBaseEpoch() != lc.BaseEpoch || n.GetBaseEpoch() != last.GetEpoch() ||
+		n.GetKeysCompared() != lc.KeysCompared || n.GetTableBytesRead() != lc.TableBytesRead || n.GetTablesRead() != uint64(lc.TablesRead) ||
+		n.GetRangesCompared() != uint64(lc.RangesCompared) || n.GetDurationMillis() != d.CheckpointStatus().LastCountDuration.Milliseconds() {
+		t.Errorf("the gRPC status says the count was %v; the coordinator's is %+v, from epoch %d", n, lc, last.GetEpoch())
+	}
 	if got := resp.GetSummary().GetKeys(); got != keys || resp.GetSummary().GetStateBytes() != stateBytes {
 		t.Errorf("the manifest counts %d keys, %d bytes; want %d keys and the %d bytes of the checkpoint before", got, resp.GetSummary().GetStateBytes(), keys, stateBytes)
 	}

@@ -271,6 +271,28 @@ type checkpointsOutput struct {
 	KafkaMemberGroups  []string          `json:"kafka_member_groups,omitempty"`
 	InProgressEpoch    uint64            `json:"in_progress_epoch,omitempty"`
 	Coordinator        string            `json:"coordinator"`
+	LastCount          *countOutput      `json:"last_count,omitempty"`
+}
+
+// countOutput is how the last completed checkpoint's state was counted:
+// from the checkpoint at base_epoch (whole_reason empty) or whole.
+type countOutput struct {
+	WholeReason    string `json:"whole_reason,omitempty"`
+	BaseEpoch      uint64 `json:"base_epoch,omitempty"`
+	TablesRead     uint64 `json:"tables_read"`
+	TableBytesRead uint64 `json:"table_bytes_read"`
+	KeysCompared   uint64 `json:"keys_compared"`
+	RangesCompared uint64 `json:"ranges_compared"`
+	DurationMillis int64  `json:"duration_millis"`
+}
+
+// String is the count as `stated status` prints it.
+func (n *countOutput) String() string {
+	if n.WholeReason != "" {
+		return fmt.Sprintf("whole in %dms (%s)", n.DurationMillis, n.WholeReason)
+	}
+	return fmt.Sprintf("from epoch %d in %dms: read %d changed tables (%s), compared %d keys and %d deleted ranges",
+		n.BaseEpoch, n.DurationMillis, n.TablesRead, humanBytes(n.TableBytesRead), n.KeysCompared, n.RangesCompared)
 }
 
 func checkpointStatusOutput(st *statedv1.CheckpointStatus) *checkpointsOutput {
@@ -285,6 +307,12 @@ func checkpointStatusOutput(st *statedv1.CheckpointStatus) *checkpointsOutput {
 		o := summaryOutput(s)
 		out.LastCompleted = &o
 		out.LastAgeSeconds = time.Since(o.CreatedAt).Seconds()
+	}
+	if n := st.GetLastCount(); n != nil {
+		out.LastCount = &countOutput{
+			WholeReason: n.GetWholeReason(), BaseEpoch: n.GetBaseEpoch(), TablesRead: n.GetTablesRead(), TableBytesRead: n.GetTableBytesRead(),
+			KeysCompared: n.GetKeysCompared(), RangesCompared: n.GetRangesCompared(), DurationMillis: n.GetDurationMillis(),
+		}
 	}
 	return out
 }
@@ -303,6 +331,9 @@ func (c *cli) printCheckpointStatus(out statusOutput) error {
 		fmt.Fprintf(c.stdout, "  last completed: epoch %d, %s ago, took %dms, uploaded %d files (%s) of %d\n", lc.Epoch,
 			time.Duration(st.LastAgeSeconds*float64(time.Second)).Round(time.Second), st.LastDurationMillis,
 			st.LastFilesUploaded, humanBytes(st.LastBytesUploaded), lc.Files)
+		if st.LastCount != nil {
+			fmt.Fprintf(c.stdout, "  its keys and bytes counted %s\n", st.LastCount)
+		}
 	} else {
 		fmt.Fprintln(c.stdout, "  last completed: none since the coordinator started")
 	}

@@ -624,7 +624,7 @@ func (x SessionRefused_Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionRefused_Reason.Descriptor instead.
 func (SessionRefused_Reason) EnumDescriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{47, 0}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{48, 0}
 }
 
 type RecoveryRequest struct {
@@ -1859,8 +1859,11 @@ type CheckpointStatus struct {
 	// commits from outside an active group); sdk/go/kafka processors commit
 	// the checkpointed offsets themselves.
 	KafkaMemberGroups []string `protobuf:"bytes,19,rep,name=kafka_member_groups,json=kafkaMemberGroups,proto3" json:"kafka_member_groups,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// last_count says how the last completed checkpoint's key and byte
+	// counts (its manifest's) were made; unset when none completed.
+	LastCount     *CheckpointCountInfo `protobuf:"bytes,20,opt,name=last_count,json=lastCount,proto3" json:"last_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckpointStatus) Reset() {
@@ -2026,6 +2029,113 @@ func (x *CheckpointStatus) GetKafkaMemberGroups() []string {
 	return nil
 }
 
+func (x *CheckpointStatus) GetLastCount() *CheckpointCountInfo {
+	if x != nil {
+		return x.LastCount
+	}
+	return nil
+}
+
+// CheckpointCountInfo is how a checkpoint's state was counted: from the
+// checkpoint before it (whole_reason empty), reading only the tables that
+// changed since, or by reading the whole state.
+type CheckpointCountInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// whole_reason says why the state was read whole, e.g. "no base kept"
+	// for a leader's first checkpoint; empty when counted from base_epoch.
+	WholeReason string `protobuf:"bytes,1,opt,name=whole_reason,json=wholeReason,proto3" json:"whole_reason,omitempty"`
+	BaseEpoch   uint64 `protobuf:"varint,2,opt,name=base_epoch,json=baseEpoch,proto3" json:"base_epoch,omitempty"`
+	// tables_read and table_bytes_read are the changed tables read to find
+	// the keys to compare; keys_compared and ranges_compared are the keys
+	// and range deletions counted in both checkpoints.
+	TablesRead     uint64 `protobuf:"varint,3,opt,name=tables_read,json=tablesRead,proto3" json:"tables_read,omitempty"`
+	TableBytesRead uint64 `protobuf:"varint,4,opt,name=table_bytes_read,json=tableBytesRead,proto3" json:"table_bytes_read,omitempty"`
+	KeysCompared   uint64 `protobuf:"varint,5,opt,name=keys_compared,json=keysCompared,proto3" json:"keys_compared,omitempty"`
+	RangesCompared uint64 `protobuf:"varint,6,opt,name=ranges_compared,json=rangesCompared,proto3" json:"ranges_compared,omitempty"`
+	DurationMillis int64  `protobuf:"varint,7,opt,name=duration_millis,json=durationMillis,proto3" json:"duration_millis,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CheckpointCountInfo) Reset() {
+	*x = CheckpointCountInfo{}
+	mi := &file_statedv1_stated_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointCountInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointCountInfo) ProtoMessage() {}
+
+func (x *CheckpointCountInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointCountInfo.ProtoReflect.Descriptor instead.
+func (*CheckpointCountInfo) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CheckpointCountInfo) GetWholeReason() string {
+	if x != nil {
+		return x.WholeReason
+	}
+	return ""
+}
+
+func (x *CheckpointCountInfo) GetBaseEpoch() uint64 {
+	if x != nil {
+		return x.BaseEpoch
+	}
+	return 0
+}
+
+func (x *CheckpointCountInfo) GetTablesRead() uint64 {
+	if x != nil {
+		return x.TablesRead
+	}
+	return 0
+}
+
+func (x *CheckpointCountInfo) GetTableBytesRead() uint64 {
+	if x != nil {
+		return x.TableBytesRead
+	}
+	return 0
+}
+
+func (x *CheckpointCountInfo) GetKeysCompared() uint64 {
+	if x != nil {
+		return x.KeysCompared
+	}
+	return 0
+}
+
+func (x *CheckpointCountInfo) GetRangesCompared() uint64 {
+	if x != nil {
+		return x.RangesCompared
+	}
+	return 0
+}
+
+func (x *CheckpointCountInfo) GetDurationMillis() int64 {
+	if x != nil {
+		return x.DurationMillis
+	}
+	return 0
+}
+
 type JoinRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -2040,7 +2150,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[19]
+	mi := &file_statedv1_stated_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2162,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[19]
+	mi := &file_statedv1_stated_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2175,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{19}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -2106,7 +2216,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[20]
+	mi := &file_statedv1_stated_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2118,7 +2228,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[20]
+	mi := &file_statedv1_stated_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2131,7 +2241,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{20}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *JoinResponse) GetClusterId() string {
@@ -2157,7 +2267,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[21]
+	mi := &file_statedv1_stated_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2279,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[21]
+	mi := &file_statedv1_stated_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2292,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{21}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RemoveRequest) GetNodeId() string {
@@ -2200,7 +2310,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[22]
+	mi := &file_statedv1_stated_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2212,7 +2322,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[22]
+	mi := &file_statedv1_stated_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2225,7 +2335,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{22}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{23}
 }
 
 type MembersRequest struct {
@@ -2236,7 +2346,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[23]
+	mi := &file_statedv1_stated_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2248,7 +2358,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[23]
+	mi := &file_statedv1_stated_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2261,7 +2371,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{23}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{24}
 }
 
 type Member struct {
@@ -2277,7 +2387,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_statedv1_stated_proto_msgTypes[24]
+	mi := &file_statedv1_stated_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2289,7 +2399,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[24]
+	mi := &file_statedv1_stated_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2302,7 +2412,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{24}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Member) GetNodeId() string {
@@ -2351,7 +2461,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[25]
+	mi := &file_statedv1_stated_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2363,7 +2473,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[25]
+	mi := &file_statedv1_stated_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2376,7 +2486,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{25}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -2408,7 +2518,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[26]
+	mi := &file_statedv1_stated_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2420,7 +2530,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[26]
+	mi := &file_statedv1_stated_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2433,7 +2543,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{26}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{27}
 }
 
 type NodeStatusResponse struct {
@@ -2458,7 +2568,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[27]
+	mi := &file_statedv1_stated_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2470,7 +2580,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[27]
+	mi := &file_statedv1_stated_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2483,7 +2593,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{27}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NodeStatusResponse) GetNodeId() string {
@@ -2578,7 +2688,7 @@ type StateCounts struct {
 
 func (x *StateCounts) Reset() {
 	*x = StateCounts{}
-	mi := &file_statedv1_stated_proto_msgTypes[28]
+	mi := &file_statedv1_stated_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2590,7 +2700,7 @@ func (x *StateCounts) String() string {
 func (*StateCounts) ProtoMessage() {}
 
 func (x *StateCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[28]
+	mi := &file_statedv1_stated_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2603,7 +2713,7 @@ func (x *StateCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateCounts.ProtoReflect.Descriptor instead.
 func (*StateCounts) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{28}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StateCounts) GetSessions() uint64 {
@@ -2686,7 +2796,7 @@ type Mutation struct {
 
 func (x *Mutation) Reset() {
 	*x = Mutation{}
-	mi := &file_statedv1_stated_proto_msgTypes[29]
+	mi := &file_statedv1_stated_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2698,7 +2808,7 @@ func (x *Mutation) String() string {
 func (*Mutation) ProtoMessage() {}
 
 func (x *Mutation) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[29]
+	mi := &file_statedv1_stated_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2711,7 +2821,7 @@ func (x *Mutation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mutation.ProtoReflect.Descriptor instead.
 func (*Mutation) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{29}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Mutation) GetKind() MutationKind {
@@ -2781,7 +2891,7 @@ type Offset struct {
 
 func (x *Offset) Reset() {
 	*x = Offset{}
-	mi := &file_statedv1_stated_proto_msgTypes[30]
+	mi := &file_statedv1_stated_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2793,7 +2903,7 @@ func (x *Offset) String() string {
 func (*Offset) ProtoMessage() {}
 
 func (x *Offset) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[30]
+	mi := &file_statedv1_stated_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2806,7 +2916,7 @@ func (x *Offset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Offset.ProtoReflect.Descriptor instead.
 func (*Offset) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{30}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Offset) GetGroup() string {
@@ -2854,7 +2964,7 @@ type TopicPartition struct {
 
 func (x *TopicPartition) Reset() {
 	*x = TopicPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[31]
+	mi := &file_statedv1_stated_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2866,7 +2976,7 @@ func (x *TopicPartition) String() string {
 func (*TopicPartition) ProtoMessage() {}
 
 func (x *TopicPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[31]
+	mi := &file_statedv1_stated_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2879,7 +2989,7 @@ func (x *TopicPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicPartition.ProtoReflect.Descriptor instead.
 func (*TopicPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{31}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TopicPartition) GetTopic() string {
@@ -2908,7 +3018,7 @@ type ClaimRequest struct {
 
 func (x *ClaimRequest) Reset() {
 	*x = ClaimRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[32]
+	mi := &file_statedv1_stated_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2920,7 +3030,7 @@ func (x *ClaimRequest) String() string {
 func (*ClaimRequest) ProtoMessage() {}
 
 func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[32]
+	mi := &file_statedv1_stated_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2933,7 +3043,7 @@ func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimRequest.ProtoReflect.Descriptor instead.
 func (*ClaimRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{32}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ClaimRequest) GetGroup() string {
@@ -2972,7 +3082,7 @@ type ClaimedPartition struct {
 
 func (x *ClaimedPartition) Reset() {
 	*x = ClaimedPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[33]
+	mi := &file_statedv1_stated_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2984,7 +3094,7 @@ func (x *ClaimedPartition) String() string {
 func (*ClaimedPartition) ProtoMessage() {}
 
 func (x *ClaimedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[33]
+	mi := &file_statedv1_stated_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2997,7 +3107,7 @@ func (x *ClaimedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimedPartition.ProtoReflect.Descriptor instead.
 func (*ClaimedPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{33}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ClaimedPartition) GetTopic() string {
@@ -3046,7 +3156,7 @@ type ClaimResponse struct {
 
 func (x *ClaimResponse) Reset() {
 	*x = ClaimResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[34]
+	mi := &file_statedv1_stated_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3058,7 +3168,7 @@ func (x *ClaimResponse) String() string {
 func (*ClaimResponse) ProtoMessage() {}
 
 func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[34]
+	mi := &file_statedv1_stated_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3071,7 +3181,7 @@ func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimResponse.ProtoReflect.Descriptor instead.
 func (*ClaimResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{34}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ClaimResponse) GetPartitions() []*ClaimedPartition {
@@ -3099,7 +3209,7 @@ type PartitionEpoch struct {
 
 func (x *PartitionEpoch) Reset() {
 	*x = PartitionEpoch{}
-	mi := &file_statedv1_stated_proto_msgTypes[35]
+	mi := &file_statedv1_stated_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3111,7 +3221,7 @@ func (x *PartitionEpoch) String() string {
 func (*PartitionEpoch) ProtoMessage() {}
 
 func (x *PartitionEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[35]
+	mi := &file_statedv1_stated_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3124,7 +3234,7 @@ func (x *PartitionEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionEpoch.ProtoReflect.Descriptor instead.
 func (*PartitionEpoch) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{35}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PartitionEpoch) GetTopic() string {
@@ -3159,7 +3269,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[36]
+	mi := &file_statedv1_stated_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3171,7 +3281,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[36]
+	mi := &file_statedv1_stated_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3184,7 +3294,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{36}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReleaseRequest) GetGroup() string {
@@ -3217,7 +3327,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[37]
+	mi := &file_statedv1_stated_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3229,7 +3339,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[37]
+	mi := &file_statedv1_stated_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3242,7 +3352,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{37}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReleaseResponse) GetIndex() uint64 {
@@ -3268,7 +3378,7 @@ type PartitionClaim struct {
 
 func (x *PartitionClaim) Reset() {
 	*x = PartitionClaim{}
-	mi := &file_statedv1_stated_proto_msgTypes[38]
+	mi := &file_statedv1_stated_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3280,7 +3390,7 @@ func (x *PartitionClaim) String() string {
 func (*PartitionClaim) ProtoMessage() {}
 
 func (x *PartitionClaim) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[38]
+	mi := &file_statedv1_stated_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3293,7 +3403,7 @@ func (x *PartitionClaim) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionClaim.ProtoReflect.Descriptor instead.
 func (*PartitionClaim) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{38}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PartitionClaim) GetTopic() string {
@@ -3374,7 +3484,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[39]
+	mi := &file_statedv1_stated_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3386,7 +3496,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[39]
+	mi := &file_statedv1_stated_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3399,7 +3509,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{39}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CommitRequest) GetMutations() []*Mutation {
@@ -3495,7 +3605,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[40]
+	mi := &file_statedv1_stated_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3507,7 +3617,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[40]
+	mi := &file_statedv1_stated_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3520,7 +3630,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{40}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CommitResponse) GetIndex() uint64 {
@@ -3561,7 +3671,7 @@ type CommitBatchRequest struct {
 
 func (x *CommitBatchRequest) Reset() {
 	*x = CommitBatchRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[41]
+	mi := &file_statedv1_stated_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3573,7 +3683,7 @@ func (x *CommitBatchRequest) String() string {
 func (*CommitBatchRequest) ProtoMessage() {}
 
 func (x *CommitBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[41]
+	mi := &file_statedv1_stated_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3586,7 +3696,7 @@ func (x *CommitBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitBatchRequest.ProtoReflect.Descriptor instead.
 func (*CommitBatchRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{41}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CommitBatchRequest) GetCommits() []*CommitRequest {
@@ -3606,7 +3716,7 @@ type CommitBatchResponse struct {
 
 func (x *CommitBatchResponse) Reset() {
 	*x = CommitBatchResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[42]
+	mi := &file_statedv1_stated_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3618,7 +3728,7 @@ func (x *CommitBatchResponse) String() string {
 func (*CommitBatchResponse) ProtoMessage() {}
 
 func (x *CommitBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[42]
+	mi := &file_statedv1_stated_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3631,7 +3741,7 @@ func (x *CommitBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitBatchResponse.ProtoReflect.Descriptor instead.
 func (*CommitBatchResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{42}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CommitBatchResponse) GetResults() []*CommitBatchResult {
@@ -3653,7 +3763,7 @@ type CommitBatchResult struct {
 
 func (x *CommitBatchResult) Reset() {
 	*x = CommitBatchResult{}
-	mi := &file_statedv1_stated_proto_msgTypes[43]
+	mi := &file_statedv1_stated_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3665,7 +3775,7 @@ func (x *CommitBatchResult) String() string {
 func (*CommitBatchResult) ProtoMessage() {}
 
 func (x *CommitBatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[43]
+	mi := &file_statedv1_stated_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3678,7 +3788,7 @@ func (x *CommitBatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitBatchResult.ProtoReflect.Descriptor instead.
 func (*CommitBatchResult) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{43}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CommitBatchResult) GetResponse() *CommitResponse {
@@ -3708,7 +3818,7 @@ type CommitError struct {
 
 func (x *CommitError) Reset() {
 	*x = CommitError{}
-	mi := &file_statedv1_stated_proto_msgTypes[44]
+	mi := &file_statedv1_stated_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3720,7 +3830,7 @@ func (x *CommitError) String() string {
 func (*CommitError) ProtoMessage() {}
 
 func (x *CommitError) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[44]
+	mi := &file_statedv1_stated_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3733,7 +3843,7 @@ func (x *CommitError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitError.ProtoReflect.Descriptor instead.
 func (*CommitError) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{44}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CommitError) GetCode() int32 {
@@ -3766,7 +3876,7 @@ type OpenSessionRequest struct {
 
 func (x *OpenSessionRequest) Reset() {
 	*x = OpenSessionRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[45]
+	mi := &file_statedv1_stated_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3778,7 +3888,7 @@ func (x *OpenSessionRequest) String() string {
 func (*OpenSessionRequest) ProtoMessage() {}
 
 func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[45]
+	mi := &file_statedv1_stated_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3791,7 +3901,7 @@ func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionRequest.ProtoReflect.Descriptor instead.
 func (*OpenSessionRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{45}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *OpenSessionRequest) GetClientId() string {
@@ -3815,7 +3925,7 @@ type OpenSessionResponse struct {
 
 func (x *OpenSessionResponse) Reset() {
 	*x = OpenSessionResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[46]
+	mi := &file_statedv1_stated_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3827,7 +3937,7 @@ func (x *OpenSessionResponse) String() string {
 func (*OpenSessionResponse) ProtoMessage() {}
 
 func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[46]
+	mi := &file_statedv1_stated_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3840,7 +3950,7 @@ func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionResponse.ProtoReflect.Descriptor instead.
 func (*OpenSessionResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{46}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *OpenSessionResponse) GetSessionId() uint64 {
@@ -3882,7 +3992,7 @@ type SessionRefused struct {
 
 func (x *SessionRefused) Reset() {
 	*x = SessionRefused{}
-	mi := &file_statedv1_stated_proto_msgTypes[47]
+	mi := &file_statedv1_stated_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3894,7 +4004,7 @@ func (x *SessionRefused) String() string {
 func (*SessionRefused) ProtoMessage() {}
 
 func (x *SessionRefused) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[47]
+	mi := &file_statedv1_stated_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3907,7 +4017,7 @@ func (x *SessionRefused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRefused.ProtoReflect.Descriptor instead.
 func (*SessionRefused) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{47}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *SessionRefused) GetClientId() string {
@@ -3976,7 +4086,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_statedv1_stated_proto_msgTypes[48]
+	mi := &file_statedv1_stated_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3988,7 +4098,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[48]
+	mi := &file_statedv1_stated_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4001,7 +4111,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{48}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReadOptions) GetConsistency() Consistency {
@@ -4032,7 +4142,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[49]
+	mi := &file_statedv1_stated_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4044,7 +4154,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[49]
+	mi := &file_statedv1_stated_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4057,7 +4167,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{49}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetRequest) GetNamespace() string {
@@ -4110,7 +4220,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[50]
+	mi := &file_statedv1_stated_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4122,7 +4232,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[50]
+	mi := &file_statedv1_stated_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4135,7 +4245,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{50}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -4195,7 +4305,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[51]
+	mi := &file_statedv1_stated_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4207,7 +4317,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[51]
+	mi := &file_statedv1_stated_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4220,7 +4330,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{51}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ScanRequest) GetNamespace() string {
@@ -4295,7 +4405,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_statedv1_stated_proto_msgTypes[52]
+	mi := &file_statedv1_stated_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4307,7 +4417,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[52]
+	mi := &file_statedv1_stated_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4320,7 +4430,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{52}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Entry) GetKind() Kind {
@@ -4375,7 +4485,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[53]
+	mi := &file_statedv1_stated_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4387,7 +4497,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[53]
+	mi := &file_statedv1_stated_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4400,7 +4510,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{53}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ScanResponse) GetEntries() []*Entry {
@@ -4427,7 +4537,7 @@ type GetOffsetsRequest struct {
 
 func (x *GetOffsetsRequest) Reset() {
 	*x = GetOffsetsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[54]
+	mi := &file_statedv1_stated_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4439,7 +4549,7 @@ func (x *GetOffsetsRequest) String() string {
 func (*GetOffsetsRequest) ProtoMessage() {}
 
 func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[54]
+	mi := &file_statedv1_stated_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4452,7 +4562,7 @@ func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{54}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetOffsetsRequest) GetGroup() string {
@@ -4485,7 +4595,7 @@ type GetOffsetsResponse struct {
 
 func (x *GetOffsetsResponse) Reset() {
 	*x = GetOffsetsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[55]
+	mi := &file_statedv1_stated_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4497,7 +4607,7 @@ func (x *GetOffsetsResponse) String() string {
 func (*GetOffsetsResponse) ProtoMessage() {}
 
 func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[55]
+	mi := &file_statedv1_stated_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4510,7 +4620,7 @@ func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{55}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetOffsetsResponse) GetOffsets() []*Offset {
@@ -4562,7 +4672,7 @@ type FencedPartition struct {
 
 func (x *FencedPartition) Reset() {
 	*x = FencedPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[56]
+	mi := &file_statedv1_stated_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4574,7 +4684,7 @@ func (x *FencedPartition) String() string {
 func (*FencedPartition) ProtoMessage() {}
 
 func (x *FencedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[56]
+	mi := &file_statedv1_stated_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4587,7 +4697,7 @@ func (x *FencedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FencedPartition.ProtoReflect.Descriptor instead.
 func (*FencedPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{56}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *FencedPartition) GetGroup() string {
@@ -4679,7 +4789,7 @@ type WindowSpec struct {
 
 func (x *WindowSpec) Reset() {
 	*x = WindowSpec{}
-	mi := &file_statedv1_stated_proto_msgTypes[57]
+	mi := &file_statedv1_stated_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4691,7 +4801,7 @@ func (x *WindowSpec) String() string {
 func (*WindowSpec) ProtoMessage() {}
 
 func (x *WindowSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[57]
+	mi := &file_statedv1_stated_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4704,7 +4814,7 @@ func (x *WindowSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSpec.ProtoReflect.Descriptor instead.
 func (*WindowSpec) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{57}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *WindowSpec) GetNamespace() string {
@@ -4814,7 +4924,7 @@ type DefineWindowsRequest struct {
 
 func (x *DefineWindowsRequest) Reset() {
 	*x = DefineWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[58]
+	mi := &file_statedv1_stated_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4826,7 +4936,7 @@ func (x *DefineWindowsRequest) String() string {
 func (*DefineWindowsRequest) ProtoMessage() {}
 
 func (x *DefineWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[58]
+	mi := &file_statedv1_stated_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4839,7 +4949,7 @@ func (x *DefineWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefineWindowsRequest.ProtoReflect.Descriptor instead.
 func (*DefineWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{58}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *DefineWindowsRequest) GetSpec() *WindowSpec {
@@ -4862,7 +4972,7 @@ type DefineWindowsResponse struct {
 
 func (x *DefineWindowsResponse) Reset() {
 	*x = DefineWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[59]
+	mi := &file_statedv1_stated_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4874,7 +4984,7 @@ func (x *DefineWindowsResponse) String() string {
 func (*DefineWindowsResponse) ProtoMessage() {}
 
 func (x *DefineWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[59]
+	mi := &file_statedv1_stated_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4887,7 +4997,7 @@ func (x *DefineWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefineWindowsResponse.ProtoReflect.Descriptor instead.
 func (*DefineWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{59}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *DefineWindowsResponse) GetIndex() uint64 {
@@ -4926,7 +5036,7 @@ type WindowAdd struct {
 
 func (x *WindowAdd) Reset() {
 	*x = WindowAdd{}
-	mi := &file_statedv1_stated_proto_msgTypes[60]
+	mi := &file_statedv1_stated_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4938,7 +5048,7 @@ func (x *WindowAdd) String() string {
 func (*WindowAdd) ProtoMessage() {}
 
 func (x *WindowAdd) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[60]
+	mi := &file_statedv1_stated_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4951,7 +5061,7 @@ func (x *WindowAdd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowAdd.ProtoReflect.Descriptor instead.
 func (*WindowAdd) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{60}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *WindowAdd) GetNamespace() string {
@@ -5016,7 +5126,7 @@ type WatermarkHint struct {
 
 func (x *WatermarkHint) Reset() {
 	*x = WatermarkHint{}
-	mi := &file_statedv1_stated_proto_msgTypes[61]
+	mi := &file_statedv1_stated_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5028,7 +5138,7 @@ func (x *WatermarkHint) String() string {
 func (*WatermarkHint) ProtoMessage() {}
 
 func (x *WatermarkHint) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[61]
+	mi := &file_statedv1_stated_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5041,7 +5151,7 @@ func (x *WatermarkHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatermarkHint.ProtoReflect.Descriptor instead.
 func (*WatermarkHint) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{61}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *WatermarkHint) GetNamespace() string {
@@ -5077,7 +5187,7 @@ type EmissionAck struct {
 
 func (x *EmissionAck) Reset() {
 	*x = EmissionAck{}
-	mi := &file_statedv1_stated_proto_msgTypes[62]
+	mi := &file_statedv1_stated_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5089,7 +5199,7 @@ func (x *EmissionAck) String() string {
 func (*EmissionAck) ProtoMessage() {}
 
 func (x *EmissionAck) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[62]
+	mi := &file_statedv1_stated_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5102,7 +5212,7 @@ func (x *EmissionAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmissionAck.ProtoReflect.Descriptor instead.
 func (*EmissionAck) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{62}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *EmissionAck) GetNamespace() string {
@@ -5135,7 +5245,7 @@ type TimerOp struct {
 
 func (x *TimerOp) Reset() {
 	*x = TimerOp{}
-	mi := &file_statedv1_stated_proto_msgTypes[63]
+	mi := &file_statedv1_stated_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5147,7 +5257,7 @@ func (x *TimerOp) String() string {
 func (*TimerOp) ProtoMessage() {}
 
 func (x *TimerOp) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[63]
+	mi := &file_statedv1_stated_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5160,7 +5270,7 @@ func (x *TimerOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerOp.ProtoReflect.Descriptor instead.
 func (*TimerOp) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{63}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *TimerOp) GetNamespace() string {
@@ -5200,7 +5310,7 @@ type AddResult struct {
 
 func (x *AddResult) Reset() {
 	*x = AddResult{}
-	mi := &file_statedv1_stated_proto_msgTypes[64]
+	mi := &file_statedv1_stated_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5212,7 +5322,7 @@ func (x *AddResult) String() string {
 func (*AddResult) ProtoMessage() {}
 
 func (x *AddResult) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[64]
+	mi := &file_statedv1_stated_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5225,7 +5335,7 @@ func (x *AddResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddResult.ProtoReflect.Descriptor instead.
 func (*AddResult) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{64}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *AddResult) GetStatus() AddStatus {
@@ -5263,7 +5373,7 @@ type Emission struct {
 
 func (x *Emission) Reset() {
 	*x = Emission{}
-	mi := &file_statedv1_stated_proto_msgTypes[65]
+	mi := &file_statedv1_stated_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5275,7 +5385,7 @@ func (x *Emission) String() string {
 func (*Emission) ProtoMessage() {}
 
 func (x *Emission) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[65]
+	mi := &file_statedv1_stated_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5288,7 +5398,7 @@ func (x *Emission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Emission.ProtoReflect.Descriptor instead.
 func (*Emission) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{65}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *Emission) GetNamespace() string {
@@ -5396,7 +5506,7 @@ type OutboxFull struct {
 
 func (x *OutboxFull) Reset() {
 	*x = OutboxFull{}
-	mi := &file_statedv1_stated_proto_msgTypes[66]
+	mi := &file_statedv1_stated_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5408,7 +5518,7 @@ func (x *OutboxFull) String() string {
 func (*OutboxFull) ProtoMessage() {}
 
 func (x *OutboxFull) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[66]
+	mi := &file_statedv1_stated_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5421,7 +5531,7 @@ func (x *OutboxFull) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxFull.ProtoReflect.Descriptor instead.
 func (*OutboxFull) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{66}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *OutboxFull) GetNamespace() string {
@@ -5466,7 +5576,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_statedv1_stated_proto_msgTypes[67]
+	mi := &file_statedv1_stated_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5478,7 +5588,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[67]
+	mi := &file_statedv1_stated_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5491,7 +5601,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{67}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *Window) GetKey() []byte {
@@ -5586,7 +5696,7 @@ type GetWindowsRequest struct {
 
 func (x *GetWindowsRequest) Reset() {
 	*x = GetWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[68]
+	mi := &file_statedv1_stated_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5598,7 +5708,7 @@ func (x *GetWindowsRequest) String() string {
 func (*GetWindowsRequest) ProtoMessage() {}
 
 func (x *GetWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[68]
+	mi := &file_statedv1_stated_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5611,7 +5721,7 @@ func (x *GetWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWindowsRequest.ProtoReflect.Descriptor instead.
 func (*GetWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{68}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *GetWindowsRequest) GetNamespace() string {
@@ -5659,7 +5769,7 @@ type GetWindowsResponse struct {
 
 func (x *GetWindowsResponse) Reset() {
 	*x = GetWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[69]
+	mi := &file_statedv1_stated_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5671,7 +5781,7 @@ func (x *GetWindowsResponse) String() string {
 func (*GetWindowsResponse) ProtoMessage() {}
 
 func (x *GetWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[69]
+	mi := &file_statedv1_stated_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5684,7 +5794,7 @@ func (x *GetWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWindowsResponse.ProtoReflect.Descriptor instead.
 func (*GetWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{69}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *GetWindowsResponse) GetWindows() []*Window {
@@ -5717,7 +5827,7 @@ type ListOpenWindowsRequest struct {
 
 func (x *ListOpenWindowsRequest) Reset() {
 	*x = ListOpenWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[70]
+	mi := &file_statedv1_stated_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5729,7 +5839,7 @@ func (x *ListOpenWindowsRequest) String() string {
 func (*ListOpenWindowsRequest) ProtoMessage() {}
 
 func (x *ListOpenWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[70]
+	mi := &file_statedv1_stated_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5742,7 +5852,7 @@ func (x *ListOpenWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenWindowsRequest.ProtoReflect.Descriptor instead.
 func (*ListOpenWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{70}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListOpenWindowsRequest) GetNamespace() string {
@@ -5793,7 +5903,7 @@ type ListOpenWindowsResponse struct {
 
 func (x *ListOpenWindowsResponse) Reset() {
 	*x = ListOpenWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[71]
+	mi := &file_statedv1_stated_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5805,7 +5915,7 @@ func (x *ListOpenWindowsResponse) String() string {
 func (*ListOpenWindowsResponse) ProtoMessage() {}
 
 func (x *ListOpenWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[71]
+	mi := &file_statedv1_stated_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5818,7 +5928,7 @@ func (x *ListOpenWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenWindowsResponse.ProtoReflect.Descriptor instead.
 func (*ListOpenWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{71}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListOpenWindowsResponse) GetWindows() []*Window {
@@ -5856,7 +5966,7 @@ type ReadEmissionsRequest struct {
 
 func (x *ReadEmissionsRequest) Reset() {
 	*x = ReadEmissionsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[72]
+	mi := &file_statedv1_stated_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5868,7 +5978,7 @@ func (x *ReadEmissionsRequest) String() string {
 func (*ReadEmissionsRequest) ProtoMessage() {}
 
 func (x *ReadEmissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[72]
+	mi := &file_statedv1_stated_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5881,7 +5991,7 @@ func (x *ReadEmissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEmissionsRequest.ProtoReflect.Descriptor instead.
 func (*ReadEmissionsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{72}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ReadEmissionsRequest) GetNamespace() string {
@@ -5924,7 +6034,7 @@ type ReadEmissionsResponse struct {
 
 func (x *ReadEmissionsResponse) Reset() {
 	*x = ReadEmissionsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[73]
+	mi := &file_statedv1_stated_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5936,7 +6046,7 @@ func (x *ReadEmissionsResponse) String() string {
 func (*ReadEmissionsResponse) ProtoMessage() {}
 
 func (x *ReadEmissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[73]
+	mi := &file_statedv1_stated_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5949,7 +6059,7 @@ func (x *ReadEmissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEmissionsResponse.ProtoReflect.Descriptor instead.
 func (*ReadEmissionsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{73}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ReadEmissionsResponse) GetEmissions() []*Emission {
@@ -5984,7 +6094,7 @@ type WindowStatusRequest struct {
 
 func (x *WindowStatusRequest) Reset() {
 	*x = WindowStatusRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[74]
+	mi := &file_statedv1_stated_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5996,7 +6106,7 @@ func (x *WindowStatusRequest) String() string {
 func (*WindowStatusRequest) ProtoMessage() {}
 
 func (x *WindowStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[74]
+	mi := &file_statedv1_stated_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6009,7 +6119,7 @@ func (x *WindowStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStatusRequest.ProtoReflect.Descriptor instead.
 func (*WindowStatusRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{74}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *WindowStatusRequest) GetNamespace() string {
@@ -6042,7 +6152,7 @@ type WindowSourceStatus struct {
 
 func (x *WindowSourceStatus) Reset() {
 	*x = WindowSourceStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[75]
+	mi := &file_statedv1_stated_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6054,7 +6164,7 @@ func (x *WindowSourceStatus) String() string {
 func (*WindowSourceStatus) ProtoMessage() {}
 
 func (x *WindowSourceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[75]
+	mi := &file_statedv1_stated_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6067,7 +6177,7 @@ func (x *WindowSourceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSourceStatus.ProtoReflect.Descriptor instead.
 func (*WindowSourceStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{75}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *WindowSourceStatus) GetSource() string {
@@ -6120,7 +6230,7 @@ type WindowNamespaceStatus struct {
 
 func (x *WindowNamespaceStatus) Reset() {
 	*x = WindowNamespaceStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[76]
+	mi := &file_statedv1_stated_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6132,7 +6242,7 @@ func (x *WindowNamespaceStatus) String() string {
 func (*WindowNamespaceStatus) ProtoMessage() {}
 
 func (x *WindowNamespaceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[76]
+	mi := &file_statedv1_stated_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6145,7 +6255,7 @@ func (x *WindowNamespaceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowNamespaceStatus.ProtoReflect.Descriptor instead.
 func (*WindowNamespaceStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{76}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *WindowNamespaceStatus) GetSpec() *WindowSpec {
@@ -6222,7 +6332,7 @@ type WindowStatusResponse struct {
 
 func (x *WindowStatusResponse) Reset() {
 	*x = WindowStatusResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[77]
+	mi := &file_statedv1_stated_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6234,7 +6344,7 @@ func (x *WindowStatusResponse) String() string {
 func (*WindowStatusResponse) ProtoMessage() {}
 
 func (x *WindowStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[77]
+	mi := &file_statedv1_stated_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6247,7 +6357,7 @@ func (x *WindowStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStatusResponse.ProtoReflect.Descriptor instead.
 func (*WindowStatusResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{77}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *WindowStatusResponse) GetNamespaces() []*WindowNamespaceStatus {
@@ -6363,7 +6473,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\aoffsets\x18\x02 \x03(\v2\x11.stated.v1.OffsetR\aoffsets\x12/\n" +
 	"\x05files\x18\x03 \x03(\v2\x19.stated.v1.CheckpointFileR\x05files\x12%\n" +
 	"\x0eformat_version\x18\x04 \x01(\x05R\rformatVersion\"\x19\n" +
-	"\x17CheckpointStatusRequest\"\xa4\x06\n" +
+	"\x17CheckpointStatusRequest\"\xe3\x06\n" +
 	"\x10CheckpointStatus\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x16\n" +
 	"\x06bucket\x18\x02 \x01(\tR\x06bucket\x12'\n" +
@@ -6386,7 +6496,19 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\vkafka_error\x18\x11 \x01(\tR\n" +
 	"kafkaError\x12\x17\n" +
 	"\anode_id\x18\x12 \x01(\tR\x06nodeId\x12.\n" +
-	"\x13kafka_member_groups\x18\x13 \x03(\tR\x11kafkaMemberGroups\"\x7f\n" +
+	"\x13kafka_member_groups\x18\x13 \x03(\tR\x11kafkaMemberGroups\x12=\n" +
+	"\n" +
+	"last_count\x18\x14 \x01(\v2\x1e.stated.v1.CheckpointCountInfoR\tlastCount\"\x99\x02\n" +
+	"\x13CheckpointCountInfo\x12!\n" +
+	"\fwhole_reason\x18\x01 \x01(\tR\vwholeReason\x12\x1d\n" +
+	"\n" +
+	"base_epoch\x18\x02 \x01(\x04R\tbaseEpoch\x12\x1f\n" +
+	"\vtables_read\x18\x03 \x01(\x04R\n" +
+	"tablesRead\x12(\n" +
+	"\x10table_bytes_read\x18\x04 \x01(\x04R\x0etableBytesRead\x12#\n" +
+	"\rkeys_compared\x18\x05 \x01(\x04R\fkeysCompared\x12'\n" +
+	"\x0franges_compared\x18\x06 \x01(\x04R\x0erangesCompared\x12'\n" +
+	"\x0fduration_millis\x18\a \x01(\x03R\x0edurationMillis\"\x7f\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -6839,7 +6961,7 @@ func file_statedv1_stated_proto_rawDescGZIP() []byte {
 }
 
 var file_statedv1_stated_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
+var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
 var file_statedv1_stated_proto_goTypes = []any{
 	(Kind)(0),                         // 0: stated.v1.Kind
 	(MutationKind)(0),                 // 1: stated.v1.MutationKind
@@ -6870,66 +6992,67 @@ var file_statedv1_stated_proto_goTypes = []any{
 	(*CheckpointManifest)(nil),        // 26: stated.v1.CheckpointManifest
 	(*CheckpointStatusRequest)(nil),   // 27: stated.v1.CheckpointStatusRequest
 	(*CheckpointStatus)(nil),          // 28: stated.v1.CheckpointStatus
-	(*JoinRequest)(nil),               // 29: stated.v1.JoinRequest
-	(*JoinResponse)(nil),              // 30: stated.v1.JoinResponse
-	(*RemoveRequest)(nil),             // 31: stated.v1.RemoveRequest
-	(*RemoveResponse)(nil),            // 32: stated.v1.RemoveResponse
-	(*MembersRequest)(nil),            // 33: stated.v1.MembersRequest
-	(*Member)(nil),                    // 34: stated.v1.Member
-	(*MembersResponse)(nil),           // 35: stated.v1.MembersResponse
-	(*NodeStatusRequest)(nil),         // 36: stated.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),        // 37: stated.v1.NodeStatusResponse
-	(*StateCounts)(nil),               // 38: stated.v1.StateCounts
-	(*Mutation)(nil),                  // 39: stated.v1.Mutation
-	(*Offset)(nil),                    // 40: stated.v1.Offset
-	(*TopicPartition)(nil),            // 41: stated.v1.TopicPartition
-	(*ClaimRequest)(nil),              // 42: stated.v1.ClaimRequest
-	(*ClaimedPartition)(nil),          // 43: stated.v1.ClaimedPartition
-	(*ClaimResponse)(nil),             // 44: stated.v1.ClaimResponse
-	(*PartitionEpoch)(nil),            // 45: stated.v1.PartitionEpoch
-	(*ReleaseRequest)(nil),            // 46: stated.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),           // 47: stated.v1.ReleaseResponse
-	(*PartitionClaim)(nil),            // 48: stated.v1.PartitionClaim
-	(*CommitRequest)(nil),             // 49: stated.v1.CommitRequest
-	(*CommitResponse)(nil),            // 50: stated.v1.CommitResponse
-	(*CommitBatchRequest)(nil),        // 51: stated.v1.CommitBatchRequest
-	(*CommitBatchResponse)(nil),       // 52: stated.v1.CommitBatchResponse
-	(*CommitBatchResult)(nil),         // 53: stated.v1.CommitBatchResult
-	(*CommitError)(nil),               // 54: stated.v1.CommitError
-	(*OpenSessionRequest)(nil),        // 55: stated.v1.OpenSessionRequest
-	(*OpenSessionResponse)(nil),       // 56: stated.v1.OpenSessionResponse
-	(*SessionRefused)(nil),            // 57: stated.v1.SessionRefused
-	(*ReadOptions)(nil),               // 58: stated.v1.ReadOptions
-	(*GetRequest)(nil),                // 59: stated.v1.GetRequest
-	(*GetResponse)(nil),               // 60: stated.v1.GetResponse
-	(*ScanRequest)(nil),               // 61: stated.v1.ScanRequest
-	(*Entry)(nil),                     // 62: stated.v1.Entry
-	(*ScanResponse)(nil),              // 63: stated.v1.ScanResponse
-	(*GetOffsetsRequest)(nil),         // 64: stated.v1.GetOffsetsRequest
-	(*GetOffsetsResponse)(nil),        // 65: stated.v1.GetOffsetsResponse
-	(*FencedPartition)(nil),           // 66: stated.v1.FencedPartition
-	(*WindowSpec)(nil),                // 67: stated.v1.WindowSpec
-	(*DefineWindowsRequest)(nil),      // 68: stated.v1.DefineWindowsRequest
-	(*DefineWindowsResponse)(nil),     // 69: stated.v1.DefineWindowsResponse
-	(*WindowAdd)(nil),                 // 70: stated.v1.WindowAdd
-	(*WatermarkHint)(nil),             // 71: stated.v1.WatermarkHint
-	(*EmissionAck)(nil),               // 72: stated.v1.EmissionAck
-	(*TimerOp)(nil),                   // 73: stated.v1.TimerOp
-	(*AddResult)(nil),                 // 74: stated.v1.AddResult
-	(*Emission)(nil),                  // 75: stated.v1.Emission
-	(*OutboxFull)(nil),                // 76: stated.v1.OutboxFull
-	(*Window)(nil),                    // 77: stated.v1.Window
-	(*GetWindowsRequest)(nil),         // 78: stated.v1.GetWindowsRequest
-	(*GetWindowsResponse)(nil),        // 79: stated.v1.GetWindowsResponse
-	(*ListOpenWindowsRequest)(nil),    // 80: stated.v1.ListOpenWindowsRequest
-	(*ListOpenWindowsResponse)(nil),   // 81: stated.v1.ListOpenWindowsResponse
-	(*ReadEmissionsRequest)(nil),      // 82: stated.v1.ReadEmissionsRequest
-	(*ReadEmissionsResponse)(nil),     // 83: stated.v1.ReadEmissionsResponse
-	(*WindowStatusRequest)(nil),       // 84: stated.v1.WindowStatusRequest
-	(*WindowSourceStatus)(nil),        // 85: stated.v1.WindowSourceStatus
-	(*WindowNamespaceStatus)(nil),     // 86: stated.v1.WindowNamespaceStatus
-	(*WindowStatusResponse)(nil),      // 87: stated.v1.WindowStatusResponse
-	(*anypb.Any)(nil),                 // 88: google.protobuf.Any
+	(*CheckpointCountInfo)(nil),       // 29: stated.v1.CheckpointCountInfo
+	(*JoinRequest)(nil),               // 30: stated.v1.JoinRequest
+	(*JoinResponse)(nil),              // 31: stated.v1.JoinResponse
+	(*RemoveRequest)(nil),             // 32: stated.v1.RemoveRequest
+	(*RemoveResponse)(nil),            // 33: stated.v1.RemoveResponse
+	(*MembersRequest)(nil),            // 34: stated.v1.MembersRequest
+	(*Member)(nil),                    // 35: stated.v1.Member
+	(*MembersResponse)(nil),           // 36: stated.v1.MembersResponse
+	(*NodeStatusRequest)(nil),         // 37: stated.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),        // 38: stated.v1.NodeStatusResponse
+	(*StateCounts)(nil),               // 39: stated.v1.StateCounts
+	(*Mutation)(nil),                  // 40: stated.v1.Mutation
+	(*Offset)(nil),                    // 41: stated.v1.Offset
+	(*TopicPartition)(nil),            // 42: stated.v1.TopicPartition
+	(*ClaimRequest)(nil),              // 43: stated.v1.ClaimRequest
+	(*ClaimedPartition)(nil),          // 44: stated.v1.ClaimedPartition
+	(*ClaimResponse)(nil),             // 45: stated.v1.ClaimResponse
+	(*PartitionEpoch)(nil),            // 46: stated.v1.PartitionEpoch
+	(*ReleaseRequest)(nil),            // 47: stated.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),           // 48: stated.v1.ReleaseResponse
+	(*PartitionClaim)(nil),            // 49: stated.v1.PartitionClaim
+	(*CommitRequest)(nil),             // 50: stated.v1.CommitRequest
+	(*CommitResponse)(nil),            // 51: stated.v1.CommitResponse
+	(*CommitBatchRequest)(nil),        // 52: stated.v1.CommitBatchRequest
+	(*CommitBatchResponse)(nil),       // 53: stated.v1.CommitBatchResponse
+	(*CommitBatchResult)(nil),         // 54: stated.v1.CommitBatchResult
+	(*CommitError)(nil),               // 55: stated.v1.CommitError
+	(*OpenSessionRequest)(nil),        // 56: stated.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),       // 57: stated.v1.OpenSessionResponse
+	(*SessionRefused)(nil),            // 58: stated.v1.SessionRefused
+	(*ReadOptions)(nil),               // 59: stated.v1.ReadOptions
+	(*GetRequest)(nil),                // 60: stated.v1.GetRequest
+	(*GetResponse)(nil),               // 61: stated.v1.GetResponse
+	(*ScanRequest)(nil),               // 62: stated.v1.ScanRequest
+	(*Entry)(nil),                     // 63: stated.v1.Entry
+	(*ScanResponse)(nil),              // 64: stated.v1.ScanResponse
+	(*GetOffsetsRequest)(nil),         // 65: stated.v1.GetOffsetsRequest
+	(*GetOffsetsResponse)(nil),        // 66: stated.v1.GetOffsetsResponse
+	(*FencedPartition)(nil),           // 67: stated.v1.FencedPartition
+	(*WindowSpec)(nil),                // 68: stated.v1.WindowSpec
+	(*DefineWindowsRequest)(nil),      // 69: stated.v1.DefineWindowsRequest
+	(*DefineWindowsResponse)(nil),     // 70: stated.v1.DefineWindowsResponse
+	(*WindowAdd)(nil),                 // 71: stated.v1.WindowAdd
+	(*WatermarkHint)(nil),             // 72: stated.v1.WatermarkHint
+	(*EmissionAck)(nil),               // 73: stated.v1.EmissionAck
+	(*TimerOp)(nil),                   // 74: stated.v1.TimerOp
+	(*AddResult)(nil),                 // 75: stated.v1.AddResult
+	(*Emission)(nil),                  // 76: stated.v1.Emission
+	(*OutboxFull)(nil),                // 77: stated.v1.OutboxFull
+	(*Window)(nil),                    // 78: stated.v1.Window
+	(*GetWindowsRequest)(nil),         // 79: stated.v1.GetWindowsRequest
+	(*GetWindowsResponse)(nil),        // 80: stated.v1.GetWindowsResponse
+	(*ListOpenWindowsRequest)(nil),    // 81: stated.v1.ListOpenWindowsRequest
+	(*ListOpenWindowsResponse)(nil),   // 82: stated.v1.ListOpenWindowsResponse
+	(*ReadEmissionsRequest)(nil),      // 83: stated.v1.ReadEmissionsRequest
+	(*ReadEmissionsResponse)(nil),     // 84: stated.v1.ReadEmissionsResponse
+	(*WindowStatusRequest)(nil),       // 85: stated.v1.WindowStatusRequest
+	(*WindowSourceStatus)(nil),        // 86: stated.v1.WindowSourceStatus
+	(*WindowNamespaceStatus)(nil),     // 87: stated.v1.WindowNamespaceStatus
+	(*WindowStatusResponse)(nil),      // 88: stated.v1.WindowStatusResponse
+	(*anypb.Any)(nil),                 // 89: google.protobuf.Any
 }
 var file_statedv1_stated_proto_depIdxs = []int32{
 	24, // 0: stated.v1.RecoveryReport.checkpoint:type_name -> stated.v1.CheckpointSummary
@@ -6939,110 +7062,111 @@ var file_statedv1_stated_proto_depIdxs = []int32{
 	24, // 4: stated.v1.TriggerCheckpointResponse.summary:type_name -> stated.v1.CheckpointSummary
 	24, // 5: stated.v1.ListCheckpointsResponse.checkpoints:type_name -> stated.v1.CheckpointSummary
 	24, // 6: stated.v1.CheckpointManifest.summary:type_name -> stated.v1.CheckpointSummary
-	40, // 7: stated.v1.CheckpointManifest.offsets:type_name -> stated.v1.Offset
+	41, // 7: stated.v1.CheckpointManifest.offsets:type_name -> stated.v1.Offset
 	25, // 8: stated.v1.CheckpointManifest.files:type_name -> stated.v1.CheckpointFile
 	24, // 9: stated.v1.CheckpointStatus.last_completed:type_name -> stated.v1.CheckpointSummary
-	34, // 10: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
-	38, // 11: stated.v1.NodeStatusResponse.counts:type_name -> stated.v1.StateCounts
-	1,  // 12: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
-	41, // 13: stated.v1.ClaimRequest.partitions:type_name -> stated.v1.TopicPartition
-	43, // 14: stated.v1.ClaimResponse.partitions:type_name -> stated.v1.ClaimedPartition
-	45, // 15: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
-	39, // 16: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
-	40, // 17: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
-	70, // 18: stated.v1.CommitRequest.window_adds:type_name -> stated.v1.WindowAdd
-	71, // 19: stated.v1.CommitRequest.watermark_hints:type_name -> stated.v1.WatermarkHint
-	72, // 20: stated.v1.CommitRequest.acks:type_name -> stated.v1.EmissionAck
-	73, // 21: stated.v1.CommitRequest.timers:type_name -> stated.v1.TimerOp
-	74, // 22: stated.v1.CommitResponse.add_results:type_name -> stated.v1.AddResult
-	75, // 23: stated.v1.CommitResponse.emissions:type_name -> stated.v1.Emission
-	49, // 24: stated.v1.CommitBatchRequest.commits:type_name -> stated.v1.CommitRequest
-	53, // 25: stated.v1.CommitBatchResponse.results:type_name -> stated.v1.CommitBatchResult
-	50, // 26: stated.v1.CommitBatchResult.response:type_name -> stated.v1.CommitResponse
-	54, // 27: stated.v1.CommitBatchResult.error:type_name -> stated.v1.CommitError
-	88, // 28: stated.v1.CommitError.details:type_name -> google.protobuf.Any
-	9,  // 29: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
-	2,  // 30: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
-	0,  // 31: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
-	58, // 32: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 33: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
-	58, // 34: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 35: stated.v1.Entry.kind:type_name -> stated.v1.Kind
-	62, // 36: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
-	58, // 37: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
-	40, // 38: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
-	48, // 39: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
-	40, // 40: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
-	3,  // 41: stated.v1.WindowSpec.shape:type_name -> stated.v1.WindowShape
-	4,  // 42: stated.v1.WindowSpec.aggregate:type_name -> stated.v1.WindowAggregate
-	5,  // 43: stated.v1.WindowSpec.emit:type_name -> stated.v1.WindowEmit
-	6,  // 44: stated.v1.WindowSpec.late:type_name -> stated.v1.LatePolicy
-	67, // 45: stated.v1.DefineWindowsRequest.spec:type_name -> stated.v1.WindowSpec
-	7,  // 46: stated.v1.AddResult.status:type_name -> stated.v1.AddStatus
-	8,  // 47: stated.v1.Emission.kind:type_name -> stated.v1.EmissionKind
-	58, // 48: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	77, // 49: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
-	58, // 50: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	77, // 51: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
-	58, // 52: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
-	75, // 53: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
-	58, // 54: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
-	67, // 55: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
-	85, // 56: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
-	86, // 57: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
-	49, // 58: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
-	59, // 59: stated.v1.State.Get:input_type -> stated.v1.GetRequest
-	61, // 60: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
-	64, // 61: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
-	42, // 62: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
-	46, // 63: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
-	55, // 64: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
-	51, // 65: stated.v1.State.CommitBatch:input_type -> stated.v1.CommitBatchRequest
-	29, // 66: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
-	31, // 67: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
-	33, // 68: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
-	36, // 69: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
-	15, // 70: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
-	17, // 71: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
-	19, // 72: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
-	20, // 73: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
-	22, // 74: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
-	27, // 75: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
-	10, // 76: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
-	68, // 77: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
-	78, // 78: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
-	80, // 79: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
-	82, // 80: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
-	84, // 81: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
-	50, // 82: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
-	60, // 83: stated.v1.State.Get:output_type -> stated.v1.GetResponse
-	63, // 84: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
-	65, // 85: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
-	44, // 86: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
-	47, // 87: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
-	56, // 88: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
-	52, // 89: stated.v1.State.CommitBatch:output_type -> stated.v1.CommitBatchResponse
-	30, // 90: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
-	32, // 91: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
-	35, // 92: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
-	37, // 93: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
-	16, // 94: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
-	18, // 95: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
-	26, // 96: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
-	21, // 97: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
-	23, // 98: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
-	28, // 99: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
-	14, // 100: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
-	69, // 101: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
-	79, // 102: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
-	81, // 103: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
-	83, // 104: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
-	87, // 105: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
-	82, // [82:106] is the sub-list for method output_type
-	58, // [58:82] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	29, // 10: stated.v1.CheckpointStatus.last_count:type_name -> stated.v1.CheckpointCountInfo
+	35, // 11: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
+	39, // 12: stated.v1.NodeStatusResponse.counts:type_name -> stated.v1.StateCounts
+	1,  // 13: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
+	42, // 14: stated.v1.ClaimRequest.partitions:type_name -> stated.v1.TopicPartition
+	44, // 15: stated.v1.ClaimResponse.partitions:type_name -> stated.v1.ClaimedPartition
+	46, // 16: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
+	40, // 17: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
+	41, // 18: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
+	71, // 19: stated.v1.CommitRequest.window_adds:type_name -> stated.v1.WindowAdd
+	72, // 20: stated.v1.CommitRequest.watermark_hints:type_name -> stated.v1.WatermarkHint
+	73, // 21: stated.v1.CommitRequest.acks:type_name -> stated.v1.EmissionAck
+	74, // 22: stated.v1.CommitRequest.timers:type_name -> stated.v1.TimerOp
+	75, // 23: stated.v1.CommitResponse.add_results:type_name -> stated.v1.AddResult
+	76, // 24: stated.v1.CommitResponse.emissions:type_name -> stated.v1.Emission
+	50, // 25: stated.v1.CommitBatchRequest.commits:type_name -> stated.v1.CommitRequest
+	54, // 26: stated.v1.CommitBatchResponse.results:type_name -> stated.v1.CommitBatchResult
+	51, // 27: stated.v1.CommitBatchResult.response:type_name -> stated.v1.CommitResponse
+	55, // 28: stated.v1.CommitBatchResult.error:type_name -> stated.v1.CommitError
+	89, // 29: stated.v1.CommitError.details:type_name -> google.protobuf.Any
+	9,  // 30: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
+	2,  // 31: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
+	0,  // 32: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
+	59, // 33: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 34: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
+	59, // 35: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 36: stated.v1.Entry.kind:type_name -> stated.v1.Kind
+	63, // 37: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
+	59, // 38: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
+	41, // 39: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
+	49, // 40: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
+	41, // 41: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
+	3,  // 42: stated.v1.WindowSpec.shape:type_name -> stated.v1.WindowShape
+	4,  // 43: stated.v1.WindowSpec.aggregate:type_name -> stated.v1.WindowAggregate
+	5,  // 44: stated.v1.WindowSpec.emit:type_name -> stated.v1.WindowEmit
+	6,  // 45: stated.v1.WindowSpec.late:type_name -> stated.v1.LatePolicy
+	68, // 46: stated.v1.DefineWindowsRequest.spec:type_name -> stated.v1.WindowSpec
+	7,  // 47: stated.v1.AddResult.status:type_name -> stated.v1.AddStatus
+	8,  // 48: stated.v1.Emission.kind:type_name -> stated.v1.EmissionKind
+	59, // 49: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	78, // 50: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
+	59, // 51: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	78, // 52: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
+	59, // 53: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
+	76, // 54: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
+	59, // 55: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
+	68, // 56: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
+	86, // 57: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
+	87, // 58: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
+	50, // 59: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
+	60, // 60: stated.v1.State.Get:input_type -> stated.v1.GetRequest
+	62, // 61: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
+	65, // 62: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
+	43, // 63: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
+	47, // 64: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
+	56, // 65: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
+	52, // 66: stated.v1.State.CommitBatch:input_type -> stated.v1.CommitBatchRequest
+	30, // 67: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
+	32, // 68: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
+	34, // 69: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
+	37, // 70: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
+	15, // 71: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
+	17, // 72: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
+	19, // 73: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
+	20, // 74: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
+	22, // 75: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
+	27, // 76: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
+	10, // 77: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
+	69, // 78: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
+	79, // 79: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
+	81, // 80: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
+	83, // 81: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
+	85, // 82: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
+	51, // 83: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
+	61, // 84: stated.v1.State.Get:output_type -> stated.v1.GetResponse
+	64, // 85: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
+	66, // 86: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
+	45, // 87: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
+	48, // 88: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
+	57, // 89: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
+	53, // 90: stated.v1.State.CommitBatch:output_type -> stated.v1.CommitBatchResponse
+	31, // 91: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
+	33, // 92: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
+	36, // 93: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
+	38, // 94: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
+	16, // 95: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
+	18, // 96: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
+	26, // 97: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
+	21, // 98: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
+	23, // 99: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
+	28, // 100: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
+	14, // 101: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
+	70, // 102: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
+	80, // 103: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
+	82, // 104: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
+	84, // 105: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
+	88, // 106: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
+	83, // [83:107] is the sub-list for method output_type
+	59, // [59:83] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_statedv1_stated_proto_init() }
@@ -7050,14 +7174,14 @@ func file_statedv1_stated_proto_init() {
 	if File_statedv1_stated_proto != nil {
 		return
 	}
-	file_statedv1_stated_proto_msgTypes[57].OneofWrappers = []any{}
+	file_statedv1_stated_proto_msgTypes[58].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_statedv1_stated_proto_rawDesc), len(file_statedv1_stated_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   78,
+			NumMessages:   79,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
