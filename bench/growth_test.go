@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	stated "github.com/statedhq/stated/sdk/go"
@@ -147,8 +149,8 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 	b.ReportMetric(float64(dirSize(b, filepath.Join(nd.dataDir, "state")))/(1<<20), "state-MB")
 	b.ReportMetric(rssAnon(b, nd), "built-RssAnon-MB")
 
-	growthCommits(b, "single", opts.commitTime, 1, 1, gc.op, c)
-	growthCommits(b, "batch", opts.commitTime, 8, 100, gc.op, c)
+	growthCommits(context.Background(), b, "single", opts.commitTime, 1, 1, gc.op, c)
+	growthCommits(context.Background(), b, "batch", opts.commitTime, 8, 100, gc.op, c)
 
 	cp := checkpointsClient(b, nd)
 	b.ReportMetric(rssAnon(b, nd), "commits-RssAnon-MB")
@@ -214,8 +216,8 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 	// twice the commit rows' time (at least 3 s) each.
 	// Long enough for several checkpoints, whatever the commit rows' time.
 	rowTime := max(2*opts.commitTime, 3*time.Second)
-	growthCommits(b, "nockpt", rowTime, 8, 100, gc.op, c2)
-	growthCommitsCheckpointing(b, "ckpt1s", rowTime, time.Second, 8, 100, gc.op, c2, checkpointsClient(b, nd))
+	growthCommits(context.Background(), b, "nockpt", rowTime, 8, 100, gc.op, c2)
+	growthCommitsCheckpointing(b, "ckpt1s", rowTime, time.Second, 8, 100, gc.op, c2, nd)
 }
 
 // growthCommitsCheckpointing runs growthCommits while it triggers a
@@ -223,10 +225,14 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 // starts when its tick has come and the one before completed. It reports
 // the checkpoints it started and their mean time (PREFIX-checkpoints,
 // PREFIX-ckpt-s); the last may complete after the commits stopped.
-func growthCommitsCheckpointing(b *testing.B, prefix string, d, every time.Duration, clients, n int, op func(int, *stated.Txn, int), c *stated.Client, cp statedv1.CheckpointsClient) {
+func growthCommitsCheckpointing(b *testing.B, prefix string, d, every time.Duration, clients, n int, op func(int, *stated.Txn, int), c *stated.Client, nd *node) {
+	cp := checkpointsClient(b, nd)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	stop := make(chan struct{})
+	// A stuck checkpoint ends the commits too: the node is dumped and dead.
+	cctx, cstop := context.WithCancel(ctx)
+	defer cstop()
 	var done int
 	var took time.Duration
 	var failed error
@@ -241,15 +247,25 @@ func growthCommitsCheckpointing(b *testing.B, prefix string, d, every time.Durat
 			case <-t.C:
 			}
 			start := time.Now()
-			if _, err := cp.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true}); err != nil {
+			tctx, tcancel := context.WithTimeout(ctx, triggerTimeout)
+			_, err := cp.Trigger(tctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+			tcancel()
+			if err != nil {
+				if status.Code(err) == codes.DeadlineExceeded {
+					err = fmt.Errorf("%w; the node's goroutines:\n%s", err, nd.dump())
+				}
+				// testing.Benchmark keeps b.Fatalf's message to itself; a
+				// test running this row shows stderr.
+				fmt.Fprintf(os.Stderr, "%s: a checkpoint failed: %v\n", prefix, err)
 				failed = err
+				cstop()
 				return
 			}
 			done++
 			took += time.Since(start)
 		}
 	})
-	growthCommits(b, prefix, d, clients, n, op, c)
+	growthCommits(cctx, b, prefix, d, clients, n, op, c)
 	// The checkpoint in flight, if any, completes and counts: on a busy
 	// machine the row may end before the first one does.
 	close(stop)
@@ -356,6 +372,24 @@ func startClusterWith(b *testing.B, n int, flags []string) []*node {
 	return nodes
 }
 
+// triggerTimeout bounds one checkpoint of the checkpoint-every-second
+// row: one that takes longer is stuck, and the row fails with the node's
+// goroutines.
+const triggerTimeout = 3 * time.Minute
+
+// dump makes the node's process print its goroutines and exit (SIGQUIT),
+// and returns its output.
+func (nd *node) dump() string {
+	if err := nd.cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+		return fmt.Sprintf("(SIGQUIT: %v)\n%s", err, nd.logs)
+	}
+	select {
+	case <-nd.done:
+	case <-time.After(30 * time.Second):
+	}
+	return nd.logs.String()
+}
+
 // rerun starts the node's process again on its data dir, socket and
 // ports, as a supervisor restarting it would, without waiting for it.
 func (nd *node) rerun(tb testing.TB, flags []string) {
@@ -406,8 +440,8 @@ func firstCommit(tb testing.TB, nd *node, op func(int, *stated.Txn, int)) *state
 
 // growthCommits has clients goroutines commit Txns of n operations for d
 // and reports PREFIX-ops/s and the commit latency quantiles.
-func growthCommits(b *testing.B, prefix string, d time.Duration, clients, n int, op func(int, *stated.Txn, int), c *stated.Client) {
-	ctx := context.Background()
+// Commits stop when ctx ends.
+func growthCommits(ctx context.Context, b *testing.B, prefix string, d time.Duration, clients, n int, op func(int, *stated.Txn, int), c *stated.Client) {
 	var lat latencies
 	var failed atomic.Pointer[error]
 	var wg sync.WaitGroup

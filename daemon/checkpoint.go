@@ -203,8 +203,13 @@ const (
 // leads, until ctx ends. While it follows, it hashes its tables ahead of
 // time (prehashLoop).
 func (c *coordinator) run(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
 	var bg sync.WaitGroup
 	defer bg.Wait()
+	// Before the wait: a panic in a checkpoint stops the prehash loop and
+	// then goes on to crash the process, where waiting for the loop first
+	// would leave every later checkpoint trigger waiting forever.
+	defer cancel()
 	bg.Go(func() { c.prehashLoop(ctx) })
 	var tick <-chan time.Time
 	if c.every > 0 {

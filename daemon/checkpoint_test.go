@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -519,5 +520,34 @@ func TestCheckpointCountsAreMadeFromTheCheckpointBeforeAcrossARestart(t *testing
 	keys, st = checkpoint()
 	if keys != 2002 || !usedBase(st.LastCount, second) {
 		t.Fatalf("checkpoint after the restart: %d keys, counted %+v; want 2002, counted with the base of epoch %d", keys, st.LastCount, second)
+	}
+}
+
+// TestAPanicInACheckpointCrashesTheDaemon runs, in a child process, a
+// daemon whose checkpoint panics (through the cut hook), and checks that
+// the child dies of the panic. The coordinator once waited, as the panic
+// unwound, for its follower pre-hash loop, which had no reason to stop:
+// the panic never surfaced, and every later checkpoint trigger waited
+// forever (a slice bound in TrimCheckpointWAL, found that way).
+func TestAPanicInACheckpointCrashesTheDaemon(t *testing.T) {
+	if os.Getenv("STATED_TEST_CHECKPOINT_PANIC") == "1" {
+		bucket := fileBucket(t)
+		d := daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL = bucket; c.CheckpointInterval = 0 })
+		daemon.SetCheckpointCutHook(d, func(uint64, string) string { panic("checkpoint panic for the test") })
+		conn := dial(t, "unix://"+d.SocketPath())
+		// No deadline: only the panic ends this call.
+		_, err := statedv1.NewCheckpointsClient(conn).Trigger(context.Background(), &statedv1.TriggerCheckpointRequest{Wait: true})
+		t.Fatalf("the trigger returned (%v); the process should have died of the panic", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestAPanicInACheckpointCrashesTheDaemon$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "STATED_TEST_CHECKPOINT_PANIC=1")
+	out, err := cmd.CombinedOutput()
+	switch {
+	case ctx.Err() != nil:
+		t.Fatalf("the daemon did not die of the panic within a minute; its output:\n%s", out)
+	case err == nil || !strings.Contains(string(out), "panic: checkpoint panic for the test"):
+		t.Fatalf("child: %v, want it to die of the checkpoint's panic; output:\n%s", err, out)
 	}
 }

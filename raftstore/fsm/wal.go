@@ -211,13 +211,15 @@ func corruptionIn(tail []byte, base int64, num uint64) (bad, next int64, corrupt
 	}
 	bad = base + int64(off)
 	// Any later chunk of this log carries its log number at offset 7 of
-	// its header: look for those bytes, then check the whole chunk.
+	// its header: look for those bytes, then check the whole chunk. The
+	// chunks may have read to the end of the tail (a record whose first
+	// chunks are whole and whose last is missing): then nothing follows.
 	var pat [4]byte
 	binary.LittleEndian.PutUint32(pat[:], uint32(num))
-	for from := off + 1; ; {
+	for from := off + 1; from < len(tail); {
 		i := bytes.Index(tail[from:], pat[:])
 		if i < 0 {
-			return bad, 0, false
+			break
 		}
 		at := from + i - 7
 		from += i + 1
@@ -228,6 +230,7 @@ func corruptionIn(tail []byte, base int64, num uint64) (bad, next int64, corrupt
 			return bad, base + int64(at), true
 		}
 	}
+	return bad, 0, false
 }
 
 // newRecordReader calls record.NewReader, whose log number parameter has

@@ -22,7 +22,8 @@ import (
 // flushed WAL) and the path of its one WAL file. The state machine's
 // options no longer recycle WAL files (cleaner.go); with recycle, Pebble's
 // default cleaner does, as in a data dir written by an older stated.
-func walCheckpoint(t *testing.T, n int, recycle bool) (dir, log string) {
+// Values in extra are written last, as keys n, n+1, and so on.
+func walCheckpoint(t *testing.T, n int, recycle bool, extra ...[]byte) (dir, log string) {
 	t.Helper()
 	opts := PebbleOptions()
 	opts.MemTableSize = 1 << 20 // small logs, quick to fill
@@ -50,6 +51,11 @@ func walCheckpoint(t *testing.T, n int, recycle bool) (dir, log string) {
 	}
 	for i := range n {
 		if err := db.Set(key(i), bytes.Repeat([]byte{byte('a' + i%26)}, 500), pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, v := range extra {
+		if err := db.Set(key(n+i), v, pebble.Sync); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -161,6 +167,42 @@ func TestTrimCheckpointWALCutsOnlyATail(t *testing.T) {
 			}
 		}
 		if has[n-1] {
+			t.Fatal("the torn record's key is there")
+		}
+	})
+	t.Run("a record torn at a block's end, its first chunk whole, is cut", func(t *testing.T) {
+		// The last record (a 50 KB value) spans blocks; the file ends at the
+		// end of its first chunk's block, as a copy made mid-write can.
+		dir, log := walCheckpoint(t, n, false, bytes.Repeat([]byte("z"), 50<<10))
+		starts, end := recordStarts(t, log)
+		last := int64(-1)
+		for i, s := range starts {
+			next := end
+			if i+1 < len(starts) {
+				next = starts[i+1]
+			}
+			if next-s > 40<<10 {
+				last = s
+			}
+		}
+		if last < 0 {
+			t.Fatal("no record spans blocks")
+		}
+		cutAt := (last/walBlockSize + 1) * walBlockSize
+		if err := os.Truncate(log, cutAt); err != nil {
+			t.Fatal(err)
+		}
+		cut, err := TrimCheckpointWAL(dir)
+		if err != nil || cut != cutAt-last {
+			t.Fatalf("TrimCheckpointWAL = %d, %v; want the torn record's %d bytes cut", cut, err, cutAt-last)
+		}
+		has := keysIn(t, dir, n+1)
+		for i := range n {
+			if !has[i] {
+				t.Fatalf("key %d lost", i)
+			}
+		}
+		if has[n] {
 			t.Fatal("the torn record's key is there")
 		}
 	})
