@@ -103,6 +103,27 @@ func recordStarts(t *testing.T, p string) ([]int64, int64) {
 	return starts, end
 }
 
+// lastRecordOver returns the offset of the log's last record longer than
+// over bytes.
+func lastRecordOver(t *testing.T, p string, over int64) int64 {
+	t.Helper()
+	starts, end := recordStarts(t, p)
+	last := int64(-1)
+	for i, s := range starts {
+		next := end
+		if i+1 < len(starts) {
+			next = starts[i+1]
+		}
+		if next-s > over {
+			last = s
+		}
+	}
+	if last < 0 {
+		t.Fatalf("%s holds no record over %d bytes", p, over)
+	}
+	return last
+}
+
 // keysIn opens a checkpoint and reports which of keys 0..n-1 it holds.
 func keysIn(t *testing.T, dir string, n int) []bool {
 	t.Helper()
@@ -137,19 +158,9 @@ func TestTrimCheckpointWALCutsOnlyATail(t *testing.T) {
 	const n = 200 // about 100 KiB of records: several 32 KiB blocks
 	t.Run("a torn last record is cut, the records before it stay", func(t *testing.T) {
 		dir, log := walCheckpoint(t, n, false)
-		starts, end := recordStarts(t, log)
 		// The last record holding a key (Pebble may log an empty batch
 		// after it).
-		last := int64(-1)
-		for i, s := range starts {
-			next := end
-			if i+1 < len(starts) {
-				next = starts[i+1]
-			}
-			if next-s > 500 {
-				last = s
-			}
-		}
+		last := lastRecordOver(t, log, 500)
 		if err := os.Truncate(log, last+20); err != nil {
 			t.Fatal(err)
 		}
@@ -174,20 +185,7 @@ func TestTrimCheckpointWALCutsOnlyATail(t *testing.T) {
 		// The last record (a 50 KB value) spans blocks; the file ends at the
 		// end of its first chunk's block, as a copy made mid-write can.
 		dir, log := walCheckpoint(t, n, false, bytes.Repeat([]byte("z"), 50<<10))
-		starts, end := recordStarts(t, log)
-		last := int64(-1)
-		for i, s := range starts {
-			next := end
-			if i+1 < len(starts) {
-				next = starts[i+1]
-			}
-			if next-s > 40<<10 {
-				last = s
-			}
-		}
-		if last < 0 {
-			t.Fatal("no record spans blocks")
-		}
+		last := lastRecordOver(t, log, 40<<10)
 		cutAt := (last/walBlockSize + 1) * walBlockSize
 		if err := os.Truncate(log, cutAt); err != nil {
 			t.Fatal(err)
