@@ -55,7 +55,7 @@ type counterRuns map[string]map[string]*counterRun
 
 // add appends m, built by the Txn's builder call number t.built, to the
 // mutations to send, ending the runs it touches; a counter add starts a
-// run. Counter adds that may merge come through counterAdd.
+// run. Counter adds try mergeAdd first.
 func (t *Txn) add(m *statedv1.Mutation) *Txn {
 	ns, key := m.GetNamespace(), m.GetKey()
 	switch m.GetKind() {
