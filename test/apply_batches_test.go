@@ -17,8 +17,9 @@ import (
 
 // Concurrent commits reach the state machine in batches (Raft hands it
 // the entries one append made applicable, and each batch is one Pebble
-// commit), and every acknowledged commit is in the state afterwards, with
-// its own value. The metrics count the batches and their entries.
+// commit; a commit of more than 16 writes gets a Pebble batch of its own),
+// and every acknowledged commit is in the state afterwards, with its own
+// value. The metrics count the batches and their entries.
 func TestConcurrentCommitsApplyInBatchesAndEachIsKept(t *testing.T) {
 	d := daemontest.Start(t, func(c *daemon.Config) {
 		c.MetricsAddr = "127.0.0.1:0"
@@ -44,10 +45,19 @@ func TestConcurrentCommitsApplyInBatchesAndEachIsKept(t *testing.T) {
 	for w := range writers {
 		wg.Go(func() {
 			for i := range each {
-				_, err := st.Commit(ctx, &statedv1.CommitRequest{Mutations: []*statedv1.Mutation{{
+				muts := []*statedv1.Mutation{{
 					Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: "batches",
 					Key: fmt.Appendf(nil, "w%02d/%02d", w, i), Value: fmt.Appendf(nil, "v%d.%d", w, i),
-				}}})
+				}}
+				if w%4 == 0 {
+					// More writes than a commit may carry to share the
+					// Pebble batch of the entries around it.
+					for j := range 20 {
+						muts = append(muts, &statedv1.Mutation{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: "batches",
+							Key: fmt.Appendf(nil, "w%02d/%02d/%02d", w, i, j), Value: []byte("x")})
+					}
+				}
+				_, err := st.Commit(ctx, &statedv1.CommitRequest{Mutations: muts})
 				if err != nil {
 					errs <- fmt.Errorf("writer %d, commit %d: %w", w, i, err)
 					return
@@ -77,6 +87,16 @@ func TestConcurrentCommitsApplyInBatchesAndEachIsKept(t *testing.T) {
 			must(t, err)
 			if want := fmt.Sprintf("v%d.%d", w, i); !resp.GetFound() || string(resp.GetValue()) != want {
 				t.Fatalf("w%02d/%02d after its commit was acknowledged: found %v, value %q, want %q", w, i, resp.GetFound(), resp.GetValue(), want)
+			}
+			if w%4 != 0 {
+				continue
+			}
+			for j := range 20 {
+				resp, err := st.Get(ctx, &statedv1.GetRequest{Namespace: "batches", Key: fmt.Appendf(nil, "w%02d/%02d/%02d", w, i, j), Kind: statedv1.Kind_KIND_VALUE})
+				must(t, err)
+				if !resp.GetFound() {
+					t.Fatalf("w%02d/%02d/%02d after its commit of 21 writes was acknowledged: not found", w, i, j)
+				}
 			}
 		}
 	}

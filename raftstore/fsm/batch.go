@@ -165,19 +165,23 @@ func (g *group) batch(cmd *command.Command, alone bool) (*pebble.Batch, pebble.R
 // apply applies one command entry into the group's batch.
 func (g *group) apply(l *raft.Log) *Result {
 	res := &Result{Index: l.Index}
-	g.last = l.Index
 	cmd, err := command.Decode(l.Data)
 	if err != nil {
 		// Every replica decodes the same bytes the same way; a command
 		// that does not decode is refused by all of them.
+		g.last = l.Index
 		res.Err = &RejectError{Field: "command", Reason: err.Error()}
 		return res
 	}
 	alone := g.alone(cmd)
 	if alone {
-		// It reads the entries before it from the database.
+		// It reads the entries before it from the database. They are
+		// committed with the index of the last of them: this entry's
+		// index goes with its own writes (so g.last moves only below),
+		// and a commit that finds g.last zero writes nothing.
 		g.commit()
 	}
+	g.last = l.Index
 	b, r := g.batch(cmd, alone)
 	before := g.mark()
 	var out applyOut

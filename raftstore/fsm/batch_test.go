@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sync"
 	"testing"
@@ -332,5 +333,65 @@ func TestApplyBatchMovesTheAppliedIndexOnlyOverCommittedWrites(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+}
+
+// A commit of more than groupMaxOps writes applies in a Pebble batch of
+// its own, after the entries before it are committed. Wherever it sits in
+// Raft's batch (first, last, between others, next to another one), its
+// writes must be committed, with the applied index moving past it only
+// then: the batch's end once lost a large commit that ended it, while the
+// applied index said it was in.
+func TestApplyBatchCommitsAGroupLargerThanAShare(t *testing.T) {
+	small := func(i int) []byte {
+		return command.Encode(nil, commitCmd(1, []command.Mutation{{Op: command.OpPut, Namespace: "n", Key: fmt.Appendf(nil, "s%d", i), Value: []byte("v")}}, nil))
+	}
+	large := func(i int) []byte {
+		muts := make([]command.Mutation, groupMaxOps+1)
+		for j := range muts {
+			muts[j] = command.Mutation{Op: command.OpPut, Namespace: "n", Key: fmt.Appendf(nil, "l%d/%d", i, j), Value: []byte("v")}
+		}
+		return command.Encode(nil, commitCmd(1, muts, nil))
+	}
+	for _, shape := range []string{"L", "SL", "LS", "SLS", "LL", "SLL", "LSL", "SSLSSL"} {
+		t.Run(shape, func(t *testing.T) {
+			var logs []*raft.Log
+			for i, c := range shape {
+				d := small(i)
+				if c == 'L' {
+					d = large(i)
+				}
+				logs = append(logs, &raft.Log{Index: uint64(i + 1), Term: 1, Type: raft.LogCommand, Data: d})
+			}
+			dir := filepath.Join(t.TempDir(), "state")
+			batched, err := Open(dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			one := openFSM(t)
+			for i, res := range batched.Batching().ApplyBatch(logs) {
+				if r := res.(*Result); r.Err != nil || r.Index != logs[i].Index {
+					t.Fatalf("entry %d: %+v", logs[i].Index, r)
+				}
+				one.Apply(logs[i])
+			}
+			if got := batched.AppliedIndex(); got != uint64(len(logs)) {
+				t.Fatalf("applied index %d after a batch of %d entries", got, len(logs))
+			}
+			sameContents(t, one, batched)
+			// And in Pebble, not only in memory: reopened, it has them.
+			if err := batched.Close(); err != nil {
+				t.Fatal(err)
+			}
+			reopened, err := Open(dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer reopened.Close()
+			if got := reopened.AppliedIndex(); got != uint64(len(logs)) {
+				t.Fatalf("reopened: applied index %d, want %d", got, len(logs))
+			}
+			sameContents(t, one, reopened)
+		})
 	}
 }

@@ -279,7 +279,13 @@ func (g *gen) legacyCommit() *command.Command {
 
 func (g *gen) payload(client string) ([]command.Mutation, []command.Offset) {
 	var muts []command.Mutation
-	for range g.r.IntN(4) {
+	n := g.r.IntN(4)
+	if g.r.IntN(16) == 0 {
+		// Past groupMaxOps: applied with others, it goes in a Pebble
+		// batch of its own.
+		n = groupMaxOps + 1 + g.r.IntN(8)
+	}
+	for range n {
 		muts = append(muts, g.mutation())
 	}
 	var offs []command.Offset
