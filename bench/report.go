@@ -79,7 +79,9 @@ type reference struct {
 	label    string
 	show     []metric
 	num, den metric
-	note     string
+	// plus, when set, is added to den: a floor made of two parts.
+	plus metric
+	note string
 }
 
 // row is one line of the table: the figure's metrics (the first is the
@@ -171,6 +173,10 @@ func (r Results) ratio(ref reference) string {
 	}
 	n, ok1 := r.val(ref.num)
 	d, ok2 := r.val(ref.den)
+	if ref.plus != (metric{}) {
+		p, ok3 := r.val(ref.plus)
+		d, ok2 = d+p, ok2 && ok3
+	}
 	if !ok1 || !ok2 || d == 0 {
 		return "—"
 	}

@@ -121,8 +121,11 @@ func rows(res Results) []row {
 			add(row{group, workload, rate(b, "mutations/s", true), refs})
 		}
 		single := statedB(nodes, "commit=1/clients=1")
+		roundTrip := statedB(nodes, "grpc-roundtrip")
 		commit("commit=1/clients=1", "single commit, 1 client (mutations/s = commits/s)",
 			fsyncs(single, "p50-µs", "fsyncs (p50)"),
+			reference{label: "fsync + gRPC round trip", show: []metric{m(roundTrip, "p50-µs")}, num: m(single, "p50-µs"),
+				den: m(fsync, "p50-µs"), plus: m(roundTrip, "p50-µs"), note: "the floor (p50)"},
 			vs("Redis always", single, redisB("always", "set/clients=1"), "mutations/s", ""))
 		commit("commit=1/clients=64", "single commits, 64 clients",
 			vs("Redis always", statedB(nodes, "commit=1/clients=64"), redisB("always", "set/clients=64"), "mutations/s", ""))
@@ -142,6 +145,9 @@ func rows(res Results) []row {
 			}
 			add(row{group, "Get, " + cons + ", 1 client", append(lat(b, false), m(b, "reads/s")), refs})
 		}
+		add(row{group, "gRPC round trip, 1 client: a health check on the same socket, what any call costs before stated does anything",
+			append(lat(roundTrip, false), m(roundTrip, "calls/s")),
+			append(one("grpc-roundtrip", "p50-µs"), vs("Redis GET", roundTrip, redisB("always", "get/clients=1"), "p50-µs", "(p50)"))})
 		rss := statedB(nodes, "rss")
 		mem := []metric{m(rss, "VmHWM-MB"), m(rss, "VmRSS-MB")}
 		for i := 1; i <= nodes && nodes > 1; i++ {

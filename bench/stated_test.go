@@ -8,6 +8,10 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	stated "github.com/statedhq/stated/sdk/go"
 )
 
@@ -16,8 +20,10 @@ import (
 // driven through the public Go SDK (stated.Dial on the leader's unix
 // socket, one Client shared by the goroutines, Txn/Commit) with 100-byte
 // values under new keys. commit=M/clients=C has C goroutines commit Txns
-// of M puts; read=L reads existing keys at consistency L; rss reports the
-// processes' memory after the rows before it.
+// of M puts; read=L reads existing keys at consistency L; grpc-roundtrip
+// times a gRPC health check on the leader's socket, the cost of any call
+// before stated does anything; rss reports the processes' memory after
+// the rows before it.
 func BenchmarkStated(b *testing.B) {
 	for _, n := range []int{1, 3} {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
@@ -32,6 +38,7 @@ func BenchmarkStated(b *testing.B) {
 			for _, cons := range []stated.Consistency{stated.ConsistencyLocal, stated.ConsistencySession, stated.ConsistencyLinearizable} {
 				b.Run("read="+cons.String(), func(b *testing.B) { benchReads(b, c, &key, cons) })
 			}
+			b.Run("grpc-roundtrip", func(b *testing.B) { benchRoundTrip(b, leader(b, nodes)) })
 			b.Run("rss", func(b *testing.B) { benchRSS(b, nodes) })
 		})
 	}
@@ -79,6 +86,27 @@ func benchReads(b *testing.B, c *stated.Client, key *atomic.Uint64, cons stated.
 		if err == nil && !found {
 			err = fmt.Errorf("read=%s: key %d not found", cons, k)
 		}
+		return err
+	})
+}
+
+// benchRoundTrip times one client's gRPC health checks on nd's unix
+// socket: the same transport, framing and connection handling as every
+// SDK call, with no state read or written. A commit's latency is at
+// least this plus its fsync.
+func benchRoundTrip(b *testing.B, nd *node) {
+	conn, err := grpc.NewClient("unix://"+nd.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	h := healthpb.NewHealthClient(conn)
+	ctx := context.Background()
+	if _, err := h.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil { // connect outside the timing
+		b.Fatal(err)
+	}
+	parallel(b, 1, 1, "calls/s", false, func(_, _ int) error {
+		_, err := h.Check(ctx, &healthpb.HealthCheckRequest{})
 		return err
 	})
 }
