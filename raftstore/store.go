@@ -161,9 +161,7 @@ func (s *Store) open(ctx context.Context) error {
 	// entries after its newest snapshot (see catchUpFromSnapshot).
 	rc.NoSnapshotRestoreOnStart = true
 
-	// Raft hands the state machine its committed entries in batches, each
-	// committed to Pebble at once (fsm.FSM.Batching).
-	if s.raft, err = raft.NewRaft(rc, s.fsm.Batching(), s.log, s.log, s.snaps, trans); err != nil {
+	if s.raft, err = raft.NewRaft(rc, s.fsm, s.log, s.log, s.snaps, trans); err != nil {
 		return fmt.Errorf("raftstore: start raft: %w", err)
 	}
 	if s.gate != nil {

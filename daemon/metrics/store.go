@@ -22,9 +22,6 @@ type Store interface {
 	WindowStatuses() ([]fsm.WindowStatus, error)
 	// SnapshotCounts are the Raft snapshots taken and installed; cheap.
 	SnapshotCounts() fsm.SnapshotCounts
-	// ApplyCounts are the batches of entries the state machine applied;
-	// cheap.
-	ApplyCounts() fsm.ApplyCounts
 	// SnapshotBytesStatus is the log's size since the newest snapshot and
 	// the size that triggers the next one; cheap.
 	SnapshotBytesStatus() raftstore.SnapshotBytesStatus
@@ -46,7 +43,6 @@ type StoreCollector struct {
 	role, term, commitIndex, appliedIndex, lastIndex *prometheus.Desc
 	hasLeader, leaderChanges                         *prometheus.Desc
 	snapshotsTaken, snapshotsInstalled               *prometheus.Desc
-	applyBatches, appliedEntries                     *prometheus.Desc
 	logBytes, snapshotThreshold                      *prometheus.Desc
 	restoreDuration, restoreTime, restoredEpoch      *prometheus.Desc
 	sessions, ttlBacklog, keys, bytes, namespaces    *prometheus.Desc
@@ -91,10 +87,6 @@ func NewStoreCollector(s Store, countsEvery time.Duration) *StoreCollector {
 			"Raft snapshots this node took and persisted (each compacts its Raft log) since it started."),
 		snapshotsInstalled: d("stated_raft_snapshots_installed_total",
 			"Raft snapshots that replaced this node's state since it started: sent by the leader (InstallSnapshot, a follower too far behind for the log), or its own newest one when it started behind it."),
-		applyBatches: d("stated_apply_batches_total",
-			"Batches of committed Raft entries this node's state machine applied since it started, each written to its state in one Pebble commit; stated_applied_entries_total divided by this is the mean batch."),
-		appliedEntries: d("stated_applied_entries_total",
-			"Command entries of the Raft log this node's state machine applied since it started (commits, claims, sessions, checkpoints and the like; entries it had applied before a restart are not counted again)."),
 		logBytes: d("stated_raft_log_bytes_since_snapshot",
 			"Bytes of command entries in this node's Raft log after its newest snapshot: what a restart re-reads, and what the size trigger counts."),
 		snapshotThreshold: d("stated_raft_snapshot_bytes_threshold",
@@ -120,7 +112,7 @@ func NewStoreCollector(s Store, countsEvery time.Duration) *StoreCollector {
 // Describe implements prometheus.Collector.
 func (c *StoreCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.role, c.term, c.commitIndex, c.appliedIndex, c.lastIndex, c.hasLeader, c.leaderChanges,
-		c.snapshotsTaken, c.snapshotsInstalled, c.applyBatches, c.appliedEntries, c.logBytes, c.snapshotThreshold, c.restoreDuration, c.restoreTime, c.restoredEpoch,
+		c.snapshotsTaken, c.snapshotsInstalled, c.logBytes, c.snapshotThreshold, c.restoreDuration, c.restoreTime, c.restoredEpoch,
 		c.sessions, c.ttlBacklog, c.keys, c.bytes, c.namespaces, c.wmLag, c.openWindows, c.pending, c.lateDropped} {
 		ch <- d
 	}
@@ -143,9 +135,6 @@ func (c *StoreCollector) Collect(ch chan<- prometheus.Metric) {
 	snaps := c.store.SnapshotCounts()
 	ch <- prometheus.MustNewConstMetric(c.snapshotsTaken, prometheus.CounterValue, float64(snaps.Persisted))
 	ch <- prometheus.MustNewConstMetric(c.snapshotsInstalled, prometheus.CounterValue, float64(snaps.Restored))
-	applies := c.store.ApplyCounts()
-	ch <- prometheus.MustNewConstMetric(c.applyBatches, prometheus.CounterValue, float64(applies.Batches))
-	ch <- prometheus.MustNewConstMetric(c.appliedEntries, prometheus.CounterValue, float64(applies.Entries))
 	sb := c.store.SnapshotBytesStatus()
 	gauge(c.logBytes, float64(sb.SinceSnapshot))
 	gauge(c.snapshotThreshold, float64(sb.Threshold))

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/batchrepr"
@@ -34,12 +33,14 @@ import (
 // writes of the entries up to it are committed. A Pebble write that fails
 // stops the replica with a panic rather than let it diverge.
 //
-// The Raft node applies through Batching: raft.Raft hands over the
-// entries one commit of its log made applicable (up to MaxAppendEntries),
-// and answers them once the whole batch is applied. On a quiet machine
-// that measured faster than one entry at a time in every row of the
-// SDK's commit benchmarks (BENCHMARKS.md, "Batch apply in the state
-// machine"), most of all for large commits from a few clients.
+// Raft batches only through Batching (f itself has no ApplyBatch, so that
+// raft.Raft sees a plain raft.FSM): raft.Raft answers the entries of a
+// batch only once the whole batch is applied, so a commit waits for the
+// ones after it. On a quiet machine, `stated run` processes driven
+// through the SDK measured batch apply no faster than one entry at a time
+// and slower for 1000-mutation commits from 4 clients (median 0.92×,
+// with a longer tail; BENCHMARKS.md, "Batch apply in the state machine"),
+// so the Raft node is not given it.
 func (f *FSM) applyBatch(logs []*raft.Log) []interface{} {
 	out := make([]interface{}, len(logs))
 	f.logBytes.count(logs)
@@ -60,7 +61,6 @@ func (f *FSM) applyBatch(logs []*raft.Log) []interface{} {
 			g.entries++
 		}
 	}
-	f.applies.count(g.entries)
 	defer g.close()
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
@@ -81,33 +81,6 @@ func (f *FSM) applyBatch(logs []*raft.Log) []interface{} {
 // committed entries a batch at a time (see applyBatch); f itself is only
 // a raft.FSM, which Raft applies one entry at a time.
 func (f *FSM) Batching() raft.BatchingFSM { return batchingFSM{f} }
-
-// ApplyCounts are the batches of command entries the state machine
-// applied since Open.
-type ApplyCounts struct {
-	// Batches counts the calls that applied at least one new command
-	// entry: each commits one Pebble batch (a commit of more than
-	// groupMaxOps writes in a batch of its own).
-	Batches uint64
-	// Entries counts the command entries applied (replayed ones it had
-	// already applied are not counted).
-	Entries uint64
-}
-
-// ApplyCounts returns the apply counts; cheap.
-func (f *FSM) ApplyCounts() ApplyCounts {
-	return ApplyCounts{Batches: f.applies.batches.Load(), Entries: f.applies.entries.Load()}
-}
-
-// applyCounts backs ApplyCounts.
-type applyCounts struct{ batches, entries atomic.Uint64 }
-
-func (c *applyCounts) count(entries int) {
-	if entries > 0 {
-		c.batches.Add(1)
-		c.entries.Add(uint64(entries))
-	}
-}
 
 // batchingFSM is an FSM that Raft gives batches to.
 type batchingFSM struct{ *FSM }

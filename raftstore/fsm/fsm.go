@@ -44,7 +44,6 @@ type FSM struct {
 	ckptWG        sync.WaitGroup // the local checkpoint being made, if any
 	snaps         liveSnapshots  // snapshots Raft has not persisted or released yet
 	logBytes      logBytes       // the log's size since the newest snapshot; see LogBytes
-	applies       applyCounts    // see ApplyCounts
 
 	// lastCkpt is the newest local checkpoint started; only the apply loop
 	// reads and writes it.
