@@ -221,3 +221,62 @@ func TestCoalescingFallsBackToPlainCommitsOnADaemonWithoutCommitBatch(t *testing
 		t.Errorf("%d batches and %d plain commits, want the one refused batch and then 5 plain commits", len(f.batches), len(f.commits))
 	}
 }
+
+// A commit of more than maxCoalescedWrites writes goes at once as its own
+// Commit call, even while another call is in flight; one of exactly that
+// many waits in the queue like any other.
+func TestCoalescingSendsACommitOfManyWritesAtOnce(t *testing.T) {
+	f := &fakeState{}
+	g := &gatedState{fakeState: f, entered: make(chan struct{}, 1), gate: make(chan struct{})}
+	c := newClient(nil, g, clientOptions{clientID: "test-client", retry: defaultRetryPolicy()})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	txn := func(name string, puts int) *Txn {
+		t := c.Txn()
+		for i := range puts {
+			t.Put("ns", fmt.Appendf(nil, "%s/%d", name, i), []byte("v"))
+		}
+		return t
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	commit := func(t *Txn) {
+		wg.Go(func() {
+			if _, err := t.Commit(ctx); err != nil {
+				errs <- err
+			}
+		})
+	}
+	commit(txn("first", 1))
+	<-g.entered // the first commit's call is in flight
+	commit(txn("at-limit", maxCoalescedWrites))
+	queued(t, c.batch, 1)
+	commit(txn("past-limit", maxCoalescedWrites+1))
+	var waited bool
+	select {
+	case <-g.entered: // its own call, while the first is still in flight
+	case <-time.After(10 * time.Second):
+		waited = true
+	}
+	close(g.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if waited {
+		t.Fatal("a commit of more than maxCoalescedWrites writes waited behind the call in flight")
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sizes := map[int]int{}
+	for _, r := range f.commits {
+		sizes[len(r.GetMutations())]++
+	}
+	// The one queued at the limit goes alone once the first returns: a
+	// plain Commit too.
+	if len(f.batches) != 0 || sizes[1] != 1 || sizes[maxCoalescedWrites] != 1 || sizes[maxCoalescedWrites+1] != 1 {
+		t.Fatalf("plain commits by size %v and %d batches; want one each of 1, %d and %d writes, no batch", sizes, len(f.batches), maxCoalescedWrites, maxCoalescedWrites+1)
+	}
+}

@@ -166,9 +166,12 @@
 // applies it as a Commit, as its own Raft entry (Raft appends concurrent
 // entries together anyway), and each Commit call returns its own result
 // or error and retries on its own. Commits sent together are applied in
-// no particular order, as concurrent commits always were. Against a
-// daemon without CommitBatch the Client falls back to plain Commits.
-// WithCommitCoalescing(false) sends every commit as its own call.
+// no particular order, as concurrent commits always were. A commit of
+// more than 16 writes (mutations, offsets and window adds) never waits: it
+// goes at once as its own call, since its writes cost more than a call and
+// waiting would only hold it back. Against a daemon without CommitBatch
+// the Client falls back to plain Commits. WithCommitCoalescing(false)
+// sends every commit as its own call.
 //
 // # Retries
 //
