@@ -17,10 +17,10 @@ import (
 // waits goes in one CommitBatch call. A lone commit goes at once, as a
 // plain Commit, so coalescing adds no delay; under load, many commits
 // share one call's cost. A commit of more than maxCoalescedWrites writes
-// never waits: it goes as its own Commit. The daemon applies each commit of a batch as it
-// applies a Commit: atomically, as its own Raft entry, with its own
-// session lane and sequence and its own error. Every attempt of a retried
-// commit goes through the queue again.
+// never waits: it goes as its own Commit. The daemon applies each commit
+// of a batch as it applies a Commit: atomically, as its own Raft entry,
+// with its own session lane and sequence and its own error. Every attempt
+// of a retried commit goes through the queue again.
 
 // maxBatch is the daemon's MaxCommitsPerBatch.
 const maxBatch = 1024
