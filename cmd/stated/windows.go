@@ -12,7 +12,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/statedhq/stated/raftstore/command"
+	"github.com/statedhq/stated/daemon"
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	stated "github.com/statedhq/stated/sdk/go"
 )
 
@@ -173,8 +174,8 @@ func (d *defineFlags) spec(fs *pflag.FlagSet, ns string) (stated.WindowSpec, err
 	}
 	// The daemon's own validation, run here so that a bad flag is a
 	// usage error naming the flag rather than a refusal naming a field.
-	if err := command.ValidateWindowSpec(commandSpec(s)); err != nil {
-		var fe *command.FieldError
+	if err := daemon.ValidateWindowSpec(wireSpec(s)); err != nil {
+		var fe *daemon.FieldError
 		if errors.As(err, &fe) {
 			flag := specFlags[fe.Field]
 			if fe.Field == "size_ms" {
@@ -187,15 +188,16 @@ func (d *defineFlags) spec(fs *pflag.FlagSet, ns string) (stated.WindowSpec, err
 	return s, nil
 }
 
-// commandSpec is s in the daemon's terms, for validation.
-func commandSpec(s stated.WindowSpec) *command.WindowSpec {
-	return &command.WindowSpec{
-		Namespace: s.Namespace, Shape: command.Shape(s.Shape),
+// wireSpec is s as the daemon receives it, for validation.
+func wireSpec(s stated.WindowSpec) *statedv1.WindowSpec {
+	grace, ooo := s.Grace.Milliseconds(), s.MaxOutOfOrder.Milliseconds()
+	return &statedv1.WindowSpec{
+		Namespace: s.Namespace, Shape: statedv1.WindowShape(s.Shape),
 		SizeMs: s.Size.Milliseconds(), AdvanceMs: s.Advance.Milliseconds(), GapMs: s.Gap.Milliseconds(),
-		GraceMs: s.Grace.Milliseconds(), MaxOutOfOrderMs: s.MaxOutOfOrder.Milliseconds(),
+		GraceMs: &grace, MaxOutOfOrderMs: &ooo,
 		RetentionMs: s.Retention.Milliseconds(), IdleTimeoutMs: s.IdleTimeout.Milliseconds(),
-		Aggregate: command.Aggregate(s.Aggregate), MaxListValues: int32(min(max(s.MaxListValues, -1), 1<<31-1)),
-		Emit: command.EmitMode(s.Emit), Late: command.LatePolicy(s.Late), MaxPendingEmissions: s.MaxPendingEmissions,
+		Aggregate: statedv1.WindowAggregate(s.Aggregate), MaxListValues: int32(min(max(s.MaxListValues, -1), 1<<31-1)),
+		Emit: statedv1.WindowEmit(s.Emit), Late: statedv1.LatePolicy(s.Late), MaxPendingEmissions: s.MaxPendingEmissions,
 	}
 }
 
@@ -345,8 +347,8 @@ func eventTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.
 // the Unix epoch.
 func parseEventTime(flag, s string) (time.Time, error) {
 	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
-		if ms < 0 || ms > command.MaxEventTime {
-			return time.Time{}, fmt.Errorf("--%s %d is outside 0 to %d ms", flag, ms, int64(command.MaxEventTime))
+		if ms < 0 || ms > daemon.MaxEventTime {
+			return time.Time{}, fmt.Errorf("--%s %d is outside 0 to %d ms", flag, ms, int64(daemon.MaxEventTime))
 		}
 		return time.UnixMilli(ms), nil
 	}

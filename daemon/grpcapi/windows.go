@@ -83,11 +83,26 @@ func specFromWire(w *statedv1.WindowSpec) (command.WindowSpec, error) {
 	if w == nil {
 		return command.WindowSpec{}, invalid("spec", "required")
 	}
+	spec, err := ValidateWindowSpec(w)
+	if err != nil {
+		return command.WindowSpec{}, under("spec", err)
+	}
+	return spec, nil
+}
+
+// ValidateWindowSpec checks w as DefineWindows does and returns it in the
+// state machine's terms. A refusal is a *command.FieldError naming the
+// wire's field ("size_ms"), for callers that check a spec before they
+// send it, such as `stated windows define`.
+func ValidateWindowSpec(w *statedv1.WindowSpec) (command.WindowSpec, error) {
+	refuse := func(field, format string, args ...any) (command.WindowSpec, error) {
+		return command.WindowSpec{}, &command.FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
+	}
 	if w.GraceMs == nil {
-		return command.WindowSpec{}, invalid("spec.grace_ms", "required; 0 means no lateness")
+		return refuse("grace_ms", "required; 0 means no lateness")
 	}
 	if w.MaxOutOfOrderMs == nil {
-		return command.WindowSpec{}, invalid("spec.max_out_of_order_ms", "required; 0 means no lateness")
+		return refuse("max_out_of_order_ms", "required; 0 means no lateness")
 	}
 	// Enum values outside a byte are refused here, since the command
 	// stores them in a byte; those within it the spec's validation judges.
@@ -96,7 +111,7 @@ func specFromWire(w *statedv1.WindowSpec) (command.WindowSpec, error) {
 		v     int32
 	}{{"shape", int32(w.GetShape())}, {"aggregate", int32(w.GetAggregate())}, {"emit", int32(w.GetEmit())}, {"late", int32(w.GetLate())}} {
 		if e.v < 0 || e.v > math.MaxUint8 {
-			return command.WindowSpec{}, invalid("spec."+e.field, "unknown value %d", e.v)
+			return refuse(e.field, "unknown value %d", e.v)
 		}
 	}
 	spec := command.WindowSpec{
@@ -109,7 +124,7 @@ func specFromWire(w *statedv1.WindowSpec) (command.WindowSpec, error) {
 		MaxPendingEmissions: w.GetMaxPendingEmissions(),
 	}
 	if err := command.ValidateWindowSpec(&spec); err != nil {
-		return command.WindowSpec{}, under("spec", err)
+		return command.WindowSpec{}, err
 	}
 	return spec, nil
 }
