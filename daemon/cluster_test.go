@@ -196,6 +196,11 @@ func TestJoinIsRefusedForATakenIDOrAddressAndMembershipStaysTheSame(t *testing.T
 			})
 		}
 	}
+	long := &statedv1.JoinRequest{NodeId: "node9", RaftAddr: "127.0.0.1:1", GrpcAddr: "127.0.0.1:2", Incarnation: strings.Repeat("f", 65)}
+	if _, err := clusterClient(t, nodes[0]).Join(testContext(t), long); status.Code(err) != codes.InvalidArgument ||
+		!strings.Contains(status.Convert(err).Message(), "incarnation: 65 bytes, limit 64") {
+		t.Errorf("join with a 65-byte incarnation = %v, want InvalidArgument naming incarnation", err)
+	}
 	if after := memberIDs(t, nodes[0]); !slices.Equal(after, before) {
 		t.Errorf("members after refused joins = %v, want %v", after, before)
 	}

@@ -55,10 +55,11 @@ func (d *Daemon) joinIfNew(ctx context.Context, s *raftstore.Store) error {
 		}
 	}
 	req := &statedv1.JoinRequest{
-		NodeId:    s.NodeID(),
-		RaftAddr:  s.RaftAddr(),
-		GrpcAddr:  d.AdvertiseGRPCAddr(),
-		ClusterId: s.ClusterID(),
+		NodeId:      s.NodeID(),
+		RaftAddr:    s.RaftAddr(),
+		GrpcAddr:    d.AdvertiseGRPCAddr(),
+		ClusterId:   s.ClusterID(),
+		Incarnation: s.Incarnation(),
 	}
 	via, err := d.join(ctx, req)
 	if err != nil {

@@ -20,6 +20,8 @@ type Member struct {
 	RaftAddr string
 	GRPCAddr string
 	Voter    bool
+	// Incarnation is the joining node's Store.Incarnation, given to Join.
+	Incarnation string
 }
 
 // Status is the Raft state of this node.
@@ -83,34 +85,57 @@ func (s *Store) Join(ctx context.Context, m Member, clusterID string) (string, e
 			present = true
 		}
 	}
-	if m.GRPCAddr != "" {
-		meta, err := s.fsm.Members()
-		if err != nil {
-			return "", err
-		}
-		for _, o := range meta {
-			if o.ID != m.ID && o.GRPCAddr == m.GRPCAddr {
-				return "", fmt.Errorf("%w: grpc address %s is already used by node %q", ErrMemberConflict, m.GRPCAddr, o.ID)
-			}
+	meta, err := s.fsm.Members()
+	if err != nil {
+		return "", err
+	}
+	sameIncarnation := false
+	for _, o := range meta {
+		switch {
+		case o.ID == m.ID:
+			sameIncarnation = m.Incarnation != "" && o.Incarnation == m.Incarnation
+		case m.GRPCAddr != "" && o.GRPCAddr == m.GRPCAddr && inConfiguration(cf.Configuration(), o.ID):
+			return "", fmt.Errorf("%w: grpc address %s is already used by node %q", ErrMemberConflict, m.GRPCAddr, o.ID)
 		}
 	}
-	if present {
+	switch {
+	case present && sameIncarnation:
+		// Its data dir is the one it joined with: what it acknowledged
+		// and voted as a member still holds. Replacing it would only
+		// shrink the configuration, which a down member could block.
+		s.logger.Info("a member asks to join again with the incarnation it joined under (the answer to its join was lost): keeping it",
+			"node", m.ID, "incarnation", m.Incarnation)
+	case present:
 		s.logger.Warn("a member asks to join again without its Raft state (a lost or wiped data dir, or a retried join): removing its old incarnation before adding it back",
 			"node", m.ID, "raft_addr", m.RaftAddr)
 		if err := s.raft.RemoveServer(raft.ServerID(m.ID), 0, s.timeout(ctx)).Error(); err != nil {
 			return "", raftError(err)
 		}
 	}
-	if err := s.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, s.timeout(ctx)).Error(); err != nil {
-		return "", raftError(err)
-	}
-	s.logger.Info("added a voter", "node", m.ID, "raft_addr", m.RaftAddr, "grpc_addr", m.GRPCAddr)
+	// The member's metadata, with its incarnation, goes before the
+	// configuration change: once the node has applied it, it knows it was
+	// accepted and votes (see watchJoin), so a leader lost between the
+	// two leaves no voter that refuses every vote.
 	if _, err := s.propose(ctx, &command.Command{Type: command.TypeSetMember, Member: &command.Member{
-		ID: m.ID, RaftAddr: m.RaftAddr, GRPCAddr: m.GRPCAddr,
+		ID: m.ID, RaftAddr: m.RaftAddr, GRPCAddr: m.GRPCAddr, Incarnation: m.Incarnation,
 	}}); err != nil {
 		return "", err
 	}
+	if err := s.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, s.timeout(ctx)).Error(); err != nil {
+		return "", raftError(err)
+	}
+	s.logger.Info("added a voter", "node", m.ID, "raft_addr", m.RaftAddr, "grpc_addr", m.GRPCAddr, "incarnation", m.Incarnation)
 	return s.ClusterID(), nil
+}
+
+// inConfiguration reports whether id is a server of cf.
+func inConfiguration(cf raft.Configuration, id string) bool {
+	for _, srv := range cf.Servers {
+		if string(srv.ID) == id {
+			return true
+		}
+	}
+	return false
 }
 
 // Remove removes a member from the cluster. It runs on the leader only.
@@ -276,6 +301,53 @@ func (s *Store) Status() Status {
 // becomes leader it applies the log (a barrier), then records a cluster id
 // if the cluster has none (the first leader of a new cluster picks it) and
 // its own addresses if the metadata lacks or differs from them.
+// joinPoll is how often a joining node looks in its applied state for
+// the acceptance of its join.
+const joinPoll = 25 * time.Millisecond
+
+// watchJoin opens the vote gate of a joining node once the node has
+// applied the metadata entry that Store.Join records for its incarnation.
+//
+// The answer to a Join can be lost: the leader accepted the node (added
+// it as a voter), then lost its leadership or its connection before it
+// answered. The node then refuses votes until a Join is answered, and a
+// Join needs a leader: the leader that added it, with two such nodes in a
+// cluster of three, can never be elected again, since it needs one of
+// their votes. So the node does not depend on the answer alone. Store.Join
+// records the member with its incarnation after the old incarnation is
+// removed and before the node is added; a node that has applied that
+// entry knows it is committed, and so that its old incarnation is no
+// longer a member: it may vote. Its Join is still answered when it asks
+// again (a retry of the same incarnation keeps it in place).
+func (s *Store) watchJoin() {
+	defer close(s.joinDone)
+	t := time.NewTicker(joinPoll)
+	defer t.Stop()
+	for s.NeedsJoin() {
+		select {
+		case <-s.watchCtx.Done():
+			return
+		case <-t.C:
+		}
+		members, err := s.fsm.Members()
+		if err != nil {
+			continue // closed, or between a snapshot's restore and its reopen
+		}
+		for _, m := range members {
+			if m.ID != s.cfg.NodeID || m.Incarnation != s.incarnation {
+				continue
+			}
+			if err := s.Joined(); err != nil {
+				s.logger.Warn("this node's join is in its log, but the joining mark could not be cleared; it keeps refusing votes until its Join is answered",
+					"error", err)
+				return
+			}
+			s.logger.Info("this node's join is in its own log: accepted", "incarnation", s.incarnation)
+			return
+		}
+	}
+}
+
 func (s *Store) watchLeadership() {
 	defer close(s.watchDone)
 	ch := s.raft.LeaderCh()

@@ -426,6 +426,7 @@ func TestNodeThatCrashedBeforeItsJoinCompletedStillRefusesVotes(t *testing.T) {
 		if !s.NeedsJoin() {
 			t.Fatal("a node without state that does not bootstrap does not need a join")
 		}
+		inc := s.Incarnation()
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -436,6 +437,10 @@ func TestNodeThatCrashedBeforeItsJoinCompletedStillRefusesVotes(t *testing.T) {
 		if !s.NeedsJoin() || s.HadState() {
 			t.Fatalf("restarted joining node: NeedsJoin %v, HadState %v; want true, false", s.NeedsJoin(), s.HadState())
 		}
+		// Its disk is the same: so is the incarnation it joins under.
+		if s.Incarnation() != inc || inc == "" {
+			t.Fatalf("restarted joining node: incarnation %q, want %q from its first start", s.Incarnation(), inc)
+		}
 		if err := s.Joined(); err != nil {
 			t.Fatal(err)
 		}
@@ -444,6 +449,104 @@ func TestNodeThatCrashedBeforeItsJoinCompletedStillRefusesVotes(t *testing.T) {
 		}
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// TestJoinedNodesVoteWhenTheAnswersToTheirJoinsAreLost is the deadlock CI
+// once hit in the podman StatefulSet test: the bootstrap node added the
+// other two as voters, lost its leadership, and could never be elected
+// again, since the two refused every vote while their Joins went
+// unanswered and a Join needs a leader. Here the leader accepts both
+// joins and the answers never reach them (Joined is never called). Each
+// must learn from its own log that it was accepted; then, with the leader
+// gone, the two must elect one of themselves and commit. A retried join
+// of the same incarnation, with the old leader still down, must keep the
+// member rather than replace it (a replacement could not commit without
+// the down member).
+func TestJoinedNodesVoteWhenTheAnswersToTheirJoinsAreLost(t *testing.T) {
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
+		defer cancel()
+		open := func(id string, bootstrap bool) *raftstore.Store {
+			t.Helper()
+			cfg := raftstore.DefaultConfig()
+			cfg.NodeID = id
+			cfg.Dir = t.TempDir()
+			cfg.LogStore = logStore
+			cfg.RaftBind = "127.0.0.1:0"
+			cfg.GRPCAddr = id + ".grpc.invalid:1"
+			cfg.Bootstrap = bootstrap
+			cfg.ApplyTimeout = 5 * time.Second
+			cfg.HeartbeatTimeout = 200 * time.Millisecond
+			cfg.ElectionTimeout = 200 * time.Millisecond
+			cfg.LeaderLeaseTimeout = 100 * time.Millisecond
+			s, err := raftstore.Open(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}
+		member := func(s *raftstore.Store) raftstore.Member {
+			return raftstore.Member{ID: s.NodeID(), RaftAddr: s.RaftAddr(), GRPCAddr: s.NodeID() + ".grpc.invalid:1", Voter: true, Incarnation: s.Incarnation()}
+		}
+		first := open("n0", true)
+		if err := first.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+		a, b := open("n1", false), open("n2", false)
+		for _, s := range []*raftstore.Store{a, b} {
+			if !s.NeedsJoin() || len(s.Incarnation()) != 32 {
+				t.Fatalf("%s: NeedsJoin %v, incarnation %q; want a joining node with a 32-digit incarnation", s.NodeID(), s.NeedsJoin(), s.Incarnation())
+			}
+			if _, err := first.Join(ctx, member(s), ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, s := range []*raftstore.Store{a, b} {
+			deadline := time.Now().Add(waitTimeout)
+			for s.NeedsJoin() {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s was added as a voter but, without the answer to its join, still refuses votes", s.NodeID())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		if err := first.Close(); err != nil {
+			t.Fatal(err)
+		}
+
+		var l, other *raftstore.Store
+		deadline := time.Now().Add(waitTimeout)
+		for l == nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("no leader among %s and %s once the node that added them is gone", a.NodeID(), b.NodeID())
+			}
+			switch {
+			case a.IsLeader():
+				l, other = a, b
+			case b.IsLeader():
+				l, other = b, a
+			default:
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		if _, _, err := l.Commit(ctx, increment("c", 0, "k", 1)); err != nil {
+			t.Fatalf("commit on the new leader %s: %v", l.NodeID(), err)
+		}
+
+		jctx, jcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer jcancel()
+		if _, err := l.Join(jctx, member(other), ""); err != nil {
+			t.Fatalf("a retried join of %s under the incarnation it joined with, n0 down: %v", other.NodeID(), err)
+		}
+		members, _, err := l.Members()
+		if err != nil || len(members) != 3 {
+			t.Fatalf("members after the retried join = %+v, %v; want all 3 kept", members, err)
+		}
+		if _, _, err := l.Commit(ctx, increment("c", 0, "k", 1)); err != nil {
+			t.Fatalf("commit after the retried join: %v", err)
 		}
 	})
 }

@@ -36,8 +36,12 @@ type Store struct {
 	transport *raft.NetworkTransport
 	guard     *guardedTransport // the transport Raft uses; see transport.go
 	gate      *voteGate         // non-nil while this node has to join; see votegate.go
-	snaps     *raft.FileSnapshotStore
-	raftDir   string
+	// incarnation is the id this node joins under (see markJoining); ""
+	// for a node that did not have to join when it opened.
+	incarnation string
+	joinDone    chan struct{} // closed when watchJoin returns; nil without a gate
+	snaps       *raft.FileSnapshotStore
+	raftDir     string
 
 	hadState bool // Dir held Raft state when the store was opened
 	// readyTerm is the last term in which this node, as leader, saw an
@@ -130,11 +134,16 @@ func (s *Store) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !existing && !s.cfg.Bootstrap && !joining {
-		if err := markJoining(raftDir); err != nil {
+	switch {
+	case !existing && !s.cfg.Bootstrap && !joining:
+		if s.incarnation, err = markJoining(raftDir); err != nil {
 			return err
 		}
 		joining = true
+	case joining:
+		if s.incarnation, err = joiningIncarnation(raftDir); err != nil {
+			return err
+		}
 	}
 	if s.transport, err = s.newTransport(hlog); err != nil {
 		return err
@@ -170,6 +179,10 @@ func (s *Store) open(ctx context.Context) error {
 	s.watchCtx, s.stopWatch = context.WithCancel(context.Background())
 	s.watchDone = make(chan struct{})
 	go s.watchLeadership()
+	if s.gate != nil {
+		s.joinDone = make(chan struct{})
+		go s.watchJoin()
+	}
 	if !existing && s.cfg.Bootstrap && !joining {
 		f := s.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter,
@@ -405,6 +418,9 @@ func (s *Store) closeParts() error {
 	if s.watchDone != nil {
 		<-s.watchDone // futures fail once Raft is shut down
 	}
+	if s.joinDone != nil {
+		<-s.joinDone
+	}
 	if s.guard != nil {
 		s.guard.stopHeartbeats()
 	}
@@ -497,9 +513,15 @@ func (s *Store) HadState() bool { return s.hadState }
 // missing acknowledged commits.
 func (s *Store) NeedsJoin() bool { return s.gate != nil && !s.gate.opened.Load() }
 
+// Incarnation is the id this node joins under: pass it in the Member
+// given to Store.Join. It is "" for a node that did not have to join.
+func (s *Store) Incarnation() string { return s.incarnation }
+
 // Joined records that the cluster's leader has accepted this node's Join
 // (Store.Join returned): the node votes from now on, and on later starts
-// too. Call it only after Join succeeded.
+// too. Call it only after Join succeeded. The store also calls it itself
+// once it applied the metadata entry the leader's Join recorded for this
+// incarnation (see watchJoin).
 func (s *Store) Joined() error {
 	if s.gate == nil {
 		return nil

@@ -1,12 +1,15 @@
 package raftstore
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +38,11 @@ import (
 // Raft directory, from the first start until Joined, so that a node that
 // crashed after it received part of the log, but before its join was
 // accepted, still refuses votes when it restarts, and joins again.
+//
+// The join is accepted when the leader answers it, or when the node has
+// applied the metadata entry the leader's Join records for the node's
+// incarnation, whichever comes first (Store.watchJoin): a node must not
+// depend on an answer that a leader change can lose.
 
 // joiningFile marks, in the Raft directory, a node whose join has not
 // been accepted yet.
@@ -201,13 +209,48 @@ func (g *voteGate) staleSnapshot(rpc raft.RPC) bool {
 	return true
 }
 
+// joiningNote is the first line of joiningFile, for whoever reads it;
+// the second is the node's incarnation (incarnationPrefix and 32 hex
+// digits).
+const (
+	joiningNote       = "this node's join has not been accepted yet; it refuses votes until then\n"
+	incarnationPrefix = "incarnation "
+)
+
 // markJoining records in raftDir that this node must join before it
-// votes.
-func markJoining(raftDir string) error {
-	if err := writeFileSync(filepath.Join(raftDir, joiningFile), []byte("this node's join has not been accepted yet; it refuses votes until then\n")); err != nil {
-		return fmt.Errorf("raftstore: mark the node as joining: %w", err)
+// votes, under a new random incarnation, and returns the incarnation.
+//
+// The incarnation tells this disk's life in the cluster from any other:
+// the leader records it in the cluster metadata before it adds the node
+// as a voter (Store.Join), so the node that reads its own incarnation
+// back from its log knows its join was accepted, even if the answer to
+// its Join was lost (see watchJoin). A node that lost its disk makes a
+// new one; an entry recorded for its old incarnation does not count.
+func markJoining(raftDir string) (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("raftstore: incarnation: %w", err)
 	}
-	return nil
+	inc := hex.EncodeToString(b[:])
+	if err := writeFileSync(filepath.Join(raftDir, joiningFile), []byte(joiningNote+incarnationPrefix+inc+"\n")); err != nil {
+		return "", fmt.Errorf("raftstore: mark the node as joining: %w", err)
+	}
+	return inc, nil
+}
+
+// joiningIncarnation returns the incarnation joiningFile records. A mark
+// written before incarnations existed is given one.
+func joiningIncarnation(raftDir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(raftDir, joiningFile))
+	if err != nil {
+		return "", fmt.Errorf("raftstore: %w", err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if inc, ok := strings.CutPrefix(strings.TrimSpace(line), incarnationPrefix); ok && inc != "" {
+			return inc, nil
+		}
+	}
+	return markJoining(raftDir)
 }
 
 // isJoining reports whether raftDir marks a node whose join has not been

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -164,5 +166,40 @@ func TestVoteGateAnswersAStaleSnapshotWithoutInstallingIt(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestJoiningMarkKeepsTheIncarnation: the mark gives each joining disk a
+// random incarnation and keeps it across restarts; a mark written before
+// incarnations existed is given one, durably.
+func TestJoiningMarkKeepsTheIncarnation(t *testing.T) {
+	dir := t.TempDir()
+	inc, err := markJoining(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inc) != 32 {
+		t.Fatalf("incarnation %q, want 32 hex digits", inc)
+	}
+	if got, err := joiningIncarnation(dir); err != nil || got != inc {
+		t.Fatalf("read back %q, %v; want %q", got, err, inc)
+	}
+	if other, err := markJoining(t.TempDir()); err != nil || other == inc {
+		t.Fatalf("a second disk's incarnation %q, %v; want another than %q", other, err, inc)
+	}
+
+	legacy := t.TempDir()
+	if err := os.WriteFile(filepath.Join(legacy, joiningFile), []byte(joiningNote), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := joiningIncarnation(legacy)
+	if err != nil || len(got) != 32 {
+		t.Fatalf("legacy mark: incarnation %q, %v; want one made", got, err)
+	}
+	if again, err := joiningIncarnation(legacy); err != nil || again != got {
+		t.Fatalf("legacy mark read again: %q, %v; want the one made, %q", again, err, got)
+	}
+	if joining, err := isJoining(legacy); err != nil || !joining {
+		t.Fatalf("legacy mark: joining %v, %v; want still joining", joining, err)
 	}
 }

@@ -247,7 +247,7 @@ func (c *podCluster) teardown(t *testing.T) {
 	replicas := int(*c.sts.Spec.Replicas)
 	for i := range replicas {
 		if t.Failed() {
-			logs := runBounded(time.Minute, "", "podman", "logs", "--tail", "30", c.name(i))
+			logs := runBounded(time.Minute, "", "podman", "logs", "--tail", "80", c.name(i))
 			t.Logf("podman logs %s:\n%s", c.name(i), logs.out)
 		}
 		runBounded(time.Minute, "", "podman", "rm", "--force", "--time", "0", c.name(i))

@@ -58,7 +58,7 @@ func (s *ClusterServer) Join(ctx context.Context, r *statedv1.JoinRequest) (*sta
 		resp, err := statedv1.NewClusterClient(conn).Join(fctx, r)
 		return resp, statusOf(ctx, s.logger, forwardedError(err))
 	}
-	m := raftstore.Member{ID: r.GetNodeId(), RaftAddr: r.GetRaftAddr(), GRPCAddr: r.GetGrpcAddr(), Voter: true}
+	m := raftstore.Member{ID: r.GetNodeId(), RaftAddr: r.GetRaftAddr(), GRPCAddr: r.GetGrpcAddr(), Voter: true, Incarnation: r.GetIncarnation()}
 	clusterID, err := s.store.Join(ctx, m, r.GetClusterId())
 	if err != nil {
 		return nil, statusOf(ctx, s.logger, err)
@@ -146,6 +146,9 @@ func validateJoin(r *statedv1.JoinRequest) error {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			return invalid(a.field, "%q is not host:port: %v", a.addr, err)
 		}
+	}
+	if len(r.GetIncarnation()) > 64 {
+		return invalid("incarnation", "%d bytes, limit 64", len(r.GetIncarnation()))
 	}
 	return nil
 }

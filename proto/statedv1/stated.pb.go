@@ -2143,7 +2143,14 @@ type JoinRequest struct {
 	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
 	// cluster_id is the cluster the joining node's data belongs to; empty
 	// for a node with no data yet.
-	ClusterId     string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	ClusterId string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// incarnation is a random id the joining node made when it began to
+	// join, kept in its data dir until the join is accepted. The leader
+	// records it with the member before it adds the node as a voter, so the
+	// node learns from its own log that its join was accepted even when the
+	// answer to this call is lost; and a retried join of the same
+	// incarnation keeps the member in place instead of replacing it.
+	Incarnation   string `protobuf:"bytes,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2202,6 +2209,13 @@ func (x *JoinRequest) GetGrpcAddr() string {
 func (x *JoinRequest) GetClusterId() string {
 	if x != nil {
 		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
 	}
 	return ""
 }
@@ -6508,13 +6522,14 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x10table_bytes_read\x18\x04 \x01(\x04R\x0etableBytesRead\x12#\n" +
 	"\rkeys_compared\x18\x05 \x01(\x04R\fkeysCompared\x12'\n" +
 	"\x0franges_compared\x18\x06 \x01(\x04R\x0erangesCompared\x12'\n" +
-	"\x0fduration_millis\x18\a \x01(\x03R\x0edurationMillis\"\x7f\n" +
+	"\x0fduration_millis\x18\a \x01(\x03R\x0edurationMillis\"\xa1\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x04 \x01(\tR\tclusterId\"J\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12 \n" +
+	"\vincarnation\x18\x05 \x01(\tR\vincarnation\"J\n" +
 	"\fJoinResponse\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1b\n" +

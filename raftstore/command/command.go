@@ -166,6 +166,11 @@ type Member struct {
 	ID       string
 	RaftAddr string
 	GRPCAddr string
+	// Incarnation is the random id the node made when it began to join
+	// (format version 5; empty before, and for the bootstrap node). The
+	// leader records it before it adds the node as a voter; the node
+	// reading it back from its own log knows its join was accepted.
+	Incarnation string
 }
 
 // Commit is a transaction: every mutation and every offset, or none.

@@ -13,8 +13,10 @@ import (
 // hash, and the session commands. Version 4 added window state: a
 // commit's window adds, watermark hints, acknowledgements and timers, and
 // the commands that define window namespaces and tick their watermarks.
+// Version 5 added a member's incarnation to TypeSetMember.
 const (
-	version   = 4
+	version   = 5
+	versionV4 = 4
 	versionV3 = 3
 	versionV2 = 2
 	versionV1 = 1
@@ -45,6 +47,9 @@ func Encode(dst []byte, c *Command) []byte {
 		dst = appendBytes(dst, []byte(m.ID))
 		dst = appendBytes(dst, []byte(m.RaftAddr))
 		dst = appendBytes(dst, []byte(m.GRPCAddr))
+		if c.Type == TypeSetMember {
+			dst = appendBytes(dst, []byte(m.Incarnation))
+		}
 	case TypeClaim, TypeRelease:
 		dst = encodeClaim(dst, c.Claim)
 	case TypeOpenSession:
@@ -101,7 +106,7 @@ func encodeClaim(dst []byte, c *Claim) []byte {
 func encodedSizeHint(c *Command) int {
 	n := 2 + binary.MaxVarintLen64*2 + len(c.ClusterID) + binary.MaxVarintLen64
 	if m := c.Member; m != nil {
-		n += len(m.ID) + len(m.RaftAddr) + len(m.GRPCAddr) + 3*binary.MaxVarintLen64
+		n += len(m.ID) + len(m.RaftAddr) + len(m.GRPCAddr) + len(m.Incarnation) + 4*binary.MaxVarintLen64
 	}
 	for i := range c.Offsets {
 		n += len(c.Offsets[i].Group) + len(c.Offsets[i].Topic) + 4*binary.MaxVarintLen64
@@ -207,13 +212,16 @@ func Decode(buf []byte) (*Command, error) {
 		c.ClusterID = string(d.bytes())
 	case TypeSetMember, TypeRemoveMember:
 		c.Member = &Member{ID: string(d.bytes()), RaftAddr: string(d.bytes()), GRPCAddr: string(d.bytes())}
+		if c.Type == TypeSetMember && d.version >= version {
+			c.Member.Incarnation = string(d.bytes())
+		}
 	case TypeClaim, TypeRelease:
 		if d.version == versionV1 {
 			return nil, fmt.Errorf("%w: command type %d in format version 1", ErrCorrupt, c.Type)
 		}
 		c.Claim = d.claim()
 	case TypeDefineWindows, TypeWindowTick:
-		if d.version < version {
+		if d.version < versionV4 {
 			return nil, fmt.Errorf("%w: command type %d in format version %d", ErrCorrupt, c.Type, d.version)
 		}
 		if c.Type == TypeDefineWindows {
@@ -373,7 +381,7 @@ func (d *decoder) commit() *Commit {
 			}
 		}
 	}
-	if d.version >= version {
+	if d.version >= versionV4 {
 		d.windowPayload(m)
 	}
 	return m

@@ -30,7 +30,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		"empty commit":  {Type: TypeCommit, Commit: &Commit{}},
 		"expire":        {Type: TypeExpire, Now: 5, ExpireLimit: 1000},
 		"cluster id":    {Type: TypeSetClusterID, ClusterID: "c1"},
-		"set member":    {Type: TypeSetMember, Member: &Member{ID: "n1", RaftAddr: "127.0.0.1:1", GRPCAddr: "127.0.0.1:2"}},
+		"set member":    {Type: TypeSetMember, Member: &Member{ID: "n1", RaftAddr: "127.0.0.1:1", GRPCAddr: "127.0.0.1:2", Incarnation: "5f0c"}},
 		"remove member": {Type: TypeRemoveMember, Member: &Member{ID: "n1"}},
 		"claim": {Type: TypeClaim, Now: 7, Claim: &Claim{Group: "g", Owner: "c1", Partitions: []PartitionEpoch{
 			{Topic: "t", Partition: 0}, {Topic: "t", Partition: 1 << 30},
@@ -68,6 +68,37 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 				t.Fatalf("round trip changed the command:\n got %+v\nwant %+v", got, c)
 			}
 		})
+	}
+}
+
+// TestDecodeVersion4 keeps decoding logs written before members carried
+// an incarnation: a version 4 member decodes with none, and a version 4
+// window commit decodes as it did.
+func TestDecodeVersion4(t *testing.T) {
+	m := &Command{Type: TypeSetMember, Member: &Member{ID: "n1", RaftAddr: "127.0.0.1:1", GRPCAddr: "127.0.0.1:2"}}
+	v5 := Encode(nil, m)
+	// Version 5 appends the incarnation, one zero byte when empty.
+	v4 := append([]byte{versionV4}, v5[1:len(v5)-1]...)
+	got, err := Decode(v4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Version != versionV4 || *got.Member != *m.Member {
+		t.Fatalf("version 4 member = version %d %+v, want %+v", got.Version, got.Member, m.Member)
+	}
+	if _, err := Decode(append(v4, 0)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("version 4 member with an incarnation: err = %v, want ErrCorrupt", err)
+	}
+
+	w := &Command{Type: TypeCommit, Commit: &Commit{ClientID: "c", WindowAdds: []WindowAdd{{Namespace: "clicks", Key: []byte("u"), EventTimeMs: 5, Int: 1}}}}
+	buf := Encode(nil, w)
+	buf[0] = versionV4
+	got, err = Decode(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(Encode(nil, got), Encode(nil, w)) {
+		t.Fatalf("version 4 window commit = %+v, want %+v", got.Commit, w.Commit)
 	}
 }
 

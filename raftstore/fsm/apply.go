@@ -284,6 +284,9 @@ func (a *applier) setMember(m *command.Member) error {
 	}
 	v := appendComponent(nil, []byte(m.RaftAddr))
 	v = appendComponent(v, []byte(m.GRPCAddr))
+	if m.Incarnation != "" {
+		v = appendComponent(v, []byte(m.Incarnation))
+	}
 	return a.b.Set(memberKey(m.ID), v, nil)
 }
 

@@ -75,11 +75,13 @@ func TestClusterIDIsSetOnceAndMembersAreRecorded(t *testing.T) {
 	}
 	set(3, command.Member{ID: "n2", RaftAddr: "r2", GRPCAddr: "g2"})
 	set(4, command.Member{ID: "n1", RaftAddr: "r1", GRPCAddr: "g1"})
-	set(5, command.Member{ID: "n2", RaftAddr: "r2", GRPCAddr: "g2b"})
+	set(5, command.Member{ID: "n2", RaftAddr: "r2", GRPCAddr: "g2b", Incarnation: "i2"})
 	apply(t, f, 6, &command.Command{Type: command.TypeSetMember, Member: &command.Member{ID: "n3", RaftAddr: "r3"}})
 	apply(t, f, 7, &command.Command{Type: command.TypeRemoveMember, Member: &command.Member{ID: "n3"}})
+	set(8, command.Member{ID: "n4", RaftAddr: "r4", Incarnation: "i4"})
+	set(9, command.Member{ID: "n4", RaftAddr: "r4", GRPCAddr: "g4"}) // a member recorded again without one loses it
 	got, err := f.Members()
-	want := []command.Member{{ID: "n1", RaftAddr: "r1", GRPCAddr: "g1"}, {ID: "n2", RaftAddr: "r2", GRPCAddr: "g2b"}}
+	want := []command.Member{{ID: "n1", RaftAddr: "r1", GRPCAddr: "g1"}, {ID: "n2", RaftAddr: "r2", GRPCAddr: "g2b", Incarnation: "i2"}, {ID: "n4", RaftAddr: "r4", GRPCAddr: "g4"}}
 	if err != nil || !slices.Equal(got, want) {
 		t.Fatalf("members = %+v, %v; want %+v", got, err, want)
 	}

@@ -228,12 +228,19 @@ func (f *FSM) Members() ([]command.Member, error) {
 	for ok := it.First(); ok; ok = it.Next() {
 		id, _, err1 := readComponent(it.Key()[len(prefixMember):])
 		raftAddr, rest, err2 := readComponent(it.Value())
-		grpcAddr, _, err3 := readComponent(rest)
-		if err := errors.Join(err1, err2, err3); err != nil {
+		grpcAddr, rest, err3 := readComponent(rest)
+		// The incarnation is absent for members recorded before it
+		// existed, and for the bootstrap node.
+		var incarnation []byte
+		var err4 error
+		if len(rest) > 0 {
+			incarnation, _, err4 = readComponent(rest)
+		}
+		if err := errors.Join(err1, err2, err3, err4); err != nil {
 			it.Close()
 			return nil, err
 		}
-		out = append(out, command.Member{ID: string(id), RaftAddr: string(raftAddr), GRPCAddr: string(grpcAddr)})
+		out = append(out, command.Member{ID: string(id), RaftAddr: string(raftAddr), GRPCAddr: string(grpcAddr), Incarnation: string(incarnation)})
 	}
 	return out, it.Close()
 }

@@ -222,7 +222,7 @@ func (c *Cluster) open(i int) error {
 // join adds n through whichever node is leader, tells n it joined, then
 // waits until n has applied the join.
 func (c *Cluster) join(ctx context.Context, n *node) error {
-	m := raftstore.Member{ID: n.id, RaftAddr: n.addr, GRPCAddr: grpcAddr(n.id), Voter: true}
+	m := raftstore.Member{ID: n.id, RaftAddr: n.addr, GRPCAddr: grpcAddr(n.id), Voter: true, Incarnation: c.store(n).Incarnation()}
 	var last error
 	for {
 		if l := c.CurrentLeader(); l != nil && l != c.store(n) {
