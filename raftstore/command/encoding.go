@@ -14,6 +14,10 @@ import (
 // commit's window adds, watermark hints, acknowledgements and timers, and
 // the commands that define window namespaces and tick their watermarks.
 // Version 5 added a member's incarnation to TypeSetMember.
+//
+// A command is written in the oldest version that holds it (see
+// encodingVersion), so that a binary of the previous release, in a rolling
+// upgrade, still decodes everything but what it cannot represent.
 const (
 	version   = 5
 	versionV4 = 4
@@ -30,7 +34,8 @@ func Encode(dst []byte, c *Command) []byte {
 	if dst == nil {
 		dst = make([]byte, 0, encodedSizeHint(c))
 	}
-	dst = append(dst, version, byte(c.Type))
+	v := encodingVersion(c)
+	dst = append(dst, v, byte(c.Type))
 	dst = binary.AppendVarint(dst, c.Now)
 	switch c.Type {
 	case TypeCommit:
@@ -47,7 +52,7 @@ func Encode(dst []byte, c *Command) []byte {
 		dst = appendBytes(dst, []byte(m.ID))
 		dst = appendBytes(dst, []byte(m.RaftAddr))
 		dst = appendBytes(dst, []byte(m.GRPCAddr))
-		if c.Type == TypeSetMember {
+		if v >= version {
 			dst = appendBytes(dst, []byte(m.Incarnation))
 		}
 	case TypeClaim, TypeRelease:
@@ -83,6 +88,15 @@ func Encode(dst []byte, c *Command) []byte {
 		}
 	}
 	return dst
+}
+
+// encodingVersion is the oldest format version that holds c: version 5
+// for a member with an incarnation, version 4 for everything else.
+func encodingVersion(c *Command) byte {
+	if c.Type == TypeSetMember && c.Member != nil && c.Member.Incarnation != "" {
+		return version
+	}
+	return versionV4
 }
 
 func encodeClaim(dst []byte, c *Claim) []byte {

@@ -71,34 +71,42 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	}
 }
 
-// TestDecodeVersion4 keeps decoding logs written before members carried
-// an incarnation: a version 4 member decodes with none, and a version 4
-// window commit decodes as it did.
-func TestDecodeVersion4(t *testing.T) {
+// TestOnlyAMemberWithAnIncarnationIsWrittenInVersion5: a command is
+// written in the oldest version that holds it, so a node of the previous
+// release (version 4) decodes everything but a joining member's record; a
+// version 5 encoding of any command decodes as its version 4 one does.
+func TestOnlyAMemberWithAnIncarnationIsWrittenInVersion5(t *testing.T) {
 	m := &Command{Type: TypeSetMember, Member: &Member{ID: "n1", RaftAddr: "127.0.0.1:1", GRPCAddr: "127.0.0.1:2"}}
-	v5 := Encode(nil, m)
-	// Version 5 appends the incarnation, one zero byte when empty.
-	v4 := append([]byte{versionV4}, v5[1:len(v5)-1]...)
-	got, err := Decode(v4)
-	if err != nil {
-		t.Fatal(err)
+	joining := &Command{Type: TypeSetMember, Member: &Member{ID: "n1", RaftAddr: "127.0.0.1:1", GRPCAddr: "127.0.0.1:2", Incarnation: "5f0c"}}
+	for _, tc := range []struct {
+		name    string
+		c       *Command
+		version byte
+	}{
+		{"member", m, versionV4},
+		{"member with an incarnation", joining, version},
+		{"commit", sampleCommit(), versionV4},
+		{"window commit", &Command{Type: TypeCommit, Commit: &Commit{ClientID: "c", WindowAdds: []WindowAdd{{Namespace: "clicks", Key: []byte("u"), EventTimeMs: 5, Int: 1}}}}, versionV4},
+	} {
+		buf := Encode(nil, tc.c)
+		if buf[0] != tc.version {
+			t.Errorf("%s: written in version %d, want %d", tc.name, buf[0], tc.version)
+		}
+		got, err := Decode(buf)
+		if err != nil || got.Version != tc.version || !reflect.DeepEqual(Encode(nil, got), buf) {
+			t.Errorf("%s: decoded %+v, %v", tc.name, got, err)
+		}
 	}
-	if got.Version != versionV4 || *got.Member != *m.Member {
-		t.Fatalf("version 4 member = version %d %+v, want %+v", got.Version, got.Member, m.Member)
+	// A version 5 encoding of a member without an incarnation (one empty
+	// field more) decodes as the version 4 one.
+	v4 := Encode(nil, m)
+	v5 := append(append([]byte{version}, v4[1:]...), 0)
+	got, err := Decode(v5)
+	if err != nil || *got.Member != *m.Member {
+		t.Fatalf("version 5 member without an incarnation = %+v, %v; want %+v", got, err, m.Member)
 	}
 	if _, err := Decode(append(v4, 0)); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("version 4 member with an incarnation: err = %v, want ErrCorrupt", err)
-	}
-
-	w := &Command{Type: TypeCommit, Commit: &Commit{ClientID: "c", WindowAdds: []WindowAdd{{Namespace: "clicks", Key: []byte("u"), EventTimeMs: 5, Int: 1}}}}
-	buf := Encode(nil, w)
-	buf[0] = versionV4
-	got, err = Decode(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(Encode(nil, got), Encode(nil, w)) {
-		t.Fatalf("version 4 window commit = %+v, want %+v", got.Commit, w.Commit)
+		t.Fatalf("version 4 member with a field more: err = %v, want ErrCorrupt", err)
 	}
 }
 
