@@ -297,10 +297,6 @@ func (s *Store) Status() Status {
 	}
 }
 
-// watchLeadership runs for the life of the store. Each time this node
-// becomes leader it applies the log (a barrier), then records a cluster id
-// if the cluster has none (the first leader of a new cluster picks it) and
-// its own addresses if the metadata lacks or differs from them.
 // joinPoll is how often a joining node looks in its applied state for
 // the acceptance of its join.
 const joinPoll = 25 * time.Millisecond
@@ -348,6 +344,10 @@ func (s *Store) watchJoin() {
 	}
 }
 
+// watchLeadership runs for the life of the store. Each time this node
+// becomes leader it applies the log (a barrier), then records a cluster id
+// if the cluster has none (the first leader of a new cluster picks it) and
+// its own addresses if the metadata lacks or differs from them.
 func (s *Store) watchLeadership() {
 	defer close(s.watchDone)
 	ch := s.raft.LeaderCh()
