@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/statedhq/stated/raftstore/command"
@@ -40,6 +41,42 @@ func (s *Store) CommitOutcome(ctx context.Context, c *command.Commit) (CommitOut
 	}
 	out.Adds, out.Emissions = res.Adds, res.Emissions
 	return out, nil
+}
+
+// CommitBatch proposes cs as one entry (command.TypeCommitBatch) and
+// returns each commit's outcome and error, as CommitOutcome would for each
+// on its own: each commit applies atomically or not at all, with its own
+// session check, and a refusal of one leaves the others applied. Their
+// outcomes share the entry's index (a duplicate's is its first
+// application's). The error is the proposal's, when none of them was
+// applied or the outcome is unknown (a lost leadership or ctx ending
+// first); then outs and errs are nil.
+func (s *Store) CommitBatch(ctx context.Context, cs []*command.Commit) (outs []CommitOutcome, errs []error, err error) {
+	for _, c := range cs {
+		if c.SessionID != 0 {
+			c.Hash = c.PayloadHash()
+		}
+	}
+	res, err := s.proposeResult(ctx, &command.Command{Type: command.TypeCommitBatch, Batch: cs})
+	if err != nil {
+		return nil, nil, err
+	}
+	if res.Err != nil {
+		return nil, nil, res.Err
+	}
+	if len(res.Batch) != len(cs) {
+		return nil, nil, fmt.Errorf("raftstore: commit batch of %d commits answered with %d results", len(cs), len(res.Batch))
+	}
+	outs, errs = make([]CommitOutcome, len(cs)), make([]error, len(cs))
+	for i, r := range res.Batch {
+		outs[i] = CommitOutcome{Index: r.Index, Duplicate: r.Duplicate}
+		if r.Err != nil {
+			errs[i] = r.Err
+			continue
+		}
+		outs[i].Adds, outs[i].Emissions = r.Adds, r.Emissions
+	}
+	return outs, errs, nil
 }
 
 // DefineWindows defines a window namespace. It validates spec before

@@ -2,23 +2,25 @@ package grpcapi
 
 import (
 	"context"
-	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/statedhq/stated/daemon/authz"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	"github.com/statedhq/stated/raftstore/command"
 )
 
 // MaxCommitsPerBatch is the most commits one CommitBatch may carry.
 const MaxCommitsPerBatch = 1024
 
 // CommitBatch serves several independent commits in one call: a follower
-// forwards the whole batch to the leader, and the leader checks,
-// authorizes and proposes each commit as Commit does, all at once, so
-// that Raft appends them together while each stays its own entry with its
-// own session sequence and its own outcome.
+// forwards the whole batch to the leader, and the leader checks and
+// authorizes each commit as Commit does, then proposes the valid ones as
+// one Raft entry (raftstore.Store.CommitBatch). Each commit still applies
+// atomically or not at all, with its own session sequence and its own
+// outcome; one commit refused leaves the others applied. The applied
+// commits of a batch share their entry's index.
 func (s *Server) CommitBatch(ctx context.Context, r *statedv1.CommitBatchRequest) (*statedv1.CommitBatchResponse, error) {
 	if n := len(r.GetCommits()); n > MaxCommitsPerBatch {
 		return nil, s.toStatus(ctx, invalid("commits", "%d commits; at most %d", n, MaxCommitsPerBatch))
@@ -33,35 +35,35 @@ func (s *Server) CommitBatch(ctx context.Context, r *statedv1.CommitBatchRequest
 	}
 	commits := r.GetCommits()
 	results := make([]*statedv1.CommitBatchResult, len(commits))
-	var wg sync.WaitGroup
-	for i := range commits {
-		if i == len(commits)-1 {
-			results[i] = s.batchElement(ctx, commits[i])
-			break
+	valid := make([]*command.Commit, 0, len(commits))
+	at := make([]int, 0, len(commits)) // valid[j] is commits[at[j]]
+	for i, c := range commits {
+		if err := authz.AuthorizeCommit(ctx, c); err != nil {
+			results[i] = errorResult(err)
+			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = s.batchElement(ctx, commits[i])
-		}()
+		if err := validateCommit(c); err != nil {
+			results[i] = errorResult(s.toStatus(ctx, err))
+			continue
+		}
+		valid = append(valid, toCommand(c))
+		at = append(at, i)
 	}
-	wg.Wait()
+	if len(valid) == 0 {
+		return &statedv1.CommitBatchResponse{Results: results}, nil
+	}
+	outs, errs, err := s.store.CommitBatch(ctx, valid)
+	for j, i := range at {
+		switch {
+		case err != nil:
+			results[i] = errorResult(s.commitStatus(ctx, err))
+		case errs[j] != nil:
+			results[i] = errorResult(s.commitStatus(ctx, errs[j]))
+		default:
+			results[i] = &statedv1.CommitBatchResult{Response: commitResponse(outs[j])}
+		}
+	}
 	return &statedv1.CommitBatchResponse{Results: results}, nil
-}
-
-// batchElement is what Commit on the leader answers r, as a batch result.
-func (s *Server) batchElement(ctx context.Context, r *statedv1.CommitRequest) *statedv1.CommitBatchResult {
-	if err := authz.AuthorizeCommit(ctx, r); err != nil {
-		return errorResult(err)
-	}
-	if err := validateCommit(r); err != nil {
-		return errorResult(s.toStatus(ctx, err))
-	}
-	resp, err := s.commitHere(ctx, r)
-	if err != nil {
-		return errorResult(err)
-	}
-	return &statedv1.CommitBatchResult{Response: resp}
 }
 
 // errorResult carries err's status, details included, as a batch result.

@@ -22,6 +22,10 @@ type Store interface {
 	// emissions of the entry. A *fsm.RejectError, *fsm.SessionError,
 	// *fsm.FenceError or *fsm.OutboxFullError means nothing was applied.
 	CommitOutcome(ctx context.Context, c *command.Commit) (raftstore.CommitOutcome, error)
+	// CommitBatch proposes cs as one entry and returns each commit's
+	// outcome and error, as CommitOutcome would for each; err is the
+	// proposal's, for all of them.
+	CommitBatch(ctx context.Context, cs []*command.Commit) ([]raftstore.CommitOutcome, []error, error)
 	// WindowSpec returns a window namespace's spec, defaults filled in.
 	WindowSpec(ns string) (command.WindowSpec, bool, error)
 	// OpenSession opens a client session, fencing the client id's older
@@ -113,17 +117,27 @@ func (s *Server) Commit(ctx context.Context, r *statedv1.CommitRequest) (*stated
 func (s *Server) commitHere(ctx context.Context, r *statedv1.CommitRequest) (*statedv1.CommitResponse, error) {
 	out, err := s.store.CommitOutcome(ctx, toCommand(r))
 	if err != nil {
-		var full *fsm.OutboxFullError
-		if errors.As(err, &full) {
-			spec, _, _ := s.store.WindowSpec(full.Namespace) // for the detail only; 0 when unknown
-			return nil, outboxFullStatus(full, spec.MaxPendingEmissions)
-		}
-		return nil, s.toStatus(ctx, err)
+		return nil, s.commitStatus(ctx, err)
 	}
+	return commitResponse(out), nil
+}
+
+// commitStatus is the status a commit's error is answered with.
+func (s *Server) commitStatus(ctx context.Context, err error) error {
+	var full *fsm.OutboxFullError
+	if errors.As(err, &full) {
+		spec, _, _ := s.store.WindowSpec(full.Namespace) // for the detail only; 0 when unknown
+		return outboxFullStatus(full, spec.MaxPendingEmissions)
+	}
+	return s.toStatus(ctx, err)
+}
+
+// commitResponse is the answer to an applied commit.
+func commitResponse(out raftstore.CommitOutcome) *statedv1.CommitResponse {
 	return &statedv1.CommitResponse{
 		Index: out.Index, Duplicate: out.Duplicate,
 		AddResults: addResultsToWire(out.Adds), Emissions: emissionsToWire(out.Emissions),
-	}, nil
+	}
 }
 
 // OpenSession opens a client session as a replicated command; a follower

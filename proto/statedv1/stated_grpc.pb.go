@@ -74,13 +74,15 @@ type StateClient interface {
 	OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (*OpenSessionResponse, error)
 	// CommitBatch carries several independent commits in one call, to spare
 	// the per-call cost when one client has many commits in flight. Each
-	// commit is checked, authorized and applied exactly as Commit would do
-	// it: atomically, as its own Raft entry, in its own session lane and
-	// sequence. They are proposed concurrently, in no particular order, so
-	// commits that must apply in order belong in separate calls. The
-	// response has one result per commit, in order: Commit's response or
-	// its error. The call itself fails only when the batch as a whole cannot
-	// be served (no leader, no token, too many commits).
+	// commit is checked, authorized and applied as Commit would do it:
+	// atomically, in its own session lane and sequence, with its own result;
+	// one refused leaves the others applied. The commits that pass the
+	// checks go to Raft together as one entry and apply in the order of the
+	// request, so the applied ones share that entry's index (a duplicate's
+	// is its first application's). The response has one result per commit,
+	// in order: Commit's response or its error. The call itself fails only
+	// when the batch as a whole cannot be served (no leader, no token, too
+	// many commits).
 	CommitBatch(ctx context.Context, in *CommitBatchRequest, opts ...grpc.CallOption) (*CommitBatchResponse, error)
 }
 
@@ -221,13 +223,15 @@ type StateServer interface {
 	OpenSession(context.Context, *OpenSessionRequest) (*OpenSessionResponse, error)
 	// CommitBatch carries several independent commits in one call, to spare
 	// the per-call cost when one client has many commits in flight. Each
-	// commit is checked, authorized and applied exactly as Commit would do
-	// it: atomically, as its own Raft entry, in its own session lane and
-	// sequence. They are proposed concurrently, in no particular order, so
-	// commits that must apply in order belong in separate calls. The
-	// response has one result per commit, in order: Commit's response or
-	// its error. The call itself fails only when the batch as a whole cannot
-	// be served (no leader, no token, too many commits).
+	// commit is checked, authorized and applied as Commit would do it:
+	// atomically, in its own session lane and sequence, with its own result;
+	// one refused leaves the others applied. The commits that pass the
+	// checks go to Raft together as one entry and apply in the order of the
+	// request, so the applied ones share that entry's index (a duplicate's
+	// is its first application's). The response has one result per commit,
+	// in order: Commit's response or its error. The call itself fails only
+	// when the batch as a whole cannot be served (no leader, no token, too
+	// many commits).
 	CommitBatch(context.Context, *CommitBatchRequest) (*CommitBatchResponse, error)
 	mustEmbedUnimplementedStateServer()
 }

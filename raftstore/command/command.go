@@ -46,6 +46,12 @@ const (
 	// so that sources idle past their timeout stop holding it back, and
 	// closes the windows and fires the timers that became due.
 	TypeWindowTick Type = 13
+	// TypeCommitBatch carries several independent commits, Batch, in one
+	// entry (format version 5): each applies as a TypeCommit entry of its
+	// own would, atomically and with its own session check and outcome,
+	// at the entry's index and time. It is what a CommitBatch call
+	// proposes, so that its commits cost one proposal and one answer.
+	TypeCommitBatch Type = 14
 )
 
 // Op is the operation of one mutation.
@@ -95,6 +101,8 @@ type Command struct {
 	Now int64
 	// Commit is set when Type is TypeCommit.
 	Commit *Commit
+	// Batch is set when Type is TypeCommitBatch.
+	Batch []*Commit
 	// ExpireLimit caps how many expired entries a TypeExpire command
 	// deletes, so that one entry never stalls the apply loop.
 	ExpireLimit uint32

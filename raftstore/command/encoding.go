@@ -40,6 +40,11 @@ func Encode(dst []byte, c *Command) []byte {
 	switch c.Type {
 	case TypeCommit:
 		dst = encodeCommit(dst, c.Commit)
+	case TypeCommitBatch:
+		dst = binary.AppendUvarint(dst, uint64(len(c.Batch)))
+		for _, m := range c.Batch {
+			dst = encodeCommit(dst, m)
+		}
 	case TypeExpire:
 		dst = binary.AppendUvarint(dst, uint64(c.ExpireLimit))
 	case TypeSetClusterID:
@@ -91,9 +96,12 @@ func Encode(dst []byte, c *Command) []byte {
 }
 
 // encodingVersion is the oldest format version that holds c: version 5
-// for a member with an incarnation, version 4 for everything else.
+// for a member with an incarnation and for a batch of commits, version 4
+// for everything else.
 func encodingVersion(c *Command) byte {
-	if c.Type == TypeSetMember && c.Member != nil && c.Member.Incarnation != "" {
+	switch {
+	case c.Type == TypeSetMember && c.Member != nil && c.Member.Incarnation != "",
+		c.Type == TypeCommitBatch:
 		return version
 	}
 	return versionV4
@@ -140,16 +148,28 @@ func encodedSizeHint(c *Command) int {
 	if w := c.Windows; w != nil {
 		n += len(w.Namespace) + 4 + 10*binary.MaxVarintLen64
 	}
+	for _, m := range c.Batch {
+		n += commitSizeHint(m)
+	}
 	if m := c.Commit; m != nil {
-		n += windowSizeHint(m)
-		n += len(m.ClientID) + 5*binary.MaxVarintLen64 + len(m.Hash)
-		for i := range m.Mutations {
-			mu := &m.Mutations[i]
-			n += 1 + len(mu.Namespace) + len(mu.Key) + len(mu.SubKey) + len(mu.Value) + 6*binary.MaxVarintLen64
-		}
-		for i := range m.Offsets {
-			n += len(m.Offsets[i].Group) + len(m.Offsets[i].Topic) + 5*binary.MaxVarintLen64
-		}
+		n += commitSizeHint(m)
+	}
+	return n
+}
+
+// commitSizeHint is an upper bound of a commit's encoded size.
+func commitSizeHint(m *Commit) int {
+	if m == nil {
+		return 6
+	}
+	n := windowSizeHint(m)
+	n += len(m.ClientID) + 5*binary.MaxVarintLen64 + len(m.Hash)
+	for i := range m.Mutations {
+		mu := &m.Mutations[i]
+		n += 1 + len(mu.Namespace) + len(mu.Key) + len(mu.SubKey) + len(mu.Value) + 6*binary.MaxVarintLen64
+	}
+	for i := range m.Offsets {
+		n += len(m.Offsets[i].Group) + len(m.Offsets[i].Topic) + 5*binary.MaxVarintLen64
 	}
 	return n
 }
@@ -220,6 +240,18 @@ func Decode(buf []byte) (*Command, error) {
 	switch c.Type {
 	case TypeCommit:
 		c.Commit = d.commit()
+	case TypeCommitBatch:
+		if d.version < version {
+			return nil, fmt.Errorf("%w: command type %d in format version %d", ErrCorrupt, c.Type, d.version)
+		}
+		// A commit takes at least 6 bytes: its client id's length, its
+		// sequence, session, lane and its two empty lists.
+		if n := d.count(6); n > 0 {
+			c.Batch = make([]*Commit, n)
+			for i := range c.Batch {
+				c.Batch[i] = d.commit()
+			}
+		}
 	case TypeExpire:
 		c.ExpireLimit = uint32(d.uvarint())
 	case TypeSetClusterID:

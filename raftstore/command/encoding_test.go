@@ -45,6 +45,13 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 			SizeMs: 300_000, AdvanceMs: 60_000, GraceMs: 10_000, MaxOutOfOrderMs: 5_000, RetentionMs: 1 << 40, IdleTimeoutMs: 30_000,
 			Aggregate: AggList, MaxListValues: 100, Emit: EmitUpdates, Late: LateReturn, MaxPendingEmissions: 7}},
 		"window tick": {Type: TypeWindowTick, Now: 6},
+		"commit batch": {Type: TypeCommitBatch, Now: 8, Batch: []*Commit{
+			sampleCommit().Commit,
+			{},
+			{ClientID: "c", SessionID: 5, Lane: 2, Seq: 9, Hash: [16]byte{7}, Mutations: []Mutation{{Op: OpCounterAdd, Namespace: "ns", Key: []byte("k"), Delta: -3}},
+				WindowAdds: []WindowAdd{{Namespace: "clicks", Key: []byte("u"), EventTimeMs: 5, Int: 1}}},
+		}},
+		"empty commit batch": {Type: TypeCommitBatch, Now: 8},
 		"window commit": {Type: TypeCommit, Now: 3, Commit: &Commit{ClientID: "c", SessionID: 5, Lane: 1, Seq: 2, Hash: [16]byte{9},
 			WindowAdds: []WindowAdd{
 				{Namespace: "clicks", Source: "t/3", Key: []byte("u\x00"), EventTimeMs: MaxEventTime, Int: -1, Float: -0.5, Bytes: []byte("v")},
@@ -85,6 +92,7 @@ func TestOnlyAMemberWithAnIncarnationIsWrittenInVersion5(t *testing.T) {
 	}{
 		{"member", m, versionV4},
 		{"member with an incarnation", joining, version},
+		{"commit batch", &Command{Type: TypeCommitBatch, Batch: []*Commit{sampleCommit().Commit}}, version},
 		{"commit", sampleCommit(), versionV4},
 		{"window commit", &Command{Type: TypeCommit, Commit: &Commit{ClientID: "c", WindowAdds: []WindowAdd{{Namespace: "clicks", Key: []byte("u"), EventTimeMs: 5, Int: 1}}}}, versionV4},
 	} {
@@ -107,6 +115,17 @@ func TestOnlyAMemberWithAnIncarnationIsWrittenInVersion5(t *testing.T) {
 	}
 	if _, err := Decode(append(v4, 0)); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("version 4 member with a field more: err = %v, want ErrCorrupt", err)
+	}
+	batch := Encode(nil, &Command{Type: TypeCommitBatch, Batch: []*Commit{sampleCommit().Commit}})
+	batch[0] = versionV4
+	if _, err := Decode(batch); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("commit batch in version 4: err = %v, want ErrCorrupt", err)
+	}
+	batch[0] = version
+	for n := range len(batch) {
+		if _, err := Decode(batch[:n]); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("Decode of %d/%d bytes of a commit batch: err = %v, want ErrCorrupt", n, len(batch), err)
+		}
 	}
 }
 

@@ -102,6 +102,10 @@ type group struct {
 	// done are the epochs completed by entries in b, whose local
 	// checkpoints are removed once b is committed.
 	done []uint64
+	// whole is set while the commits of one TypeCommitBatch entry apply:
+	// they share an index, so they go into Pebble together, in one batch
+	// committed with it, never partly (see applyCommits).
+	whole bool
 }
 
 // groupMaxOps is the most writes a commit may carry to share the batch of
@@ -116,14 +120,14 @@ const groupMaxOps = 16
 // batch of its own rather than in the shared one.
 func (g *group) alone(cmd *command.Command) bool {
 	c := cmd.Commit
-	return g.entries > 1 && cmd.Type == command.TypeCommit && c != nil &&
+	return g.entries > 1 && !g.whole && cmd.Type == command.TypeCommit && c != nil &&
 		len(c.Mutations)+len(c.Offsets)+len(c.WindowAdds) > groupMaxOps
 }
 
 // batch returns the batch cmd writes into and the reader it reads through.
 func (g *group) batch(cmd *command.Command, alone bool) (*pebble.Batch, pebble.Reader) {
 	if g.b == nil {
-		if (g.entries > 1 && !alone) || readsOwnWrites(cmd) {
+		if ((g.entries > 1 || g.whole) && !alone) || readsOwnWrites(cmd) {
 			g.b = g.f.db.NewIndexedBatch()
 		} else {
 			g.b = g.f.db.NewBatch()
@@ -146,6 +150,34 @@ func (g *group) apply(l *raft.Log) *Result {
 		res.Err = &RejectError{Field: "command", Reason: err.Error()}
 		return res
 	}
+	if cmd.Type == command.TypeCommitBatch {
+		return g.applyCommits(l, cmd)
+	}
+	return g.applyOne(l, cmd, res)
+}
+
+// applyCommits applies a TypeCommitBatch entry: each of its commits as a
+// TypeCommit entry of its own at l.Index would apply, in order, each
+// reading the writes of the ones before it. A rejected commit, or a retry
+// answered as a duplicate, leaves nothing of itself, as an entry would;
+// the others are unaffected. The commits go into the group's batch and are
+// never committed apart: one applied index stands for all of them, so
+// Pebble must never hold some of them under it.
+func (g *group) applyCommits(l *raft.Log, cmd *command.Command) *Result {
+	res := &Result{Index: l.Index, Batch: make([]*Result, len(cmd.Batch))}
+	g.last = l.Index
+	g.whole = true
+	defer func() { g.whole = false }()
+	for i, c := range cmd.Batch {
+		sub := &command.Command{Type: command.TypeCommit, Now: cmd.Now, Version: cmd.Version, Commit: c}
+		res.Batch[i] = g.applyOne(l, sub, &Result{Index: l.Index})
+	}
+	return res
+}
+
+// applyOne applies one decoded command at l's index into the group's
+// batch, and fills res.
+func (g *group) applyOne(l *raft.Log, cmd *command.Command, res *Result) *Result {
 	alone := g.alone(cmd)
 	if alone {
 		// It reads the entries before it from the database. They are

@@ -395,3 +395,50 @@ func TestApplyBatchCommitsAGroupLargerThanAShare(t *testing.T) {
 		})
 	}
 }
+
+// TestACommitBatchEntryIsNeverCommittedInParts: the commits of one
+// TypeCommitBatch entry share its index, so a large one among them must
+// not get a Pebble batch of its own, as a large entry among entries does:
+// committed apart, it would be recorded under the entry's applied index
+// while the commits after it were not yet written, and a crash then would
+// skip them on restart.
+func TestACommitBatchEntryIsNeverCommittedInParts(t *testing.T) {
+	large := &command.Command{Type: command.TypeCommit, Commit: &command.Commit{Mutations: make([]command.Mutation, groupMaxOps+1)}}
+	g := group{entries: 2}
+	if !g.alone(large) {
+		t.Fatal("a large commit among several entries does not go alone: the case this test guards is gone")
+	}
+	g.whole = true
+	if g.alone(large) {
+		t.Fatal("a large commit inside a commit batch entry goes into a Pebble batch of its own")
+	}
+
+	// And a batch entry of a small, a large and a small commit applies
+	// each of them.
+	f := openFSM(t)
+	var muts []command.Mutation
+	for i := range groupMaxOps + 1 {
+		muts = append(muts, command.Mutation{Op: command.OpPut, Namespace: "ns", Key: fmt.Appendf(nil, "big%d", i), Value: []byte("v")})
+	}
+	put := func(k string) *command.Commit {
+		return &command.Commit{Mutations: []command.Mutation{{Op: command.OpPut, Namespace: "ns", Key: []byte(k), Value: []byte("v")}}}
+	}
+	data := command.Encode(nil, &command.Command{Type: command.TypeCommitBatch, Now: 1, Batch: []*command.Commit{put("a"), {Mutations: muts}, put("b")}})
+	res := f.Apply(&raft.Log{Index: 1, Term: 1, Type: raft.LogCommand, Data: data}).(*Result)
+	if res.Err != nil || len(res.Batch) != 3 {
+		t.Fatalf("batch entry: err %v, %d results", res.Err, len(res.Batch))
+	}
+	for i, r := range res.Batch {
+		if r.Err != nil || r.Index != 1 {
+			t.Fatalf("commit %d: index %d, err %v", i, r.Index, r.Err)
+		}
+	}
+	for _, k := range []string{"a", "b", "big0", fmt.Sprintf("big%d", groupMaxOps)} {
+		if _, ok, err := f.Get("ns", []byte(k), KindValue, nil, 1); err != nil || !ok {
+			t.Fatalf("key %s after the batch entry: found %v, %v", k, ok, err)
+		}
+	}
+	if got := f.AppliedIndex(); got != 1 {
+		t.Fatalf("applied index %d, want 1", got)
+	}
+}

@@ -118,7 +118,7 @@ func runModel(t *testing.T, seed uint64, steps int, wantAll bool) {
 	run.persistSnapshot()
 	run.replayElsewhere()
 	t.Logf("outcomes: %v", run.kind)
-	for _, k := range []string{"applied", "duplicate", "fenced", "session superseded", "session not open",
+	for _, k := range []string{"applied", "batched", "duplicate", "fenced", "session superseded", "session not open",
 		"session sequence reused", "session sequence stale", "reject offsets", "reject mutations", "reject command"} {
 		if run.kind[k] == 0 && wantAll {
 			t.Errorf("the log never produced %q: the generator exercises too little", k)
@@ -137,7 +137,73 @@ func (r *modelRun) fail(step int, data []byte, format string, args ...any) {
 }
 
 func (r *modelRun) step(step int) {
-	data := r.g.next(step)
+	if !r.g.barriers[step] && r.g.r.IntN(8) == 0 {
+		r.batchStep(step)
+		return
+	}
+	r.apply(step, r.g.next(step))
+}
+
+// batchStep generates 2 to 6 commands. When all are commits of the
+// current format, they go as one TypeCommitBatch entry, which must give
+// each commit the result the model gives it as an entry of its own at the
+// batch's index and time, in order; otherwise they go as entries of their
+// own.
+func (r *modelRun) batchStep(step int) {
+	type generated struct {
+		data     []byte
+		cmd      *command.Command
+		pending  *genLane
+		pendingC *command.Commit
+	}
+	var gens []generated
+	batchable := true
+	for range 2 + r.g.r.IntN(5) {
+		data := r.g.next(step)
+		cmd, err := command.Decode(data)
+		gens = append(gens, generated{data, cmd, r.g.pending, r.g.pendingC})
+		batchable = batchable && err == nil && cmd.Type == command.TypeCommit && cmd.Version >= 4
+	}
+	if !batchable {
+		for _, g := range gens {
+			r.g.pending, r.g.pendingC = g.pending, g.pendingC
+			r.apply(step, g.data)
+		}
+		return
+	}
+	batch := &command.Command{Type: command.TypeCommitBatch, Now: r.g.now}
+	for _, g := range gens {
+		batch.Batch = append(batch.Batch, g.cmd.Commit)
+	}
+	data := command.Encode(nil, batch)
+	r.log = append(r.log, data)
+	index := uint64(len(r.log))
+	wants := make([]mResult, len(gens))
+	for i, g := range gens {
+		wants[i] = r.m.apply(index, &command.Command{Type: command.TypeCommit, Now: batch.Now, Version: g.cmd.Version, Commit: g.cmd.Commit})
+		r.g.pending, r.g.pendingC = g.pending, g.pendingC
+		r.g.observe(wants[i])
+	}
+	got := r.f.Apply(&raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}).(*Result)
+	r.got = append(r.got, got)
+	if got.Err != nil || len(got.Batch) != len(gens) {
+		r.fail(step, data, "batch of %d commits: err %v, %d results", len(gens), got.Err, len(got.Batch))
+	}
+	r.kind["batched"]++
+	for i, sub := range got.Batch {
+		r.kind[outcome(sub)]++
+		if d := diffResult(sub, wants[i]); d != "" {
+			r.fail(step, data, "commit %d of the batch: %s", i, d)
+		}
+	}
+	r.settleBarrier(batch)
+	if d := r.diffState(batch.Now); d != "" {
+		r.fail(step, data, "state after the batch at now=%d: %s", batch.Now, d)
+	}
+}
+
+// apply applies one generated entry and checks its result and the state.
+func (r *modelRun) apply(step int, data []byte) {
 	r.log = append(r.log, data)
 	index := uint64(len(r.log))
 	cmd, _ := command.Decode(data)
@@ -401,6 +467,14 @@ func diffErr(got, want error) string {
 
 // diffResults compares two replicas' results for one entry.
 func diffResults(a, b *Result) string {
+	if len(a.Batch) != len(b.Batch) {
+		return fmt.Sprintf("%d results of a batch vs %d", len(a.Batch), len(b.Batch))
+	}
+	for i := range a.Batch {
+		if d := diffResults(a.Batch[i], b.Batch[i]); d != "" {
+			return fmt.Sprintf("commit %d of the batch: %s", i, d)
+		}
+	}
 	ea, eb := fmt.Sprint(a.Err), fmt.Sprint(b.Err)
 	if a.Index != b.Index || a.Duplicate != b.Duplicate || ea != eb || !slices.Equal(a.Claimed, b.Claimed) ||
 		(a.Session == nil) != (b.Session == nil) || a.Session != nil && *a.Session != *b.Session ||
@@ -609,7 +683,7 @@ func typeName(t command.Type) string {
 		command.TypeCommit: "commit", command.TypeExpire: "expire", command.TypeSetClusterID: "set-cluster-id",
 		command.TypeSetMember: "set-member", command.TypeRemoveMember: "remove-member", command.TypeClaim: "claim",
 		command.TypeRelease: "release", command.TypeCheckpoint: "checkpoint", command.TypeCheckpointDone: "checkpoint-done",
-		command.TypeOpenSession: "open-session", command.TypeExpireSessions: "expire-sessions",
+		command.TypeOpenSession: "open-session", command.TypeExpireSessions: "expire-sessions", command.TypeCommitBatch: "commit-batch",
 	}
 	if n, ok := names[t]; ok {
 		return n

@@ -85,6 +85,10 @@ type Result struct {
 	// WindowsCreated is set when a TypeDefineWindows created its
 	// namespace, and false when the namespace existed with the same spec.
 	WindowsCreated bool
+	// Batch is set for a TypeCommitBatch command: the result of each of
+	// its commits, in order, each as a TypeCommit entry's would be (its
+	// Index is the batch entry's, or a duplicate's first application's).
+	Batch []*Result
 }
 
 // DedupWindow is how long the state machine remembers the (client id,

@@ -18,8 +18,8 @@ import (
 // plain Commit, so coalescing adds no delay; under load, many commits
 // share one call's cost. A commit of more than maxCoalescedWrites writes
 // never waits: it goes as its own Commit. The daemon applies each commit
-// of a batch as it applies a Commit: atomically, as its own Raft entry,
-// with its own session lane and sequence and its own error. Every attempt
+// of a batch as it applies a Commit: atomically, with its own session lane
+// and sequence and its own error; the batch is one Raft entry. Every attempt
 // of a retried commit goes through the queue again.
 
 // maxBatch is the daemon's MaxCommitsPerBatch.

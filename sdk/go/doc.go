@@ -163,10 +163,10 @@
 // coalescing adds no delay; under concurrency it spares most of the
 // per-call cost of gRPC on both sides. Nothing else changes: each commit
 // holds its own lane and sequence, the daemon checks, authorizes and
-// applies it as a Commit, as its own Raft entry (Raft appends concurrent
-// entries together anyway), and each Commit call returns its own result
-// or error and retries on its own. Commits sent together are applied in
-// no particular order, as concurrent commits always were. A commit of
+// applies it as a Commit (the commits of one call go to Raft as one entry
+// and share its index), and each Commit call returns its own result or
+// error and retries on its own. Commits sent together apply in the order
+// they were queued, which concurrent callers cannot rely on. A commit of
 // more than 16 writes (mutations, offsets and window adds) never waits: it
 // goes at once as its own call, since its writes cost more than a call and
 // waiting would only hold it back. Against a daemon without CommitBatch
