@@ -147,11 +147,7 @@ func (s *Store) Remove(ctx context.Context, id string) error {
 	if err := cf.Error(); err != nil {
 		return raftError(err)
 	}
-	found := false
-	for _, srv := range cf.Configuration().Servers {
-		found = found || string(srv.ID) == id
-	}
-	if !found {
+	if !inConfiguration(cf.Configuration(), id) {
 		return fmt.Errorf("%w: %q", ErrUnknownMember, id)
 	}
 	// Metadata first: once the leader has removed itself it can propose

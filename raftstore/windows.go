@@ -28,13 +28,24 @@ type CommitOutcome struct {
 // *fsm.SessionError or *fsm.OutboxFullError (all errors.Is ErrRejected),
 // with the outcome's Index set to the refused entry's.
 func (s *Store) CommitOutcome(ctx context.Context, c *command.Commit) (CommitOutcome, error) {
-	if c.SessionID != 0 {
-		c.Hash = c.PayloadHash()
-	}
+	hashForSession(c)
 	res, err := s.proposeResult(ctx, &command.Command{Type: command.TypeCommit, Commit: c})
 	if err != nil {
 		return CommitOutcome{}, err
 	}
+	return outcomeOf(res)
+}
+
+// hashForSession gives a commit in a session its payload hash, which its
+// lane records so that a retry is told from a reuse of its sequence.
+func hashForSession(c *command.Commit) {
+	if c.SessionID != 0 {
+		c.Hash = c.PayloadHash()
+	}
+}
+
+// outcomeOf is a commit's outcome from its result in the state machine.
+func outcomeOf(res *fsm.Result) (CommitOutcome, error) {
 	out := CommitOutcome{Index: res.Index, Duplicate: res.Duplicate}
 	if res.Err != nil {
 		return out, res.Err
@@ -53,9 +64,7 @@ func (s *Store) CommitOutcome(ctx context.Context, c *command.Commit) (CommitOut
 // first); then outs and errs are nil.
 func (s *Store) CommitBatch(ctx context.Context, cs []*command.Commit) (outs []CommitOutcome, errs []error, err error) {
 	for _, c := range cs {
-		if c.SessionID != 0 {
-			c.Hash = c.PayloadHash()
-		}
+		hashForSession(c)
 	}
 	res, err := s.proposeResult(ctx, &command.Command{Type: command.TypeCommitBatch, Batch: cs})
 	if err != nil {
@@ -69,12 +78,7 @@ func (s *Store) CommitBatch(ctx context.Context, cs []*command.Commit) (outs []C
 	}
 	outs, errs = make([]CommitOutcome, len(cs)), make([]error, len(cs))
 	for i, r := range res.Batch {
-		outs[i] = CommitOutcome{Index: r.Index, Duplicate: r.Duplicate}
-		if r.Err != nil {
-			errs[i] = r.Err
-			continue
-		}
-		outs[i].Adds, outs[i].Emissions = r.Adds, r.Emissions
+		outs[i], errs[i] = outcomeOf(r)
 	}
 	return outs, errs, nil
 }

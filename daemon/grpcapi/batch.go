@@ -53,10 +53,17 @@ func (s *Server) CommitBatch(ctx context.Context, r *statedv1.CommitBatchRequest
 		return &statedv1.CommitBatchResponse{Results: results}, nil
 	}
 	outs, errs, err := s.store.CommitBatch(ctx, valid)
+	if err != nil {
+		// The proposal's error, answered once (an unknown one is logged)
+		// for every commit in it.
+		failed := errorResult(s.commitStatus(ctx, err))
+		for _, i := range at {
+			results[i] = failed
+		}
+		return &statedv1.CommitBatchResponse{Results: results}, nil
+	}
 	for j, i := range at {
 		switch {
-		case err != nil:
-			results[i] = errorResult(s.commitStatus(ctx, err))
 		case errs[j] != nil:
 			results[i] = errorResult(s.commitStatus(ctx, errs[j]))
 		default:
