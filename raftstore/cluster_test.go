@@ -238,8 +238,22 @@ func (r *recorder) logged(node, substr string) bool {
 	return false
 }
 
+// waitLogged is logged, waiting up to waitTimeout for the message: a
+// node can be ready (joined and serving) before Raft finishes installing
+// the snapshot it is being sent.
+func (r *recorder) waitLogged(node, msg string) bool {
+	deadline := time.Now().Add(waitTimeout)
+	for !r.logged(node, msg) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
 // snapshotIndexes lists the indexes of the Raft snapshots in a node's
-// data directory.
+// data directory, leaving out any being written (a .tmp directory).
 func snapshotIndexes(t *testing.T, dir string) []uint64 {
 	t.Helper()
 	metas, err := filepath.Glob(filepath.Join(dir, "raft", "snapshots", "*", "meta.json"))
@@ -248,6 +262,9 @@ func snapshotIndexes(t *testing.T, dir string) []uint64 {
 	}
 	var out []uint64
 	for _, p := range metas {
+		if strings.HasSuffix(filepath.Dir(p), ".tmp") {
+			continue
+		}
 		b, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
@@ -301,7 +318,7 @@ func TestWipedFollowerRejoinsFromSnapshot(t *testing.T) {
 
 		c.Restart(t, f) // joins again with the same id and address
 		s := c.Node(f)
-		if !rec.logged(id, "Installed remote snapshot") {
+		if !rec.waitLogged(id, "Installed remote snapshot") {
 			t.Errorf("%s caught up without installing a snapshot", id)
 		}
 		if len(snapshotIndexes(t, c.Dir(f))) == 0 {

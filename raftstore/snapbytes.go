@@ -16,16 +16,14 @@ import (
 // are 256 MiB), so this trigger only acts on large commits, whose 8192
 // entries could hold 8 to 32 GB. A restart re-reads the log after the
 // newest snapshot: the growth study's restart took 5.9 s with 1 GB of it,
-// so 256 MiB keeps that part to a second or two. Below it, snapshots would
-// cost more than they save: a state of S bytes smaller than the threshold
-// is written once per threshold of commits, S/256 MiB of the commit bytes
-// (under 1 since the threshold is at least S), and at 64 MiB a 60 MB state
-// would double the bytes written for a restart shorter by about a second.
+// so 256 MiB keeps that part to a second or two. A snapshot this node
+// takes writes a reference to the state, not the state (fsm.Snapshot), so
+// snapshotting often costs next to nothing.
 const DefaultSnapshotBytes = 256 << 20
 
 // snapshotTrigger takes a Raft snapshot when the log since the newest
-// snapshot holds max(Config.SnapshotBytes, size of the state at that
-// snapshot) bytes of entries; see snapshotIfDue.
+// snapshot holds Config.SnapshotBytes bytes of entries; see
+// snapshotIfDue.
 type snapshotTrigger struct {
 	// mu orders the start of a snapshot with Close: once closing is set,
 	// none starts.
@@ -33,9 +31,6 @@ type snapshotTrigger struct {
 	closing bool
 	stop    context.CancelFunc
 	done    chan struct{}
-	// openState is the size of the newest snapshot on disk when the store
-	// was opened, until the state machine has one of its own.
-	openState uint64
 }
 
 // SnapshotBytesStatus is where the log stands against the size trigger.
@@ -44,23 +39,17 @@ type SnapshotBytesStatus struct {
 	// in Entries command entries.
 	SinceSnapshot uint64
 	Entries       uint64
-	// StateAtSnapshot is the size of the state the newest snapshot wrote
-	// (0 if this node has none).
-	StateAtSnapshot uint64
-	// Threshold is max(Config.SnapshotBytes, StateAtSnapshot): a snapshot
-	// is taken once SinceSnapshot reaches it. 0 when the trigger is off.
+	// Threshold is Config.SnapshotBytes: a snapshot is taken once
+	// SinceSnapshot reaches it. 0 when the trigger is off.
 	Threshold uint64
 }
 
 // SnapshotBytesStatus returns the size trigger's counts; cheap.
 func (s *Store) SnapshotBytesStatus() SnapshotBytesStatus {
 	lb := s.fsm.LogBytes()
-	st := SnapshotBytesStatus{SinceSnapshot: lb.SinceSnapshot, Entries: lb.Entries, StateAtSnapshot: lb.StateAtSnapshot}
-	if st.StateAtSnapshot == 0 {
-		st.StateAtSnapshot = s.trigger.openState
-	}
+	st := SnapshotBytesStatus{SinceSnapshot: lb.SinceSnapshot, Entries: lb.Entries}
 	if s.cfg.SnapshotBytes > 0 {
-		st.Threshold = max(uint64(s.cfg.SnapshotBytes), st.StateAtSnapshot)
+		st.Threshold = uint64(s.cfg.SnapshotBytes)
 	}
 	return st
 }
@@ -68,13 +57,6 @@ func (s *Store) SnapshotBytesStatus() SnapshotBytesStatus {
 // startSnapshotTrigger starts the goroutine that checks the size trigger,
 // unless Config.SnapshotBytes is 0.
 func (s *Store) startSnapshotTrigger() error {
-	metas, err := s.snaps.List()
-	if err != nil {
-		return err
-	}
-	if len(metas) > 0 && metas[0].Size > 0 {
-		s.trigger.openState = uint64(metas[0].Size)
-	}
 	if s.cfg.SnapshotBytes <= 0 {
 		return nil
 	}
@@ -127,8 +109,8 @@ func (s *Store) runSnapshotTrigger(ctx context.Context) {
 			if errors.Is(err, raft.ErrRaftShutdown) {
 				return
 			}
-			// Persist writes the whole state: after a failure, wait a
-			// SnapshotInterval before trying again.
+			// After a failure, wait a SnapshotInterval before trying
+			// again rather than fail every second.
 			s.logger.Warn("size-triggered raft snapshot failed", "error", err)
 			notBefore = time.Now().Add(s.cfg.SnapshotInterval)
 		}
@@ -150,9 +132,9 @@ func (s *Store) snapshotIfDue() error {
 		return nil
 	}
 	orig := s.raft.ReloadableConfig()
-	trailing := trailingEntries(st, orig.TrailingLogs)
+	trailing := trailingEntries(st, max(st.Threshold, s.fsm.DiskSize()), orig.TrailingLogs)
 	s.logger.Info("taking a raft snapshot: the log since the last one reached the size threshold",
-		"log_bytes_since_snapshot", st.SinceSnapshot, "threshold", st.Threshold, "state_bytes_at_last_snapshot", st.StateAtSnapshot,
+		"log_bytes_since_snapshot", st.SinceSnapshot, "threshold", st.Threshold,
 		"trailing_logs", trailing)
 	if trailing < orig.TrailingLogs {
 		rc := orig
@@ -178,16 +160,16 @@ func (s *Store) snapshotIfDue() error {
 }
 
 // trailingEntries is how many entries a size-triggered snapshot keeps in
-// the log: Config.TrailingLogs, but no more than about the threshold's
-// bytes at the entries' average size. TrailingLogs counts entries: 10240
-// of 1 MB would keep 10 GB of log after every snapshot, which is the disk
-// this trigger exists to bound. A follower further behind than that is
-// sent the snapshot instead, which holds the state and so is no larger
-// than the threshold either.
-func trailingEntries(st SnapshotBytesStatus, trailingLogs uint64) uint64 {
+// the log: Config.TrailingLogs, but no more than about keep bytes at the
+// entries' average size. TrailingLogs counts entries: 10240 of 1 MB would
+// keep 10 GB of log after every snapshot, which is the disk this trigger
+// exists to bound. A follower further behind than that is sent the whole
+// state instead, so keep is the larger of the threshold and the state's
+// size on disk: a follower behind by less than the state gets the log.
+func trailingEntries(st SnapshotBytesStatus, keep, trailingLogs uint64) uint64 {
 	if st.Entries == 0 || st.SinceSnapshot == 0 {
 		return trailingLogs
 	}
 	avg := max(st.SinceSnapshot/st.Entries, 1)
-	return min(trailingLogs, max(st.Threshold/avg, 1))
+	return min(trailingLogs, max(keep/avg, 1))
 }

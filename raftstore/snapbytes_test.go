@@ -90,56 +90,6 @@ func TestSizeTriggerSnapshotsOnceTheLogHoldsSnapshotBytesAndNotBefore(t *testing
 		if st.SinceSnapshot >= 1<<20 {
 			t.Fatalf("status after the snapshot = %+v, want the count since it below 1 MiB", st)
 		}
-		// It snapshotted after about 1 MiB of puts of distinct keys.
-		if st.StateAtSnapshot < 900<<10 {
-			t.Fatalf("state at the snapshot = %d bytes, want about the 1 MiB the puts before it hold", st.StateAtSnapshot)
-		}
-	})
-}
-
-func TestSizeTriggerWaitsForTheStateSizeWhenItExceedsSnapshotBytes(t *testing.T) {
-	forEachLogStore(t, func(t *testing.T, logStore string) {
-		dir := t.TempDir()
-		// About 2 MiB of state, snapshotted by hand with the trigger off.
-		cfg := sizeTriggerConfig(logStore, dir, 0)
-		s := openStore(t, cfg)
-		for i := range 32 {
-			putBig(t, s, fmt.Sprintf("k-%d", i), 64<<10, 'a')
-		}
-		if err := s.Snapshot(); err != nil {
-			t.Fatal(err)
-		}
-		state := s.SnapshotBytesStatus().StateAtSnapshot
-		if state < 2<<20 {
-			t.Fatalf("state at the snapshot = %d bytes, want at least 2 MiB", state)
-		}
-		if err := s.Close(); err != nil {
-			t.Fatal(err)
-		}
-
-		// Reopened with a 256 KiB flag: the threshold is the state's size,
-		// read from the snapshot on disk.
-		cfg.SnapshotBytes = 256 << 10
-		s = openStore(t, cfg)
-		defer s.Close()
-		if st := s.SnapshotBytesStatus(); st.Threshold != state || st.StateAtSnapshot != state {
-			t.Fatalf("status after reopening = %+v, want threshold and state %d", st, state)
-		}
-		// 1 MiB of overwrites: past the flag, short of the state.
-		for i := range 16 {
-			putBig(t, s, fmt.Sprintf("k-%d", i), 64<<10, 'b')
-		}
-		if err := s.snapshotIfDue(); err != nil {
-			t.Fatal(err)
-		}
-		if n := s.SnapshotCounts().Persisted; n != 0 {
-			t.Fatalf("%d snapshots after 1 MiB of commits with a %d-byte state, want none", n, state)
-		}
-		// Past the state's size: it snapshots.
-		for i := range 24 {
-			putBig(t, s, fmt.Sprintf("k-%d", i), 64<<10, 'c')
-		}
-		waitFor(t, "a size-triggered snapshot", func() bool { return s.SnapshotCounts().Persisted >= 1 })
 	})
 }
 
@@ -263,10 +213,10 @@ func TestTrailingEntriesCapsTrailingLogsAtTheThresholdsBytes(t *testing.T) {
 		{SnapshotBytesStatus{SinceSnapshot: 256 << 20, Entries: 1 << 20, Threshold: 256 << 20}, 10240}, // 256-byte entries: TrailingLogs
 		{SnapshotBytesStatus{SinceSnapshot: 8 << 30, Entries: 2, Threshold: 256 << 20}, 1},             // entries larger than the threshold
 		{SnapshotBytesStatus{SinceSnapshot: 0, Entries: 0, Threshold: 256 << 20}, 10240},               // nothing counted
-		{SnapshotBytesStatus{SinceSnapshot: 1 << 30, Entries: 1024, Threshold: 4 << 30}, 4096},         // state-sized threshold
+		{SnapshotBytesStatus{SinceSnapshot: 1 << 30, Entries: 1024, Threshold: 4 << 30}, 4096},         // a state of 4 GiB on disk
 	} {
-		if got := trailingEntries(tc.st, 10240); got != tc.want {
-			t.Errorf("trailingEntries(%+v, 10240) = %d, want %d", tc.st, got, tc.want)
+		if got := trailingEntries(tc.st, tc.st.Threshold, 10240); got != tc.want {
+			t.Errorf("trailingEntries(%+v, %d, 10240) = %d, want %d", tc.st, tc.st.Threshold, got, tc.want)
 		}
 	}
 }

@@ -40,7 +40,7 @@ type Store struct {
 	// for a node that did not have to join when it opened.
 	incarnation string
 	joinDone    chan struct{} // closed when watchJoin returns; nil without a gate
-	snaps       *raft.FileSnapshotStore
+	snaps       snapshotStore // see snapstore.go
 	raftDir     string
 
 	hadState bool // Dir held Raft state when the store was opened
@@ -115,9 +115,11 @@ func (s *Store) open(ctx context.Context) error {
 		return err
 	}
 	s.logger.Info("opened the raft log", "store", s.logKind, "path", filepath.Join(s.cfg.Dir, logStorePath(s.logKind)))
-	if s.snaps, err = raft.NewFileSnapshotStoreWithLogger(raftDir, s.cfg.SnapshotRetain, hlog); err != nil {
+	files, err := raft.NewFileSnapshotStoreWithLogger(raftDir, s.cfg.SnapshotRetain, hlog)
+	if err != nil {
 		return fmt.Errorf("raftstore: open snapshot store: %w", err)
 	}
+	s.snaps = snapshotStore{FileSnapshotStore: files, fsm: s.fsm}
 	if err := s.checkStateHasLog(raftDir); err != nil {
 		return err
 	}
@@ -358,6 +360,15 @@ func (s *Store) catchUpFromSnapshot() error {
 	s.logger.Warn("state is behind the newest raft snapshot; restoring it",
 		"applied", applied, "snapshot", metas[0].ID, "snapshot_index", metas[0].Index, "snapshot_applied", snapApplied)
 	_, rc, err := s.snaps.Open(metas[0].ID)
+	if errors.Is(err, fsm.ErrStateBehindSnapshot) {
+		// A snapshot this node took refers to its state, which has since
+		// been lost or replaced: the log before the snapshot is compacted,
+		// so nothing here can bring the state back.
+		return fmt.Errorf("raftstore: data dir %s: the state is at applied index %d, behind the raft snapshot %s this node took at %d, "+
+			"which refers to the state instead of copying it: the state directory was replaced or lost; "+
+			"wipe the data dir and rejoin with --join, or run `stated restore` from a checkpoint: %w",
+			s.cfg.Dir, applied, metas[0].ID, snapApplied, err)
+	}
 	if err != nil {
 		return fmt.Errorf("raftstore: open snapshot %s: %w", metas[0].ID, err)
 	}
@@ -367,7 +378,7 @@ func (s *Store) catchUpFromSnapshot() error {
 // snapshotAppliedIndex reads the applied index the state in snapshot id
 // holds; it reads only the start of the snapshot.
 func (s *Store) snapshotAppliedIndex(id string) (uint64, error) {
-	_, rc, err := s.snaps.Open(id)
+	_, rc, err := s.snaps.FileSnapshotStore.Open(id) // a reference as it is
 	if err != nil {
 		return 0, fmt.Errorf("raftstore: open snapshot %s: %w", id, err)
 	}

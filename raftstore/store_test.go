@@ -3,6 +3,8 @@ package raftstore
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -153,10 +155,14 @@ func TestReadsRightAfterRestartSeeEveryCommitWhilePebbleLostItsTail(t *testing.T
 	})
 }
 
-func TestLostStateIsRebuiltFromRaftSnapshotAndLog(t *testing.T) {
+func TestLostStateBehindItsOwnSnapshotIsRefusedWithTheWayOut(t *testing.T) {
+	// A snapshot this node takes refers to its state rather than copying
+	// it, and Raft compacts its log up to it: with the state directory
+	// gone, nothing on this disk can rebuild the state. Opening must say
+	// so, name the way out, and change nothing.
 	forEachLogStore(t, func(t *testing.T, logStore string) {
 		cfg := storeConfig(logStore, t.TempDir())
-		cfg.TrailingLogs = 5 // compact hard, so the log alone cannot rebuild the state
+		cfg.TrailingLogs = 5
 		s := openStore(t, cfg)
 		for range 100 {
 			addOne(t, s)
@@ -170,18 +176,44 @@ func TestLostStateIsRebuiltFromRaftSnapshotAndLog(t *testing.T) {
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-		// The Pebble state is lost; the Raft log and snapshot survive.
 		if err := os.RemoveAll(filepath.Join(cfg.Dir, "state")); err != nil {
 			t.Fatal(err)
 		}
-		s = openStore(t, cfg)
-		defer s.Close()
-		// Raft replays the entries after the snapshot once it commits again.
-		addOne(t, s)
-		if got := counter(t, s); got != 111 {
-			t.Fatalf("counter = %d, want 111", got)
+		before := treeOf(t, filepath.Join(cfg.Dir, "raft"))
+		_, err := Open(context.Background(), cfg)
+		if !errors.Is(err, fsm.ErrStateBehindSnapshot) {
+			t.Fatalf("open with the state lost behind the snapshot: %v, want ErrStateBehindSnapshot", err)
+		}
+		for _, want := range []string{cfg.Dir, "--join", "stated restore"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("the error does not name %q: %v", want, err)
+			}
+		}
+		if after := treeOf(t, filepath.Join(cfg.Dir, "raft")); after != before {
+			t.Fatalf("the refused open changed the raft dir:\n%s\nwant\n%s", after, before)
 		}
 	})
+}
+
+// treeOf lists the files under dir with their sizes.
+func treeOf(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%s %d\n", strings.TrimPrefix(p, dir), fi.Size())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }
 
 func TestOpenRefusesAnotherNodesDataDir(t *testing.T) {

@@ -337,7 +337,7 @@ func TestWindowsReachAFollowerThroughAnInstalledSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Restart(t, f)
-	if !rec.logged(id, "Installed remote snapshot") {
+	if !rec.waitLogged(id, "Installed remote snapshot") {
 		t.Errorf("%s caught up without installing a snapshot", id)
 	}
 	commit(5)

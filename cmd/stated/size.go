@@ -15,7 +15,7 @@ const cacheSizeHelp = `size of the block cache of the state's Pebble: decoded bl
 	`Larger state with reads spread over it wants a larger cache; size the container's memory limit with it (docs/OPERATIONS.md, Memory)`
 
 // raftSnapshotBytesHelp is the help of --raft-snapshot-bytes.
-const raftSnapshotBytesHelp = `also take a Raft snapshot once the log since the last one holds this many bytes, or the size of the state at the last snapshot if larger: ` +
+const raftSnapshotBytesHelp = `also take a Raft snapshot once the log since the last one holds this many bytes (a snapshot refers to the state instead of copying it, so it is cheap): ` +
 	`bounds what a restart replays and the log's disk with large commits, which --raft-snapshot-threshold counts as entries. ` +
 	`A size such as 256MiB, 1GiB, 500MB or bytes; 0 snapshots by entries only`
 

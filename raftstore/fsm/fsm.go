@@ -441,3 +441,14 @@ func (p pebbleLogger) Fatalf(format string, args ...interface{}) {
 var _ raft.FSM = (*FSM)(nil)
 var _ raft.BatchingFSM = batchingFSM{}
 var _ io.Closer = (*FSM)(nil)
+
+// DiskSize is the bytes the state's files take on disk (Pebble's tables,
+// WAL and manifests); 0 once closed.
+func (f *FSM) DiskSize() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return 0
+	}
+	return f.db.Metrics().DiskSpaceUsage()
+}

@@ -274,6 +274,9 @@ func (s *bufSink) ID() string    { return "test" }
 func (s *bufSink) Cancel() error { s.cancelled = true; return nil }
 func (s *bufSink) Close() error  { return nil }
 
+// snapshotBytes takes a snapshot as Raft does (Snapshot, then Persist,
+// which writes a reference) and reads the stream the reference opens, as
+// a leader sends it to a follower.
 func snapshotBytes(t *testing.T, f *FSM) []byte {
 	t.Helper()
 	snap, err := f.Snapshot()
@@ -285,7 +288,30 @@ func snapshotBytes(t *testing.T, f *FSM) []byte {
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
 	}
-	return sink.Bytes()
+	return streamBytes(t, f, sink.Bytes())
+}
+
+// streamBytes opens the stream of the snapshot reference ref and reads it
+// whole, checking that it is as long as OpenSnapshotStream said.
+func streamBytes(t *testing.T, f *FSM, ref []byte) []byte {
+	t.Helper()
+	applied, ok, err := DecodeSnapshotRef(ref)
+	if err != nil || !ok {
+		t.Fatalf("a persisted snapshot is not a reference (%d bytes): ok=%v err=%v", len(ref), ok, err)
+	}
+	size, rc, err := f.OpenSnapshotStream(applied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(b)) != size {
+		t.Fatalf("the snapshot stream is %d bytes, OpenSnapshotStream said %d", len(b), size)
+	}
+	return b
 }
 
 func TestRestoreReplacesTheWholeState(t *testing.T) {

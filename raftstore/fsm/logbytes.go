@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"io"
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
@@ -19,10 +18,6 @@ type LogBytes struct {
 	SinceSnapshot uint64
 	// Entries is how many command entries SinceSnapshot counts.
 	Entries uint64
-	// StateAtSnapshot is the size in bytes of the newest snapshot taken
-	// (the stream Persist wrote) or restored (the stream Restore read)
-	// since Open; 0 when there was none since Open.
-	StateAtSnapshot uint64
 }
 
 // logBytes counts the bytes of the log entries the state machine sees.
@@ -34,7 +29,6 @@ type logBytes struct {
 	// mark and markEntries are applied and entries at the newest snapshot
 	// started and not failed, or restored.
 	mark, markEntries atomic.Uint64
-	state             atomic.Uint64
 }
 
 // count adds the command entries of logs.
@@ -74,32 +68,7 @@ func (c *logBytes) unmark(m markFrom) {
 // LogBytes returns the counts; cheap (a few atomic loads).
 func (f *FSM) LogBytes() LogBytes {
 	c := &f.logBytes
-	state := c.state.Load()
 	mark, markEntries := c.mark.Load(), c.markEntries.Load()
 	applied, entries := c.applied.Load(), c.entries.Load()
-	return LogBytes{SinceSnapshot: applied - min(mark, applied), Entries: entries - min(markEntries, entries), StateAtSnapshot: state}
-}
-
-// countingWriter counts the bytes written through it.
-type countingWriter struct {
-	w io.Writer
-	n uint64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += uint64(n)
-	return n, err
-}
-
-// countingReader counts the bytes read through it.
-type countingReader struct {
-	io.ReadCloser
-	n uint64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.ReadCloser.Read(p)
-	c.n += uint64(n)
-	return n, err
+	return LogBytes{SinceSnapshot: applied - min(mark, applied), Entries: entries - min(markEntries, entries)}
 }

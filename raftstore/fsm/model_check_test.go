@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -34,6 +35,10 @@ import (
 // entries). Replay a seed with STATED_FSM_MODEL_SEED=<seed>, and set
 // STATED_FSM_MODEL_STEPS=<n> for a longer or shorter log.
 func TestStateMachineMatchesModel(t *testing.T) {
+	// A snapshot stream is read in chunks of a few records, so that most
+	// of it is read while entries apply (see takeSnapshot).
+	defer func(n int) { streamChunk = n }(streamChunk)
+	streamChunk = 200
 	fixed := []uint64{1, 2, 3}
 	seeds := append(fixed, uint64(time.Now().UnixNano()))
 	steps := 1500
@@ -76,9 +81,12 @@ type modelRun struct {
 	// barrier is a barrier whose local checkpoint is checked only after
 	// the next entry applied, so that the two run concurrently.
 	barrier *pendingBarrier
-	// snap is a snapshot taken some entries ago and not yet persisted,
-	// with the state it must hold.
-	snap     raft.FSMSnapshot
+	// snap is the stream of a snapshot opened some entries ago and read
+	// only in part (head), as a leader sends one while it applies, with
+	// its size and the state it must hold.
+	snap     io.ReadCloser
+	snapHead []byte
+	snapSize int64
 	snapDump [][2][]byte
 }
 
@@ -276,15 +284,40 @@ func (r *modelRun) settleBarrier(next *command.Command) {
 	}
 }
 
-// takeSnapshot takes a snapshot for Raft; persistSnapshot persists it
-// entries later and checks that it holds the state as of when it was
-// taken.
+// takeSnapshot takes a snapshot as Raft does: Snapshot, then Persist,
+// which writes a reference to the state. It then opens the stream the
+// reference leads to, as a leader does to send it, and reads its start;
+// persistSnapshot reads the rest some entries later and checks that it
+// holds the state as of when it was opened.
 func (r *modelRun) takeSnapshot() {
+	t := r.t
+	applied := r.f.AppliedIndex()
 	snap, err := r.f.Snapshot()
 	if err != nil {
-		r.t.Fatal(err)
+		t.Fatal(err)
 	}
-	r.snap, r.snapDump = snap, dump(r.t, r.f)
+	var sink bufSink
+	err = snap.Persist(&sink)
+	snap.Release()
+	if err != nil {
+		t.Fatalf("seed %d: persist snapshot: %v", r.seed, err)
+	}
+	if got, err := SnapshotAppliedIndex(bytes.NewReader(sink.Bytes())); err != nil || got != applied {
+		t.Fatalf("seed %d: the snapshot reference holds applied index %d (%v), want %d", r.seed, got, err, applied)
+	}
+	ref, _, err := DecodeSnapshotRef(sink.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	size, rc, err := r.f.OpenSnapshotStream(ref)
+	if err != nil {
+		t.Fatalf("seed %d: open the snapshot stream: %v", r.seed, err)
+	}
+	head := make([]byte, 64)
+	if _, err := io.ReadFull(rc, head); err != nil {
+		t.Fatalf("seed %d: read the start of the snapshot stream: %v", r.seed, err)
+	}
+	r.snap, r.snapHead, r.snapSize, r.snapDump = rc, head, size, dump(t, r.f)
 }
 
 func (r *modelRun) persistSnapshot() {
@@ -292,19 +325,22 @@ func (r *modelRun) persistSnapshot() {
 		return
 	}
 	t := r.t
-	var sink bufSink
-	err := r.snap.Persist(&sink)
-	r.snap.Release()
+	rest, err := io.ReadAll(r.snap)
+	r.snap.Close()
 	r.snap = nil
 	if err != nil {
-		t.Fatalf("seed %d: persist snapshot: %v", r.seed, err)
+		t.Fatalf("seed %d: read the snapshot stream: %v", r.seed, err)
+	}
+	stream := append(r.snapHead, rest...)
+	if int64(len(stream)) != r.snapSize {
+		t.Fatalf("seed %d: the snapshot stream is %d bytes, OpenSnapshotStream said %d", r.seed, len(stream), r.snapSize)
 	}
 	c := openFSM(t)
-	if err := c.Restore(nopCloser{bytes.NewReader(sink.Bytes())}); err != nil {
+	if err := c.Restore(nopCloser{bytes.NewReader(stream)}); err != nil {
 		t.Fatal(err)
 	}
 	if got := dump(t, c); !slices.EqualFunc(got, r.snapDump, func(a, b [2][]byte) bool { return bytes.Equal(a[0], b[0]) && bytes.Equal(a[1], b[1]) }) {
-		t.Fatalf("seed %d: a snapshot persisted while entries applied does not hold the state it was taken of (%d keys, want %d)", r.seed, len(got), len(r.snapDump))
+		t.Fatalf("seed %d: a snapshot stream read while entries applied does not hold the state it was opened at (%d keys, want %d)", r.seed, len(got), len(r.snapDump))
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -20,20 +21,36 @@ import (
 
 // A snapshot stream is the magic, then (key, value) records with uvarint
 // lengths, then a zero key length and the CRC-32C of everything before it.
-// Keys are never empty, so a zero length ends the records.
+// Keys are never empty, so a zero length ends the records. It is the form
+// the whole state travels in: Raft sends it to a follower
+// (InstallSnapshot), and Restore reads it.
 const snapshotMagic = "stated-fsm-snapshot-v1\n"
+
+// A snapshot reference is what Persist writes for a snapshot this node
+// takes: the magic, the applied index of the state it was taken of (8
+// bytes, big-endian) and the CRC-32C of both. The state itself stays in
+// Pebble, which holds it durably (Snapshot synced it) and only moves
+// forward; OpenSnapshotStream turns the reference into a stream when a
+// follower needs one. This is how etcd and CockroachDB treat a state
+// machine that lives on disk: compacting the log does not copy the state.
+const snapshotRefMagic = "stated-fsm-snapshot-ref-v1\n"
+
+// SnapshotRefSize is the size of a snapshot reference.
+const SnapshotRefSize = len(snapshotRefMagic) + 8 + 4
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// Snapshot captures the state for Raft. It first syncs Pebble's WAL so that
-// the state on disk is at least as new as the snapshot: Raft may compact its
-// log up to the snapshot, and restart replays only the entries after it.
-// Persist streams from a Pebble snapshot while Apply goes on.
-//
-// Raft persists a snapshot on a goroutine of its own, and does not order
-// it with Restore or with the state machine's Close: both wait for a
-// Persist that is running, and detach the snapshots not yet persisted
-// (their Persist then fails), before they close the database.
+// ErrStateBehindSnapshot is returned when a snapshot taken here refers to
+// a state newer than the one on disk: the state directory was replaced or
+// lost since, and the snapshot cannot bring it back.
+var ErrStateBehindSnapshot = errors.New("fsm: the state on disk is behind the snapshot that refers to it")
+
+// Snapshot captures the state for Raft. It syncs Pebble's WAL, so that the
+// state on disk is at least as new as the snapshot: Raft then compacts its
+// log up to the snapshot, and a restart replays only the entries after it
+// (the state machine skips those it holds). Persist writes only a
+// reference to that state (see snapshotRefMagic), in constant time
+// whatever the state's size.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -43,23 +60,22 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err := f.db.LogData([]byte("snapshot"), pebble.Sync); err != nil {
 		return nil, fmt.Errorf("fsm: sync before snapshot: %w", err)
 	}
-	s := &snapshot{live: &f.snaps, snap: f.db.NewSnapshot(), counts: &f.logBytes}
+	s := &snapshot{applied: f.applied.Load(), live: &f.snaps, counts: &f.logBytes}
 	s.from = f.logBytes.markSnapshot()
-	f.snaps.add(s)
 	return s, nil
 }
 
-// errSnapshotDetached is returned by Persist when the state the snapshot
-// was taken of has been replaced by Restore or closed.
-var errSnapshotDetached = errors.New("fsm: the state was replaced by a restore or closed before the snapshot was persisted")
+// errSnapshotDetached is returned by a snapshot stream's Read when the
+// state it was reading has been replaced by Restore or closed.
+var errSnapshotDetached = errors.New("fsm: the state was replaced by a restore or closed while a snapshot of it was being read")
 
-// liveSnapshots are the snapshots handed to Raft that still hold a Pebble
-// snapshot of the current database.
+// liveSnapshots are the snapshot streams that hold a Pebble snapshot of
+// the current database.
 type liveSnapshots struct {
-	mu         sync.Mutex
-	cond       sync.Cond // signalled when a Persist ends
-	set        map[*snapshot]struct{}
-	persisting int
+	mu      sync.Mutex
+	cond    sync.Cond // signalled when a read of a stream ends
+	set     map[*stream]struct{}
+	reading int
 
 	// persisted and restored count snapshots since Open; see
 	// SnapshotCounts.
@@ -83,71 +99,63 @@ func (f *FSM) SnapshotCounts() SnapshotCounts {
 
 func (l *liveSnapshots) init() {
 	l.cond.L = &l.mu
-	l.set = map[*snapshot]struct{}{}
+	l.set = map[*stream]struct{}{}
 }
 
-func (l *liveSnapshots) add(s *snapshot) {
+func (l *liveSnapshots) add(s *stream) {
 	l.mu.Lock()
 	l.set[s] = struct{}{}
 	l.mu.Unlock()
 }
 
-// beginPersist marks s as being persisted, or fails if it was detached.
-func (l *liveSnapshots) beginPersist(s *snapshot) error {
+// beginRead marks s as being read, or fails if it was detached.
+func (l *liveSnapshots) beginRead(s *stream) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if s.snap == nil || s.persisting {
+	if s.snap == nil {
 		return errSnapshotDetached
 	}
-	s.persisting = true
-	l.persisting++
+	l.reading++
 	return nil
 }
 
-// endPersist frees s's Pebble snapshot: once written, it is not read again.
-func (l *liveSnapshots) endPersist(s *snapshot) {
+func (l *liveSnapshots) endRead() {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	s.snap.Close()
-	s.snap = nil
-	delete(l.set, s)
-	l.persisting--
+	l.reading--
 	l.cond.Broadcast()
+	l.mu.Unlock()
 }
 
-func (l *liveSnapshots) release(s *snapshot) {
+// release frees s's iterator and Pebble snapshot; called by the stream's
+// own reader (Close), never during one of its reads.
+func (l *liveSnapshots) release(s *stream) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if s.snap != nil && !s.persisting {
-		s.snap.Close()
-		s.snap = nil
-		delete(l.set, s)
-	}
+	s.free()
+	delete(l.set, s)
 }
 
-// detachAll waits for every running Persist to end and frees the Pebble
-// snapshots of the others, whose Persist will fail. After it, no snapshot
-// reads the database, which may then be closed.
+// detachAll waits for every read of a stream to end and frees the Pebble
+// snapshots of all of them, whose next Read fails. After it, no snapshot
+// reads the database, which may then be closed. A read is at most one
+// chunk (streamChunk), so the wait is short; a stream's size pass
+// (OpenSnapshotStream) is one read of the whole state.
 func (l *liveSnapshots) detachAll() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for l.persisting > 0 {
+	for l.reading > 0 {
 		l.cond.Wait()
 	}
 	for s := range l.set {
-		s.snap.Close()
-		s.snap = nil
+		s.free()
 	}
 	clear(l.set)
 }
 
+// snapshot is what Raft persists: a reference to the state at applied.
 type snapshot struct {
-	live *liveSnapshots
-	// snap is nil once the snapshot is persisted, released or detached;
-	// persisting is set while Persist writes. Both are guarded by live.mu.
-	snap       *pebble.Snapshot
-	persisting bool
-
+	applied uint64
+	live    *liveSnapshots
 	// counts is the state machine's log byte count, whose mark Snapshot
 	// moved from; Release moves it back unless Persist succeeded.
 	counts    *logBytes
@@ -155,16 +163,10 @@ type snapshot struct {
 	persisted bool
 }
 
-// Persist writes the snapshot to sink and closes it, or cancels it on error.
+// Persist writes the snapshot's reference to sink and closes it, or
+// cancels it on error.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.live.beginPersist(s); err != nil {
-		sink.Cancel()
-		return err
-	}
-	cw := &countingWriter{w: sink}
-	err := s.write(cw)
-	s.live.endPersist(s)
-	if err != nil {
+	if _, err := sink.Write(encodeSnapshotRef(s.applied)); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("fsm: persist snapshot: %w", err)
 	}
@@ -173,62 +175,210 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	}
 	s.live.persisted.Add(1)
 	s.persisted = true
-	s.counts.state.Store(cw.n)
 	return nil
 }
 
-func (s *snapshot) write(w io.Writer) error {
-	crc := crc32.New(crcTable)
-	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 1<<20)
-	if _, err := bw.WriteString(snapshotMagic); err != nil {
-		return err
-	}
-	it, err := s.snap.NewIter(nil)
-	if err != nil {
-		return err
-	}
-	var lenBuf [binary.MaxVarintLen64]byte
-	for ok := it.First(); ok; ok = it.Next() {
-		for _, b := range [][]byte{it.Key(), it.Value()} {
-			n := binary.PutUvarint(lenBuf[:], uint64(len(b)))
-			if _, err := bw.Write(lenBuf[:n]); err != nil {
-				it.Close()
-				return err
-			}
-			if _, err := bw.Write(b); err != nil {
-				it.Close()
-				return err
-			}
-		}
-	}
-	if err := it.Close(); err != nil {
-		return err
-	}
-	if err := bw.WriteByte(0); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	_, err = w.Write(binary.BigEndian.AppendUint32(nil, crc.Sum32()))
-	return err
-}
-
-// Release frees the Pebble snapshot, if Persist has not. Raft calls it
-// after Persist, on the same goroutine; a snapshot not persisted leaves
-// the log uncompacted, so its mark of the log's bytes is undone.
+// Release undoes the snapshot's mark of the log's bytes unless Persist
+// succeeded: a snapshot not persisted leaves the log uncompacted. Raft
+// calls it after Persist, on the same goroutine.
 func (s *snapshot) Release() {
-	s.live.release(s)
 	if !s.persisted {
 		s.counts.unmark(s.from)
 	}
 }
 
+func encodeSnapshotRef(applied uint64) []byte {
+	b := binary.BigEndian.AppendUint64([]byte(snapshotRefMagic), applied)
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
+}
+
+// DecodeSnapshotRef reads a snapshot reference: the applied index of the
+// state it refers to. ok is false if b is not a reference (it may be a
+// snapshot stream); err is set if it is one, damaged.
+func DecodeSnapshotRef(b []byte) (applied uint64, ok bool, err error) {
+	if len(b) != SnapshotRefSize || !bytes.HasPrefix(b, []byte(snapshotRefMagic)) {
+		return 0, false, nil
+	}
+	n := len(snapshotRefMagic) + 8
+	if crc32.Checksum(b[:n], crcTable) != binary.BigEndian.Uint32(b[n:]) {
+		return 0, true, fmt.Errorf("%w: snapshot reference checksum mismatch", ErrCorrupt)
+	}
+	return binary.BigEndian.Uint64(b[len(snapshotRefMagic):n]), true, nil
+}
+
+// OpenSnapshotStream returns the current state as a snapshot stream and
+// its exact size, for a snapshot whose reference holds applied: Raft
+// sends a follower exactly that many bytes. The state may be newer than
+// the reference: a follower that restores it skips the entries it already
+// holds, as a restart does. ErrStateBehindSnapshot if the state is older.
+//
+// It reads the state twice, once to size the stream and once to send it,
+// from one Pebble snapshot. Restore and Close wait for a read in progress
+// and make the stream's next Read fail.
+func (f *FSM) OpenSnapshotStream(applied uint64) (int64, io.ReadCloser, error) {
+	s, err := f.newStream(applied)
+	if err != nil {
+		return 0, nil, err
+	}
+	size, err := s.size()
+	if err != nil {
+		s.Close()
+		return 0, nil, fmt.Errorf("fsm: size the snapshot stream: %w", err)
+	}
+	return size, s, nil
+}
+
+func (f *FSM) newStream(applied uint64) (*stream, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return nil, ErrClosed
+	}
+	// The applied index is stored after the entries it counts are in
+	// Pebble, so a snapshot taken after it holds at least them.
+	if have := f.applied.Load(); have < applied {
+		return nil, fmt.Errorf("%w: the snapshot holds applied index %d, the state %d", ErrStateBehindSnapshot, applied, have)
+	}
+	s := &stream{live: &f.snaps, snap: f.db.NewSnapshot(), crc: crc32.New(crcTable)}
+	f.snaps.add(s)
+	return s, nil
+}
+
+// streamChunk is about how much of the stream one fill produces; a
+// variable so that tests can read a small state in many chunks.
+var streamChunk = 1 << 20
+
+// stream is a snapshot stream read from a Pebble snapshot.
+type stream struct {
+	live *liveSnapshots
+	// snap and it are nil once freed (closed or detached); guarded by
+	// live.mu, and used only between beginRead and endRead.
+	snap *pebble.Snapshot
+	it   *pebble.Iterator
+
+	buf     bytes.Buffer
+	crc     hash.Hash32
+	started bool // the magic is written and it positioned
+	valid   bool // it is at a record not yet written
+	done    bool // the checksum is in buf
+	closed  bool
+}
+
+// free closes the iterator and the Pebble snapshot; live.mu is held.
+func (s *stream) free() {
+	if s.it != nil {
+		s.it.Close()
+		s.it = nil
+	}
+	if s.snap != nil {
+		s.snap.Close()
+		s.snap = nil
+	}
+}
+
+func uvarintLen(x uint64) int64 {
+	n := int64(1)
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
+}
+
+// size is the stream's length in bytes.
+func (s *stream) size() (int64, error) {
+	if err := s.live.beginRead(s); err != nil {
+		return 0, err
+	}
+	defer s.live.endRead()
+	it, err := s.snap.NewIter(nil)
+	if err != nil {
+		return 0, err
+	}
+	n := int64(len(snapshotMagic)) + 1 + 4
+	for ok := it.First(); ok; ok = it.Next() {
+		k, v := int64(len(it.Key())), int64(len(it.Value()))
+		n += uvarintLen(uint64(k)) + k + uvarintLen(uint64(v)) + v
+	}
+	return n, it.Close()
+}
+
+func (s *stream) Read(p []byte) (int, error) {
+	for s.buf.Len() == 0 {
+		if s.done {
+			return 0, io.EOF
+		}
+		if err := s.fill(); err != nil {
+			return 0, err
+		}
+	}
+	return s.buf.Read(p)
+}
+
+// fill writes the next chunk of the stream into buf.
+func (s *stream) fill() error {
+	if s.closed {
+		return errors.New("fsm: read of a closed snapshot stream")
+	}
+	if err := s.live.beginRead(s); err != nil {
+		return err
+	}
+	defer s.live.endRead()
+	var out []byte
+	if !s.started {
+		it, err := s.snap.NewIter(nil)
+		if err != nil {
+			return err
+		}
+		s.it, s.started, s.valid = it, true, it.First()
+		out = append(out, snapshotMagic...)
+	}
+	for s.valid && len(out) < streamChunk {
+		for _, b := range [][]byte{s.it.Key(), s.it.Value()} {
+			out = binary.AppendUvarint(out, uint64(len(b)))
+			out = append(out, b...)
+		}
+		s.valid = s.it.Next()
+	}
+	if !s.valid {
+		if err := s.it.Error(); err != nil {
+			return err
+		}
+		out = append(out, 0)
+	}
+	s.crc.Write(out)
+	s.buf.Write(out)
+	if !s.valid {
+		s.buf.Write(binary.BigEndian.AppendUint32(nil, s.crc.Sum32()))
+		s.done = true
+	}
+	return nil
+}
+
+// Close frees the stream's Pebble snapshot.
+func (s *stream) Close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.live.release(s)
+	return nil
+}
+
 // SnapshotAppliedIndex reads the applied index held by the state in a
-// snapshot stream, without reading the rest of it: the applied index is
-// among the first records. A state that never applied an entry has 0.
+// snapshot stream, or by the state a snapshot reference refers to,
+// without reading the rest of it: in a stream the applied index is among
+// the first records. A state that never applied an entry has 0.
 func SnapshotAppliedIndex(r io.Reader) (uint64, error) {
-	cr := &crcReader{r: bufio.NewReader(r), h: crc32.New(crcTable)}
+	br := bufio.NewReader(r)
+	if head, _ := br.Peek(SnapshotRefSize); bytes.HasPrefix(head, []byte(snapshotRefMagic)) {
+		applied, _, err := DecodeSnapshotRef(head)
+		if err == nil && len(head) < SnapshotRefSize {
+			err = fmt.Errorf("%w: truncated snapshot reference", ErrCorrupt)
+		}
+		return applied, err
+	}
+	cr := &crcReader{r: br, h: crc32.New(crcTable)}
 	magic := make([]byte, len(snapshotMagic))
 	if _, err := io.ReadFull(cr, magic); err != nil || string(magic) != snapshotMagic {
 		return 0, fmt.Errorf("%w: not a stated snapshot", ErrCorrupt)
@@ -264,8 +414,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err := os.RemoveAll(tmp); err != nil {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
-	cr := &countingReader{ReadCloser: rc}
-	if err := f.buildFromSnapshot(tmp, cr); err != nil {
+	if err := f.buildFromSnapshot(tmp, rc); err != nil {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
@@ -289,7 +438,6 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.snaps.restored.Add(1)
 	// The log now starts after the restored snapshot.
 	f.logBytes.markSnapshot()
-	f.logBytes.state.Store(cr.n)
 	return nil
 }
 
@@ -350,6 +498,9 @@ func (f *FSM) buildFromSnapshot(dir string, r io.Reader) error {
 	cr := &crcReader{r: bufio.NewReaderSize(r, 1<<20), h: crc32.New(crcTable)}
 	magic := make([]byte, len(snapshotMagic))
 	if _, err := io.ReadFull(cr, magic); err != nil || string(magic) != snapshotMagic {
+		if strings.HasPrefix(snapshotRefMagic, string(magic)) {
+			return fmt.Errorf("%w: a snapshot reference refers to a state and does not hold one: open it with OpenSnapshotStream", ErrCorrupt)
+		}
 		return fmt.Errorf("%w: not a stated snapshot", ErrCorrupt)
 	}
 	db, err := f.openPebble(dir)

@@ -2,44 +2,18 @@ package fsm
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/statedhq/stated/raftstore/command"
 )
 
-// blockingSink is a snapshot sink whose first Write blocks until release
-// is closed, or until a slow disk would have caught up.
-type blockingSink struct {
-	bytes.Buffer
-	release   <-chan struct{}
-	slow      time.Duration
-	writing   chan struct{} // closed at the first Write
-	once      sync.Once
-	cancelled bool
-}
-
-func (s *blockingSink) Write(p []byte) (int, error) {
-	s.once.Do(func() {
-		close(s.writing)
-		select {
-		case <-s.release:
-		case <-time.After(s.slow):
-		}
-	})
-	return s.Buffer.Write(p)
-}
-func (s *blockingSink) ID() string    { return "blocking" }
-func (s *blockingSink) Cancel() error { s.cancelled = true; return nil }
-func (s *blockingSink) Close() error  { return nil }
-
 // fillFSM applies n commits of one 64 KiB value each, enough that a
-// snapshot's Persist writes to its sink while it still iterates.
+// snapshot stream takes several chunks (smallStreamChunks).
 func fillFSM(t *testing.T, f *FSM, ns string, n int) {
 	t.Helper()
 	for i := 1; i <= n; i++ {
@@ -62,66 +36,131 @@ func applyNoPanic(t *testing.T, f *FSM, index uint64, cmd *command.Command) (res
 	return f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: command.Encode(nil, cmd)}).(*Result)
 }
 
-func TestRestoreDuringItsOwnSnapshotsPersistLeavesAWorkingStateMachine(t *testing.T) {
-	// Raft persists a follower's own snapshot on one goroutine while the
-	// leader's InstallSnapshot restores on another.
-	f, leader := openFSM(t), openFSM(t)
-	fillFSM(t, f, "mine", 40)
-	fillFSM(t, leader, "leader", 50)
-	incoming := snapshotBytes(t, leader)
-
+// openStream takes a snapshot of f as Raft does and opens the stream its
+// reference leads to.
+func openStream(t *testing.T, f *FSM) (int64, io.ReadCloser) {
+	t.Helper()
 	snap, err := f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	restored := make(chan struct{})
-	sink := &blockingSink{release: restored, slow: time.Second, writing: make(chan struct{})}
-	persisted := make(chan error, 1)
-	go func() { persisted <- snap.Persist(sink) }()
-	<-sink.writing // Persist is mid-stream, its iterator open
-
-	restoreErr := make(chan error, 1)
-	go func() {
-		restoreErr <- f.Restore(io.NopCloser(bytes.NewReader(incoming)))
-		close(restored)
-	}()
-	if err := <-restoreErr; err != nil {
-		t.Fatalf("Restore during a Persist: %v", err)
+	var sink bufSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
 	}
-	perr := <-persisted
 	snap.Release()
+	applied, _, err := DecodeSnapshotRef(sink.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	size, rc, err := f.OpenSnapshotStream(applied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return size, rc
+}
 
-	if f.AppliedIndex() != 50 {
-		t.Fatalf("applied index after the restore = %d, want the leader's 50", f.AppliedIndex())
-	}
-	res := applyNoPanic(t, f, 51, commitCmd(1, []command.Mutation{{Op: command.OpPut, Namespace: "after", Key: []byte("k"), Value: []byte("v")}}, nil))
-	if res.Err != nil {
-		t.Fatalf("Apply after the restore: %v", res.Err)
-	}
-	if _, ok, err := f.Get("after", []byte("k"), KindValue, nil, 0); err != nil || !ok {
-		t.Fatalf("the entry applied after the restore is not there: ok=%v err=%v", ok, err)
-	}
-	if _, ok, _ := f.Get("mine", []byte("k1"), KindValue, nil, 0); ok {
-		t.Fatal("the replaced state is still visible after the restore")
-	}
-	// The snapshot either was persisted whole, as the state it was taken
-	// of, or failed and was cancelled; never a torn stream.
-	if perr != nil {
-		if !sink.cancelled {
-			t.Fatalf("Persist failed (%v) without cancelling its sink", perr)
+func smallStreamChunks(t *testing.T) {
+	n := streamChunk
+	streamChunk = 64 << 10
+	t.Cleanup(func() { streamChunk = n })
+}
+
+func TestASnapshotPersistsAReferenceWhateverTheStateSize(t *testing.T) {
+	for _, n := range []int{1, 100} {
+		f := openFSM(t)
+		fillFSM(t, f, "ns", n)
+		snap, err := f.Snapshot()
+		if err != nil {
+			t.Fatal(err)
 		}
-		return
-	}
-	check := openFSM(t)
-	if err := check.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
-		t.Fatalf("the snapshot persisted during the restore does not restore: %v", err)
-	}
-	if check.AppliedIndex() != 40 {
-		t.Fatalf("the persisted snapshot holds applied index %d, want 40", check.AppliedIndex())
+		var sink bufSink
+		if err := snap.Persist(&sink); err != nil {
+			t.Fatal(err)
+		}
+		snap.Release()
+		if len(sink.Bytes()) != SnapshotRefSize {
+			t.Fatalf("%d entries of 64 KiB: Persist wrote %d bytes, want a %d-byte reference", n, len(sink.Bytes()), SnapshotRefSize)
+		}
+		if got, err := SnapshotAppliedIndex(bytes.NewReader(sink.Bytes())); err != nil || got != uint64(n) {
+			t.Fatalf("the reference holds applied index %d (%v), want %d", got, err, n)
+		}
+		stream := streamBytes(t, f, sink.Bytes())
+		if len(stream) < n<<16 {
+			t.Fatalf("the stream of %d entries of 64 KiB is %d bytes", n, len(stream))
+		}
+		g := openFSM(t)
+		if err := g.Restore(io.NopCloser(bytes.NewReader(stream))); err != nil {
+			t.Fatal(err)
+		}
+		sameContents(t, f, g)
+		if g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))) == nil {
+			t.Fatal("Restore of a reference succeeded")
+		}
+		damaged := bytes.Clone(sink.Bytes())
+		damaged[len(snapshotRefMagic)] ^= 1
+		if _, ok, err := DecodeSnapshotRef(damaged); !ok || !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("a damaged reference: ok=%v err=%v, want ErrCorrupt", ok, err)
+		}
 	}
 }
 
-func TestRestoreDetachesASnapshotNotYetPersisted(t *testing.T) {
+func TestRestoreDuringASnapshotStreamLeavesAWorkingStateMachine(t *testing.T) {
+	// A leader reads its state for a follower on one goroutine while,
+	// having lost its leadership, it restores a new leader's snapshot on
+	// another. The stream must end in an error or be whole, never torn.
+	smallStreamChunks(t)
+	for range 10 {
+		f, leader := openFSM(t), openFSM(t)
+		fillFSM(t, f, "mine", 40)
+		fillFSM(t, leader, "leader", 50)
+		incoming := snapshotBytes(t, leader)
+
+		size, rc := openStream(t, f)
+		type read struct {
+			b   []byte
+			err error
+		}
+		streamed := make(chan read, 1)
+		go func() {
+			b, err := io.ReadAll(rc)
+			rc.Close()
+			streamed <- read{b, err}
+		}()
+		if err := f.Restore(io.NopCloser(bytes.NewReader(incoming))); err != nil {
+			t.Fatalf("Restore during a snapshot stream: %v", err)
+		}
+		got := <-streamed
+		if f.AppliedIndex() != 50 {
+			t.Fatalf("applied index after the restore = %d, want the leader's 50", f.AppliedIndex())
+		}
+		if res := applyNoPanic(t, f, 51, commitCmd(1, []command.Mutation{{Op: command.OpPut, Namespace: "after", Key: []byte("k"), Value: []byte("v")}}, nil)); res.Err != nil {
+			t.Fatalf("Apply after the restore: %v", res.Err)
+		}
+		if _, ok, _ := f.Get("mine", []byte("k1"), KindValue, nil, 0); ok {
+			t.Fatal("the replaced state is still visible after the restore")
+		}
+		if got.err != nil {
+			if !errors.Is(got.err, errSnapshotDetached) {
+				t.Fatalf("the stream failed with %v, want errSnapshotDetached", got.err)
+			}
+			continue
+		}
+		if int64(len(got.b)) != size {
+			t.Fatalf("the stream read during the restore is %d bytes, want %d", len(got.b), size)
+		}
+		check := openFSM(t)
+		if err := check.Restore(io.NopCloser(bytes.NewReader(got.b))); err != nil || check.AppliedIndex() != 40 {
+			t.Fatalf("the stream read during the restore: applied %d, err %v; want the state it was opened at, 40", check.AppliedIndex(), err)
+		}
+	}
+}
+
+func TestASnapshotPersistedAcrossARestoreRefersToTheNewerState(t *testing.T) {
+	// Raft persists a snapshot on its own goroutine: a restore can come
+	// between Snapshot and Persist. The reference then leads to the
+	// restored state, which is newer; a follower sent it skips the
+	// entries it holds.
 	f, leader := openFSM(t), openFSM(t)
 	fillFSM(t, f, "mine", 3)
 	fillFSM(t, leader, "leader", 5)
@@ -135,51 +174,45 @@ func TestRestoreDetachesASnapshotNotYetPersisted(t *testing.T) {
 		t.Fatalf("Restore with a snapshot not yet persisted: %v", err)
 	}
 	var sink bufSink
-	func() {
-		defer func() {
-			if r := recover(); r != nil {
-				t.Fatalf("Persist of a snapshot of the replaced state panicked: %v", r)
-			}
-		}()
-		if err := snap.Persist(&sink); err == nil {
-			t.Fatal("Persist of a snapshot of the replaced state succeeded")
-		}
-	}()
-	if !sink.cancelled {
-		t.Fatal("the sink of a detached snapshot was not cancelled")
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatalf("Persist after a restore: %v", err)
 	}
 	snap.Release()
-	if res := applyNoPanic(t, f, 6, commitCmd(1, []command.Mutation{{Op: command.OpPut, Namespace: "after", Key: []byte("k"), Value: []byte("v")}}, nil)); res.Err != nil {
-		t.Fatalf("Apply after the restore: %v", res.Err)
+	check := openFSM(t)
+	if err := check.Restore(io.NopCloser(bytes.NewReader(streamBytes(t, f, sink.Bytes())))); err != nil || check.AppliedIndex() != 5 {
+		t.Fatalf("the stream of a reference persisted after the restore: applied %d, err %v; want the restored 5", check.AppliedIndex(), err)
+	}
+	sameContents(t, leader, check)
+
+	// A reference to a state newer than the one on disk (the state dir
+	// was replaced) opens no stream.
+	if _, _, err := f.OpenSnapshotStream(6); !errors.Is(err, ErrStateBehindSnapshot) {
+		t.Fatalf("a stream for applied index 6 of a state at 5: %v, want ErrStateBehindSnapshot", err)
 	}
 }
 
-func TestCloseDuringPersistWaitsForIt(t *testing.T) {
+func TestCloseDetachesAnOpenSnapshotStream(t *testing.T) {
+	smallStreamChunks(t)
 	f, err := Open(t.TempDir()+"/state", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fillFSM(t, f, "mine", 40)
-	snap, err := f.Snapshot()
-	if err != nil {
+	_, rc := openStream(t, f)
+	if _, err := io.ReadFull(rc, make([]byte, 100)); err != nil {
 		t.Fatal(err)
 	}
-	closed := make(chan struct{})
-	sink := &blockingSink{release: closed, slow: time.Second, writing: make(chan struct{})}
-	persisted := make(chan error, 1)
-	go func() { persisted <- snap.Persist(sink) }()
-	<-sink.writing
 	if err := f.Close(); err != nil {
-		t.Fatalf("Close during a Persist: %v", err)
+		t.Fatalf("Close with a snapshot stream open: %v", err)
 	}
-	close(closed)
-	if err := <-persisted; err != nil {
-		t.Fatalf("Persist that Close waited for: %v", err)
+	if _, err := io.ReadAll(rc); !errors.Is(err, errSnapshotDetached) {
+		t.Fatalf("reading a stream of a closed state machine: %v, want errSnapshotDetached", err)
 	}
-	snap.Release()
-	check := openFSM(t)
-	if err := check.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil || check.AppliedIndex() != 40 {
-		t.Fatalf("the snapshot persisted across Close: applied %d, err %v", check.AppliedIndex(), err)
+	if err := rc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.OpenSnapshotStream(0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("OpenSnapshotStream after Close: %v, want ErrClosed", err)
 	}
 }
 

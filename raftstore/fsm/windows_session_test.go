@@ -123,17 +123,8 @@ func sessionView(t *testing.T, f *FSM) string {
 // must hold the same bytes.
 func restoreCopy(t *testing.T, f *FSM) *FSM {
 	t.Helper()
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &bufSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
 	g := openFSM(t)
-	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, f)))); err != nil {
 		t.Fatal(err)
 	}
 	sameContents(t, f, g)

@@ -99,17 +99,8 @@ func TestWindowsSurviveSnapshotRestoreAndCheckpoint(t *testing.T) {
 		t.Fatalf("the log left no windows: %s", atCut)
 	}
 	// A Raft snapshot restored into a fresh state machine: the same bytes.
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &bufSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
 	restored := openFSM(t)
-	if err := restored.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, f)))); err != nil {
 		t.Fatal(err)
 	}
 	sameContents(t, f, restored)
