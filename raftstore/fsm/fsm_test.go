@@ -279,6 +279,13 @@ func (s *bufSink) Close() error  { return nil }
 // a leader sends it to a follower.
 func snapshotBytes(t *testing.T, f *FSM) []byte {
 	t.Helper()
+	return streamBytes(t, f, persistRef(t, f))
+}
+
+// persistRef takes a snapshot of f and persists it as Raft does: what
+// Persist writes is a reference to the state.
+func persistRef(t *testing.T, f *FSM) []byte {
+	t.Helper()
 	snap, err := f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -288,7 +295,7 @@ func snapshotBytes(t *testing.T, f *FSM) []byte {
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
 	}
-	return streamBytes(t, f, sink.Bytes())
+	return sink.Bytes()
 }
 
 // streamBytes opens the stream of the snapshot reference ref and reads it

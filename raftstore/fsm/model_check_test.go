@@ -292,22 +292,9 @@ func (r *modelRun) settleBarrier(next *command.Command) {
 func (r *modelRun) takeSnapshot() {
 	t := r.t
 	applied := r.f.AppliedIndex()
-	snap, err := r.f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sink bufSink
-	err = snap.Persist(&sink)
-	snap.Release()
-	if err != nil {
-		t.Fatalf("seed %d: persist snapshot: %v", r.seed, err)
-	}
-	if got, err := SnapshotAppliedIndex(bytes.NewReader(sink.Bytes())); err != nil || got != applied {
-		t.Fatalf("seed %d: the snapshot reference holds applied index %d (%v), want %d", r.seed, got, err, applied)
-	}
-	ref, _, err := DecodeSnapshotRef(sink.Bytes())
-	if err != nil {
-		t.Fatal(err)
+	ref, _, err := DecodeSnapshotRef(persistRef(t, r.f))
+	if err != nil || ref != applied {
+		t.Fatalf("seed %d: the snapshot reference holds applied index %d (%v), want %d", r.seed, ref, err, applied)
 	}
 	size, rc, err := r.f.OpenSnapshotStream(ref)
 	if err != nil {

@@ -40,16 +40,7 @@ func applyNoPanic(t *testing.T, f *FSM, index uint64, cmd *command.Command) (res
 // reference leads to.
 func openStream(t *testing.T, f *FSM) (int64, io.ReadCloser) {
 	t.Helper()
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sink bufSink
-	if err := snap.Persist(&sink); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
-	applied, _, err := DecodeSnapshotRef(sink.Bytes())
+	applied, _, err := DecodeSnapshotRef(persistRef(t, f))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,22 +61,14 @@ func TestASnapshotPersistsAReferenceWhateverTheStateSize(t *testing.T) {
 	for _, n := range []int{1, 100} {
 		f := openFSM(t)
 		fillFSM(t, f, "ns", n)
-		snap, err := f.Snapshot()
-		if err != nil {
-			t.Fatal(err)
+		ref := persistRef(t, f)
+		if len(ref) != SnapshotRefSize {
+			t.Fatalf("%d entries of 64 KiB: Persist wrote %d bytes, want a %d-byte reference", n, len(ref), SnapshotRefSize)
 		}
-		var sink bufSink
-		if err := snap.Persist(&sink); err != nil {
-			t.Fatal(err)
-		}
-		snap.Release()
-		if len(sink.Bytes()) != SnapshotRefSize {
-			t.Fatalf("%d entries of 64 KiB: Persist wrote %d bytes, want a %d-byte reference", n, len(sink.Bytes()), SnapshotRefSize)
-		}
-		if got, err := SnapshotAppliedIndex(bytes.NewReader(sink.Bytes())); err != nil || got != uint64(n) {
+		if got, err := SnapshotAppliedIndex(bytes.NewReader(ref)); err != nil || got != uint64(n) {
 			t.Fatalf("the reference holds applied index %d (%v), want %d", got, err, n)
 		}
-		stream := streamBytes(t, f, sink.Bytes())
+		stream := streamBytes(t, f, ref)
 		if len(stream) < n<<16 {
 			t.Fatalf("the stream of %d entries of 64 KiB is %d bytes", n, len(stream))
 		}
@@ -94,10 +77,10 @@ func TestASnapshotPersistsAReferenceWhateverTheStateSize(t *testing.T) {
 			t.Fatal(err)
 		}
 		sameContents(t, f, g)
-		if g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))) == nil {
+		if g.Restore(io.NopCloser(bytes.NewReader(ref))) == nil {
 			t.Fatal("Restore of a reference succeeded")
 		}
-		damaged := bytes.Clone(sink.Bytes())
+		damaged := bytes.Clone(ref)
 		damaged[len(snapshotRefMagic)] ^= 1
 		if _, ok, err := DecodeSnapshotRef(damaged); !ok || !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("a damaged reference: ok=%v err=%v, want ErrCorrupt", ok, err)
