@@ -343,6 +343,58 @@ func TestWipedFollowerRejoinsFromSnapshot(t *testing.T) {
 	})
 }
 
+// TestAFollowerSentAStateNewerThanTheSnapshotCountsEachCommitOnce: a
+// leader's snapshot refers to its state, and a follower that needs it is
+// sent the state as it is when sent, here 40 commits past the snapshot's
+// index. The follower then receives those commits again as log entries
+// and must skip them: counter adds applied twice would count twice.
+func TestAFollowerSentAStateNewerThanTheSnapshotCountsEachCommitOnce(t *testing.T) {
+	forEachLogStore(t, func(t *testing.T, logStore string) {
+		rec := &recorder{msgs: map[string][]string{}}
+		c := raftstoretest.NewCluster(t, 3, raftstoretest.WithLogStore(logStore),
+			raftstoretest.WithLogger(slog.New(recordHandler{r: rec})),
+			raftstoretest.WithConfig(func(cfg *raftstore.Config) {
+				// Only the snapshot taken by hand below.
+				cfg.SnapshotThreshold = 1 << 30
+				cfg.SnapshotBytes = 0
+				cfg.TrailingLogs = 16
+			}))
+		ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
+		defer cancel()
+		var acked int64
+		commit := func(n int) {
+			t.Helper()
+			for range n {
+				acked++
+				// No client id: no session or dedup record, so only the
+				// applied index keeps a replayed entry from counting again.
+				if _, err := c.Commit(ctx, increment("", 0, "c", 1), time.Second); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		commit(100)
+		f := c.Index(c.Followers()[0].NodeID())
+		id := c.ID(f)
+		c.Wipe(f)
+		commit(100)
+		l := c.Leader(t)
+		if err := l.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+		commit(40) // the leader's state moves past its snapshot
+		c.Restart(t, f)
+		if !rec.waitLogged(id, "Installed remote snapshot") {
+			t.Fatalf("%s caught up without installing a snapshot", id)
+		}
+		commit(10)
+		if _, err := c.Node(f).ReadBarrier(ctx, raftstore.Session, lastCommandIndex(t, c)); err != nil {
+			t.Fatal(err)
+		}
+		checkEveryNode(t, c, "c", acked)
+	})
+}
+
 // TestWipedVoterCannotElectALeaderMissingCommitsItAcknowledged is the
 // loss the chaos suite found: commits acknowledged by the leader and one
 // follower only; that follower loses its disk and comes back empty under
