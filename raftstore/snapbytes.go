@@ -56,14 +56,13 @@ func (s *Store) SnapshotBytesStatus() SnapshotBytesStatus {
 
 // startSnapshotTrigger starts the goroutine that checks the size trigger,
 // unless Config.SnapshotBytes is 0.
-func (s *Store) startSnapshotTrigger() error {
+func (s *Store) startSnapshotTrigger() {
 	if s.cfg.SnapshotBytes <= 0 {
-		return nil
+		return
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	s.trigger.stop, s.trigger.done = stop, make(chan struct{})
 	go s.runSnapshotTrigger(ctx)
-	return nil
 }
 
 // stopSnapshotTrigger makes sure no size-triggered snapshot starts from now

@@ -199,9 +199,7 @@ func (s *Store) open(ctx context.Context) error {
 	if err := s.snapshotRestoredState(ctx); err != nil {
 		return err
 	}
-	if err := s.startSnapshotTrigger(); err != nil {
-		return fmt.Errorf("raftstore: list snapshots: %w", err)
-	}
+	s.startSnapshotTrigger()
 	return nil
 }
 
@@ -357,8 +355,6 @@ func (s *Store) catchUpFromSnapshot() error {
 	if snapApplied <= applied {
 		return nil
 	}
-	s.logger.Warn("state is behind the newest raft snapshot; restoring it",
-		"applied", applied, "snapshot", metas[0].ID, "snapshot_index", metas[0].Index, "snapshot_applied", snapApplied)
 	_, rc, err := s.snaps.Open(metas[0].ID)
 	if errors.Is(err, fsm.ErrStateBehindSnapshot) {
 		// A snapshot this node took refers to its state, which has since
@@ -372,6 +368,8 @@ func (s *Store) catchUpFromSnapshot() error {
 	if err != nil {
 		return fmt.Errorf("raftstore: open snapshot %s: %w", metas[0].ID, err)
 	}
+	s.logger.Warn("state is behind the newest raft snapshot; restoring it",
+		"applied", applied, "snapshot", metas[0].ID, "snapshot_index", metas[0].Index, "snapshot_applied", snapApplied)
 	return s.fsm.Restore(rc)
 }
 
