@@ -278,28 +278,51 @@ func snapshotIndexes(t *testing.T, dir string) []uint64 {
 	return out
 }
 
+// snapshotCluster is a 3-node cluster for the snapshot tests: its log
+// messages are recorded, its config set by cfg, and commit(n) commits n
+// increments of counter "c", as client clientID with sequences 1, 2, …,
+// or, for "", with no client id at all (no session or dedup record).
+// acked counts the increments committed.
+type snapshotCluster struct {
+	*raftstoretest.Cluster
+	rec   *recorder
+	ctx   context.Context
+	acked int64
+	t     *testing.T
+	id    string
+}
+
+func newSnapshotCluster(t *testing.T, logStore, clientID string, cfg func(*raftstore.Config)) *snapshotCluster {
+	rec := &recorder{msgs: map[string][]string{}}
+	c := raftstoretest.NewCluster(t, 3, raftstoretest.WithLogStore(logStore),
+		raftstoretest.WithLogger(slog.New(recordHandler{r: rec})), raftstoretest.WithConfig(cfg))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
+	t.Cleanup(cancel)
+	return &snapshotCluster{Cluster: c, rec: rec, ctx: ctx, t: t, id: clientID}
+}
+
+func (c *snapshotCluster) commit(n int) {
+	c.t.Helper()
+	for range n {
+		c.acked++
+		seq := uint64(c.acked)
+		if c.id == "" {
+			seq = 0
+		}
+		if _, err := c.Commit(c.ctx, increment(c.id, seq, "c", 1), time.Second); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
 func TestWipedFollowerRejoinsFromSnapshot(t *testing.T) {
 	forEachLogStore(t, func(t *testing.T, logStore string) {
-		rec := &recorder{msgs: map[string][]string{}}
-		c := raftstoretest.NewCluster(t, 3, raftstoretest.WithLogStore(logStore),
-			raftstoretest.WithLogger(slog.New(recordHandler{r: rec})),
-			raftstoretest.WithConfig(func(cfg *raftstore.Config) {
-				cfg.SnapshotThreshold = 64
-				cfg.TrailingLogs = 16
-				cfg.SnapshotInterval = 100 * time.Millisecond
-			}))
-		ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
-		defer cancel()
-		var acked int64
-		commit := func(n int) {
-			t.Helper()
-			for range n {
-				acked++
-				if _, err := c.Commit(ctx, increment("t", uint64(acked), "c", 1), time.Second); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
+		c := newSnapshotCluster(t, logStore, "t", func(cfg *raftstore.Config) {
+			cfg.SnapshotThreshold = 64
+			cfg.TrailingLogs = 16
+			cfg.SnapshotInterval = 100 * time.Millisecond
+		})
+		rec, ctx, commit := c.rec, c.ctx, c.commit
 
 		commit(150)
 		f := c.Index(c.Followers()[0].NodeID())
@@ -332,14 +355,14 @@ func TestWipedFollowerRejoinsFromSnapshot(t *testing.T) {
 		// Session reads at the rejoined node include every commit, those in
 		// the snapshot and those after it.
 		commit(20)
-		idx := lastCommandIndex(t, c)
+		idx := lastCommandIndex(t, c.Cluster)
 		if _, err := s.ReadBarrier(ctx, raftstore.Session, idx); err != nil {
 			t.Fatal(err)
 		}
-		if got := readCounter(t, s, "c"); got != acked {
-			t.Fatalf("rejoined %s: counter %d, want %d", id, got, acked)
+		if got := readCounter(t, s, "c"); got != c.acked {
+			t.Fatalf("rejoined %s: counter %d, want %d", id, got, c.acked)
 		}
-		checkEveryNode(t, c, "c", acked)
+		checkEveryNode(t, c.Cluster, "c", c.acked)
 	})
 }
 
@@ -350,29 +373,15 @@ func TestWipedFollowerRejoinsFromSnapshot(t *testing.T) {
 // and must skip them: counter adds applied twice would count twice.
 func TestAFollowerSentAStateNewerThanTheSnapshotCountsEachCommitOnce(t *testing.T) {
 	forEachLogStore(t, func(t *testing.T, logStore string) {
-		rec := &recorder{msgs: map[string][]string{}}
-		c := raftstoretest.NewCluster(t, 3, raftstoretest.WithLogStore(logStore),
-			raftstoretest.WithLogger(slog.New(recordHandler{r: rec})),
-			raftstoretest.WithConfig(func(cfg *raftstore.Config) {
-				// Only the snapshot taken by hand below.
-				cfg.SnapshotThreshold = 1 << 30
-				cfg.SnapshotBytes = 0
-				cfg.TrailingLogs = 16
-			}))
-		ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
-		defer cancel()
-		var acked int64
-		commit := func(n int) {
-			t.Helper()
-			for range n {
-				acked++
-				// No client id: no session or dedup record, so only the
-				// applied index keeps a replayed entry from counting again.
-				if _, err := c.Commit(ctx, increment("", 0, "c", 1), time.Second); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
+		// No client id: no session or dedup record, so only the applied
+		// index keeps a replayed entry from counting again.
+		c := newSnapshotCluster(t, logStore, "", func(cfg *raftstore.Config) {
+			// Only the snapshot taken by hand below.
+			cfg.SnapshotThreshold = 1 << 30
+			cfg.SnapshotBytes = 0
+			cfg.TrailingLogs = 16
+		})
+		rec, ctx, commit := c.rec, c.ctx, c.commit
 		commit(100)
 		f := c.Index(c.Followers()[0].NodeID())
 		id := c.ID(f)
@@ -388,10 +397,10 @@ func TestAFollowerSentAStateNewerThanTheSnapshotCountsEachCommitOnce(t *testing.
 			t.Fatalf("%s caught up without installing a snapshot", id)
 		}
 		commit(10)
-		if _, err := c.Node(f).ReadBarrier(ctx, raftstore.Session, lastCommandIndex(t, c)); err != nil {
+		if _, err := c.Node(f).ReadBarrier(ctx, raftstore.Session, lastCommandIndex(t, c.Cluster)); err != nil {
 			t.Fatal(err)
 		}
-		checkEveryNode(t, c, "c", acked)
+		checkEveryNode(t, c.Cluster, "c", c.acked)
 	})
 }
 
