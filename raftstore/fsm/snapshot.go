@@ -252,16 +252,16 @@ var streamChunk = 1 << 20
 type stream struct {
 	live *liveSnapshots
 	// snap and it are nil once freed (closed or detached); guarded by
-	// live.mu, and used only between beginRead and endRead.
+	// live.mu, and used only between beginRead and endRead. it is also nil
+	// before the first fill.
 	snap *pebble.Snapshot
 	it   *pebble.Iterator
 
-	buf     bytes.Buffer
-	crc     hash.Hash32
-	started bool // the magic is written and it positioned
-	valid   bool // it is at a record not yet written
-	done    bool // the checksum is in buf
-	closed  bool
+	buf    bytes.Buffer
+	crc    hash.Hash32
+	valid  bool // it is at a record not yet written
+	done   bool // the checksum is in buf
+	closed bool
 }
 
 // free closes the iterator and the Pebble snapshot; live.mu is held.
@@ -325,12 +325,12 @@ func (s *stream) fill() error {
 	}
 	defer s.live.endRead()
 	var out []byte
-	if !s.started {
+	if s.it == nil { // the first fill: the magic, and the iterator positioned
 		it, err := s.snap.NewIter(nil)
 		if err != nil {
 			return err
 		}
-		s.it, s.started, s.valid = it, true, it.First()
+		s.it, s.valid = it, it.First()
 		out = append(out, snapshotMagic...)
 	}
 	for s.valid && len(out) < streamChunk {
