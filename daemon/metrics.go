@@ -56,7 +56,7 @@ func (d *Daemon) metricsServerOptions() []grpc.ServerOption {
 	}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.grpc = metrics.NewGRPC(m.reg)
-	m.reg.MustRegister(metrics.NewStoreCollector(d.store, countsEvery))
+	m.reg.MustRegister(metrics.NewStoreCollector(d.store, countsEvery), metrics.NewStorageCollector(d.store))
 	ck := metrics.NewCheckpoints(m.reg, d.checkpointStats)
 	d.ckpt.completed = ck.Observe
 	return []grpc.ServerOption{

@@ -90,7 +90,7 @@ func NewStoreCollector(s Store, countsEvery time.Duration) *StoreCollector {
 		logBytes: d("stated_raft_log_bytes_since_snapshot",
 			"Bytes of command entries in this node's Raft log after its newest snapshot: what a restart re-reads, and what the size trigger counts."),
 		snapshotThreshold: d("stated_raft_snapshot_bytes_threshold",
-			"The log size after which this node takes its next Raft snapshot: the larger of --raft-snapshot-bytes and the state's size at the last snapshot; 0 when the size trigger is off."),
+			"The log size after which this node takes its next Raft snapshot: --raft-snapshot-bytes; 0 when the size trigger is off."),
 		restoreDuration: d("stated_restore_duration_seconds",
 			"How long the restore this cluster's state came from took (stated restore: selecting, downloading and verifying the checkpoint, and preparing the state); absent when the state was never restored or the restore predates the record."),
 		restoreTime: d("stated_restore_timestamp_seconds",

@@ -40,10 +40,11 @@ type FSM struct {
 
 	applied atomic.Uint64
 
-	checkpointDir string         // local checkpoints, one directory per epoch
-	ckptWG        sync.WaitGroup // the local checkpoint being made, if any
-	snaps         liveSnapshots  // snapshots Raft has not persisted or released yet
-	logBytes      logBytes       // the log's size since the newest snapshot; see LogBytes
+	checkpointDir string          // local checkpoints, one directory per epoch
+	ckptWG        sync.WaitGroup  // the local checkpoint being made, if any
+	snaps         liveSnapshots   // snapshots Raft has not persisted or released yet
+	logBytes      logBytes        // the log's size since the newest snapshot; see LogBytes
+	storage       storageCounters // see StorageStats
 
 	// lastCkpt is the newest local checkpoint started; only the apply loop
 	// reads and writes it.
@@ -126,6 +127,7 @@ func (f *FSM) openPebble(dir string) (*pebble.DB, error) {
 	opts := PebbleOptions()
 	opts.Logger = pebbleLogger{f.logger}
 	opts.Cache = f.cache
+	opts.EventListener = f.storage.listener()
 	if f.tune != nil {
 		f.tune(opts)
 	}

@@ -428,6 +428,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return ErrClosed
 	}
 	f.snaps.detachAll() // none can start now; this only makes sure
+	f.storage.retire(f.db)
 	if err := f.db.Close(); err != nil {
 		// The state is being replaced: what matters is the new one.
 		f.logger.Warn("fsm: restore: closing the replaced state failed", "error", err)
@@ -511,6 +512,7 @@ func (f *FSM) buildFromSnapshot(dir string, r io.Reader) error {
 		db.Close()
 		return err
 	}
+	f.storage.retire(db) // its flushes and compactions were the state's work too
 	return db.Close()
 }
 

@@ -1,0 +1,101 @@
+package fsm
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"path/filepath"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// TestStorageStatsFollowPebbleAcrossARestore writes enough through tiny
+// memtables, with writes stopped at the first L0 sublevel, that Pebble
+// flushes, compacts and stalls writes; StorageStats must count all three,
+// describe the tree, and keep its counters from going back when a Restore
+// replaces the database.
+func TestStorageStatsFollowPebbleAcrossARestore(t *testing.T) {
+	f, err := Open(filepath.Join(t.TempDir(), "state"), nil, func(o *openOptions) {
+		o.tune = func(po *pebble.Options) {
+			po.MemTableSize = 256 << 10
+			po.MemTableStopWritesThreshold = 2
+			po.L0CompactionThreshold = 1
+			po.L0StopWritesThreshold = 1 // every flush stalls writes until L0 is compacted
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if s := f.StorageStats(); s.FlushesTotal != 0 || s.WriteStallsTotal != 0 || s.DiskBytes == 0 {
+		t.Fatalf("a new state: %+v, want no flushes or stalls and some bytes on disk", s)
+	}
+
+	value := bytes.Repeat([]byte("v"), 1000)
+	const commits, perCommit = 40, 100 // 4 MB: 16 memtables' worth
+	var written uint64
+	for i := range commits {
+		muts := make([]command.Mutation, perCommit)
+		for j := range muts {
+			muts[j] = command.Mutation{Op: command.OpPut, Namespace: "s", Key: fmt.Appendf(nil, "k%03d-%03d", i, j), Value: value}
+			written += uint64(len(value))
+		}
+		if r := apply(t, f, uint64(i+1), commitCmd(1, muts, nil)); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	s := f.StorageStats()
+	if s.WALBytesTotal < written {
+		t.Errorf("WAL bytes %d, below the %d value bytes written", s.WALBytesTotal, written)
+	}
+	if s.FlushesTotal < 2 || s.FlushedBytesTotal == 0 {
+		t.Errorf("%d flushes wrote %d bytes; want at least 2 of 16 memtables' worth", s.FlushesTotal, s.FlushedBytesTotal)
+	}
+	if s.CompactionsTotal == 0 || s.CompactedBytesTotal == 0 {
+		t.Errorf("%d compactions wrote %d bytes; L0 compacts at its first table", s.CompactionsTotal, s.CompactedBytesTotal)
+	}
+	if s.WriteStallsTotal == 0 || s.WriteStallSeconds <= 0 {
+		t.Errorf("%d write stalls for %gs; writes stop at the first L0 sublevel", s.WriteStallsTotal, s.WriteStallSeconds)
+	}
+	var tables, tableBytes int64
+	for i := range StorageLevels {
+		tables += s.LevelTables[i]
+		tableBytes += s.LevelBytes[i]
+	}
+	if tables == 0 || tableBytes == 0 || s.DiskBytes < uint64(tableBytes) {
+		t.Errorf("%d tables of %d bytes, %d bytes on disk", tables, tableBytes, s.DiskBytes)
+	}
+	if s.ReadAmplification < s.L0Sublevels || s.ReadAmplification == 0 {
+		t.Errorf("read amplification %d with %d L0 sublevels", s.ReadAmplification, s.L0Sublevels)
+	}
+	if s.MemtableBytes == 0 {
+		t.Error("no memtable memory reported")
+	}
+
+	// A Restore replaces the database: the counters carry on from where
+	// they were, the gauges describe the new one.
+	g := openFSM(t)
+	apply(t, g, 1, commitCmd(1, []command.Mutation{{Op: command.OpPut, Namespace: "s", Key: []byte("only"), Value: value}}, nil))
+	if err := f.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, g)))); err != nil {
+		t.Fatal(err)
+	}
+	r := f.StorageStats()
+	if r.FlushesTotal < s.FlushesTotal || r.FlushedBytesTotal < s.FlushedBytesTotal ||
+		r.CompactionsTotal < s.CompactionsTotal || r.CompactedBytesTotal < s.CompactedBytesTotal ||
+		r.WALBytesTotal < s.WALBytesTotal || r.WriteStallsTotal < s.WriteStallsTotal ||
+		r.BlockCacheHitsTotal < s.BlockCacheHitsTotal || r.BlockCacheMissesTotal < s.BlockCacheMissesTotal {
+		t.Errorf("counters went back across the restore:\nbefore %+v\nafter  %+v", s, r)
+	}
+	if r.DiskBytes >= s.DiskBytes {
+		t.Errorf("disk bytes %d after restoring one entry, %d before: the gauge describes the replaced database", r.DiskBytes, s.DiskBytes)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if z := f.StorageStats(); z != (StorageStats{}) {
+		t.Errorf("after Close: %+v, want zero", z)
+	}
+}
