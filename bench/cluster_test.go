@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/statedhq/stated/daemon/daemontest"
 	stated "github.com/statedhq/stated/sdk/go"
 )
 
@@ -164,7 +165,7 @@ func (nd *node) start(ctx context.Context, tb testing.TB, bin string, extra []st
 			"--grpc-addr", nd.grpcAddr, "--raft-addr", nd.raftAddr, "--log-level", "warn"}, extra...)
 		args = append(args, strings.Fields(os.Getenv("BENCH_STATED_FLAGS"))...)
 		nd.logs = &safeBuffer{}
-		nd.cmd = exec.Command(bin, args...)
+		nd.cmd = daemontest.DieWithParent(exec.Command(bin, args...))
 		nd.cmd.Stdout, nd.cmd.Stderr = nd.logs, nd.logs
 		if err := nd.cmd.Start(); err != nil {
 			tb.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/statedhq/stated/daemon/daemontest"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	stated "github.com/statedhq/stated/sdk/go"
 )
@@ -398,7 +399,7 @@ func (nd *node) rerun(tb testing.TB, flags []string) {
 		"--grpc-addr", nd.grpcAddr, "--raft-addr", nd.raftAddr, "--log-level", "warn"}, flags...)
 	args = append(args, strings.Fields(os.Getenv("BENCH_STATED_FLAGS"))...)
 	nd.logs = &safeBuffer{}
-	nd.cmd = exec.Command(statedBinary(tb), args...)
+	nd.cmd = daemontest.DieWithParent(exec.Command(statedBinary(tb), args...))
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.logs, nd.logs
 	if err := nd.cmd.Start(); err != nil {
 		tb.Fatal(err)

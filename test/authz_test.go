@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/statedhq/stated/daemon/daemontest"
 	stated "github.com/statedhq/stated/sdk/go"
 )
 
@@ -150,7 +151,7 @@ func TestRunRefusesAMalformedTokenFileAndOpenNonLoopbackTCP(t *testing.T) {
 			}
 			defer os.RemoveAll(sockDir)
 			args := append([]string{"run", "--data-dir", t.TempDir(), "--socket", sockDir + "/s.sock", "--raft-addr", "127.0.0.1:0"}, tc.args...)
-			cmd := exec.Command(bin, args...)
+			cmd := daemontest.DieWithParent(exec.Command(bin, args...))
 			out, err := cmd.CombinedOutput()
 			if err == nil {
 				t.Fatalf("stated run %v started:\n%s", tc.args, out)

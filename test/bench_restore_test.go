@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/statedhq/stated/daemon/daemontest"
 	"github.com/statedhq/stated/daemon/recovery"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore/fsm"
@@ -94,7 +95,7 @@ func BenchmarkRestartAfterSIGKILL(b *testing.B) {
 	sock := filepath.Join(shortTempDir(b), "s.sock")
 	args := []string{"run", "--data-dir", dir, "--socket", sock, "--grpc-addr", "127.0.0.1:0", "--raft-addr", freeLoopbackAddr(b), "--log-level", "error"}
 	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, args...)
+		cmd := daemontest.DieWithParent(exec.Command(bin, args...))
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}

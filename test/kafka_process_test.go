@@ -57,7 +57,7 @@ func startCounterProc(t *testing.T, name string, args ...string) *counterProc {
 func startProc(t *testing.T, name, bin string, args ...string) *counterProc {
 	t.Helper()
 	p := &counterProc{t: t, name: name, logs: &daemontest.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
+	p.cmd = daemontest.DieWithParent(exec.Command(bin, args...))
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("%s: %v", name, err)

@@ -228,7 +228,7 @@ func (n *node) startOnce(ctx context.Context) (exited bool) {
 		argv = append(argv, "--raft-log-store", testRaftLogStore)
 	}
 	argv = append(append([]string{}, n.wrap...), argv...)
-	n.cmd = exec.Command(argv[0], argv[1:]...)
+	n.cmd = daemontest.DieWithParent(exec.Command(argv[0], argv[1:]...))
 	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
 	if err := n.cmd.Start(); err != nil {
 		n.mu.Unlock()

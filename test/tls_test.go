@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/statedhq/stated/daemon/daemontest"
 	"github.com/statedhq/stated/internal/tlsutil/tlstest"
 	stated "github.com/statedhq/stated/sdk/go"
 )
@@ -142,7 +143,7 @@ func TestRunRefusesBadTLSFlagsNamingTheFlag(t *testing.T) {
 			}
 			defer os.RemoveAll(sockDir)
 			args := append([]string{"run", "--data-dir", t.TempDir(), "--socket", sockDir + "/s.sock", "--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0"}, tc.args...)
-			cmd := exec.Command(bin, args...)
+			cmd := daemontest.DieWithParent(exec.Command(bin, args...))
 			out, err := cmd.CombinedOutput()
 			if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != tc.code {
 				t.Fatalf("exit %v (%v), want %d:\n%s", cmd.ProcessState, err, tc.code, out)
