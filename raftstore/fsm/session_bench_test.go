@@ -50,3 +50,33 @@ func BenchmarkApplySessionCommit(b *testing.B) {
 }
 
 func rlog(i uint64, d []byte) *raft.Log { return &raft.Log{Index: i, Type: raft.LogCommand, Data: d} }
+
+// BenchmarkApplySessionCommitBatch measures applying one TypeCommitBatch
+// entry of 32 one-put commits of one client's session on 32 lanes, as the
+// SDK sends 64 goroutines' commits coalesced (BENCHMARKS.md, "64
+// single-commit clients"): each commit checks and records its session and
+// lane.
+func BenchmarkApplySessionCommitBatch(b *testing.B) {
+	const commits = 32
+	f, err := Open(b.TempDir()+"/state", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	f.Apply(rlog(1, command.Encode(nil, openSessionCmd("c", 7, 0))))
+	val := make([]byte, 100)
+	var data []byte
+	b.ResetTimer()
+	for i := range b.N {
+		batch := &command.Command{Type: command.TypeCommitBatch, Now: 1e18, Batch: make([]*command.Commit, commits)}
+		for l := range commits {
+			cmd := &command.Command{Type: command.TypeCommit, Commit: &command.Commit{ClientID: "c",
+				Mutations: []command.Mutation{{Op: command.OpPut, Namespace: "ns", Key: fmt.Appendf(nil, "k%d-%d", i, l), Value: val}}}}
+			batch.Batch[l] = inSession(cmd, 7, uint32(l), uint64(i+1)).Commit
+		}
+		data = command.Encode(data[:0], batch)
+		if r := f.Apply(rlog(uint64(i+2), data)).(*Result); r.Err != nil || r.Batch[commits-1].Err != nil {
+			b.Fatal(r.Err, r.Batch[commits-1].Err)
+		}
+	}
+}
