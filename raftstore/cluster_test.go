@@ -315,6 +315,23 @@ func (c *snapshotCluster) commit(n int) {
 	}
 }
 
+// wipeFollowerBehindASnapshot wipes a follower, makes after more commits
+// with commit, and has the leader take a snapshot, so that the wiped node,
+// once restarted, can catch up only from a snapshot. It returns the
+// follower's index and id, and the leader.
+func wipeFollowerBehindASnapshot(t *testing.T, c *raftstoretest.Cluster, commit func(int), after int) (int, string, *raftstore.Store) {
+	t.Helper()
+	f := c.Index(c.Followers()[0].NodeID())
+	id := c.ID(f)
+	c.Wipe(f)
+	commit(after)
+	l := c.Leader(t)
+	if err := l.Snapshot(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		t.Fatal(err)
+	}
+	return f, id, l
+}
+
 func TestWipedFollowerRejoinsFromSnapshot(t *testing.T) {
 	forEachLogStore(t, func(t *testing.T, logStore string) {
 		c := newSnapshotCluster(t, logStore, "t", func(cfg *raftstore.Config) {
@@ -325,16 +342,9 @@ func TestWipedFollowerRejoinsFromSnapshot(t *testing.T) {
 		rec, ctx, commit := c.rec, c.ctx, c.commit
 
 		commit(150)
-		f := c.Index(c.Followers()[0].NodeID())
-		id := c.ID(f)
-		c.Wipe(f)
-		commit(150)
 		// Compact the leader's log well past anything the wiped node had:
 		// from now on it can only catch up from a snapshot.
-		l := c.Leader(t)
-		if err := l.Snapshot(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
-			t.Fatal(err)
-		}
+		f, id, l := wipeFollowerBehindASnapshot(t, c.Cluster, commit, 150)
 		if len(snapshotIndexes(t, c.Dir(c.Index(l.NodeID())))) == 0 {
 			t.Fatal("the leader took no snapshot")
 		}
@@ -383,14 +393,7 @@ func TestAFollowerSentAStateNewerThanTheSnapshotCountsEachCommitOnce(t *testing.
 		})
 		rec, ctx, commit := c.rec, c.ctx, c.commit
 		commit(100)
-		f := c.Index(c.Followers()[0].NodeID())
-		id := c.ID(f)
-		c.Wipe(f)
-		commit(100)
-		l := c.Leader(t)
-		if err := l.Snapshot(); err != nil {
-			t.Fatal(err)
-		}
+		f, id, _ := wipeFollowerBehindASnapshot(t, c.Cluster, commit, 100)
 		commit(40) // the leader's state moves past its snapshot
 		c.Restart(t, f)
 		if !rec.waitLogged(id, "Installed remote snapshot") {

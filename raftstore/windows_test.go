@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/statedhq/stated/raftstore"
 	"github.com/statedhq/stated/raftstore/command"
 	"github.com/statedhq/stated/raftstore/fsm"
@@ -328,14 +326,7 @@ func TestWindowsReachAFollowerThroughAnInstalledSnapshot(t *testing.T) {
 		}
 	}
 	commit(40)
-	f := c.Index(c.Followers()[0].NodeID())
-	id := c.ID(f)
-	c.Wipe(f)
-	commit(120)
-	l := c.Leader(t)
-	if err := l.Snapshot(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
-		t.Fatal(err)
-	}
+	f, id, _ := wipeFollowerBehindASnapshot(t, c, commit, 120)
 	c.Restart(t, f)
 	if !rec.waitLogged(id, "Installed remote snapshot") {
 		t.Errorf("%s caught up without installing a snapshot", id)
