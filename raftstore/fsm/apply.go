@@ -24,6 +24,10 @@ type applier struct {
 
 	// win is the window part of the command, once it touches one.
 	win *windowApply
+
+	// rec is the apply loop's cache of session and lane records; nil
+	// outside the apply loop, where they are read from r.
+	rec *recordCache
 }
 
 // key builds a state key in the applier's scratch buffer; it is valid

@@ -190,7 +190,7 @@ func (g *group) applyOne(l *raft.Log, cmd *command.Command, res *Result) *Result
 	b, r := g.batch(cmd, alone)
 	before := g.mark()
 	var out applyOut
-	res.Index, res.Duplicate, out, res.Err = applyCommand(b, r, l.Index, cmd)
+	res.Index, res.Duplicate, out, res.Err = applyCommand(b, r, g.f.records, l.Index, cmd)
 	res.Claimed = out.claimed
 	res.Session = out.session
 	res.Adds, res.Emissions, res.WindowsCreated = out.adds, out.emissions, out.windowsCreated
@@ -229,17 +229,19 @@ func (g *group) fail(index uint64, err error) {
 	panic(fmt.Sprintf("fsm: apply of index %d failed: %v", index, err))
 }
 
-// batchMark is how far a batch was written.
+// batchMark is how far a batch was written, and with it the record
+// cache's pending writes.
 type batchMark struct {
-	count uint32
-	len   int
+	count   uint32
+	len     int
+	records int
 }
 
 func (g *group) mark() batchMark {
 	if g.b == nil {
-		return batchMark{}
+		return batchMark{records: g.f.records.mark()}
 	}
-	return batchMark{count: g.b.Count(), len: g.b.Len()}
+	return batchMark{count: g.b.Count(), len: g.b.Len(), records: g.f.records.mark()}
 }
 
 // cut drops what was written into the batch after m. A Pebble batch cannot
@@ -247,6 +249,7 @@ func (g *group) mark() batchMark {
 // rejection that wrote something first is rare; most are refused before
 // their first write and cost nothing here).
 func (g *group) cut(m batchMark) error {
+	g.f.records.cut(m.records)
 	if g.b == nil || g.b.Count() == m.count {
 		return nil
 	}
@@ -292,6 +295,7 @@ func (g *group) commit() {
 	if err != nil {
 		g.fail(g.last, err)
 	}
+	g.f.records.commit()
 	g.b.Close()
 	g.b = nil
 	g.f.setApplied(g.last)
@@ -303,6 +307,7 @@ func (g *group) commit() {
 }
 
 func (g *group) close() {
+	g.f.records.abort() // writes never committed (commit emptied it otherwise)
 	if g.b != nil {
 		g.b.Close()
 		g.b = nil

@@ -49,6 +49,9 @@ type FSM struct {
 	// lastCkpt is the newest local checkpoint started; only the apply loop
 	// reads and writes it.
 	lastCkpt *CheckpointResult
+	// records are db's session and lane records, for the apply loop
+	// (records.go); reset whenever db is replaced.
+	records *recordCache
 	// removals are the removals of uploaded local checkpoints, made in the
 	// background one after the other (see removeUploaded).
 	removals removalQueue
@@ -103,7 +106,7 @@ func Open(dir string, logger *slog.Logger, opts ...Option) (*FSM, error) {
 	}
 	f := &FSM{dir: dir, logger: logger, waitCh: make(chan struct{}),
 		checkpointDir: filepath.Join(filepath.Dir(dir), "local-checkpoints"),
-		cache:         pebble.NewCache(o.cacheSize), tune: o.tune}
+		cache:         pebble.NewCache(o.cacheSize), tune: o.tune, records: newRecordCache()}
 	db, err := f.openPebble(dir)
 	if err != nil {
 		f.cache.Unref()
@@ -257,7 +260,7 @@ type applyOut struct {
 // rejected or a retry of one applied before; the caller then discards what
 // it wrote into b. It returns the index the caller should see: index, or
 // the first application's.
-func applyCommand(b *pebble.Batch, r pebble.Reader, index uint64, cmd *command.Command) (uint64, bool, applyOut, error) {
+func applyCommand(b *pebble.Batch, r pebble.Reader, rc *recordCache, index uint64, cmd *command.Command) (uint64, bool, applyOut, error) {
 	var chk *sessionCheck
 	if c := cmd.Commit; cmd.Type == command.TypeCommit && c != nil {
 		switch {
@@ -270,7 +273,7 @@ func applyCommand(b *pebble.Batch, r pebble.Reader, index uint64, cmd *command.C
 				return first, true, applyOut{}, nil
 			}
 		case c.SessionID != 0:
-			s, first, dup, err := checkSession(r, c, cmd.Now)
+			s, first, dup, err := checkSession(rc, r, c, cmd.Now)
 			if err != nil {
 				return index, false, applyOut{}, err
 			}
@@ -282,7 +285,7 @@ func applyCommand(b *pebble.Batch, r pebble.Reader, index uint64, cmd *command.C
 			return index, false, applyOut{}, reject("session_id", "a commit with a sequence needs a session; open one with OpenSession")
 		}
 	}
-	out, err := writeCommand(b, r, index, cmd, chk)
+	out, err := writeCommand(b, r, rc, index, cmd, chk)
 	return index, false, out, err
 }
 
@@ -318,8 +321,8 @@ func duplicateOf(r pebble.Reader, cmd *command.Command) (uint64, bool, error) {
 }
 
 // writeCommand writes cmd into b; r is what it reads the state through.
-func writeCommand(b *pebble.Batch, r pebble.Reader, index uint64, cmd *command.Command, chk *sessionCheck) (applyOut, error) {
-	a := applier{b: b, r: r, now: cmd.Now}
+func writeCommand(b *pebble.Batch, r pebble.Reader, rc *recordCache, index uint64, cmd *command.Command, chk *sessionCheck) (applyOut, error) {
+	a := applier{b: b, r: r, now: cmd.Now, rec: rc}
 	var err error
 	var out applyOut
 	switch cmd.Type {

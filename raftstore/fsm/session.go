@@ -177,8 +177,9 @@ type sessionCheck struct {
 // checkSession decides what to do with a commit c that carries a session,
 // at the leader's time now: apply it (the returned check is recorded with
 // it), answer it as a duplicate of the commit at index first, or refuse it
-// with a *SessionError.
-func checkSession(r pebble.Reader, c *command.Commit, now int64) (chk sessionCheck, first uint64, dup bool, err error) {
+// with a *SessionError. It reads the records through rc, or r when rc is
+// nil.
+func checkSession(rc *recordCache, r pebble.Reader, c *command.Commit, now int64) (chk sessionCheck, first uint64, dup bool, err error) {
 	refuse := func(reason SessionReason, current, highest uint64, format string, args ...any) error {
 		return &SessionError{ClientID: c.ClientID, SessionID: c.SessionID, Current: current, Reason: reason,
 			Lane: c.Lane, Seq: c.Seq, Highest: highest, Message: fmt.Sprintf(format, args...)}
@@ -186,7 +187,7 @@ func checkSession(r pebble.Reader, c *command.Commit, now int64) (chk sessionChe
 	if c.Seq == 0 {
 		return chk, 0, false, reject("sequence", "a commit with session_id needs a sequence above 0")
 	}
-	v, ok, err := getRecord(r, sessionKey(c.ClientID))
+	v, ok, err := rc.get(r, sessionKey(c.ClientID))
 	if err != nil {
 		return chk, 0, false, err
 	}
@@ -211,7 +212,7 @@ func checkSession(r pebble.Reader, c *command.Commit, now int64) (chk sessionChe
 	}
 	chk.sess = s
 	chk.lane = lane{session: s.id, seq: c.Seq, hash: c.Hash}
-	v, ok, err = getRecord(r, laneKey(c.ClientID, c.Lane))
+	v, ok, err = rc.get(r, laneKey(c.ClientID, c.Lane))
 	if err != nil || !ok {
 		return chk, 0, false, err
 	}
@@ -245,12 +246,31 @@ func fmtNanos(n int64) string { return time.Duration(n).String() }
 func (a *applier) recordSession(c *command.Commit, chk *sessionCheck, index uint64) error {
 	chk.lane.index = index
 	a.vbuf = chk.lane.encode(a.vbuf[:0])
-	if err := a.b.Set(laneKey(c.ClientID, c.Lane), a.vbuf, nil); err != nil {
+	if err := a.setRecord(laneKey(c.ClientID, c.Lane), a.vbuf); err != nil {
 		return err
 	}
 	chk.sess.lastActive = a.now
 	a.vbuf = chk.sess.encode(a.vbuf[:0])
-	return a.b.Set(sessionKey(c.ClientID), a.vbuf, nil)
+	return a.setRecord(sessionKey(c.ClientID), a.vbuf)
+}
+
+// record reads a session or lane record through the record cache.
+func (a *applier) record(key []byte) ([]byte, bool, error) { return a.rec.get(a.r, key) }
+
+// setRecord writes a session or lane record, or deletes it when val is
+// nil, into the batch and the record cache (every write of these records
+// goes through here or dropLanes, or the cache would go stale).
+func (a *applier) setRecord(key, val []byte) error {
+	var err error
+	if val == nil {
+		err = a.b.Delete(key, nil)
+	} else {
+		err = a.b.Set(key, val, nil)
+	}
+	if err == nil && a.rec != nil {
+		a.rec.set(key, val)
+	}
+	return err
 }
 
 // openSession opens s, replacing (and so fencing) the client id's current
@@ -268,7 +288,7 @@ func (a *applier) openSession(s *command.Session, index uint64) (*SessionOpened,
 	if err := a.dropLanes(s.ClientID); err != nil {
 		return nil, err
 	}
-	if err := a.b.Set(sessionKey(s.ClientID), rec.encode(nil), nil); err != nil {
+	if err := a.setRecord(sessionKey(s.ClientID), rec.encode(nil)); err != nil {
 		return nil, err
 	}
 	return &SessionOpened{ID: s.ID, Index: index, IdleTimeout: s.IdleTimeout}, nil
@@ -276,7 +296,13 @@ func (a *applier) openSession(s *command.Session, index uint64) (*SessionOpened,
 
 func (a *applier) dropLanes(clientID string) error {
 	p := laneClientPrefix(clientID)
-	return a.b.DeleteRange(p, prefixEnd(p), nil)
+	if err := a.b.DeleteRange(p, prefixEnd(p), nil); err != nil {
+		return err
+	}
+	if a.rec != nil {
+		a.rec.dropLanes(p)
+	}
+	return nil
 }
 
 // expireSessions deletes each listed session that is still the client id's
@@ -284,7 +310,7 @@ func (a *applier) dropLanes(clientID string) error {
 // at the command's time.
 func (a *applier) expireSessions(refs []command.SessionRef) error {
 	for _, ref := range refs {
-		v, ok, err := a.get(sessionKey(ref.ClientID))
+		v, ok, err := a.record(sessionKey(ref.ClientID))
 		if err != nil {
 			return err
 		}
@@ -298,7 +324,7 @@ func (a *applier) expireSessions(refs []command.SessionRef) error {
 		if s.id != ref.ID || s.lastActive != ref.LastActive || !s.expiredAt(a.now) {
 			continue
 		}
-		if err := a.b.Delete(sessionKey(ref.ClientID), nil); err != nil {
+		if err := a.setRecord(sessionKey(ref.ClientID), nil); err != nil {
 			return err
 		}
 		if err := a.dropLanes(ref.ClientID); err != nil {

@@ -473,6 +473,7 @@ func (f *FSM) reopen() error {
 		return err
 	}
 	f.db = db
+	f.records.reset()
 	f.setApplied(idx)
 	return nil
 }

@@ -1,0 +1,175 @@
+package fsm
+
+import (
+	"bytes"
+	"maps"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// recordCache keeps the session and lane records (session.go) in memory
+// for the apply loop. Every commit in a session reads both before it
+// applies, and the point reads through Pebble (the batch, the memtables,
+// the tables' filters) were half the cost of applying a one-write commit
+// (BenchmarkApplySessionCommitBatch); the records are few, one per client
+// id and one per lane in flight, so memory serves them.
+//
+// It is a write-through cache of what Pebble holds, in two parts:
+//   - committed: records as they are in the database, as read or as
+//     written by committed batches; a key maps to its value, or to nil
+//     when the database has no such record;
+//   - pending: the writes of the batch being built, in order. A read
+//     sees them first, as a read through the indexed batch would. They
+//     move into committed when the batch is committed, and are dropped
+//     with a rejected entry's writes (cut).
+//
+// The apply loop is its only user (Raft applies one batch at a time), so
+// it has no lock. It must see every write of these records: the apply
+// path writes them only through applier.setRecord, deleteRecord and
+// dropLanes, and a database replaced under the state machine (a Raft
+// snapshot installed, reopen) resets it.
+type recordCache struct {
+	committed map[string][]byte
+	pending   []recordWrite
+	// last is the position in pending of each key's latest write, and
+	// dropped that of the latest drop of a client's lanes, by the lanes'
+	// key prefix.
+	last, dropped map[string]int
+}
+
+// recordWrite is one write of a record: a value, a deletion (val nil),
+// or, with drop, the deletion of every lane whose key starts with key.
+type recordWrite struct {
+	key  string
+	val  []byte
+	drop bool
+}
+
+// maxCachedRecords bounds committed. Past it the cache starts empty again
+// (rare: it takes that many client ids and lanes in use).
+const maxCachedRecords = 1 << 16
+
+func newRecordCache() *recordCache {
+	return &recordCache{committed: map[string][]byte{}, last: map[string]int{}, dropped: map[string]int{}}
+}
+
+// get returns key's record as the batch being built sees it, reading it
+// from r (the batch or the database) when the cache does not know it.
+// The value must not be modified.
+func (c *recordCache) get(r pebble.Reader, key []byte) ([]byte, bool, error) {
+	if c == nil {
+		return getRecord(r, key)
+	}
+	if len(c.pending) > 0 {
+		at, written := c.last[string(key)]
+		if !written {
+			at = -1
+		}
+		if key[0] == prefixLane {
+			if d, ok := c.dropped[string(key[:len(key)-4])]; ok && d > at {
+				return nil, false, nil
+			}
+		}
+		if at >= 0 {
+			v := c.pending[at].val
+			return v, v != nil, nil
+		}
+	}
+	if v, ok := c.committed[string(key)]; ok {
+		return v, v != nil, nil
+	}
+	// Neither this batch nor a committed one wrote it since the cache
+	// was last reset: what the reader has is what the database has.
+	v, ok, err := getRecord(r, key)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(c.committed) >= maxCachedRecords {
+		clear(c.committed)
+	}
+	c.committed[string(key)] = v // nil when absent
+	return v, ok, nil
+}
+
+// set records a write of key: val, or a deletion when val is nil. It
+// copies val.
+func (c *recordCache) set(key, val []byte) {
+	if val != nil {
+		val = bytes.Clone(val)
+	}
+	c.last[string(key)] = len(c.pending)
+	c.pending = append(c.pending, recordWrite{key: string(key), val: val})
+}
+
+// dropLanes records the deletion of every lane under prefix.
+func (c *recordCache) dropLanes(prefix []byte) {
+	c.dropped[string(prefix)] = len(c.pending)
+	c.pending = append(c.pending, recordWrite{key: string(prefix), drop: true})
+}
+
+// mark is how many writes the batch holds.
+func (c *recordCache) mark() int {
+	if c == nil {
+		return 0
+	}
+	return len(c.pending)
+}
+
+// cut drops the writes after mark m, as group.cut drops the batch's.
+func (c *recordCache) cut(m int) {
+	if c == nil || len(c.pending) == m {
+		return
+	}
+	clear(c.pending[m:])
+	c.pending = c.pending[:m]
+	clear(c.last)
+	clear(c.dropped)
+	for i, w := range c.pending {
+		if w.drop {
+			c.dropped[w.key] = i
+		} else {
+			c.last[w.key] = i
+		}
+	}
+}
+
+// commit moves the pending writes into committed once the batch that
+// holds them is committed.
+func (c *recordCache) commit() {
+	if c == nil || len(c.pending) == 0 {
+		return
+	}
+	for _, w := range c.pending {
+		if !w.drop {
+			c.committed[w.key] = w.val
+			continue
+		}
+		maps.DeleteFunc(c.committed, func(k string, _ []byte) bool {
+			return len(k) == len(w.key)+4 && k[:len(w.key)] == w.key
+		})
+	}
+	if len(c.committed) > maxCachedRecords {
+		clear(c.committed)
+	}
+	c.abort()
+}
+
+// abort drops the pending writes: their batch was not committed.
+func (c *recordCache) abort() {
+	if c == nil {
+		return
+	}
+	clear(c.pending)
+	c.pending = c.pending[:0]
+	clear(c.last)
+	clear(c.dropped)
+}
+
+// reset forgets everything: the database was replaced.
+func (c *recordCache) reset() {
+	if c == nil {
+		return
+	}
+	c.abort()
+	clear(c.committed)
+}
