@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"bytes"
-	"maps"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -30,7 +29,12 @@ import (
 // snapshot installed, reopen) resets it.
 type recordCache struct {
 	committed map[string][]byte
-	pending   []recordWrite
+	// lanes lists the lane keys in committed by their client's prefix,
+	// so that dropping a client's lanes does not scan committed.
+	lanes   map[string][]string
+	pending []recordWrite
+	// max bounds committed (maxCachedRecords).
+	max int
 	// last is the position in pending of each key's latest write, and
 	// dropped that of the latest drop of a client's lanes, by the lanes'
 	// key prefix.
@@ -50,7 +54,8 @@ type recordWrite struct {
 const maxCachedRecords = 1 << 16
 
 func newRecordCache() *recordCache {
-	return &recordCache{committed: map[string][]byte{}, last: map[string]int{}, dropped: map[string]int{}}
+	return &recordCache{committed: map[string][]byte{}, lanes: map[string][]string{},
+		max: maxCachedRecords, last: map[string]int{}, dropped: map[string]int{}}
 }
 
 // get returns key's record as the batch being built sees it, reading it
@@ -84,11 +89,25 @@ func (c *recordCache) get(r pebble.Reader, key []byte) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	if len(c.committed) >= maxCachedRecords {
-		clear(c.committed)
+	if len(c.committed) >= c.max {
+		c.clearCommitted()
 	}
-	c.committed[string(key)] = v // nil when absent
+	c.store(string(key), v) // nil when absent
 	return v, ok, nil
+}
+
+// store puts key's committed value (nil: absent) in committed.
+func (c *recordCache) store(key string, v []byte) {
+	if _, known := c.committed[key]; !known && key[0] == prefixLane {
+		p := key[:len(key)-4]
+		c.lanes[p] = append(c.lanes[p], key)
+	}
+	c.committed[key] = v
+}
+
+func (c *recordCache) clearCommitted() {
+	clear(c.committed)
+	clear(c.lanes)
 }
 
 // set records a write of key: val, or a deletion when val is nil. It
@@ -141,15 +160,16 @@ func (c *recordCache) commit() {
 	}
 	for _, w := range c.pending {
 		if !w.drop {
-			c.committed[w.key] = w.val
+			c.store(w.key, w.val)
 			continue
 		}
-		maps.DeleteFunc(c.committed, func(k string, _ []byte) bool {
-			return len(k) == len(w.key)+4 && k[:len(w.key)] == w.key
-		})
+		for _, k := range c.lanes[w.key] {
+			delete(c.committed, k)
+		}
+		delete(c.lanes, w.key)
 	}
-	if len(c.committed) > maxCachedRecords {
-		clear(c.committed)
+	if len(c.committed) > c.max {
+		c.clearCommitted()
 	}
 	c.abort()
 }
@@ -171,5 +191,5 @@ func (c *recordCache) reset() {
 		return
 	}
 	c.abort()
-	clear(c.committed)
+	c.clearCommitted()
 }
