@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"path/filepath"
 	"testing"
 
@@ -97,5 +98,48 @@ func TestStorageStatsFollowPebbleAcrossARestore(t *testing.T) {
 	}
 	if z := f.StorageStats(); z != (StorageStats{}) {
 		t.Errorf("after Close: %+v, want zero", z)
+	}
+}
+
+// TestStateTablesAreWrittenIn32KiBBlocks: the state's tables are written
+// in blocks of about 32 KiB (PebbleOptions), so that the scans of a
+// checkpoint's key count read them in few, large reads.
+func TestStateTablesAreWrittenIn32KiBBlocks(t *testing.T) {
+	f := openFSM(t)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := range 20 {
+		muts := make([]command.Mutation, 1000)
+		for j := range muts {
+			v := make([]byte, 100) // random: the blocks' size on disk is their size
+			for k := range v {
+				v[k] = byte(rnd.Uint32())
+			}
+			muts[j] = command.Mutation{Op: command.OpPut, Namespace: "ns", Key: fmt.Appendf(nil, "k%06d", i*1000+j), Value: v}
+		}
+		if res := apply(t, f, uint64(i+1), commitCmd(1, muts, nil)); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	if err := f.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	levels, err := f.db.SSTables(pebble.WithProperties())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks, size uint64
+	for _, l := range levels {
+		for _, tbl := range l {
+			blocks += tbl.Properties.NumDataBlocks
+			size += tbl.Properties.DataSize
+		}
+	}
+	if blocks == 0 {
+		t.Fatal("no data blocks in the flushed tables")
+	}
+	// A block ends once past 90% of its target: a table's last block
+	// may be smaller, so the mean is taken over more than 8 blocks.
+	if mean := size / blocks; blocks < 8 || mean < 24<<10 || mean > 40<<10 {
+		t.Fatalf("%d data blocks of %d bytes on average, want about 32 KiB over more than 8", blocks, mean)
 	}
 }
