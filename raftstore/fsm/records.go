@@ -24,9 +24,9 @@ import (
 //
 // The apply loop is its only user (Raft applies one batch at a time), so
 // it has no lock. It must see every write of these records: the apply
-// path writes them only through applier.setRecord, deleteRecord and
-// dropLanes, and a database replaced under the state machine (a Raft
-// snapshot installed, reopen) resets it.
+// path writes them only through applier.setRecord (a nil value deletes)
+// and applier.dropLanes, and a database replaced under the state machine
+// (a Raft snapshot installed, reopen) resets it.
 type recordCache struct {
 	committed map[string][]byte
 	// lanes lists the lane keys in committed by their client's prefix,
