@@ -147,8 +147,15 @@ func TestGrowthStudyRunsAgainstStatedRun(t *testing.T) {
 					t.Errorf("metric %s = %v, want > 0 (all: %v)", u, r.Extra[u], r.Extra)
 				}
 			}
-			if full, incr := r.Extra["full-uploaded-MB"], r.Extra["incr-uploaded-MB"]; incr >= full {
-				t.Errorf("the incremental checkpoint uploaded %v MB, the full one %v MB", incr, full)
+			// At 20 MB the flush of the first change can be the one that
+			// brings L0 to its compaction threshold, and that compaction
+			// rewrites the whole small state before the checkpoint takes
+			// its files: the first incremental checkpoint then uploads as
+			// much as the full one (seen in CI). The compaction empties
+			// L0, so the second cannot: one of them must upload less.
+			full, incr, incr2 := r.Extra["full-uploaded-MB"], r.Extra["incr-uploaded-MB"], r.Extra["incr2-uploaded-MB"]
+			if min(incr, incr2) >= full {
+				t.Errorf("the incremental checkpoints uploaded %v and %v MB, the full one %v MB (all: %v)", incr, incr2, full, r.Extra)
 			}
 			if st := r.Extra["state-MB"]; tc.name == "state=20MB" && st < 20 {
 				t.Errorf("state of %v MB, want at least the 20 MB of values", st)
