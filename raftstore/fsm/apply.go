@@ -25,8 +25,9 @@ type applier struct {
 	// win is the window part of the command, once it touches one.
 	win *windowApply
 
-	// rec is the apply loop's cache of session and lane records; nil
-	// outside the apply loop, where they are read from r.
+	// rec is the apply loop's cache of session and lane records, which
+	// every read and write of them goes through; nil outside the apply
+	// loop, where nothing reads or writes them.
 	rec *recordCache
 }
 

@@ -62,9 +62,6 @@ func newRecordCache() *recordCache {
 // from r (the batch or the database) when the cache does not know it.
 // The value must not be modified.
 func (c *recordCache) get(r pebble.Reader, key []byte) ([]byte, bool, error) {
-	if c == nil {
-		return getRecord(r, key)
-	}
 	if len(c.pending) > 0 {
 		at, written := c.last[string(key)]
 		if !written {
@@ -116,27 +113,26 @@ func (c *recordCache) set(key, val []byte) {
 	if val != nil {
 		val = bytes.Clone(val)
 	}
-	c.last[string(key)] = len(c.pending)
-	c.pending = append(c.pending, recordWrite{key: string(key), val: val})
+	k := string(key) // one copy for both
+	c.last[k] = len(c.pending)
+	c.pending = append(c.pending, recordWrite{key: k, val: val})
 }
 
 // dropLanes records the deletion of every lane under prefix.
 func (c *recordCache) dropLanes(prefix []byte) {
-	c.dropped[string(prefix)] = len(c.pending)
-	c.pending = append(c.pending, recordWrite{key: string(prefix), drop: true})
+	p := string(prefix)
+	c.dropped[p] = len(c.pending)
+	c.pending = append(c.pending, recordWrite{key: p, drop: true})
 }
 
 // mark is how many writes the batch holds.
 func (c *recordCache) mark() int {
-	if c == nil {
-		return 0
-	}
 	return len(c.pending)
 }
 
 // cut drops the writes after mark m, as group.cut drops the batch's.
 func (c *recordCache) cut(m int) {
-	if c == nil || len(c.pending) == m {
+	if len(c.pending) == m {
 		return
 	}
 	clear(c.pending[m:])
@@ -155,7 +151,7 @@ func (c *recordCache) cut(m int) {
 // commit moves the pending writes into committed once the batch that
 // holds them is committed.
 func (c *recordCache) commit() {
-	if c == nil || len(c.pending) == 0 {
+	if len(c.pending) == 0 {
 		return
 	}
 	for _, w := range c.pending {
@@ -176,9 +172,6 @@ func (c *recordCache) commit() {
 
 // abort drops the pending writes: their batch was not committed.
 func (c *recordCache) abort() {
-	if c == nil {
-		return
-	}
 	clear(c.pending)
 	c.pending = c.pending[:0]
 	clear(c.last)
@@ -187,9 +180,6 @@ func (c *recordCache) abort() {
 
 // reset forgets everything: the database was replaced.
 func (c *recordCache) reset() {
-	if c == nil {
-		return
-	}
 	c.abort()
 	c.clearCommitted()
 }

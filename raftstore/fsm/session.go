@@ -177,8 +177,8 @@ type sessionCheck struct {
 // checkSession decides what to do with a commit c that carries a session,
 // at the leader's time now: apply it (the returned check is recorded with
 // it), answer it as a duplicate of the commit at index first, or refuse it
-// with a *SessionError. It reads the records through rc, or r when rc is
-// nil.
+// with a *SessionError. It reads the records through rc, which reads
+// what it does not hold through r.
 func checkSession(rc *recordCache, r pebble.Reader, c *command.Commit, now int64) (chk sessionCheck, first uint64, dup bool, err error) {
 	refuse := func(reason SessionReason, current, highest uint64, format string, args ...any) error {
 		return &SessionError{ClientID: c.ClientID, SessionID: c.SessionID, Current: current, Reason: reason,
@@ -267,7 +267,7 @@ func (a *applier) setRecord(key, val []byte) error {
 	} else {
 		err = a.b.Set(key, val, nil)
 	}
-	if err == nil && a.rec != nil {
+	if err == nil {
 		a.rec.set(key, val)
 	}
 	return err
@@ -299,9 +299,7 @@ func (a *applier) dropLanes(clientID string) error {
 	if err := a.b.DeleteRange(p, prefixEnd(p), nil); err != nil {
 		return err
 	}
-	if a.rec != nil {
-		a.rec.dropLanes(p)
-	}
+	a.rec.dropLanes(p)
 	return nil
 }
 
