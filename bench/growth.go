@@ -286,6 +286,15 @@ func (g growthRows) rows(op string) []growthRow {
 	add("RSS after the restart and its first commit: VmRSS, RssAnon", "restart-RssAnon-MB", func(i int, v float64) string {
 		return strings.TrimPrefix(g.opt(i, "restart-VmRSS-MB"), ", ") + ", " + formatMetric("restart-RssAnon-MB", v)
 	}, g.ceilingVerdict("restart-RssAnon-MB", growthRSSCeiling, "bounded by configuration (RssAnon within 20%)"))
+	add("RssAnon at its highest over both processes' lives (sampled every 100 ms); the Go runtime's memory limit (GOMEMLIMIT) the daemon ran with", "peak-RssAnon-MB", func(i int, v float64) string {
+		s := "peak " + mb(v)
+		if l, ok := g.val(i, "go-memory-limit-MB"); ok {
+			s += ", GOMEMLIMIT " + mb(l)
+		} else {
+			s += ", no GOMEMLIMIT"
+		}
+		return s
+	}, g.ceilingVerdict("peak-RssAnon-MB", growthRSSCeiling, "bounded by configuration (RssAnon within 20%)"))
 	return out
 }
 

@@ -5,11 +5,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io/fs"
+	"math"
 	"math/rand/v2"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -138,6 +140,7 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 	nodes := startClusterWith(b, 1, flags)
 	nd := nodes[0]
 	c := dial(b, nd)
+	peak := rssAnonPeak(nd)
 
 	start := time.Now()
 	gc.build(ctx, b, c)
@@ -189,6 +192,7 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(last.Index-snapshotIndex(b, nd.dataDir)), "replay-entries")
+	peakBefore := peak()
 	nd.kill()
 	t0 := time.Now()
 	// At info level the log says when Raft led again: before it, the
@@ -210,6 +214,13 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 	}
 	b.ReportMetric(rss, "restart-VmRSS-MB")
 	b.ReportMetric(rssAnon(b, nd), "restart-RssAnon-MB")
+	peak = rssAnonPeak(nd)
+	defer func() { b.ReportMetric(max(peakBefore, peak()), "peak-RssAnon-MB") }()
+	// The daemon inherits this process's environment, GOMEMLIMIT with it,
+	// which this process's runtime has parsed as the daemon's does.
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+		b.ReportMetric(float64(l)/(1<<20), "go-memory-limit-MB")
+	}
 
 	// What a checkpoint every second costs the commits: the batch row
 	// twice more, side by side, without checkpoints and then with one
@@ -365,21 +376,58 @@ func logTime(logs, msg string) (time.Time, bool) {
 // mapped into the process, such as bbolt's Raft log, which the kernel
 // reclaims under pressure.
 func rssAnon(tb testing.TB, nd *node) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", nd.cmd.Process.Pid))
+	mb, err := readRSSAnon(nd.cmd.Process.Pid)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	return mb
+}
+
+// readRSSAnon reads process pid's RssAnon in MB.
+func readRSSAnon(pid int) (float64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		if rest, ok := strings.CutPrefix(line, "RssAnon:"); ok {
 			var kb float64
 			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%g kB", &kb); err != nil {
-				tb.Fatalf("RssAnon %q: %v", rest, err)
+				return 0, fmt.Errorf("RssAnon %q: %v", rest, err)
 			}
-			return kb / 1024
+			return kb / 1024, nil
 		}
 	}
-	tb.Fatalf("/proc/%d/status has no RssAnon", nd.cmd.Process.Pid)
-	return 0
+	return 0, fmt.Errorf("/proc/%d/status has no RssAnon", pid)
+}
+
+// rssAnonPeak samples the RssAnon of nd's process every 100 ms until the
+// returned function is called, which returns the highest sample in MB.
+// The kernel keeps the peak of the whole RSS (VmHWM), mapped files
+// included, but not of its anonymous part: what the process allocated.
+func rssAnonPeak(nd *node) func() float64 {
+	pid := nd.cmd.Process.Pid
+	stop, done := make(chan struct{}), make(chan float64)
+	go func() {
+		var peak float64
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if mb, err := readRSSAnon(pid); err == nil {
+				peak = max(peak, mb)
+			}
+			select {
+			case <-stop:
+				done <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() float64 {
+		close(stop)
+		return <-done
+	}
 }
 
 // checkDisk fails the run if TMPDIR's filesystem has less than need free.
