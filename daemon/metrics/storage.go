@@ -34,10 +34,10 @@ func NewStorageCollector(s Storage) *StorageCollector {
 	}
 	return &StorageCollector{s: s,
 		disk:        d("stated_pebble_disk_bytes", "Bytes the state's Pebble database takes on disk: tables, WAL, and obsolete files not yet deleted."),
-		cacheBytes:  d("stated_pebble_block_cache_bytes", "Bytes held in the block cache (at most --cache-size)."),
+		cacheBytes:  d("stated_pebble_block_cache_bytes", "Bytes held in the block cache: at most --cache-size less the memtables, which Pebble reserves in the same budget."),
 		cacheHits:   d("stated_pebble_block_cache_hits_total", "Block cache lookups that found the block."),
 		cacheMisses: d("stated_pebble_block_cache_misses_total", "Block cache lookups that read the block from disk."),
-		memtables:   d("stated_pebble_memtable_bytes", "Memory of the memtables: the one being written, those waiting to be flushed, and flushed ones still read."),
+		memtables:   d("stated_pebble_memtable_bytes", "Memory of the memtables: the one being written, those waiting to be flushed, flushed ones still read, and one flushed memtable kept to reuse its memory."),
 		levelTables: d("stated_pebble_level_tables", "Tables in a level of the LSM tree.", "level"),
 		levelBytes:  d("stated_pebble_level_bytes", "Bytes of the tables in a level of the LSM tree.", "level"),
 		sublevels:   d("stated_pebble_l0_sublevels", "Overlapping sublevels in L0; writes stall at 24."),

@@ -66,8 +66,10 @@ type FSM struct {
 // blocks at all once a memtable existed, and every read of an entry or a
 // window's aggregate decompressed a block again. 256 MiB is what the
 // memtables could already take (MemTableStopWritesThreshold × 64 MiB):
-// the cache and the memtables share it, so the peak stays where it was,
-// and with one memtable 192 MiB hold decoded blocks.
+// the cache and the memtables share it, so the peak stays where it was.
+// Once it has flushed, Pebble keeps the flushed memtable to reuse its
+// memory, and its reservation with it, so 128 MiB hold decoded blocks
+// (TestAFlushedMemtableKeepsItsShareOfTheCache).
 const DefaultCacheSize = 256 << 20
 
 // MinCacheSize is the smallest block cache Open accepts.

@@ -143,3 +143,47 @@ func TestStateTablesAreWrittenIn32KiBBlocks(t *testing.T) {
 		t.Fatalf("%d data blocks of %d bytes on average, want about 32 KiB over more than 8", blocks, mean)
 	}
 }
+
+// TestAFlushedMemtableKeepsItsShareOfTheCache pins what docs/OPERATIONS.md
+// ("Memory") and docs/METRICS.md say of the block cache's budget. Pebble
+// reserves every memtable in it (each 64 MiB once Pebble has grown them
+// from 256 KiB), and keeps a flushed memtable to reuse its memory,
+// reservation included. So with the default 256 MiB cache, 128 MiB is
+// left for blocks, not 192 MiB, and the memtables' gauge counts both.
+func TestAFlushedMemtableKeepsItsShareOfTheCache(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes and reads 200 MB")
+	}
+	f := openFSM(t)
+	const memtable = 64 << 20
+	value := bytes.Repeat([]byte("v"), 1000)
+	const commits, perCommit = 200, 1000
+	for i := range commits {
+		muts := make([]command.Mutation, perCommit)
+		for j := range muts {
+			muts[j] = command.Mutation{Op: command.OpPut, Namespace: "s", Key: fmt.Appendf(nil, "k%03d-%03d", i, j), Value: value}
+		}
+		if r := apply(t, f, uint64(i+1), commitCmd(1, muts, nil)); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	if err := f.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if s := f.StorageStats(); s.MemtableBytes != 2*memtable {
+		t.Fatalf("memtables after 200 MB and a flush: %d bytes, want %d: the one written and the flushed one kept for reuse", s.MemtableBytes, 2*memtable)
+	}
+	// Reads of every key fill the cache up to what the two reservations
+	// leave (the cache's shards may overshoot it by a little).
+	for i := range commits {
+		for j := range perCommit {
+			if _, ok, err := f.Get("s", fmt.Appendf(nil, "k%03d-%03d", i, j), KindValue, nil, 0); err != nil || !ok {
+				t.Fatalf("get k%03d-%03d: %v, %v", i, j, ok, err)
+			}
+		}
+	}
+	s := f.StorageStats()
+	if free := DefaultCacheSize - int64(s.MemtableBytes); int64(s.BlockCacheBytes) > free*21/20 || int64(s.BlockCacheBytes) < free*19/20 {
+		t.Fatalf("the block cache holds %d bytes after reading 200 MB, want close to the %d that the memtables' %d leave of %d", s.BlockCacheBytes, free, s.MemtableBytes, DefaultCacheSize)
+	}
+}
