@@ -9,9 +9,10 @@ import (
 // recordCache keeps the session and lane records (session.go) in memory
 // for the apply loop. Every commit in a session reads both before it
 // applies, and the point reads through Pebble (the batch, the memtables,
-// the tables' filters) were half the cost of applying a one-write commit
-// (BenchmarkApplySessionCommitBatch); the records are few, one per client
-// id and one per lane in flight, so memory serves them.
+// the tables' index and data blocks) were half the cost of applying a
+// one-write commit (BenchmarkApplySessionCommitBatch); the records are
+// few, one per client id and one per lane in flight, so memory serves
+// them.
 //
 // It is a write-through cache of what Pebble holds, in two parts:
 //   - committed: records as they are in the database, as read or as

@@ -1,0 +1,112 @@
+package fsm
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+
+	"github.com/statedhq/stated/raftstore/command"
+)
+
+// BenchmarkPointReadSettled measures point reads of a 256 MB state of
+// 1 KiB values written in random order and left to Pebble's own flushes
+// and compactions (several levels, as a node that has run a while holds
+// it), with the default 256 MiB block cache, of which the memtables'
+// reservations leave 128 MiB, so that about half the reads miss it: a
+// Get of a key that exists, a Get of one that does not, and a counter
+// add to a new counter (which reads it first). With bloom=true every
+// level's tables carry a bloom filter of 10 bits per key; stated's have
+// none (Pebble's default). ns/op is per read.
+func BenchmarkPointReadSettled(b *testing.B) {
+	for _, block := range []int{4 << 10, 32 << 10} {
+		for _, filter := range []bool{false, true} {
+			b.Run(fmt.Sprintf("block=%dKiB/bloom=%v", block>>10, filter), func(b *testing.B) { benchPointReadSettled(b, block, filter) })
+		}
+	}
+}
+
+func benchPointReadSettled(b *testing.B, block int, filter bool) {
+	const n, valueSize = 256 << 10, 1 << 10
+	f, err := Open(b.TempDir()+"/state", nil, WithCacheSize(DefaultCacheSize), func(o *openOptions) {
+		o.tune = func(po *pebble.Options) {
+			for i := range po.Levels {
+				po.Levels[i].BlockSize = block
+				if filter {
+					po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+				}
+			}
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	idx := uint64(1)
+	run := func(cmd *command.Command) {
+		if res := f.Apply(rlog(idx, command.Encode(nil, cmd))).(*Result); res.Err != nil {
+			b.Fatal(res.Err)
+		}
+		idx++
+	}
+	key := func(k int) []byte { return fmt.Appendf(nil, "key-%09d", k) }
+	r := rand.New(rand.NewPCG(1, 2))
+	value := make([]byte, valueSize)
+	for i := range value {
+		value[i] = byte(r.Uint32())
+	}
+	c := &command.Commit{}
+	for _, k := range r.Perm(n) {
+		c.Mutations = append(c.Mutations, command.Mutation{Op: command.OpPut, Namespace: "ns", Key: key(2 * k), Value: value})
+		if len(c.Mutations) == 100 {
+			run(&command.Command{Type: command.TypeCommit, Commit: c})
+			c = &command.Commit{}
+		}
+	}
+	if len(c.Mutations) > 0 {
+		run(&command.Command{Type: command.TypeCommit, Commit: c})
+	}
+	if err := f.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); f.db.Metrics().Compact.InProgressBytes > 0 || f.db.Metrics().Compact.NumInProgress > 0; {
+		if time.Now().After(deadline) {
+			b.Fatal("compactions did not settle in a minute")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Logf("levels: %s", f.db.Metrics().String())
+	defer func() {
+		m := f.db.Metrics()
+		b.Logf("after: memtables %d zombie %d, cache %d bytes, hits %d misses %d", m.MemTable.Count, m.MemTable.ZombieCount, m.BlockCache.Size, m.BlockCache.Hits, m.BlockCache.Misses)
+	}()
+	for _, c := range []struct {
+		name string
+		op   func(i int)
+	}{
+		{"get-present", func(int) {
+			k := key(2 * r.IntN(n))
+			if _, ok, err := f.Get("ns", k, KindValue, nil, 0); err != nil || !ok {
+				b.Fatalf("get %s: found %v, %v", k, ok, err)
+			}
+		}},
+		{"get-absent", func(int) {
+			if _, ok, err := f.Get("ns", key(2*r.IntN(n)+1), KindValue, nil, 0); err != nil || ok {
+				b.Fatal(ok, err)
+			}
+		}},
+		{"counter-add-new", func(i int) {
+			run(&command.Command{Type: command.TypeCommit, Commit: &command.Commit{Mutations: []command.Mutation{
+				{Op: command.OpCounterAdd, Namespace: "ns", Key: fmt.Appendf(nil, "key-%09d-c%d", 2*r.IntN(n), i), Delta: 1}}}})
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := range b.N {
+				c.op(i)
+			}
+		})
+	}
+}
