@@ -45,13 +45,7 @@ func benchPointReadSettled(b *testing.B, block int, filter bool) {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	idx := uint64(1)
-	run := func(cmd *command.Command) {
-		if res := f.Apply(rlog(idx, command.Encode(nil, cmd))).(*Result); res.Err != nil {
-			b.Fatal(res.Err)
-		}
-		idx++
-	}
+	run := benchApply(b, f)
 	key := func(k int) []byte { return fmt.Appendf(nil, "key-%09d", k) }
 	r := rand.New(rand.NewPCG(1, 2))
 	value := make([]byte, valueSize)

@@ -40,13 +40,7 @@ func BenchmarkWindowAdd(b *testing.B) {
 			spec.Namespace, spec.Aggregate, spec.Emit, spec.Late = "n", command.AggSumInt, command.EmitFinal, command.LateDrop
 			// The watermark stays where the windows opened: nothing closes.
 			spec.MaxOutOfOrderMs, spec.GraceMs = 100*hour, 0
-			idx := uint64(1)
-			run := func(cmd *command.Command) {
-				if res := f.Apply(rlog(idx, command.Encode(nil, cmd))).(*Result); res.Err != nil {
-					b.Fatal(res.Err)
-				}
-				idx++
-			}
+			run := benchApply(b, f)
 			run(&command.Command{Type: command.TypeDefineWindows, Windows: &spec})
 			keys := make([][]byte, c.keys)
 			for k := range keys {
@@ -93,13 +87,7 @@ func BenchmarkWindowCommitsOfOneSource(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	idx := uint64(1)
-	run := func(cmd *command.Command) {
-		if res := f.Apply(rlog(idx, command.Encode(nil, cmd))).(*Result); res.Err != nil {
-			b.Fatal(res.Err)
-		}
-		idx++
-	}
+	run := benchApply(b, f)
 	spec := command.WindowSpec{Namespace: "n", Shape: command.ShapeTumbling, SizeMs: 3_600_000, Aggregate: command.AggSumInt,
 		Emit: command.EmitFinal, Late: command.LateDrop, MaxOutOfOrderMs: 360_000_000}
 	run(&command.Command{Type: command.TypeDefineWindows, Windows: &spec})
@@ -108,5 +96,17 @@ func BenchmarkWindowCommitsOfOneSource(b *testing.B) {
 	for i := range b.N {
 		run(&command.Command{Type: command.TypeCommit, Now: 1e18, Commit: &command.Commit{WindowAdds: []command.WindowAdd{{
 			Namespace: "n", Source: "t/0", Key: fmt.Appendf(nil, "k%d", i%1000), EventTimeMs: base, Int: 1}}}})
+	}
+}
+
+// benchApply returns a function that applies commands to f as Raft log
+// entries of successive indexes, from 1, and fails b on any error.
+func benchApply(b *testing.B, f *FSM) func(*command.Command) {
+	idx := uint64(1)
+	return func(cmd *command.Command) {
+		if res := f.Apply(rlog(idx, command.Encode(nil, cmd))).(*Result); res.Err != nil {
+			b.Fatal(res.Err)
+		}
+		idx++
 	}
 }
