@@ -212,9 +212,15 @@ func (r *modelRun) batchStep(step int) {
 
 // apply applies one generated entry and checks its result and the state.
 func (r *modelRun) apply(step int, data []byte) {
+	cmd, _ := command.Decode(data)
+	if cmd != nil && cmd.Type == command.TypeCheckpoint {
+		// A barrier's local checkpoint first removes the older ones (their
+		// uploads are done or abandoned), in the background: settle the
+		// pending barrier while its checkpoint is still there.
+		r.settleBarrier(nil)
+	}
 	r.log = append(r.log, data)
 	index := uint64(len(r.log))
-	cmd, _ := command.Decode(data)
 	want := r.m.apply(index, cmd)
 	r.g.observe(want)
 	got := r.f.Apply(&raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}).(*Result)
@@ -248,8 +254,9 @@ func (r *modelRun) apply(step int, data []byte) {
 
 // settleBarrier waits for the local checkpoint of the pending barrier and
 // checks that it holds the state as of the barrier or of the entry after
-// it (next, nil at the end of the run), which applied while the
-// checkpoint was being made.
+// it (next, which applied while the checkpoint was being made; nil at the
+// end of the run, and before a barrier is applied, whose checkpoint
+// removes the older ones).
 func (r *modelRun) settleBarrier(next *command.Command) {
 	b := r.barrier
 	if b == nil {
