@@ -67,8 +67,9 @@ type FSM struct {
 // window's aggregate decompressed a block again. 256 MiB is what the
 // memtables could already take (MemTableStopWritesThreshold × 64 MiB):
 // the cache and the memtables share it, so the peak stays where it was.
-// Once it has flushed, Pebble keeps the flushed memtable to reuse its
-// memory, and its reservation with it, so 128 MiB hold decoded blocks
+// Pebble keeps a flushed memtable to reuse its memory, and its
+// reservation with it, so once the memtables have grown to 64 MiB (from
+// 256 KiB), 128 MiB hold decoded blocks
 // (TestAFlushedMemtableKeepsItsShareOfTheCache).
 const DefaultCacheSize = 256 << 20
 
