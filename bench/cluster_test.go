@@ -220,24 +220,38 @@ func (nd *node) kill() {
 // memory reads the process's peak and current resident set sizes
 // (VmHWM, VmRSS) from /proc, in MB.
 func (nd *node) memory() (hwmMB, rssMB float64, err error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", nd.cmd.Process.Pid))
+	v, err := procStatusMB(nd.cmd.Process.Pid, "VmHWM", "VmRSS")
 	if err != nil {
 		return 0, 0, err
 	}
-	field := func(name string) (float64, error) {
+	return v[0], v[1], nil
+}
+
+// procStatusMB reads the named fields (in kB) of process pid's
+// /proc/PID/status, in MB, in the order named.
+func procStatusMB(pid int, names ...string) ([]float64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float64, len(names))
+	for i, name := range names {
+		found := false
 		for _, line := range strings.Split(string(data), "\n") {
 			if rest, ok := strings.CutPrefix(line, name+":"); ok {
 				kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-				return kb / 1024, err
+				if err != nil {
+					return nil, fmt.Errorf("/proc/%d/status: %s %q: %v", pid, name, rest, err)
+				}
+				out[i], found = kb/1024, true
+				break
 			}
 		}
-		return 0, fmt.Errorf("/proc/%d/status has no %s", nd.cmd.Process.Pid, name)
+		if !found {
+			return nil, fmt.Errorf("/proc/%d/status has no %s", pid, name)
+		}
 	}
-	if hwmMB, err = field("VmHWM"); err != nil {
-		return 0, 0, err
-	}
-	rssMB, err = field("VmRSS")
-	return hwmMB, rssMB, err
+	return out, nil
 }
 
 // dial opens an SDK Client on the node's unix socket, as the service

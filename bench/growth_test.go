@@ -385,20 +385,11 @@ func rssAnon(tb testing.TB, nd *node) float64 {
 
 // readRSSAnon reads process pid's RssAnon in MB.
 func readRSSAnon(pid int) (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v, err := procStatusMB(pid, "RssAnon")
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "RssAnon:"); ok {
-			var kb float64
-			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%g kB", &kb); err != nil {
-				return 0, fmt.Errorf("RssAnon %q: %v", rest, err)
-			}
-			return kb / 1024, nil
-		}
-	}
-	return 0, fmt.Errorf("/proc/%d/status has no RssAnon", pid)
+	return v[0], nil
 }
 
 // rssAnonPeak samples the RssAnon of nd's process every 100 ms until the
