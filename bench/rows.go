@@ -127,6 +127,10 @@ func rows(res Results) []row {
 			reference{label: "gRPC round trip", show: []metric{m(roundTrip, "p50-µs")}, num: m(single, "p50-µs"),
 				den: m(fsync, "p50-µs"), plus: m(roundTrip, "p50-µs"), note: "fsync + round trip (p50)"},
 			vs("Redis always", single, redisB("always", "set/clients=1"), "mutations/s", ""))
+		batch30 := statedB(nodes, "commit=30/clients=1")
+		commit("commit=30/clients=1", "30-mutation commits, 1 client (a consumer committing each poll's records)",
+			fsyncs(batch30, "p50-µs", "fsyncs (p50)"),
+			vs("single commit, 1 client", batch30, single, "mutations/s", ""))
 		commit("commit=1/clients=64", "single commits, 64 clients",
 			vs("Redis always", statedB(nodes, "commit=1/clients=64"), redisB("always", "set/clients=64"), "mutations/s", ""))
 		commit("commit=100/clients=8", "100-mutation commits, 8 clients",

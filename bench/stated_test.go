@@ -30,7 +30,7 @@ func BenchmarkStated(b *testing.B) {
 			nodes := startCluster(b, n)
 			c := dial(b, leader(b, nodes))
 			var key atomic.Uint64
-			for _, shape := range []struct{ muts, clients int }{{1, 1}, {1, 64}, {100, 8}, {1000, 4}} {
+			for _, shape := range []struct{ muts, clients int }{{1, 1}, {30, 1}, {1, 64}, {100, 8}, {1000, 4}} {
 				b.Run(fmt.Sprintf("commit=%d/clients=%d", shape.muts, shape.clients), func(b *testing.B) {
 					benchCommits(b, c, &key, shape.muts, shape.clients)
 				})

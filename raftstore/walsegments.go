@@ -25,13 +25,16 @@ import (
 //
 // Segments opened sealed at start are readers already; the tail recovered
 // at start is wrapped like a new segment.
+//
+// The segments it creates are zeroingFiles (walzero.go): zeroed ahead of
+// the writer, so that an append overwrites written blocks.
 type releasingFiler struct {
 	*segment.Filer
 	files *trackingVFS
 }
 
 func newReleasingFiler(dir string) *releasingFiler {
-	v := &trackingVFS{VFS: fs.New(), open: map[string]types.WritableFile{}}
+	v := &trackingVFS{VFS: zeroingVFS{fs.New()}, open: map[string]types.WritableFile{}}
 	return &releasingFiler{Filer: segment.NewFiler(dir, v), files: v}
 }
 
