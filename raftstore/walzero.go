@@ -167,11 +167,10 @@ func (z *zeroingFile) Close() error {
 }
 
 // zeroAhead is the zeroer: it zeroes up to zeroLead bytes past the
-// furthest write, a chunk at a time, syncing each chunk, and returns once
-// it has caught up, when the appends grow large, when the file is
-// closed, or at its first error (the
-// writer then writes into unwritten blocks, as raft-wal's own files have
-// it do).
+// furthest write, a chunk at a time, syncing each chunk. It returns once
+// it has caught up, when the appends grow large, when the file is closed,
+// or at its first error; the writer then writes into unwritten blocks, as
+// it does in raft-wal's own files.
 func (z *zeroingFile) zeroAhead() {
 	z.mu.Lock()
 	defer func() {
