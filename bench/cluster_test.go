@@ -234,10 +234,11 @@ func procStatusMB(pid int, names ...string) ([]float64, error) {
 	if err != nil {
 		return nil, err
 	}
+	lines := strings.Split(string(data), "\n")
 	out := make([]float64, len(names))
 	for i, name := range names {
 		found := false
-		for _, line := range strings.Split(string(data), "\n") {
+		for _, line := range lines {
 			if rest, ok := strings.CutPrefix(line, name+":"); ok {
 				kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
 				if err != nil {

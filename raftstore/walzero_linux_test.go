@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 	"unsafe"
@@ -78,5 +79,43 @@ func TestZeroingFileTurnsTheSpaceAheadIntoWrittenExtents(t *testing.T) {
 		if !unwritten[mb] {
 			t.Errorf("MiB %d, past the zeroer's lead, is written", mb)
 		}
+	}
+}
+
+// Sync after the first (fdatasync, not raft-wal's fsync) writes the data
+// out: the write's page is dirty in the page cache before it and clean
+// after it (cachestat(2)). The kernel's own writeback of a dirty page
+// waits seconds.
+func TestZeroingFileSyncWritesTheDataOut(t *testing.T) {
+	z := createZeroing(t, t.TempDir(), "seg.wal", 16<<20)
+	defer z.Close()
+	if err := z.Sync(); err != nil { // raft-wal's first: fsync and the directory
+		t.Fatal(err)
+	}
+	waitZeroed(t, z, zeroLead)
+	// A write at 0 moves the zeroer's target by less than a chunk, so the
+	// zeroer's own syncs do not write it out.
+	if _, err := z.WriteAt(bytes.Repeat([]byte{0x5A}, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	dirty := func() uint64 {
+		var st unix.Cachestat_t
+		err := unix.Cachestat(uint(z.inner.Fd()), &unix.CachestatRange{Off: 0, Len: 4096}, &st, 0)
+		if errors.Is(err, unix.ENOSYS) {
+			t.Skip("this kernel has no cachestat(2)")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Dirty
+	}
+	if dirty() == 0 {
+		t.Skip("the written page was not dirty before Sync: nothing to check")
+	}
+	if err := z.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := dirty(); n != 0 {
+		t.Fatalf("%d dirty pages left at the write after Sync", n)
 	}
 }
