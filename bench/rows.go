@@ -5,6 +5,8 @@ import "fmt"
 // The benchmarks the table reads, without "Benchmark".
 const (
 	fsync   = "Machine/fsync-4KiB"
+	inPlace = "Machine/fdatasync-4KiB-in-place"
+	idle    = "Machine/fdatasync-4KiB-in-place-after-idle"
 	seq     = "Machine/seqwrite-256MB"
 	kafkaPR = "KafkaProcessor/per-record"
 	kafkaPK = "KafkaProcessor/per-key"
@@ -46,6 +48,10 @@ func rows(res Results) []row {
 	var out []row
 	add := func(r row) { out = append(out, r) }
 	add(row{"machine", "fsync of 4 KiB", append(lat(fsync, false), m(fsync, "ops/s")), nil})
+	add(row{"machine", "4 KiB written in place + fdatasync, as the Raft log syncs", lat(inPlace, false),
+		[]reference{fsyncs(inPlace, "p50-µs", "fsyncs (p50)")}})
+	add(row{"machine", "the same after 300 µs idle, as one client's commits meet it", lat(idle, false),
+		[]reference{vs("back to back", idle, inPlace, "p50-µs", "(p50)"), fsyncs(idle, "p50-µs", "fsyncs (p50)")}})
 	add(row{"machine", "sequential write 256 MB + fsync", []metric{m(seq, "MB/s")}, nil})
 
 	for _, batch := range []int{1, 100, 1000} {
@@ -126,6 +132,8 @@ func rows(res Results) []row {
 			fsyncs(single, "p50-µs", "fsyncs (p50)"),
 			reference{label: "gRPC round trip", show: []metric{m(roundTrip, "p50-µs")}, num: m(single, "p50-µs"),
 				den: m(fsync, "p50-µs"), plus: m(roundTrip, "p50-µs"), note: "fsync + round trip (p50)"},
+			reference{label: "log sync after idle", show: []metric{m(idle, "p50-µs")}, num: m(single, "p50-µs"),
+				den: m(idle, "p50-µs"), plus: m(roundTrip, "p50-µs"), note: "log sync after idle + round trip (p50)"},
 			vs("Redis always", single, redisB("always", "set/clients=1"), "mutations/s", ""))
 		batch30 := statedB(nodes, "commit=30/clients=1")
 		commit("commit=30/clients=1", "30-mutation commits, 1 client (a consumer committing each poll's records)",

@@ -14,8 +14,10 @@ ratio) to stdout and to bench/out/<UTC time>.md; the raw `go test -bench`
 output goes to bench/out/<UTC time>.txt (benchstat reads it).
 
 What runs (bench/README.md describes each row):
-  the machine   fsync of 4 KiB (p50/p99) and sequential write of 256 MB in
-                the data dir's filesystem
+  the machine   fsync of 4 KiB (p50/p99); 4 KiB written in place and
+                fdatasynced, as the Raft log syncs, back to back and after
+                300 µs idle; sequential write of 256 MB; all in the data
+                dir's filesystem
   raw Pebble    synced batches of 1, 100, 1000 puts, 1 and 64 writers
   Redis         redis-server on a unix socket, AOF appendfsync always and
                 everysec: SET (1, 64 clients), pipelines and MULTI/EXEC of
