@@ -629,13 +629,14 @@ func (s *Store) propose(ctx context.Context, cmd *command.Command) (uint64, erro
 }
 
 // proposeResult proposes cmd and returns the state machine's result, or
-// the error that kept the entry from applying.
+// the error that kept the entry from applying. Its commits in a session
+// get their payload hash as it is encoded (command.EncodeProposal).
 func (s *Store) proposeResult(ctx context.Context, cmd *command.Command) (*fsm.Result, error) {
 	if s.raft.State() != raft.Leader {
 		return nil, ErrNotLeader
 	}
 	cmd.Now = time.Now().UnixNano()
-	f := s.raft.Apply(command.Encode(nil, cmd), s.timeout(ctx))
+	f := s.raft.Apply(command.EncodeProposal(cmd), s.timeout(ctx))
 	done := make(chan struct{})
 	go func() { f.Error(); close(done) }()
 	select {

@@ -28,20 +28,11 @@ type CommitOutcome struct {
 // *fsm.SessionError or *fsm.OutboxFullError (all errors.Is ErrRejected),
 // with the outcome's Index set to the refused entry's.
 func (s *Store) CommitOutcome(ctx context.Context, c *command.Commit) (CommitOutcome, error) {
-	hashForSession(c)
 	res, err := s.proposeResult(ctx, &command.Command{Type: command.TypeCommit, Commit: c})
 	if err != nil {
 		return CommitOutcome{}, err
 	}
 	return outcomeOf(res)
-}
-
-// hashForSession gives a commit in a session its payload hash, which its
-// lane records so that a retry is told from a reuse of its sequence.
-func hashForSession(c *command.Commit) {
-	if c.SessionID != 0 {
-		c.Hash = c.PayloadHash()
-	}
 }
 
 // outcomeOf is a commit's outcome from its result in the state machine.
@@ -63,9 +54,6 @@ func outcomeOf(res *fsm.Result) (CommitOutcome, error) {
 // applied or the outcome is unknown (a lost leadership or ctx ending
 // first); then outs and errs are nil.
 func (s *Store) CommitBatch(ctx context.Context, cs []*command.Commit) (outs []CommitOutcome, errs []error, err error) {
-	for _, c := range cs {
-		hashForSession(c)
-	}
 	res, err := s.proposeResult(ctx, &command.Command{Type: command.TypeCommitBatch, Batch: cs})
 	if err != nil {
 		return nil, nil, err

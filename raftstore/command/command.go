@@ -240,14 +240,26 @@ func (c *Commit) PayloadHash() [16]byte {
 	// A commit without window parts hashes as format version 3 did, so
 	// that a retry across an upgrade still matches its lane's record.
 	buf := appendStatePayload((*bp)[:0], c)
-	if len(c.WindowAdds)+len(c.WatermarkHints)+len(c.Acks)+len(c.Timers) > 0 {
+	if hasWindowParts(c) {
 		buf = appendWindowPayload(buf, c)
 	}
-	h := sha256.Sum256(buf)
+	out := digest(buf)
 	if cap(buf) <= maxPooledPayload {
 		*bp = buf
 		payloadBufs.Put(bp)
 	}
+	return out
+}
+
+// hasWindowParts reports whether c carries any window part, which its
+// PayloadHash then covers.
+func hasWindowParts(c *Commit) bool {
+	return len(c.WindowAdds)+len(c.WatermarkHints)+len(c.Acks)+len(c.Timers) > 0
+}
+
+// digest is a payload hash: the first 16 bytes of the payload's SHA-256.
+func digest(payload []byte) [16]byte {
+	h := sha256.Sum256(payload)
 	var out [16]byte
 	copy(out[:], h[:])
 	return out

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 )
 
 // version is the format of an encoded command. Bump it, and keep decoding
@@ -30,7 +31,17 @@ const (
 var ErrCorrupt = errors.New("command: corrupt encoding")
 
 // Encode appends the encoding of c to dst and returns it.
-func Encode(dst []byte, c *Command) []byte {
+func Encode(dst []byte, c *Command) []byte { return encode(dst, c, false) }
+
+// EncodeProposal is Encode for the leader proposing c: each of its
+// commits in a session (SessionID set) is first given its PayloadHash,
+// which its lane records so that a retry is told from a reuse of its
+// sequence. The hash is taken over the payload as it is encoded into the
+// entry, the bytes PayloadHash would encode again, so that a commit's
+// payload is encoded once.
+func EncodeProposal(c *Command) []byte { return encode(nil, c, true) }
+
+func encode(dst []byte, c *Command, hash bool) []byte {
 	if dst == nil {
 		dst = make([]byte, 0, encodedSizeHint(c))
 	}
@@ -39,11 +50,11 @@ func Encode(dst []byte, c *Command) []byte {
 	dst = binary.AppendVarint(dst, c.Now)
 	switch c.Type {
 	case TypeCommit:
-		dst = encodeCommit(dst, c.Commit)
+		dst = encodeCommit(dst, c.Commit, hash)
 	case TypeCommitBatch:
 		dst = binary.AppendUvarint(dst, uint64(len(c.Batch)))
 		for _, m := range c.Batch {
-			dst = encodeCommit(dst, m)
+			dst = encodeCommit(dst, m, hash)
 		}
 	case TypeExpire:
 		dst = binary.AppendUvarint(dst, uint64(c.ExpireLimit))
@@ -164,9 +175,13 @@ func commitSizeHint(m *Commit) int {
 	}
 	n := windowSizeHint(m)
 	n += len(m.ClientID) + 5*binary.MaxVarintLen64 + len(m.Hash)
+	// The mutations exactly, as they are most of a commit: an upper bound
+	// of ten bytes per varint would allocate half as much again as a
+	// commit of small puts takes.
 	for i := range m.Mutations {
 		mu := &m.Mutations[i]
-		n += 1 + len(mu.Namespace) + len(mu.Key) + len(mu.SubKey) + len(mu.Value) + 6*binary.MaxVarintLen64
+		n += 1 + bytesSize(len(mu.Namespace)) + bytesSize(len(mu.Key)) + bytesSize(len(mu.SubKey)) + bytesSize(len(mu.Value)) +
+			varintSize(mu.Delta) + varintSize(mu.TTL)
 	}
 	for i := range m.Offsets {
 		n += len(m.Offsets[i].Group) + len(m.Offsets[i].Topic) + 5*binary.MaxVarintLen64
@@ -174,7 +189,9 @@ func commitSizeHint(m *Commit) int {
 	return n
 }
 
-func encodeCommit(dst []byte, m *Commit) []byte {
+// encodeCommit appends m's encoding; with hash set, a commit in a session
+// is first given its PayloadHash, taken over the payload just encoded.
+func encodeCommit(dst []byte, m *Commit, hash bool) []byte {
 	if m == nil {
 		m = &Commit{}
 	}
@@ -182,10 +199,24 @@ func encodeCommit(dst []byte, m *Commit) []byte {
 	dst = binary.AppendUvarint(dst, m.Seq)
 	dst = binary.AppendUvarint(dst, m.SessionID)
 	dst = binary.AppendUvarint(dst, uint64(m.Lane))
-	if m.SessionID != 0 {
-		dst = append(dst, m.Hash[:]...)
+	if m.SessionID == 0 {
+		return appendPayload(dst, m)
 	}
-	return appendPayload(dst, m)
+	at := len(dst)
+	dst = append(dst, m.Hash[:]...)
+	if !hash {
+		return appendPayload(dst, m)
+	}
+	start := len(dst)
+	dst = appendStatePayload(dst, m)
+	end := len(dst)
+	dst = appendWindowPayload(dst, m)
+	if hasWindowParts(m) {
+		end = len(dst)
+	}
+	m.Hash = digest(dst[start:end])
+	copy(dst[at:], m.Hash[:])
+	return dst
 }
 
 // appendPayload appends what a commit changes: its mutations, offsets and
@@ -219,6 +250,16 @@ func appendStatePayload(dst []byte, m *Commit) []byte {
 	}
 	return dst
 }
+
+// uvarintSize is the length of x's uvarint encoding.
+func uvarintSize(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
+
+// varintSize is the length of x's varint encoding (zigzag, as
+// binary.AppendVarint writes it).
+func varintSize(x int64) int { return uvarintSize(uint64(x<<1) ^ uint64(x>>63)) }
+
+// bytesSize is the encoded length of a byte string of length n.
+func bytesSize(n int) int { return uvarintSize(uint64(n)) + n }
 
 func appendBytes(dst, b []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(b)))
@@ -322,6 +363,18 @@ type decoder struct {
 	buf     []byte
 	err     error
 	version byte
+	// ns is the namespace of the mutation decoded last: the mutations of a
+	// commit mostly share one, which is then allocated once.
+	ns string
+}
+
+// namespace reads a mutation's namespace.
+func (d *decoder) namespace() string {
+	b := d.bytes()
+	if string(b) != d.ns { // no allocation: the conversion is compared, not kept
+		d.ns = string(b)
+	}
+	return d.ns
 }
 
 func (d *decoder) fail(what string) {
@@ -406,7 +459,7 @@ func (d *decoder) commit() *Commit {
 		for i := range m.Mutations {
 			mu := &m.Mutations[i]
 			mu.Op = Op(d.byte())
-			mu.Namespace = string(d.bytes())
+			mu.Namespace = d.namespace()
 			mu.Key = d.bytes()
 			mu.SubKey = d.bytes()
 			mu.Value = d.bytes()

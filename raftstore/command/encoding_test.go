@@ -287,3 +287,98 @@ func TestValidateWindowSpecNamesTheField(t *testing.T) {
 		t.Errorf("diff = %s %s %s, want aggregate count sum-float: enums print by name", f, was, now)
 	}
 }
+
+// EncodeProposal hashes each session commit's payload as it encodes it:
+// the hash must be PayloadHash's (a retry hashed by a leader of another
+// release must match), in the encoding and in the commit, for a commit
+// alone and in a batch, with and without window parts; a commit without
+// a session gets none; and the rest of the encoding is Encode's.
+func TestEncodeProposalHashesSessionCommitsAsPayloadHash(t *testing.T) {
+	session := func(c *Commit) *Commit { c.SessionID, c.Lane = 1<<62, 9; return c }
+	withWindows := session(sampleCommit().Commit)
+	withWindows.WindowAdds = []WindowAdd{{Namespace: "w", Source: "s", Key: []byte("k"), EventTimeMs: 5, Int: 1}}
+	withWindows.Acks = []EmissionAck{{Namespace: "w", ID: 3}}
+	noSession := sampleCommit().Commit
+	for name, cmd := range map[string]*Command{
+		"commit":             {Type: TypeCommit, Now: 3, Commit: session(sampleCommit().Commit)},
+		"commit with window": {Type: TypeCommit, Now: 3, Commit: withWindows},
+		"empty commit":       {Type: TypeCommit, Now: 3, Commit: session(&Commit{ClientID: "c", Seq: 1})},
+		"no session":         {Type: TypeCommit, Now: 3, Commit: noSession},
+		"batch": {Type: TypeCommitBatch, Now: 3, Batch: []*Commit{
+			session(sampleCommit().Commit), sampleCommit().Commit, withWindows,
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			commits := cmd.Batch
+			if cmd.Commit != nil {
+				commits = []*Commit{cmd.Commit}
+			}
+			want := make([][16]byte, len(commits))
+			for i, c := range commits {
+				c.Hash = [16]byte{0xAA} // stale: EncodeProposal must replace it
+				if c.SessionID != 0 {
+					want[i] = c.PayloadHash()
+				} else {
+					want[i] = c.Hash // not in the encoding, left as it is
+				}
+			}
+			buf := EncodeProposal(cmd)
+			for i, c := range commits {
+				if c.Hash != want[i] {
+					t.Fatalf("commit %d: Hash = %x, want %x", i, c.Hash, want[i])
+				}
+			}
+			if plain := Encode(nil, cmd); !reflect.DeepEqual(plain, buf) {
+				t.Fatalf("EncodeProposal and then Encode differ:\n%x\n%x", buf, plain)
+			}
+			got, err := Decode(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			decoded := got.Batch
+			if got.Commit != nil {
+				decoded = []*Commit{got.Commit}
+			}
+			for i, c := range decoded {
+				if c.SessionID != 0 && c.Hash != c.PayloadHash() {
+					t.Fatalf("decoded commit %d: Hash %x, PayloadHash %x", i, c.Hash, c.PayloadHash())
+				}
+			}
+		})
+	}
+}
+
+// Mutations of one namespace decode to one string, and a change of
+// namespace between them is kept.
+func TestDecodeKeepsEachMutationsNamespace(t *testing.T) {
+	c := &Commit{ClientID: "c", Seq: 1, Mutations: []Mutation{
+		{Op: OpPut, Namespace: "a", Key: []byte("1")},
+		{Op: OpPut, Namespace: "a", Key: []byte("2")},
+		{Op: OpPut, Namespace: "", Key: []byte("3")},
+		{Op: OpPut, Namespace: "b", Key: []byte("4")},
+		{Op: OpPut, Namespace: "a", Key: []byte("5")},
+	}}
+	got, err := Decode(Encode(nil, &Command{Type: TypeCommit, Commit: c}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range got.Commit.Mutations {
+		if m.Namespace != c.Mutations[i].Namespace {
+			t.Fatalf("mutation %d: namespace %q, want %q", i, m.Namespace, c.Mutations[i].Namespace)
+		}
+	}
+	buf := Encode(nil, benchCommit(100))
+	if allocs := testing.AllocsPerRun(100, func() { _, _ = Decode(buf) }); allocs > 5 {
+		t.Fatalf("decoding a 100-put commit of one namespace took %.0f allocations; want the namespace allocated once", allocs)
+	}
+}
+
+// The size hint covers what Encode writes, so that it allocates once.
+func TestEncodeAllocatesOnce(t *testing.T) {
+	for _, cmd := range []*Command{benchCommit(1), benchCommit(1000), sampleCommit()} {
+		cmd.Commit.Mutations[0].Delta, cmd.Commit.Mutations[0].TTL = -1<<62, 1<<62
+		if n := testing.AllocsPerRun(20, func() { Encode(nil, cmd) }); n != 1 {
+			t.Fatalf("Encode allocated %.0f times, want 1", n)
+		}
+	}
+}
