@@ -249,6 +249,13 @@ func (a *applier) recordSession(c *command.Commit, chk *sessionCheck, index uint
 	if err := a.setRecord(laneKey(c.ClientID, c.Lane), a.vbuf); err != nil {
 		return err
 	}
+	if chk.sess.lastActive == a.now {
+		// The record holds this already: every commit of an entry has
+		// the entry's time, so that all but the first of a CommitBatch
+		// entry's commits in one session would write the same record
+		// again, each a Pebble write and a memtable insert.
+		return nil
+	}
 	chk.sess.lastActive = a.now
 	a.vbuf = chk.sess.encode(a.vbuf[:0])
 	return a.setRecord(sessionKey(c.ClientID), a.vbuf)

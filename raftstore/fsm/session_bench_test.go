@@ -55,7 +55,8 @@ func rlog(i uint64, d []byte) *raft.Log { return &raft.Log{Index: i, Type: raft.
 // entry of 32 one-put commits of one client's session on 32 lanes, as the
 // SDK sends 64 goroutines' commits coalesced (BENCHMARKS.md, "64
 // single-commit clients"): each commit checks and records its session and
-// lane.
+// lane. Each entry has a later time than the one before, as the leader's
+// clock gives them, so that each moves the session's last activity.
 func BenchmarkApplySessionCommitBatch(b *testing.B) {
 	const commits = 32
 	f, err := Open(b.TempDir()+"/state", nil)
@@ -68,7 +69,7 @@ func BenchmarkApplySessionCommitBatch(b *testing.B) {
 	var data []byte
 	b.ResetTimer()
 	for i := range b.N {
-		batch := &command.Command{Type: command.TypeCommitBatch, Now: 1e18, Batch: make([]*command.Commit, commits)}
+		batch := &command.Command{Type: command.TypeCommitBatch, Now: 1e18 + int64(i), Batch: make([]*command.Commit, commits)}
 		for l := range commits {
 			cmd := &command.Command{Type: command.TypeCommit, Commit: &command.Commit{ClientID: "c",
 				Mutations: []command.Mutation{{Op: command.OpPut, Namespace: "ns", Key: fmt.Appendf(nil, "k%d-%d", i, l), Value: val}}}}

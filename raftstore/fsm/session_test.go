@@ -260,3 +260,61 @@ func TestPrepareRestoreDropsSessions(t *testing.T) {
 	}
 	sessionErr(t, apply(t, f, 1, inSession(addCmd("c", 1), 7, 0, 1)), SessionNotOpen)
 }
+
+// TestCommitBatchWritesItsSessionRecordOnce: the commits of a CommitBatch
+// entry share its time, so the first of them in a session moves the
+// session's last activity and the others find it there and write nothing
+// more; a commit refused before it leaves the write to the next one.
+func TestCommitBatchWritesItsSessionRecordOnce(t *testing.T) {
+	f := openFSM(t)
+	t0 := int64(1e18)
+	apply(t, f, 1, openSessionCmd("c", 7, t0))
+	put := func(key string, lane uint32, seq uint64) *command.Commit {
+		return inSession(putCmd("c", key, "v"), 7, lane, seq).Commit
+	}
+	stale := put("stale", 0, 1)
+	stale.Seq = 0 // refused by its session check, before anything is written
+	t1 := t0 + 5
+	batch := &command.Command{Type: command.TypeCommitBatch, Now: t1, Batch: []*command.Commit{stale, put("a", 1, 1), put("b", 2, 1), put("c", 3, 1)}}
+	r := apply(t, f, 2, batch)
+	if r.Err != nil || r.Batch[0].Err == nil {
+		t.Fatalf("batch: %+v, first commit %+v; want the first refused and the others applied", r, r.Batch[0])
+	}
+	for i, res := range r.Batch[1:] {
+		if res.Err != nil {
+			t.Fatalf("commit %d: %v", i+1, res.Err)
+		}
+	}
+	if s, ok, err := f.Session("c"); err != nil || !ok || s.LastActive != t1 {
+		t.Fatalf("session after the batch = %+v, %v, %v; want last activity %d", s, ok, err, t1)
+	}
+
+	// Record one more commit at t1 directly: the session already says t1,
+	// so only the lane is written.
+	b := f.db.NewIndexedBatch()
+	defer b.Close()
+	a := applier{b: b, r: b, now: t1, rec: newRecordCache()}
+	c := put("d", 4, 1)
+	chk, _, dup, err := checkSession(a.rec, b, c, t1)
+	if err != nil || dup {
+		t.Fatalf("check: %v, dup %v", err, dup)
+	}
+	if err := a.recordSession(c, &chk, 3); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Count(); n != 1 {
+		t.Fatalf("recording a commit whose session holds its time wrote %d records; want 1, its lane", n)
+	}
+	// At a later time the session is written too.
+	a.now = t1 + 1
+	c = put("e", 5, 1)
+	if chk, _, _, err = checkSession(a.rec, b, c, a.now); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.recordSession(c, &chk, 4); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Count(); n != 3 {
+		t.Fatalf("recording a commit at a later time: %d records in the batch; want 3 (two lanes and the session)", n)
+	}
+}
