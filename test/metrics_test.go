@@ -134,6 +134,23 @@ func TestMetricsCountAKnownWorkloadExactly(t *testing.T) {
 		commitBytes += proto.Size(req)
 		last = resp.GetIndex()
 	}
+	// A CommitBatch call (what the SDK sends for concurrent small commits)
+	// counts each commit its result answers OK, and not the refused one.
+	batch := &statedv1.CommitBatchRequest{Commits: []*statedv1.CommitRequest{
+		{Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: "m", Key: []byte("b-0"), Value: []byte("v")}}},
+		{Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Key: []byte("no namespace")}}},
+		{Mutations: []*statedv1.Mutation{
+			{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: "m", Key: []byte("b-1"), Value: []byte("v")},
+			{Kind: statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, Namespace: "m", Key: []byte("b-2"), Delta: 1},
+		}},
+	}}
+	br, err := st.CommitBatch(ctx, batch)
+	must(t, err)
+	if res := br.GetResults(); len(res) != 3 || res[0].GetError() != nil || res[1].GetError() == nil || res[2].GetError() != nil {
+		t.Fatalf("commit batch results %v; want the second refused and the others applied", res)
+	}
+	commitBytes += proto.Size(batch.Commits[0]) + proto.Size(batch.Commits[2])
+	const batchedCommits, batchedMutations = 2, 3
 	// A refused commit counts as a request with its code and in the
 	// commit latency, not as a commit.
 	_, err = st.Commit(ctx, &statedv1.CommitRequest{Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Key: []byte("k")}}})
@@ -192,8 +209,8 @@ func TestMetricsCountAKnownWorkloadExactly(t *testing.T) {
 		}
 	}
 	const commitM = "stated.v1.State/Commit"
-	eq("stated_commits_total", value(t, fams, "stated_commits_total"), commits+1)
-	eq("stated_commit_mutations_total", value(t, fams, "stated_commit_mutations_total"), commits*mutations)
+	eq("stated_commits_total", value(t, fams, "stated_commits_total"), commits+1+batchedCommits)
+	eq("stated_commit_mutations_total", value(t, fams, "stated_commit_mutations_total"), commits*mutations+batchedMutations)
 	eq("stated_commit_bytes_total", value(t, fams, "stated_commit_bytes_total"), float64(commitBytes))
 	eq("commit latency observations", float64(observations(t, fams, "stated_commit_duration_seconds")), commits+2)
 	eq("OK commits", value(t, fams, "stated_grpc_requests_total", "method", commitM, "code", "OK"), commits+1)
@@ -227,7 +244,7 @@ func TestMetricsCountAKnownWorkloadExactly(t *testing.T) {
 	if ai, ci := value(t, fams, "stated_raft_applied_index"), value(t, fams, "stated_raft_commit_index"); ai < float64(last) || ci < float64(last) {
 		t.Errorf("applied index %v, commit index %v: want at least the last commit's %d", ai, ci, last)
 	}
-	eq("stated_state_keys", value(t, fams, "stated_state_keys"), commits*mutations)
+	eq("stated_state_keys", value(t, fams, "stated_state_keys"), commits*mutations+batchedMutations) // the batch's writes are to keys of their own
 	eq("stated_sessions", value(t, fams, "stated_sessions"), 1)
 	eq("stated_ttl_backlog_entries", value(t, fams, "stated_ttl_backlog_entries"), 0)
 	eq("stated_window_namespaces", value(t, fams, "stated_window_namespaces"), 1)

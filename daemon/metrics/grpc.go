@@ -3,10 +3,12 @@ package metrics
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -18,11 +20,20 @@ import (
 // out an election).
 var LatencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
-// commitMethod is the full gRPC method of State.Commit.
-const commitMethod = statedv1.State_Commit_FullMethodName
+// commitMethod and commitBatchMethod are the full gRPC methods of
+// State.Commit and State.CommitBatch.
+const (
+	commitMethod      = statedv1.State_Commit_FullMethodName
+	commitBatchMethod = statedv1.State_CommitBatch_FullMethodName
+)
 
 // GRPC counts and times the RPCs a gRPC server answers. Install it with
-// grpc.ChainUnaryInterceptor(g.Unary) and grpc.ChainStreamInterceptor(g.Stream).
+// grpc.ChainUnaryInterceptor(g.Unary), grpc.ChainStreamInterceptor(g.Stream)
+// and grpc.StatsHandler(g.StatsHandler()).
+//
+// The commit counters count every commit answered OK: each Commit call's,
+// and each of a CommitBatch call's commits that its result answers OK
+// (the SDK coalesces concurrent commits into CommitBatch calls).
 type GRPC struct {
 	requests  *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
@@ -54,7 +65,7 @@ func NewGRPC(reg prometheus.Registerer) *GRPC {
 		}, []string{"method", "consistency"}),
 		commits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "stated_commits_total",
-			Help: "Commits answered OK (a retried commit answered from its session counts again).",
+			Help: "Commits answered OK, alone (Commit) or in a CommitBatch call (a retried commit answered from its session counts again).",
 		}),
 		mutations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "stated_commit_mutations_total",
@@ -73,8 +84,48 @@ func NewGRPC(reg prometheus.Registerer) *GRPC {
 func (g *GRPC) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
 	resp, err := handler(ctx, req)
-	g.observe(info.FullMethod, req, err, time.Since(start))
+	g.observe(ctx, info.FullMethod, req, resp, err, time.Since(start))
 	return resp, err
+}
+
+// StatsHandler is the grpc.StatsHandler that gives the commit counters a
+// Commit request's size as it arrived, which gRPC knows: sizing the
+// decoded message again walked all of its mutations (2% of the daemon's
+// CPU under 1000-mutation commits).
+func (g *GRPC) StatsHandler() stats.Handler { return requestSize{} }
+
+// requestSize records, for a Commit call, the size of the request message
+// received in the call's context (see StatsHandler).
+type requestSize struct{}
+
+// requestSizeKey keys the *atomic.Int64 a Commit call's size goes into.
+type requestSizeKey struct{}
+
+func (requestSize) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	if info.FullMethodName != commitMethod {
+		return ctx
+	}
+	return context.WithValue(ctx, requestSizeKey{}, new(atomic.Int64))
+}
+
+func (requestSize) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if in, ok := s.(*stats.InPayload); ok {
+		if n, ok := ctx.Value(requestSizeKey{}).(*atomic.Int64); ok {
+			n.Store(int64(in.Length))
+		}
+	}
+}
+
+func (requestSize) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (requestSize) HandleConn(context.Context, stats.ConnStats)                       {}
+
+// commitSize is the size of commit request c: as received, when the stats
+// handler recorded it, else as encoded now.
+func commitSize(ctx context.Context, c *statedv1.CommitRequest) int {
+	if n, ok := ctx.Value(requestSizeKey{}).(*atomic.Int64); ok && n.Load() > 0 {
+		return int(n.Load())
+	}
+	return proto.Size(c)
 }
 
 // Stream is a grpc.StreamServerInterceptor. A server stream's request is
@@ -83,23 +134,44 @@ func (g *GRPC) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo
 	start := time.Now()
 	w := &firstMsgStream{ServerStream: ss}
 	err := handler(srv, w)
-	g.observe(info.FullMethod, w.first, err, time.Since(start))
+	g.observe(ss.Context(), info.FullMethod, w.first, nil, err, time.Since(start))
 	return err
 }
 
-func (g *GRPC) observe(fullMethod string, req any, err error, d time.Duration) {
+func (g *GRPC) observe(ctx context.Context, fullMethod string, req, resp any, err error, d time.Duration) {
 	method := strings.TrimPrefix(fullMethod, "/")
 	secs := d.Seconds()
 	code := status.Code(err)
 	g.requests.WithLabelValues(method, code.String()).Inc()
 	g.duration.WithLabelValues(method).Observe(secs)
-	if fullMethod == commitMethod {
+	switch fullMethod {
+	case commitMethod:
 		g.commitDur.Observe(secs)
 		if c, ok := req.(*statedv1.CommitRequest); ok && err == nil {
 			g.commits.Inc()
 			g.mutations.Add(float64(len(c.GetMutations())))
-			g.bytes.Add(float64(proto.Size(c)))
+			g.bytes.Add(float64(commitSize(ctx, c)))
 		}
+		return
+	case commitBatchMethod:
+		r, ok := req.(*statedv1.CommitBatchRequest)
+		out, ok2 := resp.(*statedv1.CommitBatchResponse)
+		if !ok || !ok2 || err != nil || len(out.GetResults()) != len(r.GetCommits()) {
+			return
+		}
+		var commits, mutations, bytes int
+		for i, res := range out.GetResults() {
+			if res.GetError() != nil {
+				continue
+			}
+			c := r.GetCommits()[i]
+			commits++
+			mutations += len(c.GetMutations())
+			bytes += proto.Size(c) // small: the Go SDK batches commits of at most 16 writes
+		}
+		g.commits.Add(float64(commits))
+		g.mutations.Add(float64(mutations))
+		g.bytes.Add(float64(bytes))
 		return
 	}
 	if r, ok := req.(interface{ GetRead() *statedv1.ReadOptions }); ok {
