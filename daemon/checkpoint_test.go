@@ -542,7 +542,15 @@ func TestAPanicInACheckpointCrashesTheDaemon(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestAPanicInACheckpointCrashesTheDaemon$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "STATED_TEST_CHECKPOINT_PANIC=1")
+	// The child dies without running its cleanups, so its temporary
+	// directories (data, bucket, socket) go under one the parent removes.
+	// os.MkdirTemp, not t.TempDir: the socket path must stay short.
+	tmp, err := os.MkdirTemp("", "stated-panic")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	cmd.Env = append(os.Environ(), "STATED_TEST_CHECKPOINT_PANIC=1", "TMPDIR="+tmp)
 	out, err := cmd.CombinedOutput()
 	switch {
 	case ctx.Err() != nil:
