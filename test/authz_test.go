@@ -23,6 +23,7 @@ func sha256Hex(token string) string {
 }
 
 func TestRunWithATokenFileServesTheSDKAndCLIByTokenAndReloadsOnSIGHUP(t *testing.T) {
+	t.Parallel()
 	tokens := filepath.Join(t.TempDir(), "tokens.yaml")
 	writeTokens := func(s string) {
 		t.Helper()
@@ -131,6 +132,7 @@ func TestRunWithATokenFileServesTheSDKAndCLIByTokenAndReloadsOnSIGHUP(t *testing
 }
 
 func TestRunRefusesAMalformedTokenFileAndOpenNonLoopbackTCP(t *testing.T) {
+	t.Parallel()
 	bad := filepath.Join(t.TempDir(), "tokens.yaml")
 	if err := os.WriteFile(bad, []byte("- {name: a, sha256: 00, namespaces: [ns], operations: [read]}\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -240,6 +240,7 @@ func (run *chaosRun) summary() string {
 // The short version takes well under a minute; STATED_CHAOS_DURATION
 // runs the long one (docs/TESTING.md).
 func TestChaosLosesNoAcknowledgedCommitAndCountsEveryRecordOnce(t *testing.T) {
+	t.Parallel()
 	cfg := chaosConfigFromEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.duration+5*time.Minute)
 	defer cancel()

@@ -586,6 +586,7 @@ func waitKafkaOffsets(ctx context.Context, t *testing.T, adm *kadm.Client, group
 // active processor, Kafka refuses the daemon (which reports it in status)
 // and the processor commits the checkpointed offsets as a member.
 func TestCheckpointOffsetsReachKafka(t *testing.T) {
+	t.Parallel()
 	ctx := kafkaTestContext(t)
 	k := newKafka(t, "events", 4)
 	k.produce(ctx, t, 2000, 37)

@@ -14,6 +14,7 @@ import (
 // partition; only the newest claim's commits apply, and the zombie gets a
 // *FencedError that says who holds the partition now.
 func TestSDKClaimFencesTheEarlierOwner(t *testing.T) {
+	t.Parallel()
 	ctx, a, d := sdkSetup(t, stated.WithClientID("proc-a"))
 	b := sdkDial(ctx, t, "unix://"+d.SocketPath(), stated.WithClientID("proc-b"))
 	parts := []stated.TopicPartition{{Topic: "orders", Partition: 0}}

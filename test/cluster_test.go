@@ -173,6 +173,7 @@ func (w *counterWorkers) checkNode(ctx context.Context, t *testing.T, n *node) {
 // equals its acknowledged commits (the SDK retries with the same sequence,
 // so a commit retried across the failover is applied once).
 func TestKillingTheLeaderLosesNoCommitAndDoublesNone(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	nodes := startCluster(ctx, t, 3)
@@ -208,6 +209,7 @@ func TestKillingTheLeaderLosesNoCommitAndDoublesNone(t *testing.T) {
 // brought up to date by a Raft snapshot and serves session reads that
 // include every commit.
 func TestWipedFollowerRejoinsFromASnapshotAndServesEveryCommit(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	nodes := startCluster(ctx, t, 3, "--raft-snapshot-threshold", "64", "--raft-snapshot-interval", "100ms", "--raft-trailing-logs", "16")

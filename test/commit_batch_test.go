@@ -31,6 +31,7 @@ func batchStatus(r *statedv1.CommitBatchResult) *status.Status {
 }
 
 func TestCommitBatchAnswersEachCommitAsCommitWould(t *testing.T) {
+	t.Parallel()
 	d := daemontest.Start(t)
 	raw := rawClient(t, d.SocketPath())
 	ctx, cancel := context.WithTimeout(context.Background(), sdkTimeout)
@@ -116,6 +117,7 @@ func TestCommitBatchAnswersEachCommitAsCommitWould(t *testing.T) {
 }
 
 func TestCoalescedCommitsThroughAFollowerAreForwardedAndEachApplied(t *testing.T) {
+	t.Parallel()
 	nodes := daemontest.StartCluster(t, 3)
 	var follower *daemon.Daemon
 	for _, d := range nodes {

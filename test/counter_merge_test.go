@@ -19,6 +19,7 @@ import (
 // seeded counters: the commit is accepted or refused alike, and every
 // counter ends equal.
 func TestMergedCounterAddsEndAsUnmergedOnes(t *testing.T) {
+	t.Parallel()
 	ctx, c, d := sdkSetup(t)
 	raw := rawClient(t, d.SocketPath())
 	type op struct {
@@ -108,6 +109,7 @@ func TestMergedCounterAddsEndAsUnmergedOnes(t *testing.T) {
 // own refusal of 100,001 mutations (the SDK refuses them itself, sending
 // nothing), and 100,000 of them commit as one add of their sum.
 func TestATxnOfMoreAddsThanACommitCarriesIsRefusedAsUnmerged(t *testing.T) {
+	t.Parallel()
 	ctx, c, d := sdkSetup(t)
 	raw := rawClient(t, d.SocketPath())
 	const limit = 100_000

@@ -10,4 +10,12 @@
 // applied twice, the replicas agree, every record is counted once, and
 // progress resumes after the last fault. Its short version runs with the other tests;
 // STATED_CHAOS_DURATION runs a long one. docs/TESTING.md describes both.
+//
+// The tests mostly wait on the processes they start, so each calls
+// t.Parallel and four run at once (testParallel; go test's -parallel
+// overrides it), except the few that set the process's environment or
+// working directory, which run first, alone. Whatever they share is safe for that: the binaries are built
+// once, freeAddr never hands out one port twice, network namespaces and
+// podman names carry a tag of their own, and the podman tests take turns
+// (podmanMu).
 package test

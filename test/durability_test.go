@@ -22,6 +22,7 @@ import (
 // acknowledged lost). The one commit per worker in flight at the kill may
 // or may not have landed.
 func TestSIGKILLLosesNoAcknowledgedCommitAndAppliesNoneTwice(t *testing.T) {
+	t.Parallel()
 	killMidLoadAndCheck(t, newNode(t))
 }
 

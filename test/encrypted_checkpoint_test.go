@@ -66,6 +66,7 @@ func dirEntries(t *testing.T, dir string) []string {
 // writes nothing; that a restore with the key brings the value back; and
 // that a corrupted blob is reported as corruption, not as a key problem.
 func TestEncryptedCheckpointHidesStateAndRestoresOnlyWithItsKey(t *testing.T) {
+	t.Parallel()
 	skipUnderRace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -172,6 +173,7 @@ func TestEncryptedCheckpointHidesStateAndRestoresOnlyWithItsKey(t *testing.T) {
 // cannot open stops `stated run` at start, naming the flag and masking
 // the key, rather than checkpointing in plaintext.
 func TestRunRefusesAnUnknownCheckpointKeyURL(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, key := range []string{"nosuch://k", "awskms://", "gcpkms://projects/p", "azurekeyvault://example.com/keys/k", "base64key://c2hvcnQta2V5"} {

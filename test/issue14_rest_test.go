@@ -30,6 +30,7 @@ func runCLI(t *testing.T, env []string, args ...string) (string, error) {
 }
 
 func TestCLIPresentsAClientCertificateToADaemonThatRequiresOne(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca := tlstest.NewCA(t, dir, "ca")
 	server := ca.Issue(t, dir, "server", 2, tlstest.Options{})
@@ -104,6 +105,7 @@ func errorAs(err error, target **exec.ExitError) bool {
 }
 
 func TestReadAndAdminTokensRunTheirCommandsWithoutASession(t *testing.T) {
+	t.Parallel()
 	tokens := filepath.Join(t.TempDir(), "tokens.yaml")
 	if err := os.WriteFile(tokens, []byte(fmt.Sprintf(`
 - {name: svc, sha256: %s, namespaces: [ns], operations: [read, write]}
@@ -213,6 +215,7 @@ func TestReadAndAdminTokensRunTheirCommandsWithoutASession(t *testing.T) {
 }
 
 func TestRecoveryReportSaysWhetherACheckpointIsEncryptedNeverTheKey(t *testing.T) {
+	t.Parallel()
 	const key = "base64key://AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 	keyText := strings.TrimPrefix(key, "base64key://")
 	bucket := "file://" + t.TempDir()

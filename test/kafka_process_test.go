@@ -152,6 +152,7 @@ func (k *kafkaEnv) waitCommitted(ctx context.Context, t *testing.T, r *rand.Rand
 // group leave, no claim release, commits cut off anywhere). When the
 // topic is drained every key's count is exact.
 func TestKafkaExactlyOnceAcrossSIGKILLedProcessors(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r := testRand(t)
@@ -215,6 +216,7 @@ func TestKafkaExactlyOnceAcrossSIGKILLedProcessors(t *testing.T) {
 // and the processor goes on. The killed node is restarted; when the topic
 // is drained every key's count is exact.
 func TestKafkaExactlyOnceWhileTheStatedLeaderIsKilled(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	r := testRand(t)
@@ -321,6 +323,7 @@ func processorWaits(log string) (waits []processorWait, ended map[string]int) {
 // the wait ended and counts every record. This is what the chaos suite
 // reads to tell a stalled broker from a stalled stated.
 func TestCounterProcessNamesAStalledGroupInItsLog(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	counterBinary(t)
@@ -371,6 +374,7 @@ func TestCounterProcessNamesAStalledGroupInItsLog(t *testing.T) {
 // keeps a ghost member (the kfake bug fixed in third_party/kfake) that
 // holds partitions nobody consumes.
 func TestKafkaCountingResumesAfterMembersAreKilledWhileJoining(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	r := testRand(t)

@@ -225,6 +225,7 @@ func kafkaTestContext(t *testing.T) context.Context {
 // starting a new one with a new stated client, as a restarted service
 // would; when the topic is drained every key's count is exact.
 func TestKafkaExactlyOnceAcrossCancelledProcessors(t *testing.T) {
+	t.Parallel()
 	ctx := kafkaTestContext(t)
 	d := daemontest.Start(t)
 	k := newKafka(t, "events", 4)
@@ -274,6 +275,7 @@ func TestKafkaExactlyOnceAcrossCancelledProcessors(t *testing.T) {
 // first twice it sees it: the batch is not committed, and it is processed
 // again until it succeeds.
 func TestKafkaHandlerErrorRetriesTheBatch(t *testing.T) {
+	t.Parallel()
 	ctx := kafkaTestContext(t)
 	d := daemontest.Start(t)
 	k := newKafka(t, "events", 2)
@@ -347,6 +349,7 @@ func (k *kafkaEnv) produceSpread(ctx context.Context, t *testing.T, perPartition
 // records after it, of every partition, are processed once: every count
 // is exact.
 func TestKafkaHandlerErrorInTheSecondBatchLosesNoRecordOfAnyPartition(t *testing.T) {
+	t.Parallel()
 	ctx := kafkaTestContext(t)
 	d := daemontest.Start(t)
 	k := newKafka(t, "events", 4)
@@ -395,6 +398,7 @@ func TestKafkaHandlerErrorInTheSecondBatchLosesNoRecordOfAnyPartition(t *testing
 // once. A single record too large on its own still stops Run, naming the
 // size limit.
 func TestKafkaBatchTooLargeForOneCommitIsCommittedInParts(t *testing.T) {
+	t.Parallel()
 	ctx := kafkaTestContext(t)
 	d := daemontest.Start(t)
 	k := newKafka(t, "events", 2)
@@ -461,6 +465,7 @@ func TestKafkaBatchTooLargeForOneCommitIsCommittedInParts(t *testing.T) {
 // batch, of the same partition, is then dropped without being committed
 // again, so OnFenced hears of the fencing once.
 func TestKafkaFencingWhileABatchIsSplitIsReportedOnce(t *testing.T) {
+	t.Parallel()
 	ctx := kafkaTestContext(t)
 	d := daemontest.Start(t)
 	k := newKafka(t, "events", 1)
@@ -515,6 +520,7 @@ func TestKafkaFencingWhileABatchIsSplitIsReportedOnce(t *testing.T) {
 // processor joins the group while the first is consuming and takes part
 // of the partitions; both commit, and every count is exact.
 func TestKafkaRebalanceMovesPartitionsWithoutLossOrDoubles(t *testing.T) {
+	t.Parallel()
 	ctx := kafkaTestContext(t)
 	d := daemontest.Start(t)
 	k := newKafka(t, "events", 6)
@@ -580,6 +586,7 @@ func TestKafkaRebalanceMovesPartitionsWithoutLossOrDoubles(t *testing.T) {
 // commit is refused, it is told (OnFenced) and stops consuming them, and
 // no record is counted twice.
 func TestKafkaZombieIsFencedAndStops(t *testing.T) {
+	t.Parallel()
 	ctx := kafkaTestContext(t)
 	d := daemontest.Start(t)
 	k := newKafka(t, "events", 2)
@@ -670,6 +677,7 @@ func TestKafkaZombieIsFencedAndStops(t *testing.T) {
 }
 
 func TestKafkaProcessorRefusesABadConfigNamingTheField(t *testing.T) {
+	t.Parallel()
 	c, err := stated.Dial(context.Background(), "127.0.0.1:1")
 	if err != nil {
 		t.Fatal(err)
@@ -697,6 +705,7 @@ func TestKafkaProcessorRefusesABadConfigNamingTheField(t *testing.T) {
 // TestKafkaBatchHandlerCommitsEachPollOnce: a BatchHandler that adds one
 // counter delta per key per poll counts exactly like the per-record one.
 func TestKafkaBatchHandlerCommitsEachPollOnce(t *testing.T) {
+	t.Parallel()
 	ctx := kafkaTestContext(t)
 	d := daemontest.Start(t)
 	k := newKafka(t, "events", 3)

@@ -191,6 +191,7 @@ func waitKinds(s kafka.Stats) []kafka.WaitKind {
 // Kafka). When stated is back the commit goes through, the processor says
 // the wait ended, and every count is exact.
 func TestKafkaProcessorReportsAStatedOutage(t *testing.T) {
+	t.Parallel()
 	ctx := kafkaTestContext(t)
 	d := daemontest.Start(t)
 	proxy := newCutProxy(t, d.TCPAddr())
@@ -247,6 +248,7 @@ func TestKafkaProcessorReportsAStatedOutage(t *testing.T) {
 // flight; once the silent member leaves, it is assigned the partitions,
 // says the wait ended, and counts every record.
 func TestKafkaProcessorReportsAStalledGroup(t *testing.T) {
+	t.Parallel()
 	ctx := kafkaTestContext(t)
 	d := daemontest.Start(t)
 	k := newKafka(t, "events", 2)

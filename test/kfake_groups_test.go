@@ -264,6 +264,7 @@ func (g *rawGroup) stable(ctx context.Context, m *rawMember) {
 // have to land in the buffer, a chance of 1 in 4096) as a "ghost" in the
 // stable group, holding its partitions for good.
 func TestKfakeMemberKilledWhileJoiningIsExpired(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	g := newRawGroup(t)
@@ -322,6 +323,7 @@ func TestKfakeMemberKilledWhileJoiningIsExpired(t *testing.T) {
 // request timed out. Kafka keeps members alive while their request is
 // parked, bounded by the rebalance timeout.
 func TestKfakeMemberParkedInJoinIsNotExpired(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	g := newRawGroup(t)
@@ -373,6 +375,7 @@ func sortedCopy(s []string) []string {
 // the count was one short and the next rebalance waited its full
 // rebalance timeout even with every member joined.
 func TestKfakeMemberLeavingInSyncKeepsTheJoinCount(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	g := newRawGroup(t)

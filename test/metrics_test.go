@@ -104,6 +104,7 @@ func observations(t *testing.T, fams map[string]*dto.MetricFamily, name string, 
 }
 
 func TestMetricsCountAKnownWorkloadExactly(t *testing.T) {
+	t.Parallel()
 	const (
 		commits   = 7 // keyed-state commits
 		mutations = 3 // per commit
@@ -260,6 +261,7 @@ func TestMetricsCountAKnownWorkloadExactly(t *testing.T) {
 }
 
 func TestMetricsAddressInUseFailsStartNamingIt(t *testing.T) {
+	t.Parallel()
 	d := daemontest.Start(t, func(c *daemon.Config) { c.MetricsAddr = "127.0.0.1:0" })
 	cfg := daemontest.Config(t, "node2")
 	cfg.MetricsAddr = d.MetricsAddr()
@@ -290,6 +292,7 @@ func TestMetricsAddressInUseFailsStartNamingIt(t *testing.T) {
 // them; without it /debug/pprof/ is not found; and it needs a metrics
 // address.
 func TestPprofIsServedOnTheMetricsAddressOnlyWhenEnabled(t *testing.T) {
+	t.Parallel()
 	get := func(url string) (int, string) {
 		t.Helper()
 		resp, err := http.Get(url)
@@ -327,6 +330,7 @@ func TestPprofIsServedOnTheMetricsAddressOnlyWhenEnabled(t *testing.T) {
 // docs/METRICS.md documents, and that the metrics of a running daemon
 // that the dashboard plots without windows or Kafka are served.
 func TestGrafanaDashboardQueriesMetricsTheDaemonServes(t *testing.T) {
+	t.Parallel()
 	raw, err := os.ReadFile("../deploy/grafana/stated.json")
 	must(t, err)
 	var dash struct {
@@ -384,6 +388,7 @@ func TestGrafanaDashboardQueriesMetricsTheDaemonServes(t *testing.T) {
 // TestRunServesMetricsOnMetricsAddr runs `stated run --metrics-addr` as a
 // process and scrapes it.
 func TestRunServesMetricsOnMetricsAddr(t *testing.T) {
+	t.Parallel()
 	n := newNode(t)
 	addr := freeAddr(t)
 	n.args = []string{"--metrics-addr", addr}
@@ -406,6 +411,7 @@ func TestRunServesMetricsOnMetricsAddr(t *testing.T) {
 // of known size: the state's Pebble metrics are served, every level of the
 // tree is labelled, and the WAL counter holds at least the bytes committed.
 func TestStorageMetricsDescribeTheStateStore(t *testing.T) {
+	t.Parallel()
 	d := daemontest.Start(t, func(c *daemon.Config) { c.MetricsAddr = "127.0.0.1:0" })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -91,6 +91,7 @@ func (l *netnsLab) destroy() {
 // the cable is back, the old leader's uncommitted write is gone everywhere
 // and every acknowledged commit is on every node.
 func TestPartitionedLeaderAcrossNetworkNamespaces(t *testing.T) {
+	t.Parallel()
 	lab := newNetnsLab(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -149,6 +149,7 @@ func loseAndRestore(ctx context.Context, t *testing.T, nodes []*node, bucket, ch
 // offsets are the checkpoint's. (With a processor replaying the topic:
 // TestTotalLossRestoreCountsEveryRecordExactly.)
 func TestOperationsTotalLossComesBackFromTheBucketWithTheCheckpointsState(t *testing.T) {
+	t.Parallel()
 	skipUnderRace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -216,6 +217,7 @@ func TestOperationsTotalLossComesBackFromTheBucketWithTheCheckpointsState(t *tes
 // savepoint's state and offsets; Kafka's committed offsets are reset to
 // them, so the consumers replay what the bad deploy processed.
 func TestOperationsRollbackToASavepointRestoresItsStateAndOffsets(t *testing.T) {
+	t.Parallel()
 	skipUnderRace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -279,6 +281,7 @@ func TestOperationsRollbackToASavepointRestoresItsStateAndOffsets(t *testing.T) 
 // remove n3` retires n3 (replaced by n4), which is then stopped; the
 // cluster of n1, n2, n4 commits, and every member serves every commit.
 func TestOperationsAddReplaceAndRemoveMembers(t *testing.T) {
+	t.Parallel()
 	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -323,6 +326,7 @@ func TestOperationsAddReplaceAndRemoveMembers(t *testing.T) {
 // shows every member reachable and the restarted one caught up. No
 // acknowledged commit is lost or applied twice, on any node.
 func TestOperationsRollingRestartLosesNoCommit(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	nodes := startCluster(ctx, t, 3)
@@ -418,6 +422,7 @@ func newKgo(t *testing.T, brokers []string) *kgo.Client {
 // reads, and cannot commit or serve linearizable reads; once one node is
 // back, commits go on, and every earlier commit is there.
 func TestOperationsMajorityLossStopsCommitsUntilAMajorityIsBack(t *testing.T) {
+	t.Parallel()
 	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

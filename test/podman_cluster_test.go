@@ -33,6 +33,7 @@ import (
 //     running cluster instead of bootstrapping a new one, and gets every
 //     acknowledged write.
 func TestStatefulSetArgsFormAClusterByDNSNameUnderPodman(t *testing.T) {
+	t.Parallel()
 	skipUnderRace(t) // the processes it checks run in containers, not under -race
 	podmanImages(t)
 	if out := runBounded(time.Minute, "", "podman", "info", "--format", "{{.Host.NetworkBackend}}"); strings.TrimSpace(out.out) != "netavark" {

@@ -30,6 +30,7 @@ import (
 // It skips, saying why, when podman is not installed or cannot run a
 // container; .ci/run installs and configures it.
 func TestSinglePodManifestKeepsEveryAcknowledgedWriteWhenStatedIsKilled(t *testing.T) {
+	t.Parallel()
 	skipUnderRace(t) // the processes it checks run in containers, not under -race
 	started := time.Now()
 	podmanImages(t)
@@ -108,6 +109,10 @@ func TestSinglePodManifestKeepsEveryAcknowledgedWriteWhenStatedIsKilled(t *testi
 }
 
 var (
+	// podmanMu runs the podman tests one at a time: they run in parallel
+	// with the others, but two pods being played, stopped and removed at
+	// once on podman 4.3 only slow each other down on the shared disk.
+	podmanMu    sync.Mutex
 	podmanOnce  sync.Once
 	podmanSkip  string // why the podman tests skip; "" when they run
 	podmanError error  // the images did not build
@@ -115,9 +120,12 @@ var (
 
 // podmanImages skips t, saying why, when podman is not installed or
 // cannot run a container, and otherwise builds the images once (bash
-// deploy/build-images.sh) for the package's podman tests.
+// deploy/build-images.sh) for the package's podman tests. It holds
+// podmanMu until t's cleanups, registered after it, have run.
 func podmanImages(t *testing.T) {
 	t.Helper()
+	podmanMu.Lock()
+	t.Cleanup(podmanMu.Unlock)
 	podmanOnce.Do(func() {
 		if _, err := exec.LookPath("podman"); err != nil {
 			podmanSkip = "podman is not installed: the manifests are not run under podman (.ci/run installs podman and runc; see deploy/README.md)"

@@ -20,6 +20,7 @@ import (
 // S, and checks after every restart that every acknowledged commit is
 // there exactly once (see killMidLoadAndCheck).
 func TestSIGKILLOnEachRaftLogStoreLosesNoAcknowledgedCommit(t *testing.T) {
+	t.Parallel()
 	for _, store := range []struct{ name, path string }{
 		{"wal", filepath.Join("raft", "wal")},
 		{"boltdb", filepath.Join("raft", "raft.db")},
@@ -40,6 +41,7 @@ func TestSIGKILLOnEachRaftLogStoreLosesNoAcknowledgedCommit(t *testing.T) {
 // naming the flag and the store it found, leaves its data dir as it was,
 // and runs again, with every commit, when the flag is left out.
 func TestStatedRunRefusesADataDirOfTheOtherRaftLogStore(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, tc := range []struct{ created, asked string }{{"boltdb", "wal"}, {"wal", "boltdb"}} {
@@ -124,6 +126,7 @@ func dirListing(t *testing.T, root string) string {
 // the restored node's Raft log in raft/wal/, says so in its next step,
 // and `stated run` without a store opens it with every committed entry.
 func TestRestoreCreatesTheRaftLogInTheChosenStore(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
@@ -165,6 +168,7 @@ func TestRestoreCreatesTheRaftLogInTheChosenStore(t *testing.T) {
 // compacted its log) and serves every commit, in a cluster whose other
 // members keep their store.
 func TestMovingANodeToTheOtherRaftLogStoreByRejoiningLosesNothing(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	snapshots := []string{"--raft-snapshot-threshold", "64", "--raft-snapshot-interval", "100ms", "--raft-trailing-logs", "16"}

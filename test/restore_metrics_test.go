@@ -13,6 +13,7 @@ import (
 // --metrics-addr: it reports how long the restore took, when, and from
 // which epoch; a node that was never restored reports none of them.
 func TestRestoredNodeReportsItsRestoreInMetrics(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()

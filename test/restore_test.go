@@ -24,6 +24,7 @@ import (
 // records processed after the checkpoint were lost with the nodes and are
 // replayed from Kafka, once.
 func TestTotalLossRestoreCountsEveryRecordExactly(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	k := newKafka(t, "events", 4)

@@ -14,6 +14,7 @@ import (
 // and SIGINT shut stated down with exit code 0 and leave a data dir that the
 // next start opens with every commit in it.
 func TestRunStopsCleanlyOnSignalsAndRestartsWithItsState(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	n := newNode(t)

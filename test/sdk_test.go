@@ -289,6 +289,7 @@ func TestSDKCounterConcurrentAddsSumExactly(t *testing.T) {
 
 // Not parallel: commit latency under load could outlast the short TTL.
 func TestSDKTTLEntryIsVisibleUntilItExpiresThenGone(t *testing.T) {
+	t.Parallel()
 	ctx, c, _ := sdkSetup(t)
 	const ttl = 300 * time.Millisecond
 	start := time.Now()
@@ -572,6 +573,7 @@ func TestSDKScanOfANamespaceListsEveryKindInKeyOrder(t *testing.T) {
 
 // Not parallel: it counts the process's goroutines.
 func TestSDKScanBreakingOutEarlyNeitherLeaksNorHangs(t *testing.T) {
+	t.Parallel()
 	ctx, c, _ := sdkSetup(t)
 	// Enough entries for several of the daemon's scan batches.
 	const total = 3000

@@ -23,6 +23,7 @@ import (
 // its first commit used to be acknowledged as a retry of the first
 // process's (with that commit's index) and never applied.
 func TestReusedClientIDLosesNoCommit(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	n := newNode(t)
@@ -55,6 +56,7 @@ func TestReusedClientIDLosesNoCommit(t *testing.T) {
 // session of a client id another process has dialled since can no longer
 // commit, and its refused commit changes nothing.
 func TestZombieOfAReusedClientIDIsFenced(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	n := newNode(t)
@@ -93,6 +95,7 @@ func TestZombieOfAReusedClientIDIsFenced(t *testing.T) {
 // status counts show it), and its next commit opens a new session and
 // applies once.
 func TestSessionsExpireAndTheSDKOpensANewOne(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	n := newNode(t)
@@ -136,6 +139,7 @@ func TestSessionsExpireAndTheSDKOpensANewOne(t *testing.T) {
 // commits were acknowledged as retries of the dead process's and the
 // records they counted were skipped for good.
 func TestCounterRestartedWithAFixedClientIDCountsExactly(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r := testRand(t)
@@ -165,6 +169,7 @@ func TestCounterRestartedWithAFixedClientIDCountsExactly(t *testing.T) {
 // runs) stops with ErrSessionFenced at its next commit, and none of its
 // records after the replacement dialled is counted.
 func TestProcessorWhoseClientIDIsTakenStopsFenced(t *testing.T) {
+	t.Parallel()
 	ctx := kafkaTestContext(t)
 	d := daemontest.Start(t)
 	k := newKafka(t, "events", 2)

@@ -64,6 +64,7 @@ func parseDemo(t *testing.T, out string) demoOutput {
 // more than the 30-minute gap apart, the summary agrees with the printed
 // sessions, and the second run prints the same sessions.
 func TestSessionizerDemoSessionizesEveryClickTheSameWayForTheSameSeed(t *testing.T) {
+	t.Parallel()
 	skipUnderRace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -116,6 +117,7 @@ func TestSessionizerDemoSessionizesEveryClickTheSameWayForTheSameSeed(t *testing
 // sessionizer's, each once: those the kills left unacknowledged were
 // delivered again, none twice.
 func TestSessionizerKilledMidStreamRecordsEverySessionOnce(t *testing.T) {
+	t.Parallel()
 	skipUnderRace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

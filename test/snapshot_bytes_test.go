@@ -44,6 +44,7 @@ func bigValue(i, size int) []byte {
 // process with SIGKILL and restarts it: every acknowledged commit, before
 // and after the snapshot, is there.
 func TestSIGKILLAfterASizeTriggeredSnapshotLosesNoAcknowledgedCommit(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	n := newNode(t)

@@ -36,6 +36,7 @@ func gaugeValue(t *testing.T, addr, name string) float64 {
 }
 
 func TestRaftSnapshotMetricsCountTakenAndInstalledSnapshots(t *testing.T) {
+	t.Parallel()
 	opts := func(c *daemon.Config) {
 		c.MetricsAddr = "127.0.0.1:0"
 		c.CheckpointInterval = 0

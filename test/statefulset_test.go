@@ -22,6 +22,7 @@ import (
 // with the same flags: it must join its cluster again, not bootstrap a
 // second one, and serve every acknowledged commit.
 func TestMembersWithOneJoinListFormAClusterAndTheBootstrapNodeRejoins(t *testing.T) {
+	t.Parallel()
 	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

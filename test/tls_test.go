@@ -41,6 +41,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestRunServesTLSAndReloadsItsCertificateOnSIGHUP(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca := tlstest.NewCA(t, dir, "ca")
 	leaf := ca.Issue(t, dir, "server", 10, tlstest.Options{})
@@ -118,6 +119,7 @@ func TestRunServesTLSAndReloadsItsCertificateOnSIGHUP(t *testing.T) {
 }
 
 func TestRunRefusesBadTLSFlagsNamingTheFlag(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca := tlstest.NewCA(t, dir, "ca")
 	good := ca.Issue(t, dir, "good", 2, tlstest.Options{})

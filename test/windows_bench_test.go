@@ -355,6 +355,7 @@ func pendingEmissions(ctx context.Context, b *testing.B, client *stated.Client, 
 // records stay within that bound, and the outbox holds no more than a
 // commit's closings.
 func TestWindowStateStaysFlatUnderSteadyLoad(t *testing.T) {
+	t.Parallel()
 	skipUnderRace(t)
 	_, client, d := sdkSetup(t)
 	// Longer than sdkSetup's bound: under -race the stream takes a minute.

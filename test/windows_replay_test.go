@@ -337,6 +337,7 @@ func runToTheEnd(ctx context.Context, t *testing.T, app *sessionsApp, k *kafkaEn
 // crash, which equals a reference sessionizer's, and none was received
 // twice.
 func TestWindowReplayFromACheckpointEmitsEverySessionOnce(t *testing.T) {
+	t.Parallel()
 	skipUnderRace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
