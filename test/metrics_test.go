@@ -213,7 +213,9 @@ func TestMetricsCountAKnownWorkloadExactly(t *testing.T) {
 	eq("stated_commits_total", value(t, fams, "stated_commits_total"), commits+1+batchedCommits)
 	eq("stated_commit_mutations_total", value(t, fams, "stated_commit_mutations_total"), commits*mutations+batchedMutations)
 	eq("stated_commit_bytes_total", value(t, fams, "stated_commit_bytes_total"), float64(commitBytes))
-	eq("commit latency observations", float64(observations(t, fams, "stated_commit_duration_seconds")), commits+2)
+	// Every commit answered: the Commit calls (one refused) and the three
+	// of the CommitBatch call (one refused).
+	eq("commit latency observations", float64(observations(t, fams, "stated_commit_duration_seconds")), commits+2+3)
 	eq("OK commits", value(t, fams, "stated_grpc_requests_total", "method", commitM, "code", "OK"), commits+1)
 	eq("refused commits", value(t, fams, "stated_grpc_requests_total", "method", commitM, "code", "InvalidArgument"), 1)
 	eq("commit RPC latency observations", float64(observations(t, fams, "stated_grpc_request_duration_seconds", "method", commitM)), commits+2)
