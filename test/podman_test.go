@@ -109,9 +109,11 @@ func TestSinglePodManifestKeepsEveryAcknowledgedWriteWhenStatedIsKilled(t *testi
 }
 
 var (
-	// podmanMu runs the podman tests one at a time: they run in parallel
-	// with the others, but two pods being played, stopped and removed at
-	// once on podman 4.3 only slow each other down on the shared disk.
+	// podmanMu runs the podman tests one at a time (each in parallel
+	// with the other tests): both play pods, volumes and networks through
+	// podman 4.3, whose waits are long on this disk already (the
+	// StatefulSet test's 91 s alone), and running the two at once was
+	// not tried.
 	podmanMu    sync.Mutex
 	podmanOnce  sync.Once
 	podmanSkip  string // why the podman tests skip; "" when they run
