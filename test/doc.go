@@ -14,8 +14,8 @@
 // The tests mostly wait on the processes they start, so each calls
 // t.Parallel and four run at once (testParallel; go test's -parallel
 // overrides it), except the few that set the process's environment or
-// working directory, which run first, alone. Whatever they share is safe for that: the binaries are built
-// once, freeAddr never hands out one port twice, network namespaces and
-// podman names carry a tag of their own, and the podman tests take turns
-// (podmanMu).
+// working directory, which run first, alone. Whatever they share is safe
+// for that: the binaries are built once, freeAddr never hands out one
+// port twice, network namespaces and podman names carry a tag of their
+// own, and the podman tests take turns (podmanMu).
 package test

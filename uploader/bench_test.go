@@ -76,22 +76,7 @@ func BenchmarkUploadFullUnderGC(b *testing.B) { benchUploadFull(b, 30*time.Milli
 
 func benchUploadFull(b *testing.B, gcEvery time.Duration) {
 	if gcEvery > 0 {
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		defer func() { close(stop); <-done }()
-		go func() {
-			defer close(done)
-			t := time.NewTicker(gcEvery)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-					runtime.GC()
-				}
-			}
-		}()
+		collectEvery(b, gcEvery)
 	}
 	b.ReportAllocs()
 	dir := benchDir(b)
@@ -115,6 +100,25 @@ func benchUploadFull(b *testing.B, gcEvery time.Duration) {
 	}
 	reportMBps(b, total, elapsed)
 	cpu.report()
+}
+
+// collectEvery runs the garbage collector every d until b ends.
+func collectEvery(b *testing.B, d time.Duration) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	b.Cleanup(func() { close(stop); <-done })
+	go func() {
+		defer close(done)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				runtime.GC()
+			}
+		}
+	}()
 }
 
 // BenchmarkUploadIncremental: the next checkpoint after a flush and a
