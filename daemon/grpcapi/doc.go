@@ -44,10 +44,13 @@
 // GetOffsets and the Windows reads) need the leader. A follower given a
 // Forwarder sends them on to the leader's gRPC address (from the cluster
 // metadata) and passes its answer back
-// unchanged, marking the call with the metadata key ForwardedKey. A
-// forwarded call that lands on a node that is no longer the leader is not
-// forwarded again: it fails Unavailable ("not leader; leader is X") and the
-// client retries; so does any such call while no leader is known. LOCAL and
+// unchanged, marking the call with the metadata key ForwardedKey and its
+// cluster id under ClusterIDKey. A forwarded call that lands on a node
+// that is no longer the leader is not forwarded again: it fails
+// Unavailable ("not leader; leader is X") and the client retries; so does
+// any such call while no leader is known, and one that lands on a node of
+// another cluster (the leader's address was reused), which serves nothing
+// of it. LOCAL and
 // SESSION reads are served by whichever node receives them (SESSION first
 // waits until the node has applied min_index). Members and NodeStatus
 // answer from the receiving node.

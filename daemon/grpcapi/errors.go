@@ -47,6 +47,7 @@ func statusOf(ctx context.Context, logger *slog.Logger, err error) error {
 	var fence *fsm.FenceError
 	var sess *fsm.SessionError
 	var nl *notLeaderError
+	var oc *otherClusterError
 	var full *fsm.OutboxFullError
 	var cfe *command.FieldError
 	switch {
@@ -66,6 +67,8 @@ func statusOf(ctx context.Context, logger *slog.Logger, err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.As(err, &nl):
 		return status.Error(codes.Unavailable, nl.Error())
+	case errors.As(err, &oc):
+		return status.Error(codes.Unavailable, oc.Error())
 	case errors.Is(err, raftstore.ErrNotLeader):
 		return status.Error(codes.Unavailable, "stated: this node is not the raft leader; retry on the leader")
 	case errors.Is(err, raftstore.ErrMemberConflict), errors.Is(err, raftstore.ErrClusterMismatch):

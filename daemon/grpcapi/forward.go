@@ -16,6 +16,14 @@ import (
 // disagree about who leads; the client retries.
 const ForwardedKey = "stated-forwarded"
 
+// ClusterIDKey is the gRPC metadata key that carries the forwarding node's
+// cluster id on a forwarded call. The node that receives it serves the
+// call only if it belongs to that cluster: the leader's advertised
+// address may reach a node of another cluster (the address was reused
+// after the leader stopped, or a pod's IP went to another deployment),
+// and that node must not apply, or answer, a call meant for this one.
+const ClusterIDKey = "stated-cluster-id"
+
 // Leadership says who leads the cluster; *raftstore.Store satisfies it.
 type Leadership interface {
 	// IsLeader reports whether this node is the Raft leader.
@@ -23,6 +31,8 @@ type Leadership interface {
 	// Leader returns the leader's node id and its advertised gRPC
 	// address, either "" when unknown.
 	Leader() (id, grpcAddr string)
+	// ClusterID returns the cluster's id, "" before it is recorded.
+	ClusterID() string
 }
 
 // Forwarder reaches other nodes' gRPC servers. The daemon implements it
@@ -48,6 +58,19 @@ func (e *notLeaderError) Error() string {
 	return fmt.Sprintf("stated: not leader; leader is %s (%s); retry", e.leaderID, e.reason)
 }
 
+// otherClusterError is a forwarded call that reached a node of another
+// cluster. It maps to Unavailable: the forwarding node's idea of where
+// its leader is is out of date or wrong, and the client retries (on a
+// node that knows the leader, or after the election that follows).
+type otherClusterError struct {
+	own, caller string
+}
+
+func (e *otherClusterError) Error() string {
+	return fmt.Sprintf("stated: a node forwarded this call to its leader's address, which reaches a node of another cluster "+
+		"(cluster %s; the call came from cluster %s): the leader's address was reused or is advertised wrong; retry", e.own, e.caller)
+}
+
 // forwarding decides whether a call that needs the leader is served here
 // or forwarded, and opens the connection to the leader.
 type forwarding struct {
@@ -56,9 +79,16 @@ type forwarding struct {
 }
 
 // leaderConn returns nil, nil when this node leads and serves the call
-// itself; else a connection to the leader and ctx marked as forwarded; else
-// a *notLeaderError.
+// itself; else a connection to the leader and ctx marked as forwarded
+// (with this node's cluster id); else a *notLeaderError. A call forwarded
+// by a node of another cluster is refused with an *otherClusterError
+// before anything else: every forwarded call comes from this method on
+// the sender, and its handler on the receiver calls it too.
 func (f forwarding) leaderConn(ctx context.Context) (grpc.ClientConnInterface, context.Context, error) {
+	own := f.lead.ClusterID()
+	if caller := forwardedFrom(ctx); caller != "" && own != "" && caller != own {
+		return nil, ctx, &otherClusterError{own: own, caller: caller}
+	}
 	if f.lead.IsLeader() {
 		return nil, ctx, nil
 	}
@@ -78,6 +108,9 @@ func (f forwarding) leaderConn(ctx context.Context) (grpc.ClientConnInterface, c
 		return nil, ctx, &notLeaderError{leaderID: id, reason: fmt.Sprintf("cannot connect to %s: %v", addr, err)}
 	}
 	out := metadata.AppendToOutgoingContext(ctx, ForwardedKey, "1")
+	if own != "" {
+		out = metadata.AppendToOutgoingContext(out, ClusterIDKey, own)
+	}
 	// The leader checks the client's bearer token again (package authz):
 	// carry it along.
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
@@ -92,6 +125,16 @@ func (f forwarding) leaderConn(ctx context.Context) (grpc.ClientConnInterface, c
 func isForwarded(ctx context.Context) bool {
 	md, _ := metadata.FromIncomingContext(ctx)
 	return len(md.Get(ForwardedKey)) > 0
+}
+
+// forwardedFrom returns the cluster id a forwarded call carries, "" when
+// it carries none (not forwarded, or by a node that had no id yet).
+func forwardedFrom(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(ClusterIDKey); len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // forwardedError passes on the leader's answer: a status keeps its code and
