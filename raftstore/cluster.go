@@ -215,8 +215,18 @@ func (s *Store) Leader() (id, grpcAddr string) {
 }
 
 // ClusterID returns the cluster's id as applied here, or "" before it is.
+// Once recorded it never changes for this state (a Raft snapshot comes
+// from the same cluster, a restore runs before the node starts), so it
+// is read from the state machine only until it is known: forwarding
+// checks it on every call.
 func (s *Store) ClusterID() string {
+	if id := s.clusterID.Load(); id != nil {
+		return *id
+	}
 	id, _ := s.fsm.ClusterID()
+	if id != "" {
+		s.clusterID.Store(&id)
+	}
 	return id
 }
 

@@ -44,6 +44,9 @@ type Store struct {
 	raftDir     string
 
 	hadState bool // Dir held Raft state when the store was opened
+	// clusterID is the cluster id once this node has applied it; see
+	// ClusterID.
+	clusterID atomic.Pointer[string]
 	// readyTerm is the last term in which this node, as leader, saw an
 	// entry of its own term commit; see ensureTermCommitted.
 	readyTerm atomic.Uint64

@@ -85,9 +85,10 @@ type forwarding struct {
 // before anything else: every forwarded call comes from this method on
 // the sender, and its handler on the receiver calls it too.
 func (f forwarding) leaderConn(ctx context.Context) (grpc.ClientConnInterface, context.Context, error) {
-	own := f.lead.ClusterID()
-	if caller := forwardedFrom(ctx); caller != "" && own != "" && caller != own {
-		return nil, ctx, &otherClusterError{own: own, caller: caller}
+	if caller := forwardedFrom(ctx); caller != "" {
+		if own := f.lead.ClusterID(); own != "" && caller != own {
+			return nil, ctx, &otherClusterError{own: own, caller: caller}
+		}
 	}
 	if f.lead.IsLeader() {
 		return nil, ctx, nil
@@ -108,7 +109,7 @@ func (f forwarding) leaderConn(ctx context.Context) (grpc.ClientConnInterface, c
 		return nil, ctx, &notLeaderError{leaderID: id, reason: fmt.Sprintf("cannot connect to %s: %v", addr, err)}
 	}
 	out := metadata.AppendToOutgoingContext(ctx, ForwardedKey, "1")
-	if own != "" {
+	if own := f.lead.ClusterID(); own != "" {
 		out = metadata.AppendToOutgoingContext(out, ClusterIDKey, own)
 	}
 	// The leader checks the client's bearer token again (package authz):
