@@ -230,6 +230,25 @@ func (s *Store) ClusterID() string {
 	return id
 }
 
+// peerClusterID is the cluster id this node's Raft connections present
+// and expect (clusterlayer.go): the applied id, or before it is applied,
+// the id this node chose when it bootstrapped a new cluster, which its
+// first leader records; "" on a node that is joining and has not applied
+// it yet.
+func (s *Store) peerClusterID() string {
+	if id := s.ClusterID(); id != "" {
+		return id
+	}
+	return s.bootstrapClusterID
+}
+
+// newClusterID is a new cluster's random id: 16 hex digits.
+func newClusterID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
 // Counts counts this node's bookkeeping and keyed state (see fsm.Counts:
 // it scans the state, seconds per GB). Callers share scans: one that asks
 // while a scan runs waits for that scan instead of starting another, so
@@ -377,9 +396,11 @@ func (s *Store) onLeadership(ctx context.Context) error {
 		return err
 	}
 	if s.ClusterID() == "" {
-		b := make([]byte, 8)
-		rand.Read(b)
-		if _, err := s.propose(ctx, &command.Command{Type: command.TypeSetClusterID, ClusterID: hex.EncodeToString(b)}); err != nil {
+		id := s.bootstrapClusterID
+		if id == "" { // bootstrapped before this process: a cluster id of its own
+			id = newClusterID()
+		}
+		if _, err := s.propose(ctx, &command.Command{Type: command.TypeSetClusterID, ClusterID: id}); err != nil {
 			return err
 		}
 	}

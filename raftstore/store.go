@@ -47,6 +47,9 @@ type Store struct {
 	// clusterID is the cluster id once this node has applied it; see
 	// ClusterID.
 	clusterID atomic.Pointer[string]
+	// bootstrapClusterID is the id this node chose when it bootstrapped a
+	// new cluster, for its first leader to record; "" otherwise.
+	bootstrapClusterID string
 	// readyTerm is the last term in which this node, as leader, saw an
 	// entry of its own term commit; see ensureTermCommitted.
 	readyTerm atomic.Uint64
@@ -149,6 +152,13 @@ func (s *Store) open(ctx context.Context) error {
 		if s.incarnation, err = joiningIncarnation(raftDir); err != nil {
 			return err
 		}
+	}
+	if !existing && s.cfg.Bootstrap && !joining {
+		// Chosen before the transport listens, so that a node of another
+		// cluster that dials this address (it was a member's) is refused
+		// from the first connection on, not only once the first leader
+		// has recorded the id.
+		s.bootstrapClusterID = newClusterID()
 	}
 	if s.transport, err = s.newTransport(hlog); err != nil {
 		return err
@@ -278,6 +288,7 @@ func (s *Store) newTransport(hlog hclog.Logger) (*raft.NetworkTransport, error) 
 		}
 		layer = tl
 	}
+	layer = newClusterLayer(layer, s.peerClusterID, s.logger)
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
 	}), nil

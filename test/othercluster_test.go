@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -59,4 +60,62 @@ func TestForwardingNeverReachesAnotherCluster(t *testing.T) {
 	// The leader itself still serves commits, and its followers apply them.
 	mustStated(ctx, t, "kv", "put", "fwd", "k", "here", "--addr", nodes[leader].socket)
 	waitStated(ctx, t, equals("here"), "kv", "get", "fwd", "k", "--consistency", "local", "--addr", follower.socket)
+}
+
+// TestRaftNeverReachesAnotherClusterAtAMembersAddress: while a member is
+// down, the leader keeps replicating to its Raft address. A node of
+// another cluster that takes that address (here with the same node id, as
+// clusters built from one manifest have) must refuse this cluster's Raft
+// connections: taking this leader's term or entries would unseat its own
+// leader and could mix the two clusters' logs. Before Raft connections
+// carried the cluster id, the other cluster's new node became a follower
+// of this leader within seconds, with this cluster's log and id.
+func TestRaftNeverReachesAnotherClusterAtAMembersAddress(t *testing.T) {
+	t.Parallel()
+	skipUnderRace(t) // processes only
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	nodes := startCluster(ctx, t, 3)
+	leader := leaderOf(ctx, t, nodes)
+	gone := nodes[(leader+1)%len(nodes)]
+	if code := gone.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("%s exited %d on SIGTERM", gone.id, code)
+	}
+	other := newNamedNode(t, gone.id)
+	other.raftAddr = gone.raftAddr
+	other.start(ctx)
+	before, err := nodeStatus(ctx, other)
+	if err != nil || before.Role != "leader" {
+		t.Fatalf("the other cluster's node: %v, %v", before, err)
+	}
+
+	// Commits go on with two of three; the leader dials the stopped
+	// member's address throughout, and says what it found there.
+	for i := range 20 {
+		mustStated(ctx, t, "kv", "put", "raft", "k", fmt.Sprint(i), "--addr", nodes[leader].socket)
+	}
+	for !strings.Contains(nodes[leader].logs.String(), "belongs to another cluster") {
+		if ctx.Err() != nil {
+			t.Fatalf("the leader never reported the other cluster at %s's address", gone.id)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	after, err := nodeStatus(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Role != "leader" || after.Term != before.Term || after.ClusterId != before.ClusterId {
+		t.Errorf("the other cluster's node was reached by this cluster's Raft: before %s term %d, after %s term %d",
+			before.Role, before.Term, after.Role, after.Term)
+	}
+	if got := runStated(ctx, t, "kv", "get", "raft", "k", "--consistency", "local", "--addr", other.socket); got.code == 0 {
+		t.Errorf("the other cluster holds this cluster's entry: raft/k = %q", strings.TrimSpace(got.stdout))
+	}
+
+	// Once its address is its own again, the member catches up.
+	if code := other.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("the other cluster's node exited %d on SIGTERM", code)
+	}
+	gone.start(ctx)
+	waitStated(ctx, t, equals("19"), "kv", "get", "raft", "k", "--consistency", "local", "--addr", gone.socket)
 }
