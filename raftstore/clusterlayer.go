@@ -29,9 +29,11 @@ import (
 //
 // which the accepting node answers with clusterAccepted, or with
 // clusterRefused followed by its own id (uvarint length first) before it
-// closes the connection. An empty id (a node that has not applied the
-// cluster's id yet: a new cluster before its first leader recorded it, a
-// node that is joining) is accepted by everyone and accepts everyone.
+// closes the connection. The id is the one the node applied, or, on a
+// node that bootstrapped a new cluster, the one it chose before its Raft
+// port listened (its first leader records it). An empty id (a node that
+// is joining and has not applied its cluster's id yet) is accepted by
+// everyone and accepts everyone.
 //
 // Older releases neither send nor understand the preamble. A connection
 // whose first byte is not clusterMagic is served as it is (an older peer
@@ -123,7 +125,7 @@ func dialHandshake(conn net.Conn, own string, timeout time.Duration) error {
 	r := bufio.NewReaderSize(byteReader{conn}, 16)
 	answer, err := r.ReadByte()
 	switch {
-	case errors.Is(err, io.EOF), isReset(err):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), isReset(err):
 		return errNoAnswer
 	case err != nil:
 		return fmt.Errorf("raftstore: read the cluster check's answer: %w", err)
