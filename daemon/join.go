@@ -61,7 +61,7 @@ func (d *Daemon) joinIfNew(ctx context.Context, s *raftstore.Store) error {
 		ClusterId:   s.ClusterID(),
 		Incarnation: s.Incarnation(),
 	}
-	via, err := d.join(ctx, req)
+	via, err := d.join(ctx, req, s.ExpectClusterID)
 	if err != nil {
 		return err
 	}
@@ -163,8 +163,10 @@ func (d *Daemon) joinAddrs() []string {
 
 // join sends req to the Join addresses in turn, in rounds, until one
 // accepts it, the cluster refuses it, or ctx ends. It returns the address
-// that accepted.
-func (d *Daemon) join(ctx context.Context, req *statedv1.JoinRequest) (string, error) {
+// that accepted. Before each Join it tells expect the cluster id the
+// address serves, so that this node's Raft connections refuse other
+// clusters before the leader adds it (raftstore.Store.ExpectClusterID).
+func (d *Daemon) join(ctx context.Context, req *statedv1.JoinRequest, expect func(clusterID string)) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.JoinTimeout)
 	defer cancel()
 	addrs := d.joinAddrs()
@@ -180,7 +182,7 @@ func (d *Daemon) join(ctx context.Context, req *statedv1.JoinRequest) (string, e
 			if notStated[addr] {
 				continue
 			}
-			err := d.joinVia(ctx, addr, req)
+			err := d.joinVia(ctx, addr, req, expect)
 			switch code := status.Code(err); {
 			case err == nil:
 				return addr, nil
@@ -209,8 +211,9 @@ func (d *Daemon) join(ctx context.Context, req *statedv1.JoinRequest) (string, e
 	}
 }
 
-// joinVia sends one Join request to addr.
-func (d *Daemon) joinVia(ctx context.Context, addr string, req *statedv1.JoinRequest) error {
+// joinVia asks addr which cluster it serves, passes the answer to expect,
+// and sends it one Join request.
+func (d *Daemon) joinVia(ctx context.Context, addr string, req *statedv1.JoinRequest, expect func(clusterID string)) error {
 	cc, err := dialNode(addr, d.cfg.MaxMessageBytes, d.tls.peerCreds(addr))
 	if err != nil {
 		return err
@@ -218,7 +221,11 @@ func (d *Daemon) joinVia(ctx context.Context, addr string, req *statedv1.JoinReq
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(ctx, joinAttemptTimeout)
 	defer cancel()
-	_, err = statedv1.NewClusterClient(cc).Join(d.joinTokenContext(ctx), req)
+	client := statedv1.NewClusterClient(cc)
+	if m, err := client.Members(d.joinTokenContext(ctx), &statedv1.MembersRequest{}); err == nil {
+		expect(m.GetClusterId())
+	}
+	_, err = client.Join(d.joinTokenContext(ctx), req)
 	return err
 }
 

@@ -233,13 +233,27 @@ func (s *Store) ClusterID() string {
 // peerClusterID is the cluster id this node's Raft connections present
 // and expect (clusterlayer.go): the applied id, or before it is applied,
 // the id this node chose when it bootstrapped a new cluster, which its
-// first leader records; "" on a node that is joining and has not applied
-// it yet.
+// first leader records, or on a node that is joining, the id of the
+// cluster it joins (ExpectClusterID); "" before either is known.
 func (s *Store) peerClusterID() string {
 	if id := s.ClusterID(); id != "" {
 		return id
 	}
+	if id := s.expectedClusterID.Load(); id != nil {
+		return *id
+	}
 	return s.bootstrapClusterID
+}
+
+// ExpectClusterID tells a node that is joining which cluster it is
+// joining (the answer of the member it sends its Join to), before the
+// leader adds it: from then on its Raft connections present that id and
+// refuse a node of another cluster, instead of accepting every node
+// until it has applied its cluster's id. An empty id changes nothing.
+func (s *Store) ExpectClusterID(id string) {
+	if id != "" {
+		s.expectedClusterID.Store(&id)
+	}
 }
 
 // newClusterID is a new cluster's random id: 16 hex digits.

@@ -1,6 +1,8 @@
 package raftstore
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"strings"
@@ -142,5 +144,59 @@ func TestRaftConnectionsToAndFromOlderReleasesAreServed(t *testing.T) {
 	}
 	if older.served.Load() != 3 || checked.served.Load() != 3 {
 		t.Fatalf("served: older %d, checked %d; want 3 each", older.served.Load(), checked.served.Load())
+	}
+}
+
+// handshake dials addr and runs the dialling side of the cluster check
+// with id.
+func handshake(t *testing.T, addr, id string) error {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	return dialHandshake(conn, id, 2*time.Second)
+}
+
+// TestStoresPresentTheirClusterFromTheirFirstConnection: a node that
+// bootstraps a new cluster checks Raft connections against the id it
+// chose before its Raft port listened, which its first leader records; a
+// node that is joining accepts every node until it is told which cluster
+// it joins, and from then on refuses the others.
+func TestStoresPresentTheirClusterFromTheirFirstConnection(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, testConfig(t.TempDir()))
+	defer s.Close()
+	if s.bootstrapClusterID == "" || s.ClusterID() != s.bootstrapClusterID {
+		t.Fatalf("the first leader recorded cluster id %q; the node bootstrapped with %q", s.ClusterID(), s.bootstrapClusterID)
+	}
+	if err := handshake(t, s.RaftAddr(), "0123456789abcdef"); !errors.Is(err, ErrOtherCluster) {
+		t.Fatalf("a bootstrapped node answered another cluster's connection with %v", err)
+	}
+	if err := handshake(t, s.RaftAddr(), s.ClusterID()); err != nil {
+		t.Fatalf("a bootstrapped node refused its own cluster: %v", err)
+	}
+
+	cfg := testConfig(t.TempDir())
+	cfg.NodeID = "n2"
+	cfg.Bootstrap = false
+	j, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if !j.NeedsJoin() {
+		t.Fatal("a node without state that does not bootstrap does not need a join")
+	}
+	if err := handshake(t, j.RaftAddr(), "0123456789abcdef"); err != nil {
+		t.Fatalf("a joining node that knows no cluster yet refused a connection: %v", err)
+	}
+	j.ExpectClusterID(s.ClusterID())
+	if err := handshake(t, j.RaftAddr(), "0123456789abcdef"); !errors.Is(err, ErrOtherCluster) {
+		t.Fatalf("a joining node told its cluster answered another cluster's connection with %v", err)
+	}
+	if err := handshake(t, j.RaftAddr(), s.ClusterID()); err != nil {
+		t.Fatalf("a joining node refused the cluster it joins: %v", err)
 	}
 }

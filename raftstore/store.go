@@ -50,6 +50,9 @@ type Store struct {
 	// bootstrapClusterID is the id this node chose when it bootstrapped a
 	// new cluster, for its first leader to record; "" otherwise.
 	bootstrapClusterID string
+	// expectedClusterID is the id of the cluster a joining node joins;
+	// see ExpectClusterID.
+	expectedClusterID atomic.Pointer[string]
 	// readyTerm is the last term in which this node, as leader, saw an
 	// entry of its own term commit; see ensureTermCommitted.
 	readyTerm atomic.Uint64
