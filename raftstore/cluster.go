@@ -385,7 +385,7 @@ func (s *Store) watchJoin() {
 
 // watchLeadership runs for the life of the store. Each time this node
 // becomes leader it applies the log (a barrier), then records a cluster id
-// if the cluster has none (the first leader of a new cluster picks it) and
+// if the cluster has none (the one the bootstrapping node chose) and
 // its own addresses if the metadata lacks or differs from them.
 func (s *Store) watchLeadership() {
 	defer close(s.watchDone)
