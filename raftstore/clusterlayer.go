@@ -1,7 +1,6 @@
 package raftstore
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -116,13 +115,10 @@ func dialHandshake(conn net.Conn, own string, timeout time.Duration) error {
 		conn.SetDeadline(time.Now().Add(timeout))
 		defer conn.SetDeadline(time.Time{})
 	}
-	msg := []byte{clusterMagic, clusterVersion}
-	msg = binary.AppendUvarint(msg, uint64(len(own)))
-	msg = append(msg, own...)
-	if _, err := conn.Write(msg); err != nil {
+	if _, err := conn.Write(appendClusterID([]byte{clusterMagic, clusterVersion}, own)); err != nil {
 		return fmt.Errorf("raftstore: send the cluster check: %w", err)
 	}
-	r := bufio.NewReaderSize(byteReader{conn}, 16)
+	r := byteReader{conn}
 	answer, err := r.ReadByte()
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), isReset(err):
@@ -146,6 +142,13 @@ func isReset(err error) bool {
 	return errors.As(err, &op) && !op.Timeout()
 }
 
+// appendClusterID appends id as the check carries it: its length as a
+// uvarint, then its bytes.
+func appendClusterID(dst []byte, id string) []byte {
+	return append(binary.AppendUvarint(dst, uint64(len(id))), id...)
+}
+
+// readClusterID reads what appendClusterID wrote.
 func readClusterID(r io.ByteReader) (string, error) {
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
@@ -194,15 +197,15 @@ func (c *checkedConn) Read(p []byte) (int, error) {
 // check reads the first byte: a preamble is checked and answered; anything
 // else is an older peer's first RPC, kept for Raft to read.
 func (c *checkedConn) check() error {
-	var b [1]byte
-	if _, err := io.ReadFull(c.Conn, b[:]); err != nil {
+	r := byteReader{c.Conn}
+	first, err := r.ReadByte()
+	if err != nil {
 		return err
 	}
-	if b[0] != clusterMagic {
-		c.first = b[:]
+	if first != clusterMagic {
+		c.first = []byte{first}
 		return nil
 	}
-	r := bufio.NewReaderSize(byteReader{c.Conn}, 16)
 	version, err := r.ReadByte()
 	if err != nil {
 		return err
@@ -219,20 +222,17 @@ func (c *checkedConn) check() error {
 		_, err := c.Conn.Write([]byte{clusterAccepted})
 		return err
 	}
-	msg := binary.AppendUvarint([]byte{clusterRefused}, uint64(len(own)))
-	c.Conn.Write(append(msg, own...))
+	c.Conn.Write(appendClusterID([]byte{clusterRefused}, own))
 	c.logger.Warn("raft: refused a connection from a node of another cluster", "peer", c.RemoteAddr().String(), "its_cluster", theirs, "cluster", own)
 	return fmt.Errorf("%w: %s is in cluster %s, this node in %s", ErrOtherCluster, c.RemoteAddr(), theirs, own)
 }
 
-// byteReader reads one byte at a time from a connection, so that a
-// bufio.Reader over it never reads past the check into what Raft reads
-// next.
+// byteReader reads a connection one byte at a time, so that the check
+// never reads past itself into what Raft reads next.
 type byteReader struct{ net.Conn }
 
-func (b byteReader) Read(p []byte) (int, error) {
-	if len(p) > 1 {
-		p = p[:1]
-	}
-	return b.Conn.Read(p)
+func (b byteReader) ReadByte() (byte, error) {
+	var one [1]byte
+	_, err := io.ReadFull(b.Conn, one[:])
+	return one[0], err
 }
