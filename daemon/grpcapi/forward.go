@@ -129,10 +129,11 @@ func isForwarded(ctx context.Context) bool {
 }
 
 // forwardedFrom returns the cluster id a forwarded call carries, "" when
-// it carries none (not forwarded, or by a node that had no id yet).
+// it carries none (not forwarded, or by a node that had no id yet). Every
+// call that needs the leader asks, on the leader too: it looks up the one
+// key rather than copying the call's metadata (FromIncomingContext).
 func forwardedFrom(ctx context.Context) string {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(ClusterIDKey); len(v) > 0 {
+	if v := metadata.ValueFromIncomingContext(ctx, ClusterIDKey); len(v) > 0 {
 		return v[0]
 	}
 	return ""
