@@ -228,11 +228,20 @@ func (d *Daemon) openCheckpoints(ctx context.Context) error {
 	return nil
 }
 
+// lineageServerOptions chain the lineage check (grpcapi.LineageKey): a
+// call from a client of another cluster is refused before its handler.
+// It runs after the token check, so that only an authorized caller learns
+// this cluster's lineage from a refusal.
+func (d *Daemon) lineageServerOptions() []grpc.ServerOption {
+	c := grpcapi.NewLineageCheck(d.store, d.logger)
+	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(c.Unary), grpc.ChainStreamInterceptor(c.Stream)}
+}
+
 func (d *Daemon) serve() {
 	d.server = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(d.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(d.cfg.MaxMessageBytes),
-	}, append(d.metricsServerOptions(), d.authzServerOptions()...)...)...)
+	}, append(append(d.metricsServerOptions(), d.authzServerOptions()...), d.lineageServerOptions()...)...)...)
 	opts := []grpcapi.Option{grpcapi.WithLogger(d.logger), grpcapi.WithForwarder(d.conns)}
 	statedv1.RegisterStateServer(d.server, grpcapi.New(d.store, opts...))
 	statedv1.RegisterClusterServer(d.server, grpcapi.NewCluster(d.store, opts...))

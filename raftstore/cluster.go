@@ -230,6 +230,23 @@ func (s *Store) ClusterID() string {
 	return id
 }
 
+// Lineage returns the id of the line of clusters this cluster belongs to
+// (fsm.FSM.Lineage): its own id unless it was restored from a checkpoint,
+// else the lineage of the cluster the checkpoint came from; "" before the
+// cluster id is applied here. Like ClusterID it never changes for this
+// state, and is read from the state machine only until it is known: the
+// gRPC server checks it on every call that carries a client's lineage.
+func (s *Store) Lineage() string {
+	if l := s.lineage.Load(); l != nil {
+		return *l
+	}
+	l, _ := s.fsm.Lineage()
+	if l != "" {
+		s.lineage.Store(&l)
+	}
+	return l
+}
+
 // peerClusterID is the cluster id this node's Raft connections present
 // and expect (clusterlayer.go): the applied id, or before it is applied,
 // the id this node chose when it bootstrapped a new cluster, which its

@@ -47,6 +47,8 @@ type Store struct {
 	// clusterID is the cluster id once this node has applied it; see
 	// ClusterID.
 	clusterID atomic.Pointer[string]
+	// lineage is the cluster's lineage once known; see Lineage.
+	lineage atomic.Pointer[string]
 	// bootstrapClusterID is the id this node chose when it bootstrapped a
 	// new cluster, for its first leader to record; "" otherwise.
 	bootstrapClusterID string

@@ -106,10 +106,15 @@ type nodeStatusOutput struct {
 	Error        string `json:"error,omitempty"`
 	// Counts is the node's bookkeeping, when it answered.
 	Counts *stated.StateCounts `json:"counts,omitempty"`
+	// clusterID and lineageID are the node's, when it answered.
+	clusterID, lineageID string
 }
 
 type statusOutput struct {
-	ClusterID        string             `json:"cluster_id"`
+	ClusterID string `json:"cluster_id"`
+	// LineageID is the cluster's lineage as its members report it:
+	// ClusterID unless the cluster was restored from a checkpoint.
+	LineageID        string             `json:"lineage_id,omitempty"`
 	LeaderID         string             `json:"leader_id"`
 	Members          []nodeStatusOutput `json:"members"`
 	Checkpoints      *checkpointsOutput `json:"checkpoints,omitempty"`
@@ -156,6 +161,14 @@ within --timeout is shown as unreachable. Counting scans the node's state.`,
 				}()
 			}
 			wg.Wait()
+			for i, m := range out.Members {
+				if m.clusterID != "" && m.clusterID != ms.ClusterID && m.Error == "" {
+					out.Members[i].Error = fmt.Sprintf("the node at %s belongs to cluster %s, not %s", m.GRPCAddr, m.clusterID, ms.ClusterID)
+				}
+				if m.clusterID == ms.ClusterID && out.LineageID == "" {
+					out.LineageID = m.lineageID
+				}
+			}
 			if st, err := statedv1.NewCheckpointsClient(client.Conn()).Status(ctx, &statedv1.CheckpointStatusRequest{}); err == nil {
 				out.Checkpoints = checkpointStatusOutput(st)
 			} else {
@@ -203,6 +216,7 @@ func memberStatus(ctx context.Context, m stated.Member, opts ...stated.Option) n
 	o.Role, o.Term = st.Role, st.Term
 	o.LastLogIndex, o.CommitIndex, o.AppliedIndex = st.LastLogIndex, st.CommitIndex, st.AppliedIndex
 	o.Counts = &st.Counts
+	o.clusterID, o.lineageID = st.ClusterID, st.LineageID
 	if st.NodeID != m.NodeID {
 		o.Error = fmt.Sprintf("the node at %s is %q, not %q", m.GRPCAddr, st.NodeID, m.NodeID)
 	}
@@ -210,7 +224,11 @@ func memberStatus(ctx context.Context, m stated.Member, opts ...stated.Option) n
 }
 
 func (c *cli) printStatus(out statusOutput) error {
-	fmt.Fprintf(c.stdout, "cluster %s, leader %s\n", orDash(out.ClusterID), orDash(out.LeaderID))
+	restored := ""
+	if out.LineageID != "" && out.LineageID != out.ClusterID {
+		restored = fmt.Sprintf(" (restored; lineage %s)", out.LineageID)
+	}
+	fmt.Fprintf(c.stdout, "cluster %s%s, leader %s\n", orDash(out.ClusterID), restored, orDash(out.LeaderID))
 	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NODE\tGRPC ADDR\tROLE\tTERM\tLAST LOG\tCOMMIT\tAPPLIED\tIS LEADER\tERROR")
 	for _, m := range out.Members {

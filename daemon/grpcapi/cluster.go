@@ -121,6 +121,7 @@ func (s *ClusterServer) NodeStatus(ctx context.Context, _ *statedv1.NodeStatusRe
 		},
 		NodeId:         st.NodeID,
 		ClusterId:      st.ClusterID,
+		LineageId:      s.store.Lineage(),
 		Role:           st.Role,
 		Term:           st.Term,
 		LastLogIndex:   st.LastLogIndex,

@@ -33,6 +33,9 @@ type Leadership interface {
 	Leader() (id, grpcAddr string)
 	// ClusterID returns the cluster's id, "" before it is recorded.
 	ClusterID() string
+	// Lineage returns the cluster's lineage (LineageKey), "" before its
+	// cluster id is recorded.
+	Lineage() string
 }
 
 // Forwarder reaches other nodes' gRPC servers. The daemon implements it

@@ -160,6 +160,7 @@ func (s *Server) OpenSession(ctx context.Context, r *statedv1.OpenSessionRequest
 	}
 	return &statedv1.OpenSessionResponse{
 		SessionId: opened.ID, Index: opened.Index, IdleTimeoutMillis: opened.IdleTimeout / 1e6,
+		LineageId: s.store.Lineage(),
 	}, nil
 }
 

@@ -624,7 +624,7 @@ func (x SessionRefused_Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionRefused_Reason.Descriptor instead.
 func (SessionRefused_Reason) EnumDescriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{48, 0}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{49, 0}
 }
 
 type RecoveryRequest struct {
@@ -2575,7 +2575,10 @@ type NodeStatusResponse struct {
 	// The bookkeeping this node holds, counted in its state: open client
 	// sessions and their lanes, entries with a TTL not yet deleted, and the
 	// keyed state's entries and bytes (keys plus values).
-	Counts        *StateCounts `protobuf:"bytes,10,opt,name=counts,proto3" json:"counts,omitempty"`
+	Counts *StateCounts `protobuf:"bytes,10,opt,name=counts,proto3" json:"counts,omitempty"`
+	// lineage_id is the cluster's lineage (OpenSessionResponse.lineage_id):
+	// cluster_id, unless the cluster was restored from a checkpoint.
+	LineageId     string `protobuf:"bytes,11,opt,name=lineage_id,json=lineageId,proto3" json:"lineage_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2678,6 +2681,13 @@ func (x *NodeStatusResponse) GetCounts() *StateCounts {
 		return x.Counts
 	}
 	return nil
+}
+
+func (x *NodeStatusResponse) GetLineageId() string {
+	if x != nil {
+		return x.LineageId
+	}
+	return ""
 }
 
 type StateCounts struct {
@@ -3933,8 +3943,14 @@ type OpenSessionResponse struct {
 	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	// idle_timeout_millis is how long the session lives without a commit.
 	IdleTimeoutMillis int64 `protobuf:"varint,3,opt,name=idle_timeout_millis,json=idleTimeoutMillis,proto3" json:"idle_timeout_millis,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// lineage_id is the lineage of the cluster that opened the session: its
+	// cluster id, or for a cluster restored from a checkpoint the lineage
+	// of the cluster the checkpoint came from. A client sends it on every
+	// later call in the metadata key "stated-lineage"; a node whose cluster
+	// has another lineage refuses the call (LineageRefused).
+	LineageId     string `protobuf:"bytes,4,opt,name=lineage_id,json=lineageId,proto3" json:"lineage_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OpenSessionResponse) Reset() {
@@ -3988,6 +4004,89 @@ func (x *OpenSessionResponse) GetIdleTimeoutMillis() int64 {
 	return 0
 }
 
+func (x *OpenSessionResponse) GetLineageId() string {
+	if x != nil {
+		return x.LineageId
+	}
+	return ""
+}
+
+// LineageRefused is the detail of a call refused (FAILED_PRECONDITION)
+// because it reached a node of another cluster: the call carried the
+// lineage of the cluster its client's session was opened in ("stated-
+// lineage"), and this node's cluster is of another lineage (the client's
+// address was reused by, or now points to, an unrelated cluster). Nothing
+// of the call was done.
+type LineageRefused struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// client_lineage_id is the lineage the call carried.
+	ClientLineageId string `protobuf:"bytes,1,opt,name=client_lineage_id,json=clientLineageId,proto3" json:"client_lineage_id,omitempty"`
+	// node_lineage_id and node_cluster_id are the refusing node's.
+	NodeLineageId string `protobuf:"bytes,2,opt,name=node_lineage_id,json=nodeLineageId,proto3" json:"node_lineage_id,omitempty"`
+	NodeClusterId string `protobuf:"bytes,3,opt,name=node_cluster_id,json=nodeClusterId,proto3" json:"node_cluster_id,omitempty"`
+	NodeId        string `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LineageRefused) Reset() {
+	*x = LineageRefused{}
+	mi := &file_statedv1_stated_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LineageRefused) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LineageRefused) ProtoMessage() {}
+
+func (x *LineageRefused) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LineageRefused.ProtoReflect.Descriptor instead.
+func (*LineageRefused) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *LineageRefused) GetClientLineageId() string {
+	if x != nil {
+		return x.ClientLineageId
+	}
+	return ""
+}
+
+func (x *LineageRefused) GetNodeLineageId() string {
+	if x != nil {
+		return x.NodeLineageId
+	}
+	return ""
+}
+
+func (x *LineageRefused) GetNodeClusterId() string {
+	if x != nil {
+		return x.NodeClusterId
+	}
+	return ""
+}
+
+func (x *LineageRefused) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
 // SessionRefused is the detail of a commit refused by its session
 // (FAILED_PRECONDITION). Nothing of the commit applied.
 type SessionRefused struct {
@@ -4006,7 +4105,7 @@ type SessionRefused struct {
 
 func (x *SessionRefused) Reset() {
 	*x = SessionRefused{}
-	mi := &file_statedv1_stated_proto_msgTypes[48]
+	mi := &file_statedv1_stated_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4018,7 +4117,7 @@ func (x *SessionRefused) String() string {
 func (*SessionRefused) ProtoMessage() {}
 
 func (x *SessionRefused) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[48]
+	mi := &file_statedv1_stated_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4031,7 +4130,7 @@ func (x *SessionRefused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRefused.ProtoReflect.Descriptor instead.
 func (*SessionRefused) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{48}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SessionRefused) GetClientId() string {
@@ -4100,7 +4199,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_statedv1_stated_proto_msgTypes[49]
+	mi := &file_statedv1_stated_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4112,7 +4211,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[49]
+	mi := &file_statedv1_stated_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4125,7 +4224,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{49}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReadOptions) GetConsistency() Consistency {
@@ -4156,7 +4255,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[50]
+	mi := &file_statedv1_stated_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4168,7 +4267,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[50]
+	mi := &file_statedv1_stated_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4181,7 +4280,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{50}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetRequest) GetNamespace() string {
@@ -4234,7 +4333,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[51]
+	mi := &file_statedv1_stated_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4246,7 +4345,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[51]
+	mi := &file_statedv1_stated_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4259,7 +4358,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{51}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -4319,7 +4418,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[52]
+	mi := &file_statedv1_stated_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4331,7 +4430,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[52]
+	mi := &file_statedv1_stated_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4344,7 +4443,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{52}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ScanRequest) GetNamespace() string {
@@ -4419,7 +4518,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_statedv1_stated_proto_msgTypes[53]
+	mi := &file_statedv1_stated_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4431,7 +4530,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[53]
+	mi := &file_statedv1_stated_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4444,7 +4543,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{53}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Entry) GetKind() Kind {
@@ -4499,7 +4598,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[54]
+	mi := &file_statedv1_stated_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4511,7 +4610,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[54]
+	mi := &file_statedv1_stated_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4524,7 +4623,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{54}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ScanResponse) GetEntries() []*Entry {
@@ -4551,7 +4650,7 @@ type GetOffsetsRequest struct {
 
 func (x *GetOffsetsRequest) Reset() {
 	*x = GetOffsetsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[55]
+	mi := &file_statedv1_stated_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4563,7 +4662,7 @@ func (x *GetOffsetsRequest) String() string {
 func (*GetOffsetsRequest) ProtoMessage() {}
 
 func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[55]
+	mi := &file_statedv1_stated_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4576,7 +4675,7 @@ func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{55}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetOffsetsRequest) GetGroup() string {
@@ -4609,7 +4708,7 @@ type GetOffsetsResponse struct {
 
 func (x *GetOffsetsResponse) Reset() {
 	*x = GetOffsetsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[56]
+	mi := &file_statedv1_stated_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4621,7 +4720,7 @@ func (x *GetOffsetsResponse) String() string {
 func (*GetOffsetsResponse) ProtoMessage() {}
 
 func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[56]
+	mi := &file_statedv1_stated_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4634,7 +4733,7 @@ func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{56}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetOffsetsResponse) GetOffsets() []*Offset {
@@ -4686,7 +4785,7 @@ type FencedPartition struct {
 
 func (x *FencedPartition) Reset() {
 	*x = FencedPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[57]
+	mi := &file_statedv1_stated_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4698,7 +4797,7 @@ func (x *FencedPartition) String() string {
 func (*FencedPartition) ProtoMessage() {}
 
 func (x *FencedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[57]
+	mi := &file_statedv1_stated_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4711,7 +4810,7 @@ func (x *FencedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FencedPartition.ProtoReflect.Descriptor instead.
 func (*FencedPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{57}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *FencedPartition) GetGroup() string {
@@ -4803,7 +4902,7 @@ type WindowSpec struct {
 
 func (x *WindowSpec) Reset() {
 	*x = WindowSpec{}
-	mi := &file_statedv1_stated_proto_msgTypes[58]
+	mi := &file_statedv1_stated_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4815,7 +4914,7 @@ func (x *WindowSpec) String() string {
 func (*WindowSpec) ProtoMessage() {}
 
 func (x *WindowSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[58]
+	mi := &file_statedv1_stated_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4828,7 +4927,7 @@ func (x *WindowSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSpec.ProtoReflect.Descriptor instead.
 func (*WindowSpec) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{58}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *WindowSpec) GetNamespace() string {
@@ -4938,7 +5037,7 @@ type DefineWindowsRequest struct {
 
 func (x *DefineWindowsRequest) Reset() {
 	*x = DefineWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[59]
+	mi := &file_statedv1_stated_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4950,7 +5049,7 @@ func (x *DefineWindowsRequest) String() string {
 func (*DefineWindowsRequest) ProtoMessage() {}
 
 func (x *DefineWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[59]
+	mi := &file_statedv1_stated_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4963,7 +5062,7 @@ func (x *DefineWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefineWindowsRequest.ProtoReflect.Descriptor instead.
 func (*DefineWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{59}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *DefineWindowsRequest) GetSpec() *WindowSpec {
@@ -4986,7 +5085,7 @@ type DefineWindowsResponse struct {
 
 func (x *DefineWindowsResponse) Reset() {
 	*x = DefineWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[60]
+	mi := &file_statedv1_stated_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4998,7 +5097,7 @@ func (x *DefineWindowsResponse) String() string {
 func (*DefineWindowsResponse) ProtoMessage() {}
 
 func (x *DefineWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[60]
+	mi := &file_statedv1_stated_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5011,7 +5110,7 @@ func (x *DefineWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefineWindowsResponse.ProtoReflect.Descriptor instead.
 func (*DefineWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{60}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *DefineWindowsResponse) GetIndex() uint64 {
@@ -5050,7 +5149,7 @@ type WindowAdd struct {
 
 func (x *WindowAdd) Reset() {
 	*x = WindowAdd{}
-	mi := &file_statedv1_stated_proto_msgTypes[61]
+	mi := &file_statedv1_stated_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5062,7 +5161,7 @@ func (x *WindowAdd) String() string {
 func (*WindowAdd) ProtoMessage() {}
 
 func (x *WindowAdd) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[61]
+	mi := &file_statedv1_stated_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5075,7 +5174,7 @@ func (x *WindowAdd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowAdd.ProtoReflect.Descriptor instead.
 func (*WindowAdd) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{61}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *WindowAdd) GetNamespace() string {
@@ -5140,7 +5239,7 @@ type WatermarkHint struct {
 
 func (x *WatermarkHint) Reset() {
 	*x = WatermarkHint{}
-	mi := &file_statedv1_stated_proto_msgTypes[62]
+	mi := &file_statedv1_stated_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5152,7 +5251,7 @@ func (x *WatermarkHint) String() string {
 func (*WatermarkHint) ProtoMessage() {}
 
 func (x *WatermarkHint) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[62]
+	mi := &file_statedv1_stated_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5165,7 +5264,7 @@ func (x *WatermarkHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatermarkHint.ProtoReflect.Descriptor instead.
 func (*WatermarkHint) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{62}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *WatermarkHint) GetNamespace() string {
@@ -5201,7 +5300,7 @@ type EmissionAck struct {
 
 func (x *EmissionAck) Reset() {
 	*x = EmissionAck{}
-	mi := &file_statedv1_stated_proto_msgTypes[63]
+	mi := &file_statedv1_stated_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5213,7 +5312,7 @@ func (x *EmissionAck) String() string {
 func (*EmissionAck) ProtoMessage() {}
 
 func (x *EmissionAck) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[63]
+	mi := &file_statedv1_stated_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5226,7 +5325,7 @@ func (x *EmissionAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmissionAck.ProtoReflect.Descriptor instead.
 func (*EmissionAck) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{63}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *EmissionAck) GetNamespace() string {
@@ -5259,7 +5358,7 @@ type TimerOp struct {
 
 func (x *TimerOp) Reset() {
 	*x = TimerOp{}
-	mi := &file_statedv1_stated_proto_msgTypes[64]
+	mi := &file_statedv1_stated_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5271,7 +5370,7 @@ func (x *TimerOp) String() string {
 func (*TimerOp) ProtoMessage() {}
 
 func (x *TimerOp) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[64]
+	mi := &file_statedv1_stated_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5284,7 +5383,7 @@ func (x *TimerOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerOp.ProtoReflect.Descriptor instead.
 func (*TimerOp) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{64}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *TimerOp) GetNamespace() string {
@@ -5324,7 +5423,7 @@ type AddResult struct {
 
 func (x *AddResult) Reset() {
 	*x = AddResult{}
-	mi := &file_statedv1_stated_proto_msgTypes[65]
+	mi := &file_statedv1_stated_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5336,7 +5435,7 @@ func (x *AddResult) String() string {
 func (*AddResult) ProtoMessage() {}
 
 func (x *AddResult) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[65]
+	mi := &file_statedv1_stated_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5349,7 +5448,7 @@ func (x *AddResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddResult.ProtoReflect.Descriptor instead.
 func (*AddResult) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{65}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *AddResult) GetStatus() AddStatus {
@@ -5387,7 +5486,7 @@ type Emission struct {
 
 func (x *Emission) Reset() {
 	*x = Emission{}
-	mi := &file_statedv1_stated_proto_msgTypes[66]
+	mi := &file_statedv1_stated_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5399,7 +5498,7 @@ func (x *Emission) String() string {
 func (*Emission) ProtoMessage() {}
 
 func (x *Emission) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[66]
+	mi := &file_statedv1_stated_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5412,7 +5511,7 @@ func (x *Emission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Emission.ProtoReflect.Descriptor instead.
 func (*Emission) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{66}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *Emission) GetNamespace() string {
@@ -5520,7 +5619,7 @@ type OutboxFull struct {
 
 func (x *OutboxFull) Reset() {
 	*x = OutboxFull{}
-	mi := &file_statedv1_stated_proto_msgTypes[67]
+	mi := &file_statedv1_stated_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5532,7 +5631,7 @@ func (x *OutboxFull) String() string {
 func (*OutboxFull) ProtoMessage() {}
 
 func (x *OutboxFull) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[67]
+	mi := &file_statedv1_stated_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5545,7 +5644,7 @@ func (x *OutboxFull) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxFull.ProtoReflect.Descriptor instead.
 func (*OutboxFull) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{67}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *OutboxFull) GetNamespace() string {
@@ -5590,7 +5689,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_statedv1_stated_proto_msgTypes[68]
+	mi := &file_statedv1_stated_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5602,7 +5701,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[68]
+	mi := &file_statedv1_stated_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5615,7 +5714,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{68}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *Window) GetKey() []byte {
@@ -5710,7 +5809,7 @@ type GetWindowsRequest struct {
 
 func (x *GetWindowsRequest) Reset() {
 	*x = GetWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[69]
+	mi := &file_statedv1_stated_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5722,7 +5821,7 @@ func (x *GetWindowsRequest) String() string {
 func (*GetWindowsRequest) ProtoMessage() {}
 
 func (x *GetWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[69]
+	mi := &file_statedv1_stated_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5735,7 +5834,7 @@ func (x *GetWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWindowsRequest.ProtoReflect.Descriptor instead.
 func (*GetWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{69}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *GetWindowsRequest) GetNamespace() string {
@@ -5783,7 +5882,7 @@ type GetWindowsResponse struct {
 
 func (x *GetWindowsResponse) Reset() {
 	*x = GetWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[70]
+	mi := &file_statedv1_stated_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5795,7 +5894,7 @@ func (x *GetWindowsResponse) String() string {
 func (*GetWindowsResponse) ProtoMessage() {}
 
 func (x *GetWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[70]
+	mi := &file_statedv1_stated_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5808,7 +5907,7 @@ func (x *GetWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWindowsResponse.ProtoReflect.Descriptor instead.
 func (*GetWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{70}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *GetWindowsResponse) GetWindows() []*Window {
@@ -5841,7 +5940,7 @@ type ListOpenWindowsRequest struct {
 
 func (x *ListOpenWindowsRequest) Reset() {
 	*x = ListOpenWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[71]
+	mi := &file_statedv1_stated_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5853,7 +5952,7 @@ func (x *ListOpenWindowsRequest) String() string {
 func (*ListOpenWindowsRequest) ProtoMessage() {}
 
 func (x *ListOpenWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[71]
+	mi := &file_statedv1_stated_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5866,7 +5965,7 @@ func (x *ListOpenWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenWindowsRequest.ProtoReflect.Descriptor instead.
 func (*ListOpenWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{71}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListOpenWindowsRequest) GetNamespace() string {
@@ -5917,7 +6016,7 @@ type ListOpenWindowsResponse struct {
 
 func (x *ListOpenWindowsResponse) Reset() {
 	*x = ListOpenWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[72]
+	mi := &file_statedv1_stated_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5929,7 +6028,7 @@ func (x *ListOpenWindowsResponse) String() string {
 func (*ListOpenWindowsResponse) ProtoMessage() {}
 
 func (x *ListOpenWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[72]
+	mi := &file_statedv1_stated_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5942,7 +6041,7 @@ func (x *ListOpenWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenWindowsResponse.ProtoReflect.Descriptor instead.
 func (*ListOpenWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{72}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ListOpenWindowsResponse) GetWindows() []*Window {
@@ -5980,7 +6079,7 @@ type ReadEmissionsRequest struct {
 
 func (x *ReadEmissionsRequest) Reset() {
 	*x = ReadEmissionsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[73]
+	mi := &file_statedv1_stated_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5992,7 +6091,7 @@ func (x *ReadEmissionsRequest) String() string {
 func (*ReadEmissionsRequest) ProtoMessage() {}
 
 func (x *ReadEmissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[73]
+	mi := &file_statedv1_stated_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6005,7 +6104,7 @@ func (x *ReadEmissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEmissionsRequest.ProtoReflect.Descriptor instead.
 func (*ReadEmissionsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{73}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ReadEmissionsRequest) GetNamespace() string {
@@ -6048,7 +6147,7 @@ type ReadEmissionsResponse struct {
 
 func (x *ReadEmissionsResponse) Reset() {
 	*x = ReadEmissionsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[74]
+	mi := &file_statedv1_stated_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6060,7 +6159,7 @@ func (x *ReadEmissionsResponse) String() string {
 func (*ReadEmissionsResponse) ProtoMessage() {}
 
 func (x *ReadEmissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[74]
+	mi := &file_statedv1_stated_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6073,7 +6172,7 @@ func (x *ReadEmissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEmissionsResponse.ProtoReflect.Descriptor instead.
 func (*ReadEmissionsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{74}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ReadEmissionsResponse) GetEmissions() []*Emission {
@@ -6108,7 +6207,7 @@ type WindowStatusRequest struct {
 
 func (x *WindowStatusRequest) Reset() {
 	*x = WindowStatusRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[75]
+	mi := &file_statedv1_stated_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6120,7 +6219,7 @@ func (x *WindowStatusRequest) String() string {
 func (*WindowStatusRequest) ProtoMessage() {}
 
 func (x *WindowStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[75]
+	mi := &file_statedv1_stated_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6133,7 +6232,7 @@ func (x *WindowStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStatusRequest.ProtoReflect.Descriptor instead.
 func (*WindowStatusRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{75}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *WindowStatusRequest) GetNamespace() string {
@@ -6166,7 +6265,7 @@ type WindowSourceStatus struct {
 
 func (x *WindowSourceStatus) Reset() {
 	*x = WindowSourceStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[76]
+	mi := &file_statedv1_stated_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6178,7 +6277,7 @@ func (x *WindowSourceStatus) String() string {
 func (*WindowSourceStatus) ProtoMessage() {}
 
 func (x *WindowSourceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[76]
+	mi := &file_statedv1_stated_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6191,7 +6290,7 @@ func (x *WindowSourceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSourceStatus.ProtoReflect.Descriptor instead.
 func (*WindowSourceStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{76}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *WindowSourceStatus) GetSource() string {
@@ -6244,7 +6343,7 @@ type WindowNamespaceStatus struct {
 
 func (x *WindowNamespaceStatus) Reset() {
 	*x = WindowNamespaceStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[77]
+	mi := &file_statedv1_stated_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6256,7 +6355,7 @@ func (x *WindowNamespaceStatus) String() string {
 func (*WindowNamespaceStatus) ProtoMessage() {}
 
 func (x *WindowNamespaceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[77]
+	mi := &file_statedv1_stated_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6269,7 +6368,7 @@ func (x *WindowNamespaceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowNamespaceStatus.ProtoReflect.Descriptor instead.
 func (*WindowNamespaceStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{77}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *WindowNamespaceStatus) GetSpec() *WindowSpec {
@@ -6346,7 +6445,7 @@ type WindowStatusResponse struct {
 
 func (x *WindowStatusResponse) Reset() {
 	*x = WindowStatusResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[78]
+	mi := &file_statedv1_stated_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6358,7 +6457,7 @@ func (x *WindowStatusResponse) String() string {
 func (*WindowStatusResponse) ProtoMessage() {}
 
 func (x *WindowStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[78]
+	mi := &file_statedv1_stated_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6371,7 +6470,7 @@ func (x *WindowStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStatusResponse.ProtoReflect.Descriptor instead.
 func (*WindowStatusResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{78}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *WindowStatusResponse) GetNamespaces() []*WindowNamespaceStatus {
@@ -6549,7 +6648,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\x02 \x01(\tR\tclusterId\x12\x1b\n" +
 	"\tleader_id\x18\x03 \x01(\tR\bleaderId\"\x13\n" +
-	"\x11NodeStatusRequest\"\xd9\x02\n" +
+	"\x11NodeStatusRequest\"\xf8\x02\n" +
 	"\x12NodeStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
 	"\n" +
@@ -6562,7 +6661,9 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\tleader_id\x18\b \x01(\tR\bleaderId\x12(\n" +
 	"\x10leader_grpc_addr\x18\t \x01(\tR\x0eleaderGrpcAddr\x12.\n" +
 	"\x06counts\x18\n" +
-	" \x01(\v2\x16.stated.v1.StateCountsR\x06counts\"\xde\x02\n" +
+	" \x01(\v2\x16.stated.v1.StateCountsR\x06counts\x12\x1d\n" +
+	"\n" +
+	"lineage_id\x18\v \x01(\tR\tlineageId\"\xde\x02\n" +
 	"\vStateCounts\x12\x1a\n" +
 	"\bsessions\x18\x01 \x01(\x04R\bsessions\x12#\n" +
 	"\rsession_lanes\x18\x02 \x01(\x04R\fsessionLanes\x12\x1f\n" +
@@ -6663,12 +6764,19 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
 	"\adetails\x18\x03 \x03(\v2\x14.google.protobuf.AnyR\adetails\"1\n" +
 	"\x12OpenSessionRequest\x12\x1b\n" +
-	"\tclient_id\x18\x01 \x01(\tR\bclientId\"z\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\"\x99\x01\n" +
 	"\x13OpenSessionResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12.\n" +
-	"\x13idle_timeout_millis\x18\x03 \x01(\x03R\x11idleTimeoutMillis\"\xaf\x03\n" +
+	"\x13idle_timeout_millis\x18\x03 \x01(\x03R\x11idleTimeoutMillis\x12\x1d\n" +
+	"\n" +
+	"lineage_id\x18\x04 \x01(\tR\tlineageId\"\xa5\x01\n" +
+	"\x0eLineageRefused\x12*\n" +
+	"\x11client_lineage_id\x18\x01 \x01(\tR\x0fclientLineageId\x12&\n" +
+	"\x0fnode_lineage_id\x18\x02 \x01(\tR\rnodeLineageId\x12&\n" +
+	"\x0fnode_cluster_id\x18\x03 \x01(\tR\rnodeClusterId\x12\x17\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId\"\xaf\x03\n" +
 	"\x0eSessionRefused\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1d\n" +
 	"\n" +
@@ -6976,7 +7084,7 @@ func file_statedv1_stated_proto_rawDescGZIP() []byte {
 }
 
 var file_statedv1_stated_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
+var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
 var file_statedv1_stated_proto_goTypes = []any{
 	(Kind)(0),                         // 0: stated.v1.Kind
 	(MutationKind)(0),                 // 1: stated.v1.MutationKind
@@ -7036,38 +7144,39 @@ var file_statedv1_stated_proto_goTypes = []any{
 	(*CommitError)(nil),               // 55: stated.v1.CommitError
 	(*OpenSessionRequest)(nil),        // 56: stated.v1.OpenSessionRequest
 	(*OpenSessionResponse)(nil),       // 57: stated.v1.OpenSessionResponse
-	(*SessionRefused)(nil),            // 58: stated.v1.SessionRefused
-	(*ReadOptions)(nil),               // 59: stated.v1.ReadOptions
-	(*GetRequest)(nil),                // 60: stated.v1.GetRequest
-	(*GetResponse)(nil),               // 61: stated.v1.GetResponse
-	(*ScanRequest)(nil),               // 62: stated.v1.ScanRequest
-	(*Entry)(nil),                     // 63: stated.v1.Entry
-	(*ScanResponse)(nil),              // 64: stated.v1.ScanResponse
-	(*GetOffsetsRequest)(nil),         // 65: stated.v1.GetOffsetsRequest
-	(*GetOffsetsResponse)(nil),        // 66: stated.v1.GetOffsetsResponse
-	(*FencedPartition)(nil),           // 67: stated.v1.FencedPartition
-	(*WindowSpec)(nil),                // 68: stated.v1.WindowSpec
-	(*DefineWindowsRequest)(nil),      // 69: stated.v1.DefineWindowsRequest
-	(*DefineWindowsResponse)(nil),     // 70: stated.v1.DefineWindowsResponse
-	(*WindowAdd)(nil),                 // 71: stated.v1.WindowAdd
-	(*WatermarkHint)(nil),             // 72: stated.v1.WatermarkHint
-	(*EmissionAck)(nil),               // 73: stated.v1.EmissionAck
-	(*TimerOp)(nil),                   // 74: stated.v1.TimerOp
-	(*AddResult)(nil),                 // 75: stated.v1.AddResult
-	(*Emission)(nil),                  // 76: stated.v1.Emission
-	(*OutboxFull)(nil),                // 77: stated.v1.OutboxFull
-	(*Window)(nil),                    // 78: stated.v1.Window
-	(*GetWindowsRequest)(nil),         // 79: stated.v1.GetWindowsRequest
-	(*GetWindowsResponse)(nil),        // 80: stated.v1.GetWindowsResponse
-	(*ListOpenWindowsRequest)(nil),    // 81: stated.v1.ListOpenWindowsRequest
-	(*ListOpenWindowsResponse)(nil),   // 82: stated.v1.ListOpenWindowsResponse
-	(*ReadEmissionsRequest)(nil),      // 83: stated.v1.ReadEmissionsRequest
-	(*ReadEmissionsResponse)(nil),     // 84: stated.v1.ReadEmissionsResponse
-	(*WindowStatusRequest)(nil),       // 85: stated.v1.WindowStatusRequest
-	(*WindowSourceStatus)(nil),        // 86: stated.v1.WindowSourceStatus
-	(*WindowNamespaceStatus)(nil),     // 87: stated.v1.WindowNamespaceStatus
-	(*WindowStatusResponse)(nil),      // 88: stated.v1.WindowStatusResponse
-	(*anypb.Any)(nil),                 // 89: google.protobuf.Any
+	(*LineageRefused)(nil),            // 58: stated.v1.LineageRefused
+	(*SessionRefused)(nil),            // 59: stated.v1.SessionRefused
+	(*ReadOptions)(nil),               // 60: stated.v1.ReadOptions
+	(*GetRequest)(nil),                // 61: stated.v1.GetRequest
+	(*GetResponse)(nil),               // 62: stated.v1.GetResponse
+	(*ScanRequest)(nil),               // 63: stated.v1.ScanRequest
+	(*Entry)(nil),                     // 64: stated.v1.Entry
+	(*ScanResponse)(nil),              // 65: stated.v1.ScanResponse
+	(*GetOffsetsRequest)(nil),         // 66: stated.v1.GetOffsetsRequest
+	(*GetOffsetsResponse)(nil),        // 67: stated.v1.GetOffsetsResponse
+	(*FencedPartition)(nil),           // 68: stated.v1.FencedPartition
+	(*WindowSpec)(nil),                // 69: stated.v1.WindowSpec
+	(*DefineWindowsRequest)(nil),      // 70: stated.v1.DefineWindowsRequest
+	(*DefineWindowsResponse)(nil),     // 71: stated.v1.DefineWindowsResponse
+	(*WindowAdd)(nil),                 // 72: stated.v1.WindowAdd
+	(*WatermarkHint)(nil),             // 73: stated.v1.WatermarkHint
+	(*EmissionAck)(nil),               // 74: stated.v1.EmissionAck
+	(*TimerOp)(nil),                   // 75: stated.v1.TimerOp
+	(*AddResult)(nil),                 // 76: stated.v1.AddResult
+	(*Emission)(nil),                  // 77: stated.v1.Emission
+	(*OutboxFull)(nil),                // 78: stated.v1.OutboxFull
+	(*Window)(nil),                    // 79: stated.v1.Window
+	(*GetWindowsRequest)(nil),         // 80: stated.v1.GetWindowsRequest
+	(*GetWindowsResponse)(nil),        // 81: stated.v1.GetWindowsResponse
+	(*ListOpenWindowsRequest)(nil),    // 82: stated.v1.ListOpenWindowsRequest
+	(*ListOpenWindowsResponse)(nil),   // 83: stated.v1.ListOpenWindowsResponse
+	(*ReadEmissionsRequest)(nil),      // 84: stated.v1.ReadEmissionsRequest
+	(*ReadEmissionsResponse)(nil),     // 85: stated.v1.ReadEmissionsResponse
+	(*WindowStatusRequest)(nil),       // 86: stated.v1.WindowStatusRequest
+	(*WindowSourceStatus)(nil),        // 87: stated.v1.WindowSourceStatus
+	(*WindowNamespaceStatus)(nil),     // 88: stated.v1.WindowNamespaceStatus
+	(*WindowStatusResponse)(nil),      // 89: stated.v1.WindowStatusResponse
+	(*anypb.Any)(nil),                 // 90: google.protobuf.Any
 }
 var file_statedv1_stated_proto_depIdxs = []int32{
 	24, // 0: stated.v1.RecoveryReport.checkpoint:type_name -> stated.v1.CheckpointSummary
@@ -7089,26 +7198,26 @@ var file_statedv1_stated_proto_depIdxs = []int32{
 	46, // 16: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
 	40, // 17: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
 	41, // 18: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
-	71, // 19: stated.v1.CommitRequest.window_adds:type_name -> stated.v1.WindowAdd
-	72, // 20: stated.v1.CommitRequest.watermark_hints:type_name -> stated.v1.WatermarkHint
-	73, // 21: stated.v1.CommitRequest.acks:type_name -> stated.v1.EmissionAck
-	74, // 22: stated.v1.CommitRequest.timers:type_name -> stated.v1.TimerOp
-	75, // 23: stated.v1.CommitResponse.add_results:type_name -> stated.v1.AddResult
-	76, // 24: stated.v1.CommitResponse.emissions:type_name -> stated.v1.Emission
+	72, // 19: stated.v1.CommitRequest.window_adds:type_name -> stated.v1.WindowAdd
+	73, // 20: stated.v1.CommitRequest.watermark_hints:type_name -> stated.v1.WatermarkHint
+	74, // 21: stated.v1.CommitRequest.acks:type_name -> stated.v1.EmissionAck
+	75, // 22: stated.v1.CommitRequest.timers:type_name -> stated.v1.TimerOp
+	76, // 23: stated.v1.CommitResponse.add_results:type_name -> stated.v1.AddResult
+	77, // 24: stated.v1.CommitResponse.emissions:type_name -> stated.v1.Emission
 	50, // 25: stated.v1.CommitBatchRequest.commits:type_name -> stated.v1.CommitRequest
 	54, // 26: stated.v1.CommitBatchResponse.results:type_name -> stated.v1.CommitBatchResult
 	51, // 27: stated.v1.CommitBatchResult.response:type_name -> stated.v1.CommitResponse
 	55, // 28: stated.v1.CommitBatchResult.error:type_name -> stated.v1.CommitError
-	89, // 29: stated.v1.CommitError.details:type_name -> google.protobuf.Any
+	90, // 29: stated.v1.CommitError.details:type_name -> google.protobuf.Any
 	9,  // 30: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
 	2,  // 31: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
 	0,  // 32: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
-	59, // 33: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
+	60, // 33: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
 	0,  // 34: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
-	59, // 35: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
+	60, // 35: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
 	0,  // 36: stated.v1.Entry.kind:type_name -> stated.v1.Kind
-	63, // 37: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
-	59, // 38: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
+	64, // 37: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
+	60, // 38: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
 	41, // 39: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
 	49, // 40: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
 	41, // 41: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
@@ -7116,23 +7225,23 @@ var file_statedv1_stated_proto_depIdxs = []int32{
 	4,  // 43: stated.v1.WindowSpec.aggregate:type_name -> stated.v1.WindowAggregate
 	5,  // 44: stated.v1.WindowSpec.emit:type_name -> stated.v1.WindowEmit
 	6,  // 45: stated.v1.WindowSpec.late:type_name -> stated.v1.LatePolicy
-	68, // 46: stated.v1.DefineWindowsRequest.spec:type_name -> stated.v1.WindowSpec
+	69, // 46: stated.v1.DefineWindowsRequest.spec:type_name -> stated.v1.WindowSpec
 	7,  // 47: stated.v1.AddResult.status:type_name -> stated.v1.AddStatus
 	8,  // 48: stated.v1.Emission.kind:type_name -> stated.v1.EmissionKind
-	59, // 49: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	78, // 50: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
-	59, // 51: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	78, // 52: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
-	59, // 53: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
-	76, // 54: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
-	59, // 55: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
-	68, // 56: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
-	86, // 57: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
-	87, // 58: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
+	60, // 49: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	79, // 50: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
+	60, // 51: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	79, // 52: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
+	60, // 53: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
+	77, // 54: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
+	60, // 55: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
+	69, // 56: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
+	87, // 57: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
+	88, // 58: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
 	50, // 59: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
-	60, // 60: stated.v1.State.Get:input_type -> stated.v1.GetRequest
-	62, // 61: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
-	65, // 62: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
+	61, // 60: stated.v1.State.Get:input_type -> stated.v1.GetRequest
+	63, // 61: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
+	66, // 62: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
 	43, // 63: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
 	47, // 64: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
 	56, // 65: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
@@ -7148,15 +7257,15 @@ var file_statedv1_stated_proto_depIdxs = []int32{
 	22, // 75: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
 	27, // 76: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
 	10, // 77: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
-	69, // 78: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
-	79, // 79: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
-	81, // 80: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
-	83, // 81: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
-	85, // 82: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
+	70, // 78: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
+	80, // 79: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
+	82, // 80: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
+	84, // 81: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
+	86, // 82: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
 	51, // 83: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
-	61, // 84: stated.v1.State.Get:output_type -> stated.v1.GetResponse
-	64, // 85: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
-	66, // 86: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
+	62, // 84: stated.v1.State.Get:output_type -> stated.v1.GetResponse
+	65, // 85: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
+	67, // 86: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
 	45, // 87: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
 	48, // 88: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
 	57, // 89: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
@@ -7172,11 +7281,11 @@ var file_statedv1_stated_proto_depIdxs = []int32{
 	23, // 99: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
 	28, // 100: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
 	14, // 101: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
-	70, // 102: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
-	80, // 103: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
-	82, // 104: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
-	84, // 105: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
-	88, // 106: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
+	71, // 102: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
+	81, // 103: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
+	83, // 104: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
+	85, // 105: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
+	89, // 106: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
 	83, // [83:107] is the sub-list for method output_type
 	59, // [59:83] is the sub-list for method input_type
 	59, // [59:59] is the sub-list for extension type_name
@@ -7189,14 +7298,14 @@ func file_statedv1_stated_proto_init() {
 	if File_statedv1_stated_proto != nil {
 		return
 	}
-	file_statedv1_stated_proto_msgTypes[58].OneofWrappers = []any{}
+	file_statedv1_stated_proto_msgTypes[59].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_statedv1_stated_proto_rawDesc), len(file_statedv1_stated_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   79,
+			NumMessages:   80,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -38,7 +38,9 @@ type RestoredFrom struct {
 // checkpoint it came from is recorded, and epochs continue above
 // nextEpochAfter so that the new cluster's checkpoints never reuse an
 // epoch the bucket holds. Client sessions and retry records are dropped.
-// State, offsets and partition claims are kept.
+// State, offsets and partition claims are kept, and so is the lineage:
+// the new cluster belongs to the line of the cluster the checkpoint came
+// from (Lineage).
 func PrepareRestore(dir string, from RestoredFrom, nextEpochAfter uint64) error {
 	opts := PebbleOptions()
 	opts.Logger = pebbleLogger{slog.New(slog.DiscardHandler)}
@@ -50,8 +52,24 @@ func PrepareRestore(dir string, from RestoredFrom, nextEpochAfter uint64) error 
 	if err != nil {
 		return fmt.Errorf("fsm: open restored state %s: %w", dir, err)
 	}
+	// The new cluster continues the lineage of the state it restores,
+	// read before its cluster id is dropped: a live client of that
+	// cluster keeps working against this one (Lineage).
+	lineage, err := lineageOf(db)
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("fsm: read the restored state's lineage: %w", err)
+	}
+	if lineage == "" {
+		lineage = from.ClusterID
+	}
 	b := db.NewBatch()
 	defer b.Close()
+	if lineage != "" {
+		if err := b.Set(keyLineage, []byte(lineage), nil); err != nil {
+			return err
+		}
+	}
 	if err := b.Delete(keyAppliedIndex, nil); err != nil {
 		return err
 	}
@@ -75,10 +93,7 @@ func PrepareRestore(dir string, from RestoredFrom, nextEpochAfter uint64) error 
 	if err := b.Set(keyCheckpointEpoch, binary.BigEndian.AppendUint64(nil, max(nextEpochAfter, from.Epoch)), nil); err != nil {
 		return err
 	}
-	v := binary.BigEndian.AppendUint64(nil, from.Epoch)
-	v = binary.BigEndian.AppendUint64(v, from.RaftIndex)
-	v = append(v, from.ClusterID...)
-	if err := b.Set(keyRestoredFrom, v, nil); err != nil {
+	if err := b.Set(keyRestoredFrom, restoredFromValue(from), nil); err != nil {
 		return err
 	}
 	if from.Took > 0 {

@@ -47,6 +47,7 @@ type Client struct {
 	retry       retryPolicy
 
 	sess      sessionState
+	lineage   *lineage
 	batch     *coalescer      // nil: WithCommitCoalescing(false)
 	life      context.Context // ends when the Client is closed
 	stop      context.CancelFunc
@@ -72,6 +73,8 @@ type clientOptions struct {
 	tls           *tls.Config
 	token         string
 	noCoalescing  bool
+	// lineage is what the connection's interceptors send; Dial sets it.
+	lineage *lineage
 }
 
 // WithDialOptions adds gRPC dial options, applied after the Client's own
@@ -256,6 +259,8 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	if o.token != "" {
 		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(bearerToken(o.token)))
 	}
+	o.lineage = new(lineage)
+	dialOpts = append(dialOpts, grpc.WithChainUnaryInterceptor(o.lineage.unary), grpc.WithChainStreamInterceptor(o.lineage.stream))
 	conn, err := grpc.NewClient(target, dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("stated: dial %q: %w", addr, err)
@@ -286,7 +291,10 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 // newClient builds a Client over rpc; conn may be nil in tests.
 func newClient(conn *grpc.ClientConn, rpc statedv1.StateClient, o clientOptions) *Client {
 	life, stop := context.WithCancel(context.Background())
-	c := &Client{conn: conn, rpc: rpc, id: o.clientID, consistency: o.consistency, retry: o.retry, life: life, stop: stop}
+	c := &Client{conn: conn, rpc: rpc, id: o.clientID, consistency: o.consistency, retry: o.retry, life: life, stop: stop, lineage: o.lineage}
+	if c.lineage == nil {
+		c.lineage = new(lineage)
+	}
 	if !o.noCoalescing {
 		c.batch = &coalescer{rpc: rpc, life: life}
 	}

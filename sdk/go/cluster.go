@@ -29,6 +29,9 @@ type Members struct {
 type NodeStatus struct {
 	NodeID    string
 	ClusterID string
+	// LineageID is the cluster's lineage (see Client.Lineage): ClusterID
+	// unless the cluster was restored from a checkpoint.
+	LineageID string
 	// Role is "leader", "follower", "candidate" or "shutdown".
 	Role           string
 	Term           uint64
@@ -111,6 +114,7 @@ func (c *Client) NodeStatus(ctx context.Context) (NodeStatus, error) {
 	return NodeStatus{
 		NodeID:         r.GetNodeId(),
 		ClusterID:      r.GetClusterId(),
+		LineageID:      r.GetLineageId(),
 		Role:           r.GetRole(),
 		Term:           r.GetTerm(),
 		LastLogIndex:   r.GetLastLogIndex(),

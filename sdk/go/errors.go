@@ -53,6 +53,17 @@ var (
 	// Nothing of it was applied. Acknowledge pending emissions (Txn.Ack)
 	// and commit again.
 	ErrOutboxFull = errors.New("stated: window outbox full")
+	// ErrOtherCluster: the daemon that answered belongs to a cluster
+	// other than the one this Client's session was opened in (see
+	// Client.Lineage): the Client's address now reaches an unrelated
+	// cluster, for example a port or pod IP reused after its own daemon
+	// stopped. The call was refused before anything was done
+	// (codes.FailedPrecondition, so it matches ErrFailedPrecondition
+	// too), and the Client does not retry it: calls keep failing until
+	// its address reaches its own cluster again. A commit whose earlier
+	// attempt failed with ErrUnavailable may still have applied in the
+	// Client's own cluster.
+	ErrOtherCluster = errors.New("stated: the daemon belongs to another cluster")
 )
 
 // sentinelByCode maps gRPC codes to the errors users test for. Deadline and
@@ -90,11 +101,15 @@ func (e *statusError) Error() string {
 // GRPCStatus lets status.Code and status.FromError see the original status.
 func (e *statusError) GRPCStatus() *status.Status { return e.st }
 
-// Is reports whether target is the sentinel for e's code, or
-// ErrOutboxFull for a refusal with an OutboxFull detail.
+// Is reports whether target is the sentinel for e's code, ErrOutboxFull
+// for a refusal with an OutboxFull detail, or ErrOtherCluster for one
+// with a LineageRefused detail.
 func (e *statusError) Is(target error) bool {
-	if target == ErrOutboxFull {
+	switch target {
+	case ErrOutboxFull:
 		return isOutboxFull(e.st)
+	case ErrOtherCluster:
+		return isOtherCluster(e.st)
 	}
 	return e.sentinel != nil && target == e.sentinel
 }

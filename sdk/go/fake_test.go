@@ -20,6 +20,7 @@ type fakeState struct {
 	mu          sync.Mutex
 	opens       []*statedv1.OpenSessionRequest
 	sessionIDs  []uint64 // OpenSession answers these in turn, then 77
+	lineage     string   // OpenSession answers it
 	commits     []*statedv1.CommitRequest
 	gets        []*statedv1.GetRequest
 	scans       []*statedv1.ScanRequest
@@ -68,7 +69,7 @@ func (f *fakeState) OpenSession(_ context.Context, in *statedv1.OpenSessionReque
 	if len(f.sessionIDs) > 0 {
 		id, f.sessionIDs = f.sessionIDs[0], f.sessionIDs[1:]
 	}
-	return &statedv1.OpenSessionResponse{SessionId: id, IdleTimeoutMillis: 3600_000}, nil
+	return &statedv1.OpenSessionResponse{SessionId: id, IdleTimeoutMillis: 3600_000, LineageId: f.lineage}, nil
 }
 
 func (f *fakeState) Get(_ context.Context, in *statedv1.GetRequest, _ ...grpc.CallOption) (*statedv1.GetResponse, error) {

@@ -159,6 +159,7 @@ func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
 		c.sess.openErr = c.rpcErr("open session", err)
 		return
 	}
+	c.lineage.learn(resp.GetLineageId())
 	c.sess.id = resp.GetSessionId()
 	c.sess.idleTimeout = time.Duration(resp.GetIdleTimeoutMillis()) * time.Millisecond
 	c.sess.openErr = nil
