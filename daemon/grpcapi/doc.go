@@ -55,6 +55,17 @@
 // waits until the node has applied min_index). Members and NodeStatus
 // answer from the receiving node.
 //
+// # Lineage
+//
+// OpenSession answers the cluster's lineage: its id, or for a cluster
+// restored from a checkpoint the lineage of the cluster the checkpoint
+// came from. A client sends it on every later call under LineageKey, and
+// LineageCheck, an interceptor the daemon chains after the token check,
+// refuses a call of another lineage FailedPrecondition with a
+// LineageRefused detail before any handler runs: the client's address
+// reaches an unrelated cluster, which must neither open a session for it
+// nor apply its commits.
+//
 // Reads: Get reads KIND_VALUE, KIND_COUNTER or KIND_MAP (with sub_key).
 // Scan of KIND_MAP or KIND_LIST needs the key of the one map or list; other
 // scans take no key and bound keys with prefix, start and end.

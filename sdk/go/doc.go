@@ -151,6 +151,13 @@
 //     returns ErrSessionExpired instead: its outcome is unknown. The same
 //     holds after a cluster is restored from a checkpoint, which drops
 //     every session.
+//   - The open answers the cluster's lineage (Client.Lineage): its id, or
+//     for a cluster restored from a checkpoint the lineage of the cluster
+//     the checkpoint came from. From then on every call of the Client
+//     carries it, and a daemon of another cluster refuses the call with
+//     ErrOtherCluster before doing anything, instead of opening a session
+//     for a Client whose address came to reach it (a reused port or pod
+//     IP). A restored copy of the Client's cluster serves it.
 //
 // WithLazySession opens the session at the first commit instead, for
 // clients that mostly read.
@@ -195,8 +202,9 @@
 // ErrInvalidArgument, ErrFailedPrecondition, ErrUnavailable,
 // ErrResourceExhausted, context.DeadlineExceeded or context.Canceled with
 // errors.Is; refusals by a session also match ErrSessionFenced or
-// ErrSessionExpired, and a commit refused for a full window outbox
-// ErrOutboxFull. A commit that fails with ErrUnavailable, a context
+// ErrSessionExpired, a commit refused for a full window outbox
+// ErrOutboxFull, and a call refused by a daemon of another cluster
+// ErrOtherCluster. A commit that fails with ErrUnavailable, a context
 // error or ErrSessionExpired may or may not have been applied.
 //
 // The SDK never imports the daemon's packages: it speaks only the stated.v1
