@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -219,15 +220,19 @@ func (s *Store) Leader() (id, grpcAddr string) {
 // from the same cluster, a restore runs before the node starts), so it
 // is read from the state machine only until it is known: forwarding
 // checks it on every call.
-func (s *Store) ClusterID() string {
-	if id := s.clusterID.Load(); id != nil {
-		return *id
+func (s *Store) ClusterID() string { return onceKnown(&s.clusterID, s.fsm.ClusterID) }
+
+// onceKnown returns *p, or else what read returns, which it keeps in p
+// once it is not empty: a value that never changes once recorded.
+func onceKnown(p *atomic.Pointer[string], read func() (string, error)) string {
+	if v := p.Load(); v != nil {
+		return *v
 	}
-	id, _ := s.fsm.ClusterID()
-	if id != "" {
-		s.clusterID.Store(&id)
+	v, _ := read()
+	if v != "" {
+		p.Store(&v)
 	}
-	return id
+	return v
 }
 
 // Lineage returns the id of the line of clusters this cluster belongs to
@@ -236,16 +241,7 @@ func (s *Store) ClusterID() string {
 // cluster id is applied here. Like ClusterID it never changes for this
 // state, and is read from the state machine only until it is known: the
 // gRPC server checks it on every call that carries a client's lineage.
-func (s *Store) Lineage() string {
-	if l := s.lineage.Load(); l != nil {
-		return *l
-	}
-	l, _ := s.fsm.Lineage()
-	if l != "" {
-		s.lineage.Store(&l)
-	}
-	return l
-}
+func (s *Store) Lineage() string { return onceKnown(&s.lineage, s.fsm.Lineage) }
 
 // peerClusterID is the cluster id this node's Raft connections present
 // and expect (clusterlayer.go): the applied id, or before it is applied,

@@ -117,11 +117,16 @@ func (e *statusError) Is(target error) bool {
 // isOutboxFull reports whether st is the daemon's refusal of a commit
 // because a window namespace's outbox is full.
 func isOutboxFull(st *status.Status) bool {
-	if st.Code() != codes.ResourceExhausted {
+	return hasDetail[*statedv1.OutboxFull](st, codes.ResourceExhausted)
+}
+
+// hasDetail reports whether st has code and a detail of type T.
+func hasDetail[T any](st *status.Status, code codes.Code) bool {
+	if st.Code() != code {
 		return false
 	}
 	for _, d := range st.Details() {
-		if _, ok := d.(*statedv1.OutboxFull); ok {
+		if _, ok := d.(T); ok {
 			return true
 		}
 	}

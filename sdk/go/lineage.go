@@ -67,13 +67,5 @@ func (c *Client) Lineage() string { return c.lineage.get() }
 // isOtherCluster reports whether st is a daemon's refusal of a call that
 // carried another cluster's lineage.
 func isOtherCluster(st *status.Status) bool {
-	if st.Code() != codes.FailedPrecondition {
-		return false
-	}
-	for _, d := range st.Details() {
-		if _, ok := d.(*statedv1.LineageRefused); ok {
-			return true
-		}
-	}
-	return false
+	return hasDetail[*statedv1.LineageRefused](st, codes.FailedPrecondition)
 }
