@@ -4012,11 +4012,11 @@ func (x *OpenSessionResponse) GetLineageId() string {
 }
 
 // LineageRefused is the detail of a call refused (FAILED_PRECONDITION)
-// because it reached a node of another cluster: the call carried the
-// lineage of the cluster its client's session was opened in ("stated-
-// lineage"), and this node's cluster is of another lineage (the client's
-// address was reused by, or now points to, an unrelated cluster). Nothing
-// of the call was done.
+// because it reached a node of another cluster: the call carried, in the
+// metadata key "stated-lineage", the lineage of the cluster its client's
+// session was opened in, and this node's cluster is of another lineage
+// (the client's address was reused by, or now points to, an unrelated
+// cluster). Nothing of the call was done.
 type LineageRefused struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// client_lineage_id is the lineage the call carried.
