@@ -127,8 +127,7 @@ func (f forwarding) leaderConn(ctx context.Context) (grpc.ClientConnInterface, c
 
 // isForwarded reports whether the incoming call was forwarded by a node.
 func isForwarded(ctx context.Context) bool {
-	md, _ := metadata.FromIncomingContext(ctx)
-	return len(md.Get(ForwardedKey)) > 0
+	return len(metadata.ValueFromIncomingContext(ctx, ForwardedKey)) > 0
 }
 
 // forwardedFrom returns the cluster id a forwarded call carries, "" when
