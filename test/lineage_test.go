@@ -154,3 +154,46 @@ func TestAClientKeepsCommittingAcrossRestoresOfItsCluster(t *testing.T) {
 		t.Fatalf("after two restores the lineage is %q; want the first cluster's id %s", st.LineageID, root)
 	}
 }
+
+// TestAClientWithSeveralAddressesMovesOffOneAnotherClusterTook: a client
+// given every member's address stays on the one it is connected to
+// (gRPC's pick_first) while that connection is up. When that member
+// stops and a node of another cluster takes its address, the client
+// reconnects there and is refused; it must leave that address for its
+// next one, where its own cluster serves the call, rather than fail every
+// call while two of its three addresses would answer.
+func TestAClientWithSeveralAddressesMovesOffOneAnotherClusterTook(t *testing.T) {
+	t.Parallel()
+	skipUnderRace(t) // processes only
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	nodes := startCluster(ctx, t, 3)
+	c, err := stated.Dial(ctx, addrs(nodes), stated.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Txn().Put("lin", []byte("k1"), []byte("own")).Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// The first address is the one pick_first connected to.
+	gone := nodes[0]
+	gone.kill()
+	other := newNamedNode(t, "x1")
+	other.grpcAddr = gone.grpcAddr
+	other.start(ctx)
+	if other.grpcAddr != gone.grpcAddr {
+		t.Fatalf("the other cluster could not take the address %s (another process had it): the test needs it", gone.grpcAddr)
+	}
+	cctx, ccancel := context.WithTimeout(ctx, time.Minute)
+	defer ccancel()
+	if _, err := c.Txn().Put("lin", []byte("k2"), []byte("own")).Commit(cctx); err != nil {
+		t.Fatalf("a commit of a client whose first address another cluster took, with two members of its own at its other addresses: %v", err)
+	}
+	if got := runStated(ctx, t, "kv", "get", "lin", "k2", "--consistency", "local", "--addr", other.socket); got.code == 0 {
+		t.Errorf("the other cluster applied the client's commit: it holds lin/k2 = %q", strings.TrimSpace(got.stdout))
+	}
+	waitStated(ctx, t, equals("own"), "kv", "get", "lin", "k2", "--consistency", "local", "--addr", nodes[1].socket)
+	waitStated(ctx, t, equals("own"), "kv", "get", "lin", "k2", "--consistency", "local", "--addr", nodes[2].socket)
+}

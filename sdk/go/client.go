@@ -48,6 +48,7 @@ type Client struct {
 
 	sess      sessionState
 	lineage   *lineage
+	addrs     *addrList       // nil unless Dial was given several addresses
 	batch     *coalescer      // nil: WithCommitCoalescing(false)
 	life      context.Context // ends when the Client is closed
 	stop      context.CancelFunc
@@ -75,6 +76,8 @@ type clientOptions struct {
 	noCoalescing  bool
 	// lineage is what the connection's interceptors send; Dial sets it.
 	lineage *lineage
+	// addrs is the address list of a Client given several; nil otherwise.
+	addrs *addrList
 }
 
 // WithDialOptions adds gRPC dial options, applied after the Client's own
@@ -235,7 +238,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	case 1:
 		target, err = parseAddr(addrs[0])
 	default:
-		target, targetOpts, err = multiTarget(addrs)
+		target, targetOpts, o.addrs, err = multiTarget(addrs)
 	}
 	if err != nil {
 		return nil, err
@@ -291,7 +294,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 // newClient builds a Client over rpc; conn may be nil in tests.
 func newClient(conn *grpc.ClientConn, rpc statedv1.StateClient, o clientOptions) *Client {
 	life, stop := context.WithCancel(context.Background())
-	c := &Client{conn: conn, rpc: rpc, id: o.clientID, consistency: o.consistency, retry: o.retry, life: life, stop: stop, lineage: o.lineage}
+	c := &Client{conn: conn, rpc: rpc, id: o.clientID, consistency: o.consistency, retry: o.retry, life: life, stop: stop, lineage: o.lineage, addrs: o.addrs}
 	if c.lineage == nil {
 		c.lineage = new(lineage)
 	}
@@ -396,6 +399,9 @@ func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
 		c.stop()
+		if c.addrs != nil {
+			c.addrs.close()
+		}
 		if c.conn != nil {
 			c.closeErr = c.conn.Close()
 		}

@@ -60,9 +60,10 @@ var (
 	// stopped. The call was refused before anything was done
 	// (codes.FailedPrecondition, so it matches ErrFailedPrecondition
 	// too), and the Client does not retry it: calls keep failing until
-	// its address reaches its own cluster again (a Client given several
-	// addresses stays on the one it is connected to until that
-	// connection breaks). A commit whose earlier
+	// its address reaches its own cluster again. A Client given several
+	// addresses instead leaves that one out for 30 s and retries the call
+	// at its next address; it returns ErrOtherCluster only when no other
+	// is left. A commit whose earlier
 	// attempt failed with ErrUnavailable may still have applied in the
 	// Client's own cluster.
 	ErrOtherCluster = errors.New("stated: the daemon belongs to another cluster")
