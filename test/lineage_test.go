@@ -48,12 +48,7 @@ func TestAClientNeverReachesAnotherClusterAtItsAddress(t *testing.T) {
 
 	// Another cluster takes the address.
 	own.kill()
-	other := newNamedNode(t, "n1")
-	other.grpcAddr = own.grpcAddr
-	other.start(ctx)
-	if other.grpcAddr != own.grpcAddr {
-		t.Fatalf("the other cluster could not take the address %s (another process had it): the test needs it", own.grpcAddr)
-	}
+	other := takeGRPCAddr(ctx, t, "n1", own.grpcAddr)
 	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
 	_, err = c.Txn().Put("lin", []byte("k2"), []byte("other")).Commit(cctx)
 	ccancel()
@@ -180,12 +175,7 @@ func TestAClientWithSeveralAddressesMovesOffOneAnotherClusterTook(t *testing.T) 
 	// The first address is the one pick_first connected to.
 	gone := nodes[0]
 	gone.kill()
-	other := newNamedNode(t, "x1")
-	other.grpcAddr = gone.grpcAddr
-	other.start(ctx)
-	if other.grpcAddr != gone.grpcAddr {
-		t.Fatalf("the other cluster could not take the address %s (another process had it): the test needs it", gone.grpcAddr)
-	}
+	other := takeGRPCAddr(ctx, t, "x1", gone.grpcAddr)
 	cctx, ccancel := context.WithTimeout(ctx, time.Minute)
 	defer ccancel()
 	if _, err := c.Txn().Put("lin", []byte("k2"), []byte("own")).Commit(cctx); err != nil {
@@ -196,4 +186,17 @@ func TestAClientWithSeveralAddressesMovesOffOneAnotherClusterTook(t *testing.T) 
 	}
 	waitStated(ctx, t, equals("own"), "kv", "get", "lin", "k2", "--consistency", "local", "--addr", nodes[1].socket)
 	waitStated(ctx, t, equals("own"), "kv", "get", "lin", "k2", "--consistency", "local", "--addr", nodes[2].socket)
+}
+
+// takeGRPCAddr starts a one-node cluster of its own, node id, serving
+// gRPC at addr, a stopped node's address.
+func takeGRPCAddr(ctx context.Context, t *testing.T, id, addr string) *node {
+	t.Helper()
+	n := newNamedNode(t, id)
+	n.grpcAddr = addr
+	n.start(ctx)
+	if n.grpcAddr != addr {
+		t.Fatalf("another cluster could not take the address %s (another process had it): the test needs it", addr)
+	}
+	return n
 }
