@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"encoding/binary"
+	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -37,13 +38,26 @@ func lineageOf(r pebble.Reader) (string, error) {
 	if v, ok, err := getRecord(r, keyLineage); err != nil || ok {
 		return string(v), err
 	}
-	if v, ok, err := getRecord(r, keyRestoredFrom); err != nil {
+	v, ok, err := getRecord(r, keyRestoredFrom)
+	if err != nil {
 		return "", err
-	} else if ok && len(v) > 16 {
-		return string(v[16:]), nil
 	}
-	v, _, err := getRecord(r, keyClusterID)
+	if ok {
+		from, err := decodeRestoredFrom(v)
+		if err != nil || from.ClusterID != "" {
+			return from.ClusterID, err
+		}
+	}
+	v, _, err = getRecord(r, keyClusterID)
 	return string(v), err
+}
+
+// decodeRestoredFrom decodes a keyRestoredFrom record (restoredFromValue).
+func decodeRestoredFrom(v []byte) (RestoredFrom, error) {
+	if len(v) < 16 {
+		return RestoredFrom{}, fmt.Errorf("%w: restored-from record of %d bytes", ErrCorrupt, len(v))
+	}
+	return RestoredFrom{Epoch: binary.BigEndian.Uint64(v), RaftIndex: binary.BigEndian.Uint64(v[8:]), ClusterID: string(v[16:])}, nil
 }
 
 // restoredFromValue encodes a keyRestoredFrom record.

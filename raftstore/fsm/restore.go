@@ -60,9 +60,6 @@ func PrepareRestore(dir string, from RestoredFrom, nextEpochAfter uint64) error 
 		db.Close()
 		return fmt.Errorf("fsm: read the restored state's lineage: %w", err)
 	}
-	if lineage == "" {
-		lineage = from.ClusterID
-	}
 	b := db.NewBatch()
 	defer b.Close()
 	if lineage != "" {
@@ -131,10 +128,10 @@ func (f *FSM) RestoredFrom() (RestoredFrom, bool, error) {
 	if err != nil || !ok {
 		return RestoredFrom{}, false, err
 	}
-	if len(v) < 16 {
-		return RestoredFrom{}, false, fmt.Errorf("%w: restored-from record of %d bytes", ErrCorrupt, len(v))
+	from, err := decodeRestoredFrom(v)
+	if err != nil {
+		return RestoredFrom{}, false, err
 	}
-	from := RestoredFrom{Epoch: binary.BigEndian.Uint64(v), RaftIndex: binary.BigEndian.Uint64(v[8:]), ClusterID: string(v[16:])}
 	t, ok, err := a.get(keyRestoreTiming)
 	if err != nil {
 		return RestoredFrom{}, false, err

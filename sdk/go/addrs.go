@@ -82,8 +82,9 @@ type addrList struct {
 	// remote maps the remote address of a dialled connection (what the
 	// call's peer says) to the endpoint dialled.
 	remote map[string]string
-	// avoided holds the endpoints left out, until when.
-	avoided map[string]time.Time
+	// avoided holds the endpoints left out; restore clears it, avoidFor
+	// after the last was added.
+	avoided map[string]bool
 	timer   *time.Timer
 	closed  bool
 }
@@ -101,8 +102,9 @@ func (l *addrList) dial(ctx context.Context, ep string) (net.Conn, error) {
 }
 
 // avoid leaves out the endpoint whose connection has the remote address
-// remote, for avoidFor; it reports whether it did, which it does not when
-// no other endpoint would be left.
+// remote, with any left out before, until avoidFor after the last one;
+// it reports whether it did, which it does not when no other endpoint
+// would be left.
 func (l *addrList) avoid(remote string) bool {
 	l.update.Lock()
 	defer l.update.Unlock()
@@ -112,16 +114,9 @@ func (l *addrList) avoid(remote string) bool {
 		l.mu.Unlock()
 		return false
 	}
-	now := time.Now()
-	avoided := map[string]time.Time{ep: now.Add(avoidFor)}
-	for a, until := range l.avoided {
-		if now.Before(until) && a != ep {
-			avoided[a] = until
-		}
-	}
 	var keep []string
 	for _, a := range l.all {
-		if _, out := avoided[a]; !out {
+		if a != ep && !l.avoided[a] {
 			keep = append(keep, a)
 		}
 	}
@@ -129,7 +124,10 @@ func (l *addrList) avoid(remote string) bool {
 		l.mu.Unlock()
 		return false
 	}
-	l.avoided = avoided
+	if l.avoided == nil {
+		l.avoided = map[string]bool{}
+	}
+	l.avoided[ep] = true
 	if l.timer == nil {
 		l.timer = time.AfterFunc(avoidFor, l.restore)
 	} else {
