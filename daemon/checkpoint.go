@@ -17,6 +17,7 @@ import (
 
 	"github.com/statedhq/stated/internal/redact"
 	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/command"
 	"github.com/statedhq/stated/raftstore/fsm"
 	"github.com/statedhq/stated/uploader"
 )
@@ -76,6 +77,17 @@ type CheckpointStatus struct {
 	LastCount         fsm.CheckpointCount
 	LastCountDuration time.Duration
 
+	// MaterializeInterval is Config.CheckpointMaterializeInterval: above
+	// zero, checkpoints between table checkpoints are changelog
+	// checkpoints. ChangelogBaseEpoch is the table checkpoint the
+	// changelog checkpoints since build on (0: none yet), ChangelogBytes
+	// the segment bytes uploaded on it, and ChangelogCheckpoints counts
+	// the changelog checkpoints completed since the daemon started.
+	MaterializeInterval  time.Duration
+	ChangelogBaseEpoch   uint64
+	ChangelogBytes       int64
+	ChangelogCheckpoints uint64
+
 	InProgressEpoch      uint64
 	InProgressBytesDone  int64
 	InProgressBytesTotal int64
@@ -100,6 +112,13 @@ type coordinator struct {
 	// counter counts each local checkpoint's state from the last one
 	// counted, kept in the data dir (fsm.CountBaseDir).
 	counter *fsm.CheckpointCounter
+	// materializeEvery is Config.CheckpointMaterializeInterval: above
+	// zero, checkpoints between table checkpoints are changelog
+	// checkpoints (changelog.go), whose segments are written under
+	// segmentDir before their upload; chain is the run loop's.
+	materializeEvery time.Duration
+	segmentDir       string
+	chain            changelogChain
 
 	triggers chan *trigger
 	// cutHook, for tests, may replace the local checkpoint directory of
@@ -162,11 +181,13 @@ func openCoordinator(ctx context.Context, cfg Config, store *raftstore.Store, lo
 		store: store, bucket: b, up: up, logger: logger, keeper: ucfg.Keeper,
 		retain: cfg.CheckpointRetain, every: cfg.CheckpointInterval, pollFor: 50 * time.Millisecond,
 		triggers: make(chan *trigger), stateDir: filepath.Join(cfg.DataDir, stateDirName),
-		counter: fsm.NewCheckpointCounter(filepath.Join(cfg.DataDir, fsm.CountBaseDir)),
+		counter:          fsm.NewCheckpointCounter(filepath.Join(cfg.DataDir, fsm.CountBaseDir)),
+		materializeEvery: cfg.CheckpointMaterializeInterval, segmentDir: filepath.Join(cfg.DataDir, changelogUploadDirName),
 	}
 	c.st = CheckpointStatus{
 		Enabled: true, Bucket: redactURL(cfg.CheckpointURL), Interval: cfg.CheckpointInterval, Retain: cfg.CheckpointRetain,
 		SharesDiskWithData: sharesDisk(cfg.CheckpointURL, cfg.DataDir), Encryption: ucfg.KeeperScheme,
+		MaterializeInterval: cfg.CheckpointMaterializeInterval,
 	}
 	if len(cfg.KafkaBrokers) > 0 {
 		if c.kafka, err = newKafkaCommitter(cfg.KafkaBrokers, logger); err != nil {
@@ -261,15 +282,27 @@ func (c *coordinator) Trigger(ctx context.Context, wait bool) (uint64, *uploader
 	}
 }
 
-// checkpoint runs one epoch. Leadership is watched throughout: when this
-// node stops leading, the upload is abandoned before its manifest, and the
-// next leader starts a new epoch.
+// checkpoint runs one epoch: a changelog checkpoint when one is due
+// (changelog.go), otherwise a table checkpoint. Leadership is watched
+// throughout: when this node stops leading, the upload is abandoned
+// before its manifest, and the next leader starts a new epoch.
 func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go c.watchLeadership(ctx, cancel)
 
 	start := time.Now()
+	if prev := c.changelogDue(start); prev != nil {
+		c.changelogCheckpoint(ctx, tr, start, prev)
+		return
+	}
+	c.tableCheckpoint(ctx, cancel, tr, start)
+}
+
+// tableCheckpoint runs one epoch of a table checkpoint: the barrier
+// makes a local checkpoint on every replica, and the leader uploads its
+// own.
+func (c *coordinator) tableCheckpoint(ctx context.Context, cancel context.CancelFunc, tr *trigger, start time.Time) {
 	// Flush first, so that the checkpoint's WAL, which is uploaded whole
 	// every time, holds only the writes since; writers are not paused.
 	if err := c.store.Flush(); err != nil {
@@ -334,15 +367,32 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 		c.failed(tr, cp.Epoch, fmt.Errorf("upload: %w", err))
 		return
 	}
-	if err := c.store.CompleteCheckpoint(ctx, cp.Epoch, info.Offsets); err != nil {
-		// The manifest is written and the checkpoint restorable; only the
-		// replicas' bookkeeping missed it, and the next epoch catches up.
-		c.logger.Warn("daemon: checkpoint uploaded but its completion entry failed", "epoch", cp.Epoch, "error", err)
-	}
+	c.completeEpoch(ctx, cp.Epoch, info.Offsets)
 	dur := time.Since(start)
 	c.logger.Info("daemon: checkpoint completed", "epoch", cp.Epoch, "index", cp.Index, "duration", dur,
 		"files", us.Files, "files_uploaded", us.FilesUploaded, "bytes", us.Bytes, "bytes_uploaded", us.BytesUploaded,
 		"bytes_hashed", us.BytesHashed, "count", count.how())
+	c.startChain(m, start)
+	c.conclude(ctx, tr, m, us, dur, func(st *CheckpointStatus) {
+		st.LastCount, st.LastCountDuration = count.CheckpointCount, count.took
+		st.LastBytesHashed, st.LastFilesHashed = us.BytesHashed, us.FilesHashed
+		st.BytesHashedTotal += us.BytesHashed
+	})
+}
+
+// completeEpoch proposes epoch's completion entry, with its offsets.
+func (c *coordinator) completeEpoch(ctx context.Context, epoch uint64, offsets []command.Offset) {
+	if err := c.store.CompleteCheckpoint(ctx, epoch, offsets); err != nil {
+		// The manifest is written and the checkpoint restorable; only the
+		// replicas' bookkeeping missed it, and the next epoch catches up.
+		c.logger.Warn("daemon: checkpoint uploaded but its completion entry failed", "epoch", epoch, "error", err)
+	}
+}
+
+// conclude does what follows a completed checkpoint m of either kind:
+// its offsets to Kafka, the status (and what kind adds to it),
+// retention, and the answer to a waiting trigger.
+func (c *coordinator) conclude(ctx context.Context, tr *trigger, m *uploader.Manifest, us uploader.UploadStats, dur time.Duration, kind func(*CheckpointStatus)) {
 	var kafkaErr string
 	var memberGroups []string
 	if c.kafka != nil {
@@ -350,19 +400,17 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 		memberGroups, err = c.kafka.commit(ctx, m)
 		if err != nil {
 			kafkaErr = err.Error()
-			c.logger.Warn("daemon: committing checkpoint offsets to Kafka", "epoch", cp.Epoch, "error", err)
+			c.logger.Warn("daemon: committing checkpoint offsets to Kafka", "epoch", m.Epoch, "error", err)
 		}
 		if len(memberGroups) > 0 {
-			c.logger.Debug("daemon: groups with live members commit their own checkpointed offsets", "epoch", cp.Epoch, "groups", memberGroups)
+			c.logger.Debug("daemon: groups with live members commit their own checkpointed offsets", "epoch", m.Epoch, "groups", memberGroups)
 		}
 	}
 	c.mu.Lock()
 	c.st.LastCompleted, c.st.LastDuration = m, dur
-	c.st.LastCount, c.st.LastCountDuration = count.CheckpointCount, count.took
 	c.st.LastBytesUploaded, c.st.LastFilesUploaded = us.BytesUploaded, us.FilesUploaded
-	c.st.LastBytesHashed, c.st.LastFilesHashed = us.BytesHashed, us.FilesHashed
-	c.st.BytesHashedTotal += us.BytesHashed
 	c.st.BytesUploadedTotal += us.BytesUploaded
+	kind(&c.st)
 	c.st.Completed++
 	c.st.InProgressEpoch = 0
 	c.st.KafkaError, c.st.KafkaMemberGroups = kafkaErr, memberGroups
@@ -379,7 +427,7 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 		c.mu.Unlock()
 	}
 	if tr != nil {
-		tr.done <- triggerResult{epoch: cp.Epoch, manifest: m}
+		tr.done <- triggerResult{epoch: m.Epoch, manifest: m}
 	}
 }
 
@@ -446,12 +494,18 @@ func checkpointMeta(cp fsm.CheckpointResult, info fsm.CheckpointInfo, start time
 	}
 	meta := uploader.Meta{
 		Epoch: cp.Epoch, RaftIndex: info.AppliedIndex, RaftTerm: term, ClusterID: info.ClusterID,
-		CreatedAt: start.UTC(), Stats: uploader.Stats{Keys: info.Keys, Bytes: info.Bytes},
-	}
-	for _, o := range info.Offsets {
-		meta.Offsets = append(meta.Offsets, uploader.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset})
+		CreatedAt: start.UTC(), Stats: uploader.Stats{Keys: info.Keys, Bytes: info.Bytes}, Offsets: manifestOffsets(info.Offsets),
 	}
 	return meta, nil
+}
+
+// manifestOffsets are the state's offsets as a manifest records them.
+func manifestOffsets(offsets []command.Offset) []uploader.Offset {
+	var out []uploader.Offset
+	for _, o := range offsets {
+		out = append(out, uploader.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset})
+	}
+	return out
 }
 
 // prehashLoop, every checkpoint interval (10 s when checkpoints are only

@@ -83,13 +83,17 @@ func (a checkpointsAPI) Status(context.Context) (*statedv1.CheckpointStatus, err
 		LastError: st.LastError, KafkaError: st.KafkaError,
 		InProgressEpoch: st.InProgressEpoch, InProgressBytesDone: uint64(st.InProgressBytesDone),
 		InProgressBytesTotal: uint64(st.InProgressBytesTotal), NodeId: a.c.store.NodeID(),
-		KafkaMemberGroups: st.KafkaMemberGroups,
+		KafkaMemberGroups:         st.KafkaMemberGroups,
+		MaterializeIntervalMillis: st.MaterializeInterval.Milliseconds(), ChangelogBaseEpoch: st.ChangelogBaseEpoch,
+		ChangelogBytes: uint64(st.ChangelogBytes), ChangelogCheckpoints: st.ChangelogCheckpoints,
 	}
 	if !st.LastErrorAt.IsZero() {
 		out.LastErrorAtUnixMillis = st.LastErrorAt.UnixMilli()
 	}
 	if st.LastCompleted != nil {
 		out.LastCompleted = grpcapi.Summary(st.LastCompleted)
+	}
+	if st.LastCompleted != nil && st.LastCompleted.Changelog == nil { // a changelog checkpoint counts nothing
 		n := st.LastCount
 		out.LastCount = &statedv1.CheckpointCountInfo{
 			WholeReason: n.Whole, BaseEpoch: n.BaseEpoch, TablesRead: uint64(n.TablesRead), TableBytesRead: n.TableBytesRead,

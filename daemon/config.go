@@ -114,6 +114,13 @@ type Config struct {
 	// least 1s, or zero for checkpoints on request only. DefaultConfig
 	// sets 10s.
 	CheckpointInterval time.Duration
+	// CheckpointMaterializeInterval, when above zero, makes checkpoints
+	// changelog checkpoints between table checkpoints: the state's tables
+	// are uploaded at most this often, and each checkpoint in between
+	// uploads only the Raft log's entries since the one before
+	// (docs/OPERATIONS.md, "Changelog checkpoints"). Zero (the default)
+	// uploads the tables at every checkpoint.
+	CheckpointMaterializeInterval time.Duration
 	// CheckpointRetain is how many completed checkpoints retention keeps,
 	// besides savepoints. Default 3.
 	CheckpointRetain int
@@ -294,6 +301,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CheckpointInterval < 0 || c.CheckpointInterval > 0 && c.CheckpointInterval < time.Second {
 		errs = append(errs, fmt.Errorf("daemon: config: CheckpointInterval %s is below the 1s minimum (zero means on request only)", c.CheckpointInterval))
+	}
+	if c.CheckpointMaterializeInterval < 0 {
+		errs = append(errs, fmt.Errorf("daemon: config: CheckpointMaterializeInterval %s is negative (zero uploads the tables at every checkpoint)", c.CheckpointMaterializeInterval))
 	}
 	if c.CheckpointRetain < 0 {
 		errs = append(errs, fmt.Errorf("daemon: config: CheckpointRetain %d is below 1", c.CheckpointRetain))

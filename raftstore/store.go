@@ -694,15 +694,7 @@ func (s *Store) Release(ctx context.Context, c *command.Claim) (uint64, error) {
 // checkpoint of the state as of the barrier. It returns the epoch, the
 // barrier's index and term, and this node's checkpoint directory.
 func (s *Store) Checkpoint(ctx context.Context) (fsm.CheckpointResult, error) {
-	res, err := s.proposeResult(ctx, &command.Command{Type: command.TypeCheckpoint})
-	if err != nil {
-		return fsm.CheckpointResult{}, err
-	}
-	if res.Err != nil {
-		return fsm.CheckpointResult{}, res.Err
-	}
-	err = res.Checkpoint.Wait()
-	return *res.Checkpoint, err
+	return s.barrier(ctx, false)
 }
 
 // Flush writes this node's memtable to a table (see fsm.FSM.Flush).

@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -25,12 +26,34 @@ import (
 // replayed from Kafka, once.
 func TestTotalLossRestoreCountsEveryRecordExactly(t *testing.T) {
 	t.Parallel()
+	totalLossRestore(t, false)
+}
+
+// TestTotalLossRestoreOfAChangelogCheckpointCountsEveryRecordExactly is
+// the test above with changelog checkpoints: the checkpoint restored is
+// the tables of the cluster's first checkpoint plus the Raft log's
+// entries since, replayed by `stated restore`.
+func TestTotalLossRestoreOfAChangelogCheckpointCountsEveryRecordExactly(t *testing.T) {
+	t.Parallel()
+	totalLossRestore(t, true)
+}
+
+// totalLossRestore runs the Kafka counting processor on three nodes that
+// checkpoint every second, loses every node, restores the latest
+// checkpoint and checks that the counts come out exact after Kafka
+// replays the rest. With changelog, the nodes take changelog checkpoints
+// and the one restored must be one.
+func totalLossRestore(t *testing.T, changelog bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	k := newKafka(t, "events", 4)
 	k.produce(ctx, t, 60_000, 97)
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
-	nodes := startCluster(ctx, t, 3, "--checkpoint-url", bucket, "--checkpoint-interval", "1s")
+	args := []string{"--checkpoint-url", bucket, "--checkpoint-interval", "1s"}
+	if changelog {
+		args = append(args, "--checkpoint-materialize-interval", "1h")
+	}
+	nodes := startCluster(ctx, t, 3, args...)
 
 	c, err := stated.Dial(ctx, addrs(nodes))
 	if err != nil {
@@ -56,6 +79,7 @@ func TestTotalLossRestoreCountsEveryRecordExactly(t *testing.T) {
 	defer conn.Close()
 	cps := statedv1.NewCheckpointsClient(conn)
 	var ckptRecords int64
+	var ckptEpoch uint64
 	for deadline := time.Now().Add(time.Minute); ; {
 		list, err := cps.List(ctx, &statedv1.ListCheckpointsRequest{})
 		if err == nil && len(list.GetCheckpoints()) > 0 {
@@ -66,8 +90,8 @@ func TestTotalLossRestoreCountsEveryRecordExactly(t *testing.T) {
 				for _, o := range m.GetOffsets() {
 					n += o.GetOffset()
 				}
-				if n >= 5000 {
-					ckptRecords = n
+				if n >= 5000 && last.GetChangelog() == changelog {
+					ckptRecords, ckptEpoch = n, last.GetEpoch()
 					break
 				}
 			}
@@ -101,13 +125,22 @@ func TestTotalLossRestoreCountsEveryRecordExactly(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out, err := exec.CommandContext(ctx, statedBinary(t), "restore", "--from", bucket, "--data-dir", nodes[0].dataDir).CombinedOutput()
+	restore := []string{"restore", "--from", bucket, "--data-dir", nodes[0].dataDir}
+	if changelog {
+		// A later checkpoint may have uploaded its tables again: restore
+		// the changelog checkpoint seen.
+		restore = append(restore, "--checkpoint", fmt.Sprint(ckptEpoch))
+	}
+	out, err := exec.CommandContext(ctx, statedBinary(t), restore...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("stated restore: %v\n%s", err, out)
 	}
 	t.Logf("stated restore:\n%s", out)
 	if !strings.Contains(string(out), "restored checkpoint ") {
 		t.Fatalf("restore output lacks the checkpoint: %s", out)
+	}
+	if replayed := strings.Contains(string(out), "Raft log entries"); replayed != changelog {
+		t.Fatalf("restore replayed a changelog: %t, want %t: %s", replayed, changelog, out)
 	}
 	for _, n := range nodes {
 		n.start(ctx)

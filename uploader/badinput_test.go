@@ -54,7 +54,7 @@ func TestBadManifestsAreRefused(t *testing.T) {
 	}
 	sha := strings.Repeat("ab", 32)
 	for name, tc := range map[string]struct{ json, want string }{
-		"newer format":   {`{"format_version": 2, "epoch": 9, "files": "changed shape"}`, "format version 2; this stated reads version 1"},
+		"newer format":   {`{"format_version": 3, "epoch": 9, "files": "changed shape"}`, "format version 3; this stated reads versions 1 and 2"},
 		"no format":      {`{"epoch": 9}`, "format version 0"},
 		"not JSON":       {`{"format_version": 1, "epo`, "does not parse"},
 		"escaping path":  {`{"format_version": 1, "epoch": 9, "files": [{"path": "../etc/passwd", "size": 1, "sha256": "` + sha + `"}]}`, `file path "../etc/passwd"`},
@@ -150,15 +150,7 @@ func TestCorruptOrMissingBlobIsNamed(t *testing.T) {
 			wal = f
 		}
 	}
-	p := filepath.Join(bucketDir, "files", table.SHA256)
-	raw, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw[len(raw)/2] ^= 0xFF
-	if err := os.WriteFile(p, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	damage(t, bucketDir, table)
 	out := t.TempDir()
 	_, err = u.Download(ctx, m, out, nil)
 	if !errors.Is(err, uploader.ErrCorrupt) || !strings.Contains(err.Error(), "checkpoint 1: file "+table.Path+" (blob files/"+table.SHA256+")") || !strings.Contains(err.Error(), "corrupt: SHA-256") {

@@ -13,12 +13,30 @@
 //	gc/<time>-<id>.json                   blobs a collection is deleting
 //
 // With OpenBucket's prefix= parameter all of it sits under that prefix.
-// A manifest (FormatVersion 1, JSON) holds the epoch, Raft index and
-// term, cluster id, creation time, the consumer offsets of exactly that
-// state, key and byte counts, each window namespace's watermark, pending
-// emissions and open windows (Stats.Windows; absent in manifests written
-// before window state, which still read), and every file with its path,
-// size and SHA-256.
+// A manifest (JSON; FormatVersion 1, or FormatVersionChangelog 2 for a
+// changelog checkpoint) holds the epoch, Raft index and term, cluster
+// id, creation time, the consumer offsets of exactly that state, key and
+// byte counts, each window namespace's watermark, pending emissions and
+// open windows (Stats.Windows; absent in manifests written before window
+// state, which still read), and every file with its path, size and
+// SHA-256.
+//
+// # Changelog checkpoints
+//
+// A table checkpoint (Upload) is a directory of Pebble's files. A
+// changelog checkpoint (UploadChangelog, changelog.go) is the files of an
+// earlier table checkpoint, its base, carried into its manifest without
+// a local copy, plus segment files under changelog/ holding the Raft
+// log's commands since the base, listed in replay order in
+// Manifest.Changelog; each one adds segments to the previous one's.
+// Restoring one downloads all its files and replays the segments. Its
+// manifest has format version 2, which a release from before changelog
+// checkpoints refuses rather than restore the base's tables as if they
+// were the checkpoint's state. Retention treats it as any manifest: the
+// base's blobs stay while a changelog manifest lists them, whether or
+// not the base's manifest does. An inherited blob missing from the
+// bucket cannot be sent again: the upload fails (ErrCorrupt) and the
+// caller takes a table checkpoint.
 //
 // # Encryption
 //

@@ -286,12 +286,23 @@ func (u *Uploader) sealedOf(plainSHA string) (sealed, bool) {
 	return s, ok
 }
 
+// encryption is what the manifests of this Uploader say of their
+// encryption: nil without a Keeper.
+func (u *Uploader) encryption() *Encryption {
+	if u.cfg.Keeper == nil {
+		return nil
+	}
+	return &Encryption{Keeper: u.cfg.KeeperScheme, Format: EncryptionFormat, ChunkSize: encChunk}
+}
+
 // useSealed sets each file's Stored blob, and keeps only the sealed
-// blobs of these files for the next checkpoint.
-func (u *Uploader) useSealed(files []localFile) error {
+// blobs of these files for the next checkpoint, and of the inherited
+// files of a changelog checkpoint (its base's tables are the next table
+// checkpoint's too).
+func (u *Uploader) useSealed(files []localFile, inherited []File) error {
 	u.cacheMu.Lock()
 	defer u.cacheMu.Unlock()
-	keep := make(map[string]sealed, len(files))
+	keep := make(map[string]sealed, len(files)+len(inherited))
 	for i := range files {
 		s, ok := u.sealedAs[files[i].SHA256]
 		if !ok {
@@ -301,8 +312,33 @@ func (u *Uploader) useSealed(files []localFile) error {
 		files[i].Stored, files[i].smd5 = &st, s.md5
 		keep[files[i].SHA256] = s
 	}
+	for _, f := range inherited {
+		if s, ok := u.sealedInto(f); ok {
+			keep[f.SHA256] = s
+		}
+	}
 	u.sealedAs = keep
 	return nil
+}
+
+// sealedInto returns the sealed blob of f if this Uploader sealed f into
+// the blob f names. The caller holds cacheMu.
+func (u *Uploader) sealedInto(f File) (sealed, bool) {
+	s, ok := u.sealedAs[f.SHA256]
+	return s, ok && f.Stored != nil && s.Stored == *f.Stored
+}
+
+// sealedAll reports whether this Uploader sealed every one of files, with
+// its key.
+func (u *Uploader) sealedAll(files []File) bool {
+	u.cacheMu.Lock()
+	defer u.cacheMu.Unlock()
+	for _, f := range files {
+		if _, ok := u.sealedInto(f); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // forgetSealed drops every sealed blob, so that the next Upload seals

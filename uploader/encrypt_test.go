@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -153,15 +152,7 @@ func TestEncryptedCheckpointCorruptionIsNotAKeyProblem(t *testing.T) {
 			victim = f
 		}
 	}
-	p := filepath.Join(bdir, filepath.FromSlash(victim.Blob()))
-	data, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data[len(data)/2] ^= 0xff
-	if err := os.WriteFile(p, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	damage(t, bdir, victim)
 	problems, err := newUploader(t, b).Verify(testCtx(t), m)
 	if err != nil || len(problems) != 1 || problems[0].Path != victim.Path {
 		t.Fatalf("Verify without the key = %+v, %v; want %s corrupt", problems, err, victim.Path)

@@ -153,6 +153,21 @@ func blobKeys(t testing.TB, b *blob.Bucket, prefix string) []string {
 	return out
 }
 
+// damage flips a byte in the middle of f's blob in the file:// bucket
+// at bucketDir; its size stays.
+func damage(t testing.TB, bucketDir string, f uploader.File) {
+	t.Helper()
+	p := filepath.Join(bucketDir, filepath.FromSlash(f.Blob()))
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // referenced returns the blob keys the manifests reference, sorted.
 func referenced(ms []*uploader.Manifest) []string {
 	set := map[string]bool{}

@@ -16,7 +16,9 @@ import (
 	"gocloud.dev/gcerrors"
 )
 
-// FormatVersion is the manifest format this package writes and reads.
+// FormatVersion is the format of a table checkpoint's manifest. This
+// package writes and reads it and FormatVersionChangelog (changelog.go);
+// a release from before changelog checkpoints reads FormatVersion only.
 const FormatVersion = 1
 
 // Bucket key layout; see the package documentation.
@@ -108,6 +110,9 @@ type Manifest struct {
 	Encryption *Encryption `json:"encryption,omitempty"`
 	// Savepoint is the name the checkpoint is pinned under, if any.
 	Savepoint string `json:"savepoint,omitempty"`
+	// Changelog is set in a changelog checkpoint (FormatVersionChangelog):
+	// Files are then its base's and its segments.
+	Changelog *Changelog `json:"changelog,omitempty"`
 }
 
 // Bytes is the total size of the manifest's files.
@@ -120,10 +125,17 @@ func (m *Manifest) Bytes() int64 {
 }
 
 // validate checks what Download and GC rely on: paths that stay inside
-// the checkpoint directory, each once, and well-formed checksums.
+// the checkpoint directory, each once, well-formed checksums, and a
+// changelog exactly when the format has one.
 func (m *Manifest) validate() error {
-	if m.FormatVersion != FormatVersion {
-		return fmt.Errorf("%w: format version %d; this stated reads version %d", ErrFormat, m.FormatVersion, FormatVersion)
+	if err := checkVersion(m.FormatVersion); err != nil {
+		return err
+	}
+	switch {
+	case m.FormatVersion == FormatVersionChangelog && m.Changelog == nil:
+		return fmt.Errorf("%w: checkpoint %d: format version %d without a changelog", ErrFormat, m.Epoch, m.FormatVersion)
+	case m.FormatVersion != FormatVersionChangelog && m.Changelog != nil:
+		return fmt.Errorf("%w: checkpoint %d: format version %d with a changelog, which only version %d has", ErrFormat, m.Epoch, m.FormatVersion, FormatVersionChangelog)
 	}
 	seen := make(map[string]bool, len(m.Files))
 	for _, f := range m.Files {
@@ -142,6 +154,19 @@ func (m *Manifest) validate() error {
 			return fmt.Errorf("%w: checkpoint %d: file %s has a stored blob with checksum %q and size %d", ErrFormat, m.Epoch, f.Path, f.Stored.SHA256, f.Stored.Size)
 		}
 		seen[f.Path] = true
+	}
+	if m.Changelog != nil {
+		if err := m.Changelog.validate(m.Meta, seen); err != nil {
+			return fmt.Errorf("%w: checkpoint %d: %w", ErrFormat, m.Epoch, err)
+		}
+	}
+	return nil
+}
+
+// checkVersion refuses a manifest format this package does not read.
+func checkVersion(v int) error {
+	if v != FormatVersion && v != FormatVersionChangelog {
+		return fmt.Errorf("%w: format version %d; this stated reads versions %d and %d", ErrFormat, v, FormatVersion, FormatVersionChangelog)
 	}
 	return nil
 }
@@ -202,8 +227,8 @@ func (u *Uploader) readManifest(ctx context.Context, key string) (*Manifest, err
 	if err := json.Unmarshal(b, &v); err != nil {
 		return nil, fmt.Errorf("%w: manifest %s does not parse: %v", ErrFormat, key, err)
 	}
-	if v.FormatVersion != FormatVersion {
-		return nil, fmt.Errorf("%w: manifest %s has format version %d; this stated reads version %d", ErrFormat, key, v.FormatVersion, FormatVersion)
+	if err := checkVersion(v.FormatVersion); err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", key, err)
 	}
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {

@@ -156,7 +156,7 @@ func TestRetainStopsAtAManifestItCannotRead(t *testing.T) {
 	if err := b.WriteAll(ctx, "files/orphan", []byte("x"), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.WriteAll(ctx, "manifests/00000000000000000009.json", []byte(`{"format_version": 2, "epoch": 9}`), nil); err != nil {
+	if err := b.WriteAll(ctx, "manifests/00000000000000000009.json", []byte(`{"format_version": 3, "epoch": 9}`), nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := u.Retain(ctx, 3); !errors.Is(err, uploader.ErrFormat) {

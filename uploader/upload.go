@@ -83,23 +83,34 @@ func (u *Uploader) Upload(ctx context.Context, dir string, meta Meta, progress P
 // caller can compute what the manifest records (its statistics) while
 // the files are sent. An error from finish fails the upload.
 func (u *Uploader) UploadFinishing(ctx context.Context, dir string, meta Meta, progress Progress, finish func(*Meta) error) (*Manifest, UploadStats, error) {
+	return u.uploadTimed(ctx, dir, meta, progress, finish, nil)
+}
+
+// uploadTimed is upload, timed, counted and logged.
+func (u *Uploader) uploadTimed(ctx context.Context, dir string, meta Meta, progress Progress, finish func(*Meta) error, ch *chain) (*Manifest, UploadStats, error) {
 	start := time.Now()
-	m, st, err := u.upload(ctx, dir, meta, progress, finish)
+	m, st, err := u.upload(ctx, dir, meta, progress, finish, ch)
 	st.Duration = time.Since(start)
 	if err != nil {
 		u.m.uploadsFailed.Add(1)
 		return nil, st, err
 	}
 	u.m.uploads.Add(1)
-	u.logger.Debug("uploader: checkpoint uploaded", "epoch", meta.Epoch, "files", st.Files, "bytes", st.Bytes,
+	u.logger.Debug("uploader: checkpoint uploaded", "epoch", meta.Epoch, "changelog", ch != nil, "files", st.Files, "bytes", st.Bytes,
 		"files_uploaded", st.FilesUploaded, "bytes_uploaded", st.BytesUploaded, "duration", st.Duration)
 	return m, st, nil
 }
 
-func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress Progress, finish func(*Meta) error) (*Manifest, UploadStats, error) {
+// upload sends the files of dir and writes the manifest: of a table
+// checkpoint when ch is nil, else of a changelog checkpoint that also
+// holds the files ch inherits (see changelog.go).
+func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress Progress, finish func(*Meta) error, ch *chain) (*Manifest, UploadStats, error) {
 	var st UploadStats
 	if meta.Epoch == 0 {
 		return nil, st, invalidf("checkpoint epoch 0: epochs start at 1")
+	}
+	if err := ch.checkPrev(ctx, u); err != nil {
+		return nil, st, err
 	}
 	m0Epoch := meta.Epoch
 	fail := func(err error) (*Manifest, UploadStats, error) {
@@ -112,9 +123,19 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 	if err != nil {
 		return fail(err)
 	}
+	if err := ch.checkNew(files); err != nil {
+		return nil, st, err
+	}
 	held, err := u.list(ctx, filesPrefix)
 	if err != nil {
 		return fail(err)
+	}
+	if err := ch.checkHeld(held, "at the start of the upload"); err != nil {
+		return fail(err)
+	}
+	for _, f := range ch.inherited() {
+		st.Files++
+		st.Bytes += f.Size
 	}
 
 	// The work: files to hash, and files whose blob is missing. Hashing
@@ -184,12 +205,16 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 	if err != nil {
 		return fail(err)
 	}
-	keys := make([]hashKey, len(files))
-	for i, f := range files {
-		keys[i] = f.key
+	if ch == nil {
+		// A table checkpoint holds every live table: the cache can drop
+		// the others. A changelog checkpoint holds none of the node's.
+		keys := make([]hashKey, len(files))
+		for i, f := range files {
+			keys[i] = f.key
+		}
+		u.keepOnly(keys)
+		u.saveCache()
 	}
-	u.keepOnly(keys)
-	u.saveCache()
 	if err := u.syncFiles(ctx, written); err != nil {
 		return fail(err)
 	}
@@ -202,16 +227,16 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 		}
 	}
 
-	m := &Manifest{FormatVersion: FormatVersion, Meta: meta, Files: make([]File, len(files))}
-	if u.cfg.Keeper != nil {
-		m.Encryption = &Encryption{Keeper: u.cfg.KeeperScheme, Format: EncryptionFormat, ChunkSize: encChunk}
-		if err := u.useSealed(files); err != nil {
+	m := &Manifest{FormatVersion: FormatVersion, Meta: meta, Files: make([]File, len(files)), Encryption: u.encryption()}
+	if m.Encryption != nil {
+		if err := u.useSealed(files, ch.inherited()); err != nil {
 			return fail(err)
 		}
 	}
 	for i, f := range files {
 		m.Files[i] = f.File
 	}
+	ch.complete(m)
 	if err := m.validate(); err != nil {
 		return fail(err)
 	}
@@ -226,6 +251,9 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 				f.Path, f.Blob(), ok, info.size, info.md5, f.StoredSize(), f.storedMD5(), ErrCorrupt))
 		}
 	}
+	if err := ch.checkHeld(held, "before the manifest was written"); err != nil {
+		return fail(err)
+	}
 	if err := context.Cause(ctx); err != nil {
 		return fail(err)
 	}
@@ -236,7 +264,7 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 	// A collection on another node may have decided to delete a blob
 	// this checkpoint reuses before the manifest was written: wait for it,
 	// and send again what it took (announce.go).
-	if err := u.resend(ctx, m, files); err != nil {
+	if err := u.resend(ctx, m, files, ch); err != nil {
 		u.unwriteManifest(ctx, meta.Epoch)
 		return fail(fmt.Errorf("after writing the manifest: %w", err))
 	}
@@ -245,9 +273,13 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 
 // resend waits until no collection can still delete a blob of m, then
 // sends again, from the local checkpoint, every blob of m the bucket lost.
-func (u *Uploader) resend(ctx context.Context, m *Manifest, files []localFile) error {
+// A blob ch inherits has no local copy.
+func (u *Uploader) resend(ctx context.Context, m *Manifest, files []localFile, ch *chain) error {
 	missing, err := u.settle(ctx, m)
 	if err != nil || len(missing) == 0 {
+		return err
+	}
+	if err := ch.checkResendable(missing); err != nil {
 		return err
 	}
 	if m.Encryption != nil {

@@ -168,6 +168,28 @@ type checkpointOutput struct {
 	StateBytes uint64    `json:"state_bytes"`
 	Offsets    uint64    `json:"partitions_with_offsets"`
 	Savepoint  string    `json:"savepoint,omitempty"`
+	// Kind is "tables" or "changelog"; a changelog checkpoint's state is
+	// the tables of ChangelogBaseEpoch plus ChangelogSegments segments of
+	// Raft log entries, and its keys are not counted.
+	Kind               string `json:"kind"`
+	ChangelogBaseEpoch uint64 `json:"changelog_base_epoch,omitempty"`
+	ChangelogSegments  uint64 `json:"changelog_segments,omitempty"`
+}
+
+// checkpointKind names a checkpoint's kind.
+func checkpointKind(s *statedv1.CheckpointSummary) string {
+	if s.GetChangelog() {
+		return "changelog"
+	}
+	return "tables"
+}
+
+// keysOf is a checkpoint's key count for a table, or why there is none.
+func keysOf(s *statedv1.CheckpointSummary) string {
+	if s.GetChangelog() {
+		return "-"
+	}
+	return strconv.FormatUint(s.GetKeys(), 10)
 }
 
 func summaryOutput(s *statedv1.CheckpointSummary) checkpointOutput {
@@ -176,6 +198,7 @@ func summaryOutput(s *statedv1.CheckpointSummary) checkpointOutput {
 		CreatedAt: time.UnixMilli(s.GetCreatedAtUnixMillis()).UTC(), ClusterID: s.GetClusterId(),
 		Files: s.GetFiles(), Bytes: s.GetBytes(), Keys: s.GetKeys(), StateBytes: s.GetStateBytes(),
 		Offsets: s.GetOffsets(), Savepoint: s.GetSavepoint(),
+		Kind: checkpointKind(s), ChangelogBaseEpoch: s.GetChangelogBaseEpoch(), ChangelogSegments: s.GetChangelogSegments(),
 	}
 }
 
@@ -204,11 +227,15 @@ func (c *cli) checkpointList() *cobra.Command {
 				return nil
 			}
 			w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "EPOCH\tCREATED\tAGE\tRAFT INDEX\tFILES\tSIZE\tKEYS\tSAVEPOINT")
+			fmt.Fprintln(w, "EPOCH\tCREATED\tAGE\tRAFT INDEX\tKIND\tFILES\tSIZE\tKEYS\tSAVEPOINT")
 			for _, s := range resp.GetCheckpoints() {
 				at := time.UnixMilli(s.GetCreatedAtUnixMillis())
-				fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%s\t%d\t%s\n", s.GetEpoch(), at.UTC().Format(time.RFC3339), time.Since(at).Round(time.Second),
-					s.GetRaftIndex(), s.GetFiles(), humanBytes(s.GetBytes()), s.GetKeys(), orDash(s.GetSavepoint()))
+				kind := checkpointKind(s)
+				if s.GetChangelog() {
+					kind = fmt.Sprintf("changelog on %d", s.GetChangelogBaseEpoch())
+				}
+				fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", s.GetEpoch(), at.UTC().Format(time.RFC3339), time.Since(at).Round(time.Second),
+					s.GetRaftIndex(), kind, s.GetFiles(), humanBytes(s.GetBytes()), keysOf(s), orDash(s.GetSavepoint()))
 			}
 			return w.Flush()
 		})
@@ -247,7 +274,13 @@ func (c *cli) checkpointShow() *cobra.Command {
 			fmt.Fprintf(w, "created:\t%s (%s ago)\n", at.UTC().Format(time.RFC3339), time.Since(at).Round(time.Second))
 			fmt.Fprintf(w, "raft index, term:\t%d, %d\n", s.GetRaftIndex(), s.GetRaftTerm())
 			fmt.Fprintf(w, "cluster id:\t%s\n", s.GetClusterId())
-			fmt.Fprintf(w, "state:\t%d keys, %s\n", s.GetKeys(), humanBytes(s.GetStateBytes()))
+			if s.GetChangelog() {
+				fmt.Fprintf(w, "kind:\tchangelog: the tables of checkpoint %d and %d segments of Raft log entries, replayed at restore\n", s.GetChangelogBaseEpoch(), s.GetChangelogSegments())
+				fmt.Fprintf(w, "state:\tnot counted (a changelog checkpoint)\n")
+			} else {
+				fmt.Fprintf(w, "kind:\ttables\n")
+				fmt.Fprintf(w, "state:\t%d keys, %s\n", s.GetKeys(), humanBytes(s.GetStateBytes()))
+			}
 			fmt.Fprintf(w, "files:\t%d, %s\n", s.GetFiles(), humanBytes(s.GetBytes()))
 			if err := w.Flush(); err != nil {
 				return err

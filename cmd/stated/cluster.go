@@ -290,6 +290,13 @@ type checkpointsOutput struct {
 	InProgressEpoch    uint64            `json:"in_progress_epoch,omitempty"`
 	Coordinator        string            `json:"coordinator"`
 	LastCount          *countOutput      `json:"last_count,omitempty"`
+	// MaterializeIntervalSeconds is --checkpoint-materialize-interval
+	// (0: every checkpoint uploads its tables); the changelog fields are
+	// the changelog checkpoints' (see CheckpointStatus in the proto).
+	MaterializeIntervalSeconds float64 `json:"materialize_interval_seconds"`
+	ChangelogBaseEpoch         uint64  `json:"changelog_base_epoch,omitempty"`
+	ChangelogBytes             uint64  `json:"changelog_bytes,omitempty"`
+	ChangelogCheckpoints       uint64  `json:"changelog_checkpoints"`
 }
 
 // countOutput is how the last completed checkpoint's state was counted:
@@ -320,6 +327,8 @@ func checkpointStatusOutput(st *statedv1.CheckpointStatus) *checkpointsOutput {
 		LastBytesUploaded: st.GetLastBytesUploaded(), LastFilesUploaded: st.GetLastFilesUploaded(),
 		Completed: st.GetCompleted(), Failures: st.GetFailures(), LastError: st.GetLastError(),
 		KafkaError: st.GetKafkaError(), KafkaMemberGroups: st.GetKafkaMemberGroups(), InProgressEpoch: st.GetInProgressEpoch(), Coordinator: st.GetNodeId(),
+		MaterializeIntervalSeconds: float64(st.GetMaterializeIntervalMillis()) / 1000, ChangelogBaseEpoch: st.GetChangelogBaseEpoch(),
+		ChangelogBytes: st.GetChangelogBytes(), ChangelogCheckpoints: st.GetChangelogCheckpoints(),
 	}
 	if s := st.GetLastCompleted(); s != nil {
 		o := summaryOutput(s)
@@ -345,8 +354,19 @@ func (c *cli) printCheckpointStatus(out statusOutput) error {
 	if st.SharesDiskWithData {
 		fmt.Fprintln(c.stdout, "  warning: the bucket is on the data dir's disk; losing that disk loses both")
 	}
+	if st.MaterializeIntervalSeconds > 0 {
+		fmt.Fprintf(c.stdout, "  changelog checkpoints: the tables at most every %gs; %d completed", st.MaterializeIntervalSeconds, st.ChangelogCheckpoints)
+		if st.ChangelogBaseEpoch != 0 {
+			fmt.Fprintf(c.stdout, ", %s of changelog on the tables of epoch %d", humanBytes(st.ChangelogBytes), st.ChangelogBaseEpoch)
+		}
+		fmt.Fprintln(c.stdout)
+	}
 	if lc := st.LastCompleted; lc != nil {
-		fmt.Fprintf(c.stdout, "  last completed: epoch %d, %s ago, took %dms, uploaded %d files (%s) of %d\n", lc.Epoch,
+		kind := ""
+		if lc.Kind == "changelog" {
+			kind = fmt.Sprintf(" (changelog on epoch %d, %d segments)", lc.ChangelogBaseEpoch, lc.ChangelogSegments)
+		}
+		fmt.Fprintf(c.stdout, "  last completed: epoch %d%s, %s ago, took %dms, uploaded %d files (%s) of %d\n", lc.Epoch, kind,
 			time.Duration(st.LastAgeSeconds*float64(time.Second)).Round(time.Second), st.LastDurationMillis,
 			st.LastFilesUploaded, humanBytes(st.LastBytesUploaded), lc.Files)
 		if st.LastCount != nil {

@@ -174,10 +174,18 @@ and leaves the data dir as it was.`,
 		if len(res.Skipped) > 0 {
 			fmt.Fprintf(c.stdout, "fell back to checkpoint %d, the newest intact one before %s\n", m.Epoch, sel)
 		}
-		fmt.Fprintf(c.stdout, "restored checkpoint %d (%s, %s old) into %s: %d keys, %d files, downloaded %d (%s), kept %d already present\n",
+		keys := fmt.Sprintf("%d keys", m.Stats.Keys)
+		if m.Changelog != nil {
+			keys = "keys not counted (a changelog checkpoint)"
+		}
+		fmt.Fprintf(c.stdout, "restored checkpoint %d (%s, %s old) into %s: %s, %d files, downloaded %d (%s), kept %d already present\n",
 			m.Epoch, m.CreatedAt.UTC().Format(time.RFC3339), time.Since(m.CreatedAt).Round(time.Second), dataDir,
-			m.Stats.Keys, len(m.Files), res.Download.FilesDownloaded, humanBytes(uint64(res.Download.BytesDownloaded)),
+			keys, len(m.Files), res.Download.FilesDownloaded, humanBytes(uint64(res.Download.BytesDownloaded)),
 			res.Download.Files-res.Download.FilesDownloaded)
+		if m.Changelog != nil {
+			fmt.Fprintf(c.stdout, "replayed %d Raft log entries (%d segments, %s) onto the tables of checkpoint %d in %v\n",
+				res.Replay.Entries, res.Replay.Segments, humanBytes(uint64(res.Replay.Bytes)), m.Changelog.BaseEpoch, res.Replay.Took.Round(time.Millisecond))
+		}
 		if len(m.Stats.Windows) > 0 {
 			printWindowsRecovery(c.stdout, m.Stats.Windows)
 		}
@@ -386,6 +394,7 @@ func reportFromProto(p *statedv1.RecoveryReport) *recovery.Report {
 		Verified: p.GetVerified(), Intact: p.GetIntact(), KafkaChecked: p.GetKafkaChecked(), KafkaError: p.GetKafkaError(),
 		Replay: p.GetReplay(), Lost: p.GetLost(), Partitions: []recovery.Partition{},
 		Encrypted: s.GetEncrypted(), Keeper: s.GetEncryptionKeeper(),
+		Changelog: s.GetChangelog(), ChangelogBaseEpoch: s.GetChangelogBaseEpoch(), ChangelogSegments: int(s.GetChangelogSegments()),
 	}
 	for _, f := range p.GetProblems() {
 		r.Problems = append(r.Problems, uploader.FileProblem{Path: f.GetPath(), BlobKey: f.GetBlobKey(), Problem: f.GetProblem()})
@@ -412,7 +421,12 @@ func printReport(w io.Writer, r *recovery.Report) {
 	}
 	fmt.Fprintf(w, "checkpoint %d%s, taken %s, %s ago, Raft index %d (term %d), cluster %s\n",
 		r.Epoch, name, r.CreatedAt.UTC().Format(time.RFC3339), r.Age.Round(time.Second), r.RaftIndex, r.RaftTerm, r.ClusterID)
-	fmt.Fprintf(w, "holds %d keys, %s of state, in %d files (%s)\n", r.Keys, humanBytes(r.Bytes), r.Files, humanBytes(uint64(r.FileBytes)))
+	if r.Changelog {
+		fmt.Fprintf(w, "a changelog checkpoint: the tables of checkpoint %d plus %d segments of Raft log entries, which a restore replays onto them; keys not counted; %d files (%s)\n",
+			r.ChangelogBaseEpoch, r.ChangelogSegments, r.Files, humanBytes(uint64(r.FileBytes)))
+	} else {
+		fmt.Fprintf(w, "holds %d keys, %s of state, in %d files (%s)\n", r.Keys, humanBytes(r.Bytes), r.Files, humanBytes(uint64(r.FileBytes)))
+	}
 	printWindowsRecovery(w, r.Windows)
 	if r.Encrypted {
 		keeper := r.Keeper

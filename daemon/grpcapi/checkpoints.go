@@ -205,6 +205,9 @@ func RecoveryProto(r *recovery.Report) *statedv1.RecoveryReport {
 		AgeMillis: r.Age.Milliseconds(), Verified: r.Verified, Intact: r.Intact,
 		KafkaChecked: r.KafkaChecked, KafkaError: r.KafkaError, Replay: r.Replay, Lost: r.Lost,
 	}
+	if r.Changelog {
+		out.Checkpoint.Changelog, out.Checkpoint.ChangelogBaseEpoch, out.Checkpoint.ChangelogSegments = true, r.ChangelogBaseEpoch, uint64(r.ChangelogSegments)
+	}
 	for _, p := range r.Problems {
 		out.Problems = append(out.Problems, &statedv1.FileProblem{Path: p.Path, BlobKey: p.BlobKey, Problem: p.Problem})
 	}
@@ -259,6 +262,9 @@ func Summary(m *uploader.Manifest) *statedv1.CheckpointSummary {
 	}
 	if e := m.Encryption; e != nil {
 		s.Encrypted, s.EncryptionKeeper = true, e.Keeper
+	}
+	if cl := m.Changelog; cl != nil {
+		s.Changelog, s.ChangelogBaseEpoch, s.ChangelogSegments = true, cl.BaseEpoch, uint64(len(cl.Segments))
 	}
 	return s
 }

@@ -101,6 +101,13 @@ type Report struct {
 	// gcpkms, azurekeyvault), never the key.
 	Encrypted bool   `json:"encrypted"`
 	Keeper    string `json:"encryption_keeper,omitempty"`
+	// Changelog is set for a changelog checkpoint: a restore downloads
+	// the tables of checkpoint ChangelogBaseEpoch and replays its
+	// ChangelogSegments segments of Raft log entries onto them. Keys and
+	// Bytes are then not counted (zero).
+	Changelog          bool   `json:"changelog"`
+	ChangelogBaseEpoch uint64 `json:"changelog_base_epoch,omitempty"`
+	ChangelogSegments  int    `json:"changelog_segments,omitempty"`
 }
 
 // Options say how much the report checks.
@@ -124,6 +131,9 @@ func Build(ctx context.Context, up *uploader.Uploader, m *uploader.Manifest, opt
 		RaftIndex: m.RaftIndex, RaftTerm: m.RaftTerm, ClusterID: m.ClusterID,
 		Keys: m.Stats.Keys, Bytes: m.Stats.Bytes, Files: len(m.Files), FileBytes: m.Bytes(),
 		Partitions: []Partition{}, Windows: m.Stats.Windows,
+	}
+	if cl := m.Changelog; cl != nil {
+		r.Changelog, r.ChangelogBaseEpoch, r.ChangelogSegments = true, cl.BaseEpoch, len(cl.Segments)
 	}
 	if m.Encryption != nil {
 		r.Encrypted, r.Keeper = true, m.Encryption.Keeper

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/command"
 	"github.com/statedhq/stated/raftstore/fsm"
 	"github.com/statedhq/stated/uploader"
 )
@@ -43,6 +44,9 @@ type RestoreResult struct {
 	// first, each with why.
 	Skipped  []string
 	Download uploader.DownloadStats
+	// Replay is what replaying a changelog checkpoint's segments onto its
+	// base's tables took; zero for a table checkpoint.
+	Replay fsm.ReplayStats
 	// KafkaGroups are the groups whose committed offsets were reset.
 	KafkaGroups []string
 }
@@ -129,6 +133,9 @@ func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
 	}()
 	for {
 		res.Download, err = download(ctx, opts, m, staging)
+		if err == nil && m.Changelog != nil {
+			res.Replay, err = replay(staging, m, logger)
+		}
 		if err == nil {
 			break
 		}
@@ -196,6 +203,37 @@ func download(ctx context.Context, opts RestoreOptions, m *uploader.Manifest, st
 		return nil
 	})
 	return opts.Uploader.Download(ctx, m, staging, opts.Progress)
+}
+
+// replay brings the base tables downloaded into staging to the state of
+// the changelog checkpoint m by replaying its segments, checks that the
+// result is m's cut (fsm.ReplayChangelog), then removes the segments.
+func replay(staging string, m *uploader.Manifest, logger *slog.Logger) (fsm.ReplayStats, error) {
+	segments := make([]string, len(m.Changelog.Segments))
+	for i, s := range m.Changelog.Segments {
+		segments[i] = filepath.Join(staging, filepath.FromSlash(s))
+	}
+	want := fsm.ChangelogTarget{
+		BaseIndex: m.Changelog.BaseIndex, Index: m.RaftIndex, Term: m.RaftTerm, Epoch: m.Epoch, ClusterID: m.ClusterID,
+	}
+	for _, o := range m.Offsets {
+		want.Offsets = append(want.Offsets, command.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset})
+	}
+	st, err := fsm.ReplayChangelog(staging, segments, want, logger)
+	if err != nil {
+		return st, fmt.Errorf("recovery: checkpoint %d: replaying its changelog onto the tables of checkpoint %d: %w", m.Epoch, m.Changelog.BaseEpoch, err)
+	}
+	logger.Info("recovery: replayed the checkpoint's changelog", "epoch", m.Epoch, "base_epoch", m.Changelog.BaseEpoch,
+		"segments", st.Segments, "entries", st.Entries, "bytes", st.Bytes, "took", st.Took)
+	for _, s := range segments {
+		if err := os.Remove(s); err != nil {
+			return st, fmt.Errorf("recovery: %w", err)
+		}
+	}
+	if err := os.Remove(filepath.Join(staging, "changelog")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return st, fmt.Errorf("recovery: %w", err)
+	}
+	return st, nil
 }
 
 // resetKafka commits m's offsets to each of its groups.

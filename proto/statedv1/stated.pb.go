@@ -1538,8 +1538,16 @@ type CheckpointSummary struct {
 	// (base64key, awskms, gcpkms, azurekeyvault); never the key.
 	Encrypted        bool   `protobuf:"varint,12,opt,name=encrypted,proto3" json:"encrypted,omitempty"`
 	EncryptionKeeper string `protobuf:"bytes,13,opt,name=encryption_keeper,json=encryptionKeeper,proto3" json:"encryption_keeper,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// changelog is set for a changelog checkpoint: its state is the tables
+	// of the table checkpoint changelog_base_epoch (listed among its files)
+	// plus changelog_segments segment files of the Raft log's entries since,
+	// which a restore replays onto them. Its keys and state_bytes are not
+	// counted (zero).
+	Changelog          bool   `protobuf:"varint,14,opt,name=changelog,proto3" json:"changelog,omitempty"`
+	ChangelogBaseEpoch uint64 `protobuf:"varint,15,opt,name=changelog_base_epoch,json=changelogBaseEpoch,proto3" json:"changelog_base_epoch,omitempty"`
+	ChangelogSegments  uint64 `protobuf:"varint,16,opt,name=changelog_segments,json=changelogSegments,proto3" json:"changelog_segments,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *CheckpointSummary) Reset() {
@@ -1661,6 +1669,27 @@ func (x *CheckpointSummary) GetEncryptionKeeper() string {
 		return x.EncryptionKeeper
 	}
 	return ""
+}
+
+func (x *CheckpointSummary) GetChangelog() bool {
+	if x != nil {
+		return x.Changelog
+	}
+	return false
+}
+
+func (x *CheckpointSummary) GetChangelogBaseEpoch() uint64 {
+	if x != nil {
+		return x.ChangelogBaseEpoch
+	}
+	return 0
+}
+
+func (x *CheckpointSummary) GetChangelogSegments() uint64 {
+	if x != nil {
+		return x.ChangelogSegments
+	}
+	return 0
 }
 
 type CheckpointFile struct {
@@ -1861,9 +1890,19 @@ type CheckpointStatus struct {
 	KafkaMemberGroups []string `protobuf:"bytes,19,rep,name=kafka_member_groups,json=kafkaMemberGroups,proto3" json:"kafka_member_groups,omitempty"`
 	// last_count says how the last completed checkpoint's key and byte
 	// counts (its manifest's) were made; unset when none completed.
-	LastCount     *CheckpointCountInfo `protobuf:"bytes,20,opt,name=last_count,json=lastCount,proto3" json:"last_count,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LastCount *CheckpointCountInfo `protobuf:"bytes,20,opt,name=last_count,json=lastCount,proto3" json:"last_count,omitempty"`
+	// materialize_interval_millis is --checkpoint-materialize-interval:
+	// above zero, checkpoints between table checkpoints are changelog
+	// checkpoints. changelog_base_epoch is the table checkpoint the
+	// changelog checkpoints since build on (0: none yet), changelog_bytes
+	// the segment bytes uploaded on it, and changelog_checkpoints counts the
+	// changelog checkpoints this leader completed since it started.
+	MaterializeIntervalMillis int64  `protobuf:"varint,21,opt,name=materialize_interval_millis,json=materializeIntervalMillis,proto3" json:"materialize_interval_millis,omitempty"`
+	ChangelogBaseEpoch        uint64 `protobuf:"varint,22,opt,name=changelog_base_epoch,json=changelogBaseEpoch,proto3" json:"changelog_base_epoch,omitempty"`
+	ChangelogBytes            uint64 `protobuf:"varint,23,opt,name=changelog_bytes,json=changelogBytes,proto3" json:"changelog_bytes,omitempty"`
+	ChangelogCheckpoints      uint64 `protobuf:"varint,24,opt,name=changelog_checkpoints,json=changelogCheckpoints,proto3" json:"changelog_checkpoints,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *CheckpointStatus) Reset() {
@@ -2034,6 +2073,34 @@ func (x *CheckpointStatus) GetLastCount() *CheckpointCountInfo {
 		return x.LastCount
 	}
 	return nil
+}
+
+func (x *CheckpointStatus) GetMaterializeIntervalMillis() int64 {
+	if x != nil {
+		return x.MaterializeIntervalMillis
+	}
+	return 0
+}
+
+func (x *CheckpointStatus) GetChangelogBaseEpoch() uint64 {
+	if x != nil {
+		return x.ChangelogBaseEpoch
+	}
+	return 0
+}
+
+func (x *CheckpointStatus) GetChangelogBytes() uint64 {
+	if x != nil {
+		return x.ChangelogBytes
+	}
+	return 0
+}
+
+func (x *CheckpointStatus) GetChangelogCheckpoints() uint64 {
+	if x != nil {
+		return x.ChangelogCheckpoints
+	}
+	return 0
 }
 
 // CheckpointCountInfo is how a checkpoint's state was counted: from the
@@ -6558,7 +6625,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1c\n" +
 	"\tsavepoint\x18\x02 \x01(\tR\tsavepoint\x12\x14\n" +
 	"\x05force\x18\x03 \x01(\bR\x05force\"\x1a\n" +
-	"\x18DeleteCheckpointResponse\"\x9d\x03\n" +
+	"\x18DeleteCheckpointResponse\"\x9c\x04\n" +
 	"\x11CheckpointSummary\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1d\n" +
 	"\n" +
@@ -6576,7 +6643,10 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	" \x01(\tR\tsavepoint\x12\x18\n" +
 	"\aoffsets\x18\v \x01(\x04R\aoffsets\x12\x1c\n" +
 	"\tencrypted\x18\f \x01(\bR\tencrypted\x12+\n" +
-	"\x11encryption_keeper\x18\r \x01(\tR\x10encryptionKeeper\"P\n" +
+	"\x11encryption_keeper\x18\r \x01(\tR\x10encryptionKeeper\x12\x1c\n" +
+	"\tchangelog\x18\x0e \x01(\bR\tchangelog\x120\n" +
+	"\x14changelog_base_epoch\x18\x0f \x01(\x04R\x12changelogBaseEpoch\x12-\n" +
+	"\x12changelog_segments\x18\x10 \x01(\x04R\x11changelogSegments\"P\n" +
 	"\x0eCheckpointFile\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
@@ -6586,7 +6656,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\aoffsets\x18\x02 \x03(\v2\x11.stated.v1.OffsetR\aoffsets\x12/\n" +
 	"\x05files\x18\x03 \x03(\v2\x19.stated.v1.CheckpointFileR\x05files\x12%\n" +
 	"\x0eformat_version\x18\x04 \x01(\x05R\rformatVersion\"\x19\n" +
-	"\x17CheckpointStatusRequest\"\xe3\x06\n" +
+	"\x17CheckpointStatusRequest\"\xb3\b\n" +
 	"\x10CheckpointStatus\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x16\n" +
 	"\x06bucket\x18\x02 \x01(\tR\x06bucket\x12'\n" +
@@ -6611,7 +6681,11 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\anode_id\x18\x12 \x01(\tR\x06nodeId\x12.\n" +
 	"\x13kafka_member_groups\x18\x13 \x03(\tR\x11kafkaMemberGroups\x12=\n" +
 	"\n" +
-	"last_count\x18\x14 \x01(\v2\x1e.stated.v1.CheckpointCountInfoR\tlastCount\"\x99\x02\n" +
+	"last_count\x18\x14 \x01(\v2\x1e.stated.v1.CheckpointCountInfoR\tlastCount\x12>\n" +
+	"\x1bmaterialize_interval_millis\x18\x15 \x01(\x03R\x19materializeIntervalMillis\x120\n" +
+	"\x14changelog_base_epoch\x18\x16 \x01(\x04R\x12changelogBaseEpoch\x12'\n" +
+	"\x0fchangelog_bytes\x18\x17 \x01(\x04R\x0echangelogBytes\x123\n" +
+	"\x15changelog_checkpoints\x18\x18 \x01(\x04R\x14changelogCheckpoints\"\x99\x02\n" +
 	"\x13CheckpointCountInfo\x12!\n" +
 	"\fwhole_reason\x18\x01 \x01(\tR\vwholeReason\x12\x1d\n" +
 	"\n" +

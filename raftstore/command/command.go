@@ -27,7 +27,9 @@ const (
 	TypeRelease Type = 7
 	// TypeCheckpoint is the barrier of a checkpoint epoch: the state
 	// machine numbers it (the last epoch plus one) and every replica makes
-	// a local Pebble checkpoint of the state as of this entry.
+	// a local Pebble checkpoint of the state as of this entry; with
+	// Changelog set (format version 6), none does: the checkpoint is an
+	// earlier one's tables and the log's entries up to this one.
 	TypeCheckpoint Type = 8
 	// TypeCheckpointDone records that checkpoint Epoch was uploaded and
 	// its manifest written; replicas drop their local copies up to it.
@@ -118,6 +120,10 @@ type Command struct {
 	// checkpointed offsets, which consumers commit to Kafka.
 	Epoch   uint64
 	Offsets []Offset
+	// Changelog is set when Type is TypeCheckpoint for the barrier of a
+	// changelog checkpoint: the state of an earlier checkpoint's tables
+	// and the Raft log's command entries since, up to this one.
+	Changelog bool
 	// Session is set when Type is TypeOpenSession.
 	Session *Session
 	// Expired is set when Type is TypeExpireSessions.

@@ -14,18 +14,26 @@ import (
 // hash, and the session commands. Version 4 added window state: a
 // commit's window adds, watermark hints, acknowledgements and timers, and
 // the commands that define window namespaces and tick their watermarks.
-// Version 5 added a member's incarnation to TypeSetMember.
+// Version 5 added a member's incarnation to TypeSetMember, and
+// TypeCommitBatch. Version 6 added a flags field (a uvarint, after Now) to
+// TypeCheckpoint, whose bit 0 marks a changelog barrier; other bits are
+// refused, so that a flag a newer release adds is never ignored.
 //
 // A command is written in the oldest version that holds it (see
 // encodingVersion), so that a binary of the previous release, in a rolling
 // upgrade, still decodes everything but what it cannot represent.
 const (
-	version   = 5
+	version   = 6
+	versionV5 = 5
 	versionV4 = 4
 	versionV3 = 3
 	versionV2 = 2
 	versionV1 = 1
 )
+
+// checkpointChangelog is the flag of a changelog barrier in a
+// TypeCheckpoint's flags (format version 6).
+const checkpointChangelog = 1 << 0
 
 // ErrCorrupt reports an encoding that cannot be decoded.
 var ErrCorrupt = errors.New("command: corrupt encoding")
@@ -68,7 +76,7 @@ func encode(dst []byte, c *Command, hash bool) []byte {
 		dst = appendBytes(dst, []byte(m.ID))
 		dst = appendBytes(dst, []byte(m.RaftAddr))
 		dst = appendBytes(dst, []byte(m.GRPCAddr))
-		if v >= version {
+		if v >= versionV5 {
 			dst = appendBytes(dst, []byte(m.Incarnation))
 		}
 	case TypeClaim, TypeRelease:
@@ -92,6 +100,14 @@ func encode(dst []byte, c *Command, hash bool) []byte {
 	case TypeDefineWindows:
 		dst = appendWindowSpec(dst, c.Windows)
 	case TypeWindowTick:
+	case TypeCheckpoint:
+		if v >= version {
+			var flags uint64
+			if c.Changelog {
+				flags |= checkpointChangelog
+			}
+			dst = binary.AppendUvarint(dst, flags)
+		}
 	case TypeCheckpointDone:
 		dst = binary.AppendUvarint(dst, c.Epoch)
 		dst = binary.AppendUvarint(dst, uint64(len(c.Offsets)))
@@ -106,14 +122,18 @@ func encode(dst []byte, c *Command, hash bool) []byte {
 	return dst
 }
 
-// encodingVersion is the oldest format version that holds c: version 5
+// encodingVersion is the oldest format version that holds c: version 6
+// for a changelog barrier (a TypeCheckpoint with Changelog set), version 5
 // for a member with an incarnation and for a batch of commits, version 4
-// for everything else.
+// for everything else, a plain barrier included, which a release before
+// changelog checkpoints then still decodes.
 func encodingVersion(c *Command) byte {
 	switch {
+	case c.Type == TypeCheckpoint && c.Changelog:
+		return version
 	case c.Type == TypeSetMember && c.Member != nil && c.Member.Incarnation != "",
 		c.Type == TypeCommitBatch:
-		return version
+		return versionV5
 	}
 	return versionV4
 }
@@ -282,7 +302,7 @@ func Decode(buf []byte) (*Command, error) {
 	case TypeCommit:
 		c.Commit = d.commit()
 	case TypeCommitBatch:
-		if d.version < version {
+		if d.version < versionV5 {
 			return nil, fmt.Errorf("%w: command type %d in format version %d", ErrCorrupt, c.Type, d.version)
 		}
 		// A commit takes at least 6 bytes: its client id's length, its
@@ -299,7 +319,7 @@ func Decode(buf []byte) (*Command, error) {
 		c.ClusterID = string(d.bytes())
 	case TypeSetMember, TypeRemoveMember:
 		c.Member = &Member{ID: string(d.bytes()), RaftAddr: string(d.bytes()), GRPCAddr: string(d.bytes())}
-		if c.Type == TypeSetMember && d.version >= version {
+		if c.Type == TypeSetMember && d.version >= versionV5 {
 			c.Member.Incarnation = string(d.bytes())
 		}
 	case TypeClaim, TypeRelease:
@@ -329,6 +349,13 @@ func Decode(buf []byte) (*Command, error) {
 	case TypeCheckpoint:
 		if d.version == versionV1 {
 			return nil, fmt.Errorf("%w: command type %d in format version 1", ErrCorrupt, c.Type)
+		}
+		if d.version >= version {
+			flags := d.uvarint()
+			if unknown := flags &^ checkpointChangelog; unknown != 0 {
+				return nil, fmt.Errorf("%w: unknown checkpoint flags %#x", ErrCorrupt, unknown)
+			}
+			c.Changelog = flags&checkpointChangelog != 0
 		}
 	case TypeCheckpointDone:
 		if d.version == versionV1 {

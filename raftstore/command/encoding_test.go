@@ -1,8 +1,11 @@
 package command
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -35,8 +38,9 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		"claim": {Type: TypeClaim, Now: 7, Claim: &Claim{Group: "g", Owner: "c1", Partitions: []PartitionEpoch{
 			{Topic: "t", Partition: 0}, {Topic: "t", Partition: 1 << 30},
 		}}},
-		"checkpoint":      {Type: TypeCheckpoint, Now: 9},
-		"checkpoint done": {Type: TypeCheckpointDone, Now: 9, Epoch: 1 << 40, Offsets: []Offset{{Group: "g", Topic: "t", Partition: 3, Offset: 77}}},
+		"checkpoint":        {Type: TypeCheckpoint, Now: 9},
+		"changelog barrier": {Type: TypeCheckpoint, Now: 9, Changelog: true},
+		"checkpoint done":   {Type: TypeCheckpointDone, Now: 9, Epoch: 1 << 40, Offsets: []Offset{{Group: "g", Topic: "t", Partition: 3, Offset: 77}}},
 		"session commit": {Type: TypeCommit, Now: 3, Commit: &Commit{ClientID: "c", SessionID: 1 << 62, Lane: 9, Seq: 5,
 			Hash: [16]byte{1, 2, 3}, Mutations: []Mutation{{Op: OpPut, Namespace: "ns", Key: []byte("k")}}}},
 		"open session":    {Type: TypeOpenSession, Now: 4, Session: &Session{ClientID: "c", ID: 77, IdleTimeout: 3600e9}},
@@ -71,7 +75,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Empty and nil byte slices encode alike; compare re-encodings.
-			if a, b := Encode(nil, got), Encode(nil, c); !reflect.DeepEqual(a, b) {
+			if a, b := Encode(nil, got), Encode(nil, c); !reflect.DeepEqual(a, b) || got.Changelog != c.Changelog {
 				t.Fatalf("round trip changed the command:\n got %+v\nwant %+v", got, c)
 			}
 		})
@@ -91,8 +95,8 @@ func TestOnlyAMemberWithAnIncarnationIsWrittenInVersion5(t *testing.T) {
 		version byte
 	}{
 		{"member", m, versionV4},
-		{"member with an incarnation", joining, version},
-		{"commit batch", &Command{Type: TypeCommitBatch, Batch: []*Commit{sampleCommit().Commit}}, version},
+		{"member with an incarnation", joining, versionV5},
+		{"commit batch", &Command{Type: TypeCommitBatch, Batch: []*Commit{sampleCommit().Commit}}, versionV5},
 		{"commit", sampleCommit(), versionV4},
 		{"window commit", &Command{Type: TypeCommit, Commit: &Commit{ClientID: "c", WindowAdds: []WindowAdd{{Namespace: "clicks", Key: []byte("u"), EventTimeMs: 5, Int: 1}}}}, versionV4},
 	} {
@@ -108,7 +112,7 @@ func TestOnlyAMemberWithAnIncarnationIsWrittenInVersion5(t *testing.T) {
 	// A version 5 encoding of a member without an incarnation (one empty
 	// field more) decodes as the version 4 one.
 	v4 := Encode(nil, m)
-	v5 := append(append([]byte{version}, v4[1:]...), 0)
+	v5 := append(append([]byte{versionV5}, v4[1:]...), 0)
 	got, err := Decode(v5)
 	if err != nil || *got.Member != *m.Member {
 		t.Fatalf("version 5 member without an incarnation = %+v, %v; want %+v", got, err, m.Member)
@@ -121,10 +125,58 @@ func TestOnlyAMemberWithAnIncarnationIsWrittenInVersion5(t *testing.T) {
 	if _, err := Decode(batch); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("commit batch in version 4: err = %v, want ErrCorrupt", err)
 	}
-	batch[0] = version
+	batch[0] = versionV5
 	for n := range len(batch) {
 		if _, err := Decode(batch[:n]); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("Decode of %d/%d bytes of a commit batch: err = %v, want ErrCorrupt", n, len(batch), err)
+		}
+	}
+}
+
+// TestOnlyAChangelogBarrierIsWrittenInVersion6: a plain barrier keeps its
+// version 4 bytes, which a release before changelog checkpoints decodes;
+// a changelog barrier carries its flag in version 6, and every older
+// barrier, and a version 6 one without the flag, decodes as a plain one.
+func TestOnlyAChangelogBarrierIsWrittenInVersion6(t *testing.T) {
+	const now = 1_700_000_000_000_000_000
+	plain := Encode(nil, &Command{Type: TypeCheckpoint, Now: now})
+	if want := binary.AppendVarint([]byte{versionV4, byte(TypeCheckpoint)}, now); !bytes.Equal(plain, want) {
+		t.Fatalf("plain barrier encodes as %x, want the version 4 bytes %x", plain, want)
+	}
+	changelog := Encode(nil, &Command{Type: TypeCheckpoint, Now: now, Changelog: true})
+	if want := binary.AppendUvarint(binary.AppendVarint([]byte{version, byte(TypeCheckpoint)}, now), 1); !bytes.Equal(changelog, want) {
+		t.Fatalf("changelog barrier encodes as %x, want %x", changelog, want)
+	}
+	for _, tc := range []struct {
+		name      string
+		buf       []byte
+		changelog bool
+	}{
+		{"changelog barrier", changelog, true},
+		{"version 6 barrier without flags", binary.AppendUvarint(binary.AppendVarint([]byte{version, byte(TypeCheckpoint)}, now), 0), false},
+		{"version 5 barrier", append([]byte{versionV5}, plain[1:]...), false},
+		{"version 4 barrier", plain, false},
+		{"version 3 barrier", append([]byte{versionV3}, plain[1:]...), false},
+		{"version 2 barrier", append([]byte{versionV2}, plain[1:]...), false},
+	} {
+		got, err := Decode(tc.buf)
+		if err != nil || got.Type != TypeCheckpoint || got.Now != now || got.Changelog != tc.changelog || got.Version != tc.buf[0] {
+			t.Errorf("%s: decoded %+v, %v; want a barrier at %d with Changelog %v", tc.name, got, err, int64(now), tc.changelog)
+		}
+	}
+	if _, err := Decode(append([]byte{versionV1}, plain[1:]...)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("version 1 barrier: err = %v, want ErrCorrupt", err)
+	}
+	// Flags a later release may add are refused, never ignored.
+	for _, flags := range []uint64{2, 3, 1 << 40} {
+		buf := binary.AppendUvarint(binary.AppendVarint([]byte{version, byte(TypeCheckpoint)}, now), flags)
+		if _, err := Decode(buf); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "flags") {
+			t.Errorf("barrier with flags %#x: err = %v, want ErrCorrupt naming the flags", flags, err)
+		}
+	}
+	for n := range len(changelog) {
+		if _, err := Decode(changelog[:n]); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("Decode of %d/%d bytes of a changelog barrier: err = %v, want ErrCorrupt", n, len(changelog), err)
 		}
 	}
 }

@@ -27,7 +27,8 @@ import (
 //     in the batch (its writes are cut off again);
 //   - a checkpoint barrier commits the batch up to and including itself
 //     before its local checkpoint starts, so the checkpoint holds every
-//     entry up to the barrier and the applied index that says so.
+//     entry up to the barrier and the applied index that says so (a
+//     changelog barrier reads its cut from the database then).
 //
 // The applied index, in Pebble and for WaitApplied, moves only once the
 // writes of the entries up to it are committed. A Pebble write that fails
@@ -205,14 +206,12 @@ func (g *group) applyOne(l *raft.Log, cmd *command.Command, res *Result) *Result
 	case res.Err != nil:
 		g.fail(l.Index, res.Err)
 	case out.epoch != 0 && cmd.Type == command.TypeCheckpoint:
-		// The local checkpoint reads the database, which must hold
-		// every entry up to this one.
+		// The local checkpoint, or a changelog barrier's cut, reads the
+		// database, which must hold every entry up to this one.
 		g.commit()
-		cp := &CheckpointResult{Epoch: out.epoch, Index: l.Index, Term: l.Term}
-		g.f.startCheckpoint(cp)
-		g.f.lastCkpt = cp
-		res.Checkpoint = cp
-	case out.epoch != 0 && cmd.Type == command.TypeCheckpointDone:
+		res.Checkpoint = g.f.barrier(l, out.epoch, cmd.Changelog)
+	case out.epoch != 0 && cmd.Type == command.TypeCheckpointDone && !g.f.replay:
+		// A replay (ReplayChangelog) has no local checkpoints to remove.
 		g.done = append(g.done, out.epoch)
 	}
 	if alone {
@@ -226,8 +225,22 @@ func (g *group) applyOne(l *raft.Log, cmd *command.Command, res *Result) *Result
 // without diverging from its peers.
 func (g *group) fail(index uint64, err error) {
 	g.f.logger.Error("fsm: apply failed; stopping to avoid divergence", "index", index, "error", err)
-	panic(fmt.Sprintf("fsm: apply of index %d failed: %v", index, err))
+	panic(&applyFailure{index: index, err: err})
 }
+
+// applyFailure is what fail panics with: a replica stops, but a changelog
+// replay, which has no peers to diverge from, recovers it as an error
+// (replayBatch).
+type applyFailure struct {
+	index uint64
+	err   error
+}
+
+func (e *applyFailure) Error() string {
+	return fmt.Sprintf("fsm: apply of index %d failed: %v", e.index, e.err)
+}
+
+func (e *applyFailure) Unwrap() error { return e.err }
 
 // batchMark is how far a batch was written, and with it the record
 // cache's pending writes.

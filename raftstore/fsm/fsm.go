@@ -46,9 +46,12 @@ type FSM struct {
 	logBytes      logBytes        // the log's size since the newest snapshot; see LogBytes
 	storage       storageCounters // see StorageStats
 
-	// lastCkpt is the newest local checkpoint started; only the apply loop
-	// reads and writes it.
+	// lastCkpt is the newest local checkpoint started (a changelog
+	// barrier makes none); only the apply loop reads and writes it.
 	lastCkpt *CheckpointResult
+	// replay is set while ReplayChangelog applies a changelog: barriers
+	// then only commit, and completions remove no local checkpoint.
+	replay bool
 	// records are db's session and lane records, for the apply loop
 	// (records.go); reset whenever db is replaced.
 	records *recordCache

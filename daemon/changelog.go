@@ -1,0 +1,183 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"time"
+
+	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/fsm"
+	"github.com/statedhq/stated/uploader"
+)
+
+// Changelog checkpoints (Config.CheckpointMaterializeInterval). A table
+// checkpoint uploads the tables the state changed since the checkpoint
+// before; under random writes Pebble's compactions rewrite far more than
+// the writes themselves, so a short interval uploads hundreds of MB each
+// time. The Raft log already holds every change in order: a changelog
+// checkpoint cuts the state with a barrier that makes no local checkpoint,
+// writes the log's entries since the last checkpoint into a segment file,
+// and uploads only that. Its manifest lists the tables of the last table
+// checkpoint (its base) and every segment since, and a restore replays
+// the segments onto the base's tables (fsm.ReplayChangelog). Flink's
+// changelog state backend works the same way, with the periodic
+// materialisation of the tables.
+
+// changelogUploadDirName is where, in the data dir, a changelog
+// checkpoint's segment is written before its upload.
+const changelogUploadDirName = "changelog-upload"
+
+// changelogChain is what the coordinator knows of the checkpoints a
+// changelog checkpoint can follow. It is the run loop's alone.
+type changelogChain struct {
+	// last is the newest completed checkpoint this node uploaded: the
+	// base (a table checkpoint) or a changelog checkpoint on it; nil
+	// until this node completed a table checkpoint.
+	last *uploader.Manifest
+	// baseAt is when the base's epoch started, and baseBytes what its
+	// tables hold; bytes are the segment bytes uploaded since.
+	baseAt    time.Time
+	baseBytes int64
+	bytes     int64
+}
+
+// startChain makes m, a table checkpoint started at start, the base of
+// the changelog checkpoints that follow, when they are on.
+func (c *coordinator) startChain(m *uploader.Manifest, start time.Time) {
+	if c.materializeEvery <= 0 {
+		return
+	}
+	c.chain = changelogChain{last: m, baseAt: start, baseBytes: m.Bytes()}
+	c.mu.Lock()
+	c.st.ChangelogBaseEpoch, c.st.ChangelogBytes = m.Epoch, 0
+	c.mu.Unlock()
+}
+
+// changelogDue returns the checkpoint that the next one, starting at now,
+// follows as a changelog checkpoint, or nil when it must upload its
+// tables: changelog checkpoints are off; this node has completed no table
+// checkpoint while leading (after a start or a failure); the base is as
+// old as the materialize interval; the segments since the base hold as
+// many bytes as its tables, so that a restore would replay more than it
+// downloads; or the Raft log no longer holds the entries since the last
+// checkpoint.
+func (c *coordinator) changelogDue(now time.Time) *uploader.Manifest {
+	ch := c.chain
+	var why string
+	switch {
+	case c.materializeEvery <= 0 || ch.last == nil:
+		return nil
+	case now.Sub(ch.baseAt) >= c.materializeEvery:
+		why = "the materialize interval has passed"
+	case ch.bytes >= ch.baseBytes:
+		why = "the changelog holds as many bytes as the tables"
+	case !c.store.LogHolds(ch.last.RaftIndex + 1):
+		why = "the Raft log no longer holds the entries since the last checkpoint"
+	default:
+		return ch.last
+	}
+	c.logger.Debug("daemon: this checkpoint uploads the state's tables", "reason", why, "base_epoch", baseOf(ch.last).BaseEpoch)
+	c.chain = changelogChain{}
+	return nil
+}
+
+// baseOf returns the changelog a checkpoint following m continues: m's
+// own, or, when m is a table checkpoint, an empty one based on m.
+func baseOf(m *uploader.Manifest) uploader.Changelog {
+	if m.Changelog != nil {
+		return *m.Changelog
+	}
+	return uploader.Changelog{BaseEpoch: m.Epoch, BaseIndex: m.RaftIndex}
+}
+
+// changelogCheckpoint runs one epoch of a changelog checkpoint that
+// follows prev: the barrier, the segment of the Raft log's entries from
+// prev's index to the barrier, its upload with a manifest listing prev's
+// files, then what follows every checkpoint (conclude).
+func (c *coordinator) changelogCheckpoint(ctx context.Context, tr *trigger, start time.Time, prev *uploader.Manifest) {
+	cp, err := c.store.ChangelogCheckpoint(ctx)
+	if tr != nil {
+		tr.started <- triggerResult{epoch: cp.Epoch, err: err}
+	}
+	if err != nil {
+		c.failed(tr, cp.Epoch, fmt.Errorf("checkpoint barrier: %w", err))
+		return
+	}
+	c.mu.Lock()
+	c.st.InProgressEpoch, c.st.InProgressBytesDone, c.st.InProgressBytesTotal = cp.Epoch, 0, 0
+	c.mu.Unlock()
+	info := cp.Info
+	if info == nil || info.Epoch != cp.Epoch || info.AppliedIndex != cp.Index {
+		c.failed(tr, cp.Epoch, fmt.Errorf("%w: changelog barrier %d at index %d cut %+v", errNotTheCut, cp.Epoch, cp.Index, info))
+		return
+	}
+	segment, segBytes, err := c.writeSegment(cp.Epoch, prev.RaftIndex+1, cp.Index)
+	defer os.RemoveAll(c.segmentDir)
+	if err != nil {
+		if errors.Is(err, raftstore.ErrLogCompacted) {
+			c.chain = changelogChain{} // the next checkpoint uploads the tables
+		}
+		c.failed(tr, cp.Epoch, fmt.Errorf("changelog segment: %w", err))
+		return
+	}
+	cl := baseOf(prev)
+	cl.Segments = append(append([]string(nil), cl.Segments...), segment)
+	meta := uploader.Meta{
+		Epoch: cp.Epoch, RaftIndex: cp.Index, RaftTerm: cp.Term, ClusterID: info.ClusterID,
+		CreatedAt: start.UTC(), Offsets: manifestOffsets(info.Offsets),
+	}
+	m, us, err := c.up.UploadChangelog(ctx, prev, filepath.Join(c.segmentDir, epochDirName(cp.Epoch)), meta, cl, c.progress)
+	if err != nil {
+		// A blob of the base that a collection took, or anything else:
+		// the next checkpoint starts again from the tables.
+		c.chain = changelogChain{}
+		c.failed(tr, cp.Epoch, fmt.Errorf("upload: %w", err))
+		return
+	}
+	c.completeEpoch(ctx, cp.Epoch, info.Offsets)
+	dur := time.Since(start)
+	c.logger.Info("daemon: changelog checkpoint completed", "epoch", cp.Epoch, "index", cp.Index, "duration", dur,
+		"base_epoch", cl.BaseEpoch, "segment", segment, "segment_bytes", segBytes, "segments", len(cl.Segments),
+		"bytes_uploaded", us.BytesUploaded)
+	c.chain.last = m
+	c.chain.bytes += segBytes
+	chainBytes := c.chain.bytes
+	c.conclude(ctx, tr, m, us, dur, func(st *CheckpointStatus) {
+		st.ChangelogCheckpoints++
+		st.ChangelogBytes = chainBytes
+	})
+}
+
+// epochDirName names an epoch's directory under segmentDir.
+func epochDirName(epoch uint64) string { return fmt.Sprintf("%020d", epoch) }
+
+// writeSegment writes the Raft log's entries first..last into a segment
+// file under segmentDir's directory of epoch, and returns its path in the
+// checkpoint (under "changelog/") and its size.
+func (c *coordinator) writeSegment(epoch, first, last uint64) (string, int64, error) {
+	rel := path.Join("changelog", fmt.Sprintf("%020d-%020d.log", first, last))
+	dir := filepath.Join(c.segmentDir, epochDirName(epoch))
+	if err := os.RemoveAll(c.segmentDir); err != nil {
+		return "", 0, err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "changelog"), 0o700); err != nil {
+		return "", 0, err
+	}
+	w, err := fsm.CreateChangelogSegment(filepath.Join(dir, filepath.FromSlash(rel)), first, last)
+	if err != nil {
+		return "", 0, err
+	}
+	if err := c.store.ReadLog(first, last, w.Append); err != nil {
+		w.Abort()
+		return "", 0, err
+	}
+	if err := w.Close(); err != nil {
+		w.Abort()
+		return "", 0, err
+	}
+	return rel, w.Bytes(), nil
+}

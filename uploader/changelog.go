@@ -1,0 +1,249 @@
+package uploader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Changelog checkpoints.
+//
+// Between table checkpoints a checkpoint can be a changelog one: the
+// tables of an earlier table checkpoint, its base, plus segment files
+// holding the Raft log's commands since the base, which a restore
+// replays in order. The uploader knows nothing of what a segment holds.
+// It carries the previous checkpoint's files into the new manifest as
+// they are (the node may have compacted the base's tables away: there is
+// no local copy of them), sends the new segments like any file, and
+// records the chain in Manifest.Changelog.
+//
+// Such a manifest has FormatVersionChangelog, so that a release from
+// before changelog checkpoints, which reads FormatVersion only, refuses
+// it rather than restore the base's tables as if they were the state at
+// the checkpoint. Retention needs nothing new: every changelog manifest
+// lists its base's blobs, which stay while it does.
+//
+// An inherited blob the bucket lost (a collection that ran while no
+// retained manifest listed it) cannot be sent again: the upload fails
+// with ErrCorrupt naming the file, and the caller takes a table
+// checkpoint instead.
+
+// FormatVersionChangelog is the format of a changelog checkpoint's
+// manifest: FormatVersion's, with Changelog set.
+const FormatVersionChangelog = 2
+
+// changelogDir is where segments are, in a checkpoint's directory.
+const changelogDir = "changelog/"
+
+// Changelog is set in the manifest of a changelog checkpoint.
+type Changelog struct {
+	// BaseEpoch is the table checkpoint whose files the state starts
+	// from, and BaseIndex its Raft (applied) index.
+	BaseEpoch uint64 `json:"base_epoch"`
+	BaseIndex uint64 `json:"base_raft_index"`
+	// Segments are paths of the manifest's Files, in replay order; each
+	// is under "changelog/".
+	Segments []string `json:"segments"`
+}
+
+// validate checks c against the checkpoint meta whose files have paths.
+func (c *Changelog) validate(meta Meta, paths map[string]bool) error {
+	switch {
+	case c.BaseEpoch == 0 || c.BaseEpoch >= meta.Epoch:
+		return fmt.Errorf("changelog base checkpoint %d is not before checkpoint %d", c.BaseEpoch, meta.Epoch)
+	case c.BaseIndex >= meta.RaftIndex:
+		return fmt.Errorf("changelog base Raft index %d is not before the checkpoint's, %d", c.BaseIndex, meta.RaftIndex)
+	case len(c.Segments) == 0:
+		return errors.New("changelog lists no segment")
+	}
+	seen := make(map[string]bool, len(c.Segments))
+	for _, s := range c.Segments {
+		switch {
+		case !strings.HasPrefix(s, changelogDir):
+			return fmt.Errorf("changelog segment %q is not under %s", s, changelogDir)
+		case !paths[s]:
+			return fmt.Errorf("changelog segment %s is not a file of the checkpoint", s)
+		case seen[s]:
+			return fmt.Errorf("changelog segment %s is listed twice", s)
+		}
+		seen[s] = true
+	}
+	return nil
+}
+
+// UploadChangelog uploads a changelog checkpoint: the files of prev,
+// carried as they are, and those of dir, the new segments (at paths under
+// changelog/), hashed and sent as Upload sends files. Its manifest has
+// FormatVersionChangelog, meta and cl. prev is the newest checkpoint of
+// the chain: the base, a table checkpoint, or an earlier changelog
+// checkpoint on it. cl.Segments are prev's segments (none for a table
+// checkpoint), then the files of dir in replay order; cl.BaseEpoch and
+// cl.BaseIndex are prev's base's (prev's own epoch and Raft index for a
+// table checkpoint).
+//
+// Before anything is written it refuses, with ErrInvalid, a nil prev, a
+// changelog that does not extend prev's so, a meta not after prev in
+// epoch and Raft index, a file of dir that prev has, and a prev encrypted
+// otherwise than this Uploader encrypts (under another key: ErrWrongKey
+// too). The commit point is Upload's, prev's files included; a blob of
+// prev the bucket does not hold, before or after the manifest is written,
+// fails the upload with ErrCorrupt naming the file, as it cannot be sent
+// again: take a table checkpoint then.
+func (u *Uploader) UploadChangelog(ctx context.Context, prev *Manifest, dir string, meta Meta, cl Changelog, progress Progress) (*Manifest, UploadStats, error) {
+	cl.Segments = slices.Clone(cl.Segments)
+	return u.uploadTimed(ctx, dir, meta, progress, nil, &chain{prev: prev, cl: cl, meta: meta})
+}
+
+// chain is what a changelog checkpoint takes from the checkpoint before
+// it. A table checkpoint has none: the methods of a nil chain do nothing.
+type chain struct {
+	prev *Manifest
+	cl   Changelog
+	meta Meta // the new checkpoint's
+}
+
+func (c *chain) invalid(format string, args ...any) error {
+	return invalidf("changelog checkpoint %d: "+format, append([]any{c.meta.Epoch}, args...)...)
+}
+
+// inherited returns the files carried from prev.
+func (c *chain) inherited() []File {
+	if c == nil {
+		return nil
+	}
+	return c.prev.Files
+}
+
+// checkPrev checks that the checkpoint can follow prev, before dir is
+// read.
+func (c *chain) checkPrev(ctx context.Context, u *Uploader) error {
+	if c == nil {
+		return nil
+	}
+	p := c.prev
+	if p == nil {
+		return c.invalid("no previous checkpoint (prev is nil)")
+	}
+	if err := p.validate(); err != nil {
+		return fmt.Errorf("uploader: changelog checkpoint %d: the previous checkpoint: %w", c.meta.Epoch, err)
+	}
+	base, index := p.Epoch, p.RaftIndex
+	if p.Changelog != nil {
+		base, index = p.Changelog.BaseEpoch, p.Changelog.BaseIndex
+	}
+	switch {
+	case c.meta.Epoch <= p.Epoch:
+		return c.invalid("Meta.Epoch %d is not after the previous checkpoint's, %d", c.meta.Epoch, p.Epoch)
+	case c.meta.RaftIndex <= p.RaftIndex:
+		return c.invalid("Meta.RaftIndex %d is not after the previous checkpoint's, %d", c.meta.RaftIndex, p.RaftIndex)
+	case c.cl.BaseEpoch != base || c.cl.BaseIndex != index:
+		return c.invalid("Changelog base is checkpoint %d at Raft index %d; checkpoint %d's is %d at %d", c.cl.BaseEpoch, c.cl.BaseIndex, p.Epoch, base, index)
+	}
+	return c.checkEncryption(ctx, u)
+}
+
+// checkEncryption checks that prev's files are sealed as this Uploader
+// seals them, under its key: a manifest has one encryption.
+func (c *chain) checkEncryption(ctx context.Context, u *Uploader) error {
+	have, want := c.prev.Encryption, u.encryption()
+	switch {
+	case have == nil && want == nil:
+		return nil
+	case have == nil || want == nil || *have != *want:
+		return c.invalid("checkpoint %d is %s but this Uploader's checkpoints are %s", c.prev.Epoch, describe(have), describe(want))
+	case u.sealedAll(c.prev.Files):
+		return nil // sealed here, with this key
+	}
+	err := u.CheckKey(ctx, c.prev)
+	if errors.Is(err, ErrWrongKey) {
+		return fmt.Errorf("%w: changelog checkpoint %d: %w", ErrInvalid, c.meta.Epoch, err)
+	}
+	return err
+}
+
+func describe(e *Encryption) string {
+	if e == nil {
+		return "not encrypted"
+	}
+	return fmt.Sprintf("encrypted (keeper %s, format %s, chunks of %d bytes)", e.Keeper, e.Format, e.ChunkSize)
+}
+
+// checkNew checks the files of dir against prev and the changelog.
+func (c *chain) checkNew(files []localFile) error {
+	if c == nil {
+		return nil
+	}
+	paths := make(map[string]bool, len(c.prev.Files)+len(files))
+	for _, f := range c.prev.Files {
+		paths[f.Path] = true
+	}
+	fresh := make(map[string]bool, len(files))
+	for _, f := range files {
+		if paths[f.Path] {
+			return c.invalid("file %s of the directory is a file of checkpoint %d already", f.Path, c.prev.Epoch)
+		}
+		paths[f.Path], fresh[f.Path] = true, true
+	}
+	var old []string
+	if c.prev.Changelog != nil {
+		old = c.prev.Changelog.Segments
+	}
+	segs := c.cl.Segments
+	if len(segs) != len(old)+len(files) {
+		return c.invalid("Changelog.Segments lists %d segments; want %d: the %d of checkpoint %d, then the %d files of the directory",
+			len(segs), len(old)+len(files), len(old), c.prev.Epoch, len(files))
+	}
+	for i, s := range segs {
+		switch {
+		case i < len(old) && s != old[i]:
+			return c.invalid("Changelog.Segments[%d] is %q; checkpoint %d's is %q", i, s, c.prev.Epoch, old[i])
+		case i >= len(old) && !fresh[s]:
+			return c.invalid("Changelog.Segments[%d], %q, is not a file of the directory", i, s)
+		}
+	}
+	if err := c.cl.validate(c.meta, paths); err != nil {
+		return c.invalid("%v", err)
+	}
+	return nil
+}
+
+// checkHeld checks that the listing held shows every inherited file's
+// blob; when says when it was listed.
+func (c *chain) checkHeld(held map[string]blobInfo, when string) error {
+	for _, f := range c.inherited() {
+		if info, ok := held[f.Blob()]; !ok || !info.holds(f.StoredSize(), nil) {
+			return c.lost(f, when)
+		}
+	}
+	return nil
+}
+
+// checkResendable fails for an inherited file among missing: resend has
+// no local copy of it.
+func (c *chain) checkResendable(missing []File) error {
+	for _, f := range missing {
+		if slices.ContainsFunc(c.inherited(), func(g File) bool { return g.Path == f.Path }) {
+			return c.lost(f, "any more (a collection on another node deleted it)")
+		}
+	}
+	return nil
+}
+
+func (c *chain) lost(f File, when string) error {
+	return fmt.Errorf("file %s (blob %s), inherited from checkpoint %d, is not in the bucket %s; a changelog checkpoint cannot send it again: take a table checkpoint: %w",
+		f.Path, f.Blob(), c.prev.Epoch, when, ErrCorrupt)
+}
+
+// complete makes m, holding the new files, the changelog checkpoint's
+// manifest.
+func (c *chain) complete(m *Manifest) {
+	if c == nil {
+		return
+	}
+	cl := c.cl
+	m.FormatVersion, m.Changelog = FormatVersionChangelog, &cl
+	m.Files = append(m.Files, c.prev.Files...)
+	slices.SortFunc(m.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
+}
