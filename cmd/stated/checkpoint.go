@@ -85,6 +85,11 @@ the checkpoint goes on in the daemon (see stated checkpoint list).`,
 				return c.printJSON(summaryOutput(resp.GetSummary()))
 			}
 			s := resp.GetSummary()
+			if s.GetChangelog() {
+				fmt.Fprintf(c.stdout, "checkpoint %d completed: a changelog checkpoint on the tables of checkpoint %d, %d segments; %d files, %s\n",
+					s.GetEpoch(), s.GetChangelogBaseEpoch(), s.GetChangelogSegments(), s.GetFiles(), humanBytes(s.GetBytes()))
+				return nil
+			}
 			fmt.Fprintf(c.stdout, "checkpoint %d completed: %d files, %s, %d keys\n", s.GetEpoch(), s.GetFiles(), humanBytes(s.GetBytes()), s.GetKeys())
 			return nil
 		}, func(ctx context.Context, client *stated.Client) string {

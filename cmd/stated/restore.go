@@ -427,7 +427,11 @@ func printReport(w io.Writer, r *recovery.Report) {
 	} else {
 		fmt.Fprintf(w, "holds %d keys, %s of state, in %d files (%s)\n", r.Keys, humanBytes(r.Bytes), r.Files, humanBytes(uint64(r.FileBytes)))
 	}
-	printWindowsRecovery(w, r.Windows)
+	if r.Changelog && r.Windows == nil {
+		fmt.Fprintln(w, "window namespaces: not recorded in a changelog checkpoint's manifest (a restore replays them with the rest of the state)")
+	} else {
+		printWindowsRecovery(w, r.Windows)
+	}
 	if r.Encrypted {
 		keeper := r.Keeper
 		if keeper == "" {
