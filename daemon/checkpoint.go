@@ -184,6 +184,10 @@ func openCoordinator(ctx context.Context, cfg Config, store *raftstore.Store, lo
 		counter:          fsm.NewCheckpointCounter(filepath.Join(cfg.DataDir, fsm.CountBaseDir)),
 		materializeEvery: cfg.CheckpointMaterializeInterval, segmentDir: filepath.Join(cfg.DataDir, changelogUploadDirName),
 	}
+	// A changelog checkpoint's segment that a crash left behind.
+	if err := os.RemoveAll(c.segmentDir); err != nil {
+		logger.Warn("daemon: removing a changelog segment left from before", "dir", c.segmentDir, "error", err)
+	}
 	c.st = CheckpointStatus{
 		Enabled: true, Bucket: redactURL(cfg.CheckpointURL), Interval: cfg.CheckpointInterval, Retain: cfg.CheckpointRetain,
 		SharesDiskWithData: sharesDisk(cfg.CheckpointURL, cfg.DataDir), Encryption: ucfg.KeeperScheme,
