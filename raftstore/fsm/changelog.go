@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -154,8 +153,12 @@ func (w *ChangelogWriter) Append(l *raft.Log) error {
 	return nil
 }
 
-// Close writes the trailer, syncs the file and its directory, and closes
-// it; Bytes is then the file's size. After an error, Abort the segment.
+// Close writes the trailer and closes the file; Bytes is then its size.
+// After an error, Abort the segment. The file is not synced: a segment is
+// written to be uploaded, the bucket's copy is the durable one (the
+// uploader syncs it), and the file is removed once sent, usually before
+// the kernel would write it out at all. A crash before the upload loses
+// nothing: the Raft log still holds the entries.
 func (w *ChangelogWriter) Close() error {
 	if w.err != nil {
 		return w.err
@@ -168,16 +171,10 @@ func (w *ChangelogWriter) Close() error {
 		return err
 	}
 	err := w.w.Flush()
-	if err == nil {
-		err = w.f.Sync()
-	}
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}
 	w.closed = true
-	if err == nil {
-		err = syncDir(filepath.Dir(w.path))
-	}
 	if err != nil {
 		w.err = fmt.Errorf("fsm: close changelog segment %s: %w", w.path, err)
 	}
