@@ -123,6 +123,23 @@ func growthFlags(bucket string) []string {
 	return []string{"--checkpoint-interval", "1000h", "--checkpoint-url", bucket, "--raft-trailing-logs", "1024"}
 }
 
+// growthBucketDir makes the directory of the study's file:// bucket: in
+// BENCH_GROWTH_BUCKET_DIR when set (a file system other than the data
+// dir's, e.g. a tmpfs, standing for a bucket that does not share the
+// data's disk, as S3 does not), in the test's temp dir otherwise.
+func growthBucketDir(b *testing.B) string {
+	parent := os.Getenv("BENCH_GROWTH_BUCKET_DIR")
+	if parent == "" {
+		parent = b.TempDir()
+	}
+	dir, err := os.MkdirTemp(parent, "bucket")
+	if err != nil {
+		b.Fatalf("BENCH_GROWTH_BUCKET_DIR: %v", err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 // runGrowth builds gc's state in a new `stated run` process and reports
 // the growth study's figures of it (units in growth.go's table).
 func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
@@ -131,11 +148,7 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 	}
 	checkDisk(b, gc.diskNeed)
 	ctx := context.Background()
-	bucketDir := filepath.Join(b.TempDir(), "bucket")
-	if err := os.MkdirAll(bucketDir, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	bucket := (&url.URL{Scheme: "file", Path: bucketDir}).String()
+	bucket := (&url.URL{Scheme: "file", Path: growthBucketDir(b)}).String()
 	flags := growthFlags(bucket)
 	nodes := startClusterWith(b, 1, flags)
 	nd := nodes[0]

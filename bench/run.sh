@@ -62,6 +62,9 @@ size, the ratio of the largest to the smallest and the targets' verdicts
   BENCH_GROWTH_WINDOWS=N,N..  open windows (digits or 10^k), default
                               100000,1000000; empty: none
   BENCH_GROWTH_COMMIT_TIME=D  how long each commit row runs (default 5s)
+  BENCH_GROWTH_BUCKET_DIR=DIR where the file:// bucket goes (default: in
+                              BENCH_DIR), e.g. /dev/shm for a bucket that
+                              does not share the data's disk, as S3 does not
 A size needs about 5 times its bytes free in BENCH_DIR's filesystem
 (state, Raft log and snapshot, bucket, the restored copy) and is refused
 otherwise. On the loaded 2-core dev VM, BENCH_GROWTH=1GB,4GB with the
@@ -305,7 +308,7 @@ cmd="bash bench/run.sh"
 [ -n "${BENCH_COUNT:-}" ] && [ "$quick" != 1 ] && cmd="BENCH_COUNT=$count $cmd"
 [ "$ckpt_state" != 100MB ] && cmd="BENCH_CKPT_STATE=$ckpt_state $cmd"
 if [ "$growth" = 1 ]; then
-	cmd="BENCH_GROWTH=$growth_sizes BENCH_GROWTH_WINDOWS=$growth_windows${BENCH_GROWTH_COMMIT_TIME:+ BENCH_GROWTH_COMMIT_TIME=$BENCH_GROWTH_COMMIT_TIME} bash bench/run.sh --growth"
+	cmd="BENCH_GROWTH=$growth_sizes BENCH_GROWTH_WINDOWS=$growth_windows${BENCH_GROWTH_COMMIT_TIME:+ BENCH_GROWTH_COMMIT_TIME=$BENCH_GROWTH_COMMIT_TIME}${BENCH_GROWTH_BUCKET_DIR:+ BENCH_GROWTH_BUCKET_DIR=$BENCH_GROWTH_BUCKET_DIR} bash bench/run.sh --growth"
 fi
 [ -n "${BENCH_STATED_FLAGS:-}" ] && cmd="BENCH_STATED_FLAGS='$BENCH_STATED_FLAGS' $cmd"
 
