@@ -99,17 +99,10 @@ func baseOf(m *uploader.Manifest) uploader.Changelog {
 // prev's index to the barrier, its upload with a manifest listing prev's
 // files, then what follows every checkpoint (conclude).
 func (c *coordinator) changelogCheckpoint(ctx context.Context, tr *trigger, start time.Time, prev *uploader.Manifest) {
-	cp, err := c.store.ChangelogCheckpoint(ctx)
-	if tr != nil {
-		tr.started <- triggerResult{epoch: cp.Epoch, err: err}
-	}
-	if err != nil {
-		c.failed(tr, cp.Epoch, fmt.Errorf("checkpoint barrier: %w", err))
+	cp, ok := c.barrier(ctx, tr, c.store.ChangelogCheckpoint)
+	if !ok {
 		return
 	}
-	c.mu.Lock()
-	c.st.InProgressEpoch, c.st.InProgressBytesDone, c.st.InProgressBytesTotal = cp.Epoch, 0, 0
-	c.mu.Unlock()
 	info := cp.Info
 	if info == nil || info.Epoch != cp.Epoch || info.AppliedIndex != cp.Index {
 		c.failed(tr, cp.Epoch, fmt.Errorf("%w: changelog barrier %d at index %d cut %+v", errNotTheCut, cp.Epoch, cp.Index, info))

@@ -4,49 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
-	"github.com/statedhq/stated/raftstore/command"
-	"github.com/statedhq/stated/raftstore/fsm"
-	"github.com/statedhq/stated/uploader"
 )
-
-// restoreCut downloads m and, for a changelog checkpoint, replays its
-// segments onto its base's tables as `stated restore` does, then opens
-// the state.
-func restoreCut(t *testing.T, up *uploader.Uploader, m *uploader.Manifest) *fsm.FSM {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "state")
-	if _, err := up.Download(context.Background(), m, dir, nil); err != nil {
-		t.Fatalf("download checkpoint %d: %v", m.Epoch, err)
-	}
-	if cl := m.Changelog; cl != nil {
-		segs := make([]string, len(cl.Segments))
-		for i, s := range cl.Segments {
-			segs[i] = filepath.Join(dir, filepath.FromSlash(s))
-		}
-		want := fsm.ChangelogTarget{BaseIndex: cl.BaseIndex, Index: m.RaftIndex, Term: m.RaftTerm, Epoch: m.Epoch, ClusterID: m.ClusterID}
-		for _, o := range m.Offsets {
-			want.Offsets = append(want.Offsets, command.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset})
-		}
-		if _, err := fsm.ReplayChangelog(dir, segs, want, nil); err != nil {
-			t.Fatalf("replay checkpoint %d: %v", m.Epoch, err)
-		}
-	}
-	f, err := fsm.Open(dir, nil)
-	if err != nil {
-		t.Fatalf("open checkpoint %d: %v", m.Epoch, err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f
-}
 
 // pad commits n puts of 1 KiB of random bytes (tables do not compress
 // them), so that the tables outweigh the changelog of the writes a test
@@ -73,81 +37,10 @@ func pad(ctx context.Context, t *testing.T, state statedv1.StateClient, n int) {
 // taken, and every checkpoint, replayed from its base's tables, holds the
 // counter equal to its offset at the manifest's applied index.
 func TestEveryChangelogCheckpointIsAConsistentCut(t *testing.T) {
-	bucket := fileBucket(t)
-	d := daemontest.Start(t, func(c *daemon.Config) {
-		c.CheckpointURL = bucket
-		c.CheckpointInterval = 0
-		c.CheckpointRetain = 10
-		c.CheckpointMaterializeInterval = time.Hour
-	})
-	conn := dial(t, "unix://"+d.SocketPath())
-	state, cps := statedv1.NewStateClient(conn), statedv1.NewCheckpointsClient(conn)
-	ctx := testContext(t)
-	pad(ctx, t, state, 2000)
-
-	var n atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := int64(1); ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			_, err := state.Commit(ctx, &statedv1.CommitRequest{
-				Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, Namespace: "ns", Key: []byte("n"), Delta: 1}},
-				Offsets:   []*statedv1.Offset{{Group: "g", Topic: "t", Partition: 0, Offset: i}},
-			})
-			if err != nil {
-				t.Errorf("commit %d: %v", i, err)
-				return
-			}
-			n.Store(i)
-		}
-	})
-	defer func() { close(stop); wg.Wait() }()
-
-	var sums []*statedv1.CheckpointSummary
-	for len(sums) < 5 {
-		before := n.Load()
-		for n.Load() < before+20 {
-			time.Sleep(time.Millisecond)
-		}
-		resp, err := cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sums = append(sums, resp.GetSummary())
-	}
-	for i, s := range sums {
+	for i, s := range checkpointsUnderLoad(t, time.Hour) {
 		if want := i > 0; s.GetChangelog() != want || want && s.GetChangelogSegments() != uint64(i) {
 			t.Fatalf("checkpoint %d: changelog %t with %d segments; want the first to upload its tables and each after it one more segment on it",
 				s.GetEpoch(), s.GetChangelog(), s.GetChangelogSegments())
-		}
-	}
-	up := openBucket(t, bucket)
-	for _, s := range sums {
-		m, err := up.Get(ctx, s.GetEpoch())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(m.Offsets) != 1 {
-			t.Fatalf("checkpoint %d offsets = %+v", m.Epoch, m.Offsets)
-		}
-		f := restoreCut(t, up, m)
-		ent, _, err := f.Get("ns", []byte("n"), fsm.KindCounter, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ent.Counter != m.Offsets[0].Offset || ent.Counter == 0 {
-			t.Fatalf("checkpoint %d: counter %d, offset %d: the cut is not consistent", m.Epoch, ent.Counter, m.Offsets[0].Offset)
-		}
-		if f.AppliedIndex() != m.RaftIndex {
-			t.Fatalf("checkpoint %d: applied index %d, manifest says %d", m.Epoch, f.AppliedIndex(), m.RaftIndex)
-		}
-		if term, err := d.Store().TermAt(m.RaftIndex); err != nil || term != m.RaftTerm {
-			t.Fatalf("checkpoint %d: entry %d has term %d (%v), manifest says %d", m.Epoch, m.RaftIndex, term, err, m.RaftTerm)
 		}
 	}
 }

@@ -312,17 +312,10 @@ func (c *coordinator) tableCheckpoint(ctx context.Context, cancel context.Cancel
 	if err := c.store.Flush(); err != nil {
 		c.logger.Warn("daemon: flush before checkpoint", "error", err)
 	}
-	cp, err := c.store.Checkpoint(ctx)
-	if tr != nil {
-		tr.started <- triggerResult{epoch: cp.Epoch, err: err}
-	}
-	if err != nil {
-		c.failed(tr, cp.Epoch, fmt.Errorf("checkpoint barrier: %w", err))
+	cp, ok := c.barrier(ctx, tr, c.store.Checkpoint)
+	if !ok {
 		return
 	}
-	c.mu.Lock()
-	c.st.InProgressEpoch, c.st.InProgressBytesDone, c.st.InProgressBytesTotal = cp.Epoch, 0, 0
-	c.mu.Unlock()
 	if c.cutHook != nil {
 		cp.Dir = c.cutHook(cp.Epoch, cp.Dir)
 	}
@@ -382,6 +375,24 @@ func (c *coordinator) tableCheckpoint(ctx context.Context, cancel context.Cancel
 		st.LastBytesHashed, st.LastFilesHashed = us.BytesHashed, us.FilesHashed
 		st.BytesHashedTotal += us.BytesHashed
 	})
+}
+
+// barrier proposes a checkpoint's barrier with propose, tells a waiting
+// trigger its epoch, and marks the epoch in progress; it reports false,
+// having recorded the failure, when the barrier failed.
+func (c *coordinator) barrier(ctx context.Context, tr *trigger, propose func(context.Context) (fsm.CheckpointResult, error)) (fsm.CheckpointResult, bool) {
+	cp, err := propose(ctx)
+	if tr != nil {
+		tr.started <- triggerResult{epoch: cp.Epoch, err: err}
+	}
+	if err != nil {
+		c.failed(tr, cp.Epoch, fmt.Errorf("checkpoint barrier: %w", err))
+		return cp, false
+	}
+	c.mu.Lock()
+	c.st.InProgressEpoch, c.st.InProgressBytesDone, c.st.InProgressBytesTotal = cp.Epoch, 0, 0
+	c.mu.Unlock()
+	return cp, true
 }
 
 // completeEpoch proposes epoch's completion entry, with its offsets.

@@ -21,6 +21,7 @@ import (
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	"github.com/statedhq/stated/raftstore/command"
 	"github.com/statedhq/stated/raftstore/fsm"
 	"github.com/statedhq/stated/uploader"
 )
@@ -45,12 +46,27 @@ func openBucket(t *testing.T, u string) *uploader.Uploader {
 	return up
 }
 
-// restoreState downloads m and opens its state.
+// restoreState downloads m and, for a changelog checkpoint, replays its
+// segments onto its base's tables as `stated restore` does, then opens
+// the state.
 func restoreState(t *testing.T, up *uploader.Uploader, m *uploader.Manifest) *fsm.FSM {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "state")
 	if _, err := up.Download(context.Background(), m, dir, nil); err != nil {
 		t.Fatalf("download checkpoint %d: %v", m.Epoch, err)
+	}
+	if cl := m.Changelog; cl != nil {
+		segs := make([]string, len(cl.Segments))
+		for i, s := range cl.Segments {
+			segs[i] = filepath.Join(dir, filepath.FromSlash(s))
+		}
+		want := fsm.ChangelogTarget{BaseIndex: cl.BaseIndex, Index: m.RaftIndex, Term: m.RaftTerm, Epoch: m.Epoch, ClusterID: m.ClusterID}
+		for _, o := range m.Offsets {
+			want.Offsets = append(want.Offsets, command.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset})
+		}
+		if _, err := fsm.ReplayChangelog(dir, segs, want, nil); err != nil {
+			t.Fatalf("replay checkpoint %d: %v", m.Epoch, err)
+		}
 	}
 	f, err := fsm.Open(dir, nil)
 	if err != nil {
@@ -64,18 +80,32 @@ func restoreState(t *testing.T, up *uploader.Uploader, m *uploader.Manifest) *fs
 // counter and its offset together (counter n, offset n) while checkpoints
 // are taken; every manifest's offset equals the counter in its files.
 func TestEveryCheckpointsOffsetsMatchItsState(t *testing.T) {
+	checkpointsUnderLoad(t, 0)
+}
+
+// checkpointsUnderLoad takes five checkpoints while a writer moves a
+// counter and its offset together, then restores each and checks that it
+// holds the counter equal to its offset, at the manifest's applied index
+// and term. materialize is Config.CheckpointMaterializeInterval; with it
+// the state is padded first, so that the checkpoints after the first are
+// changelog ones. It returns the checkpoints' summaries.
+func checkpointsUnderLoad(t *testing.T, materialize time.Duration) []*statedv1.CheckpointSummary {
 	bucket := fileBucket(t)
-	d := daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL = bucket; c.CheckpointInterval = 0; c.CheckpointRetain = 10 })
+	d := daemontest.Start(t, func(c *daemon.Config) {
+		c.CheckpointURL, c.CheckpointInterval, c.CheckpointRetain = bucket, 0, 10
+		c.CheckpointMaterializeInterval = materialize
+	})
 	conn := dial(t, "unix://"+d.SocketPath())
 	state, cps := statedv1.NewStateClient(conn), statedv1.NewCheckpointsClient(conn)
 	ctx := testContext(t)
+	if materialize > 0 {
+		pad(ctx, t, state, 2000)
+	}
 
 	var n atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		for i := int64(1); ; i++ {
 			select {
 			case <-stop:
@@ -92,11 +122,11 @@ func TestEveryCheckpointsOffsetsMatchItsState(t *testing.T) {
 			}
 			n.Store(i)
 		}
-	}()
+	})
 	defer func() { close(stop); wg.Wait() }()
 
-	var epochs []uint64
-	for len(epochs) < 5 {
+	var sums []*statedv1.CheckpointSummary
+	for len(sums) < 5 {
 		before := n.Load()
 		for n.Load() < before+20 {
 			time.Sleep(time.Millisecond)
@@ -105,16 +135,16 @@ func TestEveryCheckpointsOffsetsMatchItsState(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		epochs = append(epochs, resp.GetEpoch())
+		sums = append(sums, resp.GetSummary())
 	}
 	up := openBucket(t, bucket)
-	for _, e := range epochs {
-		m, err := up.Get(ctx, e)
+	for _, s := range sums {
+		m, err := up.Get(ctx, s.GetEpoch())
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(m.Offsets) != 1 {
-			t.Fatalf("checkpoint %d offsets = %+v", e, m.Offsets)
+			t.Fatalf("checkpoint %d offsets = %+v", m.Epoch, m.Offsets)
 		}
 		f := restoreState(t, up, m)
 		ent, _, err := f.Get("ns", []byte("n"), fsm.KindCounter, nil, 0)
@@ -122,17 +152,18 @@ func TestEveryCheckpointsOffsetsMatchItsState(t *testing.T) {
 			t.Fatal(err)
 		}
 		if ent.Counter != m.Offsets[0].Offset || ent.Counter == 0 {
-			t.Fatalf("checkpoint %d: counter %d, offset %d: the cut is not consistent", e, ent.Counter, m.Offsets[0].Offset)
+			t.Fatalf("checkpoint %d: counter %d, offset %d: the cut is not consistent", m.Epoch, ent.Counter, m.Offsets[0].Offset)
 		}
 		if f.AppliedIndex() != m.RaftIndex {
-			t.Fatalf("checkpoint %d: applied index %d, manifest says %d", e, f.AppliedIndex(), m.RaftIndex)
+			t.Fatalf("checkpoint %d: applied index %d, manifest says %d", m.Epoch, f.AppliedIndex(), m.RaftIndex)
 		}
 		// Index and term name the same entry of the log.
 		if term, err := d.Store().TermAt(m.RaftIndex); err != nil || term != m.RaftTerm {
-			t.Fatalf("checkpoint %d: entry %d has term %d (%v), manifest says %d", e, m.RaftIndex, term, err, m.RaftTerm)
+			t.Fatalf("checkpoint %d: entry %d has term %d (%v), manifest says %d", m.Epoch, m.RaftIndex, term, err, m.RaftTerm)
 		}
-		t.Logf("checkpoint %d at index %d: counter = offset = %d, %d files", e, m.RaftIndex, ent.Counter, len(m.Files))
+		t.Logf("checkpoint %d at index %d: counter = offset = %d, %d files, changelog %t", m.Epoch, m.RaftIndex, ent.Counter, len(m.Files), m.Changelog != nil)
 	}
+	return sums
 }
 
 func TestCheckpointCommandsAndStatus(t *testing.T) {
