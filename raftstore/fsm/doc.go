@@ -16,9 +16,17 @@
 //     Snapshot syncs Pebble's WAL first, so the state is never behind a Raft
 //     snapshot that lets Raft compact its log.
 //   - Restore replaces the whole state with the snapshot's.
+//   - A changelog barrier (command.Command.Changelog) makes no local
+//     checkpoint: it returns the state's cut as of itself. ReplayChangelog
+//     applies the Raft log's entries from changelog segments
+//     (ChangelogWriter) onto an earlier checkpoint's tables through the
+//     same apply path, and refuses a result that is not the cut it was
+//     given.
 //
 // Key layout (see keys.go) keeps (namespace, key, kind, sub-key) in Pebble's
 // byte order, so a namespace, a key or a key prefix is one contiguous range.
 //
-// The FSM must never do I/O beyond its own Pebble directory.
+// The FSM must never do I/O beyond its own Pebble directory and its local
+// checkpoints; changelog segments are written and read by package
+// functions outside the apply path.
 package fsm
