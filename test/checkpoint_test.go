@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -338,6 +339,20 @@ func (s *slowFilePuts) manifestPuts() []string {
 // verifies clean and holds every acknowledged commit; the killed node
 // rejoins as a follower.
 func TestLeaderKilledMidUploadLeavesNoManifest(t *testing.T) {
+	leaderKilledMidUpload(t, false)
+}
+
+// TestLeaderKilledMidChangelogUploadLeavesNoManifest is the test above
+// with changelog checkpoints (to S3): after a table checkpoint, the
+// leader is killed while its changelog checkpoint's segment is being
+// sent. No manifest names that epoch, and the new leader's checkpoint,
+// its first and so of its tables, holds every acknowledged commit.
+func TestLeaderKilledMidChangelogUploadLeavesNoManifest(t *testing.T) {
+	leaderKilledMidUpload(t, true)
+}
+
+// leaderKilledMidUpload runs the two tests above.
+func leaderKilledMidUpload(t *testing.T, changelog bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	slow := &slowFilePuts{first: make(chan struct{}), release: make(chan struct{})}
@@ -350,8 +365,28 @@ func TestLeaderKilledMidUploadLeavesNoManifest(t *testing.T) {
 	}()
 	s3 := newCkptS3(t, func(h http.Handler) http.Handler { slow.next = h; return slow })
 	// Only triggers start checkpoints.
-	nodes := startCluster(ctx, t, 3, "--checkpoint-url", s3.url, "--checkpoint-interval", "1h")
+	args := []string{"--checkpoint-url", s3.url, "--checkpoint-interval", "1h"}
+	if changelog {
+		args = append(args, "--checkpoint-materialize-interval", "1h")
+	}
+	nodes := startCluster(ctx, t, 3, args...)
 	c := sdkDial(ctx, t, addrs(nodes))
+	var base uint64 // the table checkpoint the changelog one follows
+	if changelog {
+		// Tables that outweigh the segment below: 8 MiB of incompressible
+		// values.
+		r := rand.New(rand.NewPCG(3, 4))
+		for i := range 16 {
+			v := make([]byte, 512<<10)
+			for p := range v {
+				v[p] = byte(r.Uint32())
+			}
+			if _, err := c.Txn().Put("base", fmt.Appendf(nil, "%02d", i), v).Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		base = trigger(ctx, t, nodes[leaderOf(ctx, t, nodes)], true).GetEpoch()
+	}
 
 	// About 3 MiB of incompressible values, with a counter and an offset
 	// moved by every commit.
@@ -388,6 +423,9 @@ func TestLeaderKilledMidUploadLeavesNoManifest(t *testing.T) {
 	}
 	leader.kill()
 	pendingAtKill, startedAtKill := slow.pending.Load(), slow.started.Load()
+	if _, err := os.Stat(filepath.Join(leader.dataDir, "changelog-upload", fmt.Sprintf("%020d", epoch))); (err == nil) != changelog {
+		t.Fatalf("checkpoint %d: its changelog segment staged: %v; want a changelog checkpoint %t", epoch, err, changelog)
+	}
 	killed := time.Now()
 	// The held PUT now reaches the bucket, from a client that is gone.
 	close(slow.release)
@@ -450,14 +488,20 @@ func TestLeaderKilledMidUploadLeavesNoManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(all) != 1 || all[0].Epoch != next {
-		var es []uint64
-		for _, m := range all {
-			es = append(es, m.Epoch)
-		}
-		t.Fatalf("the bucket holds checkpoints %v, want only %d", es, next)
+	var es, want []uint64
+	for _, m := range all {
+		es = append(es, m.Epoch)
 	}
-	m := all[0]
+	if changelog {
+		want = append(want, base)
+	}
+	if want = append(want, next); !slices.Equal(es, want) {
+		t.Fatalf("the bucket holds checkpoints %v, want %v", es, want)
+	}
+	m := all[len(all)-1]
+	if m.Changelog != nil {
+		t.Fatalf("the new leader's first checkpoint %d is a changelog one on %d; a leader's first uploads its tables", m.Epoch, m.Changelog.BaseEpoch)
+	}
 	f := ckptRestore(ctx, t, up, m)
 	if got := ckptCounter(t, f, "ckpt", "n"); got != commits || manifestOffsets(m, "g")["events"][0] != commits {
 		t.Fatalf("checkpoint %d: counter %d, offset %+v; want %d acknowledged commits", next, got, m.Offsets, commits)
