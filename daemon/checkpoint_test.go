@@ -243,6 +243,8 @@ func TestStartRefusesABadCheckpointConfig(t *testing.T) {
 		}, "checkpoint bucket s3://ckpt"},
 		"interval too low": {func(c *daemon.Config) { c.CheckpointInterval = 500 * time.Millisecond }, "CheckpointInterval 500ms is below the 1s minimum"},
 		"negative retain":  {func(c *daemon.Config) { c.CheckpointRetain = -1 }, "CheckpointRetain -1 is below 1"},
+		"negative materialize interval": {func(c *daemon.Config) { c.CheckpointMaterializeInterval = -time.Second },
+			"CheckpointMaterializeInterval -1s is negative"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := daemontest.Config(t, "n1")

@@ -117,6 +117,7 @@ func TestRunRefusesBadCheckpointFlags(t *testing.T) {
 	}{
 		{[]string{"--checkpoint-interval", "500ms"}, 64, "--checkpoint-interval 500ms is below the 1s minimum"},
 		{[]string{"--checkpoint-retain", "0"}, 64, "--checkpoint-retain 0 is below 1"},
+		{[]string{"--checkpoint-materialize-interval", "-1s"}, 64, "--checkpoint-materialize-interval -1s is negative"},
 		{[]string{"--checkpoint-url", "ftp://x/y"}, 1, `unknown scheme "ftp"`},
 		{[]string{"--enable-pprof"}, 64, "--enable-pprof serves the profiles on --metrics-addr, which is not set"},
 	} {
