@@ -28,7 +28,8 @@ func TestAChangelogCheckpointRestoresExactlyItsCut(t *testing.T) {
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
 	n := newNode(t)
-	n.args = []string{"--checkpoint-url", bucket, "--checkpoint-interval", "1h", "--checkpoint-materialize-interval", "1h"}
+	metricsAddr := freeAddr(t)
+	n.args = []string{"--checkpoint-url", bucket, "--checkpoint-interval", "1h", "--checkpoint-materialize-interval", "1h", "--metrics-addr", metricsAddr}
 	n.start(ctx)
 	c, err := stated.Dial(ctx, "unix://"+n.socket)
 	if err != nil {
@@ -105,6 +106,13 @@ func TestAChangelogCheckpointRestoresExactlyItsCut(t *testing.T) {
 	}
 	if st.GetChangelogCheckpoints() != 2 || st.GetChangelogBaseEpoch() != base.GetEpoch() || st.GetChangelogBytes() == 0 {
 		t.Fatalf("status: %d changelog checkpoints on epoch %d with %d bytes; want 2 on %d with some", st.GetChangelogCheckpoints(), st.GetChangelogBaseEpoch(), st.GetChangelogBytes(), base.GetEpoch())
+	}
+	fams := scrape(t, metricsAddr)
+	if got := value(t, fams, "stated_checkpoint_changelog_completed_total"); got != 2 {
+		t.Fatalf("stated_checkpoint_changelog_completed_total = %v, want 2", got)
+	}
+	if got := value(t, fams, "stated_checkpoint_changelog_bytes"); got != float64(st.GetChangelogBytes()) {
+		t.Fatalf("stated_checkpoint_changelog_bytes = %v, want the status's %d", got, st.GetChangelogBytes())
 	}
 	n.kill()
 

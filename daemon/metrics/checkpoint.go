@@ -24,6 +24,11 @@ type CheckpointStats struct {
 	KafkaCommits       uint64 // groups whose offsets were committed
 	KafkaCommitErrors  uint64 // groups whose commit failed
 	KafkaMemberCommits uint64 // groups left to their live members to commit
+	// ChangelogCompleted counts the changelog checkpoints among
+	// Completed; ChangelogBytes are the segment bytes uploaded on the
+	// current base (what a restore of the newest checkpoint replays).
+	ChangelogCompleted uint64
+	ChangelogBytes     uint64
 }
 
 // Checkpoints reports the coordinator's checkpoints: counters and the
@@ -35,6 +40,7 @@ type Checkpoints struct {
 
 	epoch, lastAt, completed, failures, bytes *prometheus.Desc
 	kafkaCommits, kafkaErrors, kafkaMember    *prometheus.Desc
+	changelogCompleted, changelogBytes        *prometheus.Desc
 }
 
 // NewCheckpoints makes the checkpoint instruments over stats and
@@ -47,14 +53,16 @@ func NewCheckpoints(reg prometheus.Registerer, stats func() CheckpointStats) *Ch
 			Name: "stated_checkpoint_duration_seconds", Buckets: CheckpointBuckets,
 			Help: "Time from a checkpoint's barrier to its completion (upload and manifest included), of the checkpoints this node completed as leader.",
 		}),
-		epoch:        d("stated_checkpoint_epoch", "Epoch of the last checkpoint this node completed; 0 before the first."),
-		lastAt:       d("stated_checkpoint_last_completed_timestamp_seconds", "Unix time of the last checkpoint this node completed; absent before the first. Its age is time() minus it."),
-		completed:    d("stated_checkpoints_completed_total", "Checkpoints this node completed as leader."),
-		failures:     d("stated_checkpoint_failures_total", "Checkpoints this node started as leader that failed or were abandoned."),
-		bytes:        d("stated_checkpoint_uploaded_bytes_total", "Bytes uploaded to the checkpoint bucket by completed checkpoints (files the bucket already held are not sent again)."),
-		kafkaCommits: d("stated_kafka_offset_commits_total", "Consumer groups whose checkpointed offsets this node committed to Kafka."),
-		kafkaErrors:  d("stated_kafka_offset_commit_errors_total", "Consumer groups whose checkpointed offsets Kafka refused or could not take."),
-		kafkaMember:  d("stated_kafka_offset_commits_left_to_members_total", "Consumer groups with live members, which commit their own checkpointed offsets; Kafka refuses the daemon's commit for them."),
+		epoch:              d("stated_checkpoint_epoch", "Epoch of the last checkpoint this node completed; 0 before the first."),
+		lastAt:             d("stated_checkpoint_last_completed_timestamp_seconds", "Unix time of the last checkpoint this node completed; absent before the first. Its age is time() minus it."),
+		completed:          d("stated_checkpoints_completed_total", "Checkpoints this node completed as leader."),
+		failures:           d("stated_checkpoint_failures_total", "Checkpoints this node started as leader that failed or were abandoned."),
+		bytes:              d("stated_checkpoint_uploaded_bytes_total", "Bytes uploaded to the checkpoint bucket by completed checkpoints (files the bucket already held are not sent again)."),
+		kafkaCommits:       d("stated_kafka_offset_commits_total", "Consumer groups whose checkpointed offsets this node committed to Kafka."),
+		kafkaErrors:        d("stated_kafka_offset_commit_errors_total", "Consumer groups whose checkpointed offsets Kafka refused or could not take."),
+		kafkaMember:        d("stated_kafka_offset_commits_left_to_members_total", "Consumer groups with live members, which commit their own checkpointed offsets; Kafka refuses the daemon's commit for them."),
+		changelogCompleted: d("stated_checkpoint_changelog_completed_total", "Changelog checkpoints (--checkpoint-materialize-interval) among the checkpoints this node completed as leader."),
+		changelogBytes:     d("stated_checkpoint_changelog_bytes", "Bytes of the changelog segments this node uploaded on the table checkpoint its newest checkpoints build on: what a restore of the newest one replays; 0 after a table checkpoint."),
 	}
 	reg.MustRegister(c.duration, c)
 	return c
@@ -65,7 +73,8 @@ func (c *Checkpoints) Observe(d time.Duration) { c.duration.Observe(d.Seconds())
 
 // Describe implements prometheus.Collector.
 func (c *Checkpoints) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.epoch, c.lastAt, c.completed, c.failures, c.bytes, c.kafkaCommits, c.kafkaErrors, c.kafkaMember} {
+	for _, d := range []*prometheus.Desc{c.epoch, c.lastAt, c.completed, c.failures, c.bytes, c.kafkaCommits, c.kafkaErrors, c.kafkaMember,
+		c.changelogCompleted, c.changelogBytes} {
 		ch <- d
 	}
 }
@@ -89,4 +98,6 @@ func (c *Checkpoints) Collect(ch chan<- prometheus.Metric) {
 	m(c.kafkaCommits, prometheus.CounterValue, float64(s.KafkaCommits))
 	m(c.kafkaErrors, prometheus.CounterValue, float64(s.KafkaCommitErrors))
 	m(c.kafkaMember, prometheus.CounterValue, float64(s.KafkaMemberCommits))
+	m(c.changelogCompleted, prometheus.CounterValue, float64(s.ChangelogCompleted))
+	m(c.changelogBytes, prometheus.GaugeValue, float64(s.ChangelogBytes))
 }
