@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/raft"
 
 	"github.com/statedhq/stated/raftstore/command"
@@ -455,7 +456,11 @@ func ReplayChangelog(stateDir string, segments []string, want ChangelogTarget, l
 	} else if !fi.IsDir() {
 		return stats, fmt.Errorf("fsm: replay changelog: %s is not a state directory", stateDir)
 	}
-	f, err := Open(stateDir, logger)
+	// Without Pebble's WAL: the replay's writes reach the tables by the
+	// Flush below, and a replay that does not get there leaves a state
+	// nobody uses (a restore stages it, and starts again from the
+	// download).
+	f, err := Open(stateDir, logger, func(o *openOptions) { o.tune = func(po *pebble.Options) { po.DisableWAL = true } })
 	if err != nil {
 		return stats, err
 	}
