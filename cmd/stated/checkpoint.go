@@ -232,15 +232,15 @@ func (c *cli) checkpointList() *cobra.Command {
 				return nil
 			}
 			w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "EPOCH\tCREATED\tAGE\tRAFT INDEX\tKIND\tFILES\tSIZE\tKEYS\tSAVEPOINT")
+			fmt.Fprintln(w, "EPOCH\tCREATED\tAGE\tRAFT INDEX\tFILES\tSIZE\tKEYS\tSAVEPOINT\tKIND")
 			for _, s := range resp.GetCheckpoints() {
 				at := time.UnixMilli(s.GetCreatedAtUnixMillis())
 				kind := checkpointKind(s)
 				if s.GetChangelog() {
 					kind = fmt.Sprintf("changelog on %d", s.GetChangelogBaseEpoch())
 				}
-				fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", s.GetEpoch(), at.UTC().Format(time.RFC3339), time.Since(at).Round(time.Second),
-					s.GetRaftIndex(), kind, s.GetFiles(), humanBytes(s.GetBytes()), keysOf(s), orDash(s.GetSavepoint()))
+				fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", s.GetEpoch(), at.UTC().Format(time.RFC3339), time.Since(at).Round(time.Second),
+					s.GetRaftIndex(), s.GetFiles(), humanBytes(s.GetBytes()), keysOf(s), orDash(s.GetSavepoint()), kind)
 			}
 			return w.Flush()
 		})
