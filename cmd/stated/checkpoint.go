@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -232,17 +233,24 @@ func (c *cli) checkpointList() *cobra.Command {
 				return nil
 			}
 			w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "EPOCH\tCREATED\tAGE\tRAFT INDEX\tFILES\tSIZE\tKEYS\tSAVEPOINT\tKIND")
+			fmt.Fprintln(w, "EPOCH\tCREATED\tAGE\tRAFT INDEX\tFILES\tSIZE\tKEYS\tSAVEPOINT")
+			var changelog []string // "EPOCH on BASE" of the changelog checkpoints
 			for _, s := range resp.GetCheckpoints() {
 				at := time.UnixMilli(s.GetCreatedAtUnixMillis())
-				kind := checkpointKind(s)
+				fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.GetEpoch(), at.UTC().Format(time.RFC3339), time.Since(at).Round(time.Second),
+					s.GetRaftIndex(), s.GetFiles(), humanBytes(s.GetBytes()), keysOf(s), orDash(s.GetSavepoint()))
 				if s.GetChangelog() {
-					kind = fmt.Sprintf("changelog on %d", s.GetChangelogBaseEpoch())
+					changelog = append(changelog, fmt.Sprintf("%d on %d", s.GetEpoch(), s.GetChangelogBaseEpoch()))
 				}
-				fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", s.GetEpoch(), at.UTC().Format(time.RFC3339), time.Since(at).Round(time.Second),
-					s.GetRaftIndex(), s.GetFiles(), humanBytes(s.GetBytes()), keysOf(s), orDash(s.GetSavepoint()), kind)
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if len(changelog) > 0 {
+				// Below the table, so that its columns stay as they were.
+				fmt.Fprintf(c.stdout, "changelog checkpoints (the tables of an earlier checkpoint plus Raft log entries; keys not counted): %s\n", strings.Join(changelog, ", "))
+			}
+			return nil
 		})
 	})
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
@@ -283,7 +291,6 @@ func (c *cli) checkpointShow() *cobra.Command {
 				fmt.Fprintf(w, "kind:\tchangelog: the tables of checkpoint %d and %d segments of Raft log entries, replayed at restore\n", s.GetChangelogBaseEpoch(), s.GetChangelogSegments())
 				fmt.Fprintf(w, "state:\tnot counted (a changelog checkpoint)\n")
 			} else {
-				fmt.Fprintf(w, "kind:\ttables\n")
 				fmt.Fprintf(w, "state:\t%d keys, %s\n", s.GetKeys(), humanBytes(s.GetStateBytes()))
 			}
 			fmt.Fprintf(w, "files:\t%d, %s\n", s.GetFiles(), humanBytes(s.GetBytes()))
