@@ -80,18 +80,9 @@ func (c *coordinator) changelogDue(now time.Time) *uploader.Manifest {
 	default:
 		return ch.last
 	}
-	c.logger.Debug("daemon: this checkpoint uploads the state's tables", "reason", why, "base_epoch", baseOf(ch.last).BaseEpoch)
+	c.logger.Debug("daemon: this checkpoint uploads the state's tables", "reason", why, "base_epoch", ch.last.NextChangelog().BaseEpoch)
 	c.chain = changelogChain{}
 	return nil
-}
-
-// baseOf returns the changelog a checkpoint following m continues: m's
-// own, or, when m is a table checkpoint, an empty one based on m.
-func baseOf(m *uploader.Manifest) uploader.Changelog {
-	if m.Changelog != nil {
-		return *m.Changelog
-	}
-	return uploader.Changelog{BaseEpoch: m.Epoch, BaseIndex: m.RaftIndex}
 }
 
 // changelogCheckpoint runs one epoch of a changelog checkpoint that
@@ -117,8 +108,8 @@ func (c *coordinator) changelogCheckpoint(ctx context.Context, tr *trigger, star
 		c.failed(tr, cp.Epoch, fmt.Errorf("changelog segment: %w", err))
 		return
 	}
-	cl := baseOf(prev)
-	cl.Segments = append(append([]string(nil), cl.Segments...), segment)
+	cl := prev.NextChangelog()
+	cl.Segments = append(cl.Segments, segment)
 	meta := uploader.Meta{
 		Epoch: cp.Epoch, RaftIndex: cp.Index, RaftTerm: cp.Term, ClusterID: info.ClusterID,
 		CreatedAt: start.UTC(), Offsets: manifestOffsets(info.Offsets),

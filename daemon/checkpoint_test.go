@@ -20,8 +20,8 @@ import (
 
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
+	"github.com/statedhq/stated/daemon/recovery"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
-	"github.com/statedhq/stated/raftstore/command"
 	"github.com/statedhq/stated/raftstore/fsm"
 	"github.com/statedhq/stated/uploader"
 )
@@ -55,16 +55,8 @@ func restoreState(t *testing.T, up *uploader.Uploader, m *uploader.Manifest) *fs
 	if _, err := up.Download(context.Background(), m, dir, nil); err != nil {
 		t.Fatalf("download checkpoint %d: %v", m.Epoch, err)
 	}
-	if cl := m.Changelog; cl != nil {
-		segs := make([]string, len(cl.Segments))
-		for i, s := range cl.Segments {
-			segs[i] = filepath.Join(dir, filepath.FromSlash(s))
-		}
-		want := fsm.ChangelogTarget{BaseIndex: cl.BaseIndex, Index: m.RaftIndex, Term: m.RaftTerm, Epoch: m.Epoch, ClusterID: m.ClusterID}
-		for _, o := range m.Offsets {
-			want.Offsets = append(want.Offsets, command.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset})
-		}
-		if _, err := fsm.ReplayChangelog(dir, segs, want, nil); err != nil {
+	if m.Changelog != nil {
+		if _, err := recovery.Replay(dir, m, nil); err != nil {
 			t.Fatalf("replay checkpoint %d: %v", m.Epoch, err)
 		}
 	}

@@ -48,6 +48,18 @@ type Changelog struct {
 	Segments []string `json:"segments"`
 }
 
+// NextChangelog is the changelog that a changelog checkpoint following m
+// continues: m's own (its segments copied), or, when m is a table
+// checkpoint, an empty one based on m.
+func (m *Manifest) NextChangelog() Changelog {
+	if m.Changelog != nil {
+		cl := *m.Changelog
+		cl.Segments = slices.Clone(cl.Segments)
+		return cl
+	}
+	return Changelog{BaseEpoch: m.Epoch, BaseIndex: m.RaftIndex}
+}
+
 // validate checks c against the checkpoint meta whose files have paths.
 func (c *Changelog) validate(meta Meta, paths map[string]bool) error {
 	switch {
@@ -129,10 +141,8 @@ func (c *chain) checkPrev(ctx context.Context, u *Uploader) error {
 	if err := p.validate(); err != nil {
 		return fmt.Errorf("uploader: changelog checkpoint %d: the previous checkpoint: %w", c.meta.Epoch, err)
 	}
-	base, index := p.Epoch, p.RaftIndex
-	if p.Changelog != nil {
-		base, index = p.Changelog.BaseEpoch, p.Changelog.BaseIndex
-	}
+	next := p.NextChangelog()
+	base, index := next.BaseEpoch, next.BaseIndex
 	switch {
 	case c.meta.Epoch <= p.Epoch:
 		return c.invalid("Meta.Epoch %d is not after the previous checkpoint's, %d", c.meta.Epoch, p.Epoch)

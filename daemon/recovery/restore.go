@@ -134,7 +134,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
 	for {
 		res.Download, err = download(ctx, opts, m, staging)
 		if err == nil && m.Changelog != nil {
-			res.Replay, err = replay(staging, m, logger)
+			res.Replay, err = Replay(staging, m, logger)
 		}
 		if err == nil {
 			break
@@ -205,10 +205,15 @@ func download(ctx context.Context, opts RestoreOptions, m *uploader.Manifest, st
 	return opts.Uploader.Download(ctx, m, staging, opts.Progress)
 }
 
-// replay brings the base tables downloaded into staging to the state of
-// the changelog checkpoint m by replaying its segments, checks that the
-// result is m's cut (fsm.ReplayChangelog), then removes the segments.
-func replay(staging string, m *uploader.Manifest, logger *slog.Logger) (fsm.ReplayStats, error) {
+// Replay brings the base tables of the changelog checkpoint m, downloaded
+// into staging (Uploader.Download), to m's state by replaying its
+// segments, checks that the result is m's cut (fsm.ReplayChangelog), then
+// removes the segments. Restore calls it; so may a test that downloads a
+// checkpoint itself.
+func Replay(staging string, m *uploader.Manifest, logger *slog.Logger) (fsm.ReplayStats, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	segments := make([]string, len(m.Changelog.Segments))
 	for i, s := range m.Changelog.Segments {
 		segments[i] = filepath.Join(staging, filepath.FromSlash(s))
