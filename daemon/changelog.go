@@ -99,7 +99,8 @@ func (c *coordinator) changelogCheckpoint(ctx context.Context, tr *trigger, star
 		c.failed(tr, cp.Epoch, fmt.Errorf("%w: changelog barrier %d at index %d cut %+v", errNotTheCut, cp.Epoch, cp.Index, info))
 		return
 	}
-	segment, segBytes, err := c.writeSegment(cp.Epoch, prev.RaftIndex+1, cp.Index)
+	segment, hashed, err := c.writeSegment(cp.Epoch, prev.RaftIndex+1, cp.Index)
+	segBytes := hashed.Size
 	defer os.RemoveAll(c.segmentDir)
 	if err != nil {
 		if errors.Is(err, raftstore.ErrLogCompacted) {
@@ -114,7 +115,8 @@ func (c *coordinator) changelogCheckpoint(ctx context.Context, tr *trigger, star
 		Epoch: cp.Epoch, RaftIndex: cp.Index, RaftTerm: cp.Term, ClusterID: info.ClusterID,
 		CreatedAt: start.UTC(), Offsets: manifestOffsets(info.Offsets),
 	}
-	m, us, err := c.up.UploadChangelog(ctx, prev, filepath.Join(c.segmentDir, epochDirName(cp.Epoch)), meta, cl, c.progress)
+	m, us, err := c.up.UploadChangelog(ctx, prev, filepath.Join(c.segmentDir, epochDirName(cp.Epoch)), meta, cl,
+		map[string]uploader.Hashed{segment: hashed}, c.progress)
 	if err != nil {
 		// A blob of the base that a collection took, or anything else:
 		// the next checkpoint starts again from the tables.
@@ -141,27 +143,33 @@ func epochDirName(epoch uint64) string { return fmt.Sprintf("%020d", epoch) }
 
 // writeSegment writes the Raft log's entries first..last into a segment
 // file under segmentDir's directory of epoch, and returns its path in the
-// checkpoint (under "changelog/") and its size.
-func (c *coordinator) writeSegment(epoch, first, last uint64) (string, int64, error) {
+// checkpoint (under "changelog/") and what its bytes hash to, computed as
+// they are written, so that the upload does not read the file to hash it.
+func (c *coordinator) writeSegment(epoch, first, last uint64) (string, uploader.Hashed, error) {
 	rel := path.Join("changelog", fmt.Sprintf("%020d-%020d.log", first, last))
 	dir := filepath.Join(c.segmentDir, epochDirName(epoch))
 	if err := os.RemoveAll(c.segmentDir); err != nil {
-		return "", 0, err
+		return "", uploader.Hashed{}, err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "changelog"), 0o700); err != nil {
-		return "", 0, err
+		return "", uploader.Hashed{}, err
 	}
-	w, err := fsm.CreateChangelogSegment(filepath.Join(dir, filepath.FromSlash(rel)), first, last)
+	h := c.up.NewHasher()
+	w, err := fsm.CreateChangelogSegment(filepath.Join(dir, filepath.FromSlash(rel)), first, last, h)
 	if err != nil {
-		return "", 0, err
+		return "", uploader.Hashed{}, err
 	}
 	if err := c.store.ReadLog(first, last, w.Append); err != nil {
 		w.Abort()
-		return "", 0, err
+		return "", uploader.Hashed{}, err
 	}
 	if err := w.Close(); err != nil {
 		w.Abort()
-		return "", 0, err
+		return "", uploader.Hashed{}, err
 	}
-	return rel, w.Bytes(), nil
+	sum := h.Sum()
+	if sum.Size != w.Bytes() {
+		return "", uploader.Hashed{}, fmt.Errorf("changelog segment %s: %d bytes written, %d hashed", rel, w.Bytes(), sum.Size)
+	}
+	return rel, sum, nil
 }

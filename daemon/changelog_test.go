@@ -52,8 +52,9 @@ func TestEveryChangelogCheckpointIsAConsistentCut(t *testing.T) {
 // checkpoint; each of those makes the next checkpoint upload its tables.
 func TestChangelogCheckpointsUploadTheTablesAgainWhenTheyMust(t *testing.T) {
 	const every = 3 * time.Second
+	bucket := fileBucket(t)
 	d := daemontest.Start(t, func(c *daemon.Config) {
-		c.CheckpointURL = fileBucket(t)
+		c.CheckpointURL = bucket
 		c.CheckpointInterval = 0
 		c.CheckpointMaterializeInterval = every
 		c.TrailingLogs = 1 // a snapshot compacts all but the newest entry
@@ -87,7 +88,12 @@ func TestChangelogCheckpointsUploadTheTablesAgainWhenTheyMust(t *testing.T) {
 	trigger(false, "segments holding as many bytes as the tables")
 
 	pad(ctx, t, state, 1)
-	trigger(true, "right after a table checkpoint")
+	s := trigger(true, "right after a table checkpoint")
+	// Retention follows a changelog checkpoint too: the default 3 newest
+	// manifests stay.
+	if ms, err := openBucket(t, bucket).List(ctx); err != nil || len(ms) != 3 || ms[2].Epoch != s.GetEpoch() {
+		t.Fatalf("after changelog checkpoint %d the bucket holds %d checkpoints (%v); want the 3 newest", s.GetEpoch(), len(ms), err)
+	}
 	pad(ctx, t, state, 1)
 	if err := d.Store().Snapshot(); err != nil {
 		t.Fatal(err)
@@ -98,7 +104,7 @@ func TestChangelogCheckpointsUploadTheTablesAgainWhenTheyMust(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.GetChangelogCheckpoints() != 3 || st.GetMaterializeIntervalMillis() != every.Milliseconds() || st.GetFailures() != 0 {
+	if st.GetChangelogCheckpoints() != 3 || st.GetMaterializeIntervalMillis() != every.Milliseconds() || st.GetFailures() != 0 || st.GetLastError() != "" {
 		t.Fatalf("status: %d changelog checkpoints, materialize interval %d ms, %d failures (%s); want 3, %d, 0",
 			st.GetChangelogCheckpoints(), st.GetMaterializeIntervalMillis(), st.GetFailures(), st.GetLastError(), every.Milliseconds())
 	}

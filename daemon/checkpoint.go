@@ -434,8 +434,17 @@ func (c *coordinator) conclude(ctx context.Context, tr *trigger, m *uploader.Man
 		c.completed(dur)
 	}
 	// Retention runs before a waiting trigger is answered, so that what
-	// the caller lists next is what retention kept.
-	if _, err := c.up.Retain(ctx, c.retain); err != nil {
+	// the caller lists next is what retention kept. A changelog
+	// checkpoint makes no garbage (its manifest lists every file of the
+	// one it follows), so after one only the old manifests go, without
+	// listing files/ or reading a manifest; the blobs no manifest
+	// references any more wait for the Retain after the next table
+	// checkpoint, which the materialize interval brings.
+	retain := c.up.Retain
+	if m.Changelog != nil {
+		retain = c.up.RetainManifests
+	}
+	if _, err := retain(ctx, c.retain); err != nil {
 		c.logger.Warn("daemon: checkpoint retention", "error", err)
 		c.mu.Lock()
 		c.st.LastError, c.st.LastErrorAt = "retention: "+err.Error(), time.Now()

@@ -2,6 +2,8 @@ package uploader
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -87,7 +89,10 @@ func (c *Changelog) validate(meta Meta, paths map[string]bool) error {
 
 // UploadChangelog uploads a changelog checkpoint: the files of prev,
 // carried as they are, and those of dir, the new segments (at paths under
-// changelog/), hashed and sent as Upload sends files. Its manifest has
+// changelog/), sent as Upload sends files. hashed may give, by path in
+// dir, what a file's writer computed with a Hasher as it wrote it: such a
+// file is not read to be hashed, and is sent checked against its CRC-32C
+// (see Hashed); the others are hashed first. Its manifest has
 // FormatVersionChangelog, meta and cl. prev is the newest checkpoint of
 // the chain: the base, a table checkpoint, or an earlier changelog
 // checkpoint on it. cl.Segments are prev's segments (none for a table
@@ -97,23 +102,60 @@ func (c *Changelog) validate(meta Meta, paths map[string]bool) error {
 //
 // Before anything is written it refuses, with ErrInvalid, a nil prev, a
 // changelog that does not extend prev's so, a meta not after prev in
-// epoch and Raft index, a file of dir that prev has, and a prev encrypted
-// otherwise than this Uploader encrypts (under another key: ErrWrongKey
-// too). The commit point is Upload's, prev's files included; a blob of
+// epoch and Raft index, a file of dir that prev has, a hashed entry
+// naming no file of dir or another size than the file's, and a prev
+// encrypted otherwise than this Uploader encrypts (under another key:
+// ErrWrongKey too). The bucket is listed at the commit point only, not
+// before the files are sent as for a table checkpoint: segments are new,
+// and prev's files were in the bucket when prev committed. The commit
+// point is Upload's, prev's files included; a blob of
 // prev the bucket does not hold, before or after the manifest is written,
 // fails the upload with ErrCorrupt naming the file, as it cannot be sent
 // again: take a table checkpoint then.
-func (u *Uploader) UploadChangelog(ctx context.Context, prev *Manifest, dir string, meta Meta, cl Changelog, progress Progress) (*Manifest, UploadStats, error) {
+func (u *Uploader) UploadChangelog(ctx context.Context, prev *Manifest, dir string, meta Meta, cl Changelog, hashed map[string]Hashed, progress Progress) (*Manifest, UploadStats, error) {
 	cl.Segments = slices.Clone(cl.Segments)
-	return u.uploadTimed(ctx, dir, meta, progress, nil, &chain{prev: prev, cl: cl, meta: meta})
+	return u.uploadTimed(ctx, dir, meta, progress, nil, &chain{prev: prev, cl: cl, meta: meta, hashed: hashed})
 }
 
 // chain is what a changelog checkpoint takes from the checkpoint before
 // it. A table checkpoint has none: the methods of a nil chain do nothing.
 type chain struct {
-	prev *Manifest
-	cl   Changelog
-	meta Meta // the new checkpoint's
+	prev   *Manifest
+	cl     Changelog
+	meta   Meta              // the new checkpoint's
+	hashed map[string]Hashed // by path in the directory
+}
+
+// useHashed gives the files of the directory what their writer hashed.
+func (c *chain) useHashed(files []localFile) error {
+	if c == nil || len(c.hashed) == 0 {
+		return nil
+	}
+	used := 0
+	for i := range files {
+		f := &files[i]
+		h, ok := c.hashed[f.Path]
+		if !ok {
+			continue
+		}
+		used++
+		if h.Size != f.Size {
+			return c.invalid("hashed[%q] is of %d bytes; the file has %d", f.Path, h.Size, f.Size)
+		}
+		if b, err := hex.DecodeString(h.SHA256); err != nil || len(b) != sha256.Size {
+			return c.invalid("hashed[%q].SHA256 %q is not a hex SHA-256", f.Path, h.SHA256)
+		}
+		crc := h.CRC32C
+		f.SHA256, f.md5, f.hashed, f.crc = h.SHA256, h.MD5, true, &crc
+	}
+	if used != len(c.hashed) {
+		for p := range c.hashed {
+			if !slices.ContainsFunc(files, func(f localFile) bool { return f.Path == p }) {
+				return c.invalid("hashed names %q, which is not a file of the directory", p)
+			}
+		}
+	}
+	return nil
 }
 
 func (c *chain) invalid(format string, args ...any) error {

@@ -115,7 +115,8 @@ type Uploader struct {
 	b      *blob.Bucket
 	logger *slog.Logger
 
-	// gcMu is held shared by Upload and exclusively by Retain.
+	// gcMu is held shared by Upload and exclusively by Retain and
+	// RetainManifests.
 	gcMu sync.RWMutex
 
 	cacheMu sync.Mutex
@@ -156,7 +157,7 @@ type Metrics struct {
 	HashCacheHits              int64 // local files whose checksums came from the cache
 	Retries                    int64 // blob operations tried again after a transient error
 	BlobsDeleted, BytesDeleted int64 // by Retain
-	ManifestsDeleted           int64 // by Retain and Delete
+	ManifestsDeleted           int64 // by Retain, RetainManifests and Delete
 	// BlobsResent counts blobs an Upload sent again after its manifest
 	// was written, because another node's collection had deleted them.
 	BlobsResent int64

@@ -38,6 +38,16 @@
 // bucket cannot be sent again: the upload fails (ErrCorrupt) and the
 // caller takes a table checkpoint.
 //
+// A segment is written once and read once. Its writer hashes it as it
+// writes it (a Hasher: SHA-256, CRC-32C, and the MD5 where the bucket
+// checks MD5s) and gives UploadChangelog the result (Hashed), so that the
+// upload does not read it to hash it; it sends it checked against the
+// CRC-32C, abandoning the write if the bytes read are not those hashed.
+// A changelog upload lists the bucket only at the commit point (and
+// after the manifest, as every upload does): its new files are segments
+// no one sent before, and its inherited files were all in the bucket
+// when the checkpoint it follows committed.
+//
 // # Encryption
 //
 // With Config.Keeper (OpenKeeper: base64key://) every file is sealed
@@ -90,6 +100,16 @@
 // that has just lost the leadership, say) may be about to reference it.
 // An Upload and a Retain of the same Uploader never overlap. A manifest
 // that cannot be read stops the collection before any blob is deleted.
+//
+// RetainManifests(K) is Retain's first step alone: it deletes all but the
+// newest K manifests, and lists nothing else, reads no manifest and
+// deletes no blob. That is all a changelog checkpoint calls for, and all
+// the daemon runs after one: its manifest lists every file of the one it
+// follows, so the manifests of its chain that it pushes out of retention
+// reference only blobs that newer ones still reference. Blobs that are
+// left unreferenced (an older chain's once its last manifest goes, a
+// failed upload's) wait for the Retain that follows the next table
+// checkpoint.
 //
 // Retention on one node and an Upload or Savepoint on another never lose
 // a blob to each other. Before deleting, Retain announces the doomed

@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// GCStats say what Retain did.
+// GCStats say what Retain or RetainManifests did; RetainManifests counts
+// ManifestsDeleted only.
 type GCStats struct {
 	ManifestsDeleted int
 	BlobsDeleted     int
@@ -48,20 +49,9 @@ func (u *Uploader) Retain(ctx context.Context, keep int) (GCStats, error) {
 	u.gcMu.Lock()
 	defer u.gcMu.Unlock()
 
-	mkeys, mstray, err := u.keys(ctx, manifestsPrefix) // zero-padded epochs: oldest first
+	mkeys, mstray, err := u.deleteOldManifests(ctx, keep, &st)
 	if err != nil {
 		return st, err
-	}
-	if len(mkeys) > keep {
-		old := mkeys[:len(mkeys)-keep]
-		mkeys = mkeys[len(mkeys)-keep:]
-		for _, k := range old {
-			if err := u.delete(ctx, k); err != nil {
-				return st, err
-			}
-			st.ManifestsDeleted++
-			u.m.manifestsDeleted.Add(1)
-		}
 	}
 	skeys, sstray, err := u.keys(ctx, savepointsPrefix)
 	if err != nil {
@@ -171,6 +161,53 @@ func (u *Uploader) Retain(ctx context.Context, keep int) (GCStats, error) {
 		return st, fmt.Errorf("uploader: gc: %w", err)
 	}
 	return st, nil
+}
+
+// RetainManifests is the first step of Retain alone: it keeps the newest
+// keep (at least 1) manifests and deletes the others, and does nothing
+// else. It lists manifests/ only; it reads no manifest, lists neither
+// savepoints/ nor files/, announces nothing and deletes no blob, nor the
+// leftovers of interrupted manifest writes.
+//
+// That is enough after a changelog checkpoint, which makes no garbage:
+// each changelog manifest lists every file of the one it follows, so the
+// manifests of its chain that it pushes out of retention reference only
+// blobs that a newer manifest still references. What it can leave
+// unreferenced (the blobs of an older chain once the last manifest
+// listing them goes, or those of a failed upload) stays in the bucket
+// until the next Retain, which the caller runs after its next table
+// checkpoint. Like Retain, it waits for an Upload of this Uploader in
+// progress to finish.
+func (u *Uploader) RetainManifests(ctx context.Context, keep int) (GCStats, error) {
+	var st GCStats
+	if keep < 1 {
+		return st, invalidf("retain manifests %d: keep at least one checkpoint", keep)
+	}
+	u.gcMu.Lock()
+	defer u.gcMu.Unlock()
+	_, _, err := u.deleteOldManifests(ctx, keep, &st)
+	return st, err
+}
+
+// deleteOldManifests deletes all but the newest keep manifests, counting
+// them in st, and returns the keys of those kept, oldest first, and the
+// malformed keys under manifests/ (see keys). The caller holds gcMu.
+func (u *Uploader) deleteOldManifests(ctx context.Context, keep int, st *GCStats) (kept []string, stray map[string]blobInfo, err error) {
+	mkeys, stray, err := u.keys(ctx, manifestsPrefix) // zero-padded epochs: oldest first
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(mkeys) <= keep {
+		return mkeys, stray, nil
+	}
+	for _, k := range mkeys[:len(mkeys)-keep] {
+		if err := u.delete(ctx, k); err != nil {
+			return nil, nil, err
+		}
+		st.ManifestsDeleted++
+		u.m.manifestsDeleted.Add(1)
+	}
+	return mkeys[len(mkeys)-keep:], stray, nil
 }
 
 // clearAnnouncements deletes announcements older than both the grace

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -200,5 +201,188 @@ func TestRetainWaitsForAnUploadInProgress(t *testing.T) {
 	}
 	if probs, err := u.Verify(ctx, m); err != nil || len(probs) > 0 {
 		t.Fatalf("verify: %v %v", probs, err)
+	}
+}
+
+// TestRetainManifestsDeletesOldManifestsAndNothingElse: RetainManifests
+// keeps the newest manifests and deletes the others, but no blob, not
+// even one no manifest references that is older than the grace period,
+// nor the leftover of an interrupted manifest write; Retain then
+// collects both. It refuses to keep fewer than one checkpoint.
+func TestRetainManifestsDeletesOldManifestsAndNothingElse(t *testing.T) {
+	ctx := testCtx(t)
+	r := rand.New(rand.NewPCG(21, 22))
+	bucketDir := t.TempDir()
+	b := open(t, fileURL(bucketDir))
+	u := newUploader(t, b, func(c *uploader.Config) { c.GCGrace = time.Hour })
+	var ms []*uploader.Manifest
+	for epoch := uint64(1); epoch <= 5; epoch++ {
+		dir, _ := checkpointDir(t, r, 2) // other tables each time
+		m, _, err := u.Upload(ctx, dir, meta(epoch), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	const orphan, leftover = "files/orphan", "manifests/00000000000000000006.json.18a7f3c2e1.tmp"
+	for _, k := range []string{orphan, leftover} {
+		if err := b.WriteAll(ctx, k, []byte("x"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Everything is older than the grace period.
+	old := time.Now().Add(-2 * time.Hour)
+	for _, k := range blobKeys(t, b, "") {
+		if err := os.Chtimes(filepath.Join(bucketDir, filepath.FromSlash(k)), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files, manifests := blobKeys(t, b, "files/"), blobKeys(t, b, "manifests/")
+	if len(manifests) != 6 {
+		t.Fatalf("manifests/ = %v, want 5 manifests and the leftover", manifests)
+	}
+
+	for _, keep := range []int{0, -1} {
+		if st, err := u.RetainManifests(ctx, keep); !errors.Is(err, uploader.ErrInvalid) || st != (uploader.GCStats{}) {
+			t.Fatalf("RetainManifests(%d) = %+v, %v; want ErrInvalid", keep, st, err)
+		}
+	}
+	if got := blobKeys(t, b, "manifests/"); !slices.Equal(got, manifests) {
+		t.Fatalf("a refused RetainManifests changed manifests/ to %v", got)
+	}
+
+	st, err := u.RetainManifests(ctx, 2)
+	if err != nil || st != (uploader.GCStats{ManifestsDeleted: 3}) || u.Metrics().ManifestsDeleted != 3 {
+		t.Fatalf("RetainManifests(2) = %+v, %v, metrics %+v; want 3 manifests deleted and nothing else", st, err, u.Metrics())
+	}
+	want := []string{"manifests/00000000000000000004.json", "manifests/00000000000000000005.json", leftover}
+	if got := blobKeys(t, b, "manifests/"); !slices.Equal(got, want) {
+		t.Fatalf("manifests/ = %v, want %v", got, want)
+	}
+	if got := blobKeys(t, b, "files/"); !slices.Equal(got, files) {
+		t.Fatalf("RetainManifests changed files/:\n got %v\nwant %v", got, files)
+	}
+	if st, err := u.RetainManifests(ctx, 2); err != nil || st != (uploader.GCStats{}) {
+		t.Fatalf("RetainManifests(2) again = %+v, %v; want nothing done", st, err)
+	}
+
+	// Retain collects what RetainManifests left: the blobs of checkpoints
+	// 1 to 3 that 4 and 5 do not use, the orphan and the leftover.
+	kept := referenced(ms[3:])
+	st, err = u.Retain(ctx, 2)
+	if err != nil || st.ManifestsDeleted != 0 || st.BlobsDeleted != len(files)-len(kept) || st.LeftoversDeleted != 1 {
+		t.Fatalf("Retain(2) = %+v, %v; want %d blobs and the leftover deleted", st, err, len(files)-len(kept))
+	}
+	if got := blobKeys(t, b, "files/"); !slices.Equal(got, kept) || slices.Contains(got, orphan) {
+		t.Fatalf("files/ after Retain = %v, want %v", got, kept)
+	}
+	for _, m := range ms[3:] {
+		if probs, err := u.Verify(ctx, m); err != nil || len(probs) > 0 {
+			t.Fatalf("checkpoint %d after retention: %v %v", m.Epoch, probs, err)
+		}
+	}
+}
+
+// TestRetainManifestsKeepsEveryRetainedChangelogCheckpointRestorable:
+// three table checkpoints, with changelog checkpoints on the first two,
+// followed each by retention as the daemon runs it (Retain after a table
+// checkpoint, RetainManifests after a changelog one): after each, every
+// retained checkpoint verifies and downloads to exactly its files, and a
+// RetainManifests deletes no blob. The first chain's blobs stay until the
+// Retain after the third table checkpoint collects them.
+func TestRetainManifestsKeepsEveryRetainedChangelogCheckpointRestorable(t *testing.T) {
+	const keep = 3
+	ctx := testCtx(t)
+	r := rand.New(rand.NewPCG(23, 24))
+	b := open(t, fileURL(t.TempDir()))
+	u := newUploader(t, b)
+	want := map[uint64]map[string][]byte{} // each checkpoint's files
+	var (
+		prev  *uploader.Manifest
+		chain []*uploader.Manifest // the first chain's manifests
+		epoch uint64
+	)
+	check := func() []*uploader.Manifest {
+		t.Helper()
+		ms, err := u.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) != min(int(epoch), keep) || ms[len(ms)-1].Epoch != epoch {
+			t.Fatalf("after checkpoint %d: %d checkpoints kept, want the newest %d", epoch, len(ms), keep)
+		}
+		for _, m := range ms {
+			if probs, err := u.Verify(ctx, m); err != nil || len(probs) > 0 {
+				t.Fatalf("after checkpoint %d: checkpoint %d: %v %v", epoch, m.Epoch, probs, err)
+			}
+			out := t.TempDir()
+			if _, err := u.Download(ctx, m, out, nil); err != nil {
+				t.Fatalf("after checkpoint %d: download of checkpoint %d: %v", epoch, m.Epoch, err)
+			}
+			sameFiles(t, out, want[m.Epoch])
+		}
+		return ms
+	}
+	table := func() {
+		t.Helper()
+		epoch++
+		dir, files := checkpointDir(t, r, 3) // other tables each time
+		m, _, err := u.Upload(ctx, dir, meta(epoch), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[epoch], prev = files, m
+		if _, err := u.Retain(ctx, keep); err != nil {
+			t.Fatal(err)
+		}
+		check()
+	}
+	changelog := func() {
+		t.Helper()
+		epoch++
+		seg := fmt.Sprintf("changelog/%06d.log", epoch)
+		data := randomBytes(r, 1000+r.IntN(3000))
+		cl := prev.NextChangelog()
+		cl.Segments = append(cl.Segments, seg)
+		m, _, err := u.UploadChangelog(ctx, prev, segmentDir(t, map[string][]byte{seg: data}), meta(epoch), cl, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[epoch] = maps.Clone(want[prev.Epoch])
+		want[epoch][seg] = data
+		prev = m
+		before := blobKeys(t, b, "files/")
+		st, err := u.RetainManifests(ctx, keep)
+		if err != nil || st.ManifestsDeleted != max(0, min(int(epoch)-keep, 1)) {
+			t.Fatalf("RetainManifests after checkpoint %d = %+v, %v", epoch, st, err)
+		}
+		if got := blobKeys(t, b, "files/"); !slices.Equal(got, before) {
+			t.Fatalf("RetainManifests after checkpoint %d changed files/:\n got %v\nwant %v", epoch, got, before)
+		}
+		check()
+	}
+
+	table()
+	chain = append(chain, prev)
+	for range 5 {
+		changelog()
+		chain = append(chain, prev)
+	}
+	table()
+	for range 5 {
+		changelog()
+	}
+	// None of the first chain's manifests is kept; its blobs are.
+	files := blobKeys(t, b, "files/")
+	for _, k := range referenced(chain) {
+		if !slices.Contains(files, k) {
+			t.Fatalf("blob %s of the first chain collected before a table checkpoint's retention", k)
+		}
+	}
+	table()
+	ms := check()
+	if got, want := blobKeys(t, b, "files/"), referenced(ms); !slices.Equal(got, want) {
+		t.Fatalf("after the third table checkpoint's retention files/ holds %d blobs, the kept checkpoints reference %d:\n got %v\nwant %v",
+			len(got), len(want), got, want)
 	}
 }

@@ -47,6 +47,9 @@ type localFile struct {
 	md5    []byte // nil until hashed, when the checksum came from a seeded entry
 	hashed bool   // SHA256 is known
 	smd5   []byte // the MD5 of the Stored blob, in an encrypted checkpoint
+	// crc, when set, is the CRC-32C of the bytes its writer hashed
+	// (Hashed): the file is sent checked against it, not hashed again.
+	crc *uint32
 }
 
 // storedMD5 is the MD5 of f's blob, if known.
@@ -126,12 +129,20 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 	if err := ch.checkNew(files); err != nil {
 		return nil, st, err
 	}
-	held, err := u.list(ctx, filesPrefix)
-	if err != nil {
-		return fail(err)
+	if err := ch.useHashed(files); err != nil {
+		return nil, st, err
 	}
-	if err := ch.checkHeld(held, "at the start of the upload"); err != nil {
-		return fail(err)
+	// What the bucket holds, so that a file it holds is not sent again.
+	// A changelog checkpoint's new files are segments nobody sent
+	// before, and what it inherits is checked at the commit point below:
+	// it lists the bucket there only, a listing being a read of every
+	// blob's attributes in a file:// bucket.
+	held := map[string]blobInfo{}
+	if ch == nil {
+		var err error
+		if held, err = u.list(ctx, filesPrefix); err != nil {
+			return fail(err)
+		}
 	}
 	for _, f := range ch.inherited() {
 		st.Files++
@@ -411,16 +422,21 @@ func (u *Uploader) put(ctx context.Context, f *localFile, c content, add func(in
 	}
 	var r io.Reader
 	var check *shaCheck
-	if c.buf != nil {
+	switch {
+	case c.buf != nil:
 		r = bytes.NewReader(c.bytes(f.Size))
-	} else {
+	default:
 		src, err := os.Open(f.abs)
 		if err != nil {
 			return "", local(err)
 		}
 		defer src.Close()
-		check = newSHACheck(src, f.SHA256)
-		r = check
+		if f.crc != nil {
+			r = &crcCheck{r: src, want: *f.crc}
+		} else {
+			check = newSHACheck(src, f.SHA256)
+			r = check
+		}
 	}
 	// In a bucket that checks MD5s, gocloud also refuses a write whose
 	// bytes do not have ContentMD5; a change of size is caught here too,

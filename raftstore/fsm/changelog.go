@@ -101,8 +101,9 @@ type ChangelogWriter struct {
 
 // CreateChangelogSegment creates (or truncates) the segment file at path
 // for the Raft log's entries first to last, inclusive, and writes its
-// header.
-func CreateChangelogSegment(path string, first, last uint64) (*ChangelogWriter, error) {
+// header. tee, if not nil, is given every byte written to the file, in
+// order, as it is written (a hash of the file, say); it must not fail.
+func CreateChangelogSegment(path string, first, last uint64, tee io.Writer) (*ChangelogWriter, error) {
 	if first == 0 || last < first {
 		return nil, fmt.Errorf("fsm: changelog segment %s: bad range %d..%d", path, first, last)
 	}
@@ -110,7 +111,11 @@ func CreateChangelogSegment(path string, first, last uint64) (*ChangelogWriter, 
 	if err != nil {
 		return nil, fmt.Errorf("fsm: create changelog segment: %w", err)
 	}
-	w := &ChangelogWriter{path: path, first: first, last: last, f: f, w: bufio.NewWriterSize(f, 256<<10)}
+	var out io.Writer = f
+	if tee != nil {
+		out = io.MultiWriter(f, tee)
+	}
+	w := &ChangelogWriter{path: path, first: first, last: last, f: f, w: bufio.NewWriterSize(out, 256<<10)}
 	h := append([]byte(changelogMagic), changelogFormat)
 	h = binary.AppendUvarint(h, first)
 	h = binary.AppendUvarint(h, last)

@@ -168,7 +168,7 @@ func newChangelogFixture(t *testing.T) *changelogFixture {
 	first := base.Index + 1
 	for i, last := range []uint64{first + 2, first + 7, cut} {
 		p := filepath.Join(dir, fmt.Sprintf("segment-%d", i))
-		w, err := CreateChangelogSegment(p, first, last)
+		w, err := CreateChangelogSegment(p, first, last, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -489,9 +489,12 @@ func TestChangelogBarrierReadsTheStateAsOfItself(t *testing.T) {
 	}
 }
 
+// TestChangelogSegmentHoldsTheCommandEntriesItWasGiven: the segment holds
+// the command entries, and its tee saw exactly the file's bytes.
 func TestChangelogSegmentHoldsTheCommandEntriesItWasGiven(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "seg")
-	w, err := CreateChangelogSegment(p, 10, 20)
+	var tee bytes.Buffer
+	w, err := CreateChangelogSegment(p, 10, 20, &tee)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -511,6 +514,9 @@ func TestChangelogSegmentHoldsTheCommandEntriesItWasGiven(t *testing.T) {
 	}
 	if fi, err := os.Stat(p); err != nil || fi.Size() != w.Bytes() {
 		t.Fatalf("segment of %d bytes by Bytes, %v on disk", w.Bytes(), fi)
+	}
+	if file, err := os.ReadFile(p); err != nil || !bytes.Equal(tee.Bytes(), file) {
+		t.Fatalf("the tee saw %d bytes, the file holds %d (%v); want the same bytes", tee.Len(), len(file), err)
 	}
 	s, err := openSegment(p)
 	if err != nil {
@@ -551,7 +557,7 @@ func TestChangelogSegmentRefusesEntriesOutOfItsRangeOrOrder(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "seg")
-			w, err := CreateChangelogSegment(p, 10, 20)
+			w, err := CreateChangelogSegment(p, 10, 20, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -571,7 +577,7 @@ func TestChangelogSegmentRefusesEntriesOutOfItsRangeOrOrder(t *testing.T) {
 			}
 		})
 	}
-	if _, err := CreateChangelogSegment(filepath.Join(t.TempDir(), "seg"), 5, 4); err == nil {
+	if _, err := CreateChangelogSegment(filepath.Join(t.TempDir(), "seg"), 5, 4, nil); err == nil {
 		t.Fatal("a segment of 5..4 was created")
 	}
 }
