@@ -273,7 +273,7 @@ func (g growthRows) rows(op string) []growthRow {
 		}
 		return s
 	}, "—")
-	add(fmt.Sprintf("commits of 100 %ss, 8 clients, with a checkpoint every second, against none, side by side after the restart: %ss/s, the checkpoints taken, their mean time and mean upload", op, op), "ckpt1s-ops/s", func(i int, v float64) string {
+	add(fmt.Sprintf("commits of 100 %ss, 8 clients, with a checkpoint every second, against none, side by side after the restart: %ss/s, the checkpoints taken, their mean time and mean upload, and the daemon's CPU time per %s in each row", op, op, op), "ckpt1s-ops/s", func(i int, v float64) string {
 		s := thousands(v) + "/s"
 		if q, ok := g.val(i, "nockpt-ops/s"); ok && q > 0 {
 			s += fmt.Sprintf(" against %s/s (%s×)", thousands(q), sig(v/q))
@@ -281,7 +281,13 @@ func (g growthRows) rows(op string) []growthRow {
 		if n, ok := g.val(i, "ckpt1s-checkpoints"); ok {
 			s += fmt.Sprintf(", %s checkpoints", thousands(n))
 		}
-		return s + g.opt(i, "ckpt1s-ckpt-s") + g.opt(i, "ckpt1s-uploaded-MB")
+		s += g.opt(i, "ckpt1s-ckpt-s") + g.opt(i, "ckpt1s-uploaded-MB")
+		c, ok1 := g.val(i, "ckpt1s-cpu-µs/mut")
+		q, ok2 := g.val(i, "nockpt-cpu-µs/mut")
+		if ok1 && ok2 && q > 0 {
+			s += fmt.Sprintf("; the daemon's CPU per %s %s against %s µs (%s×)", op, sig(c), sig(q), sig(c/q))
+		}
+		return s
 	}, g.intervalVerdict())
 	add("RSS after the restart and its first commit: VmRSS, RssAnon", "restart-RssAnon-MB", func(i int, v float64) string {
 		return strings.TrimPrefix(g.opt(i, "restart-VmRSS-MB"), ", ") + ", " + formatMetric("restart-RssAnon-MB", v)

@@ -250,7 +250,9 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 	rowTime := max(2*opts.commitTime, 3*time.Second)
 	cp2 := checkpointsClient(b, nd)
 	settleAndCheckpoint(b, cp2, nd, opts.quiet)
-	growthCommits(context.Background(), b, "nockpt", rowTime, 8, 100, gc.op, c2)
+	daemonCPUPerMutation(b, nd, "nockpt", func() int {
+		return growthCommits(context.Background(), b, "nockpt", rowTime, 8, 100, gc.op, c2)
+	})
 	settleAndCheckpoint(b, cp2, nd, opts.quiet)
 	growthCommitsCheckpointing(b, "ckpt1s", rowTime, time.Second, 8, 100, gc.op, c2, nd)
 }
@@ -324,7 +326,7 @@ func growthCommitsCheckpointing(b *testing.B, prefix string, d, every time.Durat
 			uploaded += st.GetLastBytesUploaded()
 		}
 	})
-	growthCommits(cctx, b, prefix, d, clients, n, op, c)
+	daemonCPUPerMutation(b, nd, prefix, func() int { return growthCommits(cctx, b, prefix, d, clients, n, op, c) })
 	// The checkpoint in flight, if any, completes and counts: on a busy
 	// machine the row may end before the first one does.
 	close(stop)
@@ -529,7 +531,7 @@ func firstCommit(tb testing.TB, nd *node, op func(int, *stated.Txn, int)) *state
 // growthCommits has clients goroutines commit Txns of n operations for d
 // and reports PREFIX-ops/s and the commit latency quantiles.
 // Commits stop when ctx ends.
-func growthCommits(ctx context.Context, b *testing.B, prefix string, d time.Duration, clients, n int, op func(int, *stated.Txn, int), c *stated.Client) {
+func growthCommits(ctx context.Context, b *testing.B, prefix string, d time.Duration, clients, n int, op func(int, *stated.Txn, int), c *stated.Client) int {
 	var lat latencies
 	var failed atomic.Pointer[error]
 	var wg sync.WaitGroup
@@ -558,6 +560,21 @@ func growthCommits(ctx context.Context, b *testing.B, prefix string, d time.Dura
 	b.ReportMetric(float64(len(lat.d)*n)/time.Since(start).Seconds(), prefix+"-ops/s")
 	b.ReportMetric(lat.quantile(0.50), prefix+"-p50-µs")
 	b.ReportMetric(lat.quantile(0.99), prefix+"-p99-µs")
+	return len(lat.d) * n
+}
+
+// daemonCPUPerMutation runs row, which returns the mutations it
+// committed, and reports the CPU time (user and system) the daemon nd
+// used meanwhile per mutation, as prefix-cpu-µs/mut. On a shared machine
+// it varies less than the row's throughput: two rows' ratio says what
+// the second one's extra work cost the daemon, whatever else ran.
+func daemonCPUPerMutation(b *testing.B, nd *node, prefix string, row func() int) {
+	before, ok := processCPU(nd.cmd.Process.Pid)
+	n := row()
+	after, ok2 := processCPU(nd.cmd.Process.Pid)
+	if ok && ok2 && n > 0 {
+		b.ReportMetric(float64((after-before).Microseconds())/float64(n), prefix+"-cpu-µs/mut")
+	}
 }
 
 // reportMemory reports the process's peak RSS over its life so far

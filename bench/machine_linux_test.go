@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"fmt"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -10,6 +13,34 @@ import (
 // syncData writes f's data out with fdatasync(2), as the Raft log's
 // zeroed segments are synced.
 func syncData(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
+
+// processCPU returns the CPU time, user and system, that the process pid
+// has used, all its threads together: utime and stime of /proc/PID/stat,
+// in clock ticks of 10 ms (USER_HZ is 100 on Linux).
+func processCPU(pid int) (time.Duration, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// The command, field 2, is in parentheses and may hold spaces: the
+	// fields after its closing one start at field 3.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	var utime, stime int64
+	if len(f) < 13 {
+		return 0, false
+	}
+	if _, err := fmt.Sscan(f[11], &utime); err != nil {
+		return 0, false
+	}
+	if _, err := fmt.Sscan(f[12], &stime); err != nil {
+		return 0, false
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, true
+}
 
 // BenchmarkPageFirstTouch times what the kernel charges a process for the
 // first write to each 4 KiB page of fresh anonymous memory (a minor page
