@@ -100,7 +100,6 @@ func (c *coordinator) changelogCheckpoint(ctx context.Context, tr *trigger, star
 		return
 	}
 	segment, hashed, err := c.writeSegment(cp.Epoch, prev.RaftIndex+1, cp.Index)
-	segBytes := hashed.Size
 	defer os.RemoveAll(c.segmentDir)
 	if err != nil {
 		if errors.Is(err, raftstore.ErrLogCompacted) {
@@ -127,10 +126,10 @@ func (c *coordinator) changelogCheckpoint(ctx context.Context, tr *trigger, star
 	c.completeEpoch(ctx, cp.Epoch, info.Offsets)
 	dur := time.Since(start)
 	c.logger.Info("daemon: changelog checkpoint completed", "epoch", cp.Epoch, "index", cp.Index, "duration", dur,
-		"base_epoch", cl.BaseEpoch, "segment", segment, "segment_bytes", segBytes, "segments", len(cl.Segments),
+		"base_epoch", cl.BaseEpoch, "segment", segment, "segment_bytes", hashed.Size, "segments", len(cl.Segments),
 		"bytes_uploaded", us.BytesUploaded)
 	c.chain.last = m
-	c.chain.bytes += segBytes
+	c.chain.bytes += hashed.Size
 	chainBytes := c.chain.bytes
 	c.conclude(ctx, tr, m, us, dur, func(st *CheckpointStatus) {
 		st.ChangelogCheckpoints++

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -131,29 +132,23 @@ func (c *chain) useHashed(files []localFile) error {
 	if c == nil || len(c.hashed) == 0 {
 		return nil
 	}
-	used := 0
+	byPath := make(map[string]*localFile, len(files))
 	for i := range files {
-		f := &files[i]
-		h, ok := c.hashed[f.Path]
-		if !ok {
-			continue
-		}
-		used++
-		if h.Size != f.Size {
-			return c.invalid("hashed[%q] is of %d bytes; the file has %d", f.Path, h.Size, f.Size)
+		byPath[files[i].Path] = &files[i]
+	}
+	for _, p := range slices.Sorted(maps.Keys(c.hashed)) {
+		h, f := c.hashed[p], byPath[p]
+		switch {
+		case f == nil:
+			return c.invalid("hashed names %q, which is not a file of the directory", p)
+		case h.Size != f.Size:
+			return c.invalid("hashed[%q] is of %d bytes; the file has %d", p, h.Size, f.Size)
 		}
 		if b, err := hex.DecodeString(h.SHA256); err != nil || len(b) != sha256.Size {
-			return c.invalid("hashed[%q].SHA256 %q is not a hex SHA-256", f.Path, h.SHA256)
+			return c.invalid("hashed[%q].SHA256 %q is not a hex SHA-256", p, h.SHA256)
 		}
 		crc := h.CRC32C
 		f.SHA256, f.md5, f.hashed, f.crc = h.SHA256, h.MD5, true, &crc
-	}
-	if used != len(c.hashed) {
-		for p := range c.hashed {
-			if !slices.ContainsFunc(files, func(f localFile) bool { return f.Path == p }) {
-				return c.invalid("hashed names %q, which is not a file of the directory", p)
-			}
-		}
 	}
 	return nil
 }

@@ -422,10 +422,9 @@ func (u *Uploader) put(ctx context.Context, f *localFile, c content, add func(in
 	}
 	var r io.Reader
 	var check *shaCheck
-	switch {
-	case c.buf != nil:
+	if c.buf != nil {
 		r = bytes.NewReader(c.bytes(f.Size))
-	default:
+	} else {
 		src, err := os.Open(f.abs)
 		if err != nil {
 			return "", local(err)
