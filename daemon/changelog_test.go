@@ -36,12 +36,32 @@ func pad(ctx context.Context, t *testing.T, state statedv1.StateClient, n int) {
 // writer moves a counter and its offset together while checkpoints are
 // taken, and every checkpoint, replayed from its base's tables, holds the
 // counter equal to its offset at the manifest's applied index.
+//
+// Each segment is written from the entries the leader's state machine
+// captured as it applied them; with a capture limit too small for any,
+// each is read back from the Raft log instead. Either way every
+// checkpoint is the same consistent cut.
 func TestEveryChangelogCheckpointIsAConsistentCut(t *testing.T) {
-	for i, s := range checkpointsUnderLoad(t, time.Hour) {
-		if want := i > 0; s.GetChangelog() != want || want && s.GetChangelogSegments() != uint64(i) {
-			t.Fatalf("checkpoint %d: changelog %t with %d segments; want the first to upload its tables and each after it one more segment on it",
-				s.GetEpoch(), s.GetChangelog(), s.GetChangelogSegments())
-		}
+	for _, tc := range []struct {
+		name     string
+		limit    int64  // 0: the daemon's own
+		wantLogs uint64 // segments read from the log
+	}{
+		{"segments from the captured entries", 0, 0},
+		{"segments read from the log", 1, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sums, st := checkpointsUnderLoad(t, time.Hour, tc.limit)
+			for i, s := range sums {
+				if want := i > 0; s.GetChangelog() != want || want && s.GetChangelogSegments() != uint64(i) {
+					t.Fatalf("checkpoint %d: changelog %t with %d segments; want the first to upload its tables and each after it one more segment on it",
+						s.GetEpoch(), s.GetChangelog(), s.GetChangelogSegments())
+				}
+			}
+			if st.ChangelogCheckpoints != 4 || st.ChangelogSegmentsFromLog != tc.wantLogs {
+				t.Fatalf("%d changelog checkpoints, %d segments read from the log; want 4 and %d", st.ChangelogCheckpoints, st.ChangelogSegmentsFromLog, tc.wantLogs)
+			}
+		})
 	}
 }
 
@@ -107,5 +127,47 @@ func TestChangelogCheckpointsUploadTheTablesAgainWhenTheyMust(t *testing.T) {
 	if st.GetChangelogCheckpoints() != 3 || st.GetMaterializeIntervalMillis() != every.Milliseconds() || st.GetFailures() != 0 || st.GetLastError() != "" {
 		t.Fatalf("status: %d changelog checkpoints, materialize interval %d ms, %d failures (%s); want 3, %d, 0",
 			st.GetChangelogCheckpoints(), st.GetMaterializeIntervalMillis(), st.GetFailures(), st.GetLastError(), every.Milliseconds())
+	}
+}
+
+// TestOnlyTheLeaderCapturesEntriesForChangelogSegments: with changelog
+// checkpoints on, the leader's state machine keeps the entries it applies
+// for the next segment and the followers' keep none; a leader that steps
+// down (here, removed from the cluster) stops within seconds.
+func TestOnlyTheLeaderCapturesEntriesForChangelogSegments(t *testing.T) {
+	bucket := fileBucket(t)
+	nodes := daemontest.StartCluster(t, 3, func(c *daemon.Config) {
+		c.CheckpointURL, c.CheckpointInterval = bucket, 0
+		c.CheckpointMaterializeInterval = time.Hour
+	})
+	ctx := testContext(t)
+	conn := dial(t, "unix://"+nodes[0].SocketPath())
+	state, cps := statedv1.NewStateClient(conn), statedv1.NewCheckpointsClient(conn)
+	pad(ctx, t, state, 200)
+	for i := range 2 {
+		pad(ctx, t, state, 1)
+		resp, err := cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.GetSummary().GetChangelog(); got != (i == 1) {
+			t.Fatalf("checkpoint %d: changelog %t", resp.GetSummary().GetEpoch(), got)
+		}
+	}
+	if st := nodes[0].CheckpointStatus(); st.ChangelogCheckpoints != 1 || st.ChangelogSegmentsFromLog != 0 {
+		t.Fatalf("the leader: %d changelog checkpoints, %d segments read from the log; want 1 and 0", st.ChangelogCheckpoints, st.ChangelogSegmentsFromLog)
+	}
+	for i, d := range nodes {
+		if got := daemon.ChangelogCapturing(d); got != (i == 0) {
+			t.Fatalf("%s (leader: %t) captures entries: %t", d.NodeID(), i == 0, got)
+		}
+	}
+	if err := nodes[0].Store().Remove(ctx, nodes[0].NodeID()); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); daemon.ChangelogCapturing(nodes[0]); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("10 s after it left the cluster the old leader still captures entries")
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -83,10 +84,14 @@ type CheckpointStatus struct {
 	// changelog checkpoints since build on (0: none yet), ChangelogBytes
 	// the segment bytes uploaded on it, and ChangelogCheckpoints counts
 	// the changelog checkpoints completed since the daemon started.
-	MaterializeInterval  time.Duration
-	ChangelogBaseEpoch   uint64
-	ChangelogBytes       int64
-	ChangelogCheckpoints uint64
+	// ChangelogSegmentsFromLog counts the segments written from the Raft
+	// log's entries read back, rather than from the entries the state
+	// machine captured as it applied them (changelogCaptureLimit).
+	MaterializeInterval      time.Duration
+	ChangelogBaseEpoch       uint64
+	ChangelogBytes           int64
+	ChangelogCheckpoints     uint64
+	ChangelogSegmentsFromLog uint64
 
 	InProgressEpoch      uint64
 	InProgressBytesDone  int64
@@ -114,11 +119,18 @@ type coordinator struct {
 	counter *fsm.CheckpointCounter
 	// materializeEvery is Config.CheckpointMaterializeInterval: above
 	// zero, checkpoints between table checkpoints are changelog
-	// checkpoints (changelog.go), whose segments are written under
-	// segmentDir before their upload; chain is the run loop's.
+	// checkpoints (changelog.go), whose segments, when read back from
+	// the Raft log, are written under segmentDir before their upload;
+	// chain is the run loop's.
 	materializeEvery time.Duration
-	segmentDir       string
-	chain            changelogChain
+	// capturing is whether this node's state machine captures the
+	// entries it applies for changelog segments, holding at most
+	// captureLimit bytes (changelogCaptureLimit unless a test sets it);
+	// set by the run loop alone.
+	capturing    atomic.Bool
+	captureLimit int64
+	segmentDir   string
+	chain        changelogChain
 
 	triggers chan *trigger
 	// cutHook, for tests, may replace the local checkpoint directory of
@@ -182,7 +194,7 @@ func openCoordinator(ctx context.Context, cfg Config, store *raftstore.Store, lo
 		retain: cfg.CheckpointRetain, every: cfg.CheckpointInterval, pollFor: 50 * time.Millisecond,
 		triggers: make(chan *trigger), stateDir: filepath.Join(cfg.DataDir, stateDirName),
 		counter:          fsm.NewCheckpointCounter(filepath.Join(cfg.DataDir, fsm.CountBaseDir)),
-		materializeEvery: cfg.CheckpointMaterializeInterval, segmentDir: filepath.Join(cfg.DataDir, changelogUploadDirName),
+		materializeEvery: cfg.CheckpointMaterializeInterval, captureLimit: changelogCaptureLimit, segmentDir: filepath.Join(cfg.DataDir, changelogUploadDirName),
 	}
 	// A changelog checkpoint's segment that a crash left behind.
 	if err := os.RemoveAll(c.segmentDir); err != nil {
@@ -242,11 +254,20 @@ func (c *coordinator) run(ctx context.Context) {
 		defer t.Stop()
 		tick = t.C
 	}
+	// A node that stops leading stops capturing applied entries for
+	// changelog segments (changelog.go) within a second.
+	leadPoll := time.NewTicker(time.Second)
+	defer leadPoll.Stop()
 	for {
 		var tr *trigger
 		select {
 		case <-ctx.Done():
 			return
+		case <-leadPoll.C:
+			if c.capturing.Load() && !c.store.IsLeader() {
+				c.capture(false)
+			}
+			continue
 		case <-tick:
 			if !c.store.IsLeader() {
 				continue
@@ -296,6 +317,7 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	go c.watchLeadership(ctx, cancel)
 
 	start := time.Now()
+	c.capture(c.materializeEvery > 0)
 	if prev := c.changelogDue(start); prev != nil {
 		c.changelogCheckpoint(ctx, tr, start, prev)
 		return
@@ -313,6 +335,7 @@ func (c *coordinator) tableCheckpoint(ctx context.Context, cancel context.Cancel
 		c.logger.Warn("daemon: flush before checkpoint", "error", err)
 	}
 	cp, ok := c.barrier(ctx, tr, c.store.Checkpoint)
+	cp.Captured.Release() // what the next changelog segment needs starts after it
 	if !ok {
 		return
 	}

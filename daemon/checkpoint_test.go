@@ -72,7 +72,7 @@ func restoreState(t *testing.T, up *uploader.Uploader, m *uploader.Manifest) *fs
 // counter and its offset together (counter n, offset n) while checkpoints
 // are taken; every manifest's offset equals the counter in its files.
 func TestEveryCheckpointsOffsetsMatchItsState(t *testing.T) {
-	checkpointsUnderLoad(t, 0)
+	checkpointsUnderLoad(t, 0, 0)
 }
 
 // checkpointsUnderLoad takes five checkpoints while a writer moves a
@@ -80,13 +80,18 @@ func TestEveryCheckpointsOffsetsMatchItsState(t *testing.T) {
 // holds the counter equal to its offset, at the manifest's applied index
 // and term. materialize is Config.CheckpointMaterializeInterval; with it
 // the state is padded first, so that the checkpoints after the first are
-// changelog ones. It returns the checkpoints' summaries.
-func checkpointsUnderLoad(t *testing.T, materialize time.Duration) []*statedv1.CheckpointSummary {
+// changelog ones. captureLimit, if not 0, bounds the applied entries the
+// state machine holds for the next changelog segment. It returns the
+// checkpoints' summaries and the daemon's checkpoint status.
+func checkpointsUnderLoad(t *testing.T, materialize time.Duration, captureLimit int64) ([]*statedv1.CheckpointSummary, daemon.CheckpointStatus) {
 	bucket := fileBucket(t)
 	d := daemontest.Start(t, func(c *daemon.Config) {
 		c.CheckpointURL, c.CheckpointInterval, c.CheckpointRetain = bucket, 0, 10
 		c.CheckpointMaterializeInterval = materialize
 	})
+	if captureLimit != 0 {
+		daemon.SetChangelogCaptureLimit(d, captureLimit)
+	}
 	conn := dial(t, "unix://"+d.SocketPath())
 	state, cps := statedv1.NewStateClient(conn), statedv1.NewCheckpointsClient(conn)
 	ctx := testContext(t)
@@ -155,7 +160,7 @@ func checkpointsUnderLoad(t *testing.T, materialize time.Duration) []*statedv1.C
 		}
 		t.Logf("checkpoint %d at index %d: counter = offset = %d, %d files, changelog %t", m.Epoch, m.RaftIndex, ent.Counter, len(m.Files), m.Changelog != nil)
 	}
-	return sums
+	return sums, d.CheckpointStatus()
 }
 
 func TestCheckpointCommandsAndStatus(t *testing.T) {

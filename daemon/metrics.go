@@ -75,6 +75,7 @@ func (d *Daemon) checkpointStats() metrics.CheckpointStats {
 		Enabled: st.Enabled, Completed: st.Completed, Failures: st.Failures, BytesUploaded: uint64(st.BytesUploadedTotal),
 		KafkaCommits: st.KafkaCommits, KafkaCommitErrors: st.KafkaCommitErrors, KafkaMemberCommits: st.KafkaMemberCommits,
 		ChangelogCompleted: st.ChangelogCheckpoints, ChangelogBytes: uint64(st.ChangelogBytes),
+		ChangelogSegmentsFromLog: st.ChangelogSegmentsFromLog,
 	}
 	if cs, err := d.store.CheckpointState(); err == nil && cs.Completed > 0 {
 		s.LastEpoch = cs.Completed

@@ -39,6 +39,14 @@ func (s *Store) barrier(ctx context.Context, changelog bool) (fsm.CheckpointResu
 	return *res.Checkpoint, err
 }
 
+// CaptureChangelog turns on the state machine's capture of the command
+// entries it applies, holding at most limit bytes of them between two
+// barriers, or turns it off when limit is 0: a barrier's
+// CheckpointResult.Captured then holds the entries since the barrier
+// before, for a changelog segment written without reading the Raft log
+// (fsm.CapturedChangelog).
+func (s *Store) CaptureChangelog(limit int64) { s.fsm.CaptureChangelog(limit) }
+
 // LogHolds reports whether this node's Raft log still holds every entry
 // from first on (none of them compacted into a snapshot).
 func (s *Store) LogHolds(first uint64) bool {

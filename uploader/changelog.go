@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -118,6 +119,30 @@ func (u *Uploader) UploadChangelog(ctx context.Context, prev *Manifest, dir stri
 	return u.uploadTimed(ctx, dir, meta, progress, nil, &chain{prev: prev, cl: cl, meta: meta, hashed: hashed})
 }
 
+// Segment is a changelog checkpoint's new file held in memory rather
+// than in a directory: its path in the checkpoint (under changelog/),
+// what its bytes hash to, computed as they were made (a Hasher), and a
+// source of those bytes, which each call of Open reads from the start.
+// The upload reads it once to send it, checked against Hashed.CRC32C as
+// a hashed file is, and again only to send it again.
+type Segment struct {
+	Path   string
+	Hashed Hashed
+	Open   func() io.Reader
+}
+
+// UploadChangelogSegments is UploadChangelog with the new files held in
+// memory instead of in a directory: segs take the place of the
+// directory's files (and of hashed), in replay order as cl.Segments
+// lists them. Besides UploadChangelog's refusals, it refuses with
+// ErrInvalid, before anything is written, no segment, a segment without a
+// path or Open, two with one path, and a Hashed that is not one (no
+// bytes, no hex SHA-256, or no MD5 for a bucket that checks MD5s).
+func (u *Uploader) UploadChangelogSegments(ctx context.Context, prev *Manifest, meta Meta, cl Changelog, segs []Segment, progress Progress) (*Manifest, UploadStats, error) {
+	cl.Segments = slices.Clone(cl.Segments)
+	return u.uploadTimed(ctx, "", meta, progress, nil, &chain{prev: prev, cl: cl, meta: meta, mem: slices.Clone(segs), inMemory: true})
+}
+
 // chain is what a changelog checkpoint takes from the checkpoint before
 // it. A table checkpoint has none: the methods of a nil chain do nothing.
 type chain struct {
@@ -125,6 +150,44 @@ type chain struct {
 	cl     Changelog
 	meta   Meta              // the new checkpoint's
 	hashed map[string]Hashed // by path in the directory
+	// inMemory is set when the new files are mem, held in memory, and
+	// there is no directory.
+	inMemory bool
+	mem      []Segment
+}
+
+// memFiles returns the new files held in memory, sorted by path as a
+// directory's are.
+func (c *chain) memFiles(u *Uploader) ([]localFile, error) {
+	if len(c.mem) == 0 {
+		return nil, c.invalid("no segment to upload")
+	}
+	files := make([]localFile, 0, len(c.mem))
+	seen := map[string]bool{}
+	for i, sg := range c.mem {
+		h := sg.Hashed
+		switch {
+		case sg.Path == "":
+			return nil, c.invalid("segment %d has no path", i)
+		case seen[sg.Path]:
+			return nil, c.invalid("segment %s is given twice", sg.Path)
+		case sg.Open == nil:
+			return nil, c.invalid("segment %s has no Open", sg.Path)
+		case h.Size <= 0:
+			return nil, c.invalid("segment %s is of %d bytes", sg.Path, h.Size)
+		case u.wantMD5 && len(h.MD5) == 0:
+			return nil, c.invalid("segment %s: Hashed has no MD5, which this bucket checks (hash with Uploader.NewHasher)", sg.Path)
+		}
+		if b, err := hex.DecodeString(h.SHA256); err != nil || len(b) != sha256.Size {
+			return nil, c.invalid("segment %s: Hashed.SHA256 %q is not a hex SHA-256", sg.Path, h.SHA256)
+		}
+		seen[sg.Path] = true
+		crc := h.CRC32C
+		files = append(files, localFile{File: File{Path: sg.Path, Size: h.Size, SHA256: h.SHA256},
+			abs: "(in memory) " + sg.Path, md5: h.MD5, hashed: true, crc: &crc, open: sg.Open})
+	}
+	slices.SortFunc(files, func(a, b localFile) int { return strings.Compare(a.Path, b.Path) })
+	return files, nil
 }
 
 // useHashed gives the files of the directory what their writer hashed.

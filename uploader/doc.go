@@ -43,6 +43,8 @@
 // checks MD5s) and gives UploadChangelog the result (Hashed), so that the
 // upload does not read it to hash it; it sends it checked against the
 // CRC-32C, abandoning the write if the bytes read are not those hashed.
+// A segment held in memory goes to UploadChangelogSegments instead, with
+// its Hashed and a source of its bytes (Segment): no directory, no file.
 // A changelog upload lists the bucket only at the commit point (and
 // after the manifest, as every upload does): its new files are segments
 // no one sent before, and its inherited files were all in the bucket

@@ -93,13 +93,14 @@ type sealed struct {
 	md5 []byte
 }
 
-// seal encrypts the file at src into a temporary file in dir and returns
-// it with the ciphertext's checksums; plainSHA is checked against the
-// bytes read, so a file that changed since it was hashed is refused.
-func (u *Uploader) seal(ctx context.Context, src, dir, plainSHA string, size int64) (_ sealed, err error) {
-	in, err := os.Open(src)
+// seal encrypts src's bytes (its file, or those it holds in memory) into
+// a temporary file in dir and returns it with the ciphertext's checksums;
+// plainSHA is checked against the bytes read, so a file that changed
+// since it was hashed is refused.
+func (u *Uploader) seal(ctx context.Context, src *localFile, dir, plainSHA string, size int64) (_ sealed, err error) {
+	in, err := src.reader()
 	if err != nil {
-		return sealed{}, local(err)
+		return sealed{}, err
 	}
 	defer in.Close()
 	out, err := os.CreateTemp(dir, ".seal-*.tmp")
@@ -158,7 +159,7 @@ func (u *Uploader) seal(ctx context.Context, src, dir, plainSHA string, size int
 		return sealed{}, err
 	}
 	if got := hex.EncodeToString(hp.Sum(nil)); total != size || got != plainSHA {
-		return sealed{}, local(fmt.Errorf("%s changed after it was hashed (%d bytes, SHA-256 %s; want %d, %s)", src, total, got, size, plainSHA))
+		return sealed{}, local(fmt.Errorf("%s changed after it was hashed (%d bytes, SHA-256 %s; want %d, %s)", src.abs, total, got, size, plainSHA))
 	}
 	fi, err := out.Stat()
 	if err != nil {
@@ -249,7 +250,7 @@ func chunkAD(idx uint64, last bool) []byte {
 // putSealed seals f and sends its blob in one attempt; in a file://
 // bucket it returns the path of the blob's file, still to be fsynced.
 func (u *Uploader) putSealed(ctx context.Context, f *localFile, add func(int64)) (string, error) {
-	s, err := u.seal(ctx, f.abs, u.cfg.TempDir, f.SHA256, f.Size)
+	s, err := u.seal(ctx, f, u.cfg.TempDir, f.SHA256, f.Size)
 	if err != nil {
 		return "", err
 	}

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
 	"maps"
 	"math/rand/v2"
 	"os"
@@ -83,30 +85,42 @@ func TestChangelogUploadOfHashedSegmentsSendsThemWithoutHashingThem(t *testing.T
 
 // TestChangelogUploadOfAHashedSegmentThatChangedFails: a segment whose
 // bytes are not those its writer hashed (same size, one byte changed) is
-// not stored under the hashed name, and no manifest is written.
+// not stored under the hashed name, and no manifest is written, whether
+// it is a file (UploadChangelog) or held in memory
+// (UploadChangelogSegments).
 func TestChangelogUploadOfAHashedSegmentThatChangedFails(t *testing.T) {
-	ctx := testCtx(t)
-	b := open(t, fileURL(t.TempDir()))
-	u := newUploader(t, b)
-	r := rand.New(rand.NewPCG(22, 22))
-	dir, _ := checkpointDir(t, r, 2)
-	m1, _, err := u.Upload(ctx, dir, meta(1), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := randomBytes(r, 1<<20)
-	hashed := hashedAs(u, data)
-	data[len(data)/2] ^= 0x40
-	_, _, err = u.UploadChangelog(ctx, m1, segmentDir(t, map[string][]byte{seg1: data}), meta(2),
-		uploader.Changelog{BaseEpoch: 1, BaseIndex: 100, Segments: []string{seg1}}, map[string]uploader.Hashed{seg1: hashed}, nil)
-	if err == nil || !strings.Contains(err.Error(), "changed after it was hashed: CRC-32C") {
-		t.Fatalf("UploadChangelog = %v; want the change found by the CRC-32C", err)
-	}
-	if _, err := u.Get(ctx, 2); !errors.Is(err, uploader.ErrNotFound) {
-		t.Fatalf("the failed upload left checkpoint 2: %v", err)
-	}
-	if ok, err := b.Exists(ctx, uploader.BlobKey(hashed.SHA256)); err != nil || ok {
-		t.Fatalf("blob %s exists: %t, %v; want none under the hashed name", uploader.BlobKey(hashed.SHA256), ok, err)
+	for _, inMemory := range []bool{false, true} {
+		t.Run(fmt.Sprintf("in memory %t", inMemory), func(t *testing.T) {
+			ctx := testCtx(t)
+			b := open(t, fileURL(t.TempDir()))
+			u := newUploader(t, b)
+			r := rand.New(rand.NewPCG(22, 22))
+			dir, _ := checkpointDir(t, r, 2)
+			m1, _, err := u.Upload(ctx, dir, meta(1), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := randomBytes(r, 1<<20)
+			hashed := hashedAs(u, data)
+			data[len(data)/2] ^= 0x40
+			cl := uploader.Changelog{BaseEpoch: 1, BaseIndex: 100, Segments: []string{seg1}}
+			if inMemory {
+				_, _, err = u.UploadChangelogSegments(ctx, m1, meta(2), cl,
+					[]uploader.Segment{{Path: seg1, Hashed: hashed, Open: func() io.Reader { return bytes.NewReader(data) }}}, nil)
+			} else {
+				_, _, err = u.UploadChangelog(ctx, m1, segmentDir(t, map[string][]byte{seg1: data}), meta(2), cl,
+					map[string]uploader.Hashed{seg1: hashed}, nil)
+			}
+			if err == nil || !strings.Contains(err.Error(), "changed after it was hashed: CRC-32C") {
+				t.Fatalf("upload = %v; want the change found by the CRC-32C", err)
+			}
+			if _, err := u.Get(ctx, 2); !errors.Is(err, uploader.ErrNotFound) {
+				t.Fatalf("the failed upload left checkpoint 2: %v", err)
+			}
+			if ok, err := b.Exists(ctx, uploader.BlobKey(hashed.SHA256)); err != nil || ok {
+				t.Fatalf("blob %s exists: %t, %v; want none under the hashed name", uploader.BlobKey(hashed.SHA256), ok, err)
+			}
+		})
 	}
 }
 
@@ -152,5 +166,118 @@ func TestUploadChangelogRefusesHashedEntriesThatDoNotFit(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(seg, filepath.FromSlash(seg1))); err != nil {
 		t.Fatalf("the segment is gone after the refusals: %v", err)
+	}
+}
+
+// TestChangelogUploadOfSegmentsHeldInMemory: UploadChangelogSegments
+// sends segments from memory (no directory at all) as UploadChangelog
+// sends hashed files: nothing hashed again, the blob under the segment's
+// SHA-256, and a checkpoint that verifies and downloads; on a file
+// bucket, on S3 (which checks MD5s) and encrypted. A second changelog
+// checkpoint continues the first.
+func TestChangelogUploadOfSegmentsHeldInMemory(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		url     func(t *testing.T) string
+		encrypt bool
+	}{
+		{"file", func(t *testing.T) string { return fileURL(t.TempDir()) }, false},
+		{"s3", s3Server, false},
+		{"file, encrypted", func(t *testing.T) string { return fileURL(t.TempDir()) }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			b := open(t, tc.url(t))
+			u := newUploader(t, b)
+			if tc.encrypt {
+				u = newUploader(t, b, withKey(t, testKeyURL))
+			}
+			r := rand.New(rand.NewPCG(24, 24))
+			dir, base := checkpointDir(t, r, 2)
+			m1, _, err := u.Upload(ctx, dir, meta(1), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := maps.Clone(base)
+			prev := m1
+			for i, p := range []string{seg1, seg2} {
+				data := randomBytes(r, 3<<20+i)
+				opens := 0
+				seg := uploader.Segment{Path: p, Hashed: hashedAs(u, data), Open: func() io.Reader { opens++; return bytes.NewReader(data) }}
+				m, st, err := u.UploadChangelogSegments(ctx, prev, meta(uint64(2+i)),
+					uploader.Changelog{BaseEpoch: 1, BaseIndex: 100, Segments: []string{seg1, seg2}[:i+1]}, []uploader.Segment{seg}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.FilesHashed != 0 || st.FilesUploaded != 1 || st.BytesUploaded == 0 || opens != 1 {
+					t.Fatalf("segment %s: stats %+v, read %d times; want it sent once and nothing hashed", p, st, opens)
+				}
+				if !tc.encrypt {
+					if got, err := b.ReadAll(ctx, uploader.BlobKey(seg.Hashed.SHA256)); err != nil || !bytes.Equal(got, data) {
+						t.Fatalf("blob %s: %d bytes, %v; want the segment", uploader.BlobKey(seg.Hashed.SHA256), len(got), err)
+					}
+				}
+				if probs, err := u.Verify(ctx, m); err != nil || len(probs) != 0 {
+					t.Fatalf("Verify = %+v, %v", probs, err)
+				}
+				out := filepath.Join(t.TempDir(), "restore")
+				if _, err := u.Download(ctx, m, out, nil); err != nil {
+					t.Fatal(err)
+				}
+				want[p] = data
+				sameFiles(t, out, want)
+				prev = m
+			}
+		})
+	}
+}
+
+// TestUploadChangelogSegmentsRefusesSegmentsThatAreNotWhole: each
+// refusal is ErrInvalid naming what is wrong, and nothing is written.
+func TestUploadChangelogSegmentsRefusesSegmentsThatAreNotWhole(t *testing.T) {
+	ctx := testCtx(t)
+	b := open(t, fileURL(t.TempDir()))
+	u := newUploader(t, b)
+	r := rand.New(rand.NewPCG(26, 26))
+	dir, _ := checkpointDir(t, r, 2)
+	m1, _, err := u.Upload(ctx, dir, meta(1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(r, 1000)
+	h := hashedAs(u, data)
+	openData := func() io.Reader { return bytes.NewReader(data) }
+	notSHA := h
+	notSHA.SHA256 = "abc"
+	empty := h
+	empty.Size = 0
+	cl := uploader.Changelog{BaseEpoch: 1, BaseIndex: 100, Segments: []string{seg1}}
+	for _, tc := range []struct {
+		name string
+		segs []uploader.Segment
+		cl   uploader.Changelog
+		want string
+	}{
+		{"no segment", nil, cl, "no segment"},
+		{"no Open", []uploader.Segment{{Path: seg1, Hashed: h}}, cl, "has no Open"},
+		{"no path", []uploader.Segment{{Hashed: h, Open: openData}}, cl, "has no path"},
+		{"a path twice", []uploader.Segment{{Path: seg1, Hashed: h, Open: openData}, {Path: seg1, Hashed: h, Open: openData}},
+			uploader.Changelog{BaseEpoch: 1, BaseIndex: 100, Segments: []string{seg1, seg1}}, "given twice"},
+		{"not a SHA-256", []uploader.Segment{{Path: seg1, Hashed: notSHA, Open: openData}}, cl, "not a hex SHA-256"},
+		{"no bytes", []uploader.Segment{{Path: seg1, Hashed: empty, Open: openData}}, cl, "is of 0 bytes"},
+		{"not in the changelog", []uploader.Segment{{Path: seg2, Hashed: h, Open: openData}}, cl, "is not a file of the directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := u.UploadChangelogSegments(ctx, m1, meta(2), tc.cl, tc.segs, nil)
+			if !errors.Is(err, uploader.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("UploadChangelogSegments = %v; want ErrInvalid saying %q", err, tc.want)
+			}
+			if ok, err := b.Exists(ctx, uploader.BlobKey(h.SHA256)); err != nil || ok {
+				t.Fatalf("blob %s exists: %t, %v; want nothing written", uploader.BlobKey(h.SHA256), ok, err)
+			}
+			if _, err := u.Get(ctx, 2); !errors.Is(err, uploader.ErrNotFound) {
+				t.Fatalf("the refused upload left checkpoint 2: %v", err)
+			}
+		})
 	}
 }

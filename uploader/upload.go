@@ -50,6 +50,21 @@ type localFile struct {
 	// crc, when set, is the CRC-32C of the bytes its writer hashed
 	// (Hashed): the file is sent checked against it, not hashed again.
 	crc *uint32
+	// open, when set, gives the bytes of a file held in memory
+	// (Segment), which has no file at abs.
+	open func() io.Reader
+}
+
+// reader opens f's bytes: its file, or those held in memory.
+func (f *localFile) reader() (io.ReadCloser, error) {
+	if f.open != nil {
+		return io.NopCloser(f.open()), nil
+	}
+	src, err := os.Open(f.abs)
+	if err != nil {
+		return nil, local(err)
+	}
+	return src, nil
 }
 
 // storedMD5 is the MD5 of f's blob, if known.
@@ -122,7 +137,13 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 	u.gcMu.RLock()
 	defer u.gcMu.RUnlock()
 	u.seed(ctx)
-	files, err := u.scan(dir)
+	var files []localFile
+	var err error
+	if ch != nil && ch.inMemory {
+		files, err = ch.memFiles(u)
+	} else {
+		files, err = u.scan(dir)
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -425,9 +446,9 @@ func (u *Uploader) put(ctx context.Context, f *localFile, c content, add func(in
 	if c.buf != nil {
 		r = bytes.NewReader(c.bytes(f.Size))
 	} else {
-		src, err := os.Open(f.abs)
+		src, err := f.reader()
 		if err != nil {
-			return "", local(err)
+			return "", err
 		}
 		defer src.Close()
 		if f.crc != nil {

@@ -29,6 +29,10 @@ type CheckpointStats struct {
 	// current base (what a restore of the newest checkpoint replays).
 	ChangelogCompleted uint64
 	ChangelogBytes     uint64
+	// ChangelogSegmentsFromLog counts the changelog segments written
+	// from entries read back from the Raft log, not from those the state
+	// machine captured as it applied them.
+	ChangelogSegmentsFromLog uint64
 }
 
 // Checkpoints reports the coordinator's checkpoints: counters and the
@@ -41,6 +45,7 @@ type Checkpoints struct {
 	epoch, lastAt, completed, failures, bytes *prometheus.Desc
 	kafkaCommits, kafkaErrors, kafkaMember    *prometheus.Desc
 	changelogCompleted, changelogBytes        *prometheus.Desc
+	changelogFromLog                          *prometheus.Desc
 }
 
 // NewCheckpoints makes the checkpoint instruments over stats and
@@ -63,6 +68,7 @@ func NewCheckpoints(reg prometheus.Registerer, stats func() CheckpointStats) *Ch
 		kafkaMember:        d("stated_kafka_offset_commits_left_to_members_total", "Consumer groups with live members, which commit their own checkpointed offsets; Kafka refuses the daemon's commit for them."),
 		changelogCompleted: d("stated_checkpoint_changelog_completed_total", "Changelog checkpoints (--checkpoint-materialize-interval) among the checkpoints this node completed as leader."),
 		changelogBytes:     d("stated_checkpoint_changelog_bytes", "Bytes of the changelog segments this node uploaded on the table checkpoint its newest checkpoints build on: what a restore of the newest one replays; 0 after a table checkpoint."),
+		changelogFromLog:   d("stated_checkpoint_changelog_segments_from_log_total", "Changelog segments this node wrote from entries read back from the Raft log, because the entries it captured as it applied them did not cover the segment (the first after becoming leader, a failed checkpoint, or more than 64 MiB of entries since the checkpoint before)."),
 	}
 	reg.MustRegister(c.duration, c)
 	return c
@@ -74,7 +80,7 @@ func (c *Checkpoints) Observe(d time.Duration) { c.duration.Observe(d.Seconds())
 // Describe implements prometheus.Collector.
 func (c *Checkpoints) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.epoch, c.lastAt, c.completed, c.failures, c.bytes, c.kafkaCommits, c.kafkaErrors, c.kafkaMember,
-		c.changelogCompleted, c.changelogBytes} {
+		c.changelogCompleted, c.changelogBytes, c.changelogFromLog} {
 		ch <- d
 	}
 }
@@ -100,4 +106,5 @@ func (c *Checkpoints) Collect(ch chan<- prometheus.Metric) {
 	m(c.kafkaMember, prometheus.CounterValue, float64(s.KafkaMemberCommits))
 	m(c.changelogCompleted, prometheus.CounterValue, float64(s.ChangelogCompleted))
 	m(c.changelogBytes, prometheus.GaugeValue, float64(s.ChangelogBytes))
+	m(c.changelogFromLog, prometheus.CounterValue, float64(s.ChangelogSegmentsFromLog))
 }

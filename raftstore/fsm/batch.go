@@ -72,6 +72,7 @@ func (f *FSM) applyBatch(logs []*raft.Log) []interface{} {
 			out[i] = &Result{Index: l.Index}
 			continue
 		}
+		f.captureEntry(l)
 		out[i] = g.apply(l)
 	}
 	g.commit()

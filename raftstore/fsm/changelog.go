@@ -116,10 +116,7 @@ func CreateChangelogSegment(path string, first, last uint64, tee io.Writer) (*Ch
 		out = io.MultiWriter(f, tee)
 	}
 	w := &ChangelogWriter{path: path, first: first, last: last, f: f, w: bufio.NewWriterSize(out, 256<<10)}
-	h := append([]byte(changelogMagic), changelogFormat)
-	h = binary.AppendUvarint(h, first)
-	h = binary.AppendUvarint(h, last)
-	if err := w.write(appendCRC(h), nil); err != nil {
+	if err := w.write(segmentHeader(first, last), nil); err != nil {
 		w.Abort()
 		return nil, err
 	}
@@ -145,10 +142,8 @@ func (w *ChangelogWriter) Append(l *raft.Log) error {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
-	w.buf = binary.AppendUvarint(w.buf[:0], l.Index)
-	w.buf = binary.AppendUvarint(w.buf, l.Term)
-	w.buf = binary.AppendUvarint(w.buf, uint64(len(l.Data)))
-	crc := crc32.Update(crc32.Checksum(w.buf, crcTable), crcTable, l.Data)
+	w.buf = appendRecordHead(w.buf[:0], l)
+	crc := recordCRC(w.buf, l.Data)
 	if err := w.write(w.buf, l.Data); err != nil {
 		return err
 	}
@@ -172,8 +167,7 @@ func (w *ChangelogWriter) Close() error {
 	if w.closed {
 		return fmt.Errorf("fsm: changelog segment %s: closed twice", w.path)
 	}
-	t := binary.AppendUvarint(append(w.buf[:0], changelogTrailer), w.count)
-	if err := w.write(appendCRC(t), nil); err != nil {
+	if err := w.write(segmentTrailer(w.count), nil); err != nil {
 		return err
 	}
 	err := w.w.Flush()
@@ -211,6 +205,31 @@ func (w *ChangelogWriter) write(a, b []byte) error {
 		w.bytes += int64(len(p))
 	}
 	return nil
+}
+
+// segmentHeader is a segment's header for the entries first..last.
+func segmentHeader(first, last uint64) []byte {
+	h := append([]byte(changelogMagic), changelogFormat)
+	h = binary.AppendUvarint(h, first)
+	return appendCRC(binary.AppendUvarint(h, last))
+}
+
+// segmentTrailer is the trailer of a segment of count records.
+func segmentTrailer(count uint64) []byte {
+	return appendCRC(binary.AppendUvarint([]byte{changelogTrailer}, count))
+}
+
+// appendRecordHead appends the part of l's record before its data: index,
+// term, length.
+func appendRecordHead(b []byte, l *raft.Log) []byte {
+	b = binary.AppendUvarint(b, l.Index)
+	b = binary.AppendUvarint(b, l.Term)
+	return binary.AppendUvarint(b, uint64(len(l.Data)))
+}
+
+// recordCRC is the CRC-32C a record ends with: of its head, then its data.
+func recordCRC(head, data []byte) uint32 {
+	return crc32.Update(crc32.Checksum(head, crcTable), crcTable, data)
 }
 
 // appendCRC appends the CRC-32C of b to it.

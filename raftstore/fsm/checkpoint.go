@@ -38,7 +38,12 @@ type CheckpointResult struct {
 	// be read.
 	Changelog bool
 	Info      *CheckpointInfo
-	done      chan struct{}
+	// Captured, when capture is on (FSM.CaptureChangelog) and held every
+	// command entry since the barrier before, is their records up to
+	// this barrier, for the changelog segment that ends here. Whoever
+	// takes the result releases it.
+	Captured *CapturedChangelog
+	done     chan struct{}
 }
 
 // Wait blocks until the local checkpoint is made, or failed, and returns
@@ -163,9 +168,11 @@ func (f *FSM) barrier(l *raft.Log, epoch uint64, changelog bool) *CheckpointResu
 	case changelog:
 		// Not lastCkpt: that is the newest local checkpoint, which
 		// removals wait for (removeUploaded), and this makes none.
-		return f.changelogCut(l, epoch)
+		cp := f.changelogCut(l, epoch)
+		cp.Captured = f.sealCapture(l)
+		return cp
 	}
-	cp := &CheckpointResult{Epoch: epoch, Index: l.Index, Term: l.Term}
+	cp := &CheckpointResult{Epoch: epoch, Index: l.Index, Term: l.Term, Captured: f.sealCapture(l)}
 	f.startCheckpoint(cp)
 	f.lastCkpt = cp
 	return cp

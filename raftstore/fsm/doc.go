@@ -21,7 +21,12 @@
 //     applies the Raft log's entries from changelog segments
 //     (ChangelogWriter) onto an earlier checkpoint's tables through the
 //     same apply path, and refuses a result that is not the cut it was
-//     given.
+//     given. With CaptureChangelog on (the leader, while changelog
+//     checkpoints are), the apply loop also keeps each command entry it
+//     applies, as its segment record, in memory, and every barrier hands
+//     over what it kept since the one before (CheckpointResult.Captured):
+//     a segment is then made of it in memory (CapturedChangelog.Segment),
+//     not read back from the Raft log into a file.
 //
 // Key layout (see keys.go) keeps (namespace, key, kind, sub-key) in Pebble's
 // byte order, so a namespace, a key or a key prefix is one contiguous range.

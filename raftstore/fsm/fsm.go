@@ -58,6 +58,9 @@ type FSM struct {
 	// removals are the removals of uploaded local checkpoints, made in the
 	// background one after the other (see removeUploaded).
 	removals removalQueue
+	// capture, when not nil, is the apply loop's capture of the command
+	// entries it applies for the next changelog segment (capture.go).
+	capture *capture
 
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed and replaced whenever applied moves

@@ -17,7 +17,7 @@ import (
 	"github.com/statedhq/stated/raftstore/command"
 )
 
-func openFSM(t *testing.T) *FSM {
+func openFSM(t testing.TB) *FSM {
 	t.Helper()
 	f, err := Open(filepath.Join(t.TempDir(), "state"), nil)
 	if err != nil {

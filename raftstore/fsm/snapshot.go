@@ -437,6 +437,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return f.reopenAfterFailedSwap(fmt.Errorf("fsm: restore: %w", err))
 	}
 	f.snaps.restored.Add(1)
+	f.breakCapture()
 	// The log now starts after the restored snapshot.
 	f.logBytes.markSnapshot()
 	return nil
