@@ -125,12 +125,17 @@ type coordinator struct {
 	materializeEvery time.Duration
 	// capturing is whether this node's state machine captures the
 	// entries it applies for changelog segments, holding at most
-	// captureLimit bytes (changelogCaptureLimit unless a test sets it);
-	// set by the run loop alone.
+	// captureLimit bytes (Config.CheckpointChangelogMemory; 0 captures
+	// nothing); set by the run loop alone.
 	capturing    atomic.Bool
 	captureLimit int64
 	segmentDir   string
 	chain        changelogChain
+	// collectPending is set when this node's last full retention
+	// (uploader.Retain, which collects unreferenced blobs) failed, so
+	// that the next checkpoint runs one even if it is a changelog
+	// checkpoint; the run loop's alone.
+	collectPending bool
 
 	triggers chan *trigger
 	// cutHook, for tests, may replace the local checkpoint directory of
@@ -194,7 +199,7 @@ func openCoordinator(ctx context.Context, cfg Config, store *raftstore.Store, lo
 		retain: cfg.CheckpointRetain, every: cfg.CheckpointInterval, pollFor: 50 * time.Millisecond,
 		triggers: make(chan *trigger), stateDir: filepath.Join(cfg.DataDir, stateDirName),
 		counter:          fsm.NewCheckpointCounter(filepath.Join(cfg.DataDir, fsm.CountBaseDir)),
-		materializeEvery: cfg.CheckpointMaterializeInterval, captureLimit: changelogCaptureLimit, segmentDir: filepath.Join(cfg.DataDir, changelogUploadDirName),
+		materializeEvery: cfg.CheckpointMaterializeInterval, captureLimit: cfg.CheckpointChangelogMemory, segmentDir: filepath.Join(cfg.DataDir, changelogUploadDirName),
 	}
 	// A changelog checkpoint's segment that a crash left behind.
 	if err := os.RemoveAll(c.segmentDir); err != nil {
@@ -462,12 +467,18 @@ func (c *coordinator) conclude(ctx context.Context, tr *trigger, m *uploader.Man
 	// one it follows), so after one only the old manifests go, without
 	// listing files/ or reading a manifest; the blobs no manifest
 	// references any more wait for the Retain after the next table
-	// checkpoint, which the materialize interval brings.
+	// checkpoint, which the materialize interval brings, unless the last
+	// Retain failed: then the next checkpoint, of either kind, runs it.
+	full := m.Changelog == nil || c.collectPending
 	retain := c.up.Retain
-	if m.Changelog != nil {
+	if !full {
 		retain = c.up.RetainManifests
 	}
-	if _, err := retain(ctx, c.retain); err != nil {
+	_, err := retain(ctx, c.retain)
+	if full {
+		c.collectPending = err != nil
+	}
+	if err != nil {
 		c.logger.Warn("daemon: checkpoint retention", "error", err)
 		c.mu.Lock()
 		c.st.LastError, c.st.LastErrorAt = "retention: "+err.Error(), time.Now()
