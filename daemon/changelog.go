@@ -85,16 +85,18 @@ func (c *coordinator) changelogDue(now time.Time) *uploader.Manifest {
 	return nil
 }
 
-// changelogCaptureLimit bounds what the leader's state machine holds of
-// the entries it applied since the last checkpoint barrier, to write the
-// next changelog segment from (fsm.CapturedChangelog) rather than read
-// the entries back from the Raft log. Past it, the segment is read from
-// the log. The growth study's 1 s row at 1 GB makes segments of 40-45 MB.
-const changelogCaptureLimit = 64 << 20
+// DefaultCheckpointChangelogMemory is DefaultConfig's
+// CheckpointChangelogMemory: what the leader's state machine holds of the
+// entries it applied since the last checkpoint barrier, to write the next
+// changelog segment from (fsm.CapturedChangelog) rather than read the
+// entries back from the Raft log. The growth study's 1 s row at 1 GB
+// makes segments of 40-45 MB.
+const DefaultCheckpointChangelogMemory = 64 << 20
 
 // capture turns the state machine's capture of applied entries on or off,
-// if it is not so already.
+// if it is not so already. With no memory for it, it stays off.
 func (c *coordinator) capture(on bool) {
+	on = on && c.captureLimit > 0
 	if c.capturing.Swap(on) == on {
 		return
 	}

@@ -38,20 +38,21 @@ func pad(ctx context.Context, t *testing.T, state statedv1.StateClient, n int) {
 // counter equal to its offset at the manifest's applied index.
 //
 // Each segment is written from the entries the leader's state machine
-// captured as it applied them; with a capture limit too small for any,
-// each is read back from the Raft log instead. Either way every
-// checkpoint is the same consistent cut.
+// captured as it applied them; with CheckpointChangelogMemory too small
+// for any, or zero, each is read back from the Raft log instead. Either
+// way every checkpoint is the same consistent cut.
 func TestEveryChangelogCheckpointIsAConsistentCut(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		limit    int64  // 0: the daemon's own
+		memory   int64  // CheckpointChangelogMemory; -1: DefaultConfig's
 		wantLogs uint64 // segments read from the log
 	}{
-		{"segments from the captured entries", 0, 0},
-		{"segments read from the log", 1, 4},
+		{"segments from the captured entries", -1, 0},
+		{"segments read from the log past the memory", 1, 4},
+		{"segments read from the log with no memory", 0, 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sums, st := checkpointsUnderLoad(t, time.Hour, tc.limit)
+			sums, st := checkpointsUnderLoad(t, time.Hour, tc.memory)
 			for i, s := range sums {
 				if want := i > 0; s.GetChangelog() != want || want && s.GetChangelogSegments() != uint64(i) {
 					t.Fatalf("checkpoint %d: changelog %t with %d segments; want the first to upload its tables and each after it one more segment on it",

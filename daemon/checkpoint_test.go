@@ -72,7 +72,7 @@ func restoreState(t *testing.T, up *uploader.Uploader, m *uploader.Manifest) *fs
 // counter and its offset together (counter n, offset n) while checkpoints
 // are taken; every manifest's offset equals the counter in its files.
 func TestEveryCheckpointsOffsetsMatchItsState(t *testing.T) {
-	checkpointsUnderLoad(t, 0, 0)
+	checkpointsUnderLoad(t, 0, -1)
 }
 
 // checkpointsUnderLoad takes five checkpoints while a writer moves a
@@ -80,18 +80,18 @@ func TestEveryCheckpointsOffsetsMatchItsState(t *testing.T) {
 // holds the counter equal to its offset, at the manifest's applied index
 // and term. materialize is Config.CheckpointMaterializeInterval; with it
 // the state is padded first, so that the checkpoints after the first are
-// changelog ones. captureLimit, if not 0, bounds the applied entries the
-// state machine holds for the next changelog segment. It returns the
-// checkpoints' summaries and the daemon's checkpoint status.
-func checkpointsUnderLoad(t *testing.T, materialize time.Duration, captureLimit int64) ([]*statedv1.CheckpointSummary, daemon.CheckpointStatus) {
+// changelog ones. memory, unless -1, is Config.CheckpointChangelogMemory.
+// It returns the checkpoints' summaries and the daemon's checkpoint
+// status.
+func checkpointsUnderLoad(t *testing.T, materialize time.Duration, memory int64) ([]*statedv1.CheckpointSummary, daemon.CheckpointStatus) {
 	bucket := fileBucket(t)
 	d := daemontest.Start(t, func(c *daemon.Config) {
 		c.CheckpointURL, c.CheckpointInterval, c.CheckpointRetain = bucket, 0, 10
 		c.CheckpointMaterializeInterval = materialize
+		if memory != -1 {
+			c.CheckpointChangelogMemory = memory
+		}
 	})
-	if captureLimit != 0 {
-		daemon.SetChangelogCaptureLimit(d, captureLimit)
-	}
 	conn := dial(t, "unix://"+d.SocketPath())
 	state, cps := statedv1.NewStateClient(conn), statedv1.NewCheckpointsClient(conn)
 	ctx := testContext(t)
@@ -242,6 +242,8 @@ func TestStartRefusesABadCheckpointConfig(t *testing.T) {
 		"negative retain":  {func(c *daemon.Config) { c.CheckpointRetain = -1 }, "CheckpointRetain -1 is below 1"},
 		"negative materialize interval": {func(c *daemon.Config) { c.CheckpointMaterializeInterval = -time.Second },
 			"CheckpointMaterializeInterval -1s is negative"},
+		"negative changelog memory": {func(c *daemon.Config) { c.CheckpointChangelogMemory = -1 },
+			"CheckpointChangelogMemory -1 is negative"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := daemontest.Config(t, "n1")

@@ -121,6 +121,14 @@ type Config struct {
 	// (docs/OPERATIONS.md, "Changelog checkpoints"). Zero (the default)
 	// uploads the tables at every checkpoint.
 	CheckpointMaterializeInterval time.Duration
+	// CheckpointChangelogMemory bounds, while changelog checkpoints are
+	// on, the bytes of the Raft log entries the leader applied since the
+	// last checkpoint that it keeps in memory to make the next changelog
+	// segment from, instead of reading them back from the Raft log. An
+	// interval whose entries pass it has its segment read from the log.
+	// Zero keeps none: every segment is read from the log. DefaultConfig
+	// sets 64 MiB.
+	CheckpointChangelogMemory int64
 	// CheckpointRetain is how many completed checkpoints retention keeps,
 	// besides savepoints. Default 3.
 	CheckpointRetain int
@@ -190,6 +198,8 @@ func DefaultConfig() Config {
 
 		CheckpointInterval: 10 * time.Second,
 		CheckpointRetain:   3,
+
+		CheckpointChangelogMemory: DefaultCheckpointChangelogMemory,
 
 		SnapshotThreshold: raftDefaults.SnapshotThreshold,
 		CacheSize:         raftDefaults.CacheSize,
@@ -304,6 +314,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CheckpointMaterializeInterval < 0 {
 		errs = append(errs, fmt.Errorf("daemon: config: CheckpointMaterializeInterval %s is negative (zero uploads the tables at every checkpoint)", c.CheckpointMaterializeInterval))
+	}
+	if c.CheckpointChangelogMemory < 0 {
+		errs = append(errs, fmt.Errorf("daemon: config: CheckpointChangelogMemory %d is negative (zero reads every changelog segment from the Raft log)", c.CheckpointChangelogMemory))
 	}
 	if c.CheckpointRetain < 0 {
 		errs = append(errs, fmt.Errorf("daemon: config: CheckpointRetain %d is below 1", c.CheckpointRetain))

@@ -7,13 +7,6 @@ func SetCheckpointCutHook(d *Daemon, hook func(epoch uint64, dir string) string)
 	d.ckpt.cutHook = hook
 }
 
-// SetChangelogCaptureLimit sets how many bytes of applied entries the
-// state machine holds for the next changelog segment. Set it before the
-// first checkpoint.
-func SetChangelogCaptureLimit(d *Daemon, limit int64) {
-	d.ckpt.captureLimit = limit
-}
-
 // ChangelogCapturing reports whether d's state machine captures the
 // entries it applies for the next changelog segment.
 func ChangelogCapturing(d *Daemon) bool { return d.ckpt.capturing.Load() }

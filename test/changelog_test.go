@@ -22,14 +22,35 @@ import (
 // data dir with `stated restore`. Each restore must hold exactly the
 // state of its checkpoint's cut: every key, counter and offset committed
 // before the checkpoint, at its value then, and nothing committed after.
+//
+// It runs twice: with the leader's default memory for the entries it
+// applied, from which both segments are made, and with
+// --checkpoint-changelog-memory 0, which reads both back from the Raft
+// log; stated_checkpoint_changelog_segments_from_log_total says which.
 func TestAChangelogCheckpointRestoresExactlyItsCut(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		fromLog float64
+	}{
+		{"segments from memory", nil, 0},
+		{"segments from the log", []string{"--checkpoint-changelog-memory", "0"}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			changelogCheckpointsRestoreTheirCuts(t, tc.args, tc.fromLog)
+		})
+	}
+}
+
+func changelogCheckpointsRestoreTheirCuts(t *testing.T, args []string, fromLog float64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
 	n := newNode(t)
 	metricsAddr := freeAddr(t)
-	n.args = []string{"--checkpoint-url", bucket, "--checkpoint-interval", "1h", "--checkpoint-materialize-interval", "1h", "--metrics-addr", metricsAddr}
+	n.args = append([]string{"--checkpoint-url", bucket, "--checkpoint-interval", "1h", "--checkpoint-materialize-interval", "1h", "--metrics-addr", metricsAddr}, args...)
 	n.start(ctx)
 	c, err := stated.Dial(ctx, "unix://"+n.socket)
 	if err != nil {
@@ -113,6 +134,9 @@ func TestAChangelogCheckpointRestoresExactlyItsCut(t *testing.T) {
 	}
 	if got := value(t, fams, "stated_checkpoint_changelog_bytes"); got != float64(st.GetChangelogBytes()) {
 		t.Fatalf("stated_checkpoint_changelog_bytes = %v, want the status's %d", got, st.GetChangelogBytes())
+	}
+	if got := value(t, fams, "stated_checkpoint_changelog_segments_from_log_total"); got != fromLog {
+		t.Fatalf("stated_checkpoint_changelog_segments_from_log_total = %v, want %v", got, fromLog)
 	}
 	n.kill()
 

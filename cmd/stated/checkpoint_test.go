@@ -118,6 +118,8 @@ func TestRunRefusesBadCheckpointFlags(t *testing.T) {
 		{[]string{"--checkpoint-interval", "500ms"}, 64, "--checkpoint-interval 500ms is below the 1s minimum"},
 		{[]string{"--checkpoint-retain", "0"}, 64, "--checkpoint-retain 0 is below 1"},
 		{[]string{"--checkpoint-materialize-interval", "-1s"}, 64, "--checkpoint-materialize-interval -1s is negative"},
+		{[]string{"--checkpoint-changelog-memory", "-1"}, 64, `"-1" is not a size`},
+		{[]string{"--checkpoint-changelog-memory", "lots"}, 64, `invalid argument "lots" for "--checkpoint-changelog-memory" flag`},
 		{[]string{"--checkpoint-url", "ftp://x/y"}, 1, `unknown scheme "ftp"`},
 		{[]string{"--enable-pprof"}, 64, "--enable-pprof serves the profiles on --metrics-addr, which is not set"},
 	} {

@@ -120,6 +120,7 @@ A flag wins over the environment, and both over the file.
 	f.StringVar(&cfg.CheckpointKeyURL, "checkpoint-key-url", "", "encrypt checkpoint files before upload with the key of this URL; restore needs the same key. Forms: "+uploader.KeyURLForms)
 	f.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", cfg.CheckpointInterval, "how often the leader takes a checkpoint (at least 1s)")
 	f.DurationVar(&cfg.CheckpointMaterializeInterval, "checkpoint-materialize-interval", 0, "upload the state's tables at most this often; checkpoints in between upload only the Raft log's entries since the one before (changelog checkpoints). 0: the tables at every checkpoint")
+	f.Var(sizeValue{p: &cfg.CheckpointChangelogMemory, hint: "0 reads every changelog segment from the Raft log"}, "checkpoint-changelog-memory", changelogMemoryHelp)
 	f.IntVar(&cfg.CheckpointRetain, "checkpoint-retain", cfg.CheckpointRetain, "completed checkpoints to keep, besides savepoints (at least 1)")
 	f.IntVar(&cfg.CheckpointWorkers, "checkpoint-workers", 4, "files uploaded in parallel")
 	f.StringSliceVar(&cfg.KafkaBrokers, "kafka-brokers", nil, "Kafka brokers (host:port, comma-separated) to commit each completed checkpoint's offsets to")
@@ -140,7 +141,7 @@ A flag wins over the environment, and both over the file.
 	f.StringVar(&configPath, "config", "", "YAML file holding run flags by name (node-id: n1); flags and STATED_* variables override it")
 	f.BoolVar(&showConfig, "print-config", false, "print the effective configuration as YAML, each value's source and secrets masked, and exit")
 	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-log-store", "cache-size", "raft-snapshot-threshold", "raft-snapshot-bytes", "raft-snapshot-interval", "raft-trailing-logs",
-		"checkpoint-url", "checkpoint-key-url", "checkpoint-interval", "checkpoint-materialize-interval", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr", "enable-pprof",
+		"checkpoint-url", "checkpoint-key-url", "checkpoint-interval", "checkpoint-materialize-interval", "checkpoint-changelog-memory", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr", "enable-pprof",
 		"tls-cert", "tls-key", "tls-client-ca", "peer-tls-cert", "peer-tls-key", "peer-tls-ca", "token-file", "join-token", "insecure", "log-level", "log-format", "socket-mode", "config")
 	return cmd
 }

@@ -19,6 +19,11 @@ const raftSnapshotBytesHelp = `also take a Raft snapshot once the log since the 
 	`bounds what a restart replays and the log's disk with large commits, which --raft-snapshot-threshold counts as entries. ` +
 	`A size such as 256MiB, 1GiB, 500MB or bytes; 0 snapshots by entries only`
 
+// changelogMemoryHelp is the help of --checkpoint-changelog-memory.
+const changelogMemoryHelp = `with --checkpoint-materialize-interval: the leader keeps up to this many bytes of the Raft log entries it applied since the last checkpoint in memory, ` +
+	`and makes the next changelog segment from them rather than reading them back from the Raft log; past it, the segment is read from the log. ` +
+	`A size such as 64MiB, 256MB or bytes; 0 keeps none`
+
 // byteUnits are the suffixes a size may carry, longest first so that
 // "MiB" is not read as "B" after a number "12Mi".
 var byteUnits = []struct {
