@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -242,8 +243,37 @@ func (n *node) start(ctx context.Context) {
 			n.t.Fatalf("stated exited during start")
 		}
 		n.t.Logf("%s: a port was taken between picking and binding it; starting again on new ports", n.id)
+		oldGRPC, oldRaft := n.grpcAddr, n.raftAddr
 		n.grpcAddr, n.raftAddr = freeAddr(n.t), freeAddr(n.t)
+		n.args = withNewPorts(n.args, map[string]string{oldGRPC: n.grpcAddr, oldRaft: n.raftAddr})
 	}
+}
+
+// withNewPorts returns args with every address whose port moved (a key
+// of moved, the old address, to its value) following it, under any host
+// name: a test that passes --advertise-raft-addr localhost:PORT for the
+// node's --raft-addr must advertise the port it binds after a start on
+// new ports, or its cluster adds it at an address nobody serves.
+func withNewPorts(args []string, moved map[string]string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		for old, now := range moved {
+			_, oldPort, err1 := net.SplitHostPort(old)
+			_, newPort, err2 := net.SplitHostPort(now)
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			a = portRef(oldPort).ReplaceAllString(a, "${1}:"+newPort+"${2}")
+		}
+		out[i] = a
+	}
+	return out
+}
+
+// portRef matches ":port" as a whole port in a host:port, alone or in a
+// comma-separated list.
+func portRef(port string) *regexp.Regexp {
+	return regexp.MustCompile(`(^|[^,\s]+):` + regexp.QuoteMeta(port) + `($|,)`)
 }
 
 // startOnce runs stated and waits until it is healthy; it reports whether
@@ -361,5 +391,18 @@ func skipUnderRace(t *testing.T) {
 	t.Helper()
 	if raceEnabled {
 		t.Skip("long end-to-end test: runs without -race (go test ./...); its in-process code runs under -race in its own packages")
+	}
+}
+
+// TestWithNewPortsFollowsTheMovedPorts: the arguments of a node started
+// again on new ports name the new ones, under any host name, alone or in
+// a list, and nothing else changes.
+func TestWithNewPortsFollowsTheMovedPorts(t *testing.T) {
+	t.Parallel()
+	got := withNewPorts([]string{"--join", "127.0.0.1:40001,127.0.0.1:40002,127.0.0.1:400011", "--advertise-raft-addr", "localhost:40002", "--x", "40002", "a:40001b"},
+		map[string]string{"127.0.0.1:40001": "127.0.0.1:50001", "127.0.0.1:40002": "127.0.0.1:50002"})
+	want := []string{"--join", "127.0.0.1:50001,127.0.0.1:50002,127.0.0.1:400011", "--advertise-raft-addr", "localhost:50002", "--x", "40002", "a:40001b"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("withNewPorts = %q, want %q", got, want)
 	}
 }
