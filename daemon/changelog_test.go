@@ -84,17 +84,7 @@ func TestChangelogCheckpointsUploadTheTablesAgainWhenTheyMust(t *testing.T) {
 	state, cps := statedv1.NewStateClient(conn), statedv1.NewCheckpointsClient(conn)
 	ctx := testContext(t)
 	pad(ctx, t, state, 200)
-	trigger := func(want bool, why string) *statedv1.CheckpointSummary {
-		t.Helper()
-		resp, err := cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s := resp.GetSummary(); s.GetChangelog() != want {
-			t.Fatalf("%s: checkpoint %d changelog %t, want %t", why, s.GetEpoch(), s.GetChangelog(), want)
-		}
-		return resp.GetSummary()
-	}
+	trigger := kindTrigger(ctx, t, cps)
 
 	start := time.Now()
 	trigger(false, "the first checkpoint")
@@ -170,5 +160,22 @@ func TestOnlyTheLeaderCapturesEntriesForChangelogSegments(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("10 s after it left the cluster the old leader still captures entries")
 		}
+	}
+}
+
+// kindTrigger returns a function that triggers a checkpoint, waits for it
+// and fails the test, saying why it expected so, unless it is a changelog
+// checkpoint exactly when want is.
+func kindTrigger(ctx context.Context, t *testing.T, cps statedv1.CheckpointsClient) func(want bool, why string) *statedv1.CheckpointSummary {
+	return func(want bool, why string) *statedv1.CheckpointSummary {
+		t.Helper()
+		resp, err := cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := resp.GetSummary(); s.GetChangelog() != want {
+			t.Fatalf("%s: checkpoint %d changelog %t, want %t", why, s.GetEpoch(), s.GetChangelog(), want)
+		}
+		return resp.GetSummary()
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"gocloud.dev/blob"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -34,6 +35,14 @@ func fileBucket(t *testing.T) string {
 
 func openBucket(t *testing.T, u string) *uploader.Uploader {
 	t.Helper()
+	_, up := openBlobBucket(t, u)
+	return up
+}
+
+// openBlobBucket opens the bucket at u and an Uploader on it; both close
+// when the test ends.
+func openBlobBucket(t *testing.T, u string) (*blob.Bucket, *uploader.Uploader) {
+	t.Helper()
 	b, err := uploader.OpenBucket(context.Background(), u)
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +52,7 @@ func openBucket(t *testing.T, u string) *uploader.Uploader {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return up
+	return b, up
 }
 
 // restoreState downloads m and, for a changelog checkpoint, replays its

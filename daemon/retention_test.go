@@ -102,26 +102,8 @@ func TestAFailedRetentionRunsAgainAfterTheNextChangelogCheckpoint(t *testing.T) 
 	conn := dial(t, "unix://"+d.SocketPath())
 	state, cps := statedv1.NewStateClient(conn), statedv1.NewCheckpointsClient(conn)
 	ctx := testContext(t)
-	b, err := uploader.OpenBucket(ctx, bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	up, err := uploader.New(uploader.Config{Bucket: b})
-	if err != nil {
-		t.Fatal(err)
-	}
-	trigger := func(want bool, why string) *statedv1.CheckpointSummary {
-		t.Helper()
-		resp, err := cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s := resp.GetSummary(); s.GetChangelog() != want {
-			t.Fatalf("%s: checkpoint %d changelog %t, want %t", why, s.GetEpoch(), s.GetChangelog(), want)
-		}
-		return resp.GetSummary()
-	}
+	b, up := openBlobBucket(t, bucket)
+	trigger := kindTrigger(ctx, t, cps)
 	lastError := func() string {
 		t.Helper()
 		st, err := cps.Status(ctx, &statedv1.CheckpointStatusRequest{})
