@@ -86,7 +86,7 @@ type CheckpointStatus struct {
 	// the changelog checkpoints completed since the daemon started.
 	// ChangelogSegmentsFromLog counts the segments written from the Raft
 	// log's entries read back, rather than from the entries the state
-	// machine captured as it applied them (changelogCaptureLimit).
+	// machine captured as it applied them (Config.CheckpointChangelogMemory).
 	MaterializeInterval      time.Duration
 	ChangelogBaseEpoch       uint64
 	ChangelogBytes           int64

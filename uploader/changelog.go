@@ -2,8 +2,6 @@ package uploader
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -178,13 +176,13 @@ func (c *chain) memFiles(u *Uploader) ([]localFile, error) {
 		case u.wantMD5 && len(h.MD5) == 0:
 			return nil, c.invalid("segment %s: Hashed has no MD5, which this bucket checks (hash with Uploader.NewHasher)", sg.Path)
 		}
-		if b, err := hex.DecodeString(h.SHA256); err != nil || len(b) != sha256.Size {
+		if !validSHA256(h.SHA256) {
 			return nil, c.invalid("segment %s: Hashed.SHA256 %q is not a hex SHA-256", sg.Path, h.SHA256)
 		}
 		seen[sg.Path] = true
-		crc := h.CRC32C
-		files = append(files, localFile{File: File{Path: sg.Path, Size: h.Size, SHA256: h.SHA256},
-			abs: "(in memory) " + sg.Path, md5: h.MD5, hashed: true, crc: &crc, open: sg.Open})
+		f := localFile{File: File{Path: sg.Path, Size: h.Size}, abs: "(in memory) " + sg.Path, open: sg.Open}
+		f.useHashed(h)
+		files = append(files, f)
 	}
 	slices.SortFunc(files, func(a, b localFile) int { return strings.Compare(a.Path, b.Path) })
 	return files, nil
@@ -207,11 +205,10 @@ func (c *chain) useHashed(files []localFile) error {
 		case h.Size != f.Size:
 			return c.invalid("hashed[%q] is of %d bytes; the file has %d", p, h.Size, f.Size)
 		}
-		if b, err := hex.DecodeString(h.SHA256); err != nil || len(b) != sha256.Size {
+		if !validSHA256(h.SHA256) {
 			return c.invalid("hashed[%q].SHA256 %q is not a hex SHA-256", p, h.SHA256)
 		}
-		crc := h.CRC32C
-		f.SHA256, f.md5, f.hashed, f.crc = h.SHA256, h.MD5, true, &crc
+		f.useHashed(h)
 	}
 	return nil
 }

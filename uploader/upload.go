@@ -55,6 +55,13 @@ type localFile struct {
 	open func() io.Reader
 }
 
+// useHashed gives f what its writer hashed: it is sent checked against
+// h's CRC-32C, not hashed again.
+func (f *localFile) useHashed(h Hashed) {
+	crc := h.CRC32C
+	f.SHA256, f.md5, f.hashed, f.crc = h.SHA256, h.MD5, true, &crc
+}
+
 // reader opens f's bytes: its file, or those held in memory.
 func (f *localFile) reader() (io.ReadCloser, error) {
 	if f.open != nil {
