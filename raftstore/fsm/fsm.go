@@ -424,6 +424,7 @@ func readsOwnWrites(cmd *command.Command) bool {
 // yet in place, and leftovers are removed.
 func recoverInterruptedRestore(dir string) error {
 	old, tmp := dir+".old", dir+".restore"
+	tables := tmp + tablesSuffix
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		if _, err := os.Stat(old); err == nil {
 			if err := os.Rename(old, dir); err != nil {
@@ -431,7 +432,7 @@ func recoverInterruptedRestore(dir string) error {
 			}
 		}
 	}
-	for _, p := range []string{old, tmp} {
+	for _, p := range []string{old, tmp, tables} {
 		if err := os.RemoveAll(p); err != nil {
 			return fmt.Errorf("fsm: remove %s: %w", p, err)
 		}

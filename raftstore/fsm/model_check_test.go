@@ -39,6 +39,9 @@ func TestStateMachineMatchesModel(t *testing.T) {
 	// of it is read while entries apply (see takeSnapshot).
 	defer func(n int) { streamChunk = n }(streamChunk)
 	streamChunk = 200
+	// A restored snapshot is written into many tables.
+	defer func(n uint64) { snapshotTableSize = n }(snapshotTableSize)
+	snapshotTableSize = 4 << 10
 	fixed := []uint64{1, 2, 3}
 	seeds := append(fixed, uint64(time.Now().UnixNano()))
 	steps := 1500

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,11 +12,15 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/raft"
 )
 
@@ -239,7 +244,8 @@ func (f *FSM) newStream(applied uint64) (*stream, error) {
 	if have := f.applied.Load(); have < applied {
 		return nil, fmt.Errorf("%w: the snapshot holds applied index %d, the state %d", ErrStateBehindSnapshot, applied, have)
 	}
-	s := &stream{live: &f.snaps, snap: f.db.NewSnapshot(), crc: crc32.New(crcTable)}
+	s := &stream{live: &f.snaps, snap: f.db.NewSnapshot(), crc: crc32.New(crcTable),
+		buf: make([]byte, 0, streamChunk+64<<10)}
 	f.snaps.add(s)
 	return s, nil
 }
@@ -257,7 +263,8 @@ type stream struct {
 	snap *pebble.Snapshot
 	it   *pebble.Iterator
 
-	buf    bytes.Buffer
+	buf    []byte // the chunk of the stream fill made; buf[off:] is unread
+	off    int
 	crc    hash.Hash32
 	valid  bool // it is at a record not yet written
 	done   bool // the checksum is in buf
@@ -304,7 +311,7 @@ func (s *stream) size() (int64, error) {
 }
 
 func (s *stream) Read(p []byte) (int, error) {
-	for s.buf.Len() == 0 {
+	for s.off == len(s.buf) {
 		if s.done {
 			return 0, io.EOF
 		}
@@ -312,10 +319,35 @@ func (s *stream) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return s.buf.Read(p)
+	n := copy(p, s.buf[s.off:])
+	s.off += n
+	return n, nil
 }
 
-// fill writes the next chunk of the stream into buf.
+// WriteTo writes the rest of the stream to w a chunk at a time, without
+// the copy into io.Copy's buffer that Read would take.
+func (s *stream) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if s.off == len(s.buf) {
+			if s.done {
+				return total, nil
+			}
+			if err := s.fill(); err != nil {
+				return total, err
+			}
+			continue
+		}
+		n, err := w.Write(s.buf[s.off:])
+		s.off += n
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// fill makes the next chunk of the stream, in buf, reusing its memory.
 func (s *stream) fill() error {
 	if s.closed {
 		return errors.New("fsm: read of a closed snapshot stream")
@@ -324,7 +356,7 @@ func (s *stream) fill() error {
 		return err
 	}
 	defer s.live.endRead()
-	var out []byte
+	out := s.buf[:0]
 	if s.it == nil { // the first fill: the magic, and the iterator positioned
 		it, err := s.snap.NewIter(nil)
 		if err != nil {
@@ -334,10 +366,11 @@ func (s *stream) fill() error {
 		out = append(out, snapshotMagic...)
 	}
 	for s.valid && len(out) < streamChunk {
-		for _, b := range [][]byte{s.it.Key(), s.it.Value()} {
-			out = binary.AppendUvarint(out, uint64(len(b)))
-			out = append(out, b...)
-		}
+		k, v := s.it.Key(), s.it.Value()
+		out = binary.AppendUvarint(out, uint64(len(k)))
+		out = append(out, k...)
+		out = binary.AppendUvarint(out, uint64(len(v)))
+		out = append(out, v...)
 		s.valid = s.it.Next()
 	}
 	if !s.valid {
@@ -347,11 +380,11 @@ func (s *stream) fill() error {
 		out = append(out, 0)
 	}
 	s.crc.Write(out)
-	s.buf.Write(out)
 	if !s.valid {
-		s.buf.Write(binary.BigEndian.AppendUint32(nil, s.crc.Sum32()))
+		out = binary.BigEndian.AppendUint32(out, s.crc.Sum32())
 		s.done = true
 	}
+	s.buf, s.off = out, 0
 	return nil
 }
 
@@ -383,12 +416,14 @@ func SnapshotAppliedIndex(r io.Reader) (uint64, error) {
 	if _, err := io.ReadFull(cr, magic); err != nil || string(magic) != snapshotMagic {
 		return 0, fmt.Errorf("%w: not a stated snapshot", ErrCorrupt)
 	}
+	var key, val []byte
 	for {
-		key, err := readRecord(cr)
+		var err error
+		key, err = readRecord(cr, key)
 		if err != nil || key == nil {
 			return 0, err
 		}
-		val, err := readRecord(cr)
+		val, err = readRecord(cr, val)
 		if err != nil {
 			return 0, err
 		}
@@ -497,6 +532,16 @@ func (f *FSM) reopenAfterFailedSwap(err error) error {
 	return err
 }
 
+// buildFromSnapshot builds in dir the state a snapshot stream holds.
+//
+// The stream's records come in key order (OpenSnapshotStream reads them
+// with one iterator), so they are written straight into tables, in the
+// sibling directory dir+tablesSuffix, and ingested into an empty
+// database once the stream's checksum is verified: each byte is written
+// once, and the tables land in the bottom level, where no compaction
+// rewrites them. Loading them through batches would write each byte to
+// Pebble's WAL, then to a flushed table, then again in compactions
+// (BenchmarkSnapshotInstall, BENCHMARKS.md).
 func (f *FSM) buildFromSnapshot(dir string, r io.Reader) error {
 	cr := &crcReader{r: bufio.NewReaderSize(r, 1<<20), h: crc32.New(crcTable)}
 	magic := make([]byte, len(snapshotMagic))
@@ -510,12 +555,108 @@ func (f *FSM) buildFromSnapshot(dir string, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if err := loadRecords(db, cr); err != nil {
+	tables := dir + tablesSuffix
+	defer os.RemoveAll(tables)
+	if err := os.RemoveAll(tables); err != nil {
 		db.Close()
 		return err
 	}
-	f.storage.retire(db) // its flushes and compactions were the state's work too
-	return db.Close()
+	if err := os.Mkdir(tables, 0o755); err != nil {
+		db.Close()
+		return err
+	}
+	paths, err := writeTables(tables, db, cr)
+	if err == nil && len(paths) > 0 {
+		err = db.Ingest(context.Background(), paths)
+	}
+	if err != nil {
+		db.Close()
+		return err
+	}
+	f.storage.retire(db) // its work was the state's too
+	if err := db.Close(); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// tablesSuffix names the directory, beside a state being built from a
+// snapshot stream, where the stream's tables are written before they are
+// ingested.
+const tablesSuffix = "-tables"
+
+// snapshotTableSize is about how large each table written from a snapshot
+// stream grows before the next one starts; a variable so that tests can
+// restore a small state into many tables.
+var snapshotTableSize uint64 = 64 << 20
+
+// writeTables writes the records of a snapshot stream into tables in dir,
+// in the table format and with the options of db's bottom level, each
+// synced, and checks the stream's trailing checksum. It returns the
+// tables' paths, in key order.
+func writeTables(dir string, db *pebble.DB, cr *crcReader) (paths []string, err error) {
+	opts := PebbleOptions()
+	wopts := opts.MakeWriterOptions(len(opts.Levels)-1, db.TableFormat())
+	var w *sstable.Writer
+	defer func() {
+		if w != nil {
+			w.Close() // after an error: the table is thrown away with dir
+		}
+	}()
+	// Two key buffers, in turn: the one before is compared with the next.
+	var key, prev, val []byte
+	for {
+		key, err = readRecord(cr, key)
+		if err != nil {
+			return nil, err
+		}
+		if key == nil {
+			break
+		}
+		if prev != nil && bytes.Compare(prev, key) >= 0 {
+			return nil, fmt.Errorf("%w: snapshot records out of key order", ErrCorrupt)
+		}
+		val, err = readRecord(cr, val)
+		if err != nil {
+			return nil, err
+		}
+		if w == nil {
+			p := filepath.Join(dir, fmt.Sprintf("%06d.sst", len(paths)))
+			file, err := vfs.Default.Create(p, vfs.WriteCategoryUnspecified)
+			if err != nil {
+				return nil, err
+			}
+			w = sstable.NewWriter(objstorageprovider.NewFileWritable(file), wopts)
+			paths = append(paths, p)
+		}
+		if err := w.Set(key, val); err != nil {
+			return nil, err
+		}
+		prev, key = key, prev
+		if w.Raw().EstimatedSize() >= snapshotTableSize {
+			err := w.Close() // syncs the table
+			w = nil
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	want := cr.h.Sum32()
+	var sum [4]byte
+	if _, err := io.ReadFull(cr.r, sum[:]); err != nil {
+		return nil, fmt.Errorf("%w: snapshot without checksum", ErrCorrupt)
+	}
+	if binary.BigEndian.Uint32(sum[:]) != want {
+		return nil, fmt.Errorf("%w: snapshot checksum mismatch", ErrCorrupt)
+	}
+	if w != nil {
+		err := w.Close()
+		w = nil
+		if err != nil {
+			return nil, err
+		}
+	}
+	return paths, syncDir(dir)
 }
 
 // crcReader hashes exactly the bytes its reader has consumed.
@@ -530,68 +671,27 @@ func (c *crcReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *crcReader) ReadByte() (byte, error) {
-	b, err := c.r.ReadByte()
-	if err == nil {
-		c.h.Write([]byte{b})
-	}
-	return b, err
-}
-
-// loadRecords writes the records of a snapshot stream into db in batches,
-// checks the trailing checksum and syncs.
-func loadRecords(db *pebble.DB, cr *crcReader) error {
-	b := db.NewBatch()
-	defer func() { b.Close() }()
-	for {
-		key, err := readRecord(cr)
-		if err != nil {
-			return err
-		}
-		if key == nil {
-			break
-		}
-		val, err := readRecord(cr)
-		if err != nil {
-			return err
-		}
-		if val == nil {
-			val = []byte{}
-		}
-		if err := b.Set(key, val, nil); err != nil {
-			return err
-		}
-		if b.Len() >= 4<<20 {
-			if err := b.Commit(pebble.NoSync); err != nil {
-				return err
-			}
-			b.Close()
-			b = db.NewBatch()
-		}
-	}
-	want := cr.h.Sum32()
-	var sum [4]byte
-	if _, err := io.ReadFull(cr.r, sum[:]); err != nil {
-		return fmt.Errorf("%w: snapshot without checksum", ErrCorrupt)
-	}
-	if binary.BigEndian.Uint32(sum[:]) != want {
-		return fmt.Errorf("%w: snapshot checksum mismatch", ErrCorrupt)
-	}
-	return b.Commit(pebble.Sync)
-}
-
-func readRecord(r *crcReader) ([]byte, error) {
-	n, err := binary.ReadUvarint(r)
-	if err != nil {
+// readRecord reads the next record of a snapshot stream into buf's
+// memory, grown as needed, and returns it; nil for the zero length that
+// ends the records. The length's bytes are hashed together, not one by one.
+func readRecord(r *crcReader, buf []byte) ([]byte, error) {
+	head, err := r.r.Peek(binary.MaxVarintLen64)
+	if len(head) == 0 {
 		return nil, fmt.Errorf("%w: truncated snapshot: %v", ErrCorrupt, err)
 	}
+	n, k := binary.Uvarint(head)
+	if k <= 0 {
+		return nil, fmt.Errorf("%w: truncated snapshot: a record length of %d bytes", ErrCorrupt, len(head))
+	}
+	r.h.Write(head[:k])
+	r.r.Discard(k)
 	if n == 0 {
 		return nil, nil
 	}
 	if n > 1<<30 {
 		return nil, fmt.Errorf("%w: snapshot record of %d bytes", ErrCorrupt, n)
 	}
-	buf := make([]byte, n)
+	buf = slices.Grow(buf[:0], int(n))[:n]
 	if _, err := io.ReadFull(r, buf); err != nil {
 		return nil, fmt.Errorf("%w: truncated snapshot: %v", ErrCorrupt, err)
 	}

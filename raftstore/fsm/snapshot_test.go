@@ -2,9 +2,15 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -219,5 +225,137 @@ func TestSnapshotAppliedIndexReadsTheStateItHolds(t *testing.T) {
 	}
 	if _, err := SnapshotAppliedIndex(bytes.NewReader([]byte("hello"))); err == nil {
 		t.Fatal("SnapshotAppliedIndex of a non-snapshot succeeded")
+	}
+}
+
+// TestARestoredSnapshotIsIngestedAsTablesAtTheBottomLevel: a snapshot
+// stream's records are written into tables that are ingested whole, so
+// the restored state holds exactly the sender's keys and values, in
+// tables of the bottom level (through batches, this small a state would
+// still be in the memtable, and a larger one in L0 and compactions). The stream read by Read and by WriteTo (what io.Copy uses)
+// is the same, and as long as OpenSnapshotStream said.
+func TestARestoredSnapshotIsIngestedAsTablesAtTheBottomLevel(t *testing.T) {
+	smallStreamChunks(t)
+	defer func(n uint64) { snapshotTableSize = n }(snapshotTableSize)
+	snapshotTableSize = 1 << 20
+	a, b := openFSM(t), openFSM(t)
+	rnd := rand.NewChaCha8([32]byte{9})
+	for i := 1; i <= 200; i++ { // 12.5 MiB of values that do not compress
+		v := make([]byte, 64<<10)
+		rnd.Read(v)
+		if res := apply(t, a, uint64(i), commitCmd(1, []command.Mutation{{Op: command.OpPut, Namespace: "ns", Key: []byte(fmt.Sprint("k", i)), Value: v}}, nil)); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	if res := apply(t, a, 201, commitCmd(1, []command.Mutation{{Op: command.OpPut, Namespace: "ns", Key: []byte("empty")}}, nil)); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	fillFSM(t, b, "other", 3)
+
+	size, rc := openStream(t, a)
+	var copied bytes.Buffer
+	if n, err := io.Copy(&copied, rc); err != nil || n != size { // WriteTo
+		t.Fatalf("io.Copy of the stream: %d bytes, %v; OpenSnapshotStream said %d", n, err, size)
+	}
+	rc.Close()
+	_, rc = openStream(t, a)
+	read, err := io.ReadAll(struct{ io.Reader }{rc}) // Read only
+	rc.Close()
+	if err != nil || !bytes.Equal(read, copied.Bytes()) {
+		t.Fatalf("the stream read with Read (%d bytes, %v) differs from the one written with WriteTo (%d bytes)", len(read), err, copied.Len())
+	}
+
+	if err := b.Restore(io.NopCloser(&copied)); err != nil {
+		t.Fatal(err)
+	}
+	sameContents(t, a, b)
+	if b.AppliedIndex() != 201 {
+		t.Fatalf("applied index after the restore = %d, want 201", b.AppliedIndex())
+	}
+	m := b.db.Metrics()
+	bottom := m.Levels[len(m.Levels)-1]
+	if m.Levels[0].TablesCount != 0 || bottom.TablesCount < 10 {
+		t.Fatalf("after the restore L0 holds %d tables and the bottom level %d; want none in L0 and the 12.5 MiB in tables of about 1 MiB at the bottom",
+			m.Levels[0].TablesCount, bottom.TablesCount)
+	}
+	for _, p := range []string{b.dir + ".restore", b.dir + ".restore" + tablesSuffix} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s is left after the restore: %v", p, err)
+		}
+	}
+	// The restored state takes new entries.
+	if res := apply(t, b, 202, commitCmd(1, []command.Mutation{{Op: command.OpPut, Namespace: "ns", Key: []byte("after")}}, nil)); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+}
+
+// TestRestoreRefusesRecordsOutOfKeyOrder: a stream whose checksum holds but
+// whose records are not in key order (no sender writes one) is corrupt,
+// and the state stays as it was.
+func TestRestoreRefusesRecordsOutOfKeyOrder(t *testing.T) {
+	f := openFSM(t)
+	fillFSM(t, f, "ns", 3)
+	before := dump(t, f)
+	for name, keys := range map[string][]string{
+		"descending": {"\x02b", "\x02a"},
+		"repeated":   {"\x02a", "\x02a"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := []byte(snapshotMagic)
+			for _, k := range keys {
+				s = binary.AppendUvarint(s, uint64(len(k)))
+				s = append(s, k...)
+				s = binary.AppendUvarint(s, 1)
+				s = append(s, 'v')
+			}
+			s = append(s, 0)
+			s = binary.BigEndian.AppendUint32(s, crc32.Checksum(s, crcTable))
+			if err := f.Restore(io.NopCloser(bytes.NewReader(s))); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Restore = %v, want ErrCorrupt", err)
+			}
+			if after := dump(t, f); !reflect.DeepEqual(after, before) {
+				t.Fatalf("a refused restore changed the state: %d keys, %d before", len(after), len(before))
+			}
+			if _, err := os.Stat(f.dir + ".restore" + tablesSuffix); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("the refused restore's tables are left: %v", err)
+			}
+		})
+	}
+}
+
+// TestOpenRemovesWhatAnInterruptedRestoreLeft: a crash while a snapshot's
+// tables were written leaves them beside the state; the next Open
+// removes them with the half-built state.
+func TestOpenRemovesWhatAnInterruptedRestoreLeft(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	f, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillFSM(t, f, "ns", 2)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tables := dir + ".restore" + tablesSuffix
+	for _, d := range []string{dir + ".restore", tables} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "000000.sst"), []byte("half a table"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err = Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, d := range []string{dir + ".restore", tables} {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s is left after Open: %v", d, err)
+		}
+	}
+	if f.AppliedIndex() != 2 {
+		t.Fatalf("applied index = %d, want 2", f.AppliedIndex())
 	}
 }

@@ -1,0 +1,177 @@
+package raftstore_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/command"
+	"github.com/statedhq/stated/raftstore/raftstoretest"
+)
+
+// BenchmarkWipedFollowerCatchUp times what DESIGN.md's "one node's disk"
+// recovery costs: a follower of a three-node cluster loses its data dir,
+// and restarts under its id and address; the leader adds it again and,
+// its log compacted past anything the node has, sends it the state as a
+// snapshot over Raft (sized, streamed, stored by the follower's snapshot
+// store, then restored). Each round wipes the same follower again and
+// times its restart until it has applied everything the leader had:
+// received-s until the follower's Raft has the whole stream in its
+// snapshot store (the join, the leader's sizing and sending, the file
+// written and synced), restored-s from then until Restore has swapped the
+// state in. The
+// state is STATED_BENCH_SNAPSHOT_MB (default 256) MB of 1 KiB random
+// values under distinct keys, committed 1,000 to a commit; on the
+// default log store (wal). Every node runs in this process, on loopback.
+//
+//	go test ./raftstore -run '^$' -bench WipedFollowerCatchUp -benchtime 3x -timeout 30m
+func BenchmarkWipedFollowerCatchUp(b *testing.B) {
+	mb := 256
+	if v := os.Getenv("STATED_BENCH_SNAPSHOT_MB"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			b.Fatalf("STATED_BENCH_SNAPSHOT_MB=%q: want a positive number of MB", v)
+		}
+		mb = n
+	}
+	logged := &phaseLog{at: map[string]time.Time{}}
+	c := raftstoretest.NewCluster(b, 3, raftstoretest.WithLogger(slog.New(logged)), raftstoretest.WithConfig(func(cfg *raftstore.Config) {
+		cfg.SnapshotThreshold = 64
+		cfg.TrailingLogs = 16
+		cfg.SnapshotInterval = time.Hour // snapshots only when the benchmark asks
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	fill := rand.NewChaCha8([32]byte{7})
+	value := make([]byte, 1000<<10)
+	for first := 0; first < mb<<10; first += 1000 {
+		fill.Read(value)
+		muts := make([]command.Mutation, 1000)
+		for i := range muts {
+			muts[i] = command.Mutation{Op: command.OpPut, Namespace: "bench",
+				Key: binary.BigEndian.AppendUint64([]byte("key/"), uint64(first+i)), Value: value[i<<10 : (i+1)<<10]}
+		}
+		if _, err := c.Commit(ctx, &command.Commit{Mutations: muts}, time.Minute); err != nil {
+			b.Fatal(err)
+		}
+	}
+	f := c.Index(c.Followers()[0].NodeID())
+	logged.mu.Lock()
+	logged.node = c.ID(f)
+	logged.mu.Unlock()
+	var total, received, restored time.Duration
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		c.Wipe(f)
+		// One more commit, then a snapshot: the leader's log now starts
+		// after anything the wiped node could be sent as entries.
+		if _, err := c.Commit(ctx, &command.Commit{Mutations: []command.Mutation{{Op: command.OpPut, Namespace: "bench", Key: []byte("last"), Value: []byte("v")}}}, time.Minute); err != nil {
+			b.Fatal(err)
+		}
+		l := c.Leader(b)
+		if err := l.Snapshot(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+			b.Fatal(err)
+		}
+		want := l.AppliedIndex()
+		logged.reset()
+		b.StartTimer()
+		start := time.Now()
+		c.Restart(b, f)
+		for c.Node(f).AppliedIndex() < want {
+			if ctx.Err() != nil {
+				b.Fatalf("the rejoined node applied %d of %d", c.Node(f).AppliedIndex(), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		total += time.Since(start)
+		copied, installed := logged.when(copiedMsg), logged.when(installedMsg)
+		if copied.IsZero() || installed.IsZero() {
+			b.Fatalf("%s caught up without receiving and installing a snapshot", c.ID(f))
+		}
+		received += copied.Sub(start)
+		restored += installed.Sub(copied)
+	}
+	b.ReportMetric(received.Seconds()/float64(b.N), "received-s")
+	b.ReportMetric(restored.Seconds()/float64(b.N), "restored-s")
+	b.ReportMetric(total.Seconds()/float64(b.N), "catchup-s")
+	b.ReportMetric(float64(mb)*(1<<20)/1e6/(total.Seconds()/float64(b.N)), "MB/s")
+}
+
+// The follower's Raft log lines that mark the phases of a snapshot
+// install (hashicorp/raft's installSnapshot).
+const (
+	copiedMsg    = "copied to local snapshot"
+	installedMsg = "Installed remote snapshot"
+)
+
+// phaseLog is a slog handler that keeps when one node first logged a line
+// holding each of those messages since reset.
+type phaseLog struct {
+	mu   sync.Mutex
+	node string // set before the first reset
+	at   map[string]time.Time
+	with string // this handler's node, from WithAttrs
+	root *phaseLog
+}
+
+func (p *phaseLog) base() *phaseLog {
+	if p.root != nil {
+		return p.root
+	}
+	return p
+}
+
+func (p *phaseLog) reset() {
+	r := p.base()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	clear(r.at)
+}
+
+func (p *phaseLog) when(msg string) time.Time {
+	r := p.base()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.at[msg]
+}
+
+func (p *phaseLog) Enabled(context.Context, slog.Level) bool { return true }
+
+func (p *phaseLog) Handle(_ context.Context, rec slog.Record) error {
+	r := p.base()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p.with != r.node || r.node == "" {
+		return nil
+	}
+	for _, msg := range []string{copiedMsg, installedMsg} {
+		if _, ok := r.at[msg]; !ok && strings.Contains(rec.Message, msg) {
+			r.at[msg] = rec.Time
+		}
+	}
+	return nil
+}
+
+func (p *phaseLog) WithAttrs(as []slog.Attr) slog.Handler {
+	h := &phaseLog{root: p.base(), with: p.with}
+	for _, a := range as {
+		if a.Key == "node" {
+			h.with = a.Value.String()
+		}
+	}
+	return h
+}
+
+func (p *phaseLog) WithGroup(string) slog.Handler { return p }
