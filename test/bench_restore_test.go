@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -93,7 +92,7 @@ func BenchmarkRestartAfterSIGKILL(b *testing.B) {
 	bin := statedBinary(b)
 	dir := b.TempDir()
 	sock := filepath.Join(shortTempDir(b), "s.sock")
-	args := []string{"run", "--data-dir", dir, "--socket", sock, "--grpc-addr", "127.0.0.1:0", "--raft-addr", freeLoopbackAddr(b), "--log-level", "error"}
+	args := []string{"run", "--data-dir", dir, "--socket", sock, "--grpc-addr", "127.0.0.1:0", "--raft-addr", freeAddr(b), "--log-level", "error"}
 	start := func() *exec.Cmd {
 		cmd := daemontest.DieWithParent(exec.Command(bin, args...))
 		if err := cmd.Start(); err != nil {
@@ -163,13 +162,4 @@ func shortTempDir(b testing.TB) string {
 	}
 	b.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
-}
-
-func freeLoopbackAddr(b testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/statedhq/stated/daemon/daemontest"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	"github.com/statedhq/stated/raftstore/raftstoretest"
 )
 
 var (
@@ -176,16 +177,16 @@ var (
 )
 
 // freeAddr returns a loopback address whose port was free just now and
-// that no other caller in this process has been given.
+// that no other caller in this process has been given, below the
+// kernel's ephemeral range (raftstoretest.FreeLoopbackAddr), so that no
+// outgoing connection takes the port of a node killed to be restarted.
 func freeAddr(t testing.TB) string {
 	t.Helper()
 	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		addr, err := raftstoretest.FreeLoopbackAddr()
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := l.Addr().String()
-		l.Close()
 		freeAddrsMu.Lock()
 		given := freeAddrs[addr]
 		freeAddrs[addr] = true

@@ -91,7 +91,7 @@ func NewCluster(t testing.TB, n int, opts ...Option) *Cluster {
 // returns the node's index.
 func (c *Cluster) AddNode(t testing.TB) int {
 	t.Helper()
-	addr, err := reserveAddr()
+	addr, err := FreeLoopbackAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,12 +105,13 @@ func (c *Cluster) AddNode(t testing.TB) int {
 	return i
 }
 
-// reserveAddr picks a free port on 127.0.0.1 below the kernel's ephemeral
-// range. A node keeps its address across restarts, and a port from the
-// ephemeral range (what listening on port 0 gives) may be taken meanwhile
-// as the source port of some outgoing connection, which would make the
-// restart fail to listen.
-func reserveAddr() (string, error) {
+// FreeLoopbackAddr picks a free port on 127.0.0.1 below the kernel's
+// ephemeral range. A node keeps its address across restarts, and a port
+// from the ephemeral range (what listening on port 0 gives) may be taken
+// meanwhile as the source port of some outgoing connection, which would
+// make the restart fail to listen. test/ and bench/ pick the ports of
+// their `stated run` processes with it too.
+func FreeLoopbackAddr() (string, error) {
 	lo, hi := 20000, 32768 // Linux's ephemeral range starts at 32768 by default
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		var start, end int
