@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/statedhq/stated/daemon/daemontest"
+	"github.com/statedhq/stated/raftstore/raftstoretest"
 	stated "github.com/statedhq/stated/sdk/go"
 )
 
@@ -83,14 +83,16 @@ type node struct {
 	logs                                    *safeBuffer
 }
 
+// freeAddr returns a loopback address whose port was free just now,
+// below the kernel's ephemeral range, so that a node restarted on its
+// ports (BenchmarkRejoin) finds them free (raftstoretest.FreeLoopbackAddr).
 func freeAddr(tb testing.TB) string {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := raftstoretest.FreeLoopbackAddr()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // socketDir is a short directory for unix sockets (their paths are

@@ -199,5 +199,10 @@ func rows(res Results) []row {
 		add(row{"restore", "restart after SIGKILL to a linearizable read, 100 MB", []metric{m("RestartAfterSIGKILL", "p50-s"), m("RestartAfterSIGKILL", "max-s")},
 			[]reference{{label: "own p50", num: m("RestartAfterSIGKILL", "max-s"), den: m("RestartAfterSIGKILL", "p50-s"), note: "max/p50"}}})
 	}
+	for _, st := range res.subNames("Rejoin/state=") {
+		b := "Rejoin/state=" + st
+		add(row{"restore", "a wiped follower of 3 rejoins, sent the state as a Raft snapshot, state " + st, []metric{m(b, "rejoin-s"), m(b, "rejoin-MB/s")},
+			[]reference{{label: "`cp -r` + `sync`:", show: []metric{m(b, "cp-s")}, num: m(b, "rejoin-s"), den: m(b, "cp-s"), note: "time of cp -r of the state"}}})
+	}
 	return out
 }

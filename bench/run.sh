@@ -31,6 +31,8 @@ What runs (bench/README.md describes each row):
   test/         the Kafka processor vs plain franz-go, the checkpoint
                 barrier and completion pauses, a full and an incremental
                 checkpoint vs cp -r, restore vs cp -r, restart after SIGKILL
+  rejoin        three `stated run` processes: a wiped follower's catch-up
+                from a Raft snapshot vs cp -r of the leader's state
 
 Environment:
   BENCH_COUNT=N         runs of every benchmark, medians taken (default 3)
@@ -39,7 +41,7 @@ Environment:
   BENCH_DIR=DIR         where data dirs, Redis's AOF and the temp files go
                         (default: a new directory in ${TMPDIR:-/tmp});
                         its filesystem is the one measured
-  BENCH_CKPT_STATE=S    state size of the checkpoint and restore rows:
+  BENCH_CKPT_STATE=S    state size of the checkpoint, restore and rejoin rows:
                         100MB (default) or 1GB (adds ~10 minutes)
   BENCH_STATED_FLAGS=.. extra `stated run` flags for the stated rows,
                         e.g. "--raft-log-store boltdb" to measure the
@@ -292,6 +294,7 @@ else
 	bench ./test "^BenchmarkCheckpointUpload\$/^state=$ckpt_state\$" 1x
 	bench ./test "^BenchmarkRestore\$/^state=$ckpt_state\$" 1x
 	bench ./test '^BenchmarkRestartAfterSIGKILL$' "$restarts"
+	bench ./bench "^BenchmarkRejoin\$/^state=$ckpt_state\$" 1x
 fi
 load_after=$(load)
 

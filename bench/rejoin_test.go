@@ -1,0 +1,174 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	stated "github.com/statedhq/stated/sdk/go"
+)
+
+// rejoinFlags make the leader snapshot and compact its log soon after the
+// follower is wiped, so that the follower can only catch up from a Raft
+// snapshot: the whole state, sent by the leader.
+var rejoinFlags = []string{"--raft-snapshot-threshold", "64", "--raft-trailing-logs", "16", "--raft-snapshot-interval", "1s"}
+
+// BenchmarkRejoin measures DESIGN.md's "one node's disk" recovery on three
+// `stated run` processes: a follower is SIGKILLed and its data dir
+// deleted, the leader compacts its log, and the follower is started again
+// with --join under its id and ports. rejoin-s runs from its start until
+// it has applied everything the leader had, the state sent whole as a
+// Raft snapshot (sized and sent by the leader, stored and restored by the
+// follower). The reference, in the same run: `cp -r` of the leader's
+// Pebble directory and `sync` (cp-s). The state is 1 KiB random values
+// under distinct keys. Run with -benchtime 1x.
+func BenchmarkRejoin(b *testing.B) {
+	for _, size := range []struct {
+		name  string
+		bytes int64
+	}{{"100MB", 100 << 20}, {"1GB", 1 << 30}} {
+		b.Run("state="+size.name, func(b *testing.B) {
+			checkDisk(b, 5*size.bytes)
+			nodes := startClusterWith(b, 3, rejoinFlags)
+			lead := leader(b, nodes)
+			c := dial(b, lead)
+			fillRejoinState(b, c, size.bytes)
+			var follower *node
+			for _, nd := range nodes {
+				if nd != lead {
+					follower = nd
+					break
+				}
+			}
+			stateBytes := dirSize(b, filepath.Join(lead.dataDir, "state"))
+			var rejoin, cp time.Duration
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				follower.kill()
+				if err := os.RemoveAll(follower.dataDir); err != nil {
+					b.Fatal(err)
+				}
+				// More entries than the snapshot threshold, then time for
+				// the leader's snapshot (checked every 1-2 s) to compact
+				// the log past everything the follower had.
+				for i := range 100 {
+					if _, err := c.Txn().Put(benchNamespace, []byte("tail"), binary.BigEndian.AppendUint64(nil, uint64(i))).Commit(context.Background()); err != nil {
+						b.Fatal(err)
+					}
+				}
+				time.Sleep(3 * time.Second)
+				st, err := c.NodeStatus(context.Background())
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				start := time.Now()
+				follower.rerun(b, append([]string{"--join", lead.grpcAddr}, rejoinFlags...))
+				waitApplied(b, follower, st.AppliedIndex)
+				rejoin += time.Since(start)
+				b.StopTimer()
+				if !receivedSnapshot(b, follower.dataDir) {
+					b.Fatalf("%s caught up from the log, not from a snapshot: the leader had not compacted it", follower.id)
+				}
+				dst := filepath.Join(b.TempDir(), "copy")
+				start = time.Now()
+				if out, err := exec.Command("cp", "-r", filepath.Join(lead.dataDir, "state"), dst).CombinedOutput(); err != nil {
+					b.Fatalf("cp: %v %s", err, out)
+				}
+				if out, err := exec.Command("sync").CombinedOutput(); err != nil {
+					b.Fatalf("sync: %v %s", err, out)
+				}
+				cp += time.Since(start)
+				os.RemoveAll(dst)
+				b.StartTimer()
+			}
+			n := float64(b.N)
+			b.ReportMetric(rejoin.Seconds()/n, "rejoin-s")
+			b.ReportMetric(float64(stateBytes)/1e6/(rejoin.Seconds()/n), "rejoin-MB/s")
+			b.ReportMetric(cp.Seconds()/n, "cp-s")
+			b.ReportMetric(float64(stateBytes)/1e6, "state-MB")
+		})
+	}
+}
+
+// fillRejoinState commits size bytes of 1 KiB random values under new
+// keys, 1,000 to a commit, from 4 goroutines.
+func fillRejoinState(b *testing.B, c *stated.Client, size int64) {
+	commits := int(size >> 20) // 1,000 values of 1 KiB is about 1 MiB
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := range 4 {
+		wg.Go(func() {
+			fill := rand.NewChaCha8([32]byte{byte(w)})
+			value := make([]byte, 1000<<10)
+			for i := w; i < commits; i += 4 {
+				fill.Read(value)
+				txn := c.Txn()
+				for j := range 1000 {
+					txn.Put(benchNamespace, benchKey(uint64(i*1000+j)), value[j<<10:(j+1)<<10])
+				}
+				if _, err := txn.Commit(context.Background()); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+}
+
+// waitApplied polls the node, through a new Client on its socket, until
+// it has applied index.
+func waitApplied(b *testing.B, nd *node, index uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var c *stated.Client
+	for {
+		if c == nil {
+			cc, err := stated.Dial(ctx, nd.socket)
+			if err == nil {
+				c = cc
+				defer c.Close()
+			}
+		}
+		if c != nil {
+			if st, err := c.NodeStatus(ctx); err == nil && st.AppliedIndex >= index {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			b.Fatalf("%s did not apply index %d within 10 minutes\n%s", nd.id, index, nd.logs)
+		case <-nd.done:
+			b.Fatalf("%s exited while it caught up:\n%s", nd.id, nd.logs)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// receivedSnapshot reports whether the node's Raft holds a snapshot
+// received from the leader: a stream of the state, larger than the
+// 39-byte reference of a snapshot the node took itself.
+func receivedSnapshot(b *testing.B, dataDir string) bool {
+	files, err := filepath.Glob(filepath.Join(dataDir, "raft", "snapshots", "*", "state.bin"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil && fi.Size() > 1<<10 {
+			return true
+		}
+	}
+	return false
+}
