@@ -86,8 +86,12 @@ func TestChangelogCheckpointsUploadTheTablesAgainWhenTheyMust(t *testing.T) {
 	pad(ctx, t, state, 200)
 	trigger := kindTrigger(ctx, t, cps)
 
-	start := time.Now()
 	trigger(false, "the first checkpoint")
+	// The interval runs from when that checkpoint started, which is
+	// before it returned: waiting from here waits at least the interval
+	// (from before the trigger, the coordinator's clock could start later
+	// than the test's, and the interval not have passed).
+	start := time.Now()
 	pad(ctx, t, state, 1)
 	trigger(true, "right after a table checkpoint")
 	time.Sleep(every - time.Since(start))
