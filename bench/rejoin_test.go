@@ -3,11 +3,9 @@ package bench
 import (
 	"context"
 	"encoding/binary"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,19 +24,21 @@ var rejoinFlags = []string{"--raft-snapshot-threshold", "64", "--raft-trailing-l
 // it has applied everything the leader had, the state sent whole as a
 // Raft snapshot (sized and sent by the leader, stored and restored by the
 // follower). The reference, in the same run: `cp -r` of the leader's
-// Pebble directory and `sync` (cp-s). The state is 1 KiB random values
-// under distinct keys. Run with -benchtime 1x.
+// Pebble directory and `sync` (cp-s). The state is the growth study's
+// keyed state: 1 KiB random values under distinct keys, 1,000 to a
+// commit. Run with -benchtime 1x.
 func BenchmarkRejoin(b *testing.B) {
 	for _, size := range []struct {
 		name  string
 		bytes int64
 	}{{"100MB", 100 << 20}, {"1GB", 1 << 30}} {
 		b.Run("state="+size.name, func(b *testing.B) {
-			checkDisk(b, 5*size.bytes)
+			state := keyedGrowth(size.bytes) // the growth study's keyed state
+			checkDisk(b, state.diskNeed)
 			nodes := startClusterWith(b, 3, rejoinFlags)
 			lead := leader(b, nodes)
 			c := dial(b, lead)
-			fillRejoinState(b, c, size.bytes)
+			state.build(context.Background(), b, c)
 			var follower *node
 			for _, nd := range nodes {
 				if nd != lead {
@@ -95,36 +95,6 @@ func BenchmarkRejoin(b *testing.B) {
 			b.ReportMetric(cp.Seconds()/n, "cp-s")
 			b.ReportMetric(float64(stateBytes)/1e6, "state-MB")
 		})
-	}
-}
-
-// fillRejoinState commits size bytes of 1 KiB random values under new
-// keys, 1,000 to a commit, from 4 goroutines.
-func fillRejoinState(b *testing.B, c *stated.Client, size int64) {
-	commits := int(size >> 20) // 1,000 values of 1 KiB is about 1 MiB
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	for w := range 4 {
-		wg.Go(func() {
-			fill := rand.NewChaCha8([32]byte{byte(w)})
-			value := make([]byte, 1000<<10)
-			for i := w; i < commits; i += 4 {
-				fill.Read(value)
-				txn := c.Txn()
-				for j := range 1000 {
-					txn.Put(benchNamespace, benchKey(uint64(i*1000+j)), value[j<<10:(j+1)<<10])
-				}
-				if _, err := txn.Commit(context.Background()); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
 	}
 }
 

@@ -199,10 +199,15 @@ func TestLeaderFailoverLosesNoAcknowledgedCommit(t *testing.T) {
 	})
 }
 
-// recorder keeps the messages each node logs.
+// recorder keeps the messages each node logs, with their times.
 type recorder struct {
 	mu   sync.Mutex
-	msgs map[string][]string // node -> messages
+	msgs map[string][]logLine // node -> messages
+}
+
+type logLine struct {
+	msg string
+	at  time.Time
 }
 
 type recordHandler struct {
@@ -214,7 +219,7 @@ func (h recordHandler) Enabled(context.Context, slog.Level) bool { return true }
 func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
 	h.r.mu.Lock()
 	defer h.r.mu.Unlock()
-	h.r.msgs[h.node] = append(h.r.msgs[h.node], r.Message)
+	h.r.msgs[h.node] = append(h.r.msgs[h.node], logLine{r.Message, r.Time})
 	return nil
 }
 func (h recordHandler) WithAttrs(as []slog.Attr) slog.Handler {
@@ -228,14 +233,20 @@ func (h recordHandler) WithAttrs(as []slog.Attr) slog.Handler {
 func (h recordHandler) WithGroup(string) slog.Handler { return h }
 
 func (r *recorder) logged(node, substr string) bool {
+	return !r.firstSince(node, substr, time.Time{}).IsZero()
+}
+
+// firstSince is when node first logged a message holding substr at or
+// after since; zero if it has not.
+func (r *recorder) firstSince(node, substr string, since time.Time) time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, m := range r.msgs[node] {
-		if strings.Contains(m, substr) {
-			return true
+		if !m.at.Before(since) && strings.Contains(m.msg, substr) {
+			return m.at
 		}
 	}
-	return false
+	return time.Time{}
 }
 
 // waitLogged is logged, waiting up to waitTimeout for the message: a
@@ -293,7 +304,7 @@ type snapshotCluster struct {
 }
 
 func newSnapshotCluster(t *testing.T, logStore, clientID string, cfg func(*raftstore.Config)) *snapshotCluster {
-	rec := &recorder{msgs: map[string][]string{}}
+	rec := &recorder{msgs: map[string][]logLine{}}
 	c := raftstoretest.NewCluster(t, 3, raftstoretest.WithLogStore(logStore),
 		raftstoretest.WithLogger(slog.New(recordHandler{r: rec})), raftstoretest.WithConfig(cfg))
 	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
@@ -418,7 +429,7 @@ func TestAFollowerSentAStateNewerThanTheSnapshotCountsEachCommitOnce(t *testing.
 // every commit survives on every node.
 func TestWipedVoterCannotElectALeaderMissingCommitsItAcknowledged(t *testing.T) {
 	forEachLogStore(t, func(t *testing.T, logStore string) {
-		rec := &recorder{msgs: map[string][]string{}}
+		rec := &recorder{msgs: map[string][]logLine{}}
 		c := raftstoretest.NewCluster(t, 3, raftstoretest.WithLogStore(logStore), raftstoretest.WithLogger(slog.New(recordHandler{r: rec})))
 		ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
 		defer cancel()

@@ -8,8 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,8 +43,8 @@ func BenchmarkWipedFollowerCatchUp(b *testing.B) {
 		}
 		mb = n
 	}
-	logged := &phaseLog{at: map[string]time.Time{}}
-	c := raftstoretest.NewCluster(b, 3, raftstoretest.WithLogger(slog.New(logged)), raftstoretest.WithConfig(func(cfg *raftstore.Config) {
+	rec := &recorder{msgs: map[string][]logLine{}}
+	c := raftstoretest.NewCluster(b, 3, raftstoretest.WithLogger(slog.New(recordHandler{r: rec})), raftstoretest.WithConfig(func(cfg *raftstore.Config) {
 		cfg.SnapshotThreshold = 64
 		cfg.TrailingLogs = 16
 		cfg.SnapshotInterval = time.Hour // snapshots only when the benchmark asks
@@ -67,9 +65,6 @@ func BenchmarkWipedFollowerCatchUp(b *testing.B) {
 		}
 	}
 	f := c.Index(c.Followers()[0].NodeID())
-	logged.mu.Lock()
-	logged.node = c.ID(f)
-	logged.mu.Unlock()
 	var total, received, restored time.Duration
 	b.ResetTimer()
 	for range b.N {
@@ -85,7 +80,6 @@ func BenchmarkWipedFollowerCatchUp(b *testing.B) {
 			b.Fatal(err)
 		}
 		want := l.AppliedIndex()
-		logged.reset()
 		b.StartTimer()
 		start := time.Now()
 		c.Restart(b, f)
@@ -96,7 +90,7 @@ func BenchmarkWipedFollowerCatchUp(b *testing.B) {
 			time.Sleep(time.Millisecond)
 		}
 		total += time.Since(start)
-		copied, installed := logged.when(copiedMsg), logged.when(installedMsg)
+		copied, installed := rec.firstSince(c.ID(f), copiedMsg, start), rec.firstSince(c.ID(f), installedMsg, start)
 		if copied.IsZero() || installed.IsZero() {
 			b.Fatalf("%s caught up without receiving and installing a snapshot", c.ID(f))
 		}
@@ -115,63 +109,3 @@ const (
 	copiedMsg    = "copied to local snapshot"
 	installedMsg = "Installed remote snapshot"
 )
-
-// phaseLog is a slog handler that keeps when one node first logged a line
-// holding each of those messages since reset.
-type phaseLog struct {
-	mu   sync.Mutex
-	node string // set before the first reset
-	at   map[string]time.Time
-	with string // this handler's node, from WithAttrs
-	root *phaseLog
-}
-
-func (p *phaseLog) base() *phaseLog {
-	if p.root != nil {
-		return p.root
-	}
-	return p
-}
-
-func (p *phaseLog) reset() {
-	r := p.base()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	clear(r.at)
-}
-
-func (p *phaseLog) when(msg string) time.Time {
-	r := p.base()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.at[msg]
-}
-
-func (p *phaseLog) Enabled(context.Context, slog.Level) bool { return true }
-
-func (p *phaseLog) Handle(_ context.Context, rec slog.Record) error {
-	r := p.base()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if p.with != r.node || r.node == "" {
-		return nil
-	}
-	for _, msg := range []string{copiedMsg, installedMsg} {
-		if _, ok := r.at[msg]; !ok && strings.Contains(rec.Message, msg) {
-			r.at[msg] = rec.Time
-		}
-	}
-	return nil
-}
-
-func (p *phaseLog) WithAttrs(as []slog.Attr) slog.Handler {
-	h := &phaseLog{root: p.base(), with: p.with}
-	for _, a := range as {
-		if a.Key == "node" {
-			h.with = a.Value.String()
-		}
-	}
-	return h
-}
-
-func (p *phaseLog) WithGroup(string) slog.Handler { return p }

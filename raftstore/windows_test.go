@@ -302,7 +302,7 @@ func TestWindowsCloseIdenticallyOnEveryNodeAndKeepTheirWatermarkAcrossFailover(t
 }
 
 func TestWindowsReachAFollowerThroughAnInstalledSnapshot(t *testing.T) {
-	rec := &recorder{msgs: map[string][]string{}}
+	rec := &recorder{msgs: map[string][]logLine{}}
 	c := raftstoretest.NewCluster(t, 3,
 		raftstoretest.WithLogger(slog.New(recordHandler{r: rec})),
 		raftstoretest.WithConfig(func(cfg *raftstore.Config) {

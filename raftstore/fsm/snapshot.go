@@ -311,15 +311,11 @@ func (s *stream) size() (int64, error) {
 }
 
 func (s *stream) Read(p []byte) (int, error) {
-	for s.off == len(s.buf) {
-		if s.done {
-			return 0, io.EOF
-		}
-		if err := s.fill(); err != nil {
-			return 0, err
-		}
+	b, err := s.unread()
+	if err != nil {
+		return 0, err
 	}
-	n := copy(p, s.buf[s.off:])
+	n := copy(p, b)
 	s.off += n
 	return n, nil
 }
@@ -329,22 +325,34 @@ func (s *stream) Read(p []byte) (int, error) {
 func (s *stream) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	for {
-		if s.off == len(s.buf) {
-			if s.done {
-				return total, nil
-			}
-			if err := s.fill(); err != nil {
-				return total, err
-			}
-			continue
+		b, err := s.unread()
+		if err == io.EOF {
+			return total, nil
 		}
-		n, err := w.Write(s.buf[s.off:])
+		if err != nil {
+			return total, err
+		}
+		n, err := w.Write(b)
 		s.off += n
 		total += int64(n)
 		if err != nil {
 			return total, err
 		}
 	}
+}
+
+// unread returns what is left of the current chunk, making the next one
+// when it is all read; io.EOF after the checksum.
+func (s *stream) unread() ([]byte, error) {
+	for s.off == len(s.buf) {
+		if s.done {
+			return nil, io.EOF
+		}
+		if err := s.fill(); err != nil {
+			return nil, err
+		}
+	}
+	return s.buf[s.off:], nil
 }
 
 // fill makes the next chunk of the stream, in buf, reusing its memory.
