@@ -317,7 +317,10 @@ func (n *node) startOnce(ctx context.Context) (exited bool) {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		resp, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
 		cancel()
-		if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
+		// Healthy, and the banner printed: stated serves before it
+		// prints the banner (in one write), and tests read it.
+		if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING &&
+			strings.Contains(n.logs.String(), "stated: node "+n.id+" serving\n") {
 			return false
 		}
 		select {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -169,35 +170,39 @@ func (c *cli) serve(cmd *cobra.Command, cfg daemon.Config) error {
 	if abs, err := filepath.Abs(socket); err == nil {
 		socket = abs
 	}
-	fmt.Fprintf(c.stdout, "stated: node %s serving\n", d.NodeID())
-	fmt.Fprintf(c.stdout, "  unix socket: %s\n", socket)
+	// The banner goes out in one write, so that whoever reads stdout (a
+	// test, a supervisor waiting for "serving") sees all of it or none.
+	var banner bytes.Buffer
+	fmt.Fprintf(&banner, "stated: node %s serving\n", d.NodeID())
+	fmt.Fprintf(&banner, "  unix socket: %s\n", socket)
 	if tcp := d.TCPAddr(); tcp != "" {
-		fmt.Fprintf(c.stdout, "  tcp:         %s\n", tcp)
+		fmt.Fprintf(&banner, "  tcp:         %s\n", tcp)
 		if adv := d.AdvertiseGRPCAddr(); adv != tcp {
-			fmt.Fprintf(c.stdout, "  advertised:  %s\n", adv)
+			fmt.Fprintf(&banner, "  advertised:  %s\n", adv)
 		}
 	} else {
-		fmt.Fprintf(c.stdout, "  tcp:         disabled\n")
+		fmt.Fprintf(&banner, "  tcp:         disabled\n")
 	}
-	fmt.Fprintf(c.stdout, "  raft:        %s\n", d.Store().RaftAddr())
+	fmt.Fprintf(&banner, "  raft:        %s\n", d.Store().RaftAddr())
 	if m := d.MetricsAddr(); m != "" {
-		fmt.Fprintf(c.stdout, "  metrics:     http://%s/metrics\n", m)
+		fmt.Fprintf(&banner, "  metrics:     http://%s/metrics\n", m)
 		if cfg.EnablePprof {
-			fmt.Fprintf(c.stdout, "  pprof:       http://%s/debug/pprof/\n", m)
+			fmt.Fprintf(&banner, "  pprof:       http://%s/debug/pprof/\n", m)
 		}
 	}
-	fmt.Fprintf(c.stdout, "  data dir:    %s\n", cfg.DataDir)
+	fmt.Fprintf(&banner, "  data dir:    %s\n", cfg.DataDir)
 	st := d.CheckpointStatus()
-	fmt.Fprintf(c.stdout, "  checkpoints: %s every %s, keeping %d\n", st.Bucket, st.Interval, st.Retain)
+	fmt.Fprintf(&banner, "  checkpoints: %s every %s, keeping %d\n", st.Bucket, st.Interval, st.Retain)
 	if st.Encryption != "" {
-		fmt.Fprintf(c.stdout, "  encryption:  checkpoint files encrypted (%s)\n", st.Encryption)
+		fmt.Fprintf(&banner, "  encryption:  checkpoint files encrypted (%s)\n", st.Encryption)
 	}
 	if cfg.TokenFile != "" {
-		fmt.Fprintf(c.stdout, "  tokens:      every call needs a bearer token granted in %s\n", cfg.TokenFile)
+		fmt.Fprintf(&banner, "  tokens:      every call needs a bearer token granted in %s\n", cfg.TokenFile)
 	}
 	if st.SharesDiskWithData {
-		fmt.Fprintf(c.stdout, "  warning:     the checkpoint bucket is on the data dir's disk; losing that disk loses both (set --checkpoint-url)\n")
+		fmt.Fprintf(&banner, "  warning:     the checkpoint bucket is on the data dir's disk; losing that disk loses both (set --checkpoint-url)\n")
 	}
+	_, _ = c.stdout.Write(banner.Bytes())
 
 	for ctx.Err() == nil {
 		select {
