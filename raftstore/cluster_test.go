@@ -368,6 +368,10 @@ func TestWipedFollowerRejoinsFromSnapshot(t *testing.T) {
 		if len(snapshotIndexes(t, c.Dir(f))) == 0 {
 			t.Errorf("%s keeps no snapshot after installing one", id)
 		}
+		// The state was built as the stream arrived, not read back after.
+		if n := s.SnapshotCounts(); n.Restored == 0 || n.Staged != n.Restored {
+			t.Errorf("%s's snapshot counts after the install: %+v; want every restore staged as it was received", id, n)
+		}
 		members, _, err := c.Leader(t).Members()
 		if err != nil || len(members) != 3 {
 			t.Fatalf("members after the rejoin = %+v, %v; want 3", members, err)

@@ -105,3 +105,142 @@ func TestAReceivedStreamIsOpenedAsStoredAndItsOwnChecksumGuardsIt(t *testing.T) 
 		t.Fatal("a truncated snapshot file opened without an error")
 	}
 }
+
+// TestAReceivedStreamIsStagedAsItArrivesAndRestoredWithoutBeingBuiltAgain:
+// a stream written to the snapshot store (as Raft writes the one a leader
+// sends) is built into a state as it arrives, and the Restore Raft runs
+// afterwards swaps that state in; a stream canceled half way stages
+// nothing; a reference (this node's own snapshots) is only stored; and a
+// stored stream that changed on disk before the restore is refused.
+func TestAReceivedStreamIsStagedAsItArrivesAndRestoredWithoutBeingBuiltAgain(t *testing.T) {
+	src, err := fsm.Open(filepath.Join(t.TempDir(), "state"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	for i := uint64(1); i <= 50; i++ {
+		data := command.Encode(nil, &command.Command{Type: command.TypeCommit, Now: 1, Commit: &command.Commit{Mutations: []command.Mutation{
+			{Op: command.OpPut, Namespace: "ns", Key: []byte{byte(i)}, Value: bytes.Repeat([]byte{byte(i)}, 4<<10)}}}})
+		if res := src.Apply(&raft.Log{Index: i, Type: raft.LogCommand, Data: data}).(*fsm.Result); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	streamOf := func(f *fsm.FSM) []byte {
+		t.Helper()
+		size, rc, err := f.OpenSnapshotStream(f.AppliedIndex())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil || int64(len(b)) != size {
+			t.Fatalf("read %d bytes of a %d-byte stream: %v", len(b), size, err)
+		}
+		return b
+	}
+	stream := streamOf(src)
+
+	dir, stateDir := t.TempDir(), filepath.Join(t.TempDir(), "state")
+	dst, err := fsm.Open(stateDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	files, err := raft.NewFileSnapshotStore(dir, 5, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := snapshotStore{FileSnapshotStore: files, fsm: dst, dir: dir}
+	nothingStaged := func(when string) {
+		t.Helper()
+		if _, err := os.Stat(stateDir + ".restore"); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s: a state is staged (%v)", when, err)
+		}
+	}
+	// write writes b to a new snapshot in pieces, the first shorter than
+	// the stream's magic.
+	write := func(b []byte) raft.SnapshotSink {
+		t.Helper()
+		sink, err := store.Create(raft.SnapshotVersionMax, 50, 1, raft.Configuration{}, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for len(b) > 0 {
+			n := min(len(b), 1000)
+			if len(b) == len(stream) {
+				n = 5
+			}
+			if _, err := sink.Write(b[:n]); err != nil {
+				t.Fatal(err)
+			}
+			b = b[n:]
+		}
+		return sink
+	}
+	restore := func(id string) error {
+		t.Helper()
+		_, rc, err := store.Open(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dst.Restore(rc)
+	}
+
+	// Canceled half way: nothing staged.
+	if err := write(stream[:len(stream)/2]).Cancel(); err != nil {
+		t.Fatal(err)
+	}
+	nothingStaged("after a canceled snapshot")
+
+	// This node's own snapshot: a reference, stored only.
+	snap, err := dst.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := store.Create(raft.SnapshotVersionMax, 0, 1, raft.Configuration{}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	nothingStaged("after a reference was persisted")
+
+	// Received whole: staged, then swapped in by the restore.
+	sink = write(stream)
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := restore(sink.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if c := dst.SnapshotCounts(); c.Restored != 1 || c.Staged != 1 {
+		t.Fatalf("after the restore of a received stream: %+v; want Restored 1, Staged 1", c)
+	}
+	if got := streamOf(dst); !bytes.Equal(got, stream) || dst.AppliedIndex() != 50 {
+		t.Fatalf("the restored state's stream is %d bytes at index %d; the sender's %d bytes at 50", len(got), dst.AppliedIndex(), len(stream))
+	}
+	nothingStaged("after the restore")
+
+	// Received whole, then changed on disk before the restore: refused.
+	src.Apply(&raft.Log{Index: 51, Type: raft.LogCommand, Data: command.Encode(nil, &command.Command{Type: command.TypeCommit, Now: 1, Commit: &command.Commit{Mutations: []command.Mutation{
+		{Op: command.OpPut, Namespace: "ns", Key: []byte("new"), Value: []byte("v")}}}})})
+	stream = streamOf(src)
+	sink = write(stream)
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	flipped := bytes.Clone(stream)
+	flipped[len(flipped)/2] ^= 0x01
+	if err := os.WriteFile(filepath.Join(dir, "snapshots", sink.ID(), "state.bin"), flipped, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := restore(sink.ID()); !errors.Is(err, fsm.ErrCorrupt) {
+		t.Fatalf("restoring a staged stream changed on disk: %v, want fsm.ErrCorrupt", err)
+	}
+	if dst.AppliedIndex() != 50 {
+		t.Fatalf("a refused restore moved the state to index %d", dst.AppliedIndex())
+	}
+	nothingStaged("after a refused restore")
+}

@@ -130,7 +130,7 @@ func (s *Store) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("raftstore: open snapshot store: %w", err)
 	}
-	s.snaps = snapshotStore{FileSnapshotStore: files, fsm: s.fsm, dir: raftDir}
+	s.snaps = snapshotStore{FileSnapshotStore: files, fsm: s.fsm, dir: raftDir, logger: s.logger}
 	if err := s.checkStateHasLog(raftDir); err != nil {
 		return err
 	}

@@ -45,6 +45,7 @@ type FSM struct {
 	snaps         liveSnapshots   // snapshots Raft has not persisted or released yet
 	logBytes      logBytes        // the log's size since the newest snapshot; see LogBytes
 	storage       storageCounters // see StorageStats
+	staging       staging         // a state built from a stream as it was received (stage.go)
 
 	// lastCkpt is the newest local checkpoint started (a changelog
 	// barrier makes none); only the apply loop reads and writes it.

@@ -84,7 +84,7 @@ type liveSnapshots struct {
 
 	// persisted and restored count snapshots since Open; see
 	// SnapshotCounts.
-	persisted, restored atomic.Uint64
+	persisted, restored, staged atomic.Uint64
 }
 
 // SnapshotCounts are the snapshots of the state since the FSM was opened.
@@ -95,11 +95,14 @@ type SnapshotCounts struct {
 	// leader (InstallSnapshot), or restored when the node started behind
 	// its newest local snapshot.
 	Restored uint64
+	// Staged counts, of Restored, the snapshots whose state was built as
+	// the stream was received (StageSnapshot).
+	Staged uint64
 }
 
 // SnapshotCounts returns the snapshot counts; cheap.
 func (f *FSM) SnapshotCounts() SnapshotCounts {
-	return SnapshotCounts{Persisted: f.snaps.persisted.Load(), Restored: f.snaps.restored.Load()}
+	return SnapshotCounts{Persisted: f.snaps.persisted.Load(), Restored: f.snaps.restored.Load(), Staged: f.snaps.staged.Load()}
 }
 
 func (l *liveSnapshots) init() {
@@ -451,15 +454,28 @@ func SnapshotAppliedIndex(r io.Reader) (uint64, error) {
 // built beside the current one, synced, and swapped in by renames, so a
 // crash leaves either the old state or the new one (see
 // recoverInterruptedRestore), never a mix.
+//
+// If StageSnapshot built the state of this very stream as it was
+// received, Restore reads rc once to check that and swaps that state in
+// (see stage.go).
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	f.staging.mu.Lock()
+	defer f.staging.mu.Unlock()
 	tmp := f.dir + ".restore"
-	if err := os.RemoveAll(tmp); err != nil {
-		return fmt.Errorf("fsm: restore: %w", err)
-	}
-	if err := f.buildFromSnapshot(tmp, rc); err != nil {
+	staged, err := f.takeStaged(rc)
+	if err != nil {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	if !staged {
+		if err := os.RemoveAll(tmp); err != nil {
+			return fmt.Errorf("fsm: restore: %w", err)
+		}
+		if err := f.buildFromSnapshot(tmp, rc); err != nil {
+			os.RemoveAll(tmp)
+			return fmt.Errorf("fsm: restore: %w", err)
+		}
 	}
 
 	f.ckptWG.Wait()     // a local checkpoint reads the database being replaced
@@ -480,6 +496,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return f.reopenAfterFailedSwap(fmt.Errorf("fsm: restore: %w", err))
 	}
 	f.snaps.restored.Add(1)
+	if staged {
+		f.snaps.staged.Add(1)
+	}
 	f.breakCapture()
 	// The log now starts after the restored snapshot.
 	f.logBytes.markSnapshot()
