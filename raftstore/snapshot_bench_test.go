@@ -90,7 +90,12 @@ func BenchmarkWipedFollowerCatchUp(b *testing.B) {
 			time.Sleep(time.Millisecond)
 		}
 		total += time.Since(start)
+		// Raft logs the install once Restore returned, which may be
+		// after the applied index moved.
 		copied, installed := rec.firstSince(c.ID(f), copiedMsg, start), rec.firstSince(c.ID(f), installedMsg, start)
+		for wait := time.Now(); installed.IsZero() && time.Since(wait) < 10*time.Second; installed = rec.firstSince(c.ID(f), installedMsg, start) {
+			time.Sleep(time.Millisecond)
+		}
 		if copied.IsZero() || installed.IsZero() {
 			b.Fatalf("%s caught up without receiving and installing a snapshot", c.ID(f))
 		}

@@ -56,10 +56,10 @@ func (s snapshotStore) Create(version raft.SnapshotVersion, index, term uint64, 
 }
 
 // stagingSink writes a snapshot to the file store's sink and, if it is a
-// stream, to the state machine's StageSnapshot through a pipe. The file
-// is what Raft keeps and may send on; staging is an optimisation only: if
-// it fails, the stream is stored all the same and Restore builds the
-// state from it.
+// stream, to the state machine's StageSnapshot through a chunkQueue. The
+// file is what Raft keeps and may send on; staging is an optimisation
+// only: if it fails, the stream is stored all the same and Restore builds
+// the state from it.
 type stagingSink struct {
 	raft.SnapshotSink
 	fsm    *fsm.FSM
@@ -67,8 +67,8 @@ type stagingSink struct {
 
 	head    []byte // the first bytes, until they tell a stream from a reference
 	decided bool
-	pw      *io.PipeWriter // nil when not staging, or once staging stopped
-	done    chan error     // StageSnapshot's result, once staging started
+	q       *chunkQueue // nil when not staging
+	done    chan error  // StageSnapshot's result, once staging started
 }
 
 func (s *stagingSink) Write(p []byte) (int, error) {
@@ -90,34 +90,16 @@ func (s *stagingSink) stage(p []byte) {
 		if !fsm.IsSnapshotStream(s.head) {
 			return
 		}
-		pr, pw := io.Pipe()
-		s.pw, s.done = pw, make(chan error, 1)
-		go func() {
-			err := s.fsm.StageSnapshot(pr)
-			if err == nil {
-				err = errStagingEnded
-			}
-			pr.CloseWithError(err) // a later Write returns at once
-			if err == errStagingEnded {
-				err = nil
-			}
+		s.q, s.done = newChunkQueue(), make(chan error, 1)
+		go func(q *chunkQueue) {
+			err := s.fsm.StageSnapshot(q)
+			q.stop()
 			s.done <- err
-		}()
-		s.feed(s.head)
+		}(s.q)
+		s.q.write(s.head)
 	}
-	if len(p) > 0 {
-		s.feed(p)
-	}
-}
-
-var errStagingEnded = errors.New("raftstore: staging ended")
-
-func (s *stagingSink) feed(p []byte) {
-	if s.pw == nil {
-		return
-	}
-	if _, err := s.pw.Write(p); err != nil {
-		s.pw = nil // the stager stopped; finish says why
+	if s.q != nil && len(p) > 0 {
+		s.q.write(p)
 	}
 }
 
@@ -127,10 +109,7 @@ func (s *stagingSink) finish(cause error) bool {
 	if s.done == nil {
 		return false
 	}
-	if s.pw != nil {
-		s.pw.CloseWithError(cause) // nil: the end of the stream
-		s.pw = nil
-	}
+	s.q.close(cause)
 	err := <-s.done
 	s.done = nil
 	if err != nil && cause == nil {
@@ -157,6 +136,117 @@ func (s *stagingSink) Cancel() error {
 	s.finish(errSnapshotCanceled)
 	return s.SnapshotSink.Cancel()
 }
+
+// chunkQueue carries the bytes a sink is written from its writer (Raft
+// reading the leader's connection) to a reader (the stager) in chunks of
+// chunkSize, up to queueChunks of them in flight, so that neither waits
+// for the other chunk by chunk: an io.Pipe hands every 32 KiB write over
+// and waits until it is read, which made receiving and staging take turns
+// (BENCHMARKS.md). Once the reader stopped, writes are dropped.
+type chunkQueue struct {
+	full    chan []byte   // chunks written, in order; closed by close
+	free    chan []byte   // chunks read, to be written again
+	stopped chan struct{} // closed when the reader stops reading
+	made    int           // chunks allocated so far
+	cur     []byte        // the chunk being written
+	cause   error         // what the reader gets after the last chunk; set before full is closed
+	closed  bool
+
+	chunk, next []byte // the reader's chunk, and what is left of it to read
+}
+
+const (
+	chunkSize   = 1 << 20
+	queueChunks = 32
+)
+
+func newChunkQueue() *chunkQueue {
+	return &chunkQueue{
+		full:    make(chan []byte, queueChunks),
+		free:    make(chan []byte, queueChunks),
+		stopped: make(chan struct{}),
+	}
+}
+
+// write copies p into the queue; it waits only while queueChunks chunks
+// are unread.
+func (q *chunkQueue) write(p []byte) {
+	for len(p) > 0 {
+		if q.cur == nil {
+			select {
+			case q.cur = <-q.free:
+			default:
+				if q.made < queueChunks {
+					q.made++
+					q.cur = make([]byte, 0, chunkSize)
+				} else {
+					select {
+					case q.cur = <-q.free:
+					case <-q.stopped:
+						return
+					}
+				}
+			}
+			q.cur = q.cur[:0]
+		}
+		n := min(len(p), chunkSize-len(q.cur))
+		q.cur = append(q.cur, p[:n]...)
+		p = p[n:]
+		if len(q.cur) == chunkSize && !q.send() {
+			return
+		}
+	}
+}
+
+// send queues the chunk being written; false if the reader stopped.
+func (q *chunkQueue) send() bool {
+	select {
+	case q.full <- q.cur:
+		q.cur = nil
+		return true
+	case <-q.stopped:
+		q.cur = nil
+		return false
+	}
+}
+
+// close queues what is written and ends the stream: the reader reads io.EOF
+// after it if cause is nil, cause if not.
+func (q *chunkQueue) close(cause error) {
+	if q.closed {
+		return
+	}
+	q.closed = true
+	if len(q.cur) > 0 && cause == nil {
+		q.send()
+	}
+	q.cause = cause
+	close(q.full)
+}
+
+// Read reads the chunks in order.
+func (q *chunkQueue) Read(p []byte) (int, error) {
+	for len(q.next) == 0 {
+		c, ok := <-q.full
+		if !ok {
+			if q.cause != nil {
+				return 0, q.cause
+			}
+			return 0, io.EOF
+		}
+		q.chunk, q.next = c, c
+	}
+	n := copy(p, q.next)
+	q.next = q.next[n:]
+	if len(q.next) == 0 {
+		q.free <- q.chunk // never blocks: free has room for every chunk
+		q.chunk = nil
+	}
+	return n, nil
+}
+
+// stop tells the writer that the reader reads no more.
+func (q *chunkQueue) stop() { close(q.stopped) }
 
 var errSnapshotCanceled = errors.New("raftstore: snapshot canceled")
 
