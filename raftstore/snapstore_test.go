@@ -14,6 +14,24 @@ import (
 	"github.com/statedhq/stated/raftstore/fsm"
 )
 
+// filledFSM opens a state machine with 50 entries of 4 KiB applied.
+func filledFSM(t *testing.T) *fsm.FSM {
+	t.Helper()
+	f, err := fsm.Open(filepath.Join(t.TempDir(), "state"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	for i := uint64(1); i <= 50; i++ {
+		data := command.Encode(nil, &command.Command{Type: command.TypeCommit, Now: 1, Commit: &command.Commit{Mutations: []command.Mutation{
+			{Op: command.OpPut, Namespace: "ns", Key: []byte{byte(i)}, Value: bytes.Repeat([]byte{byte(i)}, 4<<10)}}}})
+		if res := f.Apply(&raft.Log{Index: i, Type: raft.LogCommand, Data: data}).(*fsm.Result); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	return f
+}
+
 // TestAReceivedStreamIsOpenedAsStoredAndItsOwnChecksumGuardsIt: a snapshot
 // received from a leader (a stream of the state) is opened straight from
 // its file, byte for byte what was stored, without the file store's CRC-64
@@ -21,18 +39,7 @@ import (
 // own CRC-32C refuses it. A file of another size than its metadata says is
 // opened by the file store, whose check refuses it.
 func TestAReceivedStreamIsOpenedAsStoredAndItsOwnChecksumGuardsIt(t *testing.T) {
-	src, err := fsm.Open(filepath.Join(t.TempDir(), "state"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	for i := uint64(1); i <= 50; i++ {
-		data := command.Encode(nil, &command.Command{Type: command.TypeCommit, Now: 1, Commit: &command.Commit{Mutations: []command.Mutation{
-			{Op: command.OpPut, Namespace: "ns", Key: []byte{byte(i)}, Value: bytes.Repeat([]byte{byte(i)}, 4<<10)}}}})
-		if res := src.Apply(&raft.Log{Index: i, Type: raft.LogCommand, Data: data}).(*fsm.Result); res.Err != nil {
-			t.Fatal(res.Err)
-		}
-	}
+	src := filledFSM(t)
 	size, rc, err := src.OpenSnapshotStream(50)
 	if err != nil {
 		t.Fatal(err)
@@ -113,18 +120,7 @@ func TestAReceivedStreamIsOpenedAsStoredAndItsOwnChecksumGuardsIt(t *testing.T) 
 // nothing; a reference (this node's own snapshots) is only stored; and a
 // stored stream that changed on disk before the restore is refused.
 func TestAReceivedStreamIsStagedAsItArrivesAndRestoredWithoutBeingBuiltAgain(t *testing.T) {
-	src, err := fsm.Open(filepath.Join(t.TempDir(), "state"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	for i := uint64(1); i <= 50; i++ {
-		data := command.Encode(nil, &command.Command{Type: command.TypeCommit, Now: 1, Commit: &command.Commit{Mutations: []command.Mutation{
-			{Op: command.OpPut, Namespace: "ns", Key: []byte{byte(i)}, Value: bytes.Repeat([]byte{byte(i)}, 4<<10)}}}})
-		if res := src.Apply(&raft.Log{Index: i, Type: raft.LogCommand, Data: data}).(*fsm.Result); res.Err != nil {
-			t.Fatal(res.Err)
-		}
-	}
+	src := filledFSM(t)
 	streamOf := func(f *fsm.FSM) []byte {
 		t.Helper()
 		size, rc, err := f.OpenSnapshotStream(f.AppliedIndex())
