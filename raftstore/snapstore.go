@@ -91,11 +91,11 @@ func (s *stagingSink) stage(p []byte) {
 			return
 		}
 		s.q, s.done = newChunkQueue(), make(chan error, 1)
-		go func(q *chunkQueue) {
+		go func(q *chunkQueue, done chan<- error) {
 			err := s.fsm.StageSnapshot(q)
 			q.stop()
-			s.done <- err
-		}(s.q)
+			done <- err
+		}(s.q, s.done)
 		s.q.write(s.head)
 	}
 	if s.q != nil && len(p) > 0 {
