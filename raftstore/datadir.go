@@ -33,8 +33,8 @@ const (
 // checkpoint counts (fsm.CountBaseDir). Anything
 // else (the default checkpoint bucket under checkpoints/, the socket) is
 // left alone.
-var replacedByRestore = []string{raftDirName, "local-checkpoints", stateDirName + ".old", stateDirName + ".restore", stateDirName,
-	fsm.CountBaseDir, fsm.CountBaseDir + ".tmp", fsm.CountBaseDir + ".old"}
+var replacedByRestore = append(fsm.RestoreLeftovers(stateDirName), raftDirName, "local-checkpoints", stateDirName,
+	fsm.CountBaseDir, fsm.CountBaseDir+".tmp", fsm.CountBaseDir+".old")
 
 // swapFailpoint, when set (by tests only), is called at each step of
 // InstallRestoredState and of the recovery of an interrupted swap.

@@ -150,7 +150,6 @@ type chunkQueue struct {
 	made    int           // chunks allocated so far
 	cur     []byte        // the chunk being written
 	cause   error         // what the reader gets after the last chunk; set before full is closed
-	closed  bool
 
 	chunk, next []byte // the reader's chunk, and what is left of it to read
 }
@@ -211,12 +210,8 @@ func (q *chunkQueue) send() bool {
 }
 
 // close queues what is written and ends the stream: the reader reads io.EOF
-// after it if cause is nil, cause if not.
+// after it if cause is nil, cause if not. Called once (stagingSink.finish).
 func (q *chunkQueue) close(cause error) {
-	if q.closed {
-		return
-	}
-	q.closed = true
 	if len(q.cur) > 0 && cause == nil {
 		q.send()
 	}

@@ -420,12 +420,25 @@ func readsOwnWrites(cmd *command.Command) bool {
 	return false
 }
 
+// The directories beside the state directory dir that Restore uses: the
+// new state is built in restoreDir (its tables first in restoreDir +
+// tablesSuffix, StageSnapshot the same), and the replaced one is moved to
+// replacedDir until it is deleted.
+func restoreDir(dir string) string  { return dir + ".restore" }
+func replacedDir(dir string) string { return dir + ".old" }
+
+// RestoreLeftovers are the directories beside the state directory dir
+// that a restore of a Raft snapshot (or a state staged for one) may leave
+// after a crash; the next Open removes them (recoverInterruptedRestore).
+func RestoreLeftovers(dir string) []string {
+	return []string{replacedDir(dir), restoreDir(dir), restoreDir(dir) + tablesSuffix}
+}
+
 // recoverInterruptedRestore puts the state directory back in order after a
 // crash during Restore: a complete old state is kept if the new one was not
 // yet in place, and leftovers are removed.
 func recoverInterruptedRestore(dir string) error {
-	old, tmp := dir+".old", dir+".restore"
-	tables := tmp + tablesSuffix
+	old := replacedDir(dir)
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		if _, err := os.Stat(old); err == nil {
 			if err := os.Rename(old, dir); err != nil {
@@ -433,7 +446,7 @@ func recoverInterruptedRestore(dir string) error {
 			}
 		}
 	}
-	for _, p := range []string{old, tmp, tables} {
+	for _, p := range RestoreLeftovers(dir) {
 		if err := os.RemoveAll(p); err != nil {
 			return fmt.Errorf("fsm: remove %s: %w", p, err)
 		}

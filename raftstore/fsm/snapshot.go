@@ -462,7 +462,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	f.staging.mu.Lock()
 	defer f.staging.mu.Unlock()
-	tmp := f.dir + ".restore"
+	tmp := restoreDir(f.dir)
 	staged, err := f.takeStaged(rc)
 	if err != nil {
 		os.RemoveAll(tmp)
@@ -508,7 +508,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 // swapIn renames the state built in tmp into place and opens it. f.mu is
 // held and the current database closed.
 func (f *FSM) swapIn(tmp string) error {
-	old := f.dir + ".old"
+	old := replacedDir(f.dir)
 	if err := os.Rename(f.dir, old); err != nil {
 		return err
 	}

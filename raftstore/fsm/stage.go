@@ -57,7 +57,7 @@ func (f *FSM) StageSnapshot(r io.Reader) error {
 	f.staging.mu.Lock()
 	defer f.staging.mu.Unlock()
 	f.staging.state = nil
-	tmp := f.dir + ".restore"
+	tmp := restoreDir(f.dir)
 	if err := os.RemoveAll(tmp); err != nil {
 		return fmt.Errorf("fsm: stage snapshot: %w", err)
 	}
@@ -83,7 +83,7 @@ func (f *FSM) DropStaged() {
 	defer f.staging.mu.Unlock()
 	if f.staging.state != nil {
 		f.staging.state = nil
-		os.RemoveAll(f.dir + ".restore")
+		os.RemoveAll(restoreDir(f.dir))
 	}
 }
 
