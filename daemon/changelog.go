@@ -43,15 +43,20 @@ type changelogChain struct {
 	baseAt    time.Time
 	baseBytes int64
 	bytes     int64
+	// logBytes is the state machine's count of applied command bytes
+	// (raftstore.Store.AppliedLogBytes) at last's barrier: the count now
+	// less it is about what the next segment holds.
+	logBytes uint64
 }
 
-// startChain makes m, a table checkpoint started at start, the base of
-// the changelog checkpoints that follow, when they are on.
-func (c *coordinator) startChain(m *uploader.Manifest, start time.Time) {
+// startChain makes m, a table checkpoint started at start whose barrier
+// counted logBytes (fsm.CheckpointResult.LogBytes), the base of the
+// changelog checkpoints that follow, when they are on.
+func (c *coordinator) startChain(m *uploader.Manifest, start time.Time, logBytes uint64) {
 	if c.materializeEvery <= 0 {
 		return
 	}
-	c.chain = changelogChain{last: m, baseAt: start, baseBytes: m.Bytes()}
+	c.chain = changelogChain{last: m, baseAt: start, baseBytes: m.Bytes(), logBytes: logBytes}
 	c.mu.Lock()
 	c.st.ChangelogBaseEpoch, c.st.ChangelogBytes = m.Epoch, 0
 	c.mu.Unlock()
@@ -61,10 +66,15 @@ func (c *coordinator) startChain(m *uploader.Manifest, start time.Time) {
 // follows as a changelog checkpoint, or nil when it must upload its
 // tables: changelog checkpoints are off; this node has completed no table
 // checkpoint while leading (after a start or a failure); the base is as
-// old as the materialize interval; the segments since the base hold as
-// many bytes as its tables, so that a restore would replay more than it
-// downloads; or the Raft log no longer holds the entries since the last
-// checkpoint.
+// old as the materialize interval; the segments since the base, with the
+// one this checkpoint would add, would hold as many bytes as its tables,
+// so that a restore would replay more than it downloads; or the Raft log
+// no longer holds the entries since the last checkpoint.
+//
+// The next segment's size is what the state machine applied since the
+// last checkpoint's barrier: the entries' bytes, without the segment's
+// few bytes of framing per entry, up to the barrier this checkpoint has
+// yet to propose.
 func (c *coordinator) changelogDue(now time.Time) *uploader.Manifest {
 	ch := c.chain
 	var why string
@@ -73,8 +83,8 @@ func (c *coordinator) changelogDue(now time.Time) *uploader.Manifest {
 		return nil
 	case now.Sub(ch.baseAt) >= c.materializeEvery:
 		why = "the materialize interval has passed"
-	case ch.bytes >= ch.baseBytes:
-		why = "the changelog holds as many bytes as the tables"
+	case ch.bytes+int64(c.pendingLogBytes()) >= ch.baseBytes:
+		why = "the changelog would hold as many bytes as the tables"
 	case !c.store.LogHolds(ch.last.RaftIndex + 1):
 		why = "the Raft log no longer holds the entries since the last checkpoint"
 	default:
@@ -83,6 +93,13 @@ func (c *coordinator) changelogDue(now time.Time) *uploader.Manifest {
 	c.logger.Debug("daemon: this checkpoint uploads the state's tables", "reason", why, "base_epoch", ch.last.NextChangelog().BaseEpoch)
 	c.chain = changelogChain{}
 	return nil
+}
+
+// pendingLogBytes is what the state machine applied since the last
+// checkpoint's barrier, in command bytes.
+func (c *coordinator) pendingLogBytes() uint64 {
+	now := c.store.AppliedLogBytes()
+	return now - min(c.chain.logBytes, now)
 }
 
 // DefaultCheckpointChangelogMemory is DefaultConfig's
@@ -174,6 +191,7 @@ func (c *coordinator) changelogCheckpoint(ctx context.Context, tr *trigger, star
 		"bytes_uploaded", us.BytesUploaded)
 	c.chain.last = m
 	c.chain.bytes += hashed.Size
+	c.chain.logBytes = cp.LogBytes
 	chainBytes := c.chain.bytes
 	c.conclude(ctx, tr, m, us, dur, func(st *CheckpointStatus) {
 		st.ChangelogCheckpoints++

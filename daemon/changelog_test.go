@@ -68,9 +68,10 @@ func TestEveryChangelogCheckpointIsAConsistentCut(t *testing.T) {
 
 // TestChangelogCheckpointsUploadTheTablesAgainWhenTheyMust: after a
 // table checkpoint the next ones are changelog checkpoints until the
-// materialize interval has passed, the segments hold as many bytes as the
-// tables, or the Raft log no longer holds the entries since the last
-// checkpoint; each of those makes the next checkpoint upload its tables.
+// materialize interval has passed, the segments would hold as many bytes
+// as the tables with the next one, or the Raft log no longer holds the
+// entries since the last checkpoint; each of those makes the checkpoint
+// upload its tables.
 func TestChangelogCheckpointsUploadTheTablesAgainWhenTheyMust(t *testing.T) {
 	const every = 3 * time.Second
 	bucket := fileBucket(t)
@@ -97,10 +98,14 @@ func TestChangelogCheckpointsUploadTheTablesAgainWhenTheyMust(t *testing.T) {
 	time.Sleep(every - time.Since(start))
 	trigger(false, "after the materialize interval")
 
-	// About 200 KB of tables: 300 KB of puts outweigh them.
-	pad(ctx, t, state, 300)
-	trigger(true, "the first checkpoint on them")
-	trigger(false, "segments holding as many bytes as the tables")
+	// About 200 KB of tables. A segment of 100 KB of puts is lighter;
+	// with 150 KB more the segments would outweigh them, so that
+	// checkpoint uploads the tables rather than a segment that makes a
+	// restore replay more than it downloads.
+	pad(ctx, t, state, 100)
+	trigger(true, "the first checkpoint on them, its segment lighter than the tables")
+	pad(ctx, t, state, 150)
+	trigger(false, "segments that would hold as many bytes as the tables")
 
 	pad(ctx, t, state, 1)
 	s := trigger(true, "right after a table checkpoint")

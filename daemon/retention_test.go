@@ -114,17 +114,19 @@ func TestAFailedRetentionRunsAgainAfterTheNextChangelogCheckpoint(t *testing.T) 
 	}
 
 	// As in TestChangelogCheckpointsUploadTheTablesAgainWhenTheyMust:
-	// about 200 KB of tables, then a changelog checkpoint whose segment
-	// outweighs them, which makes the next checkpoint a table one.
+	// about 200 KB of tables, then a changelog checkpoint with a lighter
+	// segment, then puts that would make the segments outweigh the
+	// tables, which makes the next checkpoint a table one.
 	pad(ctx, t, state, 200)
 	trigger(false, "the first checkpoint")
-	pad(ctx, t, state, 300)
+	pad(ctx, t, state, 100)
 	trigger(true, "the first checkpoint on its tables")
 
 	// The table checkpoint leaves the segment, at least, unreferenced
 	// (one checkpoint is retained), and its retention cannot delete it.
 	srv.refuse.Store(true)
-	trigger(false, "segments holding as many bytes as the tables")
+	pad(ctx, t, state, 150)
+	trigger(false, "segments that would hold as many bytes as the tables")
 	if srv.refused.Load() == 0 || !strings.HasPrefix(lastError(), "retention: ") {
 		t.Fatalf("%d deletions refused, last error %q; want the retention to have failed", srv.refused.Load(), lastError())
 	}

@@ -47,6 +47,10 @@ func (s *Store) barrier(ctx context.Context, changelog bool) (fsm.CheckpointResu
 // (fsm.CapturedChangelog).
 func (s *Store) CaptureChangelog(limit int64) { s.fsm.CaptureChangelog(limit) }
 
+// AppliedLogBytes is the bytes of the command entries this node's state
+// machine was handed since it opened (fsm.LogBytes.Applied); cheap.
+func (s *Store) AppliedLogBytes() uint64 { return s.fsm.LogBytes().Applied }
+
 // LogHolds reports whether this node's Raft log still holds every entry
 // from first on (none of them compacted into a snapshot).
 func (s *Store) LogHolds(first uint64) bool {

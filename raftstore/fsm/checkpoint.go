@@ -43,6 +43,9 @@ type CheckpointResult struct {
 	// this barrier, for the changelog segment that ends here. Whoever
 	// takes the result releases it.
 	Captured *CapturedChangelog
+	// LogBytes is LogBytes().Applied as the barrier applied: with the
+	// entries Raft handed over with it, in the same batch.
+	LogBytes uint64
 	done     chan struct{}
 }
 
@@ -169,10 +172,10 @@ func (f *FSM) barrier(l *raft.Log, epoch uint64, changelog bool) *CheckpointResu
 		// Not lastCkpt: that is the newest local checkpoint, which
 		// removals wait for (removeUploaded), and this makes none.
 		cp := f.changelogCut(l, epoch)
-		cp.Captured = f.sealCapture(l)
+		cp.Captured, cp.LogBytes = f.sealCapture(l), f.logBytes.applied.Load()
 		return cp
 	}
-	cp := &CheckpointResult{Epoch: epoch, Index: l.Index, Term: l.Term, Captured: f.sealCapture(l)}
+	cp := &CheckpointResult{Epoch: epoch, Index: l.Index, Term: l.Term, Captured: f.sealCapture(l), LogBytes: f.logBytes.applied.Load()}
 	f.startCheckpoint(cp)
 	f.lastCkpt = cp
 	return cp

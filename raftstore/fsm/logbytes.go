@@ -18,6 +18,10 @@ type LogBytes struct {
 	SinceSnapshot uint64
 	// Entries is how many command entries SinceSnapshot counts.
 	Entries uint64
+	// Applied is the bytes of the command entries Raft handed to the
+	// state machine since Open, snapshots or not: the difference of two
+	// readings is what was applied between them.
+	Applied uint64
 }
 
 // logBytes counts the bytes of the log entries the state machine sees.
@@ -70,5 +74,5 @@ func (f *FSM) LogBytes() LogBytes {
 	c := &f.logBytes
 	mark, markEntries := c.mark.Load(), c.markEntries.Load()
 	applied, entries := c.applied.Load(), c.entries.Load()
-	return LogBytes{SinceSnapshot: applied - min(mark, applied), Entries: entries - min(markEntries, entries)}
+	return LogBytes{SinceSnapshot: applied - min(mark, applied), Entries: entries - min(markEntries, entries), Applied: applied}
 }

@@ -56,6 +56,10 @@ func TestLogBytesCountsEntriesSinceTheNewestSnapshotTakenOrRestored(t *testing.T
 	if got := f.LogBytes(); got.SinceSnapshot != uint64(len(data)) || got.Entries != 1 {
 		t.Fatalf("after a failed snapshot: %+v, want %d bytes in 1 entry since the persisted one", got, len(data))
 	}
+	// Applied counts every entry since Open, snapshots or not.
+	if got := f.LogBytes().Applied; got != want+uint64(len(data)) {
+		t.Fatalf("applied since Open: %d bytes, want %d", got, want+uint64(len(data)))
+	}
 
 	// A restored snapshot replaces the log before it: the count restarts
 
