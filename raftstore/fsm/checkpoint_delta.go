@@ -318,7 +318,9 @@ func (c *CheckpointCounter) countFromBase(ctx context.Context, dir string) (Chec
 		changedBytes += t.info.Size
 	}
 	if changedBytes*countFromBaseLimit > total {
-		return n, countWhole("%d of the state's %d table bytes changed since the base (epoch %d)", changedBytes, total, base.Epoch)
+		// changedBytes holds the new tables and the ones they replaced;
+		// total only the state's tables now.
+		return n, countWhole("the tables added and removed since the base (epoch %d) hold %d bytes, more than 1/%d of the state's %d", base.Epoch, changedBytes, countFromBaseLimit, total)
 	}
 
 	d := &delta{}
