@@ -20,6 +20,12 @@ var (
 	// ErrStateWithoutLog is returned by Open when the data dir holds
 	// state that has applied entries but no Raft log.
 	ErrStateWithoutLog = errors.New("raftstore: state without a Raft log")
+	// ErrRestoredStateJoins is returned by Open when the data dir holds
+	// state restored from a checkpoint, which starts a new cluster, and
+	// no Raft state, and the node was not told to bootstrap: it would
+	// join a cluster, whose log would then apply on top of the restored
+	// state.
+	ErrRestoredStateJoins = errors.New("raftstore: restored state cannot join a cluster")
 	// ErrLogStoreMismatch is returned by Open when the data dir's Raft
 	// log is another kind of store than Config.LogStore asks for.
 	ErrLogStoreMismatch = errors.New("raftstore: Raft log store mismatch")

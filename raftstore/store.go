@@ -110,9 +110,13 @@ func (s *Store) open(ctx context.Context) error {
 	if s.fsm, err = fsm.Open(filepath.Join(s.cfg.Dir, stateDirName), s.logger, s.fsmOptions()...); err != nil {
 		return err
 	}
-	// Refuse state without a log before creating one (checked again
-	// below, on the log's contents).
+	// Refuse state without a log, and restored state that would join a
+	// cluster, before creating one (checked again below, on the log's
+	// contents).
 	if err := s.checkStateHasLog(raftDir); err != nil {
+		return err
+	}
+	if err := s.checkRestoredStateBootstraps(raftDir); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
@@ -132,6 +136,9 @@ func (s *Store) open(ctx context.Context) error {
 	}
 	s.snaps = snapshotStore{FileSnapshotStore: files, fsm: s.fsm, dir: raftDir, logger: s.logger}
 	if err := s.checkStateHasLog(raftDir); err != nil {
+		return err
+	}
+	if err := s.checkRestoredStateBootstraps(raftDir); err != nil {
 		return err
 	}
 	if err := s.catchUpFromSnapshot(); err != nil {
@@ -315,6 +322,42 @@ func (a namedAddr) String() string  { return string(a) }
 
 func (t *tcpLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	return net.DialTimeout("tcp", string(addr), timeout)
+}
+
+// checkRestoredStateBootstraps refuses to join a cluster with state
+// restored from a checkpoint (stated restore) and no Raft state yet. Such
+// state starts a new cluster: its applied index is zero, so a cluster it
+// joined would replicate its own log from the start onto it, and this
+// replica would keep the restored keys the others do not have. A node of
+// the restored cluster has Raft state as soon as it holds the state (a
+// joining one receives it with a snapshot), so only a node given --join
+// on a freshly restored data dir is refused, before anything is written.
+func (s *Store) checkRestoredStateBootstraps(raftDir string) error {
+	if s.cfg.Bootstrap {
+		return nil
+	}
+	from, restored, err := s.fsm.RestoredFrom()
+	if err != nil || !restored {
+		return err
+	}
+	if s.log == nil {
+		kind, err := detectLogStore(raftDir)
+		if err != nil || kind != "" {
+			return err // there is a log; its contents decide
+		}
+	} else {
+		existing, err := raft.HasExistingState(s.log, s.log, s.snaps)
+		if err != nil {
+			return fmt.Errorf("raftstore: %w", err)
+		}
+		if existing {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: data dir %s holds the state restored from checkpoint %d of cluster %s, which starts a new cluster: "+
+		"start this node without --join, so that it bootstraps, and the other nodes join it with empty data dirs; "+
+		"to join a running cluster instead, wipe the data dir",
+		ErrRestoredStateJoins, s.cfg.Dir, from.Epoch, from.ClusterID)
 }
 
 // checkStateHasLog refuses state that has applied entries but no Raft
