@@ -162,8 +162,13 @@ type triggerResult struct {
 	err      error
 }
 
-// openCoordinator opens the bucket; a bad URL fails here, at start.
-func openCoordinator(ctx context.Context, cfg Config, store *raftstore.Store, logger *slog.Logger) (*coordinator, error) {
+// openCoordinator opens what checkpoints need beside the store: the
+// bucket (a bad URL, or a bucket that does not exist or cannot be
+// reached, fails here), the key and the Kafka client. Start calls it
+// before it opens the store, so that a checkpoint config that cannot be
+// used stops the node before it bootstraps or joins a cluster; attach
+// then gives the coordinator the store. On an error nothing stays open.
+func openCoordinator(ctx context.Context, cfg Config, logger *slog.Logger) (*coordinator, error) {
 	b, err := uploader.OpenBucket(ctx, cfg.CheckpointURL)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: checkpoint bucket: %w", err)
@@ -195,15 +200,11 @@ func openCoordinator(ctx context.Context, cfg Config, store *raftstore.Store, lo
 		return nil, fmt.Errorf("daemon: checkpoint uploader: %w", err)
 	}
 	c := &coordinator{
-		store: store, bucket: b, up: up, logger: logger, keeper: ucfg.Keeper,
+		bucket: b, up: up, logger: logger, keeper: ucfg.Keeper,
 		retain: cfg.CheckpointRetain, every: cfg.CheckpointInterval, pollFor: 50 * time.Millisecond,
 		triggers: make(chan *trigger), stateDir: filepath.Join(cfg.DataDir, stateDirName),
 		counter:          fsm.NewCheckpointCounter(filepath.Join(cfg.DataDir, fsm.CountBaseDir)),
 		materializeEvery: cfg.CheckpointMaterializeInterval, captureLimit: cfg.CheckpointChangelogMemory, segmentDir: filepath.Join(cfg.DataDir, changelogUploadDirName),
-	}
-	// A changelog checkpoint's segment that a crash left behind.
-	if err := os.RemoveAll(c.segmentDir); err != nil {
-		logger.Warn("daemon: removing a changelog segment left from before", "dir", c.segmentDir, "error", err)
 	}
 	c.st = CheckpointStatus{
 		Enabled: true, Bucket: redactURL(cfg.CheckpointURL), Interval: cfg.CheckpointInterval, Retain: cfg.CheckpointRetain,
@@ -218,6 +219,16 @@ func openCoordinator(ctx context.Context, cfg Config, store *raftstore.Store, lo
 		}
 	}
 	return c, nil
+}
+
+// attach gives c the store it checkpoints, once Start opened it, and
+// removes a changelog checkpoint's segment that a crash left behind. It
+// comes before run and before any other use of c.
+func (c *coordinator) attach(store *raftstore.Store) {
+	c.store = store
+	if err := os.RemoveAll(c.segmentDir); err != nil {
+		c.logger.Warn("daemon: removing a changelog segment left from before", "dir", c.segmentDir, "error", err)
+	}
 }
 
 func (c *coordinator) close() {

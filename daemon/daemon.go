@@ -70,7 +70,10 @@ type Daemon struct {
 // A join that the cluster refuses (the node id or an address is taken, or
 // the data belongs to another cluster), or Join addresses where no stated
 // node answers, make Start fail with an error naming the problem; the
-// cluster is left as it was.
+// cluster is left as it was. A checkpoint bucket or key that cannot be
+// used (an unknown scheme, a bucket that does not exist or cannot be
+// reached) fails Start before the store is opened: the data dir gains no
+// Raft state and no join is attempted.
 func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -95,15 +98,20 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		d.closeListeners()
 		return nil, err
 	}
-	if err := d.openStore(ctx); err != nil {
-		d.closeListeners()
-		return nil, err
-	}
+	// The checkpoint bucket, key and Kafka client before the store: a
+	// config that cannot be used stops the node before it creates Raft
+	// state or asks a cluster to add it as a voter it would then leave
+	// dead.
 	if err := d.openCheckpoints(ctx); err != nil {
-		d.store.Close()
 		d.closeListeners()
 		return nil, err
 	}
+	if err := d.openStore(ctx); err != nil {
+		d.ckpt.close()
+		d.closeListeners()
+		return nil, err
+	}
+	d.ckpt.attach(d.store)
 	d.serve()
 	return d, nil
 }
@@ -206,8 +214,10 @@ func (d *Daemon) openStore(ctx context.Context) error {
 	return nil
 }
 
-// openCheckpoints opens the checkpoint bucket: a URL that cannot be
-// opened fails Start.
+// openCheckpoints opens the checkpoint bucket (creating the default one,
+// DataDir/checkpoints), its key and the Kafka client, before the store
+// is opened: a URL that cannot be opened, or a bucket that cannot be
+// listed, fails Start. The coordinator gets the store later (attach).
 func (d *Daemon) openCheckpoints(ctx context.Context) error {
 	if d.cfg.CheckpointURL == "" {
 		u, err := defaultCheckpointURL(d.cfg.DataDir)
@@ -216,7 +226,7 @@ func (d *Daemon) openCheckpoints(ctx context.Context) error {
 		}
 		d.cfg.CheckpointURL = u
 	}
-	c, err := openCoordinator(ctx, d.cfg, d.store, d.logger)
+	c, err := openCoordinator(ctx, d.cfg, d.logger)
 	if err != nil {
 		return err
 	}
