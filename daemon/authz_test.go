@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/statedhq/stated/daemon/authz"
 	"github.com/statedhq/stated/daemon/daemontest"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	stated "github.com/statedhq/stated/sdk/go"
 )
 
 func tokenHash(token string) string {
@@ -383,5 +385,88 @@ func TestAClusterWithTokensJoinsWithTheJoinTokenAndForwardsTheClientsToken(t *te
 	got, err := statedv1.NewStateClient(leader).Get(asToken(ctx, "root-tok"), &statedv1.GetRequest{Namespace: "other", Key: []byte("k"), Kind: statedv1.Kind_KIND_VALUE})
 	if err != nil || !got.GetFound() {
 		t.Fatalf("the forwarded commit on the leader: %v, found %v", err, got.GetFound())
+	}
+}
+
+// TestWindowStatusOfEveryNamespaceListsWhatTheTokenMayRead: the window
+// part of `stated status` asks for every window namespace. A token
+// limited to some namespaces gets those it may read, with no error; one
+// with read (or admin) on "*" gets all. Asking for one namespace by name
+// stays checked.
+func TestWindowStatusOfEveryNamespaceListsWhatTheTokenMayRead(t *testing.T) {
+	tokens := filepath.Join(t.TempDir(), "tokens.yaml")
+	data := fmt.Sprintf(`
+- {name: svc-a, sha256: %s, namespaces: [users, "clicks-*", kafka-group/svc-a], operations: [read, write]}
+- {name: ops, sha256: %s, namespaces: ["*"], operations: [read, write, admin]}
+- {name: operator, sha256: %s, namespaces: ["*"], operations: [admin]}
+`, tokenHash("svc-a-tok"), tokenHash("ops-tok"), tokenHash("operator-tok"))
+	if err := os.WriteFile(tokens, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := daemontest.Start(t, func(c *daemon.Config) {
+		c.TokenFile = tokens
+		c.CheckpointInterval = 0
+	})
+	ctx := testContext(t)
+	conn := dial(t, "unix://"+d.SocketPath())
+	windows := statedv1.NewWindowsClient(conn)
+	zero := int64(0)
+	for _, ns := range []string{"users", "clicks-eu", "orders", "clickstream"} {
+		if _, err := windows.Define(asToken(ctx, "ops-tok"), &statedv1.DefineWindowsRequest{Spec: &statedv1.WindowSpec{
+			Namespace: ns, Shape: statedv1.WindowShape_WINDOW_SHAPE_TUMBLING, SizeMs: 60_000,
+			GraceMs: &zero, MaxOutOfOrderMs: &zero,
+			Aggregate: statedv1.WindowAggregate_WINDOW_AGGREGATE_COUNT,
+			Emit:      statedv1.WindowEmit_WINDOW_EMIT_FINAL, Late: statedv1.LatePolicy_LATE_POLICY_DROP,
+		}}); err != nil {
+			t.Fatalf("define %s as ops: %v", ns, err)
+		}
+	}
+	all := []string{"clicks-eu", "clickstream", "orders", "users"}
+	want := map[string][]string{"svc-a-tok": {"clicks-eu", "users"}, "ops-tok": all, "operator-tok": all}
+	names := func(got []string) string {
+		slices.Sort(got)
+		return strings.Join(got, ",")
+	}
+	for token, wantNS := range want {
+		// Over the wire, as any client asks.
+		resp, err := windows.Status(asToken(ctx, token), &statedv1.WindowStatusRequest{})
+		if err != nil {
+			t.Fatalf("window status of every namespace with %s: %v", token, err)
+		}
+		var got []string
+		for _, n := range resp.GetNamespaces() {
+			got = append(got, n.GetSpec().GetNamespace())
+		}
+		if names(got) != strings.Join(wantNS, ",") {
+			t.Errorf("window status with %s lists %v, want %v", token, got, wantNS)
+		}
+		// Through the SDK, as `stated status` asks.
+		c, err := stated.Dial(ctx, d.SocketPath(), stated.WithToken(token), stated.WithLazySession())
+		if err != nil {
+			t.Fatalf("dial with %s: %v", token, err)
+		}
+		sts, err := c.WindowStatus(ctx)
+		c.Close()
+		if err != nil {
+			t.Fatalf("client.WindowStatus with %s: %v", token, err)
+		}
+		got = got[:0]
+		for _, st := range sts {
+			got = append(got, st.Spec.Namespace)
+		}
+		if names(got) != strings.Join(wantNS, ",") {
+			t.Errorf("client.WindowStatus with %s lists %v, want %v", token, got, wantNS)
+		}
+	}
+	// One namespace by name: read on it, as before.
+	if _, err := windows.Status(asToken(ctx, "svc-a-tok"), &statedv1.WindowStatusRequest{Namespace: "users"}); err != nil {
+		t.Fatalf("svc-a's own namespace by name: %v", err)
+	}
+	_, err := windows.Status(asToken(ctx, "svc-a-tok"), &statedv1.WindowStatusRequest{Namespace: "orders"})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), `may not read namespace "orders"`) {
+		t.Fatalf("another namespace by name with svc-a: %v, want PermissionDenied naming it", err)
+	}
+	if _, err := windows.Status(ctx, &statedv1.WindowStatusRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("window status without a token: %v, want Unauthenticated", err)
 	}
 }

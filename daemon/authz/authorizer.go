@@ -117,18 +117,17 @@ func bearer(ctx context.Context) (string, error) {
 	return strings.TrimSpace(v[len(prefix):]), nil
 }
 
-// UnaryInterceptor authorizes each unary call before its handler runs.
-// A CommitBatch passes with write on any namespace; its handler checks
-// each commit it carries with AuthorizeCommit, which finds the Authorizer
-// in the call's context.
+// UnaryInterceptor authorizes each unary call before its handler runs,
+// and hands the handler the Authorizer in the call's context, for the
+// checks that depend on what the call finds: a CommitBatch passes with
+// write on any namespace and its handler checks each commit it carries
+// with AuthorizeCommit; the window status of every namespace lists those
+// Visible says.
 func (a *Authorizer) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if err := a.Authorize(ctx, info.FullMethod, req); err != nil {
 		return nil, err
 	}
-	if info.FullMethod == statedv1.State_CommitBatch_FullMethodName {
-		ctx = context.WithValue(ctx, authorizerKey{}, a)
-	}
-	return handler(ctx, req)
+	return handler(context.WithValue(ctx, authorizerKey{}, a), req)
 }
 
 type authorizerKey struct{}
@@ -142,6 +141,32 @@ func AuthorizeCommit(ctx context.Context, r *statedv1.CommitRequest) error {
 		return nil
 	}
 	return a.Authorize(ctx, statedv1.State_Commit_FullMethodName, r)
+}
+
+// Visible returns which namespaces a listing of every namespace (the
+// window status with none named) shows the call's token: those its grant
+// may read, or all of them when it holds read or admin on "*". It returns
+// nil, meaning all, without an Authorizer in ctx (the daemon has no token
+// file). A token no grant holds (the file was reloaded meanwhile) sees
+// none.
+func Visible(ctx context.Context) func(ns string) bool {
+	a, _ := ctx.Value(authorizerKey{}).(*Authorizer)
+	if a == nil {
+		return nil
+	}
+	none := func(string) bool { return false }
+	token, err := bearer(ctx)
+	if err != nil {
+		return none
+	}
+	gr, ok := a.grants.Load().lookup(token)
+	if !ok {
+		return none
+	}
+	if gr.allows(Read, "", false, true) || gr.allows(Admin, "", false, true) {
+		return func(string) bool { return true }
+	}
+	return func(ns string) bool { return gr.allows(Read, ns, false, false) }
 }
 
 // StreamInterceptor authorizes a streaming call on each request message

@@ -12,7 +12,9 @@
 // standard health and reflection services, which stay open. A call
 // without a token, or with one the file does not know, is Unauthenticated;
 // a call outside its grant is PermissionDenied, naming the operation and
-// the namespace (never the token), and runs nothing.
+// the namespace (never the token), and runs nothing. The window status of
+// every namespace is status, open to any token: it lists the namespaces
+// the token may read (Visible).
 //
 // An Authorizer holds the grants of one file and swaps them atomically on
 // Reload; a file that does not parse keeps the old grants.

@@ -69,7 +69,21 @@ var Rules = map[string]Rule{
 	statedv1.Windows_Get_FullMethodName:       nsRule(Read, (*statedv1.GetWindowsRequest).GetNamespace),
 	statedv1.Windows_ListOpen_FullMethodName:  nsRule(Read, (*statedv1.ListOpenWindowsRequest).GetNamespace),
 	statedv1.Windows_Emissions_FullMethodName: nsRule(Read, (*statedv1.ReadEmissionsRequest).GetNamespace),
-	statedv1.Windows_Status_FullMethodName:    nsRule(Read, (*statedv1.WindowStatusRequest).GetNamespace),
+	statedv1.Windows_Status_FullMethodName:    windowStatusRule,
+}
+
+// windowStatusRule needs read on the one namespace asked for. Asking for
+// every namespace (none named) is status, open to any token: the handler
+// answers with the namespaces the token may see (Visible).
+func windowStatusRule(req any) Need {
+	r, ok := req.(*statedv1.WindowStatusRequest)
+	if !ok {
+		return Need{Op: Read, Cluster: true} // unexpected message: be strict
+	}
+	if r.GetNamespace() == "" {
+		return Need{}
+	}
+	return Need{Op: Read, Namespaces: []string{r.GetNamespace()}}
 }
 
 // commitRule needs write on every namespace a commit touches, and on the

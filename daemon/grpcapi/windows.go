@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/statedhq/stated/daemon/authz"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore"
 	"github.com/statedhq/stated/raftstore/command"
@@ -250,7 +251,8 @@ func (s *WindowsServer) Emissions(ctx context.Context, r *statedv1.ReadEmissions
 		})
 }
 
-// Status reports every window namespace, or the one asked for.
+// Status reports the one window namespace asked for, or every one the
+// caller's token may see (authz.Visible: all without a token file).
 func (s *WindowsServer) Status(ctx context.Context, r *statedv1.WindowStatusRequest) (*statedv1.WindowStatusResponse, error) {
 	if r.GetNamespace() != "" {
 		if err := validateWindowNS("namespace", r.GetNamespace()); err != nil {
@@ -270,9 +272,18 @@ func (s *WindowsServer) Status(ctx context.Context, r *statedv1.WindowStatusRequ
 				return nil, err
 			}
 			resp := &statedv1.WindowStatusResponse{AppliedIndex: applied}
+			// A named namespace passed authorization already; every
+			// namespace shows those the token may see.
+			var visible func(string) bool
+			if r.GetNamespace() == "" {
+				visible = authz.Visible(ctx)
+			}
 			found := false
 			for _, st := range all {
 				if r.GetNamespace() != "" && st.Spec.Namespace != r.GetNamespace() {
+					continue
+				}
+				if visible != nil && !visible(st.Spec.Namespace) {
 					continue
 				}
 				found = true
