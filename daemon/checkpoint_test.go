@@ -526,7 +526,7 @@ func TestCheckpointCountsAreMadeFromTheCheckpointBeforeAcrossARestart(t *testing
 	// the tables with it.
 	usedBase := func(c fsm.CheckpointCount, epoch uint64) bool {
 		return (c.Whole == "" && c.BaseEpoch == epoch) ||
-			strings.Contains(c.Whole, fmt.Sprintf("changed since the base (epoch %d)", epoch))
+			strings.Contains(c.Whole, fmt.Sprintf("added and removed since the base (epoch %d)", epoch))
 	}
 	for i := 0; i < 2000; i += 500 {
 		var muts []*statedv1.Mutation
