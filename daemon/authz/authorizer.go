@@ -145,7 +145,8 @@ func AuthorizeCommit(ctx context.Context, r *statedv1.CommitRequest) error {
 
 // Visible returns which namespaces a listing of every namespace (the
 // window status with none named) shows the call's token: those its grant
-// may read, or all of them when it holds read or admin on "*". It returns
+// may read, all of them with read on "*". No operation implies another:
+// admin alone shows none. It returns
 // nil, meaning all, without an Authorizer in ctx (the daemon has no token
 // file). A token no grant holds (the file was reloaded meanwhile) sees
 // none.
@@ -163,7 +164,7 @@ func Visible(ctx context.Context) func(ns string) bool {
 	if !ok {
 		return none
 	}
-	if gr.allows(Read, "", false, true) || gr.allows(Admin, "", false, true) {
+	if gr.allows(Read, "", false, true) {
 		return func(string) bool { return true }
 	}
 	return func(ns string) bool { return gr.allows(Read, ns, false, false) }

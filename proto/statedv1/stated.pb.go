@@ -6267,7 +6267,7 @@ type WindowStatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// namespace selects one namespace, which needs read on it under a token
 	// file; empty reports every one the caller's token may read (all of them
-	// without a token file, or with read or admin on "*").
+	// without a token file, or with read on "*").
 	Namespace     string       `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	Read          *ReadOptions `protobuf:"bytes,2,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -701,7 +701,7 @@ func windowStatusOf(n *statedv1.WindowNamespaceStatus) WindowStatus {
 // WindowStatus reports every window namespace, by name: its spec,
 // watermark, open windows, pending emissions and late-record counts.
 // Against a daemon with a token file it reports those the client's token
-// may read (all of them with read or admin on "*").
+// may read (all of them with read on "*").
 func (c *Client) WindowStatus(ctx context.Context, opts ...ReadOption) ([]WindowStatus, error) {
 	if err := c.checkOpen("window status"); err != nil {
 		return nil, err
