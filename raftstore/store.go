@@ -324,6 +324,22 @@ func (t *tcpLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Con
 	return net.DialTimeout("tcp", string(addr), timeout)
 }
 
+// noRaftState reports whether this node has no Raft state. Before the
+// log store is open it looks only for the log's files (either store's):
+// with some, it reports false, and the check is made again on their
+// contents once the store is open.
+func (s *Store) noRaftState(raftDir string) (bool, error) {
+	if s.log == nil {
+		kind, err := detectLogStore(raftDir)
+		return err == nil && kind == "", err
+	}
+	existing, err := raft.HasExistingState(s.log, s.log, s.snaps)
+	if err != nil {
+		return false, fmt.Errorf("raftstore: %w", err)
+	}
+	return !existing, nil
+}
+
 // checkRestoredStateBootstraps refuses to join a cluster with state
 // restored from a checkpoint (stated restore) and no Raft state yet. Such
 // state starts a new cluster: its applied index is zero, so a cluster it
@@ -340,19 +356,8 @@ func (s *Store) checkRestoredStateBootstraps(raftDir string) error {
 	if err != nil || !restored {
 		return err
 	}
-	if s.log == nil {
-		kind, err := detectLogStore(raftDir)
-		if err != nil || kind != "" {
-			return err // there is a log; its contents decide
-		}
-	} else {
-		existing, err := raft.HasExistingState(s.log, s.log, s.snaps)
-		if err != nil {
-			return fmt.Errorf("raftstore: %w", err)
-		}
-		if existing {
-			return nil
-		}
+	if none, err := s.noRaftState(raftDir); err != nil || !none {
+		return err
 	}
 	return fmt.Errorf("%w: data dir %s holds the state restored from checkpoint %d of cluster %s, which starts a new cluster: "+
 		"start this node without --join, so that it bootstraps, and the other nodes join it with empty data dirs; "+
@@ -364,26 +369,14 @@ func (s *Store) checkRestoredStateBootstraps(raftDir string) error {
 // log to go with it. Such state was left by an interrupted restore of an
 // older version, or by a deleted raft/ dir; Raft would bootstrap a new log
 // on it, and the state machine would skip every new entry at or below its
-// applied index without applying it. Before the log store is open, it
-// looks only for the log's files (either store's).
+// applied index without applying it.
 func (s *Store) checkStateHasLog(raftDir string) error {
 	applied := s.fsm.AppliedIndex()
 	if applied == 0 {
 		return nil
 	}
-	if s.log == nil {
-		kind, err := detectLogStore(raftDir)
-		if err != nil || kind != "" {
-			return err // there is a log; its contents decide
-		}
-	} else {
-		existing, err := raft.HasExistingState(s.log, s.log, s.snaps)
-		if err != nil {
-			return fmt.Errorf("raftstore: %w", err)
-		}
-		if existing {
-			return nil
-		}
+	if none, err := s.noRaftState(raftDir); err != nil || !none {
+		return err
 	}
 	return fmt.Errorf("%w: data dir %s holds state applied up to index %d but no Raft log: "+
 		"it was left by an interrupted restore or a deleted %s/ dir; run `stated restore` again, "+
