@@ -57,15 +57,104 @@ type loadWorker struct {
 	mu      sync.Mutex
 	commits []loadCommit // by sequence - 1
 	lastAck time.Time
+	sentAt  time.Time // of the commit in flight; zero when none is
+	// Since the last acknowledged commit: how many failed, and the
+	// distinct errors they returned, oldest first, for a failure message
+	// (describe).
+	failed int
+	recent []recentErr
+}
+
+// recentErr is an error a worker's commits returned since its last
+// acknowledged one: how often, and when last.
+type recentErr struct {
+	msg  string
+	n    int
+	last time.Time
+}
+
+// A worker keeps up to keptErrs distinct errors (past that the one seen
+// least recently goes); describe shows the shownErrs newest.
+const (
+	keptErrs  = 32
+	shownErrs = 3
+)
+
+func (w *loadWorker) send(c loadCommit) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.commits = append(w.commits, c)
+	w.sentAt = time.Now()
 }
 
 func (w *loadWorker) record(seq int, c loadCommit) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.commits[seq-1] = c
+	w.sentAt = time.Time{}
 	if c.outcome == outcomeAcked {
 		w.lastAck = time.Now()
+		w.failed, w.recent = 0, nil
 	}
+}
+
+// fail notes the error a commit returned, counted with the same errors
+// since the last acknowledged commit.
+func (w *loadWorker) fail(err error) {
+	msg := err.Error()
+	if len(msg) > 300 {
+		msg = msg[:300] + "..."
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.failed++
+	e := recentErr{msg: msg}
+	for i, r := range w.recent {
+		if r.msg == msg {
+			e = r
+			w.recent = append(w.recent[:i], w.recent[i+1:]...)
+			break
+		}
+	}
+	e.n++
+	e.last = time.Now()
+	w.recent = append(w.recent, e)
+	if len(w.recent) > keptErrs {
+		w.recent = append([]recentErr(nil), w.recent[len(w.recent)-keptErrs:]...)
+	}
+}
+
+// describe says, for a failure message, when the worker last had a commit
+// acknowledged, what its commits returned since (the last distinct
+// errors, newest first, with their counts) and whether one is in flight.
+func (w *loadWorker) describe() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := time.Now()
+	var b strings.Builder
+	b.WriteString(w.id + ": ")
+	if w.lastAck.IsZero() {
+		b.WriteString("no commit acknowledged yet")
+	} else {
+		fmt.Fprintf(&b, "last commit acknowledged %s ago", now.Sub(w.lastAck).Round(time.Millisecond))
+	}
+	fmt.Fprintf(&b, " (%d commits sent in all); %d failed since", len(w.commits), w.failed)
+	if !w.sentAt.IsZero() {
+		fmt.Fprintf(&b, ", one in flight for %s", now.Sub(w.sentAt).Round(time.Millisecond))
+	}
+	switch n := len(w.recent); {
+	case n == 0:
+		return b.String()
+	case n > shownErrs:
+		fmt.Fprintf(&b, "; the last %d of %d distinct errors, newest first:", shownErrs, n)
+	default:
+		fmt.Fprintf(&b, "; %d distinct errors, newest first:", n)
+	}
+	for i := len(w.recent) - 1; i >= max(0, len(w.recent)-shownErrs); i-- {
+		e := w.recent[i]
+		fmt.Fprintf(&b, "\n      %dx (last %s ago) %s", e.n, now.Sub(e.last).Round(time.Millisecond), e.msg)
+	}
+	return b.String()
 }
 
 // loadGen is a set of load workers started together (one phase).
@@ -118,9 +207,7 @@ func (g *loadGen) run(ctx context.Context, c *stated.Client, w *loadWorker, r *r
 			return
 		}
 		lc := loadCommit{counter: uint8(r.IntN(loadCounters)), outcome: outcomeUnknown}
-		w.mu.Lock()
-		w.commits = append(w.commits, lc)
-		w.mu.Unlock()
+		w.send(lc)
 		timeout := loadCommitTimeout
 		if r.IntN(4) == 0 {
 			timeout = loadShortCommitTimeout
@@ -136,6 +223,7 @@ func (g *loadGen) run(ctx context.Context, c *stated.Client, w *loadWorker, r *r
 			lc.outcome, lc.index = outcomeAcked, res.Index
 		} else {
 			g.noteErr(ctx, err)
+			w.fail(err)
 		}
 		w.record(seq, lc)
 		time.Sleep(time.Duration(1+r.IntN(4)) * time.Millisecond)
@@ -166,7 +254,8 @@ func (g *loadGen) noteErr(ctx context.Context, err error) {
 
 // halt stops the workers after their next acknowledged commit and waits,
 // bounded, for them. It returns the workers that got no acknowledgement
-// within the bound (they are stopped all the same).
+// within the bound, as describe says them (they are stopped all the
+// same).
 func (g *loadGen) halt(within time.Duration) []string {
 	g.halting.Store(true)
 	done := make(chan struct{})
@@ -177,10 +266,12 @@ func (g *loadGen) halt(within time.Duration) []string {
 	case <-time.After(within):
 		for _, w := range g.workers {
 			w.mu.Lock()
-			if n := len(w.commits); n == 0 || w.commits[n-1].outcome != outcomeAcked {
-				stuck = append(stuck, w.id)
-			}
+			n := len(w.commits)
+			acked := n > 0 && w.commits[n-1].outcome == outcomeAcked
 			w.mu.Unlock()
+			if !acked {
+				stuck = append(stuck, w.describe())
+			}
 		}
 	}
 	g.stop()
@@ -203,6 +294,21 @@ func (g *loadGen) ackedSince(t time.Time) bool {
 		}
 	}
 	return true
+}
+
+// notAckedSince describes (describe) the workers that had no commit
+// acknowledged after t.
+func (g *loadGen) notAckedSince(t time.Time) []string {
+	var out []string
+	for _, w := range g.workers {
+		w.mu.Lock()
+		ok := w.lastAck.After(t)
+		w.mu.Unlock()
+		if !ok {
+			out = append(out, w.describe())
+		}
+	}
+	return out
 }
 
 // loadTally is what a check of the load's state found.

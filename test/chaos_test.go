@@ -174,18 +174,12 @@ func (run *chaosRun) schedule() {
 }
 
 // awaitLoad waits until every worker of g has a commit acknowledged since
-// the last fault; past the bound it fails, saying what stated is doing.
+// the last fault; past the bound it fails with a verdict (loadStalled).
 func (run *chaosRun) awaitLoad(g *loadGen, since time.Time) {
-	t := run.t
 	for !g.ackedSince(since) {
 		if time.Since(since) > run.cfg.progressBound {
-			nodes, leader := run.cl.statusLine(context.Background())
-			var probes []string
-			for _, n := range run.cl.nodes {
-				probes = append(probes, fmt.Sprintf("%s: %v", n.id, probeCommit(context.Background(), n)))
-			}
-			t.Fatalf("progress did not resume: a load worker had no commit acknowledged within %s of the last fault: stated is stuck (leader=%v)\nnodes: %s\nprobe commits: %s",
-				run.cfg.progressBound, leader, nodes, strings.Join(probes, "; "))
+			run.loadStalled(fmt.Sprintf("progress did not resume: a load worker had no commit acknowledged within %s of the last fault", run.cfg.progressBound),
+				g.notAckedSince(since))
 		}
 		run.idle(20 * time.Millisecond)
 	}
@@ -194,9 +188,37 @@ func (run *chaosRun) awaitLoad(g *loadGen, since time.Time) {
 // halt stops g's workers after their next acknowledged commit.
 func (run *chaosRun) halt(g *loadGen) {
 	if stuck := g.halt(run.cfg.progressBound); len(stuck) > 0 {
-		nodes, _ := run.cl.statusLine(context.Background())
-		run.t.Fatalf("load workers %v got no commit acknowledged within %s while stopping: stated is stuck\nnodes: %s", stuck, run.cfg.progressBound, nodes)
+		run.loadStalled(fmt.Sprintf("load workers got no commit acknowledged within %s while stopping", run.cfg.progressBound), stuck)
 	}
+}
+
+// loadStalled fails the test for the load workers that got nothing
+// acknowledged; stalled says of each what loadWorker.describe says (when
+// it was last acknowledged, its last errors since). The verdict says stated is stuck only when no
+// node says it leads or an empty commit fails through every node;
+// otherwise it is the workers' commits that fail while stated commits
+// others'.
+func (run *chaosRun) loadStalled(headline string, stalled []string) {
+	ctx := context.Background()
+	nodes, leader := run.cl.statusLine(ctx)
+	var probes, through []string
+	for _, n := range run.cl.nodes {
+		err := probeCommit(ctx, n)
+		if err == nil {
+			through = append(through, n.id)
+			probes = append(probes, n.id+": committed")
+		} else {
+			probes = append(probes, fmt.Sprintf("%s: %v", n.id, err))
+		}
+	}
+	verdict := ""
+	if !leader || len(through) == 0 {
+		verdict = fmt.Sprintf("VERDICT: stated is stuck: leader=%v, probe commits succeed through %d of %d nodes", leader, len(through), len(run.cl.nodes))
+	} else {
+		verdict = fmt.Sprintf("VERDICT: the load workers' commits fail while stated commits others' (a node leads; probe commits through %s succeed): see each worker's errors", strings.Join(through, ", "))
+	}
+	run.t.Fatalf("%s\n%s\nload workers with nothing acknowledged:\n  %s\nstated nodes: %s\nprobe commits: %s",
+		headline, verdict, strings.Join(stalled, "\n  "), nodes, strings.Join(probes, "; "))
 }
 
 func (run *chaosRun) summary() string {
