@@ -621,10 +621,11 @@ func (s *Store) Commit(ctx context.Context, c *command.Commit) (index uint64, du
 	return out.Index, out.Duplicate, err
 }
 
-// OpenSession opens a client session for clientID with a fresh random id
-// and the configured idle timeout, fencing the client id's older sessions.
-func (s *Store) OpenSession(ctx context.Context, clientID string) (fsm.SessionOpened, error) {
-	var id uint64
+// OpenSession opens a client session for clientID with id, or a fresh
+// random id when id is zero, and the configured idle timeout, fencing the
+// client id's older sessions. An open of the client id's current session
+// (a retry of the open that made it) answers it and changes nothing.
+func (s *Store) OpenSession(ctx context.Context, clientID string, id uint64) (fsm.SessionOpened, error) {
 	for id == 0 {
 		var b [8]byte
 		if _, err := rand.Read(b[:]); err != nil {

@@ -28,9 +28,10 @@ type Store interface {
 	CommitBatch(ctx context.Context, cs []*command.Commit) ([]raftstore.CommitOutcome, []error, error)
 	// WindowSpec returns a window namespace's spec, defaults filled in.
 	WindowSpec(ns string) (command.WindowSpec, bool, error)
-	// OpenSession opens a client session, fencing the client id's older
-	// ones.
-	OpenSession(ctx context.Context, clientID string) (fsm.SessionOpened, error)
+	// OpenSession opens a client session with id (zero: a random one),
+	// fencing the client id's older ones; an open of the current session
+	// answers it and changes nothing.
+	OpenSession(ctx context.Context, clientID string, id uint64) (fsm.SessionOpened, error)
 	// ReadBarrier waits until a read at consistency c, after minIndex, may
 	// be served from the local state.
 	ReadBarrier(ctx context.Context, c raftstore.Consistency, minIndex uint64) (uint64, error)
@@ -154,7 +155,7 @@ func (s *Server) OpenSession(ctx context.Context, r *statedv1.OpenSessionRequest
 		resp, err := statedv1.NewStateClient(conn).OpenSession(fctx, r)
 		return resp, s.toStatus(ctx, forwardedError(err))
 	}
-	opened, err := s.store.OpenSession(ctx, r.GetClientId())
+	opened, err := s.store.OpenSession(ctx, r.GetClientId(), r.GetSessionId())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}

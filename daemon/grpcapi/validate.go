@@ -1,6 +1,8 @@
 package grpcapi
 
 import (
+	"math"
+
 	"fmt"
 	"unicode"
 	"unicode/utf8"
@@ -64,6 +66,9 @@ func validateOpenSession(r *statedv1.OpenSessionRequest) error {
 		return invalid("client_id", "empty")
 	case n > MaxClientIDBytes:
 		return invalid("client_id", "%d bytes, limit %d", n, MaxClientIDBytes)
+	}
+	if id := r.GetSessionId(); id > math.MaxInt64 {
+		return invalid("session_id", "%d is above 2^63-1", id)
 	}
 	return nil
 }

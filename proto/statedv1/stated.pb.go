@@ -3959,8 +3959,15 @@ func (x *CommitError) GetDetails() []*anypb.Any {
 }
 
 type OpenSessionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ClientId string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// session_id is the id the client proposes for the new session, at most
+	// 2^63-1, the same in every attempt of one open: an attempt that applies
+	// after another one succeeded (a retry through another node while the
+	// first was delayed) then answers the open session and changes nothing,
+	// instead of opening another that fences the client itself. Zero lets
+	// the server choose a random id, as before this field.
+	SessionId     uint64 `protobuf:"varint,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4000,6 +4007,13 @@ func (x *OpenSessionRequest) GetClientId() string {
 		return x.ClientId
 	}
 	return ""
+}
+
+func (x *OpenSessionRequest) GetSessionId() uint64 {
+	if x != nil {
+		return x.SessionId
+	}
+	return 0
 }
 
 type OpenSessionResponse struct {
@@ -6838,9 +6852,11 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\vCommitError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
-	"\adetails\x18\x03 \x03(\v2\x14.google.protobuf.AnyR\adetails\"1\n" +
+	"\adetails\x18\x03 \x03(\v2\x14.google.protobuf.AnyR\adetails\"P\n" +
 	"\x12OpenSessionRequest\x12\x1b\n" +
-	"\tclient_id\x18\x01 \x01(\tR\bclientId\"\x99\x01\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\x04R\tsessionId\"\x99\x01\n" +
 	"\x13OpenSessionResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x14\n" +

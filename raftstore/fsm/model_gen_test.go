@@ -181,7 +181,8 @@ func (g *gen) openSession(client string) *command.Command {
 	case x < 3:
 		s.IdleTimeout = -g.r.Int64N(2)
 	case x < 5:
-		// The same session opened again: a proposal made twice.
+		// The same session opened again: a retry of its open, applied
+		// after it.
 		if cur, ok := g.m.sessions[client]; ok {
 			s.ID = cur.id
 		}

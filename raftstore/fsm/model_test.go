@@ -422,6 +422,11 @@ func (m *model) openSession(index uint64, now int64, s *command.Session) (*Sessi
 	case s.IdleTimeout <= 0:
 		return nil, mReject("session.idle_timeout")
 	}
+	if cur, ok := m.sessions[s.ClientID]; ok && cur.id == s.ID && !cur.expired(now) {
+		// A retry of the open that made the current session: nothing
+		// changes.
+		return &SessionOpened{ID: cur.id, Index: cur.opened, IdleTimeout: cur.idle}, nil
+	}
 	m.dropSession(s.ClientID)
 	m.sessions[s.ClientID] = mSession{id: s.ID, opened: index, idle: s.IdleTimeout, lastActive: now}
 	return &SessionOpened{ID: s.ID, Index: index, IdleTimeout: s.IdleTimeout}, nil

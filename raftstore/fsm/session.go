@@ -282,6 +282,13 @@ func (a *applier) setRecord(key, val []byte) error {
 
 // openSession opens s, replacing (and so fencing) the client id's current
 // session and dropping that session's lanes.
+//
+// An open of the client id's current session, not expired, changes
+// nothing and answers that session as it was opened: it is a retry of
+// the open that made it (the SDK sends the same session id with every
+// attempt of one open), applied after it. Replacing it would fence the
+// very client that opened it, and dropping its lanes would forget what
+// its commits since then applied.
 func (a *applier) openSession(s *command.Session, index uint64) (*SessionOpened, error) {
 	switch {
 	case s == nil || s.ClientID == "":
@@ -290,6 +297,19 @@ func (a *applier) openSession(s *command.Session, index uint64) (*SessionOpened,
 		return nil, reject("session.id", "zero")
 	case s.IdleTimeout <= 0:
 		return nil, reject("session.idle_timeout", "%d is not positive", s.IdleTimeout)
+	}
+	v, ok, err := a.record(sessionKey(s.ClientID))
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		cur, err := decodeSession(v)
+		if err != nil {
+			return nil, err
+		}
+		if cur.id == s.ID && !cur.expiredAt(a.now) {
+			return &SessionOpened{ID: cur.id, Index: cur.opened, IdleTimeout: cur.idleTimeout}, nil
+		}
 	}
 	rec := session{id: s.ID, opened: index, idleTimeout: s.IdleTimeout, lastActive: a.now}
 	if err := a.dropLanes(s.ClientID); err != nil {

@@ -318,3 +318,44 @@ func TestCommitBatchWritesItsSessionRecordOnce(t *testing.T) {
 		t.Fatalf("recording a commit at a later time: %d records in the batch; want 3 (two lanes and the session)", n)
 	}
 }
+
+// TestARetriedOpenOfTheCurrentSessionChangesNothing: a client's open of a
+// session can apply twice, when an attempt the client gave up on (a
+// partitioned follower forwarded it) commits after the retry that
+// succeeded; the SDK sends one session id with every attempt of an open.
+// The second apply answers the session as it was opened and changes
+// nothing: the client is not fenced by itself, and its lanes keep what
+// its commits applied, so a retried commit is still a duplicate. An open
+// of another id fences it, as before; so does the same id once the
+// session expired.
+func TestARetriedOpenOfTheCurrentSessionChangesNothing(t *testing.T) {
+	f := openFSM(t)
+	apply(t, f, 1, openSessionCmd("x", 100, 0))
+	if res := apply(t, f, 2, inSession(addCmd("x", 5), 100, 0, 1)); res.Err != nil || res.Duplicate {
+		t.Fatalf("first commit: %+v", res)
+	}
+	res := apply(t, f, 3, openSessionCmd("x", 100, 0))
+	if res.Err != nil || res.Session == nil || res.Session.ID != 100 || res.Session.Index != 1 || res.Session.IdleTimeout != testIdle {
+		t.Fatalf("the open applied again: %+v, want session 100 as opened at index 1", res)
+	}
+	// The retry of the lane's commit is still known: not applied twice.
+	if res := apply(t, f, 4, inSession(addCmd("x", 5), 100, 0, 1)); res.Err != nil || !res.Duplicate {
+		t.Fatalf("retried commit after the open applied again: %+v, want a duplicate", res)
+	}
+	if res := apply(t, f, 5, inSession(addCmd("x", 1), 100, 0, 2)); res.Err != nil || res.Duplicate {
+		t.Fatalf("next commit of the session: %+v", res)
+	}
+	e, ok, err := f.Get("n", []byte("k"), KindCounter, nil, 1e18)
+	if err != nil || !ok || e.Counter != 6 {
+		t.Fatalf("counter = %+v, %v, %v; want 6", e, ok, err)
+	}
+	// Another id fences session 100.
+	apply(t, f, 6, openSessionCmd("x", 200, 0))
+	sessionErr(t, apply(t, f, 7, inSession(addCmd("x", 1), 100, 0, 3)), SessionSuperseded)
+	// The same id once the session expired opens it anew, at its index.
+	later := int64(1e18) + 2*testIdle
+	res = apply(t, f, 8, openSessionCmd("x", 200, later))
+	if res.Err != nil || res.Session == nil || res.Session.ID != 200 || res.Session.Index != 8 {
+		t.Fatalf("open of the expired session's id: %+v, want opened again at index 8", res)
+	}
+}

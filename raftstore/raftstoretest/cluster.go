@@ -476,7 +476,7 @@ func (c *Cluster) Commit(ctx context.Context, cmd *command.Commit, attemptTimeou
 func (c *Cluster) OpenSession(ctx context.Context, clientID string, attemptTimeout time.Duration) (uint64, error) {
 	var id uint64
 	err := c.onLeader(ctx, attemptTimeout, "open session", func(ctx context.Context, l *raftstore.Store) error {
-		s, err := l.OpenSession(ctx, clientID)
+		s, err := l.OpenSession(ctx, clientID, 0)
 		id = s.ID
 		return err
 	})

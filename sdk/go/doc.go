@@ -141,7 +141,10 @@
 //     their commits fail with ErrSessionFenced (a *SessionError), and a
 //     fenced Client stays fenced. A process restarted with a fixed client
 //     id therefore fences its own zombie, and never has a commit taken for
-//     a retry of the dead process's.
+//     a retry of the dead process's. Every attempt of one open proposes
+//     the same session id, and an open of the current session changes
+//     nothing, so an attempt that applies after the retry that succeeded
+//     does not fence the Client that made both.
 //   - A session expires after the daemon's --session-idle-timeout (default
 //     1 hour) without a commit, judged by the leader's clock written into
 //     the log. The next commit on it is refused as not open; if that was

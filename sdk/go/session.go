@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -137,11 +138,17 @@ func (c *Client) startOpenLocked() chan struct{} {
 }
 
 // runOpen opens a session under ctx and ends the open in flight, ch.
+//
+// Every attempt proposes the same session id: an attempt given up on (a
+// partitioned node that still forwarded it) may apply after a later one
+// succeeded, and then finds its own session open and changes nothing. With
+// an id per attempt it would open another session and fence this Client.
 func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
 	var resp *statedv1.OpenSessionResponse
+	req := &statedv1.OpenSessionRequest{ClientId: c.id, SessionId: newSessionID()}
 	err := c.withRetries(ctx, func(ctx context.Context) error {
 		var err error
-		resp, err = c.rpc.OpenSession(ctx, &statedv1.OpenSessionRequest{ClientId: c.id})
+		resp, err = c.rpc.OpenSession(ctx, req)
 		if err != nil {
 			// Visible to commits waiting for this open, which report it
 			// if their ctx ends first.
@@ -165,6 +172,9 @@ func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
 	c.sess.openErr = nil
 	c.sess.free, c.sess.nLanes = nil, 0
 }
+
+// newSessionID is a random session id in [1, 2^63-1].
+func newSessionID() uint64 { return rand.Uint64N(1<<63-1) + 1 }
 
 // sessionNotGranted reports whether err is the daemon's refusal to open a
 // session because the Client's token may not write (PermissionDenied):
