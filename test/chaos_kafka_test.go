@@ -37,9 +37,12 @@ const (
 // writes records at a steady rate, and the examples/counter processes
 // that count them into stated, each restarted when it is killed.
 type chaosKafka struct {
-	t     *testing.T
-	k     *kafkaEnv
-	cl    *chaosCluster
+	t  *testing.T
+	k  *kafkaEnv
+	cl *chaosCluster
+	// r draws each start's --max-poll-records. Starts of processors that
+	// exited by themselves depend on timing: r is not the schedule's
+	// generator (chaosRun.other).
 	r     *rand.Rand
 	procs []*chaosProc
 
@@ -138,7 +141,7 @@ func (ck *chaosKafka) start(s int) {
 	}
 	args := []string{"--brokers", strings.Join(ck.k.brokers, ","), "--stated", ck.cl.sockets(s),
 		"--group", chaosGroup, "--topic", ck.k.topic, "--namespace", chaosCounts, "--client-id", id,
-		"--session-timeout", chaosSessionTimeout.String(), "--max-poll-records", strconv.Itoa(50 + ck.r.IntN(451))}
+		"--session-timeout", chaosSessionTimeout.String(), "--max-poll-records", strconv.Itoa(ck.maxPollRecords())}
 	// The rebalance timeout below the session timeout: a member does not
 	// heartbeat while it joins, so a longer rebalance lets the broker
 	// expire it mid-join (see examples/counter). A processor that waits
@@ -149,6 +152,9 @@ func (ck *chaosKafka) start(s int) {
 	ck.procs[s].p = startCounterProc(ck.t, id, args...)
 	ck.procs[s].id = id
 }
+
+// maxPollRecords draws a new processor's --max-poll-records, 50 to 500.
+func (ck *chaosKafka) maxPollRecords() int { return 50 + ck.r.IntN(451) }
 
 func (ck *chaosKafka) startAll() {
 	ck.t.Helper()

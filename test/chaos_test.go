@@ -56,10 +56,18 @@ type chaosRun struct {
 	t    *testing.T
 	ctx  context.Context
 	cfg  chaosConfig
-	r    *rand.Rand
 	seed uint64
-	cl   *chaosCluster
-	ck   *chaosKafka
+	// sched makes the schedule's decisions; only it draws from its
+	// generator. other serves the draws whose number depends on timing
+	// (a processor's --max-poll-records, drawn at every start, also of
+	// one that exited by itself; the node of a fault that targets the
+	// leader when none leads). load seeds the load workers. All three
+	// are derived from seed.
+	sched *chaosSchedule
+	other *rand.Rand
+	load  *rand.Rand
+	cl    *chaosCluster
+	ck    *chaosKafka
 
 	faults  map[string]int
 	skipped []string
@@ -85,56 +93,146 @@ func (run *chaosRun) idle(d time.Duration) {
 	}
 }
 
-func (run *chaosRun) between(lo, hi time.Duration) time.Duration {
-	return lo + time.Duration(run.r.Int64N(int64(hi-lo)+1))
+// chaosSchedule makes the schedule's decisions: each fault's kind,
+// target, hold and the quiet gap after it, then the gap before the total
+// loss, the node restored and the wait after the restore. Nothing else
+// draws from its generator, and how many draws each decision takes
+// depends on the decisions alone, never on what the processes do, so
+// that a seed replays the same sequence of decisions (STATED_TEST_SEED,
+// docs/TESTING.md; TestChaosScheduleReplaysWhateverTheOtherDrawsAre).
+// Draws whose number depends on timing go to the run's other generator.
+type chaosSchedule struct {
+	r        *rand.Rand
+	first    []string // each kind once, in random order
+	weighted []string // kinds by weight, for the draws after the first round
+	n        int      // faults planned so far
 }
 
-// target picks a node: the leader half of the time, else any.
-func (run *chaosRun) target() (int, string) {
-	if run.r.IntN(2) == 0 {
-		if l := run.cl.leader(run.ctx); l >= 0 {
-			return l, run.cl.nodes[l].id + " (leader)"
+// faultPlan is one fault as the schedule decided it.
+type faultPlan struct {
+	kind string
+	// leader: a node fault targets the node that leads at fault time
+	// (pickTarget). Otherwise it targets node; a processor fault, the
+	// processor in slot node.
+	leader      bool
+	node        int
+	hold        time.Duration // how long the fault lasts (not for a wipe)
+	removeFirst bool          // a wipe removes the node from the cluster first
+	gap         time.Duration // the quiet time after the fault
+}
+
+func newChaosSchedule(seed uint64, partitions bool) *chaosSchedule {
+	kinds := []string{faultKillNode, faultKillProcessor, faultWipe}
+	weighted := []string{faultKillNode, faultKillNode, faultKillNode, faultKillProcessor, faultKillProcessor, faultKillProcessor, faultWipe}
+	if partitions {
+		kinds = append(kinds, faultPartition)
+		weighted = append(weighted, faultPartition, faultPartition)
+	}
+	s := &chaosSchedule{r: rand.New(rand.NewPCG(seed, 1)), first: kinds, weighted: weighted}
+	s.r.Shuffle(len(s.first), func(i, j int) { s.first[i], s.first[j] = s.first[j], s.first[i] })
+	return s
+}
+
+// firstRound is the number of faults that apply each kind once.
+func (s *chaosSchedule) firstRound() int { return len(s.first) }
+
+func (s *chaosSchedule) between(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(s.r.Int64N(int64(hi-lo)+1))
+}
+
+func (s *chaosSchedule) intN(n int) int { return s.r.IntN(n) }
+
+// next plans the next fault among nodes stated nodes and procs processor
+// slots: first each kind once, then kinds drawn by weight. A node fault
+// targets the leader half of the time, else any node.
+func (s *chaosSchedule) next(nodes, procs int) faultPlan {
+	p := faultPlan{}
+	if s.n < len(s.first) {
+		p.kind = s.first[s.n]
+	} else {
+		p.kind = s.weighted[s.r.IntN(len(s.weighted))]
+	}
+	s.n++
+	target := func() {
+		if p.leader = s.r.IntN(2) == 0; !p.leader {
+			p.node = s.r.IntN(nodes)
 		}
 	}
-	i := run.r.IntN(len(run.cl.nodes))
-	return i, run.cl.nodes[i].id
+	switch p.kind {
+	case faultKillNode:
+		target()
+		p.hold = s.between(200*time.Millisecond, 2*time.Second)
+	case faultKillProcessor:
+		p.node = s.r.IntN(procs)
+		p.hold = s.between(0, 2*time.Second)
+	case faultPartition:
+		target()
+		p.hold = s.between(time.Second, 4*time.Second)
+	case faultWipe:
+		target()
+		p.removeFirst = s.r.IntN(2) == 0
+	}
+	p.gap = s.between(200*time.Millisecond, 1500*time.Millisecond)
+	return p
+}
+
+// pickTarget resolves p's node target among nodes nodes, leader being
+// the node that leads now or -1. When p targets the leader and none
+// leads (which depends on timing) it draws a node from other, not from
+// the schedule's generator. how describes the choice for the fault line.
+func pickTarget(p faultPlan, leader, nodes int, other *rand.Rand) (i int, how string) {
+	switch {
+	case !p.leader:
+		return p.node, ""
+	case leader >= 0:
+		return leader, " (leader)"
+	default:
+		return other.IntN(nodes), " (no leader to target: drawn at random)"
+	}
+}
+
+// target returns the node p targets, and its id as the fault line says it.
+func (run *chaosRun) target(p faultPlan) (int, string) {
+	leader := -1
+	if p.leader {
+		leader = run.cl.leader(run.ctx)
+	}
+	i, how := pickTarget(p, leader, len(run.cl.nodes), run.other)
+	return i, run.cl.nodes[i].id + how
 }
 
 // inject applies one fault, holds it while the load runs, and heals it.
-func (run *chaosRun) inject(kind string) {
+func (run *chaosRun) inject(p faultPlan) {
 	t := run.t
+	kind := p.kind
 	switch kind {
 	case faultKillNode:
-		i, who := run.target()
-		hold := run.between(200*time.Millisecond, 2*time.Second)
+		i, who := run.target(p)
 		run.cl.nodes[i].kill()
-		run.idle(hold)
+		run.idle(p.hold)
 		run.cl.restart(run.ctx, i)
-		run.fault(kind, "SIGKILL stated %s, restarted after %s", who, hold.Round(time.Millisecond))
+		run.fault(kind, "SIGKILL stated %s, restarted after %s", who, p.hold.Round(time.Millisecond))
 	case faultKillProcessor:
-		s := run.r.IntN(len(run.ck.procs))
+		s := p.node
 		id := run.ck.procs[s].id
-		hold := run.between(0, 2*time.Second)
 		run.ck.kill(s)
-		run.idle(hold)
+		run.idle(p.hold)
 		run.ck.start(s)
-		run.fault(kind, "SIGKILL processor %s, a new one started after %s", id, hold.Round(time.Millisecond))
+		run.fault(kind, "SIGKILL processor %s, a new one started after %s", id, p.hold.Round(time.Millisecond))
 	case faultPartition:
-		i, who := run.target()
-		hold := run.between(time.Second, 4*time.Second)
+		i, who := run.target(p)
 		run.cl.partition(i)
-		run.idle(hold)
+		run.idle(p.hold)
 		run.cl.heal()
-		run.fault(kind, "partition of stated %s (its cable unplugged) for %s", who, hold.Round(time.Millisecond))
+		run.fault(kind, "partition of stated %s (its cable unplugged) for %s", who, p.hold.Round(time.Millisecond))
 	case faultWipe:
-		i, who := run.target()
-		removeFirst := run.r.IntN(2) == 0
+		i, who := run.target(p)
 		how := "rejoined empty under its old id"
-		if removeFirst {
+		if p.removeFirst {
 			how = "removed from the cluster, rejoined empty"
 		}
 		began := time.Now()
-		run.cl.wipe(run.ctx, i, removeFirst)
+		run.cl.wipe(run.ctx, i, p.removeFirst)
 		run.fault(kind, "stated %s killed, its data dir deleted, %s and serving after %s", who, how, time.Since(began).Round(time.Millisecond))
 	default:
 		t.Fatalf("unknown fault %q", kind)
@@ -145,31 +243,15 @@ func (run *chaosRun) inject(kind string) {
 // kind once, in random order, then kinds drawn at random, with quiet
 // gaps between them. It is bounded in count as well as time.
 func (run *chaosRun) schedule() {
-	kinds := []string{faultKillNode, faultKillProcessor, faultWipe}
-	if run.cl.lab != nil {
-		kinds = append(kinds, faultPartition)
-	}
-	// Weights of the random draws after the first round.
-	weighted := []string{faultKillNode, faultKillNode, faultKillNode, faultKillProcessor, faultKillProcessor, faultKillProcessor, faultWipe}
-	if run.cl.lab != nil {
-		weighted = append(weighted, faultPartition, faultPartition)
-	}
-	first := append([]string(nil), kinds...)
-	run.r.Shuffle(len(first), func(i, j int) { first[i], first[j] = first[j], first[i] })
 	began := time.Now()
-	maxFaults := int(run.cfg.duration/(500*time.Millisecond)) + len(first)
+	maxFaults := int(run.cfg.duration/(500*time.Millisecond)) + run.sched.firstRound()
 	for n := 0; n < maxFaults && run.ctx.Err() == nil; n++ {
-		if n >= len(first) && time.Since(began) >= run.cfg.duration {
+		if n >= run.sched.firstRound() && time.Since(began) >= run.cfg.duration {
 			break
 		}
-		kind := ""
-		if n < len(first) {
-			kind = first[n]
-		} else {
-			kind = weighted[run.r.IntN(len(weighted))]
-		}
-		run.inject(kind)
-		run.idle(run.between(200*time.Millisecond, 1500*time.Millisecond))
+		p := run.sched.next(len(run.cl.nodes), len(run.ck.procs))
+		run.inject(p)
+		run.idle(p.gap)
 	}
 }
 
@@ -266,8 +348,9 @@ func TestChaosLosesNoAcknowledgedCommitAndCountsEveryRecordOnce(t *testing.T) {
 	cfg := chaosConfigFromEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.duration+5*time.Minute)
 	defer cancel()
-	seed, r := chaosRand(t)
-	run := &chaosRun{t: t, ctx: ctx, cfg: cfg, r: r, seed: seed, faults: map[string]int{}, start: time.Now()}
+	seed := chaosSeed(t)
+	run := &chaosRun{t: t, ctx: ctx, cfg: cfg, seed: seed, faults: map[string]int{}, start: time.Now(),
+		other: rand.New(rand.NewPCG(seed, 2)), load: rand.New(rand.NewPCG(seed, 3))}
 	statedBinary(t)
 	counterBinary(t)
 	run.start = time.Now() // after the builds
@@ -288,11 +371,12 @@ func TestChaosLosesNoAcknowledgedCommitAndCountsEveryRecordOnce(t *testing.T) {
 	for _, s := range run.skipped {
 		t.Logf("skipped: %s", s)
 	}
+	run.sched = newChaosSchedule(seed, partitions)
 	run.cl = newChaosCluster(ctx, t, partitions)
-	run.ck = newChaosKafka(t, run.cl, r, cfg.processors)
+	run.ck = newChaosKafka(t, run.cl, run.other, cfg.processors)
 	run.ck.produce(ctx, cfg.rate)
 	run.ck.startAll()
-	load1 := startLoad(ctx, t, run.cl, r, 1, cfg.workers)
+	load1 := run.startLoad(1)
 
 	// Phase 1: random faults, then every acknowledged commit is checked.
 	run.schedule()
@@ -317,15 +401,15 @@ func TestChaosLosesNoAcknowledgedCommitAndCountsEveryRecordOnce(t *testing.T) {
 	// Phase 2: load until a checkpoint completes during it and a little
 	// after, then every node is lost at once.
 	before := run.cl.latestCheckpoint(ctx, 0, time.Minute)
-	load2 := startLoad(ctx, t, run.cl, r, 2, cfg.workers)
+	load2 := run.startLoad(2)
 	run.cl.latestCheckpoint(ctx, before.Epoch, time.Minute)
-	run.idle(run.between(200*time.Millisecond, 1500*time.Millisecond))
+	run.idle(run.sched.between(200*time.Millisecond, 1500*time.Millisecond))
 	run.ck.killAll()
 	run.cl.killAll()
 	lost := time.Now()
 	load2.abandon() // the nodes are dead: nothing in flight can land anywhere
 	m := run.cl.latestCheckpoint(ctx, 0, time.Second)
-	ri := r.IntN(len(run.cl.nodes))
+	ri := run.sched.intN(len(run.cl.nodes))
 	out := run.cl.restore(ctx, m, ri)
 	healed = time.Now()
 	run.fault(faultTotalLoss, "every node SIGKILLed and its data dir deleted; %s restored checkpoint %d (Raft index %d, %s old at the loss): %s",
@@ -333,9 +417,9 @@ func TestChaosLosesNoAcknowledgedCommitAndCountsEveryRecordOnce(t *testing.T) {
 
 	// Phase 3: processing resumes on the restored cluster.
 	run.ck.startAll()
-	load3 := startLoad(ctx, t, run.cl, r, 3, cfg.workers)
+	load3 := run.startLoad(3)
 	run.awaitLoad(load3, healed)
-	run.idle(run.between(time.Second, 3*time.Second))
+	run.idle(run.sched.between(time.Second, 3*time.Second))
 	run.ck.finishProducing()
 	produced := run.ck.k.producedRecords()
 	mon, err = stated.Dial(ctx, run.cl.sockets(1))
@@ -371,6 +455,12 @@ func TestChaosLosesNoAcknowledgedCommitAndCountsEveryRecordOnce(t *testing.T) {
 	}
 }
 
+// startLoad starts the load of phase, its workers seeded from run.load.
+func (run *chaosRun) startLoad(phase int) *loadGen {
+	run.t.Helper()
+	return startLoad(run.ctx, run.t, run.cl, run.load, phase, run.cfg.workers)
+}
+
 // restoredLine is the line of `stated restore`'s output that says what
 // it restored.
 func restoredLine(out string) string {
@@ -382,9 +472,10 @@ func restoredLine(out string) string {
 	return strings.TrimSpace(out)
 }
 
-// chaosRand returns the run's seed and a source drawn from it; the seed
-// is STATED_TEST_SEED when set (as for testRand), else the clock.
-func chaosRand(t *testing.T) (uint64, *rand.Rand) {
+// chaosSeed returns the run's seed: STATED_TEST_SEED when set (as for
+// testRand), else the clock. The run's generators are derived from it
+// (chaosRun).
+func chaosSeed(t *testing.T) uint64 {
 	t.Helper()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("STATED_TEST_SEED"); s != "" {
@@ -395,7 +486,7 @@ func chaosRand(t *testing.T) (uint64, *rand.Rand) {
 		seed = v
 	}
 	t.Logf("seed %d (STATED_TEST_SEED=%d replays the schedule's choices)", seed, seed)
-	return seed, rand.New(rand.NewPCG(seed, 1))
+	return seed
 }
 
 func sum(m map[string]int) int {
