@@ -68,11 +68,11 @@ type chaosRun struct {
 	load  *rand.Rand
 	cl    *chaosCluster
 	ck    *chaosKafka
+	loads []*loadGen // every phase's load, for the summary
 
 	faults  map[string]int
 	skipped []string
 	checks  []string
-	notes   []string
 	start   time.Time
 }
 
@@ -319,8 +319,15 @@ func (run *chaosRun) summary() string {
 	for _, s := range run.skipped {
 		fmt.Fprintf(&b, "skipped: %s\n", s)
 	}
-	for _, s := range run.notes {
-		fmt.Fprintf(&b, "%s\n", s)
+	// Whether the run passed or failed, and however far it got.
+	if len(run.loads) > 0 {
+		kinds, _ := errSummary(run.loads)
+		fmt.Fprintf(&b, "load commits not acknowledged, by kind: %s\n", kinds)
+	}
+	if run.ck != nil {
+		if crashes := run.ck.crashSummary(); len(crashes) > 0 {
+			fmt.Fprintf(&b, "processors that exited by themselves and were restarted (%d):\n  %s\n", len(crashes), strings.Join(crashes, "\n  "))
+		}
 	}
 	for _, c := range run.checks {
 		fmt.Fprintf(&b, "check passed: %s\n", c)
@@ -445,20 +452,20 @@ func TestChaosLosesNoAcknowledgedCommitAndCountsEveryRecordOnce(t *testing.T) {
 		run.check("every key's count is exact: %d records, each counted once (the checkpoint's counts plus Kafka's replay from its offsets)", produced)
 	}
 
-	kinds, refused := errSummary([]*loadGen{load1, load2, load3})
-	run.notes = append(run.notes, "load commits not acknowledged, by kind: "+kinds)
-	if len(refused) > 0 {
+	// The summary lists the kinds of the errors and the processors that
+	// exited by themselves, passed or failed.
+	if _, refused := errSummary([]*loadGen{load1, load2, load3}); len(refused) > 0 {
 		t.Errorf("stated refused load commits that no fault justifies:\n  %s", strings.Join(refused, "\n  "))
-	}
-	if crashes := run.ck.crashSummary(); len(crashes) > 0 {
-		run.notes = append(run.notes, fmt.Sprintf("processors that exited by themselves and were restarted (%d):\n  %s", len(crashes), strings.Join(crashes, "\n  ")))
 	}
 }
 
-// startLoad starts the load of phase, its workers seeded from run.load.
+// startLoad starts the load of phase, its workers seeded from run.load,
+// and keeps it for the summary.
 func (run *chaosRun) startLoad(phase int) *loadGen {
 	run.t.Helper()
-	return startLoad(run.ctx, run.t, run.cl, run.load, phase, run.cfg.workers)
+	g := startLoad(run.ctx, run.t, run.cl, run.load, phase, run.cfg.workers)
+	run.loads = append(run.loads, g)
+	return g
 }
 
 // restoredLine is the line of `stated restore`'s output that says what
