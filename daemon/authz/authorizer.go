@@ -118,8 +118,9 @@ func bearer(ctx context.Context) (string, error) {
 }
 
 // UnaryInterceptor authorizes each unary call before its handler runs,
-// and hands the handler the Authorizer in the call's context, for the
-// checks that depend on what the call finds: a CommitBatch passes with
+// and hands the two handlers whose checks depend on what the call finds
+// the Authorizer in the call's context (only those: every other call,
+// Commit among them, is spared the context's allocation): a CommitBatch passes with
 // write on any namespace and its handler checks each commit it carries
 // with AuthorizeCommit; the window status of every namespace lists those
 // Visible says.
@@ -127,7 +128,11 @@ func (a *Authorizer) UnaryInterceptor(ctx context.Context, req any, info *grpc.U
 	if err := a.Authorize(ctx, info.FullMethod, req); err != nil {
 		return nil, err
 	}
-	return handler(context.WithValue(ctx, authorizerKey{}, a), req)
+	switch info.FullMethod {
+	case statedv1.State_CommitBatch_FullMethodName, statedv1.Windows_Status_FullMethodName:
+		ctx = context.WithValue(ctx, authorizerKey{}, a)
+	}
+	return handler(ctx, req)
 }
 
 type authorizerKey struct{}
