@@ -122,3 +122,55 @@ func TestABadCheckpointConfigStopsAStandaloneNodeBeforeItBootstraps(t *testing.T
 		})
 	}
 }
+
+// TestARefusedStartRemovesTheDataDirItCreated: a start refused before the
+// store opens changes nothing on disk. A data dir that did not exist is
+// not left behind (empty, with the empty default checkpoint directory);
+// one that existed is kept, with whatever it held.
+func TestARefusedStartRemovesTheDataDirItCreated(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		set  func(*daemon.Config)
+		want string
+	}{
+		"unknown checkpoint scheme": {func(c *daemon.Config) { c.CheckpointURL = "foo://bar" }, `unknown scheme "foo"`},
+		"kafka broker without a port number, default bucket": {func(c *daemon.Config) {
+			c.CheckpointURL, c.KafkaBrokers = "", []string{"kafka:notaport"}
+		}, "daemon: kafka client for kafka:notaport"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cfg := daemontest.Config(t, "n1")
+			cfg.DataDir = filepath.Join(t.TempDir(), "new", "data")
+			tc.set(&cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			d, err := daemon.Start(ctx, cfg)
+			if err == nil {
+				d.Close()
+				t.Fatal("Start succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+			if _, err := os.Lstat(cfg.DataDir); !os.IsNotExist(err) {
+				t.Errorf("the data dir after the refused start: %v, want it absent", err)
+			}
+			// A data dir that existed stays, and so does what it holds.
+			if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			kept := filepath.Join(cfg.DataDir, "operator-notes")
+			if err := os.WriteFile(kept, []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if d, err := daemon.Start(ctx, cfg); err == nil {
+				d.Close()
+				t.Fatal("the second Start succeeded")
+			}
+			if _, err := os.Stat(kept); err != nil {
+				t.Errorf("a file in the existing data dir after the refused start: %v", err)
+			}
+		})
+	}
+}

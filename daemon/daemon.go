@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -73,30 +74,40 @@ type Daemon struct {
 // cluster is left as it was. A checkpoint bucket or key that cannot be
 // used (an unknown scheme, a bucket that does not exist or cannot be
 // reached) fails Start before the store is opened: the data dir gains no
-// Raft state and no join is attempted.
+// Raft state and no join is attempted, and a data dir that Start created
+// is removed again.
 func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	_, statErr := os.Stat(cfg.DataDir)
+	created := errors.Is(statErr, os.ErrNotExist)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("daemon: create data dir: %w", err)
 	}
+	// Until the store opens, a failed start leaves no data dir it made.
+	refused := func(err error) (*Daemon, error) {
+		if created {
+			removeEmptyDataDir(cfg.DataDir)
+		}
+		return nil, err
+	}
 	certs, err := loadTLS(&cfg)
 	if err != nil {
-		return nil, err
+		return refused(err)
 	}
 	az, err := loadAuthz(cfg)
 	if err != nil {
-		return nil, err
+		return refused(err)
 	}
 	d := &Daemon{cfg: cfg, logger: cfg.Logger, tls: certs, authz: az, conns: newConnCache(cfg.MaxMessageBytes, certs.peerCreds)}
 	if err := d.listen(); err != nil {
-		return nil, err
+		return refused(err)
 	}
 	if err := d.listenMetrics(); err != nil {
 		d.closeListeners()
-		return nil, err
+		return refused(err)
 	}
 	// The checkpoint bucket, key and Kafka client before the store: a
 	// config that cannot be used stops the node before it creates Raft
@@ -104,7 +115,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	// dead.
 	if err := d.openCheckpoints(ctx); err != nil {
 		d.closeListeners()
-		return nil, err
+		return refused(err)
 	}
 	if err := d.openStore(ctx); err != nil {
 		d.ckpt.close()
@@ -114,6 +125,15 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	d.ckpt.attach(d.store)
 	d.serve()
 	return d, nil
+}
+
+// removeEmptyDataDir removes a data dir that Start created and that holds
+// nothing but the empty default checkpoint directory: what a start
+// refused before the store opened leaves. os.Remove removes no directory
+// that holds anything, so nothing else can go.
+func removeEmptyDataDir(dir string) {
+	_ = os.Remove(filepath.Join(dir, "checkpoints"))
+	_ = os.Remove(dir)
 }
 
 // listen takes the unix socket (and the TCP port) before the store is
