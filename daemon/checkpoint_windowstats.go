@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/statedhq/stated/daemon/recovery"
 	"github.com/statedhq/stated/raftstore/fsm"
 	"github.com/statedhq/stated/uploader"
 )
@@ -63,12 +64,7 @@ func checkpointWindows(dir string, appliedIndex uint64, live func() ([]fsm.Windo
 	if err = errors.Join(err, f.Close()); err != nil {
 		return nil, err
 	}
-	out := make([]uploader.WindowStats, 0, len(sts))
-	for _, s := range sts {
-		out = append(out, uploader.WindowStats{Namespace: s.Spec.Namespace, Watermark: s.Watermark,
-			MaxEventTime: s.MaxEventTime, Pending: s.Pending, OpenWindows: s.OpenWindows})
-	}
-	return out, nil
+	return recovery.WindowStats(sts), nil
 }
 
 // linkCheckpoint makes dst a copy of the Pebble checkpoint in src: tables

@@ -186,8 +186,12 @@ and leaves the data dir as it was.`,
 			fmt.Fprintf(c.stdout, "replayed %d Raft log entries (%d segments, %s) onto the tables of checkpoint %d in %v\n",
 				res.Replay.Entries, res.Replay.Segments, humanBytes(uint64(res.Replay.Bytes)), m.Changelog.BaseEpoch, res.Replay.Took.Round(time.Millisecond))
 		}
-		if len(m.Stats.Windows) > 0 {
+		switch {
+		case len(m.Stats.Windows) > 0:
 			printWindowsRecovery(c.stdout, m.Stats.Windows)
+		case m.Changelog != nil && len(res.Replay.Windows) > 0:
+			// Not in the manifest: read from the state the replay made.
+			printWindowsRecovery(c.stdout, recovery.WindowStats(res.Replay.Windows))
 		}
 		if len(res.KafkaGroups) > 0 {
 			fmt.Fprintf(c.stdout, "reset Kafka's committed offsets of %s to the checkpoint's\n", strings.Join(res.KafkaGroups, ", "))

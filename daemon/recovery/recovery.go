@@ -14,6 +14,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/statedhq/stated/raftstore/fsm"
 	"github.com/statedhq/stated/uploader"
 )
 
@@ -215,3 +216,14 @@ func (r *Report) addKafka(ctx context.Context, adm *kadm.Client) error {
 
 // ErrNoCheckpoint is returned when the bucket holds no checkpoint at all.
 var ErrNoCheckpoint = errors.New("recovery: the bucket holds no checkpoint")
+
+// WindowStats puts window namespaces as the state machine reports them in
+// the form a manifest records them in.
+func WindowStats(sts []fsm.WindowStatus) []uploader.WindowStats {
+	out := make([]uploader.WindowStats, 0, len(sts))
+	for _, s := range sts {
+		out = append(out, uploader.WindowStats{Namespace: s.Spec.Namespace, Watermark: s.Watermark,
+			MaxEventTime: s.MaxEventTime, Pending: s.Pending, OpenWindows: s.OpenWindows})
+	}
+	return out
+}

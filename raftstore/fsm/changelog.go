@@ -448,6 +448,10 @@ type ReplayStats struct {
 	Segments, Entries int   // segments read and command entries applied
 	Bytes             int64 // the segment files' bytes
 	Took              time.Duration
+	// Windows are the window namespaces of the replayed state, as they
+	// stand at the checkpoint's cut (a changelog checkpoint's manifest
+	// does not record them); empty when it has none.
+	Windows []WindowStatus
 }
 
 // ReplayChangelog opens the state in stateDir (a Pebble directory such as
@@ -492,6 +496,9 @@ func ReplayChangelog(stateDir string, segments []string, want ChangelogTarget, l
 	err = f.replaySegments(segments, want, &stats)
 	if err == nil {
 		err = f.Flush() // the tables then hold the state, synced
+	}
+	if err == nil {
+		stats.Windows, err = f.WindowStatuses()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
