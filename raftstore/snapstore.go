@@ -59,7 +59,9 @@ func (s snapshotStore) Create(version raft.SnapshotVersion, index, term uint64, 
 // stream, to the state machine's StageSnapshot through a chunkQueue. The
 // file is what Raft keeps and may send on; staging is an optimisation
 // only: if it fails, the stream is stored all the same and Restore builds
-// the state from it.
+// the state from it. Except if it failed because the stream is damaged
+// (fsm.ErrCorrupt: its checksum or records, which Restore reads with the
+// same code): then Close refuses it (see Close).
 type stagingSink struct {
 	raft.SnapshotSink
 	fsm    *fsm.FSM
@@ -104,24 +106,35 @@ func (s *stagingSink) stage(p []byte) {
 }
 
 // finish ends the stream to the stager, or cancels it with cause, and
-// returns whether a state was staged.
-func (s *stagingSink) finish(cause error) bool {
+// returns whether a state was staged, and the stager's error if not.
+func (s *stagingSink) finish(cause error) (bool, error) {
 	if s.done == nil {
-		return false
+		return false, nil
 	}
 	s.q.close(cause)
 	err := <-s.done
 	s.done = nil
-	if err != nil && cause == nil {
-		s.logger.Warn("raftstore: could not build the snapshot's state as it was received; restoring it from the stored stream", "snapshot", s.ID(), "error", err)
-	}
-	return err == nil && cause == nil
+	return err == nil && cause == nil, err
 }
 
 // Close stores the snapshot; the state staged from it stays staged for
 // Restore.
+//
+// A stream that staging found damaged is not stored: the sink is canceled
+// and Close fails, so Raft fails the install and the leader sends the
+// stream again. Stored, it would be the newest snapshot, whose Restore
+// fails the same way, and every start after it too (catchUpFromSnapshot
+// restores the newest snapshot the state is behind) until the data dir is
+// wiped.
 func (s *stagingSink) Close() error {
-	staged := s.finish(nil)
+	staged, err := s.finish(nil)
+	switch {
+	case errors.Is(err, fsm.ErrCorrupt):
+		s.SnapshotSink.Cancel()
+		return fmt.Errorf("raftstore: snapshot %s was received damaged and is not stored: %w", s.ID(), err)
+	case err != nil:
+		s.logger.Warn("raftstore: could not build the snapshot's state as it was received; restoring it from the stored stream", "snapshot", s.ID(), "error", err)
+	}
 	if err := s.SnapshotSink.Close(); err != nil {
 		if staged {
 			s.fsm.DropStaged()

@@ -240,3 +240,68 @@ func TestAReceivedStreamIsStagedAsItArrivesAndRestoredWithoutBeingBuiltAgain(t *
 	}
 	nothingStaged("after a refused restore")
 }
+
+// TestAStreamThatFailsItsChecksumIsNotStoredAndTheNodeStillRestarts: a
+// stream received from a leader whose bytes were damaged on the way is
+// refused when Raft finalizes it (the sink's Close), as staging has read
+// it whole and found its checksum wrong: it is not kept as this node's
+// newest snapshot, and the leader sends it again. Kept, its Restore would
+// fail, and so would every restart after (catchUpFromSnapshot restores
+// the newest snapshot the state is behind), until the data dir is wiped.
+func TestAStreamThatFailsItsChecksumIsNotStoredAndTheNodeStillRestarts(t *testing.T) {
+	src := filledFSM(t)
+	size, rc, err := src.OpenSnapshotStream(src.AppliedIndex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || int64(len(stream)) != size {
+		t.Fatalf("read %d bytes of a %d-byte stream: %v", len(stream), size, err)
+	}
+	damaged := bytes.Clone(stream)
+	damaged[len(damaged)/2] ^= 0x01
+
+	cfg := testConfig(t.TempDir())
+	s := openStore(t, cfg)
+	addOne(t, s)
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.snaps.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As Raft's installSnapshot receives it: Create, the bytes, Close.
+	sink, err := s.snaps.Create(raft.SnapshotVersionMax, 1000, 1, cf.Configuration(), 1, s.transport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sink.Write(damaged); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Close(); !errors.Is(err, fsm.ErrCorrupt) {
+		t.Errorf("finalizing a stream whose checksum fails = %v, want fsm.ErrCorrupt", err)
+		// What Raft then does with a stored snapshot: restore it.
+		if _, rc, err := s.snaps.Open(sink.ID()); err == nil {
+			if err := s.fsm.Restore(rc); !errors.Is(err, fsm.ErrCorrupt) {
+				t.Fatalf("restore of the damaged stream = %v, want fsm.ErrCorrupt", err)
+			}
+		}
+	}
+	if after, err := s.snaps.List(); err != nil || len(after) != len(before) {
+		t.Errorf("%d snapshots stored after the damaged one was refused (%v); %d before", len(after), err, len(before))
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Dir, stateDirName+".restore")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a state is left staged from the damaged stream (%v)", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, cfg)
+	defer s.Close()
+	if got := counter(t, s); got != 1 {
+		t.Fatalf("counter after the restart = %d, want 1", got)
+	}
+}
