@@ -535,8 +535,19 @@ func (c *Client) Windows(ctx context.Context, ns string, key []byte, from, to ti
 	if !from.IsZero() {
 		req.FromMs = from.UnixMilli()
 	}
+	// The wire's to_ms 0 means no upper bound, so a to at the Unix epoch
+	// (an empty range: event times start there) is asked as [from, 1ms),
+	// which the daemon still judges (namespace, key, from), and whatever
+	// that returns is dropped.
+	empty := false
 	if !to.IsZero() {
 		req.ToMs = to.UnixMilli()
+		if req.ToMs == 0 {
+			if req.FromMs > 0 {
+				return nil, localError("windows", codes.InvalidArgument, "to_ms: 0 is before from_ms %d", req.FromMs)
+			}
+			req.ToMs, empty = 1, true
+		}
 	}
 	var resp *statedv1.GetWindowsResponse
 	err := c.withRetries(ctx, func(ctx context.Context) error {
@@ -547,6 +558,9 @@ func (c *Client) Windows(ctx context.Context, ns string, key []byte, from, to ti
 	})
 	if err != nil {
 		return nil, c.rpcErr("windows", err)
+	}
+	if empty {
+		return []Window{}, nil
 	}
 	out := make([]Window, 0, len(resp.GetWindows()))
 	for _, w := range resp.GetWindows() {

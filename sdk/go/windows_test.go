@@ -333,3 +333,34 @@ func TestDefineWindowsRefusesBadSpecsNamingTheField(t *testing.T) {
 		t.Fatalf("status = %+v, %v; want clicks alone, unchanged", all, err)
 	}
 }
+
+// The wire's to_ms 0 means no upper bound; a to at the Unix epoch is an
+// empty range, not an unbounded one.
+func TestWindowsToAtTheEpochIsAnEmptyRange(t *testing.T) {
+	t.Parallel()
+	c := dialDaemon(t)
+	ctx := ctxFor(t)
+	if err := c.DefineWindows(ctx, clicksSpec()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Update(ctx, func(t *stated.Txn) error {
+		t.AddWindow("clicks", []byte("ann"), ms(1_000), stated.NoValue())
+		t.AddWindow("clicks", []byte("ann"), ms(61_000), stated.NoValue())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := c.Windows(ctx, "clicks", []byte("ann"), time.Time{}, ms(0))
+	if err != nil || len(ws) != 0 {
+		t.Fatalf("windows starting in [0, 0) = %+v, %v; want none", ws, err)
+	}
+	if _, err := c.Windows(ctx, "clicks", []byte("ann"), ms(60_000), ms(0)); !errors.Is(err, stated.ErrInvalidArgument) || !strings.Contains(err.Error(), "to_ms") {
+		t.Fatalf("windows starting in [60 s, 0): %v, want ErrInvalidArgument naming to_ms", err)
+	}
+	if _, err := c.Windows(ctx, "nope", []byte("ann"), time.Time{}, ms(0)); !errors.Is(err, stated.ErrInvalidArgument) {
+		t.Fatalf("an undefined namespace with to at the epoch: %v, want ErrInvalidArgument", err)
+	}
+	if ws, err := c.Windows(ctx, "clicks", []byte("ann"), time.Time{}, ms(60_000)); err != nil || len(ws) != 1 {
+		t.Fatalf("windows starting in [0, 60 s) = %+v, %v; want one", ws, err)
+	}
+}
