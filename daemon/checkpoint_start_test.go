@@ -27,6 +27,20 @@ func dirEntries(t *testing.T, dir string) []string {
 	return names
 }
 
+// startRefused starts a daemon with cfg and fails the test unless Start
+// fails with an error that contains want.
+func startRefused(ctx context.Context, t *testing.T, cfg daemon.Config, want string) {
+	t.Helper()
+	d, err := daemon.Start(ctx, cfg)
+	if err == nil {
+		d.Close()
+		t.Fatal("Start succeeded")
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not contain %q", err, want)
+	}
+}
+
 // TestABadCheckpointURLStopsAJoiningNodeBeforeItJoins: a node given
 // --join and a checkpoint URL it cannot use fails to start without
 // asking the cluster to add it, so that a one-node cluster is not left
@@ -95,14 +109,7 @@ func TestABadCheckpointConfigStopsAStandaloneNodeBeforeItBootstraps(t *testing.T
 			tc.set(&cfg)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			d, err := daemon.Start(ctx, cfg)
-			if err == nil {
-				d.Close()
-				t.Fatal("Start succeeded")
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("error %q does not contain %q", err, tc.want)
-			}
+			startRefused(ctx, t, cfg, tc.want)
 			if got := dirEntries(t, cfg.DataDir); len(got) != 0 {
 				t.Fatalf("the data dir holds %v after the refused start, want nothing (no Raft state)", got)
 			}
@@ -111,7 +118,7 @@ func TestABadCheckpointConfigStopsAStandaloneNodeBeforeItBootstraps(t *testing.T
 			}
 			// With a usable config the same data dir starts as a new node.
 			cfg.CheckpointURL, cfg.KafkaBrokers = fileBucket(t), nil
-			d, err = daemon.Start(ctx, cfg)
+			d, err := daemon.Start(ctx, cfg)
 			if err != nil {
 				t.Fatalf("start with a good bucket after the refused one: %v", err)
 			}
@@ -145,14 +152,7 @@ func TestARefusedStartRemovesTheDataDirItCreated(t *testing.T) {
 			tc.set(&cfg)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			d, err := daemon.Start(ctx, cfg)
-			if err == nil {
-				d.Close()
-				t.Fatal("Start succeeded")
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("error %q does not contain %q", err, tc.want)
-			}
+			startRefused(ctx, t, cfg, tc.want)
 			if _, err := os.Lstat(cfg.DataDir); !os.IsNotExist(err) {
 				t.Errorf("the data dir after the refused start: %v, want it absent", err)
 			}
@@ -164,10 +164,7 @@ func TestARefusedStartRemovesTheDataDirItCreated(t *testing.T) {
 			if err := os.WriteFile(kept, []byte("x"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if d, err := daemon.Start(ctx, cfg); err == nil {
-				d.Close()
-				t.Fatal("the second Start succeeded")
-			}
+			startRefused(ctx, t, cfg, tc.want)
 			if _, err := os.Stat(kept); err != nil {
 				t.Errorf("a file in the existing data dir after the refused start: %v", err)
 			}

@@ -31,29 +31,7 @@ func TestRecoveryReportListsWindowNamespaces(t *testing.T) {
 		t.Errorf("report of a checkpoint without window namespaces:\n%s", out)
 	}
 
-	c, err := stated.Dial(ctx, "unix://"+d.SocketPath(), stated.WithBlock())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	err = c.DefineWindows(ctx, stated.WindowSpec{Namespace: "clicks", Shape: stated.Tumbling, Size: time.Minute,
-		Aggregate: stated.Count, Emit: stated.EmitFinal, Late: stated.LateDrop})
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
-	txn := c.Txn()
-	for i := range 5 { // windows 08:00, 08:01 and 08:02 of keys a and b
-		txn.AddWindow("clicks", []byte("a"), base.Add(time.Duration(i)*30*time.Second), stated.NoValue())
-		txn.AddWindow("clicks", []byte("b"), base.Add(time.Duration(i)*30*time.Second), stated.NoValue())
-	}
-	if _, err := txn.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// The watermark moves to 08:02: the 08:00 and 08:01 windows close.
-	if _, err := c.Txn().AdvanceWatermark("clicks", "", base.Add(2*time.Minute)).Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	base := addClicks(ctx, t, d)
 	mustSucceed(t, client(t, d, "checkpoint", "trigger", "--wait"))
 
 	out := mustSucceed(t, cliRun(t, nil, "recovery", "--from", bucket, "--no-verify"))
@@ -93,6 +71,26 @@ func TestRestoreOfAChangelogCheckpointListsTheWindowNamespacesItBroughtBack(t *t
 	})
 	mustSucceed(t, client(t, d, "checkpoint", "trigger", "--wait")) // the base: tables
 
+	addClicks(ctx, t, d)
+	mustSucceed(t, client(t, d, "checkpoint", "trigger", "--wait"))
+	report := mustSucceed(t, cliRun(t, nil, "recovery", "--from", bucket, "--no-verify"))
+	if !strings.Contains(report, "a changelog checkpoint") || !strings.Contains(report, "window namespaces: not recorded") {
+		t.Fatalf("the newest checkpoint is not a changelog one without window namespaces in its manifest:\n%s", report)
+	}
+
+	out := mustSucceed(t, cliRun(t, nil, "restore", "--from", bucket, "--data-dir", filepath.Join(t.TempDir(), "restored")))
+	row := regexp.MustCompile(`(?m)^\s+clicks\s+2026-01-05T08:02:00\.000Z\s+4\s+2\s*$`)
+	if !strings.Contains(out, "replayed ") || !strings.Contains(out, "window namespaces: 1;") || !row.MatchString(out) {
+		t.Fatalf("the restore of a changelog checkpoint does not list the window namespace clicks (watermark 08:02, 4 pending, 2 open):\n%s", out)
+	}
+}
+
+// addClicks defines the count namespace clicks on d and adds two keys'
+// clicks to the windows 08:00, 08:01 and 08:02 of 2026-01-05, then moves
+// the watermark to 08:02: two windows stay open, and the four of 08:00
+// and 08:01 close, pending emission. It returns 08:00.
+func addClicks(ctx context.Context, t *testing.T, d *daemon.Daemon) time.Time {
+	t.Helper()
 	c, err := stated.Dial(ctx, "unix://"+d.SocketPath(), stated.WithBlock())
 	if err != nil {
 		t.Fatal(err)
@@ -105,26 +103,15 @@ func TestRestoreOfAChangelogCheckpointListsTheWindowNamespacesItBroughtBack(t *t
 	}
 	base := time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
 	txn := c.Txn()
-	for i := range 5 { // windows 08:00, 08:01 and 08:02 of keys a and b
+	for i := range 5 {
 		txn.AddWindow("clicks", []byte("a"), base.Add(time.Duration(i)*30*time.Second), stated.NoValue())
 		txn.AddWindow("clicks", []byte("b"), base.Add(time.Duration(i)*30*time.Second), stated.NoValue())
 	}
 	if _, err := txn.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// The watermark moves to 08:02: the 08:00 and 08:01 windows close.
 	if _, err := c.Txn().AdvanceWatermark("clicks", "", base.Add(2*time.Minute)).Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	mustSucceed(t, client(t, d, "checkpoint", "trigger", "--wait"))
-	report := mustSucceed(t, cliRun(t, nil, "recovery", "--from", bucket, "--no-verify"))
-	if !strings.Contains(report, "a changelog checkpoint") || !strings.Contains(report, "window namespaces: not recorded") {
-		t.Fatalf("the newest checkpoint is not a changelog one without window namespaces in its manifest:\n%s", report)
-	}
-
-	out := mustSucceed(t, cliRun(t, nil, "restore", "--from", bucket, "--data-dir", filepath.Join(t.TempDir(), "restored")))
-	row := regexp.MustCompile(`(?m)^\s+clicks\s+2026-01-05T08:02:00\.000Z\s+4\s+2\s*$`)
-	if !strings.Contains(out, "replayed ") || !strings.Contains(out, "window namespaces: 1;") || !row.MatchString(out) {
-		t.Fatalf("the restore of a changelog checkpoint does not list the window namespace clicks (watermark 08:02, 4 pending, 2 open):\n%s", out)
-	}
+	return base
 }
