@@ -120,14 +120,17 @@ func (s *stagingSink) finish(cause error) (bool, error) {
 // Close stores the snapshot; the state staged from it stays staged for
 // Restore.
 //
-// A stream that staging found damaged is not stored: the sink is canceled
-// and Close fails, so Raft fails the install and the leader sends the
-// stream again. Stored, it would be the newest snapshot, whose Restore
-// fails the same way, and every start after it too (catchUpFromSnapshot
-// restores the newest snapshot the state is behind) until the data dir is
-// wiped.
+// A stream that staging found damaged, or bytes that begin neither a
+// stream nor a reference, are not stored: the sink is canceled and Close
+// fails, so Raft fails the install and the leader sends the stream again.
+// Stored, it would be the newest snapshot, whose Restore fails the same
+// way, and every start after it too (catchUpFromSnapshot restores the
+// newest snapshot the state is behind) until the data dir is wiped.
 func (s *stagingSink) Close() error {
 	staged, err := s.finish(nil)
+	if !fsm.IsSnapshotHead(s.head) {
+		err = fmt.Errorf("%w: it begins with neither a snapshot stream's nor a snapshot reference's magic", fsm.ErrCorrupt)
+	}
 	switch {
 	case errors.Is(err, fsm.ErrCorrupt):
 		s.SnapshotSink.Cancel()

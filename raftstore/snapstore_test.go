@@ -241,14 +241,15 @@ func TestAReceivedStreamIsStagedAsItArrivesAndRestoredWithoutBeingBuiltAgain(t *
 	nothingStaged("after a refused restore")
 }
 
-// TestAStreamThatFailsItsChecksumIsNotStoredAndTheNodeStillRestarts: a
-// stream received from a leader whose bytes were damaged on the way is
-// refused when Raft finalizes it (the sink's Close), as staging has read
-// it whole and found its checksum wrong: it is not kept as this node's
-// newest snapshot, and the leader sends it again. Kept, its Restore would
-// fail, and so would every restart after (catchUpFromSnapshot restores
-// the newest snapshot the state is behind), until the data dir is wiped.
-func TestAStreamThatFailsItsChecksumIsNotStoredAndTheNodeStillRestarts(t *testing.T) {
+// TestADamagedStreamIsNotStoredAndTheNodeStillRestarts: a stream received
+// from a leader whose bytes were damaged on the way is refused when Raft
+// finalizes it (the sink's Close): staging has read it whole and found its
+// checksum wrong, or its first bytes are neither a stream's nor a
+// reference's magic. It is not kept as this node's newest snapshot, and
+// the leader sends it again. Kept, its Restore would fail, and so would
+// every restart after (catchUpFromSnapshot restores the newest snapshot
+// the state is behind), until the data dir is wiped.
+func TestADamagedStreamIsNotStoredAndTheNodeStillRestarts(t *testing.T) {
 	src := filledFSM(t)
 	size, rc, err := src.OpenSnapshotStream(src.AppliedIndex())
 	if err != nil {
@@ -259,9 +260,16 @@ func TestAStreamThatFailsItsChecksumIsNotStoredAndTheNodeStillRestarts(t *testin
 	if err != nil || int64(len(stream)) != size {
 		t.Fatalf("read %d bytes of a %d-byte stream: %v", len(stream), size, err)
 	}
-	damaged := bytes.Clone(stream)
-	damaged[len(damaged)/2] ^= 0x01
+	for name, at := range map[string]int{"in its records": len(stream) / 2, "in its magic": 3} {
+		t.Run(name, func(t *testing.T) {
+			damaged := bytes.Clone(stream)
+			damaged[at] ^= 0x01
+			damagedStreamIsNotStored(t, damaged)
+		})
+	}
+}
 
+func damagedStreamIsNotStored(t *testing.T, damaged []byte) {
 	cfg := testConfig(t.TempDir())
 	s := openStore(t, cfg)
 	addOne(t, s)
@@ -282,7 +290,7 @@ func TestAStreamThatFailsItsChecksumIsNotStoredAndTheNodeStillRestarts(t *testin
 		t.Fatal(err)
 	}
 	if err := sink.Close(); !errors.Is(err, fsm.ErrCorrupt) {
-		t.Errorf("finalizing a stream whose checksum fails = %v, want fsm.ErrCorrupt", err)
+		t.Errorf("finalizing a damaged stream = %v, want fsm.ErrCorrupt", err)
 		// What Raft then does with a stored snapshot: restore it.
 		if _, rc, err := s.snaps.Open(sink.ID()); err == nil {
 			if err := s.fsm.Restore(rc); !errors.Is(err, fsm.ErrCorrupt) {

@@ -49,6 +49,14 @@ func IsSnapshotStream(head []byte) bool {
 // SnapshotStreamMagicSize is how many bytes IsSnapshotStream needs.
 const SnapshotStreamMagicSize = len(snapshotMagic)
 
+// IsSnapshotHead reports whether head, the first SnapshotStreamMagicSize
+// bytes written to a snapshot, begin a snapshot stream or a snapshot
+// reference; no other snapshot of this state machine exists.
+func IsSnapshotHead(head []byte) bool {
+	return len(head) >= SnapshotStreamMagicSize &&
+		(IsSnapshotStream(head) || bytes.HasPrefix(head, []byte(snapshotRefMagic[:SnapshotStreamMagicSize])))
+}
+
 // StageSnapshot builds the state the snapshot stream in r holds beside the
 // current one, reading r to its end, for the next Restore of the same
 // stream to swap in. It replaces any state staged before; on an error,
