@@ -359,3 +359,89 @@ func TestOpenRemovesWhatAnInterruptedRestoreLeft(t *testing.T) {
 		t.Fatalf("applied index = %d, want 2", f.AppliedIndex())
 	}
 }
+
+// TestACrashAtAnyStepOfARestoreLeavesTheOldStateOrTheNewWhole: Restore
+// builds the new state beside the current one (state.restore), then
+// renames the current one aside (state.old), the new one into place, and
+// removes the old one. A crash after any of these steps leaves a layout
+// the next Open turns into the old state or the new one, whole, with its
+// own applied index, and nothing beside it.
+func TestACrashAtAnyStepOfARestoreLeavesTheOldStateOrTheNewWhole(t *testing.T) {
+	src := openFSM(t)
+	fillFSM(t, src, "new", 40)
+	stream := streamOf(t, src)
+	want := dump(t, src)
+
+	for _, step := range []struct {
+		name  string
+		crash func(t *testing.T, dir string) // from the state built beside dir
+		isNew bool
+	}{
+		{"once the new state is built", func(t *testing.T, dir string) {}, false},
+		{"once the old state is renamed aside", func(t *testing.T, dir string) {
+			rename(t, dir, replacedDir(dir))
+		}, false},
+		{"once the new state is renamed into place", func(t *testing.T, dir string) {
+			rename(t, dir, replacedDir(dir))
+			rename(t, restoreDir(dir), dir)
+		}, true},
+		{"while the old state is removed", func(t *testing.T, dir string) {
+			rename(t, dir, replacedDir(dir))
+			rename(t, restoreDir(dir), dir)
+			ents, err := os.ReadDir(replacedDir(dir))
+			if err != nil || len(ents) < 2 {
+				t.Fatalf("the old state holds %d files: %v", len(ents), err)
+			}
+			if err := os.Remove(filepath.Join(replacedDir(dir), ents[0].Name())); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+	} {
+		t.Run(step.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "state")
+			f, err := Open(dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fillFSM(t, f, "old", 3)
+			old := dump(t, f)
+			// The new state, built beside the current one as Restore (or
+			// StageSnapshot) builds it.
+			if err := f.StageSnapshot(bytes.NewReader(stream)); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			step.crash(t, dir)
+
+			f, err = Open(dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			wantState, wantApplied := old, uint64(3)
+			if step.isNew {
+				wantState, wantApplied = want, src.AppliedIndex()
+			}
+			if got := dump(t, f); !reflect.DeepEqual(got, wantState) {
+				t.Fatalf("after the crash: %d keys, want %d (the new state: %v)", len(got), len(wantState), step.isNew)
+			}
+			if f.AppliedIndex() != wantApplied {
+				t.Fatalf("applied index %d, want %d", f.AppliedIndex(), wantApplied)
+			}
+			for _, p := range RestoreLeftovers(dir) {
+				if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("%s is left after Open: %v", p, err)
+				}
+			}
+		})
+	}
+}
+
+func rename(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.Rename(from, to); err != nil {
+		t.Fatal(err)
+	}
+}
