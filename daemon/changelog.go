@@ -47,16 +47,21 @@ type changelogChain struct {
 	// (raftstore.Store.AppliedLogBytes) at last's barrier: the count now
 	// less it is about what the next segment holds.
 	logBytes uint64
+	// term is the Raft term in which this node led when it took the
+	// base. A leader's term changes only when it stops leading: a later
+	// one means it took over again since, and starts over from its
+	// tables.
+	term uint64
 }
 
 // startChain makes m, a table checkpoint started at start whose barrier
-// counted logBytes (fsm.CheckpointResult.LogBytes), the base of the
-// changelog checkpoints that follow, when they are on.
-func (c *coordinator) startChain(m *uploader.Manifest, start time.Time, logBytes uint64) {
+// cp counted cp.LogBytes, the base of the changelog checkpoints that
+// follow, when they are on.
+func (c *coordinator) startChain(m *uploader.Manifest, start time.Time, cp fsm.CheckpointResult) {
 	if c.materializeEvery <= 0 {
 		return
 	}
-	c.chain = changelogChain{last: m, baseAt: start, baseBytes: m.Bytes(), logBytes: logBytes}
+	c.chain = changelogChain{last: m, baseAt: start, baseBytes: m.Bytes(), logBytes: cp.LogBytes, term: cp.Term}
 	c.mu.Lock()
 	c.st.ChangelogBaseEpoch, c.st.ChangelogBytes = m.Epoch, 0
 	c.mu.Unlock()
@@ -65,7 +70,8 @@ func (c *coordinator) startChain(m *uploader.Manifest, start time.Time, logBytes
 // changelogDue returns the checkpoint that the next one, starting at now,
 // follows as a changelog checkpoint, or nil when it must upload its
 // tables: changelog checkpoints are off; this node has completed no table
-// checkpoint while leading (after a start or a failure); the base is as
+// checkpoint while leading (after a start, a failure, or since it stopped
+// leading and took over again: a later Raft term); the base is as
 // old as the materialize interval; the segments since the base, with the
 // one this checkpoint would add, would hold as many bytes as its tables,
 // so that a restore would replay more than it downloads; or the Raft log
@@ -81,6 +87,8 @@ func (c *coordinator) changelogDue(now time.Time) *uploader.Manifest {
 	switch {
 	case c.materializeEvery <= 0 || ch.last == nil:
 		return nil
+	case c.store.Term() != ch.term:
+		why = "this node took over leadership again since the base"
 	case now.Sub(ch.baseAt) >= c.materializeEvery:
 		why = "the materialize interval has passed"
 	case ch.bytes+int64(c.pendingLogBytes()) >= ch.baseBytes:

@@ -408,7 +408,7 @@ func (c *coordinator) tableCheckpoint(ctx context.Context, cancel context.Cancel
 	c.logger.Info("daemon: checkpoint completed", "epoch", cp.Epoch, "index", cp.Index, "duration", dur,
 		"files", us.Files, "files_uploaded", us.FilesUploaded, "bytes", us.Bytes, "bytes_uploaded", us.BytesUploaded,
 		"bytes_hashed", us.BytesHashed, "count", count.how())
-	c.startChain(m, start, cp.LogBytes)
+	c.startChain(m, start, cp)
 	c.conclude(ctx, tr, m, us, dur, func(st *CheckpointStatus) {
 		st.LastCount, st.LastCountDuration = count.CheckpointCount, count.took
 		st.LastBytesHashed, st.LastFilesHashed = us.BytesHashed, us.FilesHashed
