@@ -291,6 +291,7 @@ func hoppingWindows(r pebble.Reader, spec *command.WindowSpec, m windowMeta, ns 
 				agg.combine(spec, &s.st)
 			}
 		}
+		agg.saturate()
 		out = append(out, makeWindow(spec, m.Watermark, key, ws, ws+size, &agg))
 	}
 	return out, nil

@@ -8,16 +8,16 @@ import (
 )
 
 // addRecord folds one record at event time t into s. It reports false
-// when an int sum would overflow int64 (the commit is then refused).
+// when an int sum would overflow int64 (the commit is then refused): for
+// a merged session, when its whole sum does, whatever the sums of the
+// sessions it merged went through on the way.
 func (s *aggState) addRecord(spec *command.WindowSpec, t int64, a *command.WindowAdd) bool {
 	first := s.Count == 0
 	switch spec.Aggregate {
 	case command.AggSumInt:
-		sum, ok := checkedAdd(s.Int, a.Int)
-		if !ok {
+		if s.addSum(a.Int); s.over != 0 {
 			return false
 		}
-		s.Int = sum
 	case command.AggSumFloat:
 		s.Float += a.Float
 	case command.AggMinInt:
@@ -62,29 +62,26 @@ func (s *aggState) addRecord(spec *command.WindowSpec, t int64, a *command.Windo
 }
 
 // combine folds o, the aggregate of records disjoint in time from s's
-// (another slice or session), into s. An int sum that overflows saturates
-// and ok is false.
+// (another slice or session), into s. An int sum is kept exactly, as
+// int64 bits and the wraps past the int64 range (s.over), so that the
+// order of the parts does not matter: a sum that goes out of the range
+// and comes back (MaxInt64-1, +10, -20) is the true one. ok is false
+// while the sum so far is outside the range; saturate then gives the
+// bound it passed.
 func (s *aggState) combine(spec *command.WindowSpec, o *aggState) (ok bool) {
-	ok = true
 	if o.Count == 0 {
-		return ok
+		return s.over == 0
 	}
 	if s.Count == 0 {
-		last := s.SessionLast
+		last, over := s.SessionLast, s.over
 		*s = o.clone()
-		s.SessionLast = max(last, o.SessionLast)
-		return ok
+		s.SessionLast, s.over = max(last, o.SessionLast), over+o.over
+		return s.over == 0
 	}
 	switch spec.Aggregate {
 	case command.AggSumInt:
-		var sum int64
-		if sum, ok = checkedAdd(s.Int, o.Int); !ok {
-			sum = math.MaxInt64
-			if o.Int < 0 {
-				sum = math.MinInt64
-			}
-		}
-		s.Int = sum
+		s.addSum(o.Int)
+		s.over += o.over
 	case command.AggSumFloat:
 		s.Float += o.Float
 	case command.AggMinInt:
@@ -126,7 +123,7 @@ func (s *aggState) combine(spec *command.WindowSpec, o *aggState) (ok bool) {
 	}
 	s.Count += o.Count
 	s.SessionLast = max(s.SessionLast, o.SessionLast)
-	return ok
+	return s.over == 0
 }
 
 func (s *aggState) clone() aggState {
@@ -136,11 +133,29 @@ func (s *aggState) clone() aggState {
 	return c
 }
 
-func checkedAdd(a, b int64) (int64, bool) {
-	if (b > 0 && a > math.MaxInt64-b) || (b < 0 && a < math.MinInt64-b) {
-		return 0, false
+// addSum adds v to the int sum, counting a wrap past the int64 range in
+// s.over.
+func (s *aggState) addSum(v int64) {
+	sum := s.Int + v // wraps; the wrap is counted
+	switch {
+	case v > 0 && sum < s.Int:
+		s.over++
+	case v < 0 && sum > s.Int:
+		s.over--
 	}
-	return a + b, true
+	s.Int = sum
+}
+
+// saturate ends an int sum that combine kept exactly: one outside the
+// int64 range becomes the bound it passed.
+func (s *aggState) saturate() {
+	switch {
+	case s.over > 0:
+		s.Int = math.MaxInt64
+	case s.over < 0:
+		s.Int = math.MinInt64
+	}
+	s.over = 0
 }
 
 // result fills the aggregate fields of a query's Window from s.

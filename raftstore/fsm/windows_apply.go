@@ -475,9 +475,9 @@ func (w *windowApply) addSession(i int, n *winNS, ad *command.WindowAdd) (comman
 	start, st := t, aggState{SessionLast: t}
 	for _, c := range cands {
 		start = min(start, c.start)
-		if !st.combine(&n.spec, &c.st) {
-			return 0, overflowReject(i, ad.Key, start, st.SessionLast+1)
-		}
+		// An int sum may leave the int64 range here and come back with
+		// a later part: only the merged session's whole sum counts.
+		st.combine(&n.spec, &c.st)
 	}
 	if !st.addRecord(&n.spec, t, ad) {
 		return 0, overflowReject(i, ad.Key, start, st.SessionLast+1)

@@ -223,6 +223,10 @@ type aggState struct {
 	Truncated bool
 	// SessionLast is a session's last event time.
 	SessionLast int64
+	// over counts the wraps of Int past the int64 range while combine
+	// adds up int sums (see addSum); it is never stored: a stored sum is
+	// in range.
+	over int64
 }
 
 type timedValue struct {

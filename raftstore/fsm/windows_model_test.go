@@ -5,6 +5,8 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"math"
+	"math/big"
 	"slices"
 
 	"github.com/statedhq/stated/raftstore/command"
@@ -343,9 +345,19 @@ func (n *wmNS) windowResult(recs []wmRec, key string, from, to int64) wmResult {
 	sp := &n.spec
 	switch sp.Aggregate {
 	case command.AggSumInt:
+		// The true sum: out of the int64 range it is an overflow (a
+		// refused add), and a hopping window shows the bound it passed.
+		sum := new(big.Int)
 		for _, r := range in {
-			s, ok := checkedAdd(res.i, r.add.Int)
-			res.i, res.overflow = s, res.overflow || !ok
+			sum.Add(sum, big.NewInt(r.add.Int))
+		}
+		switch {
+		case sum.Cmp(big.NewInt(math.MaxInt64)) > 0:
+			res.i, res.overflow = math.MaxInt64, true
+		case sum.Cmp(big.NewInt(math.MinInt64)) < 0:
+			res.i, res.overflow = math.MinInt64, true
+		default:
+			res.i = sum.Int64()
 		}
 	case command.AggSumFloat:
 		for _, r := range in {

@@ -74,19 +74,21 @@ func hoppingOpenWindows(t, size, adv, grace, wm int64) []int64 {
 }
 
 // combineSlices combines the hopping slices of key that start in [from,
-// to). ok is false when an int sum saturated.
+// to). ok is false when an int sum saturated: the window's sum is
+// outside the int64 range, though every slice's is in it.
 func combineSlices(r pebble.Reader, ns string, spec *command.WindowSpec, lowest uint64, key []byte, from, to int64) (aggState, bool, error) {
 	var agg aggState
-	ok := true
 	w := segmentWidth(spec)
 	err := scanKeyData(r, ns, key, max(uint64(from/w), lowest), uint64((to-1)/w), from, to, func(_ uint64, _ int64, _ bool, v []byte) error {
 		s, err := decodeAggState(v)
 		if err != nil {
 			return err
 		}
-		ok = agg.combine(spec, &s) && ok
+		agg.combine(spec, &s)
 		return nil
 	})
+	ok := agg.over == 0
+	agg.saturate()
 	return agg, ok, err
 }
 

@@ -489,3 +489,53 @@ func TestWindowSegmentsDropSoStateStaysBoundedUnderASteadyStream(t *testing.T) {
 	}
 	t.Logf("at most %d window data keys over %d steps of %d keys", most, steps, keys)
 }
+
+// An int sum is the true sum of its parts, whatever the order they are
+// combined in: a hopping window whose slices add up past MaxInt64 and
+// back (MaxInt64-1, +10, -20) is reported with its sum, as is a merged
+// session; only a sum outside the int64 range saturates (hopping) or is
+// refused (a session's merge).
+func TestWindowIntSumsThatLeaveTheRangeAndComeBackAreExact(t *testing.T) {
+	w := newWFSM(t)
+	w.mustDefine(command.WindowSpec{Namespace: "h", Shape: command.ShapeHopping, SizeMs: 3000, AdvanceMs: 1000,
+		MaxOutOfOrderMs: 100_000, Aggregate: command.AggSumInt, Emit: command.EmitFinal, Late: command.LateDrop})
+	w.mustDefine(command.WindowSpec{Namespace: "s", Shape: command.ShapeSession, GapMs: 100,
+		MaxOutOfOrderMs: 100_000, Aggregate: command.AggSumInt, Emit: command.EmitUpdates, Late: command.LateDrop})
+	w.mustDefine(command.WindowSpec{Namespace: "hu", Shape: command.ShapeHopping, SizeMs: 2000, AdvanceMs: 1000,
+		MaxOutOfOrderMs: 100_000, Aggregate: command.AggSumInt, Emit: command.EmitFinal, Late: command.LateDrop})
+	w.mustCommit(adds(addIntRec("h", "k", 500, math.MaxInt64-1), addIntRec("h", "k", 1500, 10), addIntRec("h", "k", 2500, -20),
+		addIntRec("s", "k", 1000, math.MaxInt64-1), addIntRec("s", "k", 1200, 10),
+		addIntRec("hu", "k", 500, math.MaxInt64), addIntRec("hu", "k", 1500, 1)))
+	const want = math.MaxInt64 - 11
+	ws, err := w.f.Windows("h", []byte("k"), 0, 1)
+	if err != nil || len(ws) != 1 || ws[0].Int != want {
+		t.Fatalf("hopping window [0, 3000): %s %v; want the sum %d", fmtWindows(ws), err, int64(want))
+	}
+	// A record that bridges the two sessions brings their sum back in range.
+	res := w.commit(adds(addIntRec("s", "k", 1100, -20)))
+	if res.Err != nil || len(res.Emissions) != 1 || res.Emissions[0].Int != want {
+		t.Fatalf("merged session: %v %s; want an update with the sum %d", res.Err, fmtEmissions(res.Emissions), int64(want))
+	}
+	// Its whole sum out of range: refused, naming the add.
+	w.mustCommit(adds(addIntRec("s", "k", 1400, 30)))
+	before := stateWithoutAppliedIndex(t, w.f)
+	res = w.commit(adds(addIntRec("s", "k", 1300, 0)))
+	var re *RejectError
+	if !errors.As(res.Err, &re) || re.Field != "window_adds[0].int_value" {
+		t.Fatalf("a merge whose sum overflows: %v, want a refusal naming window_adds[0].int_value", res.Err)
+	}
+	if stateWithoutAppliedIndex(t, w.f) != before {
+		t.Fatal("the refused merge changed the state")
+	}
+	// A hopping window whose sum is out of range saturates, in the query
+	// and in its emission.
+	ws, err = w.f.Windows("hu", []byte("k"), 0, 1)
+	if err != nil || len(ws) != 1 || ws[0].Int != math.MaxInt64 {
+		t.Fatalf("hopping window [0, 2000): %s %v; want MaxInt64", fmtWindows(ws), err)
+	}
+	res = w.mustCommit(&command.Commit{WatermarkHints: []command.WatermarkHint{{Namespace: "hu", TimeMs: 2000}, {Namespace: "h", TimeMs: 3000}}})
+	got := fmtEmissions(res.Emissions)
+	if !strings.Contains(got, "h#1 k1 k [0,3000) n=3 i=9223372036854775796 ") || !strings.Contains(got, "hu#1 k1 k [0,2000) n=2 i=9223372036854775807 ") {
+		t.Fatalf("emissions\n%s", got)
+	}
+}
