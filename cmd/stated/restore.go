@@ -127,7 +127,9 @@ finishes the swap.
 A restore takes as long as the download takes: the default --timeout,
 meant for quick calls to a daemon, does not apply; a --timeout you give
 bounds it, and when it is reached the restore stops, says how far it got,
-and leaves the data dir as it was.`,
+and leaves the data dir as it was; past the swap only --kafka-brokers'
+reset is left, and a failure there says that the data dir holds the
+restored checkpoint.`,
 		Args: cobra.NoArgs,
 	}
 	cmd.RunE = runtime(func(cmd *cobra.Command, _ []string) error {
@@ -155,6 +157,12 @@ and leaves the data dir as it was.`,
 			Uploader: up, Select: sel, DataDir: dataDir, Force: force, Fallback: fallback, Kafka: adm, Progress: bar.progress,
 		})
 		bar.finish()
+		if err != nil && res != nil {
+			// Only Kafka's reset fails once the restored state is swapped
+			// in: the data dir is not as it was, whatever the bound.
+			return &exitError{code: exitFailed, err: fmt.Errorf("%s holds the restored checkpoint %d, but its Kafka offsets were not all reset (run the restore again with --force, or commit the checkpoint's offsets yourself): %w",
+				dataDir, res.Manifest.Epoch, err)}
+		}
 		if boundReached(ctx, err) {
 			done, total := bar.state()
 			return c.stillRunning(fmt.Sprintf("restore stopped after %s (--timeout) with %s of %s downloaded; %s is left as it was; run it again with a larger --timeout, or none",
