@@ -40,7 +40,8 @@ type RestoredFrom struct {
 // epoch the bucket holds. Client sessions and retry records are dropped.
 // State, offsets and partition claims are kept, and so is the lineage:
 // the new cluster belongs to the line of the cluster the checkpoint came
-// from (Lineage).
+// from (Lineage). Window sources are not idle until the new cluster has
+// seen them silent for their idle timeout (SourceRestored).
 func PrepareRestore(dir string, from RestoredFrom, nextEpochAfter uint64) error {
 	opts := PebbleOptions()
 	opts.Logger = pebbleLogger{slog.New(slog.DiscardHandler)}
@@ -60,6 +61,21 @@ func PrepareRestore(dir string, from RestoredFrom, nextEpochAfter uint64) error 
 		db.Close()
 		return fmt.Errorf("fsm: read the restored state's lineage: %w", err)
 	}
+	if err := prepareRestored(db, lineage, from, nextEpochAfter); err != nil {
+		db.Close()
+		return fmt.Errorf("fsm: prepare restored state: %w", err)
+	}
+	// Flush, so that the rewrite lives in tables, not only in the WAL.
+	if err := db.Flush(); err != nil {
+		db.Close()
+		return fmt.Errorf("fsm: prepare restored state: %w", err)
+	}
+	return db.Close()
+}
+
+// prepareRestored writes, in one synced batch, what PrepareRestore changes
+// in the restored state db.
+func prepareRestored(db *pebble.DB, lineage string, from RestoredFrom, nextEpochAfter uint64) error {
 	b := db.NewBatch()
 	defer b.Close()
 	if lineage != "" {
@@ -93,6 +109,7 @@ func PrepareRestore(dir string, from RestoredFrom, nextEpochAfter uint64) error 
 	if err := b.Set(keyRestoredFrom, restoredFromValue(from), nil); err != nil {
 		return err
 	}
+	var err error
 	if from.Took > 0 {
 		t := binary.BigEndian.AppendUint64(nil, uint64(from.At.UnixNano()))
 		t = binary.BigEndian.AppendUint64(t, uint64(from.Took))
@@ -103,16 +120,33 @@ func PrepareRestore(dir string, from RestoredFrom, nextEpochAfter uint64) error 
 	if err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		db.Close()
-		return fmt.Errorf("fsm: prepare restored state: %w", err)
+	if err := restoreSourcesActive(db, b); err != nil {
+		return err
 	}
-	// Flush, so that the rewrite lives in tables, not only in the WAL.
-	if err := db.Flush(); err != nil {
-		db.Close()
-		return fmt.Errorf("fsm: prepare restored state: %w", err)
+	return b.Commit(pebble.Sync)
+}
+
+// restoreSourcesActive sets every window source's last activity in db to
+// SourceRestored, in b: the new cluster's clock starts their idle
+// timeouts.
+func restoreSourcesActive(db *pebble.DB, b *pebble.Batch) error {
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixWindowSource}, UpperBound: []byte{prefixWindowSource + 1}})
+	if err != nil {
+		return err
 	}
-	return db.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		s, err := decodeSourceState(it.Value())
+		if err != nil {
+			it.Close()
+			return err
+		}
+		s.LastActive = SourceRestored
+		if err := b.Set(it.Key(), s.encode(), nil); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	return it.Close()
 }
 
 // RestoredFrom returns the checkpoint this state was restored from, if it

@@ -33,7 +33,10 @@ type WindowStatus struct {
 type SourceStatus struct {
 	Source                  string
 	Watermark, MaxEventTime int64
-	LastActive              int64 // Unix ns, by the leader's clock
+	// LastActive is Unix ns, by the leader's clock; 0 for a source that
+	// a restore brought back and no entry has recomputed since
+	// (SourceRestored): the leader's first tick sets it.
+	LastActive int64
 }
 
 // Window is a window as a query returns it: open, or closed and still
@@ -123,7 +126,11 @@ func readSources(r pebble.Reader, ns string, names []string) ([]SourceStatus, er
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, SourceStatus{Source: name, Watermark: s.Watermark, MaxEventTime: s.MaxEventTime, LastActive: s.LastActive})
+		last := s.LastActive
+		if last == SourceRestored {
+			last = 0
+		}
+		out = append(out, SourceStatus{Source: name, Watermark: s.Watermark, MaxEventTime: s.MaxEventTime, LastActive: last})
 	}
 	return out, nil
 }
@@ -157,8 +164,10 @@ func (f *FSM) WindowStatuses() ([]WindowStatus, error) {
 }
 
 // WindowTickDue reports whether some namespace's watermark would move if
-// it were recomputed at nowNanos: a source went idle since it was last
-// computed. The leader then proposes a TypeWindowTick.
+// it were recomputed at nowNanos (a source went idle since it was last
+// computed), or a namespace has a source that a restore brought back and
+// no entry has recomputed since (SourceRestored), whose idle timeout the
+// tick starts. The leader then proposes a TypeWindowTick.
 func (f *FSM) WindowTickDue(nowNanos int64) (bool, error) {
 	r, done, err := f.reader()
 	if err != nil {
@@ -174,7 +183,18 @@ func (f *FSM) WindowTickDue(nowNanos int64) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		wm, err := namespaceWatermark(r, &winNS{name: ns, spec: *spec, meta: m}, nowNanos)
+		n := &winNS{name: ns, spec: *spec, meta: m, sources: make(map[string]*sourceState, len(m.Sources))}
+		for _, name := range m.Sources {
+			s, err := readSource(r, ns, name)
+			if err != nil {
+				return false, err
+			}
+			if s.LastActive == SourceRestored {
+				return true, nil
+			}
+			n.sources[name] = &s
+		}
+		wm, err := namespaceWatermark(r, n, nowNanos)
 		if err != nil {
 			return false, err
 		}

@@ -18,6 +18,9 @@ import (
 func (w *windowApply) finish(names []string) error {
 	for _, name := range names {
 		n := w.nss[name]
+		if err := w.wakeRestored(n); err != nil {
+			return err
+		}
 		for _, src := range slices.Sorted(maps.Keys(n.dirty)) {
 			s := n.sources[src]
 			if err := w.a.b.Set(windowSourceKey(name, src), s.encode(), nil); err != nil {
@@ -46,6 +49,28 @@ func (w *windowApply) finish(names []string) error {
 		e := &w.emitted[i]
 		if err := w.a.b.Set(outboxKey(e.Namespace, e.ID), encodeEmission(e), nil); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// wakeRestored gives each source of n that a restore brought back
+// (SourceRestored) this entry's time as its last activity. It reads every
+// source of n into n.sources, which namespaceWatermark then reads from.
+func (w *windowApply) wakeRestored(n *winNS) error {
+	for _, name := range n.meta.Sources {
+		s, ok := n.sources[name]
+		if !ok {
+			v, err := readSource(w.a.r, n.name, name)
+			if err != nil {
+				return err
+			}
+			s = &v
+			n.sources[name] = s
+		}
+		if s.LastActive == SourceRestored {
+			s.LastActive = w.a.now
+			n.dirty[name] = true
 		}
 	}
 	return nil
@@ -90,7 +115,7 @@ func watermarkOf(prev int64, srcs []sourceState, now, idle int64) int64 {
 	active, lo, hi := false, int64(0), int64(MinWatermark)
 	for _, s := range srcs {
 		hi = max(hi, s.Watermark)
-		if now-s.LastActive >= idle {
+		if s.LastActive != SourceRestored && now-s.LastActive >= idle {
 			continue
 		}
 		if !active || s.Watermark < lo {

@@ -195,8 +195,23 @@ func decodeWindowMeta(b []byte) (windowMeta, error) {
 type sourceState struct {
 	Watermark    int64
 	MaxEventTime int64
-	LastActive   int64 // the leader's clock (Unix ns) of its last add or hint
+	// LastActive is the leader's clock (Unix ns) of its last add or hint,
+	// or SourceRestored.
+	LastActive int64
 }
+
+// SourceRestored is the last activity of a source whose state a restore
+// brought back (PrepareRestore) and that no entry has recomputed since.
+// The clock of the cluster that took the checkpoint says nothing of how
+// long the source has been silent in the new one: such a source is not
+// idle, and the first entry that recomputes its namespace (a commit that
+// names it, or the tick the leader proposes for it, see WindowTickDue)
+// sets its last activity to that entry's time, from which its idle
+// timeout runs. Otherwise a checkpoint older than the idle timeout would
+// make every restored source idle at once, and the namespace's watermark
+// would jump past the windows a lagging partition's replayed records still
+// belong to, judging them late where the first run did not.
+const SourceRestored = math.MinInt64
 
 func (s *sourceState) encode() []byte {
 	b := binary.AppendVarint(nil, s.Watermark)

@@ -672,7 +672,9 @@ type SourceStatus struct {
 	// first record.
 	MaxEventTime time.Time
 	// LastActive is when it last sent a record or a hint, by the daemon
-	// leader's clock.
+	// leader's clock; after a restore, when the restored cluster's leader
+	// first saw it (the Unix epoch for the moment before that, about a
+	// second after the leader starts).
 	LastActive time.Time
 }
 
