@@ -493,6 +493,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.logger.Warn("fsm: restore: closing the replaced state failed", "error", err)
 	}
 	if err := f.swapIn(tmp); err != nil {
+		// The state reopened may be the new one (the swap's recovery
+		// can finish it): the entries captured so far need not lead
+		// to it.
+		f.breakCapture()
 		return f.reopenAfterFailedSwap(fmt.Errorf("fsm: restore: %w", err))
 	}
 	f.snaps.restored.Add(1)
