@@ -65,7 +65,7 @@ func restoreState(t *testing.T, up *uploader.Uploader, m *uploader.Manifest) *fs
 		t.Fatalf("download checkpoint %d: %v", m.Epoch, err)
 	}
 	if m.Changelog != nil {
-		if _, err := recovery.Replay(dir, m, nil); err != nil {
+		if _, err := recovery.Replay(context.Background(), dir, m, nil); err != nil {
 			t.Fatalf("replay checkpoint %d: %v", m.Epoch, err)
 		}
 	}

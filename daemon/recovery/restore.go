@@ -134,7 +134,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
 	for {
 		res.Download, err = download(ctx, opts, m, staging)
 		if err == nil && m.Changelog != nil {
-			res.Replay, err = Replay(staging, m, logger)
+			res.Replay, err = Replay(ctx, staging, m, logger)
 		}
 		if err == nil {
 			break
@@ -208,9 +208,9 @@ func download(ctx context.Context, opts RestoreOptions, m *uploader.Manifest, st
 // Replay brings the base tables of the changelog checkpoint m, downloaded
 // into staging (Uploader.Download), to m's state by replaying its
 // segments, checks that the result is m's cut (fsm.ReplayChangelog), then
-// removes the segments. Restore calls it; so may a test that downloads a
+// removes the segments. It stops when ctx ends. Restore calls it; so may a test that downloads a
 // checkpoint itself.
-func Replay(staging string, m *uploader.Manifest, logger *slog.Logger) (fsm.ReplayStats, error) {
+func Replay(ctx context.Context, staging string, m *uploader.Manifest, logger *slog.Logger) (fsm.ReplayStats, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -224,7 +224,7 @@ func Replay(staging string, m *uploader.Manifest, logger *slog.Logger) (fsm.Repl
 	for _, o := range m.Offsets {
 		want.Offsets = append(want.Offsets, command.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset})
 	}
-	st, err := fsm.ReplayChangelog(staging, segments, want, logger)
+	st, err := fsm.ReplayChangelog(ctx, staging, segments, want, logger)
 	if err != nil {
 		return st, fmt.Errorf("recovery: checkpoint %d: replaying its changelog onto the tables of checkpoint %d: %w", m.Epoch, m.Changelog.BaseEpoch, err)
 	}

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -471,8 +472,9 @@ type ReplayStats struct {
 // is unusable.
 //
 // Replaying, barriers make no local checkpoint and completions remove
-// none.
-func ReplayChangelog(stateDir string, segments []string, want ChangelogTarget, logger *slog.Logger) (ReplayStats, error) {
+// none. The replay stops between two batches of entries when ctx ends,
+// with ctx's cause.
+func ReplayChangelog(ctx context.Context, stateDir string, segments []string, want ChangelogTarget, logger *slog.Logger) (ReplayStats, error) {
 	start := time.Now() // for ReplayStats only: the state never sees it
 	var stats ReplayStats
 	if err := checkChain(segments, want); err != nil {
@@ -493,7 +495,7 @@ func ReplayChangelog(stateDir string, segments []string, want ChangelogTarget, l
 		return stats, err
 	}
 	f.replay = true
-	err = f.replaySegments(segments, want, &stats)
+	err = f.replaySegments(ctx, segments, want, &stats)
 	if err == nil {
 		err = f.Flush() // the tables then hold the state, synced
 	}
@@ -533,7 +535,7 @@ func checkChain(segments []string, want ChangelogTarget) error {
 
 // replaySegments applies the segments to f, whose state is at want's
 // base, and checks that they end at want's cut.
-func (f *FSM) replaySegments(segments []string, want ChangelogTarget, stats *ReplayStats) error {
+func (f *FSM) replaySegments(ctx context.Context, segments []string, want ChangelogTarget, stats *ReplayStats) error {
 	if got := f.AppliedIndex(); got != want.BaseIndex {
 		return changelogErr("", got, "the state is at index %d, the changelog starts after %d", got, want.BaseIndex)
 	}
@@ -543,7 +545,7 @@ func (f *FSM) replaySegments(segments []string, want ChangelogTarget, stats *Rep
 		if err != nil {
 			return err
 		}
-		l, n, err := f.replaySegment(s)
+		l, n, err := f.replaySegment(ctx, s)
 		s.close()
 		stats.Segments++
 		stats.Entries += n
@@ -566,8 +568,8 @@ func (f *FSM) replaySegments(segments []string, want ChangelogTarget, stats *Rep
 }
 
 // replaySegment applies the records of s in batches and returns the last
-// one applied and how many were.
-func (f *FSM) replaySegment(s *segmentReader) (*raft.Log, int, error) {
+// one applied and how many were. It stops before a batch once ctx ends.
+func (f *FSM) replaySegment(ctx context.Context, s *segmentReader) (*raft.Log, int, error) {
 	var batch []*raft.Log
 	var last *raft.Log
 	applied, size := 0, 0
@@ -581,6 +583,9 @@ func (f *FSM) replaySegment(s *segmentReader) (*raft.Log, int, error) {
 			size += len(l.Data)
 		}
 		if len(batch) > 0 && (err == io.EOF || len(batch) == changelogBatchEntries || size >= changelogBatchBytes) {
+			if ctx.Err() != nil {
+				return last, applied, fmt.Errorf("fsm: replay changelog segment %s: %w", s.path, context.Cause(ctx))
+			}
 			if err := f.replayBatch(s.path, batch); err != nil {
 				return last, applied, err
 			}

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -224,7 +225,7 @@ func TestChangelogReplayMakesTheLeadersStateAtTheCut(t *testing.T) {
 		}
 		segments = append(segments, q)
 	}
-	stats, err := ReplayChangelog(dir, segments, fx.want, nil)
+	stats, err := ReplayChangelog(context.Background(), dir, segments, fx.want, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +415,7 @@ func TestChangelogReplayRefusesWhatDoesNotLeadToTheCut(t *testing.T) {
 			if tc.state != nil {
 				dir = tc.state(t, dir)
 			}
-			_, err := ReplayChangelog(dir, segments, want, nil)
+			_, err := ReplayChangelog(context.Background(), dir, segments, want, nil)
 			t.Log(err)
 			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.reason) {
 				t.Fatalf("replay: %v; want ErrCorrupt saying %q", err, tc.reason)
@@ -579,5 +580,23 @@ func TestChangelogSegmentRefusesEntriesOutOfItsRangeOrOrder(t *testing.T) {
 	}
 	if _, err := CreateChangelogSegment(filepath.Join(t.TempDir(), "seg"), 5, 4, nil); err == nil {
 		t.Fatal("a segment of 5..4 was created")
+	}
+}
+
+// TestChangelogReplayStopsWhenItsContextEnds: a replay given up on (a
+// restore's --timeout) stops before its next batch with the context's
+// cause, not as a damaged changelog, which a restore would answer by
+// falling back to an older checkpoint.
+func TestChangelogReplayStopsWhenItsContextEnds(t *testing.T) {
+	fx := newChangelogFixture(t)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	stop := errors.New("the restore's --timeout")
+	cancel(stop)
+	stats, err := ReplayChangelog(ctx, fx.copyBase(t), fx.segments, fx.want, nil)
+	if !errors.Is(err, stop) || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("replay with its context ended: %v; want the context's cause, not ErrCorrupt", err)
+	}
+	if stats.Entries != 0 {
+		t.Errorf("replay with its context ended applied %d entries", stats.Entries)
 	}
 }
