@@ -53,7 +53,9 @@ type CommitResult struct {
 	// namespace: windows it closed, updates (EmitUpdates) and timers it
 	// fired. They stay pending until a later Txn acknowledges them (Ack).
 	// A Duplicate commit has neither Adds nor Emissions: its emissions
-	// wait in the outbox (Client.Emissions).
+	// wait in the outbox (Client.Emissions), but the late records a
+	// LateReturn namespace returned to the lost answer are not returned
+	// again.
 	Emissions []Emission
 }
 
