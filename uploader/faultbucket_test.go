@@ -70,6 +70,9 @@ type faultBucket struct {
 	// a test interleave two nodes' operations exactly.
 	onWrite, afterWrite, onDelete func(key string)
 	onList                        func(prefix string) // before a listing
+	// deleteFault, set before use, runs after onDelete: an error it
+	// returns fails the deletion, which does not reach the store.
+	deleteFault func(key string) error
 }
 
 var errInjected = errors.New("injected fault")
@@ -244,6 +247,14 @@ func (b *faultBucket) Copy(ctx context.Context, dst, src string, _ *driver.CopyO
 func (b *faultBucket) Delete(ctx context.Context, key string, _ *driver.DeleteOptions) error {
 	if b.onDelete != nil {
 		b.onDelete(key)
+	}
+	if b.deleteFault != nil {
+		if err := b.deleteFault(key); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err // abandoned by the caller before it reached the store
 	}
 	return b.inner.Delete(ctx, key)
 }

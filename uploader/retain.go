@@ -2,6 +2,7 @@ package uploader
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -131,13 +132,21 @@ func (u *Uploader) Retain(ctx context.Context, keep int) (GCStats, error) {
 		}
 		return false
 	})
+	// Writers wait for the announcement for GCLease from when they first
+	// see it, which is after start: every deletion, its retries and the
+	// request in flight included, ends by half the lease, so that none
+	// lands once a writer has stopped waiting and checked its blobs.
+	dctx, cancel := context.WithDeadlineCause(ctx, start.Add(u.cfg.GCLease/2), errLeaseOver)
+	defer cancel()
 	errs := make([]error, len(doomed))
-	_ = u.parallel(ctx, len(doomed), func(ctx context.Context, i int) error {
-		if time.Since(start) > u.cfg.GCLease/2 {
+	for i := range errs {
+		errs[i] = errLeaseOver // until its deletion ran: parallel stops starting them when dctx ends
+	}
+	_ = u.parallel(dctx, len(doomed), func(dctx context.Context, i int) error {
+		errs[i] = u.delete(dctx, doomed[i])
+		if errs[i] != nil && ctx.Err() == nil && errors.Is(context.Cause(dctx), errLeaseOver) {
 			errs[i] = errLeaseOver
-			return nil
 		}
-		errs[i] = u.delete(ctx, doomed[i])
 		return nil // go on with the others
 	})
 	var failed int
