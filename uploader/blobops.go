@@ -246,10 +246,12 @@ func (u *Uploader) checkBlob(ctx context.Context, key string, size int64, md5sum
 // syncFiles makes the files at paths, written by writeBlob, durable:
 // each file, then each directory holding them and its parent (which may
 // have just gained it). "" stands for none. Syncing after all the writes,
-// rather than after each, lets the kernel write them out together.
+// rather than after each, lets the kernel write them out together. It
+// runs whether or not ctx has ended: a blob in the bucket may be reused
+// by a later checkpoint, which finds it listed and does not sync it.
 func (u *Uploader) syncFiles(ctx context.Context, paths []string) error {
 	paths = slices.DeleteFunc(slices.Clone(paths), func(p string) bool { return p == "" })
-	err := u.parallel(ctx, len(paths), func(_ context.Context, i int) error { return syncPath(paths[i]) })
+	err := u.parallel(context.WithoutCancel(ctx), len(paths), func(_ context.Context, i int) error { return syncPath(paths[i]) })
 	if err != nil {
 		return err
 	}

@@ -242,6 +242,12 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 	st.FilesUploaded, st.BytesUploaded = int(sent.Load()), sentBytes.Load()
 	st.FilesHashed, st.BytesHashed = int(hashed.Load()), hashedB.Load()
 	if err != nil {
+		// The blobs sent stay in the bucket, and the next Upload, finding
+		// them listed, reuses them without writing them: make them durable
+		// now, or its manifest could outlive them in a crash.
+		if serr := u.syncFiles(ctx, written); serr != nil {
+			u.logger.Warn("uploader: syncing the blobs of a failed upload", "epoch", m0Epoch, "error", serr)
+		}
 		return fail(err)
 	}
 	if ch == nil {
