@@ -44,7 +44,8 @@ var Schemes = []string{"file", "mem", "s3", "gs", "azblob"}
 //
 // Every scheme takes prefix=some/path/: stated then keeps everything
 // under that prefix, so that several deployments can share one bucket (a
-// missing trailing slash is added). A path after an s3, gs or azblob
+// missing trailing slash is added). In a file:// bucket it must be a
+// clean relative path: no leading slash, no empty, "." or ".." part. A path after an s3, gs or azblob
 // bucket name is refused rather than ignored: use prefix= instead.
 //
 // Other query parameters go to the driver, which refuses those it does
@@ -76,6 +77,12 @@ func OpenBucket(ctx context.Context, rawURL string) (*blob.Bucket, error) {
 	case "file":
 		if u.Path == "" || u.Opaque != "" {
 			return nil, fmt.Errorf("uploader: bucket URL %q: file:// needs a path, e.g. file:///var/lib/stated/checkpoints", shown)
+		}
+		// A prefix that is not a clean relative path leaves the directory
+		// (fileblob refuses it, but only at the first listing) or names
+		// keys its listings never find back: every checkpoint would fail.
+		if p := q.Get("prefix"); p != "" && !validPath(strings.TrimSuffix(p, "/")) {
+			return nil, fmt.Errorf("uploader: bucket URL %q: prefix=%s: want a clean relative path inside the directory (no leading /, no //, . or .. parts), e.g. prefix=team-a/checkpoints/", shown, p)
 		}
 		for k, v := range map[string]string{"create_dir": "true", "no_tmp_dir": "true", "dir_file_mode": "0700", "metadata": "skip"} {
 			if !q.Has(k) {
