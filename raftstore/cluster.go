@@ -57,10 +57,20 @@ type Status struct {
 // clusterID other than this cluster's is ErrClusterMismatch. The gRPC
 // address is recorded after the node is added, and a joining node may
 // wait for that record to know it has caught up.
+//
+// Joins and removals on this leader run one at a time: the checks above
+// read the configuration, and two joins of one id checked together would
+// both pass (Raft's AddVoter of an id that is a voter moves it to the new
+// address), leaving two nodes that each take themselves for the member.
 func (s *Store) Join(ctx context.Context, m Member, clusterID string) (string, error) {
 	if s.raft.State() != raft.Leader {
 		return "", ErrNotLeader
 	}
+	unlock, err := s.lockMembership(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	if m.ID == "" || m.RaftAddr == "" {
 		return "", fmt.Errorf("%w: a joining node needs an id and a raft address", ErrMemberConflict)
 	}
@@ -139,11 +149,31 @@ func inConfiguration(cf raft.Configuration, id string) bool {
 	return false
 }
 
-// Remove removes a member from the cluster. It runs on the leader only.
+// lockMembership waits, up to ctx, until no other Join or Remove runs
+// on this store, and returns the function that lets the next one run.
+func (s *Store) lockMembership(ctx context.Context) (unlock func(), err error) {
+	select {
+	case s.membership <- struct{}{}:
+		return func() { <-s.membership }, nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+// Remove removes a member from the cluster. It runs on the leader only,
+// and refuses to remove the only voter (ErrLastVoter). A removal that
+// fails leaves the member as it was, addresses included, unless it is
+// this leader's own and its leadership was lost on the way (the next
+// leadership records them again).
 func (s *Store) Remove(ctx context.Context, id string) error {
 	if s.raft.State() != raft.Leader {
 		return ErrNotLeader
 	}
+	unlock, err := s.lockMembership(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	cf := s.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return raftError(err)
@@ -151,12 +181,46 @@ func (s *Store) Remove(ctx context.Context, id string) error {
 	if !inConfiguration(cf.Configuration(), id) {
 		return fmt.Errorf("%w: %q", ErrUnknownMember, id)
 	}
-	// Metadata first: once the leader has removed itself it can propose
-	// nothing more.
+	voters := 0
+	for _, srv := range cf.Configuration().Servers {
+		if srv.Suffrage == raft.Voter && string(srv.ID) != id {
+			voters++
+		}
+	}
+	if voters == 0 {
+		return fmt.Errorf("%w: %q is the only voter of the cluster; add the member that replaces it first", ErrLastVoter, id)
+	}
+	if id != s.cfg.NodeID {
+		// The configuration first: a member whose removal fails keeps
+		// its addresses. Its record outlives it if the second step
+		// fails, which nothing reads for a node that is not a member
+		// (Members and Leader look up members of the configuration,
+		// Join's address check skips non-members, a Join of the id
+		// records it anew).
+		if err := s.raft.RemoveServer(raft.ServerID(id), 0, s.timeout(ctx)).Error(); err != nil {
+			return raftError(err)
+		}
+		if _, err := s.propose(ctx, &command.Command{Type: command.TypeRemoveMember, Member: &command.Member{ID: id}}); err != nil {
+			s.logger.Warn("removed a member from the configuration; its addresses stay in the cluster metadata, unread",
+				"node", id, "error", err)
+		}
+		s.logger.Info("removed a member", "node", id)
+		return nil
+	}
+	// This leader's own metadata first: once it has removed itself it
+	// can propose nothing more.
 	if _, err := s.propose(ctx, &command.Command{Type: command.TypeRemoveMember, Member: &command.Member{ID: id}}); err != nil {
 		return err
 	}
 	if err := s.raft.RemoveServer(raft.ServerID(id), 0, s.timeout(ctx)).Error(); err != nil {
+		// Still a member: record its addresses again, or the followers
+		// could not forward to it while it leads.
+		if _, err2 := s.propose(ctx, &command.Command{Type: command.TypeSetMember, Member: &command.Member{
+			ID: s.cfg.NodeID, RaftAddr: s.RaftAddr(), GRPCAddr: s.cfg.GRPCAddr,
+		}}); err2 != nil {
+			s.logger.Warn("the leader's removal of itself failed, and its addresses could not be recorded again; its next leadership records them",
+				"node", id, "error", err2)
+		}
 		return raftError(err)
 	}
 	s.logger.Info("removed a member", "node", id)

@@ -647,6 +647,77 @@ func TestJoinedNodesVoteWhenTheAnswersToTheirJoinsAreLost(t *testing.T) {
 	})
 }
 
+// TestTwoNodesJoiningUnderOneIDAtOnceAreNotBothAccepted starts two nodes
+// with one id and has the leader take their joins together. Checked one
+// after the other, the second is refused (the id is a member at another
+// address); checked together, both passed, and Raft's AddVoter of an id
+// that is already a voter moved it to the second address: both were
+// answered as members, and the metadata paired one node's gRPC address
+// with the other's Raft address.
+func TestTwoNodesJoiningUnderOneIDAtOnceAreNotBothAccepted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*waitTimeout)
+	defer cancel()
+	open := func(id string, bootstrap bool) *raftstore.Store {
+		t.Helper()
+		cfg := raftstore.DefaultConfig()
+		cfg.NodeID = id
+		cfg.Dir = t.TempDir()
+		cfg.RaftBind = "127.0.0.1:0"
+		cfg.GRPCAddr = id + ".grpc.invalid:1"
+		cfg.Bootstrap = bootstrap
+		cfg.HeartbeatTimeout = 200 * time.Millisecond
+		cfg.ElectionTimeout = 200 * time.Millisecond
+		cfg.LeaderLeaseTimeout = 100 * time.Millisecond
+		s, err := raftstore.Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	l := open("n0", true)
+	if err := l.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	twins := []*raftstore.Store{open("n1", false), open("n1", false)}
+	errs := make([]error, len(twins))
+	var wg sync.WaitGroup
+	for i, s := range twins {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Each node's gRPC address is its Raft address, so that the
+			// metadata shows which node it came from.
+			_, errs[i] = l.Join(ctx, raftstore.Member{ID: "n1", RaftAddr: s.RaftAddr(), GRPCAddr: s.RaftAddr(), Voter: true, Incarnation: s.Incarnation()}, "")
+		}()
+	}
+	wg.Wait()
+	accepted := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && accepted < 0:
+			accepted = i
+		case err == nil:
+			t.Fatalf("both joins of id n1 accepted, from %s and %s", twins[0].RaftAddr(), twins[1].RaftAddr())
+		case !errors.Is(err, raftstore.ErrMemberConflict):
+			t.Fatalf("join from %s: %v, want ErrMemberConflict", twins[i].RaftAddr(), err)
+		}
+	}
+	if accepted < 0 {
+		t.Fatalf("neither join accepted: %v", errs)
+	}
+	members, _, err := l.Members()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := twins[accepted].RaftAddr()
+	for _, m := range members {
+		if m.ID == "n1" && (m.RaftAddr != want || m.GRPCAddr != want) {
+			t.Fatalf("member n1 at raft %s, grpc %s; want both %s, the node accepted", m.RaftAddr, m.GRPCAddr, want)
+		}
+	}
+}
+
 func TestPartitionedLeaderCannotCommitAndMajorityMovesOn(t *testing.T) {
 	forEachLogStore(t, func(t *testing.T, logStore string) {
 		c := raftstoretest.NewCluster(t, 3, raftstoretest.WithLogStore(logStore))

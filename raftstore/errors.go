@@ -17,6 +17,8 @@ var (
 	// ErrUnknownMember is returned by Remove for a node that is not a
 	// member.
 	ErrUnknownMember = errors.New("raftstore: unknown member")
+	// ErrLastVoter is returned by Remove for the cluster's only voter.
+	ErrLastVoter = errors.New("raftstore: the last voter cannot be removed")
 	// ErrStateWithoutLog is returned by Open when the data dir holds
 	// state that has applied entries but no Raft log.
 	ErrStateWithoutLog = errors.New("raftstore: state without a Raft log")

@@ -73,6 +73,10 @@ type Store struct {
 	countsRun *countsRun
 
 	trigger snapshotTrigger // the size trigger of Raft snapshots; see snapbytes.go
+
+	// membership is held by the Join or Remove running on this leader;
+	// see lockMembership.
+	membership chan struct{}
 }
 
 // Open opens the store in cfg.Dir and starts its Raft node. With
@@ -86,7 +90,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{cfg: cfg, logger: logger}
+	s := &Store{cfg: cfg, logger: logger, membership: make(chan struct{}, 1)}
 	if err := s.open(ctx); err != nil {
 		s.closeParts()
 		return nil, err

@@ -313,6 +313,18 @@ func TestANewClusterRecordsItsIDAndLeaderAddresses(t *testing.T) {
 		if err := s.Remove(context.Background(), "nobody"); !errors.Is(err, ErrUnknownMember) {
 			t.Fatalf("removing an unknown member: err = %v", err)
 		}
+		// The only voter cannot go, and the refusal changes nothing: its
+		// addresses stay recorded (they went first, once).
+		if err := s.Remove(context.Background(), "n1"); !errors.Is(err, ErrLastVoter) {
+			t.Fatalf("removing the only voter: err = %v, want ErrLastVoter", err)
+		}
+		members, _, err = s.Members()
+		if err != nil || len(members) != 1 || members[0].GRPCAddr != "127.0.0.1:9999" {
+			t.Fatalf("members after the refused removal = %+v, %v; want n1 with its gRPC address", members, err)
+		}
+		if lid, addr := s.Leader(); lid != "n1" || addr != "127.0.0.1:9999" {
+			t.Fatalf("Leader() after the refused removal = %q %q", lid, addr)
+		}
 	})
 }
 

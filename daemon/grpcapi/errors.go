@@ -71,7 +71,7 @@ func statusOf(ctx context.Context, logger *slog.Logger, err error) error {
 		return status.Error(codes.Unavailable, oc.Error())
 	case errors.Is(err, raftstore.ErrNotLeader):
 		return status.Error(codes.Unavailable, "stated: this node is not the raft leader; retry on the leader")
-	case errors.Is(err, raftstore.ErrMemberConflict), errors.Is(err, raftstore.ErrClusterMismatch):
+	case errors.Is(err, raftstore.ErrMemberConflict), errors.Is(err, raftstore.ErrClusterMismatch), errors.Is(err, raftstore.ErrLastVoter):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, raftstore.ErrUnknownMember), errors.Is(err, uploader.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
