@@ -417,7 +417,7 @@ func (u *Uploader) GetSavepoint(ctx context.Context, name string) (*Manifest, er
 }
 
 // Savepoint pins checkpoint epoch under name, which must be 1 to 128 of
-// [A-Za-z0-9._-] and not in use: a copy of its manifest goes under
+// [A-Za-z0-9._-], neither all digits nor "latest", and not in use: a copy of its manifest goes under
 // savepoints/, and retention keeps it and its files until
 // DeleteSavepoint. A checkpoint has at most one savepoint name.
 //
@@ -428,6 +428,12 @@ func (u *Uploader) GetSavepoint(ctx context.Context, name string) (*Manifest, er
 func (u *Uploader) Savepoint(ctx context.Context, epoch uint64, name string) error {
 	if err := checkName(name); err != nil {
 		return err
+	}
+	// Where a checkpoint is selected by epoch, "latest" or savepoint name
+	// in one argument (--checkpoint, checkpoint show), a number reads as
+	// an epoch: a pin under such a name could not be selected by it.
+	if name == "latest" || strings.Trim(name, "0123456789") == "" {
+		return invalidf("savepoint name %q reads as an epoch or as latest where checkpoints are selected (--checkpoint N|latest|NAME); add a letter, e.g. %q", name, "sp-"+name)
 	}
 	sps, err := u.savepoints(ctx)
 	if err != nil {
