@@ -153,7 +153,10 @@
 //     of the commit may have applied before the session expired, Commit
 //     returns ErrSessionExpired instead: its outcome is unknown. The same
 //     holds after a cluster is restored from a checkpoint, which drops
-//     every session.
+//     every session, and for a commit retried since before the expiry
+//     that finds the Client's next session already open (another of its
+//     commits opened it): the daemon refuses it as superseded, but by
+//     the Client's own session, which is no fence.
 //   - The open answers the cluster's lineage (Client.Lineage): its id, or
 //     for a cluster restored from a checkpoint the lineage of the cluster
 //     the checkpoint came from. From then on every call of the Client
@@ -208,7 +211,9 @@
 // ErrSessionExpired, a commit refused for a full window outbox
 // ErrOutboxFull, and a call refused by a daemon of another cluster
 // ErrOtherCluster. A commit that fails with ErrUnavailable, a context
-// error or ErrSessionExpired may or may not have been applied.
+// error or ErrSessionExpired may or may not have been applied, and so may
+// one fenced (ErrSessionFenced) while it was being retried: its error
+// says that its outcome is unknown.
 //
 // The SDK never imports the daemon's packages: it speaks only the stated.v1
 // gRPC contract (package statedv1).

@@ -43,9 +43,11 @@ var (
 	// ErrSessionExpired: the Client's session expired (idle past the
 	// daemon's --session-idle-timeout, or lost in a restore) while a commit
 	// was being retried, so an earlier attempt of it may or may not have
-	// applied. The next commit opens a new session. A commit whose first
-	// attempt finds its session expired is sent again in a new session
-	// without this error.
+	// applied. The next commit opens a new session (unless another commit
+	// of the Client opened it already; an attempt of the old session is
+	// then refused as superseded by it, which is this error, not
+	// ErrSessionFenced). A commit whose first attempt finds its session
+	// expired is sent again in a new session without this error.
 	ErrSessionExpired = errors.New("stated: session expired")
 	// ErrOutboxFull: a commit added to or hinted a window namespace whose
 	// outbox holds its MaxPendingEmissions unacknowledged emissions

@@ -39,7 +39,17 @@ type sessionState struct {
 	// free lanes of session id, and how many lanes it has.
 	free   []*lane
 	nLanes uint32
+	// own are the ids of the Client's latest sessions, proposed or
+	// opened, newest last (at most maxOwnSessions): a commit of an older
+	// session refused as superseded by one of them was superseded by this
+	// Client, after that older session ended, not fenced by another
+	// process.
+	own []uint64
 }
+
+// maxOwnSessions is how many of its latest session ids a Client
+// remembers as its own.
+const maxOwnSessions = 8
 
 // lane is a lane of one session, held by one commit at a time.
 type lane struct {
@@ -48,11 +58,12 @@ type lane struct {
 	next    uint64 // the sequence of the lane's next commit
 }
 
-// SessionError is a commit refused by the daemon because of its session:
-// nothing of it was applied. It matches ErrFailedPrecondition, and
-// ErrSessionFenced when another Client opened a session with the same
-// client id, or ErrSessionExpired when the session expired under a commit
-// whose earlier attempt may have applied.
+// SessionError is a commit's attempt refused by the daemon because of its
+// session: nothing of that attempt was applied (an earlier attempt of a
+// retried commit may have been; Commit's error then says so). It matches
+// ErrFailedPrecondition, and ErrSessionFenced when another Client opened
+// a session with the same client id, or ErrSessionExpired when the
+// session expired.
 type SessionError struct {
 	ClientID  string
 	SessionID uint64
@@ -62,6 +73,10 @@ type SessionError struct {
 	// or "sequence stale".
 	Reason string
 	err    error
+	// ownNewer is set for a session superseded by a newer session of the
+	// same Client, which opened it once the older one had expired (or
+	// was dropped by a restore): to the caller, that session expired.
+	ownNewer bool
 }
 
 func (e *SessionError) Error() string { return e.err.Error() }
@@ -69,13 +84,14 @@ func (e *SessionError) Error() string { return e.err.Error() }
 // Unwrap returns the underlying daemon error (ErrFailedPrecondition).
 func (e *SessionError) Unwrap() error { return e.err }
 
-// Is matches ErrSessionFenced for a superseded session and
-// ErrSessionExpired for one that is not open.
+// Is matches ErrSessionFenced for a session superseded by another
+// Client's, and ErrSessionExpired for one that is not open or that the
+// same Client superseded after it expired.
 func (e *SessionError) Is(target error) bool {
-	switch e.Reason {
-	case "superseded":
+	switch {
+	case e.Reason == "superseded" && !e.ownNewer:
 		return target == ErrSessionFenced
-	case "not open":
+	case e.Reason == "not open", e.Reason == "superseded":
 		return target == ErrSessionExpired
 	}
 	return false
@@ -146,6 +162,9 @@ func (c *Client) startOpenLocked() chan struct{} {
 func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
 	var resp *statedv1.OpenSessionResponse
 	req := &statedv1.OpenSessionRequest{ClientId: c.id, SessionId: newSessionID()}
+	c.sess.mu.Lock()
+	c.addOwnLocked(req.SessionId)
+	c.sess.mu.Unlock()
 	err := c.withRetries(ctx, func(ctx context.Context) error {
 		var err error
 		resp, err = c.rpc.OpenSession(ctx, req)
@@ -168,9 +187,31 @@ func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
 	}
 	c.lineage.learn(resp.GetLineageId())
 	c.sess.id = resp.GetSessionId()
+	c.addOwnLocked(c.sess.id)
 	c.sess.idleTimeout = time.Duration(resp.GetIdleTimeoutMillis()) * time.Millisecond
 	c.sess.openErr = nil
 	c.sess.free, c.sess.nLanes = nil, 0
+}
+
+// addOwnLocked remembers id as one of the Client's sessions.
+func (c *Client) addOwnLocked(id uint64) {
+	if n := len(c.sess.own); n > 0 && c.sess.own[n-1] == id {
+		return
+	}
+	if len(c.sess.own) == maxOwnSessions {
+		c.sess.own = append(c.sess.own[:0], c.sess.own[1:]...)
+	}
+	c.sess.own = append(c.sess.own, id)
+}
+
+// ownLocked reports whether id is one of the Client's latest sessions.
+func (c *Client) ownLocked(id uint64) bool {
+	for _, o := range c.sess.own {
+		if o == id {
+			return true
+		}
+	}
+	return false
 }
 
 // newSessionID is a random session id in [1, 2^63-1].
@@ -253,12 +294,19 @@ func (c *Client) releaseLane(l *lane) {
 
 // sessionRefused handles a commit's session refusal: a fenced Client stays
 // fenced; an expired session is dropped, so that the next commit opens a
-// new one. It returns the error for the caller.
+// new one. A session superseded by the Client's own newer one is not a
+// fence: the Client opened that one because the older one had expired
+// (a commit retried since before the expiry learns it last). It returns
+// the error for the caller.
 func (c *Client) sessionRefused(l *lane, se *SessionError) error {
 	c.sess.mu.Lock()
 	defer c.sess.mu.Unlock()
 	switch se.Reason {
 	case "superseded":
+		if se.CurrentSessionID != l.session && c.ownLocked(se.CurrentSessionID) {
+			se.ownNewer = true
+			break
+		}
 		if c.sess.fenced == nil {
 			c.sess.fenced = se
 		}
@@ -271,8 +319,13 @@ func (c *Client) sessionRefused(l *lane, se *SessionError) error {
 	return se
 }
 
-// sessionUnknownOutcome is the error of a commit whose session expired
-// while it was being retried: an earlier attempt may have applied.
+// sessionUnknownOutcome is the error of a commit whose session expired or
+// was fenced while it was being retried: an earlier attempt may have
+// applied.
 func sessionUnknownOutcome(se *SessionError) error {
-	return fmt.Errorf("stated: commit: the session expired while the commit was retried, so an earlier attempt may or may not have applied: %w", se)
+	ended := "expired"
+	if errors.Is(se, ErrSessionFenced) {
+		ended = "was fenced"
+	}
+	return fmt.Errorf("stated: commit: the session %s while the commit was retried, so an earlier attempt may or may not have applied: %w", ended, se)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -166,5 +167,67 @@ func TestCommitToAnUnreachableDaemonFailsUnavailable(t *testing.T) {
 	_, err = c.Txn().Put("ns", []byte("k"), []byte("v")).Commit(ctx)
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("commit: %v, want ErrUnavailable", err)
+	}
+}
+
+// TestACommitSupersededByItsClientsNewerSessionIsSentThere: a commit's
+// first attempt, sent in a session that expired meanwhile, is refused as
+// superseded by the session the same Client opened since (another of its
+// commits found the old one expired first). That is no fence: the commit
+// never applied, so it is sent in the new session, and the Client goes on.
+func TestACommitSupersededByItsClientsNewerSessionIsSentThere(t *testing.T) {
+	f := &fakeState{sessionIDs: []uint64{77, 78}}
+	held := make(chan struct{})
+	release := make(chan struct{})
+	var calls atomic.Int32
+	f.commitHook = func(context.Context) error {
+		switch calls.Add(1) {
+		case 1: // the slow commit's attempt, in session 77
+			close(held)
+			<-release
+			st, _ := status.New(codes.FailedPrecondition, "session: superseded").WithDetails(&statedv1.SessionRefused{
+				Reason: statedv1.SessionRefused_REASON_SUPERSEDED, SessionId: 77, CurrentSessionId: 78})
+			return st.Err()
+		case 2: // the other commit, in session 77 too: it expired
+			return sessionRefusal(statedv1.SessionRefused_REASON_NOT_OPEN)
+		}
+		return nil
+	}
+	c := newFakeClient(f, WithCommitCoalescing(false))
+	slow := make(chan error, 1)
+	go func() {
+		_, err := c.Txn().Put("ns", []byte("a"), []byte("v")).Commit(context.Background())
+		slow <- err
+	}()
+	<-held
+	if _, err := c.Txn().Put("ns", []byte("b"), []byte("v")).Commit(context.Background()); err != nil {
+		t.Fatalf("the other commit: %v", err)
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatalf("the slow commit: %v; want it sent again in the Client's new session", err)
+	}
+	if _, err := c.Txn().Put("ns", []byte("c"), []byte("v")).Commit(context.Background()); err != nil {
+		t.Fatalf("a later commit: %v; the Client fenced itself", err)
+	}
+	last := f.commits[len(f.commits)-2] // the slow commit's second attempt
+	if string(last.Mutations[0].Key) != "a" || last.SessionId != 78 {
+		t.Fatalf("the slow commit's second attempt: key %q in session %d, want a in 78", last.Mutations[0].Key, last.SessionId)
+	}
+}
+
+// TestACommitFencedWhileRetriedIsOfUnknownOutcome: an earlier attempt may
+// have applied before another process fenced the session, so the error
+// says the outcome is unknown; it still matches ErrSessionFenced.
+func TestACommitFencedWhileRetriedIsOfUnknownOutcome(t *testing.T) {
+	f := &fakeState{}
+	refuseCommits(f, status.Error(codes.Unavailable, "answer lost"), sessionRefusal(statedv1.SessionRefused_REASON_SUPERSEDED))
+	c := newFakeClient(f, func(o *clientOptions) { o.retry = defaultRetryPolicy() })
+	_, err := c.Txn().Put("ns", []byte("k"), []byte("v")).Commit(context.Background())
+	if !errors.Is(err, ErrSessionFenced) || errors.Is(err, ErrSessionExpired) || !strings.Contains(err.Error(), "may or may not have applied") {
+		t.Fatalf("commit: %v, want ErrSessionFenced of unknown outcome", err)
+	}
+	if _, err := c.Txn().Put("ns", []byte("k"), []byte("w")).Commit(context.Background()); !errors.Is(err, ErrSessionFenced) {
+		t.Fatalf("next commit: %v, want ErrSessionFenced: the Client stays fenced", err)
 	}
 }

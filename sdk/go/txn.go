@@ -3,6 +3,7 @@ package stated
 import (
 	"bytes"
 	"context"
+	"errors"
 	"time"
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
@@ -208,10 +209,12 @@ func (t *Txn) request(l *lane) *statedv1.CommitRequest {
 // open, see "Sessions" in the package documentation) and retries while the
 // daemon is unavailable (see "Retries"); every attempt carries the same
 // session, lane and sequence, so the daemon applies the Txn at most once.
-// It never retries a refused commit. After it returns ErrUnavailable or a
-// context error the commit may or may not have been applied. A Client
-// fenced by a newer session of its client id returns ErrSessionFenced from
-// then on.
+// It never retries a refused commit. After it returns ErrUnavailable, a
+// context error or ErrSessionExpired the commit may or may not have been
+// applied. A Client fenced by a newer session of its client id returns
+// ErrSessionFenced from then on; a commit fenced while it was retried
+// (after more than one attempt) may have applied too, and its error says
+// so.
 func (t *Txn) Commit(ctx context.Context) (CommitResult, error) {
 	if t.done {
 		return CommitResult{}, ErrTxnDone
@@ -231,13 +234,17 @@ func (t *Txn) Commit(ctx context.Context) (CommitResult, error) {
 	// for a commit that no attempt has sent in the old session yet.
 	for reopened := false; ; reopened = true {
 		res, attempts, err := t.commitInSession(ctx)
-		se := asSessionError(err)
-		switch {
-		case se == nil:
+		var se *SessionError
+		if !errors.As(err, &se) {
 			return res, err
-		case se.Reason == "not open" && attempts == 1 && !reopened:
+		}
+		// Expired: not open, or superseded by the Client's own newer
+		// session (sessionRefused).
+		expired := errors.Is(se, ErrSessionExpired)
+		switch {
+		case expired && attempts == 1 && !reopened:
 			continue
-		case se.Reason == "not open" && attempts > 1:
+		case attempts > 1 && (expired || se.Reason == "superseded"):
 			return CommitResult{}, sessionUnknownOutcome(se)
 		}
 		return CommitResult{}, se
