@@ -1,6 +1,8 @@
 package uploader_test
 
 import (
+	"context"
+	"errors"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -73,5 +75,31 @@ func TestCollectionStopsDeletingWithinHalfItsLease(t *testing.T) {
 	t.Logf("retain: %v", <-collected) // it may fail: it stopped deleting
 	if probs, err := writer.Verify(ctx, m); err != nil || len(probs) > 0 {
 		t.Fatalf("Upload acknowledged checkpoint 2, then the collection it waited for deleted its files: %v %v", probs, err)
+	}
+}
+
+// TestACancelledCollectionCountsOnlyWhatItDeleted: a collection whose
+// context ends while it deletes starts no other deletion, counts as
+// deleted only the blobs that are gone, and says why it stopped.
+func TestACancelledCollectionCountsOnlyWhatItDeleted(t *testing.T) {
+	ctx := testCtx(t)
+	b := open(t, "mem://")
+	fb, hooks := newFaultBucket(b, nil)
+	u := newUploader(t, fb, func(c *uploader.Config) { c.Workers = 1 })
+	r := rand.New(rand.NewPCG(43, 44))
+	for epoch := uint64(1); epoch <= 2; epoch++ {
+		dir, _ := checkpointDir(t, r, 6)
+		if _, _, err := u.Upload(ctx, dir, meta(epoch), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := len(blobKeys(t, b, "files/"))
+	rctx, cancel := context.WithCancelCause(ctx)
+	stop := errors.New("stopped by the test")
+	hooks.onDelete = once("files/", func() { cancel(stop) })
+	st, err := u.Retain(rctx, 1)
+	gone := before - len(blobKeys(t, b, "files/"))
+	if st.BlobsDeleted != gone || !errors.Is(err, stop) {
+		t.Fatalf("Retain = %+v, %v; %d blobs are gone, want them counted and the cancellation's cause", st, err, gone)
 	}
 }

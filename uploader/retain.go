@@ -139,8 +139,9 @@ func (u *Uploader) Retain(ctx context.Context, keep int) (GCStats, error) {
 	dctx, cancel := context.WithDeadlineCause(ctx, start.Add(u.cfg.GCLease/2), errLeaseOver)
 	defer cancel()
 	errs := make([]error, len(doomed))
+	notRun := errors.New("not deleted") // parallel starts none once dctx has ended
 	for i := range errs {
-		errs[i] = errLeaseOver // until its deletion ran: parallel stops starting them when dctx ends
+		errs[i] = notRun
 	}
 	_ = u.parallel(dctx, len(doomed), func(dctx context.Context, i int) error {
 		errs[i] = u.delete(dctx, doomed[i])
@@ -149,6 +150,13 @@ func (u *Uploader) Retain(ctx context.Context, keep int) (GCStats, error) {
 		}
 		return nil // go on with the others
 	})
+	for i, err := range errs {
+		if err == notRun {
+			if errs[i] = context.Cause(ctx); errs[i] == nil {
+				errs[i] = errLeaseOver
+			}
+		}
+	}
 	var failed int
 	var first error
 	for i, err := range errs {
