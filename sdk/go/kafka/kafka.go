@@ -250,7 +250,9 @@ func New(cfg Config) (*Processor, error) {
 // that stated refuses because a partition was claimed by another processor
 // drops that partition (see Config.OnFenced) and processes the rest of the
 // batch again. A commit larger than the maximum message size is made again
-// in halves (see Config.MaxPollRecords). Any other refused commit stops
+// in halves (see Config.MaxPollRecords); one that applied but whose answer
+// (the emissions of the windows it closed) was larger than it is not made
+// again: the offsets stored say which it was. Any other refused commit stops
 // Run with the error; so does
 // stated.ErrSessionFenced, which says another process opened a session
 // with the same client id: this processor is a zombie, and its commits
