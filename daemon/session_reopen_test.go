@@ -65,17 +65,7 @@ func TestACommitRetriedPastItsSessionsExpiryDoesNotFenceItsClient(t *testing.T) 
 	}()
 	<-retrying
 	// The session expires (its only commit applied) and is swept.
-	for {
-		if _, ok, err := d.Store().Session(clientID); err != nil {
-			t.Fatal(err)
-		} else if !ok {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("the session never expired")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitSessionDeleted(ctx, t, d, clientID)
 	// Another commit of the Client finds it expired, opens the Client's
 	// next session and applies there.
 	if _, err := c.Txn().CounterAdd("other", []byte("k"), 1).Commit(ctx); err != nil {
@@ -153,5 +143,51 @@ func TestACommitFencedWhileRetriedIsOfUnknownOutcome(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "may or may not have applied") {
 		t.Fatalf("the retried commit: %q; it applied, and the error does not say its outcome is unknown", err)
+	}
+}
+
+// TestAZombieWhoseSuccessorsSessionExpiredOpensASessionAgain pins a limit
+// that docs/GUARANTEES.md states: the state machine forgets an expired
+// session, so a zombie not yet fenced whose successor's session expired
+// finds no session at its next commit, opens one and commits, fencing the
+// successor in turn.
+func TestAZombieWhoseSuccessorsSessionExpiredOpensASessionAgain(t *testing.T) {
+	d := daemontest.Start(t, func(c *daemon.Config) {
+		c.ExpiryInterval = 100 * time.Millisecond
+		c.SessionIdleTimeout = time.Second
+	})
+	ctx := testContext(t)
+	zombie, err := stated.Dial(ctx, d.SocketPath(), stated.WithClientID("svc"), stated.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zombie.Close()
+	successor, err := stated.Dial(ctx, d.SocketPath(), stated.WithClientID("svc"), stated.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer successor.Close()
+	waitSessionDeleted(ctx, t, d, "svc")
+	if _, err := zombie.Txn().CounterAdd("n", []byte("k"), 1).Commit(ctx); err != nil {
+		t.Fatalf("the zombie's commit: %v; the limit documented in GUARANTEES.md is gone, update it", err)
+	}
+	if _, err := successor.Txn().CounterAdd("n", []byte("k"), 1).Commit(ctx); !errors.Is(err, stated.ErrSessionFenced) {
+		t.Fatalf("the successor's commit: %v, want ErrSessionFenced", err)
+	}
+}
+
+// waitSessionDeleted waits until clientID has no session on d.
+func waitSessionDeleted(ctx context.Context, t *testing.T, d *daemon.Daemon, clientID string) {
+	t.Helper()
+	for {
+		if _, ok, err := d.Store().Session(clientID); err != nil {
+			t.Fatal(err)
+		} else if !ok {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the session of %q was never deleted", clientID)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -141,7 +141,10 @@
 //     their commits fail with ErrSessionFenced (a *SessionError), and a
 //     fenced Client stays fenced. A process restarted with a fixed client
 //     id therefore fences its own zombie, and never has a commit taken for
-//     a retry of the dead process's. Every attempt of one open proposes
+//     a retry of the dead process's. The daemon forgets an expired
+//     session, so a zombie not yet fenced whose successor's session
+//     expired (idle past the timeout) opens a session again at its next
+//     commit, fencing the successor. Every attempt of one open proposes
 //     the same session id, and an open of the current session changes
 //     nothing, so an attempt that applies after the retry that succeeded
 //     does not fence the Client that made both.
