@@ -484,3 +484,26 @@ func TestAMemberRestartedWithJoinAddressesOfAnotherClusterRefusesToStart(t *test
 		t.Errorf("error %q does not name the cluster mismatch", err)
 	}
 }
+
+func TestAJoinAddressListNamingTwoClustersIsRefusedAndJoinsNeither(t *testing.T) {
+	t.Parallel()
+	a := daemontest.Start(t)
+	b := daemontest.Start(t)
+	beforeA, beforeB := memberIDs(t, a), memberIDs(t, b)
+	cfg := daemontest.Config(t, "node2")
+	cfg.Join = []string{a.TCPAddr(), b.TCPAddr()}
+	d, err := daemon.Start(testContext(t), cfg)
+	if err == nil {
+		d.Close()
+		t.Fatal("a node joined with join addresses of two clusters")
+	}
+	if !strings.Contains(err.Error(), "more than one cluster") || !strings.Contains(err.Error(), a.TCPAddr()) || !strings.Contains(err.Error(), b.TCPAddr()) {
+		t.Errorf("error %q does not name the two clusters' addresses", err)
+	}
+	if after := memberIDs(t, a); !slices.Equal(after, beforeA) {
+		t.Errorf("members of the first cluster = %v, want %v", after, beforeA)
+	}
+	if after := memberIDs(t, b); !slices.Equal(after, beforeB) {
+		t.Errorf("members of the second cluster = %v, want %v", after, beforeB)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -24,8 +25,9 @@ const (
 	joinBackoffMin     = 100 * time.Millisecond
 	joinBackoffMax     = 2 * time.Second
 	catchUpPoll        = 20 * time.Millisecond
-	// clusterCheckTimeout bounds the question a restarting member asks
-	// its Join addresses: which cluster they serve.
+	// clusterCheckTimeout bounds the question a restarting member, or a
+	// node about to join, asks its Join addresses: which cluster they
+	// serve.
 	clusterCheckTimeout = 2 * time.Second
 )
 
@@ -118,7 +120,7 @@ func (d *Daemon) clusterAnswers(ctx context.Context) bool {
 	answers := make(chan string, len(addrs))
 	for _, addr := range addrs {
 		go func() {
-			answers <- d.clusterAt(ctx, addr)
+			answers <- d.clusterAt(ctx, addr, bootstrapProbeTimeout)
 		}()
 	}
 	for range addrs {
@@ -133,14 +135,14 @@ func (d *Daemon) clusterAnswers(ctx context.Context) bool {
 }
 
 // clusterAt returns the id of the cluster the stated node at addr is a
-// member of, or "" when it does not answer as one.
-func (d *Daemon) clusterAt(ctx context.Context, addr string) string {
+// member of, or "" when it does not answer as one within timeout.
+func (d *Daemon) clusterAt(ctx context.Context, addr string, timeout time.Duration) string {
 	cc, err := dialNode(addr, d.cfg.MaxMessageBytes, d.tls.peerCreds(addr))
 	if err != nil {
 		return ""
 	}
 	defer cc.Close()
-	ctx, cancel := context.WithTimeout(ctx, bootstrapProbeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, err := statedv1.NewClusterClient(cc).Members(d.joinTokenContext(ctx), &statedv1.MembersRequest{})
 	if err != nil || len(resp.GetMembers()) == 0 {
@@ -173,6 +175,9 @@ func (d *Daemon) join(ctx context.Context, req *statedv1.JoinRequest, expect fun
 	if len(addrs) == 0 {
 		return "", fmt.Errorf("daemon: join: the join addresses %s name only this node; give the address of a running member",
 			strings.Join(d.cfg.Join, ", "))
+	}
+	if err := d.checkOneCluster(ctx, addrs); err != nil {
+		return "", err
 	}
 	notStated := make(map[string]bool) // answered gRPC without the Cluster service
 	var last error
@@ -209,6 +214,32 @@ func (d *Daemon) join(ctx context.Context, req *statedv1.JoinRequest, expect fun
 		}
 		backoff = min(2*backoff, joinBackoffMax)
 	}
+}
+
+// checkOneCluster asks the join addresses, in parallel and briefly, which
+// cluster each serves, and refuses a list that names more than one: the
+// node would join whichever answered first, and learn of the mistake only
+// at its next start (checkSameCluster), a member of the wrong cluster.
+// Addresses that do not answer as members are skipped.
+func (d *Daemon) checkOneCluster(ctx context.Context, addrs []string) error {
+	ids := make([]string, len(addrs))
+	var wg sync.WaitGroup
+	for i, addr := range addrs {
+		wg.Go(func() { ids[i] = d.clusterAt(ctx, addr, clusterCheckTimeout) })
+	}
+	wg.Wait()
+	first := -1
+	for i, id := range ids {
+		switch {
+		case id == "":
+		case first < 0:
+			first = i
+		case id != ids[first]:
+			return fmt.Errorf("daemon: join: the join addresses name more than one cluster: %s serves cluster %s, %s serves cluster %s; give the addresses of one cluster's members",
+				addrs[first], ids[first], addrs[i], id)
+		}
+	}
+	return nil
 }
 
 // joinVia asks addr which cluster it serves, passes the answer to expect,
