@@ -154,8 +154,11 @@ func WithDefaultConsistency(c Consistency) Option {
 // WithMaxMessageSize caps the size of one gRPC message in both directions
 // (default DefaultMaxMessageSize, 64 MiB). A commit larger than that fails
 // on the client, without reaching the daemon, with an error for which
-// status.Code returns codes.ResourceExhausted. A size of zero or less keeps
-// the default.
+// status.Code returns codes.ResourceExhausted. A commit whose answer is
+// larger (the emissions of the windows it closed) has applied: Commit sends
+// it again, alone, and returns the retry's answer, a Duplicate without
+// emissions (they wait in the outbox). A size of zero or less keeps the
+// default.
 func WithMaxMessageSize(bytes int) Option {
 	return func(o *clientOptions) {
 		if bytes > 0 {

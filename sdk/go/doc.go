@@ -199,7 +199,13 @@
 // returned. A retried commit carries the same session, lane and sequence
 // as the first attempt, so a retry never applies a commit twice (see
 // Sessions). InvalidArgument, FailedPrecondition, ResourceExhausted,
-// NotFound and cancellation are never retried. Reads retry the same way; a
+// NotFound and cancellation are never retried, with one exception: a
+// commit answered ResourceExhausted (but for a full outbox) is sent again
+// alone, up to twice, since the message too large may have been its
+// answer, after it applied (the emissions of the windows it closed, or of
+// another commit coalesced with it). The retry is answered as a
+// Duplicate, without emissions; a commit itself too large is refused
+// again, having applied nothing. Reads retry the same way; a
 // Scan retries only until its first batch arrives. RemoveMember is never
 // retried. WithoutRetries makes every call a single attempt.
 //

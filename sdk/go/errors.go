@@ -28,6 +28,9 @@ var (
 	ErrUnavailable = errors.New("stated: unavailable")
 	// ErrResourceExhausted: a message exceeded a size limit, usually a
 	// commit larger than the maximum message size (codes.ResourceExhausted).
+	// A commit that fails with it applied nothing: one whose answer was
+	// too large is sent again to learn its outcome (see "Retries" in the
+	// package documentation).
 	ErrResourceExhausted = errors.New("stated: resource exhausted")
 	// ErrCodec: a typed handle's codec failed to encode or decode a value.
 	ErrCodec = errors.New("stated: codec")

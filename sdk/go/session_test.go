@@ -231,3 +231,45 @@ func TestACommitFencedWhileRetriedIsOfUnknownOutcome(t *testing.T) {
 		t.Fatalf("next commit: %v, want ErrSessionFenced: the Client stays fenced", err)
 	}
 }
+
+// TestACommitAnsweredResourceExhaustedIsSentAgainAloneToLearnItsOutcome:
+// ResourceExhausted may be the commit's answer, too large to receive after
+// the commit applied. The commit is sent again, alone, with the same
+// lane and sequence (a duplicate is answered without emissions); twice
+// refused, it was too large itself and applied nothing. A full outbox is
+// a refusal, never sent again.
+func TestACommitAnsweredResourceExhaustedIsSentAgainAloneToLearnItsOutcome(t *testing.T) {
+	tooLarge := status.Error(codes.ResourceExhausted, "grpc: received message larger than max (117879 vs. 32768)")
+	t.Run("answer too large", func(t *testing.T) {
+		f := &fakeState{}
+		refuseCommits(f, tooLarge)
+		c := newFakeClient(f)
+		if _, err := c.Txn().Put("ns", []byte("k"), []byte("v")).Commit(context.Background()); err != nil {
+			t.Fatalf("commit: %v, want the retry's answer", err)
+		}
+		if len(f.commits) != 2 || f.commits[0].Sequence != f.commits[1].Sequence || f.commits[0].Lane != f.commits[1].Lane {
+			t.Fatalf("%d attempts, want 2 with one lane and sequence", len(f.commits))
+		}
+	})
+	t.Run("commit too large", func(t *testing.T) {
+		f := &fakeState{commitErr: tooLarge}
+		c := newFakeClient(f)
+		if _, err := c.Txn().Put("ns", []byte("k"), []byte("v")).Commit(context.Background()); !errors.Is(err, ErrResourceExhausted) {
+			t.Fatalf("commit: %v, want ErrResourceExhausted", err)
+		}
+		if len(f.commits) != 3 {
+			t.Fatalf("%d attempts, want 3: the commit, then twice alone", len(f.commits))
+		}
+	})
+	t.Run("outbox full", func(t *testing.T) {
+		st, _ := status.New(codes.ResourceExhausted, "outbox full").WithDetails(&statedv1.OutboxFull{Namespace: "w"})
+		f := &fakeState{commitErr: st.Err()}
+		c := newFakeClient(f)
+		if _, err := c.Txn().Put("ns", []byte("k"), []byte("v")).Commit(context.Background()); !errors.Is(err, ErrOutboxFull) {
+			t.Fatalf("commit: %v, want ErrOutboxFull", err)
+		}
+		if len(f.commits) != 1 {
+			t.Fatalf("%d attempts, want 1", len(f.commits))
+		}
+	})
+}

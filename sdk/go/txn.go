@@ -6,6 +6,9 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
@@ -268,6 +271,22 @@ func (t *Txn) commitInSession(ctx context.Context) (CommitResult, int, error) {
 		resp, err = c.sendCommit(ctx, req)
 		return err
 	})
+	// ResourceExhausted (but for a full outbox) says that a message was
+	// too large: the commit, which then applied nothing, or the answer,
+	// which comes once the commit applied (the emissions of the windows
+	// it closed, or of another commit that shared its call). The commit
+	// is sent again alone to tell: a duplicate is answered without
+	// emissions. A commit too large is refused again; one that applied
+	// only now, with a large answer of its own, is a duplicate the time
+	// after.
+	for solo := 0; solo < 2 && messageTooLarge(err); solo++ {
+		err = c.withRetries(ctx, func(ctx context.Context) error {
+			attempts++
+			var err error
+			resp, err = c.rpc.Commit(ctx, req)
+			return err
+		})
+	}
 	c.releaseLane(l)
 	if err != nil {
 		err = asFenced(c.rpcErr("commit", remapFieldIndex(err, t.origin)))
@@ -281,6 +300,14 @@ func (t *Txn) commitInSession(ctx context.Context) (CommitResult, int, error) {
 		Index: resp.GetIndex(), Duplicate: resp.GetDuplicate(),
 		Adds: t.addResults(resp.GetAddResults()), Emissions: emissionsOf(resp.GetEmissions()),
 	}, attempts, nil
+}
+
+// messageTooLarge reports whether err says that a commit or its answer
+// exceeded a message size limit (ResourceExhausted without the OutboxFull
+// detail of a full window outbox).
+func messageTooLarge(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.ResourceExhausted && !isOutboxFull(st)
 }
 
 // Update builds a Txn with fn and commits it. If fn returns an error,
