@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -38,10 +39,11 @@ type RestoredFrom struct {
 // checkpoint it came from is recorded, and epochs continue above
 // nextEpochAfter so that the new cluster's checkpoints never reuse an
 // epoch the bucket holds. Client sessions and retry records are dropped.
-// State, offsets and partition claims are kept, and so is the lineage:
+// State and offsets are kept, and so is the lineage:
 // the new cluster belongs to the line of the cluster the checkpoint came
-// from (Lineage). Window sources are not idle until the new cluster has
-// seen them silent for their idle timeout (SourceRestored).
+// from (Lineage). Partition claims are kept, released (releaseClaims).
+// Window sources are not idle until the new cluster has seen them silent
+// for their idle timeout (SourceRestored).
 func PrepareRestore(dir string, from RestoredFrom, nextEpochAfter uint64) error {
 	opts := PebbleOptions()
 	opts.Logger = pebbleLogger{slog.New(slog.DiscardHandler)}
@@ -123,7 +125,36 @@ func prepareRestored(db *pebble.DB, lineage string, from RestoredFrom, nextEpoch
 	if err := restoreSourcesActive(db, b); err != nil {
 		return err
 	}
+	if err := releaseClaims(db, b); err != nil {
+		return err
+	}
 	return b.Commit(pebble.Sync)
+}
+
+// releaseClaims marks every partition claim in db released, in b. A
+// claimant that stayed up through the restore has processed records past
+// the restored offsets; with its claim current it would go on from there
+// and skip them. Released, its next commit is fenced, and a new claim
+// (the same owner's included) resumes from the restored offsets.
+func releaseClaims(db *pebble.DB, b *pebble.Batch) error {
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixClaim}, UpperBound: []byte{prefixClaim + 1}})
+	if err != nil {
+		return err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		v := it.Value()
+		if len(v) < 17 || v[8]&^claimReleased != 0 {
+			it.Close()
+			return fmt.Errorf("%w: claim record %x", ErrCorrupt, it.Key())
+		}
+		released := slices.Clone(v)
+		released[8] |= claimReleased
+		if err := b.Set(it.Key(), released, nil); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	return it.Close()
 }
 
 // restoreSourcesActive sets every window source's last activity in db to

@@ -256,7 +256,10 @@ func New(cfg Config) (*Processor, error) {
 // Run with the error; so does
 // stated.ErrSessionFenced, which says another process opened a session
 // with the same client id: this processor is a zombie, and its commits
-// would all be refused.
+// would all be refused; and so does a claim of this processor's found
+// released, which a restore of the stated cluster does to every claim
+// (ErrClaimReleased): a processor started again resumes from the
+// restored offsets.
 //
 // Run never waits silently: whatever it waits for longer than
 // Config.WaitLogInterval (the Kafka group, a commit to stated, a fenced
@@ -429,6 +432,16 @@ func (p *Processor) batch(fetches kgo.Fetches) *batch {
 
 var errHandler = errors.New("kafka: handler failed")
 
+// ErrClaimReleased is what Run returns when stated refuses a commit
+// because this processor's claim on a partition was released, although
+// the processor did not release it: a restore of the stated cluster from
+// a checkpoint releases every claim, and the restored offsets are behind
+// the records this processor has processed since the checkpoint. Going on
+// from its own position would skip them. Start the processor again (a new
+// Run, or the service restarted): it claims its partitions again and
+// resumes from the offsets stated holds.
+var ErrClaimReleased = errors.New("kafka: the processor's claim was released in stated (the stated cluster was restored from a checkpoint)")
+
 // process runs the handler over b and commits, dropping fenced partitions
 // and processing the rest again until the commit succeeds.
 func (p *Processor) process(ctx context.Context, b *batch) (stated.CommitResult, error) {
@@ -444,6 +457,12 @@ func (p *Processor) process(ctx context.Context, b *batch) (stated.CommitResult,
 		res, err := txn.Commit(ctx)
 		p.waits.end(WaitStatedCommit)
 		var fe *stated.FencedError
+		if errors.As(err, &fe) && fe.CurrentEpoch == fe.Epoch && fe.Owner == p.cfg.State.ClientID() {
+			// Neither superseded nor another's: released, and not by
+			// this processor, which commits only what it owns.
+			return stated.CommitResult{}, fmt.Errorf("%w: %s/%d, claim epoch %d; start the processor again to resume from stated's offsets: %w",
+				ErrClaimReleased, fe.Topic, fe.Partition, fe.Epoch, err)
+		}
 		if errors.As(err, &fe) {
 			p.fenced(fe)
 			b.drop(topicPartition{fe.Topic, fe.Partition})

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -22,25 +23,18 @@ import (
 	"github.com/statedhq/stated/uploader"
 )
 
-// TestAProcessorUpThroughARestoreReplaysWhatTheRestoreDropped: a
-// processor counts 10 records, the node checkpoints, the processor counts
-// 10 more, and the node is lost and restored from the checkpoint on the
-// same address while the processor stays up (its Client keeps committing
-// to the restored cluster, which continues its lineage). The restored
-// state holds the checkpoint's count and offset (10); 10 more records are
-// produced. Every record must count once: 30.
-//
-// It fails today (20: the 10 records after the checkpoint are never
-// processed again): the restore keeps the partition claims, so the
-// processor's claim is still the current one, and it goes on from its own
-// position (offset 20) instead of the restored one. OPERATIONS.md has the
-// services stopped before a restore, which avoids it; the fix (fencing
-// every claim of the restored state, and a processor that claims its
-// partitions again when that fences it) is not small.
-func TestAProcessorUpThroughARestoreReplaysWhatTheRestoreDropped(t *testing.T) {
-	if os.Getenv("STATED_KNOWN_BUGS") == "" {
-		t.Skip("known: a processor up through a restore skips what the restore dropped; STATED_KNOWN_BUGS=1 runs it")
-	}
+// TestAProcessorUpThroughARestoreStopsAndANewOneCountsWhatTheRestoreDropped:
+// a processor counts 10 records, the node checkpoints, the processor
+// counts 10 more, and the node is lost and restored from the checkpoint
+// on the same address while the processor stays up (its Client keeps
+// committing to the restored cluster, which continues its lineage). The
+// restored state holds the checkpoint's count and offset (10). The
+// restore released every claim, so the processor's next commit is fenced
+// and Run returns ErrClaimReleased instead of going on from its own
+// position (20), which would skip the 10 records the restore dropped. A
+// processor started again claims from the restored offset, and every
+// record counts once: 30.
+func TestAProcessorUpThroughARestoreStopsAndANewOneCountsWhatTheRestoreDropped(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
@@ -89,7 +83,7 @@ func TestAProcessorUpThroughARestoreReplaysWhatTheRestoreDropped(t *testing.T) {
 	}
 	defer check.Close()
 	counts := stated.NewCounter(c, "counts")
-	p, err := New(Config{
+	cfg := Config{
 		State: c, Group: "g", Topics: []string{"events"},
 		KafkaOptions: []kgo.Opt{kgo.SeedBrokers(kc.ListenAddrs()...), kgo.SessionTimeout(time.Second),
 			kgo.HeartbeatInterval(200 * time.Millisecond), kgo.RebalanceTimeout(3 * time.Second)},
@@ -98,11 +92,15 @@ func TestAProcessorUpThroughARestoreReplaysWhatTheRestoreDropped(t *testing.T) {
 			counts.In(txn).Add("n", 1)
 			return nil
 		},
-	})
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := run(t, p)
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	ran := make(chan error, 1)
+	go func() { ran <- p.Run(runCtx) }()
 
 	offset := func() (int64, error) {
 		g, err := check.GetGroup(ctx, "g", stated.WithConsistency(stated.ConsistencyLinearizable))
@@ -162,6 +160,22 @@ func TestAProcessorUpThroughARestoreReplaysWhatTheRestoreDropped(t *testing.T) {
 	}
 
 	produce(10)
+	select {
+	case err := <-ran:
+		if !errors.Is(err, ErrClaimReleased) {
+			t.Fatalf("the processor that stayed up through the restore: Run returned %v, want ErrClaimReleased", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the processor that stayed up through the restore is still running a minute after new records came")
+	}
+	if o, err := offset(); err != nil || o != 10 {
+		t.Fatalf("the offset after the refused commit is %d (%v), want the restored 10", o, err)
+	}
+	p, err = New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, p)
 	waitOffset(30)
 	if err := stop(); err != nil {
 		t.Fatal(err)
