@@ -220,3 +220,40 @@ func TestOpenKeeperRefusesUnknownSchemesAndBadKeysWithoutShowingThem(t *testing.
 		}
 	}
 }
+
+// TestAChangedKeySealsTheNextCheckpointWhole: an Uploader with a new key
+// (the daemon restarted with another --checkpoint-key-url) seals and
+// sends every file of its first checkpoint again, so that checkpoint
+// restores with the new key alone; the checkpoints sealed before still
+// restore with the old key only, as the README's "Changing the key" says.
+func TestAChangedKeySealsTheNextCheckpointWhole(t *testing.T) {
+	b := open(t, fileURL(t.TempDir()))
+	r := rand.New(rand.NewPCG(3, 9))
+	dir, files := checkpointDir(t, r, 3)
+	old, _, err := newUploader(t, b, withKey(t, testKeyURL)).Upload(testCtx(t), dir, meta(1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, st, err := newUploader(t, b, withKey(t, otherKeyURL)).Upload(testCtx(t), dir, meta(2), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	distinct := map[string]bool{}
+	for _, f := range m.Files {
+		distinct[f.SHA256] = true
+	}
+	if st.FilesUploaded != len(distinct) {
+		t.Fatalf("the first upload with the new key sent %d blobs for %d distinct files, want all", st.FilesUploaded, len(distinct))
+	}
+	dst := t.TempDir()
+	if _, err := newUploader(t, b, withKey(t, otherKeyURL)).Download(testCtx(t), m, dst, nil); err != nil {
+		t.Fatalf("the checkpoint sealed with the new key, restored with it: %v", err)
+	}
+	sameFiles(t, dst, files)
+	if err := newUploader(t, b, withKey(t, otherKeyURL)).CheckKey(testCtx(t), old); !errors.Is(err, uploader.ErrWrongKey) {
+		t.Fatalf("the checkpoint sealed before, checked with the new key: %v, want ErrWrongKey", err)
+	}
+	if err := newUploader(t, b, withKey(t, testKeyURL)).CheckKey(testCtx(t), old); err != nil {
+		t.Fatalf("the checkpoint sealed before, checked with its own key: %v", err)
+	}
+}
