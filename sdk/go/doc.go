@@ -155,11 +155,16 @@
 //     it there, so an idle Client notices nothing. If an earlier attempt
 //     of the commit may have applied before the session expired, Commit
 //     returns ErrSessionExpired instead: its outcome is unknown. The same
-//     holds after a cluster is restored from a checkpoint, which drops
-//     every session, and for a commit retried since before the expiry
-//     that finds the Client's next session already open (another of its
-//     commits opened it): the daemon refuses it as superseded, but by
-//     the Client's own session, which is no fence.
+//     holds for a commit retried since before the expiry that finds the
+//     Client's next session already open (another of its commits opened
+//     it): the daemon refuses it as superseded, but by the Client's own
+//     session, which is no fence.
+//   - A cluster restored from a checkpoint has dropped every session, so
+//     its Clients' commits go as after an expiry. Its Raft log starts
+//     again, below the Client's LastIndex: the new session's open tells
+//     the Client, whose reads then wait for its commits in the new log.
+//     A read before that first commit still waits for LastIndex, which
+//     the new log may not reach before the read's ctx ends.
 //   - The open answers the cluster's lineage (Client.Lineage): its id, or
 //     for a cluster restored from a checkpoint the lineage of the cluster
 //     the checkpoint came from. From then on every call of the Client

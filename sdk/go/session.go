@@ -165,6 +165,7 @@ func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
 	c.sess.mu.Lock()
 	c.addOwnLocked(req.SessionId)
 	c.sess.mu.Unlock()
+	before := c.lastIndex.Load()
 	err := c.withRetries(ctx, func(ctx context.Context) error {
 		var err error
 		resp, err = c.rpc.OpenSession(ctx, req)
@@ -186,6 +187,15 @@ func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
 		return
 	}
 	c.lineage.learn(resp.GetLineageId())
+	if idx := resp.GetIndex(); idx != 0 && idx < before {
+		// The open applied below a commit the Client saw before sending
+		// it: the cluster's log started again (a restore from a
+		// checkpoint, which also dropped the old session). Indexes of the
+		// old log mean nothing here; a read waiting for one would wait
+		// until the new log reached it. Unless a newer index was seen
+		// meanwhile, the Client's reads wait for its open from now on.
+		c.lastIndex.CompareAndSwap(before, idx)
+	}
 	c.sess.id = resp.GetSessionId()
 	c.addOwnLocked(c.sess.id)
 	c.sess.idleTimeout = time.Duration(resp.GetIdleTimeoutMillis()) * time.Millisecond
