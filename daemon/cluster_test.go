@@ -507,3 +507,33 @@ func TestAJoinAddressListNamingTwoClustersIsRefusedAndJoinsNeither(t *testing.T)
 		t.Errorf("members of the second cluster = %v, want %v", after, beforeB)
 	}
 }
+
+func TestANodeWhoseRaftAddressTheLeaderCannotReachIsNotAdded(t *testing.T) {
+	t.Parallel()
+	nodes := daemontest.StartCluster(t, 1)
+	before := memberIDs(t, nodes[0])
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nobody := ln.Addr().String()
+	ln.Close()
+	cfg := daemontest.Config(t, "node2")
+	cfg.AdvertiseRaftAddr = nobody // a wrong --advertise-raft-addr
+	cfg.Join = []string{nodes[0].TCPAddr()}
+	cfg.JoinTimeout = 3 * time.Second
+	d, err := daemon.Start(testContext(t), cfg)
+	if err == nil {
+		d.Close()
+		t.Fatal("a node whose raft address nobody can reach joined")
+	}
+	if !strings.Contains(err.Error(), "raft address cannot be reached") || !strings.Contains(err.Error(), nobody) {
+		t.Errorf("error %q does not say the leader cannot reach %s", err, nobody)
+	}
+	if after := memberIDs(t, nodes[0]); !slices.Equal(after, before) {
+		t.Errorf("members = %v, want %v", after, before)
+	}
+	if _, err := stateClient(t, nodes[0]).Commit(testContext(t), putReq("k", "v")); err != nil {
+		t.Errorf("commit after the refused join: %v", err)
+	}
+}

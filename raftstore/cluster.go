@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -54,7 +55,8 @@ type Status struct {
 //
 // An id that is a member at another Raft address, or a Raft address used
 // by another member, is ErrMemberConflict, as is this leader's own id; a
-// clusterID other than this cluster's is ErrClusterMismatch. The gRPC
+// clusterID other than this cluster's is ErrClusterMismatch, and a Raft
+// address this leader cannot dial ErrUnreachable. The gRPC
 // address is recorded after the node is added, and a joining node may
 // wait for that record to know it has caught up.
 //
@@ -109,6 +111,9 @@ func (s *Store) Join(ctx context.Context, m Member, clusterID string) (string, e
 			return "", fmt.Errorf("%w: grpc address %s is already used by node %q", ErrMemberConflict, m.GRPCAddr, o.ID)
 		}
 	}
+	if err := s.checkReachable(ctx, m); err != nil {
+		return "", err
+	}
 	switch {
 	case present && sameIncarnation:
 		// Its data dir is the one it joined with: what it acknowledged
@@ -137,6 +142,26 @@ func (s *Store) Join(ctx context.Context, m Member, clusterID string) (string, e
 	}
 	s.logger.Info("added a voter", "node", m.ID, "raft_addr", m.RaftAddr, "grpc_addr", m.GRPCAddr, "incarnation", m.Incarnation)
 	return s.ClusterID(), nil
+}
+
+// joinDialTimeout bounds Join's dial of the joining node's Raft address.
+const joinDialTimeout = 5 * time.Second
+
+// checkReachable refuses a joining node whose Raft address this leader
+// cannot reach, before Join changes anything. Added as a voter, such a
+// node would count toward every majority without ever acknowledging an
+// entry: the one node of a new cluster that adds it can commit nothing
+// more, nor be elected again, and no Remove can undo it.
+func (s *Store) checkReachable(ctx context.Context, m Member) error {
+	conn, err := s.stream.Dial(raft.ServerAddress(m.RaftAddr), min(joinDialTimeout, s.timeout(ctx)))
+	switch {
+	case errors.Is(err, ErrOtherCluster):
+		return fmt.Errorf("%w: the raft address %s of node %q reaches a node of another cluster: %v", ErrClusterMismatch, m.RaftAddr, m.ID, err)
+	case err != nil:
+		return fmt.Errorf("%w: node %q at %s: %v; check its --raft-addr and --advertise-raft-addr, and that the leader can reach it", ErrUnreachable, m.ID, m.RaftAddr, err)
+	}
+	conn.Close()
+	return nil
 }
 
 // inConfiguration reports whether id is a server of cf.

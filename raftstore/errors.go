@@ -17,6 +17,9 @@ var (
 	// ErrUnknownMember is returned by Remove for a node that is not a
 	// member.
 	ErrUnknownMember = errors.New("raftstore: unknown member")
+	// ErrUnreachable is returned by Join when the leader cannot reach the
+	// joining node's Raft address.
+	ErrUnreachable = errors.New("raftstore: the joining node's raft address cannot be reached")
 	// ErrLastVoter is returned by Remove for the cluster's only voter.
 	ErrLastVoter = errors.New("raftstore: the last voter cannot be removed")
 	// ErrStateWithoutLog is returned by Open when the data dir holds

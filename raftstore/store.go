@@ -34,6 +34,7 @@ type Store struct {
 	log       logStore // see logstore.go
 	logKind   string   // LogStoreWAL or LogStoreBoltDB
 	transport *raft.NetworkTransport
+	stream    raft.StreamLayer  // the transport's, for Join's dial of a joining node
 	guard     *guardedTransport // the transport Raft uses; see transport.go
 	gate      *voteGate         // non-nil while this node has to join; see votegate.go
 	// incarnation is the id this node joins under (see markJoining); ""
@@ -305,6 +306,7 @@ func (s *Store) newTransport(hlog hclog.Logger) (*raft.NetworkTransport, error) 
 		layer = tl
 	}
 	layer = newClusterLayer(layer, s.peerClusterID, s.logger)
+	s.stream = layer
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
 	}), nil

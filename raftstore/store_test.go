@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -326,6 +328,39 @@ func TestANewClusterRecordsItsIDAndLeaderAddresses(t *testing.T) {
 			t.Fatalf("Leader() after the refused removal = %q %q", lid, addr)
 		}
 	})
+}
+
+// TestAJoinWhoseRaftAddressCannotBeReachedChangesNothing: a node that
+// gives a Raft address the leader cannot dial (a wrong --raft-addr or
+// --advertise-raft-addr) is refused before it is added. Added, it made
+// the one node of a new cluster a minority of two: no leader, no commit,
+// and no Remove to undo it.
+func TestAJoinWhoseRaftAddressCannotBeReachedChangesNothing(t *testing.T) {
+	cfg := storeConfig(LogStoreWAL, t.TempDir())
+	cfg.GRPCAddr = "127.0.0.1:9999"
+	s := openStore(t, cfg)
+	defer s.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nobody := ln.Addr().String()
+	ln.Close()
+	before, _, err := s.Members()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = s.Join(ctx, Member{ID: "n2", RaftAddr: nobody, GRPCAddr: "127.0.0.1:2", Incarnation: "i"}, "")
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), nobody) {
+		t.Fatalf("join of a node at %s, where nobody listens: %v, want ErrUnreachable naming the address", nobody, err)
+	}
+	after, _, err := s.Members()
+	if err != nil || !reflect.DeepEqual(after, before) {
+		t.Fatalf("members after the refused join = %+v, %v; want %+v", after, err, before)
+	}
+	addOne(t, s)
 }
 
 func TestLinearizableReadReturnsWhenTheLastEntriesAreNotCommands(t *testing.T) {

@@ -69,6 +69,8 @@ func statusOf(ctx context.Context, logger *slog.Logger, err error) error {
 		return status.Error(codes.Unavailable, nl.Error())
 	case errors.As(err, &oc):
 		return status.Error(codes.Unavailable, oc.Error())
+	case errors.Is(err, raftstore.ErrUnreachable):
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, raftstore.ErrNotLeader):
 		return status.Error(codes.Unavailable, "stated: this node is not the raft leader; retry on the leader")
 	case errors.Is(err, raftstore.ErrMemberConflict), errors.Is(err, raftstore.ErrClusterMismatch), errors.Is(err, raftstore.ErrLastVoter):

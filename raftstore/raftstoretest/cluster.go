@@ -272,7 +272,7 @@ func (c *Cluster) store(n *node) *raftstore.Store {
 // succeed when tried again, perhaps at another node.
 func retryable(err error) bool {
 	return errors.Is(err, raftstore.ErrNotLeader) || errors.Is(err, raftstore.ErrClosed) ||
-		errors.Is(err, context.DeadlineExceeded)
+		errors.Is(err, raftstore.ErrUnreachable) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
