@@ -176,8 +176,12 @@ func TestJoinIsRefusedForATakenIDOrAddressAndMembershipStaysTheSame(t *testing.T
 	}{
 		{"duplicate node id at another address",
 			&statedv1.JoinRequest{NodeId: "node2", RaftAddr: "127.0.0.1:1", GrpcAddr: "127.0.0.1:2"}, `"node2"`},
+		{"duplicate node id, with the way out",
+			&statedv1.JoinRequest{NodeId: "node2", RaftAddr: "127.0.0.1:1", GrpcAddr: "127.0.0.1:2"}, "stated cluster remove node2"},
 		{"raft address used by another node",
 			&statedv1.JoinRequest{NodeId: "node9", RaftAddr: nodes[1].Store().RaftAddr(), GrpcAddr: "127.0.0.1:2"}, nodes[1].Store().RaftAddr()},
+		{"raft address used by another node, with the way out",
+			&statedv1.JoinRequest{NodeId: "node9", RaftAddr: nodes[1].Store().RaftAddr(), GrpcAddr: "127.0.0.1:2"}, "stated cluster remove node2"},
 		{"grpc address used by another node",
 			&statedv1.JoinRequest{NodeId: "node9", RaftAddr: "127.0.0.1:1", GrpcAddr: nodes[1].TCPAddr()}, nodes[1].TCPAddr()},
 		{"the leader's own id and address",

@@ -91,9 +91,11 @@ func (s *Store) Join(ctx context.Context, m Member, clusterID string) (string, e
 	for _, srv := range cf.Configuration().Servers {
 		switch {
 		case string(srv.ID) == m.ID && string(srv.Address) != m.RaftAddr:
-			return "", fmt.Errorf("%w: node id %q is already a member at %s", ErrMemberConflict, m.ID, srv.Address)
+			return "", fmt.Errorf("%w: node id %q is already a member at %s (if that node is gone for good, remove it first: stated cluster remove %s)",
+				ErrMemberConflict, m.ID, srv.Address, m.ID)
 		case string(srv.ID) != m.ID && string(srv.Address) == m.RaftAddr:
-			return "", fmt.Errorf("%w: raft address %s is already used by node %q", ErrMemberConflict, m.RaftAddr, srv.ID)
+			return "", fmt.Errorf("%w: raft address %s is already used by node %q (if that node is gone for good, remove it first: stated cluster remove %s)",
+				ErrMemberConflict, m.RaftAddr, srv.ID, srv.ID)
 		case string(srv.ID) == m.ID:
 			present = true
 		}
