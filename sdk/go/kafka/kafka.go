@@ -517,6 +517,11 @@ func (p *Processor) process(ctx context.Context, b *batch) (stated.CommitResult,
 		if err != nil {
 			return stated.CommitResult{}, fmt.Errorf("kafka: commit of %d records: %w", b.records, err)
 		}
+		if res.Duplicate {
+			// An earlier attempt applied and its answer was lost: the
+			// emissions of the windows it closed are in the outboxes.
+			p.windows.stale = p.windows.active()
+		}
 		p.committed(b)
 		p.waits.committed(b.records)
 		return res, nil
