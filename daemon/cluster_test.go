@@ -541,3 +541,41 @@ func TestANodeWhoseRaftAddressTheLeaderCannotReachIsNotAdded(t *testing.T) {
 		t.Errorf("commit after the refused join: %v", err)
 	}
 }
+
+// TestARemovedMemberRestartedWithItsDataDirRefusesToStart: no leader
+// replicates to a node it removed, so such a node, restarted with its data
+// dir, waited for a leader for ever (`stated run` has no deadline) and
+// said only that it ignored its join addresses.
+func TestARemovedMemberRestartedWithItsDataDirRefusesToStart(t *testing.T) {
+	t.Parallel()
+	nodes := daemontest.StartCluster(t, 2)
+	cfg := daemontest.Config(t, "node3")
+	cfg.Join = []string{nodes[1].TCPAddr()} // a follower: the leader is asked too
+	d3, err := daemon.Start(testContext(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RaftAddr, cfg.GRPCAddr = d3.Store().RaftAddr(), d3.TCPAddr()
+	if _, err := clusterClient(t, nodes[0]).Remove(testContext(t), &statedv1.RemoveRequest{NodeId: "node3"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "node3 gone on node2", func() error {
+		for _, m := range memberIDs(t, nodes[1]) {
+			if strings.HasPrefix(m, "node3@") {
+				return fmt.Errorf("members %v", memberIDs(t, nodes[1]))
+			}
+		}
+		return nil
+	})
+	if err := d3.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d3, err = daemon.Start(testContext(t), cfg)
+	if err == nil {
+		d3.Close()
+		t.Fatal("a removed member started")
+	}
+	if !strings.Contains(err.Error(), "not a member") || !strings.Contains(err.Error(), "wipe the data dir") {
+		t.Errorf("error %q does not say the node was removed and what to do", err)
+	}
+}

@@ -78,28 +78,76 @@ func (d *Daemon) joinIfNew(ctx context.Context, s *raftstore.Store) error {
 }
 
 // checkSameCluster refuses to start a member whose data belongs to
-// another cluster than the one its Join addresses serve. It asks each
-// address once, briefly; addresses that do not answer are skipped, since
-// a restarting member must not depend on them.
+// another cluster than the one its Join addresses serve, or that its
+// cluster's leader no longer lists (it was removed: Raft would wait for a
+// leader forever, since no leader replicates to a node it removed). It
+// asks each address once, briefly; addresses that do not answer are
+// skipped, since a restarting member must not depend on them.
 func (d *Daemon) checkSameCluster(ctx context.Context, own string) error {
 	if own == "" {
 		return nil
 	}
 	for _, addr := range d.joinAddrs() {
-		cc, err := dialNode(addr, d.cfg.MaxMessageBytes, d.tls.peerCreds(addr))
+		resp, err := d.membersAt(ctx, addr)
 		if err != nil {
 			continue
 		}
-		actx, cancel := context.WithTimeout(ctx, clusterCheckTimeout)
-		resp, err := statedv1.NewClusterClient(cc).Members(d.joinTokenContext(actx), &statedv1.MembersRequest{})
-		cancel()
-		cc.Close()
-		if err == nil && resp.GetClusterId() != "" && resp.GetClusterId() != own {
+		if resp.GetClusterId() != "" && resp.GetClusterId() != own {
 			return fmt.Errorf("daemon: the data dir %s belongs to cluster %s, but the join address %s serves cluster %s: %w",
 				d.cfg.DataDir, own, addr, resp.GetClusterId(), raftstore.ErrClusterMismatch)
 		}
+		if resp.GetClusterId() == own && !listsMember(resp, d.cfg.NodeID) {
+			if err := d.checkLeaderLists(ctx, own, resp); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
+}
+
+// checkLeaderLists asks the leader that resp names whether this node is
+// a member, and refuses to start a node its leader does not list. A
+// follower's answer alone is not enough: one that lags may not have the
+// entry that added this node yet.
+func (d *Daemon) checkLeaderLists(ctx context.Context, own string, resp *statedv1.MembersResponse) error {
+	var leaderAddr string
+	for _, m := range resp.GetMembers() {
+		if m.GetNodeId() == resp.GetLeaderId() {
+			leaderAddr = m.GetGrpcAddr()
+		}
+	}
+	if leaderAddr == "" {
+		return nil
+	}
+	lresp, err := d.membersAt(ctx, leaderAddr)
+	if err != nil || lresp.GetClusterId() != own || lresp.GetLeaderId() != resp.GetLeaderId() || listsMember(lresp, d.cfg.NodeID) {
+		return nil
+	}
+	return fmt.Errorf("daemon: node %q is not a member of cluster %s: its leader %s (%s) does not list it, so it was removed, and no member sends it anything; "+
+		"to bring it back, wipe the data dir %s and start it with --join, as a new member: %w",
+		d.cfg.NodeID, own, lresp.GetLeaderId(), leaderAddr, d.cfg.DataDir, raftstore.ErrUnknownMember)
+}
+
+// membersAt asks the stated node at addr for its members, briefly.
+func (d *Daemon) membersAt(ctx context.Context, addr string) (*statedv1.MembersResponse, error) {
+	cc, err := dialNode(addr, d.cfg.MaxMessageBytes, d.tls.peerCreds(addr))
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, clusterCheckTimeout)
+	defer cancel()
+	return statedv1.NewClusterClient(cc).Members(d.joinTokenContext(ctx), &statedv1.MembersRequest{})
+}
+
+// listsMember reports whether resp lists the node id.
+func listsMember(resp *statedv1.MembersResponse, id string) bool {
+	for _, m := range resp.GetMembers() {
+		if m.GetNodeId() == id {
+			return true
+		}
+	}
+	return false
 }
 
 // bootstrapProbeTimeout bounds the question the bootstrap node asks each
