@@ -113,8 +113,12 @@ func (s *Store) Join(ctx context.Context, m Member, clusterID string) (string, e
 			return "", fmt.Errorf("%w: grpc address %s is already used by node %q", ErrMemberConflict, m.GRPCAddr, o.ID)
 		}
 	}
-	if err := s.checkReachable(ctx, m); err != nil {
-		return "", err
+	// A member kept in place (below) is a voter already: refusing its
+	// retry would change nothing but the answer it waits for.
+	if !(present && sameIncarnation) {
+		if err := s.checkReachable(ctx, m); err != nil {
+			return "", err
+		}
 	}
 	switch {
 	case present && sameIncarnation:
