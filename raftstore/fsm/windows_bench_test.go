@@ -99,6 +99,35 @@ func BenchmarkWindowCommitsOfOneSource(b *testing.B) {
 	}
 }
 
+// BenchmarkWindowCommitsOfManySources applies b.N one-add commits, each
+// from one of 64 sources (a topic of 64 partitions). Every entry
+// recomputes the namespace's watermark, which reads all 64 source
+// records: what a commit of one partition's records pays for the others.
+func BenchmarkWindowCommitsOfManySources(b *testing.B) {
+	f, err := Open(b.TempDir()+"/state", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	run := benchApply(b, f)
+	spec := command.WindowSpec{Namespace: "n", Shape: command.ShapeTumbling, SizeMs: 3_600_000, Aggregate: command.AggSumInt,
+		Emit: command.EmitFinal, Late: command.LateDrop, MaxOutOfOrderMs: 360_000_000}
+	run(&command.Command{Type: command.TypeDefineWindows, Windows: &spec})
+	base := int64(1_700_000_000_000) / 360_000_000 * 360_000_000
+	const sources = 64
+	add := func(i int) {
+		run(&command.Command{Type: command.TypeCommit, Now: 1e18, Commit: &command.Commit{WindowAdds: []command.WindowAdd{{
+			Namespace: "n", Source: fmt.Sprintf("t/%d", i%sources), Key: fmt.Appendf(nil, "k%d", i%1000), EventTimeMs: base, Int: 1}}}})
+	}
+	for i := range sources {
+		add(i)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		add(i)
+	}
+}
+
 // benchApply returns a function that applies commands to f as Raft log
 // entries of successive indexes, from 1, and fails b on any error.
 func benchApply(b *testing.B, f *FSM) func(*command.Command) {
