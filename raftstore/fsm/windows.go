@@ -194,7 +194,7 @@ func (f *FSM) WindowTickDue(nowNanos int64) (bool, error) {
 			}
 			n.sources[name] = &s
 		}
-		wm, err := namespaceWatermark(r, n, nowNanos)
+		wm, err := namespaceWatermark(r, n, nowNanos, nil)
 		if err != nil {
 			return false, err
 		}

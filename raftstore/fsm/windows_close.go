@@ -18,16 +18,13 @@ import (
 func (w *windowApply) finish(names []string) error {
 	for _, name := range names {
 		n := w.nss[name]
-		if err := w.wakeRestored(n); err != nil {
-			return err
-		}
 		for _, src := range slices.Sorted(maps.Keys(n.dirty)) {
 			s := n.sources[src]
 			if err := w.a.b.Set(windowSourceKey(name, src), s.encode(), nil); err != nil {
 				return err
 			}
 		}
-		wm, err := namespaceWatermark(w.a.r, n, w.a.now)
+		wm, err := namespaceWatermark(w.a.r, n, w.a.now, w)
 		if err != nil {
 			return err
 		}
@@ -54,32 +51,13 @@ func (w *windowApply) finish(names []string) error {
 	return nil
 }
 
-// wakeRestored gives each source of n that a restore brought back
-// (SourceRestored) this entry's time as its last activity. It reads every
-// source of n into n.sources, which namespaceWatermark then reads from.
-func (w *windowApply) wakeRestored(n *winNS) error {
-	for _, name := range n.meta.Sources {
-		s, ok := n.sources[name]
-		if !ok {
-			v, err := readSource(w.a.r, n.name, name)
-			if err != nil {
-				return err
-			}
-			s = &v
-			n.sources[name] = s
-		}
-		if s.LastActive == SourceRestored {
-			s.LastActive = w.a.now
-			n.dirty[name] = true
-		}
-	}
-	return nil
-}
-
 // namespaceWatermark is n's watermark at now: the least watermark of its
 // sources that are not idle, or, when every source is idle, the greatest;
-// never below the watermark it had.
-func namespaceWatermark(r pebble.Reader, n *winNS, now int64) (int64, error) {
+// never below the watermark it had. With wake, the entry being applied,
+// a source that a restore brought back (SourceRestored) gets now as its
+// last activity, written in the entry's batch; the sources this entry
+// touched have it already. Without wake it only reads.
+func namespaceWatermark(r pebble.Reader, n *winNS, now int64, wake *windowApply) (int64, error) {
 	srcs := make([]sourceState, 0, len(n.meta.Sources))
 	for _, name := range n.meta.Sources {
 		if s, ok := n.sources[name]; ok {
@@ -89,6 +67,12 @@ func namespaceWatermark(r pebble.Reader, n *winNS, now int64) (int64, error) {
 		s, err := readSource(r, n.name, name)
 		if err != nil {
 			return 0, err
+		}
+		if s.LastActive == SourceRestored && wake != nil {
+			s.LastActive = now
+			if err := wake.a.b.Set(windowSourceKey(n.name, name), s.encode(), nil); err != nil {
+				return 0, err
+			}
 		}
 		srcs = append(srcs, s)
 	}
