@@ -44,19 +44,8 @@ func closeManyWindows(ctx context.Context, t *testing.T, big *stated.Client) tim
 // lane and sequence is a duplicate, with a small answer) and reports it
 // applied, the emissions left in the outbox.
 func TestACommitWhoseAnswerIsTooLargeSaysItsOutcome(t *testing.T) {
-	d := daemontest.Start(t)
 	ctx := testContext(t)
-	big, err := stated.Dial(ctx, d.SocketPath(), stated.WithBlock())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer big.Close()
-	late := closeManyWindows(ctx, t, big)
-	c, err := stated.Dial(ctx, d.SocketPath(), stated.WithBlock(), stated.WithMaxMessageSize(32<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	big, c, late := clientsPastManyWindows(ctx, t)
 	res, err := c.Txn().CounterAdd("n", []byte("k"), 1).AddWindow("w", []byte("x"), late, stated.NoValue(), stated.FromSource("s")).Commit(ctx)
 	n, gerr := big.GetCounter(ctx, "n", []byte("k"), stated.WithConsistency(stated.ConsistencyLinearizable))
 	if gerr != nil || n != 1 {
@@ -75,19 +64,8 @@ func TestACommitWhoseAnswerIsTooLargeSaysItsOutcome(t *testing.T) {
 // windows: the call's answer is too large for the Client, though both
 // commits applied. Neither may be reported as refused for its size.
 func TestCoalescedCommitsWhoseBatchAnswerIsTooLargeSayTheirOutcome(t *testing.T) {
-	d := daemontest.Start(t)
 	ctx := testContext(t)
-	big, err := stated.Dial(ctx, d.SocketPath(), stated.WithBlock())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer big.Close()
-	late := closeManyWindows(ctx, t, big)
-	c, err := stated.Dial(ctx, d.SocketPath(), stated.WithBlock(), stated.WithMaxMessageSize(32<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	big, c, late := clientsPastManyWindows(ctx, t)
 	// Eight commits at once, so that some share a call.
 	var wg sync.WaitGroup
 	errs := make([]error, 8)
@@ -120,4 +98,25 @@ func TestCoalescedCommitsWhoseBatchAnswerIsTooLargeSayTheirOutcome(t *testing.T)
 			t.Fatalf("a commit failed with %v", err)
 		}
 	}
+}
+
+// clientsPastManyWindows starts a daemon and prepares 2,000 windows
+// (closeManyWindows) through big, a Client of the default message size;
+// c is a Client whose messages are at most 32 KiB, less than the answer
+// of a commit at late, which closes them all.
+func clientsPastManyWindows(ctx context.Context, t *testing.T) (big, c *stated.Client, late time.Time) {
+	t.Helper()
+	d := daemontest.Start(t)
+	big, err := stated.Dial(ctx, d.SocketPath(), stated.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { big.Close() })
+	late = closeManyWindows(ctx, t, big)
+	c, err = stated.Dial(ctx, d.SocketPath(), stated.WithBlock(), stated.WithMaxMessageSize(32<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return big, c, late
 }

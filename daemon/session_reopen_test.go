@@ -31,24 +31,7 @@ func TestACommitRetriedPastItsSessionsExpiryDoesNotFenceItsClient(t *testing.T) 
 	})
 	ctx := testContext(t)
 	const clientID = "svc"
-	retry := make(chan struct{})    // closed to let the retry of the slow commit go
-	retrying := make(chan struct{}) // closed once the retry waits for it
-	attempts := 0
-	slow := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		r, ok := req.(*statedv1.CommitRequest)
-		if method != statedv1.State_Commit_FullMethodName || !ok || r.GetMutations()[0].GetNamespace() != "slow" {
-			return invoker(ctx, method, req, reply, cc, opts...)
-		}
-		attempts++
-		if attempts == 2 {
-			close(retrying)
-			<-retry
-		}
-		if err := invoker(ctx, method, req, reply, cc, opts...); err != nil || attempts > 1 {
-			return err
-		}
-		return status.Error(codes.Unavailable, "the answer was lost") // applied, answer lost
-	}
+	slow, retrying, retry := lostFirstAnswer(func(r *statedv1.CommitRequest) bool { return r.GetMutations()[0].GetNamespace() == "slow" })
 	c, err := stated.Dial(ctx, d.SocketPath(), stated.WithClientID(clientID), stated.WithBlock(),
 		stated.WithCommitCoalescing(false), stated.WithAttemptTimeout(0),
 		stated.WithDialOptions(grpc.WithUnaryInterceptor(slow)))
@@ -97,23 +80,7 @@ func TestACommitFencedWhileRetriedIsOfUnknownOutcome(t *testing.T) {
 	d := daemontest.Start(t)
 	ctx := testContext(t)
 	const clientID = "svc"
-	retry := make(chan struct{})
-	retrying := make(chan struct{})
-	attempts := 0
-	lost := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if method != statedv1.State_Commit_FullMethodName {
-			return invoker(ctx, method, req, reply, cc, opts...)
-		}
-		attempts++
-		if attempts == 2 {
-			close(retrying)
-			<-retry
-		}
-		if err := invoker(ctx, method, req, reply, cc, opts...); err != nil || attempts > 1 {
-			return err
-		}
-		return status.Error(codes.Unavailable, "the answer was lost") // applied, answer lost
-	}
+	lost, retrying, retry := lostFirstAnswer(func(*statedv1.CommitRequest) bool { return true })
 	zombie, err := stated.Dial(ctx, d.SocketPath(), stated.WithClientID(clientID), stated.WithBlock(),
 		stated.WithCommitCoalescing(false), stated.WithAttemptTimeout(0),
 		stated.WithDialOptions(grpc.WithUnaryInterceptor(lost)))
@@ -190,4 +157,28 @@ func waitSessionDeleted(ctx context.Context, t *testing.T, d *daemon.Daemon, cli
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// lostFirstAnswer returns a client interceptor for the Commit calls that
+// match: the first attempt applies and its answer is lost (Unavailable);
+// the second closes retrying, then waits until retry is closed.
+func lostFirstAnswer(match func(*statedv1.CommitRequest) bool) (ic grpc.UnaryClientInterceptor, retrying, retry chan struct{}) {
+	retrying, retry = make(chan struct{}), make(chan struct{})
+	attempts := 0
+	ic = func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		r, ok := req.(*statedv1.CommitRequest)
+		if method != statedv1.State_Commit_FullMethodName || !ok || !match(r) {
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}
+		attempts++
+		if attempts == 2 {
+			close(retrying)
+			<-retry
+		}
+		if err := invoker(ctx, method, req, reply, cc, opts...); err != nil || attempts > 1 {
+			return err
+		}
+		return status.Error(codes.Unavailable, "the answer was lost") // applied, answer lost
+	}
+	return ic, retrying, retry
 }
