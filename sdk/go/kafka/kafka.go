@@ -42,7 +42,11 @@ type Config struct {
 	// KafkaOptions configure the franz-go client: at least
 	// kgo.SeedBrokers, and TLS, SASL or timeouts as needed. The processor
 	// sets the consumer group, the topics, the offsets and the rebalance
-	// callbacks itself (see Run); do not pass options for those.
+	// callbacks itself (see Run); do not pass options for those. It reads
+	// committed records only (kgo.ReadCommitted: a transactional
+	// producer's aborted records are skipped, and records of an open
+	// transaction wait for its end); kgo.FetchIsolationLevel here
+	// overrides that.
 	//
 	// A member does not heartbeat while it joins the group, and a
 	// rebalance may last up to the largest rebalance timeout of the
@@ -211,7 +215,9 @@ func New(cfg Config) (*Processor, error) {
 		waits: newWaits(), kafkaCommitted: map[topicPartition]int64{}, clReady: make(chan struct{})}
 	// The member joins the group as soon as the client exists.
 	p.waits.begin(WaitKafkaGroup, "joining the group")
-	opts := append([]kgo.Opt(nil), cfg.KafkaOptions...)
+	// Committed records only, unless KafkaOptions say otherwise: the
+	// records of an aborted transaction must count zero times.
+	opts := append([]kgo.Opt{kgo.FetchIsolationLevel(kgo.ReadCommitted())}, cfg.KafkaOptions...)
 	opts = append(opts,
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics...),
