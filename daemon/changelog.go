@@ -67,6 +67,21 @@ func (c *coordinator) startChain(m *uploader.Manifest, start time.Time, cp fsm.C
 	c.mu.Unlock()
 }
 
+// dropChain forgets the changelog chain of a node that stopped leading:
+// it would take its tables first when it leads again (a later term, see
+// changelogDue), and the new leader's checkpoints are the newest, so its
+// base and bytes (stated_checkpoint_changelog_bytes) no longer say what a
+// restore of the newest checkpoint replays.
+func (c *coordinator) dropChain() {
+	if c.chain.last == nil {
+		return
+	}
+	c.chain = changelogChain{}
+	c.mu.Lock()
+	c.st.ChangelogBaseEpoch, c.st.ChangelogBytes = 0, 0
+	c.mu.Unlock()
+}
+
 // changelogDue returns the checkpoint that the next one, starting at now,
 // follows as a changelog checkpoint, or nil when it must upload its
 // tables: changelog checkpoints are off; this node has completed no table

@@ -81,7 +81,8 @@ type CheckpointStatus struct {
 	// MaterializeInterval is Config.CheckpointMaterializeInterval: above
 	// zero, checkpoints between table checkpoints are changelog
 	// checkpoints. ChangelogBaseEpoch is the table checkpoint the
-	// changelog checkpoints since build on (0: none yet), ChangelogBytes
+	// changelog checkpoints since build on (0: none yet, or this node
+	// stopped leading since: see dropChain), ChangelogBytes
 	// the segment bytes uploaded on it, and ChangelogCheckpoints counts
 	// the changelog checkpoints completed since the daemon started.
 	// ChangelogSegmentsFromLog counts the segments written from the Raft
@@ -271,7 +272,8 @@ func (c *coordinator) run(ctx context.Context) {
 		tick = t.C
 	}
 	// A node that stops leading stops capturing applied entries for
-	// changelog segments (changelog.go) within a second.
+	// changelog segments (changelog.go), and drops its changelog chain,
+	// within a second.
 	leadPoll := time.NewTicker(time.Second)
 	defer leadPoll.Stop()
 	for {
@@ -280,8 +282,11 @@ func (c *coordinator) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-leadPoll.C:
-			if c.capturing.Load() && !c.store.IsLeader() {
-				c.capture(false)
+			if !c.store.IsLeader() {
+				if c.capturing.Load() {
+					c.capture(false)
+				}
+				c.dropChain()
 			}
 			continue
 		case <-tick:

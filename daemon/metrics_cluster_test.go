@@ -132,3 +132,56 @@ func TestTheDashboardDoesNotSumWhatEveryNodeReports(t *testing.T) {
 		t.Fatalf("%d of the dashboard's queries read the late records or the leader changes; want 2", found)
 	}
 }
+
+// gaugeOf is the value of the unlabelled gauge name; -1 when it is absent.
+func gaugeOf(fams map[string]*dto.MetricFamily, name string) float64 {
+	if ms := fams[name].GetMetric(); len(ms) == 1 {
+		return ms[0].GetGauge().GetValue()
+	}
+	return -1
+}
+
+// TestAFormerLeaderReportsNoChangelogBytes: stated_checkpoint_changelog_bytes
+// is what a restore of the newest checkpoint replays, the leader's
+// changelog on its tables. A node that stops leading can never build on
+// that chain again (it takes its tables first when it leads again), and
+// the next leader's checkpoints are the newer ones: it reports 0, so that
+// the nodes' max is the leader's, as `stated status` shows it, and not a
+// former leader's bytes kept for ever.
+func TestAFormerLeaderReportsNoChangelogBytes(t *testing.T) {
+	t.Parallel()
+	bucket := fileBucket(t)
+	nodes := daemontest.StartCluster(t, 2, func(c *daemon.Config) {
+		c.MetricsAddr = "127.0.0.1:0"
+		c.CheckpointURL, c.CheckpointInterval, c.CheckpointRetain = bucket, 0, 10
+		c.CheckpointMaterializeInterval = time.Hour
+	})
+	n1, n2 := nodes[0], nodes[1]
+	ctx := testContext(t)
+	conn := dial(t, "unix://"+n1.SocketPath())
+	state, cps := statedv1.NewStateClient(conn), statedv1.NewCheckpointsClient(conn)
+	pad(ctx, t, state, 200)
+	trigger := kindTrigger(ctx, t, cps)
+	trigger(false, "the first checkpoint")
+	pad(ctx, t, state, 1)
+	trigger(true, "right after a table checkpoint")
+	if got := gaugeOf(scrapeMetrics(t, n1.MetricsAddr()), "stated_checkpoint_changelog_bytes"); got <= 0 {
+		t.Fatalf("the leader's stated_checkpoint_changelog_bytes = %v after a changelog checkpoint; want its segment's bytes", got)
+	}
+
+	// node2 stops: node1 loses its quorum and steps down.
+	if err := n2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var got float64
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		got = gaugeOf(scrapeMetrics(t, n1.MetricsAddr()), "stated_checkpoint_changelog_bytes")
+		if (got == 0 && !n1.Store().IsLeader()) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if got != 0 || n1.Store().IsLeader() {
+		t.Fatalf("node1, leader %t: stated_checkpoint_changelog_bytes = %v 20 s after it lost its quorum; want 0 once it stopped leading",
+			n1.Store().IsLeader(), got)
+	}
+}

@@ -67,7 +67,7 @@ func NewCheckpoints(reg prometheus.Registerer, stats func() CheckpointStats) *Ch
 		kafkaErrors:        d("stated_kafka_offset_commit_errors_total", "Consumer groups whose checkpointed offsets Kafka refused or could not take."),
 		kafkaMember:        d("stated_kafka_offset_commits_left_to_members_total", "Consumer groups with live members, which commit their own checkpointed offsets; Kafka refuses the daemon's commit for them."),
 		changelogCompleted: d("stated_checkpoint_changelog_completed_total", "Changelog checkpoints (--checkpoint-materialize-interval) among the checkpoints this node completed as leader."),
-		changelogBytes:     d("stated_checkpoint_changelog_bytes", "Bytes of the changelog segments this node uploaded on the table checkpoint its newest checkpoints build on: what a restore of the newest one replays; 0 after a table checkpoint."),
+		changelogBytes:     d("stated_checkpoint_changelog_bytes", "Bytes of the changelog segments this node uploaded on the table checkpoint its newest checkpoints build on: what a restore of the newest one replays; 0 after a table checkpoint, and on a node that does not lead."),
 		changelogFromLog:   d("stated_checkpoint_changelog_segments_from_log_total", "Changelog segments this node wrote from entries read back from the Raft log, because the entries it captured as it applied them did not cover the segment (after a failed checkpoint or a restored Raft snapshot, or more than 64 MiB of entries since the checkpoint before)."),
 	}
 	reg.MustRegister(c.duration, c)
