@@ -398,3 +398,28 @@ func TestEnvironmentValueErrorNamesTheVariableAndValue(t *testing.T) {
 		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// Every flag a config file may hold also comes from its STATED_ variable,
+// as the README's Configuration says of every flag of stated run:
+// --session-idle-timeout was once left out, so STATED_SESSION_IDLE_TIMEOUT
+// did nothing.
+func TestEveryRunFlagComesFromItsEnvironmentVariable(t *testing.T) {
+	t.Parallel()
+	c := &cli{env: func(string) (string, bool) { return "", false }}
+	run := c.runCommand()
+	for _, f := range configFlags(run.LocalFlags()) {
+		value := f.DefValue
+		if isSlice(f) {
+			value = "127.0.0.1:1"
+		}
+		env := map[string]string{envName(f.Name): value}
+		r := cliRun(t, env, "run", "--print-config")
+		if r.code != exitOK {
+			t.Errorf("%s=%q: exit %d, stderr %q", envName(f.Name), value, r.code, r.stderr)
+			continue
+		}
+		if got, want := printedLine(t, r.stdout, f.Name), "# env "+envName(f.Name); !strings.HasSuffix(got, want) {
+			t.Errorf("%s=%q: %q, want it to end in %q", envName(f.Name), value, got, want)
+		}
+	}
+}

@@ -141,7 +141,7 @@ A flag wins over the environment, and both over the file.
 	f.StringVar(&socketMode, "socket-mode", "0600", "file mode of the unix socket, in octal: 0600 lets only this user connect, 0660 its group too")
 	f.StringVar(&configPath, "config", "", "YAML file holding run flags by name (node-id: n1); flags and STATED_* variables override it")
 	f.BoolVar(&showConfig, "print-config", false, "print the effective configuration as YAML, each value's source and secrets masked, and exit")
-	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "raft-log-store", "cache-size", "raft-snapshot-threshold", "raft-snapshot-bytes", "raft-snapshot-interval", "raft-trailing-logs",
+	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "expiry-interval", "session-idle-timeout", "raft-log-store", "cache-size", "raft-snapshot-threshold", "raft-snapshot-bytes", "raft-snapshot-interval", "raft-trailing-logs",
 		"checkpoint-url", "checkpoint-key-url", "checkpoint-interval", "checkpoint-materialize-interval", "checkpoint-changelog-memory", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr", "enable-pprof",
 		"tls-cert", "tls-key", "tls-client-ca", "peer-tls-cert", "peer-tls-key", "peer-tls-ca", "token-file", "join-token", "insecure", "log-level", "log-format", "socket-mode", "config")
 	return cmd
