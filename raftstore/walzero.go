@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"os"
 	"sync"
 
 	"github.com/hashicorp/raft-wal/fs"
@@ -32,6 +33,14 @@ import (
 // zeroer only writes where the writer has not: it reserves a range past
 // the furthest write the writer announced, and a write into a reserved
 // range waits for the zeroer to finish it.
+//
+// The zeroer writes and syncs through a file description of its own. Linux
+// reports a writeback error to one fsync of each open file description
+// (errseq_t): an fdatasync of the zeroer's through the writer's
+// description, which writes out the whole file's dirty pages, appends not
+// yet synced included, would take an error meant for the writer, whose
+// own sync would then succeed, and raft-wal would acknowledge an append
+// the disk never got. Through its own, the writer's sync reports it too.
 //
 // Only zeroLead bytes ahead are zeroed, not the whole 64 MiB segment, so
 // that a node that writes little (most of the test suite's nodes) writes
@@ -82,6 +91,9 @@ func (v zeroingVFS) Create(dir, name string, size uint64) (types.WritableFile, e
 type zeroingFile struct {
 	inner *fs.File
 	size  int64
+	// zf is the zeroer's own description of the file (see above), nil
+	// once closed: when the zeroer has zeroed the whole file, or by Close.
+	zf *os.File
 
 	mu   sync.Mutex
 	cond *sync.Cond // broadcast when a reservation or the zeroer ends
@@ -107,6 +119,13 @@ var zeros = make([]byte, zeroChunk)
 func newZeroingFile(inner *fs.File, size int64) *zeroingFile {
 	z := &zeroingFile{inner: inner, size: size, reserved: -1}
 	z.cond = sync.NewCond(&z.mu)
+	zf, err := os.OpenFile(inner.Name(), os.O_WRONLY, 0)
+	if err != nil {
+		// No zeroing: the writer writes into unwritten blocks, as it does in
+		// raft-wal's own files.
+		z.stopped = true
+	}
+	z.zf = zf
 	z.mu.Lock()
 	z.startLocked()
 	z.mu.Unlock()
@@ -162,8 +181,19 @@ func (z *zeroingFile) Close() error {
 	for z.running {
 		z.cond.Wait()
 	}
+	z.closeZeroerLocked()
 	z.mu.Unlock()
 	return z.inner.Close()
+}
+
+// closeZeroerLocked closes the zeroer's description of the file. An
+// error closing it is the zeroer's only: nothing the writer wrote was
+// written through it.
+func (z *zeroingFile) closeZeroerLocked() {
+	if z.zf != nil {
+		z.zf.Close()
+		z.zf = nil
+	}
 }
 
 // zeroAhead is the zeroer: it zeroes up to zeroLead bytes past the
@@ -175,6 +205,9 @@ func (z *zeroingFile) zeroAhead() {
 	z.mu.Lock()
 	defer func() {
 		z.running = false
+		if z.zeroed >= z.size || z.stopped {
+			z.closeZeroerLocked() // nothing left to zero, or no more zeroing
+		}
 		z.cond.Broadcast()
 		z.mu.Unlock()
 	}()
@@ -185,15 +218,16 @@ func (z *zeroingFile) zeroAhead() {
 			return
 		}
 		z.reserved, z.zeroed = start, end
+		zf := z.zf // not closed while the zeroer runs
 		z.mu.Unlock()
 		testHookZeroerReserved(start, end)
-		_, err := z.inner.WriteAt(zeros[:end-start], start)
+		_, err := zf.WriteAt(zeros[:end-start], start)
 		z.mu.Lock()
 		z.reserved = -1
 		z.cond.Broadcast()
 		if err == nil {
 			z.mu.Unlock()
-			err = syncData(&z.inner.File)
+			err = syncData(zf)
 			z.mu.Lock()
 		}
 		if err != nil {

@@ -3,7 +3,10 @@ package raftstore
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -117,5 +120,65 @@ func TestZeroingFileSyncWritesTheDataOut(t *testing.T) {
 	}
 	if n := dirty(); n != 0 {
 		t.Fatalf("%d dirty pages left at the write after Sync", n)
+	}
+}
+
+// openDescriptions returns how many of this process's file descriptors
+// are open on path (/proc/self/fd).
+func openDescriptions(t *testing.T, path string) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == path {
+			n++
+		}
+	}
+	return n
+}
+
+// The zeroer writes and syncs through its own open file description, not
+// the writer's. Linux reports a writeback error (EIO) to one fsync of
+// each open file description, whichever syncs first (errseq_t, since
+// 4.13): had the zeroer's fdatasync met an error on pages of an append
+// not yet synced (fdatasync writes out the whole file), the writer's own
+// fdatasync would then return success, and raft-wal would acknowledge an
+// entry that never reached the disk. With a description of its own, the
+// writer's sync reports the error too. The zeroer's description is closed
+// once it has zeroed the whole file, and by Close.
+func TestZeroingFileZeroesThroughItsOwnFileDescription(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "seg.wal")
+	reserved := make(chan struct{}, 1)
+	proceed := make(chan struct{})
+	testHookZeroerReserved = func(start, end int64) {
+		reserved <- struct{}{}
+		<-proceed
+		testHookZeroerReserved = func(int64, int64) {}
+	}
+	defer func() { testHookZeroerReserved = func(int64, int64) {} }()
+	z := createZeroing(t, dir, "seg.wal", 2*zeroChunk)
+	<-reserved // the zeroer is at work
+	n := openDescriptions(t, path)
+	close(proceed)
+	if n != 2 {
+		t.Errorf("%d descriptors open on the segment while the zeroer works, want 2: the writer's and the zeroer's own", n)
+	}
+	waitZeroed(t, z, 2*zeroChunk)
+	deadline := time.Now().Add(10 * time.Second)
+	for openDescriptions(t, path) != 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := openDescriptions(t, path); n != 1 {
+		t.Errorf("%d descriptors open on the segment once the zeroer zeroed all of it, want the writer's alone", n)
+	}
+	if err := z.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := openDescriptions(t, path); n != 0 {
+		t.Errorf("%d descriptors open on the segment after Close", n)
 	}
 }
