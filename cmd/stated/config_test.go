@@ -423,3 +423,20 @@ func TestEveryRunFlagComesFromItsEnvironmentVariable(t *testing.T) {
 		}
 	}
 }
+
+// A value of a run flag that stated refuses is a usage error (exit 64,
+// as doc.go and the README's Configuration say), wherever it came from,
+// and creates no data dir: an address without a port, a duration or size
+// below its minimum were refused by the daemon's start with exit 1.
+func TestRunRefusesAValueTheDaemonRefusesAsAUsageError(t *testing.T) {
+	t.Parallel()
+	file := func(text string) string { return writeConfig(t, text) }
+	checkRefusedNamingSource(t, []sourceCase{
+		{name: "raft-addr flag", args: []string{"--raft-addr", "nope"}, want: `RaftAddr "nope"`},
+		{name: "grpc-addr env", env: map[string]string{"STATED_GRPC_ADDR": "nope:"}, args: []string{"--raft-addr", "127.0.0.1:0"}, want: `GRPCAddr "nope:"`},
+		{name: "join file", args: []string{"--config", file("join: nope\n"), "--raft-addr", "127.0.0.1:0"}, want: `Join[0] "nope"`},
+		{name: "session-idle-timeout file", args: []string{"--config", file("session-idle-timeout: 10ms\n"), "--raft-addr", "127.0.0.1:0"}, want: "SessionIdleTimeout 10ms is below the 1s minimum"},
+		{name: "max-message-bytes flag", args: []string{"--max-message-bytes", "10", "--raft-addr", "127.0.0.1:0"}, want: "MaxMessageBytes 10"},
+		{name: "kafka-brokers flag", args: []string{"--kafka-brokers", "k", "--raft-addr", "127.0.0.1:0"}, want: `KafkaBrokers[0] "k"`},
+	}, "stated: run: daemon: config: ")
+}

@@ -93,6 +93,12 @@ A flag wins over the environment, and both over the file.
 		if showConfig {
 			return printConfig(c.stdout, cmd.LocalFlags(), c.env, configPath, fromFile)
 		}
+		// A value the daemon refuses (an address without a port, a
+		// duration below its minimum) is a mistake in the configuration,
+		// as a value its flag refuses is: exit 64 before anything starts.
+		if err := cfg.Validate(); err != nil {
+			return &exitError{code: exitUsage, err: fmt.Errorf("run: %w", err)}
+		}
 		cfg.Logger = logger
 		return c.serve(cmd, cfg)
 	})
