@@ -165,15 +165,31 @@ const bootstrapProbeTimeout = 5 * time.Second
 // answer either way.
 func (d *Daemon) clusterAnswers(ctx context.Context) bool {
 	addrs := d.joinAddrs()
-	answers := make(chan string, len(addrs))
+	type answer struct {
+		addr, id string
+		err      error
+	}
+	answers := make(chan answer, len(addrs))
 	for _, addr := range addrs {
 		go func() {
-			answers <- d.clusterAt(ctx, addr, bootstrapProbeTimeout)
+			id, err := d.clusterAt(ctx, addr, bootstrapProbeTimeout)
+			answers <- answer{addr, id, err}
 		}()
 	}
 	for range addrs {
-		if id := <-answers; id != "" {
-			d.logger.Info("bootstrap node: a join address is a member of a cluster; joining it rather than bootstrapping", "cluster_id", id)
+		a := <-answers
+		if a.id != "" {
+			d.logger.Info("bootstrap node: a join address is a member of a cluster; joining it rather than bootstrapping", "cluster_id", a.id)
+			return true
+		}
+		// Only a serving node answers, and a node serves once it is a
+		// member: one that refuses this node's token (no --join-token,
+		// or one it does not grant) is a member whose cluster this node
+		// cannot see. Joining reports the refusal; bootstrapping would
+		// start a second cluster beside it.
+		if c := status.Code(a.err); c == codes.Unauthenticated || c == codes.PermissionDenied {
+			d.logger.Warn("bootstrap node: a join address refused this node's token, so a cluster serves there; joining it rather than bootstrapping (set --join-token)",
+				"addr", a.addr, "error", a.err)
 			return true
 		}
 	}
@@ -183,20 +199,21 @@ func (d *Daemon) clusterAnswers(ctx context.Context) bool {
 }
 
 // clusterAt returns the id of the cluster the stated node at addr is a
-// member of, or "" when it does not answer as one within timeout.
-func (d *Daemon) clusterAt(ctx context.Context, addr string, timeout time.Duration) string {
+// member of, or "" when it does not answer as one within timeout, with
+// the error of a call that failed.
+func (d *Daemon) clusterAt(ctx context.Context, addr string, timeout time.Duration) (string, error) {
 	cc, err := dialNode(addr, d.cfg.MaxMessageBytes, d.tls.peerCreds(addr))
 	if err != nil {
-		return ""
+		return "", err
 	}
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, err := statedv1.NewClusterClient(cc).Members(d.joinTokenContext(ctx), &statedv1.MembersRequest{})
 	if err != nil || len(resp.GetMembers()) == 0 {
-		return ""
+		return "", err
 	}
-	return resp.GetClusterId()
+	return resp.GetClusterId(), nil
 }
 
 // joinAddrs is Config.Join without duplicates and without this node's own
@@ -273,7 +290,7 @@ func (d *Daemon) checkOneCluster(ctx context.Context, addrs []string) error {
 	ids := make([]string, len(addrs))
 	var wg sync.WaitGroup
 	for i, addr := range addrs {
-		wg.Go(func() { ids[i] = d.clusterAt(ctx, addr, clusterCheckTimeout) })
+		wg.Go(func() { ids[i], _ = d.clusterAt(ctx, addr, clusterCheckTimeout) })
 	}
 	wg.Wait()
 	first := -1
