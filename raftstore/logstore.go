@@ -148,6 +148,10 @@ func openWAL(dir string, hlog hclog.Logger) (*walStore, error) {
 	// daemon.Start) wait forever. Once Open succeeds, WAL.Close closes it
 	// (since v0.4.1).
 	meta := &metadb.BoltMetaDB{}
+	if err := finishInterruptedRoll(dir, meta); err != nil {
+		meta.Close()
+		return nil, fmt.Errorf("raftstore: open raft log %s: %w", logStorePath(LogStoreWAL), err)
+	}
 	w, err := wal.Open(dir, wal.WithMetaStore(meta), wal.WithSegmentFiler(newReleasingFiler(dir)), wal.WithLogger(hlog.Named("wal")))
 	if err != nil {
 		meta.Close()
