@@ -1,8 +1,12 @@
 package raftstore
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/hashicorp/raft-wal/fs"
 	"github.com/hashicorp/raft-wal/segment"
@@ -27,15 +31,49 @@ import (
 // at start is wrapped like a new segment.
 //
 // The segments it creates are zeroingFiles (walzero.go): zeroed ahead of
-// the writer, so that an append overwrites written blocks.
+// the writer, so that an append overwrites written blocks; on a disk too
+// full to preallocate one, plain unpreallocated files
+// (unpreallocatedWhenFull).
 type releasingFiler struct {
 	*segment.Filer
 	files *trackingVFS
 }
 
 func newReleasingFiler(dir string) *releasingFiler {
-	v := &trackingVFS{VFS: zeroingVFS{fs.New()}, open: map[string]types.WritableFile{}}
+	return newReleasingFilerOn(dir, fs.New())
+}
+
+// newReleasingFilerOn is newReleasingFiler on the file system base.
+func newReleasingFilerOn(dir string, base types.VFS) *releasingFiler {
+	v := &trackingVFS{VFS: unpreallocatedWhenFull{zeroingVFS{base}}, open: map[string]types.WritableFile{}}
 	return &releasingFiler{Filer: segment.NewFiler(dir, v), files: v}
+}
+
+// unpreallocatedWhenFull is raft-wal's file system, except that a segment
+// the disk has no room to preallocate is created without preallocation.
+//
+// raft-wal (v0.4.1) creates the next segment once the metadata names it,
+// in the background, and does not try again if that fails: the full
+// segment stays the tail and every append fails ("segment is sealed")
+// until a restart, even once the disk has room again. A segment created
+// unpreallocated lets the roll finish: appends that do not fit then fail
+// one by one (ENOSPC), and succeed again once there is room.
+type unpreallocatedWhenFull struct {
+	types.VFS
+}
+
+func (v unpreallocatedWhenFull) Create(dir, name string, size uint64) (types.WritableFile, error) {
+	f, err := v.VFS.Create(dir, name, size)
+	if err == nil || size == 0 || !errors.Is(err, syscall.ENOSPC) {
+		return f, err
+	}
+	// raft-wal's Create leaves the file it created and could not
+	// preallocate (empty, created by this call: it refuses an existing
+	// name).
+	if rerr := os.Remove(filepath.Join(dir, name)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		return nil, err
+	}
+	return v.VFS.Create(dir, name, 0)
 }
 
 // Create creates the segment as raft-wal does, wrapped.
