@@ -81,9 +81,11 @@ func (v zeroingVFS) Create(dir, name string, size uint64) (types.WritableFile, e
 //
 // Its first Sync is raft-wal's: fsync(2) of the file, then of its
 // directory, which makes the new file's name durable. Later ones sync its
-// data only (fdatasync(2) where there is one): the file's size was set
-// when it was created, and a read needs nothing else that a write
-// changes. etcd's WAL and Pebble's are synced the same way.
+// data only (fdatasync(2) where there is one), and with it what a read of
+// the data needs: the file's size was set when it was created, except
+// that the append that seals the segment ends past it, and fdatasync
+// writes a size change out too. etcd's WAL and Pebble's are synced the
+// same way.
 //
 // The zeroer is a goroutine started when there is a chunk to zero and
 // gone once it has caught up, so a sealed segment, which raft-wal keeps
