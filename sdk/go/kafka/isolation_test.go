@@ -21,11 +21,7 @@ func TestTheProcessorCountsNoRecordOfAnAbortedTransaction(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d := daemontest.Start(t)
-	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "events"), kfake.GroupMinSessionTimeout(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kc.Close)
+	kc := newEvents(t, 1)
 	prod, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.DefaultProduceTopic("events"), kgo.TransactionalID("producer"))
 	if err != nil {
 		t.Fatal(err)
@@ -57,8 +53,7 @@ func TestTheProcessorCountsNoRecordOfAnAbortedTransaction(t *testing.T) {
 	counts := stated.NewCounter(c, "counts")
 	p, err := New(Config{
 		State: c, Group: "g", Topics: []string{"events"},
-		KafkaOptions: []kgo.Opt{kgo.SeedBrokers(kc.ListenAddrs()...), kgo.SessionTimeout(time.Second),
-			kgo.HeartbeatInterval(200 * time.Millisecond), kgo.RebalanceTimeout(3 * time.Second)},
+		KafkaOptions:        testKafkaOptions(kc),
 		KafkaCommitInterval: -1,
 		Handler: func(_ context.Context, txn *stated.Txn, r *kgo.Record) error {
 			counts.In(txn).Add(string(r.Key), 1)
@@ -90,4 +85,23 @@ func TestTheProcessorCountsNoRecordOfAnAbortedTransaction(t *testing.T) {
 	if n, err := counts.Get(ctx, "committed", stated.WithConsistency(stated.ConsistencyLinearizable)); err != nil || n != 5 {
 		t.Fatalf("records of the committed transactions counted %d times (%v), want 5", n, err)
 	}
+}
+
+// newEvents starts an in-process Kafka broker (kfake) with a topic
+// "events" of the given partitions, for the life of the test.
+func newEvents(t *testing.T, partitions int32) *kfake.Cluster {
+	t.Helper()
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, "events"), kfake.GroupMinSessionTimeout(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+	return kc
+}
+
+// testKafkaOptions are a processor's client options for kc, with short
+// group timeouts.
+func testKafkaOptions(kc *kfake.Cluster) []kgo.Opt {
+	return []kgo.Opt{kgo.SeedBrokers(kc.ListenAddrs()...), kgo.SessionTimeout(time.Second),
+		kgo.HeartbeatInterval(200 * time.Millisecond), kgo.RebalanceTimeout(3 * time.Second)}
 }

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -49,11 +48,7 @@ func TestAProcessorUpThroughARestoreStopsAndANewOneCountsWhatTheRestoreDropped(t
 	}
 	d1 := daemontest.Start(t, withBucket)
 
-	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "events"), kfake.GroupMinSessionTimeout(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kc.Close)
+	kc := newEvents(t, 1)
 	produce := func(n int) {
 		t.Helper()
 		cl, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.DefaultProduceTopic("events"))
@@ -85,8 +80,7 @@ func TestAProcessorUpThroughARestoreStopsAndANewOneCountsWhatTheRestoreDropped(t
 	counts := stated.NewCounter(c, "counts")
 	cfg := Config{
 		State: c, Group: "g", Topics: []string{"events"},
-		KafkaOptions: []kgo.Opt{kgo.SeedBrokers(kc.ListenAddrs()...), kgo.SessionTimeout(time.Second),
-			kgo.HeartbeatInterval(200 * time.Millisecond), kgo.RebalanceTimeout(3 * time.Second)},
+		KafkaOptions:        testKafkaOptions(kc),
 		KafkaCommitInterval: -1,
 		Handler: func(_ context.Context, txn *stated.Txn, r *kgo.Record) error {
 			counts.In(txn).Add("n", 1)

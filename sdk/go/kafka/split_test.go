@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/statedhq/stated/daemon/daemontest"
@@ -26,11 +25,7 @@ func TestACommitWhoseAnswerIsTooLargeIsNotCommittedAgainInHalves(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d := daemontest.Start(t)
-	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "events"), kfake.GroupMinSessionTimeout(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kc.Close)
+	kc := newEvents(t, 2)
 	big, err := stated.Dial(ctx, "unix://"+d.SocketPath(), stated.WithBlock())
 	if err != nil {
 		t.Fatal(err)
@@ -76,8 +71,7 @@ func TestACommitWhoseAnswerIsTooLargeIsNotCommittedAgainInHalves(t *testing.T) {
 	var runs []string
 	p, err := New(Config{
 		State: c, Group: "g", Topics: []string{"events"},
-		KafkaOptions: []kgo.Opt{kgo.SeedBrokers(kc.ListenAddrs()...), kgo.SessionTimeout(time.Second),
-			kgo.HeartbeatInterval(200 * time.Millisecond), kgo.RebalanceTimeout(3 * time.Second)},
+		KafkaOptions:        testKafkaOptions(kc),
 		KafkaCommitInterval: -1,
 		BatchHandler: func(_ context.Context, txn *stated.Txn, recs []*kgo.Record) error {
 			mu.Lock()
@@ -131,11 +125,7 @@ func TestABatchTooLargeToSendIsStillCommittedInHalves(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d := daemontest.Start(t)
-	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "events"), kfake.GroupMinSessionTimeout(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kc.Close)
+	kc := newEvents(t, 2)
 	prod, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.DefaultProduceTopic("events"))
 	if err != nil {
 		t.Fatal(err)
@@ -158,8 +148,7 @@ func TestABatchTooLargeToSendIsStillCommittedInHalves(t *testing.T) {
 	defer c.Close()
 	p, err := New(Config{
 		State: c, Group: "g", Topics: []string{"events"},
-		KafkaOptions: []kgo.Opt{kgo.SeedBrokers(kc.ListenAddrs()...), kgo.SessionTimeout(time.Second),
-			kgo.HeartbeatInterval(200 * time.Millisecond), kgo.RebalanceTimeout(3 * time.Second)},
+		KafkaOptions:        testKafkaOptions(kc),
 		KafkaCommitInterval: -1,
 		Handler: func(_ context.Context, txn *stated.Txn, r *kgo.Record) error {
 			txn.CounterAdd("counts", []byte("n"), 1)
