@@ -51,8 +51,11 @@ func encodeClaim(c *Claim) []byte {
 	return append(v, c.Owner...)
 }
 
+// wellFormedClaim reports whether v has a claim record's layout.
+func wellFormedClaim(v []byte) bool { return len(v) >= 17 && v[8]&^claimReleased == 0 }
+
 func decodeClaim(group, topic string, partition int32, v []byte) (Claim, error) {
-	if len(v) < 17 || v[8]&^claimReleased != 0 {
+	if !wellFormedClaim(v) {
 		return Claim{}, fmt.Errorf("%w: claim record of group %q topic %q partition %d", ErrCorrupt, group, topic, partition)
 	}
 	return Claim{

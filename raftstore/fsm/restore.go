@@ -137,44 +137,45 @@ func prepareRestored(db *pebble.DB, lineage string, from RestoredFrom, nextEpoch
 // and skip them. Released, its next commit is fenced, and a new claim
 // (the same owner's included) resumes from the restored offsets.
 func releaseClaims(db *pebble.DB, b *pebble.Batch) error {
-	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixClaim}, UpperBound: []byte{prefixClaim + 1}})
-	if err != nil {
-		return err
-	}
-	for ok := it.First(); ok; ok = it.Next() {
-		v := it.Value()
-		if len(v) < 17 || v[8]&^claimReleased != 0 {
-			it.Close()
-			return fmt.Errorf("%w: claim record %x", ErrCorrupt, it.Key())
+	return rewritePrefix(db, b, prefixClaim, func(v []byte) ([]byte, error) {
+		if !wellFormedClaim(v) {
+			return nil, fmt.Errorf("%w: claim record", ErrCorrupt)
 		}
 		released := slices.Clone(v)
 		released[8] |= claimReleased
-		if err := b.Set(it.Key(), released, nil); err != nil {
-			it.Close()
-			return err
-		}
-	}
-	return it.Close()
+		return released, nil
+	})
 }
 
 // restoreSourcesActive sets every window source's last activity in db to
 // SourceRestored, in b: the new cluster's clock starts their idle
 // timeouts.
 func restoreSourcesActive(db *pebble.DB, b *pebble.Batch) error {
-	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixWindowSource}, UpperBound: []byte{prefixWindowSource + 1}})
+	return rewritePrefix(db, b, prefixWindowSource, func(v []byte) ([]byte, error) {
+		s, err := decodeSourceState(v)
+		if err != nil {
+			return nil, err
+		}
+		s.LastActive = SourceRestored
+		return s.encode(), nil
+	})
+}
+
+// rewritePrefix sets, in b, every record of db under the key prefix p to
+// what rewrite makes of its value.
+func rewritePrefix(db *pebble.DB, b *pebble.Batch, p byte, rewrite func(v []byte) ([]byte, error)) error {
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
 	if err != nil {
 		return err
 	}
 	for ok := it.First(); ok; ok = it.Next() {
-		s, err := decodeSourceState(it.Value())
+		v, err := rewrite(it.Value())
+		if err == nil {
+			err = b.Set(it.Key(), v, nil)
+		}
 		if err != nil {
 			it.Close()
-			return err
-		}
-		s.LastActive = SourceRestored
-		if err := b.Set(it.Key(), s.encode(), nil); err != nil {
-			it.Close()
-			return err
+			return fmt.Errorf("%w (key %x)", err, it.Key())
 		}
 	}
 	return it.Close()

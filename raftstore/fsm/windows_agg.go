@@ -65,18 +65,18 @@ func (s *aggState) addRecord(spec *command.WindowSpec, t int64, a *command.Windo
 // (another slice or session), into s. An int sum is kept exactly, as
 // int64 bits and the wraps past the int64 range (s.over), so that the
 // order of the parts does not matter: a sum that goes out of the range
-// and comes back (MaxInt64-1, +10, -20) is the true one. ok is false
-// while the sum so far is outside the range; saturate then gives the
+// and comes back (MaxInt64-1, +10, -20) is the true one; s.over != 0
+// says the sum so far is outside the range, and saturate then gives the
 // bound it passed.
-func (s *aggState) combine(spec *command.WindowSpec, o *aggState) (ok bool) {
+func (s *aggState) combine(spec *command.WindowSpec, o *aggState) {
 	if o.Count == 0 {
-		return s.over == 0
+		return
 	}
 	if s.Count == 0 {
 		last, over := s.SessionLast, s.over
 		*s = o.clone()
 		s.SessionLast, s.over = max(last, o.SessionLast), over+o.over
-		return s.over == 0
+		return
 	}
 	switch spec.Aggregate {
 	case command.AggSumInt:
@@ -123,7 +123,6 @@ func (s *aggState) combine(spec *command.WindowSpec, o *aggState) (ok bool) {
 	}
 	s.Count += o.Count
 	s.SessionLast = max(s.SessionLast, o.SessionLast)
-	return s.over == 0
 }
 
 func (s *aggState) clone() aggState {
