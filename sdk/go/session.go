@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -215,14 +216,7 @@ func (c *Client) addOwnLocked(id uint64) {
 }
 
 // ownLocked reports whether id is one of the Client's latest sessions.
-func (c *Client) ownLocked(id uint64) bool {
-	for _, o := range c.sess.own {
-		if o == id {
-			return true
-		}
-	}
-	return false
-}
+func (c *Client) ownLocked(id uint64) bool { return slices.Contains(c.sess.own, id) }
 
 // newSessionID is a random session id in [1, 2^63-1].
 func newSessionID() uint64 { return rand.Uint64N(1<<63-1) + 1 }

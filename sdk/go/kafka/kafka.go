@@ -257,8 +257,9 @@ func New(cfg Config) (*Processor, error) {
 // drops that partition (see Config.OnFenced) and processes the rest of the
 // batch again. A commit larger than the maximum message size is made again
 // in halves (see Config.MaxPollRecords); one that applied but whose answer
-// (the emissions of the windows it closed) was larger than it is not made
-// again: the offsets stored say which it was. Any other refused commit stops
+// (the emissions of the windows it closed) was larger than it comes back
+// from the client as a Duplicate (it sends the commit again alone), and is
+// not made again. Any other refused commit stops
 // Run with the error; so does
 // stated.ErrSessionFenced, which says another process opened a session
 // with the same client id: this processor is a zombie, and its commits
@@ -477,28 +478,6 @@ func (p *Processor) process(ctx context.Context, b *batch) (stated.CommitResult,
 		if errors.Is(err, stated.ErrOutboxFull) {
 			return stated.CommitResult{}, fmt.Errorf("%w: commit of %d records: %w", errOutboxFull, b.records, err)
 		}
-		if errors.Is(err, stated.ErrResourceExhausted) {
-			// Either the commit was larger than the maximum message size
-			// and refused before the daemon applied anything, or it
-			// applied and its answer (the emissions of the windows it
-			// closed) was too large to be received. Committing an
-			// applied batch again, in halves, would count records twice
-			// where a half ends where the batch did (its offsets are
-			// not lower than the stored ones), so the offsets stored
-			// say which it was: a commit applies whole.
-			applied, rerr := p.appliedAlready(ctx, b)
-			switch {
-			case rerr != nil:
-				return stated.CommitResult{}, fmt.Errorf("kafka: commit of %d records: %w; reading whether it applied: %w", b.records, err, rerr)
-			case applied:
-				p.logger.Warn("kafka: a batch's commit applied, but its answer was larger than the maximum message size; its window emissions are read from the outboxes",
-					"group", p.cfg.Group, "records", b.records, "error", err)
-				p.windows.stale = p.windows.active()
-				p.committed(b)
-				p.waits.committed(b.records)
-				return stated.CommitResult{}, nil
-			}
-		}
 		if errors.Is(err, stated.ErrResourceExhausted) && b.records > 1 {
 			// Larger than the maximum message size: refused before the
 			// daemon applied anything. Each half commits on its own, and
@@ -524,8 +503,10 @@ func (p *Processor) process(ctx context.Context, b *batch) (stated.CommitResult,
 			return stated.CommitResult{}, fmt.Errorf("kafka: commit of %d records: %w", b.records, err)
 		}
 		if res.Duplicate {
-			// An earlier attempt applied and its answer was lost: the
-			// emissions of the windows it closed are in the outboxes.
+			// An earlier attempt applied and its answer was lost, or was
+			// too large to receive (the client then sent the commit
+			// again alone): the emissions of the windows it closed are
+			// in the outboxes.
 			p.windows.stale = p.windows.active()
 		}
 		p.committed(b)
@@ -556,29 +537,6 @@ func (p *Processor) handle(ctx context.Context, txn *stated.Txn, b *batch) error
 		}
 	}
 	return nil
-}
-
-// appliedAlready reports whether b's commit, answered with an error that
-// does not say, applied: whether stated holds, for every partition of b,
-// an offset at or past the end of b's records there. Before the commit
-// each was below it, and a commit applies whole; a partition that another
-// processor claimed and moved on since counts as applied, which is
-// harmless, since this processor's commits for it are fenced from then on.
-func (p *Processor) appliedAlready(ctx context.Context, b *batch) (bool, error) {
-	g, err := p.cfg.State.GetGroup(ctx, p.cfg.Group, stated.WithConsistency(stated.ConsistencyLinearizable))
-	if err != nil {
-		return false, err
-	}
-	stored := make(map[topicPartition]int64, len(g.Offsets))
-	for _, o := range g.Offsets {
-		stored[topicPartition{o.Topic, o.Partition}] = o.Offset
-	}
-	for _, pb := range b.parts {
-		if off, ok := stored[pb.tp]; !ok || off < pb.records[len(pb.records)-1].Offset+1 {
-			return false, nil
-		}
-	}
-	return len(b.parts) > 0, nil
 }
 
 // halves splits b into two batches of half its records each (the first
