@@ -88,7 +88,7 @@ func (d *Daemon) checkSameCluster(ctx context.Context, own string) error {
 		return nil
 	}
 	for _, addr := range d.joinAddrs() {
-		resp, err := d.membersAt(ctx, addr)
+		resp, err := d.membersAt(ctx, addr, clusterCheckTimeout)
 		if err != nil {
 			continue
 		}
@@ -119,7 +119,7 @@ func (d *Daemon) checkLeaderLists(ctx context.Context, own string, resp *statedv
 	if leaderAddr == "" {
 		return nil
 	}
-	lresp, err := d.membersAt(ctx, leaderAddr)
+	lresp, err := d.membersAt(ctx, leaderAddr, clusterCheckTimeout)
 	if err != nil || lresp.GetClusterId() != own || lresp.GetLeaderId() != resp.GetLeaderId() || listsMember(lresp, d.cfg.NodeID) {
 		return nil
 	}
@@ -128,26 +128,22 @@ func (d *Daemon) checkLeaderLists(ctx context.Context, own string, resp *statedv
 		d.cfg.NodeID, own, lresp.GetLeaderId(), leaderAddr, d.cfg.DataDir, raftstore.ErrUnknownMember)
 }
 
-// membersAt asks the stated node at addr for its members, briefly.
-func (d *Daemon) membersAt(ctx context.Context, addr string) (*statedv1.MembersResponse, error) {
+// membersAt asks the stated node at addr for its members, waiting at most
+// timeout for the answer.
+func (d *Daemon) membersAt(ctx context.Context, addr string, timeout time.Duration) (*statedv1.MembersResponse, error) {
 	cc, err := dialNode(addr, d.cfg.MaxMessageBytes, d.tls.peerCreds(addr))
 	if err != nil {
 		return nil, err
 	}
 	defer cc.Close()
-	ctx, cancel := context.WithTimeout(ctx, clusterCheckTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	return statedv1.NewClusterClient(cc).Members(d.joinTokenContext(ctx), &statedv1.MembersRequest{})
 }
 
 // listsMember reports whether resp lists the node id.
 func listsMember(resp *statedv1.MembersResponse, id string) bool {
-	for _, m := range resp.GetMembers() {
-		if m.GetNodeId() == id {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(resp.GetMembers(), func(m *statedv1.Member) bool { return m.GetNodeId() == id })
 }
 
 // bootstrapProbeTimeout bounds the question the bootstrap node asks each
@@ -202,14 +198,7 @@ func (d *Daemon) clusterAnswers(ctx context.Context) bool {
 // member of, or "" when it does not answer as one within timeout, with
 // the error of a call that failed.
 func (d *Daemon) clusterAt(ctx context.Context, addr string, timeout time.Duration) (string, error) {
-	cc, err := dialNode(addr, d.cfg.MaxMessageBytes, d.tls.peerCreds(addr))
-	if err != nil {
-		return "", err
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	resp, err := statedv1.NewClusterClient(cc).Members(d.joinTokenContext(ctx), &statedv1.MembersRequest{})
+	resp, err := d.membersAt(ctx, addr, timeout)
 	if err != nil || len(resp.GetMembers()) == 0 {
 		return "", err
 	}
