@@ -927,3 +927,40 @@ func TestLinearizableReadOnAnIdleClusterReturns(t *testing.T) {
 		t.Fatalf("linearizable read on an idle cluster: %v; leader status %+v", err, l.Status())
 	}
 }
+
+// TestTransferLeadershipHandsItToTheOtherVoterAndBack: a leader's transfer
+// makes the other voter lead in a later term, with every commit kept, and
+// that voter's transfer makes the first lead again; a follower's transfer
+// is refused and changes nothing.
+func TestTransferLeadershipHandsItToTheOtherVoterAndBack(t *testing.T) {
+	c := raftstoretest.NewCluster(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	first := c.Leader(t)
+	if _, err := c.Commit(ctx, increment("c", 1, "k", 1), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	other := c.Followers()[0]
+	if err := other.TransferLeadership(); err == nil {
+		t.Fatalf("a follower's transfer succeeded")
+	}
+	if !first.IsLeader() {
+		t.Fatalf("a follower's refused transfer moved leadership")
+	}
+	for i, from := range []*raftstore.Store{first, other} {
+		to := []*raftstore.Store{other, first}[i]
+		term := from.Term()
+		if err := from.TransferLeadership(); err != nil {
+			t.Fatalf("transfer %d from %s: %v", i+1, from.NodeID(), err)
+		}
+		if l := c.Leader(t); l != to || l.Term() <= term {
+			t.Fatalf("after transfer %d from %s: %s leads in term %d; want %s in a term after %d", i+1, from.NodeID(), l.NodeID(), l.Term(), to.NodeID(), term)
+		}
+		if _, err := c.Commit(ctx, increment("c", uint64(i+2), "k", 1), time.Second); err != nil {
+			t.Fatalf("commit after transfer %d: %v", i+1, err)
+		}
+	}
+	if got := readCounter(t, c.Leader(t), "k"); got != 3 {
+		t.Fatalf("counter %d after three commits across two transfers; want 3", got)
+	}
+}

@@ -606,6 +606,19 @@ func (s *Store) Joined() error {
 // IsLeader reports whether this node is the Raft leader.
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
 
+// TransferLeadership hands this node's leadership to the most up to date
+// other voter (hashicorp/raft's LeadershipTransfer: the leader stops
+// taking proposals, brings the target's log up to its own, and tells it
+// to start an election at once). It returns once the target was told,
+// before it won its election: watch the target's IsLeader for that. It
+// fails on a node that does not lead, and in a cluster of one.
+func (s *Store) TransferLeadership() error {
+	if err := s.raft.LeadershipTransfer().Error(); err != nil {
+		return fmt.Errorf("raftstore: leadership transfer: %w", err)
+	}
+	return nil
+}
+
 // NodeID is this node's id.
 func (s *Store) NodeID() string { return s.cfg.NodeID }
 
