@@ -199,6 +199,11 @@ func rows(res Results) []row {
 		add(row{"restore", "restart after SIGKILL to a linearizable read, 100 MB", []metric{m("RestartAfterSIGKILL", "p50-s"), m("RestartAfterSIGKILL", "max-s")},
 			[]reference{{label: "own p50", num: m("RestartAfterSIGKILL", "max-s"), den: m("RestartAfterSIGKILL", "p50-s"), note: "max/p50"}}})
 	}
+	if _, ok := res.val(m("LeaderStop/signal=TERM", "gap-ms")); ok {
+		term, kill := "LeaderStop/signal=TERM", "LeaderStop/signal=KILL"
+		add(row{"restore", "leader of 3 stopped with SIGTERM: longest wait of commits through a follower", []metric{m(term, "gap-ms"), m(term, "exit-ms")},
+			[]reference{vs("leader SIGKILLed (an election)", term, kill, "gap-ms", "of the crash's wait")}})
+	}
 	for _, st := range res.subNames("Rejoin/state=") {
 		b := "Rejoin/state=" + st
 		add(row{"restore", "a wiped follower of 3 rejoins, sent the state as a Raft snapshot, state " + st, []metric{m(b, "rejoin-s"), m(b, "rejoin-MB/s")},

@@ -33,6 +33,8 @@ What runs (bench/README.md describes each row):
                 checkpoint vs cp -r, restore vs cp -r, restart after SIGKILL
   rejoin        three `stated run` processes: a wiped follower's catch-up
                 from a Raft snapshot vs cp -r of the leader's state
+  leader stop   three `stated run` processes: how long commits through a
+                follower wait when the leader gets SIGTERM, vs SIGKILL
 
 Environment:
   BENCH_COUNT=N         runs of every benchmark, medians taken (default 3)
@@ -295,6 +297,7 @@ else
 	bench ./test "^BenchmarkRestore\$/^state=$ckpt_state\$" 1x
 	bench ./test '^BenchmarkRestartAfterSIGKILL$' "$restarts"
 	bench ./bench "^BenchmarkRejoin\$/^state=$ckpt_state\$" 1x
+	bench ./bench '^BenchmarkLeaderStop$' 1x
 fi
 load_after=$(load)
 

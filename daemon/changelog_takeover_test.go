@@ -46,7 +46,7 @@ func TestALeaderThatTookOverAgainFirstUploadsItsTables(t *testing.T) {
 	term := n1.Store().Term()
 	for _, hop := range [][2]*daemon.Daemon{{n1, n2}, {n2, n1}} {
 		from, to := hop[0].Store(), hop[1].Store()
-		if err := from.TransferLeadership(); err != nil {
+		if _, err := from.TransferLeadership(ctx); err != nil {
 			t.Fatalf("%s hands leadership over: %v", from.NodeID(), err)
 		}
 		for deadline := time.Now().Add(30 * time.Second); !to.IsLeader(); time.Sleep(20 * time.Millisecond) {

@@ -437,8 +437,37 @@ func (d *Daemon) Close() error {
 	return d.closeErr
 }
 
+// leadershipHandoverTimeout bounds how long a stopping leader waits for
+// another voter to take over before it stops anyway.
+const leadershipHandoverTimeout = 3 * time.Second
+
+// handOverLeadership makes a stopping leader hand leadership to the most
+// up to date other voter, so that the cluster goes on committing at once
+// instead of after an election timeout (a rolling restart stops every
+// node in turn, the leader among them). Calls still arriving here are
+// forwarded to the new leader while the gRPC server drains. A failed
+// transfer is logged and the stop goes on: the others then elect a
+// leader once the election timeout passes, as after a crash.
+func (d *Daemon) handOverLeadership() {
+	if !d.store.IsLeader() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), leadershipHandoverTimeout)
+	defer cancel()
+	start := time.Now()
+	to, err := d.store.TransferLeadership(ctx)
+	switch {
+	case errors.Is(err, raftstore.ErrNoOtherVoter), errors.Is(err, raftstore.ErrNotLeader):
+	case err != nil:
+		d.logger.Warn("daemon: stopping leader could not hand leadership over; the others elect one after the election timeout", "error", err)
+	default:
+		d.logger.Info("daemon: stopping leader handed leadership over", "to", to, "took", time.Since(start))
+	}
+}
+
 func (d *Daemon) close() error {
 	d.health.Shutdown() // NOT_SERVING, so load balancers stop sending first
+	d.handOverLeadership()
 	d.stopBackground()
 	d.closeMetrics()
 

@@ -929,10 +929,14 @@ func TestLinearizableReadOnAnIdleClusterReturns(t *testing.T) {
 }
 
 // TestTransferLeadershipHandsItToTheOtherVoterAndBack: a leader's transfer
-// makes the other voter lead in a later term, with every commit kept, and
-// that voter's transfer makes the first lead again; a follower's transfer
-// is refused and changes nothing.
+// returns once it knows the other voter leads, in a later term, with every
+// commit kept, and that voter's transfer makes the first lead again; a
+// follower's transfer and a lone voter's are refused and change nothing.
 func TestTransferLeadershipHandsItToTheOtherVoterAndBack(t *testing.T) {
+	alone := raftstoretest.NewCluster(t, 1)
+	if _, err := alone.Leader(t).TransferLeadership(context.Background()); !errors.Is(err, raftstore.ErrNoOtherVoter) {
+		t.Fatalf("a lone voter's transfer: %v; want ErrNoOtherVoter", err)
+	}
 	c := raftstoretest.NewCluster(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -941,8 +945,8 @@ func TestTransferLeadershipHandsItToTheOtherVoterAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := c.Followers()[0]
-	if err := other.TransferLeadership(); err == nil {
-		t.Fatalf("a follower's transfer succeeded")
+	if _, err := other.TransferLeadership(ctx); !errors.Is(err, raftstore.ErrNotLeader) {
+		t.Fatalf("a follower's transfer: %v; want ErrNotLeader", err)
 	}
 	if !first.IsLeader() {
 		t.Fatalf("a follower's refused transfer moved leadership")
@@ -950,8 +954,12 @@ func TestTransferLeadershipHandsItToTheOtherVoterAndBack(t *testing.T) {
 	for i, from := range []*raftstore.Store{first, other} {
 		to := []*raftstore.Store{other, first}[i]
 		term := from.Term()
-		if err := from.TransferLeadership(); err != nil {
+		got, err := from.TransferLeadership(ctx)
+		if err != nil {
 			t.Fatalf("transfer %d from %s: %v", i+1, from.NodeID(), err)
+		}
+		if got != to.NodeID() || from.IsLeader() {
+			t.Fatalf("transfer %d from %s: returned %q, still leading %t; want %s", i+1, from.NodeID(), got, from.IsLeader(), to.NodeID())
 		}
 		if l := c.Leader(t); l != to || l.Term() <= term {
 			t.Fatalf("after transfer %d from %s: %s leads in term %d; want %s in a term after %d", i+1, from.NodeID(), l.NodeID(), l.Term(), to.NodeID(), term)

@@ -22,6 +22,9 @@ var (
 	ErrUnreachable = errors.New("raftstore: the joining node's raft address cannot be reached")
 	// ErrLastVoter is returned by Remove for the cluster's only voter.
 	ErrLastVoter = errors.New("raftstore: the last voter cannot be removed")
+	// ErrNoOtherVoter is returned by TransferLeadership in a cluster
+	// whose only voter is this node.
+	ErrNoOtherVoter = errors.New("raftstore: no other voter to hand leadership to")
 	// ErrStateWithoutLog is returned by Open when the data dir holds
 	// state that has applied entries but no Raft log.
 	ErrStateWithoutLog = errors.New("raftstore: state without a Raft log")

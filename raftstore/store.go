@@ -606,17 +606,65 @@ func (s *Store) Joined() error {
 // IsLeader reports whether this node is the Raft leader.
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
 
-// TransferLeadership hands this node's leadership to the most up to date
-// other voter (hashicorp/raft's LeadershipTransfer: the leader stops
-// taking proposals, brings the target's log up to its own, and tells it
-// to start an election at once). It returns once the target was told,
-// before it won its election: watch the target's IsLeader for that. It
-// fails on a node that does not lead, and in a cluster of one.
-func (s *Store) TransferLeadership() error {
-	if err := s.raft.LeadershipTransfer().Error(); err != nil {
-		return fmt.Errorf("raftstore: leadership transfer: %w", err)
+// transferDialTimeout bounds TransferLeadership's dial of each other
+// voter's Raft address.
+const transferDialTimeout = 500 * time.Millisecond
+
+// TransferLeadership hands this node's leadership to another voter and
+// returns that voter's id once this node knows it leads. The target is the
+// first other voter, in the configuration's order, whose Raft address
+// answers a dial (a voter that is down could never take over); hashicorp/
+// raft's LeadershipTransferToServer then stops taking proposals, brings
+// the target's log up to this node's, and tells it to start an election at
+// once, which it wins without waiting for an election timeout. It fails
+// with ErrNotLeader on a node that does not lead, with ErrNoOtherVoter in
+// a cluster with no other voter, when no other voter answers, and when
+// ctx ends first; a failed transfer leaves this node
+// leading, or an election under way.
+func (s *Store) TransferLeadership(ctx context.Context) (string, error) {
+	if !s.IsLeader() {
+		return "", ErrNotLeader
 	}
-	return nil
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return "", raftError(err)
+	}
+	var unreachable []string
+	var target *raft.Server
+	for _, srv := range cf.Configuration().Servers {
+		if srv.Suffrage != raft.Voter || string(srv.ID) == s.cfg.NodeID {
+			continue
+		}
+		conn, err := s.stream.Dial(srv.Address, min(transferDialTimeout, s.timeout(ctx)))
+		if err != nil {
+			unreachable = append(unreachable, fmt.Sprintf("%s at %s: %v", srv.ID, srv.Address, err))
+			continue
+		}
+		conn.Close()
+		target = &srv
+		break
+	}
+	switch {
+	case target == nil && unreachable == nil:
+		return "", ErrNoOtherVoter
+	case target == nil:
+		return "", fmt.Errorf("raftstore: no other voter answers to take leadership over: %s", strings.Join(unreachable, "; "))
+	}
+	if err := s.raft.LeadershipTransferToServer(target.ID, target.Address).Error(); err != nil {
+		return "", fmt.Errorf("raftstore: leadership transfer to %s: %w", target.ID, raftError(err))
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, id := s.raft.LeaderWithID(); id != "" && string(id) != s.cfg.NodeID {
+			return string(id), nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("raftstore: leadership transfer to %s: no other leader known yet: %w", target.ID, ctx.Err())
+		case <-t.C:
+		}
+	}
 }
 
 // NodeID is this node's id.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -193,6 +194,55 @@ func TestKillingTheLeaderLosesNoCommitAndDoublesNone(t *testing.T) {
 	rest := append(append([]*node{}, nodes[:old]...), nodes[old+1:]...)
 	newLeader := leaderOf(ctx, t, rest)
 	t.Logf("new leader %s %v after the kill", rest[newLeader].id, time.Since(killed).Round(time.Millisecond))
+	w.waitFor(ctx, t, w.total.Load()+300)
+
+	nodes[old].start(ctx)
+	w.waitFor(ctx, t, w.total.Load()+200)
+	w.halt()
+	for _, n := range nodes {
+		w.checkNode(ctx, t, n)
+	}
+}
+
+// TestSIGTERMOnTheLeaderHandsLeadershipOver follows README "A leader that
+// stops on SIGTERM hands leadership over first": the leader, stopped with
+// SIGTERM while clients commit, exits 0 having logged the handover, and
+// another node leads the moment it exited (without the handover the others
+// would still be waiting for their heartbeat timeout). Every commit of the
+// clients is kept once, on every node, after it rejoins.
+func TestSIGTERMOnTheLeaderHandsLeadershipOver(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	nodes := startCluster(ctx, t, 3)
+	c, err := stated.Dial(ctx, addrs(nodes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := startCounterWorkers(ctx, t, c, 4)
+	defer w.halt()
+	w.waitFor(ctx, t, 300)
+
+	old := leaderOf(ctx, t, nodes)
+	if code := nodes[old].stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("the leader exited %d on SIGTERM; want 0", code)
+	}
+	var leading []string
+	for _, n := range nodes {
+		if n == nodes[old] {
+			continue
+		}
+		if st, err := nodeStatus(ctx, n); err == nil && st.Role == "leader" {
+			leading = append(leading, n.id)
+		}
+	}
+	if len(leading) != 1 {
+		t.Fatalf("when the leader %s had exited, %v led; want one other node", nodes[old].id, leading)
+	}
+	if logs := nodes[old].logs.String(); !strings.Contains(logs, "stopping leader handed leadership over") {
+		t.Fatalf("the stopped leader's log does not say it handed leadership over:\n%s", logs)
+	}
 	w.waitFor(ctx, t, w.total.Load()+300)
 
 	nodes[old].start(ctx)
