@@ -516,6 +516,75 @@ func TestKafkaFencingWhileABatchIsSplitIsReportedOnce(t *testing.T) {
 	}
 }
 
+// TestKafkaAPartitionFencedByAClaimFromOutsideTheGroupIsClaimedAgain: a
+// claim from a process that is not in the Kafka group (one that claimed
+// and died, or a claim retried through a long stated outage that applied
+// after the owner's) fences the partition's owner. Kafka still assigns
+// the partition to it and no rebalance comes; after ReclaimFencedAfter the
+// owner claims it again and resumes, and every
+// record is counted exactly once: from the stored offset, or, fenced
+// before its first commit, from the first record of the batch the fencing
+// dropped.
+func TestKafkaAPartitionFencedByAClaimFromOutsideTheGroupIsClaimedAgain(t *testing.T) {
+	t.Parallel()
+	for _, from := range []int64{0, 300} {
+		t.Run(fmt.Sprintf("claimed-at-offset=%d", from), func(t *testing.T) {
+			t.Parallel()
+			fencedFromOutside(t, from)
+		})
+	}
+}
+
+func fencedFromOutside(t *testing.T, from int64) {
+	ctx := kafkaTestContext(t)
+	d := daemontest.Start(t)
+	k := newKafka(t, "events", 2)
+	k.produce(ctx, t, 2000, 20)
+	c := sdkDial(ctx, t, d.SocketPath(), stated.WithClientID("proc"))
+	gone := sdkDial(ctx, t, d.SocketPath(), stated.WithClientID("a-process-that-left"))
+	cfg := k.countingConfig(c, "g", "counts")
+	cfg.MaxPollRecords = 100
+	cfg.ReclaimFencedAfter = 300 * time.Millisecond
+	h := cfg.Handler
+	var claimed atomic.Bool
+	cfg.Handler = func(ctx context.Context, txn *stated.Txn, r *kgo.Record) error {
+		if r.Offset >= from && !claimed.Load() {
+			if _, err := gone.Claim(ctx, "g", []stated.TopicPartition{{Topic: k.topic, Partition: r.Partition}}); err != nil {
+				return err
+			}
+			claimed.Store(true)
+		}
+		return h(ctx, txn, r)
+	}
+	var fenced atomic.Int32
+	cfg.OnFenced = func(fe *stated.FencedError) {
+		if fe.Owner == "a-process-that-left" {
+			fenced.Add(1)
+		}
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := startProcessor(pctx, t, cfg)
+	k.waitDrained(ctx, t, c, "g", errc)
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if n := fenced.Load(); n != 1 {
+		t.Fatalf("fenced by the claim from outside the group %d times, want once", n)
+	}
+	g, err := c.GetGroup(ctx, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range g.Claims {
+		if cl.Owner != "proc" {
+			t.Errorf("claim %+v after the drain; want every partition claimed by proc again", cl)
+		}
+	}
+	k.checkCounts(ctx, t, c, "counts")
+}
+
 // TestKafkaRebalanceMovesPartitionsWithoutLossOrDoubles: a second
 // processor joins the group while the first is consuming and takes part
 // of the partitions; both commit, and every count is exact.

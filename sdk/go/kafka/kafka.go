@@ -1,11 +1,13 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -75,8 +77,25 @@ type Config struct {
 	// OnFenced, if set, is called when stated refuses a commit because
 	// another processor claimed the partition since (this one is a
 	// zombie for it). The processor stops consuming the partition until
-	// Kafka assigns it again.
+	// Kafka assigns it again, or claims it again after
+	// ReclaimFencedAfter if Kafka has not revoked it by then.
 	OnFenced func(err *stated.FencedError)
+	// ReclaimFencedAfter is how long a fenced partition that Kafka still
+	// assigns to this processor stays paused before the processor claims
+	// it again and resumes from the offset stored in stated. A processor
+	// that was the zombie learns from Kafka within the group's session
+	// timeout that the partition moved (it is then revoked or lost here,
+	// and not claimed again); one that still holds it after that owns it
+	// in Kafka's group, and the claim that fenced it came from a member
+	// that has left the group: a claim retried through a long stated
+	// outage that applied after this processor's, or a process that
+	// claimed the partition and died. Without a reclaim such a partition
+	// would wait for the next rebalance, which may never come. A reclaim
+	// is safe whoever is right: a claim fences every older one, and each
+	// claimant resumes from the stored offsets. Zero means 1 minute
+	// (above franz-go's default session timeout of 45 s; keep it above
+	// the session timeout set in KafkaOptions); negative turns it off.
+	ReclaimFencedAfter time.Duration
 	// KafkaCommitInterval is how often the processor commits, to the
 	// Kafka group, the offsets of the newest completed stated checkpoint
 	// for the partitions it owns, so that Kafka's committed offsets (what
@@ -110,6 +129,7 @@ const (
 	maxRetryBackoff            = 5 * time.Second
 	releaseTimeout             = 5 * time.Second
 	defaultWaitLogInterval     = 10 * time.Second
+	defaultReclaimFencedAfter  = time.Minute
 )
 
 // ErrConfig is matched by the errors New returns for a bad Config.
@@ -156,6 +176,14 @@ type owned struct {
 	next int64
 }
 
+// fencedPart is a partition stated fenced: when, and the offset of the
+// first record of the batch its fencing dropped, where it resumes if
+// stated holds no offset for it.
+type fencedPart struct {
+	at     time.Time
+	resume int64
+}
+
 // Processor consumes Kafka records into stated with exactly-once effect:
 // see Run.
 type Processor struct {
@@ -172,8 +200,9 @@ type Processor struct {
 	mu    sync.Mutex
 	owned map[topicPartition]*owned
 	// fencedParts are partitions stated fenced since Kafka last assigned
-	// them, paused until it revokes or assigns them again.
-	fencedParts map[topicPartition]struct{}
+	// them, paused until it revokes or assigns them again, or until
+	// reclaimFenced claims them again.
+	fencedParts map[topicPartition]fencedPart
 
 	waits *waits
 
@@ -203,6 +232,9 @@ func New(cfg Config) (*Processor, error) {
 	if cfg.OutboxInterval == 0 {
 		cfg.OutboxInterval = defaultOutboxInterval
 	}
+	if cfg.ReclaimFencedAfter == 0 {
+		cfg.ReclaimFencedAfter = defaultReclaimFencedAfter
+	}
 	if cfg.StartOffset == nil {
 		start := kgo.NewOffset().AtStart()
 		cfg.StartOffset = &start
@@ -211,7 +243,7 @@ func New(cfg Config) (*Processor, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Processor{cfg: cfg, logger: logger, owned: map[topicPartition]*owned{}, fencedParts: map[topicPartition]struct{}{},
+	p := &Processor{cfg: cfg, logger: logger, owned: map[topicPartition]*owned{}, fencedParts: map[topicPartition]fencedPart{},
 		waits: newWaits(), kafkaCommitted: map[topicPartition]int64{}, clReady: make(chan struct{})}
 	// The member joins the group as soon as the client exists.
 	p.waits.begin(WaitKafkaGroup, "joining the group")
@@ -318,6 +350,10 @@ func (p *Processor) Run(ctx context.Context) error {
 			return err
 		}
 		batch := p.batch(fetches)
+		// After the batch is taken (without the reclaimed partitions'
+		// records, which the new claim's offsets replace) and before
+		// AllowRebalance, so that no revoke runs meanwhile.
+		p.reclaimFenced(ctx)
 		res, err := p.process(ctx, batch)
 		if err == nil {
 			// The batch is committed; the windows it closed go to their
@@ -471,8 +507,9 @@ func (p *Processor) process(ctx context.Context, b *batch) (stated.CommitResult,
 				ErrClaimReleased, fe.Topic, fe.Partition, fe.Epoch, err)
 		}
 		if errors.As(err, &fe) {
-			p.fenced(fe)
-			b.drop(topicPartition{fe.Topic, fe.Partition})
+			tp := topicPartition{fe.Topic, fe.Partition}
+			p.fenced(fe, b.first(tp))
+			b.drop(tp)
 			continue
 		}
 		if errors.Is(err, stated.ErrOutboxFull) {
@@ -570,6 +607,17 @@ func (p *Processor) dropFenced(b *batch) {
 	}
 }
 
+// first returns the offset of partition tp's first record in b, -1 when
+// b has none.
+func (b *batch) first(tp topicPartition) int64 {
+	for _, pb := range b.parts {
+		if pb.tp == tp {
+			return pb.records[0].Offset
+		}
+	}
+	return -1
+}
+
 // drop removes partition tp's records from b.
 func (b *batch) drop(tp topicPartition) {
 	out := b.parts[:0]
@@ -608,12 +656,14 @@ func (p *Processor) rewind(b *batch) {
 }
 
 // fenced drops a partition another processor claimed since, and stops
-// fetching it until Kafka assigns it to this processor again.
-func (p *Processor) fenced(fe *stated.FencedError) {
+// fetching it until Kafka assigns it to this processor again or
+// reclaimFenced claims it again; resume is the offset of the first record
+// of the batch the fencing dropped.
+func (p *Processor) fenced(fe *stated.FencedError, resume int64) {
 	tp := topicPartition{fe.Topic, fe.Partition}
 	p.mu.Lock()
 	delete(p.owned, tp)
-	p.fencedParts[tp] = struct{}{}
+	p.fencedParts[tp] = fencedPart{at: time.Now(), resume: resume}
 	p.updateFencedWait()
 	p.mu.Unlock()
 	p.cl.PauseFetchPartitions(map[string][]int32{fe.Topic: {fe.Partition}})
@@ -622,6 +672,75 @@ func (p *Processor) fenced(fe *stated.FencedError) {
 	if p.cfg.OnFenced != nil {
 		p.cfg.OnFenced(fe)
 	}
+}
+
+// reclaimFenced claims again the partitions fenced at least
+// ReclaimFencedAfter ago that Kafka has neither revoked from this
+// processor nor assigned to it again since (see Config.ReclaimFencedAfter),
+// and resumes each from the offset stored in stated, or, when there is
+// none, from the first record of the batch its fencing dropped. It runs
+// between a poll and AllowRebalance, so no revoke runs meanwhile. A claim
+// that fails is tried again after another ReclaimFencedAfter.
+func (p *Processor) reclaimFenced(ctx context.Context) {
+	if p.cfg.ReclaimFencedAfter < 0 {
+		return
+	}
+	now := time.Now()
+	var parts []stated.TopicPartition
+	p.mu.Lock()
+	for tp, f := range p.fencedParts {
+		if now.Sub(f.at) >= p.cfg.ReclaimFencedAfter && f.resume >= 0 {
+			parts = append(parts, stated.TopicPartition{Topic: tp.topic, Partition: tp.partition})
+		}
+	}
+	p.mu.Unlock()
+	if len(parts) == 0 {
+		return
+	}
+	slices.SortFunc(parts, func(a, b stated.TopicPartition) int {
+		return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
+	p.waits.begin(WaitStatedClaim, fmt.Sprintf("claim of %d fenced partitions Kafka still assigns here, unanswered (the client retries while stated is unavailable)", len(parts)))
+	claims, err := p.cfg.State.Claim(ctx, p.cfg.Group, parts)
+	p.waits.end(WaitStatedClaim)
+	if err != nil {
+		p.mu.Lock()
+		for _, tp := range parts {
+			if f, ok := p.fencedParts[topicPartition{tp.Topic, tp.Partition}]; ok {
+				f.at = now
+				p.fencedParts[topicPartition{tp.Topic, tp.Partition}] = f
+			}
+		}
+		p.mu.Unlock()
+		if ctx.Err() == nil {
+			p.logger.Warn("kafka: claiming fenced partitions again failed; trying again later", "group", p.cfg.Group, "partitions", len(parts), "retry_after", p.cfg.ReclaimFencedAfter, "error", err)
+		}
+		return
+	}
+	seek := map[string]map[int32]kgo.EpochOffset{}
+	resume := map[string][]int32{}
+	p.mu.Lock()
+	for _, c := range claims {
+		tp := topicPartition{c.Topic, c.Partition}
+		o := &owned{claim: c, next: -1}
+		at := p.fencedParts[tp].resume
+		if c.HasOffset {
+			o.next, at = c.Offset, c.Offset
+		}
+		delete(p.fencedParts, tp)
+		p.owned[tp] = o
+		if seek[c.Topic] == nil {
+			seek[c.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		seek[c.Topic][c.Partition] = kgo.EpochOffset{Epoch: -1, Offset: at}
+		resume[c.Topic] = append(resume[c.Topic], c.Partition)
+		p.logger.Warn("kafka: fenced partition still assigned here by Kafka after the reclaim delay; claimed it again",
+			"group", p.cfg.Group, "topic", c.Topic, "partition", c.Partition, "epoch", c.Epoch, "offset", at, "fenced_for", p.cfg.ReclaimFencedAfter)
+	}
+	p.updateFencedWait()
+	p.mu.Unlock()
+	p.cl.SetOffsets(seek)
+	p.cl.ResumeFetchPartitions(resume)
 }
 
 // onAssigned claims newly assigned partitions in stated and starts each at

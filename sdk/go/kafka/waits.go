@@ -29,13 +29,15 @@ const (
 	WaitKafkaGroup WaitKind = "kafka_group"
 	// WaitKafkaReassign: partitions that stated fenced (another
 	// processor claimed them since), paused until Kafka revokes them
-	// from this member or assigns them to it again.
+	// from this member or assigns them to it again, or until the
+	// processor claims them again (Config.ReclaimFencedAfter).
 	WaitKafkaReassign WaitKind = "kafka_reassign"
 	// WaitKafkaOffsetCommit: committing the checkpointed offsets to the
 	// Kafka group (Config.KafkaCommitInterval).
 	WaitKafkaOffsetCommit WaitKind = "kafka_offset_commit"
-	// WaitStatedClaim: claiming newly assigned partitions in stated. The
-	// client retries while stated is unavailable.
+	// WaitStatedClaim: claiming newly assigned partitions (or fenced
+	// ones again) in stated. The client retries while stated is
+	// unavailable.
 	WaitStatedClaim WaitKind = "stated_claim"
 	// WaitStatedCommit: committing a batch to stated. The client retries
 	// while stated is unavailable.

@@ -70,7 +70,7 @@ func testProcessor(interval time.Duration) (*Processor, *recorder) {
 		cfg:         Config{Group: "g", WaitLogInterval: interval},
 		logger:      slog.New(rec),
 		owned:       map[topicPartition]*owned{},
-		fencedParts: map[topicPartition]struct{}{},
+		fencedParts: map[topicPartition]fencedPart{},
 		waits:       newWaits(),
 	}, rec
 }
@@ -81,8 +81,8 @@ func TestFencedPartitionsAreReportedUntilKafkaMovesThem(t *testing.T) {
 	defer stop()
 
 	p.mu.Lock()
-	p.fencedParts[topicPartition{"events", 3}] = struct{}{}
-	p.fencedParts[topicPartition{"events", 1}] = struct{}{}
+	p.fencedParts[topicPartition{"events", 3}] = fencedPart{}
+	p.fencedParts[topicPartition{"events", 1}] = fencedPart{}
 	p.updateFencedWait()
 	p.mu.Unlock()
 
