@@ -43,6 +43,14 @@ type localError struct{ err error }
 func (e *localError) Error() string { return e.err.Error() }
 func (e *localError) Unwrap() error { return e.err }
 
+// IsLocal reports whether err is a failure of the local file system (a
+// download's write into its directory: a full disk, an I/O error), which
+// neither a retry nor another checkpoint cures.
+func IsLocal(err error) bool {
+	var le *localError
+	return errors.As(err, &le)
+}
+
 // local marks err as a local file system error; nil stays nil.
 func local(err error) error {
 	if err == nil {

@@ -2,6 +2,7 @@ package recovery_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -450,5 +452,69 @@ func TestRestoreOverAnExistingStateFetchesOnlyWhatChanged(t *testing.T) {
 	n := start(t, bucket, func(c *daemon.Config) { c.DataDir = dir; c.NodeID = "restored" })
 	if got := n.counter(ctx, t); got != 500 {
 		t.Fatalf("counter after the second restore = %d, want 500", got)
+	}
+}
+
+// TestFallbackDoesNotTakeAnOlderCheckpointForAFullDisk: --fallback takes an
+// older checkpoint when the selected one is not intact, not when this
+// machine cannot hold it. The data dir is a tmpfs with room for the older,
+// small checkpoint but not for the newer, large one: the restore fails
+// naming the full disk, and nothing is restored, rather than restoring the
+// older checkpoint and losing what the newer one held. Needs root (mount).
+func TestFallbackDoesNotTakeAnOlderCheckpointForAFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	ctx := testCtx(t)
+	bucket, _ := fileBucket(t)
+	old := start(t, bucket)
+	old.commit(ctx, t, 1, 1)
+	e1 := old.checkpoint(ctx, t)
+	value := make([]byte, 64<<10)
+	for i := range 64 { // 4 MiB that do not compress
+		rand.Read(value)
+		if _, err := old.state.Commit(ctx, &statedv1.CommitRequest{Mutations: []*statedv1.Mutation{
+			{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: "big", Key: fmt.Appendf(nil, "k%d", i), Value: value},
+		}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := old.d.Store().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	e2 := old.checkpoint(ctx, t)
+	old.d.Close()
+	up := openUploader(t, bucket)
+	size := func(e uint64) (n int64) {
+		m, err := up.Get(ctx, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range m.Files {
+			n += f.Size
+		}
+		return n
+	}
+	small, large := size(e1), size(e2)
+	room := small + 2<<20
+	if large <= room {
+		t.Fatalf("checkpoint %d holds %d bytes, checkpoint %d %d: want the newer one past %d", e1, small, e2, large, room)
+	}
+	mnt := t.TempDir()
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, fmt.Sprintf("size=%d", room)); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(mnt, 0) })
+	dir := filepath.Join(mnt, "restored")
+	res, err := recovery.Restore(ctx, recovery.RestoreOptions{Uploader: up, DataDir: dir, Fallback: true})
+	if err == nil {
+		t.Fatalf("restore into %d bytes with --fallback restored checkpoint %d (skipped %v); want it to fail on the full disk, not take the older checkpoint %d",
+			room, res.Manifest.Epoch, res.Skipped, e1)
+	}
+	if !errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), "no intact checkpoint") {
+		t.Fatalf("restore into a full disk: %v; want ENOSPC, with no fallback", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the failed restore left a state in the data dir: %v", err)
 	}
 }

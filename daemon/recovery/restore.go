@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -134,12 +136,18 @@ func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
 	for {
 		res.Download, err = download(ctx, opts, m, staging)
 		if err == nil && m.Changelog != nil {
-			res.Replay, err = Replay(ctx, staging, m, logger)
+			if res.Replay, err = Replay(ctx, staging, m, logger); err != nil {
+				err = &replayError{err}
+			}
 		}
 		if err == nil {
 			break
 		}
-		if !opts.Fallback || ctx.Err() != nil || keyProblem(err) {
+		// Fall back only from a checkpoint that is not intact: a
+		// problem of this machine (its disk full or failing) or of the
+		// key would be the same with an older one, which would only
+		// restore less.
+		if !opts.Fallback || ctx.Err() != nil || keyProblem(err) || localProblem(err) {
 			return nil, err
 		}
 		res.Skipped = append(res.Skipped, fmt.Sprintf("checkpoint %d: %v", m.Epoch, err))
@@ -294,3 +302,23 @@ func emptyDir(dir string) (bool, error) {
 func keyProblem(err error) bool {
 	return errors.Is(err, uploader.ErrKeyNeeded) || errors.Is(err, uploader.ErrWrongKey)
 }
+
+// localProblem reports whether err is a failure of the local file system:
+// a download's write into the staging directory (uploader.IsLocal), or
+// any file system error of a changelog's replay, which reads and writes
+// only local files (the segments were downloaded and verified first).
+func localProblem(err error) bool {
+	var re *replayError
+	if errors.As(err, &re) {
+		var pe *fs.PathError
+		var errno syscall.Errno
+		return errors.As(err, &pe) || errors.As(err, &errno)
+	}
+	return uploader.IsLocal(err)
+}
+
+// replayError is an error of Replay in Restore.
+type replayError struct{ err error }
+
+func (e *replayError) Error() string { return e.err.Error() }
+func (e *replayError) Unwrap() error { return e.err }
