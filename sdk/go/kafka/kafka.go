@@ -92,9 +92,10 @@ type Config struct {
 	// claimed the partition and died. Without a reclaim such a partition
 	// would wait for the next rebalance, which may never come. A reclaim
 	// is safe whoever is right: a claim fences every older one, and each
-	// claimant resumes from the stored offsets. Zero means 1 minute
-	// (above franz-go's default session timeout of 45 s; keep it above
-	// the session timeout set in KafkaOptions); negative turns it off.
+	// claimant resumes from the stored offsets. Zero means twice the
+	// group's session timeout (kgo.SessionTimeout in KafkaOptions; 90 s
+	// with franz-go's default of 45 s), at least 1 minute; negative
+	// turns it off.
 	ReclaimFencedAfter time.Duration
 	// KafkaCommitInterval is how often the processor commits, to the
 	// Kafka group, the offsets of the newest completed stated checkpoint
@@ -232,9 +233,6 @@ func New(cfg Config) (*Processor, error) {
 	if cfg.OutboxInterval == 0 {
 		cfg.OutboxInterval = defaultOutboxInterval
 	}
-	if cfg.ReclaimFencedAfter == 0 {
-		cfg.ReclaimFencedAfter = defaultReclaimFencedAfter
-	}
 	if cfg.StartOffset == nil {
 		start := kgo.NewOffset().AtStart()
 		cfg.StartOffset = &start
@@ -266,6 +264,11 @@ func New(cfg Config) (*Processor, error) {
 		return nil, fmt.Errorf("kafka: new client: %w", err)
 	}
 	p.cl = cl
+	if p.cfg.ReclaimFencedAfter == 0 {
+		// Past the session timeout, a zombie has learned it is out.
+		session, _ := cl.OptValue(kgo.SessionTimeout).(time.Duration)
+		p.cfg.ReclaimFencedAfter = max(defaultReclaimFencedAfter, 2*session)
+	}
 	close(p.clReady)
 	return p, nil
 }
