@@ -223,6 +223,26 @@ func TestCheckpointCommandsAndStatus(t *testing.T) {
 			_, err := cps.Savepoint(ctx, &statedv1.SavepointRequest{Name: "a/b"})
 			return err
 		}, codes.InvalidArgument, "name: invalid character '/'"},
+		"reserved savepoint name": {func() error {
+			_, err := cps.Savepoint(ctx, &statedv1.SavepointRequest{Name: ".."})
+			return err
+		}, codes.InvalidArgument, `name: ".." is reserved`},
+		"savepoint name that reads as an epoch": {func() error {
+			_, err := cps.Savepoint(ctx, &statedv1.SavepointRequest{Name: "123"})
+			return err
+		}, codes.InvalidArgument, `name: "123" reads as an epoch`},
+		"savepoint name that reads as latest": {func() error {
+			_, err := cps.Savepoint(ctx, &statedv1.SavepointRequest{Name: "latest"})
+			return err
+		}, codes.InvalidArgument, `name: "latest" reads as an epoch or as latest`},
+		"delete a reserved savepoint name": {func() error {
+			_, err := cps.Delete(ctx, &statedv1.DeleteCheckpointRequest{Savepoint: "."})
+			return err
+		}, codes.InvalidArgument, `savepoint: "." is reserved`},
+		"get by a bad savepoint name": {func() error {
+			_, err := cps.Get(ctx, &statedv1.GetCheckpointRequest{Savepoint: "../before-deploy"})
+			return err
+		}, codes.InvalidArgument, "savepoint: invalid character '/'"},
 		"delete epoch 0": {func() error { _, err := cps.Delete(ctx, &statedv1.DeleteCheckpointRequest{}); return err }, codes.InvalidArgument, "epoch: zero"},
 		"delete the newest": {func() error {
 			_, err := cps.Delete(ctx, &statedv1.DeleteCheckpointRequest{Epoch: 7})

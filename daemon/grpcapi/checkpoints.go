@@ -3,6 +3,7 @@ package grpcapi
 import (
 	"context"
 	"log/slog"
+	"strings"
 
 	"google.golang.org/grpc"
 
@@ -118,6 +119,11 @@ func (s *CheckpointsServer) Get(ctx context.Context, r *statedv1.GetCheckpointRe
 	if n != 1 {
 		return nil, statusOf(ctx, s.logger, invalid("epoch", "set exactly one of epoch, latest and savepoint"))
 	}
+	if r.GetSavepoint() != "" {
+		if err := validateSavepointName("savepoint", r.GetSavepoint()); err != nil {
+			return nil, statusOf(ctx, s.logger, err)
+		}
+	}
 	return forward(ctx, s, r, statedv1.CheckpointsClient.Get, func() (*statedv1.CheckpointManifest, error) {
 		m, err := s.ckpt.Get(ctx, r.GetEpoch(), r.GetLatest(), r.GetSavepoint())
 		if err != nil {
@@ -131,6 +137,12 @@ func (s *CheckpointsServer) Get(ctx context.Context, r *statedv1.GetCheckpointRe
 func (s *CheckpointsServer) Savepoint(ctx context.Context, r *statedv1.SavepointRequest) (*statedv1.SavepointResponse, error) {
 	if err := validateSavepointName("name", r.GetName()); err != nil {
 		return nil, statusOf(ctx, s.logger, err)
+	}
+	// A new pin may not take a name that reads as an epoch or as latest
+	// where checkpoints are selected (--checkpoint N|latest|NAME); older
+	// pins under such names can still be read and deleted.
+	if name := r.GetName(); name == "latest" || strings.Trim(name, "0123456789") == "" {
+		return nil, statusOf(ctx, s.logger, invalid("name", "%q reads as an epoch or as latest where checkpoints are selected (--checkpoint N|latest|NAME); add a letter, e.g. %q", name, "sp-"+name))
 	}
 	return forward(ctx, s, r, statedv1.CheckpointsClient.Savepoint, func() (*statedv1.SavepointResponse, error) {
 		epoch, err := s.ckpt.Savepoint(ctx, r.GetEpoch(), r.GetName())
@@ -199,7 +211,7 @@ func RecoveryProto(r *recovery.Report) *statedv1.RecoveryReport {
 		Checkpoint: &statedv1.CheckpointSummary{
 			Epoch: r.Epoch, RaftIndex: r.RaftIndex, RaftTerm: r.RaftTerm, CreatedAtUnixMillis: r.CreatedAt.UnixMilli(),
 			ClusterId: r.ClusterID, Files: uint64(r.Files), Bytes: uint64(r.FileBytes), Keys: r.Keys, StateBytes: r.Bytes,
-			Savepoint: r.Savepoint, Offsets: uint64(len(r.Partitions)),
+			Savepoint: r.Savepoint, Offsets: uint64(r.Offsets()),
 			Encrypted: r.Encrypted, EncryptionKeeper: r.Keeper,
 		},
 		AgeMillis: r.Age.Milliseconds(), Verified: r.Verified, Intact: r.Intact,
@@ -243,6 +255,9 @@ func validateSavepointName(field, name string) error {
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
 			return invalid(field, "invalid character %q at %d; savepoint names use [a-zA-Z0-9._-]", c, i)
 		}
+	}
+	if name == "." || name == ".." {
+		return invalid(field, "%q is reserved", name)
 	}
 	return nil
 }
