@@ -205,6 +205,18 @@ func TestJoinIsRefusedForATakenIDOrAddressAndMembershipStaysTheSame(t *testing.T
 		!strings.Contains(status.Convert(err).Message(), "incarnation: 65 bytes, limit 64") {
 		t.Errorf("join with a 65-byte incarnation = %v, want InvalidArgument naming incarnation", err)
 	}
+	for _, bad := range []struct{ raft, grpc, want string }{
+		{"127.0.0.1:", "127.0.0.1:2", `raft_addr: "127.0.0.1:" has no port`},
+		{"127.0.0.1:0", "127.0.0.1:2", `raft_addr: "127.0.0.1:0": port 0`},
+		{"127.0.0.1:99999", "127.0.0.1:2", `raft_addr: "127.0.0.1:99999": port 99999`},
+		{"127.0.0.1:1", "127.0.0.1:", `grpc_addr: "127.0.0.1:" has no port`},
+	} {
+		req := &statedv1.JoinRequest{NodeId: "node9", RaftAddr: bad.raft, GrpcAddr: bad.grpc}
+		if _, err := clusterClient(t, nodes[0]).Join(testContext(t), req); status.Code(err) != codes.InvalidArgument ||
+			!strings.Contains(status.Convert(err).Message(), bad.want) {
+			t.Errorf("join at %s, %s = %v, want InvalidArgument containing %q", bad.raft, bad.grpc, err, bad.want)
+		}
+	}
 	if after := memberIDs(t, nodes[0]); !slices.Equal(after, before) {
 		t.Errorf("members after refused joins = %v, want %v", after, before)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strconv"
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore"
@@ -132,7 +133,8 @@ func (s *ClusterServer) NodeStatus(ctx context.Context, _ *statedv1.NodeStatusRe
 	}, nil
 }
 
-// validateJoin checks a JoinRequest's fields; addresses must be host:port.
+// validateJoin checks a JoinRequest's fields; addresses must be host:port
+// with a port.
 func validateJoin(r *statedv1.JoinRequest) error {
 	if r.GetNodeId() == "" {
 		return invalid("node_id", "empty")
@@ -144,8 +146,17 @@ func validateJoin(r *statedv1.JoinRequest) error {
 		if a.addr == "" {
 			return invalid(a.field, "empty")
 		}
-		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+		_, port, err := net.SplitHostPort(a.addr)
+		if err != nil {
 			return invalid(a.field, "%q is not host:port: %v", a.addr, err)
+		}
+		if port == "" {
+			return invalid(a.field, "%q has no port", a.addr)
+		}
+		// A named port ("http") is left to the dialer; a number must be
+		// one a node can listen on.
+		if n, err := strconv.Atoi(port); err == nil && (n < 1 || n > 65535) {
+			return invalid(a.field, "%q: port %d is not 1..65535", a.addr, n)
 		}
 	}
 	if len(r.GetIncarnation()) > 64 {

@@ -36,6 +36,8 @@
 // | float_value                  | finite (no NaN or ±Inf)                                       |
 // | acks                         | id ≥ 1; one per (namespace, id); must be pending              |
 // | window read page (limit)     | 0 (= 1000) .. 10,000                                          |
+// | savepoint name               | 1..128 of [a-zA-Z0-9._-], not "." or ".."; a new one not "latest" nor all digits |
+// | join raft_addr, grpc_addr    | host:port with a port (1..65535 when a number)                |
 // | whole message                | the daemon's MaxMessageBytes (default 64 MiB): ResourceExhausted |
 //
 // # Forwarding
