@@ -469,15 +469,21 @@ func printReport(w io.Writer, r *recovery.Report) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "GROUP\tTOPIC\tPARTITION\tCHECKPOINT OFFSET\tLOG START\tLOG END\tREPLAY\tLOST")
 	for _, p := range r.Partitions {
+		// A partition the checkpoint holds no offset for is read from
+		// its start.
+		at := strconv.FormatInt(p.CheckpointOffset, 10)
+		if p.CheckpointOffset == recovery.NoOffset {
+			at = "none"
+		}
 		if !r.KafkaChecked || p.Error != "" {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t-\t-\t-\t-\t%s\n", p.Group, p.Topic, p.Partition, p.CheckpointOffset, p.Error)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t-\t-\t-\t-\t%s\n", p.Group, p.Topic, p.Partition, at, p.Error)
 			continue
 		}
 		lost := strconv.FormatInt(p.Lost, 10)
 		if p.Lost > 0 {
 			lost += " LOST"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", p.Group, p.Topic, p.Partition, p.CheckpointOffset, p.LogStart, p.LogEnd, p.Replay, lost)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%s\n", p.Group, p.Topic, p.Partition, at, p.LogStart, p.LogEnd, p.Replay, lost)
 	}
 	tw.Flush()
 	switch {

@@ -51,7 +51,10 @@ type Partition struct {
 	Group     string `json:"group"`
 	Topic     string `json:"topic"`
 	Partition int32  `json:"partition"`
-	// CheckpointOffset is the next offset to consume as of the checkpoint.
+	// CheckpointOffset is the next offset to consume as of the checkpoint;
+	// NoOffset for a partition of one of the group's checkpointed topics
+	// that the checkpoint holds no offset for (it had no records yet),
+	// which a restored consumer reads from its start.
 	CheckpointOffset int64 `json:"checkpoint_offset"`
 	// LogStart and LogEnd are Kafka's first available and next offsets;
 	// -1 when Kafka was not asked or did not answer.
@@ -67,6 +70,11 @@ type Partition struct {
 	Lost  int64  `json:"lost"`
 	Error string `json:"error,omitempty"`
 }
+
+// NoOffset is the CheckpointOffset of a partition the checkpoint holds no
+// offset for. Only Kafka names such partitions: they are reported when
+// Kafka is asked.
+const NoOffset int64 = -1
 
 // Report is the extent of a recovery from one checkpoint.
 type Report struct {
@@ -150,16 +158,7 @@ func Build(ctx context.Context, up *uploader.Uploader, m *uploader.Manifest, opt
 		r.Partitions = append(r.Partitions, Partition{Group: o.Group, Topic: o.Topic, Partition: o.Partition,
 			CheckpointOffset: o.Offset, LogStart: -1, LogEnd: -1})
 	}
-	sort.Slice(r.Partitions, func(i, j int) bool {
-		a, b := r.Partitions[i], r.Partitions[j]
-		if a.Group != b.Group {
-			return a.Group < b.Group
-		}
-		if a.Topic != b.Topic {
-			return a.Topic < b.Topic
-		}
-		return a.Partition < b.Partition
-	})
+	r.sortPartitions()
 	if opts.Kafka != nil && len(r.Partitions) > 0 {
 		if err := r.addKafka(ctx, opts.Kafka); err != nil {
 			r.KafkaError = err.Error()
@@ -170,16 +169,49 @@ func Build(ctx context.Context, up *uploader.Uploader, m *uploader.Manifest, opt
 	return r, nil
 }
 
+// Offsets counts the partitions the checkpoint holds an offset for.
+func (r *Report) Offsets() int {
+	n := 0
+	for _, p := range r.Partitions {
+		if p.CheckpointOffset != NoOffset {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *Report) sortPartitions() {
+	sort.Slice(r.Partitions, func(i, j int) bool {
+		a, b := r.Partitions[i], r.Partitions[j]
+		if a.Group != b.Group {
+			return a.Group < b.Group
+		}
+		if a.Topic != b.Topic {
+			return a.Topic < b.Topic
+		}
+		return a.Partition < b.Partition
+	})
+}
+
 // addKafka fills in each partition's log start and end, and what will be
-// replayed and what is lost.
+// replayed and what is lost. The partitions of a group's checkpointed
+// topics that the checkpoint holds no offset for are added: a restored
+// consumer reads them from their start.
 func (r *Report) addKafka(ctx context.Context, adm *kadm.Client) error {
+	type groupTopic struct{ group, topic string }
 	seen := map[string]bool{}
 	var topics []string
+	has := map[groupTopic]map[int32]bool{}
 	for _, p := range r.Partitions {
 		if !seen[p.Topic] {
 			seen[p.Topic] = true
 			topics = append(topics, p.Topic)
 		}
+		gt := groupTopic{p.Group, p.Topic}
+		if has[gt] == nil {
+			has[gt] = map[int32]bool{}
+		}
+		has[gt][p.Partition] = true
 	}
 	starts, err := adm.ListStartOffsets(ctx, topics...)
 	if err != nil {
@@ -189,6 +221,15 @@ func (r *Report) addKafka(ctx context.Context, adm *kadm.Client) error {
 	if err != nil {
 		return fmt.Errorf("list log end offsets: %w", err)
 	}
+	for gt, parts := range has {
+		for _, e := range ends[gt.topic] {
+			if e.Partition >= 0 && !parts[e.Partition] { // -1: the topic's error
+				r.Partitions = append(r.Partitions, Partition{Group: gt.group, Topic: gt.topic, Partition: e.Partition,
+					CheckpointOffset: NoOffset, LogStart: -1, LogEnd: -1})
+			}
+		}
+	}
+	r.sortPartitions()
 	for i := range r.Partitions {
 		p := &r.Partitions[i]
 		s, ok1 := starts.Lookup(p.Topic, p.Partition)
@@ -205,9 +246,10 @@ func (r *Report) addKafka(ctx context.Context, adm *kadm.Client) error {
 			continue
 		}
 		p.LogStart, p.LogEnd = s.Offset, e.Offset
-		from := max(p.CheckpointOffset, p.LogStart)
+		next := max(p.CheckpointOffset, 0) // NoOffset: from the start
+		from := max(next, p.LogStart)
 		p.Replay = max(0, p.LogEnd-from)
-		p.Lost = max(0, min(p.LogStart, p.LogEnd)-p.CheckpointOffset)
+		p.Lost = max(0, min(p.LogStart, p.LogEnd)-next)
 		r.Replay += p.Replay
 		r.Lost += p.Lost
 	}
