@@ -923,12 +923,17 @@ func (s *Store) ensureTermCommitted(ctx context.Context) error {
 // into a snapshot are in the state already.
 func (s *Store) lastCommandAtOrBelow(index uint64) uint64 {
 	applied := s.fsm.AppliedIndex()
+	// The last index (of the log, or of the snapshot when the log is
+	// empty), read before the log: an entry above it is not compacted.
+	last := s.raft.LastIndex()
 	for i := index; i > applied; i-- {
 		var l raft.Log
 		if err := s.log.GetLog(i, &l); err != nil {
-			if first, ferr := s.log.FirstIndex(); ferr == nil && (first == 0 || i < first) {
+			if first, ferr := s.log.FirstIndex(); ferr == nil && (i < first || (first == 0 && i <= last)) {
 				// Compacted into a snapshot, which this node's state
 				// includes: it was taken from it or restored from it.
+				// An empty log (a restored cluster's first node
+				// compacts all of it) compacted only what was there.
 				return applied
 			}
 			return i // not in the log yet: wait for it rather than guess
