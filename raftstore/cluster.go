@@ -514,7 +514,7 @@ func (s *Store) watchLeadership() {
 }
 
 func (s *Store) onLeadership(ctx context.Context) error {
-	if err := s.ensureTermCommitted(ctx); err != nil {
+	if _, err := s.ensureTermCommitted(ctx); err != nil {
 		return err
 	}
 	if s.ClusterID() == "" {

@@ -884,7 +884,8 @@ func (s *Store) ReadBarrier(ctx context.Context, c Consistency, minIndex uint64)
 		}
 		// A new leader's commit index may lag the old leader's until an
 		// entry of its own term commits (Raft thesis, 6.4).
-		if err := s.ensureTermCommitted(ctx); err != nil {
+		term, err := s.ensureTermCommitted(ctx)
+		if err != nil {
 			return 0, err
 		}
 		// Read the commit index first, then confirm leadership: whatever
@@ -892,6 +893,14 @@ func (s *Store) ReadBarrier(ctx context.Context, c Consistency, minIndex uint64)
 		commit := s.raft.CommitIndex()
 		if err := s.raft.VerifyLeader().Error(); err != nil {
 			return 0, raftError(err)
+		}
+		// The commit index is that of term's leader only if this node
+		// stayed in term throughout: one that lost leadership after the
+		// check above and won it again read the commit index of a later
+		// term, before an entry of it committed, which may miss what the
+		// leader in between committed (VerifyLeader confirms the new term).
+		if s.raft.CurrentTerm() != term {
+			return 0, fmt.Errorf("%w: leadership moved during the read", ErrNotLeader)
 		}
 		if err := s.fsm.WaitApplied(ctx, s.lastCommandAtOrBelow(max(commit, minIndex))); err != nil {
 			return 0, s.waitError(err)
@@ -901,17 +910,18 @@ func (s *Store) ReadBarrier(ctx context.Context, c Consistency, minIndex uint64)
 }
 
 // ensureTermCommitted makes sure an entry of the leader's current term has
-// committed, with a barrier if watchLeadership has not done it yet.
-func (s *Store) ensureTermCommitted(ctx context.Context) error {
+// committed, with a barrier if watchLeadership has not done it yet, and
+// returns that term.
+func (s *Store) ensureTermCommitted(ctx context.Context) (uint64, error) {
 	term := s.raft.CurrentTerm()
 	if s.readyTerm.Load() == term {
-		return nil
+		return term, nil
 	}
 	if err := s.raft.Barrier(s.timeout(ctx)).Error(); err != nil {
-		return raftError(err)
+		return 0, raftError(err)
 	}
 	s.readyTerm.Store(term)
-	return nil
+	return term, nil
 }
 
 // lastCommandAtOrBelow returns the index of the last command entry at or
