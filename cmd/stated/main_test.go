@@ -243,6 +243,29 @@ func TestCommandLineMistakesExit64WithAHint(t *testing.T) {
 	}
 }
 
+func TestANonPositiveTimeoutIsACommandLineMistake(t *testing.T) {
+	t.Parallel()
+	d := daemontest.Start(t)
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{nil, []string{"--timeout", "0s", "kv", "get", "ns", "k"}, "--timeout 0s is not positive"},
+		{nil, []string{"--timeout", "-1s", "kv", "put", "ns", "k", "v"}, "--timeout -1s is not positive"},
+		{nil, []string{"--timeout", "-1s", "checkpoint", "trigger", "--wait"}, "--timeout -1s is not positive"},
+		{map[string]string{"STATED_TIMEOUT": "-5s"}, []string{"kv", "get", "ns", "k"}, "environment variable STATED_TIMEOUT: --timeout -5s is not positive"},
+	} {
+		r := cliRun(t, tc.env, append([]string{"--addr", d.SocketPath()}, tc.args...)...)
+		if r.code != 64 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v %v: exit %d, stderr %q; want 64 and %q", tc.env, tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+	if r := client(t, d, "kv", "get", "ns", "k"); r.code != 1 {
+		t.Errorf("a refused --timeout wrote: the key exists (exit %d, stderr %q)", r.code, r.stderr)
+	}
+}
+
 func TestRunServesUntilItsContextEndsAndTakesFlagsFromTheEnvironment(t *testing.T) {
 	t.Parallel()
 	sockDir, err := os.MkdirTemp("", "stated")

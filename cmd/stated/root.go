@@ -80,7 +80,10 @@ func (c *cli) rootCommand() *cobra.Command {
 		SilenceErrors: true,
 		// Environment variables fill the flags the command line left unset.
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return applyEnv(cmd.Flags(), c.env)
+			if err := applyEnv(cmd.Flags(), c.env); err != nil {
+				return err
+			}
+			return c.checkTimeout(cmd)
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
@@ -95,6 +98,20 @@ func (c *cli) rootCommand() *cobra.Command {
 	bindEnv(f, "addr", "timeout", "tls-ca", "tls-server-name", "tls-cert", "tls-key", "token")
 	root.AddCommand(c.runCommand(), c.kvCommand(), c.offsetsCommand(), c.clusterCommand(), c.statusCommand(), c.checkpointCommand(), c.restoreCommand(), c.recoveryCommand(), c.windowsCommand(), c.demoCommand())
 	return root
+}
+
+// checkTimeout refuses a --timeout (or STATED_TIMEOUT) that is not
+// positive: every call would end before it began, reported as a daemon
+// that did not answer.
+func (c *cli) checkTimeout(cmd *cobra.Command) error {
+	if c.timeout > 0 {
+		return nil
+	}
+	err := fmt.Errorf("--timeout %s is not positive", c.timeout)
+	if f := cmd.Flags().Lookup("timeout"); f != nil && !f.Changed {
+		err = fmt.Errorf("environment variable %s: %w", envName("timeout"), err)
+	}
+	return &exitError{code: exitUsage, err: err}
 }
 
 // runtime wraps a command's function so that its failures are reported as
