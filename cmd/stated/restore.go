@@ -489,6 +489,19 @@ func printReport(w io.Writer, r *recovery.Report) {
 	switch {
 	case r.KafkaChecked:
 		fmt.Fprintf(w, "Kafka will replay %d records; %d records are lost for good (deleted by retention before they were checkpointed)\n", r.Replay, r.Lost)
+		unchecked := 0
+		for _, p := range r.Partitions {
+			if p.Error != "" {
+				unchecked++
+			}
+		}
+		if unchecked > 0 {
+			parts := "partitions"
+			if unchecked == 1 {
+				parts = "partition"
+			}
+			fmt.Fprintf(w, "%d %s not counted (the errors above): what Kafka replays of them and what of them is lost is unknown\n", unchecked, parts)
+		}
 	case r.KafkaError != "":
 		fmt.Fprintf(w, "Kafka did not answer: %s\n", r.KafkaError)
 	default:

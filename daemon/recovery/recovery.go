@@ -67,7 +67,11 @@ type Partition struct {
 	// Lost counts the records between the checkpoint offset and the log
 	// start: processed into state after the checkpoint or not at all, and
 	// deleted by Kafka's retention since, they cannot be replayed.
-	Lost  int64  `json:"lost"`
+	Lost int64 `json:"lost"`
+	// Error says why the partition's replay and loss are not counted
+	// (Replay and Lost are then zero, and not in the report's totals):
+	// Kafka did not answer for it, or its log ends before the
+	// checkpoint's offset.
 	Error string `json:"error,omitempty"`
 }
 
@@ -246,6 +250,12 @@ func (r *Report) addKafka(ctx context.Context, adm *kadm.Client) error {
 			continue
 		}
 		p.LogStart, p.LogEnd = s.Offset, e.Offset
+		if p.CheckpointOffset > p.LogEnd {
+			// Not the log the checkpoint read: what followed its offset
+			// there, and where a restored consumer resets to, are unknown.
+			p.Error = fmt.Sprintf("the checkpoint's offset is past Kafka's log end %d: the topic was deleted and created again, or its log truncated; replay and loss unknown", p.LogEnd)
+			continue
+		}
 		next := max(p.CheckpointOffset, 0) // NoOffset: from the start
 		from := max(next, p.LogStart)
 		p.Replay = max(0, p.LogEnd-from)

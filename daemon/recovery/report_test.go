@@ -1,6 +1,7 @@
 package recovery_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -65,5 +66,51 @@ func TestReportCountsPartitionsTheCheckpointHoldsNoOffsetFor(t *testing.T) {
 	}
 	if r.Replay != 100 || r.Lost != 20 {
 		t.Errorf("report: replay %d, lost %d; want 100 and 20", r.Replay, r.Lost)
+	}
+}
+
+// TestReportDoesNotCountAPartitionWhoseLogEndsBeforeTheCheckpointsOffset:
+// a checkpoint's offset past Kafka's log end means the log the checkpoint
+// read is not the one Kafka holds (the topic was deleted and created
+// again, or its log truncated): what the records after the offset were,
+// and what a restored consumer reads (it resets), the report cannot say.
+// It says so instead of counting nothing replayed and nothing lost.
+func TestReportDoesNotCountAPartitionWhoseLogEndsBeforeTheCheckpointsOffset(t *testing.T) {
+	ctx := testCtx(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	recs := make([]*kgo.Record, 10) // the topic as Kafka holds it now
+	for i := range recs {
+		recs[i] = &kgo.Record{Value: []byte("x")}
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	bucket, _ := fileBucket(t)
+	n := start(t, bucket)
+	n.commit(ctx, t, 30, 30) // 30 records of the topic as it was
+	e := n.checkpoint(ctx, t)
+	up := openUploader(t, bucket)
+	m, err := up.Get(ctx, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := recovery.Build(ctx, up, m, recovery.Options{Kafka: kadm.NewClient(cl)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Partitions) != 1 {
+		t.Fatalf("report = %+v", r.Partitions)
+	}
+	if p := r.Partitions[0]; p.Error == "" || !strings.Contains(p.Error, "past") {
+		t.Errorf("partition = %+v; want an error saying the checkpoint's offset 30 is past the log end 10", p)
 	}
 }
