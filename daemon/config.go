@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/statedhq/stated/raftstore"
@@ -228,7 +229,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("daemon: config: DataDir is empty"))
 	}
 	if c.GRPCAddr != "" {
-		if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
+		if _, _, err := splitHostPort(c.GRPCAddr); err != nil {
 			errs = append(errs, fmt.Errorf("daemon: config: GRPCAddr %q: %w", c.GRPCAddr, err))
 		}
 	}
@@ -236,7 +237,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("daemon: config: GRPCAddr %q listens beyond this machine with neither TLS nor tokens: anyone who reaches it may read and change every namespace; set TLSCertFile (--tls-cert) or TokenFile (--token-file), or Insecure (--insecure) to accept that", c.GRPCAddr))
 	}
 	if c.MetricsAddr != "" {
-		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+		if _, _, err := splitHostPort(c.MetricsAddr); err != nil {
 			errs = append(errs, fmt.Errorf("daemon: config: MetricsAddr %q: want host:port: %w", c.MetricsAddr, err))
 		}
 	}
@@ -245,18 +246,18 @@ func (c *Config) Validate() error {
 	}
 	if c.RaftAddr == "" {
 		errs = append(errs, errors.New("daemon: config: RaftAddr is empty"))
-	} else if _, _, err := net.SplitHostPort(c.RaftAddr); err != nil {
+	} else if _, _, err := splitHostPort(c.RaftAddr); err != nil {
 		errs = append(errs, fmt.Errorf("daemon: config: RaftAddr %q: %w", c.RaftAddr, err))
 	}
 	if c.RaftAddr != "" && c.AdvertiseRaftAddr == "" {
-		if host, _, err := net.SplitHostPort(c.RaftAddr); err == nil {
+		if host, _, err := splitHostPort(c.RaftAddr); err == nil {
 			if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 				errs = append(errs, fmt.Errorf("daemon: config: RaftAddr %q binds every interface, which peers cannot dial: set AdvertiseRaftAddr (--advertise-raft-addr)", c.RaftAddr))
 			}
 		}
 	}
 	if c.AdvertiseRaftAddr != "" {
-		host, port, err := net.SplitHostPort(c.AdvertiseRaftAddr)
+		host, port, err := splitHostPort(c.AdvertiseRaftAddr)
 		switch ip := net.ParseIP(host); {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("daemon: config: AdvertiseRaftAddr %q: want host:port: %w", c.AdvertiseRaftAddr, err))
@@ -271,7 +272,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("daemon: config: BootstrapNodeID needs Join: give every member the same --join list of all members' gRPC addresses"))
 	}
 	for i, a := range c.Join {
-		if _, _, err := net.SplitHostPort(a); err != nil {
+		if _, _, err := splitHostPort(a); err != nil {
 			errs = append(errs, fmt.Errorf("daemon: config: Join[%d] %q: want host:port: %w", i, a, err))
 		}
 	}
@@ -279,7 +280,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("daemon: config: Join needs TCP: set GRPCAddr so that the other members can reach this node"))
 	}
 	if c.AdvertiseGRPCAddr != "" {
-		if _, _, err := net.SplitHostPort(c.AdvertiseGRPCAddr); err != nil {
+		if _, _, err := splitHostPort(c.AdvertiseGRPCAddr); err != nil {
 			errs = append(errs, fmt.Errorf("daemon: config: AdvertiseGRPCAddr %q: %w", c.AdvertiseGRPCAddr, err))
 		}
 	}
@@ -328,7 +329,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("daemon: config: CheckpointGCGrace %s is negative", c.CheckpointGCGrace))
 	}
 	for i, b := range c.KafkaBrokers {
-		if _, _, err := net.SplitHostPort(b); err != nil {
+		if _, _, err := splitHostPort(b); err != nil {
 			errs = append(errs, fmt.Errorf("daemon: config: KafkaBrokers[%d] %q: want host:port: %w", i, b, err))
 		}
 	}
@@ -391,6 +392,19 @@ func (c Config) withDefaults() Config {
 
 // loopbackAddr reports whether host:port names a loopback address
 // (127.0.0.0/8, ::1 or "localhost"). An unparsable address is not.
+// splitHostPort is net.SplitHostPort that also refuses a numeric port
+// above 65535, which no socket has; a named port is left to the resolver.
+func splitHostPort(addr string) (host, port string, err error) {
+	host, port, err = net.SplitHostPort(addr)
+	if err != nil {
+		return "", "", err
+	}
+	if n, perr := strconv.Atoi(port); perr == nil && (n < 0 || n > 65535) {
+		return "", "", fmt.Errorf("port %d is not 0..65535", n)
+	}
+	return host, port, nil
+}
+
 func loopbackAddr(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {

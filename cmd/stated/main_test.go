@@ -333,6 +333,18 @@ func TestRunServesUntilItsContextEndsAndTakesFlagsFromTheEnvironment(t *testing.
 	}
 }
 
+func TestRunRefusesAPortAbove65535BeforeItCreatesTheDataDir(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	r := cliRun(t, nil, "run", "--data-dir", dir, "--grpc-addr", "", "--raft-addr", "127.0.0.1:99999")
+	if r.code != 64 || !strings.Contains(r.stderr, `RaftAddr "127.0.0.1:99999"`) {
+		t.Errorf("exit %d, stderr %q; want 64 naming RaftAddr", r.code, r.stderr)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the refused run created its data dir (stat: %v)", err)
+	}
+}
+
 func TestRunRefusesClientFlags(t *testing.T) {
 	t.Parallel()
 	r := cliRun(t, nil, "run", "--addr", "x.sock")
