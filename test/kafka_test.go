@@ -763,6 +763,10 @@ func TestKafkaProcessorRefusesABadConfigNamingTheField(t *testing.T) {
 		{kafka.Config{State: c, Group: "g", Topics: []string{"t", ""}, Handler: h}, "Topics[1]: empty"},
 		{kafka.Config{State: c, Group: "g", Topics: []string{"t"}}, "Handler: set exactly one of Handler and BatchHandler"},
 		{kafka.Config{State: c, Group: "g", Topics: []string{"t"}, Handler: h, MaxPollRecords: -1}, "MaxPollRecords: negative (-1)"},
+		{kafka.Config{State: c, Group: strings.Repeat("g", 256), Topics: []string{"t"}, Handler: h}, "Group: 256 bytes, limit 255"},
+		{kafka.Config{State: c, Group: "g", Topics: []string{"t", "a/b"}, Handler: h}, "Topics[1]: invalid character '/' at 1; topics use [a-zA-Z0-9._-]"},
+		{kafka.Config{State: c, Group: "g", Topics: []string{".."}, Handler: h}, `Topics[0]: ".." is not a valid topic name`},
+		{kafka.Config{State: c, Group: "g", Topics: []string{strings.Repeat("t", 250)}, Handler: h}, "Topics[0]: 250 characters, limit 249"},
 	} {
 		_, err := kafka.New(tc.cfg)
 		if !errors.Is(err, kafka.ErrConfig) || err.Error() != "kafka: invalid config: "+tc.want {

@@ -37,9 +37,10 @@ type Config struct {
 	// partition claims, so give every processor its own Client.
 	State *stated.Client
 	// Group is the Kafka consumer group, and the group under which stated
-	// stores the offsets.
+	// stores the offsets: 1 to 255 bytes.
 	Group string
-	// Topics are the topics to consume.
+	// Topics are the topics to consume, named by Kafka's rules: 1 to 249
+	// characters of [a-zA-Z0-9._-], not "." or "..".
 	Topics []string
 	// KafkaOptions configure the franz-go client: at least
 	// kgo.SeedBrokers, and TLS, SASL or timeouts as needed. The processor
@@ -146,6 +147,8 @@ func (c *Config) check() error {
 		return configError("State", "nil")
 	case c.Group == "":
 		return configError("Group", "empty")
+	case len(c.Group) > maxGroupBytes:
+		return configError("Group", "%d bytes, limit %d", len(c.Group), maxGroupBytes)
 	case len(c.Topics) == 0:
 		return configError("Topics", "empty")
 	case (c.Handler == nil) == (c.BatchHandler == nil):
@@ -156,8 +159,34 @@ func (c *Config) check() error {
 		return configError("RetryBackoff", "negative (%s)", c.RetryBackoff)
 	}
 	for i, t := range c.Topics {
-		if t == "" {
-			return configError(fmt.Sprintf("Topics[%d]", i), "empty")
+		if err := checkTopic(fmt.Sprintf("Topics[%d]", i), t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maxGroupBytes and maxTopicLength are the daemon's limits on a group and
+// a topic name, which it would otherwise refuse only at the first claim.
+const (
+	maxGroupBytes  = 255
+	maxTopicLength = 249
+)
+
+// checkTopic applies Kafka's rules for topic names, as the daemon does.
+func checkTopic(field, topic string) error {
+	switch {
+	case topic == "":
+		return configError(field, "empty")
+	case len(topic) > maxTopicLength:
+		return configError(field, "%d characters, limit %d", len(topic), maxTopicLength)
+	case topic == "." || topic == "..":
+		return configError(field, "%q is not a valid topic name", topic)
+	}
+	for i := 0; i < len(topic); i++ {
+		c := topic[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return configError(field, "invalid character %q at %d; topics use [a-zA-Z0-9._-]", c, i)
 		}
 	}
 	return nil
