@@ -156,6 +156,14 @@ func Build(ctx context.Context, up *uploader.Uploader, m *uploader.Manifest, opt
 		if err != nil {
 			return nil, err
 		}
+		// Verifying takes as long as reading every file: retention on a
+		// running cluster may have removed the checkpoint, and GC its
+		// files, meanwhile. That is no damage.
+		if len(probs) > 0 {
+			if _, err := up.Get(ctx, m.Epoch); errors.Is(err, uploader.ErrNotFound) {
+				return nil, fmt.Errorf("%w: checkpoint %d was removed (by retention, or deleted) while it was being verified, and %d of its files with it; report a newer one", uploader.ErrNotFound, m.Epoch, len(probs))
+			}
+		}
 		r.Verified, r.Problems, r.Intact = true, probs, len(probs) == 0
 	}
 	for _, o := range m.Offsets {

@@ -1,14 +1,18 @@
 package recovery_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/recovery"
+	"github.com/statedhq/stated/uploader"
 )
 
 // TestReportCountsPartitionsTheCheckpointHoldsNoOffsetFor: a partition of
@@ -113,4 +117,38 @@ func TestReportDoesNotCountAPartitionWhoseLogEndsBeforeTheCheckpointsOffset(t *t
 	if p := r.Partitions[0]; p.Error == "" || !strings.Contains(p.Error, "past") {
 		t.Errorf("partition = %+v; want an error saying the checkpoint's offset 30 is past the log end 10", p)
 	}
+}
+
+// TestReportOfACheckpointRetentionRemovedWhileItWasVerifiedDoesNotCallItDamaged:
+// a report of a running cluster's latest checkpoint verifies for as long
+// as reading its files takes; retention may remove the checkpoint, and GC
+// its files, meanwhile. The report then says that the checkpoint is gone,
+// instead of "NOT INTACT": nothing is damaged.
+func TestReportOfACheckpointRetentionRemovedWhileItWasVerifiedDoesNotCallItDamaged(t *testing.T) {
+	ctx := testCtx(t)
+	bucket, _ := fileBucket(t)
+	n := start(t, bucket, func(c *daemon.Config) {
+		c.CheckpointRetain = 1
+		c.CheckpointGCGrace = time.Nanosecond // every unreferenced blob is garbage at once
+	})
+	n.commit(ctx, t, 1, 1)
+	e1 := n.checkpoint(ctx, t)
+	up := openUploader(t, bucket)
+	m1, err := up.Get(ctx, e1) // the report selected it
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.commit(ctx, t, 1, 2)
+	n.checkpoint(ctx, t) // and retention took it apart while it was verified
+	if probs, err := up.Verify(ctx, m1); err != nil || len(probs) == 0 {
+		t.Fatalf("checkpoint %d after retention: problems %v, %v; want files gone", e1, probs, err)
+	}
+	r, err := recovery.Build(ctx, up, m1, recovery.Options{Verify: true})
+	if err == nil {
+		t.Fatalf("report of checkpoint %d, which retention removed: intact %v, problems %v; want an error saying it was removed", e1, r.Intact, r.Problems)
+	}
+	if !errors.Is(err, uploader.ErrNotFound) || !strings.Contains(err.Error(), "removed") {
+		t.Fatalf("report of checkpoint %d, which retention removed: %v; want ErrNotFound saying it was removed", e1, err)
+	}
+	// A savepoint is never removed by retention: its problems are real.
 }
