@@ -6,7 +6,8 @@
 // place (toStatus in errors.go). Validation runs before anything is
 // proposed, so a refused commit changes nothing and costs no Raft entry;
 // the state machine's own refusals (an offset lower than the stored one)
-// come back as InvalidArgument too, also with nothing applied. Every
+// come back as InvalidArgument too, also with nothing applied, though they
+// took a Raft entry (the applied index moves past it). Every
 // InvalidArgument message starts with the path of the offending field, e.g.
 // "mutations[3].key: empty".
 //
@@ -80,7 +81,14 @@
 // | no leader known, or a forwarded call reached a follower  | Unavailable      |
 // | this node lost leadership during the call                | Unavailable      |
 // | a join whose node id or address is taken, or whose data is another cluster's | FailedPrecondition |
+// | a join whose raft_addr the leader cannot reach           | Unavailable      |
 // | removing a node that is not a member                     | NotFound         |
+// | removing the only voter                                  | FailedPrecondition |
+// | an offset of a partition claimed by another owner or at an older epoch (FencedPartition detail) | FailedPrecondition |
+// | a commit in a session that is not open, was superseded, or reuses a sequence (SessionRefused detail) | FailedPrecondition |
+// | a call of another lineage (LineageRefused detail)        | FailedPrecondition |
+// | a checkpoint or savepoint that is not in the bucket      | NotFound         |
+// | deleting the newest or a pinned checkpoint, or a checkpoint of another format or corrupt | FailedPrecondition |
 // | the node is shutting down                                | Unavailable      |
 // | the caller's deadline passed (a commit's outcome is then unknown) | DeadlineExceeded |
 // | the caller cancelled                                     | Canceled         |
