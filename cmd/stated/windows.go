@@ -487,6 +487,9 @@ upper bound.`,
 				return &exitError{code: exitUsage, err: err}
 			}
 		}
+		if from != "" && to != "" && toT.Before(fromT) {
+			return &exitError{code: exitUsage, err: fmt.Errorf("--to %s is before --from %s", to, from)}
+		}
 		return c.withClient(cmd, func(ctx context.Context, client *stated.Client) error {
 			st, err := windowStatus(ctx, client, args[0])
 			if err != nil {

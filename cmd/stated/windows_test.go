@@ -176,6 +176,8 @@ func TestWindowsCommandLineMistakesExit64NamingTheFlag(t *testing.T) {
 		{def(append([]string{"--tumbling", "1m", "--late", "keep"}, ok...)...), `--late "keep": want drop or return`},
 		{append(append([]string{}, base...), "get", "ns", "k", "--from", "yesterday"), `--from "yesterday": want RFC 3339`},
 		{append(append([]string{}, base...), "get", "ns", "k", "--to", "-5"), "--to -5 is outside 0 to 9007199254740991 ms"},
+		{append(append([]string{}, base...), "get", "ns", "k", "--from", "100", "--to", "50"), "--to 50 is before --from 100"},
+		{append(append([]string{}, base...), "define", "", "--tumbling", "1m", "--grace", "0s", "--max-out-of-order", "0s", "--aggregate", "count"), "NS: a window namespace is required"},
 		{append(append([]string{}, base...), "emissions", "ns", "--limit", "20000"), "--limit 20000 is outside 0 to 10000"},
 		{append(append([]string{}, base...), "open", "ns", "--limit", "-1"), "--limit -1 is negative"},
 	} {
