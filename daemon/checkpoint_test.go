@@ -239,6 +239,10 @@ func TestCheckpointCommandsAndStatus(t *testing.T) {
 			_, err := cps.Delete(ctx, &statedv1.DeleteCheckpointRequest{Savepoint: "."})
 			return err
 		}, codes.InvalidArgument, `savepoint: "." is reserved`},
+		"delete a savepoint with force": {func() error {
+			_, err := cps.Delete(ctx, &statedv1.DeleteCheckpointRequest{Savepoint: "before-deploy", Force: true})
+			return err
+		}, codes.InvalidArgument, "force: only for an epoch; a savepoint is deleted without it"},
 		"get by a bad savepoint name": {func() error {
 			_, err := cps.Get(ctx, &statedv1.GetCheckpointRequest{Savepoint: "../before-deploy"})
 			return err

@@ -160,6 +160,8 @@ func (s *CheckpointsServer) Delete(ctx context.Context, r *statedv1.DeleteCheckp
 		return nil, statusOf(ctx, s.logger, invalid("epoch", "zero; set an epoch or a savepoint"))
 	case r.GetEpoch() != 0 && r.GetSavepoint() != "":
 		return nil, statusOf(ctx, s.logger, invalid("epoch", "set an epoch or a savepoint, not both"))
+	case r.GetSavepoint() != "" && r.GetForce():
+		return nil, statusOf(ctx, s.logger, invalid("force", "only for an epoch; a savepoint is deleted without it"))
 	case r.GetSavepoint() != "":
 		if err := validateSavepointName("savepoint", r.GetSavepoint()); err != nil {
 			return nil, statusOf(ctx, s.logger, err)
