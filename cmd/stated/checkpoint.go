@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -314,6 +315,9 @@ func (c *cli) checkpointShow() *cobra.Command {
 }
 
 func checkpointSelector(arg string) (*statedv1.GetCheckpointRequest, error) {
+	if arg == "" {
+		return nil, &exitError{code: exitUsage, err: errors.New("checkpoint: give an epoch, latest or a savepoint name")}
+	}
 	if arg == "latest" {
 		return &statedv1.GetCheckpointRequest{Latest: true}, nil
 	}
@@ -408,6 +412,9 @@ records in between. Take a new checkpoint first (checkpoint trigger
 	cmd.RunE = runtime(func(cmd *cobra.Command, args []string) error {
 		req := &statedv1.DeleteCheckpointRequest{Force: force}
 		what := ""
+		if savepoint && force {
+			return &exitError{code: exitUsage, err: errors.New("checkpoint delete: --force is for a checkpoint's epoch; a savepoint is deleted without it")}
+		}
 		if savepoint {
 			req.Savepoint, what = args[0], fmt.Sprintf("savepoint %q", args[0])
 		} else {

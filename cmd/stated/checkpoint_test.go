@@ -82,6 +82,8 @@ func TestCheckpointCommands(t *testing.T) {
 	}{
 		{[]string{"checkpoint", "show", "1"}, 1, "checkpoint 1 is not in the bucket"},
 		{[]string{"checkpoint", "show", "0"}, 64, "epoch 0 does not exist"},
+		{[]string{"checkpoint", "show", ""}, 64, "checkpoint: give an epoch, latest or a savepoint name"},
+		{[]string{"checkpoint", "delete", "--savepoint", "--force", "v9"}, 64, "--force is for a checkpoint's epoch; a savepoint is deleted without it"},
 		{[]string{"checkpoint", "delete", "x"}, 64, `"x" is not an epoch`},
 		{[]string{"checkpoint", "savepoint", "bad/name"}, 1, "name: invalid character '/'"},
 	} {
