@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -369,8 +370,17 @@ func parseAddr(addr string) (string, error) {
 		strings.HasSuffix(addr, ".sock"):
 		return unixTarget(addr, addr)
 	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
 		return "", fmt.Errorf("stated: dial %q: not a unix socket path (/abs/x.sock, ./x.sock, x.sock, unix:x.sock, unix:///abs/x.sock) or host:port: %w", addr, err)
+	}
+	if port == "" {
+		return "", fmt.Errorf("stated: dial %q: no port after the host", addr)
+	}
+	// A named port ("https") is left to the resolver; a number must be
+	// one a daemon can listen on.
+	if n, err := strconv.Atoi(port); err == nil && (n < 1 || n > 65535) {
+		return "", fmt.Errorf("stated: dial %q: port %d is not 1..65535", addr, n)
 	}
 	return addr, nil
 }

@@ -67,6 +67,9 @@ func TestDialAddressParsing(t *testing.T) {
 		{"localhost", "host:port"},
 		{"stated", "host:port"},
 		{"unix:", "no socket path"},
+		{"localhost:", "no port"},
+		{"127.0.0.1:99999", "port 99999 is not 1..65535"},
+		{"127.0.0.1:0", "port 0 is not 1..65535"},
 		// gRPC reads the host of unix://HOST/PATH as an authority and
 		// refuses it; say how to write a relative path instead.
 		{"unix://stated.sock", "unix:stated.sock"},
