@@ -267,6 +267,9 @@ func resetKafka(ctx context.Context, adm *kadm.Client, m *uploader.Manifest) ([]
 		if err == nil {
 			err = resp.Error()
 		}
+		if err == nil {
+			err = deleteOffsetsAhead(ctx, adm, g, offs)
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("group %q: %w (stop the group's consumers before a restore)", g, err))
 			continue
@@ -278,6 +281,42 @@ func resetKafka(ctx context.Context, adm *kadm.Client, m *uploader.Manifest) ([]
 		return done, fmt.Errorf("recovery: resetting Kafka offsets: %w", errors.Join(errs...))
 	}
 	return done, nil
+}
+
+// deleteOffsetsAhead deletes group's committed offsets of the partitions
+// of the checkpoint's topics (those of offs) that the checkpoint holds no
+// offset for: the restored state reads such a partition from its start,
+// so an offset Kafka's group committed since (a later checkpoint's) would
+// run ahead of it, and consumers and lag tools reading it would skip what
+// stated replays. Topics the checkpoint holds no offset of are left alone.
+func deleteOffsetsAhead(ctx context.Context, adm *kadm.Client, group string, offs kadm.Offsets) error {
+	fetched, err := adm.FetchOffsets(ctx, group)
+	if err == nil {
+		err = fetched.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("fetching its committed offsets: %w", err)
+	}
+	ahead := kadm.TopicsSet{}
+	fetched.Each(func(o kadm.OffsetResponse) {
+		if _, ok := offs[o.Topic]; !ok || o.At < 0 {
+			return
+		}
+		if _, ok := offs.Lookup(o.Topic, o.Partition); !ok {
+			ahead.Add(o.Topic, o.Partition)
+		}
+	})
+	if len(ahead) == 0 {
+		return nil
+	}
+	resp, err := adm.DeleteOffsets(ctx, group, ahead)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("deleting the offsets of partitions %v, which the checkpoint holds none for: %w", ahead.Sorted(), err)
+	}
+	return nil
 }
 
 // emptyDir reports whether dir is missing or holds nothing.
