@@ -981,6 +981,13 @@ func (s *Store) Offsets(group string) ([]command.Offset, error) {
 	return o, s.waitError(err)
 }
 
+// Group returns group's offsets, claims and checkpointed offsets, read at
+// one applied index (fsm.FSM.Group).
+func (s *Store) Group(group string) (fsm.GroupState, error) {
+	g, err := s.fsm.Group(group)
+	return g, s.waitError(err)
+}
+
 // hclogAdapter sends Raft's logs (hclog) to slog, at the level hclog
 // wrote them with.
 func hclogAdapter(l *slog.Logger) hclog.Logger {

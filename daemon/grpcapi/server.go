@@ -39,14 +39,12 @@ type Store interface {
 	// Scan calls fn for each entry q selects; the Entry's slices are valid
 	// only during the call.
 	Scan(q fsm.ScanQuery, fn func(fsm.Entry) error) error
-	Offsets(group string) ([]command.Offset, error)
-	// Claim and Release propose partition claims; Claims reads them.
+	// Group reads a consumer group's offsets, claims and newest
+	// checkpointed offsets at one applied index.
+	Group(group string) (fsm.GroupState, error)
+	// Claim and Release propose partition claims.
 	Claim(ctx context.Context, c *command.Claim) ([]fsm.ClaimedPartition, uint64, error)
 	Release(ctx context.Context, c *command.Claim) (uint64, error)
-	Claims(group string) ([]fsm.Claim, error)
-	// CheckpointedOffsets are group's offsets in the newest completed
-	// checkpoint.
-	CheckpointedOffsets(group string) ([]command.Offset, error)
 	AppliedIndex() uint64
 	Leadership
 }
@@ -209,21 +207,13 @@ func (s *Server) GetOffsets(ctx context.Context, r *statedv1.GetOffsetsRequest) 
 	if err := s.barrier(ctx, r.GetRead()); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	applied := s.store.AppliedIndex()
-	offs, err := s.store.Offsets(r.GetGroup())
+	// One read: each offset with the claim of the same state.
+	g, err := s.store.Group(r.GetGroup())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	claims, err := s.store.Claims(r.GetGroup())
-	if err != nil {
-		return nil, s.toStatus(ctx, err)
-	}
-	ckpt, err := s.store.CheckpointedOffsets(r.GetGroup())
-	if err != nil {
-		return nil, s.toStatus(ctx, err)
-	}
-	resp := offsetsResponse(applied, offs, claims)
-	for _, o := range ckpt {
+	resp := offsetsResponse(g.Applied, g.Offsets, g.Claims)
+	for _, o := range g.Checkpointed {
 		resp.Checkpointed = append(resp.Checkpointed, &statedv1.Offset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset})
 	}
 	return resp, nil

@@ -143,8 +143,13 @@ func (f *FSM) CheckpointedOffsets(group string) ([]command.Offset, error) {
 	if f.closed {
 		return nil, ErrClosed
 	}
+	return checkpointedIn(f.db, group)
+}
+
+// checkpointedIn reads group's checkpointed offsets from r.
+func checkpointedIn(r pebble.Reader, group string) ([]command.Offset, error) {
 	p := appendComponent([]byte{prefixCkptOffset}, []byte(group))
-	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 	if err != nil {
 		return nil, err
 	}

@@ -183,8 +183,13 @@ func (f *FSM) Claims(group string) ([]Claim, error) {
 	if f.closed {
 		return nil, ErrClosed
 	}
+	return claimsIn(f.db, group)
+}
+
+// claimsIn reads group's claims from r.
+func claimsIn(r pebble.Reader, group string) ([]Claim, error) {
 	p := claimGroupPrefix(group)
-	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 	if err != nil {
 		return nil, fmt.Errorf("fsm: claims: %w", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/statedhq/stated/raftstore/command"
 )
 
@@ -152,4 +154,54 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// TestGroupReadsOffsetsClaimsAndTheAppliedIndexOfOneState: while entries
+// apply, every Group read returns the offsets, the claims and the applied
+// index of one state. Odd entries commit partition 1's offset as their own
+// index; even ones claim partition 0 again, one epoch more each.
+func TestGroupReadsOffsetsClaimsAndTheAppliedIndexOfOneState(t *testing.T) {
+	f := openFSM(t)
+	const entries = 2000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := uint64(1); i <= entries; i++ {
+			cmd := commitCmd(int64(i), nil, []command.Offset{{Group: "g", Topic: "t", Partition: 1, Offset: int64(i)}})
+			if i%2 == 0 {
+				cmd = claimCmd(command.TypeClaim, []string{"a", "b"}[i/2%2], command.PartitionEpoch{Topic: "t", Partition: 0})
+			}
+			f.Apply(&raft.Log{Index: i, Type: raft.LogCommand, Data: command.Encode(nil, cmd)})
+		}
+	}()
+	reads := 0
+	for finished := false; !finished; reads++ {
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		g, err := f.Group("g")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := int64(g.Applied)
+		wantOffset, wantEpoch := max(a-(1-a%2), 0), uint64(a/2) // the last odd entry's index
+		var offset int64
+		for _, o := range g.Offsets {
+			if o.Partition == 1 {
+				offset = o.Offset
+			}
+		}
+		var epoch uint64
+		for _, c := range g.Claims {
+			if c.Partition == 0 {
+				epoch = c.Epoch
+			}
+		}
+		if offset != wantOffset || epoch != wantEpoch {
+			t.Fatalf("Group at applied index %d: partition 1 at offset %d, partition 0 at epoch %d; want %d and %d", a, offset, epoch, wantOffset, wantEpoch)
+		}
+	}
+	t.Logf("%d reads while %d entries applied", reads, entries)
 }

@@ -156,8 +156,13 @@ func (f *FSM) Offsets(group string) ([]command.Offset, error) {
 	if f.closed {
 		return nil, ErrClosed
 	}
+	return offsetsIn(f.db, group)
+}
+
+// offsetsIn reads group's offsets from r.
+func offsetsIn(r pebble.Reader, group string) ([]command.Offset, error) {
 	p := offsetGroupPrefix(group)
-	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 	if err != nil {
 		return nil, fmt.Errorf("fsm: offsets: %w", err)
 	}
@@ -243,4 +248,42 @@ func (f *FSM) Members() ([]command.Member, error) {
 		out = append(out, command.Member{ID: string(id), RaftAddr: string(raftAddr), GRPCAddr: string(grpcAddr), Incarnation: string(incarnation)})
 	}
 	return out, it.Close()
+}
+
+// GroupState is a consumer group's offsets, partition claims and newest
+// checkpointed offsets, read at one applied index.
+type GroupState struct {
+	Applied      uint64
+	Offsets      []command.Offset
+	Claims       []Claim
+	Checkpointed []command.Offset
+}
+
+// Group reads group's offsets, claims and checkpointed offsets from one
+// Pebble snapshot, with the applied index it holds: each offset is paired
+// with the claim of the same state, which three separate reads, with
+// entries applied between them, would not promise.
+func (f *FSM) Group(group string) (GroupState, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return GroupState{}, ErrClosed
+	}
+	snap := f.db.NewSnapshot()
+	defer snap.Close()
+	var g GroupState
+	var err error
+	if g.Applied, err = readAppliedIndex(snap); err != nil {
+		return GroupState{}, err
+	}
+	if g.Offsets, err = offsetsIn(snap, group); err != nil {
+		return GroupState{}, err
+	}
+	if g.Claims, err = claimsIn(snap, group); err != nil {
+		return GroupState{}, err
+	}
+	if g.Checkpointed, err = checkpointedIn(snap, group); err != nil {
+		return GroupState{}, err
+	}
+	return g, nil
 }
