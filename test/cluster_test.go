@@ -175,33 +175,13 @@ func (w *counterWorkers) checkNode(ctx context.Context, t *testing.T, n *node) {
 // so a commit retried across the failover is applied once).
 func TestKillingTheLeaderLosesNoCommitAndDoublesNone(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	nodes := startCluster(ctx, t, 3)
-	c, err := stated.Dial(ctx, addrs(nodes))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	w := startCounterWorkers(ctx, t, c, 4)
-	defer w.halt()
-	w.waitFor(ctx, t, 300)
-
-	old := leaderOf(ctx, t, nodes)
-	killed := time.Now()
-	nodes[old].kill()
-	t.Logf("SIGKILL leader %s after %d commits", nodes[old].id, w.total.Load())
-	rest := append(append([]*node{}, nodes[:old]...), nodes[old+1:]...)
-	newLeader := leaderOf(ctx, t, rest)
-	t.Logf("new leader %s %v after the kill", rest[newLeader].id, time.Since(killed).Round(time.Millisecond))
-	w.waitFor(ctx, t, w.total.Load()+300)
-
-	nodes[old].start(ctx)
-	w.waitFor(ctx, t, w.total.Load()+200)
-	w.halt()
-	for _, n := range nodes {
-		w.checkNode(ctx, t, n)
-	}
+	leaderStoppedUnderLoad(t, func(ctx context.Context, nodes []*node, old int) {
+		killed := time.Now()
+		nodes[old].kill()
+		rest := append(append([]*node{}, nodes[:old]...), nodes[old+1:]...)
+		newLeader := leaderOf(ctx, t, rest)
+		t.Logf("SIGKILL leader %s; new leader %s %v after the kill", nodes[old].id, rest[newLeader].id, time.Since(killed).Round(time.Millisecond))
+	})
 }
 
 // TestSIGTERMOnTheLeaderHandsLeadershipOver follows README "A leader that
@@ -212,6 +192,35 @@ func TestKillingTheLeaderLosesNoCommitAndDoublesNone(t *testing.T) {
 // clients is kept once, on every node, after it rejoins.
 func TestSIGTERMOnTheLeaderHandsLeadershipOver(t *testing.T) {
 	t.Parallel()
+	leaderStoppedUnderLoad(t, func(ctx context.Context, nodes []*node, old int) {
+		if code := nodes[old].stop(syscall.SIGTERM); code != 0 {
+			t.Fatalf("the leader exited %d on SIGTERM; want 0", code)
+		}
+		var leading []string
+		for _, n := range nodes {
+			if n == nodes[old] {
+				continue
+			}
+			if st, err := nodeStatus(ctx, n); err == nil && st.Role == "leader" {
+				leading = append(leading, n.id)
+			}
+		}
+		if len(leading) != 1 {
+			t.Fatalf("when the leader %s had exited, %v led; want one other node", nodes[old].id, leading)
+		}
+		if logs := nodes[old].logs.String(); !strings.Contains(logs, "stopping leader handed leadership over") {
+			t.Fatalf("the stopped leader's log does not say it handed leadership over:\n%s", logs)
+		}
+	})
+}
+
+// leaderStoppedUnderLoad runs three stated processes with four SDK
+// workers committing through all of them, lets stop take the leader
+// (nodes[old]) down, waits for 300 more commits, starts the stopped node
+// again and checks every node: each worker's counter equals its
+// acknowledged commits.
+func leaderStoppedUnderLoad(t *testing.T, stop func(ctx context.Context, nodes []*node, old int)) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	nodes := startCluster(ctx, t, 3)
@@ -225,24 +234,7 @@ func TestSIGTERMOnTheLeaderHandsLeadershipOver(t *testing.T) {
 	w.waitFor(ctx, t, 300)
 
 	old := leaderOf(ctx, t, nodes)
-	if code := nodes[old].stop(syscall.SIGTERM); code != 0 {
-		t.Fatalf("the leader exited %d on SIGTERM; want 0", code)
-	}
-	var leading []string
-	for _, n := range nodes {
-		if n == nodes[old] {
-			continue
-		}
-		if st, err := nodeStatus(ctx, n); err == nil && st.Role == "leader" {
-			leading = append(leading, n.id)
-		}
-	}
-	if len(leading) != 1 {
-		t.Fatalf("when the leader %s had exited, %v led; want one other node", nodes[old].id, leading)
-	}
-	if logs := nodes[old].logs.String(); !strings.Contains(logs, "stopping leader handed leadership over") {
-		t.Fatalf("the stopped leader's log does not say it handed leadership over:\n%s", logs)
-	}
+	stop(ctx, nodes, old)
 	w.waitFor(ctx, t, w.total.Load()+300)
 
 	nodes[old].start(ctx)

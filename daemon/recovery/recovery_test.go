@@ -285,16 +285,7 @@ func TestRestoreRefusesBadInputAndWritesNothing(t *testing.T) {
 // checkpoint's offset that Kafka's retention deleted are reported lost.
 func TestReportCountsReplayAndRecordsLostToRetention(t *testing.T) {
 	ctx := testCtx(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := kafkaTopic(t, 1)
 	recs := make([]*kgo.Record, 100)
 	for i := range recs {
 		recs[i] = &kgo.Record{Value: []byte("x")}
@@ -367,16 +358,7 @@ func TestRestoreFromS3(t *testing.T) {
 // that ignore stated resume at the right place too.
 func TestRestoreResetsKafkaOffsetsToTheCheckpoints(t *testing.T) {
 	ctx := testCtx(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := kafkaTopic(t, 1)
 	recs := make([]*kgo.Record, 50)
 	for i := range recs {
 		recs[i] = &kgo.Record{Value: []byte("x")}
@@ -517,4 +499,22 @@ func TestFallbackDoesNotTakeAnOlderCheckpointForAFullDisk(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "state")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the failed restore left a state in the data dir: %v", err)
 	}
+}
+
+// kafkaTopic starts a one-broker kfake cluster holding topic "t" with
+// partitions partitions, and returns a client of it that produces to "t"
+// (with opts added); both close when the test ends.
+func kafkaTopic(t *testing.T, partitions int32, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("t")}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/statedhq/stated/daemon"
@@ -22,16 +21,7 @@ import (
 // as lost, instead of leaving the partition out.
 func TestReportCountsPartitionsTheCheckpointHoldsNoOffsetFor(t *testing.T) {
 	ctx := testCtx(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("t"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := kafkaTopic(t, 2, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	var recs []*kgo.Record
 	for i := 0; i < 150; i++ {
 		recs = append(recs, &kgo.Record{Partition: int32(i % 3 / 2), Value: []byte("x")}) // 100 to partition 0, 50 to 1
@@ -81,16 +71,7 @@ func TestReportCountsPartitionsTheCheckpointHoldsNoOffsetFor(t *testing.T) {
 // It says so instead of counting nothing replayed and nothing lost.
 func TestReportDoesNotCountAPartitionWhoseLogEndsBeforeTheCheckpointsOffset(t *testing.T) {
 	ctx := testCtx(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := kafkaTopic(t, 1)
 	recs := make([]*kgo.Record, 10) // the topic as Kafka holds it now
 	for i := range recs {
 		recs[i] = &kgo.Record{Value: []byte("x")}

@@ -4,8 +4,6 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/statedhq/stated/daemon/recovery"
 )
@@ -18,16 +16,7 @@ import (
 // offsets skip what stated replays. The restore removes it.
 func TestRestoreLeavesNoKafkaOffsetAheadOfTheCheckpoint(t *testing.T) {
 	ctx := testCtx(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := kafkaTopic(t, 2)
 	adm := kadm.NewClient(cl)
 	bucket, _ := fileBucket(t)
 	n := start(t, bucket)
