@@ -1422,7 +1422,8 @@ type DeleteCheckpointRequest struct {
 	// force deletes the newest completed checkpoint, which is refused
 	// otherwise (FAILED_PRECONDITION): Kafka's committed offsets and the
 	// replicated checkpoint offsets are its, so after it no restorable
-	// checkpoint matches them until the next one completes.
+	// checkpoint matches them until the next one completes. It applies to
+	// epoch only: with savepoint it is refused (INVALID_ARGUMENT).
 	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
