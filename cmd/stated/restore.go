@@ -505,7 +505,7 @@ func printReport(w io.Writer, r *recovery.Report) {
 	case r.KafkaError != "":
 		fmt.Fprintf(w, "Kafka did not answer: %s\n", r.KafkaError)
 	default:
-		fmt.Fprintln(w, "Kafka not asked (--kafka-brokers): replay and loss unknown")
+		fmt.Fprintln(w, "Kafka not asked (--kafka-brokers with --from, or the daemon's stated run --kafka-brokers): replay and loss unknown")
 	}
 }
 
