@@ -71,11 +71,11 @@ func (c *coordinator) startChain(m *uploader.Manifest, start time.Time, cp fsm.C
 // it would take its tables first when it leads again (a later term, see
 // changelogDue), and the new leader's checkpoints are the newest, so its
 // base and bytes (stated_checkpoint_changelog_bytes) no longer say what a
-// restore of the newest checkpoint replays.
+// restore of the newest checkpoint replays. The figures go even when the
+// chain itself went before (a table checkpoint that changelogDue chose,
+// or a failure, forgets it at once, and keeps the figures of the chain
+// still newest in the bucket while this node leads).
 func (c *coordinator) dropChain() {
-	if c.chain.last == nil {
-		return
-	}
 	c.chain = changelogChain{}
 	c.mu.Lock()
 	c.st.ChangelogBaseEpoch, c.st.ChangelogBytes = 0, 0
