@@ -7,6 +7,19 @@ import (
 	"github.com/statedhq/stated/raftstore/command"
 )
 
+// sameNaN gives every NaN one bit pattern, math.NaN()'s. A float sum
+// that meets infinities of both signs (two hopping slices or two merged
+// sessions whose sums overflowed opposite ways) is a NaN whose bits the
+// CPU chooses: 0xfff8000000000000 on amd64, 0x7ff8000000000000 on arm64.
+// Stored as they came, a replica on one and a replica on the other would
+// hold different bytes for the same log.
+func sameNaN(f float64) float64 {
+	if f != f {
+		return math.NaN()
+	}
+	return f
+}
+
 // addRecord folds one record at event time t into s. It reports false
 // when an int sum would overflow int64 (the commit is then refused): for
 // a merged session, when its whole sum does, whatever the sums of the
@@ -19,7 +32,7 @@ func (s *aggState) addRecord(spec *command.WindowSpec, t int64, a *command.Windo
 			return false
 		}
 	case command.AggSumFloat:
-		s.Float += a.Float
+		s.Float = sameNaN(s.Float + a.Float)
 	case command.AggMinInt:
 		if first || a.Int < s.Int {
 			s.Int = a.Int
@@ -83,7 +96,7 @@ func (s *aggState) combine(spec *command.WindowSpec, o *aggState) {
 		s.addSum(o.Int)
 		s.over += o.over
 	case command.AggSumFloat:
-		s.Float += o.Float
+		s.Float = sameNaN(s.Float + o.Float)
 	case command.AggMinInt:
 		s.Int = min(s.Int, o.Int)
 	case command.AggMaxInt:

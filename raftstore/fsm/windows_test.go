@@ -539,3 +539,47 @@ func TestWindowIntSumsThatLeaveTheRangeAndComeBackAreExact(t *testing.T) {
 		t.Fatalf("emissions\n%s", got)
 	}
 }
+
+// TestAFloatSumOfInfinitiesOfBothSignsIsTheSameNaNOnEveryCPU: two merged
+// sessions, or two slices of a hopping window, whose float sums overflowed
+// opposite ways sum to a NaN whose bits the CPU chooses (0xfff8… on amd64,
+// 0x7ff8… on arm64), which the state stored as they came: replicas on two
+// CPUs held different bytes for the same log. Every NaN is now math.NaN().
+func TestAFloatSumOfInfinitiesOfBothSignsIsTheSameNaNOnEveryCPU(t *testing.T) {
+	w := newWFSM(t)
+	w.mustDefine(command.WindowSpec{Namespace: "s", Shape: command.ShapeSession, GapMs: 100,
+		MaxOutOfOrderMs: 100_000, Aggregate: command.AggSumFloat, Emit: command.EmitUpdates, Late: command.LateDrop})
+	w.mustDefine(command.WindowSpec{Namespace: "h", Shape: command.ShapeHopping, SizeMs: 2000, AdvanceMs: 1000,
+		MaxOutOfOrderMs: 100_000, Aggregate: command.AggSumFloat, Emit: command.EmitFinal, Late: command.LateDrop})
+	f := func(ns string, t int64, v float64) command.WindowAdd {
+		a := add(ns, "k", t)
+		a.Float = v
+		return a
+	}
+	w.mustCommit(adds(f("s", 1000, math.MaxFloat64), f("s", 1010, math.MaxFloat64), f("s", 1200, -math.MaxFloat64), f("s", 1210, -math.MaxFloat64),
+		f("h", 100, math.MaxFloat64), f("h", 200, math.MaxFloat64), f("h", 1100, -math.MaxFloat64), f("h", 1200, -math.MaxFloat64)))
+	nan := math.Float64bits(math.NaN())
+	// A record that bridges the two sessions merges them.
+	res := w.mustCommit(adds(f("s", 1100, 0)))
+	if len(res.Emissions) != 1 || math.Float64bits(res.Emissions[0].Float) != nan {
+		t.Fatalf("merged session's update: %s; want the float bits %x", fmtEmissions(res.Emissions), nan)
+	}
+	ws, err := w.f.Windows("s", []byte("k"), 0, 10_000)
+	if err != nil || len(ws) != 1 || math.Float64bits(ws[0].Float) != nan {
+		t.Fatalf("merged session: %s %v; want the float bits %x", fmtWindows(ws), err, nan)
+	}
+	// The hopping window [0, 2000) combines its two slices when it closes.
+	res = w.mustCommit(&command.Commit{WatermarkHints: []command.WatermarkHint{{Namespace: "h", TimeMs: 2000}}})
+	var found bool
+	for _, e := range res.Emissions {
+		if e.Namespace == "h" && e.StartMs == 0 && e.EndMs == 2000 {
+			found = true
+			if math.Float64bits(e.Float) != nan {
+				t.Fatalf("hopping window [0, 2000): float bits %x, want %x", math.Float64bits(e.Float), nan)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no emission of the hopping window [0, 2000): %s", fmtEmissions(res.Emissions))
+	}
+}
