@@ -79,6 +79,13 @@
 //
 // # The commit point
 //
+// An upload first lists manifests/ and savepoints/ by name: an epoch at
+// or below the newest checkpoint the bucket holds (a savepoint counting
+// as its epoch) is refused with ErrBucketAhead before anything is sent.
+// Its manifest would sort below the bucket's, so Latest would not return
+// it and Retain would delete it first, or it would replace a manifest of
+// another cluster: its caller's epochs did not start above the bucket's.
+//
 // Upload hashes and sends the missing files with Config.Workers workers.
 // Each blob is written with its MD5 as WriterOptions.ContentMD5, so that
 // gocloud refuses bytes that differ from those hashed (a file changed

@@ -24,6 +24,13 @@ var (
 	// ErrNewest is returned by Delete for the newest checkpoint, unless
 	// forced: the offsets consumers were told are that checkpoint's.
 	ErrNewest = errors.New("uploader: the newest checkpoint")
+	// ErrBucketAhead is returned by an upload whose epoch is at or below
+	// a checkpoint the bucket holds already (a manifest or a savepoint):
+	// its caller's epochs did not start above the bucket's, as they do
+	// after a restore from it. Its manifest would sort below the
+	// bucket's, so Latest would not return it and Retain would delete it
+	// first; it could also replace a manifest of the same epoch.
+	ErrBucketAhead = errors.New("uploader: the bucket holds newer checkpoints")
 )
 
 // corruptError is a blob that is missing or whose content is not what

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -355,6 +356,53 @@ func (u *Uploader) List(ctx context.Context) ([]*Manifest, error) {
 	}
 	slices.SortFunc(out, func(a, b *Manifest) int { return cmpUint(a.Epoch, b.Epoch) })
 	return out, nil
+}
+
+// checkAhead refuses epoch (ErrBucketAhead) when the bucket holds a
+// checkpoint at or above it, naming the newest, before anything is sent.
+// It lists manifests/ and savepoints/ by name, and reads the savepoints
+// only when there are some, and the newest checkpoint only to name it.
+func (u *Uploader) checkAhead(ctx context.Context, epoch uint64) error {
+	mkeys, _, err := u.keys(ctx, manifestsPrefix)
+	if err != nil {
+		return err
+	}
+	var top uint64
+	topKey := ""
+	if n := len(mkeys); n > 0 {
+		digits := strings.TrimSuffix(strings.TrimPrefix(mkeys[n-1], manifestsPrefix), ".json")
+		if top, err = strconv.ParseUint(digits, 10, 64); err != nil {
+			return fmt.Errorf("%w: manifest %s: %v", ErrFormat, mkeys[n-1], err)
+		}
+		topKey = mkeys[n-1]
+	}
+	spKeys, _, err := u.keys(ctx, savepointsPrefix)
+	if err != nil {
+		return err
+	}
+	if len(spKeys) > 0 {
+		sps, err := u.savepoints(ctx)
+		if err != nil {
+			return err
+		}
+		for name, sp := range sps {
+			if sp.Epoch > top {
+				top, topKey = sp.Epoch, savepointKey(name)
+			}
+		}
+	}
+	if top < epoch {
+		return nil
+	}
+	what := fmt.Sprintf("checkpoint %d", top)
+	if m, err := u.readManifest(ctx, topKey); err == nil {
+		what = fmt.Sprintf("checkpoint %d of cluster %s, taken %s", top, m.ClusterID, m.CreatedAt.UTC().Format(time.RFC3339))
+		if m.Savepoint != "" {
+			what += fmt.Sprintf(" (savepoint %q)", m.Savepoint)
+		}
+	}
+	return fmt.Errorf("%w: %s, is at or above this checkpoint's epoch, %d; this one would sort below the bucket's checkpoints, so restores would not take it and retention would delete it first",
+		ErrBucketAhead, what, epoch)
 }
 
 func cmpUint(a, b uint64) int {

@@ -32,14 +32,15 @@ func TestFileBucketRefusesAPrefixItCannotUse(t *testing.T) {
 			}
 		})
 	}
-	for _, p := range []string{"team-a", "team-a/", "team-a/ckpt/", "a.b/c-d_e"} {
+	// team-a and team-a/ are one prefix: each upload takes the next epoch.
+	for i, p := range []string{"team-a", "team-a/", "team-a/ckpt/", "a.b/c-d_e"} {
 		b, err := uploader.OpenBucket(ctx, fileURL(bucketDir)+"?prefix="+p)
 		if err != nil {
 			t.Fatalf("OpenBucket(prefix=%s): %v", p, err)
 		}
 		u := newUploader(t, b)
 		dir, _ := checkpointDir(t, rand.New(rand.NewPCG(5, 6)), 1)
-		if _, _, err := u.Upload(ctx, dir, meta(1), nil); err != nil {
+		if _, _, err := u.Upload(ctx, dir, meta(uint64(i+1)), nil); err != nil {
 			t.Fatalf("prefix=%s: %v", p, err)
 		}
 		b.Close()

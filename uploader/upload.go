@@ -160,6 +160,9 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 	if err := ch.useHashed(files); err != nil {
 		return nil, st, err
 	}
+	if err := u.checkAhead(ctx, meta.Epoch); err != nil {
+		return fail(err)
+	}
 	// What the bucket holds, so that a file it holds is not sent again.
 	// A changelog checkpoint's new files are segments nobody sent
 	// before, and what it inherits is checked at the commit point below:

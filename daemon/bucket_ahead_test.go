@@ -1,0 +1,72 @@
+package daemon_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/statedhq/stated/daemon"
+	"github.com/statedhq/stated/daemon/daemontest"
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+)
+
+// TestANewClusterOnAUsedBucketDoesNotCheckpointBelowIt: a cluster
+// bootstrapped afresh on a bucket another cluster filled numbers its
+// checkpoints from 1, below the bucket's. Uploaded, they would sort
+// below the old cluster's: a restore would take the old cluster's state
+// and retention would delete the new cluster's checkpoints as it wrote
+// them. The checkpoint fails instead, saying what to do, the bucket
+// keeps what it held, and the status shows the failure; a restore from
+// the bucket is the way on (TestOperationsRollback... and the restore
+// tests check that its checkpoints go on above the bucket's).
+func TestANewClusterOnAUsedBucketDoesNotCheckpointBelowIt(t *testing.T) {
+	bucket := fileBucket(t)
+	ctx := testContext(t)
+	old := daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL, c.CheckpointInterval = bucket, 0 })
+	oldCps := statedv1.NewCheckpointsClient(dial(t, "unix://"+old.SocketPath()))
+	for range 3 {
+		if _, err := oldCps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldCluster := old.Store().ClusterID()
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	up := openBucket(t, bucket)
+	before, err := up.List(ctx)
+	if err != nil || len(before) != 3 {
+		t.Fatalf("the old cluster's checkpoints: %d, %v; want 3", len(before), err)
+	}
+
+	fresh := daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL, c.CheckpointInterval = bucket, 0 })
+	cps := statedv1.NewCheckpointsClient(dial(t, "unix://"+fresh.SocketPath()))
+	_, err = cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+	if err == nil {
+		t.Fatal("a new cluster's checkpoint 1 completed on a bucket holding checkpoints 1 to 3 of another cluster")
+	}
+	for _, want := range []string{"checkpoint 3 of cluster " + oldCluster, "epoch, 1", "stated restore --from " + bucket, "prefix="} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("the refusal %q does not say %q", err, want)
+		}
+	}
+	after, err := up.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		t.Fatalf("the bucket holds %d checkpoints after the refusal, held %d", len(after), len(before))
+	}
+	for i := range after {
+		if after[i].Epoch != before[i].Epoch || after[i].ClusterID != oldCluster || after[i].RaftIndex != before[i].RaftIndex {
+			t.Fatalf("checkpoint %d after the refusal: epoch %d of cluster %s at index %d, was epoch %d at index %d",
+				i, after[i].Epoch, after[i].ClusterID, after[i].RaftIndex, before[i].Epoch, before[i].RaftIndex)
+		}
+	}
+	st, err := cps.Status(ctx, &statedv1.CheckpointStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetFailures() != 1 || !strings.Contains(st.GetLastError(), "stated restore --from") {
+		t.Fatalf("status after the refusal: %d failures, last error %q; want 1 naming the restore", st.GetFailures(), st.GetLastError())
+	}
+}
