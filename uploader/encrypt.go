@@ -267,7 +267,7 @@ func (u *Uploader) putSealed(ctx context.Context, f *localFile, add func(int64))
 		err = u.checkBlob(ctx, key, s.Size, s.md5)
 	}
 	if err != nil {
-		return "", err
+		return p, err // p, when written, is to be fsynced all the same (see put)
 	}
 	add(f.Size)
 	u.cacheMu.Lock()

@@ -231,8 +231,10 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 			return nil
 		}
 		err := u.retry(ctx, "upload "+f.Path, func() error {
-			var err error
-			written[w], err = u.put(ctx, f, c, add)
+			p, err := u.put(ctx, f, c, add)
+			if p != "" {
+				written[w] = p // an attempt's blob, failed or not, is fsynced
+			}
 			return err
 		})
 		if err != nil {
@@ -346,8 +348,10 @@ func (u *Uploader) resend(ctx context.Context, m *Manifest, files []localFile, c
 	err = u.parallel(ctx, len(missing), func(ctx context.Context, i int) error {
 		f := bySHA[missing[i].SHA256]
 		err := u.retry(ctx, "upload "+f.Path, func() error {
-			var err error
-			written[i], err = u.put(ctx, f, content{}, func(int64) {})
+			p, err := u.put(ctx, f, content{}, func(int64) {})
+			if p != "" {
+				written[i] = p
+			}
 			return err
 		})
 		if err != nil {
@@ -356,10 +360,12 @@ func (u *Uploader) resend(ctx context.Context, m *Manifest, files []localFile, c
 		u.m.blobsResent.Add(1)
 		return nil
 	})
-	if err != nil {
-		return err
+	// As in upload: blobs sent by a failed resend stay, and a later
+	// upload reuses them without writing them.
+	if serr := u.syncFiles(ctx, written); err == nil {
+		err = serr
 	}
-	return u.syncFiles(ctx, written)
+	return err
 }
 
 // heldAs reports whether the listing shows f's blob, with its size and,
@@ -434,7 +440,8 @@ func (u *Uploader) scan(dir string) ([]localFile, error) {
 }
 
 // put uploads one file in one attempt; in a file:// bucket it returns
-// the path of the blob's file, still to be fsynced. c, when it holds the
+// the path of the blob's file, still to be fsynced, also with an error
+// once the blob was written (its check failed). c, when it holds the
 // file's bytes, is what was hashed: the blob is written from it.
 // Otherwise the file is read again, and the write is abandoned if what
 // was read does not have f's SHA-256, so that a file that changed since
@@ -491,7 +498,10 @@ func (u *Uploader) put(ctx context.Context, f *localFile, c content, add func(in
 		if check != nil && check.mismatch {
 			u.forget(f.SHA256) // a cached checksum may be what is wrong
 		}
-		return "", err
+		// A blob written whose check failed (its attributes not read, say)
+		// may still be whole: a later upload finding it listed reuses it
+		// without writing it, so it is fsynced with the others all the same.
+		return p, err
 	}
 	u.m.blobsUploaded.Add(1)
 	u.m.bytesUploaded.Add(f.Size)
