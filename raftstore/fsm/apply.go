@@ -229,6 +229,11 @@ func (a *applier) offset(i int, o *command.Offset) error {
 // command costs one point deletion per expired entry and one tombstone,
 // whatever the limit.
 func (a *applier) expire(limit uint32) error {
+	if a.now < 0 {
+		// No entry expires before 1970: uint64(a.now) below would wrap
+		// and make every expiry due.
+		return nil
+	}
 	lower := []byte{prefixExpiry}
 	upper := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, uint64(a.now)+1)
 	it, err := a.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})

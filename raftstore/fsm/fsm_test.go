@@ -448,6 +448,25 @@ func TestTTLHidesExpiredEntriesAndExpireDeletesThem(t *testing.T) {
 	}
 }
 
+// TestAnExpireWithANowBeforeTheEpochDeletesNothing: the expiry index
+// is keyed by the expiry time as an unsigned number; a Now below zero
+// (a leader's clock set before 1970) wrapped to the top of the range and
+// made every entry with a TTL due.
+func TestAnExpireWithANowBeforeTheEpochDeletesNothing(t *testing.T) {
+	f := openFSM(t)
+	now := int64(1e18)
+	apply(t, f, 1, commitCmd(now, []command.Mutation{{Op: command.OpPut, Namespace: "ns", Key: []byte("k"), Value: []byte("v"), TTL: 100}}, nil))
+	for i, early := range []int64{-2, -1, math.MinInt64} {
+		apply(t, f, uint64(2+i), &command.Command{Type: command.TypeExpire, Now: early, ExpireLimit: 100})
+		if _, ok, err := f.Get("ns", []byte("k"), KindValue, nil, now); !ok || err != nil {
+			t.Fatalf("an entry expiring at %d after an expire at %d: found %t, %v; want it kept", now+100, early, ok, err)
+		}
+	}
+	if due, _ := f.ExpiryDue(now + 100); !due {
+		t.Fatal("the entry's expiry record went with the early expires")
+	}
+}
+
 func TestScanSelectsByKindPrefixAndRange(t *testing.T) {
 	f := openFSM(t)
 	var muts []command.Mutation
