@@ -1,6 +1,8 @@
 package daemon_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -68,5 +70,43 @@ func TestANewClusterOnAUsedBucketDoesNotCheckpointBelowIt(t *testing.T) {
 	}
 	if st.GetFailures() != 1 || !strings.Contains(st.GetLastError(), "stated restore --from") {
 		t.Fatalf("status after the refusal: %d failures, last error %q; want 1 naming the restore", st.GetFailures(), st.GetLastError())
+	}
+}
+
+// TestACheckpointBelowItsOwnClustersNewerOneIsAbandonedNotBlamedOnTheBucket:
+// a leader that has not yet learnt that another node took over may start
+// an upload after the new leader completed a later epoch. It is refused
+// as any upload below the bucket's newest is, but the failure says what
+// happened (a newer leader of this cluster) instead of sending the
+// operator to restore or to another prefix.
+func TestACheckpointBelowItsOwnClustersNewerOneIsAbandonedNotBlamedOnTheBucket(t *testing.T) {
+	bucket := fileBucket(t)
+	ctx := testContext(t)
+	d := daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL, c.CheckpointInterval = bucket, 0 })
+	cps := statedv1.NewCheckpointsClient(dial(t, "unix://"+d.SocketPath()))
+	if _, err := cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true}); err != nil {
+		t.Fatal(err)
+	}
+	// What a newer leader of the same cluster would have written: its
+	// checkpoint 5, the same cluster id.
+	b, up := openBlobBucket(t, bucket)
+	m, err := up.Latest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Epoch = 5
+	raw, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WriteAll(ctx, fmt.Sprintf("manifests/%020d.json", 5), raw, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+	if err == nil {
+		t.Fatal("checkpoint 2 completed below the bucket's checkpoint 5")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "a newer leader of this cluster completed checkpoint 5") || strings.Contains(msg, "stated restore") {
+		t.Fatalf("the refusal %q: want it to name this cluster's newer leader, and no restore", msg)
 	}
 }

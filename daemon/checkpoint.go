@@ -666,9 +666,15 @@ func (c *coordinator) failed(tr *trigger, epoch uint64, err error) {
 	if errors.Is(err, context.Canceled) && !c.store.IsLeader() {
 		err = fmt.Errorf("abandoned: this node stopped leading: %w", err)
 	}
-	if errors.Is(err, uploader.ErrBucketAhead) {
-		err = fmt.Errorf("%w. This cluster's checkpoints did not start from the bucket's (a new cluster on a used bucket, or a data dir older than the bucket): "+
-			"restore the cluster from the bucket (stated restore --from %s), or give --checkpoint-url a prefix no other cluster writes (?prefix=NAME/)", err, c.st.Bucket)
+	if ahead := (*uploader.BucketAheadError)(nil); errors.As(err, &ahead) {
+		if ahead.ClusterID != "" && ahead.ClusterID == c.store.ClusterID() {
+			// This cluster's own newer checkpoint: another leader took it
+			// while this node still thought it led.
+			err = fmt.Errorf("abandoned: a newer leader of this cluster completed checkpoint %d: %w", ahead.Newest, err)
+		} else {
+			err = fmt.Errorf("%w. This cluster's checkpoints did not start from the bucket's (a new cluster on a used bucket, or a data dir older than the bucket): "+
+				"restore the cluster from the bucket (stated restore --from %s), or give --checkpoint-url a prefix no other cluster writes (?prefix=NAME/)", err, c.st.Bucket)
+		}
 	}
 	c.logger.Warn("daemon: checkpoint failed", "epoch", epoch, "error", err)
 	c.mu.Lock()

@@ -40,6 +40,10 @@ func TestAnUploadAtOrBelowTheBucketsNewestCheckpointIsRefused(t *testing.T) {
 		if !errors.Is(err, uploader.ErrBucketAhead) {
 			t.Fatalf("upload of epoch %d to a bucket holding epoch 5: %v, want ErrBucketAhead", epoch, err)
 		}
+		var ahead *uploader.BucketAheadError
+		if !errors.As(err, &ahead) || ahead.Epoch != epoch || ahead.Newest != 5 || ahead.ClusterID != "c1" {
+			t.Fatalf("refusal of epoch %d: %#v, want a BucketAheadError naming cluster c1's checkpoint 5", epoch, ahead)
+		}
 		for _, want := range []string{"checkpoint 5 of cluster c1", "epoch, " + strconv.FormatUint(epoch, 10)} {
 			if !strings.Contains(err.Error(), want) {
 				t.Fatalf("refusal %q does not say %q", err, want)

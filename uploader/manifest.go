@@ -394,16 +394,38 @@ func (u *Uploader) checkAhead(ctx context.Context, epoch uint64) error {
 	if top < epoch {
 		return nil
 	}
-	what := fmt.Sprintf("checkpoint %d", top)
+	e := &BucketAheadError{Epoch: epoch, Newest: top}
 	if m, err := u.readManifest(ctx, topKey); err == nil {
-		what = fmt.Sprintf("checkpoint %d of cluster %s, taken %s", top, m.ClusterID, m.CreatedAt.UTC().Format(time.RFC3339))
-		if m.Savepoint != "" {
-			what += fmt.Sprintf(" (savepoint %q)", m.Savepoint)
-		}
+		e.ClusterID, e.CreatedAt, e.Savepoint = m.ClusterID, m.CreatedAt, m.Savepoint
 	}
-	return fmt.Errorf("%w: %s, is at or above this checkpoint's epoch, %d; this one would sort below the bucket's checkpoints, so restores would not take it and retention would delete it first",
-		ErrBucketAhead, what, epoch)
+	return e
 }
+
+// BucketAheadError is ErrBucketAhead with what the bucket holds: the
+// newest checkpoint's epoch and, when its manifest read, its cluster,
+// time and savepoint name.
+type BucketAheadError struct {
+	Epoch     uint64 // the refused checkpoint's
+	Newest    uint64
+	ClusterID string
+	CreatedAt time.Time
+	Savepoint string
+}
+
+func (e *BucketAheadError) Error() string {
+	what := fmt.Sprintf("checkpoint %d", e.Newest)
+	if e.ClusterID != "" {
+		what += fmt.Sprintf(" of cluster %s, taken %s", e.ClusterID, e.CreatedAt.UTC().Format(time.RFC3339))
+	}
+	if e.Savepoint != "" {
+		what += fmt.Sprintf(" (savepoint %q)", e.Savepoint)
+	}
+	return fmt.Sprintf("%v: %s, is at or above this checkpoint's epoch, %d; this one would sort below the bucket's checkpoints, so restores would not take it and retention would delete it first",
+		ErrBucketAhead, what, e.Epoch)
+}
+
+// Unwrap makes errors.Is(err, ErrBucketAhead) hold.
+func (e *BucketAheadError) Unwrap() error { return ErrBucketAhead }
 
 func cmpUint(a, b uint64) int {
 	switch {
