@@ -669,8 +669,10 @@ func (c *coordinator) failed(tr *trigger, epoch uint64, err error) {
 	if ahead := (*uploader.BucketAheadError)(nil); errors.As(err, &ahead) {
 		if ahead.ClusterID != "" && ahead.ClusterID == c.store.ClusterID() {
 			// This cluster's own newer checkpoint: another leader took it
-			// while this node still thought it led.
-			err = fmt.Errorf("abandoned: a newer leader of this cluster completed checkpoint %d: %w", ahead.Newest, err)
+			// while this node still thought it led, or, if it repeats, the
+			// data dirs are older than the bucket (copies of old disks).
+			err = fmt.Errorf("abandoned: a newer leader of this cluster completed checkpoint %d: %w (if every checkpoint fails so, this cluster's data dirs are older than the bucket: restore it with stated restore --from %s)",
+				ahead.Newest, err, c.st.Bucket)
 		} else {
 			err = fmt.Errorf("%w. This cluster's checkpoints did not start from the bucket's (a new cluster on a used bucket, or a data dir older than the bucket): "+
 				"restore the cluster from the bucket (stated restore --from %s), or give --checkpoint-url a prefix no other cluster writes (?prefix=NAME/)", err, c.st.Bucket)
