@@ -78,4 +78,23 @@ func TestAnUploadAtOrBelowTheBucketsNewestCheckpointIsRefused(t *testing.T) {
 	if _, _, err := old.Upload(ctx, dir, meta(10), nil); err != nil {
 		t.Fatalf("upload of epoch 10 above everything: %v", err)
 	}
+
+	// A pin deleted and made again under its name at a newer checkpoint
+	// is read again: the epoch remembered from before would let epoch 15
+	// through below it.
+	if _, _, err := old.Upload(ctx, dir, meta(20), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.DeleteSavepoint(ctx, "keep"); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Savepoint(ctx, 20, "keep"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete(ctx, "manifests/00000000000000000020.json"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := old.Upload(ctx, dir, meta(15), nil); !errors.Is(err, uploader.ErrBucketAhead) || !strings.Contains(err.Error(), "checkpoint 20") {
+		t.Fatalf("upload of epoch 15 below savepoint keep, pinned again at 20: %v, want ErrBucketAhead naming checkpoint 20", err)
+	}
 }

@@ -114,6 +114,11 @@ type blobInfo struct {
 	modTime time.Time
 }
 
+// same reports whether a listing shows the blob unchanged since info.
+func (i blobInfo) same(o blobInfo) bool {
+	return i.size == o.size && bytes.Equal(i.md5, o.md5) && i.modTime.Equal(o.modTime)
+}
+
 // list returns the blobs under prefix.
 func (u *Uploader) list(ctx context.Context, prefix string) (map[string]blobInfo, error) {
 	var out map[string]blobInfo

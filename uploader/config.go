@@ -132,6 +132,12 @@ type Uploader struct {
 	// it into, so that an encrypted table is sent once.
 	sealedAs map[string]sealed
 
+	// spMu guards spEpochs: the epoch of each savepoint checkAhead read,
+	// by key, with the listing it was read under, so that an upload reads
+	// only savepoints it has not seen as listed now.
+	spMu     sync.Mutex
+	spEpochs map[string]seenSavepoint
+
 	m metrics
 }
 
@@ -142,7 +148,7 @@ func New(cfg Config) (*Uploader, error) {
 	}
 	cfg = cfg.withDefaults()
 	var fi os.FileInfo // what a file:// bucket's As gives: its directory's
-	return &Uploader{cfg: cfg, b: cfg.Bucket, logger: cfg.Logger, hashes: map[hashKey]digest{}, sealedAs: map[string]sealed{},
+	return &Uploader{cfg: cfg, b: cfg.Bucket, logger: cfg.Logger, hashes: map[hashKey]digest{}, sealedAs: map[string]sealed{}, spEpochs: map[string]seenSavepoint{},
 		wantMD5: !cfg.Bucket.As(&fi)}, nil
 }
 

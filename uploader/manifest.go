@@ -360,8 +360,9 @@ func (u *Uploader) List(ctx context.Context) ([]*Manifest, error) {
 
 // checkAhead refuses epoch (ErrBucketAhead) when the bucket holds a
 // checkpoint at or above it, naming the newest, before anything is sent.
-// It lists manifests/ and savepoints/ by name, and reads the savepoints
-// only when there are some, and the newest checkpoint only to name it.
+// It lists manifests/ and savepoints/, reads a savepoint once while the
+// listing shows it unchanged, and reads the newest checkpoint only to
+// name it.
 func (u *Uploader) checkAhead(ctx context.Context, epoch uint64) error {
 	mkeys, _, err := u.keys(ctx, manifestsPrefix)
 	if err != nil {
@@ -376,19 +377,13 @@ func (u *Uploader) checkAhead(ctx context.Context, epoch uint64) error {
 		}
 		topKey = mkeys[n-1]
 	}
-	spKeys, _, err := u.keys(ctx, savepointsPrefix)
+	sps, err := u.savepointEpochs(ctx)
 	if err != nil {
 		return err
 	}
-	if len(spKeys) > 0 {
-		sps, err := u.savepoints(ctx)
-		if err != nil {
-			return err
-		}
-		for name, sp := range sps {
-			if sp.Epoch > top {
-				top, topKey = sp.Epoch, savepointKey(name)
-			}
+	for key, ep := range sps {
+		if ep > top {
+			top, topKey = ep, key
 		}
 	}
 	if top < epoch {
@@ -399,6 +394,63 @@ func (u *Uploader) checkAhead(ctx context.Context, epoch uint64) error {
 		e.ClusterID, e.CreatedAt, e.Savepoint = m.ClusterID, m.CreatedAt, m.Savepoint
 	}
 	return e
+}
+
+// seenSavepoint is a savepoint's epoch as read under a listing's info.
+type seenSavepoint struct {
+	info  blobInfo
+	epoch uint64
+}
+
+// savepointEpochs returns the epoch of every savepoint, by key. A
+// savepoint is read once while the listing shows it unchanged (a pin
+// deleted and made again under the same name is written anew: its time
+// of modification, at least, differs).
+func (u *Uploader) savepointEpochs(ctx context.Context) (map[string]uint64, error) {
+	objs, err := u.list(ctx, savepointsPrefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]uint64, len(objs))
+	var unread []string
+	u.spMu.Lock()
+	for key, info := range objs {
+		if !wellFormed(key) {
+			continue
+		}
+		if seen, ok := u.spEpochs[key]; ok && seen.info.same(info) {
+			out[key] = seen.epoch
+		} else {
+			unread = append(unread, key)
+		}
+	}
+	u.spMu.Unlock()
+	ms := make([]*Manifest, len(unread))
+	err = u.parallel(ctx, len(unread), func(ctx context.Context, i int) error {
+		m, err := u.readManifest(ctx, unread[i])
+		if errors.Is(err, ErrNotFound) {
+			return nil // deleted since it was listed
+		}
+		ms[i] = m
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	u.spMu.Lock()
+	defer u.spMu.Unlock()
+	for key := range u.spEpochs {
+		if _, ok := objs[key]; !ok {
+			delete(u.spEpochs, key)
+		}
+	}
+	for i, m := range ms {
+		if m != nil {
+			out[unread[i]] = m.Epoch
+			u.spEpochs[unread[i]] = seenSavepoint{info: objs[unread[i]], epoch: m.Epoch}
+		}
+	}
+	return out, nil
 }
 
 // BucketAheadError is ErrBucketAhead with what the bucket holds: the
