@@ -457,6 +457,11 @@ func TestAnExpireWithANowBeforeTheEpochDeletesNothing(t *testing.T) {
 	now := int64(1e18)
 	apply(t, f, 1, commitCmd(now, []command.Mutation{{Op: command.OpPut, Namespace: "ns", Key: []byte("k"), Value: []byte("v"), TTL: 100}}, nil))
 	for i, early := range []int64{-2, -1, math.MinInt64} {
+		// The leader asks ExpiryDue before it proposes an expire: a wrap
+		// there proposed an entry on every tick.
+		if due, err := f.ExpiryDue(early); due || err != nil {
+			t.Fatalf("ExpiryDue(%d) = %t, %v; want false", early, due, err)
+		}
 		apply(t, f, uint64(2+i), &command.Command{Type: command.TypeExpire, Now: early, ExpireLimit: 100})
 		if _, ok, err := f.Get("ns", []byte("k"), KindValue, nil, now); !ok || err != nil {
 			t.Fatalf("an entry expiring at %d after an expire at %d: found %t, %v; want it kept", now+100, early, ok, err)

@@ -191,6 +191,9 @@ func (f *FSM) ExpiryDue(now int64) (bool, error) {
 	if f.closed {
 		return false, ErrClosed
 	}
+	if now < 0 {
+		return false, nil // as in expire: nothing expires before 1970
+	}
 	upper := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, uint64(now)+1)
 	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixExpiry}, UpperBound: upper})
 	if err != nil {
