@@ -675,7 +675,7 @@ func (c *coordinator) failed(tr *trigger, epoch uint64, err error) {
 				ahead.Newest, err, c.st.Bucket)
 		} else {
 			err = fmt.Errorf("%w. This cluster's checkpoints did not start from the bucket's (a new cluster on a used bucket, or a data dir older than the bucket): "+
-				"restore the cluster from the bucket (stated restore --from %s), or give --checkpoint-url a prefix no other cluster writes (?prefix=NAME/)", err, c.st.Bucket)
+				"restore the cluster from the bucket (stated restore --from %s), or give --checkpoint-url a prefix no other cluster writes (prefix=NAME/ in its query)", err, c.st.Bucket)
 		}
 	}
 	c.logger.Warn("daemon: checkpoint failed", "epoch", epoch, "error", err)

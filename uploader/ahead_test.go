@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/statedhq/stated/uploader"
@@ -96,5 +97,60 @@ func TestAnUploadAtOrBelowTheBucketsNewestCheckpointIsRefused(t *testing.T) {
 	}
 	if _, _, err := old.Upload(ctx, dir, meta(15), nil); !errors.Is(err, uploader.ErrBucketAhead) || !strings.Contains(err.Error(), "checkpoint 20") {
 		t.Fatalf("upload of epoch 15 below savepoint keep, pinned again at 20: %v, want ErrBucketAhead naming checkpoint 20", err)
+	}
+}
+
+// TestAManifestThatComesDuringAnUploadStopsItsManifest: another writer's
+// newer checkpoint that lands while the files are sent is caught at the
+// commit point, before the manifest is written.
+func TestAManifestThatComesDuringAnUploadStopsItsManifest(t *testing.T) {
+	ctx := testCtx(t)
+	r := rand.New(rand.NewPCG(43, 44))
+	b := open(t, "mem://")
+	u := newUploader(t, b)
+	other := newUploader(t, b)
+	dir, _ := checkpointDir(t, r, 2)
+	otherDir, _ := checkpointDir(t, r, 1)
+	var (
+		landed sync.Once
+		once   bool
+	)
+	progress := func(done, total int64) { // called by the upload's workers
+		landed.Do(func() {
+			once = true
+			m := meta(9)
+			m.ClusterID = "c2"
+			if _, _, err := other.Upload(ctx, otherDir, m, nil); err != nil {
+				t.Errorf("the other writer's upload: %v", err)
+			}
+		})
+	}
+	_, _, err := u.Upload(ctx, dir, meta(3), progress)
+	var ahead *uploader.BucketAheadError
+	if !once || !errors.As(err, &ahead) || ahead.Newest != 9 || ahead.ClusterID != "c2" {
+		t.Fatalf("upload of epoch 3 while cluster c2's checkpoint 9 landed (progress called: %t): %v, want a BucketAheadError naming it", once, err)
+	}
+	if got := blobKeys(t, b, "manifests/"); !slices.Equal(got, []string{"manifests/00000000000000000009.json"}) {
+		t.Fatalf("manifests after the refusal: %v, want only c2's checkpoint 9", got)
+	}
+}
+
+// TestASavepointThatDoesNotReadDoesNotStopUploads: a pin this version
+// cannot read (a newer format) holds no epoch it can know; before the
+// bucket check, uploads never read savepoints, and it does not stop them
+// now.
+func TestASavepointThatDoesNotReadDoesNotStopUploads(t *testing.T) {
+	ctx := testCtx(t)
+	b := open(t, "mem://")
+	u := newUploader(t, b)
+	dir, _ := checkpointDir(t, rand.New(rand.NewPCG(45, 46)), 2)
+	if _, _, err := u.Upload(ctx, dir, meta(1), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WriteAll(ctx, "savepoints/future.json", []byte(`{"format_version": 99, "epoch": 50}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := u.Upload(ctx, dir, meta(2), nil); err != nil {
+		t.Fatalf("upload of epoch 2 beside a savepoint of a newer format: %v", err)
 	}
 }

@@ -79,9 +79,11 @@
 //
 // # The commit point
 //
-// An upload first lists manifests/ and savepoints/ by name: an epoch at
-// or below the newest checkpoint the bucket holds (a savepoint counting
-// as its epoch) is refused with ErrBucketAhead before anything is sent.
+// An upload first lists manifests/ and savepoints/: an epoch at or below
+// the newest checkpoint the bucket holds (a savepoint counting as its
+// epoch; one that does not read is left out, and logged) is refused with
+// ErrBucketAhead before anything is sent, and again at the commit point,
+// for another writer's manifest that came meanwhile.
 // Its manifest would sort below the bucket's, so Latest would not return
 // it and Retain would delete it first, or it would replace a manifest of
 // another cluster: its caller's epochs did not start above the bucket's.

@@ -428,8 +428,15 @@ func (u *Uploader) savepointEpochs(ctx context.Context) (map[string]uint64, erro
 	ms := make([]*Manifest, len(unread))
 	err = u.parallel(ctx, len(unread), func(ctx context.Context, i int) error {
 		m, err := u.readManifest(ctx, unread[i])
-		if errors.Is(err, ErrNotFound) {
+		switch {
+		case errors.Is(err, ErrNotFound):
 			return nil // deleted since it was listed
+		case errors.Is(err, ErrFormat):
+			// A pin this version cannot read (a newer format, say) holds no
+			// epoch it can know: it does not stop every checkpoint, as it
+			// did not before the check. It is read again next time.
+			u.logger.Warn("uploader: a savepoint that does not read is left out of the check for newer checkpoints", "key", unread[i], "error", err)
+			return nil
 		}
 		ms[i] = m
 		return err
@@ -472,7 +479,7 @@ func (e *BucketAheadError) Error() string {
 	if e.Savepoint != "" {
 		what += fmt.Sprintf(" (savepoint %q)", e.Savepoint)
 	}
-	return fmt.Sprintf("%v: %s, is at or above this checkpoint's epoch, %d; this one would sort below the bucket's checkpoints, so restores would not take it and retention would delete it first",
+	return fmt.Sprintf("%v: %s, is at or above this checkpoint's epoch, %d; this one would replace it or sort below it, so restores would not take this one and retention would delete it first",
 		ErrBucketAhead, what, e.Epoch)
 }
 

@@ -307,6 +307,11 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 	if err := context.Cause(ctx); err != nil {
 		return fail(err)
 	}
+	// Again, now that the files are sent: another writer's manifest may
+	// have come meanwhile. A savepoint read before stays remembered.
+	if err := u.checkAhead(ctx, meta.Epoch); err != nil {
+		return fail(err)
+	}
 	if err := u.writeManifest(ctx, manifestKey(meta.Epoch), m); err != nil {
 		u.unwriteManifest(ctx, meta.Epoch)
 		return fail(fmt.Errorf("write manifest: %w", err))
