@@ -230,13 +230,8 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 			add(f.Size)
 			return nil
 		}
-		err := u.retry(ctx, "upload "+f.Path, func() error {
-			p, err := u.put(ctx, f, c, add)
-			if p != "" {
-				written[w] = p // an attempt's blob, failed or not, is fsynced
-			}
-			return err
-		})
+		var err error
+		written[w], err = u.putRetried(ctx, f, c, add)
 		if err != nil {
 			return fmt.Errorf("file %s (blob %s): %w", f.Path, BlobKey(f.SHA256), err)
 		}
@@ -352,13 +347,8 @@ func (u *Uploader) resend(ctx context.Context, m *Manifest, files []localFile, c
 	written := make([]string, len(missing))
 	err = u.parallel(ctx, len(missing), func(ctx context.Context, i int) error {
 		f := bySHA[missing[i].SHA256]
-		err := u.retry(ctx, "upload "+f.Path, func() error {
-			p, err := u.put(ctx, f, content{}, func(int64) {})
-			if p != "" {
-				written[i] = p
-			}
-			return err
-		})
+		var err error
+		written[i], err = u.putRetried(ctx, f, content{}, func(int64) {})
 		if err != nil {
 			return fmt.Errorf("file %s (blob %s), deleted by a collection after it was listed: %w", f.Path, BlobKey(f.SHA256), err)
 		}
@@ -442,6 +432,21 @@ func (u *Uploader) scan(dir string) ([]localFile, error) {
 	}
 	slices.SortFunc(files, func(a, b localFile) int { return strings.Compare(a.Path, b.Path) })
 	return files, nil
+}
+
+// putRetried is put, tried again on transient errors. The path is that
+// of the last attempt that wrote the blob, failed or not: the caller
+// fsyncs it whatever the outcome, since a later upload that finds the
+// blob listed reuses it without writing it.
+func (u *Uploader) putRetried(ctx context.Context, f *localFile, c content, add func(int64)) (path string, err error) {
+	err = u.retry(ctx, "upload "+f.Path, func() error {
+		p, err := u.put(ctx, f, c, add)
+		if p != "" {
+			path = p
+		}
+		return err
+	})
+	return path, err
 }
 
 // put uploads one file in one attempt; in a file:// bucket it returns
