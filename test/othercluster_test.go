@@ -45,13 +45,27 @@ func TestForwardingNeverReachesAnotherCluster(t *testing.T) {
 	follower := nodes[(leader+1)%len(nodes)]
 	other := others[leader]
 
-	r := runStated(ctx, t, "kv", "put", "fwd", "k", "v", "--addr", follower.socket, "--timeout", "3s")
+	// The refusal is Unavailable (the follower's idea of its leader may
+	// be stale), so the CLI retries it until --timeout. Whether its
+	// deadline falls between attempts or during one, it reports the
+	// refusal; the timeout leaves room for a stalled machine.
+	r := runStated(ctx, t, "kv", "put", "fwd", "k", "v", "--addr", follower.socket, "--timeout", "6s")
 	t.Logf("a commit forwarded to another cluster: exit %d, %s", r.code, r.stderr)
 	if r.code == 0 {
 		t.Errorf("a commit forwarded to another cluster's node was acknowledged: %s", r.stdout)
 	}
 	if !strings.Contains(r.stderr, "another cluster") {
 		t.Errorf("the refusal does not say the call reached another cluster: %s", r.stderr)
+	}
+	// The node of the other cluster says what it refused, for whoever
+	// runs it: another cluster's leader advertises its address.
+	const refusedLog = "refused a call forwarded by a node of another cluster"
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(other.logs.String(), refusedLog); {
+		if time.Now().After(deadline) {
+			t.Errorf("the other cluster's node did not log %q", refusedLog)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if got := runStated(ctx, t, "kv", "get", "fwd", "k", "--consistency", "local", "--addr", other.socket); got.code == 0 {
 		t.Errorf("the other cluster applied a commit forwarded by this one: it holds fwd/k = %q", strings.TrimSpace(got.stdout))

@@ -55,7 +55,7 @@ func (c *cli) clientError(err error) error {
 	st, ok := status.FromError(err)
 	if !ok {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return &exitError{code: exitUnreachable, err: fmt.Errorf("no answer from the daemon at %s within %s", c.addr, c.timeout)}
+			return &exitError{code: exitUnreachable, err: c.noAnswer(err)}
 		}
 		return &exitError{code: exitFailed, err: err}
 	}
@@ -65,9 +65,24 @@ func (c *cli) clientError(err error) error {
 	case codes.Unavailable:
 		return &exitError{code: exitUnreachable, err: fmt.Errorf("the daemon at %s is unavailable: %s", c.addr, st.Message())}
 	case codes.DeadlineExceeded:
-		return &exitError{code: exitUnreachable, err: fmt.Errorf("no answer from the daemon at %s within %s", c.addr, c.timeout)}
+		return &exitError{code: exitUnreachable, err: c.noAnswer(err)}
 	}
 	return &exitError{code: exitFailed, err: fmt.Errorf("%s: %s", st.Code(), st.Message())}
+}
+
+// noAnswer is the message of a call that ran out of --timeout. When the
+// daemon refused an earlier attempt (the SDK retries Unavailable), it
+// says what the refusal was: a call that keeps meeting "no leader is
+// known" or another cluster must not read as a daemon that never answered.
+func (c *cli) noAnswer(err error) error {
+	if r := stated.LastRefusal(err); r != nil {
+		msg := r.Error()
+		if st, ok := status.FromError(r); ok {
+			msg = st.Message()
+		}
+		return fmt.Errorf("the daemon at %s did not serve the call within %s; it refused the attempt before with: %s", c.addr, c.timeout, msg)
+	}
+	return fmt.Errorf("no answer from the daemon at %s within %s", c.addr, c.timeout)
 }
 
 // defaultTimeout bounds a quick call to the daemon when --timeout is not

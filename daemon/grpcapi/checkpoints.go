@@ -46,7 +46,7 @@ type CheckpointsServer struct {
 // this node leads, and where the leader is.
 func NewCheckpoints(lead Leadership, ckpt Checkpointer, opts ...Option) *CheckpointsServer {
 	o := newOptions(opts)
-	return &CheckpointsServer{ckpt: ckpt, logger: o.logger, fwd: forwarding{lead: lead, fwd: o.forwarder}}
+	return &CheckpointsServer{ckpt: ckpt, logger: o.logger, fwd: newForwarding(lead, o)}
 }
 
 // leader returns a client of the leader's Checkpoints service when this

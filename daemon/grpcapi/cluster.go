@@ -43,7 +43,7 @@ type ClusterServer struct {
 // NewCluster returns a ClusterServer serving store.
 func NewCluster(store ClusterStore, opts ...Option) *ClusterServer {
 	o := newOptions(opts)
-	return &ClusterServer{store: store, logger: o.logger, fwd: forwarding{lead: store, fwd: o.forwarder}}
+	return &ClusterServer{store: store, logger: o.logger, fwd: newForwarding(store, o)}
 }
 
 // Join adds the requesting node to the cluster as a voter.

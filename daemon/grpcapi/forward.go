@@ -3,6 +3,9 @@ package grpcapi
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -79,6 +82,16 @@ func (e *otherClusterError) Error() string {
 type forwarding struct {
 	lead Leadership
 	fwd  Forwarder // nil: never forward
+	// logger hears of forwarded calls refused because they came from
+	// another cluster, at most once per lineageLogEvery (logged: when
+	// last, unix nanoseconds).
+	logger *slog.Logger
+	logged *atomic.Int64
+}
+
+// newForwarding returns the forwarding of a server built with o.
+func newForwarding(lead Leadership, o options) forwarding {
+	return forwarding{lead: lead, fwd: o.forwarder, logger: o.logger, logged: new(atomic.Int64)}
 }
 
 // leaderConn returns nil, nil when this node leads and serves the call
@@ -90,6 +103,7 @@ type forwarding struct {
 func (f forwarding) leaderConn(ctx context.Context) (grpc.ClientConnInterface, context.Context, error) {
 	if caller := forwardedFrom(ctx); caller != "" {
 		if own := f.lead.ClusterID(); own != "" && caller != own {
+			f.logOtherCluster(ctx, own, caller)
 			return nil, ctx, &otherClusterError{own: own, caller: caller}
 		}
 	}
@@ -123,6 +137,23 @@ func (f forwarding) leaderConn(ctx context.Context) (grpc.ClientConnInterface, c
 		}
 	}
 	return conn, out, nil
+}
+
+// logOtherCluster logs the refusal of a call forwarded by a node of
+// cluster caller: that node's leader advertises an address that reaches
+// this node. It is logged here because the operator of this node may be
+// the first to notice; the forwarding node's client gets the refusal.
+func (f forwarding) logOtherCluster(ctx context.Context, own, caller string) {
+	if f.logger == nil || f.logged == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	if last := f.logged.Load(); now-last < int64(lineageLogEvery) || !f.logged.CompareAndSwap(last, now) {
+		return
+	}
+	method, _ := grpc.Method(ctx)
+	f.logger.Warn("refused a call forwarded by a node of another cluster: that cluster's leader advertises an address that reaches this node",
+		"method", method, "caller_cluster_id", caller, "cluster_id", own)
 }
 
 // isForwarded reports whether the incoming call was forwarded by a node.

@@ -92,7 +92,7 @@ func WithForwarder(f Forwarder) Option {
 // New returns a Server serving store.
 func New(store Store, opts ...Option) *Server {
 	o := newOptions(opts)
-	return &Server{store: store, logger: o.logger, fwd: forwarding{lead: store, fwd: o.forwarder}}
+	return &Server{store: store, logger: o.logger, fwd: newForwarding(store, o)}
 }
 
 // Commit validates the transaction and proposes it as one Raft entry; a

@@ -48,7 +48,7 @@ type WindowsServer struct {
 // NewWindows returns a WindowsServer serving store.
 func NewWindows(store WindowStore, opts ...Option) *WindowsServer {
 	o := newOptions(opts)
-	return &WindowsServer{store: store, logger: o.logger, fwd: forwarding{lead: store, fwd: o.forwarder}}
+	return &WindowsServer{store: store, logger: o.logger, fwd: newForwarding(store, o)}
 }
 
 // Define validates the spec and proposes it; a follower forwards it.

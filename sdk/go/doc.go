@@ -201,7 +201,12 @@
 // ran out of time (WithAttemptTimeout, default 5 s) is sent again, after
 // an exponential, jittered backoff from 20 ms up to 1 s, until it
 // succeeds or the caller's ctx ends; then the last attempt's error is
-// returned. A retried commit carries the same session, lane and sequence
+// returned. When the ctx ends during an attempt that came after refusals
+// (Unavailable), the error is the ctx's (it matches
+// context.DeadlineExceeded or context.Canceled), its message ends with
+// the last refusal, and LastRefusal(err) returns that refusal: a call
+// that kept meeting "no leader is known" does not read as a daemon that
+// never answered. A retried commit carries the same session, lane and sequence
 // as the first attempt, so a retry never applies a commit twice (see
 // Sessions). InvalidArgument, FailedPrecondition, ResourceExhausted,
 // NotFound and cancellation are never retried, with one exception: a

@@ -92,18 +92,32 @@ type statusError struct {
 	op       string
 	st       *status.Status
 	sentinel error
+	// refused is the Unavailable answer of an earlier attempt of a call
+	// whose ctx ended while it was retried (LastRefusal), else nil.
+	refused *status.Status
 }
 
 // wrapStatus converts err, returned by the call named op, into a
 // *statusError. An error without a gRPC status becomes codes.Unknown.
 func wrapStatus(op string, err error) error {
 	st := status.Convert(err)
-	return &statusError{op: op, st: st, sentinel: sentinelByCode[st.Code()]}
+	e := &statusError{op: op, st: st, sentinel: sentinelByCode[st.Code()]}
+	var re *refusedError
+	var se *statusError
+	switch {
+	case errors.As(err, &re):
+		e.refused = re.refused
+	case errors.As(err, &se):
+		e.refused = se.refused
+	}
+	return e
 }
 
-// Error reads "stated: <op>: <code>: <daemon's message>".
+// Error reads "stated: <op>: <code>: <daemon's message>", and for a call
+// that ran out of time while it was retried, what the daemon answered
+// before.
 func (e *statusError) Error() string {
-	return fmt.Sprintf("stated: %s: %s: %s", e.op, e.st.Code(), e.st.Message())
+	return fmt.Sprintf("stated: %s: %s: %s", e.op, e.st.Code(), e.st.Message()) + refusalSuffix(e.refused)
 }
 
 // GRPCStatus lets status.Code and status.FromError see the original status.

@@ -2,6 +2,7 @@ package stated
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"time"
 
@@ -74,10 +75,14 @@ func (c *Client) withRetries(ctx context.Context, attempt func(ctx context.Conte
 // ctx only).
 func (c *Client) retryLoop(ctx context.Context, attemptTimeout time.Duration, attempt func(ctx context.Context) error) error {
 	backoff := retryBackoffMin
+	var refused *status.Status // the last attempt refused Unavailable
 	for {
 		err := c.attempt(ctx, attemptTimeout, attempt)
 		if err == nil || !c.retry.enabled || c.closed.Load() || !retryable(ctx, err) {
-			return err
+			return withRefusal(ctx, err, refused)
+		}
+		if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
+			refused = st
 		}
 		// Full jitter over the upper half, so that clients that failed
 		// together do not retry together.
@@ -86,11 +91,82 @@ func (c *Client) retryLoop(ctx context.Context, attemptTimeout time.Duration, at
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return err
+			return withRefusal(ctx, err, refused)
 		case <-t.C:
 		}
 		backoff = min(2*backoff, retryBackoffMax)
 	}
+}
+
+// withRefusal returns err, the error that ended a retried call, with the
+// last Unavailable answer of an earlier attempt when ctx ended during a
+// later attempt: the user whose call timed out then learns what the
+// daemon kept answering ("not leader; no leader is known", "another
+// cluster") instead of only that time ran out. See LastRefusal.
+func withRefusal(ctx context.Context, err error, refused *status.Status) error {
+	if err == nil || refused == nil || !ended(ctx) {
+		return err
+	}
+	switch status.Code(err) {
+	case codes.DeadlineExceeded, codes.Canceled:
+		return &refusedError{err: err, refused: refused}
+	}
+	return err
+}
+
+// ended reports whether ctx is done or its deadline has passed: gRPC's
+// own timer can end an attempt with DeadlineExceeded before the timer
+// that cancels ctx has run.
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// refusedError is a retried call whose ctx ended during an attempt after
+// an earlier attempt was refused Unavailable: it is err (its code, its
+// sentinel), and its message says what the refusal was.
+type refusedError struct {
+	err     error
+	refused *status.Status
+}
+
+func (e *refusedError) Error() string {
+	return e.err.Error() + refusalSuffix(e.refused)
+}
+
+func (e *refusedError) Unwrap() error { return e.err }
+
+// GRPCStatus is err's status; status.Code sees its code.
+func (e *refusedError) GRPCStatus() *status.Status { return status.Convert(e.err) }
+
+// refusalSuffix is what an error's message adds for the refusal st (nil:
+// nothing).
+func refusalSuffix(st *status.Status) string {
+	if st == nil {
+		return ""
+	}
+	return "; before that the daemon answered " + st.Code().String() + ": " + st.Message()
+}
+
+// LastRefusal returns, for a call that ran out of time (context.DeadlineExceeded)
+// or was canceled while the Client retried it, the error the daemon answered
+// the last refused attempt with (matching ErrUnavailable): for example "not
+// leader; no leader is known", or a node that forwarded the call to its
+// leader's address and found another cluster there. It returns nil when
+// no attempt was refused before the call ended, or for any other error.
+func LastRefusal(err error) error {
+	var re *refusedError
+	if errors.As(err, &re) {
+		return wrapStatus("attempt", re.refused.Err())
+	}
+	var se *statusError
+	if errors.As(err, &se) && se.refused != nil {
+		return &statusError{op: se.op, st: se.refused, sentinel: sentinelByCode[se.refused.Code()]}
+	}
+	return nil
 }
 
 // attempt runs one attempt, bounded by the attempt timeout when the Client

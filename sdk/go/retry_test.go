@@ -3,6 +3,7 @@ package stated
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -104,6 +105,52 @@ func TestRetriesEndWithTheCallersContext(t *testing.T) {
 	}
 	if el := time.Since(start); el > 2*time.Second {
 		t.Errorf("returned after %s; the context ended after 300ms", el)
+	}
+}
+
+// TestACallThatTimesOutAfterARefusalSaysWhatTheDaemonAnswered: the
+// caller's ctx ends during an attempt (the daemon is slow to answer it)
+// after the daemon refused the attempts before. The error is still the
+// deadline's, and it carries the refusal: a user whose call keeps meeting
+// "no leader is known" must not read only that time ran out.
+func TestACallThatTimesOutAfterARefusalSaysWhatTheDaemonAnswered(t *testing.T) {
+	const refusal = "stated: not leader; no leader is known (election in progress?); retry"
+	var calls atomic.Int32
+	f := &fakeState{commitHook: func(ctx context.Context) error {
+		if calls.Add(1) <= 2 {
+			return status.Error(codes.Unavailable, refusal)
+		}
+		<-ctx.Done() // the third attempt hangs until the caller's deadline
+		return status.FromContextError(ctx.Err()).Err()
+	}}
+	c := newFakeClient(f, withDefaultRetries())
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err := c.Txn().Put("ns", []byte("k"), []byte("v")).Commit(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("err = %v (code %s); want the caller's deadline", err, status.Code(err))
+	}
+	if !strings.Contains(err.Error(), refusal) {
+		t.Errorf("err = %q; it does not say what the daemon answered before", err)
+	}
+	last := LastRefusal(err)
+	if !errors.Is(last, ErrUnavailable) || status.Convert(last).Message() != refusal {
+		t.Errorf("LastRefusal = %v; want the Unavailable refusal %q", last, refusal)
+	}
+
+	// A call whose only attempt ran out of time has no refusal to report.
+	f2 := &fakeState{commitHook: func(ctx context.Context) error {
+		<-ctx.Done()
+		return status.FromContextError(ctx.Err()).Err()
+	}}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	_, err = newFakeClient(f2, withDefaultRetries()).Txn().Put("ns", []byte("k"), []byte("v")).Commit(ctx2)
+	if !errors.Is(err, context.DeadlineExceeded) || LastRefusal(err) != nil {
+		t.Errorf("err = %v, LastRefusal = %v; want the deadline and no refusal", err, LastRefusal(err))
+	}
+	if LastRefusal(nil) != nil || LastRefusal(ErrUnavailable) != nil {
+		t.Error("LastRefusal of an error that is no timed-out retried call is not nil")
 	}
 }
 
