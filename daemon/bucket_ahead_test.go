@@ -3,8 +3,14 @@ package daemon_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
@@ -109,5 +115,62 @@ func TestACheckpointBelowItsOwnClustersNewerOneIsAbandonedNotBlamedOnTheBucket(t
 	}
 	if msg := err.Error(); !strings.Contains(msg, "abandoned: a newer leader of this cluster completed checkpoint 5") || strings.Contains(msg, "prefix=") {
 		t.Fatalf("the refusal %q: want it to name this cluster's newer leader first, and no other prefix", msg)
+	}
+}
+
+// TestTheBucketAheadHintSaysWhatItDoesNotKnow: the refusal of a
+// checkpoint below the bucket's newest tells the operator to restore
+// from the bucket's URL, and it prints that URL as the status does, with
+// credentials masked; it then says that the real URL is needed. When the
+// bucket's newest manifest does not read, which cluster wrote it is
+// unknown, and the hint says so instead of blaming another cluster.
+func TestTheBucketAheadHintSaysWhatItDoesNotKnow(t *testing.T) {
+	dir := t.TempDir()
+	bucket := (&url.URL{Scheme: "file", Path: dir}).String()
+	ctx := testContext(t)
+	old := daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL, c.CheckpointInterval = bucket, 0 })
+	oldCps := statedv1.NewCheckpointsClient(dial(t, "unix://"+old.SocketPath()))
+	for range 2 {
+		if _, err := oldCps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The newest manifest is cut short, as by a disk that lost its tail.
+	newest := filepath.Join(dir, "manifests", fmt.Sprintf("%020d.json", 2))
+	if err := os.WriteFile(newest, []byte(`{"epoch": 2, "clus`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// fileblob reads secret_key_path's file (its key signs URLs); the
+	// parameter's name makes the status mask its value.
+	keyFile := filepath.Join(t.TempDir(), "url.key")
+	if err := os.WriteFile(keyFile, []byte("not a credential of anything"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withKey := bucket + "?secret_key_path=" + url.QueryEscape(keyFile) + "&base_url=" + url.QueryEscape("http://127.0.0.1:1/signed")
+
+	fresh := daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL, c.CheckpointInterval = withKey, 0 })
+	cps := statedv1.NewCheckpointsClient(dial(t, "unix://"+fresh.SocketPath()))
+	_, err := cps.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+	if err == nil {
+		t.Fatal("a new cluster's checkpoint 1 completed on a bucket holding checkpoints 1 and 2")
+	}
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("the refusal's code is %s, want FailedPrecondition (the bucket's state, not an internal error)", status.Code(err))
+	}
+	for _, want := range []string{
+		"checkpoint 2, is at or above", // no cluster: the manifest did not read
+		"does not say which cluster wrote it",
+		"stated restore --from " + bucket + "?secret_key_path=",
+		"with the credentials masked here",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the refusal %q does not say %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), url.QueryEscape(keyFile)) {
+		t.Errorf("the refusal %q prints the masked parameter's value", err)
 	}
 }

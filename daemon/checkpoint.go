@@ -115,6 +115,10 @@ type coordinator struct {
 	// stateDir is this node's Pebble directory, whose tables a follower
 	// hashes ahead of time (prehash).
 	stateDir string
+	// restoreFrom is the bucket's URL as a failure's hint to restore
+	// from it prints it: the status's redacted URL, marked when the
+	// redaction masked credentials the restore needs.
+	restoreFrom string
 	// counter counts each local checkpoint's state from the last one
 	// counted, kept in the data dir (fsm.CountBaseDir).
 	counter *fsm.CheckpointCounter
@@ -211,6 +215,10 @@ func openCoordinator(ctx context.Context, cfg Config, logger *slog.Logger) (*coo
 		Enabled: true, Bucket: redactURL(cfg.CheckpointURL), Interval: cfg.CheckpointInterval, Retain: cfg.CheckpointRetain,
 		SharesDiskWithData: sharesDisk(cfg.CheckpointURL, cfg.DataDir), Encryption: ucfg.KeeperScheme,
 		MaterializeInterval: cfg.CheckpointMaterializeInterval,
+	}
+	c.restoreFrom = c.st.Bucket
+	if c.st.Bucket != cfg.CheckpointURL {
+		c.restoreFrom += " (this URL with the credentials masked here)"
 	}
 	if len(cfg.KafkaBrokers) > 0 {
 		if c.kafka, err = newKafkaCommitter(cfg.KafkaBrokers, logger); err != nil {
@@ -672,10 +680,16 @@ func (c *coordinator) failed(tr *trigger, epoch uint64, err error) {
 			// while this node still thought it led, or, if it repeats, the
 			// data dirs are older than the bucket (copies of old disks).
 			err = fmt.Errorf("abandoned: a newer leader of this cluster completed checkpoint %d: %w (if every checkpoint fails so, this cluster's data dirs are older than the bucket: restore it with stated restore --from %s)",
-				ahead.Newest, err, c.st.Bucket)
+				ahead.Newest, err, c.restoreFrom)
 		} else {
-			err = fmt.Errorf("%w. This cluster's checkpoints did not start from the bucket's (a new cluster on a used bucket, or a data dir older than the bucket): "+
-				"restore the cluster from the bucket (stated restore --from %s), or give --checkpoint-url a prefix no other cluster writes (prefix=NAME/ in its query)", err, c.st.Bucket)
+			whose := "This cluster's checkpoints did not start from the bucket's"
+			if ahead.ClusterID == "" {
+				// The newest manifest did not read (or predates cluster
+				// ids): this cluster's own, or another's.
+				whose = "The bucket's newest manifest does not say which cluster wrote it (it did not read); if not this cluster, its checkpoints did not start from the bucket's"
+			}
+			err = fmt.Errorf("%w. %s (a new cluster on a used bucket, or a data dir older than the bucket): "+
+				"restore the cluster from the bucket (stated restore --from %s), or give --checkpoint-url a prefix no other cluster writes (prefix=NAME/ in its query)", err, whose, c.restoreFrom)
 		}
 	}
 	c.logger.Warn("daemon: checkpoint failed", "epoch", epoch, "error", err)

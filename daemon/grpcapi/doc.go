@@ -89,6 +89,7 @@
 // | a call of another lineage (LineageRefused detail)        | FailedPrecondition |
 // | a checkpoint or savepoint that is not in the bucket      | NotFound         |
 // | deleting the newest or a pinned checkpoint, or a checkpoint of another format or corrupt | FailedPrecondition |
+// | a checkpoint at or below the bucket's newest (uploader.ErrBucketAhead) | FailedPrecondition |
 // | the node is shutting down                                | Unavailable      |
 // | the caller's deadline passed (a commit's outcome is then unknown) | DeadlineExceeded |
 // | the caller cancelled                                     | Canceled         |

@@ -77,7 +77,8 @@ func statusOf(ctx context.Context, logger *slog.Logger, err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, raftstore.ErrUnknownMember), errors.Is(err, uploader.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, uploader.ErrFormat), errors.Is(err, uploader.ErrPinned), errors.Is(err, uploader.ErrNewest), errors.Is(err, uploader.ErrCorrupt):
+	case errors.Is(err, uploader.ErrFormat), errors.Is(err, uploader.ErrPinned), errors.Is(err, uploader.ErrNewest), errors.Is(err, uploader.ErrCorrupt),
+		errors.Is(err, uploader.ErrBucketAhead):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, uploader.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
