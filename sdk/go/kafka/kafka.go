@@ -96,7 +96,10 @@ type Config struct {
 	// claimant resumes from the stored offsets. Zero means twice the
 	// group's session timeout (kgo.SessionTimeout in KafkaOptions; 90 s
 	// with franz-go's default of 45 s), at least 1 minute; negative
-	// turns it off.
+	// turns it off. While a partition is fenced, a poll waits no longer
+	// than until its reclaim is due, also with KafkaCommitInterval
+	// negative (a fenced partition is paused, and were it the only one
+	// with records, the poll would not return for it).
 	ReclaimFencedAfter time.Duration
 	// KafkaCommitInterval is how often the processor commits, to the
 	// Kafka group, the offsets of the newest completed stated checkpoint
@@ -328,9 +331,9 @@ func New(cfg Config) (*Processor, error) {
 // stated.ErrSessionFenced, which says another process opened a session
 // with the same client id: this processor is a zombie, and its commits
 // would all be refused; and so does a claim of this processor's found
-// released, which a restore of the stated cluster does to every claim
-// (ErrClaimReleased): a processor started again resumes from the
-// restored offsets.
+// released or older claims than its own found current, which only a
+// restore of the stated cluster does (ErrClaimReleased): a processor
+// started again resumes from the restored offsets.
 //
 // Run never waits silently: whatever it waits for longer than
 // Config.WaitLogInterval (the Kafka group, a commit to stated, a fenced
@@ -434,11 +437,17 @@ func (p *Processor) Run(ctx context.Context) error {
 
 // poll waits for records, but no longer than the Kafka commit interval, so
 // that an idle processor still commits new checkpoints' offsets, nor than
-// the outbox interval when it has window callbacks.
+// the outbox interval when it has window callbacks, nor past the time the
+// first fenced partition is due to be claimed again (reclaimFenced runs
+// after a poll, and a fenced partition is paused: were it the only one
+// with records, the poll would not return for it).
 func (p *Processor) poll(ctx context.Context) kgo.Fetches {
 	limit := p.cfg.KafkaCommitInterval
 	if p.windows.active() && p.cfg.OutboxInterval > 0 && (limit < 0 || p.cfg.OutboxInterval < limit) {
 		limit = p.cfg.OutboxInterval
+	}
+	if due, ok := p.reclaimDue(); ok && (limit < 0 || due < limit) {
+		limit = max(due, time.Millisecond)
 	}
 	if limit < 0 {
 		return p.cl.PollRecords(ctx, p.cfg.MaxPollRecords)
@@ -508,14 +517,32 @@ func (p *Processor) batch(fetches kgo.Fetches) *batch {
 var errHandler = errors.New("kafka: handler failed")
 
 // ErrClaimReleased is what Run returns when stated refuses a commit
-// because this processor's claim on a partition was released, although
-// the processor did not release it: a restore of the stated cluster from
-// a checkpoint releases every claim, and the restored offsets are behind
-// the records this processor has processed since the checkpoint. Going on
-// from its own position would skip them. Start the processor again (a new
+// because the partition's claims went back behind this processor's claim,
+// which only a restore of the stated cluster from a checkpoint does: its
+// claim was released although the processor did not release it (a
+// restore releases every claim), or the partition's newest claim is older
+// than this processor's, or there is none (the checkpoint was taken
+// before this processor claimed the partition). The restored offsets are
+// then behind the records this processor has processed since the
+// checkpoint, or absent; going on from its own position would skip them. Start the processor again (a new
 // Run, or the service restarted): it claims its partitions again and
 // resumes from the offsets stated holds.
 var ErrClaimReleased = errors.New("kafka: the processor's claim was released in stated (the stated cluster was restored from a checkpoint)")
+
+// restoredUnder reports whether the fence fe of a commit can only come
+// from a restore of the stated cluster from a checkpoint, which took the
+// partition's claims back to or behind this processor's claim: the
+// partition's newest claim is older than this processor's, or there is
+// none (the checkpoint was taken before this processor claimed it), or
+// it is this processor's epoch, released although the processor did not
+// release it (a restore releases every claim; the processor commits only
+// what it owns), or owned by another (claimed anew after the restore: one
+// history issues each epoch once). Claim epochs only grow otherwise, so
+// that only a newer claim than this processor's, another's or its own
+// reclaim's, is an ordinary fence.
+func restoredUnder(fe *stated.FencedError) bool {
+	return fe.Epoch >= fe.CurrentEpoch
+}
 
 // process runs the handler over b and commits, dropping fenced partitions
 // and processing the rest again until the commit succeeds.
@@ -528,15 +555,13 @@ func (p *Processor) process(ctx context.Context, b *batch) (stated.CommitResult,
 		for _, pb := range b.parts {
 			txn.CommitClaimedOffset(p.cfg.Group, pb.claim, pb.records[len(pb.records)-1].Offset+1)
 		}
-		p.waits.begin(WaitStatedCommit, fmt.Sprintf("commit of %d records from %d partitions, unanswered (the client retries while stated is unavailable)", b.records, len(b.parts)))
+		p.waits.enter(WaitStatedCommit, fmt.Sprintf("commit of %d records from %d partitions, unanswered (the client retries while stated is unavailable)", b.records, len(b.parts)))
 		res, err := txn.Commit(ctx)
-		p.waits.end(WaitStatedCommit)
+		p.waits.leave(WaitStatedCommit)
 		var fe *stated.FencedError
-		if errors.As(err, &fe) && fe.CurrentEpoch == fe.Epoch && fe.Owner == p.cfg.State.ClientID() {
-			// Neither superseded nor another's: released, and not by
-			// this processor, which commits only what it owns.
-			return stated.CommitResult{}, fmt.Errorf("%w: %s/%d, claim epoch %d; start the processor again to resume from stated's offsets: %w",
-				ErrClaimReleased, fe.Topic, fe.Partition, fe.Epoch, err)
+		if errors.As(err, &fe) && restoredUnder(fe) {
+			return stated.CommitResult{}, fmt.Errorf("%w: %s/%d, claim epoch %d (stated's newest: %d); start the processor again to resume from stated's offsets: %w",
+				ErrClaimReleased, fe.Topic, fe.Partition, fe.Epoch, fe.CurrentEpoch, err)
 		}
 		if errors.As(err, &fe) {
 			tp := topicPartition{fe.Topic, fe.Partition}
@@ -706,6 +731,26 @@ func (p *Processor) fenced(fe *stated.FencedError, resume int64) {
 	}
 }
 
+// reclaimDue returns how long until the first fenced partition is due to
+// be claimed again; false when none is fenced or reclaims are off.
+func (p *Processor) reclaimDue() (time.Duration, bool) {
+	if p.cfg.ReclaimFencedAfter < 0 {
+		return 0, false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var first time.Time
+	for _, f := range p.fencedParts {
+		if f.resume >= 0 && (first.IsZero() || f.at.Before(first)) {
+			first = f.at
+		}
+	}
+	if first.IsZero() {
+		return 0, false
+	}
+	return time.Until(first.Add(p.cfg.ReclaimFencedAfter)), true
+}
+
 // reclaimFenced claims again the partitions fenced at least
 // ReclaimFencedAfter ago that Kafka has neither revoked from this
 // processor nor assigned to it again since (see Config.ReclaimFencedAfter),
@@ -732,9 +777,9 @@ func (p *Processor) reclaimFenced(ctx context.Context) {
 	slices.SortFunc(parts, func(a, b stated.TopicPartition) int {
 		return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
 	})
-	p.waits.begin(WaitStatedClaim, fmt.Sprintf("claim of %d fenced partitions Kafka still assigns here, unanswered (the client retries while stated is unavailable)", len(parts)))
+	p.waits.enter(WaitStatedClaim, fmt.Sprintf("claim of %d fenced partitions Kafka still assigns here, unanswered (the client retries while stated is unavailable)", len(parts)))
 	claims, err := p.cfg.State.Claim(ctx, p.cfg.Group, parts)
-	p.waits.end(WaitStatedClaim)
+	p.waits.leave(WaitStatedClaim)
 	if err != nil {
 		p.mu.Lock()
 		for _, tp := range parts {
@@ -789,9 +834,9 @@ func (p *Processor) onAssigned(ctx context.Context, offsets map[string]map[int32
 	if len(parts) == 0 {
 		return offsets, nil
 	}
-	p.waits.begin(WaitStatedClaim, fmt.Sprintf("claim of %d assigned partitions, unanswered (the client retries while stated is unavailable)", len(parts)))
+	p.waits.enter(WaitStatedClaim, fmt.Sprintf("claim of %d assigned partitions, unanswered (the client retries while stated is unavailable)", len(parts)))
 	claims, err := p.cfg.State.Claim(ctx, p.cfg.Group, parts)
-	p.waits.end(WaitStatedClaim)
+	p.waits.leave(WaitStatedClaim)
 	if err != nil {
 		p.logger.Warn("kafka: claiming assigned partitions failed; rejoining", "group", p.cfg.Group, "partitions", len(parts), "error", err)
 		return nil, fmt.Errorf("kafka: claim %d partitions in stated: %w", len(parts), err)
@@ -873,9 +918,9 @@ func (p *Processor) maybeCommitToKafka(ctx context.Context) {
 		return
 	}
 	p.lastKafkaCommit = time.Now()
-	p.waits.begin(WaitStatedRead, "reading the newest checkpoint's offsets, unanswered")
+	p.waits.enter(WaitStatedRead, "reading the newest checkpoint's offsets, unanswered")
 	g, err := p.cfg.State.GetGroup(ctx, p.cfg.Group, stated.WithConsistency(stated.ConsistencyLocal))
-	p.waits.end(WaitStatedRead)
+	p.waits.leave(WaitStatedRead)
 	if err != nil {
 		p.logger.Warn("kafka: reading checkpointed offsets", "group", p.cfg.Group, "error", err)
 		return
@@ -899,8 +944,8 @@ func (p *Processor) maybeCommitToKafka(ctx context.Context) {
 		return
 	}
 	var commitErr error
-	p.waits.begin(WaitKafkaOffsetCommit, fmt.Sprintf("committing checkpointed offsets of %d partitions to the group, unanswered", len(tps)))
-	defer p.waits.end(WaitKafkaOffsetCommit)
+	p.waits.enter(WaitKafkaOffsetCommit, fmt.Sprintf("committing checkpointed offsets of %d partitions to the group, unanswered", len(tps)))
+	defer p.waits.leave(WaitKafkaOffsetCommit)
 	p.cl.CommitOffsetsSync(ctx, commit, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		if err != nil {
 			commitErr = err

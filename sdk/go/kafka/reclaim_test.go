@@ -7,6 +7,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/statedhq/stated/daemon/daemontest"
 	stated "github.com/statedhq/stated/sdk/go"
 )
 
@@ -43,5 +44,94 @@ func TestReclaimFencedAfterDefaultsPastTheSessionTimeout(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("ReclaimFencedAfter %v with %d options: %v, want %v", tc.set, len(tc.opts), got, tc.want)
 		}
+	}
+}
+
+// TestAFencedPartitionIsReclaimedWhenThePollHasNoDeadline: with
+// KafkaCommitInterval negative and no window callbacks, a poll has no
+// deadline of its own. A partition fenced by a claim of a client that is
+// not in the Kafka group (it claimed and went away) is paused, and
+// reclaimFenced runs only after a poll returns: a poll over nothing but
+// paused partitions would never return, and the partition stayed fenced,
+// its records unprocessed, until the next rebalance. The poll now ends
+// when the first fenced partition is due.
+func TestAFencedPartitionIsReclaimedWhenThePollHasNoDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d := daemontest.Start(t)
+	kc := newEvents(t, 1)
+	produce := func(n int) {
+		t.Helper()
+		cl, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.DefaultProduceTopic("events"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		for range n {
+			if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("e")}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c, err := stated.Dial(ctx, "unix://"+d.SocketPath(), stated.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	other, err := stated.Dial(ctx, "unix://"+d.SocketPath(), stated.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	counts := stated.NewCounter(c, "counts")
+	fenced := make(chan struct{}, 10)
+	p, err := New(Config{
+		State: c, Group: "g", Topics: []string{"events"},
+		KafkaOptions:        testKafkaOptions(kc),
+		KafkaCommitInterval: -1,
+		ReclaimFencedAfter:  time.Second,
+		OnFenced:            func(*stated.FencedError) { fenced <- struct{}{} },
+		Handler: func(_ context.Context, txn *stated.Txn, r *kgo.Record) error {
+			counts.In(txn).Add("n", 1)
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, p)
+	defer stop()
+	offset := func() int64 {
+		offs, err := c.GetOffsets(ctx, "g")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range offs {
+			if o.Topic == "events" && o.Partition == 0 {
+				return o.Offset
+			}
+		}
+		return 0
+	}
+	produce(5)
+	waitFor(t, "offset 5", func() (bool, error) { return offset() == 5, nil })
+
+	// A claim by a client outside the group: a claimant that went away.
+	if _, err := other.Claim(ctx, "g", []stated.TopicPartition{{Topic: "events", Partition: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	produce(5)
+	select {
+	case <-fenced:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the processor was not fenced")
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for offset() != 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("15s after the fencing, with ReclaimFencedAfter 1s, the partition is still not reclaimed (offset %d, stats fenced %v, waiting %v)",
+				offset(), p.Stats().Fenced, p.Stats().Waiting)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -114,12 +114,38 @@ func (p *Processor) Stats() Stats {
 
 // waits tracks what the processor waits for, and its counters.
 type waits struct {
-	mu    sync.Mutex
-	now   map[WaitKind]Wait
+	mu  sync.Mutex
+	now map[WaitKind]Wait
+	// calls counts the calls of each kind entered and not left (enter,
+	// leave): two can overlap (a claim of assigned partitions on
+	// franz-go's goroutine while the poll loop claims fenced ones again),
+	// and the first to return must not end the other's wait.
+	calls map[WaitKind]int
 	stats Stats // the counters; Waiting is built by snapshot
 }
 
-func newWaits() *waits { return &waits{now: map[WaitKind]Wait{}} }
+func newWaits() *waits { return &waits{now: map[WaitKind]Wait{}, calls: map[WaitKind]int{}} }
+
+// enter starts a wait of kind for a call, as begin does; the wait ends
+// when every call entered has left.
+func (w *waits) enter(kind WaitKind, detail string) {
+	w.begin(kind, detail)
+	w.mu.Lock()
+	w.calls[kind]++
+	w.mu.Unlock()
+}
+
+// leave ends a call's wait of kind, and the wait once no other call of
+// its kind is on.
+func (w *waits) leave(kind WaitKind) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.calls[kind]--; w.calls[kind] > 0 {
+		return
+	}
+	delete(w.calls, kind)
+	delete(w.now, kind)
+}
 
 // begin starts a wait of kind, or updates the detail of the one that is
 // on, keeping when it began.

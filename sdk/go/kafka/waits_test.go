@@ -137,3 +137,27 @@ func TestWaitsKeepTheirStartAndListOldestFirst(t *testing.T) {
 		t.Fatalf("stats %+v, want the commit wait alone and one batch of 3", s)
 	}
 }
+
+// TestAWaitOfTwoOverlappingCallsLastsUntilBothReturn: a claim of assigned
+// partitions (franz-go's goroutine) and a claim of fenced ones again (the
+// poll loop) can be in flight at once; the first to return must not take
+// the other's wait out of Stats and the wait log.
+func TestAWaitOfTwoOverlappingCallsLastsUntilBothReturn(t *testing.T) {
+	w := newWaits()
+	w.enter(WaitStatedClaim, "claim of 2 assigned partitions")
+	since := w.snapshot().Waiting[0].Since
+	w.enter(WaitStatedClaim, "claim of 1 fenced partition")
+	w.leave(WaitStatedClaim)
+	s := w.snapshot()
+	if len(s.Waiting) != 1 || s.Waiting[0].Kind != WaitStatedClaim || !s.Waiting[0].Since.Equal(since) {
+		t.Fatalf("with one of two claims still in flight, Stats waits for %v; want the claim since %v", s.Waiting, since)
+	}
+	w.leave(WaitStatedClaim)
+	if s := w.snapshot(); len(s.Waiting) != 0 {
+		t.Fatalf("with both claims answered, Stats still waits for %v", s.Waiting)
+	}
+	w.enter(WaitStatedClaim, "a later claim")
+	if s := w.snapshot(); len(s.Waiting) != 1 {
+		t.Fatalf("a claim after both: Stats waits for %v", s.Waiting)
+	}
+}

@@ -163,9 +163,9 @@ func (p *Processor) deliverPending(ctx context.Context) error {
 	for _, ns := range w.names {
 		var after uint64
 		for {
-			p.waits.begin(WaitStatedRead, fmt.Sprintf("reading the pending emissions of window namespace %q, unanswered", ns))
+			p.waits.enter(WaitStatedRead, fmt.Sprintf("reading the pending emissions of window namespace %q, unanswered", ns))
 			ems, err := p.cfg.State.Emissions(ctx, ns, after, maxDelivery)
-			p.waits.end(WaitStatedRead)
+			p.waits.leave(WaitStatedRead)
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -234,9 +234,9 @@ func (p *Processor) deliver(ctx context.Context, ns string, ems []stated.Emissio
 		return fmt.Errorf("%w: the callback of %q failed on emissions %d..%d: %w", errCallback, ns, ems[0].ID, ems[len(ems)-1].ID, err)
 	}
 	txn.Ack(ems...)
-	p.waits.begin(WaitStatedCommit, fmt.Sprintf("commit of the callback of %q acknowledging %d emissions, unanswered (the client retries while stated is unavailable)", ns, len(ems)))
+	p.waits.enter(WaitStatedCommit, fmt.Sprintf("commit of the callback of %q acknowledging %d emissions, unanswered (the client retries while stated is unavailable)", ns, len(ems)))
 	_, err := txn.Commit(ctx)
-	p.waits.end(WaitStatedCommit)
+	p.waits.leave(WaitStatedCommit)
 	if err == nil {
 		w.delivered[ns] = max(w.delivered[ns], ems[len(ems)-1].ID)
 		p.waits.delivered(len(ems))
@@ -299,9 +299,9 @@ func (p *Processor) registerSources(ctx context.Context, claims []stated.Partiti
 			txn.AdvanceWatermark(ns, c.Topic+"/"+strconv.FormatInt(int64(c.Partition), 10), time.UnixMilli(0))
 		}
 	}
-	p.waits.begin(WaitStatedClaim, fmt.Sprintf("registering %d assigned partitions as watermark sources of %d window namespaces, unanswered", len(claims), len(names)))
+	p.waits.enter(WaitStatedClaim, fmt.Sprintf("registering %d assigned partitions as watermark sources of %d window namespaces, unanswered", len(claims), len(names)))
 	_, err := txn.Commit(ctx)
-	p.waits.end(WaitStatedClaim)
+	p.waits.leave(WaitStatedClaim)
 	if err != nil {
 		p.logger.Warn("kafka: registering assigned partitions as watermark sources failed; each becomes one with its first record",
 			"group", p.cfg.Group, "partitions", len(claims), "namespaces", names, "error", err)
