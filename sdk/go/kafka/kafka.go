@@ -343,6 +343,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	defer p.startWatch()() // after close: leaving the group can take long too
 	defer p.close()
 	p.windows.start()
+	p.registerOwnedSources(ctx)
 	backoff := p.cfg.RetryBackoff
 	// pause waits out the backoff after a failure, and doubles it; it
 	// reports false when ctx ended.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,11 +58,11 @@ const (
 // transaction that commits fn's effects, and until it is, it is delivered
 // again. Call it right after New, before Run, at most once per
 // namespace; it panics otherwise (a programming error, like registering
-// a route twice). From then on, each partition Kafka assigns is made a
-// watermark source of ns (a watermark hint at time 0) before its records
-// are fetched, so that a partition whose records come later than the
-// others' still holds the watermark back: call it before the group, which
-// New joins, can assign any.
+// a route twice). Each partition Kafka assigns is made a watermark
+// source of ns (a watermark hint at time 0) before its records are
+// fetched, so that a partition whose records come later than the others'
+// still holds the watermark back; those New's group join assigned before
+// OnWindowClosed was called are made sources when Run starts.
 //
 // The Processor delivers:
 //   - the emissions each of its commits returns (the windows that commit
@@ -306,6 +307,28 @@ func (p *Processor) registerSources(ctx context.Context, claims []stated.Partiti
 		p.logger.Warn("kafka: registering assigned partitions as watermark sources failed; each becomes one with its first record",
 			"group", p.cfg.Group, "partitions", len(claims), "namespaces", names, "error", err)
 	}
+}
+
+// registerOwnedSources registers, when Run starts, the partitions claimed
+// before it as watermark sources of the namespaces with a callback. New
+// joins the group, so the first assignment may be claimed before
+// OnWindowClosed registered a namespace (onAssigned then registered
+// nothing for it). A hint at time 0 moves no watermark, so registering a
+// partition twice changes nothing.
+func (p *Processor) registerOwnedSources(ctx context.Context) {
+	if !p.windows.active() {
+		return
+	}
+	p.mu.Lock()
+	claims := make([]stated.PartitionClaim, 0, len(p.owned))
+	for _, o := range p.owned {
+		claims = append(claims, o.claim)
+	}
+	p.mu.Unlock()
+	slices.SortFunc(claims, func(a, b stated.PartitionClaim) int {
+		return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
+	p.registerSources(ctx, claims)
 }
 
 // namespaces returns the namespaces with a callback; safe from any

@@ -586,3 +586,73 @@ func TestAPartitionWithoutRecordsYetHoldsTheWatermark(t *testing.T) {
 		}
 	}
 }
+
+// TestAPartitionClaimedBeforeTheCallbackWasRegisteredHoldsTheWatermark:
+// New joins the group, so Kafka may assign, and the processor claim, its
+// partitions before OnWindowClosed registered the namespace; the claims
+// then made no partition a watermark source of it. Run makes every
+// partition claimed before it a source, so partition 1, silent, still
+// holds the watermark back while partition 0's clicks run 30 s ahead.
+func TestAPartitionClaimedBeforeTheCallbackWasRegisteredHoldsTheWatermark(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newWindowEnv(t, 0)
+	check := e.dial(ctx)
+	defer check.Close()
+	c := e.dial(ctx)
+	defer c.Close()
+	p, err := New(e.config(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both partitions claimed before Run", func() (bool, error) {
+		g, err := check.GetGroup(ctx, "g")
+		if err != nil {
+			return false, err
+		}
+		live := 0
+		for _, cl := range g.Claims {
+			if !cl.Released {
+				live++
+			}
+		}
+		return live == 2, nil
+	})
+	var calls atomic.Int64
+	p.OnWindowClosed(e.ns, recordingCallback(&calls))
+	stop := run(t, p)
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.DefaultProduceTopic(e.topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := range 30 { // 30 s of clicks on partition 0
+		r := &kgo.Record{Key: []byte("k"), Partition: 0, Timestamp: windowBase.Add(time.Duration(i) * time.Second)}
+		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		e.ends[0] = max(e.ends[0], r.Offset+1)
+	}
+	waitFor(t, "partition 0 committed", e.drained(ctx, check))
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	sts, err := check.WindowStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sts) != 1 {
+		t.Fatalf("status %+v: want one namespace", sts)
+	}
+	sources := map[string]bool{}
+	for _, src := range sts[0].Sources {
+		sources[src.Source] = true
+	}
+	if p1 := e.topic + "/1"; !sources[p1] {
+		t.Errorf("partition 1, claimed before OnWindowClosed, is no watermark source of %s (sources %v)", e.ns, sources)
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("the callback ran %d times: a window closed while partition 1 had sent nothing", n)
+	}
+}
