@@ -27,6 +27,10 @@
 //	}
 //	return p.Run(ctx)
 //
+// New joins the group at once; Run closes the Processor when it returns.
+// A Processor that will not Run (the application failed in between) is
+// closed with Close, which leaves the group and releases its claims.
+//
 // The handler must put every effect of a record into the transaction: it
 // may run more than once for one record (after a handler error, or when
 // part of a batch was fenced), and only the run whose transaction commits

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -243,6 +244,39 @@ type Processor struct {
 	kafkaCommitted  map[topicPartition]int64 // what this processor told Kafka
 
 	windows windowDelivery // OnWindowClosed callbacks
+
+	// life is where the Processor is: lifeNew until Run or Close,
+	// lifeRunning while Run runs, lifeEnded once Run returned, lifeClosed
+	// after Close.
+	life atomic.Int32
+}
+
+const (
+	lifeNew int32 = iota
+	lifeRunning
+	lifeEnded
+	lifeClosed
+)
+
+// errClosed is Run's error for a Processor that was closed.
+var errClosed = errors.New("kafka: Run after Close")
+
+// Close leaves the group, which releases the processor's claims in
+// stated, and closes its Kafka client, for a Processor that will not Run:
+// New joins the group at once, and without Close its member would hold
+// the partitions Kafka assigns it, fencing nobody but processing nothing,
+// until the process exits. Run closes the Processor when it returns, so
+// Close is not needed after Run, and does nothing then. It fails while
+// Run runs: cancel Run's context instead.
+func (p *Processor) Close() error {
+	if p.life.CompareAndSwap(lifeNew, lifeClosed) {
+		p.close()
+		return nil
+	}
+	if p.life.Load() == lifeRunning {
+		return errors.New("kafka: Close while Run runs: cancel Run's context, and Run closes the Processor when it returns")
+	}
+	return nil
 }
 
 // New checks cfg and creates a Processor; Run starts it.
@@ -340,6 +374,16 @@ func New(cfg Config) (*Processor, error) {
 // partition) it logs as a warning, again at every interval, and Stats
 // reports at any time.
 func (p *Processor) Run(ctx context.Context) error {
+	for {
+		cur := p.life.Load()
+		if cur == lifeClosed {
+			return errClosed
+		}
+		if p.life.CompareAndSwap(cur, lifeRunning) {
+			break
+		}
+	}
+	defer p.life.Store(lifeEnded)
 	defer p.startWatch()() // after close: leaving the group can take long too
 	defer p.close()
 	p.windows.start()

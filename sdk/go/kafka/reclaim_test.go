@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -133,5 +134,64 @@ func TestAFencedPartitionIsReclaimedWhenThePollHasNoDeadline(t *testing.T) {
 				offset(), p.Stats().Fenced, p.Stats().Waiting)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestCloseReleasesTheClaimsOfAProcessorThatNeverRan: New joins the group
+// and claims what Kafka assigns; an application that fails before Run
+// closes the Processor, which leaves the group and releases its claims,
+// so that another processor takes the partition over at once. Run after
+// Close fails; Close after Run returned does nothing.
+func TestCloseReleasesTheClaimsOfAProcessorThatNeverRan(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d := daemontest.Start(t)
+	kc := newEvents(t, 1)
+	c, err := stated.Dial(ctx, "unix://"+d.SocketPath(), stated.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cfg := Config{
+		State: c, Group: "g", Topics: []string{"events"},
+		KafkaOptions: testKafkaOptions(kc),
+		Handler:      func(context.Context, *stated.Txn, *kgo.Record) error { return nil },
+	}
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := func(released bool) func() (bool, error) {
+		return func() (bool, error) {
+			g, err := c.GetGroup(ctx, "g")
+			if err != nil {
+				return false, err
+			}
+			return len(g.Claims) == 1 && g.Claims[0].Released == released, nil
+		}
+	}
+	waitFor(t, "the partition claimed by the processor that has not run", claims(false))
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "its claim released by Close", claims(true))
+	if err := p.Run(ctx); !errors.Is(err, errClosed) {
+		t.Fatalf("Run after Close returned %v, want %v", err, errClosed)
+	}
+
+	q, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, q)
+	waitFor(t, "the partition claimed by the next processor", claims(false))
+	if err := q.Close(); err == nil {
+		t.Error("Close while Run runs succeeded")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Errorf("Close after Run returned: %v", err)
 	}
 }
