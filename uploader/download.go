@@ -71,7 +71,7 @@ func (u *Uploader) Download(ctx context.Context, m *Manifest, dir string, progre
 	st.FilesDownloaded = len(need)
 	slices.SortFunc(need, func(a, b File) int { return cmp.Compare(b.Size, a.Size) })
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return st, fmt.Errorf("uploader: download of checkpoint %d: %w", m.Epoch, err)
+		return st, fmt.Errorf("uploader: download of checkpoint %d: %w", m.Epoch, local(err))
 	}
 	add := progressCounter(progress, st.BytesDownloaded)
 	dirs := make([]string, len(need))
@@ -88,7 +88,9 @@ func (u *Uploader) Download(ctx context.Context, m *Manifest, dir string, progre
 		return nil
 	})
 	if err == nil {
-		err = syncDirsOf(dirs)
+		if err = syncDirsOf(dirs); err != nil {
+			err = fmt.Errorf("uploader: download of checkpoint %d: %w", m.Epoch, local(err))
+		}
 	}
 	st.Duration = time.Since(start)
 	return st, err

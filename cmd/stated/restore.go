@@ -117,7 +117,9 @@ again. A non-empty data dir is refused unless --force. With
 checkpoint's, so that consumers that ignore stated resume at the right
 place too (stop the consumers first). A missing or corrupt file fails the
 restore naming the file; --fallback restores the newest intact older
-checkpoint instead, and says so.
+checkpoint instead, and says so (only for a missing or corrupt file: a
+bucket that does not answer, a key or a local disk problem fails the
+restore).
 
 The new state is staged whole beside the old one and swapped in
 crash-safely: if the restore is killed at any point, the data dir holds

@@ -143,11 +143,8 @@ func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
 		if err == nil {
 			break
 		}
-		// Fall back only from a checkpoint that is not intact: a
-		// problem of this machine (its disk full or failing) or of the
-		// key would be the same with an older one, which would only
-		// restore less.
-		if !opts.Fallback || ctx.Err() != nil || keyProblem(err) || localProblem(err) {
+		// Fall back only from a checkpoint that is not intact.
+		if !opts.Fallback || ctx.Err() != nil || !notIntact(err) {
 			return nil, err
 		}
 		res.Skipped = append(res.Skipped, fmt.Sprintf("checkpoint %d: %v", m.Epoch, err))
@@ -340,6 +337,28 @@ func emptyDir(dir string) (bool, error) {
 // a checkpoint to fall back from, and never corruption.
 func keyProblem(err error) bool {
 	return errors.Is(err, uploader.ErrKeyNeeded) || errors.Is(err, uploader.ErrWrongKey)
+}
+
+// notIntact reports whether err, a failed download or replay of a
+// checkpoint, says that the checkpoint itself is not intact: a blob
+// missing or not what the manifest says (uploader.ErrCorrupt), a manifest
+// this version cannot read (uploader.ErrFormat), or a changelog that does
+// not replay to the checkpoint's cut (fsm.ErrCorrupt). Only from such a
+// checkpoint does a restore with Fallback go on to an older one. Any
+// other failure would be the same with an older checkpoint, or passes
+// with time: this machine's disk full or failing, the key, the bucket
+// unreachable, throttling or refusing (S3's 503 SlowDown, 403
+// AccessDenied); an older checkpoint would then only restore less than
+// the bucket holds.
+func notIntact(err error) bool {
+	if keyProblem(err) || localProblem(err) {
+		return false
+	}
+	var re *replayError
+	if errors.As(err, &re) {
+		return errors.Is(err, fsm.ErrCorrupt)
+	}
+	return errors.Is(err, uploader.ErrCorrupt) || errors.Is(err, uploader.ErrFormat)
 }
 
 // localProblem reports whether err is a failure of the local file system:
