@@ -177,6 +177,29 @@ func rollForward(dataDir string) error {
 	return nil
 }
 
+// DataDirLockName is the file of a data dir's own lock (LockDataDir).
+const DataDirLockName = "LOCK"
+
+// LockDataDir takes the lock of dataDir, created if missing, and returns
+// its release: a running node holds it for its life, a restore for its
+// whole run. It returns ErrDataDirInUse while another holds it. Without
+// it, a node started during a restore would remove the restore's staged
+// state as what an interrupted restore left behind (RecoverDataDir), the
+// restore would go on staging into a new directory, and two restores
+// would stage into one. The lock is released by the kernel when its
+// process dies.
+func LockDataDir(dataDir string) (func(), error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("raftstore: data dir: %w", err)
+	}
+	l, err := vfs.Default.Lock(filepath.Join(dataDir, DataDirLockName))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s is in use by a running stated or a restore; wait for it to end or stop it (%v)",
+			ErrDataDirInUse, dataDir, err)
+	}
+	return func() { l.Close() }, nil
+}
+
 // CheckNotInUse returns ErrDataDirInUse when a running node holds
 // dataDir's state. A restore checks it before it downloads anything;
 // InstallRestoredState checks again, and holds the lock while it swaps.

@@ -28,6 +28,8 @@ import (
 type Store struct {
 	cfg    Config
 	logger *slog.Logger
+	// unlockDir releases the data dir's lock (LockDataDir), last.
+	unlockDir func()
 
 	fsm       *fsm.FSM
 	raft      *raft.Raft
@@ -100,6 +102,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 }
 
 func (s *Store) open(ctx context.Context) error {
+	// The data dir is this node's while it runs: no restore into it, and
+	// no start while a restore runs in it.
+	unlock, err := LockDataDir(s.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	s.unlockDir = unlock
 	// A restore interrupted by a crash is completed or rolled back before
 	// anything is read.
 	if err := RecoverDataDir(s.cfg.Dir); err != nil {
@@ -108,7 +117,6 @@ func (s *Store) open(ctx context.Context) error {
 	raftDir := filepath.Join(s.cfg.Dir, raftDirName)
 	// Decide the log store before anything is written: a data dir whose
 	// log is the other kind is refused as it is.
-	var err error
 	if s.logKind, err = resolveLogStore(raftDir, s.cfg.LogStore); err != nil {
 		return err
 	}
@@ -505,6 +513,9 @@ func (s *Store) closeParts() error {
 	}
 	if s.fsm != nil {
 		errs = append(errs, s.fsm.Close())
+	}
+	if s.unlockDir != nil {
+		s.unlockDir()
 	}
 	return errors.Join(errs...)
 }

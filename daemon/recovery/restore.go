@@ -72,7 +72,7 @@ var ErrDataDirNotEmpty = errors.New("recovery: the data dir is not empty")
 // swapped in crash-safely: a crash or kill at any point leaves the old
 // data dir or the new one, and the next `stated run` (or restore)
 // completes the swap.
-func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
+func Restore(ctx context.Context, opts RestoreOptions) (_ *RestoreResult, rerr error) {
 	start := time.Now()
 	logger := opts.Logger
 	if logger == nil {
@@ -116,9 +116,20 @@ func Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
 			return nil, fmt.Errorf("recovery: Kafka does not answer: %w", err)
 		}
 	}
-	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("recovery: %w", err)
+	// The data dir is the restore's until it returns: a node started
+	// meanwhile, or another restore, would remove what it stages.
+	unlock, err := raftstore.LockDataDir(opts.DataDir)
+	if err != nil {
+		return nil, err
 	}
+	defer func() {
+		// A failed restore into an empty data dir leaves it empty, the
+		// lock's file too.
+		if empty, _ := emptyDir(opts.DataDir); empty && rerr != nil {
+			os.Remove(filepath.Join(opts.DataDir, raftstore.DataDirLockName))
+		}
+		unlock()
+	}()
 	// Finish (or roll back) a swap that an earlier restore left
 	// interrupted, so that the state linked from below is whole.
 	if err := raftstore.RecoverDataDir(opts.DataDir); err != nil {
@@ -316,7 +327,8 @@ func deleteOffsetsAhead(ctx context.Context, adm *kadm.Client, group string, off
 	return nil
 }
 
-// emptyDir reports whether dir is missing or holds nothing.
+// emptyDir reports whether dir is missing or holds nothing but the data
+// dir's lock file (a restore that failed leaves it).
 func emptyDir(dir string) (bool, error) {
 	f, err := os.Open(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -326,11 +338,20 @@ func emptyDir(dir string) (bool, error) {
 		return false, fmt.Errorf("recovery: %w", err)
 	}
 	defer f.Close()
-	_, err = f.Readdirnames(1)
-	if errors.Is(err, io.EOF) {
-		return true, nil
+	for {
+		names, err := f.Readdirnames(8)
+		if errors.Is(err, io.EOF) {
+			return true, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("recovery: %w", err)
+		}
+		for _, n := range names {
+			if n != raftstore.DataDirLockName {
+				return false, nil
+			}
+		}
 	}
-	return false, err
 }
 
 // keyProblem reports whether err says the key is missing or wrong: not

@@ -74,3 +74,54 @@ func TestRestoreOverStateWithoutARaftLogBringsTheNodeBack(t *testing.T) {
 		t.Fatalf("counter after a commit on the restored node = %d, want 15: the entry was skipped", got)
 	}
 }
+
+// TestNoNodeStartsAndNoOtherRestoreRunsInADataDirARestoreWorksIn: a
+// restore holds the data dir's lock for its whole run. A node started on
+// that data dir meanwhile used to remove the restore's staged state, as
+// an interrupted restore's leftovers, under the download; a second
+// restore would stage into the same directory. Both are refused with
+// ErrDataDirInUse, and the restore completes with the checkpoint's state.
+func TestNoNodeStartsAndNoOtherRestoreRunsInADataDirARestoreWorksIn(t *testing.T) {
+	ctx := testCtx(t)
+	bucket, _ := fileBucket(t)
+	old := start(t, bucket)
+	for i := int64(1); i <= 10; i++ {
+		old.commit(ctx, t, 1, i)
+	}
+	old.checkpoint(ctx, t)
+	if err := old.d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "restored")
+	var startErr, restoreErr error
+	tried := false
+	progress := func(done, total int64) {
+		if tried {
+			return
+		}
+		tried = true // the download has begun: the staged state exists
+		cfg := daemontest.Config(t, "intruder")
+		cfg.DataDir = dir
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		d, err := daemon.Start(sctx, cfg)
+		cancel()
+		if err == nil {
+			d.Close()
+		}
+		startErr = err
+		_, restoreErr = recovery.Restore(ctx, recovery.RestoreOptions{Uploader: openUploader(t, bucket), DataDir: dir, Force: true})
+	}
+	n, res := restoreAndStart(ctx, t, bucket, recovery.RestoreOptions{DataDir: dir, Progress: progress})
+	if !tried {
+		t.Fatal("the restore reported no progress: nothing was tried during it")
+	}
+	if !errors.Is(startErr, raftstore.ErrDataDirInUse) {
+		t.Errorf("a node started in the data dir during the restore: err = %v, want ErrDataDirInUse", startErr)
+	}
+	if !errors.Is(restoreErr, raftstore.ErrDataDirInUse) {
+		t.Errorf("a second restore into the data dir during the first: err = %v, want ErrDataDirInUse", restoreErr)
+	}
+	if got := n.counter(ctx, t); got != 10 || res.Manifest == nil {
+		t.Fatalf("the restored counter is %d, want the checkpoint's 10", got)
+	}
+}
