@@ -192,12 +192,12 @@ func LockDataDir(dataDir string) (func(), error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("raftstore: data dir: %w", err)
 	}
-	l, err := vfs.Default.Lock(filepath.Join(dataDir, DataDirLockName))
+	unlock, err := lockFile(filepath.Join(dataDir, DataDirLockName))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s is in use by a running stated or a restore; wait for it to end or stop it (%v)",
 			ErrDataDirInUse, dataDir, err)
 	}
-	return func() { l.Close() }, nil
+	return unlock, nil
 }
 
 // CheckNotInUse returns ErrDataDirInUse when a running node holds
