@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,11 +95,11 @@ func TestNoNodeStartsAndNoOtherRestoreRunsInADataDirARestoreWorksIn(t *testing.T
 	}
 	dir := filepath.Join(t.TempDir(), "restored")
 	var startErr, restoreErr error
+	var intrude func()
 	tried := false
-	progress := func(done, total int64) {
-		if tried {
-			return
-		}
+	var once sync.Once // progress is called from the download's workers
+	progress := func(done, total int64) { once.Do(func() { intrude() }) }
+	intrude = func() {
 		tried = true // the download has begun: the staged state exists
 		cfg := daemontest.Config(t, "intruder")
 		cfg.DataDir = dir
