@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -83,15 +81,14 @@ type forwarding struct {
 	lead Leadership
 	fwd  Forwarder // nil: never forward
 	// logger hears of forwarded calls refused because they came from
-	// another cluster, at most once per lineageLogEvery (logged: when
-	// last, unix nanoseconds).
+	// another cluster, at most once per lineageLogEvery.
 	logger *slog.Logger
-	logged *atomic.Int64
+	logged *logThrottle
 }
 
 // newForwarding returns the forwarding of a server built with o.
 func newForwarding(lead Leadership, o options) forwarding {
-	return forwarding{lead: lead, fwd: o.forwarder, logger: o.logger, logged: new(atomic.Int64)}
+	return forwarding{lead: lead, fwd: o.forwarder, logger: o.logger, logged: new(logThrottle)}
 }
 
 // leaderConn returns nil, nil when this node leads and serves the call
@@ -144,11 +141,7 @@ func (f forwarding) leaderConn(ctx context.Context) (grpc.ClientConnInterface, c
 // this node. It is logged here because the operator of this node may be
 // the first to notice; the forwarding node's client gets the refusal.
 func (f forwarding) logOtherCluster(ctx context.Context, own, caller string) {
-	if f.logger == nil || f.logged == nil {
-		return
-	}
-	now := time.Now().UnixNano()
-	if last := f.logged.Load(); now-last < int64(lineageLogEvery) || !f.logged.CompareAndSwap(last, now) {
+	if f.logger == nil || f.logged == nil || !f.logged.allow() {
 		return
 	}
 	method, _ := grpc.Method(ctx)

@@ -40,13 +40,23 @@ type LineageSource interface {
 type LineageCheck struct {
 	src    LineageSource
 	logger *slog.Logger
-	// logged is when a refusal was last logged (unix nanoseconds): a
-	// misdirected client refused on every call is logged every
-	// lineageLogEvery at most.
-	logged atomic.Int64
+	// logged throttles the refusals' log: a misdirected client refused
+	// on every call is logged every lineageLogEvery at most.
+	logged logThrottle
 }
 
 const lineageLogEvery = 10 * time.Second
+
+// logThrottle lets a message repeated on every call be logged at most
+// once per lineageLogEvery; the zero value logs the first.
+type logThrottle struct{ last atomic.Int64 } // unix nanoseconds
+
+// allow reports whether to log now, and if so marks it logged.
+func (t *logThrottle) allow() bool {
+	now := time.Now().UnixNano()
+	last := t.last.Load()
+	return now-last >= int64(lineageLogEvery) && t.last.CompareAndSwap(last, now)
+}
 
 // NewLineageCheck returns the check over src; refusals are logged to
 // logger (nil: not logged).
@@ -70,8 +80,7 @@ func (c *LineageCheck) check(ctx context.Context, method string) error {
 		return nil
 	}
 	cluster, node := c.src.ClusterID(), c.src.NodeID()
-	if now := time.Now().UnixNano(); now-c.logged.Load() >= int64(lineageLogEvery) {
-		c.logged.Store(now)
+	if c.logged.allow() {
 		c.logger.Warn("refused a call from a client of another cluster: its address reaches this node",
 			"method", method, "client_lineage", v[0], "lineage", own, "cluster_id", cluster)
 	}

@@ -129,10 +129,10 @@ func newWaits() *waits { return &waits{now: map[WaitKind]Wait{}, calls: map[Wait
 // enter starts a wait of kind for a call, as begin does; the wait ends
 // when every call entered has left.
 func (w *waits) enter(kind WaitKind, detail string) {
-	w.begin(kind, detail)
 	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.beginLocked(kind, detail)
 	w.calls[kind]++
-	w.mu.Unlock()
 }
 
 // leave ends a call's wait of kind, and the wait once no other call of
@@ -152,6 +152,10 @@ func (w *waits) leave(kind WaitKind) {
 func (w *waits) begin(kind WaitKind, detail string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.beginLocked(kind, detail)
+}
+
+func (w *waits) beginLocked(kind WaitKind, detail string) {
 	cur, ok := w.now[kind]
 	if !ok {
 		cur = Wait{Kind: kind, Since: time.Now()}

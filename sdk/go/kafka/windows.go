@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -325,9 +324,6 @@ func (p *Processor) registerOwnedSources(ctx context.Context) {
 		claims = append(claims, o.claim)
 	}
 	p.mu.Unlock()
-	slices.SortFunc(claims, func(a, b stated.PartitionClaim) int {
-		return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
-	})
 	p.registerSources(ctx, claims)
 }
 
