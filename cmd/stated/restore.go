@@ -171,9 +171,17 @@ restored checkpoint.`,
 				c.timeout, humanBytes(uint64(done)), humanBytes(uint64(total)), dataDir))
 		}
 		if err != nil {
+			// The checkpoint that failed, which with --fallback may be
+			// older than the one selected.
 			var epoch uint64
-			if m, serr := recovery.Select(ctx, up, sel); serr == nil {
+			var skipped []string
+			if ce := (*recovery.CheckpointError)(nil); errors.As(err, &ce) {
+				epoch, skipped = ce.Epoch, ce.Skipped
+			} else if m, serr := recovery.Select(ctx, up, sel); serr == nil {
 				epoch = m.Epoch
+			}
+			for _, s := range skipped {
+				fmt.Fprintf(c.stderr, "skipped %s\n", s)
 			}
 			return &exitError{code: exitFailed, err: keyError(err, epoch)}
 		}

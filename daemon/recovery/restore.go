@@ -156,7 +156,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (_ *RestoreResult, rerr e
 		}
 		// Fall back only from a checkpoint that is not intact.
 		if !opts.Fallback || ctx.Err() != nil || !notIntact(err) {
-			return nil, err
+			return nil, &CheckpointError{Epoch: m.Epoch, Skipped: res.Skipped, Err: err}
 		}
 		res.Skipped = append(res.Skipped, fmt.Sprintf("checkpoint %d: %v", m.Epoch, err))
 		logger.Warn("recovery: checkpoint not intact; falling back to an older one", "epoch", m.Epoch, "error", err)
@@ -395,6 +395,19 @@ func localProblem(err error) bool {
 	}
 	return uploader.IsLocal(err)
 }
+
+// CheckpointError is Restore's error for a checkpoint it could not
+// download or replay. Epoch names that checkpoint, which with Fallback
+// need not be the one selected (a key that does not decrypt the older
+// checkpoint it fell back to); Skipped lists the newer ones passed over.
+type CheckpointError struct {
+	Epoch   uint64
+	Skipped []string
+	Err     error
+}
+
+func (e *CheckpointError) Error() string { return e.Err.Error() }
+func (e *CheckpointError) Unwrap() error { return e.Err }
 
 // replayError is an error of Replay in Restore.
 type replayError struct{ err error }
