@@ -37,7 +37,9 @@ func TestLineageFollowsTheChainOfRestores(t *testing.T) {
 	// and keeps the first one's lineage.
 	for i, id := range []string{"second", "third"} {
 		prev := []string{"first", "second"}[i]
-		if err := PrepareRestore(dir, RestoredFrom{Epoch: uint64(i + 1), RaftIndex: 2, ClusterID: prev}, 1); err != nil {
+		// The state is at index 2, then at the restored cluster's 1.
+		applied := []uint64{2, 1}[i]
+		if err := PrepareRestore(dir, RestoredFrom{Epoch: uint64(i + 1), RaftIndex: applied, ClusterID: prev}, 1); err != nil {
 			t.Fatal(err)
 		}
 		f, err := Open(dir, nil)
@@ -82,7 +84,7 @@ func TestLineageFollowsTheChainOfRestores(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := PrepareRestore(dir, RestoredFrom{Epoch: 3, RaftIndex: 2, ClusterID: "third"}, 1); err != nil {
+	if err := PrepareRestore(dir, RestoredFrom{Epoch: 3, RaftIndex: 1, ClusterID: "third"}, 1); err != nil {
 		t.Fatal(err)
 	}
 	f, err = Open(dir, nil)

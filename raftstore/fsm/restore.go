@@ -55,6 +55,20 @@ func PrepareRestore(dir string, from RestoredFrom, nextEpochAfter uint64) error 
 	if err != nil {
 		return fmt.Errorf("fsm: open restored state %s: %w", dir, err)
 	}
+	// The staged state must be the checkpoint's: its applied index is
+	// the one the manifest names (a table checkpoint's own, a changelog
+	// checkpoint's once replayed). Anything else is files from elsewhere
+	// (changed under the download), which no later check would notice.
+	applied, err := readAppliedIndex(db)
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("fsm: read the restored state's applied index: %w", err)
+	}
+	if applied != from.RaftIndex {
+		db.Close()
+		return fmt.Errorf("fsm: the restored state in %s is at Raft index %d, but checkpoint %d was taken at %d: its files are not the checkpoint's; nothing was installed",
+			dir, applied, from.Epoch, from.RaftIndex)
+	}
 	// The new cluster continues the lineage of the state it restores,
 	// read before its cluster id is dropped: a live client of that
 	// cluster keeps working against this one (Lineage).

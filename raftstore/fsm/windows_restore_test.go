@@ -40,6 +40,7 @@ func TestARestoredSourceGoesIdleOnlyOnceTheNewClusterSawItSilent(t *testing.T) {
 	if err := os.CopyFS(checkpoint, os.DirFS(dir)); err != nil {
 		t.Fatal(err)
 	}
+	checkpointIndex := w.index
 
 	// The first run goes on: p1's next record, a second later, is on time.
 	if w.f, err = Open(dir, nil); err != nil {
@@ -54,7 +55,7 @@ func TestARestoredSourceGoesIdleOnlyOnceTheNewClusterSawItSilent(t *testing.T) {
 
 	// The restore, an hour later: the leader's tick runs before the
 	// processor is back.
-	if err := PrepareRestore(checkpoint, RestoredFrom{Epoch: 1, RaftIndex: w.index, ClusterID: "old"}, 1); err != nil {
+	if err := PrepareRestore(checkpoint, RestoredFrom{Epoch: 1, RaftIndex: checkpointIndex, ClusterID: "old"}, 1); err != nil {
 		t.Fatal(err)
 	}
 	g, err := Open(checkpoint, nil)
