@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -458,12 +459,19 @@ func (s *Store) snapshotAppliedIndex(id string) (uint64, error) {
 }
 
 // checkNodeID records the node id in a fresh raft directory and refuses to
-// open a directory that belongs to another node.
+// open a directory that belongs to another node. The record is synced,
+// with the directories that name it, before the log is opened, so a log
+// that holds anything has it whole. An empty record is one whose write a
+// crash cut short (or an older release's, which did not sync it): it is
+// written again rather than read as another node's.
 func checkNodeID(raftDir, id string) error {
 	p := filepath.Join(raftDir, "node-id")
 	b, err := os.ReadFile(p)
-	if errors.Is(err, os.ErrNotExist) {
-		if err := os.WriteFile(p, []byte(id+"\n"), 0o600); err != nil {
+	if errors.Is(err, os.ErrNotExist) || err == nil && len(bytes.TrimSpace(b)) == 0 {
+		if err := writeFileSync(p, []byte(id+"\n")); err != nil {
+			return fmt.Errorf("raftstore: %w", err)
+		}
+		if err := syncDir(filepath.Dir(raftDir)); err != nil {
 			return fmt.Errorf("raftstore: %w", err)
 		}
 		return nil
