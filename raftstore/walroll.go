@@ -30,9 +30,10 @@ import (
 // through its index frame, the roll is finished as raft-wal does it: the
 // tail is recorded sealed at its last recovered entry, and a new segment
 // after it (raft-wal creates its file on Open). An index frame that does
-// not read back every entry (torn) leaves the metadata as it was. A tail
-// that recovers sealed with no entry committed is removed: raft-wal
-// creates it again, empty.
+// not read back every entry is torn, so no commit covers it: its header
+// is zeroed, and raft-wal recovers the tail unsealed at its last commit.
+// A tail that recovers sealed with no entry committed is removed:
+// raft-wal creates it again, empty.
 func finishInterruptedRoll(dir string, meta *metadb.BoltMetaDB) error {
 	if _, err := os.Stat(filepath.Join(dir, metadb.FileName)); err != nil {
 		return nil // a new log; or one wal.Open reports on
@@ -67,18 +68,21 @@ func finishInterruptedRoll(dir string, meta *metadb.BoltMetaDB) error {
 		}
 		return syncDir(dir)
 	}
-	defer w.Close()
 	info := tail
 	info.IndexStart, info.MaxIndex = indexStart, last
-	r, err := filer.Open(info)
+	torn, err := tornIndex(filer, info, w, first, last)
+	w.Close()
 	if err != nil {
-		return nil
+		return nil // the tail does not read: wal.Open says why
 	}
-	defer r.Close()
-	for i := first; i <= last; i++ {
-		if !sameEntry(w, r, i) {
-			return nil
-		}
+	if torn {
+		// No commit covers a torn index frame: it belongs to an append
+		// that was never acknowledged, after the last commit (a sealed
+		// segment takes no later one). raft-wal's recovery takes any
+		// index frame header as a seal, and would refuse every append
+		// from now on; without the header it recovers the tail unsealed
+		// at its last commit, and the next append overwrites the rest.
+		return unseal(filepath.Join(dir, segment.FileName(tail)), indexStart)
 	}
 	now := time.Now()
 	info.SealTime = now
@@ -95,17 +99,65 @@ func finishInterruptedRoll(dir string, meta *metadb.BoltMetaDB) error {
 	return meta.CommitState(st)
 }
 
-// sameEntry reports whether entry i reads the same from a and b.
-func sameEntry(a, b types.SegmentReader, i uint64) bool {
+// tornIndex reports whether the index frame of info (sealed at its
+// IndexStart) fails to read back an entry from first to last the same as
+// the recovered tail w does; an error is a read of w's, or of the file.
+func tornIndex(filer *segment.Filer, info types.SegmentInfo, w types.SegmentReader, first, last uint64) (bool, error) {
+	r, err := filer.Open(info)
+	if err != nil {
+		return false, err
+	}
+	defer r.Close()
+	for i := first; i <= last; i++ {
+		same, err := sameEntry(w, r, i)
+		if err != nil {
+			return false, err
+		}
+		if !same {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// indexFrameHeaderLen is the length of a raft-wal frame header, which
+// precedes the index array that Sealed's indexStart points to.
+const indexFrameHeaderLen = 8
+
+// unseal zeroes, and syncs, the header of the uncommitted index frame
+// whose array starts at indexStart in the segment file p. raft-wal reads a
+// zero header as the end of the written frames.
+func unseal(p string, indexStart uint64) error {
+	if indexStart < indexFrameHeaderLen {
+		return nil
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteAt(make([]byte, indexFrameHeaderLen), int64(indexStart-indexFrameHeaderLen))
+	if err2 := f.Sync(); err == nil {
+		err = err2
+	}
+	if err2 := f.Close(); err == nil {
+		err = err2
+	}
+	return err
+}
+
+// sameEntry reports whether entry i reads the same from the tail a and
+// through the index frame b; an error is one of a's, whose entries
+// recovery found.
+func sameEntry(a, b types.SegmentReader, i uint64) (bool, error) {
 	x, err := a.GetLog(i)
 	if err != nil {
-		return false
+		return false, err
 	}
 	defer x.Close()
 	y, err := b.GetLog(i)
 	if err != nil {
-		return false
+		return false, nil
 	}
 	defer y.Close()
-	return bytes.Equal(x.Bs, y.Bs)
+	return bytes.Equal(x.Bs, y.Bs), nil
 }
