@@ -114,7 +114,11 @@ func bearer(ctx context.Context) (string, error) {
 	if len(v) <= len(prefix) || !strings.EqualFold(v[:len(prefix)], prefix) {
 		return "", ErrNoToken
 	}
-	return strings.TrimSpace(v[len(prefix):]), nil
+	tok := strings.TrimSpace(v[len(prefix):])
+	if tok == "" {
+		return "", ErrNoToken
+	}
+	return tok, nil
 }
 
 // UnaryInterceptor authorizes each unary call before its handler runs,

@@ -64,6 +64,9 @@ func ParseFile(path string) (*Grants, error) {
 // namespaces or operations, and two grants with the same name or hash are
 // errors.
 func Parse(data []byte) (*Grants, error) {
+	if err := checkShapes(data); err != nil {
+		return nil, err
+	}
 	var list []Grant
 	if err := yaml.UnmarshalStrict(data, &list); err != nil {
 		return nil, err
@@ -87,6 +90,8 @@ func Parse(data []byte) (*Grants, error) {
 		raw, err := hex.DecodeString(gr.SHA256)
 		if err != nil || len(raw) != sha256.Size {
 			errs = append(errs, fmt.Errorf("%s: sha256: want the 64 hex digits of the token's SHA-256 (printf %%s \"$TOKEN\" | sha256sum)", id))
+		} else if [sha256.Size]byte(raw) == emptyTokenHash {
+			errs = append(errs, fmt.Errorf("%s: sha256: the SHA-256 of an empty token (was $TOKEN set when it was hashed?)", id))
 		} else {
 			copy(h[:], raw)
 			if other, dup := seen[h]; dup {
@@ -116,6 +121,49 @@ func Parse(data []byte) (*Grants, error) {
 		return nil, err
 	}
 	return g, nil
+}
+
+// emptyTokenHash is the SHA-256 of the empty string, which no grant may
+// hold: a call without a token is not a call with this one.
+var emptyTokenHash = sha256.Sum256(nil)
+
+// checkShapes reports a grant's field of the wrong YAML shape (a scalar
+// where a list belongs: `operations: read`) naming the grant and the
+// field, which the strict decoding's type errors do not.
+func checkShapes(data []byte) error {
+	var raw []map[string]any
+	if yaml.Unmarshal(data, &raw) != nil {
+		return nil // not a list of maps: the strict decoding says why
+	}
+	var errs []error
+	for i, m := range raw {
+		name, _ := m["name"].(string)
+		id := fmt.Sprintf("grant %d (%q)", i, name)
+		for _, f := range []string{"name", "sha256"} {
+			if v, ok := m[f]; ok && v != nil {
+				if _, isString := v.(string); !isString {
+					errs = append(errs, fmt.Errorf("%s: %s: want a string, not %v", id, f, v))
+				}
+			}
+		}
+		for _, f := range []string{"namespaces", "operations"} {
+			v, ok := m[f]
+			if !ok || v == nil {
+				continue
+			}
+			list, isList := v.([]any)
+			if !isList {
+				errs = append(errs, fmt.Errorf("%s: %s: want a list, such as [%v], not %v", id, f, v, v))
+				continue
+			}
+			for j, e := range list {
+				if _, isString := e.(string); !isString {
+					errs = append(errs, fmt.Errorf("%s: %s[%d]: want a string, not %v", id, f, j, e))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Len is the number of grants.
