@@ -74,23 +74,28 @@ type Daemon struct {
 // cluster is left as it was. A checkpoint bucket or key that cannot be
 // used (an unknown scheme, a bucket that does not exist or cannot be
 // reached) fails Start before the store is opened: the data dir gains no
-// Raft state and no join is attempted, and a data dir that Start created
-// is removed again.
+// Raft state and no join is attempted. So does a taken Raft address, and
+// a new node (empty data dir) given neither Bootstrap nor Join. A start
+// refused before the store wrote anything leaves the data dir as it found
+// it: the directories it created, its parents included, are removed
+// again, and so are the LOCK file and default checkpoint directory it
+// created in one that existed.
 func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	_, statErr := os.Stat(cfg.DataDir)
-	created := errors.Is(statErr, os.ErrNotExist)
+	if err := refuseNewNodeWithoutBootstrapOrJoin(cfg); err != nil {
+		return nil, err
+	}
+	found := traceDataDir(cfg.DataDir)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("daemon: create data dir: %w", err)
 	}
-	// Until the store opens, a failed start leaves no data dir it made.
+	// A refused start leaves the data dir as it found it: what it made
+	// goes again, as long as the store has written nothing.
 	refused := func(err error) (*Daemon, error) {
-		if created {
-			removeEmptyDataDir(cfg.DataDir)
-		}
+		found.undo()
 		return nil, err
 	}
 	certs, err := loadTLS(&cfg)
@@ -120,20 +125,78 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := d.openStore(ctx); err != nil {
 		d.ckpt.close()
 		d.closeListeners()
-		return nil, err
+		return refused(err)
 	}
 	d.ckpt.attach(d.store)
 	d.serve()
 	return d, nil
 }
 
-// removeEmptyDataDir removes a data dir that Start created and that holds
-// nothing but the empty default checkpoint directory: what a start
-// refused before the store opened leaves. os.Remove removes no directory
-// that holds anything, so nothing else can go.
-func removeEmptyDataDir(dir string) {
-	_ = os.Remove(filepath.Join(dir, "checkpoints"))
-	_ = os.Remove(dir)
+// dataDirTrace is what a start found of its data dir, so that a refused
+// start removes what it made and nothing else.
+type dataDirTrace struct {
+	dir  string
+	made []string // the directories missing, the data dir's parents first
+	// hadCheckpoints and hadLock: the default checkpoint directory and
+	// the data dir's LOCK existed.
+	hadCheckpoints, hadLock bool
+}
+
+func traceDataDir(dir string) dataDirTrace {
+	t := dataDirTrace{dir: dir}
+	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		t.made = append([]string{p}, t.made...)
+		if filepath.Dir(p) == p {
+			break
+		}
+	}
+	_, err := os.Lstat(filepath.Join(dir, "checkpoints"))
+	t.hadCheckpoints = !errors.Is(err, os.ErrNotExist)
+	_, err = os.Lstat(filepath.Join(dir, raftstore.DataDirLockName))
+	t.hadLock = !errors.Is(err, os.ErrNotExist)
+	return t
+}
+
+// undo removes what the start made, as long as it holds nothing: the
+// default checkpoint directory, the LOCK file when nothing else is left,
+// and the directories it created. os.Remove removes no directory that
+// holds anything, so a data dir the store wrote in stays whole.
+func (t dataDirTrace) undo() {
+	if !t.hadCheckpoints {
+		_ = os.Remove(filepath.Join(t.dir, "checkpoints"))
+	}
+	if !t.hadLock {
+		if ents, err := os.ReadDir(t.dir); err == nil && len(ents) == 1 && ents[0].Name() == raftstore.DataDirLockName {
+			_ = os.Remove(filepath.Join(t.dir, raftstore.DataDirLockName))
+		}
+	}
+	for i := len(t.made) - 1; i >= 0; i-- {
+		if os.Remove(t.made[i]) != nil {
+			return
+		}
+	}
+}
+
+// refuseNewNodeWithoutBootstrapOrJoin refuses, before anything is
+// written, a start that could only fail later: a new node (an empty or
+// missing data dir) that neither bootstraps nor joins. Creating its state
+// first would leave it marked as joining, and the corrected command with
+// bootstrap on refused.
+func refuseNewNodeWithoutBootstrapOrJoin(cfg Config) error {
+	if cfg.Bootstrap || len(cfg.Join) > 0 {
+		return nil
+	}
+	ents, err := os.ReadDir(cfg.DataDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil // the store says what is wrong with it
+	}
+	if len(ents) > 0 {
+		return nil
+	}
+	return fmt.Errorf("daemon: the node in %s has to join a cluster (its data dir has no Raft state and --bootstrap is off): give --join with the address of a member, or --bootstrap to start a new cluster", cfg.DataDir)
 }
 
 // listen takes the unix socket (and the TCP port) before the store is

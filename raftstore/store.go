@@ -37,6 +37,7 @@ type Store struct {
 	log       logStore // see logstore.go
 	logKind   string   // LogStoreWAL or LogStoreBoltDB
 	transport *raft.NetworkTransport
+	raftLn    net.Listener // bound first; the transport's once it exists
 	stream    raft.StreamLayer  // the transport's, for Join's dial of a joining node
 	guard     *guardedTransport // the transport Raft uses; see transport.go
 	gate      *voteGate         // non-nil while this node has to join; see votegate.go
@@ -120,6 +121,12 @@ func (s *Store) open(ctx context.Context) error {
 	// log is the other kind is refused as it is.
 	if s.logKind, err = resolveLogStore(raftDir, s.cfg.LogStore); err != nil {
 		return err
+	}
+	// Bind the Raft address before anything is written: a start refused
+	// for a taken address leaves no state under a node id (one mistyped
+	// with the address would hold the data dir to it).
+	if s.raftLn, err = net.Listen("tcp", s.cfg.RaftBind); err != nil {
+		return fmt.Errorf("raftstore: raft transport on %s: %w", s.cfg.RaftBind, err)
 	}
 	if s.fsm, err = fsm.Open(filepath.Join(s.cfg.Dir, stateDirName), s.logger, s.fsmOptions()...); err != nil {
 		return err
@@ -296,10 +303,7 @@ func (s *Store) snapshotRestoredState(ctx context.Context) error {
 }
 
 func (s *Store) newTransport(hlog hclog.Logger) (*raft.NetworkTransport, error) {
-	ln, err := net.Listen("tcp", s.cfg.RaftBind)
-	if err != nil {
-		return nil, fmt.Errorf("raftstore: raft transport on %s: %w", s.cfg.RaftBind, err)
-	}
+	ln := s.raftLn
 	var layer raft.StreamLayer
 	if s.cfg.StreamLayer != nil {
 		layer = s.cfg.StreamLayer(ln)
@@ -515,6 +519,8 @@ func (s *Store) closeParts() error {
 	}
 	if s.transport != nil {
 		errs = append(errs, s.transport.Close())
+	} else if s.raftLn != nil {
+		s.raftLn.Close()
 	}
 	if s.log != nil {
 		errs = append(errs, s.log.Close())

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
 )
 
@@ -431,12 +433,31 @@ func TestEveryRunFlagComesFromItsEnvironmentVariable(t *testing.T) {
 func TestRunRefusesAValueTheDaemonRefusesAsAUsageError(t *testing.T) {
 	t.Parallel()
 	file := func(text string) string { return writeConfig(t, text) }
+	// The message names the flag, whichever source set it (README,
+	// Configuration).
 	checkRefusedNamingSource(t, []sourceCase{
-		{name: "raft-addr flag", args: []string{"--raft-addr", "nope"}, want: `RaftAddr "nope"`},
-		{name: "grpc-addr env", env: map[string]string{"STATED_GRPC_ADDR": "nope:"}, args: []string{"--raft-addr", "127.0.0.1:0"}, want: `GRPCAddr "nope:"`},
-		{name: "join file", args: []string{"--config", file("join: nope\n"), "--raft-addr", "127.0.0.1:0"}, want: `Join[0] "nope"`},
-		{name: "session-idle-timeout file", args: []string{"--config", file("session-idle-timeout: 10ms\n"), "--raft-addr", "127.0.0.1:0"}, want: "SessionIdleTimeout 10ms is below the 1s minimum"},
-		{name: "max-message-bytes flag", args: []string{"--max-message-bytes", "10", "--raft-addr", "127.0.0.1:0"}, want: "MaxMessageBytes 10"},
-		{name: "kafka-brokers flag", args: []string{"--kafka-brokers", "k", "--raft-addr", "127.0.0.1:0"}, want: `KafkaBrokers[0] "k"`},
+		{name: "raft-addr flag", args: []string{"--raft-addr", "nope"}, want: `--raft-addr "nope"`},
+		{name: "grpc-addr env", env: map[string]string{"STATED_GRPC_ADDR": "nope:"}, args: []string{"--raft-addr", "127.0.0.1:0"}, want: `--grpc-addr "nope:"`},
+		{name: "grpc-addr beyond loopback", args: []string{"--grpc-addr", "10.1.2.3:7420", "--raft-addr", "127.0.0.1:0"}, want: `--grpc-addr "10.1.2.3:7420" listens beyond this machine with neither TLS nor tokens: anyone who reaches it may read and change every namespace; set --tls-cert or --token-file, or --insecure`},
+		{name: "join file", args: []string{"--config", file("join: nope\n"), "--raft-addr", "127.0.0.1:0"}, want: `--join "nope"`},
+		{name: "session-idle-timeout file", args: []string{"--config", file("session-idle-timeout: 10ms\n"), "--raft-addr", "127.0.0.1:0"}, want: "--session-idle-timeout 10ms is below the 1s minimum"},
+		{name: "session-idle-timeout flag", args: []string{"--session-idle-timeout", "500ms", "--raft-addr", "127.0.0.1:0"}, want: "--session-idle-timeout 500ms is below the 1s minimum"},
+		{name: "max-message-bytes env", env: map[string]string{"STATED_MAX_MESSAGE_BYTES": "10"}, args: []string{"--raft-addr", "127.0.0.1:0"}, want: "--max-message-bytes 10"},
+		{name: "kafka-brokers flag", args: []string{"--kafka-brokers", "k", "--raft-addr", "127.0.0.1:0"}, want: `--kafka-brokers "k"`},
 	}, "stated: run: daemon: config: ")
+}
+
+// TestEveryConfigFieldNamedInRefusalsHasItsFlag: the refusals of
+// stated run name the flag for daemon.Config's field; every field the
+// table maps has that flag, so no message names a flag that is not there.
+func TestEveryConfigFieldNamedInRefusalsHasItsFlag(t *testing.T) {
+	run := (&cli{}).runCommand()
+	for field, flag := range fieldFlags {
+		if run.Flags().Lookup(flag) == nil {
+			t.Errorf("daemon.Config.%s maps to --%s, which stated run does not have", field, flag)
+		}
+		if _, ok := reflect.TypeFor[daemon.Config]().FieldByName(field); !ok {
+			t.Errorf("%s is not a field of daemon.Config", field)
+		}
+	}
 }

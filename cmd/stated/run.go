@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -97,7 +98,7 @@ A flag wins over the environment, and both over the file.
 		// duration below its minimum) is a mistake in the configuration,
 		// as a value its flag refuses is: exit 64 before anything starts.
 		if err := cfg.Validate(); err != nil {
-			return &exitError{code: exitUsage, err: fmt.Errorf("run: %w", err)}
+			return &exitError{code: exitUsage, err: fmt.Errorf("run: %w", namingFlags(err))}
 		}
 		cfg.Logger = logger
 		return c.serve(cmd, cfg)
@@ -224,4 +225,42 @@ func (c *cli) serve(cmd *cobra.Command, cfg daemon.Config) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// fieldFlags are the flags of stated run that set the daemon.Config
+// fields Validate names.
+var fieldFlags = map[string]string{
+	"NodeID": "node-id", "DataDir": "data-dir", "GRPCAddr": "grpc-addr", "SocketPath": "socket", "SocketMode": "socket-mode",
+	"RaftAddr": "raft-addr", "AdvertiseRaftAddr": "advertise-raft-addr", "Bootstrap": "bootstrap", "Join": "join",
+	"BootstrapNodeID": "bootstrap-node-id", "JoinTimeout": "join-timeout", "AdvertiseGRPCAddr": "advertise-grpc-addr",
+	"MaxMessageBytes": "max-message-bytes", "ExpiryInterval": "expiry-interval", "SessionIdleTimeout": "session-idle-timeout",
+	"RaftLogStore": "raft-log-store", "CacheSize": "cache-size", "SnapshotThreshold": "raft-snapshot-threshold",
+	"SnapshotBytes": "raft-snapshot-bytes", "SnapshotInterval": "raft-snapshot-interval", "TrailingLogs": "raft-trailing-logs",
+	"CheckpointURL": "checkpoint-url", "CheckpointKeyURL": "checkpoint-key-url", "CheckpointInterval": "checkpoint-interval",
+	"CheckpointMaterializeInterval": "checkpoint-materialize-interval", "CheckpointChangelogMemory": "checkpoint-changelog-memory",
+	"CheckpointRetain": "checkpoint-retain", "CheckpointWorkers": "checkpoint-workers", "KafkaBrokers": "kafka-brokers",
+	"MetricsAddr": "metrics-addr", "EnablePprof": "enable-pprof", "TLSCertFile": "tls-cert", "TLSKeyFile": "tls-key",
+	"TLSClientCAFile": "tls-client-ca", "PeerTLSCertFile": "peer-tls-cert", "PeerTLSKeyFile": "peer-tls-key",
+	"PeerTLSCAFile": "peer-tls-ca", "TokenFile": "token-file", "JoinToken": "join-token", "Insecure": "insecure",
+}
+
+var (
+	fieldWithFlag = regexp.MustCompile(`\b[A-Z][A-Za-z]* \((--[a-z-]+)\)`)
+	fieldName     = regexp.MustCompile(`\b[A-Z][A-Za-z]*(\[\d+\])?`)
+)
+
+// namingFlags rewrites the daemon's configuration errors, which name
+// daemon.Config's fields (it is a library too), to name the flags of
+// stated run instead, whichever source set them: "SessionIdleTimeout
+// 500ms is below the 1s minimum" reads "--session-idle-timeout 500ms ...".
+func namingFlags(err error) error {
+	msg := fieldWithFlag.ReplaceAllString(err.Error(), "$1")
+	msg = fieldName.ReplaceAllStringFunc(msg, func(m string) string {
+		name, _, _ := strings.Cut(m, "[")
+		if f, ok := fieldFlags[name]; ok {
+			return "--" + f
+		}
+		return m
+	})
+	return errors.New(msg)
 }
