@@ -2880,7 +2880,9 @@ type Mutation struct {
 	Value     []byte                 `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
 	Delta     int64                  `protobuf:"varint,6,opt,name=delta,proto3" json:"delta,omitempty"`
 	// ttl_millis, when positive, makes the written entry expire that long
-	// after the leader accepted the commit. Zero means no expiry.
+	// after the leader accepted the commit. Zero means no expiry, except on
+	// COUNTER_ADD: an add without a TTL keeps the counter's current expiry
+	// (as Redis INCR keeps a key's), and an add with one sets a new one.
 	TtlMillis     int64 `protobuf:"varint,7,opt,name=ttl_millis,json=ttlMillis,proto3" json:"ttl_millis,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

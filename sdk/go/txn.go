@@ -72,7 +72,9 @@ type writeOptions struct {
 
 // WithTTL makes the written entry expire ttl after the daemon's leader
 // accepts the commit. It is sent in whole milliseconds, rounded up, so a
-// positive ttl below 1ms becomes 1ms. Zero means no expiry.
+// positive ttl below 1ms becomes 1ms. Zero means no expiry, except on a
+// counter add: an add without a TTL keeps the counter's current expiry
+// (as Redis INCR keeps a key's), and an add with one sets a new one.
 func WithTTL(ttl time.Duration) WriteOption {
 	return func(o *writeOptions) { o.ttl = ttl }
 }
