@@ -79,9 +79,9 @@ func (a *applier) mutation(i int, m *command.Mutation) error {
 	}
 	switch m.Op {
 	case command.OpPut:
-		return a.put(a.key(m.Namespace, m.Key, KindValue, nil), exp, m.Value)
+		return a.putWithTTL(a.key(m.Namespace, m.Key, KindValue, nil), exp, m.Value)
 	case command.OpMapPut:
-		return a.put(a.key(m.Namespace, m.Key, KindMap, m.SubKey), exp, m.Value)
+		return a.putWithTTL(a.key(m.Namespace, m.Key, KindMap, m.SubKey), exp, m.Value)
 	case command.OpMapDelete:
 		return a.b.Delete(a.key(m.Namespace, m.Key, KindMap, m.SubKey), nil)
 	case command.OpDelete:
@@ -108,6 +108,39 @@ func (a *applier) put(k []byte, exp int64, payload []byte) error {
 		return a.b.Set(a.ebuf, nil, nil)
 	}
 	return nil
+}
+
+// putWithTTL is put for a write that may replace an entry with a TTL. A
+// write with a TTL reads the entry it replaces, so that the expiry index
+// keeps one record per entry: the replaced entry's record goes, unless it
+// is the same. A write without one reads nothing (the common write stays
+// one Set), and leaves the replaced entry's record to its time: Expire
+// passes over a record whose entry now expires otherwise.
+func (a *applier) putWithTTL(k []byte, exp int64, payload []byte) error {
+	if exp != 0 {
+		v, ok, err := a.get(k)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if old, _, err := decodeEntry(v); err == nil {
+				if err := a.dropExpiryRecord(k, old, exp); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return a.put(k, exp, payload)
+}
+
+// dropExpiryRecord deletes the expiry index record of k's entry that
+// expired at old, once the entry is rewritten to expire at exp.
+func (a *applier) dropExpiryRecord(k []byte, old, exp int64) error {
+	if old == 0 || old == exp {
+		return nil
+	}
+	a.ebuf = appendExpiryKey(a.ebuf[:0], old, k)
+	return a.b.Delete(a.ebuf, nil)
 }
 
 // get reads k through the applier's reader, which sees this command's own
@@ -152,6 +185,9 @@ func (a *applier) listAppend(m *command.Mutation, exp int64) error {
 		} else if metaExp != 0 {
 			metaExp = max(metaExp, curExp)
 		}
+		if err := a.dropExpiryRecord(meta, curExp, metaExp); err != nil {
+			return err
+		}
 	}
 	if err := a.put(stateKey(m.Namespace, m.Key, KindList, listPosition(next)), exp, m.Value); err != nil {
 		return err
@@ -177,13 +213,14 @@ func decodeListMeta(v []byte) (next uint64, exp int64, err error) {
 
 func (a *applier) counterAdd(i int, m *command.Mutation, exp int64) error {
 	k := a.key(m.Namespace, m.Key, KindCounter, nil)
-	var cur int64
+	var cur, curExp int64
 	v, ok, err := a.get(k)
 	if err != nil {
 		return err
 	}
 	if ok {
-		curExp, payload, err := decodeEntry(v)
+		var payload []byte
+		curExp, payload, err = decodeEntry(v)
 		if err != nil {
 			return err
 		}
@@ -199,6 +236,9 @@ func (a *applier) counterAdd(i int, m *command.Mutation, exp int64) error {
 	}
 	if (m.Delta > 0 && cur > math.MaxInt64-m.Delta) || (m.Delta < 0 && cur < math.MinInt64-m.Delta) {
 		return reject(fmt.Sprintf("mutations[%d].delta", i), "counter %d + %d overflows int64", cur, m.Delta)
+	}
+	if err := a.dropExpiryRecord(k, curExp, exp); err != nil {
+		return err
 	}
 	return a.put(k, exp, encodeCounter(cur+m.Delta))
 }

@@ -13,9 +13,10 @@ type Counts struct {
 	// lanes (expired ones not yet deleted included).
 	Sessions     uint64
 	SessionLanes uint64
-	// TTLPending is the number of entries in the expiry index: entries
-	// with a TTL not yet deleted by expiry, and index records of entries
-	// overwritten since.
+	// TTLPending is the number of records in the expiry index: one per
+	// entry with a TTL not yet deleted by expiry (a rewrite with a TTL
+	// replaces the entry's record), plus, until their own time, those of
+	// entries deleted or rewritten without a TTL since.
 	TTLPending uint64
 	// StateKeys and StateBytes are the keyed state's entries and their
 	// bytes (keys plus values, as stored).

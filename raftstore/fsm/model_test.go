@@ -26,7 +26,8 @@ type model struct {
 	// the record expires (the latest expiry of the list's elements, or
 	// never once an element without a TTL was appended).
 	listNext map[mListID]mListMeta
-	// expiry is the expiry index, stale records included.
+	// expiry is the expiry index, stale records included (those of
+	// entries deleted, or rewritten without a TTL, since).
 	expiry map[mExpiryRec]struct{}
 	// dedup holds the retry records of format version 2 commits.
 	dedup map[mDedupID]mDedup
@@ -286,6 +287,25 @@ func (m *model) commit(index uint64, cmd *command.Command) mResult {
 	return res
 }
 
+// dropRecord deletes the expiry record of the entry at k that expired at
+// old once the entry expires at exp instead (putWithTTL, counter adds,
+// list positions).
+func (m *model) dropRecord(k string, old, exp int64) {
+	if old != 0 && old != exp {
+		delete(m.expiry, mExpiryRec{old, k})
+	}
+}
+
+// putWithTTL is put for a put or map put: one with a TTL drops the
+// replaced entry's record.
+func (m *model) putWithTTL(e mEntry) {
+	k := string(stateKey(e.ns, []byte(e.key), e.kind, []byte(e.sub)))
+	if old, ok := m.entries[k]; ok && e.exp != 0 {
+		m.dropRecord(k, old.exp, e.exp)
+	}
+	m.put(e)
+}
+
 func (m *model) put(e mEntry) {
 	k := string(stateKey(e.ns, []byte(e.key), e.kind, []byte(e.sub)))
 	m.entries[k] = e
@@ -305,9 +325,9 @@ func (m *model) mutation(now int64, i int, mu *command.Mutation) error {
 	ns, key := mu.Namespace, string(mu.Key)
 	switch mu.Op {
 	case command.OpPut:
-		m.put(mEntry{ns: ns, key: key, kind: KindValue, exp: exp, value: mu.Value})
+		m.putWithTTL(mEntry{ns: ns, key: key, kind: KindValue, exp: exp, value: mu.Value})
 	case command.OpMapPut:
-		m.put(mEntry{ns: ns, key: key, kind: KindMap, sub: string(mu.SubKey), exp: exp, value: mu.Value})
+		m.putWithTTL(mEntry{ns: ns, key: key, kind: KindMap, sub: string(mu.SubKey), exp: exp, value: mu.Value})
 	case command.OpMapDelete:
 		delete(m.entries, string(stateKey(ns, mu.Key, KindMap, mu.SubKey)))
 	case command.OpDelete, command.OpDeletePrefix:
@@ -330,13 +350,21 @@ func (m *model) mutation(now int64, i int, mu *command.Mutation) error {
 		case ok && metaExp != 0:
 			metaExp = max(metaExp, meta.exp)
 		}
+		if ok {
+			m.dropRecord(string(stateKey(ns, mu.Key, KindList, nil)), meta.exp, metaExp)
+		}
 		m.listNext[id] = mListMeta{next: meta.next + 1, exp: metaExp}
 		if metaExp != 0 {
 			m.expiry[mExpiryRec{metaExp, string(stateKey(ns, mu.Key, KindList, nil))}] = struct{}{}
 		}
 	case command.OpCounterAdd:
-		var cur int64
-		if e, ok := m.entries[string(stateKey(ns, mu.Key, KindCounter, nil))]; ok && !(e.exp != 0 && e.exp <= now) {
+		var cur, oldExp int64
+		ck := string(stateKey(ns, mu.Key, KindCounter, nil))
+		e, ok := m.entries[ck]
+		if ok {
+			oldExp = e.exp
+		}
+		if ok && !(e.exp != 0 && e.exp <= now) {
 			cur = e.counter
 			if exp == 0 {
 				exp = e.exp
@@ -345,6 +373,7 @@ func (m *model) mutation(now int64, i int, mu *command.Mutation) error {
 		if (mu.Delta > 0 && cur > math.MaxInt64-mu.Delta) || (mu.Delta < 0 && cur < math.MinInt64-mu.Delta) {
 			return mReject(fmt.Sprintf("mutations[%d].delta", i))
 		}
+		m.dropRecord(ck, oldExp, exp)
 		m.put(mEntry{ns: ns, key: key, kind: KindCounter, exp: exp, counter: cur + mu.Delta})
 	default:
 		return mReject(fmt.Sprintf("mutations[%d].kind", i))
