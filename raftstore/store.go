@@ -37,7 +37,7 @@ type Store struct {
 	log       logStore // see logstore.go
 	logKind   string   // LogStoreWAL or LogStoreBoltDB
 	transport *raft.NetworkTransport
-	raftLn    net.Listener // bound first; the transport's once it exists
+	raftLn    net.Listener      // bound first; the transport's once it exists
 	stream    raft.StreamLayer  // the transport's, for Join's dial of a joining node
 	guard     *guardedTransport // the transport Raft uses; see transport.go
 	gate      *voteGate         // non-nil while this node has to join; see votegate.go
