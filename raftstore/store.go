@@ -988,16 +988,17 @@ func (s *Store) waitError(err error) error {
 }
 
 // Get reads a value, a counter or a map entry; expired entries are not
-// found.
+// found, judged by the later of this node's clock and the leader's newest
+// applied (fsm.FSM.ReadTime).
 func (s *Store) Get(ns string, key []byte, kind fsm.Kind, subKey []byte) (fsm.Entry, bool, error) {
-	e, ok, err := s.fsm.Get(ns, key, kind, subKey, time.Now().UnixNano())
+	e, ok, err := s.fsm.Get(ns, key, kind, subKey, s.fsm.ReadTime(time.Now().UnixNano()))
 	return e, ok, s.waitError(err)
 }
 
 // Scan calls fn for each live entry q selects, in key order. The Entry's
 // slices are valid only during the call.
 func (s *Store) Scan(q fsm.ScanQuery, fn func(fsm.Entry) error) error {
-	return s.waitError(s.fsm.Scan(q, time.Now().UnixNano(), fn))
+	return s.waitError(s.fsm.Scan(q, s.fsm.ReadTime(time.Now().UnixNano()), fn))
 }
 
 // Offsets returns the offsets stored for group, by topic and partition.

@@ -193,6 +193,7 @@ func (g *group) applyOne(l *raft.Log, cmd *command.Command, res *Result) *Result
 	before := g.mark()
 	var out applyOut
 	res.Index, res.Duplicate, out, res.Err = applyCommand(b, r, g.f.records, l.Index, cmd)
+	g.f.noteLogTime(cmd.Now)
 	res.Claimed = out.claimed
 	res.Session = out.session
 	res.Adds, res.Emissions, res.WindowsCreated = out.adds, out.emissions, out.windowsCreated

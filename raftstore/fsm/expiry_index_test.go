@@ -3,6 +3,7 @@ package fsm
 import (
 	"math"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -151,5 +152,30 @@ func TestTheExpiryIndexKeepsOneRecordPerEntryWithATTL(t *testing.T) {
 	}
 	if e, ok, err := f.Get("ns", []byte("v"), KindValue, nil, later); err != nil || !ok || string(e.Value) != "forever" {
 		t.Fatalf("the value rewritten without a TTL, after the day: %q, %v, %v", e.Value, ok, err)
+	}
+}
+
+// TestReadsJudgeExpiryByTheNewestLeaderTimeWhenTheClockIsBehind: a node
+// whose clock runs behind the leader's serves no entry that its log's
+// time already says expired: ReadTime is the later of the two.
+func TestReadsJudgeExpiryByTheNewestLeaderTimeWhenTheClockIsBehind(t *testing.T) {
+	f := openFSM(t)
+	leader := int64(2e18)
+	var idx uint64
+	applyNext(t, f, &idx, commitCmd(leader, []command.Mutation{
+		{Op: command.OpPut, Namespace: "ns", Key: []byte("k"), Value: []byte("v"), TTL: 10},
+	}, nil))
+	applyNext(t, f, &idx, commitCmd(leader+20, []command.Mutation{
+		{Op: command.OpPut, Namespace: "ns", Key: []byte("other"), Value: []byte("v")},
+	}, nil))
+	behind := leader - int64(time.Hour)
+	if got := f.ReadTime(behind); got != leader+20 {
+		t.Fatalf("ReadTime(a clock an hour behind) = %d, want the newest leader time %d", got, leader+20)
+	}
+	if got := f.ReadTime(leader + 100); got != leader+100 {
+		t.Fatalf("ReadTime(a clock ahead) = %d, want the clock", got)
+	}
+	if _, ok, err := f.Get("ns", []byte("k"), KindValue, nil, f.ReadTime(behind)); err != nil || ok {
+		t.Fatalf("the entry the log's time says expired, read with a clock behind: found %v, %v", ok, err)
 	}
 }

@@ -39,6 +39,8 @@ type FSM struct {
 	tune         func(*pebble.Options) // see openOptions
 
 	applied atomic.Uint64
+	// logNow is the newest leader time (Command.Now) applied; see ReadTime.
+	logNow atomic.Int64
 
 	checkpointDir string          // local checkpoints, one directory per epoch
 	ckptWG        sync.WaitGroup  // the local checkpoint being made, if any
@@ -244,6 +246,21 @@ func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// ReadTime is the time a read judges expiry by, given the node's clock:
+// the later of it and the newest leader time this state machine applied.
+// A node whose clock runs behind the leader's then serves no entry that
+// its log already says expired (expiry itself goes by the leader's time,
+// which a later TypeExpire deletes it at).
+func (f *FSM) ReadTime(clock int64) int64 { return max(clock, f.logNow.Load()) }
+
+// noteLogTime records the leader time of an applied command; only the
+// apply loop calls it.
+func (f *FSM) noteLogTime(now int64) {
+	if now > f.logNow.Load() {
+		f.logNow.Store(now)
 	}
 }
 
