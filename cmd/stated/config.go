@@ -113,14 +113,15 @@ func configFlags(fs *pflag.FlagSet) []*pflag.Flag {
 }
 
 // setByEnv reports whether the environment set f: applyEnv sets an
-// env-bound flag the command line left unset whenever its variable exists.
+// env-bound flag the command line left unset whenever its variable is
+// set and not empty.
 func setByEnv(f *pflag.Flag, env lookupEnv) bool {
 	names := f.Annotations[envAnnotation]
 	if f.Changed || len(names) == 0 {
 		return false
 	}
-	_, ok := env(names[0])
-	return ok
+	v, ok := env(names[0])
+	return ok && v != ""
 }
 
 // apply sets each flag of fs that cf holds and neither the command line

@@ -461,3 +461,18 @@ func TestEveryConfigFieldNamedInRefusalsHasItsFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestAnEmptyEnvironmentVariableIsUnset: README, Configuration: an empty
+// variable leaves the config file's value in force (STATED_TOKEN_FILE=
+// turned authorization off where the file set a token file).
+func TestAnEmptyEnvironmentVariableIsUnset(t *testing.T) {
+	t.Parallel()
+	file := writeConfig(t, "token-file: /etc/stated/tokens.yaml\n")
+	r := cliRun(t, map[string]string{"STATED_TOKEN_FILE": ""}, "run", "--print-config", "--config", file)
+	if got := printedLine(t, r.stdout, "token-file"); r.code != exitOK || !strings.Contains(got, "# file") {
+		t.Fatalf("token-file with STATED_TOKEN_FILE empty: exit %d, %q; want the file's", r.code, got)
+	}
+	checkPrintedWithSource(t, "checkpoint-interval", []sourceCase{
+		{"empty env", map[string]string{"STATED_CHECKPOINT_INTERVAL": ""}, nil, `checkpoint-interval: 1m0s  # default`},
+	})
+}

@@ -36,8 +36,11 @@ func applyEnv(fs *pflag.FlagSet, env lookupEnv) error {
 		if err != nil || f.Changed || len(names) == 0 {
 			return
 		}
+		// An empty variable is unset (a manifest's `value: ""`, an
+		// unset shell variable expanded): it must not clear what the
+		// config file sets, a token file least of all.
 		v, ok := env(names[0])
-		if !ok {
+		if !ok || v == "" {
 			return
 		}
 		if e := f.Value.Set(v); e != nil {

@@ -337,8 +337,8 @@ func TestRunRefusesAPortAbove65535BeforeItCreatesTheDataDir(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "data")
 	r := cliRun(t, nil, "run", "--data-dir", dir, "--grpc-addr", "", "--raft-addr", "127.0.0.1:99999")
-	if r.code != 64 || !strings.Contains(r.stderr, `RaftAddr "127.0.0.1:99999"`) {
-		t.Errorf("exit %d, stderr %q; want 64 naming RaftAddr", r.code, r.stderr)
+	if r.code != 64 || !strings.Contains(r.stderr, `--raft-addr "127.0.0.1:99999"`) {
+		t.Errorf("exit %d, stderr %q; want 64 naming --raft-addr", r.code, r.stderr)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("the refused run created its data dir (stat: %v)", err)
