@@ -406,8 +406,9 @@ func randomClientID() (string, error) {
 	return hex.EncodeToString(b[:]), nil
 }
 
-// Close closes the connection. Calls in flight fail; later calls return
-// ErrClosed. Closing twice is harmless.
+// Close closes the connection. Calls in flight fail with ErrClosed (a
+// commit among them may have applied: its outcome is unknown); later calls
+// return ErrClosed. Closing twice is harmless.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)

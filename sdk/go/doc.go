@@ -230,7 +230,8 @@
 // ErrSessionExpired, a commit refused for a full window outbox
 // ErrOutboxFull, and a call refused by a daemon of another cluster
 // ErrOtherCluster. A commit that fails with ErrUnavailable, a context
-// error or ErrSessionExpired may or may not have been applied, and so may
+// error, ErrSessionExpired or ErrClosed (the Client closed while it was in
+// flight) may or may not have been applied, and so may
 // one fenced (ErrSessionFenced) while it was being retried: its error
 // says that its outcome is unknown.
 //

@@ -36,7 +36,8 @@ var (
 	ErrCodec = errors.New("stated: codec")
 	// ErrTxnDone: Commit was called on a Txn that was already committed.
 	ErrTxnDone = errors.New("stated: transaction already committed")
-	// ErrClosed: the Client was closed.
+	// ErrClosed: the Client was closed. A commit in flight when it was
+	// closed may have applied.
 	ErrClosed = errors.New("stated: client closed")
 	// ErrSessionFenced: another Client opened a session with the same
 	// client id, so this one may no longer commit: it is a zombie of a

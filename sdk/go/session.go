@@ -309,6 +309,16 @@ func (c *Client) sessionRefused(l *lane, se *SessionError) error {
 	case "superseded":
 		if se.CurrentSessionID != l.session && c.ownLocked(se.CurrentSessionID) {
 			se.ownNewer = true
+			// An open the Client gave up on applied after a later one
+			// (a slow forward): the session the Client is on was
+			// superseded by its own abandoned one. Drop it, so that the
+			// next commit opens a new session instead of taking another
+			// lane in this one, refused the same way until the abandoned
+			// session's idle timeout.
+			if c.sess.id == l.session {
+				c.sess.id = 0
+				c.sess.free, c.sess.nLanes = nil, 0
+			}
 			break
 		}
 		if c.sess.fenced == nil {

@@ -215,8 +215,8 @@ func (t *Txn) request(l *lane) *statedv1.CommitRequest {
 // daemon is unavailable (see "Retries"); every attempt carries the same
 // session, lane and sequence, so the daemon applies the Txn at most once.
 // It never retries a refused commit. After it returns ErrUnavailable, a
-// context error or ErrSessionExpired the commit may or may not have been
-// applied. A Client fenced by a newer session of its client id returns
+// context error, ErrSessionExpired or ErrClosed (the Client closed while
+// the commit was in flight) the commit may or may not have been applied. A Client fenced by a newer session of its client id returns
 // ErrSessionFenced from then on; a commit fenced while it was retried
 // (after more than one attempt) may have applied too, and its error says
 // so.
