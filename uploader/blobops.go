@@ -194,6 +194,13 @@ func (info blobInfo) holds(size int64, md5sum []byte) bool {
 // which is not fsynced yet: see syncFiles. For other buckets it returns
 // "".
 func (u *Uploader) writeBlob(ctx context.Context, key string, r io.Reader, md5sum []byte, contentType string) (localPath string, err error) {
+	return u.writeBlobIf(ctx, key, r, md5sum, contentType, false)
+}
+
+// writeBlobIf is writeBlob; with ifNotExist the write fails with
+// gcerrors.FailedPrecondition when key exists (a conditional write every
+// store of gocloud.dev/blob's has).
+func (u *Uploader) writeBlobIf(ctx context.Context, key string, r io.Reader, md5sum []byte, contentType string, ifNotExist bool) (localPath string, err error) {
 	defer func() {
 		// gocloud's azureblob writer (v0.47.0) can dereference a nil pipe
 		// in Close when the upload itself failed (its upload goroutine
@@ -209,6 +216,7 @@ func (u *Uploader) writeBlob(ctx context.Context, key string, r io.Reader, md5su
 	w, err := u.b.NewWriter(wctx, key, &blob.WriterOptions{
 		ContentType: contentType,
 		ContentMD5:  md5sum,
+		IfNotExist:  ifNotExist,
 		BeforeWrite: func(as func(any) bool) error { as(&tmp); return nil },
 	})
 	if err != nil {
@@ -272,6 +280,67 @@ func (u *Uploader) syncFiles(ctx context.Context, paths []string) error {
 		}
 	}
 	return nil
+}
+
+// markDurable records the blob files at paths, just fsynced, as durable.
+func (u *Uploader) markDurable(paths []string) {
+	u.durableMu.Lock()
+	defer u.durableMu.Unlock()
+	for _, p := range paths {
+		if p != "" {
+			u.durable[p] = true
+		}
+	}
+}
+
+// syncReused fsyncs, in a file:// bucket, the blob files under keys that
+// this Uploader has not made durable itself: a blob an upload wrote and a
+// crash kept from fsyncing is renamed into place already, and the next
+// upload finds it held. Other stores make a blob durable before they list
+// it.
+func (u *Uploader) syncReused(ctx context.Context, keys []string) error {
+	if u.wantMD5 { // not a file:// bucket
+		return nil
+	}
+	var paths []string
+	for _, k := range keys {
+		p, err := u.blobFile(ctx, k)
+		if err != nil {
+			return err
+		}
+		u.durableMu.Lock()
+		done := u.durable[p]
+		u.durableMu.Unlock()
+		if p != "" && !done {
+			paths = append(paths, p)
+		}
+	}
+	if err := u.syncFiles(ctx, paths); err != nil {
+		return err
+	}
+	u.markDurable(paths)
+	return nil
+}
+
+// blobFile returns the path of the file that holds key in a file://
+// bucket: fileblob hands its reader's file to BeforeRead.
+func (u *Uploader) blobFile(ctx context.Context, key string) (string, error) {
+	var f *os.File
+	r, err := u.b.NewRangeReader(ctx, key, 0, 0, &blob.ReaderOptions{BeforeRead: func(as func(any) bool) error {
+		as(&f)
+		return nil
+	}})
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return "", nil // collected meanwhile: the commit point's listing finds it missing
+	}
+	if err != nil {
+		return "", fmt.Errorf("open blob %s: %w", key, err)
+	}
+	defer r.Close()
+	if f == nil {
+		return "", nil
+	}
+	return f.Name(), nil
 }
 
 // syncPath fsyncs the file or directory at p.

@@ -132,6 +132,11 @@ type Uploader struct {
 	// it into, so that an encrypted table is sent once.
 	sealedAs map[string]sealed
 
+	// durable holds the blobs of a file:// bucket this Uploader fsynced
+	// (written, or reused and synced then): see syncReused.
+	durableMu sync.Mutex
+	durable   map[string]bool
+
 	// spMu guards spEpochs: the epoch of each savepoint checkAhead read,
 	// by key, with the listing it was read under, so that an upload reads
 	// only savepoints it has not seen as listed now.
@@ -148,7 +153,7 @@ func New(cfg Config) (*Uploader, error) {
 	}
 	cfg = cfg.withDefaults()
 	var fi os.FileInfo // what a file:// bucket's As gives: its directory's
-	return &Uploader{cfg: cfg, b: cfg.Bucket, logger: cfg.Logger, hashes: map[hashKey]digest{}, sealedAs: map[string]sealed{}, spEpochs: map[string]seenSavepoint{},
+	return &Uploader{cfg: cfg, b: cfg.Bucket, logger: cfg.Logger, hashes: map[hashKey]digest{}, sealedAs: map[string]sealed{}, durable: map[string]bool{}, spEpochs: map[string]seenSavepoint{},
 		wantMD5: !cfg.Bucket.As(&fi)}, nil
 }
 

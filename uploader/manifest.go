@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -582,7 +586,19 @@ func (u *Uploader) Savepoint(ctx context.Context, epoch uint64, name string) err
 		return err
 	}
 	m.Savepoint = name
-	if err := u.writeManifest(ctx, savepointKey(name), m); err != nil {
+	// The pin is written only where none is: of two calls pinning one
+	// name at once, one pin stands, and the other call learns it.
+	if err := u.writePin(ctx, name, m); errors.Is(err, errPinExists) {
+		other, gerr := u.GetSavepoint(ctx, name)
+		if gerr != nil {
+			return fmt.Errorf("uploader: savepoint %q: the name was taken meanwhile, and its pin does not read: %w", name, gerr)
+		}
+		if other.Epoch != epoch {
+			return invalidf("savepoint %q exists already (checkpoint %d)", name, other.Epoch)
+		}
+		// The same pin: this call's own, from an attempt whose answer
+		// was lost, or another call's with the same arguments.
+	} else if err != nil {
 		return fmt.Errorf("uploader: savepoint %q: %w", name, err)
 	}
 	// A collection on another node may have decided to delete the
@@ -600,6 +616,75 @@ func (u *Uploader) Savepoint(ctx context.Context, epoch uint64, name string) err
 }
 
 // unpin removes the pin of a Savepoint that failed.
+// errPinExists is writePin's error for a name pinned already.
+var errPinExists = errors.New("uploader: the savepoint's name is pinned already")
+
+// writePin writes the savepoint m under name unless a pin is there,
+// durably, and checks what the bucket then holds.
+func (u *Uploader) writePin(ctx context.Context, name string, m *Manifest) error {
+	key := savepointKey(name)
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return fmt.Errorf("uploader: encode %s: %w", key, err)
+	}
+	sum := md5.Sum(b)
+	return u.retry(ctx, "write "+key, func() error {
+		if !u.wantMD5 {
+			// fileblob checks IfNotExist with a stat before its rename,
+			// which two writers pass together: link the pin into place
+			// instead, which only one can.
+			if done, err := u.linkPin(ctx, key, b, sum[:]); done || err != nil {
+				return err
+			}
+		}
+		p, err := u.writeBlobIf(ctx, key, bytes.NewReader(b), sum[:], "application/json", true)
+		if gcerrors.Code(err) == gcerrors.FailedPrecondition {
+			return errPinExists
+		}
+		if err != nil {
+			return err
+		}
+		if err := u.syncFiles(ctx, []string{p}); err != nil {
+			return err
+		}
+		return u.checkBlob(ctx, key, int64(len(b)), sum[:])
+	})
+}
+
+// linkPin writes the pin b under key in a file:// bucket: under a
+// temporary key first, fsynced, then hard-linked to key's file, which
+// fails where a file is. It reports false, and writes nothing, for a
+// bucket whose files it cannot find (opened without no_tmp_dir).
+func (u *Uploader) linkPin(ctx context.Context, key string, b, sum []byte) (bool, error) {
+	var salt [8]byte
+	if _, err := rand.Read(salt[:]); err != nil {
+		return false, err
+	}
+	tmpKey := fmt.Sprintf("%s.pin-%x", key, salt) // not well formed: no listing reads it
+	p, err := u.writeBlob(ctx, tmpKey, bytes.NewReader(b), sum, "application/json")
+	if err != nil {
+		return false, err
+	}
+	if p == "" {
+		u.delete(ctx, tmpKey)
+		return false, nil
+	}
+	defer os.Remove(p)
+	if err := syncPath(p); err != nil {
+		return true, err
+	}
+	final := filepath.Join(filepath.Dir(p), path.Base(key))
+	if err := os.Link(p, final); errors.Is(err, fs.ErrExist) {
+		return true, errPinExists
+	} else if err != nil {
+		return true, local(fmt.Errorf("pin %s: %w", key, err))
+	}
+	if err := u.syncFiles(ctx, []string{final}); err != nil {
+		return true, err
+	}
+	return true, u.checkBlob(ctx, key, int64(len(b)), sum)
+}
+
 func (u *Uploader) unpin(ctx context.Context, name string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()

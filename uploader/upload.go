@@ -185,12 +185,15 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 	// CPU are busy together.
 	var work []int
 	var total int64
+	var reused []string // blobs found in the bucket, by key
 	for i := range files {
 		st.Files++
 		st.Bytes += files[i].Size
 		if f := files[i]; !f.hashed || !u.heldAs(held, f) {
 			work = append(work, i)
 			total += f.Size
+		} else {
+			reused = append(reused, f.Blob())
 		}
 	}
 	slices.SortFunc(work, func(a, b int) int { return cmp.Compare(files[b].Size, files[a].Size) })
@@ -223,7 +226,11 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 			hashedB.Add(n)
 		}
 		mu.Lock()
-		skip := u.heldAs(held, *f) || sending[f.SHA256]
+		found := u.heldAs(held, *f)
+		skip := found || sending[f.SHA256]
+		if found && !sending[f.SHA256] {
+			reused = append(reused, f.Blob())
+		}
 		sending[f.SHA256] = true
 		mu.Unlock()
 		if skip {
@@ -261,6 +268,14 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 		u.saveCache()
 	}
 	if err := u.syncFiles(ctx, written); err != nil {
+		return fail(err)
+	}
+	u.markDurable(written)
+	// A blob found in the bucket may have been written by an upload a
+	// crash cut short (this node's before a restart, or another leader's
+	// on a shared bucket), renamed into place and never fsynced: the
+	// manifest must not become durable before it.
+	if err := u.syncReused(ctx, reused); err != nil {
 		return fail(err)
 	}
 	if finish != nil {
