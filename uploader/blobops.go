@@ -282,14 +282,13 @@ func (u *Uploader) syncFiles(ctx context.Context, paths []string) error {
 	return nil
 }
 
-// markDurable records the blob files at paths, just fsynced, as durable.
-func (u *Uploader) markDurable(paths []string) {
+// markDurable records the blobs under keys, their files just fsynced,
+// as durable.
+func (u *Uploader) markDurable(keys []string) {
 	u.durableMu.Lock()
 	defer u.durableMu.Unlock()
-	for _, p := range paths {
-		if p != "" {
-			u.durable[p] = true
-		}
+	for _, k := range keys {
+		u.durable[k] = true
 	}
 }
 
@@ -302,23 +301,26 @@ func (u *Uploader) syncReused(ctx context.Context, keys []string) error {
 	if u.wantMD5 { // not a file:// bucket
 		return nil
 	}
-	var paths []string
+	var paths, synced []string
 	for _, k := range keys {
+		u.durableMu.Lock()
+		done := u.durable[k]
+		u.durableMu.Unlock()
+		if done {
+			continue
+		}
 		p, err := u.blobFile(ctx, k)
 		if err != nil {
 			return err
 		}
-		u.durableMu.Lock()
-		done := u.durable[p]
-		u.durableMu.Unlock()
-		if p != "" && !done {
-			paths = append(paths, p)
+		if p != "" {
+			paths, synced = append(paths, p), append(synced, k)
 		}
 	}
 	if err := u.syncFiles(ctx, paths); err != nil {
 		return err
 	}
-	u.markDurable(paths)
+	u.markDurable(synced)
 	return nil
 }
 

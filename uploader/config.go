@@ -132,8 +132,9 @@ type Uploader struct {
 	// it into, so that an encrypted table is sent once.
 	sealedAs map[string]sealed
 
-	// durable holds the blobs of a file:// bucket this Uploader fsynced
-	// (written, or reused and synced then): see syncReused.
+	// durable holds the keys of the blobs of a file:// bucket this
+	// Uploader fsynced (written, or reused and synced then): see
+	// syncReused.
 	durableMu sync.Mutex
 	durable   map[string]bool
 

@@ -193,7 +193,7 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 			work = append(work, i)
 			total += f.Size
 		} else {
-			reused = append(reused, f.Blob())
+			reused = append(reused, u.blobOf(f))
 		}
 	}
 	slices.SortFunc(work, func(a, b int) int { return cmp.Compare(files[b].Size, files[a].Size) })
@@ -229,7 +229,7 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 		found := u.heldAs(held, *f)
 		skip := found || sending[f.SHA256]
 		if found && !sending[f.SHA256] {
-			reused = append(reused, f.Blob())
+			reused = append(reused, u.blobOf(*f))
 		}
 		sending[f.SHA256] = true
 		mu.Unlock()
@@ -270,7 +270,13 @@ func (u *Uploader) upload(ctx context.Context, dir string, meta Meta, progress P
 	if err := u.syncFiles(ctx, written); err != nil {
 		return fail(err)
 	}
-	u.markDurable(written)
+	var wrote []string
+	for w, p := range written {
+		if p != "" {
+			wrote = append(wrote, u.blobOf(files[work[w]]))
+		}
+	}
+	u.markDurable(wrote)
 	// A blob found in the bucket may have been written by an upload a
 	// crash cut short (this node's before a restart, or another leader's
 	// on a shared bucket), renamed into place and never fsynced: the
@@ -392,6 +398,17 @@ func (u *Uploader) heldAs(held map[string]blobInfo, f localFile) bool {
 	}
 	info, ok := held[BlobKey(f.SHA256)]
 	return ok && info.holds(f.Size, f.md5)
+}
+
+// blobOf is the key of f's blob: its sealed blob's, when the Uploader
+// encrypts.
+func (u *Uploader) blobOf(f localFile) string {
+	if u.cfg.Keeper != nil {
+		if s, ok := u.sealedOf(f.SHA256); ok {
+			return BlobKey(s.SHA256)
+		}
+	}
+	return BlobKey(f.SHA256)
 }
 
 // unwriteManifest removes the manifest of a failed Upload, which may have
