@@ -504,8 +504,9 @@ func (d *Daemon) Close() error {
 // another voter to take over before it stops anyway.
 const leadershipHandoverTimeout = 3 * time.Second
 
-// handOverLeadership makes a stopping leader hand leadership to the most
-// up to date other voter, so that the cluster goes on committing at once
+// handOverLeadership makes a stopping leader hand leadership to another
+// voter that answers (Store.TransferLeadership: Raft brings its log up to
+// the leader's first), so that the cluster goes on committing at once
 // instead of after an election timeout (a rolling restart stops every
 // node in turn, the leader among them). Calls still arriving here are
 // forwarded to the new leader while the gRPC server drains. A failed

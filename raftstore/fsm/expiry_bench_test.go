@@ -58,3 +58,49 @@ func BenchmarkApplyTTLRewrites(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkExpireAfterTTLRewrites measures what expiry costs once the
+// TTL of BenchmarkApplyTTLRewrites's writes ran out: 1,000 keys, each
+// rewritten with a TTL 20 times (puts), then Expire commands of 10,000
+// records until none is due. With a record per write Expire reads and
+// deletes 20 records per key; with a record per entry, one. Reported per
+// write.
+func BenchmarkExpireAfterTTLRewrites(b *testing.B) {
+	const keys, rewrites = 1000, 20
+	val := make([]byte, 100)
+	for n := 0; n < b.N; n += keys * rewrites {
+		b.StopTimer()
+		f, err := Open(b.TempDir()+"/state", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		idx, now := uint64(1), int64(1e18)
+		for range rewrites {
+			muts := make([]command.Mutation, keys)
+			for k := range muts {
+				muts[k] = command.Mutation{Op: command.OpPut, Namespace: "ns", Key: binary.BigEndian.AppendUint64(nil, uint64(k)), Value: val, TTL: 3600e9}
+			}
+			now += 1e6
+			f.Apply(rlog(idx, command.Encode(nil, &command.Command{Type: command.TypeCommit, Now: now, Commit: &command.Commit{Mutations: muts}})))
+			idx++
+		}
+		later := now + 7200e9
+		b.StartTimer()
+		for {
+			due, err := f.ExpiryDue(later)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if !due {
+				break
+			}
+			f.Apply(rlog(idx, command.Encode(nil, &command.Command{Type: command.TypeExpire, Now: later, ExpireLimit: 10000})))
+			idx++
+		}
+		b.StopTimer()
+		if c, _ := f.Counts(); c.StateKeys != 0 || c.TTLPending != 0 {
+			b.Fatalf("after expiry: %+v", c)
+		}
+		f.Close()
+	}
+}
