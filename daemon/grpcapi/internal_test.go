@@ -78,15 +78,3 @@ func TestToStatusMapsEachErrorToItsCode(t *testing.T) {
 		}
 	}
 }
-
-// TestAnExpiryIsReportedRoundedUpToTheMillisecond: at the time reported
-// the entry is gone; zero stays "never".
-func TestAnExpiryIsReportedRoundedUpToTheMillisecond(t *testing.T) {
-	for _, tc := range []struct{ nanos, want int64 }{
-		{0, 0}, {1, 1}, {999_999, 1}, {1_000_000, 1}, {1_000_001, 2}, {1_700_000_000_123_000_000, 1_700_000_000_123}, {1_700_000_000_123_000_001, 1_700_000_000_124},
-	} {
-		if got := unixMillis(tc.nanos); got != tc.want {
-			t.Errorf("unixMillis(%d) = %d, want %d", tc.nanos, got, tc.want)
-		}
-	}
-}

@@ -283,17 +283,10 @@ func toCommand(r *statedv1.CommitRequest) *command.Commit {
 }
 
 // unixMillis converts an fsm expiry time (Unix nanoseconds, zero for
-// never) to the wire's Unix milliseconds, rounded up: at the time reported
-// the entry is gone (rounded down, a read just after it could still find
-// the entry, and an expiry within the first millisecond of 1970 read as
-// never).
+// never) to the wire's Unix milliseconds.
 func unixMillis(nanos int64) int64 {
 	if nanos == 0 {
 		return 0
 	}
-	ms := nanos / 1e6
-	if nanos%1e6 > 0 {
-		ms++
-	}
-	return ms
+	return nanos / 1e6
 }
