@@ -283,7 +283,9 @@ func toCommand(r *statedv1.CommitRequest) *command.Commit {
 }
 
 // unixMillis converts an fsm expiry time (Unix nanoseconds, zero for
-// never) to the wire's Unix milliseconds.
+// never) to the wire's Unix milliseconds, rounded down: an entry is never
+// gone before the time reported (it may be found up to a millisecond
+// after it; test/sdk_test.go holds the first half).
 func unixMillis(nanos int64) int64 {
 	if nanos == 0 {
 		return 0
