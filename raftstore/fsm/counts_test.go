@@ -70,7 +70,10 @@ func scanAll(t *testing.T, f *FSM, q ScanQuery, now int64) []Entry {
 	t.Helper()
 	var out []Entry
 	if err := f.Scan(q, now, func(e Entry) error {
+		// The entry's slices are valid only during the call.
+		e.Key = append([]byte(nil), e.Key...)
 		e.SubKey = append([]byte(nil), e.SubKey...)
+		e.Value = append([]byte(nil), e.Value...)
 		out = append(out, e)
 		return nil
 	}); err != nil {
