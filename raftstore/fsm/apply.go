@@ -79,9 +79,9 @@ func (a *applier) mutation(i int, m *command.Mutation) error {
 	}
 	switch m.Op {
 	case command.OpPut:
-		return a.putWithTTL(a.key(m.Namespace, m.Key, KindValue, nil), exp, m.Value)
+		return a.put(a.key(m.Namespace, m.Key, KindValue, nil), exp, m.Value)
 	case command.OpMapPut:
-		return a.putWithTTL(a.key(m.Namespace, m.Key, KindMap, m.SubKey), exp, m.Value)
+		return a.put(a.key(m.Namespace, m.Key, KindMap, m.SubKey), exp, m.Value)
 	case command.OpMapDelete:
 		return a.b.Delete(a.key(m.Namespace, m.Key, KindMap, m.SubKey), nil)
 	case command.OpDelete:
@@ -110,31 +110,12 @@ func (a *applier) put(k []byte, exp int64, payload []byte) error {
 	return nil
 }
 
-// putWithTTL is put for a write that may replace an entry with a TTL. A
-// write with a TTL reads the entry it replaces, so that the expiry index
-// keeps one record per entry: the replaced entry's record goes, unless it
-// is the same. A write without one reads nothing (the common write stays
-// one Set), and leaves the replaced entry's record to its time: Expire
-// passes over a record whose entry now expires otherwise.
-func (a *applier) putWithTTL(k []byte, exp int64, payload []byte) error {
-	if exp != 0 {
-		v, ok, err := a.get(k)
-		if err != nil {
-			return err
-		}
-		if ok {
-			if old, _, err := decodeEntry(v); err == nil {
-				if err := a.dropExpiryRecord(k, old, exp); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return a.put(k, exp, payload)
-}
-
 // dropExpiryRecord deletes the expiry index record of k's entry that
-// expired at old, once the entry is rewritten to expire at exp.
+// expired at old, once the entry is rewritten to expire at exp. Counter
+// adds and list appends, which read the entry they rewrite anyway (in a
+// batch that sees the command's own writes: readsOwnWrites), call it; a
+// put does not read what it replaces, and leaves the replaced entry's
+// record to its time, which Expire then passes over.
 func (a *applier) dropExpiryRecord(k []byte, old, exp int64) error {
 	if old == 0 || old == exp {
 		return nil

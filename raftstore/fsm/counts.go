@@ -14,9 +14,9 @@ type Counts struct {
 	Sessions     uint64
 	SessionLanes uint64
 	// TTLPending is the number of records in the expiry index: one per
-	// entry with a TTL not yet deleted by expiry (a rewrite with a TTL
-	// replaces the entry's record), plus, until their own time, those of
-	// entries deleted or rewritten without a TTL since.
+	// entry with a TTL not yet deleted by expiry (a counter add or list
+	// append with a TTL replaces the entry's record), plus, until their
+	// own time, those of entries deleted or put again since.
 	TTLPending uint64
 	// StateKeys and StateBytes are the keyed state's entries and their
 	// bytes (keys plus values, as stored).

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -102,14 +103,15 @@ func TestAnExpireCutBetweenAListsRecordsThenAppendsLeavesTheNewListOnly(t *testi
 	}
 }
 
-// TestTheExpiryIndexKeepsOneRecordPerEntryWithATTL: docs/METRICS.md's
-// stated_ttl_backlog_entries counts "entries with a TTL that expiry has
-// not deleted yet". A counter added to with a TTL 1000 times, a value, a
-// map entry rewritten with a TTL 1000 times, and a list appended to with
-// a TTL, are four entries with a TTL (plus the list's elements); the index
-// kept a record per write until each write's own expiry (a hot counter
-// with a one-day TTL: a record per add for a day).
-func TestTheExpiryIndexKeepsOneRecordPerEntryWithATTL(t *testing.T) {
+// TestTheExpiryIndexKeepsOneRecordPerCounterAndList: docs/METRICS.md's
+// stated_ttl_backlog_entries. A counter added to with a TTL 1000 times,
+// and a list appended to with a TTL, keep one expiry record each (and one
+// per element): a counter used to keep a record per add until that add's
+// own expiry (a hot counter with a one-day TTL: a record per add for a
+// day). A value put with a TTL 1000 times keeps a record per put until
+// each one's time (a put does not read what it replaces); Expire then
+// deletes the records and leaves an entry rewritten without a TTL.
+func TestTheExpiryIndexKeepsOneRecordPerCounterAndList(t *testing.T) {
 	f := openFSM(t)
 	now := int64(1e18)
 	day := int64(24 * 3600 * 1e9)
@@ -117,8 +119,6 @@ func TestTheExpiryIndexKeepsOneRecordPerEntryWithATTL(t *testing.T) {
 	for i := range int64(1000) {
 		applyNext(t, f, &idx, commitCmd(now+i, []command.Mutation{
 			{Op: command.OpCounterAdd, Namespace: "ns", Key: []byte("c"), Delta: 1, TTL: day},
-			{Op: command.OpPut, Namespace: "ns", Key: []byte("v"), Value: []byte("x"), TTL: day},
-			{Op: command.OpMapPut, Namespace: "ns", Key: []byte("m"), SubKey: []byte("s"), Value: []byte("x"), TTL: day},
 		}, nil))
 	}
 	for i := range int64(3) {
@@ -130,23 +130,28 @@ func TestTheExpiryIndexKeepsOneRecordPerEntryWithATTL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The counter, the value, the map entry, the list's three elements
-	// and its position record.
-	if c.StateKeys != 7 || c.TTLPending != 7 {
-		t.Fatalf("counts = {StateKeys:%d TTLPending:%d}; want 7 entries with a TTL and 7 records", c.StateKeys, c.TTLPending)
+	// The counter, the list's three elements and its position record.
+	if c.StateKeys != 5 || c.TTLPending != 5 {
+		t.Fatalf("counts = {StateKeys:%d TTLPending:%d}; want 5 entries with a TTL and 5 records", c.StateKeys, c.TTLPending)
+	}
+	for i := range int64(1000) {
+		applyNext(t, f, &idx, commitCmd(now+2000+i, []command.Mutation{
+			{Op: command.OpPut, Namespace: "ns", Key: []byte("v"), Value: []byte("x"), TTL: day},
+		}, nil))
 	}
 	// A counter add without a TTL keeps the counter's expiry, and its
-	// record; a put without one leaves the replaced entry's record to its
-	// time, when Expire drops it and leaves the entry.
-	applyNext(t, f, &idx, commitCmd(now+2000, []command.Mutation{
+	// record; the value is put once more, without a TTL.
+	applyNext(t, f, &idx, commitCmd(now+4000, []command.Mutation{
 		{Op: command.OpCounterAdd, Namespace: "ns", Key: []byte("c"), Delta: 1},
 		{Op: command.OpPut, Namespace: "ns", Key: []byte("v"), Value: []byte("forever")},
 	}, nil))
-	if c, _ := f.Counts(); c.TTLPending != 7 {
-		t.Fatalf("TTLPending = %d after an add and a put without a TTL, want 7", c.TTLPending)
+	if c, _ := f.Counts(); c.TTLPending != 1005 {
+		t.Fatalf("TTLPending = %d after 1000 puts with a TTL of one value, want 1005", c.TTLPending)
 	}
 	later := now + 2*day
-	applyNext(t, f, &idx, &command.Command{Type: command.TypeExpire, Now: later, ExpireLimit: 100})
+	for range 2 {
+		applyNext(t, f, &idx, &command.Command{Type: command.TypeExpire, Now: later, ExpireLimit: 1000})
+	}
 	if c, _ := f.Counts(); c.TTLPending != 0 || c.StateKeys != 1 {
 		t.Fatalf("after the day: counts = {StateKeys:%d TTLPending:%d}; want only the value without a TTL, and no record", c.StateKeys, c.TTLPending)
 	}
@@ -177,5 +182,48 @@ func TestReadsJudgeExpiryByTheNewestLeaderTimeWhenTheClockIsBehind(t *testing.T)
 	}
 	if _, ok, err := f.Get("ns", []byte("k"), KindValue, nil, f.ReadTime(behind)); err != nil || ok {
 		t.Fatalf("the entry the log's time says expired, read with a clock behind: found %v, %v", ok, err)
+	}
+}
+
+// TestTheExpiryIndexIsTheSameHoweverEntriesAreGrouped: commits that write
+// one key twice with a TTL, or delete it and write it with one, leave the
+// same state, expiry records included, whether each entry is applied alone
+// or in a group with others: a write that reads what it replaces must read
+// the same on replicas that group entries differently (a version of this
+// stop's put that read the entry it replaced did not, outside
+// readsOwnWrites).
+func TestTheExpiryIndexIsTheSameHoweverEntriesAreGrouped(t *testing.T) {
+	now := int64(1e18)
+	cmds := []*command.Command{
+		commitCmd(now, []command.Mutation{{Op: command.OpPut, Namespace: "ns", Key: []byte("k"), Value: []byte("0"), TTL: 500}}, nil),
+		commitCmd(now+1, []command.Mutation{
+			{Op: command.OpPut, Namespace: "ns", Key: []byte("k"), Value: []byte("1"), TTL: 100},
+			{Op: command.OpPut, Namespace: "ns", Key: []byte("k"), Value: []byte("2"), TTL: 200},
+		}, nil),
+		commitCmd(now+2, []command.Mutation{
+			{Op: command.OpDelete, Namespace: "ns", Key: []byte("k")},
+			{Op: command.OpPut, Namespace: "ns", Key: []byte("k"), Value: []byte("3"), TTL: 300},
+		}, nil),
+		commitCmd(now+3, []command.Mutation{
+			{Op: command.OpCounterAdd, Namespace: "ns", Key: []byte("c"), Delta: 1, TTL: 100},
+			{Op: command.OpCounterAdd, Namespace: "ns", Key: []byte("c"), Delta: 1, TTL: 200},
+			{Op: command.OpDelete, Namespace: "ns", Key: []byte("c")},
+			{Op: command.OpCounterAdd, Namespace: "ns", Key: []byte("c"), Delta: 1, TTL: 300},
+		}, nil),
+	}
+	alone := openFSM(t)
+	var idx uint64
+	for _, c := range cmds {
+		applyNext(t, alone, &idx, c)
+	}
+	grouped := openFSM(t)
+	var logs []*raft.Log
+	for i, c := range cmds {
+		logs = append(logs, &raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: command.Encode(nil, c)})
+	}
+	grouped.Batching().ApplyBatch(logs)
+	a, g := dump(t, alone), dump(t, grouped)
+	if fmt.Sprintf("%q", a) != fmt.Sprintf("%q", g) {
+		t.Fatalf("the state applied alone:\n%q\ngrouped:\n%q", a, g)
 	}
 }

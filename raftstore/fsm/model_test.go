@@ -27,7 +27,7 @@ type model struct {
 	// never once an element without a TTL was appended).
 	listNext map[mListID]mListMeta
 	// expiry is the expiry index, stale records included (those of
-	// entries deleted, or rewritten without a TTL, since).
+	// entries deleted or put again since).
 	expiry map[mExpiryRec]struct{}
 	// dedup holds the retry records of format version 2 commits.
 	dedup map[mDedupID]mDedup
@@ -288,22 +288,12 @@ func (m *model) commit(index uint64, cmd *command.Command) mResult {
 }
 
 // dropRecord deletes the expiry record of the entry at k that expired at
-// old once the entry expires at exp instead (putWithTTL, counter adds,
-// list positions).
+// old once the entry expires at exp instead (counter adds, list
+// positions).
 func (m *model) dropRecord(k string, old, exp int64) {
 	if old != 0 && old != exp {
 		delete(m.expiry, mExpiryRec{old, k})
 	}
-}
-
-// putWithTTL is put for a put or map put: one with a TTL drops the
-// replaced entry's record.
-func (m *model) putWithTTL(e mEntry) {
-	k := string(stateKey(e.ns, []byte(e.key), e.kind, []byte(e.sub)))
-	if old, ok := m.entries[k]; ok && e.exp != 0 {
-		m.dropRecord(k, old.exp, e.exp)
-	}
-	m.put(e)
 }
 
 func (m *model) put(e mEntry) {
@@ -325,9 +315,9 @@ func (m *model) mutation(now int64, i int, mu *command.Mutation) error {
 	ns, key := mu.Namespace, string(mu.Key)
 	switch mu.Op {
 	case command.OpPut:
-		m.putWithTTL(mEntry{ns: ns, key: key, kind: KindValue, exp: exp, value: mu.Value})
+		m.put(mEntry{ns: ns, key: key, kind: KindValue, exp: exp, value: mu.Value})
 	case command.OpMapPut:
-		m.putWithTTL(mEntry{ns: ns, key: key, kind: KindMap, sub: string(mu.SubKey), exp: exp, value: mu.Value})
+		m.put(mEntry{ns: ns, key: key, kind: KindMap, sub: string(mu.SubKey), exp: exp, value: mu.Value})
 	case command.OpMapDelete:
 		delete(m.entries, string(stateKey(ns, mu.Key, KindMap, mu.SubKey)))
 	case command.OpDelete, command.OpDeletePrefix:
