@@ -261,9 +261,15 @@ func (u *Uploader) writeManifest(ctx context.Context, key string, m *Manifest) e
 // writeDurably writes the JSON b under key, fsynced in a file:// bucket,
 // and checks what the bucket then holds.
 func (u *Uploader) writeDurably(ctx context.Context, key string, b []byte) error {
+	return u.writeDurablyIf(ctx, key, b, false)
+}
+
+// writeDurablyIf is writeDurably; with ifNotExist it writes nothing where
+// key exists, and fails with gcerrors.FailedPrecondition (writeBlobIf).
+func (u *Uploader) writeDurablyIf(ctx context.Context, key string, b []byte, ifNotExist bool) error {
 	sum := md5.Sum(b)
 	return u.retry(ctx, "write "+key, func() error {
-		p, err := u.writeBlob(ctx, key, bytes.NewReader(b), sum[:], "application/json")
+		p, err := u.writeBlobIf(ctx, key, bytes.NewReader(b), sum[:], "application/json", ifNotExist)
 		if err != nil {
 			return err
 		}
@@ -627,28 +633,25 @@ func (u *Uploader) writePin(ctx context.Context, name string, m *Manifest) error
 	if err != nil {
 		return fmt.Errorf("uploader: encode %s: %w", key, err)
 	}
-	sum := md5.Sum(b)
-	return u.retry(ctx, "write "+key, func() error {
-		if !u.wantMD5 {
-			// fileblob checks IfNotExist with a stat before its rename,
-			// which two writers pass together: link the pin into place
-			// instead, which only one can.
-			if done, err := u.linkPin(ctx, key, b, sum[:]); done || err != nil {
-				return err
-			}
-		}
-		p, err := u.writeBlobIf(ctx, key, bytes.NewReader(b), sum[:], "application/json", true)
-		if gcerrors.Code(err) == gcerrors.FailedPrecondition {
-			return errPinExists
-		}
-		if err != nil {
+	if !u.wantMD5 {
+		// fileblob checks IfNotExist with a stat before its rename,
+		// which two writers pass together: link the pin into place
+		// instead, which only one can.
+		sum := md5.Sum(b)
+		var done bool
+		err := u.retry(ctx, "write "+key, func() (err error) {
+			done, err = u.linkPin(ctx, key, b, sum[:])
+			return err
+		})
+		if done || err != nil {
 			return err
 		}
-		if err := u.syncFiles(ctx, []string{p}); err != nil {
-			return err
-		}
-		return u.checkBlob(ctx, key, int64(len(b)), sum[:])
-	})
+	}
+	err = u.writeDurablyIf(ctx, key, b, true)
+	if gcerrors.Code(err) == gcerrors.FailedPrecondition {
+		return errPinExists
+	}
+	return err
 }
 
 // linkPin writes the pin b under key in a file:// bucket: under a

@@ -18,21 +18,11 @@ func TestARunRefusedForItsTokenFileCreatesNoDirectories(t *testing.T) {
 		t.Fatal(err)
 	}
 	dataDir := filepath.Join(root, "var", "lib", "stated")
-	r := cliRun(t, nil, "run", "--data-dir", dataDir, "--socket", filepath.Join(shortSockDir(t), "s.sock"), "--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--token-file", tokens)
+	r := cliRun(t, nil, "run", "--data-dir", dataDir, "--socket", shortSocket(t), "--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--token-file", tokens)
 	if r.code == 0 || !strings.Contains(r.stderr, "sha256") {
 		t.Fatalf("exit %d, stderr %q; want a refusal naming sha256", r.code, r.stderr)
 	}
 	if _, err := os.Stat(filepath.Join(root, "var")); !os.IsNotExist(err) {
 		t.Errorf("the refused run left %s behind (exit %d, %q)", filepath.Join(root, "var"), r.code, strings.TrimSpace(r.stderr))
 	}
-}
-
-func shortSockDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "stated")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
