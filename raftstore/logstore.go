@@ -127,6 +127,13 @@ func openLogStore(raftDir, kind string, hlog hclog.Logger) (logStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: open raft log %s: %w", boltFileName, err)
 	}
+	// bbolt syncs the file it creates, not the directory naming it: a
+	// power loss could otherwise lose the whole log with what it
+	// acknowledged. Once, at open.
+	if err := syncDir(raftDir); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("raftstore: open raft log %s: %w", boltFileName, err)
+	}
 	return s, nil
 }
 
@@ -139,6 +146,12 @@ func openWAL(dir string, hlog hclog.Logger) (*walStore, error) {
 	// raft-wal wants its own directory: it deletes segment files it does
 	// not know.
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("raftstore: open raft log: %w", err)
+	}
+	// raft-wal syncs the directory of the files it creates, not the
+	// entry of that directory in its parent: without this, a power loss
+	// could lose the whole log with what it acknowledged.
+	if err := syncDir(filepath.Dir(dir)); err != nil {
 		return nil, fmt.Errorf("raftstore: open raft log: %w", err)
 	}
 	// The metadata store (wal-meta.db, a bbolt file) is ours to close when
