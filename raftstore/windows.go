@@ -77,7 +77,7 @@ func (s *Store) CommitBatch(ctx context.Context, cs []*command.Commit) (outs []C
 // the same spec succeeds with created false; with another spec it is
 // refused with a *fsm.RejectError naming the first field that differs.
 func (s *Store) DefineWindows(ctx context.Context, spec command.WindowSpec) (created bool, err error) {
-	if err := command.ValidateWindowSpec(&spec); err != nil {
+	if err := command.ValidateNewWindowSpec(&spec); err != nil {
 		return false, err
 	}
 	res, err := s.proposeResult(ctx, &command.Command{Type: command.TypeDefineWindows, Windows: &spec})

@@ -124,7 +124,7 @@ func ValidateWindowSpec(w *statedv1.WindowSpec) (command.WindowSpec, error) {
 		Emit: command.EmitMode(w.GetEmit()), Late: command.LatePolicy(w.GetLate()),
 		MaxPendingEmissions: w.GetMaxPendingEmissions(),
 	}
-	if err := command.ValidateWindowSpec(&spec); err != nil {
+	if err := command.ValidateNewWindowSpec(&spec); err != nil {
 		return command.WindowSpec{}, err
 	}
 	return spec, nil

@@ -3687,8 +3687,9 @@ type CommitResponse struct {
 	// the record was on time or late (and then dropped or returned).
 	AddResults []*AddResult `protobuf:"bytes,3,rep,name=add_results,json=addResults,proto3" json:"add_results,omitempty"`
 	// emissions are the emissions the commit's entry created, in every
-	// namespace, in the order they were written: windows it closed, updates
-	// (EMIT_UPDATES) and timers it fired. They are also in the outbox until
+	// namespace, in the order they were written: updates (EMIT_UPDATES) as
+	// its adds applied, then, namespace by namespace, the windows it closed
+	// and the timers it fired. They are also in the outbox until
 	// acknowledged. A duplicate commit carries neither add_results nor
 	// emissions: its emissions wait in the outbox (service Windows,
 	// Emissions) and its add results are not kept.
@@ -4954,7 +4955,8 @@ type WindowSpec struct {
 	Namespace string      `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	Shape     WindowShape `protobuf:"varint,2,opt,name=shape,proto3,enum=stated.v1.WindowShape" json:"shape,omitempty"`
 	// size_ms: tumbling and hopping; advance_ms: hopping, 0 < advance <=
-	// size; gap_ms: session. The fields a shape does not use must be 0.
+	// size, and size / advance at most 10000 (the windows a record is in);
+	// gap_ms: session. The fields a shape does not use must be 0.
 	SizeMs    int64 `protobuf:"varint,3,opt,name=size_ms,json=sizeMs,proto3" json:"size_ms,omitempty"`
 	AdvanceMs int64 `protobuf:"varint,4,opt,name=advance_ms,json=advanceMs,proto3" json:"advance_ms,omitempty"`
 	GapMs     int64 `protobuf:"varint,5,opt,name=gap_ms,json=gapMs,proto3" json:"gap_ms,omitempty"`

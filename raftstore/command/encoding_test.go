@@ -434,3 +434,29 @@ func TestEncodeAllocatesOnce(t *testing.T) {
 		}
 	}
 }
+
+// A hopping spec puts each record in size/advance windows, each of which
+// an add may index within its entry: a new definition is refused beyond
+// MaxWindowsPerRecord, naming advance_ms, while the state machine's own
+// check (ValidateWindowSpec, run when a definition applies) still
+// accepts it, as a replica of an older release does.
+func TestANewHoppingSpecPuttingARecordInTooManyWindowsIsRefused(t *testing.T) {
+	spec := func(size, advance int64) WindowSpec {
+		return WindowSpec{Namespace: "w", Shape: ShapeHopping, SizeMs: size, AdvanceMs: advance, Aggregate: AggCount, Emit: EmitFinal, Late: LateDrop}
+	}
+	for _, s := range []WindowSpec{spec(10_000, 1), spec(86_400_000, 8_640), spec(60_000, 60_000), spec(10_000, 3)} {
+		if err := ValidateNewWindowSpec(&s); err != nil {
+			t.Errorf("size %d advance %d (%d windows per record) refused: %v", s.SizeMs, s.AdvanceMs, s.SizeMs/s.AdvanceMs, err)
+		}
+	}
+	for _, s := range []WindowSpec{spec(10_001, 1), spec(86_400_000, 1), spec(MaxDuration, 1), spec(86_400_000, 8_639)} {
+		err := ValidateNewWindowSpec(&s)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != "advance_ms" || !strings.Contains(fe.Reason, "more than the maximum of 10000") {
+			t.Errorf("size %d advance %d (%d windows per record): error %v, want one naming advance_ms and the maximum", s.SizeMs, s.AdvanceMs, s.SizeMs/s.AdvanceMs, err)
+		}
+		if err := ValidateWindowSpec(&s); err != nil {
+			t.Errorf("size %d advance %d: refused when applied (%v): a log written by an older release must apply alike", s.SizeMs, s.AdvanceMs, err)
+		}
+	}
+}

@@ -29,6 +29,12 @@ const DefaultMaxPendingEmissions = 100_000
 // MaxListValues bounds the values an AggList window keeps.
 const MaxListValues = 10_000
 
+// MaxWindowsPerRecord bounds size_ms / advance_ms of a hopping namespace
+// defined from now on: the windows one record belongs to, each of which
+// an add may have to index within one Raft entry on every replica (about
+// a microsecond each). ValidateNewWindowSpec checks it.
+const MaxWindowsPerRecord = 10_000
+
 // MaxNamespaceLen bounds a window namespace's name, in bytes.
 const MaxNamespaceLen = 256
 
@@ -131,9 +137,26 @@ func (s WindowSpec) WithDefaults() WindowSpec {
 	return s
 }
 
+// ValidateNewWindowSpec is ValidateWindowSpec for a definition the
+// daemon is about to propose: it also refuses a hopping spec whose
+// records would each belong to more than MaxWindowsPerRecord windows.
+// The state machine does not check that when it applies a definition: a
+// replica of an older release, which accepts such a spec, must apply the
+// same log to the same state.
+func ValidateNewWindowSpec(s *WindowSpec) error {
+	if err := ValidateWindowSpec(s); err != nil {
+		return err
+	}
+	if s.Shape == ShapeHopping && s.SizeMs/s.AdvanceMs > MaxWindowsPerRecord {
+		return fieldErr("advance_ms", "%d ms puts each record in %d windows (size_ms %d / advance_ms), more than the maximum of %d, each indexed as the record is added: advance by at least %d ms",
+			s.AdvanceMs, s.SizeMs/s.AdvanceMs, s.SizeMs, MaxWindowsPerRecord, (s.SizeMs+MaxWindowsPerRecord-1)/MaxWindowsPerRecord)
+	}
+	return nil
+}
+
 // ValidateWindowSpec checks s; the error is a *FieldError. The daemon runs
-// it before proposing a definition and the state machine again when it
-// applies one.
+// it before proposing a definition (as part of ValidateNewWindowSpec) and
+// the state machine again when it applies one.
 func ValidateWindowSpec(s *WindowSpec) error {
 	if err := ValidateWindowNamespace("namespace", s.Namespace); err != nil {
 		return err

@@ -31,7 +31,7 @@ const (
 	// Hopping windows are of one Size and start every Advance, so they
 	// overlap when Advance < Size; a record counts in Size/Advance of them.
 	Hopping WindowShape = 2
-	// Session windows gather a key's records that are less than Gap apart;
+	// Session windows gather a key's records that are at most Gap apart;
 	// a record that bridges two sessions merges them. A session is
 	// reported as [first event, last event + 1ms).
 	Session WindowShape = 3
@@ -163,7 +163,8 @@ type WindowSpec struct {
 	Namespace string
 	Shape     WindowShape
 	// Size is the length of tumbling and hopping windows; Advance how far
-	// apart hopping windows start (0 < Advance <= Size); Gap the idle time
+	// apart hopping windows start (0 < Advance <= Size, and Size/Advance,
+	// the windows a record is in, at most 10000); Gap the idle time
 	// that ends a session. Leave the ones the shape does not use zero.
 	Size, Advance, Gap time.Duration
 	// Grace is how long after its end a window still accepts records: it
