@@ -289,11 +289,15 @@ func (d *Daemon) openStore(ctx context.Context) error {
 		s.Close()
 		return err
 	}
+	d.store = s
+	d.registerMetrics()
+	d.serveMetrics()
 	if err := s.WaitReady(ctx); err != nil {
+		d.closeMetrics() // before the store its collectors read
 		s.Close()
+		d.store = nil
 		return fmt.Errorf("daemon: wait for a raft leader and the replay of its log: %w", err)
 	}
-	d.store = s
 	return nil
 }
 
@@ -347,7 +351,6 @@ func (d *Daemon) serve() {
 	d.health.SetServingStatus(statedv1.Windows_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(d.server, d.health)
 	reflection.Register(d.server)
-	d.serveMetrics()
 
 	for _, ln := range d.listeners() {
 		d.bg.Add(1)

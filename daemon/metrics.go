@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,12 @@ import (
 // and state size gauges (see fsm.Counts): scrapes in between report the
 // last scan again.
 const countsEvery = 10 * time.Second
+
+// The sampling of the mutex and block profiles with --enable-pprof.
+const (
+	pprofMutexFraction = 100
+	pprofBlockRate     = int(time.Millisecond)
+)
 
 // metricsServer serves the daemon's own Prometheus registry over HTTP.
 type metricsServer struct {
@@ -45,20 +52,28 @@ func (d *Daemon) listenMetrics() error {
 	return nil
 }
 
-// metricsServerOptions registers the collectors and returns the gRPC
-// interceptors that count and time every RPC; none without MetricsAddr.
-// It runs before the checkpoint coordinator starts, so that no completed
-// checkpoint goes unobserved.
-func (d *Daemon) metricsServerOptions() []grpc.ServerOption {
+// registerMetrics registers the collectors once the store is open
+// (nothing without MetricsAddr). It runs before the checkpoint
+// coordinator starts, so that no completed checkpoint goes unobserved.
+func (d *Daemon) registerMetrics() {
 	m := d.metrics
 	if m == nil {
-		return nil
+		return
 	}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.grpc = metrics.NewGRPC(m.reg)
 	m.reg.MustRegister(metrics.NewStoreCollector(d.store, countsEvery), metrics.NewStorageCollector(d.store))
 	ck := metrics.NewCheckpoints(m.reg, d.checkpointStats)
 	d.ckpt.completed = ck.Observe
+}
+
+// metricsServerOptions returns the gRPC interceptors that count and time
+// every RPC; none without MetricsAddr.
+func (d *Daemon) metricsServerOptions() []grpc.ServerOption {
+	m := d.metrics
+	if m == nil {
+		return nil
+	}
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(m.grpc.Unary),
 		grpc.ChainStreamInterceptor(m.grpc.Stream),
@@ -86,7 +101,10 @@ func (d *Daemon) checkpointStats() metrics.CheckpointStats {
 	return s
 }
 
-// serveMetrics serves /metrics until closeMetrics.
+// serveMetrics serves /metrics until closeMetrics. It starts as soon as
+// the store is open, before the node has a leader or has replayed its
+// log: a node that cannot find a majority is what stated_raft_has_leader
+// 0 and the profiles are for.
 func (d *Daemon) serveMetrics() {
 	m := d.metrics
 	if m == nil {
@@ -98,6 +116,11 @@ func (d *Daemon) serveMetrics() {
 		ErrorHandling: promhttp.ContinueOnError,
 	}))
 	if d.cfg.EnablePprof {
+		// The mutex and block profiles record nothing unless sampling
+		// is on: one contention event in 100, and a blocking event per
+		// millisecond spent blocked on average.
+		runtime.SetMutexProfileFraction(pprofMutexFraction)
+		runtime.SetBlockProfileRate(pprofBlockRate)
 		// What net/http/pprof registers on http.DefaultServeMux, which
 		// the daemon does not serve.
 		mux.HandleFunc("/debug/pprof/", pprof.Index)

@@ -152,6 +152,9 @@ within --timeout is shown as unreachable. Counting scans the node's state.`,
 			if err != nil {
 				return err
 			}
+			// The members, the checkpoints and the window namespaces at
+			// once: a member that hangs until --timeout must cost only
+			// its own row, not the --addr node's sections.
 			var wg sync.WaitGroup
 			for i, m := range ms.Members {
 				wg.Add(1)
@@ -160,6 +163,27 @@ within --timeout is shown as unreachable. Counting scans the node's state.`,
 					out.Members[i] = memberStatus(ctx, m, tlsOpts...)
 				}()
 			}
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				if st, err := statedv1.NewCheckpointsClient(client.Conn()).Status(ctx, &statedv1.CheckpointStatusRequest{}); err == nil {
+					out.Checkpoints = checkpointStatusOutput(st)
+				} else {
+					out.CheckpointsError = err.Error()
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				if ws, err := client.WindowStatus(ctx); err == nil {
+					out.windows = ws
+					out.WindowNamespaces = make([]namespaceOutput, 0, len(ws))
+					for _, st := range ws {
+						out.WindowNamespaces = append(out.WindowNamespaces, namespaceOutputOf(st))
+					}
+				} else {
+					out.WindowsError = err.Error()
+				}
+			}()
 			wg.Wait()
 			for i, m := range out.Members {
 				if m.clusterID != "" && m.clusterID != ms.ClusterID && m.Error == "" {
@@ -168,20 +192,6 @@ within --timeout is shown as unreachable. Counting scans the node's state.`,
 				if m.clusterID == ms.ClusterID && out.LineageID == "" {
 					out.LineageID = m.lineageID
 				}
-			}
-			if st, err := statedv1.NewCheckpointsClient(client.Conn()).Status(ctx, &statedv1.CheckpointStatusRequest{}); err == nil {
-				out.Checkpoints = checkpointStatusOutput(st)
-			} else {
-				out.CheckpointsError = err.Error()
-			}
-			if ws, err := client.WindowStatus(ctx); err == nil {
-				out.windows = ws
-				out.WindowNamespaces = make([]namespaceOutput, 0, len(ws))
-				for _, st := range ws {
-					out.WindowNamespaces = append(out.WindowNamespaces, namespaceOutputOf(st))
-				}
-			} else {
-				out.WindowsError = err.Error()
 			}
 			if asJSON {
 				return c.printJSON(out)
