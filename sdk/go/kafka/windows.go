@@ -189,9 +189,10 @@ func (p *Processor) deliverPending(ctx context.Context) error {
 // deliverCommitted delivers the emissions a commit of this processor
 // returned, for the namespaces with a callback. When one does not follow
 // the last emission this processor delivered (the daemon's tick closed
-// windows in between, or a delivery failed), the namespace's outbox is
-// read from the first pending emission instead, so that fn sees them in
-// id order.
+// windows in between, or a delivery failed), or they have a gap (a batch
+// committed in halves, with another entry between them), the namespace's
+// outbox is read from the first pending emission instead, so that fn sees
+// them in id order.
 func (p *Processor) deliverCommitted(ctx context.Context, ems []stated.Emission) error {
 	w := &p.windows
 	if !w.active() || len(ems) == 0 {
@@ -209,7 +210,9 @@ func (p *Processor) deliverCommitted(ctx context.Context, ems []stated.Emission)
 			continue
 		}
 		slices.SortFunc(got, func(a, b stated.Emission) int { return cmp.Compare(a.ID, b.ID) })
-		if w.stale || got[0].ID != w.delivered[ns]+1 {
+		// The emissions of a batch committed in halves may have a gap:
+		// another entry emitted between the halves.
+		if w.stale || got[0].ID != w.delivered[ns]+1 || !consecutive(got) {
 			// deliverPending reads every namespace: it catches up here too.
 			return p.deliverPending(ctx)
 		}
@@ -222,6 +225,16 @@ func (p *Processor) deliverCommitted(ctx context.Context, ems []stated.Emission)
 		}
 	}
 	return nil
+}
+
+// consecutive reports whether ems, sorted by id, have no gap.
+func consecutive(ems []stated.Emission) bool {
+	for i := 1; i < len(ems); i++ {
+		if ems[i].ID != ems[i-1].ID+1 {
+			return false
+		}
+	}
+	return true
 }
 
 // deliver runs ns's callback over ems in a new Txn, acknowledges them in
