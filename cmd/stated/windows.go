@@ -388,6 +388,23 @@ type aggValue struct {
 
 // text prints the result for agg: the count, the number, the bytes, or
 // the list of values.
+// aggHeader is the header of the aggregate's column after COUNT; none
+// for the count aggregate, whose value COUNT is.
+func aggHeader(agg stated.Aggregate) string {
+	if agg == stated.Count {
+		return ""
+	}
+	return "\t" + strings.ToUpper(agg.String())
+}
+
+// aggCell is the aggregate's cell v, as aggHeader heads it.
+func aggCell(agg stated.Aggregate, v string) string {
+	if agg == stated.Count {
+		return ""
+	}
+	return "\t" + v
+}
+
 func (v aggValue) text(agg stated.Aggregate) string {
 	switch agg {
 	case stated.SumInt, stated.MinInt, stated.MaxInt:
@@ -443,7 +460,7 @@ func (c *cli) printWindows(ns string, agg stated.Aggregate, ws []stated.Window, 
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	header := "START\tEND\tCLOSES\tSTATE\tCOUNT\t" + strings.ToUpper(agg.String())
+	header := "START\tEND\tCLOSES\tSTATE\tCOUNT" + aggHeader(agg)
 	if withKey {
 		header = "KEY\t" + header
 	}
@@ -456,8 +473,8 @@ func (c *cli) printWindows(ns string, agg stated.Aggregate, ws []stated.Window, 
 		if withKey {
 			fmt.Fprintf(tw, "%s\t", printable(w.Key))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", eventTime(w.Start), eventTime(w.End), eventTime(w.Close), state, w.Count,
-			aggValue{w.Count, w.Int, w.Float, w.Bytes, w.Values, w.Truncated}.text(agg))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d%s\n", eventTime(w.Start), eventTime(w.End), eventTime(w.Close), state, w.Count,
+			aggCell(agg, aggValue{w.Count, w.Int, w.Float, w.Bytes, w.Values, w.Truncated}.text(agg)))
 	}
 	return tw.Flush()
 }
@@ -626,14 +643,14 @@ and fired timers, with the watermark when each was written.`,
 				return nil
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tKIND\tKEY\tSTART\tEND\tCOUNT\t"+strings.ToUpper(agg.String())+"\tWATERMARK")
+			fmt.Fprintln(tw, "ID\tKIND\tKEY\tSTART\tEND\tCOUNT"+aggHeader(agg)+"\tWATERMARK")
 			for _, e := range all {
 				val := "-"
 				if e.Kind != stated.EmissionTimer {
 					val = aggValue{e.Count, e.Int, e.Float, e.Bytes, e.Values, e.Truncated}.text(agg)
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.Kind, printable(e.Key), eventTime(e.Start),
-					eventTime(e.End), e.Count, val, eventTime(e.Watermark))
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d%s\t%s\n", e.ID, e.Kind, printable(e.Key), eventTime(e.Start),
+					eventTime(e.End), e.Count, aggCell(agg, val), eventTime(e.Watermark))
 			}
 			return tw.Flush()
 		})

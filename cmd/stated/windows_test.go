@@ -201,3 +201,35 @@ func TestWindowsOfAnUndefinedNamespaceExitOne(t *testing.T) {
 		t.Errorf("list of none: %+v", r)
 	}
 }
+
+// A count namespace's tables have one COUNT column: the aggregate's value
+// is the count (they printed COUNT twice).
+func TestWindowsTablesOfACountNamespaceHaveOneCountColumn(t *testing.T) {
+	t.Parallel()
+	d := daemontest.Start(t)
+	mustSucceed(t, client(t, d, "windows", "define", "visits", "--tumbling", "1m", "--grace", "0s",
+		"--max-out-of-order", "0s", "--aggregate", "count"))
+	c := sdkClient(t, d)
+	if _, err := c.Update(context.Background(), func(t *stated.Txn) error {
+		t.AddWindow("visits", []byte("ann"), time.UnixMilli(1_000), stated.NoValue())
+		t.AddWindow("visits", []byte("ann"), time.UnixMilli(2_000), stated.NoValue())
+		t.AddWindow("visits", []byte("bob"), time.UnixMilli(61_000), stated.NoValue())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args       []string
+		head, row1 string
+	}{
+		{[]string{"open", "visits"}, "KEY START END CLOSES STATE COUNT", "bob 1970-01-01T00:01:00.000Z 1970-01-01T00:02:00.000Z 1970-01-01T00:02:00.000Z open 1"},
+		{[]string{"get", "visits", "ann"}, "START END CLOSES STATE COUNT", "1970-01-01T00:00:00.000Z 1970-01-01T00:01:00.000Z 1970-01-01T00:01:00.000Z closed 2"},
+		{[]string{"emissions", "visits"}, "ID KIND KEY START END COUNT WATERMARK", "1 final ann 1970-01-01T00:00:00.000Z 1970-01-01T00:01:00.000Z 2 1970-01-01T00:01:01.000Z"},
+	} {
+		out := mustSucceed(t, client(t, d, append([]string{"windows"}, tc.args...)...))
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) < 2 || fields(lines[0]) != tc.head || fields(lines[1]) != tc.row1 {
+			t.Errorf("windows %s:\n%s\nwant\n%s\n%s", strings.Join(tc.args, " "), out, tc.head, tc.row1)
+		}
+	}
+}

@@ -215,6 +215,12 @@ func run() error {
 	// then tell stated the stream has ended (each partition's watermark
 	// moves past the last session's close), wait until every session has
 	// been delivered, and summarize.
+	// The summary is this run's: a namespace given with --namespace may
+	// hold an earlier run's sessions, counts and late clicks.
+	n0, clicks0, late0, err := demoTotals(ctx, client, totals, cfg.ns)
+	if err != nil {
+		return err
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 1)
@@ -230,28 +236,46 @@ func run() error {
 	if _, err := txn.Commit(ctx); err != nil {
 		return fmt.Errorf("advance the watermark past the demo's end: %w", err)
 	}
-	st, err := waitDelivered(ctx, client, cfg.ns, errc)
-	if err != nil {
+	if _, err := waitDelivered(ctx, client, cfg.ns, errc); err != nil {
 		return err
 	}
 	cancel()
 	if err := <-errc; err != nil {
 		return err
 	}
-	n, err := totals.Get(ctx, "sessions")
+	n, clicks, late, err := demoTotals(ctx, client, totals, cfg.ns)
 	if err != nil {
 		return err
 	}
-	clicks, err := totals.Get(ctx, "clicks")
-	if err != nil {
-		return err
-	}
+	n, clicks, late = n-n0, clicks-clicks0, late-late0
 	fmt.Printf("summary: %d sessions of %d users, %d of %d clicks in sessions, %d late clicks dropped\n",
-		n, demo.users, clicks, demo.clicks, st.LateDropped)
+		n, demo.users, clicks, demo.clicks, late)
 	if n > 0 {
 		fmt.Printf("summary: %.1f clicks per session on average\n", float64(clicks)/float64(n))
 	}
 	return nil
+}
+
+// demoTotals reads the sessions and clicks the namespace's callback has
+// counted and the clicks it dropped as late.
+func demoTotals(ctx context.Context, client *stated.Client, totals *stated.Counter, ns string) (sessions, clicks, late int64, err error) {
+	linearizable := stated.WithConsistency(stated.ConsistencyLinearizable)
+	if sessions, err = totals.Get(ctx, "sessions", linearizable); err != nil {
+		return 0, 0, 0, err
+	}
+	if clicks, err = totals.Get(ctx, "clicks", linearizable); err != nil {
+		return 0, 0, 0, err
+	}
+	all, err := client.WindowStatus(ctx, linearizable)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	for _, s := range all {
+		if s.Spec.Namespace == ns {
+			return sessions, clicks, int64(s.LateDropped), nil
+		}
+	}
+	return 0, 0, 0, fmt.Errorf("window namespace %q is gone", ns)
 }
 
 func plural(n int64, what string) string {
