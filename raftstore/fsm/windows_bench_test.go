@@ -75,6 +75,38 @@ func BenchmarkWindowAdd(b *testing.B) {
 	}
 }
 
+// BenchmarkWindowAddFirstRecordOfAKey measures the add that opens a key's
+// hopping windows, one add per commit: each of the size/advance windows
+// containing the record is new and gets an index record. At the largest
+// ratio a new definition may have (command.MaxWindowsPerRecord), this is
+// the most one add costs. ns/op is per add.
+func BenchmarkWindowAddFirstRecordOfAKey(b *testing.B) {
+	const minute = 60_000
+	for _, ratio := range []int64{60, 1000, command.MaxWindowsPerRecord} {
+		b.Run(fmt.Sprintf("windows-per-record=%d", ratio), func(b *testing.B) {
+			f, err := Open(b.TempDir()+"/state", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			spec := command.WindowSpec{Namespace: "n", Shape: command.ShapeHopping, SizeMs: ratio * minute, AdvanceMs: minute,
+				Aggregate: command.AggCount, Emit: command.EmitFinal, Late: command.LateDrop, MaxOutOfOrderMs: 1e9}
+			run := benchApply(b, f)
+			run(&command.Command{Type: command.TypeDefineWindows, Windows: &spec})
+			at := int64(1_700_000_000_000) / minute * minute
+			b.ResetTimer()
+			for i := range b.N {
+				c := &command.Commit{WindowAdds: []command.WindowAdd{{Namespace: "n", Source: "t/0", Key: fmt.Appendf(nil, "user-%09d", i), EventTimeMs: at}}}
+				run(&command.Command{Type: command.TypeCommit, Now: 1e18, Commit: c})
+			}
+			b.StopTimer()
+			if sts, err := f.WindowStatuses(); err != nil || sts[0].OpenWindows != int64(b.N)*ratio {
+				b.Fatalf("%+v %v: want %d open windows", sts, err, int64(b.N)*ratio)
+			}
+		})
+	}
+}
+
 // BenchmarkWindowCommitsOfOneSource applies b.N one-add commits from one
 // source, the same memtable throughout. Each entry recomputes the
 // namespace's watermark from its sources; iterating the source records
