@@ -444,12 +444,12 @@ func TestANewHoppingSpecPuttingARecordInTooManyWindowsIsRefused(t *testing.T) {
 	spec := func(size, advance int64) WindowSpec {
 		return WindowSpec{Namespace: "w", Shape: ShapeHopping, SizeMs: size, AdvanceMs: advance, Aggregate: AggCount, Emit: EmitFinal, Late: LateDrop}
 	}
-	for _, s := range []WindowSpec{spec(10_000, 1), spec(86_400_000, 8_640), spec(60_000, 60_000), spec(10_000, 3)} {
+	for _, s := range []WindowSpec{spec(10_000, 1), spec(86_400_000, 8_640), spec(60_000, 60_000), spec(10_000, 3), spec(20_000, 2)} {
 		if err := ValidateNewWindowSpec(&s); err != nil {
 			t.Errorf("size %d advance %d (%d windows per record) refused: %v", s.SizeMs, s.AdvanceMs, s.SizeMs/s.AdvanceMs, err)
 		}
 	}
-	for _, s := range []WindowSpec{spec(10_001, 1), spec(86_400_000, 1), spec(MaxDuration, 1), spec(86_400_000, 8_639)} {
+	for _, s := range []WindowSpec{spec(10_001, 1), spec(86_400_000, 1), spec(MaxDuration, 1), spec(86_400_000, 8_639), spec(20_001, 2)} {
 		err := ValidateNewWindowSpec(&s)
 		var fe *FieldError
 		if !errors.As(err, &fe) || fe.Field != "advance_ms" || !strings.Contains(fe.Reason, "more than the maximum of 10000") {

@@ -147,9 +147,13 @@ func ValidateNewWindowSpec(s *WindowSpec) error {
 	if err := ValidateWindowSpec(s); err != nil {
 		return err
 	}
-	if s.Shape == ShapeHopping && s.SizeMs/s.AdvanceMs > MaxWindowsPerRecord {
-		return fieldErr("advance_ms", "%d ms puts each record in %d windows (size_ms %d / advance_ms), more than the maximum of %d, each indexed as the record is added: advance by at least %d ms",
-			s.AdvanceMs, s.SizeMs/s.AdvanceMs, s.SizeMs, MaxWindowsPerRecord, (s.SizeMs+MaxWindowsPerRecord-1)/MaxWindowsPerRecord)
+	if s.Shape != ShapeHopping {
+		return nil
+	}
+	// A record is in ceil(size / advance) windows (some in one fewer).
+	if n := (s.SizeMs + s.AdvanceMs - 1) / s.AdvanceMs; n > MaxWindowsPerRecord {
+		return fieldErr("advance_ms", "%d ms puts records in up to %d windows (size_ms %d / advance_ms, rounded up), more than the maximum of %d, each indexed as the record is added: advance by at least %d ms",
+			s.AdvanceMs, n, s.SizeMs, MaxWindowsPerRecord, (s.SizeMs+MaxWindowsPerRecord-1)/MaxWindowsPerRecord)
 	}
 	return nil
 }
