@@ -96,6 +96,22 @@ func kafkaAdmin(brokers []string) (*kadm.Client, func(), error) {
 	return kadm.NewClient(cl), cl.Close, nil
 }
 
+// checkBootstrapFlags checks, before the restore writes anything, the
+// flags the node is bootstrapped with after it (--node-id given) as
+// `stated run` checks them, naming the flags.
+func checkBootstrapFlags(dataDir, nodeID, raftAddr, advertiseRaft, logStore string) error {
+	if nodeID == "" {
+		return nil
+	}
+	cfg := daemon.DefaultConfig()
+	cfg.DataDir, cfg.NodeID, cfg.RaftAddr, cfg.AdvertiseRaftAddr, cfg.RaftLogStore = dataDir, nodeID, raftAddr, advertiseRaft, logStore
+	cfg.GRPCAddr = "" // not a flag of restore
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("restore: %w", namingFlags(err))
+	}
+	return nil
+}
+
 func (c *cli) restoreCommand() *cobra.Command {
 	var from, which, dataDir, nodeID, raftAddr, advertiseRaft, keyURL, logStore string
 	var force, fallback bool
@@ -141,6 +157,9 @@ restored checkpoint.`,
 		}
 		if dataDir == "" {
 			return &exitError{code: exitUsage, err: errors.New("--data-dir is required")}
+		}
+		if err := checkBootstrapFlags(dataDir, nodeID, raftAddr, advertiseRaft, logStore); err != nil {
+			return &exitError{code: exitUsage, err: err}
 		}
 		ctx, cancel := c.opContext(cmd)
 		defer cancel()
