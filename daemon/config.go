@@ -299,7 +299,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("daemon: config: SnapshotBytes %d is negative (0 turns the size trigger of Raft snapshots off)", c.SnapshotBytes))
 	}
 	if c.MaxMessageBytes != 0 && c.MaxMessageBytes < 1<<20 {
-		errs = append(errs, fmt.Errorf("daemon: config: MaxMessageBytes %d is below 1 MiB, too small for one maximum-size value", c.MaxMessageBytes))
+		errs = append(errs, fmt.Errorf("daemon: config: MaxMessageBytes %d is below the minimum of 1 MiB", c.MaxMessageBytes))
 	}
 	if c.JoinTimeout < 0 {
 		errs = append(errs, fmt.Errorf("daemon: config: JoinTimeout %s is negative", c.JoinTimeout))
