@@ -142,6 +142,11 @@ func validateJoin(r *statedv1.JoinRequest) error {
 	if len(r.GetNodeId()) > 255 {
 		return invalid("node_id", "%d bytes, limit 255", len(r.GetNodeId()))
 	}
+	for _, f := range []struct{ field, s string }{{"node_id", r.GetNodeId()}, {"raft_addr", r.GetRaftAddr()}, {"grpc_addr", r.GetGrpcAddr()}, {"incarnation", r.GetIncarnation()}} {
+		if err := validUTF8(f.field, f.s); err != nil {
+			return err
+		}
+	}
 	for _, a := range []struct{ field, addr string }{{"raft_addr", r.GetRaftAddr()}, {"grpc_addr", r.GetGrpcAddr()}} {
 		if a.addr == "" {
 			return invalid(a.field, "empty")

@@ -24,6 +24,9 @@ func validateCommit(r *statedv1.CommitRequest) error {
 	if n := len(r.GetClientId()); n > MaxClientIDBytes {
 		return invalid("client_id", "%d bytes, limit %d", n, MaxClientIDBytes)
 	}
+	if err := validUTF8("client_id", r.GetClientId()); err != nil {
+		return err
+	}
 	switch {
 	case r.GetSessionId() != 0 && r.GetClientId() == "":
 		return invalid("session_id", "set without client_id")
@@ -66,6 +69,9 @@ func validateOpenSession(r *statedv1.OpenSessionRequest) error {
 		return invalid("client_id", "empty")
 	case n > MaxClientIDBytes:
 		return invalid("client_id", "%d bytes, limit %d", n, MaxClientIDBytes)
+	}
+	if err := validUTF8("client_id", r.GetClientId()); err != nil {
+		return err
 	}
 	if id := r.GetSessionId(); id > math.MaxInt64 {
 		return invalid("session_id", "%d is above 2^63-1", id)
@@ -209,6 +215,17 @@ func validateGroup(field, group string) error {
 	case len(group) > MaxGroupBytes:
 		return invalid(field, "%d bytes, limit %d", len(group), MaxGroupBytes)
 	}
+	return validUTF8(field, group)
+}
+
+// validUTF8 refuses a string that is not valid UTF-8. The wire contract
+// does not check strings (features.utf8_validation = NONE in
+// stated.proto), so that such a request reaches this validation and is
+// refused naming its field, instead of failing gRPC's decoding.
+func validUTF8(field, s string) error {
+	if !utf8.ValidString(s) {
+		return invalid(field, "not valid UTF-8")
+	}
 	return nil
 }
 
@@ -340,6 +357,8 @@ func validatePartitions(group, owner string, n int, part func(int) (string, int3
 		return invalid("owner", "empty")
 	case len(owner) > MaxClientIDBytes:
 		return invalid("owner", "%d bytes, limit %d", len(owner), MaxClientIDBytes)
+	case !utf8.ValidString(owner):
+		return invalid("owner", "not valid UTF-8")
 	case n == 0:
 		return invalid("partitions", "empty")
 	case n > MaxOffsetsPerCommit:
