@@ -292,10 +292,24 @@ func (d *Daemon) openStore(ctx context.Context) error {
 	d.store = s
 	d.registerMetrics()
 	d.serveMetrics()
-	if err := s.WaitReady(ctx); err != nil {
+	// A node whose cluster a restore replaced learns it from a peer of
+	// the restored cluster, maybe before it has a leader.
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-s.Superseded():
+			cancel(s.SupersededErr())
+		case <-wctx.Done():
+		}
+	}()
+	if err := s.WaitReady(wctx); err != nil {
 		d.closeMetrics() // before the store its collectors read
 		s.Close()
 		d.store = nil
+		if cause := context.Cause(wctx); ctx.Err() == nil && cause != nil {
+			return fmt.Errorf("daemon: %w", cause)
+		}
 		return fmt.Errorf("daemon: wait for a raft leader and the replay of its log: %w", err)
 	}
 	return nil
@@ -490,6 +504,15 @@ func (d *Daemon) NodeID() string { return d.cfg.NodeID }
 
 // Store is the daemon's replicated store.
 func (d *Daemon) Store() *raftstore.Store { return d.store }
+
+// Superseded is closed when this node learns that its cluster was
+// replaced by a restore from its checkpoint (raftstore.ErrSuperseded):
+// its data dir is from before the restore, and it must stop serving.
+// SupersededErr says why.
+func (d *Daemon) Superseded() <-chan struct{} { return d.store.Superseded() }
+
+// SupersededErr is the error that closed Superseded, nil before.
+func (d *Daemon) SupersededErr() error { return d.store.SupersededErr() }
 
 // CheckpointStatus is this node's checkpoint coordinator state (it runs
 // checkpoints only while the node leads).

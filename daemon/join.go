@@ -43,7 +43,11 @@ func (d *Daemon) joinIfNew(ctx context.Context, s *raftstore.Store) error {
 			st := s.Status()
 			d.logger.Info("the data dir has raft state: already a member; ignoring join addresses",
 				"join", strings.Join(d.cfg.Join, ","), "cluster_id", st.ClusterID)
-			return d.checkSameCluster(ctx, st.ClusterID)
+			from := ""
+			if r, ok, err := s.RestoredFrom(); err == nil && ok {
+				from = r.ClusterID
+			}
+			return d.checkSameCluster(ctx, st.ClusterID, from)
 		}
 		return nil
 	}
@@ -82,14 +86,23 @@ func (d *Daemon) joinIfNew(ctx context.Context, s *raftstore.Store) error {
 // cluster's leader no longer lists (it was removed: Raft would wait for a
 // leader forever, since no leader replicates to a node it removed). It
 // asks each address once, briefly; addresses that do not answer are
-// skipped, since a restarting member must not depend on them.
-func (d *Daemon) checkSameCluster(ctx context.Context, own string) error {
+// skipped, since a restarting member must not depend on them. An address
+// that serves the cluster this one was restored from (restoredFrom) is
+// not this node's to refuse: that node's data dir is from before the
+// restore, and it is told to stop when it reaches this cluster's Raft
+// port (raftstore.ErrSuperseded).
+func (d *Daemon) checkSameCluster(ctx context.Context, own, restoredFrom string) error {
 	if own == "" {
 		return nil
 	}
 	for _, addr := range d.joinAddrs() {
 		resp, err := d.membersAt(ctx, addr, clusterCheckTimeout)
 		if err != nil {
+			continue
+		}
+		if id := resp.GetClusterId(); id != "" && id == restoredFrom {
+			d.logger.Warn("a join address serves the cluster this one was restored from: that node runs on a data dir from before the restore, and is told to stop when it reaches this cluster; wipe its data dir and start it with --join",
+				"addr", addr, "its_cluster", id, "cluster", own)
 			continue
 		}
 		if resp.GetClusterId() != "" && resp.GetClusterId() != own {

@@ -34,6 +34,14 @@ import (
 // is joining and has not applied its cluster's id yet) is accepted by
 // everyone and accepts everyone.
 //
+// A node of a cluster restored from a checkpoint of the dialling node's
+// cluster answers clusterSuperseded instead, followed by its own id: the
+// dialling node's data dir is from before a restore that replaced its
+// cluster (a rollback to a savepoint whose other nodes were started on
+// their old data dirs). The dialling node then stops serving (see
+// Store.Superseded): otherwise the old cluster's majority would go on
+// beside the restored one, on the same addresses and lineage.
+//
 // Older releases neither send nor understand the preamble. A connection
 // whose first byte is not clusterMagic is served as it is (an older peer
 // dialled), and a dial whose preamble is answered by the connection
@@ -46,8 +54,9 @@ import (
 const (
 	clusterMagic    byte = 0xFA // not a hashicorp/raft RPC type (0-4)
 	clusterVersion  byte = 1
-	clusterAccepted byte = 1
-	clusterRefused  byte = 0
+	clusterAccepted   byte = 1
+	clusterRefused    byte = 0
+	clusterSuperseded byte = 2
 	// maxClusterID bounds the id a preamble may carry (ids are 16 hex
 	// digits).
 	maxClusterID = 256
@@ -57,17 +66,28 @@ const (
 // belong to different clusters.
 var ErrOtherCluster = errors.New("raftstore: the Raft peer belongs to another cluster")
 
+// ErrSuperseded is a Raft connection refused by a node of a cluster
+// restored from a checkpoint of this node's cluster: this node's cluster
+// was replaced by that restore.
+var ErrSuperseded = errors.New("raftstore: this node's cluster was replaced by a restore from its checkpoint")
+
 // clusterLayer is a raft.StreamLayer that checks, on every connection,
 // that both ends belong to one cluster (see above).
 type clusterLayer struct {
 	raft.StreamLayer
 	// id returns this node's cluster id, "" while it has none.
-	id     func() string
-	logger *slog.Logger
+	id func() string
+	// restoredFrom returns the id of the cluster whose checkpoint this
+	// node's cluster was restored from, "" if none.
+	restoredFrom func() string
+	// superseded is called when a peer answers that its cluster was
+	// restored from this node's.
+	superseded func(error)
+	logger     *slog.Logger
 }
 
-func newClusterLayer(inner raft.StreamLayer, id func() string, logger *slog.Logger) *clusterLayer {
-	return &clusterLayer{StreamLayer: inner, id: id, logger: logger}
+func newClusterLayer(inner raft.StreamLayer, id, restoredFrom func() string, superseded func(error), logger *slog.Logger) *clusterLayer {
+	return &clusterLayer{StreamLayer: inner, id: id, restoredFrom: restoredFrom, superseded: superseded, logger: logger}
 }
 
 // Dial connects to addr and has the peer check the cluster id.
@@ -87,7 +107,9 @@ func (l *clusterLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net
 		return l.StreamLayer.Dial(addr, timeout)
 	default:
 		conn.Close()
-		if errors.Is(err, ErrOtherCluster) {
+		if errors.Is(err, ErrSuperseded) {
+			l.superseded(fmt.Errorf("the node at %s: %w", addr, err))
+		} else if errors.Is(err, ErrOtherCluster) {
 			l.logger.Warn("raft: the node at a member's address belongs to another cluster: not sending it this cluster's entries or votes",
 				"peer", string(addr), "error", err)
 		}
@@ -103,7 +125,7 @@ func (l *clusterLayer) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &checkedConn{Conn: conn, id: l.id, logger: l.logger}, nil
+	return &checkedConn{Conn: conn, id: l.id, restoredFrom: l.restoredFrom, logger: l.logger}, nil
 }
 
 // errNoAnswer is a preamble answered by the connection closing.
@@ -127,12 +149,15 @@ func dialHandshake(conn net.Conn, own string, timeout time.Duration) error {
 		return fmt.Errorf("raftstore: read the cluster check's answer: %w", err)
 	case answer == clusterAccepted:
 		return nil
-	case answer != clusterRefused:
+	case answer != clusterRefused && answer != clusterSuperseded:
 		return fmt.Errorf("raftstore: the peer answered the cluster check with %#x: not a stated node", answer)
 	}
 	theirs, err := readClusterID(r)
 	if err != nil {
 		return fmt.Errorf("%w (its id unreadable: %v)", ErrOtherCluster, err)
+	}
+	if answer == clusterSuperseded {
+		return fmt.Errorf("%w: it is in cluster %s, restored from a checkpoint of this node's cluster %s; %w", ErrOtherCluster, theirs, own, ErrSuperseded)
 	}
 	return fmt.Errorf("%w: it is in cluster %s, this node in %s", ErrOtherCluster, theirs, own)
 }
@@ -170,8 +195,8 @@ func readClusterID(r io.ByteReader) (string, error) {
 // accepting side of the cluster check.
 type checkedConn struct {
 	net.Conn
-	id     func() string
-	logger *slog.Logger
+	id, restoredFrom func() string
+	logger           *slog.Logger
 
 	checked bool
 	err     error  // the check's failure, returned by every read
@@ -221,6 +246,12 @@ func (c *checkedConn) check() error {
 	if theirs == "" || own == "" || theirs == own {
 		_, err := c.Conn.Write([]byte{clusterAccepted})
 		return err
+	}
+	if from := c.restoredFrom(); from != "" && from == theirs {
+		c.Conn.Write(appendClusterID([]byte{clusterSuperseded}, own))
+		c.logger.Warn("raft: refused a connection from a node of the cluster this one was restored from: it is told to stop; wipe its data dir and start it with --join",
+			"peer", c.RemoteAddr().String(), "its_cluster", theirs, "cluster", own)
+		return fmt.Errorf("%w: %s is in cluster %s, which this cluster %s was restored from", ErrOtherCluster, c.RemoteAddr(), theirs, own)
 	}
 	c.Conn.Write(appendClusterID([]byte{clusterRefused}, own))
 	c.logger.Warn("raft: refused a connection from a node of another cluster", "peer", c.RemoteAddr().String(), "its_cluster", theirs, "cluster", own)

@@ -33,7 +33,7 @@ func startLayerNode(t *testing.T, checked bool, cluster string) *layerNode {
 	n.cluster.Store(&cluster)
 	var layer raft.StreamLayer = &tcpLayer{Listener: ln, advertise: ln.Addr()}
 	if checked {
-		layer = newClusterLayer(layer, func() string { return *n.cluster.Load() }, slog.New(slog.DiscardHandler))
+		layer = newClusterLayer(layer, func() string { return *n.cluster.Load() }, func() string { return "" }, func(error) {}, slog.New(slog.DiscardHandler))
 	}
 	n.tr = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: layer, MaxPool: 2, Timeout: 2 * time.Second, Logger: hclog.NewNullLogger(),

@@ -29,6 +29,11 @@ import (
 type Store struct {
 	cfg    Config
 	logger *slog.Logger
+	// supersededCh is closed, and supersededErr set, when a peer answers
+	// that its cluster was restored from this node's (markSuperseded).
+	supersededCh   chan struct{}
+	supersededOnce sync.Once
+	supersededErr  error
 	// unlockDir releases the data dir's lock (LockDataDir), last.
 	unlockDir func()
 
@@ -95,7 +100,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{cfg: cfg, logger: logger, membership: make(chan struct{}, 1)}
+	s := &Store{cfg: cfg, logger: logger, membership: make(chan struct{}, 1), supersededCh: make(chan struct{})}
 	if err := s.open(ctx); err != nil {
 		s.closeParts()
 		return nil, err
@@ -318,7 +323,7 @@ func (s *Store) newTransport(hlog hclog.Logger) (*raft.NetworkTransport, error) 
 		}
 		layer = tl
 	}
-	layer = newClusterLayer(layer, s.peerClusterID, s.logger)
+	layer = newClusterLayer(layer, s.peerClusterID, s.restoredFromCluster, s.markSuperseded, s.logger)
 	s.stream = layer
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
@@ -848,6 +853,43 @@ func (s *Store) CheckpointedOffsets(group string) ([]command.Offset, error) {
 func (s *Store) CheckpointState() (fsm.CheckpointState, error) {
 	st, err := s.fsm.CheckpointState()
 	return st, s.waitError(err)
+}
+
+// restoredFromCluster is the id of the cluster this cluster's state was
+// restored from, "" if it was not (or the record does not read).
+func (s *Store) restoredFromCluster() string {
+	r, ok, err := s.fsm.RestoredFrom()
+	if err != nil || !ok {
+		return ""
+	}
+	return r.ClusterID
+}
+
+// markSuperseded records that a peer's cluster was restored from a
+// checkpoint of this node's: Superseded is closed.
+func (s *Store) markSuperseded(err error) {
+	s.supersededOnce.Do(func() {
+		s.supersededErr = err
+		s.logger.Error("raft: this node's cluster was replaced by a restore from its checkpoint; it stops: wipe its data dir and start it with --join to add it to the restored cluster",
+			"node", s.cfg.NodeID, "error", err)
+		close(s.supersededCh)
+	})
+}
+
+// Superseded is closed when a node of a cluster restored from a
+// checkpoint of this node's cluster refused this node's Raft connection:
+// this node's data dir is from before that restore, and it must stop;
+// SupersededErr says which node refused it.
+func (s *Store) Superseded() <-chan struct{} { return s.supersededCh }
+
+// SupersededErr is what closed Superseded; nil while it is open.
+func (s *Store) SupersededErr() error {
+	select {
+	case <-s.supersededCh:
+		return fmt.Errorf("%w (wipe the data dir %s and start the node with --join, to add it to the restored cluster)", s.supersededErr, s.cfg.Dir)
+	default:
+		return nil
+	}
 }
 
 // RestoredFrom returns the checkpoint this cluster's state was restored

@@ -217,6 +217,15 @@ func (c *cli) serve(cmd *cobra.Command, cfg daemon.Config) error {
 		case <-hup:
 			log.Info("SIGHUP: reloading certificates and the token file")
 			_ = d.Reload() // it logs why a certificate or token file was refused
+		case <-d.Superseded():
+			// A restore replaced this node's cluster: serving on would
+			// keep the old cluster alive beside the restored one.
+			err := d.SupersededErr()
+			log.Error("stopping: this node's cluster was replaced by a restore", "error", err)
+			if cerr := d.Close(); cerr != nil {
+				log.Error("shut down", "error", cerr)
+			}
+			return err
 		}
 	}
 	log.Info("signal received; shutting down")

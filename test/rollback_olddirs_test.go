@@ -1,0 +1,103 @@
+package test
+
+import (
+	"context"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestNodesStartedOnTheirOldDataDirsAfterARollbackStop follows
+// OPERATIONS.md "Before a deploy: a savepoint; rolling back to it" on the
+// practice cluster's shape (every node with the same --join list of all
+// members and --bootstrap-node-id n1), and then the mistake its "What can
+// go wrong" names: n2 and n3 started on their old data dirs instead of
+// empty ones, right after n1 (step 5 starts them backgrounded).
+//
+// Each node asks its join addresses once, at start, and skips one that
+// does not answer yet: started together, n2 and n3 (a majority of the old
+// cluster's three voters) elected a leader and served the old cluster
+// beside the restored n1, on the same addresses and lineage; or the
+// restored n1, finding them answering for the old cluster, refused
+// itself, and the rollback was undone. Now the restored n1 does not
+// refuse itself for the cluster it was restored from, and tells a node of
+// that cluster that reaches its Raft port to stop: n2 and n3 are refused
+// at start or stop soon after, whatever the order.
+func TestNodesStartedOnTheirOldDataDirsAfterARollbackStop(t *testing.T) {
+	t.Parallel()
+	skipUnderRace(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
+
+	// The practice cluster: the same flags on every node.
+	nodes := []*node{newNamedNode(t, "n1"), newNamedNode(t, "n2"), newNamedNode(t, "n3")}
+	join := addrs(nodes)
+	for _, n := range nodes {
+		n.args = []string{"--join", join, "--bootstrap-node-id", "n1", "--checkpoint-url", bucket, "--checkpoint-interval", "1h"}
+	}
+	for _, n := range nodes {
+		n.start(ctx)
+	}
+	addr := nodes[0].socket
+	mustStated(ctx, t, "kv", "put", "app", "version", "v1", "--addr", addr)
+	mustStated(ctx, t, "checkpoint", "trigger", "--wait", "--addr", addr)
+	mustStated(ctx, t, "checkpoint", "savepoint", "before-deploy", "--addr", addr)
+	mustStated(ctx, t, "kv", "put", "app", "version", "v2-bad", "--addr", addr)
+
+	// Step 3: stop every node.
+	for _, n := range nodes {
+		if code := n.stop(syscall.SIGTERM); code != 0 {
+			t.Fatalf("%s exited %d on SIGTERM", n.id, code)
+		}
+	}
+	// Steps 4 and 5, without step 5's rm -rf: restore the savepoint into
+	// n1's data dir, start n1, and n2 and n3 right after it, as the
+	// runbook's backgrounded commands start them. Whether they are
+	// refused depends on which process comes up first, so the round is
+	// played a few times with different gaps between the starts; every
+	// round must end with n1 serving the savepoint and n2, n3 refused.
+	n1 := nodes[0]
+	for round, gap := range []time.Duration{0, 5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 2 * time.Millisecond, 10 * time.Millisecond} {
+		for _, n := range nodes {
+			n.kill()
+		}
+		mustStated(ctx, t, "restore", "--from", bucket, "--checkpoint", "before-deploy", "--data-dir", n1.dataDir,
+			"--force", "--node-id", "n1", "--raft-addr", n1.raftAddr)
+		startCtx, startCancel := context.WithTimeout(ctx, 30*time.Second)
+		exited := make([]bool, len(nodes))
+		var wg sync.WaitGroup
+		for i, n := range nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				exited[i] = n.startOnce(startCtx)
+			}()
+			time.Sleep(gap)
+		}
+		wg.Wait()
+		startCancel()
+		if exited[0] {
+			t.Fatalf("round %d (starts %v apart): the restored n1 was refused; its log:\n%s", round+1, gap, nodes[0].logs)
+		}
+		// n2 and n3: refused at start, or stopped once they reach n1.
+		for _, n := range nodes[1:] {
+			select {
+			case <-n.done:
+			case <-time.After(30 * time.Second):
+				r := runStated(ctx, t, "kv", "get", "app", "version", "--consistency", "linearizable", "--addr", n.socket)
+				t.Fatalf("round %d (starts %v apart): %s, started on its old data dir, still runs 30s later and serves the old cluster (kv get app version: %q %q); its log:\n%s",
+					round+1, gap, n.id, strings.TrimSpace(r.stdout), strings.TrimSpace(r.stderr), n.logs)
+			}
+			if log := n.logs.String(); !strings.Contains(log, "belongs to cluster") && !strings.Contains(log, "replaced by a restore") {
+				t.Errorf("round %d: %s stopped without saying why; its log:\n%s", round+1, n.id, log)
+			}
+		}
+		if got := strings.TrimSpace(mustStated(ctx, t, "kv", "get", "app", "version", "--consistency", "linearizable", "--addr", n1.socket)); got != "v1" {
+			t.Fatalf("round %d: the restored n1 reads app/version %q, want the savepoint's v1", round+1, got)
+		}
+	}
+}
