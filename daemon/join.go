@@ -101,8 +101,9 @@ func (d *Daemon) checkSameCluster(ctx context.Context, own, restoredFrom string)
 			continue
 		}
 		if id := resp.GetClusterId(); id != "" && id == restoredFrom {
-			d.logger.Warn("a join address serves the cluster this one was restored from: that node runs on a data dir from before the restore, and is told to stop when it reaches this cluster; wipe its data dir and start it with --join",
-				"addr", addr, "its_cluster", id, "cluster", own)
+			if err := d.waitSupersededStops(ctx, addr, own, restoredFrom); err != nil {
+				return err
+			}
 			continue
 		}
 		if resp.GetClusterId() != "" && resp.GetClusterId() != own {
@@ -116,6 +117,39 @@ func (d *Daemon) checkSameCluster(ctx context.Context, own, restoredFrom string)
 		}
 	}
 	return nil
+}
+
+// supersededWait is how long a restored node waits for a join address
+// that serves the cluster it was restored from to stop.
+const supersededWait = 20 * time.Second
+
+// waitSupersededStops waits until addr, which serves the cluster this one
+// was restored from, stops answering for it. A node started on its data
+// dir from before the restore (a rollback's nodes, started together with
+// the restored one) is told by this node's Raft port that it was
+// replaced, and stops within seconds (raftstore.SupersedeGrace); one
+// that goes on is a member of a cluster still running, whose checkpoint
+// was restored onto this node's address by mistake: this node refuses
+// itself, rather than run a second cluster on the same addresses.
+func (d *Daemon) waitSupersededStops(ctx context.Context, addr, own, restoredFrom string) error {
+	d.logger.Warn("a join address serves the cluster this one was restored from: waiting for that node to stop (a node on a data dir from before the restore is told to when it reaches this node)",
+		"addr", addr, "its_cluster", restoredFrom, "cluster", own, "wait", supersededWait)
+	deadline := time.Now().Add(supersededWait)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		resp, err := d.membersAt(ctx, addr, clusterCheckTimeout)
+		if err != nil || resp.GetClusterId() != restoredFrom {
+			d.logger.Info("the node of the cluster this one was restored from stopped", "addr", addr)
+			return nil
+		}
+	}
+	return fmt.Errorf("daemon: the join address %s still serves cluster %s, which this node's cluster %s was restored from, after %s: that cluster is running, and this node would be a second cluster on its addresses; "+
+		"stop that cluster's nodes and wipe their data dirs (a rollback), or wipe the data dir %s and start this node with --join to rejoin the running cluster: %w",
+		addr, restoredFrom, own, supersededWait, d.cfg.DataDir, raftstore.ErrClusterMismatch)
 }
 
 // checkLeaderLists asks the leader that resp names whether this node is

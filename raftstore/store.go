@@ -34,6 +34,10 @@ type Store struct {
 	supersededCh   chan struct{}
 	supersededOnce sync.Once
 	supersededErr  error
+	// opened is when Open started: a node told it was superseded stops
+	// only within SupersedeGrace of it (markSuperseded).
+	opened            time.Time
+	supersededLogOnce sync.Once
 	// unlockDir releases the data dir's lock (LockDataDir), last.
 	unlockDir func()
 
@@ -100,7 +104,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{cfg: cfg, logger: logger, membership: make(chan struct{}, 1), supersededCh: make(chan struct{})}
+	s := &Store{cfg: cfg, logger: logger, membership: make(chan struct{}, 1), supersededCh: make(chan struct{}), opened: time.Now()}
 	if err := s.open(ctx); err != nil {
 		s.closeParts()
 		return nil, err
@@ -865,9 +869,28 @@ func (s *Store) restoredFromCluster() string {
 	return r.ClusterID
 }
 
+// SupersedeGrace is how long after it starts a node stops when a peer
+// tells it that its cluster was replaced by a restore (markSuperseded).
+// A node started on its data dir from before a rollback's restore (with
+// the restored node, as the rollback starts them) is told within
+// seconds. A node that has served longer is a member of a cluster that
+// went on while someone restored its checkpoint onto one member's
+// address: it keeps serving and logs the error, and the restored node,
+// which finds that cluster still answering, refuses itself (see the
+// daemon's checkSameCluster).
+const SupersedeGrace = 30 * time.Second
+
 // markSuperseded records that a peer's cluster was restored from a
-// checkpoint of this node's: Superseded is closed.
+// checkpoint of this node's: within SupersedeGrace of the node's start,
+// Superseded is closed; later it is only logged.
 func (s *Store) markSuperseded(err error) {
+	if time.Since(s.opened) > SupersedeGrace {
+		s.supersededLogOnce.Do(func() {
+			s.logger.Error("raft: a member's address serves a cluster restored from a checkpoint of this one; this node has served for longer than the grace of a rollback's start, so it goes on (the restored node refuses itself when it finds this cluster answering): stop whichever of the two is not wanted",
+				"node", s.cfg.NodeID, "error", err)
+		})
+		return
+	}
 	s.supersededOnce.Do(func() {
 		s.supersededErr = err
 		s.logger.Error("raft: this node's cluster was replaced by a restore from its checkpoint; it stops: wipe its data dir and start it with --join to add it to the restored cluster",

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/statedhq/stated/raftstore"
 )
 
 // TestNodesStartedOnTheirOldDataDirsAfterARollbackStop follows
@@ -99,5 +101,60 @@ func TestNodesStartedOnTheirOldDataDirsAfterARollbackStop(t *testing.T) {
 		if got := strings.TrimSpace(mustStated(ctx, t, "kv", "get", "app", "version", "--consistency", "linearizable", "--addr", n1.socket)); got != "v1" {
 			t.Fatalf("round %d: the restored n1 reads app/version %q, want the savepoint's v1", round+1, got)
 		}
+	}
+}
+
+// TestARestoreOntoOneMemberOfARunningClusterRefusesItself: a checkpoint
+// restored by mistake onto one member's data dir (`stated restore
+// --node-id n1`) while the other members keep serving. The restored n1
+// finds its join addresses serving the cluster it was restored from;
+// those nodes have served for longer than a rollback's start
+// (raftstore.SupersedeGrace), so they are not told to stop, and n1,
+// after waiting for them, refuses itself naming the way out. The running
+// cluster keeps serving, without interruption, and nothing it
+// acknowledged is lost.
+func TestARestoreOntoOneMemberOfARunningClusterRefusesItself(t *testing.T) {
+	t.Parallel()
+	skipUnderRace(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
+	nodes := []*node{newNamedNode(t, "n1"), newNamedNode(t, "n2"), newNamedNode(t, "n3")}
+	join := addrs(nodes)
+	for _, n := range nodes {
+		n.args = []string{"--join", join, "--bootstrap-node-id", "n1", "--checkpoint-url", bucket, "--checkpoint-interval", "1h"}
+	}
+	for _, n := range nodes {
+		n.start(ctx)
+	}
+	started := time.Now()
+	n1, n2 := nodes[0], nodes[1]
+	mustStated(ctx, t, "kv", "put", "app", "version", "v1", "--addr", n2.socket)
+	mustStated(ctx, t, "checkpoint", "trigger", "--wait", "--addr", n2.socket)
+	mustStated(ctx, t, "kv", "put", "app", "version", "v2", "--addr", n2.socket)
+	// The other members have served past the grace by the time n1 comes
+	// back restored.
+	time.Sleep(time.Until(started.Add(raftstore.SupersedeGrace + 2*time.Second)))
+	if code := n1.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("n1 exited %d on SIGTERM", code)
+	}
+	mustStated(ctx, t, "restore", "--from", bucket, "--data-dir", n1.dataDir, "--force", "--node-id", "n1", "--raft-addr", n1.raftAddr)
+	startCtx, startCancel := context.WithTimeout(ctx, time.Minute)
+	defer startCancel()
+	if !n1.startOnce(startCtx) {
+		t.Fatalf("the restored n1 serves a second cluster on the running cluster's addresses; its log:\n%s", n1.logs)
+	}
+	if log := n1.logs.String(); !strings.Contains(log, "which this node's cluster") || !strings.Contains(log, "--join") {
+		t.Errorf("n1 refused itself without saying why and what to do; its log:\n%s", log)
+	}
+	for _, n := range nodes[1:] {
+		select {
+		case <-n.done:
+			t.Fatalf("%s of the running cluster stopped; its log:\n%s", n.id, n.logs)
+		default:
+		}
+	}
+	if got := strings.TrimSpace(mustStated(ctx, t, "kv", "get", "app", "version", "--consistency", "linearizable", "--addr", n2.socket)); got != "v2" {
+		t.Fatalf("the running cluster reads app/version %q, want v2", got)
 	}
 }
