@@ -52,8 +52,8 @@ import (
 // node of another cluster that may take its address next must be
 // checked. Between nodes of this release every connection is checked.
 const (
-	clusterMagic    byte = 0xFA // not a hashicorp/raft RPC type (0-4)
-	clusterVersion  byte = 1
+	clusterMagic      byte = 0xFA // not a hashicorp/raft RPC type (0-4)
+	clusterVersion    byte = 1
 	clusterAccepted   byte = 1
 	clusterRefused    byte = 0
 	clusterSuperseded byte = 2
