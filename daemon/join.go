@@ -277,9 +277,16 @@ func (d *Daemon) join(ctx context.Context, req *statedv1.JoinRequest, expect fun
 		return "", fmt.Errorf("daemon: join: the join addresses %s name only this node; give the address of a running member",
 			strings.Join(d.cfg.Join, ", "))
 	}
-	if err := d.checkOneCluster(ctx, addrs); err != nil {
+	ids, err := d.checkOneCluster(ctx, addrs)
+	if err != nil {
 		return "", err
 	}
+	// Members first: an address that did not answer may be another node
+	// joining too (every node of a cluster started afresh on empty data
+	// dirs but the restored one), which accepts the connection and
+	// answers nothing until it serves, holding a Join for its whole
+	// attempt timeout.
+	addrs = membersFirst(addrs, ids)
 	notStated := make(map[string]bool) // answered gRPC without the Cluster service
 	var last error
 	backoff := joinBackoffMin
@@ -322,7 +329,8 @@ func (d *Daemon) join(ctx context.Context, req *statedv1.JoinRequest, expect fun
 // node would join whichever answered first, and learn of the mistake only
 // at its next start (checkSameCluster), a member of the wrong cluster.
 // Addresses that do not answer as members are skipped.
-func (d *Daemon) checkOneCluster(ctx context.Context, addrs []string) error {
+// It returns each address's cluster id, "" for those that did not answer.
+func (d *Daemon) checkOneCluster(ctx context.Context, addrs []string) ([]string, error) {
 	ids := make([]string, len(addrs))
 	var wg sync.WaitGroup
 	for i, addr := range addrs {
@@ -336,11 +344,28 @@ func (d *Daemon) checkOneCluster(ctx context.Context, addrs []string) error {
 		case first < 0:
 			first = i
 		case id != ids[first]:
-			return fmt.Errorf("daemon: join: the join addresses name more than one cluster: %s serves cluster %s, %s serves cluster %s; give the addresses of one cluster's members",
+			return nil, fmt.Errorf("daemon: join: the join addresses name more than one cluster: %s serves cluster %s, %s serves cluster %s; give the addresses of one cluster's members",
 				addrs[first], ids[first], addrs[i], id)
 		}
 	}
-	return nil
+	return ids, nil
+}
+
+// membersFirst orders addrs with those that answered as members of a
+// cluster (ids[i] != "") first, each group in its given order.
+func membersFirst(addrs, ids []string) []string {
+	out := make([]string, 0, len(addrs))
+	for i, a := range addrs {
+		if ids[i] != "" {
+			out = append(out, a)
+		}
+	}
+	for i, a := range addrs {
+		if ids[i] == "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // joinVia asks addr which cluster it serves, passes the answer to expect,
