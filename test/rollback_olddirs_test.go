@@ -35,15 +35,7 @@ func TestNodesStartedOnTheirOldDataDirsAfterARollbackStop(t *testing.T) {
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
 
-	// The practice cluster: the same flags on every node.
-	nodes := []*node{newNamedNode(t, "n1"), newNamedNode(t, "n2"), newNamedNode(t, "n3")}
-	join := addrs(nodes)
-	for _, n := range nodes {
-		n.args = []string{"--join", join, "--bootstrap-node-id", "n1", "--checkpoint-url", bucket, "--checkpoint-interval", "1h"}
-	}
-	for _, n := range nodes {
-		n.start(ctx)
-	}
+	nodes := practiceCluster(ctx, t, bucket)
 	addr := nodes[0].socket
 	mustStated(ctx, t, "kv", "put", "app", "version", "v1", "--addr", addr)
 	mustStated(ctx, t, "checkpoint", "trigger", "--wait", "--addr", addr)
@@ -119,14 +111,7 @@ func TestARestoreOntoOneMemberOfARunningClusterRefusesItself(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
-	nodes := []*node{newNamedNode(t, "n1"), newNamedNode(t, "n2"), newNamedNode(t, "n3")}
-	join := addrs(nodes)
-	for _, n := range nodes {
-		n.args = []string{"--join", join, "--bootstrap-node-id", "n1", "--checkpoint-url", bucket, "--checkpoint-interval", "1h"}
-	}
-	for _, n := range nodes {
-		n.start(ctx)
-	}
+	nodes := practiceCluster(ctx, t, bucket)
 	started := time.Now()
 	n1, n2 := nodes[0], nodes[1]
 	mustStated(ctx, t, "kv", "put", "app", "version", "v1", "--addr", n2.socket)
@@ -157,4 +142,20 @@ func TestARestoreOntoOneMemberOfARunningClusterRefusesItself(t *testing.T) {
 	if got := strings.TrimSpace(mustStated(ctx, t, "kv", "get", "app", "version", "--consistency", "linearizable", "--addr", n2.socket)); got != "v2" {
 		t.Fatalf("the running cluster reads app/version %q, want v2", got)
 	}
+}
+
+// practiceCluster starts OPERATIONS.md's practice cluster: n1, n2, n3
+// with the same flags (the --join list of all, --bootstrap-node-id n1),
+// checkpointing to bucket on demand.
+func practiceCluster(ctx context.Context, t *testing.T, bucket string) []*node {
+	t.Helper()
+	nodes := []*node{newNamedNode(t, "n1"), newNamedNode(t, "n2"), newNamedNode(t, "n3")}
+	join := addrs(nodes)
+	for _, n := range nodes {
+		n.args = []string{"--join", join, "--bootstrap-node-id", "n1", "--checkpoint-url", bucket, "--checkpoint-interval", "1h"}
+	}
+	for _, n := range nodes {
+		n.start(ctx)
+	}
+	return nodes
 }

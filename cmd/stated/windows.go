@@ -386,8 +386,6 @@ type aggValue struct {
 	Truncated bool
 }
 
-// text prints the result for agg: the count, the number, the bytes, or
-// the list of values.
 // aggHeader is the header of the aggregate's column after COUNT; none
 // for the count aggregate, whose value COUNT is.
 func aggHeader(agg stated.Aggregate) string {
@@ -405,6 +403,8 @@ func aggCell(agg stated.Aggregate, v string) string {
 	return "\t" + v
 }
 
+// text prints the result for agg: the count, the number, the bytes, or
+// the list of values.
 func (v aggValue) text(agg stated.Aggregate) string {
 	switch agg {
 	case stated.SumInt, stated.MinInt, stated.MaxInt:
