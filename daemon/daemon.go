@@ -266,7 +266,9 @@ func (d *Daemon) openStore(ctx context.Context) error {
 	rc.GRPCAddr = d.AdvertiseGRPCAddr()
 	rc.Bootstrap = d.cfg.Bootstrap && len(d.cfg.Join) == 0
 	if d.cfg.BootstrapNodeID != "" && d.cfg.BootstrapNodeID == d.cfg.NodeID {
-		rc.Bootstrap = !d.clusterAnswers(ctx)
+		// Asked only of a data dir without Raft state: a restart does not
+		// wait on members that are starting too.
+		rc.BootstrapIf = func(ctx context.Context) bool { return !d.clusterAnswers(ctx) }
 	}
 	rc.StreamLayer = d.tls.raftLayer(d.cfg.AdvertiseRaftAddr)
 	rc.Logger = d.logger

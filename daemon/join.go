@@ -85,8 +85,10 @@ func (d *Daemon) joinIfNew(ctx context.Context, s *raftstore.Store) error {
 // another cluster than the one its Join addresses serve, or that its
 // cluster's leader no longer lists (it was removed: Raft would wait for a
 // leader forever, since no leader replicates to a node it removed). It
-// asks each address once, briefly; addresses that do not answer are
-// skipped, since a restarting member must not depend on them. An address
+// asks every address once, briefly and at the same time (members that
+// restart together accept connections and answer nothing until they
+// serve); addresses that do not answer are skipped, since a restarting
+// member must not depend on them. An address
 // that serves the cluster this one was restored from (restoredFrom) is
 // not this node's to refuse: that node's data dir is from before the
 // restore, and it is told to stop when it reaches this cluster's Raft
@@ -95,9 +97,20 @@ func (d *Daemon) checkSameCluster(ctx context.Context, own, restoredFrom string)
 	if own == "" {
 		return nil
 	}
-	for _, addr := range d.joinAddrs() {
-		resp, err := d.membersAt(ctx, addr, clusterCheckTimeout)
-		if err != nil {
+	addrs := d.joinAddrs()
+	resps := make([]*statedv1.MembersResponse, len(addrs))
+	var wg sync.WaitGroup
+	for i, addr := range addrs {
+		wg.Go(func() {
+			if resp, err := d.membersAt(ctx, addr, clusterCheckTimeout); err == nil {
+				resps[i] = resp
+			}
+		})
+	}
+	wg.Wait()
+	for i, addr := range addrs {
+		resp := resps[i]
+		if resp == nil {
 			continue
 		}
 		if id := resp.GetClusterId(); id != "" && id == restoredFrom {
@@ -204,8 +217,8 @@ const bootstrapProbeTimeout = 5 * time.Second
 // are members of a cluster. The bootstrap node (Config.BootstrapNodeID)
 // bootstraps only when none is: a cluster that exists already is joined,
 // so the bootstrap node that lost its disk rejoins its cluster instead of
-// starting a second one. A node whose data dir has Raft state ignores the
-// answer either way.
+// starting a second one. It is asked only when the data dir has no Raft
+// state (raftstore.Config.BootstrapIf).
 func (d *Daemon) clusterAnswers(ctx context.Context) bool {
 	addrs := d.joinAddrs()
 	type answer struct {
@@ -236,7 +249,7 @@ func (d *Daemon) clusterAnswers(ctx context.Context) bool {
 			return true
 		}
 	}
-	d.logger.Info("bootstrap node: no other join address is a member of a cluster; bootstrapping unless the data dir has raft state",
+	d.logger.Info("bootstrap node: no other join address is a member of a cluster; bootstrapping",
 		"join", strings.Join(addrs, ","))
 	return false
 }

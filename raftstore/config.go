@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,6 +44,12 @@ type Config struct {
 	// Bootstrap starts a new single-node cluster when Dir holds no Raft
 	// state yet. A node that joins an existing cluster leaves it false.
 	Bootstrap bool
+	// BootstrapIf, when set, is asked instead of Bootstrap whether to
+	// start a new cluster, at most once, and only when Dir holds no Raft
+	// state: what it asks (the daemon asks the other members whether a
+	// cluster exists, which can take seconds while they start too) is
+	// not asked on a restart of a node that has state.
+	BootstrapIf func(ctx context.Context) bool
 	// StreamLayer, when set, wraps the listener of the Raft transport;
 	// tests use it to inject network faults. Nil means plain TCP.
 	StreamLayer func(ln net.Listener) raft.StreamLayer

@@ -58,6 +58,9 @@ type Store struct {
 	raftDir     string
 
 	hadState bool // Dir held Raft state when the store was opened
+	// bootstrapAnswer is Config.BootstrapIf's answer; see bootstrap.
+	bootstrapOnce   sync.Once
+	bootstrapAnswer bool
 	// clusterID is the cluster id once this node has applied it; see
 	// ClusterID.
 	clusterID atomic.Pointer[string]
@@ -146,7 +149,7 @@ func (s *Store) open(ctx context.Context) error {
 	if err := s.checkStateHasLog(raftDir); err != nil {
 		return err
 	}
-	if err := s.checkRestoredStateBootstraps(raftDir); err != nil {
+	if err := s.checkRestoredStateBootstraps(ctx, raftDir); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
@@ -168,7 +171,7 @@ func (s *Store) open(ctx context.Context) error {
 	if err := s.checkStateHasLog(raftDir); err != nil {
 		return err
 	}
-	if err := s.checkRestoredStateBootstraps(raftDir); err != nil {
+	if err := s.checkRestoredStateBootstraps(ctx, raftDir); err != nil {
 		return err
 	}
 	if err := s.catchUpFromSnapshot(); err != nil {
@@ -185,7 +188,7 @@ func (s *Store) open(ctx context.Context) error {
 		return err
 	}
 	switch {
-	case !existing && !s.cfg.Bootstrap && !joining:
+	case !existing && !joining && !s.bootstrap(ctx):
 		if s.incarnation, err = markJoining(raftDir); err != nil {
 			return err
 		}
@@ -195,7 +198,7 @@ func (s *Store) open(ctx context.Context) error {
 			return err
 		}
 	}
-	if !existing && s.cfg.Bootstrap && !joining {
+	if !existing && !joining && s.bootstrap(ctx) {
 		// Chosen before the transport listens, so that a node of another
 		// cluster that dials this address (it was a member's) is refused
 		// from the first connection on, not only once the first leader
@@ -240,7 +243,7 @@ func (s *Store) open(ctx context.Context) error {
 		s.joinDone = make(chan struct{})
 		go s.watchJoin()
 	}
-	if !existing && s.cfg.Bootstrap && !joining {
+	if !existing && !joining && s.bootstrap(ctx) {
 		f := s.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter,
 			ID:       rc.LocalID,
@@ -368,6 +371,17 @@ func (s *Store) noRaftState(raftDir string) (bool, error) {
 	return !existing, nil
 }
 
+// bootstrap reports whether this node starts a new cluster when Dir
+// holds no Raft state: Config.BootstrapIf's answer, asked once, or
+// Config.Bootstrap. Callers ask only once they know there is no state.
+func (s *Store) bootstrap(ctx context.Context) bool {
+	if s.cfg.BootstrapIf == nil {
+		return s.cfg.Bootstrap
+	}
+	s.bootstrapOnce.Do(func() { s.bootstrapAnswer = s.cfg.BootstrapIf(ctx) })
+	return s.bootstrapAnswer
+}
+
 // checkRestoredStateBootstraps refuses to join a cluster with state
 // restored from a checkpoint (stated restore) and no Raft state yet. Such
 // state starts a new cluster: its applied index is zero, so a cluster it
@@ -376,16 +390,16 @@ func (s *Store) noRaftState(raftDir string) (bool, error) {
 // the restored cluster has Raft state as soon as it holds the state (a
 // joining one receives it with a snapshot), so only a node given --join
 // on a freshly restored data dir is refused, before anything is written.
-func (s *Store) checkRestoredStateBootstraps(raftDir string) error {
-	if s.cfg.Bootstrap {
-		return nil
-	}
+func (s *Store) checkRestoredStateBootstraps(ctx context.Context, raftDir string) error {
 	from, restored, err := s.fsm.RestoredFrom()
 	if err != nil || !restored {
 		return err
 	}
 	if none, err := s.noRaftState(raftDir); err != nil || !none {
 		return err
+	}
+	if s.bootstrap(ctx) {
+		return nil
 	}
 	return fmt.Errorf("%w: data dir %s holds the state restored from checkpoint %d of cluster %s, which starts a new cluster: "+
 		"start this node without --join, so that it bootstraps, and the other nodes join it with empty data dirs; "+
