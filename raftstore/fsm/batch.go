@@ -108,6 +108,10 @@ type group struct {
 	// they share an index, so they go into Pebble together, in one batch
 	// committed with it, never partly (see applyCommits).
 	whole bool
+	// sync commits b with a sync of Pebble's WAL: it records the
+	// cluster's id, which a restarting node checks its join addresses
+	// against before it has a leader to replay its log (see commit).
+	sync bool
 }
 
 // groupMaxOps is the most writes a commit may carry to share the batch of
@@ -215,6 +219,8 @@ func (g *group) applyOne(l *raft.Log, cmd *command.Command, res *Result) *Result
 	case out.epoch != 0 && cmd.Type == command.TypeCheckpointDone && !g.f.replay:
 		// A replay (ReplayChangelog) has no local checkpoints to remove.
 		g.done = append(g.done, out.epoch)
+	case cmd.Type == command.TypeSetClusterID:
+		g.sync = true
 	}
 	if alone {
 		// The entries after it read it from the database.
@@ -305,8 +311,18 @@ func (g *group) commit() {
 	}
 	err := g.b.Set(keyAppliedIndex, binary.BigEndian.AppendUint64(nil, g.last), nil)
 	if err == nil {
-		err = g.b.Commit(pebble.NoSync)
+		// Pebble holds the WAL's last partial block in memory until a
+		// sync, and a SIGKILL loses it; the Raft log is what is durable,
+		// and the state machine replays it once it has a leader. The
+		// cluster's id is needed before (a restarting member checks its
+		// join addresses against it), so its entry is synced, once.
+		opt := pebble.NoSync
+		if g.sync {
+			opt = pebble.Sync
+		}
+		err = g.b.Commit(opt)
 	}
+	g.sync = false
 	if err != nil {
 		g.fail(g.last, err)
 	}
