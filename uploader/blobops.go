@@ -120,9 +120,13 @@ func (i blobInfo) same(o blobInfo) bool {
 }
 
 // list returns the blobs under prefix.
+// listVanishedAttempts bounds the listings list starts again because a
+// file vanished under one.
+const listVanishedAttempts = 5
+
 func (u *Uploader) list(ctx context.Context, prefix string) (map[string]blobInfo, error) {
 	var out map[string]blobInfo
-	err := u.retry(ctx, "list "+prefix, func() error {
+	listOnce := func() error {
 		out = map[string]blobInfo{}
 		it := u.b.List(&blob.ListOptions{Prefix: prefix})
 		for {
@@ -135,6 +139,17 @@ func (u *Uploader) list(ctx context.Context, prefix string) (map[string]blobInfo
 			}
 			if !obj.IsDir {
 				out[obj.Key] = blobInfo{size: obj.Size, md5: obj.MD5, modTime: obj.ModTime}
+			}
+		}
+	}
+	err := u.retry(ctx, "list "+prefix, func() error {
+		// fileblob stats each file it lists: one deleted meanwhile (a
+		// pin removed, a blob collected) fails the listing NotFound.
+		// The listing starts again, a few times at most.
+		for attempt := 1; ; attempt++ {
+			err := listOnce()
+			if gcerrors.Code(err) != gcerrors.NotFound || attempt == listVanishedAttempts {
+				return err
 			}
 		}
 	})

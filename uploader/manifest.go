@@ -192,6 +192,11 @@ func validSHA256(s string) bool {
 	return true
 }
 
+// CheckSavepointName reports whether name is a valid savepoint name: 1
+// to 128 of [A-Za-z0-9._-], not "." or "..". It does not say whether a
+// savepoint of that name exists.
+func CheckSavepointName(name string) error { return checkName(name) }
+
 // checkName validates a savepoint name: 1 to 128 of [A-Za-z0-9._-].
 func checkName(name string) error {
 	if name == "" || len(name) > 128 {
@@ -298,21 +303,80 @@ func (u *Uploader) readAll(ctx context.Context, keys []string) ([]*Manifest, err
 	return slices.DeleteFunc(out, func(m *Manifest) bool { return m == nil }), nil
 }
 
-// savepoints returns the savepoints by name.
-func (u *Uploader) savepoints(ctx context.Context) (map[string]*Manifest, error) {
+// Unreadable is a manifest or savepoint pin in the bucket that this
+// version cannot read (ErrFormat: a newer release's format, a damaged
+// file). Listing, selecting and restoring other checkpoints leave it out
+// rather than fail on it; retention does not (it cannot know which files
+// it references, so it deletes nothing while one is there).
+type Unreadable struct {
+	Key   string
+	Epoch uint64 // a manifest's, from its key; 0 for a savepoint
+	Err   error
+}
+
+// readReadable is readAll that leaves out what does not read
+// (ErrFormat), and returns it.
+func (u *Uploader) readReadable(ctx context.Context, keys []string) ([]*Manifest, []Unreadable, error) {
+	out := make([]*Manifest, len(keys))
+	bad := make([]error, len(keys))
+	err := u.parallel(ctx, len(keys), func(ctx context.Context, i int) error {
+		m, err := u.readManifest(ctx, keys[i])
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return nil
+		case errors.Is(err, ErrFormat):
+			bad[i] = err
+			return nil
+		}
+		out[i] = m
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	var unreadable []Unreadable
+	for i, err := range bad {
+		if err == nil {
+			continue
+		}
+		un := Unreadable{Key: keys[i], Err: err}
+		if digits, ok := strings.CutPrefix(keys[i], manifestsPrefix); ok {
+			un.Epoch, _ = strconv.ParseUint(strings.TrimSuffix(digits, ".json"), 10, 64)
+		}
+		unreadable = append(unreadable, un)
+	}
+	return slices.DeleteFunc(out, func(m *Manifest) bool { return m == nil }), unreadable, nil
+}
+
+// savepoints returns the savepoints that read, by name, and those that
+// do not.
+func (u *Uploader) savepoints(ctx context.Context) (map[string]*Manifest, []Unreadable, error) {
 	keys, _, err := u.keys(ctx, savepointsPrefix)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	ms, err := u.readAll(ctx, keys)
+	ms, unreadable, err := u.readReadable(ctx, keys)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make(map[string]*Manifest, len(ms))
 	for _, m := range ms {
 		out[m.Savepoint] = m
 	}
-	return out, nil
+	return out, unreadable, nil
+}
+
+// readableSavepoints is savepoints, logging those that do not read.
+func (u *Uploader) readableSavepoints(ctx context.Context) (map[string]*Manifest, error) {
+	sps, unreadable, err := u.savepoints(ctx)
+	u.warnUnreadable(unreadable)
+	return sps, err
+}
+
+func (u *Uploader) warnUnreadable(unreadable []Unreadable) {
+	for _, un := range unreadable {
+		u.logger.Warn("uploader: a manifest or savepoint in the bucket does not read; it is left out", "key", un.Key, "error", un.Err)
+	}
 }
 
 // pinnedAs returns the savepoint names of each pinned epoch, sorted.
@@ -329,24 +393,33 @@ func pinnedAs(sps map[string]*Manifest) map[uint64][]string {
 
 // List returns the completed checkpoints, oldest first. A checkpoint
 // pinned as a savepoint carries its name; a savepoint whose manifest
-// retention or Delete removed is listed from its savepoint copy.
+// retention or Delete removed is listed from its savepoint copy. A
+// manifest or savepoint that does not read is left out, and logged.
 func (u *Uploader) List(ctx context.Context) ([]*Manifest, error) {
+	ms, unreadable, err := u.Catalog(ctx)
+	u.warnUnreadable(unreadable)
+	return ms, err
+}
+
+// Catalog is List, and the manifests and savepoints that do not read.
+func (u *Uploader) Catalog(ctx context.Context) ([]*Manifest, []Unreadable, error) {
 	var (
 		wg           sync.WaitGroup
 		sps          map[string]*Manifest
 		spErr, mErr  error
 		ms           []*Manifest
+		spBad, mBad  []Unreadable
 		manifestKeys []string
 	)
-	wg.Go(func() { sps, spErr = u.savepoints(ctx) })
+	wg.Go(func() { sps, spBad, spErr = u.savepoints(ctx) })
 	wg.Go(func() {
 		if manifestKeys, _, mErr = u.keys(ctx, manifestsPrefix); mErr == nil {
-			ms, mErr = u.readAll(ctx, manifestKeys)
+			ms, mBad, mErr = u.readReadable(ctx, manifestKeys)
 		}
 	})
 	wg.Wait()
 	if err := errors.Join(mErr, spErr); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	byEpoch := make(map[uint64]*Manifest, len(ms))
 	for _, m := range ms {
@@ -365,7 +438,7 @@ func (u *Uploader) List(ctx context.Context) ([]*Manifest, error) {
 		out = append(out, m)
 	}
 	slices.SortFunc(out, func(a, b *Manifest) int { return cmpUint(a.Epoch, b.Epoch) })
-	return out, nil
+	return out, append(mBad, spBad...), nil
 }
 
 // checkAhead refuses epoch (ErrBucketAhead) when the bucket holds a
@@ -514,7 +587,7 @@ func (u *Uploader) Get(ctx context.Context, epoch uint64) (*Manifest, error) {
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	sps, err := u.savepoints(ctx)
+	sps, err := u.readableSavepoints(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -531,12 +604,23 @@ func (u *Uploader) Get(ctx context.Context, epoch uint64) (*Manifest, error) {
 }
 
 // Latest returns the newest completed checkpoint; ErrNotFound if there
-// is none.
+// is none. When the newest manifest does not read, Latest fails with its
+// error (ErrFormat) rather than return an older checkpoint as the latest.
 func (u *Uploader) Latest(ctx context.Context) (*Manifest, error) {
-	all, err := u.List(ctx)
+	all, unreadable, err := u.Catalog(ctx)
 	if err != nil {
 		return nil, err
 	}
+	var newest uint64
+	if len(all) > 0 {
+		newest = all[len(all)-1].Epoch
+	}
+	for _, un := range unreadable {
+		if un.Epoch > newest {
+			return nil, un.Err
+		}
+	}
+	u.warnUnreadable(unreadable)
 	if len(all) == 0 {
 		return nil, fmt.Errorf("%w: the bucket holds no checkpoint", ErrNotFound)
 	}
@@ -574,7 +658,7 @@ func (u *Uploader) Savepoint(ctx context.Context, epoch uint64, name string) err
 	if name == "latest" || strings.Trim(name, "0123456789") == "" {
 		return invalidf("savepoint name %q reads as an epoch or as latest where checkpoints are selected (--checkpoint N|latest|NAME); add a letter, e.g. %q", name, "sp-"+name)
 	}
-	sps, err := u.savepoints(ctx)
+	sps, err := u.readableSavepoints(ctx)
 	if err != nil {
 		return err
 	}
@@ -606,6 +690,19 @@ func (u *Uploader) Savepoint(ctx context.Context, epoch uint64, name string) err
 		// was lost, or another call's with the same arguments.
 	} else if err != nil {
 		return fmt.Errorf("uploader: savepoint %q: %w", name, err)
+	}
+	// A checkpoint has one savepoint name. Of two calls pinning it under
+	// two names at once, each writes its pin before it reads the other's:
+	// one that finds another name removes its own pin (both may, and both
+	// fail then; a retry pins it once).
+	sps, err = u.readableSavepoints(ctx)
+	if err != nil {
+		u.unpin(ctx, name)
+		return fmt.Errorf("uploader: savepoint %q: checking that checkpoint %d has no other name: %w; it is not pinned", name, epoch, err)
+	}
+	if others := slices.DeleteFunc(pinnedAs(sps)[epoch], func(n string) bool { return n == name }); len(others) > 0 {
+		u.unpin(ctx, name)
+		return invalidf("checkpoint %d was pinned as savepoint %q meanwhile; it is not pinned as %q", epoch, others[0], name)
 	}
 	// A collection on another node may have decided to delete the
 	// checkpoint's blobs before the pin was written: see announce.go.
@@ -700,7 +797,9 @@ func (u *Uploader) unpin(ctx context.Context, name string) {
 // retention keeps its manifest; otherwise it, and the files no other
 // checkpoint uses, go at the next Retain.
 func (u *Uploader) DeleteSavepoint(ctx context.Context, name string) error {
-	if _, err := u.GetSavepoint(ctx, name); err != nil {
+	// A pin that does not read (a newer format, damaged) is deleted too:
+	// otherwise only an edit of the bucket would remove it.
+	if _, err := u.GetSavepoint(ctx, name); err != nil && !errors.Is(err, ErrFormat) {
 		return err
 	}
 	return u.delete(ctx, savepointKey(name))
@@ -714,7 +813,7 @@ func (u *Uploader) DeleteSavepoint(ctx context.Context, name string) error {
 // force is set: it is the one whose offsets the caller has handed on (to
 // Kafka, say), and without it nothing restorable matches them.
 func (u *Uploader) Delete(ctx context.Context, epoch uint64, force bool) error {
-	sps, err := u.savepoints(ctx)
+	sps, err := u.readableSavepoints(ctx)
 	if err != nil {
 		return err
 	}

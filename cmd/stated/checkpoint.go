@@ -181,6 +181,10 @@ type checkpointOutput struct {
 	Kind               string `json:"kind"`
 	ChangelogBaseEpoch uint64 `json:"changelog_base_epoch,omitempty"`
 	ChangelogSegments  uint64 `json:"changelog_segments,omitempty"`
+	// Encrypted says a restore needs --checkpoint-key-url; the keeper
+	// is the kind of key (base64key, awskms, ...), never the key.
+	Encrypted        bool   `json:"encrypted"`
+	EncryptionKeeper string `json:"encryption_keeper,omitempty"`
 }
 
 // checkpointKind names a checkpoint's kind.
@@ -206,6 +210,7 @@ func summaryOutput(s *statedv1.CheckpointSummary) checkpointOutput {
 		Files: s.GetFiles(), Bytes: s.GetBytes(), Keys: s.GetKeys(), StateBytes: s.GetStateBytes(),
 		Offsets: s.GetOffsets(), Savepoint: s.GetSavepoint(),
 		Kind: checkpointKind(s), ChangelogBaseEpoch: s.GetChangelogBaseEpoch(), ChangelogSegments: s.GetChangelogSegments(),
+		Encrypted: s.GetEncrypted(), EncryptionKeeper: s.GetEncryptionKeeper(),
 	}
 }
 
@@ -236,12 +241,16 @@ func (c *cli) checkpointList() *cobra.Command {
 			w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "EPOCH\tCREATED\tAGE\tRAFT INDEX\tFILES\tSIZE\tKEYS\tSAVEPOINT")
 			var changelog []string // "EPOCH on BASE" of the changelog checkpoints
+			var encrypted []string // epochs of the encrypted checkpoints
 			for _, s := range resp.GetCheckpoints() {
 				at := time.UnixMilli(s.GetCreatedAtUnixMillis())
 				fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.GetEpoch(), at.UTC().Format(time.RFC3339), time.Since(at).Round(time.Second),
 					s.GetRaftIndex(), s.GetFiles(), humanBytes(s.GetBytes()), keysOf(s), orDash(s.GetSavepoint()))
 				if s.GetChangelog() {
 					changelog = append(changelog, fmt.Sprintf("%d on %d", s.GetEpoch(), s.GetChangelogBaseEpoch()))
+				}
+				if s.GetEncrypted() {
+					encrypted = append(encrypted, strconv.FormatUint(s.GetEpoch(), 10))
 				}
 			}
 			if err := w.Flush(); err != nil {
@@ -250,6 +259,9 @@ func (c *cli) checkpointList() *cobra.Command {
 			if len(changelog) > 0 {
 				// Below the table, so that its columns stay as they were.
 				fmt.Fprintf(c.stdout, "changelog checkpoints (the tables of an earlier checkpoint plus Raft log entries; keys not counted): %s\n", strings.Join(changelog, ", "))
+			}
+			if len(encrypted) > 0 {
+				fmt.Fprintf(c.stdout, "encrypted checkpoints (a restore needs --checkpoint-key-url): %s\n", strings.Join(encrypted, ", "))
 			}
 			return nil
 		})
@@ -295,6 +307,11 @@ func (c *cli) checkpointShow() *cobra.Command {
 				fmt.Fprintf(w, "state:\t%d keys, %s\n", s.GetKeys(), humanBytes(s.GetStateBytes()))
 			}
 			fmt.Fprintf(w, "files:\t%d, %s\n", s.GetFiles(), humanBytes(s.GetBytes()))
+			if s.GetEncrypted() {
+				fmt.Fprintf(w, "encrypted:\tyes, key kind %s (a restore needs --checkpoint-key-url)\n", orDash(s.GetEncryptionKeeper()))
+			} else {
+				fmt.Fprintf(w, "encrypted:\tno\n")
+			}
 			if err := w.Flush(); err != nil {
 				return err
 			}

@@ -26,8 +26,13 @@ import (
 )
 
 // selector parses --checkpoint: an epoch, "latest" or a savepoint name.
+// An empty one is refused (an unset shell variable would otherwise
+// select the latest checkpoint), as is a name no savepoint can have.
 func selector(s string) (recovery.Selector, error) {
-	if s == "" || s == "latest" {
+	if s == "" {
+		return recovery.Selector{}, errors.New("--checkpoint is empty: give an epoch, latest or a savepoint name")
+	}
+	if s == "latest" {
 		return recovery.Selector{}, nil
 	}
 	if n, err := strconv.ParseUint(s, 10, 64); err == nil {
@@ -35,6 +40,9 @@ func selector(s string) (recovery.Selector, error) {
 			return recovery.Selector{}, errors.New("--checkpoint 0: epochs start at 1")
 		}
 		return recovery.Selector{Epoch: n}, nil
+	}
+	if err := uploader.CheckSavepointName(s); err != nil {
+		return recovery.Selector{}, fmt.Errorf("--checkpoint %q is neither an epoch, latest nor a savepoint name: %w", s, err)
 	}
 	return recovery.Selector{Savepoint: s}, nil
 }

@@ -85,9 +85,30 @@ func Restore(ctx context.Context, opts RestoreOptions) (_ *RestoreResult, rerr e
 			return nil, fmt.Errorf("%w: %s holds files; --force replaces them", ErrDataDirNotEmpty, opts.DataDir)
 		}
 	}
+	all, unreadable, err := opts.Uploader.Catalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := &RestoreResult{}
 	m, err := Select(ctx, opts.Uploader, opts.Select)
 	if errors.Is(err, uploader.ErrNotFound) && opts.Select == (Selector{}) {
 		return nil, ErrNoCheckpoint
+	}
+	if err != nil && opts.Fallback && opts.Select == (Selector{}) && notIntact(err) {
+		// The newest manifest does not read: fall back as from a
+		// checkpoint that is not intact.
+		var newest uint64
+		for _, un := range unreadable {
+			if un.Epoch > newest {
+				newest = un.Epoch
+			}
+		}
+		res.Skipped = append(res.Skipped, fmt.Sprintf("checkpoint %d: %v", newest, err))
+		logger.Warn("recovery: the newest manifest does not read; falling back to an older checkpoint", "epoch", newest, "error", err)
+		if len(all) == 0 {
+			return nil, fmt.Errorf("recovery: no intact checkpoint: %w", err)
+		}
+		m, err = all[len(all)-1], nil
 	}
 	if err != nil {
 		return nil, err
@@ -97,13 +118,14 @@ func Restore(ctx context.Context, opts RestoreOptions) (_ *RestoreResult, rerr e
 	if err := opts.Uploader.CheckKey(ctx, m); keyProblem(err) {
 		return nil, err
 	}
-	all, err := opts.Uploader.List(ctx)
-	if err != nil {
-		return nil, err
-	}
+	// The restored cluster's epochs start above every checkpoint in the
+	// bucket, those that do not read too.
 	var maxEpoch uint64
 	for _, c := range all {
 		maxEpoch = max(maxEpoch, c.Epoch)
+	}
+	for _, un := range unreadable {
+		maxEpoch = max(maxEpoch, un.Epoch)
 	}
 	if err := raftstore.CheckNotInUse(opts.DataDir); err != nil {
 		return nil, err
@@ -135,7 +157,6 @@ func Restore(ctx context.Context, opts RestoreOptions) (_ *RestoreResult, rerr e
 	if err := raftstore.RecoverDataDir(opts.DataDir); err != nil {
 		return nil, err
 	}
-	res := &RestoreResult{}
 	staging := raftstore.RestoreStagingDir(opts.DataDir)
 	installing := false
 	defer func() {
