@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -65,7 +67,12 @@ type Config struct {
 	Handler      Handler
 	BatchHandler BatchHandler
 	// StartOffset is where a partition for which stated has no offset
-	// starts. Nil means the partition's earliest offset.
+	// starts. Nil means the partition's earliest offset. With exactly
+	// kgo.NewOffset().AtEnd(), the end found when the partition is first
+	// claimed is recorded in stated, so that a partition that moves
+	// before its first commit starts there on its next owner too; an
+	// offset relative to the end (AtEnd().Relative(n)) is not recorded,
+	// and such a partition can skip the records produced in between.
 	StartOffset *kgo.Offset
 	// MaxPollRecords caps the records of one poll, and so of one stated
 	// commit and of the time a rebalance may wait for it. Zero means 5000.
@@ -886,6 +893,10 @@ func (p *Processor) onAssigned(ctx context.Context, offsets map[string]map[int32
 		p.logger.Warn("kafka: claiming assigned partitions failed; rejoining", "group", p.cfg.Group, "partitions", len(parts), "error", err)
 		return nil, fmt.Errorf("kafka: claim %d partitions in stated: %w", len(parts), err)
 	}
+	if claims, err = p.recordEndStarts(ctx, claims); err != nil {
+		p.logger.Warn("kafka: recording where newly claimed partitions start failed; rejoining", "group", p.cfg.Group, "error", err)
+		return nil, err
+	}
 	out := make(map[string]map[int32]kgo.Offset, len(offsets))
 	resume := map[string][]int32{}
 	p.mu.Lock()
@@ -911,6 +922,56 @@ func (p *Processor) onAssigned(ctx context.Context, offsets map[string]map[int32
 	<-p.clReady
 	p.cl.ResumeFetchPartitions(resume)
 	p.logger.Info("kafka: claimed assigned partitions", "group", p.cfg.Group, "partitions", len(claims))
+	return out, nil
+}
+
+// recordEndStarts records in stated where a claimed partition without an
+// offset starts when StartOffset is the end of the partition: the end
+// moves, so a partition that moved to another processor before its first
+// commit would start there at a later end, past the records produced in
+// between (Kafka's own consumer commits its position on revoke for the
+// same reason). Starting from the earliest offset, or from a fixed
+// offset or time, starts at the same records wherever it runs.
+func (p *Processor) recordEndStarts(ctx context.Context, claims []stated.PartitionClaim) ([]stated.PartitionClaim, error) {
+	if *p.cfg.StartOffset != kgo.NewOffset().AtEnd() {
+		return claims, nil
+	}
+	topics := map[string]bool{}
+	for _, c := range claims {
+		if !c.HasOffset {
+			topics[c.Topic] = true
+		}
+	}
+	if len(topics) == 0 {
+		return claims, nil
+	}
+	<-p.clReady
+	ends, err := kadm.NewClient(p.cl).ListEndOffsets(ctx, slices.Collect(maps.Keys(topics))...)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kafka: list the end offsets of newly claimed partitions: %w", err)
+	}
+	txn := p.cfg.State.Txn()
+	out := slices.Clone(claims)
+	for i, c := range out {
+		if c.HasOffset {
+			continue
+		}
+		end, ok := ends.Lookup(c.Topic, c.Partition)
+		if !ok {
+			return nil, fmt.Errorf("kafka: no end offset listed for %s/%d", c.Topic, c.Partition)
+		}
+		txn.CommitClaimedOffset(p.cfg.Group, c, end.Offset)
+		out[i].Offset, out[i].HasOffset = end.Offset, true
+	}
+	p.waits.enter(WaitStatedCommit, "commit of where newly claimed partitions start (StartOffset at the end), unanswered (the client retries while stated is unavailable)")
+	_, err = txn.Commit(ctx)
+	p.waits.leave(WaitStatedCommit)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: record where newly claimed partitions start: %w", err)
+	}
 	return out, nil
 }
 
