@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
@@ -328,11 +330,23 @@ func waitReady(ctx context.Context, conn *grpc.ClientConn, throughFailures bool)
 		}
 		if !conn.WaitForStateChange(ctx, s) {
 			if failed {
-				return wrapStatus("connect", status.Errorf(codes.Unavailable, "no daemon answered before %v", ctx.Err()))
+				return wrapStatus("connect", status.Errorf(codes.Unavailable, "no daemon answered before %v; the last attempt: %s", ctx.Err(), lastConnectError(conn)))
 			}
 			return wrapStatus("connect", status.FromContextError(ctx.Err()).Err())
 		}
 	}
+}
+
+// lastConnectError says what conn's last attempt to connect met: a
+// call that does not wait for the connection fails at once with it.
+func lastConnectError(conn *grpc.ClientConn) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+	defer cancel()
+	_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil {
+		return "none failed: a daemon answers now"
+	}
+	return status.Convert(err).Message()
 }
 
 // parseAddr turns a user's address into a gRPC target. Every form of a
@@ -446,13 +460,17 @@ func (c *Client) observeIndex(index uint64) {
 }
 
 // rpcErr converts an error from a call named op into the SDK's error, and
-// into ErrClosed when the Client was closed under the call.
+// into ErrClosed when the Client was closed under the call: the call was
+// cancelled, or its connection closing (or a session's open that Close
+// ended) left it unanswered.
 func (c *Client) rpcErr(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if c.closed.Load() && status.Code(err) == codes.Canceled {
-		return fmt.Errorf("stated: %s: %w", op, ErrClosed)
+	if c.closed.Load() {
+		if code := status.Code(err); code == codes.Canceled || code == codes.Unavailable || errors.Is(err, ErrUnavailable) {
+			return fmt.Errorf("stated: %s: %w (%v)", op, ErrClosed, err)
+		}
 	}
 	return wrapStatus(op, err)
 }

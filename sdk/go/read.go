@@ -6,10 +6,12 @@ import (
 	"io"
 	"iter"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
@@ -203,7 +205,8 @@ func (c *Client) Scan(ctx context.Context, q ScanQuery, opts ...ReadOption) iter
 			Limit:     uint64(q.Limit),
 			Read:      c.readOptions(opts),
 		}
-		stream, first, err := c.openScan(ctx, req)
+		stream, first, stop, err := c.openScan(ctx, req)
+		defer stop()
 		if err != nil {
 			yield(Entry{}, c.rpcErr("scan", err))
 			return
@@ -228,27 +231,39 @@ func (c *Client) Scan(ctx context.Context, q ScanQuery, opts ...ReadOption) iter
 
 // openScan starts a scan stream and reads its first response, retrying
 // both like a unary call: until the first response nothing was yielded, so
-// a retry is invisible. A failure after that ends the scan. The stream's
-// ctx is the caller's, never bounded by the attempt timeout.
-func (c *Client) openScan(ctx context.Context, req *statedv1.ScanRequest) (grpc.ServerStreamingClient[statedv1.ScanResponse], *statedv1.ScanResponse, error) {
-	var stream grpc.ServerStreamingClient[statedv1.ScanResponse]
-	var first *statedv1.ScanResponse
-	err := c.retryLoop(ctx, 0, func(context.Context) error {
-		s, err := c.rpc.Scan(ctx, req)
+// a retry is invisible. A failure after that ends the scan. An attempt
+// that has no first response within the attempt timeout is ended and
+// retried (a silent connection); the stream that answered is bound by
+// the caller's ctx only. stop releases the stream's context.
+func (c *Client) openScan(ctx context.Context, req *statedv1.ScanRequest) (stream grpc.ServerStreamingClient[statedv1.ScanResponse], first *statedv1.ScanResponse, stop func(), err error) {
+	stop = func() {}
+	err = c.retryLoop(ctx, 0, func(context.Context) error {
+		sctx, cancel := context.WithCancel(ctx)
+		var timer *time.Timer
+		var timedOut atomic.Bool
+		if d := c.retry.attemptTimeout; c.retry.enabled && d > 0 {
+			timer = time.AfterFunc(d, func() { timedOut.Store(true); cancel() })
+		}
+		s, err := c.rpc.Scan(sctx, req)
+		var resp *statedv1.ScanResponse
+		if err == nil {
+			resp, err = s.Recv()
+			if errors.Is(err, io.EOF) {
+				resp, err = &statedv1.ScanResponse{}, nil
+			}
+		}
+		if timer != nil && !timer.Stop() && timedOut.Load() {
+			cancel()
+			return status.Errorf(codes.DeadlineExceeded, "no first batch of the scan within the attempt timeout (%v)", c.retry.attemptTimeout)
+		}
 		if err != nil {
+			cancel()
 			return err
 		}
-		resp, err := s.Recv()
-		if errors.Is(err, io.EOF) {
-			resp, err = &statedv1.ScanResponse{}, nil
-		}
-		if err != nil {
-			return err
-		}
-		stream, first = s, resp
+		stream, first, stop = s, resp, cancel
 		return nil
 	})
-	return stream, first, err
+	return stream, first, stop, err
 }
 
 // Offset is the next offset to consume for one partition of a topic: the

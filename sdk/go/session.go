@@ -246,7 +246,13 @@ func (c *Client) acquireLane(ctx context.Context) (*lane, error) {
 		}
 		ch := c.sess.opening
 		if ch == nil {
-			// No open in flight: this caller runs one, under its own ctx.
+			// No open in flight: this caller runs one, under its own ctx,
+			// unless the Client was closed (an open that Close ended
+			// woke it).
+			if err := c.checkOpen("open session"); err != nil {
+				c.sess.mu.Unlock()
+				return nil, err
+			}
 			ch = c.startOpenLocked()
 			c.sess.mu.Unlock()
 			c.runOpen(ctx, ch)
