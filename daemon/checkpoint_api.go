@@ -21,8 +21,8 @@ func (a checkpointsAPI) Trigger(ctx context.Context, wait bool) (uint64, *upload
 	return a.c.Trigger(ctx, wait)
 }
 
-func (a checkpointsAPI) List(ctx context.Context) ([]*uploader.Manifest, error) {
-	return a.c.up.List(ctx)
+func (a checkpointsAPI) List(ctx context.Context) ([]*uploader.Manifest, []uploader.Unreadable, error) {
+	return a.c.up.Catalog(ctx)
 }
 
 func (a checkpointsAPI) Get(ctx context.Context, epoch uint64, latest bool, savepoint string) (*uploader.Manifest, error) {

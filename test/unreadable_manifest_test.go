@@ -99,6 +99,9 @@ func TestAnUnreadableSavepointStopsNoRestoreAndCanBeDeleted(t *testing.T) {
 		if r.code != 0 || !strings.Contains(r.stdout, "2") {
 			t.Fatalf("checkpoint list: exit %d, want the two checkpoints listed\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 		}
+		if !strings.Contains(r.stderr, "savepoints/future.json does not read") {
+			t.Fatalf("checkpoint list does not warn of the pin that does not read\nstderr: %s", r.stderr)
+		}
 	})
 	t.Run("checkpoint delete --savepoint future", func(t *testing.T) {
 		r := runStated(ctx, t, "--addr", n.socket, "checkpoint", "delete", "--savepoint", "future")

@@ -227,6 +227,9 @@ func (c *cli) checkpointList() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			for _, un := range resp.GetUnreadable() {
+				fmt.Fprintf(c.stderr, "warning: %s does not read, and is left out (retention deletes nothing while it is in the bucket): %s\n", un.GetKey(), un.GetError())
+			}
 			if asJSON {
 				out := []checkpointOutput{}
 				for _, s := range resp.GetCheckpoints() {

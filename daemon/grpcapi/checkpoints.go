@@ -18,7 +18,7 @@ type Checkpointer interface {
 	// Trigger starts a checkpoint and returns its epoch once its barrier
 	// applied, and with wait its manifest once it completed.
 	Trigger(ctx context.Context, wait bool) (uint64, *uploader.Manifest, error)
-	List(ctx context.Context) ([]*uploader.Manifest, error)
+	List(ctx context.Context) ([]*uploader.Manifest, []uploader.Unreadable, error)
 	// Get selects by epoch, the latest, or a savepoint name.
 	Get(ctx context.Context, epoch uint64, latest bool, savepoint string) (*uploader.Manifest, error)
 	// Savepoint pins epoch (zero: the latest) under name.
@@ -96,13 +96,16 @@ func (s *CheckpointsServer) Trigger(ctx context.Context, r *statedv1.TriggerChec
 // List returns the completed checkpoints, oldest first.
 func (s *CheckpointsServer) List(ctx context.Context, r *statedv1.ListCheckpointsRequest) (*statedv1.ListCheckpointsResponse, error) {
 	return forward(ctx, s, r, statedv1.CheckpointsClient.List, func() (*statedv1.ListCheckpointsResponse, error) {
-		ms, err := s.ckpt.List(ctx)
+		ms, unreadable, err := s.ckpt.List(ctx)
 		if err != nil {
 			return nil, err
 		}
 		resp := &statedv1.ListCheckpointsResponse{}
 		for _, m := range ms {
 			resp.Checkpoints = append(resp.Checkpoints, Summary(m))
+		}
+		for _, un := range unreadable {
+			resp.Unreadable = append(resp.Unreadable, &statedv1.UnreadableCheckpointFile{Key: un.Key, Epoch: un.Epoch, Error: un.Err.Error()})
 		}
 		return resp, nil
 	})

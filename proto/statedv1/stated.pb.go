@@ -624,7 +624,7 @@ func (x SessionRefused_Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionRefused_Reason.Descriptor instead.
 func (SessionRefused_Reason) EnumDescriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{49, 0}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{50, 0}
 }
 
 type RecoveryRequest struct {
@@ -1210,8 +1210,13 @@ func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
 }
 
 type ListCheckpointsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Checkpoints   []*CheckpointSummary   `protobuf:"bytes,1,rep,name=checkpoints" json:"checkpoints,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoints []*CheckpointSummary   `protobuf:"bytes,1,rep,name=checkpoints" json:"checkpoints,omitempty"`
+	// unreadable are the manifests and savepoint pins in the bucket that
+	// this release cannot read (a newer release's format, a damaged file):
+	// they are left out of checkpoints, and retention deletes nothing while
+	// one is there.
+	Unreadable    []*UnreadableCheckpointFile `protobuf:"bytes,2,rep,name=unreadable" json:"unreadable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1253,6 +1258,76 @@ func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointSummary {
 	return nil
 }
 
+func (x *ListCheckpointsResponse) GetUnreadable() []*UnreadableCheckpointFile {
+	if x != nil {
+		return x.Unreadable
+	}
+	return nil
+}
+
+type UnreadableCheckpointFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is the file's key in the bucket (manifests/... or savepoints/...).
+	Key string `protobuf:"bytes,1,opt,name=key" json:"key,omitempty"`
+	// epoch is a manifest's checkpoint epoch, from its key; 0 for a pin.
+	Epoch uint64 `protobuf:"varint,2,opt,name=epoch" json:"epoch,omitempty"`
+	// error says why it does not read.
+	Error         string `protobuf:"bytes,3,opt,name=error" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnreadableCheckpointFile) Reset() {
+	*x = UnreadableCheckpointFile{}
+	mi := &file_statedv1_stated_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnreadableCheckpointFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnreadableCheckpointFile) ProtoMessage() {}
+
+func (x *UnreadableCheckpointFile) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnreadableCheckpointFile.ProtoReflect.Descriptor instead.
+func (*UnreadableCheckpointFile) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *UnreadableCheckpointFile) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *UnreadableCheckpointFile) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *UnreadableCheckpointFile) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type GetCheckpointRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// epoch selects a checkpoint; zero with latest unset is invalid.
@@ -1266,7 +1341,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[9]
+	mi := &file_statedv1_stated_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1353,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[9]
+	mi := &file_statedv1_stated_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1366,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{9}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetCheckpointRequest) GetEpoch() uint64 {
@@ -1326,7 +1401,7 @@ type SavepointRequest struct {
 
 func (x *SavepointRequest) Reset() {
 	*x = SavepointRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[10]
+	mi := &file_statedv1_stated_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1413,7 @@ func (x *SavepointRequest) String() string {
 func (*SavepointRequest) ProtoMessage() {}
 
 func (x *SavepointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[10]
+	mi := &file_statedv1_stated_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1426,7 @@ func (x *SavepointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SavepointRequest.ProtoReflect.Descriptor instead.
 func (*SavepointRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{10}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SavepointRequest) GetEpoch() uint64 {
@@ -1377,7 +1452,7 @@ type SavepointResponse struct {
 
 func (x *SavepointResponse) Reset() {
 	*x = SavepointResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[11]
+	mi := &file_statedv1_stated_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1464,7 @@ func (x *SavepointResponse) String() string {
 func (*SavepointResponse) ProtoMessage() {}
 
 func (x *SavepointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[11]
+	mi := &file_statedv1_stated_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1477,7 @@ func (x *SavepointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SavepointResponse.ProtoReflect.Descriptor instead.
 func (*SavepointResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{11}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SavepointResponse) GetEpoch() uint64 {
@@ -1431,7 +1506,7 @@ type DeleteCheckpointRequest struct {
 
 func (x *DeleteCheckpointRequest) Reset() {
 	*x = DeleteCheckpointRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[12]
+	mi := &file_statedv1_stated_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1518,7 @@ func (x *DeleteCheckpointRequest) String() string {
 func (*DeleteCheckpointRequest) ProtoMessage() {}
 
 func (x *DeleteCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[12]
+	mi := &file_statedv1_stated_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1531,7 @@ func (x *DeleteCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*DeleteCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{12}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteCheckpointRequest) GetEpoch() uint64 {
@@ -1488,7 +1563,7 @@ type DeleteCheckpointResponse struct {
 
 func (x *DeleteCheckpointResponse) Reset() {
 	*x = DeleteCheckpointResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[13]
+	mi := &file_statedv1_stated_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1575,7 @@ func (x *DeleteCheckpointResponse) String() string {
 func (*DeleteCheckpointResponse) ProtoMessage() {}
 
 func (x *DeleteCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[13]
+	mi := &file_statedv1_stated_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1588,7 @@ func (x *DeleteCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*DeleteCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{13}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{14}
 }
 
 type CheckpointSummary struct {
@@ -1553,7 +1628,7 @@ type CheckpointSummary struct {
 
 func (x *CheckpointSummary) Reset() {
 	*x = CheckpointSummary{}
-	mi := &file_statedv1_stated_proto_msgTypes[14]
+	mi := &file_statedv1_stated_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1640,7 @@ func (x *CheckpointSummary) String() string {
 func (*CheckpointSummary) ProtoMessage() {}
 
 func (x *CheckpointSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[14]
+	mi := &file_statedv1_stated_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1653,7 @@ func (x *CheckpointSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointSummary.ProtoReflect.Descriptor instead.
 func (*CheckpointSummary) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{14}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CheckpointSummary) GetEpoch() uint64 {
@@ -1704,7 +1779,7 @@ type CheckpointFile struct {
 
 func (x *CheckpointFile) Reset() {
 	*x = CheckpointFile{}
-	mi := &file_statedv1_stated_proto_msgTypes[15]
+	mi := &file_statedv1_stated_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +1791,7 @@ func (x *CheckpointFile) String() string {
 func (*CheckpointFile) ProtoMessage() {}
 
 func (x *CheckpointFile) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[15]
+	mi := &file_statedv1_stated_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +1804,7 @@ func (x *CheckpointFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointFile.ProtoReflect.Descriptor instead.
 func (*CheckpointFile) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{15}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CheckpointFile) GetPath() string {
@@ -1765,7 +1840,7 @@ type CheckpointManifest struct {
 
 func (x *CheckpointManifest) Reset() {
 	*x = CheckpointManifest{}
-	mi := &file_statedv1_stated_proto_msgTypes[16]
+	mi := &file_statedv1_stated_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1777,7 +1852,7 @@ func (x *CheckpointManifest) String() string {
 func (*CheckpointManifest) ProtoMessage() {}
 
 func (x *CheckpointManifest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[16]
+	mi := &file_statedv1_stated_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1790,7 +1865,7 @@ func (x *CheckpointManifest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointManifest.ProtoReflect.Descriptor instead.
 func (*CheckpointManifest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{16}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CheckpointManifest) GetSummary() *CheckpointSummary {
@@ -1829,7 +1904,7 @@ type CheckpointStatusRequest struct {
 
 func (x *CheckpointStatusRequest) Reset() {
 	*x = CheckpointStatusRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[17]
+	mi := &file_statedv1_stated_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1916,7 @@ func (x *CheckpointStatusRequest) String() string {
 func (*CheckpointStatusRequest) ProtoMessage() {}
 
 func (x *CheckpointStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[17]
+	mi := &file_statedv1_stated_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +1929,7 @@ func (x *CheckpointStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointStatusRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointStatusRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{17}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{18}
 }
 
 type CheckpointStatus struct {
@@ -1908,7 +1983,7 @@ type CheckpointStatus struct {
 
 func (x *CheckpointStatus) Reset() {
 	*x = CheckpointStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[18]
+	mi := &file_statedv1_stated_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1920,7 +1995,7 @@ func (x *CheckpointStatus) String() string {
 func (*CheckpointStatus) ProtoMessage() {}
 
 func (x *CheckpointStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[18]
+	mi := &file_statedv1_stated_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1933,7 +2008,7 @@ func (x *CheckpointStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointStatus.ProtoReflect.Descriptor instead.
 func (*CheckpointStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{18}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CheckpointStatus) GetEnabled() bool {
@@ -2127,7 +2202,7 @@ type CheckpointCountInfo struct {
 
 func (x *CheckpointCountInfo) Reset() {
 	*x = CheckpointCountInfo{}
-	mi := &file_statedv1_stated_proto_msgTypes[19]
+	mi := &file_statedv1_stated_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2139,7 +2214,7 @@ func (x *CheckpointCountInfo) String() string {
 func (*CheckpointCountInfo) ProtoMessage() {}
 
 func (x *CheckpointCountInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[19]
+	mi := &file_statedv1_stated_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2152,7 +2227,7 @@ func (x *CheckpointCountInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointCountInfo.ProtoReflect.Descriptor instead.
 func (*CheckpointCountInfo) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{19}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CheckpointCountInfo) GetWholeReason() string {
@@ -2225,7 +2300,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[20]
+	mi := &file_statedv1_stated_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2312,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[20]
+	mi := &file_statedv1_stated_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2325,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{20}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -2298,7 +2373,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[21]
+	mi := &file_statedv1_stated_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2385,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[21]
+	mi := &file_statedv1_stated_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2398,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{21}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JoinResponse) GetClusterId() string {
@@ -2349,7 +2424,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[22]
+	mi := &file_statedv1_stated_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +2436,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[22]
+	mi := &file_statedv1_stated_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +2449,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{22}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RemoveRequest) GetNodeId() string {
@@ -2392,7 +2467,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[23]
+	mi := &file_statedv1_stated_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2404,7 +2479,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[23]
+	mi := &file_statedv1_stated_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2417,7 +2492,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{23}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{24}
 }
 
 type MembersRequest struct {
@@ -2428,7 +2503,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[24]
+	mi := &file_statedv1_stated_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2440,7 +2515,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[24]
+	mi := &file_statedv1_stated_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2453,7 +2528,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{24}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{25}
 }
 
 type Member struct {
@@ -2469,7 +2544,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_statedv1_stated_proto_msgTypes[25]
+	mi := &file_statedv1_stated_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2481,7 +2556,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[25]
+	mi := &file_statedv1_stated_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2494,7 +2569,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{25}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Member) GetNodeId() string {
@@ -2543,7 +2618,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[26]
+	mi := &file_statedv1_stated_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2555,7 +2630,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[26]
+	mi := &file_statedv1_stated_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2568,7 +2643,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{26}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -2600,7 +2675,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[27]
+	mi := &file_statedv1_stated_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2612,7 +2687,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[27]
+	mi := &file_statedv1_stated_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2625,7 +2700,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{27}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{28}
 }
 
 type NodeStatusResponse struct {
@@ -2653,7 +2728,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[28]
+	mi := &file_statedv1_stated_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +2740,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[28]
+	mi := &file_statedv1_stated_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +2753,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{28}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NodeStatusResponse) GetNodeId() string {
@@ -2780,7 +2855,7 @@ type StateCounts struct {
 
 func (x *StateCounts) Reset() {
 	*x = StateCounts{}
-	mi := &file_statedv1_stated_proto_msgTypes[29]
+	mi := &file_statedv1_stated_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2792,7 +2867,7 @@ func (x *StateCounts) String() string {
 func (*StateCounts) ProtoMessage() {}
 
 func (x *StateCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[29]
+	mi := &file_statedv1_stated_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2805,7 +2880,7 @@ func (x *StateCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateCounts.ProtoReflect.Descriptor instead.
 func (*StateCounts) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{29}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StateCounts) GetSessions() uint64 {
@@ -2890,7 +2965,7 @@ type Mutation struct {
 
 func (x *Mutation) Reset() {
 	*x = Mutation{}
-	mi := &file_statedv1_stated_proto_msgTypes[30]
+	mi := &file_statedv1_stated_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2902,7 +2977,7 @@ func (x *Mutation) String() string {
 func (*Mutation) ProtoMessage() {}
 
 func (x *Mutation) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[30]
+	mi := &file_statedv1_stated_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2915,7 +2990,7 @@ func (x *Mutation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mutation.ProtoReflect.Descriptor instead.
 func (*Mutation) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{30}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Mutation) GetKind() MutationKind {
@@ -2985,7 +3060,7 @@ type Offset struct {
 
 func (x *Offset) Reset() {
 	*x = Offset{}
-	mi := &file_statedv1_stated_proto_msgTypes[31]
+	mi := &file_statedv1_stated_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2997,7 +3072,7 @@ func (x *Offset) String() string {
 func (*Offset) ProtoMessage() {}
 
 func (x *Offset) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[31]
+	mi := &file_statedv1_stated_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3010,7 +3085,7 @@ func (x *Offset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Offset.ProtoReflect.Descriptor instead.
 func (*Offset) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{31}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Offset) GetGroup() string {
@@ -3058,7 +3133,7 @@ type TopicPartition struct {
 
 func (x *TopicPartition) Reset() {
 	*x = TopicPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[32]
+	mi := &file_statedv1_stated_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3070,7 +3145,7 @@ func (x *TopicPartition) String() string {
 func (*TopicPartition) ProtoMessage() {}
 
 func (x *TopicPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[32]
+	mi := &file_statedv1_stated_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3083,7 +3158,7 @@ func (x *TopicPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicPartition.ProtoReflect.Descriptor instead.
 func (*TopicPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{32}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TopicPartition) GetTopic() string {
@@ -3112,7 +3187,7 @@ type ClaimRequest struct {
 
 func (x *ClaimRequest) Reset() {
 	*x = ClaimRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[33]
+	mi := &file_statedv1_stated_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3124,7 +3199,7 @@ func (x *ClaimRequest) String() string {
 func (*ClaimRequest) ProtoMessage() {}
 
 func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[33]
+	mi := &file_statedv1_stated_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3137,7 +3212,7 @@ func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimRequest.ProtoReflect.Descriptor instead.
 func (*ClaimRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{33}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ClaimRequest) GetGroup() string {
@@ -3176,7 +3251,7 @@ type ClaimedPartition struct {
 
 func (x *ClaimedPartition) Reset() {
 	*x = ClaimedPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[34]
+	mi := &file_statedv1_stated_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3188,7 +3263,7 @@ func (x *ClaimedPartition) String() string {
 func (*ClaimedPartition) ProtoMessage() {}
 
 func (x *ClaimedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[34]
+	mi := &file_statedv1_stated_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3201,7 +3276,7 @@ func (x *ClaimedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimedPartition.ProtoReflect.Descriptor instead.
 func (*ClaimedPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{34}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ClaimedPartition) GetTopic() string {
@@ -3250,7 +3325,7 @@ type ClaimResponse struct {
 
 func (x *ClaimResponse) Reset() {
 	*x = ClaimResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[35]
+	mi := &file_statedv1_stated_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3262,7 +3337,7 @@ func (x *ClaimResponse) String() string {
 func (*ClaimResponse) ProtoMessage() {}
 
 func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[35]
+	mi := &file_statedv1_stated_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3275,7 +3350,7 @@ func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimResponse.ProtoReflect.Descriptor instead.
 func (*ClaimResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{35}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ClaimResponse) GetPartitions() []*ClaimedPartition {
@@ -3303,7 +3378,7 @@ type PartitionEpoch struct {
 
 func (x *PartitionEpoch) Reset() {
 	*x = PartitionEpoch{}
-	mi := &file_statedv1_stated_proto_msgTypes[36]
+	mi := &file_statedv1_stated_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3315,7 +3390,7 @@ func (x *PartitionEpoch) String() string {
 func (*PartitionEpoch) ProtoMessage() {}
 
 func (x *PartitionEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[36]
+	mi := &file_statedv1_stated_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3328,7 +3403,7 @@ func (x *PartitionEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionEpoch.ProtoReflect.Descriptor instead.
 func (*PartitionEpoch) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{36}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PartitionEpoch) GetTopic() string {
@@ -3363,7 +3438,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[37]
+	mi := &file_statedv1_stated_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3375,7 +3450,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[37]
+	mi := &file_statedv1_stated_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3388,7 +3463,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{37}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReleaseRequest) GetGroup() string {
@@ -3421,7 +3496,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[38]
+	mi := &file_statedv1_stated_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3433,7 +3508,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[38]
+	mi := &file_statedv1_stated_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3446,7 +3521,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{38}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReleaseResponse) GetIndex() uint64 {
@@ -3472,7 +3547,7 @@ type PartitionClaim struct {
 
 func (x *PartitionClaim) Reset() {
 	*x = PartitionClaim{}
-	mi := &file_statedv1_stated_proto_msgTypes[39]
+	mi := &file_statedv1_stated_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3484,7 +3559,7 @@ func (x *PartitionClaim) String() string {
 func (*PartitionClaim) ProtoMessage() {}
 
 func (x *PartitionClaim) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[39]
+	mi := &file_statedv1_stated_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3497,7 +3572,7 @@ func (x *PartitionClaim) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionClaim.ProtoReflect.Descriptor instead.
 func (*PartitionClaim) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{39}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PartitionClaim) GetTopic() string {
@@ -3578,7 +3653,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[40]
+	mi := &file_statedv1_stated_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3590,7 +3665,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[40]
+	mi := &file_statedv1_stated_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3603,7 +3678,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{40}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CommitRequest) GetMutations() []*Mutation {
@@ -3700,7 +3775,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[41]
+	mi := &file_statedv1_stated_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3712,7 +3787,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[41]
+	mi := &file_statedv1_stated_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3725,7 +3800,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{41}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CommitResponse) GetIndex() uint64 {
@@ -3766,7 +3841,7 @@ type CommitBatchRequest struct {
 
 func (x *CommitBatchRequest) Reset() {
 	*x = CommitBatchRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[42]
+	mi := &file_statedv1_stated_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3778,7 +3853,7 @@ func (x *CommitBatchRequest) String() string {
 func (*CommitBatchRequest) ProtoMessage() {}
 
 func (x *CommitBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[42]
+	mi := &file_statedv1_stated_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3791,7 +3866,7 @@ func (x *CommitBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitBatchRequest.ProtoReflect.Descriptor instead.
 func (*CommitBatchRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{42}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CommitBatchRequest) GetCommits() []*CommitRequest {
@@ -3811,7 +3886,7 @@ type CommitBatchResponse struct {
 
 func (x *CommitBatchResponse) Reset() {
 	*x = CommitBatchResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[43]
+	mi := &file_statedv1_stated_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3823,7 +3898,7 @@ func (x *CommitBatchResponse) String() string {
 func (*CommitBatchResponse) ProtoMessage() {}
 
 func (x *CommitBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[43]
+	mi := &file_statedv1_stated_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3836,7 +3911,7 @@ func (x *CommitBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitBatchResponse.ProtoReflect.Descriptor instead.
 func (*CommitBatchResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{43}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CommitBatchResponse) GetResults() []*CommitBatchResult {
@@ -3858,7 +3933,7 @@ type CommitBatchResult struct {
 
 func (x *CommitBatchResult) Reset() {
 	*x = CommitBatchResult{}
-	mi := &file_statedv1_stated_proto_msgTypes[44]
+	mi := &file_statedv1_stated_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3870,7 +3945,7 @@ func (x *CommitBatchResult) String() string {
 func (*CommitBatchResult) ProtoMessage() {}
 
 func (x *CommitBatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[44]
+	mi := &file_statedv1_stated_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3883,7 +3958,7 @@ func (x *CommitBatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitBatchResult.ProtoReflect.Descriptor instead.
 func (*CommitBatchResult) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{44}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CommitBatchResult) GetResponse() *CommitResponse {
@@ -3913,7 +3988,7 @@ type CommitError struct {
 
 func (x *CommitError) Reset() {
 	*x = CommitError{}
-	mi := &file_statedv1_stated_proto_msgTypes[45]
+	mi := &file_statedv1_stated_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3925,7 +4000,7 @@ func (x *CommitError) String() string {
 func (*CommitError) ProtoMessage() {}
 
 func (x *CommitError) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[45]
+	mi := &file_statedv1_stated_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3938,7 +4013,7 @@ func (x *CommitError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitError.ProtoReflect.Descriptor instead.
 func (*CommitError) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{45}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CommitError) GetCode() int32 {
@@ -3978,7 +4053,7 @@ type OpenSessionRequest struct {
 
 func (x *OpenSessionRequest) Reset() {
 	*x = OpenSessionRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[46]
+	mi := &file_statedv1_stated_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3990,7 +4065,7 @@ func (x *OpenSessionRequest) String() string {
 func (*OpenSessionRequest) ProtoMessage() {}
 
 func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[46]
+	mi := &file_statedv1_stated_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4003,7 +4078,7 @@ func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionRequest.ProtoReflect.Descriptor instead.
 func (*OpenSessionRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{46}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *OpenSessionRequest) GetClientId() string {
@@ -4040,7 +4115,7 @@ type OpenSessionResponse struct {
 
 func (x *OpenSessionResponse) Reset() {
 	*x = OpenSessionResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[47]
+	mi := &file_statedv1_stated_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4052,7 +4127,7 @@ func (x *OpenSessionResponse) String() string {
 func (*OpenSessionResponse) ProtoMessage() {}
 
 func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[47]
+	mi := &file_statedv1_stated_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4065,7 +4140,7 @@ func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionResponse.ProtoReflect.Descriptor instead.
 func (*OpenSessionResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{47}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *OpenSessionResponse) GetSessionId() uint64 {
@@ -4116,7 +4191,7 @@ type LineageRefused struct {
 
 func (x *LineageRefused) Reset() {
 	*x = LineageRefused{}
-	mi := &file_statedv1_stated_proto_msgTypes[48]
+	mi := &file_statedv1_stated_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4128,7 +4203,7 @@ func (x *LineageRefused) String() string {
 func (*LineageRefused) ProtoMessage() {}
 
 func (x *LineageRefused) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[48]
+	mi := &file_statedv1_stated_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4141,7 +4216,7 @@ func (x *LineageRefused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LineageRefused.ProtoReflect.Descriptor instead.
 func (*LineageRefused) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{48}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *LineageRefused) GetClientLineageId() string {
@@ -4190,7 +4265,7 @@ type SessionRefused struct {
 
 func (x *SessionRefused) Reset() {
 	*x = SessionRefused{}
-	mi := &file_statedv1_stated_proto_msgTypes[49]
+	mi := &file_statedv1_stated_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4202,7 +4277,7 @@ func (x *SessionRefused) String() string {
 func (*SessionRefused) ProtoMessage() {}
 
 func (x *SessionRefused) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[49]
+	mi := &file_statedv1_stated_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4215,7 +4290,7 @@ func (x *SessionRefused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRefused.ProtoReflect.Descriptor instead.
 func (*SessionRefused) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{49}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SessionRefused) GetClientId() string {
@@ -4284,7 +4359,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_statedv1_stated_proto_msgTypes[50]
+	mi := &file_statedv1_stated_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4296,7 +4371,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[50]
+	mi := &file_statedv1_stated_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4309,7 +4384,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{50}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReadOptions) GetConsistency() Consistency {
@@ -4340,7 +4415,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[51]
+	mi := &file_statedv1_stated_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4352,7 +4427,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[51]
+	mi := &file_statedv1_stated_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4365,7 +4440,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{51}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetRequest) GetNamespace() string {
@@ -4418,7 +4493,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[52]
+	mi := &file_statedv1_stated_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4430,7 +4505,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[52]
+	mi := &file_statedv1_stated_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4443,7 +4518,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{52}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -4503,7 +4578,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[53]
+	mi := &file_statedv1_stated_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4515,7 +4590,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[53]
+	mi := &file_statedv1_stated_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4528,7 +4603,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{53}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ScanRequest) GetNamespace() string {
@@ -4603,7 +4678,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_statedv1_stated_proto_msgTypes[54]
+	mi := &file_statedv1_stated_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4615,7 +4690,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[54]
+	mi := &file_statedv1_stated_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4628,7 +4703,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{54}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Entry) GetKind() Kind {
@@ -4683,7 +4758,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[55]
+	mi := &file_statedv1_stated_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4695,7 +4770,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[55]
+	mi := &file_statedv1_stated_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4708,7 +4783,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{55}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ScanResponse) GetEntries() []*Entry {
@@ -4735,7 +4810,7 @@ type GetOffsetsRequest struct {
 
 func (x *GetOffsetsRequest) Reset() {
 	*x = GetOffsetsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[56]
+	mi := &file_statedv1_stated_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4747,7 +4822,7 @@ func (x *GetOffsetsRequest) String() string {
 func (*GetOffsetsRequest) ProtoMessage() {}
 
 func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[56]
+	mi := &file_statedv1_stated_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4760,7 +4835,7 @@ func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{56}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetOffsetsRequest) GetGroup() string {
@@ -4793,7 +4868,7 @@ type GetOffsetsResponse struct {
 
 func (x *GetOffsetsResponse) Reset() {
 	*x = GetOffsetsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[57]
+	mi := &file_statedv1_stated_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4805,7 +4880,7 @@ func (x *GetOffsetsResponse) String() string {
 func (*GetOffsetsResponse) ProtoMessage() {}
 
 func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[57]
+	mi := &file_statedv1_stated_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4818,7 +4893,7 @@ func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{57}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetOffsetsResponse) GetOffsets() []*Offset {
@@ -4870,7 +4945,7 @@ type FencedPartition struct {
 
 func (x *FencedPartition) Reset() {
 	*x = FencedPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[58]
+	mi := &file_statedv1_stated_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4882,7 +4957,7 @@ func (x *FencedPartition) String() string {
 func (*FencedPartition) ProtoMessage() {}
 
 func (x *FencedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[58]
+	mi := &file_statedv1_stated_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4895,7 +4970,7 @@ func (x *FencedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FencedPartition.ProtoReflect.Descriptor instead.
 func (*FencedPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{58}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *FencedPartition) GetGroup() string {
@@ -4988,7 +5063,7 @@ type WindowSpec struct {
 
 func (x *WindowSpec) Reset() {
 	*x = WindowSpec{}
-	mi := &file_statedv1_stated_proto_msgTypes[59]
+	mi := &file_statedv1_stated_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5000,7 +5075,7 @@ func (x *WindowSpec) String() string {
 func (*WindowSpec) ProtoMessage() {}
 
 func (x *WindowSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[59]
+	mi := &file_statedv1_stated_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5013,7 +5088,7 @@ func (x *WindowSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSpec.ProtoReflect.Descriptor instead.
 func (*WindowSpec) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{59}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *WindowSpec) GetNamespace() string {
@@ -5123,7 +5198,7 @@ type DefineWindowsRequest struct {
 
 func (x *DefineWindowsRequest) Reset() {
 	*x = DefineWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[60]
+	mi := &file_statedv1_stated_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5135,7 +5210,7 @@ func (x *DefineWindowsRequest) String() string {
 func (*DefineWindowsRequest) ProtoMessage() {}
 
 func (x *DefineWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[60]
+	mi := &file_statedv1_stated_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5148,7 +5223,7 @@ func (x *DefineWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefineWindowsRequest.ProtoReflect.Descriptor instead.
 func (*DefineWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{60}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *DefineWindowsRequest) GetSpec() *WindowSpec {
@@ -5171,7 +5246,7 @@ type DefineWindowsResponse struct {
 
 func (x *DefineWindowsResponse) Reset() {
 	*x = DefineWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[61]
+	mi := &file_statedv1_stated_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5183,7 +5258,7 @@ func (x *DefineWindowsResponse) String() string {
 func (*DefineWindowsResponse) ProtoMessage() {}
 
 func (x *DefineWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[61]
+	mi := &file_statedv1_stated_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5196,7 +5271,7 @@ func (x *DefineWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefineWindowsResponse.ProtoReflect.Descriptor instead.
 func (*DefineWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{61}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *DefineWindowsResponse) GetIndex() uint64 {
@@ -5235,7 +5310,7 @@ type WindowAdd struct {
 
 func (x *WindowAdd) Reset() {
 	*x = WindowAdd{}
-	mi := &file_statedv1_stated_proto_msgTypes[62]
+	mi := &file_statedv1_stated_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5247,7 +5322,7 @@ func (x *WindowAdd) String() string {
 func (*WindowAdd) ProtoMessage() {}
 
 func (x *WindowAdd) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[62]
+	mi := &file_statedv1_stated_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5260,7 +5335,7 @@ func (x *WindowAdd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowAdd.ProtoReflect.Descriptor instead.
 func (*WindowAdd) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{62}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *WindowAdd) GetNamespace() string {
@@ -5325,7 +5400,7 @@ type WatermarkHint struct {
 
 func (x *WatermarkHint) Reset() {
 	*x = WatermarkHint{}
-	mi := &file_statedv1_stated_proto_msgTypes[63]
+	mi := &file_statedv1_stated_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5337,7 +5412,7 @@ func (x *WatermarkHint) String() string {
 func (*WatermarkHint) ProtoMessage() {}
 
 func (x *WatermarkHint) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[63]
+	mi := &file_statedv1_stated_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5350,7 +5425,7 @@ func (x *WatermarkHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatermarkHint.ProtoReflect.Descriptor instead.
 func (*WatermarkHint) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{63}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *WatermarkHint) GetNamespace() string {
@@ -5386,7 +5461,7 @@ type EmissionAck struct {
 
 func (x *EmissionAck) Reset() {
 	*x = EmissionAck{}
-	mi := &file_statedv1_stated_proto_msgTypes[64]
+	mi := &file_statedv1_stated_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5398,7 +5473,7 @@ func (x *EmissionAck) String() string {
 func (*EmissionAck) ProtoMessage() {}
 
 func (x *EmissionAck) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[64]
+	mi := &file_statedv1_stated_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5411,7 +5486,7 @@ func (x *EmissionAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmissionAck.ProtoReflect.Descriptor instead.
 func (*EmissionAck) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{64}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *EmissionAck) GetNamespace() string {
@@ -5444,7 +5519,7 @@ type TimerOp struct {
 
 func (x *TimerOp) Reset() {
 	*x = TimerOp{}
-	mi := &file_statedv1_stated_proto_msgTypes[65]
+	mi := &file_statedv1_stated_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5456,7 +5531,7 @@ func (x *TimerOp) String() string {
 func (*TimerOp) ProtoMessage() {}
 
 func (x *TimerOp) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[65]
+	mi := &file_statedv1_stated_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5469,7 +5544,7 @@ func (x *TimerOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerOp.ProtoReflect.Descriptor instead.
 func (*TimerOp) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{65}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *TimerOp) GetNamespace() string {
@@ -5509,7 +5584,7 @@ type AddResult struct {
 
 func (x *AddResult) Reset() {
 	*x = AddResult{}
-	mi := &file_statedv1_stated_proto_msgTypes[66]
+	mi := &file_statedv1_stated_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5521,7 +5596,7 @@ func (x *AddResult) String() string {
 func (*AddResult) ProtoMessage() {}
 
 func (x *AddResult) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[66]
+	mi := &file_statedv1_stated_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5534,7 +5609,7 @@ func (x *AddResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddResult.ProtoReflect.Descriptor instead.
 func (*AddResult) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{66}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *AddResult) GetStatus() AddStatus {
@@ -5572,7 +5647,7 @@ type Emission struct {
 
 func (x *Emission) Reset() {
 	*x = Emission{}
-	mi := &file_statedv1_stated_proto_msgTypes[67]
+	mi := &file_statedv1_stated_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5584,7 +5659,7 @@ func (x *Emission) String() string {
 func (*Emission) ProtoMessage() {}
 
 func (x *Emission) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[67]
+	mi := &file_statedv1_stated_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5597,7 +5672,7 @@ func (x *Emission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Emission.ProtoReflect.Descriptor instead.
 func (*Emission) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{67}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *Emission) GetNamespace() string {
@@ -5705,7 +5780,7 @@ type OutboxFull struct {
 
 func (x *OutboxFull) Reset() {
 	*x = OutboxFull{}
-	mi := &file_statedv1_stated_proto_msgTypes[68]
+	mi := &file_statedv1_stated_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5717,7 +5792,7 @@ func (x *OutboxFull) String() string {
 func (*OutboxFull) ProtoMessage() {}
 
 func (x *OutboxFull) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[68]
+	mi := &file_statedv1_stated_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5730,7 +5805,7 @@ func (x *OutboxFull) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxFull.ProtoReflect.Descriptor instead.
 func (*OutboxFull) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{68}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *OutboxFull) GetNamespace() string {
@@ -5775,7 +5850,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_statedv1_stated_proto_msgTypes[69]
+	mi := &file_statedv1_stated_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5787,7 +5862,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[69]
+	mi := &file_statedv1_stated_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5800,7 +5875,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{69}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *Window) GetKey() []byte {
@@ -5895,7 +5970,7 @@ type GetWindowsRequest struct {
 
 func (x *GetWindowsRequest) Reset() {
 	*x = GetWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[70]
+	mi := &file_statedv1_stated_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5907,7 +5982,7 @@ func (x *GetWindowsRequest) String() string {
 func (*GetWindowsRequest) ProtoMessage() {}
 
 func (x *GetWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[70]
+	mi := &file_statedv1_stated_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5920,7 +5995,7 @@ func (x *GetWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWindowsRequest.ProtoReflect.Descriptor instead.
 func (*GetWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{70}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *GetWindowsRequest) GetNamespace() string {
@@ -5968,7 +6043,7 @@ type GetWindowsResponse struct {
 
 func (x *GetWindowsResponse) Reset() {
 	*x = GetWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[71]
+	mi := &file_statedv1_stated_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5980,7 +6055,7 @@ func (x *GetWindowsResponse) String() string {
 func (*GetWindowsResponse) ProtoMessage() {}
 
 func (x *GetWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[71]
+	mi := &file_statedv1_stated_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5993,7 +6068,7 @@ func (x *GetWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWindowsResponse.ProtoReflect.Descriptor instead.
 func (*GetWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{71}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GetWindowsResponse) GetWindows() []*Window {
@@ -6026,7 +6101,7 @@ type ListOpenWindowsRequest struct {
 
 func (x *ListOpenWindowsRequest) Reset() {
 	*x = ListOpenWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[72]
+	mi := &file_statedv1_stated_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6038,7 +6113,7 @@ func (x *ListOpenWindowsRequest) String() string {
 func (*ListOpenWindowsRequest) ProtoMessage() {}
 
 func (x *ListOpenWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[72]
+	mi := &file_statedv1_stated_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6051,7 +6126,7 @@ func (x *ListOpenWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenWindowsRequest.ProtoReflect.Descriptor instead.
 func (*ListOpenWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{72}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ListOpenWindowsRequest) GetNamespace() string {
@@ -6102,7 +6177,7 @@ type ListOpenWindowsResponse struct {
 
 func (x *ListOpenWindowsResponse) Reset() {
 	*x = ListOpenWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[73]
+	mi := &file_statedv1_stated_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6114,7 +6189,7 @@ func (x *ListOpenWindowsResponse) String() string {
 func (*ListOpenWindowsResponse) ProtoMessage() {}
 
 func (x *ListOpenWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[73]
+	mi := &file_statedv1_stated_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6127,7 +6202,7 @@ func (x *ListOpenWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenWindowsResponse.ProtoReflect.Descriptor instead.
 func (*ListOpenWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{73}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListOpenWindowsResponse) GetWindows() []*Window {
@@ -6165,7 +6240,7 @@ type ReadEmissionsRequest struct {
 
 func (x *ReadEmissionsRequest) Reset() {
 	*x = ReadEmissionsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[74]
+	mi := &file_statedv1_stated_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6177,7 +6252,7 @@ func (x *ReadEmissionsRequest) String() string {
 func (*ReadEmissionsRequest) ProtoMessage() {}
 
 func (x *ReadEmissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[74]
+	mi := &file_statedv1_stated_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6190,7 +6265,7 @@ func (x *ReadEmissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEmissionsRequest.ProtoReflect.Descriptor instead.
 func (*ReadEmissionsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{74}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ReadEmissionsRequest) GetNamespace() string {
@@ -6233,7 +6308,7 @@ type ReadEmissionsResponse struct {
 
 func (x *ReadEmissionsResponse) Reset() {
 	*x = ReadEmissionsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[75]
+	mi := &file_statedv1_stated_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6245,7 +6320,7 @@ func (x *ReadEmissionsResponse) String() string {
 func (*ReadEmissionsResponse) ProtoMessage() {}
 
 func (x *ReadEmissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[75]
+	mi := &file_statedv1_stated_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6258,7 +6333,7 @@ func (x *ReadEmissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEmissionsResponse.ProtoReflect.Descriptor instead.
 func (*ReadEmissionsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{75}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ReadEmissionsResponse) GetEmissions() []*Emission {
@@ -6295,7 +6370,7 @@ type WindowStatusRequest struct {
 
 func (x *WindowStatusRequest) Reset() {
 	*x = WindowStatusRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[76]
+	mi := &file_statedv1_stated_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6307,7 +6382,7 @@ func (x *WindowStatusRequest) String() string {
 func (*WindowStatusRequest) ProtoMessage() {}
 
 func (x *WindowStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[76]
+	mi := &file_statedv1_stated_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6320,7 +6395,7 @@ func (x *WindowStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStatusRequest.ProtoReflect.Descriptor instead.
 func (*WindowStatusRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{76}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *WindowStatusRequest) GetNamespace() string {
@@ -6353,7 +6428,7 @@ type WindowSourceStatus struct {
 
 func (x *WindowSourceStatus) Reset() {
 	*x = WindowSourceStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[77]
+	mi := &file_statedv1_stated_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6365,7 +6440,7 @@ func (x *WindowSourceStatus) String() string {
 func (*WindowSourceStatus) ProtoMessage() {}
 
 func (x *WindowSourceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[77]
+	mi := &file_statedv1_stated_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6378,7 +6453,7 @@ func (x *WindowSourceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSourceStatus.ProtoReflect.Descriptor instead.
 func (*WindowSourceStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{77}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *WindowSourceStatus) GetSource() string {
@@ -6431,7 +6506,7 @@ type WindowNamespaceStatus struct {
 
 func (x *WindowNamespaceStatus) Reset() {
 	*x = WindowNamespaceStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[78]
+	mi := &file_statedv1_stated_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6443,7 +6518,7 @@ func (x *WindowNamespaceStatus) String() string {
 func (*WindowNamespaceStatus) ProtoMessage() {}
 
 func (x *WindowNamespaceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[78]
+	mi := &file_statedv1_stated_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6456,7 +6531,7 @@ func (x *WindowNamespaceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowNamespaceStatus.ProtoReflect.Descriptor instead.
 func (*WindowNamespaceStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{78}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *WindowNamespaceStatus) GetSpec() *WindowSpec {
@@ -6533,7 +6608,7 @@ type WindowStatusResponse struct {
 
 func (x *WindowStatusResponse) Reset() {
 	*x = WindowStatusResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[79]
+	mi := &file_statedv1_stated_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6545,7 +6620,7 @@ func (x *WindowStatusResponse) String() string {
 func (*WindowStatusResponse) ProtoMessage() {}
 
 func (x *WindowStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[79]
+	mi := &file_statedv1_stated_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6558,7 +6633,7 @@ func (x *WindowStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStatusResponse.ProtoReflect.Descriptor instead.
 func (*WindowStatusResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{79}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *WindowStatusResponse) GetNamespaces() []*WindowNamespaceStatus {
@@ -6630,9 +6705,16 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x19TriggerCheckpointResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x126\n" +
 	"\asummary\x18\x02 \x01(\v2\x1c.stated.v1.CheckpointSummaryR\asummary\"\x18\n" +
-	"\x16ListCheckpointsRequest\"Y\n" +
+	"\x16ListCheckpointsRequest\"\x9e\x01\n" +
 	"\x17ListCheckpointsResponse\x12>\n" +
-	"\vcheckpoints\x18\x01 \x03(\v2\x1c.stated.v1.CheckpointSummaryR\vcheckpoints\"b\n" +
+	"\vcheckpoints\x18\x01 \x03(\v2\x1c.stated.v1.CheckpointSummaryR\vcheckpoints\x12C\n" +
+	"\n" +
+	"unreadable\x18\x02 \x03(\v2#.stated.v1.UnreadableCheckpointFileR\n" +
+	"unreadable\"X\n" +
+	"\x18UnreadableCheckpointFile\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"b\n" +
 	"\x14GetCheckpointRequest\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06latest\x18\x02 \x01(\bR\x06latest\x12\x1c\n" +
@@ -7179,7 +7261,7 @@ func file_statedv1_stated_proto_rawDescGZIP() []byte {
 }
 
 var file_statedv1_stated_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
+var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_statedv1_stated_proto_goTypes = []any{
 	(Kind)(0),                         // 0: stated.v1.Kind
 	(MutationKind)(0),                 // 1: stated.v1.MutationKind
@@ -7200,192 +7282,194 @@ var file_statedv1_stated_proto_goTypes = []any{
 	(*TriggerCheckpointResponse)(nil), // 16: stated.v1.TriggerCheckpointResponse
 	(*ListCheckpointsRequest)(nil),    // 17: stated.v1.ListCheckpointsRequest
 	(*ListCheckpointsResponse)(nil),   // 18: stated.v1.ListCheckpointsResponse
-	(*GetCheckpointRequest)(nil),      // 19: stated.v1.GetCheckpointRequest
-	(*SavepointRequest)(nil),          // 20: stated.v1.SavepointRequest
-	(*SavepointResponse)(nil),         // 21: stated.v1.SavepointResponse
-	(*DeleteCheckpointRequest)(nil),   // 22: stated.v1.DeleteCheckpointRequest
-	(*DeleteCheckpointResponse)(nil),  // 23: stated.v1.DeleteCheckpointResponse
-	(*CheckpointSummary)(nil),         // 24: stated.v1.CheckpointSummary
-	(*CheckpointFile)(nil),            // 25: stated.v1.CheckpointFile
-	(*CheckpointManifest)(nil),        // 26: stated.v1.CheckpointManifest
-	(*CheckpointStatusRequest)(nil),   // 27: stated.v1.CheckpointStatusRequest
-	(*CheckpointStatus)(nil),          // 28: stated.v1.CheckpointStatus
-	(*CheckpointCountInfo)(nil),       // 29: stated.v1.CheckpointCountInfo
-	(*JoinRequest)(nil),               // 30: stated.v1.JoinRequest
-	(*JoinResponse)(nil),              // 31: stated.v1.JoinResponse
-	(*RemoveRequest)(nil),             // 32: stated.v1.RemoveRequest
-	(*RemoveResponse)(nil),            // 33: stated.v1.RemoveResponse
-	(*MembersRequest)(nil),            // 34: stated.v1.MembersRequest
-	(*Member)(nil),                    // 35: stated.v1.Member
-	(*MembersResponse)(nil),           // 36: stated.v1.MembersResponse
-	(*NodeStatusRequest)(nil),         // 37: stated.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),        // 38: stated.v1.NodeStatusResponse
-	(*StateCounts)(nil),               // 39: stated.v1.StateCounts
-	(*Mutation)(nil),                  // 40: stated.v1.Mutation
-	(*Offset)(nil),                    // 41: stated.v1.Offset
-	(*TopicPartition)(nil),            // 42: stated.v1.TopicPartition
-	(*ClaimRequest)(nil),              // 43: stated.v1.ClaimRequest
-	(*ClaimedPartition)(nil),          // 44: stated.v1.ClaimedPartition
-	(*ClaimResponse)(nil),             // 45: stated.v1.ClaimResponse
-	(*PartitionEpoch)(nil),            // 46: stated.v1.PartitionEpoch
-	(*ReleaseRequest)(nil),            // 47: stated.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),           // 48: stated.v1.ReleaseResponse
-	(*PartitionClaim)(nil),            // 49: stated.v1.PartitionClaim
-	(*CommitRequest)(nil),             // 50: stated.v1.CommitRequest
-	(*CommitResponse)(nil),            // 51: stated.v1.CommitResponse
-	(*CommitBatchRequest)(nil),        // 52: stated.v1.CommitBatchRequest
-	(*CommitBatchResponse)(nil),       // 53: stated.v1.CommitBatchResponse
-	(*CommitBatchResult)(nil),         // 54: stated.v1.CommitBatchResult
-	(*CommitError)(nil),               // 55: stated.v1.CommitError
-	(*OpenSessionRequest)(nil),        // 56: stated.v1.OpenSessionRequest
-	(*OpenSessionResponse)(nil),       // 57: stated.v1.OpenSessionResponse
-	(*LineageRefused)(nil),            // 58: stated.v1.LineageRefused
-	(*SessionRefused)(nil),            // 59: stated.v1.SessionRefused
-	(*ReadOptions)(nil),               // 60: stated.v1.ReadOptions
-	(*GetRequest)(nil),                // 61: stated.v1.GetRequest
-	(*GetResponse)(nil),               // 62: stated.v1.GetResponse
-	(*ScanRequest)(nil),               // 63: stated.v1.ScanRequest
-	(*Entry)(nil),                     // 64: stated.v1.Entry
-	(*ScanResponse)(nil),              // 65: stated.v1.ScanResponse
-	(*GetOffsetsRequest)(nil),         // 66: stated.v1.GetOffsetsRequest
-	(*GetOffsetsResponse)(nil),        // 67: stated.v1.GetOffsetsResponse
-	(*FencedPartition)(nil),           // 68: stated.v1.FencedPartition
-	(*WindowSpec)(nil),                // 69: stated.v1.WindowSpec
-	(*DefineWindowsRequest)(nil),      // 70: stated.v1.DefineWindowsRequest
-	(*DefineWindowsResponse)(nil),     // 71: stated.v1.DefineWindowsResponse
-	(*WindowAdd)(nil),                 // 72: stated.v1.WindowAdd
-	(*WatermarkHint)(nil),             // 73: stated.v1.WatermarkHint
-	(*EmissionAck)(nil),               // 74: stated.v1.EmissionAck
-	(*TimerOp)(nil),                   // 75: stated.v1.TimerOp
-	(*AddResult)(nil),                 // 76: stated.v1.AddResult
-	(*Emission)(nil),                  // 77: stated.v1.Emission
-	(*OutboxFull)(nil),                // 78: stated.v1.OutboxFull
-	(*Window)(nil),                    // 79: stated.v1.Window
-	(*GetWindowsRequest)(nil),         // 80: stated.v1.GetWindowsRequest
-	(*GetWindowsResponse)(nil),        // 81: stated.v1.GetWindowsResponse
-	(*ListOpenWindowsRequest)(nil),    // 82: stated.v1.ListOpenWindowsRequest
-	(*ListOpenWindowsResponse)(nil),   // 83: stated.v1.ListOpenWindowsResponse
-	(*ReadEmissionsRequest)(nil),      // 84: stated.v1.ReadEmissionsRequest
-	(*ReadEmissionsResponse)(nil),     // 85: stated.v1.ReadEmissionsResponse
-	(*WindowStatusRequest)(nil),       // 86: stated.v1.WindowStatusRequest
-	(*WindowSourceStatus)(nil),        // 87: stated.v1.WindowSourceStatus
-	(*WindowNamespaceStatus)(nil),     // 88: stated.v1.WindowNamespaceStatus
-	(*WindowStatusResponse)(nil),      // 89: stated.v1.WindowStatusResponse
-	(*anypb.Any)(nil),                 // 90: google.protobuf.Any
+	(*UnreadableCheckpointFile)(nil),  // 19: stated.v1.UnreadableCheckpointFile
+	(*GetCheckpointRequest)(nil),      // 20: stated.v1.GetCheckpointRequest
+	(*SavepointRequest)(nil),          // 21: stated.v1.SavepointRequest
+	(*SavepointResponse)(nil),         // 22: stated.v1.SavepointResponse
+	(*DeleteCheckpointRequest)(nil),   // 23: stated.v1.DeleteCheckpointRequest
+	(*DeleteCheckpointResponse)(nil),  // 24: stated.v1.DeleteCheckpointResponse
+	(*CheckpointSummary)(nil),         // 25: stated.v1.CheckpointSummary
+	(*CheckpointFile)(nil),            // 26: stated.v1.CheckpointFile
+	(*CheckpointManifest)(nil),        // 27: stated.v1.CheckpointManifest
+	(*CheckpointStatusRequest)(nil),   // 28: stated.v1.CheckpointStatusRequest
+	(*CheckpointStatus)(nil),          // 29: stated.v1.CheckpointStatus
+	(*CheckpointCountInfo)(nil),       // 30: stated.v1.CheckpointCountInfo
+	(*JoinRequest)(nil),               // 31: stated.v1.JoinRequest
+	(*JoinResponse)(nil),              // 32: stated.v1.JoinResponse
+	(*RemoveRequest)(nil),             // 33: stated.v1.RemoveRequest
+	(*RemoveResponse)(nil),            // 34: stated.v1.RemoveResponse
+	(*MembersRequest)(nil),            // 35: stated.v1.MembersRequest
+	(*Member)(nil),                    // 36: stated.v1.Member
+	(*MembersResponse)(nil),           // 37: stated.v1.MembersResponse
+	(*NodeStatusRequest)(nil),         // 38: stated.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),        // 39: stated.v1.NodeStatusResponse
+	(*StateCounts)(nil),               // 40: stated.v1.StateCounts
+	(*Mutation)(nil),                  // 41: stated.v1.Mutation
+	(*Offset)(nil),                    // 42: stated.v1.Offset
+	(*TopicPartition)(nil),            // 43: stated.v1.TopicPartition
+	(*ClaimRequest)(nil),              // 44: stated.v1.ClaimRequest
+	(*ClaimedPartition)(nil),          // 45: stated.v1.ClaimedPartition
+	(*ClaimResponse)(nil),             // 46: stated.v1.ClaimResponse
+	(*PartitionEpoch)(nil),            // 47: stated.v1.PartitionEpoch
+	(*ReleaseRequest)(nil),            // 48: stated.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),           // 49: stated.v1.ReleaseResponse
+	(*PartitionClaim)(nil),            // 50: stated.v1.PartitionClaim
+	(*CommitRequest)(nil),             // 51: stated.v1.CommitRequest
+	(*CommitResponse)(nil),            // 52: stated.v1.CommitResponse
+	(*CommitBatchRequest)(nil),        // 53: stated.v1.CommitBatchRequest
+	(*CommitBatchResponse)(nil),       // 54: stated.v1.CommitBatchResponse
+	(*CommitBatchResult)(nil),         // 55: stated.v1.CommitBatchResult
+	(*CommitError)(nil),               // 56: stated.v1.CommitError
+	(*OpenSessionRequest)(nil),        // 57: stated.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),       // 58: stated.v1.OpenSessionResponse
+	(*LineageRefused)(nil),            // 59: stated.v1.LineageRefused
+	(*SessionRefused)(nil),            // 60: stated.v1.SessionRefused
+	(*ReadOptions)(nil),               // 61: stated.v1.ReadOptions
+	(*GetRequest)(nil),                // 62: stated.v1.GetRequest
+	(*GetResponse)(nil),               // 63: stated.v1.GetResponse
+	(*ScanRequest)(nil),               // 64: stated.v1.ScanRequest
+	(*Entry)(nil),                     // 65: stated.v1.Entry
+	(*ScanResponse)(nil),              // 66: stated.v1.ScanResponse
+	(*GetOffsetsRequest)(nil),         // 67: stated.v1.GetOffsetsRequest
+	(*GetOffsetsResponse)(nil),        // 68: stated.v1.GetOffsetsResponse
+	(*FencedPartition)(nil),           // 69: stated.v1.FencedPartition
+	(*WindowSpec)(nil),                // 70: stated.v1.WindowSpec
+	(*DefineWindowsRequest)(nil),      // 71: stated.v1.DefineWindowsRequest
+	(*DefineWindowsResponse)(nil),     // 72: stated.v1.DefineWindowsResponse
+	(*WindowAdd)(nil),                 // 73: stated.v1.WindowAdd
+	(*WatermarkHint)(nil),             // 74: stated.v1.WatermarkHint
+	(*EmissionAck)(nil),               // 75: stated.v1.EmissionAck
+	(*TimerOp)(nil),                   // 76: stated.v1.TimerOp
+	(*AddResult)(nil),                 // 77: stated.v1.AddResult
+	(*Emission)(nil),                  // 78: stated.v1.Emission
+	(*OutboxFull)(nil),                // 79: stated.v1.OutboxFull
+	(*Window)(nil),                    // 80: stated.v1.Window
+	(*GetWindowsRequest)(nil),         // 81: stated.v1.GetWindowsRequest
+	(*GetWindowsResponse)(nil),        // 82: stated.v1.GetWindowsResponse
+	(*ListOpenWindowsRequest)(nil),    // 83: stated.v1.ListOpenWindowsRequest
+	(*ListOpenWindowsResponse)(nil),   // 84: stated.v1.ListOpenWindowsResponse
+	(*ReadEmissionsRequest)(nil),      // 85: stated.v1.ReadEmissionsRequest
+	(*ReadEmissionsResponse)(nil),     // 86: stated.v1.ReadEmissionsResponse
+	(*WindowStatusRequest)(nil),       // 87: stated.v1.WindowStatusRequest
+	(*WindowSourceStatus)(nil),        // 88: stated.v1.WindowSourceStatus
+	(*WindowNamespaceStatus)(nil),     // 89: stated.v1.WindowNamespaceStatus
+	(*WindowStatusResponse)(nil),      // 90: stated.v1.WindowStatusResponse
+	(*anypb.Any)(nil),                 // 91: google.protobuf.Any
 }
 var file_statedv1_stated_proto_depIdxs = []int32{
-	24, // 0: stated.v1.RecoveryReport.checkpoint:type_name -> stated.v1.CheckpointSummary
+	25, // 0: stated.v1.RecoveryReport.checkpoint:type_name -> stated.v1.CheckpointSummary
 	11, // 1: stated.v1.RecoveryReport.problems:type_name -> stated.v1.FileProblem
 	12, // 2: stated.v1.RecoveryReport.partitions:type_name -> stated.v1.PartitionRecovery
 	13, // 3: stated.v1.RecoveryReport.windows:type_name -> stated.v1.WindowNamespaceRecovery
-	24, // 4: stated.v1.TriggerCheckpointResponse.summary:type_name -> stated.v1.CheckpointSummary
-	24, // 5: stated.v1.ListCheckpointsResponse.checkpoints:type_name -> stated.v1.CheckpointSummary
-	24, // 6: stated.v1.CheckpointManifest.summary:type_name -> stated.v1.CheckpointSummary
-	41, // 7: stated.v1.CheckpointManifest.offsets:type_name -> stated.v1.Offset
-	25, // 8: stated.v1.CheckpointManifest.files:type_name -> stated.v1.CheckpointFile
-	24, // 9: stated.v1.CheckpointStatus.last_completed:type_name -> stated.v1.CheckpointSummary
-	29, // 10: stated.v1.CheckpointStatus.last_count:type_name -> stated.v1.CheckpointCountInfo
-	35, // 11: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
-	39, // 12: stated.v1.NodeStatusResponse.counts:type_name -> stated.v1.StateCounts
-	1,  // 13: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
-	42, // 14: stated.v1.ClaimRequest.partitions:type_name -> stated.v1.TopicPartition
-	44, // 15: stated.v1.ClaimResponse.partitions:type_name -> stated.v1.ClaimedPartition
-	46, // 16: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
-	40, // 17: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
-	41, // 18: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
-	72, // 19: stated.v1.CommitRequest.window_adds:type_name -> stated.v1.WindowAdd
-	73, // 20: stated.v1.CommitRequest.watermark_hints:type_name -> stated.v1.WatermarkHint
-	74, // 21: stated.v1.CommitRequest.acks:type_name -> stated.v1.EmissionAck
-	75, // 22: stated.v1.CommitRequest.timers:type_name -> stated.v1.TimerOp
-	76, // 23: stated.v1.CommitResponse.add_results:type_name -> stated.v1.AddResult
-	77, // 24: stated.v1.CommitResponse.emissions:type_name -> stated.v1.Emission
-	50, // 25: stated.v1.CommitBatchRequest.commits:type_name -> stated.v1.CommitRequest
-	54, // 26: stated.v1.CommitBatchResponse.results:type_name -> stated.v1.CommitBatchResult
-	51, // 27: stated.v1.CommitBatchResult.response:type_name -> stated.v1.CommitResponse
-	55, // 28: stated.v1.CommitBatchResult.error:type_name -> stated.v1.CommitError
-	90, // 29: stated.v1.CommitError.details:type_name -> google.protobuf.Any
-	9,  // 30: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
-	2,  // 31: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
-	0,  // 32: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
-	60, // 33: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 34: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
-	60, // 35: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 36: stated.v1.Entry.kind:type_name -> stated.v1.Kind
-	64, // 37: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
-	60, // 38: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
-	41, // 39: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
-	49, // 40: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
-	41, // 41: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
-	3,  // 42: stated.v1.WindowSpec.shape:type_name -> stated.v1.WindowShape
-	4,  // 43: stated.v1.WindowSpec.aggregate:type_name -> stated.v1.WindowAggregate
-	5,  // 44: stated.v1.WindowSpec.emit:type_name -> stated.v1.WindowEmit
-	6,  // 45: stated.v1.WindowSpec.late:type_name -> stated.v1.LatePolicy
-	69, // 46: stated.v1.DefineWindowsRequest.spec:type_name -> stated.v1.WindowSpec
-	7,  // 47: stated.v1.AddResult.status:type_name -> stated.v1.AddStatus
-	8,  // 48: stated.v1.Emission.kind:type_name -> stated.v1.EmissionKind
-	60, // 49: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	79, // 50: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
-	60, // 51: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	79, // 52: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
-	60, // 53: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
-	77, // 54: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
-	60, // 55: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
-	69, // 56: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
-	87, // 57: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
-	88, // 58: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
-	50, // 59: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
-	61, // 60: stated.v1.State.Get:input_type -> stated.v1.GetRequest
-	63, // 61: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
-	66, // 62: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
-	43, // 63: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
-	47, // 64: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
-	56, // 65: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
-	52, // 66: stated.v1.State.CommitBatch:input_type -> stated.v1.CommitBatchRequest
-	30, // 67: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
-	32, // 68: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
-	34, // 69: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
-	37, // 70: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
-	15, // 71: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
-	17, // 72: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
-	19, // 73: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
-	20, // 74: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
-	22, // 75: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
-	27, // 76: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
-	10, // 77: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
-	70, // 78: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
-	80, // 79: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
-	82, // 80: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
-	84, // 81: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
-	86, // 82: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
-	51, // 83: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
-	62, // 84: stated.v1.State.Get:output_type -> stated.v1.GetResponse
-	65, // 85: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
-	67, // 86: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
-	45, // 87: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
-	48, // 88: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
-	57, // 89: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
-	53, // 90: stated.v1.State.CommitBatch:output_type -> stated.v1.CommitBatchResponse
-	31, // 91: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
-	33, // 92: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
-	36, // 93: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
-	38, // 94: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
-	16, // 95: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
-	18, // 96: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
-	26, // 97: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
-	21, // 98: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
-	23, // 99: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
-	28, // 100: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
-	14, // 101: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
-	71, // 102: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
-	81, // 103: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
-	83, // 104: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
-	85, // 105: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
-	89, // 106: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
-	83, // [83:107] is the sub-list for method output_type
-	59, // [59:83] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	25, // 4: stated.v1.TriggerCheckpointResponse.summary:type_name -> stated.v1.CheckpointSummary
+	25, // 5: stated.v1.ListCheckpointsResponse.checkpoints:type_name -> stated.v1.CheckpointSummary
+	19, // 6: stated.v1.ListCheckpointsResponse.unreadable:type_name -> stated.v1.UnreadableCheckpointFile
+	25, // 7: stated.v1.CheckpointManifest.summary:type_name -> stated.v1.CheckpointSummary
+	42, // 8: stated.v1.CheckpointManifest.offsets:type_name -> stated.v1.Offset
+	26, // 9: stated.v1.CheckpointManifest.files:type_name -> stated.v1.CheckpointFile
+	25, // 10: stated.v1.CheckpointStatus.last_completed:type_name -> stated.v1.CheckpointSummary
+	30, // 11: stated.v1.CheckpointStatus.last_count:type_name -> stated.v1.CheckpointCountInfo
+	36, // 12: stated.v1.MembersResponse.members:type_name -> stated.v1.Member
+	40, // 13: stated.v1.NodeStatusResponse.counts:type_name -> stated.v1.StateCounts
+	1,  // 14: stated.v1.Mutation.kind:type_name -> stated.v1.MutationKind
+	43, // 15: stated.v1.ClaimRequest.partitions:type_name -> stated.v1.TopicPartition
+	45, // 16: stated.v1.ClaimResponse.partitions:type_name -> stated.v1.ClaimedPartition
+	47, // 17: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
+	41, // 18: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
+	42, // 19: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
+	73, // 20: stated.v1.CommitRequest.window_adds:type_name -> stated.v1.WindowAdd
+	74, // 21: stated.v1.CommitRequest.watermark_hints:type_name -> stated.v1.WatermarkHint
+	75, // 22: stated.v1.CommitRequest.acks:type_name -> stated.v1.EmissionAck
+	76, // 23: stated.v1.CommitRequest.timers:type_name -> stated.v1.TimerOp
+	77, // 24: stated.v1.CommitResponse.add_results:type_name -> stated.v1.AddResult
+	78, // 25: stated.v1.CommitResponse.emissions:type_name -> stated.v1.Emission
+	51, // 26: stated.v1.CommitBatchRequest.commits:type_name -> stated.v1.CommitRequest
+	55, // 27: stated.v1.CommitBatchResponse.results:type_name -> stated.v1.CommitBatchResult
+	52, // 28: stated.v1.CommitBatchResult.response:type_name -> stated.v1.CommitResponse
+	56, // 29: stated.v1.CommitBatchResult.error:type_name -> stated.v1.CommitError
+	91, // 30: stated.v1.CommitError.details:type_name -> google.protobuf.Any
+	9,  // 31: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
+	2,  // 32: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
+	0,  // 33: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
+	61, // 34: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 35: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
+	61, // 36: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 37: stated.v1.Entry.kind:type_name -> stated.v1.Kind
+	65, // 38: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
+	61, // 39: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
+	42, // 40: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
+	50, // 41: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
+	42, // 42: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
+	3,  // 43: stated.v1.WindowSpec.shape:type_name -> stated.v1.WindowShape
+	4,  // 44: stated.v1.WindowSpec.aggregate:type_name -> stated.v1.WindowAggregate
+	5,  // 45: stated.v1.WindowSpec.emit:type_name -> stated.v1.WindowEmit
+	6,  // 46: stated.v1.WindowSpec.late:type_name -> stated.v1.LatePolicy
+	70, // 47: stated.v1.DefineWindowsRequest.spec:type_name -> stated.v1.WindowSpec
+	7,  // 48: stated.v1.AddResult.status:type_name -> stated.v1.AddStatus
+	8,  // 49: stated.v1.Emission.kind:type_name -> stated.v1.EmissionKind
+	61, // 50: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	80, // 51: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
+	61, // 52: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	80, // 53: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
+	61, // 54: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
+	78, // 55: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
+	61, // 56: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
+	70, // 57: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
+	88, // 58: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
+	89, // 59: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
+	51, // 60: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
+	62, // 61: stated.v1.State.Get:input_type -> stated.v1.GetRequest
+	64, // 62: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
+	67, // 63: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
+	44, // 64: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
+	48, // 65: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
+	57, // 66: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
+	53, // 67: stated.v1.State.CommitBatch:input_type -> stated.v1.CommitBatchRequest
+	31, // 68: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
+	33, // 69: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
+	35, // 70: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
+	38, // 71: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
+	15, // 72: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
+	17, // 73: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
+	20, // 74: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
+	21, // 75: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
+	23, // 76: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
+	28, // 77: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
+	10, // 78: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
+	71, // 79: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
+	81, // 80: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
+	83, // 81: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
+	85, // 82: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
+	87, // 83: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
+	52, // 84: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
+	63, // 85: stated.v1.State.Get:output_type -> stated.v1.GetResponse
+	66, // 86: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
+	68, // 87: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
+	46, // 88: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
+	49, // 89: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
+	58, // 90: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
+	54, // 91: stated.v1.State.CommitBatch:output_type -> stated.v1.CommitBatchResponse
+	32, // 92: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
+	34, // 93: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
+	37, // 94: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
+	39, // 95: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
+	16, // 96: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
+	18, // 97: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
+	27, // 98: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
+	22, // 99: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
+	24, // 100: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
+	29, // 101: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
+	14, // 102: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
+	72, // 103: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
+	82, // 104: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
+	84, // 105: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
+	86, // 106: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
+	90, // 107: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
+	84, // [84:108] is the sub-list for method output_type
+	60, // [60:84] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_statedv1_stated_proto_init() }
@@ -7399,7 +7483,7 @@ func file_statedv1_stated_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_statedv1_stated_proto_rawDesc), len(file_statedv1_stated_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   80,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
