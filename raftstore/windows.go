@@ -28,6 +28,9 @@ type CommitOutcome struct {
 // *fsm.SessionError or *fsm.OutboxFullError (all errors.Is ErrRejected),
 // with the outcome's Index set to the refused entry's.
 func (s *Store) CommitOutcome(ctx context.Context, c *command.Commit) (CommitOutcome, error) {
+	if err := s.fsm.CheckTimersOutbox(c); err != nil {
+		return CommitOutcome{}, err
+	}
 	res, err := s.proposeResult(ctx, &command.Command{Type: command.TypeCommit, Commit: c})
 	if err != nil {
 		return CommitOutcome{}, err
@@ -54,18 +57,38 @@ func outcomeOf(res *fsm.Result) (CommitOutcome, error) {
 // applied or the outcome is unknown (a lost leadership or ctx ending
 // first); then outs and errs are nil.
 func (s *Store) CommitBatch(ctx context.Context, cs []*command.Commit) (outs []CommitOutcome, errs []error, err error) {
-	res, err := s.proposeResult(ctx, &command.Command{Type: command.TypeCommitBatch, Batch: cs})
+	outs, errs = make([]CommitOutcome, len(cs)), make([]error, len(cs))
+	// A commit whose timers meet a full outbox is refused on its own (see
+	// fsm.CheckTimersOutbox); the others go to Raft.
+	propose, at := cs, []int(nil)
+	for i, c := range cs {
+		if errs[i] = s.fsm.CheckTimersOutbox(c); errs[i] != nil && at == nil {
+			propose, at = nil, make([]int, 0, len(cs))
+			for j := range i {
+				propose, at = append(propose, cs[j]), append(at, j)
+			}
+		} else if errs[i] == nil && at != nil {
+			propose, at = append(propose, c), append(at, i)
+		}
+	}
+	if len(propose) == 0 {
+		return outs, errs, nil
+	}
+	res, err := s.proposeResult(ctx, &command.Command{Type: command.TypeCommitBatch, Batch: propose})
 	if err != nil {
 		return nil, nil, err
 	}
 	if res.Err != nil {
 		return nil, nil, res.Err
 	}
-	if len(res.Batch) != len(cs) {
-		return nil, nil, fmt.Errorf("raftstore: commit batch of %d commits answered with %d results", len(cs), len(res.Batch))
+	if len(res.Batch) != len(propose) {
+		return nil, nil, fmt.Errorf("raftstore: commit batch of %d commits answered with %d results", len(propose), len(res.Batch))
 	}
-	outs, errs = make([]CommitOutcome, len(cs)), make([]error, len(cs))
-	for i, r := range res.Batch {
+	for k, r := range res.Batch {
+		i := k
+		if at != nil {
+			i = at[k]
+		}
 		outs[i], errs[i] = outcomeOf(r)
 	}
 	return outs, errs, nil

@@ -3640,9 +3640,10 @@ type CommitRequest struct {
 	// watermark_hints raise sources' watermarks; acks acknowledge pending
 	// emissions, which leave the outbox with this commit (acknowledging an
 	// emission that is not pending refuses the whole commit); timers register
-	// or delete event-time timers. A commit that adds to or hints a namespace
-	// whose outbox holds max_pending_emissions or more is refused with
-	// RESOURCE_EXHAUSTED and an OutboxFull detail.
+	// or delete event-time timers. A commit that adds to, hints or sets
+	// timers in a namespace whose outbox holds max_pending_emissions or more
+	// (after its own acks) is refused with RESOURCE_EXHAUSTED and an
+	// OutboxFull detail.
 	WindowAdds     []*WindowAdd     `protobuf:"bytes,7,rep,name=window_adds,json=windowAdds" json:"window_adds,omitempty"`
 	WatermarkHints []*WatermarkHint `protobuf:"bytes,8,rep,name=watermark_hints,json=watermarkHints" json:"watermark_hints,omitempty"`
 	Acks           []*EmissionAck   `protobuf:"bytes,9,rep,name=acks" json:"acks,omitempty"`
@@ -5053,9 +5054,9 @@ type WindowSpec struct {
 	MaxListValues int32      `protobuf:"varint,11,opt,name=max_list_values,json=maxListValues" json:"max_list_values,omitempty"`
 	Emit          WindowEmit `protobuf:"varint,12,opt,name=emit,enum=stated.v1.WindowEmit" json:"emit,omitempty"`
 	Late          LatePolicy `protobuf:"varint,13,opt,name=late,enum=stated.v1.LatePolicy" json:"late,omitempty"`
-	// max_pending_emissions caps the outbox: a commit that adds to or hints
-	// a namespace with this many unacknowledged emissions is refused
-	// (RESOURCE_EXHAUSTED). 0 means 100000.
+	// max_pending_emissions caps the outbox: a commit that adds to, hints or
+	// sets timers in a namespace with this many unacknowledged emissions is
+	// refused (RESOURCE_EXHAUSTED). 0 means 100000.
 	MaxPendingEmissions int64 `protobuf:"varint,14,opt,name=max_pending_emissions,json=maxPendingEmissions" json:"max_pending_emissions,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache

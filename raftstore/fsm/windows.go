@@ -87,6 +87,45 @@ func readWindowNS(r pebble.Reader, ns string) (*command.WindowSpec, windowMeta, 
 	return &s, meta, true, nil
 }
 
+// CheckTimersOutbox refuses (*OutboxFullError) a commit that sets timers
+// in a namespace whose outbox holds max_pending_emissions already: a
+// timer at or below the watermark fires, and writes an emission, in the
+// commit that sets it. The apply refuses adds and hints on a full outbox
+// and lets timers through (as every release before did, so that replicas
+// of two releases apply one log alike); the leader checks timers before
+// it proposes. Commits in flight at once can take the outbox past the cap
+// by what they fire.
+func (f *FSM) CheckTimersOutbox(c *command.Commit) error {
+	if c == nil || len(c.Timers) == 0 {
+		return nil
+	}
+	r, done, err := f.reader()
+	if err != nil {
+		return err
+	}
+	defer done()
+	acked := map[string]int64{} // the commit's own acks apply first
+	for i := range c.Acks {
+		acked[c.Acks[i].Namespace]++
+	}
+	seen := map[string]bool{}
+	for i := range c.Timers {
+		ns := c.Timers[i].Namespace
+		if seen[ns] {
+			continue
+		}
+		seen[ns] = true
+		spec, meta, ok, err := readWindowNS(r, ns)
+		if err != nil {
+			return err
+		}
+		if ok && meta.Pending-acked[ns] >= spec.MaxPendingEmissions {
+			return &OutboxFullError{Namespace: ns, Pending: meta.Pending}
+		}
+	}
+	return nil
+}
+
 // WindowSpec returns the spec of window namespace ns, with its defaults
 // filled in.
 func (f *FSM) WindowSpec(ns string) (command.WindowSpec, bool, error) {
