@@ -44,4 +44,12 @@ const (
 const (
 	scanBatchEntries = 256
 	scanBatchBytes   = 1 << 20
+	// maxScans is how many Scan streams the daemon serves at once, over
+	// every connection (a follower's relay of the leader's answer counts
+	// too): a stream whose client does not read holds what it sent last
+	// (about 2.5 MiB: the batch, queued in the transport) until the client
+	// reads or goes away, so the memory of scans is bounded by this many
+	// streams, not by the number clients open. A scan beyond it waits for
+	// one to end, bounded by its own deadline.
+	maxScans = 32
 )

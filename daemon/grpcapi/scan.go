@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 
@@ -17,7 +18,8 @@ import (
 var errBatchFull = errors.New("grpcapi: scan batch full")
 
 // Scan streams the selected entries in key order, in batches of at most
-// scanBatchEntries entries or about scanBatchBytes.
+// scanBatchEntries entries or about scanBatchBytes. At most maxScans
+// streams are served at once; a scan beyond them waits.
 //
 // Entries are read by store scans that end before anything is sent: the
 // store holds a read lock while it scans, and a slow client must never
@@ -31,6 +33,12 @@ func (s *Server) Scan(r *statedv1.ScanRequest, stream statedv1.State_ScanServer)
 	ctx := stream.Context()
 	if err := validateScan(r); err != nil {
 		return s.toStatus(ctx, err)
+	}
+	select {
+	case s.scanSlots <- struct{}{}:
+		defer func() { <-s.scanSlots }()
+	case <-ctx.Done():
+		return s.toStatus(ctx, fmt.Errorf("%w: waiting for one of the %d scans in flight to end (a client that opens scans and does not read them holds them)", ctx.Err(), maxScans))
 	}
 	if conn, fctx, err := s.readLeaderConn(ctx, r.GetRead()); err != nil || conn != nil {
 		if err != nil {

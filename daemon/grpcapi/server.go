@@ -55,6 +55,8 @@ type Server struct {
 	store  Store
 	logger *slog.Logger
 	fwd    forwarding
+	// scanSlots holds a token for each Scan stream served (see maxScans).
+	scanSlots chan struct{}
 }
 
 // Option configures a Server or a ClusterServer.
@@ -92,7 +94,7 @@ func WithForwarder(f Forwarder) Option {
 // New returns a Server serving store.
 func New(store Store, opts ...Option) *Server {
 	o := newOptions(opts)
-	return &Server{store: store, logger: o.logger, fwd: newForwarding(store, o)}
+	return &Server{store: store, logger: o.logger, fwd: newForwarding(store, o), scanSlots: make(chan struct{}, maxScans)}
 }
 
 // Commit validates the transaction and proposes it as one Raft entry; a
