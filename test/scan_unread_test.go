@@ -95,10 +95,11 @@ func TestUnreadScansHoldBoundedMemory(t *testing.T) {
 	time.Sleep(5 * time.Second)
 	rss1 := vmRSS(t, n.pid())
 	t.Logf("%d unread scans: RSS %d MiB -> %d MiB", conns*perConn, rss0>>20, rss1>>20)
-	if grow := rss1 - rss0; grow > 256<<20 {
+	// Before the limit the growth was 1.5-1.8 GB; with it 119-367 MiB
+	// (the Go heap's garbage and the machine's load move it).
+	if grow := rss1 - rss0; grow > 768<<20 {
 		t.Fatalf("the daemon's RSS grew by %d MiB for %d Scan streams one client opened and never read", grow>>20, conns*perConn)
 	}
-
 	// Another client's commit is answered; its scan waits for a slot.
 	_, err := st.Commit(ctx, &statedv1.CommitRequest{Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT,
 		Namespace: "small", Key: []byte("k"), Value: []byte("v")}}})
