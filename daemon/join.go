@@ -98,16 +98,7 @@ func (d *Daemon) checkSameCluster(ctx context.Context, own, restoredFrom string)
 		return nil
 	}
 	addrs := d.joinAddrs()
-	resps := make([]*statedv1.MembersResponse, len(addrs))
-	var wg sync.WaitGroup
-	for i, addr := range addrs {
-		wg.Go(func() {
-			if resp, err := d.membersAt(ctx, addr, clusterCheckTimeout); err == nil {
-				resps[i] = resp
-			}
-		})
-	}
-	wg.Wait()
+	resps := d.membersOfAll(ctx, addrs, clusterCheckTimeout)
 	for i, addr := range addrs {
 		resp := resps[i]
 		if resp == nil {
@@ -186,6 +177,22 @@ func (d *Daemon) checkLeaderLists(ctx context.Context, own string, resp *statedv
 	return fmt.Errorf("daemon: node %q is not a member of cluster %s: its leader %s (%s) does not list it, so it was removed, and no member sends it anything; "+
 		"to bring it back, wipe the data dir %s and start it with --join, as a new member: %w",
 		d.cfg.NodeID, own, lresp.GetLeaderId(), leaderAddr, d.cfg.DataDir, raftstore.ErrUnknownMember)
+}
+
+// membersOfAll asks every address in addrs for its members at once, each
+// waiting at most timeout; an address that did not answer has nil.
+func (d *Daemon) membersOfAll(ctx context.Context, addrs []string, timeout time.Duration) []*statedv1.MembersResponse {
+	resps := make([]*statedv1.MembersResponse, len(addrs))
+	var wg sync.WaitGroup
+	for i, addr := range addrs {
+		wg.Go(func() {
+			if resp, err := d.membersAt(ctx, addr, timeout); err == nil {
+				resps[i] = resp
+			}
+		})
+	}
+	wg.Wait()
+	return resps
 }
 
 // membersAt asks the stated node at addr for its members, waiting at most
@@ -345,11 +352,11 @@ func (d *Daemon) join(ctx context.Context, req *statedv1.JoinRequest, expect fun
 // It returns each address's cluster id, "" for those that did not answer.
 func (d *Daemon) checkOneCluster(ctx context.Context, addrs []string) ([]string, error) {
 	ids := make([]string, len(addrs))
-	var wg sync.WaitGroup
-	for i, addr := range addrs {
-		wg.Go(func() { ids[i], _ = d.clusterAt(ctx, addr, clusterCheckTimeout) })
+	for i, resp := range d.membersOfAll(ctx, addrs, clusterCheckTimeout) {
+		if len(resp.GetMembers()) > 0 { // as clusterAt: a member answered
+			ids[i] = resp.GetClusterId()
+		}
 	}
-	wg.Wait()
 	first := -1
 	for i, id := range ids {
 		switch {

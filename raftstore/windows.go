@@ -59,16 +59,21 @@ func outcomeOf(res *fsm.Result) (CommitOutcome, error) {
 func (s *Store) CommitBatch(ctx context.Context, cs []*command.Commit) (outs []CommitOutcome, errs []error, err error) {
 	outs, errs = make([]CommitOutcome, len(cs)), make([]error, len(cs))
 	// A commit whose timers meet a full outbox is refused on its own (see
-	// fsm.CheckTimersOutbox); the others go to Raft.
-	propose, at := cs, []int(nil)
+	// fsm.CheckTimersOutbox); the others go to Raft, at[k] naming the
+	// place of propose[k] in cs (nil: every commit goes, in place).
+	refused := false
 	for i, c := range cs {
-		if errs[i] = s.fsm.CheckTimersOutbox(c); errs[i] != nil && at == nil {
-			propose, at = nil, make([]int, 0, len(cs))
-			for j := range i {
-				propose, at = append(propose, cs[j]), append(at, j)
+		if errs[i] = s.fsm.CheckTimersOutbox(c); errs[i] != nil {
+			refused = true
+		}
+	}
+	propose, at := cs, []int(nil)
+	if refused {
+		propose = nil
+		for i, c := range cs {
+			if errs[i] == nil {
+				propose, at = append(propose, c), append(at, i)
 			}
-		} else if errs[i] == nil && at != nil {
-			propose, at = append(propose, c), append(at, i)
 		}
 	}
 	if len(propose) == 0 {

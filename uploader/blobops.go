@@ -119,11 +119,11 @@ func (i blobInfo) same(o blobInfo) bool {
 	return i.size == o.size && bytes.Equal(i.md5, o.md5) && i.modTime.Equal(o.modTime)
 }
 
-// list returns the blobs under prefix.
 // listVanishedAttempts bounds the listings list starts again because a
 // file vanished under one.
 const listVanishedAttempts = 5
 
+// list returns the blobs under prefix.
 func (u *Uploader) list(ctx context.Context, prefix string) (map[string]blobInfo, error) {
 	var out map[string]blobInfo
 	listOnce := func() error {

@@ -285,22 +285,15 @@ func (u *Uploader) writeDurablyIf(ctx context.Context, key string, b []byte, ifN
 	})
 }
 
-// readAll reads the manifests under keys in parallel, skipping those
-// deleted since they were listed.
+// readAll reads the manifests under keys (one deleted since it was
+// listed is left out); one that does not read fails it, as retention
+// needs every manifest's files.
 func (u *Uploader) readAll(ctx context.Context, keys []string) ([]*Manifest, error) {
-	out := make([]*Manifest, len(keys))
-	err := u.parallel(ctx, len(keys), func(ctx context.Context, i int) error {
-		m, err := u.readManifest(ctx, keys[i])
-		if errors.Is(err, ErrNotFound) {
-			return nil
-		}
-		out[i] = m
-		return err
-	})
-	if err != nil {
-		return nil, err
+	ms, unreadable, err := u.readReadable(ctx, keys)
+	if err == nil && len(unreadable) > 0 {
+		err = unreadable[0].Err
 	}
-	return slices.DeleteFunc(out, func(m *Manifest) bool { return m == nil }), nil
+	return ms, err
 }
 
 // Unreadable is a manifest or savepoint pin in the bucket that this
@@ -314,8 +307,9 @@ type Unreadable struct {
 	Err   error
 }
 
-// readReadable is readAll that leaves out what does not read
-// (ErrFormat), and returns it.
+// readReadable reads the manifests under keys in parallel, leaving out
+// those deleted since they were listed, and returns apart those that do
+// not read (ErrFormat).
 func (u *Uploader) readReadable(ctx context.Context, keys []string) ([]*Manifest, []Unreadable, error) {
 	out := make([]*Manifest, len(keys))
 	bad := make([]error, len(keys))
@@ -340,8 +334,8 @@ func (u *Uploader) readReadable(ctx context.Context, keys []string) ([]*Manifest
 			continue
 		}
 		un := Unreadable{Key: keys[i], Err: err}
-		if digits, ok := strings.CutPrefix(keys[i], manifestsPrefix); ok {
-			un.Epoch, _ = strconv.ParseUint(strings.TrimSuffix(digits, ".json"), 10, 64)
+		if strings.HasPrefix(keys[i], manifestsPrefix) {
+			un.Epoch, _ = manifestKeyEpoch(keys[i])
 		}
 		unreadable = append(unreadable, un)
 	}
@@ -441,6 +435,11 @@ func (u *Uploader) Catalog(ctx context.Context) ([]*Manifest, []Unreadable, erro
 	return out, append(mBad, spBad...), nil
 }
 
+// manifestKeyEpoch is the epoch a key under manifests/ names.
+func manifestKeyEpoch(key string) (uint64, error) {
+	return strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(key, manifestsPrefix), ".json"), 10, 64)
+}
+
 // checkAhead refuses epoch (ErrBucketAhead) when the bucket holds a
 // checkpoint at or above it, naming the newest, before anything is sent.
 // It lists manifests/ and savepoints/, reads a savepoint once while the
@@ -454,8 +453,7 @@ func (u *Uploader) checkAhead(ctx context.Context, epoch uint64) error {
 	var top uint64
 	topKey := ""
 	if n := len(mkeys); n > 0 {
-		digits := strings.TrimSuffix(strings.TrimPrefix(mkeys[n-1], manifestsPrefix), ".json")
-		if top, err = strconv.ParseUint(digits, 10, 64); err != nil {
+		if top, err = manifestKeyEpoch(mkeys[n-1]); err != nil {
 			return fmt.Errorf("%w: manifest %s: %v", ErrFormat, mkeys[n-1], err)
 		}
 		topKey = mkeys[n-1]
@@ -611,6 +609,15 @@ func (u *Uploader) Latest(ctx context.Context) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	m, err := Newest(all, unreadable)
+	if err == nil {
+		u.warnUnreadable(unreadable)
+	}
+	return m, err
+}
+
+// Newest is Latest over what Catalog returned.
+func Newest(all []*Manifest, unreadable []Unreadable) (*Manifest, error) {
 	var newest uint64
 	if len(all) > 0 {
 		newest = all[len(all)-1].Epoch
@@ -620,7 +627,6 @@ func (u *Uploader) Latest(ctx context.Context) (*Manifest, error) {
 			return nil, un.Err
 		}
 	}
-	u.warnUnreadable(unreadable)
 	if len(all) == 0 {
 		return nil, fmt.Errorf("%w: the bucket holds no checkpoint", ErrNotFound)
 	}

@@ -90,7 +90,12 @@ func Restore(ctx context.Context, opts RestoreOptions) (_ *RestoreResult, rerr e
 		return nil, err
 	}
 	res := &RestoreResult{}
-	m, err := Select(ctx, opts.Uploader, opts.Select)
+	var m *uploader.Manifest
+	if opts.Select == (Selector{}) {
+		m, err = uploader.Newest(all, unreadable) // Select's Latest, without listing the bucket again
+	} else {
+		m, err = Select(ctx, opts.Uploader, opts.Select)
+	}
 	if errors.Is(err, uploader.ErrNotFound) && opts.Select == (Selector{}) {
 		return nil, ErrNoCheckpoint
 	}
