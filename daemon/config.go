@@ -73,6 +73,16 @@ type Config struct {
 	// MaxMessageBytes caps the size of a gRPC message the daemon receives
 	// or sends. Default 64 MiB.
 	MaxMessageBytes int
+	// MaxInflightRequestBytes bounds the bytes of large commit requests
+	// (1 MiB or more, Commit and CommitBatch) the node works on at once:
+	// one costs the daemon several times its size until it is applied, so
+	// without a bound the memory of large commits grows with the number
+	// of clients sending them. A large request beyond it waits, holding
+	// only its decoded self, until the ones before it end or its deadline
+	// passes; one larger than the whole budget is worked on alone. Smaller
+	// requests never wait for it. At least 1 MiB; zero keeps the default,
+	// DefaultMaxInflightRequestBytes.
+	MaxInflightRequestBytes int64
 	// RaftLogStore is the store of the Raft log: "wal" (raft-wal) or
 	// "boltdb" (raft-boltdb); see raftstore.Config.LogStore. Empty means
 	// the store DataDir already holds, or raftstore.DefaultLogStore for a
@@ -195,6 +205,8 @@ func DefaultConfig() Config {
 		ExpiryInterval:  5 * time.Second,
 		JoinTimeout:     time.Minute,
 
+		MaxInflightRequestBytes: DefaultMaxInflightRequestBytes,
+
 		SessionIdleTimeout: raftDefaults.SessionIdleTimeout,
 
 		CheckpointInterval: 10 * time.Second,
@@ -301,6 +313,11 @@ func (c *Config) Validate() error {
 	if c.MaxMessageBytes != 0 && c.MaxMessageBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("daemon: config: MaxMessageBytes %d is below the minimum of 1 MiB", c.MaxMessageBytes))
 	}
+	if c.MaxInflightRequestBytes != 0 {
+		if err := CheckMaxInflightRequestBytes(c.MaxInflightRequestBytes); err != nil {
+			errs = append(errs, fmt.Errorf("daemon: config: MaxInflightRequestBytes %d: %w", c.MaxInflightRequestBytes, err))
+		}
+	}
 	if c.JoinTimeout < 0 {
 		errs = append(errs, fmt.Errorf("daemon: config: JoinTimeout %s is negative", c.JoinTimeout))
 	}
@@ -356,6 +373,20 @@ func CheckCacheSize(bytes int64) error {
 	return nil
 }
 
+// DefaultMaxInflightRequestBytes is DefaultConfig's
+// MaxInflightRequestBytes: two commits of the default largest message
+// at once.
+const DefaultMaxInflightRequestBytes = 128 << 20
+
+// CheckMaxInflightRequestBytes says what is wrong with bytes as a
+// MaxInflightRequestBytes, if anything: it must be at least 1 MiB.
+func CheckMaxInflightRequestBytes(bytes int64) error {
+	if bytes < 1<<20 {
+		return fmt.Errorf("below the minimum of 1MiB (%d bytes)", int64(1<<20))
+	}
+	return nil
+}
+
 // withDefaults returns c with its optional zero fields filled in.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
@@ -365,6 +396,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if c.MaxInflightRequestBytes == 0 {
+		c.MaxInflightRequestBytes = d.MaxInflightRequestBytes
 	}
 	if c.ExpiryInterval == 0 {
 		c.ExpiryInterval = d.ExpiryInterval

@@ -18,6 +18,7 @@ import (
 
 	"github.com/statedhq/stated/daemon/authz"
 	"github.com/statedhq/stated/daemon/grpcapi"
+	"github.com/statedhq/stated/internal/reqsize"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore"
 )
@@ -287,13 +288,18 @@ func (d *Daemon) openStore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("daemon: open store: %w", err)
 	}
-	if err := d.joinIfNew(ctx, s); err != nil {
-		s.Close()
-		return err
-	}
+	// Metrics from the moment the Raft state is open: a new node waiting
+	// to join (up to JoinTimeout, while its cluster has no majority) is
+	// scraped as one without a leader rather than not answering.
 	d.store = s
 	d.registerMetrics()
 	d.serveMetrics()
+	if err := d.joinIfNew(ctx, s); err != nil {
+		d.closeMetrics() // before the store its collectors read
+		s.Close()
+		d.store = nil
+		return err
+	}
 	// A node whose cluster a restore replaced learns it from a peer of
 	// the restored cluster, maybe before it has a leader.
 	wctx, cancel := context.WithCancelCause(ctx)
@@ -354,8 +360,9 @@ func (d *Daemon) serve() {
 	d.server = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(d.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(d.cfg.MaxMessageBytes),
+		grpc.StatsHandler(reqsize.Handler()),
 	}, append(append(d.metricsServerOptions(), d.authzServerOptions()...), d.lineageServerOptions()...)...)...)
-	opts := []grpcapi.Option{grpcapi.WithLogger(d.logger), grpcapi.WithForwarder(d.conns)}
+	opts := []grpcapi.Option{grpcapi.WithLogger(d.logger), grpcapi.WithForwarder(d.conns), grpcapi.WithLargeRequestBudget(d.cfg.MaxInflightRequestBytes)}
 	statedv1.RegisterStateServer(d.server, grpcapi.New(d.store, opts...))
 	statedv1.RegisterClusterServer(d.server, grpcapi.NewCluster(d.store, opts...))
 	statedv1.RegisterCheckpointsServer(d.server, grpcapi.NewCheckpoints(d.store, checkpointsAPI{d.ckpt}, opts...))

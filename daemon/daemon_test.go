@@ -233,6 +233,8 @@ func TestConfigValidateNamesTheBadField(t *testing.T) {
 		{"socket path too long", func(c *daemon.Config) { c.SocketPath = "/tmp/" + strings.Repeat("s", 120) }, "SocketPath"},
 		{"data dir too deep for the default socket", func(c *daemon.Config) { c.DataDir = "/tmp/" + strings.Repeat("d", 120) }, "SocketPath"},
 		{"tiny message size", func(c *daemon.Config) { c.MaxMessageBytes = 1000 }, "MaxMessageBytes"},
+		{"tiny in-flight budget", func(c *daemon.Config) { c.MaxInflightRequestBytes = 1000 }, "MaxInflightRequestBytes"},
+		{"negative in-flight budget", func(c *daemon.Config) { c.MaxInflightRequestBytes = -1 }, "MaxInflightRequestBytes"},
 		{"negative expiry interval", func(c *daemon.Config) { c.ExpiryInterval = -time.Second }, "ExpiryInterval"},
 		{"raft bound to every interface, not advertised", func(c *daemon.Config) { c.RaftAddr = "0.0.0.0:7421" }, "AdvertiseRaftAddr"},
 		{"raft bound to an empty host, not advertised", func(c *daemon.Config) { c.RaftAddr = ":7421" }, "AdvertiseRaftAddr"},

@@ -77,7 +77,6 @@ func (d *Daemon) metricsServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(m.grpc.Unary),
 		grpc.ChainStreamInterceptor(m.grpc.Stream),
-		grpc.StatsHandler(m.grpc.StatsHandler()),
 	}
 }
 

@@ -140,3 +140,50 @@ func TestPprofMutexAndBlockProfilesRecordSamples(t *testing.T) {
 	}
 	t.Errorf("/debug/pprof/block holds no sample after 50 commits (runtime.SetBlockProfileRate never set):\n%.300s", block)
 }
+
+// TestMetricsAreServedWhileANewNodeWaitsToJoin: docs/METRICS.md says
+// /metrics is served from the moment the node's Raft state is open. A new
+// node whose --join address does not answer (its cluster without a
+// majority, as after a lost disk: OPERATIONS.md) keeps asking up to
+// --join-timeout; its /metrics accepted the scrape and never answered
+// until the join ended.
+func TestMetricsAreServedWhileANewNodeWaitsToJoin(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	metrics := freeAddr(t)
+	n := newNamedNode(t, "n2")
+	logs := &daemontest.Buffer{}
+	cmd := daemontest.DieWithParent(exec.CommandContext(ctx, statedBinary(t), "run", "--node-id", n.id, "--data-dir", n.dataDir,
+		"--socket", n.socket, "--grpc-addr", n.grpcAddr, "--raft-addr", n.raftAddr, "--metrics-addr", metrics,
+		"--join", freeAddr(t), "--join-timeout", "40s"))
+	cmd.Stdout, cmd.Stderr = logs, logs
+	must(t, cmd.Start())
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("the joining node's logs:\n%s", logs)
+		}
+	})
+	c := &http.Client{Timeout: 3 * time.Second}
+	var last string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		resp, err := c.Get("http://" + metrics + "/metrics")
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			last = resp.Status
+			continue
+		}
+		if s := string(body); !strings.Contains(s, "\nstated_raft_has_leader 0\n") {
+			t.Fatalf("/metrics of a node waiting to join does not report stated_raft_has_leader 0:\n%s", grepLines(s, "stated_raft_"))
+		}
+		return
+	}
+	t.Fatalf("a new node waiting for its --join address never answered GET /metrics within 20s (last: %s)", last)
+}

@@ -14,6 +14,11 @@ const cacheSizeHelp = `size of the block cache of the state's Pebble: decoded bl
 	`e.g. 64MiB, 512MB, 1GiB (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024, a bare number is bytes); at least 1MiB. ` +
 	`Larger state with reads spread over it wants a larger cache; size the container's memory limit with it (docs/OPERATIONS.md, Memory)`
 
+// maxInflightRequestHelp is the help of --max-inflight-request-bytes.
+const maxInflightRequestHelp = `bytes of commit requests of 1 MiB or more this node works on at once (each costs several times its size until applied); ` +
+	`a large request beyond it waits, bounded by its deadline, and one larger than it is worked on alone; smaller requests never wait for it. ` +
+	`A size such as 128MiB, 512MB or bytes; at least 1MiB (docs/OPERATIONS.md, Memory)`
+
 // raftSnapshotBytesHelp is the help of --raft-snapshot-bytes.
 const raftSnapshotBytesHelp = `also take a Raft snapshot once the log since the last one holds this many bytes (a snapshot refers to the state instead of copying it, so it is cheap): ` +
 	`bounds what a restart replays and the log's disk with large commits, which --raft-snapshot-threshold counts as entries. ` +

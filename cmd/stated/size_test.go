@@ -46,3 +46,17 @@ func TestPrintConfigShowsTheCacheSizeAndItsSource(t *testing.T) {
 	})
 	checkPrintedConfigReadsBack(t, "cache-size", "96MiB", `cache-size: "96MiB"  # file`)
 }
+
+func TestMaxInflightRequestBytesRefusesABadSizeNamingWhereItCameFrom(t *testing.T) {
+	t.Parallel()
+	checkRefusedNamingSource(t, []sourceCase{
+		{"flag not a size", nil, []string{"--max-inflight-request-bytes", "lots"}, `invalid argument "lots" for "--max-inflight-request-bytes"`},
+		{"flag below the minimum", nil, []string{"--max-inflight-request-bytes", "512KiB"}, `invalid argument "512KiB" for "--max-inflight-request-bytes"`},
+		{"env", map[string]string{"STATED_MAX_INFLIGHT_REQUEST_BYTES": "1.5GiB"}, nil, `STATED_MAX_INFLIGHT_REQUEST_BYTES: value "1.5GiB"`},
+		{"file", nil, []string{"--config", writeConfig(t, "max-inflight-request-bytes: 100\n")}, `key "max-inflight-request-bytes": value "100"`},
+	})
+	checkPrintedWithSource(t, "max-inflight-request-bytes", []sourceCase{
+		{"default", nil, nil, `max-inflight-request-bytes: "128MiB"  # default`},
+		{"flag", nil, []string{"--max-inflight-request-bytes", "1GiB"}, `max-inflight-request-bytes: "1GiB"  # flag`},
+	})
+}

@@ -25,6 +25,11 @@ func (s *Server) CommitBatch(ctx context.Context, r *statedv1.CommitBatchRequest
 	if n := len(r.GetCommits()); n > MaxCommitsPerBatch {
 		return nil, s.toStatus(ctx, invalid("commits", "%d commits; at most %d", n, MaxCommitsPerBatch))
 	}
+	release, err := s.large.admit(ctx, r)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	defer release()
 	conn, fctx, err := s.fwd.leaderConn(ctx)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)

@@ -41,6 +41,11 @@
 // | join raft_addr, grpc_addr    | host:port with a port (1..65535 when a number)                |
 // | whole message                | the daemon's MaxMessageBytes (default 64 MiB): ResourceExhausted |
 //
+// Commit and CommitBatch requests of 1 MiB or more also share a budget of
+// bytes worked on at once (WithLargeRequestBudget; the daemon's
+// MaxInflightRequestBytes, default 128 MiB): one beyond it waits, and is
+// answered DeadlineExceeded, unproposed, if its deadline passes first.
+//
 // # Forwarding
 //
 // Commits, Join, Remove, Windows.Define and LINEARIZABLE reads (Get, Scan,

@@ -57,14 +57,16 @@ type Server struct {
 	fwd    forwarding
 	// scanSlots holds a token for each Scan stream served (see maxScans).
 	scanSlots chan struct{}
+	large     largeRequests
 }
 
 // Option configures a Server or a ClusterServer.
 type Option func(*options)
 
 type options struct {
-	logger    *slog.Logger
-	forwarder Forwarder
+	logger     *slog.Logger
+	forwarder  Forwarder
+	largeBytes int64
 }
 
 func newOptions(opts []Option) options {
@@ -91,10 +93,19 @@ func WithForwarder(f Forwarder) Option {
 	return func(o *options) { o.forwarder = f }
 }
 
+// WithLargeRequestBudget bounds the bytes of commit requests of 1 MiB or
+// more that the server works on at once (see largeRequests); a request
+// beyond it waits, bounded by its deadline. 0 leaves them unbounded, the
+// default.
+func WithLargeRequestBudget(bytes int64) Option {
+	return func(o *options) { o.largeBytes = bytes }
+}
+
 // New returns a Server serving store.
 func New(store Store, opts ...Option) *Server {
 	o := newOptions(opts)
-	return &Server{store: store, logger: o.logger, fwd: newForwarding(store, o), scanSlots: make(chan struct{}, maxScans)}
+	return &Server{store: store, logger: o.logger, fwd: newForwarding(store, o), scanSlots: make(chan struct{}, maxScans),
+		large: newLargeRequests(o.largeBytes)}
 }
 
 // Commit validates the transaction and proposes it as one Raft entry; a
@@ -103,6 +114,11 @@ func (s *Server) Commit(ctx context.Context, r *statedv1.CommitRequest) (*stated
 	if err := validateCommit(r); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
+	release, err := s.large.admit(ctx, r)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	defer release()
 	conn, fctx, err := s.fwd.leaderConn(ctx)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)

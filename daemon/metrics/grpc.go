@@ -3,15 +3,14 @@ package metrics
 import (
 	"context"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/statedhq/stated/internal/reqsize"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
@@ -28,8 +27,9 @@ const (
 )
 
 // GRPC counts and times the RPCs a gRPC server answers. Install it with
-// grpc.ChainUnaryInterceptor(g.Unary), grpc.ChainStreamInterceptor(g.Stream)
-// and grpc.StatsHandler(g.StatsHandler()).
+// grpc.ChainUnaryInterceptor(g.Unary) and
+// grpc.ChainStreamInterceptor(g.Stream), with grpc.StatsHandler(reqsize.Handler()),
+// which gives the commit counters each Commit request's size.
 //
 // The commit counters count every commit answered OK: each Commit call's,
 // and each of a CommitBatch call's commits that its result answers OK
@@ -89,42 +89,11 @@ func (g *GRPC) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h
 	return resp, err
 }
 
-// StatsHandler is the grpc.StatsHandler that gives the commit counters a
-// Commit request's size as it arrived, which gRPC knows: sizing the
-// decoded message again walked all of its mutations (2% of the daemon's
-// CPU under 1000-mutation commits).
-func (g *GRPC) StatsHandler() stats.Handler { return requestSize{} }
-
-// requestSize records, for a Commit call, the size of the request message
-// received in the call's context (see StatsHandler).
-type requestSize struct{}
-
-// requestSizeKey keys the *atomic.Int64 a Commit call's size goes into.
-type requestSizeKey struct{}
-
-func (requestSize) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
-	if info.FullMethodName != commitMethod {
-		return ctx
-	}
-	return context.WithValue(ctx, requestSizeKey{}, new(atomic.Int64))
-}
-
-func (requestSize) HandleRPC(ctx context.Context, s stats.RPCStats) {
-	if in, ok := s.(*stats.InPayload); ok {
-		if n, ok := ctx.Value(requestSizeKey{}).(*atomic.Int64); ok {
-			n.Store(int64(in.Length))
-		}
-	}
-}
-
-func (requestSize) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
-func (requestSize) HandleConn(context.Context, stats.ConnStats)                       {}
-
 // commitSize is the size of commit request c: as received, when the stats
 // handler recorded it, else as encoded now.
 func commitSize(ctx context.Context, c *statedv1.CommitRequest) int {
-	if n, ok := ctx.Value(requestSizeKey{}).(*atomic.Int64); ok && n.Load() > 0 {
-		return int(n.Load())
+	if n, ok := reqsize.Of(ctx); ok {
+		return int(n)
 	}
 	return proto.Size(c)
 }
