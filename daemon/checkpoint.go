@@ -360,7 +360,19 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 func (c *coordinator) tableCheckpoint(ctx context.Context, cancel context.CancelFunc, tr *trigger, start time.Time) {
 	// Flush first, so that the checkpoint's WAL, which is uploaded whole
 	// every time, holds only the writes since; writers are not paused.
-	if err := c.store.Flush(); err != nil {
+	// A flush that fails while the checkpoint goes on (Pebble reported a
+	// failed flush or compaction: a full disk, say) fails the checkpoint,
+	// which could not be written either; one given up on because this
+	// node stops leading is left to the barrier to report.
+	if err := c.store.FlushContext(ctx); err != nil {
+		if ctx.Err() == nil && !errors.Is(err, raftstore.ErrClosed) {
+			err = fmt.Errorf("flush before checkpoint: %w", err)
+			if tr != nil {
+				tr.started <- triggerResult{err: err}
+			}
+			c.failed(tr, 0, err)
+			return
+		}
 		c.logger.Warn("daemon: flush before checkpoint", "error", err)
 	}
 	cp, ok := c.barrier(ctx, tr, c.store.Checkpoint)
@@ -626,7 +638,7 @@ func (c *coordinator) prehashLoop(ctx context.Context) {
 
 // prehash runs one pass of prehashLoop.
 func (c *coordinator) prehash(ctx context.Context) {
-	if err := c.store.Flush(); err != nil {
+	if err := c.store.FlushContext(ctx); err != nil {
 		c.logger.Debug("daemon: flush before hashing the state's tables", "error", err)
 		return
 	}
@@ -693,9 +705,13 @@ func (c *coordinator) failed(tr *trigger, epoch uint64, err error) {
 		}
 	}
 	c.logger.Warn("daemon: checkpoint failed", "epoch", epoch, "error", err)
+	last := fmt.Sprintf("epoch %d: %v", epoch, err)
+	if epoch == 0 { // failed before its barrier gave it an epoch
+		last = err.Error()
+	}
 	c.mu.Lock()
 	c.st.Failures++
-	c.st.LastError, c.st.LastErrorAt = fmt.Sprintf("epoch %d: %v", epoch, err), time.Now()
+	c.st.LastError, c.st.LastErrorAt = last, time.Now()
 	c.st.InProgressEpoch = 0
 	c.mu.Unlock()
 	if tr != nil {

@@ -140,7 +140,7 @@ func (s *Store) open(ctx context.Context) error {
 	if s.raftLn, err = net.Listen("tcp", s.cfg.RaftBind); err != nil {
 		return fmt.Errorf("raftstore: raft transport on %s: %w", s.cfg.RaftBind, err)
 	}
-	if s.fsm, err = fsm.Open(filepath.Join(s.cfg.Dir, stateDirName), s.logger, s.fsmOptions()...); err != nil {
+	if s.fsm, err = fsm.OpenContext(ctx, filepath.Join(s.cfg.Dir, stateDirName), s.logger, s.fsmOptions()...); err != nil {
 		return err
 	}
 	// Refuse state without a log, and restored state that would join a
@@ -851,6 +851,11 @@ func (s *Store) Checkpoint(ctx context.Context) (fsm.CheckpointResult, error) {
 
 // Flush writes this node's memtable to a table (see fsm.FSM.Flush).
 func (s *Store) Flush() error { return s.waitError(s.fsm.Flush()) }
+
+// FlushContext is Flush, given up on when ctx ends.
+func (s *Store) FlushContext(ctx context.Context) error {
+	return s.waitError(s.fsm.FlushContext(ctx))
+}
 
 // CompleteCheckpoint records that epoch's manifest is written, with the
 // checkpoint's offsets; replicas drop their local checkpoints up to it.

@@ -291,13 +291,51 @@ func (f *FSM) removeCheckpoints(upTo uint64) error {
 // checkpoint barrier, so that the checkpoint's WAL holds only the writes
 // since (a WAL file changes with every write and is uploaded whole, while
 // tables never change and are uploaded once).
-func (f *FSM) Flush() error {
+//
+// Flush fails, naming the error, when Pebble reports a background error
+// (a failed flush or compaction) at the end of a flush begun after it
+// asked for one: Pebble retries a failed flush forever, so on a full
+// disk the flush would never end.
+func (f *FSM) Flush() error { return f.FlushContext(context.Background()) }
+
+// FlushContext is Flush, given up on when ctx ends.
+func (f *FSM) FlushContext(ctx context.Context) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.closed {
 		return ErrClosed
 	}
-	return f.db.Flush()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("fsm: flushing the state: %w", err)
+	}
+	mark, change := f.bg.watch()
+	flushed, err := f.db.AsyncFlush()
+	if err != nil {
+		return fmt.Errorf("fsm: flushing the state: %w%s", err, diskFullHint(err))
+	}
+	for {
+		select {
+		case <-flushed:
+			return nil
+		case <-ctx.Done():
+			err := fmt.Errorf("fsm: flushing the state: %w", context.Cause(ctx))
+			if last, _ := f.bg.since(mark); last != nil {
+				err = fmt.Errorf("%w, while Pebble kept failing: %w%s", err, last, diskFullHint(last))
+			}
+			return err
+		case <-change:
+			var last error
+			if last, change = f.bg.failedSince(mark); last == nil {
+				continue
+			}
+			select {
+			case <-flushed:
+				return nil // done all the same
+			default:
+			}
+			return fmt.Errorf("fsm: flushing the state: %w%s", last, diskFullHint(last))
+		}
+	}
 }
 
 // CheckpointState returns what the state machine records of checkpoints.

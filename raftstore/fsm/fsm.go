@@ -67,6 +67,10 @@ type FSM struct {
 
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed and replaced whenever applied moves
+
+	// bg are Pebble's background errors, logged rate-limited; a Flush
+	// fails at one (diskfull.go).
+	bg *backgroundErrors
 }
 
 // DefaultCacheSize is the size of the block cache of the state's Pebble
@@ -103,6 +107,15 @@ func WithCacheSize(bytes int64) Option {
 
 // Open opens (or creates) the state in dir.
 func Open(dir string, logger *slog.Logger, opts ...Option) (*FSM, error) {
+	return OpenContext(context.Background(), dir, logger, opts...)
+}
+
+// OpenContext opens (or creates) the state in dir. It gives up, with an
+// error that says so, when Pebble reports a full disk while it opens (a
+// WAL replayed must be flushed, and Pebble would retry that flush
+// forever), and when ctx ends: Pebble's database is then abandoned to
+// the process's exit (see openWait).
+func OpenContext(ctx context.Context, dir string, logger *slog.Logger, opts ...Option) (*FSM, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -118,8 +131,9 @@ func Open(dir string, logger *slog.Logger, opts ...Option) (*FSM, error) {
 	}
 	f := &FSM{dir: dir, logger: logger, waitCh: make(chan struct{}),
 		checkpointDir: filepath.Join(filepath.Dir(dir), "local-checkpoints"),
-		cache:         pebble.NewCache(o.cacheSize), tune: o.tune, records: newRecordCache()}
-	db, err := f.openPebble(dir)
+		cache:         pebble.NewCache(o.cacheSize), tune: o.tune, records: newRecordCache(),
+		bg: newBackgroundErrors(logger)}
+	db, err := f.openPebbleContext(ctx, dir)
 	if err != nil {
 		f.cache.Unref()
 		return nil, err
@@ -139,18 +153,31 @@ func Open(dir string, logger *slog.Logger, opts ...Option) (*FSM, error) {
 // openPebble opens the database in dir with the FSM's block cache (the
 // database takes its own reference to it, released by its Close).
 func (f *FSM) openPebble(dir string) (*pebble.DB, error) {
+	db, err := pebble.Open(dir, f.pebbleOptions(nil))
+	if err != nil {
+		return nil, fmt.Errorf("fsm: open pebble in %s: %w%s", dir, err, diskFullHint(err))
+	}
+	return db, nil
+}
+
+// pebbleOptions are the options of the FSM's databases; w, if not nil,
+// is the Open waiting for this one.
+func (f *FSM) pebbleOptions(w *openWait) *pebble.Options {
 	opts := PebbleOptions()
 	opts.Logger = pebbleLogger{f.logger}
 	opts.Cache = f.cache
 	opts.EventListener = f.storage.listener()
+	opts.EventListener.FlushBegin = func(pebble.FlushInfo) { f.bg.flushBegun() }
+	opts.EventListener.BackgroundError = func(err error) {
+		f.bg.report(err)
+		if w != nil {
+			w.backgroundError(err)
+		}
+	}
 	if f.tune != nil {
 		f.tune(opts)
 	}
-	db, err := pebble.Open(dir, opts)
-	if err != nil {
-		return nil, fmt.Errorf("fsm: open pebble in %s: %w", dir, err)
-	}
-	return db, nil
+	return opts
 }
 
 // CacheMaxSize is the size limit of the state's block cache in bytes.

@@ -1,0 +1,148 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+)
+
+// mountSmallDisk mounts a tmpfs of sizeMB MiB, a disk that fills, and
+// unmounts it when the test ends. It skips the test where mounting is
+// not allowed (not root, or no tmpfs).
+func mountSmallDisk(t *testing.T, sizeMB int) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: mounting a small tmpfs to fill needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", sizeMB), "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("skipped: cannot mount a tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// fillSmallDisk waits until the disk's free space settles (the Raft
+// log's segment takes and gives back space for a moment after a start),
+// then writes the file filler until the disk is full, and gives slack
+// bytes back.
+func fillSmallDisk(t *testing.T, disk string, slack int64) {
+	t.Helper()
+	free := func() uint64 {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(disk, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Bavail * uint64(st.Bsize)
+	}
+	for prev, deadline := free(), time.Now().Add(10*time.Second); ; prev = free() {
+		time.Sleep(500 * time.Millisecond)
+		if free() == prev {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the disk's free space still changing after 10 s")
+		}
+	}
+	f, err := os.Create(filepath.Join(disk, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		w, err := f.Write(buf)
+		n += int64(w)
+		if errors.Is(err, syscall.ENOSPC) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n < 16<<20 {
+		t.Fatalf("filler of %d bytes: the disk was full before", n)
+	}
+	if err := f.Truncate(n - slack); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAStartOntoAFullDiskStopsNamingTheDisk: a node killed with 8 MiB
+// in its memtable (so only in Pebble's WAL) starts again on a disk too
+// full for the table its WAL replay must flush. Pebble retries that
+// flush forever, and the start hung: it logged Pebble's background
+// error thousands of times a second, never served, and ignored SIGTERM.
+// It now stops at once, saying the disk is full and what to do, having
+// logged the error a few times at most.
+func TestAStartOntoAFullDiskStopsNamingTheDisk(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	disk := mountSmallDisk(t, 128)
+	n := newNode(t)
+	n.dataDir = filepath.Join(disk, "data")
+	n.grpcAddr, n.raftAddr = "127.0.0.1:7931", "127.0.0.1:7932"
+	n.start(ctx)
+	client, closeConn := n.client()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 128 {
+		value := make([]byte, 64<<10)
+		for j := range value {
+			value[j] = byte(rng.Uint32())
+		}
+		if _, err := client.Commit(ctx, &statedv1.CommitRequest{Mutations: []*statedv1.Mutation{{
+			Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: "s", Key: fmt.Appendf(nil, "k%05d", i), Value: value}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closeConn()
+	n.kill()
+	// Room for what a start writes before the replay's flush, not for
+	// the table.
+	fillSmallDisk(t, disk, 1<<20)
+
+	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+	defer scancel()
+	started := time.Now()
+	if exited := n.startOnce(sctx); !exited {
+		t.Fatal("stated started onto a full disk that has no room for its WAL's table")
+	}
+	logs := n.logs.String()
+	if !strings.Contains(logs, "no space left on device") || !strings.Contains(logs, "the data dir's disk is full: free space and start again") {
+		t.Fatalf("stated exited after %v without naming the full disk:\n%s", time.Since(started), logs)
+	}
+	t.Logf("stated exited after %v; its last lines:\n%s", time.Since(started), lastLines(logs, 4))
+	if took := time.Since(started); took > 20*time.Second {
+		t.Errorf("stated took %v to give up", took)
+	}
+	if c := strings.Count(logs, "background error"); c > 3 {
+		t.Errorf("%d background errors logged; want a few at most", c)
+	}
+
+	// With space again, it starts, with every commit.
+	if err := os.Remove(filepath.Join(disk, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	n.start(ctx)
+	client, closeConn = n.client()
+	defer closeConn()
+	resp, err := client.Get(ctx, &statedv1.GetRequest{Namespace: "s", Key: []byte("k00127"), Kind: statedv1.Kind_KIND_VALUE})
+	if err != nil || len(resp.GetValue()) != 64<<10 {
+		t.Fatalf("the last commit after the start with space again: %d bytes, %v", len(resp.GetValue()), err)
+	}
+}
