@@ -761,12 +761,22 @@ func (s *Store) OpenSession(ctx context.Context, clientID string, id uint64) (fs
 }
 
 // ExpireSessions deletes up to limit sessions idle past their timeout,
-// proposing an entry only when there are some. It reports how many it
-// proposed to delete.
+// proposing an entry only when there are some, or when records of ended
+// sessions are due (the entry sweeps those, with no session listed). It
+// reports how many sessions it proposed to delete.
 func (s *Store) ExpireSessions(ctx context.Context, limit int) (int, error) {
-	idle, err := s.fsm.IdleSessions(time.Now().UnixNano(), limit)
-	if err != nil || len(idle) == 0 {
+	now := time.Now().UnixNano()
+	idle, err := s.fsm.IdleSessions(now, limit)
+	if err != nil {
 		return 0, s.waitError(err)
+	}
+	if len(idle) == 0 {
+		due, err := s.fsm.EndedSessionsDue(now)
+		if err != nil || !due {
+			return 0, s.waitError(err)
+		}
+		_, err = s.propose(ctx, &command.Command{Type: command.TypeExpireSessions})
+		return 0, err
 	}
 	if _, err := s.propose(ctx, &command.Command{Type: command.TypeExpireSessions, Expired: idle}); err != nil {
 		return 0, err

@@ -13,6 +13,10 @@ type Counts struct {
 	// lanes (expired ones not yet deleted included).
 	Sessions     uint64
 	SessionLanes uint64
+	// EndedSessions are the records of ended sessions kept to refuse a
+	// late open of them (session.go); TypeExpireSessions sweeps them
+	// after their retention.
+	EndedSessions uint64
 	// TTLPending is the number of records in the expiry index: one per
 	// entry with a TTL not yet deleted by expiry (a counter add or list
 	// append with a TTL replaces the entry's record), plus, until their
@@ -57,6 +61,7 @@ func (f *FSM) CountsContext(ctx context.Context) (Counts, error) {
 	}{
 		{prefixSession, &c.Sessions, nil},
 		{prefixLane, &c.SessionLanes, nil},
+		{prefixEndedSession, &c.EndedSessions, nil},
 		{prefixExpiry, &c.TTLPending, nil},
 		{prefixState, &c.StateKeys, &c.StateBytes},
 		{prefixDedup, &c.LegacyRetryRecords, nil},

@@ -25,6 +25,9 @@ const (
 	prefixWindowIndex  = 0x0D // ns, close time, key, start -> segment
 	prefixWindowOutbox = 0x0E // ns, emission id -> emission
 	prefixWindowTimer  = 0x0F // ns, time, key -> nothing
+	// Ended client sessions (see session.go, "Ended sessions").
+	prefixEndedSession = 0x10 // client id, session id -> when it ended, when the record expires
+	prefixEndedExpiry  = 0x11 // expiry time, client id, session id -> nothing
 )
 
 var (

@@ -130,7 +130,8 @@ func runModel(t *testing.T, seed uint64, steps int, wantAll bool) {
 	run.replayElsewhere()
 	t.Logf("outcomes: %v", run.kind)
 	for _, k := range []string{"applied", "batched", "duplicate", "fenced", "session superseded", "session not open",
-		"session sequence reused", "session sequence stale", "reject offsets", "reject mutations", "reject command"} {
+		"session sequence reused", "session sequence stale", "reject offsets", "reject mutations", "reject command",
+		"late open refused", "ended sessions swept"} {
 		if run.kind[k] == 0 && wantAll {
 			t.Errorf("the log never produced %q: the generator exercises too little", k)
 		}
@@ -224,8 +225,18 @@ func (r *modelRun) apply(step int, data []byte) {
 	}
 	r.log = append(r.log, data)
 	index := uint64(len(r.log))
+	endedBefore := len(r.m.ended)
 	want := r.m.apply(index, cmd)
 	r.g.observe(want)
+	var re *RejectError
+	switch {
+	case cmd == nil:
+	case cmd.Type == command.TypeOpenSession && cmd.Session != nil && cmd.Session.ID != 0 &&
+		errors.As(want.err, &re) && re.Field == "session.id":
+		r.kind["late open refused"]++
+	case cmd.Type == command.TypeExpireSessions && len(r.m.ended) < endedBefore:
+		r.kind["ended sessions swept"]++
+	}
 	got := r.f.Apply(&raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}).(*Result)
 	r.got = append(r.got, got)
 	r.kind[outcome(got)]++
@@ -592,6 +603,9 @@ func (r *modelRun) diffState(now int64) string {
 	}
 	if got, err := f.IdleSessions(now, 100); err != nil || !slices.Equal(got, m.idleSessions(now, 100)) {
 		return fmt.Sprintf("idle sessions %+v (%v), want %+v", got, err, m.idleSessions(now, 100))
+	}
+	if got, err := f.EndedSessionsDue(now); err != nil || got != m.endedDue(now) {
+		return fmt.Sprintf("ended sessions due %v (%v), want %v", got, err, m.endedDue(now))
 	}
 	if got, err := f.ExpiryDue(now); err != nil || got != m.expiryDue(now) {
 		return fmt.Sprintf("expiry due %v (%v), want %v", got, err, m.expiryDue(now))

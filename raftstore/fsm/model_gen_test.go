@@ -80,8 +80,12 @@ func (g *gen) tick() {
 		g.now += g.r.Int64N(int64(300 * time.Millisecond))
 	case x < 95:
 		g.now += g.r.Int64N(int64(3 * time.Second))
-	case x < 98:
+	case x < 97:
 		g.now += g.r.Int64N(int64(2 * time.Hour))
+	case x < 98:
+		// Past the retention of ended sessions' records (a day at
+		// least), so that sweeps delete some.
+		g.now += int64(24*time.Hour) + g.r.Int64N(int64(4*time.Hour))
 	default:
 		g.now -= g.r.Int64N(int64(time.Second))
 	}
@@ -102,6 +106,9 @@ func (g *gen) toDeadline() {
 	}
 	for _, d := range g.m.dedup {
 		ds = append(ds, d.exp)
+	}
+	for _, e := range g.m.ended {
+		ds = append(ds, e.exp)
 	}
 	ds = slices.DeleteFunc(ds, func(d int64) bool { return d < g.now || d > g.now+int64(2*time.Hour) })
 	if len(ds) == 0 {
@@ -185,6 +192,12 @@ func (g *gen) openSession(client string) *command.Command {
 		// after it.
 		if cur, ok := g.m.sessions[client]; ok {
 			s.ID = cur.id
+		}
+	case x < 20:
+		// A late attempt of an earlier open of the client: its session
+		// may be current, expired, replaced, or ended long ago.
+		if ids := g.opened[client]; len(ids) > 0 {
+			s.ID = pick(g.r, ids)
 		}
 	}
 	g.opened[client] = append(g.opened[client], s.ID)

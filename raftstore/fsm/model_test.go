@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/statedhq/stated/raftstore/command"
 )
@@ -15,9 +16,10 @@ import (
 // model is the reference semantics of the state machine in plain maps: what
 // each command must do, written without Pebble, batches or range deletions,
 // so that TestStateMachineMatchesModel can hold the FSM to it after every
-// entry. It borrows only the key encoders (stateKey, dedupKey, sessionKey),
-// for the order of scans and of the expiry index, and the byte sizes of
-// stored entries, for Counts; the key encoding is tested on its own.
+// entry. It borrows only the key encoders (stateKey, dedupKey, sessionKey,
+// endedExpiryKey), for the order of scans and of the expiry indexes, and
+// the byte sizes of stored entries, for Counts; the key encoding is tested
+// on its own.
 type model struct {
 	// entries is the keyed state as stored, expired entries included until
 	// an expire command or a write removes them, by encoded state key.
@@ -37,6 +39,10 @@ type model struct {
 	claims      map[mPart]mClaim
 	sessions    map[string]mSession
 	lanes       map[mLaneID]mLane
+	// ended are the sessions that ended (expired, or replaced by another
+	// open) and whose record a sweep has not deleted yet: an open of one
+	// is refused.
+	ended map[mEndedID]mEnded
 
 	lastEpoch   uint64
 	completed   uint64
@@ -96,6 +102,13 @@ type mSession struct {
 	idle, lastActive int64
 }
 
+type mEndedID struct {
+	client string
+	id     uint64
+}
+
+type mEnded struct{ at, exp int64 }
+
 type mLaneID struct {
 	client string
 	lane   uint32
@@ -117,6 +130,7 @@ func newModel() *model {
 		claims:      map[mPart]mClaim{},
 		sessions:    map[string]mSession{},
 		lanes:       map[mLaneID]mLane{},
+		ended:       map[mEndedID]mEnded{},
 		members:     map[string]command.Member{},
 	}
 }
@@ -132,6 +146,7 @@ func (m *model) clone() *model {
 	n.claims = maps.Clone(m.claims)
 	n.sessions = maps.Clone(m.sessions)
 	n.lanes = maps.Clone(m.lanes)
+	n.ended = maps.Clone(m.ended)
 	n.members = maps.Clone(m.members)
 	return &n
 }
@@ -207,9 +222,11 @@ func (m *model) apply(index uint64, cmd *command.Command) mResult {
 		for _, ref := range cmd.Expired {
 			s, ok := n.sessions[ref.ClientID]
 			if ok && s.id == ref.ID && s.lastActive == ref.LastActive && s.expired(cmd.Now) {
+				n.end(cmd.Now, ref.ClientID, s)
 				n.dropSession(ref.ClientID)
 			}
 		}
+		n.sweepEnded(cmd.Now, maxEndedSweep)
 	default:
 		res.err = mReject("type")
 	}
@@ -441,14 +458,77 @@ func (m *model) openSession(index uint64, now int64, s *command.Session) (*Sessi
 	case s.IdleTimeout <= 0:
 		return nil, mReject("session.idle_timeout")
 	}
-	if cur, ok := m.sessions[s.ClientID]; ok && cur.id == s.ID && !cur.expired(now) {
-		// A retry of the open that made the current session: nothing
-		// changes.
-		return &SessionOpened{ID: cur.id, Index: cur.opened, IdleTimeout: cur.idle}, nil
+	cur, ok := m.sessions[s.ClientID]
+	if ok && cur.id == s.ID {
+		if !cur.expired(now) {
+			// A retry of the open that made the current session: nothing
+			// changes.
+			return &SessionOpened{ID: cur.id, Index: cur.opened, IdleTimeout: cur.idle}, nil
+		}
+		// A late attempt of the open of a session that expired (and
+		// ends when an expiry entry deletes it): refused.
+		return nil, mReject("session.id")
+	}
+	if _, ended := m.ended[mEndedID{s.ClientID, s.ID}]; ended {
+		// A late attempt of the open of a session that ended: refused,
+		// whatever the client id's current session.
+		return nil, mReject("session.id")
+	}
+	if ok {
+		m.end(now, s.ClientID, cur)
 	}
 	m.dropSession(s.ClientID)
 	m.sessions[s.ClientID] = mSession{id: s.ID, opened: index, idle: s.IdleTimeout, lastActive: now}
 	return &SessionOpened{ID: s.ID, Index: index, IdleTimeout: s.IdleTimeout}, nil
+}
+
+// end records that s, client's session, ended at now: an open of it is
+// refused until a sweep at or after now + max(24h, 2 × its idle timeout)
+// deletes the record.
+func (m *model) end(now int64, client string, s mSession) {
+	exp := int64(math.MaxInt64)
+	ret := int64(math.MaxInt64)
+	if s.idle <= math.MaxInt64/2 {
+		ret = max(int64(24*time.Hour), 2*s.idle)
+	}
+	if now <= math.MaxInt64-ret {
+		exp = now + ret
+	}
+	m.ended[mEndedID{client, s.id}] = mEnded{at: now, exp: exp}
+}
+
+// sweepEnded deletes the records of ended sessions that expired at or
+// before now, the first limit of them in the order of their expiry
+// index (time, then client id and session id).
+func (m *model) sweepEnded(now int64, limit int) {
+	if now < 0 {
+		return
+	}
+	var due []mEndedID
+	for id, e := range m.ended {
+		if uint64(e.exp) <= uint64(now) {
+			due = append(due, id)
+		}
+	}
+	slices.SortFunc(due, func(a, b mEndedID) int {
+		return bytes.Compare(endedExpiryKey(m.ended[a].exp, a.client, a.id), endedExpiryKey(m.ended[b].exp, b.client, b.id))
+	})
+	if len(due) > limit {
+		due = due[:limit]
+	}
+	for _, id := range due {
+		delete(m.ended, id)
+	}
+}
+
+// endedDue is what EndedSessionsDue(now) must report.
+func (m *model) endedDue(now int64) bool {
+	for _, e := range m.ended {
+		if now >= 0 && uint64(e.exp) <= uint64(now) {
+			return true
+		}
+	}
+	return false
 }
 
 // dropSession deletes client's session and every lane of it.
@@ -537,6 +617,7 @@ func (m *model) counts() Counts {
 	c := Counts{
 		Sessions:           uint64(len(m.sessions)),
 		SessionLanes:       uint64(len(m.lanes)),
+		EndedSessions:      uint64(len(m.ended)),
 		TTLPending:         uint64(len(m.expiry)),
 		StateKeys:          uint64(len(m.entries) + len(m.listNext)),
 		LegacyRetryRecords: uint64(len(m.dedup)),

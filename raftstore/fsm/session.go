@@ -31,6 +31,29 @@ import (
 // which the leader proposes after listing them (IdleSessions); expiry is
 // judged by the leader's clock written into each command, never by a clock
 // read here.
+//
+// Ended sessions. A session ends when TypeExpireSessions deletes it, or
+// when an open of another session id replaces it. Its open may still be
+// in flight then: the SDK sends the same session id with every attempt of
+// one open, and an attempt it gave up on can apply late. Opened again,
+// the session would start with empty lanes, and a retried commit of it
+// whose answer was lost would apply a second time. So each end leaves a
+// record of (client id, session id) for a retention of
+// max(EndedSessionRetention, 2 × the session's idle timeout), and an open
+// of an ended session is refused (as is an open of the client id's
+// current session once it expired, which has not ended yet):
+//
+//	prefixEndedSession, client id, session id (u64) -> ended at, expires at
+//	prefixEndedExpiry, expires at (u64), client id, session id -> nothing
+//
+// The second is the index TypeExpireSessions sweeps them by, at the
+// entry's time, oldest first and at most maxEndedSweep per entry; the
+// leader proposes one with no sessions listed when only ended sessions
+// are due (EndedSessionsDue). Both are written and deleted together. The
+// first goes through the record cache like the session records (reads
+// in the apply loop must see the writes of the batch being built); the
+// index is read only by the sweep, through the applier's reader, which
+// is the indexed batch for TypeExpireSessions (readsOwnWrites).
 
 // SessionReason says why a commit was refused by its session.
 type SessionReason uint8
@@ -281,7 +304,7 @@ func (a *applier) setRecord(key, val []byte) error {
 }
 
 // openSession opens s, replacing (and so fencing) the client id's current
-// session and dropping that session's lanes.
+// session and dropping that session's lanes; the replaced session ends.
 //
 // An open of the client id's current session, not expired, changes
 // nothing and answers that session as it was opened: it is a retry of
@@ -289,6 +312,12 @@ func (a *applier) setRecord(key, val []byte) error {
 // attempt of one open), applied after it. Replacing it would fence the
 // very client that opened it, and dropping its lanes would forget what
 // its commits since then applied.
+//
+// An open of a session that ended (expired, or replaced by another), or
+// of the current session once it expired, is refused and changes
+// nothing: it is an attempt of the open that made it, applied late, and
+// opening it again with empty lanes would let a retried commit of it
+// apply twice. Its client opens a new session.
 func (a *applier) openSession(s *command.Session, index uint64) (*SessionOpened, error) {
 	switch {
 	case s == nil || s.ClientID == "":
@@ -302,13 +331,34 @@ func (a *applier) openSession(s *command.Session, index uint64) (*SessionOpened,
 	if err != nil {
 		return nil, err
 	}
+	var cur session
 	if ok {
-		cur, err := decodeSession(v)
-		if err != nil {
+		if cur, err = decodeSession(v); err != nil {
 			return nil, err
 		}
-		if cur.id == s.ID && !cur.expiredAt(a.now) {
-			return &SessionOpened{ID: cur.id, Index: cur.opened, IdleTimeout: cur.idleTimeout}, nil
+		if cur.id == s.ID {
+			if !cur.expiredAt(a.now) {
+				return &SessionOpened{ID: cur.id, Index: cur.opened, IdleTimeout: cur.idleTimeout}, nil
+			}
+			// It ends when TypeExpireSessions deletes it (a refusal
+			// writes nothing); until then its record refuses this.
+			return nil, reject("session.id",
+				"session %d of client %q expired at %s (idle timeout %s): a late attempt of its open opens nothing; open a new session",
+				s.ID, s.ClientID, fmtTime(cur.lastActive+cur.idleTimeout), fmtNanos(cur.idleTimeout))
+		}
+	}
+	e, ended, err := a.endedSession(s.ClientID, s.ID)
+	if err != nil {
+		return nil, err
+	}
+	if ended {
+		return nil, reject("session.id",
+			"session %d of client %q ended (expired or replaced) at %s: a late attempt of its open opens nothing; open a new session",
+			s.ID, s.ClientID, fmtTime(e.at))
+	}
+	if ok {
+		if err := a.endSession(s.ClientID, cur); err != nil {
+			return nil, err
 		}
 	}
 	rec := session{id: s.ID, opened: index, idleTimeout: s.IdleTimeout, lastActive: a.now}
@@ -320,6 +370,8 @@ func (a *applier) openSession(s *command.Session, index uint64) (*SessionOpened,
 	}
 	return &SessionOpened{ID: s.ID, Index: index, IdleTimeout: s.IdleTimeout}, nil
 }
+
+func fmtTime(n int64) string { return time.Unix(0, n).UTC().Format(time.RFC3339Nano) }
 
 func (a *applier) dropLanes(clientID string) error {
 	p := laneClientPrefix(clientID)
@@ -349,10 +401,140 @@ func (a *applier) expireSessions(refs []command.SessionRef) error {
 		if s.id != ref.ID || s.lastActive != ref.LastActive || !s.expiredAt(a.now) {
 			continue
 		}
+		if err := a.endSession(ref.ClientID, s); err != nil {
+			return err
+		}
 		if err := a.setRecord(sessionKey(ref.ClientID), nil); err != nil {
 			return err
 		}
 		if err := a.dropLanes(ref.ClientID); err != nil {
+			return err
+		}
+	}
+	return a.sweepEnded(maxEndedSweep)
+}
+
+// EndedSessionRetention is the least time an ended session's record is
+// kept (see "Ended sessions" above): an open of the session is refused
+// until its record is swept.
+const EndedSessionRetention = 24 * time.Hour
+
+// maxEndedSweep bounds the ended sessions' records one TypeExpireSessions
+// entry deletes.
+const maxEndedSweep = 10_000
+
+// endedRetention is how long the record of a session with idle timeout
+// idle is kept once it ended.
+func endedRetention(idle int64) int64 {
+	if idle > math.MaxInt64/2 {
+		return math.MaxInt64
+	}
+	return max(int64(EndedSessionRetention), 2*idle)
+}
+
+// endedSessionRecord is the record of an ended session: when it ended,
+// and when the record expires.
+type endedSessionRecord struct {
+	at, expires int64
+}
+
+const endedRecordSize = 16
+
+func decodeEnded(v []byte) (endedSessionRecord, error) {
+	if len(v) != endedRecordSize {
+		return endedSessionRecord{}, fmt.Errorf("%w: ended session record of %d bytes", ErrCorrupt, len(v))
+	}
+	return endedSessionRecord{at: int64(binary.BigEndian.Uint64(v)), expires: int64(binary.BigEndian.Uint64(v[8:]))}, nil
+}
+
+func endedSessionKey(clientID string, id uint64) []byte {
+	return binary.BigEndian.AppendUint64(appendComponent([]byte{prefixEndedSession}, []byte(clientID)), id)
+}
+
+func endedExpiryKey(expires int64, clientID string, id uint64) []byte {
+	k := binary.BigEndian.AppendUint64([]byte{prefixEndedExpiry}, uint64(expires))
+	return binary.BigEndian.AppendUint64(appendComponent(k, []byte(clientID)), id)
+}
+
+// endedSession reads the record of clientID's ended session id.
+func (a *applier) endedSession(clientID string, id uint64) (endedSessionRecord, bool, error) {
+	v, ok, err := a.record(endedSessionKey(clientID, id))
+	if err != nil || !ok {
+		return endedSessionRecord{}, false, err
+	}
+	e, err := decodeEnded(v)
+	return e, err == nil, err
+}
+
+// endSession records that s, clientID's session, ended at the command's
+// time; the caller deletes or replaces its session record.
+func (a *applier) endSession(clientID string, s session) error {
+	exp := int64(math.MaxInt64)
+	if ret := endedRetention(s.idleTimeout); a.now <= math.MaxInt64-ret {
+		exp = a.now + ret
+	}
+	k := endedSessionKey(clientID, s.id)
+	old, ok, err := a.endedSession(clientID, s.id)
+	if err != nil {
+		return err
+	}
+	if ok && old.expires != exp {
+		// Not reached (an ended session is not opened again while its
+		// record lasts), but the index must not keep a stale key.
+		if err := a.b.Delete(endedExpiryKey(old.expires, clientID, s.id), nil); err != nil {
+			return err
+		}
+	}
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, endedRecordSize), uint64(a.now))
+	v = binary.BigEndian.AppendUint64(v, uint64(exp))
+	if err := a.setRecord(k, v); err != nil {
+		return err
+	}
+	return a.b.Set(endedExpiryKey(exp, clientID, s.id), nil, nil)
+}
+
+// sweepEnded deletes up to limit records of ended sessions that expired at
+// or before the command's time, oldest first, with their index keys.
+func (a *applier) sweepEnded(limit int) error {
+	if a.now < 0 {
+		return nil // as in expire: uint64(a.now) would wrap
+	}
+	lower := []byte{prefixEndedExpiry}
+	upper := binary.BigEndian.AppendUint64([]byte{prefixEndedExpiry}, uint64(a.now)+1)
+	it, err := a.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	var due [][]byte
+	for ok := it.First(); ok && len(due) < limit; ok = it.Next() {
+		due = append(due, append([]byte(nil), it.Key()...))
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	for _, ik := range due {
+		if len(ik) < 9+8 {
+			return fmt.Errorf("%w: ended session index key of %d bytes", ErrCorrupt, len(ik))
+		}
+		exp := int64(binary.BigEndian.Uint64(ik[1:9]))
+		client, rest, err := readComponent(ik[9:])
+		if err != nil {
+			return err
+		}
+		if len(rest) != 8 {
+			return fmt.Errorf("%w: ended session index key of %d bytes", ErrCorrupt, len(ik))
+		}
+		id := binary.BigEndian.Uint64(rest)
+		e, ok, err := a.endedSession(string(client), id)
+		if err != nil {
+			return err
+		}
+		if ok && e.expires == exp {
+			if err := a.setRecord(endedSessionKey(string(client), id), nil); err != nil {
+				return err
+			}
+		}
+		if err := a.b.Delete(ik, nil); err != nil {
 			return err
 		}
 	}
@@ -387,6 +569,30 @@ func (f *FSM) IdleSessions(now int64, limit int) ([]command.SessionRef, error) {
 		}
 	}
 	return out, it.Error()
+}
+
+// EndedSessionsDue reports whether a record of an ended session expired
+// at or before now: the leader then proposes a TypeExpireSessions entry,
+// which sweeps them, even when no session is idle.
+func (f *FSM) EndedSessionsDue(now int64) (bool, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return false, ErrClosed
+	}
+	if now < 0 {
+		return false, nil
+	}
+	upper := binary.BigEndian.AppendUint64([]byte{prefixEndedExpiry}, uint64(now)+1)
+	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixEndedExpiry}, UpperBound: upper})
+	if err != nil {
+		return false, err
+	}
+	due := it.First()
+	if err := it.Close(); err != nil {
+		return false, err
+	}
+	return due, nil
 }
 
 // ClientSession is a session as Session reports it.
