@@ -2,11 +2,9 @@ package daemon_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -15,55 +13,10 @@ import (
 
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
+	"github.com/statedhq/stated/internal/smalldisk"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore/command"
 )
-
-// mountSmallDisk mounts a tmpfs of sizeMB MiB, a disk that fills, and
-// unmounts it when the test ends. It skips the test where mounting is
-// not allowed (not root, or no tmpfs).
-func mountSmallDisk(t *testing.T, sizeMB int) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipped: mounting a small tmpfs to fill needs root")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", sizeMB), "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("skipped: cannot mount a tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fillDisk writes the file filler until the disk is full, then gives
-// slack bytes back.
-func fillDisk(t *testing.T, filler string, slack int64) {
-	t.Helper()
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 1<<20)
-	var n int64
-	for {
-		w, err := f.Write(buf)
-		n += int64(w)
-		if errors.Is(err, syscall.ENOSPC) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := f.Truncate(max(n-slack, 0)); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestACheckpointOntoAFullDiskFailsAndShowsTheDiskInStatus: the flush
 // before a checkpoint's barrier waited forever on a full disk (Pebble
@@ -72,7 +25,7 @@ func fillDisk(t *testing.T, filler string, slack int64) {
 // no failure. It now fails, counted, with a last error naming the disk
 // (docs/OPERATIONS.md, a full data disk).
 func TestACheckpointOntoAFullDiskFailsAndShowsTheDiskInStatus(t *testing.T) {
-	disk := mountSmallDisk(t, 128)
+	disk := smalldisk.Mount(t, 128)
 	d := daemontest.Start(t, func(c *daemon.Config) {
 		c.DataDir = filepath.Join(disk, "data")
 		c.CheckpointURL, c.CheckpointInterval = fileBucket(t), 0
@@ -110,7 +63,7 @@ func TestACheckpointOntoAFullDiskFailsAndShowsTheDiskInStatus(t *testing.T) {
 		}
 	}
 	filler := filepath.Join(disk, "filler")
-	fillDisk(t, filler, 1<<20)
+	smalldisk.Fill(t, filler, 1<<20)
 	if fi, err := os.Stat(filler); err != nil || fi.Size() < 16<<20 {
 		t.Fatalf("filler: %v, %v: the disk was full before", fi, err)
 	}

@@ -2,86 +2,17 @@ package test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/statedhq/stated/internal/smalldisk"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
-
-// mountSmallDisk mounts a tmpfs of sizeMB MiB, a disk that fills, and
-// unmounts it when the test ends. It skips the test where mounting is
-// not allowed (not root, or no tmpfs).
-func mountSmallDisk(t *testing.T, sizeMB int) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipped: mounting a small tmpfs to fill needs root")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", sizeMB), "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("skipped: cannot mount a tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fillSmallDisk waits until the disk's free space settles (the Raft
-// log's segment takes and gives back space for a moment after a start),
-// then writes the file filler until the disk is full, and gives slack
-// bytes back.
-func fillSmallDisk(t *testing.T, disk string, slack int64) {
-	t.Helper()
-	free := func() uint64 {
-		var st syscall.Statfs_t
-		if err := syscall.Statfs(disk, &st); err != nil {
-			t.Fatal(err)
-		}
-		return st.Bavail * uint64(st.Bsize)
-	}
-	for prev, deadline := free(), time.Now().Add(10*time.Second); ; prev = free() {
-		time.Sleep(500 * time.Millisecond)
-		if free() == prev {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the disk's free space still changing after 10 s")
-		}
-	}
-	f, err := os.Create(filepath.Join(disk, "filler"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 1<<20)
-	var n int64
-	for {
-		w, err := f.Write(buf)
-		n += int64(w)
-		if errors.Is(err, syscall.ENOSPC) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n < 16<<20 {
-		t.Fatalf("filler of %d bytes: the disk was full before", n)
-	}
-	if err := f.Truncate(n - slack); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestAStartOntoAFullDiskStopsNamingTheDisk: a node killed with 8 MiB
 // in its memtable (so only in Pebble's WAL) starts again on a disk too
@@ -93,7 +24,7 @@ func fillSmallDisk(t *testing.T, disk string, slack int64) {
 func TestAStartOntoAFullDiskStopsNamingTheDisk(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	disk := mountSmallDisk(t, 128)
+	disk := smalldisk.Mount(t, 128)
 	n := newNode(t)
 	n.dataDir = filepath.Join(disk, "data")
 	n.grpcAddr, n.raftAddr = "127.0.0.1:7931", "127.0.0.1:7932"
@@ -114,7 +45,10 @@ func TestAStartOntoAFullDiskStopsNamingTheDisk(t *testing.T) {
 	n.kill()
 	// Room for what a start writes before the replay's flush, not for
 	// the table.
-	fillSmallDisk(t, disk, 1<<20)
+	smalldisk.WaitSettled(t, disk)
+	if n := smalldisk.Fill(t, filepath.Join(disk, "filler"), 1<<20); n < 15<<20 {
+		t.Fatalf("filler of %d bytes: the disk was full before", n+1<<20)
+	}
 
 	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
 	defer scancel()

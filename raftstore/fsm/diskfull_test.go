@@ -2,70 +2,19 @@ package fsm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/statedhq/stated/internal/smalldisk"
 	"github.com/statedhq/stated/raftstore/command"
 )
-
-// mountSmallDisk mounts a tmpfs of sizeMB MiB, a disk that fills, and
-// unmounts it when the test ends. It skips the test where mounting is
-// not allowed (not root, or no tmpfs).
-func mountSmallDisk(t *testing.T, sizeMB int) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipped: mounting a small tmpfs to fill needs root")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", sizeMB), "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("skipped: cannot mount a tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		// Lazily: a database an Open gave up on may still hold files.
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fillDisk writes a file in dir until the disk is full, then gives
-// slack bytes back.
-func fillDisk(t *testing.T, dir string, slack int64) {
-	t.Helper()
-	f, err := os.Create(filepath.Join(dir, "filler"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 1<<20)
-	var n int64
-	for {
-		w, err := f.Write(buf)
-		n += int64(w)
-		if errors.Is(err, syscall.ENOSPC) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if slack > 0 {
-		if err := f.Truncate(max(n-slack, 0)); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
 
 // writeIncompressible applies mb MiB of random values, which stay in the
 // memtable and the WAL.
@@ -116,7 +65,7 @@ func (h *countingHandler) count() int {
 // failure that says the disk is full, with an error naming it, and the
 // abandoned database retries only every few seconds, logged rate-limited.
 func TestAnOpenOntoAFullDiskFailsNamingTheDiskAndLogsLittle(t *testing.T) {
-	disk := mountSmallDisk(t, 32)
+	disk := smalldisk.Mount(t, 32)
 	dir := filepath.Join(disk, "state")
 	f, err := Open(dir, nil)
 	if err != nil {
@@ -126,7 +75,7 @@ func TestAnOpenOntoAFullDiskFailsNamingTheDiskAndLogsLittle(t *testing.T) {
 	if err := f.Close(); err != nil { // Close does not flush: the WAL holds it
 		t.Fatal(err)
 	}
-	fillDisk(t, disk, 512<<10)
+	smalldisk.Fill(t, filepath.Join(disk, "filler"), 512<<10)
 
 	logs := &countingHandler{substr: "background error"}
 	type result struct {
@@ -171,7 +120,7 @@ func TestAnOpenOntoAFullDiskFailsNamingTheDiskAndLogsLittle(t *testing.T) {
 // did a checkpoint. Flush now fails at the first background error,
 // naming it.
 func TestAFlushOntoAFullDiskFailsNamingTheDisk(t *testing.T) {
-	disk := mountSmallDisk(t, 32)
+	disk := smalldisk.Mount(t, 32)
 	f, err := Open(filepath.Join(disk, "state"), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +137,7 @@ func TestAFlushOntoAFullDiskFailsNamingTheDisk(t *testing.T) {
 	})
 	writeIncompressible(t, f, 8)
 	// Room for the WAL's rotation, not for the table.
-	fillDisk(t, disk, 512<<10)
+	smalldisk.Fill(t, filepath.Join(disk, "filler"), 512<<10)
 
 	done := make(chan error, 1)
 	go func() { done <- f.Flush() }()
