@@ -46,10 +46,7 @@ func (l largeRequests) admit(ctx context.Context, m proto.Message) (release func
 	if l.sem == nil {
 		return func() {}, nil
 	}
-	n, ok := reqsize.Of(ctx)
-	if !ok {
-		n = int64(proto.Size(m))
-	}
+	n := reqsize.Size(ctx, m)
 	if n < largeRequestBytes {
 		return func() {}, nil
 	}

@@ -89,15 +89,6 @@ func (g *GRPC) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h
 	return resp, err
 }
 
-// commitSize is the size of commit request c: as received, when the stats
-// handler recorded it, else as encoded now.
-func commitSize(ctx context.Context, c *statedv1.CommitRequest) int {
-	if n, ok := reqsize.Of(ctx); ok {
-		return int(n)
-	}
-	return proto.Size(c)
-}
-
 // Stream is a grpc.StreamServerInterceptor. A server stream's request is
 // its first message, read by the handler; its read options label the read.
 func (g *GRPC) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
@@ -120,7 +111,7 @@ func (g *GRPC) observe(ctx context.Context, fullMethod string, req, resp any, er
 		if c, ok := req.(*statedv1.CommitRequest); ok && err == nil {
 			g.commits.Inc()
 			g.mutations.Add(float64(len(c.GetMutations())))
-			g.bytes.Add(float64(commitSize(ctx, c)))
+			g.bytes.Add(float64(reqsize.Size(ctx, c)))
 		}
 		return
 	case commitBatchMethod:
