@@ -50,6 +50,7 @@ func statusOf(ctx context.Context, logger *slog.Logger, err error) error {
 	var oc *otherClusterError
 	var full *fsm.OutboxFullError
 	var cfe *command.FieldError
+	var endedOpen *fsm.EndedSessionError
 	switch {
 	case errors.As(err, &full):
 		return outboxFullStatus(full, 0)
@@ -61,6 +62,8 @@ func statusOf(ctx context.Context, logger *slog.Logger, err error) error {
 		return sessionStatus(sess)
 	case errors.As(err, &fe):
 		return status.Error(codes.InvalidArgument, fe.Error())
+	case errors.As(err, &endedOpen):
+		return endedOpenStatus(endedOpen)
 	case errors.As(err, &re):
 		return status.Error(codes.InvalidArgument, re.Field+": "+re.Reason)
 	case errors.Is(err, fsm.ErrRejected):
@@ -105,6 +108,21 @@ func fencedStatus(e *fsm.FenceError) error {
 	if d, err := st.WithDetails(&statedv1.FencedPartition{
 		Group: e.Group, Topic: e.Topic, Partition: e.Partition,
 		Epoch: e.Epoch, CurrentEpoch: e.Current, Owner: e.Owner, Reason: e.Reason,
+	}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// endedOpenStatus is INVALID_ARGUMENT naming session.id, as any refused
+// open, with a SessionRefused detail (REASON_ENDED) that tells a client
+// its open's session ended, so that it opens a new one.
+func endedOpenStatus(e *fsm.EndedSessionError) error {
+	msg := e.Reject.Field + ": " + e.Reject.Reason
+	st := status.New(codes.InvalidArgument, msg)
+	if d, err := st.WithDetails(&statedv1.SessionRefused{
+		ClientId: e.ClientID, SessionId: e.SessionID, CurrentSessionId: e.Current,
+		Reason: statedv1.SessionRefused_REASON_ENDED, Message: msg,
 	}); err == nil {
 		st = d
 	}

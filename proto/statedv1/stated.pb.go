@@ -580,6 +580,13 @@ const (
 	SessionRefused_REASON_SEQUENCE_REUSED SessionRefused_Reason = 3
 	// SEQUENCE_STALE: the sequence is below the lane's highest.
 	SessionRefused_REASON_SEQUENCE_STALE SessionRefused_Reason = 4
+	// ENDED: an OpenSession of session_id, which ended (it expired, or
+	// an open of another session id of client_id replaced it), refused
+	// with INVALID_ARGUMENT naming session.id: an attempt of the open
+	// that made it, applied late. Nothing changed; the client id's
+	// current session (current_session_id, zero when none) is untouched.
+	// Open a new session with a new id.
+	SessionRefused_REASON_ENDED SessionRefused_Reason = 5
 )
 
 // Enum value maps for SessionRefused_Reason.
@@ -590,6 +597,7 @@ var (
 		2: "REASON_NOT_OPEN",
 		3: "REASON_SEQUENCE_REUSED",
 		4: "REASON_SEQUENCE_STALE",
+		5: "REASON_ENDED",
 	}
 	SessionRefused_Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":     0,
@@ -597,6 +605,7 @@ var (
 		"REASON_NOT_OPEN":        2,
 		"REASON_SEQUENCE_REUSED": 3,
 		"REASON_SEQUENCE_STALE":  4,
+		"REASON_ENDED":           5,
 	}
 )
 
@@ -4249,7 +4258,9 @@ func (x *LineageRefused) GetNodeId() string {
 }
 
 // SessionRefused is the detail of a commit refused by its session
-// (FAILED_PRECONDITION). Nothing of the commit applied.
+// (FAILED_PRECONDITION). Nothing of the commit applied. It is also the
+// detail of an OpenSession refused with INVALID_ARGUMENT because its
+// session ended (REASON_ENDED).
 type SessionRefused struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	ClientId         string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId" json:"client_id,omitempty"`
@@ -6956,7 +6967,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x11client_lineage_id\x18\x01 \x01(\tR\x0fclientLineageId\x12&\n" +
 	"\x0fnode_lineage_id\x18\x02 \x01(\tR\rnodeLineageId\x12&\n" +
 	"\x0fnode_cluster_id\x18\x03 \x01(\tR\rnodeClusterId\x12\x17\n" +
-	"\anode_id\x18\x04 \x01(\tR\x06nodeId\"\xaf\x03\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId\"\xc1\x03\n" +
 	"\x0eSessionRefused\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1d\n" +
 	"\n" +
@@ -6966,13 +6977,14 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x04lane\x18\x05 \x01(\rR\x04lane\x12\x1a\n" +
 	"\bsequence\x18\x06 \x01(\x04R\bsequence\x12)\n" +
 	"\x10highest_sequence\x18\a \x01(\x04R\x0fhighestSequence\x12\x18\n" +
-	"\amessage\x18\b \x01(\tR\amessage\"\x83\x01\n" +
+	"\amessage\x18\b \x01(\tR\amessage\"\x95\x01\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11REASON_SUPERSEDED\x10\x01\x12\x13\n" +
 	"\x0fREASON_NOT_OPEN\x10\x02\x12\x1a\n" +
 	"\x16REASON_SEQUENCE_REUSED\x10\x03\x12\x19\n" +
-	"\x15REASON_SEQUENCE_STALE\x10\x04\"d\n" +
+	"\x15REASON_SEQUENCE_STALE\x10\x04\x12\x10\n" +
+	"\fREASON_ENDED\x10\x05\"d\n" +
 	"\vReadOptions\x128\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2\x16.stated.v1.ConsistencyR\vconsistency\x12\x1b\n" +
 	"\tmin_index\x18\x02 \x01(\x04R\bminIndex\"\xa6\x01\n" +

@@ -42,6 +42,25 @@ func (e *RejectError) Error() string { return fmt.Sprintf("fsm: %s: %s", e.Field
 
 func (e *RejectError) Is(target error) bool { return target == ErrRejected }
 
+// EndedSessionError is an open refused because its session ended (it
+// expired, or an open of another session id replaced it): an attempt of
+// the open that made it, applied late. Nothing changed. It is a
+// *RejectError naming session.id, so it is answered INVALID_ARGUMENT as
+// before; the session's ids let the client tell it from a malformed open
+// and open a new session instead.
+type EndedSessionError struct {
+	Reject    RejectError
+	ClientID  string
+	SessionID uint64
+	// Current is the client id's current session, zero when it has none.
+	Current uint64
+}
+
+func (e *EndedSessionError) Error() string { return e.Reject.Error() }
+
+// Unwrap returns the refusal as a *RejectError.
+func (e *EndedSessionError) Unwrap() error { return &e.Reject }
+
 // FenceError is a commit refused by partition fencing: the epoch it
 // carries for a partition is not that partition's current claim.
 type FenceError struct {

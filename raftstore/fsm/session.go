@@ -342,7 +342,7 @@ func (a *applier) openSession(s *command.Session, index uint64) (*SessionOpened,
 			}
 			// It ends when TypeExpireSessions deletes it (a refusal
 			// writes nothing); until then its record refuses this.
-			return nil, reject("session.id",
+			return nil, endedOpen(s, 0,
 				"session %d of client %q expired at %s (idle timeout %s): a late attempt of its open opens nothing; open a new session",
 				s.ID, s.ClientID, fmtTime(cur.lastActive+cur.idleTimeout), fmtNanos(cur.idleTimeout))
 		}
@@ -352,7 +352,7 @@ func (a *applier) openSession(s *command.Session, index uint64) (*SessionOpened,
 		return nil, err
 	}
 	if ended {
-		return nil, reject("session.id",
+		return nil, endedOpen(s, cur.id,
 			"session %d of client %q ended (expired or replaced) at %s: a late attempt of its open opens nothing; open a new session",
 			s.ID, s.ClientID, fmtTime(e.at))
 	}
@@ -369,6 +369,15 @@ func (a *applier) openSession(s *command.Session, index uint64) (*SessionOpened,
 		return nil, err
 	}
 	return &SessionOpened{ID: s.ID, Index: index, IdleTimeout: s.IdleTimeout}, nil
+}
+
+// endedOpen is the refusal of an open of session s, which ended; current
+// is the client id's current session (zero: none, or s itself expired).
+func endedOpen(s *command.Session, current uint64, format string, args ...any) error {
+	return &EndedSessionError{
+		Reject:   RejectError{Field: "session.id", Reason: fmt.Sprintf(format, args...)},
+		ClientID: s.ClientID, SessionID: s.ID, Current: current,
+	}
 }
 
 func fmtTime(n int64) string { return time.Unix(0, n).UTC().Format(time.RFC3339Nano) }

@@ -147,7 +147,11 @@
 //     commit, fencing the successor. Every attempt of one open proposes
 //     the same session id, and an open of the current session changes
 //     nothing, so an attempt that applies after the retry that succeeded
-//     does not fence the Client that made both.
+//     does not fence the Client that made both. The daemon refuses an
+//     attempt whose session already ended (its first attempt applied, the
+//     answer was lost, and the session expired or another process's open
+//     replaced it before the retry); the Client then opens the session
+//     again under a new id, and the commits waiting for it go on.
 //   - A session expires after the daemon's --session-idle-timeout (default
 //     1 hour) without a commit, judged by the leader's clock written into
 //     the log. The next commit on it is refused as not open; if that was

@@ -103,6 +103,7 @@ var sessionReasonNames = map[statedv1.SessionRefused_Reason]string{
 	statedv1.SessionRefused_REASON_NOT_OPEN:        "not open",
 	statedv1.SessionRefused_REASON_SEQUENCE_REUSED: "sequence reused",
 	statedv1.SessionRefused_REASON_SEQUENCE_STALE:  "sequence stale",
+	statedv1.SessionRefused_REASON_ENDED:           "ended",
 }
 
 // asSessionError returns err as a *SessionError when its status carries a
@@ -160,25 +161,38 @@ func (c *Client) startOpenLocked() chan struct{} {
 // partitioned node that still forwarded it) may apply after a later one
 // succeeded, and then finds its own session open and changes nothing. With
 // an id per attempt it would open another session and fence this Client.
+//
+// The daemon refuses an attempt whose session ended (REASON_ENDED): an
+// earlier attempt opened it, its answer was lost, and it expired or was
+// replaced (another process's open of the client id) before this one
+// applied. No commit was sent under it, so the open starts again with a
+// new id; every attempt of the old id is refused from then on.
 func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
 	var resp *statedv1.OpenSessionResponse
-	req := &statedv1.OpenSessionRequest{ClientId: c.id, SessionId: newSessionID()}
-	c.sess.mu.Lock()
-	c.addOwnLocked(req.SessionId)
-	c.sess.mu.Unlock()
+	req := &statedv1.OpenSessionRequest{ClientId: c.id}
 	before := c.lastIndex.Load()
-	err := c.withRetries(ctx, func(ctx context.Context) error {
-		var err error
-		resp, err = c.rpc.OpenSession(ctx, req)
-		if err != nil {
-			// Visible to commits waiting for this open, which report it
-			// if their ctx ends first.
-			c.sess.mu.Lock()
-			c.sess.openErr = c.rpcErr("open session", err)
-			c.sess.mu.Unlock()
+	var err error
+	for ids := 0; ; ids++ {
+		req.SessionId = newSessionID()
+		c.sess.mu.Lock()
+		c.addOwnLocked(req.SessionId)
+		c.sess.mu.Unlock()
+		err = c.withRetries(ctx, func(ctx context.Context) error {
+			var err error
+			resp, err = c.rpc.OpenSession(ctx, req)
+			if err != nil {
+				// Visible to commits waiting for this open, which report
+				// it if their ctx ends first.
+				c.sess.mu.Lock()
+				c.sess.openErr = c.rpcErr("open session", err)
+				c.sess.mu.Unlock()
+			}
+			return err
+		})
+		if ids == maxOpenIDs-1 || !openEnded(err, req.SessionId) || c.closed.Load() {
+			break
 		}
-		return err
-	})
+	}
 	c.sess.mu.Lock()
 	defer c.sess.mu.Unlock()
 	c.sess.opening = nil
@@ -202,6 +216,31 @@ func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
 	c.sess.idleTimeout = time.Duration(resp.GetIdleTimeoutMillis()) * time.Millisecond
 	c.sess.openErr = nil
 	c.sess.free, c.sess.nLanes = nil, 0
+}
+
+// maxOpenIDs bounds the session ids one open tries: a new id's open is
+// refused as ended only if an attempt of it applied and that session
+// ended before the next attempt did (an idle timeout shorter than the
+// open's retries, or another process opening the same client id at
+// every turn).
+const maxOpenIDs = 8
+
+// openEnded reports whether err is the daemon's refusal of an open of
+// session id because that session ended (REASON_ENDED).
+func openEnded(err error, id uint64) bool {
+	if err == nil {
+		return false
+	}
+	st := status.Convert(err)
+	if st.Code() != codes.InvalidArgument {
+		return false
+	}
+	for _, d := range st.Details() {
+		if sr, ok := d.(*statedv1.SessionRefused); ok {
+			return sr.GetReason() == statedv1.SessionRefused_REASON_ENDED && sr.GetSessionId() == id
+		}
+	}
+	return false
 }
 
 // addOwnLocked remembers id as one of the Client's sessions.

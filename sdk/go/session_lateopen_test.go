@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/statedhq/stated/daemon/daemontest"
@@ -103,5 +106,96 @@ func TestALateOpenOfTheClientsOwnSessionDoesNotStrandIt(t *testing.T) {
 			t.Errorf("commit %d after the late open: %v (expired=%v fenced=%v, code %v); session still %d",
 				i, err, errors.Is(err, ErrSessionExpired), errors.Is(err, ErrSessionFenced), status.Code(err), c.SessionID())
 		}
+	}
+}
+
+// endedRetry answers the first attempt of the first open as lost after it
+// applied, and before the SDK retries it ends that session with an open of
+// another session id for the same client id (another process taking the
+// client id over), so that the retry is refused as ended.
+type endedRetry struct {
+	mu      sync.Mutex
+	first   uint64 // the session id of the first attempt
+	other   uint64 // the session that replaced it
+	refused error  // the daemon's answer to the retry of first
+	raw     statedv1.StateClient
+}
+
+func (e *endedRetry) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if method != statedv1.State_OpenSession_FullMethodName {
+		return err
+	}
+	r := req.(*statedv1.OpenSessionRequest)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case e.first == 0 && err == nil:
+		e.first = r.GetSessionId()
+		resp, oerr := e.raw.OpenSession(ctx, &statedv1.OpenSessionRequest{ClientId: r.GetClientId(), SessionId: r.GetSessionId() ^ 1})
+		if oerr != nil {
+			return oerr
+		}
+		e.other = resp.GetSessionId()
+		return status.Error(codes.Unavailable, "test: the answer of an applied open was lost")
+	case r.GetSessionId() == e.first && err != nil:
+		e.refused = err
+	}
+	return err
+}
+
+// TestAnOpenWhoseSessionEndedBeforeItsRetryOpensANewSession: an open's
+// first attempt applies and its answer is lost; the session ends (here
+// another open of the client id replaces it) before the SDK's retry
+// applies, which the daemon refuses as ended (INVALID_ARGUMENT naming
+// session.id, with a SessionRefused REASON_ENDED detail). The SDK opens a
+// new session with a new id, and the commit waiting for the open
+// succeeds; it used to fail with ErrInvalidArgument.
+func TestAnOpenWhoseSessionEndedBeforeItsRetryOpensANewSession(t *testing.T) {
+	d := daemontest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rawConn, err := grpc.NewClient("unix://"+d.SocketPath(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rawConn.Close()
+	er := &endedRetry{raw: statedv1.NewStateClient(rawConn)}
+	c, err := Dial(ctx, d.SocketPath(), WithBlock(), WithLazySession(), WithClientID("ended-retry"),
+		WithDialOptions(grpc.WithChainUnaryInterceptor(er.unary)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	if _, err := c.Txn().CounterAdd("ns", []byte("n"), 1).Commit(ctx); err != nil {
+		t.Fatalf("commit whose open's first session ended before its retry: %v (invalid argument: %v)", err, errors.Is(err, ErrInvalidArgument))
+	}
+	er.mu.Lock()
+	first, other, refused := er.first, er.other, er.refused
+	er.mu.Unlock()
+	if first == 0 || other == 0 {
+		t.Fatalf("the test did not end the first session (first %d, other %d)", first, other)
+	}
+	st := status.Convert(refused)
+	if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "session.id") {
+		t.Fatalf("the retry of ended session %d was answered %v, want INVALID_ARGUMENT naming session.id", first, refused)
+	}
+	var detail *statedv1.SessionRefused
+	for _, d := range st.Details() {
+		if sr, ok := d.(*statedv1.SessionRefused); ok {
+			detail = sr
+		}
+	}
+	if detail == nil || detail.GetReason() != statedv1.SessionRefused_REASON_ENDED || detail.GetSessionId() != first ||
+		detail.GetClientId() != "ended-retry" || detail.GetCurrentSessionId() != other {
+		t.Fatalf("refusal detail %v, want REASON_ENDED for session %d of ended-retry, current %d", detail, first, other)
+	}
+	if s := c.SessionID(); s == 0 || s == first || s == other {
+		t.Fatalf("session %d after the commit, want a new one (not %d or %d)", s, first, other)
+	}
+	n, err := c.GetCounter(ctx, "ns", []byte("n"), WithConsistency(ConsistencyLinearizable))
+	if err != nil || n != 1 {
+		t.Fatalf("counter %d, %v; want 1", n, err)
 	}
 }
