@@ -141,6 +141,18 @@ func TestClaimsAndFencedCommitsRejectBadInputNamingTheField(t *testing.T) {
 			_, err := c.Claim(testContext(t), &statedv1.ClaimRequest{Group: "g", Partitions: []*statedv1.TopicPartition{tp("t", 0)}})
 			return err
 		}, codes.InvalidArgument, "owner: empty"},
+		"claim by an owner with a control character": {func() error {
+			_, err := c.Claim(testContext(t), &statedv1.ClaimRequest{Group: "g", Owner: "a\nb", Partitions: []*statedv1.TopicPartition{tp("t", 0)}})
+			return err
+		}, codes.InvalidArgument, "owner: control character U+000A at byte 1"},
+		"session of a client id with a control character": {func() error {
+			_, err := c.OpenSession(testContext(t), &statedv1.OpenSessionRequest{ClientId: "a\x00"})
+			return err
+		}, codes.InvalidArgument, "client_id: control character U+0000 at byte 1"},
+		"session of a client id over 256 bytes": {func() error {
+			_, err := c.OpenSession(testContext(t), &statedv1.OpenSessionRequest{ClientId: strings.Repeat("c", 257)})
+			return err
+		}, codes.InvalidArgument, "client_id: 257 bytes, limit 256"},
 		"claim of nothing": {func() error {
 			_, err := c.Claim(testContext(t), &statedv1.ClaimRequest{Group: "g", Owner: "a"})
 			return err

@@ -99,6 +99,7 @@ func TestCommitRejectsInvalidRequestsNamingTheFieldAndAppliesNothing(t *testing.
 			Offsets:   []*statedv1.Offset{offset("g", "t", 0, 1), offset("g", "u", 0, 1), offset("g", "t", 0, 2)},
 		}, `offsets[2]: duplicate of offsets[0] (group "g", topic "t", partition 0)`},
 		{"client id over 256 bytes", &statedv1.CommitRequest{ClientId: strings.Repeat("c", 257), Mutations: []*statedv1.Mutation{put(ns, "a", "1")}}, "client_id: 257 bytes, limit 256"},
+		{"client id with a control character", &statedv1.CommitRequest{ClientId: "c\x1b[2J", Mutations: []*statedv1.Mutation{put(ns, "a", "1")}}, "client_id: control character U+001B at byte 1"},
 		{"sequence without session", &statedv1.CommitRequest{ClientId: "c", Sequence: 7, Mutations: []*statedv1.Mutation{put(ns, "a", "1")}}, "session_id: 0 with a sequence: open a session with OpenSession and send its id, so that a retry is recognised"},
 		{"session without client id", &statedv1.CommitRequest{SessionId: 5, Sequence: 7}, "session_id: set without client_id"},
 		{"session without sequence", &statedv1.CommitRequest{ClientId: "c", SessionId: 5}, "sequence: 0 with a session_id: sequences start at 1"},

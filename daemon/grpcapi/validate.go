@@ -21,11 +21,10 @@ func validateCommit(r *statedv1.CommitRequest) error {
 	if n := len(r.GetOffsets()); n > MaxOffsetsPerCommit {
 		return invalid("offsets", "%d offsets, limit %d", n, MaxOffsetsPerCommit)
 	}
-	if n := len(r.GetClientId()); n > MaxClientIDBytes {
-		return invalid("client_id", "%d bytes, limit %d", n, MaxClientIDBytes)
-	}
-	if err := validUTF8("client_id", r.GetClientId()); err != nil {
-		return err
+	if id := r.GetClientId(); id != "" {
+		if err := validateClientID("client_id", id); err != nil {
+			return err
+		}
 	}
 	switch {
 	case r.GetSessionId() != 0 && r.GetClientId() == "":
@@ -64,13 +63,7 @@ func validateCommit(r *statedv1.CommitRequest) error {
 }
 
 func validateOpenSession(r *statedv1.OpenSessionRequest) error {
-	switch n := len(r.GetClientId()); {
-	case n == 0:
-		return invalid("client_id", "empty")
-	case n > MaxClientIDBytes:
-		return invalid("client_id", "%d bytes, limit %d", n, MaxClientIDBytes)
-	}
-	if err := validUTF8("client_id", r.GetClientId()); err != nil {
+	if err := validateClientID("client_id", r.GetClientId()); err != nil {
 		return err
 	}
 	if id := r.GetSessionId(); id > math.MaxInt64 {
@@ -201,6 +194,26 @@ func validateNamespace(field, ns string) error {
 		return invalid(field, "not valid UTF-8")
 	}
 	for i, r := range ns {
+		if unicode.IsControl(r) {
+			return invalid(field, "control character %U at byte %d", r, i)
+		}
+	}
+	return nil
+}
+
+// validateClientID checks a client id (a session's, a commit's, a claim's
+// owner): 1..MaxClientIDBytes bytes of UTF-8 without control characters,
+// which would reach logs and the command line's output as they are.
+func validateClientID(field, id string) error {
+	switch {
+	case id == "":
+		return invalid(field, "empty")
+	case len(id) > MaxClientIDBytes:
+		return invalid(field, "%d bytes, limit %d", len(id), MaxClientIDBytes)
+	case !utf8.ValidString(id):
+		return invalid(field, "not valid UTF-8")
+	}
+	for i, r := range id {
 		if unicode.IsControl(r) {
 			return invalid(field, "control character %U at byte %d", r, i)
 		}
@@ -352,13 +365,10 @@ func validatePartitions(group, owner string, n int, part func(int) (string, int3
 	if err := validateGroup("group", group); err != nil {
 		return err
 	}
+	if err := validateClientID("owner", owner); err != nil {
+		return err
+	}
 	switch {
-	case owner == "":
-		return invalid("owner", "empty")
-	case len(owner) > MaxClientIDBytes:
-		return invalid("owner", "%d bytes, limit %d", len(owner), MaxClientIDBytes)
-	case !utf8.ValidString(owner):
-		return invalid("owner", "not valid UTF-8")
 	case n == 0:
 		return invalid("partitions", "empty")
 	case n > MaxOffsetsPerCommit:

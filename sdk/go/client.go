@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -127,7 +129,9 @@ func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]
 func (bearerToken) RequireTransportSecurity() bool { return false }
 
 // WithClientID sets the id the Client opens its session for and sends with
-// every commit. The default is 16 random hex characters. A process that
+// every commit: 1 to 256 bytes of UTF-8 without control characters (Dial
+// refuses another with ErrInvalidArgument). The default is 16 random hex
+// characters. A process that
 // restarts may reuse its id (a Kafka processor with a fixed id, say): its
 // new Client opens a new session, which fences the old one, so a zombie of
 // the previous process can no longer commit (its commits fail with
@@ -135,6 +139,29 @@ func (bearerToken) RequireTransportSecurity() bool { return false }
 // one that dialled last wins.
 func WithClientID(id string) Option {
 	return func(o *clientOptions) { o.clientID = id }
+}
+
+// maxClientIDBytes is the daemon's limit on a client id.
+const maxClientIDBytes = 256
+
+// checkClientID refuses, at Dial, a client id the daemon refuses: empty,
+// over 256 bytes, not UTF-8, or with a control character.
+func checkClientID(id string) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("stated: dial: client id: %s: %w", fmt.Sprintf(format, args...), ErrInvalidArgument)
+	}
+	switch {
+	case len(id) > maxClientIDBytes:
+		return bad("%d bytes, limit %d", len(id), maxClientIDBytes)
+	case !utf8.ValidString(id):
+		return bad("not valid UTF-8")
+	}
+	for i, r := range id {
+		if unicode.IsControl(r) {
+			return bad("control character %U at byte %d", r, i)
+		}
+	}
+	return nil
 }
 
 // WithLazySession makes the Client open its session at its first commit
@@ -253,6 +280,8 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		if o.clientID, err = randomClientID(); err != nil {
 			return nil, err
 		}
+	} else if err := checkClientID(o.clientID); err != nil {
+		return nil, err
 	}
 	creds := insecure.NewCredentials()
 	if o.tls != nil {

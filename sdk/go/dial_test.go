@@ -280,3 +280,28 @@ func TestOversizedCommitFailsOnTheClientWithResourceExhausted(t *testing.T) {
 		t.Fatalf("small commit after an oversized one: %v", err)
 	}
 }
+
+// TestDialRefusesAClientIDTheDaemonWouldRefuse: a bad client id fails at
+// Dial, naming it, instead of at the first commit.
+func TestDialRefusesAClientIDTheDaemonWouldRefuse(t *testing.T) {
+	for _, tc := range []struct{ id, want string }{
+		{strings.Repeat("c", 257), "client id: 257 bytes, limit 256"},
+		{"a\xffb", "client id: not valid UTF-8"},
+		{"proc\n1", "client id: control character U+000A at byte 4"},
+	} {
+		c, err := Dial(context.Background(), "unix:///nonexistent/stated.sock", WithClientID(tc.id))
+		if err == nil {
+			c.Close()
+			t.Errorf("Dial with client id %q succeeded", tc.id)
+			continue
+		}
+		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Dial with client id %q: %v, want ErrInvalidArgument naming %q", tc.id, err, tc.want)
+		}
+	}
+	c, err := Dial(context.Background(), "unix:///nonexistent/stated.sock", WithClientID(strings.Repeat("é", 128)))
+	if err != nil {
+		t.Fatalf("Dial with a 256-byte UTF-8 client id: %v", err)
+	}
+	c.Close()
+}
