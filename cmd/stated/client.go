@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,11 +18,19 @@ import (
 type notFoundError struct {
 	ns, key string
 	what    string // "" for a value, else e.g. `counter` or `map entry "s"`
+	// holds names the other kinds the key holds (a value's read only), so
+	// that a read of the wrong kind says which --kind reads it.
+	holds []string
 }
 
 func (e *notFoundError) Error() string {
 	if e.what == "" {
-		return fmt.Sprintf("key %q not found in namespace %q", e.key, e.ns)
+		msg := fmt.Sprintf("key %q not found in namespace %q", e.key, e.ns)
+		if len(e.holds) > 0 {
+			msg = fmt.Sprintf("no value at key %q in namespace %q; it holds %s",
+				e.key, e.ns, strings.Join(e.holds, ", and "))
+		}
+		return msg
 	}
 	return fmt.Sprintf("%s of key %q not found in namespace %q", e.what, e.key, e.ns)
 }

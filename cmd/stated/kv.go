@@ -100,7 +100,11 @@ func (c *cli) kvGet() *cobra.Command {
 					if kind == "map" {
 						return &notFoundError{ns: ns, key: key, what: fmt.Sprintf("map entry %q", subKey)}
 					}
-					return &notFoundError{ns: ns, key: key}
+					holds, err := otherKinds(ctx, client, ns, key, readOpts)
+					if err != nil {
+						return err
+					}
+					return &notFoundError{ns: ns, key: key, holds: holds}
 				}
 				out.setValue(item.Value)
 				out.setExpiry(item.ExpiresAt)
@@ -216,4 +220,31 @@ func (c *cli) kvScan() *cobra.Command {
 	f.IntVar(&limit, "limit", 0, "stop after N entries (0 for all)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per entry")
 	return cmd
+}
+
+// kindHints says how the command line reads each kind of state.
+var kindHints = map[stated.Kind]string{
+	stated.KindCounter: "a counter (--kind counter reads it)",
+	stated.KindMap:     "a map (--kind map --sub-key S reads an entry, stated kv scan lists it)",
+	stated.KindList:    "a list (stated kv scan lists it)",
+}
+
+// otherKinds describes the kinds of state other than a value that key
+// holds in ns (counter, map, list), with a scan of at most one entry of
+// each.
+func otherKinds(ctx context.Context, client *stated.Client, ns, key string, opts []stated.ReadOption) ([]string, error) {
+	var holds []string
+	for _, q := range []stated.ScanQuery{
+		{Namespace: ns, Kind: stated.KindCounter, Start: []byte(key), End: []byte(key + "\x00"), Limit: 1},
+		{Namespace: ns, Kind: stated.KindMap, Key: []byte(key), Limit: 1},
+		{Namespace: ns, Kind: stated.KindList, Key: []byte(key), Limit: 1},
+	} {
+		for _, err := range client.Scan(ctx, q, opts...) {
+			if err != nil {
+				return nil, err
+			}
+			holds = append(holds, kindHints[q.Kind])
+		}
+	}
+	return holds, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	stated "github.com/statedhq/stated/sdk/go"
 )
 
 type result struct {
@@ -72,6 +73,51 @@ func TestKVGetOfAMissingKeyExitsOneNamingKeyAndNamespace(t *testing.T) {
 	}
 	if r.stdout != "" {
 		t.Errorf("stdout = %q, want nothing", r.stdout)
+	}
+}
+
+// TestKVGetOfAKeyHoldingAnotherKindSaysWhichKindReadsIt: a value's read
+// of a key that holds only a counter, map or list still exits 1, and says
+// what the key holds and how to read it, instead of that nothing is there.
+func TestKVGetOfAKeyHoldingAnotherKindSaysWhichKindReadsIt(t *testing.T) {
+	t.Parallel()
+	d := daemontest.Start(t)
+	mustSucceed(t, client(t, d, "kv", "add", "ns", "c", "5"))
+	r := client(t, d, "kv", "get", "ns", "c")
+	if want := "stated: no value at key \"c\" in namespace \"ns\"; it holds a counter (--kind counter reads it)\n"; r.code != 1 || r.stderr != want {
+		t.Errorf("get of a counter: exit %d, stderr %q; want exit 1, %q", r.code, r.stderr, want)
+	}
+	if out := mustSucceed(t, client(t, d, "kv", "get", "ns", "c", "--kind", "counter")); out != "5\n" {
+		t.Errorf("--kind counter: stdout %q", out)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sc, err := stated.Dial(ctx, d.SocketPath(), stated.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if _, err := sc.Txn().MapPut("ns", []byte("m"), []byte("s"), []byte("v")).ListAppend("ns", []byte("m"), []byte("e")).
+		CounterAdd("ns", []byte("m"), 1).Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r = client(t, d, "kv", "get", "ns", "m")
+	want := "stated: no value at key \"m\" in namespace \"ns\"; it holds a counter (--kind counter reads it), " +
+		"and a map (--kind map --sub-key S reads an entry, stated kv scan lists it), and a list (stated kv scan lists it)\n"
+	if r.code != 1 || r.stderr != want {
+		t.Errorf("get of a counter, map and list: exit %d, stderr %q; want exit 1, %q", r.code, r.stderr, want)
+	}
+	// A key that is only a prefix of another's is not taken for it.
+	if r = client(t, d, "kv", "get", "ns", "x"); r.stderr != "stated: key \"x\" not found in namespace \"ns\"\n" {
+		t.Errorf("get of x: %q", r.stderr)
+	}
+	if _, err := sc.Txn().MapPut("ns", []byte("px"), []byte("s"), []byte("v")).ListAppend("ns", []byte("px"), []byte("e")).
+		CounterAdd("ns", []byte("px"), 1).Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r = client(t, d, "kv", "get", "ns", "p"); r.code != 1 || r.stderr != "stated: key \"p\" not found in namespace \"ns\"\n" {
+		t.Errorf("get of p beside px: exit %d, %q", r.code, r.stderr)
 	}
 }
 
