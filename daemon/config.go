@@ -83,6 +83,14 @@ type Config struct {
 	// requests never wait for it. At least 1 MiB; zero keeps the default,
 	// DefaultMaxInflightRequestBytes.
 	MaxInflightRequestBytes int64
+	// MinFreeDiskBytes is the free space of the data dir's disk below
+	// which the leader refuses commits (RESOURCE_EXHAUSTED with a DiskFull
+	// detail; nothing of them applies) instead of filling the disk, which
+	// stops the state store's flushes and can crash the process. Reads,
+	// session opens, expiry and checkpoints go on. The disk's free space
+	// is read at most every 100 ms. Zero turns the check off;
+	// DefaultConfig has DefaultMinFreeDiskBytes.
+	MinFreeDiskBytes int64
 	// RaftLogStore is the store of the Raft log: "wal" (raft-wal) or
 	// "boltdb" (raft-boltdb); see raftstore.Config.LogStore. Empty means
 	// the store DataDir already holds, or raftstore.DefaultLogStore for a
@@ -206,6 +214,7 @@ func DefaultConfig() Config {
 		JoinTimeout:     time.Minute,
 
 		MaxInflightRequestBytes: DefaultMaxInflightRequestBytes,
+		MinFreeDiskBytes:        DefaultMinFreeDiskBytes,
 
 		SessionIdleTimeout: raftDefaults.SessionIdleTimeout,
 
@@ -317,6 +326,9 @@ func (c *Config) Validate() error {
 		if err := CheckMaxInflightRequestBytes(c.MaxInflightRequestBytes); err != nil {
 			errs = append(errs, fmt.Errorf("daemon: config: MaxInflightRequestBytes %d: %w", c.MaxInflightRequestBytes, err))
 		}
+	}
+	if c.MinFreeDiskBytes < 0 {
+		errs = append(errs, fmt.Errorf("daemon: config: MinFreeDiskBytes %d is negative (0 turns the check off)", c.MinFreeDiskBytes))
 	}
 	if c.JoinTimeout < 0 {
 		errs = append(errs, fmt.Errorf("daemon: config: JoinTimeout %s is negative", c.JoinTimeout))

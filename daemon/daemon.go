@@ -50,6 +50,9 @@ type Daemon struct {
 	ckpt   *coordinator
 	// metrics serves Prometheus metrics; nil without MetricsAddr.
 	metrics *metricsServer
+	// disk refuses commits on the leader while the data dir's disk has
+	// less than MinFreeDiskBytes free.
+	disk *diskGuard
 
 	unixLn net.Listener
 	tcpLn  net.Listener
@@ -107,7 +110,8 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return refused(err)
 	}
-	d := &Daemon{cfg: cfg, logger: cfg.Logger, tls: certs, authz: az, conns: newConnCache(cfg.MaxMessageBytes, certs.peerCreds)}
+	d := &Daemon{cfg: cfg, logger: cfg.Logger, tls: certs, authz: az, conns: newConnCache(cfg.MaxMessageBytes, certs.peerCreds),
+		disk: newDiskGuard(cfg.DataDir, cfg.NodeID, cfg.MinFreeDiskBytes, cfg.Logger)}
 	if err := d.listen(); err != nil {
 		return refused(err)
 	}
@@ -362,7 +366,8 @@ func (d *Daemon) serve() {
 		grpc.MaxSendMsgSize(d.cfg.MaxMessageBytes),
 		grpc.StatsHandler(reqsize.Handler()),
 	}, append(append(d.metricsServerOptions(), d.authzServerOptions()...), d.lineageServerOptions()...)...)...)
-	opts := []grpcapi.Option{grpcapi.WithLogger(d.logger), grpcapi.WithForwarder(d.conns), grpcapi.WithLargeRequestBudget(d.cfg.MaxInflightRequestBytes)}
+	opts := []grpcapi.Option{grpcapi.WithLogger(d.logger), grpcapi.WithForwarder(d.conns), grpcapi.WithLargeRequestBudget(d.cfg.MaxInflightRequestBytes),
+		grpcapi.WithWriteGuard(d.disk.check)}
 	statedv1.RegisterStateServer(d.server, grpcapi.New(d.store, opts...))
 	statedv1.RegisterClusterServer(d.server, grpcapi.NewCluster(d.store, opts...))
 	statedv1.RegisterCheckpointsServer(d.server, grpcapi.NewCheckpoints(d.store, checkpointsAPI{d.ckpt}, opts...))

@@ -235,6 +235,7 @@ func TestConfigValidateNamesTheBadField(t *testing.T) {
 		{"tiny message size", func(c *daemon.Config) { c.MaxMessageBytes = 1000 }, "MaxMessageBytes"},
 		{"tiny in-flight budget", func(c *daemon.Config) { c.MaxInflightRequestBytes = 1000 }, "MaxInflightRequestBytes"},
 		{"negative in-flight budget", func(c *daemon.Config) { c.MaxInflightRequestBytes = -1 }, "MaxInflightRequestBytes"},
+		{"negative free disk minimum", func(c *daemon.Config) { c.MinFreeDiskBytes = -1 }, "MinFreeDiskBytes"},
 		{"negative expiry interval", func(c *daemon.Config) { c.ExpiryInterval = -time.Second }, "ExpiryInterval"},
 		{"raft bound to every interface, not advertised", func(c *daemon.Config) { c.RaftAddr = "0.0.0.0:7421" }, "AdvertiseRaftAddr"},
 		{"raft bound to an empty host, not advertised", func(c *daemon.Config) { c.RaftAddr = ":7421" }, "AdvertiseRaftAddr"},

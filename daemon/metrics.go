@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -63,6 +64,23 @@ func (d *Daemon) registerMetrics() {
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.grpc = metrics.NewGRPC(m.reg)
 	m.reg.MustRegister(metrics.NewStoreCollector(d.store, countsEvery), metrics.NewStorageCollector(d.store))
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stated_data_dir_free_bytes",
+			Help: "Free space of the data dir's disk, as an unprivileged process may use it (read at most every 100 ms; NaN when it cannot be read)."},
+			func() float64 {
+				free, err := d.disk.Free()
+				if err != nil {
+					return math.NaN()
+				}
+				return float64(free)
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stated_min_free_disk_bytes",
+			Help: "The node's --min-free-disk: below it, as leader, it refuses commits (0: never)."},
+			func() float64 { return float64(d.disk.min) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stated_commits_refused_disk_full_total",
+			Help: "Commit calls (Commit, CommitBatch) this node refused as leader because its data dir's disk had less free space than --min-free-disk."},
+			func() float64 { return float64(d.disk.Refused()) }),
+	)
 	ck := metrics.NewCheckpoints(m.reg, d.checkpointStats)
 	d.ckpt.completed = ck.Observe
 }

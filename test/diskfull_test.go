@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -10,8 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/statedhq/stated/internal/smalldisk"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	stated "github.com/statedhq/stated/sdk/go"
 )
 
 // TestAStartOntoAFullDiskStopsNamingTheDisk: a node killed with 8 MiB
@@ -32,7 +37,9 @@ func TestAStartOntoAFullDiskStopsNamingTheDisk(t *testing.T) {
 	// what this test checks is the state's open.
 	disk := smalldisk.Mount(t, 256)
 	n := newNode(t)
-	n.args = []string{"--raft-log-store", "wal"}
+	// --min-free-disk 0: the disk is to fill through Pebble, which the
+	// guard would stop at 128 MiB free.
+	n.args = []string{"--raft-log-store", "wal", "--min-free-disk", "0"}
 	n.dataDir = filepath.Join(disk, "data")
 	n.start(ctx)
 	client, closeConn := n.client()
@@ -84,5 +91,126 @@ func TestAStartOntoAFullDiskStopsNamingTheDisk(t *testing.T) {
 	resp, err := client.Get(ctx, &statedv1.GetRequest{Namespace: "s", Key: []byte("k00127"), Kind: statedv1.Kind_KIND_VALUE})
 	if err != nil || len(resp.GetValue()) != 64<<10 {
 		t.Fatalf("the last commit after the start with space again: %d bytes, %v", len(resp.GetValue()), err)
+	}
+}
+
+// TestCommitsAreRefusedWhileTheDiskIsBelowMinFreeDisk: with less free
+// space on the data dir's disk than --min-free-disk, the leader refuses
+// commits (RESOURCE_EXHAUSTED with a DiskFull detail, the SDK's
+// ErrDiskFull) and applies nothing of them, where it used to write on
+// until Pebble could not flush; reads go on, /metrics shows the free
+// space and the refusals, and commits go through again once there is
+// room, without a restart.
+func TestCommitsAreRefusedWhileTheDiskIsBelowMinFreeDisk(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	disk := smalldisk.Mount(t, 256)
+	n := newNode(t)
+	metricsAddr := freeAddr(t)
+	n.args = []string{"--raft-log-store", "wal", "--min-free-disk", "64MiB", "--metrics-addr", metricsAddr}
+	n.dataDir = filepath.Join(disk, "data")
+	n.start(ctx)
+	client, closeConn := n.client()
+	defer closeConn()
+	put := func(key string) error {
+		_, err := client.Commit(ctx, &statedv1.CommitRequest{Mutations: []*statedv1.Mutation{{
+			Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: "s", Key: []byte(key), Value: []byte("v")}}})
+		return err
+	}
+	if err := put("before"); err != nil {
+		t.Fatal(err)
+	}
+	smalldisk.WaitSettled(t, disk)
+	filler := filepath.Join(disk, "filler")
+	smalldisk.Fill(t, filler, 32<<20)  // 32 MiB left, below the 64 MiB
+	time.Sleep(200 * time.Millisecond) // past the guard's 100 ms reading
+
+	err := put("refused")
+	st := status.Convert(err)
+	var detail *statedv1.DiskFull
+	for _, d := range st.Details() {
+		if df, ok := d.(*statedv1.DiskFull); ok {
+			detail = df
+		}
+	}
+	if st.Code() != codes.ResourceExhausted || detail == nil || !strings.Contains(st.Message(), "--min-free-disk 64.0 MiB") {
+		t.Fatalf("commit with 32 MiB free: %v (detail %v); want RESOURCE_EXHAUSTED naming --min-free-disk with a DiskFull detail", err, detail)
+	}
+	if detail.GetNodeId() != "n1" || detail.GetMinFreeBytes() != 64<<20 || detail.GetFreeBytes() >= 64<<20 {
+		t.Errorf("detail %v", detail)
+	}
+	t.Logf("refused: %s", st.Message())
+
+	// The SDK's error, and no resend of the commit alone (that is for a
+	// message too large).
+	sc, err := stated.Dial(ctx, n.socket, stated.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	_, err = sc.Txn().CounterAdd("s", []byte("c"), 1).Commit(ctx)
+	if !errors.Is(err, stated.ErrDiskFull) || !errors.Is(err, stated.ErrResourceExhausted) {
+		t.Fatalf("SDK commit: %v; want ErrDiskFull", err)
+	}
+
+	// Nothing of either applied; reads go on.
+	for _, key := range []string{"refused"} {
+		resp, err := client.Get(ctx, &statedv1.GetRequest{Namespace: "s", Key: []byte(key), Kind: statedv1.Kind_KIND_VALUE})
+		if err != nil || resp.GetFound() {
+			t.Errorf("get %q: found %v, %v; want not found", key, resp.GetFound(), err)
+		}
+	}
+	if n, err := sc.GetCounter(ctx, "s", []byte("c")); err != nil || n != 0 {
+		t.Errorf("counter after the refused add: %d, %v", n, err)
+	}
+	resp, err := client.Get(ctx, &statedv1.GetRequest{Namespace: "s", Key: []byte("before"), Kind: statedv1.Kind_KIND_VALUE})
+	if err != nil || !resp.GetFound() {
+		t.Fatalf("read while commits are refused: %v", err)
+	}
+	fams := scrape(t, metricsAddr)
+	value := func(name string) float64 {
+		m := sample(fams, name)
+		if m == nil {
+			t.Errorf("no %s in /metrics", name)
+			return -1
+		}
+		if m.GetGauge() != nil {
+			return m.GetGauge().GetValue()
+		}
+		return m.GetCounter().GetValue()
+	}
+	if v := value("stated_min_free_disk_bytes"); v != 64<<20 {
+		t.Errorf("stated_min_free_disk_bytes %v", v)
+	}
+	if v := value("stated_data_dir_free_bytes"); v <= 0 || v >= 64<<20 {
+		t.Errorf("stated_data_dir_free_bytes %v with about 32 MiB free", v)
+	}
+	if v := value("stated_commits_refused_disk_full_total"); v < 2 {
+		t.Errorf("stated_commits_refused_disk_full_total %v after two refused commits", v)
+	}
+	if !strings.Contains(n.logs.String(), "refusing commits until there is room") {
+		t.Errorf("no warning logged")
+	}
+
+	// Room again: commits go through, without a restart.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := put("after")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("commit after freeing space: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := sc.Txn().CounterAdd("s", []byte("c"), 1).Commit(ctx); err != nil {
+		t.Fatalf("SDK commit after freeing space: %v", err)
+	}
+	if !strings.Contains(n.logs.String(), "commits resume") {
+		t.Errorf("no line logged when commits resumed")
 	}
 }

@@ -117,6 +117,7 @@ A flag wins over the environment, and both over the file.
 	f.StringVar(&cfg.AdvertiseGRPCAddr, "advertise-grpc-addr", "", "gRPC address other members and clients reach this node at (default: the bound --grpc-addr)")
 	f.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", cfg.MaxMessageBytes, "largest gRPC message received or sent")
 	f.Var(sizeValue{p: &cfg.MaxInflightRequestBytes, check: daemon.CheckMaxInflightRequestBytes}, "max-inflight-request-bytes", maxInflightRequestHelp)
+	f.Var(sizeValue{p: &cfg.MinFreeDiskBytes}, "min-free-disk", minFreeDiskHelp)
 	f.DurationVar(&cfg.ExpiryInterval, "expiry-interval", cfg.ExpiryInterval, "how often the leader deletes expired entries and idle client sessions")
 	f.DurationVar(&cfg.SessionIdleTimeout, "session-idle-timeout", cfg.SessionIdleTimeout, "how long a client session lives without a commit (at least 1s); a client whose session expired opens a new one")
 	f.Var(raftLogStoreValue{&cfg.RaftLogStore}, "raft-log-store", raftLogStoreHelp)
@@ -149,7 +150,7 @@ A flag wins over the environment, and both over the file.
 	f.StringVar(&socketMode, "socket-mode", "0600", "file mode of the unix socket, in octal: 0600 lets only this user connect, 0660 its group too")
 	f.StringVar(&configPath, "config", "", "YAML file holding run flags by name (node-id: n1); flags and STATED_* variables override it")
 	f.BoolVar(&showConfig, "print-config", false, "print the effective configuration as YAML, each value's source and secrets masked, and exit")
-	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "max-inflight-request-bytes", "expiry-interval", "session-idle-timeout", "raft-log-store", "cache-size", "raft-snapshot-threshold", "raft-snapshot-bytes", "raft-snapshot-interval", "raft-trailing-logs",
+	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "max-inflight-request-bytes", "min-free-disk", "expiry-interval", "session-idle-timeout", "raft-log-store", "cache-size", "raft-snapshot-threshold", "raft-snapshot-bytes", "raft-snapshot-interval", "raft-trailing-logs",
 		"checkpoint-url", "checkpoint-key-url", "checkpoint-interval", "checkpoint-materialize-interval", "checkpoint-changelog-memory", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr", "enable-pprof",
 		"tls-cert", "tls-key", "tls-client-ca", "peer-tls-cert", "peer-tls-key", "peer-tls-ca", "token-file", "join-token", "insecure", "log-level", "log-format", "socket-mode", "config")
 	return cmd
@@ -243,7 +244,7 @@ var fieldFlags = map[string]string{
 	"NodeID": "node-id", "DataDir": "data-dir", "GRPCAddr": "grpc-addr", "SocketPath": "socket", "SocketMode": "socket-mode",
 	"RaftAddr": "raft-addr", "AdvertiseRaftAddr": "advertise-raft-addr", "Bootstrap": "bootstrap", "Join": "join",
 	"BootstrapNodeID": "bootstrap-node-id", "JoinTimeout": "join-timeout", "AdvertiseGRPCAddr": "advertise-grpc-addr",
-	"MaxMessageBytes": "max-message-bytes", "MaxInflightRequestBytes": "max-inflight-request-bytes", "ExpiryInterval": "expiry-interval", "SessionIdleTimeout": "session-idle-timeout",
+	"MaxMessageBytes": "max-message-bytes", "MaxInflightRequestBytes": "max-inflight-request-bytes", "MinFreeDiskBytes": "min-free-disk", "ExpiryInterval": "expiry-interval", "SessionIdleTimeout": "session-idle-timeout",
 	"RaftLogStore": "raft-log-store", "CacheSize": "cache-size", "SnapshotThreshold": "raft-snapshot-threshold",
 	"SnapshotBytes": "raft-snapshot-bytes", "SnapshotInterval": "raft-snapshot-interval", "TrailingLogs": "raft-trailing-logs",
 	"CheckpointURL": "checkpoint-url", "CheckpointKeyURL": "checkpoint-key-url", "CheckpointInterval": "checkpoint-interval",

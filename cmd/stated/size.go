@@ -19,6 +19,11 @@ const maxInflightRequestHelp = `bytes of commit requests of 1 MiB or more this n
 	`a large request beyond it waits, bounded by its deadline, and one larger than it is worked on alone; smaller requests never wait for it. ` +
 	`A size such as 128MiB, 512MB or bytes; at least 1MiB (docs/OPERATIONS.md, Memory)`
 
+// minFreeDiskHelp is the help of --min-free-disk.
+const minFreeDiskHelp = `as leader, refuse commits (RESOURCE_EXHAUSTED, nothing applied) while the data dir's disk has less free space than this, ` +
+	`so that stated's writes never fill it (a full disk stops the state store's flushes and can crash the process); reads and checkpoints go on. ` +
+	`A size such as 128MiB, 1GiB or bytes; 0 turns the check off (docs/OPERATIONS.md, A full data disk)`
+
 // raftSnapshotBytesHelp is the help of --raft-snapshot-bytes.
 const raftSnapshotBytesHelp = `also take a Raft snapshot once the log since the last one holds this many bytes (a snapshot refers to the state instead of copying it, so it is cheap): ` +
 	`bounds what a restart replays and the log's disk with large commits, which --raft-snapshot-threshold counts as entries. ` +

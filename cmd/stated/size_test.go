@@ -60,3 +60,19 @@ func TestMaxInflightRequestBytesRefusesABadSizeNamingWhereItCameFrom(t *testing.
 		{"flag", nil, []string{"--max-inflight-request-bytes", "1GiB"}, `max-inflight-request-bytes: "1GiB"  # flag`},
 	})
 }
+
+func TestMinFreeDiskTakesASizeOrZeroNamingWhereABadOneCameFrom(t *testing.T) {
+	t.Parallel()
+	checkRefusedNamingSource(t, []sourceCase{
+		{"flag not a size", nil, []string{"--min-free-disk", "some"}, `invalid argument "some" for "--min-free-disk"`},
+		{"flag negative", nil, []string{"--min-free-disk", "-1MiB"}, `invalid argument "-1MiB" for "--min-free-disk"`},
+		{"env", map[string]string{"STATED_MIN_FREE_DISK": "1.5GiB"}, nil, `STATED_MIN_FREE_DISK: value "1.5GiB"`},
+		{"file", nil, []string{"--config", writeConfig(t, "min-free-disk: lots\n")}, `key "min-free-disk": value "lots"`},
+	})
+	checkPrintedWithSource(t, "min-free-disk", []sourceCase{
+		{"default", nil, nil, `min-free-disk: "128MiB"  # default`},
+		{"off", nil, []string{"--min-free-disk", "0"}, `min-free-disk: "0"  # flag`},
+		{"env", map[string]string{"STATED_MIN_FREE_DISK": "1GiB"}, nil, `min-free-disk: "1GiB"  # env STATED_MIN_FREE_DISK`},
+		{"file", nil, []string{"--config", writeConfig(t, "min-free-disk: 512MB\n")}, `min-free-disk: "512MB"  # file`},
+	})
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/statedhq/stated/daemon/authz"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	"github.com/statedhq/stated/raftstore"
 	"github.com/statedhq/stated/raftstore/command"
 )
 
@@ -57,7 +58,14 @@ func (s *Server) CommitBatch(ctx context.Context, r *statedv1.CommitBatchRequest
 	if len(valid) == 0 {
 		return &statedv1.CommitBatchResponse{Results: results}, nil
 	}
-	outs, errs, err := s.store.CommitBatch(ctx, valid)
+	// The leader's write guard refuses the call's commits as one, before
+	// anything is proposed.
+	err = s.checkWrite()
+	var outs []raftstore.CommitOutcome
+	var errs []error
+	if err == nil {
+		outs, errs, err = s.store.CommitBatch(ctx, valid)
+	}
 	if err != nil {
 		// The proposal's error, answered once (an unknown one is logged)
 		// for every commit in it.

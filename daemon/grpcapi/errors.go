@@ -51,7 +51,10 @@ func statusOf(ctx context.Context, logger *slog.Logger, err error) error {
 	var full *fsm.OutboxFullError
 	var cfe *command.FieldError
 	var endedOpen *fsm.EndedSessionError
+	var diskFull *DiskFullError
 	switch {
+	case errors.As(err, &diskFull):
+		return diskFullStatus(diskFull)
 	case errors.As(err, &full):
 		return outboxFullStatus(full, 0)
 	case errors.As(err, &cfe):
@@ -109,6 +112,16 @@ func fencedStatus(e *fsm.FenceError) error {
 		Group: e.Group, Topic: e.Topic, Partition: e.Partition,
 		Epoch: e.Epoch, CurrentEpoch: e.Current, Owner: e.Owner, Reason: e.Reason,
 	}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// diskFullStatus is RESOURCE_EXHAUSTED with a DiskFull detail, so that a
+// client tells it from a message too large.
+func diskFullStatus(e *DiskFullError) error {
+	st := status.New(codes.ResourceExhausted, e.Error())
+	if d, err := st.WithDetails(&statedv1.DiskFull{NodeId: e.NodeID, FreeBytes: e.Free, MinFreeBytes: e.Min}); err == nil {
 		st = d
 	}
 	return st.Err()

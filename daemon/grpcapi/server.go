@@ -3,6 +3,7 @@ package grpcapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"google.golang.org/grpc"
@@ -58,6 +59,7 @@ type Server struct {
 	// scanSlots holds a token for each Scan stream served (see maxScans).
 	scanSlots chan struct{}
 	large     largeRequests
+	guard     func() error
 }
 
 // Option configures a Server or a ClusterServer.
@@ -67,6 +69,7 @@ type options struct {
 	logger     *slog.Logger
 	forwarder  Forwarder
 	largeBytes int64
+	guard      func() error
 }
 
 func newOptions(opts []Option) options {
@@ -101,11 +104,49 @@ func WithLargeRequestBudget(bytes int64) Option {
 	return func(o *options) { o.largeBytes = bytes }
 }
 
+// WithWriteGuard makes the leader ask guard before it proposes a commit
+// (Commit, and each CommitBatch call): an error refuses the commit, and a
+// *DiskFullError is answered RESOURCE_EXHAUSTED with a DiskFull detail.
+func WithWriteGuard(guard func() error) Option {
+	return func(o *options) { o.guard = guard }
+}
+
+// DiskFullError is a commit refused because the leader's data dir's disk
+// has less free space than the daemon's --min-free-disk.
+type DiskFullError struct {
+	NodeID string
+	Dir    string
+	Free   int64
+	Min    int64
+}
+
+func (e *DiskFullError) Error() string {
+	return fmt.Sprintf("the data dir's disk of node %s (%s) has %s free, below --min-free-disk %s: commits are refused until there is room (free space or grow the volume)",
+		e.NodeID, e.Dir, fmtMiB(e.Free), fmtMiB(e.Min))
+}
+
+// fmtMiB prints n in MiB with one decimal, or in bytes below 1 MiB.
+func fmtMiB(n int64) string {
+	if n < 1<<20 {
+		return fmt.Sprintf("%d B", n)
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
+
+// checkWrite asks the write guard, if any, whether this node, the leader,
+// may propose a commit now.
+func (s *Server) checkWrite() error {
+	if s.guard == nil {
+		return nil
+	}
+	return s.guard()
+}
+
 // New returns a Server serving store.
 func New(store Store, opts ...Option) *Server {
 	o := newOptions(opts)
 	return &Server{store: store, logger: o.logger, fwd: newForwarding(store, o), scanSlots: make(chan struct{}, maxScans),
-		large: newLargeRequests(o.largeBytes)}
+		large: newLargeRequests(o.largeBytes), guard: o.guard}
 }
 
 // Commit validates the transaction and proposes it as one Raft entry; a
@@ -132,6 +173,9 @@ func (s *Server) Commit(ctx context.Context, r *statedv1.CommitRequest) (*stated
 
 // commitHere proposes the validated commit r on this node, the leader.
 func (s *Server) commitHere(ctx context.Context, r *statedv1.CommitRequest) (*statedv1.CommitResponse, error) {
+	if err := s.checkWrite(); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	out, err := s.store.CommitOutcome(ctx, toCommand(r))
 	if err != nil {
 		return nil, s.commitStatus(ctx, err)

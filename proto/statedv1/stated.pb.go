@@ -5841,6 +5841,74 @@ func (x *OutboxFull) GetMaxPendingEmissions() int64 {
 	return 0
 }
 
+// DiskFull is the detail of a commit refused with RESOURCE_EXHAUSTED
+// because the free space of the leader's data dir's disk is below the
+// leader's --min-free-disk, so that the disk does not fill up (a full
+// disk stops the node's state store). Nothing of the commit applied; the
+// commits go through again once there is room.
+type DiskFull struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node_id is the refusing node's, the leader.
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId" json:"node_id,omitempty"`
+	// free_bytes is what its data dir's disk had free when it looked.
+	FreeBytes int64 `protobuf:"varint,2,opt,name=free_bytes,json=freeBytes" json:"free_bytes,omitempty"`
+	// min_free_bytes is its --min-free-disk.
+	MinFreeBytes  int64 `protobuf:"varint,3,opt,name=min_free_bytes,json=minFreeBytes" json:"min_free_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiskFull) Reset() {
+	*x = DiskFull{}
+	mi := &file_statedv1_stated_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiskFull) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiskFull) ProtoMessage() {}
+
+func (x *DiskFull) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiskFull.ProtoReflect.Descriptor instead.
+func (*DiskFull) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *DiskFull) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *DiskFull) GetFreeBytes() int64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
+func (x *DiskFull) GetMinFreeBytes() int64 {
+	if x != nil {
+		return x.MinFreeBytes
+	}
+	return 0
+}
+
 type Window struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Key     []byte                 `protobuf:"bytes,1,opt,name=key" json:"key,omitempty"`
@@ -5862,7 +5930,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_statedv1_stated_proto_msgTypes[70]
+	mi := &file_statedv1_stated_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5874,7 +5942,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[70]
+	mi := &file_statedv1_stated_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5887,7 +5955,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{70}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *Window) GetKey() []byte {
@@ -5982,7 +6050,7 @@ type GetWindowsRequest struct {
 
 func (x *GetWindowsRequest) Reset() {
 	*x = GetWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[71]
+	mi := &file_statedv1_stated_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5994,7 +6062,7 @@ func (x *GetWindowsRequest) String() string {
 func (*GetWindowsRequest) ProtoMessage() {}
 
 func (x *GetWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[71]
+	mi := &file_statedv1_stated_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6007,7 +6075,7 @@ func (x *GetWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWindowsRequest.ProtoReflect.Descriptor instead.
 func (*GetWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{71}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GetWindowsRequest) GetNamespace() string {
@@ -6055,7 +6123,7 @@ type GetWindowsResponse struct {
 
 func (x *GetWindowsResponse) Reset() {
 	*x = GetWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[72]
+	mi := &file_statedv1_stated_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6067,7 +6135,7 @@ func (x *GetWindowsResponse) String() string {
 func (*GetWindowsResponse) ProtoMessage() {}
 
 func (x *GetWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[72]
+	mi := &file_statedv1_stated_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6080,7 +6148,7 @@ func (x *GetWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWindowsResponse.ProtoReflect.Descriptor instead.
 func (*GetWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{72}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *GetWindowsResponse) GetWindows() []*Window {
@@ -6113,7 +6181,7 @@ type ListOpenWindowsRequest struct {
 
 func (x *ListOpenWindowsRequest) Reset() {
 	*x = ListOpenWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[73]
+	mi := &file_statedv1_stated_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6125,7 +6193,7 @@ func (x *ListOpenWindowsRequest) String() string {
 func (*ListOpenWindowsRequest) ProtoMessage() {}
 
 func (x *ListOpenWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[73]
+	mi := &file_statedv1_stated_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6138,7 +6206,7 @@ func (x *ListOpenWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenWindowsRequest.ProtoReflect.Descriptor instead.
 func (*ListOpenWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{73}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListOpenWindowsRequest) GetNamespace() string {
@@ -6189,7 +6257,7 @@ type ListOpenWindowsResponse struct {
 
 func (x *ListOpenWindowsResponse) Reset() {
 	*x = ListOpenWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[74]
+	mi := &file_statedv1_stated_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6201,7 +6269,7 @@ func (x *ListOpenWindowsResponse) String() string {
 func (*ListOpenWindowsResponse) ProtoMessage() {}
 
 func (x *ListOpenWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[74]
+	mi := &file_statedv1_stated_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6214,7 +6282,7 @@ func (x *ListOpenWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenWindowsResponse.ProtoReflect.Descriptor instead.
 func (*ListOpenWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{74}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ListOpenWindowsResponse) GetWindows() []*Window {
@@ -6252,7 +6320,7 @@ type ReadEmissionsRequest struct {
 
 func (x *ReadEmissionsRequest) Reset() {
 	*x = ReadEmissionsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[75]
+	mi := &file_statedv1_stated_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6264,7 +6332,7 @@ func (x *ReadEmissionsRequest) String() string {
 func (*ReadEmissionsRequest) ProtoMessage() {}
 
 func (x *ReadEmissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[75]
+	mi := &file_statedv1_stated_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6277,7 +6345,7 @@ func (x *ReadEmissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEmissionsRequest.ProtoReflect.Descriptor instead.
 func (*ReadEmissionsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{75}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ReadEmissionsRequest) GetNamespace() string {
@@ -6320,7 +6388,7 @@ type ReadEmissionsResponse struct {
 
 func (x *ReadEmissionsResponse) Reset() {
 	*x = ReadEmissionsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[76]
+	mi := &file_statedv1_stated_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6332,7 +6400,7 @@ func (x *ReadEmissionsResponse) String() string {
 func (*ReadEmissionsResponse) ProtoMessage() {}
 
 func (x *ReadEmissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[76]
+	mi := &file_statedv1_stated_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6345,7 +6413,7 @@ func (x *ReadEmissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEmissionsResponse.ProtoReflect.Descriptor instead.
 func (*ReadEmissionsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{76}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ReadEmissionsResponse) GetEmissions() []*Emission {
@@ -6382,7 +6450,7 @@ type WindowStatusRequest struct {
 
 func (x *WindowStatusRequest) Reset() {
 	*x = WindowStatusRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[77]
+	mi := &file_statedv1_stated_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6394,7 +6462,7 @@ func (x *WindowStatusRequest) String() string {
 func (*WindowStatusRequest) ProtoMessage() {}
 
 func (x *WindowStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[77]
+	mi := &file_statedv1_stated_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6407,7 +6475,7 @@ func (x *WindowStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStatusRequest.ProtoReflect.Descriptor instead.
 func (*WindowStatusRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{77}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *WindowStatusRequest) GetNamespace() string {
@@ -6440,7 +6508,7 @@ type WindowSourceStatus struct {
 
 func (x *WindowSourceStatus) Reset() {
 	*x = WindowSourceStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[78]
+	mi := &file_statedv1_stated_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6452,7 +6520,7 @@ func (x *WindowSourceStatus) String() string {
 func (*WindowSourceStatus) ProtoMessage() {}
 
 func (x *WindowSourceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[78]
+	mi := &file_statedv1_stated_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6465,7 +6533,7 @@ func (x *WindowSourceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSourceStatus.ProtoReflect.Descriptor instead.
 func (*WindowSourceStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{78}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *WindowSourceStatus) GetSource() string {
@@ -6518,7 +6586,7 @@ type WindowNamespaceStatus struct {
 
 func (x *WindowNamespaceStatus) Reset() {
 	*x = WindowNamespaceStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[79]
+	mi := &file_statedv1_stated_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6530,7 +6598,7 @@ func (x *WindowNamespaceStatus) String() string {
 func (*WindowNamespaceStatus) ProtoMessage() {}
 
 func (x *WindowNamespaceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[79]
+	mi := &file_statedv1_stated_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6543,7 +6611,7 @@ func (x *WindowNamespaceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowNamespaceStatus.ProtoReflect.Descriptor instead.
 func (*WindowNamespaceStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{79}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *WindowNamespaceStatus) GetSpec() *WindowSpec {
@@ -6620,7 +6688,7 @@ type WindowStatusResponse struct {
 
 func (x *WindowStatusResponse) Reset() {
 	*x = WindowStatusResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[80]
+	mi := &file_statedv1_stated_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6632,7 +6700,7 @@ func (x *WindowStatusResponse) String() string {
 func (*WindowStatusResponse) ProtoMessage() {}
 
 func (x *WindowStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[80]
+	mi := &file_statedv1_stated_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6645,7 +6713,7 @@ func (x *WindowStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStatusResponse.ProtoReflect.Descriptor instead.
 func (*WindowStatusResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{80}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *WindowStatusResponse) GetNamespaces() []*WindowNamespaceStatus {
@@ -7104,7 +7172,12 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"OutboxFull\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\apending\x18\x02 \x01(\x03R\apending\x122\n" +
-	"\x15max_pending_emissions\x18\x03 \x01(\x03R\x13maxPendingEmissions\"\xaa\x02\n" +
+	"\x15max_pending_emissions\x18\x03 \x01(\x03R\x13maxPendingEmissions\"h\n" +
+	"\bDiskFull\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\x02 \x01(\x03R\tfreeBytes\x12$\n" +
+	"\x0emin_free_bytes\x18\x03 \x01(\x03R\fminFreeBytes\"\xaa\x02\n" +
 	"\x06Window\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x19\n" +
 	"\bstart_ms\x18\x02 \x01(\x03R\astartMs\x12\x15\n" +
@@ -7274,7 +7347,7 @@ func file_statedv1_stated_proto_rawDescGZIP() []byte {
 }
 
 var file_statedv1_stated_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
+var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
 var file_statedv1_stated_proto_goTypes = []any{
 	(Kind)(0),                         // 0: stated.v1.Kind
 	(MutationKind)(0),                 // 1: stated.v1.MutationKind
@@ -7356,18 +7429,19 @@ var file_statedv1_stated_proto_goTypes = []any{
 	(*AddResult)(nil),                 // 77: stated.v1.AddResult
 	(*Emission)(nil),                  // 78: stated.v1.Emission
 	(*OutboxFull)(nil),                // 79: stated.v1.OutboxFull
-	(*Window)(nil),                    // 80: stated.v1.Window
-	(*GetWindowsRequest)(nil),         // 81: stated.v1.GetWindowsRequest
-	(*GetWindowsResponse)(nil),        // 82: stated.v1.GetWindowsResponse
-	(*ListOpenWindowsRequest)(nil),    // 83: stated.v1.ListOpenWindowsRequest
-	(*ListOpenWindowsResponse)(nil),   // 84: stated.v1.ListOpenWindowsResponse
-	(*ReadEmissionsRequest)(nil),      // 85: stated.v1.ReadEmissionsRequest
-	(*ReadEmissionsResponse)(nil),     // 86: stated.v1.ReadEmissionsResponse
-	(*WindowStatusRequest)(nil),       // 87: stated.v1.WindowStatusRequest
-	(*WindowSourceStatus)(nil),        // 88: stated.v1.WindowSourceStatus
-	(*WindowNamespaceStatus)(nil),     // 89: stated.v1.WindowNamespaceStatus
-	(*WindowStatusResponse)(nil),      // 90: stated.v1.WindowStatusResponse
-	(*anypb.Any)(nil),                 // 91: google.protobuf.Any
+	(*DiskFull)(nil),                  // 80: stated.v1.DiskFull
+	(*Window)(nil),                    // 81: stated.v1.Window
+	(*GetWindowsRequest)(nil),         // 82: stated.v1.GetWindowsRequest
+	(*GetWindowsResponse)(nil),        // 83: stated.v1.GetWindowsResponse
+	(*ListOpenWindowsRequest)(nil),    // 84: stated.v1.ListOpenWindowsRequest
+	(*ListOpenWindowsResponse)(nil),   // 85: stated.v1.ListOpenWindowsResponse
+	(*ReadEmissionsRequest)(nil),      // 86: stated.v1.ReadEmissionsRequest
+	(*ReadEmissionsResponse)(nil),     // 87: stated.v1.ReadEmissionsResponse
+	(*WindowStatusRequest)(nil),       // 88: stated.v1.WindowStatusRequest
+	(*WindowSourceStatus)(nil),        // 89: stated.v1.WindowSourceStatus
+	(*WindowNamespaceStatus)(nil),     // 90: stated.v1.WindowNamespaceStatus
+	(*WindowStatusResponse)(nil),      // 91: stated.v1.WindowStatusResponse
+	(*anypb.Any)(nil),                 // 92: google.protobuf.Any
 }
 var file_statedv1_stated_proto_depIdxs = []int32{
 	25, // 0: stated.v1.RecoveryReport.checkpoint:type_name -> stated.v1.CheckpointSummary
@@ -7400,7 +7474,7 @@ var file_statedv1_stated_proto_depIdxs = []int32{
 	55, // 27: stated.v1.CommitBatchResponse.results:type_name -> stated.v1.CommitBatchResult
 	52, // 28: stated.v1.CommitBatchResult.response:type_name -> stated.v1.CommitResponse
 	56, // 29: stated.v1.CommitBatchResult.error:type_name -> stated.v1.CommitError
-	91, // 30: stated.v1.CommitError.details:type_name -> google.protobuf.Any
+	92, // 30: stated.v1.CommitError.details:type_name -> google.protobuf.Any
 	9,  // 31: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
 	2,  // 32: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
 	0,  // 33: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
@@ -7421,15 +7495,15 @@ var file_statedv1_stated_proto_depIdxs = []int32{
 	7,  // 48: stated.v1.AddResult.status:type_name -> stated.v1.AddStatus
 	8,  // 49: stated.v1.Emission.kind:type_name -> stated.v1.EmissionKind
 	61, // 50: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	80, // 51: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
+	81, // 51: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
 	61, // 52: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	80, // 53: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
+	81, // 53: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
 	61, // 54: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
 	78, // 55: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
 	61, // 56: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
 	70, // 57: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
-	88, // 58: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
-	89, // 59: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
+	89, // 58: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
+	90, // 59: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
 	51, // 60: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
 	62, // 61: stated.v1.State.Get:input_type -> stated.v1.GetRequest
 	64, // 62: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
@@ -7450,10 +7524,10 @@ var file_statedv1_stated_proto_depIdxs = []int32{
 	28, // 77: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
 	10, // 78: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
 	71, // 79: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
-	81, // 80: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
-	83, // 81: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
-	85, // 82: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
-	87, // 83: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
+	82, // 80: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
+	84, // 81: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
+	86, // 82: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
+	88, // 83: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
 	52, // 84: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
 	63, // 85: stated.v1.State.Get:output_type -> stated.v1.GetResponse
 	66, // 86: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
@@ -7474,10 +7548,10 @@ var file_statedv1_stated_proto_depIdxs = []int32{
 	29, // 101: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
 	14, // 102: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
 	72, // 103: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
-	82, // 104: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
-	84, // 105: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
-	86, // 106: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
-	90, // 107: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
+	83, // 104: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
+	85, // 105: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
+	87, // 106: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
+	91, // 107: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
 	84, // [84:108] is the sub-list for method output_type
 	60, // [60:84] is the sub-list for method input_type
 	60, // [60:60] is the sub-list for extension type_name
@@ -7496,7 +7570,7 @@ func file_statedv1_stated_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_statedv1_stated_proto_rawDesc), len(file_statedv1_stated_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   81,
+			NumMessages:   82,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -59,6 +59,13 @@ var (
 	// Nothing of it was applied. Acknowledge pending emissions (Txn.Ack)
 	// and commit again.
 	ErrOutboxFull = errors.New("stated: window outbox full")
+	// ErrDiskFull: the leader's data dir's disk has less free space than
+	// its --min-free-disk, so it refuses commits rather than fill the disk
+	// (codes.ResourceExhausted with a DiskFull detail, so it matches
+	// ErrResourceExhausted too). Nothing of the commit was applied; it
+	// goes through once the operator frees space. The Client does not
+	// retry it.
+	ErrDiskFull = errors.New("stated: the leader's data disk is nearly full")
 	// ErrOtherCluster: the daemon that answered belongs to a cluster
 	// other than the one this Client's session was opened in (see
 	// Client.Lineage): the Client's address now reaches an unrelated
@@ -125,16 +132,25 @@ func (e *statusError) Error() string {
 func (e *statusError) GRPCStatus() *status.Status { return e.st }
 
 // Is reports whether target is the sentinel for e's code, ErrOutboxFull
-// for a refusal with an OutboxFull detail, or ErrOtherCluster for one
+// for a refusal with an OutboxFull detail, ErrDiskFull for one with a
+// DiskFull detail, or ErrOtherCluster for one
 // with a LineageRefused detail.
 func (e *statusError) Is(target error) bool {
 	switch target {
 	case ErrOutboxFull:
 		return isOutboxFull(e.st)
+	case ErrDiskFull:
+		return isDiskFull(e.st)
 	case ErrOtherCluster:
 		return isOtherCluster(e.st)
 	}
 	return e.sentinel != nil && target == e.sentinel
+}
+
+// isDiskFull reports whether st is the daemon's refusal of a commit
+// because its data dir's disk is nearly full.
+func isDiskFull(st *status.Status) bool {
+	return hasDetail[*statedv1.DiskFull](st, codes.ResourceExhausted)
 }
 
 // isOutboxFull reports whether st is the daemon's refusal of a commit

@@ -306,10 +306,11 @@ func (t *Txn) commitInSession(ctx context.Context) (CommitResult, int, error) {
 
 // messageTooLarge reports whether err says that a commit or its answer
 // exceeded a message size limit (ResourceExhausted without the OutboxFull
-// detail of a full window outbox).
+// detail of a full window outbox or the DiskFull detail of a nearly full
+// disk).
 func messageTooLarge(err error) bool {
 	st, ok := status.FromError(err)
-	return ok && st.Code() == codes.ResourceExhausted && !isOutboxFull(st)
+	return ok && st.Code() == codes.ResourceExhausted && !isOutboxFull(st) && !isDiskFull(st)
 }
 
 // Update builds a Txn with fn and commits it. If fn returns an error,

@@ -1,0 +1,71 @@
+package grpcapi_test
+
+import (
+	"testing"
+
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/statedhq/stated/daemon"
+	"github.com/statedhq/stated/daemon/daemontest"
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+)
+
+// diskFullDetail returns err's DiskFull detail, nil if it has none.
+func diskFullDetail(err error) *statedv1.DiskFull {
+	for _, d := range status.Convert(err).Details() {
+		if df, ok := d.(*statedv1.DiskFull); ok {
+			return df
+		}
+	}
+	return nil
+}
+
+// TestCommitsBelowMinFreeDiskAreRefusedWithTheDetailAndApplyNothing: a
+// leader whose data dir's disk has less free space than MinFreeDiskBytes
+// (here 1 PiB, more than any disk has) refuses Commit and every commit of
+// a CommitBatch with RESOURCE_EXHAUSTED and a DiskFull detail, through a
+// follower too, and applies nothing; reads and session opens go on.
+func TestCommitsBelowMinFreeDiskAreRefusedWithTheDetailAndApplyNothing(t *testing.T) {
+	t.Parallel()
+	const pib = 1 << 50
+	nodes := daemontest.StartCluster(t, 2, func(c *daemon.Config) { c.MinFreeDiskBytes = pib })
+	leader, follower := nodes[0], nodes[1]
+	ctx := testContext(t)
+	for _, via := range []*daemon.Daemon{leader, follower} {
+		c := dial(t, "unix://"+via.SocketPath())
+		before := leader.Store().AppliedIndex()
+		_, err := c.Commit(ctx, &statedv1.CommitRequest{Mutations: []*statedv1.Mutation{put("ns", "a", "1")}})
+		wantStatus(t, err, codes.ResourceExhausted, "below --min-free-disk 1073741824.0 MiB")
+		df := diskFullDetail(err)
+		if df == nil || df.GetNodeId() != "node1" || df.GetMinFreeBytes() != pib || df.GetFreeBytes() <= 0 || df.GetFreeBytes() >= pib {
+			t.Fatalf("commit through %s: detail %v; want the leader's, node1, with its free bytes and 1 PiB", via.NodeID(), df)
+		}
+		resp, err := c.CommitBatch(ctx, &statedv1.CommitBatchRequest{Commits: []*statedv1.CommitRequest{
+			{Mutations: []*statedv1.Mutation{put("ns", "b", "1")}},
+			{Mutations: []*statedv1.Mutation{put("ns", "c", "1")}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range resp.GetResults() {
+			e := r.GetError()
+			st := status.FromProto(&spb.Status{Code: e.GetCode(), Message: e.GetMessage(), Details: e.GetDetails()})
+			if st.Code() != codes.ResourceExhausted || diskFullDetail(st.Err()) == nil {
+				t.Errorf("batch commit %d through %s: %v; want RESOURCE_EXHAUSTED with a DiskFull detail", i, via.NodeID(), st.Err())
+			}
+		}
+		if after := leader.Store().AppliedIndex(); after != before {
+			t.Errorf("through %s: applied index moved from %d to %d", via.NodeID(), before, after)
+		}
+		for _, key := range []string{"a", "b", "c"} {
+			if r := get(t, c, "ns", key); r.GetFound() {
+				t.Errorf("key %q was written by a refused commit", key)
+			}
+		}
+		if _, err := c.OpenSession(ctx, &statedv1.OpenSessionRequest{ClientId: "reader-" + via.NodeID()}); err != nil {
+			t.Errorf("session open while commits are refused: %v", err)
+		}
+	}
+}
