@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -38,7 +39,9 @@ type RestoredFrom struct {
 // dropped (the new cluster's first leader records its own), the
 // checkpoint it came from is recorded, and epochs continue above
 // nextEpochAfter so that the new cluster's checkpoints never reuse an
-// epoch the bucket holds. Client sessions and retry records are dropped.
+// epoch the bucket holds. Client sessions and retry records are dropped;
+// each session leaves the record of an ended session
+// (endRestoredSessions), so that a late open of it is refused.
 // State and offsets are kept, and so is the lineage:
 // the new cluster belongs to the line of the cluster the checkpoint came
 // from (Lineage). Partition claims are kept, released (releaseClaims).
@@ -110,7 +113,14 @@ func prepareRestored(db *pebble.DB, lineage string, from RestoredFrom, nextEpoch
 	}
 	// Client sessions and retry records name indexes of the old log,
 	// which mean nothing in the new one: clients open new sessions (a
-	// commit sent in an old session is refused as not open).
+	// commit sent in an old session is refused as not open). The
+	// sessions current at the checkpoint end here, each leaving an ended
+	// record: a late attempt of one's open, applied after the restore,
+	// would open it again with empty lanes, and a retried commit of it
+	// that is in the checkpoint would apply a second time.
+	if err := endRestoredSessions(db, b, from); err != nil {
+		return err
+	}
 	for _, p := range []byte{prefixDedup, prefixSession, prefixLane} {
 		if err := b.DeleteRange([]byte{p}, []byte{p + 1}, nil); err != nil {
 			return err
@@ -143,6 +153,72 @@ func prepareRestored(db *pebble.DB, lineage string, from RestoredFrom, nextEpoch
 		return err
 	}
 	return b.Commit(pebble.Sync)
+}
+
+// endRestoredSessions writes, in b, the ended record (and its expiry
+// index key) of every session of db, as endSession does when a session
+// ends: ended at the restore's time (from.At), or, for a restore that did
+// not record it, at the session's last activity, and kept for
+// endedRetention of its idle timeout from then. Only from and db are
+// read, no clock: the state is the same whatever prepares it from them.
+func endRestoredSessions(db *pebble.DB, b *pebble.Batch, from RestoredFrom) error {
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixSession}, UpperBound: []byte{prefixSession + 1}})
+	if err != nil {
+		return err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		if err := endRestoredSession(db, b, from, it.Key(), it.Value()); err != nil {
+			it.Close()
+			return fmt.Errorf("%w (key %x)", err, it.Key())
+		}
+	}
+	return it.Close()
+}
+
+// endRestoredSession writes, in b, the ended record of the session whose
+// record in db is k, v.
+func endRestoredSession(db *pebble.DB, b *pebble.Batch, from RestoredFrom, k, v []byte) error {
+	s, err := decodeSession(v)
+	if err != nil {
+		return err
+	}
+	client, rest, err := readComponent(k[1:])
+	if err != nil {
+		return err
+	}
+	if len(rest) != 0 {
+		return fmt.Errorf("%w: session key of %d bytes", ErrCorrupt, len(k))
+	}
+	at := s.lastActive
+	if !from.At.IsZero() {
+		// Not before the session's last activity, whatever the clock
+		// of the restore.
+		at = max(from.At.UnixNano(), s.lastActive)
+	}
+	rec, exp := endedRecord(at, s.idleTimeout)
+	ek := endedSessionKey(string(client), s.id)
+	// Not reached (a session is not opened while its ended record
+	// lasts), but the index must not keep a stale key.
+	old, closer, err := db.Get(ek)
+	switch {
+	case err == nil:
+		e, derr := decodeEnded(old)
+		closer.Close()
+		if derr != nil {
+			return derr
+		}
+		if e.expires != exp {
+			if err := b.Delete(endedExpiryKey(e.expires, string(client), s.id), nil); err != nil {
+				return err
+			}
+		}
+	case !errors.Is(err, pebble.ErrNotFound):
+		return err
+	}
+	if err := b.Set(ek, rec, nil); err != nil {
+		return err
+	}
+	return b.Set(endedExpiryKey(exp, string(client), s.id), nil, nil)
 }
 
 // releaseClaims marks every partition claim in db released, in b. A

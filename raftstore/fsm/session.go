@@ -32,9 +32,10 @@ import (
 // judged by the leader's clock written into each command, never by a clock
 // read here.
 //
-// Ended sessions. A session ends when TypeExpireSessions deletes it, or
-// when an open of another session id replaces it. Its open may still be
-// in flight then: the SDK sends the same session id with every attempt of
+// Ended sessions. A session ends when TypeExpireSessions deletes it,
+// when an open of another session id replaces it, or when a restore from
+// a checkpoint drops it (PrepareRestore, at the restore's time). Its open
+// may still be in flight then: the SDK sends the same session id with every attempt of
 // one open, and an attempt it gave up on can apply late. Opened again,
 // the session would start with empty lanes, and a retried commit of it
 // whose answer was lost would apply a second time. So each end leaves a
@@ -313,11 +314,11 @@ func (a *applier) setRecord(key, val []byte) error {
 // very client that opened it, and dropping its lanes would forget what
 // its commits since then applied.
 //
-// An open of a session that ended (expired, or replaced by another), or
-// of the current session once it expired, is refused and changes
-// nothing: it is an attempt of the open that made it, applied late, and
-// opening it again with empty lanes would let a retried commit of it
-// apply twice. Its client opens a new session.
+// An open of a session that ended (expired, replaced by another, or
+// dropped by a restore), or of the current session once it expired, is
+// refused and changes nothing: it is an attempt of the open that made
+// it, applied late, and opening it again with empty lanes would let a
+// retried commit of it apply twice. Its client opens a new session.
 func (a *applier) openSession(s *command.Session, index uint64) (*SessionOpened, error) {
 	switch {
 	case s == nil || s.ClientID == "":
@@ -353,7 +354,7 @@ func (a *applier) openSession(s *command.Session, index uint64) (*SessionOpened,
 	}
 	if ended {
 		return nil, endedOpen(s, cur.id,
-			"session %d of client %q ended (expired or replaced) at %s: a late attempt of its open opens nothing; open a new session",
+			"session %d of client %q ended (expired, replaced or dropped by a restore) at %s: a late attempt of its open opens nothing; open a new session",
 			s.ID, s.ClientID, fmtTime(e.at))
 	}
 	if ok {
@@ -456,6 +457,17 @@ func decodeEnded(v []byte) (endedSessionRecord, error) {
 	return endedSessionRecord{at: int64(binary.BigEndian.Uint64(v)), expires: int64(binary.BigEndian.Uint64(v[8:]))}, nil
 }
 
+// endedRecord is the record of a session with idle timeout idle that
+// ended at at, and when it expires: at + endedRetention(idle).
+func endedRecord(at, idle int64) (v []byte, expires int64) {
+	expires = math.MaxInt64
+	if ret := endedRetention(idle); at <= math.MaxInt64-ret {
+		expires = at + ret
+	}
+	v = binary.BigEndian.AppendUint64(make([]byte, 0, endedRecordSize), uint64(at))
+	return binary.BigEndian.AppendUint64(v, uint64(expires)), expires
+}
+
 func endedSessionKey(clientID string, id uint64) []byte {
 	return binary.BigEndian.AppendUint64(appendComponent([]byte{prefixEndedSession}, []byte(clientID)), id)
 }
@@ -478,10 +490,7 @@ func (a *applier) endedSession(clientID string, id uint64) (endedSessionRecord, 
 // endSession records that s, clientID's session, ended at the command's
 // time; the caller deletes or replaces its session record.
 func (a *applier) endSession(clientID string, s session) error {
-	exp := int64(math.MaxInt64)
-	if ret := endedRetention(s.idleTimeout); a.now <= math.MaxInt64-ret {
-		exp = a.now + ret
-	}
+	v, exp := endedRecord(a.now, s.idleTimeout)
 	k := endedSessionKey(clientID, s.id)
 	old, ok, err := a.endedSession(clientID, s.id)
 	if err != nil {
@@ -494,8 +503,6 @@ func (a *applier) endSession(clientID string, s session) error {
 			return err
 		}
 	}
-	v := binary.BigEndian.AppendUint64(make([]byte, 0, endedRecordSize), uint64(a.now))
-	v = binary.BigEndian.AppendUint64(v, uint64(exp))
 	if err := a.setRecord(k, v); err != nil {
 		return err
 	}

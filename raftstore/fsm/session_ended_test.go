@@ -306,7 +306,9 @@ func TestEndedSessionsAreSweptAfterTheirRetentionByExpiryEntries(t *testing.T) {
 
 // TestPrepareRestoreKeepsEndedSessions: a restore from a checkpoint drops
 // the sessions but keeps the records of the ended ones, which still
-// refuse a late open.
+// refuse a late open, and ends the session current at the checkpoint,
+// whose late open is refused too
+// (TestALateOpenOfASessionCurrentAtTheCheckpointIsRefusedAfterARestore).
 func TestPrepareRestoreKeepsEndedSessions(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	f, err := Open(dir, nil)
@@ -326,12 +328,13 @@ func TestPrepareRestoreKeepsEndedSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if c, err := f.Counts(); err != nil || c.Sessions != 0 || c.EndedSessions != 1 {
-		t.Fatalf("counts after the restore = %+v, %v", c, err)
+	if c, err := f.Counts(); err != nil || c.Sessions != 0 || c.EndedSessions != 2 {
+		t.Fatalf("counts after the restore = %+v, %v; want no session and 2 ended", c, err)
 	}
 	lateOpenRefused(t, apply(t, f, 1, openSessionCmd("c", 7, 0)))
-	if res := apply(t, f, 2, openSessionCmd("c", 8, 0)); res.Err != nil || res.Session.ID != 8 {
-		t.Fatalf("open of the session current at the checkpoint: %+v", res)
+	lateOpenRefused(t, apply(t, f, 2, openSessionCmd("c", 8, 0)))
+	if res := apply(t, f, 3, openSessionCmd("c", 9, 0)); res.Err != nil || res.Session.ID != 9 {
+		t.Fatalf("open of a new session after the restore: %+v", res)
 	}
 }
 
