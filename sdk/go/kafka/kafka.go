@@ -373,8 +373,10 @@ func New(cfg Config) (*Processor, error) {
 // with the same client id: this processor is a zombie, and its commits
 // would all be refused; and so does a claim of this processor's found
 // released or older claims than its own found current, which only a
-// restore of the stated cluster does (ErrClaimReleased): a processor
-// started again resumes from the restored offsets.
+// restore of the stated cluster does (ErrClaimReleased), whether the
+// commit was fenced by its claim or refused by its session first (a
+// restore drops the sessions: the processor then reads the group's claims
+// to tell): a processor started again resumes from the restored offsets.
 //
 // Run never waits silently: whatever it waits for longer than
 // Config.WaitLogInterval (the Kafka group, a commit to stated, a fenced
@@ -454,9 +456,12 @@ func (p *Processor) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			p.cl.AllowRebalance()
 			return nil
-		case errors.Is(err, errHandler), errors.Is(err, errOutboxFull):
+		case errors.Is(err, errHandler), errors.Is(err, errOutboxFull), errors.Is(err, stated.ErrDiskFull):
 			what := "handler failed"
 			p.windows.stale = p.windows.active() // after any error
+			if errors.Is(err, stated.ErrDiskFull) {
+				what = "stated's leader refuses commits: its data disk is nearly full (below its --min-free-disk)"
+			}
 			if errors.Is(err, errOutboxFull) {
 				what = "a window outbox is full; waiting for its emissions to be acknowledged"
 				if p.windows.active() {
@@ -574,7 +579,10 @@ var errHandler = errors.New("kafka: handler failed")
 // claim was released although the processor did not release it (a
 // restore releases every claim), or the partition's newest claim is older
 // than this processor's, or there is none (the checkpoint was taken
-// before this processor claimed the partition). The restored offsets are
+// before this processor claimed the partition). A commit that the restore
+// refused by its session first (it drops every session; the Client then
+// reports stated.ErrSessionExpired) is checked against the group's claims
+// too, and its error matches both. The restored offsets are
 // then behind the records this processor has processed since the
 // checkpoint, or absent; going on from its own position would skip them. Start the processor again (a new
 // Run, or the service restarted): it claims its partitions again and
@@ -594,6 +602,55 @@ var ErrClaimReleased = errors.New("kafka: the processor's claim was released in 
 // reclaim's, is an ordinary fence.
 func restoredUnder(fe *stated.FencedError) bool {
 	return fe.Epoch >= fe.CurrentEpoch
+}
+
+// claimsTakenBack is the error Run returns for the commit of b that
+// failed with err, an error matching stated.ErrSessionExpired, when the
+// group's claims, read linearizably, show that a restore took a claim of
+// b back (restoredUnder's rule): the partition's claim is older than this
+// processor's, or there is none, or it is this processor's epoch but
+// released or another's. That error matches ErrClaimReleased and wraps
+// err. A restore drops every session: the commit was refused by its
+// session before its claims were checked. It returns nil when no claim
+// of b was taken back (a session that expired while the commit was
+// retried), or when the claims do not read (err then stops Run as
+// before).
+func (p *Processor) claimsTakenBack(ctx context.Context, b *batch, err error) error {
+	p.waits.enter(WaitStatedRead, "reading the group's claims after a commit refused by its session, unanswered")
+	g, gerr := p.cfg.State.GetGroup(ctx, p.cfg.Group, stated.WithConsistency(stated.ConsistencyLinearizable))
+	p.waits.leave(WaitStatedRead)
+	if gerr != nil {
+		p.logger.Warn("kafka: reading the group's claims after a commit refused by its session", "group", p.cfg.Group, "error", gerr)
+		return nil
+	}
+	current := make(map[topicPartition]stated.ClaimInfo, len(g.Claims))
+	for _, c := range g.Claims {
+		current[topicPartition{c.Topic, c.Partition}] = c
+	}
+	owner := p.cfg.State.ClientID()
+	for _, pb := range b.parts {
+		c, ok := current[pb.tp]
+		newest := uint64(0)
+		if ok {
+			newest = c.Epoch
+		}
+		if ok && (c.Epoch > pb.claim.Epoch || (c.Epoch == pb.claim.Epoch && !c.Released && c.Owner == owner)) {
+			continue // still this processor's, or claimed since by another
+		}
+		what := "claimed by nobody"
+		switch {
+		case !ok:
+		case c.Epoch < pb.claim.Epoch:
+			what = "an older claim"
+		case c.Released:
+			what = "released"
+		default:
+			what = "claimed by " + c.Owner
+		}
+		return fmt.Errorf("%w: %s/%d, claim epoch %d (stated's newest: %d, %s), found after the commit of %d records was refused by its session; start the processor again to resume from stated's offsets: %w",
+			ErrClaimReleased, pb.tp.topic, pb.tp.partition, pb.claim.Epoch, newest, what, b.records, err)
+	}
+	return nil
 }
 
 // process runs the handler over b and commits, dropping fenced partitions
@@ -621,8 +678,21 @@ func (p *Processor) process(ctx context.Context, b *batch) (stated.CommitResult,
 			b.drop(tp)
 			continue
 		}
+		if errors.Is(err, stated.ErrSessionExpired) {
+			// A restore drops the sessions, so the commit in flight
+			// through it (or the first of a Client that stayed up) is
+			// refused by its session before its claims are checked.
+			if rerr := p.claimsTakenBack(ctx, b, err); rerr != nil {
+				return stated.CommitResult{}, rerr
+			}
+		}
 		if errors.Is(err, stated.ErrOutboxFull) {
 			return stated.CommitResult{}, fmt.Errorf("%w: commit of %d records: %w", errOutboxFull, b.records, err)
+		}
+		if errors.Is(err, stated.ErrDiskFull) {
+			// Nothing applied; Run processes the batch again after a
+			// backoff, until the operator makes room.
+			return stated.CommitResult{}, fmt.Errorf("kafka: commit of %d records: %w", b.records, err)
 		}
 		if errors.Is(err, stated.ErrResourceExhausted) && b.records > 1 {
 			// Larger than the maximum message size: refused before the
