@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 )
 
 // errConnsClosed is returned by connCache.Conn once the daemon is closing.
@@ -75,6 +76,22 @@ var peerBackoff = grpc.ConnectParams{
 	MinConnectTimeout: 5 * time.Second,
 }
 
+// peerKeepalive has a connection to another node ping it after 10 s
+// without a frame from it (gRPC's minimum), idle or not, and close it when
+// the ping is not answered within 3 s. Without it a connection whose
+// packets are dropped (a partition that black-holes rather than resets)
+// stays open for as long as TCP retransmits: calls forwarded on it hung
+// until the partition healed, and for up to a minute after, until TCP's
+// retransmission timer, backed off meanwhile, fired again. Closed, the
+// connection is dialled again with peerBackoff. Servers permit it
+// (serverKeepalive).
+var peerKeepalive = keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}
+
+// serverKeepalive lets the other nodes' connections ping every 10 s
+// (peerKeepalive), where gRPC's default refuses pings more often than
+// every 5 minutes and closes the connection for them.
+var serverKeepalive = keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
+
 // dialNode opens a connection to another node's gRPC server at addr
 // (host:port) with creds (the peer certificate with peer TLS, plaintext
 // without). It does not wait for the connection. The address's name is
@@ -84,6 +101,7 @@ func dialNode(addr string, maxMsg int, creds credentials.TransportCredentials) (
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMsg), grpc.MaxCallRecvMsgSize(maxMsg)),
 		grpc.WithConnectParams(peerBackoff),
+		grpc.WithKeepaliveParams(peerKeepalive),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: connect to %s: %w", addr, err)

@@ -365,6 +365,7 @@ func (d *Daemon) serve() {
 		grpc.MaxRecvMsgSize(d.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(d.cfg.MaxMessageBytes),
 		grpc.StatsHandler(reqsize.Handler()),
+		grpc.KeepaliveEnforcementPolicy(serverKeepalive),
 	}, append(append(d.metricsServerOptions(), d.authzServerOptions()...), d.lineageServerOptions()...)...)...)
 	opts := []grpcapi.Option{grpcapi.WithLogger(d.logger), grpcapi.WithForwarder(d.conns), grpcapi.WithLargeRequestBudget(d.cfg.MaxInflightRequestBytes),
 		grpcapi.WithWriteGuard(d.disk.check)}

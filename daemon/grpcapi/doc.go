@@ -58,7 +58,11 @@
 // Unavailable ("not leader; leader is X") and the client retries; so does
 // any such call while no leader is known, and one that lands on a node of
 // another cluster (the leader's address was reused), which serves nothing
-// of it. LOCAL and
+// of it. A call already forwarded when the follower loses the leader (a
+// partition) fails Unavailable when the connection to the leader does:
+// the daemon's connections to other nodes ping after 10 s without a
+// frame and close when a ping goes unanswered for 3 s, so a call without
+// a deadline does not wait for the partition to heal. LOCAL and
 // SESSION reads are served by whichever node receives them (SESSION first
 // waits until the node has applied min_index). Members and NodeStatus
 // answer from the receiving node.
