@@ -214,7 +214,8 @@
 // as the first attempt, so a retry never applies a commit twice (see
 // Sessions). InvalidArgument, FailedPrecondition, ResourceExhausted,
 // NotFound and cancellation are never retried, with one exception: a
-// commit answered ResourceExhausted (but for a full outbox) is sent again
+// commit answered ResourceExhausted (but for a full outbox or a nearly
+// full disk on the leader) is sent again
 // alone, up to twice, since the message too large may have been its
 // answer, after it applied (the emissions of the windows it closed, or of
 // another commit coalesced with it). The retry is answered as a
@@ -232,7 +233,9 @@
 // ErrResourceExhausted, context.DeadlineExceeded or context.Canceled with
 // errors.Is; refusals by a session also match ErrSessionFenced or
 // ErrSessionExpired, a commit refused for a full window outbox
-// ErrOutboxFull, and a call refused by a daemon of another cluster
+// ErrOutboxFull, one refused because the leader's data disk has less
+// free space than its --min-free-disk ErrDiskFull (nothing of it
+// applied; it goes through once there is room), and a call refused by a daemon of another cluster
 // ErrOtherCluster. A commit that fails with ErrUnavailable, a context
 // error, ErrSessionExpired or ErrClosed (the Client closed while it was in
 // flight) may or may not have been applied, and so may
