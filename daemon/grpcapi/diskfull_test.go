@@ -3,7 +3,6 @@ package grpcapi_test
 import (
 	"testing"
 
-	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -51,9 +50,15 @@ func TestCommitsBelowMinFreeDiskAreRefusedWithTheDetailAndApplyNothing(t *testin
 		}
 		for i, r := range resp.GetResults() {
 			e := r.GetError()
-			st := status.FromProto(&spb.Status{Code: e.GetCode(), Message: e.GetMessage(), Details: e.GetDetails()})
-			if st.Code() != codes.ResourceExhausted || diskFullDetail(st.Err()) == nil {
-				t.Errorf("batch commit %d through %s: %v; want RESOURCE_EXHAUSTED with a DiskFull detail", i, via.NodeID(), st.Err())
+			var df statedv1.DiskFull
+			found := false
+			for _, d := range e.GetDetails() {
+				if d.MessageIs(&df) && d.UnmarshalTo(&df) == nil {
+					found = true
+				}
+			}
+			if codes.Code(e.GetCode()) != codes.ResourceExhausted || !found {
+				t.Errorf("batch commit %d through %s: %v %q (DiskFull detail %v); want RESOURCE_EXHAUSTED with a DiskFull detail", i, via.NodeID(), codes.Code(e.GetCode()), e.GetMessage(), found)
 			}
 		}
 		if after := leader.Store().AppliedIndex(); after != before {
