@@ -77,7 +77,12 @@ func (g *diskGuard) check() error {
 		return nil
 	}
 	free, err := g.Free()
-	low := err == nil && free < g.min
+	if err != nil {
+		// Not known: let it through (the writes fail if the disk is full)
+		// and leave what was logged as it is.
+		return nil
+	}
+	low := free < g.min
 	g.mu.Lock()
 	was := g.low
 	g.low = low

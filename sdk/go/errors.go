@@ -64,7 +64,11 @@ var (
 	// (codes.ResourceExhausted with a DiskFull detail, so it matches
 	// ErrResourceExhausted too). Nothing of the commit was applied; it
 	// goes through once the operator frees space. The Client does not
-	// retry it.
+	// retry it, but for a commit an earlier attempt of which may have
+	// applied (no answer): the leader refuses before its session could
+	// answer that attempt as a duplicate, so the Client sends it again
+	// until its outcome is known or ctx ends, and never returns this for
+	// it.
 	ErrDiskFull = errors.New("stated: the leader's data disk is nearly full")
 	// ErrOtherCluster: the daemon that answered belongs to a cluster
 	// other than the one this Client's session was opened in (see

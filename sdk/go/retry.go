@@ -74,14 +74,22 @@ func (c *Client) withRetries(ctx context.Context, attempt func(ctx context.Conte
 // retryLoop is withRetries with attempts bounded by attemptTimeout (0: by
 // ctx only).
 func (c *Client) retryLoop(ctx context.Context, attemptTimeout time.Duration, attempt func(ctx context.Context) error) error {
+	return c.retryLoopAlso(ctx, attemptTimeout, attempt, nil)
+}
+
+// retryLoopAlso is retryLoop that also retries the errors also reports
+// true for (nil: none), which count as refusals (LastRefusal) like
+// Unavailable answers.
+func (c *Client) retryLoopAlso(ctx context.Context, attemptTimeout time.Duration, attempt func(ctx context.Context) error, also func(error) bool) error {
 	backoff := retryBackoffMin
-	var refused *status.Status // the last attempt refused Unavailable
+	var refused *status.Status // the last attempt refused Unavailable, or as also says
 	for {
 		err := c.attempt(ctx, attemptTimeout, attempt)
-		if err == nil || !c.retry.enabled || c.closed.Load() || !retryable(ctx, err) {
+		retryAlso := err != nil && ctx.Err() == nil && also != nil && also(err)
+		if err == nil || !c.retry.enabled || c.closed.Load() || !retryable(ctx, err) && !retryAlso {
 			return withRefusal(ctx, err, refused)
 		}
-		if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
+		if st, ok := status.FromError(err); ok && (st.Code() == codes.Unavailable || retryAlso) {
 			refused = st
 		}
 		// Full jitter over the upper half, so that clients that failed

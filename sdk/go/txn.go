@@ -267,12 +267,38 @@ func (t *Txn) commitInSession(ctx context.Context) (CommitResult, int, error) {
 	req := t.request(l)
 	attempts := 0
 	var resp *statedv1.CommitResponse
-	err = c.withRetries(ctx, func(ctx context.Context) error {
-		attempts++
-		var err error
-		resp, err = c.sendCommit(ctx, req)
-		return err
-	})
+	// uncertain is set once an attempt may have applied without the
+	// Client knowing (no answer, or an answer too large to receive). A
+	// leader below its --min-free-disk refuses a later attempt before its
+	// session could answer it as a duplicate: that refusal does not mean
+	// that nothing applied, so the attempt is sent again, until the
+	// answer is known or ctx ends (an unknown outcome, as for
+	// Unavailable).
+	uncertain := false
+	diskFullAfterUncertain := func(err error) bool {
+		st, _ := status.FromError(err)
+		return uncertain && isDiskFull(st)
+	}
+	send := func(solo bool) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			attempts++
+			var err error
+			if solo {
+				resp, err = c.rpc.Commit(ctx, req)
+			} else {
+				resp, err = c.sendCommit(ctx, req)
+			}
+			switch status.Code(err) {
+			case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+				uncertain = true
+			}
+			if messageTooLarge(err) {
+				uncertain = true
+			}
+			return err
+		}
+	}
+	err = c.retryLoopAlso(ctx, c.retry.attemptTimeout, send(false), diskFullAfterUncertain)
 	// ResourceExhausted (but for a full outbox) says that a message was
 	// too large: the commit, which then applied nothing, or the answer,
 	// which comes once the commit applied (the emissions of the windows
@@ -282,12 +308,7 @@ func (t *Txn) commitInSession(ctx context.Context) (CommitResult, int, error) {
 	// only now, with a large answer of its own, is a duplicate the time
 	// after.
 	for solo := 0; solo < 2 && messageTooLarge(err); solo++ {
-		err = c.withRetries(ctx, func(ctx context.Context) error {
-			attempts++
-			var err error
-			resp, err = c.rpc.Commit(ctx, req)
-			return err
-		})
+		err = c.retryLoopAlso(ctx, c.retry.attemptTimeout, send(true), diskFullAfterUncertain)
 	}
 	c.releaseLane(l)
 	if err != nil {
