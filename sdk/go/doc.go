@@ -151,7 +151,9 @@
 //     attempt whose session already ended (its first attempt applied, the
 //     answer was lost, and the session expired or another process's open
 //     replaced it before the retry); the Client then opens the session
-//     again under a new id, and the commits waiting for it go on.
+//     again under a new id, and the commits waiting for it go on, unless
+//     another process's session replaced it: that process opened last, and
+//     this Client is fenced (ErrSessionFenced).
 //   - A session expires after the daemon's --session-idle-timeout (default
 //     1 hour) without a commit, judged by the leader's clock written into
 //     the log. The next commit on it is refused as not open; if that was

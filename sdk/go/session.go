@@ -192,6 +192,27 @@ func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
 		if ids == maxOpenIDs-1 || !openEnded(err, req.SessionId) || c.closed.Load() {
 			break
 		}
+		if cur := endedCurrent(err); cur != 0 {
+			c.sess.mu.Lock()
+			own := c.ownLocked(cur)
+			c.sess.mu.Unlock()
+			if !own {
+				// Another process opened the client id's session after
+				// this open's first attempt applied: it dialled last and
+				// holds the id; this Client is the one fenced, as if
+				// that open had come after this one's answer.
+				msg := fmt.Sprintf("session %d of client %q was replaced by session %d, which another Client opened after this open's first attempt applied: this Client is fenced (%s)",
+					req.SessionId, c.id, cur, status.Convert(err).Message())
+				fenced := &SessionError{ClientID: c.id, SessionID: req.SessionId, CurrentSessionID: cur,
+					Reason: "superseded", err: c.rpcErr("open session", status.Error(codes.FailedPrecondition, msg))}
+				c.sess.mu.Lock()
+				if c.sess.fenced == nil {
+					c.sess.fenced = fenced
+				}
+				c.sess.mu.Unlock()
+				break
+			}
+		}
 	}
 	c.sess.mu.Lock()
 	defer c.sess.mu.Unlock()
@@ -199,6 +220,9 @@ func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
 	close(ch)
 	if err != nil {
 		c.sess.openErr = c.rpcErr("open session", err)
+		if c.sess.fenced != nil {
+			c.sess.openErr = c.sess.fenced
+		}
 		return
 	}
 	c.lineage.learn(resp.GetLineageId())
@@ -241,6 +265,17 @@ func openEnded(err error, id uint64) bool {
 		}
 	}
 	return false
+}
+
+// endedCurrent is the client id's current session named by the daemon's
+// REASON_ENDED refusal err, zero when it has none.
+func endedCurrent(err error) uint64 {
+	for _, d := range status.Convert(err).Details() {
+		if sr, ok := d.(*statedv1.SessionRefused); ok {
+			return sr.GetCurrentSessionId()
+		}
+	}
+	return 0
 }
 
 // addOwnLocked remembers id as one of the Client's sessions.
