@@ -163,7 +163,9 @@ func refusalSuffix(st *status.Status) string {
 // or was canceled while the Client retried it, the error the daemon answered
 // the last refused attempt with (matching ErrUnavailable): for example "not
 // leader; no leader is known", or a node that forwarded the call to its
-// leader's address and found another cluster there. It returns nil when
+// leader's address and found another cluster there; or, for a commit
+// retried after an attempt that may have applied, a leader below its
+// --min-free-disk (matching ErrDiskFull). It returns nil when
 // no attempt was refused before the call ended, or for any other error.
 func LastRefusal(err error) error {
 	var re *refusedError
