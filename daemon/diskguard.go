@@ -62,6 +62,10 @@ func freeBytes(dir string) (int64, error) {
 func (g *diskGuard) Free() (int64, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.freeLocked()
+}
+
+func (g *diskGuard) freeLocked() (int64, error) {
 	if now := time.Now(); g.at.IsZero() || now.Sub(g.at) >= diskGuardEvery {
 		g.free, g.err = g.statfs(g.dir)
 		g.at = now
@@ -76,15 +80,15 @@ func (g *diskGuard) check() error {
 	if g == nil || g.min <= 0 {
 		return nil
 	}
-	free, err := g.Free()
+	g.mu.Lock()
+	free, err := g.freeLocked()
 	if err != nil {
 		// Not known: let it through (the writes fail if the disk is full)
 		// and leave what was logged as it is.
+		g.mu.Unlock()
 		return nil
 	}
-	low := free < g.min
-	g.mu.Lock()
-	was := g.low
+	low, was := free < g.min, g.low
 	g.low = low
 	g.mu.Unlock()
 	switch {

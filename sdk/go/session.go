@@ -189,10 +189,11 @@ func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
 			}
 			return err
 		})
-		if ids == maxOpenIDs-1 || !openEnded(err, req.SessionId) || c.closed.Load() {
+		ended := endedRefusal(err, req.SessionId)
+		if ids == maxOpenIDs-1 || ended == nil || c.closed.Load() {
 			break
 		}
-		if cur := endedCurrent(err); cur != 0 {
+		if cur := ended.GetCurrentSessionId(); cur != 0 {
 			c.sess.mu.Lock()
 			own := c.ownLocked(cur)
 			c.sess.mu.Unlock()
@@ -249,33 +250,23 @@ func (c *Client) runOpen(ctx context.Context, ch chan struct{}) {
 // every turn).
 const maxOpenIDs = 8
 
-// openEnded reports whether err is the daemon's refusal of an open of
-// session id because that session ended (REASON_ENDED).
-func openEnded(err error, id uint64) bool {
+// endedRefusal returns the SessionRefused detail of err when err is the
+// daemon's refusal of an open of session id because that session ended
+// (REASON_ENDED), else nil.
+func endedRefusal(err error, id uint64) *statedv1.SessionRefused {
 	if err == nil {
-		return false
+		return nil
 	}
 	st := status.Convert(err)
 	if st.Code() != codes.InvalidArgument {
-		return false
+		return nil
 	}
 	for _, d := range st.Details() {
-		if sr, ok := d.(*statedv1.SessionRefused); ok {
-			return sr.GetReason() == statedv1.SessionRefused_REASON_ENDED && sr.GetSessionId() == id
+		if sr, ok := d.(*statedv1.SessionRefused); ok && sr.GetReason() == statedv1.SessionRefused_REASON_ENDED && sr.GetSessionId() == id {
+			return sr
 		}
 	}
-	return false
-}
-
-// endedCurrent is the client id's current session named by the daemon's
-// REASON_ENDED refusal err, zero when it has none.
-func endedCurrent(err error) uint64 {
-	for _, d := range status.Convert(err).Details() {
-		if sr, ok := d.(*statedv1.SessionRefused); ok {
-			return sr.GetCurrentSessionId()
-		}
-	}
-	return 0
+	return nil
 }
 
 // addOwnLocked remembers id as one of the Client's sessions.
