@@ -15,6 +15,7 @@ import (
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore"
+	"github.com/statedhq/stated/raftstore/command"
 )
 
 // Join timing: one attempt may wait for the leader to add this node as a
@@ -39,17 +40,17 @@ const (
 // already ignores Join, and Raft brings it up to date.
 func (d *Daemon) joinIfNew(ctx context.Context, s *raftstore.Store) error {
 	if !s.NeedsJoin() {
+		st := s.Status()
+		from := ""
+		if r, ok, err := s.RestoredFrom(); err == nil && ok {
+			from = r.ClusterID
+		}
 		if len(d.cfg.Join) > 0 {
-			st := s.Status()
 			d.logger.Info("the data dir has raft state: already a member; ignoring join addresses",
 				"join", strings.Join(d.cfg.Join, ","), "cluster_id", st.ClusterID)
-			from := ""
-			if r, ok, err := s.RestoredFrom(); err == nil && ok {
-				from = r.ClusterID
-			}
 			return d.checkSameCluster(ctx, st.ClusterID, from)
 		}
-		return nil
+		return d.checkCheckpointMembers(ctx, s, st.ClusterID, from)
 	}
 	if len(d.cfg.Join) == 0 {
 		return fmt.Errorf("daemon: the node in %s has to join a cluster (its data dir has no Raft state and --bootstrap is off, or an earlier join did not complete): give --join with the address of a member", d.cfg.DataDir)
@@ -105,7 +106,7 @@ func (d *Daemon) checkSameCluster(ctx context.Context, own, restoredFrom string)
 			continue
 		}
 		if id := resp.GetClusterId(); id != "" && id == restoredFrom {
-			if err := d.waitSupersededStops(ctx, addr, own, restoredFrom); err != nil {
+			if err := d.waitSupersededStops(ctx, "the join address", addr, own, restoredFrom); err != nil {
 				return err
 			}
 			continue
@@ -123,11 +124,61 @@ func (d *Daemon) checkSameCluster(ctx context.Context, own, restoredFrom string)
 	return nil
 }
 
+// checkCheckpointMembers does, for a restored node started without
+// --join, what checkSameCluster does with the join addresses for the
+// cluster it was restored from (restoredFrom): when this node serves at
+// an address a member of that cluster had in the checkpoint (it was
+// restored in place of that member), it asks the checkpoint's other
+// members' addresses which cluster they serve, and waits for one that
+// still serves restoredFrom to stop (waitSupersededStops), refusing
+// itself if it goes on. Without this, a checkpoint restored onto one
+// member of a running cluster and started without --join served a second
+// cluster of the same lineage on that member's address. A restored node
+// at addresses of its own (a copy of the cluster elsewhere) asks nothing,
+// and neither does one that was not restored. An address that serves any
+// other cluster, this one included, or does not answer, is skipped.
+func (d *Daemon) checkCheckpointMembers(ctx context.Context, s *raftstore.Store, own, restoredFrom string) error {
+	if own == "" || restoredFrom == "" {
+		return nil
+	}
+	members, err := s.RestoredMembers()
+	if err != nil {
+		return fmt.Errorf("daemon: read the members of the checkpoint this node was restored from: %w", err)
+	}
+	mine := func(m command.Member) bool {
+		return m.GRPCAddr == d.AdvertiseGRPCAddr() || m.GRPCAddr == d.TCPAddr() || m.RaftAddr == s.RaftAddr()
+	}
+	if !slices.ContainsFunc(members, mine) {
+		return nil
+	}
+	var addrs []string
+	for _, m := range members {
+		if !mine(m) && m.GRPCAddr != "" && !slices.Contains(addrs, m.GRPCAddr) {
+			addrs = append(addrs, m.GRPCAddr)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil
+	}
+	d.logger.Info("restored in place of a member of the checkpoint's cluster and started without --join: asking the checkpoint's other members whether that cluster still runs",
+		"cluster_id", own, "restored_from", restoredFrom, "addrs", strings.Join(addrs, ","))
+	resps := d.membersOfAll(ctx, addrs, clusterCheckTimeout)
+	for i, addr := range addrs {
+		if resps[i] != nil && resps[i].GetClusterId() == restoredFrom {
+			if err := d.waitSupersededStops(ctx, "the checkpoint's member address", addr, own, restoredFrom); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // supersededWait is how long a restored node waits for a join address
 // that serves the cluster it was restored from to stop.
 const supersededWait = 20 * time.Second
 
-// waitSupersededStops waits until addr, which serves the cluster this one
+// waitSupersededStops waits until addr (what names it: a join address,
+// or a checkpoint member's), which serves the cluster this one
 // was restored from, stops answering for it. A node started on its data
 // dir from before the restore (a rollback's nodes, started together with
 // the restored one) is told by this node's Raft port that it was
@@ -135,8 +186,8 @@ const supersededWait = 20 * time.Second
 // that goes on is a member of a cluster still running, whose checkpoint
 // was restored onto this node's address by mistake: this node refuses
 // itself, rather than run a second cluster on the same addresses.
-func (d *Daemon) waitSupersededStops(ctx context.Context, addr, own, restoredFrom string) error {
-	d.logger.Warn("a join address serves the cluster this one was restored from: waiting for that node to stop (a node on a data dir from before the restore is told to when it reaches this node)",
+func (d *Daemon) waitSupersededStops(ctx context.Context, what, addr, own, restoredFrom string) error {
+	d.logger.Warn(what+" serves the cluster this one was restored from: waiting for that node to stop (a node on a data dir from before the restore is told to when it reaches this node)",
 		"addr", addr, "its_cluster", restoredFrom, "cluster", own, "wait", supersededWait)
 	deadline := time.Now().Add(supersededWait)
 	for time.Now().Before(deadline) {
@@ -151,9 +202,9 @@ func (d *Daemon) waitSupersededStops(ctx context.Context, addr, own, restoredFro
 			return nil
 		}
 	}
-	return fmt.Errorf("daemon: the join address %s still serves cluster %s, which this node's cluster %s was restored from, after %s: that cluster is running, and this node would be a second cluster on its addresses; "+
+	return fmt.Errorf("daemon: %s %s still serves cluster %s, which this node's cluster %s was restored from, after %s: that cluster is running, and this node would be a second cluster on its addresses; "+
 		"stop that cluster's nodes and wipe their data dirs (a rollback), or wipe the data dir %s and start this node with --join to rejoin the running cluster: %w",
-		addr, restoredFrom, own, supersededWait, d.cfg.DataDir, raftstore.ErrClusterMismatch)
+		what, addr, restoredFrom, own, supersededWait, d.cfg.DataDir, raftstore.ErrClusterMismatch)
 }
 
 // checkLeaderLists asks the leader that resp names whether this node is

@@ -951,6 +951,15 @@ func (s *Store) RestoredFrom() (fsm.RestoredFrom, bool, error) {
 	return r, ok, s.waitError(err)
 }
 
+// RestoredMembers returns the members of the checkpoint this cluster's
+// state was restored from, with the addresses they had in the cluster
+// that took it; none if it was not restored (or was restored by a
+// release that did not keep them).
+func (s *Store) RestoredMembers() ([]command.Member, error) {
+	m, err := s.fsm.RestoredMembers()
+	return m, s.waitError(err)
+}
+
 // Term returns the current Raft term.
 func (s *Store) Term() uint64 { return s.raft.CurrentTerm() }
 

@@ -102,13 +102,15 @@ func TestNodesStartedOnTheirOldDataDirsAfterARollbackStop(t *testing.T) {
 // finds its join addresses serving the cluster it was restored from;
 // those nodes have served for longer than a rollback's start
 // (raftstore.SupersedeGrace), so they are not told to stop, and n1,
-// after waiting for them, refuses itself naming the way out. The running
+// after waiting for them, refuses itself naming the way out; started
+// without its --join list, it asks the addresses the checkpoint recorded
+// for the other members, and refuses itself too. The running
 // cluster keeps serving, without interruption, and nothing it
 // acknowledged is lost.
 func TestARestoreOntoOneMemberOfARunningClusterRefusesItself(t *testing.T) {
 	t.Parallel()
 	skipUnderRace(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
 	nodes := practiceCluster(ctx, t, bucket)
@@ -124,13 +126,25 @@ func TestARestoreOntoOneMemberOfARunningClusterRefusesItself(t *testing.T) {
 		t.Fatalf("n1 exited %d on SIGTERM", code)
 	}
 	mustStated(ctx, t, "restore", "--from", bucket, "--data-dir", n1.dataDir, "--force", "--node-id", "n1", "--raft-addr", n1.raftAddr)
-	startCtx, startCancel := context.WithTimeout(ctx, time.Minute)
+	startCtx, startCancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer startCancel()
 	if !n1.startOnce(startCtx) {
 		t.Fatalf("the restored n1 serves a second cluster on the running cluster's addresses; its log:\n%s", n1.logs)
 	}
 	if log := n1.logs.String(); !strings.Contains(log, "which this node's cluster") || !strings.Contains(log, "--join") {
 		t.Errorf("n1 refused itself without saying why and what to do; its log:\n%s", log)
+	}
+	// Started without its --join list, the restored n1 asks the
+	// addresses the checkpoint recorded for the other members, since it
+	// serves at the address the checkpoint recorded for n1, and refuses
+	// itself the same way; it used to serve a second cluster of the
+	// running cluster's lineage on n1's address.
+	n1.args = []string{"--checkpoint-url", bucket, "--checkpoint-interval", "1h"}
+	if !n1.startOnce(startCtx) {
+		t.Fatalf("the restored n1, started without --join, serves a second cluster on the running cluster's addresses; its log:\n%s", n1.logs)
+	}
+	if log := n1.logs.String(); !strings.Contains(log, "the checkpoint's member address") || !strings.Contains(log, "which this node's cluster") || !strings.Contains(log, "--join") {
+		t.Errorf("n1, started without --join, refused itself without saying why and what to do; its log:\n%s", log)
 	}
 	for _, n := range nodes[1:] {
 		select {

@@ -228,13 +228,20 @@ func (f *FSM) Members() ([]command.Member, error) {
 	if f.closed {
 		return nil, ErrClosed
 	}
-	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: prefixMember, UpperBound: prefixEnd(prefixMember)})
+	return readMembers(f.db, prefixMember)
+}
+
+// readMembers reads the member records of r under prefix (prefixMember,
+// or prefixRestoredMember for those of the checkpoint a state was
+// restored from), by id.
+func readMembers(r pebble.Reader, prefix []byte) ([]command.Member, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return nil, err
 	}
 	var out []command.Member
 	for ok := it.First(); ok; ok = it.Next() {
-		id, _, err1 := readComponent(it.Key()[len(prefixMember):])
+		id, _, err1 := readComponent(it.Key()[len(prefix):])
 		raftAddr, rest, err2 := readComponent(it.Value())
 		grpcAddr, rest, err3 := readComponent(rest)
 		// The incarnation is absent for members recorded before it

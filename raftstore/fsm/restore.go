@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/statedhq/stated/raftstore/command"
 )
 
 // keyRestoredFrom records the checkpoint a cluster's state was restored
@@ -19,6 +21,14 @@ var keyRestoredFrom = []byte{prefixSystem, 'r'}
 // preparing it and how long it took: two big-endian int64 nanoseconds. It
 // is absent for states restored before it was recorded.
 var keyRestoreTiming = []byte{prefixSystem, 's'}
+
+// prefixRestoredMember keeps, in a restored state, the member records of
+// the checkpoint it came from (the same keys and values under prefixMember
+// there): where its nodes served. A restored node started without --join
+// asks those addresses whether the cluster it was restored from still runs
+// there (the daemon's checkpointMembers). Absent for states restored
+// before it was kept.
+var prefixRestoredMember = []byte{prefixSystem, 'p'}
 
 // RestoredFrom is the checkpoint a state was restored from.
 type RestoredFrom struct {
@@ -106,6 +116,9 @@ func prepareRestored(db *pebble.DB, lineage string, from RestoredFrom, nextEpoch
 		return err
 	}
 	if err := b.Delete(keyClusterID, nil); err != nil {
+		return err
+	}
+	if err := keepRestoredMembers(db, b); err != nil {
 		return err
 	}
 	if err := b.DeleteRange(prefixMember, prefixEnd(prefixMember), nil); err != nil {
@@ -221,6 +234,26 @@ func endRestoredSession(db *pebble.DB, b *pebble.Batch, from RestoredFrom, k, v 
 	return b.Set(endedExpiryKey(exp, string(client), s.id), nil, nil)
 }
 
+// keepRestoredMembers copies, in b, the member records of db to
+// prefixRestoredMember, in place of those a restore before this one kept.
+func keepRestoredMembers(db *pebble.DB, b *pebble.Batch) error {
+	if err := b.DeleteRange(prefixRestoredMember, prefixEnd(prefixRestoredMember), nil); err != nil {
+		return err
+	}
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: prefixMember, UpperBound: prefixEnd(prefixMember)})
+	if err != nil {
+		return err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		k := append(slices.Clone(prefixRestoredMember), it.Key()[len(prefixMember):]...)
+		if err := b.Set(k, it.Value(), nil); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	return it.Close()
+}
+
 // releaseClaims marks every partition claim in db released, in b. A
 // claimant that stayed up through the restore has processed records past
 // the restored offsets; with its claim current it would go on from there
@@ -300,4 +333,16 @@ func (f *FSM) RestoredFrom() (RestoredFrom, bool, error) {
 		from.Took = time.Duration(binary.BigEndian.Uint64(t[8:]))
 	}
 	return from, true, nil
+}
+
+// RestoredMembers returns the members of the checkpoint this state was
+// restored from, with the addresses they served at then; none for a
+// state that was not restored, or restored before they were kept.
+func (f *FSM) RestoredMembers() ([]command.Member, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return nil, ErrClosed
+	}
+	return readMembers(f.db, prefixRestoredMember)
 }
