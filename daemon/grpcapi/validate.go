@@ -184,36 +184,31 @@ func validateOffset(o *statedv1.Offset) error {
 	return nil
 }
 
+// validateNamespace checks a namespace: 1..MaxNamespaceBytes bytes of
+// UTF-8 without control characters.
 func validateNamespace(field, ns string) error {
-	switch {
-	case ns == "":
-		return invalid(field, "empty")
-	case len(ns) > MaxNamespaceBytes:
-		return invalid(field, "%d bytes, limit %d", len(ns), MaxNamespaceBytes)
-	case !utf8.ValidString(ns):
-		return invalid(field, "not valid UTF-8")
-	}
-	for i, r := range ns {
-		if unicode.IsControl(r) {
-			return invalid(field, "control character %U at byte %d", r, i)
-		}
-	}
-	return nil
+	return validateName(field, ns, MaxNamespaceBytes)
 }
 
 // validateClientID checks a client id (a session's, a commit's, a claim's
 // owner): 1..MaxClientIDBytes bytes of UTF-8 without control characters,
 // which would reach logs and the command line's output as they are.
 func validateClientID(field, id string) error {
+	return validateName(field, id, MaxClientIDBytes)
+}
+
+// validateName checks a name that reaches logs and the command line's
+// output as it is: 1..limit bytes of UTF-8 without control characters.
+func validateName(field, name string, limit int) error {
 	switch {
-	case id == "":
+	case name == "":
 		return invalid(field, "empty")
-	case len(id) > MaxClientIDBytes:
-		return invalid(field, "%d bytes, limit %d", len(id), MaxClientIDBytes)
-	case !utf8.ValidString(id):
+	case len(name) > limit:
+		return invalid(field, "%d bytes, limit %d", len(name), limit)
+	case !utf8.ValidString(name):
 		return invalid(field, "not valid UTF-8")
 	}
-	for i, r := range id {
+	for i, r := range name {
 		if unicode.IsControl(r) {
 			return invalid(field, "control character %U at byte %d", r, i)
 		}
