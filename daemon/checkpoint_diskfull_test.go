@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
 	"github.com/statedhq/stated/internal/smalldisk"
@@ -76,8 +79,8 @@ func TestACheckpointOntoAFullDiskFailsAndShowsTheDiskInStatus(t *testing.T) {
 	if err == nil {
 		t.Fatal("a checkpoint onto a full disk completed")
 	}
-	if !strings.Contains(err.Error(), "no space left on device") {
-		t.Fatalf("checkpoint onto a full disk: %v; want it to name no space left on device", err)
+	if !strings.Contains(err.Error(), "no space left on device") || status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("checkpoint onto a full disk: %v; want RESOURCE_EXHAUSTED naming no space left on device", err)
 	}
 	st, err := cps.Status(ctx, &statedv1.CheckpointStatusRequest{})
 	if err != nil {

@@ -2,10 +2,14 @@ package grpcapi
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
+	"syscall"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/statedhq/stated/daemon/recovery"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
@@ -83,7 +87,7 @@ func (s *CheckpointsServer) Trigger(ctx context.Context, r *statedv1.TriggerChec
 	return forward(ctx, s, r, statedv1.CheckpointsClient.Trigger, func() (*statedv1.TriggerCheckpointResponse, error) {
 		epoch, m, err := s.ckpt.Trigger(ctx, r.GetWait())
 		if err != nil {
-			return nil, err
+			return nil, checkpointFailed(err)
 		}
 		resp := &statedv1.TriggerCheckpointResponse{Epoch: epoch}
 		if m != nil {
@@ -91,6 +95,17 @@ func (s *CheckpointsServer) Trigger(ctx context.Context, r *statedv1.TriggerChec
 		}
 		return resp, nil
 	})
+}
+
+// checkpointFailed is err, a checkpoint's failure, as the caller sees it:
+// RESOURCE_EXHAUSTED when a disk it wrote to (the data dir's, or a file://
+// bucket's) is full, since freeing space is what makes the next one
+// complete; anything else as statusOf maps it.
+func checkpointFailed(err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return status.Error(codes.ResourceExhausted, "stated: the checkpoint failed on a full disk (free space on the data dir's or the bucket's disk, then trigger it again): "+err.Error())
+	}
+	return err
 }
 
 // List returns the completed checkpoints, oldest first.
@@ -150,7 +165,7 @@ func (s *CheckpointsServer) Savepoint(ctx context.Context, r *statedv1.Savepoint
 	return forward(ctx, s, r, statedv1.CheckpointsClient.Savepoint, func() (*statedv1.SavepointResponse, error) {
 		epoch, err := s.ckpt.Savepoint(ctx, r.GetEpoch(), r.GetName())
 		if err != nil {
-			return nil, err
+			return nil, checkpointFailed(err)
 		}
 		return &statedv1.SavepointResponse{Epoch: epoch}, nil
 	})
