@@ -633,7 +633,10 @@ func TestSDKOversizedCommitFailsFastWithResourceExhausted(t *testing.T) {
 	if status.Code(err) != codes.ResourceExhausted || !errors.Is(err, stated.ErrResourceExhausted) {
 		t.Fatalf("70 MiB commit: %v (code %v), want ResourceExhausted", err, status.Code(err))
 	}
-	if d := time.Since(start); d > 10*time.Second {
+	// Fast: refused once, not sent again until ctx ends. The bound is
+	// loose for a loaded 2-core machine under the race detector (12.9 s
+	// seen once there, against under 2 s alone).
+	if d := time.Since(start); d > 30*time.Second {
 		t.Errorf("70 MiB commit took %v to fail", d)
 	}
 	// The client is still usable.
