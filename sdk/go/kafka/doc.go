@@ -99,7 +99,21 @@
 // processor no longer waiting"). Each line carries waiting_on, the
 // WaitKind, and side, "kafka" or "stated", so that a stall of the broker
 // (a consumer group rebalance that does not complete, partitions fenced
-// and not reassigned) is told apart from a stall of stated (a commit or a
-// claim that the client keeps retrying). Processor.Stats reports the same
-// at any time, with counters for metrics.
+// and not reassigned, fetches that keep failing) is told apart from a
+// stall of stated (a commit or a claim that the client keeps retrying).
+// Processor.Stats reports the same at any time, with counters for
+// metrics.
+//
+// # When Kafka lost what stated points at
+//
+// stated's offsets say where each partition goes on. When Kafka no longer
+// holds those records, the processor does not go on silently: an offset
+// past a claimed partition's end (the topic deleted and created again,
+// acknowledged records lost by the brokers) stops Run with
+// ErrOffsetPastLogEnd before any record of it is processed; a topic whose
+// fetches keep failing with UNKNOWN_TOPIC_ID (deleted, or recreated under
+// a new id, which the Kafka client does not follow) stops it with
+// ErrTopicRecreated after 10 s; records deleted before they were
+// processed (retention, DeleteRecords) are skipped with a warning naming
+// the partition and how many, counted in Stats.Lost.
 package kafka

@@ -70,9 +70,17 @@ type Config struct {
 	// starts. Nil means the partition's earliest offset. With exactly
 	// kgo.NewOffset().AtEnd(), the end found when the partition is first
 	// claimed is recorded in stated, so that a partition that moves
-	// before its first commit starts there on its next owner too; an
-	// offset relative to the end (AtEnd().Relative(n)) is not recorded,
-	// and such a partition can skip the records produced in between.
+	// before its first commit starts there on its next owner too; reading
+	// committed records only (the default), that end is the last stable
+	// offset, so a transaction open at the first claim counts once it
+	// commits. An offset relative to the end (AtEnd().Relative(n)) is not
+	// recorded, and such a partition can skip the records produced in
+	// between. A partition added to a topic while the group runs is first
+	// claimed when the Kafka client next refreshes its metadata
+	// (kgo.MetadataMaxAge, 5 minutes by default): with AtEnd, the records
+	// produced to it before then are not processed (as with Kafka's own
+	// consumer and auto.offset.reset=latest); the earliest offset
+	// processes them.
 	StartOffset *kgo.Offset
 	// MaxPollRecords caps the records of one poll, and so of one stated
 	// commit and of the time a rebalance may wait for it. Zero means 5000.
@@ -237,9 +245,18 @@ type Processor struct {
 	// splitLogged is set once a batch too large for one commit was
 	// split (Run's goroutine only).
 	splitLogged bool
+	// unknownTopicIDs are the topics whose fetches fail with
+	// UNKNOWN_TOPIC_ID, and fetchErrorLogs when each kind of fetch error
+	// was last logged (fetchErrors; Run's goroutine only).
+	unknownTopicIDs map[string]unknownTopicID
+	fetchErrorLogs  map[string]fetchErrorLog
 
 	mu    sync.Mutex
 	owned map[topicPartition]*owned
+	// fatal is the error Run stops with, set by fail; pollCancel ends the
+	// poll Run waits in.
+	fatal      error
+	pollCancel context.CancelFunc
 	// fencedParts are partitions stated fenced since Kafka last assigned
 	// them, paused until it revokes or assigns them again, or until
 	// reclaimFenced claims them again.
@@ -315,7 +332,8 @@ func New(cfg Config) (*Processor, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Processor{cfg: cfg, logger: logger, owned: map[topicPartition]*owned{}, fencedParts: map[topicPartition]fencedPart{},
-		waits: newWaits(), kafkaCommitted: map[topicPartition]int64{}, clReady: make(chan struct{})}
+		waits: newWaits(), kafkaCommitted: map[topicPartition]int64{}, clReady: make(chan struct{}),
+		unknownTopicIDs: map[string]unknownTopicID{}, fetchErrorLogs: map[string]fetchErrorLog{}}
 	// The member joins the group as soon as the client exists.
 	p.waits.begin(WaitKafkaGroup, "joining the group")
 	// Committed records only, unless KafkaOptions say otherwise: the
@@ -380,8 +398,22 @@ func New(cfg Config) (*Processor, error) {
 //
 // Run never waits silently: whatever it waits for longer than
 // Config.WaitLogInterval (the Kafka group, a commit to stated, a fenced
-// partition) it logs as a warning, again at every interval, and Stats
-// reports at any time.
+// partition, fetches that fail) it logs as a warning, again at every
+// interval, and Stats reports at any time. A fetch error is logged at most
+// every 5 s per partition and kind, and a poll that brings only errors is
+// followed by a pause (up to 1 s).
+//
+// Where Kafka no longer holds what stated's offsets point at, Run says
+// so. A claimed partition whose offset in stated is past its end stops
+// Run with ErrOffsetPastLogEnd before any of its records is processed
+// (the topic was deleted and created again, or the brokers lost
+// acknowledged records); a consumed topic whose fetches fail with
+// UNKNOWN_TOPIC_ID for 10 s stops it with ErrTopicRecreated (the Kafka
+// client does not follow a recreated topic). Records Kafka deleted before
+// they were processed (retention, DeleteRecords: stated's offset below the
+// log start at a claim, or a data loss the Kafka client reports) cannot
+// be processed: each such gap is logged as a warning naming the partition
+// and the number of records, and counted in Stats.Lost.
 func (p *Processor) Run(ctx context.Context) error {
 	for {
 		cur := p.life.Load()
@@ -409,6 +441,20 @@ func (p *Processor) Run(ctx context.Context) error {
 		backoff = min(2*backoff, maxRetryBackoff)
 		return true
 	}
+	// pauseFetch is pause for polls that bring fetch errors and no
+	// records, with a backoff of its own, and a shorter bound: the Kafka
+	// client retries on its own, and this only keeps the loop from
+	// spinning.
+	fetchBackoff := p.cfg.RetryBackoff
+	pauseFetch := func() bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(fetchBackoff):
+		}
+		fetchBackoff = min(2*fetchBackoff, maxFetchBackoff)
+		return true
+	}
 	for {
 		// Pending window emissions go first: at start (a crash may have
 		// left them unacknowledged), after an error, and every
@@ -434,10 +480,21 @@ func (p *Processor) Run(ctx context.Context) error {
 			p.cl.AllowRebalance()
 			return nil
 		}
-		if err := p.fatalFetchError(fetches); err != nil {
+		failing, err := p.fetchErrors(fetches)
+		if err != nil {
 			p.cl.AllowRebalance()
 			return err
 		}
+		if failing && fetches.NumRecords() == 0 {
+			// franz-go answers a poll at once with the error of a fetch
+			// that keeps failing: not a loop that spins.
+			p.cl.AllowRebalance()
+			if !pauseFetch() {
+				return nil
+			}
+			continue
+		}
+		fetchBackoff = p.cfg.RetryBackoff
 		batch := p.batch(fetches)
 		// After the batch is taken (without the reclaimed partitions'
 		// records, which the new claim's offsets replace) and before
@@ -506,29 +563,28 @@ func (p *Processor) poll(ctx context.Context) kgo.Fetches {
 	if due, ok := p.reclaimDue(); ok && (limit < 0 || due < limit) {
 		limit = max(due, time.Millisecond)
 	}
-	if limit < 0 {
-		return p.cl.PollRecords(ctx, p.cfg.MaxPollRecords)
+	var pctx context.Context
+	var cancel context.CancelFunc
+	if limit >= 0 {
+		pctx, cancel = context.WithTimeout(ctx, limit)
+	} else {
+		pctx, cancel = context.WithCancel(ctx)
 	}
-	pctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	return p.cl.PollRecords(pctx, p.cfg.MaxPollRecords)
-}
-
-// fatalFetchError returns the error that consuming cannot go on from: the
-// client was closed. franz-go injects the others into polls to inform
-// (a failed group join, a partition error, data loss) and keeps retrying
-// by itself, so they are logged and consuming goes on.
-func (p *Processor) fatalFetchError(fetches kgo.Fetches) error {
-	for _, fe := range fetches.Errors() {
-		switch {
-		case errors.Is(fe.Err, context.Canceled), errors.Is(fe.Err, context.DeadlineExceeded):
-		case errors.Is(fe.Err, kgo.ErrClientClosed):
-			return fmt.Errorf("kafka: %w", fe.Err)
-		default:
-			p.logger.Warn("kafka: fetch error; franz-go retries", "group", p.cfg.Group, "topic", fe.Topic, "partition", fe.Partition, "error", fe.Err)
-		}
+	// fail ends the poll: an error found on franz-go's goroutine (a
+	// claimed partition whose offset is past its end) stops Run at once.
+	p.mu.Lock()
+	if p.fatal != nil {
+		cancel()
 	}
-	return nil
+	p.pollCancel = cancel
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.pollCancel = nil
+		p.mu.Unlock()
+	}()
+	return p.cl.PollRecords(pctx, p.cfg.MaxPollRecords)
 }
 
 // partBatch is the records of one partition in a poll.
@@ -967,6 +1023,15 @@ func (p *Processor) onAssigned(ctx context.Context, offsets map[string]map[int32
 		p.logger.Warn("kafka: recording where newly claimed partitions start failed; rejoining", "group", p.cfg.Group, "error", err)
 		return nil, err
 	}
+	<-p.clReady
+	if err := p.checkLogBounds(ctx, claims); err != nil {
+		if ctx.Err() == nil {
+			// Run stops before it processes a record of the
+			// partitions this assignment starts.
+			p.logger.Error("kafka: "+err.Error(), "group", p.cfg.Group)
+			p.fail(err)
+		}
+	}
 	out := make(map[string]map[int32]kgo.Offset, len(offsets))
 	resume := map[string][]int32{}
 	p.mu.Lock()
@@ -1016,7 +1081,15 @@ func (p *Processor) recordEndStarts(ctx context.Context, claims []stated.Partiti
 		return claims, nil
 	}
 	<-p.clReady
-	ends, err := kadm.NewClient(p.cl).ListEndOffsets(ctx, slices.Collect(maps.Keys(topics))...)
+	// With committed records only (the default), the end is the last
+	// stable offset: where the processor's own consumer would start, so
+	// that a transaction open at the first claim counts once it commits.
+	// The high watermark is past that transaction's records.
+	list := kadm.NewClient(p.cl).ListEndOffsets
+	if iso, _ := p.cl.OptValue(kgo.FetchIsolationLevel).(int8); iso == 1 {
+		list = kadm.NewClient(p.cl).ListCommittedOffsets
+	}
+	ends, err := list(ctx, slices.Collect(maps.Keys(topics))...)
 	if err == nil {
 		err = ends.Error()
 	}

@@ -32,6 +32,11 @@ const (
 	// from this member or assigns them to it again, or until the
 	// processor claims them again (Config.ReclaimFencedAfter).
 	WaitKafkaReassign WaitKind = "kafka_reassign"
+	// WaitKafkaFetch: fetches fail and bring no records (a partition
+	// whose leader is unavailable, an authorization error, a topic that
+	// was deleted); Detail names the first failing partition and its
+	// error. The Kafka client retries; polls back off meanwhile.
+	WaitKafkaFetch WaitKind = "kafka_fetch"
 	// WaitKafkaOffsetCommit: committing the checkpointed offsets to the
 	// Kafka group (Config.KafkaCommitInterval).
 	WaitKafkaOffsetCommit WaitKind = "kafka_offset_commit"
@@ -78,6 +83,13 @@ type Stats struct {
 	// Emissions counts the window emissions delivered to OnWindowClosed
 	// callbacks whose transactions committed (acknowledging them).
 	Emissions int64
+	// Lost counts records this processor never processed because Kafka
+	// had deleted them first (retention, DeleteRecords, an unclean leader
+	// election): at a claim, the records between the offset stated holds
+	// and the partition's log start; while consuming, those the Kafka
+	// client skipped when it reported data loss. Each is logged as a
+	// warning naming the partition.
+	Lost int64
 	// Assignments counts the group assignments Kafka handed out to this
 	// member (the ends of its rebalances).
 	Assignments int64
@@ -187,6 +199,12 @@ func (w *waits) committed(records int) {
 	w.stats.Batches++
 	w.stats.Records += int64(records)
 	w.stats.LastCommit = time.Now()
+}
+
+func (w *waits) lost(records int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stats.Lost += records
 }
 
 func (w *waits) delivered(emissions int) {
