@@ -114,6 +114,8 @@
 // fetches keep failing with UNKNOWN_TOPIC_ID (deleted, or recreated under
 // a new id, which the Kafka client does not follow) stops it with
 // ErrTopicRecreated after 10 s; records deleted before they were
-// processed (retention, DeleteRecords) are skipped with a warning naming
-// the partition and how many, counted in Stats.Lost.
+// processed (retention, DeleteRecords), found at a claim or while
+// consuming, are skipped with a warning naming the partition and how
+// many, counted in Stats.Lost. The Kafka client's own warnings go to
+// Config.Logger too.
 package kafka

@@ -25,6 +25,9 @@ const (
 	// UNKNOWN_TOPIC_ID before Run stops with ErrTopicRecreated; a
 	// broker that has not heard of a new topic yet answers so briefly.
 	unknownTopicIDFor = 10 * time.Second
+	// unknownTopicIDQuiet ends a spell of UNKNOWN_TOPIC_ID errors: two
+	// brief ones further apart are not one that lasts.
+	unknownTopicIDQuiet = 3 * time.Second
 	// fetchErrorLogEvery is how often one kind of fetch error of one
 	// partition is logged while it repeats.
 	fetchErrorLogEvery = 5 * time.Second
@@ -78,15 +81,15 @@ func (p *Processor) fetchErrors(fetches kgo.Fetches) (failing bool, err error) {
 			if lost > 0 {
 				p.waits.lost(lost)
 			}
-			p.logger.Warn("kafka: data loss: Kafka no longer holds the records where this processor was consuming (retention, or an unclean leader election), and the Kafka client moved on",
+			p.logger.Warn("kafka: data loss: the brokers no longer hold records where this processor was consuming (an unclean leader election, a truncated log), and the Kafka client moved on",
 				"group", p.cfg.Group, "topic", fe.Topic, "partition", fe.Partition, "consumed_to", loss.ConsumedTo, "reset_to", loss.ResetTo, "lost", max(lost, 0), "error", fe.Err)
 			continue
 		case errors.Is(fe.Err, kerr.UnknownTopicID):
 			// Not every poll brings the error back: the client spaces
-			// its fetches. The spell ends with a quiet unknownTopicIDFor
-			// or the topic's records.
+			// its fetches. The spell ends with a quiet
+			// unknownTopicIDQuiet or the topic's records.
 			u, ok := p.unknownTopicIDs[fe.Topic]
-			if !ok || now.Sub(u.last) > unknownTopicIDFor {
+			if !ok || now.Sub(u.last) > unknownTopicIDQuiet {
 				u.first = now
 			}
 			u.last = now

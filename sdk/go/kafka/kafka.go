@@ -139,7 +139,12 @@ type Config struct {
 	// left unacknowledged. Zero means 1s; a negative interval reads them
 	// only when Run starts and after an error.
 	OutboxInterval time.Duration
-	// Logger receives the processor's logs; nil discards them.
+	// Logger receives the processor's logs, and the Kafka client's
+	// warnings and errors ("kafka client: ..."), unless KafkaOptions
+	// gives the client a logger of its own (kgo.WithLogger; the
+	// processor then does not see the client move a partition whose
+	// records were deleted under it, and Stats.Lost does not count those
+	// records). Nil discards them.
 	Logger *slog.Logger
 }
 
@@ -253,6 +258,10 @@ type Processor struct {
 
 	mu    sync.Mutex
 	owned map[topicPartition]*owned
+	// resets are the partitions the Kafka client moved to their log start
+	// because the records it was consuming were deleted (clientLogger);
+	// batch counts the gap at their next records.
+	resets map[topicPartition]bool
 	// fatal is the error Run stops with, set by fail; pollCancel ends the
 	// poll Run waits in.
 	fatal      error
@@ -331,14 +340,17 @@ func New(cfg Config) (*Processor, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Processor{cfg: cfg, logger: logger, owned: map[topicPartition]*owned{}, fencedParts: map[topicPartition]fencedPart{},
+	p := &Processor{cfg: cfg, logger: logger, owned: map[topicPartition]*owned{}, fencedParts: map[topicPartition]fencedPart{}, resets: map[topicPartition]bool{},
 		waits: newWaits(), kafkaCommitted: map[topicPartition]int64{}, clReady: make(chan struct{}),
 		unknownTopicIDs: map[string]unknownTopicID{}, fetchErrorLogs: map[string]fetchErrorLog{}}
 	// The member joins the group as soon as the client exists.
 	p.waits.begin(WaitKafkaGroup, "joining the group")
 	// Committed records only, unless KafkaOptions say otherwise: the
 	// records of an aborted transaction must count zero times.
-	opts := append([]kgo.Opt{kgo.FetchIsolationLevel(kgo.ReadCommitted())}, cfg.KafkaOptions...)
+	// The Kafka client's warnings go to Config.Logger (a WithLogger in
+	// KafkaOptions replaces this), and its reset of a partition whose
+	// records were deleted under it is counted (clientLogger).
+	opts := append([]kgo.Opt{kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.WithLogger(clientLogger{p})}, cfg.KafkaOptions...)
 	opts = append(opts,
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics...),
@@ -411,9 +423,10 @@ func New(cfg Config) (*Processor, error) {
 // UNKNOWN_TOPIC_ID for 10 s stops it with ErrTopicRecreated (the Kafka
 // client does not follow a recreated topic). Records Kafka deleted before
 // they were processed (retention, DeleteRecords: stated's offset below the
-// log start at a claim, or a data loss the Kafka client reports) cannot
-// be processed: each such gap is logged as a warning naming the partition
-// and the number of records, and counted in Stats.Lost.
+// log start at a claim, or records deleted under the Kafka client while it
+// consumed them) cannot be processed: each such gap is logged as a warning
+// naming the partition and the number of records, and counted in
+// Stats.Lost; at a claim, stated's offset moves up to the log start.
 func (p *Processor) Run(ctx context.Context) error {
 	for {
 		cur := p.life.Load()
@@ -487,7 +500,10 @@ func (p *Processor) Run(ctx context.Context) error {
 		}
 		if failing && fetches.NumRecords() == 0 {
 			// franz-go answers a poll at once with the error of a fetch
-			// that keeps failing: not a loop that spins.
+			// that keeps failing: not a loop that spins. What runs
+			// between batches still runs.
+			p.reclaimFenced(ctx)
+			p.maybeCommitToKafka(ctx)
 			p.cl.AllowRebalance()
 			if !pauseFetch() {
 				return nil
@@ -614,6 +630,14 @@ func (p *Processor) batch(fetches kgo.Fetches) *batch {
 		// The fetch's own records, less those committed already (a fetch
 		// from before a rewind), copied only when there are such.
 		n := len(ftp.Records)
+		if p.resets[tp] && n > 0 {
+			delete(p.resets, tp)
+			if first := ftp.Records[0].Offset; o.next >= 0 && first > o.next {
+				p.waits.lost(first - o.next)
+				p.logger.Warn("kafka: records deleted by Kafka before this group processed them are lost for good: the records the processor was consuming were deleted under it (retention or DeleteRecords; the processor was slower than retention); processing goes on from the log start",
+					"group", p.cfg.Group, "topic", tp.topic, "partition", tp.partition, "stated_offset", o.next, "log_start", first, "lost", first-o.next)
+			}
+		}
 		pb := &partBatch{tp: tp, claim: o.claim, records: ftp.Records[:n:n]}
 		committed := func(r *kgo.Record) bool { return o.next >= 0 && r.Offset < o.next }
 		if slices.ContainsFunc(pb.records, committed) {
@@ -1024,13 +1048,15 @@ func (p *Processor) onAssigned(ctx context.Context, offsets map[string]map[int32
 		return nil, err
 	}
 	<-p.clReady
-	if err := p.checkLogBounds(ctx, claims); err != nil {
+	if checked, err := p.checkLogBounds(ctx, claims); err != nil {
 		if ctx.Err() == nil {
 			// Run stops before it processes a record of the
 			// partitions this assignment starts.
-			p.logger.Error("kafka: "+err.Error(), "group", p.cfg.Group)
+			p.logger.Error(err.Error(), "group", p.cfg.Group)
 			p.fail(err)
 		}
+	} else {
+		claims = checked
 	}
 	out := make(map[string]map[int32]kgo.Offset, len(offsets))
 	resume := map[string][]int32{}

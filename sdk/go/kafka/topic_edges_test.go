@@ -674,3 +674,144 @@ func TestStartAtEndCountsATransactionOpenAtTheFirstClaim(t *testing.T) {
 			recorded, l.Offset, got, got == 2)
 	}
 }
+
+// 3d. Records deleted (retention, DeleteRecords) while the processor is
+// consuming, ahead of it: franz-go resumes at the log start and reports
+// no error to the poll, only a warning to its logger (v1.22.3,
+// consumer.go: "The broker deleted what we were consuming ... no data
+// loss to report"). The processor skipped them without a word; now the
+// Kafka client's warnings reach Config.Logger, and the processor warns
+// with the partition and the count, and counts them in Stats().Lost.
+func TestRecordsDeletedWhileTheProcessorConsumesAreWarnedAndCountedLost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := newEdgeEnv(t, ctx, 1)
+	// 50 records, one batch each, so that a tiny FetchMaxBytes fetches one.
+	pcl, err := kgo.NewClient(kgo.SeedBrokers(e.kc.ListenAddrs()...), kgo.DefaultProduceTopic("events"),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		if err := pcl.ProduceSync(ctx, &kgo.Record{Partition: 0, Value: []byte("e")}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pcl.Close()
+
+	release := make(chan struct{})
+	blocked := make(chan struct{})
+	var log edgeLog
+	cfg := e.countingConfig(e.dial(), "events", &log, kgo.FetchMaxBytes(1), kgo.FetchMaxPartitionBytes(1))
+	cfg.MaxPollRecords = 1
+	cfg.Handler = func(_ context.Context, txn *stated.Txn, r *kgo.Record) error {
+		if r.Offset == 0 {
+			select {
+			case <-blocked:
+			default:
+				close(blocked)
+			}
+			<-release
+		}
+		txn.CounterAdd("counts", fmt.Appendf(nil, "p%d", r.Partition), 1)
+		return nil
+	}
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, _ := runErr(t, p)
+	select {
+	case <-blocked:
+	case <-time.After(time.Minute):
+		t.Fatal("the handler never saw offset 0")
+	}
+	time.Sleep(time.Second) // franz-go buffers the next fetch (offset 1) and stops
+	del := kadm.Offsets{}
+	del.AddOffset("events", 0, 40, -1)
+	r, err := e.adm.DeleteRecords(ctx, del)
+	if err == nil {
+		err = r.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	waitFor(t, "stated's offset at the log end", func() (bool, error) { return e.offsets("g")[0] == 50, nil })
+	time.Sleep(500 * time.Millisecond)
+	lost := p.Stats().Lost
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := e.counts()["p0"]
+	warned := false
+	for _, ln := range log.lines() {
+		if strings.Contains(ln, "lost") || strings.Contains(ln, "data loss") {
+			warned = true
+		}
+		t.Logf("log: %s", ln)
+	}
+	t.Logf("count %d, Stats().Lost %d, warned %v", got, lost, warned)
+	skipped := 50 - got
+	if skipped == 0 {
+		t.Fatal("no record was skipped: the deletion did not overtake the processor, so the test checked nothing")
+	}
+	if lost != skipped || !warned {
+		t.Fatalf("%d records of events/0 were deleted while the processor consumed and skipped; Stats().Lost = %d, warned = %v: want them warned about and counted", skipped, lost, warned)
+	}
+}
+
+// 3e. A partition whose unprocessed records were all deleted (an idle
+// topic after retention: log start == log end) kept stated's offset below
+// the log start, since nothing was processed to move it, and every later
+// claim warned again that the same records were lost and counted them
+// again. The processor now moves stated's offset up to the log start when
+// it reports the gap: reported once.
+func TestADeletedGapIsReportedOnceAndStatedsOffsetMovesToTheLogStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := newEdgeEnv(t, ctx, 1)
+	e.produce("events", 0, 10)
+	p, err := New(e.countingConfig(e.dial(), "events", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, p)
+	waitFor(t, "10 counted", func() (bool, error) { return e.counts()["p0"] == 10, nil })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.produce("events", 0, 40) // 10..49
+	del := kadm.Offsets{}
+	del.AddOffset("events", 0, 50, -1) // everything: log start == end == 50
+	if r, err := e.adm.DeleteRecords(ctx, del); err != nil || r.Error() != nil {
+		t.Fatal(err, r.Error())
+	}
+	warnings := 0
+	for round := 0; round < 2; round++ {
+		var log edgeLog
+		p, err := New(e.countingConfig(e.dial(), "events", &log))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop, _ := runErr(t, p)
+		waitCond(5*time.Second, func() bool { return p.Stats().Lost > 0 })
+		time.Sleep(time.Second)
+		lost, offset := p.Stats().Lost, e.offsets("g")[0]
+		t.Logf("round %d: Stats().Lost %d, stated offset %d", round, lost, offset)
+		if want := []int64{40, 0}[round]; lost != want || offset != 50 {
+			t.Errorf("claim %d: Stats().Lost %d, stated's offset %d; want %d and the log start 50", round+1, lost, offset, want)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		for _, ln := range log.lines() {
+			if strings.Contains(ln, "lost for good") {
+				warnings++
+			}
+		}
+	}
+	if warnings > 1 {
+		t.Fatalf("the same 40 deleted records were reported lost for good %d times (once per claim): stated's offset stays below the log start while nothing is processed", warnings)
+	}
+}

@@ -84,11 +84,13 @@ type Stats struct {
 	// callbacks whose transactions committed (acknowledging them).
 	Emissions int64
 	// Lost counts records this processor never processed because Kafka
-	// had deleted them first (retention, DeleteRecords, an unclean leader
-	// election): at a claim, the records between the offset stated holds
-	// and the partition's log start; while consuming, those the Kafka
-	// client skipped when it reported data loss. Each is logged as a
-	// warning naming the partition.
+	// had deleted them first (retention, DeleteRecords): at a claim, the
+	// records between the offset stated holds and the partition's log
+	// start (stated's offset is then moved up to the log start, so a gap
+	// is counted once); while consuming, those the Kafka client skipped
+	// when it moved to the log start because the records it was
+	// consuming were deleted. Each gap is logged as a warning naming the
+	// partition.
 	Lost int64
 	// Assignments counts the group assignments Kafka handed out to this
 	// member (the ends of its rebalances).
