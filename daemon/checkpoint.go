@@ -367,10 +367,12 @@ func (c *coordinator) tableCheckpoint(ctx context.Context, cancel context.Cancel
 	if err := c.store.FlushContext(ctx); err != nil {
 		if ctx.Err() == nil && !errors.Is(err, raftstore.ErrClosed) {
 			err = fmt.Errorf("flush before checkpoint: %w", err)
+			// Recorded first: the trigger's caller, answered by
+			// started, may read the status at once.
+			c.failed(tr, 0, err)
 			if tr != nil {
 				tr.started <- triggerResult{err: err}
 			}
-			c.failed(tr, 0, err)
 			return
 		}
 		c.logger.Warn("daemon: flush before checkpoint", "error", err)
@@ -446,16 +448,21 @@ func (c *coordinator) tableCheckpoint(ctx context.Context, cancel context.Cancel
 // having recorded the failure, when the barrier failed.
 func (c *coordinator) barrier(ctx context.Context, tr *trigger, propose func(context.Context) (fsm.CheckpointResult, error)) (fsm.CheckpointResult, bool) {
 	cp, err := propose(ctx)
-	if tr != nil {
-		tr.started <- triggerResult{epoch: cp.Epoch, err: err}
-	}
+	// The status first, then the trigger's answer: its caller may read
+	// the status at once.
 	if err != nil {
 		c.failed(tr, cp.Epoch, fmt.Errorf("checkpoint barrier: %w", err))
+		if tr != nil {
+			tr.started <- triggerResult{epoch: cp.Epoch, err: err}
+		}
 		return cp, false
 	}
 	c.mu.Lock()
 	c.st.InProgressEpoch, c.st.InProgressBytesDone, c.st.InProgressBytesTotal = cp.Epoch, 0, 0
 	c.mu.Unlock()
+	if tr != nil {
+		tr.started <- triggerResult{epoch: cp.Epoch}
+	}
 	return cp, true
 }
 
