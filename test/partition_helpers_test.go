@@ -178,8 +178,21 @@ func (w *rpWorkers) check(ctx context.Context, t *testing.T, n *node) {
 			}
 			return resp
 		}
-		counter := get(fmt.Sprint(w.prefix, "count/", i), statedv1.Kind_KIND_COUNTER).GetCounter()
-		last, _ := strconv.ParseInt(string(get(fmt.Sprint(w.prefix, "last/", i), statedv1.Kind_KIND_VALUE).GetValue()), 10, 64)
+		// The two keys are read one after the other: a commit whose
+		// outcome was unknown when the workers halted (still in the
+		// leader's pipeline) can apply between the reads. Read the
+		// counter again, until it has not moved around the last
+		// sequence's read (each commit changes both at once).
+		var counter, last int64
+		for attempt := 0; ; attempt++ {
+			counter = get(fmt.Sprint(w.prefix, "count/", i), statedv1.Kind_KIND_COUNTER).GetCounter()
+			last, _ = strconv.ParseInt(string(get(fmt.Sprint(w.prefix, "last/", i), statedv1.Kind_KIND_VALUE).GetValue()), 10, 64)
+			again := get(fmt.Sprint(w.prefix, "count/", i), statedv1.Kind_KIND_COUNTER).GetCounter()
+			if again == counter || attempt == 10 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		acked, failed := w.acked[i].Load(), w.failed[i].Load()
 		switch {
 		case counter != last:
