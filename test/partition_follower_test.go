@@ -66,12 +66,15 @@ func TestPartitionIsolatedFollowerClientRecovers(t *testing.T) {
 	if rawReturned && rawErr == nil {
 		t.Errorf("the cut-off follower acknowledged a commit")
 	}
+	// The read's connection notices the cut by its own keepalive: a
+	// moment after the commit's, not at the same instant (seen once in
+	// CI: not returned when the commit did, returned within a second).
 	readReturned := false
 	select {
 	case err := <-readDone:
 		readReturned = true
 		t.Logf("raw linearizable read without deadline through the cut-off follower returned after %v: %v", time.Since(cutAt), err)
-	default:
+	case <-time.After(10 * time.Second):
 		t.Errorf("a raw linearizable read with no deadline through the cut-off follower had not returned %v after the cut", time.Since(cutAt))
 	}
 	ackedAtHeal := w.total()
