@@ -442,32 +442,14 @@ func (p *Processor) Run(ctx context.Context) error {
 	defer p.close()
 	p.windows.start()
 	p.registerOwnedSources(ctx)
-	backoff := p.cfg.RetryBackoff
-	// pause waits out the backoff after a failure, and doubles it; it
-	// reports false when ctx ended.
-	pause := func() bool {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, maxRetryBackoff)
-		return true
-	}
-	// pauseFetch is pause for polls that bring fetch errors and no
-	// records, with a backoff of its own, and a shorter bound: the Kafka
-	// client retries on its own, and this only keeps the loop from
-	// spinning.
-	fetchBackoff := p.cfg.RetryBackoff
-	pauseFetch := func() bool {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(fetchBackoff):
-		}
-		fetchBackoff = min(2*fetchBackoff, maxFetchBackoff)
-		return true
-	}
+	// pause waits out the backoff after a failure, and doubles it up to
+	// maxRetryBackoff; pauseFetch does so for polls that bring fetch
+	// errors and no records, with a backoff of its own and a shorter
+	// bound (the Kafka client retries on its own; this only keeps the
+	// loop from spinning). Both report false when ctx ended.
+	backoff, fetchBackoff := p.cfg.RetryBackoff, p.cfg.RetryBackoff
+	pause := func() bool { return sleepBackoff(ctx, &backoff, maxRetryBackoff) }
+	pauseFetch := func() bool { return sleepBackoff(ctx, &fetchBackoff, maxFetchBackoff) }
 	for {
 		// Pending window emissions go first: at start (a crash may have
 		// left them unacknowledged), after an error, and every
@@ -563,6 +545,18 @@ func (p *Processor) Run(ctx context.Context) error {
 		}
 		p.cl.AllowRebalance()
 	}
+}
+
+// sleepBackoff waits *d, or until ctx ends (false), then doubles *d up to
+// limit.
+func sleepBackoff(ctx context.Context, d *time.Duration, limit time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(*d):
+	}
+	*d = min(2**d, limit)
+	return true
 }
 
 // poll waits for records, but no longer than the Kafka commit interval, so

@@ -167,19 +167,28 @@ func (e *edgeEnv) countingConfig(c *stated.Client, topic string, log *edgeLog, e
 	return cfg
 }
 
-// runErr runs p; the returned channel gets Run's error when it returns.
+// runErr runs p; the returned channel gets Run's error when it returns,
+// and stop (also run at the test's end) returns it too, whether or not the
+// channel was read.
 func runErr(t *testing.T, p *Processor) (stop func() error, done <-chan error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
+	finished := make(chan struct{})
 	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
+	var runErr error
+	go func() {
+		runErr = p.Run(ctx)
+		close(finished)
+		errc <- runErr
+	}()
 	var once sync.Once
 	var err error
 	stop = func() error {
 		once.Do(func() {
 			cancel()
 			select {
-			case err = <-errc:
+			case <-finished:
+				err = runErr
 			case <-time.After(30 * time.Second):
 				err = errors.New("Run did not return within 30s of its context's end")
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -150,23 +149,7 @@ func recordingCallback(calls *atomic.Int64) WindowClosedFunc {
 // result.
 func run(t *testing.T, p *Processor) (stop func() error) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case err = <-errc:
-			case <-time.After(30 * time.Second):
-				err = errors.New("Run did not return within 30s of its context's end")
-			}
-		})
-		return err
-	}
-	t.Cleanup(func() { stop() })
+	stop, _ = runErr(t, p)
 	return stop
 }
 
