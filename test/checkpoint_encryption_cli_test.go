@@ -16,6 +16,7 @@ import (
 // checkpoint list` (and --json) and `checkpoint show` say it too.
 func TestCheckpointListAndShowSayWhichCheckpointsAreEncrypted(t *testing.T) {
 	skipUnderRace(t)
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	n, _, _ := encryptedNodeWithTwoCheckpoints(ctx, t)
@@ -45,6 +46,7 @@ func TestCheckpointListAndShowSayWhichCheckpointsAreEncrypted(t *testing.T) {
 // checkpoint.
 func TestRestoreRefusesABadCheckpointSelectorAsUsage(t *testing.T) {
 	skipUnderRace(t)
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	n, _, bucket := encryptedNodeWithTwoCheckpoints(ctx, t)

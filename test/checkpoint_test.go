@@ -59,10 +59,8 @@ func newCkptS3(t *testing.T, wrap func(http.Handler) http.Handler) *ckptS3 {
 	}
 	srv := httptest.NewServer(h) // 127.0.0.1
 	t.Cleanup(srv.Close)
-	t.Setenv("AWS_ACCESS_KEY_ID", "stated-test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "stated-test-secret")
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	// The credentials are set for the whole package (s3TestEnv), so
+	// that the tests using this server can run in parallel.
 	return &ckptS3{srv: srv, url: "s3://" + ckptBucket + "?endpoint=" + url.QueryEscape(srv.URL) +
 		"&use_path_style=true&region=us-east-1&disable_https=true"}
 }
@@ -157,6 +155,7 @@ func trigger(ctx context.Context, t *testing.T, n *node, wait bool) *statedv1.Tr
 // least what was acknowledged before the trigger and at most what was
 // sent before it returned.
 func TestCheckpointsToS3RoundTrip(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	var puts atomic.Int64
@@ -365,6 +364,7 @@ func TestLeaderKilledMidChangelogUploadLeavesNoManifest(t *testing.T) {
 
 // leaderKilledMidUpload runs the two tests above.
 func leaderKilledMidUpload(t *testing.T, changelog bool) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	slow := &slowFilePuts{first: make(chan struct{}), release: make(chan struct{})}

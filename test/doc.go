@@ -12,10 +12,11 @@
 // STATED_CHAOS_DURATION runs a long one. docs/TESTING.md describes both.
 //
 // The tests mostly wait on the processes they start, so each calls
-// t.Parallel and four run at once (testParallel; go test's -parallel
-// overrides it), except the few that set the process's environment or
-// working directory, which run first, alone. Whatever they share is safe
-// for that: the binaries are built once, freeAddr never hands out one
-// port twice, network namespaces and podman names carry a tag of their
-// own, and the podman tests take turns (podmanMu).
+// t.Parallel and six run at once (testParallel; go test's -parallel
+// overrides it), except the few that change the process's working
+// directory, count its goroutines or fill a small disk, which run first,
+// alone. Whatever they share is safe for that: the binaries are built
+// once, freeAddr never hands out one port twice, the S3 tests'
+// credentials are set once for the process (s3TestEnv), and network
+// namespaces and podman names carry a tag of their own.
 package test

@@ -21,6 +21,7 @@ import (
 // so a client that never acknowledged grew the outbox without bound
 // (100,000 emissions with a cap of 10). It is refused like an add.
 func TestTimersOnAFullOutboxAreRefused(t *testing.T) {
+	t.Parallel()
 	n := newNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()

@@ -209,37 +209,72 @@ func (c *podCluster) waitMembers(t *testing.T, i, replicas int) string {
 	return id
 }
 
+// podExecs is how many podman execs write and waitKeys run at once: each
+// is a process in the container (about half a second here), and one at a
+// time the test's 40 keys took most of its minute and a half.
+const podExecs = 4
+
+// eachKey runs fn for every key, podExecs at a time, and stops t when any
+// failed (fn reports with t.Errorf).
+func eachKey(t *testing.T, keys []string, fn func(key string)) {
+	t.Helper()
+	sem := make(chan struct{}, podExecs)
+	var wg sync.WaitGroup
+	for _, key := range keys {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			fn(key)
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
 // write puts n keys through pod i's node and returns them.
 func (c *podCluster) write(t *testing.T, i int, tag string, n int) []string {
 	t.Helper()
 	var keys []string
 	for k := range n {
-		key := fmt.Sprintf("%s%d", tag, k)
+		keys = append(keys, fmt.Sprintf("%s%d", tag, k))
+	}
+	eachKey(t, keys, func(key string) {
 		// A node that forwards to a leader which came back in a new
 		// container may wait for its gRPC channel to resolve the name
 		// again (grpc-go re-resolves DNS at most every 30 s); the write
 		// waits for that, and slow writes are logged.
 		started := time.Now()
 		if out := c.exec(i, "kv", "put", "podtest", key, "v-"+key, "--timeout", "60s"); out.err != nil {
-			t.Fatalf("kv put %s through %s: %v\n%s", key, c.pod(i), out.err, out.out)
+			t.Errorf("kv put %s through %s: %v\n%s", key, c.pod(i), out.err, out.out)
+			return
 		}
 		if d := time.Since(started); d > 2*time.Second {
 			t.Logf("kv put %s through %s took %s", key, c.pod(i), d.Round(time.Millisecond))
 		}
-		keys = append(keys, key)
-	}
+	})
 	return keys
 }
 
 // waitKeys waits until pod i's own state (a local read) holds every key.
 func (c *podCluster) waitKeys(t *testing.T, i int, keys []string) {
 	t.Helper()
-	for _, key := range keys {
-		podWaitFor(t, 60*time.Second, fmt.Sprintf("%s to hold %s", c.pod(i), key), func() bool {
+	eachKey(t, keys, func(key string) {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
 			out := c.exec(i, "kv", "get", "podtest", key, "--consistency", "local")
-			return out.err == nil && strings.TrimSpace(out.out) == "v-"+key
-		})
-	}
+			if out.err == nil && strings.TrimSpace(out.out) == "v-"+key {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("waited 60s for %s to hold %s: %v %s", c.pod(i), key, out.err, out.out)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 }
 
 // teardown removes the containers, their volumes and the network; it logs

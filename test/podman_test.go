@@ -109,12 +109,6 @@ func TestSinglePodManifestKeepsEveryAcknowledgedWriteWhenStatedIsKilled(t *testi
 }
 
 var (
-	// podmanMu runs the podman tests one at a time (each in parallel
-	// with the other tests): both play pods, volumes and networks through
-	// podman 4.3, whose waits are long on this disk already (the
-	// StatefulSet test's 91 s alone), and running the two at once was
-	// not tried.
-	podmanMu    sync.Mutex
 	podmanOnce  sync.Once
 	podmanSkip  string // why the podman tests skip; "" when they run
 	podmanError error  // the images did not build
@@ -122,12 +116,11 @@ var (
 
 // podmanImages skips t, saying why, when podman is not installed or
 // cannot run a container, and otherwise builds the images once (bash
-// deploy/build-images.sh) for the package's podman tests. It holds
-// podmanMu until t's cleanups, registered after it, have run.
+// deploy/build-images.sh) for the package's podman tests, which then
+// run at once (their pods, volumes and networks have names of their
+// own).
 func podmanImages(t *testing.T) {
 	t.Helper()
-	podmanMu.Lock()
-	t.Cleanup(podmanMu.Unlock)
 	podmanOnce.Do(func() {
 		if _, err := exec.LookPath("podman"); err != nil {
 			podmanSkip = "podman is not installed: the manifests are not run under podman (.ci/run installs podman and runc; see deploy/README.md)"

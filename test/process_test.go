@@ -122,6 +122,7 @@ func TestMain(m *testing.M) {
 		// inherits.
 		os.Setenv("STATED_RAFT_LOG_STORE", testRaftLogStore)
 	}
+	s3TestEnv()
 	defaultParallel()
 	code := m.Run()
 	if binDir != "" {
@@ -130,12 +131,27 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// s3TestEnv gives this process, and so every stated it starts, the
+// credentials of the tests' S3 servers (newCkptS3): set once here rather
+// than with t.Setenv, which would keep those tests from running in
+// parallel.
+func s3TestEnv() {
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID":         "stated-test",
+		"AWS_SECRET_ACCESS_KEY":     "stated-test-secret",
+		"AWS_REGION":                "us-east-1",
+		"AWS_EC2_METADATA_DISABLED": "true",
+	} {
+		os.Setenv(k, v)
+	}
+}
+
 // testParallel is how many of this package's tests run at once unless
 // go test is given -parallel. They spend most of their time waiting on
 // the processes they start: on 2 cores the package took 5.8 minutes of
 // wall time and 4.3 of CPU at go test's default of GOMAXPROCS (2), and
 // 4.0 minutes of wall time and 4.1 of CPU at 4.
-const testParallel = 4
+const testParallel = 6
 
 // defaultParallel sets -test.parallel to testParallel unless the command
 // line gave it.

@@ -26,6 +26,7 @@ import (
 // lineage) replays from the restored offsets: every count exact.
 func TestAProcessorUpThroughARestoreOfItsNodeStopsWithErrClaimReleasedAndTheReplayCountsOnce(t *testing.T) {
 	skipUnderRace(t)
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	k := newKafka(t, "events", 4)

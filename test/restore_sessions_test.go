@@ -85,6 +85,7 @@ func linearizableCounter(ctx context.Context, t *testing.T, st statedv1.StateCli
 // committing into the restored cluster (same lineage).
 func TestAnSDKRetryOfACheckpointedCommitIsNotAppliedTwiceAfterARestore(t *testing.T) {
 	skipUnderRace(t)
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
@@ -169,6 +170,7 @@ func TestAnSDKRetryOfACheckpointedCommitIsNotAppliedTwiceAfterARestore(t *testin
 // as a new commit.
 func TestALateOpenAfterARestoreIsRefusedAndTheSDKRetryIsNotAppliedTwice(t *testing.T) {
 	skipUnderRace(t)
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
@@ -257,6 +259,7 @@ func lateOpenOfEndedRefused(t *testing.T, err error) {
 // 1. Before, the late open opened S afresh and the retry applied again.
 func TestARawLateOpenAfterARestoreIsRefusedAndTheRetryIsNotAppliedTwice(t *testing.T) {
 	skipUnderRace(t)
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
@@ -306,6 +309,7 @@ func TestARawLateOpenAfterARestoreIsRefusedAndTheRetryIsNotAppliedTwice(t *testi
 // checkpoint's.
 func TestARetriedClaimedOffsetCommitAfterARestoreIsNotAppliedTwice(t *testing.T) {
 	skipUnderRace(t)
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()

@@ -71,6 +71,7 @@ func futureCopy(t *testing.T, src, dst string) {
 // manifest that does not read is deleted).
 func TestAnUnreadableSavepointStopsNoRestoreAndCanBeDeleted(t *testing.T) {
 	skipUnderRace(t)
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	n, bucketDir, bucket := encryptedNodeWithTwoCheckpoints(ctx, t)
@@ -120,6 +121,7 @@ func TestAnUnreadableSavepointStopsNoRestoreAndCanBeDeleted(t *testing.T) {
 // --checkpoint 1` restores it too.
 func TestRestoreFallbackPassesOverAnUnreadableNewestManifest(t *testing.T) {
 	skipUnderRace(t)
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	n, bucketDir, bucket := encryptedNodeWithTwoCheckpoints(ctx, t)

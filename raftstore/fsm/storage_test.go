@@ -151,7 +151,9 @@ func TestStateTablesAreWrittenIn32KiBBlocks(t *testing.T) {
 // reservation included. So with the default 256 MiB cache, 128 MiB is
 // left for blocks, not 192 MiB, and the memtables' gauge counts both.
 func TestAFlushedMemtableKeepsItsShareOfTheCache(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() || modelRace {
+		// Under the race detector it takes 47 s and checks Pebble's
+		// accounting from one goroutine: nothing for the detector.
 		t.Skip("writes and reads 200 MB")
 	}
 	f := openFSM(t)

@@ -15,6 +15,7 @@ import (
 // already, from a fetch made before a rewind) are dropped, wherever they
 // are in the fetch, without touching the fetch's own records.
 func TestBatchKeepsOnlyUncommittedRecordsOfOwnedPartitions(t *testing.T) {
+	t.Parallel()
 	recs := func(offsets ...int64) []*kgo.Record {
 		out := make([]*kgo.Record, len(offsets))
 		for i, o := range offsets {

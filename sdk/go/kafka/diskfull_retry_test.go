@@ -28,6 +28,7 @@ import (
 // twice (80 of 40, a review). The SDK now sends such a retry again until
 // its outcome is known, and every record counts once.
 func TestAProcessorWhoseRetryIsRefusedForTheDiskCountsEveryRecordOnce(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	var n atomic.Int32

@@ -44,6 +44,7 @@ func (s *syncBuffer) String() string {
 // processes the batch again after a backoff, and once there is room every
 // record is counted exactly once. Needs root (a tmpfs).
 func TestAProcessorWaitsWhileTheLeadersDiskIsBelowMinFreeDiskAndCountsOnce(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	disk := smalldisk.Mount(t, 256)

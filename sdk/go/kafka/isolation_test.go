@@ -18,6 +18,7 @@ import (
 // count zero times: the processor reads committed records only unless
 // its KafkaOptions ask otherwise.
 func TestTheProcessorCountsNoRecordOfAnAbortedTransaction(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d := daemontest.Start(t)

@@ -18,6 +18,7 @@ import (
 // that a zombie has learned it is out of the group before its partition
 // is claimed back; a delay set in Config is kept.
 func TestReclaimFencedAfterDefaultsPastTheSessionTimeout(t *testing.T) {
+	t.Parallel()
 	c, err := stated.Dial(context.Background(), "127.0.0.1:1")
 	if err != nil {
 		t.Fatal(err)
@@ -57,6 +58,7 @@ func TestReclaimFencedAfterDefaultsPastTheSessionTimeout(t *testing.T) {
 // its records unprocessed, until the next rebalance. The poll now ends
 // when the first fenced partition is due.
 func TestAFencedPartitionIsReclaimedWhenThePollHasNoDeadline(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d := daemontest.Start(t)
@@ -143,6 +145,7 @@ func TestAFencedPartitionIsReclaimedWhenThePollHasNoDeadline(t *testing.T) {
 // so that another processor takes the partition over at once. Run after
 // Close fails; Close after Run returned does nothing.
 func TestCloseReleasesTheClaimsOfAProcessorThatNeverRan(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d := daemontest.Start(t)

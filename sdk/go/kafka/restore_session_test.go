@@ -65,6 +65,7 @@ func (l *lostAnswer) intercept(ctx context.Context, method string, req, reply an
 // ErrSessionExpired error alone. A processor started again counts every
 // record once.
 func TestAProcessorWhoseCommitIsRetriedThroughARestoreStopsWithErrClaimReleased(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()

@@ -34,6 +34,7 @@ import (
 // processor started again claims from the restored offset, and every
 // record counts once: 30.
 func TestAProcessorUpThroughARestoreStopsAndANewOneCountsWhatTheRestoreDropped(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
@@ -195,6 +196,7 @@ func TestAProcessorUpThroughARestoreStopsAndANewOneCountsWhatTheRestoreDropped(t
 // offset, and the records the restore dropped were never counted. A
 // processor started again counts every record once.
 func TestAProcessorWhoseClaimIsNewerThanTheRestoredCheckpointStops(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		// restarted: a processor counts 10 records and stops before the

@@ -19,6 +19,7 @@ import (
 // they are (the callback would see the gap's emissions later, after
 // greater ids, against "in ascending id"); the outbox is read instead.
 func TestEmissionsOfABatchCommittedInHalvesAreDeliveredInIDOrder(t *testing.T) {
+	t.Parallel()
 	e := newWindowEnv(t, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -22,6 +22,7 @@ import (
 // again in halves (each half ending where the applied batch ended, so its
 // offsets are accepted) would count both records twice.
 func TestACommitWhoseAnswerIsTooLargeIsNotCommittedAgainInHalves(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d := daemontest.Start(t)
@@ -122,6 +123,7 @@ func TestACommitWhoseAnswerIsTooLargeIsNotCommittedAgainInHalves(t *testing.T) {
 // its own size (it never reached the daemon) is still split and each
 // record counted once, with the check of whether it applied in between.
 func TestABatchTooLargeToSendIsStillCommittedInHalves(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d := daemontest.Start(t)

@@ -22,6 +22,7 @@ import (
 // claimed it without one and started at the end again, past them. The
 // end A found is now recorded in stated when A claims the partition.
 func TestStartingAtTheEndLosesNoRecordWhenAPartitionMovesBeforeItsFirstCommit(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	d := daemontest.Start(t)

@@ -203,6 +203,7 @@ func runErr(t *testing.T, p *Processor) (stop func() error, done <-chan error) {
 // earliest offset): every record of the new partitions, including those
 // produced before the group noticed them, is counted exactly once.
 func TestPartitionsAddedWhileRunningAreCountedOnceFromTheirStart(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	e := newEdgeEnv(t, ctx, 2)
@@ -252,6 +253,7 @@ func TestPartitionsAddedWhileRunningAreCountedOnceFromTheirStart(t *testing.T) {
 // transaction's records wait, an aborted one's never count, a committed
 // one's count once.
 func TestTransactionsAbortedAndCommittedWhileRunningCountOnce(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	e := newEdgeEnv(t, ctx, 2)
@@ -452,6 +454,7 @@ func TestATopicRecreatedBehindStatedsOffsetStopsRunWithErrOffsetPastLogEnd(t *te
 // are lost. It used to say nothing; now it warns, naming the partition
 // and how many, and counts them in Stats().Lost.
 func TestRecordsDeletedBeforeTheyWereProcessedAreWarnedAndCountedLost(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	e := newEdgeEnv(t, ctx, 1)
@@ -516,6 +519,7 @@ func TestRecordsDeletedBeforeTheyWereProcessedAreWarnedAndCountedLost(t *testing
 // a rebalance runs while that handler's batch is in flight (and its
 // member is dropped from the group), and every record counts once.
 func TestASlowHandlerThroughRebalancesCountsEveryRecordOnce(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	e := newEdgeEnv(t, ctx, 4)
@@ -637,6 +641,7 @@ func TestASlowHandlerThroughRebalancesCountsEveryRecordOnce(t *testing.T) {
 // last stable offset (ListCommittedOffsets), where a read_committed
 // consumer starting "at the end" starts.
 func TestStartAtEndCountsATransactionOpenAtTheFirstClaim(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	e := newEdgeEnv(t, ctx, 1)
@@ -692,6 +697,7 @@ func TestStartAtEndCountsATransactionOpenAtTheFirstClaim(t *testing.T) {
 // Kafka client's warnings reach Config.Logger, and the processor warns
 // with the partition and the count, and counts them in Stats().Lost.
 func TestRecordsDeletedWhileTheProcessorConsumesAreWarnedAndCountedLost(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	e := newEdgeEnv(t, ctx, 1)
@@ -777,6 +783,7 @@ func TestRecordsDeletedWhileTheProcessorConsumesAreWarnedAndCountedLost(t *testi
 // again. The processor now moves stated's offset up to the log start when
 // it reports the gap: reported once.
 func TestADeletedGapIsReportedOnceAndStatedsOffsetMovesToTheLogStart(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	e := newEdgeEnv(t, ctx, 1)

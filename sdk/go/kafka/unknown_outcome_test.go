@@ -26,6 +26,7 @@ import (
 // stated holds, which moved with the state if and only if the commit
 // applied. Over several such rounds, every record counts exactly once.
 func TestAProcessorWhoseCommitsOutcomeIsUnknownCountsEveryRecordOnceWhenStartedAgain(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sockDir, err := os.MkdirTemp("", "stated")

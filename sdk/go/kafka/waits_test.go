@@ -76,6 +76,7 @@ func testProcessor(interval time.Duration) (*Processor, *recorder) {
 }
 
 func TestFencedPartitionsAreReportedUntilKafkaMovesThem(t *testing.T) {
+	t.Parallel()
 	p, logs := testProcessor(50 * time.Millisecond)
 	stop := p.startWatch()
 	defer stop()
@@ -112,6 +113,7 @@ func TestFencedPartitionsAreReportedUntilKafkaMovesThem(t *testing.T) {
 }
 
 func TestWaitsKeepTheirStartAndListOldestFirst(t *testing.T) {
+	t.Parallel()
 	p, _ := testProcessor(-1)
 	p.waits.begin(WaitKafkaGroup, "JoinGroup sent")
 	first := p.Stats().Waiting[0].Since
@@ -143,6 +145,7 @@ func TestWaitsKeepTheirStartAndListOldestFirst(t *testing.T) {
 // poll loop) can be in flight at once; the first to return must not take
 // the other's wait out of Stats and the wait log.
 func TestAWaitOfTwoOverlappingCallsLastsUntilBothReturn(t *testing.T) {
+	t.Parallel()
 	w := newWaits()
 	w.enter(WaitStatedClaim, "claim of 2 assigned partitions")
 	since := w.snapshot().Waiting[0].Since

@@ -264,6 +264,7 @@ func (e *windowEnv) closeAll(ctx context.Context, c *stated.Client) {
 // window reaches the application exactly once, with its full count, and a
 // third processor finds nothing left to deliver.
 func TestWindowEmissionsAreDeliveredAgainAfterACrashAndNeverTwiceOnceAcked(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	e := newWindowEnv(t, 0)
@@ -346,6 +347,7 @@ func TestWindowEmissionsAreDeliveredAgainAfterACrashAndNeverTwiceOnceAcked(t *te
 // processor delivers the pending emissions and commits the batch again:
 // it does not stop.
 func TestAFullOutboxHoldsBatchesUntilItsEmissionsAreDelivered(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	e := newWindowEnv(t, 3)
@@ -387,6 +389,7 @@ func TestAFullOutboxHoldsBatchesUntilItsEmissionsAreDelivered(t *testing.T) {
 // that batch, delivering the pending windows again first: every window is
 // delivered once, with the count of every click produced.
 func TestACallbackFailureLosesNoRecordAfterItsBatch(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	e := newWindowEnv(t, 0)
@@ -425,6 +428,7 @@ func TestACallbackFailureLosesNoRecordAfterItsBatch(t *testing.T) {
 // rest instead of stopping, and nothing of the refused transaction
 // applies.
 func TestEmissionsAnotherProcessorAcknowledgedAreSkipped(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	e := newWindowEnv(t, 0)
@@ -514,6 +518,7 @@ func TestEmissionsAnotherProcessorAcknowledgedAreSkipped(t *testing.T) {
 // partition's newer ones holds the namespace's watermark back instead of
 // finding its windows closed (its records late and dropped).
 func TestAPartitionWithoutRecordsYetHoldsTheWatermark(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e := newWindowEnv(t, 0)
@@ -577,6 +582,7 @@ func TestAPartitionWithoutRecordsYetHoldsTheWatermark(t *testing.T) {
 // partition claimed before it a source, so partition 1, silent, still
 // holds the watermark back while partition 0's clicks run 30 s ahead.
 func TestAPartitionClaimedBeforeTheCallbackWasRegisteredHoldsTheWatermark(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e := newWindowEnv(t, 0)
