@@ -689,9 +689,19 @@ func (c *coordinator) progress(done, total int64) {
 	c.mu.Unlock()
 }
 
+// stoppedLeading is a checkpoint abandoned because this node stopped
+// leading: it is also raftstore.ErrNotLeader, which the API answers
+// UNAVAILABLE (try the new leader), not the CANCELED of its cause.
+type stoppedLeading struct{ err error }
+
+func (e stoppedLeading) Error() string {
+	return "abandoned: this node stopped leading: " + e.err.Error()
+}
+func (e stoppedLeading) Unwrap() []error { return []error{e.err, raftstore.ErrNotLeader} }
+
 func (c *coordinator) failed(tr *trigger, epoch uint64, err error) {
 	if errors.Is(err, context.Canceled) && !c.store.IsLeader() {
-		err = fmt.Errorf("abandoned: this node stopped leading: %w", err)
+		err = stoppedLeading{err}
 	}
 	if ahead := (*uploader.BucketAheadError)(nil); errors.As(err, &ahead) {
 		if ahead.ClusterID != "" && ahead.ClusterID == c.store.ClusterID() {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/statedhq/stated/daemon/recovery"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	"github.com/statedhq/stated/raftstore"
 	"github.com/statedhq/stated/uploader"
 )
 
@@ -100,10 +101,15 @@ func (s *CheckpointsServer) Trigger(ctx context.Context, r *statedv1.TriggerChec
 // checkpointFailed is err, a checkpoint's failure, as the caller sees it:
 // RESOURCE_EXHAUSTED when a disk it wrote to (the data dir's, or a file://
 // bucket's) is full, since freeing space is what makes the next one
-// complete; anything else as statusOf maps it.
+// complete; UNAVAILABLE, with what was abandoned, when this node stopped
+// leading during it (the failure's cause is then a cancellation, but not
+// the caller's); anything else as statusOf maps it.
 func checkpointFailed(err error) error {
-	if errors.Is(err, syscall.ENOSPC) {
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
 		return status.Error(codes.ResourceExhausted, "stated: the checkpoint failed on a full disk (free space on the data dir's or the bucket's disk, then trigger it again): "+err.Error())
+	case errors.Is(err, raftstore.ErrNotLeader):
+		return status.Error(codes.Unavailable, "stated: "+err.Error()+" (trigger it again: the new leader takes it)")
 	}
 	return err
 }
