@@ -496,10 +496,18 @@ func TestKafkaFencingWhileABatchIsSplitIsReportedOnce(t *testing.T) {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- p.Run(pctx) }()
-	deadline := time.Now().Add(30 * time.Second)
+	// 90 s: under the race detector beside other packages, 30 s once
+	// passed without the fencing (no error was kept to say why: Run's is
+	// now reported).
+	deadline := time.Now().Add(90 * time.Second)
 	for len(p.Stats().Fenced) == 0 {
+		select {
+		case err := <-errc:
+			t.Fatalf("Run returned before the processor saw its partition fenced: %v (stats %+v)", err, p.Stats())
+		default:
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("the processor never saw its partition fenced")
+			t.Fatalf("the processor never saw its partition fenced in 90 s (stats %+v)", p.Stats())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
