@@ -294,7 +294,7 @@ func (s *Store) snapshotRestoredState(ctx context.Context) error {
 	if err := s.WaitLeader(ctx); err != nil {
 		return fmt.Errorf("raftstore: restored state: %w", err)
 	}
-	if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err != nil {
+	if err := futureError(ctx, s.raft.Barrier(s.cfg.ApplyTimeout)); err != nil {
 		return fmt.Errorf("raftstore: restored state: %w", raftError(err))
 	}
 	orig := s.raft.ReloadableConfig()
@@ -585,7 +585,7 @@ func (s *Store) WaitReady(ctx context.Context) error {
 	if s.raft.State() != raft.Leader {
 		return nil
 	}
-	if err := s.raft.Barrier(s.timeout(ctx)).Error(); err != nil {
+	if err := futureError(ctx, s.raft.Barrier(s.timeout(ctx))); err != nil {
 		return fmt.Errorf("raftstore: apply the log before serving: %w", raftError(err))
 	}
 	// A new leader records the cluster id (the first leader of a new
@@ -1045,11 +1045,29 @@ func (s *Store) ensureTermCommitted(ctx context.Context) (uint64, error) {
 	if s.readyTerm.Load() == term {
 		return term, nil
 	}
-	if err := s.raft.Barrier(s.timeout(ctx)).Error(); err != nil {
+	if err := futureError(ctx, s.raft.Barrier(s.timeout(ctx))); err != nil {
 		return 0, raftError(err)
 	}
 	s.readyTerm.Store(term)
 	return term, nil
+}
+
+// futureError waits for f's outcome, or for ctx to end. hashicorp/raft
+// can leave a future unanswered for good when it shuts down: an entry that
+// committed just before is handed to its FSM goroutine, which may stop
+// first (seen in CI: watchLeadership's barrier waited 8 minutes after
+// Shutdown, and Close with it). So a wait that Close must be able to end
+// selects on a context that Close cancels (watchCtx) or that the caller
+// bounds.
+func futureError(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // lastCommandAtOrBelow returns the index of the last command entry at or
