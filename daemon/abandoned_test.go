@@ -3,15 +3,11 @@ package daemon_test
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -49,34 +45,16 @@ func (s *heldFilePuts) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // abandoned, so that a caller tries again on the new leader; it used to
 // fail CANCELED, which reads as the caller's own cancellation.
 func TestACheckpointAbandonedBecauseItsLeaderStoppedLeadingAnswersUnavailable(t *testing.T) {
-	backend := s3mem.New()
-	if err := backend.CreateBucket("ckpt"); err != nil {
-		t.Fatal(err)
-	}
-	srv := &heldFilePuts{h: gofakes3.New(backend).Server(), held: make(chan struct{}), release: make(chan struct{})}
-	hs := httptest.NewServer(srv) // 127.0.0.1
-	t.Cleanup(hs.Close)
+	srv := &heldFilePuts{held: make(chan struct{}), release: make(chan struct{})}
+	bucket := s3Bucket(t, func(h http.Handler) http.Handler { srv.h = h; return srv })
 	var releaseOnce sync.Once
-	release := func() { releaseOnce.Do(func() { close(srv.release) }) }
-	t.Cleanup(release)
-	t.Setenv("AWS_ACCESS_KEY_ID", "stated-test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "stated-test-secret")
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	bucket := "s3://ckpt?endpoint=" + url.QueryEscape(hs.URL) + "&use_path_style=true&region=us-east-1&disable_https=true"
+	t.Cleanup(func() { releaseOnce.Do(func() { close(srv.release) }) })
 
 	opts := func(c *daemon.Config) { c.CheckpointURL, c.CheckpointInterval = bucket, 0 }
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	n1 := daemontest.Start(t, opts)
-	cfg := daemontest.Config(t, "node2")
-	opts(&cfg)
-	cfg.Join = []string{n1.TCPAddr()}
-	n2, err := daemon.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n2.Close() })
+	startNode2(ctx, t, n1, opts)
 
 	conn := dial(t, "unix://"+n1.SocketPath())
 	pad(ctx, t, statedv1.NewStateClient(conn), 10)
@@ -98,6 +76,7 @@ func TestACheckpointAbandonedBecauseItsLeaderStoppedLeadingAnswersUnavailable(t 
 	if _, err := n1.Store().TransferLeadership(ctx); err != nil {
 		t.Fatalf("node1 hands leadership over: %v", err)
 	}
+	var err error
 	select {
 	case err = <-done:
 	case <-ctx.Done():

@@ -56,14 +56,7 @@ func TestANodeThatStopsLeadingReportsNoChangelogAfterAFailedTableCheckpoint(t *t
 
 	// node1 stops leading for good: node2 joins, then stops, and node1
 	// alone is no majority of two.
-	cfg := daemontest.Config(t, "node2")
-	opts(&cfg)
-	cfg.Join = []string{n1.TCPAddr()}
-	n2, err := daemon.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n2.Close() })
+	n2 := startNode2(ctx, t, n1, opts)
 	if err := n2.Close(); err != nil {
 		t.Fatal(err)
 	}

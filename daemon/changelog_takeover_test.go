@@ -24,14 +24,7 @@ func TestALeaderThatTookOverAgainFirstUploadsItsTables(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	n1 := daemontest.Start(t, opts)
-	cfg := daemontest.Config(t, "node2")
-	opts(&cfg)
-	cfg.Join = []string{n1.TCPAddr()}
-	n2, err := daemon.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n2.Close() })
+	n2 := startNode2(ctx, t, n1, opts)
 
 	conn := dial(t, "unix://"+n1.SocketPath())
 	state, cps := statedv1.NewStateClient(conn), statedv1.NewCheckpointsClient(conn)

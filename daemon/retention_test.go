@@ -5,15 +5,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"gocloud.dev/blob"
 
 	"github.com/statedhq/stated/daemon"
@@ -81,18 +77,8 @@ func unreferenced(ctx context.Context, t *testing.T, b *blob.Bucket, up *uploade
 // changelog one, rather than leave the garbage until the next table
 // checkpoint, up to the materialize interval later.
 func TestAFailedRetentionRunsAgainAfterTheNextChangelogCheckpoint(t *testing.T) {
-	backend := s3mem.New()
-	if err := backend.CreateBucket("ckpt"); err != nil {
-		t.Fatal(err)
-	}
-	srv := &refusingDeletes{h: gofakes3.New(backend).Server()}
-	hs := httptest.NewServer(srv) // 127.0.0.1
-	t.Cleanup(hs.Close)
-	t.Setenv("AWS_ACCESS_KEY_ID", "stated-test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "stated-test-secret")
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	bucket := "s3://ckpt?endpoint=" + url.QueryEscape(hs.URL) + "&use_path_style=true&region=us-east-1&disable_https=true"
+	srv := &refusingDeletes{}
+	bucket := s3Bucket(t, func(h http.Handler) http.Handler { srv.h = h; return srv })
 
 	d := daemontest.Start(t, func(c *daemon.Config) {
 		c.CheckpointURL, c.CheckpointInterval, c.CheckpointRetain = bucket, 0, 1
