@@ -292,3 +292,14 @@ func leader(tb testing.TB, nodes []*node) *node {
 	tb.Fatal("no leader within a minute")
 	return nil
 }
+
+// otherThan is the first of nodes that is not nd: a follower, given the
+// leader.
+func otherThan(nodes []*node, nd *node) *node {
+	for _, o := range nodes {
+		if o != nd {
+			return o
+		}
+	}
+	return nil
+}

@@ -37,13 +37,7 @@ func benchLeaderStop(b *testing.B, sig syscall.Signal) {
 		b.StopTimer()
 		nodes := startCluster(b, 3)
 		lead := leader(b, nodes)
-		var follower *node
-		for _, nd := range nodes {
-			if nd != lead {
-				follower = nd
-				break
-			}
-		}
+		follower := otherThan(nodes, lead)
 		c := dial(b, follower)
 		ctx, stop := context.WithCancel(context.Background())
 		var (

@@ -204,6 +204,11 @@ func rows(res Results) []row {
 		add(row{"restore", "leader of 3 stopped with SIGTERM: longest wait of commits through a follower", []metric{m(term, "gap-ms"), m(term, "exit-ms")},
 			[]reference{vs("leader SIGKILLed (an election)", term, kill, "gap-ms", "of the crash's wait")}})
 	}
+	if _, ok := res.val(m("FollowerBackAfterDowntime/down=25s", "back-s")); ok {
+		long, short := "FollowerBackAfterDowntime/down=25s", "FollowerBackAfterDowntime/down=1s"
+		add(row{"restore", "a follower of 3 back after 25 s down (SIGKILL): from its start to all the leader had", []metric{m(long, "back-s")},
+			[]reference{vs("the same after 1 s down", long, short, "back-s", "of the short downtime's")}})
+	}
 	for _, st := range res.subNames("Rejoin/state=") {
 		b := "Rejoin/state=" + st
 		add(row{"restore", "a wiped follower of 3 rejoins, sent the state as a Raft snapshot, state " + st, []metric{m(b, "rejoin-s"), m(b, "rejoin-MB/s")},

@@ -35,6 +35,9 @@ What runs (bench/README.md describes each row):
                 from a Raft snapshot vs cp -r of the leader's state
   leader stop   three `stated run` processes: how long commits through a
                 follower wait when the leader gets SIGTERM, vs SIGKILL
+  follower back three `stated run` processes: a follower SIGKILLed, back
+                after 25 s down, until it holds all the leader had, vs
+                after 1 s down
 
 Environment:
   BENCH_COUNT=N         runs of every benchmark, medians taken (default 3)
@@ -298,6 +301,7 @@ else
 	bench ./test '^BenchmarkRestartAfterSIGKILL$' "$restarts"
 	bench ./bench "^BenchmarkRejoin\$/^state=$ckpt_state\$" 1x
 	bench ./bench '^BenchmarkLeaderStop$' 1x
+	bench ./bench '^BenchmarkFollowerBackAfterDowntime$' 1x
 fi
 load_after=$(load)
 

@@ -208,7 +208,7 @@ func (s *Store) open(ctx context.Context) error {
 	if s.transport, err = s.newTransport(hlog); err != nil {
 		return err
 	}
-	s.guard = &guardedTransport{NetworkTransport: s.transport}
+	s.guard = newGuardedTransport(s.transport)
 	var trans raft.Transport = s.guard
 	if joining {
 		s.gate = newVoteGate(s.guard, s.cfg.NodeID, s.logger)
@@ -236,6 +236,9 @@ func (s *Store) open(ctx context.Context) error {
 	if s.gate != nil {
 		s.gate.follow(s.raft)
 	}
+	// A follower that comes back gets its entries within half a heartbeat
+	// timeout, the most Raft waits between its heartbeats to a peer.
+	s.guard.keepReplicating(s.replicatesTo, s.cfg.HeartbeatTimeout/2, s.logger)
 	s.watchCtx, s.stopWatch = context.WithCancel(context.Background())
 	s.watchDone = make(chan struct{})
 	go s.watchLeadership()
@@ -524,6 +527,9 @@ func (s *Store) closeParts() error {
 		s.stopWatch()
 	}
 	s.stopSnapshotTrigger()
+	if s.guard != nil {
+		s.guard.stopRetries() // Shutdown waits for Raft's replication
+	}
 	if s.raft != nil {
 		errs = append(errs, s.raft.Shutdown().Error())
 	}
@@ -555,6 +561,24 @@ func (s *Store) closeParts() error {
 		s.unlockDir()
 	}
 	return errors.Join(errs...)
+}
+
+// replicatesTo reports whether this node leads in term and id is a
+// member at addr: whether Raft still replicates to that peer there.
+func (s *Store) replicatesTo(id raft.ServerID, addr raft.ServerAddress, term uint64) bool {
+	if s.raft.State() != raft.Leader || s.raft.CurrentTerm() != term {
+		return false
+	}
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, srv := range f.Configuration().Servers {
+		if srv.ID == id {
+			return srv.Address == addr
+		}
+	}
+	return false
 }
 
 // WaitLeader blocks until this node knows a leader.

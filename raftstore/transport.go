@@ -1,7 +1,14 @@
 package raftstore
 
 import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -14,10 +21,23 @@ import (
 // Close had closed the log store, and Raft panics on that write ("failed
 // to save current term: database not open", seen in CI). Close stops the
 // heartbeats, waiting for those in flight, before it closes the stores.
+//
+// It also sends replication calls again to a peer it cannot reach (see
+// AppendEntries).
 type guardedTransport struct {
 	*raft.NetworkTransport
 	mu      sync.RWMutex
 	stopped bool
+
+	leads    atomic.Pointer[func(raft.ServerID, raft.ServerAddress, uint64) bool]
+	retryCap time.Duration
+	logger   *slog.Logger
+	quit     chan struct{} // closed by stopRetries
+	quitOnce sync.Once
+}
+
+func newGuardedTransport(t *raft.NetworkTransport) *guardedTransport {
+	return &guardedTransport{NetworkTransport: t, quit: make(chan struct{})}
 }
 
 // SetHeartbeatHandler installs cb behind the guard.
@@ -43,4 +63,95 @@ func (g *guardedTransport) stopHeartbeats() {
 	g.mu.Lock()
 	g.stopped = true
 	g.mu.Unlock()
+}
+
+// AppendEntries sends one AppendEntries RPC. A replication call (not a
+// heartbeat) that cannot reach its peer is not given back to Raft as a
+// failure while this node leads in the call's term and the peer is
+// still a member at that address: it is sent again, first after
+// retryFirst, then at most every retryCap, until the peer answers.
+//
+// hashicorp/raft backs a follower's replication off after each failure
+// it is told of, doubling from 10 ms to 10.24 s (replicateTo's
+// backoff, which nothing but Shutdown cuts short), while its heartbeats
+// back off to at most half the heartbeat timeout. A follower that was
+// down for ten seconds or more (a restart, a pod replaced) was heard
+// from again by the heartbeats at once but received no entry for up to
+// ten more seconds: the cluster ran that long with one replica fewer
+// than it could have. Sent again here, the entries reach it within
+// retryCap of its coming back, as etcd's leader probes a follower at
+// each heartbeat. An error from a peer that answered (another cluster's
+// node, a TLS alert, the peer's own error) goes back to Raft at once.
+func (g *guardedTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	err := g.NetworkTransport.AppendEntries(id, target, args, resp)
+	if err == nil || isHeartbeat(args) || !unreachable(err) {
+		return err
+	}
+	lead := g.leads.Load()
+	if lead == nil {
+		return err
+	}
+	began, wait := time.Now(), retryFirst
+	for {
+		if !(*lead)(id, target, args.Term) {
+			return err
+		}
+		select {
+		case <-time.After(wait):
+		case <-g.quit:
+			return err
+		}
+		wait = min(2*wait, g.retryCap)
+		*resp = raft.AppendEntriesResponse{}
+		if err = g.NetworkTransport.AppendEntries(id, target, args, resp); err == nil || !unreachable(err) {
+			if d := time.Since(began); err == nil && d >= time.Second && g.logger != nil {
+				g.logger.Info("raft: a peer answers again; replication to it resumes", "peer", string(id), "addr", string(target), "unreachable_for", d.Round(time.Millisecond))
+			}
+			return err
+		}
+	}
+}
+
+// retryFirst is the first wait before a replication call is sent again.
+const retryFirst = 10 * time.Millisecond
+
+// keepReplicating makes AppendEntries send a replication call again
+// while lead(id, addr, term) holds; Close's stopRetries ends that.
+func (g *guardedTransport) keepReplicating(lead func(id raft.ServerID, addr raft.ServerAddress, term uint64) bool, retryCap time.Duration, logger *slog.Logger) {
+	g.retryCap, g.logger = retryCap, logger
+	g.leads.Store(&lead)
+}
+
+// stopRetries ends the calls being sent again and stops later ones.
+func (g *guardedTransport) stopRetries() {
+	g.leads.Store(nil)
+	g.quitOnce.Do(func() { close(g.quit) })
+}
+
+// isHeartbeat tells Raft's heartbeat from a replication call, as
+// NetworkTransport's receiving side does.
+func isHeartbeat(a *raft.AppendEntriesRequest) bool {
+	return a.Term != 0 && a.PrevLogEntry == 0 && a.PrevLogTerm == 0 && len(a.Entries) == 0 && a.LeaderCommitIndex == 0
+}
+
+// unreachable reports whether err says the peer was not reached, or its
+// connection broke or timed out, rather than that it answered: a refused
+// or reset connection, a host or network unreachable, a name that does
+// not resolve (a pod gone from DNS), a timeout, an EOF. A TLS alert from
+// the peer (crypto/tls reports it as a net.OpError "remote error") and
+// the cluster check's refusals are answers.
+func unreachable(err error) bool {
+	if errors.Is(err, ErrOtherCluster) || errors.Is(err, ErrSuperseded) {
+		return false
+	}
+	if op := (*net.OpError)(nil); errors.As(err, &op) && op.Op == "remote error" {
+		return false
+	}
+	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.ETIMEDOUT)
 }

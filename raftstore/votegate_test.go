@@ -30,7 +30,7 @@ func gatePair(t *testing.T) (from *raft.NetworkTransport, g *voteGate) {
 		return tr
 	}
 	from, to := newTrans(), newTrans()
-	g = newVoteGate(&guardedTransport{NetworkTransport: to}, "joiner", slog.New(slog.DiscardHandler))
+	g = newVoteGate(newGuardedTransport(to), "joiner", slog.New(slog.DiscardHandler))
 	t.Cleanup(func() {
 		g.close()
 		to.Close()
