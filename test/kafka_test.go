@@ -146,7 +146,10 @@ func (k *kafkaEnv) waitDrained(ctx context.Context, t *testing.T, c *stated.Clie
 		case err := <-errc:
 			t.Fatalf("processor stopped before the topic was drained: %v", err)
 		case <-ctx.Done():
-			t.Fatalf("topic not drained: %v", ctx.Err())
+			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			n, err := k.committedRecords(rctx, c, group)
+			cancel()
+			t.Fatalf("topic not drained: %v (%d of %d records committed, %v)", ctx.Err(), n, k.producedRecords(), err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

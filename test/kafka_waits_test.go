@@ -231,9 +231,14 @@ func TestKafkaProcessorReportsAStatedOutage(t *testing.T) {
 	eventually(t, 30*time.Second, "the processor logs that the commit no longer waits", func() bool {
 		return len(logs.find("kafka: processor no longer waiting", map[string]string{"waiting_on": string(stuck.Kind), "side": "stated"})) > 0
 	})
-	if s := p.Stats(); s.Records < committed+500 || s.Owned != 2 {
-		t.Errorf("after the outage: %d records committed (before the new 500: %d), %d partitions owned; want all and 2", s.Records, committed, s.Owned)
+	if s := p.Stats(); s.Records < committed+500 {
+		t.Errorf("after the outage: %d records committed (before the new 500: %d); want all", s.Records, committed)
 	}
+	// The group may have rebalanced over the outage (the member's commit
+	// hung as long as stated was cut off; seen with both partitions
+	// revoked and not yet assigned again on the loaded race pass): the
+	// processor owns them again once it settles.
+	eventually(t, 30*time.Second, "the processor owns both partitions again", func() bool { return p.Stats().Owned == 2 })
 	cancel()
 	if err := <-errc; err != nil {
 		t.Fatal(err)
