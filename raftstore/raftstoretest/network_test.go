@@ -96,8 +96,12 @@ func TestFaultLayerCutsDialsAndLiveConnectionsBothWaysUntilHealed(t *testing.T) 
 			if _, err := ab.Write([]byte("x")); err == nil {
 				t.Fatal("write across the cut succeeded")
 			}
-			if _, err := a.Dial(raft.ServerAddress(b.Addr().String()), time.Second); !errors.Is(err, ErrPartitioned) {
+			_, err := a.Dial(raft.ServerAddress(b.Addr().String()), time.Second)
+			if !errors.Is(err, ErrPartitioned) {
 				t.Fatalf("dial a->b across the cut: err = %v, want ErrPartitioned", err)
+			}
+			if ne := net.Error(nil); !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("dial a->b across the cut: %v is not a net.Error that timed out, as a real partition's", err)
 			}
 			if _, err := c.Dial(raft.ServerAddress(a.Addr().String()), time.Second); !errors.Is(err, ErrPartitioned) {
 				t.Fatalf("dial c->a across the cut: err = %v, want ErrPartitioned", err)
