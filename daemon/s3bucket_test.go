@@ -3,15 +3,11 @@ package daemon_test
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"testing"
-
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
+	"github.com/statedhq/stated/internal/s3test"
 )
 
 // s3Bucket serves an S3-compatible bucket "ckpt" (gofakes3 over memory)
@@ -19,21 +15,9 @@ import (
 // daemon's S3 client reads, and returns the bucket's URL.
 func s3Bucket(t *testing.T, wrap func(http.Handler) http.Handler) string {
 	t.Helper()
-	backend := s3mem.New()
-	if err := backend.CreateBucket("ckpt"); err != nil {
-		t.Fatal(err)
-	}
-	var h http.Handler = gofakes3.New(backend).Server()
-	if wrap != nil {
-		h = wrap(h)
-	}
-	hs := httptest.NewServer(h) // 127.0.0.1
-	t.Cleanup(hs.Close)
-	t.Setenv("AWS_ACCESS_KEY_ID", "stated-test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "stated-test-secret")
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	return "s3://ckpt?endpoint=" + url.QueryEscape(hs.URL) + "&use_path_style=true&region=us-east-1&disable_https=true"
+	bucket := s3test.Serve(t, wrap)
+	s3test.SetEnv(t)
+	return bucket
 }
 
 // startNode2 starts node2 with opts, joining first, and closes it at the

@@ -9,7 +9,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os/exec"
 	"path/filepath"
@@ -20,8 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -29,6 +26,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/statedhq/stated/internal/s3test"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore/fsm"
 	stated "github.com/statedhq/stated/sdk/go"
@@ -38,31 +36,19 @@ import (
 // ckptS3 is an in-process S3-compatible server (gofakes3 over memory) on
 // 127.0.0.1 with one bucket, and the bucket URL stated and the test open.
 type ckptS3 struct {
-	srv *httptest.Server
 	url string
 }
 
-const ckptBucket = "ckpt"
+const ckptBucket = s3test.Bucket
 
 // newCkptS3 starts the server, its handler wrapped by wrap if given, and
 // sets the AWS environment that stated processes started afterwards
 // inherit.
 func newCkptS3(t *testing.T, wrap func(http.Handler) http.Handler) *ckptS3 {
 	t.Helper()
-	backend := s3mem.New()
-	if err := backend.CreateBucket(ckptBucket); err != nil {
-		t.Fatal(err)
-	}
-	var h http.Handler = gofakes3.New(backend).Server()
-	if wrap != nil {
-		h = wrap(h)
-	}
-	srv := httptest.NewServer(h) // 127.0.0.1
-	t.Cleanup(srv.Close)
 	// The credentials are set for the whole package (s3TestEnv), so
 	// that the tests using this server can run in parallel.
-	return &ckptS3{srv: srv, url: "s3://" + ckptBucket + "?endpoint=" + url.QueryEscape(srv.URL) +
-		"&use_path_style=true&region=us-east-1&disable_https=true"}
+	return &ckptS3{url: s3test.Serve(t, wrap)}
 }
 
 // ckptOpen opens a bucket URL from the test, as a restore would.

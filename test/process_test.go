@@ -21,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/statedhq/stated/daemon/daemontest"
+	"github.com/statedhq/stated/internal/s3test"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore/raftstoretest"
 )
@@ -136,12 +137,7 @@ func TestMain(m *testing.M) {
 // than with t.Setenv, which would keep those tests from running in
 // parallel.
 func s3TestEnv() {
-	for k, v := range map[string]string{
-		"AWS_ACCESS_KEY_ID":         "stated-test",
-		"AWS_SECRET_ACCESS_KEY":     "stated-test-secret",
-		"AWS_REGION":                "us-east-1",
-		"AWS_EC2_METADATA_DISABLED": "true",
-	} {
+	for k, v := range s3test.Env {
 		os.Setenv(k, v)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -15,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"gocloud.dev/blob"
 
+	"github.com/statedhq/stated/internal/s3test"
 	"github.com/statedhq/stated/uploader"
 )
 
@@ -112,16 +110,9 @@ func TestRoundTripWithPrefixStaysUnderIt(t *testing.T) {
 // returns the bucket URL of a new bucket in it.
 func s3Server(t *testing.T) string {
 	t.Helper()
-	backend := s3mem.New()
-	if err := backend.CreateBucket("ckpt"); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(gofakes3.New(backend).Server())
-	t.Cleanup(srv.Close)
-	t.Setenv("AWS_ACCESS_KEY_ID", "k")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "s")
-	t.Setenv("AWS_REGION", "us-east-1")
-	return "s3://ckpt?endpoint=" + srv.URL + "&use_path_style=true&region=us-east-1&disable_https=true"
+	bucket := s3test.Serve(t, nil)
+	s3test.SetEnv(t)
+	return bucket
 }
 
 // TestRoundTripS3 runs against gofakes3 on loopback, with a file large

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -12,11 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
-
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
+	"github.com/statedhq/stated/internal/s3test"
 )
 
 func TestCheckpointCommands(t *testing.T) {
@@ -151,26 +148,19 @@ func shortSocket(t *testing.T) string {
 // receives a value when the first such upload arrives.
 func blockedCheckpoints(t *testing.T) (d *daemon.Daemon, entered <-chan struct{}, release func()) {
 	t.Helper()
-	backend := s3mem.New()
-	if err := backend.CreateBucket("ckpt"); err != nil {
-		t.Fatal(err)
-	}
-	s3 := gofakes3.New(backend).Server()
 	in, gate := make(chan struct{}), make(chan struct{})
 	var first, once sync.Once
 	release = func() { once.Do(func() { close(gate) }) }
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/files/") {
-			first.Do(func() { close(in) })
-			<-gate
-		}
-		s3.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	t.Setenv("AWS_ACCESS_KEY_ID", "k")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "s")
-	t.Setenv("AWS_REGION", "us-east-1")
-	bucket := "s3://ckpt?endpoint=" + srv.URL + "&use_path_style=true&region=us-east-1&disable_https=true"
+	bucket := s3test.Serve(t, func(s3 http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/files/") {
+				first.Do(func() { close(in) })
+				<-gate
+			}
+			s3.ServeHTTP(w, r)
+		})
+	})
+	s3test.SetEnv(t)
 	d = daemontest.Start(t, func(c *daemon.Config) { c.CheckpointURL = bucket; c.CheckpointInterval = 0 })
 	daemontest.WaitLeader(t, d) // callers give the CLI deadlines as short as 2s
 	t.Cleanup(release)          // runs before the daemon and the server close

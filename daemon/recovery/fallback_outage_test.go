@@ -3,17 +3,14 @@ package recovery_test
 import (
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
-
 	"github.com/statedhq/stated/daemon/recovery"
+	"github.com/statedhq/stated/internal/s3test"
 	"github.com/statedhq/stated/uploader"
 )
 
@@ -28,26 +25,20 @@ import (
 // the same restore takes the newest checkpoint.
 func TestFallbackDoesNotTakeAnOlderCheckpointForABucketOutage(t *testing.T) {
 	ctx := testCtx(t)
-	backend := s3mem.New()
-	if err := backend.CreateBucket("ckpt"); err != nil {
-		t.Fatal(err)
-	}
 	var blocked atomic.Value // the object key GETs of which fail
 	blocked.Store("")
-	fake := gofakes3.New(backend).Server()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if k := blocked.Load().(string); k != "" && r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/"+k) {
-			w.Header().Set("Content-Type", "application/xml")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>`))
-			return
-		}
-		fake.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	t.Setenv("AWS_ACCESS_KEY_ID", "k")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "s")
-	bucket := "s3://ckpt?endpoint=" + srv.URL + "&use_path_style=true&region=us-east-1&disable_https=true"
+	bucket := s3test.Serve(t, func(fake http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if k := blocked.Load().(string); k != "" && r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/"+k) {
+				w.Header().Set("Content-Type", "application/xml")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>`))
+				return
+			}
+			fake.ServeHTTP(w, r)
+		})
+	})
+	s3test.SetEnv(t)
 
 	old := start(t, bucket)
 	old.commit(ctx, t, 1, 1)

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -14,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -25,6 +22,7 @@ import (
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
 	"github.com/statedhq/stated/daemon/recovery"
+	"github.com/statedhq/stated/internal/s3test"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/uploader"
 )
@@ -332,15 +330,8 @@ func TestReportCountsReplayAndRecordsLostToRetention(t *testing.T) {
 // (gofakes3) and restores from it.
 func TestRestoreFromS3(t *testing.T) {
 	ctx := testCtx(t)
-	backend := s3mem.New()
-	if err := backend.CreateBucket("ckpt"); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(gofakes3.New(backend).Server())
-	t.Cleanup(srv.Close)
-	t.Setenv("AWS_ACCESS_KEY_ID", "k")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "s")
-	bucket := "s3://ckpt?endpoint=" + srv.URL + "&use_path_style=true&region=us-east-1&disable_https=true"
+	bucket := s3test.Serve(t, nil)
+	s3test.SetEnv(t)
 	old := start(t, bucket)
 	for i := int64(1); i <= 50; i++ {
 		old.commit(ctx, t, 2, i)
