@@ -842,17 +842,13 @@ func (s *Store) proposeResult(ctx context.Context, cmd *command.Command) (*fsm.R
 	}
 	cmd.Now = time.Now().UnixNano()
 	f := s.raft.Apply(command.EncodeProposal(cmd), s.timeout(ctx))
-	done := make(chan struct{})
-	go func() { f.Error(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		// Once proposed, the entry may still commit: the outcome is
-		// unknown, and a retry with the same client id and sequence is
-		// the safe way to learn it.
-		return nil, fmt.Errorf("raftstore: commit outcome unknown: %w", ctx.Err())
-	}
-	if err := f.Error(); err != nil {
+	if err := futureError(ctx, f); err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil && err == ctxErr {
+			// Once proposed, the entry may still commit: the outcome is
+			// unknown, and a retry with the same client id and sequence
+			// is the safe way to learn it.
+			return nil, fmt.Errorf("raftstore: commit outcome unknown: %w", err)
+		}
 		return nil, raftError(err)
 	}
 	return f.Response().(*fsm.Result), nil
