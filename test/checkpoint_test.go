@@ -348,10 +348,69 @@ func TestLeaderKilledMidChangelogUploadLeavesNoManifest(t *testing.T) {
 	leaderKilledMidUpload(t, true)
 }
 
+// triggerUntilAPut triggers a checkpoint on the leader of nodes and
+// waits for one of its file PUTs to reach the bucket (put closed). A
+// checkpoint that ends before any does was abandoned: on a loaded
+// machine the leader can miss its lease (no follower heard for 500 ms)
+// and step down between the barrier and the first PUT, and only a
+// trigger starts another (the interval is an hour). It is triggered
+// again on the leader then, after again(leader's index), at most five
+// times in a minute. It returns the leader's index in nodes and the
+// epoch whose PUT arrived.
+func triggerUntilAPut(ctx context.Context, t *testing.T, nodes []*node, put <-chan struct{}, again func(int)) (int, uint64) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for attempt := 1; ; attempt++ {
+		i := leaderOf(ctx, t, nodes)
+		if attempt > 1 {
+			again(i)
+		}
+		epoch := trigger(ctx, t, nodes[i], false).GetEpoch()
+		for {
+			select {
+			case <-put:
+				return i, epoch
+			case <-time.After(500 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("checkpoint %d (attempt %d): no file PUT within a minute", epoch, attempt)
+			}
+			st := checkpointStatus(ctx, t, nodes[i])
+			if st.GetInProgressEpoch() == epoch {
+				continue
+			}
+			select {
+			case <-put: // it ended after its PUT arrived
+				return i, epoch
+			default:
+			}
+			if attempt == 5 {
+				t.Fatalf("checkpoint %d (attempt %d) ended before any file PUT reached the bucket: %s", epoch, attempt, st.GetLastError())
+			}
+			t.Logf("checkpoint %d ended before any file PUT reached the bucket (%s): triggered again", epoch, st.GetLastError())
+			break
+		}
+	}
+}
+
+// checkpointStatus is n's checkpoint coordinator's status.
+func checkpointStatus(ctx context.Context, t *testing.T, n *node) *statedv1.CheckpointStatus {
+	t.Helper()
+	conn := n.dial()
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := statedv1.NewCheckpointsClient(conn).Status(cctx, &statedv1.CheckpointStatusRequest{})
+	if err != nil {
+		t.Fatalf("%s: checkpoint status: %v", n.id, err)
+	}
+	return st
+}
+
 // leaderKilledMidUpload runs the two tests above.
 func leaderKilledMidUpload(t *testing.T, changelog bool) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	slow := &slowFilePuts{first: make(chan struct{}), release: make(chan struct{})}
 	defer func() {
@@ -362,14 +421,15 @@ func leaderKilledMidUpload(t *testing.T, changelog bool) {
 		}
 	}()
 	s3 := newCkptS3(t, func(h http.Handler) http.Handler { slow.next = h; return slow })
-	// Only triggers start checkpoints.
-	args := []string{"--checkpoint-url", s3.url, "--checkpoint-interval", "1h"}
+	// Only triggers start checkpoints; retention keeps every table
+	// checkpoint a retry below may add.
+	args := []string{"--checkpoint-url", s3.url, "--checkpoint-interval", "1h", "--checkpoint-retain", "10"}
 	if changelog {
 		args = append(args, "--checkpoint-materialize-interval", "1h")
 	}
 	nodes := startCluster(ctx, t, 3, args...)
 	c := sdkDial(ctx, t, addrs(nodes))
-	var base uint64 // the table checkpoint the changelog one follows
+	var bases []uint64 // the table checkpoints changelog ones follow
 	if changelog {
 		// Tables that outweigh the segment below: 8 MiB of incompressible
 		// values.
@@ -383,7 +443,7 @@ func leaderKilledMidUpload(t *testing.T, changelog bool) {
 				t.Fatal(err)
 			}
 		}
-		base = trigger(ctx, t, nodes[leaderOf(ctx, t, nodes)], true).GetEpoch()
+		bases = append(bases, trigger(ctx, t, nodes[leaderOf(ctx, t, nodes)], true).GetEpoch())
 	}
 
 	// About 3 MiB of incompressible values, with a counter and an offset
@@ -410,15 +470,19 @@ func leaderKilledMidUpload(t *testing.T, changelog bool) {
 		}
 	}
 
-	old := leaderOf(ctx, t, nodes)
-	leader := nodes[old]
 	slow.on.Store(true)
-	epoch := trigger(ctx, t, leader, false).GetEpoch()
-	select {
-	case <-slow.first:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("checkpoint %d: no file PUT within 30s", epoch)
-	}
+	old, epoch := triggerUntilAPut(ctx, t, nodes, slow.first, func(leader int) {
+		// A node that stopped leading dropped its changelog chain: the
+		// checkpoint held must still be a changelog one, so the leader
+		// gets a table checkpoint to build on first (its PUTs not held).
+		if !changelog || checkpointStatus(ctx, t, nodes[leader]).GetChangelogBaseEpoch() == bases[len(bases)-1] {
+			return
+		}
+		slow.on.Store(false)
+		bases = append(bases, trigger(ctx, t, nodes[leader], true).GetEpoch())
+		slow.on.Store(true)
+	})
+	leader := nodes[old]
 	leader.kill()
 	pendingAtKill, startedAtKill := slow.pending.Load(), slow.started.Load()
 	// What was being sent: a changelog segment (its header names it)
@@ -491,12 +555,10 @@ func leaderKilledMidUpload(t *testing.T, changelog bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var es, want []uint64
+	var es []uint64
+	want := slices.Clone(bases)
 	for _, m := range all {
 		es = append(es, m.Epoch)
-	}
-	if changelog {
-		want = append(want, base)
 	}
 	if want = append(want, next); !slices.Equal(es, want) {
 		t.Fatalf("the bucket holds checkpoints %v, want %v", es, want)
