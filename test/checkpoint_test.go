@@ -354,18 +354,18 @@ func TestLeaderKilledMidChangelogUploadLeavesNoManifest(t *testing.T) {
 // machine the leader can miss its lease (no follower heard for 500 ms)
 // and step down between the barrier and the first PUT, and only a
 // trigger starts another (the interval is an hour). It is triggered
-// again on the leader then, after again(leader's index), at most five
+// again on the leader then, after again(), at most five
 // times in a minute. It returns the leader's index in nodes and the
 // epoch whose PUT arrived.
-func triggerUntilAPut(ctx context.Context, t *testing.T, nodes []*node, put <-chan struct{}, again func(int)) (int, uint64) {
+func triggerUntilAPut(ctx context.Context, t *testing.T, nodes []*node, put <-chan struct{}, again func()) (int, uint64) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for attempt := 1; ; attempt++ {
-		i := leaderOf(ctx, t, nodes)
 		if attempt > 1 {
-			again(i)
+			again()
 		}
-		epoch := trigger(ctx, t, nodes[i], false).GetEpoch()
+		i, resp := triggerOnLeader(ctx, t, nodes, false)
+		epoch := resp.GetEpoch()
 		for {
 			select {
 			case <-put:
@@ -375,8 +375,16 @@ func triggerUntilAPut(ctx context.Context, t *testing.T, nodes []*node, put <-ch
 			if time.Now().After(deadline) {
 				t.Fatalf("checkpoint %d (attempt %d): no file PUT within a minute", epoch, attempt)
 			}
-			st := checkpointStatus(ctx, t, nodes[i])
-			if st.GetInProgressEpoch() == epoch {
+			// The status is the leader's: while none is known (an
+			// election), ask again.
+			st, err := checkpointStatus(ctx, nodes[i])
+			if status.Code(err) == codes.Unavailable {
+				continue
+			}
+			if err != nil {
+				t.Fatalf("%s: checkpoint status: %v", nodes[i].id, err)
+			}
+			if st.GetNodeId() == nodes[i].id && st.GetInProgressEpoch() == epoch {
 				continue
 			}
 			select {
@@ -385,26 +393,50 @@ func triggerUntilAPut(ctx context.Context, t *testing.T, nodes []*node, put <-ch
 			default:
 			}
 			if attempt == 5 {
-				t.Fatalf("checkpoint %d (attempt %d) ended before any file PUT reached the bucket: %s", epoch, attempt, st.GetLastError())
+				t.Fatalf("checkpoint %d (attempt %d) ended before any file PUT reached the bucket: leader %s, %s", epoch, attempt, st.GetNodeId(), st.GetLastError())
 			}
-			t.Logf("checkpoint %d ended before any file PUT reached the bucket (%s): triggered again", epoch, st.GetLastError())
+			t.Logf("checkpoint %d by %s ended before any file PUT reached the bucket (leader %s: %s): triggered again", epoch, nodes[i].id, st.GetNodeId(), st.GetLastError())
 			break
 		}
 	}
 }
 
-// checkpointStatus is n's checkpoint coordinator's status.
-func checkpointStatus(ctx context.Context, t *testing.T, n *node) *statedv1.CheckpointStatus {
+// triggerOnLeader triggers a checkpoint (waiting for it to complete with
+// wait) on the leader of nodes, and returns the leader's index and the
+// answer. A trigger answered Unavailable (no leader known, or the
+// checkpoint abandoned because its node stopped leading, which a loaded
+// machine can cause) is sent again to the leader then, until ctx ends.
+func triggerOnLeader(ctx context.Context, t *testing.T, nodes []*node, wait bool) (int, *statedv1.TriggerCheckpointResponse) {
 	t.Helper()
+	for {
+		i := leaderOf(ctx, t, nodes)
+		conn := nodes[i].dial()
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		resp, err := statedv1.NewCheckpointsClient(conn).Trigger(cctx, &statedv1.TriggerCheckpointRequest{Wait: wait})
+		cancel()
+		conn.Close()
+		if err == nil {
+			if resp.GetEpoch() == 0 || wait && resp.GetSummary().GetEpoch() != resp.GetEpoch() {
+				t.Fatalf("%s: trigger checkpoint (wait=%v) = %v", nodes[i].id, wait, resp)
+			}
+			return i, resp
+		}
+		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			t.Fatalf("%s: trigger checkpoint (wait=%v): %v", nodes[i].id, wait, err)
+		}
+		t.Logf("%s: trigger checkpoint (wait=%v): %v; sent again", nodes[i].id, wait, err)
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// checkpointStatus is the checkpoint coordinator's status, asked of n
+// (which forwards to the leader).
+func checkpointStatus(ctx context.Context, n *node) (*statedv1.CheckpointStatus, error) {
 	conn := n.dial()
 	defer conn.Close()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	st, err := statedv1.NewCheckpointsClient(conn).Status(cctx, &statedv1.CheckpointStatusRequest{})
-	if err != nil {
-		t.Fatalf("%s: checkpoint status: %v", n.id, err)
-	}
-	return st
+	return statedv1.NewCheckpointsClient(conn).Status(cctx, &statedv1.CheckpointStatusRequest{})
 }
 
 // leaderKilledMidUpload runs the two tests above.
@@ -443,7 +475,8 @@ func leaderKilledMidUpload(t *testing.T, changelog bool) {
 				t.Fatal(err)
 			}
 		}
-		bases = append(bases, trigger(ctx, t, nodes[leaderOf(ctx, t, nodes)], true).GetEpoch())
+		_, resp := triggerOnLeader(ctx, t, nodes, true)
+		bases = append(bases, resp.GetEpoch())
 	}
 
 	// About 3 MiB of incompressible values, with a counter and an offset
@@ -471,15 +504,17 @@ func leaderKilledMidUpload(t *testing.T, changelog bool) {
 	}
 
 	slow.on.Store(true)
-	old, epoch := triggerUntilAPut(ctx, t, nodes, slow.first, func(leader int) {
-		// A node that stopped leading dropped its changelog chain: the
-		// checkpoint held must still be a changelog one, so the leader
-		// gets a table checkpoint to build on first (its PUTs not held).
-		if !changelog || checkpointStatus(ctx, t, nodes[leader]).GetChangelogBaseEpoch() == bases[len(bases)-1] {
+	old, epoch := triggerUntilAPut(ctx, t, nodes, slow.first, func() {
+		// A failed checkpoint ends the leader's changelog chain (as
+		// stopping leading does): the checkpoint held must still be a
+		// changelog one, so the leader gets a table checkpoint to build
+		// on first (its PUTs not held).
+		if !changelog {
 			return
 		}
 		slow.on.Store(false)
-		bases = append(bases, trigger(ctx, t, nodes[leader], true).GetEpoch())
+		_, resp := triggerOnLeader(ctx, t, nodes, true)
+		bases = append(bases, resp.GetEpoch())
 		slow.on.Store(true)
 	})
 	leader := nodes[old]
@@ -520,25 +555,10 @@ func leaderKilledMidUpload(t *testing.T, changelog bool) {
 	rest := append(append([]*node{}, nodes[:old]...), nodes[old+1:]...)
 	nl := rest[leaderOf(ctx, t, rest)]
 	t.Logf("new leader %s %v after the kill", nl.id, time.Since(killed).Round(time.Millisecond))
-	var resp *statedv1.TriggerCheckpointResponse
-	for {
-		// The new leader may still be settling in: retry only while it
-		// says it does not lead or cannot be reached.
-		conn := nl.dial()
-		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
-		var err error
-		resp, err = statedv1.NewCheckpointsClient(conn).Trigger(cctx, &statedv1.TriggerCheckpointRequest{Wait: true})
-		ccancel()
-		conn.Close()
-		if err == nil {
-			break
-		}
-		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
-			t.Fatalf("%s: trigger checkpoint: %v", nl.id, err)
-		}
-		t.Logf("%s: trigger checkpoint: %v; retrying", nl.id, err)
-		time.Sleep(100 * time.Millisecond)
-	}
+	// The new leader may still be settling in (or lose its lease on a
+	// loaded machine): triggerOnLeader asks again while it is answered
+	// Unavailable.
+	by, resp := triggerOnLeader(ctx, t, rest, true)
 	next := resp.GetEpoch()
 	if next <= epoch {
 		t.Fatalf("the new leader's checkpoint has epoch %d, not above the abandoned %d", next, epoch)
@@ -580,19 +600,20 @@ func leaderKilledMidUpload(t *testing.T, changelog bool) {
 	if f.AppliedIndex() != m.RaftIndex {
 		t.Fatalf("checkpoint %d: applied index %d, manifest says %d", next, f.AppliedIndex(), m.RaftIndex)
 	}
-	t.Logf("checkpoint %d by %s: %d files, %d bytes; %d file PUTs in all", next, nl.id, len(m.Files), m.Bytes(), slow.started.Load())
+	t.Logf("checkpoint %d by %s: %d files, %d bytes; %d file PUTs in all", next, rest[by].id, len(m.Files), m.Bytes(), slow.started.Load())
 
-	// The killed node comes back as a follower and applies the new
+	// The killed node comes back as a member (a follower, or the leader
+	// if an election on a loaded machine chose it) and applies the new
 	// checkpoint's entries.
 	slow.on.Store(false)
 	leader.start(ctx)
 	for {
 		st, err := nodeStatus(ctx, leader)
-		if err == nil && st.Role == "follower" && st.AppliedIndex > m.RaftIndex {
+		if err == nil && (st.Role == "follower" || st.Role == "leader") && st.AppliedIndex > m.RaftIndex {
 			break
 		}
 		if ctx.Err() != nil {
-			t.Fatalf("%s did not rejoin as a follower past index %d: %v, %v", leader.id, m.RaftIndex, st, err)
+			t.Fatalf("%s did not rejoin past index %d: %v, %v", leader.id, m.RaftIndex, st, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

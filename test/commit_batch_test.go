@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -130,7 +131,17 @@ func TestCoalescedCommitsThroughAFollowerAreForwardedAndEachApplied(t *testing.T
 
 	// A batch sent to the follower straight: forwarded whole.
 	raw := rawClient(t, follower.SocketPath())
-	resp, err := raw.CommitBatch(ctx, &statedv1.CommitBatchRequest{Commits: []*statedv1.CommitRequest{putRequest("f1"), putRequest("f2")}})
+	// Puts of fixed values: sent again while Unavailable (an election,
+	// which a lease missed under -race can cause).
+	var resp *statedv1.CommitBatchResponse
+	var err error
+	for {
+		resp, err = raw.CommitBatch(ctx, &statedv1.CommitBatchRequest{Commits: []*statedv1.CommitRequest{putRequest("f1"), putRequest("f2")}})
+		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	must(t, err)
 	for i, r := range resp.GetResults() {
 		if r.GetError() != nil || r.GetResponse().GetIndex() == 0 {

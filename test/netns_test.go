@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
@@ -122,7 +125,16 @@ func TestPartitionedLeaderAcrossNetworkNamespaces(t *testing.T) {
 	var maxIndex uint64
 	for i := range 20 {
 		key := fmt.Sprint("before/", i)
-		idx, err := commit(nodes[i%3], key, 10*time.Second)
+		var idx uint64
+		var err error
+		// The same value again is harmless: a retry covers an election
+		// (the cluster just formed, or a lease missed under load).
+		for try := 0; try < 100; try++ {
+			if idx, err = commit(nodes[i%3], key, 10*time.Second); status.Code(err) != codes.Unavailable {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 		if err != nil {
 			t.Fatalf("commit %s: %v", key, err)
 		}

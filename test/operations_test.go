@@ -56,6 +56,25 @@ func mustStated(ctx context.Context, t *testing.T, args ...string) string {
 	return r.stdout
 }
 
+// mustStatedWhileUnavailable runs `stated ARGS...` like mustStated, but
+// runs it again while it exits 2, unreachable or answered Unavailable (no
+// leader known, or a checkpoint abandoned because its leader stepped
+// down, which a loaded machine can cause), until ctx ends.
+func mustStatedWhileUnavailable(ctx context.Context, t *testing.T, args ...string) string {
+	t.Helper()
+	for {
+		r := runStated(ctx, t, args...)
+		if r.code == 0 {
+			return r.stdout
+		}
+		if r.code != 2 || ctx.Err() != nil {
+			t.Fatalf("stated %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+		}
+		t.Logf("stated %s: exit 2 (%s); run again", strings.Join(args, " "), strings.TrimSpace(r.stderr))
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // waitStated runs `stated ARGS...` until its stdout satisfies ok, or
 // fails the test at ctx's deadline with the last output.
 func waitStated(ctx context.Context, t *testing.T, ok func(stdout string) bool, args ...string) string {
