@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
+	"github.com/statedhq/stated/raftstore"
 )
 
 // heldFilePuts serves an S3-compatible bucket (gofakes3 over memory)
@@ -73,7 +75,9 @@ func TestACheckpointAbandonedBecauseItsLeaderStoppedLeadingAnswersUnavailable(t 
 	// The held PUT is not released: it ends when the upload that sent it
 	// is cancelled, as this node stops leading. (Released, the upload
 	// could complete before the node noticed.)
-	if _, err := n1.Store().TransferLeadership(ctx); err != nil {
+	// (A node1 that stopped leading by itself, having missed its lease
+	// under -race on a loaded machine, is what the test needs too.)
+	if _, err := n1.Store().TransferLeadership(ctx); err != nil && !errors.Is(err, raftstore.ErrNotLeader) {
 		t.Fatalf("node1 hands leadership over: %v", err)
 	}
 	var err error

@@ -123,31 +123,45 @@ func TestLinearizableReadsOnAFollowerSeeACommitAcknowledgedBeforeThem(t *testing
 	nodes := daemontest.StartCluster(t, 3)
 	ctx := testContext(t)
 	leader, follower := stateClient(t, nodes[0]), stateClient(t, nodes[1])
+	// Each call is sent again while Unavailable (daemontest.WhileUnavailable:
+	// the commit puts a fixed value and offset, the rest read).
 	for i := range 20 {
 		want := fmt.Sprintf("v%d", i)
 		req := putReq("k", want)
 		req.Offsets = []*statedv1.Offset{{Group: "g", Topic: "t", Partition: 0, Offset: int64(i + 1)}}
-		if _, err := leader.Commit(ctx, req); err != nil {
+		if err := daemontest.WhileUnavailable(ctx, func() error { _, err := leader.Commit(ctx, req); return err }); err != nil {
 			t.Fatal(err)
 		}
-		got, err := follower.Get(ctx, getReq("k", statedv1.Consistency_CONSISTENCY_LINEARIZABLE, 0))
+		var got *statedv1.GetResponse
+		err := daemontest.WhileUnavailable(ctx, func() (err error) {
+			got, err = follower.Get(ctx, getReq("k", statedv1.Consistency_CONSISTENCY_LINEARIZABLE, 0))
+			return err
+		})
 		if err != nil {
 			t.Fatalf("linearizable get on a follower: %v", err)
 		}
 		if string(got.GetValue()) != want {
 			t.Fatalf("linearizable get after commit %d = %q, want %q", i, got.GetValue(), want)
 		}
-		offs, err := follower.GetOffsets(ctx, &statedv1.GetOffsetsRequest{Group: "g",
-			Read: &statedv1.ReadOptions{Consistency: statedv1.Consistency_CONSISTENCY_LINEARIZABLE}})
+		var offs *statedv1.GetOffsetsResponse
+		err = daemontest.WhileUnavailable(ctx, func() (err error) {
+			offs, err = follower.GetOffsets(ctx, &statedv1.GetOffsetsRequest{Group: "g",
+				Read: &statedv1.ReadOptions{Consistency: statedv1.Consistency_CONSISTENCY_LINEARIZABLE}})
+			return err
+		})
 		if err != nil || len(offs.GetOffsets()) != 1 || offs.GetOffsets()[0].GetOffset() != int64(i+1) {
 			t.Fatalf("linearizable offsets after commit %d = %v, %v", i, offs, err)
 		}
-		stream, err := follower.Scan(ctx, &statedv1.ScanRequest{Namespace: "ns",
-			Read: &statedv1.ReadOptions{Consistency: statedv1.Consistency_CONSISTENCY_LINEARIZABLE}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sr, err := stream.Recv()
+		var sr *statedv1.ScanResponse
+		err = daemontest.WhileUnavailable(ctx, func() error {
+			stream, err := follower.Scan(ctx, &statedv1.ScanRequest{Namespace: "ns",
+				Read: &statedv1.ReadOptions{Consistency: statedv1.Consistency_CONSISTENCY_LINEARIZABLE}})
+			if err != nil {
+				return err
+			}
+			sr, err = stream.Recv()
+			return err
+		})
 		if err != nil || len(sr.GetEntries()) != 1 || string(sr.GetEntries()[0].GetValue()) != want {
 			t.Fatalf("linearizable scan after commit %d = %v, %v", i, sr, err)
 		}
@@ -192,7 +206,8 @@ func TestJoinIsRefusedForATakenIDOrAddressAndMembershipStaysTheSame(t *testing.T
 	for _, tc := range cases {
 		for _, via := range nodes { // the leader, and a follower that forwards
 			t.Run(tc.name+" via "+via.NodeID(), func(t *testing.T) {
-				_, err := clusterClient(t, via).Join(testContext(t), tc.req)
+				ctx, cc := testContext(t), clusterClient(t, via)
+				err := daemontest.WhileUnavailable(ctx, func() error { _, err := cc.Join(ctx, tc.req); return err })
 				st := status.Convert(err)
 				if st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), tc.want) {
 					t.Fatalf("join = %v, want FailedPrecondition naming %s", err, tc.want)

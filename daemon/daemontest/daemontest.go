@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/statedhq/stated/daemon"
 )
 
@@ -102,13 +105,17 @@ func StartCluster(t testing.TB, n int, opts ...func(*daemon.Config)) []*daemon.D
 }
 
 // waitSettled waits until every node knows every member with its gRPC
-// address, so that tests start from a cluster whose metadata has reached
-// every node.
+// address and names node1 its leader, so that tests start from a cluster
+// whose metadata has reached every node, led by node1. A leader that
+// missed its lease while the others joined (under -race on a loaded
+// machine) lets another lead: the leader then hands leadership over,
+// which goes to node1, the first voter of the configuration.
 func waitSettled(t testing.TB, nodes []*daemon.Daemon) {
 	t.Helper()
 	deadline := time.Now().Add(startTimeout)
-	for _, d := range nodes {
-		for {
+	for {
+		why := ""
+		for _, d := range nodes {
 			members, leader, err := d.Store().Members()
 			known := 0
 			for _, m := range members {
@@ -116,15 +123,26 @@ func waitSettled(t testing.TB, nodes []*daemon.Daemon) {
 					known++
 				}
 			}
-			if err == nil && leader != "" && known == len(nodes) {
+			if err != nil || leader != nodes[0].NodeID() || known != len(nodes) {
+				why = fmt.Sprintf("%s knows %d of %d members' addresses (leader %q, err %v)", d.NodeID(), known, len(nodes), leader, err)
 				break
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("daemontest: %s knows %d of %d members' addresses (leader %q, err %v) after %s",
-					d.NodeID(), known, len(nodes), leader, err, startTimeout)
-			}
-			time.Sleep(10 * time.Millisecond)
 		}
+		if why == "" {
+			return
+		}
+		for _, d := range nodes[1:] {
+			if d.Store().IsLeader() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				to, err := d.Store().TransferLeadership(ctx)
+				cancel()
+				t.Logf("daemontest: %s led after the start; handed leadership to %q (%v)", d.NodeID(), to, err)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemontest: not settled after %s: %s", startTimeout, why)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -140,5 +158,25 @@ func WaitLeader(t testing.TB, d *daemon.Daemon) {
 			t.Fatalf("daemontest: %s knows no leader after %s", d.NodeID(), startTimeout)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// WhileUnavailable calls call until it returns anything but a gRPC
+// Unavailable, or ctx ends, and returns its last error. Unavailable is
+// an election (no leader known, or a leader that stepped down: a leader
+// that misses its lease under -race on a loaded machine does), which a
+// raw gRPC client, unlike the SDK, does not wait out. Only for calls that
+// may be sent twice: reads, puts of fixed values, refusals.
+func WhileUnavailable(ctx context.Context, call func() error) error {
+	for {
+		err := call()
+		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }

@@ -108,7 +108,10 @@ func TestCommitsBelowMinFreeDiskAreRefusedWithTheDetailAndApplyNothing(t *testin
 				t.Errorf("key %q was written by a refused commit", key)
 			}
 		}
-		if _, err := c.OpenSession(ctx, &statedv1.OpenSessionRequest{ClientId: "reader-" + via.NodeID()}); err != nil {
+		if err := daemontest.WhileUnavailable(ctx, func() error {
+			_, err := c.OpenSession(ctx, &statedv1.OpenSessionRequest{ClientId: "reader-" + via.NodeID()})
+			return err
+		}); err != nil {
 			t.Errorf("session open while commits are refused: %v", err)
 		}
 	}
