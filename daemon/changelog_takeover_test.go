@@ -29,10 +29,21 @@ func TestALeaderThatTookOverAgainFirstUploadsItsTables(t *testing.T) {
 	conn := dial(t, "unix://"+n1.SocketPath())
 	state, cps := statedv1.NewStateClient(conn), statedv1.NewCheckpointsClient(conn)
 	pad(ctx, t, state, 200)
-	trigger := kindTrigger(ctx, t, cps)
-	trigger(false, "the first checkpoint")
+	first := kindTriggerAcrossTerms(ctx, t, state, cps, []*daemon.Daemon{n1, n2})
+	first(false, "the first checkpoint")
 	pad(ctx, t, state, 1)
-	trigger(true, "right after a table checkpoint")
+	first(true, "right after a table checkpoint")
+	// node1 leads the hops below (an election under load may have chosen
+	// node2 since: it hands leadership back).
+	for !n1.Store().IsLeader() {
+		if n2.Store().IsLeader() {
+			n2.Store().TransferLeadership(ctx)
+		}
+		if ctx.Err() != nil {
+			t.Fatal("node1 does not lead")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	// node1 stops leading and leads again, in a later term: it hands
 	// leadership to node2, which hands it back.
@@ -65,6 +76,7 @@ func TestALeaderThatTookOverAgainFirstUploadsItsTables(t *testing.T) {
 		t.Fatalf("node1's first checkpoint after it took over again is a changelog checkpoint on the tables of checkpoint %d (%d segments), the chain it led before; want its tables",
 			s.GetChangelogBaseEpoch(), s.GetChangelogSegments())
 	}
+	trigger := kindTrigger(ctx, t, cps)
 	// The next one is a changelog checkpoint on those tables, its
 	// segment made of the entries captured since their barrier, and it
 	// restores to its cut.

@@ -161,10 +161,27 @@ func TestAFormerLeaderReportsNoChangelogBytes(t *testing.T) {
 	conn := dial(t, "unix://"+n1.SocketPath())
 	state, cps := statedv1.NewStateClient(conn), statedv1.NewCheckpointsClient(conn)
 	pad(ctx, t, state, 200)
-	trigger := kindTrigger(ctx, t, cps)
+	trigger := kindTriggerAcrossTerms(ctx, t, state, cps, nodes)
 	trigger(false, "the first checkpoint")
 	pad(ctx, t, state, 1)
 	trigger(true, "right after a table checkpoint")
+	// node1 must be the leader that took it (an election under load may
+	// have chosen node2): node2 hands leadership back, and the pair is
+	// taken again.
+	for !n1.Store().IsLeader() {
+		if n2.Store().IsLeader() {
+			if _, err := n2.Store().TransferLeadership(ctx); err != nil {
+				t.Logf("node2 hands leadership back: %v", err)
+			}
+			trigger(false, "node1's first checkpoint after it took over")
+			pad(ctx, t, state, 1)
+			trigger(true, "right after node1's table checkpoint")
+		}
+		if ctx.Err() != nil {
+			t.Fatal("node1 does not lead")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if got := gaugeOf(scrapeMetrics(t, n1.MetricsAddr()), "stated_checkpoint_changelog_bytes"); got <= 0 {
 		t.Fatalf("the leader's stated_checkpoint_changelog_bytes = %v after a changelog checkpoint; want its segment's bytes", got)
 	}
