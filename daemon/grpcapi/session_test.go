@@ -58,22 +58,35 @@ func TestSessionsWorkThroughAFollower(t *testing.T) {
 		return &statedv1.CommitRequest{ClientId: "svc", SessionId: session, Lane: 2, Sequence: seq,
 			Mutations: []*statedv1.Mutation{put("ns", key, "v")}}
 	}
-	first, err := follower.Commit(ctx, commit(s1.GetSessionId(), 1, "a"))
-	if err != nil || first.GetDuplicate() {
+	// The session's commits are sent again while Unavailable, as the SDK
+	// does: one that applied before its answer was lost comes back a
+	// duplicate.
+	var first *statedv1.CommitResponse
+	lost := false
+	err := daemontest.WhileUnavailable(ctx, func() (err error) {
+		first, err = follower.Commit(ctx, commit(s1.GetSessionId(), 1, "a"))
+		lost = lost || status.Code(err) == codes.Unavailable
+		return err
+	})
+	if err != nil || first.GetDuplicate() && !lost {
 		t.Fatalf("commit: %v, %v", first, err)
 	}
-	retry, err := leader.Commit(ctx, commit(s1.GetSessionId(), 1, "a"))
+	var retry *statedv1.CommitResponse
+	err = daemontest.WhileUnavailable(ctx, func() (err error) {
+		retry, err = leader.Commit(ctx, commit(s1.GetSessionId(), 1, "a"))
+		return err
+	})
 	if err != nil || !retry.GetDuplicate() || retry.GetIndex() != first.GetIndex() {
 		t.Fatalf("retry = %v, %v; want a duplicate of index %d", retry, err, first.GetIndex())
 	}
-	_, err = follower.Commit(ctx, commit(s1.GetSessionId(), 1, "other"))
+	err = daemontest.WhileUnavailable(ctx, func() error { _, err := follower.Commit(ctx, commit(s1.GetSessionId(), 1, "other")); return err })
 	wantStatus(t, err, codes.FailedPrecondition, "was applied at index")
 	if d := sessionDetail(t, err); d.GetReason() != statedv1.SessionRefused_REASON_SEQUENCE_REUSED || d.GetHighestSequence() != 1 || d.GetLane() != 2 {
 		t.Fatalf("detail = %v", d)
 	}
 
 	s2 := open(leader)
-	_, err = follower.Commit(ctx, commit(s1.GetSessionId(), 2, "zombie"))
+	err = daemontest.WhileUnavailable(ctx, func() error { _, err := follower.Commit(ctx, commit(s1.GetSessionId(), 2, "zombie")); return err })
 	wantStatus(t, err, codes.FailedPrecondition, "is fenced")
 	if d := sessionDetail(t, err); d.GetReason() != statedv1.SessionRefused_REASON_SUPERSEDED || d.GetCurrentSessionId() != s2.GetSessionId() || d.GetClientId() != "svc" {
 		t.Fatalf("detail = %v", d)
