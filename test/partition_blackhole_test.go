@@ -14,7 +14,8 @@ import (
 // packets with iptables; the third node reaches both, so the leader keeps
 // its majority) for 20 s while an SDK client commits through the
 // follower's daemon, then heals it and measures how long until that
-// client commits again: within 5 s. The follower's connection for
+// client commits again: within 5 s of the follower naming its leader
+// again (Raft's reconnect comes first). The follower's connection for
 // forwarding to the leader had no keepalive: it stayed open through the
 // blackhole, and calls forwarded on it waited for TCP's retransmission
 // timer, backed off meanwhile, to fire again after the heal (a review
@@ -39,21 +40,31 @@ func TestPartitionClientRecoversAfterALongBlackhole(t *testing.T) {
 	c.heal(l)
 	c.heal(b)
 	healed := time.Now()
-	var recovered time.Duration
+	// The follower forwards to the leader it knows: Raft's own reconnect
+	// (the leader's next dial to the follower, up to the transport's 10 s
+	// dial timeout after a black hole, longer under load) comes first,
+	// and is not what this test is about. The bound is from the moment
+	// the follower names its leader again.
+	var recovered, known time.Duration
 	for i := 0; i < 1200 && recovered == 0; i++ { // 120 s
+		if known == 0 {
+			if st, err := nodeStatus(ctx, c.nodes[b]); err == nil && st.LeaderId != "" {
+				known = max(time.Since(healed), time.Nanosecond)
+			}
+		}
 		if w.total() > at+5 {
 			recovered = time.Since(healed)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	if st, err := nodeStatus(ctx, c.nodes[b]); err == nil {
-		t.Logf("follower %s role %s leader %q after the heal", c.nodes[b].id, st.Role, st.LeaderId)
+		t.Logf("follower %s role %s leader %q after the heal; it named a leader %v after the heal", c.nodes[b].id, st.Role, st.LeaderId, known)
 	}
 	switch {
 	case recovered == 0:
 		t.Errorf("the follower's client committed nothing within 120 s of the heal")
-	case recovered > 5*time.Second:
-		t.Errorf("after a 20 s blackhole between leader and follower, the follower's client commits again only %v after the heal", recovered)
+	case known == 0 && recovered > 5*time.Second, known > 0 && recovered-known > 5*time.Second:
+		t.Errorf("after a 20 s blackhole between leader and follower, the follower's client commits again only %v after the heal, %v after the follower named its leader", recovered, recovered-known)
 	default:
 		t.Logf("the follower's client commits again %v after the heal", recovered)
 	}
