@@ -31,7 +31,7 @@ func offset(group, topic string, partition int32, off int64) *statedv1.Offset {
 
 func TestCommitRejectsInvalidRequestsNamingTheFieldAndAppliesNothing(t *testing.T) {
 	t.Parallel()
-	d, c := startClient(t)
+	d, c := startClient(t, noPeriodicCheckpoints) // the applied index moves only with commits
 	ns := "validation"
 
 	many := func(n int, f func(i int) *statedv1.Mutation) []*statedv1.Mutation {
@@ -131,7 +131,7 @@ func TestCommitRejectsInvalidRequestsNamingTheFieldAndAppliesNothing(t *testing.
 
 func TestCommitWithOneInvalidMutationAmongValidOnesAppliesNothing(t *testing.T) {
 	t.Parallel()
-	d, c := startClient(t)
+	d, c := startClient(t, noPeriodicCheckpoints) // the applied index moves only with commits
 	before := d.Store().AppliedIndex()
 	_, err := c.Commit(testContext(t), &statedv1.CommitRequest{
 		Mutations: []*statedv1.Mutation{

@@ -31,6 +31,11 @@ func startClient(t *testing.T, opts ...func(*daemon.Config)) (*daemon.Daemon, st
 	return d, dial(t, "unix://"+d.SocketPath())
 }
 
+// noPeriodicCheckpoints turns the default checkpoint interval (10 s) off,
+// for tests that compare the applied index before and after a refused
+// call: a checkpoint's barrier and completion are entries of their own.
+func noPeriodicCheckpoints(c *daemon.Config) { c.CheckpointInterval = 0 }
+
 func dial(t *testing.T, target string, opts ...grpc.DialOption) statedv1.StateClient {
 	t.Helper()
 	opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
