@@ -151,27 +151,19 @@ func TestOnlyTheLeaderCapturesEntriesForChangelogSegments(t *testing.T) {
 	pad(ctx, t, state, 1)
 	trigger(true, "right after a table checkpoint")
 	// The leader: node1 unless an election under load chose another.
-	lead := -1
-	for i, d := range nodes {
-		if d.Store().IsLeader() {
-			lead = i
-		}
-	}
-	if lead < 0 {
-		t.Fatal("no leader after the checkpoints")
-	}
-	if st := nodes[lead].CheckpointStatus(); st.ChangelogCheckpoints != 1 || st.ChangelogSegmentsFromLog != 0 {
+	lead, _ := leaderOf(t, nodes)
+	if st := lead.CheckpointStatus(); st.ChangelogCheckpoints != 1 || st.ChangelogSegmentsFromLog != 0 {
 		t.Fatalf("the leader: %d changelog checkpoints, %d segments read from the log; want 1 and 0", st.ChangelogCheckpoints, st.ChangelogSegmentsFromLog)
 	}
-	for i, d := range nodes {
-		if got := daemon.ChangelogCapturing(d); got != (i == lead) {
-			t.Fatalf("%s (leader: %t) captures entries: %t", d.NodeID(), i == lead, got)
+	for _, d := range nodes {
+		if got := daemon.ChangelogCapturing(d); got != (d == lead) {
+			t.Fatalf("%s (leader: %t) captures entries: %t", d.NodeID(), d == lead, got)
 		}
 	}
-	if err := nodes[lead].Store().Remove(ctx, nodes[lead].NodeID()); err != nil {
+	if err := lead.Store().Remove(ctx, lead.NodeID()); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); daemon.ChangelogCapturing(nodes[lead]); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); daemon.ChangelogCapturing(lead); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("10 s after it left the cluster the old leader still captures entries")
 		}

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
 	stated "github.com/statedhq/stated/sdk/go"
 )
@@ -54,24 +53,7 @@ func TestAStoppingLeaderHandsLeadershipOver(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	// The leader now, whichever node it is.
-	var lead *daemon.Daemon
-	var others []*daemon.Daemon
-	for lead == nil {
-		others = others[:0]
-		for _, d := range nodes {
-			if d.Store().IsLeader() {
-				lead = d
-			} else {
-				others = append(others, d)
-			}
-		}
-		if lead == nil {
-			if ctx.Err() != nil {
-				t.Fatal("no leader")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
+	lead, others := leaderOf(t, nodes)
 	term := others[0].Store().Term()
 	if err := lead.Close(); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -134,15 +133,10 @@ func TestCoalescedCommitsThroughAFollowerAreForwardedAndEachApplied(t *testing.T
 	// Puts of fixed values: sent again while Unavailable (an election,
 	// which a lease missed under -race can cause).
 	var resp *statedv1.CommitBatchResponse
-	var err error
-	for {
+	must(t, daemontest.WhileUnavailable(ctx, func() (err error) {
 		resp, err = raw.CommitBatch(ctx, &statedv1.CommitBatchRequest{Commits: []*statedv1.CommitRequest{putRequest("f1"), putRequest("f2")}})
-		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	must(t, err)
+		return err
+	}))
 	for i, r := range resp.GetResults() {
 		if r.GetError() != nil || r.GetResponse().GetIndex() == 0 {
 			t.Errorf("forwarded commit %d: %v", i, r)

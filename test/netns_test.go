@@ -12,9 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
+	"github.com/statedhq/stated/daemon/daemontest"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
@@ -126,15 +124,12 @@ func TestPartitionedLeaderAcrossNetworkNamespaces(t *testing.T) {
 	for i := range 20 {
 		key := fmt.Sprint("before/", i)
 		var idx uint64
-		var err error
 		// The same value again is harmless: a retry covers an election
 		// (the cluster just formed, or a lease missed under load).
-		for try := 0; try < 100; try++ {
-			if idx, err = commit(nodes[i%3], key, 10*time.Second); status.Code(err) != codes.Unavailable {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		err := daemontest.WhileUnavailable(ctx, func() (err error) {
+			idx, err = commit(nodes[i%3], key, 10*time.Second)
+			return err
+		})
 		if err != nil {
 			t.Fatalf("commit %s: %v", key, err)
 		}

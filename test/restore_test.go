@@ -13,9 +13,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
+	"github.com/statedhq/stated/daemon/daemontest"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	stated "github.com/statedhq/stated/sdk/go"
 )
@@ -205,20 +204,15 @@ func totalLossRestore(t *testing.T, changelog bool) {
 func committedRecordsOn(ctx context.Context, n *node) (int64, error) {
 	conn := n.dial()
 	defer conn.Close()
+	// A linearizable read needs a leader: during an election (nodes just
+	// started, or a lease missed on a loaded machine) it is asked again.
 	var resp *statedv1.GetOffsetsResponse
-	for {
-		var err error
+	if err := daemontest.WhileUnavailable(ctx, func() (err error) {
 		resp, err = statedv1.NewStateClient(conn).GetOffsets(ctx, &statedv1.GetOffsetsRequest{Group: "g",
 			Read: &statedv1.ReadOptions{Consistency: statedv1.Consistency_CONSISTENCY_LINEARIZABLE}})
-		if err == nil {
-			break
-		}
-		// A linearizable read needs a leader: during an election (nodes
-		// just started, or a lease missed on a loaded machine) ask again.
-		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
-			return 0, err
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err
+	}); err != nil {
+		return 0, err
 	}
 	var sum int64
 	for _, o := range resp.GetOffsets() {

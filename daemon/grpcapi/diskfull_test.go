@@ -40,7 +40,7 @@ func TestCommitsBelowMinFreeDiskAreRefusedWithTheDetailAndApplyNothing(t *testin
 	var lead *daemon.Daemon
 	var term, before uint64
 	send := func(call func() error) {
-		for {
+		daemontest.WhileUnavailable(ctx, func() error {
 			lead = nil
 			for lead == nil && ctx.Err() == nil {
 				for _, d := range nodes {
@@ -54,10 +54,8 @@ func TestCommitsBelowMinFreeDiskAreRefusedWithTheDetailAndApplyNothing(t *testin
 				t.Fatal("no leader")
 			}
 			term, before = lead.Store().Term(), lead.Store().AppliedIndex()
-			if err := call(); status.Code(err) != codes.Unavailable || ctx.Err() != nil {
-				return
-			}
-		}
+			return call()
+		})
 	}
 	for _, via := range nodes {
 		c := dial(t, "unix://"+via.SocketPath())
