@@ -336,7 +336,8 @@ func (s *Store) newTransport(hlog hclog.Logger) (*raft.NetworkTransport, error) 
 	layer = newClusterLayer(layer, s.peerClusterID, s.restoredFromCluster, s.markSuperseded, s.logger)
 	s.stream = layer
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
+		Stream:  boundedDial{StreamLayer: layer, max: peerDialTimeout(s.cfg.ElectionTimeout)},
+		MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
 	}), nil
 }
 

@@ -112,6 +112,33 @@ func (g *guardedTransport) AppendEntries(id raft.ServerID, target raft.ServerAdd
 	}
 }
 
+// boundedDial is the transport's stream layer with its dials bounded by
+// max. NetworkTransport dials a peer with its I/O timeout (10 s), which
+// is right for a call's reads and writes but long for a connect: a dial
+// started while the peer's packets were dropped (a network partition, a
+// node whose host went away) waits for a SYN retransmission or the whole
+// timeout after the network heals, and the peer hears no heartbeat
+// meanwhile. etcd bounds its peer dials by a second plus the election
+// timeout; so does this. Join's and TransferLeadership's dials keep their
+// own bounds: they do not go through the transport.
+type boundedDial struct {
+	raft.StreamLayer
+	max time.Duration
+}
+
+func (b boundedDial) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if timeout <= 0 || timeout > b.max {
+		timeout = b.max
+	}
+	return b.StreamLayer.Dial(addr, timeout)
+}
+
+// peerDialTimeout is the bound on the transport's dials for an election
+// timeout: a second more, as etcd's.
+func peerDialTimeout(election time.Duration) time.Duration {
+	return time.Second + election
+}
+
 // retryFirst is the first wait before a replication call is sent again.
 const retryFirst = 10 * time.Millisecond
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
 
@@ -249,5 +251,77 @@ func TestUnreachableTellsAPeerDownFromAPeerThatAnswered(t *testing.T) {
 		if got := unreachable(c.err); got != c.want {
 			t.Errorf("%s (%v): unreachable = %v, want %v", c.name, c.err, got, c.want)
 		}
+	}
+}
+
+// unansweredAddr is a loopback address whose SYNs go unanswered, as a
+// peer's do behind a network partition that drops its packets: a
+// listener with the shortest accept queue, filled and never accepted
+// from (Linux drops a SYN to a listener whose queue is full).
+func unansweredAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	for range 8 {
+		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err != nil {
+			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+				return addr
+			}
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatalf("connections to %s still answered after its accept queue should have filled", addr)
+	return ""
+}
+
+// TestTheTransportGivesUpADialThatGetsNoAnswerAfterTheElectionTimeoutAndASecond:
+// a heartbeat to a peer whose SYNs are dropped fails once the dial has
+// waited a second plus the election timeout, not the transport's 10 s
+// I/O timeout: a dial started during a partition must not keep the
+// leader from reaching the peer for that long after the partition heals.
+func TestTheTransportGivesUpADialThatGetsNoAnswerAfterTheElectionTimeoutAndASecond(t *testing.T) {
+	peer := unansweredAddr(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Store{cfg: Config{ElectionTimeout: 300 * time.Millisecond}, raftLn: ln, logger: slog.New(slog.DiscardHandler)}
+	tr, err := s.newTransport(hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	bound := peerDialTimeout(s.cfg.ElectionTimeout)
+	began := time.Now()
+	var resp raft.AppendEntriesResponse
+	err = tr.AppendEntries("peer", raft.ServerAddress(peer), &raft.AppendEntriesRequest{
+		RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("leader"), Addr: []byte(tr.LocalAddr())},
+		Term:      1,
+	}, &resp)
+	took := time.Since(began)
+	if ne := net.Error(nil); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("heartbeat to a peer that does not answer its SYNs: %v; want a dial timeout", err)
+	}
+	// The lower end holds by construction (a dial does not time out
+	// early); the upper is far from both the bound and the 10 s the
+	// transport would have waited.
+	if took < bound || took > bound+3*time.Second {
+		t.Fatalf("the dial gave up after %v; want %v (a second plus the election timeout), not the transport's 10 s", took, bound)
 	}
 }

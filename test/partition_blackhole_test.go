@@ -41,8 +41,9 @@ func TestPartitionClientRecoversAfterALongBlackhole(t *testing.T) {
 	c.heal(b)
 	healed := time.Now()
 	// The follower forwards to the leader it knows: Raft's own reconnect
-	// (the leader's next dial to the follower, up to the transport's 10 s
-	// dial timeout after a black hole, longer under load) comes first,
+	// (the leader's next dial to the follower: one in flight at the heal
+	// gives up after a second plus the election timeout, longer under
+	// load, and raftstore's transport test holds that bound) comes first,
 	// and is not what this test is about. The bound is from the moment
 	// the follower names its leader again.
 	var recovered, known time.Duration
