@@ -36,6 +36,9 @@ func Start(t testing.TB, opts ...func(*daemon.Config)) *daemon.Daemon {
 	d, err := daemon.Start(ctx, cfg)
 	if err != nil {
 		logs.flush()
+		if ctx.Err() != nil {
+			t.Logf("daemontest: the start of %s ran out of time; the process and the machine:\n%s", cfg.NodeID, stallReport())
+		}
 		t.Fatalf("daemontest: start daemon %s: %v", cfg.NodeID, err)
 	}
 	t.Cleanup(func() {
@@ -140,7 +143,7 @@ func waitSettled(t testing.TB, nodes []*daemon.Daemon) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("daemontest: not settled after %s: %s", startTimeout, why)
+			t.Fatalf("daemontest: not settled after %s: %s; the process and the machine:\n%s", startTimeout, why, stallReport())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -155,7 +158,7 @@ func WaitLeader(t testing.TB, d *daemon.Daemon) {
 	deadline := time.Now().Add(startTimeout)
 	for d.Store().Status().LeaderID == "" {
 		if time.Now().After(deadline) {
-			t.Fatalf("daemontest: %s knows no leader after %s", d.NodeID(), startTimeout)
+			t.Fatalf("daemontest: %s knows no leader after %s; the process and the machine:\n%s", d.NodeID(), startTimeout, stallReport())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
