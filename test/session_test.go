@@ -140,8 +140,7 @@ func TestSessionsExpireAndTheSDKOpensANewOne(t *testing.T) {
 // records they counted were skipped for good.
 func TestCounterRestartedWithAFixedClientIDCountsExactly(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := kafkaTestContext(t)
 	r := testRand(t)
 	counterBinary(t)
 	d := daemontest.Start(t)

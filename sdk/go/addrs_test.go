@@ -3,7 +3,6 @@ package stated
 import (
 	"context"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/statedhq/stated/internal/heldport"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
@@ -50,86 +50,6 @@ func serveCluster(t *testing.T, l net.Listener, s *clusterServer) *grpc.Server {
 	return g
 }
 
-// heldPort keeps one loopback port for a whole test while the servers
-// behind it stop and start. Closing a listener and listening again on its
-// port can fail: another process (another package's tests, on CI) may take
-// the freed port in between. With no server behind it, heldPort accepts a
-// connection and closes it at once, which a gRPC client sees as a failed
-// dial, as it would a refused one.
-type heldPort struct {
-	l  net.Listener
-	mu sync.Mutex
-	to *portListener // the server's listener; nil before the first
-}
-
-func holdPort(t *testing.T) *heldPort {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &heldPort{l: l}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			h.mu.Lock()
-			to := h.to
-			h.mu.Unlock()
-			if to == nil || !to.deliver(c) {
-				c.Close()
-			}
-		}
-	}()
-	return h
-}
-
-// next is a listener for the next server behind the port: the connections
-// accepted from now on go to it until that server closes it.
-func (h *heldPort) next() net.Listener {
-	pl := &portListener{addr: h.l.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
-	h.mu.Lock()
-	h.to = pl
-	h.mu.Unlock()
-	return pl
-}
-
-// portListener is the net.Listener one server of a heldPort accepts from.
-type portListener struct {
-	addr  net.Addr
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func (pl *portListener) deliver(c net.Conn) bool {
-	select {
-	case pl.conns <- c:
-		return true
-	case <-pl.done:
-		return false
-	}
-}
-
-func (pl *portListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-pl.conns:
-		return c, nil
-	case <-pl.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (pl *portListener) Close() error {
-	pl.once.Do(func() { close(pl.done) })
-	return nil
-}
-
-func (pl *portListener) Addr() net.Addr { return pl.addr }
-
 // TestAClientWithSeveralAddressesLeavesOneWhereAnotherClusterAnswers: a
 // Client dialled to two addresses opens its session at the first (its
 // cluster, lineage "own"). That server goes away and the Client's
@@ -141,15 +61,15 @@ func (pl *portListener) Addr() net.Addr { return pl.addr }
 func TestAClientWithSeveralAddressesLeavesOneWhereAnotherClusterAnswers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ownPort := holdPort(t)
+	ownPort := heldport.Hold(t)
 	otherL, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	own, other := &clusterServer{id: "own"}, &clusterServer{id: "other"}
-	ownSrv := serveCluster(t, ownPort.next(), own)
+	ownSrv := serveCluster(t, ownPort.Listen(t), own)
 	serveCluster(t, otherL, other)
-	c, err := Dial(ctx, ownPort.l.Addr().String()+","+otherL.Addr().String(), WithBlock(), WithCommitCoalescing(false))
+	c, err := Dial(ctx, ownPort.Addr()+","+otherL.Addr().String(), WithBlock(), WithCommitCoalescing(false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +92,7 @@ func TestAClientWithSeveralAddressesLeavesOneWhereAnotherClusterAnswers(t *testi
 
 	// The own server serves again at its address (held meanwhile, so
 	// that no other process can take it).
-	serveCluster(t, ownPort.next(), own)
+	serveCluster(t, ownPort.Listen(t), own)
 	before := own.commits.Load()
 	if _, err := c.Txn().Commit(ctx); err != nil {
 		t.Fatalf("a commit once the client's own cluster answers at its first address again: %v", err)
