@@ -22,8 +22,8 @@ import (
 // to save current term: database not open", seen in CI). Close stops the
 // heartbeats, waiting for those in flight, before it closes the stores.
 //
-// It also sends replication calls again to a peer it cannot reach (see
-// AppendEntries).
+// It also sends replication calls and snapshots again to a peer it
+// cannot reach (see AppendEntries and InstallSnapshot).
 type guardedTransport struct {
 	*raft.NetworkTransport
 	mu      sync.RWMutex
@@ -31,13 +31,16 @@ type guardedTransport struct {
 
 	leads    atomic.Pointer[func(raft.ServerID, raft.ServerAddress, uint64) bool]
 	retryCap time.Duration
-	logger   *slog.Logger
-	quit     chan struct{} // closed by stopRetries
-	quitOnce sync.Once
+	// snapshotFor bounds how long one snapshot is sent again
+	// (snapshotResendFor; shorter in tests).
+	snapshotFor time.Duration
+	logger      *slog.Logger
+	quit        chan struct{} // closed by stopRetries
+	quitOnce    sync.Once
 }
 
 func newGuardedTransport(t *raft.NetworkTransport) *guardedTransport {
-	return &guardedTransport{NetworkTransport: t, quit: make(chan struct{})}
+	return &guardedTransport{NetworkTransport: t, quit: make(chan struct{}), snapshotFor: snapshotResendFor}
 }
 
 // SetHeartbeatHandler installs cb behind the guard.
@@ -87,13 +90,55 @@ func (g *guardedTransport) AppendEntries(id raft.ServerID, target raft.ServerAdd
 	if err == nil || isHeartbeat(args) || !unreachable(err) {
 		return err
 	}
+	return g.resend(id, target, args.Term, err, 0, nil, func() error {
+		*resp = raft.AppendEntriesResponse{}
+		return g.NetworkTransport.AppendEntries(id, target, args, resp)
+	})
+}
+
+// InstallSnapshot sends a snapshot. One that cannot reach its peer
+// before any of its data was read (the dial failed, or the request could
+// not be sent) is sent again as AppendEntries sends a replication call
+// again, for at most snapshotResendFor. hashicorp/raft backs a failed
+// snapshot off as it does a failed replication call, up to 10.24 s, so a
+// follower that needs a snapshot and is down (it went down while one was
+// being sent to it, or a new leader's first call to it needs one) waited
+// up to that long after its return for the snapshot. Past
+// snapshotResendFor the error goes to Raft, which opens its newest
+// snapshot for the next try rather than this one, older by then. A
+// snapshot whose data was read, in part or whole, is not sent again: its
+// reader cannot be rewound.
+func (g *guardedTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	r := &countingReader{r: data}
+	err := g.NetworkTransport.InstallSnapshot(id, target, args, resp, r)
+	if err == nil || r.n > 0 || !unreachable(err) {
+		return err
+	}
+	return g.resend(id, target, args.Term, err, g.snapshotFor, func() bool { return r.n == 0 }, func() error {
+		*resp = raft.InstallSnapshotResponse{}
+		return g.NetworkTransport.InstallSnapshot(id, target, args, resp, r)
+	})
+}
+
+// snapshotResendFor bounds how long InstallSnapshot sends one snapshot
+// again: the snapshot it holds open ages while its peer is away.
+const snapshotResendFor = 30 * time.Second
+
+// resend sends a call whose first try could not reach its peer (err is
+// that try's error) again, first after retryFirst, then at most every
+// retryCap, while this node leads in term and the peer is still a member
+// at target, and (when limit is positive) for at most limit. It stops
+// when the peer answers, when a try fails otherwise, or when again (if
+// not nil) reports that the call cannot be sent again; it returns the
+// last error.
+func (g *guardedTransport) resend(id raft.ServerID, target raft.ServerAddress, term uint64, err error, limit time.Duration, again func() bool, call func() error) error {
 	lead := g.leads.Load()
 	if lead == nil {
 		return err
 	}
 	began, wait := time.Now(), retryFirst
 	for {
-		if !(*lead)(id, target, args.Term) {
+		if !(*lead)(id, target, term) || (limit > 0 && time.Since(began) >= limit) {
 			return err
 		}
 		select {
@@ -102,14 +147,25 @@ func (g *guardedTransport) AppendEntries(id raft.ServerID, target raft.ServerAdd
 			return err
 		}
 		wait = min(2*wait, g.retryCap)
-		*resp = raft.AppendEntriesResponse{}
-		if err = g.NetworkTransport.AppendEntries(id, target, args, resp); err == nil || !unreachable(err) {
+		if err = call(); err == nil || !unreachable(err) || (again != nil && !again()) {
 			if d := time.Since(began); err == nil && d >= time.Second && g.logger != nil {
 				g.logger.Info("raft: a peer answers again; replication to it resumes", "peer", string(id), "addr", string(target), "unreachable_for", d.Round(time.Millisecond))
 			}
 			return err
 		}
 	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // boundedDial is the transport's stream layer with its dials bounded by

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/statedhq/stated/internal/heldport"
 )
 
 // TestStopHeartbeatsWaitsForTheOneInFlightAndRefusesLaterOnes: Close
@@ -94,14 +97,11 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-// answer serves AppendEntries on addr, answering each with fn's error
+// answer serves AppendEntries on ln, answering each with fn's error
 // (Success when nil), and counts them.
-func answer(t *testing.T, addr string, fn func() error) *atomic.Int32 {
+func answer(t *testing.T, ln net.Listener, fn func() error) *atomic.Int32 {
 	t.Helper()
-	tr, err := raft.NewTCPTransport(addr, nil, 2, 5*time.Second, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := raft.NewNetworkTransport(&tcpLayer{Listener: ln, advertise: ln.Addr()}, 2, 5*time.Second, io.Discard)
 	t.Cleanup(func() { tr.Close() })
 	var n atomic.Int32
 	go func() {
@@ -133,7 +133,8 @@ func newSender(t *testing.T, lead func(raft.ServerID, raft.ServerAddress, uint64
 // failing and leaving the next try to Raft's backoff; the check on who
 // leads is asked with the call's peer and term.
 func TestAReplicationCallToAPeerThatIsDownIsSentAgainUntilItAnswers(t *testing.T) {
-	addr := freeAddr(t)
+	port := heldport.Hold(t) // refused until answer serves it
+	addr := port.Addr()
 	var asked atomic.Int32
 	g := newSender(t, func(id raft.ServerID, a raft.ServerAddress, term uint64) bool {
 		if id != "follower" || string(a) != addr || term != 3 {
@@ -144,7 +145,7 @@ func TestAReplicationCallToAPeerThatIsDownIsSentAgainUntilItAnswers(t *testing.T
 		return true
 	})
 	served := make(chan *atomic.Int32, 1)
-	time.AfterFunc(300*time.Millisecond, func() { served <- answer(t, addr, func() error { return nil }) })
+	time.AfterFunc(300*time.Millisecond, func() { served <- answer(t, port.Listen(t), func() error { return nil }) })
 	var resp raft.AppendEntriesResponse
 	if err := g.AppendEntries("follower", raft.ServerAddress(addr), replicationCall(g.LocalAddr()), &resp); err != nil {
 		t.Fatalf("the call to a peer back after 300ms: %v", err)
@@ -164,18 +165,10 @@ func TestAReplicationCallToAPeerThatIsDownIsSentAgainUntilItAnswers(t *testing.T
 func TestWhatIsNotSentAgain(t *testing.T) {
 	always := func(raft.ServerID, raft.ServerAddress, uint64) bool { return true }
 	call := func(g *guardedTransport, addr string, req *raft.AppendEntriesRequest) error {
-		done := make(chan error, 1)
-		go func() {
+		return withinWaitLimit(t, "the call", func() error {
 			var resp raft.AppendEntriesResponse
-			done <- g.AppendEntries("follower", raft.ServerAddress(addr), req, &resp)
-		}()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(waitLimit):
-			t.Fatalf("the call was still being sent after %s", waitLimit)
-			return nil
-		}
+			return g.AppendEntries("follower", raft.ServerAddress(addr), req, &resp)
+		})
 	}
 
 	t.Run("heartbeat", func(t *testing.T) {
@@ -193,9 +186,13 @@ func TestWhatIsNotSentAgain(t *testing.T) {
 		}
 	})
 	t.Run("the peer's error", func(t *testing.T) {
-		g, addr := newSender(t, always), freeAddr(t)
-		n := answer(t, addr, func() error { return errors.New("not now") })
-		err := call(g, addr, replicationCall(g.LocalAddr()))
+		g := newSender(t, always)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := answer(t, ln, func() error { return errors.New("not now") })
+		err = call(g, ln.Addr().String(), replicationCall(g.LocalAddr()))
 		if err == nil || !strings.Contains(err.Error(), "not now") || n.Load() != 1 {
 			t.Fatalf("err %v after %d calls; want the peer's error after one", err, n.Load())
 		}
@@ -218,9 +215,24 @@ func TestWhatIsNotSentAgain(t *testing.T) {
 	})
 }
 
-// waitLimit bounds each call of TestWhatIsNotSentAgain: one sent again
-// would go on forever.
+// waitLimit bounds each call of TestWhatIsNotSentAgain and of the
+// snapshots' test: one sent again would go on forever.
 const waitLimit = 20 * time.Second
+
+// withinWaitLimit returns send's error, failing the test if send (what)
+// has not returned within waitLimit.
+func withinWaitLimit(t *testing.T, what string, send func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- send() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(waitLimit):
+		t.Fatalf("%s was still being sent after %s", what, waitLimit)
+		return nil
+	}
+}
 
 // TestUnreachableTellsAPeerDownFromAPeerThatAnswered, on errors as the
 // dial and the connection give them.
@@ -324,4 +336,115 @@ func TestTheTransportGivesUpADialThatGetsNoAnswerAfterTheElectionTimeoutAndASeco
 	if took < bound || took > bound+3*time.Second {
 		t.Fatalf("the dial gave up after %v; want %v (a second plus the election timeout), not the transport's 10 s", took, bound)
 	}
+}
+
+// receiveSnapshots serves InstallSnapshot on ln: it reads each
+// snapshot's data whole, answers Success, and sends the data on the
+// channel it returns.
+func receiveSnapshots(t *testing.T, ln net.Listener) <-chan []byte {
+	t.Helper()
+	tr := raft.NewNetworkTransport(&tcpLayer{Listener: ln, advertise: ln.Addr()}, 2, 5*time.Second, io.Discard)
+	t.Cleanup(func() { tr.Close() })
+	got := make(chan []byte, 4)
+	go func() {
+		for rpc := range tr.Consumer() {
+			b, err := io.ReadAll(rpc.Reader)
+			got <- b
+			rpc.Respond(&raft.InstallSnapshotResponse{Term: 3, Success: err == nil}, err)
+		}
+	}()
+	return got
+}
+
+func snapshotCall(from raft.ServerAddress, data []byte) *raft.InstallSnapshotRequest {
+	return &raft.InstallSnapshotRequest{
+		RPCHeader:       replicationCall(from).RPCHeader,
+		SnapshotVersion: raft.SnapshotVersionMax,
+		Term:            3, LastLogIndex: 100, LastLogTerm: 3, Size: int64(len(data)),
+	}
+}
+
+// TestASnapshotToAPeerThatIsDownIsSentAgainUntilItAnswers: a snapshot
+// that could not reach its peer is sent again, whole, once the peer is
+// back a moment later, instead of failing and leaving the next try to
+// Raft's backoff.
+func TestASnapshotToAPeerThatIsDownIsSentAgainUntilItAnswers(t *testing.T) {
+	port := heldport.Hold(t) // refused until receiveSnapshots serves it
+	var asked atomic.Int32
+	g := newSender(t, func(id raft.ServerID, a raft.ServerAddress, term uint64) bool {
+		if id != "follower" || string(a) != port.Addr() || term != 3 {
+			t.Errorf("lead asked about %s at %s in term %d", id, a, term)
+			return false
+		}
+		asked.Add(1)
+		return true
+	})
+	served := make(chan (<-chan []byte), 1)
+	time.AfterFunc(300*time.Millisecond, func() { served <- receiveSnapshots(t, port.Listen(t)) })
+	data := bytes.Repeat([]byte("snapshot"), 10_000)
+	var resp raft.InstallSnapshotResponse
+	if err := g.InstallSnapshot("follower", raft.ServerAddress(port.Addr()), snapshotCall(g.LocalAddr(), data), &resp, bytes.NewReader(data)); err != nil {
+		t.Fatalf("the snapshot to a peer back after 300ms: %v", err)
+	}
+	if !resp.Success {
+		t.Fatalf("the peer answered %+v", resp)
+	}
+	if got := <-<-served; !bytes.Equal(got, data) {
+		t.Fatalf("the peer received %d bytes; want the %d of the snapshot", len(got), len(data))
+	}
+	if asked.Load() < 2 {
+		t.Fatalf("lead was asked %d times over 300ms of tries", asked.Load())
+	}
+}
+
+// TestASnapshotIsNotSentAgainOnceItsDataWasReadNorPastItsBound: a
+// snapshot whose data was read before the connection broke goes back to
+// Raft with its error at once (its reader cannot be rewound), and so does
+// one whose peer stays away past the bound.
+func TestASnapshotIsNotSentAgainOnceItsDataWasReadNorPastItsBound(t *testing.T) {
+	always := func(raft.ServerID, raft.ServerAddress, uint64) bool { return true }
+	send := func(g *guardedTransport, addr string, data []byte) error {
+		return withinWaitLimit(t, "the snapshot", func() error {
+			var resp raft.InstallSnapshotResponse
+			return g.InstallSnapshot("follower", raft.ServerAddress(addr), snapshotCall(g.LocalAddr(), data), &resp, bytes.NewReader(data))
+		})
+	}
+
+	t.Run("data read", func(t *testing.T) {
+		// A peer that closes the connection once the snapshot is on its
+		// way: the sender's write of the data fails (16 MiB outgrow the
+		// sockets' buffers) after some of it was read.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		var accepted atomic.Int32
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				accepted.Add(1)
+				io.ReadFull(c, make([]byte, 1))
+				c.Close()
+			}
+		}()
+		err = send(newSender(t, always), ln.Addr().String(), bytes.Repeat([]byte("snapshot"), 2<<20))
+		if !unreachable(err) || accepted.Load() != 1 {
+			t.Fatalf("err %v after %d connections; want the broken connection's error after one", err, accepted.Load())
+		}
+	})
+	t.Run("past the bound", func(t *testing.T) {
+		g := newSender(t, always)
+		g.snapshotFor = 300 * time.Millisecond
+		began := time.Now()
+		if err := send(g, heldport.Hold(t).Addr(), []byte("snapshot")); err == nil {
+			t.Fatal("a snapshot to nobody succeeded")
+		}
+		if d := time.Since(began); d < g.snapshotFor {
+			t.Fatalf("the snapshot went back to Raft after %v, before its bound %v", d, g.snapshotFor)
+		}
+	})
 }
