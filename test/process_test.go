@@ -149,14 +149,26 @@ func s3TestEnv() {
 // 4.0 minutes of wall time and 4.1 of CPU at 4.
 const testParallel = 6
 
-// defaultParallel sets -test.parallel to testParallel unless the command
-// line gave it.
+// raceTestParallel is testParallel under the race detector, where the
+// tests' in-process daemons and clients are race builds, several times
+// the CPU, and CI runs other race-built packages beside them: at 6 the
+// 2-core machine stayed over 80% CPU pressure for minutes (the stall
+// report of a daemontest start that took 32 s: "some avg60=88"), and
+// Raft leaders missed their 500 ms leases one after the other.
+const raceTestParallel = 3
+
+// defaultParallel sets -test.parallel to testParallel (raceTestParallel
+// under the race detector) unless the command line gave it.
 func defaultParallel() {
 	flag.Parse()
 	given := false
 	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
 	if !given {
-		flag.Set("test.parallel", fmt.Sprint(testParallel))
+		n := testParallel
+		if raceEnabled {
+			n = raceTestParallel
+		}
+		flag.Set("test.parallel", fmt.Sprint(n))
 	}
 }
 

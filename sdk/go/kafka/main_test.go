@@ -15,12 +15,22 @@ import (
 // here) would leave the machine idle.
 const testParallel = 8
 
+// raceTestParallel is testParallel under the race detector, where the
+// daemons the tests start in process are race builds (several times the
+// CPU) and CI runs other race-built packages beside them: at 8, two-node
+// clusters lost their leaders to missed leases again and again.
+const raceTestParallel = 4
+
 func TestMain(m *testing.M) {
 	flag.Parse()
 	given := false
 	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
 	if !given {
-		flag.Set("test.parallel", fmt.Sprint(testParallel))
+		n := testParallel
+		if raceEnabled {
+			n = raceTestParallel
+		}
+		flag.Set("test.parallel", fmt.Sprint(n))
 	}
 	os.Exit(m.Run())
 }
