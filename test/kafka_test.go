@@ -254,7 +254,15 @@ func TestKafkaExactlyOnceAcrossCancelledProcessors(t *testing.T) {
 		pctx, cancel := context.WithCancel(ctx)
 		errc := startProcessor(pctx, t, cfg)
 		for target := int64(2000 + r.IntN(10000)); handled.Load() < target; {
-			time.Sleep(time.Duration(r.IntN(500)) * time.Microsecond)
+			select {
+			case err := <-errc:
+				cancel()
+				t.Fatalf("round %d: the processor stopped after %d records, before its crash at %d: %v", round, handled.Load(), target, err)
+			case <-ctx.Done():
+				cancel()
+				t.Fatalf("round %d: %d records handled, not the %d of its crash: %v", round, handled.Load(), target, ctx.Err())
+			case <-time.After(time.Duration(r.IntN(500)) * time.Microsecond):
+			}
 		}
 		cancel()
 		if err := <-errc; err != nil {
