@@ -3,6 +3,7 @@ package raftstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -39,5 +40,28 @@ func TestAWaitOnAFutureRaftNeverAnswersEndsWithItsContext(t *testing.T) {
 	answered.answer <- raft.ErrLeadershipLost
 	if err := futureError(context.Background(), answered); !errors.Is(err, raft.ErrLeadershipLost) {
 		t.Fatalf("futureError of an answered future = %v; want its answer", err)
+	}
+}
+
+// TestALeadershipCheckThatReachesRaftAsItClosesEnds: hashicorp/raft, once
+// Shutdown has begun, queues a VerifyLeader future or answers it
+// ErrRaftShutdown at random, and nothing answers a queued one. A
+// linearizable read whose check reached Raft as the store closed waited
+// for good, however long its caller would wait (a gRPC call may set no
+// deadline). Each of these checks, after Close, must end with Raft's
+// shutdown error; without the wait on Close, about half of them wait for
+// good.
+func TestALeadershipCheckThatReachesRaftAsItClosesEnds(t *testing.T) {
+	s := openStore(t, testConfig(t.TempDir()))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 32 {
+		err := withinWaitLimit(t, fmt.Sprintf("leadership check %d after Close", i+1), func() error {
+			return s.confirmLeadership(context.Background())
+		})
+		if !errors.Is(err, raft.ErrRaftShutdown) {
+			t.Fatalf("leadership check %d after Close: %v; want %v", i+1, err, raft.ErrRaftShutdown)
+		}
 	}
 }

@@ -723,7 +723,7 @@ func (s *Store) TransferLeadership(ctx context.Context) (string, error) {
 	case target == nil:
 		return "", fmt.Errorf("raftstore: no other voter answers to take leadership over: %s", strings.Join(unreachable, "; "))
 	}
-	if err := s.raft.LeadershipTransferToServer(target.ID, target.Address).Error(); err != nil {
+	if err := s.untilClosed(ctx, s.raft.LeadershipTransferToServer(target.ID, target.Address)); err != nil {
 		return "", fmt.Errorf("raftstore: leadership transfer to %s: %w", target.ID, raftError(err))
 	}
 	t := time.NewTicker(5 * time.Millisecond)
@@ -1040,7 +1040,7 @@ func (s *Store) ReadBarrier(ctx context.Context, c Consistency, minIndex uint64)
 		// Read the commit index first, then confirm leadership: whatever
 		// was committed before the read began is at or below it.
 		commit := s.raft.CommitIndex()
-		if err := s.raft.VerifyLeader().Error(); err != nil {
+		if err := s.confirmLeadership(ctx); err != nil {
 			return 0, raftError(err)
 		}
 		// The commit index is that of term's leader only if this node
@@ -1081,6 +1081,12 @@ func (s *Store) ensureTermCommitted(ctx context.Context) (uint64, error) {
 // selects on a context that Close cancels (watchCtx) or that the caller
 // bounds.
 func futureError(ctx context.Context, f raft.Future) error {
+	return futureErrorUntil(ctx, nil, f)
+}
+
+// futureErrorUntil is futureError that also ends, with
+// raft.ErrRaftShutdown, once closed is closed.
+func futureErrorUntil(ctx context.Context, closed <-chan struct{}, f raft.Future) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {
@@ -1088,7 +1094,30 @@ func futureError(ctx context.Context, f raft.Future) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-closed:
+		return raft.ErrRaftShutdown
 	}
+}
+
+// untilClosed waits for the outcome of f, a call that changes no state
+// (a leadership check, a leadership transfer), until ctx ends or Close
+// begins. hashicorp/raft queues VerifyLeader's and
+// LeadershipTransferToServer's futures on buffered channels, and once
+// Shutdown has begun it picks at random between queueing a future and
+// answering ErrRaftShutdown: a future queued as Raft's main loop returns
+// is never answered. A linearizable read that reached Raft just as its
+// store closed waited for good (the likely cause of a CI run whose
+// raftstore tests hung for their 30 minutes, in the test that stops a
+// leader under linearizable reads), and a gRPC call without a deadline
+// with it.
+func (s *Store) untilClosed(ctx context.Context, f raft.Future) error {
+	return futureErrorUntil(ctx, s.watchCtx.Done(), f)
+}
+
+// confirmLeadership has Raft confirm that this node still leads: a
+// quorum answers its heartbeats.
+func (s *Store) confirmLeadership(ctx context.Context) error {
+	return s.untilClosed(ctx, s.raft.VerifyLeader())
 }
 
 // lastCommandAtOrBelow returns the index of the last command entry at or
