@@ -46,22 +46,36 @@ func TestAWaitOnAFutureRaftNeverAnswersEndsWithItsContext(t *testing.T) {
 // TestALeadershipCheckThatReachesRaftAsItClosesEnds: hashicorp/raft, once
 // Shutdown has begun, queues a VerifyLeader future or answers it
 // ErrRaftShutdown at random, and nothing answers a queued one. A
-// linearizable read whose check reached Raft as the store closed waited
-// for good, however long its caller would wait (a gRPC call may set no
-// deadline). Each of these checks, after Close, must end with Raft's
-// shutdown error; without the wait on Close, about half of them wait for
-// good.
+// linearizable read whose check reached Raft as it shut down waited for
+// good, however long its caller would wait (a gRPC call may set no
+// deadline). Each of these checks must end with Raft's shutdown error,
+// after Close and after a shutdown of Raft's own (a node removed from
+// the configuration shuts its Raft down without Close); without the wait
+// on the shutdown, about half of them wait for good.
 func TestALeadershipCheckThatReachesRaftAsItClosesEnds(t *testing.T) {
-	s := openStore(t, testConfig(t.TempDir()))
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 32 {
-		err := withinWaitLimit(t, fmt.Sprintf("leadership check %d after Close", i+1), func() error {
-			return s.confirmLeadership(context.Background())
+	for _, c := range []struct {
+		name string
+		stop func(*Store) error
+	}{
+		{"Close", (*Store).Close},
+		{"Raft's own shutdown", func(s *Store) error {
+			t.Cleanup(func() { s.Close() })
+			return s.raft.Shutdown().Error()
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := openStore(t, testConfig(t.TempDir()))
+			if err := c.stop(s); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 32 {
+				err := withinWaitLimit(t, fmt.Sprintf("leadership check %d after %s", i+1, c.name), func() error {
+					return s.confirmLeadership(context.Background())
+				})
+				if !errors.Is(err, raft.ErrRaftShutdown) {
+					t.Fatalf("leadership check %d after %s: %v; want %v", i+1, c.name, err, raft.ErrRaftShutdown)
+				}
+			}
 		})
-		if !errors.Is(err, raft.ErrRaftShutdown) {
-			t.Fatalf("leadership check %d after Close: %v; want %v", i+1, err, raft.ErrRaftShutdown)
-		}
 	}
 }

@@ -84,6 +84,9 @@ type Store struct {
 	watchCtx  context.Context
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
+	// raftDown is closed once Raft shuts down, by Close or on its own,
+	// or once Close begins; see watchShutdown.
+	raftDown chan struct{}
 
 	// The running scan of Counts, shared by its callers; see Counts.
 	countsMu  sync.Mutex
@@ -242,6 +245,8 @@ func (s *Store) open(ctx context.Context) error {
 	s.watchCtx, s.stopWatch = context.WithCancel(context.Background())
 	s.watchDone = make(chan struct{})
 	go s.watchLeadership()
+	s.raftDown = make(chan struct{})
+	go s.watchShutdown()
 	if s.gate != nil {
 		s.joinDone = make(chan struct{})
 		go s.watchJoin()
@@ -1105,13 +1110,35 @@ func futureErrorUntil(ctx context.Context, closed <-chan struct{}, f raft.Future
 // LeadershipTransferToServer's futures on buffered channels, and once
 // Shutdown has begun it picks at random between queueing a future and
 // answering ErrRaftShutdown: a future queued as Raft's main loop returns
-// is never answered. A linearizable read that reached Raft just as its
+// is never answered. That Shutdown may be Raft's own (a removed node's),
+// so the wait also ends when Raft shuts down, not only at Close. A linearizable read that reached Raft just as its
 // store closed waited for good (the likely cause of a CI run whose
 // raftstore tests hung for their 30 minutes, in the test that stops a
 // leader under linearizable reads), and a gRPC call without a deadline
 // with it.
 func (s *Store) untilClosed(ctx context.Context, f raft.Future) error {
-	return futureErrorUntil(ctx, s.watchCtx.Done(), f)
+	return futureErrorUntil(ctx, s.raftDown, f)
+}
+
+// watchShutdown closes raftDown once Raft shuts down, whether Close shut
+// it down or it did so on its own (a node removed from the configuration
+// shuts its Raft down, and stays open otherwise), or once Close begins.
+func (s *Store) watchShutdown() {
+	defer close(s.raftDown)
+	obs := make(chan raft.Observation, 1)
+	o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		st, ok := o.Data.(raft.RaftState)
+		return ok && st == raft.Shutdown
+	})
+	s.raft.RegisterObserver(o)
+	defer s.raft.DeregisterObserver(o)
+	if s.raft.State() == raft.Shutdown { // before the observer was in place
+		return
+	}
+	select {
+	case <-obs:
+	case <-s.watchCtx.Done():
+	}
 }
 
 // confirmLeadership has Raft confirm that this node still leads: a
