@@ -22,6 +22,7 @@ import (
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
 	"github.com/statedhq/stated/daemon/recovery"
+	"github.com/statedhq/stated/internal/testenv"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore/fsm"
 	"github.com/statedhq/stated/uploader"
@@ -328,7 +329,7 @@ func bucketFilesBytes(t *testing.T, bucketURL string) int64 {
 // in steady state, changing 1% of the keys makes the next checkpoint send
 // at most 5% of the state's bytes to the bucket.
 func TestIncrementalCheckpointOfA200MBStateSendsLittle(t *testing.T) {
-	if raceEnabled {
+	if testenv.Race {
 		t.Skip("writes 200 MB: too slow under the race detector; `go test ./daemon` runs it")
 	}
 	bucket := fileBucket(t)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
+	"github.com/statedhq/stated/internal/testenv"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
@@ -39,7 +40,7 @@ func leaderOf(t *testing.T, nodes []*daemon.Daemon) (leader *daemon.Daemon, foll
 // leader's checksums are no use to it.) Checkpoints and the followers'
 // passes are run by the test, so that it knows what each one read.
 func TestANewLeadersFirstCheckpointReadsOnlyWhatChanged(t *testing.T) {
-	if raceEnabled {
+	if testenv.Race {
 		t.Skip("writes 32 MB and checkpoints it in rounds: 66 s under the race detector; `go test ./daemon` runs it, and TestFollowersHashTheirTablesInTheBackground runs the passes beside checkpoints under it")
 	}
 	bucket := fileBucket(t)

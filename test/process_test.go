@@ -2,7 +2,6 @@ package test
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/statedhq/stated/daemon/daemontest"
 	"github.com/statedhq/stated/internal/s3test"
+	"github.com/statedhq/stated/internal/testenv"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore/raftstoretest"
 )
@@ -124,7 +124,7 @@ func TestMain(m *testing.M) {
 		os.Setenv("STATED_RAFT_LOG_STORE", testRaftLogStore)
 	}
 	s3TestEnv()
-	defaultParallel()
+	testenv.DefaultParallel(testParallel, raceTestParallel)
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
@@ -156,21 +156,6 @@ const testParallel = 6
 // report of a daemontest start that took 32 s: "some avg60=88"), and
 // Raft leaders missed their 500 ms leases one after the other.
 const raceTestParallel = 3
-
-// defaultParallel sets -test.parallel to testParallel (raceTestParallel
-// under the race detector) unless the command line gave it.
-func defaultParallel() {
-	flag.Parse()
-	given := false
-	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
-	if !given {
-		n := testParallel
-		if raceEnabled {
-			n = raceTestParallel
-		}
-		flag.Set("test.parallel", fmt.Sprint(n))
-	}
-}
 
 // node is one `stated run` process and the directories it keeps across
 // restarts.
@@ -417,7 +402,7 @@ func (n *node) stop(sig syscall.Signal) int {
 // under 20 minutes on two cores.
 func skipUnderRace(t *testing.T) {
 	t.Helper()
-	if raceEnabled {
+	if testenv.Race {
 		t.Skip("long end-to-end test: runs without -race (go test ./...); its in-process code runs under -race in its own packages")
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/statedhq/stated/daemon/daemontest"
+	"github.com/statedhq/stated/internal/testenv"
 )
 
 // processesWithArg returns the pids and command lines of the processes
@@ -151,7 +152,7 @@ func TestDemoAsAProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a three-node cluster, Kafka and a processor for up to a minute; skipped with -short")
 	}
-	if raceEnabled {
+	if testenv.Race {
 		t.Skip("the demo's processes are not race builds; the demo's code runs under -race in the refusal tests")
 	}
 	bin := buildStated(t, t.TempDir())

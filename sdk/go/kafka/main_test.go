@@ -1,10 +1,10 @@
 package kafka
 
 import (
-	"flag"
-	"fmt"
 	"os"
 	"testing"
+
+	"github.com/statedhq/stated/internal/testenv"
 )
 
 // testParallel is how many of this package's tests run at once unless
@@ -22,15 +22,6 @@ const testParallel = 8
 const raceTestParallel = 4
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	given := false
-	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
-	if !given {
-		n := testParallel
-		if raceEnabled {
-			n = raceTestParallel
-		}
-		flag.Set("test.parallel", fmt.Sprint(n))
-	}
+	testenv.DefaultParallel(testParallel, raceTestParallel)
 	os.Exit(m.Run())
 }
