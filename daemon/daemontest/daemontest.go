@@ -183,3 +183,45 @@ func WhileUnavailable(ctx context.Context, call func() error) error {
 		}
 	}
 }
+
+// MoveLeadership hands the leadership of nodes' cluster to `to` and
+// waits until every node knows `to` as leader, or ctx ends (it then
+// returns an error; it may run on any goroutine, an interceptor's
+// included). It transfers from whichever node leads, again if an
+// election moves leadership elsewhere on the way: under -race on a
+// loaded machine a leader may miss its lease and the cluster elect
+// another, so a test that choreographs leadership must not assume that
+// the node it handed leadership to still has it.
+func MoveLeadership(ctx context.Context, t testing.TB, nodes []*daemon.Daemon, to *daemon.Daemon) error {
+	t.Helper()
+	for {
+		if to.Store().IsLeader() && everyoneFollows(nodes, to) {
+			return nil
+		}
+		for _, d := range nodes {
+			if d == to || !d.Store().IsLeader() {
+				continue
+			}
+			if _, err := d.Store().TransferLeadership(ctx); err != nil && ctx.Err() == nil {
+				// It lost leadership on the way, or the transfer timed
+				// out under load: look again.
+				t.Logf("daemontest: transfer of the leadership from %s towards %s: %v", d.NodeID(), to.NodeID(), err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("daemontest: %s does not lead with every node following it: %w", to.NodeID(), ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// everyoneFollows reports whether every node of nodes knows l as leader.
+func everyoneFollows(nodes []*daemon.Daemon, l *daemon.Daemon) bool {
+	for _, d := range nodes {
+		if id, _ := d.Store().Leader(); id != l.NodeID() {
+			return false
+		}
+	}
+	return true
+}
