@@ -1105,13 +1105,13 @@ func futureErrorUntil(ctx context.Context, closed <-chan struct{}, f raft.Future
 }
 
 // untilClosed waits for the outcome of f, a call that changes no state
-// (a leadership check, a leadership transfer), until ctx ends or Close
-// begins. hashicorp/raft queues VerifyLeader's and
+// (a leadership check, a leadership transfer), until ctx ends or Raft
+// shuts down (see raftDown). hashicorp/raft queues VerifyLeader's and
 // LeadershipTransferToServer's futures on buffered channels, and once
 // Shutdown has begun it picks at random between queueing a future and
 // answering ErrRaftShutdown: a future queued as Raft's main loop returns
-// is never answered. That Shutdown may be Raft's own (a removed node's),
-// so the wait also ends when Raft shuts down, not only at Close. A linearizable read that reached Raft just as its
+// is never answered. That Shutdown may be Close's or Raft's own (a
+// removed node's). A linearizable read that reached Raft just as its
 // store closed waited for good (the likely cause of a CI run whose
 // raftstore tests hung for their 30 minutes, in the test that stops a
 // leader under linearizable reads), and a gRPC call without a deadline
