@@ -191,7 +191,11 @@ func WhileUnavailable(ctx context.Context, call func() error) error {
 // election moves leadership elsewhere on the way: under -race on a
 // loaded machine a leader may miss its lease and the cluster elect
 // another, so a test that choreographs leadership must not assume that
-// the node it handed leadership to still has it.
+// the node it handed leadership to still has it. Store.TransferLeadership
+// names no target (it hands leadership to the first other voter that
+// answers), so `to` must be where every transfer leads: the other node of
+// a two-node cluster, or node1, the first voter. Any other `to` is
+// reached only by chance, and the wait may end with ctx.
 func MoveLeadership(ctx context.Context, t testing.TB, nodes []*daemon.Daemon, to *daemon.Daemon) error {
 	t.Helper()
 	for {
