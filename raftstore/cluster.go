@@ -130,7 +130,7 @@ func (s *Store) Join(ctx context.Context, m Member, clusterID string) (string, e
 	case present:
 		s.logger.Warn("a member asks to join again without its Raft state (a lost or wiped data dir, or a retried join): removing its old incarnation before adding it back",
 			"node", m.ID, "raft_addr", m.RaftAddr)
-		if err := futureError(ctx, s.raft.RemoveServer(raft.ServerID(m.ID), 0, s.timeout(ctx))); err != nil {
+		if err := s.untilClosed(ctx, s.raft.RemoveServer(raft.ServerID(m.ID), 0, s.timeout(ctx))); err != nil {
 			return "", raftError(err)
 		}
 	}
@@ -143,7 +143,7 @@ func (s *Store) Join(ctx context.Context, m Member, clusterID string) (string, e
 	}}); err != nil {
 		return "", err
 	}
-	if err := futureError(ctx, s.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, s.timeout(ctx))); err != nil {
+	if err := s.untilClosed(ctx, s.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, s.timeout(ctx))); err != nil {
 		return "", raftError(err)
 	}
 	s.logger.Info("added a voter", "node", m.ID, "raft_addr", m.RaftAddr, "grpc_addr", m.GRPCAddr, "incarnation", m.Incarnation)
@@ -228,7 +228,7 @@ func (s *Store) Remove(ctx context.Context, id string) error {
 		// (Members and Leader look up members of the configuration,
 		// Join's address check skips non-members, a Join of the id
 		// records it anew).
-		if err := futureError(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, s.timeout(ctx))); err != nil {
+		if err := s.untilClosed(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, s.timeout(ctx))); err != nil {
 			return raftError(err)
 		}
 		if _, err := s.propose(ctx, &command.Command{Type: command.TypeRemoveMember, Member: &command.Member{ID: id}}); err != nil {
@@ -243,7 +243,7 @@ func (s *Store) Remove(ctx context.Context, id string) error {
 	if _, err := s.propose(ctx, &command.Command{Type: command.TypeRemoveMember, Member: &command.Member{ID: id}}); err != nil {
 		return err
 	}
-	if err := futureError(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, s.timeout(ctx))); err != nil {
+	if err := s.untilClosed(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, s.timeout(ctx))); err != nil {
 		// Still a member: record its addresses again, or the followers
 		// could not forward to it while it leads.
 		if _, err2 := s.propose(ctx, &command.Command{Type: command.TypeSetMember, Member: &command.Member{

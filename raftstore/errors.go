@@ -8,6 +8,11 @@ var (
 	ErrNotLeader = errors.New("raftstore: not leader")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("raftstore: closed")
+	// ErrOutcomeUnknown is returned, with the reason (a context's error,
+	// or ErrClosed when Raft shut down), by a write whose entry was
+	// proposed and may still have committed: a retry with the same
+	// client id and sequence learns which.
+	ErrOutcomeUnknown = errors.New("raftstore: commit outcome unknown")
 	// ErrClusterMismatch is returned when a data directory or a joining
 	// node belongs to another node or cluster.
 	ErrClusterMismatch = errors.New("raftstore: belongs to another node or cluster")

@@ -243,10 +243,10 @@ func (s *Store) open(ctx context.Context) error {
 	// timeout, the most Raft waits between its heartbeats to a peer.
 	s.guard.keepReplicating(s.replicatesTo, s.cfg.HeartbeatTimeout/2, s.logger)
 	s.watchCtx, s.stopWatch = context.WithCancel(context.Background())
+	s.raftDown = make(chan struct{}) // before anything waits on a future
+	go s.watchShutdown()
 	s.watchDone = make(chan struct{})
 	go s.watchLeadership()
-	s.raftDown = make(chan struct{})
-	go s.watchShutdown()
 	if s.gate != nil {
 		s.joinDone = make(chan struct{})
 		go s.watchJoin()
@@ -302,7 +302,7 @@ func (s *Store) snapshotRestoredState(ctx context.Context) error {
 	if err := s.WaitLeader(ctx); err != nil {
 		return fmt.Errorf("raftstore: restored state: %w", err)
 	}
-	if err := futureError(ctx, s.raft.Barrier(s.cfg.ApplyTimeout)); err != nil {
+	if err := s.untilClosed(ctx, s.raft.Barrier(s.cfg.ApplyTimeout)); err != nil {
 		return fmt.Errorf("raftstore: restored state: %w", raftError(err))
 	}
 	orig := s.raft.ReloadableConfig()
@@ -615,7 +615,7 @@ func (s *Store) WaitReady(ctx context.Context) error {
 	if s.raft.State() != raft.Leader {
 		return nil
 	}
-	if err := futureError(ctx, s.raft.Barrier(s.timeout(ctx))); err != nil {
+	if err := s.untilClosed(ctx, s.raft.Barrier(s.timeout(ctx))); err != nil {
 		return fmt.Errorf("raftstore: apply the log before serving: %w", raftError(err))
 	}
 	// A new leader records the cluster id (the first leader of a new
@@ -848,12 +848,19 @@ func (s *Store) proposeResult(ctx context.Context, cmd *command.Command) (*fsm.R
 	}
 	cmd.Now = time.Now().UnixNano()
 	f := s.raft.Apply(command.EncodeProposal(cmd), s.timeout(ctx))
-	if err := futureError(ctx, f); err != nil {
+	if err := s.untilClosed(ctx, f); err != nil {
+		// Once proposed, the entry may still commit when the caller
+		// stops waiting or Raft shuts down: hashicorp/raft answers a
+		// committed entry ErrRaftShutdown when it shuts down before
+		// handing it to the state machine, and leaves it unanswered
+		// when its state machine goroutine stops first. The outcome is
+		// unknown, and a retry with the same client id and sequence is
+		// the safe way to learn it.
 		if ctxErr := ctx.Err(); ctxErr != nil && err == ctxErr {
-			// Once proposed, the entry may still commit: the outcome is
-			// unknown, and a retry with the same client id and sequence
-			// is the safe way to learn it.
-			return nil, fmt.Errorf("raftstore: commit outcome unknown: %w", err)
+			return nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+		}
+		if errors.Is(err, raft.ErrRaftShutdown) {
+			return nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, ErrClosed)
 		}
 		return nil, raftError(err)
 	}
@@ -1071,26 +1078,15 @@ func (s *Store) ensureTermCommitted(ctx context.Context) (uint64, error) {
 	if s.readyTerm.Load() == term {
 		return term, nil
 	}
-	if err := futureError(ctx, s.raft.Barrier(s.timeout(ctx))); err != nil {
+	if err := s.untilClosed(ctx, s.raft.Barrier(s.timeout(ctx))); err != nil {
 		return 0, raftError(err)
 	}
 	s.readyTerm.Store(term)
 	return term, nil
 }
 
-// futureError waits for f's outcome, or for ctx to end. hashicorp/raft
-// can leave a future unanswered for good when it shuts down: an entry that
-// committed just before is handed to its FSM goroutine, which may stop
-// first (seen in CI: watchLeadership's barrier waited 8 minutes after
-// Shutdown, and Close with it). So a wait that Close must be able to end
-// selects on a context that Close cancels (watchCtx) or that the caller
-// bounds.
-func futureError(ctx context.Context, f raft.Future) error {
-	return futureErrorUntil(ctx, nil, f)
-}
-
-// futureErrorUntil is futureError that also ends, with
-// raft.ErrRaftShutdown, once closed is closed.
+// futureErrorUntil waits for f's outcome, or for ctx to end, or ends with
+// errUnanswered once closed is closed (see untilClosed).
 func futureErrorUntil(ctx context.Context, closed <-chan struct{}, f raft.Future) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
@@ -1100,22 +1096,34 @@ func futureErrorUntil(ctx context.Context, closed <-chan struct{}, f raft.Future
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-closed:
-		return raft.ErrRaftShutdown
+		return errUnanswered
 	}
 }
 
-// untilClosed waits for the outcome of f, a call that changes no state
-// (a leadership check, a leadership transfer), until ctx ends or Raft
-// shuts down (see raftDown). hashicorp/raft queues VerifyLeader's and
-// LeadershipTransferToServer's futures on buffered channels, and once
-// Shutdown has begun it picks at random between queueing a future and
-// answering ErrRaftShutdown: a future queued as Raft's main loop returns
-// is never answered. That Shutdown may be Close's or Raft's own (a
-// removed node's). A linearizable read that reached Raft just as its
-// store closed waited for good (the likely cause of a CI run whose
-// raftstore tests hung for their 30 minutes, in the test that stops a
-// leader under linearizable reads), and a gRPC call without a deadline
-// with it.
+// errUnanswered ends a wait on a future that Raft had not answered when it
+// shut down; it is raft.ErrRaftShutdown to errors.Is.
+var errUnanswered = fmt.Errorf("%w before it answered", raft.ErrRaftShutdown)
+
+// untilClosed waits for the outcome of f, until ctx ends or Raft shuts
+// down (see raftDown); every wait on a Raft future goes through it.
+// hashicorp/raft can leave a future unanswered for good when it shuts
+// down:
+//   - an entry (an Apply's, a Barrier's, a membership change's) that
+//     committed just before is handed to the state machine goroutine,
+//     which may stop first (seen in CI: watchLeadership's barrier waited
+//     8 minutes after Shutdown, and Close with it);
+//   - VerifyLeader's and LeadershipTransferToServer's futures go on
+//     buffered channels, and once Shutdown has begun Raft picks at random
+//     between queueing a future and answering ErrRaftShutdown: a future
+//     queued as Raft's main loop returns is never answered (the likely
+//     cause of a CI run whose raftstore tests hung for their 30 minutes,
+//     in the test that stops a leader under linearizable reads).
+//
+// That Shutdown may be Close's or Raft's own (a removed node's). Without
+// this, a commit or linearizable read through gRPC without a deadline
+// waited for good. A caller that proposed an entry reports the end of
+// the wait as an unknown outcome (see proposeResult): the entry may have
+// committed.
 func (s *Store) untilClosed(ctx context.Context, f raft.Future) error {
 	return futureErrorUntil(ctx, s.raftDown, f)
 }

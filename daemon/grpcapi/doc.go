@@ -99,7 +99,7 @@
 // | a checkpoint or savepoint that is not in the bucket      | NotFound         |
 // | deleting the newest or a pinned checkpoint, or a checkpoint of another format or corrupt | FailedPrecondition |
 // | a checkpoint at or below the bucket's newest (uploader.ErrBucketAhead) | FailedPrecondition |
-// | the node is shutting down                                | Unavailable      |
+// | the node is shutting down (a commit's outcome is then unknown if it was proposed) | Unavailable |
 // | the caller's deadline passed (a commit's outcome is then unknown) | DeadlineExceeded |
 // | the caller cancelled                                     | Canceled         |
 // | a request larger than MaxMessageBytes                    | ResourceExhausted |

@@ -88,6 +88,8 @@ func statusOf(ctx context.Context, logger *slog.Logger, err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, uploader.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, raftstore.ErrClosed) && errors.Is(err, raftstore.ErrOutcomeUnknown):
+		return status.Error(codes.Unavailable, "stated: the node is shutting down; the commit's outcome is unknown (a retry in the same session learns it)")
 	case errors.Is(err, raftstore.ErrClosed), errors.Is(err, fsm.ErrClosed):
 		return status.Error(codes.Unavailable, "stated: the node is shutting down")
 	case errors.Is(err, context.DeadlineExceeded):
