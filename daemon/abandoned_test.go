@@ -91,3 +91,54 @@ func TestACheckpointAbandonedBecauseItsLeaderStoppedLeadingAnswersUnavailable(t 
 	}
 	t.Logf("trigger: %v", err)
 }
+
+// TestACheckpointAbandonedByALeaderThatLeadsAgainAnswersUnavailable: the
+// leader stops leading after its checkpoint's barrier, which cancels the
+// upload, and leads again before the upload has failed (an election can
+// hand leadership straight back). The trigger still fails UNAVAILABLE,
+// abandoned because the node stopped leading: the checkpoint's context
+// says why it was cancelled. Judged by whether the node leads when the
+// failure is recorded, it failed CANCELED.
+func TestACheckpointAbandonedByALeaderThatLeadsAgainAnswersUnavailable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bucket := fileBucket(t)
+	nodes := daemontest.StartCluster(t, 2, func(c *daemon.Config) { c.CheckpointURL, c.CheckpointInterval = bucket, 0 })
+	n1 := nodes[0]
+	hooked := make(chan error, 1)
+	var once sync.Once
+	daemon.SetCheckpointUploadHook(n1, func(cpCtx context.Context, epoch uint64) {
+		once.Do(func() {
+			hooked <- func() error {
+				if err := daemontest.MoveLeadership(ctx, t, nodes, nodes[1]); err != nil {
+					return err
+				}
+				select {
+				case <-cpCtx.Done(): // the coordinator saw it stop leading
+				case <-ctx.Done():
+					return errors.New("the checkpoint was not cancelled after node1 stopped leading")
+				}
+				return daemontest.MoveLeadership(ctx, t, nodes, n1)
+			}()
+		})
+	})
+
+	conn := dial(t, "unix://"+n1.SocketPath())
+	pad(ctx, t, statedv1.NewStateClient(conn), 10)
+	_, err := statedv1.NewCheckpointsClient(conn).Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+	select {
+	case herr := <-hooked:
+		if herr != nil {
+			t.Fatalf("moving leadership away from node1 and back during its checkpoint: %v", herr)
+		}
+	default:
+		t.Fatalf("the checkpoint ended before its upload: %v", err)
+	}
+	if !n1.Store().IsLeader() {
+		t.Fatal("node1 does not lead again after the checkpoint")
+	}
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "abandoned: this node stopped leading") {
+		t.Fatalf("trigger of a checkpoint whose leader stopped leading and led again before the upload failed: %v; want Unavailable, abandoned because this node stopped leading", err)
+	}
+	t.Logf("trigger: %v", err)
+}

@@ -159,7 +159,7 @@ func (c *coordinator) changelogCheckpoint(ctx context.Context, tr *trigger, star
 	}
 	info := cp.Info
 	if info == nil || info.Epoch != cp.Epoch || info.AppliedIndex != cp.Index {
-		c.failed(tr, cp.Epoch, fmt.Errorf("%w: changelog barrier %d at index %d cut %+v", errNotTheCut, cp.Epoch, cp.Index, info))
+		c.failed(ctx, tr, cp.Epoch, fmt.Errorf("%w: changelog barrier %d at index %d cut %+v", errNotTheCut, cp.Epoch, cp.Index, info))
 		return
 	}
 	first, last := prev.RaftIndex+1, cp.Index
@@ -194,7 +194,7 @@ func (c *coordinator) changelogCheckpoint(ctx context.Context, tr *trigger, star
 			if errors.Is(err, raftstore.ErrLogCompacted) {
 				c.chain = changelogChain{} // the next checkpoint uploads the tables
 			}
-			c.failed(tr, cp.Epoch, fmt.Errorf("changelog segment: %w", err))
+			c.failed(ctx, tr, cp.Epoch, fmt.Errorf("changelog segment: %w", err))
 			return
 		}
 		m, us, err = c.up.UploadChangelog(ctx, prev, filepath.Join(c.segmentDir, epochDirName(cp.Epoch)), meta, cl,
@@ -204,7 +204,7 @@ func (c *coordinator) changelogCheckpoint(ctx context.Context, tr *trigger, star
 		// A blob of the base that a collection took, or anything else:
 		// the next checkpoint starts again from the tables.
 		c.chain = changelogChain{}
-		c.failed(tr, cp.Epoch, fmt.Errorf("upload: %w", err))
+		c.failed(ctx, tr, cp.Epoch, fmt.Errorf("upload: %w", err))
 		return
 	}
 	c.completeEpoch(ctx, cp.Epoch, info.Offsets)

@@ -146,6 +146,9 @@ type coordinator struct {
 	// cutHook, for tests, may replace the local checkpoint directory of
 	// an epoch before it is read.
 	cutHook func(epoch uint64, dir string) string
+	// uploadHook, for tests, runs as a table checkpoint's upload is about
+	// to start, with the checkpoint's context.
+	uploadHook func(ctx context.Context, epoch uint64)
 	// completed, if set before run, is called with each completed
 	// checkpoint's duration (for metrics).
 	completed func(time.Duration)
@@ -341,9 +344,10 @@ func (c *coordinator) Trigger(ctx context.Context, wait bool) (uint64, *uploader
 // throughout: when this node stops leading, the upload is abandoned
 // before its manifest, and the next leader starts a new epoch.
 func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go c.watchLeadership(ctx, cancel)
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	defer cancelCause(nil)
+	go c.watchLeadership(ctx, cancelCause)
+	cancel := func() { cancelCause(nil) }
 
 	start := time.Now()
 	c.capture(c.materializeEvery > 0)
@@ -369,7 +373,7 @@ func (c *coordinator) tableCheckpoint(ctx context.Context, cancel context.Cancel
 			err = fmt.Errorf("flush before checkpoint: %w", err)
 			// Recorded first: the trigger's caller, answered by
 			// started, may read the status at once.
-			c.failed(tr, 0, err)
+			c.failed(ctx, tr, 0, err)
 			if tr != nil {
 				tr.started <- triggerResult{err: err}
 			}
@@ -385,22 +389,25 @@ func (c *coordinator) tableCheckpoint(ctx context.Context, cancel context.Cancel
 	if c.cutHook != nil {
 		cp.Dir = c.cutHook(cp.Epoch, cp.Dir)
 	}
+	if c.uploadHook != nil {
+		c.uploadHook(ctx, cp.Epoch)
+	}
 
 	if cut, err := fsm.TrimCheckpointWAL(cp.Dir); err != nil {
-		c.failed(tr, cp.Epoch, err)
+		c.failed(ctx, tr, cp.Epoch, err)
 		return
 	} else if cut > 0 {
 		c.logger.Debug("daemon: trimmed the recycled tail of the checkpoint's WAL", "epoch", cp.Epoch, "bytes", cut)
 	}
 	info, err := fsm.ReadCheckpointMeta(cp.Dir)
 	if err != nil {
-		c.failed(tr, cp.Epoch, err)
+		c.failed(ctx, tr, cp.Epoch, err)
 		return
 	}
 	meta, err := checkpointMeta(cp, info, start, c.store.TermAt)
 	if err != nil {
 		c.logger.Error("daemon: checkpoint refused before its upload", "epoch", cp.Epoch, "error", err)
-		c.failed(tr, cp.Epoch, err)
+		c.failed(ctx, tr, cp.Epoch, err)
 		return
 	}
 	// Statistics only: a checkpoint whose windows cannot be read is still
@@ -427,7 +434,7 @@ func (c *coordinator) tableCheckpoint(ctx context.Context, cancel context.Cancel
 		count = <-counted
 	}
 	if err != nil {
-		c.failed(tr, cp.Epoch, fmt.Errorf("upload: %w", err))
+		c.failed(ctx, tr, cp.Epoch, fmt.Errorf("upload: %w", err))
 		return
 	}
 	c.completeEpoch(ctx, cp.Epoch, info.Offsets)
@@ -451,7 +458,7 @@ func (c *coordinator) barrier(ctx context.Context, tr *trigger, propose func(con
 	// The status first, then the trigger's answer: its caller may read
 	// the status at once.
 	if err != nil {
-		c.failed(tr, cp.Epoch, fmt.Errorf("checkpoint barrier: %w", err))
+		c.failed(ctx, tr, cp.Epoch, fmt.Errorf("checkpoint barrier: %w", err))
 		if tr != nil {
 			tr.started <- triggerResult{epoch: cp.Epoch, err: err}
 		}
@@ -666,8 +673,8 @@ func (c *coordinator) prehash(ctx context.Context) {
 }
 
 // watchLeadership cancels the checkpoint as soon as this node stops
-// leading.
-func (c *coordinator) watchLeadership(ctx context.Context, cancel context.CancelFunc) {
+// leading, with errStoppedLeading as the cause.
+func (c *coordinator) watchLeadership(ctx context.Context, cancel context.CancelCauseFunc) {
 	t := time.NewTicker(c.pollFor)
 	defer t.Stop()
 	for {
@@ -676,7 +683,7 @@ func (c *coordinator) watchLeadership(ctx context.Context, cancel context.Cancel
 			return
 		case <-t.C:
 			if !c.store.IsLeader() {
-				cancel()
+				cancel(errStoppedLeading)
 				return
 			}
 		}
@@ -699,8 +706,17 @@ func (e stoppedLeading) Error() string {
 }
 func (e stoppedLeading) Unwrap() []error { return []error{e.err, raftstore.ErrNotLeader} }
 
-func (c *coordinator) failed(tr *trigger, epoch uint64, err error) {
-	if errors.Is(err, context.Canceled) && !c.store.IsLeader() {
+// errStoppedLeading is the cause with which watchLeadership cancels a
+// checkpoint. It is context.Canceled, as the end of the context would be
+// without a cause, to what reports context.Cause (the uploader does).
+var errStoppedLeading = fmt.Errorf("%w: this node stopped leading", context.Canceled)
+
+// failed records the failure of the checkpoint whose context is ctx. A
+// cancellation is stoppedLeading when watchLeadership cancelled it, even
+// if this node leads again by now (an election may hand leadership back
+// before the upload has noticed), or when this node does not lead.
+func (c *coordinator) failed(ctx context.Context, tr *trigger, epoch uint64, err error) {
+	if errors.Is(err, context.Canceled) && (errors.Is(context.Cause(ctx), errStoppedLeading) || !c.store.IsLeader()) {
 		err = stoppedLeading{err}
 	}
 	if ahead := (*uploader.BucketAheadError)(nil); errors.As(err, &ahead) {
