@@ -39,7 +39,7 @@ const badSocketForm = "unix://s.sock"
 // examples/userstore with the forms of a relative, and an absolute,
 // socket address.
 func TestEverySocketAddressFormWorksInTheSDKTheCLIAndTheExamples(t *testing.T) {
-	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
+	skipLong(t) // processes only: what runs in this process is race-tested in its own package
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	bin, counter, sessionizer, userstore := statedBinary(t), counterBinary(t), sessionizerBinary(t), userstoreBinary(t)

@@ -15,7 +15,7 @@ import (
 // encrypted and encryption_keeper for every checkpoint; `stated
 // checkpoint list` (and --json) and `checkpoint show` say it too.
 func TestCheckpointListAndShowSayWhichCheckpointsAreEncrypted(t *testing.T) {
-	skipUnderRace(t)
+	skipLong(t)
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -45,7 +45,7 @@ func TestCheckpointListAndShowSayWhichCheckpointsAreEncrypted(t *testing.T) {
 // empty one (an unset shell variable) does not restore the latest
 // checkpoint.
 func TestRestoreRefusesABadCheckpointSelectorAsUsage(t *testing.T) {
-	skipUnderRace(t)
+	skipLong(t)
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -17,7 +17,7 @@ import (
 // served beside the other cluster. The id is synced when it is recorded.
 func TestARestartAfterSIGKILLStillRefusesAJoinAddressOfAnotherCluster(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t)
+	skipLong(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	other := newNamedNode(t, "m1")

@@ -67,7 +67,7 @@ func dirEntries(t *testing.T, dir string) []string {
 // that a corrupted blob is reported as corruption, not as a key problem.
 func TestEncryptedCheckpointHidesStateAndRestoresOnlyWithItsKey(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t)
+	skipLong(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	bucketDir := t.TempDir()

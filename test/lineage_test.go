@@ -25,7 +25,7 @@ import (
 // cluster.
 func TestAClientNeverReachesAnotherClusterAtItsAddress(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t) // processes only
+	skipLong(t) // processes only
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	own := newNamedNode(t, "n1")
@@ -86,7 +86,7 @@ func TestAClientNeverReachesAnotherClusterAtItsAddress(t *testing.T) {
 // clusters only.
 func TestAClientKeepsCommittingAcrossRestoresOfItsCluster(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t) // processes only
+	skipLong(t) // processes only
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
@@ -159,7 +159,7 @@ func TestAClientKeepsCommittingAcrossRestoresOfItsCluster(t *testing.T) {
 // call while two of its three addresses would answer.
 func TestAClientWithSeveralAddressesMovesOffOneAnotherClusterTook(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t) // processes only
+	skipLong(t) // processes only
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	nodes := startCluster(ctx, t, 3)

@@ -169,7 +169,7 @@ func loseAndRestore(ctx context.Context, t *testing.T, nodes []*node, bucket, ch
 // TestTotalLossRestoreCountsEveryRecordExactly.)
 func TestOperationsTotalLossComesBackFromTheBucketWithTheCheckpointsState(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t)
+	skipLong(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	k := newKafka(t, "events", 1)
@@ -237,7 +237,7 @@ func TestOperationsTotalLossComesBackFromTheBucketWithTheCheckpointsState(t *tes
 // them, so the consumers replay what the bad deploy processed.
 func TestOperationsRollbackToASavepointRestoresItsStateAndOffsets(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t)
+	skipLong(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	k := newKafka(t, "events", 1)
@@ -301,7 +301,7 @@ func TestOperationsRollbackToASavepointRestoresItsStateAndOffsets(t *testing.T) 
 // cluster of n1, n2, n4 commits, and every member serves every commit.
 func TestOperationsAddReplaceAndRemoveMembers(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
+	skipLong(t) // processes only: what runs in this process is race-tested in its own package
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	nodes := startCluster(ctx, t, 3)
@@ -442,7 +442,7 @@ func newKgo(t *testing.T, brokers []string) *kgo.Client {
 // back, commits go on, and every earlier commit is there.
 func TestOperationsMajorityLossStopsCommitsUntilAMajorityIsBack(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
+	skipLong(t) // processes only: what runs in this process is race-tested in its own package
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	nodes := startCluster(ctx, t, 3)

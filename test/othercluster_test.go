@@ -23,7 +23,7 @@ import (
 // a stopped leader's port while another test's daemon had it).
 func TestForwardingNeverReachesAnotherCluster(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t) // processes only
+	skipLong(t) // processes only
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// Each node of this cluster advertises the address of a one-node
@@ -86,7 +86,7 @@ func TestForwardingNeverReachesAnotherCluster(t *testing.T) {
 // of this leader within seconds, with this cluster's log and id.
 func TestRaftNeverReachesAnotherClusterAtAMembersAddress(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t) // processes only
+	skipLong(t) // processes only
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	nodes := startCluster(ctx, t, 3)

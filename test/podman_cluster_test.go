@@ -34,7 +34,7 @@ import (
 //     acknowledged write.
 func TestStatefulSetArgsFormAClusterByDNSNameUnderPodman(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t) // the processes it checks run in containers, not under -race
+	skipLong(t) // the processes it checks run in containers, not under -race
 	podmanImages(t)
 	if out := runBounded(time.Minute, "", "podman", "info", "--format", "{{.Host.NetworkBackend}}"); strings.TrimSpace(out.out) != "netavark" {
 		t.Skipf("podman's network backend is %q, not netavark: its networks may have no DNS for the pods' names (.ci/run installs netavark and aardvark-dns)", strings.TrimSpace(out.out))

@@ -31,7 +31,7 @@ import (
 // container; .ci/run installs and configures it.
 func TestSinglePodManifestKeepsEveryAcknowledgedWriteWhenStatedIsKilled(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t) // the processes it checks run in containers, not under -race
+	skipLong(t) // the processes it checks run in containers, not under -race
 	started := time.Now()
 	podmanImages(t)
 

@@ -393,17 +393,18 @@ func (n *node) stop(sig syscall.Signal) int {
 	return code
 }
 
-// skipUnderRace skips a long end-to-end test in the race detector's run
-// of the CI (.ci/run's second stage). The README's test command runs it
-// without -race; what it runs in this process (the SDK, the Kafka
-// processor, an in-process daemon's window code) runs under -race in the
-// tests of sdk/go, sdk/go/kafka, daemon and raftstore, and the stated
-// processes it starts are not built with -race. Skipping keeps the CI
-// under 20 minutes on two cores.
-func skipUnderRace(t *testing.T) {
+// skipLong skips a long end-to-end test under -race or -short: in the
+// CI's second stage (.ci/run), which runs test/ on raft-boltdb with
+// -short beside the race detector's run of the other packages, and in
+// any race run. The README's test command runs it; what it runs in this
+// process (the SDK, the Kafka processor, an in-process daemon's window
+// code) runs under -race in the tests of sdk/go, sdk/go/kafka, daemon
+// and raftstore, and the stated processes it starts are not built with
+// -race. Skipping keeps the CI under 20 minutes on two cores.
+func skipLong(t *testing.T) {
 	t.Helper()
-	if testenv.Race {
-		t.Skip("long end-to-end test: runs without -race (go test ./...); its in-process code runs under -race in its own packages")
+	if testenv.Race || testing.Short() {
+		t.Skip("long end-to-end test: runs in go test ./... (not under -race or -short); its in-process code runs under -race in its own packages")
 	}
 }
 

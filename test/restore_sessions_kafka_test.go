@@ -25,7 +25,7 @@ import (
 // Client (which goes on committing into the restored cluster, same
 // lineage) replays from the restored offsets: every count exact.
 func TestAProcessorUpThroughARestoreOfItsNodeStopsWithErrClaimReleasedAndTheReplayCountsOnce(t *testing.T) {
-	skipUnderRace(t)
+	skipLong(t)
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

@@ -84,7 +84,7 @@ func linearizableCounter(ctx context.Context, t *testing.T, st statedv1.StateCli
 // ErrSessionExpired (outcome unknown). The same Client then goes on
 // committing into the restored cluster (same lineage).
 func TestAnSDKRetryOfACheckpointedCommitIsNotAppliedTwiceAfterARestore(t *testing.T) {
-	skipUnderRace(t)
+	skipLong(t)
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -169,7 +169,7 @@ func TestAnSDKRetryOfACheckpointedCommitIsNotAppliedTwiceAfterARestore(t *testin
 // afresh with no lanes, and the retry applied a second time, acknowledged
 // as a new commit.
 func TestALateOpenAfterARestoreIsRefusedAndTheSDKRetryIsNotAppliedTwice(t *testing.T) {
-	skipUnderRace(t)
+	skipLong(t)
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -258,7 +258,7 @@ func lateOpenOfEndedRefused(t *testing.T, err error) {
 // S is refused (REASON_ENDED), and the same retried commit again: counter
 // 1. Before, the late open opened S afresh and the retry applied again.
 func TestARawLateOpenAfterARestoreIsRefusedAndTheRetryIsNotAppliedTwice(t *testing.T) {
-	skipUnderRace(t)
+	skipLong(t)
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -308,7 +308,7 @@ func TestARawLateOpenAfterARestoreIsRefusedAndTheRetryIsNotAppliedTwice(t *testi
 // was not, and the claim alone fenced the retry): the counter stays the
 // checkpoint's.
 func TestARetriedClaimedOffsetCommitAfterARestoreIsNotAppliedTwice(t *testing.T) {
-	skipUnderRace(t)
+	skipLong(t)
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -30,7 +30,7 @@ import (
 // at start or stop soon after, whatever the order.
 func TestNodesStartedOnTheirOldDataDirsAfterARollbackStop(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t)
+	skipLong(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()
@@ -109,7 +109,7 @@ func TestNodesStartedOnTheirOldDataDirsAfterARollbackStop(t *testing.T) {
 // acknowledged is lost.
 func TestARestoreOntoOneMemberOfARunningClusterRefusesItself(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t)
+	skipLong(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	bucket := (&url.URL{Scheme: "file", Path: t.TempDir()}).String()

@@ -52,7 +52,7 @@ func (n *node) pid() int {
 // deadline, and runs once one ends. Other calls are not held up.
 func TestUnreadScansHoldBoundedMemory(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t)
+	skipLong(t)
 	n := newNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

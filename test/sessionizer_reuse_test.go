@@ -20,7 +20,7 @@ import (
 //	summary: 53 sessions of 40 users, 300 of 300 clicks in sessions, 300 late clicks dropped
 func TestTheSessionizerDemoSummaryDescribesItsOwnRun(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t)
+	skipLong(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	bin := sessionizerBinary(t)

@@ -65,7 +65,7 @@ func parseDemo(t *testing.T, out string) demoOutput {
 // sessions, and the second run prints the same sessions.
 func TestSessionizerDemoSessionizesEveryClickTheSameWayForTheSameSeed(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t)
+	skipLong(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	bin := sessionizerBinary(t)
@@ -118,7 +118,7 @@ func TestSessionizerDemoSessionizesEveryClickTheSameWayForTheSameSeed(t *testing
 // delivered again, none twice.
 func TestSessionizerKilledMidStreamRecordsEverySessionOnce(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t)
+	skipLong(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	bin := sessionizerBinary(t)

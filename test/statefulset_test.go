@@ -23,7 +23,7 @@ import (
 // second one, and serve every acknowledged commit.
 func TestMembersWithOneJoinListFormAClusterAndTheBootstrapNodeRejoins(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
+	skipLong(t) // processes only: what runs in this process is race-tested in its own package
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	nodes := make([]*node, 3)

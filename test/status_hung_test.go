@@ -21,7 +21,7 @@ import (
 // DeadlineExceeded ...)".
 func TestStatusWithAHungMemberStillShowsTheCheckpoints(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t)
+	skipLong(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	nodes := startCluster(ctx, t, 3, "--checkpoint-interval", "1s")

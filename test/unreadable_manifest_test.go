@@ -70,7 +70,7 @@ func futureCopy(t *testing.T, src, dst string) {
 // and `stated checkpoint delete --savepoint NAME` removes it (as a
 // manifest that does not read is deleted).
 func TestAnUnreadableSavepointStopsNoRestoreAndCanBeDeleted(t *testing.T) {
-	skipUnderRace(t)
+	skipLong(t)
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -120,7 +120,7 @@ func TestAnUnreadableSavepointStopsNoRestoreAndCanBeDeleted(t *testing.T) {
 // --fallback` restores checkpoint 1 and says it skipped 2, and `restore
 // --checkpoint 1` restores it too.
 func TestRestoreFallbackPassesOverAnUnreadableNewestManifest(t *testing.T) {
-	skipUnderRace(t)
+	skipLong(t)
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

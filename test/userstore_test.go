@@ -155,7 +155,7 @@ func minIndex(idx uint64) []string {
 
 func TestUserstoreReadsYourWritesAcrossReplicasAndSumsCountersExactly(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
+	skipLong(t) // processes only: what runs in this process is race-tested in its own package
 	buildUserstoreBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
@@ -252,7 +252,7 @@ func TestUserstoreReadsYourWritesAcrossReplicasAndSumsCountersExactly(t *testing
 
 func TestUserstoreFieldWithTTLExpiresAndOthersStay(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
+	skipLong(t) // processes only: what runs in this process is race-tested in its own package
 	buildUserstoreBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
@@ -286,7 +286,7 @@ func TestUserstoreFieldWithTTLExpiresAndOthersStay(t *testing.T) {
 
 func TestUserstoreKeepsEveryAcknowledgedWriteWhenItsStatedIsKilled(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
+	skipLong(t) // processes only: what runs in this process is race-tested in its own package
 	buildUserstoreBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Second)
 	defer cancel()
@@ -392,7 +392,7 @@ func TestUserstoreKeepsEveryAcknowledgedWriteWhenItsStatedIsKilled(t *testing.T)
 
 func TestUserstoreRefusesBadInputNamingItAndWritesNothing(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t) // processes only: what runs in this process is race-tested in its own package
+	skipLong(t) // processes only: what runs in this process is race-tested in its own package
 	buildUserstoreBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()

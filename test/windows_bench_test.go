@@ -356,7 +356,7 @@ func pendingEmissions(ctx context.Context, b *testing.B, client *stated.Client, 
 // commit's closings.
 func TestWindowStateStaysFlatUnderSteadyLoad(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t)
+	skipLong(t)
 	_, client, d := sdkSetup(t)
 	// Longer than sdkSetup's bound: under -race the stream takes a minute.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

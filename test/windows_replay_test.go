@@ -338,7 +338,7 @@ func runToTheEnd(ctx context.Context, t *testing.T, app *sessionsApp, k *kafkaEn
 // twice.
 func TestWindowReplayFromACheckpointEmitsEverySessionOnce(t *testing.T) {
 	t.Parallel()
-	skipUnderRace(t)
+	skipLong(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	r := testRand(t)
