@@ -111,42 +111,45 @@ func StartCluster(t testing.TB, n int, opts ...func(*daemon.Config)) []*daemon.D
 // address and names node1 its leader, so that tests start from a cluster
 // whose metadata has reached every node, led by node1. A leader that
 // missed its lease while the others joined (under -race on a loaded
-// machine) lets another lead: the leader then hands leadership over,
-// which goes to node1, the first voter of the configuration.
+// machine) lets another lead: MoveLeadership hands leadership back to
+// node1, the first voter of the configuration, where every transfer
+// leads.
 func waitSettled(t testing.TB, nodes []*daemon.Daemon) {
 	t.Helper()
-	deadline := time.Now().Add(startTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
 	for {
-		why := ""
-		for _, d := range nodes {
-			members, leader, err := d.Store().Members()
-			known := 0
-			for _, m := range members {
-				if m.GRPCAddr != "" {
-					known++
-				}
-			}
-			if err != nil || leader != nodes[0].NodeID() || known != len(nodes) {
-				why = fmt.Sprintf("%s knows %d of %d members' addresses (leader %q, err %v)", d.NodeID(), known, len(nodes), leader, err)
-				break
-			}
-		}
-		if why == "" {
+		err := MoveLeadership(ctx, t, nodes, nodes[0])
+		why := membersUnknown(nodes)
+		if err == nil && why == "" {
 			return
 		}
-		for _, d := range nodes[1:] {
-			if d.Store().IsLeader() {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				to, err := d.Store().TransferLeadership(ctx)
-				cancel()
-				t.Logf("daemontest: %s led after the start; handed leadership to %q (%v)", d.NodeID(), to, err)
+		if ctx.Err() != nil {
+			if why == "" {
+				why = err.Error()
 			}
-		}
-		if time.Now().After(deadline) {
 			t.Fatalf("daemontest: not settled after %s: %s; the process and the machine:\n%s", startTimeout, why, stallReport())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// membersUnknown says which node does not yet know every member's gRPC
+// address, or returns "".
+func membersUnknown(nodes []*daemon.Daemon) string {
+	for _, d := range nodes {
+		members, leader, err := d.Store().Members()
+		known := 0
+		for _, m := range members {
+			if m.GRPCAddr != "" {
+				known++
+			}
+		}
+		if err != nil || known != len(nodes) {
+			return fmt.Sprintf("%s knows %d of %d members' addresses (leader %q, err %v)", d.NodeID(), known, len(nodes), leader, err)
+		}
+	}
+	return ""
 }
 
 // WaitLeader waits until d knows a leader, so that a test giving a call a
