@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/statedhq/stated/internal/testenv"
 	"github.com/statedhq/stated/raftstore/fsm"
 )
 
@@ -163,6 +164,9 @@ func checkWholeDataDir(t *testing.T, logStore, dir string, wantNew bool) {
 }
 
 func TestRestoreSwapLeavesTheOldOrTheNewDataDirWholeWhateverStepItCrashesAt(t *testing.T) {
+	if testenv.Race {
+		t.Skip("crash steps of a data dir swap, on one goroutine: 17 s under the race detector; go test ./raftstore runs it")
+	}
 	forEachLogStore(t, func(t *testing.T, logStore string) {
 		oldDir, staged := restoreFixtures(t, logStore)
 		for _, tc := range []struct {

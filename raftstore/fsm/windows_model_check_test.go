@@ -34,15 +34,13 @@ import (
 // only the new one), each in its subtests' names; replay one with
 // STATED_TEST_SEED=<seed>, and set STATED_TEST_STEPS=<n> for longer logs.
 func TestWindowsMatchModel(t *testing.T) {
+	if modelRace {
+		t.Skip("applies random window logs from one goroutine: 28 logs took 41 s under the race detector; go test ./raftstore/fsm runs it, with a fixed and a random seed")
+	}
 	seeds := []uint64{1, uint64(time.Now().UnixNano())}
 	steps := 250
-	if testing.Short() || modelRace {
+	if testing.Short() {
 		steps = 80
-	}
-	if modelRace {
-		// 56 logs took 30 s under the race detector; the fixed seed runs
-		// in the pass without it.
-		seeds = seeds[1:]
 	}
 	if s := os.Getenv("STATED_TEST_SEED"); s != "" {
 		seed, err := strconv.ParseUint(s, 10, 64)
