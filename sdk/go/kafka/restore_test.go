@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -248,10 +249,15 @@ func TestAProcessorWhoseClaimIsNewerThanTheRestoredCheckpointStops(t *testing.T)
 			}
 			defer check.Close()
 			counts := stated.NewCounter(c, "counts")
+			// The processors' logs, shown if the test fails: CI's loaded
+			// race pass once saw the second processor still running a
+			// minute after the restore, with nothing to say why.
+			var logs daemontest.Buffer
 			cfg := Config{
 				State: c, Group: "g", Topics: []string{"events"},
 				KafkaOptions:        testKafkaOptions(kc),
 				KafkaCommitInterval: -1,
+				Logger:              slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 				Handler: func(_ context.Context, txn *stated.Txn, r *kgo.Record) error {
 					counts.In(txn).Add("n", 1)
 					return nil
@@ -339,7 +345,7 @@ func TestAProcessorWhoseClaimIsNewerThanTheRestoredCheckpointStops(t *testing.T)
 					t.Fatalf("Run returned %v, want ErrClaimReleased", err)
 				}
 			case <-time.After(time.Minute):
-				t.Fatal("the processor whose claim the restore took back is still running a minute after new records came")
+				t.Fatalf("the processor whose claim the restore took back is still running a minute after new records came; its stats: %+v; the processors' logs:\n%s", p.Stats(), logs.String())
 			}
 			p, err = New(cfg)
 			if err != nil {
