@@ -89,7 +89,7 @@ func TestALeadershipCheckThatReachesRaftAsItClosesEnds(t *testing.T) {
 			if err := c.stop(s); err != nil {
 				t.Fatal(err)
 			}
-			for i := range 32 {
+			for i := range 16 {
 				err := withinWaitLimit(t, fmt.Sprintf("leadership check %d after %s", i+1, c.name), func() error {
 					return s.confirmLeadership(context.Background())
 				})

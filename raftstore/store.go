@@ -1086,7 +1086,8 @@ func (s *Store) ensureTermCommitted(ctx context.Context) (uint64, error) {
 }
 
 // futureErrorUntil waits for f's outcome, or for ctx to end, or ends with
-// errUnanswered once closed is closed (see untilClosed).
+// errUnanswered once closed is closed and Raft has not answered within
+// shutdownAnswerGrace (see untilClosed).
 func futureErrorUntil(ctx context.Context, closed <-chan struct{}, f raft.Future) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
@@ -1096,9 +1097,26 @@ func futureErrorUntil(ctx context.Context, closed <-chan struct{}, f raft.Future
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-closed:
+	}
+	// Raft answers what it can as it shuts down, and some answers come
+	// just before it: a leader's removal of itself is answered as it
+	// commits, and then Raft shuts down on its own. That answer, when it
+	// is on its way, is the outcome.
+	t := time.NewTimer(shutdownAnswerGrace)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
 		return errUnanswered
 	}
 }
+
+// shutdownAnswerGrace is how long a wait on a future goes on once Raft has
+// shut down, for an answer Raft gave as it did.
+const shutdownAnswerGrace = 500 * time.Millisecond
 
 // errUnanswered ends a wait on a future that Raft had not answered when it
 // shut down; it is raft.ErrRaftShutdown to errors.Is.
