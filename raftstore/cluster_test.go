@@ -316,17 +316,54 @@ func (c *snapshotCluster) commit(n int) {
 	c.t.Helper()
 	for range n {
 		c.acked++
-		seq, attempt := uint64(c.acked), time.Second
 		if c.id == "" {
-			// Without a client id nothing deduplicates a retry: an
-			// attempt given up on under load may still apply, and its
-			// retry would count twice. One long attempt (the leader
-			// does not change in these tests) instead.
-			seq, attempt = 0, waitTimeout
+			c.commitSessionless()
+			continue
 		}
-		if _, err := c.Commit(c.ctx, increment(c.id, seq, "c", 1), attempt); err != nil {
+		if _, err := c.Commit(c.ctx, increment(c.id, uint64(c.acked), "c", 1), time.Second); err != nil {
 			c.t.Fatal(err)
 		}
+	}
+}
+
+// commitSessionless commits the increment that makes the counter c.acked,
+// without a client id. Nothing deduplicates a retry then, and an attempt
+// that failed may still apply: a leader that lost its lease under -race
+// answers ErrLeadershipLost for an entry a new leader may commit (on
+// 76c6c9f+2's CI race pass a retry counted twice). So after a failed
+// attempt the test learns from the leader, linearizably, whether the
+// counter holds the increment before it tries again: the commits are
+// sequential, so the counter says exactly.
+func (c *snapshotCluster) commitSessionless() {
+	c.t.Helper()
+	for {
+		err := errors.New("no leader")
+		if l := c.CurrentLeader(); l != nil {
+			actx, cancel := context.WithTimeout(c.ctx, waitTimeout)
+			_, _, err = l.Commit(actx, increment("", 0, "c", 1))
+			cancel()
+		}
+		if err == nil || c.holds(int64(c.acked)) {
+			return
+		}
+	}
+}
+
+// holds reports whether the counter is want, read linearizably on the
+// leader: once a leader has committed an entry of its term, an entry an
+// earlier leader left uncommitted either applied before it or never will.
+func (c *snapshotCluster) holds(want int64) bool {
+	c.t.Helper()
+	for {
+		if l := c.CurrentLeader(); l != nil {
+			if _, err := l.ReadBarrier(c.ctx, raftstore.Linearizable, 0); err == nil {
+				return readCounter(c.t, l, "c") == want
+			}
+		}
+		if c.ctx.Err() != nil {
+			c.t.Fatalf("no linearizable read of the counter before the test's deadline: %v", c.ctx.Err())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
