@@ -330,7 +330,7 @@ func (c *snapshotCluster) commit(n int) {
 // without a client id. Nothing deduplicates a retry then, and an attempt
 // that failed may still apply: a leader that lost its lease under -race
 // answers ErrLeadershipLost for an entry a new leader may commit (on
-// 76c6c9f+2's CI race pass a retry counted twice). So after a failed
+// e478d85's CI race pass a retry counted twice). So after a failed
 // attempt the test learns from the leader, linearizably, whether the
 // counter holds the increment before it tries again: the commits are
 // sequential, so the counter says exactly.
