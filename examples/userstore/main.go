@@ -51,9 +51,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-
 	stated "github.com/statedhq/stated/sdk/go"
 )
 
@@ -171,12 +168,9 @@ func run(args []string, lookupEnv func(string) (string, bool)) error {
 	// Not WithBlock: stated may start after the service (in a pod the
 	// containers start in any order). Dial returns at once, the session
 	// opens in the background, and /readyz says 503 until stated answers.
-	// A sidecar on a local socket is cheap to redial, so reconnect within a
-	// second of its return instead of gRPC's default of up to two minutes.
-	opts := []stated.Option{stated.WithDialOptions(grpc.WithConnectParams(grpc.ConnectParams{
-		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-		MinConnectTimeout: time.Second,
-	}))}
+	// The Client connects again within a second of stated's return
+	// (stated.DefaultReconnectBackoff).
+	var opts []stated.Option
 	if cfg.clientID != "" {
 		opts = append(opts, stated.WithClientID(cfg.clientID))
 	}

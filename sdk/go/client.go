@@ -73,12 +73,14 @@ type clientOptions struct {
 	maxMsgSize    int
 	block         bool
 	waitForDaemon bool
-	addresses     []string
-	retry         retryPolicy
-	lazySession   bool
-	tls           *tls.Config
-	token         string
-	noCoalescing  bool
+	// reconnectBackoff bounds the connection backoff (reconnectParams).
+	reconnectBackoff time.Duration
+	addresses        []string
+	retry            retryPolicy
+	lazySession      bool
+	tls              *tls.Config
+	token            string
+	noCoalescing     bool
 	// lineage is what the connection's interceptors send; Dial sets it.
 	lineage *lineage
 	// addrs is the address list of a Client given several; nil otherwise.
@@ -86,8 +88,8 @@ type clientOptions struct {
 }
 
 // WithDialOptions adds gRPC dial options, applied after the Client's own
-// (transport credentials, message size limits), so they can override them:
-// pass grpc.WithTransportCredentials to use TLS.
+// (transport credentials, message size limits, the connection backoff), so
+// they can override them: pass grpc.WithTransportCredentials to use TLS.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *clientOptions) { o.dialOpts = append(o.dialOpts, opts...) }
 }
@@ -208,19 +210,35 @@ func WithBlock() Option {
 // WithWaitForDaemon makes Dial wait until the connection to the daemon is
 // ready, through failed attempts, until ctx ends: for a service that may
 // start before its stated (a sidecar starting in the same pod, or `stated
-// run &` a moment earlier). gRPC tries again with a backoff of 1 s growing
-// to at most maxBackoff (0: 2 s). When ctx ends first, Dial fails with
-// ErrUnavailable, saying what the last attempt met.
+// run &` a moment earlier). The Client tries to connect again with a
+// backoff from 100 ms growing to at most maxBackoff (0:
+// DefaultReconnectBackoff), now and whenever its daemon goes away later.
+// When ctx ends first, Dial fails with ErrUnavailable, saying what the
+// last attempt met.
 func WithWaitForDaemon(maxBackoff time.Duration) Option {
-	if maxBackoff <= 0 {
-		maxBackoff = 2 * time.Second
-	}
 	return func(o *clientOptions) {
 		o.block, o.waitForDaemon = true, true
-		o.dialOpts = append(o.dialOpts, grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: min(time.Second, maxBackoff), Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff},
-			MinConnectTimeout: 5 * time.Second,
-		}))
+		if maxBackoff > 0 {
+			o.reconnectBackoff = maxBackoff
+		}
+	}
+}
+
+// DefaultReconnectBackoff bounds the wait between a Client's attempts to
+// connect to a daemon it cannot reach (see "Retries" in the package
+// documentation). gRPC's own default grows to two minutes, so that a
+// Client whose daemon was down for a minute went on failing for up to
+// forty seconds after the daemon was back.
+const DefaultReconnectBackoff = time.Second
+
+// reconnectParams are the Client's connection backoff: from 100 ms (or
+// maxBackoff, if smaller), growing 1.6-fold with 20% jitter to maxBackoff.
+// An attempt may take 5 s to connect (gRPC's default, 20 s, holds a
+// Client with several addresses on one that drops its packets).
+func reconnectParams(maxBackoff time.Duration) grpc.ConnectParams {
+	return grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: min(100*time.Millisecond, maxBackoff), Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff},
+		MinConnectTimeout: 5 * time.Second,
 	}
 }
 
@@ -252,7 +270,7 @@ func WithAddresses(addrs ...string) Option {
 // Dial does not wait for the connection unless given WithBlock; ctx bounds
 // that wait only. Close the Client when done.
 func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
-	o := clientOptions{maxMsgSize: DefaultMaxMessageSize, retry: defaultRetryPolicy()}
+	o := clientOptions{maxMsgSize: DefaultMaxMessageSize, retry: defaultRetryPolicy(), reconnectBackoff: DefaultReconnectBackoff}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -293,6 +311,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 			grpc.MaxCallSendMsgSize(o.maxMsgSize),
 			grpc.MaxCallRecvMsgSize(o.maxMsgSize),
 		),
+		grpc.WithConnectParams(reconnectParams(o.reconnectBackoff)),
 	}, targetOpts...), o.dialOpts...)
 	if o.token != "" {
 		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(bearerToken(o.token)))

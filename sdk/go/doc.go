@@ -226,6 +226,12 @@
 // Scan retries only until its first batch arrives. RemoveMember is never
 // retried. WithoutRetries makes every call a single attempt.
 //
+// While the daemon cannot be reached, the Client tries to connect again
+// with a backoff from 100 ms growing to DefaultReconnectBackoff (1 s;
+// WithWaitForDaemon sets another bound), rather than gRPC's default, which
+// grows to two minutes: a call retried through a daemon's restart goes
+// through within about a second of its return.
+//
 // # Errors
 //
 // The daemon is the one judge of names, sizes and limits; the SDK sends what
