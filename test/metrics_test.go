@@ -249,6 +249,7 @@ func TestMetricsCountAKnownWorkloadExactly(t *testing.T) {
 	}
 	eq("stated_state_keys", value(t, fams, "stated_state_keys"), commits*mutations+batchedMutations) // the batch's writes are to keys of their own
 	eq("stated_sessions", value(t, fams, "stated_sessions"), 1)
+	eq("stated_ended_sessions", value(t, fams, "stated_ended_sessions"), 0) // none ended yet
 	eq("stated_ttl_backlog_entries", value(t, fams, "stated_ttl_backlog_entries"), 0)
 	eq("stated_window_namespaces", value(t, fams, "stated_window_namespaces"), 1)
 	eq("stated_window_open_windows{clicks}", value(t, fams, "stated_window_open_windows", "namespace", "clicks"), 1)

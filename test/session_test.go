@@ -92,7 +92,8 @@ func TestZombieOfAReusedClientIDIsFenced(t *testing.T) {
 
 // TestSessionsExpireAndTheSDKOpensANewOne runs stated with a short idle
 // timeout: an idle client's session is deleted by the leader's sweep (the
-// status counts show it), and its next commit opens a new session and
+// status counts show it, and the record of the ended session kept to
+// refuse a late open of it), and its next commit opens a new session and
 // applies once.
 func TestSessionsExpireAndTheSDKOpensANewOne(t *testing.T) {
 	t.Parallel()
@@ -112,6 +113,10 @@ func TestSessionsExpireAndTheSDKOpensANewOne(t *testing.T) {
 			t.Fatal(err)
 		}
 		if st.Counts.Sessions == 0 && st.Counts.SessionLanes == 0 {
+			// Written with the session's deletion, kept for a day.
+			if st.Counts.EndedSessions != 1 {
+				t.Fatalf("the expired session's deletion left %d records of ended sessions, want 1: %+v", st.Counts.EndedSessions, st.Counts)
+			}
 			break
 		}
 		if ctx.Err() != nil {

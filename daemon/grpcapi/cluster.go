@@ -119,6 +119,7 @@ func (s *ClusterServer) NodeStatus(ctx context.Context, _ *statedv1.NodeStatusRe
 			Sessions: c.Sessions, SessionLanes: c.SessionLanes, TtlPending: c.TTLPending,
 			StateKeys: c.StateKeys, StateBytes: c.StateBytes, LegacyRetryRecords: c.LegacyRetryRecords,
 			WindowNamespaces: c.WindowNamespaces, OpenWindows: c.OpenWindows, PendingEmissions: c.PendingEmissions,
+			EndedSessions: c.EndedSessions,
 		},
 		NodeId:         st.NodeID,
 		ClusterId:      st.ClusterID,

@@ -40,13 +40,13 @@ type StoreCollector struct {
 	countsEvery time.Duration
 	now         func() time.Time
 
-	role, term, commitIndex, appliedIndex, lastIndex *prometheus.Desc
-	hasLeader, leaderChanges                         *prometheus.Desc
-	snapshotsTaken, snapshotsInstalled               *prometheus.Desc
-	logBytes, snapshotThreshold                      *prometheus.Desc
-	restoreDuration, restoreTime, restoredEpoch      *prometheus.Desc
-	sessions, ttlBacklog, keys, bytes, namespaces    *prometheus.Desc
-	wmLag, openWindows, pending, lateDropped         *prometheus.Desc
+	role, term, commitIndex, appliedIndex, lastIndex             *prometheus.Desc
+	hasLeader, leaderChanges                                     *prometheus.Desc
+	snapshotsTaken, snapshotsInstalled                           *prometheus.Desc
+	logBytes, snapshotThreshold                                  *prometheus.Desc
+	restoreDuration, restoreTime, restoredEpoch                  *prometheus.Desc
+	sessions, endedSessions, ttlBacklog, keys, bytes, namespaces *prometheus.Desc
+	wmLag, openWindows, pending, lateDropped                     *prometheus.Desc
 
 	mu         sync.Mutex
 	lastLeader string
@@ -97,7 +97,9 @@ func NewStoreCollector(s Store, countsEvery time.Duration) *StoreCollector {
 			"When the restore this cluster's state came from prepared it, in Unix seconds; absent as stated_restore_duration_seconds is."),
 		restoredEpoch: d("stated_restored_checkpoint_epoch",
 			"The checkpoint epoch this cluster's state was restored from; absent when it was never restored."),
-		sessions:    d("stated_sessions", "Open client sessions, expired ones not yet deleted included."),
+		sessions: d("stated_sessions", "Open client sessions, expired ones not yet deleted included."),
+		endedSessions: d("stated_ended_sessions",
+			"Records of ended client sessions (expired, replaced by a newer open, or dropped by a restore), kept so that a late open of one is refused; expiry deletes each after its retention."),
 		ttlBacklog:  d("stated_ttl_backlog_entries", "Entries in the expiry index: entries with a TTL not yet deleted by expiry."),
 		keys:        d("stated_state_keys", "Entries of keyed state."),
 		bytes:       d("stated_state_bytes", "Bytes of keyed state (keys plus values, as stored)."),
@@ -113,7 +115,7 @@ func NewStoreCollector(s Store, countsEvery time.Duration) *StoreCollector {
 func (c *StoreCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.role, c.term, c.commitIndex, c.appliedIndex, c.lastIndex, c.hasLeader, c.leaderChanges,
 		c.snapshotsTaken, c.snapshotsInstalled, c.logBytes, c.snapshotThreshold, c.restoreDuration, c.restoreTime, c.restoredEpoch,
-		c.sessions, c.ttlBacklog, c.keys, c.bytes, c.namespaces, c.wmLag, c.openWindows, c.pending, c.lateDropped} {
+		c.sessions, c.endedSessions, c.ttlBacklog, c.keys, c.bytes, c.namespaces, c.wmLag, c.openWindows, c.pending, c.lateDropped} {
 		ch <- d
 	}
 }
@@ -175,6 +177,7 @@ func (c *StoreCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Unlock()
 	if ok {
 		gauge(c.sessions, float64(n.Sessions))
+		gauge(c.endedSessions, float64(n.EndedSessions))
 		gauge(c.ttlBacklog, float64(n.TTLPending))
 		gauge(c.keys, float64(n.StateKeys))
 		gauge(c.bytes, float64(n.StateBytes))

@@ -2858,8 +2858,13 @@ type StateCounts struct {
 	WindowNamespaces uint64 `protobuf:"varint,7,opt,name=window_namespaces,json=windowNamespaces" json:"window_namespaces,omitempty"`
 	OpenWindows      uint64 `protobuf:"varint,8,opt,name=open_windows,json=openWindows" json:"open_windows,omitempty"`
 	PendingEmissions uint64 `protobuf:"varint,9,opt,name=pending_emissions,json=pendingEmissions" json:"pending_emissions,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// ended_sessions are the records of ended client sessions (expired,
+	// replaced by a newer open of their client id, or dropped by a restore)
+	// kept so that a late open of one is refused; expiry deletes each after
+	// its retention (a day at least).
+	EndedSessions uint64 `protobuf:"varint,10,opt,name=ended_sessions,json=endedSessions" json:"ended_sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StateCounts) Reset() {
@@ -2951,6 +2956,13 @@ func (x *StateCounts) GetOpenWindows() uint64 {
 func (x *StateCounts) GetPendingEmissions() uint64 {
 	if x != nil {
 		return x.PendingEmissions
+	}
+	return 0
+}
+
+func (x *StateCounts) GetEndedSessions() uint64 {
+	if x != nil {
+		return x.EndedSessions
 	}
 	return 0
 }
@@ -6920,7 +6932,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x06counts\x18\n" +
 	" \x01(\v2\x16.stated.v1.StateCountsR\x06counts\x12\x1d\n" +
 	"\n" +
-	"lineage_id\x18\v \x01(\tR\tlineageId\"\xde\x02\n" +
+	"lineage_id\x18\v \x01(\tR\tlineageId\"\x85\x03\n" +
 	"\vStateCounts\x12\x1a\n" +
 	"\bsessions\x18\x01 \x01(\x04R\bsessions\x12#\n" +
 	"\rsession_lanes\x18\x02 \x01(\x04R\fsessionLanes\x12\x1f\n" +
@@ -6933,7 +6945,9 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x14legacy_retry_records\x18\x06 \x01(\x04R\x12legacyRetryRecords\x12+\n" +
 	"\x11window_namespaces\x18\a \x01(\x04R\x10windowNamespaces\x12!\n" +
 	"\fopen_windows\x18\b \x01(\x04R\vopenWindows\x12+\n" +
-	"\x11pending_emissions\x18\t \x01(\x04R\x10pendingEmissions\"\xcb\x01\n" +
+	"\x11pending_emissions\x18\t \x01(\x04R\x10pendingEmissions\x12%\n" +
+	"\x0eended_sessions\x18\n" +
+	" \x01(\x04R\rendedSessions\"\xcb\x01\n" +
 	"\bMutation\x12+\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x17.stated.v1.MutationKindR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +

@@ -67,6 +67,11 @@ type StateCounts struct {
 	WindowNamespaces uint64 `json:"window_namespaces"`
 	OpenWindows      uint64 `json:"open_windows"`
 	PendingEmissions uint64 `json:"pending_emissions"`
+	// EndedSessions are the records of ended sessions (expired, replaced
+	// by a newer open of their client id, or dropped by a restore) kept so
+	// that a late open of one is refused; expiry deletes each after its
+	// retention (a day at least).
+	EndedSessions uint64 `json:"ended_sessions"`
 }
 
 // Members returns the cluster's members as the daemon the Client talks to
@@ -127,7 +132,7 @@ func (c *Client) NodeStatus(ctx context.Context) (NodeStatus, error) {
 			TTLPending: r.GetCounts().GetTtlPending(), StateKeys: r.GetCounts().GetStateKeys(),
 			StateBytes: r.GetCounts().GetStateBytes(), LegacyRetryRecords: r.GetCounts().GetLegacyRetryRecords(),
 			WindowNamespaces: r.GetCounts().GetWindowNamespaces(), OpenWindows: r.GetCounts().GetOpenWindows(),
-			PendingEmissions: r.GetCounts().GetPendingEmissions(),
+			PendingEmissions: r.GetCounts().GetPendingEmissions(), EndedSessions: r.GetCounts().GetEndedSessions(),
 		},
 	}, nil
 }
