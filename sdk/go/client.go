@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
@@ -231,6 +232,17 @@ func WithWaitForDaemon(maxBackoff time.Duration) Option {
 // forty seconds after the daemon was back.
 const DefaultReconnectBackoff = time.Second
 
+// clientKeepalive pings the daemon after 10 s in which its connection
+// brought nothing, and drops the connection when a ping goes unanswered
+// for 3 s: a daemon whose host died or was cut off (its packets dropped,
+// no reset) leaves a TCP connection that looks open until the kernel's
+// retransmissions give up, a quarter of an hour later, and every retry of
+// a call would go to it and time out. Dropped, the Client connects again,
+// to another of its addresses if it has several. The daemon permits pings
+// every 5 s. Without a call in flight too, so that an idle Client's next
+// call does not meet a dead connection first.
+var clientKeepalive = keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}
+
 // reconnectParams are the Client's connection backoff: from 100 ms (or
 // maxBackoff, if smaller), growing 1.6-fold with 20% jitter to maxBackoff.
 // An attempt may take 5 s to connect (gRPC's default, 20 s, holds a
@@ -312,6 +324,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 			grpc.MaxCallRecvMsgSize(o.maxMsgSize),
 		),
 		grpc.WithConnectParams(reconnectParams(o.reconnectBackoff)),
+		grpc.WithKeepaliveParams(clientKeepalive),
 	}, targetOpts...), o.dialOpts...)
 	if o.token != "" {
 		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(bearerToken(o.token)))

@@ -230,7 +230,12 @@
 // with a backoff from 100 ms growing to DefaultReconnectBackoff (1 s;
 // WithWaitForDaemon sets another bound), rather than gRPC's default, which
 // grows to two minutes: a call retried through a daemon's restart goes
-// through within about a second of its return.
+// through within about a second of its return. It pings the daemon after
+// 10 s without a word from it and drops a connection whose ping goes
+// unanswered for 3 s, so that a daemon whose host died or was cut off
+// without a reset does not hold the Client's calls for the quarter of an
+// hour the kernel keeps such a connection: the Client connects again, to
+// another of its addresses if it was given several.
 //
 // # Errors
 //
