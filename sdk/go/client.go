@@ -227,9 +227,10 @@ func WithWaitForDaemon(maxBackoff time.Duration) Option {
 
 // DefaultReconnectBackoff bounds the wait between a Client's attempts to
 // connect to a daemon it cannot reach (see "Retries" in the package
-// documentation). gRPC's own default grows to two minutes, so that a
-// Client whose daemon was down for a minute went on failing for up to
-// forty seconds after the daemon was back.
+// documentation). gRPC's own default grows to two minutes: a Client whose
+// daemon was down for a minute went on failing for another 13 s after the
+// daemon was back (BENCHMARKS.md), and after longer outages for up to two
+// minutes.
 const DefaultReconnectBackoff = time.Second
 
 // clientKeepalive pings the daemon after 10 s in which its connection
@@ -238,9 +239,9 @@ const DefaultReconnectBackoff = time.Second
 // no reset) leaves a TCP connection that looks open until the kernel's
 // retransmissions give up, a quarter of an hour later, and every retry of
 // a call would go to it and time out. Dropped, the Client connects again,
-// to another of its addresses if it has several. The daemon permits pings
-// every 5 s. Without a call in flight too, so that an idle Client's next
-// call does not meet a dead connection first.
+// to another of its addresses if it has several. It pings without a call
+// in flight too, so that an idle Client's next call does not meet a dead
+// connection first. The daemon permits pings every 5 s.
 var clientKeepalive = keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}
 
 // reconnectParams are the Client's connection backoff: from 100 ms (or
