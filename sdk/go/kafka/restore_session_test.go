@@ -114,7 +114,7 @@ func TestAProcessorWhoseCommitIsRetriedThroughARestoreStopsWithErrClaimReleased(
 	counts := stated.NewCounter(c, "counts")
 	cfg := Config{
 		State: c, Group: "g", Topics: []string{"events"},
-		KafkaOptions:        testKafkaOptions(kc),
+		KafkaOptions:        steadyKafkaOptions(kc),
 		KafkaCommitInterval: -1,
 		Handler: func(_ context.Context, txn *stated.Txn, r *kgo.Record) error {
 			counts.In(txn).Add("n", 1)
