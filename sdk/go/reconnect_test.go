@@ -2,7 +2,6 @@ package stated_test
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -30,14 +29,9 @@ func TestACommitMadeWhileTheDaemonIsDownGoesThroughSoonAfterItIsBack(t *testing.
 	)
 	// The restarted node keeps its data dir, socket and Raft address.
 	cfg := daemontest.Config(t, "node1")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	raftAddr := l.Addr().String()
-	l.Close()
+	d1 := daemontest.Start(t, func(c *daemon.Config) { c.DataDir, c.SocketPath = cfg.DataDir, cfg.SocketPath })
+	raftAddr := d1.Store().RaftAddr()
 	same := func(c *daemon.Config) { c.DataDir, c.SocketPath, c.RaftAddr = cfg.DataDir, cfg.SocketPath, raftAddr }
-	d1 := daemontest.Start(t, same)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c, err := stated.Dial(ctx, cfg.SocketPath, stated.WithBlock())
