@@ -78,7 +78,15 @@ func TestUnreadScansHoldBoundedMemory(t *testing.T) {
 	sctx, scancel := context.WithCancel(ctx)
 	var ccs []*grpc.ClientConn
 	for range conns {
-		cc, err := grpc.NewClient("unix://"+n.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		// Fixed 64 KiB flow-control windows, which turn gRPC's window
+		// growth (BDP estimation) off: with it a stream's window grows to
+		// megabytes, and on a fast day the daemon sent whole scans into
+		// this client's buffers within the sleep below, which freed every
+		// slot (CI at 36b7bb8: the scan meant to wait ran, RSS 101 -> 433
+		// MiB). Unread, a scan must block the daemon's send, as it does
+		// for a client that reads nothing.
+		cc, err := grpc.NewClient("unix://"+n.socket, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
 		must(t, err)
 		ccs = append(ccs, cc)
 		c := statedv1.NewStateClient(cc)
