@@ -165,6 +165,7 @@ func (s *Store) open(ctx context.Context) error {
 	if s.log, err = openLogStore(raftDir, s.logKind, hlog); err != nil {
 		return err
 	}
+	s.log = newRecentLog(s.log)
 	s.logger.Info("opened the raft log", "store", s.logKind, "path", filepath.Join(s.cfg.Dir, logStorePath(s.logKind)))
 	files, err := raft.NewFileSnapshotStoreWithLogger(raftDir, s.cfg.SnapshotRetain, hlog)
 	if err != nil {
