@@ -11,17 +11,21 @@ import (
 // Raft reads an entry back soon after storing it: the leader to send it
 // to each follower, a follower to apply it once the leader says it is
 // committed. From raft-wal each read costs a copy out of the segment and
-// a decode; under three nodes with 1000-mutation commits those reads were
-// 3–4% of every node's CPU (BENCHMARKS.md).
+// a decode; under three nodes with 100-mutation commits those reads were
+// 3.7% of the leader's CPU and 2.8% of a follower's (BENCHMARKS.md).
 //
 // It holds one contiguous run of indexes [lo, hi], at most
 // recentLogEntries of them and recentLogBytes of their data; past either
 // bound the oldest go first. The entries are the ones Raft handed to
-// StoreLogs, which Raft never changes afterwards (hashicorp/raft's own
-// LogCache keeps them the same way). A deletion of any of them from the
-// store removes them here first, so no entry the store no longer has is
-// answered from memory: Raft relies on ErrLogNotFound below the log's
-// first index to send a lagging follower a snapshot (walStore.GetLog).
+// StoreLogs, shared, not copied (hashicorp/raft's own LogCache keeps
+// them the same way): nothing may write into them afterwards. Raft does
+// not; the leader's state machine is handed the same entries and only
+// reads them (fsm's model tests check that Apply leaves an entry's bytes
+// as they were), and the daemon encodes each proposal into a buffer of
+// its own. A deletion of any of them from the store removes them here
+// first, so no entry the store no longer has is answered from memory:
+// Raft relies on ErrLogNotFound below the log's first index to send a
+// lagging follower a snapshot (walStore.GetLog).
 type recentLog struct {
 	logStore
 

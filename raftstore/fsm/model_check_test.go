@@ -196,7 +196,7 @@ func (r *modelRun) batchStep(step int) {
 		r.g.pending, r.g.pendingC = g.pending, g.pendingC
 		r.g.observe(wants[i])
 	}
-	got := r.f.Apply(&raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}).(*Result)
+	got := r.applyUnchanged(step, index, data)
 	r.got = append(r.got, got)
 	if got.Err != nil || len(got.Batch) != len(gens) {
 		r.fail(step, data, "batch of %d commits: err %v, %d results", len(gens), got.Err, len(got.Batch))
@@ -212,6 +212,20 @@ func (r *modelRun) batchStep(step int) {
 	if d := r.diffState(batch.Now); d != "" {
 		r.fail(step, data, "state after the batch at now=%d: %s", batch.Now, d)
 	}
+}
+
+// applyUnchanged applies data at index and checks that the state machine
+// left the entry's bytes as it found them: the leader's Raft log answers
+// replication from the entries it holds in memory (raftstore.recentLog),
+// the very ones the state machine is handed, so a write into them would
+// reach the followers.
+func (r *modelRun) applyUnchanged(step int, index uint64, data []byte) *Result {
+	before := bytes.Clone(data)
+	got := r.f.Apply(&raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}).(*Result)
+	if !bytes.Equal(data, before) {
+		r.fail(step, before, "the state machine wrote into the entry's bytes")
+	}
+	return got
 }
 
 // apply applies one generated entry and checks its result and the state.
@@ -237,7 +251,7 @@ func (r *modelRun) apply(step int, data []byte) {
 	case cmd.Type == command.TypeExpireSessions && len(r.m.ended) < endedBefore:
 		r.kind["ended sessions swept"]++
 	}
-	got := r.f.Apply(&raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}).(*Result)
+	got := r.applyUnchanged(step, index, data)
 	r.got = append(r.got, got)
 	r.kind[outcome(got)]++
 	if d := diffResult(got, want); d != "" {

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"maps"
@@ -249,7 +250,13 @@ func (run *wRun) step(cmd *command.Command) {
 	cmd.Now = run.now
 	l := &raft.Log{Index: run.index, Type: raft.LogCommand, Data: command.Encode(nil, cmd)}
 	run.log = append(run.log, l)
+	before := bytes.Clone(l.Data)
 	got := run.f.Apply(l).(*Result)
+	if !bytes.Equal(l.Data, before) {
+		// The leader's Raft log replicates the entries the state machine
+		// is handed (raftstore.recentLog).
+		t.Fatalf("entry %d (%s): the state machine wrote into the entry's bytes", run.index, describeWindowCmd(cmd))
+	}
 	want := run.m.apply(cmd)
 	ctx := func() string { return fmt.Sprintf("entry %d (%s)", run.index, describeWindowCmd(cmd)) }
 	if d := diffWindowErr(got.Err, want.err); d != "" {
