@@ -148,9 +148,6 @@ func (r *recentLog) DeleteRange(min, max uint64) error {
 		// A hole in the middle: Raft deletes only a head or a tail.
 		r.dropTo(r.hi)
 	}
-	if r.hi < r.lo {
-		r.lo, r.hi = 1, 0
-	}
 	r.mu.Unlock()
 	return r.logStore.DeleteRange(min, max)
 }
