@@ -108,6 +108,10 @@ type group struct {
 	// they share an index, so they go into Pebble together, in one batch
 	// committed with it, never partly (see applyCommits).
 	whole bool
+	// wholeReads is set with whole when a commit of the entry reads state
+	// that the commits before it may have written (commitReadsState): the
+	// entry's batch is then indexed, so that the reads see those writes.
+	wholeReads bool
 	// sync commits b with a sync of Pebble's WAL: it records the
 	// cluster's id, which a restarting node checks its join addresses
 	// against before it has a leader to replay its log (see commit).
@@ -133,7 +137,7 @@ func (g *group) alone(cmd *command.Command) bool {
 // batch returns the batch cmd writes into and the reader it reads through.
 func (g *group) batch(cmd *command.Command, alone bool) (*pebble.Batch, pebble.Reader) {
 	if g.b == nil {
-		if ((g.entries > 1 || g.whole) && !alone) || readsOwnWrites(cmd) {
+		if ((g.entries > 1 || g.wholeReads) && !alone) || readsOwnWrites(cmd) {
 			g.b = g.f.db.NewIndexedBatch()
 		} else {
 			g.b = g.f.db.NewBatch()
@@ -169,11 +173,25 @@ func (g *group) apply(l *raft.Log) *Result {
 // the others are unaffected. The commits go into the group's batch and are
 // never committed apart: one applied index stands for all of them, so
 // Pebble must never hold some of them under it.
+//
+// The batch is indexed only when a commit reads state (wholeReads): the
+// commits that only write (puts, deletes), as the SDK coalesces single
+// commits from many goroutines, read nothing but their session and lane
+// records, which the record cache answers with the batch's own writes.
+// Indexing every write for reads that never come cost 4% of the daemon's
+// CPU under 64 clients of single commits (BENCHMARKS.md).
 func (g *group) applyCommits(l *raft.Log, cmd *command.Command) *Result {
 	res := &Result{Index: l.Index, Batch: make([]*Result, len(cmd.Batch))}
 	g.last = l.Index
 	g.whole = true
-	defer func() { g.whole = false }()
+	for _, c := range cmd.Batch {
+		sub := command.Command{Type: command.TypeCommit, Version: cmd.Version, Commit: c}
+		if commitReadsState(&sub) {
+			g.wholeReads = true
+			break
+		}
+	}
+	defer func() { g.whole, g.wholeReads = false, false }()
 	for i, c := range cmd.Batch {
 		sub := &command.Command{Type: command.TypeCommit, Now: cmd.Now, Version: cmd.Version, Commit: c}
 		res.Batch[i] = g.applyOne(l, sub, &Result{Index: l.Index})

@@ -442,3 +442,69 @@ func TestACommitBatchEntryIsNeverCommittedInParts(t *testing.T) {
 		t.Fatalf("applied index %d, want 1", got)
 	}
 }
+
+// TestACommitBatchEntrysCommitsSeeTheWritesOfTheOnesBeforeThem: the
+// commits of a TypeCommitBatch entry share one Pebble batch, indexed only
+// when one of them reads state (commitReadsState). A commit that adds to a
+// counter, or moves an offset, must see what the commits before it in the
+// entry wrote; commits that only write must land in their order.
+func TestACommitBatchEntrysCommitsSeeTheWritesOfTheOnesBeforeThem(t *testing.T) {
+	add := func(k string, d int64) *command.Commit {
+		return &command.Commit{Mutations: []command.Mutation{{Op: command.OpCounterAdd, Namespace: "ns", Key: []byte(k), Delta: d}}}
+	}
+	put := func(k, v string) *command.Commit {
+		return &command.Commit{Mutations: []command.Mutation{{Op: command.OpPut, Namespace: "ns", Key: []byte(k), Value: []byte(v)}}}
+	}
+	del := func(k string) *command.Commit {
+		return &command.Commit{Mutations: []command.Mutation{{Op: command.OpDelete, Namespace: "ns", Key: []byte(k)}}}
+	}
+	offset := func(o int64) *command.Commit {
+		return &command.Commit{Offsets: []command.Offset{{Group: "g", Topic: "t", Partition: 0, Offset: o}}}
+	}
+	for _, c := range []*command.Commit{add("k", 1), offset(1), {Mutations: []command.Mutation{{Op: command.OpListAppend, Namespace: "ns", Key: []byte("l"), Value: []byte("x")}}}} {
+		if !commitReadsState(&command.Command{Type: command.TypeCommit, Commit: c}) {
+			t.Fatalf("commitReadsState(%+v) is false", c)
+		}
+	}
+	for _, c := range []*command.Commit{put("k", "v"), del("k"), {}} {
+		if commitReadsState(&command.Command{Type: command.TypeCommit, Commit: c}) {
+			t.Fatalf("commitReadsState(%+v) is true", c)
+		}
+	}
+
+	f := openFSM(t)
+	apply := func(index uint64, commits ...*command.Commit) *Result {
+		t.Helper()
+		data := command.Encode(nil, &command.Command{Type: command.TypeCommitBatch, Now: 1, Batch: commits})
+		res := f.Apply(&raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}).(*Result)
+		if res.Err != nil || len(res.Batch) != len(commits) {
+			t.Fatalf("batch entry %d: err %v, %d results for %d commits", index, res.Err, len(res.Batch), len(commits))
+		}
+		return res
+	}
+
+	// Write-only commits: in order, the last write of a key wins.
+	apply(1, put("a", "1"), put("b", "1"), put("a", "2"), del("b"), put("c", "1"))
+	for k, want := range map[string]string{"a": "2", "c": "1"} {
+		if e, ok, err := f.Get("ns", []byte(k), KindValue, nil, 1); err != nil || !ok || string(e.Value) != want {
+			t.Fatalf("key %s after the write-only batch: %q, found %v, err %v; want %q", k, e.Value, ok, err, want)
+		}
+	}
+	if _, ok, err := f.Get("ns", []byte("b"), KindValue, nil, 1); err != nil || ok {
+		t.Fatalf("key b, deleted by the batch's fourth commit: found %v, err %v", ok, err)
+	}
+
+	// Reads after writes: the second add sees the first, the lower offset
+	// is refused against the one the commit before it stored.
+	res := apply(2, put("x", "1"), add("n", 2), put("y", "1"), add("n", 3), offset(10), offset(5))
+	if got := counterValue(t, f, "ns", "n", 1); got != 5 {
+		t.Fatalf("counter after adds of 2 and 3 in one batch entry: %d, want 5", got)
+	}
+	if err := res.Batch[5].Err; !errors.Is(err, ErrRejected) {
+		t.Fatalf("offset 5 after offset 10 in the same batch entry: err %v, want a rejection", err)
+	}
+	offs, err := f.Offsets("g")
+	if err != nil || len(offs) != 1 || offs[0].Offset != 10 {
+		t.Fatalf("offsets of group g: %+v, err %v; want offset 10", offs, err)
+	}
+}
