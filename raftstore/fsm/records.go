@@ -12,7 +12,11 @@ import (
 // the tables' index and data blocks) were half the cost of applying a
 // one-write commit (BenchmarkApplySessionCommitBatch); the records are
 // few, one per client id and one per lane in flight, so memory serves
-// them.
+// them. It keeps the window namespaces' specs and bookkeeping
+// (windowMeta) too, which every commit with window parts reads: a spec is
+// written once, when the namespace is defined, and a read of it through
+// Pebble searched every level above the one holding it, more of them as
+// the windows' state grew (BenchmarkWindowAddSettled).
 //
 // It is a write-through cache of what Pebble holds, in two parts:
 //   - committed: records as they are in the database, as read or as

@@ -75,7 +75,10 @@ func (w *windowApply) ns(field, name string) (*winNS, error) {
 	if n, ok := w.nss[name]; ok {
 		return n, nil
 	}
-	v, ok, err := w.a.get(windowSpecKey(name))
+	// The spec and the bookkeeping come from the record cache: the spec
+	// is written once, so a read through Pebble would look for it in
+	// every level above the one holding it, on every commit.
+	v, ok, err := w.a.record(windowSpecKey(name))
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +89,7 @@ func (w *windowApply) ns(field, name string) (*winNS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: window spec of %q: %v", ErrCorrupt, name, err)
 	}
-	mv, ok, err := w.a.get(windowMetaKey(name))
+	mv, ok, err := w.a.record(windowMetaKey(name))
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +115,7 @@ func (a *applier) defineWindows(s *command.WindowSpec) (bool, error) {
 		return false, fieldReject(err)
 	}
 	spec := s.WithDefaults()
-	v, ok, err := a.get(windowSpecKey(spec.Namespace))
+	v, ok, err := a.record(windowSpecKey(spec.Namespace))
 	if err != nil {
 		return false, err
 	}
@@ -126,11 +129,11 @@ func (a *applier) defineWindows(s *command.WindowSpec) (bool, error) {
 		}
 		return false, nil
 	}
-	if err := a.b.Set(windowSpecKey(spec.Namespace), command.EncodeWindowSpec(&spec), nil); err != nil {
+	if err := a.setRecord(windowSpecKey(spec.Namespace), command.EncodeWindowSpec(&spec)); err != nil {
 		return false, err
 	}
 	m := newWindowMeta()
-	return true, a.b.Set(windowMetaKey(spec.Namespace), m.encode(), nil)
+	return true, a.setRecord(windowMetaKey(spec.Namespace), m.encode())
 }
 
 // windowCommit applies a commit's window parts: acknowledgements first

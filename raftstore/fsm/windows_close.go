@@ -38,7 +38,7 @@ func (w *windowApply) finish(names []string) error {
 		if err := w.dropSegments(n); err != nil {
 			return err
 		}
-		if err := w.a.b.Set(windowMetaKey(name), n.meta.encode(), nil); err != nil {
+		if err := w.a.setRecord(windowMetaKey(name), n.meta.encode()); err != nil {
 			return err
 		}
 	}

@@ -171,6 +171,10 @@ func TestWindowSessionsWrittenInTheOldKeyFormStillQueryMergeAndClose(t *testing.
 		t.Fatal(err)
 	}
 	b.Close()
+	// Written behind the state machine's back, as an older release left
+	// them: what it cached of the namespace's meta is forgotten, as when
+	// it opens such a database.
+	w.f.records.reset()
 
 	w.mustShow("old state", "u",
 		"\"u\" [2060,2061) close=2090 closed=true n=1 i=1 f=0 b=\"\" v=[] tr=false\n"+
