@@ -16,7 +16,7 @@ import (
 // (windowMeta) too, which every commit with window parts reads: a spec is
 // written once, when the namespace is defined, and a read of it through
 // Pebble searched every level above the one holding it, more of them as
-// the windows' state grew (BenchmarkWindowAddSettled).
+// the windows' state grew (BENCHMARKS.md).
 //
 // It is a write-through cache of what Pebble holds, in two parts:
 //   - committed: records as they are in the database, as read or as

@@ -285,12 +285,14 @@ func (a *applier) recordSession(c *command.Commit, chk *sessionCheck, index uint
 	return a.setRecord(sessionKey(c.ClientID), a.vbuf)
 }
 
-// record reads a session or lane record through the record cache.
+// record reads a record the record cache keeps (a session, a lane, a
+// window namespace's spec or meta) through it.
 func (a *applier) record(key []byte) ([]byte, bool, error) { return a.rec.get(a.r, key) }
 
-// setRecord writes a session or lane record, or deletes it when val is
-// nil, into the batch and the record cache (every write of these records
-// goes through here or dropLanes, or the cache would go stale).
+// setRecord writes a record the record cache keeps (a session, a lane, a
+// window namespace's spec or meta), or deletes it when val is nil, into
+// the batch and the record cache (every write of these records goes
+// through here or dropLanes, or the cache would go stale).
 func (a *applier) setRecord(key, val []byte) error {
 	var err error
 	if val == nil {
