@@ -86,10 +86,10 @@ func (a *applier) mutation(i int, m *command.Mutation) error {
 		return a.b.Delete(a.key(m.Namespace, m.Key, KindMap, m.SubKey), nil)
 	case command.OpDelete:
 		p := keyPrefix(m.Namespace, m.Key)
-		return a.b.DeleteRange(p, prefixEnd(p), nil)
+		return a.clearRange(p, prefixEnd(p))
 	case command.OpDeletePrefix:
 		p := appendEscaped(namespacePrefix(m.Namespace), m.Key)
-		return a.b.DeleteRange(p, prefixEnd(p), nil)
+		return a.clearRange(p, prefixEnd(p))
 	case command.OpListAppend:
 		return a.listAppend(m, exp)
 	case command.OpCounterAdd:
@@ -241,6 +241,55 @@ func (a *applier) offset(i int, o *command.Offset) error {
 		}
 	}
 	return a.b.Set(k, binary.BigEndian.AppendUint64(nil, uint64(o.Offset)), nil)
+}
+
+// pointDeleteLimit is the most keys clearRange deletes one by one; a
+// range holding more gets one range deletion. CockroachDB's
+// ClearRangeWithHeuristic draws the same line, at the same count.
+const pointDeleteLimit = 64
+
+// clearRange deletes every key in [lower, upper) (nil upper: no bound),
+// as it reads through a.r, which must see the batch's own writes (the
+// entry's batch is indexed: see readingMutations). At most
+// pointDeleteLimit keys get a point deletion each, and a range holding
+// none writes nothing; a larger one gets one range deletion.
+//
+// A range deletion costs every later read of the memtable holding it,
+// not only of its range: Pebble fragments a memtable's range deletions
+// anew on the first read after one is added, all of them. One per
+// entry, which a blind range deletion of each deleted key made, turned
+// that into a cost per read growing with every delete since the last
+// flush (BenchmarkDeleteCommits).
+func (a *applier) clearRange(lower, upper []byte) error {
+	it, err := a.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	var buf []byte
+	var ends [pointDeleteLimit]int
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		if n == pointDeleteLimit {
+			if err := it.Close(); err != nil {
+				return err
+			}
+			return a.b.DeleteRange(lower, upper, nil)
+		}
+		buf = append(buf, it.Key()...)
+		ends[n] = len(buf)
+		n++
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	from := 0
+	for _, end := range ends[:n] {
+		if err := a.b.Delete(buf[from:end], nil); err != nil {
+			return err
+		}
+		from = end
+	}
+	return nil
 }
 
 // expire deletes up to limit entries whose expiry time is at or before now,

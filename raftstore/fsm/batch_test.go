@@ -280,7 +280,7 @@ func TestApplyBatchEntriesSeeTheEarlierEntriesOfTheirBatch(t *testing.T) {
 	}
 }
 
-func counterValue(t *testing.T, f *FSM, ns, key string, now int64) int64 {
+func counterValue(t testing.TB, f *FSM, ns, key string, now int64) int64 {
 	t.Helper()
 	e, ok, err := f.Get(ns, []byte(key), KindCounter, nil, now)
 	if err != nil || !ok {
@@ -447,7 +447,8 @@ func TestACommitBatchEntryIsNeverCommittedInParts(t *testing.T) {
 // commits of a TypeCommitBatch entry share one Pebble batch, indexed only
 // when one of them reads state (commitReadsState). A commit that adds to a
 // counter, or moves an offset, must see what the commits before it in the
-// entry wrote; commits that only write must land in their order.
+// entry wrote; so must a delete, which looks for the keys it deletes
+// (clearRange); commits that only write must land in their order.
 func TestACommitBatchEntrysCommitsSeeTheWritesOfTheOnesBeforeThem(t *testing.T) {
 	add := func(k string, d int64) *command.Commit {
 		return &command.Commit{Mutations: []command.Mutation{{Op: command.OpCounterAdd, Namespace: "ns", Key: []byte(k), Delta: d}}}
@@ -461,12 +462,14 @@ func TestACommitBatchEntrysCommitsSeeTheWritesOfTheOnesBeforeThem(t *testing.T) 
 	offset := func(o int64) *command.Commit {
 		return &command.Commit{Offsets: []command.Offset{{Group: "g", Topic: "t", Partition: 0, Offset: o}}}
 	}
-	for _, c := range []*command.Commit{add("k", 1), offset(1), {Mutations: []command.Mutation{{Op: command.OpListAppend, Namespace: "ns", Key: []byte("l"), Value: []byte("x")}}}} {
+	mapDel := &command.Commit{Mutations: []command.Mutation{{Op: command.OpMapDelete, Namespace: "ns", Key: []byte("m"), SubKey: []byte("s")}}}
+	delPrefix := &command.Commit{Mutations: []command.Mutation{{Op: command.OpDeletePrefix, Namespace: "ns", Key: []byte("p")}}}
+	for _, c := range []*command.Commit{add("k", 1), offset(1), del("k"), delPrefix, {Mutations: []command.Mutation{{Op: command.OpListAppend, Namespace: "ns", Key: []byte("l"), Value: []byte("x")}}}} {
 		if !commitReadsState(&command.Command{Type: command.TypeCommit, Commit: c}) {
 			t.Fatalf("commitReadsState(%+v) is false", c)
 		}
 	}
-	for _, c := range []*command.Commit{put("k", "v"), del("k"), {}} {
+	for _, c := range []*command.Commit{put("k", "v"), mapDel, {}} {
 		if commitReadsState(&command.Command{Type: command.TypeCommit, Commit: c}) {
 			t.Fatalf("commitReadsState(%+v) is true", c)
 		}
@@ -484,19 +487,25 @@ func TestACommitBatchEntrysCommitsSeeTheWritesOfTheOnesBeforeThem(t *testing.T) 
 	}
 
 	// Write-only commits: in order, the last write of a key wins.
-	apply(1, put("a", "1"), put("b", "1"), put("a", "2"), del("b"), put("c", "1"))
-	for k, want := range map[string]string{"a": "2", "c": "1"} {
+	apply(1, put("a", "1"), put("b", "1"), put("a", "2"), put("c", "1"))
+	for k, want := range map[string]string{"a": "2", "b": "1", "c": "1"} {
 		if e, ok, err := f.Get("ns", []byte(k), KindValue, nil, 1); err != nil || !ok || string(e.Value) != want {
 			t.Fatalf("key %s after the write-only batch: %q, found %v, err %v; want %q", k, e.Value, ok, err, want)
 		}
 	}
-	if _, ok, err := f.Get("ns", []byte("b"), KindValue, nil, 1); err != nil || ok {
-		t.Fatalf("key b, deleted by the batch's fourth commit: found %v, err %v", ok, err)
+
+	// Deletes after writes of the same entry: each finds the keys the
+	// commits before it wrote, and they go.
+	apply(2, put("d", "1"), del("d"), put("p1", "1"), put("p2", "1"), delPrefix, put("e", "1"))
+	for k, want := range map[string]bool{"d": false, "p1": false, "p2": false, "e": true, "a": true} {
+		if _, ok, err := f.Get("ns", []byte(k), KindValue, nil, 1); err != nil || ok != want {
+			t.Fatalf("key %s after a batch entry deleting what it wrote: found %v, err %v; want found %v", k, ok, err, want)
+		}
 	}
 
 	// Reads after writes: the second add sees the first, the lower offset
 	// is refused against the one the commit before it stored.
-	res := apply(2, put("x", "1"), add("n", 2), put("y", "1"), add("n", 3), offset(10), offset(5))
+	res := apply(3, put("x", "1"), add("n", 2), put("y", "1"), add("n", 3), offset(10), offset(5))
 	if got := counterValue(t, f, "ns", "n", 1); got != 5 {
 		t.Fatalf("counter after adds of 2 and 3 in one batch entry: %d, want 5", got)
 	}

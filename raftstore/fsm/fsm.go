@@ -451,26 +451,28 @@ func readsOwnWrites(cmd *command.Command) bool {
 		return true
 	}
 	c := cmd.Commit
-	return c != nil && (len(c.Offsets) > 1 || hasWindowParts(c) || readModifyWrites(c))
+	return c != nil && (len(c.Offsets) > 1 || hasWindowParts(c) || readingMutations(c))
 }
 
 // commitReadsState reports whether applying cmd, a TypeCommit command,
 // reads state that another commit may have written: a counter or list it
-// adds to, an offset it must not move back and its partition's claim,
-// window state, a legacy retry's record. Every commit in a session also
+// adds to, the keys a delete covers, an offset it must not move back and
+// its partition's claim, window state, a legacy retry's record. Every commit in a session also
 // reads its session and lane records; the record cache answers those,
 // with the writes of the batch being built.
 func commitReadsState(cmd *command.Command) bool {
 	c := cmd.Commit
-	return c != nil && (legacyRetry(cmd) || len(c.Offsets) > 0 || hasWindowParts(c) || readModifyWrites(c))
+	return c != nil && (legacyRetry(cmd) || len(c.Offsets) > 0 || hasWindowParts(c) || readingMutations(c))
 }
 
-// readModifyWrites reports whether c has a mutation that reads the entry
-// it rewrites: a counter add or a list append.
-func readModifyWrites(c *command.Commit) bool {
+// readingMutations reports whether c has a mutation that reads state: a
+// counter add or a list append, which reads the entry it rewrites, or a
+// delete or prefix delete, which looks for the keys it deletes
+// (applier.clearRange).
+func readingMutations(c *command.Commit) bool {
 	for i := range c.Mutations {
 		switch c.Mutations[i].Op {
-		case command.OpCounterAdd, command.OpListAppend:
+		case command.OpCounterAdd, command.OpListAppend, command.OpDelete, command.OpDeletePrefix:
 			return true
 		}
 	}

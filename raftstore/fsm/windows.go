@@ -385,7 +385,9 @@ func (f *FSM) OpenWindows(ns string, afterKey []byte, afterStart int64, limit in
 		return nil, &RejectError{Field: "namespace", Reason: fmt.Sprintf("window namespace %q is not defined", ns)}
 	}
 	p := windowNSKey(prefixWindowIndex, ns)
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	// Every index record at or below the watermark was deleted when the
+	// watermark passed it (closeDue): start above it, not at the deletions.
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: appendTime(slices.Clone(p), m.Watermark+1), UpperBound: prefixEnd(p)})
 	if err != nil {
 		return nil, err
 	}

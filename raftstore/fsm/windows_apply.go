@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 
 	"github.com/statedhq/stated/raftstore/command"
@@ -22,7 +23,21 @@ type winNS struct {
 	wm0     int64
 	sources map[string]*sourceState // read or written by this entry
 	dirty   map[string]bool
+	// indexedLow and timerLow are the least close time this entry
+	// indexed a window at and the least time it set a timer at
+	// (math.MaxInt64: none). Every close index record and timer at or
+	// below wm0 went when the watermark reached wm0, so what is due at
+	// the entry's end lies at or above the lesser of wm0+1 and these
+	// (dueFrom).
+	indexedLow, timerLow int64
 }
+
+// dueFrom is the least time a close index record (timers: a timer) of n
+// may have at the entry's end. The scans for what is due start there: the
+// records the watermark passed before are deleted, one point deletion
+// each, and a scan from the namespace's first key would step over every
+// such deletion still in the memtable, on every entry.
+func (n *winNS) dueFrom(low int64) int64 { return min(n.wm0+1, low) }
 
 // segment is the data segment of an anchor time (see windows_keys.go).
 func (n *winNS) segment(t int64) uint64 { return uint64(t / segmentWidth(&n.spec)) }
@@ -100,7 +115,8 @@ func (w *windowApply) ns(field, name string) (*winNS, error) {
 		}
 	}
 	n := &winNS{name: name, spec: spec.WithDefaults(), meta: meta, wm0: meta.Watermark,
-		sources: map[string]*sourceState{}, dirty: map[string]bool{}}
+		sources: map[string]*sourceState{}, dirty: map[string]bool{},
+		indexedLow: math.MaxInt64, timerLow: math.MaxInt64}
 	w.nss[name] = n
 	return n, nil
 }
@@ -207,6 +223,8 @@ func (a *applier) windowCommit(c *command.Commit) error {
 		if t.Delete {
 			err = a.b.Delete(k, nil)
 		} else {
+			n := w.nss[t.Namespace]
+			n.timerLow = min(n.timerLow, t.TimeMs)
 			err = a.b.Set(k, nil, nil)
 		}
 		if err != nil {
@@ -324,6 +342,7 @@ func (w *windowApply) setAgg(k []byte, s *aggState) error {
 
 // index records an open window in the close index.
 func (w *windowApply) index(n *winNS, closeMs int64, key []byte, start int64, seg uint64) error {
+	n.indexedLow = min(n.indexedLow, closeMs)
 	w.a.ebuf = appendWindowIndexKey(w.a.ebuf[:0], n.name, closeMs, key, start)
 	return w.a.b.Set(w.a.ebuf, segmentValue(seg), nil)
 }

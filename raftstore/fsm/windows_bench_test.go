@@ -162,3 +162,50 @@ func benchApply(b *testing.B, f *FSM) func(*command.Command) {
 		idx++
 	}
 }
+
+// BenchmarkWindowCommitsClosingWindows applies b.N one-add commits whose
+// records move the watermark on by a window each, the same memtable
+// throughout: every entry closes a window, drops a segment, and
+// acknowledges the emission of the entry before, as a consumer whose
+// event times advance does. The close index records went with one range
+// deletion per entry, and Pebble fragments all of a memtable's range
+// deletions again on the first read after one is added: 1,000 commits
+// averaged 4.3 ms each, 4,000 17.7 ms. Run it with -benchtime 20000x:
+// ns/op must stay that of a short run.
+func BenchmarkWindowCommitsClosingWindows(b *testing.B) {
+	f, err := Open(b.TempDir()+"/state", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	idx := uint64(1)
+	apply := func(cmd *command.Command) *Result {
+		res := f.Apply(rlog(idx, command.Encode(nil, cmd))).(*Result)
+		if res.Err != nil {
+			b.Fatal(res.Err)
+		}
+		idx++
+		return res
+	}
+	spec := command.WindowSpec{Namespace: "n", Shape: command.ShapeTumbling, SizeMs: 1000, Aggregate: command.AggSumInt,
+		Emit: command.EmitFinal, Late: command.LateDrop}
+	apply(&command.Command{Type: command.TypeDefineWindows, Windows: &spec})
+	base := int64(1_700_000_000_000)
+	var acks []command.EmissionAck
+	closed := 0
+	b.ResetTimer()
+	for i := range b.N {
+		c := &command.Commit{Acks: acks, WindowAdds: []command.WindowAdd{{Namespace: "n", Source: "t/0",
+			Key: fmt.Appendf(nil, "k%d", i%10), EventTimeMs: base + int64(i)*1000, Int: 1}}}
+		res := apply(&command.Command{Type: command.TypeCommit, Now: 1e18, Commit: c})
+		acks = acks[:0]
+		for _, e := range res.Emissions {
+			acks = append(acks, command.EmissionAck{Namespace: "n", ID: e.ID})
+		}
+		closed += len(res.Emissions)
+	}
+	b.StopTimer()
+	if closed != b.N-1 {
+		b.Fatalf("%d windows closed over %d commits, want %d", closed, b.N, b.N-1)
+	}
+}

@@ -122,18 +122,20 @@ type dueWindow struct {
 }
 
 // closeDue closes every window of n whose close time is at or below its
-// watermark, in (close time, key, start) order, and removes their index
-// records with one range deletion.
+// watermark, in (close time, key, start) order, and deletes their index
+// records, one point deletion each. A range deletion per entry would
+// cost every later read of the memtable (see applier.clearRange); the
+// scan starts above what the watermark passed before (winNS.dueFrom), so
+// it does not step over the earlier records' deletions either.
 func (w *windowApply) closeDue(n *winNS) error {
-	lower := windowNSKey(prefixWindowIndex, n.name)
-	upper := appendTime(slices.Clone(lower), n.meta.Watermark+1)
-	it, err := w.a.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
+	prefix := windowNSKey(prefixWindowIndex, n.name)
+	it, err := w.dueIter(n, prefix, n.indexedLow)
+	if err != nil || it == nil {
 		return err
 	}
 	var due []dueWindow
 	for ok := it.First(); ok; ok = it.Next() {
-		c, key, start, err := decodeWindowIndexKey(it.Key()[len(lower):])
+		c, key, start, err := decodeWindowIndexKey(it.Key()[len(prefix):])
 		if err != nil || len(it.Value()) != 8 {
 			it.Close()
 			return errors.Join(err, fmt.Errorf("%w: window index record", ErrCorrupt))
@@ -145,9 +147,6 @@ func (w *windowApply) closeDue(n *winNS) error {
 	if err := it.Close(); err != nil {
 		return err
 	}
-	if len(due) == 0 {
-		return nil
-	}
 	for _, d := range due {
 		st, end, err := windowResult(w.a.r, n.name, &n.spec, n.meta.LowestSegment, d.key, d.start, d.seg)
 		if err != nil {
@@ -155,8 +154,26 @@ func (w *windowApply) closeDue(n *winNS) error {
 		}
 		w.emit(n, command.EmissionFinal, d.key, d.start, end, &st)
 		n.meta.OpenWindows--
+		w.a.ebuf = appendWindowIndexKey(w.a.ebuf[:0], n.name, d.closeMs, d.key, d.start)
+		if err := w.a.b.Delete(w.a.ebuf, nil); err != nil {
+			return err
+		}
 	}
-	return w.a.b.DeleteRange(lower, upper, nil)
+	return nil
+}
+
+// dueIter iterates the records under prefix (n's close index or timers,
+// time-first) that are due: from n.dueFrom(low) to the watermark. It is
+// nil, with no error, when none can be.
+func (w *windowApply) dueIter(n *winNS, prefix []byte, low int64) (*pebble.Iterator, error) {
+	from := n.dueFrom(low)
+	if from > n.meta.Watermark {
+		return nil, nil
+	}
+	return w.a.r.NewIter(&pebble.IterOptions{
+		LowerBound: appendTime(slices.Clone(prefix), from),
+		UpperBound: appendTime(slices.Clone(prefix), n.meta.Watermark+1),
+	})
 }
 
 // windowResult reads the aggregate of the window of key starting at
@@ -184,17 +201,17 @@ func windowResult(r pebble.Reader, ns string, spec *command.WindowSpec, lowest u
 }
 
 // fireTimers fires n's timers at or below its watermark, in (time, key)
-// order, and removes them with one range deletion.
+// order, and deletes them, one point deletion each, as closeDue does its
+// index records.
 func (w *windowApply) fireTimers(n *winNS) error {
-	lower := windowNSKey(prefixWindowTimer, n.name)
-	upper := appendTime(slices.Clone(lower), n.meta.Watermark+1)
-	it, err := w.a.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
+	prefix := windowNSKey(prefixWindowTimer, n.name)
+	it, err := w.dueIter(n, prefix, n.timerLow)
+	if err != nil || it == nil {
 		return err
 	}
-	fired := false
+	var fired [][]byte
 	for ok := it.First(); ok; ok = it.Next() {
-		t, rest, err := readTime(it.Key()[len(lower):])
+		t, rest, err := readTime(it.Key()[len(prefix):])
 		if err != nil {
 			it.Close()
 			return err
@@ -205,20 +222,23 @@ func (w *windowApply) fireTimers(n *winNS) error {
 			return err
 		}
 		w.emit(n, command.EmissionTimer, key, t, t, nil)
-		fired = true
+		fired = append(fired, slices.Clone(it.Key()))
 	}
 	if err := it.Close(); err != nil {
 		return err
 	}
-	if !fired {
-		return nil
+	for _, k := range fired {
+		if err := w.a.b.Delete(k, nil); err != nil {
+			return err
+		}
 	}
-	return w.a.b.DeleteRange(lower, upper, nil)
+	return nil
 }
 
-// dropSegments deletes, with one range deletion, the data segments whose
-// every window closed at least a retention ago: segment s when
-// (s+1)*W + retention <= watermark.
+// dropSegments deletes the data segments whose every window closed at
+// least a retention ago: segment s when (s+1)*W + retention <= watermark;
+// one range deletion when they hold more than a few keys
+// (applier.clearRange).
 func (w *windowApply) dropSegments(n *winNS) error {
 	past := n.meta.Watermark - n.spec.RetentionMs
 	if past < 0 {
@@ -231,7 +251,7 @@ func (w *windowApply) dropSegments(n *winNS) error {
 	lo := binary8(windowNSKey(prefixWindowData, n.name), n.meta.LowestSegment)
 	hi := binary8(windowNSKey(prefixWindowData, n.name), cut)
 	n.meta.LowestSegment = cut
-	return w.a.b.DeleteRange(lo, hi, nil)
+	return w.a.clearRange(lo, hi)
 }
 
 func binary8(dst []byte, v uint64) []byte { return append(dst, segmentValue(v)...) }
