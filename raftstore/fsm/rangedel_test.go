@@ -62,8 +62,8 @@ func rangeDeletions(t *testing.T, dir string) (dels, batches int) {
 }
 
 // TestDeletesAndClosingWindowsWriteNoRangeDeletionPerEntry: deleting a key,
-// closing windows, firing timers and dropping a window segment that holds
-// a few keys write point deletions, and only a prefix holding more than
+// closing windows, firing timers, dropping a window segment that holds a
+// few keys and a session's lanes write point deletions, and only a prefix holding more than
 // pointDeleteLimit keys gets a range deletion. Pebble fragments a
 // memtable's range deletions anew on the first read after one is added,
 // all of them, so one per entry made every later read slower with each
@@ -150,6 +150,14 @@ func TestDeletesAndClosingWindowsWriteNoRangeDeletionPerEntry(t *testing.T) {
 	}
 	if err := it.Close(); err != nil || kept > 4 {
 		t.Fatalf("%d window data records kept (err %v), want the few of the last retention", kept, err)
+	}
+	// Client sessions, each with a commit in a lane, then opened again
+	// under a new session id (a reused client id), which drops the lanes.
+	for i := range 50 {
+		client := fmt.Sprintf("c%d", i)
+		run(openSessionCmd(client, 1, 0))
+		run(inSession(putCmd(client, client, "v"), 1, 0, 1))
+		run(openSessionCmd(client, 2, 0))
 	}
 	// A prefix holding more keys than pointDeleteLimit: one range deletion.
 	var puts []command.Mutation

@@ -387,7 +387,9 @@ func fmtTime(n int64) string { return time.Unix(0, n).UTC().Format(time.RFC3339N
 
 func (a *applier) dropLanes(clientID string) error {
 	p := laneClientPrefix(clientID)
-	if err := a.b.DeleteRange(p, prefixEnd(p), nil); err != nil {
+	// A session's lanes are few, and a new client has none: point
+	// deletions, not a range deletion per session (see clearRange).
+	if err := a.clearRange(p, prefixEnd(p)); err != nil {
 		return err
 	}
 	a.rec.dropLanes(p)
