@@ -268,7 +268,10 @@ func (a *applier) clearRange(lower, upper []byte) error {
 	var buf []byte
 	var ends [pointDeleteLimit]int
 	n := 0
-	for ok := it.First(); ok; ok = it.Next() {
+	// NextPrefix, not Next: Next steps over every older version of the
+	// key still in the memtable (a key put and deleted over and over),
+	// NextPrefix seeks past them.
+	for ok := it.First(); ok; ok = it.NextPrefix() {
 		if n == pointDeleteLimit {
 			if err := it.Close(); err != nil {
 				return err
