@@ -125,7 +125,10 @@ func scanKeyData(r pebble.Reader, ns string, key []byte, segLo, segHi uint64, lo
 				it.Close()
 				return err
 			}
-			valid = it.Next()
+			// NextPrefix, not Next: a record rewritten by every add to
+			// its window has a version per add still in the memtable,
+			// which Next would step over one by one.
+			valid = it.NextPrefix()
 			continue
 		}
 		switch {
