@@ -104,3 +104,52 @@ func benchPointReadSettled(b *testing.B, block int, filter bool) {
 		})
 	}
 }
+
+// BenchmarkReadsOfRewrittenKeys reads keys that every commit rewrites,
+// their versions all in the memtable: a Scan of 10 counters after 10,000
+// commits that each add to all of them, and a group's offsets after
+// 10,000 commits of one offset each on its 4 partitions. Both stepped
+// over every older version with Next: 7.9 ms a Scan and 0.79 ms a read
+// of the offsets.
+func BenchmarkReadsOfRewrittenKeys(b *testing.B) {
+	const commits = 10_000
+	b.Run("scan-counters", func(b *testing.B) {
+		f := openFSM(b)
+		run := benchApply(b, f)
+		for range commits {
+			ms := make([]command.Mutation, 10)
+			for k := range ms {
+				ms[k] = command.Mutation{Op: command.OpCounterAdd, Namespace: "n", Key: fmt.Appendf(nil, "c%d", k), Delta: 1}
+			}
+			run(&command.Command{Type: command.TypeCommit, Now: 1, Commit: &command.Commit{Mutations: ms}})
+		}
+		b.ResetTimer()
+		for range b.N {
+			n := 0
+			err := f.Scan(ScanQuery{Namespace: "n"}, 1, func(e Entry) error {
+				n++
+				if e.Counter != commits {
+					return fmt.Errorf("counter %d, want %d", e.Counter, commits)
+				}
+				return nil
+			})
+			if err != nil || n != 10 {
+				b.Fatalf("scan: %d entries, err %v", n, err)
+			}
+		}
+	})
+	b.Run("offsets", func(b *testing.B) {
+		f := openFSM(b)
+		run := benchApply(b, f)
+		for i := range commits {
+			run(&command.Command{Type: command.TypeCommit, Now: 1, Commit: &command.Commit{Offsets: []command.Offset{
+				{Group: "g", Topic: "t", Partition: int32(i % 4), Offset: int64(i + 1)}}}})
+		}
+		b.ResetTimer()
+		for range b.N {
+			if offs, err := f.Offsets("g"); err != nil || len(offs) != 4 {
+				b.Fatalf("offsets %+v, err %v", offs, err)
+			}
+		}
+	})
+}
