@@ -24,11 +24,7 @@ func BenchmarkDeleteCommits(b *testing.B) {
 	for _, oneKey := range []bool{false, true} {
 		name := map[bool]string{false: "distinct", true: "one-key"}[oneKey]
 		b.Run(name, func(b *testing.B) {
-			f, err := Open(b.TempDir()+"/state", nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer f.Close()
+			f := openFSM(b)
 			run := benchApply(b, f)
 			key := func(i int) []byte {
 				if oneKey {

@@ -63,8 +63,8 @@ func rangeDeletions(t *testing.T, dir string) (dels, batches int) {
 
 // TestDeletesAndClosingWindowsWriteNoRangeDeletionPerEntry: deleting a key,
 // closing windows, firing timers, dropping a window segment that holds a
-// few keys and a session's lanes write point deletions, and only a prefix holding more than
-// pointDeleteLimit keys gets a range deletion. Pebble fragments a
+// few keys and a session's lanes write point deletions, and only a prefix
+// holding more than pointDeleteLimit keys gets a range deletion. Pebble fragments a
 // memtable's range deletions anew on the first read after one is added,
 // all of them, so one per entry made every later read slower with each
 // delete since the last flush (BenchmarkDeleteCommits,
@@ -75,16 +75,7 @@ func TestDeletesAndClosingWindowsWriteNoRangeDeletionPerEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	idx := uint64(1)
-	run := func(c *command.Command) *Result {
-		t.Helper()
-		res := f.Apply(rlog(idx, command.Encode(nil, c))).(*Result)
-		if res.Err != nil {
-			t.Fatalf("entry %d: %v", idx, res.Err)
-		}
-		idx++
-		return res
-	}
+	run := benchApply(t, f)
 	commit := func(c *command.Commit) *Result {
 		return run(&command.Command{Type: command.TypeCommit, Now: 1, Commit: c})
 	}

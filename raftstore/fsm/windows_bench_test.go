@@ -152,14 +152,18 @@ func benchOneAddCommits(b *testing.B, sources int) {
 }
 
 // benchApply returns a function that applies commands to f as Raft log
-// entries of successive indexes, from 1, and fails b on any error.
-func benchApply(b *testing.B, f *FSM) func(*command.Command) {
+// entries of successive indexes, from 1, returns each entry's result, and
+// fails tb on any error.
+func benchApply(tb testing.TB, f *FSM) func(*command.Command) *Result {
 	idx := uint64(1)
-	return func(cmd *command.Command) {
-		if res := f.Apply(rlog(idx, command.Encode(nil, cmd))).(*Result); res.Err != nil {
-			b.Fatal(res.Err)
+	return func(cmd *command.Command) *Result {
+		tb.Helper()
+		res := f.Apply(rlog(idx, command.Encode(nil, cmd))).(*Result)
+		if res.Err != nil {
+			tb.Fatalf("entry %d: %v", idx, res.Err)
 		}
 		idx++
+		return res
 	}
 }
 
@@ -173,20 +177,7 @@ func benchApply(b *testing.B, f *FSM) func(*command.Command) {
 // averaged 4.3 ms each, 4,000 17.7 ms. Run it with -benchtime 20000x:
 // ns/op must stay that of a short run.
 func BenchmarkWindowCommitsClosingWindows(b *testing.B) {
-	f, err := Open(b.TempDir()+"/state", nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	idx := uint64(1)
-	apply := func(cmd *command.Command) *Result {
-		res := f.Apply(rlog(idx, command.Encode(nil, cmd))).(*Result)
-		if res.Err != nil {
-			b.Fatal(res.Err)
-		}
-		idx++
-		return res
-	}
+	apply := benchApply(b, openFSM(b))
 	spec := command.WindowSpec{Namespace: "n", Shape: command.ShapeTumbling, SizeMs: 1000, Aggregate: command.AggSumInt,
 		Emit: command.EmitFinal, Late: command.LateDrop}
 	apply(&command.Command{Type: command.TypeDefineWindows, Windows: &spec})
@@ -218,11 +209,7 @@ func BenchmarkWindowCommitsClosingWindows(b *testing.B) {
 // 45 µs each, 20,000 764 µs. Run it with -benchtime 20000x: ns/op must
 // stay that of a short run.
 func BenchmarkWindowAddsToOneSession(b *testing.B) {
-	f, err := Open(b.TempDir()+"/state", nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
+	f := openFSM(b)
 	run := benchApply(b, f)
 	spec := command.WindowSpec{Namespace: "n", Shape: command.ShapeSession, GapMs: 3_600_000, Aggregate: command.AggSumInt,
 		Emit: command.EmitFinal, Late: command.LateDrop, MaxOutOfOrderMs: 1e9}
