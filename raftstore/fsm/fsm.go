@@ -58,6 +58,9 @@ type FSM struct {
 	// records are db's session and lane records, for the apply loop
 	// (records.go); reset whenever db is replaced.
 	records *recordCache
+	// outboxLows tell Emissions where each outbox's pending emissions
+	// may start (windows.go); reset whenever db is replaced.
+	outboxLows outboxLows
 	// removals are the removals of uploaded local checkpoints, made in the
 	// background one after the other (see removeUploaded).
 	removals removalQueue

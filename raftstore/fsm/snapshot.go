@@ -541,6 +541,7 @@ func (f *FSM) reopen() error {
 	}
 	f.db = db
 	f.records.reset()
+	f.outboxLows.reset()
 	f.setApplied(idx)
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -436,25 +437,42 @@ func (f *FSM) Emissions(ns string, afterID uint64, limit int) ([]command.Emissio
 		return nil, err
 	}
 	defer done()
-	if _, _, ok, err := readWindowNS(r, ns); err != nil || !ok {
+	_, meta, ok, err := readWindowNS(r, ns)
+	if err != nil || !ok {
 		if err == nil {
 			err = &RejectError{Field: "namespace", Reason: fmt.Sprintf("window namespace %q is not defined", ns)}
 		}
 		return nil, err
 	}
-	p := windowNSKey(prefixWindowOutbox, ns)
-	lower := p
-	if afterID < ^uint64(0) {
-		lower = outboxKey(ns, afterID+1)
-	} else {
+	if afterID == ^uint64(0) {
 		return nil, nil
 	}
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(p)})
+	// Start at the first id that may be pending: reading from afterID+1
+	// steps over the deletion of every acknowledged emission not yet
+	// compacted away, and a processor reads from the first every second.
+	from, low := afterID+1, f.outboxLows.get(ns)
+	fromLow := from <= low
+	if fromLow {
+		from = low
+	}
+	p := windowNSKey(prefixWindowOutbox, ns)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: outboxKey(ns, from), UpperBound: prefixEnd(p)})
 	if err != nil {
 		return nil, err
 	}
 	var out []command.Emission
-	for ok := it.First(); ok && (limit <= 0 || len(out) < limit); ok = it.Next() {
+	ok = it.First()
+	if fromLow {
+		// What this snapshot holds from low on tells the next read where
+		// to start: the first pending emission, or the next id to come.
+		switch {
+		case !ok:
+			f.outboxLows.raise(ns, meta.NextEmissionID)
+		case len(it.Key()) == len(p)+8:
+			f.outboxLows.raise(ns, binary.BigEndian.Uint64(it.Key()[len(p):]))
+		}
+	}
+	for ; ok && (limit <= 0 || len(out) < limit); ok = it.Next() {
 		k := it.Key()[len(p):]
 		if len(k) != 8 {
 			it.Close()
@@ -468,4 +486,40 @@ func (f *FSM) Emissions(ns string, afterID uint64, limit int) ([]command.Emissio
 		out = append(out, e)
 	}
 	return out, it.Close()
+}
+
+// outboxLows keeps, per window namespace, an id below which no emission
+// is pending, for Emissions to start at. An emission's id is above every
+// id emitted before it, and only an ack removes one, so once a snapshot
+// shows no emission pending below an id, none ever is again in this
+// database: a read raises the bound to what its snapshot shows, whatever
+// the state has become since. A database replaced under the state
+// machine (reopen) resets it.
+type outboxLows struct {
+	mu  sync.Mutex
+	low map[string]uint64
+}
+
+// get returns ns's bound: 1, the first id, until a read raised it.
+func (o *outboxLows) get(ns string) uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return max(o.low[ns], 1)
+}
+
+func (o *outboxLows) raise(ns string, id uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if id > o.low[ns] {
+		if o.low == nil {
+			o.low = map[string]uint64{}
+		}
+		o.low[ns] = id
+	}
+}
+
+func (o *outboxLows) reset() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	clear(o.low)
 }

@@ -167,6 +167,32 @@ func benchApply(tb testing.TB, f *FSM) func(*command.Command) *Result {
 	}
 }
 
+// closingWindows defines window namespace "n" (tumbling, 1 s, an int sum)
+// through apply, and returns a function that commits one add a window
+// after the last one's, with acks, and returns the emissions of the
+// window it closed: each call but the first closes one.
+func closingWindows(apply func(*command.Command) *Result) func(acks []command.EmissionAck) []command.Emission {
+	spec := command.WindowSpec{Namespace: "n", Shape: command.ShapeTumbling, SizeMs: 1000, Aggregate: command.AggSumInt,
+		Emit: command.EmitFinal, Late: command.LateDrop}
+	apply(&command.Command{Type: command.TypeDefineWindows, Windows: &spec})
+	base, i := int64(1_700_000_000_000), 0
+	return func(acks []command.EmissionAck) []command.Emission {
+		c := &command.Commit{Acks: acks, WindowAdds: []command.WindowAdd{{Namespace: "n", Source: "t/0",
+			Key: fmt.Appendf(nil, "k%d", i%10), EventTimeMs: base + int64(i)*1000, Int: 1}}}
+		i++
+		return apply(&command.Command{Type: command.TypeCommit, Now: 1e18, Commit: c}).Emissions
+	}
+}
+
+// acksOf returns the acknowledgements of ems, appended to acks[:0].
+func acksOf(acks []command.EmissionAck, ems []command.Emission) []command.EmissionAck {
+	acks = acks[:0]
+	for _, e := range ems {
+		acks = append(acks, command.EmissionAck{Namespace: e.Namespace, ID: e.ID})
+	}
+	return acks
+}
+
 // BenchmarkWindowCommitsClosingWindows applies b.N one-add commits whose
 // records move the watermark on by a window each, the same memtable
 // throughout: every entry closes a window, drops a segment, and
@@ -177,23 +203,14 @@ func benchApply(tb testing.TB, f *FSM) func(*command.Command) *Result {
 // averaged 4.3 ms each, 4,000 17.7 ms. Run it with -benchtime 20000x:
 // ns/op must stay that of a short run.
 func BenchmarkWindowCommitsClosingWindows(b *testing.B) {
-	apply := benchApply(b, openFSM(b))
-	spec := command.WindowSpec{Namespace: "n", Shape: command.ShapeTumbling, SizeMs: 1000, Aggregate: command.AggSumInt,
-		Emit: command.EmitFinal, Late: command.LateDrop}
-	apply(&command.Command{Type: command.TypeDefineWindows, Windows: &spec})
-	base := int64(1_700_000_000_000)
+	add := closingWindows(benchApply(b, openFSM(b)))
 	var acks []command.EmissionAck
 	closed := 0
 	b.ResetTimer()
-	for i := range b.N {
-		c := &command.Commit{Acks: acks, WindowAdds: []command.WindowAdd{{Namespace: "n", Source: "t/0",
-			Key: fmt.Appendf(nil, "k%d", i%10), EventTimeMs: base + int64(i)*1000, Int: 1}}}
-		res := apply(&command.Command{Type: command.TypeCommit, Now: 1e18, Commit: c})
-		acks = acks[:0]
-		for _, e := range res.Emissions {
-			acks = append(acks, command.EmissionAck{Namespace: "n", ID: e.ID})
-		}
-		closed += len(res.Emissions)
+	for range b.N {
+		ems := add(acks)
+		acks = acksOf(acks, ems)
+		closed += len(ems)
 	}
 	b.StopTimer()
 	if closed != b.N-1 {
