@@ -104,6 +104,9 @@ func (a *applier) put(k []byte, exp int64, payload []byte) error {
 		return err
 	}
 	if exp != 0 {
+		if a.rec != nil {
+			a.rec.expiry.lower(uint64(exp))
+		}
 		a.ebuf = appendExpiryKey(a.ebuf[:0], exp, k)
 		return a.b.Set(a.ebuf, nil, nil)
 	}
@@ -298,29 +301,40 @@ func (a *applier) clearRange(lower, upper []byte) error {
 // expire deletes up to limit entries whose expiry time is at or before now,
 // with their expiry index records. The expiry index may hold stale records
 // (the entry was overwritten or deleted since); those are dropped without
-// touching the entry. The index records go in one range deletion, so a
-// command costs one point deletion per expired entry and one tombstone,
-// whatever the limit.
+// touching the entry. More than pointDeleteLimit index records go in one
+// range deletion, so a command costs one point deletion per expired entry
+// and at most pointDeleteLimit more, whatever the limit. The scan starts
+// at the index's floor (expiryFloor), above every record an earlier
+// expire deleted, and moves it up.
 func (a *applier) expire(limit uint32) error {
 	if a.now < 0 {
 		// No entry expires before 1970: uint64(a.now) below would wrap
 		// and make every expiry due.
 		return nil
 	}
-	lower := []byte{prefixExpiry}
+	floor := &a.rec.expiry
 	upper := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, uint64(a.now)+1)
+	if floor.batch > uint64(a.now) {
+		return nil
+	}
+	lower := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, floor.batch)
 	it, err := a.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return err
 	}
 	var due [][]byte
-	for ok := it.First(); ok && uint32(len(due)) < limit; ok = it.Next() {
+	// more is whether the scan stopped at the limit with a record left.
+	more := it.First()
+	for ; more && uint32(len(due)) < limit; more = it.Next() {
 		due = append(due, append([]byte(nil), it.Key()...))
 	}
 	if err := it.Close(); err != nil {
 		return err
 	}
 	if len(due) == 0 {
+		if !more { // none at or before now
+			floor.raise(uint64(a.now) + 1)
+		}
 		return nil
 	}
 	for _, ek := range due {
@@ -338,10 +352,28 @@ func (a *applier) expire(limit uint32) error {
 			}
 		}
 	}
-	// Every index key from the first due one to the last is due: they
-	// were read in order, with nothing skipped.
+	// Up to pointDeleteLimit records go with a point deletion each, as
+	// clearRange's keys do; more with one range deletion: every index
+	// key from the first due one to the last is due, as they were read
+	// in order, with nothing skipped.
 	last := due[len(due)-1]
-	return a.b.DeleteRange(due[0], append(last[:len(last):len(last)], 0), nil)
+	if len(due) <= pointDeleteLimit {
+		for _, ek := range due {
+			if err := a.b.Delete(ek, nil); err != nil {
+				return err
+			}
+		}
+	} else if err := a.b.DeleteRange(due[0], append(last[:len(last):len(last)], 0), nil); err != nil {
+		return err
+	}
+	if more {
+		// Records of the last one's time may remain, none before it.
+		floor.raise(binary.BigEndian.Uint64(last[1:9]))
+	} else {
+		// Every record at or before now was in due.
+		floor.raise(uint64(a.now) + 1)
+	}
+	return nil
 }
 
 // remember records a version 2 commit's (client id, sequence) for DedupWindow, in

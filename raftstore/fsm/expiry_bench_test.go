@@ -102,3 +102,43 @@ func BenchmarkExpireAfterTTLRewrites(b *testing.B) {
 		f.Close()
 	}
 }
+
+// BenchmarkExpireRounds times a round of expiry as the leader runs it
+// (ExpiryDue, then a TypeExpire entry) after every `due` puts with a TTL
+// (untimed), all of them due by the round: one op is one round. Each
+// round's scans started at the expiry index's first key and stepped over
+// every record the rounds before deleted, not yet compacted away: with
+// 100 a round, 200 rounds averaged 2.1 ms and 3,000 rounds 27 ms; with
+// 10, 0.30 and 2.9 ms. Run it with -benchtime 3000x: due=10 must stay
+// that of a short run. due=100 deletes its index records with a range
+// deletion a round, which Pebble fragments with all of the memtable's
+// others on the next read: 0.29 ms over 200 rounds, 0.60 ms over 3,000
+// (one fragmentation per round, and a round per --expiry-interval).
+func BenchmarkExpireRounds(b *testing.B) {
+	for _, due := range []int{10, 100} {
+		b.Run(fmt.Sprintf("due=%d", due), func(b *testing.B) {
+			f := openFSM(b)
+			apply := benchApply(b, f)
+			now, k := int64(1e18), 0
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				for range due {
+					apply(&command.Command{Type: command.TypeCommit, Now: now, Commit: &command.Commit{Mutations: []command.Mutation{
+						{Op: command.OpPut, Namespace: "ns", Key: fmt.Appendf(nil, "k%d", k), Value: []byte("v"), TTL: 1000}}}})
+					k++
+					now += 10
+				}
+				b.StartTimer()
+				if ok, err := f.ExpiryDue(now + 1000); err != nil || !ok {
+					b.Fatalf("expiry due %v, %v; want due", ok, err)
+				}
+				apply(&command.Command{Type: command.TypeExpire, Now: now + 1000, ExpireLimit: 10_000})
+			}
+			b.StopTimer()
+			if ok, err := f.ExpiryDue(now + 1000); err != nil || ok {
+				b.Fatalf("expiry due %v, %v after the last round; want nothing due", ok, err)
+			}
+		})
+	}
+}

@@ -199,8 +199,15 @@ func (f *FSM) ExpiryDue(now int64) (bool, error) {
 	if now < 0 {
 		return false, nil // as in expire: nothing expires before 1970
 	}
+	// The database holds no index record below the floor (expiryFloor):
+	// starting there steps over none of the records expires deleted.
+	floor := f.records.expiry.db.Load()
+	if floor > uint64(now) {
+		return false, nil
+	}
+	lower := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, floor)
 	upper := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, uint64(now)+1)
-	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixExpiry}, UpperBound: upper})
+	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return false, err
 	}

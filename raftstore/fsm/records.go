@@ -44,6 +44,11 @@ type recordCache struct {
 	// dropped that of the latest drop of a client's lanes, by the lanes'
 	// key prefix.
 	last, dropped map[string]int
+	// expiry bounds the expiry index from below, for Expire and
+	// ExpiryDue; it follows the batch as the records do. A cut entry's
+	// writes leave it where they put it: lower than need be, never above
+	// a record.
+	expiry expiryFloor
 }
 
 // recordWrite is one write of a record: a value, a deletion (val nil),
@@ -156,6 +161,7 @@ func (c *recordCache) cut(m int) {
 // commit moves the pending writes into committed once the batch that
 // holds them is committed.
 func (c *recordCache) commit() {
+	c.expiry.commit()
 	if len(c.pending) == 0 {
 		return
 	}
@@ -177,6 +183,7 @@ func (c *recordCache) commit() {
 
 // abort drops the pending writes: their batch was not committed.
 func (c *recordCache) abort() {
+	c.expiry.abort()
 	clear(c.pending)
 	c.pending = c.pending[:0]
 	clear(c.last)
@@ -187,4 +194,5 @@ func (c *recordCache) abort() {
 func (c *recordCache) reset() {
 	c.abort()
 	c.clearCommitted()
+	c.expiry.reset()
 }
