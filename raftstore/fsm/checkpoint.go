@@ -411,7 +411,10 @@ func readCheckpointMeta(r pebble.Reader) (CheckpointInfo, error) {
 	if err != nil {
 		return info, err
 	}
-	for ok := it.First(); ok; ok = it.Next() {
+	// NextPrefix, not Next: every commit moves its partitions' offsets,
+	// and Next steps over each older version still in the memtable (a
+	// changelog barrier reads the database's, in the apply loop).
+	for ok := it.First(); ok; ok = it.NextPrefix() {
 		o, err := decodeOffset(it.Key(), it.Value())
 		if err != nil {
 			it.Close()

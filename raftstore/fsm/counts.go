@@ -70,7 +70,9 @@ func (f *FSM) CountsContext(ctx context.Context) (Counts, error) {
 		if err != nil {
 			return Counts{}, err
 		}
-		for ok := it.First(); ok; ok = it.Next() {
+		// NextPrefix steps over the older versions of a key (a session
+		// record, a hot counter) still in the memtable; Next visits each.
+		for ok := it.First(); ok; ok = it.NextPrefix() {
 			*r.keys++
 			if r.bytes != nil {
 				*r.bytes += uint64(len(it.Key()) + len(it.Value()))

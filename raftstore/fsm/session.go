@@ -575,7 +575,10 @@ func (f *FSM) IdleSessions(now int64, limit int) ([]command.SessionRef, error) {
 	}
 	defer it.Close()
 	var out []command.SessionRef
-	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
+	// NextPrefix, not Next: every commit in a session rewrites its
+	// record, and Next steps over each older version still in the
+	// memtable.
+	for ok := it.First(); ok && len(out) < limit; ok = it.NextPrefix() {
 		id, _, err := readComponent(it.Key()[1:])
 		if err != nil {
 			return nil, err

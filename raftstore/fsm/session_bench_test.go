@@ -81,3 +81,39 @@ func BenchmarkApplySessionCommitBatch(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkIdleSessionsBetweenCommits times the leader's look for idle
+// sessions (IdleSessions, every --expiry-interval) after every 100
+// commits (untimed) of four clients, each commit a millisecond after the
+// one before, so that each rewrites its session's record. The look stepped
+// with Next over every version of those records still in the memtable:
+// after 200 rounds it averaged 1.0 ms, after 2,000 19.7 ms; with
+// NextPrefix 27 and 70 µs (a memtable of 200,000 commits). Run it with
+// -benchtime 2000x.
+func BenchmarkIdleSessionsBetweenCommits(b *testing.B) {
+	f := openFSM(b)
+	apply := benchApply(b, f)
+	const clients = 4
+	now := int64(1e18)
+	for c := range clients {
+		apply(openSessionCmd(fmt.Sprint("c", c), uint64(c+1), now))
+	}
+	seq := make([]uint64, clients)
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		for i := range 100 {
+			c := i % clients
+			now += 1e6
+			seq[c]++
+			cmd := putCmd(fmt.Sprint("c", c), fmt.Sprint("k", i), "v")
+			cmd.Now = now
+			apply(inSession(cmd, uint64(c+1), 0, seq[c]))
+		}
+		b.StartTimer()
+		idle, err := f.IdleSessions(now, 1000)
+		if err != nil || len(idle) != 0 {
+			b.Fatalf("idle sessions %v, %v; want none", idle, err)
+		}
+	}
+}
