@@ -104,9 +104,7 @@ func (a *applier) put(k []byte, exp int64, payload []byte) error {
 		return err
 	}
 	if exp != 0 {
-		if a.rec != nil {
-			a.rec.expiry.lower(uint64(exp))
-		}
+		a.rec.expiry.lower(uint64(exp))
 		a.ebuf = appendExpiryKey(a.ebuf[:0], exp, k)
 		return a.b.Set(a.ebuf, nil, nil)
 	}
@@ -307,35 +305,9 @@ func (a *applier) clearRange(lower, upper []byte) error {
 // at the index's floor (expiryFloor), above every record an earlier
 // expire deleted, and moves it up.
 func (a *applier) expire(limit uint32) error {
-	if a.now < 0 {
-		// No entry expires before 1970: uint64(a.now) below would wrap
-		// and make every expiry due.
-		return nil
-	}
-	floor := &a.rec.expiry
-	upper := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, uint64(a.now)+1)
-	if floor.batch > uint64(a.now) {
-		return nil
-	}
-	lower := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, floor.batch)
-	it, err := a.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
+	due, err := a.rec.expiry.due(a.r, prefixExpiry, a.now, int(limit))
+	if err != nil || len(due) == 0 {
 		return err
-	}
-	var due [][]byte
-	// more is whether the scan stopped at the limit with a record left.
-	more := it.First()
-	for ; more && uint32(len(due)) < limit; more = it.Next() {
-		due = append(due, append([]byte(nil), it.Key()...))
-	}
-	if err := it.Close(); err != nil {
-		return err
-	}
-	if len(due) == 0 {
-		if !more { // none at or before now
-			floor.raise(uint64(a.now) + 1)
-		}
-		return nil
 	}
 	for _, ek := range due {
 		exp := int64(binary.BigEndian.Uint64(ek[1:9]))
@@ -363,17 +335,9 @@ func (a *applier) expire(limit uint32) error {
 				return err
 			}
 		}
-	} else if err := a.b.DeleteRange(due[0], append(last[:len(last):len(last)], 0), nil); err != nil {
-		return err
+		return nil
 	}
-	if more {
-		// Records of the last one's time may remain, none before it.
-		floor.raise(binary.BigEndian.Uint64(last[1:9]))
-	} else {
-		// Every record at or before now was in due.
-		floor.raise(uint64(a.now) + 1)
-	}
-	return nil
+	return a.b.DeleteRange(due[0], append(last[:len(last):len(last)], 0), nil)
 }
 
 // remember records a version 2 commit's (client id, sequence) for DedupWindow, in

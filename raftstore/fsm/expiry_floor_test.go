@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -92,6 +93,34 @@ func TestExpiryStartsAtTheFloorAndMissesNothing(t *testing.T) {
 			}
 		}
 		want(t, f, now+1000, "keys=1 index=1 due=false")
+	})
+
+	t.Run("ended sessions", func(t *testing.T) {
+		// The index of ended sessions' records has a floor of its own,
+		// which the sweeps raise and an ending lowers.
+		f := openFSM(t)
+		var idx uint64
+		ended := func(at int64, wantN uint64, wantDue bool) {
+			t.Helper()
+			due, err := f.EndedSessionsDue(at)
+			if n := endedCount(t, f); n != wantN || due != wantDue || err != nil {
+				t.Fatalf("%d ended sessions, due %v (%v); want %d, %v", n, due, err, wantN, wantDue)
+			}
+		}
+		t1 := now + int64(time.Minute)
+		applyNext(t, f, &idx, openSessionCmd("a", 1, now))
+		applyNext(t, f, &idx, openSessionCmd("a", 2, t1)) // ends a's session 1, kept EndedSessionRetention
+		day := t1 + int64(EndedSessionRetention)
+		ended(day, 1, true)
+		applyNext(t, f, &idx, expireSessionsCmd(day))
+		ended(day, 0, false) // the floor passes day
+		// A leader whose clock is an hour behind ends b's session 1: its
+		// record expires below the floor.
+		applyNext(t, f, &idx, openSessionCmd("b", 1, now))
+		applyNext(t, f, &idx, openSessionCmd("b", 2, t1-int64(time.Hour)))
+		ended(day, 1, true)
+		applyNext(t, f, &idx, expireSessionsCmd(day))
+		ended(day, 0, false)
 	})
 
 	t.Run("restore", func(t *testing.T) {

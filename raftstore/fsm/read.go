@@ -196,23 +196,7 @@ func (f *FSM) ExpiryDue(now int64) (bool, error) {
 	if f.closed {
 		return false, ErrClosed
 	}
-	if now < 0 {
-		return false, nil // as in expire: nothing expires before 1970
-	}
-	// The database holds no index record below the floor (expiryFloor):
-	// starting there steps over none of the records expires deleted.
-	floor := f.records.expiry.db.Load()
-	if floor > uint64(now) {
-		return false, nil
-	}
-	lower := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, floor)
-	upper := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, uint64(now)+1)
-	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
-		return false, err
-	}
-	due := it.First()
-	return due, it.Close()
+	return f.records.expiry.anyDue(f.db, prefixExpiry, now)
 }
 
 // ClusterID returns the recorded cluster id, or "" before one is.

@@ -45,10 +45,11 @@ type recordCache struct {
 	// key prefix.
 	last, dropped map[string]int
 	// expiry bounds the expiry index from below, for Expire and
-	// ExpiryDue; it follows the batch as the records do. A cut entry's
-	// writes leave it where they put it: lower than need be, never above
-	// a record.
-	expiry expiryFloor
+	// ExpiryDue, and endedExpiry the ended sessions' index, for their
+	// sweep and EndedSessionsDue; they follow the batch as the records
+	// do. A cut entry's writes leave them where they put them: lower than
+	// need be, never above a record.
+	expiry, endedExpiry expiryFloor
 }
 
 // recordWrite is one write of a record: a value, a deletion (val nil),
@@ -162,6 +163,7 @@ func (c *recordCache) cut(m int) {
 // holds them is committed.
 func (c *recordCache) commit() {
 	c.expiry.commit()
+	c.endedExpiry.commit()
 	if len(c.pending) == 0 {
 		return
 	}
@@ -184,6 +186,7 @@ func (c *recordCache) commit() {
 // abort drops the pending writes: their batch was not committed.
 func (c *recordCache) abort() {
 	c.expiry.abort()
+	c.endedExpiry.abort()
 	clear(c.pending)
 	c.pending = c.pending[:0]
 	clear(c.last)
@@ -195,4 +198,5 @@ func (c *recordCache) reset() {
 	c.abort()
 	c.clearCommitted()
 	c.expiry.reset()
+	c.endedExpiry.reset()
 }

@@ -510,26 +510,17 @@ func (a *applier) endSession(clientID string, s session) error {
 	if err := a.setRecord(k, v); err != nil {
 		return err
 	}
+	a.rec.endedExpiry.lower(uint64(exp))
 	return a.b.Set(endedExpiryKey(exp, clientID, s.id), nil, nil)
 }
 
 // sweepEnded deletes up to limit records of ended sessions that expired at
 // or before the command's time, oldest first, with their index keys.
 func (a *applier) sweepEnded(limit int) error {
-	if a.now < 0 {
-		return nil // as in expire: uint64(a.now) would wrap
-	}
-	lower := []byte{prefixEndedExpiry}
-	upper := binary.BigEndian.AppendUint64([]byte{prefixEndedExpiry}, uint64(a.now)+1)
-	it, err := a.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	// From the index's floor, as expire: the sweeps before deleted every
+	// key below it.
+	due, err := a.rec.endedExpiry.due(a.r, prefixEndedExpiry, a.now, limit)
 	if err != nil {
-		return err
-	}
-	var due [][]byte
-	for ok := it.First(); ok && len(due) < limit; ok = it.Next() {
-		due = append(due, append([]byte(nil), it.Key()...))
-	}
-	if err := it.Close(); err != nil {
 		return err
 	}
 	for _, ik := range due {
@@ -603,19 +594,7 @@ func (f *FSM) EndedSessionsDue(now int64) (bool, error) {
 	if f.closed {
 		return false, ErrClosed
 	}
-	if now < 0 {
-		return false, nil
-	}
-	upper := binary.BigEndian.AppendUint64([]byte{prefixEndedExpiry}, uint64(now)+1)
-	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixEndedExpiry}, UpperBound: upper})
-	if err != nil {
-		return false, err
-	}
-	due := it.First()
-	if err := it.Close(); err != nil {
-		return false, err
-	}
-	return due, nil
+	return f.records.endedExpiry.anyDue(f.db, prefixEndedExpiry, now)
 }
 
 // ClientSession is a session as Session reports it.

@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -115,5 +116,40 @@ func BenchmarkIdleSessionsBetweenCommits(b *testing.B) {
 		if err != nil || len(idle) != 0 {
 			b.Fatalf("idle sessions %v, %v; want none", idle, err)
 		}
+	}
+}
+
+// BenchmarkEndedSessionSweeps times a sweep of ended sessions' records
+// (EndedSessionsDue, then a TypeExpireSessions entry) after every ten
+// sessions replaced (untimed), the sweep at the time their records
+// expire. The sweeps scanned the ended sessions' index from its first
+// key, over every key the sweeps before deleted; they start at its floor
+// now (expiryFloor). Run it with -benchtime 3000x: ns/op must stay that
+// of a short run.
+func BenchmarkEndedSessionSweeps(b *testing.B) {
+	f := openFSM(b)
+	apply := benchApply(b, f)
+	const clients = 10
+	now := int64(1e18)
+	for c := range clients {
+		apply(openSessionCmd(fmt.Sprint("c", c), 1, now))
+	}
+	b.ResetTimer()
+	for r := range b.N {
+		b.StopTimer()
+		now += int64(25 * time.Hour)
+		for c := range clients {
+			apply(openSessionCmd(fmt.Sprint("c", c), uint64(r+2), now)) // ends session r+1
+		}
+		sweep := now + int64(EndedSessionRetention)
+		b.StartTimer()
+		if due, err := f.EndedSessionsDue(sweep); err != nil || !due {
+			b.Fatalf("ended sessions due %v, %v; want due", due, err)
+		}
+		apply(expireSessionsCmd(sweep))
+	}
+	b.StopTimer()
+	if c, err := f.Counts(); err != nil || c.EndedSessions != 0 {
+		b.Fatalf("counts %+v, %v: want every ended session swept", c, err)
 	}
 }
