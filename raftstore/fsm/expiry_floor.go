@@ -79,7 +79,10 @@ func (e *expiryFloor) due(r pebble.Reader, prefix byte, now int64, limit int) ([
 }
 
 // anyDue reports whether the database (db, outside the apply loop) holds
-// a key of the index under prefix whose time is at or before now.
+// a key of the index under prefix whose time is at or before now. A batch
+// committed between its load of the floor and its read may hold a key
+// below the floor that is not yet published: it answers false then, and
+// the leader's next look (every --expiry-interval) finds the key.
 func (e *expiryFloor) anyDue(db *pebble.DB, prefix byte, now int64) (bool, error) {
 	floor := e.db.Load()
 	if now < 0 || floor > uint64(now) {

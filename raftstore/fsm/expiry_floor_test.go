@@ -76,23 +76,57 @@ func TestExpiryStartsAtTheFloorAndMissesNothing(t *testing.T) {
 		}
 	})
 
+	// batch applies cmds as one apply batch after the entries before.
+	batch := func(t *testing.T, f *FSM, idx *uint64, cmds ...*command.Command) {
+		t.Helper()
+		var logs []*raft.Log
+		for _, c := range cmds {
+			*idx++
+			logs = append(logs, &raft.Log{Index: *idx, Type: raft.LogCommand, Data: command.Encode(nil, c)})
+		}
+		for i, out := range f.Batching().ApplyBatch(logs) {
+			if err := out.(*Result).Err; err != nil {
+				t.Fatalf("entry %d: %v", logs[i].Index, err)
+			}
+		}
+	}
+
 	t.Run("one batch", func(t *testing.T) {
 		// The expire raises the floor past now+1000 in the batch; the
 		// write after it in the same batch, under a clock behind, lowers
 		// it again, and the second expire of the batch deletes it.
 		f := openFSM(t)
-		cmds := []*command.Command{put(now, 100, "a"), expire(now+1000, 100), put(now-1e9, 100, "b"),
-			expire(now+1000, 100), put(now+5000, 1e12, "c")}
-		var logs []*raft.Log
-		for i, c := range cmds {
-			logs = append(logs, &raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: command.Encode(nil, c)})
-		}
-		for i, out := range f.Batching().ApplyBatch(logs) {
-			if err := out.(*Result).Err; err != nil {
-				t.Fatalf("entry %d: %v", i+1, err)
-			}
-		}
+		var idx uint64
+		batch(t, f, &idx, put(now, 100, "a"), expire(now+1000, 100), put(now-1e9, 100, "b"),
+			expire(now+1000, 100), put(now+5000, 1e12, "c"))
 		want(t, f, now+1000, "keys=1 index=1 due=false")
+	})
+
+	t.Run("one batch after a committed floor", func(t *testing.T) {
+		// The floor the database has reached is past now+1000; a batch
+		// writes below it and then expires: the expire must start at the
+		// batch's floor, not the database's.
+		f := openFSM(t)
+		var idx uint64
+		applyNext(t, f, &idx, put(now, 100, "a"))
+		applyNext(t, f, &idx, expire(now+1000, 100))
+		batch(t, f, &idx, put(now-1e9, 100, "b"), expire(now+1000, 100))
+		want(t, f, now+1000, "keys=0 index=0 due=false")
+	})
+
+	t.Run("abort", func(t *testing.T) {
+		// A batch that is not committed takes back what it did to the
+		// floors (the apply loop aborts the record cache then).
+		c := newRecordCache()
+		c.expiry.raise(10)
+		c.endedExpiry.raise(10)
+		c.commit()
+		c.expiry.raise(20)
+		c.endedExpiry.lower(5)
+		c.abort()
+		if c.expiry.batch != 10 || c.endedExpiry.batch != 10 || c.expiry.db.Load() != 10 {
+			t.Fatalf("floors after an abort: %d and %d (database %d), want 10", c.expiry.batch, c.endedExpiry.batch, c.expiry.db.Load())
+		}
 	})
 
 	t.Run("ended sessions", func(t *testing.T) {
