@@ -328,7 +328,6 @@ func (a *applier) expire(limit uint32) error {
 	// clearRange's keys do; more with one range deletion: every index
 	// key from the first due one to the last is due, as they were read
 	// in order, with nothing skipped.
-	last := due[len(due)-1]
 	if len(due) <= pointDeleteLimit {
 		for _, ek := range due {
 			if err := a.b.Delete(ek, nil); err != nil {
@@ -337,6 +336,7 @@ func (a *applier) expire(limit uint32) error {
 		}
 		return nil
 	}
+	last := due[len(due)-1]
 	return a.b.DeleteRange(due[0], append(last[:len(last):len(last)], 0), nil)
 }
 

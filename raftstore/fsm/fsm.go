@@ -460,9 +460,9 @@ func readsOwnWrites(cmd *command.Command) bool {
 // commitReadsState reports whether applying cmd, a TypeCommit command,
 // reads state that another commit may have written: a counter or list it
 // adds to, the keys a delete covers, an offset it must not move back and
-// its partition's claim, window state, a legacy retry's record. Every commit in a session also
-// reads its session and lane records; the record cache answers those,
-// with the writes of the batch being built.
+// its partition's claim, window state, a legacy retry's record. Every
+// commit in a session also reads its session and lane records; the
+// record cache answers those, with the writes of the batch being built.
 func commitReadsState(cmd *command.Command) bool {
 	c := cmd.Commit
 	return c != nil && (legacyRetry(cmd) || len(c.Offsets) > 0 || hasWindowParts(c) || readingMutations(c))
