@@ -549,7 +549,8 @@ type stateCount struct {
 // how says how the state was counted, for the log.
 func (r stateCount) how() string {
 	if r.Whole != "" {
-		return fmt.Sprintf("whole in %v (%s)", r.took.Round(time.Millisecond), r.Whole)
+		return fmt.Sprintf("whole in %v (%s; %d keys from %d tables' properties, the rest read)",
+			r.took.Round(time.Millisecond), r.Whole, r.KeysFromProperties, r.TablesFromProperties)
 	}
 	return fmt.Sprintf("from epoch %d in %v (%d changed tables, %d bytes, %d keys and %d ranges compared)",
 		r.BaseEpoch, r.took.Round(time.Millisecond), r.TablesRead, r.TableBytesRead, r.KeysCompared, r.RangesCompared)

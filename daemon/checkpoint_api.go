@@ -98,6 +98,7 @@ func (a checkpointsAPI) Status(context.Context) (*statedv1.CheckpointStatus, err
 		out.LastCount = &statedv1.CheckpointCountInfo{
 			WholeReason: n.Whole, BaseEpoch: n.BaseEpoch, TablesRead: uint64(n.TablesRead), TableBytesRead: n.TableBytesRead,
 			KeysCompared: n.KeysCompared, RangesCompared: uint64(n.RangesCompared), DurationMillis: st.LastCountDuration.Milliseconds(),
+			TablesFromProperties: uint64(n.TablesFromProperties), KeysFromProperties: n.KeysFromProperties,
 		}
 	}
 	return out, nil

@@ -427,7 +427,8 @@ func TestIncrementalCheckpointOfA200MBStateSendsLittle(t *testing.T) {
 	// The gRPC status says the same.
 	if n := st.GetLastCount(); n.GetWholeReason() != lc.Whole || n.GetBaseEpoch() != lc.BaseEpoch || n.GetBaseEpoch() != last.GetEpoch() ||
 		n.GetKeysCompared() != lc.KeysCompared || n.GetTableBytesRead() != lc.TableBytesRead || n.GetTablesRead() != uint64(lc.TablesRead) ||
-		n.GetRangesCompared() != uint64(lc.RangesCompared) || n.GetDurationMillis() != d.CheckpointStatus().LastCountDuration.Milliseconds() {
+		n.GetRangesCompared() != uint64(lc.RangesCompared) || n.GetDurationMillis() != d.CheckpointStatus().LastCountDuration.Milliseconds() ||
+		n.GetTablesFromProperties() != uint64(lc.TablesFromProperties) || n.GetKeysFromProperties() != lc.KeysFromProperties {
 		t.Errorf("the gRPC status says the count was %v; the coordinator's is %+v, from epoch %d", n, lc, last.GetEpoch())
 	}
 	if got := resp.GetSummary().GetKeys(); got != keys || resp.GetSummary().GetStateBytes() != stateBytes {

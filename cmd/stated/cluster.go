@@ -319,12 +319,17 @@ type countOutput struct {
 	KeysCompared   uint64 `json:"keys_compared"`
 	RangesCompared uint64 `json:"ranges_compared"`
 	DurationMillis int64  `json:"duration_millis"`
+	// TablesFromProperties and KeysFromProperties: in a whole count, the
+	// tables counted from their properties and the keys they hold.
+	TablesFromProperties uint64 `json:"tables_from_properties"`
+	KeysFromProperties   uint64 `json:"keys_from_properties"`
 }
 
 // String is the count as `stated status` prints it.
 func (n *countOutput) String() string {
 	if n.WholeReason != "" {
-		return fmt.Sprintf("whole in %dms (%s)", n.DurationMillis, n.WholeReason)
+		return fmt.Sprintf("whole in %dms (%s): %d keys from %d tables' properties, the rest read",
+			n.DurationMillis, n.WholeReason, n.KeysFromProperties, n.TablesFromProperties)
 	}
 	return fmt.Sprintf("from epoch %d in %dms: read %d changed tables (%s), compared %d keys and %d deleted ranges",
 		n.BaseEpoch, n.DurationMillis, n.TablesRead, humanBytes(n.TableBytesRead), n.KeysCompared, n.RangesCompared)
@@ -349,6 +354,7 @@ func checkpointStatusOutput(st *statedv1.CheckpointStatus) *checkpointsOutput {
 		out.LastCount = &countOutput{
 			WholeReason: n.GetWholeReason(), BaseEpoch: n.GetBaseEpoch(), TablesRead: n.GetTablesRead(), TableBytesRead: n.GetTableBytesRead(),
 			KeysCompared: n.GetKeysCompared(), RangesCompared: n.GetRangesCompared(), DurationMillis: n.GetDurationMillis(),
+			TablesFromProperties: n.GetTablesFromProperties(), KeysFromProperties: n.GetKeysFromProperties(),
 		}
 	}
 	return out

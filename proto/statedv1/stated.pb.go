@@ -2205,8 +2205,13 @@ type CheckpointCountInfo struct {
 	KeysCompared   uint64 `protobuf:"varint,5,opt,name=keys_compared,json=keysCompared" json:"keys_compared,omitempty"`
 	RangesCompared uint64 `protobuf:"varint,6,opt,name=ranges_compared,json=rangesCompared" json:"ranges_compared,omitempty"`
 	DurationMillis int64  `protobuf:"varint,7,opt,name=duration_millis,json=durationMillis" json:"duration_millis,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// In a whole count, tables_from_properties tables that nothing else
+	// overlaps were counted from their properties, holding
+	// keys_from_properties keys; the rest of the state was read.
+	TablesFromProperties uint64 `protobuf:"varint,8,opt,name=tables_from_properties,json=tablesFromProperties" json:"tables_from_properties,omitempty"`
+	KeysFromProperties   uint64 `protobuf:"varint,9,opt,name=keys_from_properties,json=keysFromProperties" json:"keys_from_properties,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *CheckpointCountInfo) Reset() {
@@ -2284,6 +2289,20 @@ func (x *CheckpointCountInfo) GetRangesCompared() uint64 {
 func (x *CheckpointCountInfo) GetDurationMillis() int64 {
 	if x != nil {
 		return x.DurationMillis
+	}
+	return 0
+}
+
+func (x *CheckpointCountInfo) GetTablesFromProperties() uint64 {
+	if x != nil {
+		return x.TablesFromProperties
+	}
+	return 0
+}
+
+func (x *CheckpointCountInfo) GetKeysFromProperties() uint64 {
+	if x != nil {
+		return x.KeysFromProperties
 	}
 	return 0
 }
@@ -6880,7 +6899,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x1bmaterialize_interval_millis\x18\x15 \x01(\x03R\x19materializeIntervalMillis\x120\n" +
 	"\x14changelog_base_epoch\x18\x16 \x01(\x04R\x12changelogBaseEpoch\x12'\n" +
 	"\x0fchangelog_bytes\x18\x17 \x01(\x04R\x0echangelogBytes\x123\n" +
-	"\x15changelog_checkpoints\x18\x18 \x01(\x04R\x14changelogCheckpoints\"\x99\x02\n" +
+	"\x15changelog_checkpoints\x18\x18 \x01(\x04R\x14changelogCheckpoints\"\x81\x03\n" +
 	"\x13CheckpointCountInfo\x12!\n" +
 	"\fwhole_reason\x18\x01 \x01(\tR\vwholeReason\x12\x1d\n" +
 	"\n" +
@@ -6890,7 +6909,9 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x10table_bytes_read\x18\x04 \x01(\x04R\x0etableBytesRead\x12#\n" +
 	"\rkeys_compared\x18\x05 \x01(\x04R\fkeysCompared\x12'\n" +
 	"\x0franges_compared\x18\x06 \x01(\x04R\x0erangesCompared\x12'\n" +
-	"\x0fduration_millis\x18\a \x01(\x03R\x0edurationMillis\"\xa1\x01\n" +
+	"\x0fduration_millis\x18\a \x01(\x03R\x0edurationMillis\x124\n" +
+	"\x16tables_from_properties\x18\b \x01(\x04R\x14tablesFromProperties\x120\n" +
+	"\x14keys_from_properties\x18\t \x01(\x04R\x12keysFromProperties\"\xa1\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +

@@ -47,7 +47,8 @@ const countBaseFile = "stated-count.json"
 //
 // When there is no base, or when the tables that changed hold more than
 // a twelfth of the state's table bytes, or when anything about the base
-// is not as expected, the state is counted whole (CountCheckpoint) and
+// is not as expected, the state is counted whole (CountCheckpoint: the
+// tables that stand alone from their properties, the rest read) and
 // CheckpointCount.Whole says why. Each key compared costs two point
 // lookups, which read blocks the whole count would read once in order:
 // about twenty times a whole count's cost per key (BenchmarkCount-
@@ -76,6 +77,11 @@ type CheckpointCount struct {
 	// Whole is empty when the state was counted from the base; otherwise
 	// it says why the state was counted whole.
 	Whole string
+	// TablesFromProperties and KeysFromProperties are, in a whole count,
+	// the tables counted from their properties and the keys they hold;
+	// the rest was read.
+	TablesFromProperties int
+	KeysFromProperties   uint64
 	// BaseEpoch is the epoch of the base counted from (with Whole empty).
 	BaseEpoch uint64
 	// TablesRead and TableBytesRead are the changed tables read to find
@@ -120,11 +126,16 @@ func (c *CheckpointCounter) Count(ctx context.Context, dir string) (CheckpointCo
 		return CheckpointCount{}, context.Cause(ctx)
 	}
 	why := strings.TrimPrefix(err.Error(), errCountWhole.Error()+": ")
-	keys, bytes, err := CountCheckpoint(ctx, dir)
+	db, err := openCheckpoint(dir)
 	if err != nil {
 		return CheckpointCount{}, err
 	}
-	return CheckpointCount{Keys: keys, Bytes: bytes, Whole: why}, nil
+	defer db.Close()
+	w, err := countState(ctx, db, dir)
+	if err != nil {
+		return CheckpointCount{}, err
+	}
+	return CheckpointCount{Keys: w.keys, Bytes: w.bytes, Whole: why, TablesFromProperties: w.tables, KeysFromProperties: w.tableKeys}, nil
 }
 
 // Keep makes the checkpoint in dir, counted as n, the base of the next
@@ -455,37 +466,49 @@ func (d *delta) readWAL(p string, num uint64) error {
 	}
 }
 
-// openTable opens the table t and reads its range deletions.
-func (d *delta) openTable(ctx context.Context, t stateTable) error {
-	f, err := vfs.Default.Open(t.path)
+// openTableReader opens the table file p outside any database.
+func openTableReader(ctx context.Context, p string) (*sstable.Reader, error) {
+	f, err := vfs.Default.Open(p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	readable, err := sstable.NewSimpleReadable(f)
 	if err != nil {
 		f.Close()
-		return err
+		return nil, err
 	}
 	r, err := sstable.NewReader(ctx, readable, sstable.ReaderOptions{})
 	if err != nil {
 		readable.Close()
-		return fmt.Errorf("fsm: read table %s: %w", t.path, err)
+		return nil, fmt.Errorf("fsm: read table %s: %w", p, err)
+	}
+	return r, nil
+}
+
+// rangeDels calls fn with each range deletion of the table r.
+func rangeDels(ctx context.Context, r *sstable.Reader, fn func(start, end []byte)) error {
+	rd, err := r.NewRawRangeDelIter(ctx, sstable.NoFragmentTransforms, sstable.NoReadEnv)
+	if err != nil || rd == nil {
+		return err
+	}
+	defer rd.Close()
+	s, err := rd.First()
+	for ; s != nil && err == nil; s, err = rd.Next() {
+		fn(s.Start, s.End)
+	}
+	return err
+}
+
+// openTable opens the table t and reads its range deletions.
+func (d *delta) openTable(ctx context.Context, t stateTable) error {
+	r, err := openTableReader(ctx, t.path)
+	if err != nil {
+		return err
 	}
 	tk := &tableKeys{r: r}
 	d.tables = append(d.tables, tk)
-	rd, err := r.NewRawRangeDelIter(ctx, sstable.NoFragmentTransforms, sstable.NoReadEnv)
-	if err != nil {
+	if err := rangeDels(ctx, r, d.addSpan); err != nil {
 		return fmt.Errorf("fsm: read table %s: %w", t.path, err)
-	}
-	if rd != nil {
-		s, err := rd.First()
-		for ; s != nil && err == nil; s, err = rd.Next() {
-			d.addSpan(s.Start, s.End)
-		}
-		rd.Close()
-		if err != nil {
-			return fmt.Errorf("fsm: read table %s: %w", t.path, err)
-		}
 	}
 	if tk.it, err = r.NewIter(sstable.NoTransforms, d.lower, d.upper, sstable.AssertNoBlobHandles); err != nil {
 		return fmt.Errorf("fsm: read table %s: %w", t.path, err)
