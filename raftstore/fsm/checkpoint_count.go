@@ -69,8 +69,8 @@ func countState(ctx context.Context, db *pebble.DB, dir string) (soloCount, erro
 		return soloCount{}, context.Cause(ctx)
 	}
 	// Whatever kept the tables from being sorted out, a plain iteration
-	// counts them all.
-	c = soloCount{}
+	// counts them all, and says why.
+	c = soloCount{readWhole: err.Error()}
 	lower, upper := stateRange()
 	err = c.countRange(ctx, db, lower, upper)
 	return c, err
@@ -165,6 +165,9 @@ type soloCount struct {
 	tables    int
 	tableKeys uint64
 	ranges    int
+	// readWhole, when set, says why no table was counted from its
+	// properties and the state was read whole.
+	readWhole string
 }
 
 // countSoloTables counts the state of the checkpoint db in dir exactly,

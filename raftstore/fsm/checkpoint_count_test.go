@@ -1,11 +1,14 @@
 package fsm
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -282,6 +285,33 @@ func TestCountSoloTablesCountsWhatAPlainScanCounts(t *testing.T) {
 	if pinned == 0 {
 		t.Fatal("no table of the checkpoint keeps a key for the snapshot: the test wants some")
 	}
+
+	// A checkpoint whose WALs cannot be read as the count needs (here a
+	// segment of a failover WAL beside them) is read whole, exactly, and
+	// the count says why.
+	compact()
+	_, dir := s.checkpoint(14)
+	db, err := openCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := os.WriteFile(filepath.Join(dir, "000099-001.log"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lower, upper := stateRange()
+	scanKeys, scanBytes, err := countRange(context.Background(), db, lower, upper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err = countState(context.Background(), db, dir)
+	if err != nil || c.keys != scanKeys || c.bytes != scanBytes || c.tables != 0 || !strings.Contains(c.readWhole, "WAL segment") {
+		t.Fatalf("with a WAL segment: counted %+v (%v); want %d keys, %d bytes, read whole because of the segment", c, err, scanKeys, scanBytes)
+	}
+	n, err := NewCheckpointCounter(filepath.Join(t.TempDir(), "base")).Count(context.Background(), dir)
+	if err != nil || n.Keys != scanKeys || n.Bytes != scanBytes || !strings.Contains(n.Whole, "no table counted from its properties") {
+		t.Fatalf("with a WAL segment: the counter counted %+v (%v); want %d keys, %d bytes, and why no table was counted from its properties", n, err, scanKeys, scanBytes)
+	}
 }
 
 // TestCountableTableWantsNothingButOneVersionOfStateKeys: a table's
@@ -303,6 +333,12 @@ func TestCountableTableWantsNothingButOneVersionOfStateKeys(t *testing.T) {
 	if !countableTable(table(nil), lower, upper) {
 		t.Fatal("a table of ten state entries and nothing else is not countable")
 	}
+	edges := table(func(ti *pebble.SSTableInfo) {
+		ti.Smallest.UserKey, ti.Largest.UserKey = lower, append(bytes.Clone(lower), 0xff, 0xff)
+	})
+	if !countableTable(edges, lower, upper) {
+		t.Fatal("a table from the state's first key to just below its upper bound is not countable")
+	}
 	for name, edit := range map[string]func(*pebble.SSTableInfo){
 		"no properties":                func(ti *pebble.SSTableInfo) { ti.Properties = nil },
 		"a deletion":                   func(ti *pebble.SSTableInfo) { ti.Properties.NumDeletions = 1 },
@@ -317,6 +353,8 @@ func TestCountableTableWantsNothingButOneVersionOfStateKeys(t *testing.T) {
 		"key sizes below the trailers": func(ti *pebble.SSTableInfo) { ti.Properties.RawKeySize = 79 },
 		"a bound below the state":      func(ti *pebble.SSTableInfo) { ti.Smallest.UserKey = []byte{prefixSystem, 'a'} },
 		"a bound above the state":      func(ti *pebble.SSTableInfo) { ti.Largest.UserKey = []byte{prefixLane, 'x'} },
+		"a bound at the state's end":   func(ti *pebble.SSTableInfo) { ti.Largest.UserKey = bytes.Clone(upper) },
+		"a bound just below the state": func(ti *pebble.SSTableInfo) { ti.Smallest.UserKey = []byte{prefixState - 1, 0xff} },
 	} {
 		if countableTable(table(edit), lower, upper) {
 			t.Errorf("a table with %s is countable", name)

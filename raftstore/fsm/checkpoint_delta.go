@@ -135,6 +135,9 @@ func (c *CheckpointCounter) Count(ctx context.Context, dir string) (CheckpointCo
 	if err != nil {
 		return CheckpointCount{}, err
 	}
+	if w.readWhole != "" {
+		why += "; no table counted from its properties: " + strings.TrimPrefix(w.readWhole, errCountWhole.Error()+": ")
+	}
 	return CheckpointCount{Keys: w.keys, Bytes: w.bytes, Whole: why, TablesFromProperties: w.tables, KeysFromProperties: w.tableKeys}, nil
 }
 
