@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
@@ -70,7 +69,7 @@ func countState(ctx context.Context, db *pebble.DB, dir string) (soloCount, erro
 	}
 	// Whatever kept the tables from being sorted out, a plain iteration
 	// counts them all, and says why.
-	c = soloCount{readWhole: err.Error()}
+	c = soloCount{readWhole: wholeReason(err)}
 	lower, upper := stateRange()
 	err = c.countRange(ctx, db, lower, upper)
 	return c, err
@@ -222,7 +221,7 @@ func countSoloTables(ctx context.Context, db *pebble.DB, dir string) (soloCount,
 				e.start, e.end = t.Smallest.UserKey, keyAfter(t.Largest.UserKey)
 			} else {
 				var ok bool
-				if e.start, e.end, ok, err = tableStateExtent(ctx, filepath.Join(dir, fmt.Sprintf("%06d.sst", uint64(t.BackingSSTNum))), lower, upper); err != nil {
+				if e.start, e.end, ok, err = tableStateExtent(ctx, tablePath(dir, t), lower, upper); err != nil {
 					return c, err
 				} else if !ok {
 					continue
@@ -301,19 +300,12 @@ func tableStateExtent(ctx context.Context, p string, lower, upper []byte) (start
 		}
 		ok = true
 	}
-	err = rangeDels(ctx, r, func(s, e []byte) {
-		if bytes.Compare(s, lower) < 0 {
-			s = lower
-		}
-		if bytes.Compare(e, upper) > 0 {
-			e = upper
-		}
-		if bytes.Compare(s, e) < 0 {
-			widen(s, e)
-		}
-	})
-	if err != nil {
+	dels := &delta{lower: lower, upper: upper}
+	if err := rangeDels(ctx, r, dels.addSpan); err != nil {
 		return nil, nil, false, fmt.Errorf("fsm: read table %s: %w", p, err)
+	}
+	for _, s := range dels.spans {
+		widen(s.start, s.end)
 	}
 	it, err := r.NewIter(sstable.NoTransforms, lower, upper, sstable.AssertNoBlobHandles)
 	if err != nil {

@@ -118,27 +118,35 @@ func countWhole(format string, args ...any) error {
 func (c *CheckpointCounter) Count(ctx context.Context, dir string) (CheckpointCount, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n, err := c.countFromBase(ctx, dir)
+	// Opened once, for the count from the base and for the whole count
+	// alike: an open replays the checkpoint's WAL into memtables.
+	db, err := openCheckpoint(dir)
+	if err != nil {
+		return CheckpointCount{}, err
+	}
+	defer db.Close()
+	n, err := c.countFromBase(ctx, dir, db)
 	if err == nil {
 		return n, nil
 	}
 	if ctx.Err() != nil {
 		return CheckpointCount{}, context.Cause(ctx)
 	}
-	why := strings.TrimPrefix(err.Error(), errCountWhole.Error()+": ")
-	db, err := openCheckpoint(dir)
-	if err != nil {
-		return CheckpointCount{}, err
-	}
-	defer db.Close()
+	why := wholeReason(err)
 	w, err := countState(ctx, db, dir)
 	if err != nil {
 		return CheckpointCount{}, err
 	}
 	if w.readWhole != "" {
-		why += "; no table counted from its properties: " + strings.TrimPrefix(w.readWhole, errCountWhole.Error()+": ")
+		why += "; no table counted from its properties: " + w.readWhole
 	}
 	return CheckpointCount{Keys: w.keys, Bytes: w.bytes, Whole: why, TablesFromProperties: w.tables, KeysFromProperties: w.tableKeys}, nil
+}
+
+// wholeReason is the reason err gives for counting the state whole,
+// without errCountWhole's own words.
+func wholeReason(err error) string {
+	return strings.TrimPrefix(err.Error(), errCountWhole.Error()+": ")
 }
 
 // Keep makes the checkpoint in dir, counted as n, the base of the next
@@ -272,7 +280,7 @@ func stateTables(db *pebble.DB, dir string) (map[uint64]stateTable, uint64, erro
 				return nil, 0, countWhole("%s holds a table with values in blob files", dir)
 			}
 			num := uint64(t.BackingSSTNum)
-			p := filepath.Join(dir, fmt.Sprintf("%06d.sst", num))
+			p := tablePath(dir, &t)
 			fi, err := os.Stat(p)
 			if err != nil {
 				return nil, 0, countWhole("table %d of %s: %v", num, dir, err)
@@ -284,12 +292,17 @@ func stateTables(db *pebble.DB, dir string) (map[uint64]stateTable, uint64, erro
 	return tables, total, nil
 }
 
+// tablePath is the file of table t in the checkpoint in dir.
+func tablePath(dir string, t *pebble.SSTableInfo) string {
+	return filepath.Join(dir, fmt.Sprintf("%06d.sst", uint64(t.BackingSSTNum)))
+}
+
 // stateRange is the key range of the state's entries.
 func stateRange() (lower, upper []byte) { return []byte{prefixState}, []byte{prefixState + 1} }
 
-// countFromBase counts the checkpoint in dir from the base. An error
-// that matches errCountWhole says why it could not.
-func (c *CheckpointCounter) countFromBase(ctx context.Context, dir string) (CheckpointCount, error) {
+// countFromBase counts the checkpoint in dir, opened as newDB, from the
+// base. An error that matches errCountWhole says why it could not.
+func (c *CheckpointCounter) countFromBase(ctx context.Context, dir string, newDB *pebble.DB) (CheckpointCount, error) {
 	var n CheckpointCount
 	if c.base == "" {
 		return n, countWhole("no base kept")
@@ -303,11 +316,6 @@ func (c *CheckpointCounter) countFromBase(ctx context.Context, dir string) (Chec
 		return n, countWhole("open the base: %v", err)
 	}
 	defer oldDB.Close()
-	newDB, err := openCheckpoint(dir)
-	if err != nil {
-		return n, err
-	}
-	defer newDB.Close()
 	oldT, _, err := stateTables(oldDB, c.base)
 	if err != nil {
 		return n, err
