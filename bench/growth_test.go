@@ -286,6 +286,10 @@ func growthCommitsCheckpointing(b *testing.B, prefix string, d, every time.Durat
 	var done int
 	var took time.Duration
 	var uploaded uint64
+	// How each checkpoint's keys were counted (its status's last_count):
+	// a whole count reads the state, a count from the base what changed.
+	var counted, whole int
+	var counting time.Duration
 	var failed error
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -324,6 +328,13 @@ func growthCommitsCheckpointing(b *testing.B, prefix string, d, every time.Durat
 				return
 			}
 			uploaded += st.GetLastBytesUploaded()
+			if n := st.GetLastCount(); n != nil {
+				counted++
+				counting += time.Duration(n.GetDurationMillis()) * time.Millisecond
+				if n.GetWholeReason() != "" {
+					whole++
+				}
+			}
 		}
 	})
 	daemonCPUPerMutation(b, nd, prefix, func() int { return growthCommits(cctx, b, prefix, d, clients, n, op, c) })
@@ -340,6 +351,10 @@ func growthCommitsCheckpointing(b *testing.B, prefix string, d, every time.Durat
 	b.ReportMetric(float64(done), prefix+"-checkpoints")
 	b.ReportMetric(took.Seconds()/float64(done), prefix+"-ckpt-s")
 	b.ReportMetric(float64(uploaded)/float64(done)/(1<<20), prefix+"-uploaded-MB")
+	if counted > 0 {
+		b.ReportMetric(float64(whole), prefix+"-whole-counts")
+		b.ReportMetric(counting.Seconds()/float64(counted), prefix+"-count-s")
+	}
 }
 
 // logUntil is logs up to the first line holding msg, that line included.
