@@ -150,8 +150,11 @@ type coordinator struct {
 	// to start, with the checkpoint's context.
 	uploadHook func(ctx context.Context, epoch uint64)
 	// completed, if set before run, is called with each completed
-	// checkpoint's duration (for metrics).
+	// checkpoint's duration (for metrics); counted with how long each
+	// completed table checkpoint's count took, and whether it read the
+	// whole state.
 	completed func(time.Duration)
+	counted   func(took time.Duration, whole bool)
 
 	mu sync.Mutex
 	st CheckpointStatus
@@ -443,6 +446,9 @@ func (c *coordinator) tableCheckpoint(ctx context.Context, cancel context.Cancel
 		"files", us.Files, "files_uploaded", us.FilesUploaded, "bytes", us.Bytes, "bytes_uploaded", us.BytesUploaded,
 		"bytes_hashed", us.BytesHashed, "count", count.how())
 	c.startChain(m, start, cp)
+	if c.counted != nil {
+		c.counted(count.took, count.Whole != "")
+	}
 	c.conclude(ctx, tr, m, us, dur, func(st *CheckpointStatus) {
 		st.LastCount, st.LastCountDuration = count.CheckpointCount, count.took
 		st.LastBytesHashed, st.LastFilesHashed = us.BytesHashed, us.FilesHashed

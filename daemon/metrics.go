@@ -82,7 +82,7 @@ func (d *Daemon) registerMetrics() {
 			func() float64 { return float64(d.disk.Refused()) }),
 	)
 	ck := metrics.NewCheckpoints(m.reg, d.checkpointStats)
-	d.ckpt.completed = ck.Observe
+	d.ckpt.completed, d.ckpt.counted = ck.Observe, ck.ObserveCount
 }
 
 // metricsServerOptions returns the gRPC interceptors that count and time

@@ -229,6 +229,9 @@ func TestMetricsCountAKnownWorkloadExactly(t *testing.T) {
 	eq("checkpoint duration observations", float64(observations(t, fams, "stated_checkpoint_duration_seconds")), 1)
 	eq("stated_checkpoints_completed_total", value(t, fams, "stated_checkpoints_completed_total"), 1)
 	eq("stated_checkpoint_failures_total", value(t, fams, "stated_checkpoint_failures_total"), 0)
+	// The first checkpoint's count has no earlier one to start from.
+	eq("checkpoint count observations", float64(observations(t, fams, "stated_checkpoint_count_duration_seconds")), 1)
+	eq("stated_checkpoint_counts_whole_total", value(t, fams, "stated_checkpoint_counts_whole_total"), 1)
 	eq("stated_checkpoint_epoch", value(t, fams, "stated_checkpoint_epoch"), float64(tr.GetEpoch()))
 	if b := value(t, fams, "stated_checkpoint_uploaded_bytes_total"); b <= 0 {
 		t.Errorf("stated_checkpoint_uploaded_bytes_total = %v, want the first checkpoint's files", b)

@@ -41,6 +41,10 @@ type CheckpointStats struct {
 type Checkpoints struct {
 	stats    func() CheckpointStats
 	duration prometheus.Histogram
+	// count and countsWhole are the table checkpoints' counts of the
+	// state's keys, which their manifests wait for.
+	count       prometheus.Histogram
+	countsWhole prometheus.Counter
 
 	epoch, lastAt, completed, failures, bytes *prometheus.Desc
 	kafkaCommits, kafkaErrors, kafkaMember    *prometheus.Desc
@@ -58,6 +62,14 @@ func NewCheckpoints(reg prometheus.Registerer, stats func() CheckpointStats) *Ch
 			Name: "stated_checkpoint_duration_seconds", Buckets: CheckpointBuckets,
 			Help: "Time from a checkpoint's barrier to its completion (upload and manifest included), of the checkpoints this node completed as leader.",
 		}),
+		count: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "stated_checkpoint_count_duration_seconds", Buckets: CheckpointBuckets,
+			Help: "Time to count the state's keys and bytes for the manifest of each table checkpoint this node completed as leader; the checkpoint completes only once its count has.",
+		}),
+		countsWhole: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stated_checkpoint_counts_whole_total",
+			Help: "Table checkpoints this node completed as leader whose count read the whole state rather than what changed since the last count: for example with no earlier count to start from, or when the tables changed since it held more than a twelfth of the state.",
+		}),
 		epoch:              d("stated_checkpoint_epoch", "Epoch of the newest completed checkpoint, as the cluster recorded it (every node reports it, whichever led); 0 before the first."),
 		lastAt:             d("stated_checkpoint_last_completed_timestamp_seconds", "Unix time the newest completed checkpoint completed, as the cluster recorded it (every node reports it); absent before the first. Its age is time() minus it."),
 		completed:          d("stated_checkpoints_completed_total", "Checkpoints this node completed as leader."),
@@ -70,12 +82,21 @@ func NewCheckpoints(reg prometheus.Registerer, stats func() CheckpointStats) *Ch
 		changelogBytes:     d("stated_checkpoint_changelog_bytes", "Bytes of the changelog segments this node uploaded on the table checkpoint its newest checkpoints build on: what a restore of the newest one replays; 0 after a table checkpoint, and on a node that does not lead."),
 		changelogFromLog:   d("stated_checkpoint_changelog_segments_from_log_total", "Changelog segments this node wrote from entries read back from the Raft log, because the entries it captured as it applied them did not cover the segment (after a failed checkpoint or a restored Raft snapshot, or more than 64 MiB of entries since the checkpoint before)."),
 	}
-	reg.MustRegister(c.duration, c)
+	reg.MustRegister(c.duration, c.count, c.countsWhole, c)
 	return c
 }
 
 // Observe records a completed checkpoint's duration.
 func (c *Checkpoints) Observe(d time.Duration) { c.duration.Observe(d.Seconds()) }
+
+// ObserveCount records how long a completed table checkpoint's count
+// took, and whether it read the whole state.
+func (c *Checkpoints) ObserveCount(d time.Duration, whole bool) {
+	c.count.Observe(d.Seconds())
+	if whole {
+		c.countsWhole.Inc()
+	}
+}
 
 // Describe implements prometheus.Collector.
 func (c *Checkpoints) Describe(ch chan<- *prometheus.Desc) {
