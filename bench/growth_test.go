@@ -331,9 +331,13 @@ func growthCommitsCheckpointing(b *testing.B, prefix string, d, every time.Durat
 			if n := st.GetLastCount(); n != nil {
 				counted++
 				counting += time.Duration(n.GetDurationMillis()) * time.Millisecond
+				how := fmt.Sprintf("from epoch %d (%d changed tables, %d bytes, %d keys compared)", n.GetBaseEpoch(), n.GetTablesRead(), n.GetTableBytesRead(), n.GetKeysCompared())
 				if n.GetWholeReason() != "" {
 					whole++
+					how = "whole (" + n.GetWholeReason() + ")"
 				}
+				b.Logf("%s: checkpoint %d in %v, %d bytes uploaded; its count took %d ms, %s", prefix, done, time.Since(start).Round(time.Millisecond),
+					st.GetLastBytesUploaded(), n.GetDurationMillis(), how)
 			}
 		}
 	})
