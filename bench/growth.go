@@ -273,7 +273,7 @@ func (g growthRows) rows(op string) []growthRow {
 		}
 		return s
 	}, "—")
-	add(fmt.Sprintf("commits of 100 %ss, 8 clients, with a checkpoint every second, against none, side by side after the restart: %ss/s, the checkpoints taken, their mean time and mean upload, how many counted the state whole and the counts' mean time, and the daemon's CPU time per %s in each row", op, op, op), "ckpt1s-ops/s", func(i int, v float64) string {
+	add(fmt.Sprintf("commits of 100 %ss, 8 clients, with a checkpoint every second, against none, side by side after the restart: %ss/s, the checkpoints taken, their mean time and mean upload, how many completed with their keys not counted, the counts that ended, how many of them read the state whole and their mean time, and the daemon's CPU time per %s in each row", op, op, op), "ckpt1s-ops/s", func(i int, v float64) string {
 		s := thousands(v) + "/s"
 		if q, ok := g.val(i, "nockpt-ops/s"); ok && q > 0 {
 			s += fmt.Sprintf(" against %s/s (%s×)", thousands(q), sig(v/q))
@@ -282,6 +282,12 @@ func (g growthRows) rows(op string) []growthRow {
 			s += fmt.Sprintf(", %s checkpoints", thousands(n))
 		}
 		s += g.opt(i, "ckpt1s-ckpt-s") + g.opt(i, "ckpt1s-uploaded-MB")
+		if k, ok := g.val(i, "ckpt1s-not-counted"); ok {
+			s += fmt.Sprintf(", %s not counted", thousands(k))
+		}
+		if n, ok := g.val(i, "ckpt1s-counts"); ok {
+			s += fmt.Sprintf(", %s counts", thousands(n))
+		}
 		if w, ok := g.val(i, "ckpt1s-whole-counts"); ok {
 			s += fmt.Sprintf(", %s counted whole", thousands(w))
 			if d, ok := g.val(i, "ckpt1s-count-s"); ok {

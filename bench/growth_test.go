@@ -286,10 +286,13 @@ func growthCommitsCheckpointing(b *testing.B, prefix string, d, every time.Durat
 	var done int
 	var took time.Duration
 	var uploaded uint64
-	// How each checkpoint's keys were counted (its status's last_count):
-	// a whole count reads the state, a count from the base what changed.
-	var counted, whole int
+	// How the checkpoints' keys were counted: each count that ended (a
+	// new epoch in the status's last_count), whole (reading the state) or
+	// from the base (what changed), and the checkpoints that completed
+	// with their keys not counted (the count was late, or did not start).
+	var counted, whole, notCounted int
 	var counting time.Duration
+	var lastCount uint64
 	var failed error
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -303,7 +306,7 @@ func growthCommitsCheckpointing(b *testing.B, prefix string, d, every time.Durat
 			}
 			start := time.Now()
 			tctx, tcancel := context.WithTimeout(ctx, triggerTimeout)
-			_, err := cp.Trigger(tctx, &statedv1.TriggerCheckpointRequest{Wait: true})
+			resp, err := cp.Trigger(tctx, &statedv1.TriggerCheckpointRequest{Wait: true})
 			tcancel()
 			if err != nil {
 				if status.Code(err) == codes.DeadlineExceeded {
@@ -328,7 +331,15 @@ func growthCommitsCheckpointing(b *testing.B, prefix string, d, every time.Durat
 				return
 			}
 			uploaded += st.GetLastBytesUploaded()
-			if n := st.GetLastCount(); n != nil {
+			keys := "keys counted"
+			if why := resp.GetSummary().GetKeysNotCounted(); why != "" {
+				notCounted++
+				keys = "keys not counted: " + why
+			}
+			b.Logf("%s: checkpoint %d (epoch %d) in %v, %d bytes uploaded; %s", prefix, done, resp.GetSummary().GetEpoch(), time.Since(start).Round(time.Millisecond),
+				st.GetLastBytesUploaded(), keys)
+			if n := st.GetLastCount(); n != nil && n.GetEpoch() != lastCount {
+				lastCount = n.GetEpoch()
 				counted++
 				counting += time.Duration(n.GetDurationMillis()) * time.Millisecond
 				how := fmt.Sprintf("from epoch %d (%d changed tables, %d bytes, %d keys compared)", n.GetBaseEpoch(), n.GetTablesRead(), n.GetTableBytesRead(), n.GetKeysCompared())
@@ -336,8 +347,7 @@ func growthCommitsCheckpointing(b *testing.B, prefix string, d, every time.Durat
 					whole++
 					how = "whole (" + n.GetWholeReason() + ")"
 				}
-				b.Logf("%s: checkpoint %d in %v, %d bytes uploaded; its count took %d ms, %s", prefix, done, time.Since(start).Round(time.Millisecond),
-					st.GetLastBytesUploaded(), n.GetDurationMillis(), how)
+				b.Logf("%s: the count of epoch %d took %d ms, %s", prefix, n.GetEpoch(), n.GetDurationMillis(), how)
 			}
 		}
 	})
@@ -355,7 +365,9 @@ func growthCommitsCheckpointing(b *testing.B, prefix string, d, every time.Durat
 	b.ReportMetric(float64(done), prefix+"-checkpoints")
 	b.ReportMetric(took.Seconds()/float64(done), prefix+"-ckpt-s")
 	b.ReportMetric(float64(uploaded)/float64(done)/(1<<20), prefix+"-uploaded-MB")
+	b.ReportMetric(float64(notCounted), prefix+"-not-counted")
 	if counted > 0 {
+		b.ReportMetric(float64(counted), prefix+"-counts")
 		b.ReportMetric(float64(whole), prefix+"-whole-counts")
 		b.ReportMetric(counting.Seconds()/float64(counted), prefix+"-count-s")
 	}

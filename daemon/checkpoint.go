@@ -71,12 +71,16 @@ type CheckpointStatus struct {
 	BytesUploadedTotal                                  int64
 	KafkaCommits, KafkaCommitErrors, KafkaMemberCommits uint64
 
-	// LastCount is how the last completed checkpoint's state was
-	// counted for its manifest: from the checkpoint counted before it
+	// LastCount is how the last count of a table checkpoint's state that
+	// ended was made: from the checkpoint counted before it
 	// (LastCount.Whole empty), reading only the tables that changed, or
-	// whole; LastCountDuration is how long that took.
+	// whole; LastCountDuration is how long that took, and LastCountEpoch
+	// is the checkpoint counted (0: no count ended yet). A count that
+	// outlived its checkpoint's wait ends after that checkpoint
+	// completed, with its keys not counted in its manifest.
 	LastCount         fsm.CheckpointCount
 	LastCountDuration time.Duration
+	LastCountEpoch    uint64
 
 	// MaterializeInterval is Config.CheckpointMaterializeInterval: above
 	// zero, checkpoints between table checkpoints are changelog
@@ -120,8 +124,18 @@ type coordinator struct {
 	// redaction masked credentials the restore needs.
 	restoreFrom string
 	// counter counts each local checkpoint's state from the last one
-	// counted, kept in the data dir (fsm.CountBaseDir).
-	counter *fsm.CheckpointCounter
+	// counted, kept in the data dir (fsm.CountBaseDir), one count at a
+	// time, in the background (see startCount). counting is the count
+	// under way (nil: none), and no count starts before countFree, set
+	// after a count that took countTook; all under countMu. countCtx and
+	// countWG are run's context and wait group, which a count runs in.
+	counter   *fsm.CheckpointCounter
+	countMu   sync.Mutex
+	counting  *countRun
+	countFree time.Time
+	countTook time.Duration
+	countCtx  context.Context
+	countWG   *sync.WaitGroup
 	// materializeEvery is Config.CheckpointMaterializeInterval: above
 	// zero, checkpoints between table checkpoints are changelog
 	// checkpoints (changelog.go), whose segments, when read back from
@@ -149,10 +163,13 @@ type coordinator struct {
 	// uploadHook, for tests, runs as a table checkpoint's upload is about
 	// to start, with the checkpoint's context.
 	uploadHook func(ctx context.Context, epoch uint64)
+	// countHook, for tests, runs as the count of a table checkpoint's
+	// state starts, with the count's context, and is timed with it.
+	countHook func(ctx context.Context, epoch uint64)
 	// completed, if set before run, is called with each completed
 	// checkpoint's duration (for metrics); counted with how long each
-	// completed table checkpoint's count took, and whether it read the
-	// whole state.
+	// count of a table checkpoint's state that ended took, and whether it
+	// read the whole state.
 	completed func(time.Duration)
 	counted   func(took time.Duration, whole bool)
 
@@ -274,6 +291,7 @@ func (c *coordinator) run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	var bg sync.WaitGroup
 	defer bg.Wait()
+	c.countCtx, c.countWG = ctx, &bg
 	// Before the wait: a panic in a checkpoint stops the prehash loop and
 	// then goes on to crash the process, where waiting for the loop first
 	// would leave every later checkpoint trigger waiting forever.
@@ -350,7 +368,6 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 	ctx, cancelCause := context.WithCancelCause(ctx)
 	defer cancelCause(nil)
 	go c.watchLeadership(ctx, cancelCause)
-	cancel := func() { cancelCause(nil) }
 
 	start := time.Now()
 	c.capture(c.materializeEvery > 0)
@@ -358,13 +375,13 @@ func (c *coordinator) checkpoint(ctx context.Context, tr *trigger) {
 		c.changelogCheckpoint(ctx, tr, start, prev)
 		return
 	}
-	c.tableCheckpoint(ctx, cancel, tr, start)
+	c.tableCheckpoint(ctx, tr, start)
 }
 
 // tableCheckpoint runs one epoch of a table checkpoint: the barrier
 // makes a local checkpoint on every replica, and the leader uploads its
 // own.
-func (c *coordinator) tableCheckpoint(ctx context.Context, cancel context.CancelFunc, tr *trigger, start time.Time) {
+func (c *coordinator) tableCheckpoint(ctx context.Context, tr *trigger, start time.Time) {
 	// Flush first, so that the checkpoint's WAL, which is uploaded whole
 	// every time, holds only the writes since; writers are not paused.
 	// A flush that fails while the checkpoint goes on (Pebble reported a
@@ -419,38 +436,33 @@ func (c *coordinator) tableCheckpoint(ctx context.Context, cancel context.Cancel
 		c.logger.Warn("daemon: reading the checkpoint's window namespaces for its manifest", "epoch", cp.Epoch, "error", err)
 	}
 	// The state's counts read what changed since the last checkpoint
-	// counted, or the whole state: they are made while the files are
-	// sent, and the manifest waits for them.
-	counted := c.countState(ctx, cp.Epoch, cp.Dir)
+	// counted, or the whole state, from a copy of their own: they are
+	// made while the files are sent, and the manifest waits for them a
+	// while (awaitCount).
+	run, notCounted := c.startCount(cp.Epoch, cp.Dir)
 	var count stateCount
-	received := false
+	sending := time.Now()
 	m, us, err := c.up.UploadFinishing(ctx, cp.Dir, meta, c.progress, func(m *uploader.Meta) error {
-		count, received = <-counted, true
-		m.Stats.Keys, m.Stats.Bytes = count.Keys, count.Bytes
-		return count.err
+		var err error
+		count, notCounted, err = c.awaitCount(ctx, run, notCounted, time.Since(sending))
+		m.Stats.Keys, m.Stats.Bytes, m.Stats.KeysNotCounted = count.Keys, count.Bytes, notCounted
+		return err
 	})
-	if !received {
-		// The upload failed before it needed the counts: stop the count
-		// and wait for it, so that it does not read (or keep) this
-		// checkpoint while the next epoch removes it.
-		cancel()
-		count = <-counted
-	}
 	if err != nil {
 		c.failed(ctx, tr, cp.Epoch, fmt.Errorf("upload: %w", err))
 		return
 	}
 	c.completeEpoch(ctx, cp.Epoch, info.Offsets)
 	dur := time.Since(start)
+	how := count.how()
+	if notCounted != "" {
+		how = "not counted: " + notCounted
+	}
 	c.logger.Info("daemon: checkpoint completed", "epoch", cp.Epoch, "index", cp.Index, "duration", dur,
 		"files", us.Files, "files_uploaded", us.FilesUploaded, "bytes", us.Bytes, "bytes_uploaded", us.BytesUploaded,
-		"bytes_hashed", us.BytesHashed, "count", count.how())
+		"bytes_hashed", us.BytesHashed, "count", how)
 	c.startChain(m, start, cp)
-	if c.counted != nil {
-		c.counted(count.took, count.Whole != "")
-	}
 	c.conclude(ctx, tr, m, us, dur, func(st *CheckpointStatus) {
-		st.LastCount, st.LastCountDuration = count.CheckpointCount, count.took
 		st.LastBytesHashed, st.LastFilesHashed = us.BytesHashed, us.FilesHashed
 		st.BytesHashedTotal += us.BytesHashed
 	})
@@ -562,26 +574,140 @@ func (r stateCount) how() string {
 		r.BaseEpoch, r.took.Round(time.Millisecond), r.TablesRead, r.TableBytesRead, r.KeysCompared, r.RangesCompared)
 }
 
-// countState counts the state of epoch's local checkpoint in dir in the
-// background, from the last one counted when it can, then keeps it as
-// the base of the next count; the result arrives on the channel. It
-// stops when ctx ends.
-func (c *coordinator) countState(ctx context.Context, epoch uint64, dir string) <-chan stateCount {
-	out := make(chan stateCount, 1)
-	go func() {
-		var r stateCount
-		start := time.Now()
-		r.CheckpointCount, r.err = c.counter.Count(ctx, dir)
-		r.took = time.Since(start)
-		if r.err != nil {
-			r.err = fmt.Errorf("count the checkpoint's state: %w", r.err)
-		} else if err := c.counter.Keep(dir, epoch, r.CheckpointCount); err != nil {
-			// The next count is whole; this one stands.
-			c.logger.Warn("daemon: keeping the checkpoint to count the next one from", "epoch", epoch, "error", err)
+// How counts of the state's keys share the machine with the commits (see
+// startCount and awaitCount).
+const (
+	// A count that took at least countSlow is followed by no other for
+	// countRest times as long as it took: counts that read the whole
+	// of a large state then take at most a quarter of one core.
+	countSlow = time.Second
+	countRest = 3
+	// A checkpoint waits for its count, once its files are sent, as long
+	// as they took to send, and at least countGrace.
+	countGrace = time.Second
+)
+
+// countRun is a count under way: of checkpoint epoch, stopped by cancel,
+// its result sent on done once.
+type countRun struct {
+	epoch  uint64
+	cancel context.CancelFunc
+	done   chan stateCount
+}
+
+// startCount starts counting the state of epoch's local checkpoint in
+// dir, in the background, from a hard-linked copy of its own
+// (fsm.CheckpointCounter.Copy), so that the count may outlive the
+// checkpoint: from the last checkpoint counted when it can. Once
+// counted, the checkpoint is kept as the next count's base, the status
+// and the metrics get the count, and the result arrives on the run's
+// done. One count runs at a time, and a count that took countSlow or
+// more is followed by a rest (countRest); when either stops this one,
+// or the copy fails, startCount returns why the checkpoint's keys are
+// not counted instead.
+func (c *coordinator) startCount(epoch uint64, dir string) (*countRun, string) {
+	c.countMu.Lock()
+	defer c.countMu.Unlock()
+	if r := c.counting; r != nil {
+		return nil, fmt.Sprintf("the count of checkpoint %d was still running", r.epoch)
+	}
+	if wait := time.Until(c.countFree); wait > 0 {
+		return nil, fmt.Sprintf("the last count took %v, and the next may start %v after it ended (in %v)",
+			c.countTook.Round(time.Millisecond), (countRest * c.countTook).Round(time.Millisecond), wait.Round(time.Millisecond))
+	}
+	cp, err := c.counter.Copy(dir)
+	if err != nil {
+		c.logger.Warn("daemon: copying the checkpoint to count its keys", "epoch", epoch, "error", err)
+		return nil, err.Error()
+	}
+	ctx, cancel := context.WithCancel(c.countCtx)
+	r := &countRun{epoch: epoch, cancel: cancel, done: make(chan stateCount, 1)}
+	c.counting = r
+	c.countWG.Go(func() {
+		defer cancel()
+		n := c.countCopy(ctx, epoch, cp)
+		c.countMu.Lock()
+		c.counting = nil
+		if n.err == nil && n.took >= countSlow {
+			c.countFree, c.countTook = time.Now().Add(countRest*n.took), n.took
 		}
-		out <- r
-	}()
-	return out
+		c.countMu.Unlock()
+		r.done <- n
+	})
+	return r, ""
+}
+
+// countCopy counts the copy cp of epoch's checkpoint, keeps it as the
+// base of the next count, removes it, and records the count.
+func (c *coordinator) countCopy(ctx context.Context, epoch uint64, cp string) stateCount {
+	var r stateCount
+	start := time.Now()
+	if c.countHook != nil {
+		c.countHook(ctx, epoch)
+	}
+	r.CheckpointCount, r.err = c.counter.Count(ctx, cp)
+	r.took = time.Since(start)
+	if r.err != nil {
+		r.err = fmt.Errorf("count the checkpoint's state: %w", r.err)
+	} else if err := c.counter.Keep(cp, epoch, r.CheckpointCount); err != nil {
+		// The next count is whole; this one stands.
+		c.logger.Warn("daemon: keeping the checkpoint to count the next one from", "epoch", epoch, "error", err)
+	}
+	if err := c.counter.RemoveCopy(); err != nil {
+		c.logger.Warn("daemon: removing the copy of a counted checkpoint", "epoch", epoch, "error", err)
+	}
+	if r.err != nil {
+		if ctx.Err() == nil {
+			c.logger.Warn("daemon: counting a checkpoint's keys", "epoch", epoch, "error", r.err)
+		}
+		return r
+	}
+	c.mu.Lock()
+	c.st.LastCount, c.st.LastCountDuration, c.st.LastCountEpoch = r.CheckpointCount, r.took, epoch
+	c.mu.Unlock()
+	if c.counted != nil {
+		c.counted(r.took, r.Whole != "")
+	}
+	return r
+}
+
+// awaitCount waits for the count run, once the checkpoint's files took
+// sent to send, as long again, and at least countGrace; it returns the
+// count, or why the checkpoint's keys are not counted (notCounted when
+// run is nil). A count still running then goes on, and ends as the base
+// of the next; it only fails the checkpoint when ctx ends.
+func (c *coordinator) awaitCount(ctx context.Context, run *countRun, notCounted string, sent time.Duration) (stateCount, string, error) {
+	if run == nil {
+		return stateCount{}, notCounted, nil
+	}
+	wait := max(sent, countGrace)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case n := <-run.done:
+		if n.err != nil {
+			return stateCount{}, n.err.Error(), nil
+		}
+		return n, "", nil
+	case <-t.C:
+		c.countWG.Go(func() {
+			if n := <-run.done; n.err == nil {
+				c.logger.Info("daemon: a checkpoint's count ended after the checkpoint completed", "epoch", run.epoch, "count", n.how())
+			}
+		})
+		return stateCount{}, fmt.Sprintf("its count was not done %v after its files were sent (it went on, as the next count's base)", wait.Round(time.Millisecond)), nil
+	case <-ctx.Done():
+		return stateCount{}, "", context.Cause(ctx)
+	}
+}
+
+// stopCount stops the count under way, if any: it ends without a result.
+func (c *coordinator) stopCount() {
+	c.countMu.Lock()
+	defer c.countMu.Unlock()
+	if c.counting != nil {
+		c.counting.cancel()
+	}
 }
 
 // errNotTheCut is a local checkpoint that does not hold the state its
@@ -650,6 +776,7 @@ func (c *coordinator) prehashLoop(ctx context.Context) {
 		}
 		// A follower counts nothing: its base would only hold tables its
 		// store has compacted away.
+		c.stopCount()
 		if err := c.counter.Drop(); err != nil {
 			c.logger.Warn("daemon: removing the base of checkpoint counts", "error", err)
 		}

@@ -93,9 +93,9 @@ func (a checkpointsAPI) Status(context.Context) (*statedv1.CheckpointStatus, err
 	if st.LastCompleted != nil {
 		out.LastCompleted = grpcapi.Summary(st.LastCompleted)
 	}
-	if st.LastCompleted != nil && st.LastCompleted.Changelog == nil { // a changelog checkpoint counts nothing
+	if st.LastCountEpoch != 0 {
 		n := st.LastCount
-		out.LastCount = &statedv1.CheckpointCountInfo{
+		out.LastCount = &statedv1.CheckpointCountInfo{Epoch: st.LastCountEpoch,
 			WholeReason: n.Whole, BaseEpoch: n.BaseEpoch, TablesRead: uint64(n.TablesRead), TableBytesRead: n.TableBytesRead,
 			KeysCompared: n.KeysCompared, RangesCompared: uint64(n.RangesCompared), DurationMillis: st.LastCountDuration.Milliseconds(),
 			TablesFromProperties: uint64(n.TablesFromProperties), KeysFromProperties: n.KeysFromProperties,

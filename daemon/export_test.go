@@ -19,3 +19,10 @@ func ChangelogCapturing(d *Daemon) bool { return d.ckpt.capturing.Load() }
 func SetCheckpointUploadHook(d *Daemon, hook func(ctx context.Context, epoch uint64)) {
 	d.ckpt.uploadHook = hook
 }
+
+// SetCheckpointCountHook has hook run as the count of a table
+// checkpoint's state starts, with the count's context; the count's time
+// includes the hook's. Set it before the first checkpoint.
+func SetCheckpointCountHook(d *Daemon, hook func(ctx context.Context, epoch uint64)) {
+	d.ckpt.countHook = hook
+}

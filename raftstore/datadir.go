@@ -30,11 +30,11 @@ const (
 // replacedByRestore are the parts of a data dir that belong to the old
 // cluster and that a restore replaces: the Raft log, the state, the state
 // machine's own restore leftovers, its local checkpoints and the base of
-// checkpoint counts (fsm.CountBaseDir). Anything
+// checkpoint counts (fsm.CountBaseDir) with the copy a count reads. Anything
 // else (the default checkpoint bucket under checkpoints/, the socket) is
 // left alone.
 var replacedByRestore = append(fsm.RestoreLeftovers(stateDirName), raftDirName, "local-checkpoints", stateDirName,
-	fsm.CountBaseDir, fsm.CountBaseDir+".tmp", fsm.CountBaseDir+".old")
+	fsm.CountBaseDir, fsm.CountBaseDir+".tmp", fsm.CountBaseDir+".old", fsm.CountBaseDir+".count")
 
 // swapFailpoint, when set (by tests only), is called at each step of
 // InstallRestoredState and of the recovery of an interrupted swap.

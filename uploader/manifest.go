@@ -52,6 +52,12 @@ type Offset struct {
 type Stats struct {
 	Keys  uint64 `json:"keys"`
 	Bytes uint64 `json:"bytes"` // logical bytes of keys and values
+	// KeysNotCounted, when set, says why Keys and Bytes were not counted
+	// (they are zero) in a table checkpoint. Empty when they were, and in
+	// manifests written before it: a release that does not know it reads
+	// zero keys. A changelog checkpoint's are never counted, which its
+	// Changelog says.
+	KeysNotCounted string `json:"keys_not_counted,omitempty"`
 	// Windows are the checkpoint's window namespaces, by name: empty when
 	// it has none, nil when the manifest does not say (one written before
 	// window state, or whose caller could not read them).

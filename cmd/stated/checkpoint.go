@@ -92,7 +92,11 @@ the checkpoint goes on in the daemon (see stated checkpoint list).`,
 					s.GetEpoch(), s.GetChangelogBaseEpoch(), s.GetChangelogSegments(), s.GetFiles(), humanBytes(s.GetBytes()))
 				return nil
 			}
-			fmt.Fprintf(c.stdout, "checkpoint %d completed: %d files, %s, %d keys\n", s.GetEpoch(), s.GetFiles(), humanBytes(s.GetBytes()), s.GetKeys())
+			keys := fmt.Sprintf("%d keys", s.GetKeys())
+			if why := s.GetKeysNotCounted(); why != "" {
+				keys = "keys not counted (" + why + ")"
+			}
+			fmt.Fprintf(c.stdout, "checkpoint %d completed: %d files, %s, %s\n", s.GetEpoch(), s.GetFiles(), humanBytes(s.GetBytes()), keys)
 			return nil
 		}, func(ctx context.Context, client *stated.Client) string {
 			return c.checkpointStill(ctx, cps(client))
@@ -173,8 +177,11 @@ type checkpointOutput struct {
 	Bytes      uint64    `json:"bytes"`
 	Keys       uint64    `json:"keys"`
 	StateBytes uint64    `json:"state_bytes"`
-	Offsets    uint64    `json:"partitions_with_offsets"`
-	Savepoint  string    `json:"savepoint,omitempty"`
+	// KeysNotCounted, set for a table checkpoint whose Keys and
+	// StateBytes were not counted (zero), says why.
+	KeysNotCounted string `json:"keys_not_counted,omitempty"`
+	Offsets        uint64 `json:"partitions_with_offsets"`
+	Savepoint      string `json:"savepoint,omitempty"`
 	// Kind is "tables" or "changelog"; a changelog checkpoint's state is
 	// the tables of ChangelogBaseEpoch plus ChangelogSegments segments of
 	// Raft log entries, and its keys are not counted.
@@ -195,9 +202,10 @@ func checkpointKind(s *statedv1.CheckpointSummary) string {
 	return "tables"
 }
 
-// keysOf is a checkpoint's key count for a table, or why there is none.
+// keysOf is a checkpoint's key count for a table, or "-" when it has
+// none (the table's notes below it say why).
 func keysOf(s *statedv1.CheckpointSummary) string {
-	if s.GetChangelog() {
+	if s.GetChangelog() || s.GetKeysNotCounted() != "" {
 		return "-"
 	}
 	return strconv.FormatUint(s.GetKeys(), 10)
@@ -207,7 +215,7 @@ func summaryOutput(s *statedv1.CheckpointSummary) checkpointOutput {
 	return checkpointOutput{
 		Epoch: s.GetEpoch(), RaftIndex: s.GetRaftIndex(), RaftTerm: s.GetRaftTerm(),
 		CreatedAt: time.UnixMilli(s.GetCreatedAtUnixMillis()).UTC(), ClusterID: s.GetClusterId(),
-		Files: s.GetFiles(), Bytes: s.GetBytes(), Keys: s.GetKeys(), StateBytes: s.GetStateBytes(),
+		Files: s.GetFiles(), Bytes: s.GetBytes(), Keys: s.GetKeys(), StateBytes: s.GetStateBytes(), KeysNotCounted: s.GetKeysNotCounted(),
 		Offsets: s.GetOffsets(), Savepoint: s.GetSavepoint(),
 		Kind: checkpointKind(s), ChangelogBaseEpoch: s.GetChangelogBaseEpoch(), ChangelogSegments: s.GetChangelogSegments(),
 		Encrypted: s.GetEncrypted(), EncryptionKeeper: s.GetEncryptionKeeper(),
@@ -245,6 +253,7 @@ func (c *cli) checkpointList() *cobra.Command {
 			fmt.Fprintln(w, "EPOCH\tCREATED\tAGE\tRAFT INDEX\tFILES\tSIZE\tKEYS\tSAVEPOINT")
 			var changelog []string // "EPOCH on BASE" of the changelog checkpoints
 			var encrypted []string // epochs of the encrypted checkpoints
+			var uncounted []string // epochs of the table checkpoints whose keys were not counted
 			for _, s := range resp.GetCheckpoints() {
 				at := time.UnixMilli(s.GetCreatedAtUnixMillis())
 				fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.GetEpoch(), at.UTC().Format(time.RFC3339), time.Since(at).Round(time.Second),
@@ -255,6 +264,9 @@ func (c *cli) checkpointList() *cobra.Command {
 				if s.GetEncrypted() {
 					encrypted = append(encrypted, strconv.FormatUint(s.GetEpoch(), 10))
 				}
+				if s.GetKeysNotCounted() != "" {
+					uncounted = append(uncounted, strconv.FormatUint(s.GetEpoch(), 10))
+				}
 			}
 			if err := w.Flush(); err != nil {
 				return err
@@ -262,6 +274,9 @@ func (c *cli) checkpointList() *cobra.Command {
 			if len(changelog) > 0 {
 				// Below the table, so that its columns stay as they were.
 				fmt.Fprintf(c.stdout, "changelog checkpoints (the tables of an earlier checkpoint plus Raft log entries; keys not counted): %s\n", strings.Join(changelog, ", "))
+			}
+			if len(uncounted) > 0 {
+				fmt.Fprintf(c.stdout, "keys not counted (stated checkpoint show EPOCH says why): %s\n", strings.Join(uncounted, ", "))
 			}
 			if len(encrypted) > 0 {
 				fmt.Fprintf(c.stdout, "encrypted checkpoints (a restore needs --checkpoint-key-url): %s\n", strings.Join(encrypted, ", "))
@@ -306,6 +321,8 @@ func (c *cli) checkpointShow() *cobra.Command {
 			if s.GetChangelog() {
 				fmt.Fprintf(w, "kind:\tchangelog: the tables of checkpoint %d and %d segments of Raft log entries, replayed at restore\n", s.GetChangelogBaseEpoch(), s.GetChangelogSegments())
 				fmt.Fprintf(w, "state:\tnot counted (a changelog checkpoint)\n")
+			} else if why := s.GetKeysNotCounted(); why != "" {
+				fmt.Fprintf(w, "state:\tnot counted (%s)\n", why)
 			} else {
 				fmt.Fprintf(w, "state:\t%d keys, %s\n", s.GetKeys(), humanBytes(s.GetStateBytes()))
 			}

@@ -309,9 +309,11 @@ type checkpointsOutput struct {
 	ChangelogCheckpoints       uint64  `json:"changelog_checkpoints"`
 }
 
-// countOutput is how the last completed checkpoint's state was counted:
-// from the checkpoint at base_epoch (whole_reason empty) or whole.
+// countOutput is how the last count of a checkpoint's state that ended
+// was made, and of which checkpoint (epoch): from the checkpoint at
+// base_epoch (whole_reason empty) or whole.
 type countOutput struct {
+	Epoch          uint64 `json:"epoch"`
 	WholeReason    string `json:"whole_reason,omitempty"`
 	BaseEpoch      uint64 `json:"base_epoch,omitempty"`
 	TablesRead     uint64 `json:"tables_read"`
@@ -335,6 +337,19 @@ func (n *countOutput) String() string {
 		n.BaseEpoch, n.DurationMillis, n.TablesRead, humanBytes(n.TableBytesRead), n.KeysCompared, n.RangesCompared)
 }
 
+// countLine is the status's line on the last count, given the last
+// completed checkpoint lc: "its keys ..." when the count is lc's.
+func countLine(n *countOutput, lc *checkpointOutput) string {
+	switch {
+	case lc != nil && n.Epoch == lc.Epoch:
+		return "its keys and bytes counted " + n.String()
+	case lc != nil && lc.KeysNotCounted != "":
+		return fmt.Sprintf("its keys not counted (%s); the last count, of epoch %d, %s", lc.KeysNotCounted, n.Epoch, n.String())
+	default:
+		return fmt.Sprintf("the last count, of epoch %d, %s", n.Epoch, n.String())
+	}
+}
+
 func checkpointStatusOutput(st *statedv1.CheckpointStatus) *checkpointsOutput {
 	out := &checkpointsOutput{
 		Bucket: st.GetBucket(), IntervalSeconds: float64(st.GetIntervalMillis()) / 1000, Retain: st.GetRetain(),
@@ -352,7 +367,7 @@ func checkpointStatusOutput(st *statedv1.CheckpointStatus) *checkpointsOutput {
 	}
 	if n := st.GetLastCount(); n != nil {
 		out.LastCount = &countOutput{
-			WholeReason: n.GetWholeReason(), BaseEpoch: n.GetBaseEpoch(), TablesRead: n.GetTablesRead(), TableBytesRead: n.GetTableBytesRead(),
+			Epoch: n.GetEpoch(), WholeReason: n.GetWholeReason(), BaseEpoch: n.GetBaseEpoch(), TablesRead: n.GetTablesRead(), TableBytesRead: n.GetTableBytesRead(),
 			KeysCompared: n.GetKeysCompared(), RangesCompared: n.GetRangesCompared(), DurationMillis: n.GetDurationMillis(),
 			TablesFromProperties: n.GetTablesFromProperties(), KeysFromProperties: n.GetKeysFromProperties(),
 		}
@@ -385,8 +400,11 @@ func (c *cli) printCheckpointStatus(out statusOutput) error {
 		fmt.Fprintf(c.stdout, "  last completed: epoch %d%s, %s ago, took %dms, uploaded %d files (%s) of %d\n", lc.Epoch, kind,
 			time.Duration(st.LastAgeSeconds*float64(time.Second)).Round(time.Second), st.LastDurationMillis,
 			st.LastFilesUploaded, humanBytes(st.LastBytesUploaded), lc.Files)
-		if st.LastCount != nil {
-			fmt.Fprintf(c.stdout, "  its keys and bytes counted %s\n", st.LastCount)
+		switch {
+		case st.LastCount != nil:
+			fmt.Fprintf(c.stdout, "  %s\n", countLine(st.LastCount, lc))
+		case lc.KeysNotCounted != "":
+			fmt.Fprintf(c.stdout, "  its keys not counted (%s)\n", lc.KeysNotCounted)
 		}
 	} else {
 		fmt.Fprintln(c.stdout, "  last completed: none since the coordinator started")

@@ -220,8 +220,11 @@ restored checkpoint.`,
 			fmt.Fprintf(c.stdout, "fell back to checkpoint %d, the newest intact one before %s\n", m.Epoch, sel)
 		}
 		keys := fmt.Sprintf("%d keys", m.Stats.Keys)
-		if m.Changelog != nil {
+		switch {
+		case m.Changelog != nil:
 			keys = "keys not counted (a changelog checkpoint)"
+		case m.Stats.KeysNotCounted != "":
+			keys = "keys not counted (" + m.Stats.KeysNotCounted + ")"
 		}
 		fmt.Fprintf(c.stdout, "restored checkpoint %d (%s, %s old) into %s: %s, %d files, downloaded %d (%s), kept %d already present\n",
 			m.Epoch, m.CreatedAt.UTC().Format(time.RFC3339), time.Since(m.CreatedAt).Round(time.Second), dataDir,
@@ -439,7 +442,7 @@ func reportFromProto(p *statedv1.RecoveryReport) *recovery.Report {
 	r := &recovery.Report{
 		Epoch: s.GetEpoch(), Savepoint: s.GetSavepoint(), CreatedAt: time.UnixMilli(s.GetCreatedAtUnixMillis()).UTC(),
 		Age: time.Duration(p.GetAgeMillis()) * time.Millisecond, RaftIndex: s.GetRaftIndex(), RaftTerm: s.GetRaftTerm(),
-		ClusterID: s.GetClusterId(), Keys: s.GetKeys(), Bytes: s.GetStateBytes(), Files: int(s.GetFiles()), FileBytes: int64(s.GetBytes()),
+		ClusterID: s.GetClusterId(), Keys: s.GetKeys(), Bytes: s.GetStateBytes(), KeysNotCounted: s.GetKeysNotCounted(), Files: int(s.GetFiles()), FileBytes: int64(s.GetBytes()),
 		Verified: p.GetVerified(), Intact: p.GetIntact(), KafkaChecked: p.GetKafkaChecked(), KafkaError: p.GetKafkaError(),
 		Replay: p.GetReplay(), Lost: p.GetLost(), Partitions: []recovery.Partition{},
 		Encrypted: s.GetEncrypted(), Keeper: s.GetEncryptionKeeper(),
@@ -473,6 +476,8 @@ func printReport(w io.Writer, r *recovery.Report) {
 	if r.Changelog {
 		fmt.Fprintf(w, "a changelog checkpoint: the tables of checkpoint %d plus %d segments of Raft log entries, which a restore replays onto them; keys not counted; %d files (%s)\n",
 			r.ChangelogBaseEpoch, r.ChangelogSegments, r.Files, humanBytes(uint64(r.FileBytes)))
+	} else if r.KeysNotCounted != "" {
+		fmt.Fprintf(w, "keys not counted (%s); %d files (%s)\n", r.KeysNotCounted, r.Files, humanBytes(uint64(r.FileBytes)))
 	} else {
 		fmt.Fprintf(w, "holds %d keys, %s of state, in %d files (%s)\n", r.Keys, humanBytes(r.Bytes), r.Files, humanBytes(uint64(r.FileBytes)))
 	}

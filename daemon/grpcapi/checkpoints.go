@@ -237,7 +237,7 @@ func RecoveryProto(r *recovery.Report) *statedv1.RecoveryReport {
 		Checkpoint: &statedv1.CheckpointSummary{
 			Epoch: r.Epoch, RaftIndex: r.RaftIndex, RaftTerm: r.RaftTerm, CreatedAtUnixMillis: r.CreatedAt.UnixMilli(),
 			ClusterId: r.ClusterID, Files: uint64(r.Files), Bytes: uint64(r.FileBytes), Keys: r.Keys, StateBytes: r.Bytes,
-			Savepoint: r.Savepoint, Offsets: uint64(r.Offsets()),
+			KeysNotCounted: r.KeysNotCounted, Savepoint: r.Savepoint, Offsets: uint64(r.Offsets()),
 			Encrypted: r.Encrypted, EncryptionKeeper: r.Keeper,
 		},
 		AgeMillis: r.Age.Milliseconds(), Verified: r.Verified, Intact: r.Intact,
@@ -298,7 +298,7 @@ func Summary(m *uploader.Manifest) *statedv1.CheckpointSummary {
 		Epoch: m.Epoch, RaftIndex: m.RaftIndex, RaftTerm: m.RaftTerm,
 		CreatedAtUnixMillis: m.CreatedAt.UnixMilli(), ClusterId: m.ClusterID,
 		Files: uint64(len(m.Files)), Bytes: uint64(bytes),
-		Keys: m.Stats.Keys, StateBytes: m.Stats.Bytes,
+		Keys: m.Stats.Keys, StateBytes: m.Stats.Bytes, KeysNotCounted: m.Stats.KeysNotCounted,
 		Savepoint: m.Savepoint, Offsets: uint64(len(m.Offsets)),
 	}
 	if e := m.Encryption; e != nil {

@@ -64,11 +64,11 @@ func NewCheckpoints(reg prometheus.Registerer, stats func() CheckpointStats) *Ch
 		}),
 		count: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "stated_checkpoint_count_duration_seconds", Buckets: CheckpointBuckets,
-			Help: "Time to count the state's keys and bytes for the manifest of each table checkpoint this node completed as leader; the checkpoint completes only once its count has.",
+			Help: "Time each count of a table checkpoint's keys and bytes for its manifest took, of the counts this node made as leader, when it ended (also after its checkpoint completed: a checkpoint waits for its count as long again as its upload took, at least 1 s, and otherwise records its keys as not counted).",
 		}),
 		countsWhole: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "stated_checkpoint_counts_whole_total",
-			Help: "Table checkpoints this node completed as leader whose count read the whole state rather than what changed since the last count: for example with no earlier count to start from, or when the tables changed since it held more than a twelfth of the state.",
+			Help: "Counts of table checkpoints' keys this node made as leader that read the whole state rather than what changed since the last count: for example with no earlier count to start from, or when the tables changed since it held more than a twelfth of the state.",
 		}),
 		epoch:              d("stated_checkpoint_epoch", "Epoch of the newest completed checkpoint, as the cluster recorded it (every node reports it, whichever led); 0 before the first."),
 		lastAt:             d("stated_checkpoint_last_completed_timestamp_seconds", "Unix time the newest completed checkpoint completed, as the cluster recorded it (every node reports it); absent before the first. Its age is time() minus it."),

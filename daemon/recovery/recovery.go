@@ -91,8 +91,11 @@ type Report struct {
 	ClusterID string        `json:"cluster_id"`
 	Keys      uint64        `json:"keys"`
 	Bytes     uint64        `json:"state_bytes"`
-	Files     int           `json:"files"`
-	FileBytes int64         `json:"file_bytes"`
+	// KeysNotCounted, set for a table checkpoint whose Keys and Bytes
+	// were not counted (zero), says why (uploader.Stats.KeysNotCounted).
+	KeysNotCounted string `json:"keys_not_counted,omitempty"`
+	Files          int    `json:"files"`
+	FileBytes      int64  `json:"file_bytes"`
 	// Verified is set when every file was read and checked; Problems
 	// lists the files that are missing or corrupt.
 	Verified bool                   `json:"verified"`
@@ -142,7 +145,7 @@ func Build(ctx context.Context, up *uploader.Uploader, m *uploader.Manifest, opt
 	r := &Report{
 		Epoch: m.Epoch, Savepoint: m.Savepoint, CreatedAt: m.CreatedAt, Age: now.Sub(m.CreatedAt),
 		RaftIndex: m.RaftIndex, RaftTerm: m.RaftTerm, ClusterID: m.ClusterID,
-		Keys: m.Stats.Keys, Bytes: m.Stats.Bytes, Files: len(m.Files), FileBytes: m.Bytes(),
+		Keys: m.Stats.Keys, Bytes: m.Stats.Bytes, KeysNotCounted: m.Stats.KeysNotCounted, Files: len(m.Files), FileBytes: m.Bytes(),
 		Partitions: []Partition{}, Windows: m.Stats.Windows,
 	}
 	if cl := m.Changelog; cl != nil {

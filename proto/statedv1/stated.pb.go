@@ -1631,8 +1631,15 @@ type CheckpointSummary struct {
 	Changelog          bool   `protobuf:"varint,14,opt,name=changelog" json:"changelog,omitempty"`
 	ChangelogBaseEpoch uint64 `protobuf:"varint,15,opt,name=changelog_base_epoch,json=changelogBaseEpoch" json:"changelog_base_epoch,omitempty"`
 	ChangelogSegments  uint64 `protobuf:"varint,16,opt,name=changelog_segments,json=changelogSegments" json:"changelog_segments,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// keys_not_counted, set for a table checkpoint whose keys and
+	// state_bytes were not counted (zero), says why: its count was not done
+	// when its files were uploaded and its wait ran out (it went on in the
+	// background, as the next count's base), another checkpoint's count
+	// was still running, or the count failed. Empty when they were counted,
+	// and in manifests written before it.
+	KeysNotCounted string `protobuf:"bytes,17,opt,name=keys_not_counted,json=keysNotCounted" json:"keys_not_counted,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CheckpointSummary) Reset() {
@@ -1775,6 +1782,13 @@ func (x *CheckpointSummary) GetChangelogSegments() uint64 {
 		return x.ChangelogSegments
 	}
 	return 0
+}
+
+func (x *CheckpointSummary) GetKeysNotCounted() string {
+	if x != nil {
+		return x.KeysNotCounted
+	}
+	return ""
 }
 
 type CheckpointFile struct {
@@ -1973,8 +1987,10 @@ type CheckpointStatus struct {
 	// commits from outside an active group); sdk/go/kafka processors commit
 	// the checkpointed offsets themselves.
 	KafkaMemberGroups []string `protobuf:"bytes,19,rep,name=kafka_member_groups,json=kafkaMemberGroups" json:"kafka_member_groups,omitempty"`
-	// last_count says how the last completed checkpoint's key and byte
-	// counts (its manifest's) were made; unset when none completed.
+	// last_count says how the last count of a table checkpoint's keys and
+	// bytes that ended was made, and of which checkpoint (its epoch); unset
+	// when none ended. A count that outlived its checkpoint's wait ends
+	// after that checkpoint completed.
 	LastCount *CheckpointCountInfo `protobuf:"bytes,20,opt,name=last_count,json=lastCount" json:"last_count,omitempty"`
 	// materialize_interval_millis is --checkpoint-materialize-interval:
 	// above zero, checkpoints between table checkpoints are changelog
@@ -2210,8 +2226,13 @@ type CheckpointCountInfo struct {
 	// keys_from_properties keys; the rest of the state was read.
 	TablesFromProperties uint64 `protobuf:"varint,8,opt,name=tables_from_properties,json=tablesFromProperties" json:"tables_from_properties,omitempty"`
 	KeysFromProperties   uint64 `protobuf:"varint,9,opt,name=keys_from_properties,json=keysFromProperties" json:"keys_from_properties,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// epoch is the checkpoint counted. A count that outlived its
+	// checkpoint's wait ends after that checkpoint completed (its manifest
+	// says its keys were not counted), so it may be older than the last
+	// completed checkpoint.
+	Epoch         uint64 `protobuf:"varint,10,opt,name=epoch" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckpointCountInfo) Reset() {
@@ -2303,6 +2324,13 @@ func (x *CheckpointCountInfo) GetTablesFromProperties() uint64 {
 func (x *CheckpointCountInfo) GetKeysFromProperties() uint64 {
 	if x != nil {
 		return x.KeysFromProperties
+	}
+	return 0
+}
+
+func (x *CheckpointCountInfo) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
 	}
 	return 0
 }
@@ -6839,7 +6867,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1c\n" +
 	"\tsavepoint\x18\x02 \x01(\tR\tsavepoint\x12\x14\n" +
 	"\x05force\x18\x03 \x01(\bR\x05force\"\x1a\n" +
-	"\x18DeleteCheckpointResponse\"\x9c\x04\n" +
+	"\x18DeleteCheckpointResponse\"\xc6\x04\n" +
 	"\x11CheckpointSummary\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1d\n" +
 	"\n" +
@@ -6860,7 +6888,8 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x11encryption_keeper\x18\r \x01(\tR\x10encryptionKeeper\x12\x1c\n" +
 	"\tchangelog\x18\x0e \x01(\bR\tchangelog\x120\n" +
 	"\x14changelog_base_epoch\x18\x0f \x01(\x04R\x12changelogBaseEpoch\x12-\n" +
-	"\x12changelog_segments\x18\x10 \x01(\x04R\x11changelogSegments\"P\n" +
+	"\x12changelog_segments\x18\x10 \x01(\x04R\x11changelogSegments\x12(\n" +
+	"\x10keys_not_counted\x18\x11 \x01(\tR\x0ekeysNotCounted\"P\n" +
 	"\x0eCheckpointFile\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
@@ -6899,7 +6928,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x1bmaterialize_interval_millis\x18\x15 \x01(\x03R\x19materializeIntervalMillis\x120\n" +
 	"\x14changelog_base_epoch\x18\x16 \x01(\x04R\x12changelogBaseEpoch\x12'\n" +
 	"\x0fchangelog_bytes\x18\x17 \x01(\x04R\x0echangelogBytes\x123\n" +
-	"\x15changelog_checkpoints\x18\x18 \x01(\x04R\x14changelogCheckpoints\"\x81\x03\n" +
+	"\x15changelog_checkpoints\x18\x18 \x01(\x04R\x14changelogCheckpoints\"\x97\x03\n" +
 	"\x13CheckpointCountInfo\x12!\n" +
 	"\fwhole_reason\x18\x01 \x01(\tR\vwholeReason\x12\x1d\n" +
 	"\n" +
@@ -6911,7 +6940,9 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x0franges_compared\x18\x06 \x01(\x04R\x0erangesCompared\x12'\n" +
 	"\x0fduration_millis\x18\a \x01(\x03R\x0edurationMillis\x124\n" +
 	"\x16tables_from_properties\x18\b \x01(\x04R\x14tablesFromProperties\x120\n" +
-	"\x14keys_from_properties\x18\t \x01(\x04R\x12keysFromProperties\"\xa1\x01\n" +
+	"\x14keys_from_properties\x18\t \x01(\x04R\x12keysFromProperties\x12\x14\n" +
+	"\x05epoch\x18\n" +
+	" \x01(\x04R\x05epoch\"\xa1\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +

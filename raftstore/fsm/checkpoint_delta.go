@@ -166,17 +166,8 @@ func (c *CheckpointCounter) Keep(dir string, epoch uint64, n CheckpointCount) er
 		if err := os.MkdirAll(tmp, 0o755); err != nil {
 			return err
 		}
-		entries, err := os.ReadDir(dir)
-		if err != nil {
+		if err := linkFiles(dir, tmp); err != nil {
 			return err
-		}
-		for _, e := range entries {
-			if !e.Type().IsRegular() {
-				continue
-			}
-			if err := os.Link(filepath.Join(dir, e.Name()), filepath.Join(tmp, e.Name())); err != nil {
-				return err
-			}
 		}
 		b, err := json.Marshal(countBase{Epoch: epoch, Keys: n.Keys, Bytes: n.Bytes})
 		if err != nil {
@@ -209,11 +200,65 @@ func (c *CheckpointCounter) Keep(dir string, epoch uint64, n CheckpointCount) er
 	return err
 }
 
-// Drop removes the base, and with it the tables only it still holds.
+// Copy links the files of the local checkpoint in dir into a copy of the
+// counter's own, beside its base, and returns the copy's directory, which
+// Count and Keep then take in place of dir. A count of the copy can go on
+// after dir is removed (the next barrier removes the last local
+// checkpoint, and a count reading its directory then would fail
+// mid-read). It links, so it needs dir on the base's file system, and
+// replaces the copy before it: the caller runs one count of a copy at a
+// time, and removes the copy with RemoveCopy once it is counted and kept.
+func (c *CheckpointCounter) Copy(dir string) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cp := c.base + ".count"
+	err := func() error {
+		if err := os.RemoveAll(cp); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(cp, 0o755); err != nil {
+			return err
+		}
+		return linkFiles(dir, cp)
+	}()
+	if err != nil {
+		return "", errors.Join(fmt.Errorf("fsm: copy checkpoint %s to count it: %w", dir, err), os.RemoveAll(cp))
+	}
+	return cp, nil
+}
+
+// RemoveCopy removes the copy Copy made; the tables its base holds stay.
+func (c *CheckpointCounter) RemoveCopy() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return os.RemoveAll(c.base + ".count")
+}
+
+// Drop removes the base and any copy, and with them the tables only they
+// still hold. A count of the copy that is under way when Drop is called
+// ends first (they take the same lock); one that starts after fails to
+// open the copy.
 func (c *CheckpointCounter) Drop() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return errors.Join(os.RemoveAll(c.base), os.RemoveAll(c.base+".tmp"), os.RemoveAll(c.base+".old"))
+	return errors.Join(os.RemoveAll(c.base), os.RemoveAll(c.base+".tmp"), os.RemoveAll(c.base+".old"), os.RemoveAll(c.base+".count"))
+}
+
+// linkFiles hard-links the regular files of dir into dst, which exists.
+func linkFiles(dir, dst string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if err := os.Link(filepath.Join(dir, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeSynced writes b to a new file p and syncs it.

@@ -259,3 +259,80 @@ func TestCheckpointCounterCountsFromItsBaseWhatAWholeCountCounts(t *testing.T) {
 		}
 	})
 }
+
+// TestACopyOfACheckpointCountsAfterTheCheckpointIsRemoved: the
+// coordinator counts a checkpoint from the counter's hard-linked copy of
+// it while the next barrier removes the checkpoint's own directory, as
+// it removes the last local checkpoint. The copy counts exactly what the
+// checkpoint held, is kept as the next count's base, and is removed by
+// RemoveCopy and by Drop; a second Copy replaces the first.
+func TestACopyOfACheckpointCountsAfterTheCheckpointIsRemoved(t *testing.T) {
+	s := newDeltaStore(t, 5)
+	ctx := context.Background()
+	c := NewCheckpointCounter(filepath.Join(t.TempDir(), "count-base"))
+	for now := range int64(8) {
+		s.commit(now, 300, 5000)
+	}
+	epoch, dir := s.checkpoint(10)
+	live, err := s.f.Counts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := c.Copy(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	// The state moves on, as it does while a count runs.
+	s.commit(11, 300, 5000)
+	got, err := c.Count(ctx, cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Keys != live.StateKeys || got.Bytes != live.StateBytes || got.Whole != "no base kept" {
+		t.Fatalf("the copy counted %+v; the state at the checkpoint held %d keys, %d bytes (want them, counted whole with no base kept)", got, live.StateKeys, live.StateBytes)
+	}
+	if err := c.Keep(cp, epoch, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RemoveCopy(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cp); !os.IsNotExist(err) {
+		t.Fatalf("the copy after RemoveCopy: %v; want it removed", err)
+	}
+
+	// The next checkpoint, copied twice: the second copy replaces the
+	// first, and counts from the base the first copy became.
+	epoch2, dir2 := s.checkpoint(12)
+	live, err = s.f.Counts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Copy(dir2); err != nil {
+		t.Fatal(err)
+	}
+	if cp, err = c.Copy(dir2); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir2); err != nil {
+		t.Fatal(err)
+	}
+	got, err = c.Count(ctx, cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Keys != live.StateKeys || got.Bytes != live.StateBytes || !(got.Whole == "" && got.BaseEpoch == epoch || strings.Contains(got.Whole, "since the base")) {
+		t.Fatalf("checkpoint %d's copy counted %+v; want %d keys, %d bytes, from the base of epoch %d or whole after comparing with it", epoch2, got, live.StateKeys, live.StateBytes, epoch)
+	}
+	if err := c.Drop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{cp, c.base} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Fatalf("%s after Drop: %v; want it removed", d, err)
+		}
+	}
+}
