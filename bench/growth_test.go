@@ -258,14 +258,25 @@ func runGrowth(b *testing.B, gc growthCase, opts growthOptions) {
 }
 
 // settleAndCheckpoint waits for the state's compactions to settle, then
-// takes a checkpoint, untimed: afterwards the bucket holds every table
-// of the state.
+// takes a checkpoint, untimed, and waits for the count of its keys (or an
+// earlier checkpoint's) to end: afterwards the bucket holds every table
+// of the state, and no count reads the state beside the next row.
 func settleAndCheckpoint(b *testing.B, cp statedv1.CheckpointsClient, nd *node, quiet time.Duration) {
 	waitStateQuiet(b, nd.dataDir, quiet)
 	ctx, cancel := context.WithTimeout(context.Background(), triggerTimeout)
 	defer cancel()
 	if _, err := cp.Trigger(ctx, &statedv1.TriggerCheckpointRequest{Wait: true}); err != nil {
 		b.Fatalf("checkpoint before a row: %v", err)
+	}
+	for {
+		st, err := cp.Status(ctx, &statedv1.CheckpointStatusRequest{})
+		if err != nil {
+			b.Fatalf("checkpoint status before a row: %v", err)
+		}
+		if st.GetCountingEpoch() == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -292,7 +303,18 @@ func growthCommitsCheckpointing(b *testing.B, prefix string, d, every time.Durat
 	// with their keys not counted (the count was late, or did not start).
 	var counted, whole, notCounted int
 	var counting time.Duration
+	// A count that ended before the row (the settling checkpoint's) is
+	// not the row's.
 	var lastCount uint64
+	{
+		sctx, scancel := context.WithTimeout(ctx, triggerTimeout)
+		st, err := cp.Status(sctx, &statedv1.CheckpointStatusRequest{})
+		scancel()
+		if err != nil {
+			b.Fatalf("%s: checkpoint status: %v", prefix, err)
+		}
+		lastCount = st.GetLastCount().GetEpoch()
+	}
 	var failed error
 	var wg sync.WaitGroup
 	wg.Go(func() {

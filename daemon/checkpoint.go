@@ -81,6 +81,9 @@ type CheckpointStatus struct {
 	LastCount         fsm.CheckpointCount
 	LastCountDuration time.Duration
 	LastCountEpoch    uint64
+	// CountingEpoch is the checkpoint whose count is under way, 0 when
+	// none.
+	CountingEpoch uint64
 
 	// MaterializeInterval is Config.CheckpointMaterializeInterval: above
 	// zero, checkpoints between table checkpoints are changelog
@@ -891,6 +894,11 @@ func (c *coordinator) Status() CheckpointStatus {
 	c.mu.Lock()
 	st := c.st
 	c.mu.Unlock()
+	c.countMu.Lock()
+	if c.counting != nil {
+		st.CountingEpoch = c.counting.epoch
+	}
+	c.countMu.Unlock()
 	if c.kafka != nil {
 		st.KafkaCommits, st.KafkaCommitErrors, st.KafkaMemberCommits = c.kafka.committed.Load(), c.kafka.failed.Load(), c.kafka.members.Load()
 	}

@@ -85,7 +85,7 @@ func (a checkpointsAPI) Status(context.Context) (*statedv1.CheckpointStatus, err
 		InProgressBytesTotal: uint64(st.InProgressBytesTotal), NodeId: a.c.store.NodeID(),
 		KafkaMemberGroups:         st.KafkaMemberGroups,
 		MaterializeIntervalMillis: st.MaterializeInterval.Milliseconds(), ChangelogBaseEpoch: st.ChangelogBaseEpoch,
-		ChangelogBytes: uint64(st.ChangelogBytes), ChangelogCheckpoints: st.ChangelogCheckpoints,
+		ChangelogBytes: uint64(st.ChangelogBytes), ChangelogCheckpoints: st.ChangelogCheckpoints, CountingEpoch: st.CountingEpoch,
 	}
 	if !st.LastErrorAt.IsZero() {
 		out.LastErrorAtUnixMillis = st.LastErrorAt.UnixMilli()

@@ -84,8 +84,8 @@ func TestACheckpointDoesNotWaitForASlowCount(t *testing.T) {
 		t.Fatalf("checkpoint 1 = epoch %d, %d keys, not counted %q; want epoch 1, its keys not counted: its count was not done",
 			s.GetEpoch(), s.GetKeys(), s.GetKeysNotCounted())
 	}
-	if st := d.CheckpointStatus(); st.LastCountEpoch != 0 {
-		t.Fatalf("the status's last count is of epoch %d while the only count is held back", st.LastCountEpoch)
+	if st := d.CheckpointStatus(); st.LastCountEpoch != 0 || st.CountingEpoch != 1 {
+		t.Fatalf("status: last count of epoch %d, counting epoch %d while the only count, of epoch 1, is held back; want 0 and 1", st.LastCountEpoch, st.CountingEpoch)
 	}
 	r, err := cps.Recovery(ctx, &statedv1.RecoveryRequest{Epoch: 1})
 	if err != nil {
@@ -124,8 +124,8 @@ func TestACheckpointDoesNotWaitForASlowCount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := cs.GetLastCount(); n.GetEpoch() != 1 || n.GetWholeReason() != "no base kept" || cs.GetLastCompleted().GetEpoch() != 2 {
-		t.Fatalf("status: last count %+v, last completed %d; want the count of epoch 1, and epoch 2", n, cs.GetLastCompleted().GetEpoch())
+	if n := cs.GetLastCount(); n.GetEpoch() != 1 || n.GetWholeReason() != "no base kept" || cs.GetLastCompleted().GetEpoch() != 2 || cs.GetCountingEpoch() != 0 {
+		t.Fatalf("status: last count %+v, last completed %d, counting epoch %d; want the count of epoch 1, epoch 2, and none", n, cs.GetLastCompleted().GetEpoch(), cs.GetCountingEpoch())
 	}
 	ended := time.Now()
 

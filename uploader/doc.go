@@ -16,7 +16,9 @@
 // A manifest (JSON; FormatVersion 1, or FormatVersionChangelog 2 for a
 // changelog checkpoint) holds the epoch, Raft index and term, cluster
 // id, creation time, the consumer offsets of exactly that state, key and
-// byte counts, each window namespace's watermark, pending emissions and
+// byte counts (or, since Stats.KeysNotCounted, why they were not
+// counted: older releases read such a manifest as zero keys), each
+// window namespace's watermark, pending emissions and
 // open windows (Stats.Windows; absent in manifests written before window
 // state, which still read), and every file with its path, size and
 // SHA-256.

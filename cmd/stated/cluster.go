@@ -300,6 +300,8 @@ type checkpointsOutput struct {
 	InProgressEpoch    uint64            `json:"in_progress_epoch,omitempty"`
 	Coordinator        string            `json:"coordinator"`
 	LastCount          *countOutput      `json:"last_count,omitempty"`
+	// CountingEpoch is the checkpoint whose keys are being counted.
+	CountingEpoch uint64 `json:"counting_epoch,omitempty"`
 	// MaterializeIntervalSeconds is --checkpoint-materialize-interval
 	// (0: every checkpoint uploads its tables); the changelog fields are
 	// the changelog checkpoints' (see CheckpointStatus in the proto).
@@ -358,7 +360,7 @@ func checkpointStatusOutput(st *statedv1.CheckpointStatus) *checkpointsOutput {
 		Completed: st.GetCompleted(), Failures: st.GetFailures(), LastError: st.GetLastError(),
 		KafkaError: st.GetKafkaError(), KafkaMemberGroups: st.GetKafkaMemberGroups(), InProgressEpoch: st.GetInProgressEpoch(), Coordinator: st.GetNodeId(),
 		MaterializeIntervalSeconds: float64(st.GetMaterializeIntervalMillis()) / 1000, ChangelogBaseEpoch: st.GetChangelogBaseEpoch(),
-		ChangelogBytes: st.GetChangelogBytes(), ChangelogCheckpoints: st.GetChangelogCheckpoints(),
+		ChangelogBytes: st.GetChangelogBytes(), ChangelogCheckpoints: st.GetChangelogCheckpoints(), CountingEpoch: st.GetCountingEpoch(),
 	}
 	if s := st.GetLastCompleted(); s != nil {
 		o := summaryOutput(s)
@@ -412,6 +414,9 @@ func (c *cli) printCheckpointStatus(out statusOutput) error {
 	fmt.Fprintf(c.stdout, "  completed %d, failed %d\n", st.Completed, st.Failures)
 	if st.InProgressEpoch != 0 {
 		fmt.Fprintf(c.stdout, "  in progress: epoch %d\n", st.InProgressEpoch)
+	}
+	if st.CountingEpoch != 0 {
+		fmt.Fprintf(c.stdout, "  counting the keys of epoch %d\n", st.CountingEpoch)
 	}
 	if st.LastError != "" {
 		fmt.Fprintf(c.stdout, "  last error: %s\n", st.LastError)

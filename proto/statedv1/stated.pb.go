@@ -2002,8 +2002,11 @@ type CheckpointStatus struct {
 	ChangelogBaseEpoch        uint64 `protobuf:"varint,22,opt,name=changelog_base_epoch,json=changelogBaseEpoch" json:"changelog_base_epoch,omitempty"`
 	ChangelogBytes            uint64 `protobuf:"varint,23,opt,name=changelog_bytes,json=changelogBytes" json:"changelog_bytes,omitempty"`
 	ChangelogCheckpoints      uint64 `protobuf:"varint,24,opt,name=changelog_checkpoints,json=changelogCheckpoints" json:"changelog_checkpoints,omitempty"`
-	unknownFields             protoimpl.UnknownFields
-	sizeCache                 protoimpl.SizeCache
+	// counting_epoch is the table checkpoint whose keys are being counted,
+	// zero when no count runs; the count may outlive its checkpoint.
+	CountingEpoch uint64 `protobuf:"varint,25,opt,name=counting_epoch,json=countingEpoch" json:"counting_epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckpointStatus) Reset() {
@@ -2200,6 +2203,13 @@ func (x *CheckpointStatus) GetChangelogBytes() uint64 {
 func (x *CheckpointStatus) GetChangelogCheckpoints() uint64 {
 	if x != nil {
 		return x.ChangelogCheckpoints
+	}
+	return 0
+}
+
+func (x *CheckpointStatus) GetCountingEpoch() uint64 {
+	if x != nil {
+		return x.CountingEpoch
 	}
 	return 0
 }
@@ -6899,7 +6909,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\aoffsets\x18\x02 \x03(\v2\x11.stated.v1.OffsetR\aoffsets\x12/\n" +
 	"\x05files\x18\x03 \x03(\v2\x19.stated.v1.CheckpointFileR\x05files\x12%\n" +
 	"\x0eformat_version\x18\x04 \x01(\x05R\rformatVersion\"\x19\n" +
-	"\x17CheckpointStatusRequest\"\xb3\b\n" +
+	"\x17CheckpointStatusRequest\"\xda\b\n" +
 	"\x10CheckpointStatus\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x16\n" +
 	"\x06bucket\x18\x02 \x01(\tR\x06bucket\x12'\n" +
@@ -6928,7 +6938,8 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x1bmaterialize_interval_millis\x18\x15 \x01(\x03R\x19materializeIntervalMillis\x120\n" +
 	"\x14changelog_base_epoch\x18\x16 \x01(\x04R\x12changelogBaseEpoch\x12'\n" +
 	"\x0fchangelog_bytes\x18\x17 \x01(\x04R\x0echangelogBytes\x123\n" +
-	"\x15changelog_checkpoints\x18\x18 \x01(\x04R\x14changelogCheckpoints\"\x97\x03\n" +
+	"\x15changelog_checkpoints\x18\x18 \x01(\x04R\x14changelogCheckpoints\x12%\n" +
+	"\x0ecounting_epoch\x18\x19 \x01(\x04R\rcountingEpoch\"\x97\x03\n" +
 	"\x13CheckpointCountInfo\x12!\n" +
 	"\fwhole_reason\x18\x01 \x01(\tR\vwholeReason\x12\x1d\n" +
 	"\n" +
