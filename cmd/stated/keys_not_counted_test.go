@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/url"
 	"os"
@@ -100,5 +101,27 @@ func TestStatusSaysWhichCheckpointTheLastCountWasOf(t *testing.T) {
 	got := countLine(n, &checkpointOutput{Epoch: 6, KeysNotCounted: "the count of checkpoint 4 was still running"})
 	if want := "its keys not counted (the count of checkpoint 4 was still running); the last count, of epoch 4, whole in 9340ms"; !strings.HasPrefix(got, want) {
 		t.Errorf("an older count: %q, want it to start %q", got, want)
+	}
+}
+
+// TestStatusPrintsTheCountUnderWayAndWhyTheLastCheckpointWasNotCounted:
+// `stated status` on a checkpoint status whose last checkpoint's keys
+// were not counted, while a count runs.
+func TestStatusPrintsTheCountUnderWayAndWhyTheLastCheckpointWasNotCounted(t *testing.T) {
+	var out bytes.Buffer
+	c := &cli{stdout: &out}
+	st := &checkpointsOutput{Bucket: "file:///b", IntervalSeconds: 1, Retain: 3, Coordinator: "n1", CountingEpoch: 5,
+		LastCompleted: &checkpointOutput{Epoch: 7, Kind: "tables", KeysNotCounted: "the count of checkpoint 5 was still running"},
+		LastCount:     &countOutput{Epoch: 4, BaseEpoch: 3, DurationMillis: 12}}
+	if err := c.printCheckpointStatus(statusOutput{Checkpoints: st}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"  its keys not counted (the count of checkpoint 5 was still running); the last count, of epoch 4, from epoch 3 in 12ms",
+		"  counting the keys of epoch 5\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
 	}
 }
