@@ -92,11 +92,7 @@ the checkpoint goes on in the daemon (see stated checkpoint list).`,
 					s.GetEpoch(), s.GetChangelogBaseEpoch(), s.GetChangelogSegments(), s.GetFiles(), humanBytes(s.GetBytes()))
 				return nil
 			}
-			keys := fmt.Sprintf("%d keys", s.GetKeys())
-			if why := s.GetKeysNotCounted(); why != "" {
-				keys = "keys not counted (" + why + ")"
-			}
-			fmt.Fprintf(c.stdout, "checkpoint %d completed: %d files, %s, %s\n", s.GetEpoch(), s.GetFiles(), humanBytes(s.GetBytes()), keys)
+			fmt.Fprintf(c.stdout, "checkpoint %d completed: %d files, %s, %s\n", s.GetEpoch(), s.GetFiles(), humanBytes(s.GetBytes()), keysOrWhyNot(s.GetKeys(), s.GetKeysNotCounted()))
 			return nil
 		}, func(ctx context.Context, client *stated.Client) string {
 			return c.checkpointStill(ctx, cps(client))
@@ -209,6 +205,15 @@ func keysOf(s *statedv1.CheckpointSummary) string {
 		return "-"
 	}
 	return strconv.FormatUint(s.GetKeys(), 10)
+}
+
+// keysOrWhyNot is a table checkpoint's "N keys", or "keys not counted
+// (why)" when its manifest says they were not.
+func keysOrWhyNot(keys uint64, notCounted string) string {
+	if notCounted != "" {
+		return "keys not counted (" + notCounted + ")"
+	}
+	return fmt.Sprintf("%d keys", keys)
 }
 
 func summaryOutput(s *statedv1.CheckpointSummary) checkpointOutput {

@@ -219,12 +219,9 @@ restored checkpoint.`,
 		if len(res.Skipped) > 0 {
 			fmt.Fprintf(c.stdout, "fell back to checkpoint %d, the newest intact one before %s\n", m.Epoch, sel)
 		}
-		keys := fmt.Sprintf("%d keys", m.Stats.Keys)
-		switch {
-		case m.Changelog != nil:
-			keys = "keys not counted (a changelog checkpoint)"
-		case m.Stats.KeysNotCounted != "":
-			keys = "keys not counted (" + m.Stats.KeysNotCounted + ")"
+		keys := keysOrWhyNot(m.Stats.Keys, m.Stats.KeysNotCounted)
+		if m.Changelog != nil {
+			keys = keysOrWhyNot(0, "a changelog checkpoint")
 		}
 		fmt.Fprintf(c.stdout, "restored checkpoint %d (%s, %s old) into %s: %s, %d files, downloaded %d (%s), kept %d already present\n",
 			m.Epoch, m.CreatedAt.UTC().Format(time.RFC3339), time.Since(m.CreatedAt).Round(time.Second), dataDir,

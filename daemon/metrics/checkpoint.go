@@ -41,8 +41,8 @@ type CheckpointStats struct {
 type Checkpoints struct {
 	stats    func() CheckpointStats
 	duration prometheus.Histogram
-	// count and countsWhole are the table checkpoints' counts of the
-	// state's keys, which their manifests wait for.
+	// count and countsWhole are the counts of table checkpoints' keys
+	// that ended, in time for their manifests or after.
 	count       prometheus.Histogram
 	countsWhole prometheus.Counter
 
@@ -89,8 +89,8 @@ func NewCheckpoints(reg prometheus.Registerer, stats func() CheckpointStats) *Ch
 // Observe records a completed checkpoint's duration.
 func (c *Checkpoints) Observe(d time.Duration) { c.duration.Observe(d.Seconds()) }
 
-// ObserveCount records how long a completed table checkpoint's count
-// took, and whether it read the whole state.
+// ObserveCount records how long a count of a table checkpoint's keys
+// that ended took, and whether it read the whole state.
 func (c *Checkpoints) ObserveCount(d time.Duration, whole bool) {
 	c.count.Observe(d.Seconds())
 	if whole {
