@@ -95,6 +95,31 @@ func everyRPC() []rpcCase {
 			}
 			return nil
 		}},
+		// A commit stream needs write anywhere to open; each commit of
+		// each request is then checked as a Commit.
+		{statedv1.State_CommitStream_FullMethodName, authz.Write, "ns", func(ctx context.Context, c *grpc.ClientConn) error {
+			s, err := st(c).CommitStream(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.CloseSend()
+			if err := s.Send(&statedv1.CommitStreamRequest{Id: 1, Batch: &statedv1.CommitBatchRequest{Commits: []*statedv1.CommitRequest{{
+				Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: "ns", Key: []byte("k"), Value: []byte("v")}},
+			}}}}); err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			resp, err := s.Recv()
+			if err != nil {
+				return err
+			}
+			if e := resp.GetError(); e != nil {
+				return status.Error(codes.Code(e.GetCode()), e.GetMessage())
+			}
+			if e := resp.GetBatch().GetResults()[0].GetError(); e != nil {
+				return status.Error(codes.Code(e.GetCode()), e.GetMessage())
+			}
+			return nil
+		}},
 		{statedv1.State_Get_FullMethodName, authz.Read, "ns", func(ctx context.Context, c *grpc.ClientConn) error {
 			_, err := st(c).Get(ctx, &statedv1.GetRequest{Namespace: "ns", Key: []byte("k"), Kind: statedv1.Kind_KIND_VALUE})
 			return err

@@ -45,6 +45,7 @@ type Daemon struct {
 	logger *slog.Logger
 	store  *raftstore.Store
 	server *grpc.Server
+	state  *grpcapi.Server // the State service, drained before the server stops
 	health *health.Server
 	conns  *connCache // connections to leaders, for forwarding
 	ckpt   *coordinator
@@ -369,7 +370,11 @@ func (d *Daemon) serve() {
 	}, append(append(d.metricsServerOptions(), d.authzServerOptions()...), d.lineageServerOptions()...)...)...)
 	opts := []grpcapi.Option{grpcapi.WithLogger(d.logger), grpcapi.WithForwarder(d.conns), grpcapi.WithLargeRequestBudget(d.cfg.MaxInflightRequestBytes),
 		grpcapi.WithWriteGuard(d.disk.check)}
-	statedv1.RegisterStateServer(d.server, grpcapi.New(d.store, opts...))
+	if d.metrics != nil {
+		opts = append(opts, grpcapi.WithBatchObserver(d.metrics.grpc.ObserveStreamed))
+	}
+	d.state = grpcapi.New(d.store, opts...)
+	statedv1.RegisterStateServer(d.server, d.state)
 	statedv1.RegisterClusterServer(d.server, grpcapi.NewCluster(d.store, opts...))
 	statedv1.RegisterCheckpointsServer(d.server, grpcapi.NewCheckpoints(d.store, checkpointsAPI{d.ckpt}, opts...))
 	statedv1.RegisterWindowsServer(d.server, grpcapi.NewWindows(d.store, opts...))
@@ -578,6 +583,12 @@ func (d *Daemon) close() error {
 
 	stopped := make(chan struct{})
 	go func() {
+		// Commit streams last as long as their clients: end them, each
+		// once the request it serves is answered, or GracefulStop would
+		// wait for every client to hang up.
+		if d.state != nil {
+			d.state.Drain()
+		}
 		d.server.GracefulStop()
 		close(stopped)
 	}()

@@ -151,7 +151,27 @@ func TestMetricsCountAKnownWorkloadExactly(t *testing.T) {
 		t.Fatalf("commit batch results %v; want the second refused and the others applied", res)
 	}
 	commitBytes += proto.Size(batch.Commits[0]) + proto.Size(batch.Commits[2])
-	const batchedCommits, batchedMutations = 2, 3
+	// A request on a CommitStream (how the SDK sends them) counts as a
+	// CommitBatch call's commits do, and as a request of its own method;
+	// the stream itself is not a request.
+	cs, err := st.CommitStream(ctx)
+	must(t, err)
+	streamed := &statedv1.CommitStreamRequest{Id: 1, Batch: &statedv1.CommitBatchRequest{Commits: []*statedv1.CommitRequest{
+		{Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: "m", Key: []byte("s-0"), Value: []byte("v")}}},
+		{Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Key: []byte("no namespace")}}},
+	}}}
+	must(t, cs.Send(streamed))
+	sr, err := cs.Recv()
+	must(t, err)
+	if res := sr.GetBatch().GetResults(); len(res) != 2 || res[0].GetError() != nil || res[1].GetError() == nil {
+		t.Fatalf("commit stream results %v; want the second refused and the first applied", sr)
+	}
+	must(t, cs.CloseSend())
+	if _, err := cs.Recv(); err != io.EOF {
+		t.Fatalf("the commit stream after CloseSend: %v, want its end", err)
+	}
+	commitBytes += proto.Size(streamed.Batch.Commits[0])
+	const batchedCommits, batchedMutations = 2 + 1, 3 + 1
 	// A refused commit counts as a request with its code and in the
 	// commit latency, not as a commit.
 	_, err = st.Commit(ctx, &statedv1.CommitRequest{Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Key: []byte("k")}}})
@@ -213,9 +233,13 @@ func TestMetricsCountAKnownWorkloadExactly(t *testing.T) {
 	eq("stated_commits_total", value(t, fams, "stated_commits_total"), commits+1+batchedCommits)
 	eq("stated_commit_mutations_total", value(t, fams, "stated_commit_mutations_total"), commits*mutations+batchedMutations)
 	eq("stated_commit_bytes_total", value(t, fams, "stated_commit_bytes_total"), float64(commitBytes))
-	// Every commit answered: the Commit calls (one refused) and the three
-	// of the CommitBatch call (one refused).
-	eq("commit latency observations", float64(observations(t, fams, "stated_commit_duration_seconds")), commits+2+3)
+	// Every commit answered: the Commit calls (one refused), the three
+	// of the CommitBatch call (one refused) and the two of the streamed
+	// request (one refused).
+	eq("commit latency observations", float64(observations(t, fams, "stated_commit_duration_seconds")), commits+2+3+2)
+	const streamM = "stated.v1.State/CommitStream"
+	eq("streamed requests", value(t, fams, "stated_grpc_requests_total", "method", streamM, "code", "OK"), 1)
+	eq("streamed request latency observations", float64(observations(t, fams, "stated_grpc_request_duration_seconds", "method", streamM)), 1)
 	eq("OK commits", value(t, fams, "stated_grpc_requests_total", "method", commitM, "code", "OK"), commits+1)
 	eq("refused commits", value(t, fams, "stated_grpc_requests_total", "method", commitM, "code", "InvalidArgument"), 1)
 	eq("commit RPC latency observations", float64(observations(t, fams, "stated_grpc_request_duration_seconds", "method", commitM)), commits+2)

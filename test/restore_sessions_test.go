@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/statedhq/stated/internal/commithook"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	stated "github.com/statedhq/stated/sdk/go"
 )
@@ -94,7 +95,7 @@ func TestAnSDKRetryOfACheckpointedCommitIsNotAppliedTwiceAfterARestore(t *testin
 	n.start(ctx)
 	lost := newLostCommitAnswer()
 	c, err := stated.Dial(ctx, n.grpcAddr, stated.WithBlock(), stated.WithAttemptTimeout(2*time.Minute),
-		stated.WithDialOptions(grpc.WithUnaryInterceptor(lost.intercept)))
+		stated.WithDialOptions(grpc.WithUnaryInterceptor(lost.intercept), grpc.WithStreamInterceptor(commithook.Stream(lost.intercept))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestALateOpenAfterARestoreIsRefusedAndTheSDKRetryIsNotAppliedTwice(t *testi
 	n.start(ctx)
 	lost := newLostCommitAnswer()
 	c, err := stated.Dial(ctx, n.grpcAddr, stated.WithBlock(), stated.WithAttemptTimeout(2*time.Minute),
-		stated.WithDialOptions(grpc.WithUnaryInterceptor(lost.intercept)))
+		stated.WithDialOptions(grpc.WithUnaryInterceptor(lost.intercept), grpc.WithStreamInterceptor(commithook.Stream(lost.intercept))))
 	if err != nil {
 		t.Fatal(err)
 	}

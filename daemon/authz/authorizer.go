@@ -141,7 +141,8 @@ func (a *Authorizer) UnaryInterceptor(ctx context.Context, req any, info *grpc.U
 
 type authorizerKey struct{}
 
-// AuthorizeCommit checks one commit of a CommitBatch as a Commit call
+// AuthorizeCommit checks one commit of a CommitBatch (a call, or a request
+// of a CommitStream) as a Commit call
 // would be checked, against the call's token. Without an Authorizer in
 // ctx (the daemon has no token file) every commit passes.
 func AuthorizeCommit(ctx context.Context, r *statedv1.CommitRequest) error {
@@ -185,12 +186,30 @@ func (a *Authorizer) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc
 	if open(info.FullMethod) {
 		return handler(srv, ss)
 	}
+	if info.FullMethod == statedv1.State_CommitStream_FullMethodName {
+		// Its requests are CommitBatch calls: the stream needs what a
+		// CommitBatch call needs, and its handler checks each commit of
+		// each request with AuthorizeCommit, against the grants as they
+		// are then (a token file reloaded meanwhile counts).
+		if err := a.Authorize(ss.Context(), info.FullMethod, nil); err != nil {
+			return err
+		}
+		return handler(srv, &withAuthorizer{ServerStream: ss, ctx: context.WithValue(ss.Context(), authorizerKey{}, a)})
+	}
 	// Refuse a call without a known token before reading anything.
 	if err := a.Authorize(ss.Context(), info.FullMethod, nil); err != nil && status.Code(err) == codes.Unauthenticated {
 		return err
 	}
 	return handler(srv, &authorizedStream{ServerStream: ss, a: a, method: info.FullMethod})
 }
+
+// withAuthorizer is a stream whose context carries the Authorizer.
+type withAuthorizer struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *withAuthorizer) Context() context.Context { return s.ctx }
 
 type authorizedStream struct {
 	grpc.ServerStream

@@ -46,6 +46,9 @@ var Rules = map[string]Rule{
 	statedv1.State_OpenSession_FullMethodName: anyWrite,
 	// Each commit of a batch is then checked as a Commit (AuthorizeCommit).
 	statedv1.State_CommitBatch_FullMethodName: anyWrite,
+	// Checked when the stream opens; each commit of each request is
+	// then checked as a Commit (AuthorizeCommit).
+	statedv1.State_CommitStream_FullMethodName: anyWrite,
 
 	// Cluster: membership changes are admin; looking is for any token.
 	statedv1.Cluster_Join_FullMethodName:       adminCluster,

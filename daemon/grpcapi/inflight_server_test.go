@@ -39,6 +39,36 @@ func (s heldStore) CommitBatch(ctx context.Context, cs []*command.Commit) ([]raf
 	return s.Store.CommitBatch(ctx, cs)
 }
 
+// serveHeld serves a heldStore over a real single-node store with a
+// gRPC server as the daemon installs it (the handler that records each
+// request's size, messages up to 64 MiB), and returns the store, the
+// State service and a client of it.
+func serveHeld(t *testing.T, ctx context.Context, opts ...grpcapi.Option) (heldStore, *grpcapi.Server, statedv1.StateClient) {
+	t.Helper()
+	cfg := raftstore.DefaultConfig()
+	cfg.NodeID, cfg.Dir, cfg.RaftBind = "n1", t.TempDir(), "127.0.0.1:0"
+	rs, err := raftstore.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Close() })
+	if err := rs.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	store := heldStore{Store: rs, held: make(chan struct{}), arrived: new(atomic.Int64)}
+	api := grpcapi.New(store, opts...)
+	srv := grpc.NewServer(grpc.StatsHandler(reqsize.Handler()), grpc.MaxRecvMsgSize(64<<20))
+	statedv1.RegisterStateServer(srv, api)
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return store, api, dial(t, "unix://"+sock)
+}
+
 // TestLargeCommitsBeyondTheBudgetWaitWhileSmallOnesGoOn: through the
 // gRPC server, as the daemon installs it (the budget and the handler that
 // records each request's size), a 2 MiB Commit and a 2 MiB CommitBatch
@@ -50,29 +80,9 @@ func (s heldStore) CommitBatch(ctx context.Context, cs []*command.Commit) ([]raf
 // call first.)
 func TestLargeCommitsBeyondTheBudgetWaitWhileSmallOnesGoOn(t *testing.T) {
 	t.Parallel()
-	cfg := raftstore.DefaultConfig()
-	cfg.NodeID, cfg.Dir, cfg.RaftBind = "n1", t.TempDir(), "127.0.0.1:0"
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rs, err := raftstore.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Close()
-	if err := rs.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	store := heldStore{Store: rs, held: make(chan struct{}), arrived: new(atomic.Int64)}
-	srv := grpc.NewServer(grpc.StatsHandler(reqsize.Handler()), grpc.MaxRecvMsgSize(64<<20))
-	statedv1.RegisterStateServer(srv, grpcapi.New(store, grpcapi.WithLargeRequestBudget(5<<20)))
-	sock := filepath.Join(t.TempDir(), "s.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Stop()
-	st := dial(t, "unix://"+sock)
+	store, _, st := serveHeld(t, ctx, grpcapi.WithLargeRequestBudget(5<<20))
 	bigCommit := func(key string) *statedv1.CommitRequest {
 		return &statedv1.CommitRequest{Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT,
 			Namespace: "big", Key: []byte(key), Value: make([]byte, 2<<20)}}}
@@ -99,7 +109,7 @@ func TestLargeCommitsBeyondTheBudgetWaitWhileSmallOnesGoOn(t *testing.T) {
 
 	wctx, wcancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer wcancel()
-	_, err = st.Commit(wctx, bigCommit("c"))
+	_, err := st.Commit(wctx, bigCommit("c"))
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("a third 2 MiB commit beside two held under a 5 MiB budget: %v, want DeadlineExceeded", err)
 	}

@@ -60,6 +60,8 @@ type Server struct {
 	scanSlots chan struct{}
 	large     largeRequests
 	guard     func() error
+	observe   BatchObserver
+	drain     drainSignal
 }
 
 // Option configures a Server or a ClusterServer.
@@ -70,6 +72,7 @@ type options struct {
 	forwarder  Forwarder
 	largeBytes int64
 	guard      func() error
+	observe    BatchObserver
 }
 
 func newOptions(opts []Option) options {
@@ -146,7 +149,7 @@ func (s *Server) checkWrite() error {
 func New(store Store, opts ...Option) *Server {
 	o := newOptions(opts)
 	return &Server{store: store, logger: o.logger, fwd: newForwarding(store, o), scanSlots: make(chan struct{}, maxScans),
-		large: newLargeRequests(o.largeBytes), guard: o.guard}
+		large: newLargeRequests(o.largeBytes), guard: o.guard, observe: o.observe, drain: newDrainSignal()}
 }
 
 // Commit validates the transaction and proposes it as one Raft entry; a

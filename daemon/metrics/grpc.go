@@ -19,11 +19,12 @@ import (
 // out an election).
 var LatencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
-// commitMethod and commitBatchMethod are the full gRPC methods of
-// State.Commit and State.CommitBatch.
+// commitMethod, commitBatchMethod and commitStreamMethod are the full
+// gRPC methods of State.Commit, State.CommitBatch and State.CommitStream.
 const (
-	commitMethod      = statedv1.State_Commit_FullMethodName
-	commitBatchMethod = statedv1.State_CommitBatch_FullMethodName
+	commitMethod       = statedv1.State_Commit_FullMethodName
+	commitBatchMethod  = statedv1.State_CommitBatch_FullMethodName
+	commitStreamMethod = statedv1.State_CommitStream_FullMethodName
 )
 
 // GRPC counts and times the RPCs a gRPC server answers. Install it with
@@ -91,12 +92,24 @@ func (g *GRPC) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h
 
 // Stream is a grpc.StreamServerInterceptor. A server stream's request is
 // its first message, read by the handler; its read options label the read.
+// A CommitStream is not observed as a request: each of its messages is,
+// by ObserveStreamed.
 func (g *GRPC) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if info.FullMethod == commitStreamMethod {
+		return handler(srv, ss)
+	}
 	start := time.Now()
 	w := &firstMsgStream{ServerStream: ss}
 	err := handler(srv, w)
 	g.observe(ss.Context(), info.FullMethod, w.first, nil, err, time.Since(start))
 	return err
+}
+
+// ObserveStreamed observes one CommitBatch call served on a CommitStream
+// (grpcapi.WithBatchObserver) as a request of method CommitStream, and
+// its commits as a CommitBatch call's.
+func (g *GRPC) ObserveStreamed(ctx context.Context, req *statedv1.CommitBatchRequest, resp *statedv1.CommitBatchResponse, err error, d time.Duration) {
+	g.observe(ctx, commitStreamMethod, req, resp, err, d)
 }
 
 func (g *GRPC) observe(ctx context.Context, fullMethod string, req, resp any, err error, d time.Duration) {
@@ -114,7 +127,7 @@ func (g *GRPC) observe(ctx context.Context, fullMethod string, req, resp any, er
 			g.bytes.Add(float64(reqsize.Size(ctx, c)))
 		}
 		return
-	case commitBatchMethod:
+	case commitBatchMethod, commitStreamMethod:
 		r, ok := req.(*statedv1.CommitBatchRequest)
 		// Each commit of the call was answered when the call was, OK or
 		// not: the commit latency holds it as a Commit call's.

@@ -633,7 +633,7 @@ func (x SessionRefused_Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionRefused_Reason.Descriptor instead.
 func (SessionRefused_Reason) EnumDescriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{50, 0}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{52, 0}
 }
 
 type RecoveryRequest struct {
@@ -4000,6 +4000,134 @@ func (x *CommitBatchResponse) GetResults() []*CommitBatchResult {
 	return nil
 }
 
+// CommitStreamRequest is one CommitBatch call on a CommitStream.
+type CommitStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is echoed in the response; the client picks it.
+	Id uint64 `protobuf:"varint,1,opt,name=id" json:"id,omitempty"`
+	// timeout_micros bounds the request as a call's deadline would, from
+	// when the daemon reads it; 0 bounds it only by the stream.
+	TimeoutMicros int64 `protobuf:"varint,2,opt,name=timeout_micros,json=timeoutMicros" json:"timeout_micros,omitempty"`
+	// batch is the call's request, at most 1024 commits.
+	Batch         *CommitBatchRequest `protobuf:"bytes,3,opt,name=batch" json:"batch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitStreamRequest) Reset() {
+	*x = CommitStreamRequest{}
+	mi := &file_statedv1_stated_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitStreamRequest) ProtoMessage() {}
+
+func (x *CommitStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitStreamRequest.ProtoReflect.Descriptor instead.
+func (*CommitStreamRequest) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *CommitStreamRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CommitStreamRequest) GetTimeoutMicros() int64 {
+	if x != nil {
+		return x.TimeoutMicros
+	}
+	return 0
+}
+
+func (x *CommitStreamRequest) GetBatch() *CommitBatchRequest {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
+}
+
+// CommitStreamResponse answers the CommitStreamRequest with the same id.
+type CommitStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id" json:"id,omitempty"`
+	// batch is the CommitBatch call's response; unset when error is.
+	Batch *CommitBatchResponse `protobuf:"bytes,2,opt,name=batch" json:"batch,omitempty"`
+	// error is the status the CommitBatch call failed with as a whole.
+	Error         *CommitError `protobuf:"bytes,3,opt,name=error" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitStreamResponse) Reset() {
+	*x = CommitStreamResponse{}
+	mi := &file_statedv1_stated_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitStreamResponse) ProtoMessage() {}
+
+func (x *CommitStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_statedv1_stated_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitStreamResponse.ProtoReflect.Descriptor instead.
+func (*CommitStreamResponse) Descriptor() ([]byte, []int) {
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *CommitStreamResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CommitStreamResponse) GetBatch() *CommitBatchResponse {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
+}
+
+func (x *CommitStreamResponse) GetError() *CommitError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 // CommitBatchResult is one commit's outcome: response when it was
 // applied, else error.
 type CommitBatchResult struct {
@@ -4012,7 +4140,7 @@ type CommitBatchResult struct {
 
 func (x *CommitBatchResult) Reset() {
 	*x = CommitBatchResult{}
-	mi := &file_statedv1_stated_proto_msgTypes[45]
+	mi := &file_statedv1_stated_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4024,7 +4152,7 @@ func (x *CommitBatchResult) String() string {
 func (*CommitBatchResult) ProtoMessage() {}
 
 func (x *CommitBatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[45]
+	mi := &file_statedv1_stated_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4037,7 +4165,7 @@ func (x *CommitBatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitBatchResult.ProtoReflect.Descriptor instead.
 func (*CommitBatchResult) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{45}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CommitBatchResult) GetResponse() *CommitResponse {
@@ -4067,7 +4195,7 @@ type CommitError struct {
 
 func (x *CommitError) Reset() {
 	*x = CommitError{}
-	mi := &file_statedv1_stated_proto_msgTypes[46]
+	mi := &file_statedv1_stated_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4079,7 +4207,7 @@ func (x *CommitError) String() string {
 func (*CommitError) ProtoMessage() {}
 
 func (x *CommitError) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[46]
+	mi := &file_statedv1_stated_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4092,7 +4220,7 @@ func (x *CommitError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitError.ProtoReflect.Descriptor instead.
 func (*CommitError) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{46}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CommitError) GetCode() int32 {
@@ -4132,7 +4260,7 @@ type OpenSessionRequest struct {
 
 func (x *OpenSessionRequest) Reset() {
 	*x = OpenSessionRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[47]
+	mi := &file_statedv1_stated_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4144,7 +4272,7 @@ func (x *OpenSessionRequest) String() string {
 func (*OpenSessionRequest) ProtoMessage() {}
 
 func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[47]
+	mi := &file_statedv1_stated_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4157,7 +4285,7 @@ func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionRequest.ProtoReflect.Descriptor instead.
 func (*OpenSessionRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{47}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *OpenSessionRequest) GetClientId() string {
@@ -4194,7 +4322,7 @@ type OpenSessionResponse struct {
 
 func (x *OpenSessionResponse) Reset() {
 	*x = OpenSessionResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[48]
+	mi := &file_statedv1_stated_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4206,7 +4334,7 @@ func (x *OpenSessionResponse) String() string {
 func (*OpenSessionResponse) ProtoMessage() {}
 
 func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[48]
+	mi := &file_statedv1_stated_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4219,7 +4347,7 @@ func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionResponse.ProtoReflect.Descriptor instead.
 func (*OpenSessionResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{48}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *OpenSessionResponse) GetSessionId() uint64 {
@@ -4270,7 +4398,7 @@ type LineageRefused struct {
 
 func (x *LineageRefused) Reset() {
 	*x = LineageRefused{}
-	mi := &file_statedv1_stated_proto_msgTypes[49]
+	mi := &file_statedv1_stated_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4282,7 +4410,7 @@ func (x *LineageRefused) String() string {
 func (*LineageRefused) ProtoMessage() {}
 
 func (x *LineageRefused) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[49]
+	mi := &file_statedv1_stated_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4295,7 +4423,7 @@ func (x *LineageRefused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LineageRefused.ProtoReflect.Descriptor instead.
 func (*LineageRefused) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{49}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *LineageRefused) GetClientLineageId() string {
@@ -4346,7 +4474,7 @@ type SessionRefused struct {
 
 func (x *SessionRefused) Reset() {
 	*x = SessionRefused{}
-	mi := &file_statedv1_stated_proto_msgTypes[50]
+	mi := &file_statedv1_stated_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4358,7 +4486,7 @@ func (x *SessionRefused) String() string {
 func (*SessionRefused) ProtoMessage() {}
 
 func (x *SessionRefused) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[50]
+	mi := &file_statedv1_stated_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4371,7 +4499,7 @@ func (x *SessionRefused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRefused.ProtoReflect.Descriptor instead.
 func (*SessionRefused) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{50}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SessionRefused) GetClientId() string {
@@ -4440,7 +4568,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_statedv1_stated_proto_msgTypes[51]
+	mi := &file_statedv1_stated_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4452,7 +4580,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[51]
+	mi := &file_statedv1_stated_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4465,7 +4593,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{51}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ReadOptions) GetConsistency() Consistency {
@@ -4496,7 +4624,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[52]
+	mi := &file_statedv1_stated_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4508,7 +4636,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[52]
+	mi := &file_statedv1_stated_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4521,7 +4649,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{52}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetRequest) GetNamespace() string {
@@ -4574,7 +4702,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[53]
+	mi := &file_statedv1_stated_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4586,7 +4714,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[53]
+	mi := &file_statedv1_stated_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4599,7 +4727,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{53}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -4659,7 +4787,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[54]
+	mi := &file_statedv1_stated_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4671,7 +4799,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[54]
+	mi := &file_statedv1_stated_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4684,7 +4812,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{54}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ScanRequest) GetNamespace() string {
@@ -4759,7 +4887,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_statedv1_stated_proto_msgTypes[55]
+	mi := &file_statedv1_stated_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4771,7 +4899,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[55]
+	mi := &file_statedv1_stated_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4784,7 +4912,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{55}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Entry) GetKind() Kind {
@@ -4839,7 +4967,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[56]
+	mi := &file_statedv1_stated_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4851,7 +4979,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[56]
+	mi := &file_statedv1_stated_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4864,7 +4992,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{56}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ScanResponse) GetEntries() []*Entry {
@@ -4891,7 +5019,7 @@ type GetOffsetsRequest struct {
 
 func (x *GetOffsetsRequest) Reset() {
 	*x = GetOffsetsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[57]
+	mi := &file_statedv1_stated_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4903,7 +5031,7 @@ func (x *GetOffsetsRequest) String() string {
 func (*GetOffsetsRequest) ProtoMessage() {}
 
 func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[57]
+	mi := &file_statedv1_stated_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4916,7 +5044,7 @@ func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{57}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetOffsetsRequest) GetGroup() string {
@@ -4949,7 +5077,7 @@ type GetOffsetsResponse struct {
 
 func (x *GetOffsetsResponse) Reset() {
 	*x = GetOffsetsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[58]
+	mi := &file_statedv1_stated_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4961,7 +5089,7 @@ func (x *GetOffsetsResponse) String() string {
 func (*GetOffsetsResponse) ProtoMessage() {}
 
 func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[58]
+	mi := &file_statedv1_stated_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4974,7 +5102,7 @@ func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{58}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetOffsetsResponse) GetOffsets() []*Offset {
@@ -5026,7 +5154,7 @@ type FencedPartition struct {
 
 func (x *FencedPartition) Reset() {
 	*x = FencedPartition{}
-	mi := &file_statedv1_stated_proto_msgTypes[59]
+	mi := &file_statedv1_stated_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5038,7 +5166,7 @@ func (x *FencedPartition) String() string {
 func (*FencedPartition) ProtoMessage() {}
 
 func (x *FencedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[59]
+	mi := &file_statedv1_stated_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5051,7 +5179,7 @@ func (x *FencedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FencedPartition.ProtoReflect.Descriptor instead.
 func (*FencedPartition) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{59}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *FencedPartition) GetGroup() string {
@@ -5144,7 +5272,7 @@ type WindowSpec struct {
 
 func (x *WindowSpec) Reset() {
 	*x = WindowSpec{}
-	mi := &file_statedv1_stated_proto_msgTypes[60]
+	mi := &file_statedv1_stated_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5156,7 +5284,7 @@ func (x *WindowSpec) String() string {
 func (*WindowSpec) ProtoMessage() {}
 
 func (x *WindowSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[60]
+	mi := &file_statedv1_stated_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5169,7 +5297,7 @@ func (x *WindowSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSpec.ProtoReflect.Descriptor instead.
 func (*WindowSpec) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{60}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *WindowSpec) GetNamespace() string {
@@ -5279,7 +5407,7 @@ type DefineWindowsRequest struct {
 
 func (x *DefineWindowsRequest) Reset() {
 	*x = DefineWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[61]
+	mi := &file_statedv1_stated_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5291,7 +5419,7 @@ func (x *DefineWindowsRequest) String() string {
 func (*DefineWindowsRequest) ProtoMessage() {}
 
 func (x *DefineWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[61]
+	mi := &file_statedv1_stated_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5304,7 +5432,7 @@ func (x *DefineWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefineWindowsRequest.ProtoReflect.Descriptor instead.
 func (*DefineWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{61}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *DefineWindowsRequest) GetSpec() *WindowSpec {
@@ -5327,7 +5455,7 @@ type DefineWindowsResponse struct {
 
 func (x *DefineWindowsResponse) Reset() {
 	*x = DefineWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[62]
+	mi := &file_statedv1_stated_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5339,7 +5467,7 @@ func (x *DefineWindowsResponse) String() string {
 func (*DefineWindowsResponse) ProtoMessage() {}
 
 func (x *DefineWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[62]
+	mi := &file_statedv1_stated_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5352,7 +5480,7 @@ func (x *DefineWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefineWindowsResponse.ProtoReflect.Descriptor instead.
 func (*DefineWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{62}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *DefineWindowsResponse) GetIndex() uint64 {
@@ -5391,7 +5519,7 @@ type WindowAdd struct {
 
 func (x *WindowAdd) Reset() {
 	*x = WindowAdd{}
-	mi := &file_statedv1_stated_proto_msgTypes[63]
+	mi := &file_statedv1_stated_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5403,7 +5531,7 @@ func (x *WindowAdd) String() string {
 func (*WindowAdd) ProtoMessage() {}
 
 func (x *WindowAdd) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[63]
+	mi := &file_statedv1_stated_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5416,7 +5544,7 @@ func (x *WindowAdd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowAdd.ProtoReflect.Descriptor instead.
 func (*WindowAdd) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{63}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *WindowAdd) GetNamespace() string {
@@ -5481,7 +5609,7 @@ type WatermarkHint struct {
 
 func (x *WatermarkHint) Reset() {
 	*x = WatermarkHint{}
-	mi := &file_statedv1_stated_proto_msgTypes[64]
+	mi := &file_statedv1_stated_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5493,7 +5621,7 @@ func (x *WatermarkHint) String() string {
 func (*WatermarkHint) ProtoMessage() {}
 
 func (x *WatermarkHint) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[64]
+	mi := &file_statedv1_stated_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5506,7 +5634,7 @@ func (x *WatermarkHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatermarkHint.ProtoReflect.Descriptor instead.
 func (*WatermarkHint) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{64}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *WatermarkHint) GetNamespace() string {
@@ -5542,7 +5670,7 @@ type EmissionAck struct {
 
 func (x *EmissionAck) Reset() {
 	*x = EmissionAck{}
-	mi := &file_statedv1_stated_proto_msgTypes[65]
+	mi := &file_statedv1_stated_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5554,7 +5682,7 @@ func (x *EmissionAck) String() string {
 func (*EmissionAck) ProtoMessage() {}
 
 func (x *EmissionAck) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[65]
+	mi := &file_statedv1_stated_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5567,7 +5695,7 @@ func (x *EmissionAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmissionAck.ProtoReflect.Descriptor instead.
 func (*EmissionAck) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{65}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *EmissionAck) GetNamespace() string {
@@ -5600,7 +5728,7 @@ type TimerOp struct {
 
 func (x *TimerOp) Reset() {
 	*x = TimerOp{}
-	mi := &file_statedv1_stated_proto_msgTypes[66]
+	mi := &file_statedv1_stated_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5612,7 +5740,7 @@ func (x *TimerOp) String() string {
 func (*TimerOp) ProtoMessage() {}
 
 func (x *TimerOp) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[66]
+	mi := &file_statedv1_stated_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5625,7 +5753,7 @@ func (x *TimerOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerOp.ProtoReflect.Descriptor instead.
 func (*TimerOp) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{66}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *TimerOp) GetNamespace() string {
@@ -5665,7 +5793,7 @@ type AddResult struct {
 
 func (x *AddResult) Reset() {
 	*x = AddResult{}
-	mi := &file_statedv1_stated_proto_msgTypes[67]
+	mi := &file_statedv1_stated_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5677,7 +5805,7 @@ func (x *AddResult) String() string {
 func (*AddResult) ProtoMessage() {}
 
 func (x *AddResult) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[67]
+	mi := &file_statedv1_stated_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5690,7 +5818,7 @@ func (x *AddResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddResult.ProtoReflect.Descriptor instead.
 func (*AddResult) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{67}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *AddResult) GetStatus() AddStatus {
@@ -5728,7 +5856,7 @@ type Emission struct {
 
 func (x *Emission) Reset() {
 	*x = Emission{}
-	mi := &file_statedv1_stated_proto_msgTypes[68]
+	mi := &file_statedv1_stated_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5740,7 +5868,7 @@ func (x *Emission) String() string {
 func (*Emission) ProtoMessage() {}
 
 func (x *Emission) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[68]
+	mi := &file_statedv1_stated_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5753,7 +5881,7 @@ func (x *Emission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Emission.ProtoReflect.Descriptor instead.
 func (*Emission) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{68}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *Emission) GetNamespace() string {
@@ -5861,7 +5989,7 @@ type OutboxFull struct {
 
 func (x *OutboxFull) Reset() {
 	*x = OutboxFull{}
-	mi := &file_statedv1_stated_proto_msgTypes[69]
+	mi := &file_statedv1_stated_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5873,7 +6001,7 @@ func (x *OutboxFull) String() string {
 func (*OutboxFull) ProtoMessage() {}
 
 func (x *OutboxFull) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[69]
+	mi := &file_statedv1_stated_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5886,7 +6014,7 @@ func (x *OutboxFull) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxFull.ProtoReflect.Descriptor instead.
 func (*OutboxFull) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{69}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *OutboxFull) GetNamespace() string {
@@ -5929,7 +6057,7 @@ type DiskFull struct {
 
 func (x *DiskFull) Reset() {
 	*x = DiskFull{}
-	mi := &file_statedv1_stated_proto_msgTypes[70]
+	mi := &file_statedv1_stated_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5941,7 +6069,7 @@ func (x *DiskFull) String() string {
 func (*DiskFull) ProtoMessage() {}
 
 func (x *DiskFull) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[70]
+	mi := &file_statedv1_stated_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5954,7 +6082,7 @@ func (x *DiskFull) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskFull.ProtoReflect.Descriptor instead.
 func (*DiskFull) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{70}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *DiskFull) GetNodeId() string {
@@ -5999,7 +6127,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_statedv1_stated_proto_msgTypes[71]
+	mi := &file_statedv1_stated_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6011,7 +6139,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[71]
+	mi := &file_statedv1_stated_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6024,7 +6152,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{71}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *Window) GetKey() []byte {
@@ -6119,7 +6247,7 @@ type GetWindowsRequest struct {
 
 func (x *GetWindowsRequest) Reset() {
 	*x = GetWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[72]
+	mi := &file_statedv1_stated_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6131,7 +6259,7 @@ func (x *GetWindowsRequest) String() string {
 func (*GetWindowsRequest) ProtoMessage() {}
 
 func (x *GetWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[72]
+	mi := &file_statedv1_stated_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6144,7 +6272,7 @@ func (x *GetWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWindowsRequest.ProtoReflect.Descriptor instead.
 func (*GetWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{72}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *GetWindowsRequest) GetNamespace() string {
@@ -6192,7 +6320,7 @@ type GetWindowsResponse struct {
 
 func (x *GetWindowsResponse) Reset() {
 	*x = GetWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[73]
+	mi := &file_statedv1_stated_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6204,7 +6332,7 @@ func (x *GetWindowsResponse) String() string {
 func (*GetWindowsResponse) ProtoMessage() {}
 
 func (x *GetWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[73]
+	mi := &file_statedv1_stated_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6217,7 +6345,7 @@ func (x *GetWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWindowsResponse.ProtoReflect.Descriptor instead.
 func (*GetWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{73}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *GetWindowsResponse) GetWindows() []*Window {
@@ -6250,7 +6378,7 @@ type ListOpenWindowsRequest struct {
 
 func (x *ListOpenWindowsRequest) Reset() {
 	*x = ListOpenWindowsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[74]
+	mi := &file_statedv1_stated_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6262,7 +6390,7 @@ func (x *ListOpenWindowsRequest) String() string {
 func (*ListOpenWindowsRequest) ProtoMessage() {}
 
 func (x *ListOpenWindowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[74]
+	mi := &file_statedv1_stated_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6275,7 +6403,7 @@ func (x *ListOpenWindowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenWindowsRequest.ProtoReflect.Descriptor instead.
 func (*ListOpenWindowsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{74}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ListOpenWindowsRequest) GetNamespace() string {
@@ -6326,7 +6454,7 @@ type ListOpenWindowsResponse struct {
 
 func (x *ListOpenWindowsResponse) Reset() {
 	*x = ListOpenWindowsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[75]
+	mi := &file_statedv1_stated_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6338,7 +6466,7 @@ func (x *ListOpenWindowsResponse) String() string {
 func (*ListOpenWindowsResponse) ProtoMessage() {}
 
 func (x *ListOpenWindowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[75]
+	mi := &file_statedv1_stated_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6351,7 +6479,7 @@ func (x *ListOpenWindowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenWindowsResponse.ProtoReflect.Descriptor instead.
 func (*ListOpenWindowsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{75}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ListOpenWindowsResponse) GetWindows() []*Window {
@@ -6389,7 +6517,7 @@ type ReadEmissionsRequest struct {
 
 func (x *ReadEmissionsRequest) Reset() {
 	*x = ReadEmissionsRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[76]
+	mi := &file_statedv1_stated_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6401,7 +6529,7 @@ func (x *ReadEmissionsRequest) String() string {
 func (*ReadEmissionsRequest) ProtoMessage() {}
 
 func (x *ReadEmissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[76]
+	mi := &file_statedv1_stated_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6414,7 +6542,7 @@ func (x *ReadEmissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEmissionsRequest.ProtoReflect.Descriptor instead.
 func (*ReadEmissionsRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{76}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ReadEmissionsRequest) GetNamespace() string {
@@ -6457,7 +6585,7 @@ type ReadEmissionsResponse struct {
 
 func (x *ReadEmissionsResponse) Reset() {
 	*x = ReadEmissionsResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[77]
+	mi := &file_statedv1_stated_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6469,7 +6597,7 @@ func (x *ReadEmissionsResponse) String() string {
 func (*ReadEmissionsResponse) ProtoMessage() {}
 
 func (x *ReadEmissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[77]
+	mi := &file_statedv1_stated_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6482,7 +6610,7 @@ func (x *ReadEmissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEmissionsResponse.ProtoReflect.Descriptor instead.
 func (*ReadEmissionsResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{77}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ReadEmissionsResponse) GetEmissions() []*Emission {
@@ -6519,7 +6647,7 @@ type WindowStatusRequest struct {
 
 func (x *WindowStatusRequest) Reset() {
 	*x = WindowStatusRequest{}
-	mi := &file_statedv1_stated_proto_msgTypes[78]
+	mi := &file_statedv1_stated_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6531,7 +6659,7 @@ func (x *WindowStatusRequest) String() string {
 func (*WindowStatusRequest) ProtoMessage() {}
 
 func (x *WindowStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[78]
+	mi := &file_statedv1_stated_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6544,7 +6672,7 @@ func (x *WindowStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStatusRequest.ProtoReflect.Descriptor instead.
 func (*WindowStatusRequest) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{78}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *WindowStatusRequest) GetNamespace() string {
@@ -6577,7 +6705,7 @@ type WindowSourceStatus struct {
 
 func (x *WindowSourceStatus) Reset() {
 	*x = WindowSourceStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[79]
+	mi := &file_statedv1_stated_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6589,7 +6717,7 @@ func (x *WindowSourceStatus) String() string {
 func (*WindowSourceStatus) ProtoMessage() {}
 
 func (x *WindowSourceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[79]
+	mi := &file_statedv1_stated_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6602,7 +6730,7 @@ func (x *WindowSourceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSourceStatus.ProtoReflect.Descriptor instead.
 func (*WindowSourceStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{79}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *WindowSourceStatus) GetSource() string {
@@ -6655,7 +6783,7 @@ type WindowNamespaceStatus struct {
 
 func (x *WindowNamespaceStatus) Reset() {
 	*x = WindowNamespaceStatus{}
-	mi := &file_statedv1_stated_proto_msgTypes[80]
+	mi := &file_statedv1_stated_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6667,7 +6795,7 @@ func (x *WindowNamespaceStatus) String() string {
 func (*WindowNamespaceStatus) ProtoMessage() {}
 
 func (x *WindowNamespaceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[80]
+	mi := &file_statedv1_stated_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6680,7 +6808,7 @@ func (x *WindowNamespaceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowNamespaceStatus.ProtoReflect.Descriptor instead.
 func (*WindowNamespaceStatus) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{80}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *WindowNamespaceStatus) GetSpec() *WindowSpec {
@@ -6757,7 +6885,7 @@ type WindowStatusResponse struct {
 
 func (x *WindowStatusResponse) Reset() {
 	*x = WindowStatusResponse{}
-	mi := &file_statedv1_stated_proto_msgTypes[81]
+	mi := &file_statedv1_stated_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6769,7 +6897,7 @@ func (x *WindowStatusResponse) String() string {
 func (*WindowStatusResponse) ProtoMessage() {}
 
 func (x *WindowStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_statedv1_stated_proto_msgTypes[81]
+	mi := &file_statedv1_stated_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6782,7 +6910,7 @@ func (x *WindowStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStatusResponse.ProtoReflect.Descriptor instead.
 func (*WindowStatusResponse) Descriptor() ([]byte, []int) {
-	return file_statedv1_stated_proto_rawDescGZIP(), []int{81}
+	return file_statedv1_stated_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *WindowStatusResponse) GetNamespaces() []*WindowNamespaceStatus {
@@ -7089,7 +7217,15 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x12CommitBatchRequest\x122\n" +
 	"\acommits\x18\x01 \x03(\v2\x18.stated.v1.CommitRequestR\acommits\"M\n" +
 	"\x13CommitBatchResponse\x126\n" +
-	"\aresults\x18\x01 \x03(\v2\x1c.stated.v1.CommitBatchResultR\aresults\"x\n" +
+	"\aresults\x18\x01 \x03(\v2\x1c.stated.v1.CommitBatchResultR\aresults\"\x81\x01\n" +
+	"\x13CommitStreamRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12%\n" +
+	"\x0etimeout_micros\x18\x02 \x01(\x03R\rtimeoutMicros\x123\n" +
+	"\x05batch\x18\x03 \x01(\v2\x1d.stated.v1.CommitBatchRequestR\x05batch\"\x8a\x01\n" +
+	"\x14CommitStreamResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x124\n" +
+	"\x05batch\x18\x02 \x01(\v2\x1e.stated.v1.CommitBatchResponseR\x05batch\x12,\n" +
+	"\x05error\x18\x03 \x01(\v2\x16.stated.v1.CommitErrorR\x05error\"x\n" +
 	"\x11CommitBatchResult\x125\n" +
 	"\bresponse\x18\x01 \x01(\v2\x19.stated.v1.CommitResponseR\bresponse\x12,\n" +
 	"\x05error\x18\x02 \x01(\v2\x16.stated.v1.CommitErrorR\x05error\"k\n" +
@@ -7379,7 +7515,7 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x19EMISSION_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EMISSION_KIND_FINAL\x10\x01\x12\x18\n" +
 	"\x14EMISSION_KIND_UPDATE\x10\x02\x12\x17\n" +
-	"\x13EMISSION_KIND_TIMER\x10\x032\x9c\x04\n" +
+	"\x13EMISSION_KIND_TIMER\x10\x032\xf1\x04\n" +
 	"\x05State\x12=\n" +
 	"\x06Commit\x12\x18.stated.v1.CommitRequest\x1a\x19.stated.v1.CommitResponse\x124\n" +
 	"\x03Get\x12\x15.stated.v1.GetRequest\x1a\x16.stated.v1.GetResponse\x129\n" +
@@ -7389,7 +7525,8 @@ const file_statedv1_stated_proto_rawDesc = "" +
 	"\x05Claim\x12\x17.stated.v1.ClaimRequest\x1a\x18.stated.v1.ClaimResponse\x12@\n" +
 	"\aRelease\x12\x19.stated.v1.ReleaseRequest\x1a\x1a.stated.v1.ReleaseResponse\x12L\n" +
 	"\vOpenSession\x12\x1d.stated.v1.OpenSessionRequest\x1a\x1e.stated.v1.OpenSessionResponse\x12L\n" +
-	"\vCommitBatch\x12\x1d.stated.v1.CommitBatchRequest\x1a\x1e.stated.v1.CommitBatchResponse2\x8e\x02\n" +
+	"\vCommitBatch\x12\x1d.stated.v1.CommitBatchRequest\x1a\x1e.stated.v1.CommitBatchResponse\x12S\n" +
+	"\fCommitStream\x12\x1e.stated.v1.CommitStreamRequest\x1a\x1f.stated.v1.CommitStreamResponse(\x010\x012\x8e\x02\n" +
 	"\aCluster\x127\n" +
 	"\x04Join\x12\x16.stated.v1.JoinRequest\x1a\x17.stated.v1.JoinResponse\x12=\n" +
 	"\x06Remove\x12\x18.stated.v1.RemoveRequest\x1a\x19.stated.v1.RemoveResponse\x12@\n" +
@@ -7424,7 +7561,7 @@ func file_statedv1_stated_proto_rawDescGZIP() []byte {
 }
 
 var file_statedv1_stated_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
+var file_statedv1_stated_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
 var file_statedv1_stated_proto_goTypes = []any{
 	(Kind)(0),                         // 0: stated.v1.Kind
 	(MutationKind)(0),                 // 1: stated.v1.MutationKind
@@ -7481,44 +7618,46 @@ var file_statedv1_stated_proto_goTypes = []any{
 	(*CommitResponse)(nil),            // 52: stated.v1.CommitResponse
 	(*CommitBatchRequest)(nil),        // 53: stated.v1.CommitBatchRequest
 	(*CommitBatchResponse)(nil),       // 54: stated.v1.CommitBatchResponse
-	(*CommitBatchResult)(nil),         // 55: stated.v1.CommitBatchResult
-	(*CommitError)(nil),               // 56: stated.v1.CommitError
-	(*OpenSessionRequest)(nil),        // 57: stated.v1.OpenSessionRequest
-	(*OpenSessionResponse)(nil),       // 58: stated.v1.OpenSessionResponse
-	(*LineageRefused)(nil),            // 59: stated.v1.LineageRefused
-	(*SessionRefused)(nil),            // 60: stated.v1.SessionRefused
-	(*ReadOptions)(nil),               // 61: stated.v1.ReadOptions
-	(*GetRequest)(nil),                // 62: stated.v1.GetRequest
-	(*GetResponse)(nil),               // 63: stated.v1.GetResponse
-	(*ScanRequest)(nil),               // 64: stated.v1.ScanRequest
-	(*Entry)(nil),                     // 65: stated.v1.Entry
-	(*ScanResponse)(nil),              // 66: stated.v1.ScanResponse
-	(*GetOffsetsRequest)(nil),         // 67: stated.v1.GetOffsetsRequest
-	(*GetOffsetsResponse)(nil),        // 68: stated.v1.GetOffsetsResponse
-	(*FencedPartition)(nil),           // 69: stated.v1.FencedPartition
-	(*WindowSpec)(nil),                // 70: stated.v1.WindowSpec
-	(*DefineWindowsRequest)(nil),      // 71: stated.v1.DefineWindowsRequest
-	(*DefineWindowsResponse)(nil),     // 72: stated.v1.DefineWindowsResponse
-	(*WindowAdd)(nil),                 // 73: stated.v1.WindowAdd
-	(*WatermarkHint)(nil),             // 74: stated.v1.WatermarkHint
-	(*EmissionAck)(nil),               // 75: stated.v1.EmissionAck
-	(*TimerOp)(nil),                   // 76: stated.v1.TimerOp
-	(*AddResult)(nil),                 // 77: stated.v1.AddResult
-	(*Emission)(nil),                  // 78: stated.v1.Emission
-	(*OutboxFull)(nil),                // 79: stated.v1.OutboxFull
-	(*DiskFull)(nil),                  // 80: stated.v1.DiskFull
-	(*Window)(nil),                    // 81: stated.v1.Window
-	(*GetWindowsRequest)(nil),         // 82: stated.v1.GetWindowsRequest
-	(*GetWindowsResponse)(nil),        // 83: stated.v1.GetWindowsResponse
-	(*ListOpenWindowsRequest)(nil),    // 84: stated.v1.ListOpenWindowsRequest
-	(*ListOpenWindowsResponse)(nil),   // 85: stated.v1.ListOpenWindowsResponse
-	(*ReadEmissionsRequest)(nil),      // 86: stated.v1.ReadEmissionsRequest
-	(*ReadEmissionsResponse)(nil),     // 87: stated.v1.ReadEmissionsResponse
-	(*WindowStatusRequest)(nil),       // 88: stated.v1.WindowStatusRequest
-	(*WindowSourceStatus)(nil),        // 89: stated.v1.WindowSourceStatus
-	(*WindowNamespaceStatus)(nil),     // 90: stated.v1.WindowNamespaceStatus
-	(*WindowStatusResponse)(nil),      // 91: stated.v1.WindowStatusResponse
-	(*anypb.Any)(nil),                 // 92: google.protobuf.Any
+	(*CommitStreamRequest)(nil),       // 55: stated.v1.CommitStreamRequest
+	(*CommitStreamResponse)(nil),      // 56: stated.v1.CommitStreamResponse
+	(*CommitBatchResult)(nil),         // 57: stated.v1.CommitBatchResult
+	(*CommitError)(nil),               // 58: stated.v1.CommitError
+	(*OpenSessionRequest)(nil),        // 59: stated.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),       // 60: stated.v1.OpenSessionResponse
+	(*LineageRefused)(nil),            // 61: stated.v1.LineageRefused
+	(*SessionRefused)(nil),            // 62: stated.v1.SessionRefused
+	(*ReadOptions)(nil),               // 63: stated.v1.ReadOptions
+	(*GetRequest)(nil),                // 64: stated.v1.GetRequest
+	(*GetResponse)(nil),               // 65: stated.v1.GetResponse
+	(*ScanRequest)(nil),               // 66: stated.v1.ScanRequest
+	(*Entry)(nil),                     // 67: stated.v1.Entry
+	(*ScanResponse)(nil),              // 68: stated.v1.ScanResponse
+	(*GetOffsetsRequest)(nil),         // 69: stated.v1.GetOffsetsRequest
+	(*GetOffsetsResponse)(nil),        // 70: stated.v1.GetOffsetsResponse
+	(*FencedPartition)(nil),           // 71: stated.v1.FencedPartition
+	(*WindowSpec)(nil),                // 72: stated.v1.WindowSpec
+	(*DefineWindowsRequest)(nil),      // 73: stated.v1.DefineWindowsRequest
+	(*DefineWindowsResponse)(nil),     // 74: stated.v1.DefineWindowsResponse
+	(*WindowAdd)(nil),                 // 75: stated.v1.WindowAdd
+	(*WatermarkHint)(nil),             // 76: stated.v1.WatermarkHint
+	(*EmissionAck)(nil),               // 77: stated.v1.EmissionAck
+	(*TimerOp)(nil),                   // 78: stated.v1.TimerOp
+	(*AddResult)(nil),                 // 79: stated.v1.AddResult
+	(*Emission)(nil),                  // 80: stated.v1.Emission
+	(*OutboxFull)(nil),                // 81: stated.v1.OutboxFull
+	(*DiskFull)(nil),                  // 82: stated.v1.DiskFull
+	(*Window)(nil),                    // 83: stated.v1.Window
+	(*GetWindowsRequest)(nil),         // 84: stated.v1.GetWindowsRequest
+	(*GetWindowsResponse)(nil),        // 85: stated.v1.GetWindowsResponse
+	(*ListOpenWindowsRequest)(nil),    // 86: stated.v1.ListOpenWindowsRequest
+	(*ListOpenWindowsResponse)(nil),   // 87: stated.v1.ListOpenWindowsResponse
+	(*ReadEmissionsRequest)(nil),      // 88: stated.v1.ReadEmissionsRequest
+	(*ReadEmissionsResponse)(nil),     // 89: stated.v1.ReadEmissionsResponse
+	(*WindowStatusRequest)(nil),       // 90: stated.v1.WindowStatusRequest
+	(*WindowSourceStatus)(nil),        // 91: stated.v1.WindowSourceStatus
+	(*WindowNamespaceStatus)(nil),     // 92: stated.v1.WindowNamespaceStatus
+	(*WindowStatusResponse)(nil),      // 93: stated.v1.WindowStatusResponse
+	(*anypb.Any)(nil),                 // 94: google.protobuf.Any
 }
 var file_statedv1_stated_proto_depIdxs = []int32{
 	25, // 0: stated.v1.RecoveryReport.checkpoint:type_name -> stated.v1.CheckpointSummary
@@ -7541,99 +7680,104 @@ var file_statedv1_stated_proto_depIdxs = []int32{
 	47, // 17: stated.v1.ReleaseRequest.partitions:type_name -> stated.v1.PartitionEpoch
 	41, // 18: stated.v1.CommitRequest.mutations:type_name -> stated.v1.Mutation
 	42, // 19: stated.v1.CommitRequest.offsets:type_name -> stated.v1.Offset
-	73, // 20: stated.v1.CommitRequest.window_adds:type_name -> stated.v1.WindowAdd
-	74, // 21: stated.v1.CommitRequest.watermark_hints:type_name -> stated.v1.WatermarkHint
-	75, // 22: stated.v1.CommitRequest.acks:type_name -> stated.v1.EmissionAck
-	76, // 23: stated.v1.CommitRequest.timers:type_name -> stated.v1.TimerOp
-	77, // 24: stated.v1.CommitResponse.add_results:type_name -> stated.v1.AddResult
-	78, // 25: stated.v1.CommitResponse.emissions:type_name -> stated.v1.Emission
+	75, // 20: stated.v1.CommitRequest.window_adds:type_name -> stated.v1.WindowAdd
+	76, // 21: stated.v1.CommitRequest.watermark_hints:type_name -> stated.v1.WatermarkHint
+	77, // 22: stated.v1.CommitRequest.acks:type_name -> stated.v1.EmissionAck
+	78, // 23: stated.v1.CommitRequest.timers:type_name -> stated.v1.TimerOp
+	79, // 24: stated.v1.CommitResponse.add_results:type_name -> stated.v1.AddResult
+	80, // 25: stated.v1.CommitResponse.emissions:type_name -> stated.v1.Emission
 	51, // 26: stated.v1.CommitBatchRequest.commits:type_name -> stated.v1.CommitRequest
-	55, // 27: stated.v1.CommitBatchResponse.results:type_name -> stated.v1.CommitBatchResult
-	52, // 28: stated.v1.CommitBatchResult.response:type_name -> stated.v1.CommitResponse
-	56, // 29: stated.v1.CommitBatchResult.error:type_name -> stated.v1.CommitError
-	92, // 30: stated.v1.CommitError.details:type_name -> google.protobuf.Any
-	9,  // 31: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
-	2,  // 32: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
-	0,  // 33: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
-	61, // 34: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 35: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
-	61, // 36: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
-	0,  // 37: stated.v1.Entry.kind:type_name -> stated.v1.Kind
-	65, // 38: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
-	61, // 39: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
-	42, // 40: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
-	50, // 41: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
-	42, // 42: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
-	3,  // 43: stated.v1.WindowSpec.shape:type_name -> stated.v1.WindowShape
-	4,  // 44: stated.v1.WindowSpec.aggregate:type_name -> stated.v1.WindowAggregate
-	5,  // 45: stated.v1.WindowSpec.emit:type_name -> stated.v1.WindowEmit
-	6,  // 46: stated.v1.WindowSpec.late:type_name -> stated.v1.LatePolicy
-	70, // 47: stated.v1.DefineWindowsRequest.spec:type_name -> stated.v1.WindowSpec
-	7,  // 48: stated.v1.AddResult.status:type_name -> stated.v1.AddStatus
-	8,  // 49: stated.v1.Emission.kind:type_name -> stated.v1.EmissionKind
-	61, // 50: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	81, // 51: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
-	61, // 52: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
-	81, // 53: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
-	61, // 54: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
-	78, // 55: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
-	61, // 56: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
-	70, // 57: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
-	89, // 58: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
-	90, // 59: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
-	51, // 60: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
-	62, // 61: stated.v1.State.Get:input_type -> stated.v1.GetRequest
-	64, // 62: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
-	67, // 63: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
-	44, // 64: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
-	48, // 65: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
-	57, // 66: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
-	53, // 67: stated.v1.State.CommitBatch:input_type -> stated.v1.CommitBatchRequest
-	31, // 68: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
-	33, // 69: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
-	35, // 70: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
-	38, // 71: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
-	15, // 72: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
-	17, // 73: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
-	20, // 74: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
-	21, // 75: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
-	23, // 76: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
-	28, // 77: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
-	10, // 78: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
-	71, // 79: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
-	82, // 80: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
-	84, // 81: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
-	86, // 82: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
-	88, // 83: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
-	52, // 84: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
-	63, // 85: stated.v1.State.Get:output_type -> stated.v1.GetResponse
-	66, // 86: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
-	68, // 87: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
-	46, // 88: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
-	49, // 89: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
-	58, // 90: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
-	54, // 91: stated.v1.State.CommitBatch:output_type -> stated.v1.CommitBatchResponse
-	32, // 92: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
-	34, // 93: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
-	37, // 94: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
-	39, // 95: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
-	16, // 96: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
-	18, // 97: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
-	27, // 98: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
-	22, // 99: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
-	24, // 100: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
-	29, // 101: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
-	14, // 102: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
-	72, // 103: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
-	83, // 104: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
-	85, // 105: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
-	87, // 106: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
-	91, // 107: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
-	84, // [84:108] is the sub-list for method output_type
-	60, // [60:84] is the sub-list for method input_type
-	60, // [60:60] is the sub-list for extension type_name
-	60, // [60:60] is the sub-list for extension extendee
-	0,  // [0:60] is the sub-list for field type_name
+	57, // 27: stated.v1.CommitBatchResponse.results:type_name -> stated.v1.CommitBatchResult
+	53, // 28: stated.v1.CommitStreamRequest.batch:type_name -> stated.v1.CommitBatchRequest
+	54, // 29: stated.v1.CommitStreamResponse.batch:type_name -> stated.v1.CommitBatchResponse
+	58, // 30: stated.v1.CommitStreamResponse.error:type_name -> stated.v1.CommitError
+	52, // 31: stated.v1.CommitBatchResult.response:type_name -> stated.v1.CommitResponse
+	58, // 32: stated.v1.CommitBatchResult.error:type_name -> stated.v1.CommitError
+	94, // 33: stated.v1.CommitError.details:type_name -> google.protobuf.Any
+	9,  // 34: stated.v1.SessionRefused.reason:type_name -> stated.v1.SessionRefused.Reason
+	2,  // 35: stated.v1.ReadOptions.consistency:type_name -> stated.v1.Consistency
+	0,  // 36: stated.v1.GetRequest.kind:type_name -> stated.v1.Kind
+	63, // 37: stated.v1.GetRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 38: stated.v1.ScanRequest.kind:type_name -> stated.v1.Kind
+	63, // 39: stated.v1.ScanRequest.read:type_name -> stated.v1.ReadOptions
+	0,  // 40: stated.v1.Entry.kind:type_name -> stated.v1.Kind
+	67, // 41: stated.v1.ScanResponse.entries:type_name -> stated.v1.Entry
+	63, // 42: stated.v1.GetOffsetsRequest.read:type_name -> stated.v1.ReadOptions
+	42, // 43: stated.v1.GetOffsetsResponse.offsets:type_name -> stated.v1.Offset
+	50, // 44: stated.v1.GetOffsetsResponse.claims:type_name -> stated.v1.PartitionClaim
+	42, // 45: stated.v1.GetOffsetsResponse.checkpointed:type_name -> stated.v1.Offset
+	3,  // 46: stated.v1.WindowSpec.shape:type_name -> stated.v1.WindowShape
+	4,  // 47: stated.v1.WindowSpec.aggregate:type_name -> stated.v1.WindowAggregate
+	5,  // 48: stated.v1.WindowSpec.emit:type_name -> stated.v1.WindowEmit
+	6,  // 49: stated.v1.WindowSpec.late:type_name -> stated.v1.LatePolicy
+	72, // 50: stated.v1.DefineWindowsRequest.spec:type_name -> stated.v1.WindowSpec
+	7,  // 51: stated.v1.AddResult.status:type_name -> stated.v1.AddStatus
+	8,  // 52: stated.v1.Emission.kind:type_name -> stated.v1.EmissionKind
+	63, // 53: stated.v1.GetWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	83, // 54: stated.v1.GetWindowsResponse.windows:type_name -> stated.v1.Window
+	63, // 55: stated.v1.ListOpenWindowsRequest.read:type_name -> stated.v1.ReadOptions
+	83, // 56: stated.v1.ListOpenWindowsResponse.windows:type_name -> stated.v1.Window
+	63, // 57: stated.v1.ReadEmissionsRequest.read:type_name -> stated.v1.ReadOptions
+	80, // 58: stated.v1.ReadEmissionsResponse.emissions:type_name -> stated.v1.Emission
+	63, // 59: stated.v1.WindowStatusRequest.read:type_name -> stated.v1.ReadOptions
+	72, // 60: stated.v1.WindowNamespaceStatus.spec:type_name -> stated.v1.WindowSpec
+	91, // 61: stated.v1.WindowNamespaceStatus.sources:type_name -> stated.v1.WindowSourceStatus
+	92, // 62: stated.v1.WindowStatusResponse.namespaces:type_name -> stated.v1.WindowNamespaceStatus
+	51, // 63: stated.v1.State.Commit:input_type -> stated.v1.CommitRequest
+	64, // 64: stated.v1.State.Get:input_type -> stated.v1.GetRequest
+	66, // 65: stated.v1.State.Scan:input_type -> stated.v1.ScanRequest
+	69, // 66: stated.v1.State.GetOffsets:input_type -> stated.v1.GetOffsetsRequest
+	44, // 67: stated.v1.State.Claim:input_type -> stated.v1.ClaimRequest
+	48, // 68: stated.v1.State.Release:input_type -> stated.v1.ReleaseRequest
+	59, // 69: stated.v1.State.OpenSession:input_type -> stated.v1.OpenSessionRequest
+	53, // 70: stated.v1.State.CommitBatch:input_type -> stated.v1.CommitBatchRequest
+	55, // 71: stated.v1.State.CommitStream:input_type -> stated.v1.CommitStreamRequest
+	31, // 72: stated.v1.Cluster.Join:input_type -> stated.v1.JoinRequest
+	33, // 73: stated.v1.Cluster.Remove:input_type -> stated.v1.RemoveRequest
+	35, // 74: stated.v1.Cluster.Members:input_type -> stated.v1.MembersRequest
+	38, // 75: stated.v1.Cluster.NodeStatus:input_type -> stated.v1.NodeStatusRequest
+	15, // 76: stated.v1.Checkpoints.Trigger:input_type -> stated.v1.TriggerCheckpointRequest
+	17, // 77: stated.v1.Checkpoints.List:input_type -> stated.v1.ListCheckpointsRequest
+	20, // 78: stated.v1.Checkpoints.Get:input_type -> stated.v1.GetCheckpointRequest
+	21, // 79: stated.v1.Checkpoints.Savepoint:input_type -> stated.v1.SavepointRequest
+	23, // 80: stated.v1.Checkpoints.Delete:input_type -> stated.v1.DeleteCheckpointRequest
+	28, // 81: stated.v1.Checkpoints.Status:input_type -> stated.v1.CheckpointStatusRequest
+	10, // 82: stated.v1.Checkpoints.Recovery:input_type -> stated.v1.RecoveryRequest
+	73, // 83: stated.v1.Windows.Define:input_type -> stated.v1.DefineWindowsRequest
+	84, // 84: stated.v1.Windows.Get:input_type -> stated.v1.GetWindowsRequest
+	86, // 85: stated.v1.Windows.ListOpen:input_type -> stated.v1.ListOpenWindowsRequest
+	88, // 86: stated.v1.Windows.Emissions:input_type -> stated.v1.ReadEmissionsRequest
+	90, // 87: stated.v1.Windows.Status:input_type -> stated.v1.WindowStatusRequest
+	52, // 88: stated.v1.State.Commit:output_type -> stated.v1.CommitResponse
+	65, // 89: stated.v1.State.Get:output_type -> stated.v1.GetResponse
+	68, // 90: stated.v1.State.Scan:output_type -> stated.v1.ScanResponse
+	70, // 91: stated.v1.State.GetOffsets:output_type -> stated.v1.GetOffsetsResponse
+	46, // 92: stated.v1.State.Claim:output_type -> stated.v1.ClaimResponse
+	49, // 93: stated.v1.State.Release:output_type -> stated.v1.ReleaseResponse
+	60, // 94: stated.v1.State.OpenSession:output_type -> stated.v1.OpenSessionResponse
+	54, // 95: stated.v1.State.CommitBatch:output_type -> stated.v1.CommitBatchResponse
+	56, // 96: stated.v1.State.CommitStream:output_type -> stated.v1.CommitStreamResponse
+	32, // 97: stated.v1.Cluster.Join:output_type -> stated.v1.JoinResponse
+	34, // 98: stated.v1.Cluster.Remove:output_type -> stated.v1.RemoveResponse
+	37, // 99: stated.v1.Cluster.Members:output_type -> stated.v1.MembersResponse
+	39, // 100: stated.v1.Cluster.NodeStatus:output_type -> stated.v1.NodeStatusResponse
+	16, // 101: stated.v1.Checkpoints.Trigger:output_type -> stated.v1.TriggerCheckpointResponse
+	18, // 102: stated.v1.Checkpoints.List:output_type -> stated.v1.ListCheckpointsResponse
+	27, // 103: stated.v1.Checkpoints.Get:output_type -> stated.v1.CheckpointManifest
+	22, // 104: stated.v1.Checkpoints.Savepoint:output_type -> stated.v1.SavepointResponse
+	24, // 105: stated.v1.Checkpoints.Delete:output_type -> stated.v1.DeleteCheckpointResponse
+	29, // 106: stated.v1.Checkpoints.Status:output_type -> stated.v1.CheckpointStatus
+	14, // 107: stated.v1.Checkpoints.Recovery:output_type -> stated.v1.RecoveryReport
+	74, // 108: stated.v1.Windows.Define:output_type -> stated.v1.DefineWindowsResponse
+	85, // 109: stated.v1.Windows.Get:output_type -> stated.v1.GetWindowsResponse
+	87, // 110: stated.v1.Windows.ListOpen:output_type -> stated.v1.ListOpenWindowsResponse
+	89, // 111: stated.v1.Windows.Emissions:output_type -> stated.v1.ReadEmissionsResponse
+	93, // 112: stated.v1.Windows.Status:output_type -> stated.v1.WindowStatusResponse
+	88, // [88:113] is the sub-list for method output_type
+	63, // [63:88] is the sub-list for method input_type
+	63, // [63:63] is the sub-list for extension type_name
+	63, // [63:63] is the sub-list for extension extendee
+	0,  // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_statedv1_stated_proto_init() }
@@ -7647,7 +7791,7 @@ func file_statedv1_stated_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_statedv1_stated_proto_rawDesc), len(file_statedv1_stated_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   82,
+			NumMessages:   84,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -367,7 +367,7 @@ func newClient(conn *grpc.ClientConn, rpc statedv1.StateClient, o clientOptions)
 		c.lineage = new(lineage)
 	}
 	if !o.noCoalescing {
-		c.batch = &coalescer{rpc: rpc, life: life}
+		c.batch = &coalescer{rpc: rpc, life: life, lineage: c.lineage}
 	}
 	return c
 }

@@ -14,13 +14,16 @@ import (
 // Commit coalescing (see "Commit coalescing" in the package
 // documentation). While a Client's commit call is in flight, the commits
 // its other goroutines send wait in a queue; when the call returns, what
-// waits goes in one CommitBatch call. A lone commit goes at once, as a
-// plain Commit, so coalescing adds no delay; under load, many commits
-// share one call's cost. A commit of more than maxCoalescedWrites writes
-// never waits: it goes as its own Commit. The daemon applies each commit
-// of a batch as it applies a Commit: atomically, with its own session lane
-// and sequence and its own error; the batch is one Raft entry. Every attempt
-// of a retried commit goes through the queue again.
+// waits goes in one call. A lone commit goes at once, so coalescing adds
+// no delay; under load, many commits share one call's cost. The calls go
+// as the requests of one CommitStream (commitstream.go), each served as a
+// CommitBatch call; against a daemon without CommitStream, as CommitBatch
+// calls, a lone commit as a plain Commit. A commit of more than
+// maxCoalescedWrites writes never waits: it goes as its own Commit. The
+// daemon applies each commit of a batch as it applies a Commit:
+// atomically, with its own session lane and sequence and its own error;
+// the batch is one Raft entry. Every attempt of a retried commit goes
+// through the queue again.
 
 // maxBatch is the daemon's MaxCommitsPerBatch.
 const maxBatch = 1024
@@ -59,6 +62,15 @@ type coalescer struct {
 	// batchless is set once the daemon answered CommitBatch Unimplemented
 	// (an older daemon): every commit then goes as a plain Commit.
 	batchless bool
+	// streamless is set once the daemon answered CommitStream
+	// Unimplemented: calls then go as CommitBatch or Commit calls.
+	streamless bool
+
+	// lineage is the Client's, which a stream sends when it opens.
+	lineage *lineage
+	// stream is the CommitStream the calls go on, nil until one is
+	// opened; only the goroutine with the call in flight uses it.
+	stream *commitStream
 }
 
 // queuedCommit is one attempt of a commit waiting in the queue or in a
@@ -128,9 +140,13 @@ func (q *coalescer) send(batch []*queuedCommit) {
 		}
 		live = append(live, qc)
 	}
-	switch len(live) {
-	case 0:
-	case 1:
+	q.mu.Lock()
+	streamed := !q.streamless
+	q.mu.Unlock()
+	switch {
+	case len(live) == 0:
+	case streamed && q.sendStreamed(live):
+	case len(live) == 1:
 		qc := live[0]
 		qc.resp, qc.err = q.rpc.Commit(qc.ctx, qc.req)
 		close(qc.done)
@@ -173,17 +189,7 @@ func (q *coalescer) sendBatch(live []*queuedCommit) {
 		wg.Wait()
 		return
 	}
-	if err == nil && len(resp.GetResults()) != len(live) {
-		err = status.Errorf(codes.Internal, "stated: commit batch: %d results for %d commits", len(resp.GetResults()), len(live))
-	}
-	for i, qc := range live {
-		if err != nil {
-			qc.err = err
-		} else {
-			qc.resp, qc.err = resultOf(resp.GetResults()[i])
-		}
-		close(qc.done)
-	}
+	deliver(live, resp, err)
 }
 
 // batchContext is the Client's life bounded by the latest deadline of

@@ -12,12 +12,14 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/statedhq/stated/daemon/daemontest"
+	"github.com/statedhq/stated/internal/commithook"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
-// heldCommits holds the first plain Commit call until open is closed, so
-// that the commits sent meanwhile queue in the coalescer and go together
-// in one CommitBatch afterwards.
+// heldCommits holds the first plain Commit call (or, through commithook,
+// the first request of one commit on a CommitStream) until open is
+// closed, so that the commits sent meanwhile queue in the coalescer and
+// go together in one request or CommitBatch call afterwards.
 type heldCommits struct {
 	mu      sync.Mutex
 	armed   bool
@@ -81,7 +83,7 @@ func TestACoalescedBatchKeepsEachCommitsOutcome(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	g := newHeldCommits()
-	c, err := Dial(ctx, d.SocketPath(), WithBlock(), WithDialOptions(grpc.WithChainUnaryInterceptor(g.unary)))
+	c, err := Dial(ctx, d.SocketPath(), WithBlock(), WithDialOptions(grpc.WithChainUnaryInterceptor(g.unary), grpc.WithChainStreamInterceptor(commithook.Stream(g.unary))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +259,7 @@ func TestCoalescedCommitsTooLargeTogetherEachApplyOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	g := newHeldCommits()
-	c, err := Dial(ctx, d.SocketPath(), WithBlock(), WithMaxMessageSize(1<<20), WithDialOptions(grpc.WithChainUnaryInterceptor(g.unary)))
+	c, err := Dial(ctx, d.SocketPath(), WithBlock(), WithMaxMessageSize(1<<20), WithDialOptions(grpc.WithChainUnaryInterceptor(g.unary), grpc.WithChainStreamInterceptor(commithook.Stream(g.unary))))
 	if err != nil {
 		t.Fatal(err)
 	}

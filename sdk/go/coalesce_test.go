@@ -46,6 +46,13 @@ func (f *fakeState) CommitBatch(ctx context.Context, in *statedv1.CommitBatchReq
 	return resp, nil
 }
 
+// CommitStream answers as a daemon without it does: the fake's commits
+// go as CommitBatch and Commit calls, which the tests of this file
+// check. The stream is tested against real daemons (commitstream_test.go).
+func (f *fakeState) CommitStream(context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[statedv1.CommitStreamRequest, statedv1.CommitStreamResponse], error) {
+	return nil, status.Error(codes.Unimplemented, "unknown method CommitStream for service stated.v1.State")
+}
+
 // gatedState is a fakeState whose plain Commits wait until gate is
 // closed, so that commits sent meanwhile queue up behind them.
 type gatedState struct {

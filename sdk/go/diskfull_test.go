@@ -11,6 +11,7 @@ import (
 
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
+	"github.com/statedhq/stated/internal/commithook"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
@@ -30,7 +31,7 @@ func TestACommitRefusedForANearlyFullDiskIsErrDiskFullAndNotSentAgain(t *testing
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	c, err := Dial(ctx, d.SocketPath(), WithBlock(), WithDialOptions(grpc.WithChainUnaryInterceptor(count)))
+	c, err := Dial(ctx, d.SocketPath(), WithBlock(), WithDialOptions(grpc.WithChainUnaryInterceptor(count), grpc.WithChainStreamInterceptor(commithook.Stream(count))))
 	if err != nil {
 		t.Fatal(err)
 	}

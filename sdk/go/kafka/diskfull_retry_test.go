@@ -14,6 +14,7 @@ import (
 
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
+	"github.com/statedhq/stated/internal/commithook"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	stated "github.com/statedhq/stated/sdk/go"
 )
@@ -69,7 +70,7 @@ func TestAProcessorWhoseRetryIsRefusedForTheDiskCountsEveryRecordOnce(t *testing
 		}
 		return err
 	}
-	c, err := stated.Dial(ctx, node1.SocketPath(), stated.WithBlock(), stated.WithDialOptions(grpc.WithChainUnaryInterceptor(hook)))
+	c, err := stated.Dial(ctx, node1.SocketPath(), stated.WithBlock(), stated.WithDialOptions(grpc.WithChainUnaryInterceptor(hook), grpc.WithChainStreamInterceptor(commithook.Stream(hook))))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,13 +21,15 @@ import (
 	"github.com/statedhq/stated/daemon"
 	"github.com/statedhq/stated/daemon/daemontest"
 	"github.com/statedhq/stated/daemon/recovery"
+	"github.com/statedhq/stated/internal/commithook"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	stated "github.com/statedhq/stated/sdk/go"
 	"github.com/statedhq/stated/uploader"
 )
 
 // lostAnswer is a unary client interceptor that, once armed, loses the
-// answer of the first Commit attempt: the attempt reaches the daemon and
+// answer of the first Commit attempt (commithook shows it the requests
+// of the Client's CommitStream as calls): the attempt reaches the daemon and
 // applies, then it is held until release is closed and fails as
 // Unavailable, as a connection cut after the apply would.
 type lostAnswer struct {
@@ -101,7 +103,7 @@ func TestAProcessorWhoseCommitIsRetriedThroughARestoreStopsWithErrClaimReleased(
 
 	lost := &lostAnswer{applied: make(chan error, 1), release: make(chan struct{})}
 	c, err := stated.Dial(ctx, "unix://"+sock, stated.WithBlock(), stated.WithAttemptTimeout(time.Minute),
-		stated.WithDialOptions(grpc.WithUnaryInterceptor(lost.intercept)))
+		stated.WithDialOptions(grpc.WithUnaryInterceptor(lost.intercept), grpc.WithStreamInterceptor(commithook.Stream(lost.intercept))))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,285 @@
+package stated
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/statedhq/stated/daemon"
+	"github.com/statedhq/stated/daemon/daemontest"
+	"github.com/statedhq/stated/internal/commithook"
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
+)
+
+// calls counts a Client's commit calls by method, and the requests of its
+// CommitStreams.
+type calls struct {
+	mu       sync.Mutex
+	unary    map[string]int
+	streams  int // CommitStreams opened
+	requests int // requests sent on them
+}
+
+func newCalls() *calls { return &calls{unary: map[string]int{}} }
+
+func (k *calls) options() Option {
+	unary := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		k.mu.Lock()
+		k.unary[method]++
+		k.mu.Unlock()
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	stream := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if method == statedv1.State_CommitStream_FullMethodName {
+			k.mu.Lock()
+			k.streams++
+			k.mu.Unlock()
+		}
+		return streamer(ctx, desc, cc, method, opts...)
+	}
+	counted := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		k.mu.Lock()
+		k.requests++
+		k.mu.Unlock()
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	return WithDialOptions(grpc.WithChainUnaryInterceptor(unary), grpc.WithChainStreamInterceptor(stream, commithook.Stream(counted)))
+}
+
+func (k *calls) String() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return fmt.Sprintf("Commit %d, CommitBatch %d, CommitStreams %d with %d requests",
+		k.unary[statedv1.State_Commit_FullMethodName], k.unary[statedv1.State_CommitBatch_FullMethodName], k.streams, k.requests)
+}
+
+// addConcurrently adds 1 to counter ns/n each times from each of
+// goroutines goroutines, each add a commit of its own.
+func addConcurrently(t *testing.T, ctx context.Context, c *Client, goroutines, each int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for range goroutines {
+		wg.Go(func() {
+			for range each {
+				if _, err := c.Txn().CounterAdd("ns", []byte("n"), 1).Commit(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestCommitsGoOnOneCommitStream: a Client's small commits, alone or
+// concurrent, go as the requests of one CommitStream, not as calls, and
+// each applies once; a commit of more than 16 writes goes as its own
+// Commit call.
+func TestCommitsGoOnOneCommitStream(t *testing.T) {
+	t.Parallel()
+	d := daemontest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	k := newCalls()
+	c, err := Dial(ctx, d.SocketPath(), WithBlock(), k.options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const goroutines, each = 32, 20
+	addConcurrently(t, ctx, c, goroutines, each)
+	big := c.Txn()
+	for i := range 17 {
+		big.Put("ns", fmt.Appendf(nil, "big/%d", i), []byte("v"))
+	}
+	if _, err := big.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.GetCounter(ctx, "ns", []byte("n"), WithConsistency(ConsistencyLinearizable))
+	if err != nil || n != int64(goroutines*each) {
+		t.Fatalf("counter %d, %v; want %d", n, err, goroutines*each)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	t.Logf("%d commits: %d requests", goroutines*each, k.requests)
+	if k.streams != 1 || k.requests == 0 || k.requests > goroutines*each ||
+		k.unary[statedv1.State_Commit_FullMethodName] != 1 || k.unary[statedv1.State_CommitBatch_FullMethodName] != 0 {
+		t.Fatalf("Commit %d, CommitBatch %d, CommitStreams %d with %d requests; want the 17-write commit as the one Commit call, and the small commits on one stream",
+			k.unary[statedv1.State_Commit_FullMethodName], k.unary[statedv1.State_CommitBatch_FullMethodName], k.streams, k.requests)
+	}
+}
+
+// TestAStreamedCommitWhoseAnswerIsLostIsAppliedOnce: the answer of a
+// request that applied is lost as its stream breaks. The Client sends the
+// commit again on a new stream, where its session answers it as a
+// duplicate of the first: the counter moves once.
+func TestAStreamedCommitWhoseAnswerIsLostIsAppliedOnce(t *testing.T) {
+	t.Parallel()
+	d := daemontest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var armed atomic.Bool
+	var lost atomic.Int32
+	lose := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if err == nil && armed.CompareAndSwap(true, false) {
+			lost.Add(1)
+			return status.Error(codes.Unavailable, "test: the stream broke before the answer came")
+		}
+		return err
+	}
+	k := newCalls()
+	c, err := Dial(ctx, d.SocketPath(), WithBlock(), k.options(),
+		WithDialOptions(grpc.WithChainStreamInterceptor(commithook.Stream(lose))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Txn().CounterAdd("ns", []byte("n"), 1).Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	res, err := c.Txn().CounterAdd("ns", []byte("n"), 1).Commit(ctx)
+	if err != nil {
+		t.Fatalf("the commit whose answer was lost: %v", err)
+	}
+	if lost.Load() != 1 || !res.Duplicate {
+		t.Fatalf("answers lost %d, the retry's result %+v; want one lost, and the retry answered as a duplicate", lost.Load(), res)
+	}
+	n, err := c.GetCounter(ctx, "ns", []byte("n"), WithConsistency(ConsistencyLinearizable))
+	if err != nil || n != 2 {
+		t.Fatalf("counter %d, %v; want 2 (the second add applied once)", n, err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.streams != 2 {
+		t.Fatalf("%d CommitStreams, want 2: the broken one and the one the retry went on", k.streams)
+	}
+}
+
+// TestACommitAfterTheDaemonRestartedGoesOnANewStreamAtOnce: the Client's
+// stream ends while it is idle (the daemon restarted). The next commit
+// finds it ended before its request went out and sends it on a new
+// stream: it succeeds at its first attempt, with retries off.
+func TestACommitAfterTheDaemonRestartedGoesOnANewStreamAtOnce(t *testing.T) {
+	t.Parallel()
+	cfg := daemontest.Config(t, "node1")
+	d1 := daemontest.Start(t, func(c *daemon.Config) { c.DataDir, c.SocketPath = cfg.DataDir, cfg.SocketPath })
+	raftAddr := d1.Store().RaftAddr()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	k := newCalls()
+	c, err := Dial(ctx, cfg.SocketPath, WithBlock(), WithoutRetries(), k.options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Txn().CounterAdd("ns", []byte("n"), 1).Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d2 := daemontest.Start(t, func(c *daemon.Config) { c.DataDir, c.SocketPath, c.RaftAddr = cfg.DataDir, cfg.SocketPath, raftAddr })
+	daemontest.WaitLeader(t, d2)
+	// The Client connects again on its own; wait for that with reads,
+	// which do not touch the stream.
+	for {
+		if _, err := c.GetCounter(ctx, "ns", []byte("n")); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the Client did not connect to the restarted daemon")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := c.Txn().CounterAdd("ns", []byte("n"), 1).Commit(ctx); err != nil {
+		t.Fatalf("the first commit after the restart, retries off: %v (%s)", err, k)
+	}
+	n, err := c.GetCounter(ctx, "ns", []byte("n"), WithConsistency(ConsistencyLinearizable))
+	if err != nil || n != 2 {
+		t.Fatalf("counter %d, %v; want 2", n, err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.streams != 2 {
+		t.Fatalf("%d CommitStreams, want 2: one before the restart, one after", k.streams)
+	}
+}
+
+// olderDaemon serves the State service without CommitStream, as a daemon
+// of an older release does, passing the calls it has to a real daemon.
+type olderDaemon struct {
+	statedv1.UnimplementedStateServer
+	to statedv1.StateClient
+}
+
+func (o olderDaemon) OpenSession(ctx context.Context, r *statedv1.OpenSessionRequest) (*statedv1.OpenSessionResponse, error) {
+	return o.to.OpenSession(ctx, r)
+}
+
+func (o olderDaemon) Commit(ctx context.Context, r *statedv1.CommitRequest) (*statedv1.CommitResponse, error) {
+	return o.to.Commit(ctx, r)
+}
+
+func (o olderDaemon) CommitBatch(ctx context.Context, r *statedv1.CommitBatchRequest) (*statedv1.CommitBatchResponse, error) {
+	return o.to.CommitBatch(ctx, r)
+}
+
+func (o olderDaemon) Get(ctx context.Context, r *statedv1.GetRequest) (*statedv1.GetResponse, error) {
+	return o.to.Get(ctx, r)
+}
+
+// TestTheClientFallsBackToCallsOnADaemonWithoutCommitStream: against a
+// daemon of an older release, which answers CommitStream UNIMPLEMENTED,
+// the Client tries a stream once, then sends its commits as Commit and
+// CommitBatch calls; every commit applies once.
+func TestTheClientFallsBackToCallsOnADaemonWithoutCommitStream(t *testing.T) {
+	t.Parallel()
+	d := daemontest.Start(t)
+	conn, err := grpc.NewClient("unix://"+d.SocketPath(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	srv := grpc.NewServer()
+	statedv1.RegisterStateServer(srv, olderDaemon{to: statedv1.NewStateClient(conn)})
+	sock := filepath.Join(t.TempDir(), "older.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	k := newCalls()
+	c, err := Dial(ctx, sock, WithBlock(), k.options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const goroutines, each = 16, 10
+	addConcurrently(t, ctx, c, goroutines, each)
+	n, err := c.GetCounter(ctx, "ns", []byte("n"))
+	if err != nil || n != int64(goroutines*each) {
+		t.Fatalf("counter %d, %v; want %d", n, err, goroutines*each)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.streams != 1 || k.unary[statedv1.State_Commit_FullMethodName]+k.unary[statedv1.State_CommitBatch_FullMethodName] == 0 {
+		t.Fatalf("Commit %d, CommitBatch %d, CommitStreams %d; want one stream tried, then calls",
+			k.unary[statedv1.State_Commit_FullMethodName], k.unary[statedv1.State_CommitBatch_FullMethodName], k.streams)
+	}
+}
