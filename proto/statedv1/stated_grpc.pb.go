@@ -93,11 +93,11 @@ type StateClient interface {
 	// token, bounded by its own timeout, and answered by one response with
 	// the request's id: the CommitBatch response, or the error the call
 	// would have failed with. The stream serves one request at a time, in
-	// the order sent; open several streams for requests in parallel. The
-	// daemon ends the stream with UNAVAILABLE when it stops, after
-	// answering the request it is serving: a request sent but not answered
-	// was not applied unless its commits' sessions say so, and is retried
-	// as a CommitBatch call whose outcome is unknown would be.
+	// the order sent; open several streams for requests in parallel. A
+	// stopping daemon answers the request it is serving, serves no other,
+	// and ends the stream with UNAVAILABLE. A request the stream's end left
+	// unanswered is one whose outcome is unknown, as a call cut off: send
+	// its commits again in their sessions, which apply each at most once.
 	CommitStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CommitStreamRequest, CommitStreamResponse], error)
 }
 
@@ -269,11 +269,11 @@ type StateServer interface {
 	// token, bounded by its own timeout, and answered by one response with
 	// the request's id: the CommitBatch response, or the error the call
 	// would have failed with. The stream serves one request at a time, in
-	// the order sent; open several streams for requests in parallel. The
-	// daemon ends the stream with UNAVAILABLE when it stops, after
-	// answering the request it is serving: a request sent but not answered
-	// was not applied unless its commits' sessions say so, and is retried
-	// as a CommitBatch call whose outcome is unknown would be.
+	// the order sent; open several streams for requests in parallel. A
+	// stopping daemon answers the request it is serving, serves no other,
+	// and ends the stream with UNAVAILABLE. A request the stream's end left
+	// unanswered is one whose outcome is unknown, as a call cut off: send
+	// its commits again in their sessions, which apply each at most once.
 	CommitStream(grpc.BidiStreamingServer[CommitStreamRequest, CommitStreamResponse]) error
 	mustEmbedUnimplementedStateServer()
 }

@@ -185,10 +185,13 @@
 // # Commit coalescing
 //
 // While one of a Client's commits is on its way to the daemon, the commits
-// its other goroutines send wait; when it returns, all that waits goes in
-// one CommitBatch call. A lone commit goes at once as a plain Commit, so
-// coalescing adds no delay; under concurrency it spares most of the
-// per-call cost of gRPC on both sides. Nothing else changes: each commit
+// its other goroutines send wait; when it returns, all that waits goes
+// together, as one request of the Client's CommitStream, which the daemon
+// serves as a CommitBatch call. A lone commit goes at once, so coalescing
+// adds no delay; under concurrency it spares most of the per-call cost of
+// gRPC on both sides, and the stream spares each request the set-up,
+// headers and trailers of a unary call (about half its round trip).
+// Nothing else changes: each commit
 // holds its own lane and sequence, the daemon checks, authorizes and
 // applies it as a Commit (the commits of one call go to Raft as one entry
 // and share its index), and each Commit call returns its own result or
@@ -196,9 +199,20 @@
 // they were queued, which concurrent callers cannot rely on. A commit of
 // more than 16 writes (mutations, offsets and window adds) never waits: it
 // goes at once as its own call, since its writes cost more than a call and
-// waiting would only hold it back. Against a daemon without CommitBatch
-// the Client falls back to plain Commits. WithCommitCoalescing(false)
-// sends every commit as its own call.
+// waiting would only hold it back. WithCommitCoalescing(false) sends
+// every commit as its own Commit call.
+//
+// The stream is opened at the first commit and kept. When it breaks, the
+// commits whose answers it took are retried as any call cut off is (see
+// Retries; their sessions make that safe), and the next request goes on a
+// new stream; one that found the stream already ended, before anything of
+// it was sent, goes on a new stream at once, without counting as an
+// attempt. A request not answered within its callers' latest deadline and
+// a second more gives the stream up (DeadlineExceeded, retried). A
+// stopping daemon ends its streams once it has answered the request it is
+// serving. Against a daemon without CommitStream (an older release) the
+// Client sends CommitBatch calls, a lone commit as a plain Commit, and
+// against one without CommitBatch plain Commits.
 //
 // # Retries
 //
