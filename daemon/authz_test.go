@@ -495,3 +495,77 @@ func TestWindowStatusOfEveryNamespaceListsWhatTheTokenMayRead(t *testing.T) {
 		t.Fatalf("window status without a token: %v, want Unauthenticated", err)
 	}
 }
+
+// TestACommitStreamChecksEachRequestAgainstTheTokenFileOfTheMoment: a
+// stream opened while its token may write "ns" has a request refused
+// once a reload took that grant away (the commit PERMISSION_DENIED,
+// nothing applied), and the stream goes on serving the commits the new
+// grant allows; a request of a token the reload removed is refused
+// UNAUTHENTICATED.
+func TestACommitStreamChecksEachRequestAgainstTheTokenFileOfTheMoment(t *testing.T) {
+	tokens := filepath.Join(t.TempDir(), "tokens.yaml")
+	write := func(namespaces string) {
+		t.Helper()
+		data := "- {name: a, sha256: " + tokenHash("tok") + ", namespaces: [" + namespaces + "], operations: [read, write]}\n" +
+			"- {name: root, sha256: " + tokenHash("root-tok") + ", namespaces: [\"*\"], operations: [read, write, admin]}\n"
+		if err := os.WriteFile(tokens, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("ns, other")
+	d := daemontest.Start(t, func(c *daemon.Config) { c.TokenFile = tokens })
+	ctx := testContext(t)
+	conn := dial(t, "unix://"+d.SocketPath())
+	s, err := statedv1.NewStateClient(conn).CommitStream(asToken(ctx, "tok"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id uint64
+	commit := func(ns string) codes.Code {
+		t.Helper()
+		id++
+		if err := s.Send(&statedv1.CommitStreamRequest{Id: id, Batch: &statedv1.CommitBatchRequest{Commits: []*statedv1.CommitRequest{{
+			Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: ns, Key: fmt.Appendf(nil, "k%d", id), Value: []byte("v")}},
+		}}}}); err != nil {
+			t.Fatalf("send %d: %v", id, err)
+		}
+		resp, err := s.Recv()
+		if err != nil {
+			t.Fatalf("request %d: %v", id, err)
+		}
+		if e := resp.GetError(); e != nil {
+			return codes.Code(e.GetCode())
+		}
+		return codes.Code(resp.GetBatch().GetResults()[0].GetError().GetCode())
+	}
+	found := func(ns string, n uint64) bool {
+		t.Helper()
+		r, err := statedv1.NewStateClient(conn).Get(asToken(ctx, "root-tok"), &statedv1.GetRequest{Namespace: ns, Key: fmt.Appendf(nil, "k%d", n), Kind: statedv1.Kind_KIND_VALUE})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetFound()
+	}
+	if c := commit("ns"); c != codes.OK || !found("ns", id) {
+		t.Fatalf("a commit to ns before the reload: %s", c)
+	}
+	write("other")
+	if err := d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if c := commit("ns"); c != codes.PermissionDenied || found("ns", id) {
+		t.Fatalf("a commit to ns on the same stream after the reload took ns away: %s (applied %v), want PermissionDenied and nothing applied", c, found("ns", id))
+	}
+	if c := commit("other"); c != codes.OK || !found("other", id) {
+		t.Fatalf("a commit to other on the same stream after the reload: %s", c)
+	}
+	if err := os.WriteFile(tokens, []byte("- {name: root, sha256: "+tokenHash("root-tok")+", namespaces: [\"*\"], operations: [read, write, admin]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if c := commit("other"); c != codes.Unauthenticated || found("other", id) {
+		t.Fatalf("a commit of a token the reload removed: %s, want Unauthenticated and nothing applied", c)
+	}
+}
