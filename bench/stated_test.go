@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	stated "github.com/statedhq/stated/sdk/go"
 )
 
@@ -22,8 +23,9 @@ import (
 // values under new keys. commit=M/clients=C has C goroutines commit Txns
 // of M puts; read=L reads existing keys at consistency L; grpc-roundtrip
 // times a gRPC health check on the leader's socket, the cost of any call
-// before stated does anything; rss reports the processes' memory after
-// the rows before it.
+// before stated does anything; stream-roundtrip an empty request on an
+// open CommitStream, the message each SDK commit rides; rss reports the
+// processes' memory after the rows before it.
 func BenchmarkStated(b *testing.B) {
 	for _, n := range []int{1, 3} {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
@@ -39,6 +41,7 @@ func BenchmarkStated(b *testing.B) {
 				b.Run("read="+cons.String(), func(b *testing.B) { benchReads(b, c, &key, cons) })
 			}
 			b.Run("grpc-roundtrip", func(b *testing.B) { benchRoundTrip(b, leader(b, nodes)) })
+			b.Run("stream-roundtrip", func(b *testing.B) { benchStreamRoundTrip(b, leader(b, nodes)) })
 			b.Run("rss", func(b *testing.B) { benchRSS(b, nodes) })
 		})
 	}
@@ -109,6 +112,41 @@ func benchRoundTrip(b *testing.B, nd *node) {
 		_, err := h.Check(ctx, &healthpb.HealthCheckRequest{})
 		return err
 	})
+}
+
+// benchStreamRoundTrip times one client's empty requests on an open
+// CommitStream on nd's unix socket: the message every SDK commit rides
+// (a request and its answer on a stream already open), through the
+// daemon's stream handler and CommitBatch with nothing to propose. A
+// commit's latency is at least this plus its log's sync.
+func benchStreamRoundTrip(b *testing.B, nd *node) {
+	conn, err := grpc.NewClient("unix://"+nd.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := statedv1.NewStateClient(conn).CommitStream(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var id uint64
+	roundTrip := func() error {
+		id++
+		if err := s.Send(&statedv1.CommitStreamRequest{Id: id, Batch: &statedv1.CommitBatchRequest{}}); err != nil {
+			return err
+		}
+		resp, err := s.Recv()
+		if err == nil && (resp.GetId() != id || resp.GetError() != nil) {
+			err = fmt.Errorf("request %d answered %v", id, resp)
+		}
+		return err
+	}
+	if err := roundTrip(); err != nil { // open the stream outside the timing
+		b.Fatal(err)
+	}
+	parallel(b, 1, 1, "calls/s", false, func(_, _ int) error { return roundTrip() })
 }
 
 // benchRSS reports the peak (VmHWM) and current (VmRSS) resident memory of
