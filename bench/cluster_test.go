@@ -183,6 +183,18 @@ func (nd *node) start(ctx context.Context, tb testing.TB, bin string, extra []st
 	}
 }
 
+// conn returns a gRPC connection to the node's unix socket, closed when
+// tb ends.
+func (nd *node) conn(tb testing.TB) *grpc.ClientConn {
+	tb.Helper()
+	conn, err := grpc.NewClient("unix://"+nd.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // waitServing polls the node's health until SERVING; false if the process
 // exited first.
 func (nd *node) waitServing(ctx context.Context, tb testing.TB) bool {
@@ -190,7 +202,7 @@ func (nd *node) waitServing(ctx context.Context, tb testing.TB) bool {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer conn.Close()
+	defer conn.Close() // now: a node started again many times dials each time
 	hc := healthpb.NewHealthClient(conn)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)

@@ -19,9 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/statedhq/stated/daemon/daemontest"
@@ -643,12 +641,7 @@ func reportMemory(b *testing.B, nd *node) {
 }
 
 func checkpointsClient(b *testing.B, nd *node) statedv1.CheckpointsClient {
-	conn, err := grpc.NewClient("unix://"+nd.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close() })
-	return statedv1.NewCheckpointsClient(conn)
+	return statedv1.NewCheckpointsClient(nd.conn(b))
 }
 
 // checkpoint triggers a checkpoint, waits until its manifest is written,

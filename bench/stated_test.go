@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
@@ -98,12 +96,7 @@ func benchReads(b *testing.B, c *stated.Client, key *atomic.Uint64, cons stated.
 // SDK call, with no state read or written. A commit's latency is at
 // least this plus its fsync.
 func benchRoundTrip(b *testing.B, nd *node) {
-	conn, err := grpc.NewClient("unix://"+nd.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	h := healthpb.NewHealthClient(conn)
+	h := healthpb.NewHealthClient(nd.conn(b))
 	ctx := context.Background()
 	if _, err := h.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil { // connect outside the timing
 		b.Fatal(err)
@@ -120,14 +113,9 @@ func benchRoundTrip(b *testing.B, nd *node) {
 // daemon's stream handler and CommitBatch with nothing to propose. A
 // commit's latency is at least this plus its log's sync.
 func benchStreamRoundTrip(b *testing.B, nd *node) {
-	conn, err := grpc.NewClient("unix://"+nd.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s, err := statedv1.NewStateClient(conn).CommitStream(ctx)
+	s, err := statedv1.NewStateClient(nd.conn(b)).CommitStream(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -103,22 +103,7 @@ func everyRPC() []rpcCase {
 				return err
 			}
 			defer s.CloseSend()
-			if err := s.Send(&statedv1.CommitStreamRequest{Id: 1, Batch: &statedv1.CommitBatchRequest{Commits: []*statedv1.CommitRequest{{
-				Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: "ns", Key: []byte("k"), Value: []byte("v")}},
-			}}}}); err != nil && !errors.Is(err, io.EOF) {
-				return err
-			}
-			resp, err := s.Recv()
-			if err != nil {
-				return err
-			}
-			if e := resp.GetError(); e != nil {
-				return status.Error(codes.Code(e.GetCode()), e.GetMessage())
-			}
-			if e := resp.GetBatch().GetResults()[0].GetError(); e != nil {
-				return status.Error(codes.Code(e.GetCode()), e.GetMessage())
-			}
-			return nil
+			return streamedPut(s, 1, "ns", "k")
 		}},
 		{statedv1.State_Get_FullMethodName, authz.Read, "ns", func(ctx context.Context, c *grpc.ClientConn) error {
 			_, err := st(c).Get(ctx, &statedv1.GetRequest{Namespace: "ns", Key: []byte("k"), Kind: statedv1.Kind_KIND_VALUE})
@@ -524,19 +509,7 @@ func TestACommitStreamChecksEachRequestAgainstTheTokenFileOfTheMoment(t *testing
 	commit := func(ns string) codes.Code {
 		t.Helper()
 		id++
-		if err := s.Send(&statedv1.CommitStreamRequest{Id: id, Batch: &statedv1.CommitBatchRequest{Commits: []*statedv1.CommitRequest{{
-			Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: ns, Key: fmt.Appendf(nil, "k%d", id), Value: []byte("v")}},
-		}}}}); err != nil {
-			t.Fatalf("send %d: %v", id, err)
-		}
-		resp, err := s.Recv()
-		if err != nil {
-			t.Fatalf("request %d: %v", id, err)
-		}
-		if e := resp.GetError(); e != nil {
-			return codes.Code(e.GetCode())
-		}
-		return codes.Code(resp.GetBatch().GetResults()[0].GetError().GetCode())
+		return status.Code(streamedPut(s, id, ns, fmt.Sprintf("k%d", id)))
 	}
 	found := func(ns string, n uint64) bool {
 		t.Helper()
@@ -568,4 +541,26 @@ func TestACommitStreamChecksEachRequestAgainstTheTokenFileOfTheMoment(t *testing
 	if c := commit("other"); c != codes.Unauthenticated || found("other", id) {
 		t.Fatalf("a commit of a token the reload removed: %s, want Unauthenticated and nothing applied", c)
 	}
+}
+
+// streamedPut sends a request of one put of ns/key on s and returns the
+// status its commit was answered with: the request's, else the commit's
+// own; or the stream's error.
+func streamedPut(s statedv1.State_CommitStreamClient, id uint64, ns, key string) error {
+	if err := s.Send(&statedv1.CommitStreamRequest{Id: id, Batch: &statedv1.CommitBatchRequest{Commits: []*statedv1.CommitRequest{{
+		Mutations: []*statedv1.Mutation{{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: ns, Key: []byte(key), Value: []byte("v")}},
+	}}}}); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	resp, err := s.Recv()
+	if err != nil {
+		return err
+	}
+	if e := resp.GetError(); e != nil {
+		return status.Error(codes.Code(e.GetCode()), e.GetMessage())
+	}
+	if e := resp.GetBatch().GetResults()[0].GetError(); e != nil {
+		return status.Error(codes.Code(e.GetCode()), e.GetMessage())
+	}
+	return nil
 }

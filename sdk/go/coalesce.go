@@ -195,20 +195,10 @@ func (q *coalescer) sendBatch(live []*queuedCommit) {
 // batchContext is the Client's life bounded by the latest deadline of
 // live's callers, none if one of them has none.
 func batchContext(life context.Context, live []*queuedCommit) (context.Context, context.CancelFunc) {
-	var latest context.Context
-	for _, qc := range live {
-		d, ok := qc.ctx.Deadline()
-		if !ok {
-			return context.WithCancel(life)
-		}
-		if latest == nil {
-			latest = qc.ctx
-		} else if ld, _ := latest.Deadline(); d.After(ld) {
-			latest = qc.ctx
-		}
+	if d, ok := latestDeadline(live); ok {
+		return context.WithDeadline(life, d)
 	}
-	d, _ := latest.Deadline()
-	return context.WithDeadline(life, d)
+	return context.WithCancel(life)
 }
 
 // resultOf turns one batch result into what a Commit call returns.
