@@ -327,7 +327,10 @@ func (g *group) commit() {
 	if g.b == nil {
 		g.b = g.f.db.NewBatch()
 	}
-	err := g.b.Set(keyAppliedIndex, binary.BigEndian.AppendUint64(nil, g.last), nil)
+	err := g.f.records.flush(g.b)
+	if err == nil {
+		err = g.b.Set(keyAppliedIndex, binary.BigEndian.AppendUint64(nil, g.last), nil)
+	}
 	if err == nil {
 		// Pebble holds the WAL's last partial block in memory until a
 		// sync, and a SIGKILL loses it; the Raft log is what is durable,

@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"bytes"
+	"slices"
+	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -25,7 +27,8 @@ import (
 //   - pending: the writes of the batch being built, in order. A read
 //     sees them first, as a read through the indexed batch would. They
 //     move into committed when the batch is committed, and are dropped
-//     with a rejected entry's writes (cut).
+//     with a rejected entry's writes (cut). Sessions' and lanes' records
+//     enter the batch itself only then (deferred, flush).
 //
 // The apply loop is its only user (Raft applies one batch at a time), so
 // it has no lock. It must see every write of these records: the apply
@@ -44,6 +47,10 @@ type recordCache struct {
 	// dropped that of the latest drop of a client's lanes, by the lanes'
 	// key prefix.
 	last, dropped map[string]int
+	// flushing is flush's scratch list of the pending writes it makes,
+	// and kbuf its key buffer.
+	flushing []int
+	kbuf     []byte
 	// expiry bounds the expiry index from below, for Expire and
 	// ExpiryDue, and endedExpiry the ended sessions' index, for their
 	// sweep and EndedSessionsDue; they follow the batch as the records
@@ -134,6 +141,63 @@ func (c *recordCache) dropLanes(prefix []byte) {
 	p := string(prefix)
 	c.dropped[p] = len(c.pending)
 	c.pending = append(c.pending, recordWrite{key: p, drop: true})
+}
+
+// deferred reports whether writes of records with this key prefix wait in
+// pending until the batch is committed (flush) instead of going into it
+// as they are made: a session's record and its lanes' records. Nothing
+// reads them through Pebble while a batch is built (the cache answers
+// every read of them, and a drop of a client's lanes deletes what Pebble
+// holds while flush leaves out the pending writes the drop overtook), so
+// they can wait.
+//
+// Why: Pebble inserts a batch's keys into the memtable's skiplist in the
+// batch's order, and starts each search from where the last insert
+// left off only when the new key falls right after it. A CommitBatch
+// entry wrote each commit's state key and then its lane's record, so
+// that every insert jumped between the two key ranges and searched from
+// the top of the skiplist, through nodes out of the CPU's cache. Written
+// after the state keys, in key order, the lanes of one client are found
+// along nearly the same path one after another, and the state keys, no
+// longer interleaved, follow one another when the commits' keys do: the
+// skiplist's search went from 14.6% to 7.3% of the daemon's CPU under 64
+// clients of single commits (BENCHMARKS.md).
+func deferred(prefix byte) bool {
+	return prefix == prefixLane || prefix == prefixSession
+}
+
+// flush writes the pending writes of deferred records into b, in key
+// order: the latest write of each key that no later drop of its
+// client's lanes overtook. It changes nothing in the cache; commit
+// follows once b is committed.
+func (c *recordCache) flush(b *pebble.Batch) error {
+	c.flushing = c.flushing[:0]
+	for i, w := range c.pending {
+		if w.drop || !deferred(w.key[0]) || c.last[w.key] != i {
+			continue
+		}
+		if w.key[0] == prefixLane {
+			if d, ok := c.dropped[w.key[:len(w.key)-4]]; ok && d > i {
+				continue
+			}
+		}
+		c.flushing = append(c.flushing, i)
+	}
+	slices.SortFunc(c.flushing, func(i, j int) int { return strings.Compare(c.pending[i].key, c.pending[j].key) })
+	for _, i := range c.flushing {
+		w := &c.pending[i]
+		c.kbuf = append(c.kbuf[:0], w.key...)
+		var err error
+		if w.val == nil {
+			err = b.Delete(c.kbuf, nil)
+		} else {
+			err = b.Set(c.kbuf, w.val, nil)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // mark is how many writes the batch holds.

@@ -113,7 +113,17 @@ func recordCacheRun(t *testing.T, seed uint64, steps, bound int) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, wantOK, err := getRecord(b, k)
+			// What the batch will hold once committed: its own
+			// writes, then the deferred ones flush adds.
+			view := db.NewIndexedBatch()
+			if err := view.Apply(b, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.flush(view); err != nil {
+				t.Fatal(err)
+			}
+			want, wantOK, err := getRecord(view, k)
+			view.Close()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -123,17 +133,12 @@ func recordCacheRun(t *testing.T, seed uint64, steps, bound int) {
 		case op < 60: // write a record
 			k := key()
 			v := binary.BigEndian.AppendUint64(nil, rnd.Uint64())
-			if err := b.Set(k, v, nil); err != nil {
-				t.Fatal(err)
-			}
+			// Session and lane records go into the batch at its
+			// commit (flush), as setRecord writes them.
 			c.set(k, v)
 			v[0]++ // the cache must hold its own copy
 		case op < 66: // delete one
-			k := key()
-			if err := b.Delete(k, nil); err != nil {
-				t.Fatal(err)
-			}
-			c.set(k, nil)
+			c.set(key(), nil)
 		case op < 71: // drop a client's lanes
 			p := laneClientPrefix(clients[rnd.IntN(len(clients))])
 			if err := b.DeleteRange(p, prefixEnd(p), nil); err != nil {
@@ -160,6 +165,9 @@ func recordCacheRun(t *testing.T, seed uint64, steps, bound int) {
 			b = nb
 			c.cut(m.records)
 		case op < 93: // the batch is committed
+			if err := c.flush(b); err != nil {
+				t.Fatal(err)
+			}
 			if err := b.Commit(pebble.NoSync); err != nil {
 				t.Fatal(err)
 			}

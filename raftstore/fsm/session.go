@@ -292,8 +292,14 @@ func (a *applier) record(key []byte) ([]byte, bool, error) { return a.rec.get(a.
 // setRecord writes a record the record cache keeps (a session, a lane, a
 // window namespace's spec or meta), or deletes it when val is nil, into
 // the batch and the record cache (every write of these records goes
-// through here or dropLanes, or the cache would go stale).
+// through here or dropLanes, or the cache would go stale). A session's
+// and a lane's record go into the batch only when it is committed
+// (recordCache.flush).
 func (a *applier) setRecord(key, val []byte) error {
+	if deferred(key[0]) {
+		a.rec.set(key, val)
+		return nil
+	}
 	var err error
 	if val == nil {
 		err = a.b.Delete(key, nil)
