@@ -2,6 +2,7 @@ package stated
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -214,6 +215,56 @@ func TestACommitAfterTheDaemonRestartedGoesOnANewStreamAtOnce(t *testing.T) {
 	defer k.mu.Unlock()
 	if k.streams != 2 {
 		t.Fatalf("%d CommitStreams, want 2: one before the restart, one after", k.streams)
+	}
+}
+
+// TestACommitStreamIsOpenedAgainWithTheLineageTheClientLearnt: a stream
+// sends the Client's lineage once, when it opens. One opened before the
+// Client knew its lineage (here by hand, with the lineage Dial's session
+// open taught it held back) is not used once it does: the next commit
+// goes on a new stream. A stream opened under one
+// lineage is left for the next too: with another cluster's lineage in
+// its place, the next commit's new stream is refused as another
+// cluster's, where the old one would have carried it.
+func TestACommitStreamIsOpenedAgainWithTheLineageTheClientLearnt(t *testing.T) {
+	t.Parallel()
+	d := daemontest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	k := newCalls()
+	c, err := Dial(ctx, d.SocketPath(), WithBlock(), WithoutRetries(), k.options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Dial opened the session and learnt the lineage: open the stream as
+	// it would have been opened before that.
+	lin := c.Lineage()
+	c.lineage.v.Store(nil)
+	if _, err := c.batch.openStream(); err != nil { // no call in flight: the test may
+		t.Fatal(err)
+	}
+	c.lineage.v.Store(&lin)
+	if _, err := c.Txn().CounterAdd("ns", []byte("n"), 1).Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k.mu.Lock()
+	streams, requests := k.streams, k.requests
+	k.mu.Unlock()
+	if lin == "" || streams != 2 || requests != 1 || c.batch.stream == nil || c.batch.stream.lineage != lin {
+		t.Fatalf("lineage %q, %d CommitStreams with %d requests; want the commit on a second stream, opened with the lineage", lin, streams, requests)
+	}
+
+	other := "another-cluster"
+	c.lineage.v.Store(&other)
+	_, err = c.Txn().CounterAdd("ns", []byte("n"), 1).Commit(ctx)
+	if !errors.Is(err, ErrOtherCluster) {
+		t.Fatalf("a commit under another lineage: %v; want ErrOtherCluster, from a stream opened with it", err)
+	}
+	c.lineage.v.Store(&lin)
+	n, err := c.GetCounter(ctx, "ns", []byte("n"), WithConsistency(ConsistencyLinearizable))
+	if err != nil || n != 1 {
+		t.Fatalf("counter %d, %v; want 1: the refused commit applied nothing", n, err)
 	}
 }
 
