@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/batchrepr"
 )
 
 // TestASessionCheckReadsTheStateASnapshotInstalled: the apply loop keeps
@@ -193,6 +194,84 @@ func recordCacheRun(t *testing.T, seed uint64, steps, bound int) {
 			nb.Close()
 			c.reset()
 			b, marks = db.NewIndexedBatch(), nil
+		}
+	}
+}
+
+// TestFlushWritesEachRecordsLatestWriteInKeyOrder: flush writes the
+// pending session and lane records into the batch in key order, each key
+// once with its latest write (a deletion included), leaves out a lane
+// write that a later drop of its client's lanes overtook, keeps one made
+// after the drop, and writes nothing of the other records (which go into
+// the batch as they are made) or of the drops themselves. Enough writes
+// that the sort is not an insertion sort, which would keep a key's writes
+// in order by chance.
+func TestFlushWritesEachRecordsLatestWriteInKeyOrder(t *testing.T) {
+	db, err := pebble.Open(filepath.Join(t.TempDir(), "db"), &pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	c := newRecordCache()
+	want := map[string][]byte{} // key -> latest value, nil: deleted
+	set := func(k, v []byte) {
+		c.set(k, v)
+		want[string(k)] = v
+	}
+	for round := range 3 {
+		for _, cl := range []string{"b", "a", "c"} {
+			for l := uint32(16); l > 0; l-- {
+				set(laneKey(cl, l), fmt.Appendf(nil, "%s/%d/%d", cl, l, round))
+			}
+			set(sessionKey(cl), fmt.Appendf(nil, "session %s %d", cl, round))
+		}
+	}
+	// b's lanes are dropped, then lane 3 written again; a's session is
+	// deleted.
+	c.dropLanes(laneClientPrefix("b"))
+	for l := uint32(16); l > 0; l-- {
+		delete(want, string(laneKey("b", l)))
+	}
+	set(laneKey("b", 3), []byte("b/3/after the drop"))
+	set(sessionKey("a"), nil)
+	c.set(windowSpecKey("ns"), []byte("spec")) // not deferred: not flushed
+
+	b := db.NewBatch()
+	defer b.Close()
+	if err := c.flush(b); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]byte{}
+	var prev []byte
+	r := batchrepr.Read(b.Repr())
+	for {
+		kind, k, v, ok, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		if prev != nil && bytes.Compare(prev, k) >= 0 {
+			t.Fatalf("%q written after %q: want each key once, in key order", k, prev)
+		}
+		prev = bytes.Clone(k)
+		switch kind {
+		case pebble.InternalKeyKindSet:
+			got[string(k)] = bytes.Clone(v)
+		case pebble.InternalKeyKindDelete:
+			got[string(k)] = nil
+		default:
+			t.Fatalf("%q written as %v", k, kind)
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("flush wrote %d records, want %d", len(got), len(want))
+	}
+	for k, v := range want {
+		g, ok := got[k]
+		if !ok || !bytes.Equal(g, v) || (g == nil) != (v == nil) {
+			t.Fatalf("%q: flushed %q (written %v), want %q", k, g, ok, v)
 		}
 	}
 }
