@@ -3,6 +3,7 @@ package stated
 import (
 	"context"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -62,9 +63,14 @@ type coalescer struct {
 	// batchless is set once the daemon answered CommitBatch Unimplemented
 	// (an older daemon): every commit then goes as a plain Commit.
 	batchless bool
-	// streamless is set once the daemon answered CommitStream
-	// Unimplemented: calls then go as CommitBatch or Commit calls.
-	streamless bool
+	// streamlessUntil is set when the daemon answered CommitStream
+	// Unimplemented (an older release): calls go as CommitBatch or
+	// Commit calls until then, and the next one after it tries a stream
+	// again, which a daemon upgraded meanwhile serves.
+	streamlessUntil time.Time
+	// streamRetry is how long a Client stays on calls after an
+	// Unimplemented answer (streamRetryAfter, or a test's).
+	streamRetry time.Duration
 
 	// lineage is the Client's, which a stream sends when it opens.
 	lineage *lineage
@@ -141,7 +147,7 @@ func (q *coalescer) send(batch []*queuedCommit) {
 		live = append(live, qc)
 	}
 	q.mu.Lock()
-	streamed := !q.streamless
+	streamed := q.streamlessUntil.IsZero() || !time.Now().Before(q.streamlessUntil)
 	q.mu.Unlock()
 	switch {
 	case len(live) == 0:

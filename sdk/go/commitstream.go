@@ -1,6 +1,7 @@
 package stated
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"sync/atomic"
@@ -35,7 +36,8 @@ type commitStream struct {
 // sendStreamed sends live as one request of the coalescer's CommitStream,
 // opening it first if need be. It reports false, having delivered
 // nothing, when the daemon does not serve CommitStream (an older daemon):
-// live then goes as a call, and every later one too.
+// live then goes as a call, and so do the calls of the next
+// streamRetryAfter.
 func (q *coalescer) sendStreamed(live []*queuedCommit) bool {
 	batch := &statedv1.CommitBatchRequest{Commits: make([]*statedv1.CommitRequest, len(live))}
 	for i, qc := range live {
@@ -156,11 +158,18 @@ func (q *coalescer) openStream() (*commitStream, error) {
 	return q.stream, nil
 }
 
-// streamlessNow makes every later call go as a CommitBatch or Commit
-// call.
+// streamRetryAfter is how long a Client whose daemon answered
+// CommitStream Unimplemented sends calls before it tries a stream again:
+// the daemon beside it may be upgraded while the Client lives. A try
+// costs one stream that the daemon refuses at once; the commits it
+// carried then go as calls.
+const streamRetryAfter = time.Minute
+
+// streamlessNow makes the calls of the next streamRetryAfter go as
+// CommitBatch or Commit calls.
 func (q *coalescer) streamlessNow() {
 	q.mu.Lock()
-	q.streamless = true
+	q.streamlessUntil = time.Now().Add(cmp.Or(q.streamRetry, streamRetryAfter))
 	q.mu.Unlock()
 }
 

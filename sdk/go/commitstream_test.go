@@ -64,6 +64,19 @@ func (k *calls) String() string {
 		k.unary[statedv1.State_Commit_FullMethodName], k.unary[statedv1.State_CommitBatch_FullMethodName], k.streams, k.requests)
 }
 
+// dialCounted dials addr with opts, counting the Client's commit calls
+// and streams; the Client is closed when the test ends.
+func dialCounted(t *testing.T, ctx context.Context, addr string, opts ...Option) (*Client, *calls) {
+	t.Helper()
+	k := newCalls()
+	c, err := Dial(ctx, addr, append([]Option{WithBlock(), k.options()}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, k
+}
+
 // addConcurrently adds 1 to counter ns/n each times from each of
 // goroutines goroutines, each add a commit of its own.
 func addConcurrently(t *testing.T, ctx context.Context, c *Client, goroutines, each int) {
@@ -91,12 +104,7 @@ func TestCommitsGoOnOneCommitStream(t *testing.T) {
 	d := daemontest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	k := newCalls()
-	c, err := Dial(ctx, d.SocketPath(), WithBlock(), k.options())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, k := dialCounted(t, ctx, d.SocketPath())
 	const goroutines, each = 32, 20
 	addConcurrently(t, ctx, c, goroutines, each)
 	big := c.Txn()
@@ -139,13 +147,7 @@ func TestAStreamedCommitWhoseAnswerIsLostIsAppliedOnce(t *testing.T) {
 		}
 		return err
 	}
-	k := newCalls()
-	c, err := Dial(ctx, d.SocketPath(), WithBlock(), k.options(),
-		WithDialOptions(grpc.WithChainStreamInterceptor(commithook.Stream(lose))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, k := dialCounted(t, ctx, d.SocketPath(), WithDialOptions(grpc.WithChainStreamInterceptor(commithook.Stream(lose))))
 	if _, err := c.Txn().CounterAdd("ns", []byte("n"), 1).Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -179,12 +181,7 @@ func TestACommitAfterTheDaemonRestartedGoesOnANewStreamAtOnce(t *testing.T) {
 	raftAddr := d1.Store().RaftAddr()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	k := newCalls()
-	c, err := Dial(ctx, cfg.SocketPath, WithBlock(), WithoutRetries(), k.options())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, k := dialCounted(t, ctx, cfg.SocketPath, WithoutRetries())
 	if _, err := c.Txn().CounterAdd("ns", []byte("n"), 1).Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -231,12 +228,7 @@ func TestACommitStreamIsOpenedAgainWithTheLineageTheClientLearnt(t *testing.T) {
 	d := daemontest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	k := newCalls()
-	c, err := Dial(ctx, d.SocketPath(), WithBlock(), WithoutRetries(), k.options())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, k := dialCounted(t, ctx, d.SocketPath(), WithoutRetries())
 	// Dial opened the session and learnt the lineage: open the stream as
 	// it would have been opened before that.
 	lin := c.Lineage()
@@ -257,8 +249,7 @@ func TestACommitStreamIsOpenedAgainWithTheLineageTheClientLearnt(t *testing.T) {
 
 	other := "another-cluster"
 	c.lineage.v.Store(&other)
-	_, err = c.Txn().CounterAdd("ns", []byte("n"), 1).Commit(ctx)
-	if !errors.Is(err, ErrOtherCluster) {
+	if _, err := c.Txn().CounterAdd("ns", []byte("n"), 1).Commit(ctx); !errors.Is(err, ErrOtherCluster) {
 		t.Fatalf("a commit under another lineage: %v; want ErrOtherCluster, from a stream opened with it", err)
 	}
 	c.lineage.v.Store(&lin)
@@ -269,10 +260,62 @@ func TestACommitStreamIsOpenedAgainWithTheLineageTheClientLearnt(t *testing.T) {
 }
 
 // olderDaemon serves the State service without CommitStream, as a daemon
-// of an older release does, passing the calls it has to a real daemon.
+// of an older release does, passing the calls it has to a real daemon;
+// once upgraded is set, it serves CommitStream too, as the daemon
+// upgraded in place does.
 type olderDaemon struct {
 	statedv1.UnimplementedStateServer
-	to statedv1.StateClient
+	to       statedv1.StateClient
+	upgraded *atomic.Bool
+}
+
+// CommitStream passes each request to a stream of the real daemon and its
+// answer back, once upgraded; before, it is what an older daemon answers.
+func (o olderDaemon) CommitStream(s grpc.BidiStreamingServer[statedv1.CommitStreamRequest, statedv1.CommitStreamResponse]) error {
+	if o.upgraded == nil || !o.upgraded.Load() {
+		return status.Error(codes.Unimplemented, "unknown method CommitStream for service stated.v1.State")
+	}
+	up, err := o.to.CommitStream(s.Context())
+	if err != nil {
+		return err
+	}
+	for {
+		req, err := s.Recv()
+		if err != nil {
+			return nil // the Client closed its stream
+		}
+		if err := up.Send(req); err != nil {
+			return err
+		}
+		resp, err := up.Recv()
+		if err != nil {
+			return err
+		}
+		if err := s.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// serveOlder serves an olderDaemon in front of d on a socket of its own,
+// whose path it returns.
+func serveOlder(t *testing.T, d *daemon.Daemon, upgraded *atomic.Bool) string {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+d.SocketPath(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	srv := grpc.NewServer()
+	statedv1.RegisterStateServer(srv, olderDaemon{to: statedv1.NewStateClient(conn), upgraded: upgraded})
+	sock := filepath.Join(t.TempDir(), "older.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return sock
 }
 
 func (o olderDaemon) OpenSession(ctx context.Context, r *statedv1.OpenSessionRequest) (*statedv1.OpenSessionResponse, error) {
@@ -297,30 +340,10 @@ func (o olderDaemon) Get(ctx context.Context, r *statedv1.GetRequest) (*statedv1
 // CommitBatch calls; every commit applies once.
 func TestTheClientFallsBackToCallsOnADaemonWithoutCommitStream(t *testing.T) {
 	t.Parallel()
-	d := daemontest.Start(t)
-	conn, err := grpc.NewClient("unix://"+d.SocketPath(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	srv := grpc.NewServer()
-	statedv1.RegisterStateServer(srv, olderDaemon{to: statedv1.NewStateClient(conn)})
-	sock := filepath.Join(t.TempDir(), "older.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Stop()
-
+	sock := serveOlder(t, daemontest.Start(t), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	k := newCalls()
-	c, err := Dial(ctx, sock, WithBlock(), k.options())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, k := dialCounted(t, ctx, sock)
 	const goroutines, each = 16, 10
 	addConcurrently(t, ctx, c, goroutines, each)
 	n, err := c.GetCounter(ctx, "ns", []byte("n"))
@@ -332,5 +355,47 @@ func TestTheClientFallsBackToCallsOnADaemonWithoutCommitStream(t *testing.T) {
 	if k.streams != 1 || k.unary[statedv1.State_Commit_FullMethodName]+k.unary[statedv1.State_CommitBatch_FullMethodName] == 0 {
 		t.Fatalf("Commit %d, CommitBatch %d, CommitStreams %d; want one stream tried, then calls",
 			k.unary[statedv1.State_Commit_FullMethodName], k.unary[statedv1.State_CommitBatch_FullMethodName], k.streams)
+	}
+}
+
+// TestTheClientTriesTheStreamAgainOnceItsDaemonServesIt: a Client whose
+// daemon answered CommitStream Unimplemented sends calls, without trying
+// a stream for each commit, until its retry interval (a minute; shorter
+// here) has passed. The daemon is upgraded meanwhile: the next commit
+// tries a stream, which it serves, and the commits from then on go on it.
+func TestTheClientTriesTheStreamAgainOnceItsDaemonServesIt(t *testing.T) {
+	t.Parallel()
+	upgraded := new(atomic.Bool)
+	sock := serveOlder(t, daemontest.Start(t), upgraded)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, k := dialCounted(t, ctx, sock)
+	const retry = 500 * time.Millisecond
+	c.batch.streamRetry = retry // before any commit: nothing else reads it yet
+	const goroutines, each = 8, 10
+	start := time.Now()
+	addConcurrently(t, ctx, c, goroutines, each)
+	took := time.Since(start)
+	k.mu.Lock()
+	streams, calls := k.streams, k.unary[statedv1.State_Commit_FullMethodName]+k.unary[statedv1.State_CommitBatch_FullMethodName]
+	k.mu.Unlock()
+	// One try, and one more per retry interval the commits took.
+	if tries := 1 + int(took/retry); streams < 1 || streams > tries || calls == 0 {
+		t.Fatalf("before the upgrade: %d CommitStreams tried in %v, %d calls; want at most %d tries, and calls", streams, took, calls, tries)
+	}
+
+	upgraded.Store(true)
+	time.Sleep(retry + 100*time.Millisecond)
+	addConcurrently(t, ctx, c, goroutines, each)
+	n, err := c.GetCounter(ctx, "ns", []byte("n"))
+	if err != nil || n != 2*goroutines*each {
+		t.Fatalf("counter %d, %v; want %d", n, err, 2*goroutines*each)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	after := k.unary[statedv1.State_Commit_FullMethodName] + k.unary[statedv1.State_CommitBatch_FullMethodName]
+	if k.streams != streams+1 || k.requests == 0 || after != calls {
+		t.Fatalf("after the upgrade: %d CommitStreams (%d before), %d requests, %d calls (%d before); want one stream more, carrying every commit",
+			k.streams, streams, k.requests, after, calls)
 	}
 }

@@ -212,7 +212,10 @@
 // stopping daemon ends its streams once it has answered the request it is
 // serving. Against a daemon without CommitStream (an older release) the
 // Client sends CommitBatch calls, a lone commit as a plain Commit, and
-// against one without CommitBatch plain Commits.
+// against one without CommitBatch plain Commits. It tries a stream again
+// a minute after each Unimplemented answer, so that a Client whose daemon
+// is upgraded while it runs goes back to the stream; a try costs one
+// stream the daemon refuses at once, and its commits go as calls.
 //
 // # Retries
 //
