@@ -65,8 +65,8 @@ type coalescer struct {
 	batchless bool
 	// streamlessUntil is set when the daemon answered CommitStream
 	// Unimplemented (an older release): calls go as CommitBatch or
-	// Commit calls until then, and the next one after it tries a stream
-	// again, which a daemon upgraded meanwhile serves.
+	// Commit calls until then, and the next one after it clears it and
+	// tries a stream again, which a daemon upgraded meanwhile serves.
 	streamlessUntil time.Time
 	// streamRetry is how long a Client stays on calls after an
 	// Unimplemented answer (streamRetryAfter, or a test's).
@@ -147,7 +147,11 @@ func (q *coalescer) send(batch []*queuedCommit) {
 		live = append(live, qc)
 	}
 	q.mu.Lock()
-	streamed := q.streamlessUntil.IsZero() || !time.Now().Before(q.streamlessUntil)
+	streamed := q.streamlessUntil.IsZero()
+	if !streamed && !time.Now().Before(q.streamlessUntil) {
+		// Time to try a stream again; a refusal sets it anew.
+		q.streamlessUntil, streamed = time.Time{}, true
+	}
 	q.mu.Unlock()
 	switch {
 	case len(live) == 0:

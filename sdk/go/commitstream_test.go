@@ -219,10 +219,10 @@ func TestACommitAfterTheDaemonRestartedGoesOnANewStreamAtOnce(t *testing.T) {
 // sends the Client's lineage once, when it opens. One opened before the
 // Client knew its lineage (here by hand, with the lineage Dial's session
 // open taught it held back) is not used once it does: the next commit
-// goes on a new stream. A stream opened under one
-// lineage is left for the next too: with another cluster's lineage in
-// its place, the next commit's new stream is refused as another
-// cluster's, where the old one would have carried it.
+// goes on a new stream. Any change of the lineage does the same: with
+// another cluster's lineage in its place, the next commit goes on a new
+// stream, which the daemon refuses as another cluster's, where the old
+// one would have carried it.
 func TestACommitStreamIsOpenedAgainWithTheLineageTheClientLearnt(t *testing.T) {
 	t.Parallel()
 	d := daemontest.Start(t)
