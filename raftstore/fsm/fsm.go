@@ -212,6 +212,16 @@ func (f *FSM) CacheMaxSize() int64 { return f.cache.MaxSize() }
 // back with sync_file_range on ext2/3/4 and with fdatasync elsewhere;
 // both were measured. Three nodes' p99 under 100-mutation commits fell
 // to 0.72× and 1000-mutation commits' to 0.75–0.77× (BENCHMARKS.md).
+//
+// Flushes and compactions end a table wherever the key's first byte (its
+// prefix, keys.go) changes (tableAtEachPrefix). Every batch the state
+// machine commits writes its applied index (0x00) and its sessions' and
+// lanes' records (0x07, 0x08) beside the state (0x02), so a flushed
+// table used to span the key space and overlap every table of the level
+// below: each compaction out of L0 rewrote the state's tables there with
+// it, although new state keys overlapped none of them. Split, the
+// bookkeeping's small tables stack and compact among themselves, and a
+// state table is rewritten only where new state overlaps it.
 func PebbleOptions() *pebble.Options {
 	opts := &pebble.Options{
 		MemTableSize:                64 << 20,
@@ -227,8 +237,22 @@ func PebbleOptions() *pebble.Options {
 	for i := range opts.Levels {
 		opts.Levels[i].BlockSize = 32 << 10
 	}
+	opts.Experimental.SpanPolicyFunc = tableAtEachPrefix
 	opts.EnsureDefaults()
 	return opts
+}
+
+// tableAtEachPrefix is a pebble.SpanPolicyFunc that changes no policy but
+// ends a flush's or a compaction's output table before the next key
+// prefix: the span it returns ends where the first byte of start does.
+func tableAtEachPrefix(start []byte) (pebble.SpanPolicy, []byte, error) {
+	switch {
+	case len(start) == 0:
+		return pebble.SpanPolicy{}, []byte{0}, nil
+	case start[0] == 0xff:
+		return pebble.SpanPolicy{}, nil, nil // to the end of the key space
+	}
+	return pebble.SpanPolicy{}, []byte{start[0] + 1}, nil
 }
 
 func readAppliedIndex(r pebble.Reader) (uint64, error) {
