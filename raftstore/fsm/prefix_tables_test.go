@@ -57,32 +57,13 @@ func TestTablesEndAtEachKeyPrefix(t *testing.T) {
 
 	stateTables := func() []string {
 		t.Helper()
-		levels, err := f.db.SSTables()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var state []string
-		prefixes := map[byte]bool{}
-		for level, tables := range levels {
-			for _, tbl := range tables {
-				first, last := tbl.Smallest.UserKey, tbl.Largest.UserKey
-				if len(first) == 0 || len(last) == 0 || first[0] != last[0] {
-					t.Errorf("L%d table %s spans %x to %x, want one key prefix a table", level, tbl.FileNum, first, last)
-					continue
-				}
-				prefixes[first[0]] = true
-				if first[0] == prefixState {
-					state = append(state, fmt.Sprintf("L%d %s", level, tbl.FileNum))
-				}
-			}
-		}
+		byPrefix := tablesByPrefix(t, f.db)
 		for _, p := range []byte{prefixSystem, prefixState, prefixSession, prefixLane} {
-			if !prefixes[p] {
+			if len(byPrefix[p]) == 0 {
 				t.Errorf("no table of prefix %#02x: the commits wrote no bookkeeping or no state", p)
 			}
 		}
-		slices.Sort(state)
-		return state
+		return byPrefix[prefixState]
 	}
 	before := stateTables()
 	if len(before) < 4 {
@@ -104,6 +85,34 @@ func TestTablesEndAtEachKeyPrefix(t *testing.T) {
 	}) {
 		t.Errorf("the store holds %d keys after the compactions, want the %d before, unchanged", len(got), len(want))
 	}
+}
+
+// tablesByPrefix lists db's tables ("L6 000012") by the key prefix they
+// hold, sorted, and fails t for a table that holds more than one prefix.
+func tablesByPrefix(t *testing.T, db *pebble.DB) map[byte][]string {
+	t.Helper()
+	levels, err := db.SSTables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byPrefix := map[byte][]string{}
+	for level, tables := range levels {
+		for _, tbl := range tables {
+			first, last := tbl.Smallest.UserKey, tbl.Largest.UserKey
+			if tbl.Largest.IsExclusiveSentinel() && len(first) > 0 && bytes.Equal(last, []byte{first[0] + 1}) {
+				last = first // a range deletion to the prefix's end ends there
+			}
+			if len(first) == 0 || len(last) == 0 || first[0] != last[0] {
+				t.Errorf("L%d table %s spans %x to %x, want one key prefix a table", level, tbl.FileNum, first, last)
+				continue
+			}
+			byPrefix[first[0]] = append(byPrefix[first[0]], fmt.Sprintf("L%d %s", level, tbl.FileNum))
+		}
+	}
+	for _, names := range byPrefix {
+		slices.Sort(names)
+	}
+	return byPrefix
 }
 
 // TestTableAtEachPrefixEndsASpanAtTheNextFirstByte pins the spans the

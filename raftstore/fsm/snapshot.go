@@ -624,8 +624,9 @@ var snapshotTableSize uint64 = 64 << 20
 
 // writeTables writes the records of a snapshot stream into tables in dir,
 // in the table format and with the options of db's bottom level, each
-// synced, and checks the stream's trailing checksum. It returns the
-// tables' paths, in key order.
+// synced, a new one at each key prefix and past snapshotTableSize, and
+// checks the stream's trailing checksum. It returns the tables' paths, in
+// key order.
 func writeTables(dir string, db *pebble.DB, cr *crcReader) (paths []string, err error) {
 	opts := PebbleOptions()
 	wopts := opts.MakeWriterOptions(len(opts.Levels)-1, db.TableFormat())
@@ -651,6 +652,15 @@ func writeTables(dir string, db *pebble.DB, cr *crcReader) (paths []string, err 
 		val, err = readRecord(cr, val)
 		if err != nil {
 			return nil, err
+		}
+		if w != nil && len(prev) > 0 && prev[0] != key[0] {
+			// A table per key prefix, as Pebble's flushes and compactions
+			// write them (PebbleOptions).
+			err := w.Close()
+			w = nil
+			if err != nil {
+				return nil, err
+			}
 		}
 		if w == nil {
 			p := filepath.Join(dir, fmt.Sprintf("%06d.sst", len(paths)))

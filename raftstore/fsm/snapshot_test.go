@@ -278,6 +278,10 @@ func TestARestoredSnapshotIsIngestedAsTablesAtTheBottomLevel(t *testing.T) {
 		t.Fatalf("after the restore L0 holds %d tables and the bottom level %d; want none in L0 and the 12.5 MiB in tables of about 1 MiB at the bottom",
 			m.Levels[0].TablesCount, bottom.TablesCount)
 	}
+	// A table per key prefix, as flushes and compactions write them.
+	if byPrefix := tablesByPrefix(t, b.db); len(byPrefix[prefixSystem]) == 0 || len(byPrefix[prefixState]) < 10 {
+		t.Errorf("restored tables by prefix: %v; want the bookkeeping's apart from the state's", byPrefix)
+	}
 	for _, p := range []string{b.dir + ".restore", b.dir + ".restore" + tablesSuffix} {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("%s is left after the restore: %v", p, err)
