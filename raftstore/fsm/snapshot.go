@@ -653,7 +653,7 @@ func writeTables(dir string, db *pebble.DB, cr *crcReader) (paths []string, err 
 		if err != nil {
 			return nil, err
 		}
-		if w != nil && len(prev) > 0 && prev[0] != key[0] {
+		if w != nil && prev[0] != key[0] { // prev is set once w is: keys are never empty
 			// A table per key prefix, as Pebble's flushes and compactions
 			// write them (PebbleOptions).
 			err := w.Close()
