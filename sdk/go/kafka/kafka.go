@@ -259,9 +259,10 @@ type Processor struct {
 	mu    sync.Mutex
 	owned map[topicPartition]*owned
 	// resets are the partitions the Kafka client moved to their log start
-	// because the records it was consuming were deleted (clientLogger);
-	// batch counts the gap at their next records.
-	resets map[topicPartition]bool
+	// because the records it was consuming were deleted (clientLogger),
+	// each with the offset it was fetching then (0 if its warning did not
+	// say); batch counts the gap at their first record at or past it.
+	resets map[topicPartition]int64
 	// fatal is the error Run stops with, set by fail; pollCancel ends the
 	// poll Run waits in.
 	fatal      error
@@ -340,7 +341,7 @@ func New(cfg Config) (*Processor, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Processor{cfg: cfg, logger: logger, owned: map[topicPartition]*owned{}, fencedParts: map[topicPartition]fencedPart{}, resets: map[topicPartition]bool{},
+	p := &Processor{cfg: cfg, logger: logger, owned: map[topicPartition]*owned{}, fencedParts: map[topicPartition]fencedPart{}, resets: map[topicPartition]int64{},
 		waits: newWaits(), kafkaCommitted: map[topicPartition]int64{}, clReady: make(chan struct{}),
 		unknownTopicIDs: map[string]unknownTopicID{}, fetchErrorLogs: map[string]fetchErrorLog{}}
 	// The member joins the group as soon as the client exists.
@@ -624,12 +625,17 @@ func (p *Processor) batch(fetches kgo.Fetches) *batch {
 		// The fetch's own records, less those committed already (a fetch
 		// from before a rewind), copied only when there are such.
 		n := len(ftp.Records)
-		if p.resets[tp] && n > 0 {
-			delete(p.resets, tp)
-			if first := ftp.Records[0].Offset; o.next >= 0 && first > o.next {
-				p.waits.lost(first - o.next)
-				p.logger.Warn("kafka: records deleted by Kafka before this group processed them are lost for good: the records the processor was consuming were deleted under it (retention or DeleteRecords; the processor was slower than retention); processing goes on from the log start",
-					"group", p.cfg.Group, "topic", tp.topic, "partition", tp.partition, "stated_offset", o.next, "log_start", first, "lost", first-o.next)
+		// Records the client fetched before the reset, below the offset
+		// it was fetching, may still come first: the gap starts past them.
+		if prior, reset := p.resets[tp]; reset {
+			if i := slices.IndexFunc(ftp.Records, func(r *kgo.Record) bool { return r.Offset >= prior }); i >= 0 {
+				delete(p.resets, tp)
+				from := max(o.next, prior)
+				if first := ftp.Records[i].Offset; o.next >= 0 && first > from {
+					p.waits.lost(first - from)
+					p.logger.Warn("kafka: records deleted by Kafka before this group processed them are lost for good: the records the processor was consuming were deleted under it (retention or DeleteRecords; the processor was slower than retention); processing goes on from the log start",
+						"group", p.cfg.Group, "topic", tp.topic, "partition", tp.partition, "stated_offset", o.next, "log_start", first, "lost", first-from)
+				}
 			}
 		}
 		pb := &partBatch{tp: tp, claim: o.claim, records: ftp.Records[:n:n]}

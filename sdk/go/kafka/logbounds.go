@@ -161,8 +161,10 @@ func (p *Processor) failed() error {
 // to Config.Logger, prefixed "kafka client:". When the client moves a
 // partition to its log start because the records it was consuming were
 // deleted under it (retention overtook the processor), it reports no
-// error to the poll, only this warning: the partition is marked, and
-// batch counts the gap at its next records.
+// error to the poll, only this warning: the partition is marked with the
+// offset the client was fetching (prior_offset), and batch counts the gap
+// at its first record at or past that offset (records fetched before the
+// reset may still come first).
 type clientLogger struct{ p *Processor }
 
 // offsetOutOfRangeWhileConsuming begins the Kafka client's (franz-go
@@ -174,16 +176,19 @@ func (l clientLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
 func (l clientLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 	if strings.HasPrefix(msg, offsetOutOfRangeWhileConsuming) {
 		var tp topicPartition
+		var prior int64
 		for i := 0; i+1 < len(keyvals); i += 2 {
 			switch keyvals[i] {
 			case "topic":
 				tp.topic, _ = keyvals[i+1].(string)
 			case "partition":
 				tp.partition, _ = keyvals[i+1].(int32)
+			case "prior_offset":
+				prior, _ = keyvals[i+1].(int64)
 			}
 		}
 		l.p.mu.Lock()
-		l.p.resets[tp] = true
+		l.p.resets[tp] = prior
 		l.p.mu.Unlock()
 	}
 	attrs := append([]any{"group", l.p.cfg.Group}, keyvals...)
