@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/statedhq/stated/internal/grpccodec"
 )
 
 // errConnsClosed is returned by connCache.Conn once the daemon is closing.
@@ -99,7 +101,7 @@ var serverKeepalive = keepalive.EnforcementPolicy{MinTime: 5 * time.Second, Perm
 func dialNode(addr string, maxMsg int, creds credentials.TransportCredentials) (*grpc.ClientConn, error) {
 	cc, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMsg), grpc.MaxCallRecvMsgSize(maxMsg)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMsg), grpc.MaxCallRecvMsgSize(maxMsg), grpc.ForceCodecV2(grpccodec.Codec)),
 		grpc.WithConnectParams(peerBackoff),
 		grpc.WithKeepaliveParams(peerKeepalive),
 	)

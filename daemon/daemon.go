@@ -18,6 +18,7 @@ import (
 
 	"github.com/statedhq/stated/daemon/authz"
 	"github.com/statedhq/stated/daemon/grpcapi"
+	"github.com/statedhq/stated/internal/grpccodec"
 	"github.com/statedhq/stated/internal/reqsize"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	"github.com/statedhq/stated/raftstore"
@@ -365,6 +366,7 @@ func (d *Daemon) serve() {
 	d.server = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(d.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(d.cfg.MaxMessageBytes),
+		grpc.ForceServerCodecV2(grpccodec.Codec), // buffers not cleared (internal/grpccodec)
 		grpc.StatsHandler(reqsize.Handler()),
 		grpc.KeepaliveEnforcementPolicy(serverKeepalive),
 	}, append(append(d.metricsServerOptions(), d.authzServerOptions()...), d.lineageServerOptions()...)...)...)

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/statedhq/stated/internal/grpccodec"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
@@ -323,6 +324,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallSendMsgSize(o.maxMsgSize),
 			grpc.MaxCallRecvMsgSize(o.maxMsgSize),
+			grpc.ForceCodecV2(grpccodec.Codec), // buffers not cleared (internal/grpccodec)
 		),
 		grpc.WithConnectParams(reconnectParams(o.reconnectBackoff)),
 		grpc.WithKeepaliveParams(clientKeepalive),
