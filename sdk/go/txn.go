@@ -1,7 +1,6 @@
 package stated
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"time"
@@ -22,7 +21,8 @@ import (
 // and offsets at Commit and refuses the whole Txn with ErrInvalidArgument,
 // naming the offending field (e.g. "mutations[3].key").
 type Txn struct {
-	c *Client
+	c     *Client
+	alloc txnAlloc // the mutations' and copies' blocks (txnalloc.go)
 	// mutations are the mutations to send, counter adds merged as they
 	// are added (merge.go); built counts the builder calls that made them,
 	// and origin, once an add was merged, has each one's builder index.
@@ -103,42 +103,28 @@ func (c *Client) Txn() *Txn { return &Txn{c: c} }
 
 // Put sets the value at key in namespace ns.
 func (t *Txn) Put(ns string, key, value []byte, opts ...WriteOption) *Txn {
-	return t.add(&statedv1.Mutation{
-		Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: ns,
-		Key: bytes.Clone(key), Value: bytes.Clone(value), TtlMillis: ttlMillis(opts),
-	})
+	return t.mutate(statedv1.MutationKind_MUTATION_KIND_PUT, ns, key, nil, value, 0, ttlMillis(opts))
 }
 
 // Delete removes everything stored under key in ns, of every kind: its
 // value, map, list and counter.
 func (t *Txn) Delete(ns string, key []byte) *Txn {
-	return t.add(&statedv1.Mutation{
-		Kind: statedv1.MutationKind_MUTATION_KIND_DELETE, Namespace: ns, Key: bytes.Clone(key),
-	})
+	return t.mutate(statedv1.MutationKind_MUTATION_KIND_DELETE, ns, key, nil, nil, 0, 0)
 }
 
 // MapPut sets subKey of the map at key in ns.
 func (t *Txn) MapPut(ns string, key, subKey, value []byte, opts ...WriteOption) *Txn {
-	return t.add(&statedv1.Mutation{
-		Kind: statedv1.MutationKind_MUTATION_KIND_MAP_PUT, Namespace: ns,
-		Key: bytes.Clone(key), SubKey: bytes.Clone(subKey), Value: bytes.Clone(value), TtlMillis: ttlMillis(opts),
-	})
+	return t.mutate(statedv1.MutationKind_MUTATION_KIND_MAP_PUT, ns, key, subKey, value, 0, ttlMillis(opts))
 }
 
 // MapDelete removes subKey of the map at key in ns.
 func (t *Txn) MapDelete(ns string, key, subKey []byte) *Txn {
-	return t.add(&statedv1.Mutation{
-		Kind: statedv1.MutationKind_MUTATION_KIND_MAP_DELETE, Namespace: ns,
-		Key: bytes.Clone(key), SubKey: bytes.Clone(subKey),
-	})
+	return t.mutate(statedv1.MutationKind_MUTATION_KIND_MAP_DELETE, ns, key, subKey, nil, 0, 0)
 }
 
 // ListAppend appends value to the list at key in ns.
 func (t *Txn) ListAppend(ns string, key, value []byte, opts ...WriteOption) *Txn {
-	return t.add(&statedv1.Mutation{
-		Kind: statedv1.MutationKind_MUTATION_KIND_LIST_APPEND, Namespace: ns,
-		Key: bytes.Clone(key), Value: bytes.Clone(value), TtlMillis: ttlMillis(opts),
-	})
+	return t.mutate(statedv1.MutationKind_MUTATION_KIND_LIST_APPEND, ns, key, nil, value, 0, ttlMillis(opts))
 }
 
 // CounterAdd adds delta (which may be negative) to the counter at key in ns.
@@ -150,18 +136,13 @@ func (t *Txn) CounterAdd(ns string, key []byte, delta int64, opts ...WriteOption
 	if mergeAdd(t, ns, key, delta, ttl) {
 		return t
 	}
-	return t.add(&statedv1.Mutation{
-		Kind: statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, Namespace: ns,
-		Key: bytes.Clone(key), Delta: delta, TtlMillis: ttl,
-	})
+	return t.mutate(statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD, ns, key, nil, nil, delta, ttl)
 }
 
 // DeletePrefix removes everything stored under every key of ns that starts
 // with prefix, of every kind. An empty prefix clears the namespace.
 func (t *Txn) DeletePrefix(ns string, prefix []byte) *Txn {
-	return t.add(&statedv1.Mutation{
-		Kind: statedv1.MutationKind_MUTATION_KIND_DELETE_PREFIX, Namespace: ns, Key: bytes.Clone(prefix),
-	})
+	return t.mutate(statedv1.MutationKind_MUTATION_KIND_DELETE_PREFIX, ns, prefix, nil, nil, 0, 0)
 }
 
 // CommitOffset records, in the same commit as the Txn's state changes, that
