@@ -11,6 +11,11 @@
 // (BENCHMARKS.md). Neither buffer needs it: a marshal writes every byte it
 // returns, and a join copies every byte of the message.
 //
+// It decodes a CommitRequest itself, straight from the wire, into
+// mutations from one block whose keys and values alias a copy of the
+// message (commit.go); everything else, and every request of a shape that
+// decoder does not know, goes to protobuf-go.
+//
 // The wire format is grpc-go's own, so either side may run grpc-go's
 // codec instead.
 package grpccodec
@@ -24,6 +29,8 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/protoadapt"
+
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
 // Codec is the protobuf codec. Install it with grpc.ForceServerCodecV2 on
@@ -70,6 +77,15 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 	m := messageOf(v)
 	if m == nil {
 		return fmt.Errorf("grpccodec: cannot unmarshal into %T, not a proto.Message", v)
+	}
+	switch m.(type) {
+	case *statedv1.CommitRequest, *statedv1.CommitBatchRequest, *statedv1.CommitStreamRequest:
+		// The commits' decoders alias the bytes they decode: they must
+		// be the request's own, not a pooled buffer (commit.go).
+		b := make([]byte, data.Len())
+		data.CopyTo(b)
+		_, err := unmarshalCommits(b, m)
+		return err
 	}
 	buf := data.MaterializeToBuffer(Pool)
 	defer buf.Free()

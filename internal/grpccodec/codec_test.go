@@ -71,14 +71,7 @@ func TestAnUnmarshalOfAMessageInFramesIsProtoUnmarshal(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// As gRPC's transport hands a message over: in frames of at
-		// most 16 KiB, each its own buffer.
-		var frames mem.BufferSlice
-		for rest := wire; len(rest) > 0; {
-			k := min(len(rest), 16<<10)
-			frames = append(frames, mem.SliceBuffer(bytes.Clone(rest[:k])))
-			rest = rest[k:]
-		}
+		frames := inFrames(wire)
 		dirtyThePool()
 		var got statedv1.CommitRequest
 		if err := Codec.Unmarshal(frames, &got); err != nil {
@@ -88,6 +81,18 @@ func TestAnUnmarshalOfAMessageInFramesIsProtoUnmarshal(t *testing.T) {
 			t.Fatalf("%d puts: Unmarshal read a message unlike the one sent", n)
 		}
 	}
+}
+
+// inFrames is wire as gRPC's transport hands a message over: in frames of
+// at most 16 KiB, each its own buffer.
+func inFrames(wire []byte) mem.BufferSlice {
+	var frames mem.BufferSlice
+	for rest := wire; len(rest) > 0; {
+		k := min(len(rest), 16<<10)
+		frames = append(frames, mem.SliceBuffer(bytes.Clone(rest[:k])))
+		rest = rest[k:]
+	}
+	return frames
 }
 
 func TestTheCodecRefusesWhatIsNotAProtoMessage(t *testing.T) {
