@@ -13,8 +13,9 @@
 //
 // It decodes a CommitRequest itself, straight from the wire, into
 // mutations from one block whose keys and values alias a copy of the
-// message (commit.go); everything else, and every request of a shape that
-// decoder does not know, goes to protobuf-go.
+// message (commit.go), and marshals one to the bytes protobuf-go would
+// write (commit_marshal.go); everything else, and every request of a
+// shape they do not know, goes to protobuf-go.
 //
 // The wire format is grpc-go's own, so either side may run grpc-go's
 // codec instead.
@@ -47,25 +48,35 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 	if m == nil {
 		return nil, fmt.Errorf("grpccodec: cannot marshal %T, not a proto.Message", v)
 	}
+	if req, ok := m.(*statedv1.CommitRequest); ok {
+		if size, ok := commitSize(req); ok {
+			return marshalled(v, size, func(b []byte) ([]byte, error) { return appendCommit(b, req), nil })
+		}
+	}
 	// UseCachedSize needs the Size call just before it, on a message no
 	// one changes meanwhile, as grpc-go's codec does.
-	size := proto.Size(m)
 	opts := proto.MarshalOptions{UseCachedSize: true}
+	return marshalled(v, proto.Size(m), func(b []byte) ([]byte, error) { return opts.MarshalAppend(b, m) })
+}
+
+// marshalled is the size bytes that write appends, in a buffer of the
+// pool's unless they are too few to pool.
+func marshalled(v any, size int, write func([]byte) ([]byte, error)) (mem.BufferSlice, error) {
 	if mem.IsBelowBufferPoolingThreshold(size) {
-		b, err := opts.Marshal(m)
+		b, err := write(make([]byte, 0, size))
 		if err != nil {
 			return nil, err
 		}
 		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 	}
 	buf := Pool.Get(size)
-	b, err := opts.MarshalAppend((*buf)[:0], m)
+	b, err := write((*buf)[:0])
 	if err != nil {
 		Pool.Put(buf)
 		return nil, err
 	}
 	if len(b) != size {
-		// The message changed between Size and MarshalAppend: the
+		// The message changed between its sizing and its marshal: the
 		// caller changed it while it was being sent.
 		Pool.Put(buf)
 		return nil, fmt.Errorf("grpccodec: %T changed while it was marshalled (%d bytes, then %d)", v, size, len(b))
