@@ -9,9 +9,9 @@ import (
 // A Txn takes the mutations it builds, and the copies of the keys and
 // values it is given, from blocks of its own that grow as it does: a Txn of
 // 1000 puts makes about 25 allocations for them instead of 3,000 (a
-// mutation and two copies each), which were a quarter of a client's CPU
-// under 1000-put commits (BENCHMARKS.md). A Txn of one put makes two
-// instead of three.
+// mutation and two copies each): Put, mostly those allocations, was a
+// quarter of a client's CPU under 1000-put commits (BENCHMARKS.md). A Txn
+// of one put makes two instead of three.
 
 const (
 	minCopyBlock     = 256      // the first block of a Txn's copies
