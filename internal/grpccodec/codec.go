@@ -89,14 +89,12 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if m == nil {
 		return fmt.Errorf("grpccodec: cannot unmarshal into %T, not a proto.Message", v)
 	}
-	switch m.(type) {
-	case *statedv1.CommitRequest, *statedv1.CommitBatchRequest, *statedv1.CommitStreamRequest:
+	if decode := commitDecoder(m); decode != nil {
 		// The commits' decoders alias the bytes they decode: they must
 		// be the request's own, not a pooled buffer (commit.go).
 		b := make([]byte, data.Len())
 		data.CopyTo(b)
-		_, err := unmarshalCommits(b, m)
-		return err
+		return unmarshalWith(decode, b, m)
 	}
 	buf := data.MaterializeToBuffer(Pool)
 	defer buf.Free()

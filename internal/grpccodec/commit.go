@@ -211,34 +211,28 @@ func fields(b []byte, bytesField func(protowire.Number, []byte) bool, varintFiel
 
 func noVarint(protowire.Number, uint64) bool { return false }
 
-// unmarshalCommits decodes b, which it may alias, into m, a
-// CommitRequest, CommitBatchRequest or CommitStreamRequest, with
-// decodeCommit, decodeBatch or decodeStream, or with proto.Unmarshal where
-// they decline; it reports false for any other message.
-func unmarshalCommits(b []byte, m proto.Message) (bool, error) {
-	var ok bool
+// commitDecoder returns the decoder for m, a CommitRequest,
+// CommitBatchRequest or CommitStreamRequest (decodeCommit, decodeBatch or
+// decodeStream), and nil for any other message.
+func commitDecoder(m proto.Message) func(b []byte) bool {
 	switch m := m.(type) {
 	case *statedv1.CommitRequest:
-		proto.Reset(m)
-		ok = decodeCommit(b, m)
+		return func(b []byte) bool { return decodeCommit(b, m) }
 	case *statedv1.CommitBatchRequest:
-		proto.Reset(m)
-		ok = decodeBatch(b, m)
+		return func(b []byte) bool { return decodeBatch(b, m) }
 	case *statedv1.CommitStreamRequest:
-		proto.Reset(m)
-		ok = decodeStream(b, m)
-	default:
-		return false, nil
+		return func(b []byte) bool { return decodeStream(b, m) }
 	}
-	if ok {
-		return true, nil
-	}
-	proto.Reset(m) // as proto.Unmarshal does: no merge
-	return true, proto.Unmarshal(b, m)
+	return nil
 }
 
-// unmarshalCommit decodes b, which it may alias, into req.
-func unmarshalCommit(b []byte, req *statedv1.CommitRequest) error {
-	_, err := unmarshalCommits(b, req)
-	return err
+// unmarshalWith decodes b, which decode may alias, into m with decode (m's
+// commitDecoder), or with proto.Unmarshal where decode declines.
+func unmarshalWith(decode func([]byte) bool, b []byte, m proto.Message) error {
+	proto.Reset(m)
+	if decode(b) {
+		return nil
+	}
+	proto.Reset(m) // as proto.Unmarshal does: no merge
+	return proto.Unmarshal(b, m)
 }

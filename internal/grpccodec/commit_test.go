@@ -45,7 +45,7 @@ func randomCommit(r *rand.Rand) *statedv1.CommitRequest {
 }
 
 // sameAsProto decodes wire as a CommitRequest with proto.Unmarshal and
-// with unmarshalCommits, and fails unless both fail or both give the same
+// with unmarshalWith, and fails unless both fail or both give the same
 // message; sameAsProtoAs does so for a message like m.
 func sameAsProto(t testing.TB, wire []byte) {
 	t.Helper()
@@ -56,15 +56,16 @@ func sameAsProtoAs(t testing.TB, wire []byte, m proto.Message) {
 	t.Helper()
 	want, got := m.ProtoReflect().New().Interface(), m.ProtoReflect().New().Interface()
 	errWant := proto.Unmarshal(wire, want)
-	handled, errGot := unmarshalCommits(bytes.Clone(wire), got)
-	if !handled {
-		t.Fatalf("unmarshalCommits did not take a %T", m)
+	decode := commitDecoder(got)
+	if decode == nil {
+		t.Fatalf("no commit decoder for a %T", m)
 	}
+	errGot := unmarshalWith(decode, bytes.Clone(wire), got)
 	if (errWant == nil) != (errGot == nil) {
-		t.Fatalf("%T: proto.Unmarshal: %v; unmarshalCommits: %v", m, errWant, errGot)
+		t.Fatalf("%T: proto.Unmarshal: %v; unmarshalWith: %v", m, errWant, errGot)
 	}
 	if errWant == nil && !proto.Equal(want, got) {
-		t.Fatalf("unmarshalCommits decoded\n%v\nproto.Unmarshal\n%v", got, want)
+		t.Fatalf("unmarshalWith decoded\n%v\nproto.Unmarshal\n%v", got, want)
 	}
 }
 
