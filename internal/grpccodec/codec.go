@@ -44,6 +44,9 @@ type codec struct{}
 func (codec) Name() string { return "proto" }
 
 func (codec) Marshal(v any) (mem.BufferSlice, error) {
+	if w, ok := v.(*WireCommit); ok {
+		return marshalWire(w)
+	}
 	m := messageOf(v)
 	if m == nil {
 		return nil, fmt.Errorf("grpccodec: cannot marshal %T, not a proto.Message", v)

@@ -1,7 +1,11 @@
 package grpccodec
 
 import (
+	"errors"
+
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
@@ -41,15 +45,7 @@ func commitSize(req *statedv1.CommitRequest) (int, bool) {
 // reported true for it.
 func appendCommit(b []byte, req *statedv1.CommitRequest) []byte {
 	for _, m := range req.Mutations {
-		b = protowire.AppendTag(b, 1, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(mutationSize(m)))
-		b = appendVarint(b, 1, uint64(int64(m.Kind)))
-		b = appendString(b, 2, m.Namespace)
-		b = appendBytes(b, 3, m.Key)
-		b = appendBytes(b, 4, m.SubKey)
-		b = appendBytes(b, 5, m.Value)
-		b = appendVarint(b, 6, uint64(m.Delta))
-		b = appendVarint(b, 7, uint64(m.TtlMillis))
+		b = AppendMutation(b, m.Kind, m.Namespace, m.Key, m.SubKey, m.Value, m.Delta, m.TtlMillis)
 	}
 	for _, o := range req.Offsets {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
@@ -66,9 +62,59 @@ func appendCommit(b []byte, req *statedv1.CommitRequest) []byte {
 	return appendVarint(b, 6, uint64(req.Lane))
 }
 
+// AppendMutation appends to b the mutation of these fields as an element
+// of a CommitRequest's mutations (field 1, length-prefixed), the bytes
+// proto.Marshal writes for it: the SDK's Txn builds a large commit's
+// mutations with it as they are added (sdk/go/txnwire.go), and
+// appendCommit marshals a request's with it.
+func AppendMutation(b []byte, kind statedv1.MutationKind, ns string, key, subKey, value []byte, delta, ttlMillis int64) []byte {
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(mutationFieldsSize(kind, ns, key, subKey, value, delta, ttlMillis)))
+	b = appendVarint(b, 1, uint64(int64(kind)))
+	b = appendString(b, 2, ns)
+	b = appendBytes(b, 3, key)
+	b = appendBytes(b, 4, subKey)
+	b = appendBytes(b, 5, value)
+	b = appendVarint(b, 6, uint64(delta))
+	return appendVarint(b, 7, uint64(ttlMillis))
+}
+
 func mutationSize(m *statedv1.Mutation) int {
-	return varintSize(uint64(int64(m.Kind))) + stringSize(m.Namespace) + bytesSize(m.Key) + bytesSize(m.SubKey) +
-		bytesSize(m.Value) + varintSize(uint64(m.Delta)) + varintSize(uint64(m.TtlMillis))
+	return mutationFieldsSize(m.Kind, m.Namespace, m.Key, m.SubKey, m.Value, m.Delta, m.TtlMillis)
+}
+
+func mutationFieldsSize(kind statedv1.MutationKind, ns string, key, subKey, value []byte, delta, ttlMillis int64) int {
+	return varintSize(uint64(int64(kind))) + stringSize(ns) + bytesSize(key) + bytesSize(subKey) +
+		bytesSize(value) + varintSize(uint64(delta)) + varintSize(uint64(ttlMillis))
+}
+
+// WireCommit is a CommitRequest whose mutations are already in wire form:
+// Mutations holds them as AppendMutation writes them, in order, and Rest
+// everything else (Rest.Mutations must be empty). The codec marshals it to
+// the bytes proto.Marshal writes for the whole request, since field 1
+// comes first: Mutations, then Rest's fields. It is only ever sent.
+type WireCommit struct {
+	Mutations []byte
+	Rest      *statedv1.CommitRequest
+}
+
+// marshalWire marshals w (see WireCommit).
+func marshalWire(w *WireCommit) (mem.BufferSlice, error) {
+	if w.Rest == nil || len(w.Rest.Mutations) > 0 {
+		return nil, errors.New("grpccodec: a WireCommit needs a Rest without mutations")
+	}
+	rest, fast := commitSize(w.Rest)
+	if !fast {
+		rest = proto.Size(w.Rest)
+	}
+	opts := proto.MarshalOptions{UseCachedSize: true}
+	return marshalled(w, len(w.Mutations)+rest, func(b []byte) ([]byte, error) {
+		b = append(b, w.Mutations...)
+		if fast {
+			return appendCommit(b, w.Rest), nil
+		}
+		return opts.MarshalAppend(b, w.Rest)
+	})
 }
 
 func offsetSize(o *statedv1.Offset) int {

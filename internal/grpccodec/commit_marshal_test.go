@@ -73,6 +73,48 @@ func TestACommitTheMarshalDoesNotKnowIsProtoMarshals(t *testing.T) {
 	}
 }
 
+// TestAWireCommitIsMarshalledToTheBytesOfItsWholeRequest: a WireCommit
+// (the SDK's large Txn, sdk/go/txnwire.go) is its mutations as
+// AppendMutation writes them, then the rest of the request, which must be
+// the bytes proto.Marshal writes for the whole request: on the codec's
+// own path and, with window parts, on protobuf-go's.
+func TestAWireCommitIsMarshalledToTheBytesOfItsWholeRequest(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for i := range 500 {
+		req := randomCommit(r)
+		if i%3 == 0 {
+			req.WindowAdds = []*statedv1.WindowAdd{{Namespace: "w", Key: []byte("k"), EventTimeMs: int64(i)}}
+		}
+		want, err := proto.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var muts []byte
+		for _, m := range req.Mutations {
+			muts = AppendMutation(muts, m.Kind, m.Namespace, m.Key, m.SubKey, m.Value, m.Delta, m.TtlMillis)
+		}
+		rest := proto.Clone(req).(*statedv1.CommitRequest)
+		rest.Mutations = nil
+		data, err := Codec.Marshal(&WireCommit{Mutations: muts, Rest: rest})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := data.Materialize()
+		data.Free()
+		if !bytes.Equal(got, want) {
+			t.Fatalf("request %d: the codec wrote %d bytes unlike proto.Marshal's %d", i, len(got), len(want))
+		}
+	}
+	for name, w := range map[string]*WireCommit{
+		"no rest":               {Mutations: []byte{0x0a, 0}},
+		"mutations in the rest": {Rest: &statedv1.CommitRequest{Mutations: []*statedv1.Mutation{{Key: []byte("k")}}}},
+	} {
+		if _, err := Codec.Marshal(w); err == nil {
+			t.Fatalf("%s: marshalled", name)
+		}
+	}
+}
+
 func BenchmarkMarshalCommit(b *testing.B) {
 	for _, n := range []int{1, 100, 1000} {
 		req := commit(n)

@@ -44,7 +44,7 @@ const maxMergeMutations = 100_000
 
 // counterRun is the open run of adds to one namespace and key.
 type counterRun struct {
-	at       int // index in Txn.mutations of the run's add
+	add      *statedv1.Mutation // the run's add, to be sent
 	ttl      int64
 	pos, neg bool // a positive, a negative delta is in the run
 }
@@ -57,10 +57,19 @@ type counterRuns map[string]map[string]*counterRun
 // mutations to send, ending the runs it touches; a counter add starts a
 // run. Counter adds try mergeAdd first.
 func (t *Txn) add(m *statedv1.Mutation) *Txn {
-	ns, key := m.GetNamespace(), m.GetKey()
-	switch m.GetKind() {
-	case statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD:
-		t.startRun(ns, string(key), m)
+	if m.GetKind() == statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD {
+		t.startRun(m.GetNamespace(), string(m.GetKey()), m)
+	} else {
+		t.endRuns(m.GetKind(), m.GetNamespace(), m.GetKey())
+	}
+	t.appendBuilt(m)
+	return t
+}
+
+// endRuns ends the runs that a mutation of kind (not a counter add) to key
+// in ns comes between.
+func (t *Txn) endRuns(kind statedv1.MutationKind, ns string, key []byte) {
+	switch kind {
 	case statedv1.MutationKind_MUTATION_KIND_PUT, statedv1.MutationKind_MUTATION_KIND_DELETE,
 		statedv1.MutationKind_MUTATION_KIND_MAP_PUT, statedv1.MutationKind_MUTATION_KIND_MAP_DELETE,
 		statedv1.MutationKind_MUTATION_KIND_LIST_APPEND:
@@ -74,16 +83,28 @@ func (t *Txn) add(m *statedv1.Mutation) *Txn {
 	default: // a kind this SDK does not know: merge nothing across it
 		clear(t.runs)
 	}
-	t.appendBuilt(m)
-	return t
 }
 
-// appendBuilt appends m as the mutation of builder call t.built.
+// appendBuilt appends m as the mutation of builder call t.built: to
+// t.mutations, or once the Txn is in wire form to its adds (txnwire.go).
 func (t *Txn) appendBuilt(m *statedv1.Mutation) {
+	if t.wire == nil && t.nmut >= t.wireLimit() {
+		t.toWire()
+	}
+	if t.wire != nil {
+		t.adds = append(t.adds, wireAdd{at: len(*t.wire), m: m})
+	} else {
+		t.mutations = append(t.mutations, m)
+	}
+	t.counted()
+}
+
+// counted counts a mutation appended by builder call t.built.
+func (t *Txn) counted() {
 	if t.origin != nil {
 		t.origin = append(t.origin, t.built)
 	}
-	t.mutations = append(t.mutations, m)
+	t.nmut++
 	t.built++
 }
 
@@ -98,7 +119,7 @@ func (t *Txn) startRun(ns, key string, m *statedv1.Mutation) {
 		t.runs[ns] = inNS
 	}
 	d := m.GetDelta()
-	inNS[key] = &counterRun{at: len(t.mutations), ttl: m.GetTtlMillis(), pos: d > 0, neg: d < 0}
+	inNS[key] = &counterRun{add: m, ttl: m.GetTtlMillis(), pos: d > 0, neg: d < 0}
 }
 
 // mergeAdd adds delta to the open run of key in ns, counting one builder
@@ -121,13 +142,13 @@ func (t *Txn) extend(r *counterRun, d, ttl int64) bool {
 	if ttl != r.ttl || (d > 0 && r.neg) || (d < 0 && r.pos) {
 		return false
 	}
-	m := t.mutations[r.at]
+	m := r.add
 	sum := m.GetDelta()
 	if (d > 0 && sum > math.MaxInt64-d) || (d < 0 && sum < math.MinInt64-d) {
 		return false
 	}
 	if t.origin == nil {
-		t.origin = make([]int, len(t.mutations), cap(t.mutations))
+		t.origin = make([]int, t.nmut, max(t.nmut, cap(t.mutations)))
 		for i := range t.origin {
 			t.origin[i] = i
 		}

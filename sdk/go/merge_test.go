@@ -102,7 +102,7 @@ func TestTxnMergesCounterAddsOnlyWhereTheOutcomeStaysTheSame(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			x := newFakeClient(&fakeState{}).Txn()
 			tc.build(x)
-			req := x.request(&lane{session: 1, next: 1})
+			req := sentRequest(t, x, &lane{session: 1, next: 1})
 			if len(req.Mutations) != len(tc.want) {
 				t.Fatalf("sent %d mutations %v, want %v", len(req.Mutations), req.Mutations, tc.want)
 			}
@@ -189,8 +189,8 @@ func BenchmarkCounterAddsOfAPoll(b *testing.B) {
 		for i := range adds {
 			counts.In(t).Add(names[i%keys], 1)
 		}
-		if len(t.mutations) != keys {
-			b.Fatalf("merged into %d adds, want %d", len(t.mutations), keys)
+		if t.nmut != keys {
+			b.Fatalf("merged into %d adds, want %d", t.nmut, keys)
 		}
 	}
 	b.SetBytes(0)
@@ -216,6 +216,8 @@ func TestTxnMergedAsBuiltCommitsWhatItsBuilderCallsCommit(t *testing.T) {
 	merged, refused := 0, 0
 	for round := range 3000 {
 		x := newFakeClient(&fakeState{}).Txn()
+		// In either form, or switching at any point (txnwire.go).
+		x.wireAt = []int{0, -1, math.MaxInt, 1 + rng.IntN(20)}[rng.IntN(4)]
 		var built []*statedv1.Mutation
 		for range 1 + rng.IntN(40) {
 			ns, key := namespaces[rng.IntN(len(namespaces))], keys[rng.IntN(len(keys))]
@@ -250,7 +252,7 @@ func TestTxnMergedAsBuiltCommitsWhatItsBuilderCallsCommit(t *testing.T) {
 			}
 			built = append(built, m)
 		}
-		sent := x.request(&lane{session: 1, next: 1}).GetMutations()
+		sent := sentRequest(t, x, &lane{session: 1, next: 1}).GetMutations()
 		if x.Len() != len(built) {
 			t.Fatalf("round %d: Len() = %d, want the %d built", round, x.Len(), len(built))
 		}

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/statedhq/stated/internal/grpccodec"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
@@ -24,12 +25,19 @@ type Txn struct {
 	c     *Client
 	alloc txnAlloc // the mutations' and copies' blocks (txnalloc.go)
 	// mutations are the mutations to send, counter adds merged as they
-	// are added (merge.go); built counts the builder calls that made them,
-	// and origin, once an add was merged, has each one's builder index.
+	// are added (merge.go); nmut counts them, built counts the builder
+	// calls that made them, and origin, once an add was merged, has each
+	// one's builder index. Past wireLimit mutations the Txn is in wire
+	// form (txnwire.go): wire and adds hold them, and mutations the first
+	// ones no more.
 	mutations []*statedv1.Mutation
+	nmut      int
 	built     int
 	origin    []int
 	runs      counterRuns
+	wire      *[]byte   // the mutations but counter adds, as sent; nil until in wire form
+	adds      []wireAdd // the counter adds in wire form, where each goes in wire
+	wireAt    int       // the mutations after which it goes to wire form: 0 for maxCoalescedWrites, -1 for none
 	offsets   []*statedv1.Offset
 	// Window parts (windows.go).
 	windowAdds []*statedv1.WindowAdd
@@ -206,6 +214,7 @@ func (t *Txn) Commit(ctx context.Context) (CommitResult, error) {
 		return CommitResult{}, ErrTxnDone
 	}
 	t.done = true
+	defer t.releaseWire()
 	if t.err != nil {
 		return CommitResult{}, t.err
 	}
@@ -246,6 +255,20 @@ func (t *Txn) commitInSession(ctx context.Context) (CommitResult, int, error) {
 		return CommitResult{}, 0, err
 	}
 	req := t.request(l)
+	var wire *wireCommit
+	if t.wire != nil {
+		// In wire form (txnwire.go): more mutations than a coalesced
+		// call carries, so a Commit call of its own, as coalesce.go
+		// sends it.
+		if c.conn != nil {
+			muts, release := t.wireMutations()
+			defer release()
+			wire = &wireCommit{conn: c.conn, w: grpccodec.WireCommit{Mutations: muts, Rest: req}}
+		} else if req.Mutations, err = t.protoMutations(); err != nil {
+			c.releaseLane(l)
+			return CommitResult{}, 0, err
+		}
+	}
 	attempts := 0
 	var resp *statedv1.CommitResponse
 	// uncertain is set once an attempt may have applied without the
@@ -264,9 +287,12 @@ func (t *Txn) commitInSession(ctx context.Context) (CommitResult, int, error) {
 		return func(ctx context.Context) error {
 			attempts++
 			var err error
-			if solo {
+			switch {
+			case wire != nil:
+				resp, err = wire.send(ctx)
+			case solo:
 				resp, err = c.rpc.Commit(ctx, req)
-			} else {
+			default:
 				resp, err = c.sendCommit(ctx, req)
 			}
 			switch status.Code(err) {

@@ -44,7 +44,7 @@ func TestTxnBuildsOneCommitRequestWithEveryMutationAndOffsetInOrder(t *testing.T
 		Lane:      3,
 		Sequence:  7,
 	}
-	if got := txn.request(&lane{session: 77, id: 3, next: 7}); !proto.Equal(got, want) {
+	if got := sentRequest(t, txn, &lane{session: 77, id: 3, next: 7}); !proto.Equal(got, want) {
 		t.Errorf("request:\n got %v\nwant %v", got, want)
 	}
 }
@@ -56,7 +56,7 @@ func TestTxnCopiesCallerBuffers(t *testing.T) {
 	txn := c.Txn().Put("ns", buf, val)
 	copy(buf, "XXXX")
 	copy(val, "YYYY")
-	m := txn.request(&lane{session: 1, next: 1}).Mutations[0]
+	m := sentRequest(t, txn, &lane{session: 1, next: 1}).Mutations[0]
 	if string(m.Key) != "key1" || string(m.Value) != "val1" {
 		t.Errorf("mutation changed with the caller's buffers: key %q value %q", m.Key, m.Value)
 	}
@@ -76,7 +76,7 @@ func TestTypedHandlesBuildTheSameMutationsAsTheByteAPI(t *testing.T) {
 		MapPut("m", []byte("k"), []byte("s"), one).MapDelete("m", []byte("k"), []byte("s2")).Delete("m", []byte("k2")).
 		ListAppend("l", []byte("k"), []byte("e")).Delete("l", []byte("k2")).
 		CounterAdd("c", []byte("k"), 3).Delete("c", []byte("k2"))
-	if got, want := typed.request(&lane{next: 1}), raw.request(&lane{next: 1}); !proto.Equal(got, want) {
+	if got, want := sentRequest(t, typed, &lane{next: 1}), sentRequest(t, raw, &lane{next: 1}); !proto.Equal(got, want) {
 		t.Errorf("typed handles built\n %v\nwant\n %v", got, want)
 	}
 }

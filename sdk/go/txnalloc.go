@@ -59,8 +59,17 @@ func (a *txnAlloc) clone(b []byte) []byte {
 }
 
 // mutate adds a mutation of kind with copies of key, subKey and value (nil
-// for a field the kind has not).
+// for a field the kind has not): a message, or its wire form once the Txn
+// is in wire form (txnwire.go).
 func (t *Txn) mutate(kind statedv1.MutationKind, ns string, key, subKey, value []byte, delta, ttlMillis int64) *Txn {
+	if t.wire == nil && t.nmut >= t.wireLimit() {
+		t.toWire()
+	}
+	if t.wire != nil && kind != statedv1.MutationKind_MUTATION_KIND_COUNTER_ADD {
+		t.endRuns(kind, ns, key)
+		t.appendWire(kind, ns, key, subKey, value, delta, ttlMillis)
+		return t
+	}
 	m := t.alloc.mutation()
 	*m = statedv1.Mutation{
 		Kind: kind, Namespace: ns, Delta: delta, TtlMillis: ttlMillis,

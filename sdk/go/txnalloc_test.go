@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"testing"
 
 	"google.golang.org/grpc/encoding"
@@ -26,7 +27,17 @@ func TestATxnKeepsItsOwnCopiesOfEveryByteArgument(t *testing.T) {
 		}
 		return s
 	}
-	txn := &Txn{}
+	for _, form := range []struct {
+		name   string
+		wireAt int
+	}{{"messages", math.MaxInt}, {"wire", -1}} {
+		t.Run(form.name, func(t *testing.T) { keepsOwnCopies(t, form.wireAt, kbuf, vbuf, sizes, fill) })
+	}
+}
+
+func keepsOwnCopies(t *testing.T, wireAt int, kbuf, vbuf []byte, sizes []int, fill func([]byte, int, byte) []byte) {
+	txn := newFakeClient(&fakeState{}).Txn()
+	txn.wireAt = wireAt
 	var want [][3][]byte
 	for i := range 300 {
 		n := sizes[i%len(sizes)]
@@ -46,13 +57,19 @@ func TestATxnKeepsItsOwnCopiesOfEveryByteArgument(t *testing.T) {
 		fill(vbuf, len(vbuf), 0xee)
 		want = append(want, want1)
 	}
-	if len(txn.mutations) != len(want) {
-		t.Fatalf("%d mutations, want %d", len(txn.mutations), len(want))
+	sent := sentRequest(t, txn, &lane{session: 1, next: 1}).Mutations
+	if len(sent) != len(want) {
+		t.Fatalf("%d mutations, want %d", len(sent), len(want))
 	}
-	for i, m := range txn.mutations {
+	for i, m := range sent {
 		if !bytes.Equal(m.GetKey(), want[i][0]) || !bytes.Equal(m.GetValue(), want[i][2]) {
 			t.Fatalf("mutation %d: key %q value of %d bytes, want key %q and %d bytes", i, m.GetKey(), len(m.GetValue()), want[i][0], len(want[i][2]))
 		}
+	}
+	if (txn.wire != nil) != (wireAt < 0) {
+		t.Fatalf("in wire form: %v, with wireAt %d", txn.wire != nil, wireAt)
+	}
+	for i, m := range txn.mutations { // the messages' own copies
 		// An append to a copy must not reach the next one.
 		if k := m.GetKey(); cap(k) != len(k) {
 			t.Fatalf("mutation %d: its key has room past it (len %d, cap %d)", i, len(k), cap(k))
@@ -78,7 +95,7 @@ func TestATxnOf1000PutsAllocatesInBlocks(t *testing.T) {
 	var key [16]byte
 	value := make([]byte, 100)
 	allocs := testing.AllocsPerRun(20, func() {
-		txn := &Txn{}
+		txn := &Txn{wireAt: math.MaxInt} // messages (txnwire.go has the wire form's)
 		for i := range 1000 {
 			binary.BigEndian.PutUint64(key[8:], uint64(i))
 			txn.Put("ns", key[:], value)
@@ -94,23 +111,31 @@ func TestATxnOf1000PutsAllocatesInBlocks(t *testing.T) {
 
 // BenchmarkTxnPuts builds a Txn of n puts of 16-byte keys and 100-byte
 // values, as bench's commit rows do, and marshals its request as the SDK
-// sends it: build=blocks is Put, build=each makes a mutation and two
-// copies a put, as Put did before txnalloc.go; codec=stated is
-// internal/grpccodec, codec=grpc grpc-go's own.
+// sends it: build=wire is Put, in wire form past maxCoalescedWrites
+// mutations (txnwire.go); build=blocks is Put building messages only, as
+// before txnwire.go; build=each makes a mutation and two copies a put, as
+// Put did before txnalloc.go; codec=stated is internal/grpccodec,
+// codec=grpc grpc-go's own.
 func BenchmarkTxnPuts(b *testing.B) {
 	codecs := map[string]encoding.CodecV2{"stated": grpccodec.Codec, "grpc": encoding.GetCodecV2("proto")}
 	for _, n := range []int{1, 100, 1000} {
-		for _, build := range []string{"blocks", "each"} {
+		for _, build := range []string{"wire", "blocks", "each"} {
 			for _, codec := range []string{"stated", "grpc"} {
 				b.Run(fmt.Sprintf("puts=%d/build=%s/codec=%s", n, build, codec), func(b *testing.B) {
+					if build == "wire" && codec == "grpc" {
+						b.Skip("grpc-go's codec cannot marshal a Txn in wire form")
+					}
 					var key [16]byte
 					value := make([]byte, 100)
 					b.ReportAllocs()
 					for b.Loop() {
 						txn := &Txn{}
+						if build == "blocks" {
+							txn.wireAt = math.MaxInt
+						}
 						for i := range n {
 							binary.BigEndian.PutUint64(key[8:], uint64(i))
-							if build == "blocks" {
+							if build != "each" {
 								txn.Put("ns", key[:], value)
 								continue
 							}
@@ -119,11 +144,16 @@ func BenchmarkTxnPuts(b *testing.B) {
 								Key: bytes.Clone(key[:]), Value: bytes.Clone(value),
 							})
 						}
-						data, err := codecs[codec].Marshal(&statedv1.CommitRequest{Mutations: txn.mutations})
+						var req any = &statedv1.CommitRequest{Mutations: txn.mutations}
+						if txn.wire != nil {
+							req = &grpccodec.WireCommit{Mutations: *txn.wire, Rest: &statedv1.CommitRequest{}}
+						}
+						data, err := codecs[codec].Marshal(req)
 						if err != nil {
 							b.Fatal(err)
 						}
 						data.Free()
+						txn.releaseWire() // as Commit does
 					}
 				})
 			}

@@ -29,7 +29,7 @@ func TestWindowPartsOfATxnGoInTheRequestInOrderAndCopyCallerBuffers(t *testing.T
 	if n := txn.Len(); n != 9 {
 		t.Errorf("Len = %d, want 9", n)
 	}
-	got := txn.request(&lane{session: 1, next: 1})
+	got := sentRequest(t, txn, &lane{session: 1, next: 1})
 	want := &statedv1.CommitRequest{
 		ClientId: "test-client", SessionId: 1, Sequence: 1,
 		WindowAdds: []*statedv1.WindowAdd{
