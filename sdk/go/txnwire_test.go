@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/statedhq/stated/internal/grpccodec"
+	"github.com/statedhq/stated/internal/testenv"
 	statedv1 "github.com/statedhq/stated/proto/statedv1"
 )
 
@@ -198,6 +199,11 @@ func TestATxnInWireFormHasRoomForEachAddWhereItWasBuilt(t *testing.T) {
 // mutations, a Txn in wire form writes into bytes from the pool, which
 // its Commit gives back.
 func TestATxnOf1000PutsInWireFormAllocatesAlmostNothing(t *testing.T) {
+	if testenv.Race {
+		// The race detector's sync.Pool drops a quarter of what it is
+		// given back, so a Txn may grow its bytes from nothing.
+		t.Skip("sync.Pool drops buffers under the race detector")
+	}
 	var key [16]byte
 	value := make([]byte, 100)
 	allocs := testing.AllocsPerRun(20, func() {
@@ -211,10 +217,13 @@ func TestATxnOf1000PutsInWireFormAllocatesAlmostNothing(t *testing.T) {
 		}
 		txn.releaseWire() // as Commit does
 	})
-	// The Txn, its first 16 mutations' blocks and copies and the slice
-	// of them: about 12, against about 37 as messages.
-	if allocs > 20 {
-		t.Fatalf("a Txn of 1000 puts in wire form made %.0f allocations, want at most 20", allocs)
+	// The Txn and its first 16 mutations' blocks, copies and slice:
+	// under 20 (18 with the marshal, BenchmarkTxnPuts), against 37 as
+	// messages and 3,000 before those. A garbage collection that empties
+	// the pool between two runs costs one run about 12 more, the bytes'
+	// doublings from nothing.
+	if allocs > 30 {
+		t.Fatalf("a Txn of 1000 puts in wire form made %.0f allocations, want at most 30", allocs)
 	}
 }
 
