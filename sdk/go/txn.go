@@ -37,7 +37,7 @@ type Txn struct {
 	runs      counterRuns
 	wire      *[]byte   // the mutations but counter adds, as sent; nil until in wire form
 	adds      []wireAdd // the counter adds in wire form, where each goes in wire
-	wireAt    int       // the mutations after which it goes to wire form: 0 for maxCoalescedWrites, -1 for none
+	wireAt    int       // the mutations it builds as messages before wire form: 0 for maxCoalescedWrites, -1 for none (wire form from the first)
 	offsets   []*statedv1.Offset
 	// Window parts (windows.go).
 	windowAdds []*statedv1.WindowAdd
