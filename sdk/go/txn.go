@@ -177,7 +177,9 @@ func (t *Txn) setErr(err error) {
 
 // request builds the wire request for the commit on lane l, with its
 // counter adds merged (merge.go); t.origin maps the request's mutation
-// indexes back to the Txn's, nil when they are the same.
+// indexes back to the Txn's, nil when they are the same. A Txn in wire
+// form (txnwire.go) sends its mutations beside it, and the request has
+// none.
 func (t *Txn) request(l *lane) *statedv1.CommitRequest {
 	return &statedv1.CommitRequest{
 		Mutations: t.mutations,
