@@ -117,7 +117,7 @@ func messageOf(v any) proto.Message {
 // Pool is the codec's buffer pool: a sync.Pool for each power of two from
 // 1 KiB to 64 MiB (minShift, maxShift), whose buffers come back as they
 // were left.
-// A buffer larger than maxClass is allocated for its use alone. Every
+// A buffer larger than 64 MiB is allocated for its use alone. Every
 // user of a buffer from Get must write each byte it reads.
 var Pool mem.BufferPool = newPool()
 

@@ -61,10 +61,15 @@ func (t *Txn) toWire() {
 			t.adds = append(t.adds, wireAdd{at: len(b), m: m})
 			continue
 		}
-		b = grpccodec.AppendMutation(b, m.Kind, m.Namespace, m.Key, m.SubKey, m.Value, m.Delta, m.TtlMillis)
+		b = appendMessage(b, m)
 	}
 	*t.wire = b
 	t.mutations = nil
+}
+
+// appendMessage appends the wire form of the mutation message m.
+func appendMessage(b []byte, m *statedv1.Mutation) []byte {
+	return grpccodec.AppendMutation(b, m.Kind, m.Namespace, m.Key, m.SubKey, m.Value, m.Delta, m.TtlMillis)
 }
 
 // appendWire appends a mutation (not a counter add) to a Txn in wire form.
@@ -85,7 +90,7 @@ func (t *Txn) wireMutations() (b []byte, release func()) {
 	for _, a := range t.adds {
 		b = append(b, (*t.wire)[from:a.at]...)
 		m := a.m
-		b = grpccodec.AppendMutation(b, m.Kind, m.Namespace, m.Key, m.SubKey, m.Value, m.Delta, m.TtlMillis)
+		b = appendMessage(b, m)
 		from = a.at
 	}
 	b = append(b, (*t.wire)[from:]...)
