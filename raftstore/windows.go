@@ -26,7 +26,9 @@ type CommitOutcome struct {
 // CommitOutcome proposes a transaction like Commit and returns its
 // outcome. A refusal is a *fsm.RejectError, *fsm.FenceError,
 // *fsm.SessionError or *fsm.OutboxFullError (all errors.Is ErrRejected),
-// with the outcome's Index set to the refused entry's.
+// with the outcome's Index set to the refused entry's. It keeps nothing of
+// c once it returns (the entry holds c encoded), so the caller may reuse
+// c's memory.
 func (s *Store) CommitOutcome(ctx context.Context, c *command.Commit) (CommitOutcome, error) {
 	if err := s.fsm.CheckTimersOutbox(c); err != nil {
 		return CommitOutcome{}, err

@@ -79,3 +79,33 @@ func TestToStatusMapsEachErrorToItsCode(t *testing.T) {
 		}
 	}
 }
+
+// A large commit's mutations come from a pool and go back cleared, so
+// that the pool keeps no request's bytes alive; a small commit's are its
+// own.
+func TestALargeCommitsMutationsGoBackToThePoolCleared(t *testing.T) {
+	request := func(n int) *statedv1.CommitRequest {
+		r := &statedv1.CommitRequest{}
+		for i := range n {
+			r.Mutations = append(r.Mutations, &statedv1.Mutation{Kind: statedv1.MutationKind_MUTATION_KIND_PUT, Namespace: "ns", Key: fmt.Appendf(nil, "k%d", i), Value: []byte("v")})
+		}
+		return r
+	}
+	for _, n := range []int{pooledMutations - 1, pooledMutations, 1000, maxPooledMutations + 1} {
+		c := toCommand(request(n))
+		if len(c.Mutations) != n || string(c.Mutations[n-1].Key) != fmt.Sprint("k", n-1) || c.Mutations[n-1].Namespace != "ns" {
+			t.Fatalf("%d mutations converted to %d, the last %+v", n, len(c.Mutations), c.Mutations[len(c.Mutations)-1])
+		}
+		m := c.Mutations
+		releaseMutations(c)
+		if c.Mutations != nil {
+			t.Fatalf("%d mutations: the commit keeps them after their release", n)
+		}
+		pooled := n >= pooledMutations && n <= maxPooledMutations
+		for i := range m {
+			if cleared := m[i].Key == nil && m[i].Namespace == ""; cleared != pooled {
+				t.Fatalf("%d mutations: mutation %d cleared %v at release, want %v", n, i, cleared, pooled)
+			}
+		}
+	}
+}

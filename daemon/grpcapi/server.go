@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"google.golang.org/grpc"
 
@@ -22,6 +23,8 @@ type Store interface {
 	// is set: a retry in a session), and the window adds' statuses and the
 	// emissions of the entry. A *fsm.RejectError, *fsm.SessionError,
 	// *fsm.FenceError or *fsm.OutboxFullError means nothing was applied.
+	// It keeps nothing of c once it returns: the caller reuses its
+	// mutations' memory.
 	CommitOutcome(ctx context.Context, c *command.Commit) (raftstore.CommitOutcome, error)
 	// CommitBatch proposes cs as one entry and returns each commit's
 	// outcome and error, as CommitOutcome would for each; err is the
@@ -179,7 +182,9 @@ func (s *Server) commitHere(ctx context.Context, r *statedv1.CommitRequest) (*st
 	if err := s.checkWrite(); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	out, err := s.store.CommitOutcome(ctx, toCommand(r))
+	c := toCommand(r)
+	out, err := s.store.CommitOutcome(ctx, c)
+	releaseMutations(c)
 	if err != nil {
 		return nil, s.commitStatus(ctx, err)
 	}
@@ -320,13 +325,15 @@ func consistency(r *statedv1.ReadOptions) raftstore.Consistency {
 // toCommand converts a validated request. Mutation kinds and command.Op
 // share their values (1..7), so the conversion is a cast; TTLs go from
 // milliseconds to nanoseconds, which validation keeps from overflowing.
+// A commit of more than pooledMutations mutations gets them from a pool,
+// where releaseMutations gives them back.
 func toCommand(r *statedv1.CommitRequest) *command.Commit {
 	c := &command.Commit{
 		ClientID:  r.GetClientId(),
 		SessionID: r.GetSessionId(),
 		Lane:      r.GetLane(),
 		Seq:       r.GetSequence(),
-		Mutations: make([]command.Mutation, len(r.GetMutations())),
+		Mutations: newMutations(len(r.GetMutations())),
 		Offsets:   make([]command.Offset, len(r.GetOffsets())),
 	}
 	for i, m := range r.GetMutations() {
@@ -345,6 +352,47 @@ func toCommand(r *statedv1.CommitRequest) *command.Commit {
 	}
 	windowParts(c, r)
 	return c
+}
+
+// The mutations of a large commit are converted into memory kept from
+// one call to the next: the Store encodes them into the Raft entry before
+// CommitOutcome returns and keeps nothing of them after it, and the
+// commit path's allocations of about a request's size are most of what
+// the daemon's collector works for under large commits (BENCHMARKS.md).
+const (
+	// pooledMutations is the fewest mutations that come from the pool;
+	// fewer are allocated, as that costs less than the pool's round trip.
+	pooledMutations = 64
+	// maxPooledMutations is the most a pooled slice keeps.
+	maxPooledMutations = 1 << 14
+)
+
+var mutationPool sync.Pool // of *[]command.Mutation
+
+// newMutations returns n zero mutations, from the pool when n is within
+// its bounds.
+func newMutations(n int) []command.Mutation {
+	if n < pooledMutations || n > maxPooledMutations {
+		return make([]command.Mutation, n)
+	}
+	if p, ok := mutationPool.Get().(*[]command.Mutation); ok && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]command.Mutation, n, max(n, 1024))
+}
+
+// releaseMutations gives c's mutations back to the pool, once nothing
+// uses c any more: they are cleared, so that the pool keeps no request's
+// keys and values alive.
+func releaseMutations(c *command.Commit) {
+	m := c.Mutations
+	c.Mutations = nil
+	if len(m) < pooledMutations || cap(m) > maxPooledMutations {
+		return
+	}
+	clear(m)
+	m = m[:0]
+	mutationPool.Put(&m)
 }
 
 // unixMillis converts an fsm expiry time (Unix nanoseconds, zero for

@@ -288,8 +288,61 @@ func appendBytes(dst, b []byte) []byte {
 
 // Decode parses an encoded command. The byte slices of the result alias
 // buf, which the caller must not modify while the command is in use.
-func Decode(buf []byte) (*Command, error) {
-	d := decoder{buf: buf}
+func Decode(buf []byte) (*Command, error) { return decode(buf, nil) }
+
+// A Decoder decodes commands as Decode does, but decodes their commits'
+// mutations into memory it keeps for the next command: the command it
+// returns is valid only until its next Decode or Release. The state
+// machine keeps nothing of a command once it is applied, and its Decoder
+// spares it an allocation of about the entry's size for every commit
+// (BENCHMARKS.md). The zero Decoder is ready for use; one may not be used
+// by two goroutines at once.
+type Decoder struct {
+	// muts is the memory the mutations are decoded into; used is how
+	// much of it the command decoded last holds.
+	muts []Mutation
+	used int
+}
+
+// maxKeptMutations bounds what a Decoder keeps between commands: a
+// commit with more mutations than this decodes into memory of its own,
+// which the collector takes back with the command.
+const maxKeptMutations = 1 << 14
+
+// Decode parses an encoded command into memory d keeps (see Decoder). It
+// releases the command decoded before.
+func (dec *Decoder) Decode(buf []byte) (*Command, error) {
+	dec.Release()
+	return decode(buf, dec)
+}
+
+// Release ends the use of the command decoded last: the memory it was
+// decoded into is cleared (so that it keeps no entry's bytes alive) for
+// the next.
+func (dec *Decoder) Release() {
+	clear(dec.muts[:dec.used])
+	dec.used = 0
+}
+
+// mutations returns n zero mutations for one commit of the command being
+// decoded, from dec's memory when it has room.
+func (dec *Decoder) mutations(n int) []Mutation {
+	if dec == nil || n > maxKeptMutations {
+		return make([]Mutation, n)
+	}
+	if dec.used+n > len(dec.muts) {
+		// The commits decoded before keep the old memory; the new one
+		// is what dec keeps from now on.
+		dec.muts = make([]Mutation, min(max(dec.used+n, 2*len(dec.muts)), maxKeptMutations))
+		dec.used = 0
+	}
+	m := dec.muts[dec.used : dec.used+n : dec.used+n]
+	dec.used += n
+	return m
+}
+
+func decode(buf []byte, dec *Decoder) (*Command, error) {
+	d := decoder{buf: buf, dec: dec}
 	d.version = d.byte()
 	if d.err != nil {
 		return nil, d.err
@@ -393,6 +446,8 @@ type decoder struct {
 	// ns is the namespace of the mutation decoded last: the mutations of a
 	// commit mostly share one, which is then allocated once.
 	ns string
+	// dec, when set, is the Decoder whose memory the mutations go into.
+	dec *Decoder
 }
 
 // namespace reads a mutation's namespace.
@@ -482,7 +537,7 @@ func (d *decoder) commit() *Commit {
 	}
 	// A mutation takes at least 7 bytes, an offset at least 4.
 	if n := d.count(7); n > 0 {
-		m.Mutations = make([]Mutation, n)
+		m.Mutations = d.dec.mutations(n)
 		for i := range m.Mutations {
 			mu := &m.Mutations[i]
 			mu.Op = Op(d.byte())

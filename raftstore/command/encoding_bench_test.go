@@ -33,19 +33,28 @@ func BenchmarkEncode(b *testing.B) {
 	}
 }
 
-// BenchmarkDecode is every replica's decoding of a commit's entry.
+// BenchmarkDecode is every replica's decoding of a commit's entry, on its
+// own (Decode) and with the memory of the entry before it (a Decoder, as
+// the state machine decodes).
 func BenchmarkDecode(b *testing.B) {
 	for _, n := range []int{1, 100, 1000} {
-		b.Run(fmt.Sprintf("mutations=%d", n), func(b *testing.B) {
-			buf := Encode(nil, benchCommit(n))
-			b.SetBytes(int64(len(buf)))
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := Decode(buf); err != nil {
-					b.Fatal(err)
+		for _, with := range []string{"Decode", "Decoder"} {
+			b.Run(fmt.Sprintf("mutations=%d/with=%s", n, with), func(b *testing.B) {
+				buf := Encode(nil, benchCommit(n))
+				b.SetBytes(int64(len(buf)))
+				b.ReportAllocs()
+				var dec Decoder
+				decode := Decode
+				if with == "Decoder" {
+					decode = dec.Decode
 				}
-			}
-		})
+				for b.Loop() {
+					if _, err := decode(buf); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
 

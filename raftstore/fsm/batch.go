@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/batchrepr"
@@ -55,7 +56,7 @@ func (f *FSM) applyBatch(logs []*raft.Log) []interface{} {
 		}
 		return out
 	}
-	g := group{f: f}
+	g := group{f: f, dec: decoders.Get().(*command.Decoder)}
 	applied := f.applied.Load()
 	for _, l := range logs {
 		if l.Type == raft.LogCommand && l.Index > applied {
@@ -92,6 +93,10 @@ func (b batchingFSM) ApplyBatch(logs []*raft.Log) []interface{} { return b.apply
 // group is the Pebble batch that one applyBatch writes its entries into.
 type group struct {
 	f *FSM
+	// dec decodes the entries: each command's mutations go into memory
+	// it keeps from one entry to the next (command.Decoder), which
+	// nothing applied keeps a reference to.
+	dec *command.Decoder
 	// entries is how many entries the call applies. With more than one,
 	// b is an indexed batch that every entry reads the state through;
 	// a lone entry gets an indexed batch only when it reads its own
@@ -152,7 +157,7 @@ func (g *group) batch(cmd *command.Command, alone bool) (*pebble.Batch, pebble.R
 // apply applies one command entry into the group's batch.
 func (g *group) apply(l *raft.Log) *Result {
 	res := &Result{Index: l.Index}
-	cmd, err := command.Decode(l.Data)
+	cmd, err := g.dec.Decode(l.Data)
 	if err != nil {
 		// Every replica decodes the same bytes the same way; a command
 		// that does not decode is refused by all of them.
@@ -364,4 +369,10 @@ func (g *group) close() {
 		g.b.Close()
 		g.b = nil
 	}
+	g.dec.Release()
+	decoders.Put(g.dec)
 }
+
+// decoders are the command decoders of applyBatch calls, kept from one
+// call to the next.
+var decoders = sync.Pool{New: func() any { return new(command.Decoder) }}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -515,5 +516,76 @@ func TestACommitBatchEntrysCommitsSeeTheWritesOfTheOnesBeforeThem(t *testing.T) 
 	offs, err := f.Offsets("g")
 	if err != nil || len(offs) != 1 || offs[0].Offset != 10 {
 		t.Fatalf("offsets of group g: %+v, err %v; want offset 10", offs, err)
+	}
+}
+
+// The state machine decodes every entry into memory it reuses for the
+// next (command.Decoder): each entry of a batch, large commits, a commit
+// batch's commits and refused commits among them, must still write
+// exactly what it encoded, and the buffers the entries came in may be
+// reused once applied.
+func TestEveryEntryOfABatchWritesWhatItEncoded(t *testing.T) {
+	f := openFSM(t)
+	r := rand.New(rand.NewPCG(7, 11))
+	want := map[string]string{}
+	commit := func(entry, n int) *command.Commit {
+		c := &command.Commit{}
+		for j := range n {
+			k, v := fmt.Sprintf("k%03d", r.IntN(400)), fmt.Sprintf("e%d-m%d-%d", entry, j, r.Uint32())
+			c.Mutations = append(c.Mutations, command.Mutation{Op: command.OpPut, Namespace: "ns", Key: []byte(k), Value: []byte(v)})
+		}
+		if r.IntN(5) == 0 {
+			// Refused: it writes nothing.
+			c.Mutations[r.IntN(n)].Op = 99
+		}
+		return c
+	}
+	refused := func(c *command.Commit) bool {
+		return slices.ContainsFunc(c.Mutations, func(m command.Mutation) bool { return m.Op == 99 })
+	}
+	record := func(c *command.Commit, res *Result) {
+		if refused(c) != errors.Is(res.Err, ErrRejected) || res.Err != nil && !refused(c) {
+			t.Fatalf("a commit refused %v: err %v", refused(c), res.Err)
+		}
+		if res.Err == nil {
+			for _, m := range c.Mutations {
+				want[string(m.Key)] = string(m.Value)
+			}
+		}
+	}
+	index := uint64(0)
+	for round := range 30 {
+		var logs []*raft.Log
+		var cmds []*command.Command
+		for e := range 1 + r.IntN(6) {
+			entry := round*10 + e
+			cmd := &command.Command{Type: command.TypeCommit, Now: 1, Commit: commit(entry, 1+r.IntN(1200))}
+			if r.IntN(3) == 0 {
+				cmd = &command.Command{Type: command.TypeCommitBatch, Now: 1, Batch: []*command.Commit{
+					commit(entry, 1+r.IntN(200)), commit(entry, 3), commit(entry, 1+r.IntN(900))}}
+			}
+			index++
+			logs = append(logs, &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: command.Encode(nil, cmd)})
+			cmds = append(cmds, cmd)
+		}
+		for j, res := range f.Batching().ApplyBatch(logs) {
+			res := res.(*Result)
+			if cmds[j].Type == command.TypeCommit {
+				record(cmds[j].Commit, res)
+				continue
+			}
+			for k, c := range cmds[j].Batch {
+				record(c, res.Batch[k])
+			}
+		}
+		for _, l := range logs {
+			clear(l.Data) // Raft's buffers are its own again
+		}
+		for k, v := range want {
+			e, found, err := f.Get("ns", []byte(k), KindValue, nil, 0)
+			if err != nil || !found || string(e.Value) != v {
+				t.Fatalf("round %d: %s = %q (found %v, err %v), want %q", round, k, e.Value, found, err, v)
+			}
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 )
 
 // Every Pebble key starts with one of these bytes.
@@ -59,17 +60,43 @@ const (
 	termSize = 2
 )
 
+// appendEscaped appends s escaped. Up to its first 0x00 it is copied
+// whole; a short rest is escaped a byte at a time, since keys with many
+// zero bytes (big-endian integers) would otherwise cost a search and two
+// appends for each; a long rest a search at a time.
 func appendEscaped(dst, s []byte) []byte {
-	for {
-		i := bytes.IndexByte(s, escByte)
-		if i < 0 {
-			return append(dst, s...)
-		}
-		dst = append(dst, s[:i]...)
-		dst = append(dst, escByte, escEsc)
-		s = s[i+1:]
+	i := bytes.IndexByte(s, escByte)
+	if i < 0 {
+		return append(dst, s...)
 	}
+	dst, s = append(dst, s[:i]...), s[i:]
+	if len(s) > maxBytewiseEscape {
+		for {
+			i := bytes.IndexByte(s, escByte)
+			if i < 0 {
+				return append(dst, s...)
+			}
+			dst = append(dst, s[:i]...)
+			dst = append(dst, escByte, escEsc)
+			s = s[i+1:]
+		}
+	}
+	n := len(dst)
+	dst = slices.Grow(dst, 2*len(s))[:n+2*len(s)]
+	for _, c := range s {
+		dst[n] = c
+		n++
+		if c == escByte {
+			dst[n] = escEsc
+			n++
+		}
+	}
+	return dst[:n]
 }
+
+// maxBytewiseEscape is the longest rest of a component that appendEscaped
+// escapes a byte at a time.
+const maxBytewiseEscape = 64
 
 func appendComponent(dst, s []byte) []byte {
 	return append(appendEscaped(dst, s), escByte, escTerm)
