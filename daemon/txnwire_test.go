@@ -8,7 +8,11 @@ import (
 	"sync"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/statedhq/stated/daemon/daemontest"
+	statedv1 "github.com/statedhq/stated/proto/statedv1"
 	stated "github.com/statedhq/stated/sdk/go"
 )
 
@@ -167,5 +171,78 @@ func TestLargeTxnsInWireFormFromManyGoroutinesApplyTheirOwnBytes(t *testing.T) {
 	}
 	if seen != goroutines*txns*puts {
 		t.Fatalf("%d keys, want %d", seen, goroutines*txns*puts)
+	}
+}
+
+// TestLargeCommitsThroughAFollowerApplyTheirOwnBytes: a large commit
+// request is decoded on the follower that receives it, forwarded, decoded
+// again and converted on the leader (its mutations into pooled memory),
+// and decoded on every replica as it applies (into memory reused from
+// entry to entry). Goroutines committing at once through a follower, with
+// refused commits among theirs, must each apply exactly their own
+// mutations.
+func TestLargeCommitsThroughAFollowerApplyTheirOwnBytes(t *testing.T) {
+	nodes := daemontest.StartCluster(t, 3)
+	ctx := testContext(t)
+	follower := stateClient(t, nodes[2])
+	const goroutines, commits, puts = 4, 12, 200
+	value := func(g, n, i int) []byte {
+		return fmt.Appendf(nil, "value-%d-%d-%d-%s", g, n, i, strings.Repeat("v", (g*7+n*3+i)%50))
+	}
+	refused := func(g, n int) bool { return (g+n)%5 == 0 }
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Go(func() {
+			for n := range commits {
+				req := &statedv1.CommitRequest{}
+				for i := range puts {
+					req.Mutations = append(req.Mutations, &statedv1.Mutation{Kind: statedv1.MutationKind_MUTATION_KIND_PUT,
+						Namespace: "p", Key: fmt.Appendf(nil, "%d/%02d/%03d", g, n, i), Value: value(g, n, i)})
+				}
+				if refused(g, n) {
+					req.Mutations[puts/2].Namespace = "" // validation refuses it, naming the field
+				}
+				_, err := follower.Commit(ctx, req)
+				if refused(g, n) != (status.Code(err) == codes.InvalidArgument) || !refused(g, n) && err != nil {
+					errs <- fmt.Errorf("commit %d/%d (refused %v): %v", g, n, refused(g, n), err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	c, err := stated.Dial(ctx, nodes[0].SocketPath(), stated.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	seen, want := 0, 0
+	for g := range goroutines {
+		for n := range commits {
+			if !refused(g, n) {
+				want += puts
+			}
+		}
+	}
+	for e, err := range c.Scan(ctx, stated.ScanQuery{Namespace: "p", Kind: stated.KindValue}, stated.WithConsistency(stated.ConsistencyLinearizable)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		var g, n, i int
+		if _, err := fmt.Sscanf(string(e.Key), "%d/%d/%d", &g, &n, &i); err != nil {
+			t.Fatalf("key %q: %v", e.Key, err)
+		}
+		if refused(g, n) || !bytes.Equal(e.Value, value(g, n, i)) {
+			t.Fatalf("%s = %q, want %q (refused %v)", e.Key, e.Value, value(g, n, i), refused(g, n))
+		}
+		seen++
+	}
+	if seen != want {
+		t.Fatalf("%d keys, want %d", seen, want)
 	}
 }
