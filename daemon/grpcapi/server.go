@@ -325,7 +325,7 @@ func consistency(r *statedv1.ReadOptions) raftstore.Consistency {
 // toCommand converts a validated request. Mutation kinds and command.Op
 // share their values (1..7), so the conversion is a cast; TTLs go from
 // milliseconds to nanoseconds, which validation keeps from overflowing.
-// A commit of more than pooledMutations mutations gets them from a pool,
+// A commit of pooledMutations mutations or more gets them from a pool,
 // where releaseMutations gives them back.
 func toCommand(r *statedv1.CommitRequest) *command.Commit {
 	c := &command.Commit{

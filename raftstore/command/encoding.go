@@ -309,8 +309,8 @@ type Decoder struct {
 // which the collector takes back with the command.
 const maxKeptMutations = 1 << 14
 
-// Decode parses an encoded command into memory d keeps (see Decoder). It
-// releases the command decoded before.
+// Decode parses an encoded command into memory dec keeps (see Decoder).
+// It releases the command decoded before.
 func (dec *Decoder) Decode(buf []byte) (*Command, error) {
 	dec.Release()
 	return decode(buf, dec)
