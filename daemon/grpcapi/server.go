@@ -361,7 +361,8 @@ func toCommand(r *statedv1.CommitRequest) *command.Commit {
 // the daemon's collector works for under large commits (BENCHMARKS.md).
 const (
 	// pooledMutations is the fewest mutations that come from the pool;
-	// fewer are allocated, as that costs less than the pool's round trip.
+	// fewer are allocated, as the commits the SDK coalesces (at most 16
+	// mutations) are, which the pool would not spare much.
 	pooledMutations = 64
 	// maxPooledMutations is the most a pooled slice keeps.
 	maxPooledMutations = 1 << 14
