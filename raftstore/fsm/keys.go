@@ -63,7 +63,9 @@ const (
 // appendEscaped appends s escaped. Up to its first 0x00 it is copied
 // whole; a short rest is escaped a byte at a time, since keys with many
 // zero bytes (big-endian integers) would otherwise cost a search and two
-// appends for each; a long rest a search at a time.
+// appends for each; a long rest a search at a time. The first search
+// stands apart from the long rest's loop: folded into one loop, string
+// keys (no 0x00) took 1.17× the time (BenchmarkAppendComponent).
 func appendEscaped(dst, s []byte) []byte {
 	i := bytes.IndexByte(s, escByte)
 	if i < 0 {

@@ -55,7 +55,7 @@ func TestAppendEscapedWritesTheEncodingsEscaping(t *testing.T) {
 		if !bytes.Equal(got, want) {
 			t.Fatalf("appendEscaped(%x, %x) = %x, want %x", prefix, s, got, want)
 		}
-		comp, rest, err := readComponent(appendComponent(nil, s)[:])
+		comp, rest, err := readComponent(appendComponent(nil, s))
 		if err != nil || !bytes.Equal(comp, s) || len(rest) != 0 {
 			t.Fatalf("component %x reads back as %x, rest %x, err %v", s, comp, rest, err)
 		}
