@@ -31,3 +31,31 @@ func TestStartOpensTheStateWithTheConfiguredBlockCache(t *testing.T) {
 		})
 	}
 }
+
+func TestStartOpensTheStateWithTheConfiguredWindowCache(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		size int64
+	}{
+		{"default", daemon.DefaultConfig().WindowCacheSize},
+		{"configured", 8 << 20},
+		{"off", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.WindowCacheSize = tc.size
+			d, err := daemon.Start(testContext(t), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if got := d.Store().WindowCacheMaxSize(); got != tc.size {
+				t.Errorf("the state machine's window cache may take %d bytes, want %d", got, tc.size)
+			}
+		})
+	}
+	if got := daemon.DefaultConfig().WindowCacheSize; got != fsm.DefaultWindowCacheSize {
+		t.Errorf("DefaultConfig's WindowCacheSize is %d, want fsm.DefaultWindowCacheSize (%d)", got, fsm.DefaultWindowCacheSize)
+	}
+}

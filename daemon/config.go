@@ -102,6 +102,11 @@ type Config struct {
 	// (Pebble reserves their size in it). Zero keeps raftstore's default
 	// (256 MiB).
 	CacheSize int64
+	// WindowCacheSize bounds the memory of the cache of window aggregates
+	// the state machine keeps (see raftstore.Config.WindowCacheSize): about
+	// 110 bytes a window, taken as windows are added. 0 turns it off;
+	// DefaultConfig sets 128 MiB.
+	WindowCacheSize int64
 	// SnapshotThreshold, SnapshotInterval and TrailingLogs tune Raft
 	// snapshots (see raftstore.Config); zero keeps raftstore's defaults.
 	SnapshotThreshold uint64
@@ -225,6 +230,7 @@ func DefaultConfig() Config {
 
 		SnapshotThreshold: raftDefaults.SnapshotThreshold,
 		CacheSize:         raftDefaults.CacheSize,
+		WindowCacheSize:   raftDefaults.WindowCacheSize,
 		SnapshotInterval:  raftDefaults.SnapshotInterval,
 		TrailingLogs:      raftDefaults.TrailingLogs,
 		SnapshotBytes:     raftDefaults.SnapshotBytes,
@@ -315,6 +321,9 @@ func (c *Config) Validate() error {
 		if err := CheckCacheSize(c.CacheSize); err != nil {
 			errs = append(errs, fmt.Errorf("daemon: config: CacheSize %d: %w", c.CacheSize, err))
 		}
+	}
+	if c.WindowCacheSize < 0 {
+		errs = append(errs, fmt.Errorf("daemon: config: WindowCacheSize %d is negative (0 turns the window cache off)", c.WindowCacheSize))
 	}
 	if c.SnapshotBytes < 0 {
 		errs = append(errs, fmt.Errorf("daemon: config: SnapshotBytes %d is negative (0 turns the size trigger of Raft snapshots off)", c.SnapshotBytes))

@@ -270,6 +270,7 @@ func (d *Daemon) openStore(ctx context.Context) error {
 	if d.cfg.CacheSize > 0 {
 		rc.CacheSize = d.cfg.CacheSize
 	}
+	rc.WindowCacheSize = d.cfg.WindowCacheSize
 	rc.GRPCAddr = d.AdvertiseGRPCAddr()
 	rc.Bootstrap = d.cfg.Bootstrap && len(d.cfg.Join) == 0
 	if d.cfg.BootstrapNodeID != "" && d.cfg.BootstrapNodeID == d.cfg.NodeID {

@@ -245,6 +245,7 @@ func TestConfigValidateNamesTheBadField(t *testing.T) {
 		{"bootstrap node without a join list", func(c *daemon.Config) { c.BootstrapNodeID = "n1" }, "BootstrapNodeID"},
 		{"unknown raft log store", func(c *daemon.Config) { c.RaftLogStore = "bolt" }, "RaftLogStore"},
 		{"block cache below 1 MiB", func(c *daemon.Config) { c.CacheSize = 1000 }, "CacheSize"},
+		{"negative window cache", func(c *daemon.Config) { c.WindowCacheSize = -1 }, "WindowCacheSize"},
 		{"negative raft snapshot bytes", func(c *daemon.Config) { c.SnapshotBytes = -1 }, "SnapshotBytes"},
 	}
 	for _, tc := range cases {

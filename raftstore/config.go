@@ -30,6 +30,10 @@ type Config struct {
 	// CacheSize is the size in bytes of the block cache of the state's
 	// Pebble, at least fsm.MinCacheSize; 0 means fsm.DefaultCacheSize.
 	CacheSize int64
+	// WindowCacheSize bounds the memory of the state machine's cache of
+	// window aggregates (fsm.WithWindowCacheSize); 0 turns it off.
+	// DefaultConfig sets fsm.DefaultWindowCacheSize.
+	WindowCacheSize int64
 	// RaftBind is the TCP address the Raft transport listens on; port 0
 	// picks a free one.
 	RaftBind string
@@ -102,6 +106,7 @@ func DefaultConfig() Config {
 		SnapshotRetain:     2,
 		SessionIdleTimeout: DefaultSessionIdleTimeout,
 		CacheSize:          fsm.DefaultCacheSize,
+		WindowCacheSize:    fsm.DefaultWindowCacheSize,
 		HeartbeatTimeout:   1000 * time.Millisecond,
 		ElectionTimeout:    1000 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
@@ -122,6 +127,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("raftstore: config: LogStore %q: want %q, %q, or empty for the data dir's own", c.LogStore, LogStoreWAL, LogStoreBoltDB)
 	case c.CacheSize != 0 && c.CacheSize < fsm.MinCacheSize:
 		return fmt.Errorf("raftstore: config: CacheSize %d is below the %d-byte minimum", c.CacheSize, fsm.MinCacheSize)
+	case c.WindowCacheSize < 0:
+		return fmt.Errorf("raftstore: config: WindowCacheSize %d is negative (0 turns the window cache off)", c.WindowCacheSize)
 	case c.ApplyTimeout <= 0:
 		return errors.New("raftstore: config: ApplyTimeout must be positive")
 	case c.SnapshotBytes < 0:

@@ -1283,11 +1283,16 @@ func (s *Store) Snapshot() error {
 
 // fsmOptions are the state machine's options from the config.
 func (s *Store) fsmOptions() []fsm.Option {
-	if s.cfg.CacheSize == 0 {
-		return nil
+	opts := []fsm.Option{fsm.WithWindowCacheSize(s.cfg.WindowCacheSize)}
+	if s.cfg.CacheSize != 0 {
+		opts = append(opts, fsm.WithCacheSize(s.cfg.CacheSize))
 	}
-	return []fsm.Option{fsm.WithCacheSize(s.cfg.CacheSize)}
+	return opts
 }
 
 // CacheMaxSize is the size limit in bytes of the state's block cache.
 func (s *Store) CacheMaxSize() int64 { return s.fsm.CacheMaxSize() }
+
+// WindowCacheMaxSize is the memory the state machine's cache of window
+// aggregates may take (Config.WindowCacheSize).
+func (s *Store) WindowCacheMaxSize() int64 { return s.fsm.WindowCacheMaxSize() }

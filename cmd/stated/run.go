@@ -122,6 +122,7 @@ A flag wins over the environment, and both over the file.
 	f.DurationVar(&cfg.SessionIdleTimeout, "session-idle-timeout", cfg.SessionIdleTimeout, "how long a client session lives without a commit (at least 1s); a client whose session expired opens a new one")
 	f.Var(raftLogStoreValue{&cfg.RaftLogStore}, "raft-log-store", raftLogStoreHelp)
 	f.Var(cacheSizeValue(&cfg.CacheSize), "cache-size", cacheSizeHelp)
+	f.Var(sizeValue{p: &cfg.WindowCacheSize, hint: "0 turns the window cache off"}, "window-cache-size", windowCacheSizeHelp)
 	f.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", cfg.SnapshotThreshold, "Raft log entries between snapshots")
 	f.Var(snapshotBytesValue(&cfg.SnapshotBytes), "raft-snapshot-bytes", raftSnapshotBytesHelp)
 	f.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", cfg.SnapshotInterval, "how often Raft checks whether to snapshot")
@@ -150,7 +151,7 @@ A flag wins over the environment, and both over the file.
 	f.StringVar(&socketMode, "socket-mode", "0600", "file mode of the unix socket, in octal: 0600 lets only this user connect, 0660 its group too")
 	f.StringVar(&configPath, "config", "", "YAML file holding run flags by name (node-id: n1); flags and STATED_* variables override it")
 	f.BoolVar(&showConfig, "print-config", false, "print the effective configuration as YAML, each value's source and secrets masked, and exit")
-	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "max-inflight-request-bytes", "min-free-disk", "expiry-interval", "session-idle-timeout", "raft-log-store", "cache-size", "raft-snapshot-threshold", "raft-snapshot-bytes", "raft-snapshot-interval", "raft-trailing-logs",
+	bindEnv(f, "node-id", "data-dir", "grpc-addr", "socket", "raft-addr", "advertise-raft-addr", "bootstrap", "bootstrap-node-id", "join", "join-timeout", "advertise-grpc-addr", "max-message-bytes", "max-inflight-request-bytes", "min-free-disk", "expiry-interval", "session-idle-timeout", "raft-log-store", "cache-size", "window-cache-size", "raft-snapshot-threshold", "raft-snapshot-bytes", "raft-snapshot-interval", "raft-trailing-logs",
 		"checkpoint-url", "checkpoint-key-url", "checkpoint-interval", "checkpoint-materialize-interval", "checkpoint-changelog-memory", "checkpoint-retain", "checkpoint-workers", "kafka-brokers", "metrics-addr", "enable-pprof",
 		"tls-cert", "tls-key", "tls-client-ca", "peer-tls-cert", "peer-tls-key", "peer-tls-ca", "token-file", "join-token", "insecure", "log-level", "log-format", "socket-mode", "config")
 	return cmd
@@ -245,7 +246,7 @@ var fieldFlags = map[string]string{
 	"RaftAddr": "raft-addr", "AdvertiseRaftAddr": "advertise-raft-addr", "Bootstrap": "bootstrap", "Join": "join",
 	"BootstrapNodeID": "bootstrap-node-id", "JoinTimeout": "join-timeout", "AdvertiseGRPCAddr": "advertise-grpc-addr",
 	"MaxMessageBytes": "max-message-bytes", "MaxInflightRequestBytes": "max-inflight-request-bytes", "MinFreeDiskBytes": "min-free-disk", "ExpiryInterval": "expiry-interval", "SessionIdleTimeout": "session-idle-timeout",
-	"RaftLogStore": "raft-log-store", "CacheSize": "cache-size", "SnapshotThreshold": "raft-snapshot-threshold",
+	"RaftLogStore": "raft-log-store", "CacheSize": "cache-size", "WindowCacheSize": "window-cache-size", "SnapshotThreshold": "raft-snapshot-threshold",
 	"SnapshotBytes": "raft-snapshot-bytes", "SnapshotInterval": "raft-snapshot-interval", "TrailingLogs": "raft-trailing-logs",
 	"CheckpointURL": "checkpoint-url", "CheckpointKeyURL": "checkpoint-key-url", "CheckpointInterval": "checkpoint-interval",
 	"CheckpointMaterializeInterval": "checkpoint-materialize-interval", "CheckpointChangelogMemory": "checkpoint-changelog-memory",

@@ -14,6 +14,11 @@ const cacheSizeHelp = `size of the block cache of the state's Pebble: decoded bl
 	`e.g. 64MiB, 512MB, 1GiB (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024, a bare number is bytes); at least 1MiB. ` +
 	`Larger state with reads spread over it wants a larger cache; size the container's memory limit with it (docs/OPERATIONS.md, Memory)`
 
+// windowCacheSizeHelp is the help of --window-cache-size.
+const windowCacheSizeHelp = `memory for the cache of window aggregates the state machine keeps, so that adding a record to a window does not read its aggregate through the state store: ` +
+	`about 110 bytes a window, taken only as windows are added (the default holds about 1.2 million). ` +
+	`A size such as 64MiB, 1GiB or bytes; 0 turns the cache off (docs/OPERATIONS.md, Memory)`
+
 // maxInflightRequestHelp is the help of --max-inflight-request-bytes.
 const maxInflightRequestHelp = `bytes of commit requests of 1 MiB or more this node works on at once (each costs several times its size until applied); ` +
 	`a large request beyond it waits, bounded by its deadline, and one larger than it is worked on alone; smaller requests never wait for it. ` +

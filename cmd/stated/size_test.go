@@ -76,3 +76,20 @@ func TestMinFreeDiskTakesASizeOrZeroNamingWhereABadOneCameFrom(t *testing.T) {
 		{"file", nil, []string{"--config", writeConfig(t, "min-free-disk: 512MB\n")}, `min-free-disk: "512MB"  # file`},
 	})
 }
+
+func TestWindowCacheSizeTakesASizeOrZeroNamingWhereABadOneCameFrom(t *testing.T) {
+	t.Parallel()
+	checkRefusedNamingSource(t, []sourceCase{
+		{"flag not a size", nil, []string{"--window-cache-size", "big"}, `invalid argument "big" for "--window-cache-size"`},
+		{"flag negative", nil, []string{"--window-cache-size", "-64MiB"}, `invalid argument "-64MiB" for "--window-cache-size"`},
+		{"env", map[string]string{"STATED_WINDOW_CACHE_SIZE": "0.5GiB"}, nil, `STATED_WINDOW_CACHE_SIZE: value "0.5GiB"`},
+		{"file", nil, []string{"--config", writeConfig(t, "window-cache-size: lots\n")}, `key "window-cache-size": value "lots"`},
+	})
+	checkPrintedWithSource(t, "window-cache-size", []sourceCase{
+		{"default", nil, nil, `window-cache-size: "128MiB"  # default`},
+		{"off", nil, []string{"--window-cache-size", "0"}, `window-cache-size: "0"  # flag`},
+		{"env", map[string]string{"STATED_WINDOW_CACHE_SIZE": "1GiB"}, nil, `window-cache-size: "1GiB"  # env STATED_WINDOW_CACHE_SIZE`},
+		{"file", nil, []string{"--config", writeConfig(t, "window-cache-size: 512MB\n")}, `window-cache-size: "512MB"  # file`},
+	})
+	checkPrintedConfigReadsBack(t, "window-cache-size", "32MiB", `window-cache-size: "32MiB"  # file`)
+}

@@ -97,6 +97,8 @@ type Option func(*openOptions)
 
 type openOptions struct {
 	cacheSize int64
+	// windowCacheSize bounds the window aggregates' cache (aggCache).
+	windowCacheSize int64
 	// tune changes the Pebble options, in tests that want an LSM of many
 	// small tables.
 	tune func(*pebble.Options)
@@ -106,6 +108,14 @@ type openOptions struct {
 // Pebble (DefaultCacheSize if not given); at least MinCacheSize.
 func WithCacheSize(bytes int64) Option {
 	return func(o *openOptions) { o.cacheSize = bytes }
+}
+
+// WithWindowCacheSize bounds the memory of the cache of window
+// aggregates the apply loop keeps (DefaultWindowCacheSize if not given;
+// 0 turns it off). It holds about one window per 110 bytes, and takes
+// memory only as windows are added.
+func WithWindowCacheSize(bytes int64) Option {
+	return func(o *openOptions) { o.windowCacheSize = bytes }
 }
 
 // Open opens (or creates) the state in dir.
@@ -122,19 +132,22 @@ func OpenContext(ctx context.Context, dir string, logger *slog.Logger, opts ...O
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	o := openOptions{cacheSize: DefaultCacheSize}
+	o := openOptions{cacheSize: DefaultCacheSize, windowCacheSize: DefaultWindowCacheSize}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.cacheSize < MinCacheSize {
 		return nil, fmt.Errorf("fsm: block cache size %d is below the %d-byte minimum", o.cacheSize, MinCacheSize)
 	}
+	if o.windowCacheSize < 0 {
+		return nil, fmt.Errorf("fsm: window cache size %d is negative (0 turns the cache off)", o.windowCacheSize)
+	}
 	if err := recoverInterruptedRestore(dir); err != nil {
 		return nil, err
 	}
 	f := &FSM{dir: dir, logger: logger, waitCh: make(chan struct{}),
 		checkpointDir: filepath.Join(filepath.Dir(dir), "local-checkpoints"),
-		cache:         pebble.NewCache(o.cacheSize), tune: o.tune, records: newRecordCache(),
+		cache:         pebble.NewCache(o.cacheSize), tune: o.tune, records: newRecordCacheSized(o.windowCacheSize),
 		bg: newBackgroundErrors(logger)}
 	db, err := f.openPebbleContext(ctx, dir)
 	if err != nil {
@@ -185,6 +198,10 @@ func (f *FSM) pebbleOptions(w *openWait) *pebble.Options {
 
 // CacheMaxSize is the size limit of the state's block cache in bytes.
 func (f *FSM) CacheMaxSize() int64 { return f.cache.MaxSize() }
+
+// WindowCacheMaxSize is the memory the cache of window aggregates may
+// take (WithWindowCacheSize); 0 when it is off.
+func (f *FSM) WindowCacheMaxSize() int64 { return f.records.aggs.size }
 
 // PebbleOptions are the options the state machine opens Pebble with. A
 // 64 MiB memtable (Pebble's default is 4 MiB) flushes less often, so that

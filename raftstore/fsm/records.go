@@ -51,6 +51,9 @@ type recordCache struct {
 	// and kbuf its key buffer.
 	flushing []int
 	kbuf     []byte
+	// aggs is the window aggregates' cache (windows_cache.go), which
+	// follows the batch as the records do.
+	aggs *aggCache
 	// expiry bounds the expiry index from below, for Expire and
 	// ExpiryDue, and endedExpiry the ended sessions' index, for their
 	// sweep and EndedSessionsDue; they follow the batch as the records
@@ -71,9 +74,14 @@ type recordWrite struct {
 // (rare: it takes that many client ids and lanes in use).
 const maxCachedRecords = 1 << 16
 
-func newRecordCache() *recordCache {
+func newRecordCache() *recordCache { return newRecordCacheSized(DefaultWindowCacheSize) }
+
+// newRecordCacheSized is newRecordCache with a window cache of
+// windowCacheBytes (0: none).
+func newRecordCacheSized(windowCacheBytes int64) *recordCache {
 	return &recordCache{committed: map[string][]byte{}, lanes: map[string][]string{},
-		max: maxCachedRecords, last: map[string]int{}, dropped: map[string]int{}}
+		max: maxCachedRecords, last: map[string]int{}, dropped: map[string]int{},
+		aggs: newAggCache(windowCacheBytes)}
 }
 
 // get returns key's record as the batch being built sees it, reading it
@@ -207,6 +215,7 @@ func (c *recordCache) mark() int {
 
 // cut drops the writes after mark m, as group.cut drops the batch's.
 func (c *recordCache) cut(m int) {
+	c.aggs.cutWrites()
 	if len(c.pending) == m {
 		return
 	}
@@ -226,6 +235,7 @@ func (c *recordCache) cut(m int) {
 // commit moves the pending writes into committed once the batch that
 // holds them is committed.
 func (c *recordCache) commit() {
+	c.aggs.commit()
 	c.expiry.commit()
 	c.endedExpiry.commit()
 	if len(c.pending) == 0 {
@@ -249,6 +259,7 @@ func (c *recordCache) commit() {
 
 // abort drops the pending writes: their batch was not committed.
 func (c *recordCache) abort() {
+	c.aggs.abort()
 	c.expiry.abort()
 	c.endedExpiry.abort()
 	clear(c.pending)
@@ -260,6 +271,7 @@ func (c *recordCache) abort() {
 // reset forgets everything: the database was replaced.
 func (c *recordCache) reset() {
 	c.abort()
+	c.aggs.reset()
 	c.clearCommitted()
 	c.expiry.reset()
 	c.endedExpiry.reset()

@@ -326,8 +326,17 @@ func overflowReject(i int, key []byte, start, end int64) error {
 	return reject(fmt.Sprintf("window_adds[%d].int_value", i), "the sum of window [%d, %d) of key %q would overflow int64", start, end, key)
 }
 
+// getAgg reads the aggregate under k, through the window cache in the
+// apply loop.
 func (w *windowApply) getAgg(k []byte) (aggState, bool, error) {
-	v, ok, err := w.a.get(k)
+	var v []byte
+	var ok bool
+	var err error
+	if w.a.rec != nil {
+		v, ok, err = w.a.rec.aggs.get(w.a.r, k)
+	} else {
+		v, ok, err = w.a.get(k)
+	}
 	if err != nil || !ok {
 		return aggState{}, false, err
 	}
@@ -335,9 +344,33 @@ func (w *windowApply) getAgg(k []byte) (aggState, bool, error) {
 	return s, true, err
 }
 
+// setAgg writes the aggregate under k, which getAgg reads back.
 func (w *windowApply) setAgg(k []byte, s *aggState) error {
 	w.a.vbuf = s.encode(w.a.vbuf[:0])
+	if w.a.rec != nil {
+		w.a.rec.aggs.set(k, w.a.vbuf)
+	}
 	return w.a.b.Set(k, w.a.vbuf, nil)
+}
+
+// setSessionAgg writes a session's aggregate under k. Sessions are read
+// by scans, never through the window cache, which only forgets k.
+func (w *windowApply) setSessionAgg(k []byte, s *aggState) error {
+	w.a.vbuf = s.encode(w.a.vbuf[:0])
+	w.forgetAgg(k)
+	return w.a.b.Set(k, w.a.vbuf, nil)
+}
+
+// deleteAgg deletes the aggregate under k.
+func (w *windowApply) deleteAgg(k []byte) error {
+	w.forgetAgg(k)
+	return w.a.b.Delete(k, nil)
+}
+
+func (w *windowApply) forgetAgg(k []byte) {
+	if w.a.rec != nil {
+		w.a.rec.aggs.forget(k)
+	}
 }
 
 // index records an open window in the close index.
@@ -509,7 +542,7 @@ func (w *windowApply) addSession(i int, n *winNS, ad *command.WindowAdd) (comman
 	newKey := appendWindowDataKey(nil, n.name, seg, ad.Key, start)
 	for _, c := range cands {
 		if old := appendWindowDataKey(nil, n.name, c.seg, ad.Key, c.start); !bytes.Equal(old, newKey) {
-			if err := w.a.b.Delete(old, nil); err != nil {
+			if err := w.deleteAgg(old); err != nil {
 				return 0, err
 			}
 		}
@@ -521,13 +554,13 @@ func (w *windowApply) addSession(i int, n *winNS, ad *command.WindowAdd) (comman
 		if c.seg == seg && c.start == start {
 			// A closed session holds the new one's key: move it to its
 			// long key, which ends in its last event time.
-			if err := w.setAgg(appendDisplacedSessionKey(nil, n.name, seg, ad.Key, start, c.st.SessionLast), &c.st); err != nil {
+			if err := w.setSessionAgg(appendDisplacedSessionKey(nil, n.name, seg, ad.Key, start, c.st.SessionLast), &c.st); err != nil {
 				return 0, err
 			}
 			break
 		}
 	}
-	if err := w.setAgg(newKey, &st); err != nil {
+	if err := w.setSessionAgg(newKey, &st); err != nil {
 		return 0, err
 	}
 	if err := w.index(n, last+gap+grace, ad.Key, start, seg); err != nil {

@@ -251,6 +251,9 @@ func (w *windowApply) dropSegments(n *winNS) error {
 	lo := binary8(windowNSKey(prefixWindowData, n.name), n.meta.LowestSegment)
 	hi := binary8(windowNSKey(prefixWindowData, n.name), cut)
 	n.meta.LowestSegment = cut
+	if w.a.rec != nil {
+		w.a.rec.aggs.dropRange()
+	}
 	return w.a.clearRange(lo, hi)
 }
 

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -87,6 +88,7 @@ type wRun struct {
 	now   int64
 	base  int64 // event time around which records arrive
 	log   []*raft.Log
+	got   []*Result // what f answered each entry of log
 	specs []command.WindowSpec
 	seen  map[string]int // outcomes, for the log
 }
@@ -126,12 +128,25 @@ func runWindowModel(t *testing.T, seed uint64, shape command.Shape, agg command.
 	for i := 0; i < steps || i < 4*steps && (run.seen["closed"] == 0 || run.seen["late"] == 0); i++ {
 		run.step(run.next())
 	}
-	// Determinism: the same log applied to another FSM gives the same bytes.
-	g := openFSM(t)
-	for _, l := range run.log {
-		g.Apply(l)
+	// Determinism: the same log applied to another FSM gives the same bytes,
+	// and the same answers, whatever its window cache holds: as much as
+	// f's, one window (always evicting), or nothing (off).
+	for _, size := range []int64{DefaultWindowCacheSize, aggSlotCost, 0} {
+		g, err := Open(filepath.Join(t.TempDir(), "state"), nil, WithWindowCacheSize(size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, l := range run.log {
+			got, want := g.Apply(l).(*Result), run.got[i]
+			if fmt.Sprint(got.Err) != fmt.Sprint(want.Err) || !slices.Equal(got.Adds, want.Adds) ||
+				fmtEmissions(got.Emissions) != fmtEmissions(want.Emissions) {
+				t.Fatalf("window cache of %d bytes: entry %d answered %v %v %s, the first state machine %v %v %s", size, l.Index,
+					got.Err, got.Adds, fmtEmissions(got.Emissions), want.Err, want.Adds, fmtEmissions(want.Emissions))
+			}
+		}
+		sameContents(t, run.f, g)
+		g.Close()
 	}
-	sameContents(t, run.f, g)
 	// And in batches of random sizes (ApplyBatch): the same results,
 	// entry by entry, and the same bytes.
 	var data [][]byte
@@ -252,6 +267,7 @@ func (run *wRun) step(cmd *command.Command) {
 	run.log = append(run.log, l)
 	before := bytes.Clone(l.Data)
 	got := run.f.Apply(l).(*Result)
+	run.got = append(run.got, got)
 	if !bytes.Equal(l.Data, before) {
 		// The leader's Raft log replicates the entries the state machine
 		// is handed (raftstore.recentLog).

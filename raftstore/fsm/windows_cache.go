@@ -1,0 +1,257 @@
+package fsm
+
+import (
+	"bytes"
+	"hash/maphash"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// aggCache keeps the aggregates of windows (tumbling windows and hopping
+// windows' slices) in memory for the apply loop, which reads a window's
+// aggregate for every record added to it and writes it back. Read through
+// Pebble, that read searched every memtable and level above the one
+// holding the window: more than a third of an add's time in the state
+// machine at 10⁵ open windows, half at 10⁶ (BENCHMARKS.md). It is what Kafka
+// Streams' record cache is to its RocksDB stores, bounded by the
+// operator's --window-cache-size.
+//
+// It holds committed values only: what the database holds for each key
+// it knows. The writes of the batch being built are kept apart, in
+// dirty, and a read of a key written (or deleted) in the batch goes
+// through the batch, as it did without the cache. Once the batch is
+// committed, its writes replace what the cache knew of their keys
+// (commit); when a rejected entry's writes were cut from the batch, or
+// the batch was not committed, its keys are forgotten instead, which is
+// always safe. A range deletion of window data (a dropped segment)
+// empties the cache at the commit and sends every read of the batch
+// after it through the batch.
+//
+// Every write of a window's data in the apply loop goes through set or
+// forget (windows_apply.go), and a database replaced under the state
+// machine resets it, through the record cache that holds it.
+//
+// Entries live in fixed slots that hold no pointers, so that a cache of
+// 10⁶ windows costs the garbage collector nothing to scan; a key and
+// value too long for a slot are not cached. Once full, slots are reused
+// in turn (FIFO). The index maps a key's hash to its slot; a hit compares
+// the whole key, so a hash collision is a miss, never a wrong value.
+type aggCache struct {
+	// size is the memory it was given, and maxSlots the slots that fit
+	// in it (0: the cache is off).
+	size     int64
+	maxSlots int
+	chunks   [][]aggSlot
+	used     int // slots handed out, at most maxSlots
+	hand     int // the next slot to reuse once used == maxSlots
+	index    map[uint64]int32
+	seed     maphash.Seed
+
+	// dirty holds this batch's writes of window data: the value written
+	// last, or nil for a deletion or a write the cache must forget.
+	dirty map[string][]byte
+	// cut is set when a rejected entry's writes were cut from the batch:
+	// dirty may then hold values the batch no longer has.
+	cut bool
+	// dropped is set when the batch deleted a range of window data.
+	dropped bool
+}
+
+// aggSlotPayload is the most key and value bytes together a slot holds.
+// A tumbling window of a 13-byte key in a 6-byte namespace has a 40-byte
+// key, and an int sum's aggregate takes 13–30 bytes.
+const aggSlotPayload = 78
+
+type aggSlot struct {
+	klen, vlen uint8
+	b          [aggSlotPayload]byte
+}
+
+// aggSlotCost is what an entry costs at most: its slot (80 bytes) and its
+// index entry (16 bytes and a control byte in Go's map, which holds
+// between 7/16 and 7/8 of its slots once grown).
+const aggSlotCost = 80 + 32
+
+// aggChunkSlots is how many slots are allocated at a time, so that the
+// cache grows with the windows it holds, and never copies what it has.
+const aggChunkSlots = 1024
+
+// DefaultWindowCacheSize is the memory the window cache may take unless
+// WithWindowCacheSize says otherwise: about 1.2 million windows.
+const DefaultWindowCacheSize = 128 << 20
+
+func newAggCache(bytes int64) *aggCache {
+	return &aggCache{size: bytes, maxSlots: int(bytes / aggSlotCost), index: map[uint64]int32{},
+		seed: maphash.MakeSeed(), dirty: map[string][]byte{}}
+}
+
+func (c *aggCache) slot(i int32) *aggSlot { return &c.chunks[i/aggChunkSlots][i%aggChunkSlots] }
+
+// lookup returns the slot holding key, if any, with key's hash.
+func (c *aggCache) lookup(key []byte) (int32, uint64, bool) {
+	h := maphash.Bytes(c.seed, key)
+	i, ok := c.index[h]
+	if !ok {
+		return 0, h, false
+	}
+	s := c.slot(i)
+	return i, h, bytes.Equal(s.b[:s.klen], key)
+}
+
+// lookupString is lookup of a key held as a string (dirty's). Bytes and
+// String hash the same bytes alike.
+func (c *aggCache) lookupString(key string) (int32, uint64, bool) {
+	h := maphash.String(c.seed, key)
+	i, ok := c.index[h]
+	if !ok {
+		return 0, h, false
+	}
+	s := c.slot(i)
+	return i, h, string(s.b[:s.klen]) == key
+}
+
+// get returns a copy of key's aggregate as the batch being built sees it,
+// reading it through r (the batch or the database) when the cache does
+// not know it.
+func (c *aggCache) get(r pebble.Reader, key []byte) ([]byte, bool, error) {
+	if c.maxSlots == 0 || c.dropped {
+		return getRecord(r, key)
+	}
+	if _, written := c.dirty[string(key)]; written {
+		return getRecord(r, key)
+	}
+	if i, _, ok := c.lookup(key); ok {
+		s := c.slot(i)
+		return append([]byte(nil), s.b[s.klen:int(s.klen)+int(s.vlen)]...), true, nil
+	}
+	// Neither the batch nor the cache knows it: what the reader has is
+	// what the database has. It is not stored here: the add that reads
+	// it writes it, and commit stores that.
+	return getRecord(r, key)
+}
+
+// set records the batch's write of val (copied) under key.
+func (c *aggCache) set(key, val []byte) {
+	if c.maxSlots > 0 {
+		c.dirty[string(key)] = append([]byte(nil), val...)
+	}
+}
+
+// forget records a write of key the cache must not keep: a deletion, or
+// a value no read goes through the cache for (a session's).
+func (c *aggCache) forget(key []byte) {
+	if c.maxSlots > 0 {
+		c.dirty[string(key)] = nil
+	}
+}
+
+// dropRange records the batch's deletion of a range of window data.
+func (c *aggCache) dropRange() { c.dropped = true }
+
+// cutWrites records that writes were cut from the batch.
+func (c *aggCache) cutWrites() { c.cut = true }
+
+// commit applies the batch's writes once the batch is committed.
+func (c *aggCache) commit() {
+	switch {
+	case c.dropped:
+		c.clear()
+	case c.cut:
+		c.forgetDirty()
+	default:
+		for k, v := range c.dirty {
+			if v == nil {
+				c.remove(k)
+			} else {
+				c.store(k, v)
+			}
+		}
+	}
+	c.endBatch()
+}
+
+// abort drops the batch's writes: its batch was not committed. The keys
+// they touched are forgotten.
+func (c *aggCache) abort() {
+	if c.dropped {
+		c.clear()
+	} else {
+		c.forgetDirty()
+	}
+	c.endBatch()
+}
+
+func (c *aggCache) forgetDirty() {
+	for k := range c.dirty {
+		c.remove(k)
+	}
+}
+
+func (c *aggCache) endBatch() {
+	clear(c.dirty)
+	c.cut, c.dropped = false, false
+}
+
+// reset forgets everything: the database was replaced.
+func (c *aggCache) reset() {
+	c.endBatch()
+	c.clear()
+}
+
+func (c *aggCache) clear() {
+	clear(c.index)
+	c.chunks, c.used, c.hand = nil, 0, 0
+}
+
+// store puts key's committed value in the cache, or forgets key when the
+// pair does not fit a slot.
+func (c *aggCache) store(key string, val []byte) {
+	if len(key)+len(val) > aggSlotPayload {
+		c.remove(key)
+		return
+	}
+	i, h, ok := c.lookupString(key)
+	if !ok {
+		if _, taken := c.index[h]; !taken {
+			i = c.newSlot()
+		}
+		// else: another key with the same hash; it gives its slot up.
+		c.index[h] = i
+	}
+	s := c.slot(i)
+	s.klen, s.vlen = uint8(len(key)), uint8(len(val))
+	copy(s.b[copy(s.b[:], key):], val)
+}
+
+// newSlot hands out a free slot, or reuses the oldest once all are used.
+func (c *aggCache) newSlot() int32 {
+	if c.used < c.maxSlots {
+		if c.used%aggChunkSlots == 0 {
+			c.chunks = append(c.chunks, make([]aggSlot, aggChunkSlots))
+		}
+		c.used++
+		return int32(c.used - 1)
+	}
+	i := int32(c.hand)
+	c.hand = (c.hand + 1) % c.maxSlots
+	s := c.slot(i)
+	if s.klen > 0 {
+		h := maphash.Bytes(c.seed, s.b[:s.klen])
+		if j, ok := c.index[h]; ok && j == i {
+			delete(c.index, h)
+		}
+	}
+	s.klen, s.vlen = 0, 0
+	return i
+}
+
+// remove forgets key.
+func (c *aggCache) remove(key string) {
+	i, h, ok := c.lookupString(key)
+	if !ok {
+		return
+	}
+	delete(c.index, h)
+	s := c.slot(i)
+	s.klen, s.vlen = 0, 0
+}
