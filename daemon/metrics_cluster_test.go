@@ -202,3 +202,73 @@ func TestAFormerLeaderReportsNoChangelogBytes(t *testing.T) {
 			n1.Store().IsLeader(), got)
 	}
 }
+
+// TestTheWindowCacheIsOnMetrics: three commits adding to one window read
+// its aggregate three times: the first from Pebble (a miss: the window
+// is new), the next two from the window cache. With the cache off, every
+// read is a miss and nothing is held.
+func TestTheWindowCacheIsOnMetrics(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name                          string
+		size                          int64
+		hits, misses, entries, zeroed float64
+	}{
+		{"on", daemon.DefaultConfig().WindowCacheSize, 2, 1, 1, 0},
+		{"off", 0, 0, 3, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(t)
+			cfg.MetricsAddr = "127.0.0.1:0"
+			cfg.WindowCacheSize = tc.size
+			d, err := daemon.Start(testContext(t), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			conn := dial(t, "unix://"+cfg.SocketPath)
+			state, windows := statedv1.NewStateClient(conn), statedv1.NewWindowsClient(conn)
+			ctx := testContext(t)
+			zero, hour := int64(0), int64(3_600_000)
+			if _, err := windows.Define(ctx, &statedv1.DefineWindowsRequest{Spec: &statedv1.WindowSpec{
+				Namespace: "clicks", Shape: statedv1.WindowShape_WINDOW_SHAPE_TUMBLING, SizeMs: 60_000,
+				GraceMs: &zero, MaxOutOfOrderMs: &hour,
+				Aggregate: statedv1.WindowAggregate_WINDOW_AGGREGATE_COUNT,
+				Emit:      statedv1.WindowEmit_WINDOW_EMIT_FINAL, Late: statedv1.LatePolicy_LATE_POLICY_DROP,
+			}}); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				if _, err := state.Commit(ctx, &statedv1.CommitRequest{
+					WindowAdds: []*statedv1.WindowAdd{{Namespace: "clicks", Key: []byte("ann"), EventTimeMs: 1_000 + int64(i)}},
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fams := scrapeMetrics(t, d.MetricsAddr())
+			value := func(name string) float64 {
+				ms := fams[name].GetMetric()
+				if len(ms) != 1 {
+					t.Fatalf("%s: %d series, want 1", name, len(ms))
+				}
+				if c := ms[0].GetCounter(); c != nil {
+					return c.GetValue()
+				}
+				return ms[0].GetGauge().GetValue()
+			}
+			if got := value("stated_window_cache_hits_total"); got != tc.hits {
+				t.Errorf("stated_window_cache_hits_total = %v, want %v", got, tc.hits)
+			}
+			if got := value("stated_window_cache_misses_total"); got != tc.misses {
+				t.Errorf("stated_window_cache_misses_total = %v, want %v", got, tc.misses)
+			}
+			if got := value("stated_window_cache_entries"); got != tc.entries {
+				t.Errorf("stated_window_cache_entries = %v, want %v", got, tc.entries)
+			}
+			if got := value("stated_window_cache_bytes"); (got == 0) != (tc.zeroed == 1) || got > float64(max(tc.size, 1)) {
+				t.Errorf("stated_window_cache_bytes = %v with a cache of %d bytes", got, tc.size)
+			}
+		})
+	}
+}

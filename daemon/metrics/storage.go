@@ -25,6 +25,7 @@ type StorageCollector struct {
 	levelTables, levelBytes, sublevels, readAmp, debt   *prometheus.Desc
 	flushes, flushed, compactions, compacted, wal       *prometheus.Desc
 	stalls, stalled                                     *prometheus.Desc
+	winEntries, winBytes, winHits, winMisses            *prometheus.Desc
 }
 
 // NewStorageCollector returns a collector over s.
@@ -50,6 +51,10 @@ func NewStorageCollector(s Storage) *StorageCollector {
 		wal:         d("stated_pebble_wal_bytes_total", "Bytes the state's writes put into Pebble's WAL."),
 		stalls:      d("stated_pebble_write_stalls_total", "Times Pebble held the state's writes back: too many memtables waiting to be flushed, or L0 too deep for compactions to keep up."),
 		stalled:     d("stated_pebble_write_stall_seconds_total", "Time the state's writes were held back by write stalls."),
+		winEntries:  d("stated_window_cache_entries", "Open windows whose aggregates the window cache holds."),
+		winBytes:    d("stated_window_cache_bytes", "Memory the window cache takes, about: its slots and index, at most --window-cache-size."),
+		winHits:     d("stated_window_cache_hits_total", "Reads of a window's aggregate, as a record is added to it, that the window cache answered."),
+		winMisses:   d("stated_window_cache_misses_total", "Reads of a window's aggregate that the window cache did not hold, read from the state's Pebble."),
 	}
 }
 
@@ -57,7 +62,8 @@ func NewStorageCollector(s Storage) *StorageCollector {
 func (c *StorageCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.disk, c.cacheBytes, c.cacheHits, c.cacheMisses, c.memtables,
 		c.levelTables, c.levelBytes, c.sublevels, c.readAmp, c.debt,
-		c.flushes, c.flushed, c.compactions, c.compacted, c.wal, c.stalls, c.stalled} {
+		c.flushes, c.flushed, c.compactions, c.compacted, c.wal, c.stalls, c.stalled,
+		c.winEntries, c.winBytes, c.winHits, c.winMisses} {
 		ch <- d
 	}
 }
@@ -91,4 +97,8 @@ func (c *StorageCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.wal, float64(s.WALBytesTotal))
 	counter(c.stalls, float64(s.WriteStallsTotal))
 	counter(c.stalled, s.WriteStallSeconds)
+	gauge(c.winEntries, float64(s.WindowCacheEntries))
+	gauge(c.winBytes, float64(s.WindowCacheBytes))
+	counter(c.winHits, float64(s.WindowCacheHitsTotal))
+	counter(c.winMisses, float64(s.WindowCacheMissesTotal))
 }

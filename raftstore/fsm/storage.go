@@ -56,6 +56,15 @@ type StorageStats struct {
 	// deep for compactions to keep up) and how long they waited.
 	WriteStallsTotal  int64
 	WriteStallSeconds float64
+	// WindowCacheEntries are the open windows whose aggregates the window
+	// cache holds, and WindowCacheBytes about the memory it takes (its
+	// slots and index, at most --window-cache-size);
+	// WindowCacheHitsTotal and WindowCacheMissesTotal are the apply
+	// loop's reads of window aggregates it answered and those read from
+	// Pebble (a window written in the batch being built counts in
+	// neither). They count from Open, across a Restore.
+	WindowCacheEntries, WindowCacheBytes         int64
+	WindowCacheHitsTotal, WindowCacheMissesTotal int64
 }
 
 // storageCounters are the counters of the databases a Restore replaced,
@@ -152,5 +161,8 @@ func (f *FSM) StorageStats() StorageStats {
 		stalled += time.Since(c.stallStart)
 	}
 	s.WriteStallSeconds = stalled.Seconds()
+	w := &f.records.aggs.stats
+	s.WindowCacheEntries, s.WindowCacheBytes = w.entries.Load(), w.memory()
+	s.WindowCacheHitsTotal, s.WindowCacheMissesTotal = w.hits.Load(), w.misses.Load()
 	return s
 }

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"hash/maphash"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -55,6 +56,20 @@ type aggCache struct {
 	cut bool
 	// dropped is set when the batch deleted a range of window data.
 	dropped bool
+
+	// stats are read by metrics scrapes, outside the apply loop.
+	stats aggCacheStats
+}
+
+// aggCacheStats count the cache's reads and size for StorageStats. The
+// apply loop writes them; a scrape reads them.
+type aggCacheStats struct {
+	// hits are reads the cache answered, misses those read from Pebble
+	// (every read, with the cache off); a read of a key the batch
+	// being built wrote counts in neither.
+	hits, misses atomic.Int64
+	// entries are the windows it holds; slots those allocated.
+	entries, slots atomic.Int64
 }
 
 // aggSlotPayload is the most key and value bytes together a slot holds.
@@ -114,19 +129,21 @@ func (c *aggCache) lookupString(key string) (int32, uint64, bool) {
 // reading it through r (the batch or the database) when the cache does
 // not know it.
 func (c *aggCache) get(r pebble.Reader, key []byte) ([]byte, bool, error) {
-	if c.maxSlots == 0 || c.dropped {
-		return getRecord(r, key)
+	if c.maxSlots > 0 && !c.dropped {
+		if _, written := c.dirty[string(key)]; written {
+			return getRecord(r, key)
+		}
+		if i, _, ok := c.lookup(key); ok {
+			c.stats.hits.Add(1)
+			s := c.slot(i)
+			return append([]byte(nil), s.b[s.klen:int(s.klen)+int(s.vlen)]...), true, nil
+		}
 	}
-	if _, written := c.dirty[string(key)]; written {
-		return getRecord(r, key)
-	}
-	if i, _, ok := c.lookup(key); ok {
-		s := c.slot(i)
-		return append([]byte(nil), s.b[s.klen:int(s.klen)+int(s.vlen)]...), true, nil
-	}
-	// Neither the batch nor the cache knows it: what the reader has is
-	// what the database has. It is not stored here: the add that reads
-	// it writes it, and commit stores that.
+	// The cache is off, the batch deleted a range of windows, or neither
+	// the batch nor the cache knows key: what the reader has is what the
+	// database has. It is not stored here: the add that reads it writes
+	// it, and commit stores that.
+	c.stats.misses.Add(1)
 	return getRecord(r, key)
 }
 
@@ -201,6 +218,8 @@ func (c *aggCache) reset() {
 func (c *aggCache) clear() {
 	clear(c.index)
 	c.chunks, c.used, c.hand = nil, 0, 0
+	c.stats.entries.Store(0)
+	c.stats.slots.Store(0)
 }
 
 // store puts key's committed value in the cache, or forgets key when the
@@ -214,6 +233,7 @@ func (c *aggCache) store(key string, val []byte) {
 	if !ok {
 		if _, taken := c.index[h]; !taken {
 			i = c.newSlot()
+			c.stats.entries.Add(1)
 		}
 		// else: another key with the same hash; it gives its slot up.
 		c.index[h] = i
@@ -227,7 +247,9 @@ func (c *aggCache) store(key string, val []byte) {
 func (c *aggCache) newSlot() int32 {
 	if c.used < c.maxSlots {
 		if c.used%aggChunkSlots == 0 {
-			c.chunks = append(c.chunks, make([]aggSlot, aggChunkSlots))
+			n := min(aggChunkSlots, c.maxSlots-c.used) // the last one only to maxSlots
+			c.chunks = append(c.chunks, make([]aggSlot, n))
+			c.stats.slots.Add(int64(n))
 		}
 		c.used++
 		return int32(c.used - 1)
@@ -239,6 +261,7 @@ func (c *aggCache) newSlot() int32 {
 		h := maphash.Bytes(c.seed, s.b[:s.klen])
 		if j, ok := c.index[h]; ok && j == i {
 			delete(c.index, h)
+			c.stats.entries.Add(-1)
 		}
 	}
 	s.klen, s.vlen = 0, 0
@@ -252,6 +275,15 @@ func (c *aggCache) remove(key string) {
 		return
 	}
 	delete(c.index, h)
+	c.stats.entries.Add(-1)
 	s := c.slot(i)
 	s.klen, s.vlen = 0, 0
 }
+
+// memory is what the cache's slots and index take, about.
+func (s *aggCacheStats) memory() int64 {
+	return s.slots.Load()*int64(unsafeSizeofSlot) + s.entries.Load()*(aggSlotCost-unsafeSizeofSlot)
+}
+
+// unsafeSizeofSlot is a slot's size (unsafe.Sizeof(aggSlot{})).
+const unsafeSizeofSlot = 80

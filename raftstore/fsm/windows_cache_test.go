@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/raft"
@@ -286,5 +287,44 @@ func TestWindowCacheSizeMustNotBeNegative(t *testing.T) {
 	}
 	if f.records.aggs.used != 0 {
 		t.Fatal("a cache that is off handed out slots")
+	}
+}
+
+// TestStorageStatsCountTheWindowCache: reads it answered and reads that
+// went to Pebble, what it holds, and its memory, the counters carrying
+// over a Restore that empties it.
+func TestStorageStatsCountTheWindowCache(t *testing.T) {
+	const hour = 3_600_000
+	spec := command.WindowSpec{Namespace: "n", Shape: command.ShapeTumbling, SizeMs: hour, Aggregate: command.AggSumInt,
+		Emit: command.EmitFinal, Late: command.LateDrop, MaxOutOfOrderMs: 100 * hour}
+	f, other := openFSM(t), openFSM(t)
+	if res := apply(t, f, 1, &command.Command{Type: command.TypeDefineWindows, Now: 1e18, Windows: &spec}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	for i := range uint64(3) {
+		res := apply(t, f, 2+i, &command.Command{Type: command.TypeCommit, Now: 1e18, Commit: &command.Commit{
+			WindowAdds: []command.WindowAdd{{Namespace: "n", Source: "s", Key: []byte("w"), EventTimeMs: 10 * hour, Int: 1}}}})
+		if res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	s := f.StorageStats()
+	if s.WindowCacheHitsTotal != 2 || s.WindowCacheMissesTotal != 1 || s.WindowCacheEntries != 1 {
+		t.Fatalf("after three adds to one window: %d hits, %d misses, %d entries; want 2, 1, 1",
+			s.WindowCacheHitsTotal, s.WindowCacheMissesTotal, s.WindowCacheEntries)
+	}
+	if want := int64(aggChunkSlots*unsafeSizeofSlot + aggSlotCost - unsafeSizeofSlot); s.WindowCacheBytes != want {
+		t.Fatalf("the cache takes %d bytes, want one chunk of slots and one index entry, %d", s.WindowCacheBytes, want)
+	}
+	if got := int64(unsafe.Sizeof(aggSlot{})); got != unsafeSizeofSlot {
+		t.Fatalf("a slot is %d bytes, unsafeSizeofSlot says %d", got, unsafeSizeofSlot)
+	}
+	if err := f.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, other)))); err != nil {
+		t.Fatal(err)
+	}
+	s = f.StorageStats()
+	if s.WindowCacheHitsTotal != 2 || s.WindowCacheMissesTotal != 1 || s.WindowCacheEntries != 0 || s.WindowCacheBytes != 0 {
+		t.Fatalf("after a restore: %d hits, %d misses, %d entries, %d bytes; want 2, 1, 0, 0",
+			s.WindowCacheHitsTotal, s.WindowCacheMissesTotal, s.WindowCacheEntries, s.WindowCacheBytes)
 	}
 }
