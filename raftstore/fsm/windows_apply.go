@@ -326,17 +326,9 @@ func overflowReject(i int, key []byte, start, end int64) error {
 	return reject(fmt.Sprintf("window_adds[%d].int_value", i), "the sum of window [%d, %d) of key %q would overflow int64", start, end, key)
 }
 
-// getAgg reads the aggregate under k, through the window cache in the
-// apply loop.
+// getAgg reads the aggregate under k, through the window cache.
 func (w *windowApply) getAgg(k []byte) (aggState, bool, error) {
-	var v []byte
-	var ok bool
-	var err error
-	if w.a.rec != nil {
-		v, ok, err = w.a.rec.aggs.get(w.a.r, k)
-	} else {
-		v, ok, err = w.a.get(k)
-	}
+	v, ok, err := w.a.rec.aggs.get(w.a.r, k)
 	if err != nil || !ok {
 		return aggState{}, false, err
 	}
@@ -347,9 +339,7 @@ func (w *windowApply) getAgg(k []byte) (aggState, bool, error) {
 // setAgg writes the aggregate under k, which getAgg reads back.
 func (w *windowApply) setAgg(k []byte, s *aggState) error {
 	w.a.vbuf = s.encode(w.a.vbuf[:0])
-	if w.a.rec != nil {
-		w.a.rec.aggs.set(k, w.a.vbuf)
-	}
+	w.a.rec.aggs.set(k, w.a.vbuf)
 	return w.a.b.Set(k, w.a.vbuf, nil)
 }
 
@@ -357,20 +347,14 @@ func (w *windowApply) setAgg(k []byte, s *aggState) error {
 // by scans, never through the window cache, which only forgets k.
 func (w *windowApply) setSessionAgg(k []byte, s *aggState) error {
 	w.a.vbuf = s.encode(w.a.vbuf[:0])
-	w.forgetAgg(k)
+	w.a.rec.aggs.forget(k)
 	return w.a.b.Set(k, w.a.vbuf, nil)
 }
 
 // deleteAgg deletes the aggregate under k.
 func (w *windowApply) deleteAgg(k []byte) error {
-	w.forgetAgg(k)
+	w.a.rec.aggs.forget(k)
 	return w.a.b.Delete(k, nil)
-}
-
-func (w *windowApply) forgetAgg(k []byte) {
-	if w.a.rec != nil {
-		w.a.rec.aggs.forget(k)
-	}
 }
 
 // index records an open window in the close index.

@@ -22,9 +22,9 @@ import (
 // dirty, and a read of a key written (or deleted) in the batch goes
 // through the batch, as it did without the cache. Once the batch is
 // committed, its writes replace what the cache knew of their keys
-// (commit); when a rejected entry's writes were cut from the batch, or
-// the batch was not committed, its keys are forgotten instead, which is
-// always safe. A range deletion of window data (a dropped segment)
+// (commit); when a rejected entry's writes were cut from the batch, its
+// keys are forgotten instead, which is always safe; a batch that is not
+// committed leaves the cache as it was. A range deletion of window data (a dropped segment)
 // empties the cache at the commit and sends every read of the batch
 // after it through the batch.
 //
@@ -82,10 +82,17 @@ type aggSlot struct {
 	b          [aggSlotPayload]byte
 }
 
-// aggSlotCost is what an entry costs at most: its slot (80 bytes) and its
-// index entry (16 bytes and a control byte in Go's map, which holds
-// between 7/16 and 7/8 of its slots once grown).
-const aggSlotCost = 80 + 32
+// aggSlotBytes is a slot's size (unsafe.Sizeof(aggSlot{})), and
+// aggIndexBytes what its index entry takes at most (16 bytes and a
+// control byte in Go's map, which holds between 7/16 and 7/8 of its slots
+// once grown).
+const (
+	aggSlotBytes  = 2 + aggSlotPayload
+	aggIndexBytes = 32
+)
+
+// aggSlotCost is what an entry costs at most.
+const aggSlotCost = aggSlotBytes + aggIndexBytes
 
 // aggChunkSlots is how many slots are allocated at a time, so that the
 // cache grows with the windows it holds, and never copies what it has.
@@ -187,16 +194,9 @@ func (c *aggCache) commit() {
 	c.endBatch()
 }
 
-// abort drops the batch's writes: its batch was not committed. The keys
-// they touched are forgotten.
-func (c *aggCache) abort() {
-	if c.dropped {
-		c.clear()
-	} else {
-		c.forgetDirty()
-	}
-	c.endBatch()
-}
+// abort drops the batch's writes: its batch was not committed, so what
+// the cache holds is still what the database holds.
+func (c *aggCache) abort() { c.endBatch() }
 
 func (c *aggCache) forgetDirty() {
 	for k := range c.dirty {
@@ -282,8 +282,5 @@ func (c *aggCache) remove(key string) {
 
 // memory is what the cache's slots and index take, about.
 func (s *aggCacheStats) memory() int64 {
-	return s.slots.Load()*int64(unsafeSizeofSlot) + s.entries.Load()*(aggSlotCost-unsafeSizeofSlot)
+	return s.slots.Load()*aggSlotBytes + s.entries.Load()*aggIndexBytes
 }
-
-// unsafeSizeofSlot is a slot's size (unsafe.Sizeof(aggSlot{})).
-const unsafeSizeofSlot = 80

@@ -313,11 +313,11 @@ func TestStorageStatsCountTheWindowCache(t *testing.T) {
 		t.Fatalf("after three adds to one window: %d hits, %d misses, %d entries; want 2, 1, 1",
 			s.WindowCacheHitsTotal, s.WindowCacheMissesTotal, s.WindowCacheEntries)
 	}
-	if want := int64(aggChunkSlots*unsafeSizeofSlot + aggSlotCost - unsafeSizeofSlot); s.WindowCacheBytes != want {
+	if want := int64(aggChunkSlots*aggSlotBytes + aggIndexBytes); s.WindowCacheBytes != want {
 		t.Fatalf("the cache takes %d bytes, want one chunk of slots and one index entry, %d", s.WindowCacheBytes, want)
 	}
-	if got := int64(unsafe.Sizeof(aggSlot{})); got != unsafeSizeofSlot {
-		t.Fatalf("a slot is %d bytes, unsafeSizeofSlot says %d", got, unsafeSizeofSlot)
+	if got := int64(unsafe.Sizeof(aggSlot{})); got != aggSlotBytes {
+		t.Fatalf("a slot is %d bytes, aggSlotBytes says %d", got, aggSlotBytes)
 	}
 	if err := f.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, other)))); err != nil {
 		t.Fatal(err)

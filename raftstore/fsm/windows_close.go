@@ -251,9 +251,7 @@ func (w *windowApply) dropSegments(n *winNS) error {
 	lo := binary8(windowNSKey(prefixWindowData, n.name), n.meta.LowestSegment)
 	hi := binary8(windowNSKey(prefixWindowData, n.name), cut)
 	n.meta.LowestSegment = cut
-	if w.a.rec != nil {
-		w.a.rec.aggs.dropRange()
-	}
+	w.a.rec.aggs.dropRange()
 	return w.a.clearRange(lo, hi)
 }
 
