@@ -140,6 +140,7 @@ func openLogStore(raftDir, kind string, hlog hclog.Logger) (logStore, error) {
 // walStore is raft-wal with GetLog limited to the log's range (below).
 type walStore struct {
 	*wal.WAL
+	filer *releasingFiler
 }
 
 func openWAL(dir string, hlog hclog.Logger) (*walStore, error) {
@@ -165,12 +166,23 @@ func openWAL(dir string, hlog hclog.Logger) (*walStore, error) {
 		meta.Close()
 		return nil, fmt.Errorf("raftstore: open raft log %s: %w", logStorePath(LogStoreWAL), err)
 	}
-	w, err := wal.Open(dir, wal.WithMetaStore(meta), wal.WithSegmentFiler(newReleasingFiler(dir)), wal.WithLogger(hlog.Named("wal")))
+	filer := newReleasingFiler(dir)
+	filer.deletes.log = hlog.Named("wal")
+	w, err := wal.Open(dir, wal.WithMetaStore(meta), wal.WithSegmentFiler(filer), wal.WithLogger(hlog.Named("wal")))
 	if err != nil {
+		filer.wait()
 		meta.Close()
 		return nil, fmt.Errorf("raftstore: open raft log %s: %w", logStorePath(LogStoreWAL), err)
 	}
-	return &walStore{WAL: w}, nil
+	return &walStore{WAL: w, filer: filer}, nil
+}
+
+// Close closes the log, then waits for the removal of the segments it
+// dropped (segmentDeleter), so that nothing of it outlives the call.
+func (s *walStore) Close() error {
+	err := s.WAL.Close()
+	s.filer.wait()
+	return err
 }
 
 // GetLog hides the entries outside [FirstIndex, LastIndex]. raft-wal

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft-wal/fs"
 	"github.com/hashicorp/raft-wal/segment"
 	"github.com/hashicorp/raft-wal/types"
@@ -34,9 +35,13 @@ import (
 // the writer, so that an append overwrites written blocks; on a disk too
 // full to preallocate one, plain unpreallocated files
 // (unpreallocatedWhenFull).
+//
+// The files of segments the log drops are removed in the background
+// (segmentDeleter), not under raft-wal's write lock.
 type releasingFiler struct {
 	*segment.Filer
-	files *trackingVFS
+	files   *trackingVFS
+	deletes *segmentDeleter
 }
 
 func newReleasingFiler(dir string) *releasingFiler {
@@ -46,7 +51,89 @@ func newReleasingFiler(dir string) *releasingFiler {
 // newReleasingFilerOn is newReleasingFiler on the file system base.
 func newReleasingFilerOn(dir string, base types.VFS) *releasingFiler {
 	v := &trackingVFS{VFS: unpreallocatedWhenFull{zeroingVFS{base}}, open: map[string]types.WritableFile{}}
-	return &releasingFiler{Filer: segment.NewFiler(dir, v), files: v}
+	f := segment.NewFiler(dir, v)
+	return &releasingFiler{Filer: f, files: v, deletes: &segmentDeleter{remove: f.Delete}}
+}
+
+// Delete removes the segment's file in the background (segmentDeleter);
+// raft-wal asks only once the log no longer names the segment and no
+// reader uses it.
+func (f *releasingFiler) Delete(baseIndex, ID uint64) error {
+	f.deletes.add(baseIndex, ID)
+	return nil
+}
+
+// wait returns once every file Delete was asked for is removed, or
+// failed to be (the error is logged).
+func (f *releasingFiler) wait() { f.deletes.wait() }
+
+// segmentDeleter removes dropped segments' files one at a time, in a
+// goroutine of its own.
+//
+// raft-wal (v0.4.1) removes a dropped segment's file under its write
+// lock: Raft's log compaction after each snapshot drops every segment
+// before the snapshot's index at once, and on this project's VM the
+// unlink of a 64 MiB segment took about 20 ms, so every append waited for
+// all of them (appends stalled for 94 ms under 100-mutation commits,
+// BENCHMARKS.md). Removing them later is safe: raft-wal has already
+// committed the metadata without the segment and closed its reader, new
+// segments never reuse a name (each has a new ID), and if the process
+// dies first, raft-wal's Open removes every segment file its metadata
+// does not name.
+//
+// The goroutine is started when a removal is queued and ends once the
+// queue is empty, so an idle log holds none.
+type segmentDeleter struct {
+	remove func(baseIndex, ID uint64) error
+	log    hclog.Logger // nil: errors are not logged
+
+	mu      sync.Mutex
+	idle    *sync.Cond // broadcast when the goroutine ends
+	queue   [][2]uint64
+	running bool
+}
+
+func (d *segmentDeleter) add(baseIndex, ID uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.queue = append(d.queue, [2]uint64{baseIndex, ID})
+	if !d.running {
+		d.running = true
+		go d.run()
+	}
+}
+
+func (d *segmentDeleter) run() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for len(d.queue) > 0 {
+		seg := d.queue[0]
+		d.queue = d.queue[1:]
+		d.mu.Unlock()
+		err := d.remove(seg[0], seg[1])
+		if err != nil && d.log != nil {
+			// As raft-wal treats it: the log is whole without the
+			// file, and Open removes it when the node starts again.
+			d.log.Error("failed to delete old segment", "baseIndex", seg[0], "id", seg[1], "err", err)
+		}
+		d.mu.Lock()
+	}
+	d.queue = nil
+	d.running = false
+	if d.idle != nil {
+		d.idle.Broadcast()
+	}
+}
+
+func (d *segmentDeleter) wait() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.idle == nil {
+		d.idle = sync.NewCond(&d.mu)
+	}
+	for d.running {
+		d.idle.Wait()
+	}
 }
 
 // unpreallocatedWhenFull is raft-wal's file system, except that a segment
