@@ -72,10 +72,11 @@ func (f *releasingFiler) wait() { f.deletes.wait() }
 //
 // raft-wal (v0.4.1) removes a dropped segment's file under its write
 // lock: Raft's log compaction after each snapshot drops every segment
-// before the snapshot's index at once, and on this project's VM the
-// unlink of a 64 MiB segment took about 20 ms, so every append waited for
-// all of them (appends stalled for 94 ms under 100-mutation commits,
-// BENCHMARKS.md). Removing them later is safe: raft-wal has already
+// before the snapshot's index at once, and on this project's VM (ext4
+// mounted with discard, which TRIMs the freed blocks) the unlink of a
+// written 64 MiB segment took 14-20 ms, so every append waited for all
+// of them (compactions of 74 ms on one node under 100-mutation commits,
+// the longest append 93 ms; BENCHMARKS.md). Removing them later is safe: raft-wal has already
 // committed the metadata without the segment and closed its reader, new
 // segments never reuse a name (each has a new ID), and if the process
 // dies first, raft-wal's Open removes every segment file its metadata
