@@ -19,8 +19,9 @@ import (
 //
 // It holds committed values only: what the database holds for each key
 // it knows. The writes of the batch being built are kept apart, in
-// dirty, and a read of a key written (or deleted) in the batch goes
-// through the batch, as it did without the cache. Once the batch is
+// dirty, and a read of a key written in the batch is answered from
+// dirty, the value the batch holds; one deleted in the batch, or read
+// after a cut, goes through the batch, as it did without the cache. Once the batch is
 // committed, its writes replace what the cache knew of their keys
 // (commit); when a rejected entry's writes were cut from the batch, its
 // keys are forgotten instead, which is always safe; a batch that is not
@@ -137,7 +138,12 @@ func (c *aggCache) lookupString(key string) (int32, uint64, bool) {
 // not know it.
 func (c *aggCache) get(r pebble.Reader, key []byte) ([]byte, bool, error) {
 	if c.maxSlots > 0 && !c.dropped {
-		if _, written := c.dirty[string(key)]; written {
+		if v, written := c.dirty[string(key)]; written {
+			if v != nil && !c.cut {
+				// The batch's own write, still in it: the batch
+				// would answer the same, through its index.
+				return append([]byte(nil), v...), true, nil
+			}
 			return getRecord(r, key)
 		}
 		if i, _, ok := c.lookup(key); ok {
