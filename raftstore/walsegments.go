@@ -52,7 +52,7 @@ func newReleasingFiler(dir string) *releasingFiler {
 func newReleasingFilerOn(dir string, base types.VFS) *releasingFiler {
 	v := &trackingVFS{VFS: unpreallocatedWhenFull{zeroingVFS{base}}, open: map[string]types.WritableFile{}}
 	f := segment.NewFiler(dir, v)
-	return &releasingFiler{Filer: f, files: v, deletes: &segmentDeleter{remove: f.Delete}}
+	return &releasingFiler{Filer: f, files: v, deletes: newSegmentDeleter(f.Delete)}
 }
 
 // Delete removes the segment's file in the background (segmentDeleter);
@@ -76,11 +76,11 @@ func (f *releasingFiler) wait() { f.deletes.wait() }
 // mounted with discard, which TRIMs the freed blocks) the unlink of a
 // written 64 MiB segment took 14-20 ms, so every append waited for all
 // of them (compactions of 74 ms on one node under 100-mutation commits,
-// the longest append 93 ms; BENCHMARKS.md). Removing them later is safe: raft-wal has already
-// committed the metadata without the segment and closed its reader, new
-// segments never reuse a name (each has a new ID), and if the process
-// dies first, raft-wal's Open removes every segment file its metadata
-// does not name.
+// the longest append 93 ms; BENCHMARKS.md). Removing them later is
+// safe: raft-wal has already committed the metadata without the segment
+// and closed its reader, new segments never reuse a name (each has a new
+// ID), and if the process dies first, raft-wal's Open removes every
+// segment file its metadata does not name.
 //
 // The goroutine is started when a removal is queued and ends once the
 // queue is empty, so an idle log holds none.
@@ -89,9 +89,15 @@ type segmentDeleter struct {
 	log    hclog.Logger // nil: errors are not logged
 
 	mu      sync.Mutex
-	idle    *sync.Cond // broadcast when the goroutine ends
+	idle    sync.Cond // on mu; broadcast when the goroutine ends
 	queue   [][2]uint64
 	running bool
+}
+
+func newSegmentDeleter(remove func(baseIndex, ID uint64) error) *segmentDeleter {
+	d := &segmentDeleter{remove: remove}
+	d.idle.L = &d.mu
+	return d
 }
 
 func (d *segmentDeleter) add(baseIndex, ID uint64) {
@@ -121,17 +127,12 @@ func (d *segmentDeleter) run() {
 	}
 	d.queue = nil
 	d.running = false
-	if d.idle != nil {
-		d.idle.Broadcast()
-	}
+	d.idle.Broadcast()
 }
 
 func (d *segmentDeleter) wait() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.idle == nil {
-		d.idle = sync.NewCond(&d.mu)
-	}
 	for d.running {
 		d.idle.Wait()
 	}

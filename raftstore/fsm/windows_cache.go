@@ -21,13 +21,13 @@ import (
 // it knows. The writes of the batch being built are kept apart, in
 // dirty, and a read of a key written in the batch is answered from
 // dirty, the value the batch holds; one deleted in the batch, or read
-// after a cut, goes through the batch, as it did without the cache. Once the batch is
-// committed, its writes replace what the cache knew of their keys
-// (commit); when a rejected entry's writes were cut from the batch, its
-// keys are forgotten instead, which is always safe; a batch that is not
-// committed leaves the cache as it was. A range deletion of window data (a dropped segment)
-// empties the cache at the commit and sends every read of the batch
-// after it through the batch.
+// after a cut, goes through the batch, as it did without the cache.
+// Once the batch is committed, its writes replace what the cache knew of
+// their keys (commit); when a rejected entry's writes were cut from the
+// batch, its keys are forgotten instead, which is always safe; a batch
+// that is not committed leaves the cache as it was. A range deletion of
+// window data (a dropped segment) empties the cache at the commit and
+// sends every read of the batch after it through the batch.
 //
 // Every write of a window's data in the apply loop goes through set or
 // forget (windows_apply.go), and a database replaced under the state
