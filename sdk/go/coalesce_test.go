@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -286,4 +287,100 @@ func TestCoalescingSendsACommitOfManyWritesAtOnce(t *testing.T) {
 	if len(f.batches) != 0 || sizes[1] != 1 || sizes[maxCoalescedWrites] != 1 || sizes[maxCoalescedWrites+1] != 1 {
 		t.Fatalf("plain commits by size %v and %d batches; want one each of 1, %d and %d writes, no batch", sizes, len(f.batches), maxCoalescedWrites, maxCoalescedWrites+1)
 	}
+}
+
+// gatedCalls is a fakeState whose commit calls, plain and CommitBatch,
+// each report how many commits they carry on calls, then wait for gate.
+type gatedCalls struct {
+	*fakeState
+	calls chan int
+	gate  chan struct{}
+}
+
+func (g *gatedCalls) Commit(ctx context.Context, in *statedv1.CommitRequest, opts ...grpc.CallOption) (*statedv1.CommitResponse, error) {
+	g.calls <- 1
+	<-g.gate
+	return g.fakeState.Commit(ctx, in, opts...)
+}
+
+func (g *gatedCalls) CommitBatch(ctx context.Context, in *statedv1.CommitBatchRequest, opts ...grpc.CallOption) (*statedv1.CommitBatchResponse, error) {
+	g.calls <- len(in.GetCommits())
+	<-g.gate
+	return g.fakeState.CommitBatch(ctx, in, opts...)
+}
+
+// TestCallersAnsweredTogetherCommitAgainInOneCall: callers that a call
+// of several commits answered, and that commit again at once, go
+// together in the next call. Without the coalescer's yield before it
+// takes the queue, the first of them to queue goes alone (nothing queued
+// during the flight) and the others in the call after it, every time:
+// the callers would take turns in two cohorts. The yield lasts until no
+// caller has queued for 20 µs, which a caller descheduled for longer
+// misses, so the test asks that the next call carry more than one commit
+// in most of ten rounds (all eight, in nearly all).
+func TestCallersAnsweredTogetherCommitAgainInOneCall(t *testing.T) {
+	const rounds, callers = 10, 8
+	var thirds []int
+	for range rounds {
+		thirds = append(thirds, answeredCallersNextCall(t, callers))
+	}
+	slices.Sort(thirds)
+	if thirds[rounds/2] < 2 {
+		t.Fatalf("the callers a call answered committed again in calls of %v commits (ten rounds), want most of the %d together", thirds, callers)
+	}
+}
+
+// answeredCallersNextCall has callers commit twice each, their first
+// commits in one call, and returns how many commits the call after that
+// one carries.
+func answeredCallersNextCall(t *testing.T, callers int) int {
+	t.Helper()
+	g := &gatedCalls{fakeState: &fakeState{}, calls: make(chan int, 2*callers+1), gate: make(chan struct{})}
+	c := newClient(nil, g, clientOptions{clientID: "test-client", retry: defaultRetryPolicy()})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nextCall := func() int {
+		t.Helper()
+		select {
+		case n := <-g.calls:
+			return n
+		case <-ctx.Done():
+			t.Fatal("no commit call within 30s")
+			return 0
+		}
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*callers+1)
+	wg.Go(func() {
+		_, err := c.Txn().Put("ns", []byte("holder"), nil).Commit(ctx)
+		errs <- err
+	})
+	if n := nextCall(); n != 1 {
+		t.Fatalf("the first call carries %d commits, want 1", n)
+	}
+	for i := range callers {
+		wg.Go(func() {
+			for j := range 2 {
+				_, err := c.Txn().Put("ns", fmt.Appendf(nil, "k%d-%d", i, j), nil).Commit(ctx)
+				errs <- err
+			}
+		})
+	}
+	queued(t, c.batch, callers)
+	g.gate <- struct{}{} // the first call answers
+	if n := nextCall(); n != callers {
+		t.Fatalf("the second call carries %d commits, want the %d queued", n, callers)
+	}
+	g.gate <- struct{}{} // the second call answers its callers, who commit again
+	third := nextCall()
+	close(g.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return third
 }
