@@ -112,7 +112,7 @@ func (q *coalescer) commit(ctx context.Context, req *statedv1.CommitRequest) (*s
 	}
 	q.mu.Unlock()
 	if batch != nil {
-		q.send(batch)
+		q.send(batch, true)
 	}
 	select {
 	case <-qc.done:
@@ -137,8 +137,10 @@ func (q *coalescer) takeLocked() []*queuedCommit {
 }
 
 // send makes one call for batch and delivers each commit its answer, then
-// hands what was queued meanwhile to a call of its own.
-func (q *coalescer) send(batch []*queuedCommit) {
+// hands what was queued meanwhile to a call of its own. inline is set when
+// the goroutine of one of batch's callers runs it, which cannot queue
+// again before it returns.
+func (q *coalescer) send(batch []*queuedCommit, inline bool) {
 	live := batch[:0:0]
 	for _, qc := range batch {
 		if err := qc.ctx.Err(); err != nil {
@@ -167,13 +169,17 @@ func (q *coalescer) send(batch []*queuedCommit) {
 		q.sendBatch(live)
 	}
 	if len(live) > 1 {
-		q.letAnsweredRejoin(len(live))
+		answered := len(live)
+		if inline {
+			answered--
+		}
+		q.letAnsweredRejoin(answered)
 	}
 	q.mu.Lock()
 	next := q.takeLocked()
 	q.mu.Unlock()
 	if next != nil {
-		go q.send(next)
+		go q.send(next, false)
 	}
 }
 
